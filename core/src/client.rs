@@ -1,0 +1,282 @@
+//! The payer's pay-and-retry flow, without HTTP: bindings and the Rust client do the I/O and
+//! call these steps, so every language decides the same way.
+//!
+//! 1. [`parse_payment_required`]: is this response a Vlexivo 402, and for what?
+//! 2. [`Payer::prepare`]: check it matches the request made, reserve budget, sign.
+//! 3. POST the prepared body to the facilitator; [`Payer::finish`] reads its answer,
+//!    commits or releases the reservation, and yields the proof header for the retry.
+
+use crate::challenge::{resource_path, Challenge};
+use crate::error::{Error, Result};
+use crate::money::{Currency, Money};
+use crate::payment::{PaymentReceipt, PaymentRequest};
+use crate::policy::{Budget, Reservation, SpendingPolicy};
+use crate::wallet::Wallet;
+use serde::Deserialize;
+
+/// Largest 402 or facilitator body the client reads.
+pub const MAX_RESPONSE_BODY: usize = 64 * 1024;
+
+/// A Vlexivo 402, decoded.
+#[derive(Debug, Clone)]
+pub struct PaymentRequired {
+    pub encoded: String,
+    pub challenge: Challenge,
+    pub price: Money,
+}
+
+/// Read a response: a 402 carrying a challenge in the `Vlexivo-Challenge` header or in the
+/// JSON body's `challenge` field. Anything else is `not_payment_required`.
+pub fn parse_payment_required<'a>(
+    status: u16,
+    headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+    body: &[u8],
+) -> Result<PaymentRequired> {
+    if status != 402 {
+        return Err(Error::NotPaymentRequired);
+    }
+    let from_header = headers
+        .into_iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(crate::headers::CHALLENGE))
+        .map(|(_, v)| v.to_string());
+    let encoded = match from_header {
+        Some(v) => v,
+        None => {
+            #[derive(Deserialize)]
+            struct B {
+                challenge: String,
+            }
+            if body.len() > MAX_RESPONSE_BODY {
+                return Err(Error::NotPaymentRequired);
+            }
+            serde_json::from_slice::<B>(body).map_err(|_| Error::NotPaymentRequired)?.challenge
+        }
+    };
+    let challenge = Challenge::decode(&encoded)?;
+    let price = challenge.price()?;
+    Ok(PaymentRequired { encoded, challenge, price })
+}
+
+/// Scheme+authority and path of an absolute URL ("http://h:1/a?b" → ("h:1", "/a")).
+pub fn split_url(url: &str) -> Result<(&str, &str)> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| Error::RequestMalformed("URL must be absolute http(s)".into()))?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let host = &rest[..end];
+    let host = host.rsplit('@').next().unwrap_or(host);
+    if host.is_empty() {
+        return Err(Error::RequestMalformed("URL has no host".into()));
+    }
+    let path = resource_path(&rest[end..]);
+    Ok((host, if path.is_empty() { "/" } else { path }))
+}
+
+/// When and how much to top up a wallet before paying.
+#[derive(Debug, Clone)]
+pub struct AutoTopUp {
+    pub enabled: bool,
+    pub trigger_balance: Money,
+    pub top_up_amount: Money,
+}
+
+impl AutoTopUp {
+    pub fn new(trigger_balance: &str, top_up_amount: &str) -> Result<Self> {
+        Ok(Self {
+            enabled: true,
+            trigger_balance: Money::parse(trigger_balance, Currency::Usd)?,
+            top_up_amount: Money::parse(top_up_amount, Currency::Usd)?.positive()?,
+        })
+    }
+
+    /// How much to add before paying `price` from `balance`, if anything: when the balance
+    /// after this payment would fall below the trigger (or cannot cover it), add
+    /// `top_up_amount`, or more if that alone would not cover the price.
+    pub fn amount_before(&self, balance: &Money, price: &Money) -> Result<Option<Money>> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let after = balance.amount() - price.amount();
+        if after >= self.trigger_balance.amount() {
+            return Ok(None);
+        }
+        let shortfall = Money::new((-after).max(rust_decimal::Decimal::ZERO), price.currency())?;
+        Ok(Some(if shortfall.amount() > self.top_up_amount.amount() {
+            shortfall
+        } else {
+            self.top_up_amount
+        }))
+    }
+}
+
+/// A payment ready to send to the facilitator.
+#[derive(Debug)]
+pub struct PreparedPayment {
+    /// `{facilitator}/v1/payments`.
+    pub pay_url: String,
+    pub facilitator: String,
+    /// JSON body for the POST.
+    pub body: String,
+    pub price: Money,
+    pub host: String,
+    pub nonce: String,
+    reservation: Option<Reservation>,
+}
+
+/// The payer: a wallet, a budget, and optionally the one facilitator it trusts.
+#[derive(Debug)]
+pub struct Payer {
+    wallet: Wallet,
+    budget: Budget,
+    facilitator: Option<String>,
+}
+
+impl Payer {
+    pub fn new(wallet: Wallet, policy: SpendingPolicy, facilitator: Option<String>) -> Self {
+        Self {
+            wallet,
+            budget: Budget::new(policy),
+            facilitator: facilitator.map(|f| f.trim_end_matches('/').to_string()),
+        }
+    }
+
+    pub fn wallet(&self) -> &Wallet {
+        &self.wallet
+    }
+
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    /// The facilitator this payer uses: the configured one, else the challenge's.
+    pub fn facilitator_for(&self, pr: &PaymentRequired) -> String {
+        self.facilitator.clone().unwrap_or_else(|| pr.challenge.facilitator.clone())
+    }
+
+    /// Check the challenge is for the request that was made (method, path) and for the
+    /// configured facilitator, reserve the price against the budget, and sign.
+    pub fn prepare(
+        &self,
+        pr: &PaymentRequired,
+        method: &str,
+        url: &str,
+        now: u64,
+    ) -> Result<PreparedPayment> {
+        let c = &pr.challenge;
+        let (host, path) = split_url(url)?;
+        if !c.method.eq_ignore_ascii_case(method) {
+            return Err(Error::ChallengeMismatch("method"));
+        }
+        if c.path != path {
+            return Err(Error::ChallengeMismatch("path"));
+        }
+        if now > c.exp {
+            return Err(Error::ChallengeExpired);
+        }
+        let facilitator = c.facilitator.trim_end_matches('/');
+        if let Some(mine) = &self.facilitator {
+            if mine != facilitator {
+                return Err(Error::ChallengeMismatch("facilitator"));
+            }
+        }
+        if !(facilitator.starts_with("http://") || facilitator.starts_with("https://")) {
+            return Err(Error::ChallengeMalformed("facilitator"));
+        }
+        let reservation = self.budget.reserve(host, &pr.price, now)?;
+        let req: PaymentRequest = crate::payment::sign(c, &pr.encoded, &self.wallet)?;
+        Ok(PreparedPayment {
+            pay_url: format!("{facilitator}/v1/payments"),
+            facilitator: facilitator.to_string(),
+            body: serde_json::to_string(&req).expect("serializes"),
+            price: pr.price,
+            host: host.to_string(),
+            nonce: c.nonce.clone(),
+            reservation: Some(reservation),
+        })
+    }
+
+    /// Read the facilitator's answer: a receipt commits the budget reservation; anything else
+    /// releases it and becomes a typed error (insufficient funds carries the amounts).
+    pub fn finish(&self, mut prepared: PreparedPayment, status: u16, body: &[u8]) -> Result<PaymentReceipt> {
+        let reservation = prepared.reservation.take().expect("prepared once");
+        if (200..300).contains(&status) {
+            match serde_json::from_slice::<PaymentReceipt>(body) {
+                Ok(r) if r.nonce == prepared.nonce => {
+                    self.budget.commit(reservation);
+                    return Ok(r);
+                }
+                _ => {
+                    self.budget.release(reservation);
+                    return Err(Error::FacilitatorError {
+                        status,
+                        code: "bad_receipt".into(),
+                        message: "facilitator answered with an unexpected receipt".into(),
+                    });
+                }
+            }
+        }
+        self.budget.release(reservation);
+        Err(error_from_body(status, body))
+    }
+
+    /// Give back a reservation when the facilitator could not be reached.
+    pub fn abandon(&self, mut prepared: PreparedPayment) {
+        if let Some(r) = prepared.reservation.take() {
+            self.budget.release(r);
+        }
+    }
+}
+
+/// Header for the paid retry.
+pub fn proof_header(token: &str) -> (&'static str, String) {
+    (crate::headers::PROOF, token.to_string())
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: serde_json::Value,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    required: Option<String>,
+    #[serde(default)]
+    balance: Option<String>,
+    #[serde(default)]
+    currency: Option<String>,
+}
+
+/// Map a Vlexivo JSON error body (`{"error": code, "message": …}`) from a facilitator or a
+/// paywall back to the typed error, so callers in every language see the same codes.
+pub fn error_from_body(status: u16, body: &[u8]) -> Error {
+    let parsed = if body.len() <= MAX_RESPONSE_BODY {
+        serde_json::from_slice::<ErrorBody>(body).ok()
+    } else {
+        None
+    };
+    let Some(b) = parsed else {
+        return Error::FacilitatorError {
+            status,
+            code: "http_error".into(),
+            message: format!("HTTP {status}"),
+        };
+    };
+    let code = b.error.as_str().unwrap_or("http_error").to_string();
+    let message = b.message.unwrap_or_default();
+    match code.as_str() {
+        "insufficient_funds" => Error::InsufficientFunds {
+            required: b.required.unwrap_or_default(),
+            balance: b.balance.unwrap_or_default(),
+            currency: b.currency.unwrap_or_else(|| "usd".into()),
+        },
+        "challenge_invalid" => Error::ChallengeInvalid,
+        "challenge_expired" => Error::ChallengeExpired,
+        "signature_invalid" => Error::SignatureInvalid,
+        "provider_unknown" => Error::ProviderUnknown,
+        "unauthorized" => Error::Unauthorized,
+        "payment_conflict" => Error::PaymentConflict,
+        "top_up_refused" => Error::TopUpRefused(message),
+        "token_replayed" => Error::TokenReplayed,
+        _ => Error::FacilitatorError { status, code, message },
+    }
+}

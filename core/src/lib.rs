@@ -1,0 +1,47 @@
+//! # vlexivo-core
+//!
+//! Every rule of the Vlexivo protocol (HTTP 402 per-call payments), free of any FFI and of I/O
+//! except in the clearly named store modules. Time and randomness are injected ([`env`]), so
+//! the vectors in `tests/vectors/` are reproducible. `docs/protocol.md` is the normative spec.
+//!
+//! | module | holds |
+//! |---|---|
+//! | [`money`] | decimal amounts and currencies |
+//! | [`keys`] | `apiSecret` format and the keys derived from it (HKDF) |
+//! | [`challenge`] | the 402 challenge: create, encode, decode, MAC |
+//! | [`wallet`] | secp256k1 wallets, EIP-55 addresses, EIP-712 payment authorizations |
+//! | [`token`] | the proof token (JWT, HS256 or EdDSA) |
+//! | [`store`] | nonce stores: memory, SQLite |
+//! | [`policy`] | the payer's spending policy |
+//! | [`paywall`] | the provider middleware's decisions |
+//! | [`client`] | the payer's pay-and-retry flow, without HTTP |
+//! | [`payment`] | what the facilitator checks before it charges |
+
+pub mod challenge;
+pub mod client;
+pub mod env;
+pub mod error;
+pub mod keys;
+pub mod money;
+pub mod payment;
+pub mod paywall;
+pub mod policy;
+pub mod store;
+pub mod token;
+pub mod wallet;
+
+pub use error::{BudgetLimit, Error, Result};
+pub use money::{Currency, Money};
+
+/// Protocol version carried in challenges and tokens.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// Header names (case-insensitive on the wire).
+pub mod headers {
+    /// On a 402: the base64url challenge.
+    pub const CHALLENGE: &str = "Vlexivo-Challenge";
+    /// On the paid retry: the proof token.
+    pub const PROOF: &str = "Vlexivo-Proof";
+    /// On the paid response: the receipt.
+    pub const RECEIPT: &str = "Vlexivo-Receipt";
+}

@@ -1,0 +1,378 @@
+//! Decimal money. Amounts cross every boundary (wire, FFI, database) as decimal strings and are
+//! held as `rust_decimal::Decimal`; floats never carry money. A currency fixes how many decimals
+//! it carries and how it settles: `usd` settles as a 6-decimal stablecoin, so $0.0001 = 100
+//! atomic units.
+
+use crate::error::{Error, Result};
+use rust_decimal::Decimal;
+use std::fmt;
+use std::str::FromStr;
+
+/// Supported currencies. Wire form is the lowercase code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Currency {
+    /// US dollars, settled as a 6-decimal USDC-like stablecoin.
+    Usd,
+}
+
+impl Currency {
+    pub fn code(self) -> &'static str {
+        match self {
+            Currency::Usd => "usd",
+        }
+    }
+
+    /// Decimals carried by the settlement asset.
+    pub fn decimals(self) -> u32 {
+        match self {
+            Currency::Usd => 6,
+        }
+    }
+
+    /// Parse a currency code (case-insensitive: "usd", "USD").
+    pub fn parse(s: &str) -> Result<Self> {
+        if s.eq_ignore_ascii_case("usd") {
+            Ok(Currency::Usd)
+        } else {
+            Err(Error::CurrencyUnsupported(truncate(s, 16)))
+        }
+    }
+}
+
+impl FromStr for Currency {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Currency::parse(s)
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// The largest single amount accepted anywhere (a price, a payment, a top-up): 1,000,000.
+pub const MAX_AMOUNT: Decimal = Decimal::from_parts(1_000_000, 0, 0, false, 0);
+/// Longest amount string accepted before parsing.
+pub const MAX_AMOUNT_CHARS: usize = 40;
+
+/// A non-negative amount of one currency, exact to the currency's decimals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Money {
+    amount: Decimal,
+    currency: Currency,
+}
+
+impl Money {
+    /// Parse a decimal string such as "0.001". Exponent forms ("1e-3") are accepted only when
+    /// exact within the currency's decimals. Each kind of bad input has its own error code.
+    pub fn parse(s: &str, currency: Currency) -> Result<Self> {
+        let amount = parse_decimal(s)?;
+        Self::new(amount, currency)
+    }
+
+    /// Parse a price given as a float (a JS number, a Python float). The float is read through
+    /// its shortest round-trip decimal form, so `0.001` is exactly 0.001 and `0.1 + 0.2`
+    /// (0.30000000000000004) is refused as over-precise rather than silently rounded.
+    pub fn from_f64(v: f64, currency: Currency) -> Result<Self> {
+        if !v.is_finite() {
+            return Err(Error::AmountNotFinite);
+        }
+        // Rust's `Display` for f64 is the shortest string that round-trips, never exponent form.
+        Self::parse(&format!("{v}"), currency)
+    }
+
+    /// Build from a decimal, checking sign, precision and the maximum.
+    pub fn new(amount: Decimal, currency: Currency) -> Result<Self> {
+        if amount.is_sign_negative() && !amount.is_zero() {
+            return Err(Error::AmountNegative);
+        }
+        let amount = amount.normalize();
+        if amount.scale() > currency.decimals() {
+            return Err(Error::AmountPrecision { max_decimals: currency.decimals() });
+        }
+        if amount > MAX_AMOUNT {
+            return Err(Error::AmountTooLarge { max: MAX_AMOUNT.to_string() });
+        }
+        // Store without a negative zero.
+        let amount = if amount.is_zero() { Decimal::ZERO } else { amount };
+        Ok(Self { amount, currency })
+    }
+
+    pub fn zero(currency: Currency) -> Self {
+        Self { amount: Decimal::ZERO, currency }
+    }
+
+    /// From atomic units of the settlement asset (100 = $0.0001 for `usd`).
+    pub fn from_atomic(units: u64, currency: Currency) -> Result<Self> {
+        let amount = Decimal::from_i128_with_scale(units as i128, currency.decimals());
+        Self::new(amount, currency)
+    }
+
+    /// Exact atomic units (amount × 10^decimals). Never rounds: precision was checked on entry.
+    pub fn to_atomic(&self) -> u64 {
+        let scaled = self.amount * Decimal::from(10u64.pow(self.currency.decimals()));
+        // In range and integral by construction (scale ≤ decimals, amount ≤ MAX_AMOUNT).
+        u64::try_from(scaled.trunc().mantissa() / 10i128.pow(scaled.trunc().scale()))
+            .expect("money within range")
+    }
+
+    pub fn amount(&self) -> Decimal {
+        self.amount
+    }
+
+    pub fn currency(&self) -> Currency {
+        self.currency
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.amount.is_zero()
+    }
+
+    /// Require a strictly positive amount (prices, payments, top-ups).
+    pub fn positive(self) -> Result<Self> {
+        if self.is_zero() { Err(Error::AmountZero) } else { Ok(self) }
+    }
+
+    fn same_currency(&self, other: &Money) -> Result<()> {
+        if self.currency != other.currency {
+            return Err(Error::CurrencyMismatch {
+                expected: self.currency.code().into(),
+                got: other.currency.code().into(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn checked_add(&self, other: &Money) -> Result<Money> {
+        self.same_currency(other)?;
+        Money::new(self.amount + other.amount, self.currency)
+    }
+
+    /// Subtract; a negative result is an error (`amount_negative`), never a wrap.
+    pub fn checked_sub(&self, other: &Money) -> Result<Money> {
+        self.same_currency(other)?;
+        Money::new(self.amount - other.amount, self.currency)
+    }
+
+    /// Multiply by an exact factor; refuses a result with more decimals than the currency.
+    pub fn checked_mul(&self, factor: Decimal) -> Result<Money> {
+        let product = self.amount.checked_mul(factor).ok_or(Error::AmountTooLarge {
+            max: MAX_AMOUNT.to_string(),
+        })?;
+        Money::new(product, self.currency)
+    }
+
+    /// Multiply and round half away from zero to the currency's decimals: for price formulas
+    /// that knowingly produce fractions of an atomic unit.
+    pub fn mul_rounded(&self, factor: Decimal) -> Result<Money> {
+        let product = self.amount.checked_mul(factor).ok_or(Error::AmountTooLarge {
+            max: MAX_AMOUNT.to_string(),
+        })?;
+        let rounded = product.round_dp_with_strategy(
+            self.currency.decimals(),
+            rust_decimal::RoundingStrategy::MidpointAwayFromZero,
+        );
+        Money::new(rounded, self.currency)
+    }
+
+    /// Compare amounts of the same currency.
+    pub fn cmp_amount(&self, other: &Money) -> Result<std::cmp::Ordering> {
+        self.same_currency(other)?;
+        Ok(self.amount.cmp(&other.amount))
+    }
+}
+
+impl fmt::Display for Money {
+    /// The canonical decimal string: no exponent, no trailing zeros ("0.001", "10", "0").
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.amount)
+    }
+}
+
+/// Parse the decimal grammar `[+-]?(digits[.digits]|.digits)([eE][+-]?digits)?` exactly.
+/// NaN/Infinity spellings are `amount_not_finite`; anything else off-grammar is malformed.
+pub fn parse_decimal(s: &str) -> Result<Decimal> {
+    if s.len() > MAX_AMOUNT_CHARS {
+        return Err(Error::AmountMalformed(format!("{}…", truncate(s, 16))));
+    }
+    let lower = s.to_ascii_lowercase();
+    let unsigned = lower.trim_start_matches(['+', '-']);
+    if matches!(unsigned, "nan" | "inf" | "infinity") {
+        return Err(Error::AmountNotFinite);
+    }
+    let malformed = || Error::AmountMalformed(truncate(s, 16));
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    let negative = match bytes.first() {
+        Some(b'-') => {
+            i = 1;
+            true
+        }
+        Some(b'+') => {
+            i = 1;
+            false
+        }
+        _ => false,
+    };
+    let (mantissa_part, exp_part) = match s[i..].find(['e', 'E']) {
+        Some(p) => (&s[i..i + p], Some(&s[i + p + 1..])),
+        None => (&s[i..], None),
+    };
+    let (int_part, frac_part) = match mantissa_part.split_once('.') {
+        Some((a, b)) => (a, b),
+        None => (mantissa_part, ""),
+    };
+    let digits_ok = |d: &str| d.bytes().all(|c| c.is_ascii_digit());
+    if (int_part.is_empty() && frac_part.is_empty())
+        || !digits_ok(int_part)
+        || !digits_ok(frac_part)
+        || (mantissa_part.ends_with('.') && frac_part.is_empty() && int_part.is_empty())
+    {
+        return Err(malformed());
+    }
+    let exp: i64 = match exp_part {
+        None => 0,
+        Some(e) => {
+            let digits = e.trim_start_matches(['+', '-']);
+            if digits.is_empty() || !digits_ok(digits) || e.len() - digits.len() > 1 {
+                return Err(malformed());
+            }
+            if digits.len() > 4 {
+                // 1e99999: far beyond any amount either way.
+                return Err(if e.starts_with('-') {
+                    Error::AmountPrecision { max_decimals: 0 }
+                } else {
+                    Error::AmountTooLarge { max: MAX_AMOUNT.to_string() }
+                });
+            }
+            e.parse().map_err(|_| malformed())?
+        }
+    };
+    // Significant digits with leading zeros stripped; scale counts fraction digits minus exp.
+    let all_digits = format!("{int_part}{frac_part}");
+    let significant = all_digits.trim_start_matches('0');
+    let mut scale = frac_part.len() as i64 - exp;
+    let mut significant = significant.to_string();
+    // Drop trailing zeros so "0.0010000" and "1000e-6" are as exact as they read.
+    while scale > 0 && significant.ends_with('0') {
+        significant.pop();
+        scale -= 1;
+    }
+    if significant.is_empty() {
+        return Ok(Decimal::ZERO);
+    }
+    if scale < 0 {
+        // Large integer: digits + zeros. Anything with more than 7 integer digits is too large.
+        if significant.len() as i64 - scale > 7 {
+            return Err(Error::AmountTooLarge { max: MAX_AMOUNT.to_string() });
+        }
+        significant.push_str(&"0".repeat((-scale) as usize));
+        scale = 0;
+    }
+    if scale > 28 || significant.len() > 28 {
+        return Err(Error::AmountPrecision { max_decimals: 0 });
+    }
+    if significant.len() as i64 - scale > 7 {
+        return Err(Error::AmountTooLarge { max: MAX_AMOUNT.to_string() });
+    }
+    let mantissa: i128 = significant.parse().map_err(|_| malformed())?;
+    let d = Decimal::from_i128_with_scale(if negative { -mantissa } else { mantissa }, scale as u32);
+    if negative {
+        return Err(Error::AmountNegative);
+    }
+    Ok(d)
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usd(s: &str) -> Result<Money> {
+        Money::parse(s, Currency::Usd)
+    }
+
+    #[test]
+    fn parses_and_formats() {
+        assert_eq!(usd("0.001").unwrap().to_string(), "0.001");
+        assert_eq!(usd("0.0001").unwrap().to_atomic(), 100);
+        assert_eq!(usd("10.00").unwrap().to_string(), "10");
+        assert_eq!(usd("1e-3").unwrap().to_string(), "0.001");
+        assert_eq!(usd(".5").unwrap().to_atomic(), 500_000);
+        assert_eq!(usd("0.0010000").unwrap().to_string(), "0.001");
+        assert_eq!(usd("1000000").unwrap().to_atomic(), 1_000_000_000_000);
+        assert_eq!(usd("0").unwrap().to_string(), "0");
+    }
+
+    #[test]
+    fn rejects_each_kind_of_bad_input() {
+        let code = |s: &str| usd(s).unwrap_err().code();
+        assert_eq!(code("-0.001"), "amount_negative");
+        assert_eq!(code("NaN"), "amount_not_finite");
+        assert_eq!(code("-Infinity"), "amount_not_finite");
+        assert_eq!(code("0.0000001"), "amount_precision");
+        assert_eq!(code("1e-7"), "amount_precision");
+        assert_eq!(code("1000000.01"), "amount_too_large");
+        assert_eq!(code("1e9"), "amount_too_large");
+        assert_eq!(code("1e99999"), "amount_too_large");
+        assert_eq!(code("abc"), "amount_malformed");
+        assert_eq!(code(""), "amount_malformed");
+        assert_eq!(code("1.2.3"), "amount_malformed");
+        assert_eq!(code(" 1"), "amount_malformed");
+        assert_eq!(code("0x10"), "amount_malformed");
+        assert_eq!(code("1e"), "amount_malformed");
+        assert_eq!(code("."), "amount_malformed");
+        assert_eq!(code(&"9".repeat(100)), "amount_malformed");
+        assert_eq!(Currency::parse("eur").unwrap_err().code(), "currency_unsupported");
+    }
+
+    #[test]
+    fn floats_are_read_exactly() {
+        assert_eq!(Money::from_f64(0.001, Currency::Usd).unwrap().to_string(), "0.001");
+        assert_eq!(Money::from_f64(0.0001, Currency::Usd).unwrap().to_atomic(), 100);
+        assert_eq!(Money::from_f64(0.1 + 0.2, Currency::Usd).unwrap_err().code(), "amount_precision");
+        assert_eq!(Money::from_f64(f64::NAN, Currency::Usd).unwrap_err().code(), "amount_not_finite");
+        assert_eq!(Money::from_f64(-1.0, Currency::Usd).unwrap_err().code(), "amount_negative");
+        assert_eq!(Money::from_f64(1e-7, Currency::Usd).unwrap_err().code(), "amount_precision");
+    }
+
+    #[test]
+    fn arithmetic() {
+        let a = usd("0.001").unwrap();
+        let b = usd("0.0005").unwrap();
+        assert_eq!(a.checked_add(&b).unwrap().to_string(), "0.0015");
+        assert_eq!(b.checked_sub(&a).unwrap_err().code(), "amount_negative");
+        assert_eq!(a.checked_mul(Decimal::new(10, 0)).unwrap().to_string(), "0.01");
+        assert_eq!(a.checked_mul(Decimal::new(1, 4)).unwrap_err().code(), "amount_precision");
+        assert_eq!(a.mul_rounded(Decimal::new(15, 4)).unwrap().to_string(), "0.000002");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn atomic_round_trip(units in 0u64..=1_000_000_000_000) {
+            let m = Money::from_atomic(units, Currency::Usd).unwrap();
+            proptest::prop_assert_eq!(m.to_atomic(), units);
+            let again = Money::parse(&m.to_string(), Currency::Usd).unwrap();
+            proptest::prop_assert_eq!(again, m);
+        }
+
+        #[test]
+        fn parse_never_panics(s in "\\PC{0,48}") {
+            let _ = Money::parse(&s, Currency::Usd);
+        }
+
+        #[test]
+        fn exponent_forms_agree(units in 1u64..=1_000_000_000, exp in 0i32..=6) {
+            let m = Money::from_atomic(units, Currency::Usd).unwrap();
+            let s = format!("{}e-{}", m.amount() * Decimal::from(10u64.pow(exp as u32)), exp);
+            let parsed = Money::parse(&s, Currency::Usd).unwrap();
+            proptest::prop_assert_eq!(parsed, m);
+        }
+    }
+}

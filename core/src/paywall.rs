@@ -1,0 +1,345 @@
+//! The provider middleware's decisions, shared by every adapter (tower, Express, Fastify, Hapi,
+//! ASGI, WSGI): issue a challenge, verify a proof and consume its nonce, release it when the
+//! handler fails, and shape every refusal the same way. Adapters only move bytes.
+
+use crate::challenge::{body_digest, resource_binding, Challenge, ChallengeParams};
+use crate::env::Entropy;
+use crate::error::{Error, Result};
+use crate::keys::{Mode, ProviderKeys};
+use crate::money::{Currency, Money};
+use crate::store::{nonce_key, Consume, NonceStore};
+use crate::token::{Expectation, TokenVerifier, VerifierConfig};
+use serde::Serialize;
+
+/// Default facilitator when neither an option nor `VLEXIVO_FACILITATOR_URL` names one.
+pub const DEFAULT_FACILITATOR_URL: &str = "http://127.0.0.1:4020";
+/// Default clock-skew leeway on token times.
+pub const DEFAULT_LEEWAY_SECS: u64 = 30;
+
+#[derive(Debug, Clone)]
+pub struct PaywallConfig {
+    pub api_secret: String,
+    /// Must agree with the secret's prefix when given.
+    pub mode: Option<Mode>,
+    pub facilitator_url: String,
+    /// "sandbox" by default in sandbox mode; live needs a CAIP-2 network ("eip155:8453").
+    pub network: Option<String>,
+    pub challenge_ttl_secs: u64,
+    pub leeway_secs: u64,
+    /// Facilitator EdDSA keys: accept EdDSA tokens verifiable by anyone downstream.
+    pub jwks: Option<jsonwebtoken::jwk::JwkSet>,
+    /// Bind challenges to the request body's digest (for non-idempotent POSTs).
+    pub bind_body: bool,
+}
+
+impl PaywallConfig {
+    pub fn new(api_secret: impl Into<String>) -> Self {
+        Self {
+            api_secret: api_secret.into(),
+            mode: None,
+            facilitator_url: DEFAULT_FACILITATOR_URL.into(),
+            network: None,
+            challenge_ttl_secs: crate::challenge::DEFAULT_CHALLENGE_TTL_SECS,
+            leeway_secs: DEFAULT_LEEWAY_SECS,
+            jwks: None,
+            bind_body: false,
+        }
+    }
+}
+
+/// The request being paywalled, as the adapter sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestInfo<'a> {
+    pub method: &'a str,
+    /// Path with or without query string (the query is dropped from the binding).
+    pub path: &'a str,
+    /// Raw body, when the paywall binds bodies.
+    pub body: Option<&'a [u8]>,
+}
+
+/// Verified payment facts, handed to the route handler (`req.vlxPayment`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentFacts {
+    pub payer: String,
+    pub amount: String,
+    pub currency: String,
+    pub tx_hash: String,
+    pub nonce: String,
+    pub paid_at: u64,
+    pub expires_at: u64,
+    pub resource: String,
+    /// Nonce-store key, kept so the adapter can release it if the handler fails.
+    #[serde(skip)]
+    pub store_key: String,
+}
+
+/// A response the adapter sends instead of running the handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    /// JSON body.
+    pub body: String,
+    pub code: &'static str,
+}
+
+/// The 402 body: everything an agent needs to decide (and a human to read).
+#[derive(Serialize)]
+struct ChallengeBody<'a> {
+    error: &'a str,
+    message: String,
+    price: String,
+    currency: &'a str,
+    scope: &'a str,
+    resource: String,
+    facilitator: &'a str,
+    expires_at: u64,
+    challenge: &'a str,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: String,
+}
+
+#[derive(Debug)]
+pub struct Paywall {
+    keys: ProviderKeys,
+    verifier: TokenVerifier,
+    facilitator: String,
+    network: String,
+    ttl: u64,
+    leeway: u64,
+    bind_body: bool,
+}
+
+impl Paywall {
+    pub fn new(cfg: PaywallConfig) -> Result<Self> {
+        let keys = ProviderKeys::from_secret(&cfg.api_secret)?;
+        if let Some(mode) = cfg.mode {
+            if mode != keys.mode {
+                return Err(Error::ModeMismatch {
+                    expected: mode.as_str().into(),
+                    got: format!("an apiSecret for {}", keys.mode),
+                });
+            }
+        }
+        let network = match (cfg.network, keys.mode) {
+            (Some(n), _) => {
+                crate::payment::chain_id(&n).map_err(|_| Error::Config(format!("network {n:?}")))?;
+                n
+            }
+            (None, Mode::Sandbox) => "sandbox".to_string(),
+            (None, Mode::Live) => {
+                return Err(Error::Config("live mode needs a network such as eip155:8453".into()));
+            }
+        };
+        let url = cfg.facilitator_url.trim_end_matches('/').to_string();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(Error::Config("facilitator URL must be http(s)".into()));
+        }
+        if cfg.challenge_ttl_secs == 0 || cfg.challenge_ttl_secs > 3600 {
+            return Err(Error::Config("challenge TTL must be 1..=3600 seconds".into()));
+        }
+        let verifier = TokenVerifier::new(VerifierConfig {
+            account: keys.account.clone(),
+            mode: keys.mode.as_str().into(),
+            hs256_key: Some(keys.token_hs256),
+            jwks: cfg.jwks,
+            leeway_secs: cfg.leeway_secs,
+        })?;
+        Ok(Self {
+            keys,
+            verifier,
+            facilitator: url,
+            network,
+            ttl: cfg.challenge_ttl_secs,
+            leeway: cfg.leeway_secs,
+            bind_body: cfg.bind_body,
+        })
+    }
+
+    pub fn account(&self) -> &str {
+        &self.keys.account
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.keys.mode
+    }
+
+    pub fn facilitator_url(&self) -> &str {
+        &self.facilitator
+    }
+
+    pub fn binds_body(&self) -> bool {
+        self.bind_body
+    }
+
+    /// Parse a provider's price (a string from config or a resolver).
+    pub fn parse_price(price: &str, currency: &str) -> Result<Money> {
+        let currency = Currency::parse(currency).map_err(|e| Error::PriceInvalid(e.to_string()))?;
+        Money::parse(price, currency)
+            .and_then(Money::positive)
+            .map_err(|e| Error::PriceInvalid(e.to_string()))
+    }
+
+    /// Verify a proof for this request at `price` and consume its nonce. On success the handler
+    /// may run; the caller releases the nonce if the handler fails.
+    pub fn verify(
+        &self,
+        proof: Option<&str>,
+        req: &RequestInfo<'_>,
+        price: &Money,
+        now: u64,
+        store: &dyn NonceStore,
+    ) -> Result<PaymentFacts> {
+        let token = proof.map(str::trim).filter(|t| !t.is_empty()).ok_or(Error::TokenMissing)?;
+        let resource = resource_binding(req.method, req.path);
+        let digest = match (self.bind_body, req.body) {
+            (true, Some(b)) => Some(body_digest(b)),
+            (true, None) => Some(body_digest(b"")),
+            _ => None,
+        };
+        let claims = self.verifier.verify(
+            token,
+            &Expectation { resource: &resource, body_sha256: digest.as_deref(), price },
+            now,
+        )?;
+        let key = nonce_key(&claims.aud, &claims.jti);
+        // The nonce lives as long as the token can be presented.
+        match store.consume(&key, claims.exp.saturating_add(self.leeway), now)? {
+            Consume::Fresh => {}
+            Consume::Replayed => return Err(Error::TokenReplayed),
+        }
+        Ok(PaymentFacts {
+            payer: claims.sub,
+            amount: claims.amt,
+            currency: claims.cur,
+            tx_hash: claims.txh,
+            nonce: claims.jti,
+            paid_at: claims.iat,
+            expires_at: claims.exp,
+            resource,
+            store_key: key,
+        })
+    }
+
+    /// The handler failed (5xx or threw): the token may be presented again until it expires.
+    pub fn release(&self, facts: &PaymentFacts, store: &dyn NonceStore) -> Result<()> {
+        store.release(&facts.store_key)
+    }
+
+    /// `Vlexivo-Receipt` header value for a paid response.
+    pub fn receipt(facts: &PaymentFacts) -> String {
+        format!(
+            "tx={}; amount={}; currency={}; payer={}; nonce={}",
+            facts.tx_hash, facts.amount, facts.currency, facts.payer, facts.nonce
+        )
+    }
+
+    /// A fresh 402 for this request and price.
+    pub fn challenge(
+        &self,
+        req: &RequestInfo<'_>,
+        price: &Money,
+        scope: &str,
+        now: u64,
+        entropy: &dyn Entropy,
+    ) -> Result<Rejection> {
+        self.challenge_for(&Error::TokenMissing, req, price, scope, now, entropy)
+    }
+
+    fn challenge_for(
+        &self,
+        why: &Error,
+        req: &RequestInfo<'_>,
+        price: &Money,
+        scope: &str,
+        now: u64,
+        entropy: &dyn Entropy,
+    ) -> Result<Rejection> {
+        let digest = match (self.bind_body, req.body) {
+            (true, b) => Some(body_digest(b.unwrap_or_default())),
+            _ => None,
+        };
+        let mode = self.keys.mode.as_str();
+        let c = Challenge::create(
+            &ChallengeParams {
+                price,
+                scope,
+                method: req.method,
+                path: req.path,
+                body_sha256: digest.as_deref(),
+                account: &self.keys.account,
+                facilitator: &self.facilitator,
+                mode,
+                network: &self.network,
+                ttl_secs: self.ttl,
+            },
+            &self.keys.challenge_mac,
+            now,
+            entropy,
+        )?;
+        let encoded = c.encode();
+        let message = match why {
+            Error::TokenMissing => format!("Payment required: {price} {} {scope}", price.currency()),
+            other => format!("{other}; pay {price} {} to retry", price.currency()),
+        };
+        let body = serde_json::to_string(&ChallengeBody {
+            error: why.code(),
+            message,
+            price: price.to_string(),
+            currency: price.currency().code(),
+            scope,
+            resource: c.resource(),
+            facilitator: &self.facilitator,
+            expires_at: c.exp,
+            challenge: &encoded,
+        })
+        .expect("serializes");
+        Ok(Rejection {
+            status: 402,
+            headers: vec![
+                (crate::headers::CHALLENGE, encoded),
+                ("Cache-Control", "no-store".into()),
+            ],
+            body,
+            code: why.code(),
+        })
+    }
+
+    /// Shape any refusal. Proof problems get a 402 with a fresh challenge so an honest client
+    /// can pay again; a replay is a 409; a provider-side fault (bad price, store down) is a
+    /// 5xx whose body names the code but not the details (those go to the provider's log).
+    pub fn reject(
+        &self,
+        err: &Error,
+        req: &RequestInfo<'_>,
+        price: Option<&Money>,
+        scope: &str,
+        now: u64,
+        entropy: &dyn Entropy,
+    ) -> Rejection {
+        if err.http_status() == 402 {
+            if let Some(price) = price {
+                if let Ok(r) = self.challenge_for(err, req, price, scope, now, entropy) {
+                    return r;
+                }
+            }
+        }
+        let message = match err {
+            Error::PriceInvalid(_) | Error::Internal(_) | Error::NonceStoreUnavailable(_) => {
+                "the provider could not price or record this request".to_string()
+            }
+            other => other.to_string(),
+        };
+        Rejection {
+            status: err.http_status(),
+            headers: vec![("Cache-Control", "no-store".into())],
+            body: serde_json::to_string(&ErrorBody { error: err.code(), message }).expect("serializes"),
+            code: err.code(),
+        }
+    }
+}

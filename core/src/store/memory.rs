@@ -1,0 +1,285 @@
+//! An in-process nonce store for one API instance: sharded hash maps behind short mutexes, with
+//! bounded memory. When full it refuses new nonces (fail closed) rather than evict a live one,
+//! since forgetting an unexpired nonce would let its token be replayed.
+
+use super::{Consume, NonceStore, check_key};
+use crate::error::{Error, Result};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// Power of two, so the shard is picked with a mask; 32 keeps lock contention negligible at
+/// far more threads than a box has cores.
+const SHARDS: usize = 32;
+/// A shard sweeps itself after this many inserts at least (and after a quarter of its size),
+/// so the sweep's cost stays amortized O(1) per insert.
+const SWEEP_MIN_INSERTS: usize = 1024;
+/// Default bound: about 150 MB at ~100-byte keys.
+pub const DEFAULT_CAPACITY: usize = 1_000_000;
+
+#[derive(Debug, Default)]
+struct Shard {
+    map: HashMap<Box<str>, u64>,
+    inserts_since_sweep: usize,
+    /// `now` of the last sweep: entries only expire when time moves, so a second sweep at the
+    /// same second would find nothing (and would let a full store be made to spin).
+    swept_at: u64,
+}
+
+impl Shard {
+    /// Remove entries expired at `now`; returns how many.
+    fn sweep(&mut self, now: u64) -> usize {
+        let before = self.map.len();
+        self.map.retain(|_, exp| *exp >= now);
+        self.inserts_since_sweep = 0;
+        self.swept_at = now;
+        before - self.map.len()
+    }
+}
+
+/// Sharded in-memory [`NonceStore`]. Entries live until they expire or are released; the total
+/// is bounded by the capacity and a full store answers `nonce_store_full`.
+#[derive(Debug)]
+pub struct MemoryStore {
+    shards: Box<[Mutex<Shard>]>,
+    /// Entries across all shards; slots are reserved with a compare-and-swap so the bound holds
+    /// exactly under concurrency.
+    len: AtomicUsize,
+    capacity: usize,
+    /// `now` of the last store-wide sweep triggered by a full store (at most one per second).
+    full_sweep_at: AtomicU64,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    /// A store bounded at [`DEFAULT_CAPACITY`] entries.
+    pub fn new() -> Self {
+        Self::with_capacity(DEFAULT_CAPACITY)
+    }
+
+    /// A store bounded at `capacity` live entries (at least 1).
+    pub fn with_capacity(capacity: usize) -> Self {
+        let shards = (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect();
+        Self {
+            shards,
+            len: AtomicUsize::new(0),
+            capacity: capacity.max(1),
+            full_sweep_at: AtomicU64::new(0),
+        }
+    }
+
+    /// Entries currently held, including expired ones not yet swept.
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    fn shard(&self, key: &str) -> &Mutex<Shard> {
+        &self.shards[shard_index(key)]
+    }
+
+    fn try_reserve_slot(&self) -> bool {
+        self.len
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.capacity).then_some(n + 1))
+            .is_ok()
+    }
+
+    fn forget(&self, n: usize) {
+        if n > 0 {
+            self.len.fetch_sub(n, Ordering::AcqRel);
+        }
+    }
+}
+
+impl NonceStore for MemoryStore {
+    fn consume(&self, key: &str, expires_at: u64, now: u64) -> Result<Consume> {
+        check_key(key)?;
+        // Second pass only after a store-wide sweep freed room elsewhere.
+        for pass in 0..2 {
+            let mut shard = self.shard(key).lock();
+            match shard.map.get_mut(key) {
+                Some(exp) if *exp >= now => return Ok(Consume::Replayed),
+                Some(exp) => {
+                    // Expired: re-recording it is a fresh use and takes no new slot.
+                    *exp = expires_at;
+                    return Ok(Consume::Fresh);
+                }
+                None => {}
+            }
+            let mut have_slot = self.try_reserve_slot();
+            if !have_slot && now > shard.swept_at {
+                // Full: reclaim expired entries here first (we hold this lock already).
+                let freed = shard.sweep(now);
+                self.forget(freed);
+                have_slot = self.try_reserve_slot();
+            }
+            if have_slot {
+                shard.map.insert(key.into(), expires_at);
+                shard.inserts_since_sweep += 1;
+                let due = SWEEP_MIN_INSERTS.max(shard.map.len() / 4);
+                if shard.inserts_since_sweep >= due && now > shard.swept_at {
+                    let freed = shard.sweep(now);
+                    self.forget(freed);
+                }
+                return Ok(Consume::Fresh);
+            }
+            drop(shard);
+            // Still full: sweep every shard, one lock at a time (never two held), at most once
+            // per second store-wide so a flood at a full store cannot make each request O(n).
+            let last = self.full_sweep_at.load(Ordering::Acquire);
+            let claimed = pass == 0
+                && now > last
+                && self
+                    .full_sweep_at
+                    .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok();
+            if !claimed || self.purge(now)? == 0 {
+                break;
+            }
+        }
+        Err(Error::NonceStoreFull)
+    }
+
+    fn release(&self, key: &str) -> Result<()> {
+        check_key(key)?;
+        if self.shard(key).lock().map.remove(key).is_some() {
+            self.forget(1);
+        }
+        Ok(())
+    }
+
+    fn purge(&self, now: u64) -> Result<u64> {
+        let mut total = 0usize;
+        for shard in self.shards.iter() {
+            let freed = shard.lock().sweep(now);
+            self.forget(freed);
+            total += freed;
+        }
+        Ok(total as u64)
+    }
+
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+}
+
+/// FxHash-style mix over 8-byte words: only spreads keys over shards (the maps themselves use
+/// the std keyed hasher), so it needs to be fast, not collision-resistant.
+fn shard_index(key: &str) -> usize {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut h: u64 = key.len() as u64;
+    let mut chunks = key.as_bytes().chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+        h = (h.rotate_left(5) ^ w).wrapping_mul(K);
+    }
+    for &b in chunks.remainder() {
+        h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+    }
+    // The high bits are the best mixed.
+    (h >> 32) as usize & (SHARDS - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::conformance;
+
+    #[test]
+    fn conforms() {
+        conformance(&MemoryStore::new());
+    }
+
+    #[test]
+    fn len_tracks_entries() {
+        let s = MemoryStore::with_capacity(100);
+        assert!(s.is_empty());
+        s.consume("a:1", 10, 0).unwrap();
+        s.consume("a:2", 10, 0).unwrap();
+        s.consume("a:2", 10, 0).unwrap();
+        assert_eq!(s.len(), 2);
+        s.release("a:1").unwrap();
+        s.release("a:1").unwrap();
+        assert_eq!(s.len(), 1);
+        // Re-recording an expired entry does not take another slot.
+        assert_eq!(s.consume("a:2", 30, 20).unwrap(), Consume::Fresh);
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn full_store_fails_closed_and_keeps_live_entries() {
+        let s = MemoryStore::with_capacity(10);
+        for i in 0..10 {
+            assert_eq!(s.consume(&format!("a:{i}"), 100, 0).unwrap(), Consume::Fresh);
+        }
+        let err = s.consume("a:new", 100, 0).unwrap_err();
+        assert_eq!(err.code(), "nonce_store_full");
+        assert_eq!(err.http_status(), 503);
+        // Still full a second later (nothing expired): no live nonce was evicted.
+        assert_eq!(s.consume("a:new", 100, 1).unwrap_err().code(), "nonce_store_full");
+        assert_eq!(s.len(), 10);
+        for i in 0..10 {
+            assert_eq!(s.consume(&format!("a:{i}"), 100, 1).unwrap(), Consume::Replayed);
+        }
+        // A replay is still detected while full (no slot needed to answer it).
+        assert_eq!(s.consume("a:3", 100, 2).unwrap(), Consume::Replayed);
+        // Releasing one makes room.
+        s.release("a:0").unwrap();
+        assert_eq!(s.consume("a:new", 100, 2).unwrap(), Consume::Fresh);
+    }
+
+    #[test]
+    fn full_store_reclaims_expired_entries() {
+        let s = MemoryStore::with_capacity(10);
+        for i in 0..5 {
+            s.consume(&format!("old:{i}"), 50, 0).unwrap();
+        }
+        for i in 0..5 {
+            s.consume(&format!("live:{i}"), 500, 0).unwrap();
+        }
+        assert_eq!(s.consume("x:1", 500, 10).unwrap_err().code(), "nonce_store_full");
+        // At 51 the five old entries have expired, wherever their shards are.
+        for i in 0..5 {
+            assert_eq!(s.consume(&format!("new:{i}"), 500, 51).unwrap(), Consume::Fresh);
+        }
+        assert_eq!(s.consume("x:2", 500, 51).unwrap_err().code(), "nonce_store_full");
+        for i in 0..5 {
+            assert_eq!(s.consume(&format!("live:{i}"), 500, 52).unwrap(), Consume::Replayed);
+        }
+    }
+
+    #[test]
+    fn opportunistic_sweep_bounds_growth() {
+        let s = MemoryStore::with_capacity(1_000_000);
+        // 200k nonces, each living 10 s, at 1000 per second: ~10k live at any time.
+        for i in 0..200_000u64 {
+            let now = i / 1000;
+            assert_eq!(s.consume(&format!("a:{i}"), now + 10, now).unwrap(), Consume::Fresh);
+        }
+        assert!(s.len() < 80_000, "len {}", s.len());
+        let purged = s.purge(1_000).unwrap();
+        assert_eq!(s.len(), 0);
+        assert!(purged > 0);
+    }
+
+    #[test]
+    fn shards_are_used_evenly() {
+        let mut counts = [0usize; SHARDS];
+        for i in 0..32_000 {
+            counts[shard_index(&format!("acct_123:{i:022}"))] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 700 && c < 1300), "{counts:?}");
+    }
+}

@@ -1,0 +1,254 @@
+//! A nonce store in one SQLite file: survives restarts and is shared by every process on the
+//! machine that opens the same file (WAL lets readers and the one writer proceed together; the
+//! busy timeout serializes writers across processes). For many machines use Redis or PostgreSQL.
+
+use super::{Consume, NonceStore, check_key};
+use crate::error::{Error, Result};
+use parking_lot::Mutex;
+use rusqlite::{Connection, OpenFlags, params};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Every this many consumes, delete a bounded batch of expired rows, so the table stays near its
+/// live size without a background thread and without one slow request.
+const PURGE_EVERY: u64 = 1024;
+/// Rows deleted per periodic purge: well above PURGE_EVERY, so purging keeps up with inserts.
+const PURGE_BATCH: u32 = 4096;
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS vlexivo_nonces (
+    key        TEXT PRIMARY KEY,
+    expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS vlexivo_nonces_expires_at ON vlexivo_nonces (expires_at);
+";
+
+// Insert-if-absent in one statement; a row that already expired is taken over (a fresh use),
+// a live one is left alone and changes() stays 0 (a replay).
+const SQL_CONSUME: &str = "INSERT INTO vlexivo_nonces (key, expires_at) VALUES (?1, ?2) \
+     ON CONFLICT(key) DO UPDATE SET expires_at = excluded.expires_at \
+     WHERE vlexivo_nonces.expires_at < ?3";
+const SQL_RELEASE: &str = "DELETE FROM vlexivo_nonces WHERE key = ?1";
+const SQL_PURGE: &str = "DELETE FROM vlexivo_nonces WHERE expires_at < ?1";
+const SQL_PURGE_BATCH: &str = "DELETE FROM vlexivo_nonces WHERE key IN \
+     (SELECT key FROM vlexivo_nonces WHERE expires_at < ?1 LIMIT ?2)";
+
+struct Inner {
+    conn: Connection,
+    consumes: u64,
+}
+
+/// SQLite-backed [`NonceStore`] (feature `sqlite`). One connection per store, behind a mutex:
+/// SQLite allows one writer at a time anyway, and each call is a single short statement.
+pub struct SqliteStore {
+    inner: Mutex<Inner>,
+    path: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the store in the file at `path`. Any number of processes may
+    /// open the same file.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| unavailable("open", &e))?;
+        Self::init(conn, Some(path.to_path_buf()))
+    }
+
+    /// A private, non-persistent store (tests, single-process tools).
+    pub fn in_memory() -> Result<Self> {
+        let conn = Connection::open_in_memory().map_err(|e| unavailable("open", &e))?;
+        Self::init(conn, None)
+    }
+
+    fn init(conn: Connection, path: Option<PathBuf>) -> Result<Self> {
+        // The busy timeout first: the pragmas and schema below may meet another process's lock.
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| unavailable("configure", &e))?;
+        if path.is_some() {
+            // Returns the resulting mode; an in-memory database stays "memory", which is fine.
+            let mode: String = conn
+                .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+                .map_err(|e| unavailable("configure", &e))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(Error::NonceStoreUnavailable("cannot enable WAL".into()));
+            }
+        }
+        // NORMAL in WAL mode: durable against process crashes; a power loss may forget the
+        // last few nonces, which only matters for tokens still within their 5 minutes.
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| unavailable("configure", &e))?;
+        conn.execute_batch(SCHEMA).map_err(|e| unavailable("create schema", &e))?;
+        conn.set_prepared_statement_cache_capacity(8);
+        Ok(Self { inner: Mutex::new(Inner { conn, consumes: 0 }), path })
+    }
+
+    /// The file backing the store (`None` for [`SqliteStore::in_memory`]).
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Rows currently stored, including expired ones not yet purged.
+    pub fn len(&self) -> Result<u64> {
+        let inner = self.inner.lock();
+        let n: i64 = inner
+            .conn
+            .prepare_cached("SELECT count(*) FROM vlexivo_nonces")
+            .and_then(|mut st| st.query_row([], |r| r.get(0)))
+            .map_err(|e| unavailable("count", &e))?;
+        Ok(n as u64)
+    }
+
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+}
+
+impl NonceStore for SqliteStore {
+    fn consume(&self, key: &str, expires_at: u64, now: u64) -> Result<Consume> {
+        check_key(key)?;
+        let mut inner = self.inner.lock();
+        let changed = inner
+            .conn
+            .prepare_cached(SQL_CONSUME)
+            .and_then(|mut st| st.execute(params![key, to_sql_time(expires_at), to_sql_time(now)]))
+            .map_err(|e| unavailable("consume", &e))?;
+        inner.consumes += 1;
+        if inner.consumes % PURGE_EVERY == 0 {
+            // Housekeeping only: a failure here must not fail the request that triggered it.
+            let _ = inner
+                .conn
+                .prepare_cached(SQL_PURGE_BATCH)
+                .and_then(|mut st| st.execute(params![to_sql_time(now), PURGE_BATCH]));
+        }
+        Ok(if changed == 1 { Consume::Fresh } else { Consume::Replayed })
+    }
+
+    fn release(&self, key: &str) -> Result<()> {
+        check_key(key)?;
+        let inner = self.inner.lock();
+        inner
+            .conn
+            .prepare_cached(SQL_RELEASE)
+            .and_then(|mut st| st.execute(params![key]))
+            .map_err(|e| unavailable("release", &e))?;
+        Ok(())
+    }
+
+    fn purge(&self, now: u64) -> Result<u64> {
+        let inner = self.inner.lock();
+        let n = inner
+            .conn
+            .prepare_cached(SQL_PURGE)
+            .and_then(|mut st| st.execute(params![to_sql_time(now)]))
+            .map_err(|e| unavailable("purge", &e))?;
+        Ok(n as u64)
+    }
+
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+}
+
+/// SQLite integers are i64; times beyond year 292 billion are clamped, not wrapped.
+fn to_sql_time(t: u64) -> i64 {
+    i64::try_from(t).unwrap_or(i64::MAX)
+}
+
+/// A short, value-free description: the operation and SQLite's error class, never SQL or keys.
+fn unavailable(op: &'static str, e: &rusqlite::Error) -> Error {
+    let why = match e {
+        rusqlite::Error::SqliteFailure(f, _) => match f.code {
+            rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => "database busy",
+            rusqlite::ErrorCode::CannotOpen => "cannot open database file",
+            rusqlite::ErrorCode::ReadOnly => "database is read-only",
+            rusqlite::ErrorCode::DiskFull => "disk full",
+            rusqlite::ErrorCode::SystemIoFailure => "I/O error",
+            rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase => {
+                "database file is corrupt or not a database"
+            }
+            rusqlite::ErrorCode::PermissionDenied => "permission denied",
+            _ => "sqlite error",
+        },
+        _ => "sqlite error",
+    };
+    Error::NonceStoreUnavailable(format!("{op}: {why}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::conformance;
+
+    #[test]
+    fn conforms_in_memory() {
+        conformance(&SqliteStore::in_memory().unwrap());
+    }
+
+    #[test]
+    fn conforms_on_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path().join("nonces.db")).unwrap();
+        conformance(&s);
+        assert_eq!(s.kind(), "sqlite");
+    }
+
+    #[test]
+    fn reopened_file_keeps_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nonces.db");
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            assert_eq!(s.consume("a:1", 100, 0).unwrap(), Consume::Fresh);
+            assert_eq!(s.consume("a:2", 100, 0).unwrap(), Consume::Fresh);
+            s.release("a:2").unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.path(), Some(path.as_path()));
+        assert_eq!(s.len().unwrap(), 1);
+        assert_eq!(s.consume("a:1", 100, 1).unwrap(), Consume::Replayed);
+        assert_eq!(s.consume("a:2", 100, 1).unwrap(), Consume::Fresh);
+    }
+
+    #[test]
+    fn two_connections_share_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nonces.db");
+        let a = SqliteStore::open(&path).unwrap();
+        let b = SqliteStore::open(&path).unwrap();
+        assert_eq!(a.consume("p:1", 100, 0).unwrap(), Consume::Fresh);
+        assert_eq!(b.consume("p:1", 100, 0).unwrap(), Consume::Replayed);
+        b.release("p:1").unwrap();
+        assert_eq!(a.consume("p:1", 100, 0).unwrap(), Consume::Fresh);
+        assert_eq!(b.consume("p:2", 100, 0).unwrap(), Consume::Fresh);
+        assert_eq!(a.consume("p:2", 100, 0).unwrap(), Consume::Replayed);
+        assert_eq!(a.purge(101).unwrap(), 2);
+        assert_eq!(b.len().unwrap(), 0);
+    }
+
+    #[test]
+    fn periodic_purge_bounds_the_table() {
+        let s = SqliteStore::in_memory().unwrap();
+        for i in 0..(PURGE_EVERY * 4) {
+            // Each entry lives 1 s, one new second per 100 consumes.
+            let now = i / 100;
+            s.consume(&format!("a:{i}"), now + 1, now).unwrap();
+        }
+        assert!(s.len().unwrap() < PURGE_EVERY + 300, "len {}", s.len().unwrap());
+    }
+
+    #[test]
+    fn open_failure_is_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = SqliteStore::open(dir.path().join("missing/dir/nonces.db")).unwrap_err();
+        assert_eq!(err.code(), "nonce_store_unavailable");
+        assert!(!err.to_string().contains("missing"), "{err}");
+    }
+}

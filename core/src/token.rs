@@ -1,0 +1,943 @@
+//! The proof token: a JWT that says "this payer paid this much for this request".
+//!
+//! Two algorithms exist and nothing else: HS256 under a per-provider key derived from its
+//! `apiSecret` (the default, fastest), and EdDSA (Ed25519) under a facilitator key published as
+//! a JWKS. The verifier pins the algorithm to the keys it holds, so `none`, other algorithms and
+//! HS256/EdDSA confusion are refused before any cryptography runs.
+//!
+//! Verification order is normative (the vectors depend on it): size → segments and header →
+//! `typ` → algorithm → signature → time → `aud` → mode → resource → currency → amount.
+//!
+//! The header is parsed here rather than by `jsonwebtoken`, so refusals get precise error codes;
+//! `jsonwebtoken` only signs and checks signatures. Time is checked against an injected `now`:
+//! nothing here reads the system clock.
+
+use crate::error::{Error, Result};
+use crate::money::Money;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, CommonParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm,
+    OctetKeyPairParameters, OctetKeyPairType, PublicKeyUse,
+};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::borrow::Cow;
+use std::fmt;
+
+/// The JOSE `typ` of every proof token; anything else is refused.
+pub const TOKEN_TYP: &str = "vlexivo-proof+jwt";
+/// Longest token accepted, checked before any decoding.
+pub const MAX_TOKEN_BYTES: usize = 4096;
+/// Issuers set `exp = iat + TOKEN_TTL_SECS`.
+pub const TOKEN_TTL_SECS: u64 = 300;
+/// Clock skew tolerated by default on `exp` and `iat`.
+pub const DEFAULT_LEEWAY_SECS: u64 = 30;
+/// Largest leeway a verifier may be configured with.
+pub const MAX_LEEWAY_SECS: u64 = 300;
+
+/// Fixed PKCS#8 v1 prefix of an Ed25519 private key; the 32-byte seed follows it.
+const ED25519_PKCS8_V1_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+/// Characters of base64url(SHA-256(public key)) that make a `kid`.
+const KID_CHARS: usize = 16;
+/// An attacker-chosen `alg`/`cur` echoed in an error is cut to this many characters.
+const ECHO_MAX_CHARS: usize = 24;
+
+/// The claims of a proof token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProofClaims {
+    /// The challenge nonce; consumed once by the provider.
+    pub jti: String,
+    /// The facilitator's URL.
+    pub iss: String,
+    /// The provider account id (`acct_…`).
+    pub aud: String,
+    /// The payer's EIP-55 address.
+    pub sub: String,
+    /// The payment's transaction hash (`0x…`).
+    pub txh: String,
+    /// Amount paid, as a decimal string.
+    pub amt: String,
+    /// Currency code (`usd`).
+    pub cur: String,
+    /// Resource binding: `"METHOD /path"`.
+    pub res: String,
+    /// base64url SHA-256 of the request body, when the challenge bound one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bdy: Option<String>,
+    /// `sandbox` or `live`.
+    pub mode: String,
+    /// Settlement network.
+    pub net: String,
+    pub iat: u64,
+    pub exp: u64,
+}
+
+/// An Ed25519 facilitator key.
+#[derive(Clone)]
+pub struct Ed25519Key {
+    seed: [u8; 32],
+    public: [u8; 32],
+    kid: String,
+}
+
+impl fmt::Debug for Ed25519Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the seed.
+        f.debug_struct("Ed25519Key").field("kid", &self.kid).finish_non_exhaustive()
+    }
+}
+
+impl Ed25519Key {
+    /// Build from a 32-byte seed (RFC 8032 private key).
+    pub fn from_seed(seed: [u8; 32]) -> Result<Self> {
+        let pair = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8(&pkcs8_v1(&seed))
+            .map_err(|_| Error::Config("Ed25519 seed was rejected".into()))?;
+        let public: [u8; 32] = aws_lc_rs::signature::KeyPair::public_key(&pair)
+            .as_ref()
+            .try_into()
+            .map_err(|_| Error::Internal("Ed25519 public key is not 32 bytes".into()))?;
+        Ok(Self { seed, public, kid: kid_of(&public) })
+    }
+
+    /// A fresh key from injected entropy.
+    pub fn generate(entropy: &dyn crate::env::Entropy) -> Self {
+        let mut seed = [0u8; 32];
+        entropy.fill(&mut seed);
+        Self::from_seed(seed).expect("every 32-byte string is an Ed25519 seed")
+    }
+
+    /// First 16 characters of base64url(SHA-256(public key)).
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The raw 32-byte public key.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.public
+    }
+
+    /// The public key as a JWK: OKP / Ed25519, `alg: EdDSA`, `use: sig`, with `kid`.
+    pub fn public_jwk(&self) -> Jwk {
+        Jwk {
+            common: CommonParameters {
+                public_key_use: Some(PublicKeyUse::Signature),
+                key_algorithm: Some(KeyAlgorithm::EdDSA),
+                key_id: Some(self.kid.clone()),
+                ..Default::default()
+            },
+            algorithm: AlgorithmParameters::OctetKeyPair(OctetKeyPairParameters {
+                key_type: OctetKeyPairType::OctetKeyPair,
+                curve: EllipticCurve::Ed25519,
+                x: URL_SAFE_NO_PAD.encode(self.public),
+            }),
+        }
+    }
+
+    /// The secret seed (for persisting the key). Handle with care.
+    pub fn seed(&self) -> [u8; 32] {
+        self.seed
+    }
+}
+
+fn pkcs8_v1(seed: &[u8; 32]) -> [u8; 48] {
+    let mut der = [0u8; 48];
+    der[..16].copy_from_slice(&ED25519_PKCS8_V1_PREFIX);
+    der[16..].copy_from_slice(seed);
+    der
+}
+
+fn kid_of(public: &[u8; 32]) -> String {
+    let mut kid = URL_SAFE_NO_PAD.encode(Sha256::digest(public));
+    kid.truncate(KID_CHARS);
+    kid
+}
+
+/// The public JWKS for a set of facilitator keys (current and still-valid previous ones).
+pub fn jwks(keys: &[&Ed25519Key]) -> JwkSet {
+    JwkSet { keys: keys.iter().map(|k| k.public_jwk()).collect() }
+}
+
+/// The key a token is signed with.
+pub enum SigningKey {
+    /// The provider's token key (derived from its `apiSecret`).
+    Hs256([u8; 32]),
+    /// A facilitator key, published as a JWKS.
+    EdDsa(Ed25519Key),
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SigningKey::Hs256(_) => f.write_str("SigningKey::Hs256([redacted])"),
+            SigningKey::EdDsa(k) => f.debug_tuple("SigningKey::EdDsa").field(k).finish(),
+        }
+    }
+}
+
+/// Signs proof tokens. Built once; `issue` is then allocation-light and thread-safe.
+pub struct TokenIssuer {
+    header: Header,
+    key: EncodingKey,
+}
+
+impl fmt::Debug for TokenIssuer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenIssuer")
+            .field("alg", &self.header.alg)
+            .field("kid", &self.header.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenIssuer {
+    pub fn new(key: SigningKey) -> Result<Self> {
+        let (header, key) = match key {
+            SigningKey::Hs256(secret) => {
+                (Header::new(Algorithm::HS256), EncodingKey::from_secret(&secret))
+            }
+            SigningKey::EdDsa(k) => {
+                let mut header = Header::new(Algorithm::EdDSA);
+                header.kid = Some(k.kid.clone());
+                (header, EncodingKey::from_ed_der(&pkcs8_v1(&k.seed)))
+            }
+        };
+        let header = Header { typ: Some(TOKEN_TYP.to_string()), ..header };
+        Ok(Self { header, key })
+    }
+
+    /// Sign `claims` as they are; the caller sets `iat` and `exp = iat + TOKEN_TTL_SECS`.
+    pub fn issue(&self, claims: &ProofClaims) -> Result<String> {
+        jsonwebtoken::encode(&self.header, claims, &self.key)
+            // No detail: jsonwebtoken's errors may describe the key.
+            .map_err(|_| Error::Internal("proof token signing failed".into()))
+    }
+}
+
+/// What this request requires.
+#[derive(Debug, Clone, Copy)]
+pub struct Expectation<'a> {
+    /// `"METHOD /path"`, compared exactly with the token's `res`.
+    pub resource: &'a str,
+    /// When set, the token's `bdy` must equal it.
+    pub body_sha256: Option<&'a str>,
+    /// This request's price; the token must pay at least this, in the same currency.
+    pub price: &'a Money,
+}
+
+/// How a provider verifies tokens. At least one of `hs256_key` and `jwks` is required.
+#[derive(Clone)]
+pub struct VerifierConfig {
+    /// This provider's account id; tokens must carry it as `aud`.
+    pub account: String,
+    /// `sandbox` or `live`; tokens must carry the same `mode`.
+    pub mode: String,
+    /// Accept HS256 tokens under this key.
+    pub hs256_key: Option<[u8; 32]>,
+    /// Accept EdDSA tokens under these Ed25519 keys (matched by `kid`).
+    pub jwks: Option<JwkSet>,
+    /// Tolerated clock skew on `exp` and `iat`, at most [`MAX_LEEWAY_SECS`].
+    pub leeway_secs: u64,
+}
+
+impl VerifierConfig {
+    /// A config with no keys yet and the default leeway.
+    pub fn new(account: impl Into<String>, mode: impl Into<String>) -> Self {
+        Self {
+            account: account.into(),
+            mode: mode.into(),
+            hs256_key: None,
+            jwks: None,
+            leeway_secs: DEFAULT_LEEWAY_SECS,
+        }
+    }
+}
+
+impl fmt::Debug for VerifierConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifierConfig")
+            .field("account", &self.account)
+            .field("mode", &self.mode)
+            .field("hs256_key", &self.hs256_key.map(|_| "[redacted]"))
+            .field("jwks", &self.jwks)
+            .field("leeway_secs", &self.leeway_secs)
+            .finish()
+    }
+}
+
+/// Verifies proof tokens. Keys are prepared once in [`TokenVerifier::new`].
+pub struct TokenVerifier {
+    account: String,
+    mode: String,
+    hs256: Option<DecodingKey>,
+    /// (kid, key); a handful of keys at most, so a linear scan beats a map.
+    eddsa: Vec<(String, DecodingKey)>,
+    leeway: u64,
+}
+
+impl fmt::Debug for TokenVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenVerifier")
+            .field("account", &self.account)
+            .field("mode", &self.mode)
+            .field("hs256", &self.hs256.is_some())
+            .field("eddsa_kids", &self.eddsa.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
+            .field("leeway", &self.leeway)
+            .finish()
+    }
+}
+
+/// The header fields we act on. Borrowed: no allocation unless a value has escapes.
+#[derive(Deserialize)]
+struct RawHeader<'a> {
+    #[serde(borrow, default)]
+    alg: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    typ: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    kid: Option<Cow<'a, str>>,
+    /// Critical extensions must be understood (RFC 7515 §4.1.11); we understand none.
+    #[serde(default)]
+    crit: Option<serde::de::IgnoredAny>,
+}
+
+fn is_json_object(json: &[u8]) -> bool {
+    json.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
+fn echo(s: &str) -> String {
+    s.chars().take(ECHO_MAX_CHARS).collect()
+}
+
+impl TokenVerifier {
+    pub fn new(cfg: VerifierConfig) -> Result<Self> {
+        if cfg.leeway_secs > MAX_LEEWAY_SECS {
+            return Err(Error::Config(format!(
+                "token leeway {} s is above the maximum of {MAX_LEEWAY_SECS} s",
+                cfg.leeway_secs
+            )));
+        }
+        let mut eddsa: Vec<(String, DecodingKey)> = Vec::new();
+        for jwk in cfg.jwks.iter().flat_map(|set| set.keys.iter()) {
+            let (kid, key) = import_ed25519_jwk(jwk)?;
+            if eddsa.iter().any(|(k, _)| *k == kid) {
+                return Err(Error::Config(format!("duplicate kid {kid:?} in the JWKS")));
+            }
+            eddsa.push((kid, key));
+        }
+        let hs256 = cfg.hs256_key.map(|k| DecodingKey::from_secret(&k));
+        if hs256.is_none() && eddsa.is_empty() {
+            return Err(Error::Config("token verifier has no HS256 key and no EdDSA key".into()));
+        }
+        Ok(Self { account: cfg.account, mode: cfg.mode, hs256, eddsa, leeway: cfg.leeway_secs })
+    }
+
+    /// Everything: signature, typ, alg, time, then that the token buys this request.
+    pub fn verify(&self, token: &str, expect: &Expectation<'_>, now: u64) -> Result<ProofClaims> {
+        let claims = self.verify_signature_and_time(token, now)?;
+        if claims.aud != self.account {
+            return Err(Error::TokenAudience);
+        }
+        if claims.mode != self.mode {
+            return Err(Error::TokenMode);
+        }
+        if claims.res != expect.resource {
+            return Err(Error::TokenResource);
+        }
+        if let Some(body) = expect.body_sha256 {
+            if claims.bdy.as_deref() != Some(body) {
+                return Err(Error::TokenResource);
+            }
+        }
+        let currency = expect.price.currency();
+        if claims.cur != currency.code() {
+            return Err(Error::TokenCurrency {
+                paid: echo(&claims.cur),
+                price: currency.code().to_string(),
+            });
+        }
+        let paid = Money::parse(&claims.amt, currency)
+            .map_err(|_| Error::TokenMalformed("amt is not a valid amount"))?;
+        if paid.amount() < expect.price.amount() {
+            return Err(Error::TokenUnderpaid {
+                paid: paid.amount().to_string(),
+                price: expect.price.amount().to_string(),
+            });
+        }
+        Ok(claims)
+    }
+
+    /// Signature + typ + alg + time only (used by tools that inspect a token): no
+    /// aud/mode/resource/price checks.
+    pub fn verify_signature_and_time(&self, token: &str, now: u64) -> Result<ProofClaims> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(Error::TokenTooLarge { limit: MAX_TOKEN_BYTES });
+        }
+        let mut parts = token.split('.');
+        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(Error::TokenMalformed("a token has 3 dot-separated segments"));
+        };
+
+        let header_json = URL_SAFE_NO_PAD
+            .decode(header_b64)
+            .map_err(|_| Error::TokenMalformed("header is not base64url"))?;
+        // serde would also accept a JSON array for a struct; JOSE requires an object.
+        if !is_json_object(&header_json) {
+            return Err(Error::TokenMalformed("header is not a JSON object"));
+        }
+        let header: RawHeader<'_> = serde_json::from_slice(&header_json)
+            .map_err(|_| Error::TokenMalformed("header is not a JSON object"))?;
+        if header.crit.is_some() {
+            return Err(Error::TokenMalformed("header has unsupported critical extensions"));
+        }
+
+        if header.typ.as_deref() != Some(TOKEN_TYP) {
+            return Err(Error::TokenType);
+        }
+
+        let key = match header.alg.as_deref() {
+            None => return Err(Error::TokenAlgorithm(String::new())),
+            Some("HS256") => match &self.hs256 {
+                Some(key) => (key, Algorithm::HS256),
+                None => return Err(Error::TokenAlgorithm("HS256".into())),
+            },
+            Some("EdDSA") => {
+                if self.eddsa.is_empty() {
+                    return Err(Error::TokenAlgorithm("EdDSA".into()));
+                }
+                // An unknown or missing kid is indistinguishable from a bad signature.
+                let kid = header.kid.as_deref().ok_or(Error::TokenInvalid)?;
+                let (_, key) =
+                    self.eddsa.iter().find(|(k, _)| k == kid).ok_or(Error::TokenInvalid)?;
+                (key, Algorithm::EdDSA)
+            }
+            Some(other) => return Err(Error::TokenAlgorithm(echo(other))),
+        };
+
+        // header.payload, exactly as received, is what was signed.
+        let signed = &token[..header_b64.len() + 1 + payload_b64.len()];
+        match jsonwebtoken::crypto::verify(signature_b64, signed.as_bytes(), key.0, key.1) {
+            Ok(true) => {}
+            Ok(false) => return Err(Error::TokenInvalid),
+            Err(e) => {
+                return Err(match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::Base64(_) => {
+                        Error::TokenMalformed("signature is not base64url")
+                    }
+                    _ => Error::TokenInvalid,
+                });
+            }
+        }
+
+        let payload_json = URL_SAFE_NO_PAD
+            .decode(payload_b64)
+            .map_err(|_| Error::TokenMalformed("payload is not base64url"))?;
+        if !is_json_object(&payload_json) {
+            return Err(Error::TokenMalformed("claims are not a JSON object"));
+        }
+        let claims: ProofClaims = serde_json::from_slice(&payload_json)
+            .map_err(|_| Error::TokenMalformed("claims are missing or of the wrong type"))?;
+
+        if now > claims.exp.saturating_add(self.leeway) {
+            return Err(Error::TokenExpired);
+        }
+        if claims.iat > now.saturating_add(self.leeway) {
+            return Err(Error::TokenNotYetValid);
+        }
+        Ok(claims)
+    }
+}
+
+/// Accept only OKP/Ed25519 keys with a `kid`, usable for EdDSA signatures.
+fn import_ed25519_jwk(jwk: &Jwk) -> Result<(String, DecodingKey)> {
+    let kid = match jwk.common.key_id.as_deref() {
+        Some(kid) if !kid.is_empty() => kid.to_string(),
+        _ => return Err(Error::Config("a JWK has no kid".into())),
+    };
+    let not_ed25519 = || Error::Config(format!("JWK {kid:?} is not an Ed25519 signing key"));
+    let AlgorithmParameters::OctetKeyPair(params) = &jwk.algorithm else {
+        return Err(not_ed25519());
+    };
+    if params.curve != EllipticCurve::Ed25519 {
+        return Err(not_ed25519());
+    }
+    if !matches!(jwk.common.key_algorithm, None | Some(KeyAlgorithm::EdDSA)) {
+        return Err(not_ed25519());
+    }
+    if !matches!(jwk.common.public_key_use, None | Some(PublicKeyUse::Signature)) {
+        return Err(not_ed25519());
+    }
+    let x = URL_SAFE_NO_PAD.decode(&params.x).map_err(|_| not_ed25519())?;
+    if x.len() != 32 {
+        return Err(not_ed25519());
+    }
+    let key = DecodingKey::from_ed_components(&params.x).map_err(|_| not_ed25519())?;
+    Ok((kid, key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::money::Currency;
+
+    const NOW: u64 = 1_700_000_000;
+    const HS_KEY: [u8; 32] = [7u8; 32];
+    const ACCT: &str = "acct_123";
+
+    fn claims() -> ProofClaims {
+        ProofClaims {
+            jti: "nonce-abc".into(),
+            iss: "https://facilitator.example".into(),
+            aud: ACCT.into(),
+            sub: "0x52908400098527886E0F7030069857D2E4169EE7".into(),
+            txh: "0xabc123".into(),
+            amt: "0.001".into(),
+            cur: "usd".into(),
+            res: "POST /api/v1/inference".into(),
+            bdy: Some("47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU".into()),
+            mode: "sandbox".into(),
+            net: "sandbox".into(),
+            iat: NOW,
+            exp: NOW + TOKEN_TTL_SECS,
+        }
+    }
+
+    fn price(s: &str) -> Money {
+        Money::parse(s, Currency::Usd).unwrap()
+    }
+
+    fn hs_verifier() -> TokenVerifier {
+        let mut cfg = VerifierConfig::new(ACCT, "sandbox");
+        cfg.hs256_key = Some(HS_KEY);
+        TokenVerifier::new(cfg).unwrap()
+    }
+
+    fn ed_key() -> Ed25519Key {
+        Ed25519Key::from_seed([9u8; 32]).unwrap()
+    }
+
+    fn ed_verifier(key: &Ed25519Key) -> TokenVerifier {
+        let mut cfg = VerifierConfig::new(ACCT, "sandbox");
+        cfg.jwks = Some(jwks(&[key]));
+        TokenVerifier::new(cfg).unwrap()
+    }
+
+    fn hs_token(c: &ProofClaims) -> String {
+        TokenIssuer::new(SigningKey::Hs256(HS_KEY)).unwrap().issue(c).unwrap()
+    }
+
+    fn b64(s: &str) -> String {
+        URL_SAFE_NO_PAD.encode(s)
+    }
+
+    /// A token with arbitrary header/payload JSON, HS256-signed under HS_KEY.
+    fn forge(header: &str, payload: &str) -> String {
+        let msg = format!("{}.{}", b64(header), b64(payload));
+        let k = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &HS_KEY);
+        let sig = URL_SAFE_NO_PAD.encode(aws_lc_rs::hmac::sign(&k, msg.as_bytes()));
+        format!("{msg}.{sig}")
+    }
+
+    fn payload_json() -> String {
+        serde_json::to_string(&claims()).unwrap()
+    }
+
+    fn code(r: Result<ProofClaims>) -> &'static str {
+        r.expect_err("should fail").code()
+    }
+
+    fn verify_code(v: &TokenVerifier, token: &str) -> &'static str {
+        let p = price("0.001");
+        let e = Expectation { resource: "POST /api/v1/inference", body_sha256: None, price: &p };
+        code(v.verify(token, &e, NOW))
+    }
+
+    fn ok(v: &TokenVerifier, token: &str) -> ProofClaims {
+        let p = price("0.001");
+        let e = Expectation { resource: "POST /api/v1/inference", body_sha256: None, price: &p };
+        v.verify(token, &e, NOW).unwrap()
+    }
+
+    #[test]
+    fn hs256_round_trip() {
+        let t = hs_token(&claims());
+        assert_eq!(ok(&hs_verifier(), &t), claims());
+        let header: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(t.split('.').next().unwrap()).unwrap())
+                .unwrap();
+        assert_eq!(header["alg"], "HS256");
+        assert_eq!(header["typ"], TOKEN_TYP);
+        assert!(header.get("kid").is_none());
+    }
+
+    #[test]
+    fn bdy_is_omitted_when_absent() {
+        let mut c = claims();
+        c.bdy = None;
+        let t = hs_token(&c);
+        let payload = URL_SAFE_NO_PAD.decode(t.split('.').nth(1).unwrap()).unwrap();
+        assert!(!String::from_utf8(payload).unwrap().contains("bdy"));
+        assert_eq!(ok(&hs_verifier(), &t), c);
+    }
+
+    #[test]
+    fn eddsa_round_trip_and_jwks_import() {
+        let key = ed_key();
+        assert_eq!(key.kid().len(), 16);
+        let t = TokenIssuer::new(SigningKey::EdDsa(key.clone())).unwrap().issue(&claims()).unwrap();
+        let header: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(t.split('.').next().unwrap()).unwrap())
+                .unwrap();
+        assert_eq!(header["alg"], "EdDSA");
+        assert_eq!(header["kid"], key.kid());
+
+        // Export → JSON → import → verify, as a provider fetching the facilitator's JWKS.
+        let json = serde_json::to_string(&jwks(&[&key])).unwrap();
+        assert!(json.contains("\"kty\":\"OKP\"") && json.contains("\"crv\":\"Ed25519\""));
+        assert!(json.contains("\"use\":\"sig\"") && json.contains("\"alg\":\"EdDSA\""));
+        let imported: JwkSet = serde_json::from_str(&json).unwrap();
+        let mut cfg = VerifierConfig::new(ACCT, "sandbox");
+        cfg.jwks = Some(imported);
+        assert_eq!(ok(&TokenVerifier::new(cfg).unwrap(), &t), claims());
+
+        // Key rotation: the verifier picks the key by kid.
+        let other = Ed25519Key::from_seed([1u8; 32]).unwrap();
+        let mut cfg = VerifierConfig::new(ACCT, "sandbox");
+        cfg.jwks = Some(jwks(&[&other, &key]));
+        assert_eq!(ok(&TokenVerifier::new(cfg).unwrap(), &t), claims());
+    }
+
+    #[test]
+    fn ed25519_rfc8032_test_1() {
+        let seed: [u8; 32] =
+            hex::decode("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+                .unwrap()
+                .try_into()
+                .unwrap();
+        let key = Ed25519Key::from_seed(seed).unwrap();
+        assert_eq!(
+            hex::encode(key.public_key()),
+            "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
+        );
+    }
+
+    #[test]
+    fn ed25519_key_from_seed_is_deterministic() {
+        let a = ed_key();
+        let b = Ed25519Key::from_seed(a.seed()).unwrap();
+        assert_eq!(a.kid(), b.kid());
+        assert_eq!(a.public_key(), b.public_key());
+        let g = Ed25519Key::generate(&crate::env::SeededEntropy::new(1));
+        assert_eq!(g.kid(), Ed25519Key::generate(&crate::env::SeededEntropy::new(1)).kid());
+        assert!(!format!("{a:?}").contains(&format!("{:?}", a.seed())));
+        assert!(!format!("{:?}", SigningKey::Hs256(HS_KEY)).contains('7'));
+    }
+
+    #[test]
+    fn wrong_key_is_opaque() {
+        let t = TokenIssuer::new(SigningKey::Hs256([8u8; 32])).unwrap().issue(&claims()).unwrap();
+        assert_eq!(verify_code(&hs_verifier(), &t), "token_invalid");
+        let other = Ed25519Key::from_seed([2u8; 32]).unwrap();
+        let t = TokenIssuer::new(SigningKey::EdDsa(other)).unwrap().issue(&claims()).unwrap();
+        // Unknown kid.
+        assert_eq!(verify_code(&ed_verifier(&ed_key()), &t), "token_invalid");
+    }
+
+    #[test]
+    fn eddsa_signature_under_a_known_kid_by_another_key() {
+        let key = ed_key();
+        let t = TokenIssuer::new(SigningKey::EdDsa(key.clone())).unwrap().issue(&claims()).unwrap();
+        let mut parts: Vec<&str> = t.split('.').collect();
+        let mut sig = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+        sig[0] ^= 1;
+        let sig = URL_SAFE_NO_PAD.encode(sig);
+        parts[2] = &sig;
+        assert_eq!(verify_code(&ed_verifier(&key), &parts.join(".")), "token_invalid");
+    }
+
+    #[test]
+    fn tampered_payload() {
+        let t = hs_token(&claims());
+        let mut tampered = claims();
+        tampered.amt = "100".into();
+        let forged_payload = b64(&serde_json::to_string(&tampered).unwrap());
+        let parts: Vec<&str> = t.split('.').collect();
+        let t2 = format!("{}.{}.{}", parts[0], forged_payload, parts[2]);
+        assert_eq!(verify_code(&hs_verifier(), &t2), "token_invalid");
+    }
+
+    #[test]
+    fn alg_none_is_refused() {
+        let h = format!(r#"{{"alg":"none","typ":"{TOKEN_TYP}"}}"#);
+        let t = format!("{}.{}.", b64(&h), b64(&payload_json()));
+        let e = hs_verifier().verify_signature_and_time(&t, NOW).unwrap_err();
+        assert_eq!(e, Error::TokenAlgorithm("none".into()));
+        assert_eq!(code(ed_verifier(&ed_key()).verify_signature_and_time(&t, NOW)), "token_algorithm");
+    }
+
+    #[test]
+    fn algorithm_confusion_is_refused() {
+        let key = ed_key();
+        let hs = hs_token(&claims());
+        assert_eq!(
+            ed_verifier(&key).verify_signature_and_time(&hs, NOW).unwrap_err(),
+            Error::TokenAlgorithm("HS256".into())
+        );
+        let ed = TokenIssuer::new(SigningKey::EdDsa(key)).unwrap().issue(&claims()).unwrap();
+        assert_eq!(
+            hs_verifier().verify_signature_and_time(&ed, NOW).unwrap_err(),
+            Error::TokenAlgorithm("EdDSA".into())
+        );
+        // An HS256 token "signed" with the public key as HMAC secret (the classic confusion).
+        let pk = ed_key().public_key();
+        let h = format!(r#"{{"alg":"HS256","typ":"{TOKEN_TYP}","kid":"{}"}}"#, ed_key().kid());
+        let msg = format!("{}.{}", b64(&h), b64(&payload_json()));
+        let k = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &pk);
+        let t = format!(
+            "{msg}.{}",
+            URL_SAFE_NO_PAD.encode(aws_lc_rs::hmac::sign(&k, msg.as_bytes()))
+        );
+        assert_eq!(verify_code(&ed_verifier(&ed_key()), &t), "token_algorithm");
+    }
+
+    #[test]
+    fn other_algorithms_are_refused() {
+        for alg in ["RS256", "ES256", "HS512", "HS384", "PS256", "EdDSA2", ""] {
+            let h = format!(r#"{{"alg":"{alg}","typ":"{TOKEN_TYP}"}}"#);
+            let t = forge(&h, &payload_json());
+            assert_eq!(
+                hs_verifier().verify_signature_and_time(&t, NOW).unwrap_err(),
+                Error::TokenAlgorithm(alg.into()),
+                "{alg}"
+            );
+        }
+        let t = forge(&format!(r#"{{"typ":"{TOKEN_TYP}"}}"#), &payload_json());
+        assert_eq!(verify_code(&hs_verifier(), &t), "token_algorithm");
+        // A huge alg is not echoed in full.
+        let long = "X".repeat(1000);
+        let t = forge(&format!(r#"{{"alg":"{long}","typ":"{TOKEN_TYP}"}}"#), &payload_json());
+        let e = hs_verifier().verify_signature_and_time(&t, NOW).unwrap_err();
+        assert!(e.to_string().len() < 100);
+    }
+
+    #[test]
+    fn typ_must_match_exactly() {
+        for h in [
+            r#"{"alg":"HS256","typ":"JWT"}"#,
+            r#"{"alg":"HS256"}"#,
+            r#"{"alg":"HS256","typ":"VLEXIVO-PROOF+JWT"}"#,
+            r#"{"alg":"HS256","typ":null}"#,
+            // typ is checked before alg.
+            r#"{"alg":"none","typ":"JWT"}"#,
+        ] {
+            assert_eq!(verify_code(&hs_verifier(), &forge(h, &payload_json())), "token_type", "{h}");
+        }
+        let h = format!(r#"{{"alg":"HS256","typ":"{TOKEN_TYP}","crit":["exp"]}}"#);
+        assert_eq!(verify_code(&hs_verifier(), &forge(&h, &payload_json())), "token_malformed");
+    }
+
+    #[test]
+    fn expiry_with_leeway() {
+        let v = hs_verifier();
+        let t = hs_token(&claims());
+        let exp = claims().exp;
+        assert!(v.verify_signature_and_time(&t, exp + DEFAULT_LEEWAY_SECS).is_ok());
+        assert_eq!(
+            v.verify_signature_and_time(&t, exp + DEFAULT_LEEWAY_SECS + 1).unwrap_err(),
+            Error::TokenExpired
+        );
+        // Zero leeway: exactly at exp is fine, one second later is not.
+        let mut cfg = VerifierConfig::new(ACCT, "sandbox");
+        cfg.hs256_key = Some(HS_KEY);
+        cfg.leeway_secs = 0;
+        let v0 = TokenVerifier::new(cfg).unwrap();
+        assert!(v0.verify_signature_and_time(&t, exp).is_ok());
+        assert_eq!(code(v0.verify_signature_and_time(&t, exp + 1)), "token_expired");
+    }
+
+    #[test]
+    fn iat_in_the_future() {
+        let v = hs_verifier();
+        let mut c = claims();
+        c.iat = NOW + DEFAULT_LEEWAY_SECS;
+        c.exp = c.iat + TOKEN_TTL_SECS;
+        assert!(v.verify_signature_and_time(&hs_token(&c), NOW).is_ok());
+        c.iat += 1;
+        c.exp += 1;
+        assert_eq!(code(v.verify_signature_and_time(&hs_token(&c), NOW)), "token_not_yet_valid");
+    }
+
+    #[test]
+    fn request_binding_failures() {
+        let v = hs_verifier();
+        let t = hs_token(&claims());
+        let p = price("0.001");
+        let body = claims().bdy.unwrap();
+        let good = Expectation { resource: "POST /api/v1/inference", body_sha256: Some(&body), price: &p };
+        assert!(v.verify(&t, &good, NOW).is_ok());
+
+        let e = Expectation { resource: "GET /api/v1/inference", ..good };
+        assert_eq!(code(v.verify(&t, &e, NOW)), "token_resource");
+        let e = Expectation { body_sha256: Some("AAAA"), ..good };
+        assert_eq!(code(v.verify(&t, &e, NOW)), "token_resource");
+        // A body bound by the request but absent from the token.
+        let mut c = claims();
+        c.bdy = None;
+        assert_eq!(code(v.verify(&hs_token(&c), &good, NOW)), "token_resource");
+
+        let mut c = claims();
+        c.aud = "acct_other".into();
+        assert_eq!(code(v.verify(&hs_token(&c), &good, NOW)), "token_audience");
+        let mut c = claims();
+        c.mode = "live".into();
+        assert_eq!(code(v.verify(&hs_token(&c), &good, NOW)), "token_mode");
+    }
+
+    #[test]
+    fn price_failures() {
+        let v = hs_verifier();
+        let t = hs_token(&claims());
+        let more = price("0.002");
+        let e = Expectation { resource: "POST /api/v1/inference", body_sha256: None, price: &more };
+        assert_eq!(
+            v.verify(&t, &e, NOW).unwrap_err(),
+            Error::TokenUnderpaid { paid: "0.001".into(), price: "0.002".into() }
+        );
+        // Overpaying is fine, and equal amounts in another spelling are equal.
+        let less = price("0.0005");
+        assert!(v.verify(&t, &Expectation { price: &less, ..e }, NOW).is_ok());
+        let mut c = claims();
+        c.amt = "0.00100".into();
+        assert!(v.verify(&hs_token(&c), &Expectation { price: &price("0.001"), ..e }, NOW).is_ok());
+
+        let mut c = claims();
+        c.cur = "eur".into();
+        assert_eq!(
+            v.verify(&hs_token(&c), &Expectation { price: &price("0.001"), ..e }, NOW).unwrap_err(),
+            Error::TokenCurrency { paid: "eur".into(), price: "usd".into() }
+        );
+        let mut c = claims();
+        c.amt = "lots".into();
+        assert_eq!(verify_code(&v, &hs_token(&c)), "token_malformed");
+    }
+
+    #[test]
+    fn size_and_syntax() {
+        let v = hs_verifier();
+        let big = format!("{}.{}.x", "a".repeat(MAX_TOKEN_BYTES), "b");
+        assert_eq!(
+            v.verify_signature_and_time(&big, NOW).unwrap_err(),
+            Error::TokenTooLarge { limit: MAX_TOKEN_BYTES }
+        );
+        // A valid token with a huge claim is refused on size alone.
+        let mut c = claims();
+        c.iss = "x".repeat(MAX_TOKEN_BYTES);
+        assert_eq!(verify_code(&v, &hs_token(&c)), "token_too_large");
+
+        let t = hs_token(&claims());
+        let parts: Vec<&str> = t.split('.').collect();
+        for bad in [
+            String::new(),
+            "garbage".to_string(),
+            format!("{}.{}", parts[0], parts[1]),
+            format!("{t}.{}", parts[2]),
+            format!("!!!.{}.{}", parts[1], parts[2]),
+            format!("{}.{}.{}", b64("not json"), parts[1], parts[2]),
+            format!("{}.{}.{}", b64("[1,2]"), parts[1], parts[2]),
+            format!("{}=.{}.{}", parts[0], parts[1], parts[2]),
+            format!("{}.{}.{}!", parts[0], parts[1], parts[2]),
+        ] {
+            assert_eq!(verify_code(&v, &bad), "token_malformed", "{bad}");
+        }
+        // Correctly signed but the payload is not the claims.
+        let h = format!(r#"{{"alg":"HS256","typ":"{TOKEN_TYP}"}}"#);
+        for payload in ["not json", "{}", r#"{"jti":"x"}"#] {
+            assert_eq!(verify_code(&v, &forge(&h, payload)), "token_malformed", "{payload}");
+        }
+        let mut no_exp: serde_json::Value = serde_json::to_value(claims()).unwrap();
+        no_exp.as_object_mut().unwrap().remove("exp");
+        assert_eq!(verify_code(&v, &forge(&h, &no_exp.to_string())), "token_malformed");
+        // Unsigned garbage payload fails on the signature first.
+        let t2 = format!("{}.{}.{}", parts[0], b64("not json"), parts[2]);
+        assert_eq!(verify_code(&v, &t2), "token_invalid");
+    }
+
+    #[test]
+    fn errors_never_contain_the_token_or_key() {
+        let v = hs_verifier();
+        let t = hs_token(&claims());
+        let parts: Vec<&str> = t.split('.').collect();
+        let bad_tokens = [
+            format!("{}.{}.{}", parts[0], parts[1], "AAAA"),
+            format!("{}.{}", parts[0], parts[1]),
+            format!("{}.{}.{}", b64("{"), parts[1], parts[2]),
+        ];
+        for bad in &bad_tokens {
+            let e = v.verify_signature_and_time(bad, NOW).unwrap_err();
+            let msg = format!("{e} {e:?}");
+            for p in &parts {
+                assert!(!msg.contains(p), "{msg}");
+            }
+            assert!(!msg.contains(&URL_SAFE_NO_PAD.encode(HS_KEY)));
+        }
+        assert!(!format!("{v:?}").contains("7, 7"));
+    }
+
+    #[test]
+    fn config_errors() {
+        let cfg = VerifierConfig::new(ACCT, "sandbox");
+        assert_eq!(TokenVerifier::new(cfg.clone()).unwrap_err().code(), "config_invalid");
+        let mut c = cfg.clone();
+        c.hs256_key = Some(HS_KEY);
+        c.leeway_secs = MAX_LEEWAY_SECS + 1;
+        assert_eq!(TokenVerifier::new(c.clone()).unwrap_err().code(), "config_invalid");
+        c.leeway_secs = MAX_LEEWAY_SECS;
+        assert!(TokenVerifier::new(c).is_ok());
+
+        // Non-Ed25519 JWKs are refused.
+        let bad_jwks = [
+            r#"{"keys":[{"kty":"oct","k":"c2VjcmV0","kid":"a"}]}"#,
+            r#"{"keys":[{"kty":"EC","crv":"P-256","x":"AA","y":"AA","kid":"a"}]}"#,
+            r#"{"keys":[{"kty":"RSA","n":"AQAB","e":"AQAB","kid":"a"}]}"#,
+        ];
+        for j in bad_jwks {
+            let mut c = cfg.clone();
+            c.jwks = Some(serde_json::from_str(j).unwrap());
+            assert_eq!(TokenVerifier::new(c).unwrap_err().code(), "config_invalid", "{j}");
+        }
+        let key = ed_key();
+        let mut jwk = key.public_jwk();
+        jwk.common.key_id = None;
+        let mut c = cfg.clone();
+        c.jwks = Some(JwkSet { keys: vec![jwk] });
+        assert_eq!(TokenVerifier::new(c).unwrap_err().code(), "config_invalid");
+        let mut jwk = key.public_jwk();
+        jwk.common.key_algorithm = Some(KeyAlgorithm::HS256);
+        let mut c = cfg.clone();
+        c.jwks = Some(JwkSet { keys: vec![jwk] });
+        assert_eq!(TokenVerifier::new(c).unwrap_err().code(), "config_invalid");
+        let mut c = cfg.clone();
+        c.jwks = Some(jwks(&[&key, &key]));
+        assert_eq!(TokenVerifier::new(c).unwrap_err().code(), "config_invalid");
+        // An empty JWKS is no key at all.
+        let mut c = cfg;
+        c.jwks = Some(JwkSet::default());
+        assert_eq!(TokenVerifier::new(c).unwrap_err().code(), "config_invalid");
+    }
+
+    #[test]
+    fn both_algorithms_when_both_keys_are_held() {
+        let key = ed_key();
+        let mut cfg = VerifierConfig::new(ACCT, "sandbox");
+        cfg.hs256_key = Some(HS_KEY);
+        cfg.jwks = Some(jwks(&[&key]));
+        let v = TokenVerifier::new(cfg).unwrap();
+        ok(&v, &hs_token(&claims()));
+        ok(&v, &TokenIssuer::new(SigningKey::EdDsa(key)).unwrap().issue(&claims()).unwrap());
+    }
+}
