@@ -1,0 +1,579 @@
+//! Generates `tests/vectors/*.json` from a seeded RNG and a fixed clock. The files are checked
+//! in; the test command regenerates them and fails on any diff, and every language's test suite
+//! reads them from that one place.
+//!
+//! `cargo run -p vlexivo-core --example gen_vectors [-- OUT_DIR]`
+
+use base64::Engine;
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use std::path::PathBuf;
+use vlexivo_core::challenge::{Challenge, ChallengeParams};
+use vlexivo_core::client::{Payer, error_from_body, parse_payment_required};
+use vlexivo_core::env::{Entropy, SeededEntropy, random_b64};
+use vlexivo_core::keys::{Mode, ProviderKeys, generate_secret};
+use vlexivo_core::paywall::{Paywall, PaywallConfig, RequestInfo};
+use vlexivo_core::policy::SpendingPolicy;
+use vlexivo_core::store::MemoryStore;
+use vlexivo_core::token::{Ed25519Key, ProofClaims, SigningKey, TokenIssuer, jwks};
+use vlexivo_core::wallet::{PaymentAuthorization, Wallet, recover_authorization};
+use vlexivo_core::{Currency, Money, payment};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+/// The vectors' fixed clock: 2027-01-15T08:00:00Z.
+const NOW: u64 = 1_800_000_000;
+const FACILITATOR: &str = "http://127.0.0.1:4020";
+const SEED: u64 = 0x5eed_402;
+
+fn main() {
+    let out: PathBuf = std::env::args().nth(1).map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/vectors")
+    });
+    std::fs::create_dir_all(&out).expect("create vectors dir");
+    let rng = SeededEntropy::new(SEED);
+    let fx = Fixture::new(&rng);
+    let files = [
+        ("money.json", money()),
+        ("challenge.json", challenges(&fx, &rng)),
+        ("wallet.json", wallet(&fx, &rng)),
+        ("payment.json", payments(&fx, &rng)),
+        ("paywall.json", paywall(&fx, &rng)),
+        ("client.json", client(&fx, &rng)),
+    ];
+    let mut total = 0;
+    for (name, v) in files {
+        total += v["cases"].as_array().map_or(0, Vec::len);
+        let mut s = serde_json::to_string_pretty(&v).expect("json");
+        s.push('\n');
+        std::fs::write(out.join(name), s).expect("write vector file");
+    }
+    eprintln!("wrote {total} cases to {}", out.display());
+}
+
+/// Keys and parties shared by the files.
+struct Fixture {
+    secret: String,
+    keys: ProviderKeys,
+    other: ProviderKeys,
+    ed: Ed25519Key,
+    payer: Wallet,
+    stranger: Wallet,
+}
+
+impl Fixture {
+    fn new(rng: &SeededEntropy) -> Self {
+        let secret = generate_secret(Mode::Sandbox, rng);
+        let other_secret = generate_secret(Mode::Sandbox, rng);
+        Self {
+            keys: ProviderKeys::from_secret(&secret).unwrap(),
+            other: ProviderKeys::from_secret(&other_secret).unwrap(),
+            secret,
+            ed: Ed25519Key::generate(rng),
+            payer: Wallet::generate(rng),
+            stranger: Wallet::generate(rng),
+        }
+    }
+
+    fn paywall(&self, with_jwks: bool) -> Paywall {
+        let mut cfg = PaywallConfig::new(&self.secret);
+        cfg.facilitator_url = FACILITATOR.into();
+        if with_jwks {
+            cfg.jwks = Some(jwks(&[&self.ed]));
+        }
+        Paywall::new(cfg).unwrap()
+    }
+
+    fn claims(&self, rng: &dyn Entropy, amt: &str, res: &str) -> ProofClaims {
+        let mut tx = [0u8; 32];
+        rng.fill(&mut tx);
+        ProofClaims {
+            jti: random_b64(rng, 18),
+            iss: FACILITATOR.into(),
+            aud: self.keys.account.clone(),
+            sub: self.payer.address().to_checksum(),
+            txh: format!("0x{}", hex::encode(tx)),
+            amt: amt.into(),
+            cur: "usd".into(),
+            res: res.into(),
+            bdy: None,
+            mode: "sandbox".into(),
+            net: "sandbox".into(),
+            iat: NOW - 10,
+            exp: NOW - 10 + 300,
+        }
+    }
+
+    fn hs(&self, c: &ProofClaims) -> String {
+        TokenIssuer::new(SigningKey::Hs256(self.keys.token_hs256)).unwrap().issue(c).unwrap()
+    }
+
+    fn eddsa(&self, c: &ProofClaims) -> String {
+        TokenIssuer::new(SigningKey::EdDsa(self.ed.clone())).unwrap().issue(c).unwrap()
+    }
+}
+
+/// A JWT built by hand, for headers no honest issuer produces.
+fn raw_jwt(header: &Value, claims: &ProofClaims, hmac_key: Option<&[u8]>) -> String {
+    let signing_input = format!(
+        "{}.{}",
+        B64.encode(serde_json::to_vec(header).unwrap()),
+        B64.encode(serde_json::to_vec(claims).unwrap())
+    );
+    let sig = match hmac_key {
+        Some(k) => {
+            let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(k).unwrap();
+            m.update(signing_input.as_bytes());
+            B64.encode(m.finalize().into_bytes())
+        }
+        None => String::new(),
+    };
+    format!("{signing_input}.{sig}")
+}
+
+fn err_or<T>(r: vlexivo_core::Result<T>, ok: impl FnOnce(T) -> Value) -> Value {
+    match r {
+        Ok(v) => ok(v),
+        Err(e) => json!({ "error": e.code() }),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn money() -> Value {
+    let strings: &[(&str, &str, &str)] = &[
+        ("one tenth of a cent", "0.001", "usd"),
+        ("one hundredth of a cent", "0.0001", "usd"),
+        ("trailing zeros", "10.00", "usd"),
+        ("exact exponent form", "1e-3", "usd"),
+        ("leading dot", ".5", "usd"),
+        ("uppercase currency", "0.01", "USD"),
+        ("zero", "0", "usd"),
+        ("the maximum", "1000000", "usd"),
+        ("negative", "-0.001", "usd"),
+        ("NaN", "NaN", "usd"),
+        ("Infinity", "Infinity", "usd"),
+        ("negative infinity", "-inf", "usd"),
+        ("too many decimals", "0.0000001", "usd"),
+        ("exponent losing precision", "1e-7", "usd"),
+        ("above the maximum", "1000000.01", "usd"),
+        ("huge exponent", "1e400", "usd"),
+        ("words", "abc", "usd"),
+        ("empty", "", "usd"),
+        ("two dots", "1.2.3", "usd"),
+        ("leading space", " 1", "usd"),
+        ("hex", "0x10", "usd"),
+        ("unsupported currency", "1", "eur"),
+        ("overlong string", "0.00000000000000000000000000000000000000001", "usd"),
+    ];
+    let mut cases: Vec<Value> = strings
+        .iter()
+        .map(|(name, input, cur)| {
+            let r = Currency::parse(cur).and_then(|c| Money::parse(input, c));
+            json!({
+                "name": name, "input": input, "currency": cur,
+                "expect": err_or(r, |m| json!({ "amount": m.to_string(), "atomic": m.to_atomic().to_string() })),
+            })
+        })
+        .collect();
+    // Numbers (JS number, Python float): read through the shortest round-trip form.
+    for (name, input) in [("float 0.001", 0.001f64), ("float 0.0001", 0.0001), ("float 0.1+0.2", 0.1 + 0.2),
+        ("float 1e-7", 1e-7), ("float negative", -0.5), ("float 90 days real-time", 0.0019 * 10.0)]
+    {
+        let r = Money::from_f64(input, Currency::Usd);
+        cases.push(json!({
+            "name": name, "input": input, "currency": "usd",
+            "expect": err_or(r, |m| json!({ "amount": m.to_string(), "atomic": m.to_atomic().to_string() })),
+        }));
+    }
+    // Prices must be positive.
+    let r = Money::parse("0", Currency::Usd).and_then(Money::positive);
+    cases.push(json!({ "name": "zero price", "input": "0", "currency": "usd", "positive": true,
+        "expect": err_or(r, |_| unreachable!()) }));
+    json!({
+        "kind": "money",
+        "description": "Parse an amount (string: Money::parse; JSON number: Money::from_f64). With \"positive\": true the amount must also be > 0. expect: {amount, atomic} or {error}.",
+        "cases": cases,
+    })
+}
+
+fn challenges(fx: &Fixture, rng: &SeededEntropy) -> Value {
+    let price = Money::parse("0.001", Currency::Usd).unwrap();
+    let params = ChallengeParams {
+        price: &price,
+        scope: "per-call",
+        method: "POST",
+        path: "/api/v1/inference",
+        body_sha256: None,
+        account: &fx.keys.account,
+        facilitator: FACILITATOR,
+        mode: "sandbox",
+        network: "sandbox",
+        ttl_secs: 300,
+    };
+    let good = Challenge::create(&params, &fx.keys.challenge_mac, NOW, rng).unwrap();
+    let reencode = |f: &dyn Fn(&mut Value)| {
+        let mut v = serde_json::to_value(&good).unwrap();
+        f(&mut v);
+        B64.encode(serde_json::to_vec(&v).unwrap())
+    };
+    let other_key = Challenge::create(&params, &fx.other.challenge_mac, NOW, rng).unwrap();
+    let mut cases = vec![
+        ("valid", good.encode(), NOW + 10),
+        ("valid at expiry", good.encode(), NOW + 300),
+        ("expired", good.encode(), NOW + 301),
+        ("lowered amount", reencode(&|v| v["amount"] = json!("0.0001")), NOW),
+        ("moved to another route", reencode(&|v| v["path"] = json!("/api/v1/free")), NOW),
+        ("moved to another account", reencode(&|v| v["account"] = json!(fx.other.account)), NOW),
+        ("extended expiry", reencode(&|v| v["exp"] = json!(NOW + 86_400)), NOW),
+        ("MAC under another provider's key", other_key.encode(), NOW),
+        ("truncated MAC", reencode(&|v| v["mac"] = json!("AAAA")), NOW),
+        ("unknown field", reencode(&|v| v["extra"] = json!(1)), NOW),
+        ("missing MAC", reencode(&|v| { v.as_object_mut().unwrap().remove("mac"); }), NOW),
+        ("version 2", reencode(&|v| v["v"] = json!(2)), NOW),
+        ("short nonce", reencode(&|v| v["nonce"] = json!("abc")), NOW),
+        ("negative amount", reencode(&|v| v["amount"] = json!("-0.001")), NOW),
+        ("float amount", reencode(&|v| v["amount"] = json!(0.001)), NOW),
+        ("not base64url", "***not-base64***".to_string(), NOW),
+        ("base64 of non-JSON", B64.encode("hello"), NOW),
+        ("oversized", "A".repeat(5000), NOW),
+    ]
+    .into_iter()
+    .map(|(name, encoded, now)| {
+        let decoded = Challenge::decode(&encoded);
+        let (decode, verify, fields) = match &decoded {
+            Err(e) => (json!(e.code()), Value::Null, Value::Null),
+            Ok(c) => (
+                json!("ok"),
+                json!(match c.verify(&fx.keys.challenge_mac, now, 0) {
+                    Ok(()) => "ok",
+                    Err(e) => e.code(),
+                }),
+                json!({ "amount": c.amount, "currency": c.currency, "method": c.method, "path": c.path,
+                        "account": c.account, "nonce": c.nonce, "exp": c.exp }),
+            ),
+        };
+        let mut expect = json!({ "decode": decode });
+        if !verify.is_null() {
+            expect["verify"] = verify;
+            expect["fields"] = fields;
+        }
+        json!({ "name": name, "encoded": encoded, "now": now, "expect": expect })
+    })
+    .collect::<Vec<_>>();
+    cases.truncate(64);
+    json!({
+        "kind": "challenge",
+        "description": "Decode (Challenge::decode) then verify MAC and expiry with zero leeway under the key derived from api_secret (Challenge::verify). expect.decode: \"ok\" or an error code; expect.verify likewise when decoding succeeded.",
+        "api_secret": fx.secret,
+        "account": fx.keys.account,
+        "cases": cases,
+    })
+}
+
+fn wallet(fx: &Fixture, rng: &SeededEntropy) -> Value {
+    let mut cases = vec![];
+    for w in [&fx.payer, &fx.stranger, &Wallet::generate(rng)] {
+        cases.push(json!({ "name": "address of a key", "op": "address", "private_key": w.secret_hex(),
+            "expect": { "address": w.address().to_checksum() } }));
+    }
+    for (name, key) in [("key too short", "0x1234"), ("zero key", &*format!("0x{}", "0".repeat(64))),
+        ("key above the curve order", &*format!("0x{}", "f".repeat(64))), ("not hex", "0xzz")]
+    {
+        cases.push(json!({ "name": name, "op": "address", "private_key": key,
+            "expect": err_or(Wallet::from_hex(key), |w| json!({ "address": w.address().to_checksum() })) }));
+    }
+    let addr = fx.payer.address().to_checksum();
+    for (name, input) in [("checksummed", addr.clone()), ("lowercase", addr.to_lowercase()),
+        ("bad checksum", flip_case(&addr)), ("19 bytes", addr[..40].to_string())]
+    {
+        cases.push(json!({ "name": format!("address parse: {name}"), "op": "parse_address", "input": input,
+            "expect": err_or(vlexivo_core::wallet::Address::parse(&input), |a| json!({ "address": a.to_checksum() })) }));
+    }
+    let mut challenge = [0u8; 32];
+    rng.fill(&mut challenge);
+    let auth = PaymentAuthorization {
+        challenge_hash: challenge,
+        payee: fx.keys.account.clone(),
+        amount_atomic: 1000,
+        currency: "usd".into(),
+        deadline: NOW + 300,
+        chain_id: 0,
+    };
+    let auth_json = |a: &PaymentAuthorization| json!({
+        "challenge": format!("0x{}", hex::encode(a.challenge_hash)), "payee": a.payee,
+        "amount": a.amount_atomic.to_string(), "currency": a.currency,
+        "deadline": a.deadline, "chain_id": a.chain_id });
+    let sig = fx.payer.sign_authorization(&auth);
+    cases.push(json!({ "name": "sign an authorization", "op": "sign", "private_key": fx.payer.secret_hex(),
+        "authorization": auth_json(&auth),
+        "expect": { "signing_hash": format!("0x{}", hex::encode(auth.signing_hash())), "signature": sig, "signer": addr } }));
+    let mut higher = auth.clone();
+    higher.amount_atomic = 10_000;
+    let mut bad_v = sig.clone();
+    bad_v.replace_range(bad_v.len() - 2.., "1d");
+    for (name, a, s) in [("recover", &auth, sig.clone()), ("amount changed after signing", &higher, sig.clone()),
+        ("v = 29", &auth, bad_v), ("truncated signature", &auth, sig[..100].to_string()),
+        ("not hex", &auth, format!("0x{}", "g".repeat(130)))]
+    {
+        let r = recover_authorization(a, &s);
+        let expect = match r {
+            Ok(signer) => json!({ "signer": signer.to_checksum() }),
+            Err(e) => json!({ "error": e.code() }),
+        };
+        cases.push(json!({ "name": format!("recover: {name}"), "op": "recover", "authorization": auth_json(a),
+            "signature": s, "expect": expect }));
+    }
+    json!({
+        "kind": "wallet",
+        "description": "op address: Wallet::from_hex(private_key).address(). op parse_address: Address::parse. op sign: EIP-712 signing hash and RFC 6979 signature. op recover: recover_authorization; a changed field recovers another address (never the signer).",
+        "cases": cases,
+    })
+}
+
+fn flip_case(addr: &str) -> String {
+    let mut out = String::from("0x");
+    let mut flipped = false;
+    for c in addr[2..].chars() {
+        if !flipped && c.is_ascii_alphabetic() {
+            flipped = true;
+            out.push(if c.is_ascii_uppercase() { c.to_ascii_lowercase() } else { c.to_ascii_uppercase() });
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn payments(fx: &Fixture, rng: &SeededEntropy) -> Value {
+    let pw = fx.paywall(false);
+    let price = Money::parse("0.01", Currency::Usd).unwrap();
+    let req = RequestInfo { method: "POST", path: "/api/v1/inference", body: None };
+    let mk = || {
+        let r = pw.challenge(&req, &price, "per-call", NOW, rng).unwrap();
+        r.headers.iter().find(|(k, _)| *k == "Vlexivo-Challenge").unwrap().1.clone()
+    };
+    let signed = |enc: &str, w: &Wallet| {
+        let c = Challenge::decode(enc).unwrap();
+        payment::sign(&c, enc, w).unwrap()
+    };
+    let enc = mk();
+    let good = signed(&enc, &fx.payer);
+    let mut someone_else = good.clone();
+    someone_else.payer = fx.stranger.address().to_checksum();
+    let enc2 = mk();
+    let mut swapped = signed(&enc2, &fx.payer);
+    swapped.signature = good.signature.clone();
+    let mut tampered = good.clone();
+    let mut v: Value = serde_json::from_slice(&B64.decode(&enc).unwrap()).unwrap();
+    v["amount"] = json!("0.0001");
+    tampered.challenge = B64.encode(serde_json::to_vec(&v).unwrap());
+    let cases: Vec<Value> = [
+        ("valid", good.clone(), NOW + 1),
+        ("valid within the 5 s leeway", good.clone(), NOW + 305),
+        ("expired challenge", good.clone(), NOW + 306),
+        ("payer claims another wallet", someone_else, NOW),
+        ("signature from another challenge", swapped, NOW),
+        ("challenge amount lowered", tampered, NOW),
+    ]
+    .into_iter()
+    .map(|(name, r, now)| {
+        let result = payment::decode(&r).and_then(|c| payment::verify(&r, c, &fx.keys.challenge_mac, now));
+        json!({ "name": name, "request": r, "now": now,
+            "expect": err_or(result, |p| json!({ "payer": p.payer.to_checksum(), "amount": p.price.to_string() })) })
+    })
+    .collect();
+    json!({
+        "kind": "payment",
+        "description": "What the facilitator checks before charging: payment::decode, then payment::verify with the challenge MAC key derived from api_secret at `now` (5 s leeway on expiry).",
+        "api_secret": fx.secret,
+        "cases": cases,
+    })
+}
+
+fn paywall(fx: &Fixture, rng: &SeededEntropy) -> Value {
+    const INF: &str = "POST /api/v1/inference";
+    let mut cases: Vec<Value> = vec![];
+    let mut case = |name: &str, price: &str, jwks: bool, requests: Vec<Value>| {
+        cases.push(json!({ "name": name, "price": price, "currency": "usd", "jwks": jwks, "requests": requests }))
+    };
+    let req = |proof: Option<&str>| json!({ "method": "POST", "path": "/api/v1/inference", "proof": proof, "now": NOW });
+    let at = |proof: &str, now: u64| json!({ "method": "POST", "path": "/api/v1/inference", "proof": proof, "now": now });
+
+    let c = fx.claims(rng, "0.001", INF);
+    let hs = fx.hs(&c);
+    case("no proof", "0.001", false, vec![req(None)]);
+    case("valid HS256", "0.001", false, vec![req(Some(&hs))]);
+    let c2 = fx.claims(rng, "0.001", INF);
+    case("valid EdDSA", "0.001", true, vec![req(Some(&fx.eddsa(&c2)))]);
+    case("EdDSA without JWKS configured", "0.001", false, vec![req(Some(&fx.eddsa(&c2)))]);
+    let c3 = fx.claims(rng, "0.001", INF);
+    let t3 = fx.hs(&c3);
+    case("replay", "0.001", false, vec![req(Some(&t3)), req(Some(&t3))]);
+    let c4 = fx.claims(rng, "0.001", INF);
+    let t4 = fx.hs(&c4);
+    let mut failed = req(Some(&t4));
+    failed["handler_status"] = json!(500);
+    case("handler failure releases the nonce", "0.001", false, vec![failed, req(Some(&t4)), req(Some(&t4))]);
+    let c5 = fx.claims(rng, "0.001", "POST /api/v1/data");
+    case("another route", "0.001", false, vec![req(Some(&fx.hs(&c5)))]);
+    let c6 = fx.claims(rng, "0.001", "GET /api/v1/inference");
+    case("another method", "0.001", false, vec![req(Some(&fx.hs(&c6)))]);
+    let c7 = fx.claims(rng, "0.001", INF);
+    case("lower amount than the price", "0.01", false, vec![req(Some(&fx.hs(&c7)))]);
+    case("higher amount than the price", "0.0001", false, vec![req(Some(&fx.hs(&c7)))]);
+    let mut c8 = fx.claims(rng, "0.001", INF);
+    c8.cur = "eur".into();
+    case("another currency", "0.001", false, vec![req(Some(&fx.hs(&c8)))]);
+    let mut c9 = fx.claims(rng, "0.001", INF);
+    c9.mode = "live".into();
+    case("another mode", "0.001", false, vec![req(Some(&fx.hs(&c9)))]);
+    let mut c10 = fx.claims(rng, "0.001", INF);
+    c10.aud = fx.other.account.clone();
+    case("EdDSA token for another provider", "0.001", true, vec![req(Some(&fx.eddsa(&c10)))]);
+    let other_hs = TokenIssuer::new(SigningKey::Hs256(fx.other.token_hs256)).unwrap().issue(&c10).unwrap();
+    case("HS256 token under another provider's key", "0.001", false, vec![req(Some(&other_hs))]);
+    let c11 = fx.claims(rng, "0.001", INF);
+    let t11 = fx.hs(&c11);
+    case("expired", "0.001", false, vec![at(&t11, c11.exp + 31)]);
+    case("within the 30 s leeway", "0.001", false, vec![at(&t11, c11.exp + 30)]);
+    case("issued in the future", "0.001", false, vec![at(&t11, c11.iat - 31)]);
+    let c12 = fx.claims(rng, "0.001", INF);
+    case("alg none", "0.001", true, vec![req(Some(&raw_jwt(&json!({"alg": "none", "typ": "vlexivo-proof+jwt"}), &c12, None)))]);
+    case("alg RS256", "0.001", true, vec![req(Some(&raw_jwt(&json!({"alg": "RS256", "typ": "vlexivo-proof+jwt"}), &c12, Some(&fx.keys.token_hs256))))]);
+    case("alg HS512", "0.001", false, vec![req(Some(&raw_jwt(&json!({"alg": "HS512", "typ": "vlexivo-proof+jwt"}), &c12, Some(&fx.keys.token_hs256))))]);
+    // Confusion: HS256 keyed with the facilitator's public Ed25519 key.
+    let confused = raw_jwt(&json!({"alg": "HS256", "typ": "vlexivo-proof+jwt"}), &c12, Some(&fx.ed.public_key()));
+    case("HS256 keyed with the EdDSA public key", "0.001", true, vec![req(Some(&confused))]);
+    let as_eddsa = raw_jwt(&json!({"alg": "EdDSA", "typ": "vlexivo-proof+jwt", "kid": fx.ed.kid()}), &c12, Some(&fx.keys.token_hs256));
+    case("EdDSA header over an HMAC signature", "0.001", true, vec![req(Some(&as_eddsa))]);
+    case("wrong typ", "0.001", false, vec![req(Some(&raw_jwt(&json!({"alg": "HS256", "typ": "JWT"}), &c12, Some(&fx.keys.token_hs256))))]);
+    case("missing typ", "0.001", false, vec![req(Some(&raw_jwt(&json!({"alg": "HS256"}), &c12, Some(&fx.keys.token_hs256))))]);
+    let good = fx.hs(&c12);
+    let mut parts: Vec<String> = good.split('.').map(str::to_string).collect();
+    let mut claims_v: Value = serde_json::from_slice(&B64.decode(&parts[1]).unwrap()).unwrap();
+    claims_v["amt"] = json!("1");
+    parts[1] = B64.encode(serde_json::to_vec(&claims_v).unwrap());
+    case("payload tampered", "1", false, vec![req(Some(&parts.join(".")))]);
+    case("two segments", "0.001", false, vec![req(Some(&good[..good.rfind('.').unwrap()]))]);
+    case("garbage", "0.001", false, vec![req(Some("not.a.token!"))]);
+    case("bad base64 payload", "0.001", false, vec![req(Some(&format!("{}.%%%.{}", parts[0], parts[2])))]);
+    case("oversized proof header", "0.001", false, vec![req(Some(&"a".repeat(5000)))]);
+    let c13 = fx.claims(rng, "0.001", "GET /api/v1/data");
+    let t13 = fx.hs(&c13);
+    case("query string is not part of the binding", "0.001", false, vec![json!({ "method": "GET", "path": "/api/v1/data?days=30&granularity=tick", "proof": t13, "now": NOW })]);
+
+    // Run each case through the core paywall to record what it must answer.
+    let entropy = SeededEntropy::new(1);
+    for case in &mut cases {
+        let pw = fx.paywall(case["jwks"].as_bool().unwrap());
+        let store = MemoryStore::new();
+        let price = Paywall::parse_price(case["price"].as_str().unwrap(), "usd").unwrap();
+        for r in case["requests"].as_array_mut().unwrap() {
+            let info = RequestInfo { method: r["method"].as_str().unwrap(), path: r["path"].as_str().unwrap(), body: None };
+            let now = r["now"].as_u64().unwrap();
+            let expect = match pw.verify(r["proof"].as_str(), &info, &price, now, &store) {
+                Ok(facts) => {
+                    let status = r["handler_status"].as_u64().unwrap_or(200);
+                    if status >= 500 {
+                        pw.release(&facts, &store).unwrap();
+                    }
+                    json!({ "status": status, "payment": facts })
+                }
+                Err(e) => {
+                    let rej = pw.reject(&e, &info, Some(&price), "per-call", now, &entropy);
+                    json!({ "status": rej.status, "error": rej.code, "challenge": rej.status == 402 })
+                }
+            };
+            r["expect"] = expect;
+        }
+    }
+    json!({
+        "kind": "paywall",
+        "description": "A provider with api_secret (and, when a case says jwks: true, the facilitator's EdDSA keys) paywalls a route at `price`. Run each case's requests in order against one fresh nonce store, each at its `now` (leeway 30 s). A request with handler_status >= 500 has its nonce released. expect: {status, payment} on success, or {status, error, challenge} where challenge says whether a fresh Vlexivo-Challenge is attached.",
+        "api_secret": fx.secret,
+        "account": fx.keys.account,
+        "facilitator_url": FACILITATOR,
+        "jwks": jwks(&[&fx.ed]),
+        "leeway_secs": 30,
+        "cases": cases,
+    })
+}
+
+fn client(fx: &Fixture, rng: &SeededEntropy) -> Value {
+    let pw = fx.paywall(false);
+    let price = Money::parse("0.01", Currency::Usd).unwrap();
+    let info = RequestInfo { method: "POST", path: "/api/v1/inference", body: None };
+    let rej = pw.challenge(&info, &price, "per-call", NOW, rng).unwrap();
+    let enc = rej.headers.iter().find(|(k, _)| *k == "Vlexivo-Challenge").unwrap().1.clone();
+    let url = "http://127.0.0.1:8080/api/v1/inference";
+    let resp = |status: u16, header: bool, body: &str| {
+        let headers = if header { json!([["vlexivo-challenge", enc], ["content-type", "application/json"]]) } else { json!([["content-type", "application/json"]]) };
+        json!({ "status": status, "headers": headers, "body": body })
+    };
+    let cases_in = vec![
+        ("402 with header and body", resp(402, true, &rej.body), "POST", url, NOW, json!({})),
+        ("402 with body only", resp(402, false, &rej.body), "POST", url, NOW, json!({})),
+        ("200 is not a payment request", resp(200, false, "{}"), "POST", url, NOW, json!({})),
+        ("402 from another scheme", resp(402, false, "{\"x402Version\":2,\"accepts\":[]}"), "POST", url, NOW, json!({})),
+        ("402 with a malformed challenge", json!({ "status": 402, "headers": [["vlexivo-challenge", "@@@"]], "body": "" }), "POST", url, NOW, json!({})),
+        ("challenge for another path", resp(402, true, &rej.body), "POST", "http://127.0.0.1:8080/api/v1/other", NOW, json!({})),
+        ("challenge for another method", resp(402, true, &rej.body), "GET", url, NOW, json!({})),
+        ("expired challenge", resp(402, true, &rej.body), "POST", url, NOW + 301, json!({})),
+        ("over the per-call cap", resp(402, true, &rej.body), "POST", url, NOW, json!({ "max_per_call": "0.001" })),
+        ("within the per-call cap", resp(402, true, &rej.body), "POST", url, NOW, json!({ "max_per_call": "0.01" })),
+        ("over the total cap", resp(402, true, &rej.body), "POST", url, NOW, json!({ "max_total": "0.005" })),
+        ("another facilitator than configured", resp(402, true, &rej.body), "POST", url, NOW, json!({ "facilitator_url": "http://127.0.0.1:9999" })),
+    ];
+    let mut cases: Vec<Value> = cases_in
+        .into_iter()
+        .map(|(name, response, method, url, now, policy)| {
+            let headers: Vec<(String, String)> = response["headers"].as_array().unwrap().iter()
+                .map(|h| (h[0].as_str().unwrap().to_string(), h[1].as_str().unwrap().to_string())).collect();
+            let parsed = parse_payment_required(
+                response["status"].as_u64().unwrap() as u16,
+                headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                response["body"].as_str().unwrap().as_bytes(),
+            );
+            let m = |k: &str| policy[k].as_str().map(|s| Money::parse(s, Currency::Usd).unwrap());
+            let payer = Payer::new(
+                Wallet::from_hex(&fx.payer.secret_hex()).unwrap(),
+                SpendingPolicy { max_per_call: m("max_per_call"), max_total: m("max_total"), ..Default::default() },
+                policy["facilitator_url"].as_str().map(str::to_string),
+            );
+            let expect = match parsed.and_then(|pr| payer.prepare(&pr, method, url, now).map(|p| (pr, p))) {
+                Ok((pr, prepared)) => {
+                    let body: Value = serde_json::from_str(&prepared.body).unwrap();
+                    let out = json!({ "price": pr.price.to_string(), "currency": pr.price.currency().code(),
+                        "nonce": pr.challenge.nonce, "pay_url": prepared.pay_url, "payment_request": body });
+                    payer.abandon(prepared);
+                    out
+                }
+                Err(e) => json!({ "error": e.code() }),
+            };
+            json!({ "name": name, "response": response, "request": { "method": method, "url": url },
+                    "now": now, "policy": policy, "expect": expect })
+        })
+        .collect();
+    for (name, status, body) in [
+        ("facilitator: insufficient funds", 402, r#"{"error":"insufficient_funds","message":"insufficient funds","required":"0.01","balance":"0.004","currency":"usd"}"#),
+        ("facilitator: signature invalid", 401, r#"{"error":"signature_invalid","message":"signature is invalid"}"#),
+        ("facilitator: unknown provider", 404, r#"{"error":"provider_unknown","message":"unknown provider account"}"#),
+        ("facilitator: not JSON", 502, "<html>bad gateway</html>"),
+    ] {
+        let e = error_from_body(status, body.as_bytes());
+        let mut expect = json!({ "error": e.code() });
+        if let vlexivo_core::Error::InsufficientFunds { required, balance, currency } = &e {
+            expect["required"] = json!(required);
+            expect["balance"] = json!(balance);
+            expect["currency"] = json!(currency);
+        }
+        cases.push(json!({ "name": name, "op": "error_from_body", "status": status, "body": body, "expect": expect }));
+    }
+    json!({
+        "kind": "client",
+        "description": "The payer's side. Default op: parse_payment_required(response), then Payer::prepare(method, url, now) with the wallet private_key, the case's policy caps and optional configured facilitator_url; the signature in payment_request is deterministic (RFC 6979). op error_from_body: map a facilitator error body to a typed error.",
+        "private_key": fx.payer.secret_hex(),
+        "cases": cases,
+    })
+}
