@@ -16,7 +16,7 @@ cargo run -q -p vlexivo-core --example gen_vectors
 git diff --exit-code -- tests/vectors
 
 step "Rust: core and facilitator (cargo test)"
-cargo test --workspace --exclude vlexivo-node --exclude vlexivo-python --exclude vlexivo-uniffi
+cargo test
 
 step "facilitator binary for the language suites"
 cargo build -p vlexivo-facilitator --bin vlexivo
