@@ -76,7 +76,11 @@ impl Address {
         out.push_str("0x");
         for (i, c) in lower.chars().enumerate() {
             let nibble = (hash[i / 2] >> if i % 2 == 0 { 4 } else { 0 }) & 0x0f;
-            out.push(if nibble >= 8 { c.to_ascii_uppercase() } else { c });
+            out.push(if nibble >= 8 {
+                c.to_ascii_uppercase()
+            } else {
+                c
+            });
         }
         out
     }
@@ -132,7 +136,9 @@ pub struct Wallet {
 
 impl fmt::Debug for Wallet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Wallet").field("address", &self.address).finish_non_exhaustive()
+        f.debug_struct("Wallet")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
     }
 }
 
@@ -312,7 +318,12 @@ mod tests {
         let mut borrow = 0i16;
         for i in (0..32).rev() {
             let mut d = a[i] as i16 - b[i] as i16 - borrow;
-            borrow = if d < 0 { d += 256; 1 } else { 0 };
+            borrow = if d < 0 {
+                d += 256;
+                1
+            } else {
+                0
+            };
             out[i] = d as u8;
         }
         out
@@ -355,7 +366,10 @@ mod tests {
             assert_eq!(a.to_checksum(), s);
             // All-lower and all-upper hex are accepted without a checksum.
             assert_eq!(Address::parse(&s.to_lowercase()).unwrap(), a);
-            assert_eq!(Address::parse(&format!("0x{}", s[2..].to_uppercase())).unwrap(), a);
+            assert_eq!(
+                Address::parse(&format!("0x{}", s[2..].to_uppercase())).unwrap(),
+                a
+            );
             assert_eq!(s.parse::<Address>().unwrap(), a);
         }
     }
@@ -387,7 +401,10 @@ mod tests {
         assert_eq!(json, format!("\"{KAT_ADDR}\""));
         let back: Address = serde_json::from_str(&json.to_lowercase()).unwrap();
         assert_eq!(back, a);
-        assert!(serde_json::from_str::<Address>("\"0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD\"").is_err());
+        assert!(
+            serde_json::from_str::<Address>("\"0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD\"")
+                .is_err()
+        );
     }
 
     #[test]
@@ -420,7 +437,10 @@ mod tests {
         let c = Wallet::generate(&SeededEntropy::new(8));
         assert_eq!(a.address(), b.address());
         assert_ne!(a.address(), c.address());
-        assert_eq!(Wallet::from_hex(&a.secret_hex()).unwrap().address(), a.address());
+        assert_eq!(
+            Wallet::from_hex(&a.secret_hex()).unwrap().address(),
+            a.address()
+        );
     }
 
     #[test]
@@ -492,7 +512,10 @@ mod tests {
         verify_authorization(&a, &sig, &w.address()).unwrap();
         // Without "0x", upper-case hex, and v as 0/1 are accepted too.
         assert_eq!(recover_authorization(&a, &sig[2..]).unwrap(), w.address());
-        assert_eq!(recover_authorization(&a, &sig.to_uppercase()[2..]).unwrap(), w.address());
+        assert_eq!(
+            recover_authorization(&a, &sig.to_uppercase()[2..]).unwrap(),
+            w.address()
+        );
         let v01 = format!("{}{:02x}", &sig[..130], v - 27);
         assert_eq!(recover_authorization(&a, &v01).unwrap(), w.address());
         // Another wallet does not verify.
@@ -547,8 +570,14 @@ mod tests {
         twin[32..64].copy_from_slice(&high_s);
         twin[64] = if raw[64] == 27 { 28 } else { 27 };
         let twin = format!("0x{}", hex::encode(&twin));
-        assert_eq!(recover_authorization(&a, &twin), Err(Error::SignatureInvalid));
-        assert_eq!(verify_authorization(&a, &twin, &w.address()), Err(Error::SignatureInvalid));
+        assert_eq!(
+            recover_authorization(&a, &twin),
+            Err(Error::SignatureInvalid)
+        );
+        assert_eq!(
+            verify_authorization(&a, &twin, &w.address()),
+            Err(Error::SignatureInvalid)
+        );
     }
 
     #[test]
@@ -562,10 +591,10 @@ mod tests {
             sig[..sig.len() - 2].into(),
             format!("{sig}00"),
             format!("{}zz", &sig[..130]),
-            format!("{}1d", &sig[..130]),  // v = 29
-            format!("{}02", &sig[..130]),  // v = 2
+            format!("{}1d", &sig[..130]), // v = 29
+            format!("{}02", &sig[..130]), // v = 2
             format!("0x{}{}1b", "00".repeat(32), &sig[66..130]), // r = 0
-            format!("{}{}1b", &sig[..66], "00".repeat(32)),      // s = 0
+            format!("{}{}1b", &sig[..66], "00".repeat(32)), // s = 0
             format!("0x{}{}1b", hex::encode(N), &sig[66..130]), // r = n
             format!("0x{}", "ff".repeat(65)),
             format!("0x{}", "é".repeat(65)),
