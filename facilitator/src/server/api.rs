@@ -1,0 +1,359 @@
+//! HTTP handlers: the facilitator API of `docs/protocol.md` §8.
+
+use super::ledger::{PayOp, provider_id};
+use super::types::*;
+use super::AppState;
+use axum::extract::{FromRequest, MatchedPath, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+use vlexivo_core::keys::{Mode, ProviderKeys};
+use vlexivo_core::money::{Currency, Money};
+use vlexivo_core::payment::{self, PaymentReceipt, PaymentRequest};
+use vlexivo_core::wallet::Address;
+use vlexivo_core::Error;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// `GET /v1/providers/me/payments`: default and largest `limit`.
+const DEFAULT_LIMIT: u32 = 100;
+const MAX_LIMIT: u32 = 1000;
+
+/// Marks a response as an error of this code, for the metrics middleware.
+#[derive(Clone, Copy)]
+struct ErrorCode(&'static str);
+
+/// An error answered as `{"error", "message"}` with the code's status.
+#[derive(Debug)]
+pub struct ApiError(pub Error);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let message = match &e {
+            // Details of internal faults go to the log, not to the caller.
+            Error::Internal(why) => {
+                tracing::error!(error = %why, "internal error");
+                "internal error".to_string()
+            }
+            other => other.to_string(),
+        };
+        let mut body = ErrorBody {
+            error: e.code().to_string(),
+            message,
+            required: None,
+            balance: None,
+            currency: None,
+        };
+        if let Error::InsufficientFunds { required, balance, currency } = &e {
+            body.required = Some(required.clone());
+            body.balance = Some(balance.clone());
+            body.currency = Some(currency.clone());
+        }
+        let mut resp = (status, Json(body)).into_response();
+        resp.extensions_mut().insert(ErrorCode(e.code()));
+        resp
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// A JSON body read with our size limit and our error shapes (axum's `Json` answers in text).
+pub struct JsonBody<T>(pub T);
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        src = s.source();
+    }
+    false
+}
+
+async fn read_body(req: Request) -> ApiResult<bytes::Bytes> {
+    let too_large = || ApiError(Error::RequestTooLarge { limit: MAX_BODY_BYTES });
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES).await.map_err(|e| {
+        if is_length_limit(&e) {
+            too_large()
+        } else {
+            ApiError(Error::RequestMalformed("the request body could not be read".into()))
+        }
+    })
+}
+
+fn json_error(e: &serde_json::Error) -> Error {
+    use serde_json::error::Category;
+    let msg = match e.classify() {
+        Category::Syntax | Category::Eof | Category::Io => {
+            format!("body is not valid JSON (line {}, column {})", e.line(), e.column())
+        }
+        Category::Data => {
+            let mut s = e.to_string();
+            s.truncate(200);
+            format!("body does not have the expected fields: {s}")
+        }
+    };
+    Error::RequestMalformed(msg)
+}
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
+        let bytes = read_body(req).await?;
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| ApiError(json_error(&e)))
+    }
+}
+
+/// Latency histogram, error counts and a debug log line per request. Never logs headers or
+/// bodies (secrets, signatures, tokens).
+pub async fn track(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = match *req.method() {
+        axum::http::Method::GET => "GET",
+        axum::http::Method::POST => "POST",
+        axum::http::Method::HEAD => "HEAD",
+        _ => "OTHER",
+    };
+    let resp = next.run(req).await;
+    let secs = start.elapsed().as_secs_f64();
+    st.metrics.observe(&route, method, secs);
+    let code = resp.extensions().get::<ErrorCode>().map(|c| c.0);
+    if let Some(code) = code {
+        st.metrics.error(code);
+    }
+    tracing::debug!(
+        method,
+        route = %route,
+        status = resp.status().as_u16(),
+        error = code.unwrap_or(""),
+        micros = (secs * 1e6) as u64,
+        "request"
+    );
+    resp
+}
+
+/// Unknown routes: the same JSON shape as every other error.
+pub async fn not_found() -> Response {
+    let body = ErrorBody {
+        error: "not_found".into(),
+        message: "no such endpoint".into(),
+        required: None,
+        balance: None,
+        currency: None,
+    };
+    (StatusCode::NOT_FOUND, Json(body)).into_response()
+}
+
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+}
+
+pub async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))],
+        st.metrics.render(),
+    )
+}
+
+pub async fn jwks(State(st): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300")),
+        ],
+        st.jwks_json.clone(),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Providers
+
+pub async fn create_provider(
+    State(st): State<Arc<AppState>>,
+    req: Request,
+) -> ApiResult<(StatusCode, Json<ProviderCreated>)> {
+    let bytes = read_body(req).await?;
+    // An empty body means all defaults.
+    let body: CreateProviderRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
+        CreateProviderRequest::default()
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| ApiError(json_error(&e)))?
+    };
+    let created = st.create_provider(body).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Bearer auth: derive the keys from the presented secret and compare the stored digest in
+/// constant time. Every failure is the same opaque `unauthorized`.
+fn authenticate(st: &AppState, headers: &HeaderMap) -> ApiResult<Arc<super::ledger::Provider>> {
+    use subtle::ConstantTimeEq;
+    let secret = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .ok_or(Error::Unauthorized)?;
+    let keys = ProviderKeys::from_secret(secret).map_err(|_| Error::Unauthorized)?;
+    let p = st.provider(&keys.account).ok_or(Error::Unauthorized)?;
+    let same: bool = p.auth_digest.ct_eq(&keys.auth_digest).into();
+    if !same || p.mode != keys.mode {
+        return Err(ApiError(Error::Unauthorized));
+    }
+    Ok(p)
+}
+
+pub async fn provider_me(State(st): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Json<ProviderInfo>> {
+    let p = authenticate(&st, &headers)?;
+    let account = p.account.clone();
+    let (total, count) = st
+        .read(move |c| {
+            let total: i64 = c
+                .prepare_cached("SELECT balance FROM accounts WHERE id = ?1")?
+                .query_row([provider_id(&account)], |r| r.get(0))?;
+            let count: i64 = c
+                .prepare_cached("SELECT COUNT(*) FROM payments WHERE account = ?1")?
+                .query_row([&account], |r| r.get(0))?;
+            Ok((total, count))
+        })
+        .await?;
+    let keys_pk = format!(
+        "{}{}",
+        if p.mode == Mode::Live { "pk_live_" } else { "pk_test_" },
+        &p.account["acct_".len()..]
+    );
+    Ok(Json(ProviderInfo {
+        account: p.account.clone(),
+        mode: p.mode.as_str().into(),
+        token_alg: p.token_alg.as_str().into(),
+        publishable_key: keys_pk,
+        name: p.name.clone(),
+        revenue: Revenue { currency: "usd".into(), total: usd(total), count: count as u64 },
+    }))
+}
+
+pub async fn provider_payments(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<Json<PaymentList>> {
+    let p = authenticate(&st, &headers)?;
+    let limit = match query.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(l) => l
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| Error::RequestMalformed(format!("limit must be an integer in 1..={MAX_LIMIT}")))?,
+    };
+    let account = p.account.clone();
+    let payments = st
+        .read(move |c| {
+            let mut s = c.prepare_cached(
+                "SELECT nonce, payer, amount, currency, tx_hash, resource, paid_at FROM payments \
+                 WHERE account = ?1 ORDER BY tx_seq DESC LIMIT ?2",
+            )?;
+            let rows = s.query_map(rusqlite::params![account, limit], |r| {
+                Ok(PaymentRecord {
+                    nonce: r.get(0)?,
+                    payer: r.get(1)?,
+                    amount: usd(r.get(2)?),
+                    currency: r.get(3)?,
+                    tx_hash: r.get(4)?,
+                    resource: r.get(5)?,
+                    paid_at: r.get::<_, i64>(6)? as u64,
+                })
+            })?;
+            rows.collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
+    Ok(Json(PaymentList { payments }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wallets
+
+pub(crate) fn usd(atomic: i64) -> String {
+    Money::from_atomic(atomic.max(0) as u64, Currency::Usd)
+        .map(|m| m.to_string())
+        .unwrap_or_else(|_| atomic.to_string())
+}
+
+pub async fn wallet_balance(State(st): State<Arc<AppState>>, Path(address): Path<String>) -> ApiResult<Json<WalletBalance>> {
+    let address = Address::parse(&address)?;
+    let balance = st.wallet_balance(address).await?;
+    Ok(Json(WalletBalance { address: address.to_checksum(), balance: usd(balance), currency: "usd".into() }))
+}
+
+pub async fn top_up(
+    State(st): State<Arc<AppState>>,
+    Path(address): Path<String>,
+    JsonBody(body): JsonBody<TopUpRequest>,
+) -> ApiResult<Json<TopUpReceipt>> {
+    let address = Address::parse(&address)?;
+    let amount = match &body.amount {
+        serde_json::Value::String(s) => Money::parse(s, Currency::Usd)?,
+        // A JSON number is read through its shortest round-trip decimal form, never rounded.
+        serde_json::Value::Number(n) => match n.as_f64() {
+            Some(f) => Money::from_f64(f, Currency::Usd)?,
+            None => return Err(ApiError(Error::AmountMalformed(n.to_string()))),
+        },
+        _ => return Err(ApiError(Error::RequestMalformed("amount must be a decimal string".into()))),
+    };
+    Ok(Json(st.top_up(address, amount).await?))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Payments
+
+pub async fn pay(State(st): State<Arc<AppState>>, JsonBody(req): JsonBody<PaymentRequest>) -> ApiResult<Json<PaymentReceipt>> {
+    let challenge = payment::decode(&req)?;
+    let provider = st.provider(&challenge.account).ok_or(Error::ProviderUnknown)?;
+    let now = st.clock.now();
+    // MAC (the price and route are the provider's), expiry, and the payer's own signature.
+    let verified = payment::verify(&req, challenge, &provider.challenge_mac, now)?;
+    let c = &verified.challenge;
+    if c.mode != provider.mode.as_str() {
+        return Err(ApiError(Error::ModeMismatch { expected: provider.mode.as_str().into(), got: c.mode.clone() }));
+    }
+    // This facilitator settles on its sandbox ledger only.
+    if c.network != "sandbox" {
+        return Err(ApiError(Error::ModeMismatch { expected: "network sandbox".into(), got: c.network.clone() }));
+    }
+    let done = st.ledger.pay(PayOp { provider, verified, now }).await?;
+    let m = &st.metrics;
+    if done.receipt.replayed {
+        m.payments_replayed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    } else {
+        m.payments.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        m.amount_paid_atomic.fetch_add(done.amount, std::sync::atomic::Ordering::Relaxed);
+    }
+    tracing::debug!(payer = %done.receipt.payer, tx = %done.receipt.tx_hash, replayed = done.receipt.replayed, "payment");
+    Ok(Json(done.receipt))
+}

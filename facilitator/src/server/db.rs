@@ -1,0 +1,142 @@
+//! The facilitator's SQLite file: connection settings and schema migrations.
+//!
+//! Durability: WAL with `synchronous=FULL`. In WAL mode FULL fsyncs the log on every commit,
+//! so a payment acknowledged to a client (we answer only after COMMIT returns) survives a
+//! crash of the process *and* of the machine. NORMAL would survive `kill -9` but could lose the
+//! last commits on power loss. Group commit (many payments per transaction, see `ledger`) makes
+//! the one fsync per batch affordable.
+
+use rusqlite::{Connection, OpenFlags};
+use std::path::Path;
+use std::time::Duration;
+use vlexivo_core::Error;
+
+/// Ordered migrations; `PRAGMA user_version` records how many have been applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: the ledger.
+    "
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+    ) WITHOUT ROWID;
+
+    -- Secrets are never stored: only what is derived from them.
+    CREATE TABLE providers (
+        account       TEXT PRIMARY KEY,
+        mode          TEXT NOT NULL CHECK (mode IN ('sandbox', 'live')),
+        token_alg     TEXT NOT NULL CHECK (token_alg IN ('HS256', 'EdDSA')),
+        name          TEXT,
+        challenge_mac BLOB NOT NULL CHECK (length(challenge_mac) = 32),
+        token_hs256   BLOB NOT NULL CHECK (length(token_hs256) = 32),
+        auth_digest   BLOB NOT NULL CHECK (length(auth_digest) = 32),
+        created_at    INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    -- id: 'faucet', 'wallet:0x…' (EIP-55) or 'provider:acct_…'. Balances in atomic units.
+    -- Only the faucet (the source of sandbox money) may go below zero.
+    CREATE TABLE accounts (
+        id        TEXT PRIMARY KEY,
+        kind      TEXT NOT NULL CHECK (kind IN ('faucet', 'wallet', 'provider')),
+        balance   INTEGER NOT NULL DEFAULT 0,
+        topped_up INTEGER NOT NULL DEFAULT 0 CHECK (topped_up >= 0),
+        CHECK (balance >= 0 OR kind = 'faucet')
+    ) WITHOUT ROWID;
+    INSERT INTO accounts (id, kind) VALUES ('faucet', 'faucet');
+
+    -- The hash chain: tx_hash = 0x || hex(SHA-256(prev_hash || record)).
+    CREATE TABLE transactions (
+        seq        INTEGER PRIMARY KEY,
+        kind       TEXT NOT NULL CHECK (kind IN ('topup', 'payment')),
+        created_at INTEGER NOT NULL,
+        record     TEXT NOT NULL,
+        prev_hash  TEXT NOT NULL,
+        tx_hash    TEXT NOT NULL UNIQUE
+    );
+
+    -- Double entry: the entries of a transaction sum to zero.
+    CREATE TABLE entries (
+        tx_seq  INTEGER NOT NULL,
+        account TEXT NOT NULL,
+        amount  INTEGER NOT NULL,
+        PRIMARY KEY (tx_seq, account)
+    ) WITHOUT ROWID;
+
+    -- One payment per challenge: UNIQUE (account, nonce) is what makes paying twice impossible.
+    CREATE TABLE payments (
+        account    TEXT NOT NULL,
+        nonce      TEXT NOT NULL,
+        tx_seq     INTEGER NOT NULL UNIQUE,
+        tx_hash    TEXT NOT NULL,
+        payer      TEXT NOT NULL,
+        amount     INTEGER NOT NULL CHECK (amount > 0),
+        currency   TEXT NOT NULL,
+        resource   TEXT NOT NULL,
+        token      TEXT NOT NULL,
+        paid_at    INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (account, nonce)
+    ) WITHOUT ROWID;
+    CREATE INDEX payments_by_account ON payments (account, tx_seq);
+    ",
+];
+
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+pub(crate) fn db_err(e: rusqlite::Error) -> Error {
+    Error::Internal(format!("database: {e}"))
+}
+
+fn configure(conn: &Connection) -> Result<(), Error> {
+    conn.busy_timeout(Duration::from_secs(10)).map_err(db_err)?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(db_err)?;
+    conn.pragma_update(None, "synchronous", "FULL").map_err(db_err)?;
+    conn.pragma_update(None, "foreign_keys", "OFF").map_err(db_err)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+/// Open (creating and migrating if needed) the read-write connection.
+pub fn open_rw(path: &Path) -> Result<Connection, Error> {
+    let conn = Connection::open(path)
+        .map_err(|e| Error::Config(format!("cannot open database {}: {e}", path.display())))?;
+    configure(&conn)?;
+    migrate(&conn)?;
+    Ok(conn)
+}
+
+/// A read-only connection (the schema must already exist).
+pub fn open_ro(path: &Path) -> Result<Connection, Error> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+    )
+    .map_err(|e| Error::Config(format!("cannot open database {}: {e}", path.display())))?;
+    conn.busy_timeout(Duration::from_secs(10)).map_err(db_err)?;
+    conn.set_prepared_statement_cache_capacity(32);
+    let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(db_err)?;
+    if v != SCHEMA_VERSION {
+        return Err(Error::Config(format!(
+            "database {} has schema version {v}, this vlexivo expects {SCHEMA_VERSION}",
+            path.display()
+        )));
+    }
+    Ok(conn)
+}
+
+fn migrate(conn: &Connection) -> Result<(), Error> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(db_err)?;
+    if current > SCHEMA_VERSION {
+        return Err(Error::Config(format!(
+            "database schema version {current} is newer than this vlexivo ({SCHEMA_VERSION})"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        // Each migration and its version bump commit together.
+        let batch = format!("BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {}; COMMIT;", i + 1);
+        if let Err(e) = conn.execute_batch(&batch) {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(Error::Config(format!("schema migration {} failed: {e}", i + 1)));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! JSON bodies of the facilitator HTTP API (`docs/protocol.md` §8), shared by the service and
+//! the CLI. `POST /v1/payments` uses `vlexivo_core::payment::{PaymentRequest, PaymentReceipt}`.
+
+use serde::{Deserialize, Serialize};
+
+/// `POST /v1/providers` request. Every field is optional; unknown fields are ignored.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CreateProviderRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_alg: Option<String>,
+}
+
+/// `POST /v1/providers` answer (201). The secret is shown once and never stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProviderCreated {
+    pub account: String,
+    pub api_secret: String,
+    pub publishable_key: String,
+    pub mode: String,
+    pub token_alg: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Revenue {
+    pub currency: String,
+    pub total: String,
+    pub count: u64,
+}
+
+/// `GET /v1/providers/me` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProviderInfo {
+    pub account: String,
+    pub mode: String,
+    pub token_alg: String,
+    #[serde(default)]
+    pub publishable_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub revenue: Revenue,
+}
+
+/// One row of `GET /v1/providers/me/payments`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRecord {
+    pub nonce: String,
+    pub payer: String,
+    pub amount: String,
+    pub currency: String,
+    pub tx_hash: String,
+    pub resource: String,
+    pub paid_at: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PaymentList {
+    pub payments: Vec<PaymentRecord>,
+}
+
+/// `GET /v1/wallets/{address}` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WalletBalance {
+    pub address: String,
+    pub balance: String,
+    pub currency: String,
+}
+
+/// `POST /v1/wallets/{address}/topup` request; `amount` is a decimal string.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopUpRequest {
+    pub amount: serde_json::Value,
+}
+
+/// `POST /v1/wallets/{address}/topup` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopUpReceipt {
+    pub address: String,
+    pub amount: String,
+    pub balance: String,
+    pub currency: String,
+    pub tx_hash: String,
+}
+
+/// Every error answer: `{"error": code, "message": text}`, plus the amounts for
+/// `insufficient_funds`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+}
