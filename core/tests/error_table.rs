@@ -1,0 +1,43 @@
+//! `docs/protocol.md` §9 lists every error code with its HTTP status; this keeps it true.
+
+use vlexivo_core::{BudgetLimit, Error};
+
+/// One instance of every variant (the match in `all_variants_listed` keeps this complete).
+fn samples() -> Vec<Error> {
+    use Error::*;
+    let s = || String::from("x");
+    vec![
+        AmountMalformed(s()), AmountNegative, AmountNotFinite, AmountPrecision { max_decimals: 6 },
+        AmountTooLarge { max: s() }, AmountZero, CurrencyUnsupported(s()),
+        CurrencyMismatch { expected: s(), got: s() }, ChallengeMalformed("x"),
+        ChallengeTooLarge { limit: 1 }, ChallengeInvalid, ChallengeExpired, ChallengeMismatch("x"),
+        WalletKeyInvalid, AddressInvalid, SignatureInvalid, TokenMissing, TokenMalformed("x"),
+        TokenTooLarge { limit: 1 }, TokenAlgorithm(s()), TokenType, TokenInvalid, TokenExpired,
+        TokenNotYetValid, TokenAudience, TokenMode, TokenResource,
+        TokenUnderpaid { paid: s(), price: s() }, TokenCurrency { paid: s(), price: s() },
+        TokenReplayed, NonceStoreFull, NonceStoreUnavailable(s()),
+        BudgetExceeded { limit: BudgetLimit::Total, requested: s(), remaining: s() },
+        InsufficientFunds { required: s(), balance: s(), currency: s() }, ProviderUnknown,
+        Unauthorized, PaymentConflict, TopUpRefused(s()), RequestTooLarge { limit: 1 },
+        RequestMalformed(s()), FacilitatorUnavailable(s()),
+        FacilitatorError { status: 502, code: s(), message: s() }, NotPaymentRequired,
+        BodyNotReplayable, PriceInvalid(s()), Config(s()), ModeMismatch { expected: s(), got: s() },
+        Internal(s()),
+    ]
+}
+
+#[test]
+fn every_code_has_a_sample_and_the_spec_lists_it_with_its_status() {
+    let samples = samples();
+    let mut codes: Vec<&str> = samples.iter().map(|e| e.code()).collect();
+    codes.sort();
+    let mut all = Error::ALL_CODES.to_vec();
+    all.sort();
+    assert_eq!(codes, all, "ALL_CODES and the variants disagree");
+    let spec = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md")).unwrap();
+    for e in &samples {
+        let row = format!("| `{}` | {} |", e.code(), e.http_status());
+        let status_text = if e.code() == "facilitator_error" { "| `facilitator_error` | upstream |".to_string() } else { row };
+        assert!(spec.contains(&status_text), "docs/protocol.md §9 lacks the row {status_text}");
+    }
+}
