@@ -41,6 +41,9 @@ pub const MAX_LEEWAY_SECS: u64 = 300;
 const ED25519_PKCS8_V1_PREFIX: [u8; 16] = [
     0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
 ];
+/// Room for any one decoded segment of a token within the size limit (base64 is 4 → 3, and
+/// the decoder's length estimate rounds up by one block).
+const MAX_SEGMENT_DECODED: usize = MAX_TOKEN_BYTES / 4 * 3 + 3;
 /// Characters of base64url(SHA-256(public key)) that make a `kid`.
 const KID_CHARS: usize = 16;
 /// An attacker-chosen `alg`/`cur` echoed in an error is cut to this many characters.
@@ -87,7 +90,9 @@ pub struct Ed25519Key {
 impl fmt::Debug for Ed25519Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never the seed.
-        f.debug_struct("Ed25519Key").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("Ed25519Key")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -100,7 +105,11 @@ impl Ed25519Key {
             .as_ref()
             .try_into()
             .map_err(|_| Error::Internal("Ed25519 public key is not 32 bytes".into()))?;
-        Ok(Self { seed, public, kid: kid_of(&public) })
+        Ok(Self {
+            seed,
+            public,
+            kid: kid_of(&public),
+        })
     }
 
     /// A fresh key from injected entropy.
@@ -158,7 +167,9 @@ fn kid_of(public: &[u8; 32]) -> String {
 
 /// The public JWKS for a set of facilitator keys (current and still-valid previous ones).
 pub fn jwks(keys: &[&Ed25519Key]) -> JwkSet {
-    JwkSet { keys: keys.iter().map(|k| k.public_jwk()).collect() }
+    JwkSet {
+        keys: keys.iter().map(|k| k.public_jwk()).collect(),
+    }
 }
 
 /// The key a token is signed with.
@@ -196,16 +207,20 @@ impl fmt::Debug for TokenIssuer {
 impl TokenIssuer {
     pub fn new(key: SigningKey) -> Result<Self> {
         let (header, key) = match key {
-            SigningKey::Hs256(secret) => {
-                (Header::new(Algorithm::HS256), EncodingKey::from_secret(&secret))
-            }
+            SigningKey::Hs256(secret) => (
+                Header::new(Algorithm::HS256),
+                EncodingKey::from_secret(&secret),
+            ),
             SigningKey::EdDsa(k) => {
                 let mut header = Header::new(Algorithm::EdDSA);
                 header.kid = Some(k.kid.clone());
                 (header, EncodingKey::from_ed_der(&pkcs8_v1(&k.seed)))
             }
         };
-        let header = Header { typ: Some(TOKEN_TYP.to_string()), ..header };
+        let header = Header {
+            typ: Some(TOKEN_TYP.to_string()),
+            ..header
+        };
         Ok(Self { header, key })
     }
 
@@ -284,7 +299,14 @@ impl fmt::Debug for TokenVerifier {
             .field("account", &self.account)
             .field("mode", &self.mode)
             .field("hs256", &self.hs256.is_some())
-            .field("eddsa_kids", &self.eddsa.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
+            .field(
+                "eddsa_kids",
+                &self
+                    .eddsa
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .collect::<Vec<_>>(),
+            )
             .field("leeway", &self.leeway)
             .finish()
     }
@@ -302,6 +324,11 @@ struct RawHeader<'a> {
     /// Critical extensions must be understood (RFC 7515 §4.1.11); we understand none.
     #[serde(default)]
     crit: Option<serde::de::IgnoredAny>,
+}
+
+fn b64_segment<'b>(segment: &str, buf: &'b mut [u8; MAX_SEGMENT_DECODED]) -> Option<&'b [u8]> {
+    let n = URL_SAFE_NO_PAD.decode_slice(segment, buf).ok()?;
+    Some(&buf[..n])
 }
 
 fn is_json_object(json: &[u8]) -> bool {
@@ -330,9 +357,17 @@ impl TokenVerifier {
         }
         let hs256 = cfg.hs256_key.map(|k| DecodingKey::from_secret(&k));
         if hs256.is_none() && eddsa.is_empty() {
-            return Err(Error::Config("token verifier has no HS256 key and no EdDSA key".into()));
+            return Err(Error::Config(
+                "token verifier has no HS256 key and no EdDSA key".into(),
+            ));
         }
-        Ok(Self { account: cfg.account, mode: cfg.mode, hs256, eddsa, leeway: cfg.leeway_secs })
+        Ok(Self {
+            account: cfg.account,
+            mode: cfg.mode,
+            hs256,
+            eddsa,
+            leeway: cfg.leeway_secs,
+        })
     }
 
     /// Everything: signature, typ, alg, time, then that the token buys this request.
@@ -374,26 +409,34 @@ impl TokenVerifier {
     /// aud/mode/resource/price checks.
     pub fn verify_signature_and_time(&self, token: &str, now: u64) -> Result<ProofClaims> {
         if token.len() > MAX_TOKEN_BYTES {
-            return Err(Error::TokenTooLarge { limit: MAX_TOKEN_BYTES });
+            return Err(Error::TokenTooLarge {
+                limit: MAX_TOKEN_BYTES,
+            });
         }
         let mut parts = token.split('.');
         let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Err(Error::TokenMalformed("a token has 3 dot-separated segments"));
+            return Err(Error::TokenMalformed(
+                "a token has 3 dot-separated segments",
+            ));
         };
 
-        let header_json = URL_SAFE_NO_PAD
-            .decode(header_b64)
-            .map_err(|_| Error::TokenMalformed("header is not base64url"))?;
+        // Decode into stack buffers: the size limit bounds every segment, and the hot path
+        // then allocates only the claims' own strings.
+        let mut header_buf = [0u8; MAX_SEGMENT_DECODED];
+        let header_json = b64_segment(header_b64, &mut header_buf)
+            .ok_or(Error::TokenMalformed("header is not base64url"))?;
         // serde would also accept a JSON array for a struct; JOSE requires an object.
-        if !is_json_object(&header_json) {
+        if !is_json_object(header_json) {
             return Err(Error::TokenMalformed("header is not a JSON object"));
         }
-        let header: RawHeader<'_> = serde_json::from_slice(&header_json)
+        let header: RawHeader<'_> = serde_json::from_slice(header_json)
             .map_err(|_| Error::TokenMalformed("header is not a JSON object"))?;
         if header.crit.is_some() {
-            return Err(Error::TokenMalformed("header has unsupported critical extensions"));
+            return Err(Error::TokenMalformed(
+                "header has unsupported critical extensions",
+            ));
         }
 
         if header.typ.as_deref() != Some(TOKEN_TYP) {
@@ -412,8 +455,11 @@ impl TokenVerifier {
                 }
                 // An unknown or missing kid is indistinguishable from a bad signature.
                 let kid = header.kid.as_deref().ok_or(Error::TokenInvalid)?;
-                let (_, key) =
-                    self.eddsa.iter().find(|(k, _)| k == kid).ok_or(Error::TokenInvalid)?;
+                let (_, key) = self
+                    .eddsa
+                    .iter()
+                    .find(|(k, _)| k == kid)
+                    .ok_or(Error::TokenInvalid)?;
                 (key, Algorithm::EdDSA)
             }
             Some(other) => return Err(Error::TokenAlgorithm(echo(other))),
@@ -434,13 +480,13 @@ impl TokenVerifier {
             }
         }
 
-        let payload_json = URL_SAFE_NO_PAD
-            .decode(payload_b64)
-            .map_err(|_| Error::TokenMalformed("payload is not base64url"))?;
-        if !is_json_object(&payload_json) {
+        let mut payload_buf = [0u8; MAX_SEGMENT_DECODED];
+        let payload_json = b64_segment(payload_b64, &mut payload_buf)
+            .ok_or(Error::TokenMalformed("payload is not base64url"))?;
+        if !is_json_object(payload_json) {
             return Err(Error::TokenMalformed("claims are not a JSON object"));
         }
-        let claims: ProofClaims = serde_json::from_slice(&payload_json)
+        let claims: ProofClaims = serde_json::from_slice(payload_json)
             .map_err(|_| Error::TokenMalformed("claims are missing or of the wrong type"))?;
 
         if now > claims.exp.saturating_add(self.leeway) {
@@ -469,10 +515,15 @@ fn import_ed25519_jwk(jwk: &Jwk) -> Result<(String, DecodingKey)> {
     if !matches!(jwk.common.key_algorithm, None | Some(KeyAlgorithm::EdDSA)) {
         return Err(not_ed25519());
     }
-    if !matches!(jwk.common.public_key_use, None | Some(PublicKeyUse::Signature)) {
+    if !matches!(
+        jwk.common.public_key_use,
+        None | Some(PublicKeyUse::Signature)
+    ) {
         return Err(not_ed25519());
     }
-    let x = URL_SAFE_NO_PAD.decode(&params.x).map_err(|_| not_ed25519())?;
+    let x = URL_SAFE_NO_PAD
+        .decode(&params.x)
+        .map_err(|_| not_ed25519())?;
     if x.len() != 32 {
         return Err(not_ed25519());
     }
@@ -528,7 +579,10 @@ mod tests {
     }
 
     fn hs_token(c: &ProofClaims) -> String {
-        TokenIssuer::new(SigningKey::Hs256(HS_KEY)).unwrap().issue(c).unwrap()
+        TokenIssuer::new(SigningKey::Hs256(HS_KEY))
+            .unwrap()
+            .issue(c)
+            .unwrap()
     }
 
     fn b64(s: &str) -> String {
@@ -553,13 +607,21 @@ mod tests {
 
     fn verify_code(v: &TokenVerifier, token: &str) -> &'static str {
         let p = price("0.001");
-        let e = Expectation { resource: "POST /api/v1/inference", body_sha256: None, price: &p };
+        let e = Expectation {
+            resource: "POST /api/v1/inference",
+            body_sha256: None,
+            price: &p,
+        };
         code(v.verify(token, &e, NOW))
     }
 
     fn ok(v: &TokenVerifier, token: &str) -> ProofClaims {
         let p = price("0.001");
-        let e = Expectation { resource: "POST /api/v1/inference", body_sha256: None, price: &p };
+        let e = Expectation {
+            resource: "POST /api/v1/inference",
+            body_sha256: None,
+            price: &p,
+        };
         v.verify(token, &e, NOW).unwrap()
     }
 
@@ -567,9 +629,12 @@ mod tests {
     fn hs256_round_trip() {
         let t = hs_token(&claims());
         assert_eq!(ok(&hs_verifier(), &t), claims());
-        let header: serde_json::Value =
-            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(t.split('.').next().unwrap()).unwrap())
-                .unwrap();
+        let header: serde_json::Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(t.split('.').next().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(header["alg"], "HS256");
         assert_eq!(header["typ"], TOKEN_TYP);
         assert!(header.get("kid").is_none());
@@ -580,7 +645,9 @@ mod tests {
         let mut c = claims();
         c.bdy = None;
         let t = hs_token(&c);
-        let payload = URL_SAFE_NO_PAD.decode(t.split('.').nth(1).unwrap()).unwrap();
+        let payload = URL_SAFE_NO_PAD
+            .decode(t.split('.').nth(1).unwrap())
+            .unwrap();
         assert!(!String::from_utf8(payload).unwrap().contains("bdy"));
         assert_eq!(ok(&hs_verifier(), &t), c);
     }
@@ -589,10 +656,16 @@ mod tests {
     fn eddsa_round_trip_and_jwks_import() {
         let key = ed_key();
         assert_eq!(key.kid().len(), 16);
-        let t = TokenIssuer::new(SigningKey::EdDsa(key.clone())).unwrap().issue(&claims()).unwrap();
-        let header: serde_json::Value =
-            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(t.split('.').next().unwrap()).unwrap())
-                .unwrap();
+        let t = TokenIssuer::new(SigningKey::EdDsa(key.clone()))
+            .unwrap()
+            .issue(&claims())
+            .unwrap();
+        let header: serde_json::Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(t.split('.').next().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(header["alg"], "EdDSA");
         assert_eq!(header["kid"], key.kid());
 
@@ -633,17 +706,26 @@ mod tests {
         assert_eq!(a.kid(), b.kid());
         assert_eq!(a.public_key(), b.public_key());
         let g = Ed25519Key::generate(&crate::env::SeededEntropy::new(1));
-        assert_eq!(g.kid(), Ed25519Key::generate(&crate::env::SeededEntropy::new(1)).kid());
+        assert_eq!(
+            g.kid(),
+            Ed25519Key::generate(&crate::env::SeededEntropy::new(1)).kid()
+        );
         assert!(!format!("{a:?}").contains(&format!("{:?}", a.seed())));
         assert!(!format!("{:?}", SigningKey::Hs256(HS_KEY)).contains('7'));
     }
 
     #[test]
     fn wrong_key_is_opaque() {
-        let t = TokenIssuer::new(SigningKey::Hs256([8u8; 32])).unwrap().issue(&claims()).unwrap();
+        let t = TokenIssuer::new(SigningKey::Hs256([8u8; 32]))
+            .unwrap()
+            .issue(&claims())
+            .unwrap();
         assert_eq!(verify_code(&hs_verifier(), &t), "token_invalid");
         let other = Ed25519Key::from_seed([2u8; 32]).unwrap();
-        let t = TokenIssuer::new(SigningKey::EdDsa(other)).unwrap().issue(&claims()).unwrap();
+        let t = TokenIssuer::new(SigningKey::EdDsa(other))
+            .unwrap()
+            .issue(&claims())
+            .unwrap();
         // Unknown kid.
         assert_eq!(verify_code(&ed_verifier(&ed_key()), &t), "token_invalid");
     }
@@ -651,13 +733,19 @@ mod tests {
     #[test]
     fn eddsa_signature_under_a_known_kid_by_another_key() {
         let key = ed_key();
-        let t = TokenIssuer::new(SigningKey::EdDsa(key.clone())).unwrap().issue(&claims()).unwrap();
+        let t = TokenIssuer::new(SigningKey::EdDsa(key.clone()))
+            .unwrap()
+            .issue(&claims())
+            .unwrap();
         let mut parts: Vec<&str> = t.split('.').collect();
         let mut sig = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
         sig[0] ^= 1;
         let sig = URL_SAFE_NO_PAD.encode(sig);
         parts[2] = &sig;
-        assert_eq!(verify_code(&ed_verifier(&key), &parts.join(".")), "token_invalid");
+        assert_eq!(
+            verify_code(&ed_verifier(&key), &parts.join(".")),
+            "token_invalid"
+        );
     }
 
     #[test]
@@ -675,9 +763,14 @@ mod tests {
     fn alg_none_is_refused() {
         let h = format!(r#"{{"alg":"none","typ":"{TOKEN_TYP}"}}"#);
         let t = format!("{}.{}.", b64(&h), b64(&payload_json()));
-        let e = hs_verifier().verify_signature_and_time(&t, NOW).unwrap_err();
+        let e = hs_verifier()
+            .verify_signature_and_time(&t, NOW)
+            .unwrap_err();
         assert_eq!(e, Error::TokenAlgorithm("none".into()));
-        assert_eq!(code(ed_verifier(&ed_key()).verify_signature_and_time(&t, NOW)), "token_algorithm");
+        assert_eq!(
+            code(ed_verifier(&ed_key()).verify_signature_and_time(&t, NOW)),
+            "token_algorithm"
+        );
     }
 
     #[test]
@@ -685,17 +778,27 @@ mod tests {
         let key = ed_key();
         let hs = hs_token(&claims());
         assert_eq!(
-            ed_verifier(&key).verify_signature_and_time(&hs, NOW).unwrap_err(),
+            ed_verifier(&key)
+                .verify_signature_and_time(&hs, NOW)
+                .unwrap_err(),
             Error::TokenAlgorithm("HS256".into())
         );
-        let ed = TokenIssuer::new(SigningKey::EdDsa(key)).unwrap().issue(&claims()).unwrap();
+        let ed = TokenIssuer::new(SigningKey::EdDsa(key))
+            .unwrap()
+            .issue(&claims())
+            .unwrap();
         assert_eq!(
-            hs_verifier().verify_signature_and_time(&ed, NOW).unwrap_err(),
+            hs_verifier()
+                .verify_signature_and_time(&ed, NOW)
+                .unwrap_err(),
             Error::TokenAlgorithm("EdDSA".into())
         );
         // An HS256 token "signed" with the public key as HMAC secret (the classic confusion).
         let pk = ed_key().public_key();
-        let h = format!(r#"{{"alg":"HS256","typ":"{TOKEN_TYP}","kid":"{}"}}"#, ed_key().kid());
+        let h = format!(
+            r#"{{"alg":"HS256","typ":"{TOKEN_TYP}","kid":"{}"}}"#,
+            ed_key().kid()
+        );
         let msg = format!("{}.{}", b64(&h), b64(&payload_json()));
         let k = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &pk);
         let t = format!(
@@ -711,7 +814,9 @@ mod tests {
             let h = format!(r#"{{"alg":"{alg}","typ":"{TOKEN_TYP}"}}"#);
             let t = forge(&h, &payload_json());
             assert_eq!(
-                hs_verifier().verify_signature_and_time(&t, NOW).unwrap_err(),
+                hs_verifier()
+                    .verify_signature_and_time(&t, NOW)
+                    .unwrap_err(),
                 Error::TokenAlgorithm(alg.into()),
                 "{alg}"
             );
@@ -720,8 +825,13 @@ mod tests {
         assert_eq!(verify_code(&hs_verifier(), &t), "token_algorithm");
         // A huge alg is not echoed in full.
         let long = "X".repeat(1000);
-        let t = forge(&format!(r#"{{"alg":"{long}","typ":"{TOKEN_TYP}"}}"#), &payload_json());
-        let e = hs_verifier().verify_signature_and_time(&t, NOW).unwrap_err();
+        let t = forge(
+            &format!(r#"{{"alg":"{long}","typ":"{TOKEN_TYP}"}}"#),
+            &payload_json(),
+        );
+        let e = hs_verifier()
+            .verify_signature_and_time(&t, NOW)
+            .unwrap_err();
         assert!(e.to_string().len() < 100);
     }
 
@@ -735,10 +845,17 @@ mod tests {
             // typ is checked before alg.
             r#"{"alg":"none","typ":"JWT"}"#,
         ] {
-            assert_eq!(verify_code(&hs_verifier(), &forge(h, &payload_json())), "token_type", "{h}");
+            assert_eq!(
+                verify_code(&hs_verifier(), &forge(h, &payload_json())),
+                "token_type",
+                "{h}"
+            );
         }
         let h = format!(r#"{{"alg":"HS256","typ":"{TOKEN_TYP}","crit":["exp"]}}"#);
-        assert_eq!(verify_code(&hs_verifier(), &forge(&h, &payload_json())), "token_malformed");
+        assert_eq!(
+            verify_code(&hs_verifier(), &forge(&h, &payload_json())),
+            "token_malformed"
+        );
     }
 
     #[test]
@@ -746,9 +863,13 @@ mod tests {
         let v = hs_verifier();
         let t = hs_token(&claims());
         let exp = claims().exp;
-        assert!(v.verify_signature_and_time(&t, exp + DEFAULT_LEEWAY_SECS).is_ok());
+        assert!(
+            v.verify_signature_and_time(&t, exp + DEFAULT_LEEWAY_SECS)
+                .is_ok()
+        );
         assert_eq!(
-            v.verify_signature_and_time(&t, exp + DEFAULT_LEEWAY_SECS + 1).unwrap_err(),
+            v.verify_signature_and_time(&t, exp + DEFAULT_LEEWAY_SECS + 1)
+                .unwrap_err(),
             Error::TokenExpired
         );
         // Zero leeway: exactly at exp is fine, one second later is not.
@@ -757,7 +878,10 @@ mod tests {
         cfg.leeway_secs = 0;
         let v0 = TokenVerifier::new(cfg).unwrap();
         assert!(v0.verify_signature_and_time(&t, exp).is_ok());
-        assert_eq!(code(v0.verify_signature_and_time(&t, exp + 1)), "token_expired");
+        assert_eq!(
+            code(v0.verify_signature_and_time(&t, exp + 1)),
+            "token_expired"
+        );
     }
 
     #[test]
@@ -769,7 +893,10 @@ mod tests {
         assert!(v.verify_signature_and_time(&hs_token(&c), NOW).is_ok());
         c.iat += 1;
         c.exp += 1;
-        assert_eq!(code(v.verify_signature_and_time(&hs_token(&c), NOW)), "token_not_yet_valid");
+        assert_eq!(
+            code(v.verify_signature_and_time(&hs_token(&c), NOW)),
+            "token_not_yet_valid"
+        );
     }
 
     #[test]
@@ -778,12 +905,22 @@ mod tests {
         let t = hs_token(&claims());
         let p = price("0.001");
         let body = claims().bdy.unwrap();
-        let good = Expectation { resource: "POST /api/v1/inference", body_sha256: Some(&body), price: &p };
+        let good = Expectation {
+            resource: "POST /api/v1/inference",
+            body_sha256: Some(&body),
+            price: &p,
+        };
         assert!(v.verify(&t, &good, NOW).is_ok());
 
-        let e = Expectation { resource: "GET /api/v1/inference", ..good };
+        let e = Expectation {
+            resource: "GET /api/v1/inference",
+            ..good
+        };
         assert_eq!(code(v.verify(&t, &e, NOW)), "token_resource");
-        let e = Expectation { body_sha256: Some("AAAA"), ..good };
+        let e = Expectation {
+            body_sha256: Some("AAAA"),
+            ..good
+        };
         assert_eq!(code(v.verify(&t, &e, NOW)), "token_resource");
         // A body bound by the request but absent from the token.
         let mut c = claims();
@@ -803,23 +940,54 @@ mod tests {
         let v = hs_verifier();
         let t = hs_token(&claims());
         let more = price("0.002");
-        let e = Expectation { resource: "POST /api/v1/inference", body_sha256: None, price: &more };
+        let e = Expectation {
+            resource: "POST /api/v1/inference",
+            body_sha256: None,
+            price: &more,
+        };
         assert_eq!(
             v.verify(&t, &e, NOW).unwrap_err(),
-            Error::TokenUnderpaid { paid: "0.001".into(), price: "0.002".into() }
+            Error::TokenUnderpaid {
+                paid: "0.001".into(),
+                price: "0.002".into()
+            }
         );
         // Overpaying is fine, and equal amounts in another spelling are equal.
         let less = price("0.0005");
-        assert!(v.verify(&t, &Expectation { price: &less, ..e }, NOW).is_ok());
+        assert!(
+            v.verify(&t, &Expectation { price: &less, ..e }, NOW)
+                .is_ok()
+        );
         let mut c = claims();
         c.amt = "0.00100".into();
-        assert!(v.verify(&hs_token(&c), &Expectation { price: &price("0.001"), ..e }, NOW).is_ok());
+        assert!(
+            v.verify(
+                &hs_token(&c),
+                &Expectation {
+                    price: &price("0.001"),
+                    ..e
+                },
+                NOW
+            )
+            .is_ok()
+        );
 
         let mut c = claims();
         c.cur = "eur".into();
         assert_eq!(
-            v.verify(&hs_token(&c), &Expectation { price: &price("0.001"), ..e }, NOW).unwrap_err(),
-            Error::TokenCurrency { paid: "eur".into(), price: "usd".into() }
+            v.verify(
+                &hs_token(&c),
+                &Expectation {
+                    price: &price("0.001"),
+                    ..e
+                },
+                NOW
+            )
+            .unwrap_err(),
+            Error::TokenCurrency {
+                paid: "eur".into(),
+                price: "usd".into()
+            }
         );
         let mut c = claims();
         c.amt = "lots".into();
@@ -832,12 +1000,28 @@ mod tests {
         let big = format!("{}.{}.x", "a".repeat(MAX_TOKEN_BYTES), "b");
         assert_eq!(
             v.verify_signature_and_time(&big, NOW).unwrap_err(),
-            Error::TokenTooLarge { limit: MAX_TOKEN_BYTES }
+            Error::TokenTooLarge {
+                limit: MAX_TOKEN_BYTES
+            }
         );
         // A valid token with a huge claim is refused on size alone.
         let mut c = claims();
         c.iss = "x".repeat(MAX_TOKEN_BYTES);
         assert_eq!(verify_code(&v, &hs_token(&c)), "token_too_large");
+
+        // The largest token under the limit still verifies (decode buffers are big enough).
+        let mut c = claims();
+        let mut biggest = None;
+        for len in 2500..2800 {
+            c.iss = "x".repeat(len);
+            let t = hs_token(&c);
+            if t.len() <= MAX_TOKEN_BYTES {
+                biggest = Some(t);
+            }
+        }
+        let biggest = biggest.unwrap();
+        assert!(biggest.len() > MAX_TOKEN_BYTES - 4, "{}", biggest.len());
+        assert!(v.verify_signature_and_time(&biggest, NOW).is_ok());
 
         let t = hs_token(&claims());
         let parts: Vec<&str> = t.split('.').collect();
@@ -857,11 +1041,18 @@ mod tests {
         // Correctly signed but the payload is not the claims.
         let h = format!(r#"{{"alg":"HS256","typ":"{TOKEN_TYP}"}}"#);
         for payload in ["not json", "{}", r#"{"jti":"x"}"#] {
-            assert_eq!(verify_code(&v, &forge(&h, payload)), "token_malformed", "{payload}");
+            assert_eq!(
+                verify_code(&v, &forge(&h, payload)),
+                "token_malformed",
+                "{payload}"
+            );
         }
         let mut no_exp: serde_json::Value = serde_json::to_value(claims()).unwrap();
         no_exp.as_object_mut().unwrap().remove("exp");
-        assert_eq!(verify_code(&v, &forge(&h, &no_exp.to_string())), "token_malformed");
+        assert_eq!(
+            verify_code(&v, &forge(&h, &no_exp.to_string())),
+            "token_malformed"
+        );
         // Unsigned garbage payload fails on the signature first.
         let t2 = format!("{}.{}.{}", parts[0], b64("not json"), parts[2]);
         assert_eq!(verify_code(&v, &t2), "token_invalid");
@@ -891,11 +1082,17 @@ mod tests {
     #[test]
     fn config_errors() {
         let cfg = VerifierConfig::new(ACCT, "sandbox");
-        assert_eq!(TokenVerifier::new(cfg.clone()).unwrap_err().code(), "config_invalid");
+        assert_eq!(
+            TokenVerifier::new(cfg.clone()).unwrap_err().code(),
+            "config_invalid"
+        );
         let mut c = cfg.clone();
         c.hs256_key = Some(HS_KEY);
         c.leeway_secs = MAX_LEEWAY_SECS + 1;
-        assert_eq!(TokenVerifier::new(c.clone()).unwrap_err().code(), "config_invalid");
+        assert_eq!(
+            TokenVerifier::new(c.clone()).unwrap_err().code(),
+            "config_invalid"
+        );
         c.leeway_secs = MAX_LEEWAY_SECS;
         assert!(TokenVerifier::new(c).is_ok());
 
@@ -908,7 +1105,11 @@ mod tests {
         for j in bad_jwks {
             let mut c = cfg.clone();
             c.jwks = Some(serde_json::from_str(j).unwrap());
-            assert_eq!(TokenVerifier::new(c).unwrap_err().code(), "config_invalid", "{j}");
+            assert_eq!(
+                TokenVerifier::new(c).unwrap_err().code(),
+                "config_invalid",
+                "{j}"
+            );
         }
         let key = ed_key();
         let mut jwk = key.public_jwk();
@@ -938,6 +1139,12 @@ mod tests {
         cfg.jwks = Some(jwks(&[&key]));
         let v = TokenVerifier::new(cfg).unwrap();
         ok(&v, &hs_token(&claims()));
-        ok(&v, &TokenIssuer::new(SigningKey::EdDsa(key)).unwrap().issue(&claims()).unwrap());
+        ok(
+            &v,
+            &TokenIssuer::new(SigningKey::EdDsa(key))
+                .unwrap()
+                .issue(&claims())
+                .unwrap(),
+        );
     }
 }
