@@ -1,0 +1,442 @@
+//! The `serve`, `provider`, `wallet` and `ledger` commands of the `vlexivo` CLI.
+//!
+//! Human output by default, one JSON object with `--json`. Errors go to stderr as
+//! `error: <code>: <message>`; exit codes: 0 ok, 1 refused or failed, 2 bad input,
+//! 4 insufficient funds, 5 facilitator unreachable.
+
+use clap::{Args, Subcommand, ValueEnum};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use vlexivo_core::env::OsEntropy;
+use vlexivo_core::paywall::DEFAULT_FACILITATOR_URL;
+use vlexivo_core::wallet::{Address, Wallet};
+use vlexivo_facilitator::server::types::{
+    CreateProviderRequest, ErrorBody, PaymentList, ProviderCreated, ProviderInfo, TopUpReceipt, WalletBalance,
+};
+use vlexivo_facilitator::server::{self, ServerConfig};
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_INSUFFICIENT_FUNDS: i32 = 4;
+pub const EXIT_UNAVAILABLE: i32 = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Alg {
+    #[value(name = "HS256", alias = "hs256")]
+    Hs256,
+    #[value(name = "EdDSA", alias = "eddsa")]
+    EdDsa,
+}
+
+impl Alg {
+    fn as_str(self) -> &'static str {
+        match self {
+            Alg::Hs256 => "HS256",
+            Alg::EdDsa => "EdDSA",
+        }
+    }
+}
+
+/// `vlexivo serve`
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Listen address; port 0 picks a free port (printed as VLEXIVO_URL=… on stdout).
+    #[arg(long, env = "VLEXIVO_ADDR", default_value = server::DEFAULT_ADDR)]
+    pub addr: SocketAddr,
+    /// SQLite database file (created and migrated if needed).
+    #[arg(long, env = "VLEXIVO_DB", default_value = "./vlexivo.db")]
+    pub db: PathBuf,
+    /// Most a sandbox wallet may receive from the faucet in total (decimal usd).
+    #[arg(long, value_name = "AMOUNT", default_value = server::DEFAULT_FAUCET_CAP)]
+    pub faucet_cap: String,
+    /// Proof-token algorithm for providers that do not choose one.
+    #[arg(long, value_enum, default_value = "HS256")]
+    pub token_alg: Alg,
+    /// Issuer URL put in tokens (default: the bound URL).
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
+    /// Log format on stderr (filter with RUST_LOG, default info).
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct UrlArg {
+    /// Facilitator base URL.
+    #[arg(long, env = "VLEXIVO_FACILITATOR_URL", default_value = DEFAULT_FACILITATOR_URL)]
+    pub url: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProviderCmd {
+    /// Onboard a sandbox provider: prints account, api_secret (shown once) and publishable_key.
+    Create {
+        #[command(flatten)]
+        url: UrlArg,
+        /// Proof-token algorithm (default: the facilitator's).
+        #[arg(long, value_enum)]
+        token_alg: Option<Alg>,
+        /// A display name.
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a provider's account and revenue.
+    Show {
+        #[command(flatten)]
+        url: UrlArg,
+        /// The provider's apiSecret.
+        #[arg(long, env = "VLEXIVO_API_SECRET", hide_env_values = true)]
+        secret: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a provider's latest payments.
+    Payments {
+        #[command(flatten)]
+        url: UrlArg,
+        #[arg(long, env = "VLEXIVO_API_SECRET", hide_env_values = true)]
+        secret: String,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WalletCmd {
+    /// Generate a wallet locally: address and private key (keep the key secret).
+    New {
+        #[arg(long)]
+        json: bool,
+    },
+    /// A wallet's sandbox balance.
+    Balance {
+        address: String,
+        #[command(flatten)]
+        url: UrlArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Top up a wallet from the sandbox faucet.
+    Topup {
+        address: String,
+        /// Decimal usd amount, e.g. 10 or 0.5.
+        amount: String,
+        #[command(flatten)]
+        url: UrlArg,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LedgerCmd {
+    /// Recompute the hash chain and check double entry and balances.
+    Verify {
+        #[arg(long, env = "VLEXIVO_DB", default_value = "./vlexivo.db")]
+        db: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+pub async fn serve(args: ServeArgs) -> i32 {
+    init_logging(args.log_format);
+    let cfg = ServerConfig {
+        addr: args.addr,
+        db_path: args.db,
+        faucet_cap: args.faucet_cap,
+        public_url: args.public_url,
+        token_alg: args.token_alg.as_str().into(),
+        ..ServerConfig::default()
+    };
+    let srv = match server::spawn(cfg).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {}: {e}", e.code());
+            return if e.code() == "config_invalid" { EXIT_USAGE } else { EXIT_FAILED };
+        }
+    };
+    // The one line on stdout: test harnesses in every language parse it.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "VLEXIVO_URL={}", srv.url);
+    let _ = out.flush();
+    drop(out);
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    srv.shutdown().await;
+    EXIT_OK
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP helpers
+
+struct Fail(i32, String);
+
+impl Fail {
+    fn usage(msg: impl Into<String>) -> Self {
+        Fail(EXIT_USAGE, msg.into())
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .expect("an HTTP client without TLS builds")
+}
+
+fn endpoint(base: &str, path: &str) -> String {
+    format!("{}{path}", base.trim_end_matches('/'))
+}
+
+async fn send<T: DeserializeOwned>(req: reqwest::RequestBuilder, base: &str) -> Result<T, Fail> {
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| Fail(EXIT_UNAVAILABLE, format!("facilitator_unavailable: cannot reach {base}: {e}")))?;
+    let status = resp.status();
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| Fail(EXIT_UNAVAILABLE, format!("facilitator_unavailable: {e}")))?;
+    if status.is_success() {
+        return serde_json::from_slice(&bytes)
+            .map_err(|e| Fail(EXIT_FAILED, format!("facilitator_error: unexpected answer from {base}: {e}")));
+    }
+    match serde_json::from_slice::<ErrorBody>(&bytes) {
+        Ok(b) => {
+            let code = if b.error == "insufficient_funds" { EXIT_INSUFFICIENT_FUNDS } else { EXIT_FAILED };
+            Err(Fail(code, format!("{}: {}", b.error, b.message)))
+        }
+        Err(_) => Err(Fail(EXIT_FAILED, format!("facilitator_error: HTTP {status} from {base}"))),
+    }
+}
+
+fn finish(r: Result<(), Fail>) -> i32 {
+    match r {
+        Ok(()) => EXIT_OK,
+        Err(Fail(code, msg)) => {
+            eprintln!("error: {msg}");
+            code
+        }
+    }
+}
+
+fn print_json(v: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(v).expect("serializes"));
+}
+
+fn parse_address(s: &str) -> Result<Address, Fail> {
+    Address::parse(s).map_err(|e| Fail::usage(format!("{}: {e}", e.code())))
+}
+
+// ---------------------------------------------------------------------------------------------
+// provider
+
+pub async fn provider(cmd: ProviderCmd) -> i32 {
+    finish(provider_inner(cmd).await)
+}
+
+async fn provider_inner(cmd: ProviderCmd) -> Result<(), Fail> {
+    match cmd {
+        ProviderCmd::Create { url, token_alg, name, json } => {
+            let body = CreateProviderRequest {
+                mode: Some("sandbox".into()),
+                name,
+                token_alg: token_alg.map(|a| a.as_str().to_string()),
+            };
+            let p: ProviderCreated =
+                send(client().post(endpoint(&url.url, "/v1/providers")).json(&body), &url.url).await?;
+            if json {
+                print_json(&p);
+            } else {
+                println!("account:          {}", p.account);
+                println!("api_secret:       {}", p.api_secret);
+                println!("publishable_key:  {}", p.publishable_key);
+                println!("mode:             {}", p.mode);
+                println!("token_alg:        {}", p.token_alg);
+                eprintln!("\nThe api_secret is shown only once: store it now (e.g. VLEXIVO_API_SECRET).");
+            }
+        }
+        ProviderCmd::Show { url, secret, json } => {
+            let info: ProviderInfo = send(
+                client().get(endpoint(&url.url, "/v1/providers/me")).bearer_auth(secret.trim()),
+                &url.url,
+            )
+            .await?;
+            if json {
+                print_json(&info);
+            } else {
+                println!("account:          {}", info.account);
+                if !info.publishable_key.is_empty() {
+                    println!("publishable_key:  {}", info.publishable_key);
+                }
+                println!("mode:             {}", info.mode);
+                println!("token_alg:        {}", info.token_alg);
+                println!(
+                    "revenue:          {} {} from {} payment{}",
+                    info.revenue.total,
+                    info.revenue.currency,
+                    info.revenue.count,
+                    if info.revenue.count == 1 { "" } else { "s" }
+                );
+            }
+        }
+        ProviderCmd::Payments { url, secret, limit, json } => {
+            let list: PaymentList = send(
+                client()
+                    .get(endpoint(&url.url, &format!("/v1/providers/me/payments?limit={limit}")))
+                    .bearer_auth(secret.trim()),
+                &url.url,
+            )
+            .await?;
+            if json {
+                print_json(&list);
+            } else if list.payments.is_empty() {
+                println!("no payments yet");
+            } else {
+                for p in &list.payments {
+                    println!("{}  {} {}  {}  {}  {}", p.paid_at, p.amount, p.currency, p.payer, p.resource, p.tx_hash);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// wallet
+
+pub async fn wallet(cmd: WalletCmd) -> i32 {
+    finish(wallet_inner(cmd).await)
+}
+
+async fn wallet_inner(cmd: WalletCmd) -> Result<(), Fail> {
+    match cmd {
+        WalletCmd::New { json } => {
+            let w = Wallet::generate(&OsEntropy);
+            if json {
+                print_json(&json!({"address": w.address().to_checksum(), "private_key": w.secret_hex()}));
+            } else {
+                println!("address:      {}", w.address());
+                println!("private_key:  {}", w.secret_hex());
+                eprintln!("\nKeep the private key secret (e.g. VLEXIVO_WALLET_KEY); it is not stored anywhere.");
+            }
+        }
+        WalletCmd::Balance { address, url, json } => {
+            let a = parse_address(&address)?;
+            let b: WalletBalance =
+                send(client().get(endpoint(&url.url, &format!("/v1/wallets/{a}"))), &url.url).await?;
+            if json {
+                print_json(&b);
+            } else {
+                println!("{} {}", b.balance, b.currency);
+            }
+        }
+        WalletCmd::Topup { address, amount, url, json } => {
+            let a = parse_address(&address)?;
+            let r: TopUpReceipt = send(
+                client()
+                    .post(endpoint(&url.url, &format!("/v1/wallets/{a}/topup")))
+                    .json(&json!({"amount": amount})),
+                &url.url,
+            )
+            .await?;
+            if json {
+                print_json(&r);
+            } else {
+                println!("topped up {} {}: balance {} {}", r.amount, r.currency, r.balance, r.currency);
+                println!("tx_hash: {}", r.tx_hash);
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// ledger
+
+pub fn ledger(cmd: LedgerCmd) -> i32 {
+    let LedgerCmd::Verify { db, json } = cmd;
+    if !db.exists() {
+        eprintln!("error: no database at {}", db.display());
+        return EXIT_USAGE;
+    }
+    let conn = match server::db::open_ro(&db) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {}: {e}", e.code());
+            return EXIT_FAILED;
+        }
+    };
+    match server::verify_ledger(&conn) {
+        Ok(s) => {
+            if json {
+                print_json(&json!({"ok": true, "summary": s}));
+            } else {
+                println!(
+                    "ledger OK: {} transactions ({} payments, {} top-ups), {} accounts, balances sum to zero",
+                    s.transactions, s.payments, s.topups, s.accounts
+                );
+                println!("head: {}", s.head);
+            }
+            EXIT_OK
+        }
+        Err(e) => {
+            if json {
+                print_json(&json!({"ok": false, "error": e.to_string()}));
+            }
+            eprintln!("ledger verification FAILED: {e}");
+            EXIT_FAILED
+        }
+    }
+}
