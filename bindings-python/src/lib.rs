@@ -1,1 +1,1000 @@
-// placeholder: see the issue for this crate
+//! `vlexivo._native`: the pyo3 module under the `vlexivo` Python package.
+//!
+//! Thin on purpose: it converts types and carries `vlexivo_core::Error` out as one native
+//! exception (`NativeError`, with `.code`, `.status`, `.bad_input`, `.fields`); the pure-Python
+//! layer maps it onto the public exception hierarchy and implements the framework adapters.
+//! Every decision (prices, tokens, nonces, budgets, challenges) is core's.
+
+use pyo3::exceptions::{PyException, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyString, PyTuple, PyType};
+use std::sync::{Arc, Mutex};
+use vlexivo_core::client as vclient;
+use vlexivo_core::env::{Clock, Entropy, OsEntropy, SystemClock};
+use vlexivo_core::keys::Mode;
+use vlexivo_core::paywall::{self as vpaywall, PaywallConfig, RequestInfo};
+use vlexivo_core::policy::SpendingPolicy;
+use vlexivo_core::store::{MemoryStore, NonceStore, SqliteStore};
+use vlexivo_core::{BudgetLimit, Currency, Error, Money};
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------------
+
+// The one exception the native module raises. The Python layer re-raises it as the matching
+// `vlexivo.VlexivoError` subclass; `reject()` accepts it back to shape the HTTP answer. (Under
+// the stable ABI a Rust class cannot extend `Exception`, so the core error rides along in a
+// hidden `_error` attribute and the public facts are plain attributes.)
+pyo3::create_exception!(
+    _native,
+    NativeError,
+    PyException,
+    "A vlexivo-core error: .code, .status, .message, .bad_input, .fields."
+);
+
+/// Holder of the core error inside a `NativeError` (private).
+#[pyclass(frozen, module = "vlexivo._native", name = "_ErrorBox")]
+struct ErrorBox {
+    err: Error,
+}
+
+fn error_fields<'py>(py: Python<'py>, err: &Error) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    match err {
+        Error::AmountMalformed(input) => d.set_item("input", input)?,
+        Error::AmountPrecision { max_decimals } => d.set_item("max_decimals", max_decimals)?,
+        Error::AmountTooLarge { max } => d.set_item("max", max)?,
+        Error::CurrencyUnsupported(c) => d.set_item("currency", c)?,
+        Error::CurrencyMismatch { expected, got } | Error::ModeMismatch { expected, got } => {
+            d.set_item("expected", expected)?;
+            d.set_item("got", got)?;
+        }
+        Error::ChallengeMalformed(why)
+        | Error::ChallengeMismatch(why)
+        | Error::TokenMalformed(why) => d.set_item("reason", why)?,
+        Error::ChallengeTooLarge { limit }
+        | Error::TokenTooLarge { limit }
+        | Error::RequestTooLarge { limit } => d.set_item("limit", limit)?,
+        Error::TokenAlgorithm(alg) => d.set_item("algorithm", alg)?,
+        Error::TokenUnderpaid { paid, price } | Error::TokenCurrency { paid, price } => {
+            d.set_item("paid", paid)?;
+            d.set_item("price", price)?;
+        }
+        Error::NonceStoreUnavailable(why)
+        | Error::TopUpRefused(why)
+        | Error::RequestMalformed(why)
+        | Error::FacilitatorUnavailable(why)
+        | Error::PriceInvalid(why)
+        | Error::Config(why)
+        | Error::Internal(why) => d.set_item("reason", why)?,
+        Error::BudgetExceeded { limit, requested, remaining } => {
+            d.set_item("limit", limit.as_str())?;
+            d.set_item("requested", requested)?;
+            d.set_item("remaining", remaining)?;
+        }
+        Error::InsufficientFunds { required, balance, currency } => {
+            d.set_item("required", required)?;
+            d.set_item("balance", balance)?;
+            d.set_item("currency", currency)?;
+        }
+        Error::FacilitatorError { status, code, message } => {
+            d.set_item("upstream_status", status)?;
+            d.set_item("upstream_code", code)?;
+            d.set_item("upstream_message", message)?;
+        }
+        _ => {}
+    }
+    Ok(d)
+}
+
+fn native_error_value(py: Python<'_>, err: Error) -> PyResult<Bound<'_, PyAny>> {
+    let exc = py.get_type::<NativeError>().call1((err.to_string(),))?;
+    exc.setattr("code", err.code())?;
+    exc.setattr("status", err.http_status())?;
+    exc.setattr("message", err.to_string())?;
+    exc.setattr("bad_input", err.is_bad_input())?;
+    exc.setattr("fields", error_fields(py, &err)?)?;
+    exc.setattr("_error", Bound::new(py, ErrorBox { err })?)?;
+    Ok(exc)
+}
+
+fn native_error(py: Python<'_>, err: Error) -> PyErr {
+    match native_error_value(py, err) {
+        Ok(obj) => PyErr::from_value(obj),
+        Err(e) => e,
+    }
+}
+
+/// `core::Result` → `PyResult`, raising `NativeError`.
+trait IntoPy<T> {
+    fn py_err(self, py: Python<'_>) -> PyResult<T>;
+}
+
+impl<T> IntoPy<T> for Result<T, Error> {
+    fn py_err(self, py: Python<'_>) -> PyResult<T> {
+        self.map_err(|e| native_error(py, e))
+    }
+}
+
+/// An error of the given code, for codes that the Python layer itself decides (a resolver's
+/// bad price, a handler crash, a body over the limit) and for the exhaustive mapping test.
+/// Every entry of `Error::ALL_CODES` has a constructor here (checked by a test).
+fn error_for_code(code: &str, msg: &str) -> Option<Error> {
+    let s = || msg.to_string();
+    Some(match code {
+        "amount_malformed" => Error::AmountMalformed(s()),
+        "amount_negative" => Error::AmountNegative,
+        "amount_not_finite" => Error::AmountNotFinite,
+        "amount_precision" => Error::AmountPrecision { max_decimals: 6 },
+        "amount_too_large" => Error::AmountTooLarge { max: vlexivo_core::money::MAX_AMOUNT.to_string() },
+        "amount_zero" => Error::AmountZero,
+        "currency_unsupported" => Error::CurrencyUnsupported(s()),
+        "currency_mismatch" => Error::CurrencyMismatch { expected: String::new(), got: s() },
+        "challenge_malformed" => Error::ChallengeMalformed("challenge"),
+        "challenge_too_large" => Error::ChallengeTooLarge { limit: 4096 },
+        "challenge_invalid" => Error::ChallengeInvalid,
+        "challenge_expired" => Error::ChallengeExpired,
+        "challenge_mismatch" => Error::ChallengeMismatch("request"),
+        "wallet_key_invalid" => Error::WalletKeyInvalid,
+        "address_invalid" => Error::AddressInvalid,
+        "signature_invalid" => Error::SignatureInvalid,
+        "payment_required" => Error::TokenMissing,
+        "token_malformed" => Error::TokenMalformed("token"),
+        "token_too_large" => Error::TokenTooLarge { limit: 4096 },
+        "token_algorithm" => Error::TokenAlgorithm(s()),
+        "token_type" => Error::TokenType,
+        "token_invalid" => Error::TokenInvalid,
+        "token_expired" => Error::TokenExpired,
+        "token_not_yet_valid" => Error::TokenNotYetValid,
+        "token_audience" => Error::TokenAudience,
+        "token_mode" => Error::TokenMode,
+        "token_resource" => Error::TokenResource,
+        "token_underpaid" => Error::TokenUnderpaid { paid: String::new(), price: String::new() },
+        "token_currency" => Error::TokenCurrency { paid: String::new(), price: String::new() },
+        "token_replayed" => Error::TokenReplayed,
+        "nonce_store_full" => Error::NonceStoreFull,
+        "nonce_store_unavailable" => Error::NonceStoreUnavailable(s()),
+        "budget_exceeded" => Error::BudgetExceeded {
+            limit: BudgetLimit::Total,
+            requested: String::new(),
+            remaining: String::new(),
+        },
+        "insufficient_funds" => Error::InsufficientFunds {
+            required: String::new(),
+            balance: String::new(),
+            currency: "usd".into(),
+        },
+        "provider_unknown" => Error::ProviderUnknown,
+        "unauthorized" => Error::Unauthorized,
+        "payment_conflict" => Error::PaymentConflict,
+        "top_up_refused" => Error::TopUpRefused(s()),
+        "request_too_large" => Error::RequestTooLarge { limit: 0 },
+        "request_malformed" => Error::RequestMalformed(s()),
+        "facilitator_unavailable" => Error::FacilitatorUnavailable(s()),
+        "facilitator_error" => Error::FacilitatorError { status: 502, code: String::new(), message: s() },
+        "not_payment_required" => Error::NotPaymentRequired,
+        "body_not_replayable" => Error::BodyNotReplayable,
+        "price_invalid" => Error::PriceInvalid(s()),
+        "config_invalid" => Error::Config(s()),
+        "mode_mismatch" => Error::ModeMismatch { expected: String::new(), got: s() },
+        "internal" => Error::Internal(s()),
+        _ => return None,
+    })
+}
+
+/// A `NativeError` instance (not raised) for `code`; `message` fills the error's free-text
+/// detail. Unknown codes are a `ValueError`.
+#[pyfunction]
+#[pyo3(signature = (code, message = ""))]
+fn error_for<'py>(py: Python<'py>, code: &str, message: &str) -> PyResult<Bound<'py, PyAny>> {
+    let err = error_for_code(code, message)
+        .ok_or_else(|| pyo3::exceptions::PyValueError::new_err(format!("unknown error code {code:?}")))?;
+    native_error_value(py, err)
+}
+
+/// Map a Vlexivo JSON error body (from a facilitator or a paywall) to a `NativeError` instance.
+#[pyfunction]
+fn error_from_body<'py>(py: Python<'py>, status: u16, body: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    native_error_value(py, vclient::error_from_body(status, body))
+}
+
+fn error_from_py(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Error> {
+    if let Ok(boxed) = obj.getattr("_error") {
+        if let Ok(b) = boxed.cast::<ErrorBox>() {
+            return Ok(b.get().err.clone());
+        }
+    }
+    if let Ok(code) = obj.extract::<String>() {
+        return error_for_code(&code, "")
+            .ok_or_else(|| pyo3::exceptions::PyValueError::new_err(format!("unknown error code {code:?}")));
+    }
+    let _ = py;
+    Err(PyTypeError::new_err("expected a NativeError or an error code"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Money
+// ---------------------------------------------------------------------------------------------
+
+/// An exact amount of one currency.
+#[pyclass(frozen, eq, hash, module = "vlexivo._native", name = "Price")]
+#[derive(PartialEq, Eq, Hash)]
+pub struct Price {
+    money: Money,
+}
+
+#[pymethods]
+impl Price {
+    /// Canonical decimal string ("0.001").
+    #[getter]
+    fn amount(&self) -> String {
+        self.money.to_string()
+    }
+    #[getter]
+    fn currency(&self) -> &'static str {
+        self.money.currency().code()
+    }
+    /// Atomic units of the settlement asset (1 = $0.000001 for usd).
+    #[getter]
+    fn atomic(&self) -> u64 {
+        self.money.to_atomic()
+    }
+    fn __str__(&self) -> String {
+        self.money.to_string()
+    }
+    fn __repr__(&self) -> String {
+        format!("Price('{}', '{}')", self.money, self.money.currency())
+    }
+}
+
+static DECIMAL_TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+fn is_decimal(v: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let py = v.py();
+    let ty = DECIMAL_TYPE.import(py, "decimal", "Decimal")?;
+    v.is_instance(ty)
+}
+
+/// Read an amount given as str, int, float or `decimal.Decimal` with core's exact rules
+/// (floats through `Money::from_f64`). `None` for an unsupported Python type.
+fn money_from_py(v: &Bound<'_, PyAny>, currency: Currency) -> PyResult<Option<Result<Money, Error>>> {
+    if let Ok(p) = v.cast::<Price>() {
+        let m = p.get().money;
+        return Ok(Some(if m.currency() == currency {
+            Ok(m)
+        } else {
+            Err(Error::CurrencyMismatch { expected: currency.code().into(), got: m.currency().code().into() })
+        }));
+    }
+    if let Ok(s) = v.cast::<PyString>() {
+        return Ok(Some(Money::parse(s.to_str()?, currency)));
+    }
+    // bool is an int subclass in Python: never a price.
+    if v.is_instance_of::<PyBool>() {
+        return Ok(None);
+    }
+    if v.is_instance_of::<PyInt>() {
+        return Ok(Some(Money::parse(&v.str()?.to_str()?.to_owned(), currency)));
+    }
+    if let Ok(f) = v.cast::<PyFloat>() {
+        return Ok(Some(Money::from_f64(f.value(), currency)));
+    }
+    if is_decimal(v)? {
+        // str(Decimal) is exact (it may use exponent form, which core reads exactly).
+        return Ok(Some(Money::parse(&v.str()?.to_str()?.to_owned(), currency)));
+    }
+    Ok(None)
+}
+
+fn type_name(v: &Bound<'_, PyAny>) -> String {
+    v.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
+}
+
+/// A provider's price, as core's `Paywall::parse_price` judges it: every problem (bad type,
+/// malformed, zero, negative, over-precise, NaN, unknown currency) is `price_invalid`.
+fn price_from_py(v: &Bound<'_, PyAny>, currency: &str) -> Result<Money, Error> {
+    if let Ok(p) = v.cast::<Price>() {
+        return Money::positive(p.get().money).map_err(|e| Error::PriceInvalid(e.to_string()));
+    }
+    if let Ok(s) = v.cast::<PyString>() {
+        let s = s.to_str().map_err(|_| Error::PriceInvalid("price is not valid UTF-8".into()))?;
+        return vpaywall::Paywall::parse_price(s, currency);
+    }
+    let cur = Currency::parse(currency).map_err(|e| Error::PriceInvalid(e.to_string()))?;
+    match money_from_py(v, cur) {
+        Ok(Some(r)) => r.and_then(Money::positive).map_err(|e| Error::PriceInvalid(e.to_string())),
+        Ok(None) => Err(Error::PriceInvalid(format!(
+            "a price must be a str, int, float or Decimal, not {}",
+            type_name(v)
+        ))),
+        Err(_) => Err(Error::PriceInvalid("price could not be read".into())),
+    }
+}
+
+/// Parse a provider's price: str, int, float (exactly, via its shortest decimal form) or
+/// Decimal. Any problem raises `price_invalid`.
+#[pyfunction]
+#[pyo3(signature = (value, currency = "usd"))]
+fn parse_price(py: Python<'_>, value: &Bound<'_, PyAny>, currency: &str) -> PyResult<Price> {
+    Ok(Price { money: price_from_py(value, currency).py_err(py)? })
+}
+
+/// Parse an amount with the detailed money codes (`amount_malformed`, `amount_precision`, …).
+/// With `positive=True` zero is refused (`amount_zero`).
+#[pyfunction]
+#[pyo3(signature = (value, currency = "usd", positive = false))]
+fn parse_amount(py: Python<'_>, value: &Bound<'_, PyAny>, currency: &str, positive: bool) -> PyResult<Price> {
+    Ok(Price { money: amount_from_py(py, value, currency, positive)? })
+}
+
+fn amount_from_py(py: Python<'_>, value: &Bound<'_, PyAny>, currency: &str, positive: bool) -> PyResult<Money> {
+    let cur = Currency::parse(currency).py_err(py)?;
+    let m = match money_from_py(value, cur)? {
+        Some(r) => r.py_err(py)?,
+        None => {
+            return Err(native_error(
+                py,
+                Error::AmountMalformed(format!("a {} is not an amount", type_name(value))),
+            ));
+        }
+    };
+    if positive { m.positive().py_err(py) } else { Ok(m) }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Provider side
+// ---------------------------------------------------------------------------------------------
+
+/// Verified payment facts, handed to the route handler.
+#[pyclass(frozen, get_all, module = "vlexivo._native", name = "Payment")]
+pub struct Payment {
+    payer: String,
+    amount: String,
+    currency: String,
+    tx_hash: String,
+    nonce: String,
+    paid_at: u64,
+    expires_at: u64,
+    resource: String,
+    /// The nonce-store key (release it if the handler fails).
+    store_key: String,
+}
+
+#[pymethods]
+impl Payment {
+    /// The `Vlexivo-Receipt` header value.
+    #[getter]
+    fn receipt(&self) -> String {
+        format!(
+            "tx={}; amount={}; currency={}; payer={}; nonce={}",
+            self.tx_hash, self.amount, self.currency, self.payer, self.nonce
+        )
+    }
+
+    /// The facts as a dict; `camel=True` gives the JS/JSON names (`txHash`, `paidAt`, …).
+    #[pyo3(signature = (camel = false))]
+    fn to_dict<'py>(&self, py: Python<'py>, camel: bool) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("payer", &self.payer)?;
+        d.set_item("amount", &self.amount)?;
+        d.set_item("currency", &self.currency)?;
+        d.set_item(if camel { "txHash" } else { "tx_hash" }, &self.tx_hash)?;
+        d.set_item("nonce", &self.nonce)?;
+        d.set_item(if camel { "paidAt" } else { "paid_at" }, self.paid_at)?;
+        d.set_item(if camel { "expiresAt" } else { "expires_at" }, self.expires_at)?;
+        d.set_item("resource", &self.resource)?;
+        Ok(d)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Payment(payer={:?}, amount={:?}, currency={:?}, tx_hash={:?}, resource={:?})",
+            self.payer, self.amount, self.currency, self.tx_hash, self.resource
+        )
+    }
+}
+
+type Answer = (u16, Vec<(&'static str, String)>, String);
+
+fn answer(r: vpaywall::Rejection) -> Answer {
+    (r.status, r.headers, r.body)
+}
+
+fn now_or_system(now: Option<u64>) -> u64 {
+    now.unwrap_or_else(|| SystemClock.now())
+}
+
+/// The provider middleware's decisions for one API secret, with its nonce store.
+#[pyclass(frozen, module = "vlexivo._native", name = "Paywall")]
+pub struct Paywall {
+    inner: vpaywall::Paywall,
+    store: Arc<dyn NonceStore>,
+}
+
+impl Paywall {
+    fn req<'a>(method: &'a str, path: &'a str, body: Option<&'a [u8]>) -> RequestInfo<'a> {
+        RequestInfo { method, path, body }
+    }
+}
+
+#[pymethods]
+impl Paywall {
+    /// `nonce_store`: "memory" (default) or the path of a SQLite file shared by every process of
+    /// this API on the machine. `jwks`: the facilitator's EdDSA keys (JSON text or dict).
+    #[new]
+    #[pyo3(signature = (api_secret, mode = None, facilitator_url = None, network = None,
+        challenge_ttl = 300, leeway = 30, bind_body = false, nonce_store = "memory", jwks = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        api_secret: &str,
+        mode: Option<&str>,
+        facilitator_url: Option<&str>,
+        network: Option<String>,
+        challenge_ttl: u64,
+        leeway: u64,
+        bind_body: bool,
+        nonce_store: &str,
+        jwks: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let mut cfg = PaywallConfig::new(api_secret);
+        cfg.mode = mode.map(str::parse::<Mode>).transpose().py_err(py)?;
+        if let Some(url) = facilitator_url {
+            cfg.facilitator_url = url.to_string();
+        }
+        cfg.network = network;
+        cfg.challenge_ttl_secs = challenge_ttl;
+        cfg.leeway_secs = leeway;
+        cfg.bind_body = bind_body;
+        if let Some(j) = jwks {
+            let text = if let Ok(s) = j.cast::<PyString>() {
+                s.to_str()?.to_owned()
+            } else {
+                let json = py.import("json")?;
+                json.call_method1("dumps", (j,))?.extract::<String>()?
+            };
+            cfg.jwks = Some(
+                serde_json::from_str(&text)
+                    .map_err(|e| Error::Config(format!("jwks is not a JWK set: {e}")))
+                    .py_err(py)?,
+            );
+        }
+        let inner = vpaywall::Paywall::new(cfg).py_err(py)?;
+        let store: Arc<dyn NonceStore> = if nonce_store == "memory" {
+            Arc::new(MemoryStore::new())
+        } else {
+            let path = nonce_store.strip_prefix("sqlite:").unwrap_or(nonce_store);
+            Arc::new(py.detach(|| SqliteStore::open(path)).py_err(py)?)
+        };
+        Ok(Self { inner, store })
+    }
+
+    #[getter]
+    fn account(&self) -> &str {
+        self.inner.account()
+    }
+    #[getter]
+    fn mode(&self) -> &'static str {
+        self.inner.mode().as_str()
+    }
+    #[getter]
+    fn facilitator_url(&self) -> &str {
+        self.inner.facilitator_url()
+    }
+    #[getter]
+    fn bind_body(&self) -> bool {
+        self.inner.binds_body()
+    }
+    #[getter]
+    fn nonce_store(&self) -> &'static str {
+        self.store.kind()
+    }
+
+    /// Verify a proof for this request at `price` and consume its nonce (GIL released).
+    /// Raises `NativeError` (402 codes, `token_replayed`, store errors, `price_invalid`).
+    #[pyo3(signature = (proof, method, path, price, currency = "usd", now = None, body = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn verify(
+        &self,
+        py: Python<'_>,
+        proof: Option<&str>,
+        method: &str,
+        path: &str,
+        price: &Bound<'_, PyAny>,
+        currency: &str,
+        now: Option<u64>,
+        body: Option<&[u8]>,
+    ) -> PyResult<Payment> {
+        let price = price_from_py(price, currency).py_err(py)?;
+        let req = Self::req(method, path, body);
+        let store = &*self.store;
+        let facts = py
+            .detach(|| self.inner.verify(proof, &req, &price, now_or_system(now), store))
+            .py_err(py)?;
+        Ok(Payment {
+            payer: facts.payer,
+            amount: facts.amount,
+            currency: facts.currency,
+            tx_hash: facts.tx_hash,
+            nonce: facts.nonce,
+            paid_at: facts.paid_at,
+            expires_at: facts.expires_at,
+            resource: facts.resource,
+            store_key: facts.store_key,
+        })
+    }
+
+    /// The handler failed (5xx or raised): the same token may be presented again.
+    fn release(&self, py: Python<'_>, store_key: &str) -> PyResult<()> {
+        let store = &*self.store;
+        py.detach(|| store.release(store_key)).py_err(py)
+    }
+
+    /// A fresh 402 for this request: `(status, headers, body)`.
+    #[pyo3(signature = (method, path, price, currency = "usd", scope = "per-call", now = None, body = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn challenge(
+        &self,
+        py: Python<'_>,
+        method: &str,
+        path: &str,
+        price: &Bound<'_, PyAny>,
+        currency: &str,
+        scope: &str,
+        now: Option<u64>,
+        body: Option<&[u8]>,
+    ) -> PyResult<Answer> {
+        let price = price_from_py(price, currency).py_err(py)?;
+        let r = self
+            .inner
+            .challenge(&Self::req(method, path, body), &price, scope, now_or_system(now), &OsEntropy)
+            .py_err(py)?;
+        Ok(answer(r))
+    }
+
+    /// Shape a refusal for `error` (a `NativeError` or an error code): proof problems get a 402
+    /// with a fresh challenge when `price` is known; provider faults a 5xx that names only the
+    /// code. Returns `(status, headers, body)`.
+    #[pyo3(signature = (error, method, path, price = None, currency = "usd", scope = "per-call", now = None, body = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn reject(
+        &self,
+        py: Python<'_>,
+        error: &Bound<'_, PyAny>,
+        method: &str,
+        path: &str,
+        price: Option<&Bound<'_, PyAny>>,
+        currency: &str,
+        scope: &str,
+        now: Option<u64>,
+        body: Option<&[u8]>,
+    ) -> PyResult<Answer> {
+        let err = error_from_py(py, error)?;
+        let price = price.and_then(|p| price_from_py(p, currency).ok());
+        let entropy: &dyn Entropy = &OsEntropy;
+        Ok(answer(self.inner.reject(
+            &err,
+            &Self::req(method, path, body),
+            price.as_ref(),
+            scope,
+            now_or_system(now),
+            entropy,
+        )))
+    }
+}
+
+/// Test and benchmark support only, never for production: sign a proof token with the
+/// provider's HS256 key as a facilitator would, without any payment. Lets load tests present
+/// many distinct valid tokens without paying for each.
+#[pyfunction]
+#[pyo3(signature = (api_secret, nonce, method, path, amount, now, payer = "0x0000000000000000000000000000000000000001",
+    facilitator_url = "http://127.0.0.1:4020", body = None))]
+#[allow(clippy::too_many_arguments)]
+fn _test_only_issue_hs256_token(
+    py: Python<'_>,
+    api_secret: &str,
+    nonce: &str,
+    method: &str,
+    path: &str,
+    amount: &str,
+    now: u64,
+    payer: &str,
+    facilitator_url: &str,
+    body: Option<&[u8]>,
+) -> PyResult<String> {
+    use vlexivo_core::token::{ProofClaims, SigningKey, TokenIssuer, TOKEN_TTL_SECS};
+    let keys = vlexivo_core::keys::ProviderKeys::from_secret(api_secret).py_err(py)?;
+    let issuer = TokenIssuer::new(SigningKey::Hs256(keys.token_hs256)).py_err(py)?;
+    let amt = Money::parse(amount, Currency::Usd).py_err(py)?;
+    let claims = ProofClaims {
+        jti: nonce.to_string(),
+        iss: facilitator_url.to_string(),
+        aud: keys.account.clone(),
+        sub: payer.to_string(),
+        txh: format!("0x{}", "00".repeat(32)),
+        amt: amt.to_string(),
+        cur: "usd".into(),
+        res: vlexivo_core::challenge::resource_binding(method, path),
+        bdy: body.map(vlexivo_core::challenge::body_digest),
+        mode: keys.mode.as_str().into(),
+        net: "sandbox".into(),
+        iat: now,
+        exp: now + TOKEN_TTL_SECS,
+    };
+    issuer.issue(&claims).py_err(py)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Payer side
+// ---------------------------------------------------------------------------------------------
+
+/// A secp256k1 wallet (the key never leaves the payer).
+#[pyclass(frozen, module = "vlexivo._native", name = "Wallet")]
+pub struct Wallet {
+    inner: vlexivo_core::wallet::Wallet,
+}
+
+#[pymethods]
+impl Wallet {
+    /// From a hex private key (with or without `0x`).
+    #[new]
+    fn new(py: Python<'_>, private_key: &str) -> PyResult<Self> {
+        Ok(Self { inner: vlexivo_core::wallet::Wallet::from_hex(private_key).py_err(py)? })
+    }
+    /// A fresh random wallet.
+    #[staticmethod]
+    fn generate() -> Self {
+        Self { inner: vlexivo_core::wallet::Wallet::generate(&OsEntropy) }
+    }
+    /// EIP-55 address.
+    #[getter]
+    fn address(&self) -> String {
+        self.inner.address().to_checksum()
+    }
+    /// The private key as `0x…` hex (handle with care).
+    fn private_key_hex(&self) -> String {
+        self.inner.secret_hex()
+    }
+    fn __repr__(&self) -> String {
+        format!("Wallet(address={:?})", self.inner.address().to_checksum())
+    }
+}
+
+/// A decoded Vlexivo 402.
+#[pyclass(frozen, module = "vlexivo._native", name = "PaymentRequired")]
+pub struct PaymentRequired {
+    inner: vclient::PaymentRequired,
+}
+
+#[pymethods]
+impl PaymentRequired {
+    /// The challenge as received (base64url).
+    #[getter]
+    fn challenge(&self) -> &str {
+        &self.inner.encoded
+    }
+    #[getter]
+    fn price(&self) -> String {
+        self.inner.price.to_string()
+    }
+    #[getter]
+    fn currency(&self) -> &'static str {
+        self.inner.price.currency().code()
+    }
+    #[getter]
+    fn nonce(&self) -> &str {
+        &self.inner.challenge.nonce
+    }
+    #[getter]
+    fn scope(&self) -> &str {
+        &self.inner.challenge.scope
+    }
+    #[getter]
+    fn method(&self) -> &str {
+        &self.inner.challenge.method
+    }
+    #[getter]
+    fn path(&self) -> &str {
+        &self.inner.challenge.path
+    }
+    #[getter]
+    fn resource(&self) -> String {
+        self.inner.challenge.resource()
+    }
+    #[getter]
+    fn account(&self) -> &str {
+        &self.inner.challenge.account
+    }
+    #[getter]
+    fn facilitator(&self) -> &str {
+        &self.inner.challenge.facilitator
+    }
+    #[getter]
+    fn mode(&self) -> &str {
+        &self.inner.challenge.mode
+    }
+    #[getter]
+    fn network(&self) -> &str {
+        &self.inner.challenge.network
+    }
+    #[getter]
+    fn issued_at(&self) -> u64 {
+        self.inner.challenge.iat
+    }
+    #[getter]
+    fn expires_at(&self) -> u64 {
+        self.inner.challenge.exp
+    }
+    fn __repr__(&self) -> String {
+        format!("PaymentRequired(price={:?}, resource={:?})", self.price(), self.resource())
+    }
+}
+
+/// Is this response a Vlexivo 402? `headers`: a mapping or an iterable of `(name, value)`.
+/// Raises `not_payment_required` (or a challenge error) otherwise.
+#[pyfunction]
+fn parse_payment_required(
+    py: Python<'_>,
+    status: u16,
+    headers: &Bound<'_, PyAny>,
+    body: &[u8],
+) -> PyResult<PaymentRequired> {
+    let pairs: Vec<(String, String)> = if let Ok(d) = headers.cast::<PyDict>() {
+        d.iter().map(|(k, v)| Ok((k.extract()?, v.extract()?))).collect::<PyResult<_>>()?
+    } else if headers.hasattr("multi_items")? {
+        // httpx.Headers / starlette Headers.
+        headers.call_method0("multi_items")?.extract()?
+    } else if headers.hasattr("items")? {
+        headers.call_method0("items")?.try_iter()?.map(|i| i?.extract()).collect::<PyResult<_>>()?
+    } else {
+        headers.try_iter()?.map(|i| i?.extract()).collect::<PyResult<_>>()?
+    };
+    let inner = vclient::parse_payment_required(
+        status,
+        pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        body,
+    )
+    .py_err(py)?;
+    Ok(PaymentRequired { inner })
+}
+
+/// A payment signed and reserved against the budget, ready to POST to the facilitator. Give it
+/// to exactly one of `Payer.finish` or `Payer.abandon`.
+#[pyclass(frozen, module = "vlexivo._native", name = "PreparedPayment")]
+pub struct PreparedPayment {
+    inner: Mutex<Option<vclient::PreparedPayment>>,
+    #[pyo3(get)]
+    pay_url: String,
+    #[pyo3(get)]
+    facilitator: String,
+    /// JSON body of the POST.
+    #[pyo3(get)]
+    body: String,
+    #[pyo3(get)]
+    price: String,
+    #[pyo3(get)]
+    host: String,
+    #[pyo3(get)]
+    nonce: String,
+}
+
+impl PreparedPayment {
+    fn take(&self) -> PyResult<vclient::PreparedPayment> {
+        self.inner
+            .lock()
+            .map_err(|_| PyTypeError::new_err("prepared payment lock poisoned"))?
+            .take()
+            .ok_or_else(|| PyTypeError::new_err("this prepared payment was already finished or abandoned"))
+    }
+}
+
+/// The facilitator's receipt for a payment.
+#[pyclass(frozen, get_all, module = "vlexivo._native", name = "Receipt")]
+pub struct Receipt {
+    token: String,
+    tx_hash: String,
+    payer: String,
+    amount: String,
+    currency: String,
+    balance: String,
+    nonce: String,
+    paid_at: u64,
+    expires_at: u64,
+    replayed: bool,
+}
+
+#[pymethods]
+impl Receipt {
+    fn __repr__(&self) -> String {
+        format!(
+            "Receipt(amount={:?}, currency={:?}, tx_hash={:?}, balance={:?}, replayed={})",
+            self.amount, self.currency, self.tx_hash, self.balance, self.replayed
+        )
+    }
+}
+
+/// The payer: a wallet, a spending policy (caps per call, per host, total, rolling window) and
+/// optionally the one facilitator it trusts.
+#[pyclass(frozen, module = "vlexivo._native", name = "Payer")]
+pub struct Payer {
+    inner: vclient::Payer,
+}
+
+#[pymethods]
+impl Payer {
+    /// `window`: `(seconds, max_amount)`. Amounts: str, int, float or Decimal (usd).
+    #[new]
+    #[pyo3(signature = (wallet_key, max_per_call = None, max_per_host = None, max_total = None,
+        window = None, facilitator_url = None))]
+    fn new(
+        py: Python<'_>,
+        wallet_key: &str,
+        max_per_call: Option<&Bound<'_, PyAny>>,
+        max_per_host: Option<&Bound<'_, PyAny>>,
+        max_total: Option<&Bound<'_, PyAny>>,
+        window: Option<&Bound<'_, PyTuple>>,
+        facilitator_url: Option<String>,
+    ) -> PyResult<Self> {
+        let wallet = vlexivo_core::wallet::Wallet::from_hex(wallet_key).py_err(py)?;
+        let cap = |v: Option<&Bound<'_, PyAny>>| v.map(|v| amount_from_py(py, v, "usd", false)).transpose();
+        let window = match window {
+            None => None,
+            Some(t) => {
+                let (secs, max): (u64, Bound<'_, PyAny>) = t.extract()?;
+                if secs == 0 {
+                    return Err(native_error(py, Error::Config("window must be at least 1 second".into())));
+                }
+                Some((secs, amount_from_py(py, &max, "usd", false)?))
+            }
+        };
+        let policy = SpendingPolicy {
+            max_per_call: cap(max_per_call)?,
+            max_per_host: cap(max_per_host)?,
+            max_total: cap(max_total)?,
+            window,
+        };
+        Ok(Self { inner: vclient::Payer::new(wallet, policy, facilitator_url) })
+    }
+
+    #[getter]
+    fn address(&self) -> String {
+        self.inner.wallet().address().to_checksum()
+    }
+
+    /// Check the challenge matches the request made, reserve its price against the budget, and
+    /// sign (GIL released). Raises `budget_exceeded`, `challenge_mismatch`, ….
+    #[pyo3(signature = (payment_required, method, url, now = None))]
+    fn prepare(
+        &self,
+        py: Python<'_>,
+        payment_required: PyRef<'_, PaymentRequired>,
+        method: &str,
+        url: &str,
+        now: Option<u64>,
+    ) -> PyResult<PreparedPayment> {
+        let pr = &payment_required.inner;
+        let p = py.detach(|| self.inner.prepare(pr, method, url, now_or_system(now))).py_err(py)?;
+        Ok(PreparedPayment {
+            pay_url: p.pay_url.clone(),
+            facilitator: p.facilitator.clone(),
+            body: p.body.clone(),
+            price: p.price.to_string(),
+            host: p.host.clone(),
+            nonce: p.nonce.clone(),
+            inner: Mutex::new(Some(p)),
+        })
+    }
+
+    /// Read the facilitator's answer to the payment POST: commits the budget reservation and
+    /// returns the receipt, or releases it and raises the typed error (`insufficient_funds`, …).
+    fn finish(&self, py: Python<'_>, prepared: PyRef<'_, PreparedPayment>, status: u16, body: &[u8]) -> PyResult<Receipt> {
+        let p = prepared.take()?;
+        let r = self.inner.finish(p, status, body).py_err(py)?;
+        Ok(Receipt {
+            token: r.token,
+            tx_hash: r.tx_hash,
+            payer: r.payer,
+            amount: r.amount,
+            currency: r.currency,
+            balance: r.balance,
+            nonce: r.nonce,
+            paid_at: r.paid_at,
+            expires_at: r.expires_at,
+            replayed: r.replayed,
+        })
+    }
+
+    /// The facilitator could not be reached: give the reservation back.
+    fn abandon(&self, prepared: PyRef<'_, PreparedPayment>) -> PyResult<()> {
+        if let Ok(p) = prepared.take() {
+            self.inner.abandon(p);
+        }
+        Ok(())
+    }
+
+    /// Committed spend so far (decimal string).
+    fn spent_total(&self) -> String {
+        self.inner.budget().spent_total().to_string()
+    }
+    fn spent_for_host(&self, host: &str) -> String {
+        self.inner.budget().spent_for_host(host).to_string()
+    }
+    fn reserved_total(&self) -> String {
+        self.inner.budget().reserved_total().to_string()
+    }
+}
+
+/// How much to top up before paying `price` from `balance`, or `None`.
+#[pyfunction]
+fn auto_top_up_amount(
+    py: Python<'_>,
+    trigger_balance: &Bound<'_, PyAny>,
+    top_up_amount: &Bound<'_, PyAny>,
+    balance: &Bound<'_, PyAny>,
+    price: &Bound<'_, PyAny>,
+) -> PyResult<Option<String>> {
+    let trigger = amount_from_py(py, trigger_balance, "usd", false)?;
+    let top_up = amount_from_py(py, top_up_amount, "usd", false)?;
+    let cfg = vclient::AutoTopUp::new(&trigger.to_string(), &top_up.to_string()).py_err(py)?;
+    let balance = amount_from_py(py, balance, "usd", false)?;
+    let price = amount_from_py(py, price, "usd", false)?;
+    Ok(cfg.amount_before(&balance, &price).py_err(py)?.map(|m| m.to_string()))
+}
+
+/// `(host, path)` of an absolute http(s) URL, as the payer binds it.
+#[pyfunction]
+fn split_url(py: Python<'_>, url: &str) -> PyResult<(String, String)> {
+    let (h, p) = vclient::split_url(url).py_err(py)?;
+    Ok((h.to_string(), p.to_string()))
+}
+
+/// The current time as core sees it (unix seconds).
+#[pyfunction]
+fn now() -> u64 {
+    SystemClock.now()
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("NativeError", py.get_type::<NativeError>())?;
+    m.add_class::<ErrorBox>()?;
+    m.add_class::<Price>()?;
+    m.add_class::<Payment>()?;
+    m.add_class::<Paywall>()?;
+    m.add_class::<Wallet>()?;
+    m.add_class::<PaymentRequired>()?;
+    m.add_class::<PreparedPayment>()?;
+    m.add_class::<Receipt>()?;
+    m.add_class::<Payer>()?;
+    m.add_function(wrap_pyfunction!(parse_price, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_amount, m)?)?;
+    m.add_function(wrap_pyfunction!(error_for, m)?)?;
+    m.add_function(wrap_pyfunction!(error_from_body, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_payment_required, m)?)?;
+    m.add_function(wrap_pyfunction!(auto_top_up_amount, m)?)?;
+    m.add_function(wrap_pyfunction!(split_url, m)?)?;
+    m.add_function(wrap_pyfunction!(now, m)?)?;
+    m.add_function(wrap_pyfunction!(_test_only_issue_hs256_token, m)?)?;
+    m.add("ALL_CODES", PyTuple::new(py, Error::ALL_CODES)?)?;
+    m.add("PROTOCOL_VERSION", vlexivo_core::PROTOCOL_VERSION)?;
+    m.add("DEFAULT_FACILITATOR_URL", vpaywall::DEFAULT_FACILITATOR_URL)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    let _ = PyBytes::new(py, b"");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_a_constructor() {
+        for code in Error::ALL_CODES {
+            let e = error_for_code(code, "x").unwrap_or_else(|| panic!("no constructor for {code}"));
+            assert_eq!(e.code(), *code);
+        }
+        assert!(error_for_code("nope", "").is_none());
+    }
+}
