@@ -152,7 +152,8 @@ impl AppState {
         }
         let token_alg = match req.token_alg.as_deref() {
             None => self.default_alg,
-            Some(a) => TokenAlg::parse(a)?,
+            Some(a) => TokenAlg::parse(a)
+                .map_err(|_| Error::RequestMalformed("token_alg must be \"HS256\" or \"EdDSA\"".into()))?,
         };
         let name = req.name.map(|n| n.chars().take(200).collect::<String>());
         let secret = generate_secret(mode, self.entropy.as_ref());

@@ -1,0 +1,429 @@
+//! The facilitator HTTP API against the real `vlexivo serve` binary (docs/protocol.md §8).
+
+mod service_support;
+
+use serde_json::{Value, json};
+use service_support::*;
+use std::collections::HashSet;
+use vlexivo_core::challenge::Challenge;
+use vlexivo_core::env::OsEntropy;
+use vlexivo_core::keys::{Mode, ProviderKeys, generate_secret};
+use vlexivo_core::token::{TokenVerifier, VerifierConfig};
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+fn err_code(v: &Value) -> &str {
+    v["error"].as_str().unwrap_or("<none>")
+}
+
+#[tokio::test]
+async fn onboarding_and_bearer_auth() {
+    let dir = tmp();
+    let mut f = Facilitator::start(&dir.path().join("f.db"), &[]);
+    let c = http();
+    let u = &f.url;
+
+    let (s, health) = get(&c, &format!("{u}/healthz")).await;
+    assert_eq!((s, health["status"].as_str()), (200, Some("ok")));
+
+    let p = create_provider(&c, u, json!({"mode": "sandbox", "name": "weather api"})).await;
+    assert!(p.api_secret.starts_with("sk_test_"));
+    assert!(p.account.starts_with("acct_"));
+    assert_eq!(p.publishable_key, format!("pk_test_{}", &p.account[5..]));
+    assert_eq!((p.mode.as_str(), p.token_alg.as_str()), ("sandbox", "HS256"));
+    assert_eq!(ProviderKeys::from_secret(&p.api_secret).unwrap().account, p.account);
+
+    // An empty body is all defaults; EdDSA on request; bad choices are refused.
+    let r = c.post(format!("{u}/v1/providers")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let ed = create_provider(&c, u, json!({"token_alg": "EdDSA"})).await;
+    assert_eq!(ed.token_alg, "EdDSA");
+    let (s, v) = post(&c, &format!("{u}/v1/providers"), &json!({"token_alg": "none"})).await;
+    assert_eq!((s, err_code(&v)), (400, "request_malformed"));
+    let (s, v) = post(&c, &format!("{u}/v1/providers"), &json!({"mode": "live"})).await;
+    assert_eq!((s, err_code(&v)), (400, "mode_mismatch"));
+
+    let me = format!("{u}/v1/providers/me");
+    let r = c.get(&me).bearer_auth(&p.api_secret).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["account"], p.account);
+    assert_eq!(v["mode"], "sandbox");
+    assert_eq!(v["token_alg"], "HS256");
+    assert_eq!(v["revenue"], json!({"currency": "usd", "total": "0", "count": 0}));
+
+    // Missing, malformed, unknown and another provider's secrets are all the same 401.
+    let unknown = generate_secret(Mode::Sandbox, &OsEntropy);
+    let mut tampered = p.api_secret.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    for auth in [None, Some("Bearer"), Some("Bearer sk_test_nope"), Some("Basic abc"), Some(&*format!("Bearer {unknown}")), Some(&*format!("Bearer {tampered}"))] {
+        let mut rq = c.get(&me);
+        if let Some(a) = auth {
+            rq = rq.header("authorization", a);
+        }
+        let r = rq.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{auth:?}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(err_code(&v), "unauthorized");
+    }
+    let r = c.get(format!("{me}/payments")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+
+    // Providers survive a restart; the secret itself is stored nowhere.
+    assert_eq!(f.terminate(), Some(0));
+    let f2 = Facilitator::start(&dir.path().join("f.db"), &[]);
+    let r = c.get(format!("{}/v1/providers/me", f2.url)).bearer_auth(&p.api_secret).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    drop(f2);
+    let body = &p.api_secret["sk_test_".len()..];
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(!bytes.windows(body.len()).any(|w| w == body.as_bytes()), "secret found in {}", path.display());
+    }
+}
+
+#[tokio::test]
+async fn top_up_and_faucet_cap() {
+    let dir = tmp();
+    let f = Facilitator::start(&dir.path().join("f.db"), &["--faucet-cap", "100"]);
+    let (c, u) = (http(), f.url.clone());
+    let w = wallet();
+    assert_eq!(balance(&c, &u, &w).await, "0");
+
+    let (s, v) = top_up(&c, &u, &w, "60").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["address"], w.address().to_checksum());
+    assert_eq!((v["amount"].as_str(), v["balance"].as_str(), v["currency"].as_str()), (Some("60"), Some("60"), Some("usd")));
+    let tx1 = v["tx_hash"].as_str().unwrap().to_string();
+    assert!(tx1.starts_with("0x") && tx1.len() == 66);
+
+    let (s, v) = top_up(&c, &u, &w, "50.5").await;
+    assert_eq!((s, err_code(&v)), (403, "top_up_refused"), "{v}");
+    let (s, v) = top_up(&c, &u, &w, "40").await;
+    assert_eq!((s, v["balance"].as_str()), (200, Some("100")));
+    assert_ne!(v["tx_hash"].as_str().unwrap(), tx1);
+    let (s, v) = top_up(&c, &u, &w, "0.000001").await;
+    assert_eq!((s, err_code(&v)), (403, "top_up_refused"));
+    assert_eq!(balance(&c, &u, &w).await, "100");
+
+    // The address is accepted in any valid case and reported checksummed.
+    let lower = w.address().to_checksum().to_lowercase();
+    let (s, v) = get(&c, &format!("{u}/v1/wallets/{lower}")).await;
+    assert_eq!((s, v["address"].as_str()), (200, Some(&*w.address().to_checksum())));
+
+    let other = wallet();
+    for (amount, code) in [("abc", "amount_malformed"), ("0", "amount_zero"), ("-1", "amount_negative"), ("0.0000001", "amount_precision"), ("NaN", "amount_not_finite")] {
+        let (s, v) = top_up(&c, &u, &other, amount).await;
+        assert_eq!((s, err_code(&v)), (400, code), "{amount}");
+    }
+    let (s, v) = post(&c, &format!("{u}/v1/wallets/0x1234/topup"), &json!({"amount": "1"})).await;
+    assert_eq!((s, err_code(&v)), (400, "address_invalid"));
+    let (s, v) = get(&c, &format!("{u}/v1/wallets/not-an-address")).await;
+    assert_eq!((s, err_code(&v)), (400, "address_invalid"));
+    let (s, v) = post(&c, &format!("{u}/v1/wallets/{}/topup", other.address()), &json!({"amount": true})).await;
+    assert_eq!((s, err_code(&v)), (400, "request_malformed"));
+    assert_eq!(balance(&c, &u, &other).await, "0");
+}
+
+#[tokio::test]
+async fn payment_happy_path_replay_and_listing() {
+    let dir = tmp();
+    let f = Facilitator::start(&dir.path().join("f.db"), &[]);
+    let (c, u) = (http(), f.url.clone());
+    let p = create_provider(&c, &u, json!({})).await;
+    let pw = paywall(&p.api_secret, &u);
+    let w = wallet();
+    top_up(&c, &u, &w, "1").await;
+
+    let enc = challenge(&pw, "/api/v1/inference?q=1", "0.001");
+    let req = sign(&enc, &w);
+    let (s, r) = pay(&c, &u, &req).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["payer"], w.address().to_checksum());
+    assert_eq!((r["amount"].as_str(), r["currency"].as_str(), r["balance"].as_str()), (Some("0.001"), Some("usd"), Some("0.999")));
+    assert_eq!(r["replayed"], false);
+    let nonce = Challenge::decode(&enc).unwrap().nonce;
+    assert_eq!(r["nonce"], nonce);
+    let paid_at = r["paid_at"].as_u64().unwrap();
+    assert_eq!(r["expires_at"].as_u64().unwrap(), paid_at + 300);
+    let token = r["token"].as_str().unwrap().to_string();
+
+    // The token is good for this provider under its HS256 key.
+    let keys = ProviderKeys::from_secret(&p.api_secret).unwrap();
+    let mut vc = VerifierConfig::new(&p.account, "sandbox");
+    vc.hs256_key = Some(keys.token_hs256);
+    let claims = TokenVerifier::new(vc).unwrap().verify_signature_and_time(&token, now()).unwrap();
+    assert_eq!(claims.jti, nonce);
+    assert_eq!(claims.sub, w.address().to_checksum());
+    assert_eq!(claims.aud, p.account);
+    assert_eq!(claims.iss, u);
+    assert_eq!(claims.txh, r["tx_hash"].as_str().unwrap());
+    assert_eq!(claims.res, "GET /api/v1/inference");
+    assert_eq!(claims.amt, "0.001");
+
+    // Paying the same challenge again: same receipt, replayed, nothing debited.
+    let (s, r2) = pay(&c, &u, &req).await;
+    assert_eq!(s, 200);
+    assert_eq!(r2["replayed"], true);
+    assert_eq!(r2["token"], r["token"]);
+    assert_eq!(r2["tx_hash"], r["tx_hash"]);
+    assert_eq!(r2["balance"], "0.999");
+    assert_eq!(balance(&c, &u, &w).await, "0.999");
+    // …but never to another wallet that signs the same challenge.
+    let thief = wallet();
+    top_up(&c, &u, &thief, "1").await;
+    let (s, v) = pay(&c, &u, &sign(&enc, &thief)).await;
+    assert_eq!((s, err_code(&v)), (409, "payment_conflict"));
+    assert_eq!(balance(&c, &u, &thief).await, "1");
+
+    // A second, different payment.
+    let (s, r3) = pay(&c, &u, &sign(&challenge(&pw, "/api/v1/other", "0.25"), &w)).await;
+    assert_eq!((s, r3["balance"].as_str()), (200, Some("0.749")));
+    assert_ne!(r3["tx_hash"], r["tx_hash"]);
+
+    let me: Value = c.get(format!("{u}/v1/providers/me")).bearer_auth(&p.api_secret).send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["revenue"], json!({"currency": "usd", "total": "0.251", "count": 2}));
+    let list: Value = c
+        .get(format!("{u}/v1/providers/me/payments?limit=10"))
+        .bearer_auth(&p.api_secret)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rows = list["payments"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    // Newest first.
+    assert_eq!(rows[0]["amount"], "0.25");
+    assert_eq!(rows[1]["nonce"], nonce);
+    assert_eq!(rows[1]["payer"], w.address().to_checksum());
+    assert_eq!(rows[1]["tx_hash"], r["tx_hash"]);
+    assert_eq!(rows[1]["resource"], "GET /api/v1/inference");
+    assert_eq!(rows[1]["currency"], "usd");
+    assert_eq!(rows[1]["paid_at"].as_u64(), Some(paid_at));
+    let r = c.get(format!("{u}/v1/providers/me/payments?limit=0")).bearer_auth(&p.api_secret).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+
+    let metrics = c.get(format!("{u}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("vlexivo_payments_total 2"), "{metrics}");
+    assert!(metrics.contains("vlexivo_amount_paid_atomic_total 251000"));
+    assert!(metrics.contains("vlexivo_errors_total{code=\"payment_conflict\"} 1"));
+    assert!(metrics.contains("vlexivo_http_request_duration_seconds_bucket{route=\"/v1/payments\",method=\"POST\",le=\"+Inf\"} 4"));
+}
+
+#[tokio::test]
+async fn eddsa_tokens_verify_against_the_jwks() {
+    let dir = tmp();
+    let f = Facilitator::start(&dir.path().join("f.db"), &["--token-alg", "EdDSA", "--public-url", "https://pay.example.test/"]);
+    let (c, u) = (http(), f.url.clone());
+    let p = create_provider(&c, &u, json!({})).await;
+    assert_eq!(p.token_alg, "EdDSA");
+    let w = wallet();
+    top_up(&c, &u, &w, "5").await;
+    let (s, r) = pay(&c, &u, &sign(&challenge(&paywall(&p.api_secret, &u), "/x", "1"), &w)).await;
+    assert_eq!(s, 200, "{r}");
+    let (s, jwks) = get(&c, &format!("{u}/.well-known/jwks.json")).await;
+    assert_eq!(s, 200);
+    assert_eq!(jwks["keys"][0]["crv"], "Ed25519");
+    let mut vc = VerifierConfig::new(&p.account, "sandbox");
+    vc.jwks = Some(serde_json::from_value(jwks.clone()).unwrap());
+    let claims = TokenVerifier::new(vc).unwrap().verify_signature_and_time(r["token"].as_str().unwrap(), now()).unwrap();
+    assert_eq!(claims.iss, "https://pay.example.test");
+
+    // The key is generated once and kept in the database.
+    drop(f);
+    let f2 = Facilitator::start(&dir.path().join("f.db"), &[]);
+    let (_, again) = get(&c, &format!("{}/.well-known/jwks.json", f2.url)).await;
+    assert_eq!(again, jwks);
+}
+
+#[tokio::test]
+async fn payment_refusals() {
+    let dir = tmp();
+    let f = Facilitator::start(&dir.path().join("f.db"), &[]);
+    let (c, u) = (http(), f.url.clone());
+    let pay_url = format!("{u}/v1/payments");
+    let p = create_provider(&c, &u, json!({})).await;
+    let pw = paywall(&p.api_secret, &u);
+    let w = wallet();
+    top_up(&c, &u, &w, "1").await;
+
+    // Malformed, incomplete, over-long and oversized bodies.
+    let (s, v) = post_raw(&c, &pay_url, b"{not json".to_vec()).await;
+    assert_eq!((s, err_code(&v)), (400, "request_malformed"));
+    let (s, v) = post(&c, &pay_url, &json!({"challenge": "x"})).await;
+    assert_eq!((s, err_code(&v)), (400, "request_malformed"));
+    let mut extra = serde_json::to_value(sign(&challenge(&pw, "/a", "0.1"), &w)).unwrap();
+    extra["tip"] = json!("1");
+    let (s, v) = post(&c, &pay_url, &extra).await;
+    assert_eq!((s, err_code(&v)), (400, "request_malformed"));
+    let huge = format!(r#"{{"challenge":"{}","payer":"0x","signature":"0x"}}"#, "A".repeat(70 * 1024));
+    let (s, v) = post_raw(&c, &pay_url, huge.into_bytes()).await;
+    assert_eq!((s, err_code(&v)), (413, "request_too_large"));
+    // Chunked (no Content-Length) is cut at the limit too.
+    assert_eq!(chunked_post_status(&f.url, "/v1/payments", 160 * 1024).await, 413);
+    let (s, v) = post(&c, &pay_url, &json!({"challenge": "!!!", "payer": w.address(), "signature": "0x00"})).await;
+    assert_eq!((s, err_code(&v)), (400, "challenge_malformed"));
+
+    // A challenge from a provider this facilitator never onboarded.
+    let stranger = paywall(&generate_secret(Mode::Sandbox, &OsEntropy), &u);
+    let (s, v) = pay(&c, &u, &sign(&challenge(&stranger, "/a", "0.1"), &w)).await;
+    assert_eq!((s, err_code(&v)), (404, "provider_unknown"));
+
+    // Tampered: a lower price under the original MAC, re-signed by the payer.
+    let mut cheap = Challenge::decode(&challenge(&pw, "/a", "0.5")).unwrap();
+    cheap.amount = "0.0001".into();
+    let (s, v) = pay(&c, &u, &sign(&cheap.encode(), &w)).await;
+    assert_eq!((s, err_code(&v)), (401, "challenge_invalid"));
+    let mut moved = Challenge::decode(&challenge(&pw, "/a", "0.5")).unwrap();
+    moved.path = "/b".into();
+    let (s, v) = pay(&c, &u, &sign(&moved.encode(), &w)).await;
+    assert_eq!((s, err_code(&v)), (401, "challenge_invalid"));
+
+    // Expired.
+    let old = challenge_at(&pw, "/a", "0.1", now() - 1000);
+    let (s, v) = pay(&c, &u, &sign(&old, &w)).await;
+    assert_eq!((s, err_code(&v)), (402, "challenge_expired"));
+
+    // Signatures: garbage; made by another wallet; someone else's signature with my address.
+    let enc = challenge(&pw, "/a", "0.1");
+    let mut req = sign(&enc, &w);
+    req.signature = format!("0x{}", "11".repeat(65));
+    let (s, v) = pay(&c, &u, &req).await;
+    assert_eq!((s, err_code(&v)), (401, "signature_invalid"));
+    let other = wallet();
+    let mut req = sign(&enc, &other);
+    req.payer = w.address().to_checksum();
+    let (s, v) = pay(&c, &u, &req).await;
+    assert_eq!((s, err_code(&v)), (401, "signature_invalid"), "a wallet paying with someone else's signature");
+    let mut req = sign(&enc, &w);
+    req.payer = other.address().to_checksum();
+    let (s, v) = pay(&c, &u, &req).await;
+    assert_eq!((s, err_code(&v)), (401, "signature_invalid"));
+    // A signature over another challenge.
+    let mut req = sign(&enc, &w);
+    req.signature = sign(&challenge(&pw, "/a", "0.1"), &w).signature;
+    let (s, v) = pay(&c, &u, &req).await;
+    assert_eq!((s, err_code(&v)), (401, "signature_invalid"));
+
+    // Not enough money: the exact amounts, for agents.
+    let (s, v) = pay(&c, &u, &sign(&challenge(&pw, "/a", "2.5"), &w)).await;
+    assert_eq!(s, 402, "{v}");
+    assert_eq!(v, json!({
+        "error": "insufficient_funds",
+        "message": v["message"],
+        "required": "2.5",
+        "balance": "1",
+        "currency": "usd"
+    }));
+    let (s, v) = pay(&c, &u, &sign(&challenge(&pw, "/a", "0.1"), &wallet())).await;
+    assert_eq!((s, v["balance"].as_str()), (402, Some("0")));
+
+    // Nothing above moved any money.
+    assert_eq!(balance(&c, &u, &w).await, "1");
+    let (s, v) = get(&c, &format!("{u}/no/such/route")).await;
+    assert_eq!((s, err_code(&v)), (404, "not_found"));
+}
+
+#[tokio::test]
+async fn the_same_challenge_paid_concurrently_debits_once() {
+    let dir = tmp();
+    let f = Facilitator::start(&dir.path().join("f.db"), &[]);
+    let (c, u) = (http(), f.url.clone());
+    let p = create_provider(&c, &u, json!({})).await;
+    let w = wallet();
+    top_up(&c, &u, &w, "1").await;
+    let req = sign(&challenge(&paywall(&p.api_secret, &u), "/a", "0.4"), &w);
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (c, u, req) = (c.clone(), u.clone(), req.clone());
+            tokio::spawn(async move { pay(&c, &u, &req).await })
+        })
+        .collect();
+    let mut fresh = 0;
+    let mut tokens = HashSet::new();
+    for t in tasks {
+        let (s, v) = t.await.unwrap();
+        assert_eq!(s, 200, "{v}");
+        if v["replayed"] == false {
+            fresh += 1;
+        }
+        tokens.insert(v["token"].as_str().unwrap().to_string());
+    }
+    assert_eq!(fresh, 1);
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(balance(&c, &u, &w).await, "0.6");
+}
+
+#[tokio::test]
+async fn hundred_concurrent_payments_from_a_wallet_funded_for_sixty() {
+    let dir = tmp();
+    let f = Facilitator::start(&dir.path().join("f.db"), &[]);
+    let (c, u) = (http(), f.url.clone());
+    let p = create_provider(&c, &u, json!({})).await;
+    let pw = paywall(&p.api_secret, &u);
+    let w = wallet();
+    top_up(&c, &u, &w, "0.6").await;
+    let reqs: Vec<_> = (0..100).map(|i| sign(&challenge(&pw, &format!("/item/{i}"), "0.01"), &w)).collect();
+    let tasks: Vec<_> = reqs
+        .into_iter()
+        .map(|req| {
+            let (c, u) = (c.clone(), u.clone());
+            tokio::spawn(async move { pay(&c, &u, &req).await })
+        })
+        .collect();
+    let (mut ok, mut poor) = (0, 0);
+    for t in tasks {
+        let (s, v) = t.await.unwrap();
+        match (s, err_code(&v)) {
+            (200, _) => {
+                assert_eq!(v["replayed"], false);
+                ok += 1;
+            }
+            (402, "insufficient_funds") => {
+                assert_eq!(v["required"], "0.01");
+                poor += 1;
+            }
+            other => panic!("unexpected {other:?}: {v}"),
+        }
+    }
+    assert_eq!((ok, poor), (60, 40));
+    assert_eq!(balance(&c, &u, &w).await, "0");
+    let me: Value = c.get(format!("{u}/v1/providers/me")).bearer_auth(&p.api_secret).send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["revenue"], json!({"currency": "usd", "total": "0.6", "count": 60}));
+}
+
+/// POST `len` bytes with Transfer-Encoding: chunked over a raw socket; returns the status.
+async fn chunked_post_status(base: &str, path: &str, len: usize) -> u16 {
+    let (addr, path) = (base.strip_prefix("http://").unwrap().to_string(), path.to_string());
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        let chunk = vec![b' '; 8192];
+        for _ in 0..len / chunk.len() {
+            let frame = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+            // The server may answer and close before reading everything.
+            if s.write_all(&frame).is_err() {
+                break;
+            }
+        }
+        let _ = s.write_all(b"0\r\n\r\n");
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        let text = String::from_utf8_lossy(&buf);
+        text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    })
+    .await
+    .unwrap()
+}
