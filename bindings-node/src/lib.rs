@@ -1,1 +1,852 @@
-// placeholder: see the issue for this crate
+//! Node.js bindings of `vlexivo-core` (napi-rs). Thin on purpose: every rule lives in core; this
+//! crate converts types and turns `vlexivo_core::Error` into JS errors that carry the stable
+//! `code`, the HTTP `status` and the error's fields as `details`. The TypeScript package maps
+//! those to its typed error classes.
+//!
+//! Everything is synchronous: the provider's hot path (verify a proof, consume its nonce) is a
+//! few microseconds of CPU and one local store insert, cheaper than a trip through libuv's pool.
+
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use std::collections::HashMap;
+use std::sync::Arc;
+use vlexivo_core as vx;
+use vx::env::{Clock, OsEntropy, SystemClock};
+use vx::paywall::{PaywallConfig, RequestInfo};
+use vx::store::{MemoryStore, NonceStore, SqliteStore};
+use vx::{Currency, Error as VxError, Money};
+
+mod errors;
+pub use errors::*;
+
+// A price or amount as JS gives it (`Either<String, f64>`, spelled out in signatures so the
+// generated .d.ts says `string | number`): a decimal string, or a number read through its
+// shortest round-trip decimal form (`Money::from_f64`), never rounded.
+
+fn money_of(v: &Either<String, f64>, currency: Currency) -> vx::Result<Money> {
+    match v {
+        Either::A(s) => Money::parse(s, currency),
+        Either::B(f) => Money::from_f64(*f, currency),
+    }
+}
+
+/// A provider's price: any defect is the provider's (`price_invalid`, 500), not the caller's.
+fn price_of(v: &Either<String, f64>, currency: &str) -> vx::Result<Money> {
+    match v {
+        Either::A(s) => vx::paywall::Paywall::parse_price(s, currency),
+        Either::B(_) => {
+            let cur = Currency::parse(currency).map_err(|e| VxError::PriceInvalid(e.to_string()))?;
+            money_of(v, cur)
+                .and_then(Money::positive)
+                .map_err(|e| VxError::PriceInvalid(e.to_string()))
+        }
+    }
+}
+
+fn now_or_clock(now: Option<f64>) -> u64 {
+    match now {
+        Some(n) if n.is_finite() && n >= 0.0 => n as u64,
+        _ => SystemClock.now(),
+    }
+}
+
+fn currency_of(c: &str) -> vx::Result<Currency> {
+    Currency::parse(c)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Provider side
+// ---------------------------------------------------------------------------------------------
+
+#[napi(object)]
+pub struct PaywallOptions {
+    /// `sk_test_…` or `sk_live_…`.
+    pub api_secret: String,
+    /// "sandbox" | "live"; must agree with the secret when given.
+    pub mode: Option<String>,
+    pub facilitator_url: Option<String>,
+    /// "sandbox" or CAIP-2 "eip155:<chainId>".
+    pub network: Option<String>,
+    /// Challenge lifetime in seconds (default 300).
+    pub challenge_ttl: Option<u32>,
+    /// Clock-skew leeway on token times in seconds (default 30).
+    pub leeway: Option<u32>,
+    /// Bind challenges and tokens to the request body's SHA-256.
+    pub bind_body: Option<bool>,
+    /// Nonce store: "memory" (default) or "sqlite".
+    pub store: Option<String>,
+    /// SQLite file for `store: "sqlite"`.
+    pub store_path: Option<String>,
+    /// Bound of the memory store (live entries).
+    pub store_capacity: Option<u32>,
+    /// The facilitator's JWKS (JSON) to also accept its EdDSA tokens.
+    pub jwks: Option<String>,
+}
+
+/// Verified payment facts (`req.vlxPayment`), plus what the adapter needs: the store key to
+/// release the nonce if the handler fails and the `Vlexivo-Receipt` header value.
+#[napi(object)]
+pub struct PaymentFacts {
+    pub payer: String,
+    pub amount: String,
+    pub currency: String,
+    pub tx_hash: String,
+    pub nonce: String,
+    pub paid_at: i64,
+    pub expires_at: i64,
+    pub resource: String,
+    pub store_key: String,
+    pub receipt: String,
+}
+
+impl From<vx::paywall::PaymentFacts> for PaymentFacts {
+    fn from(f: vx::paywall::PaymentFacts) -> Self {
+        let receipt = vx::paywall::Paywall::receipt(&f);
+        Self {
+            payer: f.payer,
+            amount: f.amount,
+            currency: f.currency,
+            tx_hash: f.tx_hash,
+            nonce: f.nonce,
+            paid_at: f.paid_at as i64,
+            expires_at: f.expires_at as i64,
+            resource: f.resource,
+            store_key: f.store_key,
+            receipt,
+        }
+    }
+}
+
+/// A response to send instead of running the handler.
+#[napi(object)]
+pub struct Rejection {
+    pub status: u32,
+    pub headers: HashMap<String, String>,
+    /// JSON text.
+    pub body: String,
+    pub code: String,
+    /// For provider-side faults (5xx): the full error, for the provider's log only (the body
+    /// names the code but not the details).
+    pub log_message: Option<String>,
+}
+
+impl Rejection {
+    fn from_core(r: vx::paywall::Rejection, err: Option<&VxError>) -> Self {
+        let log_message = err.filter(|e| e.http_status() >= 500).map(|e| e.to_string());
+        Self {
+            status: r.status.into(),
+            headers: r.headers.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            body: r.body,
+            code: r.code.to_string(),
+            log_message,
+        }
+    }
+}
+
+/// The provider's paywall: a `vlexivo_core::paywall::Paywall` and its nonce store.
+#[napi(js_name = "Paywall")]
+pub struct JsPaywall {
+    inner: vx::paywall::Paywall,
+    store: Arc<dyn NonceStore>,
+}
+
+impl JsPaywall {
+    fn req<'a>(method: &'a str, path: &'a str, body: Option<&'a [u8]>) -> RequestInfo<'a> {
+        RequestInfo { method, path, body }
+    }
+
+    fn build(options: PaywallOptions) -> vx::Result<Self> {
+        let mut cfg = PaywallConfig::new(options.api_secret);
+        if let Some(m) = options.mode.as_deref() {
+            cfg.mode = Some(m.parse()?);
+        }
+        if let Some(url) = options.facilitator_url {
+            cfg.facilitator_url = url;
+        }
+        cfg.network = options.network;
+        if let Some(ttl) = options.challenge_ttl {
+            cfg.challenge_ttl_secs = ttl.into();
+        }
+        if let Some(l) = options.leeway {
+            cfg.leeway_secs = l.into();
+        }
+        cfg.bind_body = options.bind_body.unwrap_or(false);
+        if let Some(j) = options.jwks {
+            cfg.jwks = Some(
+                serde_json::from_str(&j).map_err(|_| VxError::Config("jwks is not a JWK set".into()))?,
+            );
+        }
+        let store: Arc<dyn NonceStore> = match options.store.as_deref().unwrap_or("memory") {
+            "memory" => Arc::new(match options.store_capacity {
+                Some(c) => MemoryStore::with_capacity(c as usize),
+                None => MemoryStore::new(),
+            }),
+            "sqlite" => {
+                let path = options
+                    .store_path
+                    .ok_or_else(|| VxError::Config("store \"sqlite\" needs storePath".into()))?;
+                Arc::new(SqliteStore::open(path)?)
+            }
+            other => {
+                return Err(VxError::Config(format!(
+                    "store must be \"memory\" or \"sqlite\", not {other:?}"
+                )));
+            }
+        };
+        Ok(Self { inner: vx::paywall::Paywall::new(cfg)?, store })
+    }
+}
+
+#[napi]
+impl JsPaywall {
+    #[napi(constructor)]
+    pub fn new(env: Env, options: PaywallOptions) -> Result<Self> {
+        Self::build(options).map_err(|e| throw(&env, e))
+    }
+
+    /// The provider account id (`acct_…`) derived from the secret.
+    #[napi(getter)]
+    pub fn account(&self) -> String {
+        self.inner.account().to_string()
+    }
+
+    #[napi(getter)]
+    pub fn mode(&self) -> String {
+        self.inner.mode().as_str().to_string()
+    }
+
+    #[napi(getter)]
+    pub fn facilitator_url(&self) -> String {
+        self.inner.facilitator_url().to_string()
+    }
+
+    #[napi(getter)]
+    pub fn binds_body(&self) -> bool {
+        self.inner.binds_body()
+    }
+
+    #[napi(getter)]
+    pub fn store_kind(&self) -> String {
+        self.store.kind().to_string()
+    }
+
+    /// Verify a proof for this request at `price` and consume its nonce. Throws the core error
+    /// (with `code`, `status`, `details`) when the proof does not buy the request.
+    #[allow(clippy::too_many_arguments)]
+    #[napi]
+    pub fn verify(
+        &self,
+        env: Env,
+        proof: Option<String>,
+        method: String,
+        path: String,
+        price: Either<String, f64>,
+        currency: String,
+        now: Option<f64>,
+        body: Option<Buffer>,
+    ) -> Result<PaymentFacts> {
+        let run = || -> vx::Result<PaymentFacts> {
+            let price = price_of(&price, &currency)?;
+            let req = Self::req(&method, &path, body.as_deref());
+            let facts =
+                self.inner.verify(proof.as_deref(), &req, &price, now_or_clock(now), &*self.store)?;
+            Ok(facts.into())
+        };
+        run().map_err(|e| throw(&env, e))
+    }
+
+    /// The adapters' hot path in one call: verify and consume, or the response to send instead
+    /// (402 with a fresh challenge, 409 replay, 500 bad price, 503 store down). Never throws for
+    /// a refusal, so an unpaid request costs no JS exception.
+    #[allow(clippy::too_many_arguments)]
+    #[napi(ts_return_type = "PaymentFacts | Rejection")]
+    pub fn authorize(
+        &self,
+        proof: Option<String>,
+        method: String,
+        path: String,
+        price: Either<String, f64>,
+        currency: String,
+        scope: String,
+        now: Option<f64>,
+        body: Option<Buffer>,
+    ) -> Either<PaymentFacts, Rejection> {
+        let now = now_or_clock(now);
+        let req = Self::req(&method, &path, body.as_deref());
+        let price = match price_of(&price, &currency) {
+            Ok(p) => p,
+            Err(e) => {
+                let r = self.inner.reject(&e, &req, None, &scope, now, &OsEntropy);
+                return Either::B(Rejection::from_core(r, Some(&e)));
+            }
+        };
+        let proof = proof.as_deref().map(str::trim).filter(|p| !p.is_empty());
+        let outcome = match proof {
+            // No proof: straight to the challenge (no token parsing, no store access).
+            None => Err(VxError::TokenMissing),
+            Some(p) => self.inner.verify(Some(p), &req, &price, now, &*self.store),
+        };
+        match outcome {
+            Ok(facts) => Either::A(facts.into()),
+            Err(e) => {
+                let r = self.inner.reject(&e, &req, Some(&price), &scope, now, &OsEntropy);
+                Either::B(Rejection::from_core(r, Some(&e)))
+            }
+        }
+    }
+
+    /// Forget a consumed nonce (the handler failed): the same token may be presented again.
+    #[napi]
+    pub fn release(&self, env: Env, store_key: String) -> Result<()> {
+        self.store.release(&store_key).map_err(|e| throw(&env, e))
+    }
+
+    /// Drop expired nonces; returns how many.
+    #[napi]
+    pub fn purge(&self, env: Env, now: Option<f64>) -> Result<f64> {
+        self.store.purge(now_or_clock(now)).map(|n| n as f64).map_err(|e| throw(&env, e))
+    }
+
+    /// A fresh 402 for this request and price.
+    #[allow(clippy::too_many_arguments)]
+    #[napi]
+    pub fn challenge(
+        &self,
+        env: Env,
+        method: String,
+        path: String,
+        price: Either<String, f64>,
+        currency: String,
+        scope: Option<String>,
+        now: Option<f64>,
+        body: Option<Buffer>,
+    ) -> Result<Rejection> {
+        let run = || -> vx::Result<Rejection> {
+            let price = price_of(&price, &currency)?;
+            let req = Self::req(&method, &path, body.as_deref());
+            let scope = scope.as_deref().unwrap_or("per-call");
+            let r = self.inner.challenge(&req, &price, scope, now_or_clock(now), &OsEntropy)?;
+            Ok(Rejection::from_core(r, None))
+        };
+        run().map_err(|e| throw(&env, e))
+    }
+
+    /// Shape any refusal: `code` (with the error's `details`, as a thrown error carries them)
+    /// becomes the core error again and then the response core decides. A price is needed for
+    /// proof problems to attach a fresh challenge; without one they answer without it.
+    #[allow(clippy::too_many_arguments)]
+    #[napi]
+    pub fn reject(
+        &self,
+        env: Env,
+        code: String,
+        details: Option<serde_json::Value>,
+        method: String,
+        path: String,
+        price: Option<Either<String, f64>>,
+        currency: Option<String>,
+        scope: Option<String>,
+        now: Option<f64>,
+    ) -> Result<Rejection> {
+        let err = errors::error_from_code(&code, details.as_ref(), None).ok_or_else(|| {
+            throw(&env, VxError::Config(format!("unknown error code {code:?}")))
+        })?;
+        let price = match price {
+            Some(p) => Some(price_of(&p, currency.as_deref().unwrap_or("usd")).map_err(|e| throw(&env, e))?),
+            None => None,
+        };
+        let req = Self::req(&method, &path, None);
+        let scope = scope.as_deref().unwrap_or("per-call");
+        let r = self.inner.reject(&err, &req, price.as_ref(), scope, now_or_clock(now), &OsEntropy);
+        Ok(Rejection::from_core(r, Some(&err)))
+    }
+}
+
+/// Parse a provider price (string or number) to its canonical decimal string; any defect is
+/// `price_invalid`.
+#[napi]
+pub fn parse_price(env: Env, value: Either<String, f64>, currency: String) -> Result<String> {
+    price_of(&value, &currency).map(|m| m.to_string()).map_err(|e| throw(&env, e))
+}
+
+/// Parse an amount (string or number) to its canonical decimal string, with the precise money
+/// error codes (`amount_malformed`, `amount_precision`, …). Zero is allowed.
+#[napi]
+pub fn parse_money(env: Env, value: Either<String, f64>, currency: String) -> Result<String> {
+    currency_of(&currency)
+        .and_then(|c| money_of(&value, c))
+        .map(|m| m.to_string())
+        .map_err(|e| throw(&env, e))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Payer side
+// ---------------------------------------------------------------------------------------------
+
+#[napi(js_name = "Wallet")]
+pub struct JsWallet {
+    inner: vx::wallet::Wallet,
+}
+
+#[napi]
+impl JsWallet {
+    /// A new random key (OS entropy).
+    #[napi(factory)]
+    pub fn generate() -> Self {
+        Self { inner: vx::wallet::Wallet::generate(&OsEntropy) }
+    }
+
+    /// A key as 64 hex digits (`0x` optional).
+    #[napi(factory, js_name = "import")]
+    pub fn import_key(env: Env, key: String) -> Result<Self> {
+        vx::wallet::Wallet::from_hex(&key).map(|inner| Self { inner }).map_err(|e| throw(&env, e))
+    }
+
+    /// EIP-55 address.
+    #[napi(getter)]
+    pub fn address(&self) -> String {
+        self.inner.address().to_checksum()
+    }
+
+    /// The private key as `0x` + 64 hex digits.
+    #[napi]
+    pub fn export_key(&self) -> String {
+        self.inner.secret_hex()
+    }
+}
+
+/// Check an address (EIP-55 or lower case) and return its checksummed form.
+#[napi]
+pub fn checksum_address(env: Env, address: String) -> Result<String> {
+    vx::wallet::Address::parse(&address).map(|a| a.to_checksum()).map_err(|e| throw(&env, e))
+}
+
+#[napi(object)]
+pub struct PayerOptions {
+    pub wallet_key: String,
+    /// The one facilitator this payer trusts; by default the challenge's.
+    pub facilitator_url: Option<String>,
+    pub max_per_call: Option<Either<String, f64>>,
+    pub max_per_host: Option<Either<String, f64>>,
+    pub max_total: Option<Either<String, f64>>,
+    pub window_seconds: Option<u32>,
+    pub window_max: Option<Either<String, f64>>,
+    /// Currency of the limits (default "usd").
+    pub currency: Option<String>,
+}
+
+/// A decoded Vlexivo 402.
+#[napi]
+pub struct PaymentRequired {
+    inner: vx::client::PaymentRequired,
+}
+
+#[napi]
+impl PaymentRequired {
+    /// The challenge as received (base64url).
+    #[napi(getter)]
+    pub fn encoded(&self) -> String {
+        self.inner.encoded.clone()
+    }
+    /// Canonical decimal price.
+    #[napi(getter)]
+    pub fn price(&self) -> String {
+        self.inner.price.to_string()
+    }
+    #[napi(getter)]
+    pub fn currency(&self) -> String {
+        self.inner.price.currency().code().to_string()
+    }
+    #[napi(getter)]
+    pub fn scope(&self) -> String {
+        self.inner.challenge.scope.clone()
+    }
+    #[napi(getter)]
+    pub fn method(&self) -> String {
+        self.inner.challenge.method.clone()
+    }
+    #[napi(getter)]
+    pub fn path(&self) -> String {
+        self.inner.challenge.path.clone()
+    }
+    #[napi(getter)]
+    pub fn resource(&self) -> String {
+        self.inner.challenge.resource()
+    }
+    #[napi(getter)]
+    pub fn account(&self) -> String {
+        self.inner.challenge.account.clone()
+    }
+    #[napi(getter)]
+    pub fn facilitator(&self) -> String {
+        self.inner.challenge.facilitator.clone()
+    }
+    #[napi(getter)]
+    pub fn mode(&self) -> String {
+        self.inner.challenge.mode.clone()
+    }
+    #[napi(getter)]
+    pub fn network(&self) -> String {
+        self.inner.challenge.network.clone()
+    }
+    #[napi(getter)]
+    pub fn nonce(&self) -> String {
+        self.inner.challenge.nonce.clone()
+    }
+    #[napi(getter)]
+    pub fn body_sha256(&self) -> Option<String> {
+        self.inner.challenge.body_sha256.clone()
+    }
+    #[napi(getter)]
+    pub fn issued_at(&self) -> i64 {
+        self.inner.challenge.iat as i64
+    }
+    #[napi(getter)]
+    pub fn expires_at(&self) -> i64 {
+        self.inner.challenge.exp as i64
+    }
+}
+
+/// A signed payment, ready to POST to `payUrl`; hand it to `finish` or `abandon` exactly once.
+#[napi]
+pub struct PreparedPayment {
+    inner: Option<vx::client::PreparedPayment>,
+    pay_url: String,
+    body: String,
+    price: String,
+    currency: String,
+    host: String,
+    nonce: String,
+    facilitator: String,
+}
+
+#[napi]
+impl PreparedPayment {
+    #[napi(getter)]
+    pub fn pay_url(&self) -> String {
+        self.pay_url.clone()
+    }
+    #[napi(getter)]
+    pub fn facilitator(&self) -> String {
+        self.facilitator.clone()
+    }
+    /// JSON body for the POST.
+    #[napi(getter)]
+    pub fn body(&self) -> String {
+        self.body.clone()
+    }
+    #[napi(getter)]
+    pub fn price(&self) -> String {
+        self.price.clone()
+    }
+    #[napi(getter)]
+    pub fn currency(&self) -> String {
+        self.currency.clone()
+    }
+    #[napi(getter)]
+    pub fn host(&self) -> String {
+        self.host.clone()
+    }
+    #[napi(getter)]
+    pub fn nonce(&self) -> String {
+        self.nonce.clone()
+    }
+    /// False once finished or abandoned.
+    #[napi(getter)]
+    pub fn pending(&self) -> bool {
+        self.inner.is_some()
+    }
+}
+
+#[napi(object)]
+pub struct PaymentReceipt {
+    pub token: String,
+    pub tx_hash: String,
+    pub payer: String,
+    pub amount: String,
+    pub currency: String,
+    /// The payer's balance after this payment.
+    pub balance: String,
+    pub nonce: String,
+    pub paid_at: i64,
+    pub expires_at: i64,
+    /// The challenge had already been paid: same token, nothing debited.
+    pub replayed: bool,
+}
+
+#[napi(js_name = "Payer")]
+pub struct JsPayer {
+    inner: vx::client::Payer,
+}
+
+impl JsPayer {
+    fn build(o: PayerOptions) -> vx::Result<Self> {
+        let wallet = vx::wallet::Wallet::from_hex(&o.wallet_key)?;
+        let cur = currency_of(o.currency.as_deref().unwrap_or("usd"))?;
+        let limit = |v: &Option<Either<String, f64>>| -> vx::Result<Option<Money>> {
+            v.as_ref().map(|a| money_of(a, cur)).transpose()
+        };
+        let window = match (o.window_seconds, &o.window_max) {
+            (Some(s), Some(m)) if s > 0 => Some((u64::from(s), money_of(m, cur)?)),
+            (None, None) => None,
+            _ => {
+                return Err(VxError::Config(
+                    "a spending window needs both seconds (> 0) and max".into(),
+                ));
+            }
+        };
+        let policy = vx::policy::SpendingPolicy {
+            max_per_call: limit(&o.max_per_call)?,
+            max_total: limit(&o.max_total)?,
+            max_per_host: limit(&o.max_per_host)?,
+            window,
+        };
+        if let Some(f) = &o.facilitator_url {
+            if !(f.starts_with("http://") || f.starts_with("https://")) {
+                return Err(VxError::Config("facilitator URL must be http(s)".into()));
+            }
+        }
+        Ok(Self { inner: vx::client::Payer::new(wallet, policy, o.facilitator_url) })
+    }
+}
+
+#[napi]
+impl JsPayer {
+    #[napi(constructor)]
+    pub fn new(env: Env, options: PayerOptions) -> Result<Self> {
+        Self::build(options).map_err(|e| throw(&env, e))
+    }
+
+    /// The wallet's EIP-55 address.
+    #[napi(getter)]
+    pub fn address(&self) -> String {
+        self.inner.wallet().address().to_checksum()
+    }
+
+    /// Spent so far (committed payments).
+    #[napi(getter)]
+    pub fn spent_total(&self) -> String {
+        self.inner.budget().spent_total().to_string()
+    }
+
+    /// Reserved by payments in flight.
+    #[napi(getter)]
+    pub fn reserved_total(&self) -> String {
+        self.inner.budget().reserved_total().to_string()
+    }
+
+    #[napi]
+    pub fn spent_for_host(&self, host: String) -> String {
+        self.inner.budget().spent_for_host(&host).to_string()
+    }
+
+    /// Is this response a Vlexivo 402? Throws `not_payment_required` (or a challenge error).
+    #[napi]
+    pub fn parse_payment_required(
+        &self,
+        env: Env,
+        status: u32,
+        headers: Option<HashMap<String, String>>,
+        body: Option<Buffer>,
+    ) -> Result<PaymentRequired> {
+        parse_payment_required(env, status, headers, body)
+    }
+
+    /// The facilitator to pay for this challenge (the configured one, else the challenge's).
+    #[napi]
+    pub fn facilitator_for(&self, pr: &PaymentRequired) -> String {
+        self.inner.facilitator_for(&pr.inner)
+    }
+
+    /// Check the challenge matches the request made, reserve the price against the budget,
+    /// and sign.
+    #[napi]
+    pub fn prepare(
+        &self,
+        env: Env,
+        pr: &PaymentRequired,
+        method: String,
+        url: String,
+        now: Option<f64>,
+    ) -> Result<PreparedPayment> {
+        let p = self
+            .inner
+            .prepare(&pr.inner, &method, &url, now_or_clock(now))
+            .map_err(|e| throw(&env, e))?;
+        Ok(PreparedPayment {
+            pay_url: p.pay_url.clone(),
+            body: p.body.clone(),
+            price: p.price.to_string(),
+            currency: p.price.currency().code().to_string(),
+            host: p.host.clone(),
+            nonce: p.nonce.clone(),
+            facilitator: p.facilitator.clone(),
+            inner: Some(p),
+        })
+    }
+
+    /// Read the facilitator's answer: commits the reservation on a receipt, releases it and
+    /// throws the typed error otherwise.
+    #[napi]
+    pub fn finish(
+        &self,
+        env: Env,
+        prepared: &mut PreparedPayment,
+        status: u32,
+        body: Buffer,
+    ) -> Result<PaymentReceipt> {
+        let p = prepared.inner.take().ok_or_else(|| {
+            throw(&env, VxError::Internal("payment already finished or abandoned".into()))
+        })?;
+        let status = u16::try_from(status).unwrap_or(599);
+        let r = self.inner.finish(p, status, &body).map_err(|e| throw(&env, e))?;
+        Ok(PaymentReceipt {
+            token: r.token,
+            tx_hash: r.tx_hash,
+            payer: r.payer,
+            amount: r.amount,
+            currency: r.currency,
+            balance: r.balance,
+            nonce: r.nonce,
+            paid_at: r.paid_at as i64,
+            expires_at: r.expires_at as i64,
+            replayed: r.replayed,
+        })
+    }
+
+    /// The facilitator could not be reached: give the reservation back. Idempotent.
+    #[napi]
+    pub fn abandon(&self, prepared: &mut PreparedPayment) {
+        if let Some(p) = prepared.inner.take() {
+            self.inner.abandon(p);
+        }
+    }
+}
+
+/// Is this response a Vlexivo 402? `headers` may hold any response headers (names are
+/// case-insensitive); the challenge is read from `Vlexivo-Challenge` or the JSON body.
+#[napi]
+pub fn parse_payment_required(
+    env: Env,
+    status: u32,
+    headers: Option<HashMap<String, String>>,
+    body: Option<Buffer>,
+) -> Result<PaymentRequired> {
+    let headers = headers.unwrap_or_default();
+    let status = u16::try_from(status).unwrap_or(0);
+    vx::client::parse_payment_required(
+        status,
+        headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        body.as_deref().unwrap_or_default(),
+    )
+    .map(|inner| PaymentRequired { inner })
+    .map_err(|e| throw(&env, e))
+}
+
+/// How much to top up before paying `price` from `balance` (`null` when nothing is needed).
+#[napi]
+pub fn auto_top_up_amount(
+    env: Env,
+    balance: Either<String, f64>,
+    price: Either<String, f64>,
+    trigger_balance: Either<String, f64>,
+    top_up_amount: Either<String, f64>,
+) -> Result<Option<String>> {
+    let run = || -> vx::Result<Option<String>> {
+        let usd = Currency::Usd;
+        let atu = vx::client::AutoTopUp {
+            enabled: true,
+            trigger_balance: money_of(&trigger_balance, usd)?,
+            top_up_amount: money_of(&top_up_amount, usd)?.positive()?,
+        };
+        let amount = atu.amount_before(&money_of(&balance, usd)?, &money_of(&price, usd)?)?;
+        Ok(amount.map(|m| m.to_string()))
+    };
+    run().map_err(|e| throw(&env, e))
+}
+
+/// Host and path of an absolute http(s) URL, as the payer binds them.
+#[napi(object)]
+pub struct UrlParts {
+    pub host: String,
+    pub path: String,
+}
+
+#[napi]
+pub fn split_url(env: Env, url: String) -> Result<UrlParts> {
+    vx::client::split_url(&url)
+        .map(|(h, p)| UrlParts { host: h.to_string(), path: p.to_string() })
+        .map_err(|e| throw(&env, e))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Test support
+// ---------------------------------------------------------------------------------------------
+
+#[napi(object)]
+pub struct ProofClaimsInput {
+    pub jti: String,
+    pub iss: Option<String>,
+    /// Default: the account derived from the secret.
+    pub aud: Option<String>,
+    pub sub: String,
+    pub txh: Option<String>,
+    pub amt: String,
+    pub cur: Option<String>,
+    /// "METHOD /path".
+    pub res: String,
+    pub bdy: Option<String>,
+    /// Default: the secret's mode.
+    pub mode: Option<String>,
+    pub net: Option<String>,
+    pub iat: i64,
+    /// Default: iat + 300.
+    pub exp: Option<i64>,
+}
+
+/// Sign an HS256 proof token with the provider's own token key, as the facilitator would.
+/// For tests and benchmarks (pre-minting many distinct valid tokens); anyone holding the
+/// `apiSecret` can already do this, so it grants nothing new.
+#[napi]
+pub fn mint_proof_token(env: Env, api_secret: String, claims: ProofClaimsInput) -> Result<String> {
+    let run = || -> vx::Result<String> {
+        let keys = vx::keys::ProviderKeys::from_secret(&api_secret)?;
+        let issuer = vx::token::TokenIssuer::new(vx::token::SigningKey::Hs256(keys.token_hs256))?;
+        let iat = claims.iat.max(0) as u64;
+        let c = vx::token::ProofClaims {
+            jti: claims.jti,
+            iss: claims.iss.unwrap_or_else(|| vx::paywall::DEFAULT_FACILITATOR_URL.into()),
+            aud: claims.aud.unwrap_or(keys.account.clone()),
+            sub: claims.sub,
+            txh: claims.txh.unwrap_or_else(|| format!("0x{}", "ab".repeat(32))),
+            amt: claims.amt,
+            cur: claims.cur.unwrap_or_else(|| "usd".into()),
+            res: claims.res,
+            bdy: claims.bdy,
+            mode: claims.mode.unwrap_or_else(|| keys.mode.as_str().into()),
+            net: claims.net.unwrap_or_else(|| "sandbox".into()),
+            iat,
+            exp: claims.exp.map(|e| e.max(0) as u64).unwrap_or(iat + vx::token::TOKEN_TTL_SECS),
+        };
+        issuer.issue(&c)
+    };
+    run().map_err(|e| throw(&env, e))
+}
+
+/// The provider account id for a secret.
+#[napi]
+pub fn account_for_secret(env: Env, api_secret: String) -> Result<String> {
+    vx::keys::ProviderKeys::from_secret(&api_secret).map(|k| k.account).map_err(|e| throw(&env, e))
+}
+
+/// Unix seconds from the system clock (what the paywall uses when no clock is injected).
+#[napi]
+pub fn now_seconds() -> f64 {
+    SystemClock.now() as f64
+}
+
+/// Random base64url bytes from the OS (test nonces).
+#[napi]
+pub fn random_id(bytes: Option<u32>) -> String {
+    vx::env::random_b64(&OsEntropy, bytes.unwrap_or(18).clamp(1, 64) as usize)
+}

@@ -1,0 +1,149 @@
+/**
+ * Hapi plugin (`vlexivo/hapi`): an `onPreHandler` extension that answers 402 until the request
+ * carries a valid, unused proof for its price. The payment is on `request.plugins.vlexivo.payment`
+ * (and `request.vlxPayment`); the nonce is released in `onPreResponse` when the response is 5xx.
+ *
+ *   await server.register({ plugin: vlexivo, options: { apiSecret, price: '0.001' } })
+ *   server.route({ method: 'POST', path: '/x', options: { plugins: { vlexivo: { price: '0.01' } } }, handler })
+ *   server.route({ ..., options: { plugins: { vlexivo: false } } })   // free route
+ */
+import type {} from '@hapi/hapi';
+import { VlexivoServer, type VlexivoServerOptions } from './server';
+import { PaidRoute, PROOF_HEADER, RECEIPT_HEADER, exposeValue, isFacts, isThenable, rawBodyOf, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
+import { releaseOnce } from './express';
+
+export interface VlexivoHapiOptions extends VlexivoServerOptions, PaywallOptions<any> {
+  /** Share one server (keys, nonce store) between registrations. */
+  server?: VlexivoServer;
+  /**
+   * Paywall every route (with `price`/`priceResolver` from these options) unless a route says
+   * `plugins: { vlexivo: false }`. Default: true when a price or resolver is given here.
+   */
+  all?: boolean;
+}
+
+interface HapiRequestLike {
+  method: string;
+  path: string;
+  url?: { pathname?: string; search?: string };
+  headers: Record<string, string | string[] | undefined>;
+  payload?: unknown;
+  rawBody?: unknown;
+  route: { settings: { plugins?: { vlexivo?: unknown } } };
+  plugins: Record<string, unknown>;
+  response: any;
+  vlxPayment?: VlexivoPayment;
+}
+interface HapiToolkitLike {
+  continue: symbol;
+  response(body?: unknown): any;
+}
+interface HapiServerLike {
+  ext(event: string, method: (request: HapiRequestLike, h: HapiToolkitLike) => unknown): void;
+}
+
+declare module '@hapi/hapi' {
+  interface PluginsStates {
+    vlexivo?: { payment: VlexivoPayment };
+  }
+  interface PluginSpecificConfiguration {
+    vlexivo?: PaywallOptions<any> | false;
+  }
+  interface Request {
+    vlxPayment?: VlexivoPayment;
+  }
+}
+
+function respond(route: PaidRoute, h: HapiToolkitLike, r: Rejection): unknown {
+  const res = h.response(r.body).code(r.status).type('application/json; charset=utf-8');
+  for (const k in r.headers) res.header(k, r.headers[k]);
+  if (route.exposeHeaders) res.header('Access-Control-Expose-Headers', exposeValue(undefined));
+  return res.takeover();
+}
+
+function register(hapi: HapiServerLike, options: VlexivoHapiOptions): void {
+  const server = options.server ?? new VlexivoServer(options);
+  const hasPrice = options.price !== undefined || options.priceResolver !== undefined;
+  const base = hasPrice && options.all !== false ? server.route(options) : undefined;
+  const perRoute = new WeakMap<object, PaidRoute>();
+  const routeFor = (request: HapiRequestLike): PaidRoute | undefined => {
+    const cfg = request.route.settings.plugins?.vlexivo;
+    if (cfg === false) return undefined;
+    if (cfg !== undefined && cfg !== null && typeof cfg === 'object') {
+      let r = perRoute.get(cfg);
+      if (r === undefined) {
+        r = server.route(cfg as PaywallOptions<any>);
+        perRoute.set(cfg, r);
+      }
+      return r;
+    }
+    return base;
+  };
+  const release = (k: string) => server.release(k);
+
+  const proceed = (route: PaidRoute, request: HapiRequestLike, h: HapiToolkitLike, price: unknown): unknown => {
+    const method = request.method.toUpperCase();
+    const target = request.path + (request.url?.search ?? '');
+    let body: Buffer | undefined;
+    if (route.bindBody) {
+      body = rawBodyOf({ rawBody: request.rawBody, body: request.payload });
+      if (body === undefined) {
+        return respond(route, h, route.fault('config_invalid', 'bindBody needs the raw payload (payload: { parse: false } or request.rawBody)', method, target));
+      }
+    }
+    const r = route.decide(request.headers[PROOF_HEADER], method, target, price, body);
+    if (!isFacts(r)) return respond(route, h, r);
+    request.plugins.vlexivo = { payment: r };
+    request.vlxPayment = r;
+    return h.continue;
+  };
+
+  hapi.ext('onPreHandler', (request, h) => {
+    const route = routeFor(request);
+    if (route === undefined || route.freeMethods.has(request.method.toUpperCase()) || request.vlxPayment !== undefined) {
+      return h.continue;
+    }
+    const resolver = route.resolver;
+    if (resolver === undefined) return proceed(route, request, h, route.price);
+    let price: unknown;
+    try {
+      price = resolver(request);
+    } catch (e) {
+      return respond(route, h, route.resolverFailed(e, request.method.toUpperCase(), request.path));
+    }
+    if (isThenable(price)) {
+      return Promise.resolve(price).then(
+        (v) => proceed(route, request, h, v),
+        (e) => respond(route, h, route.resolverFailed(e, request.method.toUpperCase(), request.path)),
+      );
+    }
+    return proceed(route, request, h, price);
+  });
+
+  hapi.ext('onPreResponse', (request, h) => {
+    const payment = request.vlxPayment;
+    if (payment === undefined) return h.continue;
+    const response = request.response;
+    const status: number = response?.isBoom ? response.output.statusCode : response?.statusCode ?? 500;
+    const expose = exposeValue(undefined) as string;
+    if (status >= 500) {
+      releaseOnce(release, payment);
+    } else if (response?.isBoom) {
+      response.output.headers[RECEIPT_HEADER] = payment.receipt;
+      if (base?.exposeHeaders ?? server.exposeHeaders) response.output.headers['Access-Control-Expose-Headers'] = expose;
+    } else if (response && typeof response.header === 'function') {
+      response.header(RECEIPT_HEADER, payment.receipt);
+      if (server.exposeHeaders) response.header('Access-Control-Expose-Headers', expose, { append: true });
+    }
+    return h.continue;
+  });
+}
+
+export const plugin = {
+  name: 'vlexivo',
+  version: '0.1.0',
+  register,
+};
+
+export { VlexivoServer };
+export default plugin;

@@ -1,0 +1,64 @@
+/**
+ * vlexivo: HTTP 402 per-call API payments.
+ *
+ * Provider: `new VlexivoServer({ apiSecret }).paywall({ price: '0.001' })` (Express; Fastify and
+ * Hapi in `vlexivo/fastify` and `vlexivo/hapi`). Payer: `new VlexivoClient({ walletKey }).fetch(url)`.
+ */
+import native = require('./native');
+
+export { VlexivoServer, type VlexivoServerOptions, type NonceStoreOption, type RequestTarget } from './server';
+export {
+  PaidRoute,
+  EXPOSED_HEADERS,
+  type PaywallOptions,
+  type PriceValue,
+  type ResolvedPrice,
+  type VlexivoPayment,
+  type VlexivoLogger,
+  type Rejection,
+} from './route';
+export { VlexivoClient, type VlexivoClientOptions, type AutoTopUpOptions, type SpendingWindow, type PaymentInfo } from './client';
+export { Wallet, errorFromBody } from './wallet';
+export type { PaywallMiddleware, PaywallErrorMiddleware } from './express';
+export {
+  ALL_CODES,
+  CODE_CLASSES,
+  VlexivoError,
+  VlexivoAmountError,
+  VlexivoChallengeError,
+  VlexivoWalletError,
+  VlexivoPaymentError,
+  VlexivoReplayError,
+  VlexivoUnderpaidError,
+  VlexivoInsufficientFundsError,
+  VlexivoBudgetError,
+  VlexivoNonceStoreError,
+  VlexivoFacilitatorError,
+  VlexivoRequestError,
+  VlexivoConfigError,
+  VlexivoInternalError,
+  createError,
+  type VlexivoErrorCode,
+  type VlexivoErrorInit,
+} from './errors';
+
+/** Header names (case-insensitive on the wire). */
+export const HEADERS = {
+  challenge: 'Vlexivo-Challenge',
+  proof: 'Vlexivo-Proof',
+  receipt: 'Vlexivo-Receipt',
+} as const;
+
+/** Every error code the native core defines (kept equal to `ALL_CODES`; tested). */
+export function nativeCodes(): string[] {
+  return native.allCodes();
+}
+
+/** Parse an amount exactly to its canonical decimal string (throws `amount_*` errors). */
+export function parseMoney(value: string | number, currency = 'usd'): string {
+  try {
+    return native.parseMoney(value, currency);
+  } catch (e) {
+    throw require('./errors').fromNative(e);
+  }
+}

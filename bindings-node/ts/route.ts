@@ -1,0 +1,207 @@
+/**
+ * The framework-agnostic part of every adapter: one paid route's price, currency and scope,
+ * and the single native call that verifies a proof and consumes its nonce (or says what to
+ * answer instead). Adapters only read the request and write the response.
+ */
+import native = require('./native');
+import type { PaymentFacts, Rejection } from '../native/index.js';
+import { VlexivoConfigError, createError, fromNative, type VlexivoErrorCode } from './errors';
+
+/** What `req.vlxPayment` holds on a paid request. */
+export interface VlexivoPayment {
+  /** Payer's wallet address (EIP-55). */
+  payer: string;
+  /** Amount paid, canonical decimal string ("0.001"). */
+  amount: string;
+  currency: string;
+  /** The payment's transaction hash. */
+  txHash: string;
+  /** The challenge nonce this payment consumed. */
+  nonce: string;
+  /** Unix seconds. */
+  paidAt: number;
+  /** Unix seconds: the proof token's expiry. */
+  expiresAt: number;
+  /** "METHOD /path" the token is bound to. */
+  resource: string;
+  /** Nonce-store key (used to release the nonce if the handler fails). */
+  storeKey: string;
+  /** The `Vlexivo-Receipt` header value. */
+  receipt: string;
+}
+
+export type { Rejection };
+
+/** A price: a decimal string ("0.001") or a number (read exactly; 0.1 + 0.2 is refused). */
+export type PriceValue = string | number;
+/** What a price resolver may return: a price, or a price in another currency. */
+export type ResolvedPrice = PriceValue | { price: PriceValue; currency?: string };
+
+export interface PaywallOptions<Req = any> {
+  /** Fixed price per call. */
+  price?: PriceValue;
+  /** Default "usd". */
+  currency?: string;
+  /** Default "per-call". */
+  scope?: string;
+  /** Dynamic price from the request; sync (fast path) or async. Overrides `price`. */
+  priceResolver?: (req: Req) => ResolvedPrice | Promise<ResolvedPrice>;
+  /** Methods passed through unpaid (default: OPTIONS, so CORS preflights work). */
+  freeMethods?: string[];
+}
+
+/** Minimal logger (console by default): provider-side faults are logged with their details. */
+export interface VlexivoLogger {
+  error(message: string): void;
+  warn?(message: string): void;
+}
+
+/** Headers a browser client must be allowed to read. */
+export const EXPOSED_HEADERS = 'Vlexivo-Receipt, Vlexivo-Challenge';
+export const PROOF_HEADER = 'vlexivo-proof';
+export const RECEIPT_HEADER = 'Vlexivo-Receipt';
+
+export function isFacts(r: PaymentFacts | Rejection): r is PaymentFacts {
+  return (r as PaymentFacts).storeKey !== undefined;
+}
+
+function describe(v: unknown): string {
+  if (v === null) return 'null';
+  if (typeof v === 'string') return JSON.stringify(v.length > 40 ? v.slice(0, 40) + '…' : v);
+  if (typeof v === 'number' || typeof v === 'bigint' || typeof v === 'boolean') return `${typeof v} ${String(v)}`;
+  return typeof v;
+}
+
+/** Is this a promise-like value (an async resolver's result)? */
+export function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return v !== null && typeof v === 'object' && typeof (v as { then?: unknown }).then === 'function';
+}
+
+/** Merge our headers into `Access-Control-Expose-Headers` without dropping the app's own. */
+export function exposeValue(existing: unknown): string | undefined {
+  if (existing === undefined || existing === null || existing === '') return EXPOSED_HEADERS;
+  const s = Array.isArray(existing) ? existing.join(', ') : String(existing);
+  if (s === '*' || /vlexivo-receipt/i.test(s)) return undefined;
+  return `${s}, ${EXPOSED_HEADERS}`;
+}
+
+export interface RouteContext {
+  paywall: native.Paywall;
+  clock?: () => number;
+  logger: VlexivoLogger;
+  exposeHeaders: boolean;
+}
+
+/** One paid route (one `paywall()` / plugin registration). */
+export class PaidRoute<Req = any> {
+  readonly paywall: native.Paywall;
+  readonly currency: string;
+  readonly scope: string;
+  /** Canonical static price, when there is no resolver. */
+  readonly price: string | undefined;
+  readonly resolver: ((req: Req) => ResolvedPrice | Promise<ResolvedPrice>) | undefined;
+  readonly freeMethods: ReadonlySet<string>;
+  readonly bindBody: boolean;
+  readonly exposeHeaders: boolean;
+  private readonly clock: (() => number) | undefined;
+  private readonly logger: VlexivoLogger;
+
+  constructor(ctx: RouteContext, opts: PaywallOptions<Req>) {
+    if (opts === null || typeof opts !== 'object') {
+      throw new VlexivoConfigError('config_invalid', 'paywall options must be an object', { status: 500 });
+    }
+    this.paywall = ctx.paywall;
+    this.clock = ctx.clock;
+    this.logger = ctx.logger;
+    this.exposeHeaders = ctx.exposeHeaders;
+    this.bindBody = ctx.paywall.bindsBody;
+    this.currency = opts.currency ?? 'usd';
+    this.scope = opts.scope ?? 'per-call';
+    this.freeMethods = new Set((opts.freeMethods ?? ['OPTIONS']).map((m) => m.toUpperCase()));
+    if (opts.priceResolver !== undefined && typeof opts.priceResolver !== 'function') {
+      throw new VlexivoConfigError('config_invalid', 'priceResolver must be a function', { status: 500 });
+    }
+    this.resolver = opts.priceResolver;
+    if (opts.price !== undefined) {
+      // A bad static price is a startup error, not a 500 on every request.
+      try {
+        this.price = native.parsePrice(opts.price, this.currency);
+      } catch (e) {
+        throw fromNative(e);
+      }
+    } else if (this.resolver === undefined) {
+      throw new VlexivoConfigError('config_invalid', 'paywall needs a price or a priceResolver', { status: 500 });
+    }
+  }
+
+  /** The current time for the paywall (the injected clock, else the native system clock). */
+  now(): number | undefined {
+    return this.clock === undefined ? undefined : this.clock();
+  }
+
+  /**
+   * Verify `proof` for this request at `resolved` (a resolver's result or the static price) and
+   * consume its nonce; or the response to send instead. Never throws for a refusal.
+   */
+  decide(
+    proof: string | string[] | undefined,
+    method: string,
+    path: string,
+    resolved: unknown,
+    body?: Buffer,
+  ): PaymentFacts | Rejection {
+    let amount: unknown = resolved;
+    let currency = this.currency;
+    if (amount !== null && typeof amount === 'object' && 'price' in (amount as object)) {
+      const o = amount as { price: unknown; currency?: unknown };
+      amount = o.price;
+      if (o.currency !== undefined) currency = String(o.currency);
+    }
+    if (typeof amount !== 'string' && typeof amount !== 'number') {
+      return this.fault('price_invalid', `priceResolver returned ${describe(resolved)}, not a price`, method, path);
+    }
+    const p = Array.isArray(proof) ? proof[0] : proof;
+    const r = this.paywall.authorize(p, method, path, amount, currency, this.scope, this.now(), body);
+    if (!isFacts(r) && r.logMessage !== undefined && r.logMessage !== null) this.log(r.code, r.logMessage, method, path);
+    return r;
+  }
+
+  /** A provider-side fault (bad resolver, no raw body): logged with details, a bare 5xx out. */
+  fault(code: VlexivoErrorCode, reason: string, method: string, path: string): Rejection {
+    const r = this.paywall.reject(code, { reason }, method, path, null, null, this.scope, this.now());
+    this.log(code, r.logMessage ?? reason, method, path);
+    return r;
+  }
+
+  /** The resolver threw or rejected. */
+  resolverFailed(err: unknown, method: string, path: string): Rejection {
+    const msg = err instanceof Error ? err.message : String(err);
+    return this.fault('price_invalid', `priceResolver threw: ${msg}`, method, path);
+  }
+
+  /** The handler failed: the same proof may be presented again. */
+  release(storeKey: string): void {
+    try {
+      this.paywall.release(storeKey);
+    } catch (e) {
+      const err = fromNative(e) as Error;
+      this.logger.error(`[vlexivo] could not release nonce ${storeKey}: ${err.message}`);
+    }
+  }
+
+  private log(code: string, message: string, method: string, path: string): void {
+    this.logger.error(`[vlexivo] ${code}: ${message} (${method} ${path})`);
+  }
+}
+
+/** The raw request body for body-bound paywalls, if the framework kept it. */
+export function rawBodyOf(req: { rawBody?: unknown; body?: unknown }): Buffer | undefined {
+  const raw = req.rawBody ?? req.body;
+  if (Buffer.isBuffer(raw)) return raw;
+  if (typeof raw === 'string') return Buffer.from(raw);
+  if (raw instanceof Uint8Array) return Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
+  if (raw === undefined || raw === null) return Buffer.alloc(0);
+  return undefined;
+}
+
+export { createError };
