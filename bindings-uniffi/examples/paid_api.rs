@@ -1,0 +1,93 @@
+//! A paid API on loopback, for the Kotlin end-to-end tests (tests/kotlin): the facilitator
+//! crate's `PaywallLayer` in front of a few axum routes, onboarded as a fresh sandbox provider.
+//!
+//! ```text
+//! cargo run -p vlexivo-uniffi --example paid_api -- http://127.0.0.1:PORT
+//! PAID_API_URL=http://127.0.0.1:PORT2       (one line on stdout once it listens)
+//! ```
+//!
+//! Routes: `GET /v1/quote` (0.001), `POST /api/v1/inference` (priced by the JSON body's
+//! `model`: "large" 0.01, "embed" 0.0001, else 0.001), `GET /v1/expensive` (5), `GET /free`.
+//! It exits when its stdin closes, so a test runner that dies leaves nothing behind.
+
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::sync::Arc;
+use vlexivo_core::paywall::{PaymentFacts, Paywall, PaywallConfig};
+use vlexivo_core::store::MemoryStore;
+use vlexivo_facilitator::layer::{PaywallLayer, Price};
+
+fn model_price(body: &[u8]) -> &'static str {
+    let model = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("model").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_default();
+    if model.contains("large") {
+        "0.01"
+    } else if model.contains("embed") {
+        "0.0001"
+    } else {
+        "0.001"
+    }
+}
+
+async fn paid(Extension(p): Extension<PaymentFacts>) -> Json<Value> {
+    Json(json!({ "ok": true, "payer": p.payer, "amount": p.amount, "tx_hash": p.tx_hash }))
+}
+
+async fn inference(Extension(p): Extension<PaymentFacts>, Json(body): Json<Value>) -> Json<Value> {
+    Json(json!({ "result": format!("echo: {}", body["prompt"].as_str().unwrap_or("")),
+                 "model": body["model"], "payer": p.payer, "amount": p.amount }))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let facilitator = std::env::args()
+        .nth(1)
+        .or_else(|| std::env::var("VLEXIVO_FACILITATOR_URL").ok())
+        .expect("usage: paid_api FACILITATOR_URL");
+    let facilitator = facilitator.trim_end_matches('/').to_string();
+
+    // Onboard a fresh sandbox provider (POST /v1/providers), as a real provider would once.
+    let created: Value = reqwest::Client::new()
+        .post(format!("{facilitator}/v1/providers"))
+        .json(&json!({ "mode": "sandbox", "name": "uniffi-tests" }))
+        .send()
+        .await
+        .expect("facilitator reachable")
+        .json()
+        .await
+        .expect("provider JSON");
+    let secret = created["api_secret"].as_str().expect("api_secret").to_string();
+
+    let mut cfg = PaywallConfig::new(secret);
+    cfg.facilitator_url = facilitator;
+    let paywall = Arc::new(Paywall::new(cfg).expect("paywall config"));
+    let store = Arc::new(MemoryStore::new());
+    let layer = |price: Price| PaywallLayer::new(paywall.clone(), store.clone(), price);
+
+    let app = Router::new()
+        .route("/v1/quote", get(paid).layer(layer(Price::fixed("0.001"))))
+        .route("/v1/expensive", get(paid).layer(layer(Price::fixed("5"))))
+        .route(
+            "/api/v1/inference",
+            post(inference).layer(layer(Price::dynamic_with_body(|_, body| model_price(body)))),
+        )
+        .route("/free", get(|| async { "free" }));
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "PAID_API_URL=http://{addr}");
+        let _ = writeln!(out, "PAID_API_ACCOUNT={}", paywall.account());
+        let _ = out.flush();
+    }
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        std::process::exit(0);
+    });
+    axum::serve(listener, app).await.expect("serve");
+}

@@ -1,0 +1,591 @@
+// End-to-end tests of the generated Kotlin bindings, run for real: a facilitator process
+// (`vlexivo serve`), a paid API process (examples/paid_api.rs, the facilitator crate's
+// PaywallLayer) and this JVM calling them over loopback with java.net.http, as an app would.
+//
+// A small runner instead of JUnit (Maven Central is not reachable from CI). It closes with
+// "N passed, M failed" and exits non-zero on any failure or if nothing ran.
+//
+// Usage: VlexivoTestsKt --vlexivo PATH --paid-api PATH --vectors DIR
+// (and -Djna.library.path=DIR-with-libvlexivo_uniffi.so)
+package online.vlexivo.tests
+
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.async
+import kotlinx.coroutines.awaitAll
+import kotlinx.coroutines.runBlocking
+import kotlinx.coroutines.withContext
+import online.vlexivo.AutoTopUp
+import online.vlexivo.HttpHeader
+import online.vlexivo.PaymentResult
+import online.vlexivo.SpendingPolicy
+import online.vlexivo.VlexivoException
+import online.vlexivo.VlexivoPayments
+import online.vlexivo.Wallet
+import online.vlexivo.code
+import online.vlexivo.decodeChallenge
+import online.vlexivo.errorCodes
+import online.vlexivo.parsePaymentRequired
+import online.vlexivo.proofHeaderName
+import java.io.File
+import java.math.BigDecimal
+import java.net.URI
+import java.net.http.HttpClient
+import java.net.http.HttpRequest
+import java.net.http.HttpResponse
+import java.nio.file.Files
+import java.time.Duration
+import java.util.concurrent.ConcurrentHashMap
+import java.util.concurrent.TimeUnit
+import kotlin.system.exitProcess
+
+// ------------------------------------------------------------------------------------------
+// Assertions
+
+class AssertionFailed(message: String) : Exception(message)
+
+fun check(cond: Boolean, message: () -> String) {
+    if (!cond) throw AssertionFailed(message())
+}
+
+fun <T> eq(actual: T, expected: T, what: String = "value") {
+    check(actual == expected) { "$what: expected <$expected>, got <$actual>" }
+}
+
+fun dec(s: String): BigDecimal = BigDecimal(s)
+
+fun eqAmount(actual: String, expected: String, what: String) {
+    check(dec(actual).compareTo(dec(expected)) == 0) { "$what: expected <$expected>, got <$actual>" }
+}
+
+inline fun <reified E : VlexivoException> expectThrows(block: () -> Unit): E {
+    try {
+        block()
+    } catch (e: VlexivoException) {
+        if (e is E) return e
+        throw AssertionFailed("expected ${E::class.simpleName}, got ${e::class.simpleName}: ${e.message}")
+    }
+    throw AssertionFailed("expected ${E::class.simpleName}, nothing was thrown")
+}
+
+// ------------------------------------------------------------------------------------------
+// A minimal JSON reader for the shared vectors (the JDK has none): objects as maps, arrays as
+// lists, integers as Long, other numbers as BigDecimal.
+
+class Json(private val s: String) {
+    private var i = 0
+
+    fun parse(): Any? {
+        val v = value()
+        ws()
+        require(i == s.length) { "trailing data at $i" }
+        return v
+    }
+
+    private fun ws() {
+        while (i < s.length && s[i].isWhitespace()) i++
+    }
+
+    private fun value(): Any? {
+        ws()
+        return when (s[i]) {
+            '{' -> obj()
+            '[' -> arr()
+            '"' -> str()
+            't' -> lit("true", true)
+            'f' -> lit("false", false)
+            'n' -> lit("null", null)
+            else -> num()
+        }
+    }
+
+    private fun lit(word: String, v: Any?): Any? {
+        require(s.startsWith(word, i)) { "bad literal at $i" }
+        i += word.length
+        return v
+    }
+
+    private fun obj(): Map<String, Any?> {
+        val m = LinkedHashMap<String, Any?>()
+        i++
+        ws()
+        if (s[i] == '}') { i++; return m }
+        while (true) {
+            ws()
+            val k = str()
+            ws(); require(s[i] == ':'); i++
+            m[k] = value()
+            ws()
+            if (s[i] == ',') { i++; continue }
+            require(s[i] == '}') { "expected } at $i" }
+            i++
+            return m
+        }
+    }
+
+    private fun arr(): List<Any?> {
+        val l = ArrayList<Any?>()
+        i++
+        ws()
+        if (s[i] == ']') { i++; return l }
+        while (true) {
+            l.add(value())
+            ws()
+            if (s[i] == ',') { i++; continue }
+            require(s[i] == ']') { "expected ] at $i" }
+            i++
+            return l
+        }
+    }
+
+    private fun str(): String {
+        require(s[i] == '"') { "expected string at $i" }
+        i++
+        val sb = StringBuilder()
+        while (true) {
+            val c = s[i++]
+            when (c) {
+                '"' -> return sb.toString()
+                '\\' -> {
+                    when (val e = s[i++]) {
+                        'n' -> sb.append('\n'); 't' -> sb.append('\t'); 'r' -> sb.append('\r')
+                        'b' -> sb.append('\b'); 'f' -> sb.append('\u000c')
+                        'u' -> { sb.append(s.substring(i, i + 4).toInt(16).toChar()); i += 4 }
+                        else -> sb.append(e)
+                    }
+                }
+                else -> sb.append(c)
+            }
+        }
+    }
+
+    private fun num(): Any {
+        val start = i
+        while (i < s.length && (s[i].isDigit() || s[i] in "+-.eE")) i++
+        val t = s.substring(start, i)
+        return t.toLongOrNull() ?: BigDecimal(t)
+    }
+}
+
+@Suppress("UNCHECKED_CAST")
+fun Any?.obj(): Map<String, Any?> = this as Map<String, Any?>
+
+@Suppress("UNCHECKED_CAST")
+fun Any?.list(): List<Any?> = this as List<Any?>
+
+fun readJson(f: File): Map<String, Any?> = Json(f.readText()).parse().obj()
+
+// ------------------------------------------------------------------------------------------
+// Services: real processes on loopback
+
+class Service(val name: String, val process: Process, val values: Map<String, String>, val log: File) {
+    fun stop() {
+        process.destroy()
+        if (!process.waitFor(5, TimeUnit.SECONDS)) process.destroyForcibly()
+    }
+}
+
+/** Start a process and wait for the `KEY=value` lines it prints on stdout when ready. */
+fun startService(name: String, cmd: List<String>, keys: List<String>, dir: File): Service {
+    val log = File(dir, "$name.log")
+    val p = ProcessBuilder(cmd).redirectError(log).start()
+    val values = ConcurrentHashMap<String, String>()
+    Thread {
+        p.inputStream.bufferedReader().forEachLine { line ->
+            val eq = line.indexOf('=')
+            if (eq > 0) values[line.substring(0, eq)] = line.substring(eq + 1).trim()
+        }
+    }.apply { isDaemon = true }.start()
+    val deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30)
+    while (!keys.all { values.containsKey(it) }) {
+        if (!p.isAlive || System.nanoTime() > deadline) {
+            p.destroyForcibly()
+            throw IllegalStateException("$name did not start: ${log.takeIf { it.exists() }?.readText()?.takeLast(2000)}")
+        }
+        Thread.sleep(20)
+    }
+    return Service(name, p, HashMap(values), log)
+}
+
+// ------------------------------------------------------------------------------------------
+// The app's side: its own HTTP client, and the pay-and-retry loop it writes around `pay`.
+
+val http: HttpClient = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(10)).build()
+
+fun send(method: String, url: String, body: ByteArray? = null, extra: List<HttpHeader> = emptyList()): HttpResponse<ByteArray> {
+    val b = HttpRequest.newBuilder(URI.create(url)).timeout(Duration.ofSeconds(30))
+    val publisher = if (body == null) HttpRequest.BodyPublishers.noBody() else HttpRequest.BodyPublishers.ofByteArray(body)
+    b.method(method, publisher)
+    if (body != null) b.header("Content-Type", "application/json")
+    for (h in extra) b.header(h.name, h.value)
+    return http.send(b.build(), HttpResponse.BodyHandlers.ofByteArray())
+}
+
+fun HttpResponse<ByteArray>.headerList(): List<HttpHeader> =
+    headers().map().flatMap { (k, vs) -> vs.map { HttpHeader(k, it) } }
+
+class Paid(val response: HttpResponse<ByteArray>, val payment: PaymentResult?)
+
+/** Send; on a 402, pay it and send the same request again with the proof header. */
+suspend fun paidCall(payments: VlexivoPayments, method: String, url: String, body: ByteArray? = null): Paid {
+    val first = withContext(Dispatchers.IO) { send(method, url, body) }
+    if (first.statusCode() != 402) return Paid(first, null)
+    val payment = payments.pay(first.statusCode().toUShort(), first.headerList(), first.body(), method, url)
+    val retry = withContext(Dispatchers.IO) { send(method, url, body, listOf(payment.header)) }
+    return Paid(retry, payment)
+}
+
+// ------------------------------------------------------------------------------------------
+// Tests
+
+class Ctx(val facilitator: String, val api: String, val vectors: File)
+
+val tests = LinkedHashMap<String, suspend (Ctx) -> Unit>()
+
+fun test(name: String, body: suspend (Ctx) -> Unit) {
+    tests[name] = body
+}
+
+fun registerTests() {
+    test("vectors: wallet addresses from keys") { ctx ->
+        val cases = readJson(File(ctx.vectors, "wallet.json"))["cases"].list().map { it.obj() }
+            .filter { it["op"] == "address" }
+        check(cases.isNotEmpty()) { "no address cases" }
+        for (c in cases) {
+            val expect = c["expect"].obj()
+            val key = c["private_key"] as String
+            if (expect.containsKey("error")) {
+                val e = expectThrows<VlexivoException.InvalidInput> { Wallet.fromKey(key) }
+                eq(e.code, expect["error"], "${c["name"]}: code")
+            } else {
+                eq(Wallet.fromKey(key).address(), expect["address"], "${c["name"]}: address")
+            }
+        }
+    }
+
+    test("vectors: challenge decoding") { ctx ->
+        val cases = readJson(File(ctx.vectors, "challenge.json"))["cases"].list().map { it.obj() }
+        check(cases.size >= 10) { "too few challenge cases" }
+        for (c in cases) {
+            val expect = c["expect"].obj()
+            val name = c["name"]
+            if (expect["decode"] == "ok") {
+                val ch = decodeChallenge(c["encoded"] as String)
+                val f = expect["fields"].obj()
+                eq(ch.price, f["amount"], "$name: price")
+                eq(ch.currency, f["currency"], "$name: currency")
+                eq(ch.method, f["method"], "$name: method")
+                eq(ch.path, f["path"], "$name: path")
+                eq(ch.account, f["account"], "$name: account")
+                eq(ch.nonce, f["nonce"], "$name: nonce")
+                eq(ch.expiresAt.toLong(), f["exp"], "$name: exp")
+                eq(ch.encoded, c["encoded"], "$name: encoded")
+            } else {
+                try {
+                    decodeChallenge(c["encoded"] as String)
+                    throw AssertionFailed("$name: decoded, expected ${expect["decode"]}")
+                } catch (e: VlexivoException) {
+                    eq(e.code, expect["decode"], "$name: code")
+                }
+            }
+        }
+    }
+
+    test("vectors: client 402 parsing and payment preparation") { ctx ->
+        val file = readJson(File(ctx.vectors, "client.json"))
+        val wallet = Wallet.fromKey(file["private_key"] as String)
+        val cases = file["cases"].list().map { it.obj() }.filter { it["op"] == null }
+        check(cases.size >= 10) { "too few client cases" }
+        for (c in cases) {
+            val name = c["name"]
+            val resp = c["response"].obj()
+            val req = c["request"].obj()
+            val policy = c["policy"].obj()
+            val expect = c["expect"].obj()
+            val status = (resp["status"] as Long).toInt().toUShort()
+            val headers = resp["headers"].list().map { val h = it.list(); HttpHeader(h[0] as String, h[1] as String) }
+            val body = (resp["body"] as String).toByteArray()
+            val payments = VlexivoPayments(
+                wallet = wallet,
+                policy = SpendingPolicy(maxPerCall = policy["max_per_call"] as String?, maxTotal = policy["max_total"] as String?),
+                facilitatorUrl = policy["facilitator_url"] as String?,
+            )
+            try {
+                val q = payments.quote(status, headers, body, req["method"] as String, req["url"] as String, (c["now"] as Long).toULong())
+                check(!expect.containsKey("error")) { "$name: quoted, expected ${expect["error"]}" }
+                eq(q.price, expect["price"], "$name: price")
+                eq(q.currency, expect["currency"], "$name: currency")
+                eq(q.nonce, expect["nonce"], "$name: nonce")
+                eq(q.payUrl, expect["pay_url"], "$name: pay_url")
+                eq(Json(q.paymentRequest).parse(), expect["payment_request"], "$name: payment_request")
+                // The same response through the plain parser agrees.
+                eq(parsePaymentRequired(status, headers, body).price, q.price, "$name: parsed price")
+                // A quote reserves nothing: the budget is untouched.
+                eq(payments.spentTotal(), "0", "$name: spent")
+            } catch (e: VlexivoException) {
+                eq(e.code, expect["error"], "$name: code (${e.message})")
+            } finally {
+                payments.close()
+            }
+        }
+    }
+
+    test("errors: every core code is listed, and the header name is the protocol's") { _ ->
+        val codes = errorCodes()
+        check(codes.size >= 40 && codes.toSet().size == codes.size) { "codes: $codes" }
+        check("insufficient_funds" in codes && "budget_exceeded" in codes) { "missing codes" }
+        eq(proofHeaderName(), "Vlexivo-Proof")
+    }
+
+    test("wallet: generate, export and restore") { _ ->
+        val w = Wallet.generate()
+        check(Regex("^0x[0-9a-fA-F]{40}$").matches(w.address())) { "address ${w.address()}" }
+        eq(Wallet.fromKey(w.secretKeyHex()).address(), w.address(), "restored address")
+        check(Wallet.generate().address() != w.address()) { "two fresh wallets collide" }
+        val e = expectThrows<VlexivoException.InvalidInput> { Wallet.fromKey("0x1234") }
+        eq(e.code, "wallet_key_invalid")
+        check(!e.message!!.contains("1234")) { "error echoes the key" }
+    }
+
+    test("config: bad policy, bad amounts, no facilitator yet, facilitator down") { ctx ->
+        val w = Wallet.generate()
+        eq(expectThrows<VlexivoException.InvalidInput> { VlexivoPayments(w, SpendingPolicy(maxPerCall = "abc")) }.code, "amount_malformed")
+        eq(expectThrows<VlexivoException.InvalidInput> { VlexivoPayments(w, SpendingPolicy(windowSeconds = 60uL)) }.code, "config_invalid")
+        eq(expectThrows<VlexivoException.InvalidInput> { VlexivoPayments(w, facilitatorUrl = "ftp://x") }.code, "config_invalid")
+        eq(expectThrows<VlexivoException.InvalidInput> {
+            VlexivoPayments(w, autoTopUp = AutoTopUp(triggerBalance = "1", topUpAmount = "0"))
+        }.code, "amount_zero")
+        VlexivoPayments(w).use { p ->
+            eq(p.facilitatorUrl(), null, "facilitator before any 402")
+            eq(expectThrows<VlexivoException.InvalidInput> { p.balance() }.code, "config_invalid")
+        }
+        VlexivoPayments(w, facilitatorUrl = ctx.facilitator).use { p ->
+            eq(expectThrows<VlexivoException.InvalidInput> { p.topUp("-1") }.code, "amount_negative")
+            eq(p.balance(), "0", "fresh wallet balance")
+        }
+        // Port 9 (discard) on loopback: nothing listens, the connection is refused.
+        VlexivoPayments(w, facilitatorUrl = "http://127.0.0.1:9").use { p ->
+            eq(expectThrows<VlexivoException.Unavailable> { p.balance() }.code, "facilitator_unavailable")
+        }
+    }
+
+    test("paid call: 402, pay, retry with the header, 200; a replay is refused") { ctx ->
+        val w = Wallet.generate()
+        VlexivoPayments(w, facilitatorUrl = ctx.facilitator).use { p ->
+            val t = p.topUp("1")
+            eqAmount(t.balance, "1", "balance after top-up")
+            check(!t.txHash.isNullOrEmpty()) { "top-up tx hash" }
+            val url = "${ctx.api}/v1/quote"
+            val r = paidCall(p, "GET", url)
+            eq(r.response.statusCode(), 200, "status after paying")
+            val pay = r.payment!!
+            eq(pay.header.name, "Vlexivo-Proof", "header name")
+            eq(pay.price, "0.001", "price")
+            eq(pay.currency, "usd", "currency")
+            eqAmount(pay.balanceAfter, "0.999", "balance after")
+            eq(pay.payer, w.address(), "payer")
+            eq(pay.replayed, false, "replayed")
+            eq(pay.toppedUp, null, "topped up")
+            check(pay.txHash.isNotEmpty()) { "tx hash" }
+            val receipt = r.response.headers().firstValue("vlexivo-receipt").orElse("")
+            check(receipt.contains("tx=${pay.txHash}")) { "receipt header: $receipt" }
+            val body = Json(String(r.response.body())).parse().obj()
+            eq(body["payer"], w.address(), "handler saw the payer")
+            eqAmount(p.balance(), "0.999", "balance() after")
+            eq(p.spentTotal(), "0.001", "spent")
+            // The same proof again: the paywall refuses a second run.
+            val again = withContext(Dispatchers.IO) { send("GET", url, null, listOf(pay.header)) }
+            eq(again.statusCode(), 409, "replayed proof status")
+            eq(Json(String(again.body())).parse().obj()["error"], "token_replayed", "replayed proof code")
+        }
+    }
+
+    test("paid POST: the body is replayed, the price follows the model") { ctx ->
+        VlexivoPayments(Wallet.generate(), facilitatorUrl = ctx.facilitator).use { p ->
+            p.topUp("1")
+            val url = "${ctx.api}/api/v1/inference"
+            val large = paidCall(p, "POST", url, """{"model":"large-v2","prompt":"hi"}""".toByteArray())
+            eq(large.response.statusCode(), 200, "status")
+            eq(large.payment!!.price, "0.01", "large price")
+            eq(Json(String(large.response.body())).parse().obj()["result"], "echo: hi", "handler got the body")
+            val embed = paidCall(p, "POST", url, """{"model":"embed-small","prompt":"x"}""".toByteArray())
+            eq(embed.payment!!.price, "0.0001", "embed price")
+            eqAmount(p.balance(), "0.9899", "balance")
+            eq(p.spentTotal(), "0.0101", "spent")
+        }
+    }
+
+    test("insufficient funds: the exact amount required and the balance") { ctx ->
+        VlexivoPayments(Wallet.generate()).use { p ->
+            val first = send("GET", "${ctx.api}/v1/quote")
+            eq(first.statusCode(), 402, "first status")
+            val e = expectThrows<VlexivoException.InsufficientFunds> {
+                p.pay(402u, first.headerList(), first.body(), "GET", "${ctx.api}/v1/quote")
+            }
+            eq(e.code, "insufficient_funds")
+            eq(e.required, "0.001", "required")
+            eqAmount(e.balance, "0", "balance")
+            eq(e.currency, "usd", "currency")
+            // Learned from the challenge, with no facilitatorUrl configured.
+            eq(p.facilitatorUrl(), ctx.facilitator, "facilitator learned")
+            eq(p.spentTotal(), "0", "nothing spent")
+        }
+    }
+
+    test("budget: per-call and window caps refuse before paying") { ctx ->
+        VlexivoPayments(
+            Wallet.generate(),
+            SpendingPolicy(maxPerCall = "0.005", windowSeconds = 3600uL, windowMax = "0.002"),
+            facilitatorUrl = ctx.facilitator,
+        ).use { p ->
+            p.topUp("1")
+            val url = "${ctx.api}/api/v1/inference"
+            val body = """{"model":"large"}""".toByteArray()
+            val r = send("POST", url, body)
+            val e = expectThrows<VlexivoException.BudgetExceeded> { p.pay(402u, r.headerList(), r.body(), "POST", url) }
+            eq(e.code, "budget_exceeded")
+            eq(e.limit, "per_call", "limit")
+            eq(e.requested, "0.01", "requested")
+            eq(e.remaining, "0.005", "remaining")
+            eqAmount(p.balance(), "1", "nothing debited")
+            repeat(2) { eq(paidCall(p, "GET", "${ctx.api}/v1/quote").response.statusCode(), 200, "call ${it + 1}") }
+            val q = send("GET", "${ctx.api}/v1/quote")
+            val w = expectThrows<VlexivoException.BudgetExceeded> { p.pay(402u, q.headerList(), q.body(), "GET", "${ctx.api}/v1/quote") }
+            eq(w.limit, "window", "limit")
+            eq(w.remaining, "0", "remaining")
+            eq(p.spentTotal(), "0.002", "spent")
+        }
+    }
+
+    test("auto top-up: an empty wallet is topped up before paying, once") { ctx ->
+        VlexivoPayments(
+            Wallet.generate(),
+            autoTopUp = AutoTopUp(enabled = true, triggerBalance = "1.00", topUpAmount = "10.00"),
+        ).use { p ->
+            val first = paidCall(p, "GET", "${ctx.api}/v1/quote")
+            eq(first.response.statusCode(), 200, "status")
+            eqAmount(first.payment!!.toppedUp ?: "none", "10", "topped up")
+            eqAmount(first.payment!!.balanceAfter, "9.999", "balance after")
+            val second = paidCall(p, "GET", "${ctx.api}/v1/quote")
+            eq(second.payment!!.toppedUp, null, "second call tops up nothing")
+            eqAmount(p.balance(), "9.998", "balance")
+        }
+    }
+
+    test("auto top-up: a stale balance is corrected by the facilitator's answer") { ctx ->
+        val w = Wallet.generate()
+        val rule = AutoTopUp(triggerBalance = "0.5", topUpAmount = "2")
+        VlexivoPayments(w, autoTopUp = rule, facilitatorUrl = ctx.facilitator).use { p ->
+            eqAmount(p.topUp("5").balance, "5", "balance after top-up")
+            // Another device spends the same wallet: this client still believes it holds 5.
+            VlexivoPayments(w, facilitatorUrl = ctx.facilitator).use { other ->
+                eq(paidCall(other, "GET", "${ctx.api}/v1/expensive").response.statusCode(), 200, "other device")
+            }
+            val r = paidCall(p, "GET", "${ctx.api}/v1/quote")
+            eq(r.response.statusCode(), 200, "status")
+            eqAmount(r.payment!!.toppedUp ?: "none", "2", "topped up after the facilitator's answer")
+            eqAmount(r.payment!!.balanceAfter, "1.999", "balance after")
+        }
+        // A price above topUpAmount: the shortfall is added instead.
+        VlexivoPayments(Wallet.generate(), autoTopUp = rule, facilitatorUrl = ctx.facilitator).use { p ->
+            val r = paidCall(p, "GET", "${ctx.api}/v1/expensive")
+            eq(r.response.statusCode(), 200, "status")
+            eqAmount(r.payment!!.toppedUp ?: "none", "5", "topped up the shortfall")
+            eqAmount(r.payment!!.balanceAfter, "0", "balance after")
+        }
+    }
+
+    test("not a 402, a challenge for another facilitator, a refused top-up") { ctx ->
+        VlexivoPayments(Wallet.generate(), facilitatorUrl = ctx.facilitator).use { p ->
+            val free = send("GET", "${ctx.api}/free")
+            eq(free.statusCode(), 200, "free status")
+            eq(expectThrows<VlexivoException.NotPaymentRequired> {
+                p.pay(200u, free.headerList(), free.body(), "GET", "${ctx.api}/free")
+            }.code, "not_payment_required")
+            val over = expectThrows<VlexivoException.Refused> { p.topUp("5000") }
+            eq(over.code, "top_up_refused")
+            eq(over.status.toInt(), 403, "status")
+        }
+        VlexivoPayments(Wallet.generate(), facilitatorUrl = "http://127.0.0.1:9").use { p ->
+            val r = send("GET", "${ctx.api}/v1/quote")
+            eq(expectThrows<VlexivoException.Challenge> {
+                p.pay(402u, r.headerList(), r.body(), "GET", "${ctx.api}/v1/quote")
+            }.code, "challenge_mismatch")
+        }
+        VlexivoPayments(Wallet.generate()).use { p ->
+            // The challenge is for GET /v1/quote, not POST.
+            val r = send("GET", "${ctx.api}/v1/quote")
+            eq(expectThrows<VlexivoException.Challenge> {
+                p.pay(402u, r.headerList(), r.body(), "POST", "${ctx.api}/v1/quote")
+            }.code, "challenge_mismatch")
+        }
+    }
+
+    test("concurrency: 20 parallel paid calls, 20 payments, exact balance") { ctx ->
+        VlexivoPayments(Wallet.generate(), SpendingPolicy(maxTotal = "0.02"), facilitatorUrl = ctx.facilitator).use { p ->
+            p.topUp("1")
+            val results = kotlinx.coroutines.coroutineScope {
+                (1..20).map { async(Dispatchers.IO) { paidCall(p, "GET", "${ctx.api}/v1/quote") } }.awaitAll()
+            }
+            eq(results.count { it.response.statusCode() == 200 }, 20, "paid calls")
+            eq(results.map { it.payment!!.nonce }.toSet().size, 20, "distinct payments")
+            eqAmount(p.balance(), "0.98", "balance")
+            eq(p.spentTotal(), "0.02", "spent")
+            // The total cap is now reached.
+            val r = send("GET", "${ctx.api}/v1/quote")
+            eq(expectThrows<VlexivoException.BudgetExceeded> {
+                p.pay(402u, r.headerList(), r.body(), "GET", "${ctx.api}/v1/quote")
+            }.limit, "total", "limit")
+        }
+    }
+}
+
+fun argValue(args: Array<String>, name: String): String {
+    val i = args.indexOf(name)
+    require(i >= 0 && i + 1 < args.size) { "missing $name" }
+    return args[i + 1]
+}
+
+fun main(args: Array<String>) {
+    val vlexivo = argValue(args, "--vlexivo")
+    val paidApi = argValue(args, "--paid-api")
+    val vectors = File(argValue(args, "--vectors"))
+    val only = args.indexOf("--only").takeIf { it >= 0 }?.let { args[it + 1] }
+    val dir = Files.createTempDirectory("vlexivo-uniffi-tests").toFile()
+    val services = ArrayList<Service>()
+    Runtime.getRuntime().addShutdownHook(Thread { services.forEach { it.stop() } })
+
+    var passed = 0
+    var failed = 0
+    try {
+        val fac = startService("facilitator", listOf(vlexivo, "serve", "--addr", "127.0.0.1:0", "--db", File(dir, "f.db").path), listOf("VLEXIVO_URL"), dir)
+        services.add(fac)
+        val facilitator = fac.values.getValue("VLEXIVO_URL")
+        val api = startService("paid-api", listOf(paidApi, facilitator), listOf("PAID_API_URL"), dir)
+        services.add(api)
+        val ctx = Ctx(facilitator, api.values.getValue("PAID_API_URL"), vectors)
+        println("facilitator $facilitator, paid API ${ctx.api}")
+
+        registerTests()
+        for ((name, body) in tests) {
+            if (only != null && !name.contains(only)) continue
+            val t0 = System.nanoTime()
+            try {
+                runBlocking { body(ctx) }
+                passed++
+                println("ok   $name (${(System.nanoTime() - t0) / 1_000_000} ms)")
+            } catch (e: Throwable) {
+                failed++
+                println("FAIL $name: ${e::class.simpleName}: ${e.message}")
+                if (e !is AssertionFailed) e.printStackTrace(System.out)
+            }
+        }
+    } catch (e: Throwable) {
+        failed++
+        println("FAIL setup: ${e.message}")
+    } finally {
+        services.forEach { it.stop() }
+        services.clear()
+    }
+    println("$passed passed, $failed failed")
+    exitProcess(if (failed == 0 && passed > 0) 0 else 1)
+}
