@@ -370,12 +370,24 @@ pub fn parse_price(env: Env, value: Either<String, f64>, currency: String) -> Re
 }
 
 /// Parse an amount (string or number) to its canonical decimal string, with the precise money
-/// error codes (`amount_malformed`, `amount_precision`, …). Zero is allowed.
+/// error codes (`amount_malformed`, `amount_precision`, …). Zero is allowed unless `positive`.
 #[napi]
-pub fn parse_money(env: Env, value: Either<String, f64>, currency: String) -> Result<String> {
-    currency_of(&currency)
-        .and_then(|c| money_of(&value, c))
+pub fn parse_money(env: Env, value: Either<String, f64>, currency: String, positive: Option<bool>) -> Result<String> {
+    parse_money_core(&value, &currency, positive.unwrap_or(false))
         .map(|m| m.to_string())
+        .map_err(|e| throw(&env, e))
+}
+
+fn parse_money_core(value: &Either<String, f64>, currency: &str, positive: bool) -> vx::Result<Money> {
+    let m = currency_of(currency).and_then(|c| money_of(value, c))?;
+    if positive { m.positive() } else { Ok(m) }
+}
+
+/// Exact atomic units of an amount (`"0.001"` usd → `"1000"`), as a decimal string.
+#[napi]
+pub fn money_to_atomic(env: Env, value: Either<String, f64>, currency: String) -> Result<String> {
+    parse_money_core(&value, &currency, false)
+        .map(|m| m.to_atomic().to_string())
         .map_err(|e| throw(&env, e))
 }
 

@@ -1,0 +1,161 @@
+// Shared test plumbing: a real `vlexivo` facilitator process and real HTTP servers, all on
+// 127.0.0.1 with ports picked by the OS.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, existsSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const pkgRoot = resolve(here, '..');
+export const repoRoot = resolve(pkgRoot, '..');
+
+/** Shared vectors, read in place (never copied). */
+export function vectors(name) {
+  return JSON.parse(readFileSync(join(repoRoot, 'tests', 'vectors', `${name}.json`), 'utf8'));
+}
+
+export function facilitatorBin() {
+  const candidates = [
+    process.env.VLEXIVO_BIN,
+    join(repoRoot, 'target', 'debug', 'vlexivo'),
+    join(repoRoot, 'target', 'release', 'vlexivo'),
+  ].filter(Boolean);
+  const bin = candidates.find((p) => existsSync(p));
+  if (!bin) throw new Error(`vlexivo binary not found (cargo build -p vlexivo-facilitator); tried ${candidates.join(', ')}`);
+  return bin;
+}
+
+/** Start `vlexivo serve` on a free port; resolves once it prints VLEXIVO_URL. */
+export async function startFacilitator({ faucetCap } = {}) {
+  const dir = mkdtempSync(join(tmpdir(), 'vlx-node-'));
+  const args = ['serve', '--addr', '127.0.0.1:0', '--db', join(dir, 'f.db')];
+  if (faucetCap !== undefined) args.push('--faucet-cap', String(faucetCap));
+  const child = spawn(facilitatorBin(), args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'warn' } });
+  let stderr = '';
+  child.stderr.on('data', (d) => {
+    stderr += d;
+    if (stderr.length > 20000) stderr = stderr.slice(-10000);
+  });
+  const url = await new Promise((resolveUrl, reject) => {
+    const timer = setTimeout(() => reject(new Error(`facilitator did not start in 30 s: ${stderr}`)), 30000);
+    const rl = createInterface({ input: child.stdout });
+    rl.on('line', (line) => {
+      const m = /^VLEXIVO_URL=(\S+)/.exec(line);
+      if (m) {
+        clearTimeout(timer);
+        resolveUrl(m[1]);
+      }
+    });
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`facilitator exited (${code}): ${stderr}`));
+    });
+  });
+  return {
+    url,
+    async stop() {
+      if (child.exitCode === null) {
+        child.kill('SIGTERM');
+        await new Promise((r) => {
+          const t = setTimeout(() => {
+            child.kill('SIGKILL');
+            r();
+          }, 5000);
+          child.once('exit', () => {
+            clearTimeout(t);
+            r();
+          });
+        });
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function json(res) {
+  const text = await res.text();
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new Error(`${res.status}: ${text}`);
+  }
+}
+
+export async function onboard(url) {
+  const res = await fetch(`${url}/v1/providers`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ mode: 'sandbox' }),
+  });
+  if (res.status !== 201 && res.status !== 200) throw new Error(`onboard: ${res.status} ${await res.text()}`);
+  return json(res);
+}
+
+export async function topUp(url, address, amount) {
+  const res = await fetch(`${url}/v1/wallets/${address}/topup`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ amount }),
+  });
+  if (!res.ok) throw new Error(`topup: ${res.status} ${await res.text()}`);
+  return json(res);
+}
+
+export async function balance(url, address) {
+  return (await json(await fetch(`${url}/v1/wallets/${address}`))).balance;
+}
+
+export async function providerPayments(url, apiSecret) {
+  const res = await fetch(`${url}/v1/providers/me/payments?limit=1000`, { headers: { authorization: `Bearer ${apiSecret}` } });
+  if (!res.ok) throw new Error(`payments: ${res.status} ${await res.text()}`);
+  return (await json(res)).payments;
+}
+
+/** Listen a Node http.Server (Express app.listen, etc.) on 127.0.0.1:0. */
+export function listenExpress(app) {
+  return new Promise((r, reject) => {
+    const server = app.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      r({
+        url: `http://127.0.0.1:${port}`,
+        close: () =>
+          new Promise((done) => {
+            server.closeAllConnections?.();
+            server.close(() => done());
+          }),
+      });
+    });
+    server.on('error', reject);
+  });
+}
+
+export async function listenFastify(app) {
+  await app.listen({ port: 0, host: '127.0.0.1' });
+  const { port } = app.server.address();
+  return { url: `http://127.0.0.1:${port}`, close: () => app.close() };
+}
+
+export async function listenHapi(server) {
+  await server.start();
+  return { url: `http://127.0.0.1:${server.info.port}`, close: () => server.stop({ timeout: 100 }) };
+}
+
+/** A port nothing listens on (bound then released). */
+export async function deadPort() {
+  const net = await import('node:net');
+  return new Promise((r) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => r(port));
+    });
+  });
+}
+
+/** Capturing logger for provider-side fault lines. */
+export function captureLogger() {
+  const lines = [];
+  return { lines, error: (m) => lines.push(m), warn: (m) => lines.push(m) };
+}
