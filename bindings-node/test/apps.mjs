@@ -47,7 +47,8 @@ function makeExpress(express, label) {
       res.status(a.status).json(a.body);
     });
     app.use(vlx.errorHandler());
-    // Express's own final handler answers 500 for the rethrown error.
+    // The app's own error handler after ours (quiet 500; Express's default would log).
+    app.use((err, _req, res, _next) => res.status(500).json({ error: 'handler_failed', message: err.message }));
     const s = await listenExpress(app);
     return { ...s, counter, server: vlx, label };
   };

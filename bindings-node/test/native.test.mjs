@@ -1,0 +1,228 @@
+// The package surface without servers: error mapping exhaustive over core's codes, the money,
+// challenge and client vectors through the native module, dual ESM/CJS loading.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
+import * as vlx from 'vlexivo';
+import { vectors, pkgRoot } from './helpers.mjs';
+
+const require = createRequire(import.meta.url);
+const native = require('../native/index.js');
+const {
+  ALL_CODES, CODE_CLASSES, VlexivoError, VlexivoInsufficientFundsError, VlexivoBudgetError,
+  VlexivoPaymentError, VlexivoConfigError, VlexivoFacilitatorError, VlexivoAmountError,
+  VlexivoReplayError, VlexivoChallengeError, createError, errorFromBody, parseMoney, VlexivoServer, Wallet,
+} = vlx;
+
+test('ALL_CODES equals core Error::ALL_CODES and every code has a class', () => {
+  assert.deepEqual([...ALL_CODES].sort(), native.allCodes().sort());
+  assert.deepEqual(Object.keys(CODE_CLASSES).sort(), native.allCodes().sort());
+  for (const code of native.allCodes()) {
+    const info = native.describeCode(code, null, null);
+    assert.ok(info, `core knows ${code}`);
+    assert.equal(info.code, code);
+    const err = createError(code, info.message, { status: info.status, details: info.details });
+    assert.ok(err instanceof VlexivoError, code);
+    assert.ok(err instanceof CODE_CLASSES[code], code);
+    assert.equal(err.code, code);
+    assert.equal(err.status, info.status);
+    assert.equal(err.name, CODE_CLASSES[code].name);
+  }
+  assert.equal(native.describeCode('no_such_code', null, null), null);
+  assert.equal(createError('no_such_code', 'x').code, 'internal');
+});
+
+test('typed errors carry their fields', () => {
+  const insufficient = errorFromBody(402, JSON.stringify({ error: 'insufficient_funds', message: 'm', required: '0.01', balance: '0.004', currency: 'usd' }));
+  assert.ok(insufficient instanceof VlexivoInsufficientFundsError);
+  assert.ok(insufficient instanceof VlexivoPaymentError);
+  assert.equal(insufficient.requiredAmount, '0.01');
+  assert.equal(insufficient.balance, '0.004');
+  assert.equal(insufficient.currency, 'usd');
+  const budget = createError('budget_exceeded', 'm', { details: { limit: 'per_call', requested: '0.01', remaining: '0.001' } });
+  assert.ok(budget instanceof VlexivoBudgetError);
+  assert.deepEqual([budget.limit, budget.requested, budget.remaining], ['per_call', '0.01', '0.001']);
+  assert.ok(createError('token_replayed', 'm') instanceof VlexivoReplayError);
+  assert.ok(createError('price_invalid', 'm') instanceof VlexivoConfigError);
+  assert.ok(createError('facilitator_unavailable', 'm') instanceof VlexivoFacilitatorError);
+  assert.deepEqual(insufficient.toJSON().error, 'insufficient_funds');
+});
+
+test('client vectors: error_from_body', () => {
+  for (const c of vectors('client').cases.filter((c) => c.op === 'error_from_body')) {
+    const err = errorFromBody(c.status, c.body);
+    assert.ok(err instanceof VlexivoError, c.name);
+    assert.equal(err.code, c.expect.error, c.name);
+    if (c.expect.required !== undefined) {
+      assert.equal(err.requiredAmount, c.expect.required);
+      assert.equal(err.balance, c.expect.balance);
+      assert.equal(err.currency, c.expect.currency);
+    }
+  }
+});
+
+test('client vectors: parse the 402 and prepare the payment', () => {
+  const file = vectors('client');
+  for (const c of file.cases.filter((c) => c.op === undefined)) {
+    const p = c.policy ?? {};
+    const payer = new native.Payer({
+      walletKey: file.private_key,
+      facilitatorUrl: c.facilitator_url ?? p.facilitator_url,
+      maxPerCall: p.max_per_call,
+      maxPerHost: p.max_per_host,
+      maxTotal: p.max_total,
+    });
+    const headers = Object.fromEntries(c.response.headers ?? []);
+    let outcome;
+    try {
+      const pr = payer.parsePaymentRequired(c.response.status, headers, Buffer.from(c.response.body ?? ''));
+      const prepared = payer.prepare(pr, c.request.method, c.request.url, c.now);
+      outcome = {
+        price: prepared.price,
+        currency: prepared.currency,
+        nonce: prepared.nonce,
+        pay_url: prepared.payUrl,
+        payment_request: JSON.parse(prepared.body),
+      };
+      payer.abandon(prepared);
+    } catch (e) {
+      const err = vlx.createError(e.code, e.message, { details: e.details });
+      outcome = { error: err.code };
+      if (err.code === 'budget_exceeded') assert.ok(err instanceof VlexivoBudgetError);
+    }
+    if (c.expect.error !== undefined) assert.equal(outcome.error, c.expect.error, c.name);
+    else assert.deepEqual(outcome, c.expect, c.name);
+  }
+});
+
+test('challenge vectors: decode (what a client does with a 402 header)', () => {
+  for (const c of vectors('challenge').cases) {
+    let got = 'ok';
+    try {
+      native.parsePaymentRequired(402, { 'Vlexivo-Challenge': c.encoded }, null);
+    } catch (e) {
+      got = e.code;
+    }
+    // parse_payment_required also parses the price: a decodable challenge with a bad amount
+    // fails there, so only compare the decode stage's own errors.
+    if (c.expect.decode === 'ok') assert.ok(got === 'ok' || got.startsWith('amount_') || got.startsWith('currency_'), `${c.name}: ${got}`);
+    else assert.equal(got, c.expect.decode, c.name);
+  }
+});
+
+test('money vectors: exact parsing, codes and atomic units', () => {
+  for (const c of vectors('money').cases) {
+    let got;
+    try {
+      got = { amount: native.parseMoney(c.input, c.currency, c.positive ?? false), atomic: native.moneyToAtomic(c.input, c.currency) };
+    } catch (e) {
+      got = { error: e.code };
+      assert.ok(createError(e.code, e.message) instanceof VlexivoAmountError, c.name);
+    }
+    assert.deepEqual(got, c.expect, c.name);
+  }
+  assert.throws(() => parseMoney('abc'), (e) => e instanceof VlexivoAmountError && e.code === 'amount_malformed');
+  assert.equal(VlexivoServer.parsePrice(0.001), '0.001');
+  assert.throws(() => VlexivoServer.parsePrice(0.1 + 0.2), (e) => e instanceof VlexivoConfigError && e.code === 'price_invalid');
+  assert.throws(() => VlexivoServer.parsePrice(0), (e) => e.code === 'price_invalid');
+});
+
+test('server config errors are typed', () => {
+  assert.throws(() => new VlexivoServer({ apiSecret: 'nope' }), (e) => e instanceof VlexivoConfigError && e.code === 'config_invalid');
+  const secret = 'sk_test_' + Buffer.alloc(32, 1).toString('base64url');
+  assert.throws(() => new VlexivoServer({ apiSecret: secret, mode: 'live' }), (e) => e.code === 'mode_mismatch');
+  const s = new VlexivoServer({ apiSecret: secret, mode: 'sandbox' });
+  assert.throws(() => s.paywall({}), (e) => e.code === 'config_invalid');
+  assert.throws(() => s.paywall({ price: '0.0000001' }), (e) => e.code === 'price_invalid');
+  assert.throws(() => new VlexivoServer({ apiSecret: secret, store: { type: 'sqlite' } }), (e) => e.code === 'config_invalid');
+  assert.throws(() => new vlx.VlexivoClient({ walletKey: 'zz' }), (e) => e.code === 'wallet_key_invalid');
+  assert.throws(() => Wallet.import('0x1234'), (e) => e.code === 'wallet_key_invalid');
+});
+
+test('server verify/release/challenge/reject API', () => {
+  const secret = 'sk_test_' + Buffer.alloc(32, 2).toString('base64url');
+  const now = 1_800_000_000;
+  const s = new VlexivoServer({ apiSecret: secret, clock: () => now });
+  const token = native.mintProofToken(secret, { jti: native.randomId(), sub: Wallet.generate().address, amt: '0.002', res: 'GET /a', iat: now });
+  const target = { method: 'GET', path: '/a?x=1', price: '0.001' };
+  const p = s.verify(token, target);
+  assert.equal(p.amount, '0.002');
+  assert.equal(p.resource, 'GET /a');
+  assert.throws(() => s.verify(token, target), (e) => e instanceof VlexivoReplayError && e.status === 409);
+  s.release(p);
+  assert.equal(s.verify(token, target).nonce, p.nonce);
+  assert.throws(() => s.verify(token, { ...target, price: '0.01' }), (e) => e.code === 'token_underpaid' && e.paid === '0.002' && e.price === '0.01');
+  assert.throws(() => s.verify(null, target), (e) => e.code === 'payment_required');
+  const ch = s.challenge({ method: 'POST', path: '/b', price: 0.01 });
+  assert.equal(ch.status, 402);
+  assert.ok(ch.headers['Vlexivo-Challenge']);
+  const rj = s.reject('token_expired', { method: 'POST', path: '/b', price: '0.01' });
+  assert.equal(rj.status, 402);
+  assert.equal(JSON.parse(rj.body).error, 'token_expired');
+  try {
+    s.verify(token, { ...target, price: '0.01' });
+  } catch (e) {
+    const r = s.reject(e, { ...target, price: '0.01' });
+    assert.equal(JSON.parse(r.body).error, 'token_underpaid');
+    assert.match(JSON.parse(r.body).message, /0\.002.*0\.01/);
+  }
+  const bad = s.reject('price_invalid', { method: 'GET', path: '/a' });
+  assert.equal(bad.status, 500);
+  assert.equal(s.purge(), 0);
+});
+
+test('sqlite nonce store survives a new server on the same file', async () => {
+  const { mkdtempSync, rmSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { tmpdir } = await import('node:os');
+  const dir = mkdtempSync(join(tmpdir(), 'vlx-sqlite-'));
+  try {
+    const secret = 'sk_test_' + Buffer.alloc(32, 3).toString('base64url');
+    const now = Math.floor(Date.now() / 1000);
+    const token = native.mintProofToken(secret, { jti: native.randomId(), sub: Wallet.generate().address, amt: '1', res: 'GET /a', iat: now });
+    const path = join(dir, 'nonces.db');
+    const a = new VlexivoServer({ apiSecret: secret, store: { type: 'sqlite', path } });
+    assert.equal(a.native.storeKind, 'sqlite');
+    a.verify(token, { method: 'GET', path: '/a', price: '1' });
+    const b = new VlexivoServer({ apiSecret: secret, store: { type: 'sqlite', path } });
+    assert.throws(() => b.verify(token, { method: 'GET', path: '/a', price: '1' }), (e) => e.code === 'token_replayed');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('dual package: import and require share one set of classes', async () => {
+  const cjs = require('vlexivo');
+  assert.equal(cjs.VlexivoError, VlexivoError);
+  assert.equal(cjs.VlexivoServer, VlexivoServer);
+  const fastifyCjs = require('vlexivo/fastify');
+  const fastifyEsm = await import('vlexivo/fastify');
+  assert.equal(typeof fastifyCjs.default, 'function');
+  assert.equal(fastifyEsm.default, fastifyCjs.default);
+  const hapiCjs = require('vlexivo/hapi');
+  const hapiEsm = await import('vlexivo/hapi');
+  assert.equal(hapiEsm.plugin, hapiCjs.plugin);
+  assert.equal(hapiCjs.plugin.name, 'vlexivo');
+  const { readFileSync } = await import('node:fs');
+  const pkg = JSON.parse(readFileSync(`${pkgRoot}/package.json`, 'utf8'));
+  for (const entry of ['.', './fastify', './hapi', './express']) {
+    assert.ok(pkg.exports[entry].import.types.endsWith('.d.mts'));
+    assert.ok(pkg.exports[entry].require.types.endsWith('.d.ts'));
+  }
+});
+
+test('wallet generate / import / address', () => {
+  const w = Wallet.generate();
+  const again = Wallet.import(w.exportKey());
+  assert.equal(again.address, w.address);
+  assert.match(w.address, /^0x[0-9a-fA-F]{40}$/);
+  assert.deepEqual(JSON.parse(JSON.stringify(w)), { address: w.address });
+  const file = vectors('client');
+  assert.equal(Wallet.import(file.private_key).address, '0x063a6Db64b4784deD0f350938bdb63Be12d3Db5a');
+});
+
+test('autoTopUpAmount follows core', () => {
+  assert.equal(native.autoTopUpAmount('5', '0.001', '1.00', '10.00'), null);
+  assert.equal(native.autoTopUpAmount('1.0005', '0.001', '1.00', '10.00'), '10');
+  assert.equal(native.autoTopUpAmount('0', '25', '1.00', '10.00'), '25');
+});
