@@ -504,7 +504,7 @@ impl VlexivoClient {
 }
 
 /// Read at most `limit` bytes of a body (a hostile server cannot make us buffer more).
-async fn read_limited(mut res: Response, limit: usize) -> Result<Vec<u8>, String> {
+pub(crate) async fn read_limited(mut res: Response, limit: usize) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     while let Some(chunk) = res.chunk().await.map_err(|e| describe(&e))? {
         if out.len() + chunk.len() > limit {
