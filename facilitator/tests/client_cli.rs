@@ -1,0 +1,156 @@
+//! `vlexivo pay` (the binary) against a real facilitator and a paid API: output and exit codes.
+
+use serde_json::Value;
+use std::sync::Arc;
+use vlexivo_core::env::OsEntropy;
+use vlexivo_core::paywall::{Paywall, PaywallConfig};
+use vlexivo_core::store::MemoryStore;
+use vlexivo_core::wallet::Wallet;
+use vlexivo_facilitator::demo::paid_api;
+use vlexivo_facilitator::server::{self, RunningServer, ServerConfig};
+
+struct Env {
+    srv: RunningServer,
+    api: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server::spawn(ServerConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        db_path: dir.path().join("f.db"),
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let p = srv.create_provider(None, None).await.unwrap();
+    let mut cfg = PaywallConfig::new(p.api_secret);
+    cfg.facilitator_url = srv.url.clone();
+    let app = paid_api(Arc::new(Paywall::new(cfg).unwrap()), Arc::new(MemoryStore::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Env { srv, api, _dir: dir }
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn vlexivo(args: Vec<String>, key: Option<String>) -> Out {
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_vlexivo"));
+        cmd.args(&args).env_remove("VLEXIVO_WALLET_KEY").env_remove("VLEXIVO_FACILITATOR_URL");
+        if let Some(k) = key {
+            cmd.env("VLEXIVO_WALLET_KEY", k);
+        }
+        let o = cmd.output().unwrap();
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    })
+    .await
+    .unwrap()
+}
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+async fn wallet(env: &Env, balance: &str) -> (Wallet, String) {
+    let w = Wallet::generate(&OsEntropy);
+    if balance != "0" {
+        env.srv.top_up(&w.address().to_checksum(), balance).await.unwrap();
+    }
+    let key = w.secret_hex();
+    (w, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pay_prints_price_body_and_receipt() {
+    let env = setup().await;
+    let (w, key) = wallet(&env, "1").await;
+    let url = format!("{}/api/v1/hello", env.api);
+    let out = vlexivo(s(&["pay", &url]), Some(key.clone())).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("GET /api/v1/hello costs $0.001 usd"), "{}", out.stderr);
+    assert!(out.stderr.contains("receipt tx=0x"), "{}", out.stderr);
+    let body: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(body["message"], "hello, paid world");
+    assert!(!out.stderr.contains(&key[2..]) && !out.stdout.contains(&key[2..]), "key never printed");
+
+    // POST with a JSON body, --json output, key by flag.
+    let url = format!("{}/api/v1/inference", env.api);
+    let out = vlexivo(
+        s(&["pay", &url, "-d", r#"{"model":"large-v2","prompt":"hi"}"#, "--max-price", "0.05", "--json", "--wallet-key", &key]),
+        None,
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let v: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!((v["status"].as_u64(), v["price"].as_str()), (Some(200), Some("0.01")));
+    assert_eq!(v["resource"], "POST /api/v1/inference");
+    assert_eq!(v["receipt"]["payer"], w.address().to_checksum());
+    assert_eq!(v["receipt"]["balance"], "0.989");
+    assert_eq!(v["body"]["paid"], "0.01");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pay_exit_codes() {
+    let env = setup().await;
+    let large = format!("{}/api/v1/inference", env.api);
+    let body = r#"{"model":"large-v2"}"#;
+
+    // 2: usage (no key, bad header, bad max price).
+    let out = vlexivo(s(&["pay", &large]), None).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("VLEXIVO_WALLET_KEY"));
+    let (_, key) = wallet(&env, "0.005").await;
+    assert_eq!(vlexivo(s(&["pay", &large, "-H", "nocolon"]), Some(key.clone())).await.code, 2);
+    assert_eq!(vlexivo(s(&["pay", &large, "--max-price", "abc"]), Some(key.clone())).await.code, 2);
+
+    // 3: over the max price; nothing paid.
+    let out = vlexivo(s(&["pay", &large, "-d", body, "--max-price", "0.005"]), Some(key.clone())).await;
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("above --max-price"), "{}", out.stderr);
+
+    // 4: insufficient funds, with the amounts.
+    let out = vlexivo(s(&["pay", &large, "-d", body, "--json"]), Some(key.clone())).await;
+    assert_eq!(out.code, 4, "{}{}", out.stdout, out.stderr);
+    let v: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!((v["error"].as_str(), v["required"].as_str(), v["balance"].as_str()), (Some("insufficient_funds"), Some("0.01"), Some("0.005")));
+
+    // --top-up covers it.
+    let out = vlexivo(s(&["pay", &large, "-d", body, "--top-up", "1"]), Some(key.clone())).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    // 5: facilitator unavailable (pinned to a dead one; the challenge names another → refused
+    // before paying is a mismatch, so point the client at the dead URL via its own API).
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let p = env.srv.create_provider(None, None).await.unwrap();
+    let mut cfg = PaywallConfig::new(p.api_secret);
+    cfg.facilitator_url = dead;
+    let app = paid_api(Arc::new(Paywall::new(cfg).unwrap()), Arc::new(MemoryStore::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let out = vlexivo(s(&["pay", &format!("{api}/api/v1/hello")]), Some(key.clone())).await;
+    assert_eq!(out.code, 5, "{}", out.stderr);
+    assert!(out.stderr.contains("unavailable"));
+    drop(dir);
+
+    // 0 with no payment asked; 1 for an HTTP error answer.
+    let out = vlexivo(s(&["pay", &format!("{}/healthz", env.srv.url)]), Some(key.clone())).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = vlexivo(s(&["pay", &format!("{}/nowhere", env.srv.url)]), Some(key)).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+}
