@@ -216,7 +216,16 @@ impl VlexivoPayments {
         let prepared = self.payer.prepare(&pr, method, url, SystemClock.now())?;
         let facilitator = prepared.facilitator.clone();
         let price = prepared.price;
-        lock(&self.facilitator).get_or_insert_with(|| facilitator.clone());
+        {
+            // Without a configured facilitator, follow the challenges (prepare() has already
+            // refused any other one when it is configured); a balance seen at another
+            // facilitator means nothing here.
+            let mut current = lock(&self.facilitator);
+            if current.as_deref() != Some(facilitator.as_str()) {
+                *current = Some(facilitator.clone());
+                *lock(&self.last_balance) = None;
+            }
+        }
 
         let mut topped_up = None;
         if let Some(rule) = &self.auto_top_up {

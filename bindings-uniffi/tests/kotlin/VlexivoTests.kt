@@ -539,6 +539,35 @@ fun registerTests() {
     }
 }
 
+/** Loopback figures (not a test): N sequential paid calls, the share spent in `pay`, and
+ *  `quote` (parse + checks + EIP-712 signature, no I/O) on one 402. */
+fun bench(ctx: Ctx, n: Int) = runBlocking {
+    VlexivoPayments(Wallet.generate(), facilitatorUrl = ctx.facilitator).use { p ->
+        p.topUp("100")
+        val url = "${ctx.api}/v1/quote"
+        repeat(20) { paidCall(p, "GET", url) } // warm-up: JIT, connection pools
+        var payNanos = 0L
+        val t0 = System.nanoTime()
+        repeat(n) {
+            val first = send("GET", url)
+            val tp = System.nanoTime()
+            val paid = p.pay(402u, first.headerList(), first.body(), "GET", url)
+            payNanos += System.nanoTime() - tp
+            check(send("GET", url, null, listOf(paid.header)).statusCode() == 200) { "bench call failed" }
+        }
+        val total = System.nanoTime() - t0
+        println("bench: $n sequential paid calls (402, pay, 200): %.2f ms/call, %.0f calls/s; pay() alone %.2f ms/call"
+            .format(total / 1e6 / n, n / (total / 1e9), payNanos / 1e6 / n))
+        val r = send("GET", url)
+        val headers = r.headerList()
+        val body = r.body()
+        repeat(50) { p.quote(402u, headers, body, "GET", url) }
+        val tq = System.nanoTime()
+        repeat(n) { p.quote(402u, headers, body, "GET", url) }
+        println("bench: quote() (parse, policy, EIP-712 sign; no I/O): %.3f ms/call".format((System.nanoTime() - tq) / 1e6 / n))
+    }
+}
+
 fun argValue(args: Array<String>, name: String): String {
     val i = args.indexOf(name)
     require(i >= 0 && i + 1 < args.size) { "missing $name" }
@@ -550,6 +579,8 @@ fun main(args: Array<String>) {
     val paidApi = argValue(args, "--paid-api")
     val vectors = File(argValue(args, "--vectors"))
     val only = args.indexOf("--only").takeIf { it >= 0 }?.let { args[it + 1] }
+    // --bench N: after the tests, print loopback figures (N bounded to keep it short).
+    val benchN = args.indexOf("--bench").takeIf { it >= 0 }?.let { args[it + 1].toInt().coerceIn(1, 2000) }
     val dir = Files.createTempDirectory("vlexivo-uniffi-tests").toFile()
     val services = ArrayList<Service>()
     Runtime.getRuntime().addShutdownHook(Thread { services.forEach { it.stop() } })
@@ -579,6 +610,7 @@ fun main(args: Array<String>) {
                 if (e !is AssertionFailed) e.printStackTrace(System.out)
             }
         }
+        if (benchN != null) bench(ctx, benchN)
     } catch (e: Throwable) {
         failed++
         println("FAIL setup: ${e.message}")
