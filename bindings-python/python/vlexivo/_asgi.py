@@ -39,13 +39,15 @@ _HOLDER_KEY = "vlexivo.middleware"
 
 def binding_path(scope: Scope) -> str:
     """The request path as the client's URL spells it (what the challenge and token bind)."""
-    raw = scope.get("raw_path")
+    raw: bytes | None = scope.get("raw_path")
     if raw:
         return raw.decode("latin-1").split("?", 1)[0]
     return quote(scope.get("root_path", "") + scope["path"], safe="/:@!$&'()*+,;=-._~%")
 
 
 def proof_of(scope: Scope) -> str | None:
+    k: bytes
+    v: bytes
     for k, v in scope["headers"]:
         if k == _PROOF:
             return v.decode("latin-1")

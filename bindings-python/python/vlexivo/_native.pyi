@@ -3,6 +3,8 @@
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, final
 
+__all__ = ["NativeError", "_ErrorBox", "Price", "Payment", "Paywall", "Wallet", "PaymentRequired", "PreparedPayment", "Receipt", "Payer", "parse_price", "parse_amount", "error_for", "error_from_body", "parse_payment_required", "auto_top_up_amount", "split_url", "now", "_test_only_issue_hs256_token", "ALL_CODES", "PROTOCOL_VERSION", "DEFAULT_FACILITATOR_URL", "__version__"]
+
 ALL_CODES: Final[tuple[str, ...]]
 PROTOCOL_VERSION: Final[int]
 DEFAULT_FACILITATOR_URL: Final[str]
@@ -31,7 +33,7 @@ class Price:
     def currency(self) -> str: ...
     @property
     def atomic(self) -> int: ...
-    def __eq__(self, other: object) -> bool: ...
+    def __eq__(self, value: object, /) -> bool: ...
     def __hash__(self) -> int: ...
 
 @final

@@ -23,7 +23,7 @@ _STATUS_TEXT = {402: "Payment Required", 409: "Conflict", 413: "Content Too Larg
 
 def binding_path(environ: dict[str, Any]) -> str:
     """The request path as the client's URL spells it (what the challenge and token bind)."""
-    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    raw: str | None = environ.get("RAW_URI") or environ.get("REQUEST_URI")
     if raw:
         raw = raw.split("?", 1)[0]
         if "://" in raw:  # absolute-form request target
@@ -61,6 +61,7 @@ def _read_wsgi_body(environ: dict[str, Any], limit: int) -> bytes | None:
     stream = environ.get("wsgi.input")
     if length > limit:
         return None
+    body: bytes
     if length > 0 and stream is not None:
         body = stream.read(length)
     elif stream is not None and environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":

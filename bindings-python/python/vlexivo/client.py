@@ -145,7 +145,8 @@ class _Flow:
         return _native.parse_payment_required(response.status_code, response.headers.multi_items(), body)
 
     def prepare(self, pr: _native.PaymentRequired, request: httpx.Request) -> _native.PreparedPayment:
-        return _call(self.payer.prepare, pr, request.method, str(request.url))
+        prepared: _native.PreparedPayment = _call(self.payer.prepare, pr, request.method, str(request.url))
+        return prepared
 
     def top_up_amount(self, balance: str, price: str) -> str | None:
         assert self.auto is not None
@@ -264,7 +265,7 @@ class VlexivoClient(httpx.Client):
             raise self._vlx.facilitator_error(r.status_code, r.content)
         return r
 
-    def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:  # type: ignore[override]
+    def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
         response = super().send(request, **kwargs)
         if response.status_code != 402:
             return response
@@ -378,7 +379,7 @@ class AsyncVlexivoClient(httpx.AsyncClient):
             raise self._vlx.facilitator_error(r.status_code, r.content)
         return r
 
-    async def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:  # type: ignore[override]
+    async def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
         response = await super().send(request, **kwargs)
         if response.status_code != 402:
             return response

@@ -1,0 +1,149 @@
+"""FastAPI + Vlexivo paywall vs bare FastAPI under load, on 127.0.0.1 (bounded in time).
+
+    python bench/bench_load.py [--duration 10] [--connections 32] [--rounds 2]
+
+Each variant runs as a real uvicorn process (one worker). wrk (Debian's `wrk` package) sends
+GET /hello; against the paid app every request carries a distinct pre-minted valid proof token
+(the test-only native helper signs them with the provider's HS256 key), so every request runs
+the full hot path: header scan, verify, nonce insert, receipt header. The same header is sent to
+the bare app, so both parse the same requests. Without wrk a bounded Python generator is used."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from vlexivo import _native
+
+HERE = Path(__file__).resolve().parent
+SECRET = "sk_test_6pmpFeivHgqW7JxfnBXZje6aGyg3nqjNmwfgLHfp7bM"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(app: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {**os.environ, "VLX_SECRET_KEY": SECRET, "PYTHONPATH": str(HERE)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", f"load_app:{app}", "--host", "127.0.0.1", "--port", str(port),
+         "--log-level", "warning", "--no-access-log", "--workers", "1"],
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise SystemExit(f"{app} did not start")
+            time.sleep(0.05)
+    return proc, url
+
+
+def run_wrk(url: str, tokens: Path, duration: int, connections: int, threads: int) -> tuple[float, int]:
+    env = {**os.environ, "VLX_TOKENS": str(tokens), "WRK_THREADS": str(threads)}
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "-s", str(HERE / "tokens.lua"), url + "/hello"],
+        env=env, capture_output=True, text=True, check=True, timeout=duration + 30,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return rps, int(m.group(1)) if m else 0
+
+
+def run_python(url: str, tokens: Path, duration: int, connections: int) -> tuple[float, int]:
+    """Fallback load generator: keep-alive connections in threads, bounded by time and tokens."""
+    import http.client
+    import threading
+    from urllib.parse import urlparse
+
+    toks = tokens.read_text().split()
+    host = urlparse(url)
+    lock = threading.Lock()
+    it = iter(toks)
+    done = [0, 0]
+    stop = time.monotonic() + duration
+
+    def worker() -> None:
+        c = http.client.HTTPConnection(host.hostname, host.port)
+        while time.monotonic() < stop:
+            with lock:
+                t = next(it, None)
+            if t is None:
+                return
+            c.request("GET", "/hello", headers={"Vlexivo-Proof": t})
+            r = c.getresponse()
+            r.read()
+            with lock:
+                done[0] += 1
+                done[1] += r.status != 200
+
+    ts = [threading.Thread(target=worker) for _ in range(connections)]
+    t0 = time.monotonic()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return done[0] / (time.monotonic() - t0), done[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--tokens", type=int, default=120_000)
+    args = ap.parse_args()
+    use_wrk = shutil.which("wrk") is not None
+    now = _native.now()
+    results: dict[str, list[float]] = {"bare": [], "paid": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        def mint(tag: str, count: int) -> Path:
+            f = Path(tmp) / f"{tag}.txt"
+            f.write_text("\n".join(
+                _native._test_only_issue_hs256_token(SECRET, f"{tag}-{i:016d}", "GET", "/hello", "0.001", now)
+                for i in range(count)) + "\n")
+            return f
+
+        for rnd in range(args.rounds):
+            for app in ("bare", "paid"):
+                # Fresh tokens (and a fresh server, so a fresh nonce store) for every run.
+                warm, run = mint(f"w{rnd}{app}", 20_000), mint(f"r{rnd}{app}", args.tokens)
+                proc, url = start(app)
+                try:
+                    if use_wrk:
+                        run_wrk(url, warm, 1, 4, 1)
+                        rps, bad = run_wrk(url, run, args.duration, args.connections, args.threads)
+                    else:
+                        run_python(url, warm, 1, 4)
+                        rps, bad = run_python(url, run, args.duration, args.connections)
+                finally:
+                    proc.terminate()
+                    proc.wait(timeout=10)
+                print(f"round {rnd} {app:<5} {rps:9.0f} req/s   non-2xx: {bad}", flush=True)
+                if bad:
+                    raise SystemExit(f"{app}: {bad} failed requests (tokens exhausted or rejected)")
+                results[app].append(rps)
+    bare, paid = max(results["bare"]), max(results["paid"])
+    print(f"tool: {'wrk' if use_wrk else 'python'}; best of {args.rounds}: bare {bare:.0f} req/s, "
+          f"paid {paid:.0f} req/s, paid/bare = {paid / bare:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Adapter details over real HTTP, with tokens signed by the test-only native helper (no
+facilitator needed): the FastAPI dependency together with the middleware, the guard wrapping a
+whole WSGI app, body limits, body binding and what a resolver sees."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import flask
+import httpx
+from fastapi import Depends, FastAPI
+from fastapi.responses import JSONResponse
+
+from vlexivo import PricingRequest, VlexivoServer, _native
+
+SECRET = "sk_test_6pmpFeivHgqW7JxfnBXZje6aGyg3nqjNmwfgLHfp7bM"
+
+
+def token(nonce: str, method: str, path: str, amount: str = "0.001", body: bytes | None = None) -> str:
+    return _native._test_only_issue_hs256_token(SECRET, nonce.ljust(24, "x"), method, path, amount, _native.now(),
+                                                body=body)
+
+
+def test_dependency_with_middleware_releases_on_returned_5xx(serve: Any) -> None:
+    vlx = VlexivoServer(api_secret=SECRET)
+    app = FastAPI()
+    # No routes: the middleware only sees the real responses of dependency-paid requests.
+    app.add_middleware(vlx.asgi_paywall)
+    state = {"fail": True}
+
+    @app.get("/dep")
+    async def dep(payment: Any = Depends(vlx.paywall(price="0.001"))) -> Any:
+        if state["fail"]:
+            return JSONResponse({"error": "down"}, status_code=503)
+        return {"paid": payment.amount}
+
+    url = serve("uvicorn", app)
+    t = token("dep1", "GET", "/dep")
+    with httpx.Client(base_url=url) as http:
+        r = http.get("/dep", headers={"Vlexivo-Proof": t})
+        assert r.status_code == 503 and r.headers["vlexivo-receipt"].startswith("tx=")
+        state["fail"] = False
+        r = http.get("/dep", headers={"Vlexivo-Proof": t})
+        assert r.status_code == 200 and r.json() == {"paid": "0.001"}
+        assert r.headers["vlexivo-receipt"].count("tx=") == 1
+        r = http.get("/dep", headers={"Vlexivo-Proof": t})
+        assert (r.status_code, r.json()["error"]) == (409, "token_replayed")
+        # The 402 from a dependency is the protocol's JSON, not FastAPI's {"detail": …}.
+        r = http.get("/dep")
+        assert r.status_code == 402 and r.json()["error"] == "payment_required" and r.json()["price"] == "0.001"
+        assert "vlexivo-challenge" in r.headers
+
+
+def test_guard_wraps_a_wsgi_app_and_binds_bodies(serve: Any) -> None:
+    vlx = VlexivoServer(api_secret=SECRET, bind_body=True, max_body_bytes=1000)
+    seen: list[bytes] = []
+
+    def inner(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        seen.append(environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    url = serve("werkzeug", vlx.paywall(price="0.002").wsgi(inner))
+    with httpx.Client(base_url=url) as http:
+        body = b'{"a":1}'
+        r = http.post("/anything", content=body)
+        assert r.status_code == 402
+        # A token bound to another body does not buy this one.
+        r = http.post("/anything", content=body, headers={"Vlexivo-Proof": token("b1", "POST", "/anything", "0.002", b"x")})
+        assert (r.status_code, r.json()["error"]) == (402, "token_resource")
+        r = http.post("/anything", content=body, headers={"Vlexivo-Proof": token("b2", "POST", "/anything", "0.002", body)})
+        assert r.status_code == 200 and r.text == "ok"
+        assert seen == [body]  # the app still reads the body the paywall read
+        r = http.post("/anything", content=b"x" * 2000)
+        assert (r.status_code, r.json()["error"]) == (413, "request_too_large")
+
+
+def test_resolver_sees_the_request(serve: Any) -> None:
+    vlx = VlexivoServer(api_secret=SECRET)
+    seen: list[PricingRequest] = []
+
+    async def resolver(req: PricingRequest) -> str:
+        seen.append(req)
+        return "0.001"
+
+    app = FastAPI()
+    app.add_middleware(vlx.asgi_paywall, routes={"/api/*": vlx.price(resolver=resolver)})
+
+    @app.post("/api/x")
+    async def x() -> dict[str, bool]:
+        return {"ok": True}
+
+    fapp = flask.Flask("seen")
+
+    @fapp.post("/api/x")
+    @vlx.paywall(price_resolver=resolver)
+    def fx() -> Any:
+        return {"ok": True}
+
+    for kind, a in (("uvicorn", app), ("waitress", fapp)):
+        url = serve(kind, a)
+        r = httpx.post(url + "/api/x?days=3&days=4&g=tick", json={"model": "m"}, headers={"X-Tier": "gold"})
+        assert r.status_code == 402
+        req = seen[-1]
+        assert (req.method, req.path, req.query) == ("POST", "/api/x", {"days": "3", "g": "tick"})
+        assert req.headers["x-tier"] == "gold" and req.json() == {"model": "m"}
+        assert json.loads(req.body or b"") == {"model": "m"}
