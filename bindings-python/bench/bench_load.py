@@ -140,9 +140,13 @@ def main() -> None:
                 if bad:
                     raise SystemExit(f"{app}: {bad} failed requests (tokens exhausted or rejected)")
                 results[app].append(rps)
+    import statistics
+
     bare, paid = max(results["bare"]), max(results["paid"])
-    print(f"tool: {'wrk' if use_wrk else 'python'}; best of {args.rounds}: bare {bare:.0f} req/s, "
-          f"paid {paid:.0f} req/s, paid/bare = {paid / bare:.3f}")
+    ratios = [p / b for b, p in zip(results["bare"], results["paid"])]
+    print(f"tool: {'wrk' if use_wrk else 'python'}; load average {os.getloadavg()[0]:.1f}")
+    print(f"best of {args.rounds}: bare {bare:.0f} req/s, paid {paid:.0f} req/s, paid/bare = {paid / bare:.3f}")
+    print(f"median of per-round paid/bare ratios = {statistics.median(ratios):.3f}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@
 use pyo3::exceptions::{PyException, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyString, PyTuple, PyType};
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString, PyTuple, PyType};
 use std::sync::{Arc, Mutex};
 use vlexivo_core::client as vclient;
 use vlexivo_core::env::{Clock, Entropy, OsEntropy, SystemClock};
@@ -68,17 +68,29 @@ fn error_fields<'py>(py: Python<'py>, err: &Error) -> PyResult<Bound<'py, PyDict
         | Error::PriceInvalid(why)
         | Error::Config(why)
         | Error::Internal(why) => d.set_item("reason", why)?,
-        Error::BudgetExceeded { limit, requested, remaining } => {
+        Error::BudgetExceeded {
+            limit,
+            requested,
+            remaining,
+        } => {
             d.set_item("limit", limit.as_str())?;
             d.set_item("requested", requested)?;
             d.set_item("remaining", remaining)?;
         }
-        Error::InsufficientFunds { required, balance, currency } => {
+        Error::InsufficientFunds {
+            required,
+            balance,
+            currency,
+        } => {
             d.set_item("required", required)?;
             d.set_item("balance", balance)?;
             d.set_item("currency", currency)?;
         }
-        Error::FacilitatorError { status, code, message } => {
+        Error::FacilitatorError {
+            status,
+            code,
+            message,
+        } => {
             d.set_item("upstream_status", status)?;
             d.set_item("upstream_code", code)?;
             d.set_item("upstream_message", message)?;
@@ -127,10 +139,15 @@ fn error_for_code(code: &str, msg: &str) -> Option<Error> {
         "amount_negative" => Error::AmountNegative,
         "amount_not_finite" => Error::AmountNotFinite,
         "amount_precision" => Error::AmountPrecision { max_decimals: 6 },
-        "amount_too_large" => Error::AmountTooLarge { max: vlexivo_core::money::MAX_AMOUNT.to_string() },
+        "amount_too_large" => Error::AmountTooLarge {
+            max: vlexivo_core::money::MAX_AMOUNT.to_string(),
+        },
         "amount_zero" => Error::AmountZero,
         "currency_unsupported" => Error::CurrencyUnsupported(s()),
-        "currency_mismatch" => Error::CurrencyMismatch { expected: String::new(), got: s() },
+        "currency_mismatch" => Error::CurrencyMismatch {
+            expected: String::new(),
+            got: s(),
+        },
         "challenge_malformed" => Error::ChallengeMalformed("challenge"),
         "challenge_too_large" => Error::ChallengeTooLarge { limit: 4096 },
         "challenge_invalid" => Error::ChallengeInvalid,
@@ -150,8 +167,14 @@ fn error_for_code(code: &str, msg: &str) -> Option<Error> {
         "token_audience" => Error::TokenAudience,
         "token_mode" => Error::TokenMode,
         "token_resource" => Error::TokenResource,
-        "token_underpaid" => Error::TokenUnderpaid { paid: String::new(), price: String::new() },
-        "token_currency" => Error::TokenCurrency { paid: String::new(), price: String::new() },
+        "token_underpaid" => Error::TokenUnderpaid {
+            paid: String::new(),
+            price: String::new(),
+        },
+        "token_currency" => Error::TokenCurrency {
+            paid: String::new(),
+            price: String::new(),
+        },
         "token_replayed" => Error::TokenReplayed,
         "nonce_store_full" => Error::NonceStoreFull,
         "nonce_store_unavailable" => Error::NonceStoreUnavailable(s()),
@@ -172,12 +195,19 @@ fn error_for_code(code: &str, msg: &str) -> Option<Error> {
         "request_too_large" => Error::RequestTooLarge { limit: 0 },
         "request_malformed" => Error::RequestMalformed(s()),
         "facilitator_unavailable" => Error::FacilitatorUnavailable(s()),
-        "facilitator_error" => Error::FacilitatorError { status: 502, code: String::new(), message: s() },
+        "facilitator_error" => Error::FacilitatorError {
+            status: 502,
+            code: String::new(),
+            message: s(),
+        },
         "not_payment_required" => Error::NotPaymentRequired,
         "body_not_replayable" => Error::BodyNotReplayable,
         "price_invalid" => Error::PriceInvalid(s()),
         "config_invalid" => Error::Config(s()),
-        "mode_mismatch" => Error::ModeMismatch { expected: String::new(), got: s() },
+        "mode_mismatch" => Error::ModeMismatch {
+            expected: String::new(),
+            got: s(),
+        },
         "internal" => Error::Internal(s()),
         _ => return None,
     })
@@ -188,8 +218,9 @@ fn error_for_code(code: &str, msg: &str) -> Option<Error> {
 #[pyfunction]
 #[pyo3(signature = (code, message = ""))]
 fn error_for<'py>(py: Python<'py>, code: &str, message: &str) -> PyResult<Bound<'py, PyAny>> {
-    let err = error_for_code(code, message)
-        .ok_or_else(|| pyo3::exceptions::PyValueError::new_err(format!("unknown error code {code:?}")))?;
+    let err = error_for_code(code, message).ok_or_else(|| {
+        pyo3::exceptions::PyValueError::new_err(format!("unknown error code {code:?}"))
+    })?;
     native_error_value(py, err)
 }
 
@@ -199,18 +230,20 @@ fn error_from_body<'py>(py: Python<'py>, status: u16, body: &[u8]) -> PyResult<B
     native_error_value(py, vclient::error_from_body(status, body))
 }
 
-fn error_from_py(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Error> {
+fn error_from_py(obj: &Bound<'_, PyAny>) -> PyResult<Error> {
     if let Ok(boxed) = obj.getattr("_error") {
         if let Ok(b) = boxed.cast::<ErrorBox>() {
             return Ok(b.get().err.clone());
         }
     }
     if let Ok(code) = obj.extract::<String>() {
-        return error_for_code(&code, "")
-            .ok_or_else(|| pyo3::exceptions::PyValueError::new_err(format!("unknown error code {code:?}")));
+        return error_for_code(&code, "").ok_or_else(|| {
+            pyo3::exceptions::PyValueError::new_err(format!("unknown error code {code:?}"))
+        });
     }
-    let _ = py;
-    Err(PyTypeError::new_err("expected a NativeError or an error code"))
+    Err(PyTypeError::new_err(
+        "expected a NativeError or an error code",
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -258,13 +291,19 @@ fn is_decimal(v: &Bound<'_, PyAny>) -> PyResult<bool> {
 
 /// Read an amount given as str, int, float or `decimal.Decimal` with core's exact rules
 /// (floats through `Money::from_f64`). `None` for an unsupported Python type.
-fn money_from_py(v: &Bound<'_, PyAny>, currency: Currency) -> PyResult<Option<Result<Money, Error>>> {
+fn money_from_py(
+    v: &Bound<'_, PyAny>,
+    currency: Currency,
+) -> PyResult<Option<Result<Money, Error>>> {
     if let Ok(p) = v.cast::<Price>() {
         let m = p.get().money;
         return Ok(Some(if m.currency() == currency {
             Ok(m)
         } else {
-            Err(Error::CurrencyMismatch { expected: currency.code().into(), got: m.currency().code().into() })
+            Err(Error::CurrencyMismatch {
+                expected: currency.code().into(),
+                got: m.currency().code().into(),
+            })
         }));
     }
     if let Ok(s) = v.cast::<PyString>() {
@@ -275,20 +314,23 @@ fn money_from_py(v: &Bound<'_, PyAny>, currency: Currency) -> PyResult<Option<Re
         return Ok(None);
     }
     if v.is_instance_of::<PyInt>() {
-        return Ok(Some(Money::parse(&v.str()?.to_str()?.to_owned(), currency)));
+        return Ok(Some(Money::parse(v.str()?.to_str()?, currency)));
     }
     if let Ok(f) = v.cast::<PyFloat>() {
         return Ok(Some(Money::from_f64(f.value(), currency)));
     }
     if is_decimal(v)? {
         // str(Decimal) is exact (it may use exponent form, which core reads exactly).
-        return Ok(Some(Money::parse(&v.str()?.to_str()?.to_owned(), currency)));
+        return Ok(Some(Money::parse(v.str()?.to_str()?, currency)));
     }
     Ok(None)
 }
 
 fn type_name(v: &Bound<'_, PyAny>) -> String {
-    v.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
+    v.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into())
 }
 
 /// A provider's price, as core's `Paywall::parse_price` judges it: every problem (bad type,
@@ -298,12 +340,16 @@ fn price_from_py(v: &Bound<'_, PyAny>, currency: &str) -> Result<Money, Error> {
         return Money::positive(p.get().money).map_err(|e| Error::PriceInvalid(e.to_string()));
     }
     if let Ok(s) = v.cast::<PyString>() {
-        let s = s.to_str().map_err(|_| Error::PriceInvalid("price is not valid UTF-8".into()))?;
+        let s = s
+            .to_str()
+            .map_err(|_| Error::PriceInvalid("price is not valid UTF-8".into()))?;
         return vpaywall::Paywall::parse_price(s, currency);
     }
     let cur = Currency::parse(currency).map_err(|e| Error::PriceInvalid(e.to_string()))?;
     match money_from_py(v, cur) {
-        Ok(Some(r)) => r.and_then(Money::positive).map_err(|e| Error::PriceInvalid(e.to_string())),
+        Ok(Some(r)) => r
+            .and_then(Money::positive)
+            .map_err(|e| Error::PriceInvalid(e.to_string())),
         Ok(None) => Err(Error::PriceInvalid(format!(
             "a price must be a str, int, float or Decimal, not {}",
             type_name(v)
@@ -317,18 +363,32 @@ fn price_from_py(v: &Bound<'_, PyAny>, currency: &str) -> Result<Money, Error> {
 #[pyfunction]
 #[pyo3(signature = (value, currency = "usd"))]
 fn parse_price(py: Python<'_>, value: &Bound<'_, PyAny>, currency: &str) -> PyResult<Price> {
-    Ok(Price { money: price_from_py(value, currency).py_err(py)? })
+    Ok(Price {
+        money: price_from_py(value, currency).py_err(py)?,
+    })
 }
 
 /// Parse an amount with the detailed money codes (`amount_malformed`, `amount_precision`, …).
 /// With `positive=True` zero is refused (`amount_zero`).
 #[pyfunction]
 #[pyo3(signature = (value, currency = "usd", positive = false))]
-fn parse_amount(py: Python<'_>, value: &Bound<'_, PyAny>, currency: &str, positive: bool) -> PyResult<Price> {
-    Ok(Price { money: amount_from_py(py, value, currency, positive)? })
+fn parse_amount(
+    py: Python<'_>,
+    value: &Bound<'_, PyAny>,
+    currency: &str,
+    positive: bool,
+) -> PyResult<Price> {
+    Ok(Price {
+        money: amount_from_py(py, value, currency, positive)?,
+    })
 }
 
-fn amount_from_py(py: Python<'_>, value: &Bound<'_, PyAny>, currency: &str, positive: bool) -> PyResult<Money> {
+fn amount_from_py(
+    py: Python<'_>,
+    value: &Bound<'_, PyAny>,
+    currency: &str,
+    positive: bool,
+) -> PyResult<Money> {
     let cur = Currency::parse(currency).py_err(py)?;
     let m = match money_from_py(value, cur)? {
         Some(r) => r.py_err(py)?,
@@ -339,7 +399,11 @@ fn amount_from_py(py: Python<'_>, value: &Bound<'_, PyAny>, currency: &str, posi
             ));
         }
     };
-    if positive { m.positive().py_err(py) } else { Ok(m) }
+    if positive {
+        m.positive().py_err(py)
+    } else {
+        Ok(m)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -382,7 +446,10 @@ impl Payment {
         d.set_item(if camel { "txHash" } else { "tx_hash" }, &self.tx_hash)?;
         d.set_item("nonce", &self.nonce)?;
         d.set_item(if camel { "paidAt" } else { "paid_at" }, self.paid_at)?;
-        d.set_item(if camel { "expiresAt" } else { "expires_at" }, self.expires_at)?;
+        d.set_item(
+            if camel { "expiresAt" } else { "expires_at" },
+            self.expires_at,
+        )?;
         d.set_item("resource", &self.resource)?;
         Ok(d)
     }
@@ -510,7 +577,10 @@ impl Paywall {
         let req = Self::req(method, path, body);
         let store = &*self.store;
         let facts = py
-            .detach(|| self.inner.verify(proof, &req, &price, now_or_system(now), store))
+            .detach(|| {
+                self.inner
+                    .verify(proof, &req, &price, now_or_system(now), store)
+            })
             .py_err(py)?;
         Ok(Payment {
             payer: facts.payer,
@@ -548,7 +618,13 @@ impl Paywall {
         let price = price_from_py(price, currency).py_err(py)?;
         let r = self
             .inner
-            .challenge(&Self::req(method, path, body), &price, scope, now_or_system(now), &OsEntropy)
+            .challenge(
+                &Self::req(method, path, body),
+                &price,
+                scope,
+                now_or_system(now),
+                &OsEntropy,
+            )
             .py_err(py)?;
         Ok(answer(r))
     }
@@ -560,7 +636,6 @@ impl Paywall {
     #[allow(clippy::too_many_arguments)]
     fn reject(
         &self,
-        py: Python<'_>,
         error: &Bound<'_, PyAny>,
         method: &str,
         path: &str,
@@ -570,7 +645,7 @@ impl Paywall {
         now: Option<u64>,
         body: Option<&[u8]>,
     ) -> PyResult<Answer> {
-        let err = error_from_py(py, error)?;
+        let err = error_from_py(error)?;
         let price = price.and_then(|p| price_from_py(p, currency).ok());
         let entropy: &dyn Entropy = &OsEntropy;
         Ok(answer(self.inner.reject(
@@ -603,7 +678,7 @@ fn _test_only_issue_hs256_token(
     facilitator_url: &str,
     body: Option<&[u8]>,
 ) -> PyResult<String> {
-    use vlexivo_core::token::{ProofClaims, SigningKey, TokenIssuer, TOKEN_TTL_SECS};
+    use vlexivo_core::token::{ProofClaims, SigningKey, TOKEN_TTL_SECS, TokenIssuer};
     let keys = vlexivo_core::keys::ProviderKeys::from_secret(api_secret).py_err(py)?;
     let issuer = TokenIssuer::new(SigningKey::Hs256(keys.token_hs256)).py_err(py)?;
     let amt = Money::parse(amount, Currency::Usd).py_err(py)?;
@@ -640,12 +715,16 @@ impl Wallet {
     /// From a hex private key (with or without `0x`).
     #[new]
     fn new(py: Python<'_>, private_key: &str) -> PyResult<Self> {
-        Ok(Self { inner: vlexivo_core::wallet::Wallet::from_hex(private_key).py_err(py)? })
+        Ok(Self {
+            inner: vlexivo_core::wallet::Wallet::from_hex(private_key).py_err(py)?,
+        })
     }
     /// A fresh random wallet.
     #[staticmethod]
     fn generate() -> Self {
-        Self { inner: vlexivo_core::wallet::Wallet::generate(&OsEntropy) }
+        Self {
+            inner: vlexivo_core::wallet::Wallet::generate(&OsEntropy),
+        }
     }
     /// EIP-55 address.
     #[getter]
@@ -727,7 +806,11 @@ impl PaymentRequired {
         self.inner.challenge.exp
     }
     fn __repr__(&self) -> String {
-        format!("PaymentRequired(price={:?}, resource={:?})", self.price(), self.resource())
+        format!(
+            "PaymentRequired(price={:?}, resource={:?})",
+            self.price(),
+            self.resource()
+        )
     }
 }
 
@@ -741,14 +824,23 @@ fn parse_payment_required(
     body: &[u8],
 ) -> PyResult<PaymentRequired> {
     let pairs: Vec<(String, String)> = if let Ok(d) = headers.cast::<PyDict>() {
-        d.iter().map(|(k, v)| Ok((k.extract()?, v.extract()?))).collect::<PyResult<_>>()?
+        d.iter()
+            .map(|(k, v)| Ok((k.extract()?, v.extract()?)))
+            .collect::<PyResult<_>>()?
     } else if headers.hasattr("multi_items")? {
         // httpx.Headers / starlette Headers.
         headers.call_method0("multi_items")?.extract()?
     } else if headers.hasattr("items")? {
-        headers.call_method0("items")?.try_iter()?.map(|i| i?.extract()).collect::<PyResult<_>>()?
+        headers
+            .call_method0("items")?
+            .try_iter()?
+            .map(|i| i?.extract())
+            .collect::<PyResult<_>>()?
     } else {
-        headers.try_iter()?.map(|i| i?.extract()).collect::<PyResult<_>>()?
+        headers
+            .try_iter()?
+            .map(|i| i?.extract())
+            .collect::<PyResult<_>>()?
     };
     let inner = vclient::parse_payment_required(
         status,
@@ -785,7 +877,9 @@ impl PreparedPayment {
             .lock()
             .map_err(|_| PyTypeError::new_err("prepared payment lock poisoned"))?
             .take()
-            .ok_or_else(|| PyTypeError::new_err("this prepared payment was already finished or abandoned"))
+            .ok_or_else(|| {
+                PyTypeError::new_err("this prepared payment was already finished or abandoned")
+            })
     }
 }
 
@@ -837,13 +931,18 @@ impl Payer {
         facilitator_url: Option<String>,
     ) -> PyResult<Self> {
         let wallet = vlexivo_core::wallet::Wallet::from_hex(wallet_key).py_err(py)?;
-        let cap = |v: Option<&Bound<'_, PyAny>>| v.map(|v| amount_from_py(py, v, "usd", false)).transpose();
+        let cap = |v: Option<&Bound<'_, PyAny>>| {
+            v.map(|v| amount_from_py(py, v, "usd", false)).transpose()
+        };
         let window = match window {
             None => None,
             Some(t) => {
                 let (secs, max): (u64, Bound<'_, PyAny>) = t.extract()?;
                 if secs == 0 {
-                    return Err(native_error(py, Error::Config("window must be at least 1 second".into())));
+                    return Err(native_error(
+                        py,
+                        Error::Config("window must be at least 1 second".into()),
+                    ));
                 }
                 Some((secs, amount_from_py(py, &max, "usd", false)?))
             }
@@ -854,7 +953,9 @@ impl Payer {
             max_total: cap(max_total)?,
             window,
         };
-        Ok(Self { inner: vclient::Payer::new(wallet, policy, facilitator_url) })
+        Ok(Self {
+            inner: vclient::Payer::new(wallet, policy, facilitator_url),
+        })
     }
 
     #[getter]
@@ -874,7 +975,9 @@ impl Payer {
         now: Option<u64>,
     ) -> PyResult<PreparedPayment> {
         let pr = &payment_required.inner;
-        let p = py.detach(|| self.inner.prepare(pr, method, url, now_or_system(now))).py_err(py)?;
+        let p = py
+            .detach(|| self.inner.prepare(pr, method, url, now_or_system(now)))
+            .py_err(py)?;
         Ok(PreparedPayment {
             pay_url: p.pay_url.clone(),
             facilitator: p.facilitator.clone(),
@@ -888,7 +991,13 @@ impl Payer {
 
     /// Read the facilitator's answer to the payment POST: commits the budget reservation and
     /// returns the receipt, or releases it and raises the typed error (`insufficient_funds`, …).
-    fn finish(&self, py: Python<'_>, prepared: PyRef<'_, PreparedPayment>, status: u16, body: &[u8]) -> PyResult<Receipt> {
+    fn finish(
+        &self,
+        py: Python<'_>,
+        prepared: PyRef<'_, PreparedPayment>,
+        status: u16,
+        body: &[u8],
+    ) -> PyResult<Receipt> {
         let p = prepared.take()?;
         let r = self.inner.finish(p, status, body).py_err(py)?;
         Ok(Receipt {
@@ -939,7 +1048,10 @@ fn auto_top_up_amount(
     let cfg = vclient::AutoTopUp::new(&trigger.to_string(), &top_up.to_string()).py_err(py)?;
     let balance = amount_from_py(py, balance, "usd", false)?;
     let price = amount_from_py(py, price, "usd", false)?;
-    Ok(cfg.amount_before(&balance, &price).py_err(py)?.map(|m| m.to_string()))
+    Ok(cfg
+        .amount_before(&balance, &price)
+        .py_err(py)?
+        .map(|m| m.to_string()))
 }
 
 /// `(host, path)` of an absolute http(s) URL, as the payer binds it.
@@ -981,7 +1093,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("PROTOCOL_VERSION", vlexivo_core::PROTOCOL_VERSION)?;
     m.add("DEFAULT_FACILITATOR_URL", vpaywall::DEFAULT_FACILITATOR_URL)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    let _ = PyBytes::new(py, b"");
     Ok(())
 }
 
@@ -992,7 +1103,8 @@ mod tests {
     #[test]
     fn every_code_has_a_constructor() {
         for code in Error::ALL_CODES {
-            let e = error_for_code(code, "x").unwrap_or_else(|| panic!("no constructor for {code}"));
+            let e =
+                error_for_code(code, "x").unwrap_or_else(|| panic!("no constructor for {code}"));
             assert_eq!(e.code(), *code);
         }
         assert!(error_for_code("nope", "").is_none());
