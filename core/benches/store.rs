@@ -29,8 +29,7 @@ fn bench_store(c: &mut Criterion, name: &str, store: &dyn NonceStore) {
 }
 
 fn consume_memory(c: &mut Criterion) {
-    let store = MemoryStore::new();
-    bench_store(c, "consume_memory", &store);
+    bench_store(c, "consume_memory", &MemoryStore::new());
 }
 
 #[cfg(feature = "sqlite")]

@@ -6,6 +6,7 @@ use super::{Consume, NonceStore, check_key};
 use crate::error::{Error, Result};
 use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Power of two, so the shard is picked with a mask; 32 keeps lock contention negligible at
@@ -34,6 +35,19 @@ impl Shard {
         self.inserts_since_sweep = 0;
         self.swept_at = now;
         before - self.map.len()
+    }
+
+    /// Count an insert and sweep when due: after a quarter of the shard's size in inserts (at
+    /// least SWEEP_MIN_INSERTS), so each sweep's cost is spread over the inserts before it.
+    fn note_insert(&mut self, now: u64, len: &AtomicUsize) {
+        self.inserts_since_sweep += 1;
+        let due = SWEEP_MIN_INSERTS.max(self.map.len() / 4);
+        if self.inserts_since_sweep >= due && now > self.swept_at {
+            let freed = self.sweep(now);
+            if freed > 0 {
+                len.fetch_sub(freed, Ordering::AcqRel);
+            }
+        }
     }
 }
 
@@ -108,34 +122,38 @@ impl NonceStore for MemoryStore {
         check_key(key)?;
         // Second pass only after a store-wide sweep freed room elsewhere.
         for pass in 0..2 {
-            let mut shard = self.shard(key).lock();
-            match shard.map.get_mut(key) {
-                Some(exp) if *exp >= now => return Ok(Consume::Replayed),
-                Some(exp) => {
+            let mut guard = self.shard(key).lock();
+            let shard = &mut *guard;
+            // One hash and one probe on the common (fresh) path; the key is boxed up front,
+            // which a replay wastes, but replays are the rare case.
+            match shard.map.entry(Box::from(key)) {
+                Entry::Occupied(mut e) => {
+                    if *e.get() >= now {
+                        return Ok(Consume::Replayed);
+                    }
                     // Expired: re-recording it is a fresh use and takes no new slot.
-                    *exp = expires_at;
+                    e.insert(expires_at);
                     return Ok(Consume::Fresh);
                 }
-                None => {}
+                Entry::Vacant(e) => {
+                    if self.try_reserve_slot() {
+                        e.insert(expires_at);
+                        shard.note_insert(now, &self.len);
+                        return Ok(Consume::Fresh);
+                    }
+                }
             }
-            let mut have_slot = self.try_reserve_slot();
-            if !have_slot && now > shard.swept_at {
+            if now > shard.swept_at {
                 // Full: reclaim expired entries here first (we hold this lock already).
                 let freed = shard.sweep(now);
                 self.forget(freed);
-                have_slot = self.try_reserve_slot();
-            }
-            if have_slot {
-                shard.map.insert(key.into(), expires_at);
-                shard.inserts_since_sweep += 1;
-                let due = SWEEP_MIN_INSERTS.max(shard.map.len() / 4);
-                if shard.inserts_since_sweep >= due && now > shard.swept_at {
-                    let freed = shard.sweep(now);
-                    self.forget(freed);
+                if self.try_reserve_slot() {
+                    shard.map.insert(key.into(), expires_at);
+                    shard.note_insert(now, &self.len);
+                    return Ok(Consume::Fresh);
                 }
-                return Ok(Consume::Fresh);
             }
-            drop(shard);
+            drop(guard);
             // Still full: sweep every shard, one lock at a time (never two held), at most once
             // per second store-wide so a flood at a full store cannot make each request O(n).
             let last = self.full_sweep_at.load(Ordering::Acquire);

@@ -15,6 +15,8 @@ const PURGE_EVERY: u64 = 1024;
 /// Rows deleted per periodic purge: well above PURGE_EVERY, so purging keeps up with inserts.
 const PURGE_BATCH: u32 = 4096;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Retries of the open-time configuration on SQLITE_BUSY: 1, 2, 4 … 64 ms, about 5 s in all.
+const OPEN_RETRIES: u32 = 80;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS vlexivo_nonces (
@@ -73,19 +75,19 @@ impl SqliteStore {
     fn init(conn: Connection, path: Option<PathBuf>) -> Result<Self> {
         // The busy timeout first: the pragmas and schema below may meet another process's lock.
         conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| unavailable("configure", &e))?;
-        if path.is_some() {
-            // Returns the resulting mode; an in-memory database stays "memory", which is fine.
-            let mode: String = conn
-                .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-                .map_err(|e| unavailable("configure", &e))?;
-            if !mode.eq_ignore_ascii_case("wal") {
-                return Err(Error::NonceStoreUnavailable("cannot enable WAL".into()));
+        // Switching a new file to WAL while other connections open it can return SQLITE_BUSY
+        // without waiting on the busy handler, so retry that step with backoff (only at open).
+        let mut attempt = 0u32;
+        loop {
+            match configure(&conn, path.is_some()) {
+                Ok(()) => break,
+                Err((_, e)) if is_busy(&e) && attempt < OPEN_RETRIES => {
+                    std::thread::sleep(Duration::from_millis(1u64 << attempt.min(6)));
+                    attempt += 1;
+                }
+                Err((op, e)) => return Err(unavailable(op, &e)),
             }
         }
-        // NORMAL in WAL mode: durable against process crashes; a power loss may forget the
-        // last few nonces, which only matters for tokens still within their 5 minutes.
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| unavailable("configure", &e))?;
-        conn.execute_batch(SCHEMA).map_err(|e| unavailable("create schema", &e))?;
         conn.set_prepared_statement_cache_capacity(8);
         Ok(Self { inner: Mutex::new(Inner { conn, consumes: 0 }), path })
     }
@@ -155,6 +157,34 @@ impl NonceStore for SqliteStore {
     fn kind(&self) -> &'static str {
         "sqlite"
     }
+}
+
+/// Journal mode, durability and schema; idempotent, so it can be retried as a whole.
+fn configure(conn: &Connection, on_file: bool) -> std::result::Result<(), (&'static str, rusqlite::Error)> {
+    if on_file {
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(|e| ("configure", e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            // E.g. a file system without shared memory support: refuse rather than run slower
+            // and lock out other processes.
+            return Err(("cannot enable WAL", rusqlite::Error::InvalidQuery));
+        }
+    }
+    // NORMAL in WAL mode: durable against process crashes; a power loss may forget the last
+    // few nonces, which only matters for tokens still within their 5 minutes.
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| ("configure", e))?;
+    // Keys are random, so inserts touch random B-tree pages: a 16 MB cache (default 2 MB) holds
+    // the hot part of a few hundred thousand live nonces and avoids a read syscall per insert.
+    conn.pragma_update(None, "cache_size", -16_384).map_err(|e| ("configure", e))?;
+    conn.execute_batch(SCHEMA).map_err(|e| ("create schema", e))
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 /// SQLite integers are i64; times beyond year 292 billion are clamped, not wrapped.
