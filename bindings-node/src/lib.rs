@@ -143,11 +143,76 @@ impl Rejection {
     }
 }
 
+/// What `authorize` returns for a paid request, as a flat array (setting ten named properties
+/// from native code costs more than the verification itself; JS builds the object):
+/// `[payer, amount, currency, txHash, nonce, paidAt, expiresAt, resource, storeKey, receipt]`.
+type PaidTuple = Vec<Either<String, i64>>;
+
+fn paid_tuple(f: vx::paywall::PaymentFacts) -> PaidTuple {
+    let receipt = vx::paywall::Paywall::receipt(&f);
+    vec![
+        Either::A(f.payer),
+        Either::A(f.amount),
+        Either::A(f.currency),
+        Either::A(f.tx_hash),
+        Either::A(f.nonce),
+        Either::B(f.paid_at as i64),
+        Either::B(f.expires_at as i64),
+        Either::A(f.resource),
+        Either::A(f.store_key),
+        Either::A(receipt),
+    ]
+}
+
+/// The core paywall and its nonce store, shared by the `Paywall` object and its routes.
+struct Shared {
+    inner: vx::paywall::Paywall,
+    store: Arc<dyn NonceStore>,
+}
+
+impl Shared {
+    /// Verify and consume, or the response to send instead. `price` is already parsed (or its
+    /// parse error, which becomes a logged 500).
+    #[allow(clippy::too_many_arguments)]
+    fn decide(
+        &self,
+        price: vx::Result<Money>,
+        proof: Option<&str>,
+        method: &str,
+        path: &str,
+        scope: &str,
+        now: Option<f64>,
+        body: Option<&[u8]>,
+    ) -> Either<PaidTuple, Rejection> {
+        let now = now_or_clock(now);
+        let req = RequestInfo { method, path, body };
+        let price = match price {
+            Ok(p) => p,
+            Err(e) => {
+                let r = self.inner.reject(&e, &req, None, scope, now, &OsEntropy);
+                return Either::B(Rejection::from_core(r, Some(&e)));
+            }
+        };
+        let proof = proof.map(str::trim).filter(|p| !p.is_empty());
+        let outcome = match proof {
+            // No proof: straight to the challenge (no token parsing, no store access).
+            None => Err(VxError::TokenMissing),
+            Some(p) => self.inner.verify(Some(p), &req, &price, now, &*self.store),
+        };
+        match outcome {
+            Ok(facts) => Either::A(paid_tuple(facts)),
+            Err(e) => {
+                let r = self.inner.reject(&e, &req, Some(&price), scope, now, &OsEntropy);
+                Either::B(Rejection::from_core(r, Some(&e)))
+            }
+        }
+    }
+}
+
 /// The provider's paywall: a `vlexivo_core::paywall::Paywall` and its nonce store.
 #[napi(js_name = "Paywall")]
 pub struct JsPaywall {
-    inner: vx::paywall::Paywall,
-    store: Arc<dyn NonceStore>,
+    shared: Arc<Shared>,
 }
 
 impl JsPaywall {
@@ -193,7 +258,8 @@ impl JsPaywall {
                 )));
             }
         };
-        Ok(Self { inner: vx::paywall::Paywall::new(cfg)?, store })
+        let inner = vx::paywall::Paywall::new(cfg)?;
+        Ok(Self { shared: Arc::new(Shared { inner, store }) })
     }
 }
 
@@ -207,27 +273,46 @@ impl JsPaywall {
     /// The provider account id (`acct_…`) derived from the secret.
     #[napi(getter)]
     pub fn account(&self) -> String {
-        self.inner.account().to_string()
+        self.shared.inner.account().to_string()
     }
 
     #[napi(getter)]
     pub fn mode(&self) -> String {
-        self.inner.mode().as_str().to_string()
+        self.shared.inner.mode().as_str().to_string()
     }
 
     #[napi(getter)]
     pub fn facilitator_url(&self) -> String {
-        self.inner.facilitator_url().to_string()
+        self.shared.inner.facilitator_url().to_string()
     }
 
     #[napi(getter)]
     pub fn binds_body(&self) -> bool {
-        self.inner.binds_body()
+        self.shared.inner.binds_body()
     }
 
     #[napi(getter)]
     pub fn store_kind(&self) -> String {
-        self.store.kind().to_string()
+        self.shared.store.kind().to_string()
+    }
+
+    /// A route at a fixed price: the price is parsed once (`price_invalid` otherwise) and the
+    /// hot path then passes only the proof, method and path.
+    #[napi]
+    pub fn route(
+        &self,
+        env: Env,
+        price: Either<String, f64>,
+        currency: String,
+        scope: Option<String>,
+    ) -> Result<PricedRoute> {
+        let price = price_of(&price, &currency).map_err(|e| throw(&env, e))?;
+        Ok(PricedRoute {
+            shared: Arc::clone(&self.shared),
+            canonical: price.to_string(),
+            price,
+            scope: scope.unwrap_or_else(|| "per-call".into()),
+        })
     }
 
     /// Verify a proof for this request at `price` and consume its nonce. Throws the core error
@@ -248,18 +333,18 @@ impl JsPaywall {
         let run = || -> vx::Result<PaymentFacts> {
             let price = price_of(&price, &currency)?;
             let req = Self::req(&method, &path, body.as_deref());
-            let facts =
-                self.inner.verify(proof.as_deref(), &req, &price, now_or_clock(now), &*self.store)?;
+            let s = &self.shared;
+            let facts = s.inner.verify(proof.as_deref(), &req, &price, now_or_clock(now), &*s.store)?;
             Ok(facts.into())
         };
         run().map_err(|e| throw(&env, e))
     }
 
-    /// The adapters' hot path in one call: verify and consume, or the response to send instead
-    /// (402 with a fresh challenge, 409 replay, 500 bad price, 503 store down). Never throws for
-    /// a refusal, so an unpaid request costs no JS exception.
+    /// The adapters' path in one call, at a price given per request: verify and consume (a
+    /// paid array, see `PricedRoute.authorize`), or the response to send instead (402 with a
+    /// fresh challenge, 409 replay, 500 bad price, 503 store down). Never throws for a refusal.
     #[allow(clippy::too_many_arguments)]
-    #[napi(ts_return_type = "PaymentFacts | Rejection")]
+    #[napi(ts_return_type = "[string, string, string, string, string, number, number, string, string, string] | Rejection")]
     pub fn authorize(
         &self,
         proof: Option<String>,
@@ -270,41 +355,28 @@ impl JsPaywall {
         scope: String,
         now: Option<f64>,
         body: Option<Buffer>,
-    ) -> Either<PaymentFacts, Rejection> {
-        let now = now_or_clock(now);
-        let req = Self::req(&method, &path, body.as_deref());
-        let price = match price_of(&price, &currency) {
-            Ok(p) => p,
-            Err(e) => {
-                let r = self.inner.reject(&e, &req, None, &scope, now, &OsEntropy);
-                return Either::B(Rejection::from_core(r, Some(&e)));
-            }
-        };
-        let proof = proof.as_deref().map(str::trim).filter(|p| !p.is_empty());
-        let outcome = match proof {
-            // No proof: straight to the challenge (no token parsing, no store access).
-            None => Err(VxError::TokenMissing),
-            Some(p) => self.inner.verify(Some(p), &req, &price, now, &*self.store),
-        };
-        match outcome {
-            Ok(facts) => Either::A(facts.into()),
-            Err(e) => {
-                let r = self.inner.reject(&e, &req, Some(&price), &scope, now, &OsEntropy);
-                Either::B(Rejection::from_core(r, Some(&e)))
-            }
-        }
+    ) -> Either<PaidTuple, Rejection> {
+        self.shared.decide(
+            price_of(&price, &currency),
+            proof.as_deref(),
+            &method,
+            &path,
+            &scope,
+            now,
+            body.as_deref(),
+        )
     }
 
     /// Forget a consumed nonce (the handler failed): the same token may be presented again.
     #[napi]
     pub fn release(&self, env: Env, store_key: String) -> Result<()> {
-        self.store.release(&store_key).map_err(|e| throw(&env, e))
+        self.shared.store.release(&store_key).map_err(|e| throw(&env, e))
     }
 
     /// Drop expired nonces; returns how many.
     #[napi]
     pub fn purge(&self, env: Env, now: Option<f64>) -> Result<f64> {
-        self.store.purge(now_or_clock(now)).map(|n| n as f64).map_err(|e| throw(&env, e))
+        self.shared.store.purge(now_or_clock(now)).map(|n| n as f64).map_err(|e| throw(&env, e))
     }
 
     /// A fresh 402 for this request and price.
@@ -325,7 +397,7 @@ impl JsPaywall {
             let price = price_of(&price, &currency)?;
             let req = Self::req(&method, &path, body.as_deref());
             let scope = scope.as_deref().unwrap_or("per-call");
-            let r = self.inner.challenge(&req, &price, scope, now_or_clock(now), &OsEntropy)?;
+            let r = self.shared.inner.challenge(&req, &price, scope, now_or_clock(now), &OsEntropy)?;
             Ok(Rejection::from_core(r, None))
         };
         run().map_err(|e| throw(&env, e))
@@ -357,8 +429,45 @@ impl JsPaywall {
         };
         let req = Self::req(&method, &path, None);
         let scope = scope.as_deref().unwrap_or("per-call");
-        let r = self.inner.reject(&err, &req, price.as_ref(), scope, now_or_clock(now), &OsEntropy);
+        let r = self.shared.inner.reject(&err, &req, price.as_ref(), scope, now_or_clock(now), &OsEntropy);
         Ok(Rejection::from_core(r, Some(&err)))
+    }
+}
+
+/// A paid route at a fixed, pre-parsed price (see `Paywall.route`).
+#[napi]
+pub struct PricedRoute {
+    shared: Arc<Shared>,
+    price: Money,
+    canonical: String,
+    scope: String,
+}
+
+#[napi]
+impl PricedRoute {
+    /// Canonical decimal price.
+    #[napi(getter)]
+    pub fn price(&self) -> String {
+        self.canonical.clone()
+    }
+
+    #[napi(getter)]
+    pub fn currency(&self) -> String {
+        self.price.currency().code().to_string()
+    }
+
+    /// Verify and consume, or the response to send instead. A paid request returns
+    /// `[payer, amount, currency, txHash, nonce, paidAt, expiresAt, resource, storeKey, receipt]`.
+    #[napi(ts_return_type = "[string, string, string, string, string, number, number, string, string, string] | Rejection")]
+    pub fn authorize(
+        &self,
+        proof: Option<String>,
+        method: String,
+        path: String,
+        now: Option<f64>,
+        body: Option<Buffer>,
+    ) -> Either<PaidTuple, Rejection> {
+        self.shared.decide(Ok(self.price), proof.as_deref(), &method, &path, &self.scope, now, body.as_deref())
     }
 }
 

@@ -7,7 +7,7 @@
  *   server.route({ method: 'POST', path: '/x', options: { plugins: { vlexivo: { price: '0.01' } } }, handler })
  *   server.route({ ..., options: { plugins: { vlexivo: false } } })   // free route
  */
-import type {} from '@hapi/hapi';
+import type { Plugin } from '@hapi/hapi';
 import { VlexivoServer, type VlexivoServerOptions } from './server';
 import { PaidRoute, PROOF_HEADER, RECEIPT_HEADER, exposeValue, isFacts, isThenable, rawBodyOf, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
 import { releaseOnce } from './express';
@@ -139,10 +139,10 @@ function register(hapi: HapiServerLike, options: VlexivoHapiOptions): void {
   });
 }
 
-export const plugin = {
+export const plugin: Plugin<VlexivoHapiOptions> = {
   name: 'vlexivo',
   version: '0.1.0',
-  register,
+  register: register as unknown as Plugin<VlexivoHapiOptions>['register'],
 };
 
 export { VlexivoServer };

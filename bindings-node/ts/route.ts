@@ -4,8 +4,9 @@
  * answer instead). Adapters only read the request and write the response.
  */
 import native = require('./native');
-import type { PaymentFacts, Rejection } from '../native/index.js';
+import type { PricedRoute, Rejection } from '../native/index.js';
 import { VlexivoConfigError, createError, fromNative, type VlexivoErrorCode } from './errors';
+
 
 /** What `req.vlxPayment` holds on a paid request. */
 export interface VlexivoPayment {
@@ -61,9 +62,30 @@ export const EXPOSED_HEADERS = 'Vlexivo-Receipt, Vlexivo-Challenge';
 export const PROOF_HEADER = 'vlexivo-proof';
 export const RECEIPT_HEADER = 'Vlexivo-Receipt';
 
-export function isFacts(r: PaymentFacts | Rejection): r is PaymentFacts {
-  return (r as PaymentFacts).storeKey !== undefined;
+/** The native paid result: [payer, amount, currency, txHash, nonce, paidAt, expiresAt, resource, storeKey, receipt]. */
+type PaidTuple = [string, string, string, string, string, number, number, string, string, string];
+
+function toPayment(t: PaidTuple): VlexivoPayment {
+  return {
+    payer: t[0],
+    amount: t[1],
+    currency: t[2],
+    txHash: t[3],
+    nonce: t[4],
+    paidAt: t[5],
+    expiresAt: t[6],
+    resource: t[7],
+    storeKey: t[8],
+    receipt: t[9],
+  };
 }
+
+export function isFacts(r: VlexivoPayment | Rejection): r is VlexivoPayment {
+  return (r as VlexivoPayment).storeKey !== undefined;
+}
+
+/** Resolver prices seen recently, parsed once each (bounded). */
+const PRICE_CACHE_MAX = 256;
 
 function describe(v: unknown): string {
   if (v === null) return 'null';
@@ -105,6 +127,9 @@ export class PaidRoute<Req = any> {
   readonly exposeHeaders: boolean;
   private readonly clock: (() => number) | undefined;
   private readonly logger: VlexivoLogger;
+  /** The static price's pre-parsed native route. */
+  private readonly fixed: PricedRoute | undefined;
+  private readonly priced = new Map<string | number, PricedRoute>();
 
   constructor(ctx: RouteContext, opts: PaywallOptions<Req>) {
     if (opts === null || typeof opts !== 'object') {
@@ -125,7 +150,8 @@ export class PaidRoute<Req = any> {
     if (opts.price !== undefined) {
       // A bad static price is a startup error, not a 500 on every request.
       try {
-        this.price = native.parsePrice(opts.price, this.currency);
+        this.fixed = this.paywall.route(opts.price, this.currency, this.scope);
+        this.price = this.fixed.price;
       } catch (e) {
         throw fromNative(e);
       }
@@ -149,21 +175,47 @@ export class PaidRoute<Req = any> {
     path: string,
     resolved: unknown,
     body?: Buffer,
-  ): PaymentFacts | Rejection {
-    let amount: unknown = resolved;
-    let currency = this.currency;
-    if (amount !== null && typeof amount === 'object' && 'price' in (amount as object)) {
-      const o = amount as { price: unknown; currency?: unknown };
-      amount = o.price;
-      if (o.currency !== undefined) currency = String(o.currency);
-    }
-    if (typeof amount !== 'string' && typeof amount !== 'number') {
-      return this.fault('price_invalid', `priceResolver returned ${describe(resolved)}, not a price`, method, path);
-    }
+  ): VlexivoPayment | Rejection {
     const p = Array.isArray(proof) ? proof[0] : proof;
-    const r = this.paywall.authorize(p, method, path, amount, currency, this.scope, this.now(), body);
-    if (!isFacts(r) && r.logMessage !== undefined && r.logMessage !== null) this.log(r.code, r.logMessage, method, path);
+    const now = this.clock === undefined ? undefined : this.clock();
+    let route: PricedRoute | undefined;
+    if (this.resolver === undefined && this.fixed !== undefined) route = this.fixed;
+    else if (typeof resolved === 'string' || typeof resolved === 'number') route = this.routeFor(resolved);
+    let r: PaidTuple | Rejection;
+    if (route !== undefined) {
+      r = route.authorize(p, method, path, now, body) as PaidTuple | Rejection;
+    } else {
+      // A price in another currency, or one that does not parse (a logged 500).
+      let amount: unknown = resolved;
+      let currency = this.currency;
+      if (amount !== null && typeof amount === 'object' && 'price' in (amount as object)) {
+        const o = amount as { price: unknown; currency?: unknown };
+        amount = o.price;
+        if (o.currency !== undefined) currency = String(o.currency);
+      }
+      if (typeof amount !== 'string' && typeof amount !== 'number') {
+        return this.fault('price_invalid', `priceResolver returned ${describe(resolved)}, not a price`, method, path);
+      }
+      r = this.paywall.authorize(p, method, path, amount, currency, this.scope, now, body) as PaidTuple | Rejection;
+    }
+    if (Array.isArray(r)) return toPayment(r);
+    if (r.logMessage !== undefined && r.logMessage !== null) this.log(r.code, r.logMessage, method, path);
     return r;
+  }
+
+  /** The parsed route for a resolver's price (cached), or undefined if it does not parse. */
+  private routeFor(price: string | number): PricedRoute | undefined {
+    let route = this.priced.get(price);
+    if (route === undefined) {
+      try {
+        route = this.paywall.route(price, this.currency, this.scope);
+      } catch {
+        return undefined;
+      }
+      if (this.priced.size >= PRICE_CACHE_MAX) this.priced.clear();
+      this.priced.set(price, route);
+    }
+    return route;
   }
 
   /** A provider-side fault (bad resolver, no raw body): logged with details, a bare 5xx out. */

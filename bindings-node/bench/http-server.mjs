@@ -1,0 +1,50 @@
+// One benchmark target per process: `node bench/http-server.mjs <scenario>`; prints PORT=….
+//   express-bare | express-paywall | express-jose-set | fastify-bare | fastify-paywall
+import express from 'express';
+import Fastify from 'fastify';
+import { jwtVerify } from 'jose';
+import { VlexivoServer } from 'vlexivo';
+import vlexivoFastify from 'vlexivo/fastify';
+import { SECRET, RESOURCE_PATH } from './tokens.mjs';
+
+const scenario = process.argv[2];
+const joseKey = process.env.JOSE_KEY ? Buffer.from(process.env.JOSE_KEY, 'hex') : undefined;
+const reply = { result: 'ok', usage: { tokens: 2 } };
+
+async function main() {
+  if (scenario.startsWith('express')) {
+    const app = express();
+    if (scenario === 'express-paywall') {
+      const vlx = new VlexivoServer({ apiSecret: SECRET, store: { type: 'memory', capacity: 2_000_000 } });
+      app.post(RESOURCE_PATH, vlx.paywall({ price: '0.001' }), (req, res) => res.json(reply));
+    } else if (scenario === 'express-jose-set') {
+      // What one would write without Vlexivo: async jose verify and a growing Set of nonces.
+      const seen = new Set();
+      const guard = async (req, res, next) => {
+        try {
+          const { payload } = await jwtVerify(req.headers['vlexivo-proof'] ?? '', joseKey, { algorithms: ['HS256'] });
+          if (payload.res !== `POST ${RESOURCE_PATH}`) return res.status(402).json({ error: 'token_resource' });
+          if (seen.has(payload.jti)) return res.status(409).json({ error: 'token_replayed' });
+          seen.add(payload.jti);
+          req.vlxPayment = payload;
+          next();
+        } catch {
+          res.status(402).json({ error: 'token_invalid' });
+        }
+      };
+      app.post(RESOURCE_PATH, guard, (req, res) => res.json(reply));
+    } else {
+      app.post(RESOURCE_PATH, (req, res) => res.json(reply));
+    }
+    const server = app.listen(0, '127.0.0.1', () => console.log(`PORT=${server.address().port}`));
+  } else {
+    const app = Fastify({ logger: false });
+    if (scenario === 'fastify-paywall') {
+      await app.register(vlexivoFastify, { apiSecret: SECRET, store: { type: 'memory', capacity: 2_000_000 }, price: '0.001' });
+    }
+    app.post(RESOURCE_PATH, async () => reply);
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    console.log(`PORT=${app.server.address().port}`);
+  }
+}
+main();

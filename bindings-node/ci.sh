@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# CI for the `vlexivo` npm package: install npm deps (lockfile), build the napi-rs addon and the
+# TypeScript, type-check the article's snippets, run the Rust unit tests of the binding and the
+# node:test suites (real Express 4/5, Fastify, Hapi and a real facilitator), then check that
+# the packed tarball installs and runs outside the repository. Idempotent; exits non-zero on
+# any failure.
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT="$(cd .. && pwd)"
+
+echo "== node $(node --version), npm $(npm --version)"
+major="$(node -p 'process.versions.node.split(".")[0]')"
+if [ "$major" -lt 20 ]; then
+  echo "Node >= 20 required" >&2
+  exit 1
+fi
+
+echo "== npm ci"
+npm ci --no-audit --no-fund --loglevel=error
+
+if [ ! -x "$ROOT/target/debug/vlexivo" ] && [ -z "${VLEXIVO_BIN:-}" ]; then
+  echo "== cargo build -p vlexivo-facilitator (the tests start a real facilitator)"
+  (cd "$ROOT" && cargo build -p vlexivo-facilitator)
+fi
+
+echo "== napi build (release: the tests, the tarball and the benchmarks use it)"
+npx napi build --platform --release --output-dir native --js index.js --dts index.d.ts
+
+echo "== TypeScript"
+npm run build:ts
+npx tsc -p examples/tsconfig.json
+
+echo "== cargo test -p vlexivo-node (error mapping round trip)"
+(cd "$ROOT" && cargo test -p vlexivo-node --lib 2>&1 | tail -n 4)
+
+echo "== node --test"
+node --test --test-concurrency=1 test/*.test.mjs
+
+echo "== pack and install outside the repository"
+node scripts/pack-check.mjs
