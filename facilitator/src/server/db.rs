@@ -1,10 +1,9 @@
 //! The facilitator's SQLite file: connection settings and schema migrations.
 //!
-//! Durability: WAL with `synchronous=FULL`. In WAL mode FULL fsyncs the log on every commit,
-//! so a payment acknowledged to a client (we answer only after COMMIT returns) survives a
-//! crash of the process *and* of the machine. NORMAL would survive `kill -9` but could lose the
-//! last commits on power loss. Group commit (many payments per transaction, see `ledger`) makes
-//! the one fsync per batch affordable.
+//! Durability: WAL. Connections default to `synchronous=FULL` (every commit fsyncs the WAL).
+//! The ledger writer switches itself to NORMAL and fsyncs the WAL from a separate thread before
+//! acknowledging anything (`ledger`): the same guarantee — an acknowledged payment survives
+//! `kill -9` and power loss — with the fsync pipelined behind the next batch.
 
 use rusqlite::{Connection, OpenFlags};
 use std::path::Path;

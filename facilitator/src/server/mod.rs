@@ -393,7 +393,7 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer> {
         providers.insert(r.account, Arc::new(p));
     }
     let n_providers = providers.len();
-    let (ledger, writer) = Ledger::start(conn, faucet_cap, public_url.clone())?;
+    let (ledger, writer) = Ledger::start(conn, &cfg.db_path, faucet_cap, public_url.clone())?;
     let state = Arc::new(AppState {
         ledger,
         providers: RwLock::new(providers),
