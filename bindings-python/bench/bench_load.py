@@ -55,6 +55,13 @@ def start(app: str) -> tuple[subprocess.Popen[bytes], str]:
     return proc, url
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc): the server's own cost, which other
+    load on a shared machine does not inflate the way it inflates wall-clock throughput."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_wrk(url: str, tokens: Path, duration: int, connections: int, threads: int) -> tuple[float, int]:
     env = {**os.environ, "VLX_TOKENS": str(tokens), "WRK_THREADS": str(threads)}
     out = subprocess.run(
@@ -113,6 +120,7 @@ def main() -> None:
     use_wrk = shutil.which("wrk") is not None
     now = _native.now()
     results: dict[str, list[float]] = {"bare": [], "paid": []}
+    cpu_us: dict[str, list[float]] = {"bare": [], "paid": []}
     with tempfile.TemporaryDirectory() as tmp:
         def mint(tag: str, count: int) -> Path:
             f = Path(tmp) / f"{tag}.txt"
@@ -129,14 +137,19 @@ def main() -> None:
                 try:
                     if use_wrk:
                         run_wrk(url, warm, 1, 4, 1)
+                        c0 = cpu_seconds(proc.pid)
                         rps, bad = run_wrk(url, run, args.duration, args.connections, args.threads)
                     else:
                         run_python(url, warm, 1, 4)
+                        c0 = cpu_seconds(proc.pid)
                         rps, bad = run_python(url, run, args.duration, args.connections)
+                    served = rps * args.duration
+                    cpu_us[app].append((cpu_seconds(proc.pid) - c0) / served * 1e6)
                 finally:
                     proc.terminate()
                     proc.wait(timeout=10)
-                print(f"round {rnd} {app:<5} {rps:9.0f} req/s   non-2xx: {bad}", flush=True)
+                print(f"round {rnd} {app:<5} {rps:9.0f} req/s   server CPU {cpu_us[app][-1]:6.1f} µs/req   "
+                      f"non-2xx: {bad}", flush=True)
                 if bad:
                     raise SystemExit(f"{app}: {bad} failed requests (tokens exhausted or rejected)")
                 results[app].append(rps)
@@ -147,6 +160,9 @@ def main() -> None:
     print(f"tool: {'wrk' if use_wrk else 'python'}; load average {os.getloadavg()[0]:.1f}")
     print(f"best of {args.rounds}: bare {bare:.0f} req/s, paid {paid:.0f} req/s, paid/bare = {paid / bare:.3f}")
     print(f"median of per-round paid/bare ratios = {statistics.median(ratios):.3f}")
+    cb, cp = statistics.median(cpu_us["bare"]), statistics.median(cpu_us["paid"])
+    print(f"server CPU per request (median): bare {cb:.1f} µs, paid {cp:.1f} µs; "
+          f"capacity ratio paid/bare = {cb / cp:.3f}")
 
 
 if __name__ == "__main__":

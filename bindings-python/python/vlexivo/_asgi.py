@@ -41,7 +41,8 @@ def binding_path(scope: Scope) -> str:
     """The request path as the client's URL spells it (what the challenge and token bind)."""
     raw: bytes | None = scope.get("raw_path")
     if raw:
-        return raw.decode("latin-1").split("?", 1)[0]
+        # ASGI's raw_path has no query string; some servers' did once, so cut it if present.
+        return raw.decode("latin-1") if b"?" not in raw else raw.decode("latin-1").split("?", 1)[0]
     return quote(scope.get("root_path", "") + scope["path"], safe="/:@!$&'()*+,;=-._~%")
 
 
@@ -134,7 +135,7 @@ class PaywallMiddleware:
             return
         method = scope["method"]
         path = binding_path(scope)
-        now = gate._now()
+        now = None if self.server._clock is None else gate._now()
         body: bytes | None = None
         try:
             if gate.needs_body:
@@ -170,7 +171,7 @@ class PaywallMiddleware:
             nonlocal status
             if msg["type"] == "http.response.start":
                 status = msg["status"]
-                msg = dict(msg)
+                # A new list: the app may reuse its own (Starlette passes response.raw_headers).
                 msg["headers"] = [*msg.get("headers", ()), (_RECEIPT, receipt), _EXPOSE]
             await send(msg)
 
