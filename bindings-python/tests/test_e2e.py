@@ -219,11 +219,19 @@ def test_auto_top_up(facilitator: Facilitator, vlx: VlexivoServer, serve: Any) -
 async def test_auto_top_up_async_concurrent(facilitator: Facilitator, vlx: VlexivoServer, serve: Any) -> None:
     url = serve("uvicorn", fastapi_app(vlx, Counter()))
     w = Wallet.generate()
-    async with AsyncVlexivoClient(wallet_key=w.private_key_hex(), base_url=url,
+    events: list[vlexivo.PaymentEvent] = []
+
+    async def on_payment(e: vlexivo.PaymentEvent) -> None:  # async hooks are awaited
+        await asyncio.sleep(0)
+        events.append(e)
+
+    async with AsyncVlexivoClient(wallet_key=w.private_key_hex(), base_url=url, on_payment=on_payment,
                                   auto_top_up=vlexivo.AutoTopUp(trigger_balance="0.02", top_up_amount="0.05")) as client:
         rs = await asyncio.gather(*(client.post("/api/v1/inference", json={"model": "large"}) for _ in range(8)))
         assert [r.status_code for r in rs] == [200] * 8
     assert client.payer.spent_total() == "0.08"
+    assert len(events) == 8 and {e.amount for e in events} == {"0.01"} and len({e.nonce for e in events}) == 8
+    assert all(e.url.endswith("/api/v1/inference") and e.method == "POST" for e in events)
 
 
 def test_budget_caps(facilitator: Facilitator, provider: dict[str, Any], vlx: VlexivoServer,
