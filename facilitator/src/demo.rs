@@ -342,8 +342,8 @@ impl Demo {
             ),
         ];
 
-        println!("  {:<2}  {:<46} {:>9}  {:<16} {:>10}  {:>6}", "#", "call", "price", "tx", "balance", "ms");
-        println!("  {}", "─".repeat(98));
+        self.say(format!("  {:<2}  {:<46} {:>9}  {:<16} {:>10}  {:>6}", "#", "call", "price", "tx", "balance", "ms"));
+        self.say(format!("  {}", "─".repeat(98)));
         let mut paid = 0u32;
         let mut spent = Money::zero(Currency::Usd);
         let mut first_token: Option<(String, String)> = None;
@@ -363,14 +363,14 @@ impl Demo {
                 }
             };
             if let Some(AutoTopUpDone(t)) = res.extensions().get::<AutoTopUpDone>() {
-                println!(
+                self.say(format!(
                     "  {:<2}  {:<46} {:>9}  {:<16} {:>10}",
                     "↳",
                     "auto top-up (balance below $1.00)",
                     format!("+${}", t.amount),
                     short_hash(&t.tx_hash),
                     format!("${}", t.balance)
-                );
+                ));
             }
             let status = res.status();
             let receipt = receipt_of(&res).cloned();
@@ -380,7 +380,7 @@ impl Demo {
                 self.check(false, format!("call {} ({}) was not paid (HTTP {status})", i + 1, call.label));
                 continue;
             };
-            println!(
+            self.say(format!(
                 "  {:<2}  {:<46} {:>9}  {:<16} {:>10}  {:>6.1}",
                 i + 1,
                 call.label,
@@ -388,7 +388,7 @@ impl Demo {
                 short_hash(&r.tx_hash),
                 format!("${}", r.balance),
                 ms
-            );
+            ));
             self.check(status.is_success(), format!("call {} answered HTTP {status}", i + 1));
             self.check(header_receipt, format!("call {} has no Vlexivo-Receipt header", i + 1));
             self.check(
@@ -403,7 +403,7 @@ impl Demo {
         }
 
         // 6. Failed work is not charged: the handler answers 503 once; the same token retried.
-        println!();
+        self.say("");
         let url = format!("{api}/api/v1/report");
         let res = agent.get(&url).await?;
         let status = res.status();
@@ -415,12 +415,12 @@ impl Demo {
                 let ok = again.status().is_success();
                 paid += 1;
                 spent = spent.checked_add(&Money::parse(&r.amount, Currency::Usd)?)?;
-                println!(
+                self.say(format!(
                     "  handler failed   GET /api/v1/report → HTTP {}; same token retried → HTTP {}  (paid once: ${})",
                     status.as_u16(),
                     again.status().as_u16(),
                     r.amount
-                );
+                ));
                 self.check(ok, "a retry with the token of a failed call was refused");
             }
             _ => {
@@ -434,7 +434,7 @@ impl Demo {
             let status = res.status().as_u16();
             let body: Value = res.json().await.unwrap_or(Value::Null);
             let code = body["error"].as_str().unwrap_or("?").to_string();
-            println!("  replay           call 1's token sent again → HTTP {status} {code}");
+            self.say(format!("  replay           call 1's token sent again → HTTP {status} {code}"));
             self.check(status == 409 && code == "token_replayed", "a replayed token was not refused with 409");
         }
 
@@ -449,9 +449,9 @@ impl Demo {
             .await;
         match res {
             Err(Error::InsufficientFunds { required, balance, currency }) => {
-                println!(
+                self.say(format!(
                     "  no funds         2nd wallet (${balance}, auto top-up off) → large model: insufficient_funds, needs ${required} {currency}"
-                );
+                ));
                 self.check(required == "0.01" && balance == "0.005", "insufficient_funds carried wrong amounts");
             }
             other => {
@@ -475,7 +475,7 @@ impl Demo {
         let after = capped.balance().await?;
         match res {
             Err(e @ Error::BudgetExceeded { .. }) => {
-                println!("  spending cap     3rd wallet (max $0.005/call) → large model: {}; balance still ${after}", e.code());
+                self.say(format!("  spending cap     3rd wallet (max $0.005/call) → large model: {}; balance still ${after}", e.code()));
                 self.check(after.to_string() == "1", "the capped wallet was charged");
             }
             other => {
