@@ -241,6 +241,8 @@ impl VlexivoClient {
         if first.status() != StatusCode::PAYMENT_REQUIRED {
             return Ok(first);
         }
+        // After a redirect the challenge is for where we ended up; pay and retry there.
+        let url = first.url().clone();
         let pr = match self.read_challenge(first).await? {
             Ok(pr) => pr,
             // A 402 that is not Vlexivo's: hand it back untouched.

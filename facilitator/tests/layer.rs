@@ -67,6 +67,7 @@ fn app(paywall: Arc<Paywall>, store: Arc<dyn NonceStore>, fail_count: Arc<Atomic
             })
             .layer(layer(Price::fixed("0.001"))),
         )
+        .route("/old-hello", get(|| async { axum::response::Redirect::temporary("/hello") }))
         .route("/other", get(|| async { "other" }).layer(layer(Price::fixed("0.001"))))
         .route(
             "/inference",
@@ -486,4 +487,15 @@ async fn concurrent_calls_pay_once_each() {
     // One top-up for all of them, not 24.
     assert_eq!(client.balance().await.unwrap(), usd("9.976"));
     assert_eq!(client.budget().spent_total(), usd("0.024"));
+}
+
+#[tokio::test]
+async fn redirected_calls_pay_for_where_they_land() {
+    let env = setup().await;
+    let client = env.client("1").await;
+    let res = client.get(&env.url("/old-hello")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(receipt_of(&res).unwrap().amount, "0.001");
+    let (_, body) = json_of(res).await;
+    assert_eq!(body["resource"], "GET /hello");
 }
