@@ -8,6 +8,17 @@ import vlexivoFastify from 'vlexivo/fastify';
 import { SECRET, RESOURCE_PATH } from './tokens.mjs';
 
 const scenario = process.argv[2];
+// The parent asks for this process's CPU time (user + system, µs) on stdin: CPU per request is
+// robust to other load on the machine, where wall-clock req/s is not.
+process.stdin.setEncoding('utf8');
+process.stdin.on('data', (d) => {
+  for (const line of d.split('\n')) {
+    if (line.trim() === 'cpu') {
+      const u = process.cpuUsage();
+      console.log(`CPU=${u.user + u.system}`);
+    }
+  }
+});
 const joseKey = process.env.JOSE_KEY ? Buffer.from(process.env.JOSE_KEY, 'hex') : undefined;
 const reply = { result: 'ok', usage: { tokens: 2 } };
 

@@ -1,8 +1,12 @@
 // (b) autocannon on 127.0.0.1, one run: bare Express vs Express + paywall (valid, distinct,
 // pre-minted proofs; memory store) vs Express + jose verify + Set; bare Fastify vs Fastify +
-// plugin. Each target runs in its own process; every paid request carries a fresh proof and
-// must answer 200 (a 402/409 would be counted as a non-2xx and fail the run).
-// Run: node bench/http.mjs [requestsPerScenario=60000] [connections=16]
+// plugin. Each target runs in its own process. Every request of every scenario carries a fresh
+// proof header (bare targets ignore it), so the client does the same work for all; every paid
+// request must answer 200. Scenarios are interleaved over several rounds (the machine is shared)
+// and two ratios are reported per pair:
+//   - throughput: median over rounds of req/s(paywalled) / req/s(bare)
+//   - CPU: server CPU µs per request, bare / paywalled (robust to other load on the machine)
+// Run: node bench/http.mjs [requestsPerRound=15000] [rounds=4] [connections=16]
 import autocannon from 'autocannon';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -10,76 +14,121 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { mintVlexivo, mintJose, RESOURCE_PATH } from './tokens.mjs';
 
-const AMOUNT = Number(process.argv[2] ?? 60000);
-const CONNECTIONS = Number(process.argv[3] ?? 16);
-const WARMUP = Math.min(10000, Math.floor(AMOUNT / 5));
+const PER_ROUND = Number(process.argv[2] ?? 15000);
+const ROUNDS = Number(process.argv[3] ?? 4);
+const CONNECTIONS = Number(process.argv[4] ?? 16);
+const WARMUP = 5000;
 const joseKey = randomBytes(32);
 const serverScript = fileURLToPath(new URL('./http-server.mjs', import.meta.url));
 
 function startTarget(scenario) {
   const child = spawn(process.execPath, [serverScript, scenario], {
-    stdio: ['ignore', 'pipe', 'inherit'],
+    stdio: ['pipe', 'pipe', 'inherit'],
     env: { ...process.env, JOSE_KEY: joseKey.toString('hex'), NODE_ENV: 'production' },
   });
+  const rl = createInterface({ input: child.stdout });
+  const waiters = [];
+  let url;
   return new Promise((resolve, reject) => {
-    const rl = createInterface({ input: child.stdout });
     rl.on('line', (l) => {
-      const m = /^PORT=(\d+)/.exec(l);
-      if (m) resolve({ child, url: `http://127.0.0.1:${m[1]}` });
+      const port = /^PORT=(\d+)/.exec(l);
+      if (port) {
+        url = `http://127.0.0.1:${port[1]}`;
+        resolve({
+          child,
+          url,
+          cpu: () =>
+            new Promise((r) => {
+              waiters.push(r);
+              child.stdin.write('cpu\n');
+            }),
+        });
+      }
+      const cpu = /^CPU=(\d+)/.exec(l);
+      if (cpu) waiters.shift()?.(Number(cpu[1]));
     });
     child.on('exit', (c) => reject(new Error(`${scenario} exited ${c}`)));
   });
 }
 
-function run(url, amount, tokens) {
+function burst(url, tokens) {
   let i = 0;
   const body = JSON.stringify({ model: 'small-v1', prompt: 'hello' });
-  const request = tokens
-    ? {
-        method: 'POST',
-        path: RESOURCE_PATH,
-        body,
-        setupRequest: (req) => {
-          req.headers = { 'content-type': 'application/json', 'vlexivo-proof': tokens[i++] };
-          return req;
-        },
-      }
-    : { method: 'POST', path: RESOURCE_PATH, body, headers: { 'content-type': 'application/json' } };
+  const request = {
+    method: 'POST',
+    path: RESOURCE_PATH,
+    body,
+    setupRequest: (req) => {
+      req.headers = { 'content-type': 'application/json', 'vlexivo-proof': tokens[i++] };
+      return req;
+    },
+  };
+  const t0 = performance.now();
   return new Promise((resolve, reject) => {
-    autocannon({ url, connections: CONNECTIONS, pipelining: 1, amount, requests: [request] }, (err, res) => {
+    autocannon({ url, connections: CONNECTIONS, pipelining: 1, amount: tokens.length, requests: [request] }, (err, res) => {
       if (err) reject(err);
-      else resolve(res);
+      // autocannon's own duration is coarse for fixed-count runs: time the burst here.
+      else resolve({ ...res, wallSeconds: (performance.now() - t0) / 1000 });
     });
   });
 }
 
-async function scenario(name, mint) {
+const scenarios = [
+  ['express-bare', (n) => mintVlexivo(n)],
+  ['express-paywall', (n) => mintVlexivo(n)],
+  ['express-jose-set', (n) => mintJose(n, joseKey)],
+  ['fastify-bare', (n) => mintVlexivo(n)],
+  ['fastify-paywall', (n) => mintVlexivo(n)],
+];
+
+console.log(`autocannon: ${ROUNDS} rounds x ${PER_ROUND} requests per scenario (+${WARMUP} warm-up), ${CONNECTIONS} connections, 127.0.0.1`);
+const state = {};
+for (const [name, mint] of scenarios) {
   const target = await startTarget(name);
-  try {
-    const tokens = mint ? await mint(WARMUP + AMOUNT) : undefined;
-    await run(target.url, WARMUP, tokens?.slice(0, WARMUP));
-    const res = await run(target.url, AMOUNT, tokens?.slice(WARMUP));
-    const non2xx = res.non2xx + res.errors + res.timeouts;
-    const rps = res.requests.total / (res.duration || 1);
-    console.log(
-      `${name.padEnd(18)} ${Math.round(rps).toLocaleString('en-US').padStart(8)} req/s  p50 ${res.latency.p50} ms  p99 ${res.latency.p99} ms  non-2xx/errors ${non2xx}`,
-    );
-    if (non2xx > 0) throw new Error(`${name}: ${non2xx} requests were not 2xx`);
-    return rps;
-  } finally {
-    target.child.kill('SIGTERM');
+  const tokens = await mint(WARMUP + ROUNDS * PER_ROUND);
+  state[name] = { target, tokens, next: 0, rps: [], cpuPerReq: [] };
+}
+try {
+  for (const s of Object.values(state)) {
+    await burst(s.target.url, s.tokens.slice(0, WARMUP));
+    s.next = WARMUP;
   }
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const [name] of scenarios) {
+      const s = state[name];
+      const tokens = s.tokens.slice(s.next, s.next + PER_ROUND);
+      s.next += PER_ROUND;
+      const cpu0 = await s.target.cpu();
+      const res = await burst(s.target.url, tokens);
+      const cpu1 = await s.target.cpu();
+      const bad = res.non2xx + res.errors + res.timeouts;
+      if (bad > 0) throw new Error(`${name}: ${bad} requests were not 2xx`);
+      s.rps.push(res.requests.total / res.wallSeconds);
+      s.cpuPerReq.push((cpu1 - cpu0) / res.requests.total);
+    }
+  }
+} finally {
+  for (const s of Object.values(state)) s.target.child.kill('SIGTERM');
 }
 
-console.log(`autocannon: ${AMOUNT} requests per scenario after ${WARMUP} warm-up, ${CONNECTIONS} connections, 127.0.0.1`);
-const r = {};
-r.expressBare = await scenario('express-bare');
-r.expressPaywall = await scenario('express-paywall', (n) => mintVlexivo(n));
-r.expressJose = await scenario('express-jose-set', (n) => mintJose(n, joseKey));
-r.fastifyBare = await scenario('fastify-bare');
-r.fastifyPaywall = await scenario('fastify-paywall', (n) => mintVlexivo(n));
+const median = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
+for (const [name] of scenarios) {
+  const s = state[name];
+  console.log(
+    `${name.padEnd(18)} median ${Math.round(median(s.rps)).toLocaleString('en-US').padStart(7)} req/s   server CPU ${median(s.cpuPerReq).toFixed(1).padStart(6)} µs/req   rounds: ${s.rps.map((r) => Math.round(r)).join(', ')}`,
+  );
+}
+function ratios(paid, bare) {
+  const tput = median(state[paid].rps.map((r, i) => r / state[bare].rps[i]));
+  const cpu = median(state[bare].cpuPerReq) / median(state[paid].cpuPerReq);
+  return { tput, cpu };
+}
+const ex = ratios('express-paywall', 'express-bare');
+const jo = ratios('express-jose-set', 'express-bare');
+const fa = ratios('fastify-paywall', 'fastify-bare');
 console.log('');
-console.log(`Express + paywall / bare Express:     ${(r.expressPaywall / r.expressBare).toFixed(2)} (target >= 0.85)`);
-console.log(`Express + jose + Set / bare Express:  ${(r.expressJose / r.expressBare).toFixed(2)} (reference ~0.5)`);
-console.log(`Fastify + plugin / bare Fastify:      ${(r.fastifyPaywall / r.fastifyBare).toFixed(2)} (target >= 0.80)`);
-console.log(JSON.stringify({ bench: 'http', amount: AMOUNT, connections: CONNECTIONS, rps: Object.fromEntries(Object.entries(r).map(([k, v]) => [k, Math.round(v)])) }));
+console.log('                                      throughput   CPU/request');
+console.log(`Express + paywall / bare Express:       ${ex.tput.toFixed(2)}        ${ex.cpu.toFixed(2)}   (target >= 0.85)`);
+console.log(`Express + jose + Set / bare Express:    ${jo.tput.toFixed(2)}        ${jo.cpu.toFixed(2)}   (reference ~0.5)`);
+console.log(`Fastify + plugin / bare Fastify:        ${fa.tput.toFixed(2)}        ${fa.cpu.toFixed(2)}   (target >= 0.80)`);
+console.log(JSON.stringify({ bench: 'http', perRound: PER_ROUND, rounds: ROUNDS, connections: CONNECTIONS, express: ex, joseSet: jo, fastify: fa }));

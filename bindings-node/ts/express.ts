@@ -96,7 +96,7 @@ export function expressPaywall(route: PaidRoute<any>): PaywallMiddleware {
     expose(route, res);
     // `close` follows `finish` within the same tick, before any retry can arrive. Release when
     // the handler answered 5xx, or never answered at all.
-    res.once('close', () => {
+    res.on('close', () => {
       if (res.writableFinished ? res.statusCode >= 500 : !res.headersSent) releaseOnce(release, r);
     });
     next();
