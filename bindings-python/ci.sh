@@ -19,6 +19,8 @@ if [ ! -x "$venv/bin/python" ]; then
   "$py" -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+# A `maturin develop` leaves the module in python/vlexivo/: never let a stale one into the wheel.
+rm -f python/vlexivo/_native*.so
 # The same command a user runs; --force-reinstall so a changed crate is always rebuilt in.
 "$venv/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps .
 
