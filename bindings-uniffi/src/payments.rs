@@ -102,6 +102,21 @@ pub struct VlexivoPayments {
     http: Http,
 }
 
+/// Run an operation as a task on the library's tokio runtime. The caller's thread (possibly an
+/// app's main thread, which polls the future first) only schedules it, so even the signature is
+/// computed elsewhere; and a cancelled caller (a coroutine or Swift task going away) does not
+/// cut a payment in half: the task finishes, and the budget records what the facilitator did.
+async fn on_runtime<T, F>(op: F) -> Result<T, VlexivoError>
+where
+    F: std::future::Future<Output = Result<T, CoreError>> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::spawn(op).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(e) => Err(CoreError::Internal(format!("payment task failed: {e}")).into()),
+    }
+}
+
 fn usd(s: &str) -> Result<Money, CoreError> {
     Money::parse(s, Currency::Usd)
 }
@@ -298,14 +313,14 @@ impl VlexivoPayments {
     /// Throws `NotPaymentRequired` for any other response, `BudgetExceeded` when the policy
     /// refuses, `InsufficientFunds` with the amounts when the wallet cannot pay.
     pub async fn pay(
-        &self,
+        self: Arc<Self>,
         status: u16,
         headers: Vec<HttpHeader>,
         body: Vec<u8>,
         method: String,
         url: String,
     ) -> Result<PaymentResult, VlexivoError> {
-        Ok(self.pay_inner(status, &headers, &body, &method, &url).await?)
+        on_runtime(async move { self.pay_inner(status, &headers, &body, &method, &url).await }).await
     }
 
     /// Check a 402 against the request and the policy and sign the payment, without sending
@@ -339,23 +354,29 @@ impl VlexivoPayments {
     }
 
     /// The wallet's balance at the facilitator (decimal string, USD).
-    pub async fn balance(&self) -> Result<String, VlexivoError> {
-        let facilitator = self.facilitator()?;
-        Ok(self.fetch_balance(&facilitator).await?.to_string())
+    pub async fn balance(self: Arc<Self>) -> Result<String, VlexivoError> {
+        on_runtime(async move {
+            let facilitator = self.facilitator()?;
+            Ok(self.fetch_balance(&facilitator).await?.to_string())
+        })
+        .await
     }
 
     /// Add `amount` to the wallet (the sandbox faucet; live wallets are funded on chain).
-    pub async fn top_up(&self, amount: String) -> Result<TopUpResult, VlexivoError> {
-        let amount = usd(&amount)?.positive()?;
-        let facilitator = self.facilitator()?;
-        let r = self.http.top_up(&facilitator, &self.address(), &amount.to_string()).await?;
-        self.set_balance(&r.balance);
-        Ok(TopUpResult {
-            amount: r.amount,
-            balance: r.balance,
-            currency: r.currency.unwrap_or_else(|| "usd".into()),
-            tx_hash: r.tx_hash,
+    pub async fn top_up(self: Arc<Self>, amount: String) -> Result<TopUpResult, VlexivoError> {
+        on_runtime(async move {
+            let amount = usd(&amount)?.positive()?;
+            let facilitator = self.facilitator()?;
+            let r = self.http.top_up(&facilitator, &self.address(), &amount.to_string()).await?;
+            self.set_balance(&r.balance);
+            Ok(TopUpResult {
+                amount: r.amount,
+                balance: r.balance,
+                currency: r.currency.unwrap_or_else(|| "usd".into()),
+                tx_hash: r.tx_hash,
+            })
         })
+        .await
     }
 
     /// The wallet's address.

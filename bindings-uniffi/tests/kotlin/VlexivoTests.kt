@@ -12,6 +12,8 @@ package online.vlexivo.tests
 import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.async
 import kotlinx.coroutines.awaitAll
+import kotlinx.coroutines.delay
+import kotlinx.coroutines.launch
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withContext
 import online.vlexivo.AutoTopUp
@@ -517,6 +519,26 @@ fun registerTests() {
             eq(expectThrows<VlexivoException.Challenge> {
                 p.pay(402u, r.headerList(), r.body(), "POST", "${ctx.api}/v1/quote")
             }.code, "challenge_mismatch")
+        }
+    }
+
+    test("cancellation: a cancelled pay() completes on the runtime; budget and ledger agree") { ctx ->
+        VlexivoPayments(Wallet.generate(), facilitatorUrl = ctx.facilitator).use { p ->
+            p.topUp("1")
+            val url = "${ctx.api}/v1/quote"
+            val r = send("GET", url)
+            kotlinx.coroutines.coroutineScope {
+                val job = launch(Dispatchers.IO) { p.pay(402u, r.headerList(), r.body(), "GET", url) }
+                delay(1)
+                job.cancel()
+            }
+            // Whether the cancel came before or after the facilitator charged, what the budget
+            // counts as spent is what left the wallet.
+            delay(1000)
+            val balance = p.balance()
+            val spent = p.spentTotal()
+            check((dec(spent) + dec(balance)).compareTo(dec("1")) == 0) { "spent $spent + balance $balance != 1" }
+            println("     (cancelled pay: spent $spent)")
         }
     }
 
