@@ -411,29 +411,37 @@ fn amount_from_py(
 // ---------------------------------------------------------------------------------------------
 
 /// Verified payment facts, handed to the route handler.
-#[pyclass(frozen, get_all, module = "vlexivo._native", name = "Payment")]
+#[pyclass(frozen, module = "vlexivo._native", name = "Payment")]
 pub struct Payment {
+    #[pyo3(get)]
     payer: String,
+    #[pyo3(get)]
     amount: String,
+    #[pyo3(get)]
     currency: String,
+    #[pyo3(get)]
     tx_hash: String,
+    #[pyo3(get)]
     nonce: String,
+    #[pyo3(get)]
     paid_at: u64,
+    #[pyo3(get)]
     expires_at: u64,
+    #[pyo3(get)]
     resource: String,
     /// The nonce-store key (release it if the handler fails).
+    #[pyo3(get)]
     store_key: String,
+    /// Core's `Vlexivo-Receipt` value for these facts.
+    receipt: String,
 }
 
 #[pymethods]
 impl Payment {
     /// The `Vlexivo-Receipt` header value.
     #[getter]
-    fn receipt(&self) -> String {
-        format!(
-            "tx={}; amount={}; currency={}; payer={}; nonce={}",
-            self.tx_hash, self.amount, self.currency, self.payer, self.nonce
-        )
+    fn receipt(&self) -> &str {
+        &self.receipt
     }
 
     /// The facts as a dict; `camel=True` gives the JS/JSON names (`txHash`, `paidAt`, …).
@@ -593,7 +601,9 @@ impl Paywall {
                 .verify(proof, &req, &price, now_or_system(now), store)
         };
         let facts = if self.detach { py.detach(run) } else { run() }.py_err(py)?;
+        let receipt = vpaywall::Paywall::receipt(&facts);
         Ok(Payment {
+            receipt,
             payer: facts.payer,
             amount: facts.amount,
             currency: facts.currency,
