@@ -64,9 +64,4 @@ async fn payments_per_second() {
         }
     }
     assert_eq!(ok, n);
-    let mut f = f;
-    if std::env::var("VLEXIVO_LOAD_PROFILE").is_ok() {
-        f.terminate();
-        eprintln!("{}", f.log());
-    }
 }
