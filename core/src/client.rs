@@ -263,20 +263,70 @@ pub fn error_from_body(status: u16, body: &[u8]) -> Error {
     };
     let code = b.error.as_str().unwrap_or("http_error").to_string();
     let message = b.message.unwrap_or_default();
+    let remote = "reported by the facilitator";
     match code.as_str() {
         "insufficient_funds" => Error::InsufficientFunds {
             required: b.required.unwrap_or_default(),
             balance: b.balance.unwrap_or_default(),
             currency: b.currency.unwrap_or_else(|| "usd".into()),
         },
+        "amount_malformed" => Error::AmountMalformed(message),
+        "amount_negative" => Error::AmountNegative,
+        "amount_not_finite" => Error::AmountNotFinite,
+        "amount_zero" => Error::AmountZero,
+        "currency_unsupported" => Error::CurrencyUnsupported(message),
+        "challenge_malformed" => Error::ChallengeMalformed(remote),
         "challenge_invalid" => Error::ChallengeInvalid,
         "challenge_expired" => Error::ChallengeExpired,
+        "challenge_mismatch" => Error::ChallengeMismatch(remote),
+        "wallet_key_invalid" => Error::WalletKeyInvalid,
+        "address_invalid" => Error::AddressInvalid,
         "signature_invalid" => Error::SignatureInvalid,
         "provider_unknown" => Error::ProviderUnknown,
         "unauthorized" => Error::Unauthorized,
         "payment_conflict" => Error::PaymentConflict,
         "top_up_refused" => Error::TopUpRefused(message),
         "token_replayed" => Error::TokenReplayed,
+        "request_too_large" => Error::RequestTooLarge { limit: 0 },
+        "request_malformed" => Error::RequestMalformed(message),
+        "mode_mismatch" => Error::ModeMismatch { expected: String::new(), got: message },
+        "price_invalid" => Error::PriceInvalid(message),
+        "internal" => Error::Internal(message),
         _ => Error::FacilitatorError { status, code, message },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_keep_their_code() {
+        for code in ["request_too_large", "challenge_malformed", "amount_zero", "token_replayed",
+            "price_invalid", "signature_invalid", "top_up_refused", "mode_mismatch"]
+        {
+            let body = format!(r#"{{"error":"{code}","message":"m"}}"#);
+            assert_eq!(error_from_body(400, body.as_bytes()).code(), code);
+        }
+        let e = error_from_body(418, br#"{"error":"brand_new_code","message":"m"}"#);
+        assert_eq!(e.code(), "facilitator_error");
+        assert_eq!(e.http_status(), 418);
+    }
+
+    #[test]
+    fn urls_split_into_host_and_path() {
+        assert_eq!(split_url("http://127.0.0.1:8080/a/b?x=1").unwrap(), ("127.0.0.1:8080", "/a/b"));
+        assert_eq!(split_url("https://user@api.example/").unwrap(), ("api.example", "/"));
+        assert_eq!(split_url("https://api.example").unwrap(), ("api.example", "/"));
+        assert_eq!(split_url("ftp://x/").unwrap_err().code(), "request_malformed");
+    }
+
+    #[test]
+    fn auto_top_up_amounts() {
+        let usd = |s| Money::parse(s, Currency::Usd).unwrap();
+        let t = AutoTopUp::new("1.00", "10.00").unwrap();
+        assert_eq!(t.amount_before(&usd("5"), &usd("0.01")).unwrap(), None);
+        assert_eq!(t.amount_before(&usd("1.005"), &usd("0.01")).unwrap(), Some(usd("10")));
+        assert_eq!(t.amount_before(&usd("0"), &usd("25")).unwrap(), Some(usd("25")));
     }
 }
