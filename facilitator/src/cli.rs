@@ -47,6 +47,12 @@ impl Alg {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Sync {
+    Full,
+    Normal,
+}
+
 /// `vlexivo serve`
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -65,6 +71,10 @@ pub struct ServeArgs {
     /// Issuer URL put in tokens (default: the bound URL).
     #[arg(long, value_name = "URL")]
     pub public_url: Option<String>,
+    /// When a payment is acknowledged: `full` after an fsync of the ledger (survives power
+    /// loss), `normal` once committed to the OS (survives a killed process; lower latency).
+    #[arg(long, value_enum, default_value = "full")]
+    pub synchronous: Sync,
     /// Log format on stderr (filter with RUST_LOG, default info).
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -196,6 +206,10 @@ pub async fn serve(args: ServeArgs) -> i32 {
         faucet_cap: args.faucet_cap,
         public_url: args.public_url,
         token_alg: args.token_alg.as_str().into(),
+        durability: match args.synchronous {
+            Sync::Full => server::Durability::Full,
+            Sync::Normal => server::Durability::Normal,
+        },
         ..ServerConfig::default()
     };
     let srv = match server::spawn(cfg).await {

@@ -33,9 +33,19 @@ fn ledger_verify(db: &std::path::Path) -> (i32, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_load_loses_no_acknowledged_payment() {
+    kill_9_mid_load(&[]).await
+}
+
+/// `--synchronous normal` acknowledges before the fsync: still safe against a killed process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_load_with_synchronous_normal() {
+    kill_9_mid_load(&["--synchronous", "normal"]).await
+}
+
+async fn kill_9_mid_load(opts: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("f.db");
-    let mut f = Facilitator::start(&db, &[]);
+    let mut f = Facilitator::start(&db, opts);
     let (c, u) = (http(), f.url.clone());
     let p = create_provider(&c, &u, json!({})).await;
     let pw = paywall(&p.api_secret, &u);
@@ -103,7 +113,7 @@ async fn kill_9_mid_load_loses_no_acknowledged_payment() {
     assert!(failed.load(Ordering::SeqCst) > 0);
 
     // Restart on the same file.
-    let mut f = Facilitator::start(&db, &[]);
+    let mut f = Facilitator::start(&db, opts);
     let u = f.url.clone();
     let list: Value = c
         .get(format!("{u}/v1/providers/me/payments?limit=1000"))

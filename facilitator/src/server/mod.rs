@@ -48,7 +48,7 @@ use vlexivo_core::wallet::Address;
 use vlexivo_core::{Error, Result};
 
 pub use api::MAX_BODY_BYTES;
-pub use ledger::{VerifyError, VerifySummary, verify_ledger};
+pub use ledger::{Durability, VerifyError, VerifySummary, verify_ledger};
 
 /// Default listen address of `vlexivo serve`.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:4020";
@@ -73,6 +73,8 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     /// Default proof-token algorithm for new providers: "HS256" or "EdDSA".
     pub token_alg: String,
+    /// When a payment is acknowledged: after an fsync (default) or once committed to the OS.
+    pub durability: Durability,
     /// Time source (tests inject a fixed clock).
     pub clock: Arc<dyn Clock>,
     /// Randomness for secrets and keys.
@@ -87,6 +89,7 @@ impl Default for ServerConfig {
             faucet_cap: DEFAULT_FAUCET_CAP.into(),
             public_url: None,
             token_alg: "HS256".into(),
+            durability: Durability::Full,
             clock: Arc::new(SystemClock),
             entropy: Arc::new(OsEntropy),
         }
@@ -393,7 +396,7 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer> {
         providers.insert(r.account, Arc::new(p));
     }
     let n_providers = providers.len();
-    let (ledger, writer) = Ledger::start(conn, &cfg.db_path, faucet_cap, public_url.clone())?;
+    let (ledger, writer) = Ledger::start(conn, &cfg.db_path, faucet_cap, public_url.clone(), cfg.durability)?;
     let state = Arc::new(AppState {
         ledger,
         providers: RwLock::new(providers),
@@ -421,6 +424,7 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer> {
         db = %cfg.db_path.display(),
         providers = n_providers,
         faucet_cap = %cfg.faucet_cap,
+        durability = ?cfg.durability,
         "facilitator listening"
     );
     Ok(RunningServer { addr, url, public_url, state, stop, server, writer })
