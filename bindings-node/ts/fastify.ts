@@ -1,11 +1,15 @@
 /**
- * Fastify plugin (`vlexivo/fastify`): a `preHandler` hook that answers 402 until the request
- * carries a valid, unused proof for its price, then sets `request.vlxPayment`. The nonce is
- * released when the handler answers 5xx or the request is aborted.
+ * Fastify plugin (`vlexivo/fastify`): a route-level `preHandler` on every paid route that
+ * answers 402 until the request carries a valid, unused proof for its price, then sets
+ * `request.vlxPayment`. The nonce is released when the handler answers 5xx (a thrown handler
+ * included) or the request is aborted.
  *
  *   app.register(vlexivo, { apiSecret, price: '0.001' })           // every route in scope
  *   app.post('/x', { config: { vlexivo: { price: '0.01' } } }, h)  // per-route price
  *   app.get('/free', { config: { vlexivo: false } }, h)            // opt out
+ *
+ * Hooks are attached per route when it is declared (`onRoute`), so a request pays no
+ * per-request configuration lookup; routes must be declared after the plugin is registered.
  */
 import type {} from 'fastify';
 import { VlexivoServer, type VlexivoServerOptions } from './server';
@@ -17,7 +21,7 @@ export interface VlexivoFastifyOptions extends VlexivoServerOptions, PaywallOpti
   server?: VlexivoServer;
 }
 
-// Minimal structural types, so the package does not depend on fastify's types.
+// Minimal structural types, so the package does not depend on fastify's types at run time.
 interface FastifyRequestLike {
   method: string;
   url: string;
@@ -25,17 +29,22 @@ interface FastifyRequestLike {
   body?: unknown;
   rawBody?: unknown;
   vlxPayment: VlexivoPayment | null;
-  routeOptions?: { config?: { vlexivo?: unknown } };
 }
 interface FastifyReplyLike {
   statusCode: number;
-  sent: boolean;
   code(n: number): FastifyReplyLike;
   header(k: string, v: string): FastifyReplyLike;
   getHeader(k: string): unknown;
   send(body?: unknown): FastifyReplyLike;
 }
 type Done = (err?: Error) => void;
+type Hook = (...args: any[]) => unknown;
+interface RouteOptionsLike {
+  config?: { vlexivo?: unknown };
+  preHandler?: Hook | Hook[];
+  onResponse?: Hook | Hook[];
+  onRequestAbort?: Hook | Hook[];
+}
 interface FastifyInstanceLike {
   decorateRequest(name: string, value: unknown): unknown;
   hasRequestDecorator(name: string): boolean;
@@ -67,36 +76,13 @@ function expose(route: PaidRoute, reply: FastifyReplyLike): void {
   if (v !== undefined) reply.header('Access-Control-Expose-Headers', v);
 }
 
-function vlexivoFastify(fastify: FastifyInstanceLike, options: VlexivoFastifyOptions, done: Done): void {
-  let server: VlexivoServer;
-  let base: PaidRoute | undefined;
-  try {
-    server = options.server ?? new VlexivoServer(options);
-    base = options.price !== undefined || options.priceResolver !== undefined ? server.route(options) : undefined;
-  } catch (e) {
-    done(e as Error);
-    return;
-  }
-  // Per-route settings, built once per route config object.
-  const perRoute = new WeakMap<object, PaidRoute>();
-  const routeFor = (req: FastifyRequestLike): PaidRoute | undefined => {
-    const cfg = req.routeOptions?.config?.vlexivo;
-    if (cfg === false) return undefined;
-    if (cfg !== undefined && cfg !== null && typeof cfg === 'object') {
-      let r = perRoute.get(cfg);
-      if (r === undefined) {
-        r = server.route(cfg as PaywallOptions<any>);
-        perRoute.set(cfg, r);
-      }
-      return r;
-    }
-    return base;
-  };
-  const release = (k: string) => server.release(k);
+const asArray = (h: Hook | Hook[] | undefined): Hook[] => (h === undefined ? [] : Array.isArray(h) ? h : [h]);
 
-  if (!fastify.hasRequestDecorator('vlxPayment')) fastify.decorateRequest('vlxPayment', null);
+/** The hooks of one paid route. */
+function routeHooks(route: PaidRoute, release: (k: string) => void) {
+  const free = route.freeMethods;
 
-  const proceed = (route: PaidRoute, request: FastifyRequestLike, reply: FastifyReplyLike, next: Done, price: unknown): void => {
+  const proceed = (request: FastifyRequestLike, reply: FastifyReplyLike, next: Done, price: unknown): void => {
     let body: Buffer | undefined;
     if (route.bindBody) {
       body = rawBodyOf(request);
@@ -116,16 +102,15 @@ function vlexivoFastify(fastify: FastifyInstanceLike, options: VlexivoFastifyOpt
     next();
   };
 
-  fastify.addHook('preHandler', function vlexivoPreHandler(request: FastifyRequestLike, reply: FastifyReplyLike, next: Done): void {
-    const route = routeFor(request);
-    if (route === undefined || route.freeMethods.has(request.method) || request.vlxPayment !== null) {
+  function vlexivoPreHandler(request: FastifyRequestLike, reply: FastifyReplyLike, next: Done): void {
+    if (request.vlxPayment !== null || free.has(request.method)) {
       next();
       return;
     }
     try {
       const resolver = route.resolver;
       if (resolver === undefined) {
-        proceed(route, request, reply, next, route.price);
+        proceed(request, reply, next, undefined);
         return;
       }
       let price: unknown;
@@ -139,7 +124,7 @@ function vlexivoFastify(fastify: FastifyInstanceLike, options: VlexivoFastifyOpt
         price.then(
           (v) => {
             try {
-              proceed(route, request, reply, next, v);
+              proceed(request, reply, next, v);
             } catch (e) {
               next(e as Error);
             }
@@ -148,20 +133,53 @@ function vlexivoFastify(fastify: FastifyInstanceLike, options: VlexivoFastifyOpt
         );
         return;
       }
-      proceed(route, request, reply, next, price);
+      proceed(request, reply, next, price);
     } catch (e) {
       next(e as Error);
     }
-  });
+  }
 
-  // After the response: a 5xx (including a thrown handler) frees the proof for a retry.
-  fastify.addHook('onResponse', function vlexivoOnResponse(request: FastifyRequestLike, reply: FastifyReplyLike, next: Done): void {
+  // After the response: a 5xx (a thrown handler included) frees the proof for a retry.
+  function vlexivoOnResponse(request: FastifyRequestLike, reply: FastifyReplyLike, next: Done): void {
     if (request.vlxPayment !== null && reply.statusCode >= 500) releaseOnce(release, request.vlxPayment);
     next();
-  });
-  fastify.addHook('onRequestAbort', function vlexivoOnAbort(request: FastifyRequestLike, next: Done): void {
+  }
+
+  function vlexivoOnAbort(request: FastifyRequestLike, next: Done): void {
     if (request.vlxPayment !== null) releaseOnce(release, request.vlxPayment);
     next();
+  }
+
+  return { vlexivoPreHandler, vlexivoOnResponse, vlexivoOnAbort };
+}
+
+function vlexivoFastify(fastify: FastifyInstanceLike, options: VlexivoFastifyOptions, done: Done): void {
+  let server: VlexivoServer;
+  let baseHooks: ReturnType<typeof routeHooks> | undefined;
+  const release = (k: string) => server.release(k);
+  try {
+    server = options.server ?? new VlexivoServer(options);
+    if (options.price !== undefined || options.priceResolver !== undefined) {
+      baseHooks = routeHooks(server.route(options), release);
+    }
+  } catch (e) {
+    done(e as Error);
+    return;
+  }
+  if (!fastify.hasRequestDecorator('vlxPayment')) fastify.decorateRequest('vlxPayment', null);
+
+  fastify.addHook('onRoute', (routeOptions: RouteOptionsLike) => {
+    const cfg = routeOptions.config?.vlexivo;
+    if (cfg === false) return;
+    const hooks =
+      cfg !== undefined && cfg !== null && typeof cfg === 'object'
+        ? routeHooks(server.route(cfg as PaywallOptions<any>), release)
+        : baseHooks;
+    if (hooks === undefined) return;
+    // Ours first among the route's own preHandlers: nothing else runs for an unpaid request.
+    routeOptions.preHandler = [hooks.vlexivoPreHandler, ...asArray(routeOptions.preHandler)];
+    routeOptions.onResponse = [...asArray(routeOptions.onResponse), hooks.vlexivoOnResponse];
+    routeOptions.onRequestAbort = [...asArray(routeOptions.onRequestAbort), hooks.vlexivoOnAbort];
   });
   done();
 }

@@ -1,0 +1,112 @@
+// Adapter-specific wiring: per-route settings and opt-outs (Fastify route config, Hapi route
+// plugins), shared servers, CORS exposure, and the Express middleware mounted per route.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
+import express from 'express';
+import express4 from 'express4';
+import Fastify from 'fastify';
+import Hapi from '@hapi/hapi';
+import { VlexivoServer, Wallet } from 'vlexivo';
+import vlexivoFastify from 'vlexivo/fastify';
+import { plugin as vlexivoHapi } from 'vlexivo/hapi';
+import { listenExpress, listenFastify, listenHapi } from './helpers.mjs';
+
+const require = createRequire(import.meta.url);
+const native = require('../native/index.js');
+const secret = 'sk_test_' + Buffer.alloc(32, 5).toString('base64url');
+const mint = (res, amt = '0.01') =>
+  native.mintProofToken(secret, { jti: native.randomId(), sub: Wallet.generate().address, amt, res, iat: Math.floor(Date.now() / 1000) });
+
+async function price(url, method = 'GET') {
+  const r = await fetch(url, { method });
+  return r.status === 402 ? (await r.json()).price : r.status;
+}
+
+test('fastify: plugin default, per-route price, free route, routes outside the scope', async () => {
+  const app = Fastify();
+  const vlx = new VlexivoServer({ apiSecret: secret });
+  app.get('/before', async () => ({ free: true })); // declared before registration: not paywalled
+  await app.register(async (paid) => {
+    await paid.register(vlexivoFastify, { server: vlx, price: '0.001' });
+    paid.get('/a', async (req) => ({ payer: req.vlxPayment?.payer ?? null }));
+    paid.get('/b', { config: { vlexivo: { price: '0.01' } } }, async () => ({ ok: true }));
+    paid.get('/c', { config: { vlexivo: false } }, async () => ({ free: true }));
+  });
+  app.get('/outside', async () => ({ free: true }));
+  const s = await listenFastify(app);
+  try {
+    assert.equal(await price(`${s.url}/a`), '0.001');
+    assert.equal(await price(`${s.url}/b`), '0.01');
+    assert.equal(await price(`${s.url}/c`), 200);
+    assert.equal(await price(`${s.url}/before`), 200);
+    // skip-override: hooks reach the registering scope's routes, not its siblings.
+    assert.equal(await price(`${s.url}/outside`), 200);
+    const r = await fetch(`${s.url}/b`, { headers: { 'vlexivo-proof': mint('GET /b') } });
+    assert.equal(r.status, 200);
+    assert.match(r.headers.get('vlexivo-receipt'), /amount=0.01/);
+    const under = await fetch(`${s.url}/b`, { headers: { 'vlexivo-proof': mint('GET /b', '0.001') } });
+    assert.equal(under.status, 402);
+    assert.equal((await under.json()).error, 'token_underpaid');
+  } finally {
+    await s.close();
+  }
+});
+
+test('fastify: a bad per-route price fails at route registration', async () => {
+  const app = Fastify();
+  await app.register(vlexivoFastify, { apiSecret: secret });
+  assert.throws(() => app.get('/x', { config: { vlexivo: { price: 'abc' } } }, async () => 1), (e) => e.code === 'price_invalid');
+  await app.close();
+});
+
+test('hapi: plugin default, per-route price, free route; payment on request.plugins.vlexivo', async () => {
+  const server = Hapi.server({ port: 0, host: '127.0.0.1' });
+  await server.register({ plugin: vlexivoHapi, options: { apiSecret: secret, price: '0.001' } });
+  server.route({ method: 'GET', path: '/a', handler: (req) => ({ p: req.plugins.vlexivo?.payment?.amount ?? null, same: req.plugins.vlexivo?.payment === req.vlxPayment }) });
+  server.route({ method: 'GET', path: '/b', options: { plugins: { vlexivo: { price: 0.01 } } }, handler: () => ({ ok: true }) });
+  server.route({ method: 'GET', path: '/c', options: { plugins: { vlexivo: false } }, handler: () => ({ free: true }) });
+  server.route({ method: 'GET', path: '/boom', handler: () => { throw new Error('x'); } });
+  const s = await listenHapi(server);
+  try {
+    assert.equal(await price(`${s.url}/a`), '0.001');
+    assert.equal(await price(`${s.url}/b`), '0.01');
+    assert.equal(await price(`${s.url}/c`), 200);
+    const r = await fetch(`${s.url}/a`, { headers: { 'vlexivo-proof': mint('GET /a') } });
+    assert.deepEqual(await r.json(), { p: '0.01', same: true });
+    assert.match(r.headers.get('vlexivo-receipt'), /amount=0.01/);
+    assert.match(r.headers.get('access-control-expose-headers'), /Vlexivo-Receipt/);
+    // A failing handler (Boom 500) releases: the same proof works once more.
+    const t = mint('GET /boom');
+    assert.equal((await fetch(`${s.url}/boom`, { headers: { 'vlexivo-proof': t } })).status, 500);
+    assert.equal((await fetch(`${s.url}/boom`, { headers: { 'vlexivo-proof': t } })).status, 500);
+  } finally {
+    await s.close();
+  }
+});
+
+for (const [name, ex] of [['express5', express], ['express4', express4]]) {
+  test(`${name}: per-route middleware, existing CORS expose header kept, free routes`, async () => {
+    const app = ex();
+    const vlx = new VlexivoServer({ apiSecret: secret });
+    app.use((_req, res, next) => {
+      res.setHeader('Access-Control-Expose-Headers', 'X-Request-Id');
+      next();
+    });
+    app.get('/paid', vlx.paywall({ price: '0.01' }), (req, res) => res.json({ payer: req.vlxPayment.payer }));
+    app.get('/free', (_req, res) => res.json({ free: true }));
+    const s = await listenExpress(app);
+    try {
+      const ch = await fetch(`${s.url}/paid`);
+      assert.equal(ch.status, 402);
+      assert.equal(ch.headers.get('access-control-expose-headers'), 'X-Request-Id, Vlexivo-Receipt, Vlexivo-Challenge');
+      assert.equal(ch.headers.get('cache-control'), 'no-store');
+      const ok = await fetch(`${s.url}/paid`, { headers: { 'vlexivo-proof': mint('GET /paid') } });
+      assert.equal(ok.status, 200);
+      assert.match(ok.headers.get('access-control-expose-headers'), /X-Request-Id, Vlexivo-Receipt/);
+      assert.equal((await fetch(`${s.url}/free`)).status, 200);
+    } finally {
+      await s.close();
+    }
+  });
+}
