@@ -21,7 +21,10 @@ fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 # A `maturin develop` leaves the module in python/vlexivo/: never let a stale one into the wheel.
 rm -f python/vlexivo/_native*.so
-# The same command a user runs; --force-reinstall so a changed crate is always rebuilt in.
+# The same command a user runs; --force-reinstall so a changed crate is always rebuilt in. CI
+# builds the dev profile (the debug deps are already built by `cargo test`): a release build with
+# LTO would add minutes and only the benchmarks need it (`bench/` says how to build for those).
+export MATURIN_PEP517_ARGS="${MATURIN_PEP517_ARGS:---profile dev}"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps .
 
 echo "=== cargo test -p vlexivo-python (binding unit tests)"
