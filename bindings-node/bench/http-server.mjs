@@ -11,11 +11,22 @@ const scenario = process.argv[2];
 // The parent asks for this process's CPU time (user + system, µs) on stdin: CPU per request is
 // robust to other load on the machine, where wall-clock req/s is not.
 process.stdin.setEncoding('utf8');
+// Requests seen since the last `cpu` query, and the span between the first and the last: the
+// parent's own clock would include autocannon's 1 s completion ticker.
+let count = 0;
+let first = 0n;
+let last = 0n;
+const onRequest = () => {
+  last = process.hrtime.bigint();
+  if (count++ === 0) first = last;
+};
 process.stdin.on('data', (d) => {
   for (const line of d.split('\n')) {
     if (line.trim() === 'cpu') {
       const u = process.cpuUsage();
-      console.log(`CPU=${u.user + u.system}`);
+      const span = count > 1 ? Number(last - first) / 1e9 : 0;
+      console.log(`CPU=${u.user + u.system} COUNT=${count} SPAN=${span}`);
+      count = 0;
     }
   }
 });
@@ -48,6 +59,7 @@ async function main() {
       app.post(RESOURCE_PATH, (req, res) => res.json(reply));
     }
     const server = app.listen(0, '127.0.0.1', () => console.log(`PORT=${server.address().port}`));
+    server.on('request', onRequest);
   } else {
     const app = Fastify({ logger: false });
     if (scenario === 'fastify-paywall') {
@@ -55,6 +67,7 @@ async function main() {
     }
     app.post(RESOURCE_PATH, async () => reply);
     await app.listen({ port: 0, host: '127.0.0.1' });
+    app.server.on('request', onRequest);
     console.log(`PORT=${app.server.address().port}`);
   }
 }

@@ -44,8 +44,8 @@ function startTarget(scenario) {
             }),
         });
       }
-      const cpu = /^CPU=(\d+)/.exec(l);
-      if (cpu) waiters.shift()?.(Number(cpu[1]));
+      const cpu = /^CPU=(\d+) COUNT=(\d+) SPAN=([\d.e-]+)/.exec(l);
+      if (cpu) waiters.shift()?.({ cpu: Number(cpu[1]), count: Number(cpu[2]), span: Number(cpu[3]) });
     });
     child.on('exit', (c) => reject(new Error(`${scenario} exited ${c}`)));
   });
@@ -98,13 +98,14 @@ try {
       const s = state[name];
       const tokens = s.tokens.slice(s.next, s.next + PER_ROUND);
       s.next += PER_ROUND;
-      const cpu0 = await s.target.cpu();
+      const before = await s.target.cpu();
       const res = await burst(s.target.url, tokens);
-      const cpu1 = await s.target.cpu();
+      const after = await s.target.cpu();
       const bad = res.non2xx + res.errors + res.timeouts;
       if (bad > 0) throw new Error(`${name}: ${bad} requests were not 2xx`);
-      s.rps.push(res.requests.total / res.wallSeconds);
-      s.cpuPerReq.push((cpu1 - cpu0) / res.requests.total);
+      // Server-side span from the first to the last request of the burst.
+      s.rps.push(after.count / after.span);
+      s.cpuPerReq.push((after.cpu - before.cpu) / res.requests.total);
     }
   }
 } finally {
@@ -115,7 +116,7 @@ const median = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
 for (const [name] of scenarios) {
   const s = state[name];
   console.log(
-    `${name.padEnd(18)} median ${Math.round(median(s.rps)).toLocaleString('en-US').padStart(7)} req/s   server CPU ${median(s.cpuPerReq).toFixed(1).padStart(6)} µs/req   rounds: ${s.rps.map((r) => Math.round(r)).join(', ')}`,
+    `${name.padEnd(18)} median ${Math.round(median(s.rps)).toLocaleString('en-US').padStart(7)} req/s   server CPU ${median(s.cpuPerReq).toFixed(1).padStart(6)} µs/req   rounds: ${s.rps.map((r) => Math.round(r)).join(', ')} req/s; ${s.cpuPerReq.map((c) => c.toFixed(0)).join(', ')} µs`,
   );
 }
 function ratios(paid, bare) {
