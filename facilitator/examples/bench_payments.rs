@@ -1,7 +1,7 @@
 //! Throughput and latency of Vlexivo payments on loopback, against the real service (SQLite).
 //!
 //!     cargo run --release -p vlexivo-facilitator --example bench_payments [-- --payments 5000
-//!         --concurrency 64 --calls 1000 --agents 16]
+//!         --concurrency 64 --calls 1000 --agents 16 --durability full|normal]
 //!
 //! 1. Payments per second: `--concurrency` payers POST pre-signed payments to
 //!    `/v1/payments` (signing is the payers' work, done before the clock starts; the service
@@ -30,6 +30,7 @@ use vlexivo_facilitator::layer::{PaywallLayer, Price};
 use vlexivo_facilitator::server::{self, ServerConfig};
 
 struct Opts {
+    durability: server::Durability,
     payments: usize,
     concurrency: usize,
     calls: usize,
@@ -37,10 +38,19 @@ struct Opts {
 }
 
 fn opts() -> Opts {
-    let mut o = Opts { payments: 5000, concurrency: 64, calls: 1000, agents: 16 };
+    let mut o = Opts { durability: server::Durability::Full, payments: 5000, concurrency: 64, calls: 1000, agents: 16 };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i + 1 < args.len() {
+        if args[i] == "--durability" {
+            o.durability = match args[i + 1].as_str() {
+                "full" => server::Durability::Full,
+                "normal" => server::Durability::Normal,
+                other => panic!("--durability full|normal, not {other}"),
+            };
+            i += 2;
+            continue;
+        }
         let v: usize = args[i + 1].parse().unwrap_or_else(|_| panic!("{} needs a number", args[i]));
         match args[i].as_str() {
             "--payments" => o.payments = v,
@@ -94,6 +104,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         addr: "127.0.0.1:0".parse()?,
         db_path: dir.join("facilitator.db"),
         faucet_cap: "1000000".into(),
+        durability: o.durability,
         ..ServerConfig::default()
     })
     .await?;
@@ -126,6 +137,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let sign_rate = o.payments as f64 / t_sign.elapsed().as_secs_f64();
     let pay_url = format!("{}/v1/payments", srv.url);
     let cpu0 = cpu_time();
+    let wait0 = runqueue_wait();
     let t = Instant::now();
     let mut tasks = Vec::new();
     for mine in bodies {
@@ -156,9 +168,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     }
     let elapsed = t.elapsed();
     let cpu = cpu_time().saturating_sub(cpu0);
+    let waited = runqueue_wait().saturating_sub(wait0);
     let rate = o.payments as f64 / elapsed.as_secs_f64();
     let s = stats(lat);
-    println!("1. payments/s (POST /v1/payments, {} concurrent payers, SQLite ledger)", o.concurrency);
+    println!(
+        "1. payments/s (POST /v1/payments, {} concurrent payers, SQLite ledger, durability {:?})",
+        o.concurrency, o.durability
+    );
     println!(
         "   {} payments in {:.2} s = {:.0} payments/s   (latency p50 {:.2} ms, p99 {:.2} ms; target ≥ 2000/s)",
         o.payments,
@@ -173,6 +189,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         elapsed.as_secs_f64(),
         100.0 * cpu.as_secs_f64() / elapsed.as_secs_f64(),
         cpu.as_secs_f64() * 1e6 / o.payments as f64
+    );
+    println!(
+        "   threads waited {:.2} s for a CPU (run queue) while runnable: {}",
+        waited.as_secs_f64(),
+        if waited > cpu / 2 { "CPU-starved by other work on the machine" } else { "not CPU-starved" }
     );
     println!("   (payers pre-signed at {sign_rate:.0} signatures/s on this machine; not in the timing)\n");
 
@@ -334,6 +355,18 @@ fn load_average() -> String {
         .ok()
         .and_then(|s| s.split_whitespace().next().map(str::to_string))
         .unwrap_or_else(|| "?".into())
+}
+
+/// Time this process's threads spent runnable but waiting for a CPU (Linux schedstat).
+fn runqueue_wait() -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return Duration::ZERO };
+    let mut ns: u64 = 0;
+    for t in tasks.flatten() {
+        if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
+            ns += s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    Duration::from_nanos(ns)
 }
 
 /// User + system CPU time of this process so far (Linux `/proc/self/stat`; zero elsewhere).
