@@ -16,7 +16,8 @@ async fn payments_per_second() {
     let n: usize = std::env::var("VLEXIVO_LOAD_N").ok().and_then(|v| v.parse().ok()).unwrap_or(5000);
     let conc: usize = std::env::var("VLEXIVO_LOAD_CONC").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
     let dir = tempfile::tempdir().unwrap();
-    let f = Facilitator::start(&dir.path().join("f.db"), &["--faucet-cap", "1000000"]);
+    let sync = std::env::var("VLEXIVO_LOAD_SYNC").unwrap_or_else(|_| "full".into());
+    let f = Facilitator::start(&dir.path().join("f.db"), &["--faucet-cap", "1000000", "--synchronous", &sync]);
     let (c, u) = (http(), f.url.clone());
     let p = create_provider(&c, &u, json!({})).await;
     let pw = paywall(&p.api_secret, &u);
@@ -49,7 +50,7 @@ async fn payments_per_second() {
         ok += t.await.unwrap();
     }
     let secs = start.elapsed().as_secs_f64();
-    eprintln!("{ok} payments in {secs:.2} s: {:.0}/s (concurrency {conc}; client and server share the cores)", ok as f64 / secs);
+    eprintln!("{ok} payments in {secs:.2} s: {:.0}/s (concurrency {conc}, synchronous {sync}; client and server share the cores)", ok as f64 / secs);
     // Server CPU per thread (Linux), to see where the time goes.
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for t in tasks.flatten() {
