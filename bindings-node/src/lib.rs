@@ -143,25 +143,47 @@ impl Rejection {
     }
 }
 
-/// What `authorize` returns for a paid request, as a flat array (setting ten named properties
-/// from native code costs more than the verification itself; JS builds the object):
-/// `[payer, amount, currency, txHash, nonce, paidAt, expiresAt, resource, storeKey, receipt]`.
+/// What `authorize` returns for a paid request. Setting ten named properties (or ten array
+/// elements) from native code costs more than the verification itself, so the facts cross
+/// the boundary as ONE string, fields separated by U+001F (unit separator), and JS splits it:
+/// `payer␟amount␟currency␟txHash␟nonce␟paidAt␟expiresAt␟resource␟storeKey␟receipt`.
+/// A field that contains the separator (only a hostile-but-signed token could) falls back to
+/// the array form `[payer, amount, currency, txHash, nonce, paidAt, expiresAt, resource,
+/// storeKey, receipt]`.
 type PaidTuple = Vec<Either<String, i64>>;
+const SEP: char = '\u{1f}';
 
-fn paid_tuple(f: vx::paywall::PaymentFacts) -> PaidTuple {
+fn paid_result(f: vx::paywall::PaymentFacts) -> Either<String, PaidTuple> {
     let receipt = vx::paywall::Paywall::receipt(&f);
-    vec![
-        Either::A(f.payer),
-        Either::A(f.amount),
-        Either::A(f.currency),
-        Either::A(f.tx_hash),
-        Either::A(f.nonce),
-        Either::B(f.paid_at as i64),
-        Either::B(f.expires_at as i64),
-        Either::A(f.resource),
-        Either::A(f.store_key),
-        Either::A(receipt),
-    ]
+    let texts = [&f.payer, &f.amount, &f.currency, &f.tx_hash, &f.nonce, &f.resource, &f.store_key, &receipt];
+    if texts.iter().any(|t| t.contains(SEP)) {
+        return Either::B(vec![
+            Either::A(f.payer),
+            Either::A(f.amount),
+            Either::A(f.currency),
+            Either::A(f.tx_hash),
+            Either::A(f.nonce),
+            Either::B(f.paid_at as i64),
+            Either::B(f.expires_at as i64),
+            Either::A(f.resource),
+            Either::A(f.store_key),
+            Either::A(receipt),
+        ]);
+    }
+    use std::fmt::Write;
+    let mut out = String::with_capacity(texts.iter().map(|t| t.len()).sum::<usize>() + 40);
+    for t in &texts[..5] {
+        out.push_str(t);
+        out.push(SEP);
+    }
+    let _ = write!(out, "{}{SEP}{}{SEP}", f.paid_at, f.expires_at);
+    for (i, t) in texts[5..].iter().enumerate() {
+        if i > 0 {
+            out.push(SEP);
+        }
+        out.push_str(t);
+    }
+    Either::A(out)
 }
 
 /// The core paywall and its nonce store, shared by the `Paywall` object and its routes.
@@ -183,14 +205,14 @@ impl Shared {
         scope: &str,
         now: Option<f64>,
         body: Option<&[u8]>,
-    ) -> Either<PaidTuple, Rejection> {
+    ) -> Either3<String, PaidTuple, Rejection> {
         let now = now_or_clock(now);
         let req = RequestInfo { method, path, body };
         let price = match price {
             Ok(p) => p,
             Err(e) => {
                 let r = self.inner.reject(&e, &req, None, scope, now, &OsEntropy);
-                return Either::B(Rejection::from_core(r, Some(&e)));
+                return Either3::C(Rejection::from_core(r, Some(&e)));
             }
         };
         let proof = proof.map(str::trim).filter(|p| !p.is_empty());
@@ -200,10 +222,13 @@ impl Shared {
             Some(p) => self.inner.verify(Some(p), &req, &price, now, &*self.store),
         };
         match outcome {
-            Ok(facts) => Either::A(paid_tuple(facts)),
+            Ok(facts) => match paid_result(facts) {
+                Either::A(line) => Either3::A(line),
+                Either::B(tuple) => Either3::B(tuple),
+            },
             Err(e) => {
                 let r = self.inner.reject(&e, &req, Some(&price), scope, now, &OsEntropy);
-                Either::B(Rejection::from_core(r, Some(&e)))
+                Either3::C(Rejection::from_core(r, Some(&e)))
             }
         }
     }
@@ -344,7 +369,7 @@ impl JsPaywall {
     /// paid array, see `PricedRoute.authorize`), or the response to send instead (402 with a
     /// fresh challenge, 409 replay, 500 bad price, 503 store down). Never throws for a refusal.
     #[allow(clippy::too_many_arguments)]
-    #[napi(ts_return_type = "[string, string, string, string, string, number, number, string, string, string] | Rejection")]
+    #[napi(ts_return_type = "string | [string, string, string, string, string, number, number, string, string, string] | Rejection")]
     pub fn authorize(
         &self,
         proof: Option<String>,
@@ -355,7 +380,7 @@ impl JsPaywall {
         scope: String,
         now: Option<f64>,
         body: Option<Buffer>,
-    ) -> Either<PaidTuple, Rejection> {
+    ) -> Either3<String, PaidTuple, Rejection> {
         self.shared.decide(
             price_of(&price, &currency),
             proof.as_deref(),
@@ -456,9 +481,9 @@ impl PricedRoute {
         self.price.currency().code().to_string()
     }
 
-    /// Verify and consume, or the response to send instead. A paid request returns
-    /// `[payer, amount, currency, txHash, nonce, paidAt, expiresAt, resource, storeKey, receipt]`.
-    #[napi(ts_return_type = "[string, string, string, string, string, number, number, string, string, string] | Rejection")]
+    /// Verify and consume, or the response to send instead. A paid request returns its facts
+    /// as one U+001F-separated string (see `paid_result`; rarely the array form).
+    #[napi(ts_return_type = "string | [string, string, string, string, string, number, number, string, string, string] | Rejection")]
     pub fn authorize(
         &self,
         proof: Option<String>,
@@ -466,7 +491,7 @@ impl PricedRoute {
         path: String,
         now: Option<f64>,
         body: Option<Buffer>,
-    ) -> Either<PaidTuple, Rejection> {
+    ) -> Either3<String, PaidTuple, Rejection> {
         self.shared.decide(Ok(self.price), proof.as_deref(), &method, &path, &self.scope, now, body.as_deref())
     }
 }
@@ -742,6 +767,18 @@ impl JsPayer {
     #[napi(getter)]
     pub fn address(&self) -> String {
         self.inner.wallet().address().to_checksum()
+    }
+
+    /// How much to top up before paying `price` from `balance` (`null` when nothing is needed).
+    #[napi(js_name = "autoTopUpAmount")]
+    pub fn auto_top_up_amount_static(
+        env: Env,
+        balance: Either<String, f64>,
+        price: Either<String, f64>,
+        trigger_balance: Either<String, f64>,
+        top_up_amount: Either<String, f64>,
+    ) -> Result<Option<String>> {
+        auto_top_up_amount(env, balance, price, trigger_balance, top_up_amount)
     }
 
     /// Spent so far (committed payments).

@@ -110,3 +110,21 @@ for (const [name, ex] of [['express5', express], ['express4', express4]]) {
     }
   });
 }
+
+test('paid facts survive any claim content (separator in a signed claim falls back to the array form)', async () => {
+  const vlx = new VlexivoServer({ apiSecret: secret });
+  const route = vlx.route({ price: '0.001' });
+  const now = Math.floor(Date.now() / 1000);
+  const weird = native.mintProofToken(secret, { jti: native.randomId(), sub: Wallet.generate().address, amt: '0.001', res: 'GET /w', iat: now, txh: 'tx\u001fwith;sep' });
+  const p = route.decide(weird, 'GET', '/w', undefined);
+  assert.equal(p.txHash, 'tx\u001fwith;sep');
+  assert.equal(p.amount, '0.001');
+  assert.equal(p.paidAt, now);
+  const normal = native.mintProofToken(secret, { jti: native.randomId(), sub: Wallet.generate().address, amt: '0.002', res: 'GET /w', iat: now });
+  const q = route.decide(normal, 'GET', '/w', undefined);
+  assert.deepEqual(Object.keys(q), ['payer', 'amount', 'currency', 'txHash', 'nonce', 'paidAt', 'expiresAt', 'resource', 'storeKey', 'receipt']);
+  assert.equal(q.expiresAt, now + 300);
+  assert.equal(typeof q.paidAt, 'number');
+  assert.match(q.receipt, /^tx=0x[0-9a-f]{64}; amount=0.002; currency=usd; payer=0x[0-9a-fA-F]{40}; nonce=/);
+  assert.equal(q.storeKey, `${vlx.account}:${q.nonce}`);
+});

@@ -65,6 +65,23 @@ export const RECEIPT_HEADER = 'Vlexivo-Receipt';
 /** The native paid result: [payer, amount, currency, txHash, nonce, paidAt, expiresAt, resource, storeKey, receipt]. */
 type PaidTuple = [string, string, string, string, string, number, number, string, string, string];
 
+/** The facts as one U+001F-separated string (the usual form: one string crosses the boundary). */
+function fromLine(line: string): VlexivoPayment {
+  const f = line.split('\u001f');
+  return {
+    payer: f[0],
+    amount: f[1],
+    currency: f[2],
+    txHash: f[3],
+    nonce: f[4],
+    paidAt: Number(f[5]),
+    expiresAt: Number(f[6]),
+    resource: f[7],
+    storeKey: f[8],
+    receipt: f[9],
+  };
+}
+
 function toPayment(t: PaidTuple): VlexivoPayment {
   return {
     payer: t[0],
@@ -181,9 +198,9 @@ export class PaidRoute<Req = any> {
     let route: PricedRoute | undefined;
     if (this.resolver === undefined && this.fixed !== undefined) route = this.fixed;
     else if (typeof resolved === 'string' || typeof resolved === 'number') route = this.routeFor(resolved);
-    let r: PaidTuple | Rejection;
+    let r: string | PaidTuple | Rejection;
     if (route !== undefined) {
-      r = route.authorize(p, method, path, now, body) as PaidTuple | Rejection;
+      r = route.authorize(p, method, path, now, body) as string | PaidTuple | Rejection;
     } else {
       // A price in another currency, or one that does not parse (a logged 500).
       let amount: unknown = resolved;
@@ -196,8 +213,9 @@ export class PaidRoute<Req = any> {
       if (typeof amount !== 'string' && typeof amount !== 'number') {
         return this.fault('price_invalid', `priceResolver returned ${describe(resolved)}, not a price`, method, path);
       }
-      r = this.paywall.authorize(p, method, path, amount, currency, this.scope, now, body) as PaidTuple | Rejection;
+      r = this.paywall.authorize(p, method, path, amount, currency, this.scope, now, body) as string | PaidTuple | Rejection;
     }
+    if (typeof r === 'string') return fromLine(r);
     if (Array.isArray(r)) return toPayment(r);
     if (r.logMessage !== undefined && r.logMessage !== null) this.log(r.code, r.logMessage, method, path);
     return r;
