@@ -8,6 +8,7 @@ import vlexivoFastify from 'vlexivo/fastify';
 import { SECRET, RESOURCE_PATH } from './tokens.mjs';
 
 const scenario = process.argv[2];
+process.on('SIGTERM', () => process.exit(0)); // lets --cpu-prof write its profile
 // The parent asks for this process's CPU time (user + system, µs) on stdin: CPU per request is
 // robust to other load on the machine, where wall-clock req/s is not.
 process.stdin.setEncoding('utf8');
