@@ -23,8 +23,8 @@ if [ ! -x "$ROOT/target/debug/vlexivo" ] && [ -z "${VLEXIVO_BIN:-}" ]; then
   (cd "$ROOT" && cargo build -p vlexivo-facilitator)
 fi
 
-echo "== napi build (release: the tests, the tarball and the benchmarks use it)"
-npx napi build --platform --release --output-dir native --js index.js --dts index.d.ts
+echo "== napi build (debug is enough for the tests and the tarball; the benchmarks need --release)"
+npx napi build --platform --output-dir native --js index.js --dts index.d.ts
 
 echo "== TypeScript"
 npm run build:ts

@@ -2,6 +2,7 @@
 //! with the memory and the SQLite store. `cargo bench -p vlexivo-core --bench paywall`
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
+use vlexivo_core::challenge::{Challenge, ChallengeParams};
 use vlexivo_core::env::{OsEntropy, SeededEntropy};
 use vlexivo_core::keys::{Mode, ProviderKeys, generate_secret};
 use vlexivo_core::paywall::{Paywall, PaywallConfig, RequestInfo};
@@ -46,7 +47,24 @@ fn bench(c: &mut Criterion) {
     let (pw, issuer, account) = setup();
     let price = Money::parse("0.001", Currency::Usd).unwrap();
     let req = RequestInfo { method: "POST", path: "/api/v1/inference", body: None };
+    let mac_key = [7u8; 32];
+    let params = ChallengeParams {
+        price: &price,
+        scope: "per-call",
+        method: "POST",
+        path: "/api/v1/inference",
+        body_sha256: None,
+        account: &account,
+        facilitator: "http://127.0.0.1:4020",
+        mode: "sandbox",
+        network: "sandbox",
+        ttl_secs: 300,
+    };
     c.bench_function("challenge_issue_encode", |b| {
+        b.iter(|| black_box(Challenge::create(&params, &mac_key, NOW, &OsEntropy).unwrap().encode()))
+    });
+    // The whole 402 an adapter sends: challenge, header and JSON body.
+    c.bench_function("challenge_402_response", |b| {
         b.iter(|| black_box(pw.challenge(&req, &price, "per-call", NOW, &OsEntropy).unwrap()))
     });
     // Distinct tokens, so every iteration consumes a fresh nonce (as real traffic does).

@@ -108,10 +108,15 @@ impl Challenge {
 
     /// The exact bytes the MAC covers.
     pub fn mac_input(&self) -> Vec<u8> {
-        let mut unsigned = self.clone();
-        unsigned.mac.clear();
-        let mut out = MAC_DOMAIN.to_vec();
-        serde_json::to_writer(&mut out, &unsigned).expect("challenge serializes");
+        let mut out = Vec::with_capacity(512);
+        out.extend_from_slice(MAC_DOMAIN);
+        if self.mac.is_empty() {
+            serde_json::to_writer(&mut out, self).expect("challenge serializes");
+        } else {
+            let mut unsigned = self.clone();
+            unsigned.mac.clear();
+            serde_json::to_writer(&mut out, &unsigned).expect("challenge serializes");
+        }
         out
     }
 

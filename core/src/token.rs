@@ -287,7 +287,8 @@ impl fmt::Debug for VerifierConfig {
 pub struct TokenVerifier {
     account: String,
     mode: String,
-    hs256: Option<DecodingKey>,
+    /// Prepared once: re-deriving the HMAC key per token costs as much as the MAC itself.
+    hs256: Option<aws_lc_rs::hmac::Key>,
     /// (kid, key); a handful of keys at most, so a linear scan beats a map.
     eddsa: Vec<(String, DecodingKey)>,
     leeway: u64,
@@ -355,7 +356,7 @@ impl TokenVerifier {
             }
             eddsa.push((kid, key));
         }
-        let hs256 = cfg.hs256_key.map(|k| DecodingKey::from_secret(&k));
+        let hs256 = cfg.hs256_key.map(|k| aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &k));
         if hs256.is_none() && eddsa.is_empty() {
             return Err(Error::Config(
                 "token verifier has no HS256 key and no EdDSA key".into(),
@@ -443,12 +444,22 @@ impl TokenVerifier {
             return Err(Error::TokenType);
         }
 
-        let key = match header.alg.as_deref() {
+        // header.payload, exactly as received, is what was signed.
+        let signed = &token[..header_b64.len() + 1 + payload_b64.len()];
+        match header.alg.as_deref() {
             None => return Err(Error::TokenAlgorithm(String::new())),
-            Some("HS256") => match &self.hs256 {
-                Some(key) => (key, Algorithm::HS256),
-                None => return Err(Error::TokenAlgorithm("HS256".into())),
-            },
+            Some("HS256") => {
+                let key = self.hs256.as_ref().ok_or_else(|| Error::TokenAlgorithm("HS256".into()))?;
+                let mut sig = [0u8; 32];
+                // An HS256 signature is exactly 32 bytes: 43 base64url characters.
+                if signature_b64.len() != 43
+                    || URL_SAFE_NO_PAD.decode_slice(signature_b64, &mut sig) != Ok(32)
+                {
+                    return Err(Error::TokenMalformed("signature is not base64url"));
+                }
+                // Constant-time comparison inside aws-lc.
+                aws_lc_rs::hmac::verify(key, signed.as_bytes(), &sig).map_err(|_| Error::TokenInvalid)?;
+            }
             Some("EdDSA") => {
                 if self.eddsa.is_empty() {
                     return Err(Error::TokenAlgorithm("EdDSA".into()));
@@ -460,24 +471,20 @@ impl TokenVerifier {
                     .iter()
                     .find(|(k, _)| k == kid)
                     .ok_or(Error::TokenInvalid)?;
-                (key, Algorithm::EdDSA)
+                match jsonwebtoken::crypto::verify(signature_b64, signed.as_bytes(), key, Algorithm::EdDSA) {
+                    Ok(true) => {}
+                    Ok(false) => return Err(Error::TokenInvalid),
+                    Err(e) => {
+                        return Err(match e.kind() {
+                            jsonwebtoken::errors::ErrorKind::Base64(_) => {
+                                Error::TokenMalformed("signature is not base64url")
+                            }
+                            _ => Error::TokenInvalid,
+                        });
+                    }
+                }
             }
             Some(other) => return Err(Error::TokenAlgorithm(echo(other))),
-        };
-
-        // header.payload, exactly as received, is what was signed.
-        let signed = &token[..header_b64.len() + 1 + payload_b64.len()];
-        match jsonwebtoken::crypto::verify(signature_b64, signed.as_bytes(), key.0, key.1) {
-            Ok(true) => {}
-            Ok(false) => return Err(Error::TokenInvalid),
-            Err(e) => {
-                return Err(match e.kind() {
-                    jsonwebtoken::errors::ErrorKind::Base64(_) => {
-                        Error::TokenMalformed("signature is not base64url")
-                    }
-                    _ => Error::TokenInvalid,
-                });
-            }
         }
 
         let mut payload_buf = [0u8; MAX_SEGMENT_DECODED];
