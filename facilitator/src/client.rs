@@ -178,15 +178,8 @@ impl fmt::Debug for VlexivoClient {
     }
 }
 
-/// The answer of `POST /v1/wallets/{address}/topup`.
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct TopUpReceipt {
-    pub address: String,
-    pub amount: String,
-    pub balance: String,
-    pub currency: String,
-    pub tx_hash: String,
-}
+/// The answer of `POST /v1/wallets/{address}/topup` (the service's own type).
+pub use crate::server::types::TopUpReceipt;
 
 /// The receipt of the payment made for a response, if one was (`fetch` attaches it).
 pub fn receipt_of(res: &Response) -> Option<&PaymentReceipt> {
