@@ -73,13 +73,14 @@ function burst(url, tokens) {
   });
 }
 
+// ONLY=fastify (or express) runs one framework's scenarios.
 const scenarios = [
   ['express-bare', (n) => mintVlexivo(n)],
   ['express-paywall', (n) => mintVlexivo(n)],
   ['express-jose-set', (n) => mintJose(n, joseKey)],
   ['fastify-bare', (n) => mintVlexivo(n)],
   ['fastify-paywall', (n) => mintVlexivo(n)],
-];
+].filter(([name]) => !process.env.ONLY || name.startsWith(process.env.ONLY));
 
 console.log(`autocannon: ${ROUNDS} rounds x ${PER_ROUND} requests per scenario (+${WARMUP} warm-up), ${CONNECTIONS} connections, 127.0.0.1`);
 const state = {};
@@ -120,6 +121,7 @@ for (const [name] of scenarios) {
   );
 }
 function ratios(paid, bare) {
+  if (!state[paid] || !state[bare]) return undefined;
   const tput = median(state[paid].rps.map((r, i) => r / state[bare].rps[i]));
   const cpu = median(state[bare].cpuPerReq) / median(state[paid].cpuPerReq);
   return { tput, cpu };
@@ -127,9 +129,10 @@ function ratios(paid, bare) {
 const ex = ratios('express-paywall', 'express-bare');
 const jo = ratios('express-jose-set', 'express-bare');
 const fa = ratios('fastify-paywall', 'fastify-bare');
+const row = (label, r, note) => r && console.log(`${label}${r.tput.toFixed(2)}        ${r.cpu.toFixed(2)}   (${note})`);
 console.log('');
 console.log('                                      throughput   CPU/request');
-console.log(`Express + paywall / bare Express:       ${ex.tput.toFixed(2)}        ${ex.cpu.toFixed(2)}   (target >= 0.85)`);
-console.log(`Express + jose + Set / bare Express:    ${jo.tput.toFixed(2)}        ${jo.cpu.toFixed(2)}   (reference ~0.5)`);
-console.log(`Fastify + plugin / bare Fastify:        ${fa.tput.toFixed(2)}        ${fa.cpu.toFixed(2)}   (target >= 0.80)`);
+row('Express + paywall / bare Express:       ', ex, 'target >= 0.85');
+row('Express + jose + Set / bare Express:    ', jo, 'reference ~0.5');
+row('Fastify + plugin / bare Fastify:        ', fa, 'target >= 0.80');
 console.log(JSON.stringify({ bench: 'http', perRound: PER_ROUND, rounds: ROUNDS, connections: CONNECTIONS, express: ex, joseSet: jo, fastify: fa }));
