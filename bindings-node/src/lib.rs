@@ -32,15 +32,7 @@ fn money_of(v: &Either<String, f64>, currency: Currency) -> vx::Result<Money> {
 
 /// A provider's price: any defect is the provider's (`price_invalid`, 500), not the caller's.
 fn price_of(v: &Either<String, f64>, currency: &str) -> vx::Result<Money> {
-    match v {
-        Either::A(s) => vx::paywall::Paywall::parse_price(s, currency),
-        Either::B(_) => {
-            let cur = Currency::parse(currency).map_err(|e| VxError::PriceInvalid(e.to_string()))?;
-            money_of(v, cur)
-                .and_then(Money::positive)
-                .map_err(|e| VxError::PriceInvalid(e.to_string()))
-        }
-    }
+    vx::paywall::Paywall::price_with(currency, |c| money_of(v, c))
 }
 
 fn now_or_clock(now: Option<f64>) -> u64 {

@@ -345,17 +345,14 @@ fn price_from_py(v: &Bound<'_, PyAny>, currency: &str) -> Result<Money, Error> {
             .map_err(|_| Error::PriceInvalid("price is not valid UTF-8".into()))?;
         return vpaywall::Paywall::parse_price(s, currency);
     }
-    let cur = Currency::parse(currency).map_err(|e| Error::PriceInvalid(e.to_string()))?;
-    match money_from_py(v, cur) {
-        Ok(Some(r)) => r
-            .and_then(Money::positive)
-            .map_err(|e| Error::PriceInvalid(e.to_string())),
+    vpaywall::Paywall::price_with(currency, |cur| match money_from_py(v, cur) {
+        Ok(Some(r)) => r,
         Ok(None) => Err(Error::PriceInvalid(format!(
             "a price must be a str, int, float or Decimal, not {}",
             type_name(v)
         ))),
         Err(_) => Err(Error::PriceInvalid("price could not be read".into())),
-    }
+    })
 }
 
 /// Parse a provider's price: str, int, float (exactly, via its shortest decimal form) or

@@ -179,10 +179,19 @@ impl Paywall {
 
     /// Parse a provider's price (a string from config or a resolver).
     pub fn parse_price(price: &str, currency: &str) -> Result<Money> {
-        let currency = Currency::parse(currency).map_err(|e| Error::PriceInvalid(e.to_string()))?;
-        Money::parse(price, currency)
-            .and_then(Money::positive)
-            .map_err(|e| Error::PriceInvalid(e.to_string()))
+        Self::price_with(currency, |c| Money::parse(price, c))
+    }
+
+    /// A provider's price read by `read` (a float, a host-language decimal, …) in `currency`:
+    /// every defect — unknown currency, malformed, zero, negative, over-precise — is
+    /// `price_invalid` (the provider's fault, a 500), never the caller's.
+    pub fn price_with(currency: &str, read: impl FnOnce(Currency) -> Result<Money>) -> Result<Money> {
+        let as_price = |e: Error| match e {
+            Error::PriceInvalid(_) => e,
+            other => Error::PriceInvalid(other.to_string()),
+        };
+        let currency = Currency::parse(currency).map_err(as_price)?;
+        read(currency).and_then(Money::positive).map_err(as_price)
     }
 
     /// Verify a proof for this request at `price` and consume its nonce. On success the handler
