@@ -41,9 +41,6 @@ pub const MAX_LEEWAY_SECS: u64 = 300;
 const ED25519_PKCS8_V1_PREFIX: [u8; 16] = [
     0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
 ];
-/// Room for any one decoded segment of a token within the size limit (base64 is 4 → 3, and
-/// the decoder's length estimate rounds up by one block).
-const MAX_SEGMENT_DECODED: usize = MAX_TOKEN_BYTES / 4 * 3 + 3;
 /// Characters of base64url(SHA-256(public key)) that make a `kid`.
 const KID_CHARS: usize = 16;
 /// An attacker-chosen `alg`/`cur` echoed in an error is cut to this many characters.
@@ -204,22 +201,26 @@ impl fmt::Debug for TokenIssuer {
     }
 }
 
+/// The JOSE header of a token signed with `alg` (and `kid`).
+fn token_header(alg: Algorithm, kid: Option<String>) -> Header {
+    Header {
+        typ: Some(TOKEN_TYP.to_string()),
+        kid,
+        ..Header::new(alg)
+    }
+}
+
 impl TokenIssuer {
     pub fn new(key: SigningKey) -> Result<Self> {
         let (header, key) = match key {
             SigningKey::Hs256(secret) => (
-                Header::new(Algorithm::HS256),
+                token_header(Algorithm::HS256, None),
                 EncodingKey::from_secret(&secret),
             ),
-            SigningKey::EdDsa(k) => {
-                let mut header = Header::new(Algorithm::EdDSA);
-                header.kid = Some(k.kid.clone());
-                (header, EncodingKey::from_ed_der(&pkcs8_v1(&k.seed)))
-            }
-        };
-        let header = Header {
-            typ: Some(TOKEN_TYP.to_string()),
-            ..header
+            SigningKey::EdDsa(k) => (
+                token_header(Algorithm::EdDSA, Some(k.kid.clone())),
+                EncodingKey::from_ed_der(&pkcs8_v1(&k.seed)),
+            ),
         };
         Ok(Self { header, key })
     }
@@ -289,6 +290,9 @@ pub struct TokenVerifier {
     mode: String,
     /// Prepared once: re-deriving the HMAC key per token costs as much as the MAC itself.
     hs256: Option<aws_lc_rs::hmac::Key>,
+    /// The header segment our HS256 issuer writes, byte for byte: a token that starts with it
+    /// skips decoding and parsing a header whose fields are already known.
+    hs256_header_b64: Option<String>,
     /// (kid, key); a handful of keys at most, so a linear scan beats a map.
     eddsa: Vec<(String, DecodingKey)>,
     leeway: u64,
@@ -327,9 +331,92 @@ struct RawHeader<'a> {
     crit: Option<serde::de::IgnoredAny>,
 }
 
-fn b64_segment<'b>(segment: &str, buf: &'b mut [u8; MAX_SEGMENT_DECODED]) -> Option<&'b [u8]> {
-    let n = URL_SAFE_NO_PAD.decode_slice(segment, buf).ok()?;
-    Some(&buf[..n])
+/// A decoded token segment. Typical segments fit the stack part (nothing to allocate, little
+/// to zero); longer ones, still within the token size limit, go to the heap.
+pub(crate) struct SegmentBuf {
+    stack: [u8; STACK_SEGMENT],
+    heap: Vec<u8>,
+}
+
+/// Decoded bytes a segment may take on the stack: proof-token claims are ~420 bytes.
+const STACK_SEGMENT: usize = 768;
+
+impl SegmentBuf {
+    fn new() -> Self {
+        Self { stack: [0; STACK_SEGMENT], heap: Vec::new() }
+    }
+
+    fn decode(&mut self, segment: &str) -> Option<&[u8]> {
+        // base64 needs room for its estimate (3 bytes per 4 characters, rounded up a block).
+        if segment.len() / 4 * 3 + 3 <= STACK_SEGMENT {
+            let n = URL_SAFE_NO_PAD.decode_slice(segment, &mut self.stack).ok()?;
+            Some(&self.stack[..n])
+        } else {
+            URL_SAFE_NO_PAD.decode_vec(segment, &mut self.heap).ok()?;
+            Some(&self.heap)
+        }
+    }
+}
+
+/// [`ProofClaims`] as parsed, borrowing from the decoded payload (a string is copied only if it
+/// has JSON escapes).
+#[derive(Deserialize)]
+pub(crate) struct ClaimsRef<'a> {
+    #[serde(borrow)]
+    pub jti: Cow<'a, str>,
+    #[serde(borrow)]
+    pub iss: Cow<'a, str>,
+    #[serde(borrow)]
+    pub aud: Cow<'a, str>,
+    #[serde(borrow)]
+    pub sub: Cow<'a, str>,
+    #[serde(borrow)]
+    pub txh: Cow<'a, str>,
+    #[serde(borrow)]
+    pub amt: Cow<'a, str>,
+    #[serde(borrow)]
+    pub cur: Cow<'a, str>,
+    #[serde(borrow)]
+    pub res: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub bdy: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub mode: Cow<'a, str>,
+    #[serde(borrow)]
+    pub net: Cow<'a, str>,
+    pub iat: u64,
+    pub exp: u64,
+}
+
+impl ClaimsRef<'_> {
+    fn to_owned_claims(&self) -> ProofClaims {
+        ProofClaims {
+            jti: self.jti.to_string(),
+            iss: self.iss.to_string(),
+            aud: self.aud.to_string(),
+            sub: self.sub.to_string(),
+            txh: self.txh.to_string(),
+            amt: self.amt.to_string(),
+            cur: self.cur.to_string(),
+            res: self.res.to_string(),
+            bdy: self.bdy.as_deref().map(str::to_string),
+            mode: self.mode.to_string(),
+            net: self.net.to_string(),
+            iat: self.iat,
+            exp: self.exp,
+        }
+    }
+}
+
+fn parse_header<'b>(header_b64: &str, buf: &'b mut SegmentBuf) -> Result<RawHeader<'b>> {
+    let json = buf
+        .decode(header_b64)
+        .ok_or(Error::TokenMalformed("header is not base64url"))?;
+    // serde would also accept a JSON array for a struct; JOSE requires an object.
+    if !is_json_object(json) {
+        return Err(Error::TokenMalformed("header is not a JSON object"));
+    }
+    serde_json::from_slice(json).map_err(|_| Error::TokenMalformed("header is not a JSON object"))
 }
 
 fn is_json_object(json: &[u8]) -> bool {
@@ -362,10 +449,17 @@ impl TokenVerifier {
                 "token verifier has no HS256 key and no EdDSA key".into(),
             ));
         }
+        let hs256_header_b64 = match hs256 {
+            Some(_) => serde_json::to_vec(&token_header(Algorithm::HS256, None))
+                .ok()
+                .map(|json| URL_SAFE_NO_PAD.encode(json)),
+            None => None,
+        };
         Ok(Self {
             account: cfg.account,
             mode: cfg.mode,
             hs256,
+            hs256_header_b64,
             eddsa,
             leeway: cfg.leeway_secs,
         })
@@ -373,7 +467,25 @@ impl TokenVerifier {
 
     /// Everything: signature, typ, alg, time, then that the token buys this request.
     pub fn verify(&self, token: &str, expect: &Expectation<'_>, now: u64) -> Result<ProofClaims> {
-        let claims = self.verify_signature_and_time(token, now)?;
+        self.verify_then(token, expect, now, |c| c.to_owned_claims())
+    }
+
+    /// [`verify`](Self::verify), handing the verified claims to `f` borrowed from the decoded
+    /// token: the provider's hot path copies out only the fields it keeps.
+    pub(crate) fn verify_then<T>(
+        &self,
+        token: &str,
+        expect: &Expectation<'_>,
+        now: u64,
+        f: impl FnOnce(&ClaimsRef<'_>) -> T,
+    ) -> Result<T> {
+        let mut buf = SegmentBuf::new();
+        let claims = self.check_signature_and_time(token, now, &mut buf)?;
+        self.check_expectation(&claims, expect)?;
+        Ok(f(&claims))
+    }
+
+    fn check_expectation(&self, claims: &ClaimsRef<'_>, expect: &Expectation<'_>) -> Result<()> {
         if claims.aud != self.account {
             return Err(Error::TokenAudience);
         }
@@ -403,12 +515,24 @@ impl TokenVerifier {
                 price: expect.price.amount().to_string(),
             });
         }
-        Ok(claims)
+        Ok(())
     }
 
     /// Signature + typ + alg + time only (used by tools that inspect a token): no
     /// aud/mode/resource/price checks.
     pub fn verify_signature_and_time(&self, token: &str, now: u64) -> Result<ProofClaims> {
+        let mut buf = SegmentBuf::new();
+        self.check_signature_and_time(token, now, &mut buf).map(|c| c.to_owned_claims())
+    }
+
+    /// The claims, borrowed from `buf` (where the payload is decoded), once the signature and
+    /// the time window hold.
+    fn check_signature_and_time<'b>(
+        &self,
+        token: &str,
+        now: u64,
+        buf: &'b mut SegmentBuf,
+    ) -> Result<ClaimsRef<'b>> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(Error::TokenTooLarge {
                 limit: MAX_TOKEN_BYTES,
@@ -423,17 +547,17 @@ impl TokenVerifier {
             ));
         };
 
-        // Decode into stack buffers: the size limit bounds every segment, and the hot path
-        // then allocates only the claims' own strings.
-        let mut header_buf = [0u8; MAX_SEGMENT_DECODED];
-        let header_json = b64_segment(header_b64, &mut header_buf)
-            .ok_or(Error::TokenMalformed("header is not base64url"))?;
-        // serde would also accept a JSON array for a struct; JOSE requires an object.
-        if !is_json_object(header_json) {
-            return Err(Error::TokenMalformed("header is not a JSON object"));
-        }
-        let header: RawHeader<'_> = serde_json::from_slice(header_json)
-            .map_err(|_| Error::TokenMalformed("header is not a JSON object"))?;
+        let mut header_buf = SegmentBuf::new();
+        let header = if self.hs256_header_b64.as_deref() == Some(header_b64) {
+            RawHeader {
+                alg: Some(Cow::Borrowed("HS256")),
+                typ: Some(Cow::Borrowed(TOKEN_TYP)),
+                kid: None,
+                crit: None,
+            }
+        } else {
+            parse_header(header_b64, &mut header_buf)?
+        };
         if header.crit.is_some() {
             return Err(Error::TokenMalformed(
                 "header has unsupported critical extensions",
@@ -487,13 +611,13 @@ impl TokenVerifier {
             Some(other) => return Err(Error::TokenAlgorithm(echo(other))),
         }
 
-        let mut payload_buf = [0u8; MAX_SEGMENT_DECODED];
-        let payload_json = b64_segment(payload_b64, &mut payload_buf)
+        let payload_json = buf
+            .decode(payload_b64)
             .ok_or(Error::TokenMalformed("payload is not base64url"))?;
         if !is_json_object(payload_json) {
             return Err(Error::TokenMalformed("claims are not a JSON object"));
         }
-        let claims: ProofClaims = serde_json::from_slice(payload_json)
+        let claims: ClaimsRef<'_> = serde_json::from_slice(payload_json)
             .map_err(|_| Error::TokenMalformed("claims are missing or of the wrong type"))?;
 
         if now > claims.exp.saturating_add(self.leeway) {
@@ -1015,6 +1139,24 @@ mod tests {
         let mut c = claims();
         c.iss = "x".repeat(MAX_TOKEN_BYTES);
         assert_eq!(verify_code(&v, &hs_token(&c)), "token_too_large");
+
+        // Our issuer's header takes the known-header path; the same header spelled otherwise
+        // (other key order) is parsed and verifies the same.
+        let t = hs_token(&claims());
+        assert_eq!(t.split('.').next(), v.hs256_header_b64.as_deref());
+        let other = URL_SAFE_NO_PAD.encode(br#"{"typ":"vlexivo-proof+jwt","alg":"HS256"}"#);
+        let (_, rest) = t.split_once('.').unwrap();
+        let (payload, _) = rest.split_once('.').unwrap();
+        let signing_input = format!("{other}.{payload}");
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &HS_KEY);
+        let sig = URL_SAFE_NO_PAD.encode(aws_lc_rs::hmac::sign(&key, signing_input.as_bytes()));
+        assert_eq!(v.verify_signature_and_time(&format!("{signing_input}.{sig}"), NOW).unwrap(), claims());
+
+        // Claims with JSON escapes are read through the borrowed parser's copying path.
+        let mut c = claims();
+        c.iss = "http://x/\"quoted\"\n\u{e9}".into();
+        c.sub = "tab\there".into();
+        assert_eq!(v.verify_signature_and_time(&hs_token(&c), NOW).unwrap(), c);
 
         // The largest token under the limit still verifies (decode buffers are big enough).
         let mut c = claims();
