@@ -12,6 +12,9 @@ import vlexivoFastify from 'vlexivo/fastify';
 import { plugin as vlexivoHapi } from 'vlexivo/hapi';
 import { listenExpress, listenFastify, listenHapi } from './helpers.mjs';
 
+/** A browser's cross-origin request carries Origin; only then are our headers exposed. */
+const ORIGIN = 'https://app.example';
+
 const require = createRequire(import.meta.url);
 const native = require('../native/index.js');
 const secret = 'sk_test_' + Buffer.alloc(32, 5).toString('base64url');
@@ -72,10 +75,15 @@ test('hapi: plugin default, per-route price, free route; payment on request.plug
     assert.equal(await price(`${s.url}/a`), '0.001');
     assert.equal(await price(`${s.url}/b`), '0.01');
     assert.equal(await price(`${s.url}/c`), 200);
-    const r = await fetch(`${s.url}/a`, { headers: { 'vlexivo-proof': mint('GET /a') } });
+    const r = await fetch(`${s.url}/a`, { headers: { 'vlexivo-proof': mint('GET /a'), origin: ORIGIN } });
     assert.deepEqual(await r.json(), { p: '0.01', same: true });
     assert.match(r.headers.get('vlexivo-receipt'), /amount=0.01/);
     assert.match(r.headers.get('access-control-expose-headers'), /Vlexivo-Receipt/);
+    // Not a CORS request (no Origin): nothing to expose.
+    const plain = await fetch(`${s.url}/a`, { headers: { 'vlexivo-proof': mint('GET /a') } });
+    assert.equal(plain.status, 200);
+    assert.equal(plain.headers.get('access-control-expose-headers'), null);
+    assert.equal((await fetch(`${s.url}/a`)).headers.get('access-control-expose-headers'), null);
     // A failing handler (Boom 500) releases: the same proof works once more.
     const t = mint('GET /boom');
     assert.equal((await fetch(`${s.url}/boom`, { headers: { 'vlexivo-proof': t } })).status, 500);
@@ -97,13 +105,16 @@ for (const [name, ex] of [['express5', express], ['express4', express4]]) {
     app.get('/free', (_req, res) => res.json({ free: true }));
     const s = await listenExpress(app);
     try {
-      const ch = await fetch(`${s.url}/paid`);
+      const ch = await fetch(`${s.url}/paid`, { headers: { origin: ORIGIN } });
       assert.equal(ch.status, 402);
       assert.equal(ch.headers.get('access-control-expose-headers'), 'X-Request-Id, Vlexivo-Receipt, Vlexivo-Challenge');
       assert.equal(ch.headers.get('cache-control'), 'no-store');
-      const ok = await fetch(`${s.url}/paid`, { headers: { 'vlexivo-proof': mint('GET /paid') } });
+      const ok = await fetch(`${s.url}/paid`, { headers: { 'vlexivo-proof': mint('GET /paid'), origin: ORIGIN } });
       assert.equal(ok.status, 200);
       assert.match(ok.headers.get('access-control-expose-headers'), /X-Request-Id, Vlexivo-Receipt/);
+      // Without Origin the app's own value is left as it was.
+      const plain = await fetch(`${s.url}/paid`, { headers: { 'vlexivo-proof': mint('GET /paid') } });
+      assert.equal(plain.headers.get('access-control-expose-headers'), 'X-Request-Id');
       assert.equal((await fetch(`${s.url}/free`)).status, 200);
     } finally {
       await s.close();

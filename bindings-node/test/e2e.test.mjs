@@ -49,7 +49,7 @@ for (const name of ['express5', 'express4', 'fastify', 'hapi']) {
       const { wallet, client } = await fundedClient('1', { onPayment: (p) => payments.push(p) });
       const res = await client.fetch(`${app.url}/api/v1/inference`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json', 'x-model': 'large-v2' },
+        headers: { 'content-type': 'application/json', 'x-model': 'large-v2', origin: 'https://app.example' },
         body: JSON.stringify({ model: 'large-v2', prompt: 'hi' }),
       });
       assert.equal(res.status, 200);

@@ -31,7 +31,8 @@ for (const [name, start] of Object.entries(adapters)) {
         try {
           for (const [i, r] of c.requests.entries()) {
             now = r.now;
-            const headers = {};
+            // A browser-style cross-origin request, so the CORS expose header is due too.
+            const headers = { origin: 'https://app.example' };
             if (r.proof !== null && r.proof !== undefined) headers['vlexivo-proof'] = r.proof;
             if (r.handler_status !== undefined) headers['x-handler-status'] = String(r.handler_status);
             const res = await fetch(app.url + r.path, { method: r.method, headers });

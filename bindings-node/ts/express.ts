@@ -37,13 +37,14 @@ export type NextFunction = (err?: unknown) => void;
 export type PaywallMiddleware = (req: any, res: any, next: NextFunction) => void;
 export type PaywallErrorMiddleware = (err: unknown, req: any, res: any, next: NextFunction) => void;
 
-function expose(route: PaidRoute, res: ServerResponse): void {
-  if (!route.exposeHeaders) return;
+/** CORS: only a cross-origin request (it carries `Origin`) needs our headers exposed. */
+function expose(route: PaidRoute, req: IncomingMessage, res: ServerResponse): void {
+  if (!route.exposeHeaders || req.headers.origin === undefined) return;
   const v = exposeValue(res.getHeader('Access-Control-Expose-Headers'));
   if (v !== undefined) res.setHeader('Access-Control-Expose-Headers', v);
 }
 
-function send(route: PaidRoute, res: ServerResponse, r: Rejection): void {
+function send(route: PaidRoute, req: IncomingMessage, res: ServerResponse, r: Rejection): void {
   if (res.headersSent) {
     res.destroy();
     return;
@@ -51,7 +52,7 @@ function send(route: PaidRoute, res: ServerResponse, r: Rejection): void {
   res.statusCode = r.status;
   for (const k in r.headers) res.setHeader(k, r.headers[k]);
   res.setHeader('Content-Type', 'application/json; charset=utf-8');
-  expose(route, res);
+  expose(route, req, res);
   res.end(r.body);
 }
 
@@ -76,7 +77,7 @@ export function expressPaywall(route: PaidRoute<any>): PaywallMiddleware {
     if (route.bindBody) {
       body = rawBodyOf(req);
       if (body === undefined) {
-        send(route, res, route.fault('config_invalid', 'bindBody needs the raw body (req.rawBody or a Buffer req.body)', method, path));
+        send(route, req, res, route.fault('config_invalid', 'bindBody needs the raw body (req.rawBody or a Buffer req.body)', method, path));
         return;
       }
     }
@@ -88,12 +89,12 @@ export function expressPaywall(route: PaidRoute<any>): PaywallMiddleware {
       return;
     }
     if (!isFacts(r)) {
-      send(route, res, r);
+      send(route, req, res, r);
       return;
     }
     req.vlxPayment = r;
     res.setHeader(RECEIPT_HEADER, r.receipt);
-    expose(route, res);
+    expose(route, req, res);
     // `close` follows `finish` within the same tick, before any retry can arrive. Release when
     // the handler answered 5xx, or never answered at all.
     res.on('close', () => {
@@ -116,13 +117,13 @@ export function expressPaywall(route: PaidRoute<any>): PaywallMiddleware {
     try {
       price = resolver(req);
     } catch (e) {
-      send(route, res, route.resolverFailed(e, req.method ?? 'GET', req.originalUrl ?? req.url ?? '/'));
+      send(route, req, res, route.resolverFailed(e, req.method ?? 'GET', req.originalUrl ?? req.url ?? '/'));
       return;
     }
     if (isThenable(price)) {
       price.then(
         (v) => proceed(req, res, next, v),
-        (e) => send(route, res, route.resolverFailed(e, req.method ?? 'GET', req.originalUrl ?? req.url ?? '/')),
+        (e) => send(route, req, res, route.resolverFailed(e, req.method ?? 'GET', req.originalUrl ?? req.url ?? '/')),
       );
       return;
     }

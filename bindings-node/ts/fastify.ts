@@ -62,16 +62,17 @@ declare module 'fastify' {
   }
 }
 
-function send(route: PaidRoute, reply: FastifyReplyLike, r: Rejection): void {
+function send(route: PaidRoute, request: FastifyRequestLike, reply: FastifyReplyLike, r: Rejection): void {
   reply.code(r.status);
   for (const k in r.headers) reply.header(k, r.headers[k]);
-  expose(route, reply);
+  expose(route, request, reply);
   reply.header('content-type', 'application/json; charset=utf-8');
   reply.send(r.body);
 }
 
-function expose(route: PaidRoute, reply: FastifyReplyLike): void {
-  if (!route.exposeHeaders) return;
+/** CORS: only a cross-origin request (it carries `Origin`) needs our headers exposed. */
+function expose(route: PaidRoute, request: FastifyRequestLike, reply: FastifyReplyLike): void {
+  if (!route.exposeHeaders || request.headers.origin === undefined) return;
   const v = exposeValue(reply.getHeader('access-control-expose-headers'));
   if (v !== undefined) reply.header('Access-Control-Expose-Headers', v);
 }
@@ -87,18 +88,18 @@ function routeHooks(route: PaidRoute, release: (k: string) => void) {
     if (route.bindBody) {
       body = rawBodyOf(request);
       if (body === undefined) {
-        send(route, reply, route.fault('config_invalid', 'bindBody needs the raw body (request.rawBody)', request.method, request.url));
+        send(route, request, reply, route.fault('config_invalid', 'bindBody needs the raw body (request.rawBody)', request.method, request.url));
         return;
       }
     }
     const r = route.decide(request.headers[PROOF_HEADER], request.method, request.url, price, body);
     if (!isFacts(r)) {
-      send(route, reply, r);
+      send(route, request, reply, r);
       return;
     }
     request.vlxPayment = r;
     reply.header(RECEIPT_HEADER, r.receipt);
-    expose(route, reply);
+    expose(route, request, reply);
     next();
   };
 
@@ -117,7 +118,7 @@ function routeHooks(route: PaidRoute, release: (k: string) => void) {
       try {
         price = resolver(request);
       } catch (e) {
-        send(route, reply, route.resolverFailed(e, request.method, request.url));
+        send(route, request, reply, route.resolverFailed(e, request.method, request.url));
         return;
       }
       if (isThenable(price)) {
@@ -129,7 +130,7 @@ function routeHooks(route: PaidRoute, release: (k: string) => void) {
               next(e as Error);
             }
           },
-          (e) => send(route, reply, route.resolverFailed(e, request.method, request.url)),
+          (e) => send(route, request, reply, route.resolverFailed(e, request.method, request.url)),
         );
         return;
       }

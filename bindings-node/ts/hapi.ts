@@ -54,10 +54,11 @@ declare module '@hapi/hapi' {
   }
 }
 
-function respond(route: PaidRoute, h: HapiToolkitLike, r: Rejection): unknown {
+function respond(route: PaidRoute, request: HapiRequestLike, h: HapiToolkitLike, r: Rejection): unknown {
   const res = h.response(r.body).code(r.status).type('application/json; charset=utf-8');
   for (const k in r.headers) res.header(k, r.headers[k]);
-  if (route.exposeHeaders) res.header('Access-Control-Expose-Headers', exposeValue(undefined));
+  // CORS: only a cross-origin request (it carries `Origin`) needs our headers exposed.
+  if (route.exposeHeaders && request.headers.origin !== undefined) res.header('Access-Control-Expose-Headers', exposeValue(undefined));
   return res.takeover();
 }
 
@@ -88,11 +89,11 @@ function register(hapi: HapiServerLike, options: VlexivoHapiOptions): void {
     if (route.bindBody) {
       body = rawBodyOf({ rawBody: request.rawBody, body: request.payload });
       if (body === undefined) {
-        return respond(route, h, route.fault('config_invalid', 'bindBody needs the raw payload (payload: { parse: false } or request.rawBody)', method, target));
+        return respond(route, request, h, route.fault('config_invalid', 'bindBody needs the raw payload (payload: { parse: false } or request.rawBody)', method, target));
       }
     }
     const r = route.decide(request.headers[PROOF_HEADER], method, target, price, body);
-    if (!isFacts(r)) return respond(route, h, r);
+    if (!isFacts(r)) return respond(route, request, h, r);
     request.plugins.vlexivo = { payment: r };
     request.vlxPayment = r;
     return h.continue;
@@ -109,12 +110,12 @@ function register(hapi: HapiServerLike, options: VlexivoHapiOptions): void {
     try {
       price = resolver(request);
     } catch (e) {
-      return respond(route, h, route.resolverFailed(e, request.method.toUpperCase(), request.path));
+      return respond(route, request, h, route.resolverFailed(e, request.method.toUpperCase(), request.path));
     }
     if (isThenable(price)) {
       return Promise.resolve(price).then(
         (v) => proceed(route, request, h, v),
-        (e) => respond(route, h, route.resolverFailed(e, request.method.toUpperCase(), request.path)),
+        (e) => respond(route, request, h, route.resolverFailed(e, request.method.toUpperCase(), request.path)),
       );
     }
     return proceed(route, request, h, price);
@@ -126,14 +127,15 @@ function register(hapi: HapiServerLike, options: VlexivoHapiOptions): void {
     const response = request.response;
     const status: number = response?.isBoom ? response.output.statusCode : response?.statusCode ?? 500;
     const expose = exposeValue(undefined) as string;
+    const cors = request.headers.origin !== undefined;
     if (status >= 500) {
       releaseOnce(release, payment);
     } else if (response?.isBoom) {
       response.output.headers[RECEIPT_HEADER] = payment.receipt;
-      if (base?.exposeHeaders ?? server.exposeHeaders) response.output.headers['Access-Control-Expose-Headers'] = expose;
+      if (cors && (base?.exposeHeaders ?? server.exposeHeaders)) response.output.headers['Access-Control-Expose-Headers'] = expose;
     } else if (response && typeof response.header === 'function') {
       response.header(RECEIPT_HEADER, payment.receipt);
-      if (server.exposeHeaders) response.header('Access-Control-Expose-Headers', expose, { append: true });
+      if (cors && server.exposeHeaders) response.header('Access-Control-Expose-Headers', expose, { append: true });
     }
     return h.continue;
   });
