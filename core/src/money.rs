@@ -194,13 +194,13 @@ impl fmt::Display for Money {
 
 /// Parse the decimal grammar `[+-]?(digits[.digits]|.digits)([eE][+-]?digits)?` exactly.
 /// NaN/Infinity spellings are `amount_not_finite`; anything else off-grammar is malformed.
+/// Allocation-free on success: it runs on every paid request (a token's `amt`).
 pub fn parse_decimal(s: &str) -> Result<Decimal> {
     if s.len() > MAX_AMOUNT_CHARS {
         return Err(Error::AmountMalformed(format!("{}…", truncate(s, 16))));
     }
-    let lower = s.to_ascii_lowercase();
-    let unsigned = lower.trim_start_matches(['+', '-']);
-    if matches!(unsigned, "nan" | "inf" | "infinity") {
+    let unsigned = s.trim_start_matches(['+', '-']);
+    if ["nan", "inf", "infinity"].iter().any(|w| unsigned.eq_ignore_ascii_case(w)) {
         return Err(Error::AmountNotFinite);
     }
     let malformed = || Error::AmountMalformed(truncate(s, 16));
@@ -251,34 +251,36 @@ pub fn parse_decimal(s: &str) -> Result<Decimal> {
             e.parse().map_err(|_| malformed())?
         }
     };
-    // Significant digits with leading zeros stripped; scale counts fraction digits minus exp.
-    let all_digits = format!("{int_part}{frac_part}");
-    let significant = all_digits.trim_start_matches('0');
+    // The significant digits: all digits with leading zeros stripped, then trailing zeros
+    // dropped while they are fraction digits ("0.0010000" and "1000e-6" are as exact as they
+    // read). Scale counts fraction digits minus the exponent.
+    let all = || int_part.bytes().chain(frac_part.bytes());
+    let lead = all().take_while(|&c| c == b'0').count();
+    let mut len = (int_part.len() + frac_part.len() - lead) as i64;
     let mut scale = frac_part.len() as i64 - exp;
-    let mut significant = significant.to_string();
-    // Drop trailing zeros so "0.0010000" and "1000e-6" are as exact as they read.
-    while scale > 0 && significant.ends_with('0') {
-        significant.pop();
-        scale -= 1;
-    }
-    if significant.is_empty() {
+    if len == 0 {
         return Ok(Decimal::ZERO);
     }
-    if scale < 0 {
-        // Large integer: digits + zeros. Anything with more than 7 integer digits is too large.
-        if significant.len() as i64 - scale > 7 {
-            return Err(Error::AmountTooLarge { max: MAX_AMOUNT.to_string() });
-        }
-        significant.push_str(&"0".repeat((-scale) as usize));
-        scale = 0;
-    }
-    if scale > 28 || significant.len() > 28 {
-        return Err(Error::AmountPrecision { max_decimals: 0 });
-    }
-    if significant.len() as i64 - scale > 7 {
+    let trailing = all().rev().take_while(|&c| c == b'0').count() as i64;
+    let dropped = trailing.min(scale.max(0));
+    len -= dropped;
+    scale -= dropped;
+    let digits = all().skip(lead).take(len as usize);
+    // Large integer: digits then -scale zeros. Anything over 7 integer digits is too large.
+    let zeros = if scale < 0 { -scale } else { 0 };
+    if zeros > 0 && len + zeros > 7 {
         return Err(Error::AmountTooLarge { max: MAX_AMOUNT.to_string() });
     }
-    let mantissa: i128 = significant.parse().map_err(|_| malformed())?;
+    let (len, scale) = (len + zeros, scale + zeros);
+    if scale > 28 || len > 28 {
+        return Err(Error::AmountPrecision { max_decimals: 0 });
+    }
+    if len - scale > 7 {
+        return Err(Error::AmountTooLarge { max: MAX_AMOUNT.to_string() });
+    }
+    // At most 28 digits: fits an i128.
+    let mut mantissa = digits.fold(0i128, |m, c| m * 10 + i128::from(c - b'0'));
+    mantissa *= 10i128.pow(zeros as u32);
     let d = Decimal::from_i128_with_scale(if negative { -mantissa } else { mantissa }, scale as u32);
     if negative {
         return Err(Error::AmountNegative);
@@ -353,7 +355,141 @@ mod tests {
         assert_eq!(a.mul_rounded(Decimal::new(15, 4)).unwrap().to_string(), "0.000002");
     }
 
+    // The first, allocating version of `parse_decimal`: the oracle the current one must match.
+    /// Parse the decimal grammar `[+-]?(digits[.digits]|.digits)([eE][+-]?digits)?` exactly.
+    /// NaN/Infinity spellings are `amount_not_finite`; anything else off-grammar is malformed.
+    fn parse_decimal_reference(s: &str) -> Result<Decimal> {
+        if s.len() > MAX_AMOUNT_CHARS {
+            return Err(Error::AmountMalformed(format!("{}…", truncate(s, 16))));
+        }
+        let lower = s.to_ascii_lowercase();
+        let unsigned = lower.trim_start_matches(['+', '-']);
+        if matches!(unsigned, "nan" | "inf" | "infinity") {
+            return Err(Error::AmountNotFinite);
+        }
+        let malformed = || Error::AmountMalformed(truncate(s, 16));
+        let bytes = s.as_bytes();
+        let mut i = 0;
+        let negative = match bytes.first() {
+            Some(b'-') => {
+                i = 1;
+                true
+            }
+            Some(b'+') => {
+                i = 1;
+                false
+            }
+            _ => false,
+        };
+        let (mantissa_part, exp_part) = match s[i..].find(['e', 'E']) {
+            Some(p) => (&s[i..i + p], Some(&s[i + p + 1..])),
+            None => (&s[i..], None),
+        };
+        let (int_part, frac_part) = match mantissa_part.split_once('.') {
+            Some((a, b)) => (a, b),
+            None => (mantissa_part, ""),
+        };
+        let digits_ok = |d: &str| d.bytes().all(|c| c.is_ascii_digit());
+        if (int_part.is_empty() && frac_part.is_empty())
+            || !digits_ok(int_part)
+            || !digits_ok(frac_part)
+            || (mantissa_part.ends_with('.') && frac_part.is_empty() && int_part.is_empty())
+        {
+            return Err(malformed());
+        }
+        let exp: i64 = match exp_part {
+            None => 0,
+            Some(e) => {
+                let digits = e.trim_start_matches(['+', '-']);
+                if digits.is_empty() || !digits_ok(digits) || e.len() - digits.len() > 1 {
+                    return Err(malformed());
+                }
+                if digits.len() > 4 {
+                    // 1e99999: far beyond any amount either way.
+                    return Err(if e.starts_with('-') {
+                        Error::AmountPrecision { max_decimals: 0 }
+                    } else {
+                        Error::AmountTooLarge { max: MAX_AMOUNT.to_string() }
+                    });
+                }
+                e.parse().map_err(|_| malformed())?
+            }
+        };
+        // Significant digits with leading zeros stripped; scale counts fraction digits minus exp.
+        let all_digits = format!("{int_part}{frac_part}");
+        let significant = all_digits.trim_start_matches('0');
+        let mut scale = frac_part.len() as i64 - exp;
+        let mut significant = significant.to_string();
+        // Drop trailing zeros so "0.0010000" and "1000e-6" are as exact as they read.
+        while scale > 0 && significant.ends_with('0') {
+            significant.pop();
+            scale -= 1;
+        }
+        if significant.is_empty() {
+            return Ok(Decimal::ZERO);
+        }
+        if scale < 0 {
+            // Large integer: digits + zeros. Anything with more than 7 integer digits is too large.
+            if significant.len() as i64 - scale > 7 {
+                return Err(Error::AmountTooLarge { max: MAX_AMOUNT.to_string() });
+            }
+            significant.push_str(&"0".repeat((-scale) as usize));
+            scale = 0;
+        }
+        if scale > 28 || significant.len() > 28 {
+            return Err(Error::AmountPrecision { max_decimals: 0 });
+        }
+        if significant.len() as i64 - scale > 7 {
+            return Err(Error::AmountTooLarge { max: MAX_AMOUNT.to_string() });
+        }
+        let mantissa: i128 = significant.parse().map_err(|_| malformed())?;
+        let d = Decimal::from_i128_with_scale(if negative { -mantissa } else { mantissa }, scale as u32);
+        if negative {
+            return Err(Error::AmountNegative);
+        }
+        Ok(d)
+    }
+
+    fn same_outcome(s: &str) -> std::result::Result<(), String> {
+        let (a, b) = (parse_decimal(s), parse_decimal_reference(s));
+        let same = match (&a, &b) {
+            // Same value and the same representation (scale), so formatting agrees too.
+            (Ok(x), Ok(y)) => x == y && x.scale() == y.scale() && x.to_string() == y.to_string(),
+            (Err(x), Err(y)) => x.code() == y.code() && x.to_string() == y.to_string(),
+            _ => false,
+        };
+        if same { Ok(()) } else { Err(format!("{s:?}: {a:?} vs reference {b:?}")) }
+    }
+
+    #[test]
+    fn parse_decimal_matches_its_reference_on_edge_cases() {
+        for s in [
+            "0", "-0", "+0", "00", "0.000", "-0.0", ".5", "5.", "0.001", "0.0010000", "1000e-6", "1e-3",
+            "1E+3", "1e3", "1e6", "1e7", "1000000", "1000000.0", "1000000.000001", "1000001", "9999999e-1",
+            "0.1234567890123456789012345678", "0.12345678901234567890123456789", "1e-28", "1e-29",
+            "100e-30", "-1", "-0.001", "+-1", "--1", "+nan", "-Infinity", "INF", "nan1", "1e", "1e+",
+            "1e+-2", "1e99999", "1e-99999", ".", "..", "1..2", "1.2.3", "e5", ".e5", "0e0", "0e99999",
+            "12345678", "1234567", "0000001234567", "1234567.0000", "0.00000000000000000000000000001",
+            "١", "1_000", " 1", "1 ", "",
+        ] {
+            same_outcome(s).unwrap();
+        }
+        same_outcome(&"9".repeat(40)).unwrap();
+        same_outcome(&"0".repeat(40)).unwrap();
+        same_outcome(&format!("0.{}1", "0".repeat(37))).unwrap();
+    }
+
     proptest::proptest! {
+        #[test]
+        fn parse_decimal_matches_its_reference(s in "[-+]?[0-9]{0,12}(\\.[0-9]{0,30})?([eE][-+]?[0-9]{1,6})?") {
+            proptest::prop_assert!(same_outcome(&s).is_ok(), "{}", same_outcome(&s).unwrap_err());
+        }
+
+        #[test]
+        fn parse_decimal_matches_its_reference_on_any_text(s in "\\PC{0,44}") {
+            proptest::prop_assert!(same_outcome(&s).is_ok(), "{}", same_outcome(&s).unwrap_err());
+        }
+
         #[test]
         fn atomic_round_trip(units in 0u64..=1_000_000_000_000) {
             let m = Money::from_atomic(units, Currency::Usd).unwrap();
