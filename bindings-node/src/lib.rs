@@ -8,11 +8,12 @@
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use vlexivo_core as vx;
 use vx::env::{Clock, OsEntropy, SystemClock};
-use vx::paywall::{PaywallConfig, RequestInfo};
+use vx::paywall::{PaidRef, PaywallConfig, RequestInfo};
 use vx::store::{MemoryStore, NonceStore, SqliteStore};
 use vx::{Currency, Error as VxError, Money};
 
@@ -145,20 +146,22 @@ impl Rejection {
 type PaidTuple = Vec<Either<String, i64>>;
 const SEP: char = '\u{1f}';
 
-fn paid_result(f: vx::paywall::PaymentFacts) -> Either<String, PaidTuple> {
-    let receipt = vx::paywall::Paywall::receipt(&f);
-    let texts = [&f.payer, &f.amount, &f.currency, &f.tx_hash, &f.nonce, &f.resource, &f.store_key, &receipt];
+fn paid_result(f: &PaidRef<'_>) -> Either<String, PaidTuple> {
+    let mut receipt = String::new();
+    f.write_receipt(&mut receipt);
+    let texts = [f.payer, f.amount, f.currency, f.tx_hash, f.nonce, f.resource, f.store_key, &receipt];
     if texts.iter().any(|t| t.contains(SEP)) {
+        let s = |t: &str| Either::A(t.to_string());
         return Either::B(vec![
-            Either::A(f.payer),
-            Either::A(f.amount),
-            Either::A(f.currency),
-            Either::A(f.tx_hash),
-            Either::A(f.nonce),
+            s(f.payer),
+            s(f.amount),
+            s(f.currency),
+            s(f.tx_hash),
+            s(f.nonce),
             Either::B(f.paid_at as i64),
             Either::B(f.expires_at as i64),
-            Either::A(f.resource),
-            Either::A(f.store_key),
+            s(f.resource),
+            s(f.store_key),
             Either::A(receipt),
         ]);
     }
@@ -180,6 +183,13 @@ fn paid_result(f: vx::paywall::PaymentFacts) -> Either<String, PaidTuple> {
         out.push_str(t);
     }
     Either::A(out)
+}
+
+/// A proof header as its bytes. Node gives header values as one-byte (latin1) strings, so
+/// reading them as latin1 is a copy where UTF-8 would re-encode each character; a non-ASCII
+/// proof can never verify and reaches the verifier as text that fails as malformed.
+fn proof_text(proof: &Option<Latin1String>) -> Option<Cow<'_, str>> {
+    proof.as_ref().map(|p| String::from_utf8_lossy(p))
 }
 
 /// The core paywall and its nonce store, shared by the `Paywall` object and its routes.
@@ -215,10 +225,10 @@ impl Shared {
         let outcome = match proof {
             // No proof: straight to the challenge (no token parsing, no store access).
             None => Err(VxError::TokenMissing),
-            Some(p) => self.inner.verify(Some(p), &req, &price, now, &*self.store),
+            Some(p) => self.inner.verify_with(Some(p), &req, &price, now, &*self.store, paid_result),
         };
         match outcome {
-            Ok(facts) => match paid_result(facts) {
+            Ok(paid) => match paid {
                 Either::A(line) => Either3::A(line),
                 Either::B(tuple) => Either3::B(tuple),
             },
@@ -368,7 +378,7 @@ impl JsPaywall {
     #[napi(ts_return_type = "string | [string, string, string, string, string, number, number, string, string, string] | Rejection")]
     pub fn authorize(
         &self,
-        proof: Option<String>,
+        proof: Option<Latin1String>,
         method: String,
         path: String,
         price: Either<String, f64>,
@@ -379,7 +389,7 @@ impl JsPaywall {
     ) -> Either3<String, PaidTuple, Rejection> {
         self.shared.decide(
             price_of(&price, &currency),
-            proof.as_deref(),
+            proof_text(&proof).as_deref(),
             &method,
             &path,
             &scope,
@@ -482,13 +492,13 @@ impl PricedRoute {
     #[napi(ts_return_type = "string | [string, string, string, string, string, number, number, string, string, string] | Rejection")]
     pub fn authorize(
         &self,
-        proof: Option<String>,
+        proof: Option<Latin1String>,
         method: String,
         path: String,
         now: Option<f64>,
         body: Option<Buffer>,
     ) -> Either3<String, PaidTuple, Rejection> {
-        self.shared.decide(Ok(self.price), proof.as_deref(), &method, &path, &self.scope, now, body.as_deref())
+        self.shared.decide(Ok(self.price), proof_text(&proof).as_deref(), &method, &path, &self.scope, now, body.as_deref())
     }
 }
 

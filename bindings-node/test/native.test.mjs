@@ -171,6 +171,28 @@ test('server verify/release/challenge/reject API', () => {
   assert.equal(s.purge(), 0);
 });
 
+test('the adapters\' path reads the proof as header bytes: non-ASCII text never verifies', () => {
+  const secret = 'sk_test_' + Buffer.alloc(32, 3).toString('base64url');
+  const now = 1_800_000_000;
+  const pw = new native.Paywall({ apiSecret: secret });
+  const route = pw.route('0.001', 'usd', 'per-call');
+  const mint = () => native.mintProofToken(secret, { jti: native.randomId(), sub: Wallet.generate().address, amt: '0.001', res: 'GET /a', iat: now });
+  const good = mint();
+  assert.equal(typeof route.authorize(good, 'GET', '/a', now), 'string');
+  // Latin-1 text as Node gives a header with such bytes, a character above U+00FF whose low
+  // byte is a valid base64url character ('Ł' is U+0141, low byte 'A'), a lone surrogate.
+  for (const [i, ch] of [['latin1', '\u00e9'], ['two-byte', '\u0141'], ['surrogate', '\ud800']].entries()) {
+    const t = mint();
+    const bad = t.slice(0, 40) + ch[1] + t.slice(41);
+    const r = route.authorize(bad, 'GET', '/a', now);
+    assert.equal(typeof r, 'object', ch[0]);
+    assert.equal(r.status, 402, ch[0]);
+    assert.ok(['token_malformed', 'token_invalid'].includes(r.code), `${ch[0]}: ${r.code}`);
+    // The untouched token still pays once (a refused variant consumed nothing).
+    assert.equal(typeof route.authorize(t, 'GET', '/a', now), 'string', `${i}`);
+  }
+});
+
 test('sqlite nonce store survives a new server on the same file', async () => {
   const { mkdtempSync, rmSync } = await import('node:fs');
   const { join } = await import('node:path');

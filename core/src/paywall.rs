@@ -74,6 +74,69 @@ pub struct PaymentFacts {
     pub store_key: String,
 }
 
+/// [`PaymentFacts`] borrowed from the token being verified ([`Paywall::verify_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PaidRef<'a> {
+    pub payer: &'a str,
+    pub amount: &'a str,
+    pub currency: &'a str,
+    pub tx_hash: &'a str,
+    pub nonce: &'a str,
+    pub paid_at: u64,
+    pub expires_at: u64,
+    pub resource: &'a str,
+    pub store_key: &'a str,
+}
+
+impl<'a> From<&'a PaymentFacts> for PaidRef<'a> {
+    fn from(f: &'a PaymentFacts) -> Self {
+        Self {
+            payer: &f.payer,
+            amount: &f.amount,
+            currency: &f.currency,
+            tx_hash: &f.tx_hash,
+            nonce: &f.nonce,
+            paid_at: f.paid_at,
+            expires_at: f.expires_at,
+            resource: &f.resource,
+            store_key: &f.store_key,
+        }
+    }
+}
+
+impl PaidRef<'_> {
+    pub fn to_facts(&self) -> PaymentFacts {
+        PaymentFacts {
+            payer: self.payer.to_string(),
+            amount: self.amount.to_string(),
+            currency: self.currency.to_string(),
+            tx_hash: self.tx_hash.to_string(),
+            nonce: self.nonce.to_string(),
+            paid_at: self.paid_at,
+            expires_at: self.expires_at,
+            resource: self.resource.to_string(),
+            store_key: self.store_key.to_string(),
+        }
+    }
+
+    /// The `Vlexivo-Receipt` value, `tx=…; amount=…; currency=…; payer=…; nonce=…`, appended to
+    /// `out`. Built by hand: it runs on every paid request and `format!` costs several times more.
+    pub fn write_receipt(&self, out: &mut String) {
+        let parts: [(&str, &str); 5] = [
+            ("tx=", self.tx_hash),
+            ("; amount=", self.amount),
+            ("; currency=", self.currency),
+            ("; payer=", self.payer),
+            ("; nonce=", self.nonce),
+        ];
+        out.reserve(parts.iter().map(|(k, v)| k.len() + v.len()).sum());
+        for (k, v) in parts {
+            out.push_str(k);
+            out.push_str(v);
+        }
+    }
+}
+
 /// A response the adapter sends instead of running the handler.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
@@ -204,6 +267,21 @@ impl Paywall {
         now: u64,
         store: &dyn NonceStore,
     ) -> Result<PaymentFacts> {
+        self.verify_with(proof, req, price, now, store, |p| p.to_facts())
+    }
+
+    /// [`verify`](Self::verify), handing the facts to `f` borrowed from the token (nothing is
+    /// copied unless `f` copies it): for bindings that convert the facts once, straight into
+    /// their own form. `f` runs only for a fresh, consumed nonce.
+    pub fn verify_with<T>(
+        &self,
+        proof: Option<&str>,
+        req: &RequestInfo<'_>,
+        price: &Money,
+        now: u64,
+        store: &dyn NonceStore,
+        f: impl FnOnce(&PaidRef<'_>) -> T,
+    ) -> Result<T> {
         let token = proof.map(str::trim).filter(|t| !t.is_empty()).ok_or(Error::TokenMissing)?;
         let resource = resource_binding(req.method, req.path);
         let digest = match (self.bind_body, req.body) {
@@ -212,27 +290,25 @@ impl Paywall {
             _ => None,
         };
         let expect = Expectation { resource: &resource, body_sha256: digest.as_deref(), price };
-        // Only the fields the facts keep are copied out of the token.
-        let (key, expires_at, facts) = self.verifier.verify_then(token, &expect, now, |c| {
-            let facts = PaymentFacts {
-                payer: c.sub.to_string(),
-                amount: c.amt.to_string(),
-                currency: c.cur.to_string(),
-                tx_hash: c.txh.to_string(),
-                nonce: c.jti.to_string(),
+        self.verifier.verify_then(token, &expect, now, |c| {
+            let key = nonce_key(&c.aud, &c.jti);
+            // The nonce lives as long as the token can be presented.
+            match store.consume(&key, c.exp.saturating_add(self.leeway), now)? {
+                Consume::Fresh => {}
+                Consume::Replayed => return Err(Error::TokenReplayed),
+            }
+            Ok(f(&PaidRef {
+                payer: &c.sub,
+                amount: &c.amt,
+                currency: &c.cur,
+                tx_hash: &c.txh,
+                nonce: &c.jti,
                 paid_at: c.iat,
                 expires_at: c.exp,
-                resource: String::new(),
-                store_key: String::new(),
-            };
-            (nonce_key(&c.aud, &c.jti), c.exp, facts)
-        })?;
-        // The nonce lives as long as the token can be presented.
-        match store.consume(&key, expires_at.saturating_add(self.leeway), now)? {
-            Consume::Fresh => {}
-            Consume::Replayed => return Err(Error::TokenReplayed),
-        }
-        Ok(PaymentFacts { resource, store_key: key, ..facts })
+                resource: &resource,
+                store_key: &key,
+            }))
+        })?
     }
 
     /// The handler failed (5xx or threw): the token may be presented again until it expires.
@@ -242,19 +318,8 @@ impl Paywall {
 
     /// `Vlexivo-Receipt` header value for a paid response.
     pub fn receipt(facts: &PaymentFacts) -> String {
-        // Built by hand: this runs on every paid request and `format!` costs several times more.
-        let parts: [(&str, &str); 5] = [
-            ("tx=", &facts.tx_hash),
-            ("; amount=", &facts.amount),
-            ("; currency=", &facts.currency),
-            ("; payer=", &facts.payer),
-            ("; nonce=", &facts.nonce),
-        ];
-        let mut out = String::with_capacity(parts.iter().map(|(k, v)| k.len() + v.len()).sum());
-        for (k, v) in parts {
-            out.push_str(k);
-            out.push_str(v);
-        }
+        let mut out = String::new();
+        PaidRef::from(facts).write_receipt(&mut out);
         out
     }
 
