@@ -147,11 +147,11 @@ type PaidTuple = Vec<Either<String, i64>>;
 const SEP: char = '\u{1f}';
 
 fn paid_result(f: &PaidRef<'_>) -> Either<String, PaidTuple> {
-    let mut receipt = String::new();
-    f.write_receipt(&mut receipt);
-    let texts = [f.payer, f.amount, f.currency, f.tx_hash, f.nonce, f.resource, f.store_key, &receipt];
+    let texts = [f.payer, f.amount, f.currency, f.tx_hash, f.nonce, f.resource, f.store_key];
     if texts.iter().any(|t| t.contains(SEP)) {
         let s = |t: &str| Either::A(t.to_string());
+        let mut receipt = String::new();
+        f.write_receipt(&mut receipt);
         return Either::B(vec![
             s(f.payer),
             s(f.amount),
@@ -165,7 +165,9 @@ fn paid_result(f: &PaidRef<'_>) -> Either<String, PaidTuple> {
             Either::A(receipt),
         ]);
     }
-    let mut out = String::with_capacity(texts.iter().map(|t| t.len()).sum::<usize>() + 40);
+    // One allocation: the fields, then the receipt written in place (it is made of the fields
+    // checked above and fixed text).
+    let mut out = String::with_capacity(2 * texts.iter().map(|t| t.len()).sum::<usize>() + 96);
     for t in &texts[..5] {
         out.push_str(t);
         out.push(SEP);
@@ -176,12 +178,11 @@ fn paid_result(f: &PaidRef<'_>) -> Either<String, PaidTuple> {
         out.push_str(n.format(t));
         out.push(SEP);
     }
-    for (i, t) in texts[5..].iter().enumerate() {
-        if i > 0 {
-            out.push(SEP);
-        }
+    for t in &texts[5..] {
         out.push_str(t);
+        out.push(SEP);
     }
+    f.write_receipt(&mut out);
     Either::A(out)
 }
 
@@ -189,7 +190,8 @@ fn paid_result(f: &PaidRef<'_>) -> Either<String, PaidTuple> {
 /// reading them as latin1 is a copy where UTF-8 would re-encode each character; a non-ASCII
 /// proof can never verify and reaches the verifier as text that fails as malformed.
 fn proof_text(proof: &Option<Latin1String>) -> Option<Cow<'_, str>> {
-    proof.as_ref().map(|p| String::from_utf8_lossy(p))
+    // `from_utf8` has the word-at-a-time ASCII path; the lossy form is only for the refusal.
+    proof.as_ref().map(|p| std::str::from_utf8(p).map_or_else(|_| String::from_utf8_lossy(p), Cow::Borrowed))
 }
 
 /// The core paywall and its nonce store, shared by the `Paywall` object and its routes.

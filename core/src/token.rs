@@ -547,7 +547,7 @@ impl TokenVerifier {
             ));
         };
 
-        let mut header_buf = SegmentBuf::new();
+        let mut header_buf;
         let header = if self.hs256_header_b64.as_deref() == Some(header_b64) {
             RawHeader {
                 alg: Some(Cow::Borrowed("HS256")),
@@ -556,6 +556,7 @@ impl TokenVerifier {
                 crit: None,
             }
         } else {
+            header_buf = SegmentBuf::new();
             parse_header(header_b64, &mut header_buf)?
         };
         if header.crit.is_some() {
