@@ -4,45 +4,12 @@
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use serde_json::{Map, Value, json};
-use vlexivo_core::{BudgetLimit, Error as VxError};
+use serde_json::{Map, Value};
+use vlexivo_core::Error as VxError;
 
-/// The variant's fields, for typed errors (`requiredAmount`, `limit`, …).
+/// The variant's fields, for typed errors (`requiredAmount`, `limit`, …): core's table.
 pub(crate) fn details_of(e: &VxError) -> Value {
-    use VxError::*;
-    match e {
-        AmountMalformed(s) => json!({ "reason": s }),
-        AmountPrecision { max_decimals } => json!({ "maxDecimals": max_decimals }),
-        AmountTooLarge { max } => json!({ "max": max }),
-        CurrencyUnsupported(c) => json!({ "currency": c }),
-        CurrencyMismatch { expected, got } | ModeMismatch { expected, got } => {
-            json!({ "expected": expected, "got": got })
-        }
-        ChallengeMalformed(why) | ChallengeMismatch(why) | TokenMalformed(why) => {
-            json!({ "reason": why })
-        }
-        ChallengeTooLarge { limit } | TokenTooLarge { limit } | RequestTooLarge { limit } => {
-            json!({ "limit": limit })
-        }
-        TokenAlgorithm(alg) => json!({ "algorithm": alg }),
-        TokenUnderpaid { paid, price } | TokenCurrency { paid, price } => {
-            json!({ "paid": paid, "price": price })
-        }
-        NonceStoreUnavailable(why) | TopUpRefused(why) | RequestMalformed(why)
-        | FacilitatorUnavailable(why) | PriceInvalid(why) | Config(why) | Internal(why) => {
-            json!({ "reason": why })
-        }
-        BudgetExceeded { limit, requested, remaining } => {
-            json!({ "limit": limit.as_str(), "requested": requested, "remaining": remaining })
-        }
-        InsufficientFunds { required, balance, currency } => {
-            json!({ "required": required, "balance": balance, "currency": currency })
-        }
-        FacilitatorError { status, code, message } => {
-            json!({ "facilitatorStatus": status, "facilitatorCode": code, "facilitatorMessage": message })
-        }
-        _ => Value::Object(Map::new()),
-    }
+    e.details()
 }
 
 /// Build the JS error for `e`, throw it, and return the marker that tells napi an exception is
@@ -62,99 +29,17 @@ pub(crate) fn throw(env: &Env, e: VxError) -> napi::Error {
     }
 }
 
-fn field(details: Option<&Value>, key: &str) -> String {
-    match details.and_then(|d| d.get(key)) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        _ => String::new(),
-    }
-}
-
-fn num(details: Option<&Value>, key: &str, default: u64) -> u64 {
-    details.and_then(|d| d.get(key)).and_then(Value::as_u64).unwrap_or(default)
-}
-
 /// The core error for a code (and the fields a thrown error carried), so `reject(code)` can
-/// answer exactly as core would. `None` for a code core does not have. Reasons that core keeps
-/// as static strings come back as a generic reason.
+/// answer exactly as core would; `message` is the reason when the details carry none. `None`
+/// for a code core does not have.
 pub(crate) fn error_from_code(code: &str, d: Option<&Value>, message: Option<&str>) -> Option<VxError> {
-    use VxError::*;
-    let reason = || {
-        let r = field(d, "reason");
-        if r.is_empty() { message.unwrap_or_default().to_string() } else { r }
-    };
-    let limit = |default| num(d, "limit", default) as usize;
-    Some(match code {
-        "amount_malformed" => AmountMalformed(reason()),
-        "amount_negative" => AmountNegative,
-        "amount_not_finite" => AmountNotFinite,
-        "amount_precision" => AmountPrecision { max_decimals: num(d, "maxDecimals", 6) as u32 },
-        "amount_too_large" => AmountTooLarge { max: field(d, "max") },
-        "amount_zero" => AmountZero,
-        "currency_unsupported" => CurrencyUnsupported(field(d, "currency")),
-        "currency_mismatch" => CurrencyMismatch { expected: field(d, "expected"), got: field(d, "got") },
-        "challenge_malformed" => ChallengeMalformed("rejected"),
-        "challenge_too_large" => ChallengeTooLarge { limit: limit(4096) },
-        "challenge_invalid" => ChallengeInvalid,
-        "challenge_expired" => ChallengeExpired,
-        "challenge_mismatch" => ChallengeMismatch("request"),
-        "wallet_key_invalid" => WalletKeyInvalid,
-        "address_invalid" => AddressInvalid,
-        "signature_invalid" => SignatureInvalid,
-        "payment_required" => TokenMissing,
-        "token_malformed" => TokenMalformed("rejected"),
-        "token_too_large" => TokenTooLarge { limit: limit(4096) },
-        "token_algorithm" => TokenAlgorithm(field(d, "algorithm")),
-        "token_type" => TokenType,
-        "token_invalid" => TokenInvalid,
-        "token_expired" => TokenExpired,
-        "token_not_yet_valid" => TokenNotYetValid,
-        "token_audience" => TokenAudience,
-        "token_mode" => TokenMode,
-        "token_resource" => TokenResource,
-        "token_underpaid" => TokenUnderpaid { paid: field(d, "paid"), price: field(d, "price") },
-        "token_currency" => TokenCurrency { paid: field(d, "paid"), price: field(d, "price") },
-        "token_replayed" => TokenReplayed,
-        "nonce_store_full" => NonceStoreFull,
-        "nonce_store_unavailable" => NonceStoreUnavailable(reason()),
-        "budget_exceeded" => BudgetExceeded {
-            limit: match field(d, "limit").as_str() {
-                "per_host" => BudgetLimit::PerHost,
-                "total" => BudgetLimit::Total,
-                "window" => BudgetLimit::Window,
-                _ => BudgetLimit::PerCall,
-            },
-            requested: field(d, "requested"),
-            remaining: field(d, "remaining"),
-        },
-        "insufficient_funds" => InsufficientFunds {
-            required: field(d, "required"),
-            balance: field(d, "balance"),
-            currency: {
-                let c = field(d, "currency");
-                if c.is_empty() { "usd".into() } else { c }
-            },
-        },
-        "provider_unknown" => ProviderUnknown,
-        "unauthorized" => Unauthorized,
-        "payment_conflict" => PaymentConflict,
-        "top_up_refused" => TopUpRefused(reason()),
-        "request_too_large" => RequestTooLarge { limit: limit(65536) },
-        "request_malformed" => RequestMalformed(reason()),
-        "facilitator_unavailable" => FacilitatorUnavailable(reason()),
-        "facilitator_error" => FacilitatorError {
-            status: u16::try_from(num(d, "facilitatorStatus", 502)).unwrap_or(502),
-            code: field(d, "facilitatorCode"),
-            message: field(d, "facilitatorMessage"),
-        },
-        "not_payment_required" => NotPaymentRequired,
-        "body_not_replayable" => BodyNotReplayable,
-        "price_invalid" => PriceInvalid(reason()),
-        "config_invalid" => Config(reason()),
-        "mode_mismatch" => ModeMismatch { expected: field(d, "expected"), got: field(d, "got") },
-        "internal" => Internal(reason()),
-        _ => return None,
-    })
+    let mut details = d.cloned().unwrap_or_else(|| Value::Object(Map::new()));
+    if let (Some(m), Some(obj)) = (message, details.as_object_mut()) {
+        if obj.get("reason").and_then(Value::as_str).is_none_or(str::is_empty) {
+            obj.insert("reason".into(), Value::String(m.to_string()));
+        }
+    }
+    VxError::from_code(code, &details)
 }
 
 /// An error as data (not thrown): what `errorFromBody` and `describeCode` return.
@@ -201,6 +86,7 @@ pub fn describe_code(code: String, details: Option<Value>, message: Option<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vlexivo_core::BudgetLimit;
 
     #[test]
     fn every_code_round_trips() {

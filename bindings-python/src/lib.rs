@@ -16,7 +16,7 @@ use vlexivo_core::keys::Mode;
 use vlexivo_core::paywall::{self as vpaywall, PaywallConfig, RequestInfo};
 use vlexivo_core::policy::SpendingPolicy;
 use vlexivo_core::store::{MemoryStore, NonceStore, SqliteStore};
-use vlexivo_core::{BudgetLimit, Currency, Error, Money};
+use vlexivo_core::{Currency, Error, Money};
 
 // ---------------------------------------------------------------------------------------------
 // Errors
@@ -133,84 +133,8 @@ impl<T> IntoPy<T> for Result<T, Error> {
 /// bad price, a handler crash, a body over the limit) and for the exhaustive mapping test.
 /// Every entry of `Error::ALL_CODES` has a constructor here (checked by a test).
 fn error_for_code(code: &str, msg: &str) -> Option<Error> {
-    let s = || msg.to_string();
-    Some(match code {
-        "amount_malformed" => Error::AmountMalformed(s()),
-        "amount_negative" => Error::AmountNegative,
-        "amount_not_finite" => Error::AmountNotFinite,
-        "amount_precision" => Error::AmountPrecision { max_decimals: 6 },
-        "amount_too_large" => Error::AmountTooLarge {
-            max: vlexivo_core::money::MAX_AMOUNT.to_string(),
-        },
-        "amount_zero" => Error::AmountZero,
-        "currency_unsupported" => Error::CurrencyUnsupported(s()),
-        "currency_mismatch" => Error::CurrencyMismatch {
-            expected: String::new(),
-            got: s(),
-        },
-        "challenge_malformed" => Error::ChallengeMalformed("challenge"),
-        "challenge_too_large" => Error::ChallengeTooLarge { limit: 4096 },
-        "challenge_invalid" => Error::ChallengeInvalid,
-        "challenge_expired" => Error::ChallengeExpired,
-        "challenge_mismatch" => Error::ChallengeMismatch("request"),
-        "wallet_key_invalid" => Error::WalletKeyInvalid,
-        "address_invalid" => Error::AddressInvalid,
-        "signature_invalid" => Error::SignatureInvalid,
-        "payment_required" => Error::TokenMissing,
-        "token_malformed" => Error::TokenMalformed("token"),
-        "token_too_large" => Error::TokenTooLarge { limit: 4096 },
-        "token_algorithm" => Error::TokenAlgorithm(s()),
-        "token_type" => Error::TokenType,
-        "token_invalid" => Error::TokenInvalid,
-        "token_expired" => Error::TokenExpired,
-        "token_not_yet_valid" => Error::TokenNotYetValid,
-        "token_audience" => Error::TokenAudience,
-        "token_mode" => Error::TokenMode,
-        "token_resource" => Error::TokenResource,
-        "token_underpaid" => Error::TokenUnderpaid {
-            paid: String::new(),
-            price: String::new(),
-        },
-        "token_currency" => Error::TokenCurrency {
-            paid: String::new(),
-            price: String::new(),
-        },
-        "token_replayed" => Error::TokenReplayed,
-        "nonce_store_full" => Error::NonceStoreFull,
-        "nonce_store_unavailable" => Error::NonceStoreUnavailable(s()),
-        "budget_exceeded" => Error::BudgetExceeded {
-            limit: BudgetLimit::Total,
-            requested: String::new(),
-            remaining: String::new(),
-        },
-        "insufficient_funds" => Error::InsufficientFunds {
-            required: String::new(),
-            balance: String::new(),
-            currency: "usd".into(),
-        },
-        "provider_unknown" => Error::ProviderUnknown,
-        "unauthorized" => Error::Unauthorized,
-        "payment_conflict" => Error::PaymentConflict,
-        "top_up_refused" => Error::TopUpRefused(s()),
-        "request_too_large" => Error::RequestTooLarge { limit: 0 },
-        "request_malformed" => Error::RequestMalformed(s()),
-        "facilitator_unavailable" => Error::FacilitatorUnavailable(s()),
-        "facilitator_error" => Error::FacilitatorError {
-            status: 502,
-            code: String::new(),
-            message: s(),
-        },
-        "not_payment_required" => Error::NotPaymentRequired,
-        "body_not_replayable" => Error::BodyNotReplayable,
-        "price_invalid" => Error::PriceInvalid(s()),
-        "config_invalid" => Error::Config(s()),
-        "mode_mismatch" => Error::ModeMismatch {
-            expected: String::new(),
-            got: s(),
-        },
-        "internal" => Error::Internal(s()),
-        _ => return None,
-    })
+    // Core's one table; `msg` is the reason of reason-carrying errors.
+    Error::from_code(code, &serde_json::json!({ "reason": msg }))
 }
 
 /// A `NativeError` instance (not raised) for `code`; `message` fills the error's free-text

@@ -36,7 +36,7 @@ def test_typed_fields() -> None:
     assert isinstance(e, vlexivo.InsufficientFundsError)
     assert (e.required_amount, e.balance, e.currency) == ("0.01", "0.004", "usd")
     b = make_error("budget_exceeded")
-    assert isinstance(b, vlexivo.BudgetExceededError) and b.limit == "total"
+    assert isinstance(b, vlexivo.BudgetExceededError) and b.limit == "per_call"  # core's default limit
     assert isinstance(make_error("body_not_replayable"), vlexivo.BodyNotReplayableError)
     assert isinstance(make_error("body_not_replayable"), ValueError)
     with pytest.raises(ValueError):

@@ -326,6 +326,146 @@ impl std::error::Error for Error {}
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// An error as data: its fields as bindings attach them (`details`), and back. One table for
+/// every binding, so a code crosses a language boundary and returns as the same error.
+impl Error {
+    /// The variant's fields, camelCase (`{"required": "0.01", "balance": "0", …}`); `{}` for a
+    /// variant without fields. Static reasons are included; nothing here is secret.
+    pub fn details(&self) -> serde_json::Value {
+        use Error::*;
+        use serde_json::json;
+        match self {
+            AmountMalformed(s) => json!({ "reason": s }),
+            AmountPrecision { max_decimals } => json!({ "maxDecimals": max_decimals }),
+            AmountTooLarge { max } => json!({ "max": max }),
+            CurrencyUnsupported(c) => json!({ "currency": c }),
+            CurrencyMismatch { expected, got } | ModeMismatch { expected, got } => {
+                json!({ "expected": expected, "got": got })
+            }
+            ChallengeMalformed(why) | ChallengeMismatch(why) | TokenMalformed(why) => {
+                json!({ "reason": why })
+            }
+            ChallengeTooLarge { limit } | TokenTooLarge { limit } | RequestTooLarge { limit } => {
+                json!({ "limit": limit })
+            }
+            TokenAlgorithm(alg) => json!({ "algorithm": alg }),
+            TokenUnderpaid { paid, price } | TokenCurrency { paid, price } => {
+                json!({ "paid": paid, "price": price })
+            }
+            NonceStoreUnavailable(why)
+            | TopUpRefused(why)
+            | RequestMalformed(why)
+            | FacilitatorUnavailable(why)
+            | PriceInvalid(why)
+            | Config(why)
+            | Internal(why) => json!({ "reason": why }),
+            BudgetExceeded { limit, requested, remaining } => {
+                json!({ "limit": limit.as_str(), "requested": requested, "remaining": remaining })
+            }
+            InsufficientFunds { required, balance, currency } => {
+                json!({ "required": required, "balance": balance, "currency": currency })
+            }
+            FacilitatorError { status, code, message } => json!({
+                "facilitatorStatus": status,
+                "facilitatorCode": code,
+                "facilitatorMessage": message
+            }),
+            _ => serde_json::Value::Object(serde_json::Map::new()),
+        }
+    }
+
+    /// The error of `code` with the fields `details` carries (as [`Error::details`] writes
+    /// them; a missing one takes a neutral default). `None` for a code core does not have.
+    /// Reasons core keeps as static strings come back generic.
+    pub fn from_code(code: &str, details: &serde_json::Value) -> Option<Error> {
+        use Error::*;
+        use serde_json::Value;
+        let field = |key: &str| match details.get(key) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => String::new(),
+        };
+        let num = |key: &str, default: u64| details.get(key).and_then(Value::as_u64).unwrap_or(default);
+        let reason = || field("reason");
+        let limit = |default: usize| num("limit", default as u64) as usize;
+        Some(match code {
+            "amount_malformed" => AmountMalformed(reason()),
+            "amount_negative" => AmountNegative,
+            "amount_not_finite" => AmountNotFinite,
+            "amount_precision" => AmountPrecision {
+                max_decimals: u32::try_from(num("maxDecimals", 6)).unwrap_or(6),
+            },
+            "amount_too_large" => AmountTooLarge {
+                max: Some(field("max"))
+                    .filter(|m| !m.is_empty())
+                    .unwrap_or_else(|| crate::money::MAX_AMOUNT.to_string()),
+            },
+            "amount_zero" => AmountZero,
+            "currency_unsupported" => CurrencyUnsupported(field("currency")),
+            "currency_mismatch" => CurrencyMismatch { expected: field("expected"), got: field("got") },
+            "challenge_malformed" => ChallengeMalformed("rejected"),
+            "challenge_too_large" => ChallengeTooLarge { limit: limit(crate::challenge::MAX_CHALLENGE_BYTES) },
+            "challenge_invalid" => ChallengeInvalid,
+            "challenge_expired" => ChallengeExpired,
+            "challenge_mismatch" => ChallengeMismatch("request"),
+            "wallet_key_invalid" => WalletKeyInvalid,
+            "address_invalid" => AddressInvalid,
+            "signature_invalid" => SignatureInvalid,
+            "payment_required" => TokenMissing,
+            "token_malformed" => TokenMalformed("rejected"),
+            "token_too_large" => TokenTooLarge { limit: limit(crate::token::MAX_TOKEN_BYTES) },
+            "token_algorithm" => TokenAlgorithm(field("algorithm")),
+            "token_type" => TokenType,
+            "token_invalid" => TokenInvalid,
+            "token_expired" => TokenExpired,
+            "token_not_yet_valid" => TokenNotYetValid,
+            "token_audience" => TokenAudience,
+            "token_mode" => TokenMode,
+            "token_resource" => TokenResource,
+            "token_underpaid" => TokenUnderpaid { paid: field("paid"), price: field("price") },
+            "token_currency" => TokenCurrency { paid: field("paid"), price: field("price") },
+            "token_replayed" => TokenReplayed,
+            "nonce_store_full" => NonceStoreFull,
+            "nonce_store_unavailable" => NonceStoreUnavailable(reason()),
+            "budget_exceeded" => BudgetExceeded {
+                limit: match field("limit").as_str() {
+                    "per_host" => BudgetLimit::PerHost,
+                    "total" => BudgetLimit::Total,
+                    "window" => BudgetLimit::Window,
+                    _ => BudgetLimit::PerCall,
+                },
+                requested: field("requested"),
+                remaining: field("remaining"),
+            },
+            "insufficient_funds" => InsufficientFunds {
+                required: field("required"),
+                balance: field("balance"),
+                currency: Some(field("currency")).filter(|c| !c.is_empty()).unwrap_or_else(|| "usd".into()),
+            },
+            "provider_unknown" => ProviderUnknown,
+            "unauthorized" => Unauthorized,
+            "payment_conflict" => PaymentConflict,
+            "top_up_refused" => TopUpRefused(reason()),
+            "request_too_large" => RequestTooLarge { limit: limit(65536) },
+            "request_malformed" => RequestMalformed(reason()),
+            "facilitator_unavailable" => FacilitatorUnavailable(reason()),
+            "facilitator_error" => FacilitatorError {
+                status: u16::try_from(num("facilitatorStatus", 502)).unwrap_or(502),
+                code: field("facilitatorCode"),
+                message: field("facilitatorMessage"),
+            },
+            "not_payment_required" => NotPaymentRequired,
+            "body_not_replayable" => BodyNotReplayable,
+            "price_invalid" => PriceInvalid(reason()),
+            "config_invalid" => Config(reason()),
+            "mode_mismatch" => ModeMismatch { expected: field("expected"), got: field("got") },
+            "internal" => Internal(reason()),
+            _ => return None,
+        })
+    }
+}
+
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,5 +477,19 @@ mod tests {
             assert!(c.chars().all(|ch| ch.is_ascii_lowercase() || ch == '_'), "{c}");
             assert!(seen.insert(*c), "duplicate {c}");
         }
+    }
+
+    #[test]
+    fn every_code_round_trips_through_its_details() {
+        for code in Error::ALL_CODES {
+            let e = Error::from_code(code, &serde_json::json!({})).unwrap_or_else(|| panic!("{code}"));
+            assert_eq!(e.code(), *code);
+            assert_eq!(Error::from_code(code, &e.details()), Some(e.clone()), "{code}");
+        }
+        assert!(Error::from_code("no_such_code", &serde_json::json!({})).is_none());
+        let e = Error::InsufficientFunds { required: "0.01".into(), balance: "0.004".into(), currency: "usd".into() };
+        assert_eq!(Error::from_code("insufficient_funds", &e.details()), Some(e));
+        let e = Error::BudgetExceeded { limit: BudgetLimit::Window, requested: "1".into(), remaining: "0.5".into() };
+        assert_eq!(Error::from_code("budget_exceeded", &e.details()), Some(e));
     }
 }
