@@ -34,10 +34,10 @@ pub(crate) fn throw(env: &Env, e: VxError) -> napi::Error {
 /// for a code core does not have.
 pub(crate) fn error_from_code(code: &str, d: Option<&Value>, message: Option<&str>) -> Option<VxError> {
     let mut details = d.cloned().unwrap_or_else(|| Value::Object(Map::new()));
-    if let (Some(m), Some(obj)) = (message, details.as_object_mut()) {
-        if obj.get("reason").and_then(Value::as_str).is_none_or(str::is_empty) {
-            obj.insert("reason".into(), Value::String(m.to_string()));
-        }
+    if let (Some(m), Some(obj)) = (message, details.as_object_mut())
+        && obj.get("reason").and_then(Value::as_str).is_none_or(str::is_empty)
+    {
+        obj.insert("reason".into(), Value::String(m.to_string()));
     }
     VxError::from_code(code, &details)
 }
