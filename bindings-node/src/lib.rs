@@ -17,6 +17,11 @@ use vx::paywall::{PaidRef, PaywallConfig, RequestInfo};
 use vx::store::{MemoryStore, NonceStore, SqliteStore};
 use vx::{Currency, Error as VxError, Money};
 
+/// The addon's own allocator (see Cargo.toml): Node's objects are untouched; memory the addon
+/// hands to JS (external buffers) is freed by the addon's finalizers, through the same allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod errors;
 pub use errors::*;
 
