@@ -624,8 +624,11 @@ impl TokenVerifier {
         if !is_json_object(payload_json) {
             return Err(Error::TokenMalformed("claims are not a JSON object"));
         }
-        let claims: ClaimsRef<'_> = serde_json::from_slice(payload_json)
-            .map_err(|_| Error::TokenMalformed("claims are missing or of the wrong type"))?;
+        // One bulk UTF-8 check, then the `&str` parser, which does not re-check every string
+        // (invalid UTF-8 anywhere failed serde's byte parser with this same error).
+        let malformed = || Error::TokenMalformed("claims are missing or of the wrong type");
+        let payload_text = std::str::from_utf8(payload_json).map_err(|_| malformed())?;
+        let claims: ClaimsRef<'_> = serde_json::from_str(payload_text).map_err(|_| malformed())?;
 
         if now > claims.exp.saturating_add(self.leeway) {
             return Err(Error::TokenExpired);
@@ -1158,6 +1161,14 @@ mod tests {
         let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &HS_KEY);
         let sig = URL_SAFE_NO_PAD.encode(aws_lc_rs::hmac::sign(&key, signing_input.as_bytes()));
         assert_eq!(v.verify_signature_and_time(&format!("{signing_input}.{sig}"), NOW).unwrap(), claims());
+
+        // A signed payload that is not UTF-8 (inside a string, or outside) is malformed.
+        let header = v.hs256_header_b64.clone().unwrap();
+        for raw in [&b"{\"jti\":\"a\xff\"}"[..], &b"{\xff}"[..]] {
+            let input = format!("{header}.{}", URL_SAFE_NO_PAD.encode(raw));
+            let sig = URL_SAFE_NO_PAD.encode(aws_lc_rs::hmac::sign(&key, input.as_bytes()));
+            assert_eq!(code(v.verify_signature_and_time(&format!("{input}.{sig}"), NOW)), "token_malformed");
+        }
 
         // Claims with JSON escapes are read through the borrowed parser's copying path.
         let mut c = claims();
