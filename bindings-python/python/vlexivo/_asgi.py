@@ -166,11 +166,21 @@ class PaywallMiddleware:
         state["vlx_payment"] = payment
         receipt = payment.receipt.encode("latin-1")
         status = 0
+        released = False
+
+        def release_once() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                gate.release(payment)
 
         async def send_paid(msg: Message) -> None:
             nonlocal status
             if msg["type"] == "http.response.start":
                 status = msg["status"]
+                if status >= 500:
+                    # Before the 5xx goes out: a client retrying at once must find the nonce free.
+                    release_once()
                 # A new list: the app may reuse its own (Starlette passes response.raw_headers).
                 msg["headers"] = [*msg.get("headers", ()), (_RECEIPT, receipt), _EXPOSE]
             await send(msg)
@@ -178,11 +188,11 @@ class PaywallMiddleware:
         try:
             await self.app(scope, receive, send_paid)
         except BaseException:
-            gate.release(payment)
+            release_once()
             raise
         # No response at all (client gone) or a server error: the work was not delivered.
         if status >= 500 or status == 0:
-            gate.release(payment)
+            release_once()
 
     async def _passthrough(self, scope: Scope, receive: Receive, send: Send) -> None:
         holder: dict[str, Any] = {}
@@ -195,6 +205,9 @@ class PaywallMiddleware:
                 payment = holder.get("payment")
                 if payment is not None:
                     status = msg["status"]
+                    if status >= 500:
+                        # Before the 5xx goes out: a client retrying at once must find it free.
+                        _release_held(holder)
                     msg = dict(msg)
                     msg["headers"] = [*msg.get("headers", ()), (_RECEIPT, payment.receipt.encode("latin-1")), _EXPOSE]
             await send(msg)
@@ -209,9 +222,11 @@ class PaywallMiddleware:
 
 
 def _release_held(holder: dict[str, Any]) -> None:
+    """Release the held payment's nonce, once."""
     payment = holder.get("payment")
     gate = holder.get("gate")
-    if payment is not None and gate is not None:
+    if payment is not None and gate is not None and not holder.get("released"):
+        holder["released"] = True
         gate.release(payment)
 
 

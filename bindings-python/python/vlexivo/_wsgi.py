@@ -184,15 +184,23 @@ class WsgiPaywall:
         status = [0]
         released = [False]
 
+        def release_once() -> None:
+            if not released[0]:
+                released[0] = True
+                gate.release(payment)
+
         def paid_start_response(st: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             status[0] = int(st[:3])
+            if status[0] >= 500:
+                # Before the server sends anything: a client retrying as soon as it sees the 5xx
+                # must find the nonce free (the server closes the body later, on its own thread).
+                release_once()
             headers = [*headers, (RECEIPT_HEADER, receipt), ("Access-Control-Expose-Headers", EXPOSE_HEADERS)]
             return start_response(st, headers, exc_info) if exc_info is not None else start_response(st, headers)
 
         def on_close(failed: bool) -> None:
-            if not released[0] and (failed or status[0] >= 500 or status[0] == 0):
-                released[0] = True
-                gate.release(payment)
+            if failed or status[0] >= 500 or status[0] == 0:
+                release_once()
 
         try:
             result = self.app(environ, paid_start_response)
