@@ -106,3 +106,56 @@ def test_resolver_sees_the_request(serve: Any) -> None:
         assert (req.method, req.path, req.query) == ("POST", "/api/x", {"days": "3", "g": "tick"})
         assert req.headers["x-tier"] == "gold" and req.json() == {"model": "m"}
         assert json.loads(req.body or b"") == {"model": "m"}
+
+
+def test_a_5xx_frees_the_nonce_before_its_body_is_sent(serve: Any) -> None:
+    """A client may retry as soon as it sees a 5xx status: the nonce must already be free while
+    the failing response is still streaming (it used to be released only once the body was
+    closed, which raced a quick retry)."""
+    import asyncio
+    import threading
+
+    vlx = VlexivoServer(api_secret=SECRET)
+    gate_open = threading.Event()
+
+    def wsgi_app(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("HTTP_X_FAIL"):
+            start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+
+            def body() -> Any:
+                yield b"partial "
+                gate_open.wait(10)
+                yield b"end"
+
+            return body()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    async def asgi_app(scope: Any, receive: Any, send: Any) -> None:
+        fail = any(k == b"x-fail" for k, _ in scope["headers"])
+        await send({"type": "http.response.start", "status": 503 if fail else 200, "headers": [(b"content-type", b"text/plain")]})
+        if fail:
+            await send({"type": "http.response.body", "body": b"partial ", "more_body": True})
+            await asyncio.get_running_loop().run_in_executor(None, gate_open.wait, 10)
+            await send({"type": "http.response.body", "body": b"end"})
+        else:
+            await send({"type": "http.response.body", "body": b"ok"})
+
+    servers = [
+        ("werkzeug", vlx.wsgi_paywall(wsgi_app, routes={"GET /slow": vlx.price("0.001")})),
+        ("uvicorn", vlx.asgi_paywall(asgi_app, routes={"GET /slow": vlx.price("0.001")})),
+    ]
+    for i, (kind, app) in enumerate(servers):
+        gate_open.clear()
+        url = serve(kind, app)
+        t = token(f"slow{i}", "GET", "/slow")
+        with httpx.Client(base_url=url, timeout=10) as first, httpx.Client(base_url=url, timeout=10) as retry:
+            with first.stream("GET", "/slow", headers={"Vlexivo-Proof": t, "X-Fail": "1"}) as failing:
+                assert failing.status_code == 503, kind
+                # The failing body has not finished; the same proof is already usable.
+                r = retry.get("/slow", headers={"Vlexivo-Proof": t})
+                assert (kind, r.status_code, r.text) == (kind, 200, "ok")
+                gate_open.set()
+                assert failing.read() == b"partial end"
+            r = retry.get("/slow", headers={"Vlexivo-Proof": t})
+            assert (kind, r.status_code, r.json()["error"]) == (kind, 409, "token_replayed")
