@@ -192,72 +192,19 @@ pub fn error_codes() -> Vec<String> {
 mod tests {
     use super::*;
     use std::collections::HashSet;
-    use vlexivo_core::BudgetLimit;
 
-    /// One core error per code. The match on strings with a panicking fallback makes the test
-    /// fail the day core adds a code this crate has not been taught.
+    /// One core error per code, from core's own code table. A code core adds without a
+    /// constructor fails here; `table_is_exactly_the_core_codes` catches one KINDS lacks.
     fn sample(code: &str) -> CoreError {
-        use CoreError::*;
-        let s = || "x".to_string();
-        match code {
-            "amount_malformed" => AmountMalformed(s()),
-            "amount_negative" => AmountNegative,
-            "amount_not_finite" => AmountNotFinite,
-            "amount_precision" => AmountPrecision { max_decimals: 6 },
-            "amount_too_large" => AmountTooLarge { max: s() },
-            "amount_zero" => AmountZero,
-            "currency_unsupported" => CurrencyUnsupported(s()),
-            "currency_mismatch" => CurrencyMismatch { expected: s(), got: s() },
-            "challenge_malformed" => ChallengeMalformed("x"),
-            "challenge_too_large" => ChallengeTooLarge { limit: 4096 },
-            "challenge_invalid" => ChallengeInvalid,
-            "challenge_expired" => ChallengeExpired,
-            "challenge_mismatch" => ChallengeMismatch("path"),
-            "wallet_key_invalid" => WalletKeyInvalid,
-            "address_invalid" => AddressInvalid,
-            "signature_invalid" => SignatureInvalid,
-            "payment_required" => TokenMissing,
-            "token_malformed" => TokenMalformed("x"),
-            "token_too_large" => TokenTooLarge { limit: 4096 },
-            "token_algorithm" => TokenAlgorithm(s()),
-            "token_type" => TokenType,
-            "token_invalid" => TokenInvalid,
-            "token_expired" => TokenExpired,
-            "token_not_yet_valid" => TokenNotYetValid,
-            "token_audience" => TokenAudience,
-            "token_mode" => TokenMode,
-            "token_resource" => TokenResource,
-            "token_underpaid" => TokenUnderpaid { paid: s(), price: s() },
-            "token_currency" => TokenCurrency { paid: s(), price: s() },
-            "token_replayed" => TokenReplayed,
-            "nonce_store_full" => NonceStoreFull,
-            "nonce_store_unavailable" => NonceStoreUnavailable(s()),
-            "budget_exceeded" => BudgetExceeded {
-                limit: BudgetLimit::PerHost,
-                requested: "0.01".into(),
-                remaining: "0.005".into(),
-            },
-            "insufficient_funds" => InsufficientFunds {
-                required: "0.01".into(),
-                balance: "0.004".into(),
-                currency: "usd".into(),
-            },
-            "provider_unknown" => ProviderUnknown,
-            "unauthorized" => Unauthorized,
-            "payment_conflict" => PaymentConflict,
-            "top_up_refused" => TopUpRefused(s()),
-            "request_too_large" => RequestTooLarge { limit: 65536 },
-            "request_malformed" => RequestMalformed(s()),
-            "facilitator_unavailable" => FacilitatorUnavailable(s()),
-            "facilitator_error" => FacilitatorError { status: 502, code: s(), message: s() },
-            "not_payment_required" => NotPaymentRequired,
-            "body_not_replayable" => BodyNotReplayable,
-            "price_invalid" => PriceInvalid(s()),
-            "config_invalid" => Config(s()),
-            "mode_mismatch" => ModeMismatch { expected: s(), got: s() },
-            "internal" => Internal(s()),
-            other => panic!("core code {other:?} has no sample here: map it in KINDS and add one"),
-        }
+        let details = serde_json::json!({
+            "reason": "x", "max": "x", "currency": "usd", "expected": "x", "got": "x",
+            "algorithm": "x", "paid": "x", "price": "x",
+            "limit": "per_host", "requested": "0.01", "remaining": "0.005",
+            "required": "0.01", "balance": "0.004",
+            "facilitatorStatus": 502, "facilitatorCode": "x", "facilitatorMessage": "x",
+        });
+        CoreError::from_code(code, &details)
+            .unwrap_or_else(|| panic!("core code {code:?} has no constructor in Error::from_code"))
     }
 
     #[test]
