@@ -151,9 +151,11 @@ impl Rejection {
 type PaidTuple = Vec<Either<String, i64>>;
 const SEP: char = '\u{1f}';
 
-fn paid_result(f: &PaidRef<'_>) -> Either<String, PaidTuple> {
+fn paid_result(f: &PaidRef<'_>) -> Either<Latin1String, PaidTuple> {
     let texts = [f.payer, f.amount, f.currency, f.tx_hash, f.nonce, f.resource, f.store_key];
-    if texts.iter().any(|t| t.contains(SEP)) {
+    // The line goes out as a one-byte (latin1) string, which V8 copies without decoding: exact
+    // for ASCII only, so any other text (and a separator inside a field) takes the array form.
+    if texts.iter().any(|t| !t.is_ascii() || t.contains(SEP)) {
         let s = |t: &str| Either::A(t.to_string());
         let mut receipt = String::new();
         f.write_receipt(&mut receipt);
@@ -188,7 +190,7 @@ fn paid_result(f: &PaidRef<'_>) -> Either<String, PaidTuple> {
         out.push(SEP);
     }
     f.write_receipt(&mut out);
-    Either::A(out)
+    Either::A(Latin1String::from(out))
 }
 
 /// A proof header as its bytes. Node gives header values as one-byte (latin1) strings, so
@@ -218,7 +220,7 @@ impl Shared {
         scope: &str,
         now: Option<f64>,
         body: Option<&[u8]>,
-    ) -> Either3<String, PaidTuple, Rejection> {
+    ) -> Either3<Latin1String, PaidTuple, Rejection> {
         let now = now_or_clock(now);
         let req = RequestInfo { method, path, body };
         let price = match price {
@@ -393,7 +395,7 @@ impl JsPaywall {
         scope: String,
         now: Option<f64>,
         body: Option<Buffer>,
-    ) -> Either3<String, PaidTuple, Rejection> {
+    ) -> Either3<Latin1String, PaidTuple, Rejection> {
         self.shared.decide(
             price_of(&price, &currency),
             proof_text(&proof).as_deref(),
@@ -504,7 +506,7 @@ impl PricedRoute {
         path: String,
         now: Option<f64>,
         body: Option<Buffer>,
-    ) -> Either3<String, PaidTuple, Rejection> {
+    ) -> Either3<Latin1String, PaidTuple, Rejection> {
         self.shared.decide(Ok(self.price), proof_text(&proof).as_deref(), &method, &path, &self.scope, now, body.as_deref())
     }
 }

@@ -131,6 +131,12 @@ test('paid facts survive any claim content (separator in a signed claim falls ba
   assert.equal(p.txHash, 'tx\u001fwith;sep');
   assert.equal(p.amount, '0.001');
   assert.equal(p.paidAt, now);
+  // Non-ASCII text (a signed claim, a path) cannot ride the one-byte line: exact via the array form.
+  const uni = native.mintProofToken(secret, { jti: native.randomId(), sub: Wallet.generate().address, amt: '0.001', res: 'GET /caf\u00e9/\u6771', iat: now, txh: 'tx-\u00e9\u6771-\u{1f600}' });
+  const u = route.decide(uni, 'GET', '/caf\u00e9/\u6771', undefined);
+  assert.equal(u.txHash, 'tx-\u00e9\u6771-\u{1f600}');
+  assert.equal(u.resource, 'GET /caf\u00e9/\u6771');
+  assert.ok(u.receipt.startsWith('tx=tx-\u00e9\u6771-\u{1f600}; amount=0.001;'));
   const normal = native.mintProofToken(secret, { jti: native.randomId(), sub: Wallet.generate().address, amt: '0.002', res: 'GET /w', iat: now });
   const q = route.decide(normal, 'GET', '/w', undefined);
   assert.deepEqual(Object.keys(q), ['payer', 'amount', 'currency', 'txHash', 'nonce', 'paidAt', 'expiresAt', 'resource', 'storeKey', 'receipt']);

@@ -13,7 +13,7 @@
  */
 import type {} from 'fastify';
 import { VlexivoServer, type VlexivoServerOptions } from './server';
-import { PaidRoute, PROOF_HEADER, RECEIPT_HEADER, exposeValue, isFacts, isThenable, rawBodyOf, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
+import { PaidRoute, PROOF_HEADER, RECEIPT_HEADER_LC, exposeValue, isFacts, isThenable, rawBodyOf, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
 import { releaseOnce } from './express';
 
 export interface VlexivoFastifyOptions extends VlexivoServerOptions, PaywallOptions<any> {
@@ -98,7 +98,9 @@ function routeHooks(route: PaidRoute, release: (k: string) => void) {
       return;
     }
     request.vlxPayment = r;
-    reply.header(RECEIPT_HEADER, r.receipt);
+    // Lowercase, as Fastify stores it: its `header()` lowercases every name, and an already
+    // lowercase literal is returned as is instead of a new string to intern on each request.
+    reply.header(RECEIPT_HEADER_LC, r.receipt);
     expose(route, request, reply);
     next();
   };

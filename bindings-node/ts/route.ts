@@ -61,6 +61,7 @@ export interface VlexivoLogger {
 export const EXPOSED_HEADERS = 'Vlexivo-Receipt, Vlexivo-Challenge';
 export const PROOF_HEADER = 'vlexivo-proof';
 export const RECEIPT_HEADER = 'Vlexivo-Receipt';
+export const RECEIPT_HEADER_LC = 'vlexivo-receipt';
 
 /** The native paid result: [payer, amount, currency, txHash, nonce, paidAt, expiresAt, resource, storeKey, receipt]. */
 type PaidTuple = [string, string, string, string, string, number, number, string, string, string];
