@@ -56,6 +56,46 @@ test('fastify: plugin default, per-route price, free route, routes outside the s
   }
 });
 
+test('fastify: request.vlxPayment is built on first read, the same object after, null when unpaid', async () => {
+  const app = Fastify();
+  await app.register(vlexivoFastify, { apiSecret: secret, price: '0.01' });
+  app.get('/read', async (request) => {
+    const a = request.vlxPayment;
+    return { same: a === request.vlxPayment, keys: Object.keys(a), json: JSON.parse(JSON.stringify(a)) };
+  });
+  app.get('/skip', async () => ({ ok: true }));
+  app.get('/free', { config: { vlexivo: false } }, async (request) => ({ payment: request.vlxPayment }));
+  // Replacing the payment is the application's business; the nonce is still released on a 5xx.
+  app.get('/replace', async (request, reply) => {
+    request.vlxPayment = null;
+    return reply.code(503).send({ payment: request.vlxPayment });
+  });
+  const s = await listenFastify(app);
+  try {
+    const r = await fetch(`${s.url}/read`, { headers: { 'vlexivo-proof': mint('GET /read') } });
+    const body = await r.json();
+    assert.equal(body.same, true);
+    assert.deepEqual(body.keys, ['payer', 'amount', 'currency', 'txHash', 'nonce', 'paidAt', 'expiresAt', 'resource', 'storeKey', 'receipt']);
+    assert.equal(body.json.amount, '0.01');
+    assert.equal(body.json.resource, 'GET /read');
+    assert.equal(typeof body.json.paidAt, 'number');
+    // The receipt header is the payment's receipt, whether or not the handler read it.
+    assert.equal(r.headers.get('vlexivo-receipt'), body.json.receipt);
+    const skip = await fetch(`${s.url}/skip`, { headers: { 'vlexivo-proof': mint('GET /skip') } });
+    assert.equal(skip.status, 200);
+    assert.match(skip.headers.get('vlexivo-receipt'), /^tx=0x[0-9a-f]{64}; amount=0.01; currency=usd; payer=0x[0-9a-fA-F]{40}; nonce=/);
+    assert.deepEqual(await (await fetch(`${s.url}/free`)).json(), { payment: null });
+    const t = mint('GET /replace');
+    for (let i = 0; i < 2; i++) {
+      const x = await fetch(`${s.url}/replace`, { headers: { 'vlexivo-proof': t } });
+      assert.equal(x.status, 503);
+      assert.deepEqual(await x.json(), { payment: null });
+    }
+  } finally {
+    await s.close();
+  }
+});
+
 test('fastify: a bad per-route price fails at route registration', async () => {
   const app = Fastify();
   await app.register(vlexivoFastify, { apiSecret: secret });

@@ -13,8 +13,7 @@
  */
 import type {} from 'fastify';
 import { VlexivoServer, type VlexivoServerOptions } from './server';
-import { PaidRoute, PROOF_HEADER, RECEIPT_HEADER_LC, exposeValue, isFacts, isThenable, rawBodyOf, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
-import { releaseOnce } from './express';
+import { PaidRoute, PROOF_HEADER, RECEIPT_HEADER_LC, exposeValue, isPaid, isThenable, paymentOf, rawBodyOf, receiptOf, type PaidFacts, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
 
 export interface VlexivoFastifyOptions extends VlexivoServerOptions, PaywallOptions<any> {
   /** Share one server (keys, nonce store) between registrations. */
@@ -29,6 +28,9 @@ interface FastifyRequestLike {
   body?: unknown;
   rawBody?: unknown;
   vlxPayment: VlexivoPayment | null;
+  [FACTS]?: PaidFacts;
+  [PAYMENT]?: VlexivoPayment | null;
+  [RELEASED]?: boolean;
 }
 interface FastifyReplyLike {
   statusCode: number;
@@ -62,6 +64,37 @@ declare module 'fastify' {
   }
 }
 
+/**
+ * A paid request keeps the native facts (one string) and `request.vlxPayment` is a getter that
+ * builds the payment object on first read, as Node does for `req.headers`: a handler that does
+ * not look at the payment does not pay for ten substrings and an object per request.
+ */
+const FACTS = Symbol('vlexivo.facts');
+const PAYMENT = Symbol('vlexivo.payment');
+const RELEASED = Symbol('vlexivo.released');
+
+function getPayment(this: FastifyRequestLike): VlexivoPayment | null {
+  let p = this[PAYMENT];
+  if (p === undefined) {
+    const facts = this[FACTS];
+    if (facts === undefined) return null;
+    p = this[PAYMENT] = paymentOf(facts);
+  }
+  return p;
+}
+
+function setPayment(this: FastifyRequestLike, v: VlexivoPayment | null): void {
+  this[PAYMENT] = v;
+}
+
+/** Free the request's nonce, once (from the facts: the application may have replaced vlxPayment). */
+function releaseFacts(request: FastifyRequestLike, release: (k: string) => void): void {
+  const facts = request[FACTS];
+  if (facts === undefined || request[RELEASED] === true) return;
+  request[RELEASED] = true;
+  release(paymentOf(facts).storeKey);
+}
+
 function send(route: PaidRoute, request: FastifyRequestLike, reply: FastifyReplyLike, r: Rejection): void {
   reply.code(r.status);
   for (const k in r.headers) reply.header(k, r.headers[k]);
@@ -92,21 +125,21 @@ function routeHooks(route: PaidRoute, release: (k: string) => void) {
         return;
       }
     }
-    const r = route.decide(request.headers[PROOF_HEADER], request.method, request.url, price, body);
-    if (!isFacts(r)) {
+    const r = route.authorize(request.headers[PROOF_HEADER], request.method, request.url, price, body);
+    if (!isPaid(r)) {
       send(route, request, reply, r);
       return;
     }
-    request.vlxPayment = r;
+    request[FACTS] = r;
     // Lowercase, as Fastify stores it: its `header()` lowercases every name, and an already
     // lowercase literal is returned as is instead of a new string to intern on each request.
-    reply.header(RECEIPT_HEADER_LC, r.receipt);
+    reply.header(RECEIPT_HEADER_LC, receiptOf(r));
     expose(route, request, reply);
     next();
   };
 
   function vlexivoPreHandler(request: FastifyRequestLike, reply: FastifyReplyLike, next: Done): void {
-    if (request.vlxPayment !== null || free.has(request.method)) {
+    if (request[FACTS] !== undefined || free.has(request.method)) {
       next();
       return;
     }
@@ -144,12 +177,12 @@ function routeHooks(route: PaidRoute, release: (k: string) => void) {
 
   // After the response: a 5xx (a thrown handler included) frees the proof for a retry.
   function vlexivoOnResponse(request: FastifyRequestLike, reply: FastifyReplyLike, next: Done): void {
-    if (request.vlxPayment !== null && reply.statusCode >= 500) releaseOnce(release, request.vlxPayment);
+    if (request[FACTS] !== undefined && reply.statusCode >= 500) releaseFacts(request, release);
     next();
   }
 
   function vlexivoOnAbort(request: FastifyRequestLike, next: Done): void {
-    if (request.vlxPayment !== null) releaseOnce(release, request.vlxPayment);
+    if (request[FACTS] !== undefined) releaseFacts(request, release);
     next();
   }
 
@@ -169,7 +202,7 @@ function vlexivoFastify(fastify: FastifyInstanceLike, options: VlexivoFastifyOpt
     done(e as Error);
     return;
   }
-  if (!fastify.hasRequestDecorator('vlxPayment')) fastify.decorateRequest('vlxPayment', null);
+  if (!fastify.hasRequestDecorator('vlxPayment')) fastify.decorateRequest('vlxPayment', { getter: getPayment, setter: setPayment });
 
   fastify.addHook('onRoute', (routeOptions: RouteOptionsLike) => {
     const cfg = routeOptions.config?.vlexivo;

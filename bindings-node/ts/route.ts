@@ -66,36 +66,37 @@ export const RECEIPT_HEADER_LC = 'vlexivo-receipt';
 /** The native paid result: [payer, amount, currency, txHash, nonce, paidAt, expiresAt, resource, storeKey, receipt]. */
 type PaidTuple = [string, string, string, string, string, number, number, string, string, string];
 
-/** The facts as one U+001F-separated string (the usual form: one string crosses the boundary). */
-function fromLine(line: string): VlexivoPayment {
-  const f = line.split('\u001f');
+/**
+ * A paid request's facts as the native call returns them: one U+001F-separated string (the
+ * usual form: one string crosses the boundary) or, rarely, the array form.
+ */
+export type PaidFacts = string | PaidTuple;
+
+/** Is this native result a paid request's facts (not a rejection)? */
+export function isPaid(r: PaidFacts | Rejection): r is PaidFacts {
+  return typeof r === 'string' || Array.isArray(r);
+}
+
+/** The payment object of paid facts. */
+export function paymentOf(r: PaidFacts): VlexivoPayment {
+  const f = typeof r === 'string' ? r.split('\u001f') : r;
   return {
-    payer: f[0],
-    amount: f[1],
-    currency: f[2],
-    txHash: f[3],
-    nonce: f[4],
+    payer: f[0] as string,
+    amount: f[1] as string,
+    currency: f[2] as string,
+    txHash: f[3] as string,
+    nonce: f[4] as string,
     paidAt: Number(f[5]),
     expiresAt: Number(f[6]),
-    resource: f[7],
-    storeKey: f[8],
-    receipt: f[9],
+    resource: f[7] as string,
+    storeKey: f[8] as string,
+    receipt: f[9] as string,
   };
 }
 
-function toPayment(t: PaidTuple): VlexivoPayment {
-  return {
-    payer: t[0],
-    amount: t[1],
-    currency: t[2],
-    txHash: t[3],
-    nonce: t[4],
-    paidAt: t[5],
-    expiresAt: t[6],
-    resource: t[7],
-    storeKey: t[8],
-    receipt: t[9],
-  };
+/** The `Vlexivo-Receipt` value of paid facts (the last field) without building the payment. */
+export function receiptOf(r: PaidFacts): string {
+  return typeof r === 'string' ? r.slice(r.lastIndexOf('\u001f') + 1) : r[9];
 }
 
 export function isFacts(r: VlexivoPayment | Rejection): r is VlexivoPayment {
@@ -194,14 +195,29 @@ export class PaidRoute<Req = any> {
     resolved: unknown,
     body?: Buffer,
   ): VlexivoPayment | Rejection {
+    const r = this.authorize(proof, method, path, resolved, body);
+    return isPaid(r) ? paymentOf(r) : r;
+  }
+
+  /**
+   * `decide` with the paid facts left in their native form ({@link PaidFacts}), for adapters
+   * that build the payment object only when the application reads it.
+   */
+  authorize(
+    proof: string | string[] | undefined,
+    method: string,
+    path: string,
+    resolved: unknown,
+    body?: Buffer,
+  ): PaidFacts | Rejection {
     const p = Array.isArray(proof) ? proof[0] : proof;
     const now = this.clock === undefined ? undefined : this.clock();
     let route: PricedRoute | undefined;
     if (this.resolver === undefined && this.fixed !== undefined) route = this.fixed;
     else if (typeof resolved === 'string' || typeof resolved === 'number') route = this.routeFor(resolved);
-    let r: string | PaidTuple | Rejection;
+    let r: PaidFacts | Rejection;
     if (route !== undefined) {
-      r = route.authorize(p, method, path, now, body) as string | PaidTuple | Rejection;
+      r = route.authorize(p, method, path, now, body) as PaidFacts | Rejection;
     } else {
       // A price in another currency, or one that does not parse (a logged 500).
       let amount: unknown = resolved;
@@ -214,10 +230,9 @@ export class PaidRoute<Req = any> {
       if (typeof amount !== 'string' && typeof amount !== 'number') {
         return this.fault('price_invalid', `priceResolver returned ${describe(resolved)}, not a price`, method, path);
       }
-      r = this.paywall.authorize(p, method, path, amount, currency, this.scope, now, body) as string | PaidTuple | Rejection;
+      r = this.paywall.authorize(p, method, path, amount, currency, this.scope, now, body) as PaidFacts | Rejection;
     }
-    if (typeof r === 'string') return fromLine(r);
-    if (Array.isArray(r)) return toPayment(r);
+    if (isPaid(r)) return r;
     if (r.logMessage !== undefined && r.logMessage !== null) this.log(r.code, r.logMessage, method, path);
     return r;
   }
