@@ -144,7 +144,9 @@ impl Rejection {
 /// What `authorize` returns for a paid request. Setting ten named properties (or ten array
 /// elements) from native code costs more than the verification itself, so the facts cross
 /// the boundary as ONE string, fields separated by U+001F (unit separator), and JS splits it:
-/// `payer␟amount␟currency␟txHash␟nonce␟paidAt␟expiresAt␟resource␟storeKey␟receipt`.
+/// `receipt␟payer␟amount␟currency␟txHash␟nonce␟paidAt␟expiresAt␟resource␟storeKey`. The
+/// receipt comes first: every paid response sends it, so JS takes it with one forward search
+/// and splits the rest only if the application reads the payment.
 /// A field that contains the separator (only a hostile-but-signed token could) falls back to
 /// the array form `[payer, amount, currency, txHash, nonce, paidAt, expiresAt, resource,
 /// storeKey, receipt]`.
@@ -172,24 +174,24 @@ fn paid_result(f: &PaidRef<'_>) -> Either<Latin1String, PaidTuple> {
             Either::A(receipt),
         ]);
     }
-    // One allocation: the fields, then the receipt written in place (it is made of the fields
-    // checked above and fixed text).
+    // One allocation: the receipt (made of the fields checked above and fixed text), then the
+    // fields.
     let mut out = String::with_capacity(2 * texts.iter().map(|t| t.len()).sum::<usize>() + 96);
+    f.write_receipt(&mut out);
     for t in &texts[..5] {
-        out.push_str(t);
         out.push(SEP);
+        out.push_str(t);
     }
     // itoa rather than `write!`: the formatting machinery is a cold detour on the hot path.
     let mut n = itoa::Buffer::new();
     for t in [f.paid_at, f.expires_at] {
-        out.push_str(n.format(t));
         out.push(SEP);
+        out.push_str(n.format(t));
     }
     for t in &texts[5..] {
-        out.push_str(t);
         out.push(SEP);
+        out.push_str(t);
     }
-    f.write_receipt(&mut out);
     Either::A(Latin1String::from(out))
 }
 

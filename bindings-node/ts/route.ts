@@ -63,7 +63,7 @@ export const PROOF_HEADER = 'vlexivo-proof';
 export const RECEIPT_HEADER = 'Vlexivo-Receipt';
 export const RECEIPT_HEADER_LC = 'vlexivo-receipt';
 
-/** The native paid result: [payer, amount, currency, txHash, nonce, paidAt, expiresAt, resource, storeKey, receipt]. */
+/** The array form of a paid result (rare; see `PaidFacts`): [payer, amount, currency, txHash, nonce, paidAt, expiresAt, resource, storeKey, receipt]. */
 type PaidTuple = [string, string, string, string, string, number, number, string, string, string];
 
 /**
@@ -79,24 +79,39 @@ export function isPaid(r: PaidFacts | Rejection): r is PaidFacts {
 
 /** The payment object of paid facts. */
 export function paymentOf(r: PaidFacts): VlexivoPayment {
-  const f = typeof r === 'string' ? r.split('\u001f') : r;
+  if (typeof r !== 'string') {
+    return {
+      payer: r[0],
+      amount: r[1],
+      currency: r[2],
+      txHash: r[3],
+      nonce: r[4],
+      paidAt: r[5],
+      expiresAt: r[6],
+      resource: r[7],
+      storeKey: r[8],
+      receipt: r[9],
+    };
+  }
+  // receipt␟payer␟amount␟currency␟txHash␟nonce␟paidAt␟expiresAt␟resource␟storeKey
+  const f = r.split('\u001f');
   return {
-    payer: f[0] as string,
-    amount: f[1] as string,
-    currency: f[2] as string,
-    txHash: f[3] as string,
-    nonce: f[4] as string,
-    paidAt: Number(f[5]),
-    expiresAt: Number(f[6]),
-    resource: f[7] as string,
-    storeKey: f[8] as string,
-    receipt: f[9] as string,
+    payer: f[1],
+    amount: f[2],
+    currency: f[3],
+    txHash: f[4],
+    nonce: f[5],
+    paidAt: Number(f[6]),
+    expiresAt: Number(f[7]),
+    resource: f[8],
+    storeKey: f[9],
+    receipt: f[0],
   };
 }
 
-/** The `Vlexivo-Receipt` value of paid facts (the last field) without building the payment. */
+/** The `Vlexivo-Receipt` value of paid facts (the line's first field) without building the payment. */
 export function receiptOf(r: PaidFacts): string {
-  return typeof r === 'string' ? r.slice(r.lastIndexOf('\u001f') + 1) : r[9];
+  return typeof r === 'string' ? r.slice(0, r.indexOf('\u001f')) : r[9];
 }
 
 export function isFacts(r: VlexivoPayment | Rejection): r is VlexivoPayment {
