@@ -764,10 +764,10 @@ impl JsPayer {
             max_per_host: limit(&o.max_per_host)?,
             window,
         };
-        if let Some(f) = &o.facilitator_url {
-            if !(f.starts_with("http://") || f.starts_with("https://")) {
-                return Err(VxError::Config("facilitator URL must be http(s)".into()));
-            }
+        if let Some(f) = &o.facilitator_url
+            && !(f.starts_with("http://") || f.starts_with("https://"))
+        {
+            return Err(VxError::Config("facilitator URL must be http(s)".into()));
         }
         Ok(Self { inner: vx::client::Payer::new(wallet, policy, o.facilitator_url) })
     }
