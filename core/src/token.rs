@@ -365,9 +365,87 @@ impl SegmentBuf {
     }
 }
 
+/// The claims exactly as an issuer serializes [`ProofClaims`] (serde_json, compact, in field
+/// order, no escapes), read by a fixed-layout scanner; `None` for any other text, which serde
+/// then reads (and decides). Every signed token of ours takes this path: on a paid request the
+/// general JSON machinery cost about as much as the rest of the token check. It accepts only
+/// what serde accepts, to the same values (proptested against it).
+fn canonical_claims(json: &str) -> Option<ClaimsRef<'_>> {
+    let mut c = Canonical { text: json, at: 0 };
+    let jti = c.field("{\"jti\":")?;
+    let iss = c.field(",\"iss\":")?;
+    let aud = c.field(",\"aud\":")?;
+    let sub = c.field(",\"sub\":")?;
+    let txh = c.field(",\"txh\":")?;
+    let amt = c.field(",\"amt\":")?;
+    let cur = c.field(",\"cur\":")?;
+    let res = c.field(",\"res\":")?;
+    let bdy = if c.rest().starts_with(",\"bdy\":") { Some(c.field(",\"bdy\":")?) } else { None };
+    let mode = c.field(",\"mode\":")?;
+    let net = c.field(",\"net\":")?;
+    let iat = c.number(",\"iat\":")?;
+    let exp = c.number(",\"exp\":")?;
+    (c.rest() == "}").then(|| ClaimsRef {
+        jti: Cow::Borrowed(jti),
+        iss: Cow::Borrowed(iss),
+        aud: Cow::Borrowed(aud),
+        sub: Cow::Borrowed(sub),
+        txh: Cow::Borrowed(txh),
+        amt: Cow::Borrowed(amt),
+        cur: Cow::Borrowed(cur),
+        res: Cow::Borrowed(res),
+        bdy: bdy.map(Cow::Borrowed),
+        mode: Cow::Borrowed(mode),
+        net: Cow::Borrowed(net),
+        iat,
+        exp,
+    })
+}
+
+/// A cursor over canonical claims text.
+struct Canonical<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> Canonical<'a> {
+    fn rest(&self) -> &'a str {
+        &self.text[self.at..]
+    }
+
+    /// `key` (the literal `,"name":`) then a string without escapes or control characters.
+    fn field(&mut self, key: &str) -> Option<&'a str> {
+        let rest = self.rest().strip_prefix(key)?.strip_prefix('"')?;
+        let len = rest.bytes().position(|b| b == b'"' || b == b'\\' || b < 0x20)?;
+        if rest.as_bytes()[len] != b'"' {
+            return None;
+        }
+        self.at = self.text.len() - rest.len() + len + 1;
+        // Ends at an ASCII quote: a character boundary.
+        Some(&rest[..len])
+    }
+
+    /// `key` then a JSON integer that fits a u64 (no sign, fraction, exponent or leading zero).
+    fn number(&mut self, key: &str) -> Option<u64> {
+        let rest = self.rest().strip_prefix(key)?;
+        let len = rest.bytes().position(|b| !b.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = &rest.as_bytes()[..len];
+        if digits.is_empty() || (digits[0] == b'0' && len > 1) {
+            return None;
+        }
+        let mut n: u64 = 0;
+        for d in digits {
+            n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+        }
+        self.at = self.text.len() - rest.len() + len;
+        Some(n)
+    }
+}
+
 /// [`ProofClaims`] as parsed, borrowing from the decoded payload (a string is copied only if it
 /// has JSON escapes).
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 pub(crate) struct ClaimsRef<'a> {
     #[serde(borrow)]
     pub jti: Cow<'a, str>,
@@ -635,7 +713,10 @@ impl TokenVerifier {
         // (invalid UTF-8 anywhere failed serde's byte parser with this same error).
         let malformed = || Error::TokenMalformed("claims are missing or of the wrong type");
         let payload_text = std::str::from_utf8(payload_json).map_err(|_| malformed())?;
-        let claims: ClaimsRef<'_> = serde_json::from_str(payload_text).map_err(|_| malformed())?;
+        let claims: ClaimsRef<'_> = match canonical_claims(payload_text) {
+            Some(c) => c,
+            None => serde_json::from_str(payload_text).map_err(|_| malformed())?,
+        };
 
         if now > claims.exp.saturating_add(self.leeway) {
             return Err(Error::TokenExpired);
@@ -1353,6 +1434,106 @@ mod tests {
         #[test]
         fn segment_decoding_matches_base64_crate_on_any_text(s in "[A-Za-z0-9_=+/ .-]{0,80}|\\PC{0,40}") {
             proptest::prop_assert!(decodes_like_base64_crate(&s).is_ok(), "{}", decodes_like_base64_crate(&s).unwrap_err());
+        }
+    }
+
+    /// What serde makes of `json`, the reference for the canonical-form scanner.
+    fn serde_claims(json: &str) -> Option<ClaimsRef<'_>> {
+        serde_json::from_str(json).ok()
+    }
+
+    /// The scanner accepts only what serde accepts, to the same claims.
+    fn scanner_agrees(json: &str) -> Result<(), String> {
+        match canonical_claims(json) {
+            None => Ok(()),
+            Some(c) if serde_claims(json).as_ref() == Some(&c) => Ok(()),
+            Some(c) => Err(format!("{json:?}: scanner {c:?}, serde {:?}", serde_claims(json))),
+        }
+    }
+
+    fn arb_claims() -> impl proptest::strategy::Strategy<Value = ProofClaims> {
+        use proptest::prelude::*;
+        let text = || prop_oneof![4 => "[ -~]{0,24}", 1 => "\\PC{0,12}", 1 => "[\"\\\\\\x00-\\x1f\\x7f a]{0,6}"];
+        (
+            (text(), text(), text(), text(), text(), text()),
+            (text(), text(), proptest::option::of(text()), text(), text()),
+            (any::<u64>(), any::<u64>()),
+        )
+            .prop_map(|((jti, iss, aud, sub, txh, amt), (cur, res, bdy, mode, net), (iat, exp))| ProofClaims {
+                jti, iss, aud, sub, txh, amt, cur, res, bdy, mode, net, iat, exp,
+            })
+    }
+
+    #[test]
+    fn canonical_claims_edge_cases() {
+        let json = serde_json::to_string(&claims()).unwrap();
+        assert_eq!(canonical_claims(&json), serde_claims(&json));
+        assert!(canonical_claims(&json).is_some());
+        let with = |from: &str, to: &str| json.replacen(from, to, 1);
+        let exp = format!("\"exp\":{}", claims().exp);
+        // (text, serde reads it, the scanner reads it)
+        for (variant, serde_ok, scanned) in [
+            (with(&exp, "\"exp\":18446744073709551615"), true, true),
+            (with(&exp, "\"exp\":18446744073709551616"), false, false),
+            (with(&exp, "\"exp\":0"), true, true),
+            (with(&exp, "\"exp\":01"), false, false),
+            (with(&exp, "\"exp\":1.0"), false, false),
+            (with(&exp, "\"exp\":-1"), false, false),
+            (with(&exp, "\"exp\":1e3"), false, false),
+            (with(&exp, "\"exp\":\"1\""), false, false),
+            (with("{", "{ "), true, false),
+            (with(",\"iss\"", ", \"iss\""), true, false),
+            (with("}", ",\"zzz\":1}"), true, false),
+            (with("}", "} "), true, false),
+            (with("}", "}}"), false, false),
+            (with("\"jti\":\"", "\"jti\":\"\\u0041"), true, false),
+            (with("\"jti\":\"", "\"jti\":\"\\\""), true, false),
+            (with("\"jti\":\"", "\"jti\":\"\t"), false, false),
+            (with("{\"jti\":\"nonce-abc\",", "{"), false, false),
+            (with("{\"jti\":\"nonce-abc\",", "{").replacen('}', ",\"jti\":\"nonce-abc\"}", 1), true, false),
+            (with("\"iss\"", "\"jti\":\"x\",\"iss\""), false, false),
+        ] {
+            assert_eq!(serde_claims(&variant).is_some(), serde_ok, "{variant}");
+            assert_eq!(canonical_claims(&variant).is_some(), scanned, "{variant}");
+            scanner_agrees(&variant).unwrap();
+        }
+        // The optional body hash, present.
+        let bound = serde_json::to_string(&ProofClaims { bdy: Some("q80xL8Gq".into()), ..claims() }).unwrap();
+        assert_eq!(canonical_claims(&bound).unwrap().bdy.as_deref(), Some("q80xL8Gq"));
+        scanner_agrees(&bound).unwrap();
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+
+        #[test]
+        fn canonical_claims_read_what_serde_reads(c in arb_claims()) {
+            let json = serde_json::to_string(&c).unwrap();
+            proptest::prop_assert!(scanner_agrees(&json).is_ok(), "{}", scanner_agrees(&json).unwrap_err());
+            // Without anything serde_json escapes, the issuer's form always takes the scanner.
+            let plain = |t: &str| !t.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20);
+            let texts = [&c.jti, &c.iss, &c.aud, &c.sub, &c.txh, &c.amt, &c.cur, &c.res, &c.mode, &c.net];
+            if texts.iter().all(|t| plain(t)) && c.bdy.as_deref().is_none_or(plain) {
+                proptest::prop_assert!(canonical_claims(&json).is_some(), "{}", json);
+            }
+        }
+
+        #[test]
+        fn canonical_claims_agree_with_serde_on_damaged_text(
+            c in arb_claims(),
+            edits in proptest::collection::vec((proptest::prelude::any::<proptest::sample::Index>(), 0u8..3, "[ -~]|\\PC"), 1..4),
+        ) {
+            let mut json = serde_json::to_string(&c).unwrap();
+            for (at, kind, ch) in edits {
+                let mut cut = at.index(json.len() + 1);
+                while !json.is_char_boundary(cut) { cut -= 1; }
+                match kind {
+                    0 => json.insert_str(cut, &ch),
+                    1 => if cut < json.len() { let end = (cut + 1..=json.len()).find(|&e| json.is_char_boundary(e)).unwrap(); json.replace_range(cut..end, ""); },
+                    _ => if cut < json.len() { let end = (cut + 1..=json.len()).find(|&e| json.is_char_boundary(e)).unwrap(); json.replace_range(cut..end, &ch); },
+                }
+            }
+            proptest::prop_assert!(scanner_agrees(&json).is_ok(), "{}", scanner_agrees(&json).unwrap_err());
         }
     }
 }
