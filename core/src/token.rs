@@ -416,8 +416,10 @@ impl<'a> Canonical<'a> {
     /// `key` (the literal `,"name":`) then a string without escapes or control characters.
     fn field(&mut self, key: &str) -> Option<&'a str> {
         let rest = self.rest().strip_prefix(key)?.strip_prefix('"')?;
-        let len = rest.bytes().position(|b| b == b'"' || b == b'\\' || b < 0x20)?;
-        if rest.as_bytes()[len] != b'"' {
+        let len = memchr::memchr(b'"', rest.as_bytes())?;
+        // One branch-free (vectorised) pass for what a plain string may not hold.
+        let escaped = rest.as_bytes()[..len].iter().fold(false, |e, &b| e | (b == b'\\') | (b < 0x20));
+        if escaped {
             return None;
         }
         self.at = self.text.len() - rest.len() + len + 1;
