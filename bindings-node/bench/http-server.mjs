@@ -1,5 +1,6 @@
 // One benchmark target per process: `node bench/http-server.mjs <scenario>`; prints PORT=….
-//   express-bare | express-paywall | express-jose-set | fastify-bare | fastify-paywall
+//   express-bare | express-paywall | express-jose-set | fastify-bare | fastify-paywall |
+//   fastify-paywall-read
 import express from 'express';
 import Fastify from 'fastify';
 import { jwtVerify } from 'jose';
@@ -63,10 +64,18 @@ async function main() {
     server.on('request', onRequest);
   } else {
     const app = Fastify({ logger: false });
-    if (scenario === 'fastify-paywall') {
+    if (scenario.startsWith('fastify-paywall')) {
       await app.register(vlexivoFastify, { apiSecret: SECRET, store: { type: 'memory', capacity: 2_000_000 }, price: '0.001' });
     }
-    app.post(RESOURCE_PATH, async () => reply);
+    if (scenario === 'fastify-paywall-read') {
+      // A handler that reads the payment (the plugin builds it on first read).
+      app.post(RESOURCE_PATH, async (request) => {
+        if (request.vlxPayment.payer.length !== 42) throw new Error('payer');
+        return reply;
+      });
+    } else {
+      app.post(RESOURCE_PATH, async () => reply);
+    }
     await app.listen({ port: 0, host: '127.0.0.1' });
     app.server.on('request', onRequest);
     console.log(`PORT=${app.server.address().port}`);

@@ -80,6 +80,8 @@ const scenarios = [
   ['express-jose-set', (n) => mintJose(n, joseKey)],
   ['fastify-bare', (n) => mintVlexivo(n)],
   ['fastify-paywall', (n) => mintVlexivo(n)],
+  // READ=1: also a Fastify handler that reads request.vlxPayment (built on first read).
+  ...(process.env.READ ? [['fastify-paywall-read', (n) => mintVlexivo(n)]] : []),
 ].filter(([name]) => !process.env.ONLY || name.startsWith(process.env.ONLY));
 
 console.log(`autocannon: ${ROUNDS} rounds x ${PER_ROUND} requests per scenario (+${WARMUP} warm-up), ${CONNECTIONS} connections, 127.0.0.1`);
@@ -132,10 +134,12 @@ function ratios(paid, bare) {
 const ex = ratios('express-paywall', 'express-bare');
 const jo = ratios('express-jose-set', 'express-bare');
 const fa = ratios('fastify-paywall', 'fastify-bare');
+const fr = ratios('fastify-paywall-read', 'fastify-bare');
 const row = (label, r, note) => r && console.log(`${label}${r.tput.toFixed(2)}        ${r.cpu.toFixed(2)}   (${note})`);
 console.log('');
 console.log('                                      throughput   CPU/request');
 row('Express + paywall / bare Express:       ', ex, 'target >= 0.85');
 row('Express + jose + Set / bare Express:    ', jo, 'reference ~0.5');
 row('Fastify + plugin / bare Fastify:        ', fa, 'target >= 0.80');
-console.log(JSON.stringify({ bench: 'http', perRound: PER_ROUND, rounds: ROUNDS, connections: CONNECTIONS, express: ex, joseSet: jo, fastify: fa }));
+row('  handler reading vlxPayment / bare:     ', fr, 'payment object built');
+console.log(JSON.stringify({ bench: 'http', perRound: PER_ROUND, rounds: ROUNDS, connections: CONNECTIONS, express: ex, joseSet: jo, fastify: fa, ...(fr ? { fastifyRead: fr } : {}) }));

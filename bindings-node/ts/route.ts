@@ -93,19 +93,27 @@ export function paymentOf(r: PaidFacts): VlexivoPayment {
       receipt: r[9],
     };
   }
-  // receipt␟payer␟amount␟currency␟txHash␟nonce␟paidAt␟expiresAt␟resource␟storeKey
-  const f = r.split('\u001f');
+  // receipt␟payer␟amount␟currency␟txHash␟nonce␟paidAt␟expiresAt␟resource␟storeKey, read with
+  // indexOf + slice: `split` goes through V8's C++ runtime and costs about twice as much here.
+  let at = 0;
+  const next = (): string => {
+    const end = r.indexOf('\u001f', at);
+    const v = end < 0 ? r.slice(at) : r.slice(at, end);
+    at = end + 1;
+    return v;
+  };
+  const receipt = next();
   return {
-    payer: f[1],
-    amount: f[2],
-    currency: f[3],
-    txHash: f[4],
-    nonce: f[5],
-    paidAt: Number(f[6]),
-    expiresAt: Number(f[7]),
-    resource: f[8],
-    storeKey: f[9],
-    receipt: f[0],
+    payer: next(),
+    amount: next(),
+    currency: next(),
+    txHash: next(),
+    nonce: next(),
+    paidAt: Number(next()),
+    expiresAt: Number(next()),
+    resource: next(),
+    storeKey: next(),
+    receipt,
   };
 }
 
