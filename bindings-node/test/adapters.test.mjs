@@ -141,6 +141,25 @@ for (const [name, start] of [
   });
 }
 
+test('fastify: a 5xx releases the proof under fastify.inject() too', async () => {
+  const app = Fastify();
+  await app.register(vlexivoFastify, { apiSecret: secret, price: '0.01' });
+  app.get('/boom', async () => {
+    throw new Error('x');
+  });
+  app.get('/ok', async () => ({ ok: true }));
+  const t = mint('GET /boom');
+  for (let i = 0; i < 2; i++) {
+    assert.equal((await app.inject({ method: 'GET', url: '/boom', headers: { 'vlexivo-proof': t } })).statusCode, 500);
+    await new Promise((r) => setImmediate(r)); // inject's response emits close on the next tick
+  }
+  const ok = mint('GET /ok');
+  assert.equal((await app.inject({ method: 'GET', url: '/ok', headers: { 'vlexivo-proof': ok } })).statusCode, 200);
+  await new Promise((r) => setImmediate(r));
+  assert.equal((await app.inject({ method: 'GET', url: '/ok', headers: { 'vlexivo-proof': ok } })).statusCode, 409);
+  await app.close();
+});
+
 test('fastify: a bad per-route price fails at route registration', async () => {
   const app = Fastify();
   await app.register(vlexivoFastify, { apiSecret: secret });

@@ -98,7 +98,7 @@ export function expressPaywall(route: PaidRoute<any>): PaywallMiddleware {
     // `close` follows `finish` within the same tick, before any retry can arrive. Release when
     // the handler answered 5xx, or never answered at all.
     res.on('close', () => {
-      if (res.writableFinished ? res.statusCode >= 500 : !res.headersSent) releaseOnce(release, r);
+      if (!res.headersSent || res.statusCode >= 500) releaseOnce(release, r);
     });
     next();
   }

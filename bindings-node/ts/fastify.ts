@@ -135,9 +135,10 @@ function routeHooks(route: PaidRoute, release: (k: string) => void) {
     request[FACTS] = r;
     // One listener for both ways a paid request can fail its payer: a 5xx (a thrown handler
     // included) or a response cut off before its headers went out (client gone, socket error).
+    // Status and headersSent only: fastify.inject()'s response never sets writableFinished.
     const res = reply.raw;
     res.on('close', () => {
-      if (res.writableFinished ? res.statusCode >= 500 : !res.headersSent) releaseFacts(request, release);
+      if (!res.headersSent || res.statusCode >= 500) releaseFacts(request, release);
     });
     // Lowercase, as Fastify stores it: its `header()` lowercases every name, and an already
     // lowercase literal is returned as is instead of a new string to intern on each request.
