@@ -157,8 +157,7 @@ fn paid_result(f: &PaidRef<'_>) -> Either<Latin1String, PaidTuple> {
     let texts = [f.payer, f.amount, f.currency, f.tx_hash, f.nonce, f.resource, f.store_key];
     // The line goes out as a one-byte (latin1) string, which V8 copies without decoding: exact
     // for ASCII only, so any other text (and a separator inside a field) takes the array form.
-    let plain = texts.iter().all(|t| t.bytes().fold(true, |ok, b| ok & (b.is_ascii() & (b != SEP as u8))));
-    if !plain {
+    if !texts.iter().all(|t| t.bytes().all(|b| b.is_ascii() && b != SEP as u8)) {
         let s = |t: &str| Either::A(t.to_string());
         let mut receipt = String::new();
         f.write_receipt(&mut receipt);

@@ -33,7 +33,6 @@ interface FastifyRequestLike {
   vlxPayment: VlexivoPayment | null;
   [FACTS]?: PaidFacts;
   [PAYMENT]?: VlexivoPayment | null;
-  [RELEASED]?: boolean;
 }
 interface FastifyReplyLike {
   statusCode: number;
@@ -73,7 +72,6 @@ declare module 'fastify' {
  */
 const FACTS = Symbol('vlexivo.facts');
 const PAYMENT = Symbol('vlexivo.payment');
-const RELEASED = Symbol('vlexivo.released');
 
 function getPayment(this: FastifyRequestLike): VlexivoPayment | null {
   let p = this[PAYMENT];
@@ -89,12 +87,10 @@ function setPayment(this: FastifyRequestLike, v: VlexivoPayment | null): void {
   this[PAYMENT] = v;
 }
 
-/** Free the request's nonce, once (from the facts: the application may have replaced vlxPayment). */
+/** Free the request's nonce (from the facts: the application may have replaced vlxPayment). */
 function releaseFacts(request: FastifyRequestLike, release: (k: string) => void): void {
   const facts = request[FACTS];
-  if (facts === undefined || request[RELEASED] === true) return;
-  request[RELEASED] = true;
-  release(paymentOf(facts).storeKey);
+  if (facts !== undefined) release(paymentOf(facts).storeKey);
 }
 
 function send(route: PaidRoute, request: FastifyRequestLike, reply: FastifyReplyLike, r: Rejection): void {
@@ -133,8 +129,8 @@ function routeHooks(route: PaidRoute, release: (k: string) => void) {
       return;
     }
     request[FACTS] = r;
-    // One listener for both ways a paid request can fail its payer: a 5xx (a thrown handler
-    // included) or a response cut off before its headers went out (client gone, socket error).
+    // One listener (so one release at most) for both ways a paid request can fail its payer: a
+    // 5xx (a thrown handler included) or a response cut off before its headers went out.
     // Status and headersSent only: fastify.inject()'s response never sets writableFinished.
     const res = reply.raw;
     res.on('close', () => {
