@@ -380,7 +380,8 @@ fn canonical_claims(json: &str) -> Option<ClaimsRef<'_>> {
     let amt = c.field(",\"amt\":")?;
     let cur = c.field(",\"cur\":")?;
     let res = c.field(",\"res\":")?;
-    let bdy = if c.rest().starts_with(",\"bdy\":") { Some(c.field(",\"bdy\":")?) } else { None };
+    // Optional; a failed match does not move the cursor (and then `mode` cannot follow).
+    let bdy = c.field(",\"bdy\":");
     let mode = c.field(",\"mode\":")?;
     let net = c.field(",\"net\":")?;
     let iat = c.number(",\"iat\":")?;
