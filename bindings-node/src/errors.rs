@@ -102,7 +102,11 @@ mod tests {
 
     #[test]
     fn details_survive() {
-        let e = VxError::InsufficientFunds { required: "0.01".into(), balance: "0".into(), currency: "usd".into() };
+        let e = VxError::InsufficientFunds {
+            required: "0.01".into(),
+            balance: "0".into(),
+            currency: "usd".into(),
+        };
         assert_eq!(error_from_code("insufficient_funds", Some(&details_of(&e)), None), Some(e));
         let e = VxError::BudgetExceeded {
             limit: BudgetLimit::Window,

@@ -279,9 +279,8 @@ impl JsPaywall {
         }
         cfg.bind_body = options.bind_body.unwrap_or(false);
         if let Some(j) = options.jwks {
-            cfg.jwks = Some(
-                serde_json::from_str(&j).map_err(|_| VxError::Config("jwks is not a JWK set".into()))?,
-            );
+            cfg.jwks =
+                Some(serde_json::from_str(&j).map_err(|_| VxError::Config("jwks is not a JWK set".into()))?);
         }
         let store: Arc<dyn NonceStore> = match options.store.as_deref().unwrap_or("memory") {
             "memory" => Arc::new(match options.store_capacity {
@@ -386,7 +385,9 @@ impl JsPaywall {
     /// paid array, see `PricedRoute.authorize`), or the response to send instead (402 with a
     /// fresh challenge, 409 replay, 500 bad price, 503 store down). Never throws for a refusal.
     #[allow(clippy::too_many_arguments)]
-    #[napi(ts_return_type = "string | [string, string, string, string, string, number, number, string, string, string] | Rejection")]
+    #[napi(
+        ts_return_type = "string | [string, string, string, string, string, number, number, string, string, string] | Rejection"
+    )]
     pub fn authorize(
         &self,
         proof: Option<Latin1String>,
@@ -462,9 +463,8 @@ impl JsPaywall {
         scope: Option<String>,
         now: Option<f64>,
     ) -> Result<Rejection> {
-        let err = errors::error_from_code(&code, details.as_ref(), None).ok_or_else(|| {
-            throw(&env, VxError::Config(format!("unknown error code {code:?}")))
-        })?;
+        let err = errors::error_from_code(&code, details.as_ref(), None)
+            .ok_or_else(|| throw(&env, VxError::Config(format!("unknown error code {code:?}"))))?;
         let price = match price {
             Some(p) => Some(price_of(&p, currency.as_deref().unwrap_or("usd")).map_err(|e| throw(&env, e))?),
             None => None,
@@ -500,7 +500,9 @@ impl PricedRoute {
 
     /// Verify and consume, or the response to send instead. A paid request returns its facts
     /// as one U+001F-separated string (see `paid_result`; rarely the array form).
-    #[napi(ts_return_type = "string | [string, string, string, string, string, number, number, string, string, string] | Rejection")]
+    #[napi(
+        ts_return_type = "string | [string, string, string, string, string, number, number, string, string, string] | Rejection"
+    )]
     pub fn authorize(
         &self,
         proof: Option<Latin1String>,
@@ -509,7 +511,15 @@ impl PricedRoute {
         now: Option<f64>,
         body: Option<Buffer>,
     ) -> Either3<Latin1String, PaidTuple, Rejection> {
-        self.shared.decide(Ok(self.price), proof_text(&proof).as_deref(), &method, &path, &self.scope, now, body.as_deref())
+        self.shared.decide(
+            Ok(self.price),
+            proof_text(&proof).as_deref(),
+            &method,
+            &path,
+            &self.scope,
+            now,
+            body.as_deref(),
+        )
     }
 }
 
@@ -523,7 +533,12 @@ pub fn parse_price(env: Env, value: Either<String, f64>, currency: String) -> Re
 /// Parse an amount (string or number) to its canonical decimal string, with the precise money
 /// error codes (`amount_malformed`, `amount_precision`, …). Zero is allowed unless `positive`.
 #[napi]
-pub fn parse_money(env: Env, value: Either<String, f64>, currency: String, positive: Option<bool>) -> Result<String> {
+pub fn parse_money(
+    env: Env,
+    value: Either<String, f64>,
+    currency: String,
+    positive: Option<bool>,
+) -> Result<String> {
     parse_money_core(&value, &currency, positive.unwrap_or(false))
         .map(|m| m.to_string())
         .map_err(|e| throw(&env, e))
@@ -537,9 +552,7 @@ fn parse_money_core(value: &Either<String, f64>, currency: &str, positive: bool)
 /// Exact atomic units of an amount (`"0.001"` usd → `"1000"`), as a decimal string.
 #[napi]
 pub fn money_to_atomic(env: Env, value: Either<String, f64>, currency: String) -> Result<String> {
-    parse_money_core(&value, &currency, false)
-        .map(|m| m.to_atomic().to_string())
-        .map_err(|e| throw(&env, e))
+    parse_money_core(&value, &currency, false).map(|m| m.to_atomic().to_string()).map_err(|e| throw(&env, e))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -753,9 +766,7 @@ impl JsPayer {
             (Some(s), Some(m)) if s > 0 => Some((u64::from(s), money_of(m, cur)?)),
             (None, None) => None,
             _ => {
-                return Err(VxError::Config(
-                    "a spending window needs both seconds (> 0) and max".into(),
-                ));
+                return Err(VxError::Config("a spending window needs both seconds (> 0) and max".into()));
             }
         };
         let policy = vx::policy::SpendingPolicy {
@@ -844,10 +855,8 @@ impl JsPayer {
         url: String,
         now: Option<f64>,
     ) -> Result<PreparedPayment> {
-        let p = self
-            .inner
-            .prepare(&pr.inner, &method, &url, now_or_clock(now))
-            .map_err(|e| throw(&env, e))?;
+        let p =
+            self.inner.prepare(&pr.inner, &method, &url, now_or_clock(now)).map_err(|e| throw(&env, e))?;
         Ok(PreparedPayment {
             pay_url: p.pay_url.clone(),
             body: p.body.clone(),
@@ -870,9 +879,10 @@ impl JsPayer {
         status: u32,
         body: Buffer,
     ) -> Result<PaymentReceipt> {
-        let p = prepared.inner.take().ok_or_else(|| {
-            throw(&env, VxError::Internal("payment already finished or abandoned".into()))
-        })?;
+        let p = prepared
+            .inner
+            .take()
+            .ok_or_else(|| throw(&env, VxError::Internal("payment already finished or abandoned".into())))?;
         let status = u16::try_from(status).unwrap_or(599);
         let r = self.inner.finish(p, status, &body).map_err(|e| throw(&env, e))?;
         Ok(PaymentReceipt {

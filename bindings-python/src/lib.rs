@@ -50,9 +50,9 @@ fn error_fields<'py>(py: Python<'py>, err: &Error) -> PyResult<Bound<'py, PyDict
             d.set_item("expected", expected)?;
             d.set_item("got", got)?;
         }
-        Error::ChallengeMalformed(why)
-        | Error::ChallengeMismatch(why)
-        | Error::TokenMalformed(why) => d.set_item("reason", why)?,
+        Error::ChallengeMalformed(why) | Error::ChallengeMismatch(why) | Error::TokenMalformed(why) => {
+            d.set_item("reason", why)?
+        }
         Error::ChallengeTooLarge { limit }
         | Error::TokenTooLarge { limit }
         | Error::RequestTooLarge { limit } => d.set_item("limit", limit)?,
@@ -68,29 +68,17 @@ fn error_fields<'py>(py: Python<'py>, err: &Error) -> PyResult<Bound<'py, PyDict
         | Error::PriceInvalid(why)
         | Error::Config(why)
         | Error::Internal(why) => d.set_item("reason", why)?,
-        Error::BudgetExceeded {
-            limit,
-            requested,
-            remaining,
-        } => {
+        Error::BudgetExceeded { limit, requested, remaining } => {
             d.set_item("limit", limit.as_str())?;
             d.set_item("requested", requested)?;
             d.set_item("remaining", remaining)?;
         }
-        Error::InsufficientFunds {
-            required,
-            balance,
-            currency,
-        } => {
+        Error::InsufficientFunds { required, balance, currency } => {
             d.set_item("required", required)?;
             d.set_item("balance", balance)?;
             d.set_item("currency", currency)?;
         }
-        Error::FacilitatorError {
-            status,
-            code,
-            message,
-        } => {
+        Error::FacilitatorError { status, code, message } => {
             d.set_item("upstream_status", status)?;
             d.set_item("upstream_code", code)?;
             d.set_item("upstream_message", message)?;
@@ -142,9 +130,8 @@ fn error_for_code(code: &str, msg: &str) -> Option<Error> {
 #[pyfunction]
 #[pyo3(signature = (code, message = ""))]
 fn error_for<'py>(py: Python<'py>, code: &str, message: &str) -> PyResult<Bound<'py, PyAny>> {
-    let err = error_for_code(code, message).ok_or_else(|| {
-        pyo3::exceptions::PyValueError::new_err(format!("unknown error code {code:?}"))
-    })?;
+    let err = error_for_code(code, message)
+        .ok_or_else(|| pyo3::exceptions::PyValueError::new_err(format!("unknown error code {code:?}")))?;
     native_error_value(py, err)
 }
 
@@ -161,13 +148,10 @@ fn error_from_py(obj: &Bound<'_, PyAny>) -> PyResult<Error> {
         }
     }
     if let Ok(code) = obj.extract::<String>() {
-        return error_for_code(&code, "").ok_or_else(|| {
-            pyo3::exceptions::PyValueError::new_err(format!("unknown error code {code:?}"))
-        });
+        return error_for_code(&code, "")
+            .ok_or_else(|| pyo3::exceptions::PyValueError::new_err(format!("unknown error code {code:?}")));
     }
-    Err(PyTypeError::new_err(
-        "expected a NativeError or an error code",
-    ))
+    Err(PyTypeError::new_err("expected a NativeError or an error code"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -215,19 +199,13 @@ fn is_decimal(v: &Bound<'_, PyAny>) -> PyResult<bool> {
 
 /// Read an amount given as str, int, float or `decimal.Decimal` with core's exact rules
 /// (floats through `Money::from_f64`). `None` for an unsupported Python type.
-fn money_from_py(
-    v: &Bound<'_, PyAny>,
-    currency: Currency,
-) -> PyResult<Option<Result<Money, Error>>> {
+fn money_from_py(v: &Bound<'_, PyAny>, currency: Currency) -> PyResult<Option<Result<Money, Error>>> {
     if let Ok(p) = v.cast::<Price>() {
         let m = p.get().money;
         return Ok(Some(if m.currency() == currency {
             Ok(m)
         } else {
-            Err(Error::CurrencyMismatch {
-                expected: currency.code().into(),
-                got: m.currency().code().into(),
-            })
+            Err(Error::CurrencyMismatch { expected: currency.code().into(), got: m.currency().code().into() })
         }));
     }
     if let Ok(s) = v.cast::<PyString>() {
@@ -251,10 +229,7 @@ fn money_from_py(
 }
 
 fn type_name(v: &Bound<'_, PyAny>) -> String {
-    v.get_type()
-        .name()
-        .map(|n| n.to_string())
-        .unwrap_or_else(|_| "?".into())
+    v.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
 }
 
 /// A provider's price, as core's `Paywall::parse_price` judges it: every problem (bad type,
@@ -264,9 +239,7 @@ fn price_from_py(v: &Bound<'_, PyAny>, currency: &str) -> Result<Money, Error> {
         return Money::positive(p.get().money).map_err(|e| Error::PriceInvalid(e.to_string()));
     }
     if let Ok(s) = v.cast::<PyString>() {
-        let s = s
-            .to_str()
-            .map_err(|_| Error::PriceInvalid("price is not valid UTF-8".into()))?;
+        let s = s.to_str().map_err(|_| Error::PriceInvalid("price is not valid UTF-8".into()))?;
         return vpaywall::Paywall::parse_price(s, currency);
     }
     vpaywall::Paywall::price_with(currency, |cur| match money_from_py(v, cur) {
@@ -284,24 +257,15 @@ fn price_from_py(v: &Bound<'_, PyAny>, currency: &str) -> Result<Money, Error> {
 #[pyfunction]
 #[pyo3(signature = (value, currency = "usd"))]
 fn parse_price(py: Python<'_>, value: &Bound<'_, PyAny>, currency: &str) -> PyResult<Price> {
-    Ok(Price {
-        money: price_from_py(value, currency).py_err(py)?,
-    })
+    Ok(Price { money: price_from_py(value, currency).py_err(py)? })
 }
 
 /// Parse an amount with the detailed money codes (`amount_malformed`, `amount_precision`, …).
 /// With `positive=True` zero is refused (`amount_zero`).
 #[pyfunction]
 #[pyo3(signature = (value, currency = "usd", positive = false))]
-fn parse_amount(
-    py: Python<'_>,
-    value: &Bound<'_, PyAny>,
-    currency: &str,
-    positive: bool,
-) -> PyResult<Price> {
-    Ok(Price {
-        money: amount_from_py(py, value, currency, positive)?,
-    })
+fn parse_amount(py: Python<'_>, value: &Bound<'_, PyAny>, currency: &str, positive: bool) -> PyResult<Price> {
+    Ok(Price { money: amount_from_py(py, value, currency, positive)? })
 }
 
 fn amount_from_py(
@@ -320,11 +284,7 @@ fn amount_from_py(
             ));
         }
     };
-    if positive {
-        m.positive().py_err(py)
-    } else {
-        Ok(m)
-    }
+    if positive { m.positive().py_err(py) } else { Ok(m) }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -375,10 +335,7 @@ impl Payment {
         d.set_item(if camel { "txHash" } else { "tx_hash" }, &self.tx_hash)?;
         d.set_item("nonce", &self.nonce)?;
         d.set_item(if camel { "paidAt" } else { "paid_at" }, self.paid_at)?;
-        d.set_item(
-            if camel { "expiresAt" } else { "expires_at" },
-            self.expires_at,
-        )?;
+        d.set_item(if camel { "expiresAt" } else { "expires_at" }, self.expires_at)?;
         d.set_item("resource", &self.resource)?;
         Ok(d)
     }
@@ -465,16 +422,9 @@ impl Paywall {
             (Arc::new(MemoryStore::new()), false)
         } else {
             let path = nonce_store.strip_prefix("sqlite:").unwrap_or(nonce_store);
-            (
-                Arc::new(py.detach(|| SqliteStore::open(path)).py_err(py)?),
-                true,
-            )
+            (Arc::new(py.detach(|| SqliteStore::open(path)).py_err(py)?), true)
         };
-        Ok(Self {
-            inner,
-            store,
-            detach,
-        })
+        Ok(Self { inner, store, detach })
     }
 
     #[getter]
@@ -517,10 +467,7 @@ impl Paywall {
         let price = price_from_py(price, currency).py_err(py)?;
         let req = Self::req(method, path, body);
         let store = &*self.store;
-        let run = || {
-            self.inner
-                .verify(proof, &req, &price, now_or_system(now), store)
-        };
+        let run = || self.inner.verify(proof, &req, &price, now_or_system(now), store);
         let facts = if self.detach { py.detach(run) } else { run() }.py_err(py)?;
         let receipt = vpaywall::Paywall::receipt(&facts);
         Ok(Payment {
@@ -561,13 +508,7 @@ impl Paywall {
         let price = price_from_py(price, currency).py_err(py)?;
         let r = self
             .inner
-            .challenge(
-                &Self::req(method, path, body),
-                &price,
-                scope,
-                now_or_system(now),
-                &OsEntropy,
-            )
+            .challenge(&Self::req(method, path, body), &price, scope, now_or_system(now), &OsEntropy)
             .py_err(py)?;
         Ok(answer(r))
     }
@@ -658,16 +599,12 @@ impl Wallet {
     /// From a hex private key (with or without `0x`).
     #[new]
     fn new(py: Python<'_>, private_key: &str) -> PyResult<Self> {
-        Ok(Self {
-            inner: vlexivo_core::wallet::Wallet::from_hex(private_key).py_err(py)?,
-        })
+        Ok(Self { inner: vlexivo_core::wallet::Wallet::from_hex(private_key).py_err(py)? })
     }
     /// A fresh random wallet.
     #[staticmethod]
     fn generate() -> Self {
-        Self {
-            inner: vlexivo_core::wallet::Wallet::generate(&OsEntropy),
-        }
+        Self { inner: vlexivo_core::wallet::Wallet::generate(&OsEntropy) }
     }
     /// EIP-55 address.
     #[getter]
@@ -749,11 +686,7 @@ impl PaymentRequired {
         self.inner.challenge.exp
     }
     fn __repr__(&self) -> String {
-        format!(
-            "PaymentRequired(price={:?}, resource={:?})",
-            self.price(),
-            self.resource()
-        )
+        format!("PaymentRequired(price={:?}, resource={:?})", self.price(), self.resource())
     }
 }
 
@@ -767,30 +700,18 @@ fn parse_payment_required(
     body: &[u8],
 ) -> PyResult<PaymentRequired> {
     let pairs: Vec<(String, String)> = if let Ok(d) = headers.cast::<PyDict>() {
-        d.iter()
-            .map(|(k, v)| Ok((k.extract()?, v.extract()?)))
-            .collect::<PyResult<_>>()?
+        d.iter().map(|(k, v)| Ok((k.extract()?, v.extract()?))).collect::<PyResult<_>>()?
     } else if headers.hasattr("multi_items")? {
         // httpx.Headers / starlette Headers.
         headers.call_method0("multi_items")?.extract()?
     } else if headers.hasattr("items")? {
-        headers
-            .call_method0("items")?
-            .try_iter()?
-            .map(|i| i?.extract())
-            .collect::<PyResult<_>>()?
+        headers.call_method0("items")?.try_iter()?.map(|i| i?.extract()).collect::<PyResult<_>>()?
     } else {
-        headers
-            .try_iter()?
-            .map(|i| i?.extract())
-            .collect::<PyResult<_>>()?
+        headers.try_iter()?.map(|i| i?.extract()).collect::<PyResult<_>>()?
     };
-    let inner = vclient::parse_payment_required(
-        status,
-        pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        body,
-    )
-    .py_err(py)?;
+    let inner =
+        vclient::parse_payment_required(status, pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())), body)
+            .py_err(py)?;
     Ok(PaymentRequired { inner })
 }
 
@@ -820,9 +741,7 @@ impl PreparedPayment {
             .lock()
             .map_err(|_| PyTypeError::new_err("prepared payment lock poisoned"))?
             .take()
-            .ok_or_else(|| {
-                PyTypeError::new_err("this prepared payment was already finished or abandoned")
-            })
+            .ok_or_else(|| PyTypeError::new_err("this prepared payment was already finished or abandoned"))
     }
 }
 
@@ -874,18 +793,13 @@ impl Payer {
         facilitator_url: Option<String>,
     ) -> PyResult<Self> {
         let wallet = vlexivo_core::wallet::Wallet::from_hex(wallet_key).py_err(py)?;
-        let cap = |v: Option<&Bound<'_, PyAny>>| {
-            v.map(|v| amount_from_py(py, v, "usd", false)).transpose()
-        };
+        let cap = |v: Option<&Bound<'_, PyAny>>| v.map(|v| amount_from_py(py, v, "usd", false)).transpose();
         let window = match window {
             None => None,
             Some(t) => {
                 let (secs, max): (u64, Bound<'_, PyAny>) = t.extract()?;
                 if secs == 0 {
-                    return Err(native_error(
-                        py,
-                        Error::Config("window must be at least 1 second".into()),
-                    ));
+                    return Err(native_error(py, Error::Config("window must be at least 1 second".into())));
                 }
                 Some((secs, amount_from_py(py, &max, "usd", false)?))
             }
@@ -896,9 +810,7 @@ impl Payer {
             max_total: cap(max_total)?,
             window,
         };
-        Ok(Self {
-            inner: vclient::Payer::new(wallet, policy, facilitator_url),
-        })
+        Ok(Self { inner: vclient::Payer::new(wallet, policy, facilitator_url) })
     }
 
     #[getter]
@@ -918,9 +830,7 @@ impl Payer {
         now: Option<u64>,
     ) -> PyResult<PreparedPayment> {
         let pr = &payment_required.inner;
-        let p = py
-            .detach(|| self.inner.prepare(pr, method, url, now_or_system(now)))
-            .py_err(py)?;
+        let p = py.detach(|| self.inner.prepare(pr, method, url, now_or_system(now))).py_err(py)?;
         Ok(PreparedPayment {
             pay_url: p.pay_url.clone(),
             facilitator: p.facilitator.clone(),
@@ -991,10 +901,7 @@ fn auto_top_up_amount(
     let cfg = vclient::AutoTopUp::new(&trigger.to_string(), &top_up.to_string()).py_err(py)?;
     let balance = amount_from_py(py, balance, "usd", false)?;
     let price = amount_from_py(py, price, "usd", false)?;
-    Ok(cfg
-        .amount_before(&balance, &price)
-        .py_err(py)?
-        .map(|m| m.to_string()))
+    Ok(cfg.amount_before(&balance, &price).py_err(py)?.map(|m| m.to_string()))
 }
 
 /// `(host, path)` of an absolute http(s) URL, as the payer binds it.
@@ -1046,8 +953,7 @@ mod tests {
     #[test]
     fn every_code_has_a_constructor() {
         for code in Error::ALL_CODES {
-            let e =
-                error_for_code(code, "x").unwrap_or_else(|| panic!("no constructor for {code}"));
+            let e = error_for_code(code, "x").unwrap_or_else(|| panic!("no constructor for {code}"));
             assert_eq!(e.code(), *code);
         }
         assert!(error_for_code("nope", "").is_none());

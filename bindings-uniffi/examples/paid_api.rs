@@ -12,7 +12,7 @@
 
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::io::Write;
 use std::sync::Arc;
 use vlexivo_core::paywall::{PaymentFacts, Paywall, PaywallConfig};

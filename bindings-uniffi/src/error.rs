@@ -232,13 +232,19 @@ mod tests {
     fn insufficient_funds_and_budget_carry_their_numbers() {
         match VlexivoError::from(sample("insufficient_funds")) {
             VlexivoError::InsufficientFunds { required, balance, currency, .. } => {
-                assert_eq!((required.as_str(), balance.as_str(), currency.as_str()), ("0.01", "0.004", "usd"));
+                assert_eq!(
+                    (required.as_str(), balance.as_str(), currency.as_str()),
+                    ("0.01", "0.004", "usd")
+                );
             }
             other => panic!("{other:?}"),
         }
         match VlexivoError::from(sample("budget_exceeded")) {
             VlexivoError::BudgetExceeded { limit, requested, remaining, .. } => {
-                assert_eq!((limit.as_str(), requested.as_str(), remaining.as_str()), ("per_host", "0.01", "0.005"));
+                assert_eq!(
+                    (limit.as_str(), requested.as_str(), remaining.as_str()),
+                    ("per_host", "0.01", "0.005")
+                );
             }
             other => panic!("{other:?}"),
         }

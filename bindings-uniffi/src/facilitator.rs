@@ -4,8 +4,8 @@
 
 use serde::Deserialize;
 use std::time::Duration;
-use vlexivo_core::client::{error_from_body, MAX_RESPONSE_BODY};
 use vlexivo_core::Error;
+use vlexivo_core::client::{MAX_RESPONSE_BODY, error_from_body};
 
 /// Generous for a payment (one DB transaction on the facilitator), short enough that a dead
 /// facilitator does not hang an app's request.
@@ -67,7 +67,12 @@ impl Http {
     }
 
     /// `POST /v1/wallets/{address}/topup {"amount": …}` (the sandbox faucet).
-    pub async fn top_up(&self, facilitator: &str, address: &str, amount: &str) -> Result<TopUpReceipt, Error> {
+    pub async fn top_up(
+        &self,
+        facilitator: &str,
+        address: &str,
+        amount: &str,
+    ) -> Result<TopUpReceipt, Error> {
         let url = format!("{facilitator}/v1/wallets/{address}/topup");
         let body = serde_json::json!({ "amount": amount }).to_string();
         let (status, body) = self.post_json(&url, body).await?;

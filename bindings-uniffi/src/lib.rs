@@ -20,10 +20,8 @@ mod facilitator;
 mod payments;
 mod wallet;
 
-pub use error::{error_codes, VlexivoError};
-pub use payments::{
-    AutoTopUp, PaymentQuote, PaymentResult, SpendingPolicy, TopUpResult, VlexivoPayments,
-};
+pub use error::{VlexivoError, error_codes};
+pub use payments::{AutoTopUp, PaymentQuote, PaymentResult, SpendingPolicy, TopUpResult, VlexivoPayments};
 pub use wallet::Wallet;
 
 use vlexivo_core::challenge::Challenge;

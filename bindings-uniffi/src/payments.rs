@@ -3,7 +3,7 @@
 //! facilitator's HTTP.
 
 use crate::facilitator::Http;
-use crate::{header_pairs, parse_402, HttpHeader, VlexivoError, Wallet};
+use crate::{HttpHeader, VlexivoError, Wallet, header_pairs, parse_402};
 use std::sync::{Arc, Mutex, PoisonError};
 use vlexivo_core::client::{AutoTopUp as CoreAutoTopUp, Payer, PreparedPayment};
 use vlexivo_core::env::{Clock, SystemClock};
@@ -135,7 +135,7 @@ impl SpendingPolicy {
             _ => {
                 return Err(CoreError::Config(
                     "spending window needs both windowSeconds (> 0) and windowMax".into(),
-                ))
+                ));
             }
         };
         Ok(CorePolicy {

@@ -44,11 +44,7 @@ fn bench(c: &mut Criterion) {
     let hs_verifier = TokenVerifier::new(cfg).unwrap();
     let hs_token = hs_issuer.issue(&claims()).unwrap();
     c.bench_function("token_verify_hs256", |b| {
-        b.iter(|| {
-            hs_verifier
-                .verify(black_box(&hs_token), &expect, NOW)
-                .unwrap()
-        })
+        b.iter(|| hs_verifier.verify(black_box(&hs_token), &expect, NOW).unwrap())
     });
 
     let key = Ed25519Key::from_seed([9u8; 32]).unwrap();
@@ -58,20 +54,12 @@ fn bench(c: &mut Criterion) {
     let ed_issuer = TokenIssuer::new(SigningKey::EdDsa(key)).unwrap();
     let ed_token = ed_issuer.issue(&claims()).unwrap();
     c.bench_function("token_verify_eddsa", |b| {
-        b.iter(|| {
-            ed_verifier
-                .verify(black_box(&ed_token), &expect, NOW)
-                .unwrap()
-        })
+        b.iter(|| ed_verifier.verify(black_box(&ed_token), &expect, NOW).unwrap())
     });
 
     let claims = claims();
-    c.bench_function("token_issue_hs256", |b| {
-        b.iter(|| hs_issuer.issue(black_box(&claims)).unwrap())
-    });
-    c.bench_function("token_issue_eddsa", |b| {
-        b.iter(|| ed_issuer.issue(black_box(&claims)).unwrap())
-    });
+    c.bench_function("token_issue_hs256", |b| b.iter(|| hs_issuer.issue(black_box(&claims)).unwrap()));
+    c.bench_function("token_issue_eddsa", |b| b.iter(|| ed_issuer.issue(black_box(&claims)).unwrap()));
 }
 
 criterion_group!(benches, bench);

@@ -21,17 +21,12 @@ fn bench(c: &mut Criterion) {
     let wallet = Wallet::generate(&SeededEntropy::new(42));
     let auth = auth();
     let sig = wallet.sign_authorization(&auth);
-    assert_eq!(
-        recover_authorization(&auth, &sig).unwrap(),
-        wallet.address()
-    );
+    assert_eq!(recover_authorization(&auth, &sig).unwrap(), wallet.address());
 
     c.bench_function("eip712_recover", |b| {
         b.iter(|| recover_authorization(black_box(&auth), black_box(&sig)).unwrap())
     });
-    c.bench_function("eip712_sign", |b| {
-        b.iter(|| wallet.sign_authorization(black_box(&auth)))
-    });
+    c.bench_function("eip712_sign", |b| b.iter(|| wallet.sign_authorization(black_box(&auth))));
 }
 
 criterion_group!(benches, bench);

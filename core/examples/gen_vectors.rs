@@ -27,9 +27,10 @@ const FACILITATOR: &str = "http://127.0.0.1:4020";
 const SEED: u64 = 0x5eed_402;
 
 fn main() {
-    let out: PathBuf = std::env::args().nth(1).map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/vectors")
-    });
+    let out: PathBuf = std::env::args()
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/vectors"));
     std::fs::create_dir_all(&out).expect("create vectors dir");
     let rng = SeededEntropy::new(SEED);
     let fx = Fixture::new(&rng);
@@ -177,9 +178,14 @@ fn money() -> Value {
         })
         .collect();
     // Numbers (JS number, Python float): read through the shortest round-trip form.
-    for (name, input) in [("float 0.001", 0.001f64), ("float 0.0001", 0.0001), ("float 0.1+0.2", 0.1 + 0.2),
-        ("float 1e-7", 1e-7), ("float negative", -0.5), ("float 90 days real-time", 0.0019 * 10.0)]
-    {
+    for (name, input) in [
+        ("float 0.001", 0.001f64),
+        ("float 0.0001", 0.0001),
+        ("float 0.1+0.2", 0.1 + 0.2),
+        ("float 1e-7", 1e-7),
+        ("float negative", -0.5),
+        ("float 90 days real-time", 0.0019 * 10.0),
+    ] {
         let r = Money::from_f64(input, Currency::Usd);
         cases.push(json!({
             "name": name, "input": input, "currency": "usd",
@@ -229,7 +235,13 @@ fn challenges(fx: &Fixture, rng: &SeededEntropy) -> Value {
         ("MAC under another provider's key", other_key.encode(), NOW),
         ("truncated MAC", reencode(&|v| v["mac"] = json!("AAAA")), NOW),
         ("unknown field", reencode(&|v| v["extra"] = json!(1)), NOW),
-        ("missing MAC", reencode(&|v| { v.as_object_mut().unwrap().remove("mac"); }), NOW),
+        (
+            "missing MAC",
+            reencode(&|v| {
+                v.as_object_mut().unwrap().remove("mac");
+            }),
+            NOW,
+        ),
         ("version 2", reencode(&|v| v["v"] = json!(2)), NOW),
         ("short nonce", reencode(&|v| v["nonce"] = json!("abc")), NOW),
         ("negative amount", reencode(&|v| v["amount"] = json!("-0.001")), NOW),
@@ -277,16 +289,22 @@ fn wallet(fx: &Fixture, rng: &SeededEntropy) -> Value {
         cases.push(json!({ "name": "address of a key", "op": "address", "private_key": w.secret_hex(),
             "expect": { "address": w.address().to_checksum() } }));
     }
-    for (name, key) in [("key too short", "0x1234"), ("zero key", &*format!("0x{}", "0".repeat(64))),
-        ("key above the curve order", &*format!("0x{}", "f".repeat(64))), ("not hex", "0xzz")]
-    {
+    for (name, key) in [
+        ("key too short", "0x1234"),
+        ("zero key", &*format!("0x{}", "0".repeat(64))),
+        ("key above the curve order", &*format!("0x{}", "f".repeat(64))),
+        ("not hex", "0xzz"),
+    ] {
         cases.push(json!({ "name": name, "op": "address", "private_key": key,
             "expect": err_or(Wallet::from_hex(key), |w| json!({ "address": w.address().to_checksum() })) }));
     }
     let addr = fx.payer.address().to_checksum();
-    for (name, input) in [("checksummed", addr.clone()), ("lowercase", addr.to_lowercase()),
-        ("bad checksum", flip_case(&addr)), ("19 bytes", addr[..40].to_string())]
-    {
+    for (name, input) in [
+        ("checksummed", addr.clone()),
+        ("lowercase", addr.to_lowercase()),
+        ("bad checksum", flip_case(&addr)),
+        ("19 bytes", addr[..40].to_string()),
+    ] {
         cases.push(json!({ "name": format!("address parse: {name}"), "op": "parse_address", "input": input,
             "expect": err_or(vlexivo_core::wallet::Address::parse(&input), |a| json!({ "address": a.to_checksum() })) }));
     }
@@ -300,10 +318,12 @@ fn wallet(fx: &Fixture, rng: &SeededEntropy) -> Value {
         deadline: NOW + 300,
         chain_id: 0,
     };
-    let auth_json = |a: &PaymentAuthorization| json!({
+    let auth_json = |a: &PaymentAuthorization| {
+        json!({
         "challenge": format!("0x{}", hex::encode(a.challenge_hash)), "payee": a.payee,
         "amount": a.amount_atomic.to_string(), "currency": a.currency,
-        "deadline": a.deadline, "chain_id": a.chain_id });
+        "deadline": a.deadline, "chain_id": a.chain_id })
+    };
     let sig = fx.payer.sign_authorization(&auth);
     cases.push(json!({ "name": "sign an authorization", "op": "sign", "private_key": fx.payer.secret_hex(),
         "authorization": auth_json(&auth),
@@ -312,17 +332,22 @@ fn wallet(fx: &Fixture, rng: &SeededEntropy) -> Value {
     higher.amount_atomic = 10_000;
     let mut bad_v = sig.clone();
     bad_v.replace_range(bad_v.len() - 2.., "1d");
-    for (name, a, s) in [("recover", &auth, sig.clone()), ("amount changed after signing", &higher, sig.clone()),
-        ("v = 29", &auth, bad_v), ("truncated signature", &auth, sig[..100].to_string()),
-        ("not hex", &auth, format!("0x{}", "g".repeat(130)))]
-    {
+    for (name, a, s) in [
+        ("recover", &auth, sig.clone()),
+        ("amount changed after signing", &higher, sig.clone()),
+        ("v = 29", &auth, bad_v),
+        ("truncated signature", &auth, sig[..100].to_string()),
+        ("not hex", &auth, format!("0x{}", "g".repeat(130))),
+    ] {
         let r = recover_authorization(a, &s);
         let expect = match r {
             Ok(signer) => json!({ "signer": signer.to_checksum() }),
             Err(e) => json!({ "error": e.code() }),
         };
-        cases.push(json!({ "name": format!("recover: {name}"), "op": "recover", "authorization": auth_json(a),
-            "signature": s, "expect": expect }));
+        cases.push(
+            json!({ "name": format!("recover: {name}"), "op": "recover", "authorization": auth_json(a),
+            "signature": s, "expect": expect }),
+        );
     }
     json!({
         "kind": "wallet",
@@ -395,7 +420,9 @@ fn paywall(fx: &Fixture, rng: &SeededEntropy) -> Value {
     const INF: &str = "POST /api/v1/inference";
     let mut cases: Vec<Value> = vec![];
     let mut case = |name: &str, price: &str, jwks: bool, requests: Vec<Value>| {
-        cases.push(json!({ "name": name, "price": price, "currency": "usd", "jwks": jwks, "requests": requests }))
+        cases.push(
+            json!({ "name": name, "price": price, "currency": "usd", "jwks": jwks, "requests": requests }),
+        )
     };
     let req = |proof: Option<&str>| json!({ "method": "POST", "path": "/api/v1/inference", "proof": proof, "now": NOW });
     let at = |proof: &str, now: u64| json!({ "method": "POST", "path": "/api/v1/inference", "proof": proof, "now": now });
@@ -439,16 +466,54 @@ fn paywall(fx: &Fixture, rng: &SeededEntropy) -> Value {
     case("within the 30 s leeway", "0.001", false, vec![at(&t11, c11.exp + 30)]);
     case("issued in the future", "0.001", false, vec![at(&t11, c11.iat - 31)]);
     let c12 = fx.claims(rng, "0.001", INF);
-    case("alg none", "0.001", true, vec![req(Some(&raw_jwt(&json!({"alg": "none", "typ": "vlexivo-proof+jwt"}), &c12, None)))]);
-    case("alg RS256", "0.001", true, vec![req(Some(&raw_jwt(&json!({"alg": "RS256", "typ": "vlexivo-proof+jwt"}), &c12, Some(&fx.keys.token_hs256))))]);
-    case("alg HS512", "0.001", false, vec![req(Some(&raw_jwt(&json!({"alg": "HS512", "typ": "vlexivo-proof+jwt"}), &c12, Some(&fx.keys.token_hs256))))]);
+    case(
+        "alg none",
+        "0.001",
+        true,
+        vec![req(Some(&raw_jwt(&json!({"alg": "none", "typ": "vlexivo-proof+jwt"}), &c12, None)))],
+    );
+    case(
+        "alg RS256",
+        "0.001",
+        true,
+        vec![req(Some(&raw_jwt(
+            &json!({"alg": "RS256", "typ": "vlexivo-proof+jwt"}),
+            &c12,
+            Some(&fx.keys.token_hs256),
+        )))],
+    );
+    case(
+        "alg HS512",
+        "0.001",
+        false,
+        vec![req(Some(&raw_jwt(
+            &json!({"alg": "HS512", "typ": "vlexivo-proof+jwt"}),
+            &c12,
+            Some(&fx.keys.token_hs256),
+        )))],
+    );
     // Confusion: HS256 keyed with the facilitator's public Ed25519 key.
-    let confused = raw_jwt(&json!({"alg": "HS256", "typ": "vlexivo-proof+jwt"}), &c12, Some(&fx.ed.public_key()));
+    let confused =
+        raw_jwt(&json!({"alg": "HS256", "typ": "vlexivo-proof+jwt"}), &c12, Some(&fx.ed.public_key()));
     case("HS256 keyed with the EdDSA public key", "0.001", true, vec![req(Some(&confused))]);
-    let as_eddsa = raw_jwt(&json!({"alg": "EdDSA", "typ": "vlexivo-proof+jwt", "kid": fx.ed.kid()}), &c12, Some(&fx.keys.token_hs256));
+    let as_eddsa = raw_jwt(
+        &json!({"alg": "EdDSA", "typ": "vlexivo-proof+jwt", "kid": fx.ed.kid()}),
+        &c12,
+        Some(&fx.keys.token_hs256),
+    );
     case("EdDSA header over an HMAC signature", "0.001", true, vec![req(Some(&as_eddsa))]);
-    case("wrong typ", "0.001", false, vec![req(Some(&raw_jwt(&json!({"alg": "HS256", "typ": "JWT"}), &c12, Some(&fx.keys.token_hs256))))]);
-    case("missing typ", "0.001", false, vec![req(Some(&raw_jwt(&json!({"alg": "HS256"}), &c12, Some(&fx.keys.token_hs256))))]);
+    case(
+        "wrong typ",
+        "0.001",
+        false,
+        vec![req(Some(&raw_jwt(&json!({"alg": "HS256", "typ": "JWT"}), &c12, Some(&fx.keys.token_hs256))))],
+    );
+    case(
+        "missing typ",
+        "0.001",
+        false,
+        vec![req(Some(&raw_jwt(&json!({"alg": "HS256"}), &c12, Some(&fx.keys.token_hs256))))],
+    );
     let good = fx.hs(&c12);
     let mut parts: Vec<String> = good.split('.').map(str::to_string).collect();
     let mut claims_v: Value = serde_json::from_slice(&B64.decode(&parts[1]).unwrap()).unwrap();
@@ -461,7 +526,14 @@ fn paywall(fx: &Fixture, rng: &SeededEntropy) -> Value {
     case("oversized proof header", "0.001", false, vec![req(Some(&"a".repeat(5000)))]);
     let c13 = fx.claims(rng, "0.001", "GET /api/v1/data");
     let t13 = fx.hs(&c13);
-    case("query string is not part of the binding", "0.001", false, vec![json!({ "method": "GET", "path": "/api/v1/data?days=30&granularity=tick", "proof": t13, "now": NOW })]);
+    case(
+        "query string is not part of the binding",
+        "0.001",
+        false,
+        vec![
+            json!({ "method": "GET", "path": "/api/v1/data?days=30&granularity=tick", "proof": t13, "now": NOW }),
+        ],
+    );
 
     // Run each case through the core paywall to record what it must answer.
     let entropy = SeededEntropy::new(1);
@@ -470,7 +542,11 @@ fn paywall(fx: &Fixture, rng: &SeededEntropy) -> Value {
         let store = MemoryStore::new();
         let price = Paywall::parse_price(case["price"].as_str().unwrap(), "usd").unwrap();
         for r in case["requests"].as_array_mut().unwrap() {
-            let info = RequestInfo { method: r["method"].as_str().unwrap(), path: r["path"].as_str().unwrap(), body: None };
+            let info = RequestInfo {
+                method: r["method"].as_str().unwrap(),
+                path: r["path"].as_str().unwrap(),
+                body: None,
+            };
             let now = r["now"].as_u64().unwrap();
             let expect = match pw.verify(r["proof"].as_str(), &info, &price, now, &store) {
                 Ok(facts) => {
@@ -508,28 +584,78 @@ fn client(fx: &Fixture, rng: &SeededEntropy) -> Value {
     let enc = rej.headers.iter().find(|(k, _)| *k == "Vlexivo-Challenge").unwrap().1.clone();
     let url = "http://127.0.0.1:8080/api/v1/inference";
     let resp = |status: u16, header: bool, body: &str| {
-        let headers = if header { json!([["vlexivo-challenge", enc], ["content-type", "application/json"]]) } else { json!([["content-type", "application/json"]]) };
+        let headers = if header {
+            json!([["vlexivo-challenge", enc], ["content-type", "application/json"]])
+        } else {
+            json!([["content-type", "application/json"]])
+        };
         json!({ "status": status, "headers": headers, "body": body })
     };
     let cases_in = vec![
         ("402 with header and body", resp(402, true, &rej.body), "POST", url, NOW, json!({})),
         ("402 with body only", resp(402, false, &rej.body), "POST", url, NOW, json!({})),
         ("200 is not a payment request", resp(200, false, "{}"), "POST", url, NOW, json!({})),
-        ("402 from another scheme", resp(402, false, "{\"x402Version\":2,\"accepts\":[]}"), "POST", url, NOW, json!({})),
-        ("402 with a malformed challenge", json!({ "status": 402, "headers": [["vlexivo-challenge", "@@@"]], "body": "" }), "POST", url, NOW, json!({})),
-        ("challenge for another path", resp(402, true, &rej.body), "POST", "http://127.0.0.1:8080/api/v1/other", NOW, json!({})),
+        (
+            "402 from another scheme",
+            resp(402, false, "{\"x402Version\":2,\"accepts\":[]}"),
+            "POST",
+            url,
+            NOW,
+            json!({}),
+        ),
+        (
+            "402 with a malformed challenge",
+            json!({ "status": 402, "headers": [["vlexivo-challenge", "@@@"]], "body": "" }),
+            "POST",
+            url,
+            NOW,
+            json!({}),
+        ),
+        (
+            "challenge for another path",
+            resp(402, true, &rej.body),
+            "POST",
+            "http://127.0.0.1:8080/api/v1/other",
+            NOW,
+            json!({}),
+        ),
         ("challenge for another method", resp(402, true, &rej.body), "GET", url, NOW, json!({})),
         ("expired challenge", resp(402, true, &rej.body), "POST", url, NOW + 301, json!({})),
-        ("over the per-call cap", resp(402, true, &rej.body), "POST", url, NOW, json!({ "max_per_call": "0.001" })),
-        ("within the per-call cap", resp(402, true, &rej.body), "POST", url, NOW, json!({ "max_per_call": "0.01" })),
+        (
+            "over the per-call cap",
+            resp(402, true, &rej.body),
+            "POST",
+            url,
+            NOW,
+            json!({ "max_per_call": "0.001" }),
+        ),
+        (
+            "within the per-call cap",
+            resp(402, true, &rej.body),
+            "POST",
+            url,
+            NOW,
+            json!({ "max_per_call": "0.01" }),
+        ),
         ("over the total cap", resp(402, true, &rej.body), "POST", url, NOW, json!({ "max_total": "0.005" })),
-        ("another facilitator than configured", resp(402, true, &rej.body), "POST", url, NOW, json!({ "facilitator_url": "http://127.0.0.1:9999" })),
+        (
+            "another facilitator than configured",
+            resp(402, true, &rej.body),
+            "POST",
+            url,
+            NOW,
+            json!({ "facilitator_url": "http://127.0.0.1:9999" }),
+        ),
     ];
     let mut cases: Vec<Value> = cases_in
         .into_iter()
         .map(|(name, response, method, url, now, policy)| {
-            let headers: Vec<(String, String)> = response["headers"].as_array().unwrap().iter()
-                .map(|h| (h[0].as_str().unwrap().to_string(), h[1].as_str().unwrap().to_string())).collect();
+            let headers: Vec<(String, String)> = response["headers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| (h[0].as_str().unwrap().to_string(), h[1].as_str().unwrap().to_string()))
+                .collect();
             let parsed = parse_payment_required(
                 response["status"].as_u64().unwrap() as u16,
                 headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
@@ -538,7 +664,11 @@ fn client(fx: &Fixture, rng: &SeededEntropy) -> Value {
             let m = |k: &str| policy[k].as_str().map(|s| Money::parse(s, Currency::Usd).unwrap());
             let payer = Payer::new(
                 Wallet::from_hex(&fx.payer.secret_hex()).unwrap(),
-                SpendingPolicy { max_per_call: m("max_per_call"), max_total: m("max_total"), ..Default::default() },
+                SpendingPolicy {
+                    max_per_call: m("max_per_call"),
+                    max_total: m("max_total"),
+                    ..Default::default()
+                },
                 policy["facilitator_url"].as_str().map(str::to_string),
             );
             let expect = match parsed.and_then(|pr| payer.prepare(&pr, method, url, now).map(|p| (pr, p))) {
@@ -556,9 +686,21 @@ fn client(fx: &Fixture, rng: &SeededEntropy) -> Value {
         })
         .collect();
     for (name, status, body) in [
-        ("facilitator: insufficient funds", 402, r#"{"error":"insufficient_funds","message":"insufficient funds","required":"0.01","balance":"0.004","currency":"usd"}"#),
-        ("facilitator: signature invalid", 401, r#"{"error":"signature_invalid","message":"signature is invalid"}"#),
-        ("facilitator: unknown provider", 404, r#"{"error":"provider_unknown","message":"unknown provider account"}"#),
+        (
+            "facilitator: insufficient funds",
+            402,
+            r#"{"error":"insufficient_funds","message":"insufficient funds","required":"0.01","balance":"0.004","currency":"usd"}"#,
+        ),
+        (
+            "facilitator: signature invalid",
+            401,
+            r#"{"error":"signature_invalid","message":"signature is invalid"}"#,
+        ),
+        (
+            "facilitator: unknown provider",
+            404,
+            r#"{"error":"provider_unknown","message":"unknown provider account"}"#,
+        ),
         ("facilitator: not JSON", 502, "<html>bad gateway</html>"),
     ] {
         let e = error_from_body(status, body.as_bytes());

@@ -6,7 +6,7 @@
 //! 3. POST the prepared body to the facilitator; [`Payer::finish`] reads its answer,
 //!    commits or releases the reservation, and yields the proof header for the retry.
 
-use crate::challenge::{resource_path, Challenge};
+use crate::challenge::{Challenge, resource_path};
 use crate::error::{Error, Result};
 use crate::money::{Currency, Money};
 use crate::payment::{PaymentReceipt, PaymentRequest};
@@ -249,11 +249,8 @@ struct ErrorBody {
 /// Map a Vlexivo JSON error body (`{"error": code, "message": …}`) from a facilitator or a
 /// paywall back to the typed error, so callers in every language see the same codes.
 pub fn error_from_body(status: u16, body: &[u8]) -> Error {
-    let parsed = if body.len() <= MAX_RESPONSE_BODY {
-        serde_json::from_slice::<ErrorBody>(body).ok()
-    } else {
-        None
-    };
+    let parsed =
+        if body.len() <= MAX_RESPONSE_BODY { serde_json::from_slice::<ErrorBody>(body).ok() } else { None };
     let Some(b) = parsed else {
         return Error::FacilitatorError {
             status,
@@ -302,9 +299,16 @@ mod tests {
 
     #[test]
     fn error_bodies_keep_their_code() {
-        for code in ["request_too_large", "challenge_malformed", "amount_zero", "token_replayed",
-            "price_invalid", "signature_invalid", "top_up_refused", "mode_mismatch"]
-        {
+        for code in [
+            "request_too_large",
+            "challenge_malformed",
+            "amount_zero",
+            "token_replayed",
+            "price_invalid",
+            "signature_invalid",
+            "top_up_refused",
+            "mode_mismatch",
+        ] {
             let body = format!(r#"{{"error":"{code}","message":"m"}}"#);
             assert_eq!(error_from_body(400, body.as_bytes()).code(), code);
         }

@@ -37,17 +37,26 @@ pub enum Error {
     /// NaN or Infinity (from a float or the strings).
     AmountNotFinite,
     /// More decimals than the currency carries, or an exponent form that would lose precision.
-    AmountPrecision { max_decimals: u32 },
+    AmountPrecision {
+        max_decimals: u32,
+    },
     /// Above the per-call maximum.
-    AmountTooLarge { max: String },
+    AmountTooLarge {
+        max: String,
+    },
     /// The price is zero where a positive price is required.
     AmountZero,
     CurrencyUnsupported(String),
-    CurrencyMismatch { expected: String, got: String },
+    CurrencyMismatch {
+        expected: String,
+        got: String,
+    },
 
     // --- challenge ---
     ChallengeMalformed(&'static str),
-    ChallengeTooLarge { limit: usize },
+    ChallengeTooLarge {
+        limit: usize,
+    },
     /// The MAC does not match (opaque on purpose).
     ChallengeInvalid,
     ChallengeExpired,
@@ -63,7 +72,9 @@ pub enum Error {
     // --- proof token ---
     TokenMissing,
     TokenMalformed(&'static str),
-    TokenTooLarge { limit: usize },
+    TokenTooLarge {
+        limit: usize,
+    },
     TokenAlgorithm(String),
     TokenType,
     /// Bad token signature (opaque on purpose).
@@ -77,8 +88,14 @@ pub enum Error {
     /// Issued for another method + path.
     TokenResource,
     /// Paid less than this request's price.
-    TokenUnderpaid { paid: String, price: String },
-    TokenCurrency { paid: String, price: String },
+    TokenUnderpaid {
+        paid: String,
+        price: String,
+    },
+    TokenCurrency {
+        paid: String,
+        price: String,
+    },
     /// The token's nonce was already consumed.
     TokenReplayed,
 
@@ -87,18 +104,32 @@ pub enum Error {
     NonceStoreUnavailable(String),
 
     // --- spending policy (payer side) ---
-    BudgetExceeded { limit: BudgetLimit, requested: String, remaining: String },
+    BudgetExceeded {
+        limit: BudgetLimit,
+        requested: String,
+        remaining: String,
+    },
 
     // --- facilitator / client flow ---
-    InsufficientFunds { required: String, balance: String, currency: String },
+    InsufficientFunds {
+        required: String,
+        balance: String,
+        currency: String,
+    },
     ProviderUnknown,
     Unauthorized,
     PaymentConflict,
     TopUpRefused(String),
-    RequestTooLarge { limit: usize },
+    RequestTooLarge {
+        limit: usize,
+    },
     RequestMalformed(String),
     FacilitatorUnavailable(String),
-    FacilitatorError { status: u16, code: String, message: String },
+    FacilitatorError {
+        status: u16,
+        code: String,
+        message: String,
+    },
     /// A 402 that is not a Vlexivo challenge, or no 402 at all where one was expected.
     NotPaymentRequired,
     /// The request body cannot be sent twice (a one-shot stream).
@@ -106,7 +137,10 @@ pub enum Error {
     /// The provider's price or configuration is wrong (a provider bug, not the caller's).
     PriceInvalid(String),
     Config(String),
-    ModeMismatch { expected: String, got: String },
+    ModeMismatch {
+        expected: String,
+        got: String,
+    },
     Internal(String),
 }
 
@@ -170,8 +204,13 @@ impl Error {
     pub fn http_status(&self) -> u16 {
         use Error::*;
         match self {
-            AmountMalformed(_) | AmountNegative | AmountNotFinite | AmountPrecision { .. }
-            | AmountTooLarge { .. } | AmountZero | CurrencyUnsupported(_)
+            AmountMalformed(_)
+            | AmountNegative
+            | AmountNotFinite
+            | AmountPrecision { .. }
+            | AmountTooLarge { .. }
+            | AmountZero
+            | CurrencyUnsupported(_)
             | CurrencyMismatch { .. } => 400,
             ChallengeMalformed(_) | ChallengeMismatch(_) => 400,
             ChallengeTooLarge { .. } | TokenTooLarge { .. } => 431,
@@ -179,9 +218,18 @@ impl Error {
             ChallengeExpired => 402,
             WalletKeyInvalid | AddressInvalid => 400,
             // A proof that does not buy this request: answer with a fresh challenge.
-            TokenMissing | TokenMalformed(_) | TokenAlgorithm(_) | TokenType | TokenInvalid
-            | TokenExpired | TokenNotYetValid | TokenAudience | TokenMode | TokenResource
-            | TokenUnderpaid { .. } | TokenCurrency { .. } => 402,
+            TokenMissing
+            | TokenMalformed(_)
+            | TokenAlgorithm(_)
+            | TokenType
+            | TokenInvalid
+            | TokenExpired
+            | TokenNotYetValid
+            | TokenAudience
+            | TokenMode
+            | TokenResource
+            | TokenUnderpaid { .. }
+            | TokenCurrency { .. } => 402,
             TokenReplayed => 409,
             NonceStoreFull | NonceStoreUnavailable(_) => 503,
             BudgetExceeded { .. } => 402,
@@ -230,18 +278,54 @@ impl Error {
 
     /// Every code, for bindings' exhaustiveness tests and the spec's table.
     pub const ALL_CODES: &'static [&'static str] = &[
-        "amount_malformed", "amount_negative", "amount_not_finite", "amount_precision",
-        "amount_too_large", "amount_zero", "currency_unsupported", "currency_mismatch",
-        "challenge_malformed", "challenge_too_large", "challenge_invalid", "challenge_expired",
-        "challenge_mismatch", "wallet_key_invalid", "address_invalid", "signature_invalid",
-        "payment_required", "token_malformed", "token_too_large", "token_algorithm", "token_type",
-        "token_invalid", "token_expired", "token_not_yet_valid", "token_audience", "token_mode",
-        "token_resource", "token_underpaid", "token_currency", "token_replayed",
-        "nonce_store_full", "nonce_store_unavailable", "budget_exceeded", "insufficient_funds",
-        "provider_unknown", "unauthorized", "payment_conflict", "top_up_refused",
-        "request_too_large", "request_malformed", "facilitator_unavailable", "facilitator_error",
-        "not_payment_required", "body_not_replayable", "price_invalid", "config_invalid",
-        "mode_mismatch", "internal",
+        "amount_malformed",
+        "amount_negative",
+        "amount_not_finite",
+        "amount_precision",
+        "amount_too_large",
+        "amount_zero",
+        "currency_unsupported",
+        "currency_mismatch",
+        "challenge_malformed",
+        "challenge_too_large",
+        "challenge_invalid",
+        "challenge_expired",
+        "challenge_mismatch",
+        "wallet_key_invalid",
+        "address_invalid",
+        "signature_invalid",
+        "payment_required",
+        "token_malformed",
+        "token_too_large",
+        "token_algorithm",
+        "token_type",
+        "token_invalid",
+        "token_expired",
+        "token_not_yet_valid",
+        "token_audience",
+        "token_mode",
+        "token_resource",
+        "token_underpaid",
+        "token_currency",
+        "token_replayed",
+        "nonce_store_full",
+        "nonce_store_unavailable",
+        "budget_exceeded",
+        "insufficient_funds",
+        "provider_unknown",
+        "unauthorized",
+        "payment_conflict",
+        "top_up_refused",
+        "request_too_large",
+        "request_malformed",
+        "facilitator_unavailable",
+        "facilitator_error",
+        "not_payment_required",
+        "body_not_replayable",
+        "price_invalid",
+        "config_invalid",
+        "mode_mismatch",
+        "internal",
     ];
 }
 
@@ -289,15 +373,12 @@ impl fmt::Display for Error {
             TokenReplayed => f.write_str("proof token was already used"),
             NonceStoreFull => f.write_str("nonce store is full"),
             NonceStoreUnavailable(why) => write!(f, "nonce store unavailable: {why}"),
-            BudgetExceeded { limit, requested, remaining } => write!(
-                f,
-                "spending limit {} refuses {requested} (remaining {remaining})",
-                limit.as_str()
-            ),
-            InsufficientFunds { required, balance, currency } => write!(
-                f,
-                "insufficient funds: {required} {currency} required, balance {balance}"
-            ),
+            BudgetExceeded { limit, requested, remaining } => {
+                write!(f, "spending limit {} refuses {requested} (remaining {remaining})", limit.as_str())
+            }
+            InsufficientFunds { required, balance, currency } => {
+                write!(f, "insufficient funds: {required} {currency} required, balance {balance}")
+            }
             ProviderUnknown => f.write_str("unknown provider account"),
             Unauthorized => f.write_str("unauthorized"),
             PaymentConflict => f.write_str("payment conflicts with an earlier one"),
@@ -392,9 +473,9 @@ impl Error {
             "amount_malformed" => AmountMalformed(reason()),
             "amount_negative" => AmountNegative,
             "amount_not_finite" => AmountNotFinite,
-            "amount_precision" => AmountPrecision {
-                max_decimals: u32::try_from(num("maxDecimals", 6)).unwrap_or(6),
-            },
+            "amount_precision" => {
+                AmountPrecision { max_decimals: u32::try_from(num("maxDecimals", 6)).unwrap_or(6) }
+            }
             "amount_too_large" => AmountTooLarge {
                 max: Some(field("max"))
                     .filter(|m| !m.is_empty())
@@ -404,7 +485,9 @@ impl Error {
             "currency_unsupported" => CurrencyUnsupported(field("currency")),
             "currency_mismatch" => CurrencyMismatch { expected: field("expected"), got: field("got") },
             "challenge_malformed" => ChallengeMalformed("rejected"),
-            "challenge_too_large" => ChallengeTooLarge { limit: limit(crate::challenge::MAX_CHALLENGE_BYTES) },
+            "challenge_too_large" => {
+                ChallengeTooLarge { limit: limit(crate::challenge::MAX_CHALLENGE_BYTES) }
+            }
             "challenge_invalid" => ChallengeInvalid,
             "challenge_expired" => ChallengeExpired,
             "challenge_mismatch" => ChallengeMismatch("request"),
@@ -465,7 +548,6 @@ impl Error {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -487,9 +569,17 @@ mod tests {
             assert_eq!(Error::from_code(code, &e.details()), Some(e.clone()), "{code}");
         }
         assert!(Error::from_code("no_such_code", &serde_json::json!({})).is_none());
-        let e = Error::InsufficientFunds { required: "0.01".into(), balance: "0.004".into(), currency: "usd".into() };
+        let e = Error::InsufficientFunds {
+            required: "0.01".into(),
+            balance: "0.004".into(),
+            currency: "usd".into(),
+        };
         assert_eq!(Error::from_code("insufficient_funds", &e.details()), Some(e));
-        let e = Error::BudgetExceeded { limit: BudgetLimit::Window, requested: "1".into(), remaining: "0.5".into() };
+        let e = Error::BudgetExceeded {
+            limit: BudgetLimit::Window,
+            requested: "1".into(),
+            remaining: "0.5".into(),
+        };
         assert_eq!(Error::from_code("budget_exceeded", &e.details()), Some(e));
     }
 }

@@ -47,10 +47,7 @@ pub fn chain_id(network: &str) -> Result<u64> {
     if network == "sandbox" {
         return Ok(0);
     }
-    network
-        .strip_prefix("eip155:")
-        .and_then(|n| n.parse().ok())
-        .ok_or(Error::ChallengeMalformed("network"))
+    network.strip_prefix("eip155:").and_then(|n| n.parse().ok()).ok_or(Error::ChallengeMalformed("network"))
 }
 
 /// The authorization a payer signs for a challenge: its digest, the payee account, the amount

@@ -2,12 +2,12 @@
 //! ASGI, WSGI): issue a challenge, verify a proof and consume its nonce, release it when the
 //! handler fails, and shape every refusal the same way. Adapters only move bytes.
 
-use crate::challenge::{body_digest, resource_binding, Challenge, ChallengeParams};
+use crate::challenge::{Challenge, ChallengeParams, body_digest, resource_binding};
 use crate::env::Entropy;
 use crate::error::{Error, Result};
 use crate::keys::{Mode, ProviderKeys};
 use crate::money::{Currency, Money};
-use crate::store::{nonce_key, Consume, NonceStore};
+use crate::store::{Consume, NonceStore, nonce_key};
 use crate::token::{Expectation, TokenVerifier, VerifierConfig};
 use serde::Serialize;
 
@@ -385,10 +385,7 @@ impl Paywall {
         .expect("serializes");
         Ok(Rejection {
             status: 402,
-            headers: vec![
-                (crate::headers::CHALLENGE, encoded),
-                ("Cache-Control", "no-store".into()),
-            ],
+            headers: vec![(crate::headers::CHALLENGE, encoded), ("Cache-Control", "no-store".into())],
             body,
             code: why.code(),
         })

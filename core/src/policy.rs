@@ -126,13 +126,7 @@ impl Budget {
         *st.reserved_host.entry(host.clone()).or_default() += requested;
         let id = st.next_id;
         st.next_id += 1;
-        Ok(Reservation {
-            id,
-            host,
-            amount: *amount,
-            at: now,
-            budget: Some(Arc::clone(&self.inner)),
-        })
+        Ok(Reservation { id, host, amount: *amount, at: now, budget: Some(Arc::clone(&self.inner)) })
     }
 
     /// Payment succeeded: the reservation becomes spend.

@@ -17,8 +17,8 @@ use crate::money::Money;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{
-    AlgorithmParameters, CommonParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm,
-    OctetKeyPairParameters, OctetKeyPairType, PublicKeyUse,
+    AlgorithmParameters, CommonParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, OctetKeyPairParameters,
+    OctetKeyPairType, PublicKeyUse,
 };
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
@@ -39,9 +39,8 @@ pub const DEFAULT_LEEWAY_SECS: u64 = 30;
 pub const MAX_LEEWAY_SECS: u64 = 300;
 
 /// Fixed PKCS#8 v1 prefix of an Ed25519 private key; the 32-byte seed follows it.
-const ED25519_PKCS8_V1_PREFIX: [u8; 16] = [
-    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
-];
+const ED25519_PKCS8_V1_PREFIX: [u8; 16] =
+    [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
 /// Characters of base64url(SHA-256(public key)) that make a `kid`.
 const KID_CHARS: usize = 16;
 /// An attacker-chosen `alg`/`cur` echoed in an error is cut to this many characters.
@@ -88,9 +87,7 @@ pub struct Ed25519Key {
 impl fmt::Debug for Ed25519Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never the seed.
-        f.debug_struct("Ed25519Key")
-            .field("kid", &self.kid)
-            .finish_non_exhaustive()
+        f.debug_struct("Ed25519Key").field("kid", &self.kid).finish_non_exhaustive()
     }
 }
 
@@ -103,11 +100,7 @@ impl Ed25519Key {
             .as_ref()
             .try_into()
             .map_err(|_| Error::Internal("Ed25519 public key is not 32 bytes".into()))?;
-        Ok(Self {
-            seed,
-            public,
-            kid: kid_of(&public),
-        })
+        Ok(Self { seed, public, kid: kid_of(&public) })
     }
 
     /// A fresh key from injected entropy.
@@ -165,9 +158,7 @@ fn kid_of(public: &[u8; 32]) -> String {
 
 /// The public JWKS for a set of facilitator keys (current and still-valid previous ones).
 pub fn jwks(keys: &[&Ed25519Key]) -> JwkSet {
-    JwkSet {
-        keys: keys.iter().map(|k| k.public_jwk()).collect(),
-    }
+    JwkSet { keys: keys.iter().map(|k| k.public_jwk()).collect() }
 }
 
 /// The key a token is signed with.
@@ -204,20 +195,15 @@ impl fmt::Debug for TokenIssuer {
 
 /// The JOSE header of a token signed with `alg` (and `kid`).
 fn token_header(alg: Algorithm, kid: Option<String>) -> Header {
-    Header {
-        typ: Some(TOKEN_TYP.to_string()),
-        kid,
-        ..Header::new(alg)
-    }
+    Header { typ: Some(TOKEN_TYP.to_string()), kid, ..Header::new(alg) }
 }
 
 impl TokenIssuer {
     pub fn new(key: SigningKey) -> Result<Self> {
         let (header, key) = match key {
-            SigningKey::Hs256(secret) => (
-                token_header(Algorithm::HS256, None),
-                EncodingKey::from_secret(&secret),
-            ),
+            SigningKey::Hs256(secret) => {
+                (token_header(Algorithm::HS256, None), EncodingKey::from_secret(&secret))
+            }
             SigningKey::EdDsa(k) => (
                 token_header(Algorithm::EdDSA, Some(k.kid.clone())),
                 EncodingKey::from_ed_der(&pkcs8_v1(&k.seed)),
@@ -305,14 +291,7 @@ impl fmt::Debug for TokenVerifier {
             .field("account", &self.account)
             .field("mode", &self.mode)
             .field("hs256", &self.hs256.is_some())
-            .field(
-                "eddsa_kids",
-                &self
-                    .eddsa
-                    .iter()
-                    .map(|(k, _)| k.as_str())
-                    .collect::<Vec<_>>(),
-            )
+            .field("eddsa_kids", &self.eddsa.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
             .field("leeway", &self.leeway)
             .finish()
     }
@@ -356,7 +335,8 @@ impl SegmentBuf {
         let src = segment.as_bytes();
         let n = SEGMENT_B64.decoded_length(src).ok()?;
         if n <= STACK_SEGMENT {
-            let out = SEGMENT_B64.decode(src, base64_simd::Out::from_uninit_slice(&mut self.stack[..n])).ok()?;
+            let out =
+                SEGMENT_B64.decode(src, base64_simd::Out::from_uninit_slice(&mut self.stack[..n])).ok()?;
             Some(out)
         } else {
             self.heap = SEGMENT_B64.decode_to_vec(src).ok()?;
@@ -497,9 +477,7 @@ impl ClaimsRef<'_> {
 }
 
 fn parse_header<'b>(header_b64: &str, buf: &'b mut SegmentBuf) -> Result<RawHeader<'b>> {
-    let json = buf
-        .decode(header_b64)
-        .ok_or(Error::TokenMalformed("header is not base64url"))?;
+    let json = buf.decode(header_b64).ok_or(Error::TokenMalformed("header is not base64url"))?;
     // serde would also accept a JSON array for a struct; JOSE requires an object.
     if !is_json_object(json) {
         return Err(Error::TokenMalformed("header is not a JSON object"));
@@ -531,11 +509,11 @@ impl TokenVerifier {
             }
             eddsa.push((kid, key));
         }
-        let hs256 = cfg.hs256_key.map(|k| <hmac::Hmac<Sha256> as hmac::KeyInit>::new_from_slice(&k).expect("any key length"));
+        let hs256 = cfg
+            .hs256_key
+            .map(|k| <hmac::Hmac<Sha256> as hmac::KeyInit>::new_from_slice(&k).expect("any key length"));
         if hs256.is_none() && eddsa.is_empty() {
-            return Err(Error::Config(
-                "token verifier has no HS256 key and no EdDSA key".into(),
-            ));
+            return Err(Error::Config("token verifier has no HS256 key and no EdDSA key".into()));
         }
         let hs256_header_b64 = match hs256 {
             Some(_) => serde_json::to_vec(&token_header(Algorithm::HS256, None))
@@ -590,10 +568,7 @@ impl TokenVerifier {
         }
         let currency = expect.price.currency();
         if claims.cur != currency.code() {
-            return Err(Error::TokenCurrency {
-                paid: echo(&claims.cur),
-                price: currency.code().to_string(),
-            });
+            return Err(Error::TokenCurrency { paid: echo(&claims.cur), price: currency.code().to_string() });
         }
         let paid = Money::parse(&claims.amt, currency)
             .map_err(|_| Error::TokenMalformed("amt is not a valid amount"))?;
@@ -622,9 +597,7 @@ impl TokenVerifier {
         buf: &'b mut SegmentBuf,
     ) -> Result<ClaimsRef<'b>> {
         if token.len() > MAX_TOKEN_BYTES {
-            return Err(Error::TokenTooLarge {
-                limit: MAX_TOKEN_BYTES,
-            });
+            return Err(Error::TokenTooLarge { limit: MAX_TOKEN_BYTES });
         }
         // memchr: `str::split` walked the ~400-byte token a byte at a time.
         let b = token.as_bytes();
@@ -651,9 +624,7 @@ impl TokenVerifier {
             parse_header(header_b64, &mut header_buf)?
         };
         if header.crit.is_some() {
-            return Err(Error::TokenMalformed(
-                "header has unsupported critical extensions",
-            ));
+            return Err(Error::TokenMalformed("header has unsupported critical extensions"));
         }
 
         if header.typ.as_deref() != Some(TOKEN_TYP) {
@@ -669,7 +640,9 @@ impl TokenVerifier {
                 let mut sig = [0u8; 32];
                 // An HS256 signature is exactly 32 bytes: 43 base64url characters.
                 if signature_b64.len() != 43
-                    || SEGMENT_B64.decode(signature_b64.as_bytes(), base64_simd::Out::from_slice(&mut sig)).is_err()
+                    || SEGMENT_B64
+                        .decode(signature_b64.as_bytes(), base64_simd::Out::from_slice(&mut sig))
+                        .is_err()
                 {
                     return Err(Error::TokenMalformed("signature is not base64url"));
                 }
@@ -688,11 +661,7 @@ impl TokenVerifier {
                 }
                 // An unknown or missing kid is indistinguishable from a bad signature.
                 let kid = header.kid.as_deref().ok_or(Error::TokenInvalid)?;
-                let (_, key) = self
-                    .eddsa
-                    .iter()
-                    .find(|(k, _)| k == kid)
-                    .ok_or(Error::TokenInvalid)?;
+                let (_, key) = self.eddsa.iter().find(|(k, _)| k == kid).ok_or(Error::TokenInvalid)?;
                 match jsonwebtoken::crypto::verify(signature_b64, signed.as_bytes(), key, Algorithm::EdDSA) {
                     Ok(true) => {}
                     Ok(false) => return Err(Error::TokenInvalid),
@@ -709,9 +678,8 @@ impl TokenVerifier {
             Some(other) => return Err(Error::TokenAlgorithm(echo(other))),
         }
 
-        let payload_json = buf
-            .decode(payload_b64)
-            .ok_or(Error::TokenMalformed("payload is not base64url"))?;
+        let payload_json =
+            buf.decode(payload_b64).ok_or(Error::TokenMalformed("payload is not base64url"))?;
         if !is_json_object(payload_json) {
             return Err(Error::TokenMalformed("claims are not a JSON object"));
         }
@@ -750,15 +718,10 @@ fn import_ed25519_jwk(jwk: &Jwk) -> Result<(String, DecodingKey)> {
     if !matches!(jwk.common.key_algorithm, None | Some(KeyAlgorithm::EdDSA)) {
         return Err(not_ed25519());
     }
-    if !matches!(
-        jwk.common.public_key_use,
-        None | Some(PublicKeyUse::Signature)
-    ) {
+    if !matches!(jwk.common.public_key_use, None | Some(PublicKeyUse::Signature)) {
         return Err(not_ed25519());
     }
-    let x = URL_SAFE_NO_PAD
-        .decode(&params.x)
-        .map_err(|_| not_ed25519())?;
+    let x = URL_SAFE_NO_PAD.decode(&params.x).map_err(|_| not_ed25519())?;
     if x.len() != 32 {
         return Err(not_ed25519());
     }
@@ -814,10 +777,7 @@ mod tests {
     }
 
     fn hs_token(c: &ProofClaims) -> String {
-        TokenIssuer::new(SigningKey::Hs256(HS_KEY))
-            .unwrap()
-            .issue(c)
-            .unwrap()
+        TokenIssuer::new(SigningKey::Hs256(HS_KEY)).unwrap().issue(c).unwrap()
     }
 
     fn b64(s: &str) -> String {
@@ -842,21 +802,13 @@ mod tests {
 
     fn verify_code(v: &TokenVerifier, token: &str) -> &'static str {
         let p = price("0.001");
-        let e = Expectation {
-            resource: "POST /api/v1/inference",
-            body_sha256: None,
-            price: &p,
-        };
+        let e = Expectation { resource: "POST /api/v1/inference", body_sha256: None, price: &p };
         code(v.verify(token, &e, NOW))
     }
 
     fn ok(v: &TokenVerifier, token: &str) -> ProofClaims {
         let p = price("0.001");
-        let e = Expectation {
-            resource: "POST /api/v1/inference",
-            body_sha256: None,
-            price: &p,
-        };
+        let e = Expectation { resource: "POST /api/v1/inference", body_sha256: None, price: &p };
         v.verify(token, &e, NOW).unwrap()
     }
 
@@ -864,12 +816,8 @@ mod tests {
     fn hs256_round_trip() {
         let t = hs_token(&claims());
         assert_eq!(ok(&hs_verifier(), &t), claims());
-        let header: serde_json::Value = serde_json::from_slice(
-            &URL_SAFE_NO_PAD
-                .decode(t.split('.').next().unwrap())
-                .unwrap(),
-        )
-        .unwrap();
+        let header: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(t.split('.').next().unwrap()).unwrap()).unwrap();
         assert_eq!(header["alg"], "HS256");
         assert_eq!(header["typ"], TOKEN_TYP);
         assert!(header.get("kid").is_none());
@@ -880,9 +828,7 @@ mod tests {
         let mut c = claims();
         c.bdy = None;
         let t = hs_token(&c);
-        let payload = URL_SAFE_NO_PAD
-            .decode(t.split('.').nth(1).unwrap())
-            .unwrap();
+        let payload = URL_SAFE_NO_PAD.decode(t.split('.').nth(1).unwrap()).unwrap();
         assert!(!String::from_utf8(payload).unwrap().contains("bdy"));
         assert_eq!(ok(&hs_verifier(), &t), c);
     }
@@ -891,16 +837,9 @@ mod tests {
     fn eddsa_round_trip_and_jwks_import() {
         let key = ed_key();
         assert_eq!(key.kid().len(), 16);
-        let t = TokenIssuer::new(SigningKey::EdDsa(key.clone()))
-            .unwrap()
-            .issue(&claims())
-            .unwrap();
-        let header: serde_json::Value = serde_json::from_slice(
-            &URL_SAFE_NO_PAD
-                .decode(t.split('.').next().unwrap())
-                .unwrap(),
-        )
-        .unwrap();
+        let t = TokenIssuer::new(SigningKey::EdDsa(key.clone())).unwrap().issue(&claims()).unwrap();
+        let header: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(t.split('.').next().unwrap()).unwrap()).unwrap();
         assert_eq!(header["alg"], "EdDSA");
         assert_eq!(header["kid"], key.kid());
 
@@ -922,11 +861,10 @@ mod tests {
 
     #[test]
     fn ed25519_rfc8032_test_1() {
-        let seed: [u8; 32] =
-            hex::decode("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
-                .unwrap()
-                .try_into()
-                .unwrap();
+        let seed: [u8; 32] = hex::decode("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+            .unwrap()
+            .try_into()
+            .unwrap();
         let key = Ed25519Key::from_seed(seed).unwrap();
         assert_eq!(
             hex::encode(key.public_key()),
@@ -941,26 +879,17 @@ mod tests {
         assert_eq!(a.kid(), b.kid());
         assert_eq!(a.public_key(), b.public_key());
         let g = Ed25519Key::generate(&crate::env::SeededEntropy::new(1));
-        assert_eq!(
-            g.kid(),
-            Ed25519Key::generate(&crate::env::SeededEntropy::new(1)).kid()
-        );
+        assert_eq!(g.kid(), Ed25519Key::generate(&crate::env::SeededEntropy::new(1)).kid());
         assert!(!format!("{a:?}").contains(&format!("{:?}", a.seed())));
         assert!(!format!("{:?}", SigningKey::Hs256(HS_KEY)).contains('7'));
     }
 
     #[test]
     fn wrong_key_is_opaque() {
-        let t = TokenIssuer::new(SigningKey::Hs256([8u8; 32]))
-            .unwrap()
-            .issue(&claims())
-            .unwrap();
+        let t = TokenIssuer::new(SigningKey::Hs256([8u8; 32])).unwrap().issue(&claims()).unwrap();
         assert_eq!(verify_code(&hs_verifier(), &t), "token_invalid");
         let other = Ed25519Key::from_seed([2u8; 32]).unwrap();
-        let t = TokenIssuer::new(SigningKey::EdDsa(other))
-            .unwrap()
-            .issue(&claims())
-            .unwrap();
+        let t = TokenIssuer::new(SigningKey::EdDsa(other)).unwrap().issue(&claims()).unwrap();
         // Unknown kid.
         assert_eq!(verify_code(&ed_verifier(&ed_key()), &t), "token_invalid");
     }
@@ -968,19 +897,13 @@ mod tests {
     #[test]
     fn eddsa_signature_under_a_known_kid_by_another_key() {
         let key = ed_key();
-        let t = TokenIssuer::new(SigningKey::EdDsa(key.clone()))
-            .unwrap()
-            .issue(&claims())
-            .unwrap();
+        let t = TokenIssuer::new(SigningKey::EdDsa(key.clone())).unwrap().issue(&claims()).unwrap();
         let mut parts: Vec<&str> = t.split('.').collect();
         let mut sig = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
         sig[0] ^= 1;
         let sig = URL_SAFE_NO_PAD.encode(sig);
         parts[2] = &sig;
-        assert_eq!(
-            verify_code(&ed_verifier(&key), &parts.join(".")),
-            "token_invalid"
-        );
+        assert_eq!(verify_code(&ed_verifier(&key), &parts.join(".")), "token_invalid");
     }
 
     #[test]
@@ -998,14 +921,9 @@ mod tests {
     fn alg_none_is_refused() {
         let h = format!(r#"{{"alg":"none","typ":"{TOKEN_TYP}"}}"#);
         let t = format!("{}.{}.", b64(&h), b64(&payload_json()));
-        let e = hs_verifier()
-            .verify_signature_and_time(&t, NOW)
-            .unwrap_err();
+        let e = hs_verifier().verify_signature_and_time(&t, NOW).unwrap_err();
         assert_eq!(e, Error::TokenAlgorithm("none".into()));
-        assert_eq!(
-            code(ed_verifier(&ed_key()).verify_signature_and_time(&t, NOW)),
-            "token_algorithm"
-        );
+        assert_eq!(code(ed_verifier(&ed_key()).verify_signature_and_time(&t, NOW)), "token_algorithm");
     }
 
     #[test]
@@ -1013,33 +931,20 @@ mod tests {
         let key = ed_key();
         let hs = hs_token(&claims());
         assert_eq!(
-            ed_verifier(&key)
-                .verify_signature_and_time(&hs, NOW)
-                .unwrap_err(),
+            ed_verifier(&key).verify_signature_and_time(&hs, NOW).unwrap_err(),
             Error::TokenAlgorithm("HS256".into())
         );
-        let ed = TokenIssuer::new(SigningKey::EdDsa(key))
-            .unwrap()
-            .issue(&claims())
-            .unwrap();
+        let ed = TokenIssuer::new(SigningKey::EdDsa(key)).unwrap().issue(&claims()).unwrap();
         assert_eq!(
-            hs_verifier()
-                .verify_signature_and_time(&ed, NOW)
-                .unwrap_err(),
+            hs_verifier().verify_signature_and_time(&ed, NOW).unwrap_err(),
             Error::TokenAlgorithm("EdDSA".into())
         );
         // An HS256 token "signed" with the public key as HMAC secret (the classic confusion).
         let pk = ed_key().public_key();
-        let h = format!(
-            r#"{{"alg":"HS256","typ":"{TOKEN_TYP}","kid":"{}"}}"#,
-            ed_key().kid()
-        );
+        let h = format!(r#"{{"alg":"HS256","typ":"{TOKEN_TYP}","kid":"{}"}}"#, ed_key().kid());
         let msg = format!("{}.{}", b64(&h), b64(&payload_json()));
         let k = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &pk);
-        let t = format!(
-            "{msg}.{}",
-            URL_SAFE_NO_PAD.encode(aws_lc_rs::hmac::sign(&k, msg.as_bytes()))
-        );
+        let t = format!("{msg}.{}", URL_SAFE_NO_PAD.encode(aws_lc_rs::hmac::sign(&k, msg.as_bytes())));
         assert_eq!(verify_code(&ed_verifier(&ed_key()), &t), "token_algorithm");
     }
 
@@ -1049,9 +954,7 @@ mod tests {
             let h = format!(r#"{{"alg":"{alg}","typ":"{TOKEN_TYP}"}}"#);
             let t = forge(&h, &payload_json());
             assert_eq!(
-                hs_verifier()
-                    .verify_signature_and_time(&t, NOW)
-                    .unwrap_err(),
+                hs_verifier().verify_signature_and_time(&t, NOW).unwrap_err(),
                 Error::TokenAlgorithm(alg.into()),
                 "{alg}"
             );
@@ -1060,13 +963,8 @@ mod tests {
         assert_eq!(verify_code(&hs_verifier(), &t), "token_algorithm");
         // A huge alg is not echoed in full.
         let long = "X".repeat(1000);
-        let t = forge(
-            &format!(r#"{{"alg":"{long}","typ":"{TOKEN_TYP}"}}"#),
-            &payload_json(),
-        );
-        let e = hs_verifier()
-            .verify_signature_and_time(&t, NOW)
-            .unwrap_err();
+        let t = forge(&format!(r#"{{"alg":"{long}","typ":"{TOKEN_TYP}"}}"#), &payload_json());
+        let e = hs_verifier().verify_signature_and_time(&t, NOW).unwrap_err();
         assert!(e.to_string().len() < 100);
     }
 
@@ -1080,17 +978,10 @@ mod tests {
             // typ is checked before alg.
             r#"{"alg":"none","typ":"JWT"}"#,
         ] {
-            assert_eq!(
-                verify_code(&hs_verifier(), &forge(h, &payload_json())),
-                "token_type",
-                "{h}"
-            );
+            assert_eq!(verify_code(&hs_verifier(), &forge(h, &payload_json())), "token_type", "{h}");
         }
         let h = format!(r#"{{"alg":"HS256","typ":"{TOKEN_TYP}","crit":["exp"]}}"#);
-        assert_eq!(
-            verify_code(&hs_verifier(), &forge(&h, &payload_json())),
-            "token_malformed"
-        );
+        assert_eq!(verify_code(&hs_verifier(), &forge(&h, &payload_json())), "token_malformed");
     }
 
     #[test]
@@ -1098,13 +989,9 @@ mod tests {
         let v = hs_verifier();
         let t = hs_token(&claims());
         let exp = claims().exp;
-        assert!(
-            v.verify_signature_and_time(&t, exp + DEFAULT_LEEWAY_SECS)
-                .is_ok()
-        );
+        assert!(v.verify_signature_and_time(&t, exp + DEFAULT_LEEWAY_SECS).is_ok());
         assert_eq!(
-            v.verify_signature_and_time(&t, exp + DEFAULT_LEEWAY_SECS + 1)
-                .unwrap_err(),
+            v.verify_signature_and_time(&t, exp + DEFAULT_LEEWAY_SECS + 1).unwrap_err(),
             Error::TokenExpired
         );
         // Zero leeway: exactly at exp is fine, one second later is not.
@@ -1113,10 +1000,7 @@ mod tests {
         cfg.leeway_secs = 0;
         let v0 = TokenVerifier::new(cfg).unwrap();
         assert!(v0.verify_signature_and_time(&t, exp).is_ok());
-        assert_eq!(
-            code(v0.verify_signature_and_time(&t, exp + 1)),
-            "token_expired"
-        );
+        assert_eq!(code(v0.verify_signature_and_time(&t, exp + 1)), "token_expired");
     }
 
     #[test]
@@ -1128,10 +1012,7 @@ mod tests {
         assert!(v.verify_signature_and_time(&hs_token(&c), NOW).is_ok());
         c.iat += 1;
         c.exp += 1;
-        assert_eq!(
-            code(v.verify_signature_and_time(&hs_token(&c), NOW)),
-            "token_not_yet_valid"
-        );
+        assert_eq!(code(v.verify_signature_and_time(&hs_token(&c), NOW)), "token_not_yet_valid");
     }
 
     #[test]
@@ -1140,22 +1021,12 @@ mod tests {
         let t = hs_token(&claims());
         let p = price("0.001");
         let body = claims().bdy.unwrap();
-        let good = Expectation {
-            resource: "POST /api/v1/inference",
-            body_sha256: Some(&body),
-            price: &p,
-        };
+        let good = Expectation { resource: "POST /api/v1/inference", body_sha256: Some(&body), price: &p };
         assert!(v.verify(&t, &good, NOW).is_ok());
 
-        let e = Expectation {
-            resource: "GET /api/v1/inference",
-            ..good
-        };
+        let e = Expectation { resource: "GET /api/v1/inference", ..good };
         assert_eq!(code(v.verify(&t, &e, NOW)), "token_resource");
-        let e = Expectation {
-            body_sha256: Some("AAAA"),
-            ..good
-        };
+        let e = Expectation { body_sha256: Some("AAAA"), ..good };
         assert_eq!(code(v.verify(&t, &e, NOW)), "token_resource");
         // A body bound by the request but absent from the token.
         let mut c = claims();
@@ -1175,54 +1046,23 @@ mod tests {
         let v = hs_verifier();
         let t = hs_token(&claims());
         let more = price("0.002");
-        let e = Expectation {
-            resource: "POST /api/v1/inference",
-            body_sha256: None,
-            price: &more,
-        };
+        let e = Expectation { resource: "POST /api/v1/inference", body_sha256: None, price: &more };
         assert_eq!(
             v.verify(&t, &e, NOW).unwrap_err(),
-            Error::TokenUnderpaid {
-                paid: "0.001".into(),
-                price: "0.002".into()
-            }
+            Error::TokenUnderpaid { paid: "0.001".into(), price: "0.002".into() }
         );
         // Overpaying is fine, and equal amounts in another spelling are equal.
         let less = price("0.0005");
-        assert!(
-            v.verify(&t, &Expectation { price: &less, ..e }, NOW)
-                .is_ok()
-        );
+        assert!(v.verify(&t, &Expectation { price: &less, ..e }, NOW).is_ok());
         let mut c = claims();
         c.amt = "0.00100".into();
-        assert!(
-            v.verify(
-                &hs_token(&c),
-                &Expectation {
-                    price: &price("0.001"),
-                    ..e
-                },
-                NOW
-            )
-            .is_ok()
-        );
+        assert!(v.verify(&hs_token(&c), &Expectation { price: &price("0.001"), ..e }, NOW).is_ok());
 
         let mut c = claims();
         c.cur = "eur".into();
         assert_eq!(
-            v.verify(
-                &hs_token(&c),
-                &Expectation {
-                    price: &price("0.001"),
-                    ..e
-                },
-                NOW
-            )
-            .unwrap_err(),
-            Error::TokenCurrency {
-                paid: "eur".into(),
-                price: "usd".into()
-            }
+            v.verify(&hs_token(&c), &Expectation { price: &price("0.001"), ..e }, NOW).unwrap_err(),
+            Error::TokenCurrency { paid: "eur".into(), price: "usd".into() }
         );
         let mut c = claims();
         c.amt = "lots".into();
@@ -1235,9 +1075,7 @@ mod tests {
         let big = format!("{}.{}.x", "a".repeat(MAX_TOKEN_BYTES), "b");
         assert_eq!(
             v.verify_signature_and_time(&big, NOW).unwrap_err(),
-            Error::TokenTooLarge {
-                limit: MAX_TOKEN_BYTES
-            }
+            Error::TokenTooLarge { limit: MAX_TOKEN_BYTES }
         );
         // A valid token with a huge claim is refused on size alone.
         let mut c = claims();
@@ -1302,18 +1140,11 @@ mod tests {
         // Correctly signed but the payload is not the claims.
         let h = format!(r#"{{"alg":"HS256","typ":"{TOKEN_TYP}"}}"#);
         for payload in ["not json", "{}", r#"{"jti":"x"}"#] {
-            assert_eq!(
-                verify_code(&v, &forge(&h, payload)),
-                "token_malformed",
-                "{payload}"
-            );
+            assert_eq!(verify_code(&v, &forge(&h, payload)), "token_malformed", "{payload}");
         }
         let mut no_exp: serde_json::Value = serde_json::to_value(claims()).unwrap();
         no_exp.as_object_mut().unwrap().remove("exp");
-        assert_eq!(
-            verify_code(&v, &forge(&h, &no_exp.to_string())),
-            "token_malformed"
-        );
+        assert_eq!(verify_code(&v, &forge(&h, &no_exp.to_string())), "token_malformed");
         // Unsigned garbage payload fails on the signature first.
         let t2 = format!("{}.{}.{}", parts[0], b64("not json"), parts[2]);
         assert_eq!(verify_code(&v, &t2), "token_invalid");
@@ -1343,17 +1174,11 @@ mod tests {
     #[test]
     fn config_errors() {
         let cfg = VerifierConfig::new(ACCT, "sandbox");
-        assert_eq!(
-            TokenVerifier::new(cfg.clone()).unwrap_err().code(),
-            "config_invalid"
-        );
+        assert_eq!(TokenVerifier::new(cfg.clone()).unwrap_err().code(), "config_invalid");
         let mut c = cfg.clone();
         c.hs256_key = Some(HS_KEY);
         c.leeway_secs = MAX_LEEWAY_SECS + 1;
-        assert_eq!(
-            TokenVerifier::new(c.clone()).unwrap_err().code(),
-            "config_invalid"
-        );
+        assert_eq!(TokenVerifier::new(c.clone()).unwrap_err().code(), "config_invalid");
         c.leeway_secs = MAX_LEEWAY_SECS;
         assert!(TokenVerifier::new(c).is_ok());
 
@@ -1366,11 +1191,7 @@ mod tests {
         for j in bad_jwks {
             let mut c = cfg.clone();
             c.jwks = Some(serde_json::from_str(j).unwrap());
-            assert_eq!(
-                TokenVerifier::new(c).unwrap_err().code(),
-                "config_invalid",
-                "{j}"
-            );
+            assert_eq!(TokenVerifier::new(c).unwrap_err().code(), "config_invalid", "{j}");
         }
         let key = ed_key();
         let mut jwk = key.public_jwk();
@@ -1400,13 +1221,7 @@ mod tests {
         cfg.jwks = Some(jwks(&[&key]));
         let v = TokenVerifier::new(cfg).unwrap();
         ok(&v, &hs_token(&claims()));
-        ok(
-            &v,
-            &TokenIssuer::new(SigningKey::EdDsa(key))
-                .unwrap()
-                .issue(&claims())
-                .unwrap(),
-        );
+        ok(&v, &TokenIssuer::new(SigningKey::EdDsa(key)).unwrap().issue(&claims()).unwrap());
     }
 
     /// The SIMD segment decoder against the `base64` crate's strict URL_SAFE_NO_PAD (the
@@ -1420,7 +1235,10 @@ mod tests {
 
     #[test]
     fn segment_decoding_edge_cases() {
-        for s in ["", "A", "AA", "AB", "AAA", "AAB", "AAAA", "AA==", "AAA=", "A=AA", "-_-_", "+/+/", "AA AA", "AAAA\n", "QQ", "QR", "QUE", "QUF"] {
+        for s in [
+            "", "A", "AA", "AB", "AAA", "AAB", "AAAA", "AA==", "AAA=", "A=AA", "-_-_", "+/+/", "AA AA",
+            "AAAA\n", "QQ", "QR", "QUE", "QUF",
+        ] {
             decodes_like_base64_crate(s).unwrap();
         }
         // Around the stack buffer's edge (768 decoded bytes = 1024 characters).
@@ -1459,14 +1277,15 @@ mod tests {
 
     fn arb_claims() -> impl proptest::strategy::Strategy<Value = ProofClaims> {
         use proptest::prelude::*;
-        let text = || prop_oneof![4 => "[ -~]{0,24}", 1 => "\\PC{0,12}", 1 => "[\"\\\\\\x00-\\x1f\\x7f a]{0,6}"];
+        let text =
+            || prop_oneof![4 => "[ -~]{0,24}", 1 => "\\PC{0,12}", 1 => "[\"\\\\\\x00-\\x1f\\x7f a]{0,6}"];
         (
             (text(), text(), text(), text(), text(), text()),
             (text(), text(), proptest::option::of(text()), text(), text()),
             (any::<u64>(), any::<u64>()),
         )
-            .prop_map(|((jti, iss, aud, sub, txh, amt), (cur, res, bdy, mode, net), (iat, exp))| ProofClaims {
-                jti, iss, aud, sub, txh, amt, cur, res, bdy, mode, net, iat, exp,
+            .prop_map(|((jti, iss, aud, sub, txh, amt), (cur, res, bdy, mode, net), (iat, exp))| {
+                ProofClaims { jti, iss, aud, sub, txh, amt, cur, res, bdy, mode, net, iat, exp }
             })
     }
 

@@ -76,11 +76,7 @@ impl Address {
         out.push_str("0x");
         for (i, c) in lower.chars().enumerate() {
             let nibble = (hash[i / 2] >> if i % 2 == 0 { 4 } else { 0 }) & 0x0f;
-            out.push(if nibble >= 8 {
-                c.to_ascii_uppercase()
-            } else {
-                c
-            });
+            out.push(if nibble >= 8 { c.to_ascii_uppercase() } else { c });
         }
         out
     }
@@ -136,9 +132,7 @@ pub struct Wallet {
 
 impl fmt::Debug for Wallet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Wallet")
-            .field("address", &self.address)
-            .finish_non_exhaustive()
+        f.debug_struct("Wallet").field("address", &self.address).finish_non_exhaustive()
     }
 }
 
@@ -168,9 +162,8 @@ impl Wallet {
             return Err(Error::WalletKeyInvalid);
         }
         let mut buf = [0u8; 32];
-        let parsed = hex::decode_to_slice(hex_part, &mut buf)
-            .ok()
-            .and_then(|()| SigningKey::from_slice(&buf).ok());
+        let parsed =
+            hex::decode_to_slice(hex_part, &mut buf).ok().and_then(|()| SigningKey::from_slice(&buf).ok());
         buf.zeroize();
         parsed.map(Wallet::from_key).ok_or(Error::WalletKeyInvalid)
     }
@@ -265,22 +258,13 @@ fn parse_signature(signature: &str) -> Result<(Signature, RecoveryId)> {
 pub fn recover_authorization(auth: &PaymentAuthorization, signature: &str) -> Result<Address> {
     let (sig, recid) = parse_signature(signature)?;
     let hash = auth.signing_hash();
-    let key = VerifyingKey::recover_from_prehash(&hash, &sig, recid)
-        .map_err(|_| Error::SignatureInvalid)?;
+    let key = VerifyingKey::recover_from_prehash(&hash, &sig, recid).map_err(|_| Error::SignatureInvalid)?;
     Ok(Address::from_verifying_key(&key))
 }
 
 /// Check that `signature` over `auth` was made by `expected`.
-pub fn verify_authorization(
-    auth: &PaymentAuthorization,
-    signature: &str,
-    expected: &Address,
-) -> Result<()> {
-    if recover_authorization(auth, signature)? == *expected {
-        Ok(())
-    } else {
-        Err(Error::SignatureInvalid)
-    }
+pub fn verify_authorization(auth: &PaymentAuthorization, signature: &str, expected: &Address) -> Result<()> {
+    if recover_authorization(auth, signature)? == *expected { Ok(()) } else { Err(Error::SignatureInvalid) }
 }
 
 #[cfg(test)]
@@ -293,9 +277,8 @@ mod tests {
     const KAT_ADDR: &str = "0x2c7536E3605D9C16a7a3D7b1898e529396a65c23";
     /// secp256k1 group order n.
     const N: [u8; 32] = [
-        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-        0xfe, 0xba, 0xae, 0xdc, 0xe6, 0xaf, 0x48, 0xa0, 0x3b, 0xbf, 0xd2, 0x5e, 0x8c, 0xd0, 0x36,
-        0x41, 0x41,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe, 0xba,
+        0xae, 0xdc, 0xe6, 0xaf, 0x48, 0xa0, 0x3b, 0xbf, 0xd2, 0x5e, 0x8c, 0xd0, 0x36, 0x41, 0x41,
     ];
 
     fn auth() -> PaymentAuthorization {
@@ -366,10 +349,7 @@ mod tests {
             assert_eq!(a.to_checksum(), s);
             // All-lower and all-upper hex are accepted without a checksum.
             assert_eq!(Address::parse(&s.to_lowercase()).unwrap(), a);
-            assert_eq!(
-                Address::parse(&format!("0x{}", s[2..].to_uppercase())).unwrap(),
-                a
-            );
+            assert_eq!(Address::parse(&format!("0x{}", s[2..].to_uppercase())).unwrap(), a);
             assert_eq!(s.parse::<Address>().unwrap(), a);
         }
     }
@@ -401,10 +381,7 @@ mod tests {
         assert_eq!(json, format!("\"{KAT_ADDR}\""));
         let back: Address = serde_json::from_str(&json.to_lowercase()).unwrap();
         assert_eq!(back, a);
-        assert!(
-            serde_json::from_str::<Address>("\"0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD\"")
-                .is_err()
-        );
+        assert!(serde_json::from_str::<Address>("\"0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD\"").is_err());
     }
 
     #[test]
@@ -437,10 +414,7 @@ mod tests {
         let c = Wallet::generate(&SeededEntropy::new(8));
         assert_eq!(a.address(), b.address());
         assert_ne!(a.address(), c.address());
-        assert_eq!(
-            Wallet::from_hex(&a.secret_hex()).unwrap().address(),
-            a.address()
-        );
+        assert_eq!(Wallet::from_hex(&a.secret_hex()).unwrap().address(), a.address());
     }
 
     #[test]
@@ -512,10 +486,7 @@ mod tests {
         verify_authorization(&a, &sig, &w.address()).unwrap();
         // Without "0x", upper-case hex, and v as 0/1 are accepted too.
         assert_eq!(recover_authorization(&a, &sig[2..]).unwrap(), w.address());
-        assert_eq!(
-            recover_authorization(&a, &sig.to_uppercase()[2..]).unwrap(),
-            w.address()
-        );
+        assert_eq!(recover_authorization(&a, &sig.to_uppercase()[2..]).unwrap(), w.address());
         let v01 = format!("{}{:02x}", &sig[..130], v - 27);
         assert_eq!(recover_authorization(&a, &v01).unwrap(), w.address());
         // Another wallet does not verify.
@@ -570,14 +541,8 @@ mod tests {
         twin[32..64].copy_from_slice(&high_s);
         twin[64] = if raw[64] == 27 { 28 } else { 27 };
         let twin = format!("0x{}", hex::encode(&twin));
-        assert_eq!(
-            recover_authorization(&a, &twin),
-            Err(Error::SignatureInvalid)
-        );
-        assert_eq!(
-            verify_authorization(&a, &twin, &w.address()),
-            Err(Error::SignatureInvalid)
-        );
+        assert_eq!(recover_authorization(&a, &twin), Err(Error::SignatureInvalid));
+        assert_eq!(verify_authorization(&a, &twin, &w.address()), Err(Error::SignatureInvalid));
     }
 
     #[test]
@@ -591,11 +556,11 @@ mod tests {
             sig[..sig.len() - 2].into(),
             format!("{sig}00"),
             format!("{}zz", &sig[..130]),
-            format!("{}1d", &sig[..130]), // v = 29
-            format!("{}02", &sig[..130]), // v = 2
+            format!("{}1d", &sig[..130]),                        // v = 29
+            format!("{}02", &sig[..130]),                        // v = 2
             format!("0x{}{}1b", "00".repeat(32), &sig[66..130]), // r = 0
-            format!("{}{}1b", &sig[..66], "00".repeat(32)), // s = 0
-            format!("0x{}{}1b", hex::encode(N), &sig[66..130]), // r = n
+            format!("{}{}1b", &sig[..66], "00".repeat(32)),      // s = 0
+            format!("0x{}{}1b", hex::encode(N), &sig[66..130]),  // r = n
             format!("0x{}", "ff".repeat(65)),
             format!("0x{}", "é".repeat(65)),
             "0x".to_string() + &"0".repeat(130),

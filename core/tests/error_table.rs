@@ -7,21 +7,53 @@ fn samples() -> Vec<Error> {
     use Error::*;
     let s = || String::from("x");
     vec![
-        AmountMalformed(s()), AmountNegative, AmountNotFinite, AmountPrecision { max_decimals: 6 },
-        AmountTooLarge { max: s() }, AmountZero, CurrencyUnsupported(s()),
-        CurrencyMismatch { expected: s(), got: s() }, ChallengeMalformed("x"),
-        ChallengeTooLarge { limit: 1 }, ChallengeInvalid, ChallengeExpired, ChallengeMismatch("x"),
-        WalletKeyInvalid, AddressInvalid, SignatureInvalid, TokenMissing, TokenMalformed("x"),
-        TokenTooLarge { limit: 1 }, TokenAlgorithm(s()), TokenType, TokenInvalid, TokenExpired,
-        TokenNotYetValid, TokenAudience, TokenMode, TokenResource,
-        TokenUnderpaid { paid: s(), price: s() }, TokenCurrency { paid: s(), price: s() },
-        TokenReplayed, NonceStoreFull, NonceStoreUnavailable(s()),
+        AmountMalformed(s()),
+        AmountNegative,
+        AmountNotFinite,
+        AmountPrecision { max_decimals: 6 },
+        AmountTooLarge { max: s() },
+        AmountZero,
+        CurrencyUnsupported(s()),
+        CurrencyMismatch { expected: s(), got: s() },
+        ChallengeMalformed("x"),
+        ChallengeTooLarge { limit: 1 },
+        ChallengeInvalid,
+        ChallengeExpired,
+        ChallengeMismatch("x"),
+        WalletKeyInvalid,
+        AddressInvalid,
+        SignatureInvalid,
+        TokenMissing,
+        TokenMalformed("x"),
+        TokenTooLarge { limit: 1 },
+        TokenAlgorithm(s()),
+        TokenType,
+        TokenInvalid,
+        TokenExpired,
+        TokenNotYetValid,
+        TokenAudience,
+        TokenMode,
+        TokenResource,
+        TokenUnderpaid { paid: s(), price: s() },
+        TokenCurrency { paid: s(), price: s() },
+        TokenReplayed,
+        NonceStoreFull,
+        NonceStoreUnavailable(s()),
         BudgetExceeded { limit: BudgetLimit::Total, requested: s(), remaining: s() },
-        InsufficientFunds { required: s(), balance: s(), currency: s() }, ProviderUnknown,
-        Unauthorized, PaymentConflict, TopUpRefused(s()), RequestTooLarge { limit: 1 },
-        RequestMalformed(s()), FacilitatorUnavailable(s()),
-        FacilitatorError { status: 502, code: s(), message: s() }, NotPaymentRequired,
-        BodyNotReplayable, PriceInvalid(s()), Config(s()), ModeMismatch { expected: s(), got: s() },
+        InsufficientFunds { required: s(), balance: s(), currency: s() },
+        ProviderUnknown,
+        Unauthorized,
+        PaymentConflict,
+        TopUpRefused(s()),
+        RequestTooLarge { limit: 1 },
+        RequestMalformed(s()),
+        FacilitatorUnavailable(s()),
+        FacilitatorError { status: 502, code: s(), message: s() },
+        NotPaymentRequired,
+        BodyNotReplayable,
+        PriceInvalid(s()),
+        Config(s()),
+        ModeMismatch { expected: s(), got: s() },
         Internal(s()),
     ]
 }
@@ -37,7 +69,11 @@ fn every_code_has_a_sample_and_the_spec_lists_it_with_its_status() {
     let spec = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md")).unwrap();
     for e in &samples {
         let row = format!("| `{}` | {} |", e.code(), e.http_status());
-        let status_text = if e.code() == "facilitator_error" { "| `facilitator_error` | upstream |".to_string() } else { row };
+        let status_text = if e.code() == "facilitator_error" {
+            "| `facilitator_error` | upstream |".to_string()
+        } else {
+            row
+        };
         assert!(spec.contains(&status_text), "docs/protocol.md §9 lacks the row {status_text}");
     }
 }

@@ -2,9 +2,9 @@
 //! SQLite also across independent connections to one file (as separate processes would be).
 
 use std::sync::{Arc, Barrier};
-use vlexivo_core::store::{Consume, MemoryStore, NonceStore, nonce_key};
 #[cfg(feature = "sqlite")]
 use vlexivo_core::store::SqliteStore;
+use vlexivo_core::store::{Consume, MemoryStore, NonceStore, nonce_key};
 
 const THREADS: usize = 64;
 const ROUNDS: usize = 5;

@@ -127,10 +127,11 @@ fn payments() {
     for c in cases(&v) {
         let req: payment::PaymentRequest = serde_json::from_value(c["request"].clone()).unwrap();
         let now = c["now"].as_u64().unwrap();
-        let got = match payment::decode(&req).and_then(|ch| payment::verify(&req, ch, &keys.challenge_mac, now)) {
-            Ok(p) => json!({ "payer": p.payer.to_checksum(), "amount": p.price.to_string() }),
-            Err(e) => json!({ "error": e.code() }),
-        };
+        let got =
+            match payment::decode(&req).and_then(|ch| payment::verify(&req, ch, &keys.challenge_mac, now)) {
+                Ok(p) => json!({ "payer": p.payer.to_checksum(), "amount": p.price.to_string() }),
+                Err(e) => json!({ "error": e.code() }),
+            };
         assert_eq!(got, c["expect"], "{}", c["name"]);
     }
 }
@@ -149,9 +150,14 @@ fn paywall() {
         let pw = Paywall::new(cfg).unwrap();
         assert_eq!(pw.account(), v["account"].as_str().unwrap());
         let store = MemoryStore::new();
-        let price = Paywall::parse_price(c["price"].as_str().unwrap(), c["currency"].as_str().unwrap()).unwrap();
+        let price =
+            Paywall::parse_price(c["price"].as_str().unwrap(), c["currency"].as_str().unwrap()).unwrap();
         for r in c["requests"].as_array().unwrap() {
-            let info = RequestInfo { method: r["method"].as_str().unwrap(), path: r["path"].as_str().unwrap(), body: None };
+            let info = RequestInfo {
+                method: r["method"].as_str().unwrap(),
+                path: r["path"].as_str().unwrap(),
+                body: None,
+            };
             let now = r["now"].as_u64().unwrap();
             let got = match pw.verify(r["proof"].as_str(), &info, &price, now, &store) {
                 Ok(facts) => {
@@ -198,7 +204,10 @@ fn paywall() {
     ];
     for (name, outcomes) in pinned {
         let c = cases(&v).iter().find(|c| c["name"] == *name).unwrap_or_else(|| panic!("case {name}"));
-        let got: Vec<(u64, &str)> = c["requests"].as_array().unwrap().iter()
+        let got: Vec<(u64, &str)> = c["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
             .map(|r| (r["expect"]["status"].as_u64().unwrap(), r["expect"]["error"].as_str().unwrap_or("")))
             .collect();
         assert_eq!(&got[..], *outcomes, "{name}");
@@ -211,7 +220,8 @@ fn client() {
     for c in cases(&v) {
         let name = &c["name"];
         if c["op"] == "error_from_body" {
-            let e = error_from_body(c["status"].as_u64().unwrap() as u16, c["body"].as_str().unwrap().as_bytes());
+            let e =
+                error_from_body(c["status"].as_u64().unwrap() as u16, c["body"].as_str().unwrap().as_bytes());
             assert_eq!(json!(e.code()), c["expect"]["error"], "{name}");
             if let Error::InsufficientFunds { required, balance, .. } = e {
                 assert_eq!(json!(required), c["expect"]["required"]);
@@ -220,14 +230,21 @@ fn client() {
             continue;
         }
         let resp = &c["response"];
-        let headers: Vec<(String, String)> = resp["headers"].as_array().unwrap().iter()
+        let headers: Vec<(String, String)> = resp["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
             .map(|h| (h[0].as_str().unwrap().into(), h[1].as_str().unwrap().into()))
             .collect();
         let policy = &c["policy"];
         let m = |k: &str| policy[k].as_str().map(|s| Money::parse(s, Currency::Usd).unwrap());
         let payer = Payer::new(
             Wallet::from_hex(v["private_key"].as_str().unwrap()).unwrap(),
-            SpendingPolicy { max_per_call: m("max_per_call"), max_total: m("max_total"), ..Default::default() },
+            SpendingPolicy {
+                max_per_call: m("max_per_call"),
+                max_total: m("max_total"),
+                ..Default::default()
+            },
             policy["facilitator_url"].as_str().map(str::to_string),
         );
         let got = parse_payment_required(

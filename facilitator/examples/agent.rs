@@ -5,7 +5,7 @@
 use vlexivo_core::client::AutoTopUp;
 use vlexivo_core::policy::SpendingPolicy;
 use vlexivo_core::{Currency, Error, Money};
-use vlexivo_facilitator::client::{receipt_of, VlexivoClient};
+use vlexivo_facilitator::client::{VlexivoClient, receipt_of};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -22,7 +22,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("HTTP {} (paid {:?}): {}", res.status(), paid, res.text().await?);
         }
         // Agent-readable: the exact amount it would take to continue.
-        Err(Error::InsufficientFunds { required, .. }) => eprintln!("task paused: needs ${required} to continue"),
+        Err(Error::InsufficientFunds { required, .. }) => {
+            eprintln!("task paused: needs ${required} to continue")
+        }
         Err(e) => eprintln!("{} ({})", e, e.code()),
     }
     Ok(())

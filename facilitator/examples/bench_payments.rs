@@ -13,13 +13,13 @@
 //! Everything (load generator, facilitator, paid API) shares this process and the machine's
 //! cores, so the figures are a floor for a dedicated facilitator.
 
-use axum::routing::get;
 use axum::Router;
+use axum::routing::get;
 use http::HeaderMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vlexivo_core::client::{parse_payment_required, PaymentRequired};
-use vlexivo_core::env::{OsEntropy, SystemClock, Clock};
+use vlexivo_core::client::{PaymentRequired, parse_payment_required};
+use vlexivo_core::env::{Clock, OsEntropy, SystemClock};
 use vlexivo_core::paywall::{Paywall, PaywallConfig, RequestInfo};
 use vlexivo_core::policy::SpendingPolicy;
 use vlexivo_core::store::SqliteStore;
@@ -38,7 +38,13 @@ struct Opts {
 }
 
 fn opts() -> Opts {
-    let mut o = Opts { durability: server::Durability::Full, payments: 5000, concurrency: 64, calls: 1000, agents: 16 };
+    let mut o = Opts {
+        durability: server::Durability::Full,
+        payments: 5000,
+        concurrency: 64,
+        calls: 1000,
+        agents: 16,
+    };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i + 1 < args.len() {
@@ -332,7 +338,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let expected = o.payments + warm + 2 * o.calls + per * o.agents;
     let count = me["revenue"]["count"].as_u64().unwrap_or(0) as usize;
     println!("   (machine load average now {})", load_average());
-    println!("\n   provider revenue count {count} (expected {expected}) {}", if count == expected { "✓" } else { "✗" });
+    println!(
+        "\n   provider revenue count {count} (expected {expected}) {}",
+        if count == expected { "✓" } else { "✗" }
+    );
     srv.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     if count != expected {
@@ -375,7 +384,8 @@ fn cpu_time() -> Duration {
     // Fields after the parenthesized command name; utime and stime are the 14th and 15th.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
     // USER_HZ is 100 on every mainstream Linux.
     Duration::from_millis(ticks * 10)
 }

@@ -8,7 +8,7 @@
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use http::request::Parts;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::sync::Arc;
 use vlexivo_core::paywall::{PaymentFacts, Paywall, PaywallConfig};
 use vlexivo_core::store::SqliteStore;
@@ -33,21 +33,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .route(
             "/api/v1/inference",
-            post(|Json(req): Json<Value>| async move { Json(json!({ "result": "…", "model": req["model"] })) })
-                // The price depends on the JSON body's model, as the article's priceResolver.
-                .layer(paid(Price::dynamic_with_body(|_: &Parts, body: &[u8]| {
-                    let model = serde_json::from_slice::<Value>(body).ok().and_then(|v| v["model"].as_str().map(String::from));
-                    match model.as_deref() {
-                        Some(m) if m.contains("large") => "0.01",
-                        Some(m) if m.contains("embed") => "0.0001",
-                        _ => "0.001",
-                    }
-                }))),
+            post(
+                |Json(req): Json<Value>| async move { Json(json!({ "result": "…", "model": req["model"] })) },
+            )
+            // The price depends on the JSON body's model, as the article's priceResolver.
+            .layer(paid(Price::dynamic_with_body(|_: &Parts, body: &[u8]| {
+                let model = serde_json::from_slice::<Value>(body)
+                    .ok()
+                    .and_then(|v| v["model"].as_str().map(String::from));
+                match model.as_deref() {
+                    Some(m) if m.contains("large") => "0.01",
+                    Some(m) if m.contains("embed") => "0.0001",
+                    _ => "0.001",
+                }
+            }))),
         )
         .route(
             "/api/v1/data",
             get(|| async { Json(json!({ "points": [] })) }).layer(paid(Price::dynamic(|parts: &Parts| {
-                vlexivo_facilitator::demo::data_price(parts.uri.query(), vlexivo_facilitator::demo::current_year())
+                vlexivo_facilitator::demo::data_price(
+                    parts.uri.query(),
+                    vlexivo_facilitator::demo::current_year(),
+                )
             }))),
         );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;

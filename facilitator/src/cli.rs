@@ -258,13 +258,12 @@ async fn send<T: DeserializeOwned>(req: reqwest::RequestBuilder, base: &str) -> 
         .await
         .map_err(|e| Fail(EXIT_UNAVAILABLE, format!("facilitator_unavailable: cannot reach {base}: {e}")))?;
     let status = resp.status();
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|e| Fail(EXIT_UNAVAILABLE, format!("facilitator_unavailable: {e}")))?;
+    let bytes =
+        resp.bytes().await.map_err(|e| Fail(EXIT_UNAVAILABLE, format!("facilitator_unavailable: {e}")))?;
     if status.is_success() {
-        return serde_json::from_slice(&bytes)
-            .map_err(|e| Fail(EXIT_FAILED, format!("facilitator_error: unexpected answer from {base}: {e}")));
+        return serde_json::from_slice(&bytes).map_err(|e| {
+            Fail(EXIT_FAILED, format!("facilitator_error: unexpected answer from {base}: {e}"))
+        });
     }
     match serde_json::from_slice::<ErrorBody>(&bytes) {
         Ok(b) => {
@@ -359,7 +358,10 @@ async fn provider_inner(cmd: ProviderCmd) -> Result<(), Fail> {
                 println!("no payments yet");
             } else {
                 for p in &list.payments {
-                    println!("{}  {} {}  {}  {}  {}", p.paid_at, p.amount, p.currency, p.payer, p.resource, p.tx_hash);
+                    println!(
+                        "{}  {} {}  {}  {}  {}",
+                        p.paid_at, p.amount, p.currency, p.payer, p.resource, p.tx_hash
+                    );
                 }
             }
         }
@@ -383,7 +385,9 @@ async fn wallet_inner(cmd: WalletCmd) -> Result<(), Fail> {
             } else {
                 println!("address:      {}", w.address());
                 println!("private_key:  {}", w.secret_hex());
-                eprintln!("\nKeep the private key secret (e.g. VLEXIVO_WALLET_KEY); it is not stored anywhere.");
+                eprintln!(
+                    "\nKeep the private key secret (e.g. VLEXIVO_WALLET_KEY); it is not stored anywhere."
+                );
             }
         }
         WalletCmd::Balance { address, url, json } => {

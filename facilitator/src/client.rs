@@ -25,7 +25,7 @@ use reqwest::{Response, StatusCode, Url};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
-use vlexivo_core::client::{self as flow, AutoTopUp, Payer, PaymentRequired, MAX_RESPONSE_BODY};
+use vlexivo_core::client::{self as flow, AutoTopUp, MAX_RESPONSE_BODY, Payer, PaymentRequired};
 use vlexivo_core::env::{Clock, SystemClock};
 use vlexivo_core::payment::PaymentReceipt;
 use vlexivo_core::policy::{Budget, SpendingPolicy};
@@ -211,7 +211,11 @@ impl VlexivoClient {
     }
 
     /// `POST url` with a JSON body, paying if asked to.
-    pub async fn post_json<T: serde::Serialize + ?Sized>(&self, url: &str, body: &T) -> Result<Response, Error> {
+    pub async fn post_json<T: serde::Serialize + ?Sized>(
+        &self,
+        url: &str,
+        body: &T,
+    ) -> Result<Response, Error> {
         let body = serde_json::to_vec(body).map_err(|e| Error::RequestMalformed(e.to_string()))?;
         let mut headers = HeaderMap::new();
         headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));

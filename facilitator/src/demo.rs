@@ -3,7 +3,7 @@
 //! auto top-up — then the refusals (replay, insufficient funds, spending cap), the totals, and
 //! the ledger's own verification. Exits non-zero if any step misbehaves.
 
-use crate::client::{receipt_of, AutoTopUpDone, VlexivoClient};
+use crate::client::{AutoTopUpDone, VlexivoClient, receipt_of};
 use crate::layer::{PaywallLayer, Price};
 use crate::server::{self, ServerConfig};
 use axum::extract::Query;
@@ -11,18 +11,18 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use http::request::Parts;
 use rust_decimal::Decimal;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use vlexivo_core::client::AutoTopUp;
+use vlexivo_core::env::OsEntropy;
 use vlexivo_core::paywall::{PaymentFacts, Paywall, PaywallConfig};
 use vlexivo_core::policy::SpendingPolicy;
 use vlexivo_core::store::{NonceStore, SqliteStore};
 use vlexivo_core::wallet::Wallet;
-use vlexivo_core::env::OsEntropy;
 use vlexivo_core::{Currency, Error, Money};
 
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -284,8 +284,12 @@ impl Demo {
         });
         self.say(format!("  paid API      {api}"));
         self.say("                GET  /api/v1/hello       $0.001 per call");
-        self.say("                POST /api/v1/inference   by model: *large* $0.01, *embed* $0.0001, else $0.001");
-        self.say("                GET  /api/v1/data        $0.001 + $0.00001/day; tick ×10; >2 years old ×0.5");
+        self.say(
+            "                POST /api/v1/inference   by model: *large* $0.01, *embed* $0.0001, else $0.001",
+        );
+        self.say(
+            "                GET  /api/v1/data        $0.001 + $0.00001/day; tick ×10; >2 years old ×0.5",
+        );
 
         // 4. The agent: an empty wallet, auto top-up as in the article.
         let agent_wallet = Wallet::generate(&OsEntropy);
@@ -303,7 +307,12 @@ impl Demo {
         // 5. The calls.
         let year = current_year();
         let calls: Vec<(Call, http::Method, String, Option<Value>)> = vec![
-            (Call { label: "GET  /api/v1/hello".into(), expected: "0.001" }, http::Method::GET, "/api/v1/hello".into(), None),
+            (
+                Call { label: "GET  /api/v1/hello".into(), expected: "0.001" },
+                http::Method::GET,
+                "/api/v1/hello".into(),
+                None,
+            ),
             (
                 Call { label: "POST /api/v1/inference  model=large-v2".into(), expected: "0.01" },
                 http::Method::POST,
@@ -342,7 +351,10 @@ impl Demo {
             ),
         ];
 
-        self.say(format!("  {:<2}  {:<46} {:>9}  {:<16} {:>10}  {:>6}", "#", "call", "price", "tx", "balance", "ms"));
+        self.say(format!(
+            "  {:<2}  {:<46} {:>9}  {:<16} {:>10}  {:>6}",
+            "#", "call", "price", "tx", "balance", "ms"
+        ));
         self.say(format!("  {}", "─".repeat(98)));
         let mut paid = 0u32;
         let mut spent = Money::zero(Currency::Usd);
@@ -358,7 +370,10 @@ impl Demo {
             let res = match res {
                 Ok(r) => r,
                 Err(e) => {
-                    self.check(false, format!("call {} ({}) failed: {} ({})", i + 1, call.label, e, e.code()));
+                    self.check(
+                        false,
+                        format!("call {} ({}) failed: {} ({})", i + 1, call.label, e, e.code()),
+                    );
                     continue;
                 }
             };
@@ -435,7 +450,10 @@ impl Demo {
             let body: Value = res.json().await.unwrap_or(Value::Null);
             let code = body["error"].as_str().unwrap_or("?").to_string();
             self.say(format!("  replay           call 1's token sent again → HTTP {status} {code}"));
-            self.check(status == 409 && code == "token_replayed", "a replayed token was not refused with 409");
+            self.check(
+                status == 409 && code == "token_replayed",
+                "a replayed token was not refused with 409",
+            );
         }
 
         // 8. Insufficient funds, with the exact amount required (no auto top-up).
@@ -452,10 +470,16 @@ impl Demo {
                 self.say(format!(
                     "  no funds         2nd wallet (${balance}, auto top-up off) → large model: insufficient_funds, needs ${required} {currency}"
                 ));
-                self.check(required == "0.01" && balance == "0.005", "insufficient_funds carried wrong amounts");
+                self.check(
+                    required == "0.01" && balance == "0.005",
+                    "insufficient_funds carried wrong amounts",
+                );
             }
             other => {
-                self.check(false, format!("expected insufficient_funds, got {:?}", other.map(|r| r.status())));
+                self.check(
+                    false,
+                    format!("expected insufficient_funds, got {:?}", other.map(|r| r.status())),
+                );
             }
         }
 
@@ -496,7 +520,9 @@ impl Demo {
         let count = me["revenue"]["count"].as_u64().unwrap_or(0);
         let balance = agent.balance().await?;
         println!("\n  totals           {paid} paid calls, agent spent ${spent}, balance ${balance}");
-        println!("                   provider revenue ${revenue} over {count} payments (GET /v1/providers/me)");
+        println!(
+            "                   provider revenue ${revenue} over {count} payments (GET /v1/providers/me)"
+        );
         self.check(
             Money::parse(&revenue, Currency::Usd).ok() == Some(spent) && count == u64::from(paid),
             format!("provider revenue {revenue} ({count}) differs from what the agent paid {spent} ({paid})"),
@@ -507,7 +533,8 @@ impl Demo {
         let _ = stop_api.send(());
         let _ = api_task.await;
         srv.shutdown().await;
-        let conn = rusqlite::Connection::open_with_flags(&db_path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let conn =
+            rusqlite::Connection::open_with_flags(&db_path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         match server::verify_ledger(&conn) {
             Ok(s) => {
                 println!(
@@ -517,7 +544,10 @@ impl Demo {
                     s.topups,
                     short_hash(&s.head)
                 );
-                self.check(s.payments == u64::from(paid), format!("ledger holds {} payments, expected {paid}", s.payments));
+                self.check(
+                    s.payments == u64::from(paid),
+                    format!("ledger holds {} payments, expected {paid}", s.payments),
+                );
             }
             Err(e) => {
                 self.check(false, format!("ledger verification failed: {e}"));

@@ -82,9 +82,7 @@ impl IntoPrice for Money {
 
 impl IntoPrice for Decimal {
     fn into_price(self, currency: Currency) -> Result<Money, Error> {
-        Money::new(self, currency)
-            .and_then(Money::positive)
-            .map_err(|e| Error::PriceInvalid(e.to_string()))
+        Money::new(self, currency).and_then(Money::positive).map_err(|e| Error::PriceInvalid(e.to_string()))
     }
 }
 
@@ -432,7 +430,14 @@ where
             Ok(s) => Some(s),
             Err(_) => {
                 let err = Error::TokenMalformed("header");
-                return Ok(rejection(paywall.reject(&err, &info, Some(&price), &cfg.scope, now, &*cfg.entropy)));
+                return Ok(rejection(paywall.reject(
+                    &err,
+                    &info,
+                    Some(&price),
+                    &cfg.scope,
+                    now,
+                    &*cfg.entropy,
+                )));
             }
         },
     };

@@ -5,7 +5,12 @@ mod cli;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "vlexivo", version, about = "Vlexivo: HTTP 402 per-call API payments", propagate_version = true)]
+#[command(
+    name = "vlexivo",
+    version,
+    about = "Vlexivo: HTTP 402 per-call API payments",
+    propagate_version = true
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Command,

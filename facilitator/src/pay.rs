@@ -7,10 +7,10 @@
 use crate::client::VlexivoClient;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use vlexivo_core::client::{self as flow, AutoTopUp, PaymentRequired, MAX_RESPONSE_BODY};
+use vlexivo_core::client::{self as flow, AutoTopUp, MAX_RESPONSE_BODY, PaymentRequired};
 use vlexivo_core::policy::SpendingPolicy;
 use vlexivo_core::{Currency, Error, Money};
 
@@ -128,7 +128,8 @@ pub async fn run(args: PayArgs) -> i32 {
 
 async fn pay(args: PayArgs) -> Result<i32, Failure> {
     // --- arguments ---
-    let url = reqwest::Url::parse(&args.url).map_err(|e| Failure::usage(format!("URL {:?}: {e}", args.url)))?;
+    let url =
+        reqwest::Url::parse(&args.url).map_err(|e| Failure::usage(format!("URL {:?}: {e}", args.url)))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(Failure::usage("the URL must be http:// or https://"));
     }
@@ -163,7 +164,8 @@ async fn pay(args: PayArgs) -> Result<i32, Failure> {
         .spending(SpendingPolicy { max_per_call: Some(max_price), ..SpendingPolicy::default() });
     if let Some(amount) = &args.top_up {
         // Trigger 0: top up only when the wallet cannot cover this call.
-        let auto = AutoTopUp::new("0", amount).map_err(|e| Failure::usage(format!("--top-up {amount:?}: {e}")))?;
+        let auto =
+            AutoTopUp::new("0", amount).map_err(|e| Failure::usage(format!("--top-up {amount:?}: {e}")))?;
         builder = builder.auto_top_up(auto);
     }
     let client = builder.build()?;
@@ -201,7 +203,10 @@ async fn pay(args: PayArgs) -> Result<i32, Failure> {
             return Err(Failure {
                 code: EXIT_OTHER,
                 error: "not_payment_required",
-                message: format!("HTTP 402 without a Vlexivo challenge: {}", String::from_utf8_lossy(&raw[..raw.len().min(300)])),
+                message: format!(
+                    "HTTP 402 without a Vlexivo challenge: {}",
+                    String::from_utf8_lossy(&raw[..raw.len().min(300)])
+                ),
                 extra: Value::Null,
             });
         }
@@ -240,11 +245,8 @@ async fn output(
     receipt: Option<&vlexivo_core::payment::PaymentReceipt>,
 ) -> Result<i32, Failure> {
     let status = res.status();
-    let receipt_header = res
-        .headers()
-        .get(vlexivo_core::headers::RECEIPT)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let receipt_header =
+        res.headers().get(vlexivo_core::headers::RECEIPT).and_then(|v| v.to_str().ok()).map(str::to_string);
     let head: Vec<String> = res
         .headers()
         .iter()
@@ -318,7 +320,9 @@ async fn output(
             why.map(|w| format!(" ({w})")).unwrap_or_default()
         );
         if receipt.is_some() && status.is_server_error() {
-            eprintln!("vlexivo pay: the API failed after payment; its proof stays valid for a retry until it expires");
+            eprintln!(
+                "vlexivo pay: the API failed after payment; its proof stays valid for a retry until it expires"
+            );
         }
     }
     Ok(code)
@@ -340,7 +344,8 @@ fn parse_headers(raw: &[String]) -> Result<HeaderMap, String> {
     let mut map = HeaderMap::new();
     for h in raw {
         let (k, v) = h.split_once(':').ok_or_else(|| format!("header {h:?} is not \"Name: value\""))?;
-        let name = HeaderName::from_bytes(k.trim().as_bytes()).map_err(|_| format!("bad header name {k:?}"))?;
+        let name =
+            HeaderName::from_bytes(k.trim().as_bytes()).map_err(|_| format!("bad header name {k:?}"))?;
         let value = HeaderValue::from_str(v.trim()).map_err(|_| format!("bad value for header {k:?}"))?;
         map.append(name, value);
     }

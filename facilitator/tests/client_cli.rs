@@ -87,7 +87,17 @@ async fn pay_prints_price_body_and_receipt() {
     // POST with a JSON body, --json output, key by flag.
     let url = format!("{}/api/v1/inference", env.api);
     let out = vlexivo(
-        s(&["pay", &url, "-d", r#"{"model":"large-v2","prompt":"hi"}"#, "--max-price", "0.05", "--json", "--wallet-key", &key]),
+        s(&[
+            "pay",
+            &url,
+            "-d",
+            r#"{"model":"large-v2","prompt":"hi"}"#,
+            "--max-price",
+            "0.05",
+            "--json",
+            "--wallet-key",
+            &key,
+        ]),
         None,
     )
     .await;
@@ -123,7 +133,10 @@ async fn pay_exit_codes() {
     let out = vlexivo(s(&["pay", &large, "-d", body, "--json"]), Some(key.clone())).await;
     assert_eq!(out.code, 4, "{}{}", out.stdout, out.stderr);
     let v: Value = serde_json::from_str(out.stdout.trim()).unwrap();
-    assert_eq!((v["error"].as_str(), v["required"].as_str(), v["balance"].as_str()), (Some("insufficient_funds"), Some("0.01"), Some("0.005")));
+    assert_eq!(
+        (v["error"].as_str(), v["required"].as_str(), v["balance"].as_str()),
+        (Some("insufficient_funds"), Some("0.01"), Some("0.005"))
+    );
 
     // --top-up covers it.
     let out = vlexivo(s(&["pay", &large, "-d", body, "--top-up", "1"]), Some(key.clone())).await;

@@ -4,17 +4,17 @@
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use http::request::Parts;
-use serde_json::{json, Value};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use serde_json::{Value, json};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use vlexivo_core::client::AutoTopUp;
+use vlexivo_core::env::OsEntropy;
 use vlexivo_core::paywall::{PaymentFacts, Paywall, PaywallConfig};
 use vlexivo_core::policy::SpendingPolicy;
 use vlexivo_core::store::{MemoryStore, NonceStore, SqliteStore};
 use vlexivo_core::wallet::Wallet;
-use vlexivo_core::env::OsEntropy;
 use vlexivo_core::{Currency, Error, Money};
-use vlexivo_facilitator::client::{receipt_of, AutoTopUpDone, VlexivoClient};
+use vlexivo_facilitator::client::{AutoTopUpDone, VlexivoClient, receipt_of};
 use vlexivo_facilitator::layer::{PaywallLayer, Price};
 use vlexivo_facilitator::server::{self, RunningServer, ServerConfig};
 
@@ -52,13 +52,12 @@ fn app(paywall: Arc<Paywall>, store: Arc<dyn NonceStore>, fail_count: Arc<Atomic
     });
     let by_query_async = Price::dynamic_async(|parts: Parts| async move {
         tokio::task::yield_now().await;
-        let n: u32 = parts.uri.query().and_then(|q| q.strip_prefix("n=")).and_then(|n| n.parse().ok()).unwrap_or(1);
+        let n: u32 =
+            parts.uri.query().and_then(|q| q.strip_prefix("n=")).and_then(|n| n.parse().ok()).unwrap_or(1);
         usd("0.0001").checked_mul(n.into())
     });
-    let nested = Router::new().route(
-        "/deep",
-        get(|| async { "nested ok" }).layer(layer(Price::fixed("0.001"))),
-    );
+    let nested =
+        Router::new().route("/deep", get(|| async { "nested ok" }).layer(layer(Price::fixed("0.001"))));
     Router::new()
         .route(
             "/hello",
@@ -143,7 +142,9 @@ impl Env {
     async fn client_with(
         &self,
         balance: &str,
-        f: impl FnOnce(vlexivo_facilitator::client::VlexivoClientBuilder) -> vlexivo_facilitator::client::VlexivoClientBuilder,
+        f: impl FnOnce(
+            vlexivo_facilitator::client::VlexivoClientBuilder,
+        ) -> vlexivo_facilitator::client::VlexivoClientBuilder,
     ) -> VlexivoClient {
         let wallet = Wallet::generate(&OsEntropy);
         if balance != "0" {
@@ -214,7 +215,10 @@ async fn paid_call_end_to_end() {
     let res = client.post_json(&env.url("/inference"), &json!({ "model": "large-v2" })).await.unwrap();
     assert_eq!(receipt_of(&res).unwrap().amount, "0.01");
     let (status, body) = json_of(res).await;
-    assert_eq!((status, body["model"].as_str(), body["paid"].as_str()), (200, Some("large-v2"), Some("0.01")));
+    assert_eq!(
+        (status, body["model"].as_str(), body["paid"].as_str()),
+        (200, Some("large-v2"), Some("0.01"))
+    );
     assert_eq!(paid.load(Ordering::SeqCst), 2);
 }
 
@@ -223,7 +227,8 @@ async fn no_proof_gets_a_402_challenge() {
     let env = setup().await;
     let res = reqwest::get(env.url("/hello?x=1")).await.unwrap();
     assert_eq!(res.status(), 402);
-    let challenge = res.headers().get("vlexivo-challenge").expect("challenge header").to_str().unwrap().to_string();
+    let challenge =
+        res.headers().get("vlexivo-challenge").expect("challenge header").to_str().unwrap().to_string();
     assert!(res.headers().get("access-control-expose-headers").is_some());
     let (_, body) = json_of(res).await;
     assert_eq!(body["error"], "payment_required");
@@ -234,12 +239,19 @@ async fn no_proof_gets_a_402_challenge() {
     assert_eq!(body["facilitator"], env.srv.url.as_str());
     assert_eq!(body["challenge"], challenge.as_str());
     // The decoded challenge names this route and price.
-    let pr = vlexivo_core::client::parse_payment_required(402, [("Vlexivo-Challenge", challenge.as_str())], b"").unwrap();
+    let pr =
+        vlexivo_core::client::parse_payment_required(402, [("Vlexivo-Challenge", challenge.as_str())], b"")
+            .unwrap();
     assert_eq!((pr.challenge.method.as_str(), pr.challenge.path.as_str()), ("GET", "/hello"));
     assert_eq!(pr.price, usd("0.001"));
 
     // A garbage proof: a 402 with that proof's error and a fresh challenge.
-    let res = reqwest::Client::new().get(env.url("/hello")).header("Vlexivo-Proof", "not-a-jwt").send().await.unwrap();
+    let res = reqwest::Client::new()
+        .get(env.url("/hello"))
+        .header("Vlexivo-Proof", "not-a-jwt")
+        .send()
+        .await
+        .unwrap();
     assert!(res.headers().get("vlexivo-challenge").is_some());
     let (status, body) = json_of(res).await;
     assert_eq!((status, body["error"].as_str()), (402, Some("token_malformed")));
@@ -251,7 +263,8 @@ async fn replayed_token_is_409() {
     let client = env.client("1").await;
     let res = client.get(&env.url("/hello")).await.unwrap();
     let token = receipt_of(&res).unwrap().token.clone();
-    let again = reqwest::Client::new().get(env.url("/hello")).header("Vlexivo-Proof", &token).send().await.unwrap();
+    let again =
+        reqwest::Client::new().get(env.url("/hello")).header("Vlexivo-Proof", &token).send().await.unwrap();
     let (status, body) = json_of(again).await;
     assert_eq!((status, body["error"].as_str()), (409, Some("token_replayed")));
     assert_eq!(env.revenue().await.1, 1);
@@ -263,7 +276,8 @@ async fn token_for_another_route_is_refused() {
     let client = env.client("1").await;
     let res = client.get(&env.url("/hello")).await.unwrap();
     let token = receipt_of(&res).unwrap().token.clone();
-    let other = reqwest::Client::new().get(env.url("/other")).header("Vlexivo-Proof", &token).send().await.unwrap();
+    let other =
+        reqwest::Client::new().get(env.url("/other")).header("Vlexivo-Proof", &token).send().await.unwrap();
     assert!(other.headers().get("vlexivo-challenge").is_some(), "a fresh challenge to pay properly");
     let (status, body) = json_of(other).await;
     assert_eq!((status, body["error"].as_str()), (402, Some("token_resource")));
@@ -291,7 +305,10 @@ async fn token_for_the_cheap_model_does_not_buy_the_large_one() {
         .await
         .unwrap();
     let (status, body) = json_of(res).await;
-    assert_eq!((status, body["error"].as_str(), body["price"].as_str()), (402, Some("token_underpaid"), Some("0.01")));
+    assert_eq!(
+        (status, body["error"].as_str(), body["price"].as_str()),
+        (402, Some("token_underpaid"), Some("0.01"))
+    );
     // The token was not consumed by the refusal: it still buys the embed call.
     let res = http
         .post(env.url("/inference"))

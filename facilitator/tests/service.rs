@@ -59,7 +59,14 @@ async fn onboarding_and_bearer_auth() {
     let mut tampered = p.api_secret.clone();
     let last = tampered.pop().unwrap();
     tampered.push(if last == 'A' { 'B' } else { 'A' });
-    for auth in [None, Some("Bearer"), Some("Bearer sk_test_nope"), Some("Basic abc"), Some(&*format!("Bearer {unknown}")), Some(&*format!("Bearer {tampered}"))] {
+    for auth in [
+        None,
+        Some("Bearer"),
+        Some("Bearer sk_test_nope"),
+        Some("Basic abc"),
+        Some(&*format!("Bearer {unknown}")),
+        Some(&*format!("Bearer {tampered}")),
+    ] {
         let mut rq = c.get(&me);
         if let Some(a) = auth {
             rq = rq.header("authorization", a);
@@ -82,7 +89,11 @@ async fn onboarding_and_bearer_auth() {
     for entry in std::fs::read_dir(dir.path()).unwrap() {
         let path = entry.unwrap().path();
         let bytes = std::fs::read(&path).unwrap();
-        assert!(!bytes.windows(body.len()).any(|w| w == body.as_bytes()), "secret found in {}", path.display());
+        assert!(
+            !bytes.windows(body.len()).any(|w| w == body.as_bytes()),
+            "secret found in {}",
+            path.display()
+        );
     }
 }
 
@@ -97,7 +108,10 @@ async fn top_up_and_faucet_cap() {
     let (s, v) = top_up(&c, &u, &w, "60").await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["address"], w.address().to_checksum());
-    assert_eq!((v["amount"].as_str(), v["balance"].as_str(), v["currency"].as_str()), (Some("60"), Some("60"), Some("usd")));
+    assert_eq!(
+        (v["amount"].as_str(), v["balance"].as_str(), v["currency"].as_str()),
+        (Some("60"), Some("60"), Some("usd"))
+    );
     let tx1 = v["tx_hash"].as_str().unwrap().to_string();
     assert!(tx1.starts_with("0x") && tx1.len() == 66);
 
@@ -116,7 +130,13 @@ async fn top_up_and_faucet_cap() {
     assert_eq!((s, v["address"].as_str()), (200, Some(&*w.address().to_checksum())));
 
     let other = wallet();
-    for (amount, code) in [("abc", "amount_malformed"), ("0", "amount_zero"), ("-1", "amount_negative"), ("0.0000001", "amount_precision"), ("NaN", "amount_not_finite")] {
+    for (amount, code) in [
+        ("abc", "amount_malformed"),
+        ("0", "amount_zero"),
+        ("-1", "amount_negative"),
+        ("0.0000001", "amount_precision"),
+        ("NaN", "amount_not_finite"),
+    ] {
         let (s, v) = top_up(&c, &u, &other, amount).await;
         assert_eq!((s, err_code(&v)), (400, code), "{amount}");
     }
@@ -124,7 +144,8 @@ async fn top_up_and_faucet_cap() {
     assert_eq!((s, err_code(&v)), (400, "address_invalid"));
     let (s, v) = get(&c, &format!("{u}/v1/wallets/not-an-address")).await;
     assert_eq!((s, err_code(&v)), (400, "address_invalid"));
-    let (s, v) = post(&c, &format!("{u}/v1/wallets/{}/topup", other.address()), &json!({"amount": true})).await;
+    let (s, v) =
+        post(&c, &format!("{u}/v1/wallets/{}/topup", other.address()), &json!({"amount": true})).await;
     assert_eq!((s, err_code(&v)), (400, "request_malformed"));
     assert_eq!(balance(&c, &u, &other).await, "0");
 }
@@ -144,7 +165,10 @@ async fn payment_happy_path_replay_and_listing() {
     let (s, r) = pay(&c, &u, &req).await;
     assert_eq!(s, 200, "{r}");
     assert_eq!(r["payer"], w.address().to_checksum());
-    assert_eq!((r["amount"].as_str(), r["currency"].as_str(), r["balance"].as_str()), (Some("0.001"), Some("usd"), Some("0.999")));
+    assert_eq!(
+        (r["amount"].as_str(), r["currency"].as_str(), r["balance"].as_str()),
+        (Some("0.001"), Some("usd"), Some("0.999"))
+    );
     assert_eq!(r["replayed"], false);
     let nonce = Challenge::decode(&enc).unwrap().nonce;
     assert_eq!(r["nonce"], nonce);
@@ -185,7 +209,15 @@ async fn payment_happy_path_replay_and_listing() {
     assert_eq!((s, r3["balance"].as_str()), (200, Some("0.749")));
     assert_ne!(r3["tx_hash"], r["tx_hash"]);
 
-    let me: Value = c.get(format!("{u}/v1/providers/me")).bearer_auth(&p.api_secret).send().await.unwrap().json().await.unwrap();
+    let me: Value = c
+        .get(format!("{u}/v1/providers/me"))
+        .bearer_auth(&p.api_secret)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(me["revenue"], json!({"currency": "usd", "total": "0.251", "count": 2}));
     let list: Value = c
         .get(format!("{u}/v1/providers/me/payments?limit=10"))
@@ -206,20 +238,30 @@ async fn payment_happy_path_replay_and_listing() {
     assert_eq!(rows[1]["resource"], "GET /api/v1/inference");
     assert_eq!(rows[1]["currency"], "usd");
     assert_eq!(rows[1]["paid_at"].as_u64(), Some(paid_at));
-    let r = c.get(format!("{u}/v1/providers/me/payments?limit=0")).bearer_auth(&p.api_secret).send().await.unwrap();
+    let r = c
+        .get(format!("{u}/v1/providers/me/payments?limit=0"))
+        .bearer_auth(&p.api_secret)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 400);
 
     let metrics = c.get(format!("{u}/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("vlexivo_payments_total 2"), "{metrics}");
     assert!(metrics.contains("vlexivo_amount_paid_atomic_total 251000"));
     assert!(metrics.contains("vlexivo_errors_total{code=\"payment_conflict\"} 1"));
-    assert!(metrics.contains("vlexivo_http_request_duration_seconds_bucket{route=\"/v1/payments\",method=\"POST\",le=\"+Inf\"} 4"));
+    assert!(metrics.contains(
+        "vlexivo_http_request_duration_seconds_bucket{route=\"/v1/payments\",method=\"POST\",le=\"+Inf\"} 4"
+    ));
 }
 
 #[tokio::test]
 async fn eddsa_tokens_verify_against_the_jwks() {
     let dir = tmp();
-    let f = Facilitator::start(&dir.path().join("f.db"), &["--token-alg", "EdDSA", "--public-url", "https://pay.example.test/"]);
+    let f = Facilitator::start(
+        &dir.path().join("f.db"),
+        &["--token-alg", "EdDSA", "--public-url", "https://pay.example.test/"],
+    );
     let (c, u) = (http(), f.url.clone());
     let p = create_provider(&c, &u, json!({})).await;
     assert_eq!(p.token_alg, "EdDSA");
@@ -232,7 +274,10 @@ async fn eddsa_tokens_verify_against_the_jwks() {
     assert_eq!(jwks["keys"][0]["crv"], "Ed25519");
     let mut vc = VerifierConfig::new(&p.account, "sandbox");
     vc.jwks = Some(serde_json::from_value(jwks.clone()).unwrap());
-    let claims = TokenVerifier::new(vc).unwrap().verify_signature_and_time(r["token"].as_str().unwrap(), now()).unwrap();
+    let claims = TokenVerifier::new(vc)
+        .unwrap()
+        .verify_signature_and_time(r["token"].as_str().unwrap(), now())
+        .unwrap();
     assert_eq!(claims.iss, "https://pay.example.test");
 
     // The key is generated once and kept in the database.
@@ -267,7 +312,8 @@ async fn payment_refusals() {
     assert_eq!((s, err_code(&v)), (413, "request_too_large"));
     // Chunked (no Content-Length) is cut at the limit too.
     assert_eq!(chunked_post_status(&f.url, "/v1/payments", 160 * 1024).await, 413);
-    let (s, v) = post(&c, &pay_url, &json!({"challenge": "!!!", "payer": w.address(), "signature": "0x00"})).await;
+    let (s, v) =
+        post(&c, &pay_url, &json!({"challenge": "!!!", "payer": w.address(), "signature": "0x00"})).await;
     assert_eq!((s, err_code(&v)), (400, "challenge_malformed"));
 
     // A challenge from a provider this facilitator never onboarded.
@@ -300,7 +346,11 @@ async fn payment_refusals() {
     let mut req = sign(&enc, &other);
     req.payer = w.address().to_checksum();
     let (s, v) = pay(&c, &u, &req).await;
-    assert_eq!((s, err_code(&v)), (401, "signature_invalid"), "a wallet paying with someone else's signature");
+    assert_eq!(
+        (s, err_code(&v)),
+        (401, "signature_invalid"),
+        "a wallet paying with someone else's signature"
+    );
     let mut req = sign(&enc, &w);
     req.payer = other.address().to_checksum();
     let (s, v) = pay(&c, &u, &req).await;
@@ -314,13 +364,16 @@ async fn payment_refusals() {
     // Not enough money: the exact amounts, for agents.
     let (s, v) = pay(&c, &u, &sign(&challenge(&pw, "/a", "2.5"), &w)).await;
     assert_eq!(s, 402, "{v}");
-    assert_eq!(v, json!({
-        "error": "insufficient_funds",
-        "message": v["message"],
-        "required": "2.5",
-        "balance": "1",
-        "currency": "usd"
-    }));
+    assert_eq!(
+        v,
+        json!({
+            "error": "insufficient_funds",
+            "message": v["message"],
+            "required": "2.5",
+            "balance": "1",
+            "currency": "usd"
+        })
+    );
     let (s, v) = pay(&c, &u, &sign(&challenge(&pw, "/a", "0.1"), &wallet())).await;
     assert_eq!((s, v["balance"].as_str()), (402, Some("0")));
 
@@ -394,7 +447,15 @@ async fn hundred_concurrent_payments_from_a_wallet_funded_for_sixty() {
     }
     assert_eq!((ok, poor), (60, 40));
     assert_eq!(balance(&c, &u, &w).await, "0");
-    let me: Value = c.get(format!("{u}/v1/providers/me")).bearer_auth(&p.api_secret).send().await.unwrap().json().await.unwrap();
+    let me: Value = c
+        .get(format!("{u}/v1/providers/me"))
+        .bearer_auth(&p.api_secret)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(me["revenue"], json!({"currency": "usd", "total": "0.6", "count": 60}));
 }
 

@@ -137,7 +137,15 @@ async fn kill_9_mid_load(opts: &[&str]) {
     eprintln!("acknowledged {n_acked}, stored {paid}, failed at the kill {}", failed.load(Ordering::SeqCst));
     assert!(paid >= n_acked && paid <= PAYMENTS);
     let total_atomic = paid as u64 * 1000;
-    let me: Value = c.get(format!("{u}/v1/providers/me")).bearer_auth(&p.api_secret).send().await.unwrap().json().await.unwrap();
+    let me: Value = c
+        .get(format!("{u}/v1/providers/me"))
+        .bearer_auth(&p.api_secret)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(me["revenue"]["count"].as_u64(), Some(paid as u64));
     assert_eq!(me["revenue"]["total"], fmt_usd(total_atomic));
     assert_eq!(balance(&c, &u, &w).await, fmt_usd(100_000_000 - total_atomic));
@@ -171,7 +179,9 @@ async fn kill_9_mid_load(opts: &[&str]) {
 
     // Tampering with one payment row is caught and named.
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let seq: i64 = conn.query_row("SELECT tx_seq FROM payments ORDER BY tx_seq LIMIT 1 OFFSET 7", [], |r| r.get(0)).unwrap();
+    let seq: i64 = conn
+        .query_row("SELECT tx_seq FROM payments ORDER BY tx_seq LIMIT 1 OFFSET 7", [], |r| r.get(0))
+        .unwrap();
     conn.execute("UPDATE payments SET amount = 1 WHERE tx_seq = ?1", [seq]).unwrap();
     drop(conn);
     let (code, out) = ledger_verify(&db);

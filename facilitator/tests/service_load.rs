@@ -17,7 +17,8 @@ async fn payments_per_second() {
     let conc: usize = std::env::var("VLEXIVO_LOAD_CONC").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
     let dir = tempfile::tempdir().unwrap();
     let sync = std::env::var("VLEXIVO_LOAD_SYNC").unwrap_or_else(|_| "full".into());
-    let f = Facilitator::start(&dir.path().join("f.db"), &["--faucet-cap", "1000000", "--synchronous", &sync]);
+    let f =
+        Facilitator::start(&dir.path().join("f.db"), &["--faucet-cap", "1000000", "--synchronous", &sync]);
     let (c, u) = (http(), f.url.clone());
     let p = create_provider(&c, &u, json!({})).await;
     let pw = paywall(&p.api_secret, &u);
@@ -26,7 +27,8 @@ async fn payments_per_second() {
     for w in &wallets {
         top_up(&c, &u, w, "1000").await;
     }
-    let reqs: Vec<_> = (0..n).map(|i| sign(&challenge(&pw, "/r", "0.001"), &wallets[i % wallets.len()])).collect();
+    let reqs: Vec<_> =
+        (0..n).map(|i| sign(&challenge(&pw, "/r", "0.001"), &wallets[i % wallets.len()])).collect();
     let queue = Arc::new(Mutex::new(reqs));
     let start = Instant::now();
     let tasks: Vec<_> = (0..conc)
@@ -50,7 +52,10 @@ async fn payments_per_second() {
         ok += t.await.unwrap();
     }
     let secs = start.elapsed().as_secs_f64();
-    eprintln!("{ok} payments in {secs:.2} s: {:.0}/s (concurrency {conc}, synchronous {sync}; client and server share the cores)", ok as f64 / secs);
+    eprintln!(
+        "{ok} payments in {secs:.2} s: {:.0}/s (concurrency {conc}, synchronous {sync}; client and server share the cores)",
+        ok as f64 / secs
+    );
     // Server CPU per thread (Linux), to see where the time goes.
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for t in tasks.flatten() {

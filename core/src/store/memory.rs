@@ -79,12 +79,7 @@ impl MemoryStore {
     /// A store bounded at `capacity` live entries (at least 1).
     pub fn with_capacity(capacity: usize) -> Self {
         let shards = (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect();
-        Self {
-            shards,
-            len: AtomicUsize::new(0),
-            capacity: capacity.max(1),
-            full_sweep_at: AtomicU64::new(0),
-        }
+        Self { shards, len: AtomicUsize::new(0), capacity: capacity.max(1), full_sweep_at: AtomicU64::new(0) }
     }
 
     /// Entries currently held, including expired ones not yet swept.

@@ -1,21 +1,21 @@
 //! HTTP handlers: the facilitator API of `docs/protocol.md` §8.
 
+use super::AppState;
 use super::ledger::{PayOp, provider_id};
 use super::types::*;
-use super::AppState;
+use axum::Json;
 use axum::extract::{FromRequest, MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
+use vlexivo_core::Error;
 use vlexivo_core::keys::{Mode, ProviderKeys};
 use vlexivo_core::money::{Currency, Money};
 use vlexivo_core::payment::{self, PaymentReceipt, PaymentRequest};
 use vlexivo_core::wallet::Address;
-use vlexivo_core::Error;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -49,13 +49,8 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let mut body = ErrorBody {
-            error: e.code().to_string(),
-            message,
-            required: None,
-            balance: None,
-            currency: None,
-        };
+        let mut body =
+            ErrorBody { error: e.code().to_string(), message, required: None, balance: None, currency: None };
         if let Error::InsufficientFunds { required, balance, currency } = &e {
             body.required = Some(required.clone());
             body.balance = Some(balance.clone());
@@ -229,7 +224,10 @@ fn authenticate(st: &AppState, headers: &HeaderMap) -> ApiResult<Arc<super::ledg
     Ok(p)
 }
 
-pub async fn provider_me(State(st): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Json<ProviderInfo>> {
+pub async fn provider_me(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<ProviderInfo>> {
     let p = authenticate(&st, &headers)?;
     let account = p.account.clone();
     let (total, count) = st
@@ -264,14 +262,13 @@ pub async fn provider_payments(
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<PaymentList>> {
     let p = authenticate(&st, &headers)?;
-    let limit = match query.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(l) => l
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| Error::RequestMalformed(format!("limit must be an integer in 1..={MAX_LIMIT}")))?,
-    };
+    let limit =
+        match query.get("limit") {
+            None => DEFAULT_LIMIT,
+            Some(l) => l.parse::<u32>().ok().filter(|n| (1..=MAX_LIMIT).contains(n)).ok_or_else(|| {
+                Error::RequestMalformed(format!("limit must be an integer in 1..={MAX_LIMIT}"))
+            })?,
+        };
     let account = p.account.clone();
     let payments = st
         .read(move |c| {
@@ -305,7 +302,10 @@ pub(crate) fn usd(atomic: i64) -> String {
         .unwrap_or_else(|_| atomic.to_string())
 }
 
-pub async fn wallet_balance(State(st): State<Arc<AppState>>, Path(address): Path<String>) -> ApiResult<Json<WalletBalance>> {
+pub async fn wallet_balance(
+    State(st): State<Arc<AppState>>,
+    Path(address): Path<String>,
+) -> ApiResult<Json<WalletBalance>> {
     let address = Address::parse(&address)?;
     let balance = st.wallet_balance(address).await?;
     Ok(Json(WalletBalance { address: address.to_checksum(), balance: usd(balance), currency: "usd".into() }))
@@ -332,7 +332,10 @@ pub async fn top_up(
 // ---------------------------------------------------------------------------------------------
 // Payments
 
-pub async fn pay(State(st): State<Arc<AppState>>, JsonBody(req): JsonBody<PaymentRequest>) -> ApiResult<Json<PaymentReceipt>> {
+pub async fn pay(
+    State(st): State<Arc<AppState>>,
+    JsonBody(req): JsonBody<PaymentRequest>,
+) -> ApiResult<Json<PaymentReceipt>> {
     let challenge = payment::decode(&req)?;
     let provider = st.provider(&challenge.account).ok_or(Error::ProviderUnknown)?;
     let now = st.clock.now();
@@ -340,11 +343,17 @@ pub async fn pay(State(st): State<Arc<AppState>>, JsonBody(req): JsonBody<Paymen
     let verified = payment::verify(&req, challenge, &provider.challenge_mac, now)?;
     let c = &verified.challenge;
     if c.mode != provider.mode.as_str() {
-        return Err(ApiError(Error::ModeMismatch { expected: provider.mode.as_str().into(), got: c.mode.clone() }));
+        return Err(ApiError(Error::ModeMismatch {
+            expected: provider.mode.as_str().into(),
+            got: c.mode.clone(),
+        }));
     }
     // This facilitator settles on its sandbox ledger only.
     if c.network != "sandbox" {
-        return Err(ApiError(Error::ModeMismatch { expected: "network sandbox".into(), got: c.network.clone() }));
+        return Err(ApiError(Error::ModeMismatch {
+            expected: "network sandbox".into(),
+            got: c.network.clone(),
+        }));
     }
     let done = st.ledger.pay(PayOp { provider, verified, now }).await?;
     let m = &st.metrics;

@@ -253,10 +253,7 @@ impl Ledger {
 
     pub async fn top_up(&self, address: Address, amount: u64, now: u64) -> Result<TopUpDone> {
         let (reply, r) = oneshot::channel();
-        self.tx
-            .send(Op::TopUp { address, amount, now, reply })
-            .await
-            .map_err(|_| writer_gone())?;
+        self.tx.send(Op::TopUp { address, amount, now, reply }).await.map_err(|_| writer_gone())?;
         r.await.map_err(|_| writer_gone())?
     }
 
@@ -547,9 +544,8 @@ impl Writer {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
             .execute(params![rec.seq, rec.kind, rec.at as i64, record, self.head.hash, hash])?;
-        let mut entry = self
-            .conn
-            .prepare_cached("INSERT INTO entries (tx_seq, account, amount) VALUES (?1, ?2, ?3)")?;
+        let mut entry =
+            self.conn.prepare_cached("INSERT INTO entries (tx_seq, account, amount) VALUES (?1, ?2, ?3)")?;
         entry.execute(params![rec.seq, rec.from, -rec.amount])?;
         entry.execute(params![rec.seq, rec.to, rec.amount])?;
         Ok(())
@@ -774,9 +770,7 @@ fn verify_inner(conn: &Connection) -> std::result::Result<VerifySummary, VerifyE
     let mut sum = VerifySummary { head: GENESIS_HASH.into(), ..Default::default() };
     let mut balances: HashMap<String, i64> = HashMap::new();
     let mut topped: HashMap<String, i64> = HashMap::new();
-    let mut entries_q = conn
-        .prepare("SELECT account, amount FROM entries WHERE tx_seq = ?1")
-        .map_err(dbe)?;
+    let mut entries_q = conn.prepare("SELECT account, amount FROM entries WHERE tx_seq = ?1").map_err(dbe)?;
     let mut pay_q = conn
         .prepare(
             "SELECT account, nonce, tx_hash, payer, amount, currency, resource, paid_at \
@@ -805,7 +799,8 @@ fn verify_inner(conn: &Connection) -> std::result::Result<VerifySummary, VerifyE
         if chain_hash(&prev, &record) != hash {
             return Err(bad(seq, "tx_hash does not match its record"));
         }
-        let rec: Record = serde_json::from_str(&record).map_err(|_| bad(seq, "record is not canonical JSON"))?;
+        let rec: Record =
+            serde_json::from_str(&record).map_err(|_| bad(seq, "record is not canonical JSON"))?;
         if serde_json::to_string(&rec).ok().as_deref() != Some(record.as_str()) {
             return Err(bad(seq, "record is not canonical JSON"));
         }
@@ -829,7 +824,8 @@ fn verify_inner(conn: &Connection) -> std::result::Result<VerifySummary, VerifyE
         if total != 0 {
             return Err(bad(seq, format!("entries sum to {total}, not zero")));
         }
-        if n != 2 || entries.get(&rec.from) != Some(&-rec.amount) || entries.get(&rec.to) != Some(&rec.amount) {
+        if n != 2 || entries.get(&rec.from) != Some(&-rec.amount) || entries.get(&rec.to) != Some(&rec.amount)
+        {
             return Err(bad(seq, "entries do not match the record"));
         }
         match rec.kind.as_str() {
@@ -845,7 +841,16 @@ fn verify_inner(conn: &Connection) -> std::result::Result<VerifySummary, VerifyE
                 type Row = (String, String, String, String, i64, String, String, i64);
                 let p: Option<Row> = pay_q
                     .query_row([seq], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                            r.get(6)?,
+                            r.get(7)?,
+                        ))
                     })
                     .optional()
                     .map_err(dbe)?;
@@ -878,14 +883,21 @@ fn verify_inner(conn: &Connection) -> std::result::Result<VerifySummary, VerifyE
     let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).map_err(dbe);
     let n_entries = count("SELECT COUNT(*) FROM entries")?;
     if n_entries as u64 != 2 * sum.transactions {
-        return Err(bad(None, format!("{n_entries} entries for {} transactions (orphan entries)", sum.transactions)));
+        return Err(bad(
+            None,
+            format!("{n_entries} entries for {} transactions (orphan entries)", sum.transactions),
+        ));
     }
     let n_payments = count("SELECT COUNT(*) FROM payments")?;
     if n_payments as u64 != sum.payments {
-        return Err(bad(None, format!("{n_payments} payment rows for {} payment transactions", sum.payments)));
+        return Err(bad(
+            None,
+            format!("{n_payments} payment rows for {} payment transactions", sum.payments),
+        ));
     }
 
-    let mut accts = conn.prepare("SELECT id, kind, balance, topped_up FROM accounts ORDER BY id").map_err(dbe)?;
+    let mut accts =
+        conn.prepare("SELECT id, kind, balance, topped_up FROM accounts ORDER BY id").map_err(dbe)?;
     let mut rows = accts.query([]).map_err(dbe)?;
     let mut total = 0i64;
     while let Some(r) = rows.next().map_err(dbe)? {
@@ -893,7 +905,10 @@ fn verify_inner(conn: &Connection) -> std::result::Result<VerifySummary, VerifyE
             (r.get(0).map_err(dbe)?, r.get(1).map_err(dbe)?, r.get(2).map_err(dbe)?, r.get(3).map_err(dbe)?);
         let expected = balances.remove(&id).unwrap_or(0);
         if balance != expected {
-            return Err(bad(None, format!("account {id}: balance {balance} but its entries sum to {expected}")));
+            return Err(bad(
+                None,
+                format!("account {id}: balance {balance} but its entries sum to {expected}"),
+            ));
         }
         if balance < 0 && kind != "faucet" {
             return Err(bad(None, format!("account {id}: negative balance")));
@@ -921,7 +936,8 @@ mod tests {
 
     async fn ledger_with_history(path: &std::path::Path) -> (Ledger, std::thread::JoinHandle<()>) {
         let conn = super::super::db::open_rw(path).unwrap();
-        let (ledger, h) = Ledger::start(conn, path, 1_000_000_000, "http://test".into(), Durability::Full).unwrap();
+        let (ledger, h) =
+            Ledger::start(conn, path, 1_000_000_000, "http://test".into(), Durability::Full).unwrap();
         for i in 0..5u64 {
             let w = Wallet::generate(&SeededEntropy::new(i));
             ledger.top_up(w.address(), 1_000 + i, 1_700_000_000 + i).await.unwrap();
@@ -942,24 +958,38 @@ mod tests {
         assert_eq!((s.transactions, s.topups, s.accounts), (5, 5, 6));
 
         // Edit a record (and even re-hash it): the next link breaks.
-        let rec: String = conn.query_row("SELECT record FROM transactions WHERE seq = 3", [], |r| r.get(0)).unwrap();
+        let rec: String =
+            conn.query_row("SELECT record FROM transactions WHERE seq = 3", [], |r| r.get(0)).unwrap();
         let forged = rec.replace("\"amount\":1002", "\"amount\":9002");
         assert_ne!(rec, forged);
         conn.execute("UPDATE transactions SET record = ?1 WHERE seq = 3", [&forged]).unwrap();
         let e = verify_ledger(&conn).unwrap_err().to_string();
         assert!(e.starts_with("transaction 3:"), "{e}");
-        let prev: String = conn.query_row("SELECT prev_hash FROM transactions WHERE seq = 3", [], |r| r.get(0)).unwrap();
-        conn.execute("UPDATE transactions SET tx_hash = ?1 WHERE seq = 3", [chain_hash(&prev, &forged)]).unwrap();
+        let prev: String =
+            conn.query_row("SELECT prev_hash FROM transactions WHERE seq = 3", [], |r| r.get(0)).unwrap();
+        conn.execute("UPDATE transactions SET tx_hash = ?1 WHERE seq = 3", [chain_hash(&prev, &forged)])
+            .unwrap();
         let e = verify_ledger(&conn).unwrap_err().to_string();
         assert!(e.starts_with("transaction 3:") || e.starts_with("transaction 4:"), "{e}");
-        conn.execute("UPDATE transactions SET record = ?1, tx_hash = ?2 WHERE seq = 3", [&rec, &chain_hash(&prev, &rec)])
-            .unwrap();
+        conn.execute(
+            "UPDATE transactions SET record = ?1, tx_hash = ?2 WHERE seq = 3",
+            [&rec, &chain_hash(&prev, &rec)],
+        )
+        .unwrap();
         verify_ledger(&conn).unwrap();
 
         // A balance edited behind the ledger's back.
-        conn.execute("UPDATE accounts SET balance = balance + 1 WHERE kind = 'wallet' AND balance = 1004", []).unwrap();
+        conn.execute(
+            "UPDATE accounts SET balance = balance + 1 WHERE kind = 'wallet' AND balance = 1004",
+            [],
+        )
+        .unwrap();
         assert!(verify_ledger(&conn).unwrap_err().to_string().contains("balance"));
-        conn.execute("UPDATE accounts SET balance = balance - 1 WHERE kind = 'wallet' AND balance = 1005", []).unwrap();
+        conn.execute(
+            "UPDATE accounts SET balance = balance - 1 WHERE kind = 'wallet' AND balance = 1005",
+            [],
+        )
+        .unwrap();
         verify_ledger(&conn).unwrap();
 
         // An entry edited: double entry no longer sums to zero.

@@ -60,7 +60,12 @@ impl Metrics {
         let c = |o: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         };
-        c(&mut o, "vlexivo_payments_total", "Payments settled (replays excluded).", self.payments.load(Ordering::Relaxed));
+        c(
+            &mut o,
+            "vlexivo_payments_total",
+            "Payments settled (replays excluded).",
+            self.payments.load(Ordering::Relaxed),
+        );
         c(
             &mut o,
             "vlexivo_payments_replayed_total",
@@ -80,9 +85,17 @@ impl Metrics {
             "Sum of faucet top-ups in atomic units.",
             self.amount_topped_up_atomic.load(Ordering::Relaxed),
         );
-        c(&mut o, "vlexivo_providers_created_total", "Providers onboarded.", self.providers_created.load(Ordering::Relaxed));
+        c(
+            &mut o,
+            "vlexivo_providers_created_total",
+            "Providers onboarded.",
+            self.providers_created.load(Ordering::Relaxed),
+        );
 
-        let _ = writeln!(o, "# HELP vlexivo_errors_total Error responses by code.\n# TYPE vlexivo_errors_total counter");
+        let _ = writeln!(
+            o,
+            "# HELP vlexivo_errors_total Error responses by code.\n# TYPE vlexivo_errors_total counter"
+        );
         for (code, n) in self.errors.lock().iter() {
             let _ = writeln!(o, "vlexivo_errors_total{{code=\"{code}\"}} {n}");
         }

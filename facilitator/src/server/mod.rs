@@ -148,7 +148,9 @@ impl AppState {
     async fn create_provider(&self, req: CreateProviderRequest) -> Result<ProviderCreated> {
         let mode = match req.mode.as_deref() {
             None => Mode::Sandbox,
-            Some(m) => m.parse::<Mode>().map_err(|_| Error::RequestMalformed("mode must be \"sandbox\"".into()))?,
+            Some(m) => {
+                m.parse::<Mode>().map_err(|_| Error::RequestMalformed("mode must be \"sandbox\"".into()))?
+            }
         };
         if mode != Mode::Sandbox {
             return Err(Error::ModeMismatch { expected: "sandbox".into(), got: mode.as_str().into() });
@@ -237,13 +239,20 @@ pub struct RunningServer {
 
 impl std::fmt::Debug for RunningServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunningServer").field("addr", &self.addr).field("url", &self.url).finish_non_exhaustive()
+        f.debug_struct("RunningServer")
+            .field("addr", &self.addr)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
     }
 }
 
 impl RunningServer {
     /// Onboard a sandbox provider in-process (same as `POST /v1/providers`).
-    pub async fn create_provider(&self, name: Option<&str>, token_alg: Option<&str>) -> Result<ProviderCreated> {
+    pub async fn create_provider(
+        &self,
+        name: Option<&str>,
+        token_alg: Option<&str>,
+    ) -> Result<ProviderCreated> {
         self.state
             .create_provider(CreateProviderRequest {
                 mode: None,
@@ -295,7 +304,8 @@ fn load(conn: &Connection, entropy: &dyn Entropy) -> Result<(Ed25519Key, Vec<Pro
         .map_err(db::db_err)?;
     let key = match seed {
         Some(s) => {
-            let seed: [u8; 32] = s.try_into().map_err(|_| Error::Config("stored Ed25519 seed is not 32 bytes".into()))?;
+            let seed: [u8; 32] =
+                s.try_into().map_err(|_| Error::Config("stored Ed25519 seed is not 32 bytes".into()))?;
             Ed25519Key::from_seed(seed)?
         }
         None => {
@@ -353,26 +363,30 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer> {
     let faucet_cap = Money::parse(&cfg.faucet_cap, Currency::Usd)
         .map_err(|e| Error::Config(format!("faucet cap: {e}")))?
         .to_atomic();
-    let default_alg = TokenAlg::parse(&cfg.token_alg).map_err(|_| Error::Config("token algorithm must be HS256 or EdDSA".into()))?;
+    let default_alg = TokenAlg::parse(&cfg.token_alg)
+        .map_err(|_| Error::Config("token algorithm must be HS256 or EdDSA".into()))?;
     let listener = tokio::net::TcpListener::bind(cfg.addr)
         .await
         .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", cfg.addr)))?;
     let addr = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
     let url = format!("http://{addr}");
-    let public_url = cfg.public_url.as_deref().map(|u| u.trim_end_matches('/').to_string()).unwrap_or_else(|| url.clone());
+    let public_url =
+        cfg.public_url.as_deref().map(|u| u.trim_end_matches('/').to_string()).unwrap_or_else(|| url.clone());
 
     let db_path = cfg.db_path.clone();
     let entropy = cfg.entropy.clone();
     let (conn, key, rows, readers) = tokio::task::spawn_blocking(move || -> Result<_> {
         let conn = db::open_rw(&db_path)?;
         let (key, rows) = load(&conn, entropy.as_ref())?;
-        let readers = (0..READERS).map(|_| db::open_ro(&db_path).map(Mutex::new)).collect::<Result<Vec<_>>>()?;
+        let readers =
+            (0..READERS).map(|_| db::open_ro(&db_path).map(Mutex::new)).collect::<Result<Vec<_>>>()?;
         Ok((conn, key, rows, readers))
     })
     .await
     .map_err(|e| Error::Internal(format!("startup task: {e}")))??;
 
-    let jwks_json = serde_json::to_string(&vlexivo_core::token::jwks(&[&key])).map_err(|e| Error::Internal(e.to_string()))?;
+    let jwks_json = serde_json::to_string(&vlexivo_core::token::jwks(&[&key]))
+        .map_err(|e| Error::Internal(e.to_string()))?;
     let eddsa = Arc::new(TokenIssuer::new(SigningKey::EdDsa(key))?);
     let mut providers = HashMap::with_capacity(rows.len());
     for r in rows {

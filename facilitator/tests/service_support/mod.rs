@@ -56,7 +56,10 @@ impl Facilitator {
             Ok(v) => v,
             Err(_) => {
                 let _ = child.kill();
-                panic!("vlexivo serve printed nothing within 30 s; log: {}", std::fs::read_to_string(&log).unwrap_or_default());
+                panic!(
+                    "vlexivo serve printed nothing within 30 s; log: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
             }
         };
         let url = line.trim().strip_prefix("VLEXIVO_URL=").map(str::to_string).unwrap_or_else(|| {
@@ -133,13 +136,7 @@ pub async fn post(c: &reqwest::Client, url: &str, body: &Value) -> (u16, Value) 
 }
 
 pub async fn post_raw(c: &reqwest::Client, url: &str, body: Vec<u8>) -> (u16, Value) {
-    let r = c
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("POST");
+    let r = c.post(url).header("content-type", "application/json").body(body).send().await.expect("POST");
     let s = r.status().as_u16();
     (s, r.json().await.unwrap_or(Value::Null))
 }
@@ -151,7 +148,12 @@ pub async fn create_provider(c: &reqwest::Client, base: &str, body: Value) -> Pr
 }
 
 pub async fn top_up(c: &reqwest::Client, base: &str, wallet: &Wallet, amount: &str) -> (u16, Value) {
-    post(c, &format!("{base}/v1/wallets/{}/topup", wallet.address()), &serde_json::json!({ "amount": amount })).await
+    post(
+        c,
+        &format!("{base}/v1/wallets/{}/topup", wallet.address()),
+        &serde_json::json!({ "amount": amount }),
+    )
+    .await
 }
 
 pub async fn balance(c: &reqwest::Client, base: &str, wallet: &Wallet) -> String {
