@@ -17,7 +17,7 @@ use std::io::Write;
 use std::sync::Arc;
 use vlexivo_core::paywall::{PaymentFacts, Paywall, PaywallConfig};
 use vlexivo_core::store::MemoryStore;
-use vlexivo_facilitator::layer::{PaywallLayer, Price};
+use vlexivo_tower::{PaywallLayer, Price};
 
 fn model_price(body: &[u8]) -> &'static str {
     let model = serde_json::from_slice::<Value>(body)

@@ -24,6 +24,16 @@ pub struct PaymentRequest {
     pub signature: String,
 }
 
+/// `POST /v1/wallets/{address}/topup` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopUpReceipt {
+    pub address: String,
+    pub amount: String,
+    pub balance: String,
+    pub currency: String,
+    pub tx_hash: String,
+}
+
 /// Body of a successful `POST /v1/payments`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentReceipt {

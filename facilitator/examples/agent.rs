@@ -2,10 +2,10 @@
 //!
 //!     VLX_WALLET_KEY=0x… cargo run -p vlexivo-facilitator --example agent -- http://127.0.0.1:3000/api/v1/inference
 
+use vlexivo_client::{VlexivoClient, receipt_of};
 use vlexivo_core::client::AutoTopUp;
 use vlexivo_core::policy::SpendingPolicy;
 use vlexivo_core::{Currency, Error, Money};
-use vlexivo_facilitator::client::{VlexivoClient, receipt_of};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -18,6 +18,7 @@ use axum::routing::get;
 use http::HeaderMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use vlexivo_client::VlexivoClient;
 use vlexivo_core::client::{PaymentRequired, parse_payment_required};
 use vlexivo_core::env::{Clock, OsEntropy, SystemClock};
 use vlexivo_core::paywall::{Paywall, PaywallConfig, RequestInfo};
@@ -25,9 +26,8 @@ use vlexivo_core::policy::SpendingPolicy;
 use vlexivo_core::store::SqliteStore;
 use vlexivo_core::wallet::Wallet;
 use vlexivo_core::{Currency, Money};
-use vlexivo_facilitator::client::VlexivoClient;
-use vlexivo_facilitator::layer::{PaywallLayer, Price};
 use vlexivo_facilitator::server::{self, ServerConfig};
+use vlexivo_tower::{PaywallLayer, Price};
 
 struct Opts {
     durability: server::Durability,

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use vlexivo_core::paywall::{PaymentFacts, Paywall, PaywallConfig};
 use vlexivo_core::store::SqliteStore;
-use vlexivo_facilitator::layer::{PaywallLayer, Price};
+use vlexivo_tower::{PaywallLayer, Price};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -3,8 +3,6 @@
 //! auto top-up — then the refusals (replay, insufficient funds, spending cap), the totals, and
 //! the ledger's own verification. Exits non-zero if any step misbehaves.
 
-use crate::client::{AutoTopUpDone, VlexivoClient, receipt_of};
-use crate::layer::{PaywallLayer, Price};
 use crate::server::{self, ServerConfig};
 use axum::extract::Query;
 use axum::routing::{get, post};
@@ -17,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
+use vlexivo_client::{AutoTopUpDone, VlexivoClient, receipt_of};
 use vlexivo_core::client::AutoTopUp;
 use vlexivo_core::env::OsEntropy;
 use vlexivo_core::paywall::{PaymentFacts, Paywall, PaywallConfig};
@@ -24,6 +23,7 @@ use vlexivo_core::policy::SpendingPolicy;
 use vlexivo_core::store::{NonceStore, SqliteStore};
 use vlexivo_core::wallet::Wallet;
 use vlexivo_core::{Currency, Error, Money};
+use vlexivo_tower::{PaywallLayer, Price};
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct DemoArgs {

@@ -1,10 +1,8 @@
 //! # vlexivo-facilitator
 //!
-//! The payment service (`server`), the `vlexivo` CLI's commands, a tower paywall layer for
-//! Rust APIs (`layer`), a Rust client that pays 402s (`client`), and the demo (`demo`).
+//! The payment service (`server`), the `vlexivo` CLI's commands and the demo (`demo`). The tower
+//! paywall layer is the `vlexivo-tower` crate and the Rust payer client `vlexivo-client`.
 
-pub mod client;
 pub mod demo;
-pub mod layer;
 pub mod pay;
 pub mod server;

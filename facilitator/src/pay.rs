@@ -4,12 +4,12 @@
 //! Exit codes: 0 success, 1 other failure (including an HTTP error answer), 2 usage,
 //! 3 price over `--max-price`, 4 insufficient funds, 5 facilitator unavailable.
 
-use crate::client::VlexivoClient;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::path::PathBuf;
+use vlexivo_client::VlexivoClient;
 use vlexivo_core::client::{self as flow, AutoTopUp, MAX_RESPONSE_BODY, PaymentRequired};
 use vlexivo_core::policy::SpendingPolicy;
 use vlexivo_core::{Currency, Error, Money};
@@ -195,7 +195,7 @@ async fn pay(args: PayArgs) -> Result<i32, Failure> {
     }
     let status = res.status().as_u16();
     let res_headers = res.headers().clone();
-    let raw = crate::client::read_limited(res, MAX_RESPONSE_BODY).await.unwrap_or_default();
+    let raw = vlexivo_client::read_limited(res, MAX_RESPONSE_BODY).await.unwrap_or_default();
     let pairs = res_headers.iter().filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)));
     let pr = match flow::parse_payment_required(status, pairs, &raw) {
         Ok(pr) => pr,

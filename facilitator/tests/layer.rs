@@ -7,6 +7,7 @@ use http::request::Parts;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use vlexivo_client::{AutoTopUpDone, VlexivoClient, receipt_of};
 use vlexivo_core::client::AutoTopUp;
 use vlexivo_core::env::OsEntropy;
 use vlexivo_core::paywall::{PaymentFacts, Paywall, PaywallConfig};
@@ -14,9 +15,8 @@ use vlexivo_core::policy::SpendingPolicy;
 use vlexivo_core::store::{MemoryStore, NonceStore, SqliteStore};
 use vlexivo_core::wallet::Wallet;
 use vlexivo_core::{Currency, Error, Money};
-use vlexivo_facilitator::client::{AutoTopUpDone, VlexivoClient, receipt_of};
-use vlexivo_facilitator::layer::{PaywallLayer, Price};
 use vlexivo_facilitator::server::{self, RunningServer, ServerConfig};
+use vlexivo_tower::{PaywallLayer, Price};
 
 struct Env {
     srv: RunningServer,
@@ -142,9 +142,7 @@ impl Env {
     async fn client_with(
         &self,
         balance: &str,
-        f: impl FnOnce(
-            vlexivo_facilitator::client::VlexivoClientBuilder,
-        ) -> vlexivo_facilitator::client::VlexivoClientBuilder,
+        f: impl FnOnce(vlexivo_client::VlexivoClientBuilder) -> vlexivo_client::VlexivoClientBuilder,
     ) -> VlexivoClient {
         let wallet = Wallet::generate(&OsEntropy);
         if balance != "0" {

@@ -75,15 +75,7 @@ pub struct TopUpRequest {
     pub amount: serde_json::Value,
 }
 
-/// `POST /v1/wallets/{address}/topup` answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TopUpReceipt {
-    pub address: String,
-    pub amount: String,
-    pub balance: String,
-    pub currency: String,
-    pub tx_hash: String,
-}
+pub use vlexivo_core::payment::TopUpReceipt;
 
 /// Every error answer: `{"error": code, "message": text}`, plus the amounts for
 /// `insufficient_funds`.

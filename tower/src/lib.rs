@@ -4,7 +4,7 @@
 //! use std::sync::Arc;
 //! use axum::{routing::get, Extension, Router};
 //! use vlexivo_core::{paywall::{Paywall, PaywallConfig, PaymentFacts}, store::MemoryStore};
-//! use vlexivo_facilitator::layer::{PaywallLayer, Price};
+//! use vlexivo_tower::{PaywallLayer, Price};
 //!
 //! # fn app(secret: &str) -> Router {
 //! let paywall = Arc::new(Paywall::new(PaywallConfig::new(secret)).unwrap());

@@ -3,7 +3,7 @@
 //! ```no_run
 //! # async fn f() -> Result<(), vlexivo_core::Error> {
 //! use vlexivo_core::client::AutoTopUp;
-//! use vlexivo_facilitator::client::VlexivoClient;
+//! use vlexivo_client::VlexivoClient;
 //!
 //! let client = VlexivoClient::builder()
 //!     .wallet_key(&std::env::var("VLX_WALLET_KEY").unwrap())
@@ -179,7 +179,7 @@ impl fmt::Debug for VlexivoClient {
 }
 
 /// The answer of `POST /v1/wallets/{address}/topup` (the service's own type).
-pub use crate::server::types::TopUpReceipt;
+pub use vlexivo_core::payment::TopUpReceipt;
 
 /// The receipt of the payment made for a response, if one was (`fetch` attaches it).
 pub fn receipt_of(res: &Response) -> Option<&PaymentReceipt> {
@@ -503,7 +503,7 @@ impl VlexivoClient {
 }
 
 /// Read at most `limit` bytes of a body (a hostile server cannot make us buffer more).
-pub(crate) async fn read_limited(mut res: Response, limit: usize) -> Result<Vec<u8>, String> {
+pub async fn read_limited(mut res: Response, limit: usize) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     while let Some(chunk) = res.chunk().await.map_err(|e| describe(&e))? {
         if out.len() + chunk.len() > limit {
