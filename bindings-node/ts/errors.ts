@@ -15,7 +15,8 @@ export const ALL_CODES = [
   'token_resource', 'token_underpaid', 'token_currency', 'token_replayed',
   'nonce_store_full', 'nonce_store_unavailable', 'budget_exceeded', 'insufficient_funds',
   'provider_unknown', 'unauthorized', 'payment_conflict', 'top_up_refused',
-  'request_too_large', 'request_malformed', 'facilitator_unavailable', 'facilitator_error',
+  'request_too_large', 'request_malformed', 'facilitator_unavailable', 'facilitator_untrusted',
+  'payment_in_doubt', 'facilitator_error',
   'not_payment_required', 'body_not_replayable', 'price_invalid', 'config_invalid',
   'mode_mismatch', 'internal',
 ] as const;
@@ -174,6 +175,8 @@ export const CODE_CLASSES: { readonly [C in VlexivoErrorCode]: ErrorClass } = {
   request_too_large: VlexivoRequestError,
   request_malformed: VlexivoRequestError,
   facilitator_unavailable: VlexivoFacilitatorError,
+  facilitator_untrusted: VlexivoChallengeError,
+  payment_in_doubt: VlexivoFacilitatorError,
   facilitator_error: VlexivoFacilitatorError,
   not_payment_required: VlexivoPaymentError,
   body_not_replayable: VlexivoRequestError,

@@ -78,6 +78,13 @@ fn error_fields<'py>(py: Python<'py>, err: &Error) -> PyResult<Bound<'py, PyDict
             d.set_item("balance", balance)?;
             d.set_item("currency", currency)?;
         }
+        Error::FacilitatorUntrusted { facilitator } => d.set_item("facilitator", facilitator)?,
+        Error::PaymentInDoubt { facilitator, nonce, amount, reason } => {
+            d.set_item("facilitator", facilitator)?;
+            d.set_item("nonce", nonce)?;
+            d.set_item("amount", amount)?;
+            d.set_item("reason", reason)?;
+        }
         Error::FacilitatorError { status, code, message } => {
             d.set_item("upstream_status", status)?;
             d.set_item("upstream_code", code)?;

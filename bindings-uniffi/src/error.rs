@@ -101,6 +101,8 @@ pub(crate) const KINDS: &[(&str, Kind)] = &[
     ("request_too_large", Kind::InvalidInput),
     ("request_malformed", Kind::InvalidInput),
     ("facilitator_unavailable", Kind::Unavailable),
+    ("facilitator_untrusted", Kind::Challenge),
+    ("payment_in_doubt", Kind::Unavailable),
     ("facilitator_error", Kind::Refused),
     ("not_payment_required", Kind::NotPaymentRequired),
     ("body_not_replayable", Kind::InvalidInput),

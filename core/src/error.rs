@@ -125,6 +125,20 @@ pub enum Error {
     },
     RequestMalformed(String),
     FacilitatorUnavailable(String),
+    /// The challenge names a facilitator the payer does not trust (payer side): nothing was
+    /// signed, queried or paid.
+    FacilitatorUntrusted {
+        facilitator: String,
+    },
+    /// The facilitator's answer did not say whether it charged (a timeout or a lost connection
+    /// after the payment was sent, a 5xx, a garbled body): the payment stays counted by the
+    /// budget until re-sending the same signed payment tells its fate.
+    PaymentInDoubt {
+        facilitator: String,
+        nonce: String,
+        amount: String,
+        reason: String,
+    },
     FacilitatorError {
         status: u16,
         code: String,
@@ -190,6 +204,8 @@ impl Error {
             RequestTooLarge { .. } => "request_too_large",
             RequestMalformed(_) => "request_malformed",
             FacilitatorUnavailable(_) => "facilitator_unavailable",
+            FacilitatorUntrusted { .. } => "facilitator_untrusted",
+            PaymentInDoubt { .. } => "payment_in_doubt",
             FacilitatorError { .. } => "facilitator_error",
             NotPaymentRequired => "not_payment_required",
             BodyNotReplayable => "body_not_replayable",
@@ -241,6 +257,8 @@ impl Error {
             RequestTooLarge { .. } => 413,
             RequestMalformed(_) => 400,
             FacilitatorUnavailable(_) => 503,
+            FacilitatorUntrusted { .. } => 403,
+            PaymentInDoubt { .. } => 502,
             FacilitatorError { status, .. } => *status,
             NotPaymentRequired => 502,
             BodyNotReplayable => 400,
@@ -319,6 +337,8 @@ impl Error {
         "request_too_large",
         "request_malformed",
         "facilitator_unavailable",
+        "facilitator_untrusted",
+        "payment_in_doubt",
         "facilitator_error",
         "not_payment_required",
         "body_not_replayable",
@@ -386,6 +406,16 @@ impl fmt::Display for Error {
             RequestTooLarge { limit } => write!(f, "request is larger than {limit} bytes"),
             RequestMalformed(why) => write!(f, "request is malformed: {why}"),
             FacilitatorUnavailable(why) => write!(f, "facilitator unavailable: {why}"),
+            FacilitatorUntrusted { facilitator } => write!(
+                f,
+                "the challenge names facilitator {facilitator:?}, which this payer does not trust \
+                 (configure it as the facilitator, in VLEXIVO_FACILITATOR_URL or in the trusted list)"
+            ),
+            PaymentInDoubt { facilitator, nonce: _, amount, reason } => write!(
+                f,
+                "payment of {amount} through {facilitator} is in doubt ({reason}): it stays counted \
+                 against the budget until the facilitator tells its fate"
+            ),
             FacilitatorError { status, code, message } => {
                 write!(f, "facilitator answered {status} {code}: {message}")
             }
@@ -445,6 +475,10 @@ impl Error {
             }
             InsufficientFunds { required, balance, currency } => {
                 json!({ "required": required, "balance": balance, "currency": currency })
+            }
+            FacilitatorUntrusted { facilitator } => json!({ "facilitator": facilitator }),
+            PaymentInDoubt { facilitator, nonce, amount, reason } => {
+                json!({ "facilitator": facilitator, "nonce": nonce, "amount": amount, "reason": reason })
             }
             FacilitatorError { status, code, message } => json!({
                 "facilitatorStatus": status,
@@ -532,6 +566,13 @@ impl Error {
             "request_too_large" => RequestTooLarge { limit: limit(65536) },
             "request_malformed" => RequestMalformed(reason()),
             "facilitator_unavailable" => FacilitatorUnavailable(reason()),
+            "facilitator_untrusted" => FacilitatorUntrusted { facilitator: field("facilitator") },
+            "payment_in_doubt" => PaymentInDoubt {
+                facilitator: field("facilitator"),
+                nonce: field("nonce"),
+                amount: field("amount"),
+                reason: reason(),
+            },
             "facilitator_error" => FacilitatorError {
                 status: u16::try_from(num("facilitatorStatus", 502)).unwrap_or(502),
                 code: field("facilitatorCode"),

@@ -223,6 +223,8 @@ _BY_CODE: dict[str, type[VlexivoError]] = {
     "request_too_large": RequestError,
     "request_malformed": RequestError,
     "facilitator_unavailable": FacilitatorError,
+    "facilitator_untrusted": ChallengeError,
+    "payment_in_doubt": FacilitatorError,
     "facilitator_error": FacilitatorError,
     "not_payment_required": NotPaymentRequiredError,
     "body_not_replayable": BodyNotReplayableError,
