@@ -18,6 +18,12 @@ git diff --exit-code -- tests/vectors
 step "Rust: core and facilitator (cargo test)"
 cargo test
 
+step "crates ready to publish: a true MSRV, cargo package (builds each crate from its tarball)"
+python3 scripts/msrv.py
+# The publishable crates, verified together: cargo resolves their path dependencies on each
+# other through a temporary local registry, as crates.io will once they are published.
+cargo package -q --locked --allow-dirty -p vlexivo-core -p vlexivo-client -p vlexivo-tower -p vlexivo-facilitator
+
 step "facilitator binary for the language suites"
 cargo build -p vlexivo-facilitator --bin vlexivo
 
