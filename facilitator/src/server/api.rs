@@ -166,8 +166,17 @@ pub async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, Json(body)).into_response()
 }
 
-pub async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+/// 503 once the ledger is fenced after a disk I/O error, so a supervisor restarts the service.
+pub async fn healthz(State(st): State<Arc<AppState>>) -> (StatusCode, Json<serde_json::Value>) {
+    if st.ledger.is_fenced() {
+        let body = serde_json::json!({
+            "status": "failed",
+            "reason": "the ledger stopped writing after a disk I/O error: restart the facilitator",
+            "version": env!("CARGO_PKG_VERSION"),
+        });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body));
+    }
+    (StatusCode::OK, Json(serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})))
 }
 
 pub async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {

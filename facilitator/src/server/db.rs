@@ -1,9 +1,7 @@
 //! The facilitator's SQLite file: connection settings and schema migrations.
 //!
-//! Durability: WAL. Connections default to `synchronous=FULL` (every commit fsyncs the WAL).
-//! The ledger writer switches itself to NORMAL and fsyncs the WAL from a separate thread before
-//! acknowledging anything (`ledger`): the same guarantee — an acknowledged payment survives
-//! `kill -9` and power loss — with the fsync pipelined behind the next batch.
+//! Durability: WAL with `synchronous=FULL` (every commit fsyncs the WAL); the ledger writer
+//! keeps FULL unless the operator chose `--synchronous normal` (`ledger`).
 
 use rusqlite::{Connection, OpenFlags};
 use std::path::Path;
@@ -96,8 +94,19 @@ fn configure(conn: &Connection) -> Result<(), Error> {
 
 /// Open (creating and migrating if needed) the read-write connection.
 pub fn open_rw(path: &Path) -> Result<Connection, Error> {
-    let conn = Connection::open(path)
-        .map_err(|e| Error::Config(format!("cannot open database {}: {e}", path.display())))?;
+    open_rw_with(path, Connection::open(path))
+}
+
+/// The same through a named SQLite VFS (tests use one whose fsyncs fail on demand).
+#[cfg(test)]
+pub(crate) fn open_rw_vfs(path: &Path, vfs: &str) -> Result<Connection, Error> {
+    let flags =
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_URI;
+    open_rw_with(path, Connection::open_with_flags_and_vfs(path, flags, vfs))
+}
+
+fn open_rw_with(path: &Path, conn: rusqlite::Result<Connection>) -> Result<Connection, Error> {
+    let conn = conn.map_err(|e| Error::Config(format!("cannot open database {}: {e}", path.display())))?;
     configure(&conn)?;
     migrate(&conn)?;
     Ok(conn)

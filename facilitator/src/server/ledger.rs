@@ -9,11 +9,15 @@
 //! challenge paid twice, 100 payments racing for a balance of 60) are answered by plain
 //! sequential code.
 //!
-//! Durability: the writer commits with `synchronous=NORMAL` (the WAL is written, not synced) and
-//! hands the batch's answers to a syncer thread, which `fdatasync`s the WAL and only then
-//! answers. So no client hears "paid" before its payment is on disk (the guarantee of
-//! `synchronous=FULL`, surviving `kill -9` and power loss alike), while the fsync of one batch
-//! overlaps the work of the next, and batches committed during one fsync share the next one.
+//! Durability: the writer commits each batch with SQLite's own `synchronous=FULL` (the commit
+//! fsyncs the WAL), and answers the batch's ops only after its COMMIT returned: an acknowledged
+//! payment survives `kill -9`, an OS crash and power loss. Ops that arrive during one commit's
+//! fsync queue up and share the next one. If a commit fails with an I/O error (a failed fsync
+//! above all), what is on disk is unknown: that batch's successes are answered as in doubt (a
+//! re-sent payment is answered idempotently once the facilitator restarts) and the ledger is
+//! fenced: no later batch is written or acknowledged until the process restarts and SQLite
+//! recovers from what the disk really holds. (After a failed fsync Linux may drop the error and
+//! the dirty pages, so a later fsync that succeeds proves nothing about the earlier writes.)
 //!
 //! Hash chain: `tx_hash = "0x" + hex(SHA-256(prev_tx_hash ‖ record))` where `record` is the
 //! transaction's canonical JSON ([`Record`]), stored verbatim; the first transaction's
@@ -27,6 +31,7 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{mpsc, oneshot};
 use vlexivo_core::keys::Mode;
 use vlexivo_core::money::{Currency, Money};
@@ -196,21 +201,29 @@ impl Answer {
 #[derive(Clone, Debug)]
 pub struct Ledger {
     tx: mpsc::Sender<Op>,
+    fenced: Arc<AtomicBool>,
 }
 
 fn writer_gone() -> Error {
     Error::Internal("ledger writer stopped".into())
 }
 
-/// WAL size at which the syncer runs a passive checkpoint (the writer never waits for it).
+/// The answer to every write once the ledger is fenced.
+fn fenced_error() -> Error {
+    Error::Internal(
+        "the ledger stopped writing after a disk I/O error; the facilitator must be restarted".into(),
+    )
+}
+
+/// WAL size at which the checkpointer runs a passive checkpoint (the writer never waits for it).
 const CHECKPOINT_WAL_BYTES: u64 = 4 << 20;
 /// Fallback: past this many WAL pages the writer checkpoints itself (only if the passive
 /// checkpoints cannot keep up).
 const WRITER_AUTOCHECKPOINT_PAGES: i64 = 16384;
 
 impl Ledger {
-    /// Start the writer (and its syncer) on their own threads. `conn` must be the database at
-    /// `db_path`, opened by [`super::db::open_rw`]. `faucet_cap` is the most a wallet may ever
+    /// Start the writer (and its checkpointer) on their own threads. `conn` must be the database
+    /// at `db_path`, opened by [`super::db::open_rw`]. `faucet_cap` is the most a wallet may ever
     /// receive from the faucet; `issuer_url` goes into tokens as `iss`.
     pub fn start(
         conn: Connection,
@@ -219,30 +232,36 @@ impl Ledger {
         issuer_url: String,
         durability: Durability,
     ) -> Result<(Ledger, std::thread::JoinHandle<()>)> {
-        // The writer's COMMIT only writes the WAL; the syncer fsyncs it before any answer
-        // leaves (see `Syncer`), so acknowledged = durable as with synchronous=FULL, but the
-        // fsync of batch N overlaps the work of batch N+1.
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(db_err)?;
+        conn.pragma_update(None, "synchronous", durability.synchronous()).map_err(db_err)?;
         conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES).map_err(db_err)?;
         let head = load_head(&conn)?;
-        let syncer = Syncer::new(db_path, durability)?;
+        let checkpointer = Checkpointer::new(db_path)?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        let (sync_tx, sync_rx) = std::sync::mpsc::channel();
-        let mut w = Writer { conn, head, faucet_cap, issuer_url, poisoned: false, sync_tx, durability };
-        let sync_handle = std::thread::Builder::new()
-            .name("vlexivo-sync".into())
-            .spawn(move || syncer.run(sync_rx))
-            .map_err(|e| Error::Internal(format!("cannot start the sync thread: {e}")))?;
+        // One pending tick is enough: the checkpointer looks at the WAL's size when it wakes.
+        let (tick, ticks) = std::sync::mpsc::sync_channel(1);
+        let fenced = Arc::new(AtomicBool::new(false));
+        let mut w =
+            Writer { conn, head, faucet_cap, issuer_url, poisoned: false, tick, fenced: fenced.clone() };
+        let ckpt_handle = std::thread::Builder::new()
+            .name("vlexivo-checkpoint".into())
+            .spawn(move || checkpointer.run(ticks))
+            .map_err(|e| Error::Internal(format!("cannot start the checkpoint thread: {e}")))?;
         let handle = std::thread::Builder::new()
             .name("vlexivo-ledger".into())
             .spawn(move || {
                 w.run(rx);
-                // Closing the channel lets the syncer answer what is left and stop.
+                // Dropping the writer closes the tick channel: the checkpointer stops.
                 drop(w);
-                let _ = sync_handle.join();
+                let _ = ckpt_handle.join();
             })
             .map_err(|e| Error::Internal(format!("cannot start the ledger thread: {e}")))?;
-        Ok((Ledger { tx }, handle))
+        Ok((Ledger { tx, fenced }, handle))
+    }
+
+    /// True once a commit failed with an I/O error: every later write is refused until the
+    /// process restarts (health checks report it).
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire)
     }
 
     pub async fn create_provider(&self, p: Arc<Provider>) -> Result<()> {
@@ -291,72 +310,47 @@ fn load_head(conn: &Connection) -> Result<Head> {
 /// When an answer may leave the facilitator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
-    /// After the WAL is fsynced: an acknowledged payment survives `kill -9`, an OS crash and
-    /// power loss. Costs one fsync of latency per batch (milliseconds on some disks).
+    /// After the batch's commit fsynced the WAL (`synchronous=FULL`): an acknowledged payment
+    /// survives `kill -9`, an OS crash and power loss. Costs one fsync of latency per batch.
     #[default]
     Full,
-    /// After the commit reached the OS: survives `kill -9` (the test suite checks it), but an
-    /// OS crash or power loss may lose the last acknowledged payments. Lowest latency.
+    /// After the commit reached the OS (`synchronous=NORMAL`): survives `kill -9` (the test
+    /// suite checks it), but an OS crash or power loss may lose the last acknowledged payments.
     Normal,
 }
 
-/// Makes committed batches durable, then answers them. Several batches committed while one
-/// fsync ran share the next fsync.
-struct Syncer {
-    wal: std::path::PathBuf,
-    dir: std::path::PathBuf,
-    dir_synced: bool,
-    /// Its own connection, for passive checkpoints that never block the writer.
-    ckpt: Connection,
-    durability: Durability,
+impl Durability {
+    fn synchronous(self) -> &'static str {
+        match self {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        }
+    }
 }
 
-impl Syncer {
-    fn new(db_path: &std::path::Path, durability: Durability) -> Result<Self> {
+/// Keeps the WAL short with passive checkpoints on its own connection, so the writer's commits
+/// never wait for one.
+struct Checkpointer {
+    wal: std::path::PathBuf,
+    conn: Connection,
+}
+
+impl Checkpointer {
+    fn new(db_path: &std::path::Path) -> Result<Self> {
         let mut wal = db_path.as_os_str().to_owned();
         wal.push("-wal");
-        let dir = match db_path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => std::path::PathBuf::from("."),
-        };
-        let ckpt = Connection::open(db_path).map_err(db_err)?;
-        ckpt.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err)?;
+        let conn = Connection::open(db_path).map_err(db_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err)?;
         // Checkpoints sync the WAL before and the database after copying.
-        ckpt.pragma_update(None, "synchronous", "FULL").map_err(db_err)?;
-        Ok(Self { wal: wal.into(), dir, dir_synced: false, ckpt, durability })
+        conn.pragma_update(None, "synchronous", "FULL").map_err(db_err)?;
+        Ok(Self { wal: wal.into(), conn })
     }
 
-    fn sync(&mut self) -> std::io::Result<()> {
-        if self.durability == Durability::Normal {
-            return Ok(());
-        }
-        std::fs::File::open(&self.wal)?.sync_data()?;
-        if !self.dir_synced {
-            // The WAL's directory entry must be durable too (once is enough: it stays).
-            std::fs::File::open(&self.dir)?.sync_all()?;
-            self.dir_synced = true;
-        }
-        Ok(())
-    }
-
-    fn run(mut self, rx: std::sync::mpsc::Receiver<Vec<Answer>>) {
-        while let Ok(first) = rx.recv() {
-            let mut pending = vec![first];
-            while let Ok(more) = rx.try_recv() {
-                pending.push(more);
-            }
-            match self.sync() {
-                Ok(()) => pending.into_iter().flatten().for_each(Answer::send),
-                Err(e) => {
-                    // Committed but maybe not durable: say so; a retry is answered idempotently.
-                    tracing::error!(error = %e, "ledger: fsync of the WAL failed");
-                    let err = Error::Internal("the ledger could not sync to disk".into());
-                    pending.into_iter().flatten().for_each(|a| a.fail(&err).send());
-                }
-            }
+    fn run(self, ticks: std::sync::mpsc::Receiver<()>) {
+        while ticks.recv().is_ok() {
             let big = std::fs::metadata(&self.wal).map(|m| m.len() >= CHECKPOINT_WAL_BYTES).unwrap_or(false);
             if big {
-                if let Err(e) = self.ckpt.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                if let Err(e) = self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                     tracing::warn!(error = %e, "ledger: checkpoint failed");
                 }
             }
@@ -371,8 +365,29 @@ struct Writer {
     issuer_url: String,
     /// A write failed in the current batch: it must be rolled back as a whole.
     poisoned: bool,
-    sync_tx: std::sync::mpsc::Sender<Vec<Answer>>,
-    durability: Durability,
+    /// Wakes the checkpointer after each commit.
+    tick: std::sync::mpsc::SyncSender<()>,
+    /// Set once a commit failed with an I/O error; never cleared.
+    fenced: Arc<AtomicBool>,
+}
+
+/// Answer every op with `e` (nothing of theirs was written); returns true if one was `Stop`.
+fn refuse_all(ops: &mut Vec<Op>, e: &Error) -> bool {
+    let mut stop = false;
+    for op in ops.drain(..) {
+        match op {
+            Op::CreateProvider(_, s) => drop(s.send(Err(e.clone()))),
+            Op::TopUp { reply, .. } => drop(reply.send(Err(e.clone()))),
+            Op::Pay(_, s) => drop(s.send(Err(e.clone()))),
+            Op::Stop => stop = true,
+        }
+    }
+    stop
+}
+
+/// An I/O error from SQLite's OS layer (`SQLITE_IOERR_*`: a failed write, fsync, …).
+fn is_io_error(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::SystemIoFailure)
 }
 
 fn usd(atomic: u64) -> String {
@@ -404,30 +419,26 @@ impl Writer {
         }
     }
 
-    /// Run a batch in one transaction and hand its answers to the syncer; returns true if it
-    /// contained `Stop`.
+    /// Run a batch in one transaction and answer its ops once the commit returned; returns true
+    /// if it contained `Stop`.
     fn run_batch(&mut self, batch: &mut Vec<Op>) -> bool {
-        let mut stop = false;
         if batch.is_empty() {
             return false;
         }
-        let mut answers = Vec::with_capacity(batch.len());
+        if self.fenced.load(Ordering::Acquire) {
+            return refuse_all(batch, &fenced_error());
+        }
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             let err = db_err(e);
             tracing::error!(error = %err, "ledger: cannot begin a transaction");
-            for op in batch.drain(..) {
-                match op {
-                    Op::CreateProvider(_, s) => drop(s.send(Err(err.clone()))),
-                    Op::TopUp { reply, .. } => drop(reply.send(Err(err.clone()))),
-                    Op::Pay(_, s) => drop(s.send(Err(err.clone()))),
-                    Op::Stop => stop = true,
-                }
-            }
-            return stop;
+            return refuse_all(batch, &err);
         }
+        let mut stop = false;
+        let mut answers = Vec::with_capacity(batch.len());
         let batch_start_head = self.head.clone();
         self.poisoned = false;
-        for op in batch.drain(..) {
+        let mut ops = batch.drain(..);
+        for op in ops.by_ref() {
             // Ops check everything before their first write, so a refusal (insufficient
             // funds, cap, replay) writes nothing; only a failed write poisons the batch.
             let answer = match op {
@@ -446,43 +457,39 @@ impl Writer {
                 break;
             }
         }
-        let committed = if self.poisoned {
-            Err(Error::Internal("a ledger write failed".into()))
-        } else {
-            self.conn.execute_batch("COMMIT").map_err(db_err)
-        };
+        // Ops not reached after a failed write: they wrote nothing.
+        let mut rest: Vec<Op> = ops.collect();
+        let committed = if self.poisoned { None } else { Some(self.conn.execute_batch("COMMIT")) };
         match committed {
-            Ok(()) => {
-                let answers = if self.durability == Durability::Normal {
-                    // Committed to the OS is enough: answer now, one thread hop less. The
-                    // syncer still gets a (empty) tick for its checkpoints.
-                    answers.into_iter().for_each(Answer::send);
-                    Vec::new()
-                } else {
-                    answers
-                };
-                if let Err(std::sync::mpsc::SendError(answers)) = self.sync_tx.send(answers) {
-                    let err = Error::Internal("ledger syncer stopped".into());
-                    answers.into_iter().for_each(|a| a.fail(&err).send());
-                }
+            Some(Ok(())) => {
+                answers.into_iter().for_each(Answer::send);
+                let _ = self.tick.try_send(());
             }
-            Err(err) => {
+            Some(Err(e)) if is_io_error(&e) => {
+                // The commit record may or may not be on disk, and a later fsync that succeeds
+                // would not prove it: fence (see the module docs).
+                self.fenced.store(true, Ordering::Release);
+                tracing::error!(error = %e, "ledger: a commit failed with an I/O error; no later write will be acknowledged: restart the facilitator");
+                let _ = self.conn.execute_batch("ROLLBACK");
+                let in_doubt = Error::Internal(
+                    "the ledger could not make this write durable (disk I/O error); whether it was \
+                     recorded is known once the facilitator has restarted: the same signed payment \
+                     sent again is then answered idempotently"
+                        .into(),
+                );
+                answers.into_iter().for_each(|a| a.fail_if_ok(&in_doubt).send());
+            }
+            failed => {
+                let err = match failed {
+                    Some(Err(e)) => db_err(e),
+                    _ => Error::Internal("a ledger write failed".into()),
+                };
                 tracing::error!(error = %err, "ledger: the batch is rolled back");
                 let _ = self.conn.execute_batch("ROLLBACK");
                 self.head = load_head(&self.conn).unwrap_or(batch_start_head);
                 let opaque = Error::Internal("the ledger could not commit; nothing was charged".into());
-                for a in answers {
-                    a.fail_if_ok(&opaque).send();
-                }
-                // Ops not reached after the failed write: they wrote nothing either.
-                for op in batch.drain(..) {
-                    match op {
-                        Op::CreateProvider(_, s) => drop(s.send(Err(opaque.clone()))),
-                        Op::TopUp { reply, .. } => drop(reply.send(Err(opaque.clone()))),
-                        Op::Pay(_, s) => drop(s.send(Err(opaque.clone()))),
-                        Op::Stop => stop = true,
-                    }
-                }
+                answers.into_iter().for_each(|a| a.fail_if_ok(&opaque).send());
+                stop |= refuse_all(&mut rest, &opaque);
             }
         }
         stop
@@ -995,6 +1002,51 @@ mod tests {
         // An entry edited: double entry no longer sums to zero.
         conn.execute("UPDATE entries SET amount = amount + 5 WHERE tx_seq = 2 AND amount > 0", []).unwrap();
         assert!(verify_ledger(&conn).unwrap_err().to_string().starts_with("transaction 2:"));
+    }
+
+    async fn stop(ledger: Ledger, h: std::thread::JoinHandle<()>) {
+        ledger.stop().await;
+        tokio::task::spawn_blocking(move || h.join().unwrap()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_fsync_no_later_write_is_acknowledged() {
+        use super::super::{db, failing_fsync};
+        failing_fsync::register();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        let conn = db::open_rw_vfs(&path, failing_fsync::NAME).unwrap();
+        let (ledger, h) =
+            Ledger::start(conn, &path, 1_000_000, "http://test".into(), Durability::Full).unwrap();
+        let w = Wallet::generate(&SeededEntropy::new(7));
+        ledger.top_up(w.address(), 10, 1).await.unwrap();
+
+        failing_fsync::fail(true);
+        let in_doubt = ledger.top_up(w.address(), 20, 2).await;
+        failing_fsync::fail(false);
+        let e = in_doubt.unwrap_err();
+        assert_eq!(e.code(), "internal");
+        assert!(e.to_string().contains("could not make this write durable"), "{e}");
+
+        // The disk works again, yet nothing after the failed fsync is written or acknowledged.
+        let e = ledger.top_up(w.address(), 30, 3).await.unwrap_err();
+        assert!(e.to_string().contains("must be restarted"), "{e}");
+        let p = Wallet::generate(&SeededEntropy::new(8));
+        assert!(ledger.top_up(p.address(), 1, 4).await.is_err());
+        assert!(ledger.is_fenced());
+        stop(ledger, h).await;
+
+        // A restart recovers from what the disk holds: the chain verifies and writes work again.
+        let conn = db::open_rw(&path).unwrap();
+        let (ledger, h) =
+            Ledger::start(conn, &path, 1_000_000, "http://test".into(), Durability::Full).unwrap();
+        assert!(!ledger.is_fenced());
+        ledger.top_up(w.address(), 40, 5).await.unwrap();
+        stop(ledger, h).await;
+        let s = verify_ledger(&Connection::open(&path).unwrap()).unwrap();
+        // The in-doubt top-up may or may not have reached the disk; the refused ones never did.
+        assert!(matches!(s.topped_up_atomic, 50 | 70), "{s:?}");
+        assert_eq!(s.transactions, if s.topped_up_atomic == 50 { 2 } else { 3 });
     }
 
     #[tokio::test]

@@ -23,6 +23,10 @@
 
 mod api;
 pub mod db;
+// Test only, and the one place this crate needs unsafe: a SQLite VFS shim.
+#[cfg(test)]
+#[allow(unsafe_code)]
+mod failing_fsync;
 pub mod ledger;
 pub mod metrics;
 pub mod types;
