@@ -59,13 +59,16 @@ def asgi_middleware_app(vlx: VlexivoServer, case: dict[str, Any]) -> Any:
 
     app = FastAPI()
     price = vlx.price(case["price"], currency=case["currency"])
+    # The table names routes the app declares (keys are matched through its router).
     app.add_middleware(vlx.asgi_paywall, routes={k: price for k in route_keys(case)})
 
-    @app.api_route("/{rest:path}", methods=["GET", "POST", "PUT", "DELETE"])
     async def handler(request: Request) -> Any:
         status = int(request.headers.get("x-handler-status", "200"))
         return JSONResponse(request.state.vlx_payment.to_dict(camel=True), status_code=status)
 
+    for key in route_keys(case):
+        method, path = key.split(" ", 1)
+        app.add_api_route(path, handler, methods=[method])
     return app
 
 
@@ -186,9 +189,13 @@ def money_app(adapter: str, vlx: VlexivoServer) -> Any:
         app = FastAPI()
         app.add_middleware(vlx.asgi_paywall, routes={"POST /usd": usd, "POST /eur": eur})
 
-        @app.post("/{cur}")
-        async def ok(cur: str) -> dict[str, str]:
-            return {"ok": cur}
+        @app.post("/usd")
+        async def ok_usd() -> dict[str, str]:
+            return {"ok": "usd"}
+
+        @app.post("/eur")
+        async def ok_eur() -> dict[str, str]:
+            return {"ok": "eur"}
 
         return app
     if adapter == "fastapi_dependency":

@@ -1,27 +1,34 @@
 """ASGI adapters: a pure ASGI middleware (Starlette, FastAPI, any ASGI app) and the
-:class:`PaywallGuard` that is both a FastAPI dependency and a Flask view decorator."""
+:class:`PaywallGuard`, which is both a FastAPI dependency and a Flask view decorator."""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
+from typing import Any
 from urllib.parse import quote
 
 from . import _native
-from .server import (
+from ._gate import (
     EXPOSE_HEADERS,
     PROOF_HEADER,
+    RECEIPT_HEADER,
     Answer,
     Gate,
     PaidRoute,
+    Paid,
     PricingRequest,
-    RouteTable,
-    _Reject,
+    Provider,
+    Reject,
+    admit,
+    effective,
+    fixed_prices,
+    is_preflight,
+    needs_body,
+    underpaid,
 )
-
-if TYPE_CHECKING:
-    from .server import VlexivoServer
+from ._routes import RouteTable, build_table, config_message
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -29,12 +36,28 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+logger = logging.getLogger("vlexivo")
+
 _PROOF = PROOF_HEADER.encode()
-_RECEIPT = b"vlexivo-receipt"
+_RECEIPT = RECEIPT_HEADER.lower().encode()
+_ACRM = b"access-control-request-method"
 _EXPOSE = (b"access-control-expose-headers", EXPOSE_HEADERS.encode())
-# Set by the middleware in every HTTP scope: the FastAPI dependency leaves the receipt header
-# and the release-on-5xx to it when present (it sees the real response; a dependency cannot).
-_HOLDER_KEY = "vlexivo.middleware"
+# The paid request's record (a `Paid`), shared by every paywall on the request.
+PAID_KEY = "vlexivo.paid"
+# Set by the middleware in every HTTP scope: a FastAPI dependency then leaves the receipt header
+# and the release decision to it (it sees the real response; a dependency cannot).
+_MIDDLEWARE_KEY = "vlexivo.middleware"
+_UNRESOLVED: Any = object()
+
+
+class _Box:
+    """The middleware's hold on the request's payment, whoever takes it. A mutable object in the
+    scope, so that a middleware in between that copies the scope still shares it."""
+
+    __slots__ = ("paid",)
+
+    def __init__(self) -> None:
+        self.paid: Paid | None = None
 
 
 def binding_path(scope: Scope) -> str:
@@ -55,6 +78,10 @@ def proof_of(scope: Scope) -> str | None:
     return None
 
 
+def preflight(scope: Scope) -> bool:
+    return scope["method"] == "OPTIONS" and is_preflight("OPTIONS", any(k == _ACRM for k, _ in scope["headers"]))
+
+
 def _pricing_request(scope: Scope, body: bytes | None, raw: Any) -> PricingRequest:
     return PricingRequest(
         scope["method"],
@@ -66,14 +93,15 @@ def _pricing_request(scope: Scope, body: bytes | None, raw: Any) -> PricingReque
     )
 
 
-async def send_answer(send: Send, answer: Answer) -> None:
+async def send_answer(send: Send, answer: Answer, method: str) -> None:
     status, headers, body = answer
     raw = [(b"content-type", b"application/json"), _EXPOSE]
     raw.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers)
     data = body.encode()
     raw.append((b"content-length", str(len(data)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": data})
+    # A HEAD answer has the headers of the GET one and no body.
+    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else data})
 
 
 class _BodyTooLarge(Exception):
@@ -116,118 +144,229 @@ def replay_receive(body: bytes, receive: Receive) -> Receive:
     return receive2
 
 
-class PaywallMiddleware:
-    """Pure ASGI paywall. Unmatched routes pass straight through (with only a marker in the
-    scope, for the FastAPI dependency)."""
+async def _price_all(gates: Sequence[Gate], scope: Scope, body: bytes | None, raw: Any, now: int | None) -> _native.Price:
+    if len(gates) == 1 and gates[0].route.price is not None:
+        return gates[0].route.price
+    prices = fixed_prices(gates)
+    if prices is None:
+        req = _pricing_request(scope, body, raw)
+        prices = [await g.price_async(req, now) for g in gates]
+    return prices[0] if len(prices) == 1 else effective(gates, prices, scope["method"], binding_path(scope), now)
 
-    def __init__(self, app: ASGIApp, *, server: VlexivoServer, routes: Mapping[str, Any]) -> None:
+
+class PaywallMiddleware:
+    """Pure ASGI paywall. It prices the route the app's router will run (its ``routes`` table),
+    adding the price of every :class:`PaywallGuard` dependency on that route, and asks for it
+    once. For every request it also executes the outcome rule (release or keep the nonce, the
+    receipt header) for payments that a dependency took."""
+
+    def __init__(self, app: ASGIApp, *, server: Provider, routes: Mapping[str, Any]) -> None:
         self.app = app
         self.server = server
-        self.table = RouteTable(server, routes)
+        self.table: RouteTable = build_table(server, routes)
+        self._map: Any = _UNRESOLVED
+        self._config_error: str | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        gate = self.table.match(scope["method"], scope["path"])
-        if gate is None:
-            await self._passthrough(scope, receive, send)
-            return
+        # The outermost paywall middleware observes the response; one inside another only adds
+        # its price to the request's.
+        box: _Box | None = scope.get(_MIDDLEWARE_KEY)
+        outer = box is None
+        if box is None:
+            box = scope[_MIDDLEWARE_KEY] = _Box()
+        leaf = None
+        gates: Sequence[Gate] = ()
+        if self.table and not preflight(scope):
+            found = self._gates(scope)
+            if found is None:  # a table that names no route of the app: fail closed
+                await self._config_answer(scope, send)
+                return
+            leaf, gates = found
+        if gates:
+            method = scope["method"]
+            path = binding_path(scope)
+            now = self.server.now()
+            body: bytes | None = None
+            earlier = box.paid
+            try:
+                if needs_body(gates):
+                    try:
+                        body = await read_body(receive, self.server.max_body_bytes)
+                    except _BodyTooLarge:
+                        await send_answer(send, gates[0].too_large(method, path, now), method)
+                        return
+                    except _Disconnected:
+                        return
+                    receive = replay_receive(body, receive)
+                if earlier is not None and earlier.native is gates[0].provider.native:
+                    # An outer paywall took the proof: this one checks the amount only.
+                    missing = [g for g in gates if not earlier.covers(g)]
+                    if missing:
+                        price = await _price_all(missing, scope, body, scope, now)
+                        if not earlier.covers_price(price):
+                            raise underpaid(earlier, missing[0], price, method, path, now, body)
+                else:
+                    price = await _price_all(gates, scope, body, scope, now)
+                    paid = admit(gates, proof_of(scope), method, path, price, body, now)
+                    scope[PAID_KEY] = box.paid = paid
+                    state = scope.get("state")
+                    if state is None:
+                        state = scope["state"] = {}
+                    state["vlx_payment"] = paid.payment
+            except Reject as r:
+                await send_answer(send, r.answer, method)
+                return
+        if outer:
+            await self._run(scope, receive, send, box, leaf, gates)
+        else:
+            await self.app(scope, receive, send)
+
+    # --- which gates apply ---------------------------------------------------------------
+
+    def _gates(self, scope: Scope) -> tuple[Any, Sequence[Gate]] | None:
+        m = self._map
+        if m is _UNRESOLVED:
+            m = self._resolve_router(scope)
+        if self._config_error is not None:
+            return None
         method = scope["method"]
-        path = binding_path(scope)
-        now = None if self.server._clock is None else gate._now()
-        body: bytes | None = None
+        if m is None:  # a plain ASGI app: the path it reads
+            g = self.table.match(method, scope["path"])
+            return None, ((g,) if g is not None else ())
+        leaf = m.resolve(scope)
+        if leaf is None:
+            return None, ()
+        gates = leaf.cache.get(method)
+        if gates is None:
+            gates = leaf.cache[method] = self._gates_of_leaf(leaf, method)
+        return leaf, gates
+
+    def _gates_of_leaf(self, leaf: Any, method: str) -> tuple[Gate, ...]:
+        """Every paywall on the way to ``leaf`` that this one asks for: its own key, then the
+        paywall middlewares inside it (in its stack, in the apps mounted on the way) and the
+        route's paywall dependencies, all of one provider: one price, asked once."""
+        if leaf.methods is not None and method not in leaf.methods:
+            return ()  # the route answers 405: no handler runs
+        g = self.table.match(method, leaf.template)
+        if g is None:
+            return ()
+        from ._starlette import chain, guards_of
+
+        out = [g]
+        native = g.provider.native
+
+        def add(gate: Gate | None) -> None:
+            if gate is not None and gate.provider.native is native and gate not in out:
+                out.append(gate)
+
+        for inner in chain(self.app):
+            if isinstance(inner, PaywallMiddleware):
+                add(inner.table.match(method, leaf.template))
+        for mount, cut in leaf.mounts:
+            for inner in chain(mount.app):
+                if isinstance(inner, PaywallMiddleware):
+                    add(inner.table.match(method, leaf.template[cut:]))
+        for guard in guards_of(leaf.dependant, lambda c: isinstance(c, PaywallGuard)):
+            add(guard._gate)
+        return tuple(out)
+
+    def _resolve_router(self, scope: Scope) -> Any:
+        router = None
         try:
-            if gate.needs_body:
-                try:
-                    body = await read_body(receive, self.server.max_body_bytes)
-                except _BodyTooLarge:
-                    await send_answer(send, gate.too_large(method, path, now))
-                    return
-                except _Disconnected:
-                    return
-                receive = replay_receive(body, receive)
-            if gate.route.price is not None:
-                price = gate.route.price
-            else:
-                price = await gate.price_async(_pricing_request(scope, body, scope), now)
-            payment = gate.admit(proof_of(scope), method, path, price, body, now)
-        except _Reject as r:
-            await send_answer(send, r.answer)
-            return
-        await self._run_paid(gate, payment, scope, receive, send)
+            from ._starlette import RouterMap, find_router
+        except ImportError:  # Starlette is not installed: a plain ASGI app
+            m = None
+        else:
+            router = find_router(self.app)
+            m = RouterMap(router) if router is not None else None
+        if m is not None:
+            leaves = list(m.leaves())
+            unmatched = self.table.unmatched((lf.template, lf.methods) for lf in leaves)
+            if unmatched:
+                self._config_error = config_message(unmatched, (lf.template for lf in leaves))
+                logger.error("vlexivo: %s; answering 500 config_invalid", self._config_error)
+        self._map = m
+        return m
 
-    async def _run_paid(
-        self, gate: Gate, payment: _native.Payment, scope: Scope, receive: Receive, send: Send
-    ) -> None:
-        state = scope.get("state")
-        if state is None:
-            state = scope["state"] = {}
-        state["vlx_payment"] = payment
-        receipt = payment.receipt.encode("latin-1")
+    async def _config_answer(self, scope: Scope, send: Send) -> None:
+        method = scope["method"]
+        err = _native.error_for("config_invalid", "paywall route table")
+        answer = self.server.native.reject(err, method, binding_path(scope), None)
+        await send_answer(send, answer, method)
+
+    # --- running the app -----------------------------------------------------------------
+
+    async def _run(self, scope: Scope, receive: Receive, send: Send, box: _Box, leaf: Any, gates: Sequence[Gate]) -> None:
         status = 0
-        released = False
+        complete = False
+        blocked = False
+        confirm = bool(self.table) and self._map is not None and self._map is not _UNRESOLVED
 
-        def release_once() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                gate.release(payment)
-
-        async def send_paid(msg: Message) -> None:
-            nonlocal status
-            if msg["type"] == "http.response.start":
+        async def send_observed(msg: Message) -> None:
+            nonlocal status, complete, blocked
+            if blocked:
+                return
+            kind = msg["type"]
+            if kind == "http.response.start":
+                if confirm and not self._same_route(scope, leaf, gates):
+                    blocked = True
+                    if box.paid is not None:
+                        box.paid.release()
+                    await self._mismatch_answer(scope, send)
+                    return
                 status = msg["status"]
-                if status >= 500:
-                    # Before the 5xx goes out: a client retrying at once must find the nonce free.
-                    release_once()
-                # A new list: the app may reuse its own (Starlette passes response.raw_headers).
-                msg["headers"] = [*msg.get("headers", ()), (_RECEIPT, receipt), _EXPOSE]
-            await send(msg)
-
-        try:
-            await self.app(scope, receive, send_paid)
-        except BaseException:
-            release_once()
-            raise
-        # No response at all (client gone) or a server error: the work was not delivered.
-        if status >= 500 or status == 0:
-            release_once()
-
-    async def _passthrough(self, scope: Scope, receive: Receive, send: Send) -> None:
-        holder: dict[str, Any] = {}
-        scope[_HOLDER_KEY] = holder
-        status = 0
-
-        async def send_marked(msg: Message) -> None:
-            nonlocal status
-            if msg["type"] == "http.response.start":
-                payment = holder.get("payment")
-                if payment is not None:
-                    status = msg["status"]
+                paid = box.paid
+                if paid is not None:
                     if status >= 500:
                         # Before the 5xx goes out: a client retrying at once must find it free.
-                        _release_held(holder)
+                        paid.release()
                     msg = dict(msg)
-                    msg["headers"] = [*msg.get("headers", ()), (_RECEIPT, payment.receipt.encode("latin-1")), _EXPOSE]
+                    msg["headers"] = [*msg.get("headers", ()), (_RECEIPT, paid.payment.receipt.encode("latin-1")), _EXPOSE]
+            elif kind == "http.response.body" and not msg.get("more_body", False):
+                complete = True
             await send(msg)
 
         try:
-            await self.app(scope, receive, send_marked)
+            await self.app(scope, receive, send_observed)
         except BaseException:
-            _release_held(holder)
+            if box.paid is not None:
+                box.paid.settle(status, True, complete)
             raise
-        if holder.get("payment") is not None and (status >= 500 or status == 0):
-            _release_held(holder)
+        if box.paid is not None:
+            box.paid.settle(status, False, complete)
 
+    def _same_route(self, scope: Scope, leaf: Any, gates: Sequence[Gate]) -> bool:
+        """Did the router run the route this middleware priced? ``scope["route"]`` names it (a
+        container route such as a mount, left by an outer router, tells nothing)."""
+        actual = scope.get("route")
+        if actual is None or (leaf is not None and actual is leaf.route):
+            return True
+        m = self._map
+        if m is None or m is _UNRESOLVED:
+            return True
+        method = scope["method"]
+        for other in m.leaf_of(actual):
+            theirs = other.cache.get(method)
+            if theirs is None:
+                theirs = other.cache[method] = self._gates_of_leaf(other, method)
+            if tuple(theirs) != tuple(gates):
+                logger.error(
+                    "vlexivo: the router ran %r for %s %s, not %r as the paywall predicted; answering 500",
+                    other,
+                    method,
+                    scope.get("path"),
+                    leaf,
+                )
+                return False
+        return True
 
-def _release_held(holder: dict[str, Any]) -> None:
-    """Release the held payment's nonce, once."""
-    payment = holder.get("payment")
-    gate = holder.get("gate")
-    if payment is not None and gate is not None and not holder.get("released"):
-        holder["released"] = True
-        gate.release(payment)
+    async def _mismatch_answer(self, scope: Scope, send: Send) -> None:
+        method = scope["method"]
+        err = _native.error_for("internal", "paywall route mismatch")
+        await send_answer(send, self.server.native.reject(err, method, binding_path(scope), None), method)
 
 
 # --- the guard: FastAPI dependency and Flask decorator ---------------------------------------
@@ -271,17 +410,49 @@ def _raise_answer(scope: Scope, answer: Answer) -> None:
     raise exc_class(answer)
 
 
+class _Sent:
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def mark(self) -> None:
+        self.done = True
+
+
+def _route_guards(scope: Scope, first: PaywallGuard) -> list[Gate]:
+    """Every paywall dependency of the route FastAPI is running (same provider), ``first``
+    first: their prices are asked once, together."""
+    from ._starlette import guards_of
+
+    dependant = None
+    fastapi_state = scope.get("fastapi")
+    ctx = fastapi_state.get("effective_route_context") if isinstance(fastapi_state, dict) else None
+    if ctx is not None and getattr(ctx, "original_route", None) is scope.get("route"):
+        dependant = getattr(ctx, "dependant", None)
+    if dependant is None:
+        dependant = getattr(scope.get("route"), "dependant", None)
+    gates = [first._gate]
+    native = first._gate.provider.native
+    for guard in guards_of(dependant, lambda c: isinstance(c, PaywallGuard)):
+        if guard._gate.provider.native is native and guard._gate not in gates:
+            gates.append(guard._gate)
+    return gates
+
+
 class PaywallGuard:
     """Returned by :meth:`VlexivoServer.paywall`.
 
-    * FastAPI: ``payment = Depends(vlx.paywall(price="0.001"))`` — verifies before the handler,
-      answers 402/409/5xx itself, releases the nonce if the handler raises (or, with the ASGI
-      middleware installed, answers 5xx), and adds ``Vlexivo-Receipt``.
+    * FastAPI: ``payment = Depends(vlx.paywall(price="0.001"))`` on a route, or in a router's or
+      the app's ``dependencies`` — verifies before the handler, answers 402/409/5xx itself,
+      releases the nonce if the handler raises (or, with the ASGI middleware installed, answers
+      5xx), and adds ``Vlexivo-Receipt``. Several on one route are asked for once, at the
+      highest of their prices.
     * Flask: ``@vlx.paywall(price="0.001")`` on a view — the payment is in ``flask.g.vlx_payment``.
     * Any WSGI app: ``guard.wsgi(app)`` paywalls every request of ``app``.
     """
 
-    def __init__(self, server: VlexivoServer, route: PaidRoute) -> None:
+    def __init__(self, server: Provider, route: PaidRoute) -> None:
         self.server = server
         self.route = route
         self._gate = Gate(server, route, "paywall()")
@@ -292,6 +463,7 @@ class PaywallGuard:
 
     @property
     def __signature__(self) -> inspect.Signature:
+        from starlette.background import BackgroundTasks
         from starlette.requests import Request
         from starlette.responses import Response
 
@@ -300,6 +472,7 @@ class PaywallGuard:
             [
                 P("request", P.POSITIONAL_OR_KEYWORD, annotation=Request),
                 P("response", P.POSITIONAL_OR_KEYWORD, annotation=Response),
+                P("background_tasks", P.POSITIONAL_OR_KEYWORD, annotation=BackgroundTasks),
             ]
         )
 
@@ -316,45 +489,66 @@ class PaywallGuard:
         """Paywall every request of a WSGI app at this price."""
         from ._wsgi import WsgiPaywall
 
-        return WsgiPaywall(app, server=self.server, routes={"*": self.route})
+        return WsgiPaywall(app, server=self.server, table=RouteTable([("*", self._gate)]))
 
-    async def _dependency(self, request: Any, response: Any) -> AsyncIterator[_native.Payment]:
-        gate = self._gate
+    async def _dependency(self, request: Any, response: Any, background_tasks: Any = None) -> AsyncIterator[_native.Payment | None]:
         scope = request.scope
+        if preflight(scope):
+            yield None
+            return
+        gate = self._gate
         method = scope["method"]
         path = binding_path(scope)
-        now = gate._now()
+        now = self.server.now()
         body: bytes | None = None
+        box: _Box | None = scope.get(_MIDDLEWARE_KEY)
+        paid: Paid | None = box.paid if box is not None and box.paid is not None else scope.get(PAID_KEY)
         try:
-            if gate.needs_body:
-                body = await request.body()
-                if len(body) > self.server.max_body_bytes:
-                    raise _Reject(gate.too_large(method, path, now))
-            if gate.route.price is not None:
-                price = gate.route.price
+            if paid is not None and paid.native is gate.provider.native:
+                # An earlier paywall on this request took the proof: check its amount only.
+                if not paid.covers(gate):
+                    if gate.needs_body:
+                        body = await request.body()
+                    price = await _price_all((gate,), scope, body, request, now)
+                    if not paid.covers_price(price):
+                        raise underpaid(paid, gate, price, method, path, now, body)
+                payment = paid.payment
+                owner = False
             else:
-                price = await gate.price_async(_pricing_request(scope, body, request), now)
-            payment = gate.admit(proof_of(scope), method, path, price, body, now)
-        except _Reject as r:
+                gates = _route_guards(scope, self)
+                if needs_body(gates):
+                    body = await request.body()
+                    if len(body) > self.server.max_body_bytes:
+                        raise Reject(gate.too_large(method, path, now))
+                price = await _price_all(gates, scope, body, request, now)
+                paid = admit(gates, proof_of(scope), method, path, price, body, now)
+                scope[PAID_KEY] = paid
+                if box is not None:
+                    box.paid = paid
+                payment = paid.payment
+                owner = True
+        except Reject as r:
             _raise_answer(scope, r.answer)
             raise AssertionError("unreachable") from None
         state = scope.get("state")
         if state is None:
             state = scope["state"] = {}
         state["vlx_payment"] = payment
-        holder = scope.get(_HOLDER_KEY)
-        if holder is not None:
-            holder["payment"] = payment
-            holder["gate"] = gate
-        else:
+        # Without the middleware, the dependency sees of the outcome only what is thrown into it.
+        alone = owner and box is None
+        sent = _Sent()
+        if alone:
             response.headers["Vlexivo-Receipt"] = payment.receipt
             response.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
+            if background_tasks is not None:
+                # The first background task runs once the response has been sent in full: an
+                # exception after it (a failing background task) is not the handler's.
+                background_tasks.add_task(sent.mark)
         try:
             yield payment
         except BaseException as exc:
-            # The handler raised: release, unless it answered a client error (HTTPException < 500)
-            # or the middleware (which sees the real response) will.
-            if holder is None and getattr(exc, "status_code", 500) >= 500:
-                gate.release(payment)
+            if alone and not sent.done:
+                # A client error (HTTPException < 500) is a completed answer.
+                status = getattr(exc, "status_code", None)
+                paid.settle(status if isinstance(status, int) else 0, True, isinstance(status, int) and status < 500)
             raise
-

@@ -1,0 +1,314 @@
+"""The gate every provider adapter goes through (ASGI middleware, FastAPI dependency, Flask
+decorator, WSGI middleware): price a route, verify and consume the proof once for every paywall
+on the request's path, and decide from the handler's outcome whether the nonce is released.
+
+Adapters only move bytes; the rules here are thin calls into the native core."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Protocol, Union
+from urllib.parse import parse_qsl
+
+from . import _native
+
+logger = logging.getLogger("vlexivo")
+
+Payment = _native.Payment
+PriceValue = Union[str, Decimal, int, float, _native.Price]
+PriceResolver = Callable[["PricingRequest"], Union[PriceValue, Awaitable[PriceValue]]]
+# (status, headers, body) as the native module shapes it.
+Answer = tuple[int, list[tuple[str, str]], str]
+
+PROOF_HEADER = "vlexivo-proof"
+RECEIPT_HEADER = "Vlexivo-Receipt"
+EXPOSE_HEADERS = "Vlexivo-Challenge, Vlexivo-Receipt"
+DEFAULT_MAX_BODY = 1 << 20
+
+
+class Provider(Protocol):
+    """What a gate needs of its :class:`~vlexivo.VlexivoServer`."""
+
+    bind_body: bool
+    max_body_bytes: int
+
+    @property
+    def native(self) -> _native.Paywall: ...
+
+    def now(self) -> int | None: ...
+
+
+class PricingRequest:
+    """What a price resolver sees, the same in every framework: ``method``, ``path``,
+    ``query`` (first value per name), ``headers`` (lower-case names), ``body`` (bytes, when
+    the route reads it), ``json()`` and ``raw`` (the framework's own request object, or the
+    ASGI scope / WSGI environ)."""
+
+    __slots__ = ("method", "path", "query_string", "body", "raw", "_header_pairs", "_headers", "_json")
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        query_string: str,
+        header_pairs: Iterable[tuple[str, str]],
+        body: bytes | None,
+        raw: Any,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.query_string = query_string
+        self.body = body
+        self.raw = raw
+        self._header_pairs = header_pairs
+        self._headers: dict[str, str] | None = None
+        self._json: Any = _UNSET
+
+    @property
+    def query(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for k, v in parse_qsl(self.query_string, keep_blank_values=True):
+            out.setdefault(k, v)
+        return out
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self._headers is None:
+            self._headers = {k.lower(): v for k, v in self._header_pairs}
+        return self._headers
+
+    def json(self) -> Any:
+        """The body parsed as JSON, or ``None`` when it is absent or not JSON."""
+        if self._json is _UNSET:
+            try:
+                self._json = json.loads(self.body) if self.body else None
+            except ValueError:
+                self._json = None
+        return self._json
+
+    def __repr__(self) -> str:
+        return f"PricingRequest({self.method} {self.path})"
+
+
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class PaidRoute:
+    """A route's price: fixed (``price``) or computed per request (``resolver``, sync or async,
+    returning ``str``, ``Decimal``, ``int`` or ``float``)."""
+
+    price: _native.Price | None = None
+    resolver: PriceResolver | None = None
+    currency: str = "usd"
+    scope: str = "per-call"
+
+
+class Reject(Exception):
+    """Answer with this instead of running the handler."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+
+
+# --- the response policy ------------------------------------------------------------------
+
+
+def is_preflight(method: str, has_request_method_header: bool) -> bool:
+    """Free: a CORS preflight (OPTIONS carrying ``Access-Control-Request-Method``), nothing else."""
+    return method == "OPTIONS" and has_request_method_header
+
+
+def priced_method(method: str) -> str:
+    """The method whose price applies: HEAD costs what GET costs."""
+    return "GET" if method == "HEAD" else method
+
+
+def release_after(status: int, raised: bool, complete: bool) -> bool:
+    """Release the nonce when the handler failed: it answered 5xx, raised before its response
+    was complete, or produced no response at all. A handler that completed with 2xx/3xx/4xx keeps
+    it, whether or not the client was still there, and so does one that raised afterwards."""
+    if status >= 500:
+        return True
+    if complete:
+        return False
+    return raised or status == 0
+
+
+class Gate:
+    """One paywall: a route's price under one provider."""
+
+    __slots__ = ("provider", "route", "label", "needs_body", "currency", "scope")
+
+    def __init__(self, provider: Provider, route: PaidRoute, label: str) -> None:
+        self.provider = provider
+        self.route = route
+        self.label = label
+        self.needs_body = route.resolver is not None or provider.bind_body
+        self.currency = route.currency
+        self.scope = route.scope
+
+    def __repr__(self) -> str:
+        return f"Gate({self.label})"
+
+    def _bad_price(self, method: str, path: str, value: Any, why: str, now: int | None) -> Reject:
+        # A provider bug: never serve the request for free or at a wrong price.
+        logger.error(
+            "vlexivo: price for %s (%s %s) is invalid: %r (%s); answering 500 price_invalid",
+            self.label,
+            method,
+            path,
+            value,
+            why,
+        )
+        return Reject(self.provider.native.reject("price_invalid", method, path, None, self.currency, self.scope, now))
+
+    def _to_price(self, value: Any, method: str, path: str, now: int | None) -> _native.Price:
+        try:
+            return _native.parse_price(value, self.currency)
+        except _native.NativeError as e:
+            raise self._bad_price(method, path, value, getattr(e, "message", str(e)), now) from None
+
+    def price_sync(self, req: PricingRequest, now: int | None) -> _native.Price:
+        route = self.route
+        if route.price is not None:
+            return route.price
+        assert route.resolver is not None
+        try:
+            value = route.resolver(req)
+            if inspect.isawaitable(value):
+                value = _run_awaitable(value)
+        except Exception as e:
+            logger.exception("vlexivo: price resolver for %s raised", self.label)
+            raise self._bad_price(req.method, req.path, "<raised>", repr(e), now) from None
+        return self._to_price(value, req.method, req.path, now)
+
+    async def price_async(self, req: PricingRequest, now: int | None) -> _native.Price:
+        route = self.route
+        if route.price is not None:
+            return route.price
+        assert route.resolver is not None
+        try:
+            value = route.resolver(req)
+            if inspect.isawaitable(value):
+                value = await value
+        except Exception as e:
+            logger.exception("vlexivo: price resolver for %s raised", self.label)
+            raise self._bad_price(req.method, req.path, "<raised>", repr(e), now) from None
+        return self._to_price(value, req.method, req.path, now)
+
+    def too_large(self, method: str, path: str, now: int | None) -> Answer:
+        return self.provider.native.reject("request_too_large", method, path, None, self.currency, self.scope, now)
+
+
+def _run_awaitable(aw: Awaitable[Any]) -> Any:
+    """An async resolver used from a sync framework (Flask/WSGI): run it to completion."""
+    import asyncio
+
+    async def run() -> Any:
+        return await aw
+
+    return asyncio.run(run())
+
+
+def needs_body(gates: Sequence[Gate]) -> bool:
+    return any(g.needs_body for g in gates)
+
+
+def fixed_prices(gates: Sequence[Gate]) -> list[_native.Price] | None:
+    """The gates' prices when none needs a resolver (the common, allocation-light case)."""
+    out = []
+    for g in gates:
+        p = g.route.price
+        if p is None:
+            return None
+        out.append(p)
+    return out
+
+
+def effective(gates: Sequence[Gate], prices: Sequence[_native.Price], method: str, path: str, now: int | None) -> _native.Price:
+    """One request, one price: every paywall on the path is satisfied by the highest of their
+    prices. Paywalls that disagree on the currency are a provider error (500 ``price_invalid``)."""
+    best = prices[0]
+    for p in prices[1:]:
+        if p.currency != best.currency:
+            raise gates[0]._bad_price(method, path, [str(x) for x in prices], "paywalls on one route in different currencies", now)
+        if p.atomic > best.atomic:
+            best = p
+    return best
+
+
+class Paid:
+    """A paid request: its payment, the gates whose price it covers, and its nonce's fate.
+
+    Held in the ASGI scope / WSGI environ so that every later paywall on the same request (a
+    FastAPI dependency under the middleware, a Flask decorator under the WSGI middleware, a
+    second stacked decorator) only checks that the payment covers its price instead of asking
+    again."""
+
+    __slots__ = ("payment", "native", "price", "gates", "released")
+
+    def __init__(self, payment: _native.Payment, native: _native.Paywall, price: _native.Price, gates: Sequence[Gate]) -> None:
+        self.payment = payment
+        self.native = native
+        self.price = price
+        self.gates = tuple(gates)
+        self.released = False
+
+    def covers(self, gate: Gate) -> bool:
+        return gate in self.gates
+
+    def covers_price(self, price: _native.Price) -> bool:
+        return price.currency == self.price.currency and price.atomic <= self.price.atomic
+
+    def release(self) -> None:
+        """The handler failed: the same proof may be presented again (at most once per request)."""
+        if self.released:
+            return
+        self.released = True
+        try:
+            self.native.release(self.payment.store_key)
+        except _native.NativeError as e:
+            logger.error("vlexivo: could not release nonce %s: %s", self.payment.nonce, e.message)
+
+    def settle(self, status: int, raised: bool, complete: bool) -> None:
+        if release_after(status, raised, complete):
+            self.release()
+
+
+def admit(
+    gates: Sequence[Gate],
+    proof: str | None,
+    method: str,
+    path: str,
+    price: _native.Price,
+    body: bytes | None,
+    now: int | None,
+) -> Paid:
+    """Verify the proof at the effective price and consume its nonce, or raise :class:`Reject`
+    with the answer to send."""
+    gate = gates[0]
+    native = gate.provider.native
+    try:
+        payment = native.verify(proof, method, path, price, price.currency, now, body)
+    except _native.NativeError as e:
+        if e.status >= 500:
+            logger.error("vlexivo: %s %s: %s (%s)", method, path, e.code, e.message)
+        raise Reject(native.reject(e, method, path, price, price.currency, gate.scope, now, body)) from None
+    return Paid(payment, native, price, gates)
+
+
+def underpaid(paid: Paid, gate: Gate, price: _native.Price, method: str, path: str, now: int | None, body: bytes | None) -> Reject:
+    """A later paywall on the path asks more than the proof already consumed paid for (its price
+    was not known when the proof was checked): give the nonce back and ask once for the higher
+    price of the two."""
+    paid.release()
+    ask = price if price.atomic > paid.price.atomic or price.currency != paid.price.currency else paid.price
+    native = gate.provider.native
+    err = _native.error_for("token_underpaid", "")
+    return Reject(native.reject(err, method, path, ask, ask.currency, gate.scope, now, body))
