@@ -413,7 +413,7 @@ impl JsPaywall {
     /// Forget a consumed nonce (the handler failed): the same token may be presented again.
     #[napi]
     pub fn release(&self, env: Env, store_key: String) -> Result<()> {
-        self.shared.store.release(&store_key).map_err(|e| throw(&env, e))
+        vx::paywall::Paywall::release_handle(&store_key, &*self.shared.store).map_err(|e| throw(&env, e))
     }
 
     /// Drop expired nonces; returns how many.

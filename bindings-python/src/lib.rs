@@ -494,7 +494,7 @@ impl Paywall {
     /// The handler failed (5xx or raised): the same token may be presented again.
     fn release(&self, py: Python<'_>, store_key: &str) -> PyResult<()> {
         let store = &*self.store;
-        let run = || store.release(store_key);
+        let run = || vlexivo_core::paywall::Paywall::release_handle(store_key, store);
         if self.detach { py.detach(run) } else { run() }.py_err(py)
     }
 

@@ -7,7 +7,7 @@ use crate::env::Entropy;
 use crate::error::{Error, Result};
 use crate::keys::{Mode, ProviderKeys};
 use crate::money::{Currency, Money};
-use crate::store::{Consume, NonceStore, nonce_key};
+use crate::store::{Consume, NonceStore, nonce_key, parse_handle, push_lease};
 use crate::token::{Expectation, TokenVerifier, VerifierConfig};
 use serde::Serialize;
 
@@ -69,7 +69,8 @@ pub struct PaymentFacts {
     pub paid_at: u64,
     pub expires_at: u64,
     pub resource: String,
-    /// Nonce-store key, kept so the adapter can release it if the handler fails.
+    /// Release handle: the nonce-store key and this consume's lease (`key~lease`), kept so the
+    /// adapter can release the nonce if the handler fails ([`Paywall::release`]).
     #[serde(skip)]
     pub store_key: String,
 }
@@ -134,6 +135,32 @@ impl PaidRef<'_> {
             out.push_str(k);
             out.push_str(v);
         }
+    }
+}
+
+/// A verified proof whose nonce is still to be consumed ([`Paywall::check`]).
+#[derive(Debug, Clone)]
+pub struct PendingPayment {
+    key: String,
+    consume_until: u64,
+    now: u64,
+    facts: PaymentFacts,
+}
+
+impl PendingPayment {
+    /// The nonce-store key to consume.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Until when the nonce must be held (the token's expiry plus the leeway).
+    pub fn consume_until(&self) -> u64 {
+        self.consume_until
+    }
+
+    /// The `now` the proof was checked at (the store compares expiries with it).
+    pub fn now(&self) -> u64 {
+        self.now
     }
 }
 
@@ -282,6 +309,40 @@ impl Paywall {
         store: &dyn NonceStore,
         f: impl FnOnce(&PaidRef<'_>) -> T,
     ) -> Result<T> {
+        self.verified(proof, req, price, now, |paid, mut handle, consume_until| {
+            match store.consume(&handle, consume_until, now)? {
+                Consume::Fresh(lease) => push_lease(&mut handle, lease),
+                Consume::Replayed => return Err(Error::TokenReplayed),
+            }
+            Ok(f(&PaidRef { store_key: &handle, ..paid }))
+        })
+    }
+
+    /// The first half of [`verify`](Self::verify) for a store that answers asynchronously: check
+    /// the proof and say which nonce to consume, owning everything so the caller may await the
+    /// store. [`settle`](Self::settle) finishes with the store's answer.
+    pub fn check(
+        &self,
+        proof: Option<&str>,
+        req: &RequestInfo<'_>,
+        price: &Money,
+        now: u64,
+    ) -> Result<PendingPayment> {
+        self.verified(proof, req, price, now, |paid, key, consume_until| {
+            Ok(PendingPayment { key, consume_until, now, facts: paid.to_facts() })
+        })
+    }
+
+    /// Check the proof for this request and hand `f` the payment facts (without a store key
+    /// yet), the nonce's store key and until when the nonce must be held.
+    fn verified<T>(
+        &self,
+        proof: Option<&str>,
+        req: &RequestInfo<'_>,
+        price: &Money,
+        now: u64,
+        f: impl FnOnce(PaidRef<'_>, String, u64) -> Result<T>,
+    ) -> Result<T> {
         let token = proof.map(str::trim).filter(|t| !t.is_empty()).ok_or(Error::TokenMissing)?;
         let resource = resource_binding(req.method, req.path);
         let digest = match (self.bind_body, req.body) {
@@ -291,13 +352,7 @@ impl Paywall {
         };
         let expect = Expectation { resource: &resource, body_sha256: digest.as_deref(), price };
         self.verifier.verify_then(token, &expect, now, |c| {
-            let key = nonce_key(&c.aud, &c.jti);
-            // The nonce lives as long as the token can be presented.
-            match store.consume(&key, c.exp.saturating_add(self.leeway), now)? {
-                Consume::Fresh => {}
-                Consume::Replayed => return Err(Error::TokenReplayed),
-            }
-            Ok(f(&PaidRef {
+            let paid = PaidRef {
                 payer: &c.sub,
                 amount: &c.amt,
                 currency: &c.cur,
@@ -306,14 +361,59 @@ impl Paywall {
                 paid_at: c.iat,
                 expires_at: c.exp,
                 resource: &resource,
-                store_key: &key,
-            }))
+                store_key: "",
+            };
+            // The nonce lives as long as the token can be presented.
+            f(paid, nonce_key(&c.aud, &c.jti), c.exp.saturating_add(self.leeway))
         })?
+    }
+
+    /// The second half: the store's answer for a [`PendingPayment`] (a store error, such as
+    /// `nonce_store_unavailable`, passes through: fail closed).
+    pub fn settle(&self, pending: PendingPayment, consumed: Result<Consume>) -> Result<PaymentFacts> {
+        match consumed? {
+            Consume::Fresh(lease) => {
+                let PendingPayment { mut key, mut facts, .. } = pending;
+                push_lease(&mut key, lease);
+                facts.store_key = key;
+                Ok(facts)
+            }
+            Consume::Replayed => Err(Error::TokenReplayed),
+        }
+    }
+
+    /// [`verify`](Self::verify) without blocking the caller's thread on the store: the path for
+    /// adapters on an event loop when [`NonceStore::blocks`].
+    pub async fn verify_async(
+        &self,
+        proof: Option<&str>,
+        req: &RequestInfo<'_>,
+        price: &Money,
+        now: u64,
+        store: &dyn NonceStore,
+    ) -> Result<PaymentFacts> {
+        let pending = self.check(proof, req, price, now)?;
+        let consumed = store.consume_async(pending.key.clone(), pending.consume_until, pending.now).await;
+        self.settle(pending, consumed)
     }
 
     /// The handler failed (5xx or threw): the token may be presented again until it expires.
     pub fn release(&self, facts: &PaymentFacts, store: &dyn NonceStore) -> Result<()> {
-        store.release(&facts.store_key)
+        Self::release_handle(&facts.store_key, store)
+    }
+
+    /// [`release`](Self::release) by the handle a binding kept (`PaymentFacts::store_key`). Only
+    /// the consume that handed out the handle is undone: a stale or repeated release frees
+    /// nothing another request has consumed since.
+    pub fn release_handle(handle: &str, store: &dyn NonceStore) -> Result<()> {
+        let (key, lease) = parse_handle(handle)?;
+        store.release(key, lease)
+    }
+
+    /// [`release_handle`](Self::release_handle) without blocking the caller's thread.
+    pub async fn release_handle_async(handle: &str, store: &dyn NonceStore) -> Result<()> {
+        let (key, lease) = parse_handle(handle)?;
+        store.release_async(key.to_string(), lease).await
     }
 
     /// `Vlexivo-Receipt` header value for a paid response.

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Barrier};
 #[cfg(feature = "sqlite")]
 use vlexivo_core::store::SqliteStore;
-use vlexivo_core::store::{Consume, MemoryStore, NonceStore, nonce_key};
+use vlexivo_core::store::{MemoryStore, NonceStore, nonce_key};
 
 const THREADS: usize = 64;
 const ROUNDS: usize = 5;
@@ -32,11 +32,7 @@ fn race(
                         })
                     })
                     .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().expect("thread"))
-                    .filter(|c| *c == Consume::Fresh)
-                    .count()
+                handles.into_iter().map(|h| h.join().expect("thread")).filter(|c| c.is_fresh()).count()
             })
         })
         .collect()

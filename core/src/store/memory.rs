@@ -2,7 +2,7 @@
 //! bounded memory. When full it refuses new nonces (fail closed) rather than evict a live one,
 //! since forgetting an unexpired nonce would let its token be replayed.
 
-use super::{Consume, NonceStore, check_key};
+use super::{Consume, Lease, Leases, NonceStore, check_key};
 use crate::error::{Error, Result};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -18,20 +18,30 @@ const SWEEP_MIN_INSERTS: usize = 1024;
 /// Default bound: about 150 MB at ~100-byte keys.
 pub const DEFAULT_CAPACITY: usize = 1_000_000;
 
+/// What a live nonce holds: when it expires and the lease of the consume that recorded it.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    expires_at: u64,
+    lease: Lease,
+}
+
 #[derive(Debug, Default)]
 struct Shard {
-    map: HashMap<Box<str>, u64>,
+    map: HashMap<Box<str>, Held>,
     inserts_since_sweep: usize,
     /// `now` of the last sweep: entries only expire when time moves, so a second sweep at the
     /// same second would find nothing (and would let a full store be made to spin).
     swept_at: u64,
+    /// Next lease: a key always lives in the same shard, so a counter per shard (from a random
+    /// start) keeps leases of one key distinct without a shared atomic.
+    next_lease: u64,
 }
 
 impl Shard {
     /// Remove entries expired at `now`; returns how many.
     fn sweep(&mut self, now: u64) -> usize {
         let before = self.map.len();
-        self.map.retain(|_, exp| *exp >= now);
+        self.map.retain(|_, e| e.expires_at >= now);
         self.inserts_since_sweep = 0;
         self.swept_at = now;
         before - self.map.len()
@@ -78,7 +88,10 @@ impl MemoryStore {
 
     /// A store bounded at `capacity` live entries (at least 1).
     pub fn with_capacity(capacity: usize) -> Self {
-        let shards = (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect();
+        let start = Leases::new();
+        let shards = (0..SHARDS)
+            .map(|_| Mutex::new(Shard { next_lease: start.next().0, ..Shard::default() }))
+            .collect();
         Self { shards, len: AtomicUsize::new(0), capacity: capacity.max(1), full_sweep_at: AtomicU64::new(0) }
     }
 
@@ -119,22 +132,25 @@ impl NonceStore for MemoryStore {
         for pass in 0..2 {
             let mut guard = self.shard(key).lock();
             let shard = &mut *guard;
+            shard.next_lease = shard.next_lease.wrapping_add(1);
+            let entry = Held { expires_at, lease: Lease(shard.next_lease) };
+            let fresh = Ok(Consume::Fresh(entry.lease));
             // One hash and one probe on the common (fresh) path; the key is boxed up front,
             // which a replay wastes, but replays are the rare case.
             match shard.map.entry(Box::from(key)) {
                 Entry::Occupied(mut e) => {
-                    if *e.get() >= now {
+                    if e.get().expires_at >= now {
                         return Ok(Consume::Replayed);
                     }
                     // Expired: re-recording it is a fresh use and takes no new slot.
-                    e.insert(expires_at);
-                    return Ok(Consume::Fresh);
+                    e.insert(entry);
+                    return fresh;
                 }
                 Entry::Vacant(e) => {
                     if self.try_reserve_slot() {
-                        e.insert(expires_at);
+                        e.insert(entry);
                         shard.note_insert(now, &self.len);
-                        return Ok(Consume::Fresh);
+                        return fresh;
                     }
                 }
             }
@@ -143,9 +159,9 @@ impl NonceStore for MemoryStore {
                 let freed = shard.sweep(now);
                 self.forget(freed);
                 if self.try_reserve_slot() {
-                    shard.map.insert(key.into(), expires_at);
+                    shard.map.insert(key.into(), entry);
                     shard.note_insert(now, &self.len);
-                    return Ok(Consume::Fresh);
+                    return fresh;
                 }
             }
             drop(guard);
@@ -165,9 +181,12 @@ impl NonceStore for MemoryStore {
         Err(Error::NonceStoreFull)
     }
 
-    fn release(&self, key: &str) -> Result<()> {
+    fn release(&self, key: &str, lease: Lease) -> Result<()> {
         check_key(key)?;
-        if self.shard(key).lock().map.remove(key).is_some() {
+        let mut shard = self.shard(key).lock();
+        if shard.map.get(key).is_some_and(|e| e.lease == lease) {
+            shard.map.remove(key);
+            drop(shard);
             self.forget(1);
         }
         Ok(())
@@ -208,26 +227,33 @@ fn shard_index(key: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tests::conformance;
+    use crate::store::tests::{conformance_async, conformance_clock};
 
     #[test]
     fn conforms() {
-        conformance(&MemoryStore::new());
+        conformance_clock(&MemoryStore::new());
+    }
+
+    #[tokio::test]
+    async fn conforms_async() {
+        conformance_async(&MemoryStore::new(), 0, "").await;
     }
 
     #[test]
     fn len_tracks_entries() {
         let s = MemoryStore::with_capacity(100);
         assert!(s.is_empty());
-        s.consume("a:1", 10, 0).unwrap();
+        let Consume::Fresh(l1) = s.consume("a:1", 10, 0).unwrap() else { panic!() };
         s.consume("a:2", 10, 0).unwrap();
         s.consume("a:2", 10, 0).unwrap();
         assert_eq!(s.len(), 2);
-        s.release("a:1").unwrap();
-        s.release("a:1").unwrap();
+        s.release("a:1", Lease(l1.0 + 1)).unwrap();
+        assert_eq!(s.len(), 2);
+        s.release("a:1", l1).unwrap();
+        s.release("a:1", l1).unwrap();
         assert_eq!(s.len(), 1);
         // Re-recording an expired entry does not take another slot.
-        assert_eq!(s.consume("a:2", 30, 20).unwrap(), Consume::Fresh);
+        assert!(s.consume("a:2", 30, 20).unwrap().is_fresh());
         assert_eq!(s.len(), 1);
     }
 
@@ -235,7 +261,7 @@ mod tests {
     fn full_store_fails_closed_and_keeps_live_entries() {
         let s = MemoryStore::with_capacity(10);
         for i in 0..10 {
-            assert_eq!(s.consume(&format!("a:{i}"), 100, 0).unwrap(), Consume::Fresh);
+            assert!(s.consume(&format!("a:{i}"), 100, 0).unwrap().is_fresh());
         }
         let err = s.consume("a:new", 100, 0).unwrap_err();
         assert_eq!(err.code(), "nonce_store_full");
@@ -249,8 +275,9 @@ mod tests {
         // A replay is still detected while full (no slot needed to answer it).
         assert_eq!(s.consume("a:3", 100, 2).unwrap(), Consume::Replayed);
         // Releasing one makes room.
-        s.release("a:0").unwrap();
-        assert_eq!(s.consume("a:new", 100, 2).unwrap(), Consume::Fresh);
+        let l0 = s.shard("a:0").lock().map["a:0"].lease;
+        s.release("a:0", l0).unwrap();
+        assert!(s.consume("a:new", 100, 2).unwrap().is_fresh());
     }
 
     #[test]
@@ -265,7 +292,7 @@ mod tests {
         assert_eq!(s.consume("x:1", 500, 10).unwrap_err().code(), "nonce_store_full");
         // At 51 the five old entries have expired, wherever their shards are.
         for i in 0..5 {
-            assert_eq!(s.consume(&format!("new:{i}"), 500, 51).unwrap(), Consume::Fresh);
+            assert!(s.consume(&format!("new:{i}"), 500, 51).unwrap().is_fresh());
         }
         assert_eq!(s.consume("x:2", 500, 51).unwrap_err().code(), "nonce_store_full");
         for i in 0..5 {
@@ -279,7 +306,7 @@ mod tests {
         // 200k nonces, each living 10 s, at 1000 per second: ~10k live at any time.
         for i in 0..200_000u64 {
             let now = i / 1000;
-            assert_eq!(s.consume(&format!("a:{i}"), now + 10, now).unwrap(), Consume::Fresh);
+            assert!(s.consume(&format!("a:{i}"), now + 10, now).unwrap().is_fresh());
         }
         assert!(s.len() < 80_000, "len {}", s.len());
         let purged = s.purge(1_000).unwrap();

@@ -2,9 +2,17 @@
 //! run of the handler; the middleware records its nonce with one atomic insert-if-absent that
 //! expires with the token, and releases it if the handler fails so the payer can retry.
 //!
-//! The trait is synchronous and takes `now` explicitly (time is injected, as everywhere in
-//! core), so networked stores (Redis `SET NX EXAT`, PostgreSQL `INSERT … ON CONFLICT`) fit it
-//! unchanged: each method is one round trip and needs no state shared between API instances.
+//! Every consume hands out a [`Lease`], and a release names it: the store forgets the nonce only
+//! if it is still held under that lease (compare-and-delete). So a late or repeated release
+//! (an error handler and a close listener both firing, a release that raced a retry) can never
+//! free a nonce that another request has consumed since.
+//!
+//! The trait has a blocking face and an asynchronous one. Local stores (memory, SQLite) answer
+//! in microseconds and implement the blocking face; their async methods are ready futures.
+//! Networked stores (Redis, PostgreSQL) run their I/O on a small runtime of their own and
+//! implement the async face; [`NonceStore::blocks`] tells an event-loop binding (Node, asyncio,
+//! tokio) to take it, so a slow or unreachable store never stalls the loop. Time is injected
+//! (`now`), as everywhere in core.
 
 pub mod memory;
 #[cfg(feature = "sqlite")]
@@ -15,15 +23,32 @@ pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 
 use crate::error::{Error, Result};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Proof that one consume holds a nonce: only a release naming it frees the nonce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Lease(pub u64);
 
 /// The outcome of [`NonceStore::consume`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Consume {
-    /// First use: run the handler.
-    Fresh,
+    /// First use: run the handler; release with this lease if it fails.
+    Fresh(Lease),
     /// Already consumed and not yet expired: a replay.
     Replayed,
 }
+
+impl Consume {
+    pub fn is_fresh(&self) -> bool {
+        matches!(self, Consume::Fresh(_))
+    }
+}
+
+/// A store operation in flight (the async face). Owns its arguments, so it may run on another
+/// thread or runtime than the caller's.
+pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'static>>;
 
 /// Longest key a store accepts. Real keys (account + ":" + nonce) are about 100 bytes; the bound
 /// keeps a hostile token from making a store hold arbitrarily large keys.
@@ -36,24 +61,63 @@ pub const MAX_KEY_LEN: usize = 256;
 /// `now <= expires_at` and expired once `now > expires_at`.
 pub trait NonceStore: Send + Sync + std::fmt::Debug {
     /// Atomically record `key` (insert-if-absent) until `expires_at` (unix seconds). Fresh if it
-    /// was absent (or present but already expired at `now`), Replayed otherwise.
+    /// was absent (or present but already expired at `now`), Replayed otherwise. Blocks for a
+    /// networked store (bounded by its timeout).
     fn consume(&self, key: &str, expires_at: u64, now: u64) -> Result<Consume>;
-    /// Forget `key` so the same token may be used again (the handler failed). Idempotent.
-    fn release(&self, key: &str) -> Result<()>;
+    /// Forget `key` if it is still held under `lease`, so the same token may be used again (the
+    /// handler failed). Idempotent; a stale lease changes nothing.
+    fn release(&self, key: &str, lease: Lease) -> Result<()>;
     /// Drop expired entries; returns how many.
     fn purge(&self, now: u64) -> Result<u64>;
-    /// Short name for logs/metrics ("memory", "sqlite", later "redis", "postgres").
+    /// Short name for logs/metrics ("memory", "sqlite", "redis", "postgres").
     fn kind(&self) -> &'static str;
+    /// True when the blocking methods wait on the network: callers running an event loop use
+    /// the async methods instead.
+    fn blocks(&self) -> bool {
+        false
+    }
+    /// [`consume`](Self::consume) as a future that never blocks the caller's thread.
+    fn consume_async(&self, key: String, expires_at: u64, now: u64) -> StoreFuture<Consume> {
+        Box::pin(std::future::ready(self.consume(&key, expires_at, now)))
+    }
+    /// [`release`](Self::release) as a future that never blocks the caller's thread.
+    fn release_async(&self, key: String, lease: Lease) -> StoreFuture<()> {
+        Box::pin(std::future::ready(self.release(&key, lease)))
+    }
 }
 
 /// The store key for a provider account's nonce: account + ":" + nonce (nonces are random, the
 /// prefix keeps providers sharing one store apart).
 pub fn nonce_key(account: &str, nonce: &str) -> String {
-    let mut key = String::with_capacity(account.len() + 1 + nonce.len());
+    let mut key = String::with_capacity(account.len() + 1 + nonce.len() + 1 + 16);
     key.push_str(account);
     key.push(':');
     key.push_str(nonce);
     key
+}
+
+/// Separates the key from the lease in a release handle.
+const HANDLE_SEP: char = '~';
+
+/// What an adapter keeps to release a consumed nonce: the store key and the lease, as one
+/// ASCII string `key~lease` (lease in 16 hex digits). Appended to `key` in place.
+pub fn push_lease(key: &mut String, lease: Lease) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    key.push(HANDLE_SEP);
+    for i in (0..16).rev() {
+        key.push(HEX[((lease.0 >> (i * 4)) & 0xf) as usize] as char);
+    }
+}
+
+/// The key and lease of a release handle made by [`push_lease`].
+pub fn parse_handle(handle: &str) -> Result<(&str, Lease)> {
+    let bad = || Error::Internal("not a nonce release handle".into());
+    let (key, hex) = handle.rsplit_once(HANDLE_SEP).ok_or_else(bad)?;
+    if hex.len() != 16 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(bad());
+    }
+    let lease = u64::from_str_radix(hex, 16).map_err(|_| bad())?;
+    Ok((key, Lease(lease)))
 }
 
 /// Every store checks keys the same way, before touching any state.
@@ -64,12 +128,29 @@ pub(crate) fn check_key(key: &str) -> Result<()> {
     Ok(())
 }
 
+/// Lease numbers for one store handle: a random start (so handles in other processes sharing
+/// the store do not hand out the same numbers) and a counter.
+#[derive(Debug)]
+pub(crate) struct Leases(AtomicU64);
+
+impl Leases {
+    pub(crate) fn new() -> Self {
+        let mut b = [0u8; 8];
+        getrandom::fill(&mut b).expect("the OS random number generator failed");
+        Self(AtomicU64::new(u64::from_le_bytes(b)))
+    }
+
+    pub(crate) fn next(&self) -> Lease {
+        Lease(self.0.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
 impl<S: NonceStore + ?Sized> NonceStore for std::sync::Arc<S> {
     fn consume(&self, key: &str, expires_at: u64, now: u64) -> Result<Consume> {
         (**self).consume(key, expires_at, now)
     }
-    fn release(&self, key: &str) -> Result<()> {
-        (**self).release(key)
+    fn release(&self, key: &str, lease: Lease) -> Result<()> {
+        (**self).release(key, lease)
     }
     fn purge(&self, now: u64) -> Result<u64> {
         (**self).purge(now)
@@ -77,48 +158,101 @@ impl<S: NonceStore + ?Sized> NonceStore for std::sync::Arc<S> {
     fn kind(&self) -> &'static str {
         (**self).kind()
     }
+    fn blocks(&self) -> bool {
+        (**self).blocks()
+    }
+    fn consume_async(&self, key: String, expires_at: u64, now: u64) -> StoreFuture<Consume> {
+        (**self).consume_async(key, expires_at, now)
+    }
+    fn release_async(&self, key: String, lease: Lease) -> StoreFuture<()> {
+        (**self).release_async(key, lease)
+    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// The behaviour every store must share; each implementation's tests run it.
-    pub(crate) fn conformance(s: &dyn NonceStore) {
+    fn fresh(c: Consume) -> Lease {
+        match c {
+            Consume::Fresh(l) => l,
+            Consume::Replayed => panic!("expected a fresh consume"),
+        }
+    }
+
+    /// The behaviour every store shares, at times near `t0` (a store that keeps time itself,
+    /// as Redis does, is given the real clock). Keys are made unique with `tag`.
+    pub(crate) fn conformance_at(s: &dyn NonceStore, t0: u64, tag: &str) {
         use Consume::*;
+        let k = |n: &str| format!("acct{tag}:{n}");
+        let (n1, other) = (k("n1"), format!("other{tag}:n1"));
         // Fresh, then replayed.
-        assert_eq!(s.consume("acct:n1", 100, 10).unwrap(), Fresh);
-        assert_eq!(s.consume("acct:n1", 100, 10).unwrap(), Replayed);
-        assert_eq!(s.consume("acct:n1", 999, 50).unwrap(), Replayed);
+        let l1 = fresh(s.consume(&n1, t0 + 100, t0).unwrap());
+        assert_eq!(s.consume(&n1, t0 + 100, t0).unwrap(), Replayed);
+        assert_eq!(s.consume(&n1, t0 + 999, t0 + 40).unwrap(), Replayed);
         // Another account's identical nonce is a different key.
-        assert_eq!(s.consume("other:n1", 100, 10).unwrap(), Fresh);
+        assert!(s.consume(&other, t0 + 100, t0).unwrap().is_fresh());
+        // A release under another lease frees nothing.
+        s.release(&n1, Lease(l1.0 ^ 1)).unwrap();
+        assert_eq!(s.consume(&n1, t0 + 100, t0 + 10).unwrap(), Replayed);
         // Release, then the same token works again, once.
-        s.release("acct:n1").unwrap();
-        s.release("acct:n1").unwrap();
-        s.release("acct:never").unwrap();
-        assert_eq!(s.consume("acct:n1", 100, 20).unwrap(), Fresh);
-        assert_eq!(s.consume("acct:n1", 100, 20).unwrap(), Replayed);
-        // Live through expires_at inclusive, fresh after.
-        assert_eq!(s.consume("acct:n1", 100, 100).unwrap(), Replayed);
-        assert_eq!(s.consume("acct:n1", 200, 101).unwrap(), Fresh);
-        assert_eq!(s.consume("acct:n1", 200, 150).unwrap(), Replayed);
-        // Purge counts only expired entries.
-        assert_eq!(s.consume("acct:n2", 300, 150).unwrap(), Fresh);
-        assert_eq!(s.consume("acct:n3", 400, 150).unwrap(), Fresh);
-        assert_eq!(s.purge(150).unwrap(), 1); // other:n1 (100)
-        assert_eq!(s.purge(150).unwrap(), 0);
-        assert_eq!(s.purge(301).unwrap(), 2); // acct:n1 (200), acct:n2 (300)
-        assert_eq!(s.consume("acct:n3", 400, 301).unwrap(), Replayed);
-        assert_eq!(s.consume("acct:n2", 400, 301).unwrap(), Fresh);
+        s.release(&n1, l1).unwrap();
+        s.release(&n1, l1).unwrap();
+        s.release(&k("never"), l1).unwrap();
+        let l2 = fresh(s.consume(&n1, t0 + 100, t0 + 10).unwrap());
+        assert_ne!(l1, l2, "each consume has its own lease");
+        assert_eq!(s.consume(&n1, t0 + 100, t0 + 10).unwrap(), Replayed);
+        // A late, repeated release of the first consume cannot free the second one.
+        s.release(&n1, l1).unwrap();
+        assert_eq!(s.consume(&n1, t0 + 100, t0 + 20).unwrap(), Replayed);
+        s.release(&n1, l2).unwrap();
+        assert!(s.consume(&n1, t0 + 100, t0 + 20).unwrap().is_fresh());
         // Bad keys are refused before any state is touched.
-        assert_eq!(s.consume("", 10, 0).unwrap_err().code(), "token_malformed");
+        assert_eq!(s.consume("", t0 + 10, t0).unwrap_err().code(), "token_malformed");
         let long = "k".repeat(MAX_KEY_LEN + 1);
-        assert_eq!(s.consume(&long, 10, 0).unwrap_err().code(), "token_malformed");
-        assert_eq!(s.release(&long).unwrap_err().code(), "token_malformed");
-        // Extreme times do not overflow or wrap.
-        assert_eq!(s.consume("acct:max", u64::MAX, u64::MAX - 1).unwrap(), Fresh);
-        assert_eq!(s.consume("acct:max", u64::MAX, u64::MAX).unwrap(), Replayed);
+        assert_eq!(s.consume(&long, t0 + 10, t0).unwrap_err().code(), "token_malformed");
+        assert_eq!(s.release(&long, l1).unwrap_err().code(), "token_malformed");
         assert!(!s.kind().is_empty());
+    }
+
+    /// Expiry and purge against an injected clock, for the stores that compare with `now`.
+    pub(crate) fn conformance_clock(s: &dyn NonceStore) {
+        use Consume::*;
+        conformance_at(s, 0, "");
+        let l = fresh(s.consume("acct:c1", 100, 10).unwrap());
+        // Live through expires_at inclusive, fresh after (a new lease).
+        assert_eq!(s.consume("acct:c1", 100, 100).unwrap(), Replayed);
+        let l2 = fresh(s.consume("acct:c1", 200, 101).unwrap());
+        assert_ne!(l, l2);
+        assert_eq!(s.consume("acct:c1", 200, 150).unwrap(), Replayed);
+        // The lease of the expired consume no longer frees the key.
+        s.release("acct:c1", l).unwrap();
+        assert_eq!(s.consume("acct:c1", 200, 150).unwrap(), Replayed);
+        // Purge counts only expired entries (conformance_at left acct:n1 and other:n1 at 100).
+        assert!(s.consume("acct:c2", 300, 150).unwrap().is_fresh());
+        assert!(s.consume("acct:c3", 400, 150).unwrap().is_fresh());
+        assert_eq!(s.purge(150).unwrap(), 2); // acct:n1, other:n1 (100)
+        assert_eq!(s.purge(150).unwrap(), 0);
+        assert_eq!(s.purge(301).unwrap(), 2); // acct:c1 (200), acct:c2 (300)
+        assert_eq!(s.consume("acct:c3", 400, 301).unwrap(), Replayed);
+        assert!(s.consume("acct:c2", 400, 301).unwrap().is_fresh());
+        // Extreme times do not overflow or wrap.
+        assert!(s.consume("acct:max", u64::MAX, u64::MAX - 1).unwrap().is_fresh());
+        assert_eq!(s.consume("acct:max", u64::MAX, u64::MAX).unwrap(), Replayed);
+    }
+
+    /// The async face agrees with the blocking one.
+    pub(crate) async fn conformance_async(s: &dyn NonceStore, t0: u64, tag: &str) {
+        let key = format!("acct{tag}:async");
+        let l = fresh(s.consume_async(key.clone(), t0 + 100, t0).await.unwrap());
+        assert_eq!(s.consume(&key, t0 + 100, t0).unwrap(), Consume::Replayed);
+        assert_eq!(s.consume_async(key.clone(), t0 + 100, t0).await.unwrap(), Consume::Replayed);
+        s.release_async(key.clone(), Lease(l.0.wrapping_add(1))).await.unwrap();
+        assert_eq!(s.consume_async(key.clone(), t0 + 100, t0).await.unwrap(), Consume::Replayed);
+        s.release_async(key.clone(), l).await.unwrap();
+        assert!(s.consume_async(key.clone(), t0 + 100, t0).await.unwrap().is_fresh());
+        let e = s.consume_async(String::new(), t0 + 100, t0).await.unwrap_err();
+        assert_eq!(e.code(), "token_malformed");
     }
 
     #[test]
@@ -131,9 +265,31 @@ mod tests {
     }
 
     #[test]
+    fn release_handles_round_trip() {
+        for (key, lease) in [("acct_1:abc", 0u64), ("a~b:c", u64::MAX), ("acct:n", 0x0123_4567_89ab_cdef)] {
+            let mut h = key.to_string();
+            push_lease(&mut h, Lease(lease));
+            assert!(h.is_ascii());
+            assert_eq!(parse_handle(&h).unwrap(), (key, Lease(lease)));
+        }
+        for bad in ["acct:n", "acct:n~12", "acct:n~0123456789abcdeg", "acct:n~+123456789abcdef"] {
+            assert!(parse_handle(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn leases_differ_between_handles() {
+        let (a, b) = (Leases::new(), Leases::new());
+        let x = a.next();
+        assert_ne!(x, a.next());
+        assert_ne!(x, b.next());
+    }
+
+    #[test]
     fn trait_objects_work() {
         let s: std::sync::Arc<dyn NonceStore> = std::sync::Arc::new(MemoryStore::new());
-        assert_eq!(s.consume("a:1", 10, 0).unwrap(), Consume::Fresh);
+        assert!(s.consume("a:1", 10, 0).unwrap().is_fresh());
         assert_eq!(s.kind(), "memory");
+        assert!(!s.blocks());
     }
 }

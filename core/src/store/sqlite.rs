@@ -2,7 +2,7 @@
 //! machine that opens the same file (WAL lets readers and the one writer proceed together; the
 //! busy timeout serializes writers across processes). For many machines use Redis or PostgreSQL.
 
-use super::{Consume, NonceStore, check_key};
+use super::{Consume, Lease, Leases, NonceStore, check_key};
 use crate::error::{Error, Result};
 use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags, params};
@@ -18,20 +18,24 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Retries of the open-time configuration on SQLITE_BUSY: 1, 2, 4 … 64 ms, about 5 s in all.
 const OPEN_RETRIES: u32 = 80;
 
+// `lease` names the consume that holds the key (release is compare-and-delete on it).
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS vlexivo_nonces (
     key        TEXT PRIMARY KEY,
-    expires_at INTEGER NOT NULL
+    expires_at INTEGER NOT NULL,
+    lease      INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS vlexivo_nonces_expires_at ON vlexivo_nonces (expires_at);
 ";
+// Files made before leases existed: their rows keep lease 0, which no consume hands out twice.
+const ADD_LEASE: &str = "ALTER TABLE vlexivo_nonces ADD COLUMN lease INTEGER NOT NULL DEFAULT 0";
 
 // Insert-if-absent in one statement; a row that already expired is taken over (a fresh use),
 // a live one is left alone and changes() stays 0 (a replay).
-const SQL_CONSUME: &str = "INSERT INTO vlexivo_nonces (key, expires_at) VALUES (?1, ?2) \
-     ON CONFLICT(key) DO UPDATE SET expires_at = excluded.expires_at \
+const SQL_CONSUME: &str = "INSERT INTO vlexivo_nonces (key, expires_at, lease) VALUES (?1, ?2, ?4) \
+     ON CONFLICT(key) DO UPDATE SET expires_at = excluded.expires_at, lease = excluded.lease \
      WHERE vlexivo_nonces.expires_at < ?3";
-const SQL_RELEASE: &str = "DELETE FROM vlexivo_nonces WHERE key = ?1";
+const SQL_RELEASE: &str = "DELETE FROM vlexivo_nonces WHERE key = ?1 AND lease = ?2";
 const SQL_PURGE: &str = "DELETE FROM vlexivo_nonces WHERE expires_at < ?1";
 const SQL_PURGE_BATCH: &str = "DELETE FROM vlexivo_nonces WHERE key IN \
      (SELECT key FROM vlexivo_nonces WHERE expires_at < ?1 LIMIT ?2)";
@@ -46,6 +50,7 @@ struct Inner {
 pub struct SqliteStore {
     inner: Mutex<Inner>,
     path: Option<PathBuf>,
+    leases: Leases,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -89,7 +94,7 @@ impl SqliteStore {
             }
         }
         conn.set_prepared_statement_cache_capacity(8);
-        Ok(Self { inner: Mutex::new(Inner { conn, consumes: 0 }), path })
+        Ok(Self { inner: Mutex::new(Inner { conn, consumes: 0 }), path, leases: Leases::new() })
     }
 
     /// The file backing the store (`None` for [`SqliteStore::in_memory`]).
@@ -116,11 +121,14 @@ impl SqliteStore {
 impl NonceStore for SqliteStore {
     fn consume(&self, key: &str, expires_at: u64, now: u64) -> Result<Consume> {
         check_key(key)?;
+        let lease = self.leases.next();
         let mut inner = self.inner.lock();
         let changed = inner
             .conn
             .prepare_cached(SQL_CONSUME)
-            .and_then(|mut st| st.execute(params![key, to_sql_time(expires_at), to_sql_time(now)]))
+            .and_then(|mut st| {
+                st.execute(params![key, to_sql_time(expires_at), to_sql_time(now), lease.0 as i64])
+            })
             .map_err(|e| unavailable("consume", &e))?;
         inner.consumes += 1;
         if inner.consumes % PURGE_EVERY == 0 {
@@ -130,16 +138,16 @@ impl NonceStore for SqliteStore {
                 .prepare_cached(SQL_PURGE_BATCH)
                 .and_then(|mut st| st.execute(params![to_sql_time(now), PURGE_BATCH]));
         }
-        Ok(if changed == 1 { Consume::Fresh } else { Consume::Replayed })
+        Ok(if changed == 1 { Consume::Fresh(lease) } else { Consume::Replayed })
     }
 
-    fn release(&self, key: &str) -> Result<()> {
+    fn release(&self, key: &str, lease: Lease) -> Result<()> {
         check_key(key)?;
         let inner = self.inner.lock();
         inner
             .conn
             .prepare_cached(SQL_RELEASE)
-            .and_then(|mut st| st.execute(params![key]))
+            .and_then(|mut st| st.execute(params![key, lease.0 as i64]))
             .map_err(|e| unavailable("release", &e))?;
         Ok(())
     }
@@ -177,7 +185,15 @@ fn configure(conn: &Connection, on_file: bool) -> std::result::Result<(), (&'sta
     // Keys are random, so inserts touch random B-tree pages: a 16 MB cache (default 2 MB) holds
     // the hot part of a few hundred thousand live nonces and avoids a read syscall per insert.
     conn.pragma_update(None, "cache_size", -16_384).map_err(|e| ("configure", e))?;
-    conn.execute_batch(SCHEMA).map_err(|e| ("create schema", e))
+    conn.execute_batch(SCHEMA).map_err(|e| ("create schema", e))?;
+    let has_lease = conn
+        .prepare("SELECT 1 FROM pragma_table_info('vlexivo_nonces') WHERE name = 'lease'")
+        .and_then(|mut st| st.exists([]))
+        .map_err(|e| ("read schema", e))?;
+    if !has_lease {
+        conn.execute_batch(ADD_LEASE).map_err(|e| ("add the lease column", e))?;
+    }
+    Ok(())
 }
 
 fn is_busy(e: &rusqlite::Error) -> bool {
@@ -215,18 +231,23 @@ fn unavailable(op: &'static str, e: &rusqlite::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tests::conformance;
+    use crate::store::tests::{conformance_async, conformance_clock};
 
     #[test]
     fn conforms_in_memory() {
-        conformance(&SqliteStore::in_memory().unwrap());
+        conformance_clock(&SqliteStore::in_memory().unwrap());
+    }
+
+    #[tokio::test]
+    async fn conforms_async() {
+        conformance_async(&SqliteStore::in_memory().unwrap(), 0, "").await;
     }
 
     #[test]
     fn conforms_on_file() {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(dir.path().join("nonces.db")).unwrap();
-        conformance(&s);
+        conformance_clock(&s);
         assert_eq!(s.kind(), "sqlite");
     }
 
@@ -236,15 +257,15 @@ mod tests {
         let path = dir.path().join("nonces.db");
         {
             let s = SqliteStore::open(&path).unwrap();
-            assert_eq!(s.consume("a:1", 100, 0).unwrap(), Consume::Fresh);
-            assert_eq!(s.consume("a:2", 100, 0).unwrap(), Consume::Fresh);
-            s.release("a:2").unwrap();
+            assert!(s.consume("a:1", 100, 0).unwrap().is_fresh());
+            let Consume::Fresh(l) = s.consume("a:2", 100, 0).unwrap() else { panic!() };
+            s.release("a:2", l).unwrap();
         }
         let s = SqliteStore::open(&path).unwrap();
         assert_eq!(s.path(), Some(path.as_path()));
         assert_eq!(s.len().unwrap(), 1);
         assert_eq!(s.consume("a:1", 100, 1).unwrap(), Consume::Replayed);
-        assert_eq!(s.consume("a:2", 100, 1).unwrap(), Consume::Fresh);
+        assert!(s.consume("a:2", 100, 1).unwrap().is_fresh());
     }
 
     #[test]
@@ -253,11 +274,15 @@ mod tests {
         let path = dir.path().join("nonces.db");
         let a = SqliteStore::open(&path).unwrap();
         let b = SqliteStore::open(&path).unwrap();
-        assert_eq!(a.consume("p:1", 100, 0).unwrap(), Consume::Fresh);
+        let Consume::Fresh(l) = a.consume("p:1", 100, 0).unwrap() else { panic!() };
         assert_eq!(b.consume("p:1", 100, 0).unwrap(), Consume::Replayed);
-        b.release("p:1").unwrap();
-        assert_eq!(a.consume("p:1", 100, 0).unwrap(), Consume::Fresh);
-        assert_eq!(b.consume("p:2", 100, 0).unwrap(), Consume::Fresh);
+        // Another connection releases with the lease it was handed.
+        b.release("p:1", l).unwrap();
+        let Consume::Fresh(l2) = a.consume("p:1", 100, 0).unwrap() else { panic!() };
+        assert_ne!(l, l2);
+        b.release("p:1", l).unwrap();
+        assert_eq!(b.consume("p:1", 100, 0).unwrap(), Consume::Replayed);
+        assert!(b.consume("p:2", 100, 0).unwrap().is_fresh());
         assert_eq!(a.consume("p:2", 100, 0).unwrap(), Consume::Replayed);
         assert_eq!(a.purge(101).unwrap(), 2);
         assert_eq!(b.len().unwrap(), 0);
@@ -272,6 +297,24 @@ mod tests {
             s.consume(&format!("a:{i}"), now + 1, now).unwrap();
         }
         assert!(s.len().unwrap() < PURGE_EVERY + 300, "len {}", s.len().unwrap());
+    }
+
+    #[test]
+    fn a_file_from_before_leases_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE vlexivo_nonces (key TEXT PRIMARY KEY, expires_at INTEGER NOT NULL) WITHOUT ROWID;
+             INSERT INTO vlexivo_nonces VALUES ('a:old', 100);",
+        )
+        .unwrap();
+        drop(old);
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.consume("a:old", 100, 1).unwrap(), Consume::Replayed);
+        let Consume::Fresh(l) = s.consume("a:new", 100, 1).unwrap() else { panic!() };
+        s.release("a:new", l).unwrap();
+        assert!(s.consume("a:new", 100, 1).unwrap().is_fresh());
     }
 
     #[test]
