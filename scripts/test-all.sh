@@ -11,12 +11,18 @@ export VLEXIVO_BIN="$target/debug/vlexivo"
 started=$(date +%s)
 step() { printf '\n=== %s (%ss)\n' "$1" "$(( $(date +%s) - started ))"; }
 
+step "Redis and PostgreSQL for the suites that start throwaway servers (Debian packages)"
+./scripts/test-services.sh install
+
 step "shared vectors regenerate byte for byte"
 cargo run -q -p vlexivo-core --example gen_vectors
 git diff --exit-code -- tests/vectors
 
 step "Rust: core and facilitator (cargo test)"
 cargo test
+
+step "Rust: networked nonce stores against real Redis (single and cluster) and PostgreSQL"
+cargo test -p vlexivo-core --features redis,postgres --lib store::
 
 step "crates ready to publish: a true MSRV, cargo package (builds each crate from its tarball)"
 python3 scripts/msrv.py

@@ -15,10 +15,18 @@
 //! (`now`), as everywhere in core.
 
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
+#[cfg(any(feature = "redis", feature = "postgres"))]
+mod remote;
+pub mod spec;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
 pub use memory::MemoryStore;
+pub use spec::{RemoteOptions, StoreSpec, open};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
