@@ -17,7 +17,9 @@ from ._gate import (
     Answer,
     Gate,
     PaidRoute,
+    NO_PLAN,
     Paid,
+    Plan,
     PricingRequest,
     Provider,
     Reject,
@@ -156,9 +158,10 @@ async def _price_all(gates: Sequence[Gate], scope: Scope, body: bytes | None, ra
 
 class PaywallMiddleware:
     """Pure ASGI paywall. It prices the route the app's router will run (its ``routes`` table),
-    adding the price of every :class:`PaywallGuard` dependency on that route, and asks for it
-    once. For every request it also executes the outcome rule (release or keep the nonce, the
-    receipt header) for payments that a dependency took."""
+    adding the prices of the paywalls inside it on the way (middlewares, mounted apps', the
+    route's dependencies), and asks for that one price once. For every request it also executes
+    the outcome rule (release or keep the nonce, the receipt header) for payments that a
+    dependency took."""
 
     def __init__(self, app: ASGIApp, *, server: Provider, routes: Mapping[str, Any]) -> None:
         self.app = app
@@ -166,6 +169,7 @@ class PaywallMiddleware:
         self.table: RouteTable = build_table(server, routes)
         self._map: Any = _UNRESOLVED
         self._config_error: str | None = None
+        self._literal: dict[int, Plan] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -178,55 +182,62 @@ class PaywallMiddleware:
         if box is None:
             box = scope[_MIDDLEWARE_KEY] = _Box()
         leaf = None
-        gates: Sequence[Gate] = ()
+        plan = NO_PLAN
         if self.table and not preflight(scope):
-            found = self._gates(scope)
+            found = self._plan(scope)
             if found is None:  # a table that names no route of the app: fail closed
                 await self._config_answer(scope, send)
                 return
-            leaf, gates = found
-        if gates:
-            method = scope["method"]
-            path = binding_path(scope)
-            now = self.server.now()
-            body: bytes | None = None
-            earlier = box.paid
+            leaf, plan = found
+        if plan:
             try:
-                if needs_body(gates):
-                    try:
-                        body = await read_body(receive, self.server.max_body_bytes)
-                    except _BodyTooLarge:
-                        await send_answer(send, gates[0].too_large(method, path, now), method)
-                        return
-                    except _Disconnected:
-                        return
-                    receive = replay_receive(body, receive)
-                if earlier is not None and earlier.native is gates[0].provider.native:
-                    # An outer paywall took the proof: this one checks the amount only.
-                    missing = [g for g in gates if not earlier.covers(g)]
-                    if missing:
-                        price = await _price_all(missing, scope, body, scope, now)
-                        if not earlier.covers_price(price):
-                            raise underpaid(earlier, missing[0], price, method, path, now, body)
-                else:
-                    price = await _price_all(gates, scope, body, scope, now)
-                    paid = admit(gates, proof_of(scope), method, path, price, body, now)
-                    scope[PAID_KEY] = box.paid = paid
-                    state = scope.get("state")
-                    if state is None:
-                        state = scope["state"] = {}
-                    state["vlx_payment"] = paid.payment
+                receive = await self._admit(plan, box, scope, receive)
             except Reject as r:
-                await send_answer(send, r.answer, method)
+                await send_answer(send, r.answer, scope["method"])
+                return
+            except _Disconnected:
                 return
         if outer:
-            await self._run(scope, receive, send, box, leaf, gates)
+            await self._run(scope, receive, send, box, leaf, plan)
         else:
             await self.app(scope, receive, send)
 
-    # --- which gates apply ---------------------------------------------------------------
+    async def _admit(self, plan: Plan, box: _Box, scope: Scope, receive: Receive) -> Receive:
+        """Verify the proof at the plan's price (or, under an outer paywall that took it, check
+        its amount); returns the ``receive`` the app reads the body from."""
+        gates = plan.gates
+        method = scope["method"]
+        path = binding_path(scope)
+        now = self.server.now()
+        body: bytes | None = None
+        if plan.needs_body:
+            try:
+                body = await read_body(receive, self.server.max_body_bytes)
+            except _BodyTooLarge:
+                raise Reject(gates[0].too_large(method, path, now)) from None
+            receive = replay_receive(body, receive)
+        earlier = box.paid
+        if earlier is not None and earlier.native is gates[0].provider.native:
+            # An outer paywall took the proof: this one checks the amount only.
+            missing = [g for g in gates if not earlier.covers(g)]
+            if missing:
+                price = await _price_all(missing, scope, body, scope, now)
+                if not earlier.covers_price(price):
+                    raise underpaid(earlier, missing[0], price, method, path, now, body)
+            return receive
+        fixed = plan.price
+        price = fixed if fixed is not None else await _price_all(gates, scope, body, scope, now)
+        paid = admit(gates, proof_of(scope), method, path, price, body, now)
+        scope[PAID_KEY] = box.paid = paid
+        state = scope.get("state")
+        if state is None:
+            state = scope["state"] = {}
+        state["vlx_payment"] = paid.payment
+        return receive
 
-    def _gates(self, scope: Scope) -> tuple[Any, Sequence[Gate]] | None:
+    # --- which paywalls apply -------------------------------------------------------------
+
+    def _plan(self, scope: Scope) -> tuple[Any, Plan] | None:
         m = self._map
         if m is _UNRESOLVED:
             m = self._resolve_router(scope)
@@ -235,14 +246,19 @@ class PaywallMiddleware:
         method = scope["method"]
         if m is None:  # a plain ASGI app: the path it reads
             g = self.table.match(method, scope["path"])
-            return None, ((g,) if g is not None else ())
+            if g is None:
+                return None, NO_PLAN
+            plan = self._literal.get(id(g))
+            if plan is None:
+                plan = self._literal[id(g)] = Plan((g,))
+            return None, plan
         leaf = m.resolve(scope)
         if leaf is None:
-            return None, ()
-        gates = leaf.cache.get(method)
-        if gates is None:
-            gates = leaf.cache[method] = self._gates_of_leaf(leaf, method)
-        return leaf, gates
+            return None, NO_PLAN
+        plan = leaf.cache.get(method)
+        if plan is None:
+            plan = leaf.cache[method] = Plan(self._gates_of_leaf(leaf, method))
+        return leaf, plan
 
     def _gates_of_leaf(self, leaf: Any, method: str) -> tuple[Gate, ...]:
         """Every paywall on the way to ``leaf`` that this one asks for: its own key, then the
@@ -299,7 +315,7 @@ class PaywallMiddleware:
 
     # --- running the app -----------------------------------------------------------------
 
-    async def _run(self, scope: Scope, receive: Receive, send: Send, box: _Box, leaf: Any, gates: Sequence[Gate]) -> None:
+    async def _run(self, scope: Scope, receive: Receive, send: Send, box: _Box, leaf: Any, plan: Plan) -> None:
         status = 0
         complete = False
         blocked = False
@@ -311,7 +327,7 @@ class PaywallMiddleware:
                 return
             kind = msg["type"]
             if kind == "http.response.start":
-                if confirm and not self._same_route(scope, leaf, gates):
+                if confirm and not self._same_route(scope, leaf, plan):
                     blocked = True
                     if box.paid is not None:
                         box.paid.release()
@@ -338,7 +354,7 @@ class PaywallMiddleware:
         if box.paid is not None:
             box.paid.settle(status, False, complete)
 
-    def _same_route(self, scope: Scope, leaf: Any, gates: Sequence[Gate]) -> bool:
+    def _same_route(self, scope: Scope, leaf: Any, plan: Plan) -> bool:
         """Did the router run the route this middleware priced? ``scope["route"]`` names it (a
         container route such as a mount, left by an outer router, tells nothing)."""
         actual = scope.get("route")
@@ -351,8 +367,8 @@ class PaywallMiddleware:
         for other in m.leaf_of(actual):
             theirs = other.cache.get(method)
             if theirs is None:
-                theirs = other.cache[method] = self._gates_of_leaf(other, method)
-            if tuple(theirs) != tuple(gates):
+                theirs = other.cache[method] = Plan(self._gates_of_leaf(other, method))
+            if theirs.gates != plan.gates:
                 logger.error(
                     "vlexivo: the router ran %r for %s %s, not %r as the paywall predicted; answering 500",
                     other,

@@ -231,16 +231,44 @@ def fixed_prices(gates: Sequence[Gate]) -> list[_native.Price] | None:
     return out
 
 
-def effective(gates: Sequence[Gate], prices: Sequence[_native.Price], method: str, path: str, now: int | None) -> _native.Price:
-    """One request, one price: every paywall on the path is satisfied by the highest of their
-    prices. Paywalls that disagree on the currency are a provider error (500 ``price_invalid``)."""
+def highest(prices: Sequence[_native.Price]) -> _native.Price | None:
+    """The price that satisfies every paywall on a path: the highest (None if they disagree on
+    the currency)."""
     best = prices[0]
     for p in prices[1:]:
         if p.currency != best.currency:
-            raise gates[0]._bad_price(method, path, [str(x) for x in prices], "paywalls on one route in different currencies", now)
+            return None
         if p.atomic > best.atomic:
             best = p
     return best
+
+
+def effective(gates: Sequence[Gate], prices: Sequence[_native.Price], method: str, path: str, now: int | None) -> _native.Price:
+    """One request, one price: every paywall on the path is satisfied by the highest of their
+    prices. Paywalls that disagree on the currency are a provider error (500 ``price_invalid``)."""
+    best = highest(prices)
+    if best is None:
+        raise gates[0]._bad_price(method, path, [str(x) for x in prices], "paywalls on one route in different currencies", now)
+    return best
+
+
+class Plan:
+    """What one request of a route needs, computed once per route and method: the gates of every
+    paywall on its way, whether any reads the body, and their one price when all are fixed."""
+
+    __slots__ = ("gates", "needs_body", "price")
+
+    def __init__(self, gates: Sequence[Gate]) -> None:
+        self.gates = tuple(gates)
+        self.needs_body = needs_body(gates)
+        prices = fixed_prices(gates)
+        self.price = highest(prices) if prices else None
+
+    def __bool__(self) -> bool:
+        return bool(self.gates)
+
+
+NO_PLAN = Plan(())
 
 
 class Paid:

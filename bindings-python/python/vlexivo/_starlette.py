@@ -25,6 +25,17 @@ except ImportError:  # FastAPI absent, or older (its included routes were alread
 
 
 Mounts = tuple[tuple[Any, int], ...]
+_RECENT_MAX = 4096
+# Route classes whose match depends only on the method and the path (Starlette's and FastAPI's
+# own; exact classes: a subclass may match otherwise).
+_PATH_ONLY = frozenset(
+    f"{m}.{n}"
+    for m, names in (
+        ("starlette.routing", ("Route", "Mount", "WebSocketRoute")),
+        ("fastapi.routing", ("APIRoute", "APIWebSocketRoute", "_IncludedRouter")),
+    )
+    for n in names
+)
 
 
 class Leaf:
@@ -68,16 +79,47 @@ class RouterMap:
         # Leaf objects are kept per (route, template) so their per-method cache survives.
         self._leaves: dict[tuple[int, str], Leaf] = {}
         self._compiled: dict[str, Any] = {}
+        # (method, root_path, path) -> leaf, while every route's match depends on these alone.
+        self._recent: dict[tuple[str, str, str], Leaf] = {}
+        self._path_only = False
+        self._size = -1
 
     # --- one request ---------------------------------------------------------------------
 
     def resolve(self, scope: dict[str, Any]) -> Leaf | None:
         """The route whose handler the router will run for ``scope``, or None (no route, a 405,
         a redirect)."""
-        return self._select(self.router.routes, scope, "", ())
+        if len(self.router.routes) != self._size:
+            self._survey()
+        if not self._path_only:
+            return self._select(self.router.routes, scope, "", ())
+        key = (scope["method"], scope.get("root_path", ""), scope["path"])
+        leaf = self._recent.get(key)
+        if leaf is None:
+            leaf = self._select(self.router.routes, scope, "", ())
+            if leaf is not None:  # (a miss is not kept: a 404 flood cannot fill the cache)
+                if len(self._recent) >= _RECENT_MAX:
+                    self._recent.clear()
+                self._recent[key] = leaf
+        return leaf
+
+    def _survey(self) -> None:
+        """Whether every route is one of the framework's own path-matching kinds (else a route
+        may look at headers, and nothing is cached)."""
+        self._size = len(self.router.routes)
+        self._recent.clear()
+        self._path_only = True
+        for _ in self.leaves():
+            pass
 
     def _select(self, routes: list[Any], scope: dict[str, Any], prefix: str, mounts: Mounts) -> Leaf | None:
+        path = get_route_path(scope)
         for route in routes:
+            # A route or mount whose path pattern does not match answers NONE in matches() (its
+            # first test); skipping it here saves building its child scope.
+            regex = getattr(route, "path_regex", None)
+            if regex is not None and regex.match(path) is None:
+                continue
             match, child = route.matches(scope)
             if match is Match.FULL:
                 return self._descend(route, scope, child, prefix, mounts)
@@ -136,6 +178,8 @@ class RouterMap:
 
     def _walk(self, routes: list[Any], prefix: str, mounts: Mounts) -> Iterator[Leaf]:
         for route in routes:
+            if f"{type(route).__module__}.{type(route).__qualname__}" not in _PATH_ONLY:
+                self._path_only = False
             if isinstance(route, (Mount, Host)):
                 p = prefix + _prefix_of(route) if isinstance(route, Mount) else prefix
                 ms = (*mounts, (route, len(p)))
