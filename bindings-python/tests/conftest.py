@@ -116,14 +116,21 @@ class WaitressThread:
     def __init__(self, app: Any) -> None:
         import waitress
 
-        self.server = waitress.create_server(app, host="127.0.0.1", port=0, threads=8)
+        # A short poll timeout lets stop() end the loop quickly.
+        self.server = waitress.create_server(app, host="127.0.0.1", port=0, threads=8, asyncore_loop_timeout=0.05)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         self.url = f"http://127.0.0.1:{self.server.effective_port}"
 
     def stop(self) -> None:
-        self.server.close()
+        # End the poll loop first (it runs while its map has channels), then close the sockets:
+        # closing them under a running select() failed the loop thread with EBADF.
+        channels = list(self.server._map.values())
+        self.server._map.clear()
         self.thread.join(timeout=10)
+        for channel in channels:
+            channel.close()
+        self.server.task_dispatcher.shutdown()
 
 
 class WerkzeugThread:
