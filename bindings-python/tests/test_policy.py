@@ -468,7 +468,23 @@ def test_only_cors_preflights_are_free(serve: Any) -> None:
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [f"{environ['REQUEST_METHOD']} content".encode()]
 
-    apps = [("uvicorn", star), ("waitress", fapp), ("waitress", vlx.wsgi_paywall(wsgi_app, routes={"/proxy": vlx.price("0.001")}))]
+    dep = FastAPI()
+
+    @dep.api_route("/proxy", methods=["GET", "POST", "OPTIONS"])
+    async def dep_proxy(request: Request, payment: Any = Depends(vlx.paywall(price="0.001"))) -> PlainTextResponse:
+        return PlainTextResponse(f"{request.method} content")
+
+    routed = flask.Flask("cors-routed")
+    routed.route("/proxy", methods=["GET", "POST", "OPTIONS"])(lambda: f"{flask.request.method} content")
+    routed.wsgi_app = vlx.wsgi_paywall(routed.wsgi_app, routes={"/proxy": vlx.price("0.001")})  # type: ignore[method-assign]
+
+    apps = [
+        ("uvicorn", star),
+        ("uvicorn", dep),
+        ("waitress", fapp),
+        ("waitress", routed),
+        ("waitress", vlx.wsgi_paywall(wsgi_app, routes={"/proxy": vlx.price("0.001")})),
+    ]
     for kind, app in apps:
         url = serve(kind, app)
         r = httpx.options(url + "/proxy", headers=preflight)
