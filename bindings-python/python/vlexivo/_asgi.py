@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -28,6 +28,7 @@ from ._gate import (
     fixed_prices,
     is_preflight,
     needs_body,
+    together,
     underpaid,
 )
 from ._routes import RouteTable, build_table, config_message
@@ -271,23 +272,18 @@ class PaywallMiddleware:
             return ()
         from ._starlette import chain, guards_of
 
-        out = [g]
-        native = g.provider.native
+        def inner() -> Iterator[Gate | None]:
+            for mw in chain(self.app):
+                if isinstance(mw, PaywallMiddleware):
+                    yield mw.table.match(method, leaf.template)
+            for mount, cut in leaf.mounts:
+                for mw in chain(mount.app):
+                    if isinstance(mw, PaywallMiddleware):
+                        yield mw.table.match(method, leaf.template[cut:])
+            for guard in guards_of(leaf.dependant, _is_guard):
+                yield guard._gate
 
-        def add(gate: Gate | None) -> None:
-            if gate is not None and gate.provider.native is native and gate not in out:
-                out.append(gate)
-
-        for inner in chain(self.app):
-            if isinstance(inner, PaywallMiddleware):
-                add(inner.table.match(method, leaf.template))
-        for mount, cut in leaf.mounts:
-            for inner in chain(mount.app):
-                if isinstance(inner, PaywallMiddleware):
-                    add(inner.table.match(method, leaf.template[cut:]))
-        for guard in guards_of(leaf.dependant, lambda c: isinstance(c, PaywallGuard)):
-            add(guard._gate)
-        return tuple(out)
+        return together(g, inner())
 
     def _resolve_router(self, scope: Scope) -> Any:
         router = None
@@ -448,12 +444,11 @@ def _route_guards(scope: Scope, first: PaywallGuard) -> list[Gate]:
         dependant = getattr(ctx, "dependant", None)
     if dependant is None:
         dependant = getattr(scope.get("route"), "dependant", None)
-    gates = [first._gate]
-    native = first._gate.provider.native
-    for guard in guards_of(dependant, lambda c: isinstance(c, PaywallGuard)):
-        if guard._gate.provider.native is native and guard._gate not in gates:
-            gates.append(guard._gate)
-    return gates
+    return list(together(first._gate, (g._gate for g in guards_of(dependant, _is_guard))))
+
+
+def _is_guard(call: Any) -> bool:
+    return isinstance(call, PaywallGuard)
 
 
 class PaywallGuard:

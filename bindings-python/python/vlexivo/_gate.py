@@ -175,32 +175,36 @@ class Gate:
             raise self._bad_price(method, path, value, getattr(e, "message", str(e)), now) from None
 
     def price_sync(self, req: PricingRequest, now: int | None) -> _native.Price:
-        route = self.route
-        if route.price is not None:
-            return route.price
-        assert route.resolver is not None
+        fixed = self.route.price
+        if fixed is not None:
+            return fixed
         try:
-            value = route.resolver(req)
+            value = self._resolve(req)
             if inspect.isawaitable(value):
                 value = _run_awaitable(value)
         except Exception as e:
-            logger.exception("vlexivo: price resolver for %s raised", self.label)
-            raise self._bad_price(req.method, req.path, "<raised>", repr(e), now) from None
+            raise self._raised(req, e, now) from None
         return self._to_price(value, req.method, req.path, now)
 
     async def price_async(self, req: PricingRequest, now: int | None) -> _native.Price:
-        route = self.route
-        if route.price is not None:
-            return route.price
-        assert route.resolver is not None
+        fixed = self.route.price
+        if fixed is not None:
+            return fixed
         try:
-            value = route.resolver(req)
+            value = self._resolve(req)
             if inspect.isawaitable(value):
                 value = await value
         except Exception as e:
-            logger.exception("vlexivo: price resolver for %s raised", self.label)
-            raise self._bad_price(req.method, req.path, "<raised>", repr(e), now) from None
+            raise self._raised(req, e, now) from None
         return self._to_price(value, req.method, req.path, now)
+
+    def _resolve(self, req: PricingRequest) -> Any:
+        assert self.route.resolver is not None
+        return self.route.resolver(req)
+
+    def _raised(self, req: PricingRequest, e: Exception, now: int | None) -> Reject:
+        logger.exception("vlexivo: price resolver for %s raised", self.label)
+        return self._bad_price(req.method, req.path, "<raised>", repr(e), now)
 
     def too_large(self, method: str, path: str, now: int | None) -> Answer:
         return self.provider.native.reject("request_too_large", method, path, None, self.currency, self.scope, now)
@@ -214,6 +218,17 @@ def _run_awaitable(aw: Awaitable[Any]) -> Any:
         return await aw
 
     return asyncio.run(run())
+
+
+def together(first: Gate, more: Iterable[Gate | None]) -> tuple[Gate, ...]:
+    """The paywalls asked for together with ``first``: it, then every other one of the same
+    provider (a proof pays one provider; another provider's paywall asks on its own)."""
+    out = [first]
+    native = first.provider.native
+    for g in more:
+        if g is not None and g.provider.native is native and g not in out:
+            out.append(g)
+    return tuple(out)
 
 
 def needs_body(gates: Sequence[Gate]) -> bool:

@@ -26,6 +26,7 @@ from ._gate import (
     fixed_prices,
     is_preflight,
     needs_body,
+    together,
     underpaid,
 )
 from ._routes import RouteTable, build_table, config_message, template_form
@@ -352,23 +353,16 @@ class WsgiPaywall:
         g, rule = self._own(environ, method)
         if g is None:
             return ()
-        gates = [g]
-        native = g.provider.native
-
-        def add(gate: Gate | None) -> None:
-            if gate is not None and gate.provider.native is native and gate not in gates:
-                gates.append(gate)
-
+        more: list[Gate | None] = []
         node = self.app
         while isinstance(node, WsgiPaywall):  # paywalls stacked inside this one
             ig, irule = node._own(environ, method)
-            add(ig)
+            more.append(ig)
             rule = rule or irule
             node = node.app
         if rule is not None and self.flask is not None:
-            for vg in view_gates(self.flask.view(rule)):
-                add(vg)
-        return gates
+            more.extend(view_gates(self.flask.view(rule)))
+        return together(g, more)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET").upper()
