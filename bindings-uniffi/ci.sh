@@ -37,6 +37,8 @@ cargo build -q -p vlexivo-uniffi --features cli --lib --bins --examples
 if [ ! -x "$vlexivo" ]; then
   cargo build -q -p vlexivo-facilitator --bin vlexivo
 fi
+# The throwaway CA of the HTTPS tests.
+cargo build -q -p vlexivo-facilitator --example test_pki
 mkdir -p "$build"
 if ! cargo test -q -p vlexivo-uniffi --features cli >"$build/cargo-test.log" 2>&1; then
   cat "$build/cargo-test.log"
@@ -71,4 +73,5 @@ say "Kotlin tests against a real facilitator and paid API"
 java -Djna.library.path="$target/debug" \
   -cp "$build/classes:$classpath:$kotlin_lib/kotlin-stdlib.jar" \
   online.vlexivo.tests.VlexivoTestsKt \
-  --vlexivo "$vlexivo" --paid-api "$target/debug/examples/paid_api" --vectors "$root/tests/vectors"
+  --vlexivo "$vlexivo" --paid-api "$target/debug/examples/paid_api" \
+  --test-pki "$target/debug/examples/test_pki" --vectors "$root/tests/vectors"

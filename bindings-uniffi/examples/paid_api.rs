@@ -9,6 +9,8 @@
 //! Routes: `GET /v1/quote` (0.001), `POST /api/v1/inference` (priced by the JSON body's
 //! `model`: "large" 0.01, "embed" 0.0001, else 0.001), `GET /v1/expensive` (5), `GET /free`.
 //! It exits when its stdin closes, so a test runner that dies leaves nothing behind.
+//! With `PAID_API_TLS_CERT` and `PAID_API_TLS_KEY` (PEM files) it serves HTTPS; `VLX_CA_FILE`
+//! is a CA it trusts for an HTTPS facilitator.
 
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
@@ -51,7 +53,8 @@ async fn main() {
     let facilitator = facilitator.trim_end_matches('/').to_string();
 
     // Onboard a fresh sandbox provider (POST /v1/providers), as a real provider would once.
-    let created: Value = reqwest::Client::new()
+    let http = vlexivo_client::tls::TlsConfig::from_env().and_then(|t| t.client()).expect("TLS settings");
+    let created: Value = http
         .post(format!("{facilitator}/v1/providers"))
         .json(&json!({ "mode": "sandbox", "name": "uniffi-tests" }))
         .send()
@@ -77,11 +80,19 @@ async fn main() {
         )
         .route("/free", get(|| async { "free" }));
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    listener.set_nonblocking(true).expect("non-blocking socket");
     let addr = listener.local_addr().expect("local addr");
+    let tls = match (std::env::var("PAID_API_TLS_CERT"), std::env::var("PAID_API_TLS_KEY")) {
+        (Ok(cert), Ok(key)) => Some(
+            axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key).await.expect("TLS certificate"),
+        ),
+        _ => None,
+    };
     {
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "PAID_API_URL=http://{addr}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let _ = writeln!(out, "PAID_API_URL={scheme}://{addr}");
         let _ = writeln!(out, "PAID_API_ACCOUNT={}", paywall.account());
         let _ = out.flush();
     }
@@ -89,5 +100,14 @@ async fn main() {
         let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
         std::process::exit(0);
     });
-    axum::serve(listener, app).await.expect("serve");
+    match tls {
+        Some(tls) => axum_server::from_tcp_rustls(listener, tls)
+            .expect("TLS listener")
+            .serve(app.into_make_service())
+            .await
+            .expect("serve"),
+        None => axum::serve(tokio::net::TcpListener::from_std(listener).expect("listener"), app)
+            .await
+            .expect("serve"),
+    }
 }

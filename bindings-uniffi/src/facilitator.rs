@@ -35,15 +35,16 @@ pub(crate) struct TopUpReceipt {
 }
 
 impl Http {
-    pub fn new() -> Result<Self, Error> {
-        let client = reqwest::Client::builder()
+    pub fn new(tls: &vlexivo_client::tls::TlsConfig) -> Result<Self, Error> {
+        let client = tls
+            .client_builder()
             .timeout(TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
             // A signed payment is for one facilitator: never follow it elsewhere.
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("vlexivo-uniffi/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| Error::Internal(format!("HTTP client: {e}")))?;
+            .map_err(|e| Error::Config(format!("HTTP client: {}", vlexivo_client::tls::describe(&e))))?;
         Ok(Self { client })
     }
 
@@ -81,9 +82,8 @@ impl Http {
 }
 
 fn unavailable(e: reqwest::Error) -> Error {
-    // Without the URL's query or any body: reqwest's Display names the URL, which holds no
-    // secret here (facilitator base + address).
-    Error::FacilitatorUnavailable(e.to_string())
+    // Names the facilitator's origin, never a body; TLS failures say what is wrong.
+    Error::FacilitatorUnavailable(vlexivo_client::tls::describe(&e))
 }
 
 /// Read at most `MAX_RESPONSE_BODY` bytes: a hostile or broken server cannot make the app

@@ -18,10 +18,12 @@ uniffi::setup_scaffolding!();
 mod error;
 mod facilitator;
 mod payments;
+mod tls;
 mod wallet;
 
 pub use error::{VlexivoError, error_codes};
 pub use payments::{AutoTopUp, PaymentQuote, PaymentResult, SpendingPolicy, TopUpResult, VlexivoPayments};
+pub use tls::{TlsOptions, TrustRoots};
 pub use wallet::Wallet;
 
 use vlexivo_core::challenge::Challenge;

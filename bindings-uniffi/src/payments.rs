@@ -3,7 +3,7 @@
 //! facilitator's HTTP.
 
 use crate::facilitator::Http;
-use crate::{HttpHeader, VlexivoError, Wallet, header_pairs, parse_402};
+use crate::{HttpHeader, TlsOptions, VlexivoError, Wallet, header_pairs, parse_402};
 use std::sync::{Arc, Mutex, PoisonError};
 use vlexivo_core::client::{AutoTopUp as CoreAutoTopUp, Payer, PreparedPayment};
 use vlexivo_core::env::{Clock, SystemClock};
@@ -286,26 +286,30 @@ impl VlexivoPayments {
 #[uniffi::export(async_runtime = "tokio")]
 impl VlexivoPayments {
     /// `facilitatorUrl`: pay only through this facilitator (a challenge naming another one is
-    /// refused); without it, the facilitator each challenge names is used.
-    #[uniffi::constructor(default(auto_top_up = None, facilitator_url = None, policy))]
+    /// refused); without it, the facilitator each challenge names is used. `tls`: how the
+    /// facilitator's certificate is verified (a private CA, https only).
+    #[uniffi::constructor(default(auto_top_up = None, facilitator_url = None, tls = None, policy))]
     pub fn new(
         wallet: Arc<Wallet>,
         policy: SpendingPolicy,
         auto_top_up: Option<AutoTopUp>,
         facilitator_url: Option<String>,
+        tls: Option<TlsOptions>,
     ) -> Result<Arc<Self>, VlexivoError> {
+        let tls = tls.unwrap_or_default().to_config()?;
         let facilitator = facilitator_url.as_deref().map(normalize_facilitator_url).transpose()?;
         let auto_top_up = match auto_top_up {
             Some(a) if a.enabled => Some(CoreAutoTopUp::new(&a.trigger_balance, &a.top_up_amount)?),
             _ => None,
         };
         Ok(Arc::new(Self {
-            payer: Payer::new(wallet.inner.clone(), policy.to_core()?, facilitator.clone()),
+            payer: Payer::new(wallet.inner.clone(), policy.to_core()?, facilitator.clone())
+                .with_https_only(tls.is_https_only()),
             auto_top_up,
             facilitator: Mutex::new(facilitator),
             last_balance: Mutex::new(None),
             top_up_lock: tokio::sync::Mutex::new(()),
-            http: Http::new()?,
+            http: Http::new(&tls)?,
         }))
     }
 

@@ -39,6 +39,7 @@ fn client_402_cases() {
             },
             None,
             s(&policy["facilitator_url"]),
+            None,
         )
         .unwrap();
         let got = payments.quote(

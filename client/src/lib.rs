@@ -19,6 +19,8 @@
 //! The decisions (is this a Vlexivo 402, does it match the request, is it within budget, what
 //! did the facilitator say) are `vlexivo_core::client`'s; this module does the HTTP.
 
+pub mod tls;
+
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method};
 use reqwest::{Response, StatusCode, Url};
@@ -47,6 +49,7 @@ pub struct VlexivoClientBuilder {
     auto_top_up: Option<AutoTopUp>,
     on_payment: Option<Arc<OnPayment>>,
     http: Option<reqwest::Client>,
+    tls: Option<tls::TlsConfig>,
     clock: Option<Arc<dyn Clock>>,
 }
 
@@ -99,7 +102,15 @@ impl VlexivoClientBuilder {
         self
     }
 
-    /// Use this reqwest client (connection pool, proxies, timeouts).
+    /// How servers are verified: roots, private CAs, https only. Default:
+    /// [`tls::TlsConfig::from_env`] (`VLX_TLS_ROOTS`, `VLX_CA_FILE`, `VLX_HTTPS_ONLY`).
+    /// Ignored when [`VlexivoClientBuilder::http_client`] gives a client.
+    pub fn tls(mut self, tls: tls::TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Use this reqwest client (connection pool, proxies, timeouts, its own TLS).
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http = Some(client);
         self
@@ -120,17 +131,23 @@ impl VlexivoClientBuilder {
         if let Some(url) = &self.facilitator_url {
             Url::parse(url).map_err(|_| Error::Config("facilitator URL is not a URL".into()))?;
         }
+        let tls = match self.tls {
+            Some(t) => t,
+            None => tls::TlsConfig::from_env()?,
+        };
         let http = match self.http {
             Some(c) => c,
-            None => reqwest::Client::builder()
+            None => tls
+                .client_builder()
                 .connect_timeout(Duration::from_secs(10))
                 .tcp_nodelay(true)
                 .build()
-                .map_err(|e| Error::Config(format!("HTTP client: {e}")))?,
+                .map_err(|e| Error::Config(format!("HTTP client: {}", tls::describe(&e))))?,
         };
         Ok(VlexivoClient {
             inner: Arc::new(Inner {
-                payer: Payer::new(wallet, self.spending, self.facilitator_url.clone()),
+                payer: Payer::new(wallet, self.spending, self.facilitator_url.clone())
+                    .with_https_only(tls.is_https_only()),
                 facilitator: self.facilitator_url,
                 auto_top_up: self.auto_top_up.filter(|a| a.enabled),
                 on_payment: self.on_payment,
@@ -285,7 +302,7 @@ impl VlexivoClient {
         }
         req.send().await.map_err(|e| {
             let host = url.host_str().unwrap_or("?");
-            Error::Internal(format!("request to {host} failed: {}", describe(&e)))
+            Error::Internal(format!("request to {host} failed: {}", tls::describe(&e)))
         })
     }
 
@@ -358,7 +375,7 @@ impl VlexivoClient {
         let res = match sent {
             Ok(r) => r,
             Err(e) => {
-                let msg = format!("{}: {}", prepared.facilitator, describe(&e));
+                let msg = format!("{}: {}", prepared.facilitator, tls::describe(&e));
                 inner.payer.abandon(prepared);
                 return Err(Error::FacilitatorUnavailable(msg));
             }
@@ -481,7 +498,7 @@ impl VlexivoClient {
             .timeout(FACILITATOR_TIMEOUT)
             .send()
             .await
-            .map_err(|e| Error::FacilitatorUnavailable(format!("{facilitator}: {}", describe(&e))))?;
+            .map_err(|e| Error::FacilitatorUnavailable(format!("{facilitator}: {}", tls::describe(&e))))?;
         let status = res.status().as_u16();
         let body = read_limited(res, MAX_RESPONSE_BODY)
             .await
@@ -505,7 +522,7 @@ impl VlexivoClient {
 /// Read at most `limit` bytes of a body (a hostile server cannot make us buffer more).
 pub async fn read_limited(mut res: Response, limit: usize) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
-    while let Some(chunk) = res.chunk().await.map_err(|e| describe(&e))? {
+    while let Some(chunk) = res.chunk().await.map_err(|e| tls::describe(&e))? {
         if out.len() + chunk.len() > limit {
             return Err(format!("response larger than {limit} bytes"));
         }
@@ -514,18 +531,3 @@ pub async fn read_limited(mut res: Response, limit: usize) -> Result<Vec<u8>, St
     Ok(out)
 }
 
-/// reqwest's error with its causes ("error sending request: connection refused").
-fn describe(e: &reqwest::Error) -> String {
-    use std::error::Error as _;
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        let c = cause.to_string();
-        if !s.contains(&c) {
-            s.push_str(": ");
-            s.push_str(&c);
-        }
-        src = cause.source();
-    }
-    s
-}

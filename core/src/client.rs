@@ -130,6 +130,7 @@ pub struct Payer {
     wallet: Wallet,
     budget: Budget,
     facilitator: Option<String>,
+    https_only: bool,
 }
 
 impl Payer {
@@ -138,7 +139,15 @@ impl Payer {
             wallet,
             budget: Budget::new(policy),
             facilitator: facilitator.map(|f| f.trim_end_matches('/').to_string()),
+            https_only: false,
         }
+    }
+
+    /// Trust only facilitators reached over https: a challenge naming a plain-http one is
+    /// `facilitator_untrusted`, refused before anything is signed or reserved.
+    pub fn with_https_only(mut self, on: bool) -> Self {
+        self.https_only = on;
+        self
     }
 
     pub fn wallet(&self) -> &Wallet {
@@ -182,6 +191,9 @@ impl Payer {
         }
         if !(facilitator.starts_with("http://") || facilitator.starts_with("https://")) {
             return Err(Error::ChallengeMalformed("facilitator"));
+        }
+        if self.https_only && !facilitator.starts_with("https://") {
+            return Err(Error::FacilitatorUntrusted { facilitator: facilitator.to_string() });
         }
         let reservation = self.budget.reserve(host, &pr.price, now)?;
         let req: PaymentRequest = crate::payment::sign(c, &pr.encoded, &self.wallet)?;
@@ -323,6 +335,38 @@ mod tests {
         assert_eq!(split_url("https://user@api.example/").unwrap(), ("api.example", "/"));
         assert_eq!(split_url("https://api.example").unwrap(), ("api.example", "/"));
         assert_eq!(split_url("ftp://x/").unwrap_err().code(), "request_malformed");
+    }
+
+    #[test]
+    fn https_only_refuses_a_plain_http_facilitator_before_signing() {
+        use crate::env::SeededEntropy;
+        use crate::keys::{Mode, generate_secret};
+        use crate::paywall::{Paywall, PaywallConfig, RequestInfo};
+        let entropy = SeededEntropy::new(7);
+        let secret = generate_secret(Mode::Sandbox, &entropy);
+        let now = 1_700_000_000;
+        let challenge_from = |facilitator: &str| {
+            let mut cfg = PaywallConfig::new(secret.clone());
+            cfg.facilitator_url = facilitator.into();
+            let wall = Paywall::new(cfg).unwrap();
+            let price = Money::parse("0.001", Currency::Usd).unwrap();
+            let req = RequestInfo { method: "GET", path: "/x", body: None };
+            let r = wall.challenge(&req, &price, "per-call", now, &entropy).unwrap();
+            let headers = r.headers.iter().map(|(k, v)| (*k, v.as_str()));
+            parse_payment_required(402, headers, r.body.as_bytes()).unwrap()
+        };
+        let wallet = || Wallet::generate(&entropy);
+        let strict = Payer::new(wallet(), SpendingPolicy::default(), None).with_https_only(true);
+        let e = strict.prepare(&challenge_from("http://fac.example"), "GET", "https://api.example/x", now);
+        let e = e.unwrap_err();
+        assert_eq!(e.code(), "facilitator_untrusted");
+        assert!(e.to_string().contains("http://fac.example"), "{e}");
+        assert!(strict.budget().reserved_total().is_zero());
+        let ok = strict.prepare(&challenge_from("https://fac.example"), "GET", "https://api.example/x", now);
+        strict.abandon(ok.unwrap());
+        // Without the option, plain http is still payable (loopback sandboxes).
+        let lax = Payer::new(wallet(), SpendingPolicy::default(), None);
+        lax.abandon(lax.prepare(&challenge_from("http://fac.example"), "GET", "https://api.example/x", now).unwrap());
     }
 
     #[test]

@@ -16,10 +16,12 @@
 //! | [`paywall`] | the provider middleware's decisions |
 //! | [`client`] | the payer's pay-and-retry flow, without HTTP |
 //! | [`payment`] | what the facilitator checks before it charges |
+//! | [`envvars`] | the environment variables every binding and the CLI read |
 
 pub mod challenge;
 pub mod client;
 pub mod env;
+pub mod envvars;
 pub mod error;
 pub mod keys;
 pub mod money;

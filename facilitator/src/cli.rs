@@ -11,11 +11,14 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use vlexivo_core::env::OsEntropy;
+use vlexivo_core::envvars;
 use vlexivo_core::paywall::DEFAULT_FACILITATOR_URL;
 use vlexivo_core::wallet::{Address, Wallet};
 use vlexivo_facilitator::server::types::{
     CreateProviderRequest, ErrorBody, PaymentList, ProviderCreated, ProviderInfo, TopUpReceipt, WalletBalance,
 };
+use vlexivo_client::tls;
+use vlexivo_facilitator::pay::TlsArgs;
 use vlexivo_facilitator::server::{self, ServerConfig};
 
 pub const EXIT_OK: i32 = 0;
@@ -57,33 +60,40 @@ pub enum Sync {
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// Listen address; port 0 picks a free port (printed as VLEXIVO_URL=… on stdout).
-    #[arg(long, env = "VLEXIVO_ADDR", default_value = server::DEFAULT_ADDR)]
+    #[arg(long, env = envvars::ADDR.name, default_value = server::DEFAULT_ADDR)]
     pub addr: SocketAddr,
     /// SQLite database file (created and migrated if needed).
-    #[arg(long, env = "VLEXIVO_DB", default_value = "./vlexivo.db")]
+    #[arg(long, env = envvars::DB.name, default_value = "./vlexivo.db")]
     pub db: PathBuf,
     /// Most a sandbox wallet may receive from the faucet in total (decimal usd).
-    #[arg(long, value_name = "AMOUNT", default_value = server::DEFAULT_FAUCET_CAP)]
+    #[arg(long, env = envvars::FAUCET_CAP.name, value_name = "AMOUNT", default_value = server::DEFAULT_FAUCET_CAP)]
     pub faucet_cap: String,
     /// Proof-token algorithm for providers that do not choose one.
-    #[arg(long, value_enum, default_value = "HS256")]
+    #[arg(long, env = envvars::TOKEN_ALG.name, value_enum, default_value = "HS256")]
     pub token_alg: Alg,
     /// Issuer URL put in tokens (default: the bound URL).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, env = envvars::PUBLIC_URL.name, value_name = "URL")]
     pub public_url: Option<String>,
     /// When a payment is acknowledged: `full` after an fsync of the ledger (survives power
     /// loss), `normal` once committed to the OS (survives a killed process; lower latency).
-    #[arg(long, value_enum, default_value = "full")]
+    #[arg(long, env = envvars::SYNCHRONOUS.name, value_enum, default_value = "full")]
     pub synchronous: Sync,
     /// Log format on stderr (filter with RUST_LOG, default info).
-    #[arg(long, value_enum, default_value = "text")]
+    #[arg(long, env = envvars::LOG_FORMAT.name, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Serve HTTPS with this PEM certificate chain (and --tls-key); plain HTTP without, for
+    /// loopback or behind a TLS-terminating proxy.
+    #[arg(long, env = envvars::TLS_CERT.name, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = envvars::TLS_KEY.name, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct UrlArg {
     /// Facilitator base URL.
-    #[arg(long, env = "VLEXIVO_FACILITATOR_URL", default_value = DEFAULT_FACILITATOR_URL)]
+    #[arg(long, env = envvars::FACILITATOR_URL.name, default_value = DEFAULT_FACILITATOR_URL)]
     pub url: String,
 }
 
@@ -107,7 +117,7 @@ pub enum ProviderCmd {
         #[command(flatten)]
         url: UrlArg,
         /// The provider's apiSecret.
-        #[arg(long, env = "VLEXIVO_API_SECRET", hide_env_values = true)]
+        #[arg(long, env = envvars::SECRET_KEY.name, hide_env_values = true)]
         secret: String,
         #[arg(long)]
         json: bool,
@@ -116,7 +126,7 @@ pub enum ProviderCmd {
     Payments {
         #[command(flatten)]
         url: UrlArg,
-        #[arg(long, env = "VLEXIVO_API_SECRET", hide_env_values = true)]
+        #[arg(long, env = envvars::SECRET_KEY.name, hide_env_values = true)]
         secret: String,
         #[arg(long, default_value_t = 20)]
         limit: u32,
@@ -156,7 +166,7 @@ pub enum WalletCmd {
 pub enum LedgerCmd {
     /// Recompute the hash chain and check double entry and balances.
     Verify {
-        #[arg(long, env = "VLEXIVO_DB", default_value = "./vlexivo.db")]
+        #[arg(long, env = envvars::DB.name, default_value = "./vlexivo.db")]
         db: PathBuf,
         #[arg(long)]
         json: bool,
@@ -210,6 +220,10 @@ pub async fn serve(args: ServeArgs) -> i32 {
             Sync::Full => server::Durability::Full,
             Sync::Normal => server::Durability::Normal,
         },
+        tls: match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(server::TlsFiles { cert, key }),
+            _ => None,
+        },
         ..ServerConfig::default()
     };
     let srv = match server::spawn(cfg).await {
@@ -241,11 +255,12 @@ impl Fail {
     }
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+fn client(tls: &TlsArgs) -> Result<reqwest::Client, Fail> {
+    let cfg = tls.config().map_err(|e| Fail::usage(format!("{}: {e}", e.code())))?;
+    cfg.client_builder()
         .timeout(std::time::Duration::from_secs(30))
         .build()
-        .expect("an HTTP client without TLS builds")
+        .map_err(|e| Fail::usage(format!("config_invalid: HTTP client: {}", tls::describe(&e))))
 }
 
 fn endpoint(base: &str, path: &str) -> String {
@@ -256,10 +271,10 @@ async fn send<T: DeserializeOwned>(req: reqwest::RequestBuilder, base: &str) -> 
     let resp = req
         .send()
         .await
-        .map_err(|e| Fail(EXIT_UNAVAILABLE, format!("facilitator_unavailable: cannot reach {base}: {e}")))?;
+        .map_err(|e| Fail(EXIT_UNAVAILABLE, format!("facilitator_unavailable: cannot reach {base}: {}", tls::describe(&e))))?;
     let status = resp.status();
     let bytes =
-        resp.bytes().await.map_err(|e| Fail(EXIT_UNAVAILABLE, format!("facilitator_unavailable: {e}")))?;
+        resp.bytes().await.map_err(|e| Fail(EXIT_UNAVAILABLE, format!("facilitator_unavailable: {}", tls::describe(&e))))?;
     if status.is_success() {
         return serde_json::from_slice(&bytes).map_err(|e| {
             Fail(EXIT_FAILED, format!("facilitator_error: unexpected answer from {base}: {e}"))
@@ -295,11 +310,11 @@ fn parse_address(s: &str) -> Result<Address, Fail> {
 // ---------------------------------------------------------------------------------------------
 // provider
 
-pub async fn provider(cmd: ProviderCmd) -> i32 {
-    finish(provider_inner(cmd).await)
+pub async fn provider(cmd: ProviderCmd, tls: &TlsArgs) -> i32 {
+    finish(provider_inner(cmd, tls).await)
 }
 
-async fn provider_inner(cmd: ProviderCmd) -> Result<(), Fail> {
+async fn provider_inner(cmd: ProviderCmd, tls: &TlsArgs) -> Result<(), Fail> {
     match cmd {
         ProviderCmd::Create { url, token_alg, name, json } => {
             let body = CreateProviderRequest {
@@ -308,7 +323,7 @@ async fn provider_inner(cmd: ProviderCmd) -> Result<(), Fail> {
                 token_alg: token_alg.map(|a| a.as_str().to_string()),
             };
             let p: ProviderCreated =
-                send(client().post(endpoint(&url.url, "/v1/providers")).json(&body), &url.url).await?;
+                send(client(tls)?.post(endpoint(&url.url, "/v1/providers")).json(&body), &url.url).await?;
             if json {
                 print_json(&p);
             } else {
@@ -317,12 +332,12 @@ async fn provider_inner(cmd: ProviderCmd) -> Result<(), Fail> {
                 println!("publishable_key:  {}", p.publishable_key);
                 println!("mode:             {}", p.mode);
                 println!("token_alg:        {}", p.token_alg);
-                eprintln!("\nThe api_secret is shown only once: store it now (e.g. VLEXIVO_API_SECRET).");
+                eprintln!("\nThe api_secret is shown only once: store it now (e.g. VLX_SECRET_KEY).");
             }
         }
         ProviderCmd::Show { url, secret, json } => {
             let info: ProviderInfo = send(
-                client().get(endpoint(&url.url, "/v1/providers/me")).bearer_auth(secret.trim()),
+                client(tls)?.get(endpoint(&url.url, "/v1/providers/me")).bearer_auth(secret.trim()),
                 &url.url,
             )
             .await?;
@@ -346,7 +361,7 @@ async fn provider_inner(cmd: ProviderCmd) -> Result<(), Fail> {
         }
         ProviderCmd::Payments { url, secret, limit, json } => {
             let list: PaymentList = send(
-                client()
+                client(tls)?
                     .get(endpoint(&url.url, &format!("/v1/providers/me/payments?limit={limit}")))
                     .bearer_auth(secret.trim()),
                 &url.url,
@@ -372,11 +387,11 @@ async fn provider_inner(cmd: ProviderCmd) -> Result<(), Fail> {
 // ---------------------------------------------------------------------------------------------
 // wallet
 
-pub async fn wallet(cmd: WalletCmd) -> i32 {
-    finish(wallet_inner(cmd).await)
+pub async fn wallet(cmd: WalletCmd, tls: &TlsArgs) -> i32 {
+    finish(wallet_inner(cmd, tls).await)
 }
 
-async fn wallet_inner(cmd: WalletCmd) -> Result<(), Fail> {
+async fn wallet_inner(cmd: WalletCmd, tls: &TlsArgs) -> Result<(), Fail> {
     match cmd {
         WalletCmd::New { json } => {
             let w = Wallet::generate(&OsEntropy);
@@ -386,14 +401,14 @@ async fn wallet_inner(cmd: WalletCmd) -> Result<(), Fail> {
                 println!("address:      {}", w.address());
                 println!("private_key:  {}", w.secret_hex());
                 eprintln!(
-                    "\nKeep the private key secret (e.g. VLEXIVO_WALLET_KEY); it is not stored anywhere."
+                    "\nKeep the private key secret (e.g. VLX_WALLET_KEY); it is not stored anywhere."
                 );
             }
         }
         WalletCmd::Balance { address, url, json } => {
             let a = parse_address(&address)?;
             let b: WalletBalance =
-                send(client().get(endpoint(&url.url, &format!("/v1/wallets/{a}"))), &url.url).await?;
+                send(client(tls)?.get(endpoint(&url.url, &format!("/v1/wallets/{a}"))), &url.url).await?;
             if json {
                 print_json(&b);
             } else {
@@ -403,7 +418,7 @@ async fn wallet_inner(cmd: WalletCmd) -> Result<(), Fail> {
         WalletCmd::Topup { address, amount, url, json } => {
             let a = parse_address(&address)?;
             let r: TopUpReceipt = send(
-                client()
+                client(tls)?
                     .post(endpoint(&url.url, &format!("/v1/wallets/{a}/topup")))
                     .json(&json!({"amount": amount})),
                 &url.url,

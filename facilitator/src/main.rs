@@ -2,7 +2,8 @@
 
 mod cli;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use vlexivo_core::envvars;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -14,6 +15,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     cmd: Command,
+    #[command(flatten)]
+    tls: vlexivo_facilitator::pay::TlsArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -35,9 +38,40 @@ enum Command {
     Demo(vlexivo_facilitator::demo::DemoArgs),
 }
 
+/// Point each argument that reads a `VLX_*` variable at the older alias the user set instead
+/// (core's table), so `VLEXIVO_WALLET_KEY` still works and `--help` shows the new names.
+fn read_env_aliases(cmd: clap::Command, conflict: &mut Option<String>) -> clap::Command {
+    let found: Vec<(clap::Id, &'static str)> = cmd
+        .get_arguments()
+        .filter_map(|a| {
+            let var = envvars::by_name(a.get_env()?.to_str()?)?;
+            match var.lookup(|n| std::env::var(n).ok()) {
+                Ok(Some((name, _))) if name != var.name => Some((a.get_id().clone(), name)),
+                Ok(_) => None,
+                Err(e) => {
+                    conflict.get_or_insert(e.to_string());
+                    None
+                }
+            }
+        })
+        .collect();
+    let mut cmd = found.into_iter().fold(cmd, |c, (id, name)| c.mut_arg(id, |a| a.env(name)));
+    let subs: Vec<String> = cmd.get_subcommands().map(|s| s.get_name().to_string()).collect();
+    for name in subs {
+        cmd = cmd.mut_subcommand(name, |sub| read_env_aliases(sub, conflict));
+    }
+    cmd
+}
+
 fn main() {
-    let cli = Cli::parse();
-    let code = match cli.cmd {
+    let mut conflict = None;
+    let matches = read_env_aliases(Cli::command(), &mut conflict).get_matches();
+    if let Some(why) = conflict {
+        eprintln!("error: config_invalid: {why}");
+        std::process::exit(2);
+    }
+    let Cli { cmd, tls } = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let code = match cmd {
         // Pure local work: no runtime needed.
         Command::Ledger(cmd) => cli::ledger(cmd),
         cmd => {
@@ -51,9 +85,9 @@ fn main() {
             rt.block_on(async move {
                 match cmd {
                     Command::Serve(a) => cli::serve(a).await,
-                    Command::Provider(c) => cli::provider(c).await,
-                    Command::Wallet(c) => cli::wallet(c).await,
-                    Command::Pay(a) => vlexivo_facilitator::pay::run(a).await,
+                    Command::Provider(c) => cli::provider(c, &tls).await,
+                    Command::Wallet(c) => cli::wallet(c, &tls).await,
+                    Command::Pay(a) => vlexivo_facilitator::pay::run(a, &tls).await,
                     Command::Demo(a) => vlexivo_facilitator::demo::run(a).await,
                     Command::Ledger(_) => unreachable!("handled above"),
                 }

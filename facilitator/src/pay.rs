@@ -2,7 +2,8 @@
 //! response body (stdout) and the receipt (stderr, so the body can be piped).
 //!
 //! Exit codes: 0 success, 1 other failure (including an HTTP error answer), 2 usage,
-//! 3 price over `--max-price`, 4 insufficient funds, 5 facilitator unavailable.
+//! 3 price over `--max-price`, 4 insufficient funds, 5 facilitator unavailable, 6 the API cannot
+//! be reached (connection or TLS).
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
@@ -10,12 +11,41 @@ use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use vlexivo_client::VlexivoClient;
+use vlexivo_client::tls::{self, TlsConfig, TrustRoots};
 use vlexivo_core::client::{self as flow, AutoTopUp, MAX_RESPONSE_BODY, PaymentRequired};
+use vlexivo_core::envvars;
 use vlexivo_core::policy::SpendingPolicy;
 use vlexivo_core::{Currency, Error, Money};
 
 /// Cap when `--max-price` is not given: a typo'd URL should not cost much.
 pub const DEFAULT_MAX_PRICE: &str = "0.10";
+
+/// How the CLI's HTTP clients verify servers (every command that calls out: `pay`, `provider`,
+/// `wallet`). Global: accepted before or after the subcommand.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct TlsArgs {
+    /// Also trust the certificate authorities in this PEM file (a private CA).
+    #[arg(long, global = true, env = envvars::CA_FILE.name, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
+    /// Roots to trust: auto (the OS verifier on macOS and Windows, Mozilla's roots built in
+    /// elsewhere), webpki (Mozilla's roots everywhere) or platform (the OS verifier).
+    #[arg(long, global = true, env = envvars::TLS_ROOTS.name, value_name = "ROOTS", default_value = "auto",
+          value_parser = ["auto", "webpki", "platform"])]
+    pub tls_roots: String,
+    /// Refuse plain-http URLs: the API's, and a facilitator a challenge names.
+    #[arg(long, global = true, env = envvars::HTTPS_ONLY.name)]
+    pub https_only: bool,
+}
+
+impl TlsArgs {
+    pub fn config(&self) -> Result<TlsConfig, Error> {
+        let mut cfg = TlsConfig::new().roots(TrustRoots::parse(&self.tls_roots)?).https_only(self.https_only);
+        if let Some(path) = &self.ca_file {
+            cfg = cfg.add_ca_file(path)?;
+        }
+        Ok(cfg)
+    }
+}
 
 /// `vlexivo pay URL [-X METHOD] [-H 'K: V']... [-d BODY] [--max-price P] [--wallet-key KEY] [--json]`
 #[derive(clap::Args, Debug, Clone)]
@@ -36,10 +66,10 @@ pub struct PayArgs {
     #[arg(long, value_name = "PRICE")]
     pub max_price: Option<String>,
     /// Payer wallet key (0x + 64 hex); `vlexivo wallet new` makes one.
-    #[arg(long, env = "VLEXIVO_WALLET_KEY", hide_env_values = true, value_name = "KEY")]
+    #[arg(long, env = envvars::WALLET_KEY.name, hide_env_values = true, value_name = "KEY")]
     pub wallet_key: Option<String>,
     /// Only pay through this facilitator (default: the one the challenge names).
-    #[arg(long, env = "VLEXIVO_FACILITATOR_URL", value_name = "URL")]
+    #[arg(long, env = envvars::FACILITATOR_URL.name, value_name = "URL")]
     pub facilitator: Option<String>,
     /// Top up the wallet (sandbox faucet) by this amount first if it cannot cover the price.
     #[arg(long, value_name = "AMOUNT")]
@@ -62,6 +92,7 @@ pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_OVER_MAX_PRICE: i32 = 3;
 pub const EXIT_INSUFFICIENT_FUNDS: i32 = 4;
 pub const EXIT_FACILITATOR_UNAVAILABLE: i32 = 5;
+pub const EXIT_API_UNREACHABLE: i32 = 6;
 
 /// A failure with its exit code and what to tell the user.
 struct Failure {
@@ -98,6 +129,11 @@ impl From<Error> for Failure {
                 format!("the facilitator is unavailable ({why}); nothing was paid"),
                 Value::Null,
             ),
+            Error::FacilitatorUntrusted { facilitator } if facilitator.starts_with("http://") => (
+                EXIT_OTHER,
+                format!("the API names the plain-http facilitator {facilitator} and https only is set; nothing was paid"),
+                json!({ "facilitator": facilitator }),
+            ),
             Error::WalletKeyInvalid | Error::RequestMalformed(_) | Error::Config(_) => {
                 (EXIT_USAGE, e.to_string(), Value::Null)
             }
@@ -107,9 +143,9 @@ impl From<Error> for Failure {
     }
 }
 
-pub async fn run(args: PayArgs) -> i32 {
+pub async fn run(args: PayArgs, tls: &TlsArgs) -> i32 {
     let json_out = args.json;
-    match pay(args).await {
+    match pay(args, tls).await {
         Ok(code) => code,
         Err(f) => {
             if json_out {
@@ -126,7 +162,7 @@ pub async fn run(args: PayArgs) -> i32 {
     }
 }
 
-async fn pay(args: PayArgs) -> Result<i32, Failure> {
+async fn pay(args: PayArgs, tls: &TlsArgs) -> Result<i32, Failure> {
     // --- arguments ---
     let url =
         reqwest::Url::parse(&args.url).map_err(|e| Failure::usage(format!("URL {:?}: {e}", args.url)))?;
@@ -155,11 +191,14 @@ async fn pay(args: PayArgs) -> Result<i32, Failure> {
         .map_err(|e| Failure::usage(format!("--max-price {max_price:?}: {e}")))?;
     let Some(key) = args.wallet_key.as_deref().filter(|k| !k.trim().is_empty()) else {
         return Err(Failure::usage(
-            "no wallet key: pass --wallet-key or set VLEXIVO_WALLET_KEY (`vlexivo wallet new` makes one)",
+            "no wallet key: pass --wallet-key or set VLX_WALLET_KEY (`vlexivo wallet new` makes one)",
         ));
     };
+    let tls = tls.config()?;
+    let http = tls.client()?;
     let mut builder = VlexivoClient::builder()
         .wallet_key(key)
+        .tls(tls)
         .facilitator_url(args.facilitator.clone())
         .spending(SpendingPolicy { max_per_call: Some(max_price), ..SpendingPolicy::default() });
     if let Some(amount) = &args.top_up {
@@ -169,7 +208,6 @@ async fn pay(args: PayArgs) -> Result<i32, Failure> {
         builder = builder.auto_top_up(auto);
     }
     let client = builder.build()?;
-    let http = reqwest::Client::new();
 
     // --- the unpaid request ---
     let send = |proof: Option<String>| {
@@ -183,10 +221,13 @@ async fn pay(args: PayArgs) -> Result<i32, Failure> {
         }
         req.send()
     };
-    let host = url.host_str().unwrap_or("?").to_string();
-    let res = send(None)
-        .await
-        .map_err(|e| Failure::from(Error::Internal(format!("request to {host} failed: {e}"))))?;
+    let unreachable = |e: reqwest::Error| Failure {
+        code: EXIT_API_UNREACHABLE,
+        error: "api_unreachable",
+        message: format!("cannot reach the API: {}", tls::describe(&e)),
+        extra: Value::Null,
+    };
+    let res = send(None).await.map_err(unreachable)?;
     if res.status().as_u16() != 402 {
         if !args.json {
             eprintln!("vlexivo pay: no payment asked (HTTP {})", res.status().as_u16());
@@ -232,9 +273,11 @@ async fn pay(args: PayArgs) -> Result<i32, Failure> {
             receipt.amount, receipt.payer, receipt.tx_hash, receipt.balance
         );
     }
-    let res = send(Some(receipt.token.clone()))
-        .await
-        .map_err(|e| Failure::from(Error::Internal(format!("paid retry to {host} failed: {e}"))))?;
+    let res = send(Some(receipt.token.clone())).await.map_err(|e| {
+        let mut f = unreachable(e);
+        f.message.push_str("; the payment was made: its proof stays valid for a retry until it expires");
+        f
+    })?;
     output(&args, res, Some(&pr), Some(&receipt)).await
 }
 

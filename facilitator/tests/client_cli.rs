@@ -43,9 +43,15 @@ struct Out {
 async fn vlexivo(args: Vec<String>, key: Option<String>) -> Out {
     tokio::task::spawn_blocking(move || {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_vlexivo"));
-        cmd.args(&args).env_remove("VLEXIVO_WALLET_KEY").env_remove("VLEXIVO_FACILITATOR_URL");
+        cmd.args(&args);
+        for v in vlexivo_core::envvars::ALL {
+            cmd.env_remove(v.name);
+            for a in v.aliases {
+                cmd.env_remove(a);
+            }
+        }
         if let Some(k) = key {
-            cmd.env("VLEXIVO_WALLET_KEY", k);
+            cmd.env("VLX_WALLET_KEY", k);
         }
         let o = cmd.output().unwrap();
         Out {
@@ -119,7 +125,7 @@ async fn pay_exit_codes() {
     // 2: usage (no key, bad header, bad max price).
     let out = vlexivo(s(&["pay", &large]), None).await;
     assert_eq!(out.code, 2, "{}", out.stderr);
-    assert!(out.stderr.contains("VLEXIVO_WALLET_KEY"));
+    assert!(out.stderr.contains("VLX_WALLET_KEY"));
     let (_, key) = wallet(&env, "0.005").await;
     assert_eq!(vlexivo(s(&["pay", &large, "-H", "nocolon"]), Some(key.clone())).await.code, 2);
     assert_eq!(vlexivo(s(&["pay", &large, "--max-price", "abc"]), Some(key.clone())).await.code, 2);
@@ -166,4 +172,56 @@ async fn pay_exit_codes() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     let out = vlexivo(s(&["pay", &format!("{}/nowhere", env.srv.url)]), Some(key)).await;
     assert_eq!(out.code, 1, "{}", out.stderr);
+}
+
+/// The CLI reads the `VLX_*` names and, when those are unset, the names it read before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_names_and_their_aliases() {
+    let env = setup().await;
+    let (_, key) = wallet(&env, "1").await;
+    let url = format!("{}/api/v1/hello", env.api);
+    let run = |vars: Vec<(&'static str, String)>, args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_vlexivo"));
+            cmd.args(&args);
+            for v in vlexivo_core::envvars::ALL {
+                cmd.env_remove(v.name);
+                for a in v.aliases {
+                    cmd.env_remove(a);
+                }
+            }
+            let o = cmd.envs(vars).output().unwrap();
+            (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stderr).into_owned())
+        })
+    };
+    // The old name alone still works.
+    let (code, err) = run(vec![("VLEXIVO_WALLET_KEY", key.clone())], s(&["pay", &url])).await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    // Both names, different values: refused before anything is sent, naming both, no values.
+    let other = Wallet::generate(&OsEntropy).secret_hex();
+    let (code, err) = run(
+        vec![("VLX_WALLET_KEY", key.clone()), ("VLEXIVO_WALLET_KEY", other.clone())],
+        s(&["pay", &url]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("VLX_WALLET_KEY") && err.contains("VLEXIVO_WALLET_KEY"), "{err}");
+    assert!(!err.contains(&key[2..]) && !err.contains(&other[2..]), "{err}");
+    // The facilitator URL and the provider secret by their new names.
+    let p = env.srv.create_provider(None, None).await.unwrap();
+    let (code, err) = run(
+        vec![("VLX_SECRET_KEY", p.api_secret.clone()), ("VLX_FACILITATOR_URL", env.srv.url.clone())],
+        s(&["provider", "show"]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let (code, err) = run(
+        vec![("VLEXIVO_API_SECRET", p.api_secret), ("VLEXIVO_FACILITATOR_URL", env.srv.url.clone())],
+        s(&["provider", "show"]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
 }

@@ -5,7 +5,7 @@
 // A small runner instead of JUnit (Maven Central is not reachable from CI). It closes with
 // "N passed, M failed" and exits non-zero on any failure or if nothing ran.
 //
-// Usage: VlexivoTestsKt --vlexivo PATH --paid-api PATH --vectors DIR
+// Usage: VlexivoTestsKt --vlexivo PATH --paid-api PATH --test-pki PATH --vectors DIR
 // (and -Djna.library.path=DIR-with-libvlexivo_uniffi.so)
 package online.vlexivo.tests
 
@@ -20,6 +20,8 @@ import online.vlexivo.AutoTopUp
 import online.vlexivo.HttpHeader
 import online.vlexivo.PaymentResult
 import online.vlexivo.SpendingPolicy
+import online.vlexivo.TlsOptions
+import online.vlexivo.TrustRoots
 import online.vlexivo.VlexivoException
 import online.vlexivo.VlexivoPayments
 import online.vlexivo.Wallet
@@ -187,9 +189,12 @@ class Service(val name: String, val process: Process, val values: Map<String, St
 }
 
 /** Start a process and wait for the `KEY=value` lines it prints on stdout when ready. */
-fun startService(name: String, cmd: List<String>, keys: List<String>, dir: File): Service {
+fun startService(name: String, cmd: List<String>, keys: List<String>, dir: File): Service =
+    startService(name, ProcessBuilder(cmd), keys, dir)
+
+fun startService(name: String, cmd: ProcessBuilder, keys: List<String>, dir: File): Service {
     val log = File(dir, "$name.log")
-    val p = ProcessBuilder(cmd).redirectError(log).start()
+    val p = cmd.redirectError(log).start()
     val values = ConcurrentHashMap<String, String>()
     Thread {
         p.inputStream.bufferedReader().forEachLine { line ->
@@ -213,13 +218,33 @@ fun startService(name: String, cmd: List<String>, keys: List<String>, dir: File)
 
 val http: HttpClient = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(10)).build()
 
-fun send(method: String, url: String, body: ByteArray? = null, extra: List<HttpHeader> = emptyList()): HttpResponse<ByteArray> {
+/** The app's HTTP client trusting one extra CA (the tests' private one), as an app would for a
+ *  staging API. */
+fun trustingClient(caPem: String): HttpClient {
+    val ca = java.security.cert.CertificateFactory.getInstance("X.509").generateCertificate(caPem.byteInputStream())
+    val store = java.security.KeyStore.getInstance(java.security.KeyStore.getDefaultType())
+    store.load(null, null)
+    store.setCertificateEntry("vlexivo-test-ca", ca)
+    val tmf = javax.net.ssl.TrustManagerFactory.getInstance(javax.net.ssl.TrustManagerFactory.getDefaultAlgorithm())
+    tmf.init(store)
+    val ssl = javax.net.ssl.SSLContext.getInstance("TLS")
+    ssl.init(null, tmf.trustManagers, null)
+    return HttpClient.newBuilder().sslContext(ssl).connectTimeout(Duration.ofSeconds(10)).build()
+}
+
+fun send(
+    method: String,
+    url: String,
+    body: ByteArray? = null,
+    extra: List<HttpHeader> = emptyList(),
+    client: HttpClient = http,
+): HttpResponse<ByteArray> {
     val b = HttpRequest.newBuilder(URI.create(url)).timeout(Duration.ofSeconds(30))
     val publisher = if (body == null) HttpRequest.BodyPublishers.noBody() else HttpRequest.BodyPublishers.ofByteArray(body)
     b.method(method, publisher)
     if (body != null) b.header("Content-Type", "application/json")
     for (h in extra) b.header(h.name, h.value)
-    return http.send(b.build(), HttpResponse.BodyHandlers.ofByteArray())
+    return client.send(b.build(), HttpResponse.BodyHandlers.ofByteArray())
 }
 
 fun HttpResponse<ByteArray>.headerList(): List<HttpHeader> =
@@ -228,18 +253,35 @@ fun HttpResponse<ByteArray>.headerList(): List<HttpHeader> =
 class Paid(val response: HttpResponse<ByteArray>, val payment: PaymentResult?)
 
 /** Send; on a 402, pay it and send the same request again with the proof header. */
-suspend fun paidCall(payments: VlexivoPayments, method: String, url: String, body: ByteArray? = null): Paid {
-    val first = withContext(Dispatchers.IO) { send(method, url, body) }
+suspend fun paidCall(
+    payments: VlexivoPayments,
+    method: String,
+    url: String,
+    body: ByteArray? = null,
+    client: HttpClient = http,
+): Paid {
+    val first = withContext(Dispatchers.IO) { send(method, url, body, client = client) }
     if (first.statusCode() != 402) return Paid(first, null)
     val payment = payments.pay(first.statusCode().toUShort(), first.headerList(), first.body(), method, url)
-    val retry = withContext(Dispatchers.IO) { send(method, url, body, listOf(payment.header)) }
+    val retry = withContext(Dispatchers.IO) { send(method, url, body, listOf(payment.header), client) }
     return Paid(retry, payment)
 }
 
 // ------------------------------------------------------------------------------------------
 // Tests
 
-class Ctx(val facilitator: String, val api: String, val vectors: File)
+/** `tls*`: the same over HTTPS with certificates from a CA made for this run (`caPem`); the
+ *  `expired`/`wrongHost` facilitators present certificates the library must refuse. */
+class Ctx(
+    val facilitator: String,
+    val api: String,
+    val vectors: File,
+    val caPem: String,
+    val tlsFacilitator: String,
+    val tlsApi: String,
+    val expiredFacilitator: String,
+    val wrongHostFacilitator: String,
+)
 
 val tests = LinkedHashMap<String, suspend (Ctx) -> Unit>()
 
@@ -522,6 +564,50 @@ fun registerTests() {
         }
     }
 
+    test("tls: an HTTPS API paid through an HTTPS facilitator with a private CA") { ctx ->
+        val app = trustingClient(ctx.caPem)
+        val w = Wallet.generate()
+        for (roots in listOf(TrustRoots.AUTO, TrustRoots.WEB_PKI, TrustRoots.PLATFORM)) {
+            val tls = TlsOptions(roots = roots, caPem = ctx.caPem, httpsOnly = true)
+            VlexivoPayments(w, facilitatorUrl = ctx.tlsFacilitator, tls = tls).use { p ->
+                if (roots == TrustRoots.AUTO) eqAmount(p.topUp("1").balance, "1", "top-up over https")
+                val r = paidCall(p, "GET", "${ctx.tlsApi}/v1/quote", client = app)
+                eq(r.response.statusCode(), 200, "$roots: status after paying over https")
+                check(r.payment!!.txHash.isNotEmpty()) { "tx hash" }
+            }
+        }
+        VlexivoPayments(w, facilitatorUrl = ctx.tlsFacilitator, tls = TlsOptions(caPem = ctx.caPem)).use { p ->
+            eqAmount(p.balance(), "0.997", "three paid calls")
+        }
+    }
+
+    test("tls: untrusted, expired and wrong-host certificates; https only; a bad CA") { ctx ->
+        val w = Wallet.generate()
+        suspend fun refused(url: String, tls: TlsOptions?, says: String) {
+            VlexivoPayments(w, facilitatorUrl = url, tls = tls).use { p ->
+                val e = expectThrows<VlexivoException.Unavailable> { p.balance() }
+                eq(e.code, "facilitator_unavailable", "$says: code")
+                check(e.message!!.contains(says) && e.message!!.contains(url)) { "$says: ${e.message}" }
+            }
+        }
+        refused(ctx.tlsFacilitator, null, "untrusted authority")
+        refused(ctx.tlsFacilitator, TlsOptions(roots = TrustRoots.PLATFORM), "untrusted authority")
+        refused(ctx.expiredFacilitator, TlsOptions(caPem = ctx.caPem), "expired certificate")
+        refused(ctx.wrongHostFacilitator, TlsOptions(caPem = ctx.caPem), "another host name")
+        // The plain-http API names a plain-http facilitator: refused before signing.
+        VlexivoPayments(w, tls = TlsOptions(httpsOnly = true)).use { p ->
+            val r = send("GET", "${ctx.api}/v1/quote")
+            val e = expectThrows<VlexivoException.Challenge> {
+                p.pay(402u, r.headerList(), r.body(), "GET", "${ctx.api}/v1/quote")
+            }
+            eq(e.code, "facilitator_untrusted", "https only")
+            eq(p.spentTotal(), "0", "nothing spent")
+        }
+        eq(expectThrows<VlexivoException.InvalidInput> {
+            VlexivoPayments(w, tls = TlsOptions(caPem = "not a certificate"))
+        }.code, "config_invalid")
+    }
+
     test("cancellation: a cancelled pay() completes on the runtime; budget and ledger agree") { ctx ->
         VlexivoPayments(Wallet.generate(), facilitatorUrl = ctx.facilitator).use { p ->
             p.topUp("1")
@@ -599,6 +685,7 @@ fun argValue(args: Array<String>, name: String): String {
 fun main(args: Array<String>) {
     val vlexivo = argValue(args, "--vlexivo")
     val paidApi = argValue(args, "--paid-api")
+    val testPki = argValue(args, "--test-pki")
     val vectors = File(argValue(args, "--vectors"))
     val only = args.indexOf("--only").takeIf { it >= 0 }?.let { args[it + 1] }
     // --bench N: after the tests, print loopback figures (N bounded to keep it short).
@@ -615,7 +702,35 @@ fun main(args: Array<String>) {
         val facilitator = fac.values.getValue("VLEXIVO_URL")
         val api = startService("paid-api", listOf(paidApi, facilitator), listOf("PAID_API_URL"), dir)
         services.add(api)
-        val ctx = Ctx(facilitator, api.values.getValue("PAID_API_URL"), vectors)
+
+        // HTTPS: a CA made now, a facilitator and a paid API with its certificates, and two
+        // facilitators whose certificates must be refused.
+        val pkiDir = File(dir, "pki")
+        check(ProcessBuilder(testPki, pkiDir.path).inheritIO().start().waitFor() == 0) { "test_pki failed" }
+        fun tlsFacilitator(name: String): String {
+            val cmd = listOf(vlexivo, "serve", "--addr", "127.0.0.1:0", "--db", File(dir, "$name.db").path,
+                "--tls-cert", File(pkiDir, "$name.pem").path, "--tls-key", File(pkiDir, "$name-key.pem").path)
+            val s = startService("facilitator-$name", cmd, listOf("VLEXIVO_URL"), dir)
+            services.add(s)
+            return s.values.getValue("VLEXIVO_URL")
+        }
+        val tlsFac = tlsFacilitator("good")
+        val tlsApiCmd = ProcessBuilder(paidApi, tlsFac)
+        tlsApiCmd.environment().putAll(mapOf(
+            "PAID_API_TLS_CERT" to File(pkiDir, "good.pem").path,
+            "PAID_API_TLS_KEY" to File(pkiDir, "good-key.pem").path,
+            "VLX_CA_FILE" to File(pkiDir, "ca.pem").path,
+        ))
+        val tlsApi = startService("paid-api-tls", tlsApiCmd, listOf("PAID_API_URL"), dir)
+        services.add(tlsApi)
+        val ctx = Ctx(
+            facilitator, api.values.getValue("PAID_API_URL"), vectors,
+            caPem = File(pkiDir, "ca.pem").readText(),
+            tlsFacilitator = tlsFac,
+            tlsApi = tlsApi.values.getValue("PAID_API_URL"),
+            expiredFacilitator = tlsFacilitator("expired"),
+            wrongHostFacilitator = tlsFacilitator("wrong-host"),
+        )
         println("facilitator $facilitator, paid API ${ctx.api}")
 
         registerTests()

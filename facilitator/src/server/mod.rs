@@ -83,6 +83,17 @@ pub struct ServerConfig {
     pub clock: Arc<dyn Clock>,
     /// Randomness for secrets and keys.
     pub entropy: Arc<dyn Entropy>,
+    /// Serve HTTPS with this certificate chain and key (PEM files); plain HTTP without.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The facilitator's own certificate, for serving HTTPS without a terminating proxy.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -96,6 +107,7 @@ impl Default for ServerConfig {
             durability: Durability::Full,
             clock: Arc::new(SystemClock),
             entropy: Arc::new(OsEntropy),
+            tls: None,
         }
     }
 }
@@ -231,7 +243,7 @@ fn router(st: Arc<AppState>) -> Router {
 pub struct RunningServer {
     /// The bound address (the real port when `addr` had port 0).
     pub addr: SocketAddr,
-    /// `http://` + `addr`.
+    /// `http://` + `addr`, or `https://` when serving TLS.
     pub url: String,
     /// The issuer URL put in tokens.
     pub public_url: String,
@@ -369,11 +381,23 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer> {
         .to_atomic();
     let default_alg = TokenAlg::parse(&cfg.token_alg)
         .map_err(|_| Error::Config("token algorithm must be HS256 or EdDSA".into()))?;
+    let tls = match &cfg.tls {
+        None => None,
+        Some(t) => Some(
+            axum_server::tls_rustls::RustlsConfig::from_pem_file(&t.cert, &t.key).await.map_err(|e| {
+                Error::Config(format!(
+                    "TLS certificate {} or key {}: {e}",
+                    t.cert.display(),
+                    t.key.display()
+                ))
+            })?,
+        ),
+    };
     let listener = tokio::net::TcpListener::bind(cfg.addr)
         .await
         .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", cfg.addr)))?;
     let addr = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
-    let url = format!("http://{addr}");
+    let url = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
     let public_url =
         cfg.public_url.as_deref().map(|u| u.trim_end_matches('/').to_string()).unwrap_or_else(|| url.clone());
 
@@ -429,13 +453,28 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer> {
     });
     let app = router(state.clone());
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
+    let server = match tls {
+        None => tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+        }),
+        // TLS handshakes run per connection (axum-server), so a slow client cannot hold up
+        // the accept loop.
+        Some(tls) => {
+            let listener = listener.into_std().map_err(|e| Error::Internal(e.to_string()))?;
+            let server = axum_server::from_tcp_rustls(listener, tls).map_err(|e| Error::Internal(e.to_string()))?;
+            let handle = axum_server::Handle::new();
+            let on_stop = handle.clone();
+            tokio::spawn(async move {
                 let _ = stopped.await;
-            })
-            .await
-    });
+                on_stop.graceful_shutdown(Some(SHUTDOWN_GRACE));
+            });
+            tokio::spawn(async move { server.handle(handle).serve(app.into_make_service()).await })
+        }
+    };
     tracing::info!(
         %url,
         issuer = %public_url,
