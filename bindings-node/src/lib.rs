@@ -48,6 +48,11 @@ fn now_or_clock(now: Option<f64>) -> u64 {
     }
 }
 
+/// `https` when the connection was TLS (`socket.encrypted`), else `http`.
+fn scheme_of(secure: Option<bool>) -> &'static str {
+    if secure == Some(true) { "https" } else { "http" }
+}
+
 fn currency_of(c: &str) -> vx::Result<Currency> {
     Currency::parse(c)
 }
@@ -79,6 +84,8 @@ pub struct PaywallOptions {
     pub store_capacity: Option<u32>,
     /// The facilitator's JWKS (JSON) to also accept its EdDSA tokens.
     pub jwks: Option<String>,
+    /// The origin clients call (`https://api.example.com`); default: each request's own.
+    pub origin: Option<String>,
 }
 
 /// Verified payment facts (`req.vlxPayment`), plus what the adapter needs: the store key to
@@ -217,14 +224,11 @@ impl Shared {
         &self,
         price: vx::Result<Money>,
         proof: Option<&str>,
-        method: &str,
-        path: &str,
+        req: RequestInfo<'_>,
         scope: &str,
         now: Option<f64>,
-        body: Option<&[u8]>,
     ) -> Either3<Latin1String, PaidTuple, Rejection> {
         let now = now_or_clock(now);
-        let req = RequestInfo { method, path, body };
         let price = match price {
             Ok(p) => p,
             Err(e) => {
@@ -258,8 +262,14 @@ pub struct JsPaywall {
 }
 
 impl JsPaywall {
-    fn req<'a>(method: &'a str, path: &'a str, body: Option<&'a [u8]>) -> RequestInfo<'a> {
-        RequestInfo { method, path, body }
+    fn req<'a>(
+        method: &'a str,
+        path: &'a str,
+        host: Option<&'a str>,
+        secure: Option<bool>,
+        body: Option<&'a [u8]>,
+    ) -> RequestInfo<'a> {
+        RequestInfo { method, path, scheme: scheme_of(secure), host, body }
     }
 
     fn build(options: PaywallOptions) -> vx::Result<Self> {
@@ -278,6 +288,7 @@ impl JsPaywall {
             cfg.leeway_secs = l.into();
         }
         cfg.bind_body = options.bind_body.unwrap_or(false);
+        cfg.origin = options.origin;
         if let Some(j) = options.jwks {
             cfg.jwks =
                 Some(serde_json::from_str(&j).map_err(|_| VxError::Config("jwks is not a JWK set".into()))?);
@@ -327,6 +338,12 @@ impl JsPaywall {
         self.shared.inner.facilitator_url().to_string()
     }
 
+    /// The configured origin, or `null` when each request's own is bound.
+    #[napi(getter)]
+    pub fn origin(&self) -> Option<String> {
+        self.shared.inner.origin().map(|o| o.as_str().to_string())
+    }
+
     #[napi(getter)]
     pub fn binds_body(&self) -> bool {
         self.shared.inner.binds_body()
@@ -366,6 +383,8 @@ impl JsPaywall {
         proof: Option<String>,
         method: String,
         path: String,
+        host: Option<String>,
+        secure: Option<bool>,
         price: Either<String, f64>,
         currency: String,
         now: Option<f64>,
@@ -373,7 +392,7 @@ impl JsPaywall {
     ) -> Result<PaymentFacts> {
         let run = || -> vx::Result<PaymentFacts> {
             let price = price_of(&price, &currency)?;
-            let req = Self::req(&method, &path, body.as_deref());
+            let req = Self::req(&method, &path, host.as_deref(), secure, body.as_deref());
             let s = &self.shared;
             let facts = s.inner.verify(proof.as_deref(), &req, &price, now_or_clock(now), &*s.store)?;
             Ok(facts.into())
@@ -393,6 +412,8 @@ impl JsPaywall {
         proof: Option<Latin1String>,
         method: String,
         path: String,
+        host: Option<String>,
+        secure: Option<bool>,
         price: Either<String, f64>,
         currency: String,
         scope: String,
@@ -402,11 +423,9 @@ impl JsPaywall {
         self.shared.decide(
             price_of(&price, &currency),
             proof_text(&proof).as_deref(),
-            &method,
-            &path,
+            Self::req(&method, &path, host.as_deref(), secure, body.as_deref()),
             &scope,
             now,
-            body.as_deref(),
         )
     }
 
@@ -430,6 +449,8 @@ impl JsPaywall {
         env: Env,
         method: String,
         path: String,
+        host: Option<String>,
+        secure: Option<bool>,
         price: Either<String, f64>,
         currency: String,
         scope: Option<String>,
@@ -438,7 +459,7 @@ impl JsPaywall {
     ) -> Result<Rejection> {
         let run = || -> vx::Result<Rejection> {
             let price = price_of(&price, &currency)?;
-            let req = Self::req(&method, &path, body.as_deref());
+            let req = Self::req(&method, &path, host.as_deref(), secure, body.as_deref());
             let scope = scope.as_deref().unwrap_or("per-call");
             let r = self.shared.inner.challenge(&req, &price, scope, now_or_clock(now), &OsEntropy)?;
             Ok(Rejection::from_core(r, None))
@@ -458,6 +479,8 @@ impl JsPaywall {
         details: Option<serde_json::Value>,
         method: String,
         path: String,
+        host: Option<String>,
+        secure: Option<bool>,
         price: Option<Either<String, f64>>,
         currency: Option<String>,
         scope: Option<String>,
@@ -469,7 +492,7 @@ impl JsPaywall {
             Some(p) => Some(price_of(&p, currency.as_deref().unwrap_or("usd")).map_err(|e| throw(&env, e))?),
             None => None,
         };
-        let req = Self::req(&method, &path, None);
+        let req = Self::req(&method, &path, host.as_deref(), secure, None);
         let scope = scope.as_deref().unwrap_or("per-call");
         let r = self.shared.inner.reject(&err, &req, price.as_ref(), scope, now_or_clock(now), &OsEntropy);
         Ok(Rejection::from_core(r, Some(&err)))
@@ -508,17 +531,17 @@ impl PricedRoute {
         proof: Option<Latin1String>,
         method: String,
         path: String,
+        host: Option<String>,
+        secure: Option<bool>,
         now: Option<f64>,
         body: Option<Buffer>,
     ) -> Either3<Latin1String, PaidTuple, Rejection> {
         self.shared.decide(
             Ok(self.price),
             proof_text(&proof).as_deref(),
-            &method,
-            &path,
+            JsPaywall::req(&method, &path, host.as_deref(), secure, body.as_deref()),
             &self.scope,
             now,
-            body.as_deref(),
         )
     }
 }

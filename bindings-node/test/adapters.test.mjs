@@ -45,10 +45,10 @@ test('fastify: plugin default, per-route price, free route, routes outside the s
     assert.equal(await price(`${s.url}/before`), 200);
     // skip-override: hooks reach the registering scope's routes, not its siblings.
     assert.equal(await price(`${s.url}/outside`), 200);
-    const r = await fetch(`${s.url}/b`, { headers: { 'vlexivo-proof': mint('GET /b') } });
+    const r = await fetch(`${s.url}/b`, { headers: { 'vlexivo-proof': mint(`GET ${s.url}/b`) } });
     assert.equal(r.status, 200);
     assert.match(r.headers.get('vlexivo-receipt'), /amount=0.01/);
-    const under = await fetch(`${s.url}/b`, { headers: { 'vlexivo-proof': mint('GET /b', '0.001') } });
+    const under = await fetch(`${s.url}/b`, { headers: { 'vlexivo-proof': mint(`GET ${s.url}/b`, '0.001') } });
     assert.equal(under.status, 402);
     assert.equal((await under.json()).error, 'token_underpaid');
   } finally {
@@ -72,20 +72,20 @@ test('fastify: request.vlxPayment is built on first read, the same object after,
   });
   const s = await listenFastify(app);
   try {
-    const r = await fetch(`${s.url}/read`, { headers: { 'vlexivo-proof': mint('GET /read') } });
+    const r = await fetch(`${s.url}/read`, { headers: { 'vlexivo-proof': mint(`GET ${s.url}/read`) } });
     const body = await r.json();
     assert.equal(body.same, true);
     assert.deepEqual(body.keys, ['payer', 'amount', 'currency', 'txHash', 'nonce', 'paidAt', 'expiresAt', 'resource', 'storeKey', 'receipt']);
     assert.equal(body.json.amount, '0.01');
-    assert.equal(body.json.resource, 'GET /read');
+    assert.equal(body.json.resource, `GET ${s.url}/read`);
     assert.equal(typeof body.json.paidAt, 'number');
     // The receipt header is the payment's receipt, whether or not the handler read it.
     assert.equal(r.headers.get('vlexivo-receipt'), body.json.receipt);
-    const skip = await fetch(`${s.url}/skip`, { headers: { 'vlexivo-proof': mint('GET /skip') } });
+    const skip = await fetch(`${s.url}/skip`, { headers: { 'vlexivo-proof': mint(`GET ${s.url}/skip`) } });
     assert.equal(skip.status, 200);
     assert.match(skip.headers.get('vlexivo-receipt'), /^tx=0x[0-9a-f]{64}; amount=0.01; currency=usd; payer=0x[0-9a-fA-F]{40}; nonce=/);
     assert.deepEqual(await (await fetch(`${s.url}/free`)).json(), { payment: null });
-    const t = mint('GET /replace');
+    const t = mint(`GET ${s.url}/replace`);
     for (let i = 0; i < 2; i++) {
       const x = await fetch(`${s.url}/replace`, { headers: { 'vlexivo-proof': t } });
       assert.equal(x.status, 503);
@@ -125,7 +125,7 @@ for (const [name, start] of [
     const wasCut = new Promise((r) => (cut = r));
     const s = await start(() => cut());
     try {
-      const t = mint('GET /slow');
+      const t = mint(`GET ${s.url}/slow`);
       const ac = new AbortController();
       const pending = fetch(`${s.url}/slow`, { headers: { 'vlexivo-proof': t }, signal: ac.signal }).catch((e) => e);
       setTimeout(() => ac.abort(), 150);
@@ -148,12 +148,12 @@ test('fastify: a 5xx releases the proof under fastify.inject() too', async () =>
     throw new Error('x');
   });
   app.get('/ok', async () => ({ ok: true }));
-  const t = mint('GET /boom');
+  const t = mint('GET http://localhost/boom');
   for (let i = 0; i < 2; i++) {
     assert.equal((await app.inject({ method: 'GET', url: '/boom', headers: { 'vlexivo-proof': t } })).statusCode, 500);
     await new Promise((r) => setImmediate(r)); // inject's response emits close on the next tick
   }
-  const ok = mint('GET /ok');
+  const ok = mint('GET http://localhost/ok');
   assert.equal((await app.inject({ method: 'GET', url: '/ok', headers: { 'vlexivo-proof': ok } })).statusCode, 200);
   await new Promise((r) => setImmediate(r));
   assert.equal((await app.inject({ method: 'GET', url: '/ok', headers: { 'vlexivo-proof': ok } })).statusCode, 409);
@@ -179,17 +179,17 @@ test('hapi: plugin default, per-route price, free route; payment on request.plug
     assert.equal(await price(`${s.url}/a`), '0.001');
     assert.equal(await price(`${s.url}/b`), '0.01');
     assert.equal(await price(`${s.url}/c`), 200);
-    const r = await fetch(`${s.url}/a`, { headers: { 'vlexivo-proof': mint('GET /a'), origin: ORIGIN } });
+    const r = await fetch(`${s.url}/a`, { headers: { 'vlexivo-proof': mint(`GET ${s.url}/a`), origin: ORIGIN } });
     assert.deepEqual(await r.json(), { p: '0.01', same: true });
     assert.match(r.headers.get('vlexivo-receipt'), /amount=0.01/);
     assert.match(r.headers.get('access-control-expose-headers'), /Vlexivo-Receipt/);
     // Not a CORS request (no Origin): nothing to expose.
-    const plain = await fetch(`${s.url}/a`, { headers: { 'vlexivo-proof': mint('GET /a') } });
+    const plain = await fetch(`${s.url}/a`, { headers: { 'vlexivo-proof': mint(`GET ${s.url}/a`) } });
     assert.equal(plain.status, 200);
     assert.equal(plain.headers.get('access-control-expose-headers'), null);
     assert.equal((await fetch(`${s.url}/a`)).headers.get('access-control-expose-headers'), null);
     // A failing handler (Boom 500) releases: the same proof works once more.
-    const t = mint('GET /boom');
+    const t = mint(`GET ${s.url}/boom`);
     assert.equal((await fetch(`${s.url}/boom`, { headers: { 'vlexivo-proof': t } })).status, 500);
     assert.equal((await fetch(`${s.url}/boom`, { headers: { 'vlexivo-proof': t } })).status, 500);
   } finally {
@@ -213,11 +213,11 @@ for (const [name, ex] of [['express5', express], ['express4', express4]]) {
       assert.equal(ch.status, 402);
       assert.equal(ch.headers.get('access-control-expose-headers'), 'X-Request-Id, Vlexivo-Receipt, Vlexivo-Challenge');
       assert.equal(ch.headers.get('cache-control'), 'no-store');
-      const ok = await fetch(`${s.url}/paid`, { headers: { 'vlexivo-proof': mint('GET /paid'), origin: ORIGIN } });
+      const ok = await fetch(`${s.url}/paid`, { headers: { 'vlexivo-proof': mint(`GET ${s.url}/paid`), origin: ORIGIN } });
       assert.equal(ok.status, 200);
       assert.match(ok.headers.get('access-control-expose-headers'), /X-Request-Id, Vlexivo-Receipt/);
       // Without Origin the app's own value is left as it was.
-      const plain = await fetch(`${s.url}/paid`, { headers: { 'vlexivo-proof': mint('GET /paid') } });
+      const plain = await fetch(`${s.url}/paid`, { headers: { 'vlexivo-proof': mint(`GET ${s.url}/paid`) } });
       assert.equal(plain.headers.get('access-control-expose-headers'), 'X-Request-Id');
       assert.equal((await fetch(`${s.url}/free`)).status, 200);
     } finally {
@@ -230,19 +230,20 @@ test('paid facts survive any claim content (separator in a signed claim falls ba
   const vlx = new VlexivoServer({ apiSecret: secret });
   const route = vlx.route({ price: '0.001' });
   const now = Math.floor(Date.now() / 1000);
-  const weird = native.mintProofToken(secret, { jti: native.randomId(), sub: Wallet.generate().address, amt: '0.001', res: 'GET /w', iat: now, txh: 'tx\u001fwith;sep' });
-  const p = route.decide(weird, 'GET', '/w', undefined);
+  const AT = { host: 'api.test', secure: false };
+  const weird = native.mintProofToken(secret, { jti: native.randomId(), sub: Wallet.generate().address, amt: '0.001', res: 'GET http://api.test/w', iat: now, txh: 'tx\u001fwith;sep' });
+  const p = route.decide(weird, 'GET', '/w', AT, undefined);
   assert.equal(p.txHash, 'tx\u001fwith;sep');
   assert.equal(p.amount, '0.001');
   assert.equal(p.paidAt, now);
   // Non-ASCII text (a signed claim, a path) cannot ride the one-byte line: exact via the array form.
-  const uni = native.mintProofToken(secret, { jti: native.randomId(), sub: Wallet.generate().address, amt: '0.001', res: 'GET /caf\u00e9/\u6771', iat: now, txh: 'tx-\u00e9\u6771-\u{1f600}' });
-  const u = route.decide(uni, 'GET', '/caf\u00e9/\u6771', undefined);
+  const uni = native.mintProofToken(secret, { jti: native.randomId(), sub: Wallet.generate().address, amt: '0.001', res: 'GET http://api.test/caf\u00e9/\u6771', iat: now, txh: 'tx-\u00e9\u6771-\u{1f600}' });
+  const u = route.decide(uni, 'GET', '/caf\u00e9/\u6771', AT, undefined);
   assert.equal(u.txHash, 'tx-\u00e9\u6771-\u{1f600}');
-  assert.equal(u.resource, 'GET /caf\u00e9/\u6771');
+  assert.equal(u.resource, 'GET http://api.test/caf\u00e9/\u6771');
   assert.ok(u.receipt.startsWith('tx=tx-\u00e9\u6771-\u{1f600}; amount=0.001;'));
-  const normal = native.mintProofToken(secret, { jti: native.randomId(), sub: Wallet.generate().address, amt: '0.002', res: 'GET /w', iat: now });
-  const q = route.decide(normal, 'GET', '/w', undefined);
+  const normal = native.mintProofToken(secret, { jti: native.randomId(), sub: Wallet.generate().address, amt: '0.002', res: 'GET http://api.test/w', iat: now });
+  const q = route.decide(normal, 'GET', '/w', AT, undefined);
   assert.deepEqual(Object.keys(q), ['payer', 'amount', 'currency', 'txHash', 'nonce', 'paidAt', 'expiresAt', 'resource', 'storeKey', 'receipt']);
   assert.equal(q.expiresAt, now + 300);
   assert.equal(typeof q.paidAt, 'number');

@@ -143,20 +143,26 @@ test('server verify/release/challenge/reject API', () => {
   const secret = 'sk_test_' + Buffer.alloc(32, 2).toString('base64url');
   const now = 1_800_000_000;
   const s = new VlexivoServer({ apiSecret: secret, clock: () => now });
-  const token = native.mintProofToken(secret, { jti: native.randomId(), sub: Wallet.generate().address, amt: '0.002', res: 'GET /a', iat: now });
-  const target = { method: 'GET', path: '/a?x=1', price: '0.001' };
+  const token = native.mintProofToken(secret, { jti: native.randomId(), sub: Wallet.generate().address, amt: '0.002', res: 'GET https://api.example.com/a', iat: now });
+  const target = { method: 'GET', path: '/a?x=1', host: 'API.example.com:443', secure: true, price: '0.001' };
   const p = s.verify(token, target);
   assert.equal(p.amount, '0.002');
-  assert.equal(p.resource, 'GET /a');
+  assert.equal(p.resource, 'GET https://api.example.com/a');
+  // The same proof at another origin buys nothing.
+  assert.throws(() => s.verify(token, { ...target, host: 'evil.example' }), (e) => e.code === 'token_resource');
+  assert.throws(() => s.verify(token, { ...target, secure: false }), (e) => e.code === 'token_resource');
+  // No Host and no configured origin: nothing to bind to.
+  assert.throws(() => s.verify(token, { ...target, host: undefined }), (e) => e.code === 'request_malformed' && e.status === 400);
   assert.throws(() => s.verify(token, target), (e) => e instanceof VlexivoReplayError && e.status === 409);
   s.release(p);
   assert.equal(s.verify(token, target).nonce, p.nonce);
   assert.throws(() => s.verify(token, { ...target, price: '0.01' }), (e) => e.code === 'token_underpaid' && e.paid === '0.002' && e.price === '0.01');
   assert.throws(() => s.verify(null, target), (e) => e.code === 'payment_required');
-  const ch = s.challenge({ method: 'POST', path: '/b', price: 0.01 });
+  const ch = s.challenge({ method: 'POST', path: '/b', host: 'api.example.com', price: 0.01 });
+  assert.equal(JSON.parse(ch.body).resource, 'POST http://api.example.com/b');
   assert.equal(ch.status, 402);
   assert.ok(ch.headers['Vlexivo-Challenge']);
-  const rj = s.reject('token_expired', { method: 'POST', path: '/b', price: '0.01' });
+  const rj = s.reject('token_expired', { method: 'POST', path: '/b', host: 'api.example.com', price: '0.01' });
   assert.equal(rj.status, 402);
   assert.equal(JSON.parse(rj.body).error, 'token_expired');
   try {
@@ -174,22 +180,23 @@ test('server verify/release/challenge/reject API', () => {
 test('the adapters\' path reads the proof as header bytes: non-ASCII text never verifies', () => {
   const secret = 'sk_test_' + Buffer.alloc(32, 3).toString('base64url');
   const now = 1_800_000_000;
-  const pw = new native.Paywall({ apiSecret: secret });
+  const pw = new native.Paywall({ apiSecret: secret, origin: 'https://api.example.com' });
+  assert.equal(pw.origin, 'https://api.example.com');
   const route = pw.route('0.001', 'usd', 'per-call');
-  const mint = () => native.mintProofToken(secret, { jti: native.randomId(), sub: Wallet.generate().address, amt: '0.001', res: 'GET /a', iat: now });
+  const mint = () => native.mintProofToken(secret, { jti: native.randomId(), sub: Wallet.generate().address, amt: '0.001', res: 'GET https://api.example.com/a', iat: now });
   const good = mint();
-  assert.equal(typeof route.authorize(good, 'GET', '/a', now), 'string');
+  assert.equal(typeof route.authorize(good, 'GET', '/a', undefined, false, now), 'string');
   // Latin-1 text as Node gives a header with such bytes, a character above U+00FF whose low
   // byte is a valid base64url character ('Ł' is U+0141, low byte 'A'), a lone surrogate.
   for (const [i, ch] of [['latin1', '\u00e9'], ['two-byte', '\u0141'], ['surrogate', '\ud800']].entries()) {
     const t = mint();
     const bad = t.slice(0, 40) + ch[1] + t.slice(41);
-    const r = route.authorize(bad, 'GET', '/a', now);
+    const r = route.authorize(bad, 'GET', '/a', undefined, false, now);
     assert.equal(typeof r, 'object', ch[0]);
     assert.equal(r.status, 402, ch[0]);
     assert.ok(['token_malformed', 'token_invalid'].includes(r.code), `${ch[0]}: ${r.code}`);
     // The untouched token still pays once (a refused variant consumed nothing).
-    assert.equal(typeof route.authorize(t, 'GET', '/a', now), 'string', `${i}`);
+    assert.equal(typeof route.authorize(t, 'GET', '/a', undefined, false, now), 'string', `${i}`);
   }
 });
 
@@ -201,13 +208,13 @@ test('sqlite nonce store survives a new server on the same file', async () => {
   try {
     const secret = 'sk_test_' + Buffer.alloc(32, 3).toString('base64url');
     const now = Math.floor(Date.now() / 1000);
-    const token = native.mintProofToken(secret, { jti: native.randomId(), sub: Wallet.generate().address, amt: '1', res: 'GET /a', iat: now });
+    const token = native.mintProofToken(secret, { jti: native.randomId(), sub: Wallet.generate().address, amt: '1', res: 'GET http://h/a', iat: now });
     const path = join(dir, 'nonces.db');
     const a = new VlexivoServer({ apiSecret: secret, store: { type: 'sqlite', path } });
     assert.equal(a.native.storeKind, 'sqlite');
-    a.verify(token, { method: 'GET', path: '/a', price: '1' });
+    a.verify(token, { method: 'GET', path: '/a', host: 'h', price: '1' });
     const b = new VlexivoServer({ apiSecret: secret, store: { type: 'sqlite', path } });
-    assert.throws(() => b.verify(token, { method: 'GET', path: '/a', price: '1' }), (e) => e.code === 'token_replayed');
+    assert.throws(() => b.verify(token, { method: 'GET', path: '/a', host: 'h', price: '1' }), (e) => e.code === 'token_replayed');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -21,6 +21,7 @@ for (const [name, start] of Object.entries(adapters)) {
           {
             apiSecret: paywall.api_secret,
             facilitatorUrl: paywall.facilitator_url,
+            origin: paywall.origin,
             leeway: paywall.leeway_secs,
             jwks: c.jwks ? paywall.jwks : undefined,
             clock: () => now,

@@ -11,6 +11,7 @@ import {
   isFacts,
   isThenable,
   rawBodyOf,
+  requestOrigin,
   type Rejection,
   type VlexivoPayment,
 } from './route';
@@ -83,7 +84,7 @@ export function expressPaywall(route: PaidRoute<any>): PaywallMiddleware {
     }
     let r;
     try {
-      r = route.decide(req.headers[PROOF_HEADER], method, path, price, body);
+      r = route.decide(req.headers[PROOF_HEADER], method, path, requestOrigin(req), price, body);
     } catch (e) {
       next(e);
       return;

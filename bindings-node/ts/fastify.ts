@@ -14,9 +14,9 @@
  * per-request configuration lookup; routes must be declared after the plugin is registered.
  */
 import type {} from 'fastify';
-import type { ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { VlexivoServer, type VlexivoServerOptions } from './server';
-import { PaidRoute, PROOF_HEADER, RECEIPT_HEADER_LC, exposeValue, isPaid, isThenable, paymentOf, rawBodyOf, receiptOf, type PaidFacts, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
+import { PaidRoute, PROOF_HEADER, RECEIPT_HEADER_LC, exposeValue, isPaid, isThenable, paymentOf, rawBodyOf, receiptOf, requestOrigin, type PaidFacts, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
 
 export interface VlexivoFastifyOptions extends VlexivoServerOptions, PaywallOptions<any> {
   /** Share one server (keys, nonce store) between registrations. */
@@ -30,6 +30,7 @@ interface FastifyRequestLike {
   headers: Record<string, string | string[] | undefined>;
   body?: unknown;
   rawBody?: unknown;
+  raw: IncomingMessage;
   vlxPayment: VlexivoPayment | null;
   [FACTS]?: PaidFacts;
   [PAYMENT]?: VlexivoPayment | null;
@@ -123,7 +124,7 @@ function routeHooks(route: PaidRoute, release: (k: string) => void) {
         return;
       }
     }
-    const r = route.authorize(request.headers[PROOF_HEADER], request.method, request.url, price, body);
+    const r = route.authorize(request.headers[PROOF_HEADER], request.method, request.url, requestOrigin(request.raw), price, body);
     if (!isPaid(r)) {
       send(route, request, reply, r);
       return;

@@ -8,8 +8,9 @@
  *   server.route({ ..., options: { plugins: { vlexivo: false } } })   // free route
  */
 import type { Plugin } from '@hapi/hapi';
+import type { IncomingMessage } from 'node:http';
 import { VlexivoServer, type VlexivoServerOptions } from './server';
-import { PaidRoute, PROOF_HEADER, RECEIPT_HEADER, exposeValue, isFacts, isThenable, rawBodyOf, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
+import { PaidRoute, PROOF_HEADER, RECEIPT_HEADER, exposeValue, isFacts, isThenable, rawBodyOf, requestOrigin, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
 import { releaseOnce } from './express';
 
 export interface VlexivoHapiOptions extends VlexivoServerOptions, PaywallOptions<any> {
@@ -32,6 +33,7 @@ interface HapiRequestLike {
   route: { settings: { plugins?: { vlexivo?: unknown } } };
   plugins: Record<string, unknown>;
   response: any;
+  raw: { req: IncomingMessage };
   vlxPayment?: VlexivoPayment;
 }
 interface HapiToolkitLike {
@@ -92,7 +94,7 @@ function register(hapi: HapiServerLike, options: VlexivoHapiOptions): void {
         return respond(route, request, h, route.fault('config_invalid', 'bindBody needs the raw payload (payload: { parse: false } or request.rawBody)', method, target));
       }
     }
-    const r = route.decide(request.headers[PROOF_HEADER], method, target, price, body);
+    const r = route.decide(request.headers[PROOF_HEADER], method, target, requestOrigin(request.raw.req), price, body);
     if (!isFacts(r)) return respond(route, request, h, r);
     request.plugins.vlexivo = { payment: r };
     request.vlxPayment = r;

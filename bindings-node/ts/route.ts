@@ -149,6 +149,22 @@ export function exposeValue(existing: unknown): string | undefined {
   return `${s}, ${EXPOSED_HEADERS}`;
 }
 
+/**
+ * How the request reached the server, for a paywall without a configured `origin`: the `Host`
+ * header and whether the connection was TLS. Core binds challenges and proofs to it.
+ */
+export interface RequestOrigin {
+  host: string | undefined;
+  secure: boolean;
+}
+
+/** The origin facts of a Node request (`Host`, or HTTP/2 `:authority`; TLS socket). */
+export function requestOrigin(req: { headers: Record<string, string | string[] | undefined>; socket?: unknown }): RequestOrigin {
+  const h = req.headers.host ?? req.headers[':authority'];
+  const socket = req.socket as { encrypted?: boolean } | undefined;
+  return { host: typeof h === 'string' ? h : undefined, secure: socket?.encrypted === true };
+}
+
 export interface RouteContext {
   paywall: native.Paywall;
   clock?: () => number;
@@ -215,10 +231,11 @@ export class PaidRoute<Req = any> {
     proof: string | string[] | undefined,
     method: string,
     path: string,
+    origin: RequestOrigin,
     resolved: unknown,
     body?: Buffer,
   ): VlexivoPayment | Rejection {
-    const r = this.authorize(proof, method, path, resolved, body);
+    const r = this.authorize(proof, method, path, origin, resolved, body);
     return isPaid(r) ? paymentOf(r) : r;
   }
 
@@ -230,6 +247,7 @@ export class PaidRoute<Req = any> {
     proof: string | string[] | undefined,
     method: string,
     path: string,
+    origin: RequestOrigin,
     resolved: unknown,
     body?: Buffer,
   ): PaidFacts | Rejection {
@@ -240,7 +258,7 @@ export class PaidRoute<Req = any> {
     else if (typeof resolved === 'string' || typeof resolved === 'number') route = this.routeFor(resolved);
     let r: PaidFacts | Rejection;
     if (route !== undefined) {
-      r = route.authorize(p, method, path, now, body) as PaidFacts | Rejection;
+      r = route.authorize(p, method, path, origin.host, origin.secure, now, body) as PaidFacts | Rejection;
     } else {
       // A price in another currency, or one that does not parse (a logged 500).
       let amount: unknown = resolved;
@@ -253,7 +271,7 @@ export class PaidRoute<Req = any> {
       if (typeof amount !== 'string' && typeof amount !== 'number') {
         return this.fault('price_invalid', `priceResolver returned ${describe(resolved)}, not a price`, method, path);
       }
-      r = this.paywall.authorize(p, method, path, amount, currency, this.scope, now, body) as PaidFacts | Rejection;
+      r = this.paywall.authorize(p, method, path, origin.host, origin.secure, amount, currency, this.scope, now, body) as PaidFacts | Rejection;
     }
     if (isPaid(r)) return r;
     if (r.logMessage !== undefined && r.logMessage !== null) this.log(r.code, r.logMessage, method, path);
@@ -277,7 +295,7 @@ export class PaidRoute<Req = any> {
 
   /** A provider-side fault (bad resolver, no raw body): logged with details, a bare 5xx out. */
   fault(code: VlexivoErrorCode, reason: string, method: string, path: string): Rejection {
-    const r = this.paywall.reject(code, { reason }, method, path, null, null, this.scope, this.now());
+    const r = this.paywall.reject(code, { reason }, method, path, null, null, null, null, this.scope, this.now());
     this.log(code, r.logMessage ?? reason, method, path);
     return r;
   }

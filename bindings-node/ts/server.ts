@@ -38,12 +38,23 @@ export interface VlexivoServerOptions {
   logger?: VlexivoLogger;
   /** Add Vlexivo headers to `Access-Control-Expose-Headers` (default true). */
   exposeHeaders?: boolean;
+  /**
+   * The origin clients call this API at (`'https://api.example.com'`), bound into every
+   * challenge and proof. Default: each request's own scheme and `Host` header, which is wrong
+   * behind a proxy that terminates TLS or rewrites `Host`, and lets a relaying site name itself
+   * on a server that answers any `Host`: configure it in production.
+   */
+  origin?: string;
 }
 
 export interface RequestTarget {
   method: string;
   /** Path, with or without the query string. */
   path: string;
+  /** The request's `Host` header (used when the server has no configured `origin`). */
+  host?: string;
+  /** The request came over TLS (used with `host`). */
+  secure?: boolean;
   price?: PriceValue;
   currency?: string;
   scope?: string;
@@ -82,6 +93,7 @@ export class VlexivoServer {
           challengeTtl: options.challengeTtl,
           leeway: options.leeway,
           bindBody: options.bindBody,
+          origin: options.origin,
           jwks: options.jwks === undefined || typeof options.jwks === 'string' ? options.jwks : JSON.stringify(options.jwks),
           ...storeOpts,
         }),
@@ -102,6 +114,11 @@ export class VlexivoServer {
 
   get facilitatorUrl(): string {
     return this.native.facilitatorUrl;
+  }
+
+  /** The configured origin, or null when each request's own is bound. */
+  get origin(): string | null {
+    return this.native.origin ?? null;
   }
 
   /** A paid route's settings, for adapters of other frameworks. */
@@ -141,7 +158,7 @@ export class VlexivoServer {
       throw new VlexivoConfigError('config_invalid', 'verify needs a price', { status: 500 });
     }
     return call(() =>
-      this.native.verify(proof, target.method, target.path, price, target.currency ?? 'usd', this.clock?.(), target.body),
+      this.native.verify(proof, target.method, target.path, target.host, target.secure, price, target.currency ?? 'usd', this.clock?.(), target.body),
     ) as PaymentFacts;
   }
 
@@ -158,7 +175,7 @@ export class VlexivoServer {
       throw new VlexivoConfigError('config_invalid', 'challenge needs a price', { status: 500 });
     }
     return call(() =>
-      this.native.challenge(target.method, target.path, price, target.currency ?? 'usd', target.scope, this.clock?.(), target.body),
+      this.native.challenge(target.method, target.path, target.host, target.secure, price, target.currency ?? 'usd', target.scope, this.clock?.(), target.body),
     );
   }
 
@@ -166,7 +183,7 @@ export class VlexivoServer {
   reject(error: VlexivoErrorCode | VlexivoError | { code: string; details?: unknown }, target: RequestTarget): Rejection {
     const e = typeof error === 'string' ? { code: error, details: undefined } : (fromNative(error) as { code: string; details?: unknown });
     return call(() =>
-      this.native.reject(e.code, e.details ?? null, target.method, target.path, target.price, target.currency, target.scope, this.clock?.()),
+      this.native.reject(e.code, e.details ?? null, target.method, target.path, target.host, target.secure, target.price, target.currency, target.scope, this.clock?.()),
     );
   }
 

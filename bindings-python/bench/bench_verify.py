@@ -31,7 +31,7 @@ def per_op(label: str, n: int, fn, *args) -> float:  # type: ignore[no-untyped-d
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 50_000
     now = _native.now()
-    pw = _native.Paywall(SECRET)
+    pw = _native.Paywall(SECRET, origin="http://api.test")
     tokens = [
         _native._test_only_issue_hs256_token(SECRET, f"bench{i:019d}", METHOD, PATH, "0.001", now)
         for i in range(2 * n)

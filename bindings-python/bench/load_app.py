@@ -17,7 +17,11 @@ async def hello_bare() -> dict[str, bool]:
 
 
 paid = FastAPI()
-vlx = VlexivoServer(api_secret=os.environ.get("VLX_SECRET_KEY", "sk_test_6pmpFeivHgqW7JxfnBXZje6aGyg3nqjNmwfgLHfp7bM"))
+# The load generator presents tokens bound to this origin (the port is random).
+vlx = VlexivoServer(
+    api_secret=os.environ.get("VLX_SECRET_KEY", "sk_test_6pmpFeivHgqW7JxfnBXZje6aGyg3nqjNmwfgLHfp7bM"),
+    origin="http://api.test",
+)
 paid.add_middleware(vlx.asgi_paywall, routes={"GET /hello": vlx.price("0.001")})
 
 

@@ -377,8 +377,14 @@ pub struct Paywall {
 }
 
 impl Paywall {
-    fn req<'a>(method: &'a str, path: &'a str, body: Option<&'a [u8]>) -> RequestInfo<'a> {
-        RequestInfo { method, path, body }
+    fn req<'a>(
+        method: &'a str,
+        path: &'a str,
+        scheme: &'a str,
+        host: Option<&'a str>,
+        body: Option<&'a [u8]>,
+    ) -> RequestInfo<'a> {
+        RequestInfo { method, path, scheme, host, body }
     }
 }
 
@@ -386,9 +392,11 @@ impl Paywall {
 impl Paywall {
     /// `nonce_store`: "memory" (default) or the path of a SQLite file shared by every process of
     /// this API on the machine. `jwks`: the facilitator's EdDSA keys (JSON text or dict).
+    /// `origin`: the origin clients call (`https://api.example.com`), bound into challenges and
+    /// proofs; `None` binds each request's own `scheme` and `host` (the methods' keywords).
     #[new]
     #[pyo3(signature = (api_secret, mode = None, facilitator_url = None, network = None,
-        challenge_ttl = 300, leeway = 30, bind_body = false, nonce_store = "memory", jwks = None))]
+        challenge_ttl = 300, leeway = 30, bind_body = false, nonce_store = "memory", jwks = None, origin = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -401,8 +409,10 @@ impl Paywall {
         bind_body: bool,
         nonce_store: &str,
         jwks: Option<&Bound<'_, PyAny>>,
+        origin: Option<String>,
     ) -> PyResult<Self> {
         let mut cfg = PaywallConfig::new(api_secret);
+        cfg.origin = origin;
         cfg.mode = mode.map(str::parse::<Mode>).transpose().py_err(py)?;
         if let Some(url) = facilitator_url {
             cfg.facilitator_url = url.to_string();
@@ -446,6 +456,11 @@ impl Paywall {
     fn facilitator_url(&self) -> &str {
         self.inner.facilitator_url()
     }
+    /// The configured origin, or `None` when each request's own is bound.
+    #[getter]
+    fn origin(&self) -> Option<&str> {
+        self.inner.origin().map(|o| o.as_str())
+    }
     #[getter]
     fn bind_body(&self) -> bool {
         self.inner.binds_body()
@@ -458,7 +473,7 @@ impl Paywall {
     /// Verify a proof for this request at `price` and consume its nonce (the GIL is released
     /// around a SQLite store's I/O).
     /// Raises `NativeError` (402 codes, `token_replayed`, store errors, `price_invalid`).
-    #[pyo3(signature = (proof, method, path, price, currency = "usd", now = None, body = None))]
+    #[pyo3(signature = (proof, method, path, price, currency = "usd", now = None, body = None, *, scheme = "http", host = None))]
     #[allow(clippy::too_many_arguments)]
     fn verify(
         &self,
@@ -470,9 +485,11 @@ impl Paywall {
         currency: &str,
         now: Option<u64>,
         body: Option<&[u8]>,
+        scheme: &str,
+        host: Option<&str>,
     ) -> PyResult<Payment> {
         let price = price_from_py(price, currency).py_err(py)?;
-        let req = Self::req(method, path, body);
+        let req = Self::req(method, path, scheme, host, body);
         let store = &*self.store;
         let run = || self.inner.verify(proof, &req, &price, now_or_system(now), store);
         let facts = if self.detach { py.detach(run) } else { run() }.py_err(py)?;
@@ -499,7 +516,7 @@ impl Paywall {
     }
 
     /// A fresh 402 for this request: `(status, headers, body)`.
-    #[pyo3(signature = (method, path, price, currency = "usd", scope = "per-call", now = None, body = None))]
+    #[pyo3(signature = (method, path, price, currency = "usd", scope = "per-call", now = None, body = None, *, scheme = "http", host = None))]
     #[allow(clippy::too_many_arguments)]
     fn challenge(
         &self,
@@ -511,11 +528,19 @@ impl Paywall {
         scope: &str,
         now: Option<u64>,
         body: Option<&[u8]>,
+        scheme: &str,
+        host: Option<&str>,
     ) -> PyResult<Answer> {
         let price = price_from_py(price, currency).py_err(py)?;
         let r = self
             .inner
-            .challenge(&Self::req(method, path, body), &price, scope, now_or_system(now), &OsEntropy)
+            .challenge(
+                &Self::req(method, path, scheme, host, body),
+                &price,
+                scope,
+                now_or_system(now),
+                &OsEntropy,
+            )
             .py_err(py)?;
         Ok(answer(r))
     }
@@ -523,7 +548,7 @@ impl Paywall {
     /// Shape a refusal for `error` (a `NativeError` or an error code): proof problems get a 402
     /// with a fresh challenge when `price` is known; provider faults a 5xx that names only the
     /// code. Returns `(status, headers, body)`.
-    #[pyo3(signature = (error, method, path, price = None, currency = "usd", scope = "per-call", now = None, body = None))]
+    #[pyo3(signature = (error, method, path, price = None, currency = "usd", scope = "per-call", now = None, body = None, *, scheme = "http", host = None))]
     #[allow(clippy::too_many_arguments)]
     fn reject(
         &self,
@@ -535,13 +560,15 @@ impl Paywall {
         scope: &str,
         now: Option<u64>,
         body: Option<&[u8]>,
+        scheme: &str,
+        host: Option<&str>,
     ) -> PyResult<Answer> {
         let err = error_from_py(error)?;
         let price = price.and_then(|p| price_from_py(p, currency).ok());
         let entropy: &dyn Entropy = &OsEntropy;
         Ok(answer(self.inner.reject(
             &err,
-            &Self::req(method, path, body),
+            &Self::req(method, path, scheme, host, body),
             price.as_ref(),
             scope,
             now_or_system(now),
@@ -555,7 +582,7 @@ impl Paywall {
 /// many distinct valid tokens without paying for each.
 #[pyfunction]
 #[pyo3(signature = (api_secret, nonce, method, path, amount, now, payer = "0x0000000000000000000000000000000000000001",
-    facilitator_url = "http://127.0.0.1:4020", body = None))]
+    facilitator_url = "http://127.0.0.1:4020", body = None, origin = "http://api.test"))]
 #[allow(clippy::too_many_arguments)]
 fn _test_only_issue_hs256_token(
     py: Python<'_>,
@@ -568,6 +595,7 @@ fn _test_only_issue_hs256_token(
     payer: &str,
     facilitator_url: &str,
     body: Option<&[u8]>,
+    origin: &str,
 ) -> PyResult<String> {
     use vlexivo_core::token::{ProofClaims, SigningKey, TOKEN_TTL_SECS, TokenIssuer};
     let keys = vlexivo_core::keys::ProviderKeys::from_secret(api_secret).py_err(py)?;
@@ -581,7 +609,7 @@ fn _test_only_issue_hs256_token(
         txh: format!("0x{}", "00".repeat(32)),
         amt: amt.to_string(),
         cur: "usd".into(),
-        res: vlexivo_core::challenge::resource_binding(method, path),
+        res: vlexivo_core::challenge::resource_binding(method, origin, path),
         bdy: body.map(vlexivo_core::challenge::body_digest),
         mode: keys.mode.as_str().into(),
         net: "sandbox".into(),

@@ -42,6 +42,7 @@ def make_server(case: dict[str, Any], clock: Clock) -> VlexivoServer:
     return VlexivoServer(
         api_secret=PAYWALL["api_secret"],
         facilitator_url=PAYWALL["facilitator_url"],
+        origin=PAYWALL["origin"],
         leeway=PAYWALL["leeway_secs"],
         jwks=PAYWALL["jwks"] if case["jwks"] else None,
         clock=clock,

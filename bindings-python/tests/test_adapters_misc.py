@@ -15,6 +15,8 @@ from fastapi.responses import JSONResponse
 from vlexivo import PricingRequest, VlexivoServer, _native
 
 SECRET = "sk_test_6pmpFeivHgqW7JxfnBXZje6aGyg3nqjNmwfgLHfp7bM"
+# The test servers listen on random ports: the origin is configured, and tokens bound to it.
+ORIGIN = "http://api.test"
 
 
 def token(nonce: str, method: str, path: str, amount: str = "0.001", body: bytes | None = None) -> str:
@@ -23,7 +25,7 @@ def token(nonce: str, method: str, path: str, amount: str = "0.001", body: bytes
 
 
 def test_dependency_with_middleware_releases_on_returned_5xx(serve: Any) -> None:
-    vlx = VlexivoServer(api_secret=SECRET)
+    vlx = VlexivoServer(api_secret=SECRET, origin=ORIGIN)
     app = FastAPI()
     # No routes: the middleware only sees the real responses of dependency-paid requests.
     app.add_middleware(vlx.asgi_paywall)
@@ -53,7 +55,7 @@ def test_dependency_with_middleware_releases_on_returned_5xx(serve: Any) -> None
 
 
 def test_guard_wraps_a_wsgi_app_and_binds_bodies(serve: Any) -> None:
-    vlx = VlexivoServer(api_secret=SECRET, bind_body=True, max_body_bytes=1000)
+    vlx = VlexivoServer(api_secret=SECRET, origin=ORIGIN, bind_body=True, max_body_bytes=1000)
     seen: list[bytes] = []
 
     def inner(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -77,7 +79,7 @@ def test_guard_wraps_a_wsgi_app_and_binds_bodies(serve: Any) -> None:
 
 
 def test_resolver_sees_the_request(serve: Any) -> None:
-    vlx = VlexivoServer(api_secret=SECRET)
+    vlx = VlexivoServer(api_secret=SECRET, origin=ORIGIN)
     seen: list[PricingRequest] = []
 
     async def resolver(req: PricingRequest) -> str:
@@ -115,7 +117,7 @@ def test_a_5xx_frees_the_nonce_before_its_body_is_sent(serve: Any) -> None:
     import asyncio
     import threading
 
-    vlx = VlexivoServer(api_secret=SECRET)
+    vlx = VlexivoServer(api_secret=SECRET, origin=ORIGIN)
     gate_open = threading.Event()
 
     def wsgi_app(environ: dict[str, Any], start_response: Any) -> Any:

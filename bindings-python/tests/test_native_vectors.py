@@ -72,7 +72,7 @@ def test_client(case: dict[str, Any]) -> None:
 @pytest.mark.parametrize("case", PAYWALL["cases"], ids=lambda c: c["name"])
 def test_paywall(case: dict[str, Any]) -> None:
     pw = _native.Paywall(PAYWALL["api_secret"], None, PAYWALL["facilitator_url"], None, 300, PAYWALL["leeway_secs"],
-                         False, "memory", PAYWALL["jwks"] if case["jwks"] else None)
+                         False, "memory", PAYWALL["jwks"] if case["jwks"] else None, PAYWALL["origin"])
     for req in case["requests"]:
         expect = req["expect"]
         path = req["path"]

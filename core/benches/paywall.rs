@@ -31,7 +31,7 @@ fn tokens(issuer: &TokenIssuer, account: &str, n: usize) -> Vec<String> {
                     txh: format!("0x{:064x}", i),
                     amt: "0.001".into(),
                     cur: "usd".into(),
-                    res: "POST /api/v1/inference".into(),
+                    res: "POST http://127.0.0.1:8080/api/v1/inference".into(),
                     bdy: None,
                     mode: "sandbox".into(),
                     net: "sandbox".into(),
@@ -46,12 +46,13 @@ fn tokens(issuer: &TokenIssuer, account: &str, n: usize) -> Vec<String> {
 fn bench(c: &mut Criterion) {
     let (pw, issuer, account) = setup();
     let price = Money::parse("0.001", Currency::Usd).unwrap();
-    let req = RequestInfo { method: "POST", path: "/api/v1/inference", body: None };
+    let req = RequestInfo::new("POST", "http", Some("127.0.0.1:8080"), "/api/v1/inference");
     let mac_key = [7u8; 32];
     let params = ChallengeParams {
         price: &price,
         scope: "per-call",
         method: "POST",
+        origin: "http://127.0.0.1:8080",
         path: "/api/v1/inference",
         body_sha256: None,
         account: &account,

@@ -24,6 +24,10 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL
 /// The vectors' fixed clock: 2027-01-15T08:00:00Z.
 const NOW: u64 = 1_800_000_000;
 const FACILITATOR: &str = "http://127.0.0.1:4020";
+/// The provider's configured origin in `paywall.json` and `challenge.json`.
+const ORIGIN: &str = "https://api.example.com";
+/// The origin of the API the payer calls in `client.json`.
+const CLIENT_ORIGIN: &str = "http://127.0.0.1:8080";
 const SEED: u64 = 0x5eed_402;
 
 fn main() {
@@ -76,9 +80,10 @@ impl Fixture {
         }
     }
 
-    fn paywall(&self, with_jwks: bool) -> Paywall {
+    fn paywall(&self, with_jwks: bool, origin: &str) -> Paywall {
         let mut cfg = PaywallConfig::new(&self.secret);
         cfg.facilitator_url = FACILITATOR.into();
+        cfg.origin = Some(origin.into());
         if with_jwks {
             cfg.jwks = Some(jwks(&[&self.ed]));
         }
@@ -209,6 +214,7 @@ fn challenges(fx: &Fixture, rng: &SeededEntropy) -> Value {
         price: &price,
         scope: "per-call",
         method: "POST",
+        origin: ORIGIN,
         path: "/api/v1/inference",
         body_sha256: None,
         account: &fx.keys.account,
@@ -230,6 +236,15 @@ fn challenges(fx: &Fixture, rng: &SeededEntropy) -> Value {
         ("expired", good.encode(), NOW + 301),
         ("lowered amount", reencode(&|v| v["amount"] = json!("0.0001")), NOW),
         ("moved to another route", reencode(&|v| v["path"] = json!("/api/v1/free")), NOW),
+        ("relayed to another origin", reencode(&|v| v["origin"] = json!("https://evil.example")), NOW),
+        ("origin not in normal form", reencode(&|v| v["origin"] = json!("HTTPS://api.example.com:443")), NOW),
+        (
+            "no origin",
+            reencode(&|v| {
+                v.as_object_mut().unwrap().remove("origin");
+            }),
+            NOW,
+        ),
         ("moved to another account", reencode(&|v| v["account"] = json!(fx.other.account)), NOW),
         ("extended expiry", reencode(&|v| v["exp"] = json!(NOW + 86_400)), NOW),
         ("MAC under another provider's key", other_key.encode(), NOW),
@@ -261,7 +276,7 @@ fn challenges(fx: &Fixture, rng: &SeededEntropy) -> Value {
                     Ok(()) => "ok",
                     Err(e) => e.code(),
                 }),
-                json!({ "amount": c.amount, "currency": c.currency, "method": c.method, "path": c.path,
+                json!({ "amount": c.amount, "currency": c.currency, "method": c.method, "origin": c.origin, "path": c.path,
                         "account": c.account, "nonce": c.nonce, "exp": c.exp }),
             ),
         };
@@ -371,9 +386,9 @@ fn flip_case(addr: &str) -> String {
 }
 
 fn payments(fx: &Fixture, rng: &SeededEntropy) -> Value {
-    let pw = fx.paywall(false);
+    let pw = fx.paywall(false, ORIGIN);
     let price = Money::parse("0.01", Currency::Usd).unwrap();
-    let req = RequestInfo { method: "POST", path: "/api/v1/inference", body: None };
+    let req = RequestInfo::new("POST", "https", Some("api.example.com"), "/api/v1/inference");
     let mk = || {
         let r = pw.challenge(&req, &price, "per-call", NOW, rng).unwrap();
         r.headers.iter().find(|(k, _)| *k == "Vlexivo-Challenge").unwrap().1.clone()
@@ -417,7 +432,7 @@ fn payments(fx: &Fixture, rng: &SeededEntropy) -> Value {
 }
 
 fn paywall(fx: &Fixture, rng: &SeededEntropy) -> Value {
-    const INF: &str = "POST /api/v1/inference";
+    const INF: &str = "POST https://api.example.com/api/v1/inference";
     let mut cases: Vec<Value> = vec![];
     let mut case = |name: &str, price: &str, jwks: bool, requests: Vec<Value>| {
         cases.push(
@@ -442,9 +457,13 @@ fn paywall(fx: &Fixture, rng: &SeededEntropy) -> Value {
     let mut failed = req(Some(&t4));
     failed["handler_status"] = json!(500);
     case("handler failure releases the nonce", "0.001", false, vec![failed, req(Some(&t4)), req(Some(&t4))]);
-    let c5 = fx.claims(rng, "0.001", "POST /api/v1/data");
+    let c5 = fx.claims(rng, "0.001", "POST https://api.example.com/api/v1/data");
     case("another route", "0.001", false, vec![req(Some(&fx.hs(&c5)))]);
-    let c6 = fx.claims(rng, "0.001", "GET /api/v1/inference");
+    let c5o = fx.claims(rng, "0.001", "POST https://evil.example/api/v1/inference");
+    case("another origin", "0.001", false, vec![req(Some(&fx.hs(&c5o)))]);
+    let c5b = fx.claims(rng, "0.001", "POST /api/v1/inference");
+    case("bound to no origin", "0.001", false, vec![req(Some(&fx.hs(&c5b)))]);
+    let c6 = fx.claims(rng, "0.001", "GET https://api.example.com/api/v1/inference");
     case("another method", "0.001", false, vec![req(Some(&fx.hs(&c6)))]);
     let c7 = fx.claims(rng, "0.001", INF);
     case("lower amount than the price", "0.01", false, vec![req(Some(&fx.hs(&c7)))]);
@@ -524,7 +543,7 @@ fn paywall(fx: &Fixture, rng: &SeededEntropy) -> Value {
     case("garbage", "0.001", false, vec![req(Some("not.a.token!"))]);
     case("bad base64 payload", "0.001", false, vec![req(Some(&format!("{}.%%%.{}", parts[0], parts[2])))]);
     case("oversized proof header", "0.001", false, vec![req(Some(&"a".repeat(5000)))]);
-    let c13 = fx.claims(rng, "0.001", "GET /api/v1/data");
+    let c13 = fx.claims(rng, "0.001", "GET https://api.example.com/api/v1/data");
     let t13 = fx.hs(&c13);
     case(
         "query string is not part of the binding",
@@ -538,15 +557,13 @@ fn paywall(fx: &Fixture, rng: &SeededEntropy) -> Value {
     // Run each case through the core paywall to record what it must answer.
     let entropy = SeededEntropy::new(1);
     for case in &mut cases {
-        let pw = fx.paywall(case["jwks"].as_bool().unwrap());
+        let pw = fx.paywall(case["jwks"].as_bool().unwrap(), ORIGIN);
         let store = MemoryStore::new();
         let price = Paywall::parse_price(case["price"].as_str().unwrap(), "usd").unwrap();
         for r in case["requests"].as_array_mut().unwrap() {
-            let info = RequestInfo {
-                method: r["method"].as_str().unwrap(),
-                path: r["path"].as_str().unwrap(),
-                body: None,
-            };
+            // The origin is configured: the request's own Host (a test server's) plays no part.
+            let info =
+                RequestInfo::new(r["method"].as_str().unwrap(), "http", None, r["path"].as_str().unwrap());
             let now = r["now"].as_u64().unwrap();
             let expect = match pw.verify(r["proof"].as_str(), &info, &price, now, &store) {
                 Ok(facts) => {
@@ -566,10 +583,11 @@ fn paywall(fx: &Fixture, rng: &SeededEntropy) -> Value {
     }
     json!({
         "kind": "paywall",
-        "description": "A provider with api_secret (and, when a case says jwks: true, the facilitator's EdDSA keys) paywalls a route at `price`. Run each case's requests in order against one fresh nonce store, each at its `now` (leeway 30 s). A request with handler_status >= 500 has its nonce released. expect: {status, payment} on success, or {status, error, challenge} where challenge says whether a fresh Vlexivo-Challenge is attached.",
+        "description": "A provider with api_secret and the configured origin (and, when a case says jwks: true, the facilitator's EdDSA keys) paywalls a route at `price`; proofs are bound to \"METHOD origin/path\". Run each case's requests in order against one fresh nonce store, each at its `now` (leeway 30 s). A request with handler_status >= 500 has its nonce released. expect: {status, payment} on success, or {status, error, challenge} where challenge says whether a fresh Vlexivo-Challenge is attached.",
         "api_secret": fx.secret,
         "account": fx.keys.account,
         "facilitator_url": FACILITATOR,
+        "origin": ORIGIN,
         "jwks": jwks(&[&fx.ed]),
         "leeway_secs": 30,
         "cases": cases,
@@ -577,9 +595,13 @@ fn paywall(fx: &Fixture, rng: &SeededEntropy) -> Value {
 }
 
 fn client(fx: &Fixture, rng: &SeededEntropy) -> Value {
-    let pw = fx.paywall(false);
+    // No configured origin: the challenge binds the request's own, as a test server's would.
+    let mut cfg = PaywallConfig::new(&fx.secret);
+    cfg.facilitator_url = FACILITATOR.into();
+    let pw = Paywall::new(cfg).unwrap();
     let price = Money::parse("0.01", Currency::Usd).unwrap();
-    let info = RequestInfo { method: "POST", path: "/api/v1/inference", body: None };
+    let host = CLIENT_ORIGIN.strip_prefix("http://");
+    let info = RequestInfo::new("POST", "http", host, "/api/v1/inference");
     let rej = pw.challenge(&info, &price, "per-call", NOW, rng).unwrap();
     let enc = rej.headers.iter().find(|(k, _)| *k == "Vlexivo-Challenge").unwrap().1.clone();
     let url = "http://127.0.0.1:8080/api/v1/inference";

@@ -38,8 +38,10 @@ pub struct Challenge {
     pub currency: String,
     /// Pricing scope; "per-call" today.
     pub scope: String,
-    /// Resource binding: HTTP method (upper case) and path (no query string).
+    /// Resource binding: HTTP method (upper case), origin (`https://api.example.com`, in the
+    /// normal form of [`crate::origin`]) and path (no query string).
     pub method: String,
+    pub origin: String,
     pub path: String,
     /// Optional binding to the request body: base64url SHA-256.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -65,6 +67,8 @@ pub struct ChallengeParams<'a> {
     pub price: &'a Money,
     pub scope: &'a str,
     pub method: &'a str,
+    /// The provider's origin, in normal form ([`crate::origin`]).
+    pub origin: &'a str,
     pub path: &'a str,
     pub body_sha256: Option<&'a str>,
     pub account: &'a str,
@@ -92,6 +96,7 @@ impl Challenge {
             currency: p.price.currency().code().to_string(),
             scope: p.scope.to_string(),
             method: p.method.to_ascii_uppercase(),
+            origin: p.origin.to_string(),
             path: resource_path(p.path).to_string(),
             body_sha256: p.body_sha256.map(str::to_string),
             account: p.account.to_string(),
@@ -178,6 +183,9 @@ impl Challenge {
         if self.method.is_empty() || !self.method.bytes().all(|b| b.is_ascii_uppercase()) {
             return Err(Error::ChallengeMalformed("method"));
         }
+        if !crate::origin::is_normal(&self.origin) {
+            return Err(Error::ChallengeMalformed("origin"));
+        }
         if !self.path.starts_with('/') {
             return Err(Error::ChallengeMalformed("path"));
         }
@@ -194,9 +202,10 @@ impl Challenge {
         Money::parse(&self.amount, currency)?.positive()
     }
 
-    /// Resource binding string, as carried in the token's `res`: "POST /api/v1/inference".
+    /// Resource binding string, as carried in the token's `res`:
+    /// `"POST https://api.example.com/api/v1/inference"`.
     pub fn resource(&self) -> String {
-        resource_binding(&self.method, &self.path)
+        resource_binding(&self.method, &self.origin, &self.path)
     }
 
     /// Digest of the encoded challenge: what the payer's EIP-712 authorization signs.
@@ -205,13 +214,15 @@ impl Challenge {
     }
 }
 
-/// "METHOD /path" with the method upper-cased and the query string dropped.
-pub fn resource_binding(method: &str, path: &str) -> String {
-    let mut s = String::with_capacity(method.len() + 1 + path.len());
+/// `"METHOD origin/path"` (`"POST https://api.example.com/api/v1/inference"`): the method
+/// upper-cased, the origin as given (already in normal form), the query string dropped.
+pub fn resource_binding(method: &str, origin: &str, path: &str) -> String {
+    let mut s = String::with_capacity(method.len() + 1 + origin.len() + path.len());
     for c in method.chars() {
         s.push(c.to_ascii_uppercase());
     }
     s.push(' ');
+    s.push_str(origin);
     s.push_str(resource_path(path));
     s
 }
@@ -238,6 +249,7 @@ mod tests {
             price,
             scope: "per-call",
             method: "post",
+            origin: "https://api.example.com",
             path: "/api/v1/inference?x=1",
             body_sha256: None,
             account: "acct_00112233445566778899",
@@ -255,7 +267,7 @@ mod tests {
         let c = Challenge::create(&params(&price), &key, 1_700_000_000, &SeededEntropy::new(1)).unwrap();
         assert_eq!(c.method, "POST");
         assert_eq!(c.path, "/api/v1/inference");
-        assert_eq!(c.resource(), "POST /api/v1/inference");
+        assert_eq!(c.resource(), "POST https://api.example.com/api/v1/inference");
         let enc = c.encode();
         let d = Challenge::decode(&enc).unwrap();
         assert_eq!(d, c);
@@ -268,6 +280,34 @@ mod tests {
         let mut moved = d.clone();
         moved.path = "/api/v1/other".into();
         assert_eq!(moved.verify(&key, 1_700_000_100, 0).unwrap_err().code(), "challenge_invalid");
+        let mut relayed = d.clone();
+        relayed.origin = "https://evil.example".into();
+        assert_eq!(relayed.verify(&key, 1_700_000_100, 0).unwrap_err().code(), "challenge_invalid");
+    }
+
+    #[test]
+    fn decode_requires_an_origin_in_normal_form() {
+        let key = [7u8; 32];
+        let price = Money::parse("0.001", Currency::Usd).unwrap();
+        for origin in
+            ["HTTPS://api.example.com", "https://api.example.com:443", "https://api.example.com/", ""]
+        {
+            let mut p = params(&price);
+            p.origin = origin;
+            let c = Challenge::create(&p, &key, 1_700_000_000, &SeededEntropy::new(1)).unwrap();
+            assert_eq!(
+                Challenge::decode(&c.encode()).unwrap_err().code(),
+                "challenge_malformed",
+                "{origin:?}"
+            );
+        }
+        let mut v = serde_json::to_value(
+            Challenge::create(&params(&price), &key, 1_700_000_000, &SeededEntropy::new(1)).unwrap(),
+        )
+        .unwrap();
+        v.as_object_mut().unwrap().remove("origin");
+        let unbound = B64.encode(serde_json::to_vec(&v).unwrap());
+        assert_eq!(Challenge::decode(&unbound).unwrap_err().code(), "challenge_malformed");
     }
 
     #[test]

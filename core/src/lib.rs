@@ -8,6 +8,7 @@
 //! |---|---|
 //! | [`money`] | decimal amounts and currencies |
 //! | [`keys`] | `apiSecret` format and the keys derived from it (HKDF) |
+//! | [`origin`] | the origin (scheme, host, port) challenges and proofs are bound to |
 //! | [`challenge`] | the 402 challenge: create, encode, decode, MAC |
 //! | [`wallet`] | secp256k1 wallets, EIP-55 addresses, EIP-712 payment authorizations |
 //! | [`token`] | the proof token (JWT, HS256 or EdDSA) |
@@ -25,6 +26,7 @@ pub mod envvars;
 pub mod error;
 pub mod keys;
 pub mod money;
+pub mod origin;
 pub mod payment;
 pub mod paywall;
 pub mod policy;

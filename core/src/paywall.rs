@@ -2,11 +2,12 @@
 //! ASGI, WSGI): issue a challenge, verify a proof and consume its nonce, release it when the
 //! handler fails, and shape every refusal the same way. Adapters only move bytes.
 
-use crate::challenge::{Challenge, ChallengeParams, body_digest, resource_binding};
+use crate::challenge::{Challenge, ChallengeParams, body_digest, resource_path};
 use crate::env::Entropy;
 use crate::error::{Error, Result};
 use crate::keys::{Mode, ProviderKeys};
 use crate::money::{Currency, Money};
+use crate::origin::{Origin, push_request_origin};
 use crate::store::{Consume, NonceStore, nonce_key, parse_handle, push_lease};
 use crate::token::{Expectation, TokenVerifier, VerifierConfig};
 use serde::Serialize;
@@ -30,6 +31,11 @@ pub struct PaywallConfig {
     pub jwks: Option<jsonwebtoken::jwk::JwkSet>,
     /// Bind challenges to the request body's digest (for non-idempotent POSTs).
     pub bind_body: bool,
+    /// The origin clients call this API at (`https://api.example.com`), bound into every
+    /// challenge and token. `None`: each request's own scheme and `Host` header, which is right
+    /// on a directly exposed server but not behind a proxy that rewrites either; and a server
+    /// that answers any `Host` lets a relaying site name itself. Configure it in production.
+    pub origin: Option<String>,
 }
 
 impl PaywallConfig {
@@ -43,6 +49,7 @@ impl PaywallConfig {
             leeway_secs: DEFAULT_LEEWAY_SECS,
             jwks: None,
             bind_body: false,
+            origin: None,
         }
     }
 }
@@ -53,8 +60,20 @@ pub struct RequestInfo<'a> {
     pub method: &'a str,
     /// Path with or without query string (the query is dropped from the binding).
     pub path: &'a str,
+    /// `http` or `https`: how the server received the request (not a forwarded header).
+    /// Used with `host` only when the paywall has no configured origin.
+    pub scheme: &'a str,
+    /// The `Host` header (HTTP/2: `:authority`).
+    pub host: Option<&'a str>,
     /// Raw body, when the paywall binds bodies.
     pub body: Option<&'a [u8]>,
+}
+
+impl<'a> RequestInfo<'a> {
+    /// A request without a body, received over `scheme` for `host`.
+    pub fn new(method: &'a str, scheme: &'a str, host: Option<&'a str>, path: &'a str) -> Self {
+        Self { method, path, scheme, host, body: None }
+    }
 }
 
 /// Verified payment facts, handed to the route handler (`req.vlxPayment`).
@@ -203,6 +222,7 @@ pub struct Paywall {
     ttl: u64,
     leeway: u64,
     bind_body: bool,
+    origin: Option<Origin>,
 }
 
 impl Paywall {
@@ -233,6 +253,7 @@ impl Paywall {
         if cfg.challenge_ttl_secs == 0 || cfg.challenge_ttl_secs > 3600 {
             return Err(Error::Config("challenge TTL must be 1..=3600 seconds".into()));
         }
+        let origin = cfg.origin.as_deref().map(Origin::parse).transpose()?;
         let verifier = TokenVerifier::new(VerifierConfig {
             account: keys.account.clone(),
             mode: keys.mode.as_str().into(),
@@ -248,6 +269,7 @@ impl Paywall {
             ttl: cfg.challenge_ttl_secs,
             leeway: cfg.leeway_secs,
             bind_body: cfg.bind_body,
+            origin,
         })
     }
 
@@ -265,6 +287,38 @@ impl Paywall {
 
     pub fn binds_body(&self) -> bool {
         self.bind_body
+    }
+
+    /// The configured origin, if any (else each request's own is bound).
+    pub fn origin(&self) -> Option<&Origin> {
+        self.origin.as_ref()
+    }
+
+    /// The origin this request is bound to: the configured one, else the request's scheme and
+    /// `Host` in normal form (`request_malformed` when the `Host` is missing or malformed).
+    pub fn origin_of(&self, req: &RequestInfo<'_>) -> Result<Origin> {
+        match &self.origin {
+            Some(o) => Ok(o.clone()),
+            None => Origin::of_request(req.scheme, req.host),
+        }
+    }
+
+    /// The resource a proof for this request must be bound to, as the token's `res` carries
+    /// it: `"METHOD origin/path"` (`"GET https://api.example.com/api/v1/data"`).
+    pub fn binding(&self, req: &RequestInfo<'_>) -> Result<String> {
+        let path = resource_path(req.path);
+        let origin_len = self.origin.as_ref().map_or(32, |o| o.as_str().len());
+        let mut s = String::with_capacity(req.method.len() + 1 + origin_len + path.len());
+        for c in req.method.chars() {
+            s.push(c.to_ascii_uppercase());
+        }
+        s.push(' ');
+        match &self.origin {
+            Some(o) => s.push_str(o.as_str()),
+            None => push_request_origin(&mut s, req.scheme, req.host)?,
+        }
+        s.push_str(path);
+        Ok(s)
     }
 
     /// Parse a provider's price (a string from config or a resolver).
@@ -343,8 +397,8 @@ impl Paywall {
         now: u64,
         f: impl FnOnce(PaidRef<'_>, String, u64) -> Result<T>,
     ) -> Result<T> {
+        let resource = self.binding(req)?;
         let token = proof.map(str::trim).filter(|t| !t.is_empty()).ok_or(Error::TokenMissing)?;
-        let resource = resource_binding(req.method, req.path);
         let digest = match (self.bind_body, req.body) {
             (true, Some(b)) => Some(body_digest(b)),
             (true, None) => Some(body_digest(b"")),
@@ -449,11 +503,13 @@ impl Paywall {
             _ => None,
         };
         let mode = self.keys.mode.as_str();
+        let origin = self.origin_of(req)?;
         let c = Challenge::create(
             &ChallengeParams {
                 price,
                 scope,
                 method: req.method,
+                origin: origin.as_str(),
                 path: req.path,
                 body_sha256: digest.as_deref(),
                 account: &self.keys.account,
@@ -505,11 +561,18 @@ impl Paywall {
     ) -> Rejection {
         if err.http_status() == 402 {
             if let Some(price) = price {
-                if let Ok(r) = self.challenge_for(err, req, price, scope, now, entropy) {
-                    return r;
+                match self.challenge_for(err, req, price, scope, now, entropy) {
+                    Ok(r) => return r,
+                    // No challenge can be made for this request (no usable Host): say why.
+                    Err(e) => return Self::plain(&e),
                 }
             }
         }
+        Self::plain(err)
+    }
+
+    /// A refusal without a challenge.
+    fn plain(err: &Error) -> Rejection {
         let message = match err {
             Error::PriceInvalid(_) | Error::Internal(_) | Error::NonceStoreUnavailable(_) => {
                 "the provider could not price or record this request".to_string()

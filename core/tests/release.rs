@@ -25,7 +25,7 @@ fn setup() -> (Paywall, String, Money) {
             txh: format!("0x{}", "ab".repeat(32)),
             amt: "0.001".into(),
             cur: "usd".into(),
-            res: "GET /paid".into(),
+            res: "GET http://api.test/paid".into(),
             bdy: None,
             mode: "sandbox".into(),
             net: "sandbox".into(),
@@ -37,7 +37,8 @@ fn setup() -> (Paywall, String, Money) {
     (pw, token, Money::parse("0.001", Currency::Usd).unwrap())
 }
 
-const REQ: RequestInfo<'static> = RequestInfo { method: "GET", path: "/paid", body: None };
+const REQ: RequestInfo<'static> =
+    RequestInfo { method: "GET", path: "/paid", scheme: "http", host: Some("api.test"), body: None };
 
 fn stores() -> Vec<Arc<dyn NonceStore>> {
     let mut v: Vec<Arc<dyn NonceStore>> = vec![Arc::new(MemoryStore::new())];

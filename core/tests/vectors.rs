@@ -64,9 +64,15 @@ fn challenges() {
                 assert_eq!(verify, c["expect"]["verify"], "{name}");
                 assert_eq!(json!(ch.amount), c["expect"]["fields"]["amount"], "{name}");
                 assert_eq!(json!(ch.path), c["expect"]["fields"]["path"], "{name}");
+                assert_eq!(json!(ch.origin), c["expect"]["fields"]["origin"], "{name}");
             }
         }
     }
+    // Pinned: a challenge moved to another origin, or not bound to one, never verifies.
+    let by_name = |n: &str| cases(&v).iter().find(|c| c["name"] == n).unwrap_or_else(|| panic!("{n}"));
+    assert_eq!(by_name("relayed to another origin")["expect"]["verify"], "challenge_invalid");
+    assert_eq!(by_name("origin not in normal form")["expect"]["decode"], "challenge_malformed");
+    assert_eq!(by_name("no origin")["expect"]["decode"], "challenge_malformed");
     // Pinned: nothing but an untouched challenge verifies.
     for c in cases(&v) {
         let ok = c["expect"]["verify"] == "ok";
@@ -144,6 +150,7 @@ fn paywall() {
         let mut cfg = PaywallConfig::new(v["api_secret"].as_str().unwrap());
         cfg.facilitator_url = v["facilitator_url"].as_str().unwrap().into();
         cfg.leeway_secs = v["leeway_secs"].as_u64().unwrap();
+        cfg.origin = Some(v["origin"].as_str().unwrap().into());
         if c["jwks"] == json!(true) {
             cfg.jwks = Some(serde_json::from_value(v["jwks"].clone()).unwrap());
         }
@@ -153,11 +160,13 @@ fn paywall() {
         let price =
             Paywall::parse_price(c["price"].as_str().unwrap(), c["currency"].as_str().unwrap()).unwrap();
         for r in c["requests"].as_array().unwrap() {
-            let info = RequestInfo {
-                method: r["method"].as_str().unwrap(),
-                path: r["path"].as_str().unwrap(),
-                body: None,
-            };
+            // A Host that is not the configured origin: the configured one is what counts.
+            let info = RequestInfo::new(
+                r["method"].as_str().unwrap(),
+                "http",
+                Some("127.0.0.1:1"),
+                r["path"].as_str().unwrap(),
+            );
             let now = r["now"].as_u64().unwrap();
             let got = match pw.verify(r["proof"].as_str(), &info, &price, now, &store) {
                 Ok(facts) => {
@@ -187,6 +196,8 @@ fn paywall() {
         ("replay", &[(200, ""), (409, "token_replayed")]),
         ("handler failure releases the nonce", &[(500, ""), (200, ""), (409, "token_replayed")]),
         ("another route", &[(402, "token_resource")]),
+        ("another origin", &[(402, "token_resource")]),
+        ("bound to no origin", &[(402, "token_resource")]),
         ("another method", &[(402, "token_resource")]),
         ("lower amount than the price", &[(402, "token_underpaid")]),
         ("another currency", &[(402, "token_currency")]),

@@ -134,7 +134,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     for n in 0..o.payments {
         let w = &payers[n % o.concurrency];
         let path = format!("/bench/{n}");
-        let info = RequestInfo { method: "GET", path: &path, body: None };
+        let info = RequestInfo::new("GET", "http", Some("127.0.0.1:8080"), &path);
         let rej = paywall.challenge(&info, &price, "per-call", now, &OsEntropy)?;
         let pr = parse_payment_required(402, rej.headers.iter().map(|(k, v)| (*k, v.as_str())), b"")?;
         let req = vlexivo_core::payment::sign(&pr.challenge, &pr.encoded, w)?;

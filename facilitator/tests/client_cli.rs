@@ -84,7 +84,7 @@ async fn pay_prints_price_body_and_receipt() {
     let url = format!("{}/api/v1/hello", env.api);
     let out = vlexivo(s(&["pay", &url]), Some(key.clone())).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stderr.contains("GET /api/v1/hello costs $0.001 usd"), "{}", out.stderr);
+    assert!(out.stderr.contains(&format!("GET {}/api/v1/hello costs $0.001 usd", env.api)), "{}", out.stderr);
     assert!(out.stderr.contains("receipt tx=0x"), "{}", out.stderr);
     let body: Value = serde_json::from_str(out.stdout.trim()).unwrap();
     assert_eq!(body["message"], "hello, paid world");
@@ -110,7 +110,7 @@ async fn pay_prints_price_body_and_receipt() {
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     let v: Value = serde_json::from_str(out.stdout.trim()).unwrap();
     assert_eq!((v["status"].as_u64(), v["price"].as_str()), (Some(200), Some("0.01")));
-    assert_eq!(v["resource"], "POST /api/v1/inference");
+    assert_eq!(v["resource"], format!("POST {}/api/v1/inference", env.api));
     assert_eq!(v["receipt"]["payer"], w.address().to_checksum());
     assert_eq!(v["receipt"]["balance"], "0.989");
     assert_eq!(v["body"]["paid"], "0.01");

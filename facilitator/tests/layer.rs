@@ -199,7 +199,7 @@ async fn paid_call_end_to_end() {
     // The handler saw the verified payment.
     assert_eq!(body["payer"], client.address());
     assert_eq!(body["amount"], "0.001");
-    assert_eq!(body["resource"], "GET /hello");
+    assert_eq!(body["resource"], format!("GET {}", env.url("/hello")));
     assert_eq!(body["tx"], receipt.tx_hash.as_str());
     assert!(header.contains(&format!("tx={}", receipt.tx_hash)) && header.contains("amount=0.001"));
     assert!(expose.contains("Vlexivo-Receipt") && expose.contains("Vlexivo-Challenge"));
@@ -233,7 +233,7 @@ async fn no_proof_gets_a_402_challenge() {
     assert_eq!(body["price"], "0.001");
     assert_eq!(body["currency"], "usd");
     assert_eq!(body["scope"], "per-call");
-    assert_eq!(body["resource"], "GET /hello");
+    assert_eq!(body["resource"], format!("GET {}", env.url("/hello")));
     assert_eq!(body["facilitator"], env.srv.url.as_str());
     assert_eq!(body["challenge"], challenge.as_str());
     // The decoded challenge names this route and price.
@@ -458,7 +458,7 @@ async fn async_price_and_nested_routes() {
     // Under `nest`, the challenge binds the full path the client called.
     let res = reqwest::get(env.url("/v2/deep")).await.unwrap();
     let (_, body) = json_of(res).await;
-    assert_eq!(body["resource"], "GET /v2/deep");
+    assert_eq!(body["resource"], format!("GET {}", env.url("/v2/deep")));
     let res = client.get(&env.url("/v2/deep")).await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.text().await.unwrap(), "nested ok");
@@ -512,5 +512,5 @@ async fn redirected_calls_pay_for_where_they_land() {
     assert_eq!(res.status(), 200);
     assert_eq!(receipt_of(&res).unwrap().amount, "0.001");
     let (_, body) = json_of(res).await;
-    assert_eq!(body["resource"], "GET /hello");
+    assert_eq!(body["resource"], format!("GET {}", env.url("/hello")));
 }

@@ -186,7 +186,7 @@ async fn payment_happy_path_replay_and_listing() {
     assert_eq!(claims.aud, p.account);
     assert_eq!(claims.iss, u);
     assert_eq!(claims.txh, r["tx_hash"].as_str().unwrap());
-    assert_eq!(claims.res, "GET /api/v1/inference");
+    assert_eq!(claims.res, "GET http://127.0.0.1:8080/api/v1/inference");
     assert_eq!(claims.amt, "0.001");
 
     // Paying the same challenge again: same receipt, replayed, nothing debited.
@@ -235,7 +235,7 @@ async fn payment_happy_path_replay_and_listing() {
     assert_eq!(rows[1]["nonce"], nonce);
     assert_eq!(rows[1]["payer"], w.address().to_checksum());
     assert_eq!(rows[1]["tx_hash"], r["tx_hash"]);
-    assert_eq!(rows[1]["resource"], "GET /api/v1/inference");
+    assert_eq!(rows[1]["resource"], "GET http://127.0.0.1:8080/api/v1/inference");
     assert_eq!(rows[1]["currency"], "usd");
     assert_eq!(rows[1]["paid_at"].as_u64(), Some(paid_at));
     let r = c

@@ -380,7 +380,7 @@ where
                 } else {
                     Error::RequestMalformed("could not read the request body".into())
                 };
-                let info = RequestInfo { method: &method, path: &target, body: None };
+                let info = RequestInfo::new(&method, "http", None, &target);
                 return Ok(rejection(cfg.paywall.reject(&err, &info, None, &cfg.scope, now, &*cfg.entropy)));
             }
         }
@@ -408,7 +408,8 @@ where
     ResBody::Error: Into<axum::BoxError>,
 {
     let (mut parts, req_body) = req.into_parts();
-    let info = RequestInfo { method, path, body: body.as_deref() };
+    let (scheme, host) = request_origin(&parts);
+    let info = RequestInfo { method, path, scheme, host: host.as_deref(), body: body.as_deref() };
     let paywall = &*cfg.paywall;
 
     let price = match cfg.price.resolve(&parts, body.as_ref(), cfg.currency).await {
@@ -478,6 +479,18 @@ where
             Err(e)
         }
     }
+}
+
+/// The request's scheme and `Host` (HTTP/2: the URI's authority), for a paywall without a
+/// configured origin. hyper does not say whether the connection was TLS: a server behind TLS
+/// configures `PaywallConfig::origin`.
+fn request_origin(parts: &Parts) -> (&'static str, Option<String>) {
+    let scheme = if parts.uri.scheme_str() == Some("https") { "https" } else { "http" };
+    let host = match parts.headers.get(header::HOST) {
+        Some(h) => h.to_str().ok().map(str::to_string),
+        None => parts.uri.authority().map(|a| a.as_str().to_string()),
+    };
+    (scheme, host)
 }
 
 /// Releases the consumed nonce on drop unless disarmed.

@@ -73,6 +73,7 @@ class Paywall:
         bind_body: bool = False,
         nonce_store: str = "memory",
         jwks: str | Mapping[str, Any] | None = None,
+        origin: str | None = None,
     ) -> Paywall: ...
     @property
     def account(self) -> str: ...
@@ -80,6 +81,8 @@ class Paywall:
     def mode(self) -> str: ...
     @property
     def facilitator_url(self) -> str: ...
+    @property
+    def origin(self) -> str | None: ...
     @property
     def bind_body(self) -> bool: ...
     @property
@@ -93,6 +96,9 @@ class Paywall:
         currency: str = "usd",
         now: int | None = None,
         body: bytes | None = None,
+        *,
+        scheme: str = "http",
+        host: str | None = None,
     ) -> Payment: ...
     def release(self, store_key: str) -> None: ...
     def challenge(
@@ -104,6 +110,9 @@ class Paywall:
         scope: str = "per-call",
         now: int | None = None,
         body: bytes | None = None,
+        *,
+        scheme: str = "http",
+        host: str | None = None,
     ) -> _Answer: ...
     def reject(
         self,
@@ -115,6 +124,9 @@ class Paywall:
         scope: str = "per-call",
         now: int | None = None,
         body: bytes | None = None,
+        *,
+        scheme: str = "http",
+        host: str | None = None,
     ) -> _Answer: ...
 
 @final
@@ -239,4 +251,5 @@ def _test_only_issue_hs256_token(
     payer: str = "0x0000000000000000000000000000000000000001",
     facilitator_url: str = "http://127.0.0.1:4020",
     body: bytes | None = None,
+    origin: str = "http://api.test",
 ) -> str: ...

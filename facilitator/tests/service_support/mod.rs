@@ -176,7 +176,13 @@ pub fn paywall(secret: &str, facilitator: &str) -> Paywall {
 pub fn challenge_at(pw: &Paywall, path: &str, price: &str, at: u64) -> String {
     let price = Money::parse(price, Currency::Usd).unwrap();
     let r = pw
-        .challenge(&RequestInfo { method: "GET", path, body: None }, &price, "per-call", at, &OsEntropy)
+        .challenge(
+            &RequestInfo::new("GET", "http", Some("127.0.0.1:8080"), path),
+            &price,
+            "per-call",
+            at,
+            &OsEntropy,
+        )
         .unwrap();
     assert_eq!(r.status, 402);
     r.headers
