@@ -27,6 +27,8 @@ from starlette.routing import Mount, Route
 from vlexivo import VlexivoServer, _native
 
 SECRET = "sk_test_6pmpFeivHgqW7JxfnBXZje6aGyg3nqjNmwfgLHfp7bM"
+# The test servers listen on random ports: the origin is configured, and tokens bound to it.
+ORIGIN = "http://api.test"
 _seq = iter(range(1_000_000))
 
 
@@ -130,7 +132,7 @@ def reuse(url: str, method: str, path: str, t: str) -> httpx.Response:
 def test_asgi_background_task_raising_after_the_response_keeps_the_nonce(serve: Any) -> None:
     """FastAPI: a BackgroundTask that raises after the 200 went out (issue 15 item 1: the
     middleware released on any exception, so one payment bought many complete 200s)."""
-    vlx = VlexivoServer(api_secret=SECRET)
+    vlx = VlexivoServer(api_secret=SECRET, origin=ORIGIN)
     runs = Runs()
     app = FastAPI()
     app.add_middleware(vlx.asgi_paywall, routes={"GET /report": vlx.price("0.001")})
@@ -155,7 +157,7 @@ def test_asgi_background_task_raising_after_the_response_keeps_the_nonce(serve: 
 
 
 def test_dependency_background_task_raising_after_the_response_keeps_the_nonce(serve: Any) -> None:
-    vlx = VlexivoServer(api_secret=SECRET)
+    vlx = VlexivoServer(api_secret=SECRET, origin=ORIGIN)
     runs = Runs()
     app = FastAPI()
 
@@ -179,7 +181,7 @@ def test_dependency_background_task_raising_after_the_response_keeps_the_nonce(s
 
 def test_wsgi_close_raising_after_the_body_keeps_the_nonce(serve: Any) -> None:
     """The WSGI twin: the app's iterable raises in close(), after the whole body was sent."""
-    vlx = VlexivoServer(api_secret=SECRET)
+    vlx = VlexivoServer(api_secret=SECRET, origin=ORIGIN)
     runs = Runs()
 
     class Body:
@@ -203,7 +205,7 @@ def test_wsgi_close_raising_after_the_body_keeps_the_nonce(serve: Any) -> None:
 
 
 def test_flask_call_on_close_raising_keeps_the_nonce(serve: Any) -> None:
-    vlx = VlexivoServer(api_secret=SECRET)
+    vlx = VlexivoServer(api_secret=SECRET, origin=ORIGIN)
     runs = Runs()
     app = flask.Flask("onclose")
 
@@ -290,7 +292,7 @@ SLOW_APPS: dict[str, tuple[str, Callable[[VlexivoServer, Runs, bool], Any]]] = {
 def test_client_gone_handler_completed_keeps_the_nonce(adapter: str, serve: Any) -> None:
     """A client that hangs up while the paid handler runs does not get its proof back: the
     handler completed (one payment, one run; issue 15 item 2)."""
-    vlx = VlexivoServer(api_secret=SECRET)
+    vlx = VlexivoServer(api_secret=SECRET, origin=ORIGIN)
     runs = Runs()
     kind, build = SLOW_APPS[adapter]
     url = serve(kind, build(vlx, runs, False))
@@ -307,7 +309,7 @@ def test_client_gone_handler_completed_keeps_the_nonce(adapter: str, serve: Any)
 def test_client_gone_handler_failed_releases_the_nonce(adapter: str, serve: Any, caplog: pytest.LogCaptureFixture) -> None:
     """The same hang-up, but the handler then fails: the work was not done, the proof is good."""
     caplog.set_level(logging.CRITICAL)
-    vlx = VlexivoServer(api_secret=SECRET)
+    vlx = VlexivoServer(api_secret=SECRET, origin=ORIGIN)
     runs = Runs()
     kind, build = SLOW_APPS[adapter]
     url = serve(kind, build(vlx, runs, True))
@@ -321,7 +323,7 @@ def test_client_gone_handler_failed_releases_the_nonce(adapter: str, serve: Any,
 
 
 def test_asgi_stream_cut_by_the_client_keeps_the_nonce(serve: Any) -> None:
-    vlx = VlexivoServer(api_secret=SECRET)
+    vlx = VlexivoServer(api_secret=SECRET, origin=ORIGIN)
     runs = Runs()
     app = FastAPI()
     app.add_middleware(vlx.asgi_paywall, routes={"GET /stream": vlx.price("0.001")})
@@ -347,7 +349,7 @@ def test_asgi_stream_cut_by_the_client_keeps_the_nonce(serve: Any) -> None:
 
 def test_flask_stream_failing_midway_releases_the_nonce(serve: Any, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.CRITICAL)
-    vlx = VlexivoServer(api_secret=SECRET)
+    vlx = VlexivoServer(api_secret=SECRET, origin=ORIGIN)
     runs = Runs()
     app = flask.Flask("stream")
     state = {"fail": True}
@@ -381,7 +383,7 @@ def test_flask_stream_failing_midway_releases_the_nonce(serve: Any, caplog: pyte
 
 def test_asgi_head_on_a_get_route_is_paid(serve: Any) -> None:
     """Starlette serves HEAD on a GET route: a table keyed "GET /x" prices it (issue 15 item 4)."""
-    vlx = VlexivoServer(api_secret=SECRET)
+    vlx = VlexivoServer(api_secret=SECRET, origin=ORIGIN)
     runs = Runs()
 
     async def doc(request: Any) -> PlainTextResponse:
@@ -407,7 +409,7 @@ def test_asgi_head_on_a_get_route_is_paid(serve: Any) -> None:
 def test_wsgi_head_on_a_get_route_is_paid_and_answered_without_a_body(serve: Any) -> None:
     """Generic wsgi_paywall under waitress: HEAD was let through unpaid, and its 402 carried a
     body that the next response on the keep-alive connection was read from (issue 15 item 10)."""
-    vlx = VlexivoServer(api_secret=SECRET)
+    vlx = VlexivoServer(api_secret=SECRET, origin=ORIGIN)
     runs = Runs()
 
     def app(environ: Any, start_response: Any) -> list[bytes]:
@@ -427,7 +429,7 @@ def test_wsgi_head_on_a_get_route_is_paid_and_answered_without_a_body(serve: Any
 
 
 def test_flask_head_on_a_get_view_is_paid(serve: Any) -> None:
-    vlx = VlexivoServer(api_secret=SECRET)
+    vlx = VlexivoServer(api_secret=SECRET, origin=ORIGIN)
     app = flask.Flask("head")
 
     @app.get("/doc")
@@ -448,7 +450,7 @@ def test_flask_head_on_a_get_view_is_paid(serve: Any) -> None:
 
 
 def test_only_cors_preflights_are_free(serve: Any) -> None:
-    vlx = VlexivoServer(api_secret=SECRET)
+    vlx = VlexivoServer(api_secret=SECRET, origin=ORIGIN)
     preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
 
     async def any_method(request: Any) -> PlainTextResponse:
@@ -516,7 +518,7 @@ def _two_step(url: str, path: str, method: str = "GET") -> list[tuple[int, str]]
 def test_flask_stacked_decorators_ask_one_price_once(serve: Any) -> None:
     """Two stacked decorators asked 0.001, then 0.05, then answered 409: the payer was charged
     0.051 and never served (issue 15 item 11)."""
-    vlx = VlexivoServer(api_secret=SECRET)
+    vlx = VlexivoServer(api_secret=SECRET, origin=ORIGIN)
     app = flask.Flask("stacked")
 
     @app.get("/premium")
@@ -533,7 +535,7 @@ def test_flask_stacked_decorators_ask_one_price_once(serve: Any) -> None:
 
 
 def test_fastapi_dependencies_on_one_route_ask_one_price_once(serve: Any) -> None:
-    vlx = VlexivoServer(api_secret=SECRET)
+    vlx = VlexivoServer(api_secret=SECRET, origin=ORIGIN)
     router = APIRouter(dependencies=[Depends(vlx.paywall(price="0.001"))])
 
     @router.get("/premium")
@@ -547,7 +549,7 @@ def test_fastapi_dependencies_on_one_route_ask_one_price_once(serve: Any) -> Non
 
 
 def test_middleware_and_dependency_on_one_route_ask_one_price_once(serve: Any) -> None:
-    vlx = VlexivoServer(api_secret=SECRET)
+    vlx = VlexivoServer(api_secret=SECRET, origin=ORIGIN)
     app = FastAPI()
     app.add_middleware(vlx.asgi_paywall, routes={"/zone/*": vlx.price("0.001")})
 
@@ -565,7 +567,7 @@ def test_middleware_and_dependency_on_one_route_ask_one_price_once(serve: Any) -
 
 
 def test_wsgi_middleware_and_flask_decorator_ask_one_price_once(serve: Any) -> None:
-    vlx = VlexivoServer(api_secret=SECRET)
+    vlx = VlexivoServer(api_secret=SECRET, origin=ORIGIN)
     app = flask.Flask("zone")
 
     @app.get("/zone/premium")
@@ -584,7 +586,7 @@ def test_wsgi_middleware_and_flask_decorator_ask_one_price_once(serve: Any) -> N
 def test_asgi_table_names_routes_of_the_router(serve: Any) -> None:
     """Path parameters, include prefixes, mounts, trailing slashes and case follow the router:
     the paywall prices exactly the route whose handler runs."""
-    vlx = VlexivoServer(api_secret=SECRET)
+    vlx = VlexivoServer(api_secret=SECRET, origin=ORIGIN)
     sub = FastAPI()
 
     @sub.get("/report")
@@ -635,7 +637,7 @@ def test_asgi_table_names_routes_of_the_router(serve: Any) -> None:
 
 
 def test_asgi_table_key_naming_no_route_fails_closed(serve: Any, caplog: pytest.LogCaptureFixture) -> None:
-    vlx = VlexivoServer(api_secret=SECRET)
+    vlx = VlexivoServer(api_secret=SECRET, origin=ORIGIN)
     app = FastAPI()
 
     @app.get("/reports/")
@@ -654,7 +656,7 @@ def test_asgi_table_key_naming_no_route_fails_closed(serve: Any, caplog: pytest.
 def test_asgi_route_mismatch_never_serves_paid_content_unpaid(serve: Any, caplog: pytest.LogCaptureFixture) -> None:
     """If the router runs another route than the one the paywall priced (here a route class
     that hands its requests to the paid route), the paid content is not delivered."""
-    vlx = VlexivoServer(api_secret=SECRET)
+    vlx = VlexivoServer(api_secret=SECRET, origin=ORIGIN)
     runs = Runs()
 
     async def paid(request: Any) -> PlainTextResponse:
@@ -679,7 +681,7 @@ def test_asgi_route_mismatch_never_serves_paid_content_unpaid(serve: Any, caplog
 
 
 def test_wsgi_table_names_flask_rules(serve: Any, caplog: pytest.LogCaptureFixture) -> None:
-    vlx = VlexivoServer(api_secret=SECRET)
+    vlx = VlexivoServer(api_secret=SECRET, origin=ORIGIN)
     app = flask.Flask("rules")
 
     @app.get("/items/<int:item_id>")
@@ -714,7 +716,7 @@ def test_wsgi_table_names_flask_rules(serve: Any, caplog: pytest.LogCaptureFixtu
 def test_wsgi_path_holding_a_url_binds_the_whole_path(serve: Any) -> None:
     """`/api/v1/scrape/https://example.com/api/v1/fixed` was bound as `/api/v1/fixed`: an honest
     payer could not buy it and a proof for `/api/v1/fixed` was accepted (issue 15 item 10)."""
-    vlx = VlexivoServer(api_secret=SECRET)
+    vlx = VlexivoServer(api_secret=SECRET, origin=ORIGIN)
 
     def app(environ: Any, start_response: Any) -> list[bytes]:
         start_response("200 OK", [("Content-Type", "text/plain")])
@@ -723,7 +725,7 @@ def test_wsgi_path_holding_a_url_binds_the_whole_path(serve: Any) -> None:
     url = serve("waitress", vlx.wsgi_paywall(app, routes={"GET /api/v1/scrape/*": vlx.price("0.001")}))
     path = "/api/v1/scrape/https://example.com/api/v1/fixed"
     r = httpx.get(url + path)
-    assert r.status_code == 402 and r.json()["resource"] == f"GET {path}"
+    assert r.status_code == 402 and r.json()["resource"] == f"GET {ORIGIN}{path}"
     r = httpx.get(url + path, headers=proof(token("GET", "/api/v1/fixed")))
     assert (r.status_code, r.json()["error"]) == (402, "token_resource")
     assert _two_step(url, path) == [(402, "0.001"), (200, path)]
@@ -732,7 +734,7 @@ def test_wsgi_path_holding_a_url_binds_the_whole_path(serve: Any) -> None:
 def test_nested_asgi_paywalls_ask_one_price_once(serve: Any) -> None:
     """A paywall middleware on the app and another on a mounted sub-app (and a second one in the
     app's own stack): every paywall on the path is satisfied by one proof, asked for once."""
-    vlx = VlexivoServer(api_secret=SECRET)
+    vlx = VlexivoServer(api_secret=SECRET, origin=ORIGIN)
     sub = FastAPI()
 
     @sub.get("/premium")
@@ -760,7 +762,7 @@ def test_nested_asgi_paywalls_ask_one_price_once(serve: Any) -> None:
 
 
 def test_nested_wsgi_paywalls_ask_one_price_once(serve: Any) -> None:
-    vlx = VlexivoServer(api_secret=SECRET)
+    vlx = VlexivoServer(api_secret=SECRET, origin=ORIGIN)
     app = flask.Flask("nested")
 
     @app.get("/zone/premium")

@@ -72,6 +72,17 @@ def binding_path(scope: Scope) -> str:
     return quote(scope.get("root_path", "") + scope["path"], safe="/:@!$&'()*+,;=-._~%")
 
 
+def request_origin(scope: Scope) -> tuple[str, str | None]:
+    """The scheme and ``Host`` the request came with (core binds them when no origin is
+    configured); the server's address when a client sent no ``Host``."""
+    for k, v in scope["headers"]:
+        if k == b"host":
+            return scope.get("scheme", "http"), v.decode("latin-1")
+    server = scope.get("server")
+    host = f"{server[0]}:{server[1]}" if server and server[1] is not None else None
+    return scope.get("scheme", "http"), host
+
+
 def proof_of(scope: Scope) -> str | None:
     k: bytes
     v: bytes
@@ -224,11 +235,11 @@ class PaywallMiddleware:
             if missing:
                 price = await _price_all(missing, scope, body, scope, now)
                 if not earlier.covers_price(price):
-                    raise underpaid(earlier, missing[0], price, method, path, now, body)
+                    raise underpaid(earlier, missing[0], price, method, path, request_origin(scope), now, body)
             return receive
         fixed = plan.price
         price = fixed if fixed is not None else await _price_all(gates, scope, body, scope, now)
-        paid = admit(gates, proof_of(scope), method, path, price, body, now)
+        paid = admit(gates, proof_of(scope), method, path, request_origin(scope), price, body, now)
         scope[PAID_KEY] = box.paid = paid
         state = scope.get("state")
         if state is None:
@@ -522,7 +533,7 @@ class PaywallGuard:
                         body = await request.body()
                     price = await _price_all((gate,), scope, body, request, now)
                     if not paid.covers_price(price):
-                        raise underpaid(paid, gate, price, method, path, now, body)
+                        raise underpaid(paid, gate, price, method, path, request_origin(scope), now, body)
                 payment = paid.payment
                 owner = False
             else:
@@ -532,7 +543,7 @@ class PaywallGuard:
                     if len(body) > self.server.max_body_bytes:
                         raise Reject(gate.too_large(method, path, now))
                 price = await _price_all(gates, scope, body, request, now)
-                paid = admit(gates, proof_of(scope), method, path, price, body, now)
+                paid = admit(gates, proof_of(scope), method, path, request_origin(scope), price, body, now)
                 scope[PAID_KEY] = paid
                 if box is not None:
                     box.paid = paid

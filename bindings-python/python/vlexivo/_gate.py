@@ -324,11 +324,16 @@ class Paid:
             self.release()
 
 
+# The request's (scheme, Host): bound into challenges and proofs when no origin is configured.
+Origin = tuple[str, Union[str, None]]
+
+
 def admit(
     gates: Sequence[Gate],
     proof: str | None,
     method: str,
     path: str,
+    origin: Origin,
     price: _native.Price,
     body: bytes | None,
     now: int | None,
@@ -337,16 +342,28 @@ def admit(
     with the answer to send."""
     gate = gates[0]
     native = gate.provider.native
+    scheme, host = origin
     try:
-        payment = native.verify(proof, method, path, price, price.currency, now, body)
+        payment = native.verify(proof, method, path, price, price.currency, now, body, scheme=scheme, host=host)
     except _native.NativeError as e:
         if e.status >= 500:
             logger.error("vlexivo: %s %s: %s (%s)", method, path, e.code, e.message)
-        raise Reject(native.reject(e, method, path, price, price.currency, gate.scope, now, body)) from None
+        raise Reject(
+            native.reject(e, method, path, price, price.currency, gate.scope, now, body, scheme=scheme, host=host)
+        ) from None
     return Paid(payment, native, price, gates)
 
 
-def underpaid(paid: Paid, gate: Gate, price: _native.Price, method: str, path: str, now: int | None, body: bytes | None) -> Reject:
+def underpaid(
+    paid: Paid,
+    gate: Gate,
+    price: _native.Price,
+    method: str,
+    path: str,
+    origin: Origin,
+    now: int | None,
+    body: bytes | None,
+) -> Reject:
     """A later paywall on the path asks more than the proof already consumed paid for (its price
     was not known when the proof was checked): give the nonce back and ask once for the higher
     price of the two."""
@@ -354,4 +371,5 @@ def underpaid(paid: Paid, gate: Gate, price: _native.Price, method: str, path: s
     ask = price if price.atomic > paid.price.atomic or price.currency != paid.price.currency else paid.price
     native = gate.provider.native
     err = _native.error_for("token_underpaid", "")
-    return Reject(native.reject(err, method, path, ask, ask.currency, gate.scope, now, body))
+    scheme, host = origin
+    return Reject(native.reject(err, method, path, ask, ask.currency, gate.scope, now, body, scheme=scheme, host=host))

@@ -53,6 +53,15 @@ _STATUS_TEXT = {
 _ABSOLUTE_FORM = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
+def request_origin(environ: dict[str, Any]) -> tuple[str, str | None]:
+    """The scheme and ``Host`` the request came with (core binds them when no origin is
+    configured); the server's name and port when a client sent no ``Host``."""
+    host = environ.get("HTTP_HOST")
+    if host is None and environ.get("SERVER_NAME"):
+        host = f'{environ["SERVER_NAME"]}:{environ.get("SERVER_PORT", "")}'
+    return environ.get("wsgi.url_scheme", "http"), host
+
+
 def binding_path(environ: dict[str, Any]) -> str:
     """The request path as the client's URL spells it (what the challenge and token bind)."""
     raw: str | None = environ.get("RAW_URI") or environ.get("REQUEST_URI")
@@ -175,7 +184,7 @@ def flask_view(gate: Gate, view: Callable[..., Any]) -> Callable[..., Any]:
                         body = request.get_data(cache=True)
                     price = _price_all(missing, method, path, environ, body, request, now)
                     if not paid.covers_price(price):
-                        raise underpaid(paid, missing[0], price, method, path, now, body)
+                        raise underpaid(paid, missing[0], price, method, path, request_origin(environ), now, body)
                 owner = False
             else:
                 if needs_body(gates):
@@ -183,7 +192,7 @@ def flask_view(gate: Gate, view: Callable[..., Any]) -> Callable[..., Any]:
                     if len(body) > gate.provider.max_body_bytes:
                         raise Reject(gate.too_large(method, path, now))
                 price = _price_all(gates, method, path, environ, body, request, now)
-                paid = admit(gates, request.headers.get("Vlexivo-Proof"), method, path, price, body, now)
+                paid = admit(gates, request.headers.get("Vlexivo-Proof"), method, path, request_origin(environ), price, body, now)
                 environ[PAID_KEY] = paid
                 owner = True
         except Reject as r:
@@ -392,10 +401,10 @@ class WsgiPaywall:
                 if missing:
                     price = _price_all(missing, method, path, environ, body, environ, now)
                     if not earlier.covers_price(price):
-                        raise underpaid(earlier, missing[0], price, method, path, now, body)
+                        raise underpaid(earlier, missing[0], price, method, path, request_origin(environ), now, body)
             else:
                 price = _price_all(gates, method, path, environ, body, environ, now)
-                paid = admit(gates, environ.get("HTTP_VLEXIVO_PROOF"), method, path, price, body, now)
+                paid = admit(gates, environ.get("HTTP_VLEXIVO_PROOF"), method, path, request_origin(environ), price, body, now)
         except Reject as r:
             return _send_answer(start_response, r.answer, method)
         if same:

@@ -33,6 +33,8 @@ class VlexivoServer:
     >>> vlx = VlexivoServer(api_secret=os.environ["VLX_SECRET_KEY"], mode="sandbox")
     >>> app.add_middleware(vlx.asgi_paywall, routes={"POST /api/v1/inference": vlx.price("0.001")})
 
+    ``origin`` (``"https://api.example.com"``) is bound into every challenge and proof; without it,
+    each request's own scheme and ``Host`` are, which is wrong behind a proxy.
     ``clock`` (a callable returning unix seconds) replaces the system clock: for tests.
     ``nonce_store`` is ``"memory"`` or the path of a SQLite file shared by this API's processes.
     """
@@ -53,6 +55,7 @@ class VlexivoServer:
         jwks: Any = None,
         clock: Callable[[], float] | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY,
+        origin: str | None = None,
     ) -> None:
         secret = api_secret if api_secret is not None else os.environ.get("VLX_SECRET_KEY")
         if not secret:
@@ -69,6 +72,7 @@ class VlexivoServer:
                 bind_body,
                 nonce_store,
                 jwks,
+                origin,
             )
         except _native.NativeError as e:
             raise from_native(e) from None
@@ -91,6 +95,12 @@ class VlexivoServer:
     @property
     def facilitator_url(self) -> str:
         return self._paywall.facilitator_url
+
+    @property
+    def origin(self) -> str | None:
+        """The configured origin (``https://api.example.com``), or ``None``: each request's own
+        scheme and ``Host`` are bound. Configure it in production, above all behind a proxy."""
+        return self._paywall.origin
 
     @property
     def native(self) -> _native.Paywall:
@@ -171,11 +181,14 @@ class VlexivoServer:
         price: PriceValue,
         *,
         body: bytes | None = None,
+        scheme: str = "http",
+        host: str | None = None,
     ) -> _native.Payment:
-        """Verify and consume a proof (raises the mapped :class:`VlexivoError`)."""
+        """Verify and consume a proof (raises the mapped :class:`VlexivoError`). ``scheme`` and
+        ``host`` are the request's, bound when the server has no configured ``origin``."""
         now = self.now()
         try:
-            return self._paywall.verify(proof, method, path, price, self.currency, now, body)
+            return self._paywall.verify(proof, method, path, price, self.currency, now, body, scheme=scheme, host=host)
         except _native.NativeError as e:
             raise from_native(e) from None
 
@@ -191,8 +204,12 @@ class VlexivoServer:
         price: PriceValue | None = None,
         *,
         body: bytes | None = None,
+        scheme: str = "http",
+        host: str | None = None,
     ) -> Answer:
         """``(status, headers, body)`` for a refusal."""
         native = getattr(error, "_native", None) or (error.code if isinstance(error, VlexivoError) else error)
         now = self.now()
-        return self._paywall.reject(native, method, path, price, self.currency, self.scope, now, body)
+        return self._paywall.reject(
+            native, method, path, price, self.currency, self.scope, now, body, scheme=scheme, host=host
+        )
