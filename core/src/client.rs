@@ -350,7 +350,7 @@ mod tests {
             cfg.facilitator_url = facilitator.into();
             let wall = Paywall::new(cfg).unwrap();
             let price = Money::parse("0.001", Currency::Usd).unwrap();
-            let req = RequestInfo { method: "GET", path: "/x", body: None };
+            let req = RequestInfo::new("GET", "https", Some("api.example"), "/x");
             let r = wall.challenge(&req, &price, "per-call", now, &entropy).unwrap();
             let headers = r.headers.iter().map(|(k, v)| (*k, v.as_str()));
             parse_payment_required(402, headers, r.body.as_bytes()).unwrap()
