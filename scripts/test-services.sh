@@ -159,16 +159,19 @@ pg_stop() {
 }
 
 pg_kill() {
-  local dir="$1" pid
+  local dir="$1" pid kids i
   pid="$(head -n 1 "$dir/pg/data/postmaster.pid" 2>/dev/null || true)"
   [ -n "$pid" ] || die "no PostgreSQL running in $dir"
-  kill -9 "$pid"
-  # The backends notice the postmaster is gone and exit; wait for the port to close.
-  local i
-  for i in $(seq 1 100); do
-    kill -0 "$pid" 2>/dev/null || break
+  # The whole server at once, as a machine crash would: the postmaster and every backend.
+  kids="$(ps -o pid= --ppid "$pid" 2>/dev/null | tr '\n' ' ')"
+  kill -9 "$pid" $kids 2>/dev/null || true
+  for i in $(seq 1 200); do
+    local alive=0 p
+    for p in $pid $kids; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && return 0
     sleep 0.05
   done
+  die "PostgreSQL processes did not exit"
 }
 
 cmd="${1:-}"

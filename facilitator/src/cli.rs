@@ -62,9 +62,10 @@ pub struct ServeArgs {
     /// Listen address; port 0 picks a free port (printed as VLEXIVO_URL=… on stdout).
     #[arg(long, env = envvars::ADDR.name, default_value = server::DEFAULT_ADDR)]
     pub addr: SocketAddr,
-    /// SQLite database file (created and migrated if needed).
-    #[arg(long, env = envvars::DB.name, default_value = "./vlexivo.db")]
-    pub db: PathBuf,
+    /// The ledger: a SQLite file (created and migrated if needed), or a PostgreSQL URL
+    /// (`postgres://user@host/db`) that several facilitators may share.
+    #[arg(long, env = envvars::DB.name, default_value = "./vlexivo.db", hide_env_values = true)]
+    pub db: String,
     /// Most a sandbox wallet may receive from the faucet in total (decimal usd).
     #[arg(long, env = envvars::FAUCET_CAP.name, value_name = "AMOUNT", default_value = server::DEFAULT_FAUCET_CAP)]
     pub faucet_cap: String,
@@ -78,6 +79,10 @@ pub struct ServeArgs {
     /// loss), `normal` once committed to the OS (survives a killed process; lower latency).
     #[arg(long, env = envvars::SYNCHRONOUS.name, value_enum, default_value = "full")]
     pub synchronous: Sync,
+    /// PostgreSQL: seconds a write keeps retrying while the database is unreachable before it
+    /// is answered facilitator_unavailable (503).
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub db_retry_secs: f64,
     /// Log format on stderr (filter with RUST_LOG, default info).
     #[arg(long, env = envvars::LOG_FORMAT.name, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -166,8 +171,9 @@ pub enum WalletCmd {
 pub enum LedgerCmd {
     /// Recompute the hash chain and check double entry and balances.
     Verify {
-        #[arg(long, env = envvars::DB.name, default_value = "./vlexivo.db")]
-        db: PathBuf,
+        /// A SQLite file or a PostgreSQL URL.
+        #[arg(long, env = envvars::DB.name, default_value = "./vlexivo.db", hide_env_values = true)]
+        db: String,
         #[arg(long)]
         json: bool,
     },
@@ -210,9 +216,16 @@ async fn shutdown_signal() {
 
 pub async fn serve(args: ServeArgs) -> i32 {
     init_logging(args.log_format);
+    let (db_path, database_url) = if server::pg::is_url(&args.db) {
+        (PathBuf::new(), Some(args.db))
+    } else {
+        (PathBuf::from(args.db), None)
+    };
     let cfg = ServerConfig {
         addr: args.addr,
-        db_path: args.db,
+        db_path,
+        database_url,
+        db_retry_for: std::time::Duration::from_secs_f64(args.db_retry_secs.clamp(0.0, 3600.0)),
         faucet_cap: args.faucet_cap,
         public_url: args.public_url,
         token_alg: args.token_alg.as_str().into(),
@@ -440,18 +453,31 @@ async fn wallet_inner(cmd: WalletCmd, tls: &TlsArgs) -> Result<(), Fail> {
 
 pub fn ledger(cmd: LedgerCmd) -> i32 {
     let LedgerCmd::Verify { db, json } = cmd;
-    if !db.exists() {
-        eprintln!("error: no database at {}", db.display());
-        return EXIT_USAGE;
-    }
-    let conn = match server::db::open_ro(&db) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {}: {e}", e.code());
-            return EXIT_FAILED;
+    let verified = if server::pg::is_url(&db) {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("error: cannot start the async runtime: {e}");
+                return EXIT_FAILED;
+            }
+        };
+        rt.block_on(server::verify_postgres(&db))
+    } else {
+        let path = PathBuf::from(&db);
+        if !path.exists() {
+            eprintln!("error: no database at {}", path.display());
+            return EXIT_USAGE;
         }
+        let conn = match server::db::open_ro(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {}: {e}", e.code());
+                return EXIT_FAILED;
+            }
+        };
+        server::verify_ledger(&conn)
     };
-    match server::verify_ledger(&conn) {
+    match verified {
         Ok(s) => {
             if json {
                 print_json(&json!({"ok": true, "summary": s}));
@@ -460,6 +486,16 @@ pub fn ledger(cmd: LedgerCmd) -> i32 {
                     "ledger OK: {} transactions ({} payments, {} top-ups), {} accounts, balances sum to zero",
                     s.transactions, s.payments, s.topups, s.accounts
                 );
+                if s.streams.len() > 1 || s.streams.iter().any(|c| c.stream.is_some()) {
+                    for c in &s.streams {
+                        println!(
+                            "stream {}: {} transactions, head {}",
+                            c.stream.unwrap_or(0),
+                            c.transactions,
+                            c.head
+                        );
+                    }
+                }
                 println!("head: {}", s.head);
             }
             EXIT_OK

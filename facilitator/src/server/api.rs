@@ -1,7 +1,7 @@
 //! HTTP handlers: the facilitator API of `docs/protocol.md` §8.
 
 use super::AppState;
-use super::ledger::{PayOp, provider_id};
+use super::ledger::PayOp;
 use super::types::*;
 use axum::Json;
 use axum::extract::{FromRequest, MatchedPath, Path, Query, Request, State};
@@ -216,7 +216,7 @@ pub async fn create_provider(
 
 /// Bearer auth: derive the keys from the presented secret and compare the stored digest in
 /// constant time. Every failure is the same opaque `unauthorized`.
-fn authenticate(st: &AppState, headers: &HeaderMap) -> ApiResult<Arc<super::ledger::Provider>> {
+async fn authenticate(st: &AppState, headers: &HeaderMap) -> ApiResult<Arc<super::ledger::Provider>> {
     use subtle::ConstantTimeEq;
     let secret = headers
         .get(header::AUTHORIZATION)
@@ -225,7 +225,7 @@ fn authenticate(st: &AppState, headers: &HeaderMap) -> ApiResult<Arc<super::ledg
         .map(str::trim)
         .ok_or(Error::Unauthorized)?;
     let keys = ProviderKeys::from_secret(secret).map_err(|_| Error::Unauthorized)?;
-    let p = st.provider(&keys.account).ok_or(Error::Unauthorized)?;
+    let p = st.provider(&keys.account).await?.ok_or(Error::Unauthorized)?;
     let same: bool = p.auth_digest.ct_eq(&keys.auth_digest).into();
     if !same || p.mode != keys.mode {
         return Err(ApiError(Error::Unauthorized));
@@ -237,19 +237,8 @@ pub async fn provider_me(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> ApiResult<Json<ProviderInfo>> {
-    let p = authenticate(&st, &headers)?;
-    let account = p.account.clone();
-    let (total, count) = st
-        .read(move |c| {
-            let total: i64 = c
-                .prepare_cached("SELECT balance FROM accounts WHERE id = ?1")?
-                .query_row([provider_id(&account)], |r| r.get(0))?;
-            let count: i64 = c
-                .prepare_cached("SELECT COUNT(*) FROM payments WHERE account = ?1")?
-                .query_row([&account], |r| r.get(0))?;
-            Ok((total, count))
-        })
-        .await?;
+    let p = authenticate(&st, &headers).await?;
+    let (total, count) = st.reads.revenue(p.account.clone()).await?;
     let keys_pk = format!(
         "{}{}",
         if p.mode == Mode::Live { "pk_live_" } else { "pk_test_" },
@@ -270,7 +259,7 @@ pub async fn provider_payments(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<PaymentList>> {
-    let p = authenticate(&st, &headers)?;
+    let p = authenticate(&st, &headers).await?;
     let limit =
         match query.get("limit") {
             None => DEFAULT_LIMIT,
@@ -278,27 +267,7 @@ pub async fn provider_payments(
                 Error::RequestMalformed(format!("limit must be an integer in 1..={MAX_LIMIT}"))
             })?,
         };
-    let account = p.account.clone();
-    let payments = st
-        .read(move |c| {
-            let mut s = c.prepare_cached(
-                "SELECT nonce, payer, amount, currency, tx_hash, resource, paid_at FROM payments \
-                 WHERE account = ?1 ORDER BY tx_seq DESC LIMIT ?2",
-            )?;
-            let rows = s.query_map(rusqlite::params![account, limit], |r| {
-                Ok(PaymentRecord {
-                    nonce: r.get(0)?,
-                    payer: r.get(1)?,
-                    amount: usd(r.get(2)?),
-                    currency: r.get(3)?,
-                    tx_hash: r.get(4)?,
-                    resource: r.get(5)?,
-                    paid_at: r.get::<_, i64>(6)? as u64,
-                })
-            })?;
-            rows.collect::<Result<Vec<_>, _>>()
-        })
-        .await?;
+    let payments = st.reads.payments(p.account.clone(), limit).await?;
     Ok(Json(PaymentList { payments }))
 }
 
@@ -346,7 +315,7 @@ pub async fn pay(
     JsonBody(req): JsonBody<PaymentRequest>,
 ) -> ApiResult<Json<PaymentReceipt>> {
     let challenge = payment::decode(&req)?;
-    let provider = st.provider(&challenge.account).ok_or(Error::ProviderUnknown)?;
+    let provider = st.provider(&challenge.account).await?.ok_or(Error::ProviderUnknown)?;
     let now = st.clock.now();
     // MAC (the price and route are the provider's), expiry, and the payer's own signature.
     let verified = payment::verify(&req, challenge, &provider.challenge_mac, now)?;

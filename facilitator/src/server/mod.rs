@@ -18,8 +18,10 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Writes go through one ledger thread with group commit (`ledger`); reads (balances, payment
-//! lists) use a small pool of read-only connections, which WAL lets run beside the writer.
+//! Writes go through one ledger writer with group commit (`ledger`); reads (balances, payment
+//! lists) go to a few read-only connections beside it (`reads`). The database is one SQLite
+//! file (the embedded default) or, with [`ServerConfig::database_url`], a PostgreSQL database
+//! that several facilitator processes share.
 
 mod api;
 pub mod db;
@@ -29,18 +31,22 @@ pub mod db;
 mod failing_fsync;
 pub mod ledger;
 pub mod metrics;
+pub mod pg;
+mod providers;
+mod reads;
 pub mod types;
 
 use axum::Router;
 use axum::routing::{get, post};
 use ledger::{Ledger, Provider, TokenAlg};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
+use reads::Reads;
 use rusqlite::{Connection, OptionalExtension};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use types::{CreateProviderRequest, ProviderCreated, TopUpReceipt};
@@ -52,14 +58,16 @@ use vlexivo_core::wallet::Address;
 use vlexivo_core::{Error, Result};
 
 pub use api::MAX_BODY_BYTES;
-pub use ledger::{Durability, VerifyError, VerifySummary, verify_ledger};
+pub use ledger::verify::{verify_postgres, verify_sqlite as verify_ledger};
+pub use ledger::{Durability, VerifyError, VerifySummary};
 
 /// Default listen address of `vlexivo serve`.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:4020";
 /// Default faucet cap: the most a sandbox wallet may receive from the faucet, in total.
 pub const DEFAULT_FAUCET_CAP: &str = "1000";
-/// Read-only connections for GET endpoints.
+/// Read-only connections for GET endpoints (SQLite), pooled connections (PostgreSQL).
 const READERS: usize = 4;
+const PG_READERS: usize = 8;
 /// How long `shutdown` waits for in-flight requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const META_ED25519_SEED: &str = "ed25519_seed";
@@ -71,6 +79,11 @@ pub struct ServerConfig {
     pub addr: SocketAddr,
     /// The SQLite file (created and migrated if needed).
     pub db_path: PathBuf,
+    /// A PostgreSQL URL instead of the SQLite file: several facilitators may share it.
+    pub database_url: Option<String>,
+    /// PostgreSQL: how long a write keeps retrying while the database is unreachable before it
+    /// is answered `facilitator_unavailable`.
+    pub db_retry_for: Duration,
     /// Most a wallet may receive from the sandbox faucet in total, as a decimal string.
     pub faucet_cap: String,
     /// Issuer URL put in tokens (`iss`); the bound URL by default.
@@ -101,6 +114,8 @@ impl Default for ServerConfig {
         Self {
             addr: DEFAULT_ADDR.parse().expect("valid default address"),
             db_path: PathBuf::from("./vlexivo.db"),
+            database_url: None,
+            db_retry_for: ledger::postgres::RETRY_FOR,
             faucet_cap: DEFAULT_FAUCET_CAP.into(),
             public_url: None,
             token_alg: "HS256".into(),
@@ -116,8 +131,7 @@ impl Default for ServerConfig {
 pub(crate) struct AppState {
     ledger: Ledger,
     providers: RwLock<HashMap<String, Arc<Provider>>>,
-    readers: Vec<Mutex<Connection>>,
-    next_reader: AtomicUsize,
+    reads: Reads,
     metrics: metrics::Metrics,
     eddsa: Arc<TokenIssuer>,
     default_alg: TokenAlg,
@@ -127,38 +141,20 @@ pub(crate) struct AppState {
 }
 
 impl AppState {
-    fn provider(&self, account: &str) -> Option<Arc<Provider>> {
-        self.providers.read().get(account).cloned()
+    /// A provider: from the cache, else from the database (another facilitator sharing it
+    /// may have onboarded the provider since this one started).
+    async fn provider(&self, account: &str) -> Result<Option<Arc<Provider>>> {
+        if let Some(p) = self.providers.read().get(account).cloned() {
+            return Ok(Some(p));
+        }
+        let Some(row) = self.reads.provider(account.to_string()).await? else { return Ok(None) };
+        let p = Arc::new(row.into_provider(&self.eddsa)?);
+        self.providers.write().insert(p.account.clone(), p.clone());
+        Ok(Some(p))
     }
 
-    /// Run a read on a pooled read-only connection, off the async workers.
-    async fn read<T: Send + 'static>(
-        self: &Arc<Self>,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let st = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let start = st.next_reader.fetch_add(1, Ordering::Relaxed);
-            // Take a free connection if there is one; otherwise wait on our turn's.
-            let n = st.readers.len();
-            let guard = (0..n)
-                .find_map(|i| st.readers[(start + i) % n].try_lock())
-                .unwrap_or_else(|| st.readers[start % n].lock());
-            f(&guard).map_err(db::db_err)
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("read task: {e}")))?
-    }
-
-    async fn wallet_balance(self: &Arc<Self>, address: Address) -> Result<i64> {
-        let id = ledger::wallet_id(&address);
-        self.read(move |c| {
-            c.prepare_cached("SELECT balance FROM accounts WHERE id = ?1")?
-                .query_row([id], |r| r.get(0))
-                .optional()
-                .map(|b| b.unwrap_or(0))
-        })
-        .await
+    async fn wallet_balance(&self, address: Address) -> Result<i64> {
+        self.reads.balance(ledger::wallet_id(&address)).await
     }
 
     async fn create_provider(&self, req: CreateProviderRequest) -> Result<ProviderCreated> {
@@ -250,7 +246,13 @@ pub struct RunningServer {
     state: Arc<AppState>,
     stop: oneshot::Sender<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
-    writer: std::thread::JoinHandle<()>,
+    writer: Writer,
+}
+
+/// The ledger writer: SQLite's thread or PostgreSQL's task.
+enum Writer {
+    Thread(std::thread::JoinHandle<()>),
+    Task(tokio::task::JoinHandle<()>),
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -306,14 +308,16 @@ impl RunningServer {
             Err(_) => tracing::warn!("in-flight requests did not finish within the grace period"),
         }
         self.state.ledger.stop().await;
-        let writer = self.writer;
-        let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        match self.writer {
+            Writer::Thread(t) => drop(tokio::task::spawn_blocking(move || t.join()).await),
+            Writer::Task(t) => drop(t.await),
+        }
         tracing::info!("facilitator stopped");
     }
 }
 
 /// Load (or create, once) the facilitator's Ed25519 key and every provider.
-fn load(conn: &Connection, entropy: &dyn Entropy) -> Result<(Ed25519Key, Vec<ProviderRow>)> {
+fn load(conn: &Connection, entropy: &dyn Entropy) -> Result<(Ed25519Key, Vec<providers::ProviderRow>)> {
     let seed: Option<Vec<u8>> = conn
         .query_row("SELECT value FROM meta WHERE key = ?1", [META_ED25519_SEED], |r| r.get(0))
         .optional()
@@ -334,43 +338,13 @@ fn load(conn: &Connection, entropy: &dyn Entropy) -> Result<(Ed25519Key, Vec<Pro
             key
         }
     };
-    let mut s = conn
-        .prepare(
-            "SELECT account, mode, token_alg, name, challenge_mac, token_hs256, auth_digest, created_at FROM providers",
-        )
-        .map_err(db::db_err)?;
-    let rows = s
-        .query_map([], |r| {
-            Ok(ProviderRow {
-                account: r.get(0)?,
-                mode: r.get(1)?,
-                token_alg: r.get(2)?,
-                name: r.get(3)?,
-                challenge_mac: r.get(4)?,
-                token_hs256: r.get(5)?,
-                auth_digest: r.get(6)?,
-                created_at: r.get(7)?,
-            })
+    let rows = conn
+        .prepare(&format!("SELECT {} FROM providers", providers::COLUMNS))
+        .and_then(|mut s| {
+            s.query_map([], providers::ProviderRow::from_sqlite)?.collect::<rusqlite::Result<Vec<_>>>()
         })
-        .map_err(db::db_err)?
-        .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(db::db_err)?;
     Ok((key, rows))
-}
-
-struct ProviderRow {
-    account: String,
-    mode: String,
-    token_alg: String,
-    name: Option<String>,
-    challenge_mac: Vec<u8>,
-    token_hs256: Vec<u8>,
-    auth_digest: Vec<u8>,
-    created_at: i64,
-}
-
-fn key32(v: Vec<u8>) -> Result<[u8; 32]> {
-    v.try_into().map_err(|_| Error::Config("stored provider key is not 32 bytes".into()))
 }
 
 /// Open the database, start the ledger and serve on `cfg.addr`. Returns once the socket is
@@ -401,49 +375,48 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer> {
     let public_url =
         cfg.public_url.as_deref().map(|u| u.trim_end_matches('/').to_string()).unwrap_or_else(|| url.clone());
 
-    let db_path = cfg.db_path.clone();
-    let entropy = cfg.entropy.clone();
-    let (conn, key, rows, readers) = tokio::task::spawn_blocking(move || -> Result<_> {
-        let conn = db::open_rw(&db_path)?;
-        let (key, rows) = load(&conn, entropy.as_ref())?;
-        let readers =
-            (0..READERS).map(|_| db::open_ro(&db_path).map(Mutex::new)).collect::<Result<Vec<_>>>()?;
-        Ok((conn, key, rows, readers))
-    })
-    .await
-    .map_err(|e| Error::Internal(format!("startup task: {e}")))??;
+    let (key, rows, ledger, writer, reads) = match &cfg.database_url {
+        None => {
+            let db_path = cfg.db_path.clone();
+            let entropy = cfg.entropy.clone();
+            let (conn, key, rows, readers) = tokio::task::spawn_blocking(move || -> Result<_> {
+                let conn = db::open_rw(&db_path)?;
+                let (key, rows) = load(&conn, entropy.as_ref())?;
+                let readers = (0..READERS).map(|_| db::open_ro(&db_path)).collect::<Result<Vec<_>>>()?;
+                Ok((conn, key, rows, readers))
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("startup task: {e}")))??;
+            let (ledger, writer) =
+                ledger::sqlite::start(conn, &cfg.db_path, faucet_cap, public_url.clone(), cfg.durability)?;
+            (key, rows, ledger, Writer::Thread(writer), Reads::Sqlite(reads::SqliteReaders::new(readers)))
+        }
+        Some(url) => {
+            let (pg_cfg, client) = pg::open(url).await?;
+            let (seed, rows) =
+                reads::load_pg(&client, Ed25519Key::generate(cfg.entropy.as_ref()).seed()).await?;
+            let key = Ed25519Key::from_seed(seed)?;
+            let pool = pg::pool(&pg_cfg, PG_READERS)?;
+            let (ledger, writer) =
+                ledger::postgres::start(pg_cfg, client, faucet_cap, public_url.clone(), cfg.db_retry_for)
+                    .await?;
+            (key, rows, ledger, Writer::Task(writer), Reads::Postgres(pool))
+        }
+    };
 
     let jwks_json = serde_json::to_string(&vlexivo_core::token::jwks(&[&key]))
         .map_err(|e| Error::Internal(e.to_string()))?;
     let eddsa = Arc::new(TokenIssuer::new(SigningKey::EdDsa(key))?);
     let mut providers = HashMap::with_capacity(rows.len());
     for r in rows {
-        let token_alg = TokenAlg::parse(&r.token_alg)?;
-        let token_hs256 = key32(r.token_hs256)?;
-        let issuer = match token_alg {
-            TokenAlg::Hs256 => Arc::new(TokenIssuer::new(SigningKey::Hs256(token_hs256))?),
-            TokenAlg::EdDsa => eddsa.clone(),
-        };
-        let p = Provider {
-            account: r.account.clone(),
-            mode: r.mode.parse()?,
-            token_alg,
-            name: r.name,
-            challenge_mac: key32(r.challenge_mac)?,
-            token_hs256,
-            auth_digest: key32(r.auth_digest)?,
-            created_at: r.created_at as u64,
-            issuer,
-        };
-        providers.insert(r.account, Arc::new(p));
+        let p = r.into_provider(&eddsa)?;
+        providers.insert(p.account.clone(), Arc::new(p));
     }
     let n_providers = providers.len();
-    let (ledger, writer) = Ledger::start(conn, &cfg.db_path, faucet_cap, public_url.clone(), cfg.durability)?;
     let state = Arc::new(AppState {
         ledger,
         providers: RwLock::new(providers),
-        readers,
-        next_reader: AtomicUsize::new(0),
+        reads,
         metrics: metrics::Metrics::default(),
         eddsa,
         default_alg,
@@ -478,7 +451,7 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer> {
     tracing::info!(
         %url,
         issuer = %public_url,
-        db = %cfg.db_path.display(),
+        db = %cfg.database_url.as_deref().map(vlexivo_core::store::spec::redact).unwrap_or_else(|| cfg.db_path.display().to_string()),
         providers = n_providers,
         faucet_cap = %cfg.faucet_cap,
         durability = ?cfg.durability,

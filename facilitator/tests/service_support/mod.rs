@@ -31,9 +31,19 @@ pub struct Facilitator {
 impl Facilitator {
     pub fn start(db: &Path, extra: &[&str]) -> Self {
         let log = db.with_extension(format!("log{}", std::process::id() ^ rand_suffix()));
+        Self::start_on(db.as_os_str(), db, log, extra)
+    }
+
+    /// A facilitator on a PostgreSQL database (`url`); its log goes to `dir`.
+    pub fn start_pg(url: &str, dir: &Path, extra: &[&str]) -> Self {
+        let log = dir.join(format!("facilitator-{}.log", rand_suffix()));
+        Self::start_on(std::ffi::OsStr::new(url), dir, log, extra)
+    }
+
+    fn start_on(db_arg: &std::ffi::OsStr, db: &Path, log: PathBuf, extra: &[&str]) -> Self {
         let mut child = Command::new(BIN)
             .args(["serve", "--addr", "127.0.0.1:0", "--db"])
-            .arg(db)
+            .arg(db_arg)
             .args(extra)
             .env("RUST_LOG", "warn")
             .env_remove("VLEXIVO_ADDR")

@@ -1,0 +1,526 @@
+//! The SQLite engine: one writer thread owns the read-write connection and runs each batch in
+//! one `BEGIN IMMEDIATE` transaction; SQLite's one writer at a time makes every rule plain
+//! sequential code, and the chain is one sequence.
+//!
+//! Durability: the writer commits each batch with SQLite's own `synchronous=FULL` (the commit
+//! fsyncs the WAL), and answers the batch's ops only after its COMMIT returned: an acknowledged
+//! payment survives `kill -9`, an OS crash and power loss. Ops that arrive during one commit's
+//! fsync queue up and share the next one. If a commit fails with an I/O error (a failed fsync
+//! above all), what is on disk is unknown: that batch's successes are answered as in doubt (a
+//! re-sent payment is answered idempotently once the facilitator restarts) and the ledger is
+//! fenced: no later batch is written or acknowledged until the process restarts and SQLite
+//! recovers from what the disk really holds. (After a failed fsync Linux may drop the error and
+//! the dirty pages, so a later fsync that succeeds proves nothing about the earlier writes.)
+
+use super::rules::{self, Book, Posting, StoredPayment};
+use super::{Answer, Head, Ledger, MAX_BATCH, Op, Provider, Record, chain_hash, provider_id, refuse_all};
+use crate::server::db::db_err;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::mpsc;
+use vlexivo_core::{Error, Result};
+
+/// Start the SQLite writer (and its checkpointer) on their own threads. `conn` must be the
+/// database at `db_path`, opened by [`crate::server::db::open_rw`]. `faucet_cap` is the most a
+/// wallet may ever receive from the faucet; `issuer_url` goes into tokens as `iss`.
+pub fn start(
+    conn: Connection,
+    db_path: &std::path::Path,
+    faucet_cap: u64,
+    issuer_url: String,
+    durability: Durability,
+) -> Result<(Ledger, std::thread::JoinHandle<()>)> {
+    conn.pragma_update(None, "synchronous", durability.synchronous()).map_err(db_err)?;
+    conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES).map_err(db_err)?;
+    let head = load_head(&conn)?;
+    let checkpointer = Checkpointer::new(db_path)?;
+    let (ledger, rx, fenced) = Ledger::channel();
+    // One pending tick is enough: the checkpointer looks at the WAL's size when it wakes.
+    let (tick, ticks) = std::sync::mpsc::sync_channel(1);
+    let mut w = Writer { conn, head, faucet_cap, issuer_url, poisoned: false, tick, fenced: fenced.clone() };
+    let ckpt_handle = std::thread::Builder::new()
+        .name("vlexivo-checkpoint".into())
+        .spawn(move || checkpointer.run(ticks))
+        .map_err(|e| Error::Internal(format!("cannot start the checkpoint thread: {e}")))?;
+    let handle = std::thread::Builder::new()
+        .name("vlexivo-ledger".into())
+        .spawn(move || {
+            w.run(rx);
+            // Dropping the writer closes the tick channel: the checkpointer stops.
+            drop(w);
+            let _ = ckpt_handle.join();
+        })
+        .map_err(|e| Error::Internal(format!("cannot start the ledger thread: {e}")))?;
+    Ok((ledger, handle))
+}
+
+/// The answer to every write once the ledger is fenced.
+fn fenced_error() -> Error {
+    Error::Internal(
+        "the ledger stopped writing after a disk I/O error; the facilitator must be restarted".into(),
+    )
+}
+
+/// WAL size at which the checkpointer runs a passive checkpoint (the writer never waits for it).
+const CHECKPOINT_WAL_BYTES: u64 = 4 << 20;
+/// Fallback: past this many WAL pages the writer checkpoints itself (only if the passive
+/// checkpoints cannot keep up).
+const WRITER_AUTOCHECKPOINT_PAGES: i64 = 16384;
+
+pub(crate) fn load_head(conn: &Connection) -> Result<Head> {
+    let row: Option<(i64, String)> = conn
+        .query_row("SELECT seq, tx_hash FROM transactions ORDER BY seq DESC LIMIT 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()
+        .map_err(db_err)?;
+    Ok(match row {
+        Some((seq, hash)) => Head { seq, hash },
+        None => Head::genesis(),
+    })
+}
+
+/// When an answer may leave the facilitator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// After the batch's commit fsynced the WAL (`synchronous=FULL`): an acknowledged payment
+    /// survives `kill -9`, an OS crash and power loss. Costs one fsync of latency per batch.
+    #[default]
+    Full,
+    /// After the commit reached the OS (`synchronous=NORMAL`): survives `kill -9` (the test
+    /// suite checks it), but an OS crash or power loss may lose the last acknowledged payments.
+    Normal,
+}
+
+impl Durability {
+    fn synchronous(self) -> &'static str {
+        match self {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        }
+    }
+}
+
+/// Keeps the WAL short with passive checkpoints on its own connection, so the writer's commits
+/// never wait for one.
+struct Checkpointer {
+    wal: std::path::PathBuf,
+    conn: Connection,
+}
+
+impl Checkpointer {
+    fn new(db_path: &std::path::Path) -> Result<Self> {
+        let mut wal = db_path.as_os_str().to_owned();
+        wal.push("-wal");
+        let conn = Connection::open(db_path).map_err(db_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err)?;
+        // Checkpoints sync the WAL before and the database after copying.
+        conn.pragma_update(None, "synchronous", "FULL").map_err(db_err)?;
+        Ok(Self { wal: wal.into(), conn })
+    }
+
+    fn run(self, ticks: std::sync::mpsc::Receiver<()>) {
+        while ticks.recv().is_ok() {
+            let big = std::fs::metadata(&self.wal).map(|m| m.len() >= CHECKPOINT_WAL_BYTES).unwrap_or(false);
+            if big && let Err(e) = self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "ledger: checkpoint failed");
+            }
+        }
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    head: Head,
+    faucet_cap: u64,
+    issuer_url: String,
+    /// A write failed in the current batch: it must be rolled back as a whole.
+    poisoned: bool,
+    /// Wakes the checkpointer after each commit.
+    tick: std::sync::mpsc::SyncSender<()>,
+    /// Set once a commit failed with an I/O error; never cleared.
+    fenced: Arc<AtomicBool>,
+}
+
+/// An I/O error from SQLite's OS layer (`SQLITE_IOERR_*`: a failed write, fsync, …).
+fn is_io_error(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::SystemIoFailure)
+}
+
+impl Writer {
+    fn run(&mut self, mut rx: mpsc::Receiver<Op>) {
+        let mut batch: Vec<Op> = Vec::with_capacity(MAX_BATCH);
+        loop {
+            let Some(first) = rx.blocking_recv() else { return };
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            let stop = self.run_batch(&mut batch);
+            if stop {
+                // Answer whatever raced in behind the stop, then quit.
+                rx.close();
+                while let Ok(op) = rx.try_recv() {
+                    batch.push(op);
+                }
+                self.run_batch(&mut batch);
+                return;
+            }
+        }
+    }
+
+    /// Run a batch in one transaction and answer its ops once the commit returned; returns true
+    /// if it contained `Stop`.
+    fn run_batch(&mut self, batch: &mut Vec<Op>) -> bool {
+        if batch.is_empty() {
+            return false;
+        }
+        if self.fenced.load(Ordering::Acquire) {
+            return refuse_all(batch, &fenced_error());
+        }
+        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            let err = db_err(e);
+            tracing::error!(error = %err, "ledger: cannot begin a transaction");
+            return refuse_all(batch, &err);
+        }
+        let mut stop = false;
+        let mut answers = Vec::with_capacity(batch.len());
+        let batch_start_head = self.head.clone();
+        self.poisoned = false;
+        let mut ops = batch.drain(..);
+        for op in ops.by_ref() {
+            // Ops check everything before their first write, so a refusal (insufficient
+            // funds, cap, replay) writes nothing; only a failed write poisons the batch.
+            let answer = match op {
+                Op::CreateProvider(p, s) => Answer::Provider(s, rules::create_provider(self, &p)),
+                Op::TopUp { address, amount, now, reply } => {
+                    let cap = self.faucet_cap;
+                    Answer::TopUp(reply, rules::top_up(self, &address, amount, now, cap))
+                }
+                Op::Pay(p, s) => {
+                    let issuer = self.issuer_url.clone();
+                    Answer::Pay(s, rules::pay(self, &p, &issuer))
+                }
+                Op::Stop => {
+                    stop = true;
+                    continue;
+                }
+            };
+            answers.push(answer);
+            if self.poisoned {
+                break;
+            }
+        }
+        // Ops not reached after a failed write: they wrote nothing.
+        let mut rest: Vec<Op> = ops.collect();
+        let committed = if self.poisoned { None } else { Some(self.conn.execute_batch("COMMIT")) };
+        match committed {
+            Some(Ok(())) => {
+                answers.into_iter().for_each(Answer::send);
+                let _ = self.tick.try_send(());
+            }
+            Some(Err(e)) if is_io_error(&e) => {
+                // The commit record may or may not be on disk, and a later fsync that succeeds
+                // would not prove it: fence (see the module docs).
+                self.fenced.store(true, Ordering::Release);
+                tracing::error!(error = %e, "ledger: a commit failed with an I/O error; no later write will be acknowledged: restart the facilitator");
+                let _ = self.conn.execute_batch("ROLLBACK");
+                let in_doubt = Error::Internal(
+                    "the ledger could not make this write durable (disk I/O error); whether it was \
+                     recorded is known once the facilitator has restarted: the same signed payment \
+                     sent again is then answered idempotently"
+                        .into(),
+                );
+                answers.into_iter().for_each(|a| a.fail_if_ok(&in_doubt).send());
+            }
+            failed => {
+                let err = match failed {
+                    Some(Err(e)) => db_err(e),
+                    _ => Error::Internal("a ledger write failed".into()),
+                };
+                tracing::error!(error = %err, "ledger: the batch is rolled back");
+                let _ = self.conn.execute_batch("ROLLBACK");
+                self.head = load_head(&self.conn).unwrap_or(batch_start_head);
+                let opaque = Error::Internal("the ledger could not commit; nothing was charged".into());
+                answers.into_iter().for_each(|a| a.fail_if_ok(&opaque).send());
+                stop |= refuse_all(&mut rest, &opaque);
+            }
+        }
+        stop
+    }
+
+    /// Record a failed write: the batch will be rolled back.
+    fn written<T>(&mut self, r: rusqlite::Result<T>) -> Result<T> {
+        r.map_err(|e| {
+            self.poisoned = true;
+            db_err(e)
+        })
+    }
+}
+
+impl Book for Writer {
+    fn account(&mut self, id: &str) -> Result<(i64, i64)> {
+        self.conn
+            .prepare_cached("SELECT balance, topped_up FROM accounts WHERE id = ?1")
+            .and_then(|mut s| s.query_row([id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+            .map(|o| o.unwrap_or((0, 0)))
+            .map_err(db_err)
+    }
+
+    fn payment(&mut self, account: &str, nonce: &str) -> Result<Option<StoredPayment>> {
+        self.conn
+            .prepare_cached(
+                "SELECT payer, tx_hash, amount, token, paid_at, expires_at FROM payments \
+                 WHERE account = ?1 AND nonce = ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row([account, nonce], |r| {
+                    Ok(StoredPayment {
+                        payer: r.get(0)?,
+                        tx_hash: r.get(1)?,
+                        amount: r.get(2)?,
+                        token: r.get(3)?,
+                        paid_at: r.get(4)?,
+                        expires_at: r.get(5)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(db_err)
+    }
+
+    fn link(&self, rec: &mut Record) -> Result<(String, String)> {
+        rec.seq = self.head.seq + 1;
+        let record = serde_json::to_string(rec).map_err(|e| Error::Internal(e.to_string()))?;
+        let hash = chain_hash(&self.head.hash, &record);
+        Ok((record, hash))
+    }
+
+    fn post(&mut self, p: Posting<'_>) -> Result<()> {
+        let rec = p.rec;
+        let r = (|| {
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO transactions (seq, kind, created_at, record, prev_hash, tx_hash) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![rec.seq, rec.kind, rec.at as i64, p.record, self.head.hash, p.tx_hash])?;
+            let mut entry = self
+                .conn
+                .prepare_cached("INSERT INTO entries (tx_seq, account, amount) VALUES (?1, ?2, ?3)")?;
+            entry.execute(params![rec.seq, rec.from, -rec.amount])?;
+            entry.execute(params![rec.seq, rec.to, rec.amount])?;
+            self.conn
+                .prepare_cached("UPDATE accounts SET balance = balance - ?1 WHERE id = ?2")?
+                .execute(params![rec.amount, rec.from])?;
+            if rec.kind == "topup" {
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO accounts (id, kind, balance, topped_up) VALUES (?1, 'wallet', ?2, ?2) \
+                         ON CONFLICT (id) DO UPDATE SET balance = balance + excluded.balance, \
+                         topped_up = topped_up + excluded.topped_up",
+                    )?
+                    .execute(params![rec.to, rec.amount])?;
+            } else {
+                let credited = self
+                    .conn
+                    .prepare_cached("UPDATE accounts SET balance = balance + ?1 WHERE id = ?2")?
+                    .execute(params![rec.amount, rec.to])?;
+                if credited != 1 {
+                    return Err(rusqlite::Error::QueryReturnedNoRows);
+                }
+            }
+            if let Some(row) = &p.payment {
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO payments (account, nonce, tx_seq, tx_hash, payer, amount, currency, \
+                         resource, token, paid_at, expires_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    )?
+                    .execute(params![
+                        row.account,
+                        row.nonce,
+                        rec.seq,
+                        p.tx_hash,
+                        row.payer,
+                        row.amount,
+                        row.currency,
+                        row.resource,
+                        row.token,
+                        row.paid_at,
+                        row.expires_at
+                    ])?;
+            }
+            Ok(())
+        })();
+        self.written(r)?;
+        self.head = Head { seq: rec.seq, hash: p.tx_hash.to_string() };
+        Ok(())
+    }
+
+    fn add_provider(&mut self, p: &Provider) -> Result<()> {
+        let row = crate::server::providers::ProviderRow::from(p);
+        let r = (|| {
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO providers (account, mode, token_alg, name, challenge_mac, token_hs256, \
+                     auth_digest, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(params![
+                    row.account,
+                    row.mode,
+                    row.token_alg,
+                    row.name,
+                    row.challenge_mac,
+                    row.token_hs256,
+                    row.auth_digest,
+                    row.created_at
+                ])?;
+            self.conn
+                .prepare_cached("INSERT INTO accounts (id, kind) VALUES (?1, 'provider')")?
+                .execute([provider_id(&p.account)])
+        })();
+        self.written(r).map(drop)
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::ledger::Ledger;
+    use crate::server::ledger::verify::verify_sqlite as verify_ledger;
+    use vlexivo_core::env::{OsEntropy, SeededEntropy};
+    use vlexivo_core::wallet::Wallet;
+
+    async fn ledger_with_history(path: &std::path::Path) -> (Ledger, std::thread::JoinHandle<()>) {
+        let conn = crate::server::db::open_rw(path).unwrap();
+        let (ledger, h) = start(conn, path, 1_000_000_000, "http://test".into(), Durability::Full).unwrap();
+        for i in 0..5u64 {
+            let w = Wallet::generate(&SeededEntropy::new(i));
+            ledger.top_up(w.address(), 1_000 + i, 1_700_000_000 + i).await.unwrap();
+        }
+        (ledger, h)
+    }
+
+    #[tokio::test]
+    async fn chain_verifies_and_detects_a_tampered_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        let (ledger, h) = ledger_with_history(&path).await;
+        ledger.stop().await;
+        tokio::task::spawn_blocking(move || h.join().unwrap()).await.unwrap();
+
+        let conn = Connection::open(&path).unwrap();
+        let s = verify_ledger(&conn).unwrap();
+        assert_eq!((s.transactions, s.topups, s.accounts), (5, 5, 6));
+
+        // Edit a record (and even re-hash it): the next link breaks.
+        let rec: String =
+            conn.query_row("SELECT record FROM transactions WHERE seq = 3", [], |r| r.get(0)).unwrap();
+        let forged = rec.replace("\"amount\":1002", "\"amount\":9002");
+        assert_ne!(rec, forged);
+        conn.execute("UPDATE transactions SET record = ?1 WHERE seq = 3", [&forged]).unwrap();
+        let e = verify_ledger(&conn).unwrap_err().to_string();
+        assert!(e.starts_with("transaction 3:"), "{e}");
+        let prev: String =
+            conn.query_row("SELECT prev_hash FROM transactions WHERE seq = 3", [], |r| r.get(0)).unwrap();
+        conn.execute("UPDATE transactions SET tx_hash = ?1 WHERE seq = 3", [chain_hash(&prev, &forged)])
+            .unwrap();
+        let e = verify_ledger(&conn).unwrap_err().to_string();
+        assert!(e.starts_with("transaction 3:") || e.starts_with("transaction 4:"), "{e}");
+        conn.execute(
+            "UPDATE transactions SET record = ?1, tx_hash = ?2 WHERE seq = 3",
+            [&rec, &chain_hash(&prev, &rec)],
+        )
+        .unwrap();
+        verify_ledger(&conn).unwrap();
+
+        // A balance edited behind the ledger's back.
+        conn.execute(
+            "UPDATE accounts SET balance = balance + 1 WHERE kind = 'wallet' AND balance = 1004",
+            [],
+        )
+        .unwrap();
+        assert!(verify_ledger(&conn).unwrap_err().to_string().contains("balance"));
+        conn.execute(
+            "UPDATE accounts SET balance = balance - 1 WHERE kind = 'wallet' AND balance = 1005",
+            [],
+        )
+        .unwrap();
+        verify_ledger(&conn).unwrap();
+
+        // An entry edited: double entry no longer sums to zero.
+        conn.execute("UPDATE entries SET amount = amount + 5 WHERE tx_seq = 2 AND amount > 0", []).unwrap();
+        assert!(verify_ledger(&conn).unwrap_err().to_string().starts_with("transaction 2:"));
+    }
+
+    async fn stop(ledger: Ledger, h: std::thread::JoinHandle<()>) {
+        ledger.stop().await;
+        tokio::task::spawn_blocking(move || h.join().unwrap()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_fsync_no_later_write_is_acknowledged() {
+        use crate::server::{db, failing_fsync};
+        failing_fsync::register();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        let conn = db::open_rw_vfs(&path, failing_fsync::NAME).unwrap();
+        let (ledger, h) = start(conn, &path, 1_000_000, "http://test".into(), Durability::Full).unwrap();
+        let w = Wallet::generate(&SeededEntropy::new(7));
+        ledger.top_up(w.address(), 10, 1).await.unwrap();
+
+        failing_fsync::fail(true);
+        let in_doubt = ledger.top_up(w.address(), 20, 2).await;
+        failing_fsync::fail(false);
+        let e = in_doubt.unwrap_err();
+        assert_eq!(e.code(), "internal");
+        assert!(e.to_string().contains("could not make this write durable"), "{e}");
+
+        // The disk works again, yet nothing after the failed fsync is written or acknowledged.
+        let e = ledger.top_up(w.address(), 30, 3).await.unwrap_err();
+        assert!(e.to_string().contains("must be restarted"), "{e}");
+        let p = Wallet::generate(&SeededEntropy::new(8));
+        assert!(ledger.top_up(p.address(), 1, 4).await.is_err());
+        assert!(ledger.is_fenced());
+        stop(ledger, h).await;
+
+        // A restart recovers from what the disk holds: the chain verifies and writes work again.
+        let conn = db::open_rw(&path).unwrap();
+        let (ledger, h) = start(conn, &path, 1_000_000, "http://test".into(), Durability::Full).unwrap();
+        assert!(!ledger.is_fenced());
+        ledger.top_up(w.address(), 40, 5).await.unwrap();
+        stop(ledger, h).await;
+        let s = verify_ledger(&Connection::open(&path).unwrap()).unwrap();
+        // The in-doubt top-up may or may not have reached the disk; the refused ones never did.
+        assert!(matches!(s.topped_up_atomic, 50 | 70), "{s:?}");
+        assert_eq!(s.transactions, if s.topped_up_atomic == 50 { 2 } else { 3 });
+    }
+
+    #[tokio::test]
+    async fn faucet_cap_and_restart_continue_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        let conn = crate::server::db::open_rw(&path).unwrap();
+        let (ledger, h) = start(conn, &path, 10, "http://test".into(), Durability::Full).unwrap();
+        let w = Wallet::generate(&OsEntropy);
+        ledger.top_up(w.address(), 6, 1).await.unwrap();
+        let e = ledger.top_up(w.address(), 5, 2).await.unwrap_err();
+        assert_eq!(e.code(), "top_up_refused");
+        assert_eq!(ledger.top_up(w.address(), 4, 3).await.unwrap().balance, 10);
+        ledger.stop().await;
+        tokio::task::spawn_blocking(move || h.join().unwrap()).await.unwrap();
+
+        let conn = crate::server::db::open_rw(&path).unwrap();
+        let (ledger, h) = start(conn, &path, 100, "http://test".into(), Durability::Normal).unwrap();
+        ledger.top_up(w.address(), 1, 4).await.unwrap();
+        ledger.stop().await;
+        tokio::task::spawn_blocking(move || h.join().unwrap()).await.unwrap();
+        let s = verify_ledger(&Connection::open(&path).unwrap()).unwrap();
+        assert_eq!(s.transactions, 3);
+        assert_eq!(s.topped_up_atomic, 11);
+    }
+}

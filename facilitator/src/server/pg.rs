@@ -1,0 +1,236 @@
+//! The facilitator's PostgreSQL database: connection settings, versioned schema migrations and
+//! the read pool. Several facilitator processes share one database; everything lives in the
+//! `vlexivo` schema (the same table names as the SQLite file), so the database may hold other
+//! things too, the nonce store's table among them.
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use std::time::Duration;
+use tokio_postgres::{Client, NoTls};
+use vlexivo_core::Error;
+use vlexivo_core::store::spec::redact;
+
+/// Ordered migrations; `vlexivo.schema_migrations` records which have run.
+const MIGRATIONS: &[&str] = &[
+    // 1: the ledger, with one hash chain per writer (`streams`).
+    "
+    CREATE TABLE meta (
+        key   text PRIMARY KEY,
+        value bytea NOT NULL
+    );
+
+    -- Secrets are never stored: only what is derived from them.
+    CREATE TABLE providers (
+        account       text PRIMARY KEY,
+        mode          text NOT NULL CHECK (mode IN ('sandbox', 'live')),
+        token_alg     text NOT NULL CHECK (token_alg IN ('HS256', 'EdDSA')),
+        name          text,
+        challenge_mac bytea NOT NULL CHECK (octet_length(challenge_mac) = 32),
+        token_hs256   bytea NOT NULL CHECK (octet_length(token_hs256) = 32),
+        auth_digest   bytea NOT NULL CHECK (octet_length(auth_digest) = 32),
+        created_at    bigint NOT NULL
+    );
+
+    -- id: 'faucet', 'wallet:0x…' (EIP-55) or 'provider:acct_…'. Balances in atomic units.
+    -- Only the faucet (the source of sandbox money) may go below zero.
+    CREATE TABLE accounts (
+        id        text PRIMARY KEY,
+        kind      text NOT NULL CHECK (kind IN ('faucet', 'wallet', 'provider')),
+        balance   bigint NOT NULL DEFAULT 0,
+        topped_up bigint NOT NULL DEFAULT 0 CHECK (topped_up >= 0),
+        CHECK (balance >= 0 OR kind = 'faucet')
+    );
+    INSERT INTO accounts (id, kind) VALUES ('faucet', 'faucet');
+
+    -- One hash chain per writer: a writer holds its stream with a session advisory lock.
+    CREATE TABLE streams (
+        id         bigserial PRIMARY KEY,
+        created_at bigint NOT NULL
+    );
+
+    -- tx_hash = 0x || hex(SHA-256(prev_hash || record)), chained within a stream.
+    CREATE TABLE transactions (
+        stream     bigint NOT NULL REFERENCES streams (id),
+        seq        bigint NOT NULL,
+        kind       text NOT NULL CHECK (kind IN ('topup', 'payment')),
+        created_at bigint NOT NULL,
+        record     text NOT NULL,
+        prev_hash  text NOT NULL,
+        tx_hash    text NOT NULL UNIQUE,
+        PRIMARY KEY (stream, seq)
+    );
+
+    -- Double entry: the entries of a transaction sum to zero.
+    CREATE TABLE entries (
+        stream  bigint NOT NULL,
+        tx_seq  bigint NOT NULL,
+        account text NOT NULL,
+        amount  bigint NOT NULL,
+        PRIMARY KEY (stream, tx_seq, account)
+    );
+
+    -- One payment per challenge: the primary key (account, nonce) makes paying twice impossible,
+    -- whichever facilitator takes the second attempt.
+    CREATE TABLE payments (
+        id         bigserial NOT NULL,
+        account    text NOT NULL,
+        nonce      text NOT NULL,
+        stream     bigint NOT NULL,
+        tx_seq     bigint NOT NULL,
+        tx_hash    text NOT NULL,
+        payer      text NOT NULL,
+        amount     bigint NOT NULL CHECK (amount > 0),
+        currency   text NOT NULL,
+        resource   text NOT NULL,
+        token      text NOT NULL,
+        paid_at    bigint NOT NULL,
+        expires_at bigint NOT NULL,
+        PRIMARY KEY (account, nonce),
+        UNIQUE (stream, tx_seq)
+    );
+    CREATE INDEX payments_by_account ON payments (account, id);
+    ",
+];
+
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+/// Advisory lock keys (first int of the two-int form): migrations, and writers' streams.
+pub(crate) const LOCK_MIGRATE: i32 = 0x5658_0001;
+pub(crate) const LOCK_STREAM: i32 = 0x5658_0002;
+
+/// Is this a PostgreSQL URL (`--db postgres://…`)?
+pub fn is_url(db: &str) -> bool {
+    let l = db.trim_start().to_ascii_lowercase();
+    l.starts_with("postgres://") || l.starts_with("postgresql://")
+}
+
+/// Parse a libpq URL into the driver's config, with our schema on the search path.
+pub fn config(url: &str) -> Result<tokio_postgres::Config, Error> {
+    let mut cfg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
+        Error::Config(format!("database URL {}: {}", redact(url), e.to_string().lines().next().unwrap_or("")))
+    })?;
+    let options = match cfg.get_options() {
+        Some(o) if !o.is_empty() => format!("{o} -c search_path=vlexivo"),
+        _ => "-c search_path=vlexivo".to_string(),
+    };
+    cfg.options(&options);
+    if cfg.get_connect_timeout().is_none() {
+        cfg.connect_timeout(Duration::from_secs(5));
+    }
+    cfg.application_name("vlexivo-facilitator");
+    Ok(cfg)
+}
+
+/// Connect one session (its connection task runs on the current runtime).
+pub async fn connect(cfg: &tokio_postgres::Config) -> Result<Client, tokio_postgres::Error> {
+    let (client, conn) = cfg.connect(NoTls).await?;
+    tokio::spawn(async move {
+        // Ends when the server or the network closes it; the client then reports is_closed().
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// Connect, create the schema and run the migrations not yet applied (several facilitators
+/// starting at once take turns on an advisory lock). Returns the open client.
+pub async fn open(url: &str) -> Result<(tokio_postgres::Config, Client), Error> {
+    let cfg = config(url)?;
+    let mut client = connect(&cfg)
+        .await
+        .map_err(|e| Error::Config(format!("cannot connect to {}: {}", redact(url), describe(&e))))?;
+    migrate(&mut client).await?;
+    Ok((cfg, client))
+}
+
+async fn migrate(client: &mut Client) -> Result<(), Error> {
+    let fail = |e: tokio_postgres::Error| Error::Config(format!("schema migration failed: {}", describe(&e)));
+    let tx = client.transaction().await.map_err(fail)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&LOCK_MIGRATE]).await.map_err(fail)?;
+    tx.batch_execute(
+        "CREATE SCHEMA IF NOT EXISTS vlexivo;
+         CREATE TABLE IF NOT EXISTS vlexivo.schema_migrations (
+             version    integer PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         );",
+    )
+    .await
+    .map_err(fail)?;
+    let current: i64 = tx
+        .query_one("SELECT coalesce(max(version), 0)::bigint FROM vlexivo.schema_migrations", &[])
+        .await
+        .map_err(fail)?
+        .get(0);
+    if current > SCHEMA_VERSION {
+        return Err(Error::Config(format!(
+            "database schema version {current} is newer than this vlexivo ({SCHEMA_VERSION})"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        // Every migration and its version row commit with the lock's transaction.
+        tx.batch_execute(sql).await.map_err(fail)?;
+        tx.execute("INSERT INTO vlexivo.schema_migrations (version) VALUES ($1)", &[&(i as i32 + 1)])
+            .await
+            .map_err(fail)?;
+    }
+    tx.commit().await.map_err(fail)
+}
+
+/// A pool for reads (balances, payment lists, providers another facilitator onboarded).
+pub fn pool(cfg: &tokio_postgres::Config, size: usize) -> Result<Pool, Error> {
+    let manager =
+        Manager::from_config(cfg.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(5)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .map_err(|e| Error::Internal(format!("database pool: {e}")))
+}
+
+/// What went wrong, without SQL, values or credentials.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} ({})", db.message(), db.code().code());
+    }
+    if e.is_closed() {
+        return "connection closed".into();
+    }
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or("connection error");
+    if first.contains("password") { "authentication failed".into() } else { first.to_string() }
+}
+
+/// Did the connection (not the statement) fail: the server is down, restarting, or gone?
+pub fn is_connection_error(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        // Class 08 (connection exception), admin/crash shutdown, cannot connect now.
+        Some(c) => {
+            let c = c.code();
+            c.starts_with("08") || c == "57P01" || c == "57P02" || c == "57P03"
+        }
+        // No SQLSTATE: an I/O or protocol failure on the socket.
+        None => e.as_db_error().is_none(),
+    }
+}
+
+/// A deadlock or serialization failure: the transaction can be retried as is.
+pub fn is_retryable(e: &tokio_postgres::Error) -> bool {
+    matches!(e.code().map(|c| c.code()), Some("40001" | "40P01"))
+}
+
+pub(crate) fn pg_err(e: tokio_postgres::Error) -> Error {
+    if is_connection_error(&e) {
+        Error::FacilitatorUnavailable(format!("the ledger database cannot be reached: {}", describe(&e)))
+    } else {
+        Error::Internal(format!("database: {}", describe(&e)))
+    }
+}
+
+pub(crate) fn pool_err(e: deadpool_postgres::PoolError) -> Error {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => pg_err(e),
+        other => Error::FacilitatorUnavailable(format!("the ledger database cannot be reached: {other}")),
+    }
+}

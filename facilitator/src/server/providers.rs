@@ -1,0 +1,99 @@
+//! Provider key storage, in one place for both engines: the row a provider is stored as (keys
+//! derived from its secret; the secret itself is never stored) and the conversions between that
+//! row and the in-memory [`Provider`] the payment path uses.
+
+use super::ledger::{Provider, TokenAlg};
+use std::sync::Arc;
+use vlexivo_core::token::{SigningKey, TokenIssuer};
+use vlexivo_core::{Error, Result};
+
+/// A provider as stored (`providers` table, same columns on SQLite and PostgreSQL).
+#[derive(Clone)]
+pub(crate) struct ProviderRow {
+    pub account: String,
+    pub mode: String,
+    pub token_alg: String,
+    pub name: Option<String>,
+    pub challenge_mac: Vec<u8>,
+    pub token_hs256: Vec<u8>,
+    pub auth_digest: Vec<u8>,
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for ProviderRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderRow").field("account", &self.account).finish_non_exhaustive()
+    }
+}
+
+/// The columns, in the order every query reads them.
+pub(crate) const COLUMNS: &str =
+    "account, mode, token_alg, name, challenge_mac, token_hs256, auth_digest, created_at";
+
+impl From<&Provider> for ProviderRow {
+    fn from(p: &Provider) -> Self {
+        ProviderRow {
+            account: p.account.clone(),
+            mode: p.mode.as_str().into(),
+            token_alg: p.token_alg.as_str().into(),
+            name: p.name.clone(),
+            challenge_mac: p.challenge_mac.to_vec(),
+            token_hs256: p.token_hs256.to_vec(),
+            auth_digest: p.auth_digest.to_vec(),
+            created_at: p.created_at as i64,
+        }
+    }
+}
+
+fn key32(v: Vec<u8>) -> Result<[u8; 32]> {
+    v.try_into().map_err(|_| Error::Config("stored provider key is not 32 bytes".into()))
+}
+
+impl ProviderRow {
+    /// The in-memory provider; EdDSA providers share the facilitator's issuer.
+    pub fn into_provider(self, eddsa: &Arc<TokenIssuer>) -> Result<Provider> {
+        let token_alg = TokenAlg::parse(&self.token_alg)?;
+        let token_hs256 = key32(self.token_hs256)?;
+        let issuer = match token_alg {
+            TokenAlg::Hs256 => Arc::new(TokenIssuer::new(SigningKey::Hs256(token_hs256))?),
+            TokenAlg::EdDsa => eddsa.clone(),
+        };
+        Ok(Provider {
+            account: self.account,
+            mode: self.mode.parse()?,
+            token_alg,
+            name: self.name,
+            challenge_mac: key32(self.challenge_mac)?,
+            token_hs256,
+            auth_digest: key32(self.auth_digest)?,
+            created_at: self.created_at as u64,
+            issuer,
+        })
+    }
+
+    pub fn from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(ProviderRow {
+            account: r.get(0)?,
+            mode: r.get(1)?,
+            token_alg: r.get(2)?,
+            name: r.get(3)?,
+            challenge_mac: r.get(4)?,
+            token_hs256: r.get(5)?,
+            auth_digest: r.get(6)?,
+            created_at: r.get(7)?,
+        })
+    }
+
+    pub fn from_pg(r: &tokio_postgres::Row) -> std::result::Result<Self, tokio_postgres::Error> {
+        Ok(ProviderRow {
+            account: r.try_get(0)?,
+            mode: r.try_get(1)?,
+            token_alg: r.try_get(2)?,
+            name: r.try_get(3)?,
+            challenge_mac: r.try_get(4)?,
+            token_hs256: r.try_get(5)?,
+            auth_digest: r.try_get(6)?,
+            created_at: r.try_get(7)?,
+        })
+    }
+}

@@ -1,0 +1,204 @@
+//! The service's reads (balances, revenue, payment lists, providers), off the writer: a few
+//! read-only SQLite connections (WAL lets them run beside the writer) or a PostgreSQL pool.
+
+use super::api::usd;
+use super::db;
+use super::ledger::provider_id;
+use super::pg::{pg_err, pool_err};
+use super::providers::{COLUMNS, ProviderRow};
+use super::types::PaymentRecord;
+use parking_lot::Mutex;
+use rusqlite::{Connection, OptionalExtension};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use vlexivo_core::{Error, Result};
+
+pub(crate) enum Reads {
+    Sqlite(Arc<SqliteReaders>),
+    Postgres(deadpool_postgres::Pool),
+}
+
+pub(crate) struct SqliteReaders {
+    conns: Vec<Mutex<Connection>>,
+    next: AtomicUsize,
+}
+
+impl SqliteReaders {
+    pub fn new(conns: Vec<Connection>) -> Arc<Self> {
+        Arc::new(Self { conns: conns.into_iter().map(Mutex::new).collect(), next: AtomicUsize::new(0) })
+    }
+
+    /// Run a read on a free connection, off the async workers.
+    async fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let start = me.next.fetch_add(1, Ordering::Relaxed);
+            // Take a free connection if there is one; otherwise wait on our turn's.
+            let n = me.conns.len();
+            let guard = (0..n)
+                .find_map(|i| me.conns[(start + i) % n].try_lock())
+                .unwrap_or_else(|| me.conns[start % n].lock());
+            f(&guard).map_err(db::db_err)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("read task: {e}")))?
+    }
+}
+
+impl Reads {
+    /// A wallet's balance in atomic units (0 if it never received anything).
+    pub async fn balance(&self, id: String) -> Result<i64> {
+        match self {
+            Reads::Sqlite(r) => {
+                r.run(move |c| {
+                    c.prepare_cached("SELECT balance FROM accounts WHERE id = ?1")?
+                        .query_row([id], |r| r.get(0))
+                        .optional()
+                        .map(|b| b.unwrap_or(0))
+                })
+                .await
+            }
+            Reads::Postgres(p) => {
+                let c = p.get().await.map_err(pool_err)?;
+                let st =
+                    c.prepare_cached("SELECT balance FROM accounts WHERE id = $1").await.map_err(pg_err)?;
+                Ok(c.query_opt(&st, &[&id]).await.map_err(pg_err)?.map(|r| r.get(0)).unwrap_or(0))
+            }
+        }
+    }
+
+    /// A provider's balance (its revenue) and number of payments.
+    pub async fn revenue(&self, account: String) -> Result<(i64, i64)> {
+        match self {
+            Reads::Sqlite(r) => {
+                r.run(move |c| {
+                    let total: i64 = c
+                        .prepare_cached("SELECT balance FROM accounts WHERE id = ?1")?
+                        .query_row([provider_id(&account)], |r| r.get(0))?;
+                    let count: i64 = c
+                        .prepare_cached("SELECT COUNT(*) FROM payments WHERE account = ?1")?
+                        .query_row([&account], |r| r.get(0))?;
+                    Ok((total, count))
+                })
+                .await
+            }
+            Reads::Postgres(p) => {
+                let c = p.get().await.map_err(pool_err)?;
+                let row = c
+                    .query_one(
+                        "SELECT (SELECT balance FROM accounts WHERE id = $1), \
+                         (SELECT count(*) FROM payments WHERE account = $2)",
+                        &[&provider_id(&account), &account],
+                    )
+                    .await
+                    .map_err(pg_err)?;
+                Ok((row.get::<_, Option<i64>>(0).unwrap_or(0), row.get(1)))
+            }
+        }
+    }
+
+    /// A provider's latest payments, newest first.
+    pub async fn payments(&self, account: String, limit: u32) -> Result<Vec<PaymentRecord>> {
+        const COLS: &str = "nonce, payer, amount, currency, tx_hash, resource, paid_at";
+        match self {
+            Reads::Sqlite(r) => {
+                r.run(move |c| {
+                    let mut s = c.prepare_cached(&format!(
+                        "SELECT {COLS} FROM payments WHERE account = ?1 ORDER BY tx_seq DESC LIMIT ?2"
+                    ))?;
+                    let rows = s.query_map(rusqlite::params![account, limit], |r| {
+                        Ok(PaymentRecord {
+                            nonce: r.get(0)?,
+                            payer: r.get(1)?,
+                            amount: usd(r.get(2)?),
+                            currency: r.get(3)?,
+                            tx_hash: r.get(4)?,
+                            resource: r.get(5)?,
+                            paid_at: r.get::<_, i64>(6)? as u64,
+                        })
+                    })?;
+                    rows.collect::<std::result::Result<Vec<_>, _>>()
+                })
+                .await
+            }
+            Reads::Postgres(p) => {
+                let c = p.get().await.map_err(pool_err)?;
+                let rows = c
+                    .query(
+                        &format!("SELECT {COLS} FROM payments WHERE account = $1 ORDER BY id DESC LIMIT $2"),
+                        &[&account, &i64::from(limit)],
+                    )
+                    .await
+                    .map_err(pg_err)?;
+                Ok(rows
+                    .iter()
+                    .map(|r| PaymentRecord {
+                        nonce: r.get(0),
+                        payer: r.get(1),
+                        amount: usd(r.get(2)),
+                        currency: r.get(3),
+                        tx_hash: r.get(4),
+                        resource: r.get(5),
+                        paid_at: r.get::<_, i64>(6) as u64,
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    /// A stored provider (another facilitator on the same database may have onboarded it).
+    pub async fn provider(&self, account: String) -> Result<Option<ProviderRow>> {
+        match self {
+            Reads::Sqlite(r) => {
+                r.run(move |c| {
+                    c.prepare_cached(&format!("SELECT {COLUMNS} FROM providers WHERE account = ?1"))?
+                        .query_row([account], ProviderRow::from_sqlite)
+                        .optional()
+                })
+                .await
+            }
+            Reads::Postgres(p) => {
+                let c = p.get().await.map_err(pool_err)?;
+                let row = c
+                    .query_opt(&format!("SELECT {COLUMNS} FROM providers WHERE account = $1"), &[&account])
+                    .await
+                    .map_err(pg_err)?;
+                row.map(|r| ProviderRow::from_pg(&r)).transpose().map_err(pg_err)
+            }
+        }
+    }
+}
+
+/// The facilitator's Ed25519 seed (created once, whichever facilitator starts first) and every
+/// stored provider, on PostgreSQL.
+pub(crate) async fn load_pg(
+    client: &tokio_postgres::Client,
+    fresh_seed: [u8; 32],
+) -> Result<([u8; 32], Vec<ProviderRow>)> {
+    client
+        .execute(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            &[&super::META_ED25519_SEED, &&fresh_seed[..]],
+        )
+        .await
+        .map_err(pg_err)?;
+    let seed: Vec<u8> = client
+        .query_one("SELECT value FROM meta WHERE key = $1", &[&super::META_ED25519_SEED])
+        .await
+        .map_err(pg_err)?
+        .get(0);
+    let seed: [u8; 32] =
+        seed.try_into().map_err(|_| Error::Config("stored Ed25519 seed is not 32 bytes".into()))?;
+    let rows = client
+        .query(&format!("SELECT {COLUMNS} FROM providers"), &[])
+        .await
+        .map_err(pg_err)?
+        .iter()
+        .map(ProviderRow::from_pg)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(pg_err)?;
+    Ok((seed, rows))
+}

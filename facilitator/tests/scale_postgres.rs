@@ -1,0 +1,326 @@
+//! Several `vlexivo serve` processes on one real PostgreSQL (a throwaway server on a loopback
+//! port): concurrency between facilitators, idempotent payments across them, the database
+//! restarting under load, a facilitator SIGKILLed while the others serve, migrations, bad URLs,
+//! and `vlexivo ledger verify` on the result every time.
+
+mod service_support;
+
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+use service_support::*;
+use std::collections::HashSet;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use vlexivo_core::payment::PaymentRequest;
+use vlexivo_testkit::Server;
+
+/// The URL every facilitator puts in tokens: they stand behind one load balancer.
+const PUBLIC: &str = "http://127.0.0.1:4020";
+
+fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new("psql").args([url, "-At", "-v", "ON_ERROR_STOP=1", "-c", sql]).output().unwrap();
+    assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn verify(url: &str) -> (bool, Value, String) {
+    let out = Command::new(BIN).args(["ledger", "verify", "--json", "--db", url]).output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.success(), v, String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+fn start(url: &str, dir: &std::path::Path, n: usize) -> Vec<Facilitator> {
+    (0..n)
+        .map(|_| Facilitator::start_pg(url, dir, &["--public-url", PUBLIC, "--faucet-cap", "1000"]))
+        .collect()
+}
+
+/// Send every request with `workers` in flight; `route(i)` picks the facilitator of request i.
+/// Returns (status, body) per request, in request order.
+async fn pay_all(
+    reqs: Vec<PaymentRequest>,
+    workers: usize,
+    route: impl Fn(usize) -> String + Send + Sync + 'static,
+    acked: Arc<AtomicUsize>,
+) -> Vec<(u16, Value)> {
+    let n = reqs.len();
+    let queue = Arc::new(Mutex::new(reqs.into_iter().enumerate().collect::<Vec<_>>()));
+    let results = Arc::new(Mutex::new(vec![(0u16, Value::Null); n]));
+    let route = Arc::new(route);
+    let c = http();
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let (q, res, route, c, acked) =
+                (queue.clone(), results.clone(), route.clone(), c.clone(), acked.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Some((i, r)) = q.lock().pop() else { return };
+                    let url = format!("{}/v1/payments", route(i));
+                    let out = match c.post(url).json(&r).send().await {
+                        Ok(resp) => {
+                            let s = resp.status().as_u16();
+                            (s, resp.json().await.unwrap_or(Value::Null))
+                        }
+                        // The facilitator is gone (killed): status 0.
+                        Err(_) => (0, Value::Null),
+                    };
+                    if out.0 == 200 {
+                        acked.fetch_add(1, Ordering::SeqCst);
+                    }
+                    res.lock()[i] = out;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    Arc::try_unwrap(results).unwrap().into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_facilitators_share_one_ledger() {
+    let pg = Server::postgres();
+    let url = pg.database("ledger");
+    let dir = tempfile::tempdir().unwrap();
+    let fs = start(&url, dir.path(), 3);
+    let urls: Vec<String> = fs.iter().map(|f| f.url.clone()).collect();
+    let c = http();
+    // Onboarded on one facilitator, known to the others through the database.
+    let p = create_provider(&c, &urls[0], json!({})).await;
+    let pw = paywall(&p.api_secret, PUBLIC);
+    let w = wallet();
+    assert_eq!(top_up(&c, &urls[1], &w, "0.6").await.0, 200);
+
+    // 1,000 payments of 0.001 from a wallet funded for 600, spread over the three.
+    let reqs: Vec<_> = (0..1000).map(|_| sign(&challenge(&pw, "/r", "0.001"), &w)).collect();
+    let u = urls.clone();
+    let out = pay_all(reqs, 96, move |i| u[i % 3].clone(), Arc::new(AtomicUsize::new(0))).await;
+    let ok: Vec<_> = out.iter().filter(|(s, _)| *s == 200).collect();
+    let poor = out.iter().filter(|(s, v)| *s == 402 && v["error"] == "insufficient_funds").count();
+    assert_eq!((ok.len(), poor), (600, 400), "{:?}", out.iter().find(|(s, _)| *s != 200 && *s != 402));
+    let hashes: HashSet<_> = ok.iter().map(|(_, v)| v["tx_hash"].as_str().unwrap().to_string()).collect();
+    assert_eq!(hashes.len(), 600, "no duplicated transaction");
+    for u in &urls {
+        assert_eq!(balance(&c, u, &w).await, "0");
+    }
+
+    // The same challenge paid through two facilitators at once debits once.
+    let w2 = wallet();
+    assert_eq!(top_up(&c, &urls[2], &w2, "1").await.0, 200);
+    let twice: Vec<_> = (0..20).map(|_| sign(&challenge(&pw, "/twice", "0.001"), &w2)).collect();
+    let doubled: Vec<_> = twice.iter().flat_map(|r| [r.clone(), r.clone()]).collect();
+    let u = urls.clone();
+    let out = pay_all(doubled, 40, move |i| u[i % 2].clone(), Arc::new(AtomicUsize::new(0))).await;
+    for pair in out.chunks(2) {
+        assert_eq!((pair[0].0, pair[1].0), (200, 200), "{pair:?}");
+        assert_eq!(pair[0].1["tx_hash"], pair[1].1["tx_hash"]);
+        assert_eq!(pair[0].1["token"], pair[1].1["token"]);
+        let replays = pair.iter().filter(|(_, v)| v["replayed"] == true).count();
+        assert_eq!(replays, 1, "{pair:?}");
+    }
+    assert_eq!(balance(&c, &urls[0], &w2).await, "0.98");
+
+    // Revenue read through another facilitator than the one that onboarded the provider.
+    let me = c.get(format!("{}/v1/providers/me", urls[2])).bearer_auth(&p.api_secret).send().await.unwrap();
+    let me: Value = me.json().await.unwrap();
+    assert_eq!((me["revenue"]["total"].as_str(), me["revenue"]["count"].as_u64()), (Some("0.62"), Some(620)));
+
+    let (ok, v, err) = verify(&url);
+    assert!(ok, "{v} {err}");
+    assert_eq!(v["summary"]["payments"], 620);
+    assert_eq!(v["summary"]["topups"], 2);
+    assert!(v["summary"]["streams"].as_array().unwrap().len() <= 3, "{v}");
+    assert_eq!(psql(&url, "SELECT min(balance) >= 0 FROM vlexivo.accounts WHERE kind <> 'faucet'"), "t");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_restarted_under_payment_load() {
+    let pg = Server::postgres();
+    let url = pg.database("ledger");
+    let dir = tempfile::tempdir().unwrap();
+    // Writes wait at most 1 s for the database, so an outage of 3 s is seen by clients.
+    let fs: Vec<_> = (0..2)
+        .map(|_| Facilitator::start_pg(&url, dir.path(), &["--public-url", PUBLIC, "--db-retry-secs", "1"]))
+        .collect();
+    let urls: Vec<String> = fs.iter().map(|f| f.url.clone()).collect();
+    let c = http();
+    let p = create_provider(&c, &urls[0], json!({})).await;
+    let pw = paywall(&p.api_secret, PUBLIC);
+    let w = wallet();
+    assert_eq!(top_up(&c, &urls[0], &w, "10").await.0, 200);
+    let reqs: Vec<_> = (0..800).map(|_| sign(&challenge(&pw, "/r", "0.001"), &w)).collect();
+
+    let acked = Arc::new(AtomicUsize::new(0));
+    let u = urls.clone();
+    let load = tokio::spawn(pay_all(reqs.clone(), 32, move |i| u[i % 2].clone(), acked.clone()));
+    // Crash the database a little into the load, bring it back a second later.
+    while acked.load(Ordering::SeqCst) < 150 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    pg.kill();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    pg.restart();
+    let out = load.await.unwrap();
+
+    // Every answer is a payment or facilitator_unavailable: never a wrong balance or a 500.
+    let mut acked_hashes = Vec::new();
+    let mut unavailable = Vec::new();
+    for (i, (s, v)) in out.iter().enumerate() {
+        match s {
+            200 => acked_hashes.push(v["tx_hash"].as_str().unwrap().to_string()),
+            503 => {
+                assert_eq!(v["error"], "facilitator_unavailable", "{v}");
+                unavailable.push(i);
+            }
+            other => panic!("unexpected answer {other}: {v}"),
+        }
+    }
+    eprintln!(
+        "during the restart: {} acknowledged, {} facilitator_unavailable",
+        acked_hashes.len(),
+        unavailable.len()
+    );
+    assert!(!unavailable.is_empty(), "the outage outlasted the retry window: some writes were refused");
+    // Every acknowledged payment is stored, once.
+    let list = acked_hashes.iter().map(|h| format!("'{h}'")).collect::<Vec<_>>().join(",");
+    let stored = psql(&url, &format!("SELECT count(*) FROM vlexivo.payments WHERE tx_hash IN ({list})"));
+    assert_eq!(stored, acked_hashes.len().to_string());
+    // The refused ones, sent again, are paid now (or answered as the payment they already were).
+    for i in unavailable {
+        let (s, v) = pay(&c, &urls[i % 2], &reqs[i]).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    assert_eq!(psql(&url, "SELECT count(*) FROM vlexivo.payments"), "800");
+    assert_eq!(balance(&c, &urls[1], &w).await, "9.2");
+    let (ok, v, err) = verify(&url);
+    assert!(ok, "{v} {err}");
+    assert_eq!(v["summary"]["payments"], 800);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_facilitator_killed_while_two_serve() {
+    let pg = Server::postgres();
+    let url = pg.database("ledger");
+    let dir = tempfile::tempdir().unwrap();
+    let mut fs = start(&url, dir.path(), 3);
+    let urls: Vec<String> = fs.iter().map(|f| f.url.clone()).collect();
+    let c = http();
+    let p = create_provider(&c, &urls[1], json!({})).await;
+    let pw = paywall(&p.api_secret, PUBLIC);
+    let w = wallet();
+    assert_eq!(top_up(&c, &urls[2], &w, "1").await.0, 200);
+    let reqs: Vec<_> = (0..500).map(|_| sign(&challenge(&pw, "/r", "0.001"), &w)).collect();
+
+    let acked = Arc::new(AtomicUsize::new(0));
+    let u = urls.clone();
+    let load = tokio::spawn(pay_all(reqs.clone(), 32, move |i| u[i % 3].clone(), acked.clone()));
+    while acked.load(Ordering::SeqCst) < 100 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    fs[2].kill9();
+    let out = load.await.unwrap();
+    // What the dead one did not answer goes to the survivors (as a load balancer would).
+    let mut retried = 0;
+    for (i, (s, v)) in out.iter().enumerate() {
+        match s {
+            200 => {}
+            0 | 503 => {
+                let (s, v) = pay(&c, &urls[i % 2], &reqs[i]).await;
+                assert_eq!(s, 200, "{v}");
+                retried += 1;
+            }
+            other => panic!("unexpected answer {other}: {v}"),
+        }
+    }
+    assert!(retried > 0, "the kill happened during the load");
+    assert_eq!(psql(&url, "SELECT count(*) FROM vlexivo.payments"), "500");
+    assert_eq!(balance(&c, &urls[0], &w).await, "0.5");
+    let (ok, v, err) = verify(&url);
+    assert!(ok, "{v} {err}");
+
+    // A new facilitator takes the dead one's stream (its lock went with its connection) and
+    // continues that chain.
+    let streams_before = psql(&url, "SELECT count(*) FROM vlexivo.streams");
+    let f4 = Facilitator::start_pg(&url, dir.path(), &["--public-url", PUBLIC]);
+    let (s, v) = pay(&c, &f4.url, &sign(&challenge(&pw, "/after", "0.001"), &w)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(psql(&url, "SELECT count(*) FROM vlexivo.streams"), streams_before);
+    let (ok, v, err) = verify(&url);
+    assert!(ok, "{v} {err}");
+    assert_eq!(v["summary"]["payments"], 501);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_tampering_and_bad_urls() {
+    let pg = Server::postgres();
+    let url = pg.database("ledger");
+    let dir = tempfile::tempdir().unwrap();
+    let c = http();
+    {
+        let mut fs = start(&url, dir.path(), 1);
+        let p = create_provider(&c, &fs[0].url, json!({})).await;
+        let pw = paywall(&p.api_secret, PUBLIC);
+        let w = wallet();
+        top_up(&c, &fs[0].url, &w, "1").await;
+        for _ in 0..3 {
+            assert_eq!(pay(&c, &fs[0].url, &sign(&challenge(&pw, "/r", "0.01"), &w)).await.0, 200);
+        }
+        assert_eq!(fs[0].terminate(), Some(0));
+    }
+    // Versioned: applied once, not again on the next start.
+    assert_eq!(psql(&url, "SELECT string_agg(version::text, ',') FROM vlexivo.schema_migrations"), "1");
+    drop(start(&url, dir.path(), 1));
+    assert_eq!(psql(&url, "SELECT count(*) FROM vlexivo.schema_migrations"), "1");
+
+    let (ok, v, _) = verify(&url);
+    assert!(ok, "{v}");
+    assert_eq!(
+        (v["summary"]["transactions"].as_u64(), v["summary"]["streams"].as_array().unwrap().len()),
+        (Some(4), 1)
+    );
+    // A record edited (even re-hashed): the chain breaks there.
+    let (stream, rec): (String, String) = {
+        let row = psql(&url, "SELECT stream || '|' || record FROM vlexivo.transactions WHERE seq = 2");
+        let (s, r) = row.split_once('|').unwrap();
+        (s.to_string(), r.to_string())
+    };
+    let forged = rec.replace("\"amount\":10000", "\"amount\":1");
+    assert_ne!(rec, forged);
+    psql(&url, &format!("UPDATE vlexivo.transactions SET record = '{forged}' WHERE seq = 2"));
+    let (ok, v, err) = verify(&url);
+    assert!(!ok);
+    assert!(err.contains(&format!("stream {stream} transaction 2:")), "{v} {err}");
+    psql(&url, &format!("UPDATE vlexivo.transactions SET record = '{rec}' WHERE seq = 2"));
+    assert!(verify(&url).0);
+    // A balance edited behind the ledger's back.
+    psql(&url, "UPDATE vlexivo.accounts SET balance = balance + 1 WHERE kind = 'provider'");
+    let (ok, _, err) = verify(&url);
+    assert!(!ok && err.contains("balance"), "{err}");
+    // The database refuses a negative wallet balance by itself.
+    let out = Command::new("psql")
+        .args([&url, "-At", "-c", "UPDATE vlexivo.accounts SET balance = -1 WHERE kind = 'wallet'"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("check"));
+
+    // A URL that points nowhere is a clear config error at startup (exit 2), password hidden.
+    let out = Command::new(BIN)
+        .args(["serve", "--addr", "127.0.0.1:0", "--db", "postgres://app:hunter2@127.0.0.1:1/x"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("config_invalid") && err.contains("cannot connect"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+    let out = Command::new(BIN)
+        .args(["serve", "--addr", "127.0.0.1:0", "--db", "postgres://h/x?sslmod=x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    // Verify on a database with no ledger says so.
+    let empty = pg.database("empty");
+    let (ok, _, err) = verify(&empty);
+    assert!(!ok && err.contains("no vlexivo ledger"), "{err}");
+}
