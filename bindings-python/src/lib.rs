@@ -15,6 +15,7 @@ use vlexivo_core::env::{Clock, Entropy, OsEntropy, SystemClock};
 use vlexivo_core::keys::Mode;
 use vlexivo_core::paywall::{self as vpaywall, PaywallConfig, RequestInfo};
 use vlexivo_core::policy::SpendingPolicy;
+use vlexivo_core::response_policy;
 use vlexivo_core::store::{MemoryStore, NonceStore, SqliteStore};
 use vlexivo_core::{Currency, Error, Money};
 
@@ -940,6 +941,63 @@ fn auto_top_up_amount(
 }
 
 /// `(host, path)` of an absolute http(s) URL, as the payer binds it.
+// ---------------------------------------------------------------------------------------------
+// The response policy (core's `response_policy`): the adapters ask, core decides.
+// ---------------------------------------------------------------------------------------------
+
+/// Whether a request passes unpaid: only a CORS preflight (`OPTIONS` carrying
+/// `Access-Control-Request-Method`; `preflight_header` says whether it does).
+#[pyfunction]
+fn is_free_request(method: &str, preflight_header: bool) -> bool {
+    response_policy::admission(method, preflight_header) == response_policy::Admission::Free
+}
+
+/// The method whose price applies: `HEAD` costs what `GET` costs.
+#[pyfunction]
+fn priced_method(method: &str) -> String {
+    response_policy::priced_method(method).to_string()
+}
+
+/// Whether a paid request's nonce is released once its handler has ended: `status` of the
+/// response it started (`None` or 0: none), whether it raised, whether the response was complete.
+#[pyfunction]
+#[pyo3(signature = (status, raised, complete))]
+fn releases(status: Option<u16>, raised: bool, complete: bool) -> bool {
+    let status = status.filter(|s| *s != 0);
+    response_policy::Outcome { status, raised, complete }.settlement() == response_policy::Settlement::Release
+}
+
+/// Whether a paid response with this status carries `Vlexivo-Receipt`.
+#[pyfunction]
+fn sends_receipt(status: u16) -> bool {
+    response_policy::sends_receipt(status)
+}
+
+/// The one price of several paywalls covering a request (the highest; `price_invalid` across
+/// currencies).
+#[pyfunction]
+fn effective_price(py: Python<'_>, prices: Vec<PyRef<'_, Price>>) -> PyResult<Price> {
+    let money: Vec<Money> = prices.iter().map(|p| p.money).collect();
+    response_policy::effective_price(&money).map(|money| Price { money }).py_err(py)
+}
+
+/// A paywall after the one that consumed the proof: `None` when the payment (`paid_amount` in
+/// `paid_currency`) covers `price`, else the price to ask instead (release the nonce first).
+#[pyfunction]
+fn check_stacked(
+    py: Python<'_>,
+    paid_amount: &str,
+    paid_currency: &str,
+    checked_at: PyRef<'_, Price>,
+    price: PyRef<'_, Price>,
+) -> PyResult<Option<Price>> {
+    let paid = Currency::parse(paid_currency).and_then(|c| Money::parse(paid_amount, c)).py_err(py)?;
+    match response_policy::check_stacked(&paid, &checked_at.money, &price.money).py_err(py)? {
+        response_policy::Stacked::Covered => Ok(None),
+        response_policy::Stacked::Underpaid { ask } => Ok(Some(Price { money: ask })),
+    }
+}
+
 #[pyfunction]
 fn split_url(py: Python<'_>, url: &str) -> PyResult<(String, String)> {
     let (h, p) = vclient::split_url(url).py_err(py)?;
@@ -972,6 +1030,12 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(parse_payment_required, m)?)?;
     m.add_function(wrap_pyfunction!(auto_top_up_amount, m)?)?;
     m.add_function(wrap_pyfunction!(split_url, m)?)?;
+    m.add_function(wrap_pyfunction!(is_free_request, m)?)?;
+    m.add_function(wrap_pyfunction!(priced_method, m)?)?;
+    m.add_function(wrap_pyfunction!(releases, m)?)?;
+    m.add_function(wrap_pyfunction!(sends_receipt, m)?)?;
+    m.add_function(wrap_pyfunction!(effective_price, m)?)?;
+    m.add_function(wrap_pyfunction!(check_stacked, m)?)?;
     m.add_function(wrap_pyfunction!(now, m)?)?;
     m.add_function(wrap_pyfunction!(_test_only_issue_hs256_token, m)?)?;
     m.add("ALL_CODES", PyTuple::new(py, Error::ALL_CODES)?)?;

@@ -494,11 +494,10 @@ impl VlexivoClient {
         req: reqwest::RequestBuilder,
         facilitator: &str,
     ) -> Result<T, Error> {
-        let res = req
-            .timeout(FACILITATOR_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| Error::FacilitatorUnavailable(format!("{facilitator}: {}", tls::describe(&e))))?;
+        let res =
+            req.timeout(FACILITATOR_TIMEOUT).send().await.map_err(|e| {
+                Error::FacilitatorUnavailable(format!("{facilitator}: {}", tls::describe(&e)))
+            })?;
         let status = res.status().as_u16();
         let body = read_limited(res, MAX_RESPONSE_BODY)
             .await
@@ -530,4 +529,3 @@ pub async fn read_limited(mut res: Response, limit: usize) -> Result<Vec<u8>, St
     }
     Ok(out)
 }
-

@@ -120,9 +120,9 @@ impl TlsConfig {
         for der in CertificateDer::pem_slice_iter(pem) {
             let der = der.map_err(|e| Error::Config(format!("CA certificate: not valid PEM ({e})")))?;
             // Parse it now, so a bad file is named here and not at the first request.
-            rustls::RootCertStore::empty()
-                .add(der.clone())
-                .map_err(|e| Error::Config(format!("CA certificate {}: not a usable X.509 CA ({e})", n + 1)))?;
+            rustls::RootCertStore::empty().add(der.clone()).map_err(|e| {
+                Error::Config(format!("CA certificate {}: not a usable X.509 CA ({e})", n + 1))
+            })?;
             let cert = reqwest::Certificate::from_der(&der)
                 .map_err(|e| Error::Config(format!("CA certificate {}: {e}", n + 1)))?;
             self.private_cas.push(cert);
@@ -137,8 +137,8 @@ impl TlsConfig {
     /// [`TlsConfig::add_ca_pem`] from a file.
     pub fn add_ca_file(self, path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
-        let pem = std::fs::read(path)
-            .map_err(|e| Error::Config(format!("CA file {}: {e}", path.display())))?;
+        let pem =
+            std::fs::read(path).map_err(|e| Error::Config(format!("CA file {}: {e}", path.display())))?;
         self.add_ca_pem(&pem).map_err(|e| match e {
             Error::Config(why) => Error::Config(format!("{}: {why}", path.display())),
             other => other,
@@ -223,7 +223,9 @@ fn explain(e: &rustls::Error) -> String {
         rustls::Error::InvalidCertificate(c) => match c {
             C::UnknownIssuer => format!("presented a certificate from an untrusted authority ({HINT})"),
             C::Expired | C::ExpiredContext { .. } => "presented an expired certificate".into(),
-            C::NotValidYet | C::NotValidYetContext { .. } => "presented a certificate that is not valid yet".into(),
+            C::NotValidYet | C::NotValidYetContext { .. } => {
+                "presented a certificate that is not valid yet".into()
+            }
             C::NotValidForName | C::NotValidForNameContext { .. } => {
                 "presented a certificate for another host name".into()
             }

@@ -366,7 +366,9 @@ mod tests {
         strict.abandon(ok.unwrap());
         // Without the option, plain http is still payable (loopback sandboxes).
         let lax = Payer::new(wallet(), SpendingPolicy::default(), None);
-        lax.abandon(lax.prepare(&challenge_from("http://fac.example"), "GET", "https://api.example/x", now).unwrap());
+        lax.abandon(
+            lax.prepare(&challenge_from("http://fac.example"), "GET", "https://api.example/x", now).unwrap(),
+        );
     }
 
     #[test]

@@ -143,7 +143,8 @@ mod tests {
             SECRET_KEY.read(env(&[("VLX_SECRET_KEY", ""), ("VLEXIVO_API_SECRET", "sk")])).unwrap(),
             Some("sk".into())
         );
-        let e = SECRET_KEY.read(env(&[("VLX_SECRET_KEY", "sk_a"), ("VLEXIVO_API_SECRET", "sk_b")])).unwrap_err();
+        let e =
+            SECRET_KEY.read(env(&[("VLX_SECRET_KEY", "sk_a"), ("VLEXIVO_API_SECRET", "sk_b")])).unwrap_err();
         assert_eq!(e.code(), "config_invalid");
         let msg = e.to_string();
         assert!(msg.contains("VLX_SECRET_KEY") && msg.contains("VLEXIVO_API_SECRET"), "{msg}");
@@ -152,7 +153,8 @@ mod tests {
 
     #[test]
     fn table_is_consistent() {
-        let mut names: Vec<&str> = ALL.iter().flat_map(|v| std::iter::once(v.name).chain(v.aliases.iter().copied())).collect();
+        let mut names: Vec<&str> =
+            ALL.iter().flat_map(|v| std::iter::once(v.name).chain(v.aliases.iter().copied())).collect();
         let n = names.len();
         names.sort_unstable();
         names.dedup();

@@ -14,7 +14,8 @@
 //! | [`token`] | the proof token (JWT, HS256 or EdDSA) |
 //! | [`store`] | nonce stores: memory, SQLite |
 //! | [`policy`] | the payer's spending policy |
-//! | [`paywall`] | the provider middleware's decisions |
+//! | [`paywall`] | the provider middleware's decisions: challenge, verify, consume, release, refuse |
+//! | [`response_policy`] | the rules around a paid handler: free requests, HEAD, stacked paywalls, release or keep, receipt |
 //! | [`client`] | the payer's pay-and-retry flow, without HTTP |
 //! | [`payment`] | what the facilitator checks before it charges |
 //! | [`envvars`] | the environment variables every binding and the CLI read |
@@ -30,6 +31,7 @@ pub mod origin;
 pub mod payment;
 pub mod paywall;
 pub mod policy;
+pub mod response_policy;
 pub mod store;
 pub mod token;
 pub mod wallet;

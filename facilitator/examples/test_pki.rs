@@ -42,7 +42,8 @@ pub fn generate(dir: &Path) -> TestPki {
     let issuer = Issuer::new(ca, &ca_key);
     let leaf = |name: &str, sans: &[&str], expired: bool| {
         let key = KeyPair::generate().expect("key");
-        let mut p = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("params");
+        let mut p =
+            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("params");
         p.distinguished_name.push(DnType::CommonName, sans[0]);
         if expired {
             p.not_before = rcgen::date_time_ymd(2020, 1, 1);

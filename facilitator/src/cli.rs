@@ -10,15 +10,15 @@ use serde_json::json;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use vlexivo_client::tls;
 use vlexivo_core::env::OsEntropy;
 use vlexivo_core::envvars;
 use vlexivo_core::paywall::DEFAULT_FACILITATOR_URL;
 use vlexivo_core::wallet::{Address, Wallet};
+use vlexivo_facilitator::pay::TlsArgs;
 use vlexivo_facilitator::server::types::{
     CreateProviderRequest, ErrorBody, PaymentList, ProviderCreated, ProviderInfo, TopUpReceipt, WalletBalance,
 };
-use vlexivo_client::tls;
-use vlexivo_facilitator::pay::TlsArgs;
 use vlexivo_facilitator::server::{self, ServerConfig};
 
 pub const EXIT_OK: i32 = 0;
@@ -281,13 +281,14 @@ fn endpoint(base: &str, path: &str) -> String {
 }
 
 async fn send<T: DeserializeOwned>(req: reqwest::RequestBuilder, base: &str) -> Result<T, Fail> {
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| Fail(EXIT_UNAVAILABLE, format!("facilitator_unavailable: cannot reach {base}: {}", tls::describe(&e))))?;
+    let resp = req.send().await.map_err(|e| {
+        Fail(EXIT_UNAVAILABLE, format!("facilitator_unavailable: cannot reach {base}: {}", tls::describe(&e)))
+    })?;
     let status = resp.status();
-    let bytes =
-        resp.bytes().await.map_err(|e| Fail(EXIT_UNAVAILABLE, format!("facilitator_unavailable: {}", tls::describe(&e))))?;
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| Fail(EXIT_UNAVAILABLE, format!("facilitator_unavailable: {}", tls::describe(&e))))?;
     if status.is_success() {
         return serde_json::from_slice(&bytes).map_err(|e| {
             Fail(EXIT_FAILED, format!("facilitator_error: unexpected answer from {base}: {e}"))
@@ -413,9 +414,7 @@ async fn wallet_inner(cmd: WalletCmd, tls: &TlsArgs) -> Result<(), Fail> {
             } else {
                 println!("address:      {}", w.address());
                 println!("private_key:  {}", w.secret_hex());
-                eprintln!(
-                    "\nKeep the private key secret (e.g. VLX_WALLET_KEY); it is not stored anywhere."
-                );
+                eprintln!("\nKeep the private key secret (e.g. VLX_WALLET_KEY); it is not stored anywhere.");
             }
         }
         WalletCmd::Balance { address, url, json } => {

@@ -131,7 +131,9 @@ impl From<Error> for Failure {
             ),
             Error::FacilitatorUntrusted { facilitator } if facilitator.starts_with("http://") => (
                 EXIT_OTHER,
-                format!("the API names the plain-http facilitator {facilitator} and https only is set; nothing was paid"),
+                format!(
+                    "the API names the plain-http facilitator {facilitator} and https only is set; nothing was paid"
+                ),
                 json!({ "facilitator": facilitator }),
             ),
             Error::WalletKeyInvalid | Error::RequestMalformed(_) | Error::Config(_) => {

@@ -199,12 +199,10 @@ async fn env_names_and_their_aliases() {
     assert_eq!(code, 0, "{err}");
     // Both names, different values: refused before anything is sent, naming both, no values.
     let other = Wallet::generate(&OsEntropy).secret_hex();
-    let (code, err) = run(
-        vec![("VLX_WALLET_KEY", key.clone()), ("VLEXIVO_WALLET_KEY", other.clone())],
-        s(&["pay", &url]),
-    )
-    .await
-    .unwrap();
+    let (code, err) =
+        run(vec![("VLX_WALLET_KEY", key.clone()), ("VLEXIVO_WALLET_KEY", other.clone())], s(&["pay", &url]))
+            .await
+            .unwrap();
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("VLX_WALLET_KEY") && err.contains("VLEXIVO_WALLET_KEY"), "{err}");
     assert!(!err.contains(&key[2..]) && !err.contains(&other[2..]), "{err}");

@@ -40,7 +40,13 @@ fn pki() -> Pki {
     let dir = tempfile::tempdir().unwrap();
     let p = test_pki::generate(dir.path());
     let files = |l: test_pki::Leaf| TlsFiles { cert: l.cert, key: l.key };
-    Pki { ca_pem: p.ca_pem, good: files(p.good), expired: files(p.expired), wrong_host: files(p.wrong_host), dir }
+    Pki {
+        ca_pem: p.ca_pem,
+        good: files(p.good),
+        expired: files(p.expired),
+        wrong_host: files(p.wrong_host),
+        dir,
+    }
 }
 
 async fn facilitator(dir: &Path, tls: Option<TlsFiles>) -> RunningServer {
@@ -133,7 +139,8 @@ async fn rust_client_refuses_untrusted_expired_and_wrong_host_certificates() {
         assert!(msg.contains("untrusted authority") && msg.contains(&good_api), "{roots:?}: {msg}");
     }
     let expired_api = api(&srv, Some(&pki.expired)).await;
-    let msg = client(&w, trusted()).get(&format!("{expired_api}/api/v1/hello")).await.unwrap_err().to_string();
+    let msg =
+        client(&w, trusted()).get(&format!("{expired_api}/api/v1/hello")).await.unwrap_err().to_string();
     assert!(msg.contains("expired certificate") && msg.contains(&expired_api), "{msg}");
     let wrong_api = api(&srv, Some(&pki.wrong_host)).await;
     let msg = client(&w, trusted()).get(&format!("{wrong_api}/api/v1/hello")).await.unwrap_err().to_string();
@@ -296,7 +303,8 @@ async fn serve_over_https_from_flags_and_refuse_a_bad_certificate() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line)
+        .unwrap();
     let url = line.trim().strip_prefix("VLEXIVO_URL=").unwrap_or_else(|| panic!("{line}")).to_string();
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
     let http = TlsConfig::new().add_ca_pem(pki.ca_pem.as_bytes()).unwrap().client().unwrap();

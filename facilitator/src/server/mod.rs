@@ -359,11 +359,7 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer> {
         None => None,
         Some(t) => Some(
             axum_server::tls_rustls::RustlsConfig::from_pem_file(&t.cert, &t.key).await.map_err(|e| {
-                Error::Config(format!(
-                    "TLS certificate {} or key {}: {e}",
-                    t.cert.display(),
-                    t.key.display()
-                ))
+                Error::Config(format!("TLS certificate {} or key {}: {e}", t.cert.display(), t.key.display()))
             })?,
         ),
     };
@@ -438,7 +434,8 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer> {
         // the accept loop.
         Some(tls) => {
             let listener = listener.into_std().map_err(|e| Error::Internal(e.to_string()))?;
-            let server = axum_server::from_tcp_rustls(listener, tls).map_err(|e| Error::Internal(e.to_string()))?;
+            let server =
+                axum_server::from_tcp_rustls(listener, tls).map_err(|e| Error::Internal(e.to_string()))?;
             let handle = axum_server::Handle::new();
             let on_stop = handle.clone();
             tokio::spawn(async move {
