@@ -48,6 +48,8 @@ fn samples() -> Vec<Error> {
         RequestTooLarge { limit: 1 },
         RequestMalformed(s()),
         FacilitatorUnavailable(s()),
+        FacilitatorUntrusted { facilitator: s() },
+        PaymentInDoubt { facilitator: s(), nonce: s(), amount: s(), reason: s() },
         FacilitatorError { status: 502, code: s(), message: s() },
         NotPaymentRequired,
         BodyNotReplayable,
