@@ -561,9 +561,18 @@ def test_middleware_and_dependency_on_one_route_ask_one_price_once(serve: Any) -
     async def basic(request: Request) -> dict[str, str]:
         return {"paid": request.state.vlx_payment.amount}
 
+    # A router's own dependencies, included under the prefix the middleware prices.
+    gold = APIRouter(dependencies=[Depends(vlx.paywall(price="0.02"))])
+
+    @gold.get("/report")
+    async def report(request: Request) -> dict[str, str]:
+        return {"paid": request.state.vlx_payment.amount}
+
+    app.include_router(gold, prefix="/zone/gold")
     url = serve("uvicorn", app)
     assert _two_step(url, "/zone/premium") == [(402, "0.05"), (200, '{"paid":"0.05"}')]
     assert _two_step(url, "/zone/basic") == [(402, "0.001"), (200, '{"paid":"0.001"}')]
+    assert _two_step(url, "/zone/gold/report") == [(402, "0.02"), (200, '{"paid":"0.02"}')]
 
 
 def test_wsgi_middleware_and_flask_decorator_ask_one_price_once(serve: Any) -> None:

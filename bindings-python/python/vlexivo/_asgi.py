@@ -433,6 +433,20 @@ def _raise_answer(scope: Scope, answer: Answer) -> None:
     raise exc_class(answer)
 
 
+_warned = False
+
+
+def _warn_unobserved() -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        logger.warning(
+            "vlexivo: a paywall dependency runs without the ASGI middleware, so it cannot see a "
+            "response the handler returns: a returned 5xx keeps the payer's nonce and a returned "
+            "Response carries no Vlexivo-Receipt. Add app.add_middleware(vlx.asgi_paywall)."
+        )
+
+
 class _Sent:
     __slots__ = ("done",)
 
@@ -560,6 +574,7 @@ class PaywallGuard:
         alone = owner and box is None
         sent = _Sent()
         if alone:
+            _warn_unobserved()
             response.headers["Vlexivo-Receipt"] = payment.receipt
             response.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
             if background_tasks is not None:
