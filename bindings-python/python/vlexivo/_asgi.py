@@ -51,6 +51,7 @@ PAID_KEY = "vlexivo.paid"
 # and the release decision to it (it sees the real response; a dependency cannot).
 _MIDDLEWARE_KEY = "vlexivo.middleware"
 _UNRESOLVED: Any = object()
+_RECENT_MAX = 4096
 
 
 class _Box:
@@ -179,9 +180,13 @@ class PaywallMiddleware:
         self.app = app
         self.server = server
         self.table: RouteTable = build_table(server, routes)
+        self._tabled = bool(self.table)
         self._map: Any = _UNRESOLVED
         self._config_error: str | None = None
         self._literal: dict[int, Plan] = {}
+        # (method, root_path, path) -> (route, plan), while the router's routes match on these alone.
+        self._recent: dict[tuple[str, str, str], tuple[Any, Plan]] = {}
+        self._generation = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -195,15 +200,19 @@ class PaywallMiddleware:
             box = scope[_MIDDLEWARE_KEY] = _Box()
         leaf = None
         plan = NO_PLAN
-        if self.table and not preflight(scope):
+        if self._tabled and (scope["method"] != "OPTIONS" or not preflight(scope)):
             found = self._plan(scope)
             if found is None:  # a table that names no route of the app: fail closed
                 await self._config_answer(scope, send)
                 return
             leaf, plan = found
-        if plan:
+        if plan.gates:
             try:
-                receive = await self._admit(plan, box, scope, receive)
+                if plan.price is not None and not plan.needs_body and box.paid is None:
+                    # The common case, without a coroutine: a fixed price, no body to read.
+                    self._take(plan, plan.price, box, scope, None, self.server.now())
+                else:
+                    receive = await self._admit(plan, box, scope, receive)
             except Reject as r:
                 await send_answer(send, r.answer, scope["method"])
                 return
@@ -229,7 +238,7 @@ class PaywallMiddleware:
                 raise Reject(gates[0].too_large(method, path, now)) from None
             receive = replay_receive(body, receive)
         earlier = box.paid
-        if earlier is not None and earlier.native is gates[0].provider.native:
+        if earlier is not None and earlier.native is gates[0].native:
             # An outer paywall took the proof: this one checks the amount only.
             missing = [g for g in gates if not earlier.covers(g)]
             if missing:
@@ -239,13 +248,19 @@ class PaywallMiddleware:
             return receive
         fixed = plan.price
         price = fixed if fixed is not None else await _price_all(gates, scope, body, scope, now)
-        paid = admit(gates, proof_of(scope), method, path, request_origin(scope), price, body, now)
+        self._take(plan, price, box, scope, body, now)
+        return receive
+
+    def _take(self, plan: Plan, price: _native.Price, box: _Box, scope: Scope, body: bytes | None,
+              now: int | None) -> None:
+        """Verify the proof at ``price`` and consume it: the request is paid."""
+        paid = admit(plan.gates, proof_of(scope), scope["method"], binding_path(scope), request_origin(scope), price,
+                     body, now)
         scope[PAID_KEY] = box.paid = paid
         state = scope.get("state")
         if state is None:
             state = scope["state"] = {}
         state["vlx_payment"] = paid.payment
-        return receive
 
     # --- which paywalls apply -------------------------------------------------------------
 
@@ -264,12 +279,25 @@ class PaywallMiddleware:
             if plan is None:
                 plan = self._literal[id(g)] = Plan((g,))
             return None, plan
+        key = None
+        if m.cacheable():
+            if m.generation != self._generation:
+                self._recent.clear()
+                self._generation = m.generation
+            key = (method, scope.get("root_path", ""), scope["path"])
+            hit = self._recent.get(key)
+            if hit is not None:
+                return hit
         leaf = m.resolve(scope)
         if leaf is None:
-            return None, NO_PLAN
+            return None, NO_PLAN  # (not remembered: a flood of 404s cannot fill the memory)
         plan = leaf.cache.get(method)
         if plan is None:
             plan = leaf.cache[method] = Plan(self._gates_of_leaf(leaf, method))
+        if key is not None:
+            if len(self._recent) >= _RECENT_MAX:
+                self._recent.clear()
+            self._recent[key] = (leaf, plan)
         return leaf, plan
 
     def _gates_of_leaf(self, leaf: Any, method: str) -> tuple[Gate, ...]:
@@ -326,7 +354,7 @@ class PaywallMiddleware:
         status = 0
         complete = False
         blocked = False
-        confirm = bool(self.table) and self._map is not None and self._map is not _UNRESOLVED
+        confirm = self._tabled and self._map is not None and self._map is not _UNRESOLVED
 
         async def send_observed(msg: Message) -> None:
             nonlocal status, complete, blocked
@@ -334,7 +362,9 @@ class PaywallMiddleware:
                 return
             kind = msg["type"]
             if kind == "http.response.start":
-                if confirm and not self._same_route(scope, leaf, plan):
+                actual = scope.get("route")
+                if confirm and actual is not None and (leaf is None or actual is not leaf.route) \
+                        and not self._same_route(scope, leaf, plan):
                     blocked = True
                     if box.paid is not None:
                         box.paid.release()
@@ -346,7 +376,7 @@ class PaywallMiddleware:
                     if status >= 500:
                         # Before the 5xx goes out: a client retrying at once must find it free.
                         paid.release()
-                    msg = dict(msg)
+                    # A new list: the app may reuse its own (Starlette passes response.raw_headers).
                     msg["headers"] = [*msg.get("headers", ()), (_RECEIPT, paid.payment.receipt.encode("latin-1")), _EXPOSE]
             elif kind == "http.response.body" and not msg.get("more_body", False):
                 complete = True
@@ -540,7 +570,7 @@ class PaywallGuard:
         box: _Box | None = scope.get(_MIDDLEWARE_KEY)
         paid: Paid | None = box.paid if box is not None and box.paid is not None else scope.get(PAID_KEY)
         try:
-            if paid is not None and paid.native is gate.provider.native:
+            if paid is not None and paid.native is gate.native:
                 # An earlier paywall on this request took the proof: check its amount only.
                 if not paid.covers(gate):
                     if gate.needs_body:

@@ -143,10 +143,11 @@ def release_after(status: int, raised: bool, complete: bool) -> bool:
 class Gate:
     """One paywall: a route's price under one provider."""
 
-    __slots__ = ("provider", "route", "label", "needs_body", "currency", "scope")
+    __slots__ = ("provider", "native", "route", "label", "needs_body", "currency", "scope")
 
     def __init__(self, provider: Provider, route: PaidRoute, label: str) -> None:
         self.provider = provider
+        self.native = provider.native
         self.route = route
         self.label = label
         self.needs_body = route.resolver is not None or provider.bind_body
@@ -166,7 +167,7 @@ class Gate:
             value,
             why,
         )
-        return Reject(self.provider.native.reject("price_invalid", method, path, None, self.currency, self.scope, now))
+        return Reject(self.native.reject("price_invalid", method, path, None, self.currency, self.scope, now))
 
     def _to_price(self, value: Any, method: str, path: str, now: int | None) -> _native.Price:
         try:
@@ -207,7 +208,7 @@ class Gate:
         return self._bad_price(req.method, req.path, "<raised>", repr(e), now)
 
     def too_large(self, method: str, path: str, now: int | None) -> Answer:
-        return self.provider.native.reject("request_too_large", method, path, None, self.currency, self.scope, now)
+        return self.native.reject("request_too_large", method, path, None, self.currency, self.scope, now)
 
 
 def _run_awaitable(aw: Awaitable[Any]) -> Any:
@@ -224,9 +225,9 @@ def together(first: Gate, more: Iterable[Gate | None]) -> tuple[Gate, ...]:
     """The paywalls asked for together with ``first``: it, then every other one of the same
     provider (a proof pays one provider; another provider's paywall asks on its own)."""
     out = [first]
-    native = first.provider.native
+    native = first.native
     for g in more:
-        if g is not None and g.provider.native is native and g not in out:
+        if g is not None and g.native is native and g not in out:
             out.append(g)
     return tuple(out)
 
@@ -341,7 +342,7 @@ def admit(
     """Verify the proof at the effective price and consume its nonce, or raise :class:`Reject`
     with the answer to send."""
     gate = gates[0]
-    native = gate.provider.native
+    native = gate.native
     scheme, host = origin
     try:
         payment = native.verify(proof, method, path, price, price.currency, now, body, scheme=scheme, host=host)
@@ -369,7 +370,7 @@ def underpaid(
     price of the two."""
     paid.release()
     ask = price if price.atomic > paid.price.atomic or price.currency != paid.price.currency else paid.price
-    native = gate.provider.native
+    native = gate.native
     err = _native.error_for("token_underpaid", "")
     scheme, host = origin
     return Reject(native.reject(err, method, path, ask, ask.currency, gate.scope, now, body, scheme=scheme, host=host))

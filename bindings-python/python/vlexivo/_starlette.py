@@ -25,7 +25,6 @@ except ImportError:  # FastAPI absent, or older (its included routes were alread
 
 
 Mounts = tuple[tuple[Any, int], ...]
-_RECENT_MAX = 4096
 # Route classes whose match depends only on the method and the path (Starlette's and FastAPI's
 # own; exact classes: a subclass may match otherwise).
 _PATH_ONLY = frozenset(
@@ -79,35 +78,30 @@ class RouterMap:
         # Leaf objects are kept per (route, template) so their per-method cache survives.
         self._leaves: dict[tuple[int, str], Leaf] = {}
         self._compiled: dict[str, Any] = {}
-        # (method, root_path, path) -> leaf, while every route's match depends on these alone.
-        self._recent: dict[tuple[str, str, str], Leaf] = {}
         self._path_only = False
         self._size = -1
+        self.generation = 0
 
     # --- one request ---------------------------------------------------------------------
+
+    def cacheable(self) -> bool:
+        """Whether the route for a request depends only on its method, root path and path
+        (every route is one of the framework's own path-matching kinds), so that a caller may
+        remember it per (method, root_path, path) until :attr:`generation` changes."""
+        if len(self.router.routes) != self._size:
+            self._survey()
+        return self._path_only
 
     def resolve(self, scope: dict[str, Any]) -> Leaf | None:
         """The route whose handler the router will run for ``scope``, or None (no route, a 405,
         a redirect)."""
-        if len(self.router.routes) != self._size:
-            self._survey()
-        if not self._path_only:
-            return self._select(self.router.routes, scope, "", ())
-        key = (scope["method"], scope.get("root_path", ""), scope["path"])
-        leaf = self._recent.get(key)
-        if leaf is None:
-            leaf = self._select(self.router.routes, scope, "", ())
-            if leaf is not None:  # (a miss is not kept: a 404 flood cannot fill the cache)
-                if len(self._recent) >= _RECENT_MAX:
-                    self._recent.clear()
-                self._recent[key] = leaf
-        return leaf
+        return self._select(self.router.routes, scope, "", ())
 
     def _survey(self) -> None:
         """Whether every route is one of the framework's own path-matching kinds (else a route
         may look at headers, and nothing is cached)."""
         self._size = len(self.router.routes)
-        self._recent.clear()
+        self.generation += 1
         self._path_only = True
         for _ in self.leaves():
             pass

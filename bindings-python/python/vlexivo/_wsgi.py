@@ -176,7 +176,7 @@ def flask_view(gate: Gate, view: Callable[..., Any]) -> Callable[..., Any]:
         body: bytes | None = None
         paid: Paid | None = environ.get(PAID_KEY)
         try:
-            if paid is not None and paid.native is gate.provider.native:
+            if paid is not None and paid.native is gate.native:
                 # An outer paywall (the WSGI middleware) took the proof: check its amount only.
                 missing = [g for g in gates if not paid.covers(g)]
                 if missing:
@@ -389,7 +389,7 @@ class WsgiPaywall:
         now = self.server.now()
         body: bytes | None = None
         earlier: Paid | None = environ.get(PAID_KEY)
-        same = earlier is not None and earlier.native is gates[0].provider.native
+        same = earlier is not None and earlier.native is gates[0].native
         try:
             if needs_body(gates):
                 body = _read_wsgi_body(environ, self.server.max_body_bytes)
