@@ -787,3 +787,47 @@ def test_nested_wsgi_paywalls_ask_one_price_once(serve: Any) -> None:
     url = serve("waitress", app)
     assert _two_step(url, "/zone/premium") == [(402, "0.05"), (200, '{"paid":"0.05"}\n')]
     assert _two_step(url, "/zone/basic") == [(402, "0.001"), (200, '{"paid":"0.001"}\n')]
+
+
+def test_receipt_only_on_a_response_that_keeps_the_payment(serve: Any) -> None:
+    """Core's rule: a paid 2xx/3xx/4xx carries Vlexivo-Receipt (the payment is kept); a 5xx does
+    not (its nonce is released and the same proof stays good)."""
+    vlx = VlexivoServer(api_secret=SECRET, origin=ORIGIN)
+
+    mw = FastAPI()
+    mw.add_middleware(vlx.asgi_paywall, routes={"GET /r": vlx.price("0.001")})
+
+    @mw.get("/r")
+    async def mw_r(status: int) -> Any:
+        return PlainTextResponse("r", status_code=status)
+
+    dep = FastAPI()
+    dep.add_middleware(vlx.asgi_paywall)  # observes the dependency's payments
+
+    @dep.get("/r")
+    async def dep_r(status: int, payment: Any = Depends(vlx.paywall(price="0.001"))) -> Any:
+        return PlainTextResponse("r", status_code=status)
+
+    fl = flask.Flask("receipts")
+
+    @fl.get("/r")
+    @vlx.paywall(price="0.001")
+    def fl_r() -> Any:
+        return "r", int(flask.request.args["status"])
+
+    def wsgi_app(environ: Any, start_response: Any) -> list[bytes]:
+        status = int(environ["QUERY_STRING"].split("=")[1])
+        start_response(f"{status} X", [("Content-Type", "text/plain")])
+        return [b"r"]
+
+    apps = [
+        ("uvicorn", mw),
+        ("uvicorn", dep),
+        ("waitress", fl),
+        ("waitress", vlx.wsgi_paywall(wsgi_app, routes={"GET /r": vlx.price("0.001")})),
+    ]
+    for kind, app in apps:
+        url = serve(kind, app)
+        for status, receipt in ((200, True), (302, True), (404, True), (503, False)):
+            r = httpx.get(url + f"/r?status={status}", headers=proof(token("GET", "/r")))
+            assert (kind, r.status_code, "vlexivo-receipt" in r.headers) == (kind, status, receipt)

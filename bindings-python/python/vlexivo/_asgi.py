@@ -26,7 +26,8 @@ from ._gate import (
     admit,
     effective,
     fixed_prices,
-    is_preflight,
+    is_free_request,
+    sends_receipt,
     needs_body,
     together,
     underpaid,
@@ -94,7 +95,7 @@ def proof_of(scope: Scope) -> str | None:
 
 
 def preflight(scope: Scope) -> bool:
-    return scope["method"] == "OPTIONS" and is_preflight("OPTIONS", any(k == _ACRM for k, _ in scope["headers"]))
+    return scope["method"] == "OPTIONS" and is_free_request("OPTIONS", any(k == _ACRM for k, _ in scope["headers"]))
 
 
 def _pricing_request(scope: Scope, body: bytes | None, raw: Any) -> PricingRequest:
@@ -243,8 +244,7 @@ class PaywallMiddleware:
             missing = [g for g in gates if not earlier.covers(g)]
             if missing:
                 price = await _price_all(missing, scope, body, scope, now)
-                if not earlier.covers_price(price):
-                    raise underpaid(earlier, missing[0], price, method, path, request_origin(scope), now, body)
+                earlier.require(missing[0], price, method, path, request_origin(scope), now, body)
             return receive
         fixed = plan.price
         price = fixed if fixed is not None else await _price_all(gates, scope, body, scope, now)
@@ -373,11 +373,13 @@ class PaywallMiddleware:
                 status = msg["status"]
                 paid = box.paid
                 if paid is not None:
-                    if status >= 500:
-                        # Before the 5xx goes out: a client retrying at once must find it free.
-                        paid.release()
-                    # A new list: the app may reuse its own (Starlette passes response.raw_headers).
-                    msg["headers"] = [*msg.get("headers", ()), (_RECEIPT, paid.payment.receipt.encode("latin-1")), _EXPOSE]
+                    if sends_receipt(status):
+                        # A new list: the app may reuse its own (Starlette passes response.raw_headers).
+                        msg["headers"] = [*msg.get("headers", ()), (_RECEIPT, paid.payment.receipt.encode("latin-1")), _EXPOSE]
+                    else:
+                        # A failure (5xx): released before it goes out, so that a client retrying
+                        # at once finds its proof good again.
+                        paid.settle(status, False, False)
             elif kind == "http.response.body" and not msg.get("more_body", False):
                 complete = True
             await send(msg)
@@ -576,8 +578,7 @@ class PaywallGuard:
                     if gate.needs_body:
                         body = await request.body()
                     price = await _price_all((gate,), scope, body, request, now)
-                    if not paid.covers_price(price):
-                        raise underpaid(paid, gate, price, method, path, request_origin(scope), now, body)
+                    paid.require(gate, price, method, path, request_origin(scope), now, body)
                 payment = paid.payment
                 owner = False
             else:

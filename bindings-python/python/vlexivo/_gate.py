@@ -116,28 +116,11 @@ class Reject(Exception):
         self.answer = answer
 
 
-# --- the response policy ------------------------------------------------------------------
+# --- the response policy: core's (vlexivo_core::response_policy); asked here, never re-decided ---
 
-
-def is_preflight(method: str, has_request_method_header: bool) -> bool:
-    """Free: a CORS preflight (OPTIONS carrying ``Access-Control-Request-Method``), nothing else."""
-    return method == "OPTIONS" and has_request_method_header
-
-
-def priced_method(method: str) -> str:
-    """The method whose price applies: HEAD costs what GET costs."""
-    return "GET" if method == "HEAD" else method
-
-
-def release_after(status: int, raised: bool, complete: bool) -> bool:
-    """Release the nonce when the handler failed: it answered 5xx, raised before its response
-    was complete, or produced no response at all. A handler that completed with 2xx/3xx/4xx keeps
-    it, whether or not the client was still there, and so does one that raised afterwards."""
-    if status >= 500:
-        return True
-    if complete:
-        return False
-    return raised or status == 0
+is_free_request = _native.is_free_request  # only a CORS preflight passes unpaid
+priced_method = _native.priced_method  # HEAD costs what GET costs
+sends_receipt = _native.sends_receipt  # on a paid response that keeps the payment
 
 
 class Gate:
@@ -247,25 +230,13 @@ def fixed_prices(gates: Sequence[Gate]) -> list[_native.Price] | None:
     return out
 
 
-def highest(prices: Sequence[_native.Price]) -> _native.Price | None:
-    """The price that satisfies every paywall on a path: the highest (None if they disagree on
-    the currency)."""
-    best = prices[0]
-    for p in prices[1:]:
-        if p.currency != best.currency:
-            return None
-        if p.atomic > best.atomic:
-            best = p
-    return best
-
-
 def effective(gates: Sequence[Gate], prices: Sequence[_native.Price], method: str, path: str, now: int | None) -> _native.Price:
-    """One request, one price: every paywall on the path is satisfied by the highest of their
-    prices. Paywalls that disagree on the currency are a provider error (500 ``price_invalid``)."""
-    best = highest(prices)
-    if best is None:
-        raise gates[0]._bad_price(method, path, [str(x) for x in prices], "paywalls on one route in different currencies", now)
-    return best
+    """One request, one price: core's effective price of every paywall on the path (the highest;
+    paywalls in different currencies are the provider's mistake, a 500 ``price_invalid``)."""
+    try:
+        return _native.effective_price(prices)
+    except _native.NativeError as e:
+        raise gates[0]._bad_price(method, path, [str(x) for x in prices], e.message, now) from None
 
 
 class Plan:
@@ -278,13 +249,22 @@ class Plan:
         self.gates = tuple(gates)
         self.needs_body = needs_body(gates)
         prices = fixed_prices(gates)
-        self.price = highest(prices) if prices else None
+        self.price: _native.Price | None = None
+        if prices:
+            try:
+                self.price = _native.effective_price(prices)
+            except _native.NativeError:
+                pass  # answered per request, as price_invalid
 
     def __bool__(self) -> bool:
         return bool(self.gates)
 
 
 NO_PLAN = Plan(())
+
+
+# The request's (scheme, Host): bound into challenges and proofs when no origin is configured.
+Origin = tuple[str, Union[str, None]]
 
 
 class Paid:
@@ -307,8 +287,14 @@ class Paid:
     def covers(self, gate: Gate) -> bool:
         return gate in self.gates
 
-    def covers_price(self, price: _native.Price) -> bool:
-        return price.currency == self.price.currency and price.atomic <= self.price.atomic
+    def require(self, gate: Gate, price: _native.Price, method: str, path: str, origin: Origin, now: int | None,
+                body: bytes | None) -> None:
+        """A later paywall on the request (at ``price``) checks the payment's amount only, as
+        core decides: covered, or raise :class:`Reject` (the nonce released, the effective
+        price asked)."""
+        ask = _native.check_stacked(self.payment.amount, self.payment.currency, self.price, price)
+        if ask is not None:
+            raise underpaid(self, gate, ask, method, path, origin, now, body)
 
     def release(self) -> None:
         """The handler failed: the same proof may be presented again (at most once per request)."""
@@ -321,12 +307,12 @@ class Paid:
             logger.error("vlexivo: could not release nonce %s: %s", self.payment.nonce, e.message)
 
     def settle(self, status: int, raised: bool, complete: bool) -> None:
-        if release_after(status, raised, complete):
+        """The handler ended: core decides from its outcome (``status`` 0: no response started)
+        whether the nonce is released."""
+        if _native.releases(status or None, raised, complete):
             self.release()
 
 
-# The request's (scheme, Host): bound into challenges and proofs when no origin is configured.
-Origin = tuple[str, Union[str, None]]
 
 
 def admit(
@@ -358,19 +344,17 @@ def admit(
 def underpaid(
     paid: Paid,
     gate: Gate,
-    price: _native.Price,
+    ask: _native.Price,
     method: str,
     path: str,
     origin: Origin,
     now: int | None,
     body: bytes | None,
 ) -> Reject:
-    """A later paywall on the path asks more than the proof already consumed paid for (its price
-    was not known when the proof was checked): give the nonce back and ask once for the higher
-    price of the two."""
+    """A later paywall on the path asks more than the consumed proof paid (its price was not
+    known when the proof was checked): give the nonce back and ask once for ``ask``, the
+    effective price of both."""
     paid.release()
-    ask = price if price.atomic > paid.price.atomic or price.currency != paid.price.currency else paid.price
-    native = gate.native
     err = _native.error_for("token_underpaid", "")
     scheme, host = origin
-    return Reject(native.reject(err, method, path, ask, ask.currency, gate.scope, now, body, scheme=scheme, host=host))
+    return Reject(gate.native.reject(err, method, path, ask, ask.currency, gate.scope, now, body, scheme=scheme, host=host))

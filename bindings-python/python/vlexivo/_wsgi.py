@@ -24,7 +24,8 @@ from ._gate import (
     admit,
     effective,
     fixed_prices,
-    is_preflight,
+    is_free_request,
+    sends_receipt,
     needs_body,
     together,
     underpaid,
@@ -85,7 +86,7 @@ def _header_pairs(environ: dict[str, Any]) -> Iterator[tuple[str, str]]:
 
 
 def _preflight(environ: dict[str, Any], method: str) -> bool:
-    return is_preflight(method, "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ)
+    return is_free_request(method, "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ)
 
 
 def _status_line(status: int) -> str:
@@ -183,8 +184,7 @@ def flask_view(gate: Gate, view: Callable[..., Any]) -> Callable[..., Any]:
                     if needs_body(missing):
                         body = request.get_data(cache=True)
                     price = _price_all(missing, method, path, environ, body, request, now)
-                    if not paid.covers_price(price):
-                        raise underpaid(paid, missing[0], price, method, path, request_origin(environ), now, body)
+                    paid.require(missing[0], price, method, path, request_origin(environ), now, body)
                 owner = False
             else:
                 if needs_body(gates):
@@ -212,9 +212,10 @@ def flask_view(gate: Gate, view: Callable[..., Any]) -> Callable[..., Any]:
             paid.settle(0, True, False)
             raise
         status = resp.status_code
-        if status >= 500:
-            paid.release()
-        elif resp.is_streamed:
+        if not sends_receipt(status):
+            paid.settle(status, False, True)  # a failure: released
+            return resp
+        if resp.is_streamed:
             resp.response = _release_if_stream_fails(resp.response, paid, status)
         resp.headers[RECEIPT_HEADER] = paid.payment.receipt
         resp.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
@@ -400,8 +401,7 @@ class WsgiPaywall:
                 missing = [g for g in gates if not earlier.covers(g)]
                 if missing:
                     price = _price_all(missing, method, path, environ, body, environ, now)
-                    if not earlier.covers_price(price):
-                        raise underpaid(earlier, missing[0], price, method, path, request_origin(environ), now, body)
+                    earlier.require(missing[0], price, method, path, request_origin(environ), now, body)
             else:
                 price = _price_all(gates, method, path, environ, body, environ, now)
                 paid = admit(gates, environ.get("HTTP_VLEXIVO_PROOF"), method, path, request_origin(environ), price, body, now)
@@ -416,11 +416,12 @@ class WsgiPaywall:
 
         def paid_start_response(st: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             status[0] = int(st[:3])
-            if status[0] >= 500:
-                # Before the server sends anything: a client retrying as soon as it sees the 5xx
-                # must find the nonce free (the server closes the body later, on its own thread).
-                paid.release()
-            headers = [*headers, (RECEIPT_HEADER, receipt), ("Access-Control-Expose-Headers", EXPOSE_HEADERS)]
+            if sends_receipt(status[0]):
+                headers = [*headers, (RECEIPT_HEADER, receipt), ("Access-Control-Expose-Headers", EXPOSE_HEADERS)]
+            else:
+                # A failure (5xx), released before the server sends anything: a client retrying as
+                # soon as it sees it must find the nonce free (the body is closed later).
+                paid.settle(status[0], False, False)
             return start_response(st, headers, exc_info) if exc_info is not None else start_response(st, headers)
 
         def settle(raised: bool, complete: bool) -> None:
