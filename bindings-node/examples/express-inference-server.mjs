@@ -1,6 +1,6 @@
 // The article's Express inference server, as written: per-call billing in front of a route,
 // with dynamic pricing by model. Run:
-//   VLX_SECRET_KEY=sk_test_… VLEXIVO_FACILITATOR_URL=http://127.0.0.1:4020 node express-inference-server.mjs
+//   VLX_SECRET_KEY=sk_test_… VLX_FACILITATOR_URL=http://127.0.0.1:4020 node express-inference-server.mjs
 import express from 'express';
 import { VlexivoServer } from 'vlexivo';
 

@@ -59,7 +59,7 @@ try {
 
   fac = await startFacilitator();
   const provider = await onboard(fac.url);
-  const env = { ...process.env, VLX_SECRET_KEY: provider.api_secret, VLEXIVO_FACILITATOR_URL: fac.url, PORT: '0' };
+  const env = { ...process.env, VLX_SECRET_KEY: provider.api_secret, VLX_FACILITATOR_URL: fac.url, PORT: '0' };
   const server = spawn(process.execPath, ['express-inference-server.mjs'], { cwd: app, env, stdio: ['ignore', 'pipe', 'inherit'] });
   children.push(server);
   const [, url] = await waitLine(server, /listening on (http:\/\/\S+)/, 'example server');

@@ -1047,6 +1047,16 @@ pub fn account_for_secret(env: Env, api_secret: String) -> Result<String> {
     vx::keys::ProviderKeys::from_secret(&api_secret).map(|k| k.account).map_err(|e| throw(&env, e))
 }
 
+/// The value of a `VLX_*` variable (core's `envvars` table) in `env` (`process.env`): its name
+/// first, then its older aliases; `null` when unset. Both set to different values, or a name
+/// the table does not have, throws `config_invalid`.
+#[napi]
+pub fn env_var(env: Env, name: String, vars: HashMap<String, String>) -> Result<Option<String>> {
+    let var = vx::envvars::by_name(&name)
+        .ok_or_else(|| throw(&env, VxError::Config(format!("{name} is not a Vlexivo environment variable"))))?;
+    var.read(|n| vars.get(n).cloned()).map_err(|e| throw(&env, e))
+}
+
 /// Unix seconds from the system clock (what the paywall uses when no clock is injected).
 #[napi]
 pub fn now_seconds() -> f64 {

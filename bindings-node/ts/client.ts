@@ -146,7 +146,7 @@ export class VlexivoClient {
   private readonly unused = new Map<string, UnusedProof>();
 
   constructor(options: VlexivoClientOptions = {}) {
-    const walletKey = options.walletKey ?? process.env.VLX_WALLET_KEY;
+    const walletKey = options.walletKey ?? call(() => native.envVar('VLX_WALLET_KEY', process.env as Record<string, string>));
     if (typeof walletKey !== 'string' || walletKey === '') {
       throw new VlexivoConfigError('config_invalid', 'walletKey is required (or set VLX_WALLET_KEY)', { status: 500 });
     }
@@ -385,7 +385,7 @@ export class VlexivoClient {
   }
 
   private facilitatorBase(facilitator?: string): string {
-    const f = facilitator ?? this.opts.facilitatorUrl ?? process.env.VLEXIVO_FACILITATOR_URL;
+    const f = facilitator ?? this.opts.facilitatorUrl ?? call(() => native.envVar('VLX_FACILITATOR_URL', process.env as Record<string, string>)) ?? undefined;
     if (f === undefined || f === '') {
       throw new VlexivoConfigError('config_invalid', 'no facilitator known yet: set facilitatorUrl', { status: 500 });
     }

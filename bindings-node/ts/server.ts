@@ -18,7 +18,7 @@ export interface VlexivoServerOptions {
   apiSecret?: string;
   /** Must agree with the secret's prefix when given. */
   mode?: 'sandbox' | 'live';
-  /** Facilitator base URL put in challenges; default `VLEXIVO_FACILITATOR_URL`, else core's default. */
+  /** Facilitator base URL put in challenges; default `VLX_FACILITATOR_URL`, else core's default. */
   facilitatorUrl?: string;
   /** "sandbox" or CAIP-2 "eip155:<chainId>" (live). */
   network?: string;
@@ -69,7 +69,7 @@ export class VlexivoServer {
   readonly exposeHeaders: boolean;
 
   constructor(options: VlexivoServerOptions = {}) {
-    const apiSecret = options.apiSecret ?? process.env.VLX_SECRET_KEY;
+    const apiSecret = options.apiSecret ?? call(() => native.envVar('VLX_SECRET_KEY', process.env as Record<string, string>));
     if (typeof apiSecret !== 'string' || apiSecret === '') {
       throw new VlexivoConfigError('config_invalid', 'apiSecret is required (or set VLX_SECRET_KEY)', { status: 500 });
     }
@@ -88,7 +88,7 @@ export class VlexivoServer {
         new native.Paywall({
           apiSecret,
           mode: options.mode,
-          facilitatorUrl: options.facilitatorUrl ?? (process.env.VLEXIVO_FACILITATOR_URL || undefined),
+          facilitatorUrl: options.facilitatorUrl ?? native.envVar('VLX_FACILITATOR_URL', process.env as Record<string, string>) ?? undefined,
           network: options.network,
           challengeTtl: options.challengeTtl,
           leeway: options.leeway,

@@ -143,6 +143,24 @@ fn error_for<'py>(py: Python<'py>, code: &str, message: &str) -> PyResult<Bound<
     native_error_value(py, err)
 }
 
+/// The value of a `VLX_*` variable (core's `envvars` table) in `environ` (a mapping such as
+/// `os.environ`): its name first, then its older aliases; `None` when unset. Both set to
+/// different values, or a name the table does not have, raises `config_invalid`.
+#[pyfunction]
+fn env_var(py: Python<'_>, name: &str, environ: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
+    let Some(var) = vlexivo_core::envvars::by_name(name) else {
+        return Err(native_error(py, Error::Config(format!("{name} is not a Vlexivo environment variable"))));
+    };
+    let mut seen = std::collections::HashMap::new();
+    for n in std::iter::once(&var.name).chain(var.aliases) {
+        let v = environ.call_method1("get", (*n,))?;
+        if !v.is_none() {
+            seen.insert(*n, v.extract::<String>()?);
+        }
+    }
+    var.read(|n| seen.get(n).cloned()).py_err(py)
+}
+
 /// Map a Vlexivo JSON error body (from a facilitator or a paywall) to a `NativeError` instance.
 #[pyfunction]
 fn error_from_body<'py>(py: Python<'py>, status: u16, body: &[u8]) -> PyResult<Bound<'py, PyAny>> {
@@ -1027,6 +1045,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(parse_amount, m)?)?;
     m.add_function(wrap_pyfunction!(error_for, m)?)?;
     m.add_function(wrap_pyfunction!(error_from_body, m)?)?;
+    m.add_function(wrap_pyfunction!(env_var, m)?)?;
     m.add_function(wrap_pyfunction!(parse_payment_required, m)?)?;
     m.add_function(wrap_pyfunction!(auto_top_up_amount, m)?)?;
     m.add_function(wrap_pyfunction!(split_url, m)?)?;

@@ -48,7 +48,7 @@ async fn inference(Extension(p): Extension<PaymentFacts>, Json(body): Json<Value
 async fn main() {
     let facilitator = std::env::args()
         .nth(1)
-        .or_else(|| std::env::var("VLEXIVO_FACILITATOR_URL").ok())
+        .or_else(|| vlexivo_core::envvars::FACILITATOR_URL.from_process().ok().flatten())
         .expect("usage: paid_api FACILITATOR_URL");
     let facilitator = facilitator.trim_end_matches('/').to_string();
 

@@ -135,6 +135,7 @@ impl VlexivoClientBuilder {
             Some(t) => t,
             None => tls::TlsConfig::from_env()?,
         };
+        vlexivo_core::envvars::FACILITATOR_URL.from_process()?;
         let http = match self.http {
             Some(c) => c,
             None => tls
@@ -442,7 +443,7 @@ impl VlexivoClient {
     }
 
     /// The facilitator wallet operations use: the configured one, else the last challenge's,
-    /// else `VLEXIVO_FACILITATOR_URL`, else the default.
+    /// else `VLX_FACILITATOR_URL` (or its older name), else the default.
     pub fn facilitator_url(&self) -> String {
         if let Some(f) = &self.inner.facilitator {
             return f.clone();
@@ -450,9 +451,13 @@ impl VlexivoClient {
         if let Some(f) = self.inner.last_facilitator.lock().clone() {
             return f;
         }
-        std::env::var("VLEXIVO_FACILITATOR_URL")
+        // A conflicting pair of names was refused when the client was built.
+        vlexivo_core::envvars::FACILITATOR_URL
+            .from_process()
+            .ok()
+            .flatten()
             .map(|u| u.trim_end_matches('/').to_string())
-            .unwrap_or_else(|_| vlexivo_core::paywall::DEFAULT_FACILITATOR_URL.to_string())
+            .unwrap_or_else(|| vlexivo_core::paywall::DEFAULT_FACILITATOR_URL.to_string())
     }
 
     /// The wallet's balance at the facilitator.

@@ -409,7 +409,7 @@ impl fmt::Display for Error {
             FacilitatorUntrusted { facilitator } => write!(
                 f,
                 "the challenge names facilitator {facilitator:?}, which this payer does not trust \
-                 (configure it as the facilitator, in VLEXIVO_FACILITATOR_URL or in the trusted list)"
+                 (configure it as the facilitator, in VLX_FACILITATOR_URL or in the trusted list)"
             ),
             PaymentInDoubt { facilitator, nonce: _, amount, reason } => write!(
                 f,

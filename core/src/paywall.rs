@@ -12,7 +12,7 @@ use crate::store::{Consume, NonceStore, nonce_key, parse_handle, push_lease};
 use crate::token::{Expectation, TokenVerifier, VerifierConfig};
 use serde::Serialize;
 
-/// Default facilitator when neither an option nor `VLEXIVO_FACILITATOR_URL` names one.
+/// Default facilitator when neither an option nor `VLX_FACILITATOR_URL` names one.
 pub const DEFAULT_FACILITATOR_URL: &str = "http://127.0.0.1:4020";
 /// Default clock-skew leeway on token times.
 pub const DEFAULT_LEEWAY_SECS: u64 = 30;

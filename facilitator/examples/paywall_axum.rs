@@ -1,7 +1,7 @@
 //! A provider's paid API with the tower layer: the article's flat, per-model and per-range
 //! prices. Start a facilitator (`vlexivo serve`), onboard (`vlexivo provider create`), then:
 //!
-//!     VLX_SECRET_KEY=sk_test_… VLEXIVO_FACILITATOR_URL=http://127.0.0.1:4020 \
+//!     VLX_SECRET_KEY=sk_test_… VLX_FACILITATOR_URL=http://127.0.0.1:4020 \
 //!         cargo run -p vlexivo-facilitator --example paywall_axum
 //!     vlexivo pay http://127.0.0.1:3000/api/v1/hello --wallet-key 0x…
 
@@ -17,7 +17,7 @@ use vlexivo_tower::{PaywallLayer, Price};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut cfg = PaywallConfig::new(std::env::var("VLX_SECRET_KEY")?);
-    if let Ok(url) = std::env::var("VLEXIVO_FACILITATOR_URL") {
+    if let Some(url) = vlexivo_core::envvars::FACILITATOR_URL.from_process()? {
         cfg.facilitator_url = url;
     }
     let paywall = Arc::new(Paywall::new(cfg)?);

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import os
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from urllib.parse import quote
 import httpx
 
 from . import _native
+from ._environ import env as _env
 from .errors import InsufficientFundsError, VlexivoError, from_native, make_error
 
 __all__ = ["VlexivoClient", "AsyncVlexivoClient", "AutoTopUp", "PaymentEvent"]
@@ -117,7 +117,7 @@ class _Flow:
         facilitator_url: str | None,
         on_payment: OnPayment | None,
     ) -> None:
-        key = wallet_key if wallet_key is not None else os.environ.get("VLX_WALLET_KEY")
+        key = wallet_key if wallet_key is not None else _env("VLX_WALLET_KEY")
         if not key:
             raise make_error("wallet_key_invalid", "")
         win = None if window is None else (int(window[0]), window[1])

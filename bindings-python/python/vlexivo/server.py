@@ -6,11 +6,11 @@ are the native core's; the gate they share is in ``_gate``."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import _native
+from ._environ import env as _env
 from ._asgi import PaywallGuard, PaywallMiddleware
 from ._gate import (
     DEFAULT_MAX_BODY,
@@ -57,10 +57,10 @@ class VlexivoServer:
         max_body_bytes: int = DEFAULT_MAX_BODY,
         origin: str | None = None,
     ) -> None:
-        secret = api_secret if api_secret is not None else os.environ.get("VLX_SECRET_KEY")
+        secret = api_secret if api_secret is not None else _env("VLX_SECRET_KEY")
         if not secret:
             raise make_error("config_invalid", "api_secret is required (or set VLX_SECRET_KEY)")
-        url = facilitator_url or os.environ.get("VLEXIVO_FACILITATOR_URL") or None
+        url = facilitator_url or _env("VLX_FACILITATOR_URL")
         try:
             self._paywall = _native.Paywall(
                 secret,

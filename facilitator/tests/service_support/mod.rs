@@ -41,13 +41,19 @@ impl Facilitator {
     }
 
     fn start_on(db_arg: &std::ffi::OsStr, db: &Path, log: PathBuf, extra: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
+        let mut cmd = Command::new(BIN);
+        // Only what the test passes: no VLX_* (or older) setting of the caller's shell.
+        for v in vlexivo_core::envvars::ALL {
+            cmd.env_remove(v.name);
+            for a in v.aliases {
+                cmd.env_remove(a);
+            }
+        }
+        let mut child = cmd
             .args(["serve", "--addr", "127.0.0.1:0", "--db"])
             .arg(db_arg)
             .args(extra)
             .env("RUST_LOG", "warn")
-            .env_remove("VLEXIVO_ADDR")
-            .env_remove("VLEXIVO_DB")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"))
