@@ -831,3 +831,37 @@ def test_receipt_only_on_a_response_that_keeps_the_payment(serve: Any) -> None:
         for status, receipt in ((200, True), (302, True), (404, True), (503, False)):
             r = httpx.get(url + f"/r?status={status}", headers=proof(token("GET", "/r")))
             assert (kind, r.status_code, "vlexivo-receipt" in r.headers) == (kind, status, receipt)
+
+
+def test_http_errors_raised_by_the_handler_settle_by_their_status(serve: Any) -> None:
+    """An HTTP error the handler raises is a complete answer: a 4xx keeps the payment (a second
+    use is a replay), a 5xx releases it (the proof buys the retry)."""
+    from fastapi import HTTPException as FastAPIHTTPException
+
+    vlx = VlexivoServer(api_secret=SECRET, origin=ORIGIN)
+    dep = FastAPI()
+
+    @dep.get("/e")
+    async def dep_e(status: int, payment: Any = Depends(vlx.paywall(price="0.001"))) -> Any:
+        if status == 200:
+            return "ok"
+        raise FastAPIHTTPException(status_code=status, detail="no")
+
+    fl = flask.Flask("aborts")
+
+    @fl.get("/e")
+    @vlx.paywall(price="0.001")
+    def fl_e() -> Any:
+        status = int(flask.request.args["status"])
+        if status != 200:
+            flask.abort(status)
+        return "ok"
+
+    for kind, app in (("uvicorn", dep), ("waitress", fl)):
+        url = serve(kind, app)
+        kept, released = token("GET", "/e"), token("GET", "/e")
+        assert httpx.get(url + "/e?status=404", headers=proof(kept)).status_code == 404
+        r = httpx.get(url + "/e?status=200", headers=proof(kept))
+        assert (kind, r.status_code, r.json()["error"]) == (kind, 409, "token_replayed")
+        assert httpx.get(url + "/e?status=503", headers=proof(released)).status_code == 503
+        assert (kind, httpx.get(url + "/e?status=200", headers=proof(released)).status_code) == (kind, 200)

@@ -616,7 +616,11 @@ class PaywallGuard:
             yield payment
         except BaseException as exc:
             if alone and not sent.done:
-                # A client error (HTTPException < 500) is a completed answer.
+                # An HTTPException is answered in full with its status (core: a 4xx keeps the
+                # payment, a 5xx releases it); anything else failed before a response.
                 status = getattr(exc, "status_code", None)
-                paid.settle(status if isinstance(status, int) else 0, True, isinstance(status, int) and status < 500)
+                if isinstance(status, int):
+                    paid.settle(status, True, True)
+                else:
+                    paid.settle(0, True, False)
             raise

@@ -205,8 +205,8 @@ def flask_view(gate: Gate, view: Callable[..., Any]) -> Callable[..., Any]:
             rv = app.ensure_sync(target)(*args, **kwargs)
             resp = app.make_response(rv)
         except HTTPException as e:
-            code = e.code or 500
-            paid.settle(code, True, code < 500)  # an HTTP error answer is a completed response
+            # Answered in full with its status (core: a 4xx keeps the payment, a 5xx releases it).
+            paid.settle(e.code or 0, True, e.code is not None)
             raise
         except BaseException:
             paid.settle(0, True, False)
