@@ -28,7 +28,6 @@ from ._gate import (
     sends_receipt,
     needs_body,
     together,
-    underpaid,
 )
 from ._routes import RouteTable, build_table, config_message, template_form
 
