@@ -1052,8 +1052,9 @@ pub fn account_for_secret(env: Env, api_secret: String) -> Result<String> {
 /// the table does not have, throws `config_invalid`.
 #[napi]
 pub fn env_var(env: Env, name: String, vars: HashMap<String, String>) -> Result<Option<String>> {
-    let var = vx::envvars::by_name(&name)
-        .ok_or_else(|| throw(&env, VxError::Config(format!("{name} is not a Vlexivo environment variable"))))?;
+    let var = vx::envvars::by_name(&name).ok_or_else(|| {
+        throw(&env, VxError::Config(format!("{name} is not a Vlexivo environment variable")))
+    })?;
     var.read(|n| vars.get(n).cloned()).map_err(|e| throw(&env, e))
 }
 

@@ -37,6 +37,8 @@ pub const HTTPS_ONLY: EnvVar =
 // --- the facilitator service (`vlexivo serve`) ---
 pub const ADDR: EnvVar = var("VLX_ADDR", &["VLEXIVO_ADDR"], "the facilitator's listen address");
 pub const DB: EnvVar = var("VLX_DB", &["VLEXIVO_DB"], "the facilitator's SQLite file");
+pub const DB_RETRY_SECS: EnvVar =
+    var("VLX_DB_RETRY_SECS", &[], "PostgreSQL: seconds a write retries an unreachable database");
 pub const FAUCET_CAP: EnvVar =
     var("VLX_FAUCET_CAP", &[], "most a sandbox wallet may receive from the faucet in total");
 pub const TOKEN_ALG: EnvVar =
@@ -61,6 +63,7 @@ pub const ALL: &[EnvVar] = &[
     HTTPS_ONLY,
     ADDR,
     DB,
+    DB_RETRY_SECS,
     FAUCET_CAP,
     TOKEN_ALG,
     PUBLIC_URL,

@@ -14,6 +14,7 @@ pub const CHALLENGE_LEEWAY_SECS: u64 = 5;
 
 /// Body of `POST /v1/payments`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PaymentRequest {
     /// The challenge exactly as received (base64url).
@@ -26,6 +27,7 @@ pub struct PaymentRequest {
 
 /// `POST /v1/wallets/{address}/topup` answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TopUpReceipt {
     pub address: String,
     pub amount: String,
@@ -36,6 +38,7 @@ pub struct TopUpReceipt {
 
 /// Body of a successful `POST /v1/payments`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PaymentReceipt {
     pub token: String,
     pub tx_hash: String,

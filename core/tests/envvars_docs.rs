@@ -14,7 +14,8 @@ fn readme_lists_every_variable_and_alias() {
         .map(|l| l.split('|').map(|c| c.trim().trim_matches('`').to_string()).collect())
         .collect();
     let listed: Vec<(&str, &str)> = rows.iter().map(|r| (r[1].as_str(), r[2].as_str())).collect();
-    let expected: Vec<(&str, &str)> = ALL.iter().map(|v| (v.name, v.aliases.first().copied().unwrap_or(""))).collect();
+    let expected: Vec<(&str, &str)> =
+        ALL.iter().map(|v| (v.name, v.aliases.first().copied().unwrap_or(""))).collect();
     assert_eq!(listed, expected, "README's environment table and vlexivo_core::envvars::ALL differ");
     assert!(ALL.iter().all(|v| v.aliases.len() <= 1), "the table has one column for older names");
 }

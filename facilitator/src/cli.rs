@@ -81,7 +81,7 @@ pub struct ServeArgs {
     pub synchronous: Sync,
     /// PostgreSQL: seconds a write keeps retrying while the database is unreachable before it
     /// is answered facilitator_unavailable (503).
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    #[arg(long, env = envvars::DB_RETRY_SECS.name, value_name = "SECS", default_value_t = 10.0)]
     pub db_retry_secs: f64,
     /// Log format on stderr (filter with RUST_LOG, default info).
     #[arg(long, env = envvars::LOG_FORMAT.name, value_enum, default_value = "text")]
@@ -93,6 +93,11 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, env = envvars::TLS_KEY.name, value_name = "PEM", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Web origins browsers may call the payer endpoints (payments, wallets, JWKS, OpenAPI)
+    /// from: `*`, `none`, or comma-separated `https://app.example.com` origins.
+    #[arg(long, env = envvars::CORS_ORIGINS.name, value_name = "ORIGINS", default_value = "*",
+          value_parser = |s: &str| server::CorsOrigins::parse(s).map_err(|e| e.to_string()))]
+    pub cors_origins: server::CorsOrigins,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -233,6 +238,7 @@ pub async fn serve(args: ServeArgs) -> i32 {
             Sync::Full => server::Durability::Full,
             Sync::Normal => server::Durability::Normal,
         },
+        cors: args.cors_origins,
         tls: match (args.tls_cert, args.tls_key) {
             (Some(cert), Some(key)) => Some(server::TlsFiles { cert, key }),
             _ => None,

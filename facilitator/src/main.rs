@@ -96,3 +96,26 @@ fn main() {
     };
     std::process::exit(code);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every flag of `vlexivo serve` and every global flag can come from the environment, by a
+    /// name in core's table.
+    #[test]
+    fn every_serve_flag_reads_a_table_variable() {
+        let cmd = Cli::command();
+        let serve = cmd.find_subcommand("serve").unwrap();
+        let args = serve.get_arguments().chain(cmd.get_arguments());
+        for a in args.filter(|a| !matches!(a.get_id().as_str(), "help" | "version")) {
+            let env = a.get_env().unwrap_or_else(|| panic!("--{} has no environment variable", a.get_id()));
+            let env = env.to_str().unwrap();
+            assert!(
+                envvars::by_name(env).is_some_and(|v| v.name == env),
+                "--{}: {env} is not in the table",
+                a.get_id()
+            );
+        }
+    }
+}

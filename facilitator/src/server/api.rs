@@ -17,6 +17,8 @@ use vlexivo_core::money::{Currency, Money};
 use vlexivo_core::payment::{self, PaymentReceipt, PaymentRequest};
 use vlexivo_core::wallet::Address;
 
+/// How long `/readyz` waits for the database.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// `GET /v1/providers/me/payments`: default and largest `limit`.
@@ -167,6 +169,9 @@ pub async fn not_found() -> Response {
 }
 
 /// 503 once the ledger is fenced after a disk I/O error, so a supervisor restarts the service.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "alive", body = serde_json::Value),
+              (status = 503, description = "the ledger is fenced: restart", body = serde_json::Value)))]
 pub async fn healthz(State(st): State<Arc<AppState>>) -> (StatusCode, Json<serde_json::Value>) {
     if st.ledger.is_fenced() {
         let body = serde_json::json!({
@@ -179,6 +184,46 @@ pub async fn healthz(State(st): State<Arc<AppState>>) -> (StatusCode, Json<serde
     (StatusCode::OK, Json(serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})))
 }
 
+/// Readiness: 200 when the ledger's writer runs and the database answers a query within 2 s,
+/// else 503 with the reason. A load balancer sends payments only to ready facilitators.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "ready: the database answers", body = Readiness),
+              (status = 503, description = "not ready, with the reason", body = Readiness)))]
+pub async fn readyz(State(st): State<Arc<AppState>>) -> (StatusCode, Json<Readiness>) {
+    let database = st.reads.kind().to_string();
+    let unready = |reason: String| {
+        let body =
+            Readiness { status: "unavailable".into(), database: database.clone(), reason: Some(reason) };
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body))
+    };
+    if st.ledger.is_fenced() {
+        return unready("the ledger stopped writing after a disk I/O error: restart the facilitator".into());
+    }
+    if !st.ledger.is_running() {
+        return unready("the ledger writer has stopped".into());
+    }
+    match tokio::time::timeout(READY_TIMEOUT, st.reads.ping()).await {
+        Ok(Ok(())) => (
+            StatusCode::OK,
+            Json(Readiness { status: "ready".into(), database: database.clone(), reason: None }),
+        ),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: the database query failed");
+            unready("the database query failed".into())
+        }
+        Err(_) => unready(format!("the database did not answer within {} s", READY_TIMEOUT.as_secs())),
+    }
+}
+
+/// The OpenAPI 3.1 document of this API (generated from the handlers, `server::openapi`).
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "this document", body = serde_json::Value)))]
+pub async fn openapi_json(State(st): State<Arc<AppState>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], st.openapi_json.clone())
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)))]
 pub async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))],
@@ -186,6 +231,8 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
     )
 }
 
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "tokens",
+    responses((status = 200, description = "the EdDSA public keys that sign proof tokens (JWKS)", body = serde_json::Value)))]
 pub async fn jwks(State(st): State<Arc<AppState>>) -> impl IntoResponse {
     (
         [
@@ -199,6 +246,10 @@ pub async fn jwks(State(st): State<Arc<AppState>>) -> impl IntoResponse {
 // ---------------------------------------------------------------------------------------------
 // Providers
 
+#[utoipa::path(post, path = "/v1/providers", tag = "providers",
+    request_body(content = CreateProviderRequest, description = "every field optional; an empty body takes the defaults"),
+    responses((status = 201, description = "the api_secret is shown once", body = ProviderCreated),
+              (status = 400, body = ErrorBody)))]
 pub async fn create_provider(
     State(st): State<Arc<AppState>>,
     req: Request,
@@ -233,6 +284,8 @@ async fn authenticate(st: &AppState, headers: &HeaderMap) -> ApiResult<Arc<super
     Ok(p)
 }
 
+#[utoipa::path(get, path = "/v1/providers/me", tag = "providers", security(("api_secret" = [])),
+    responses((status = 200, body = ProviderInfo), (status = 401, body = ErrorBody)))]
 pub async fn provider_me(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -254,6 +307,9 @@ pub async fn provider_me(
     }))
 }
 
+#[utoipa::path(get, path = "/v1/providers/me/payments", tag = "providers", security(("api_secret" = [])),
+    params(("limit" = Option<u32>, Query, description = "newest first; 1..=1000, default 100")),
+    responses((status = 200, body = PaymentList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn provider_payments(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -280,6 +336,9 @@ pub(crate) fn usd(atomic: i64) -> String {
         .unwrap_or_else(|_| atomic.to_string())
 }
 
+#[utoipa::path(get, path = "/v1/wallets/{address}", tag = "wallets",
+    params(("address" = String, Path, description = "0x + 40 hex digits (EIP-55 or lower case)")),
+    responses((status = 200, body = WalletBalance), (status = 400, body = ErrorBody)))]
 pub async fn wallet_balance(
     State(st): State<Arc<AppState>>,
     Path(address): Path<String>,
@@ -289,6 +348,11 @@ pub async fn wallet_balance(
     Ok(Json(WalletBalance { address: address.to_checksum(), balance: usd(balance), currency: "usd".into() }))
 }
 
+#[utoipa::path(post, path = "/v1/wallets/{address}/topup", tag = "wallets",
+    params(("address" = String, Path, description = "0x + 40 hex digits (EIP-55 or lower case)")),
+    request_body = TopUpRequest,
+    responses((status = 200, body = TopUpReceipt), (status = 400, body = ErrorBody),
+              (status = 403, description = "top_up_refused: over the faucet cap", body = ErrorBody)))]
 pub async fn top_up(
     State(st): State<Arc<AppState>>,
     Path(address): Path<String>,
@@ -310,6 +374,11 @@ pub async fn top_up(
 // ---------------------------------------------------------------------------------------------
 // Payments
 
+#[utoipa::path(post, path = "/v1/payments", tag = "payments",
+    request_body(content = PaymentRequest, description = "the challenge as received, the payer and its EIP-712 signature"),
+    responses((status = 200, description = "paid (or replayed: the same receipt, nothing debited)", body = PaymentReceipt),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 402, description = "insufficient_funds, with required and balance", body = ErrorBody)))]
 pub async fn pay(
     State(st): State<Arc<AppState>>,
     JsonBody(req): JsonBody<PaymentRequest>,

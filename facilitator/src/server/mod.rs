@@ -31,6 +31,7 @@ pub mod db;
 mod failing_fsync;
 pub mod ledger;
 pub mod metrics;
+mod openapi;
 pub mod pg;
 mod providers;
 mod reads;
@@ -98,6 +99,8 @@ pub struct ServerConfig {
     pub entropy: Arc<dyn Entropy>,
     /// Serve HTTPS with this certificate chain and key (PEM files); plain HTTP without.
     pub tls: Option<TlsFiles>,
+    /// Origins browsers may call the payer endpoints from.
+    pub cors: CorsOrigins,
 }
 
 /// The facilitator's own certificate, for serving HTTPS without a terminating proxy.
@@ -123,6 +126,7 @@ impl Default for ServerConfig {
             clock: Arc::new(SystemClock),
             entropy: Arc::new(OsEntropy),
             tls: None,
+            cors: CorsOrigins::Any,
         }
     }
 }
@@ -136,6 +140,7 @@ pub(crate) struct AppState {
     eddsa: Arc<TokenIssuer>,
     default_alg: TokenAlg,
     jwks_json: String,
+    openapi_json: String,
     clock: Arc<dyn Clock>,
     entropy: Arc<dyn Entropy>,
 }
@@ -218,20 +223,84 @@ impl AppState {
     }
 }
 
-fn router(st: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/v1/providers", post(api::create_provider))
-        .route("/v1/providers/me", get(api::provider_me))
-        .route("/v1/providers/me/payments", get(api::provider_payments))
+fn router(st: Arc<AppState>, cors: &CorsOrigins) -> Router {
+    // What a payer's web page calls: paying, its wallet, the token keys, the API description.
+    // The provider endpoints take the apiSecret, which belongs on a server, not in a page.
+    let browser = Router::new()
         .route("/v1/payments", post(api::pay))
         .route("/v1/wallets/{address}", get(api::wallet_balance))
         .route("/v1/wallets/{address}/topup", post(api::top_up))
         .route("/.well-known/jwks.json", get(api::jwks))
+        .route("/openapi.json", get(api::openapi_json));
+    let browser = match cors.layer() {
+        Some(layer) => browser.layer(layer),
+        None => browser,
+    };
+    Router::new()
+        .route("/v1/providers", post(api::create_provider))
+        .route("/v1/providers/me", get(api::provider_me))
+        .route("/v1/providers/me/payments", get(api::provider_payments))
         .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
         .route("/metrics", get(api::metrics))
+        .merge(browser)
         .route_layer(axum::middleware::from_fn_with_state(st.clone(), api::track))
         .fallback(api::not_found)
         .with_state(st)
+}
+
+/// Which web origins browsers may call the payer endpoints from (CORS).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// Any origin (`*`): the payer endpoints need no cookie or secret, a signature authorizes.
+    #[default]
+    Any,
+    /// Only these origins (`https://app.example.com`).
+    List(Vec<String>),
+    /// No CORS headers: browsers may not call from other origins.
+    Off,
+}
+
+impl CorsOrigins {
+    /// `*`, `none`, or comma-separated origins (scheme://host[:port], no path).
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.trim() {
+            "*" => return Ok(Self::Any),
+            "none" | "" => return Ok(Self::Off),
+            _ => {}
+        }
+        let list = s
+            .split(',')
+            .map(|o| {
+                let o = o.trim().trim_end_matches('/');
+                let ok = (o.starts_with("https://") || o.starts_with("http://"))
+                    && !o.split_once("://").is_some_and(|(_, rest)| rest.is_empty() || rest.contains('/'))
+                    && http::HeaderValue::from_str(o).is_ok();
+                if ok {
+                    Ok(o.to_string())
+                } else {
+                    Err(Error::Config(format!("CORS origin {o:?} is not scheme://host[:port]")))
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self::List(list))
+    }
+
+    fn layer(&self) -> Option<tower_http::cors::CorsLayer> {
+        use tower_http::cors::{AllowOrigin, CorsLayer};
+        let origins = match self {
+            Self::Off => return None,
+            Self::Any => AllowOrigin::any(),
+            Self::List(l) => AllowOrigin::list(l.iter().filter_map(|o| http::HeaderValue::from_str(o).ok())),
+        };
+        Some(
+            CorsLayer::new()
+                .allow_origin(origins)
+                .allow_methods([http::Method::GET, http::Method::POST])
+                .allow_headers([http::header::CONTENT_TYPE, http::header::ACCEPT])
+                .max_age(Duration::from_secs(600)),
+        )
+    }
 }
 
 /// A running facilitator. Dropping it leaves the server running until the runtime stops;
@@ -417,10 +486,11 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer> {
         eddsa,
         default_alg,
         jwks_json,
+        openapi_json: openapi::document(&public_url),
         clock: cfg.clock.clone(),
         entropy: cfg.entropy.clone(),
     });
-    let app = router(state.clone());
+    let app = router(state.clone(), &cfg.cors);
     let (stop, stopped) = oneshot::channel::<()>();
     let server = match tls {
         None => tokio::spawn(async move {

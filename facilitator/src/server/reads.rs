@@ -149,6 +149,26 @@ impl Reads {
         }
     }
 
+    /// Which database, for health answers.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Reads::Sqlite(_) => "sqlite",
+            Reads::Postgres(_) => "postgres",
+        }
+    }
+
+    /// One query on the database (readiness: it answers, and the schema is there).
+    pub async fn ping(&self) -> Result<()> {
+        match self {
+            Reads::Sqlite(r) => r.run(|c| c.query_row("SELECT count(*) FROM meta", [], |_| Ok(()))).await,
+            Reads::Postgres(p) => {
+                let c = p.get().await.map_err(pool_err)?;
+                c.query_one("SELECT count(*) FROM meta", &[]).await.map_err(pg_err)?;
+                Ok(())
+            }
+        }
+    }
+
     /// A stored provider (another facilitator on the same database may have onboarded it).
     pub async fn provider(&self, account: String) -> Result<Option<ProviderRow>> {
         match self {

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// `POST /v1/providers` request. Every field is optional; unknown fields are ignored.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreateProviderRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
@@ -15,7 +15,7 @@ pub struct CreateProviderRequest {
 }
 
 /// `POST /v1/providers` answer (201). The secret is shown once and never stored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProviderCreated {
     pub account: String,
     pub api_secret: String,
@@ -24,7 +24,7 @@ pub struct ProviderCreated {
     pub token_alg: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Revenue {
     pub currency: String,
     pub total: String,
@@ -32,7 +32,7 @@ pub struct Revenue {
 }
 
 /// `GET /v1/providers/me` answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProviderInfo {
     pub account: String,
     pub mode: String,
@@ -45,7 +45,7 @@ pub struct ProviderInfo {
 }
 
 /// One row of `GET /v1/providers/me/payments`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PaymentRecord {
     pub nonce: String,
     pub payer: String,
@@ -56,13 +56,13 @@ pub struct PaymentRecord {
     pub paid_at: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PaymentList {
     pub payments: Vec<PaymentRecord>,
 }
 
 /// `GET /v1/wallets/{address}` answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WalletBalance {
     pub address: String,
     pub balance: String,
@@ -70,16 +70,27 @@ pub struct WalletBalance {
 }
 
 /// `POST /v1/wallets/{address}/topup` request; `amount` is a decimal string.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TopUpRequest {
+    #[schema(value_type = String, example = "10.00")]
     pub amount: serde_json::Value,
 }
 
 pub use vlexivo_core::payment::TopUpReceipt;
 
+/// `GET /readyz` answer: `status` is `ready` (200) or `unavailable` (503, with `reason`).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Readiness {
+    pub status: String,
+    /// `sqlite` or `postgres`.
+    pub database: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// Every error answer: `{"error": code, "message": text}`, plus the amounts for
 /// `insufficient_funds`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: String,
     pub message: String,

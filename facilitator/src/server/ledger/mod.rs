@@ -253,6 +253,11 @@ impl Ledger {
         self.fenced.load(Ordering::Acquire)
     }
 
+    /// False once the writer has gone (stopped, or failed to start over).
+    pub fn is_running(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
     pub async fn create_provider(&self, p: Arc<Provider>) -> Result<()> {
         let (s, r) = oneshot::channel();
         self.tx.send(Op::CreateProvider(p, s)).await.map_err(|_| writer_gone())?;
