@@ -7,6 +7,7 @@
 #   test-services.sh redis cluster DIR          a 3-master Redis Cluster; prints redis+cluster://h:p,h:p,h:p
 #   test-services.sh redis stop DIR             stop every redis-server started in DIR
 #   test-services.sh postgres start DIR [PORT]  initdb (once) and start; prints postgres://postgres@127.0.0.1:PORT/postgres
+#                                               (DIR: a directory whose parents the postgres user can traverse, such as a mktemp -d)
 #   test-services.sh postgres stop DIR          fast shutdown
 #   test-services.sh postgres kill DIR          SIGKILL the postmaster (a crash; restart with start)
 #   test-services.sh stop DIR                   stop whatever runs in DIR

@@ -16,7 +16,7 @@ use vlexivo_core::keys::Mode;
 use vlexivo_core::paywall::{self as vpaywall, PaywallConfig, RequestInfo};
 use vlexivo_core::policy::SpendingPolicy;
 use vlexivo_core::response_policy;
-use vlexivo_core::store::{MemoryStore, NonceStore, SqliteStore};
+use vlexivo_core::store::NonceStore;
 use vlexivo_core::{Currency, Error, Money};
 
 // ---------------------------------------------------------------------------------------------
@@ -390,8 +390,9 @@ pub struct Paywall {
     inner: vpaywall::Paywall,
     store: Arc<dyn NonceStore>,
     /// Release the GIL around verify/release: only for a store that may block (SQLite waits on
-    /// other processes' locks). The memory store's few microseconds of pure CPU are cheaper
-    /// with the GIL held than with a release and re-acquire (a convoy in threaded servers).
+    /// other processes' locks; Redis and PostgreSQL on the network). The memory store's few
+    /// microseconds of pure CPU are cheaper with the GIL held than with a release and
+    /// re-acquire (a convoy in threaded servers).
     detach: bool,
 }
 
@@ -409,13 +410,16 @@ impl Paywall {
 
 #[pymethods]
 impl Paywall {
-    /// `nonce_store`: "memory" (default) or the path of a SQLite file shared by every process of
-    /// this API on the machine. `jwks`: the facilitator's EdDSA keys (JSON text or dict).
+    /// `nonce_store`: a store URL (core's `store::spec`: "memory", "sqlite:///path",
+    /// "redis://host", "redis+cluster://h1,h2", "postgres://…"), with `nonce_store_options`
+    /// (prefix, pool_size, timeout_ms, connect_timeout_ms, capacity); anything unknown is a
+    /// config error. `jwks`: the facilitator's EdDSA keys (JSON text or dict).
     /// `origin`: the origin clients call (`https://api.example.com`), bound into challenges and
     /// proofs; `None` binds each request's own `scheme` and `host` (the methods' keywords).
     #[new]
     #[pyo3(signature = (api_secret, mode = None, facilitator_url = None, network = None,
-        challenge_ttl = 300, leeway = 30, bind_body = false, nonce_store = "memory", jwks = None, origin = None))]
+        challenge_ttl = 300, leeway = 30, bind_body = false, nonce_store = "memory", jwks = None, origin = None,
+        nonce_store_options = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -429,6 +433,7 @@ impl Paywall {
         nonce_store: &str,
         jwks: Option<&Bound<'_, PyAny>>,
         origin: Option<String>,
+        nonce_store_options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
         let mut cfg = PaywallConfig::new(api_secret);
         cfg.origin = origin;
@@ -454,12 +459,22 @@ impl Paywall {
             );
         }
         let inner = vpaywall::Paywall::new(cfg).py_err(py)?;
-        let (store, detach): (Arc<dyn NonceStore>, bool) = if nonce_store == "memory" {
-            (Arc::new(MemoryStore::new()), false)
-        } else {
-            let path = nonce_store.strip_prefix("sqlite:").unwrap_or(nonce_store);
-            (Arc::new(py.detach(|| SqliteStore::open(path)).py_err(py)?), true)
-        };
+        // Option values as text (numbers allowed); core checks keys and values.
+        let mut options: Vec<(String, String)> = Vec::new();
+        if let Some(d) = nonce_store_options {
+            for (k, v) in d.iter() {
+                let k: String = k.extract()?;
+                let v = if let Ok(s) = v.cast::<PyString>() {
+                    s.to_str()?.to_owned()
+                } else {
+                    v.str()?.to_str()?.to_owned()
+                };
+                options.push((k, v));
+            }
+        }
+        let opts: Vec<(&str, &str)> = options.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let store = py.detach(|| vlexivo_core::store::open(nonce_store, &opts)).py_err(py)?;
+        let detach = store.kind() != "memory";
         Ok(Self { inner, store, detach })
     }
 
@@ -527,11 +542,25 @@ impl Paywall {
         })
     }
 
-    /// The handler failed (5xx or raised): the same token may be presented again.
+    /// The handler failed (5xx or raised): the same token may be presented again. A networked
+    /// store releases in the background (retrying while it is unreachable), so this never
+    /// waits on the network.
     fn release(&self, py: Python<'_>, store_key: &str) -> PyResult<()> {
         let store = &*self.store;
+        if store.blocks() {
+            let (key, lease) = vlexivo_core::store::parse_handle(store_key).py_err(py)?;
+            drop(store.release_async(key.to_string(), lease));
+            return Ok(());
+        }
         let run = || vlexivo_core::paywall::Paywall::release_handle(store_key, store);
         if self.detach { py.detach(run) } else { run() }.py_err(py)
+    }
+
+    /// True when the nonce store waits on the network (Redis, PostgreSQL): an event loop must
+    /// call `verify` from a worker thread.
+    #[getter]
+    fn store_blocks(&self) -> bool {
+        self.store.blocks()
     }
 
     /// A fresh 402 for this request: `(status, headers, body)`.

@@ -342,8 +342,8 @@ def test_sqlite_nonce_store_shared(tmp_path: Any) -> None:
 
     secret = "sk_test_6pmpFeivHgqW7JxfnBXZje6aGyg3nqjNmwfgLHfp7bM"
     db = str(tmp_path / "nonces.db")
-    a = VlexivoServer(api_secret=secret, nonce_store=db, origin="http://api.test")
-    b = VlexivoServer(api_secret=secret, nonce_store=db, origin="http://api.test")
+    a = VlexivoServer(api_secret=secret, nonce_store=f"sqlite://{db}", origin="http://api.test")
+    b = VlexivoServer(api_secret=secret, nonce_store=f"sqlite:{db}", origin="http://api.test")
     token = _native._test_only_issue_hs256_token(secret, "n" * 24, "GET", "/x", "0.001", _native.now())
     assert a.verify(token, "GET", "/x", "0.001").nonce == "n" * 24
     with pytest.raises(vlexivo.TokenReplayedError):

@@ -23,7 +23,7 @@ from ._gate import (
     PricingRequest,
     Provider,
     Reject,
-    admit,
+    admit_async,
     effective,
     fixed_prices,
     is_free_request,
@@ -210,7 +210,7 @@ class PaywallMiddleware:
             try:
                 if plan.price is not None and not plan.needs_body and box.paid is None:
                     # The common case, without a coroutine: a fixed price, no body to read.
-                    self._take(plan, plan.price, box, scope, None, self.server.now())
+                    await self._take(plan, plan.price, box, scope, None, self.server.now())
                 else:
                     receive = await self._admit(plan, box, scope, receive)
             except Reject as r:
@@ -247,13 +247,13 @@ class PaywallMiddleware:
             return receive
         fixed = plan.price
         price = fixed if fixed is not None else await _price_all(gates, scope, body, scope, now)
-        self._take(plan, price, box, scope, body, now)
+        await self._take(plan, price, box, scope, body, now)
         return receive
 
-    def _take(self, plan: Plan, price: _native.Price, box: _Box, scope: Scope, body: bytes | None,
+    async def _take(self, plan: Plan, price: _native.Price, box: _Box, scope: Scope, body: bytes | None,
               now: int | None) -> None:
         """Verify the proof at ``price`` and consume it: the request is paid."""
-        paid = admit(plan.gates, proof_of(scope), scope["method"], binding_path(scope), request_origin(scope), price,
+        paid = await admit_async(plan.gates, proof_of(scope), scope["method"], binding_path(scope), request_origin(scope), price,
                      body, now)
         scope[PAID_KEY] = box.paid = paid
         state = scope.get("state")
@@ -587,7 +587,7 @@ class PaywallGuard:
                     if len(body) > self.server.max_body_bytes:
                         raise Reject(gate.too_large(method, path, now))
                 price = await _price_all(gates, scope, body, request, now)
-                paid = admit(gates, proof_of(scope), method, path, request_origin(scope), price, body, now)
+                paid = await admit_async(gates, proof_of(scope), method, path, request_origin(scope), price, body, now)
                 scope[PAID_KEY] = paid
                 if box is not None:
                     box.paid = paid

@@ -341,6 +341,26 @@ def admit(
     return Paid(payment, native, price, gates)
 
 
+async def admit_async(
+    gates: Sequence[Gate],
+    proof: str | None,
+    method: str,
+    path: str,
+    origin: Origin,
+    price: _native.Price,
+    body: bytes | None,
+    now: int | None,
+) -> Paid:
+    """:func:`admit` for an event loop: with a networked nonce store (Redis, PostgreSQL) the
+    store's round trip runs on a worker thread (the native call releases the GIL), so a slow or
+    unreachable store never stalls the loop; a local store answers in microseconds, inline."""
+    if not gates[0].provider.native.store_blocks or proof is None:
+        return admit(gates, proof, method, path, origin, price, body, now)
+    import anyio.to_thread
+
+    return await anyio.to_thread.run_sync(admit, gates, proof, method, path, origin, price, body, now)
+
+
 def underpaid(
     paid: Paid,
     gate: Gate,

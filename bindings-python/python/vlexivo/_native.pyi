@@ -74,6 +74,7 @@ class Paywall:
         nonce_store: str = "memory",
         jwks: str | Mapping[str, Any] | None = None,
         origin: str | None = None,
+        nonce_store_options: Mapping[str, str | int] | None = None,
     ) -> Paywall: ...
     @property
     def account(self) -> str: ...
@@ -87,6 +88,8 @@ class Paywall:
     def bind_body(self) -> bool: ...
     @property
     def nonce_store(self) -> str: ...
+    @property
+    def store_blocks(self) -> bool: ...
     def verify(
         self,
         proof: str | None,

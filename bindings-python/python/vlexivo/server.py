@@ -36,7 +36,13 @@ class VlexivoServer:
     ``origin`` (``"https://api.example.com"``) is bound into every challenge and proof; without it,
     each request's own scheme and ``Host`` are, which is wrong behind a proxy.
     ``clock`` (a callable returning unix seconds) replaces the system clock: for tests.
-    ``nonce_store`` is ``"memory"`` or the path of a SQLite file shared by this API's processes.
+    ``nonce_store`` is a store URL: ``"memory"`` (this process only), ``"sqlite:///path.db"``
+    (this machine's processes), ``"redis://host:6379"``, ``"redis+cluster://h1:p1,h2:p2"`` or
+    ``"postgres://user@host/db"`` (every instance of the API). ``nonce_store_options`` (or the
+    URL's query string) sets ``prefix``, ``pool_size``, ``timeout_ms``, ``connect_timeout_ms``
+    (``capacity`` for memory). An unknown scheme or option, or a server that does not answer,
+    raises ``config_invalid`` here; a store that goes down later fails paid requests closed
+    (503 ``nonce_store_unavailable``, the handler does not run, the proof stays usable).
     """
 
     def __init__(
@@ -52,6 +58,7 @@ class VlexivoServer:
         leeway: int = 30,
         bind_body: bool = False,
         nonce_store: str = "memory",
+        nonce_store_options: Mapping[str, str | int] | None = None,
         jwks: Any = None,
         clock: Callable[[], float] | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY,
@@ -73,6 +80,7 @@ class VlexivoServer:
                 nonce_store,
                 jwks,
                 origin,
+                dict(nonce_store_options) if nonce_store_options is not None else None,
             )
         except _native.NativeError as e:
             raise from_native(e) from None

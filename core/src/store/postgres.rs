@@ -152,7 +152,14 @@ impl PostgresStore {
         check_key(key)?;
         let shared = self.shared.clone();
         let key = format!("{}{key}", shared.prefix);
-        Ok(async move { within(shared.timeout, "postgres release", release(&shared, &key, lease)).await })
+        Ok(async move {
+            let done = within(shared.timeout, "postgres release", release(&shared, &key, lease)).await;
+            if done.is_err() {
+                // Keep trying in the background: the payer's retry needs the nonce free.
+                tokio::spawn(undo(shared, key, lease, 3600));
+            }
+            done
+        })
     }
 
     /// Rows in the table (this prefix or not), including expired ones not yet purged.

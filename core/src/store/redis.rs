@@ -198,10 +198,15 @@ impl RedisStore {
         Ok(async move {
             let value = lease_text(lease);
             let conn = shared.conn().clone();
-            within(shared.timeout, "redis release", async {
+            let done = within(shared.timeout, "redis release", async {
                 conn.release(&shared.release, &key, &value).await.map_err(|e| unavailable("release", &e))
             })
-            .await
+            .await;
+            if done.is_err() {
+                // Keep trying in the background: the payer's retry needs the nonce free.
+                tokio::spawn(undo(shared, key, value, MAX_TTL_SECS.min(3600) * 1000));
+            }
+            done
         })
     }
 }

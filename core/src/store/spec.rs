@@ -82,6 +82,10 @@ impl StoreSpec {
             None if base.eq_ignore_ascii_case("sqlite") => {
                 return Err(config("\"sqlite\" needs a file: sqlite:///path/to/nonces.db"));
             }
+            // `sqlite:path`, the short form.
+            None if base.len() > 7 && base[..7].eq_ignore_ascii_case("sqlite:") => {
+                ("sqlite".to_string(), &base[7..])
+            }
             None => {
                 return Err(config(format!(
                     "{:?} is not a store URL (memory, sqlite://, redis://, postgres://)",
