@@ -244,6 +244,20 @@ impl fmt::Debug for PaywallLayer {
 }
 
 impl PaywallLayer {
+    /// A layer whose nonce store is named by URL (`memory`, `sqlite:///path`, `redis://…`,
+    /// `redis+cluster://…`, `postgres://…`; see `vlexivo_core::store::spec`) with `options`
+    /// (`prefix`, `pool_size`, `timeout_ms`, `connect_timeout_ms`, `capacity`). An unknown
+    /// scheme or option, or a server that does not answer, is `config_invalid`. Redis and
+    /// PostgreSQL need this crate's `redis` / `postgres` features.
+    pub fn with_store_url(
+        paywall: Arc<Paywall>,
+        store_url: &str,
+        options: &[(&str, &str)],
+        price: Price,
+    ) -> Result<Self, Error> {
+        Ok(Self::new(paywall, vlexivo_core::store::open(store_url, options)?, price))
+    }
+
     pub fn new(paywall: Arc<Paywall>, store: Arc<dyn NonceStore>, price: Price) -> Self {
         Self {
             cfg: Arc::new(Config {
@@ -443,7 +457,14 @@ where
         },
     };
 
-    let facts = match paywall.verify(proof, &info, &price, now, &*cfg.store) {
+    // A networked store is awaited (its I/O runs on the store's own runtime); a local one
+    // answers inline in microseconds.
+    let verified = if cfg.store.blocks() {
+        paywall.verify_async(proof, &info, &price, now, &*cfg.store).await
+    } else {
+        paywall.verify(proof, &info, &price, now, &*cfg.store)
+    };
+    let facts = match verified {
         Ok(f) => f,
         Err(e) => {
             if matches!(e, Error::NonceStoreUnavailable(_) | Error::NonceStoreFull | Error::Internal(_)) {
@@ -508,7 +529,16 @@ impl ReleaseGuard<'_> {
 impl Drop for ReleaseGuard<'_> {
     fn drop(&mut self) {
         if let Some(facts) = self.facts.take() {
-            if let Err(e) = self.cfg.paywall.release(&facts, &*self.cfg.store) {
+            let store = &*self.cfg.store;
+            if store.blocks() {
+                // Never wait on the network in a destructor: the store releases in the
+                // background (and keeps retrying while it is unreachable).
+                if let Ok((key, lease)) = vlexivo_core::store::parse_handle(&facts.store_key) {
+                    drop(store.release_async(key.to_string(), lease));
+                }
+                return;
+            }
+            if let Err(e) = self.cfg.paywall.release(&facts, store) {
                 tracing::error!(target: "vlexivo", nonce = %facts.nonce, "could not release a nonce after a failed handler: {e}");
             } else {
                 tracing::debug!(target: "vlexivo", nonce = %facts.nonce, "handler failed; payment stays valid for a retry");
