@@ -27,6 +27,8 @@ def ran() -> int:
 
 sock = socket.socket()
 sock.bind(("127.0.0.1", 0))
+# Listening before PORT is printed: early connections wait in the backlog, never refused.
+sock.listen(128)
 port = sock.getsockname()[1]
 
 if framework == "fastapi":
@@ -61,7 +63,6 @@ else:
     def fruns() -> Any:
         return {"runs": runs}
 
-    sock.listen(128)
     srv = waitress.create_server(fapp, sockets=[sock], threads=16)
     print(f"PORT={port}", flush=True)
     srv.run()
