@@ -324,3 +324,43 @@ async fn migrations_tampering_and_bad_urls() {
     let (ok, _, err) = verify(&empty);
     assert!(!ok && err.contains("no vlexivo ledger"), "{err}");
 }
+
+/// Payments/s with 1, 2 and 3 facilitators on PostgreSQL against one on SQLite, the same load
+/// (a benchmark, not a check: run in release, on a quiet machine,
+/// `cargo test --release -p vlexivo-facilitator --test scale_postgres payments_per_second -- --ignored --nocapture`;
+/// VLX_BENCH_N payments, VLX_BENCH_CONC in flight). Load generator and servers share the cores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; run explicitly in release mode"]
+async fn payments_per_second() {
+    let n: usize = std::env::var("VLX_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(6000);
+    let conc: usize = std::env::var("VLX_BENCH_CONC").ok().and_then(|v| v.parse().ok()).unwrap_or(96);
+    let pg = Server::postgres();
+    let dir = tempfile::tempdir().unwrap();
+    let c = http();
+    let mut report = Vec::new();
+    for (label, k) in [("sqlite x1", 0usize), ("postgres x1", 1), ("postgres x2", 2), ("postgres x3", 3)] {
+        let fs: Vec<Facilitator> = if k == 0 {
+            vec![Facilitator::start(&dir.path().join(format!("bench-{}.db", report.len())), &["--public-url", PUBLIC, "--faucet-cap", "1000000"])]
+        } else {
+            let url = pg.database(&format!("bench{k}"));
+            (0..k).map(|_| Facilitator::start_pg(&url, dir.path(), &["--public-url", PUBLIC, "--faucet-cap", "1000000"])).collect()
+        };
+        let urls: Vec<String> = fs.iter().map(|f| f.url.clone()).collect();
+        let p = create_provider(&c, &urls[0], json!({})).await;
+        let pw = paywall(&p.api_secret, PUBLIC);
+        let wallets: Vec<_> = (0..16).map(|_| wallet()).collect();
+        for w in &wallets {
+            assert_eq!(top_up(&c, &urls[0], w, "1000").await.0, 200);
+        }
+        let reqs: Vec<_> = (0..n).map(|i| sign(&challenge(&pw, "/r", "0.001"), &wallets[i % wallets.len()])).collect();
+        let u = urls.clone();
+        let start = std::time::Instant::now();
+        let out = pay_all(reqs, conc, move |i| u[i % u.len()].clone(), Arc::new(AtomicUsize::new(0))).await;
+        let secs = start.elapsed().as_secs_f64();
+        assert!(out.iter().all(|(s, _)| *s == 200));
+        report.push(format!("{label}: {:.0} payments/s ({n} payments, {conc} in flight, {secs:.2} s)", n as f64 / secs));
+    }
+    for r in report {
+        eprintln!("{r}");
+    }
+}
