@@ -1,8 +1,7 @@
 //! The `serve`, `provider`, `wallet` and `ledger` commands of the `vlexivo` CLI.
 //!
 //! Human output by default, one JSON object with `--json`. Errors go to stderr as
-//! `error: <code>: <message>`; exit codes: 0 ok, 1 refused or failed, 2 bad input,
-//! 4 insufficient funds, 5 facilitator unreachable.
+//! `error: <code>: <message>`; exit codes: `vlexivo_facilitator::exit`.
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde::de::DeserializeOwned;
@@ -15,17 +14,12 @@ use vlexivo_core::env::OsEntropy;
 use vlexivo_core::envvars;
 use vlexivo_core::paywall::DEFAULT_FACILITATOR_URL;
 use vlexivo_core::wallet::{Address, Wallet};
+use vlexivo_facilitator::exit;
 use vlexivo_facilitator::pay::TlsArgs;
 use vlexivo_facilitator::server::types::{
     CreateProviderRequest, ErrorBody, PaymentList, ProviderCreated, ProviderInfo, TopUpReceipt, WalletBalance,
 };
 use vlexivo_facilitator::server::{self, ServerConfig};
-
-pub const EXIT_OK: i32 = 0;
-pub const EXIT_FAILED: i32 = 1;
-pub const EXIT_USAGE: i32 = 2;
-pub const EXIT_INSUFFICIENT_FUNDS: i32 = 4;
-pub const EXIT_UNAVAILABLE: i32 = 5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -191,7 +185,10 @@ fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+        // Colour only for a person at a terminal who has not asked for none (no-color.org).
+        .with_ansi(
+            std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        );
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -249,7 +246,7 @@ pub async fn serve(args: ServeArgs) -> i32 {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {}: {e}", e.code());
-            return if e.code() == "config_invalid" { EXIT_USAGE } else { EXIT_FAILED };
+            return if e.code() == "config_invalid" { exit::USAGE } else { exit::FAILED };
         }
     };
     // The one line on stdout: test harnesses in every language parse it.
@@ -260,7 +257,7 @@ pub async fn serve(args: ServeArgs) -> i32 {
     shutdown_signal().await;
     tracing::info!("shutting down");
     srv.shutdown().await;
-    EXIT_OK
+    exit::OK
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -270,7 +267,7 @@ struct Fail(i32, String);
 
 impl Fail {
     fn usage(msg: impl Into<String>) -> Self {
-        Fail(EXIT_USAGE, msg.into())
+        Fail(exit::USAGE, msg.into())
     }
 }
 
@@ -288,30 +285,32 @@ fn endpoint(base: &str, path: &str) -> String {
 
 async fn send<T: DeserializeOwned>(req: reqwest::RequestBuilder, base: &str) -> Result<T, Fail> {
     let resp = req.send().await.map_err(|e| {
-        Fail(EXIT_UNAVAILABLE, format!("facilitator_unavailable: cannot reach {base}: {}", tls::describe(&e)))
+        Fail(
+            exit::FACILITATOR_UNAVAILABLE,
+            format!("facilitator_unavailable: cannot reach {base}: {}", tls::describe(&e)),
+        )
     })?;
     let status = resp.status();
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|e| Fail(EXIT_UNAVAILABLE, format!("facilitator_unavailable: {}", tls::describe(&e))))?;
+    let bytes = resp.bytes().await.map_err(|e| {
+        Fail(exit::FACILITATOR_UNAVAILABLE, format!("facilitator_unavailable: {}", tls::describe(&e)))
+    })?;
     if status.is_success() {
         return serde_json::from_slice(&bytes).map_err(|e| {
-            Fail(EXIT_FAILED, format!("facilitator_error: unexpected answer from {base}: {e}"))
+            Fail(exit::FAILED, format!("facilitator_error: unexpected answer from {base}: {e}"))
         });
     }
     match serde_json::from_slice::<ErrorBody>(&bytes) {
         Ok(b) => {
-            let code = if b.error == "insufficient_funds" { EXIT_INSUFFICIENT_FUNDS } else { EXIT_FAILED };
+            let code = if b.error == "insufficient_funds" { exit::INSUFFICIENT_FUNDS } else { exit::FAILED };
             Err(Fail(code, format!("{}: {}", b.error, b.message)))
         }
-        Err(_) => Err(Fail(EXIT_FAILED, format!("facilitator_error: HTTP {status} from {base}"))),
+        Err(_) => Err(Fail(exit::FAILED, format!("facilitator_error: HTTP {status} from {base}"))),
     }
 }
 
 fn finish(r: Result<(), Fail>) -> i32 {
     match r {
-        Ok(()) => EXIT_OK,
+        Ok(()) => exit::OK,
         Err(Fail(code, msg)) => {
             eprintln!("error: {msg}");
             code
@@ -463,7 +462,7 @@ pub fn ledger(cmd: LedgerCmd) -> i32 {
             Ok(rt) => rt,
             Err(e) => {
                 eprintln!("error: cannot start the async runtime: {e}");
-                return EXIT_FAILED;
+                return exit::FAILED;
             }
         };
         rt.block_on(server::verify_postgres(&db))
@@ -471,13 +470,13 @@ pub fn ledger(cmd: LedgerCmd) -> i32 {
         let path = PathBuf::from(&db);
         if !path.exists() {
             eprintln!("error: no database at {}", path.display());
-            return EXIT_USAGE;
+            return exit::USAGE;
         }
         let conn = match server::db::open_ro(&path) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("error: {}: {e}", e.code());
-                return EXIT_FAILED;
+                return exit::FAILED;
             }
         };
         server::verify_ledger(&conn)
@@ -503,14 +502,14 @@ pub fn ledger(cmd: LedgerCmd) -> i32 {
                 }
                 println!("head: {}", s.head);
             }
-            EXIT_OK
+            exit::OK
         }
         Err(e) => {
             if json {
                 print_json(&json!({"ok": false, "error": e.to_string()}));
             }
             eprintln!("ledger verification FAILED: {e}");
-            EXIT_FAILED
+            exit::FAILED
         }
     }
 }

@@ -4,5 +4,6 @@
 //! paywall layer is the `vlexivo-tower` crate and the Rust payer client `vlexivo-client`.
 
 pub mod demo;
+pub mod exit;
 pub mod pay;
 pub mod server;

@@ -10,7 +10,8 @@ use vlexivo_core::envvars;
     name = "vlexivo",
     version,
     about = "Vlexivo: HTTP 402 per-call API payments",
-    propagate_version = true
+    propagate_version = true,
+    after_help = vlexivo_facilitator::exit::HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -22,20 +23,28 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the facilitator (payment service). Prints VLEXIVO_URL=… on stdout when ready.
+    #[command(after_help = vlexivo_facilitator::exit::HELP)]
     Serve(cli::ServeArgs),
     /// Onboard and inspect providers.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = vlexivo_facilitator::exit::HELP)]
     Provider(cli::ProviderCmd),
     /// Payer wallets: create, balance, sandbox top-up.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = vlexivo_facilitator::exit::HELP)]
     Wallet(cli::WalletCmd),
     /// Check a facilitator database.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = vlexivo_facilitator::exit::HELP)]
     Ledger(cli::LedgerCmd),
     /// Call a paid API: show the price, pay within --max-price, print the response.
+    #[command(after_help = vlexivo_facilitator::exit::HELP)]
     Pay(vlexivo_facilitator::pay::PayArgs),
     /// The whole product on loopback in a few seconds.
     Demo(vlexivo_facilitator::demo::DemoArgs),
+    /// Print a shell completion script: `vlexivo completions bash > /etc/bash_completion.d/vlexivo`
+    /// (zsh: into a directory of $fpath as `_vlexivo`; fish: ~/.config/fish/completions/vlexivo.fish).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Point each argument that reads a `VLX_*` variable at the older alias the user set instead
@@ -74,6 +83,10 @@ fn main() {
     let code = match cmd {
         // Pure local work: no runtime needed.
         Command::Ledger(cmd) => cli::ledger(cmd),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "vlexivo", &mut std::io::stdout());
+            vlexivo_facilitator::exit::OK
+        }
         cmd => {
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
@@ -89,7 +102,7 @@ fn main() {
                     Command::Wallet(c) => cli::wallet(c, &tls).await,
                     Command::Pay(a) => vlexivo_facilitator::pay::run(a, &tls).await,
                     Command::Demo(a) => vlexivo_facilitator::demo::run(a).await,
-                    Command::Ledger(_) => unreachable!("handled above"),
+                    Command::Ledger(_) | Command::Completions { .. } => unreachable!("handled above"),
                 }
             })
         }

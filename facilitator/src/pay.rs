@@ -1,10 +1,9 @@
 //! `vlexivo pay`: curl for paid APIs. Shows the price, pays within `--max-price`, prints the
 //! response body (stdout) and the receipt (stderr, so the body can be piped).
 //!
-//! Exit codes: 0 success, 1 other failure (including an HTTP error answer), 2 usage,
-//! 3 price over `--max-price`, 4 insufficient funds, 5 facilitator unavailable, 6 the API cannot
-//! be reached (connection or TLS).
+//! Exit codes: `crate::exit`.
 
+use crate::exit;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde_json::{Value, json};
@@ -85,15 +84,6 @@ pub struct PayArgs {
     pub output: Option<PathBuf>,
 }
 
-/// Exit codes.
-pub const EXIT_OK: i32 = 0;
-pub const EXIT_OTHER: i32 = 1;
-pub const EXIT_USAGE: i32 = 2;
-pub const EXIT_OVER_MAX_PRICE: i32 = 3;
-pub const EXIT_INSUFFICIENT_FUNDS: i32 = 4;
-pub const EXIT_FACILITATOR_UNAVAILABLE: i32 = 5;
-pub const EXIT_API_UNREACHABLE: i32 = 6;
-
 /// A failure with its exit code and what to tell the user.
 struct Failure {
     code: i32,
@@ -104,7 +94,7 @@ struct Failure {
 
 impl Failure {
     fn usage(message: impl Into<String>) -> Self {
-        Self { code: EXIT_USAGE, error: "usage", message: message.into(), extra: Value::Null }
+        Self { code: exit::USAGE, error: "usage", message: message.into(), extra: Value::Null }
     }
 }
 
@@ -112,12 +102,12 @@ impl From<Error> for Failure {
     fn from(e: Error) -> Self {
         let (code, message, extra) = match &e {
             Error::BudgetExceeded { requested, remaining, .. } => (
-                EXIT_OVER_MAX_PRICE,
+                exit::OVER_MAX_PRICE,
                 format!("the price ${requested} is above --max-price ${remaining}; nothing was paid"),
                 json!({ "price": requested, "max_price": remaining }),
             ),
             Error::InsufficientFunds { required, balance, currency } => (
-                EXIT_INSUFFICIENT_FUNDS,
+                exit::INSUFFICIENT_FUNDS,
                 format!(
                     "insufficient funds: this call needs ${required} {currency}, the wallet has ${balance} \
                      (sandbox: `vlexivo wallet topup ADDRESS AMOUNT`, or pass --top-up AMOUNT)"
@@ -125,21 +115,21 @@ impl From<Error> for Failure {
                 json!({ "required": required, "balance": balance, "currency": currency }),
             ),
             Error::FacilitatorUnavailable(why) => (
-                EXIT_FACILITATOR_UNAVAILABLE,
+                exit::FACILITATOR_UNAVAILABLE,
                 format!("the facilitator is unavailable ({why}); nothing was paid"),
                 Value::Null,
             ),
             Error::FacilitatorUntrusted { facilitator } if facilitator.starts_with("http://") => (
-                EXIT_OTHER,
+                exit::FAILED,
                 format!(
                     "the API names the plain-http facilitator {facilitator} and https only is set; nothing was paid"
                 ),
                 json!({ "facilitator": facilitator }),
             ),
             Error::WalletKeyInvalid | Error::RequestMalformed(_) | Error::Config(_) => {
-                (EXIT_USAGE, e.to_string(), Value::Null)
+                (exit::USAGE, e.to_string(), Value::Null)
             }
-            _ => (EXIT_OTHER, e.to_string(), Value::Null),
+            _ => (exit::FAILED, e.to_string(), Value::Null),
         };
         Self { code, error: e.code(), message, extra }
     }
@@ -224,7 +214,7 @@ async fn pay(args: PayArgs, tls: &TlsArgs) -> Result<i32, Failure> {
         req.send()
     };
     let unreachable = |e: reqwest::Error| Failure {
-        code: EXIT_API_UNREACHABLE,
+        code: exit::API_UNREACHABLE,
         error: "api_unreachable",
         message: format!("cannot reach the API: {}", tls::describe(&e)),
         extra: Value::Null,
@@ -244,7 +234,7 @@ async fn pay(args: PayArgs, tls: &TlsArgs) -> Result<i32, Failure> {
         Ok(pr) => pr,
         Err(Error::NotPaymentRequired) => {
             return Err(Failure {
-                code: EXIT_OTHER,
+                code: exit::FAILED,
                 error: "not_payment_required",
                 message: format!(
                     "HTTP 402 without a Vlexivo challenge: {}",
@@ -302,7 +292,7 @@ async fn output(
         .bytes()
         .await
         .map_err(|e| Failure::from(Error::Internal(format!("reading the response: {e}"))))?;
-    let code = if status.is_success() || status.is_redirection() { EXIT_OK } else { EXIT_OTHER };
+    let code = if status.is_success() || status.is_redirection() { exit::OK } else { exit::FAILED };
 
     if args.json {
         let body_v = serde_json::from_slice::<Value>(&body)
@@ -335,7 +325,7 @@ async fn output(
     match &args.output {
         Some(path) => {
             std::fs::write(path, &body).map_err(|e| Failure {
-                code: EXIT_OTHER,
+                code: exit::FAILED,
                 error: "io",
                 message: format!("cannot write {}: {e}", path.display()),
                 extra: Value::Null,
@@ -355,7 +345,7 @@ async fn output(
     if let Some(r) = receipt_header {
         eprintln!("vlexivo pay: receipt {r}");
     }
-    if code != EXIT_OK {
+    if code != exit::OK {
         let why = serde_json::from_slice::<Value>(&body)
             .ok()
             .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string));

@@ -251,7 +251,7 @@ async fn payment_happy_path_replay_and_listing() {
     assert!(metrics.contains("vlexivo_amount_paid_atomic_total 251000"));
     assert!(metrics.contains("vlexivo_errors_total{code=\"payment_conflict\"} 1"));
     assert!(metrics.contains(
-        "vlexivo_http_request_duration_seconds_bucket{route=\"/v1/payments\",method=\"POST\",le=\"+Inf\"} 4"
+        "vlexivo_http_request_duration_seconds_bucket{le=\"+Inf\",route=\"/v1/payments\",method=\"POST\"} 4"
     ));
 }
 

@@ -223,12 +223,10 @@ pub async fn openapi_json(State(st): State<Arc<AppState>>) -> impl IntoResponse 
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)))]
+    responses((status = 200, description = "OpenMetrics text (Prometheus scrapes it)",
+               content_type = "application/openmetrics-text", body = String)))]
 pub async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))],
-        st.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, HeaderValue::from_static(super::metrics::CONTENT_TYPE))], st.metrics.render())
 }
 
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "tokens",
@@ -405,10 +403,10 @@ pub async fn pay(
     let done = st.ledger.pay(PayOp { provider, verified, now }).await?;
     let m = &st.metrics;
     if done.receipt.replayed {
-        m.payments_replayed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        m.payments_replayed.inc();
     } else {
-        m.payments.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        m.amount_paid_atomic.fetch_add(done.amount, std::sync::atomic::Ordering::Relaxed);
+        m.payments.inc();
+        m.amount_paid_atomic.inc_by(done.amount);
     }
     tracing::debug!(payer = %done.receipt.payer, tx = %done.receipt.tx_hash, replayed = done.receipt.replayed, "payment");
     Ok(Json(done.receipt))

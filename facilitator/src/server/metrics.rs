@@ -1,31 +1,46 @@
-//! Prometheus text exposition, hand-rolled: a few counters and one latency histogram per route.
+//! The service's metrics, exposed at `GET /metrics` in the OpenMetrics text format by
+//! `prometheus-client`: payment and top-up counters, errors by code, and one latency histogram
+//! per route template.
 
-use parking_lot::Mutex;
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 /// Upper bounds (seconds) of the latency buckets.
 const BUCKETS: [f64; 14] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
-#[derive(Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
+/// The content type of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    code: &'static str,
 }
 
-#[derive(Default)]
+/// `route` is the matched route template (bounded cardinality), never the raw path.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+    method: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
 pub struct Metrics {
-    pub payments: AtomicU64,
-    pub payments_replayed: AtomicU64,
-    pub amount_paid_atomic: AtomicU64,
-    pub topups: AtomicU64,
-    pub amount_topped_up_atomic: AtomicU64,
-    pub providers_created: AtomicU64,
-    errors: Mutex<BTreeMap<&'static str, u64>>,
-    latency: Mutex<BTreeMap<(String, &'static str), Histogram>>,
+    pub payments: Counter,
+    pub payments_replayed: Counter,
+    pub amount_paid_atomic: Counter,
+    pub topups: Counter,
+    pub amount_topped_up_atomic: Counter,
+    pub providers_created: Counter,
+    errors: Family<ErrorLabels, Counter>,
+    latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    registry: Registry,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -34,84 +49,84 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        let (payments, payments_replayed, amount_paid_atomic) = Default::default();
+        let (topups, amount_topped_up_atomic, providers_created) = Default::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        // The registry keeps handles to the same atomics the service increments.
+        let mut registry = Registry::with_prefix("vlexivo");
+        let counters: [(&str, &str, &Counter); 6] = [
+            ("payments", "Payments settled (replays excluded)", &payments),
+            ("payments_replayed", "Payment requests answered with an earlier receipt", &payments_replayed),
+            ("amount_paid_atomic", "Sum of settled payments in atomic units (1e-6 usd)", &amount_paid_atomic),
+            ("topups", "Sandbox faucet top-ups", &topups),
+            ("amount_topped_up_atomic", "Sum of faucet top-ups in atomic units", &amount_topped_up_atomic),
+            ("providers_created", "Providers onboarded", &providers_created),
+        ];
+        for (name, help, c) in counters {
+            registry.register(name, help, c.clone());
+        }
+        registry.register("errors", "Error responses by code", errors.clone());
+        registry.register("http_request_duration_seconds", "HTTP request latency by route", latency.clone());
+        Self {
+            payments,
+            payments_replayed,
+            amount_paid_atomic,
+            topups,
+            amount_topped_up_atomic,
+            providers_created,
+            errors,
+            latency,
+            registry,
+        }
+    }
+}
+
 impl Metrics {
     pub fn error(&self, code: &'static str) {
-        *self.errors.lock().entry(code).or_default() += 1;
+        self.errors.get_or_create(&ErrorLabels { code }).inc();
     }
 
     /// `route` is the matched route template (bounded cardinality), never the raw path.
     pub fn observe(&self, route: &str, method: &'static str, secs: f64) {
-        let mut map = self.latency.lock();
-        let h = match map.get_mut(&(route.to_string(), method)) {
-            Some(h) => h,
-            None => map.entry((route.to_string(), method)).or_default(),
-        };
-        for (i, le) in BUCKETS.iter().enumerate() {
-            if secs <= *le {
-                h.counts[i] += 1;
-            }
-        }
-        h.count += 1;
-        h.sum += secs;
+        self.latency.get_or_create(&RouteLabels { route: route.to_string(), method }).observe(secs);
     }
 
+    /// The OpenMetrics text ([`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
-        let mut o = String::with_capacity(4096);
-        let c = |o: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-        };
-        c(
-            &mut o,
-            "vlexivo_payments_total",
-            "Payments settled (replays excluded).",
-            self.payments.load(Ordering::Relaxed),
-        );
-        c(
-            &mut o,
-            "vlexivo_payments_replayed_total",
-            "Payment requests answered with an earlier receipt.",
-            self.payments_replayed.load(Ordering::Relaxed),
-        );
-        c(
-            &mut o,
-            "vlexivo_amount_paid_atomic_total",
-            "Sum of settled payments in atomic units (1e-6 usd).",
-            self.amount_paid_atomic.load(Ordering::Relaxed),
-        );
-        c(&mut o, "vlexivo_topups_total", "Sandbox faucet top-ups.", self.topups.load(Ordering::Relaxed));
-        c(
-            &mut o,
-            "vlexivo_amount_topped_up_atomic_total",
-            "Sum of faucet top-ups in atomic units.",
-            self.amount_topped_up_atomic.load(Ordering::Relaxed),
-        );
-        c(
-            &mut o,
-            "vlexivo_providers_created_total",
-            "Providers onboarded.",
-            self.providers_created.load(Ordering::Relaxed),
-        );
+        let mut out = String::with_capacity(4096);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+}
 
-        let _ = writeln!(
-            o,
-            "# HELP vlexivo_errors_total Error responses by code.\n# TYPE vlexivo_errors_total counter"
-        );
-        for (code, n) in self.errors.lock().iter() {
-            let _ = writeln!(o, "vlexivo_errors_total{{code=\"{code}\"}} {n}");
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-        let name = "vlexivo_http_request_duration_seconds";
-        let _ = writeln!(o, "# HELP {name} HTTP request latency by route.\n# TYPE {name} histogram");
-        for ((route, method), h) in self.latency.lock().iter() {
-            let route = route.replace('\\', "\\\\").replace('"', "\\\"");
-            let labels = format!("route=\"{route}\",method=\"{method}\"");
-            for (i, le) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(o, "{name}_bucket{{{labels},le=\"{le}\"}} {}", h.counts[i]);
-            }
-            let _ = writeln!(o, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
-            let _ = writeln!(o, "{name}_sum{{{labels}}} {}", h.sum);
-            let _ = writeln!(o, "{name}_count{{{labels}}} {}", h.count);
+    #[test]
+    fn renders_openmetrics_with_labels_escaped() {
+        let m = Metrics::default();
+        m.payments.inc_by(2);
+        m.amount_paid_atomic.inc_by(251_000);
+        m.error("payment_conflict");
+        m.observe("/v1/payments", "POST", 0.002);
+        m.observe("/odd\"route", "GET", 20.0);
+        let text = m.render();
+        for line in [
+            "# TYPE vlexivo_payments counter",
+            "vlexivo_payments_total 2",
+            "vlexivo_amount_paid_atomic_total 251000",
+            "vlexivo_errors_total{code=\"payment_conflict\"} 1",
+            "vlexivo_http_request_duration_seconds_bucket{le=\"0.0025\",route=\"/v1/payments\",method=\"POST\"} 1",
+            "vlexivo_http_request_duration_seconds_bucket{le=\"0.001\",route=\"/v1/payments\",method=\"POST\"} 0",
+            "vlexivo_http_request_duration_seconds_count{route=\"/v1/payments\",method=\"POST\"} 1",
+            "# EOF",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
         }
-        o
+        assert!(text.contains(r#"route="/odd\"route""#), "{text}");
     }
 }

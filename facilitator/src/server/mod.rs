@@ -47,7 +47,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use types::{CreateProviderRequest, ProviderCreated, TopUpReceipt};
@@ -197,7 +196,7 @@ impl AppState {
         });
         self.ledger.create_provider(p.clone()).await?;
         self.providers.write().insert(p.account.clone(), p);
-        self.metrics.providers_created.fetch_add(1, Ordering::Relaxed);
+        self.metrics.providers_created.inc();
         tracing::info!(account = %keys.account, token_alg = token_alg.as_str(), "provider created");
         Ok(ProviderCreated {
             account: keys.account.clone(),
@@ -211,8 +210,8 @@ impl AppState {
     async fn top_up(&self, address: Address, amount: Money) -> Result<TopUpReceipt> {
         let amount = amount.positive()?;
         let done = self.ledger.top_up(address, amount.to_atomic(), self.clock.now()).await?;
-        self.metrics.topups.fetch_add(1, Ordering::Relaxed);
-        self.metrics.amount_topped_up_atomic.fetch_add(done.amount, Ordering::Relaxed);
+        self.metrics.topups.inc();
+        self.metrics.amount_topped_up_atomic.inc_by(done.amount);
         Ok(TopUpReceipt {
             address: done.address,
             amount: amount.to_string(),
