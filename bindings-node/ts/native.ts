@@ -1,5 +1,10 @@
-// The napi-rs addon (generated loader in ../native). A plain `require` keeps property access
-// direct (no interop wrapper) on the hot path.
+// The napi-rs addon (generated loader in ../native, which finds this platform's
+// `vlexivo-<platform>` package). A plain `require` keeps property access direct (no interop
+// wrapper) on the hot path; `platform` turns a missing binary into one clear error first.
+import { loadNative } from './platform';
+
+loadNative(() => require('../native/index.js'));
+
 import native = require('../native/index.js');
 
 export = native;
