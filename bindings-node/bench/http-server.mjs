@@ -6,7 +6,7 @@ import Fastify from 'fastify';
 import { jwtVerify } from 'jose';
 import { VlexivoServer } from 'vlexivo';
 import vlexivoFastify from 'vlexivo/fastify';
-import { SECRET, RESOURCE_PATH } from './tokens.mjs';
+import { SECRET, RESOURCE_PATH, ORIGIN } from './tokens.mjs';
 
 const scenario = process.argv[2];
 process.on('SIGTERM', () => process.exit(0)); // lets --cpu-prof write its profile
@@ -39,7 +39,7 @@ async function main() {
   if (scenario.startsWith('express')) {
     const app = express();
     if (scenario === 'express-paywall') {
-      const vlx = new VlexivoServer({ apiSecret: SECRET, store: { type: 'memory', capacity: 2_000_000 } });
+      const vlx = new VlexivoServer({ apiSecret: SECRET, origin: ORIGIN, store: { type: 'memory', capacity: 2_000_000 } });
       app.post(RESOURCE_PATH, vlx.paywall({ price: '0.001' }), (req, res) => res.json(reply));
     } else if (scenario === 'express-jose-set') {
       // What one would write without Vlexivo: async jose verify and a growing Set of nonces.
@@ -47,7 +47,7 @@ async function main() {
       const guard = async (req, res, next) => {
         try {
           const { payload } = await jwtVerify(req.headers['vlexivo-proof'] ?? '', joseKey, { algorithms: ['HS256'] });
-          if (payload.res !== `POST ${RESOURCE_PATH}`) return res.status(402).json({ error: 'token_resource' });
+          if (payload.res !== `POST ${ORIGIN}${RESOURCE_PATH}`) return res.status(402).json({ error: 'token_resource' });
           if (seen.has(payload.jti)) return res.status(409).json({ error: 'token_replayed' });
           seen.add(payload.jti);
           req.vlxPayment = payload;
@@ -65,7 +65,7 @@ async function main() {
   } else {
     const app = Fastify({ logger: false });
     if (scenario.startsWith('fastify-paywall')) {
-      await app.register(vlexivoFastify, { apiSecret: SECRET, store: { type: 'memory', capacity: 2_000_000 }, price: '0.001' });
+      await app.register(vlexivoFastify, { apiSecret: SECRET, origin: ORIGIN, store: { type: 'memory', capacity: 2_000_000 }, price: '0.001' });
     }
     if (scenario === 'fastify-paywall-read') {
       // A handler that reads the payment (the plugin builds it on first read).

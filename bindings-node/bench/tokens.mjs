@@ -9,6 +9,8 @@ export const native = require('../native/index.js');
 
 export const SECRET = 'sk_test_' + Buffer.alloc(32, 9).toString('base64url');
 export const RESOURCE_PATH = '/api/v1/inference';
+/** The paywalls' configured origin (as in production): proofs are bound to it. */
+export const ORIGIN = 'http://bench.test';
 const PAYER = '0x063a6Db64b4784deD0f350938bdb63Be12d3Db5a';
 
 function claims(now) {
@@ -19,7 +21,7 @@ function claims(now) {
     txh: '0x' + randomBytes(32).toString('hex'),
     amt: '0.001',
     cur: 'usd',
-    res: `POST ${RESOURCE_PATH}`,
+    res: `POST ${ORIGIN}${RESOURCE_PATH}`,
     mode: 'sandbox',
     net: 'sandbox',
     iat: now,

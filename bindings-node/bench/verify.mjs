@@ -6,7 +6,7 @@
 import { jwtVerify } from 'jose';
 import { createVerifier } from 'fast-jwt';
 import { randomBytes } from 'node:crypto';
-import { native, SECRET, RESOURCE_PATH, mintVlexivo, mintJose } from './tokens.mjs';
+import { native, SECRET, RESOURCE_PATH, ORIGIN, mintVlexivo, mintJose } from './tokens.mjs';
 
 const N = Number(process.argv[2] ?? 100000);
 const CHUNKS = Number(process.argv[3] ?? 20);
@@ -19,20 +19,20 @@ const rTokens = mintVlexivo(N);
 const jTokens = await mintJose(N, key);
 console.log(`token sizes: vlexivo ${vTokens[0].length} B, jose-signed ${jTokens[0].length} B`);
 
-const pw = new native.Paywall({ apiSecret: SECRET, storeCapacity: 2_000_000 });
-const pw2 = new native.Paywall({ apiSecret: SECRET, storeCapacity: 2_000_000 });
+const pw = new native.Paywall({ apiSecret: SECRET, origin: ORIGIN, storeCapacity: 2_000_000 });
+const pw2 = new native.Paywall({ apiSecret: SECRET, origin: ORIGIN, storeCapacity: 2_000_000 });
 const route = pw2.route('0.001', 'usd', 'per-call');
 const fast = createVerifier({ key, algorithms: ['HS256'], cache: false });
 
 const paths = {
   // The public API: verify + consume, facts returned as an object.
   verify: (lo, hi) => {
-    for (let i = lo; i < hi; i++) pw.verify(vTokens[i], 'POST', RESOURCE_PATH, '0.001', 'usd');
+    for (let i = lo; i < hi; i++) pw.verify(vTokens[i], 'POST', RESOURCE_PATH, undefined, false, '0.001', 'usd');
   },
   // What the Express/Fastify/Hapi adapters call (price parsed once, facts as one string).
   route: (lo, hi) => {
     for (let i = lo; i < hi; i++) {
-      const r = route.authorize(rTokens[i], 'POST', RESOURCE_PATH);
+      const r = route.authorize(rTokens[i], 'POST', RESOURCE_PATH, undefined, false);
       if (typeof r !== 'string') throw new Error(r.body);
     }
   },
@@ -68,7 +68,7 @@ for (const k of Object.keys(paths)) {
 // Replays are refused (the consume is real).
 let replays = 0;
 for (let i = C; i < C + 1000; i++) {
-  const r = route.authorize(rTokens[i], 'POST', RESOURCE_PATH);
+  const r = route.authorize(rTokens[i], 'POST', RESOURCE_PATH, undefined, false);
   if (typeof r !== 'string' && !Array.isArray(r) && r.code === 'token_replayed') replays++;
 }
 if (replays !== 1000) throw new Error('a replay was accepted');

@@ -429,6 +429,66 @@ impl JsPaywall {
         )
     }
 
+    /// The one price of several paywalls covering a request (the highest), as a canonical
+    /// decimal; `price_invalid` for a bad price or paywalls in different currencies.
+    #[napi]
+    pub fn effective_price(
+        &self,
+        env: Env,
+        prices: Vec<Either<String, f64>>,
+        currencies: Vec<String>,
+    ) -> Result<String> {
+        let run = || -> vx::Result<String> {
+            let money = prices
+                .iter()
+                .zip(currencies.iter().map(String::as_str).chain(std::iter::repeat("usd")))
+                .map(|(p, c)| price_of(p, c))
+                .collect::<vx::Result<Vec<Money>>>()?;
+            Ok(vx::response_policy::effective_price(&money)?.to_string())
+        };
+        run().map_err(|e| throw(&env, e))
+    }
+
+    /// A paywall after the one that consumed the request's proof: `null` when the payment
+    /// (`paidAmount` in `paidCurrency`) covers `price`, else the refusal to send (402
+    /// `token_underpaid` with a challenge for the price to ask) once the nonce is released.
+    #[allow(clippy::too_many_arguments)]
+    #[napi]
+    pub fn check_stacked(
+        &self,
+        paid_amount: String,
+        paid_currency: String,
+        price: Either<String, f64>,
+        currency: String,
+        method: String,
+        path: String,
+        host: Option<String>,
+        secure: Option<bool>,
+        scope: String,
+        now: Option<f64>,
+    ) -> Option<Rejection> {
+        let req = Self::req(&method, &path, host.as_deref(), secure, None);
+        let now = now_or_clock(now);
+        let inner = &self.shared.inner;
+        let price = match price_of(&price, &currency) {
+            Ok(p) => p,
+            Err(e) => {
+                return Some(Rejection::from_core(
+                    inner.reject(&e, &req, None, &scope, now, &OsEntropy),
+                    Some(&e),
+                ));
+            }
+        };
+        let paid = Currency::parse(&paid_currency).and_then(|c| Money::parse(&paid_amount, c));
+        let ask = match paid.map(|paid| vx::response_policy::check_stacked(&paid, &price)) {
+            Ok(vx::response_policy::Stacked::Covered) => return None,
+            Ok(vx::response_policy::Stacked::Underpaid { ask }) => ask,
+            Err(_) => price,
+        };
+        let err = VxError::TokenUnderpaid { paid: paid_amount, price: ask.to_string() };
+        Some(Rejection::from_core(inner.reject(&err, &req, Some(&ask), &scope, now, &OsEntropy), Some(&err)))
+    }
+
     /// Forget a consumed nonce (the handler failed): the same token may be presented again.
     #[napi]
     pub fn release(&self, env: Env, store_key: String) -> Result<()> {
@@ -523,6 +583,7 @@ impl PricedRoute {
 
     /// Verify and consume, or the response to send instead. A paid request returns its facts
     /// as one U+001F-separated string (see `paid_result`; rarely the array form).
+    #[allow(clippy::too_many_arguments)]
     #[napi(
         ts_return_type = "string | [string, string, string, string, string, number, number, string, string, string] | Rejection"
     )]
@@ -544,6 +605,33 @@ impl PricedRoute {
             now,
         )
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The response policy (core's `response_policy`): the adapters ask, core decides. Pure functions
+// of small inputs: the TypeScript side remembers each answer (see ts/policy.ts).
+// ---------------------------------------------------------------------------------------------
+
+/// Whether a request passes unpaid: only a CORS preflight (`OPTIONS` carrying
+/// `Access-Control-Request-Method`; `preflightHeader` says whether it does).
+#[napi]
+pub fn is_free_request(method: String, preflight_header: bool) -> bool {
+    vx::response_policy::admission(&method, preflight_header) == vx::response_policy::Admission::Free
+}
+
+/// Whether a paid request's nonce is released once its handler has ended: `status` of the
+/// response it started (`null`: none), whether it threw, whether the response was complete.
+#[napi]
+pub fn releases(status: Option<u32>, raised: bool, complete: bool) -> bool {
+    let status = status.and_then(|s| u16::try_from(s).ok()).filter(|s| *s != 0);
+    vx::response_policy::Outcome { status, raised, complete }.settlement()
+        == vx::response_policy::Settlement::Release
+}
+
+/// Whether a paid response with this status carries `Vlexivo-Receipt`.
+#[napi]
+pub fn sends_receipt(status: u32) -> bool {
+    vx::response_policy::sends_receipt(u16::try_from(status).unwrap_or(u16::MAX))
 }
 
 /// Parse a provider price (string or number) to its canonical decimal string; any defect is

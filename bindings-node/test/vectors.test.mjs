@@ -156,11 +156,20 @@ for (const [name, start] of Object.entries(adapters)) {
       }
     });
 
-    test('OPTIONS preflight passes unpaid', async () => {
+    test('a CORS preflight passes unpaid; a plain OPTIONS pays', async () => {
       const app = await start({ apiSecret: paywall.api_secret }, { price: '0.001' });
       try {
-        const res = await fetch(`${app.url}/api/x`, { method: 'OPTIONS' });
-        assert.notEqual(res.status, 402);
+        const plain = await fetch(`${app.url}/api/x`, { method: 'OPTIONS' });
+        assert.equal(plain.status, 402);
+        assert.equal((await plain.json()).error, 'payment_required');
+        assert.equal(app.counter.runs, 0);
+        const pre = await fetch(`${app.url}/api/x`, {
+          method: 'OPTIONS',
+          headers: { origin: 'https://app.example', 'access-control-request-method': 'POST' },
+        });
+        assert.equal(pre.status, 200);
+        assert.equal(app.counter.runs, 1, 'the preflight reached the handler, unpaid');
+        assert.equal(pre.headers.get('vlexivo-receipt'), null);
       } finally {
         await app.close();
       }

@@ -1,17 +1,32 @@
 /**
- * Express (4 and 5) middleware. The paid path stays synchronous when the price is static or
- * the resolver returns synchronously: one native call, one header, one `close` listener.
+ * Express (4 and 5) middleware. Core decides (`policy.ts`, the native paywall); this module
+ * reads the request and the router, and writes the response.
+ *
+ * - Only a CORS preflight passes unpaid; `HEAD` runs the `GET` route's paywall (Express routes
+ *   it there).
+ * - Nested paywalls (`app.use('/zone', paywall)` + `app.get('/zone/x', paywall)`): the first one
+ *   to run finds every paywall of the same server on the request's way in the router stack (up
+ *   to and including the route that answers it) and asks core's effective price of them all,
+ *   once; each later one only checks that the payment covers its own price, consuming nothing.
+ * - The nonce is settled from the handler's outcome (`paid.ts`); `vlx.errorHandler()` reports a
+ *   handler that threw.
+ *
+ * The paid path stays synchronous when the prices are static or the resolvers answer
+ * synchronously.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { isFreeRequest } from './policy';
+import { handlerFailed, paidStateOf, releaseNow, watch } from './paid';
 import {
   PaidRoute,
   PROOF_HEADER,
-  RECEIPT_HEADER,
   exposeValue,
-  isFacts,
+  isPaid,
   isThenable,
+  paymentOf,
   rawBodyOf,
   requestOrigin,
+  type PaidFacts,
   type Rejection,
   type VlexivoPayment,
 } from './route';
@@ -26,17 +41,21 @@ declare global {
   }
 }
 
-/** The request as the middleware reads it (Express adds `originalUrl` and `body`). */
+/** The request as the middleware reads it (Express adds `originalUrl`, `app` and `body`). */
 export interface PaywallRequest extends IncomingMessage {
   originalUrl?: string;
   body?: unknown;
   rawBody?: unknown;
   vlxPayment?: VlexivoPayment;
+  app?: ExpressAppLike;
 }
 
 export type NextFunction = (err?: unknown) => void;
-export type PaywallMiddleware = (req: any, res: any, next: NextFunction) => void;
+export type PaywallMiddleware = ((req: any, res: any, next: NextFunction) => void) & { [PAYWALL]?: PaidRoute };
 export type PaywallErrorMiddleware = (err: unknown, req: any, res: any, next: NextFunction) => void;
+
+/** Marks a paywall middleware with its route, for the router walk of an earlier paywall. */
+export const PAYWALL = Symbol.for('vlexivo.express.paywall');
 
 /** CORS: only a cross-origin request (it carries `Origin`) needs our headers exposed. */
 function expose(route: PaidRoute, req: IncomingMessage, res: ServerResponse): void {
@@ -57,23 +76,111 @@ function send(route: PaidRoute, req: IncomingMessage, res: ServerResponse, r: Re
   res.end(r.body);
 }
 
-const RELEASED = Symbol('vlexivo.released');
+const pathOf = (req: PaywallRequest): string => req.originalUrl ?? req.url ?? '/';
 
-/** Release once per paid request (a second release could free a retry's consumption). */
-export function releaseOnce(release: (storeKey: string) => void, payment: VlexivoPayment | undefined | null): void {
-  const p = payment as (VlexivoPayment & { [RELEASED]?: boolean }) | undefined | null;
-  if (p === undefined || p === null || p[RELEASED]) return;
-  p[RELEASED] = true;
-  release(p.storeKey);
+// --- the router walk ------------------------------------------------------------------------
+
+interface LayerLike {
+  handle: ((...a: any[]) => unknown) & { stack?: LayerLike[]; [PAYWALL]?: PaidRoute };
+  route?: { stack: LayerLike[]; _handles_method?(m: string): boolean; _handlesMethod?(m: string): boolean; methods?: Record<string, boolean> };
+  method?: string;
+  path?: string;
+  params?: unknown;
+  match(path: string): unknown;
+}
+interface ExpressAppLike {
+  _router?: { stack: LayerLike[] };
+  router?: { stack: LayerLike[] };
+  parent?: ExpressAppLike;
 }
 
-export function expressPaywall(route: PaidRoute<any>): PaywallMiddleware {
-  const free = route.freeMethods;
-  const release = (k: string) => route.release(k);
+/** Does a route answer this method (Express maps HEAD to GET when the route has no HEAD)? */
+function routeHandles(route: NonNullable<LayerLike['route']>, method: string): boolean {
+  if (typeof route._handles_method === 'function') return route._handles_method(method);
+  if (typeof route._handlesMethod === 'function') return route._handlesMethod(method);
+  return true;
+}
 
-  function proceed(req: PaywallRequest, res: ServerResponse, next: NextFunction, price: unknown): void {
+/**
+ * Does a layer match `path`, and which leading part? Express 4's match() answers a boolean and
+ * records params/path on the (shared) layer, which are put back; router 2 (Express 5) answers
+ * the match itself.
+ */
+function layerMatches(layer: LayerLike, path: string): { matched: boolean; matchedPath: string } {
+  const params = layer.params;
+  const lpath = layer.path;
+  let matched = false;
+  let matchedPath = '';
+  try {
+    const m: unknown = layer.match(path);
+    matched = Boolean(m);
+    const p = m !== null && typeof m === 'object' ? (m as { path?: unknown }).path : layer.path;
+    matchedPath = typeof p === 'string' ? p : '';
+  } catch {
+    matched = false;
+  }
+  layer.params = params;
+  layer.path = lpath;
+  return { matched, matchedPath };
+}
+
+/**
+ * The paywalls of `self`'s server on the request's way through `stack`, in order, up to and
+ * including the first route that answers the method (a route answers; middleware passes on).
+ * Returns true once that route is reached.
+ */
+function collect(stack: LayerLike[], method: string, path: string, self: PaidRoute, out: PaidRoute[], depth: number): boolean {
+  for (const layer of stack) {
+    const { matched, matchedPath } = layerMatches(layer, path);
+    if (!matched) continue;
+    const route = layer.route;
+    if (route !== undefined && route !== null) {
+      if (!routeHandles(route, method)) continue;
+      const lower = method.toLowerCase();
+      // Express runs a HEAD request through the route's GET layers when it has no HEAD ones.
+      const m = lower === 'head' && !(route.methods?.head ?? false) ? 'get' : lower;
+      for (const l of route.stack) {
+        const pw = l.handle[PAYWALL];
+        if (pw !== undefined && pw.paywall === self.paywall && (l.method === undefined || l.method === m) && !out.includes(pw)) out.push(pw);
+      }
+      return true;
+    }
+    const pw = layer.handle[PAYWALL];
+    if (pw !== undefined) {
+      if (pw.paywall === self.paywall && !out.includes(pw)) out.push(pw);
+      continue;
+    }
+    const sub = layer.handle.stack;
+    if (Array.isArray(sub) && depth < 16) {
+      const rest = path.slice(matchedPath.length) || '/';
+      if (collect(sub, method, rest.startsWith('/') ? rest : '/' + rest, self, out, depth + 1)) return true;
+    }
+  }
+  return false;
+}
+
+/** Every paywall of this server the request will meet (this one included), in order. */
+function covering(req: PaywallRequest, self: PaidRoute): PaidRoute[] {
+  let app = req.app;
+  while (app?.parent !== undefined) app = app.parent;
+  const stack = app?._router?.stack ?? app?.router?.stack;
+  const out: PaidRoute[] = [];
+  if (Array.isArray(stack)) {
+    const full = pathOf(req);
+    const q = full.indexOf('?');
+    collect(stack, (req.method ?? 'GET').toUpperCase(), q < 0 ? full : full.slice(0, q), self, out, 0);
+  }
+  if (!out.includes(self)) out.unshift(self);
+  return out;
+}
+
+// --- the middleware -------------------------------------------------------------------------
+
+export function expressPaywall(route: PaidRoute<any>): PaywallMiddleware {
+  /** Verify `proof` at `price` (one paywall) or at the effective price of `routes`. */
+  function admit(req: PaywallRequest, res: ServerResponse, next: NextFunction, routes: PaidRoute[] | undefined, prices: unknown[]): void {
     const method = req.method ?? 'GET';
-    const path = req.originalUrl ?? req.url ?? '/';
+    const path = pathOf(req);
     let body: Buffer | undefined;
     if (route.bindBody) {
       body = rawBodyOf(req);
@@ -82,63 +189,116 @@ export function expressPaywall(route: PaidRoute<any>): PaywallMiddleware {
         return;
       }
     }
-    let r;
+    let r: PaidFacts | Rejection;
     try {
-      r = route.decide(req.headers[PROOF_HEADER], method, path, requestOrigin(req), price, body);
+      const proof = req.headers[PROOF_HEADER];
+      r = routes === undefined
+        ? route.authorize(proof, method, path, requestOrigin(req), prices[0], body)
+        : route.authorizeStacked(proof, method, path, requestOrigin(req), routes, prices, body);
     } catch (e) {
       next(e);
       return;
     }
-    if (!isFacts(r)) {
+    if (!isPaid(r)) {
       send(route, req, res, r);
       return;
     }
-    req.vlxPayment = r;
-    res.setHeader(RECEIPT_HEADER, r.receipt);
+    req.vlxPayment = paymentOf(r);
+    watch(res, r, route, routes ?? ONE);
     expose(route, req, res);
-    // `close` follows `finish` within the same tick, before any retry can arrive. Release when
-    // the handler answered 5xx, or never answered at all.
-    res.on('close', () => {
-      if (!res.headersSent || res.statusCode >= 500) releaseOnce(release, r);
-    });
     next();
   }
 
-  return function vlexivoPaywall(req: PaywallRequest, res: ServerResponse, next: NextFunction): void {
-    if (free.has(req.method ?? '') || req.vlxPayment !== undefined) {
+  /** A later paywall on a request an earlier one (same server) already took the proof for. */
+  function checkCovered(req: PaywallRequest, res: ServerResponse, next: NextFunction, price: unknown): void {
+    const state = paidStateOf(res);
+    if (state === undefined || state.released) {
       next();
       return;
     }
-    const resolver = route.resolver;
-    if (resolver === undefined) {
-      proceed(req, res, next, route.price);
+    const refusal = route.checkStacked(state.facts, req.method ?? 'GET', pathOf(req), requestOrigin(req), price);
+    if (refusal === null) {
+      next();
       return;
     }
-    let price: unknown;
-    try {
-      price = resolver(req);
-    } catch (e) {
-      send(route, req, res, route.resolverFailed(e, req.method ?? 'GET', req.originalUrl ?? req.url ?? '/'));
+    releaseNow(state);
+    req.vlxPayment = undefined;
+    send(route, req, res, refusal);
+  }
+
+  /** Resolve every route's price (sync when every resolver is), then continue with `then`. */
+  function priced(req: PaywallRequest, res: ServerResponse, routes: PaidRoute[], then: (prices: unknown[]) => void): void {
+    const prices: unknown[] = new Array(routes.length);
+    let pending: Promise<unknown>[] | undefined;
+    for (let i = 0; i < routes.length; i++) {
+      let v: unknown;
+      try {
+        v = routes[i].priceFor(req);
+      } catch (e) {
+        send(route, req, res, routes[i].resolverFailed(e, req.method ?? 'GET', pathOf(req)));
+        return;
+      }
+      if (isThenable(v)) {
+        const at = i;
+        (pending ??= []).push(
+          Promise.resolve(v).then(
+            (x) => (prices[at] = x),
+            (e) => Promise.reject({ vlexivoResolver: routes[at], error: e }),
+          ),
+        );
+      } else {
+        prices[i] = v;
+      }
+    }
+    if (pending === undefined) {
+      then(prices);
       return;
     }
-    if (isThenable(price)) {
-      price.then(
-        (v) => proceed(req, res, next, v),
-        (e) => send(route, req, res, route.resolverFailed(e, req.method ?? 'GET', req.originalUrl ?? req.url ?? '/')),
-      );
+    Promise.all(pending).then(
+      () => then(prices),
+      (f: { vlexivoResolver: PaidRoute; error: unknown }) => send(route, req, res, f.vlexivoResolver.resolverFailed(f.error, req.method ?? 'GET', pathOf(req))),
+    );
+  }
+
+  const ONE = [route];
+  const middleware: PaywallMiddleware = function vlexivoPaywall(req: PaywallRequest, res: ServerResponse, next: NextFunction): void {
+    const method = req.method ?? 'GET';
+    const earlier = paidStateOf(res);
+    if (earlier !== undefined && earlier.route.paywall === route.paywall) {
+      // Its price was part of the one the proof was checked at: nothing more to check.
+      if (earlier.covered.includes(route)) next();
+      else priced(req, res, ONE, (p) => checkCovered(req, res, next, p[0]));
       return;
     }
-    proceed(req, res, next, price);
+    if (isFreeRequest(method, req.headers['access-control-request-method'] !== undefined)) {
+      next();
+      return;
+    }
+    const routes = covering(req, route);
+    if (routes.length === 1) {
+      // The common case: one paywall, its price static or resolved (sync or async).
+      const resolver = route.resolver;
+      if (resolver === undefined) {
+        admit(req, res, next, undefined, [route.price]);
+        return;
+      }
+      priced(req, res, routes, (p) => admit(req, res, next, undefined, p));
+      return;
+    }
+    priced(req, res, routes, (p) => admit(req, res, next, routes, p));
   };
+  middleware[PAYWALL] = route;
+  return middleware;
 }
 
 /**
- * Error middleware: a handler that threw releases its nonce (the same proof may be used
- * again), then the error goes on to the app's own error handling.
+ * Error middleware: a handler that threw before its response was complete has failed, so its
+ * nonce is released (the same proof may be used again); one that threw after a complete
+ * response keeps it. The error goes on to the app's own error handling.
  */
-export function expressErrorHandler(release: (storeKey: string) => void): PaywallErrorMiddleware {
-  return function vlexivoErrorHandler(err: unknown, req: PaywallRequest, _res: ServerResponse, next: NextFunction): void {
-    releaseOnce(release, req.vlxPayment);
+export function expressErrorHandler(): PaywallErrorMiddleware {
+  return function vlexivoErrorHandler(err: unknown, _req: PaywallRequest, res: ServerResponse, next: NextFunction): void {
+    handlerFailed(res);
     next(err);
   };
 }

@@ -1,10 +1,11 @@
 /**
  * Fastify plugin (`vlexivo/fastify`): a route-level `preHandler` on every paid route that
  * answers 402 until the request carries a valid, unused proof for its price, then sets
- * `request.vlxPayment`. The nonce is released when the handler answers 5xx (a thrown handler
- * included) or the connection closes before the response headers went out (as in Express), by
- * one `close` listener on the paid response rather than onResponse/onRequestAbort hooks (a
- * fifth of the plugin's instructions per request under callgrind).
+ * `request.vlxPayment`. Core decides (`policy.ts`, the native paywall); the nonce is settled
+ * from the handler's outcome by one `close` listener on the paid response (`paid.ts`) rather
+ * than onResponse/onRequestAbort hooks (a fifth of the plugin's instructions per request under
+ * callgrind). Registered in nested scopes (a default price for a zone, a higher one inside), the
+ * paywalls of one route merge: the request pays once, at the effective price of both.
  *
  *   app.register(vlexivo, { apiSecret, price: '0.001' })           // every route in scope
  *   app.post('/x', { config: { vlexivo: { price: '0.01' } } }, h)  // per-route price
@@ -16,7 +17,9 @@
 import type {} from 'fastify';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { VlexivoServer, type VlexivoServerOptions } from './server';
-import { PaidRoute, PROOF_HEADER, RECEIPT_HEADER_LC, exposeValue, isPaid, isThenable, paymentOf, rawBodyOf, receiptOf, requestOrigin, type PaidFacts, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
+import { isFreeRequest } from './policy';
+import { paidStateOf, releaseNow, watch } from './paid';
+import { PaidRoute, PROOF_HEADER, exposeValue, isPaid, isThenable, paymentOf, rawBodyOf, requestOrigin, type PaidFacts, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
 
 export interface VlexivoFastifyOptions extends VlexivoServerOptions, PaywallOptions<any> {
   /** Share one server (keys, nonce store) between registrations. */
@@ -32,7 +35,7 @@ interface FastifyRequestLike {
   rawBody?: unknown;
   raw: IncomingMessage;
   vlxPayment: VlexivoPayment | null;
-  [FACTS]?: PaidFacts;
+  [FACTS]?: PaidFacts | undefined;
   [PAYMENT]?: VlexivoPayment | null;
 }
 interface FastifyReplyLike {
@@ -88,12 +91,6 @@ function setPayment(this: FastifyRequestLike, v: VlexivoPayment | null): void {
   this[PAYMENT] = v;
 }
 
-/** Free the request's nonce (from the facts: the application may have replaced vlxPayment). */
-function releaseFacts(request: FastifyRequestLike, release: (k: string) => void): void {
-  const facts = request[FACTS];
-  if (facts !== undefined) release(paymentOf(facts).storeKey);
-}
-
 function send(route: PaidRoute, request: FastifyRequestLike, reply: FastifyReplyLike, r: Rejection): void {
   reply.code(r.status);
   for (const k in r.headers) reply.header(k, r.headers[k]);
@@ -111,11 +108,21 @@ function expose(route: PaidRoute, request: FastifyRequestLike, reply: FastifyRep
 
 const asArray = (h: Hook | Hook[] | undefined): Hook[] => (h === undefined ? [] : Array.isArray(h) ? h : [h]);
 
-/** The hooks of one paid route. */
-function routeHooks(route: PaidRoute, release: (k: string) => void) {
-  const free = route.freeMethods;
+/** Marks our preHandler with the paywalls it executes (to merge stacked registrations). */
+const ROUTES = Symbol('vlexivo.fastify.routes');
+type PaywallHook = Hook & { [ROUTES]?: readonly PaidRoute[] };
 
-  const proceed = (request: FastifyRequestLike, reply: FastifyReplyLike, next: Done, price: unknown): void => {
+/**
+ * The preHandler of one route, for the paywalls that cover it (`routes`, one server: several
+ * when the plugin is registered in nested scopes). The request pays once, at core's effective
+ * price of them all.
+ */
+function paywallHook(routes: readonly PaidRoute[]): PaywallHook {
+  const route = routes[0];
+  const stacked = routes.length > 1;
+  const resolver = stacked ? undefined : route.resolver;
+
+  const admit = (request: FastifyRequestLike, reply: FastifyReplyLike, next: Done, prices: unknown[]): void => {
     let body: Buffer | undefined;
     if (route.bindBody) {
       body = rawBodyOf(request);
@@ -124,91 +131,136 @@ function routeHooks(route: PaidRoute, release: (k: string) => void) {
         return;
       }
     }
-    const r = route.authorize(request.headers[PROOF_HEADER], request.method, request.url, requestOrigin(request.raw), price, body);
+    const proof = request.headers[PROOF_HEADER];
+    const origin = requestOrigin(request.raw);
+    const r = stacked
+      ? route.authorizeStacked(proof, request.method, request.url, origin, routes, prices, body)
+      : route.authorize(proof, request.method, request.url, origin, prices[0], body);
     if (!isPaid(r)) {
       send(route, request, reply, r);
       return;
     }
     request[FACTS] = r;
-    // One listener (so one release at most) for both ways a paid request can fail its payer: a
-    // 5xx (a thrown handler included) or a response cut off before its headers went out.
-    // Status and headersSent only: fastify.inject()'s response never sets writableFinished.
-    const res = reply.raw;
-    res.on('close', () => {
-      if (!res.headersSent || res.statusCode >= 500) releaseFacts(request, release);
-    });
-    // Lowercase, as Fastify stores it: its `header()` lowercases every name, and an already
-    // lowercase literal is returned as is instead of a new string to intern on each request.
-    reply.header(RECEIPT_HEADER_LC, receiptOf(r));
+    watch(reply.raw, r, route, routes);
     expose(route, request, reply);
     next();
   };
 
-  function vlexivoPreHandler(request: FastifyRequestLike, reply: FastifyReplyLike, next: Done): void {
-    if (request[FACTS] !== undefined || free.has(request.method)) {
-      next();
+  /** Every route's price (sync when every resolver is), then `then`. */
+  const priced = (request: FastifyRequestLike, reply: FastifyReplyLike, next: Done, then: (prices: unknown[]) => void): void => {
+    const prices: unknown[] = new Array(routes.length);
+    let pending: Promise<unknown>[] | undefined;
+    for (let i = 0; i < routes.length; i++) {
+      let v: unknown;
+      try {
+        v = routes[i].priceFor(request);
+      } catch (e) {
+        send(route, request, reply, routes[i].resolverFailed(e, request.method, request.url));
+        return;
+      }
+      if (isThenable(v)) {
+        const at = i;
+        (pending ??= []).push(
+          Promise.resolve(v).then(
+            (x) => (prices[at] = x),
+            (e) => Promise.reject({ vlexivoResolver: routes[at], error: e }),
+          ),
+        );
+      } else {
+        prices[i] = v;
+      }
+    }
+    if (pending === undefined) {
+      then(prices);
       return;
     }
+    Promise.all(pending).then(
+      () => {
+        try {
+          then(prices);
+        } catch (e) {
+          next(e as Error);
+        }
+      },
+      (f: { vlexivoResolver: PaidRoute; error: unknown }) => send(route, request, reply, f.vlexivoResolver.resolverFailed(f.error, request.method, request.url)),
+    );
+  };
+
+  const hook: PaywallHook = function vlexivoPreHandler(request: FastifyRequestLike, reply: FastifyReplyLike, next: Done): void {
     try {
-      const resolver = route.resolver;
-      if (resolver === undefined) {
-        proceed(request, reply, next, undefined);
-        return;
-      }
-      let price: unknown;
-      try {
-        price = resolver(request);
-      } catch (e) {
-        send(route, request, reply, route.resolverFailed(e, request.method, request.url));
-        return;
-      }
-      if (isThenable(price)) {
-        price.then(
-          (v) => {
-            try {
-              proceed(request, reply, next, v);
-            } catch (e) {
-              next(e as Error);
+      const earlier = paidStateOf(reply.raw);
+      if (earlier !== undefined) {
+        // Another registration of this server's plugin already took the proof.
+        if (earlier.route.paywall !== route.paywall || routes.every((r) => earlier.covered.includes(r))) {
+          next();
+          return;
+        }
+        priced(request, reply, next, (prices) => {
+          for (let i = 0; i < routes.length; i++) {
+            const refusal = routes[i].checkStacked(earlier.facts, request.method, request.url, requestOrigin(request.raw), prices[i]);
+            if (refusal !== null) {
+              releaseNow(earlier);
+              request[FACTS] = undefined;
+              send(route, request, reply, refusal);
+              return;
             }
-          },
-          (e) => send(route, request, reply, route.resolverFailed(e, request.method, request.url)),
-        );
+          }
+          next();
+        });
         return;
       }
-      proceed(request, reply, next, price);
+      if (isFreeRequest(request.method, request.headers['access-control-request-method'] !== undefined)) {
+        next();
+        return;
+      }
+      if (resolver === undefined && !stacked) {
+        admit(request, reply, next, [route.price]);
+        return;
+      }
+      priced(request, reply, next, (prices) => admit(request, reply, next, prices));
     } catch (e) {
       next(e as Error);
     }
-  }
-
-  return { vlexivoPreHandler };
+  };
+  hook[ROUTES] = routes;
+  return hook;
 }
 
 function vlexivoFastify(fastify: FastifyInstanceLike, options: VlexivoFastifyOptions, done: Done): void {
   let server: VlexivoServer;
-  let baseHooks: ReturnType<typeof routeHooks> | undefined;
-  const release = (k: string) => server.release(k);
+  let base: PaidRoute | undefined;
   try {
     server = options.server ?? new VlexivoServer(options);
-    if (options.price !== undefined || options.priceResolver !== undefined) {
-      baseHooks = routeHooks(server.route(options), release);
-    }
+    if (options.price !== undefined || options.priceResolver !== undefined) base = server.route(options);
   } catch (e) {
     done(e as Error);
     return;
   }
   if (!fastify.hasRequestDecorator('vlxPayment')) fastify.decorateRequest('vlxPayment', { getter: getPayment, setter: setPayment });
+  // One PaidRoute per route config object (a HEAD route Fastify derives from a GET one shares it).
+  const perConfig = new WeakMap<object, PaidRoute>();
 
   fastify.addHook('onRoute', (routeOptions: RouteOptionsLike) => {
     const cfg = routeOptions.config?.vlexivo;
     if (cfg === false) return;
-    const hooks =
-      cfg !== undefined && cfg !== null && typeof cfg === 'object'
-        ? routeHooks(server.route(cfg as PaywallOptions<any>), release)
-        : baseHooks;
-    if (hooks === undefined) return;
-    // Ours first among the route's own preHandlers: nothing else runs for an unpaid request.
-    routeOptions.preHandler = [hooks.vlexivoPreHandler, ...asArray(routeOptions.preHandler)];
+    let route = base;
+    if (cfg !== undefined && cfg !== null && typeof cfg === 'object') {
+      route = perConfig.get(cfg);
+      if (route === undefined) perConfig.set(cfg, (route = server.route(cfg as PaywallOptions<any>)));
+    }
+    if (route === undefined) return;
+    // Ours first among the route's own preHandlers: nothing else runs for an unpaid request. A
+    // registration of the same server's plugin in an enclosing scope already put one there:
+    // merge, so the request pays once for both.
+    const hooks = asArray(routeOptions.preHandler);
+    const at = hooks.findIndex((h) => (h as PaywallHook)[ROUTES]?.[0]?.paywall === route.paywall);
+    if (at >= 0) {
+      const prior = (hooks[at] as PaywallHook)[ROUTES] as readonly PaidRoute[];
+      if (!prior.includes(route)) hooks[at] = paywallHook([...prior, route]);
+      routeOptions.preHandler = hooks;
+      return;
+    }
+    routeOptions.preHandler = [paywallHook([route]), ...hooks];
   });
   done();
 }

@@ -1,7 +1,9 @@
 /**
  * Hapi plugin (`vlexivo/hapi`): an `onPreHandler` extension that answers 402 until the request
  * carries a valid, unused proof for its price. The payment is on `request.plugins.vlexivo.payment`
- * (and `request.vlxPayment`); the nonce is released in `onPreResponse` when the response is 5xx.
+ * (and `request.vlxPayment`). In `onPreResponse`, core's response policy decides from the
+ * response the handler produced (a thrown handler is a Boom 500) whether the nonce is released
+ * and whether the receipt goes out; a client that left meanwhile changes nothing.
  *
  *   await server.register({ plugin: vlexivo, options: { apiSecret, price: '0.001' } })
  *   server.route({ method: 'POST', path: '/x', options: { plugins: { vlexivo: { price: '0.01' } } }, handler })
@@ -10,8 +12,8 @@
 import type { Plugin } from '@hapi/hapi';
 import type { IncomingMessage } from 'node:http';
 import { VlexivoServer, type VlexivoServerOptions } from './server';
+import { isFreeRequest, releases, sendsReceipt } from './policy';
 import { PaidRoute, PROOF_HEADER, RECEIPT_HEADER, exposeValue, isFacts, isThenable, rawBodyOf, requestOrigin, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
-import { releaseOnce } from './express';
 
 export interface VlexivoHapiOptions extends VlexivoServerOptions, PaywallOptions<any> {
   /** Share one server (keys, nonce store) between registrations. */
@@ -82,7 +84,8 @@ function register(hapi: HapiServerLike, options: VlexivoHapiOptions): void {
     }
     return base;
   };
-  const release = (k: string) => server.release(k);
+  /** The paid request's paywall, to settle its nonce once in onPreResponse. */
+  const PAID_BY = Symbol('vlexivo.hapi.paidBy');
 
   const proceed = (route: PaidRoute, request: HapiRequestLike, h: HapiToolkitLike, price: unknown): unknown => {
     const method = request.method.toUpperCase();
@@ -98,14 +101,14 @@ function register(hapi: HapiServerLike, options: VlexivoHapiOptions): void {
     if (!isFacts(r)) return respond(route, request, h, r);
     request.plugins.vlexivo = { payment: r };
     request.vlxPayment = r;
+    (request as HapiRequestLike & { [PAID_BY]?: PaidRoute })[PAID_BY] = route;
     return h.continue;
   };
 
   hapi.ext('onPreHandler', (request, h) => {
     const route = routeFor(request);
-    if (route === undefined || route.freeMethods.has(request.method.toUpperCase()) || request.vlxPayment !== undefined) {
-      return h.continue;
-    }
+    if (route === undefined || request.vlxPayment !== undefined) return h.continue;
+    if (isFreeRequest(request.method.toUpperCase(), request.headers['access-control-request-method'] !== undefined)) return h.continue;
     const resolver = route.resolver;
     if (resolver === undefined) return proceed(route, request, h, route.price);
     let price: unknown;
@@ -123,16 +126,21 @@ function register(hapi: HapiServerLike, options: VlexivoHapiOptions): void {
     return proceed(route, request, h, price);
   });
 
+  // The handler's outcome is the response Hapi is about to send (a thrown handler is a Boom
+  // 500): core says whether it releases the nonce and whether it carries the receipt. Hapi runs
+  // this whether or not the client is still connected.
   hapi.ext('onPreResponse', (request, h) => {
     const payment = request.vlxPayment;
-    if (payment === undefined) return h.continue;
+    const paidBy = (request as HapiRequestLike & { [PAID_BY]?: PaidRoute })[PAID_BY];
+    if (payment === undefined || paidBy === undefined) return h.continue;
+    (request as HapiRequestLike & { [PAID_BY]?: PaidRoute })[PAID_BY] = undefined;
     const response = request.response;
-    const status: number = response?.isBoom ? response.output.statusCode : response?.statusCode ?? 500;
+    const status: number = response?.isBoom ? response.output.statusCode : response?.statusCode ?? 0;
+    if (releases(status, false, status > 0)) paidBy.release(payment.storeKey);
+    if (!sendsReceipt(status)) return h.continue;
     const expose = exposeValue(undefined) as string;
     const cors = request.headers.origin !== undefined;
-    if (status >= 500) {
-      releaseOnce(release, payment);
-    } else if (response?.isBoom) {
+    if (response?.isBoom) {
       response.output.headers[RECEIPT_HEADER] = payment.receipt;
       if (cors && (base?.exposeHeaders ?? server.exposeHeaders)) response.output.headers['Access-Control-Expose-Headers'] = expose;
     } else if (response && typeof response.header === 'function') {

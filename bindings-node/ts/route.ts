@@ -47,8 +47,12 @@ export interface PaywallOptions<Req = any> {
   scope?: string;
   /** Dynamic price from the request; sync (fast path) or async. Overrides `price`. */
   priceResolver?: (req: Req) => ResolvedPrice | Promise<ResolvedPrice>;
-  /** Methods passed through unpaid (default: OPTIONS, so CORS preflights work). */
-  freeMethods?: string[];
+  /**
+   * Removed: a whole method can no longer pass unpaid (a handler mounted with `app.use` answers
+   * every method). CORS preflights (`OPTIONS` with `Access-Control-Request-Method`) are always
+   * free; leave a route without a paywall to make it free. Giving it is `config_invalid`.
+   */
+  freeMethods?: never;
 }
 
 /** Minimal logger (console by default): provider-side faults are logged with their details. */
@@ -122,6 +126,18 @@ export function receiptOf(r: PaidFacts): string {
   return typeof r === 'string' ? r.slice(0, r.indexOf('\u001f')) : r[9];
 }
 
+/** The nonce-store handle of paid facts (the line's last field). */
+export function storeKeyOf(r: PaidFacts): string {
+  return typeof r === 'string' ? r.slice(r.lastIndexOf('\u001f') + 1) : r[8];
+}
+
+/** The amount paid (canonical decimal) and its currency, from paid facts. */
+export function amountOf(r: PaidFacts): { amount: string; currency: string } {
+  if (typeof r !== 'string') return { amount: r[1], currency: r[2] };
+  const p = paymentOf(r);
+  return { amount: p.amount, currency: p.currency };
+}
+
 export function isFacts(r: VlexivoPayment | Rejection): r is VlexivoPayment {
   return (r as VlexivoPayment).storeKey !== undefined;
 }
@@ -180,7 +196,6 @@ export class PaidRoute<Req = any> {
   /** Canonical static price, when there is no resolver. */
   readonly price: string | undefined;
   readonly resolver: ((req: Req) => ResolvedPrice | Promise<ResolvedPrice>) | undefined;
-  readonly freeMethods: ReadonlySet<string>;
   readonly bindBody: boolean;
   readonly exposeHeaders: boolean;
   private readonly clock: (() => number) | undefined;
@@ -200,7 +215,13 @@ export class PaidRoute<Req = any> {
     this.bindBody = ctx.paywall.bindsBody;
     this.currency = opts.currency ?? 'usd';
     this.scope = opts.scope ?? 'per-call';
-    this.freeMethods = new Set((opts.freeMethods ?? ['OPTIONS']).map((m) => m.toUpperCase()));
+    if ((opts as { freeMethods?: unknown }).freeMethods !== undefined) {
+      throw new VlexivoConfigError(
+        'config_invalid',
+        'freeMethods was removed: only CORS preflights pass unpaid; leave a route without a paywall to make it free',
+        { status: 500 },
+      );
+    }
     if (opts.priceResolver !== undefined && typeof opts.priceResolver !== 'function') {
       throw new VlexivoConfigError('config_invalid', 'priceResolver must be a function', { status: 500 });
     }
@@ -261,21 +282,84 @@ export class PaidRoute<Req = any> {
       r = route.authorize(p, method, path, origin.host, origin.secure, now, body) as PaidFacts | Rejection;
     } else {
       // A price in another currency, or one that does not parse (a logged 500).
-      let amount: unknown = resolved;
-      let currency = this.currency;
-      if (amount !== null && typeof amount === 'object' && 'price' in (amount as object)) {
-        const o = amount as { price: unknown; currency?: unknown };
-        amount = o.price;
-        if (o.currency !== undefined) currency = String(o.currency);
-      }
-      if (typeof amount !== 'string' && typeof amount !== 'number') {
+      const v = this.split(resolved);
+      if (v === undefined) {
         return this.fault('price_invalid', `priceResolver returned ${describe(resolved)}, not a price`, method, path);
       }
-      r = this.paywall.authorize(p, method, path, origin.host, origin.secure, amount, currency, this.scope, now, body) as PaidFacts | Rejection;
+      r = this.paywall.authorize(p, method, path, origin.host, origin.secure, v.amount, v.currency, this.scope, now, body) as PaidFacts | Rejection;
     }
     if (isPaid(r)) return r;
     if (r.logMessage !== undefined && r.logMessage !== null) this.log(r.code, r.logMessage, method, path);
     return r;
+  }
+
+  /** A resolved price as an amount and its currency, or undefined when it is not a price. */
+  private split(resolved: unknown): { amount: string | number; currency: string } | undefined {
+    let amount: unknown = resolved;
+    let currency = this.currency;
+    if (amount !== null && typeof amount === 'object' && 'price' in (amount as object)) {
+      const o = amount as { price: unknown; currency?: unknown };
+      amount = o.price;
+      if (o.currency !== undefined) currency = String(o.currency);
+    }
+    if (typeof amount !== 'string' && typeof amount !== 'number') return undefined;
+    return { amount, currency };
+  }
+
+  /** This route's price for a request: the fixed price, or the resolver's answer (a promise
+   * when it is async). Throws what the resolver throws. */
+  priceFor(req: Req): unknown {
+    return this.resolver === undefined ? this.price : this.resolver(req);
+  }
+
+  /**
+   * Several paywalls of this server cover the request (`routes`, this one first, with their
+   * `resolved` prices): verify at core's effective price of them all — asked once — and consume
+   * the nonce; or the response to send instead.
+   */
+  authorizeStacked(
+    proof: string | string[] | undefined,
+    method: string,
+    path: string,
+    origin: RequestOrigin,
+    routes: readonly PaidRoute<any>[],
+    resolved: readonly unknown[],
+    body?: Buffer,
+  ): PaidFacts | Rejection {
+    const amounts: (string | number)[] = [];
+    const currencies: string[] = [];
+    for (let i = 0; i < routes.length; i++) {
+      const v = routes[i].split(resolved[i]);
+      if (v === undefined) {
+        return this.fault('price_invalid', `priceResolver returned ${describe(resolved[i])}, not a price`, method, path);
+      }
+      amounts.push(v.amount);
+      currencies.push(v.currency);
+    }
+    let price: string;
+    try {
+      price = this.paywall.effectivePrice(amounts, currencies);
+    } catch (e) {
+      return this.fault('price_invalid', (fromNative(e) as Error).message, method, path);
+    }
+    const p = Array.isArray(proof) ? proof[0] : proof;
+    const r = this.paywall.authorize(p, method, path, origin.host, origin.secure, price, currencies[0], this.scope, this.now(), body) as PaidFacts | Rejection;
+    if (!isPaid(r) && r.logMessage !== undefined && r.logMessage !== null) this.log(r.code, r.logMessage, method, path);
+    return r;
+  }
+
+  /**
+   * A paywall after the one that consumed the request's proof (`facts`): `null` when the payment
+   * covers this paywall's `resolved` price too, else the refusal to send (402 `token_underpaid`
+   * with a challenge for this price) once the consumed nonce is released.
+   */
+  checkStacked(facts: PaidFacts, method: string, path: string, origin: RequestOrigin, resolved: unknown): Rejection | null {
+    const v = this.split(resolved);
+    if (v === undefined) return this.fault('price_invalid', `priceResolver returned ${describe(resolved)}, not a price`, method, path);
+    const paid = amountOf(facts);
+    const r = this.paywall.checkStacked(paid.amount, paid.currency, v.amount, v.currency, method, path, origin.host, origin.secure, this.scope, this.now());
+    if (r !== null && r !== undefined && r.logMessage !== undefined && r.logMessage !== null) this.log(r.code, r.logMessage, method, path);
+    return r ?? null;
   }
 
   /** The parsed route for a resolver's price (cached), or undefined if it does not parse. */

@@ -131,16 +131,20 @@ export class VlexivoServer {
 
   /**
    * Express middleware (Express 4 and 5): answers 402 with a challenge until the request
-   * carries a valid, unused proof of payment for its price; then sets `req.vlxPayment` and the
-   * `Vlexivo-Receipt` header, and releases the nonce if the handler fails.
+   * carries a valid, unused proof of payment for its price (the effective price of every
+   * paywall of this server on its way); then sets `req.vlxPayment`, sends `Vlexivo-Receipt`
+   * with a response that keeps the payment, and releases the nonce if the handler fails.
    */
   paywall<Req = any>(options: PaywallOptions<Req>): PaywallMiddleware {
     return expressPaywall(this.route(options));
   }
 
-  /** Express error middleware: releases the nonce of a paid request whose handler threw. */
+  /**
+   * Express error middleware, after your routes: a paid handler that threw before its response
+   * was complete has failed, so its nonce is released and the same proof may be used again.
+   */
   errorHandler(): PaywallErrorMiddleware {
-    return expressErrorHandler((k) => this.release(k));
+    return expressErrorHandler();
   }
 
   /** The clock the paywall uses (unix seconds). */

@@ -987,7 +987,6 @@ fn auto_top_up_amount(
     Ok(cfg.amount_before(&balance, &price).py_err(py)?.map(|m| m.to_string()))
 }
 
-/// `(host, path)` of an absolute http(s) URL, as the payer binds it.
 // ---------------------------------------------------------------------------------------------
 // The response policy (core's `response_policy`): the adapters ask, core decides.
 // ---------------------------------------------------------------------------------------------
@@ -1035,16 +1034,16 @@ fn check_stacked(
     py: Python<'_>,
     paid_amount: &str,
     paid_currency: &str,
-    checked_at: PyRef<'_, Price>,
     price: PyRef<'_, Price>,
 ) -> PyResult<Option<Price>> {
     let paid = Currency::parse(paid_currency).and_then(|c| Money::parse(paid_amount, c)).py_err(py)?;
-    match response_policy::check_stacked(&paid, &checked_at.money, &price.money).py_err(py)? {
+    match response_policy::check_stacked(&paid, &price.money) {
         response_policy::Stacked::Covered => Ok(None),
         response_policy::Stacked::Underpaid { ask } => Ok(Some(Price { money: ask })),
     }
 }
 
+/// `(host, path)` of an absolute http(s) URL, as the payer binds it.
 #[pyfunction]
 fn split_url(py: Python<'_>, url: &str) -> PyResult<(String, String)> {
     let (h, p) = vclient::split_url(url).py_err(py)?;

@@ -41,5 +41,6 @@ def test_receipt_and_stacked_prices() -> None:
     assert _native.sends_receipt(200) and _native.sends_receipt(404) and not _native.sends_receipt(500)
     low, high = _native.parse_price("0.001"), _native.parse_price("0.05")
     assert _native.effective_price([low, high, low]) == high
-    assert _native.check_stacked("0.05", "usd", low, high) is None
-    assert _native.check_stacked("0.001", "usd", low, high) == high
+    assert _native.check_stacked("0.05", "usd", high) is None
+    assert _native.check_stacked("0.05", "usd", low) is None
+    assert _native.check_stacked("0.001", "usd", high) == high

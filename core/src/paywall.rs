@@ -559,14 +559,14 @@ impl Paywall {
         now: u64,
         entropy: &dyn Entropy,
     ) -> Rejection {
-        if err.http_status() == 402 {
-            if let Some(price) = price {
-                match self.challenge_for(err, req, price, scope, now, entropy) {
-                    Ok(r) => return r,
-                    // No challenge can be made for this request (no usable Host): say why.
-                    Err(e) => return Self::plain(&e),
-                }
-            }
+        if err.http_status() == 402
+            && let Some(price) = price
+        {
+            return match self.challenge_for(err, req, price, scope, now, entropy) {
+                Ok(r) => r,
+                // No challenge can be made for this request (no usable Host): say why.
+                Err(e) => Self::plain(&e),
+            };
         }
         Self::plain(err)
     }

@@ -340,10 +340,21 @@ async fn payments_per_second() {
     let mut report = Vec::new();
     for (label, k) in [("sqlite x1", 0usize), ("postgres x1", 1), ("postgres x2", 2), ("postgres x3", 3)] {
         let fs: Vec<Facilitator> = if k == 0 {
-            vec![Facilitator::start(&dir.path().join(format!("bench-{}.db", report.len())), &["--public-url", PUBLIC, "--faucet-cap", "1000000"])]
+            vec![Facilitator::start(
+                &dir.path().join(format!("bench-{}.db", report.len())),
+                &["--public-url", PUBLIC, "--faucet-cap", "1000000"],
+            )]
         } else {
             let url = pg.database(&format!("bench{k}"));
-            (0..k).map(|_| Facilitator::start_pg(&url, dir.path(), &["--public-url", PUBLIC, "--faucet-cap", "1000000"])).collect()
+            (0..k)
+                .map(|_| {
+                    Facilitator::start_pg(
+                        &url,
+                        dir.path(),
+                        &["--public-url", PUBLIC, "--faucet-cap", "1000000"],
+                    )
+                })
+                .collect()
         };
         let urls: Vec<String> = fs.iter().map(|f| f.url.clone()).collect();
         let p = create_provider(&c, &urls[0], json!({})).await;
@@ -352,13 +363,17 @@ async fn payments_per_second() {
         for w in &wallets {
             assert_eq!(top_up(&c, &urls[0], w, "1000").await.0, 200);
         }
-        let reqs: Vec<_> = (0..n).map(|i| sign(&challenge(&pw, "/r", "0.001"), &wallets[i % wallets.len()])).collect();
+        let reqs: Vec<_> =
+            (0..n).map(|i| sign(&challenge(&pw, "/r", "0.001"), &wallets[i % wallets.len()])).collect();
         let u = urls.clone();
         let start = std::time::Instant::now();
         let out = pay_all(reqs, conc, move |i| u[i % u.len()].clone(), Arc::new(AtomicUsize::new(0))).await;
         let secs = start.elapsed().as_secs_f64();
         assert!(out.iter().all(|(s, _)| *s == 200));
-        report.push(format!("{label}: {:.0} payments/s ({n} payments, {conc} in flight, {secs:.2} s)", n as f64 / secs));
+        report.push(format!(
+            "{label}: {:.0} payments/s ({n} payments, {conc} in flight, {secs:.2} s)",
+            n as f64 / secs
+        ));
     }
     for r in report {
         eprintln!("{r}");

@@ -30,13 +30,16 @@ use http::request::Parts;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use rust_decimal::Decimal;
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tower::{Layer, Service};
 use vlexivo_core::env::{Clock, Entropy, OsEntropy, SystemClock};
 use vlexivo_core::paywall::{PaymentFacts, Paywall, Rejection, RequestInfo};
+use vlexivo_core::response_policy::{self, Admission, Outcome, Settlement, Stacked};
 use vlexivo_core::store::NonceStore;
 use vlexivo_core::{Currency, Error, Money};
 
@@ -229,6 +232,8 @@ struct Config {
     max_body: usize,
     clock: Arc<dyn Clock>,
     entropy: Arc<dyn Entropy>,
+    /// Prices the paywalls inside this one taught it, per route.
+    learned: Arc<Learned>,
 }
 
 impl fmt::Debug for PaywallLayer {
@@ -269,6 +274,7 @@ impl PaywallLayer {
                 max_body: DEFAULT_MAX_BODY_BYTES,
                 clock: Arc::new(SystemClock),
                 entropy: Arc::new(OsEntropy),
+                learned: Arc::default(),
             }),
         }
     }
@@ -383,11 +389,27 @@ where
     };
     let method = parts.method.as_str().to_string();
     let now = cfg.clock.now();
+    let earlier = parts.extensions.get::<Paid>().filter(|p| Arc::ptr_eq(&p.paywall, &cfg.paywall)).cloned();
+
+    if earlier.is_none() {
+        let preflight = parts.headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        if response_policy::admission(&method, preflight) == Admission::Free {
+            return call_inner(inner, Request::from_parts(parts, body)).await;
+        }
+    }
+    // This paywall's own price, and those the paywalls inside it taught it for this route.
+    let key = route_key(&parts, &target);
+    let inner_prices = if earlier.is_none() { cfg.learned.prices(&key) } else { Vec::new() };
 
     // Buffer only when something reads the body: body binding or a body-based price.
-    let buffered: Option<Bytes> = if cfg.paywall.binds_body() || cfg.price.needs_body {
+    let needs_body =
+        cfg.paywall.binds_body() || cfg.price.needs_body || inner_prices.iter().any(|(_, p)| p.needs_body);
+    let (buffered, req_body) = if needs_body {
         match http_body_util::Limited::new(body, cfg.max_body).collect().await {
-            Ok(c) => Some(c.to_bytes()),
+            Ok(c) => {
+                let bytes = c.to_bytes();
+                (Some(bytes.clone()), Body::from(bytes))
+            }
             Err(e) => {
                 let err = if e.is::<http_body_util::LengthLimitError>() {
                     Error::RequestTooLarge { limit: cfg.max_body }
@@ -399,105 +421,327 @@ where
             }
         }
     } else {
-        // Not read: hand the stream to the handler untouched.
-        let req = Request::from_parts(parts, body);
-        return paid_or_refused(cfg, inner, req, None, &method, &target, now).await;
+        // Not read: the stream goes to the handler untouched.
+        (None, body)
     };
-    let req = Request::from_parts(parts, Body::from(buffered.clone().unwrap_or_default()));
-    paid_or_refused(cfg, inner, req, buffered, &method, &target, now).await
+    let call = Call { cfg: &cfg, method: &method, path: &target, now, body: buffered, key };
+    match earlier {
+        Some(paid) => call.stacked(inner, parts, req_body, paid).await,
+        None => call.first(inner, parts, req_body, inner_prices).await,
+    }
 }
 
-async fn paid_or_refused<S, ResBody>(
-    cfg: Arc<Config>,
-    mut inner: S,
-    req: Request<Body>,
-    body: Option<Bytes>,
-    method: &str,
-    path: &str,
-    now: u64,
-) -> Result<Response, S::Error>
+async fn call_inner<S, ResBody>(mut inner: S, req: Request<Body>) -> Result<Response, S::Error>
 where
     S: Service<Request<Body>, Response = http::Response<ResBody>>,
     ResBody: axum::body::HttpBody<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<axum::BoxError>,
 {
-    let (mut parts, req_body) = req.into_parts();
-    let (scheme, host) = request_origin(&parts);
-    let info = RequestInfo { method, path, scheme, host: host.as_deref(), body: body.as_deref() };
-    let paywall = &*cfg.paywall;
+    inner.call(req).await.map(|res| res.map(Body::new))
+}
 
-    let price = match cfg.price.resolve(&parts, body.as_ref(), cfg.currency).await {
-        Ok(p) => p,
-        Err(e) => {
-            // The provider's bug: log it for them, answer 500, never serve the call for free.
-            tracing::error!(target: "vlexivo", route = %format!("{method} {path}"), "price resolver failed: {e}");
-            let err = match e {
-                Error::PriceInvalid(_) => e,
-                other => Error::PriceInvalid(other.to_string()),
-            };
-            return Ok(rejection(paywall.reject(&err, &info, None, &cfg.scope, now, &*cfg.entropy)));
-        }
-    };
+/// One paywalled request through one [`PaywallService`].
+struct Call<'a> {
+    cfg: &'a Arc<Config>,
+    method: &'a str,
+    path: &'a str,
+    now: u64,
+    body: Option<Bytes>,
+    key: RouteKey,
+}
 
-    let proof = match parts.headers.get(vlexivo_core::headers::PROOF) {
-        None => None,
-        Some(v) => match v.to_str() {
-            Ok(s) => Some(s),
-            Err(_) => {
-                let err = Error::TokenMalformed("header");
-                return Ok(rejection(paywall.reject(
-                    &err,
-                    &info,
-                    Some(&price),
-                    &cfg.scope,
-                    now,
-                    &*cfg.entropy,
-                )));
+impl Call<'_> {
+    fn info<'b>(&'b self, scheme: &'b str, host: Option<&'b str>) -> RequestInfo<'b> {
+        RequestInfo { method: self.method, path: self.path, scheme, host, body: self.body.as_deref() }
+    }
+
+    fn refuse(&self, err: &Error, price: Option<&Money>, scheme: &str, host: Option<&str>) -> Response {
+        rejection(self.cfg.paywall.reject(
+            err,
+            &self.info(scheme, host),
+            price,
+            &self.cfg.scope,
+            self.now,
+            &*self.cfg.entropy,
+        ))
+    }
+
+    /// A price this paywall could not compute: the provider's bug, logged, a 500, never free.
+    fn bad_price(&self, e: Error) -> Response {
+        tracing::error!(target: "vlexivo", route = %format!("{} {}", self.method, self.path), "price resolver failed: {e}");
+        let err = match e {
+            Error::PriceInvalid(_) => e,
+            other => Error::PriceInvalid(other.to_string()),
+        };
+        rejection(self.cfg.paywall.reject(
+            &err,
+            &self.info("http", None),
+            None,
+            &self.cfg.scope,
+            self.now,
+            &*self.cfg.entropy,
+        ))
+    }
+
+    /// The first paywall on the request: verify at the effective price of this one and the
+    /// paywalls inside it (as far as they taught it), consume, run the handler, settle.
+    async fn first<S, ResBody>(
+        self,
+        inner: S,
+        mut parts: Parts,
+        req_body: Body,
+        inner_prices: Vec<(usize, Price)>,
+    ) -> Result<Response, S::Error>
+    where
+        S: Service<Request<Body>, Response = http::Response<ResBody>>,
+        ResBody: axum::body::HttpBody<Data = Bytes> + Send + 'static,
+        ResBody::Error: Into<axum::BoxError>,
+    {
+        let cfg = self.cfg;
+        let (scheme, host) = request_origin(&parts);
+        let mut prices = Vec::with_capacity(1 + inner_prices.len());
+        for p in std::iter::once(&cfg.price).chain(inner_prices.iter().map(|(_, p)| p)) {
+            match p.resolve(&parts, self.body.as_ref(), cfg.currency).await {
+                Ok(m) => prices.push(m),
+                Err(e) => return Ok(self.bad_price(e)),
             }
-        },
-    };
-
-    // A networked store is awaited (its I/O runs on the store's own runtime); a local one
-    // answers inline in microseconds.
-    let verified = if cfg.store.blocks() {
-        paywall.verify_async(proof, &info, &price, now, &*cfg.store).await
-    } else {
-        paywall.verify(proof, &info, &price, now, &*cfg.store)
-    };
-    let facts = match verified {
-        Ok(f) => f,
-        Err(e) => {
-            if matches!(e, Error::NonceStoreUnavailable(_) | Error::NonceStoreFull | Error::Internal(_)) {
-                tracing::error!(target: "vlexivo", "nonce store failed: {e}");
+        }
+        let price = match response_policy::effective_price(&prices) {
+            Ok(p) => p,
+            Err(e) => return Ok(self.bad_price(e)),
+        };
+        let proof = match parts.headers.get(vlexivo_core::headers::PROOF) {
+            None => None,
+            Some(v) => match v.to_str() {
+                Ok(s) => Some(s),
+                Err(_) => {
+                    return Ok(self.refuse(
+                        &Error::TokenMalformed("header"),
+                        Some(&price),
+                        scheme,
+                        host.as_deref(),
+                    ));
+                }
+            },
+        };
+        // A networked store is awaited (its I/O runs on the store's own runtime); a local one
+        // answers inline in microseconds.
+        let info = self.info(scheme, host.as_deref());
+        let verified = if cfg.store.blocks() {
+            cfg.paywall.verify_async(proof, &info, &price, self.now, &*cfg.store).await
+        } else {
+            cfg.paywall.verify(proof, &info, &price, self.now, &*cfg.store)
+        };
+        let facts = match verified {
+            Ok(f) => f,
+            Err(e) => {
+                if matches!(e, Error::NonceStoreUnavailable(_) | Error::NonceStoreFull | Error::Internal(_)) {
+                    tracing::error!(target: "vlexivo", "nonce store failed: {e}");
+                }
+                return Ok(self.refuse(&e, Some(&price), scheme, host.as_deref()));
             }
-            return Ok(rejection(paywall.reject(&e, &info, Some(&price), &cfg.scope, now, &*cfg.entropy)));
-        }
-    };
-
-    // From here the nonce is consumed: give it back unless the handler produced a non-5xx
-    // response (an error, a panic or a dropped future all release it).
-    let guard = ReleaseGuard { cfg: &cfg, facts: Some(facts.clone()) };
-    parts.extensions.insert(facts.clone());
-    let result = inner.call(Request::from_parts(parts, req_body)).await;
-    match result {
-        Ok(res) if !res.status().is_server_error() => {
-            guard.disarm();
-            let mut res = res.map(Body::new);
-            if let Ok(v) = HeaderValue::from_str(&Paywall::receipt(&facts)) {
-                res.headers_mut().insert(HeaderName::from_static("vlexivo-receipt"), v);
+        };
+        // From here the nonce is consumed: the handler's outcome decides its fate.
+        let settle = Arc::new(Settle::new(cfg.clone(), facts.clone()));
+        let mut covered = vec![layer_id(cfg)];
+        covered.extend(inner_prices.iter().map(|(id, _)| *id));
+        let amount = Money::parse(&facts.amount, price.currency()).unwrap_or(price);
+        parts.extensions.insert(Paid {
+            paywall: cfg.paywall.clone(),
+            amount,
+            covered: covered.into(),
+            settle: settle.clone(),
+            learned: cfg.learned.clone(),
+            key: self.key.clone(),
+        });
+        parts.extensions.insert(facts.clone());
+        let guard = OutcomeGuard { settle: Some(settle.clone()) };
+        let result = call_inner(inner, Request::from_parts(parts, req_body)).await;
+        guard.disarm();
+        Ok(match result {
+            Ok(mut res) => {
+                let status = res.status().as_u16();
+                settle.outcome(Outcome::completed(status));
+                if !settle.released()
+                    && response_policy::sends_receipt(status)
+                    && let Ok(v) = HeaderValue::from_str(&Paywall::receipt(&facts))
+                {
+                    res.headers_mut().insert(HeaderName::from_static("vlexivo-receipt"), v);
+                }
+                expose_headers(&mut res);
+                res
             }
-            expose_headers(&mut res);
-            Ok(res)
+            Err(e) => {
+                settle.outcome(Outcome::raised());
+                return Err(e);
+            }
+        })
+    }
+
+    /// A paywall inside one that already took the request's proof: check the amount, never
+    /// consume a second nonce. A payment that falls short gives its nonce back and asks this
+    /// price, and the outer paywall learns it for the next request of this route.
+    async fn stacked<S, ResBody>(
+        self,
+        inner: S,
+        parts: Parts,
+        req_body: Body,
+        paid: Paid,
+    ) -> Result<Response, S::Error>
+    where
+        S: Service<Request<Body>, Response = http::Response<ResBody>>,
+        ResBody: axum::body::HttpBody<Data = Bytes> + Send + 'static,
+        ResBody::Error: Into<axum::BoxError>,
+    {
+        let cfg = self.cfg;
+        let me = layer_id(cfg);
+        if paid.covered.contains(&me) || paid.settle.released() {
+            return call_inner(inner, Request::from_parts(parts, req_body)).await;
         }
-        Ok(res) => {
-            drop(guard); // releases
-            let mut res = res.map(Body::new);
-            expose_headers(&mut res);
-            Ok(res)
+        // Teach the outer paywall this route's price, so its next 402 asks for both at once.
+        paid.learned.teach(&paid.key, me, &cfg.price);
+        let price = match cfg.price.resolve(&parts, self.body.as_ref(), cfg.currency).await {
+            Ok(p) => p,
+            Err(e) => return Ok(self.bad_price(e)),
+        };
+        match response_policy::check_stacked(&paid.amount, &price) {
+            Stacked::Covered => call_inner(inner, Request::from_parts(parts, req_body)).await,
+            Stacked::Underpaid { ask } => {
+                paid.settle.release_now();
+                let (scheme, host) = request_origin(&parts);
+                let err = Error::TokenUnderpaid { paid: paid.amount.to_string(), price: ask.to_string() };
+                Ok(self.refuse(&err, Some(&ask), scheme, host.as_deref()))
+            }
         }
-        Err(e) => {
-            drop(guard);
-            Err(e)
+    }
+}
+
+/// The identity of a [`PaywallLayer`] (its configuration, shared by the services it makes).
+fn layer_id(cfg: &Arc<Config>) -> usize {
+    Arc::as_ptr(cfg) as usize
+}
+
+/// The route a request matched (axum's `MatchedPath`, else its path) and its method.
+type RouteKey = (http::Method, String);
+
+fn route_key(parts: &Parts, target: &str) -> RouteKey {
+    let path = match parts.extensions.get::<axum::extract::MatchedPath>() {
+        Some(m) => m.as_str().to_string(),
+        None => target.to_string(),
+    };
+    (parts.method.clone(), path)
+}
+
+/// What the paywalls inside a layer taught it, per route: their prices, asked with its own.
+#[derive(Default)]
+struct Learned {
+    by_route: Mutex<HashMap<RouteKey, Vec<(usize, Price)>>>,
+}
+
+/// Routes remembered per layer (a bound against paths without a `MatchedPath`).
+const LEARNED_ROUTES_MAX: usize = 4096;
+
+impl Learned {
+    fn prices(&self, key: &RouteKey) -> Vec<(usize, Price)> {
+        let map = self.by_route.lock().unwrap_or_else(|e| e.into_inner());
+        if map.is_empty() {
+            return Vec::new();
+        }
+        map.get(key).cloned().unwrap_or_default()
+    }
+
+    fn teach(&self, key: &RouteKey, id: usize, price: &Price) {
+        let mut map = self.by_route.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= LEARNED_ROUTES_MAX && !map.contains_key(key) {
+            return;
+        }
+        let prices = map.entry(key.clone()).or_default();
+        if !prices.iter().any(|(i, _)| *i == id) {
+            prices.push((id, price.clone()));
+        }
+    }
+}
+
+/// A request whose proof a paywall consumed, for the paywalls inside it (a request extension).
+#[derive(Clone)]
+struct Paid {
+    paywall: Arc<Paywall>,
+    /// What the proof paid.
+    amount: Money,
+    /// The layers whose price the proof was verified against.
+    covered: Arc<[usize]>,
+    settle: Arc<Settle>,
+    /// The consuming layer's lessons, and this request's route in them.
+    learned: Arc<Learned>,
+    key: RouteKey,
+}
+
+/// The consumed nonce's fate, decided once (by the handler's outcome, or by a paywall inside
+/// that refused the payment).
+struct Settle {
+    cfg: Arc<Config>,
+    facts: PaymentFacts,
+    /// 0: open, 1: kept, 2: released.
+    state: AtomicU8,
+}
+
+impl Settle {
+    fn new(cfg: Arc<Config>, facts: PaymentFacts) -> Self {
+        Self { cfg, facts, state: AtomicU8::new(0) }
+    }
+
+    fn released(&self) -> bool {
+        self.state.load(Ordering::Acquire) == 2
+    }
+
+    fn outcome(&self, outcome: Outcome) {
+        match outcome.settlement() {
+            Settlement::Keep => {
+                let _ = self.state.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire);
+            }
+            Settlement::Release => self.release_now(),
+        }
+    }
+
+    fn release_now(&self) {
+        if self.state.compare_exchange(0, 2, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            return;
+        }
+        let store = &*self.cfg.store;
+        if store.blocks() {
+            // Never wait on the network here (this may run in a destructor): the store releases
+            // in the background (and keeps retrying while it is unreachable).
+            if let Ok((key, lease)) = vlexivo_core::store::parse_handle(&self.facts.store_key) {
+                drop(store.release_async(key.to_string(), lease));
+            }
+            return;
+        }
+        if let Err(e) = self.cfg.paywall.release(&self.facts, store) {
+            tracing::error!(target: "vlexivo", nonce = %self.facts.nonce, "could not release a nonce after a failed handler: {e}");
+        } else {
+            tracing::debug!(target: "vlexivo", nonce = %self.facts.nonce, "handler failed; payment stays valid for a retry");
+        }
+    }
+}
+
+/// Reports a handler that panicked (its future unwinds through ours). A future dropped without
+/// a panic is a client that went away: that decides nothing, the nonce stays consumed.
+struct OutcomeGuard {
+    settle: Option<Arc<Settle>>,
+}
+
+impl OutcomeGuard {
+    fn disarm(mut self) {
+        self.settle = None;
+    }
+}
+
+impl Drop for OutcomeGuard {
+    fn drop(&mut self) {
+        if let Some(settle) = self.settle.take()
+            && std::thread::panicking()
+        {
+            settle.outcome(Outcome::raised());
         }
     }
 }
@@ -512,39 +756,6 @@ fn request_origin(parts: &Parts) -> (&'static str, Option<String>) {
         None => parts.uri.authority().map(|a| a.as_str().to_string()),
     };
     (scheme, host)
-}
-
-/// Releases the consumed nonce on drop unless disarmed.
-struct ReleaseGuard<'a> {
-    cfg: &'a Config,
-    facts: Option<PaymentFacts>,
-}
-
-impl ReleaseGuard<'_> {
-    fn disarm(mut self) {
-        self.facts = None;
-    }
-}
-
-impl Drop for ReleaseGuard<'_> {
-    fn drop(&mut self) {
-        if let Some(facts) = self.facts.take() {
-            let store = &*self.cfg.store;
-            if store.blocks() {
-                // Never wait on the network in a destructor: the store releases in the
-                // background (and keeps retrying while it is unreachable).
-                if let Ok((key, lease)) = vlexivo_core::store::parse_handle(&facts.store_key) {
-                    drop(store.release_async(key.to_string(), lease));
-                }
-                return;
-            }
-            if let Err(e) = self.cfg.paywall.release(&facts, store) {
-                tracing::error!(target: "vlexivo", nonce = %facts.nonce, "could not release a nonce after a failed handler: {e}");
-            } else {
-                tracing::debug!(target: "vlexivo", nonce = %facts.nonce, "handler failed; payment stays valid for a retry");
-            }
-        }
-    }
 }
 
 /// A core [`Rejection`] as an axum response.
