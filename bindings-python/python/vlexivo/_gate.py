@@ -292,7 +292,7 @@ class Paid:
         """A later paywall on the request (at ``price``) checks the payment's amount only, as
         core decides: covered, or raise :class:`Reject` (the nonce released, the effective
         price asked)."""
-        ask = _native.check_stacked(self.payment.amount, self.payment.currency, self.price, price)
+        ask = _native.check_stacked(self.payment.amount, self.payment.currency, price)
         if ask is not None:
             raise underpaid(self, gate, ask, method, path, origin, now, body)
 
