@@ -40,8 +40,14 @@ class Stores:
     def __init__(self) -> None:
         # Each in a directory of its own under /tmp (PostgreSQL's user must reach its one).
         self.dirs = [tempfile.mkdtemp(prefix="vlx-py-redis-"), tempfile.mkdtemp(prefix="vlx-py-pg-")]
-        self.redis = services("redis", "start", self.dirs[0])
-        self.pg = services("postgres", "start", self.dirs[1])
+        try:
+            self.redis = services("redis", "start", self.dirs[0])
+            self.pg = services("postgres", "start", self.dirs[1])
+        except BaseException:
+            # Nothing started here outlives a failed start.
+            for d in self.dirs:
+                subprocess.run(["bash", str(SERVICES), "stop", d], capture_output=True, check=False)
+            raise
 
     def database(self) -> str:
         name = "n" + uuid.uuid4().hex[:12]
