@@ -709,17 +709,28 @@ pub fn checksum_address(env: Env, address: String) -> Result<String> {
 }
 
 #[napi(object)]
+pub struct AutoTopUpOptions {
+    pub trigger_balance: Either<String, f64>,
+    pub top_up_amount: Either<String, f64>,
+}
+
+#[napi(object)]
 pub struct PayerOptions {
     pub wallet_key: String,
-    /// The one facilitator this payer trusts; by default the challenge's.
+    /// The facilitator to pay through (trusted, and where wallet operations go).
     pub facilitator_url: Option<String>,
+    /// More trusted facilitators. With neither, `facilitatorEnv`, else the default.
+    pub facilitators: Option<Vec<String>>,
+    /// The environment's `VLX_FACILITATOR_URL` (read by the caller with `envVar`).
+    pub facilitator_env: Option<String>,
     pub max_per_call: Option<Either<String, f64>>,
     pub max_per_host: Option<Either<String, f64>>,
     pub max_total: Option<Either<String, f64>>,
     pub window_seconds: Option<u32>,
     pub window_max: Option<Either<String, f64>>,
-    /// Currency of the limits (default "usd").
-    pub currency: Option<String>,
+    pub auto_top_up: Option<AutoTopUpOptions>,
+    /// A fixed clock (unix seconds) instead of the system's: for replaying recorded exchanges.
+    pub fixed_now: Option<f64>,
 }
 
 /// A decoded Vlexivo 402.
@@ -794,57 +805,6 @@ impl PaymentRequired {
     }
 }
 
-/// A signed payment, ready to POST to `payUrl`; hand it to `finish` or `abandon` exactly once.
-#[napi]
-pub struct PreparedPayment {
-    inner: Option<vx::client::PreparedPayment>,
-    pay_url: String,
-    body: String,
-    price: String,
-    currency: String,
-    host: String,
-    nonce: String,
-    facilitator: String,
-}
-
-#[napi]
-impl PreparedPayment {
-    #[napi(getter)]
-    pub fn pay_url(&self) -> String {
-        self.pay_url.clone()
-    }
-    #[napi(getter)]
-    pub fn facilitator(&self) -> String {
-        self.facilitator.clone()
-    }
-    /// JSON body for the POST.
-    #[napi(getter)]
-    pub fn body(&self) -> String {
-        self.body.clone()
-    }
-    #[napi(getter)]
-    pub fn price(&self) -> String {
-        self.price.clone()
-    }
-    #[napi(getter)]
-    pub fn currency(&self) -> String {
-        self.currency.clone()
-    }
-    #[napi(getter)]
-    pub fn host(&self) -> String {
-        self.host.clone()
-    }
-    #[napi(getter)]
-    pub fn nonce(&self) -> String {
-        self.nonce.clone()
-    }
-    /// False once finished or abandoned.
-    #[napi(getter)]
-    pub fn pending(&self) -> bool {
-        self.inner.is_some()
-    }
-}
-
 #[napi(object)]
 pub struct PaymentReceipt {
     pub token: String,
@@ -861,6 +821,148 @@ pub struct PaymentReceipt {
     pub replayed: bool,
 }
 
+impl From<vx::payment::PaymentReceipt> for PaymentReceipt {
+    fn from(r: vx::payment::PaymentReceipt) -> Self {
+        Self {
+            token: r.token,
+            tx_hash: r.tx_hash,
+            payer: r.payer,
+            amount: r.amount,
+            currency: r.currency,
+            balance: r.balance,
+            nonce: r.nonce,
+            paid_at: r.paid_at as i64,
+            expires_at: r.expires_at as i64,
+            replayed: r.replayed,
+        }
+    }
+}
+
+#[napi(object)]
+pub struct TopUpReceipt {
+    pub address: String,
+    pub amount: String,
+    pub balance: String,
+    pub currency: String,
+    pub tx_hash: String,
+}
+
+/// A payment made (for `onPayment`).
+#[napi(object)]
+pub struct PaymentEvent {
+    pub method: String,
+    pub url: String,
+    pub host: String,
+    pub resource: String,
+    pub facilitator: String,
+    /// What the challenge asked.
+    pub price: String,
+    pub receipt: PaymentReceipt,
+    /// Added by auto top-up before this payment.
+    pub topped_up: Option<String>,
+    /// A payment an earlier call left in doubt, found paid.
+    pub reconciled: bool,
+}
+
+/// An HTTP request to the facilitator: send it without following redirects, read at most
+/// `maxBody` bytes of the answer.
+#[napi(object)]
+pub struct FacilitatorRequest {
+    pub method: String,
+    pub url: String,
+    /// JSON (`content-type: application/json`).
+    pub body: Option<String>,
+    pub facilitator: String,
+}
+
+impl From<vx::client::FacilitatorRequest> for FacilitatorRequest {
+    fn from(r: vx::client::FacilitatorRequest) -> Self {
+        Self { method: r.method.to_string(), url: r.url, body: r.body, facilitator: r.facilitator }
+    }
+}
+
+/// What the executor does next (`kind`): `send` the request to `url` with `headers` added;
+/// `read_body` (at most `limit` bytes) and feed it; `facilitator`: perform `request`;
+/// `paid`: run the hook with `event`, then `resume`; `wait` `millis`, then `resume`;
+/// `return` the last response.
+#[napi(object)]
+pub struct PayerStep {
+    pub kind: String,
+    pub url: Option<String>,
+    pub headers: Option<HashMap<String, String>>,
+    pub limit: Option<u32>,
+    pub request: Option<FacilitatorRequest>,
+    pub event: Option<PaymentEvent>,
+    pub millis: Option<u32>,
+}
+
+impl From<vx::client::Step> for PayerStep {
+    fn from(s: vx::client::Step) -> Self {
+        use vx::client::Step;
+        let mut out = Self {
+            kind: String::new(),
+            url: None,
+            headers: None,
+            limit: None,
+            request: None,
+            event: None,
+            millis: None,
+        };
+        out.kind = match s {
+            Step::Send { url, headers } => {
+                out.url = Some(url);
+                out.headers = Some(headers.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
+                "send"
+            }
+            Step::ReadBody { limit } => {
+                out.limit = Some(u32::try_from(limit).unwrap_or(u32::MAX));
+                "read_body"
+            }
+            Step::Facilitator(r) => {
+                out.request = Some(r.into());
+                "facilitator"
+            }
+            Step::Paid(e) => {
+                let e = *e;
+                out.event = Some(PaymentEvent {
+                    method: e.method,
+                    url: e.url,
+                    host: e.host,
+                    resource: e.resource,
+                    facilitator: e.facilitator,
+                    price: e.price.to_string(),
+                    receipt: e.receipt.into(),
+                    topped_up: e.topped_up.map(|t| t.to_string()),
+                    reconciled: e.reconciled,
+                });
+                "paid"
+            }
+            Step::Wait { millis } => {
+                out.millis = Some(u32::try_from(millis).unwrap_or(u32::MAX));
+                "wait"
+            }
+            Step::Return => "return",
+        }
+        .to_string();
+        out
+    }
+}
+
+/// What paying a 402 would send, unsent (nothing stays reserved).
+#[napi(object)]
+pub struct PaymentQuote {
+    pub price: String,
+    pub currency: String,
+    pub nonce: String,
+    pub resource: String,
+    pub host: String,
+    pub facilitator: String,
+    pub pay_url: String,
+    /// The signed payment request (JSON).
+    pub body: String,
+    pub expires_at: i64,
+}
+
 #[napi(js_name = "Payer")]
 pub struct JsPayer {
     inner: vx::client::Payer,
@@ -869,7 +971,7 @@ pub struct JsPayer {
 impl JsPayer {
     fn build(o: PayerOptions) -> vx::Result<Self> {
         let wallet = vx::wallet::Wallet::from_hex(&o.wallet_key)?;
-        let cur = currency_of(o.currency.as_deref().unwrap_or("usd"))?;
+        let cur = Currency::Usd;
         let limit = |v: &Option<Either<String, f64>>| -> vx::Result<Option<Money>> {
             v.as_ref().map(|a| money_of(a, cur)).transpose()
         };
@@ -886,12 +988,26 @@ impl JsPayer {
             max_per_host: limit(&o.max_per_host)?,
             window,
         };
-        if let Some(f) = &o.facilitator_url
-            && !(f.starts_with("http://") || f.starts_with("https://"))
-        {
-            return Err(VxError::Config("facilitator URL must be http(s)".into()));
-        }
-        Ok(Self { inner: vx::client::Payer::new(wallet, policy, o.facilitator_url) })
+        let facilitators = vx::client::TrustedFacilitators::new(
+            o.facilitator_url.as_deref(),
+            &o.facilitators.unwrap_or_default(),
+            o.facilitator_env.as_deref(),
+        )?;
+        let auto_top_up = match &o.auto_top_up {
+            None => None,
+            Some(a) => Some(vx::client::AutoTopUp {
+                enabled: true,
+                trigger_balance: money_of(&a.trigger_balance, cur)?,
+                top_up_amount: money_of(&a.top_up_amount, cur)?.positive()?,
+            }),
+        };
+        let clock: Arc<dyn Clock> = match o.fixed_now {
+            Some(n) if n.is_finite() && n >= 0.0 => Arc::new(vx::env::FixedClock::new(n as u64)),
+            Some(_) => return Err(VxError::Config("fixedNow must be unix seconds".into())),
+            None => Arc::new(SystemClock),
+        };
+        let config = vx::client::PayerConfig { policy, facilitators, auto_top_up };
+        Ok(Self { inner: vx::client::Payer::new(wallet, config, clock) })
     }
 }
 
@@ -905,31 +1021,31 @@ impl JsPayer {
     /// The wallet's EIP-55 address.
     #[napi(getter)]
     pub fn address(&self) -> String {
-        self.inner.wallet().address().to_checksum()
+        self.inner.address().to_string()
     }
 
-    /// How much to top up before paying `price` from `balance` (`null` when nothing is needed).
-    #[napi(js_name = "autoTopUpAmount")]
-    pub fn auto_top_up_amount_static(
-        env: Env,
-        balance: Either<String, f64>,
-        price: Either<String, f64>,
-        trigger_balance: Either<String, f64>,
-        top_up_amount: Either<String, f64>,
-    ) -> Result<Option<String>> {
-        auto_top_up_amount(env, balance, price, trigger_balance, top_up_amount)
+    /// The trusted facilitators (the first is where wallet operations go).
+    #[napi(getter)]
+    pub fn facilitators(&self) -> Vec<String> {
+        self.inner.trusted().urls().to_vec()
     }
 
     /// Spent so far (committed payments).
     #[napi(getter)]
     pub fn spent_total(&self) -> String {
-        self.inner.budget().spent_total().to_string()
+        self.inner.spent_total().to_string()
     }
 
-    /// Reserved by payments in flight.
+    /// Reserved by payments in flight or in doubt.
     #[napi(getter)]
     pub fn reserved_total(&self) -> String {
-        self.inner.budget().reserved_total().to_string()
+        self.inner.reserved_total().to_string()
+    }
+
+    /// Payments whose fate is unknown (counted as spent until it is).
+    #[napi(getter)]
+    pub fn in_doubt_total(&self) -> String {
+        self.inner.in_doubt_total().to_string()
     }
 
     #[napi]
@@ -937,85 +1053,141 @@ impl JsPayer {
         self.inner.budget().spent_for_host(&host).to_string()
     }
 
-    /// Is this response a Vlexivo 402? Throws `not_payment_required` (or a challenge error).
+    /// Start the payer flow for one request (`replayable`: its body can be sent twice).
     #[napi]
-    pub fn parse_payment_required(
+    pub fn call(&self, env: Env, method: String, url: String, replayable: bool) -> Result<PayerCall> {
+        self.inner.call(&method, &url, replayable).map(|inner| PayerCall { inner }).map_err(|e| throw(&env, e))
+    }
+
+    /// Check a 402 against the request and the policy and sign, without paying.
+    #[napi]
+    pub fn quote(&self, env: Env, pr: &PaymentRequired, method: String, url: String) -> Result<PaymentQuote> {
+        let q = self.inner.quote(&pr.inner, &method, &url).map_err(|e| throw(&env, e))?;
+        Ok(PaymentQuote {
+            price: q.price.to_string(),
+            currency: q.price.currency().code().to_string(),
+            nonce: q.nonce,
+            resource: q.resource,
+            host: q.host,
+            facilitator: q.facilitator,
+            pay_url: q.pay_url,
+            body: q.body,
+            expires_at: q.expires_at as i64,
+        })
+    }
+
+    /// `GET /v1/wallets/{address}` at `facilitator` (default: the first trusted).
+    #[napi]
+    pub fn balance_request(&self, env: Env, facilitator: Option<String>) -> Result<FacilitatorRequest> {
+        self.inner.balance_request(facilitator.as_deref()).map(Into::into).map_err(|e| throw(&env, e))
+    }
+
+    #[napi]
+    pub fn read_balance(&self, env: Env, req: FacilitatorRequest, status: u32, body: Buffer) -> Result<String> {
+        let req = core_request(req);
+        self.inner.read_balance(&req, status_of(status), &body).map(|m| m.to_string()).map_err(|e| throw(&env, e))
+    }
+
+    /// `POST /v1/wallets/{address}/topup` (the sandbox faucet).
+    #[napi]
+    pub fn top_up_request(
         &self,
+        env: Env,
+        amount: Either<String, f64>,
+        facilitator: Option<String>,
+    ) -> Result<FacilitatorRequest> {
+        money_of(&amount, Currency::Usd)
+            .and_then(|a| self.inner.top_up_request(&a, facilitator.as_deref()))
+            .map(Into::into)
+            .map_err(|e| throw(&env, e))
+    }
+
+    #[napi]
+    pub fn read_top_up(&self, env: Env, req: FacilitatorRequest, status: u32, body: Buffer) -> Result<TopUpReceipt> {
+        let req = core_request(req);
+        let r = self.inner.read_top_up(&req, status_of(status), &body).map_err(|e| throw(&env, e))?;
+        Ok(TopUpReceipt { address: r.address, amount: r.amount, balance: r.balance, currency: r.currency, tx_hash: r.tx_hash })
+    }
+}
+
+fn status_of(status: u32) -> u16 {
+    u16::try_from(status).unwrap_or(599)
+}
+
+fn core_request(r: FacilitatorRequest) -> vx::client::FacilitatorRequest {
+    vx::client::FacilitatorRequest {
+        method: if r.method == "GET" { "GET" } else { "POST" },
+        url: r.url,
+        body: r.body,
+        facilitator: r.facilitator,
+    }
+}
+
+/// One request through the payer flow: feed it what happened, do the step it returns.
+#[napi]
+pub struct PayerCall {
+    inner: vx::client::Call,
+}
+
+#[napi]
+impl PayerCall {
+    #[napi]
+    pub fn start(&mut self) -> PayerStep {
+        self.inner.start().into()
+    }
+
+    /// The API answered (`body` only once a `read_body` step asked for it; `url` where the
+    /// request ended up after redirects).
+    #[napi]
+    pub fn response(
+        &mut self,
         env: Env,
         status: u32,
         headers: Option<HashMap<String, String>>,
         body: Option<Buffer>,
-    ) -> Result<PaymentRequired> {
-        parse_payment_required(env, status, headers, body)
+        url: Option<String>,
+    ) -> Result<PayerStep> {
+        let headers = headers.unwrap_or_default();
+        self.inner
+            .response(
+                status_of(status),
+                headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                body.as_deref(),
+                url.as_deref(),
+            )
+            .map(Into::into)
+            .map_err(|e| throw(&env, e))
     }
 
-    /// The facilitator to pay for this challenge (the configured one, else the challenge's).
+    /// The facilitator answered the last `facilitator` step.
     #[napi]
-    pub fn facilitator_for(&self, pr: &PaymentRequired) -> String {
-        self.inner.facilitator_for(&pr.inner)
+    pub fn answer(&mut self, env: Env, status: u32, body: Buffer) -> Result<PayerStep> {
+        self.inner.answer(status_of(status), &body).map(Into::into).map_err(|e| throw(&env, e))
     }
 
-    /// Check the challenge matches the request made, reserve the price against the budget,
-    /// and sign.
+    /// The last `facilitator` step failed without an answer (`sent`: anything but a failure
+    /// to connect).
     #[napi]
-    pub fn prepare(
-        &self,
-        env: Env,
-        pr: &PaymentRequired,
-        method: String,
-        url: String,
-        now: Option<f64>,
-    ) -> Result<PreparedPayment> {
-        let p =
-            self.inner.prepare(&pr.inner, &method, &url, now_or_clock(now)).map_err(|e| throw(&env, e))?;
-        Ok(PreparedPayment {
-            pay_url: p.pay_url.clone(),
-            body: p.body.clone(),
-            price: p.price.to_string(),
-            currency: p.price.currency().code().to_string(),
-            host: p.host.clone(),
-            nonce: p.nonce.clone(),
-            facilitator: p.facilitator.clone(),
-            inner: Some(p),
-        })
+    pub fn transport_error(&mut self, env: Env, sent: bool, reason: String) -> Result<PayerStep> {
+        self.inner.transport_error(sent, &reason).map(Into::into).map_err(|e| throw(&env, e))
     }
 
-    /// Read the facilitator's answer: commits the reservation on a receipt, releases it and
-    /// throws the typed error otherwise.
+    /// Go on after `paid` or `wait`.
     #[napi]
-    pub fn finish(
-        &self,
-        env: Env,
-        prepared: &mut PreparedPayment,
-        status: u32,
-        body: Buffer,
-    ) -> Result<PaymentReceipt> {
-        let p = prepared
-            .inner
-            .take()
-            .ok_or_else(|| throw(&env, VxError::Internal("payment already finished or abandoned".into())))?;
-        let status = u16::try_from(status).unwrap_or(599);
-        let r = self.inner.finish(p, status, &body).map_err(|e| throw(&env, e))?;
-        Ok(PaymentReceipt {
-            token: r.token,
-            tx_hash: r.tx_hash,
-            payer: r.payer,
-            amount: r.amount,
-            currency: r.currency,
-            balance: r.balance,
-            nonce: r.nonce,
-            paid_at: r.paid_at as i64,
-            expires_at: r.expires_at as i64,
-            replayed: r.replayed,
-        })
+    pub fn resume(&mut self, env: Env) -> Result<PayerStep> {
+        self.inner.resume().map(Into::into).map_err(|e| throw(&env, e))
     }
 
-    /// The facilitator could not be reached: give the reservation back. Idempotent.
+    /// Sending the API request failed (the caller rethrows its own error).
     #[napi]
-    pub fn abandon(&self, prepared: &mut PreparedPayment) {
-        if let Some(p) = prepared.inner.take() {
-            self.inner.abandon(p);
-        }
+    pub fn request_failed(&mut self) {
+        self.inner.request_failed();
+    }
+
+    /// The challenge's price, once a 402 was read.
+    #[napi(getter)]
+    pub fn price(&self) -> Option<String> {
+        self.inner.price().map(|p| p.to_string())
     }
 }
 
@@ -1061,19 +1233,13 @@ pub fn auto_top_up_amount(
     run().map_err(|e| throw(&env, e))
 }
 
-/// Host and path of an absolute http(s) URL, as the payer binds them.
-#[napi(object)]
-pub struct UrlParts {
-    pub host: String,
-    pub path: String,
-}
-
+/// Largest 402 or facilitator body the payer reads.
 #[napi]
-pub fn split_url(env: Env, url: String) -> Result<UrlParts> {
-    vx::client::split_url(&url)
-        .map(|(h, p)| UrlParts { host: h.to_string(), path: p.to_string() })
-        .map_err(|e| throw(&env, e))
-}
+pub const MAX_RESPONSE_BODY: u32 = vx::client::MAX_RESPONSE_BODY as u32;
+
+/// The proof header's name.
+#[napi]
+pub const PROOF_HEADER: &str = vx::headers::PROOF;
 
 // ---------------------------------------------------------------------------------------------
 // Test support

@@ -24,7 +24,7 @@ after(async () => {
 async function fundedClient(amount = '10', extra = {}) {
   const wallet = Wallet.generate();
   if (amount !== '0') await topUp(fac.url, wallet.address, amount);
-  return { wallet, client: new VlexivoClient({ walletKey: wallet.exportKey(), ...extra }) };
+  return { wallet, client: new VlexivoClient({ walletKey: wallet.exportKey(), facilitatorUrl: fac.url, ...extra }) };
 }
 
 const dec = (s) => Math.round(Number(s) * 1e6); // test-only comparison in atomic units
@@ -238,7 +238,7 @@ describe('client features (Express 5)', () => {
     const downServer = new VlexivoServer({ apiSecret: provider.api_secret, facilitatorUrl: `http://127.0.0.1:${port}` });
     const down = await adapters.express5(downServer, { price: '0.001' });
     try {
-      const { client } = await fundedClient('1', { maxTotal: '0.001' });
+      const { client } = await fundedClient('1', { maxTotal: '0.001', facilitators: [`http://127.0.0.1:${port}`] });
       await assert.rejects(client.fetch(`${down.url}/a`), (e) => {
         assert.ok(e instanceof VlexivoFacilitatorError);
         assert.equal(e.code, 'facilitator_unavailable');

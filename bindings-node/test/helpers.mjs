@@ -28,10 +28,11 @@ export function facilitatorBin() {
 }
 
 /** Start `vlexivo serve` on a free port; resolves once it prints VLEXIVO_URL. */
-export async function startFacilitator({ faucetCap } = {}) {
+export async function startFacilitator({ faucetCap, publicUrl } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'vlx-node-'));
   const args = ['serve', '--addr', '127.0.0.1:0', '--db', join(dir, 'f.db')];
   if (faucetCap !== undefined) args.push('--faucet-cap', String(faucetCap));
+  if (publicUrl !== undefined) args.push('--public-url', publicUrl);
   const child = spawn(facilitatorBin(), args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'warn' } });
   let stderr = '';
   child.stderr.on('data', (d) => {
@@ -158,4 +159,53 @@ export async function deadPort() {
 export function captureLogger() {
   const lines = [];
   return { lines, error: (m) => lines.push(m), warn: (m) => lines.push(m) };
+}
+
+/** Listen a plain `http` request handler on 127.0.0.1:0. */
+export async function listenHandler(handler) {
+  const http = await import('node:http');
+  const server = http.createServer(handler);
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    close: () =>
+      new Promise((done) => {
+        server.closeAllConnections?.();
+        server.close(() => done());
+      }),
+  };
+}
+
+/**
+ * A facilitator relay: forwards every request to `upstream` (a real facilitator, which
+ * charges); while `lie` is set, answers payments 502 after forwarding them.
+ */
+export async function startRelay(port) {
+  const state = { upstream: undefined, lie: true, payments: 0 };
+  const server = (await import('node:http')).createServer(async (req, res) => {
+    const chunks = [];
+    for await (const c of req) chunks.push(c);
+    const up = await fetch(`${state.upstream}${req.url}`, {
+      method: req.method,
+      headers: { 'content-type': 'application/json' },
+      body: req.method === 'GET' ? undefined : Buffer.concat(chunks),
+    });
+    const body = Buffer.from(await up.arrayBuffer());
+    if (req.url === '/v1/payments') {
+      state.payments += 1;
+      if (state.lie) {
+        res.writeHead(502, { 'content-type': 'text/html' }).end('<html>bad gateway</html>');
+        return;
+      }
+    }
+    res.writeHead(up.status, { 'content-type': 'application/json' }).end(body);
+  });
+  await new Promise((r) => server.listen(port ?? 0, '127.0.0.1', r));
+  state.url = `http://127.0.0.1:${server.address().port}`;
+  state.close = () =>
+    new Promise((done) => {
+      server.closeAllConnections?.();
+      server.close(() => done());
+    });
+  return state;
 }

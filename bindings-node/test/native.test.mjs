@@ -61,37 +61,87 @@ test('client vectors: error_from_body', () => {
   }
 });
 
-test('client vectors: parse the 402 and prepare the payment', () => {
+function payerFor(file, config, now) {
+  return new native.Payer({
+    walletKey: file.private_key,
+    facilitators: config.trusted,
+    maxPerCall: config.max_per_call,
+    maxTotal: config.max_total,
+    autoTopUp: config.auto_top_up && { triggerBalance: config.auto_top_up.trigger_balance, topUpAmount: config.auto_top_up.top_up_amount },
+    fixedNow: now,
+  });
+}
+
+test('client vectors: parse the 402 and quote the payment', () => {
   const file = vectors('client');
-  for (const c of file.cases.filter((c) => c.op === undefined)) {
-    const p = c.policy ?? {};
-    const payer = new native.Payer({
-      walletKey: file.private_key,
-      facilitatorUrl: c.facilitator_url ?? p.facilitator_url,
-      maxPerCall: p.max_per_call,
-      maxPerHost: p.max_per_host,
-      maxTotal: p.max_total,
-    });
+  const cases = file.cases.filter((c) => c.op === 'quote');
+  assert.ok(cases.length >= 12);
+  for (const c of cases) {
+    const payer = payerFor(file, c.config, c.now);
     const headers = Object.fromEntries(c.response.headers ?? []);
     let outcome;
     try {
-      const pr = payer.parsePaymentRequired(c.response.status, headers, Buffer.from(c.response.body ?? ''));
-      const prepared = payer.prepare(pr, c.request.method, c.request.url, c.now);
-      outcome = {
-        price: prepared.price,
-        currency: prepared.currency,
-        nonce: prepared.nonce,
-        pay_url: prepared.payUrl,
-        payment_request: JSON.parse(prepared.body),
-      };
-      payer.abandon(prepared);
+      const pr = native.parsePaymentRequired(c.response.status, headers, Buffer.from(c.response.body ?? ''));
+      const q = payer.quote(pr, c.request.method, c.request.url);
+      outcome = { price: q.price, currency: q.currency, nonce: q.nonce, pay_url: q.payUrl, payment_request: JSON.parse(q.body) };
     } catch (e) {
       const err = vlx.createError(e.code, e.message, { details: e.details });
       outcome = { error: err.code };
       if (err.code === 'budget_exceeded') assert.ok(err instanceof VlexivoBudgetError);
     }
-    if (c.expect.error !== undefined) assert.equal(outcome.error, c.expect.error, c.name);
-    else assert.deepEqual(outcome, c.expect, c.name);
+    assert.deepEqual(outcome, c.expect, c.name);
+    assert.equal(payer.reservedTotal, '0', `${c.name}: a quote reserves nothing`);
+  }
+});
+
+/** One recorded input through the native call; the step in the vectors' form. */
+function feed(flow, input) {
+  const [kind, v] = Object.entries(input)[0];
+  let step;
+  try {
+    if (kind === 'start') step = flow.start();
+    else if (kind === 'response') {
+      step = flow.response(v.status, Object.fromEntries(v.headers), v.body === null ? null : Buffer.from(v.body), v.url);
+    } else if (kind === 'answer') step = flow.answer(v.status, Buffer.from(v.body));
+    else if (kind === 'transport_error') step = flow.transportError(v.sent, 'vector');
+    else if (kind === 'resume') step = flow.resume();
+    else throw new Error(`input ${kind}`);
+  } catch (e) {
+    assert.equal(e.vlexivo, true, String(e));
+    return { error: e.code };
+  }
+  switch (step.kind) {
+    case 'send':
+      return { send: { url: step.url, proof: step.headers[native.PROOF_HEADER] ?? null } };
+    case 'read_body':
+      return { read_body: { limit: step.limit } };
+    case 'facilitator':
+      return { facilitator: { method: step.request.method, url: step.request.url, body: step.request.body ?? null } };
+    case 'paid': {
+      const e = step.event;
+      return { paid: { price: e.price, nonce: e.receipt.nonce, replayed: e.receipt.replayed, topped_up: e.toppedUp ?? null, reconciled: e.reconciled } };
+    }
+    case 'wait':
+      return { wait: {} };
+    case 'return':
+      return { return: {} };
+    default:
+      throw new Error(`step ${step.kind}`);
+  }
+}
+
+test('client vectors: the payer flow, exchange by exchange', () => {
+  const file = vectors('client');
+  const flows = file.cases.filter((c) => c.op === 'flow');
+  assert.ok(flows.length >= 9);
+  for (const c of flows) {
+    const payer = payerFor(file, c.config, c.now);
+    for (const call of c.calls) {
+      const flow = payer.call(call.method, call.url, call.replayable);
+      call.exchanges.forEach((ex, i) => assert.deepEqual(feed(flow, ex.input), ex.expect, `${c.name}: exchange ${i}`));
+    }
+    const b = c.expect_budget;
+    assert.deepEqual({ spent: payer.spentTotal, reserved: payer.reservedTotal, in_doubt: payer.inDoubtTotal }, b, c.name);
   }
 });
 

@@ -2,31 +2,21 @@
  * The payer side: `client.fetch()` is `fetch` that meets a 402, pays for exactly that call
  * (within the spending limits, topping the wallet up when told to) and retries once with the
  * same method, headers and body plus the proof of payment.
+ *
+ * Every decision is the native core's payer flow (`native.PayerCall`): this file only performs
+ * the HTTP each step asks for and feeds back what came of it.
  */
 import native = require('./native');
-import type { PaymentReceipt as NativeReceipt, PaymentRequired, PreparedPayment } from '../native/index.js';
-import {
-  VlexivoConfigError,
-  VlexivoError,
-  VlexivoFacilitatorError,
-  VlexivoRequestError,
-  call,
-  fromData,
-  fromNative,
-} from './errors';
+import type { FacilitatorRequest, PayerCall, PayerStep, PaymentEvent } from '../native/index.js';
+import { VlexivoConfigError, VlexivoError, VlexivoFacilitatorError, VlexivoRequestError, call, fromNative } from './errors';
 import type { PriceValue } from './route';
-
-/** Largest 402 or facilitator body read (as core). */
-const MAX_BODY = 64 * 1024;
-const PROOF_HEADER = 'Vlexivo-Proof';
-const CHALLENGE_HEADER = 'vlexivo-challenge';
 
 export interface AutoTopUpOptions {
   /** Default true when the object is given. */
   enabled?: boolean;
   /** Top up when the balance after a payment would fall below this. */
   triggerBalance: PriceValue;
-  /** How much to add each time (more if a single price needs it). */
+  /** How much to add each time (more if a single price needs it; never more than the spending limits could still spend). */
   topUpAmount: PriceValue;
 }
 
@@ -53,6 +43,8 @@ export interface PaymentInfo {
   expiresAt: number;
   /** The facilitator had already been paid for this challenge (nothing debited again). */
   replayed: boolean;
+  /** A payment an earlier call left in doubt, found paid when sent again. */
+  reconciled: boolean;
   /** Amount topped up before this payment, if any. */
   toppedUp?: string;
 }
@@ -60,8 +52,16 @@ export interface PaymentInfo {
 export interface VlexivoClientOptions {
   /** Wallet private key (64 hex digits); default `process.env.VLX_WALLET_KEY`. */
   walletKey?: string;
-  /** The one facilitator to pay through; by default the one each challenge names. */
+  /**
+   * The facilitator to pay through. Challenges naming a facilitator the client does not trust
+   * are refused (`facilitator_untrusted`) before anything is signed. Trusted: this one and
+   * `facilitators`; with neither, `VLX_FACILITATOR_URL` (or its older name
+   * `VLEXIVO_FACILITATOR_URL`), else the default
+   * local facilitator (http://127.0.0.1:4020).
+   */
   facilitatorUrl?: string;
+  /** More trusted facilitators. */
+  facilitators?: string[];
   /** Resolve relative URLs (`client.fetch('/api/v1/analyze')`) against this. */
   baseUrl?: string;
   autoTopUp?: AutoTopUpOptions;
@@ -69,7 +69,7 @@ export interface VlexivoClientOptions {
   maxPerCall?: PriceValue;
   /** Most spent on any one host over the client's lifetime. */
   maxPerHost?: PriceValue;
-  /** Most spent over the client's lifetime. */
+  /** Most spent over the client's lifetime (payments in doubt count until settled). */
   maxTotal?: PriceValue;
   /** Most spent within any rolling window. */
   window?: SpendingWindow;
@@ -116,9 +116,53 @@ async function prepareBody(body: Body | undefined, url: string, method: string):
   return { body, replayable: true, stream: false };
 }
 
-async function readLimited(res: Response, limit = MAX_BODY): Promise<Buffer> {
-  const buf = Buffer.from(await res.arrayBuffer());
-  return buf.length > limit ? buf.subarray(0, limit + 1) : buf;
+/** Read a body, stopping at `limit` bytes: more is an error (the stream is cancelled). */
+export async function readLimited(res: Response, limit: number): Promise<Buffer> {
+  const out = await readUpTo(res.body, limit);
+  if (out.length > limit) throw new Error(`answer larger than ${limit} bytes`);
+  return out;
+}
+
+/** At most `limit + 1` bytes of a stream; the stream is cancelled once that is reached. */
+async function readUpTo(body: ReadableStream<Uint8Array> | null, limit: number): Promise<Buffer> {
+  if (body === null) return Buffer.alloc(0);
+  const reader = body.getReader();
+  const chunks: Buffer[] = [];
+  let size = 0;
+  try {
+    while (size <= limit) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(Buffer.from(value.buffer, value.byteOffset, value.byteLength));
+      size += value.byteLength;
+    }
+  } finally {
+    // Not awaited: cancelling one branch of a tee settles only once the other is done too.
+    if (size > limit) reader.cancel().catch(() => undefined);
+    reader.releaseLock();
+  }
+  const all = Buffer.concat(chunks, size);
+  return all.length > limit + 1 ? all.subarray(0, limit + 1) : all;
+}
+
+/**
+ * The start of a response's body for the flow (at most `limit + 1` bytes), and a response to
+ * hand the caller instead, whose body is still the whole of it.
+ */
+async function readPrefix(res: Response, limit: number): Promise<{ bytes: Buffer; response: Response }> {
+  if (res.body === null) return { bytes: Buffer.alloc(0), response: res };
+  const [mine, theirs] = res.body.tee();
+  const bytes = await readUpTo(mine, limit);
+  const response = new Response(theirs, { status: res.status, statusText: res.statusText, headers: res.headers });
+  return { bytes, response };
+}
+
+function headersOf(res: Response): Record<string, string> {
+  const out: Record<string, string> = {};
+  res.headers.forEach((v, k) => {
+    out[k] = v;
+  });
+  return out;
 }
 
 function message(e: unknown): string {
@@ -129,48 +173,54 @@ function message(e: unknown): string {
   return String(e);
 }
 
-interface UnusedProof {
-  token: string;
-  amount: string;
-  currency: string;
-  expiresAt: number;
+/** Failures that happen before a request leaves (nothing can have been charged). */
+const CONNECT_CODES = new Set([
+  'ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT',
+  'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'CERT_HAS_EXPIRED',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+function neverSent(e: unknown): boolean {
+  const code = (e as { cause?: { code?: unknown } })?.cause?.code;
+  return typeof code === 'string' && CONNECT_CODES.has(code);
 }
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 export class VlexivoClient {
   private readonly payer: native.Payer;
   private readonly opts: VlexivoClientOptions;
   private readonly doFetch: typeof fetch;
-  private readonly autoTopUp: { trigger: PriceValue; amount: PriceValue } | undefined;
-  private topUpQueue: Promise<unknown> = Promise.resolve();
-  /** Proofs paid for but not served (the handler failed): reused instead of paying again. */
-  private readonly unused = new Map<string, UnusedProof>();
 
   constructor(options: VlexivoClientOptions = {}) {
-    const walletKey = options.walletKey ?? call(() => native.envVar('VLX_WALLET_KEY', process.env as Record<string, string>));
+    const env = process.env as Record<string, string>;
+    const walletKey = options.walletKey ?? call(() => native.envVar('VLX_WALLET_KEY', env)) ?? undefined;
     if (typeof walletKey !== 'string' || walletKey === '') {
       throw new VlexivoConfigError('config_invalid', 'walletKey is required (or set VLX_WALLET_KEY)', { status: 500 });
     }
     if (options.window !== undefined && (typeof options.window !== 'object' || options.window === null)) {
       throw new VlexivoConfigError('config_invalid', 'window must be { seconds, max }', { status: 500 });
     }
+    const atu = options.autoTopUp;
+    const autoTopUp =
+      atu !== undefined && atu !== null && atu.enabled !== false
+        ? { triggerBalance: atu.triggerBalance, topUpAmount: atu.topUpAmount }
+        : undefined;
     this.payer = call(
       () =>
         new native.Payer({
           walletKey,
           facilitatorUrl: options.facilitatorUrl,
+          facilitators: options.facilitators,
+          facilitatorEnv: call(() => native.envVar('VLX_FACILITATOR_URL', env)) ?? undefined,
           maxPerCall: options.maxPerCall,
           maxPerHost: options.maxPerHost,
           maxTotal: options.maxTotal,
           windowSeconds: options.window?.seconds,
           windowMax: options.window?.max,
+          autoTopUp,
         }),
     );
-    const atu = options.autoTopUp;
-    if (atu !== undefined && atu !== null && atu.enabled !== false) {
-      // Validate now: a bad top-up setting is a startup error.
-      call(() => native.autoTopUpAmount('0', '0', atu.triggerBalance, atu.topUpAmount));
-      this.autoTopUp = { trigger: atu.triggerBalance, amount: atu.topUpAmount };
-    }
     const f = options.fetch ?? globalThis.fetch;
     if (typeof f !== 'function') {
       throw new VlexivoConfigError('config_invalid', 'no fetch available (Node 18+ or options.fetch)', { status: 500 });
@@ -184,14 +234,24 @@ export class VlexivoClient {
     return this.payer.address;
   }
 
+  /** The trusted facilitators (wallet operations go to the first). */
+  get facilitators(): string[] {
+    return this.payer.facilitators;
+  }
+
   /** Committed spend so far (canonical decimal). */
   get spent(): string {
     return this.payer.spentTotal;
   }
 
-  /** Spend reserved by payments in flight. */
+  /** Spend reserved by payments in flight or in doubt. */
   get reserved(): string {
     return this.payer.reservedTotal;
+  }
+
+  /** Payments whose fate the facilitator has not told yet (counted as spent meanwhile). */
+  get inDoubt(): string {
+    return this.payer.inDoubtTotal;
   }
 
   private resolveUrl(input: string | URL): string {
@@ -225,200 +285,155 @@ export class VlexivoClient {
     }
     const prepared = await prepareBody(rawBody, url, method);
     if (prepared.contentType !== undefined && !headers.has('content-type')) headers.set('content-type', prepared.contentType);
-    const send = (h: Headers): Promise<Response> => {
+    const send = (to: string, extra: Record<string, string>): Promise<Response> => {
+      const h = new Headers(headers);
+      for (const [k, v] of Object.entries(extra)) h.set(k, v);
       const req: RequestInit & { duplex?: 'half' } = { ...init, method, headers: h, body: prepared.body };
       if (prepared.stream) req.duplex = 'half';
-      return this.doFetch(url, req);
+      return this.doFetch(to, req);
     };
 
-    const first = await send(headers);
-    if (first.status !== 402) return first;
+    const flow = call(() => this.payer.call(method, url, prepared.replayable));
+    let step: PayerStep = flow.start();
+    let last: Response | undefined;
+    for (;;) {
+      switch (step.kind) {
+        case 'send': {
+          // A 402 we answered: its unread body is no one's.
+          if (last?.body && !last.bodyUsed) last.body.cancel().catch(() => undefined);
+          try {
+            last = await send(step.url!, step.headers ?? {});
+          } catch (e) {
+            flow.requestFailed();
+            throw e;
+          }
+          const res = last;
+          step = this.feed(flow, () => flow.response(res.status, headersOf(res), null, res.url || null), method, url);
+          break;
+        }
+        case 'read_body': {
+          const { bytes, response } = await readPrefix(last!, step.limit!);
+          last = response;
+          step = this.feed(flow, () => flow.response(response.status, headersOf(response), bytes, null), method, url);
+          break;
+        }
+        case 'facilitator':
+          step = await this.facilitator(flow, step.request!);
+          break;
+        case 'paid':
+          await this.notify(step.event!);
+          step = call(() => flow.resume());
+          break;
+        case 'wait':
+          await sleep(step.millis ?? 25);
+          step = call(() => flow.resume());
+          break;
+        case 'return':
+          return last!;
+        default:
+          throw new VlexivoError('internal', `unknown payer step ${step.kind}`, { status: 500 });
+      }
+    }
+  }
 
-    const body402 = await readLimited(first);
-    let pr: PaymentRequired;
+  /** Feed the flow an API response; a one-shot body is refused with the price it would cost. */
+  private feed(flow: PayerCall, fn: () => PayerStep, method: string, url: string): PayerStep {
     try {
-      const challenge = first.headers.get(CHALLENGE_HEADER);
-      pr = this.payer.parsePaymentRequired(402, challenge === null ? {} : { [CHALLENGE_HEADER]: challenge }, body402);
+      return fn();
     } catch (e) {
       const err = fromNative(e);
-      if (err instanceof VlexivoError && err.code === 'not_payment_required') {
-        // Someone else's 402: hand it back untouched.
-        return new Response(body402, { status: first.status, statusText: first.statusText, headers: first.headers });
+      if (err instanceof VlexivoError && err.code === 'body_not_replayable' && flow.price !== null) {
+        throw new VlexivoRequestError(
+          'body_not_replayable',
+          `${method} ${url} costs ${flow.price} usd, but its body is a one-shot stream that cannot be sent again after paying; pass a string, Buffer, typed array, Blob, URLSearchParams or FormData`,
+          { status: 400, details: { price: flow.price, currency: 'usd' } },
+        );
       }
       throw err;
     }
-    if (!prepared.replayable) {
-      throw new VlexivoRequestError(
-        'body_not_replayable',
-        `${method} ${url} costs ${pr.price} ${pr.currency}, but its body is a one-shot stream that cannot be sent again after paying; pass a string, Buffer, typed array, Blob, URLSearchParams or FormData`,
-        { status: 400, details: { price: pr.price, currency: pr.currency } },
-      );
-    }
-
-    const key = `${method} ${url.split(/[?#]/)[0]}`;
-    let token = this.takeUnused(key, pr);
-    if (token === undefined) token = (await this.pay(pr, method, url)).token;
-
-    const retryHeaders = new Headers(headers);
-    retryHeaders.set(PROOF_HEADER, token);
-    const second = await send(retryHeaders);
-    if (second.status >= 500) {
-      // The provider released the nonce: keep the proof for the next call to this resource.
-      this.unused.set(key, { token, amount: pr.price, currency: pr.currency, expiresAt: this.tokenExpiry(token) });
-    }
-    return second;
   }
 
-  private tokenExpiry(token: string): number {
-    try {
-      const claims = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')) as { exp?: number };
-      return typeof claims.exp === 'number' ? claims.exp : 0;
-    } catch {
-      return 0;
-    }
-  }
-
-  private takeUnused(key: string, pr: PaymentRequired): string | undefined {
-    const u = this.unused.get(key);
-    if (u === undefined) return undefined;
-    this.unused.delete(key);
-    const now = native.nowSeconds();
-    if (u.expiresAt <= now + 5 || u.amount !== pr.price || u.currency !== pr.currency) return undefined;
-    return u.token;
-  }
-
-  /** Pay for one decoded challenge: top up if needed, reserve budget, sign, POST, finish. */
-  private async pay(pr: PaymentRequired, method: string, url: string, retried = false): Promise<NativeReceipt> {
-    const facilitator = this.payer.facilitatorFor(pr);
-    let toppedUp: string | undefined;
-    if (this.autoTopUp !== undefined) toppedUp = await this.ensureFunds(facilitator, pr.price, retried);
-
-    const prepared: PreparedPayment = call(() => this.payer.prepare(pr, method, url, native.nowSeconds()));
-    let status: number;
-    let body: Buffer;
-    try {
-      const res = await this.doFetch(prepared.payUrl, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: prepared.body,
-        signal: AbortSignal.timeout(this.opts.facilitatorTimeoutMs ?? 15000),
-      });
-      status = res.status;
-      body = await readLimited(res);
-    } catch (e) {
-      this.payer.abandon(prepared);
-      throw new VlexivoFacilitatorError('facilitator_unavailable', `facilitator unavailable: ${message(e)}`, {
-        status: 503,
-        details: { reason: message(e), facilitator },
-        cause: e,
-      });
-    }
-    let receipt: NativeReceipt;
-    try {
-      receipt = this.payer.finish(prepared, status, body);
-    } catch (e) {
-      const err = fromNative(e);
-      if (!retried && this.autoTopUp !== undefined && err instanceof VlexivoError && err.code === 'insufficient_funds') {
-        // Concurrent payments drained the wallet between the balance check and this payment.
-        return this.pay(pr, method, url, true);
-      }
-      throw err;
-    }
-    const hook = this.opts.onPayment;
-    if (hook !== undefined) {
-      const info: PaymentInfo = {
-        url,
-        method,
-        host: prepared.host,
-        price: pr.price,
-        amount: receipt.amount,
-        currency: receipt.currency,
-        txHash: receipt.txHash,
-        payer: receipt.payer,
-        balance: receipt.balance,
-        nonce: receipt.nonce,
-        paidAt: receipt.paidAt,
-        expiresAt: receipt.expiresAt,
-        replayed: receipt.replayed,
-        ...(toppedUp !== undefined ? { toppedUp } : {}),
-      };
-      try {
-        await hook(info);
-      } catch (e) {
-        console.warn(`[vlexivo] onPayment hook failed: ${message(e)}`);
-      }
-    }
-    return receipt;
-  }
-
-  /** Serialized so concurrent calls see each other's top-ups instead of all topping up. */
-  private ensureFunds(facilitator: string, price: string, force: boolean): Promise<string | undefined> {
-    const atu = this.autoTopUp!;
-    const run = async (): Promise<string | undefined> => {
-      const balance = await this.balanceAt(facilitator);
-      let amount = call(() => native.autoTopUpAmount(balance, price, atu.trigger, atu.amount));
-      if (amount === null && force) amount = call(() => native.parseMoney(atu.amount, 'usd'));
-      if (amount === null) return undefined;
-      await this.topUpAt(facilitator, amount);
-      return amount;
-    };
-    const next = this.topUpQueue.then(run, run);
-    this.topUpQueue = next.catch(() => undefined);
-    return next;
-  }
-
-  private async facilitatorCall(url: string, init: RequestInit): Promise<Buffer> {
+  /** One facilitator request: its answer (bounded), or how it failed, goes back to the flow. */
+  private async facilitator(flow: PayerCall, req: FacilitatorRequest): Promise<PayerStep> {
     let res: Response;
+    try {
+      res = await this.facilitatorFetch(req);
+    } catch (e) {
+      return call(() => flow.transportError(!neverSent(e), message(e)));
+    }
     let body: Buffer;
     try {
-      res = await this.doFetch(url, { ...init, signal: AbortSignal.timeout(this.opts.facilitatorTimeoutMs ?? 15000) });
-      body = await readLimited(res);
+      body = await readLimited(res, native.MAX_RESPONSE_BODY);
     } catch (e) {
-      throw new VlexivoFacilitatorError('facilitator_unavailable', `facilitator unavailable: ${message(e)}`, {
-        status: 503,
-        details: { reason: message(e) },
-        cause: e,
-      });
+      return call(() => flow.transportError(true, message(e)));
     }
-    if (res.status < 200 || res.status >= 300) throw fromData(native.errorFromBody(res.status, body));
-    return body;
+    return call(() => flow.answer(res.status, body));
   }
 
-  private facilitatorBase(facilitator?: string): string {
-    const f = facilitator ?? this.opts.facilitatorUrl ?? call(() => native.envVar('VLX_FACILITATOR_URL', process.env as Record<string, string>)) ?? undefined;
-    if (f === undefined || f === '') {
-      throw new VlexivoConfigError('config_invalid', 'no facilitator known yet: set facilitatorUrl', { status: 500 });
-    }
-    return f.replace(/\/+$/, '');
-  }
-
-  private async balanceAt(facilitator: string): Promise<string> {
-    const body = await this.facilitatorCall(`${facilitator}/v1/wallets/${this.address}`, { method: 'GET' });
-    const b = JSON.parse(body.toString('utf8')) as { balance?: unknown };
-    if (typeof b.balance !== 'string' && typeof b.balance !== 'number') {
-      throw new VlexivoFacilitatorError('facilitator_error', 'wallet answer has no balance', { status: 502 });
-    }
-    return String(b.balance);
-  }
-
-  private async topUpAt(facilitator: string, amount: string): Promise<void> {
-    await this.facilitatorCall(`${facilitator}/v1/wallets/${this.address}/topup`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ amount }),
+  private facilitatorFetch(req: FacilitatorRequest): Promise<Response> {
+    return this.doFetch(req.url, {
+      method: req.method,
+      headers: req.body == null ? undefined : { 'content-type': 'application/json' },
+      body: req.body ?? undefined,
+      // A signed payment is for this facilitator only.
+      redirect: 'manual',
+      signal: AbortSignal.timeout(this.opts.facilitatorTimeoutMs ?? 15000),
     });
   }
 
-  /** The wallet's balance at the facilitator (sandbox ledger). */
-  balance(facilitatorUrl?: string): Promise<string> {
-    return this.balanceAt(this.facilitatorBase(facilitatorUrl));
+  private async notify(e: PaymentEvent): Promise<void> {
+    const hook = this.opts.onPayment;
+    if (hook === undefined) return;
+    const r = e.receipt;
+    const info: PaymentInfo = {
+      url: e.url,
+      method: e.method,
+      host: e.host,
+      price: e.price,
+      amount: r.amount,
+      currency: r.currency,
+      txHash: r.txHash,
+      payer: r.payer,
+      balance: r.balance,
+      nonce: r.nonce,
+      paidAt: r.paidAt,
+      expiresAt: r.expiresAt,
+      replayed: r.replayed,
+      reconciled: e.reconciled,
+      ...(e.toppedUp != null ? { toppedUp: e.toppedUp } : {}),
+    };
+    try {
+      await hook(info);
+    } catch (err) {
+      console.warn(`[vlexivo] onPayment hook failed: ${message(err)}`);
+    }
+  }
+
+  /** A wallet operation's answer: status and bounded body, or `facilitator_unavailable`. */
+  private async wallet(req: FacilitatorRequest): Promise<{ status: number; body: Buffer }> {
+    try {
+      const res = await this.facilitatorFetch(req);
+      return { status: res.status, body: await readLimited(res, native.MAX_RESPONSE_BODY) };
+    } catch (e) {
+      throw new VlexivoFacilitatorError('facilitator_unavailable', `facilitator unavailable: ${message(e)}`, {
+        status: 503,
+        details: { reason: message(e), facilitator: req.facilitator },
+        cause: e,
+      });
+    }
+  }
+
+  /** The wallet's balance at a facilitator (default: the first trusted). */
+  async balance(facilitatorUrl?: string): Promise<string> {
+    const req = call(() => this.payer.balanceRequest(facilitatorUrl));
+    const { status, body } = await this.wallet(req);
+    return call(() => this.payer.readBalance(req, status, body));
   }
 
   /** Add funds (sandbox faucet). Returns the new balance. */
   async topUp(amount: PriceValue, facilitatorUrl?: string): Promise<string> {
-    const canonical = call(() => native.parseMoney(amount, 'usd'));
-    const f = this.facilitatorBase(facilitatorUrl);
-    await this.topUpAt(f, canonical);
-    return this.balanceAt(f);
+    const req = call(() => this.payer.topUpRequest(amount, facilitatorUrl));
+    const { status, body } = await this.wallet(req);
+    return call(() => this.payer.readTopUp(req, status, body)).balance;
   }
 }

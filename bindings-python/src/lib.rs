@@ -782,50 +782,11 @@ fn parse_payment_required(
     headers: &Bound<'_, PyAny>,
     body: &[u8],
 ) -> PyResult<PaymentRequired> {
-    let pairs: Vec<(String, String)> = if let Ok(d) = headers.cast::<PyDict>() {
-        d.iter().map(|(k, v)| Ok((k.extract()?, v.extract()?))).collect::<PyResult<_>>()?
-    } else if headers.hasattr("multi_items")? {
-        // httpx.Headers / starlette Headers.
-        headers.call_method0("multi_items")?.extract()?
-    } else if headers.hasattr("items")? {
-        headers.call_method0("items")?.try_iter()?.map(|i| i?.extract()).collect::<PyResult<_>>()?
-    } else {
-        headers.try_iter()?.map(|i| i?.extract()).collect::<PyResult<_>>()?
-    };
+    let pairs = header_pairs(headers)?;
     let inner =
         vclient::parse_payment_required(status, pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())), body)
             .py_err(py)?;
     Ok(PaymentRequired { inner })
-}
-
-/// A payment signed and reserved against the budget, ready to POST to the facilitator. Give it
-/// to exactly one of `Payer.finish` or `Payer.abandon`.
-#[pyclass(frozen, module = "vlexivo._native", name = "PreparedPayment")]
-pub struct PreparedPayment {
-    inner: Mutex<Option<vclient::PreparedPayment>>,
-    #[pyo3(get)]
-    pay_url: String,
-    #[pyo3(get)]
-    facilitator: String,
-    /// JSON body of the POST.
-    #[pyo3(get)]
-    body: String,
-    #[pyo3(get)]
-    price: String,
-    #[pyo3(get)]
-    host: String,
-    #[pyo3(get)]
-    nonce: String,
-}
-
-impl PreparedPayment {
-    fn take(&self) -> PyResult<vclient::PreparedPayment> {
-        self.inner
-            .lock()
-            .map_err(|_| PyTypeError::new_err("prepared payment lock poisoned"))?
-            .take()
-            .ok_or_else(|| PyTypeError::new_err("this prepared payment was already finished or abandoned"))
-    }
 }
 
 /// The facilitator's receipt for a payment.
@@ -843,6 +804,23 @@ pub struct Receipt {
     replayed: bool,
 }
 
+impl From<vlexivo_core::payment::PaymentReceipt> for Receipt {
+    fn from(r: vlexivo_core::payment::PaymentReceipt) -> Self {
+        Self {
+            token: r.token,
+            tx_hash: r.tx_hash,
+            payer: r.payer,
+            amount: r.amount,
+            currency: r.currency,
+            balance: r.balance,
+            nonce: r.nonce,
+            paid_at: r.paid_at,
+            expires_at: r.expires_at,
+            replayed: r.replayed,
+        }
+    }
+}
+
 #[pymethods]
 impl Receipt {
     fn __repr__(&self) -> String {
@@ -853,8 +831,149 @@ impl Receipt {
     }
 }
 
-/// The payer: a wallet, a spending policy (caps per call, per host, total, rolling window) and
-/// optionally the one facilitator it trusts.
+/// A sandbox faucet top-up's receipt.
+#[pyclass(frozen, get_all, module = "vlexivo._native", name = "TopUpReceipt")]
+pub struct TopUpReceipt {
+    address: String,
+    amount: String,
+    balance: String,
+    currency: String,
+    tx_hash: String,
+}
+
+/// An HTTP request to the facilitator: send it without following redirects, and read at most
+/// `MAX_RESPONSE_BODY` bytes of the answer.
+#[pyclass(frozen, get_all, module = "vlexivo._native", name = "FacilitatorRequest")]
+pub struct FacilitatorRequest {
+    method: &'static str,
+    url: String,
+    /// JSON (`content-type: application/json`), or None.
+    body: Option<String>,
+    facilitator: String,
+}
+
+impl FacilitatorRequest {
+    fn from_core(r: vclient::FacilitatorRequest) -> Self {
+        Self { method: r.method, url: r.url, body: r.body, facilitator: r.facilitator }
+    }
+    fn to_core(&self) -> vclient::FacilitatorRequest {
+        vclient::FacilitatorRequest {
+            method: self.method,
+            url: self.url.clone(),
+            body: self.body.clone(),
+            facilitator: self.facilitator.clone(),
+        }
+    }
+}
+
+/// A payment made, for `on_payment`.
+#[pyclass(frozen, get_all, module = "vlexivo._native", name = "PaymentEvent")]
+pub struct PaymentEvent {
+    method: String,
+    url: String,
+    host: String,
+    resource: String,
+    facilitator: String,
+    /// What the challenge asked.
+    price: String,
+    receipt: Py<Receipt>,
+    /// Added by auto top-up before this payment.
+    topped_up: Option<String>,
+    /// A payment an earlier call left in doubt, found paid.
+    reconciled: bool,
+}
+
+/// What the executor does next (`kind`): `send` the request to `url` with `headers` added;
+/// `read_body` (at most `limit` bytes) and feed it; `facilitator`: perform `request`; `paid`:
+/// run the hook with `event`, then `resume()`; `wait` `millis`, then `resume()`; `return` the
+/// last response.
+#[pyclass(frozen, get_all, module = "vlexivo._native", name = "Step")]
+pub struct Step {
+    kind: &'static str,
+    url: Option<String>,
+    headers: Vec<(&'static str, String)>,
+    limit: Option<usize>,
+    request: Option<Py<FacilitatorRequest>>,
+    event: Option<Py<PaymentEvent>>,
+    millis: Option<u64>,
+}
+
+impl Step {
+    fn from_core(py: Python<'_>, s: vclient::Step) -> PyResult<Self> {
+        let mut out =
+            Self { kind: "", url: None, headers: Vec::new(), limit: None, request: None, event: None, millis: None };
+        out.kind = match s {
+            vclient::Step::Send { url, headers } => {
+                out.url = Some(url);
+                out.headers = headers;
+                "send"
+            }
+            vclient::Step::ReadBody { limit } => {
+                out.limit = Some(limit);
+                "read_body"
+            }
+            vclient::Step::Facilitator(r) => {
+                out.request = Some(Py::new(py, FacilitatorRequest::from_core(r))?);
+                "facilitator"
+            }
+            vclient::Step::Paid(e) => {
+                let e = *e;
+                out.event = Some(Py::new(
+                    py,
+                    PaymentEvent {
+                        method: e.method,
+                        url: e.url,
+                        host: e.host,
+                        resource: e.resource,
+                        facilitator: e.facilitator,
+                        price: e.price.to_string(),
+                        receipt: Py::new(py, Receipt::from(e.receipt))?,
+                        topped_up: e.topped_up.map(|t| t.to_string()),
+                        reconciled: e.reconciled,
+                    },
+                )?);
+                "paid"
+            }
+            vclient::Step::Wait { millis } => {
+                out.millis = Some(millis);
+                "wait"
+            }
+            vclient::Step::Return => "return",
+        };
+        Ok(out)
+    }
+}
+
+/// What paying a 402 would send, unsent (nothing stays reserved).
+#[pyclass(frozen, get_all, module = "vlexivo._native", name = "Quote")]
+pub struct Quote {
+    price: String,
+    currency: &'static str,
+    nonce: String,
+    resource: String,
+    host: String,
+    facilitator: String,
+    pay_url: String,
+    /// The signed payment request (JSON).
+    body: String,
+    expires_at: u64,
+}
+
+/// The pairs of a mapping, an httpx/starlette `Headers` or an iterable of `(name, value)`.
+fn header_pairs(headers: &Bound<'_, PyAny>) -> PyResult<Vec<(String, String)>> {
+    if let Ok(d) = headers.cast::<PyDict>() {
+        d.iter().map(|(k, v)| Ok((k.extract()?, v.extract()?))).collect()
+    } else if headers.hasattr("multi_items")? {
+        headers.call_method0("multi_items")?.extract()
+    } else if headers.hasattr("items")? {
+        headers.call_method0("items")?.try_iter()?.map(|i| i?.extract()).collect()
+    } else {
+        headers.try_iter()?.map(|i| i?.extract()).collect()
+    }
+}
+
+/// The payer: a wallet, a spending policy (caps per call, per host, total, rolling window),
+/// the facilitators it trusts and auto top-up. Calls made through it share its budget.
 #[pyclass(frozen, module = "vlexivo._native", name = "Payer")]
 pub struct Payer {
     inner: vclient::Payer,
@@ -862,10 +981,16 @@ pub struct Payer {
 
 #[pymethods]
 impl Payer {
-    /// `window`: `(seconds, max_amount)`. Amounts: str, int, float or Decimal (usd).
+    /// `window`: `(seconds, max_amount)`; `auto_top_up`: `(trigger_balance, top_up_amount)`.
+    /// Amounts: str, int, float or Decimal (usd). Trusted facilitators: `facilitator_url` and
+    /// `facilitators`; with neither, `facilitator_env` (the environment's
+    /// `VLX_FACILITATOR_URL`), else the default.
+    /// `fixed_now`: a fixed clock (unix seconds), for replaying recorded exchanges.
     #[new]
     #[pyo3(signature = (wallet_key, max_per_call = None, max_per_host = None, max_total = None,
-        window = None, facilitator_url = None))]
+        window = None, facilitator_url = None, facilitators = None, auto_top_up = None, fixed_now = None,
+        facilitator_env = None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         wallet_key: &str,
@@ -874,6 +999,10 @@ impl Payer {
         max_total: Option<&Bound<'_, PyAny>>,
         window: Option<&Bound<'_, PyTuple>>,
         facilitator_url: Option<String>,
+        facilitators: Option<Vec<String>>,
+        auto_top_up: Option<&Bound<'_, PyTuple>>,
+        fixed_now: Option<u64>,
+        facilitator_env: Option<&str>,
     ) -> PyResult<Self> {
         let wallet = vlexivo_core::wallet::Wallet::from_hex(wallet_key).py_err(py)?;
         let cap = |v: Option<&Bound<'_, PyAny>>| v.map(|v| amount_from_py(py, v, "usd", false)).transpose();
@@ -887,86 +1016,191 @@ impl Payer {
                 Some((secs, amount_from_py(py, &max, "usd", false)?))
             }
         };
+        let auto_top_up = match auto_top_up {
+            None => None,
+            Some(t) => {
+                let (trigger, amount): (Bound<'_, PyAny>, Bound<'_, PyAny>) = t.extract()?;
+                Some(vclient::AutoTopUp {
+                    enabled: true,
+                    trigger_balance: amount_from_py(py, &trigger, "usd", false)?,
+                    top_up_amount: amount_from_py(py, &amount, "usd", true)?,
+                })
+            }
+        };
         let policy = SpendingPolicy {
             max_per_call: cap(max_per_call)?,
             max_per_host: cap(max_per_host)?,
             max_total: cap(max_total)?,
             window,
         };
-        Ok(Self { inner: vclient::Payer::new(wallet, policy, facilitator_url) })
+        let trust = vclient::TrustedFacilitators::new(
+            facilitator_url.as_deref(),
+            &facilitators.unwrap_or_default(),
+            facilitator_env,
+        )
+        .py_err(py)?;
+        let clock: Arc<dyn Clock> = match fixed_now {
+            Some(n) => Arc::new(vlexivo_core::env::FixedClock::new(n)),
+            None => Arc::new(SystemClock),
+        };
+        let config = vclient::PayerConfig { policy, facilitators: trust, auto_top_up };
+        Ok(Self { inner: vclient::Payer::new(wallet, config, clock) })
     }
 
     #[getter]
-    fn address(&self) -> String {
-        self.inner.wallet().address().to_checksum()
+    fn address(&self) -> &str {
+        self.inner.address()
     }
 
-    /// Check the challenge matches the request made, reserve its price against the budget, and
-    /// sign (GIL released). Raises `budget_exceeded`, `challenge_mismatch`, ….
-    #[pyo3(signature = (payment_required, method, url, now = None))]
-    fn prepare(
+    /// The trusted facilitators (wallet operations go to the first).
+    #[getter]
+    fn facilitators(&self) -> Vec<String> {
+        self.inner.trusted().urls().to_vec()
+    }
+
+    /// Start the payer flow for one request (`replayable`: its body can be sent twice).
+    fn call(&self, py: Python<'_>, method: &str, url: &str, replayable: bool) -> PyResult<PayerCall> {
+        let inner = self.inner.call(method, url, replayable).py_err(py)?;
+        Ok(PayerCall { inner: Mutex::new(inner) })
+    }
+
+    /// Check a 402 against the request and the policy and sign, without paying.
+    fn quote(
         &self,
         py: Python<'_>,
         payment_required: PyRef<'_, PaymentRequired>,
         method: &str,
         url: &str,
-        now: Option<u64>,
-    ) -> PyResult<PreparedPayment> {
+    ) -> PyResult<Quote> {
         let pr = &payment_required.inner;
-        let p = py.detach(|| self.inner.prepare(pr, method, url, now_or_system(now))).py_err(py)?;
-        Ok(PreparedPayment {
-            pay_url: p.pay_url.clone(),
-            facilitator: p.facilitator.clone(),
-            body: p.body.clone(),
-            price: p.price.to_string(),
-            host: p.host.clone(),
-            nonce: p.nonce.clone(),
-            inner: Mutex::new(Some(p)),
+        let q = py.detach(|| self.inner.quote(pr, method, url)).py_err(py)?;
+        Ok(Quote {
+            price: q.price.to_string(),
+            currency: q.price.currency().code(),
+            nonce: q.nonce,
+            resource: q.resource,
+            host: q.host,
+            facilitator: q.facilitator,
+            pay_url: q.pay_url,
+            body: q.body,
+            expires_at: q.expires_at,
         })
     }
 
-    /// Read the facilitator's answer to the payment POST: commits the budget reservation and
-    /// returns the receipt, or releases it and raises the typed error (`insufficient_funds`, …).
-    fn finish(
+    /// `GET /v1/wallets/{address}` at `facilitator` (default: the first trusted).
+    #[pyo3(signature = (facilitator = None))]
+    fn balance_request(&self, py: Python<'_>, facilitator: Option<&str>) -> PyResult<FacilitatorRequest> {
+        Ok(FacilitatorRequest::from_core(self.inner.balance_request(facilitator).py_err(py)?))
+    }
+
+    fn read_balance(&self, py: Python<'_>, request: PyRef<'_, FacilitatorRequest>, status: u16, body: &[u8]) -> PyResult<String> {
+        Ok(self.inner.read_balance(&request.to_core(), status, body).py_err(py)?.to_string())
+    }
+
+    /// `POST /v1/wallets/{address}/topup` (the sandbox faucet).
+    #[pyo3(signature = (amount, facilitator = None))]
+    fn top_up_request(
         &self,
         py: Python<'_>,
-        prepared: PyRef<'_, PreparedPayment>,
-        status: u16,
-        body: &[u8],
-    ) -> PyResult<Receipt> {
-        let p = prepared.take()?;
-        let r = self.inner.finish(p, status, body).py_err(py)?;
-        Ok(Receipt {
-            token: r.token,
-            tx_hash: r.tx_hash,
-            payer: r.payer,
-            amount: r.amount,
-            currency: r.currency,
-            balance: r.balance,
-            nonce: r.nonce,
-            paid_at: r.paid_at,
-            expires_at: r.expires_at,
-            replayed: r.replayed,
-        })
+        amount: &Bound<'_, PyAny>,
+        facilitator: Option<&str>,
+    ) -> PyResult<FacilitatorRequest> {
+        let amount = amount_from_py(py, amount, "usd", true)?;
+        Ok(FacilitatorRequest::from_core(self.inner.top_up_request(&amount, facilitator).py_err(py)?))
     }
 
-    /// The facilitator could not be reached: give the reservation back.
-    fn abandon(&self, prepared: PyRef<'_, PreparedPayment>) -> PyResult<()> {
-        if let Ok(p) = prepared.take() {
-            self.inner.abandon(p);
-        }
-        Ok(())
+    fn read_top_up(
+        &self,
+        py: Python<'_>,
+        request: PyRef<'_, FacilitatorRequest>,
+        status: u16,
+        body: &[u8],
+    ) -> PyResult<TopUpReceipt> {
+        let r = self.inner.read_top_up(&request.to_core(), status, body).py_err(py)?;
+        Ok(TopUpReceipt { address: r.address, amount: r.amount, balance: r.balance, currency: r.currency, tx_hash: r.tx_hash })
     }
 
     /// Committed spend so far (decimal string).
     fn spent_total(&self) -> String {
-        self.inner.budget().spent_total().to_string()
+        self.inner.spent_total().to_string()
     }
     fn spent_for_host(&self, host: &str) -> String {
         self.inner.budget().spent_for_host(host).to_string()
     }
+    /// Reserved by payments in flight or in doubt.
     fn reserved_total(&self) -> String {
-        self.inner.budget().reserved_total().to_string()
+        self.inner.reserved_total().to_string()
+    }
+    /// Payments whose fate the facilitator has not told yet (counted as spent meanwhile).
+    fn in_doubt_total(&self) -> String {
+        self.inner.in_doubt_total().to_string()
+    }
+}
+
+/// One request through the payer flow: feed it what happened, do the step it returns.
+#[pyclass(frozen, module = "vlexivo._native", name = "PayerCall")]
+pub struct PayerCall {
+    inner: Mutex<vclient::Call>,
+}
+
+impl PayerCall {
+    fn with<T>(&self, f: impl FnOnce(&mut vclient::Call) -> T) -> PyResult<T> {
+        let mut call = self.inner.lock().map_err(|_| PyTypeError::new_err("payer call lock poisoned"))?;
+        Ok(f(&mut call))
+    }
+
+    fn step(&self, py: Python<'_>, f: impl FnOnce(&mut vclient::Call) -> vlexivo_core::Result<vclient::Step>) -> PyResult<Step> {
+        let s = self.with(f)?.py_err(py)?;
+        Step::from_core(py, s)
+    }
+}
+
+#[pymethods]
+impl PayerCall {
+    fn start(&self, py: Python<'_>) -> PyResult<Step> {
+        self.step(py, |c| Ok(c.start()))
+    }
+
+    /// The API answered (`body` only once a `read_body` step asked for it; `url` where the
+    /// request ended up after redirects). `headers` as for `parse_payment_required`.
+    #[pyo3(signature = (status, headers, body = None, url = None))]
+    fn response(
+        &self,
+        py: Python<'_>,
+        status: u16,
+        headers: &Bound<'_, PyAny>,
+        body: Option<&[u8]>,
+        url: Option<&str>,
+    ) -> PyResult<Step> {
+        let pairs = header_pairs(headers)?;
+        self.step(py, |c| c.response(status, pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())), body, url))
+    }
+
+    /// The facilitator answered the last `facilitator` step.
+    fn answer(&self, py: Python<'_>, status: u16, body: &[u8]) -> PyResult<Step> {
+        self.step(py, |c| c.answer(status, body))
+    }
+
+    /// The last `facilitator` step failed without an answer (`sent`: anything but a failure
+    /// to connect).
+    fn transport_error(&self, py: Python<'_>, sent: bool, reason: &str) -> PyResult<Step> {
+        self.step(py, |c| c.transport_error(sent, reason))
+    }
+
+    /// Go on after `paid` or `wait`.
+    fn resume(&self, py: Python<'_>) -> PyResult<Step> {
+        self.step(py, |c| c.resume())
+    }
+
+    /// Sending the API request failed (the caller re-raises its own error).
+    fn request_failed(&self) -> PyResult<()> {
+        self.with(|c| c.request_failed())
+    }
+
+    /// The challenge's price, once a 402 was read.
+    #[getter]
+    fn price(&self) -> PyResult<Option<String>> {
+        self.with(|c| c.price().map(|p| p.to_string()))
     }
 }
 
@@ -1066,9 +1300,14 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Paywall>()?;
     m.add_class::<Wallet>()?;
     m.add_class::<PaymentRequired>()?;
-    m.add_class::<PreparedPayment>()?;
     m.add_class::<Receipt>()?;
+    m.add_class::<TopUpReceipt>()?;
+    m.add_class::<FacilitatorRequest>()?;
+    m.add_class::<PaymentEvent>()?;
+    m.add_class::<Step>()?;
+    m.add_class::<Quote>()?;
     m.add_class::<Payer>()?;
+    m.add_class::<PayerCall>()?;
     m.add_function(wrap_pyfunction!(parse_price, m)?)?;
     m.add_function(wrap_pyfunction!(parse_amount, m)?)?;
     m.add_function(wrap_pyfunction!(error_for, m)?)?;
@@ -1088,6 +1327,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ALL_CODES", PyTuple::new(py, Error::ALL_CODES)?)?;
     m.add("PROTOCOL_VERSION", vlexivo_core::PROTOCOL_VERSION)?;
     m.add("DEFAULT_FACILITATOR_URL", vpaywall::DEFAULT_FACILITATOR_URL)?;
+    m.add("MAX_RESPONSE_BODY", vclient::MAX_RESPONSE_BODY)?;
+    m.add("PROOF_HEADER", vlexivo_core::headers::PROOF)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -62,30 +62,36 @@ class Facilitator:
         return list(r.json()["payments"])
 
 
-@pytest.fixture(scope="session")
-def facilitator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Facilitator]:
+def start_facilitator(db: Path, public_url: str | None = None) -> Facilitator:
+    """`vlexivo serve` on a free port (`public_url`: the URL it believes it is reached at)."""
     binary = facilitator_bin()
     assert binary.exists(), f"{binary} missing: run `cargo build -p vlexivo-facilitator` (or set VLEXIVO_BIN)"
-    db = tmp_path_factory.mktemp("facilitator") / "f.db"
-    proc = subprocess.Popen(
-        [str(binary), "serve", "--addr", "127.0.0.1:0", "--db", str(db)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    args = [str(binary), "serve", "--addr", "127.0.0.1:0", "--db", str(db)]
+    if public_url is not None:
+        args += ["--public-url", public_url]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
     assert line.startswith("VLEXIVO_URL="), f"unexpected facilitator output {line!r}"
-    fac = Facilitator(line.split("=", 1)[1], proc)
+    return Facilitator(line.split("=", 1)[1], proc)
+
+
+def stop_facilitator(fac: Facilitator) -> None:
+    fac.http.close()
+    fac.proc.terminate()
+    try:
+        fac.proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:  # pragma: no cover
+        fac.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def facilitator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Facilitator]:
+    fac = start_facilitator(tmp_path_factory.mktemp("facilitator") / "f.db")
     try:
         yield fac
     finally:
-        fac.http.close()
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            proc.kill()
+        stop_facilitator(fac)
 
 
 class UvicornThread:

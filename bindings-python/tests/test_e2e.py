@@ -100,6 +100,13 @@ def fastapi_app(vlx: VlexivoServer, runs: Counter) -> FastAPI:
     return app
 
 
+@pytest.fixture(autouse=True)
+def _trusted(facilitator: Facilitator, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The clients here trust the test facilitator the way a deployment would: by environment.
+    monkeypatch.delenv("VLEXIVO_FACILITATOR_URL", raising=False)
+    monkeypatch.setenv("VLX_FACILITATOR_URL", facilitator.url)
+
+
 @pytest.fixture
 def provider(facilitator: Facilitator) -> dict[str, Any]:
     return facilitator.provider()

@@ -45,28 +45,75 @@ def test_price_types() -> None:
         assert ei.value.code == "price_invalid" and ei.value.status == 500
 
 
-@pytest.mark.parametrize(
-    "case", [c for c in CLIENT["cases"] if c.get("op") is None], ids=lambda c: c["name"]
-)
-def test_client(case: dict[str, Any]) -> None:
+def _payer(config: dict[str, Any], now: int) -> _native.Payer:
+    auto = config.get("auto_top_up")
+    return _native.Payer(
+        CLIENT["private_key"], config.get("max_per_call"), None, config.get("max_total"), None, None,
+        config["trusted"], (auto["trigger_balance"], auto["top_up_amount"]) if auto else None, now,
+    )
+
+
+@pytest.mark.parametrize("case", [c for c in CLIENT["cases"] if c["op"] == "quote"], ids=lambda c: c["name"])
+def test_client_quote(case: dict[str, Any]) -> None:
     expect = case["expect"]
-    policy = dict(case.get("policy") or {})
-    fac = policy.pop("facilitator_url", None) or case.get("facilitator_url")
     resp = case["response"]
+    payer = _payer(case["config"], case["now"])
     try:
         pr = _native.parse_payment_required(resp["status"], [tuple(h) for h in resp.get("headers", [])], resp["body"].encode())
-        payer = _native.Payer(CLIENT["private_key"], policy.get("max_per_call"), policy.get("max_per_host"),
-                              policy.get("max_total"), None, fac)
-        prepared = payer.prepare(pr, case["request"]["method"], case["request"]["url"], case["now"])
+        q = payer.quote(pr, case["request"]["method"], case["request"]["url"])
     except _native.NativeError as e:
-        assert e.code == expect.get("error"), case["name"]
+        assert {"error": e.code} == expect, case["name"]
         return
-    assert "error" not in expect, case["name"]
-    assert (pr.price, pr.currency, prepared.nonce, prepared.pay_url) == (
-        expect["price"], expect["currency"], expect["nonce"], expect["pay_url"])
-    assert json.loads(prepared.body) == expect["payment_request"]
-    payer.abandon(prepared)
+    got = {"price": q.price, "currency": q.currency, "nonce": q.nonce, "pay_url": q.pay_url,
+           "payment_request": json.loads(q.body)}
+    assert got == expect, case["name"]
     assert payer.reserved_total() == "0"
+
+
+def _feed(call: _native.PayerCall, data: dict[str, Any]) -> Any:
+    """One recorded input; the step in the vectors' form."""
+    ((kind, v),) = data.items()
+    try:
+        if kind == "start":
+            step = call.start()
+        elif kind == "response":
+            body = None if v["body"] is None else v["body"].encode()
+            step = call.response(v["status"], [tuple(h) for h in v["headers"]], body, v["url"])
+        elif kind == "answer":
+            step = call.answer(v["status"], v["body"].encode())
+        elif kind == "transport_error":
+            step = call.transport_error(v["sent"], "vector")
+        elif kind == "resume":
+            step = call.resume()
+        else:  # pragma: no cover
+            raise AssertionError(kind)
+    except _native.NativeError as e:
+        return {"error": e.code}
+    if step.kind == "send":
+        return {"send": {"url": step.url, "proof": dict(step.headers).get(_native.PROOF_HEADER)}}
+    if step.kind == "read_body":
+        return {"read_body": {"limit": step.limit}}
+    if step.kind == "facilitator":
+        r = step.request
+        assert r is not None
+        return {"facilitator": {"method": r.method, "url": r.url, "body": r.body}}
+    if step.kind == "paid":
+        e = step.event
+        assert e is not None
+        return {"paid": {"price": e.price, "nonce": e.receipt.nonce, "replayed": e.receipt.replayed,
+                         "topped_up": e.topped_up, "reconciled": e.reconciled}}
+    return {step.kind: {}}
+
+
+@pytest.mark.parametrize("case", [c for c in CLIENT["cases"] if c["op"] == "flow"], ids=lambda c: c["name"])
+def test_client_flow(case: dict[str, Any]) -> None:
+    payer = _payer(case["config"], case["now"])
+    for c in case["calls"]:
+        call = payer.call(c["method"], c["url"], c["replayable"])
+        for i, ex in enumerate(c["exchanges"]):
+            assert _feed(call, ex["input"]) == ex["expect"], f"{case['name']}: exchange {i}"
+    got = {"spent": payer.spent_total(), "reserved": payer.reserved_total(), "in_doubt": payer.in_doubt_total()}
+    assert got == case["expect_budget"], case["name"]
 
 
 @pytest.mark.parametrize("case", PAYWALL["cases"], ids=lambda c: c["name"])

@@ -7,7 +7,8 @@
 //! ```
 //!
 //! Routes: `GET /v1/quote` (0.001), `POST /api/v1/inference` (priced by the JSON body's
-//! `model`: "large" 0.01, "embed" 0.0001, else 0.001), `GET /v1/expensive` (5), `GET /free`.
+//! `model`: "large" 0.01, "embed" 0.0001, else 0.001), `GET /v1/expensive` (5), `GET /v1/flaky`
+//! (0.002; its first paid call answers 500), `GET /free`.
 //! It exits when its stdin closes, so a test runner that dies leaves nothing behind.
 //! With `PAID_API_TLS_CERT` and `PAID_API_TLS_KEY` (PEM files) it serves HTTPS; `VLX_CA_FILE`
 //! is a CA it trusts for an HTTPS facilitator.
@@ -65,8 +66,19 @@ async fn main() {
         .expect("provider JSON");
     let secret = created["api_secret"].as_str().expect("api_secret").to_string();
 
+    // The origin the tests call, configured as in production: behind the TLS listener the
+    // paywall could not tell the scheme from the request.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    listener.set_nonblocking(true).expect("non-blocking socket");
+    let addr = listener.local_addr().expect("local addr");
+    let tls_files = match (std::env::var("PAID_API_TLS_CERT"), std::env::var("PAID_API_TLS_KEY")) {
+        (Ok(cert), Ok(key)) => Some((cert, key)),
+        _ => None,
+    };
+    let scheme = if tls_files.is_some() { "https" } else { "http" };
     let mut cfg = PaywallConfig::new(secret);
     cfg.facilitator_url = facilitator;
+    cfg.origin = Some(format!("{scheme}://{addr}"));
     let paywall = Arc::new(Paywall::new(cfg).expect("paywall config"));
     let store = Arc::new(MemoryStore::new());
     let layer = |price: Price| PaywallLayer::new(paywall.clone(), store.clone(), price);
@@ -78,20 +90,32 @@ async fn main() {
             "/api/v1/inference",
             post(inference).layer(layer(Price::dynamic_with_body(|_, body| model_price(body)))),
         )
+        .route(
+            "/v1/flaky",
+            get({
+                let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                move |p: Extension<PaymentFacts>| {
+                    let failed = failed.clone();
+                    async move {
+                        if !failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                            return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": "down" })));
+                        }
+                        (axum::http::StatusCode::OK, paid(p).await)
+                    }
+                }
+            })
+            .layer(layer(Price::fixed("0.002"))),
+        )
         .route("/free", get(|| async { "free" }));
 
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-    listener.set_nonblocking(true).expect("non-blocking socket");
-    let addr = listener.local_addr().expect("local addr");
-    let tls = match (std::env::var("PAID_API_TLS_CERT"), std::env::var("PAID_API_TLS_KEY")) {
-        (Ok(cert), Ok(key)) => Some(
+    let tls = match tls_files {
+        Some((cert, key)) => Some(
             axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key).await.expect("TLS certificate"),
         ),
-        _ => None,
+        None => None,
     };
     {
         let mut out = std::io::stdout().lock();
-        let scheme = if tls.is_some() { "https" } else { "http" };
         let _ = writeln!(out, "PAID_API_URL={scheme}://{addr}");
         let _ = writeln!(out, "PAID_API_ACCOUNT={}", paywall.account());
         let _ = out.flush();

@@ -17,11 +17,13 @@ uniffi::setup_scaffolding!();
 
 mod error;
 mod facilitator;
+mod flow;
 mod payments;
 mod tls;
 mod wallet;
 
 pub use error::{VlexivoError, error_codes};
+pub use flow::{FacilitatorCall, FlowStep, PaymentEvent, PaymentFlow, max_response_body};
 pub use payments::{AutoTopUp, PaymentQuote, PaymentResult, SpendingPolicy, TopUpResult, VlexivoPayments};
 pub use tls::{TlsOptions, TrustRoots};
 pub use wallet::Wallet;

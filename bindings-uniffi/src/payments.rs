@@ -1,13 +1,14 @@
-//! `VlexivoPayments`: turns a 402 into the header for the paid retry. The flow's decisions are
-//! `vlexivo_core::client::{Payer, AutoTopUp}`'s; this file sequences them around the
-//! facilitator's HTTP.
+//! `VlexivoPayments`: turns a 402 into the header for the paid retry. Every decision is core's
+//! payer flow (`vlexivo_core::client::Call`); this file performs the facilitator requests it
+//! asks for and converts types.
 
 use crate::facilitator::Http;
+use crate::flow::PaymentFlow;
 use crate::{HttpHeader, TlsOptions, VlexivoError, Wallet, header_pairs, parse_402};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
-use vlexivo_core::client::{AutoTopUp as CoreAutoTopUp, Payer, PreparedPayment};
-use vlexivo_core::env::{Clock, SystemClock};
-use vlexivo_core::payment::PaymentReceipt;
+use vlexivo_core::client::{AutoTopUp as CoreAutoTopUp, Call, Payer, PayerConfig, Step, TrustedFacilitators};
+use vlexivo_core::env::{Clock, FixedClock, SystemClock};
 use vlexivo_core::policy::SpendingPolicy as CorePolicy;
 use vlexivo_core::{Currency, Error as CoreError, Money};
 
@@ -29,7 +30,8 @@ pub struct SpendingPolicy {
 }
 
 /// Top the wallet up (sandbox faucet) before a payment that would leave it below
-/// `triggerBalance`, by `topUpAmount` (or by the shortfall, if that is more).
+/// `triggerBalance`, by `topUpAmount` (or by the shortfall, if that is more; never more than
+/// the spending caps could still spend).
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct AutoTopUp {
     #[uniffi(default = true)]
@@ -39,7 +41,8 @@ pub struct AutoTopUp {
 }
 
 /// A paid challenge: attach `header` to the retry of the same request (same method, URL and
-/// body). The rest is the receipt, for the app's records and UI.
+/// body), then tell `reportRetry(nonce, status)` how it went. The rest is the receipt, for the
+/// app's records and UI.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct PaymentResult {
     /// `Vlexivo-Proof: <token>`.
@@ -57,6 +60,9 @@ pub struct PaymentResult {
     pub replayed: bool,
     /// The amount added by auto top-up before paying, if any.
     pub topped_up: Option<String>,
+    /// True when the proof was paid by an earlier call whose retry failed with a 5xx: nothing
+    /// was paid now.
+    pub reused: bool,
 }
 
 /// What paying a 402 would do, without paying: the policy is checked (and nothing reserved
@@ -85,21 +91,24 @@ pub struct TopUpResult {
     pub tx_hash: Option<String>,
 }
 
+/// Calls whose retry the app has not reported yet, at most.
+const MAX_PENDING_RETRIES: usize = 64;
+
 /// The payment client. One per wallet; safe to share across threads and coroutines (its
-/// budget counts concurrent payments before they happen, so N parallel calls never overshoot
-/// a cap together).
-#[derive(Debug, uniffi::Object)]
+/// budget counts payments in flight and in doubt, so N parallel calls never overshoot a cap
+/// together).
+#[derive(uniffi::Object)]
 pub struct VlexivoPayments {
-    payer: Payer,
-    auto_top_up: Option<CoreAutoTopUp>,
-    /// Configured, else the last one a challenge named.
-    facilitator: Mutex<Option<String>>,
-    /// The last balance a facilitator reported, so auto top-up need not ask before each call.
-    /// May be stale (another device spends too); an `insufficient_funds` answer corrects it.
-    last_balance: Mutex<Option<Money>>,
-    /// One top-up at a time: concurrent calls that all see a low balance top up once.
-    top_up_lock: tokio::sync::Mutex<()>,
+    pub(crate) payer: Payer,
     http: Http,
+    /// Paid calls waiting for `reportRetry`, oldest first.
+    pending: Mutex<VecDeque<(String, Call)>>,
+}
+
+impl std::fmt::Debug for VlexivoPayments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VlexivoPayments").field("address", &self.payer.address()).finish_non_exhaustive()
+    }
 }
 
 /// Run an operation as a task on the library's tokio runtime. The caller's thread (possibly an
@@ -147,75 +156,16 @@ impl SpendingPolicy {
     }
 }
 
-fn normalize_facilitator_url(url: &str) -> Result<String, CoreError> {
-    let url = url.trim().trim_end_matches('/');
-    if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains(['?', '#']) {
-        return Err(CoreError::Config("facilitatorUrl must be an absolute http(s) base URL".into()));
-    }
-    Ok(url.to_string())
-}
-
 impl VlexivoPayments {
-    fn facilitator(&self) -> Result<String, CoreError> {
-        lock(&self.facilitator).clone().ok_or_else(|| {
-            CoreError::Config("no facilitator known yet: pass facilitatorUrl, or pay a 402 first".into())
-        })
-    }
-
-    fn set_balance(&self, balance: &str) {
-        if let Ok(b) = usd(balance) {
-            *lock(&self.last_balance) = Some(b);
-        }
-    }
-
-    async fn fetch_balance(&self, facilitator: &str) -> Result<Money, CoreError> {
-        let info = self.http.wallet(facilitator, &self.address()).await?;
-        if let Some(c) = info.currency.as_deref() {
-            Currency::parse(c)?;
-        }
-        let balance = usd(&info.balance)?;
-        *lock(&self.last_balance) = Some(balance);
-        Ok(balance)
-    }
-
-    /// Auto top-up before paying `price`: what core's rule says to add, if anything. A refused
-    /// top-up is not fatal while the balance still covers this call.
-    async fn top_up_before(
+    /// Perform the facilitator request a step asks for; the flow's next step.
+    pub(crate) async fn facilitator_step(
         &self,
-        rule: &CoreAutoTopUp,
-        facilitator: &str,
-        price: &Money,
-    ) -> Result<Option<String>, CoreError> {
-        let _one_at_a_time = self.top_up_lock.lock().await;
-        let cached = *lock(&self.last_balance);
-        let balance = match cached {
-            Some(b) => b,
-            None => self.fetch_balance(facilitator).await?,
-        };
-        let Some(amount) = rule.amount_before(&balance, price)? else {
-            return Ok(None);
-        };
-        match self.http.top_up(facilitator, &self.address(), &amount.to_string()).await {
-            Ok(r) => {
-                self.set_balance(&r.balance);
-                Ok(Some(r.amount))
-            }
-            Err(_) if balance.amount() >= price.amount() => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// POST a prepared payment and read the answer; the budget reservation is committed on a
-    /// receipt and released otherwise (core's `finish`/`abandon`).
-    async fn send(&self, prepared: PreparedPayment) -> Result<PaymentReceipt, CoreError> {
-        let pay_url = prepared.pay_url.clone();
-        let body = prepared.body.clone();
-        match self.http.post_json(&pay_url, body).await {
-            Ok((status, answer)) => self.payer.finish(prepared, status, &answer),
-            Err(e) => {
-                self.payer.abandon(prepared);
-                Err(e)
-            }
+        call: &mut Call,
+        req: &vlexivo_core::client::FacilitatorRequest,
+    ) -> Result<Step, CoreError> {
+        match self.http.send(req).await {
+            Ok((status, body)) => call.answer(status, &body),
+            Err((sent, why)) => call.transport_error(sent, &why),
         }
     }
 
@@ -227,95 +177,106 @@ impl VlexivoPayments {
         method: &str,
         url: &str,
     ) -> Result<PaymentResult, CoreError> {
-        let pr = vlexivo_core::client::parse_payment_required(status, header_pairs(headers), body)?;
-        let prepared = self.payer.prepare(&pr, method, url, SystemClock.now())?;
-        let facilitator = prepared.facilitator.clone();
-        let price = prepared.price;
-        {
-            // Without a configured facilitator, follow the challenges (prepare() has already
-            // refused any other one when it is configured); a balance seen at another
-            // facilitator means nothing here.
-            let mut current = lock(&self.facilitator);
-            if current.as_deref() != Some(facilitator.as_str()) {
-                *current = Some(facilitator.clone());
-                *lock(&self.last_balance) = None;
-            }
-        }
-
-        let mut topped_up = None;
-        if let Some(rule) = &self.auto_top_up {
-            match self.top_up_before(rule, &facilitator, &price).await {
-                Ok(t) => topped_up = t,
-                Err(e) => {
-                    self.payer.abandon(prepared);
-                    return Err(e);
+        let mut call = self.payer.call(method, url, true)?;
+        // The app sent the request itself: the flow starts at its answer.
+        let _ = call.start();
+        let mut step = call.response(status, header_pairs(headers), Some(body), None)?;
+        loop {
+            step = match step {
+                Step::Facilitator(req) => self.facilitator_step(&mut call, &req).await?,
+                Step::Paid(_) => call.resume()?,
+                Step::Wait { millis } => {
+                    tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
+                    call.resume()?
                 }
-            }
+                Step::Send { headers, .. } => return self.paid(call, headers),
+                Step::Return => return Err(CoreError::NotPaymentRequired),
+                Step::ReadBody { .. } => return Err(CoreError::Internal("the body was given".into())),
+            };
         }
-        let mut result = self.send(prepared).await;
+    }
 
-        // Our idea of the balance was stale (the wallet is spent elsewhere too): now that the
-        // facilitator has said what it is, top up and pay once more.
-        if let (Err(CoreError::InsufficientFunds { balance, .. }), Some(rule), None) =
-            (&result, &self.auto_top_up, &topped_up)
-        {
-            self.set_balance(balance);
-            if let Ok(Some(t)) = self.top_up_before(rule, &facilitator, &price).await {
-                topped_up = Some(t);
-                let again = self.payer.prepare(&pr, method, url, SystemClock.now())?;
-                result = self.send(again).await;
-            }
-        }
-        let receipt = result?;
-        self.set_balance(&receipt.balance);
-        Ok(PaymentResult {
-            header: HttpHeader { name: vlexivo_core::headers::PROOF.to_string(), value: receipt.token },
+    fn paid(&self, call: Call, headers: Vec<(&'static str, String)>) -> Result<PaymentResult, CoreError> {
+        let (name, value) =
+            headers.into_iter().next().ok_or_else(|| CoreError::Internal("a retry without a proof".into()))?;
+        let receipt = call.proof().cloned().ok_or_else(|| CoreError::Internal("no receipt".into()))?;
+        let price = call.price().ok_or_else(|| CoreError::Internal("no price".into()))?;
+        let result = PaymentResult {
+            header: HttpHeader { name: name.to_string(), value },
             price: price.to_string(),
             currency: receipt.currency,
             tx_hash: receipt.tx_hash,
             balance_after: receipt.balance,
             payer: receipt.payer,
-            nonce: receipt.nonce,
+            nonce: receipt.nonce.clone(),
             expires_at: receipt.expires_at,
             replayed: receipt.replayed,
-            topped_up,
-        })
+            topped_up: call.topped_up().map(|t| t.to_string()),
+            reused: call.proof_reused(),
+        };
+        let mut pending = lock(&self.pending);
+        if pending.len() >= MAX_PENDING_RETRIES {
+            pending.pop_front();
+        }
+        pending.push_back((receipt.nonce, call));
+        Ok(result)
+    }
+
+    async fn wallet_call(&self, req: &vlexivo_core::client::FacilitatorRequest) -> Result<(u16, Vec<u8>), CoreError> {
+        self.http.wallet(req).await
     }
 }
 
 #[uniffi::export(async_runtime = "tokio")]
 impl VlexivoPayments {
-    /// `facilitatorUrl`: pay only through this facilitator (a challenge naming another one is
-    /// refused); without it, the facilitator each challenge names is used. `tls`: how the
-    /// facilitator's certificate is verified (a private CA, https only).
-    #[uniffi::constructor(default(auto_top_up = None, facilitator_url = None, tls = None, policy))]
+    /// `facilitatorUrl` and `facilitators`: the facilitators this client pays through; a
+    /// challenge naming any other is refused (`facilitator_untrusted`) before anything is
+    /// signed or queried. With neither, `VLX_FACILITATOR_URL` from the environment, else the
+    /// default local facilitator. `tls`: how the facilitator's certificate is verified (a
+    /// private CA, https only). `fixedNow`: a fixed clock (unix seconds), for replaying
+    /// recorded exchanges.
+    #[uniffi::constructor(default(
+        auto_top_up = None,
+        facilitator_url = None,
+        tls = None,
+        facilitators = None,
+        fixed_now = None,
+        policy
+    ))]
     pub fn new(
         wallet: Arc<Wallet>,
         policy: SpendingPolicy,
         auto_top_up: Option<AutoTopUp>,
         facilitator_url: Option<String>,
         tls: Option<TlsOptions>,
+        facilitators: Option<Vec<String>>,
+        fixed_now: Option<u64>,
     ) -> Result<Arc<Self>, VlexivoError> {
         let tls = tls.unwrap_or_default().to_config()?;
-        let facilitator = facilitator_url.as_deref().map(normalize_facilitator_url).transpose()?;
+        let trust = TrustedFacilitators::from_env(facilitator_url.as_deref(), &facilitators.unwrap_or_default())?
+            .with_https_only(tls.is_https_only());
         let auto_top_up = match auto_top_up {
             Some(a) if a.enabled => Some(CoreAutoTopUp::new(&a.trigger_balance, &a.top_up_amount)?),
             _ => None,
         };
+        let clock: Arc<dyn Clock> = match fixed_now {
+            Some(n) => Arc::new(FixedClock::new(n)),
+            None => Arc::new(SystemClock),
+        };
+        let config = PayerConfig { policy: policy.to_core()?, facilitators: trust, auto_top_up };
         Ok(Arc::new(Self {
-            payer: Payer::new(wallet.inner.clone(), policy.to_core()?, facilitator.clone())
-                .with_https_only(tls.is_https_only()),
-            auto_top_up,
-            facilitator: Mutex::new(facilitator),
-            last_balance: Mutex::new(None),
-            top_up_lock: tokio::sync::Mutex::new(()),
+            payer: Payer::new(wallet.inner.clone(), config, clock),
             http: Http::new(&tls)?,
+            pending: Mutex::new(VecDeque::new()),
         }))
     }
 
     /// Pay for a 402 the app received for `method url`: returns the header for the retry.
     /// Throws `NotPaymentRequired` for any other response, `BudgetExceeded` when the policy
-    /// refuses, `InsufficientFunds` with the amounts when the wallet cannot pay.
+    /// refuses, `InsufficientFunds` with the amounts when the wallet cannot pay,
+    /// `facilitator_untrusted` for a challenge naming a facilitator this client does not
+    /// trust, `payment_in_doubt` when the facilitator's answer did not say whether it charged
+    /// (the payment stays counted by the budget until a later call learns its fate).
     pub async fn pay(
         self: Arc<Self>,
         status: u16,
@@ -327,8 +288,29 @@ impl VlexivoPayments {
         on_runtime(async move { self.pay_inner(status, &headers, &body, &method, &url).await }).await
     }
 
+    /// After sending the retry with a `PaymentResult`'s header, report its HTTP status: on a
+    /// 5xx the API did not keep the proof, and the next `pay` for the same resource uses it
+    /// again instead of paying twice. Unknown or already reported nonces are ignored.
+    pub fn report_retry(&self, nonce: String, status: u16) {
+        let call = {
+            let mut pending = lock(&self.pending);
+            let i = pending.iter().position(|(n, _)| *n == nonce);
+            i.and_then(|i| pending.remove(i))
+        };
+        if let Some((_, mut call)) = call {
+            // Only a 5xx changes anything (the proof is kept); other answers end the call.
+            let _ = call.response(status, std::iter::empty(), None, None);
+        }
+    }
+
+    /// Drive the payer flow step by step with the app's own HTTP for everything (the API and
+    /// the facilitator): see `PaymentFlow`.
+    pub fn flow(self: Arc<Self>, method: String, url: String, replayable: bool) -> Result<Arc<PaymentFlow>, VlexivoError> {
+        Ok(PaymentFlow::new(self.payer.call(&method, &url, replayable)?))
+    }
+
     /// Check a 402 against the request and the policy and sign the payment, without sending
-    /// it or keeping any budget reserved. `nowSeconds` defaults to the system clock.
+    /// it or keeping any budget reserved. `nowSeconds` defaults to the client's clock.
     #[uniffi::method(default(now_seconds = None))]
     pub fn quote(
         &self,
@@ -340,28 +322,29 @@ impl VlexivoPayments {
         now_seconds: Option<u64>,
     ) -> Result<PaymentQuote, VlexivoError> {
         let pr = parse_402(status, &headers, &body)?;
-        let now = now_seconds.unwrap_or_else(|| SystemClock.now());
-        let p = self.payer.prepare(&pr, &method, &url, now)?;
-        let quote = PaymentQuote {
-            price: p.price.to_string(),
-            currency: p.price.currency().code().to_string(),
-            nonce: p.nonce.clone(),
-            resource: pr.challenge.resource(),
-            host: p.host.to_ascii_lowercase(),
-            facilitator: p.facilitator.clone(),
-            pay_url: p.pay_url.clone(),
-            payment_request: p.body.clone(),
-            expires_at: pr.challenge.exp,
+        let q = match now_seconds {
+            Some(now) => self.payer.quote_at(&pr, &method, &url, now)?,
+            None => self.payer.quote(&pr, &method, &url)?,
         };
-        self.payer.abandon(p);
-        Ok(quote)
+        Ok(PaymentQuote {
+            price: q.price.to_string(),
+            currency: q.price.currency().code().to_string(),
+            nonce: q.nonce,
+            resource: q.resource,
+            host: q.host,
+            facilitator: q.facilitator,
+            pay_url: q.pay_url,
+            payment_request: q.body,
+            expires_at: q.expires_at,
+        })
     }
 
     /// The wallet's balance at the facilitator (decimal string, USD).
     pub async fn balance(self: Arc<Self>) -> Result<String, VlexivoError> {
         on_runtime(async move {
-            let facilitator = self.facilitator()?;
-            Ok(self.fetch_balance(&facilitator).await?.to_string())
+            let req = self.payer.balance_request(None)?;
+            let (status, body) = self.wallet_call(&req).await?;
+            Ok(self.payer.read_balance(&req, status, &body)?.to_string())
         })
         .await
     }
@@ -369,32 +352,41 @@ impl VlexivoPayments {
     /// Add `amount` to the wallet (the sandbox faucet; live wallets are funded on chain).
     pub async fn top_up(self: Arc<Self>, amount: String) -> Result<TopUpResult, VlexivoError> {
         on_runtime(async move {
-            let amount = usd(&amount)?.positive()?;
-            let facilitator = self.facilitator()?;
-            let r = self.http.top_up(&facilitator, &self.address(), &amount.to_string()).await?;
-            self.set_balance(&r.balance);
-            Ok(TopUpResult {
-                amount: r.amount,
-                balance: r.balance,
-                currency: r.currency.unwrap_or_else(|| "usd".into()),
-                tx_hash: r.tx_hash,
-            })
+            let req = self.payer.top_up_request(&usd(&amount)?, None)?;
+            let (status, body) = self.wallet_call(&req).await?;
+            let r = self.payer.read_top_up(&req, status, &body)?;
+            Ok(TopUpResult { amount: r.amount, balance: r.balance, currency: r.currency, tx_hash: Some(r.tx_hash) })
         })
         .await
     }
 
     /// The wallet's address.
     pub fn address(&self) -> String {
-        self.payer.wallet().address().to_checksum()
+        self.payer.address().to_string()
     }
 
-    /// The facilitator in use: the configured one, else the last one a challenge named.
+    /// The facilitator wallet operations go to: the first trusted one.
     pub fn facilitator_url(&self) -> Option<String> {
-        lock(&self.facilitator).clone()
+        Some(self.payer.trusted().primary().to_string())
+    }
+
+    /// The facilitators this client pays through.
+    pub fn facilitators(&self) -> Vec<String> {
+        self.payer.trusted().urls().to_vec()
     }
 
     /// What this client has paid so far (its budget's committed spend).
     pub fn spent_total(&self) -> String {
-        self.payer.budget().spent_total().to_string()
+        self.payer.spent_total().to_string()
+    }
+
+    /// Reserved by payments in flight or in doubt.
+    pub fn reserved_total(&self) -> String {
+        self.payer.reserved_total().to_string()
+    }
+
+    /// Payments whose fate the facilitator has not told yet (counted as spent meanwhile).
+    pub fn in_doubt_total(&self) -> String {
+        self.payer.in_doubt_total().to_string()
     }
 }

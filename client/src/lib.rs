@@ -16,23 +16,26 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The decisions (is this a Vlexivo 402, does it match the request, is it within budget, what
-//! did the facilitator say) are `vlexivo_core::client`'s; this module does the HTTP.
+//! Every decision is `vlexivo_core::client`'s payer flow ([`Call`], [`Step`]); this crate
+//! only performs the HTTP it asks for.
 
 pub mod tls;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method};
-use reqwest::{Response, StatusCode, Url};
+use reqwest::{Response, Url};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
-use vlexivo_core::client::{self as flow, AutoTopUp, MAX_RESPONSE_BODY, Payer, PaymentRequired};
+use vlexivo_core::client::{
+    AutoTopUp, Call, FacilitatorRequest, MAX_RESPONSE_BODY, Payer, PayerConfig, PaymentEvent, PaymentRequired,
+    Step, TrustedFacilitators,
+};
 use vlexivo_core::env::{Clock, SystemClock};
 use vlexivo_core::payment::PaymentReceipt;
 use vlexivo_core::policy::{Budget, SpendingPolicy};
 use vlexivo_core::wallet::Wallet;
-use vlexivo_core::{Currency, Error, Money};
+use vlexivo_core::{Error, Money};
 
 /// Time allowed for one call to the facilitator (pay, balance, top-up).
 const FACILITATOR_TIMEOUT: Duration = Duration::from_secs(15);
@@ -45,6 +48,7 @@ pub struct VlexivoClientBuilder {
     wallet_key: Option<String>,
     wallet: Option<Wallet>,
     facilitator_url: Option<String>,
+    trusted: Vec<String>,
     spending: SpendingPolicy,
     auto_top_up: Option<AutoTopUp>,
     on_payment: Option<Arc<OnPayment>>,
@@ -58,6 +62,7 @@ impl fmt::Debug for VlexivoClientBuilder {
         // Never the key.
         f.debug_struct("VlexivoClientBuilder")
             .field("facilitator_url", &self.facilitator_url)
+            .field("trusted", &self.trusted)
             .field("spending", &self.spending)
             .field("auto_top_up", &self.auto_top_up)
             .finish_non_exhaustive()
@@ -76,10 +81,18 @@ impl VlexivoClientBuilder {
         self
     }
 
-    /// Only pay through this facilitator (challenges naming another are refused). `None`: pay
-    /// where each challenge says.
+    /// The facilitator to pay through (and to query for balances). Challenges naming any
+    /// facilitator that is not trusted are refused; with neither this nor
+    /// [`VlexivoClientBuilder::trusted_facilitators`], `VLEXIVO_FACILITATOR_URL` is trusted,
+    /// else the default local facilitator.
     pub fn facilitator_url(mut self, url: Option<impl Into<String>>) -> Self {
-        self.facilitator_url = url.map(|u| u.into().trim_end_matches('/').to_string());
+        self.facilitator_url = url.map(Into::into);
+        self
+    }
+
+    /// More facilitators this client pays through.
+    pub fn trusted_facilitators(mut self, urls: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.trusted.extend(urls.into_iter().map(Into::into));
         self
     }
 
@@ -104,13 +117,15 @@ impl VlexivoClientBuilder {
 
     /// How servers are verified: roots, private CAs, https only. Default:
     /// [`tls::TlsConfig::from_env`] (`VLX_TLS_ROOTS`, `VLX_CA_FILE`, `VLX_HTTPS_ONLY`).
-    /// Ignored when [`VlexivoClientBuilder::http_client`] gives a client.
+    /// The facilitator's client always uses it; the API's too unless
+    /// [`VlexivoClientBuilder::http_client`] gives one.
     pub fn tls(mut self, tls: tls::TlsConfig) -> Self {
         self.tls = Some(tls);
         self
     }
 
-    /// Use this reqwest client (connection pool, proxies, timeouts, its own TLS).
+    /// Use this reqwest client for the API's requests (connection pool, proxies, timeouts,
+    /// its own TLS).
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http = Some(client);
         self
@@ -128,34 +143,32 @@ impl VlexivoClientBuilder {
             (None, Some(k)) => Wallet::from_hex(k.trim())?,
             (None, None) => return Err(Error::Config("a wallet key is required".into())),
         };
-        if let Some(url) = &self.facilitator_url {
-            Url::parse(url).map_err(|_| Error::Config("facilitator URL is not a URL".into()))?;
-        }
         let tls = match self.tls {
             Some(t) => t,
             None => tls::TlsConfig::from_env()?,
         };
-        vlexivo_core::envvars::FACILITATOR_URL.from_process()?;
-        let http = match self.http {
-            Some(c) => c,
-            None => tls
-                .client_builder()
-                .connect_timeout(Duration::from_secs(10))
+        let trust = TrustedFacilitators::from_env(self.facilitator_url.as_deref(), &self.trusted)?
+            .with_https_only(tls.is_https_only());
+        let builder = |b: reqwest::ClientBuilder| {
+            b.connect_timeout(Duration::from_secs(10))
                 .tcp_nodelay(true)
                 .build()
-                .map_err(|e| Error::Config(format!("HTTP client: {}", tls::describe(&e))))?,
+                .map_err(|e| Error::Config(format!("HTTP client: {}", tls::describe(&e))))
         };
+        let http = match self.http {
+            Some(c) => c,
+            None => builder(tls.client_builder())?,
+        };
+        // A signed payment is for one facilitator: never follow it elsewhere.
+        let facilitator_http = builder(tls.client_builder().redirect(reqwest::redirect::Policy::none()))?;
+        let config = PayerConfig { policy: self.spending, facilitators: trust, auto_top_up: self.auto_top_up };
+        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         Ok(VlexivoClient {
             inner: Arc::new(Inner {
-                payer: Payer::new(wallet, self.spending, self.facilitator_url.clone())
-                    .with_https_only(tls.is_https_only()),
-                facilitator: self.facilitator_url,
-                auto_top_up: self.auto_top_up.filter(|a| a.enabled),
+                payer: Payer::new(wallet, config, clock),
                 on_payment: self.on_payment,
                 http,
-                clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
-                wallet_state: tokio::sync::Mutex::new(WalletState::default()),
-                last_facilitator: parking_lot::Mutex::new(None),
+                facilitator_http,
             }),
         })
     }
@@ -169,29 +182,16 @@ pub struct VlexivoClient {
 
 struct Inner {
     payer: Payer,
-    facilitator: Option<String>,
-    auto_top_up: Option<AutoTopUp>,
     on_payment: Option<Arc<OnPayment>>,
     http: reqwest::Client,
-    clock: Arc<dyn Clock>,
-    /// Serializes top-up decisions so concurrent calls top up once, not N times.
-    wallet_state: tokio::sync::Mutex<WalletState>,
-    /// The facilitator the last challenge named (for `balance()` without a configured one).
-    last_facilitator: parking_lot::Mutex<Option<String>>,
-}
-
-#[derive(Default)]
-struct WalletState {
-    /// Last balance the facilitator reported (a receipt or a balance call), to skip a
-    /// balance round trip before each payment. Only an estimate: a refusal refreshes it.
-    balance: Option<Money>,
+    facilitator_http: reqwest::Client,
 }
 
 impl fmt::Debug for VlexivoClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VlexivoClient")
             .field("address", &self.address())
-            .field("facilitator", &self.inner.facilitator)
+            .field("facilitators", &self.inner.payer.trusted().urls())
             .finish_non_exhaustive()
     }
 }
@@ -215,12 +215,17 @@ impl VlexivoClient {
 
     /// The payer's address (EIP-55).
     pub fn address(&self) -> String {
-        self.inner.payer.wallet().address().to_checksum()
+        self.inner.payer.address().to_string()
     }
 
-    /// The spending budget (what was spent, what is reserved).
+    /// The spending budget (what was spent, what is reserved: in flight or in doubt).
     pub fn budget(&self) -> &Budget {
         self.inner.payer.budget()
+    }
+
+    /// The payer flow's state shared by this client's calls.
+    pub fn payer(&self) -> &Payer {
+        &self.inner.payer
     }
 
     /// `GET url`, paying if asked to.
@@ -251,276 +256,161 @@ impl VlexivoClient {
         headers: HeaderMap,
         body: Option<Bytes>,
     ) -> Result<Response, Error> {
-        let url = Url::parse(url).map_err(|e| Error::RequestMalformed(format!("URL: {e}")))?;
-        let first = self.send(&method, &url, &headers, body.clone(), None).await?;
-        if first.status() != StatusCode::PAYMENT_REQUIRED {
-            return Ok(first);
+        let mut call = self.inner.payer.call(method.as_str(), url, true)?;
+        let mut step = call.start();
+        let mut last: Option<Response> = None;
+        let mut paid: Option<Box<PaymentEvent>> = None;
+        loop {
+            step = match step {
+                Step::Send { url, headers: extra } => {
+                    let res = match self.send(&method, &url, &headers, body.clone(), &extra).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            call.request_failed();
+                            return Err(e);
+                        }
+                    };
+                    let (status, res_headers, final_url) = (res.status().as_u16(), res.headers().clone(), res.url().to_string());
+                    last = Some(res);
+                    call.response(status, pairs(&res_headers), None, Some(&final_url))?
+                }
+                Step::ReadBody { limit } => {
+                    let res = last.take().expect("a response to read");
+                    let (status, res_headers) = (res.status().as_u16(), res.headers().clone());
+                    let (res, prefix) = read_prefix(res, limit).await?;
+                    last = Some(res);
+                    call.response(status, pairs(&res_headers), Some(&prefix), None)?
+                }
+                Step::Facilitator(req) => self.facilitator(&mut call, &req).await?,
+                Step::Paid(event) => {
+                    if let Some(cb) = &self.inner.on_payment {
+                        cb(&event.receipt);
+                    }
+                    if !event.reconciled {
+                        paid = Some(event);
+                    }
+                    call.resume()?
+                }
+                Step::Wait { millis } => {
+                    tokio::time::sleep(Duration::from_millis(millis)).await;
+                    call.resume()?
+                }
+                Step::Return => {
+                    let mut res = last.take().expect("a response to return");
+                    if let Some(e) = paid.take() {
+                        if let Some(t) = e.top_up {
+                            res.extensions_mut().insert(AutoTopUpDone(t));
+                        }
+                        res.extensions_mut().insert(e.receipt);
+                    }
+                    return Ok(res);
+                }
+            };
         }
-        // After a redirect the challenge is for where we ended up; pay and retry there.
-        let url = first.url().clone();
-        let pr = match self.read_challenge(first).await? {
-            Ok(pr) => pr,
-            // A 402 that is not Vlexivo's: hand it back untouched.
-            Err(res) => return Ok(res),
-        };
-        let (receipt, topped_up) = self.pay(&pr, method.as_str(), url.as_str()).await?;
-        let mut res = self.send(&method, &url, &headers, body, Some(&receipt.token)).await?;
-        res.extensions_mut().insert(receipt);
-        if let Some(t) = topped_up {
-            res.extensions_mut().insert(AutoTopUpDone(t));
-        }
-        Ok(res)
     }
 
     /// Pay a 402 challenge for a request to `url` and return the receipt (its `token` goes in
-    /// the `Vlexivo-Proof` header). `fetch` does this for you; exposed for callers that send
-    /// the retry themselves.
+    /// the `Vlexivo-Proof` header): for callers that send the retry themselves.
     pub async fn pay_challenge(
         &self,
         pr: &PaymentRequired,
         method: &str,
         url: &str,
     ) -> Result<PaymentReceipt, Error> {
-        let url = Url::parse(url).map_err(|e| Error::RequestMalformed(format!("URL: {e}")))?;
-        Ok(self.pay(pr, method, url.as_str()).await?.0)
+        let mut call = self.inner.payer.call(method, url, true)?;
+        let mut step = call.challenge(pr.clone())?;
+        loop {
+            step = match step {
+                Step::Facilitator(req) => self.facilitator(&mut call, &req).await?,
+                Step::Paid(event) => {
+                    if let Some(cb) = &self.inner.on_payment {
+                        cb(&event.receipt);
+                    }
+                    call.resume()?
+                }
+                Step::Wait { millis } => {
+                    tokio::time::sleep(Duration::from_millis(millis)).await;
+                    call.resume()?
+                }
+                Step::Send { .. } => {
+                    return call.receipt().cloned().ok_or_else(|| Error::Internal("paid without a receipt".into()));
+                }
+                Step::ReadBody { .. } | Step::Return => {
+                    return Err(Error::Internal("unexpected step paying a challenge".into()));
+                }
+            };
+        }
     }
 
     async fn send(
         &self,
         method: &Method,
-        url: &Url,
+        url: &str,
         headers: &HeaderMap,
         body: Option<Bytes>,
-        proof: Option<&str>,
+        extra: &[(&'static str, String)],
     ) -> Result<Response, Error> {
-        let mut req = self.inner.http.request(method.clone(), url.clone()).headers(headers.clone());
-        if let Some(token) = proof {
-            let (name, value) = flow::proof_header(token);
-            req = req.header(name, value);
+        let mut req = self.inner.http.request(method.clone(), url).headers(headers.clone());
+        for (k, v) in extra {
+            req = req.header(*k, v);
         }
         if let Some(b) = body {
             req = req.body(b);
         }
         req.send().await.map_err(|e| {
-            let host = url.host_str().unwrap_or("?");
+            let host = Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default();
             Error::Internal(format!("request to {host} failed: {}", tls::describe(&e)))
         })
     }
 
-    /// Ok(Ok(challenge)) for a Vlexivo 402; Ok(Err(response)) for another 402, rebuilt.
-    async fn read_challenge(&self, res: Response) -> Result<Result<PaymentRequired, Response>, Error> {
-        let status = res.status();
-        let headers = res.headers().clone();
-        let url = res.url().clone();
-        let body = read_limited(res, MAX_RESPONSE_BODY).await.unwrap_or_default();
-        let pairs = headers.iter().filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)));
-        match flow::parse_payment_required(status.as_u16(), pairs, &body) {
-            Ok(pr) => Ok(Ok(pr)),
-            Err(Error::NotPaymentRequired) => {
-                use reqwest::ResponseBuilderExt;
-                let mut b = http::Response::builder().status(status).url(url);
-                if let Some(h) = b.headers_mut() {
-                    *h = headers;
-                }
-                let rebuilt = b.body(body).map_err(|e| Error::Internal(e.to_string()))?;
-                Ok(Err(Response::from(rebuilt)))
-            }
-            Err(e) => Err(e),
+    /// Perform a facilitator request the flow asked for and feed back what came of it.
+    async fn facilitator(&self, call: &mut Call, req: &FacilitatorRequest) -> Result<Step, Error> {
+        match self.facilitator_http_call(req).await {
+            Ok((status, body)) => call.answer(status, &body),
+            Err((sent, why)) => call.transport_error(sent, &why),
         }
     }
 
-    /// Top up if configured and needed, sign, pay, commit the budget.
-    async fn pay(
-        &self,
-        pr: &PaymentRequired,
-        method: &str,
-        url: &str,
-    ) -> Result<(PaymentReceipt, Option<TopUpReceipt>), Error> {
-        let inner = &self.inner;
-        let facilitator = inner.payer.facilitator_for(pr);
-        *inner.last_facilitator.lock() = Some(facilitator.clone());
-        // Budget first: a call the policy refuses must not move money, not even a top-up.
-        let prepared = inner.payer.prepare(pr, method, url, inner.clock.now())?;
-        let mut topped_up = None;
-        if inner.auto_top_up.is_some() {
-            match self.top_up_if_needed(&facilitator, &pr.price, false).await {
-                Ok(t) => topped_up = t,
-                Err(e) => {
-                    inner.payer.abandon(prepared);
-                    return Err(e);
-                }
-            }
+    /// `(status, body)`, or `(sent, reason)` when no whole answer came back.
+    async fn facilitator_http_call(&self, req: &FacilitatorRequest) -> Result<(u16, Vec<u8>), (bool, String)> {
+        let method = Method::from_bytes(req.method.as_bytes()).expect("GET or POST");
+        let mut rb = self.inner.facilitator_http.request(method, &req.url).timeout(FACILITATOR_TIMEOUT);
+        if let Some(b) = &req.body {
+            rb = rb.header(http::header::CONTENT_TYPE, "application/json").body(b.clone());
         }
-        match self.submit(prepared).await {
-            Err(Error::InsufficientFunds { .. }) if inner.auto_top_up.is_some() && topped_up.is_none() => {
-                // Our balance estimate was stale (another client spent): refresh, top up, and
-                // pay the same challenge once more.
-                topped_up = self.top_up_if_needed(&facilitator, &pr.price, true).await?;
-                let prepared = inner.payer.prepare(pr, method, url, inner.clock.now())?;
-                Ok((self.submit(prepared).await?, topped_up))
-            }
-            other => Ok((other?, topped_up)),
-        }
-    }
-
-    async fn submit(&self, prepared: flow::PreparedPayment) -> Result<PaymentReceipt, Error> {
-        let inner = &self.inner;
-        let sent = inner
-            .http
-            .post(&prepared.pay_url)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(prepared.body.clone())
-            .timeout(FACILITATOR_TIMEOUT)
-            .send()
-            .await;
-        let res = match sent {
-            Ok(r) => r,
-            Err(e) => {
-                let msg = format!("{}: {}", prepared.facilitator, tls::describe(&e));
-                inner.payer.abandon(prepared);
-                return Err(Error::FacilitatorUnavailable(msg));
-            }
-        };
+        let res = rb.send().await.map_err(|e| (!e.is_connect(), format!("{}: {}", req.facilitator, tls::describe(&e))))?;
         let status = res.status().as_u16();
-        let body = match read_limited(res, MAX_RESPONSE_BODY).await {
-            Ok(b) => b,
-            Err(e) => {
-                let msg = format!("{}: {e}", prepared.facilitator);
-                inner.payer.abandon(prepared);
-                return Err(Error::FacilitatorUnavailable(msg));
-            }
-        };
-        let facilitator = prepared.facilitator.clone();
-        match inner.payer.finish(prepared, status, &body) {
-            Ok(receipt) => {
-                if let Ok(b) = Money::parse(&receipt.balance, Currency::Usd) {
-                    inner.wallet_state.lock().await.balance = Some(b);
-                }
-                if let Some(cb) = &inner.on_payment {
-                    cb(&receipt);
-                }
-                Ok(receipt)
-            }
-            Err(Error::FacilitatorError { status: 502..=504, code, .. }) if code == "http_error" => {
-                Err(Error::FacilitatorUnavailable(format!("{facilitator}: HTTP {status}")))
-            }
-            Err(e @ Error::InsufficientFunds { .. }) => {
-                inner.wallet_state.lock().await.balance = None;
-                Err(e)
-            }
-            Err(e) => Err(e),
-        }
+        let body = read_limited(res, MAX_RESPONSE_BODY).await.map_err(|e| (true, format!("{}: {e}", req.facilitator)))?;
+        Ok((status, body))
     }
 
-    /// Top up when [`AutoTopUp::amount_before`] says so. One caller at a time decides, so N
-    /// concurrent calls top up once.
-    async fn top_up_if_needed(
-        &self,
-        facilitator: &str,
-        price: &Money,
-        refresh: bool,
-    ) -> Result<Option<TopUpReceipt>, Error> {
-        let Some(cfg) = &self.inner.auto_top_up else { return Ok(None) };
-        let mut state = self.inner.wallet_state.lock().await;
-        let balance = match (refresh, state.balance) {
-            (false, Some(b)) => b,
-            _ => self.balance_at(facilitator).await?,
-        };
-        state.balance = Some(balance);
-        let Some(amount) = cfg.amount_before(&balance, price)? else { return Ok(None) };
-        match self.top_up_at(facilitator, &amount.to_string()).await {
-            Ok(t) => {
-                state.balance = Money::parse(&t.balance, balance.currency()).ok();
-                Ok(Some(t))
-            }
-            // Refused (faucet cap) but the payment is still covered: pay anyway.
-            Err(e) if balance.amount() >= price.amount() => {
-                tracing::warn!(target: "vlexivo", "auto top-up failed, balance still covers the call: {e}");
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The facilitator wallet operations use: the configured one, else the last challenge's,
-    /// else `VLX_FACILITATOR_URL` (or its older name), else the default.
+    /// The facilitator wallet operations use: the configured one, else the first trusted.
     pub fn facilitator_url(&self) -> String {
-        if let Some(f) = &self.inner.facilitator {
-            return f.clone();
-        }
-        if let Some(f) = self.inner.last_facilitator.lock().clone() {
-            return f;
-        }
-        // A conflicting pair of names was refused when the client was built.
-        vlexivo_core::envvars::FACILITATOR_URL
-            .from_process()
-            .ok()
-            .flatten()
-            .map(|u| u.trim_end_matches('/').to_string())
-            .unwrap_or_else(|| vlexivo_core::paywall::DEFAULT_FACILITATOR_URL.to_string())
+        self.inner.payer.trusted().primary().to_string()
     }
 
     /// The wallet's balance at the facilitator.
     pub async fn balance(&self) -> Result<Money, Error> {
-        let b = self.balance_at(&self.facilitator_url()).await?;
-        self.inner.wallet_state.lock().await.balance = Some(b);
-        Ok(b)
+        let req = self.inner.payer.balance_request(None)?;
+        let (status, body) = self.wallet_call(&req).await?;
+        self.inner.payer.read_balance(&req, status, &body)
     }
 
     /// Add `amount` (decimal string) to the wallet from the sandbox faucet.
     pub async fn top_up(&self, amount: &str) -> Result<TopUpReceipt, Error> {
-        Money::parse(amount, Currency::Usd)?.positive()?;
-        let t = self.top_up_at(&self.facilitator_url(), amount).await?;
-        self.inner.wallet_state.lock().await.balance = Money::parse(&t.balance, Currency::Usd).ok();
-        Ok(t)
+        let amount = Money::parse(amount, vlexivo_core::Currency::Usd)?;
+        let req = self.inner.payer.top_up_request(&amount, None)?;
+        let (status, body) = self.wallet_call(&req).await?;
+        self.inner.payer.read_top_up(&req, status, &body)
     }
 
-    async fn balance_at(&self, facilitator: &str) -> Result<Money, Error> {
-        #[derive(serde::Deserialize)]
-        struct W {
-            balance: String,
-            #[serde(default)]
-            currency: Option<String>,
-        }
-        let url = format!("{facilitator}/v1/wallets/{}", self.address());
-        let w: W = self.facilitator_json(self.inner.http.get(&url), facilitator).await?;
-        let cur = Currency::parse(w.currency.as_deref().unwrap_or("usd"))?;
-        Money::parse(&w.balance, cur)
+    async fn wallet_call(&self, req: &FacilitatorRequest) -> Result<(u16, Vec<u8>), Error> {
+        self.facilitator_http_call(req).await.map_err(|(_, why)| Error::FacilitatorUnavailable(why))
     }
+}
 
-    async fn top_up_at(&self, facilitator: &str, amount: &str) -> Result<TopUpReceipt, Error> {
-        let url = format!("{facilitator}/v1/wallets/{}/topup", self.address());
-        let req = self.inner.http.post(&url).json(&serde_json::json!({ "amount": amount }));
-        self.facilitator_json(req, facilitator).await
-    }
-
-    async fn facilitator_json<T: serde::de::DeserializeOwned>(
-        &self,
-        req: reqwest::RequestBuilder,
-        facilitator: &str,
-    ) -> Result<T, Error> {
-        let res =
-            req.timeout(FACILITATOR_TIMEOUT).send().await.map_err(|e| {
-                Error::FacilitatorUnavailable(format!("{facilitator}: {}", tls::describe(&e)))
-            })?;
-        let status = res.status().as_u16();
-        let body = read_limited(res, MAX_RESPONSE_BODY)
-            .await
-            .map_err(|e| Error::FacilitatorUnavailable(format!("{facilitator}: {e}")))?;
-        if !(200..300).contains(&status) {
-            return Err(match flow::error_from_body(status, &body) {
-                Error::FacilitatorError { status: 502..=504, code, .. } if code == "http_error" => {
-                    Error::FacilitatorUnavailable(format!("{facilitator}: HTTP {status}"))
-                }
-                e => e,
-            });
-        }
-        serde_json::from_slice(&body).map_err(|_| Error::FacilitatorError {
-            status,
-            code: "bad_response".into(),
-            message: "facilitator answered with unexpected JSON".into(),
-        })
-    }
+fn pairs(h: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    h.iter().filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
 }
 
 /// Read at most `limit` bytes of a body (a hostile server cannot make us buffer more).
@@ -533,4 +423,31 @@ pub async fn read_limited(mut res: Response, limit: usize) -> Result<Vec<u8>, St
         out.extend_from_slice(&chunk);
     }
     Ok(out)
+}
+
+/// Read up to `limit + 1` bytes of a response for the flow, and give the caller back an
+/// equivalent response. A body longer than `limit` is not a challenge (the flow says so);
+/// the caller then gets it whole, as reqwest would have read it.
+async fn read_prefix(mut res: Response, limit: usize) -> Result<(Response, Vec<u8>), Error> {
+    let failed = |e: reqwest::Error| Error::Internal(format!("reading the 402: {}", tls::describe(&e)));
+    let (status, headers, url, version) = (res.status(), res.headers().clone(), res.url().clone(), res.version());
+    let mut body = Vec::new();
+    while let Some(chunk) = res.chunk().await.map_err(failed)? {
+        body.extend_from_slice(&chunk);
+        if body.len() > limit {
+            // Not a challenge: the rest is the caller's.
+            while let Some(chunk) = res.chunk().await.map_err(failed)? {
+                body.extend_from_slice(&chunk);
+            }
+            break;
+        }
+    }
+    use reqwest::ResponseBuilderExt;
+    let mut b = http::Response::builder().status(status).version(version).url(url);
+    if let Some(h) = b.headers_mut() {
+        *h = headers;
+    }
+    let prefix = body[..body.len().min(limit + 1)].to_vec();
+    let rebuilt = b.body(body).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok((Response::from(rebuilt), prefix))
 }

@@ -10,8 +10,11 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use std::path::PathBuf;
 use vlexivo_core::challenge::{Challenge, ChallengeParams};
-use vlexivo_core::client::{Payer, error_from_body, parse_payment_required};
-use vlexivo_core::env::{Entropy, SeededEntropy, random_b64};
+use std::sync::Arc;
+use vlexivo_core::client::{
+    AutoTopUp, Call, Payer, PayerConfig, Step, TrustedFacilitators, error_from_body, parse_payment_required,
+};
+use vlexivo_core::env::{Entropy, FixedClock, SeededEntropy, random_b64};
 use vlexivo_core::keys::{Mode, ProviderKeys, generate_secret};
 use vlexivo_core::paywall::{Paywall, PaywallConfig, RequestInfo};
 use vlexivo_core::policy::SpendingPolicy;
@@ -78,6 +81,13 @@ impl Fixture {
             payer: Wallet::generate(rng),
             stranger: Wallet::generate(rng),
         }
+    }
+
+    /// A paywall naming `facilitator`, with no configured origin (it binds each request's).
+    fn paywall_at(&self, facilitator: &str) -> Paywall {
+        let mut cfg = PaywallConfig::new(&self.secret);
+        cfg.facilitator_url = facilitator.into();
+        Paywall::new(cfg).unwrap()
     }
 
     fn paywall(&self, with_jwks: bool, origin: &str) -> Paywall {
@@ -596,14 +606,16 @@ fn paywall(fx: &Fixture, rng: &SeededEntropy) -> Value {
 
 fn client(fx: &Fixture, rng: &SeededEntropy) -> Value {
     // No configured origin: the challenge binds the request's own, as a test server's would.
-    let mut cfg = PaywallConfig::new(&fx.secret);
-    cfg.facilitator_url = FACILITATOR.into();
-    let pw = Paywall::new(cfg).unwrap();
-    let price = Money::parse("0.01", Currency::Usd).unwrap();
+    let pw = fx.paywall_at(FACILITATOR);
     let host = CLIENT_ORIGIN.strip_prefix("http://");
-    let info = RequestInfo::new("POST", "http", host, "/api/v1/inference");
-    let rej = pw.challenge(&info, &price, "per-call", NOW, rng).unwrap();
-    let enc = rej.headers.iter().find(|(k, _)| *k == "Vlexivo-Challenge").unwrap().1.clone();
+    let challenge = |method: &str, path: &str, price: &str| {
+        let info = RequestInfo::new(method, "http", host, path);
+        let price = Money::parse(price, Currency::Usd).unwrap();
+        let rej = pw.challenge(&info, &price, "per-call", NOW, rng).unwrap();
+        let enc = rej.headers.iter().find(|(k, _)| *k == "Vlexivo-Challenge").unwrap().1.clone();
+        (enc, rej.body)
+    };
+    let (enc, body) = challenge("POST", "/api/v1/inference", "0.01");
     let url = "http://127.0.0.1:8080/api/v1/inference";
     let resp = |status: u16, header: bool, body: &str| {
         let headers = if header {
@@ -613,17 +625,23 @@ fn client(fx: &Fixture, rng: &SeededEntropy) -> Value {
         };
         json!({ "status": status, "headers": headers, "body": body })
     };
+    let trusted = json!({ "trusted": [FACILITATOR] });
+    let with = |extra: Value| {
+        let mut c = trusted.clone();
+        c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        c
+    };
     let cases_in = vec![
-        ("402 with header and body", resp(402, true, &rej.body), "POST", url, NOW, json!({})),
-        ("402 with body only", resp(402, false, &rej.body), "POST", url, NOW, json!({})),
-        ("200 is not a payment request", resp(200, false, "{}"), "POST", url, NOW, json!({})),
+        ("402 with header and body", resp(402, true, &body), "POST", url, NOW, trusted.clone()),
+        ("402 with body only", resp(402, false, &body), "POST", url, NOW, trusted.clone()),
+        ("200 is not a payment request", resp(200, false, "{}"), "POST", url, NOW, trusted.clone()),
         (
             "402 from another scheme",
             resp(402, false, "{\"x402Version\":2,\"accepts\":[]}"),
             "POST",
             url,
             NOW,
-            json!({}),
+            trusted.clone(),
         ),
         (
             "402 with a malformed challenge",
@@ -631,47 +649,41 @@ fn client(fx: &Fixture, rng: &SeededEntropy) -> Value {
             "POST",
             url,
             NOW,
-            json!({}),
+            trusted.clone(),
         ),
         (
             "challenge for another path",
-            resp(402, true, &rej.body),
+            resp(402, true, &body),
             "POST",
             "http://127.0.0.1:8080/api/v1/other",
             NOW,
-            json!({}),
+            trusted.clone(),
         ),
-        ("challenge for another method", resp(402, true, &rej.body), "GET", url, NOW, json!({})),
-        ("expired challenge", resp(402, true, &rej.body), "POST", url, NOW + 301, json!({})),
+        ("challenge for another method", resp(402, true, &body), "GET", url, NOW, trusted.clone()),
         (
-            "over the per-call cap",
-            resp(402, true, &rej.body),
+            "challenge relayed from another origin",
+            resp(402, true, &body),
+            "POST",
+            "https://relay.example/api/v1/inference",
+            NOW,
+            trusted.clone(),
+        ),
+        ("expired challenge", resp(402, true, &body), "POST", url, NOW + 301, trusted.clone()),
+        ("over the per-call cap", resp(402, true, &body), "POST", url, NOW, with(json!({ "max_per_call": "0.001" }))),
+        ("within the per-call cap", resp(402, true, &body), "POST", url, NOW, with(json!({ "max_per_call": "0.01" }))),
+        ("over the total cap", resp(402, true, &body), "POST", url, NOW, with(json!({ "max_total": "0.005" }))),
+        (
+            "a facilitator the payer does not trust",
+            resp(402, true, &body),
             "POST",
             url,
             NOW,
-            json!({ "max_per_call": "0.001" }),
-        ),
-        (
-            "within the per-call cap",
-            resp(402, true, &rej.body),
-            "POST",
-            url,
-            NOW,
-            json!({ "max_per_call": "0.01" }),
-        ),
-        ("over the total cap", resp(402, true, &rej.body), "POST", url, NOW, json!({ "max_total": "0.005" })),
-        (
-            "another facilitator than configured",
-            resp(402, true, &rej.body),
-            "POST",
-            url,
-            NOW,
-            json!({ "facilitator_url": "http://127.0.0.1:9999" }),
+            json!({ "trusted": ["http://127.0.0.1:9999"] }),
         ),
     ];
     let mut cases: Vec<Value> = cases_in
         .into_iter()
-        .map(|(name, response, method, url, now, policy)| {
+        .map(|(name, response, method, url, now, config)| {
             let headers: Vec<(String, String)> = response["headers"]
                 .as_array()
                 .unwrap()
@@ -683,28 +695,17 @@ fn client(fx: &Fixture, rng: &SeededEntropy) -> Value {
                 headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
                 response["body"].as_str().unwrap().as_bytes(),
             );
-            let m = |k: &str| policy[k].as_str().map(|s| Money::parse(s, Currency::Usd).unwrap());
-            let payer = Payer::new(
-                Wallet::from_hex(&fx.payer.secret_hex()).unwrap(),
-                SpendingPolicy {
-                    max_per_call: m("max_per_call"),
-                    max_total: m("max_total"),
-                    ..Default::default()
-                },
-                policy["facilitator_url"].as_str().map(str::to_string),
-            );
-            let expect = match parsed.and_then(|pr| payer.prepare(&pr, method, url, now).map(|p| (pr, p))) {
-                Ok((pr, prepared)) => {
-                    let body: Value = serde_json::from_str(&prepared.body).unwrap();
-                    let out = json!({ "price": pr.price.to_string(), "currency": pr.price.currency().code(),
-                        "nonce": pr.challenge.nonce, "pay_url": prepared.pay_url, "payment_request": body });
-                    payer.abandon(prepared);
-                    out
+            let payer = flow_payer(fx, &config, now);
+            let expect = match parsed.and_then(|pr| payer.quote(&pr, method, url)) {
+                Ok(q) => {
+                    let body: Value = serde_json::from_str(&q.body).unwrap();
+                    json!({ "price": q.price.to_string(), "currency": q.price.currency().code(),
+                        "nonce": q.nonce, "pay_url": q.pay_url, "payment_request": body })
                 }
                 Err(e) => json!({ "error": e.code() }),
             };
-            json!({ "name": name, "response": response, "request": { "method": method, "url": url },
-                    "now": now, "policy": policy, "expect": expect })
+            json!({ "name": name, "op": "quote", "response": response, "request": { "method": method, "url": url },
+                    "now": now, "config": config, "expect": expect })
         })
         .collect();
     for (name, status, body) in [
@@ -734,10 +735,333 @@ fn client(fx: &Fixture, rng: &SeededEntropy) -> Value {
         }
         cases.push(json!({ "name": name, "op": "error_from_body", "status": status, "body": body, "expect": expect }));
     }
+    cases.extend(flows(fx, &challenge));
     json!({
         "kind": "client",
-        "description": "The payer's side. Default op: parse_payment_required(response), then Payer::prepare(method, url, now) with the wallet private_key, the case's policy caps and optional configured facilitator_url; the signature in payment_request is deterministic (RFC 6979). op error_from_body: map a facilitator error body to a typed error.",
+        "description": "The payer's side. op quote: parse_payment_required(response), then quote the payment for request at now with the wallet private_key and the case's config (trusted facilitators, caps); the signature in payment_request is deterministic (RFC 6979); nothing stays reserved. op error_from_body: map a facilitator error body to a typed error. op flow: one payer (config, fixed clock at now) runs calls in order; each exchange feeds one input to the call and expects the step it returns (see README).",
         "private_key": fx.payer.secret_hex(),
         "cases": cases,
     })
+}
+
+/// A payer for a case's `config`, on a fixed clock.
+fn flow_payer(fx: &Fixture, config: &Value, now: u64) -> Payer {
+    let m = |k: &str| config[k].as_str().map(|s| Money::parse(s, Currency::Usd).unwrap());
+    let trusted: Vec<String> =
+        config["trusted"].as_array().unwrap().iter().map(|u| u.as_str().unwrap().to_string()).collect();
+    let auto = config.get("auto_top_up").map(|a| {
+        AutoTopUp::new(a["trigger_balance"].as_str().unwrap(), a["top_up_amount"].as_str().unwrap()).unwrap()
+    });
+    let config = PayerConfig {
+        policy: SpendingPolicy { max_per_call: m("max_per_call"), max_total: m("max_total"), ..Default::default() },
+        facilitators: TrustedFacilitators::new(None, &trusted, None).unwrap(),
+        auto_top_up: auto,
+    };
+    Payer::new(Wallet::from_hex(&fx.payer.secret_hex()).unwrap(), config, Arc::new(FixedClock::new(now)))
+}
+
+/// Feed one input to a call; the step it returns, in the vectors' JSON form.
+fn apply(call: &mut Call, input: &Value) -> Value {
+    let (kind, v) = input.as_object().unwrap().iter().next().unwrap();
+    let r = match kind.as_str() {
+        "start" => Ok(call.start()),
+        "response" => {
+            let headers: Vec<(String, String)> = v["headers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| (h[0].as_str().unwrap().into(), h[1].as_str().unwrap().into()))
+                .collect();
+            call.response(
+                v["status"].as_u64().unwrap() as u16,
+                headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                v["body"].as_str().map(str::as_bytes),
+                v["url"].as_str(),
+            )
+        }
+        "answer" => call.answer(v["status"].as_u64().unwrap() as u16, v["body"].as_str().unwrap().as_bytes()),
+        "transport_error" => call.transport_error(v["sent"].as_bool().unwrap(), "test"),
+        "resume" => call.resume(),
+        "request_failed" => {
+            call.request_failed();
+            return Value::Null;
+        }
+        other => panic!("input {other}"),
+    };
+    match r {
+        Err(e) => json!({ "error": e.code() }),
+        Ok(Step::Send { url, headers }) => {
+            let proof = headers.iter().find(|(k, _)| *k == vlexivo_core::headers::PROOF).map(|(_, v)| v.clone());
+            json!({ "send": { "url": url, "proof": proof } })
+        }
+        Ok(Step::ReadBody { limit }) => json!({ "read_body": { "limit": limit } }),
+        Ok(Step::Facilitator(r)) => json!({ "facilitator": { "method": r.method, "url": r.url, "body": r.body } }),
+        Ok(Step::Paid(e)) => json!({ "paid": {
+            "price": e.price.to_string(), "nonce": e.receipt.nonce, "replayed": e.receipt.replayed,
+            "topped_up": e.topped_up.map(|t| t.to_string()), "reconciled": e.reconciled } }),
+        Ok(Step::Wait { .. }) => json!({ "wait": {} }),
+        Ok(Step::Return) => json!({ "return": {} }),
+    }
+}
+
+/// A facilitator's receipt for the payment request in a `facilitator` step.
+fn receipt(step: &Value, balance: &str, replayed: bool) -> String {
+    let req: payment::PaymentRequest =
+        serde_json::from_str(step["facilitator"]["body"].as_str().expect("a payment request")).unwrap();
+    let c = Challenge::decode(&req.challenge).unwrap();
+    json!({ "token": format!("proof-{}", c.nonce), "tx_hash": format!("0x{}", "ab".repeat(32)),
+        "payer": req.payer, "amount": c.amount, "currency": c.currency, "balance": balance,
+        "nonce": c.nonce, "paid_at": NOW, "expires_at": NOW + 300, "replayed": replayed })
+    .to_string()
+}
+
+/// One recorded conversation: the payer's calls, each a list of (input, expected step).
+struct Flow<'a> {
+    fx: &'a Fixture,
+    payer: Payer,
+    calls: Vec<Value>,
+}
+
+impl<'a> Flow<'a> {
+    fn new(fx: &'a Fixture, config: &Value) -> Self {
+        Self { fx, payer: flow_payer(fx, config, NOW), calls: Vec::new() }
+    }
+
+    /// Run one call: `script` gets the call and a feeder recording each exchange.
+    fn call(&mut self, method: &str, url: &str, replayable: bool, script: impl FnOnce(&mut Feeder)) {
+        let mut f = Feeder { call: self.payer.call(method, url, replayable).unwrap(), exchanges: Vec::new() };
+        script(&mut f);
+        drop(f.call);
+        self.calls.push(json!({ "method": method, "url": url, "replayable": replayable, "exchanges": f.exchanges }));
+    }
+
+    fn case(self, name: &str, config: Value) -> Value {
+        let _ = self.fx;
+        json!({ "name": name, "op": "flow", "now": NOW, "config": config, "calls": self.calls,
+            "expect_budget": { "spent": self.payer.spent_total().to_string(),
+                "reserved": self.payer.reserved_total().to_string(),
+                "in_doubt": self.payer.in_doubt_total().to_string() } })
+    }
+}
+
+struct Feeder {
+    call: Call,
+    exchanges: Vec<Value>,
+}
+
+impl Feeder {
+    fn feed(&mut self, input: Value) -> Value {
+        let expect = apply(&mut self.call, &input);
+        self.exchanges.push(json!({ "input": input, "expect": expect }));
+        expect
+    }
+    fn start(&mut self) -> Value {
+        self.feed(json!({ "start": {} }))
+    }
+    fn respond(&mut self, status: u16, headers: Value, body: Option<&str>) -> Value {
+        self.feed(json!({ "response": { "status": status, "headers": headers, "body": body, "url": null } }))
+    }
+    fn answer(&mut self, status: u16, body: &str) -> Value {
+        self.feed(json!({ "answer": { "status": status, "body": body } }))
+    }
+    fn resume(&mut self) -> Value {
+        self.feed(json!({ "resume": {} }))
+    }
+}
+
+fn flows(fx: &Fixture, challenge: &dyn Fn(&str, &str, &str) -> (String, String)) -> Vec<Value> {
+    let api = "http://127.0.0.1:8080";
+    let hdr = |enc: &str| json!([["vlexivo-challenge", enc], ["content-type", "application/json"]]);
+    let plain = json!([["content-type", "application/json"]]);
+    let trusted = json!({ "trusted": [FACILITATOR] });
+    let funds_refusal = r#"{"error":"insufficient_funds","message":"insufficient funds","required":"0.01","balance":"0","currency":"usd"}"#;
+    let mut out = Vec::new();
+
+    // A paid call from start to finish.
+    let mut f = Flow::new(fx, &trusted);
+    let (enc, _) = challenge("POST", "/api/v1/inference", "0.01");
+    f.call("POST", &format!("{api}/api/v1/inference?model=large"), true, |c| {
+        c.start();
+        let pay = c.respond(402, hdr(&enc), None);
+        c.answer(200, &receipt(&pay, "0.99", false));
+        c.resume();
+        c.respond(200, plain.clone(), None);
+    });
+    out.push(f.case("flow: a paid call", trusted.clone()));
+
+    // The challenge only in the body: the flow asks for it; a clear refusal releases the budget.
+    let mut f = Flow::new(fx, &trusted);
+    let (_, body) = challenge("GET", "/a", "0.01");
+    f.call("GET", &format!("{api}/a"), true, |c| {
+        c.start();
+        c.respond(402, plain.clone(), None);
+        c.respond(402, plain.clone(), Some(&body));
+        c.answer(402, funds_refusal);
+    });
+    out.push(f.case("flow: challenge in the body, insufficient funds", trusted.clone()));
+
+    // Not ours to pay: another scheme's 402, a free route, a one-shot body.
+    let mut f = Flow::new(fx, &trusted);
+    f.call("GET", &format!("{api}/x402"), true, |c| {
+        c.start();
+        c.respond(402, plain.clone(), None);
+        c.respond(402, plain.clone(), Some("{\"x402Version\":2,\"accepts\":[]}"));
+    });
+    f.call("GET", &format!("{api}/free"), true, |c| {
+        c.start();
+        c.respond(200, plain.clone(), None);
+    });
+    let (enc, _) = challenge("POST", "/upload", "0.01");
+    f.call("POST", &format!("{api}/upload"), false, |c| {
+        c.start();
+        c.respond(402, hdr(&enc), None);
+    });
+    out.push(f.case("flow: responses that are not paid", trusted.clone()));
+
+    // Issue 15 items 6 and 7: a facilitator the payer does not trust; with auto top-up, no
+    // balance query or top-up goes there either.
+    let auto = json!({ "trusted": [FACILITATOR], "auto_top_up": { "trigger_balance": "1.00", "top_up_amount": "10.00" } });
+    let mut f = Flow::new(fx, &auto);
+    let evil = fx.paywall_at("http://127.0.0.1:6666");
+    let info = RequestInfo::new("GET", "http", CLIENT_ORIGIN.strip_prefix("http://"), "/a");
+    let rej = evil.challenge(&info, &Money::parse("0.003", Currency::Usd).unwrap(), "per-call", NOW, &SeededEntropy::new(1)).unwrap();
+    let evil_enc = rej.headers.iter().find(|(k, _)| *k == "Vlexivo-Challenge").unwrap().1.clone();
+    f.call("GET", &format!("{api}/a"), true, |c| {
+        c.start();
+        c.respond(402, hdr(&evil_enc), None);
+    });
+    out.push(f.case("flow: an untrusted facilitator, with auto top-up", auto.clone()));
+
+    // The attack of issue 15 item 6: the facilitator charges and answers 502. Sent again, 502
+    // again: in doubt, still counted, and the next payment is over the total cap.
+    let capped = json!({ "trusted": [FACILITATOR], "max_total": "0.003" });
+    let mut f = Flow::new(fx, &capped);
+    let (enc_a, _) = challenge("GET", "/a", "0.003");
+    let (enc_b, _) = challenge("GET", "/b", "0.003");
+    f.call("GET", &format!("{api}/a"), true, |c| {
+        c.start();
+        c.respond(402, hdr(&enc_a), None);
+        c.answer(502, "<html>bad gateway</html>");
+        c.feed(json!({ "transport_error": { "sent": true } }));
+    });
+    f.call("GET", &format!("{api}/b"), true, |c| {
+        c.start();
+        c.respond(402, hdr(&enc_b), None);
+        c.answer(502, "<html>bad gateway</html>");
+    });
+    out.push(f.case("flow: a 502 after paying leaves the payment in doubt and counted", capped.clone()));
+
+    // Unclear, then the resend tells: paid (replayed), and the call goes on.
+    let mut f = Flow::new(fx, &trusted);
+    let (enc, _) = challenge("GET", "/a", "0.01");
+    f.call("GET", &format!("{api}/a"), true, |c| {
+        c.start();
+        let pay = c.respond(402, hdr(&enc), None);
+        c.feed(json!({ "transport_error": { "sent": true } }));
+        c.answer(200, &receipt(&pay, "0.99", true));
+        c.resume();
+        c.respond(200, plain.clone(), None);
+    });
+    // Refused at connect: never sent, not charged.
+    let (enc, _) = challenge("GET", "/b", "0.01");
+    f.call("GET", &format!("{api}/b"), true, |c| {
+        c.start();
+        c.respond(402, hdr(&enc), None);
+        c.feed(json!({ "transport_error": { "sent": false } }));
+    });
+    out.push(f.case("flow: a lost answer, then the resend's receipt; a refused connection", trusted.clone()));
+
+    // In doubt, then settled by the next call to that resource: its proof serves that call.
+    let mut f = Flow::new(fx, &trusted);
+    let (enc_1, _) = challenge("GET", "/a", "0.01");
+    let (enc_2, _) = challenge("GET", "/a", "0.01");
+    let mut first_pay = Value::Null;
+    f.call("GET", &format!("{api}/a"), true, |c| {
+        c.start();
+        first_pay = c.respond(402, hdr(&enc_1), None);
+        c.answer(503, "");
+        c.answer(503, "");
+    });
+    f.call("GET", &format!("{api}/a"), true, |c| {
+        c.start();
+        c.respond(402, hdr(&enc_2), None);
+        c.answer(200, &receipt(&first_pay, "0.99", true));
+        c.resume();
+        c.respond(200, plain.clone(), None);
+    });
+    out.push(f.case("flow: a payment in doubt is settled by the next call", trusted.clone()));
+
+    // Issue 15 item 9: after the API's 5xx, the next call reuses the proof; a reused proof the
+    // API refuses is replaced by a payment.
+    let mut f = Flow::new(fx, &trusted);
+    let (enc_1, _) = challenge("POST", "/flaky", "0.01");
+    let (enc_2, _) = challenge("POST", "/flaky", "0.01");
+    let (enc_3, _) = challenge("POST", "/flaky", "0.01");
+    f.call("POST", &format!("{api}/flaky"), true, |c| {
+        c.start();
+        let pay = c.respond(402, hdr(&enc_1), None);
+        c.answer(200, &receipt(&pay, "0.99", false));
+        c.resume();
+        c.respond(500, plain.clone(), None);
+    });
+    f.call("POST", &format!("{api}/flaky"), true, |c| {
+        c.start();
+        c.respond(402, hdr(&enc_2), None);
+        c.respond(500, plain.clone(), None);
+    });
+    f.call("POST", &format!("{api}/flaky"), true, |c| {
+        c.start();
+        c.respond(402, hdr(&enc_2), None);
+        let pay = c.respond(402, hdr(&enc_3), None);
+        c.answer(200, &receipt(&pay, "0.98", false));
+        c.resume();
+        c.respond(200, plain.clone(), None);
+    });
+    // Paid and kept after another 5xx; this time the API says it is spent (409): asked again
+    // unpaid, and the fresh challenge paid.
+    let (enc_4, _) = challenge("POST", "/flaky", "0.01");
+    let (enc_5, _) = challenge("POST", "/flaky", "0.01");
+    f.call("POST", &format!("{api}/flaky"), true, |c| {
+        c.start();
+        let pay = c.respond(402, hdr(&enc_4), None);
+        c.answer(200, &receipt(&pay, "0.97", false));
+        c.resume();
+        c.respond(500, plain.clone(), None);
+    });
+    f.call("POST", &format!("{api}/flaky"), true, |c| {
+        c.start();
+        c.respond(402, hdr(&enc_4), None);
+        c.respond(409, plain.clone(), None);
+        let pay = c.respond(402, hdr(&enc_5), None);
+        c.answer(200, &receipt(&pay, "0.96", false));
+        c.resume();
+        c.respond(200, plain.clone(), None);
+    });
+    out.push(f.case("flow: a proof is reused after a 5xx, and replaced once refused", trusted.clone()));
+
+    // Auto top-up: the balance, the top-up, the payment; a stale estimate corrected by an
+    // insufficient_funds answer tops up and pays the same payment once more.
+    let mut f = Flow::new(fx, &auto);
+    let (enc_a, _) = challenge("GET", "/a", "0.01");
+    let (enc_b, _) = challenge("GET", "/b", "0.01");
+    f.call("GET", &format!("{api}/a"), true, |c| {
+        c.start();
+        c.respond(402, hdr(&enc_a), None);
+        c.answer(200, r#"{"address":"x","balance":"0","currency":"usd"}"#);
+        let pay = c.answer(200, r#"{"address":"x","amount":"10","balance":"10","currency":"usd","tx_hash":"0x1"}"#);
+        c.answer(200, &receipt(&pay, "9.99", false));
+        c.resume();
+        c.respond(200, plain.clone(), None);
+    });
+    f.call("GET", &format!("{api}/b"), true, |c| {
+        c.start();
+        c.respond(402, hdr(&enc_b), None);
+        c.answer(402, funds_refusal);
+        let pay = c.answer(200, r#"{"address":"x","amount":"10","balance":"10","currency":"usd","tx_hash":"0x2"}"#);
+        c.answer(200, &receipt(&pay, "9.99", false));
+        c.resume();
+        c.respond(200, plain.clone(), None);
+    });
+    out.push(f.case("flow: auto top-up, and a stale balance corrected", auto));
+    out
 }

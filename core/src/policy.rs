@@ -163,6 +163,33 @@ impl Budget {
     pub fn policy(&self) -> &SpendingPolicy {
         &self.inner.policy
     }
+
+    /// The most that could still be spent on `host` at `now` by the cumulative limits (total,
+    /// per host, window), counting outstanding reservations as spent; `None` when none is set.
+    /// The per-call cap is not cumulative and is not included.
+    pub fn headroom(&self, host: &str, now: u64) -> Option<Money> {
+        let policy = &self.inner.policy;
+        let host = normalize_host(host);
+        let mut st = self.inner.state.lock();
+        let currency = st.currency_or_default();
+        let left = |max: &Money, used: u128| u128::from(max.to_atomic()).saturating_sub(used);
+        let mut least: Option<u128> = None;
+        let mut take = |v: u128| least = Some(least.map_or(v, |l| l.min(v)));
+        if let Some(max) = &policy.max_total {
+            take(left(max, st.spent_total + st.reserved_total));
+        }
+        if let Some(max) = &policy.max_per_host {
+            let used = st.spent_host.get(&host).copied().unwrap_or(0)
+                + st.reserved_host.get(&host).copied().unwrap_or(0);
+            take(left(max, used));
+        }
+        if let Some((secs, max)) = &policy.window {
+            st.prune_window(*secs, now);
+            let used = st.window_sum + st.reserved_total;
+            take(left(max, used));
+        }
+        least.map(|units| money(units, currency))
+    }
 }
 
 impl State {
@@ -405,6 +432,34 @@ mod tests {
         b.reserve("a.com", &usd("0.01"), 0).unwrap().commit();
         assert_eq!(b.spent_total(), usd("0.01"));
         refused(b.reserve("a.com", &usd("0.01"), 0));
+    }
+
+    #[test]
+    fn headroom_is_the_tightest_cumulative_limit() {
+        let b = Budget::new(SpendingPolicy {
+            max_per_call: Some(usd("0.001")),
+            max_total: Some(usd("1")),
+            max_per_host: Some(usd("0.5")),
+            window: Some((60, usd("0.3"))),
+        });
+        assert_eq!(b.headroom("a.com", 0), Some(usd("0.3")));
+        let held = b.reserve("a.com", &usd("0.001"), 0).unwrap();
+        assert_eq!(b.headroom("a.com", 0), Some(usd("0.299")));
+        held.commit();
+        // The window rolls back to its full 0.3.
+        assert_eq!(b.headroom("A.com", 100), Some(usd("0.3")));
+        let b = Budget::new(SpendingPolicy {
+            max_per_host: Some(usd("0.5")),
+            window: Some((60, usd("0.3"))),
+            ..Default::default()
+        });
+        b.reserve("a.com", &usd("0.3"), 0).unwrap().commit();
+        // Once the window has rolled, per host is the tighter limit on a.com only.
+        assert_eq!(b.headroom("a.com", 100), Some(usd("0.2")));
+        assert_eq!(b.headroom("b.com", 100), Some(usd("0.3")));
+        assert_eq!(Budget::new(SpendingPolicy::default()).headroom("a.com", 0), None);
+        let only_per_call = SpendingPolicy { max_per_call: Some(usd("1")), ..Default::default() };
+        assert_eq!(Budget::new(only_per_call).headroom("a.com", 0), None);
     }
 
     #[test]

@@ -6,8 +6,11 @@
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use vlexivo_core::challenge::Challenge;
-use vlexivo_core::client::{Payer, error_from_body, parse_payment_required};
-use vlexivo_core::env::SeededEntropy;
+use std::sync::Arc;
+use vlexivo_core::client::{
+    AutoTopUp, Call, Payer, PayerConfig, Step, TrustedFacilitators, error_from_body, parse_payment_required,
+};
+use vlexivo_core::env::{FixedClock, SeededEntropy};
 use vlexivo_core::keys::ProviderKeys;
 use vlexivo_core::paywall::{Paywall, PaywallConfig, RequestInfo};
 use vlexivo_core::policy::SpendingPolicy;
@@ -225,56 +228,132 @@ fn paywall() {
     }
 }
 
+/// A payer for a case's `config`, on the case's fixed clock.
+fn payer_for(v: &Value, config: &Value, now: u64) -> Payer {
+    let m = |k: &str| config[k].as_str().map(|s| Money::parse(s, Currency::Usd).unwrap());
+    let trusted: Vec<String> =
+        config["trusted"].as_array().unwrap().iter().map(|u| u.as_str().unwrap().to_string()).collect();
+    let auto = config.get("auto_top_up").map(|a| {
+        AutoTopUp::new(a["trigger_balance"].as_str().unwrap(), a["top_up_amount"].as_str().unwrap()).unwrap()
+    });
+    let config = PayerConfig {
+        policy: SpendingPolicy { max_per_call: m("max_per_call"), max_total: m("max_total"), ..Default::default() },
+        facilitators: TrustedFacilitators::new(None, &trusted, None).unwrap(),
+        auto_top_up: auto,
+    };
+    let wallet = Wallet::from_hex(v["private_key"].as_str().unwrap()).unwrap();
+    Payer::new(wallet, config, Arc::new(FixedClock::new(now)))
+}
+
+/// Feed one recorded input; the step, in the vectors' JSON form.
+fn feed(call: &mut Call, input: &Value) -> Value {
+    let (kind, v) = input.as_object().unwrap().iter().next().unwrap();
+    let r = match kind.as_str() {
+        "start" => Ok(call.start()),
+        "response" => {
+            let headers: Vec<(String, String)> = v["headers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| (h[0].as_str().unwrap().into(), h[1].as_str().unwrap().into()))
+                .collect();
+            call.response(
+                v["status"].as_u64().unwrap() as u16,
+                headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                v["body"].as_str().map(str::as_bytes),
+                v["url"].as_str(),
+            )
+        }
+        "answer" => call.answer(v["status"].as_u64().unwrap() as u16, v["body"].as_str().unwrap().as_bytes()),
+        "transport_error" => call.transport_error(v["sent"].as_bool().unwrap(), "vector"),
+        "resume" => call.resume(),
+        "request_failed" => {
+            call.request_failed();
+            return Value::Null;
+        }
+        other => panic!("unknown input {other}"),
+    };
+    match r {
+        Err(e) => json!({ "error": e.code() }),
+        Ok(Step::Send { url, headers }) => {
+            let proof = headers.iter().find(|(k, _)| *k == vlexivo_core::headers::PROOF).map(|(_, v)| v.clone());
+            json!({ "send": { "url": url, "proof": proof } })
+        }
+        Ok(Step::ReadBody { limit }) => json!({ "read_body": { "limit": limit } }),
+        Ok(Step::Facilitator(r)) => json!({ "facilitator": { "method": r.method, "url": r.url, "body": r.body } }),
+        Ok(Step::Paid(e)) => json!({ "paid": {
+            "price": e.price.to_string(), "nonce": e.receipt.nonce, "replayed": e.receipt.replayed,
+            "topped_up": e.topped_up.map(|t| t.to_string()), "reconciled": e.reconciled } }),
+        Ok(Step::Wait { .. }) => json!({ "wait": {} }),
+        Ok(Step::Return) => json!({ "return": {} }),
+    }
+}
+
 #[test]
 fn client() {
     let v = load("client.json");
+    let (mut quotes, mut flows) = (0, 0);
     for c in cases(&v) {
         let name = &c["name"];
-        if c["op"] == "error_from_body" {
-            let e =
-                error_from_body(c["status"].as_u64().unwrap() as u16, c["body"].as_str().unwrap().as_bytes());
-            assert_eq!(json!(e.code()), c["expect"]["error"], "{name}");
-            if let Error::InsufficientFunds { required, balance, .. } = e {
-                assert_eq!(json!(required), c["expect"]["required"]);
-                assert_eq!(json!(balance), c["expect"]["balance"]);
+        match c["op"].as_str().unwrap() {
+            "error_from_body" => {
+                let e = error_from_body(c["status"].as_u64().unwrap() as u16, c["body"].as_str().unwrap().as_bytes());
+                assert_eq!(json!(e.code()), c["expect"]["error"], "{name}");
+                if let Error::InsufficientFunds { required, balance, .. } = e {
+                    assert_eq!(json!(required), c["expect"]["required"]);
+                    assert_eq!(json!(balance), c["expect"]["balance"]);
+                }
             }
-            continue;
+            "quote" => {
+                quotes += 1;
+                let resp = &c["response"];
+                let headers: Vec<(String, String)> = resp["headers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|h| (h[0].as_str().unwrap().into(), h[1].as_str().unwrap().into()))
+                    .collect();
+                let payer = payer_for(&v, &c["config"], c["now"].as_u64().unwrap());
+                let got = parse_payment_required(
+                    resp["status"].as_u64().unwrap() as u16,
+                    headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                    resp["body"].as_str().unwrap().as_bytes(),
+                )
+                .and_then(|pr| payer.quote(&pr, c["request"]["method"].as_str().unwrap(), c["request"]["url"].as_str().unwrap()))
+                .map(|q| json!({ "price": q.price.to_string(), "currency": q.price.currency().code(), "nonce": q.nonce,
+                    "pay_url": q.pay_url, "payment_request": serde_json::from_str::<Value>(&q.body).unwrap() }));
+                let got = got.unwrap_or_else(|e| json!({ "error": e.code() }));
+                assert_eq!(got, c["expect"], "{name}");
+                // Nothing stays reserved after a quote.
+                assert!(payer.budget().reserved_total().is_zero(), "{name}");
+            }
+            "flow" => {
+                flows += 1;
+                let payer = payer_for(&v, &c["config"], c["now"].as_u64().unwrap());
+                for call_case in c["calls"].as_array().unwrap() {
+                    let mut call = payer
+                        .call(
+                            call_case["method"].as_str().unwrap(),
+                            call_case["url"].as_str().unwrap(),
+                            call_case["replayable"].as_bool().unwrap(),
+                        )
+                        .unwrap();
+                    for (i, ex) in call_case["exchanges"].as_array().unwrap().iter().enumerate() {
+                        assert_eq!(feed(&mut call, &ex["input"]), ex["expect"], "{name}: exchange {i}");
+                    }
+                }
+                let budget = &c["expect_budget"];
+                assert_eq!(json!(payer.spent_total().to_string()), budget["spent"], "{name}");
+                assert_eq!(json!(payer.reserved_total().to_string()), budget["reserved"], "{name}");
+                assert_eq!(json!(payer.in_doubt_total().to_string()), budget["in_doubt"], "{name}");
+            }
+            other => panic!("op {other}"),
         }
-        let resp = &c["response"];
-        let headers: Vec<(String, String)> = resp["headers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| (h[0].as_str().unwrap().into(), h[1].as_str().unwrap().into()))
-            .collect();
-        let policy = &c["policy"];
-        let m = |k: &str| policy[k].as_str().map(|s| Money::parse(s, Currency::Usd).unwrap());
-        let payer = Payer::new(
-            Wallet::from_hex(v["private_key"].as_str().unwrap()).unwrap(),
-            SpendingPolicy {
-                max_per_call: m("max_per_call"),
-                max_total: m("max_total"),
-                ..Default::default()
-            },
-            policy["facilitator_url"].as_str().map(str::to_string),
-        );
-        let got = parse_payment_required(
-            resp["status"].as_u64().unwrap() as u16,
-            headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            resp["body"].as_str().unwrap().as_bytes(),
-        )
-        .and_then(|pr| {
-            let p = payer.prepare(&pr, c["request"]["method"].as_str().unwrap(), c["request"]["url"].as_str().unwrap(), c["now"].as_u64().unwrap())?;
-            let out = json!({ "price": pr.price.to_string(), "currency": pr.price.currency().code(), "nonce": pr.challenge.nonce,
-                "pay_url": p.pay_url, "payment_request": serde_json::from_str::<Value>(&p.body).unwrap() });
-            payer.abandon(p);
-            Ok(out)
-        });
-        let got = got.unwrap_or_else(|e| json!({ "error": e.code() }));
-        assert_eq!(got, c["expect"], "{name}");
-        // Nothing stays reserved after a refused or abandoned payment.
-        assert!(payer.budget().reserved_total().is_zero(), "{name}");
     }
+    assert!(quotes >= 12 && flows >= 9, "{quotes} quote cases, {flows} flows");
+    // The attack of issue 15 item 6, pinned: the in-doubt payment stays counted.
+    let attack = cases(&v).iter().find(|c| c["name"] == "flow: a 502 after paying leaves the payment in doubt and counted").unwrap();
+    assert_eq!(attack["expect_budget"], json!({ "spent": "0", "reserved": "0.003", "in_doubt": "0.003" }));
 }
 
 #[test]

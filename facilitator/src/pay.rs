@@ -119,10 +119,11 @@ impl From<Error> for Failure {
                 format!("the facilitator is unavailable ({why}); nothing was paid"),
                 Value::Null,
             ),
-            Error::FacilitatorUntrusted { facilitator } if facilitator.starts_with("http://") => (
+            Error::FacilitatorUntrusted { facilitator } => (
                 exit::FAILED,
                 format!(
-                    "the API names the plain-http facilitator {facilitator} and https only is set; nothing was paid"
+                    "the API names the facilitator {facilitator}, which is not trusted (--facilitator or \
+                     VLX_FACILITATOR_URL names the one to trust; with --https-only, an https one); nothing was paid"
                 ),
                 json!({ "facilitator": facilitator }),
             ),

@@ -82,7 +82,13 @@ async fn pay_prints_price_body_and_receipt() {
     let env = setup().await;
     let (w, key) = wallet(&env, "1").await;
     let url = format!("{}/api/v1/hello", env.api);
+    // Only trusted facilitators are paid: without --facilitator (or VLEXIVO_FACILITATOR_URL)
+    // this one, on a random port, is not.
     let out = vlexivo(s(&["pay", &url]), Some(key.clone())).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("not trusted"), "{}", out.stderr);
+    assert_eq!(env.srv.balance(&w.address().to_checksum()).await.unwrap(), "1", "nothing paid");
+    let out = vlexivo(s(&["pay", &url, "--facilitator", &env.srv.url]), Some(key.clone())).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stderr.contains(&format!("GET {}/api/v1/hello costs $0.001 usd", env.api)), "{}", out.stderr);
     assert!(out.stderr.contains("receipt tx=0x"), "{}", out.stderr);
@@ -103,6 +109,8 @@ async fn pay_prints_price_body_and_receipt() {
             "--json",
             "--wallet-key",
             &key,
+            "--facilitator",
+            &env.srv.url,
         ]),
         None,
     )
@@ -121,6 +129,7 @@ async fn pay_exit_codes() {
     let env = setup().await;
     let large = format!("{}/api/v1/inference", env.api);
     let body = r#"{"model":"large-v2"}"#;
+    let fac = env.srv.url.clone();
 
     // 2: usage (no key, bad header, bad max price).
     let out = vlexivo(s(&["pay", &large]), None).await;
@@ -131,12 +140,12 @@ async fn pay_exit_codes() {
     assert_eq!(vlexivo(s(&["pay", &large, "--max-price", "abc"]), Some(key.clone())).await.code, 2);
 
     // 3: over the max price; nothing paid.
-    let out = vlexivo(s(&["pay", &large, "-d", body, "--max-price", "0.005"]), Some(key.clone())).await;
+    let out = vlexivo(s(&["pay", &large, "-d", body, "--max-price", "0.005", "--facilitator", &fac]), Some(key.clone())).await;
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(out.stderr.contains("above --max-price"), "{}", out.stderr);
 
     // 4: insufficient funds, with the amounts.
-    let out = vlexivo(s(&["pay", &large, "-d", body, "--json"]), Some(key.clone())).await;
+    let out = vlexivo(s(&["pay", &large, "-d", body, "--json", "--facilitator", &fac]), Some(key.clone())).await;
     assert_eq!(out.code, 4, "{}{}", out.stdout, out.stderr);
     let v: Value = serde_json::from_str(out.stdout.trim()).unwrap();
     assert_eq!(
@@ -145,11 +154,11 @@ async fn pay_exit_codes() {
     );
 
     // --top-up covers it.
-    let out = vlexivo(s(&["pay", &large, "-d", body, "--top-up", "1"]), Some(key.clone())).await;
+    let out = vlexivo(s(&["pay", &large, "-d", body, "--top-up", "1", "--facilitator", &fac]), Some(key.clone())).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
 
-    // 5: facilitator unavailable (pinned to a dead one; the challenge names another → refused
-    // before paying is a mismatch, so point the client at the dead URL via its own API).
+    // 5: facilitator unavailable (a paid API whose challenges name a dead facilitator, which
+    // the client trusts).
     let dead = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}", l.local_addr().unwrap())
@@ -157,12 +166,12 @@ async fn pay_exit_codes() {
     let dir = tempfile::tempdir().unwrap();
     let p = env.srv.create_provider(None, None).await.unwrap();
     let mut cfg = PaywallConfig::new(p.api_secret);
-    cfg.facilitator_url = dead;
+    cfg.facilitator_url = dead.clone();
     let app = paid_api(Arc::new(Paywall::new(cfg).unwrap()), Arc::new(MemoryStore::new()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let out = vlexivo(s(&["pay", &format!("{api}/api/v1/hello")]), Some(key.clone())).await;
+    let out = vlexivo(s(&["pay", &format!("{api}/api/v1/hello"), "--facilitator", &dead]), Some(key.clone())).await;
     assert_eq!(out.code, 5, "{}", out.stderr);
     assert!(out.stderr.contains("unavailable"));
     drop(dir);
@@ -194,8 +203,13 @@ async fn env_names_and_their_aliases() {
             (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stderr).into_owned())
         })
     };
-    // The old name alone still works.
-    let (code, err) = run(vec![("VLEXIVO_WALLET_KEY", key.clone())], s(&["pay", &url])).await.unwrap();
+    // The old names alone still work (the facilitator to trust included).
+    let (code, err) = run(
+        vec![("VLEXIVO_WALLET_KEY", key.clone()), ("VLEXIVO_FACILITATOR_URL", env.srv.url.clone())],
+        s(&["pay", &url]),
+    )
+    .await
+    .unwrap();
     assert_eq!(code, 0, "{err}");
     // Both names, different values: refused before anything is sent, naming both, no values.
     let other = Wallet::generate(&OsEntropy).secret_hex();

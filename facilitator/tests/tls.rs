@@ -4,7 +4,6 @@
 //! clear sentence, an untrusted, expired or wrong-host certificate and a plain-http facilitator
 //! under https-only.
 
-use axum::Router;
 use axum_server::tls_rustls::RustlsConfig;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -66,31 +65,31 @@ fn rand_suffix() -> u64 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
-async fn serve_tls(app: Router, files: &TlsFiles) -> String {
-    let cfg = RustlsConfig::from_pem_file(&files.cert, &files.key).await.unwrap();
+/// A paid API (the demo's routes) for a new provider of `srv`, naming `srv.url` in challenges.
+/// Its origin is configured, as in production: behind a TLS listener the paywall cannot tell
+/// the scheme from the request itself.
+async fn api(srv: &RunningServer, tls: Option<&TlsFiles>) -> String {
+    let p = srv.create_provider(None, None).await.unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = axum_server::from_tcp_rustls(listener, cfg).unwrap();
-    tokio::spawn(async move { server.serve(app.into_make_service()).await });
-    format!("https://{addr}")
-}
-
-/// A paid API (the demo's routes) for a new provider of `srv`, naming `srv.url` in challenges.
-async fn api(srv: &RunningServer, tls: Option<&TlsFiles>) -> String {
-    let p = srv.create_provider(None, None).await.unwrap();
+    let url = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
     let mut cfg = PaywallConfig::new(p.api_secret);
     cfg.facilitator_url = srv.url.clone();
+    cfg.origin = Some(url.clone());
     let app = paid_api(Arc::new(Paywall::new(cfg).unwrap()), Arc::new(MemoryStore::new()));
     match tls {
-        Some(files) => serve_tls(app, files).await,
+        Some(files) => {
+            let cfg = RustlsConfig::from_pem_file(&files.cert, &files.key).await.unwrap();
+            let server = axum_server::from_tcp_rustls(listener, cfg).unwrap();
+            tokio::spawn(async move { server.serve(app.into_make_service()).await });
+        }
         None => {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let url = format!("http://{}", listener.local_addr().unwrap());
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             tokio::spawn(async move { axum::serve(listener, app).await });
-            url
         }
     }
+    url
 }
 
 async fn funded_wallet(srv: &RunningServer) -> Wallet {
@@ -99,8 +98,9 @@ async fn funded_wallet(srv: &RunningServer) -> Wallet {
     w
 }
 
-fn client(w: &Wallet, tls: TlsConfig) -> VlexivoClient {
-    VlexivoClient::builder().wallet(w.clone()).tls(tls).build().unwrap()
+/// A client that trusts `facilitator` (the one the API's challenges name).
+fn client(w: &Wallet, tls: TlsConfig, facilitator: &str) -> VlexivoClient {
+    VlexivoClient::builder().wallet(w.clone()).tls(tls).facilitator_url(Some(facilitator)).build().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,7 +113,7 @@ async fn rust_client_pays_over_https_with_a_private_ca() {
 
     for roots in [TrustRoots::WebPki, TrustRoots::Platform, TrustRoots::Auto] {
         let tls = TlsConfig::new().roots(roots).https_only(true).add_ca_pem(pki.ca_pem.as_bytes()).unwrap();
-        let res = client(&w, tls).get(&format!("{api}/api/v1/hello")).await.unwrap();
+        let res = client(&w, tls, &srv.url).get(&format!("{api}/api/v1/hello")).await.unwrap();
         assert_eq!(res.status(), 200, "{roots:?}");
         let receipt = vlexivo_client::receipt_of(&res).cloned().expect("paid");
         let body: Value = res.json().await.unwrap();
@@ -134,30 +134,33 @@ async fn rust_client_refuses_untrusted_expired_and_wrong_host_certificates() {
     // The CA is not among the built-in roots.
     let good_api = api(&srv, Some(&pki.good)).await;
     for roots in [TrustRoots::WebPki, TrustRoots::Platform] {
-        let e = client(&w, TlsConfig::new().roots(roots)).get(&format!("{good_api}/api/v1/hello")).await;
+        let e = client(&w, TlsConfig::new().roots(roots), &srv.url).get(&format!("{good_api}/api/v1/hello")).await;
         let msg = e.unwrap_err().to_string();
         assert!(msg.contains("untrusted authority") && msg.contains(&good_api), "{roots:?}: {msg}");
     }
     let expired_api = api(&srv, Some(&pki.expired)).await;
-    let msg =
-        client(&w, trusted()).get(&format!("{expired_api}/api/v1/hello")).await.unwrap_err().to_string();
+    let msg = client(&w, trusted(), &srv.url)
+        .get(&format!("{expired_api}/api/v1/hello"))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("expired certificate") && msg.contains(&expired_api), "{msg}");
     let wrong_api = api(&srv, Some(&pki.wrong_host)).await;
-    let msg = client(&w, trusted()).get(&format!("{wrong_api}/api/v1/hello")).await.unwrap_err().to_string();
+    let msg = client(&w, trusted(), &srv.url).get(&format!("{wrong_api}/api/v1/hello")).await.unwrap_err().to_string();
     assert!(msg.contains("for another host name"), "{msg}");
 
     // An API we trust that names a facilitator whose certificate has expired: nothing is paid.
     let bad_fac = facilitator(pki.dir.path(), Some(pki.expired.clone())).await;
     let api_of_bad_fac = api(&bad_fac, Some(&pki.good)).await;
     let w2 = funded_wallet(&bad_fac).await;
-    let e = client(&w2, trusted()).get(&format!("{api_of_bad_fac}/api/v1/hello")).await.unwrap_err();
+    let e = client(&w2, trusted(), &bad_fac.url).get(&format!("{api_of_bad_fac}/api/v1/hello")).await.unwrap_err();
     assert_eq!(e.code(), "facilitator_unavailable", "{e}");
     assert!(e.to_string().contains("expired certificate"), "{e}");
     assert_eq!(bad_fac.balance(&w2.address().to_checksum()).await.unwrap(), "1");
 
     // https is not spoken by a plain-http server.
     let plain = api(&srv, None).await.replace("http://", "https://");
-    let msg = client(&w, trusted()).get(&format!("{plain}/api/v1/hello")).await.unwrap_err().to_string();
+    let msg = client(&w, trusted(), &srv.url).get(&format!("{plain}/api/v1/hello")).await.unwrap_err().to_string();
     assert!(msg.contains("does not speak TLS"), "{msg}");
 
     assert_eq!(srv.balance(&w.address().to_checksum()).await.unwrap(), "1", "nothing was paid");
@@ -173,17 +176,17 @@ async fn https_only_refuses_a_plain_http_facilitator_and_api() {
     let w = funded_wallet(&plain_fac).await;
     let strict = TlsConfig::new().https_only(true).add_ca_pem(pki.ca_pem.as_bytes()).unwrap();
 
-    let e = client(&w, strict.clone()).get(&format!("{https_api}/api/v1/hello")).await.unwrap_err();
+    let e = client(&w, strict.clone(), &plain_fac.url).get(&format!("{https_api}/api/v1/hello")).await.unwrap_err();
     assert_eq!(e.code(), "facilitator_untrusted", "{e}");
     assert!(e.to_string().contains(&plain_fac.url), "{e}");
     let http_api = api(&plain_fac, None).await;
-    let msg = client(&w, strict).get(&format!("{http_api}/api/v1/hello")).await.unwrap_err().to_string();
+    let msg = client(&w, strict, &plain_fac.url).get(&format!("{http_api}/api/v1/hello")).await.unwrap_err().to_string();
     assert!(msg.contains("https only: refusing the plain-http URL"), "{msg}");
     assert_eq!(plain_fac.balance(&w.address().to_checksum()).await.unwrap(), "1", "nothing was paid");
 
     // Without https-only, the same pays.
     let lax = TlsConfig::new().add_ca_pem(pki.ca_pem.as_bytes()).unwrap();
-    assert_eq!(client(&w, lax).get(&format!("{https_api}/api/v1/hello")).await.unwrap().status(), 200);
+    assert_eq!(client(&w, lax, &plain_fac.url).get(&format!("{https_api}/api/v1/hello")).await.unwrap().status(), 200);
     plain_fac.shutdown().await;
 }
 
@@ -246,7 +249,8 @@ async fn cli_pays_over_https_and_refuses_what_it_should() {
     let srv = facilitator(pki.dir.path(), Some(pki.good.clone())).await;
     let https_api = api(&srv, Some(&pki.good)).await;
     let w = funded_wallet(&srv).await;
-    let key = || vec![("VLX_WALLET_KEY", w.secret_hex())];
+    // The wallet and the facilitator to trust, by environment.
+    let key = || vec![("VLX_WALLET_KEY", w.secret_hex()), ("VLX_FACILITATOR_URL", srv.url.clone())];
     let url = format!("{https_api}/api/v1/hello");
     let ca = pki.ca_file().display().to_string();
 

@@ -4,37 +4,38 @@ spending caps (topping the wallet up when asked), and replay the request with th
 >>> client = VlexivoClient(wallet_key=os.environ["VLX_WALLET_KEY"],
 ...                        auto_top_up=dict(enabled=True, trigger_balance="1.00", top_up_amount="10.00"))
 >>> r = client.post("http://127.0.0.1:8000/api/v1/inference", json={"model": "large-v2"})
+
+Every decision is the native core's payer flow (``_native.PayerCall``): these classes only
+perform the HTTP each step asks for and feed back what came of it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import threading
-from collections.abc import Awaitable, Callable, Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Union
-from urllib.parse import quote
 
 import httpx
 
 from . import _native
 from ._environ import env as _env
-from .errors import InsufficientFundsError, VlexivoError, from_native, make_error
+from .errors import VlexivoError, from_native, make_error
 
 __all__ = ["VlexivoClient", "AsyncVlexivoClient", "AutoTopUp", "PaymentEvent"]
 
 Amount = Union[str, Decimal, int, float]
-PROOF_HEADER = "Vlexivo-Proof"
-# Largest 402 body read (core ignores bigger ones as not-a-challenge anyway).
-MAX_402_BODY = 64 * 1024
+MAX_BODY = _native.MAX_RESPONSE_BODY
 
 
 @dataclass(frozen=True)
 class AutoTopUp:
     """Top the wallet up before a payment would take the balance below ``trigger_balance``
-    (by ``top_up_amount``, or by more if the price alone needs it)."""
+    (by ``top_up_amount``, or by more if the price alone needs it; never more than the spending
+    caps could still spend)."""
 
     enabled: bool = True
     trigger_balance: Amount = "1.00"
@@ -55,12 +56,18 @@ class PaymentEvent:
     balance: str
     replayed: bool
     receipt: _native.Receipt
+    #: The price the challenge asked.
+    price: str = ""
+    #: Added by auto top-up before this payment.
+    topped_up: str | None = None
+    #: A payment an earlier call left in doubt, found paid when sent again.
+    reconciled: bool = False
 
 
 OnPayment = Callable[[PaymentEvent], Union[None, Awaitable[None]]]
 
 
-def _auto_top_up(value: AutoTopUp | Mapping[str, Any] | bool | None) -> AutoTopUp | None:
+def _auto_top_up(value: AutoTopUp | Mapping[str, Any] | bool | None) -> tuple[Amount, Amount] | None:
     if value is None or value is False:
         return None
     if value is True:
@@ -71,11 +78,7 @@ def _auto_top_up(value: AutoTopUp | Mapping[str, Any] | bool | None) -> AutoTopU
         cfg = AutoTopUp(**dict(value))
     else:
         raise TypeError("auto_top_up must be an AutoTopUp, a dict or a bool")
-    if not cfg.enabled:
-        return None
-    # Validate now (bad amounts raise AmountError, a ValueError).
-    _call(_native.auto_top_up_amount, cfg.trigger_balance, cfg.top_up_amount, "0", "0")
-    return cfg
+    return (cfg.trigger_balance, cfg.top_up_amount) if cfg.enabled else None
 
 
 def _call(fn: Callable[..., Any], *args: Any) -> Any:
@@ -103,8 +106,52 @@ def _replayable(request: httpx.Request) -> bool:
     return False
 
 
+def _never_sent(e: Exception) -> bool:
+    """A failure before the request left (nothing can have been charged)."""
+    return isinstance(e, (httpx.ConnectError, httpx.ConnectTimeout))
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _without_encoding(response: httpx.Response) -> list[tuple[str, str]]:
+    # The body handed on is already decoded.
+    drop = ("content-encoding", "content-length")
+    return [(k, v) for k, v in response.headers.multi_items() if k.lower() not in drop]
+
+
+class _Rest(httpx.SyncByteStream):
+    """The bytes already read, then the rest of the original response."""
+
+    def __init__(self, prefix: bytes, rest: Iterator[bytes], original: httpx.Response) -> None:
+        self._prefix, self._rest, self._original = prefix, rest, original
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._prefix:
+            yield self._prefix
+        yield from self._rest
+
+    def close(self) -> None:
+        self._original.close()
+
+
+class _AsyncRest(httpx.AsyncByteStream):
+    def __init__(self, prefix: bytes, rest: AsyncIterator[bytes], original: httpx.Response) -> None:
+        self._prefix, self._rest, self._original = prefix, rest, original
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._prefix:
+            yield self._prefix
+        async for chunk in self._rest:
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._original.aclose()
+
+
 class _Flow:
-    """What both clients share: the native payer, the caps and the top-up settings."""
+    """What both clients share: the native payer, and turning its steps into httpx objects."""
 
     def __init__(
         self,
@@ -115,6 +162,7 @@ class _Flow:
         max_total: Amount | None,
         window: tuple[int, Amount] | None,
         facilitator_url: str | None,
+        facilitators: list[str] | None,
         on_payment: OnPayment | None,
     ) -> None:
         key = wallet_key if wallet_key is not None else _env("VLX_WALLET_KEY")
@@ -122,79 +170,47 @@ class _Flow:
             raise make_error("wallet_key_invalid", "")
         win = None if window is None else (int(window[0]), window[1])
         self.payer: _native.Payer = _call(
-            _native.Payer, key, max_per_call, max_per_host, max_total, win, facilitator_url
+            _native.Payer, key, max_per_call, max_per_host, max_total, win, facilitator_url,
+            list(facilitators) if facilitators is not None else None, _auto_top_up(auto_top_up), None,
+            _env("VLX_FACILITATOR_URL"),
         )
-        self.auto = _auto_top_up(auto_top_up)
         self.on_payment = on_payment
 
-    @property
-    def address(self) -> str:
-        return self.payer.address
-
-    def payment_required(self, response: httpx.Response, body: bytes) -> _native.PaymentRequired | None:
-        """The decoded challenge, or None for a 402 of another scheme."""
-        try:
-            return self.payer_parse(response, body)
-        except _native.NativeError as e:
-            if e.code == "not_payment_required":
-                return None
-            raise from_native(e) from None
+    def call(self, request: httpx.Request) -> _native.PayerCall:
+        call: _native.PayerCall = _call(self.payer.call, request.method, str(request.url), _replayable(request))
+        return call
 
     @staticmethod
-    def payer_parse(response: httpx.Response, body: bytes) -> _native.PaymentRequired:
-        return _native.parse_payment_required(response.status_code, response.headers.multi_items(), body)
-
-    def prepare(self, pr: _native.PaymentRequired, request: httpx.Request) -> _native.PreparedPayment:
-        prepared: _native.PreparedPayment = _call(self.payer.prepare, pr, request.method, str(request.url))
-        return prepared
-
-    def top_up_amount(self, balance: str, price: str) -> str | None:
-        assert self.auto is not None
-        amount: str | None = _call(
-            _native.auto_top_up_amount, self.auto.trigger_balance, self.auto.top_up_amount, balance, price
-        )
-        return amount
-
-    def wallet_url(self, facilitator: str) -> str:
-        return f"{facilitator}/v1/wallets/{quote(self.address)}"
-
-    def event(self, request: httpx.Request, r: _native.Receipt) -> PaymentEvent:
-        return PaymentEvent(
-            method=request.method,
-            url=str(request.url),
-            amount=r.amount,
-            currency=r.currency,
-            tx_hash=r.tx_hash,
-            payer=r.payer,
-            nonce=r.nonce,
-            balance=r.balance,
-            replayed=r.replayed,
-            receipt=r,
-        )
-
-    @staticmethod
-    def retry_request(request: httpx.Request, token: str) -> httpx.Request:
+    def request_for(request: httpx.Request, step: _native.Step) -> httpx.Request:
+        """The caller's request, to the step's URL, with the step's headers added."""
+        if not step.headers and step.url == str(request.url):
+            return request
         headers = request.headers.copy()
-        headers[PROOF_HEADER] = token
+        for k, v in step.headers:
+            headers[k] = v
         return httpx.Request(
-            request.method, request.url, headers=headers, stream=request.stream, extensions=request.extensions
+            request.method, step.url or request.url, headers=headers, stream=request.stream,
+            extensions=request.extensions,
         )
 
     @staticmethod
-    def not_replayable() -> VlexivoError:
-        return make_error("body_not_replayable", "")
+    def facilitator_request(req: _native.FacilitatorRequest) -> httpx.Request:
+        if req.body is None:
+            return httpx.Request(req.method, req.url, headers={"accept": "application/json"})
+        return httpx.Request(req.method, req.url, content=req.body.encode(), headers={"content-type": "application/json"})
+
+    @staticmethod
+    def event(e: _native.PaymentEvent) -> PaymentEvent:
+        r = e.receipt
+        return PaymentEvent(
+            method=e.method, url=e.url, amount=r.amount, currency=r.currency, tx_hash=r.tx_hash, payer=r.payer,
+            nonce=r.nonce, balance=r.balance, replayed=r.replayed, receipt=r, price=e.price,
+            topped_up=e.topped_up, reconciled=e.reconciled,
+        )
 
     @staticmethod
     def unavailable(e: Exception) -> VlexivoError:
         return make_error("facilitator_unavailable", type(e).__name__)
-
-    @staticmethod
-    def facilitator_error(status: int, body: bytes) -> VlexivoError:
-        return from_native(_native.error_from_body(status, body))
-
-
-def _bounded(body: bytes) -> bytes:
-    return body[: MAX_402_BODY + 1]
 
 
 class VlexivoClient(httpx.Client):
@@ -202,8 +218,10 @@ class VlexivoClient(httpx.Client):
     ``stream()`` included, is covered). A 402 of another scheme is returned as is.
 
     Caps: ``max_per_call``, ``max_per_host``, ``max_total``, ``window=(seconds, max)``; a payment
-    over one raises :class:`BudgetExceededError` before anything is signed. ``facilitator_url``
-    pins the one facilitator to pay through (else the challenge's). ``on_payment(event)`` runs
+    over one raises :class:`BudgetExceededError` before anything is signed. Trusted facilitators:
+    ``facilitator_url`` and ``facilitators``; with neither, ``VLX_FACILITATOR_URL``, else the
+    default local one; a challenge naming another raises ``FacilitatorUntrusted`` (code
+    ``facilitator_untrusted``) before anything is signed or queried. ``on_payment(event)`` runs
     after each payment. Other keyword arguments go to ``httpx.Client``.
     """
 
@@ -217,109 +235,134 @@ class VlexivoClient(httpx.Client):
         max_total: Amount | None = None,
         window: tuple[int, Amount] | None = None,
         facilitator_url: str | None = None,
+        facilitators: list[str] | None = None,
         on_payment: OnPayment | None = None,
         facilitator_timeout: float = 10.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self._vlx = _Flow(
-            wallet_key, auto_top_up, max_per_call, max_per_host, max_total, window, facilitator_url, on_payment
+            wallet_key, auto_top_up, max_per_call, max_per_host, max_total, window, facilitator_url,
+            facilitators, on_payment,
         )
-        # Facilitator calls go through their own client: never the API's headers or auth.
-        self._vlx_http = httpx.Client(timeout=facilitator_timeout)
-        self._vlx_top_up_lock = threading.Lock()
+        # Facilitator calls go through their own client: never the API's headers or auth, and
+        # never a redirect (a signed payment is for that facilitator only).
+        self._vlx_http = httpx.Client(timeout=facilitator_timeout, follow_redirects=False)
 
     @property
     def address(self) -> str:
         """The wallet's address."""
-        return self._vlx.address
+        return self._vlx.payer.address
 
     @property
     def payer(self) -> _native.Payer:
-        """The native payer (budget figures: ``spent_total()``, ``spent_for_host(host)``)."""
+        """The native payer (budget figures: ``spent_total()``, ``reserved_total()``,
+        ``in_doubt_total()``, ``spent_for_host(host)``)."""
         return self._vlx.payer
 
     def close(self) -> None:
         self._vlx_http.close()
         super().close()
 
-    def balance(self, facilitator_url: str) -> str:
-        """The wallet's balance at a facilitator."""
-        r = self._facilitator("GET", self._vlx.wallet_url(facilitator_url.rstrip("/")))
-        return str(r.json()["balance"])
+    def balance(self, facilitator_url: str | None = None) -> str:
+        """The wallet's balance at a facilitator (default: the first trusted)."""
+        req = _call(self._vlx.payer.balance_request, facilitator_url)
+        status, body = self._wallet(req)
+        balance: str = _call(self._vlx.payer.read_balance, req, status, body)
+        return balance
 
-    def top_up(self, facilitator_url: str, amount: Amount) -> str:
+    def top_up(self, facilitator_url: str | None, amount: Amount) -> str:
         """Add funds (sandbox faucet); returns the new balance."""
-        amt = _call(_native.parse_amount, amount, "usd", True).amount
-        r = self._facilitator(
-            "POST", self._vlx.wallet_url(facilitator_url.rstrip("/")) + "/topup", json={"amount": amt}
-        )
-        return str(r.json()["balance"])
+        req = _call(self._vlx.payer.top_up_request, amount, facilitator_url)
+        status, body = self._wallet(req)
+        receipt: _native.TopUpReceipt = _call(self._vlx.payer.read_top_up, req, status, body)
+        return receipt.balance
 
-    def _facilitator(self, method: str, url: str, **kw: Any) -> httpx.Response:
+    def _wallet(self, req: _native.FacilitatorRequest) -> tuple[int, bytes]:
         try:
-            r = self._vlx_http.request(method, url, **kw)
-        except httpx.TransportError as e:
+            return self._fetch(req)
+        except (httpx.TransportError, _TooLarge) as e:
             raise self._vlx.unavailable(e) from e
-        if r.status_code >= 400:
-            raise self._vlx.facilitator_error(r.status_code, r.content)
-        return r
+
+    def _fetch(self, req: _native.FacilitatorRequest) -> tuple[int, bytes]:
+        r = self._vlx_http.send(self._vlx.facilitator_request(req), stream=True)
+        try:
+            chunks, size = [], 0
+            for chunk in r.iter_bytes():
+                size += len(chunk)
+                if size > MAX_BODY:
+                    raise _TooLarge(f"answer larger than {MAX_BODY} bytes")
+                chunks.append(chunk)
+            return r.status_code, b"".join(chunks)
+        finally:
+            r.close()
+
+    def _facilitator(self, call: _native.PayerCall, req: _native.FacilitatorRequest) -> _native.Step:
+        try:
+            status, body = self._fetch(req)
+        except (httpx.TransportError, _TooLarge) as e:
+            sent = not _never_sent(e)
+            step: _native.Step = _call(call.transport_error, sent, str(e) or type(e).__name__)
+            return step
+        step = _call(call.answer, status, body)
+        return step
 
     def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
-        response = super().send(request, **kwargs)
-        if response.status_code != 402:
-            return response
+        stream = bool(kwargs.pop("stream", False))
         flow = self._vlx
-        body = _bounded(response.read())
-        pr = flow.payment_required(response, body)
-        if pr is None:
-            return response
-        response.close()
-        if not _replayable(request):
-            raise flow.not_replayable()
-        receipt = self._pay(pr, request)
-        return super().send(flow.retry_request(request, receipt.token), **kwargs)
-
-    def _pay(self, pr: _native.PaymentRequired, request: httpx.Request) -> _native.Receipt:
-        flow = self._vlx
-        topped_up = False
-        if flow.auto is not None:
-            self._maybe_top_up(pr.facilitator, pr.price)
-        while True:
-            prepared = flow.prepare(pr, request)
-            try:
-                r = self._vlx_http.post(
-                    prepared.pay_url, content=prepared.body, headers={"content-type": "application/json"}
-                )
-            except httpx.TransportError as e:
-                flow.payer.abandon(prepared)
-                raise flow.unavailable(e) from e
-            try:
-                receipt = flow.payer.finish(prepared, r.status_code, r.content)
-            except _native.NativeError as e:
-                err = from_native(e)
-                # Concurrent payments may have drained the balance since the top-up check.
-                if isinstance(err, InsufficientFundsError) and flow.auto is not None and not topped_up:
-                    topped_up = True
-                    self._maybe_top_up(pr.facilitator, pr.price, balance=err.balance)
-                    continue
-                raise err from None
-            break
-        if flow.on_payment is not None:
-            result = flow.on_payment(flow.event(request, receipt))
-            if inspect.isawaitable(result):
-                raise TypeError("VlexivoClient's on_payment must be synchronous")
-        return receipt
-
-    def _maybe_top_up(self, facilitator: str, price: str, balance: str | None = None) -> None:
-        flow = self._vlx
-        with self._vlx_top_up_lock:
-            url = flow.wallet_url(facilitator.rstrip("/"))
-            if balance is None:
-                balance = str(self._facilitator("GET", url).json()["balance"])
-            amount = flow.top_up_amount(balance, price)
-            if amount is not None:
-                self._facilitator("POST", url + "/topup", json={"amount": amount})
+        call = flow.call(request)
+        step = call.start()
+        response: httpx.Response | None = None
+        try:
+            while True:
+                if step.kind == "send":
+                    if response is not None:
+                        response.close()
+                    try:
+                        response = super().send(flow.request_for(request, step), stream=True, **kwargs)
+                    except BaseException:
+                        call.request_failed()
+                        raise
+                    step = _call(call.response, response.status_code, response.headers.multi_items(), None,
+                                 str(response.url))
+                elif step.kind == "read_body":
+                    assert response is not None
+                    chunks, size, rest = [], 0, response.iter_bytes()
+                    for chunk in rest:
+                        chunks.append(chunk)
+                        size += len(chunk)
+                        if size > (step.limit or MAX_BODY):
+                            break
+                    prefix = b"".join(chunks)
+                    original = response
+                    response = httpx.Response(
+                        original.status_code, headers=_without_encoding(original),
+                        stream=_Rest(prefix, rest, original), request=original.request,
+                        extensions=original.extensions,
+                    )
+                    step = _call(call.response, original.status_code, original.headers.multi_items(), prefix, None)
+                elif step.kind == "facilitator":
+                    assert step.request is not None
+                    step = self._facilitator(call, step.request)
+                elif step.kind == "paid":
+                    assert step.event is not None
+                    if flow.on_payment is not None:
+                        result = flow.on_payment(flow.event(step.event))
+                        if inspect.isawaitable(result):
+                            raise TypeError("VlexivoClient's on_payment must be synchronous")
+                    step = _call(call.resume)
+                elif step.kind == "wait":
+                    time.sleep((step.millis or 25) / 1000)
+                    step = _call(call.resume)
+                else:
+                    assert response is not None
+                    if not stream:
+                        response.read()
+                    return response
+        except BaseException:
+            if response is not None:
+                response.close()
+            raise
 
 
 class AsyncVlexivoClient(httpx.AsyncClient):
@@ -336,20 +379,21 @@ class AsyncVlexivoClient(httpx.AsyncClient):
         max_total: Amount | None = None,
         window: tuple[int, Amount] | None = None,
         facilitator_url: str | None = None,
+        facilitators: list[str] | None = None,
         on_payment: OnPayment | None = None,
         facilitator_timeout: float = 10.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self._vlx = _Flow(
-            wallet_key, auto_top_up, max_per_call, max_per_host, max_total, window, facilitator_url, on_payment
+            wallet_key, auto_top_up, max_per_call, max_per_host, max_total, window, facilitator_url,
+            facilitators, on_payment,
         )
-        self._vlx_http = httpx.AsyncClient(timeout=facilitator_timeout)
-        self._vlx_top_up_lock: asyncio.Lock | None = None
+        self._vlx_http = httpx.AsyncClient(timeout=facilitator_timeout, follow_redirects=False)
 
     @property
     def address(self) -> str:
-        return self._vlx.address
+        return self._vlx.payer.address
 
     @property
     def payer(self) -> _native.Payer:
@@ -359,82 +403,100 @@ class AsyncVlexivoClient(httpx.AsyncClient):
         await self._vlx_http.aclose()
         await super().aclose()
 
-    async def balance(self, facilitator_url: str) -> str:
-        r = await self._facilitator("GET", self._vlx.wallet_url(facilitator_url.rstrip("/")))
-        return str(r.json()["balance"])
+    async def balance(self, facilitator_url: str | None = None) -> str:
+        req = _call(self._vlx.payer.balance_request, facilitator_url)
+        status, body = await self._wallet(req)
+        balance: str = _call(self._vlx.payer.read_balance, req, status, body)
+        return balance
 
-    async def top_up(self, facilitator_url: str, amount: Amount) -> str:
-        amt = _call(_native.parse_amount, amount, "usd", True).amount
-        r = await self._facilitator(
-            "POST", self._vlx.wallet_url(facilitator_url.rstrip("/")) + "/topup", json={"amount": amt}
-        )
-        return str(r.json()["balance"])
+    async def top_up(self, facilitator_url: str | None, amount: Amount) -> str:
+        req = _call(self._vlx.payer.top_up_request, amount, facilitator_url)
+        status, body = await self._wallet(req)
+        receipt: _native.TopUpReceipt = _call(self._vlx.payer.read_top_up, req, status, body)
+        return receipt.balance
 
-    async def _facilitator(self, method: str, url: str, **kw: Any) -> httpx.Response:
+    async def _wallet(self, req: _native.FacilitatorRequest) -> tuple[int, bytes]:
         try:
-            r = await self._vlx_http.request(method, url, **kw)
-        except httpx.TransportError as e:
+            return await self._fetch(req)
+        except (httpx.TransportError, _TooLarge) as e:
             raise self._vlx.unavailable(e) from e
-        if r.status_code >= 400:
-            raise self._vlx.facilitator_error(r.status_code, r.content)
-        return r
+
+    async def _fetch(self, req: _native.FacilitatorRequest) -> tuple[int, bytes]:
+        r = await self._vlx_http.send(self._vlx.facilitator_request(req), stream=True)
+        try:
+            chunks, size = [], 0
+            async for chunk in r.aiter_bytes():
+                size += len(chunk)
+                if size > MAX_BODY:
+                    raise _TooLarge(f"answer larger than {MAX_BODY} bytes")
+                chunks.append(chunk)
+            return r.status_code, b"".join(chunks)
+        finally:
+            await r.aclose()
+
+    async def _facilitator(self, call: _native.PayerCall, req: _native.FacilitatorRequest) -> _native.Step:
+        try:
+            status, body = await self._fetch(req)
+        except (httpx.TransportError, _TooLarge) as e:
+            sent = not _never_sent(e)
+            step: _native.Step = _call(call.transport_error, sent, str(e) or type(e).__name__)
+            return step
+        step = _call(call.answer, status, body)
+        return step
 
     async def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
-        response = await super().send(request, **kwargs)
-        if response.status_code != 402:
-            return response
+        stream = bool(kwargs.pop("stream", False))
         flow = self._vlx
-        body = _bounded(await response.aread())
-        pr = flow.payment_required(response, body)
-        if pr is None:
-            return response
-        await response.aclose()
-        if not _replayable(request):
-            raise flow.not_replayable()
-        receipt = await self._pay(pr, request)
-        return await super().send(flow.retry_request(request, receipt.token), **kwargs)
-
-    async def _pay(self, pr: _native.PaymentRequired, request: httpx.Request) -> _native.Receipt:
-        flow = self._vlx
-        topped_up = False
-        if flow.auto is not None:
-            await self._maybe_top_up(pr.facilitator, pr.price)
-        while True:
-            prepared = flow.prepare(pr, request)
-            try:
-                r = await self._vlx_http.post(
-                    prepared.pay_url, content=prepared.body, headers={"content-type": "application/json"}
-                )
-            except httpx.TransportError as e:
-                flow.payer.abandon(prepared)
-                raise flow.unavailable(e) from e
-            except BaseException:
-                flow.payer.abandon(prepared)
-                raise
-            try:
-                receipt = flow.payer.finish(prepared, r.status_code, r.content)
-            except _native.NativeError as e:
-                err = from_native(e)
-                if isinstance(err, InsufficientFundsError) and flow.auto is not None and not topped_up:
-                    topped_up = True
-                    await self._maybe_top_up(pr.facilitator, pr.price, balance=err.balance)
-                    continue
-                raise err from None
-            break
-        if flow.on_payment is not None:
-            result = flow.on_payment(flow.event(request, receipt))
-            if inspect.isawaitable(result):
-                await result
-        return receipt
-
-    async def _maybe_top_up(self, facilitator: str, price: str, balance: str | None = None) -> None:
-        flow = self._vlx
-        if self._vlx_top_up_lock is None:
-            self._vlx_top_up_lock = asyncio.Lock()
-        async with self._vlx_top_up_lock:
-            url = flow.wallet_url(facilitator.rstrip("/"))
-            if balance is None:
-                balance = str((await self._facilitator("GET", url)).json()["balance"])
-            amount = flow.top_up_amount(balance, price)
-            if amount is not None:
-                await self._facilitator("POST", url + "/topup", json={"amount": amount})
+        call = flow.call(request)
+        step = call.start()
+        response: httpx.Response | None = None
+        try:
+            while True:
+                if step.kind == "send":
+                    if response is not None:
+                        await response.aclose()
+                    try:
+                        response = await super().send(flow.request_for(request, step), stream=True, **kwargs)
+                    except BaseException:
+                        call.request_failed()
+                        raise
+                    step = _call(call.response, response.status_code, response.headers.multi_items(), None,
+                                 str(response.url))
+                elif step.kind == "read_body":
+                    assert response is not None
+                    chunks, size, rest = [], 0, response.aiter_bytes()
+                    async for chunk in rest:
+                        chunks.append(chunk)
+                        size += len(chunk)
+                        if size > (step.limit or MAX_BODY):
+                            break
+                    prefix = b"".join(chunks)
+                    original = response
+                    response = httpx.Response(
+                        original.status_code, headers=_without_encoding(original),
+                        stream=_AsyncRest(prefix, rest, original), request=original.request,
+                        extensions=original.extensions,
+                    )
+                    step = _call(call.response, original.status_code, original.headers.multi_items(), prefix, None)
+                elif step.kind == "facilitator":
+                    assert step.request is not None
+                    step = await self._facilitator(call, step.request)
+                elif step.kind == "paid":
+                    assert step.event is not None
+                    if flow.on_payment is not None:
+                        result = flow.on_payment(flow.event(step.event))
+                        if inspect.isawaitable(result):
+                            await result
+                    step = _call(call.resume)
+                elif step.kind == "wait":
+                    await asyncio.sleep((step.millis or 25) / 1000)
+                    step = _call(call.resume)
+                else:
+                    assert response is not None
+                    if not stream:
+                        await response.aread()
+                    return response
+        except BaseException:
+            if response is not None:
+                await response.aclose()
+            raise

@@ -17,6 +17,8 @@ import kotlinx.coroutines.launch
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withContext
 import online.vlexivo.AutoTopUp
+import online.vlexivo.FlowStep
+import online.vlexivo.PaymentFlow
 import online.vlexivo.HttpHeader
 import online.vlexivo.PaymentResult
 import online.vlexivo.SpendingPolicy
@@ -281,7 +283,41 @@ class Ctx(
     val tlsApi: String,
     val expiredFacilitator: String,
     val wrongHostFacilitator: String,
+    /** A relay in front of a second facilitator (which charges), and a paid API naming it. */
+    val relay: Relay,
+    val relayFacilitator: String,
+    val relayApi: String,
 )
+
+/** Forwards every request to `upstream` (a real facilitator); while `lie` is set, answers
+ *  payments 502 after forwarding them. Counts the requests it saw. */
+class Relay {
+    @Volatile var upstream = ""
+    @Volatile var lie = true
+    val seen: MutableList<String> = java.util.Collections.synchronizedList(ArrayList())
+    private val server = com.sun.net.httpserver.HttpServer.create(java.net.InetSocketAddress("127.0.0.1", 0), 0)
+    val url: String = "http://127.0.0.1:${server.address.port}"
+
+    init {
+        server.executor = java.util.concurrent.Executors.newFixedThreadPool(4)
+        server.createContext("/") { ex ->
+            val body = ex.requestBody.readBytes()
+            val path = ex.requestURI.toString()
+            seen.add("${ex.requestMethod} $path")
+            val b = HttpRequest.newBuilder(URI.create(upstream + path)).timeout(Duration.ofSeconds(30))
+                .header("content-type", "application/json")
+            b.method(ex.requestMethod, if (body.isEmpty()) HttpRequest.BodyPublishers.noBody() else HttpRequest.BodyPublishers.ofByteArray(body))
+            val up = http.send(b.build(), HttpResponse.BodyHandlers.ofByteArray())
+            val (status, out) = if (path == "/v1/payments" && lie) 502 to "<html>bad gateway</html>".toByteArray() else up.statusCode() to up.body()
+            ex.sendResponseHeaders(status, out.size.toLong())
+            ex.responseBody.use { it.write(out) }
+        }
+        server.start()
+    }
+
+    fun payments() = seen.count { it == "POST /v1/payments" }
+    fun stop() = server.stop(0)
+}
 
 val tests = LinkedHashMap<String, suspend (Ctx) -> Unit>()
 
@@ -334,27 +370,32 @@ fun registerTests() {
         }
     }
 
-    test("vectors: client 402 parsing and payment preparation") { ctx ->
+    fun payments(file: Map<String, Any?>, config: Map<String, Any?>, now: Long): VlexivoPayments {
+        val auto = config["auto_top_up"]?.obj()
+        return VlexivoPayments(
+            wallet = Wallet.fromKey(file["private_key"] as String),
+            policy = SpendingPolicy(maxPerCall = config["max_per_call"] as String?, maxTotal = config["max_total"] as String?),
+            autoTopUp = auto?.let { AutoTopUp(triggerBalance = it["trigger_balance"] as String, topUpAmount = it["top_up_amount"] as String) },
+            facilitators = config["trusted"].list().map { it as String },
+            fixedNow = now.toULong(),
+        )
+    }
+
+    test("vectors: client 402 parsing and payment quotes") { ctx ->
         val file = readJson(File(ctx.vectors, "client.json"))
-        val wallet = Wallet.fromKey(file["private_key"] as String)
-        val cases = file["cases"].list().map { it.obj() }.filter { it["op"] == null }
-        check(cases.size >= 10) { "too few client cases" }
+        val cases = file["cases"].list().map { it.obj() }.filter { it["op"] == "quote" }
+        check(cases.size >= 12) { "too few client cases" }
         for (c in cases) {
             val name = c["name"]
             val resp = c["response"].obj()
             val req = c["request"].obj()
-            val policy = c["policy"].obj()
             val expect = c["expect"].obj()
             val status = (resp["status"] as Long).toInt().toUShort()
             val headers = resp["headers"].list().map { val h = it.list(); HttpHeader(h[0] as String, h[1] as String) }
             val body = (resp["body"] as String).toByteArray()
-            val payments = VlexivoPayments(
-                wallet = wallet,
-                policy = SpendingPolicy(maxPerCall = policy["max_per_call"] as String?, maxTotal = policy["max_total"] as String?),
-                facilitatorUrl = policy["facilitator_url"] as String?,
-            )
+            val payments = payments(file, c["config"].obj(), c["now"] as Long)
             try {
-                val q = payments.quote(status, headers, body, req["method"] as String, req["url"] as String, (c["now"] as Long).toULong())
+                val q = payments.quote(status, headers, body, req["method"] as String, req["url"] as String)
                 check(!expect.containsKey("error")) { "$name: quoted, expected ${expect["error"]}" }
                 eq(q.price, expect["price"], "$name: price")
                 eq(q.currency, expect["currency"], "$name: currency")
@@ -364,11 +405,60 @@ fun registerTests() {
                 // The same response through the plain parser agrees.
                 eq(parsePaymentRequired(status, headers, body).price, q.price, "$name: parsed price")
                 // A quote reserves nothing: the budget is untouched.
-                eq(payments.spentTotal(), "0", "$name: spent")
+                eq(payments.reservedTotal(), "0", "$name: reserved")
             } catch (e: VlexivoException) {
                 eq(e.code, expect["error"], "$name: code (${e.message})")
             } finally {
                 payments.close()
+            }
+        }
+    }
+
+    test("vectors: the payer flow, exchange by exchange (PaymentFlow)") { ctx ->
+        val file = readJson(File(ctx.vectors, "client.json"))
+        val flows = file["cases"].list().map { it.obj() }.filter { it["op"] == "flow" }
+        check(flows.size >= 9) { "too few flows" }
+        fun feed(flow: PaymentFlow, input: Map<String, Any?>): Any? {
+            val (kind, v0) = input.entries.single()
+            val v = v0.obj()
+            val step = try {
+                when (kind) {
+                    "start" -> flow.start()
+                    "response" -> flow.response(
+                        (v["status"] as Long).toInt().toUShort(),
+                        v["headers"].list().map { val h = it.list(); HttpHeader(h[0] as String, h[1] as String) },
+                        (v["body"] as String?)?.toByteArray(),
+                        v["url"] as String?,
+                    )
+                    "answer" -> flow.answer((v["status"] as Long).toInt().toUShort(), (v["body"] as String).toByteArray())
+                    "transport_error" -> flow.transportError(v["sent"] as Boolean, "vector")
+                    "resume" -> flow.resume()
+                    else -> throw AssertionFailed("input $kind")
+                }
+            } catch (e: VlexivoException) {
+                return mapOf("error" to e.code)
+            }
+            return when (step) {
+                is FlowStep.Send -> mapOf("send" to mapOf("url" to step.url, "proof" to step.headers.firstOrNull { it.name == proofHeaderName() }?.value))
+                is FlowStep.ReadBody -> mapOf("read_body" to mapOf("limit" to step.limit.toLong()))
+                is FlowStep.Facilitator -> mapOf("facilitator" to mapOf("method" to step.call.method, "url" to step.call.url, "body" to step.call.body))
+                is FlowStep.Paid -> mapOf("paid" to mapOf("price" to step.event.price, "nonce" to step.event.nonce,
+                    "replayed" to step.event.replayed, "topped_up" to step.event.toppedUp, "reconciled" to step.event.reconciled))
+                is FlowStep.Wait -> mapOf("wait" to emptyMap<String, Any?>())
+                FlowStep.Return -> mapOf("return" to emptyMap<String, Any?>())
+            }
+        }
+        for (c in flows) {
+            val name = c["name"]
+            payments(file, c["config"].obj(), c["now"] as Long).use { p ->
+                for (call in c["calls"].list().map { it.obj() }) {
+                    val flow = p.flow(call["method"] as String, call["url"] as String, call["replayable"] as Boolean)
+                    call["exchanges"].list().forEachIndexed { i, ex ->
+                        eq(feed(flow, ex.obj()["input"].obj()), ex.obj()["expect"], "$name: exchange $i")
+                    }
+                }
+                val b = c["expect_budget"].obj()
+                eq(mapOf("spent" to p.spentTotal(), "reserved" to p.reservedTotal(), "in_doubt" to p.inDoubtTotal()), b, "$name: budget")
             }
         }
     }
@@ -399,9 +489,11 @@ fun registerTests() {
             VlexivoPayments(w, autoTopUp = AutoTopUp(triggerBalance = "1", topUpAmount = "0"))
         }.code, "amount_zero")
         VlexivoPayments(w).use { p ->
-            eq(p.facilitatorUrl(), null, "facilitator before any 402")
-            eq(expectThrows<VlexivoException.InvalidInput> { p.balance() }.code, "config_invalid")
+            // Nothing configured (and no VLX_FACILITATOR_URL): the default local facilitator.
+            eq(p.facilitatorUrl(), "http://127.0.0.1:4020", "default facilitator")
+            eq(p.facilitators(), listOf("http://127.0.0.1:4020"), "trusted")
         }
+        eq(expectThrows<VlexivoException.InvalidInput> { VlexivoPayments(w, facilitators = listOf("nope")) }.code, "config_invalid")
         VlexivoPayments(w, facilitatorUrl = ctx.facilitator).use { p ->
             eq(expectThrows<VlexivoException.InvalidInput> { p.topUp("-1") }.code, "amount_negative")
             eq(p.balance(), "0", "fresh wallet balance")
@@ -459,7 +551,7 @@ fun registerTests() {
     }
 
     test("insufficient funds: the exact amount required and the balance") { ctx ->
-        VlexivoPayments(Wallet.generate()).use { p ->
+        VlexivoPayments(Wallet.generate(), facilitatorUrl = ctx.facilitator).use { p ->
             val first = send("GET", "${ctx.api}/v1/quote")
             eq(first.statusCode(), 402, "first status")
             val e = expectThrows<VlexivoException.InsufficientFunds> {
@@ -469,9 +561,8 @@ fun registerTests() {
             eq(e.required, "0.001", "required")
             eqAmount(e.balance, "0", "balance")
             eq(e.currency, "usd", "currency")
-            // Learned from the challenge, with no facilitatorUrl configured.
-            eq(p.facilitatorUrl(), ctx.facilitator, "facilitator learned")
             eq(p.spentTotal(), "0", "nothing spent")
+            eq(p.reservedTotal(), "0", "a clear refusal releases the reservation")
         }
     }
 
@@ -504,6 +595,7 @@ fun registerTests() {
         VlexivoPayments(
             Wallet.generate(),
             autoTopUp = AutoTopUp(enabled = true, triggerBalance = "1.00", topUpAmount = "10.00"),
+            facilitatorUrl = ctx.facilitator,
         ).use { p ->
             val first = paidCall(p, "GET", "${ctx.api}/v1/quote")
             eq(first.response.statusCode(), 200, "status")
@@ -553,9 +645,9 @@ fun registerTests() {
             val r = send("GET", "${ctx.api}/v1/quote")
             eq(expectThrows<VlexivoException.Challenge> {
                 p.pay(402u, r.headerList(), r.body(), "GET", "${ctx.api}/v1/quote")
-            }.code, "challenge_mismatch")
+            }.code, "facilitator_untrusted")
         }
-        VlexivoPayments(Wallet.generate()).use { p ->
+        VlexivoPayments(Wallet.generate(), facilitatorUrl = ctx.facilitator).use { p ->
             // The challenge is for GET /v1/quote, not POST.
             val r = send("GET", "${ctx.api}/v1/quote")
             eq(expectThrows<VlexivoException.Challenge> {
@@ -595,7 +687,7 @@ fun registerTests() {
         refused(ctx.expiredFacilitator, TlsOptions(caPem = ctx.caPem), "expired certificate")
         refused(ctx.wrongHostFacilitator, TlsOptions(caPem = ctx.caPem), "another host name")
         // The plain-http API names a plain-http facilitator: refused before signing.
-        VlexivoPayments(w, tls = TlsOptions(httpsOnly = true)).use { p ->
+        VlexivoPayments(w, facilitatorUrl = ctx.facilitator, tls = TlsOptions(httpsOnly = true)).use { p ->
             val r = send("GET", "${ctx.api}/v1/quote")
             val e = expectThrows<VlexivoException.Challenge> {
                 p.pay(402u, r.headerList(), r.body(), "GET", "${ctx.api}/v1/quote")
@@ -606,6 +698,71 @@ fun registerTests() {
         eq(expectThrows<VlexivoException.InvalidInput> {
             VlexivoPayments(w, tls = TlsOptions(caPem = "not a certificate"))
         }.code, "config_invalid")
+    }
+
+    test("item 6/7: a 402 naming a facilitator the client does not trust: nothing signed, queried or paid") { ctx ->
+        val w = Wallet.generate()
+        VlexivoPayments(w, facilitatorUrl = ctx.relayFacilitator).use { it.topUp("1") }
+        val before = ctx.relay.seen.size
+        for (auto in listOf(null, AutoTopUp(triggerBalance = "1.00", topUpAmount = "10.00"))) {
+            // Unconfigured (item 6), and pinned to the real facilitator with auto top-up (item 7).
+            val pinned = if (auto == null) null else ctx.relayFacilitator
+            VlexivoPayments(w, SpendingPolicy(maxTotal = "0.001"), autoTopUp = auto, facilitatorUrl = pinned).use { p ->
+                val r = send("GET", "${ctx.relayApi}/v1/quote")
+                val e = expectThrows<VlexivoException.Challenge> { p.pay(402u, r.headerList(), r.body(), "GET", "${ctx.relayApi}/v1/quote") }
+                eq(e.code, "facilitator_untrusted")
+                eq(p.reservedTotal(), "0", "nothing reserved")
+            }
+        }
+        eq(ctx.relay.seen.size, before, "the relay saw nothing: no payment, no balance query, no top-up")
+        VlexivoPayments(w, facilitatorUrl = ctx.relayFacilitator).use { eqAmount(it.balance(), "1", "nothing paid") }
+    }
+
+    test("item 13: a payment answered 502 stays counted until the facilitator tells its fate") { ctx ->
+        ctx.relay.lie = true
+        val w = Wallet.generate()
+        VlexivoPayments(w, facilitatorUrl = ctx.relayFacilitator).use { it.topUp("1") }
+        try {
+            VlexivoPayments(w, SpendingPolicy(maxTotal = "0.001"), facilitatorUrl = ctx.relay.url).use { p ->
+                val url = "${ctx.relayApi}/v1/quote"
+                var r = send("GET", url)
+                val e = expectThrows<VlexivoException.Unavailable> { p.pay(402u, r.headerList(), r.body(), "GET", url) }
+                eq(e.code, "payment_in_doubt")
+                eq(listOf(p.spentTotal(), p.reservedTotal(), p.inDoubtTotal()), listOf("0", "0.001", "0.001"), "counted, in doubt")
+                VlexivoPayments(w, facilitatorUrl = ctx.relayFacilitator).use { eqAmount(it.balance(), "0.999", "charged once") }
+                // The next 402: the in-doubt payment is sent again first (502 again), then the cap refuses.
+                r = send("POST", "${ctx.relayApi}/api/v1/inference", """{"model":"x"}""".toByteArray())
+                eq(expectThrows<VlexivoException.BudgetExceeded> {
+                    p.pay(402u, r.headerList(), r.body(), "POST", "${ctx.relayApi}/api/v1/inference")
+                }.limit, "total", "limit")
+                // The relay tells the truth: the payment is settled, and its proof serves /v1/quote.
+                ctx.relay.lie = false
+                val paid = paidCall(p, "GET", url)
+                eq(paid.response.statusCode(), 200, "status")
+                eq(paid.payment!!.reused, true, "the proof bought by the in-doubt payment")
+                eq(listOf(p.spentTotal(), p.reservedTotal(), p.inDoubtTotal()), listOf("0.001", "0", "0"), "settled")
+                VlexivoPayments(w, facilitatorUrl = ctx.relayFacilitator).use { eqAmount(it.balance(), "0.999", "paid once in all") }
+            }
+        } finally {
+            ctx.relay.lie = true
+        }
+    }
+
+    test("item 9: after the API's 5xx, reportRetry keeps the proof and the next pay reuses it") { ctx ->
+        val w = Wallet.generate()
+        VlexivoPayments(w, facilitatorUrl = ctx.facilitator).use { p ->
+            p.topUp("1")
+            val url = "${ctx.api}/v1/flaky"
+            val first = paidCall(p, "GET", url)
+            eq(first.response.statusCode(), 500, "first status")
+            p.reportRetry(first.payment!!.nonce, 500u)
+            val second = paidCall(p, "GET", url)
+            eq(second.response.statusCode(), 200, "second status")
+            eq(second.payment!!.reused, true, "reused")
+            eq(second.payment!!.nonce, first.payment!!.nonce, "the same payment")
+            eqAmount(p.balance(), "0.998", "paid once")
+            eq(p.spentTotal(), "0.002", "spent")
+        }
     }
 
     test("cancellation: a cancelled pay() completes on the runtime; budget and ledger agree") { ctx ->
@@ -723,6 +880,14 @@ fun main(args: Array<String>) {
         ))
         val tlsApi = startService("paid-api-tls", tlsApiCmd, listOf("PAID_API_URL"), dir)
         services.add(tlsApi)
+        val relay = Relay()
+        val relayedFac = startService("facilitator-relayed", listOf(vlexivo, "serve", "--addr", "127.0.0.1:0",
+            "--db", File(dir, "relayed.db").path, "--public-url", relay.url), listOf("VLEXIVO_URL"), dir)
+        services.add(relayedFac)
+        relay.upstream = relayedFac.values.getValue("VLEXIVO_URL")
+        val relayApi = startService("paid-api-relayed", listOf(paidApi, relay.url), listOf("PAID_API_URL"), dir)
+        services.add(relayApi)
+        Runtime.getRuntime().addShutdownHook(Thread { relay.stop() })
         val ctx = Ctx(
             facilitator, api.values.getValue("PAID_API_URL"), vectors,
             caPem = File(pkiDir, "ca.pem").readText(),
@@ -730,6 +895,9 @@ fun main(args: Array<String>) {
             tlsApi = tlsApi.values.getValue("PAID_API_URL"),
             expiredFacilitator = tlsFacilitator("expired"),
             wrongHostFacilitator = tlsFacilitator("wrong-host"),
+            relay = relay,
+            relayFacilitator = relay.upstream,
+            relayApi = relayApi.values.getValue("PAID_API_URL"),
         )
         println("facilitator $facilitator, paid API ${ctx.api}")
 
