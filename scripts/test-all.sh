@@ -11,6 +11,9 @@ export VLEXIVO_BIN="$target/debug/vlexivo"
 started=$(date +%s)
 step() { printf '\n=== %s (%ss)\n' "$1" "$(( $(date +%s) - started ))"; }
 
+step "static gates: rustfmt (rustfmt.toml)"
+cargo fmt --all --check
+
 step "Redis and PostgreSQL for the suites that start throwaway servers (Debian packages)"
 ./scripts/test-services.sh install
 

@@ -1056,7 +1056,10 @@ impl JsPayer {
     /// Start the payer flow for one request (`replayable`: its body can be sent twice).
     #[napi]
     pub fn call(&self, env: Env, method: String, url: String, replayable: bool) -> Result<PayerCall> {
-        self.inner.call(&method, &url, replayable).map(|inner| PayerCall { inner }).map_err(|e| throw(&env, e))
+        self.inner
+            .call(&method, &url, replayable)
+            .map(|inner| PayerCall { inner })
+            .map_err(|e| throw(&env, e))
     }
 
     /// Check a 402 against the request and the policy and sign, without paying.
@@ -1083,9 +1086,18 @@ impl JsPayer {
     }
 
     #[napi]
-    pub fn read_balance(&self, env: Env, req: FacilitatorRequest, status: u32, body: Buffer) -> Result<String> {
+    pub fn read_balance(
+        &self,
+        env: Env,
+        req: FacilitatorRequest,
+        status: u32,
+        body: Buffer,
+    ) -> Result<String> {
         let req = core_request(req);
-        self.inner.read_balance(&req, status_of(status), &body).map(|m| m.to_string()).map_err(|e| throw(&env, e))
+        self.inner
+            .read_balance(&req, status_of(status), &body)
+            .map(|m| m.to_string())
+            .map_err(|e| throw(&env, e))
     }
 
     /// `POST /v1/wallets/{address}/topup` (the sandbox faucet).
@@ -1103,10 +1115,22 @@ impl JsPayer {
     }
 
     #[napi]
-    pub fn read_top_up(&self, env: Env, req: FacilitatorRequest, status: u32, body: Buffer) -> Result<TopUpReceipt> {
+    pub fn read_top_up(
+        &self,
+        env: Env,
+        req: FacilitatorRequest,
+        status: u32,
+        body: Buffer,
+    ) -> Result<TopUpReceipt> {
         let req = core_request(req);
         let r = self.inner.read_top_up(&req, status_of(status), &body).map_err(|e| throw(&env, e))?;
-        Ok(TopUpReceipt { address: r.address, amount: r.amount, balance: r.balance, currency: r.currency, tx_hash: r.tx_hash })
+        Ok(TopUpReceipt {
+            address: r.address,
+            amount: r.amount,
+            balance: r.balance,
+            currency: r.currency,
+            tx_hash: r.tx_hash,
+        })
     }
 }
 

@@ -900,8 +900,15 @@ pub struct Step {
 
 impl Step {
     fn from_core(py: Python<'_>, s: vclient::Step) -> PyResult<Self> {
-        let mut out =
-            Self { kind: "", url: None, headers: Vec::new(), limit: None, request: None, event: None, millis: None };
+        let mut out = Self {
+            kind: "",
+            url: None,
+            headers: Vec::new(),
+            limit: None,
+            request: None,
+            event: None,
+            millis: None,
+        };
         out.kind = match s {
             vclient::Step::Send { url, headers } => {
                 out.url = Some(url);
@@ -1093,7 +1100,13 @@ impl Payer {
         Ok(FacilitatorRequest::from_core(self.inner.balance_request(facilitator).py_err(py)?))
     }
 
-    fn read_balance(&self, py: Python<'_>, request: PyRef<'_, FacilitatorRequest>, status: u16, body: &[u8]) -> PyResult<String> {
+    fn read_balance(
+        &self,
+        py: Python<'_>,
+        request: PyRef<'_, FacilitatorRequest>,
+        status: u16,
+        body: &[u8],
+    ) -> PyResult<String> {
         Ok(self.inner.read_balance(&request.to_core(), status, body).py_err(py)?.to_string())
     }
 
@@ -1117,7 +1130,13 @@ impl Payer {
         body: &[u8],
     ) -> PyResult<TopUpReceipt> {
         let r = self.inner.read_top_up(&request.to_core(), status, body).py_err(py)?;
-        Ok(TopUpReceipt { address: r.address, amount: r.amount, balance: r.balance, currency: r.currency, tx_hash: r.tx_hash })
+        Ok(TopUpReceipt {
+            address: r.address,
+            amount: r.amount,
+            balance: r.balance,
+            currency: r.currency,
+            tx_hash: r.tx_hash,
+        })
     }
 
     /// Committed spend so far (decimal string).
@@ -1149,7 +1168,11 @@ impl PayerCall {
         Ok(f(&mut call))
     }
 
-    fn step(&self, py: Python<'_>, f: impl FnOnce(&mut vclient::Call) -> vlexivo_core::Result<vclient::Step>) -> PyResult<Step> {
+    fn step(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut vclient::Call) -> vlexivo_core::Result<vclient::Step>,
+    ) -> PyResult<Step> {
         let s = self.with(f)?.py_err(py)?;
         Step::from_core(py, s)
     }

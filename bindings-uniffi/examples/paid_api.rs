@@ -98,7 +98,10 @@ async fn main() {
                     let failed = failed.clone();
                     async move {
                         if !failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                            return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": "down" })));
+                            return (
+                                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                                Json(json!({ "error": "down" })),
+                            );
                         }
                         (axum::http::StatusCode::OK, paid(p).await)
                     }

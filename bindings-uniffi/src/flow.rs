@@ -59,12 +59,17 @@ impl From<Step> for FlowStep {
         match s {
             Step::Send { url, headers } => FlowStep::Send {
                 url,
-                headers: headers.into_iter().map(|(name, value)| HttpHeader { name: name.to_string(), value }).collect(),
+                headers: headers
+                    .into_iter()
+                    .map(|(name, value)| HttpHeader { name: name.to_string(), value })
+                    .collect(),
             },
-            Step::ReadBody { limit } => FlowStep::ReadBody { limit: u32::try_from(limit).unwrap_or(u32::MAX) },
-            Step::Facilitator(r) => {
-                FlowStep::Facilitator { call: FacilitatorCall { method: r.method.to_string(), url: r.url, body: r.body } }
+            Step::ReadBody { limit } => {
+                FlowStep::ReadBody { limit: u32::try_from(limit).unwrap_or(u32::MAX) }
             }
+            Step::Facilitator(r) => FlowStep::Facilitator {
+                call: FacilitatorCall { method: r.method.to_string(), url: r.url, body: r.body },
+            },
             Step::Paid(e) => FlowStep::Paid {
                 event: PaymentEvent {
                     method: e.method,
@@ -98,7 +103,10 @@ impl PaymentFlow {
         Arc::new(Self { call: Mutex::new(call) })
     }
 
-    fn with(&self, f: impl FnOnce(&mut Call) -> vlexivo_core::Result<Step>) -> Result<FlowStep, VlexivoError> {
+    fn with(
+        &self,
+        f: impl FnOnce(&mut Call) -> vlexivo_core::Result<Step>,
+    ) -> Result<FlowStep, VlexivoError> {
         let mut call = self.call.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(f(&mut call)?.into())
     }

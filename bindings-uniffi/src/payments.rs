@@ -197,8 +197,10 @@ impl VlexivoPayments {
     }
 
     fn paid(&self, call: Call, headers: Vec<(&'static str, String)>) -> Result<PaymentResult, CoreError> {
-        let (name, value) =
-            headers.into_iter().next().ok_or_else(|| CoreError::Internal("a retry without a proof".into()))?;
+        let (name, value) = headers
+            .into_iter()
+            .next()
+            .ok_or_else(|| CoreError::Internal("a retry without a proof".into()))?;
         let receipt = call.proof().cloned().ok_or_else(|| CoreError::Internal("no receipt".into()))?;
         let price = call.price().ok_or_else(|| CoreError::Internal("no price".into()))?;
         let result = PaymentResult {
@@ -222,7 +224,10 @@ impl VlexivoPayments {
         Ok(result)
     }
 
-    async fn wallet_call(&self, req: &vlexivo_core::client::FacilitatorRequest) -> Result<(u16, Vec<u8>), CoreError> {
+    async fn wallet_call(
+        &self,
+        req: &vlexivo_core::client::FacilitatorRequest,
+    ) -> Result<(u16, Vec<u8>), CoreError> {
         self.http.wallet(req).await
     }
 }
@@ -253,8 +258,9 @@ impl VlexivoPayments {
         fixed_now: Option<u64>,
     ) -> Result<Arc<Self>, VlexivoError> {
         let tls = tls.unwrap_or_default().to_config()?;
-        let trust = TrustedFacilitators::from_env(facilitator_url.as_deref(), &facilitators.unwrap_or_default())?
-            .with_https_only(tls.is_https_only());
+        let trust =
+            TrustedFacilitators::from_env(facilitator_url.as_deref(), &facilitators.unwrap_or_default())?
+                .with_https_only(tls.is_https_only());
         let auto_top_up = match auto_top_up {
             Some(a) if a.enabled => Some(CoreAutoTopUp::new(&a.trigger_balance, &a.top_up_amount)?),
             _ => None,
@@ -305,7 +311,12 @@ impl VlexivoPayments {
 
     /// Drive the payer flow step by step with the app's own HTTP for everything (the API and
     /// the facilitator): see `PaymentFlow`.
-    pub fn flow(self: Arc<Self>, method: String, url: String, replayable: bool) -> Result<Arc<PaymentFlow>, VlexivoError> {
+    pub fn flow(
+        self: Arc<Self>,
+        method: String,
+        url: String,
+        replayable: bool,
+    ) -> Result<Arc<PaymentFlow>, VlexivoError> {
         Ok(PaymentFlow::new(self.payer.call(&method, &url, replayable)?))
     }
 
@@ -355,7 +366,12 @@ impl VlexivoPayments {
             let req = self.payer.top_up_request(&usd(&amount)?, None)?;
             let (status, body) = self.wallet_call(&req).await?;
             let r = self.payer.read_top_up(&req, status, &body)?;
-            Ok(TopUpResult { amount: r.amount, balance: r.balance, currency: r.currency, tx_hash: Some(r.tx_hash) })
+            Ok(TopUpResult {
+                amount: r.amount,
+                balance: r.balance,
+                currency: r.currency,
+                tx_hash: Some(r.tx_hash),
+            })
         })
         .await
     }

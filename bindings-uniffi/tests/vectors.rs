@@ -5,7 +5,8 @@
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use vlexivo_uniffi::{
-    AutoTopUp, FlowStep, HttpHeader, PaymentFlow, SpendingPolicy, VlexivoError, VlexivoPayments, Wallet, proof_header_name,
+    AutoTopUp, FlowStep, HttpHeader, PaymentFlow, SpendingPolicy, VlexivoError, VlexivoPayments, Wallet,
+    proof_header_name,
 };
 
 fn vectors(name: &str) -> Value {
@@ -26,7 +27,11 @@ fn payments_for(key: &str, config: &Value, now: u64) -> std::sync::Arc<VlexivoPa
     let trusted: Vec<String> = config["trusted"].as_array().unwrap().iter().map(|u| s(u).unwrap()).collect();
     VlexivoPayments::new(
         Wallet::from_key(key.to_string()).unwrap(),
-        SpendingPolicy { max_per_call: s(&config["max_per_call"]), max_total: s(&config["max_total"]), ..Default::default() },
+        SpendingPolicy {
+            max_per_call: s(&config["max_per_call"]),
+            max_total: s(&config["max_total"]),
+            ..Default::default()
+        },
         auto,
         None,
         None,
@@ -37,7 +42,11 @@ fn payments_for(key: &str, config: &Value, now: u64) -> std::sync::Arc<VlexivoPa
 }
 
 fn headers_of(v: &Value) -> Vec<HttpHeader> {
-    v.as_array().unwrap().iter().map(|h| HttpHeader { name: s(&h[0]).unwrap(), value: s(&h[1]).unwrap() }).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|h| HttpHeader { name: s(&h[0]).unwrap(), value: s(&h[1]).unwrap() })
+        .collect()
 }
 
 #[test]
@@ -87,7 +96,9 @@ fn feed(flow: &PaymentFlow, input: &Value) -> Value {
             v["body"].as_str().map(|b| b.as_bytes().to_vec()),
             s(&v["url"]),
         ),
-        "answer" => flow.answer(v["status"].as_u64().unwrap() as u16, v["body"].as_str().unwrap().as_bytes().to_vec()),
+        "answer" => {
+            flow.answer(v["status"].as_u64().unwrap() as u16, v["body"].as_str().unwrap().as_bytes().to_vec())
+        }
         "transport_error" => flow.transport_error(v["sent"].as_bool().unwrap(), "vector".into()),
         "resume" => flow.resume(),
         other => panic!("input {other}"),

@@ -28,8 +28,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 use vlexivo_core::client::{
-    AutoTopUp, Call, FacilitatorRequest, MAX_RESPONSE_BODY, Payer, PayerConfig, PaymentEvent, PaymentRequired,
-    Step, TrustedFacilitators,
+    AutoTopUp, Call, FacilitatorRequest, MAX_RESPONSE_BODY, Payer, PayerConfig, PaymentEvent,
+    PaymentRequired, Step, TrustedFacilitators,
 };
 use vlexivo_core::env::{Clock, SystemClock};
 use vlexivo_core::payment::PaymentReceipt;
@@ -161,7 +161,8 @@ impl VlexivoClientBuilder {
         };
         // A signed payment is for one facilitator: never follow it elsewhere.
         let facilitator_http = builder(tls.client_builder().redirect(reqwest::redirect::Policy::none()))?;
-        let config = PayerConfig { policy: self.spending, facilitators: trust, auto_top_up: self.auto_top_up };
+        let config =
+            PayerConfig { policy: self.spending, facilitators: trust, auto_top_up: self.auto_top_up };
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         Ok(VlexivoClient {
             inner: Arc::new(Inner {
@@ -270,7 +271,8 @@ impl VlexivoClient {
                             return Err(e);
                         }
                     };
-                    let (status, res_headers, final_url) = (res.status().as_u16(), res.headers().clone(), res.url().to_string());
+                    let (status, res_headers, final_url) =
+                        (res.status().as_u16(), res.headers().clone(), res.url().to_string());
                     last = Some(res);
                     call.response(status, pairs(&res_headers), None, Some(&final_url))?
                 }
@@ -333,7 +335,10 @@ impl VlexivoClient {
                     call.resume()?
                 }
                 Step::Send { .. } => {
-                    return call.receipt().cloned().ok_or_else(|| Error::Internal("paid without a receipt".into()));
+                    return call
+                        .receipt()
+                        .cloned()
+                        .ok_or_else(|| Error::Internal("paid without a receipt".into()));
                 }
                 Step::ReadBody { .. } | Step::Return => {
                     return Err(Error::Internal("unexpected step paying a challenge".into()));
@@ -358,7 +363,8 @@ impl VlexivoClient {
             req = req.body(b);
         }
         req.send().await.map_err(|e| {
-            let host = Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default();
+            let host =
+                Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default();
             Error::Internal(format!("request to {host} failed: {}", tls::describe(&e)))
         })
     }
@@ -372,15 +378,23 @@ impl VlexivoClient {
     }
 
     /// `(status, body)`, or `(sent, reason)` when no whole answer came back.
-    async fn facilitator_http_call(&self, req: &FacilitatorRequest) -> Result<(u16, Vec<u8>), (bool, String)> {
+    async fn facilitator_http_call(
+        &self,
+        req: &FacilitatorRequest,
+    ) -> Result<(u16, Vec<u8>), (bool, String)> {
         let method = Method::from_bytes(req.method.as_bytes()).expect("GET or POST");
         let mut rb = self.inner.facilitator_http.request(method, &req.url).timeout(FACILITATOR_TIMEOUT);
         if let Some(b) = &req.body {
             rb = rb.header(http::header::CONTENT_TYPE, "application/json").body(b.clone());
         }
-        let res = rb.send().await.map_err(|e| (!e.is_connect(), format!("{}: {}", req.facilitator, tls::describe(&e))))?;
+        let res = rb
+            .send()
+            .await
+            .map_err(|e| (!e.is_connect(), format!("{}: {}", req.facilitator, tls::describe(&e))))?;
         let status = res.status().as_u16();
-        let body = read_limited(res, MAX_RESPONSE_BODY).await.map_err(|e| (true, format!("{}: {e}", req.facilitator)))?;
+        let body = read_limited(res, MAX_RESPONSE_BODY)
+            .await
+            .map_err(|e| (true, format!("{}: {e}", req.facilitator)))?;
         Ok((status, body))
     }
 
@@ -430,7 +444,8 @@ pub async fn read_limited(mut res: Response, limit: usize) -> Result<Vec<u8>, St
 /// the caller then gets it whole, as reqwest would have read it.
 async fn read_prefix(mut res: Response, limit: usize) -> Result<(Response, Vec<u8>), Error> {
     let failed = |e: reqwest::Error| Error::Internal(format!("reading the 402: {}", tls::describe(&e)));
-    let (status, headers, url, version) = (res.status(), res.headers().clone(), res.url().clone(), res.version());
+    let (status, headers, url, version) =
+        (res.status(), res.headers().clone(), res.url().clone(), res.version());
     let mut body = Vec::new();
     while let Some(chunk) = res.chunk().await.map_err(failed)? {
         body.extend_from_slice(&chunk);

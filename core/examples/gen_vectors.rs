@@ -9,8 +9,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use std::path::PathBuf;
-use vlexivo_core::challenge::{Challenge, ChallengeParams};
 use std::sync::Arc;
+use vlexivo_core::challenge::{Challenge, ChallengeParams};
 use vlexivo_core::client::{
     AutoTopUp, Call, Payer, PayerConfig, Step, TrustedFacilitators, error_from_body, parse_payment_required,
 };
@@ -669,9 +669,30 @@ fn client(fx: &Fixture, rng: &SeededEntropy) -> Value {
             trusted.clone(),
         ),
         ("expired challenge", resp(402, true, &body), "POST", url, NOW + 301, trusted.clone()),
-        ("over the per-call cap", resp(402, true, &body), "POST", url, NOW, with(json!({ "max_per_call": "0.001" }))),
-        ("within the per-call cap", resp(402, true, &body), "POST", url, NOW, with(json!({ "max_per_call": "0.01" }))),
-        ("over the total cap", resp(402, true, &body), "POST", url, NOW, with(json!({ "max_total": "0.005" }))),
+        (
+            "over the per-call cap",
+            resp(402, true, &body),
+            "POST",
+            url,
+            NOW,
+            with(json!({ "max_per_call": "0.001" })),
+        ),
+        (
+            "within the per-call cap",
+            resp(402, true, &body),
+            "POST",
+            url,
+            NOW,
+            with(json!({ "max_per_call": "0.01" })),
+        ),
+        (
+            "over the total cap",
+            resp(402, true, &body),
+            "POST",
+            url,
+            NOW,
+            with(json!({ "max_total": "0.005" })),
+        ),
         (
             "a facilitator the payer does not trust",
             resp(402, true, &body),
@@ -753,7 +774,11 @@ fn flow_payer(fx: &Fixture, config: &Value, now: u64) -> Payer {
         AutoTopUp::new(a["trigger_balance"].as_str().unwrap(), a["top_up_amount"].as_str().unwrap()).unwrap()
     });
     let config = PayerConfig {
-        policy: SpendingPolicy { max_per_call: m("max_per_call"), max_total: m("max_total"), ..Default::default() },
+        policy: SpendingPolicy {
+            max_per_call: m("max_per_call"),
+            max_total: m("max_total"),
+            ..Default::default()
+        },
         facilitators: TrustedFacilitators::new(None, &trusted, None).unwrap(),
         auto_top_up: auto,
     };
@@ -791,11 +816,14 @@ fn apply(call: &mut Call, input: &Value) -> Value {
     match r {
         Err(e) => json!({ "error": e.code() }),
         Ok(Step::Send { url, headers }) => {
-            let proof = headers.iter().find(|(k, _)| *k == vlexivo_core::headers::PROOF).map(|(_, v)| v.clone());
+            let proof =
+                headers.iter().find(|(k, _)| *k == vlexivo_core::headers::PROOF).map(|(_, v)| v.clone());
             json!({ "send": { "url": url, "proof": proof } })
         }
         Ok(Step::ReadBody { limit }) => json!({ "read_body": { "limit": limit } }),
-        Ok(Step::Facilitator(r)) => json!({ "facilitator": { "method": r.method, "url": r.url, "body": r.body } }),
+        Ok(Step::Facilitator(r)) => {
+            json!({ "facilitator": { "method": r.method, "url": r.url, "body": r.body } })
+        }
         Ok(Step::Paid(e)) => json!({ "paid": {
             "price": e.price.to_string(), "nonce": e.receipt.nonce, "replayed": e.receipt.replayed,
             "topped_up": e.topped_up.map(|t| t.to_string()), "reconciled": e.reconciled } }),
@@ -832,7 +860,9 @@ impl<'a> Flow<'a> {
         let mut f = Feeder { call: self.payer.call(method, url, replayable).unwrap(), exchanges: Vec::new() };
         script(&mut f);
         drop(f.call);
-        self.calls.push(json!({ "method": method, "url": url, "replayable": replayable, "exchanges": f.exchanges }));
+        self.calls.push(
+            json!({ "method": method, "url": url, "replayable": replayable, "exchanges": f.exchanges }),
+        );
     }
 
     fn case(self, name: &str, config: Value) -> Value {
@@ -924,7 +954,15 @@ fn flows(fx: &Fixture, challenge: &dyn Fn(&str, &str, &str) -> (String, String))
     let mut f = Flow::new(fx, &auto);
     let evil = fx.paywall_at("http://127.0.0.1:6666");
     let info = RequestInfo::new("GET", "http", CLIENT_ORIGIN.strip_prefix("http://"), "/a");
-    let rej = evil.challenge(&info, &Money::parse("0.003", Currency::Usd).unwrap(), "per-call", NOW, &SeededEntropy::new(1)).unwrap();
+    let rej = evil
+        .challenge(
+            &info,
+            &Money::parse("0.003", Currency::Usd).unwrap(),
+            "per-call",
+            NOW,
+            &SeededEntropy::new(1),
+        )
+        .unwrap();
     let evil_enc = rej.headers.iter().find(|(k, _)| *k == "Vlexivo-Challenge").unwrap().1.clone();
     f.call("GET", &format!("{api}/a"), true, |c| {
         c.start();
@@ -1048,7 +1086,8 @@ fn flows(fx: &Fixture, challenge: &dyn Fn(&str, &str, &str) -> (String, String))
         c.start();
         c.respond(402, hdr(&enc_a), None);
         c.answer(200, r#"{"address":"x","balance":"0","currency":"usd"}"#);
-        let pay = c.answer(200, r#"{"address":"x","amount":"10","balance":"10","currency":"usd","tx_hash":"0x1"}"#);
+        let pay =
+            c.answer(200, r#"{"address":"x","amount":"10","balance":"10","currency":"usd","tx_hash":"0x1"}"#);
         c.answer(200, &receipt(&pay, "9.99", false));
         c.resume();
         c.respond(200, plain.clone(), None);
@@ -1057,7 +1096,8 @@ fn flows(fx: &Fixture, challenge: &dyn Fn(&str, &str, &str) -> (String, String))
         c.start();
         c.respond(402, hdr(&enc_b), None);
         c.answer(402, funds_refusal);
-        let pay = c.answer(200, r#"{"address":"x","amount":"10","balance":"10","currency":"usd","tx_hash":"0x2"}"#);
+        let pay =
+            c.answer(200, r#"{"address":"x","amount":"10","balance":"10","currency":"usd","tx_hash":"0x2"}"#);
         c.answer(200, &receipt(&pay, "9.99", false));
         c.resume();
         c.respond(200, plain.clone(), None);

@@ -5,8 +5,8 @@
 
 use serde_json::{Value, json};
 use std::path::PathBuf;
-use vlexivo_core::challenge::Challenge;
 use std::sync::Arc;
+use vlexivo_core::challenge::Challenge;
 use vlexivo_core::client::{
     AutoTopUp, Call, Payer, PayerConfig, Step, TrustedFacilitators, error_from_body, parse_payment_required,
 };
@@ -237,7 +237,11 @@ fn payer_for(v: &Value, config: &Value, now: u64) -> Payer {
         AutoTopUp::new(a["trigger_balance"].as_str().unwrap(), a["top_up_amount"].as_str().unwrap()).unwrap()
     });
     let config = PayerConfig {
-        policy: SpendingPolicy { max_per_call: m("max_per_call"), max_total: m("max_total"), ..Default::default() },
+        policy: SpendingPolicy {
+            max_per_call: m("max_per_call"),
+            max_total: m("max_total"),
+            ..Default::default()
+        },
         facilitators: TrustedFacilitators::new(None, &trusted, None).unwrap(),
         auto_top_up: auto,
     };
@@ -276,11 +280,14 @@ fn feed(call: &mut Call, input: &Value) -> Value {
     match r {
         Err(e) => json!({ "error": e.code() }),
         Ok(Step::Send { url, headers }) => {
-            let proof = headers.iter().find(|(k, _)| *k == vlexivo_core::headers::PROOF).map(|(_, v)| v.clone());
+            let proof =
+                headers.iter().find(|(k, _)| *k == vlexivo_core::headers::PROOF).map(|(_, v)| v.clone());
             json!({ "send": { "url": url, "proof": proof } })
         }
         Ok(Step::ReadBody { limit }) => json!({ "read_body": { "limit": limit } }),
-        Ok(Step::Facilitator(r)) => json!({ "facilitator": { "method": r.method, "url": r.url, "body": r.body } }),
+        Ok(Step::Facilitator(r)) => {
+            json!({ "facilitator": { "method": r.method, "url": r.url, "body": r.body } })
+        }
         Ok(Step::Paid(e)) => json!({ "paid": {
             "price": e.price.to_string(), "nonce": e.receipt.nonce, "replayed": e.receipt.replayed,
             "topped_up": e.topped_up.map(|t| t.to_string()), "reconciled": e.reconciled } }),
@@ -297,7 +304,10 @@ fn client() {
         let name = &c["name"];
         match c["op"].as_str().unwrap() {
             "error_from_body" => {
-                let e = error_from_body(c["status"].as_u64().unwrap() as u16, c["body"].as_str().unwrap().as_bytes());
+                let e = error_from_body(
+                    c["status"].as_u64().unwrap() as u16,
+                    c["body"].as_str().unwrap().as_bytes(),
+                );
                 assert_eq!(json!(e.code()), c["expect"]["error"], "{name}");
                 if let Error::InsufficientFunds { required, balance, .. } = e {
                     assert_eq!(json!(required), c["expect"]["required"]);
@@ -352,7 +362,10 @@ fn client() {
     }
     assert!(quotes >= 12 && flows >= 9, "{quotes} quote cases, {flows} flows");
     // The attack of issue 15 item 6, pinned: the in-doubt payment stays counted.
-    let attack = cases(&v).iter().find(|c| c["name"] == "flow: a 502 after paying leaves the payment in doubt and counted").unwrap();
+    let attack = cases(&v)
+        .iter()
+        .find(|c| c["name"] == "flow: a 502 after paying leaves the payment in doubt and counted")
+        .unwrap();
     assert_eq!(attack["expect_budget"], json!({ "spent": "0", "reserved": "0.003", "in_doubt": "0.003" }));
 }
 

@@ -140,12 +140,17 @@ async fn pay_exit_codes() {
     assert_eq!(vlexivo(s(&["pay", &large, "--max-price", "abc"]), Some(key.clone())).await.code, 2);
 
     // 3: over the max price; nothing paid.
-    let out = vlexivo(s(&["pay", &large, "-d", body, "--max-price", "0.005", "--facilitator", &fac]), Some(key.clone())).await;
+    let out = vlexivo(
+        s(&["pay", &large, "-d", body, "--max-price", "0.005", "--facilitator", &fac]),
+        Some(key.clone()),
+    )
+    .await;
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(out.stderr.contains("above --max-price"), "{}", out.stderr);
 
     // 4: insufficient funds, with the amounts.
-    let out = vlexivo(s(&["pay", &large, "-d", body, "--json", "--facilitator", &fac]), Some(key.clone())).await;
+    let out =
+        vlexivo(s(&["pay", &large, "-d", body, "--json", "--facilitator", &fac]), Some(key.clone())).await;
     assert_eq!(out.code, 4, "{}{}", out.stdout, out.stderr);
     let v: Value = serde_json::from_str(out.stdout.trim()).unwrap();
     assert_eq!(
@@ -154,7 +159,9 @@ async fn pay_exit_codes() {
     );
 
     // --top-up covers it.
-    let out = vlexivo(s(&["pay", &large, "-d", body, "--top-up", "1", "--facilitator", &fac]), Some(key.clone())).await;
+    let out =
+        vlexivo(s(&["pay", &large, "-d", body, "--top-up", "1", "--facilitator", &fac]), Some(key.clone()))
+            .await;
     assert_eq!(out.code, 0, "{}", out.stderr);
 
     // 5: facilitator unavailable (a paid API whose challenges name a dead facilitator, which
@@ -171,7 +178,8 @@ async fn pay_exit_codes() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let out = vlexivo(s(&["pay", &format!("{api}/api/v1/hello"), "--facilitator", &dead]), Some(key.clone())).await;
+    let out =
+        vlexivo(s(&["pay", &format!("{api}/api/v1/hello"), "--facilitator", &dead]), Some(key.clone())).await;
     assert_eq!(out.code, 5, "{}", out.stderr);
     assert!(out.stderr.contains("unavailable"));
     drop(dir);

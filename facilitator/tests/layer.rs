@@ -423,8 +423,11 @@ async fn facilitator_down_is_facilitator_unavailable() {
         format!("http://{}", l.local_addr().unwrap())
     };
     let env = setup_with(|c| c.facilitator_url = dead.clone(), None).await;
-    let client =
-        VlexivoClient::builder().wallet(Wallet::generate(&OsEntropy)).facilitator_url(Some(&dead)).build().unwrap();
+    let client = VlexivoClient::builder()
+        .wallet(Wallet::generate(&OsEntropy))
+        .facilitator_url(Some(&dead))
+        .build()
+        .unwrap();
     let err = client.get(&env.url("/hello")).await.unwrap_err();
     assert_eq!(err.code(), "facilitator_unavailable", "{err}");
     assert_eq!(client.budget().reserved_total(), usd("0"), "nothing was sent: reservation released");

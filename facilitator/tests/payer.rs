@@ -35,7 +35,12 @@ struct Relay {
     http: reqwest::Client,
 }
 
-async fn forward(State(r): State<Relay>, method: axum::http::Method, uri: Uri, body: Bytes) -> impl IntoResponse {
+async fn forward(
+    State(r): State<Relay>,
+    method: axum::http::Method,
+    uri: Uri,
+    body: Bytes,
+) -> impl IntoResponse {
     let url = format!("{}{}", r.upstream, uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
     let res = r
         .http
@@ -168,7 +173,8 @@ async fn a_proof_is_reused_after_the_api_fails() {
     let env = setup().await;
     env.relay.lie.store(false, Ordering::SeqCst);
     let w = env.wallet("1").await;
-    let client = VlexivoClient::builder().wallet(w.clone()).facilitator_url(Some(&env.relay_url)).build().unwrap();
+    let client =
+        VlexivoClient::builder().wallet(w.clone()).facilitator_url(Some(&env.relay_url)).build().unwrap();
     let flaky = format!("{}/api/v1/report", env.api);
     let first = client.get(&flaky).await.unwrap();
     assert_eq!(first.status(), 503);

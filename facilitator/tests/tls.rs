@@ -134,7 +134,9 @@ async fn rust_client_refuses_untrusted_expired_and_wrong_host_certificates() {
     // The CA is not among the built-in roots.
     let good_api = api(&srv, Some(&pki.good)).await;
     for roots in [TrustRoots::WebPki, TrustRoots::Platform] {
-        let e = client(&w, TlsConfig::new().roots(roots), &srv.url).get(&format!("{good_api}/api/v1/hello")).await;
+        let e = client(&w, TlsConfig::new().roots(roots), &srv.url)
+            .get(&format!("{good_api}/api/v1/hello"))
+            .await;
         let msg = e.unwrap_err().to_string();
         assert!(msg.contains("untrusted authority") && msg.contains(&good_api), "{roots:?}: {msg}");
     }
@@ -146,21 +148,29 @@ async fn rust_client_refuses_untrusted_expired_and_wrong_host_certificates() {
         .to_string();
     assert!(msg.contains("expired certificate") && msg.contains(&expired_api), "{msg}");
     let wrong_api = api(&srv, Some(&pki.wrong_host)).await;
-    let msg = client(&w, trusted(), &srv.url).get(&format!("{wrong_api}/api/v1/hello")).await.unwrap_err().to_string();
+    let msg = client(&w, trusted(), &srv.url)
+        .get(&format!("{wrong_api}/api/v1/hello"))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("for another host name"), "{msg}");
 
     // An API we trust that names a facilitator whose certificate has expired: nothing is paid.
     let bad_fac = facilitator(pki.dir.path(), Some(pki.expired.clone())).await;
     let api_of_bad_fac = api(&bad_fac, Some(&pki.good)).await;
     let w2 = funded_wallet(&bad_fac).await;
-    let e = client(&w2, trusted(), &bad_fac.url).get(&format!("{api_of_bad_fac}/api/v1/hello")).await.unwrap_err();
+    let e = client(&w2, trusted(), &bad_fac.url)
+        .get(&format!("{api_of_bad_fac}/api/v1/hello"))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), "facilitator_unavailable", "{e}");
     assert!(e.to_string().contains("expired certificate"), "{e}");
     assert_eq!(bad_fac.balance(&w2.address().to_checksum()).await.unwrap(), "1");
 
     // https is not spoken by a plain-http server.
     let plain = api(&srv, None).await.replace("http://", "https://");
-    let msg = client(&w, trusted(), &srv.url).get(&format!("{plain}/api/v1/hello")).await.unwrap_err().to_string();
+    let msg =
+        client(&w, trusted(), &srv.url).get(&format!("{plain}/api/v1/hello")).await.unwrap_err().to_string();
     assert!(msg.contains("does not speak TLS"), "{msg}");
 
     assert_eq!(srv.balance(&w.address().to_checksum()).await.unwrap(), "1", "nothing was paid");
@@ -176,17 +186,27 @@ async fn https_only_refuses_a_plain_http_facilitator_and_api() {
     let w = funded_wallet(&plain_fac).await;
     let strict = TlsConfig::new().https_only(true).add_ca_pem(pki.ca_pem.as_bytes()).unwrap();
 
-    let e = client(&w, strict.clone(), &plain_fac.url).get(&format!("{https_api}/api/v1/hello")).await.unwrap_err();
+    let e = client(&w, strict.clone(), &plain_fac.url)
+        .get(&format!("{https_api}/api/v1/hello"))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), "facilitator_untrusted", "{e}");
     assert!(e.to_string().contains(&plain_fac.url), "{e}");
     let http_api = api(&plain_fac, None).await;
-    let msg = client(&w, strict, &plain_fac.url).get(&format!("{http_api}/api/v1/hello")).await.unwrap_err().to_string();
+    let msg = client(&w, strict, &plain_fac.url)
+        .get(&format!("{http_api}/api/v1/hello"))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("https only: refusing the plain-http URL"), "{msg}");
     assert_eq!(plain_fac.balance(&w.address().to_checksum()).await.unwrap(), "1", "nothing was paid");
 
     // Without https-only, the same pays.
     let lax = TlsConfig::new().add_ca_pem(pki.ca_pem.as_bytes()).unwrap();
-    assert_eq!(client(&w, lax, &plain_fac.url).get(&format!("{https_api}/api/v1/hello")).await.unwrap().status(), 200);
+    assert_eq!(
+        client(&w, lax, &plain_fac.url).get(&format!("{https_api}/api/v1/hello")).await.unwrap().status(),
+        200
+    );
     plain_fac.shutdown().await;
 }
 

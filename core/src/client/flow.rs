@@ -1,6 +1,8 @@
 //! One paid request, as a state machine: fed with what happened, it returns the next [`Step`].
 
-use super::wire::{PayAnswer, PaymentRequired, challenge_header, classify_pay_answer, parse_payment_required};
+use super::wire::{
+    PayAnswer, PaymentRequired, challenge_header, classify_pay_answer, parse_payment_required,
+};
 use super::{InDoubt, MAX_RESPONSE_BODY, Payer, Proof, Target, top_up_request};
 use crate::error::{Error, Result};
 use crate::money::{Currency, Money};
@@ -80,13 +82,23 @@ enum State {
     /// The unpaid request is out.
     Sent,
     /// The paid retry is out.
-    Retried { proof: Proof, reused: bool },
+    Retried {
+        proof: Proof,
+        reused: bool,
+    },
     Reconciling(Box<InDoubt>),
     Balance,
-    TopUp { amount: Money, balance: Money },
-    Paying { resent: bool },
+    TopUp {
+        amount: Money,
+        balance: Money,
+    },
+    Paying {
+        resent: bool,
+    },
     /// `Paid` was returned; `resume` retries (or, after a reconciled payment, goes on).
-    Paid { proof: Option<Proof> },
+    Paid {
+        proof: Option<Proof>,
+    },
     Waiting,
     Done,
 }
@@ -272,7 +284,9 @@ impl Call {
     ) -> Result<Step> {
         match &self.state {
             State::Sent => {
-                if let Some(t) = final_url.filter(|u| *u != self.target.url()).and_then(|u| Target::parse(u).ok()) {
+                if let Some(t) =
+                    final_url.filter(|u| *u != self.target.url()).and_then(|u| Target::parse(u).ok())
+                {
                     self.target = t;
                 }
                 if status != 402 {
@@ -451,7 +465,11 @@ impl Call {
     }
 
     fn pay_request(&self, signed: String) -> FacilitatorRequest {
-        FacilitatorRequest::post(format!("{}/v1/payments", self.facilitator), signed, self.facilitator.clone())
+        FacilitatorRequest::post(
+            format!("{}/v1/payments", self.facilitator),
+            signed,
+            self.facilitator.clone(),
+        )
     }
 
     // --- the facilitator's answers ---
@@ -465,7 +483,9 @@ impl Call {
                 }
                 Err(e) => Err(e),
             },
-            State::TopUp { amount, balance } => self.topped(super::top_up_receipt(status, body), amount, balance),
+            State::TopUp { amount, balance } => {
+                self.topped(super::top_up_receipt(status, body), amount, balance)
+            }
             State::Paying { resent } => {
                 let nonce = self.pr().challenge.nonce.clone();
                 match classify_pay_answer(status, body, &nonce, resent) {
@@ -507,7 +527,12 @@ impl Call {
         then(st.funds.entry(self.facilitator.clone()).or_default());
     }
 
-    fn topped(&mut self, r: Result<crate::payment::TopUpReceipt>, amount: Money, balance: Money) -> Result<Step> {
+    fn topped(
+        &mut self,
+        r: Result<crate::payment::TopUpReceipt>,
+        amount: Money,
+        balance: Money,
+    ) -> Result<Step> {
         let price = self.price_();
         match r {
             Ok(receipt) => {

@@ -373,7 +373,8 @@ impl Payer {
         if st.unused.len() > MAX_UNUSED_PROOFS {
             st.unused.retain(|_, p| p.receipt.expires_at > now);
             while st.unused.len() > MAX_UNUSED_PROOFS {
-                let oldest = st.unused.iter().min_by_key(|(_, p)| p.receipt.expires_at).map(|(k, _)| k.clone());
+                let oldest =
+                    st.unused.iter().min_by_key(|(_, p)| p.receipt.expires_at).map(|(k, _)| k.clone());
                 if let Some(k) = oldest {
                     st.unused.remove(&k);
                 }

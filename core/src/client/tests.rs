@@ -46,7 +46,8 @@ impl World {
     /// The paywall's 402 for `method path` at `price`: (headers, body).
     fn challenge(&self, method: &str, path: &str, price: &str) -> (Vec<(String, String)>, Vec<u8>) {
         let info = RequestInfo::new(method, "http", Some("127.0.0.1:8080"), path);
-        let rej = self.paywall.challenge(&info, &usd(price), "per-call", self.clock.now(), &self.rng).unwrap();
+        let rej =
+            self.paywall.challenge(&info, &usd(price), "per-call", self.clock.now(), &self.rng).unwrap();
         let headers = rej.headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         (headers, rej.body.into_bytes())
     }
@@ -107,7 +108,9 @@ fn a_paid_call_step_by_step() {
     let payer = w.payer(SpendingPolicy::default(), &[FAC], None);
     let mut call = payer.call("get", &format!("{API}/a?q=1"), true).unwrap();
     match call.start() {
-        Step::Send { url, headers } => assert_eq!((url.as_str(), headers.len()), ("http://127.0.0.1:8080/a?q=1", 0)),
+        Step::Send { url, headers } => {
+            assert_eq!((url.as_str(), headers.len()), ("http://127.0.0.1:8080/a?q=1", 0))
+        }
         other => panic!("{other:?}"),
     }
     let (h, b) = w.challenge("GET", "/a", "0.01");
@@ -131,7 +134,10 @@ fn responses_that_are_not_vlexivo_402s_are_returned() {
     let mut call = payer.call("GET", &format!("{API}/other"), true).unwrap();
     call.start();
     // No challenge header: the body is needed, and it is another scheme's.
-    assert!(matches!(call.response(402, [], None, None).unwrap(), Step::ReadBody { limit: MAX_RESPONSE_BODY }));
+    assert!(matches!(
+        call.response(402, [], None, None).unwrap(),
+        Step::ReadBody { limit: MAX_RESPONSE_BODY }
+    ));
     assert!(matches!(call.response(402, [], Some(b"{\"x402Version\":2}"), None).unwrap(), Step::Return));
     // A challenge in the body only.
     let (_, b) = w.challenge("GET", "/other", "0.01");
@@ -175,7 +181,11 @@ fn a_challenge_for_another_origin_is_refused() {
         let mut call = payer.call("GET", url, true).unwrap();
         call.start();
         let e = call.response(402, pairs(&h), None, None).unwrap_err();
-        assert_eq!((e.code(), e.details()["reason"].as_str()), ("challenge_mismatch", Some("origin")), "{url}");
+        assert_eq!(
+            (e.code(), e.details()["reason"].as_str()),
+            ("challenge_mismatch", Some("origin")),
+            "{url}"
+        );
     }
     // Same origin written differently: accepted.
     let mut call = payer.call("GET", "HTTP://127.0.0.1:8080/a", true).unwrap();
@@ -303,7 +313,10 @@ fn clear_refusals_release_the_reservation() {
     let e = call.answer(402, body).unwrap_err();
     assert_eq!(e.details()["required"], "0.01");
     let (mut call, _) = to_payment(&w, &payer, "/b", "0.01");
-    assert_eq!(call.answer(401, br#"{"error":"signature_invalid"}"#).unwrap_err().code(), "signature_invalid");
+    assert_eq!(
+        call.answer(401, br#"{"error":"signature_invalid"}"#).unwrap_err().code(),
+        "signature_invalid"
+    );
     assert_eq!(payer.reserved_total(), usd("0"));
 }
 
@@ -507,7 +520,9 @@ fn insufficient_funds_with_auto_top_up_tops_up_and_pays_the_same_payment_once_mo
     let funds = br#"{"error":"insufficient_funds","required":"0.01","balance":"0","currency":"usd"}"#;
     let top = fac(call.answer(402, funds).unwrap());
     assert!(top.url.ends_with("/topup"));
-    let again = fac(call.answer(200, br#"{"address":"x","amount":"10","balance":"10","currency":"usd","tx_hash":"0x2"}"#).unwrap());
+    let again = fac(call
+        .answer(200, br#"{"address":"x","amount":"10","balance":"10","currency":"usd","tx_hash":"0x2"}"#)
+        .unwrap());
     assert_eq!(again.body, pay.body);
     // Refused again: no third attempt.
     assert_eq!(call.answer(402, funds).unwrap_err().code(), "insufficient_funds");
@@ -561,11 +576,15 @@ fn a_parsed_challenge_enters_the_flow() {
 #[test]
 fn quotes_sign_and_reserve_nothing() {
     let w = World::new();
-    let payer = w.payer(SpendingPolicy { max_per_call: Some(usd("0.01")), ..Default::default() }, &[FAC], None);
+    let payer =
+        w.payer(SpendingPolicy { max_per_call: Some(usd("0.01")), ..Default::default() }, &[FAC], None);
     let (h, b) = w.challenge("GET", "/a", "0.01");
     let pr = parse_payment_required(402, pairs(&h), &b).unwrap();
     let q = payer.quote(&pr, "GET", &format!("{API}/a")).unwrap();
-    assert_eq!((q.pay_url.as_str(), q.host.as_str()), ("http://127.0.0.1:4020/v1/payments", "127.0.0.1:8080"));
+    assert_eq!(
+        (q.pay_url.as_str(), q.host.as_str()),
+        ("http://127.0.0.1:4020/v1/payments", "127.0.0.1:8080")
+    );
     assert_eq!(payer.reserved_total(), usd("0"));
     let other = w.payer(SpendingPolicy::default(), &["http://127.0.0.1:9"], None);
     assert_eq!(other.quote(&pr, "GET", &format!("{API}/a")).unwrap_err().code(), "facilitator_untrusted");
@@ -581,7 +600,10 @@ fn wallet_operations_go_to_the_primary_facilitator() {
     assert_eq!(payer.read_balance(&r, 502, b"").unwrap_err().code(), "facilitator_unavailable");
     assert_eq!(payer.read_balance(&r, 200, b"[]").unwrap_err().code(), "facilitator_error");
     let t = payer.top_up_request(&usd("2"), Some("http://other:1/")).unwrap();
-    assert_eq!((t.url.as_str(), t.body.as_deref()), (&*format!("http://other:1/v1/wallets/{}/topup", payer.address()), Some(r#"{"amount":"2"}"#)));
+    assert_eq!(
+        (t.url.as_str(), t.body.as_deref()),
+        (&*format!("http://other:1/v1/wallets/{}/topup", payer.address()), Some(r#"{"amount":"2"}"#))
+    );
     assert_eq!(payer.top_up_request(&usd("0"), None).unwrap_err().code(), "amount_zero");
     let e = payer.read_top_up(&t, 403, br#"{"error":"top_up_refused","message":"cap"}"#).unwrap_err();
     assert_eq!(e.code(), "top_up_refused");

@@ -84,7 +84,10 @@ impl TrustedFacilitators {
         if urls.is_empty() {
             match env.map(str::trim).filter(|e| !e.is_empty()) {
                 Some(e) => urls.push(normalize_base_url(e).map_err(|_| {
-                    Error::Config(format!("{} must be an absolute http(s) URL", crate::envvars::FACILITATOR_URL.name))
+                    Error::Config(format!(
+                        "{} must be an absolute http(s) URL",
+                        crate::envvars::FACILITATOR_URL.name
+                    ))
                 })?),
                 None => urls.push(crate::paywall::DEFAULT_FACILITATOR_URL.to_string()),
             }
@@ -133,12 +136,23 @@ mod tests {
     #[test]
     fn targets_split_and_normalize() {
         let t = Target::parse("HTTP://User@API.Example.com:8080/a/b?x=1#f").unwrap();
-        assert_eq!((t.origin(), t.authority(), t.path()), ("http://api.example.com:8080", "api.example.com:8080", "/a/b"));
+        assert_eq!(
+            (t.origin(), t.authority(), t.path()),
+            ("http://api.example.com:8080", "api.example.com:8080", "/a/b")
+        );
         let t = Target::parse("https://api.example").unwrap();
         assert_eq!((t.origin(), t.path()), ("https://api.example", "/"));
         assert_eq!(Target::parse("https://a.example:443/").unwrap().origin(), "https://a.example");
         assert_eq!(Target::parse("http://[::1]:9000/x").unwrap().origin(), "http://[::1]:9000");
-        for bad in ["ftp://x/", "/relative", "http://", "http://:80/", "http://a:b/", "http://a:99999/", "http://a b/"] {
+        for bad in [
+            "ftp://x/",
+            "/relative",
+            "http://",
+            "http://:80/",
+            "http://a:b/",
+            "http://a:99999/",
+            "http://a b/",
+        ] {
             assert_eq!(Target::parse(bad).unwrap_err().code(), "request_malformed", "{bad}");
         }
     }
@@ -146,7 +160,8 @@ mod tests {
     #[test]
     fn trust_comes_from_config_then_env_then_default() {
         let list = vec!["http://127.0.0.1:4021/".to_string()];
-        let t = TrustedFacilitators::new(Some("HTTP://127.0.0.1:4020/"), &list, Some("http://env:1")).unwrap();
+        let t =
+            TrustedFacilitators::new(Some("HTTP://127.0.0.1:4020/"), &list, Some("http://env:1")).unwrap();
         assert_eq!(t.urls(), ["http://127.0.0.1:4020", "http://127.0.0.1:4021"]);
         assert_eq!(t.primary(), "http://127.0.0.1:4020");
         let t = TrustedFacilitators::new(None, &[], Some("https://f.example:443/base/")).unwrap();

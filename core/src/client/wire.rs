@@ -76,7 +76,8 @@ pub fn error_from_body(status: u16, body: &[u8]) -> Error {
         let code = parse_error_body(body)
             .and_then(|b| b.error.as_str().map(str::to_string))
             .unwrap_or_else(|| "http_error".into());
-        let message = parse_error_body(body).and_then(|b| b.message).unwrap_or_else(|| format!("HTTP {status}"));
+        let message =
+            parse_error_body(body).and_then(|b| b.message).unwrap_or_else(|| format!("HTTP {status}"));
         Error::FacilitatorError { status, code, message }
     })
 }
@@ -175,8 +176,14 @@ mod tests {
                 r#"{{"token":"t","tx_hash":"0x1","payer":"0xa","amount":"0.01","currency":"usd","balance":"1","nonce":"{nonce}","paid_at":1,"expires_at":301}}"#
             )
         };
-        assert!(matches!(classify_pay_answer(200, receipt("n").as_bytes(), "n", false), PayAnswer::Receipt(_)));
-        assert!(matches!(classify_pay_answer(200, receipt("m").as_bytes(), "n", false), PayAnswer::Unclear(_)));
+        assert!(matches!(
+            classify_pay_answer(200, receipt("n").as_bytes(), "n", false),
+            PayAnswer::Receipt(_)
+        ));
+        assert!(matches!(
+            classify_pay_answer(200, receipt("m").as_bytes(), "n", false),
+            PayAnswer::Unclear(_)
+        ));
         assert!(matches!(classify_pay_answer(200, b"{}", "n", false), PayAnswer::Unclear(_)));
         let funds = br#"{"error":"insufficient_funds","required":"0.01","balance":"0","currency":"usd"}"#;
         match classify_pay_answer(402, funds, "n", true) {
@@ -195,7 +202,10 @@ mod tests {
             (429, br#"{"error":"slow_down"}"#),
             (400, br#"{"error":"facilitator_error"}"#),
         ] {
-            assert!(matches!(classify_pay_answer(status, body, "n", false), PayAnswer::Unclear(_)), "{status}");
+            assert!(
+                matches!(classify_pay_answer(status, body, "n", false), PayAnswer::Unclear(_)),
+                "{status}"
+            );
         }
     }
 }
