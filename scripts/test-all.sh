@@ -14,6 +14,9 @@ step() { printf '\n=== %s (%ss)\n' "$1" "$(( $(date +%s) - started ))"; }
 step "static gates: rustfmt (rustfmt.toml)"
 cargo fmt --all --check
 
+step "static gates: clippy, warnings as errors, every crate and feature (bindings included)"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+
 step "Redis and PostgreSQL for the suites that start throwaway servers (Debian packages)"
 ./scripts/test-services.sh install
 

@@ -168,10 +168,10 @@ fn error_from_body<'py>(py: Python<'py>, status: u16, body: &[u8]) -> PyResult<B
 }
 
 fn error_from_py(obj: &Bound<'_, PyAny>) -> PyResult<Error> {
-    if let Ok(boxed) = obj.getattr("_error") {
-        if let Ok(b) = boxed.cast::<ErrorBox>() {
-            return Ok(b.get().err.clone());
-        }
+    if let Ok(boxed) = obj.getattr("_error")
+        && let Ok(b) = boxed.cast::<ErrorBox>()
+    {
+        return Ok(b.get().err.clone());
     }
     if let Ok(code) = obj.extract::<String>() {
         return error_for_code(&code, "")

@@ -31,6 +31,7 @@ const FACILITATOR: &str = "http://127.0.0.1:4020";
 const ORIGIN: &str = "https://api.example.com";
 /// The origin of the API the payer calls in `client.json`.
 const CLIENT_ORIGIN: &str = "http://127.0.0.1:8080";
+#[allow(clippy::unusual_byte_groupings)] // grouped to read "seed 402"
 const SEED: u64 = 0x5eed_402;
 
 fn main() {

@@ -228,13 +228,13 @@ pub struct Paywall {
 impl Paywall {
     pub fn new(cfg: PaywallConfig) -> Result<Self> {
         let keys = ProviderKeys::from_secret(&cfg.api_secret)?;
-        if let Some(mode) = cfg.mode {
-            if mode != keys.mode {
-                return Err(Error::ModeMismatch {
-                    expected: mode.as_str().into(),
-                    got: format!("an apiSecret for {}", keys.mode),
-                });
-            }
+        if let Some(mode) = cfg.mode
+            && mode != keys.mode
+        {
+            return Err(Error::ModeMismatch {
+                expected: mode.as_str().into(),
+                got: format!("an apiSecret for {}", keys.mode),
+            });
         }
         let network = match (cfg.network, keys.mode) {
             (Some(n), _) => {

@@ -81,13 +81,13 @@ impl Budget {
         let host = normalize_host(host);
         let mut st = self.inner.state.lock();
         let currency = amount.currency();
-        if let Some(expected) = st.currency {
-            if expected != currency {
-                return Err(Error::CurrencyMismatch {
-                    expected: expected.code().into(),
-                    got: currency.code().into(),
-                });
-            }
+        if let Some(expected) = st.currency
+            && expected != currency
+        {
+            return Err(Error::CurrencyMismatch {
+                expected: expected.code().into(),
+                got: currency.code().into(),
+            });
         }
         let requested = u128::from(amount.to_atomic());
         let exceeded = |limit, remaining: u128| Error::BudgetExceeded {

@@ -561,10 +561,10 @@ impl TokenVerifier {
         if claims.res != expect.resource {
             return Err(Error::TokenResource);
         }
-        if let Some(body) = expect.body_sha256 {
-            if claims.bdy.as_deref() != Some(body) {
-                return Err(Error::TokenResource);
-            }
+        if let Some(body) = expect.body_sha256
+            && claims.bdy.as_deref() != Some(body)
+        {
+            return Err(Error::TokenResource);
         }
         let currency = expect.price.currency();
         if claims.cur != currency.code() {

@@ -174,10 +174,11 @@ async fn pay(args: PayArgs, tls: &TlsArgs) -> Result<i32, Failure> {
     };
     let mut headers = parse_headers(&args.headers).map_err(Failure::usage)?;
     // A JSON body without a Content-Type is almost always meant as JSON (curl would say form).
-    if let Some(b) = &body {
-        if !headers.contains_key(http::header::CONTENT_TYPE) && serde_json::from_slice::<Value>(b).is_ok() {
-            headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        }
+    if let Some(b) = &body
+        && !headers.contains_key(http::header::CONTENT_TYPE)
+        && serde_json::from_slice::<Value>(b).is_ok()
+    {
+        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
     let max_price = args.max_price.as_deref().unwrap_or(DEFAULT_MAX_PRICE);
     let max_price = Money::parse(max_price, Currency::Usd)

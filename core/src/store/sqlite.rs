@@ -131,7 +131,7 @@ impl NonceStore for SqliteStore {
             })
             .map_err(|e| unavailable("consume", &e))?;
         inner.consumes += 1;
-        if inner.consumes % PURGE_EVERY == 0 {
+        if inner.consumes.is_multiple_of(PURGE_EVERY) {
             // Housekeeping only: a failure here must not fail the request that triggered it.
             let _ = inner
                 .conn
