@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CI for the `vlexivo` npm package: install npm deps (lockfile), build the napi-rs addon and the
-# TypeScript, type-check the article's snippets, run the Rust unit tests of the binding and the
+# TypeScript (tsc --strict, ESLint), type-check the article's snippets, run the Rust unit tests of the binding and the
 # node:test suites (real Express 4/5, Fastify, Hapi and a real facilitator), then check that
 # the packed tarball installs and runs outside the repository. Idempotent; exits non-zero on
 # any failure.
@@ -29,6 +29,9 @@ npx napi build --platform --output-dir native --js index.js --dts index.d.ts
 echo "== TypeScript"
 npm run build:ts
 npx tsc -p examples/tsconfig.json
+
+echo "== ESLint (typescript-eslint with type information; eslint.config.mjs)"
+npx eslint --max-warnings 0 ts
 
 echo "== cargo test -p vlexivo-node (error mapping round trip)"
 (cd "$ROOT" && cargo test -p vlexivo-node --lib 2>&1 | tail -n 4)

@@ -109,7 +109,7 @@ function routeHandles(route: NonNullable<LayerLike['route']>, method: string): b
 function layerMatches(layer: LayerLike, path: string): { matched: boolean; matchedPath: string } {
   const params = layer.params;
   const lpath = layer.path;
-  let matched = false;
+  let matched: boolean;
   let matchedPath = '';
   try {
     const m: unknown = layer.match(path);
@@ -243,6 +243,8 @@ export function expressPaywall(route: PaidRoute<any>): PaywallMiddleware {
         (pending ??= []).push(
           Promise.resolve(v).then(
             (x) => (prices[at] = x),
+            // A tagged rejection, taken apart by the catch below; it never leaves this module.
+            // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors
             (e) => Promise.reject({ vlexivoResolver: routes[at], error: e }),
           ),
         );

@@ -163,6 +163,8 @@ function paywallHook(routes: readonly PaidRoute[]): PaywallHook {
         (pending ??= []).push(
           Promise.resolve(v).then(
             (x) => (prices[at] = x),
+            // A tagged rejection, taken apart by the catch below; it never leaves this module.
+            // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors
             (e) => Promise.reject({ vlexivoResolver: routes[at], error: e }),
           ),
         );

@@ -59,6 +59,7 @@ export function parseMoney(value: string | number, currency = 'usd'): string {
   try {
     return native.parseMoney(value, currency);
   } catch (e) {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on this error path only
     throw require('./errors').fromNative(e);
   }
 }

@@ -41,7 +41,7 @@ export function paidStateOf(res: ServerResponse): PaidState | undefined {
 export function watch(res: ServerResponse, facts: PaidFacts, route: PaidRoute, covered: readonly PaidRoute[]): PaidState {
   const state: PaidState = { facts, route, covered, settled: false, released: false, writeHead: res.writeHead };
   (res as Watched)[STATE] = state;
-  res.writeHead = paidWriteHead as ServerResponse['writeHead'];
+  res.writeHead = paidWriteHead;
   res.on('close', onClose);
   return state;
 }
@@ -64,6 +64,7 @@ function onClose(this: Watched): void {
   }
   // Closed before the handler ended its response (the client left, or the socket was cut): the
   // handler's own end decides, whenever it comes.
+  // eslint-disable-next-line @typescript-eslint/no-this-alias -- the wrapper below has its own `this`
   const res = this;
   const end = res.end;
   res.end = function endAfterClose(this: Watched, ...args: unknown[]) {

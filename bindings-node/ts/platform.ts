@@ -24,6 +24,7 @@ export function loadNative(load: () => unknown): unknown {
   try {
     return load();
   } catch (cause) {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- read only on this error path
     const pkg = require('../package.json') as Manifest;
     const tag = platformTag();
     const prebuilt = Object.keys(pkg.optionalDependencies ?? {})

@@ -279,14 +279,14 @@ export class PaidRoute<Req = any> {
     else if (typeof resolved === 'string' || typeof resolved === 'number') route = this.routeFor(resolved);
     let r: PaidFacts | Rejection;
     if (route !== undefined) {
-      r = route.authorize(p, method, path, origin.host, origin.secure, now, body) as PaidFacts | Rejection;
+      r = route.authorize(p, method, path, origin.host, origin.secure, now, body);
     } else {
       // A price in another currency, or one that does not parse (a logged 500).
       const v = this.split(resolved);
       if (v === undefined) {
         return this.fault('price_invalid', `priceResolver returned ${describe(resolved)}, not a price`, method, path);
       }
-      r = this.paywall.authorize(p, method, path, origin.host, origin.secure, v.amount, v.currency, this.scope, now, body) as PaidFacts | Rejection;
+      r = this.paywall.authorize(p, method, path, origin.host, origin.secure, v.amount, v.currency, this.scope, now, body);
     }
     if (isPaid(r)) return r;
     if (r.logMessage !== undefined && r.logMessage !== null) this.log(r.code, r.logMessage, method, path);
@@ -297,7 +297,7 @@ export class PaidRoute<Req = any> {
   private split(resolved: unknown): { amount: string | number; currency: string } | undefined {
     let amount: unknown = resolved;
     let currency = this.currency;
-    if (amount !== null && typeof amount === 'object' && 'price' in (amount as object)) {
+    if (amount !== null && typeof amount === 'object' && 'price' in (amount)) {
       const o = amount as { price: unknown; currency?: unknown };
       amount = o.price;
       if (o.currency !== undefined) currency = String(o.currency);
@@ -343,7 +343,7 @@ export class PaidRoute<Req = any> {
       return this.fault('price_invalid', (fromNative(e) as Error).message, method, path);
     }
     const p = Array.isArray(proof) ? proof[0] : proof;
-    const r = this.paywall.authorize(p, method, path, origin.host, origin.secure, price, currencies[0], this.scope, this.now(), body) as PaidFacts | Rejection;
+    const r = this.paywall.authorize(p, method, path, origin.host, origin.secure, price, currencies[0], this.scope, this.now(), body);
     if (!isPaid(r) && r.logMessage !== undefined && r.logMessage !== null) this.log(r.code, r.logMessage, method, path);
     return r;
   }

@@ -161,9 +161,9 @@ export class VlexivoServer {
     if (price === undefined) {
       throw new VlexivoConfigError('config_invalid', 'verify needs a price', { status: 500 });
     }
-    return call(() =>
+    return call<PaymentFacts>(() =>
       this.native.verify(proof, target.method, target.path, target.host, target.secure, price, target.currency ?? 'usd', this.clock?.(), target.body),
-    ) as PaymentFacts;
+    );
   }
 
   /** Forget a consumed nonce so the same proof may be presented again. */

@@ -1,5 +1,5 @@
 import native = require('./native');
-import { VlexivoError, call, fromData, type ErrorData } from './errors';
+import { VlexivoError, call, fromData } from './errors';
 
 /** A secp256k1 payer wallet (EIP-55 address). The key never leaves the process. */
 export class Wallet {
@@ -36,5 +36,5 @@ export class Wallet {
 /** Map a Vlexivo JSON error body (`{"error": code, …}`) to its typed error. */
 export function errorFromBody(status: number, body: string | Uint8Array): VlexivoError {
   const buf = typeof body === 'string' ? Buffer.from(body) : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
-  return fromData(native.errorFromBody(status, buf) as ErrorData);
+  return fromData(native.errorFromBody(status, buf));
 }
