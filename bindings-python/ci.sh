@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
-# The Python package's CI: fresh virtualenv, pinned dev dependencies, `pip install .` (maturin
-# from PyPI as the PEP 517 backend builds the abi3 wheel, sharing the workspace target dir),
-# pytest against real servers (the `vlexivo` facilitator process, uvicorn, waitress, werkzeug),
-# then mypy's stubtest on the native module's stubs and mypy --strict on the package.
+# The Python package's CI, as users get it: build the abi3 wheel (maturin, manylinux compliance
+# checked by maturin's auditwheel) and the sdist, `twine check` them and check their contents
+# and metadata (scripts/check_dist.py), then install the wheel into a fresh virtualenv with no
+# Rust toolchain on PATH and run, against that installation, mypy's stubtest on the native
+# module's stubs, mypy --strict on the package and pytest against real servers (the `vlexivo`
+# facilitator process, uvicorn, waitress, werkzeug). The base install (no extras) imports
+# without httpx and says what to install for the clients.
+#
+# VLEXIVO_WHEEL_PROFILE=dev|release picks the cargo profile. The test command builds dev: the
+# same code and the same packaging, compliance check and install path as a release wheel, in
+# seconds on top of the debug build `cargo test` already made (a cold optimised build costs
+# 5-15 minutes on 2 cores); the release workflow and the figures build --release.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
@@ -11,29 +19,74 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
 export VLEXIVO_BIN="${VLEXIVO_BIN:-$CARGO_TARGET_DIR/debug/vlexivo}"
 venv="${VLEXIVO_PY_VENV:-$here/.venv}"
 py="${PYTHON:-python3}"
+profile="${VLEXIVO_WHEEL_PROFILE:-dev}"
+pip_q=(-q --disable-pip-version-check)
 
 if [ ! -x "$VLEXIVO_BIN" ]; then
   (cd "$root" && cargo build -q -p vlexivo-facilitator --bin vlexivo)
 fi
-if [ ! -x "$venv/bin/python" ]; then
-  "$py" -m venv "$venv"
-fi
-"$venv/bin/python" -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+
+echo "=== build tools (maturin, twine) in $venv"
+[ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
+"$venv/bin/python" -m pip install "${pip_q[@]}" -r requirements-build.txt
+
+echo "=== wheel ($profile profile) and sdist"
 # A `maturin develop` leaves the module in python/vlexivo/: never let a stale one into the wheel.
 rm -f python/vlexivo/_native*.so
-# The same command a user runs; --force-reinstall so a changed crate is always rebuilt in. CI
-# builds the dev profile (the debug deps are already built by `cargo test`): a release build with
-# LTO would add minutes and only the benchmarks need it (`bench/` says how to build for those).
-export MATURIN_PEP517_ARGS="${MATURIN_PEP517_ARGS:---profile dev}"
-"$venv/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps .
+dist="$(mktemp -d)"
+work="$(mktemp -d)"
+trap 'rm -rf "$dist" "$work"' EXIT
+case "$profile" in
+  release) profile_args=(--release) ;;
+  *) profile_args=(--profile "$profile") ;;
+esac
+"$venv/bin/maturin" build "${profile_args[@]}" --out "$dist" --auditwheel check 2>&1 | grep -E "Built wheel|warning|error" || true
+"$venv/bin/maturin" sdist --out "$dist" 2>&1 | grep -E "Built source|warning|error" || true
+NO_COLOR=1 "$venv/bin/python" -m twine check --strict "$dist"/*
+"$venv/bin/python" scripts/check_dist.py "$dist"
 
 echo "=== cargo test -p vlexivo-python (binding unit tests)"
 (cd "$root" && cargo test -q -p vlexivo-python 2>&1 | grep -E "test result|error|panicked")
+
+echo "=== install the wheel into fresh virtualenvs, no Rust on PATH"
+no_rust_path="$(
+  IFS=:
+  for d in $PATH; do [ -n "$d" ] && [ ! -e "$d/cargo" ] && [ ! -e "$d/rustc" ] && printf '%s:' "$d"; done
+)"
+no_rust_path="${no_rust_path%:}"
+wheel="$(ls "$dist"/vlexivo-*.whl)"
+(
+  export PATH="$no_rust_path"
+  if command -v cargo >/dev/null || command -v rustc >/dev/null; then
+    echo "a Rust toolchain is still on PATH" >&2
+    exit 1
+  fi
+  # The base package: a provider's server, without httpx.
+  "$py" -m venv "$work/base"
+  "$work/base/bin/python" -m pip install "${pip_q[@]}" --no-deps "$wheel"
+  (cd "$work" && "$work/base/bin/python" - <<'EOF'
+import vlexivo
+assert vlexivo.VlexivoServer and vlexivo.Wallet.generate().address.startswith("0x")
+try:
+    vlexivo.VlexivoClient
+except ImportError as e:
+    assert "pip install 'vlexivo[client]'" in str(e), e
+else:
+    raise SystemExit("VlexivoClient imported without httpx")
+print("base install: the server side imports without httpx; the client says to install vlexivo[client]")
+EOF
+  )
+  # The full test environment: the wheel with its extras and the pinned test dependencies.
+  "$py" -m venv "$work/test"
+  "$work/test/bin/python" -m pip install "${pip_q[@]}" "$wheel[client,fastapi,flask]" -r "$here/requirements-test.txt"
+)
+tpy="$work/test/bin/python"
+
 echo "=== stubtest vlexivo._native"
 # Run from outside the source tree so the installed wheel (not python/) is what gets checked.
-(cd /tmp && "$venv/bin/python" -m mypy.stubtest vlexivo._native)
+(cd "$work" && PATH="$no_rust_path" "$tpy" -m mypy.stubtest vlexivo._native)
 echo "=== mypy --strict vlexivo"
-(cd /tmp && "$venv/bin/python" -m mypy --strict -p vlexivo)
+(cd "$work" && PATH="$no_rust_path" "$tpy" -m mypy --strict --cache-dir "$work/.mypy_cache" -p vlexivo)
 echo "=== pytest"
 # The tests import the installed package (python/ is not on sys.path).
-"$venv/bin/python" -m pytest -q -p no:cacheprovider tests
+PATH="$no_rust_path" "$tpy" -m pytest -q -p no:cacheprovider tests

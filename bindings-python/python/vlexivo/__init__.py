@@ -5,8 +5,17 @@ dependency, a Flask decorator and a WSGI middleware. Payer: :class:`VlexivoClien
 :class:`AsyncVlexivoClient` (httpx). Everything protocol-related runs in the native core
 (``vlexivo._native``)."""
 
+import sys
+
+if sys.version_info < (3, 10):  # pragma: no cover - the wheel's Requires-Python stops pip first
+    raise ImportError(
+        f"vlexivo needs Python 3.10 or newer; this is {sys.version.split()[0]}. "
+        "Install it into a Python >= 3.10 environment."
+    )
+
+from typing import TYPE_CHECKING, Any
+
 from ._native import ALL_CODES, Payment, Price, Receipt, Wallet, __version__
-from .client import AsyncVlexivoClient, AutoTopUp, PaymentEvent, VlexivoClient
 from .errors import (
     AmountError,
     BodyNotReplayableError,
@@ -33,6 +42,27 @@ from .errors import (
     error_class,
 )
 from .server import PaidRoute, PricingRequest, VlexivoServer
+
+if TYPE_CHECKING:
+    from .client import AsyncVlexivoClient, AutoTopUp, PaymentEvent, VlexivoClient
+
+# The clients need httpx, an extra (`pip install 'vlexivo[client]'`): a provider's server does
+# not, so they are imported on first use.
+_CLIENT_NAMES = frozenset({"AsyncVlexivoClient", "AutoTopUp", "PaymentEvent", "VlexivoClient"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CLIENT_NAMES:
+        try:
+            from . import client
+        except ModuleNotFoundError as e:
+            if e.name != "httpx":
+                raise
+            raise ImportError(
+                f"vlexivo.{name} needs httpx, which is not installed: pip install 'vlexivo[client]'"
+            ) from None
+        return getattr(client, name)
+    raise AttributeError(f"module 'vlexivo' has no attribute {name!r}")
 
 __all__ = [
     "ALL_CODES",
