@@ -42,7 +42,7 @@ case "$profile" in
 esac
 "$venv/bin/maturin" build "${profile_args[@]}" --out "$dist" --auditwheel check 2>&1 | grep -E "Built wheel|warning|error" || true
 "$venv/bin/maturin" sdist --out "$dist" 2>&1 | grep -E "Built source|warning|error" || true
-NO_COLOR=1 "$venv/bin/python" -m twine check --strict "$dist"/*
+"$venv/bin/python" -m twine --no-color check --strict "$dist"/*
 "$venv/bin/python" scripts/check_dist.py "$dist"
 
 echo "=== cargo test -p vlexivo-python (binding unit tests)"
