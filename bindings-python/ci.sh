@@ -4,7 +4,7 @@
 # and metadata (scripts/check_dist.py), then install the wheel into a fresh virtualenv with no
 # Rust toolchain on PATH and run, against that installation, mypy's stubtest on the native
 # module's stubs, mypy --strict on the package and pytest against real servers (the `vlexivo`
-# facilitator process, uvicorn, waitress, werkzeug). The base install (no extras) imports
+# facilitator process, uvicorn, waitress, werkzeug); ruff lints the sources first. The base install (no extras) imports
 # without httpx and says what to install for the clients.
 #
 # VLEXIVO_WHEEL_PROFILE=dev|release picks the cargo profile. The test command builds dev: the
@@ -26,9 +26,13 @@ if [ ! -x "$VLEXIVO_BIN" ]; then
   (cd "$root" && cargo build -q -p vlexivo-facilitator --bin vlexivo)
 fi
 
-echo "=== build tools (maturin, twine) in $venv"
+echo "=== build tools (maturin, twine, ruff) in $venv"
 [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
 "$venv/bin/python" -m pip install "${pip_q[@]}" -r requirements-build.txt
+
+echo "=== ruff (lint, format check; config in pyproject.toml)"
+"$venv/bin/python" -m ruff check .
+"$venv/bin/python" -m ruff format --check .
 
 echo "=== wheel ($profile profile) and sdist"
 # A `maturin develop` leaves the module in python/vlexivo/: never let a stale one into the wheel.

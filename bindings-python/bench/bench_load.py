@@ -37,8 +37,21 @@ def start(app: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {**os.environ, "VLX_SECRET_KEY": SECRET, "PYTHONPATH": str(HERE)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", f"load_app:{app}", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning", "--no-access-log", "--workers", "1"],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            f"load_app:{app}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            "--workers",
+            "1",
+        ],
         env=env,
     )
     url = f"http://127.0.0.1:{port}"
@@ -50,7 +63,7 @@ def start(app: str) -> tuple[subprocess.Popen[bytes], str]:
         except OSError:
             if time.monotonic() > deadline:
                 proc.kill()
-                raise SystemExit(f"{app} did not start")
+                raise SystemExit(f"{app} did not start") from None
             time.sleep(0.05)
     return proc, url
 
@@ -65,8 +78,20 @@ def cpu_seconds(pid: int) -> float:
 def run_wrk(url: str, tokens: Path, duration: int, connections: int, threads: int) -> tuple[float, int]:
     env = {**os.environ, "VLX_TOKENS": str(tokens), "WRK_THREADS": str(threads)}
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "-s", str(HERE / "tokens.lua"), url + "/hello"],
-        env=env, capture_output=True, text=True, check=True, timeout=duration + 30,
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "-s",
+            str(HERE / "tokens.lua"),
+            url + "/hello",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=duration + 30,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
@@ -122,11 +147,18 @@ def main() -> None:
     results: dict[str, list[float]] = {"bare": [], "paid": []}
     cpu_us: dict[str, list[float]] = {"bare": [], "paid": []}
     with tempfile.TemporaryDirectory() as tmp:
+
         def mint(tag: str, count: int) -> Path:
             f = Path(tmp) / f"{tag}.txt"
-            f.write_text("\n".join(
-                _native._test_only_issue_hs256_token(SECRET, f"{tag}-{i:016d}", "GET", "/hello", "0.001", now)
-                for i in range(count)) + "\n")
+            f.write_text(
+                "\n".join(
+                    _native._test_only_issue_hs256_token(
+                        SECRET, f"{tag}-{i:016d}", "GET", "/hello", "0.001", now
+                    )
+                    for i in range(count)
+                )
+                + "\n"
+            )
             return f
 
         for rnd in range(args.rounds):
@@ -148,21 +180,28 @@ def main() -> None:
                 finally:
                     proc.terminate()
                     proc.wait(timeout=10)
-                print(f"round {rnd} {app:<5} {rps:9.0f} req/s   server CPU {cpu_us[app][-1]:6.1f} µs/req   "
-                      f"non-2xx: {bad}", flush=True)
+                print(
+                    f"round {rnd} {app:<5} {rps:9.0f} req/s   server CPU {cpu_us[app][-1]:6.1f} µs/req   "
+                    f"non-2xx: {bad}",
+                    flush=True,
+                )
                 if bad:
                     raise SystemExit(f"{app}: {bad} failed requests (tokens exhausted or rejected)")
                 results[app].append(rps)
     import statistics
 
     bare, paid = max(results["bare"]), max(results["paid"])
-    ratios = [p / b for b, p in zip(results["bare"], results["paid"])]
+    ratios = [p / b for b, p in zip(results["bare"], results["paid"], strict=True)]
     print(f"tool: {'wrk' if use_wrk else 'python'}; load average {os.getloadavg()[0]:.1f}")
-    print(f"best of {args.rounds}: bare {bare:.0f} req/s, paid {paid:.0f} req/s, paid/bare = {paid / bare:.3f}")
+    print(
+        f"best of {args.rounds}: bare {bare:.0f} req/s, paid {paid:.0f} req/s, paid/bare = {paid / bare:.3f}"
+    )
     print(f"median of per-round paid/bare ratios = {statistics.median(ratios):.3f}")
     cb, cp = statistics.median(cpu_us["bare"]), statistics.median(cpu_us["paid"])
-    print(f"server CPU per request (median): bare {cb:.1f} µs, paid {cp:.1f} µs; "
-          f"capacity ratio paid/bare = {cb / cp:.3f}")
+    print(
+        f"server CPU per request (median): bare {cb:.1f} µs, paid {cp:.1f} µs; "
+        f"capacity ratio paid/bare = {cb / cp:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ import sys
 import time
 
 import jwt
-
 from vlexivo import _native
 
 SECRET = "sk_test_6pmpFeivHgqW7JxfnBXZje6aGyg3nqjNmwfgLHfp7bM"
@@ -51,8 +50,12 @@ def main() -> None:
 
     key = b"k" * 32
     claims = jwt.decode(tokens[0], options={"verify_signature": False})
-    jwts = [jwt.encode({**claims, "jti": f"bench{i:019d}"}, key, algorithm="HS256",
-                       headers={"typ": "vlexivo-proof+jwt"}) for i in range(n)]
+    jwts = [
+        jwt.encode(
+            {**claims, "jti": f"bench{i:019d}"}, key, algorithm="HS256", headers={"typ": "vlexivo-proof+jwt"}
+        )
+        for i in range(n)
+    ]
     aud = claims["aud"]
 
     def pyjwt_decode(toks: list[str]) -> None:
@@ -61,8 +64,14 @@ def main() -> None:
 
     # Warm up (first calls allocate store shards, import caches).
     for i in range(200):
-        pw.verify(_native._test_only_issue_hs256_token(SECRET, f"warm{i:020d}", METHOD, PATH, "0.001", now),
-                  METHOD, PATH, price, "usd", now)
+        pw.verify(
+            _native._test_only_issue_hs256_token(SECRET, f"warm{i:020d}", METHOD, PATH, "0.001", now),
+            METHOD,
+            PATH,
+            price,
+            "usd",
+            now,
+        )
         jwt.decode(jwts[i], key, algorithms=["HS256"], audience=aud)
 
     print(f"n = {n}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 from fastapi import FastAPI, Request
-
 from vlexivo import VlexivoServer
 
 bare = FastAPI()

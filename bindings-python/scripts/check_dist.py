@@ -37,7 +37,10 @@ def main(dist: Path) -> None:
 
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
-        check(any(n.startswith("vlexivo/_native.") and n.endswith(".abi3.so") for n in names), "no abi3 extension")
+        check(
+            any(n.startswith("vlexivo/_native.") and n.endswith(".abi3.so") for n in names),
+            "no abi3 extension",
+        )
         for want in ["vlexivo/__init__.py", "vlexivo/py.typed", "vlexivo/_native.pyi", "vlexivo/client.py"]:
             check(want in names, f"wheel lacks {want}")
         check(any(n.endswith(".dist-info/licenses/LICENSE") for n in names), "wheel lacks the LICENSE file")
@@ -56,9 +59,14 @@ def main(dist: Path) -> None:
         check(c in classifiers, f"classifier {c!r} missing")
     requires = meta.get_all("Requires-Dist") or []
     httpx = [r for r in requires if r.startswith("httpx")]
-    check(len(httpx) == 1 and "extra == 'client'" in httpx[0].replace('"', "'"), f"httpx must be the client extra only: {requires}")
+    check(
+        len(httpx) == 1 and "extra == 'client'" in httpx[0].replace('"', "'"),
+        f"httpx must be the client extra only: {requires}",
+    )
     check(set(meta.get_all("Provides-Extra") or []) >= {"client", "fastapi", "flask"}, "extras missing")
-    check((meta.get_payload() or "").lstrip().startswith("# vlexivo"), "the README is not the long description")
+    check(
+        (meta.get_payload() or "").lstrip().startswith("# vlexivo"), "the README is not the long description"
+    )
 
     with tarfile.open(sdist) as t:
         members = t.getnames()
@@ -66,7 +74,10 @@ def main(dist: Path) -> None:
     for want in ["pyproject.toml", "PKG-INFO", "LICENSE", "python/vlexivo/__init__.py"]:
         check(f"{root}/{want}" in members, f"sdist lacks {want}")
     check(any(m.endswith("core/src/lib.rs") for m in members), "sdist lacks the core crate it builds from")
-    check(any(m.endswith("bindings-python/src/lib.rs") or m == f"{root}/src/lib.rs" for m in members), "sdist lacks the binding crate")
+    check(
+        any(m.endswith("bindings-python/src/lib.rs") or m == f"{root}/src/lib.rs" for m in members),
+        "sdist lacks the binding crate",
+    )
 
     # pip on a Python older than 3.10, as PyPI serves the files: a PEP 503 index page that
     # carries Requires-Python (data-requires-python), read through a file:// URL.
@@ -74,21 +85,42 @@ def main(dist: Path) -> None:
         index = Path(tmp) / "simple" / "vlexivo"
         index.mkdir(parents=True)
         links = "".join(
-            f'<a href="{f.resolve().as_uri()}" data-requires-python="&gt;=3.10">{f.name}</a>\n' for f in (wheel, sdist)
+            f'<a href="{f.resolve().as_uri()}" data-requires-python="&gt;=3.10">{f.name}</a>\n'
+            for f in (wheel, sdist)
         )
         (index / "index.html").write_text(f"<!DOCTYPE html><html><body>\n{links}</body></html>\n")
         old = subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps",
-             "--disable-pip-version-check", "--python-version", "3.9", "--target", str(Path(tmp) / "t"),
-             "--index-url", (Path(tmp) / "simple").as_uri(), "vlexivo"],
-            capture_output=True, text=True,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--dry-run",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "--python-version",
+                "3.9",
+                "--target",
+                str(Path(tmp) / "t"),
+                "--index-url",
+                (Path(tmp) / "simple").as_uri(),
+                "vlexivo",
+            ],
+            capture_output=True,
+            text=True,
         )
     errors = [line for line in old.stderr.splitlines() if line.startswith("ERROR")]
     check(old.returncode != 0, "pip accepted vlexivo for Python 3.9")
     check("Traceback" not in old.stderr, f"pip's refusal has a traceback: {old.stderr!r}")
-    check(any("Requires-Python >=3.10" in e for e in errors), f"pip's refusal does not name Requires-Python: {old.stderr!r}")
-    print(f"check_dist: {wheel.name} ({wheel.stat().st_size / 1e6:.2f} MB), {sdist.name} ({sdist.stat().st_size / 1e6:.2f} MB); "
-          f"pip on Python 3.9: {' / '.join(errors)}")
+    check(
+        any("Requires-Python >=3.10" in e for e in errors),
+        f"pip's refusal does not name Requires-Python: {old.stderr!r}",
+    )
+    print(
+        f"check_dist: {wheel.name} ({wheel.stat().st_size / 1e6:.2f} MB), "
+        f"{sdist.name} ({sdist.stat().st_size / 1e6:.2f} MB); "
+        f"pip on Python 3.9: {' / '.join(errors)}"
+    )
 
 
 if __name__ == "__main__":

@@ -56,7 +56,9 @@ class Facilitator:
 
     def payments(self, api_secret: str) -> list[dict[str, Any]]:
         r = self.http.get(
-            "/v1/providers/me/payments", params={"limit": 1000}, headers={"authorization": f"Bearer {api_secret}"}
+            "/v1/providers/me/payments",
+            params={"limit": 1000},
+            headers={"authorization": f"Bearer {api_secret}"},
         )
         r.raise_for_status()
         return list(r.json()["payments"])
@@ -123,7 +125,9 @@ class WaitressThread:
         import waitress
 
         # A short poll timeout lets stop() end the loop quickly.
-        self.server = waitress.create_server(app, host="127.0.0.1", port=0, threads=8, asyncore_loop_timeout=0.05)
+        self.server = waitress.create_server(
+            app, host="127.0.0.1", port=0, threads=8, asyncore_loop_timeout=0.05
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         self.url = f"http://127.0.0.1:{self.server.effective_port}"

@@ -13,7 +13,9 @@ from typing import Any
 from vlexivo import VlexivoServer
 
 framework, store, secret = sys.argv[1], sys.argv[2], sys.argv[3]
-vlx = VlexivoServer(api_secret=secret, nonce_store=store, origin="http://api.test", nonce_store_options={"timeout_ms": 2000})
+vlx = VlexivoServer(
+    api_secret=secret, nonce_store=store, origin="http://api.test", nonce_store_options={"timeout_ms": 2000}
+)
 runs = 0
 lock = threading.Lock()
 

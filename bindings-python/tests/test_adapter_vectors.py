@@ -17,7 +17,6 @@ import httpx
 import pytest
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
-
 from vlexivo import VlexivoServer
 
 from .conftest import vectors
@@ -50,7 +49,7 @@ def make_server(case: dict[str, Any], clock: Clock) -> VlexivoServer:
 
 
 def route_keys(case: dict[str, Any]) -> set[str]:
-    return {f'{r["method"]} {r["path"].split("?")[0]}' for r in case["requests"]}
+    return {f"{r['method']} {r['path'].split('?')[0]}" for r in case["requests"]}
 
 
 # --- app builders: (server, case) -> app --------------------------------------------------
@@ -186,7 +185,6 @@ def money_app(adapter: str, vlx: VlexivoServer) -> Any:
     usd = vlx.price(resolver=resolver)
     eur = vlx.price(resolver=resolver, currency="eur")
     if adapter == "asgi_middleware":
-
         app = FastAPI()
         app.add_middleware(vlx.asgi_paywall, routes={"POST /usd": usd, "POST /eur": eur})
 
@@ -200,7 +198,6 @@ def money_app(adapter: str, vlx: VlexivoServer) -> Any:
 
         return app
     if adapter == "fastapi_dependency":
-
         app = FastAPI()
 
         @app.post("/usd")
@@ -213,7 +210,6 @@ def money_app(adapter: str, vlx: VlexivoServer) -> Any:
 
         return app
     if adapter == "flask_decorator":
-    
         app = flask.Flask("money")
 
         @app.post("/usd")
@@ -246,7 +242,11 @@ def test_resolver_prices(adapter: str, serve: Any, caplog: pytest.LogCaptureFixt
     with httpx.Client(base_url=url, timeout=10) as http:
         for i, case in enumerate(MONEY["cases"]):
             caplog.clear()
-            r = http.post("/usd" if case["currency"].lower() == "usd" else "/eur", headers={"x-money": str(i)}, content=b"{}")
+            r = http.post(
+                "/usd" if case["currency"].lower() == "usd" else "/eur",
+                headers={"x-money": str(i)},
+                content=b"{}",
+            )
             expect = case["expect"]
             if "error" in expect or expect["atomic"] == "0":
                 assert (r.status_code, r.json()["error"]) == (500, "price_invalid"), case["name"]

@@ -11,7 +11,6 @@ import flask
 import httpx
 from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
-
 from vlexivo import PricingRequest, VlexivoServer, _native
 
 SECRET = "sk_test_6pmpFeivHgqW7JxfnBXZje6aGyg3nqjNmwfgLHfp7bM"
@@ -20,8 +19,9 @@ ORIGIN = "http://api.test"
 
 
 def token(nonce: str, method: str, path: str, amount: str = "0.001", body: bytes | None = None) -> str:
-    return _native._test_only_issue_hs256_token(SECRET, nonce.ljust(24, "x"), method, path, amount, _native.now(),
-                                                body=body)
+    return _native._test_only_issue_hs256_token(
+        SECRET, nonce.ljust(24, "x"), method, path, amount, _native.now(), body=body
+    )
 
 
 def test_dependency_with_middleware_releases_on_returned_5xx(serve: Any) -> None:
@@ -51,7 +51,9 @@ def test_dependency_with_middleware_releases_on_returned_5xx(serve: Any) -> None
         assert (r.status_code, r.json()["error"]) == (409, "token_replayed")
         # The 402 from a dependency is the protocol's JSON, not FastAPI's {"detail": …}.
         r = http.get("/dep")
-        assert r.status_code == 402 and r.json()["error"] == "payment_required" and r.json()["price"] == "0.001"
+        assert (
+            r.status_code == 402 and r.json()["error"] == "payment_required" and r.json()["price"] == "0.001"
+        )
         assert "vlexivo-challenge" in r.headers
 
 
@@ -70,9 +72,17 @@ def test_guard_wraps_a_wsgi_app_and_binds_bodies(serve: Any) -> None:
         r = http.post("/anything", content=body)
         assert r.status_code == 402
         # A token bound to another body does not buy this one.
-        r = http.post("/anything", content=body, headers={"Vlexivo-Proof": token("b1", "POST", "/anything", "0.002", b"x")})
+        r = http.post(
+            "/anything",
+            content=body,
+            headers={"Vlexivo-Proof": token("b1", "POST", "/anything", "0.002", b"x")},
+        )
         assert (r.status_code, r.json()["error"]) == (402, "token_resource")
-        r = http.post("/anything", content=body, headers={"Vlexivo-Proof": token("b2", "POST", "/anything", "0.002", body)})
+        r = http.post(
+            "/anything",
+            content=body,
+            headers={"Vlexivo-Proof": token("b2", "POST", "/anything", "0.002", body)},
+        )
         assert r.status_code == 200 and r.text == "ok"
         assert seen == [body]  # the app still reads the body the paywall read
         r = http.post("/anything", content=b"x" * 2000)
@@ -136,7 +146,13 @@ def test_a_5xx_frees_the_nonce_before_its_body_is_sent(serve: Any) -> None:
 
     async def asgi_app(scope: Any, receive: Any, send: Any) -> None:
         fail = any(k == b"x-fail" for k, _ in scope["headers"])
-        await send({"type": "http.response.start", "status": 503 if fail else 200, "headers": [(b"content-type", b"text/plain")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 503 if fail else 200,
+                "headers": [(b"content-type", b"text/plain")],
+            }
+        )
         if fail:
             await send({"type": "http.response.body", "body": b"partial ", "more_body": True})
             await asyncio.get_running_loop().run_in_executor(None, gate_open.wait, 10)

@@ -11,9 +11,8 @@ from typing import Any
 import flask
 import httpx
 import pytest
-from fastapi import Depends, FastAPI, HTTPException, Request
-
 import vlexivo
+from fastapi import Depends, FastAPI, HTTPException, Request
 from vlexivo import (
     AsyncVlexivoClient,
     BodyNotReplayableError,
@@ -85,7 +84,9 @@ def fastapi_app(vlx: VlexivoServer, runs: Counter) -> FastAPI:
         return {"size": len(await request.body())}
 
     @app.get("/api/v1/data")
-    async def data(days: int = 1, payment: Any = Depends(vlx.paywall(price_resolver=by_days))) -> dict[str, Any]:
+    async def data(
+        days: int = 1, payment: Any = Depends(vlx.paywall(price_resolver=by_days))
+    ) -> dict[str, Any]:
         runs.inc()
         return {"days": days, "paid": payment.amount}
 
@@ -124,12 +125,15 @@ def funded_wallet(facilitator: Facilitator) -> Wallet:
     return w
 
 
-def test_fastapi_sync_client_pays(facilitator: Facilitator, provider: dict[str, Any], vlx: VlexivoServer,
-                                  funded_wallet: Wallet, serve: Any) -> None:
+def test_fastapi_sync_client_pays(
+    facilitator: Facilitator, provider: dict[str, Any], vlx: VlexivoServer, funded_wallet: Wallet, serve: Any
+) -> None:
     runs = Counter()
     url = serve("uvicorn", fastapi_app(vlx, runs))
     events: list[vlexivo.PaymentEvent] = []
-    with VlexivoClient(wallet_key=funded_wallet.private_key_hex(), base_url=url, on_payment=events.append) as client:
+    with VlexivoClient(
+        wallet_key=funded_wallet.private_key_hex(), base_url=url, on_payment=events.append
+    ) as client:
         assert client.get("/free").json() == {"free": True}
         r = client.post("/api/v1/inference", json={"model": "large-v2", "prompt": "hi"})
         assert r.status_code == 200, r.text
@@ -150,12 +154,15 @@ def test_fastapi_sync_client_pays(facilitator: Facilitator, provider: dict[str, 
     assert r.status_code == 402 and r.json()["price"] == "0.001" and "vlexivo-challenge" in r.headers
 
 
-async def test_twenty_concurrent_async_calls(facilitator: Facilitator, provider: dict[str, Any],
-                                             vlx: VlexivoServer, funded_wallet: Wallet, serve: Any) -> None:
+async def test_twenty_concurrent_async_calls(
+    facilitator: Facilitator, provider: dict[str, Any], vlx: VlexivoServer, funded_wallet: Wallet, serve: Any
+) -> None:
     runs = Counter()
     url = serve("uvicorn", fastapi_app(vlx, runs))
     async with AsyncVlexivoClient(wallet_key=funded_wallet.private_key_hex(), base_url=url) as client:
-        rs = await asyncio.gather(*(client.post("/api/v1/inference", json={"model": f"m{i}"}) for i in range(20)))
+        rs = await asyncio.gather(
+            *(client.post("/api/v1/inference", json={"model": f"m{i}"}) for i in range(20))
+        )
         assert [r.status_code for r in rs] == [200] * 20
         assert sorted(r.json()["result"] for r in rs) == sorted(f"ran m{i}" for i in range(20))
         assert client.payer.spent_total() == "0.02"
@@ -166,12 +173,20 @@ async def test_twenty_concurrent_async_calls(facilitator: Facilitator, provider:
 
 
 @pytest.mark.parametrize("fail", ["status", "raise"])
-def test_failed_handler_releases_the_nonce(facilitator: Facilitator, provider: dict[str, Any], vlx: VlexivoServer,
-                                           funded_wallet: Wallet, serve: Any, fail: str) -> None:
+def test_failed_handler_releases_the_nonce(
+    facilitator: Facilitator,
+    provider: dict[str, Any],
+    vlx: VlexivoServer,
+    funded_wallet: Wallet,
+    serve: Any,
+    fail: str,
+) -> None:
     runs = Counter()
     url = serve("uvicorn", fastapi_app(vlx, runs))
     events: list[vlexivo.PaymentEvent] = []
-    with VlexivoClient(wallet_key=funded_wallet.private_key_hex(), base_url=url, on_payment=events.append) as client:
+    with VlexivoClient(
+        wallet_key=funded_wallet.private_key_hex(), base_url=url, on_payment=events.append
+    ) as client:
         r = client.post("/api/v1/flaky", json={}, headers={"x-fail": fail})
         assert r.status_code in (500, 503)
         assert len(events) == 1
@@ -188,11 +203,14 @@ def test_failed_handler_releases_the_nonce(facilitator: Facilitator, provider: d
     assert facilitator.balance(funded_wallet.address) == "4.998"
 
 
-def test_dependency_releases_on_handler_error(facilitator: Facilitator, vlx: VlexivoServer,
-                                              funded_wallet: Wallet, serve: Any) -> None:
+def test_dependency_releases_on_handler_error(
+    facilitator: Facilitator, vlx: VlexivoServer, funded_wallet: Wallet, serve: Any
+) -> None:
     url = serve("uvicorn", fastapi_app(vlx, Counter()))
     events: list[vlexivo.PaymentEvent] = []
-    with VlexivoClient(wallet_key=funded_wallet.private_key_hex(), base_url=url, on_payment=events.append) as client:
+    with VlexivoClient(
+        wallet_key=funded_wallet.private_key_hex(), base_url=url, on_payment=events.append
+    ) as client:
         assert client.get("/api/v1/dep-fail").status_code == 500
     with httpx.Client(base_url=url) as http:
         # Released: the token verifies again (the handler fails again, still no replay error).
@@ -207,15 +225,22 @@ def test_insufficient_funds(facilitator: Facilitator, vlx: VlexivoServer, serve:
     with VlexivoClient(wallet_key=poor.private_key_hex(), base_url=url) as client:
         with pytest.raises(InsufficientFundsError) as ei:
             client.post("/api/v1/inference", json={"model": "large"})
-        assert (ei.value.required_amount, ei.value.balance, ei.value.code) == ("0.01", "0.004", "insufficient_funds")
+        assert (ei.value.required_amount, ei.value.balance, ei.value.code) == (
+            "0.01",
+            "0.004",
+            "insufficient_funds",
+        )
         assert client.payer.spent_total() == "0" and client.payer.reserved_total() == "0"
 
 
 def test_auto_top_up(facilitator: Facilitator, vlx: VlexivoServer, serve: Any) -> None:
     url = serve("uvicorn", fastapi_app(vlx, Counter()))
     w = Wallet.generate()
-    with VlexivoClient(wallet_key=w.private_key_hex(), base_url=url,
-                       auto_top_up=dict(enabled=True, trigger_balance="1.00", top_up_amount="10.00")) as client:
+    with VlexivoClient(
+        wallet_key=w.private_key_hex(),
+        base_url=url,
+        auto_top_up=dict(enabled=True, trigger_balance="1.00", top_up_amount="10.00"),
+    ) as client:
         r = client.post("/api/v1/inference", json={"model": "large"})
         assert r.status_code == 200
         assert facilitator.balance(w.address) == "9.99"
@@ -232,17 +257,24 @@ async def test_auto_top_up_async_concurrent(facilitator: Facilitator, vlx: Vlexi
         await asyncio.sleep(0)
         events.append(e)
 
-    async with AsyncVlexivoClient(wallet_key=w.private_key_hex(), base_url=url, on_payment=on_payment,
-                                  auto_top_up=vlexivo.AutoTopUp(trigger_balance="0.02", top_up_amount="0.05")) as client:
-        rs = await asyncio.gather(*(client.post("/api/v1/inference", json={"model": "large"}) for _ in range(8)))
+    async with AsyncVlexivoClient(
+        wallet_key=w.private_key_hex(),
+        base_url=url,
+        on_payment=on_payment,
+        auto_top_up=vlexivo.AutoTopUp(trigger_balance="0.02", top_up_amount="0.05"),
+    ) as client:
+        rs = await asyncio.gather(
+            *(client.post("/api/v1/inference", json={"model": "large"}) for _ in range(8))
+        )
         assert [r.status_code for r in rs] == [200] * 8
     assert client.payer.spent_total() == "0.08"
     assert len(events) == 8 and {e.amount for e in events} == {"0.01"} and len({e.nonce for e in events}) == 8
     assert all(e.url.endswith("/api/v1/inference") and e.method == "POST" for e in events)
 
 
-def test_budget_caps(facilitator: Facilitator, provider: dict[str, Any], vlx: VlexivoServer,
-                     funded_wallet: Wallet, serve: Any) -> None:
+def test_budget_caps(
+    facilitator: Facilitator, provider: dict[str, Any], vlx: VlexivoServer, funded_wallet: Wallet, serve: Any
+) -> None:
     url = serve("uvicorn", fastapi_app(vlx, Counter()))
     key = funded_wallet.private_key_hex()
     with VlexivoClient(wallet_key=key, base_url=url, max_per_call="0.005") as client:
@@ -272,8 +304,14 @@ def test_budget_caps(facilitator: Facilitator, provider: dict[str, Any], vlx: Vl
     assert len(facilitator.payments(provider["api_secret"])) == 5
 
 
-def test_body_replay(facilitator: Facilitator, provider: dict[str, Any], vlx: VlexivoServer,
-                     funded_wallet: Wallet, serve: Any, tmp_path: Any) -> None:
+def test_body_replay(
+    facilitator: Facilitator,
+    provider: dict[str, Any],
+    vlx: VlexivoServer,
+    funded_wallet: Wallet,
+    serve: Any,
+    tmp_path: Any,
+) -> None:
     url = serve("uvicorn", fastapi_app(vlx, Counter()))
     with VlexivoClient(wallet_key=funded_wallet.private_key_hex(), base_url=url) as client:
         # Bytes and JSON bodies are replayed byte for byte.
@@ -299,8 +337,9 @@ def test_body_replay(facilitator: Facilitator, provider: dict[str, Any], vlx: Vl
     assert len(facilitator.payments(provider["api_secret"])) == 2
 
 
-async def test_async_body_not_replayable(facilitator: Facilitator, vlx: VlexivoServer,
-                                         funded_wallet: Wallet, serve: Any) -> None:
+async def test_async_body_not_replayable(
+    facilitator: Facilitator, vlx: VlexivoServer, funded_wallet: Wallet, serve: Any
+) -> None:
     url = serve("uvicorn", fastapi_app(vlx, Counter()))
 
     async def agen() -> Any:
@@ -379,17 +418,22 @@ def flask_app(vlx: VlexivoServer, runs: Counter) -> flask.Flask:
         runs.inc()
         if flask.request.headers.get("x-fail") == "raise":
             raise RuntimeError("crash")
-        return {"ok": not flask.request.headers.get("x-fail")}, (500 if flask.request.headers.get("x-fail") else 200)
+        return {"ok": not flask.request.headers.get("x-fail")}, (
+            500 if flask.request.headers.get("x-fail") else 200
+        )
 
     return app
 
 
-def test_flask_waitress(facilitator: Facilitator, provider: dict[str, Any], vlx: VlexivoServer,
-                        funded_wallet: Wallet, serve: Any) -> None:
+def test_flask_waitress(
+    facilitator: Facilitator, provider: dict[str, Any], vlx: VlexivoServer, funded_wallet: Wallet, serve: Any
+) -> None:
     runs = Counter()
     url = serve("waitress", flask_app(vlx, runs))
     events: list[vlexivo.PaymentEvent] = []
-    with VlexivoClient(wallet_key=funded_wallet.private_key_hex(), base_url=url, on_payment=events.append) as client:
+    with VlexivoClient(
+        wallet_key=funded_wallet.private_key_hex(), base_url=url, on_payment=events.append
+    ) as client:
         r = client.post("/api/v1/inference", json={"model": "large-v2"})
         assert r.status_code == 200 and r.json() == {"result": "ran large-v2", "paid": "0.01"}
         assert r.headers["vlexivo-receipt"].startswith("tx=0x")
@@ -405,12 +449,15 @@ def test_flask_waitress(facilitator: Facilitator, provider: dict[str, Any], vlx:
     assert len(facilitator.payments(provider["api_secret"])) == 4
 
 
-async def test_flask_concurrent_async_client(facilitator: Facilitator, provider: dict[str, Any], vlx: VlexivoServer,
-                                             funded_wallet: Wallet, serve: Any) -> None:
+async def test_flask_concurrent_async_client(
+    facilitator: Facilitator, provider: dict[str, Any], vlx: VlexivoServer, funded_wallet: Wallet, serve: Any
+) -> None:
     runs = Counter()
     url = serve("waitress", flask_app(vlx, runs))
     async with AsyncVlexivoClient(wallet_key=funded_wallet.private_key_hex(), base_url=url) as client:
-        rs = await asyncio.gather(*(client.post("/api/v1/inference", json={"model": f"m{i}"}) for i in range(20)))
+        rs = await asyncio.gather(
+            *(client.post("/api/v1/inference", json={"model": f"m{i}"}) for i in range(20))
+        )
     assert [r.status_code for r in rs] == [200] * 20
     assert runs.n == 20
     assert len(facilitator.payments(provider["api_secret"])) == 20

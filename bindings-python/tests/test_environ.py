@@ -4,7 +4,6 @@ those are unset; both set to different values is a ``ConfigError``."""
 from __future__ import annotations
 
 import pytest
-
 from vlexivo import ConfigError, VlexivoClient, VlexivoServer, Wallet
 
 SECRET = "sk_test_6pmpFeivHgqW7JxfnBXZje6aGyg3nqjNmwfgLHfp7bM"
@@ -13,8 +12,14 @@ OTHER = "sk_test_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("VLX_SECRET_KEY", "VLEXIVO_API_SECRET", "VLX_WALLET_KEY", "VLEXIVO_WALLET_KEY",
-                 "VLX_FACILITATOR_URL", "VLEXIVO_FACILITATOR_URL"):
+    for name in (
+        "VLX_SECRET_KEY",
+        "VLEXIVO_API_SECRET",
+        "VLX_WALLET_KEY",
+        "VLEXIVO_WALLET_KEY",
+        "VLX_FACILITATOR_URL",
+        "VLEXIVO_FACILITATOR_URL",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 import vlexivo
 from vlexivo import _native
 from vlexivo.errors import _BY_CODE, VlexivoError, error_class, from_native, make_error
@@ -32,7 +31,11 @@ def test_each_code(code: str) -> None:
 
 
 def test_typed_fields() -> None:
-    e = from_native(_native.error_from_body(402, b'{"error":"insufficient_funds","required":"0.01","balance":"0.004","currency":"usd"}'))
+    e = from_native(
+        _native.error_from_body(
+            402, b'{"error":"insufficient_funds","required":"0.01","balance":"0.004","currency":"usd"}'
+        )
+    )
     assert isinstance(e, vlexivo.InsufficientFundsError)
     assert (e.required_amount, e.balance, e.currency) == ("0.01", "0.004", "usd")
     b = make_error("budget_exceeded")
@@ -43,11 +46,19 @@ def test_typed_fields() -> None:
         _native.error_for("no_such_code")
 
 
-@pytest.mark.parametrize("case", [c for c in vectors("client")["cases"] if c.get("op") == "error_from_body"], ids=lambda c: c["name"])
+@pytest.mark.parametrize(
+    "case",
+    [c for c in vectors("client")["cases"] if c.get("op") == "error_from_body"],
+    ids=lambda c: c["name"],
+)
 def test_error_from_body_vectors(case: dict) -> None:
     e = from_native(_native.error_from_body(case["status"], case["body"].encode()))
     expect = case["expect"]
     assert e.code == expect["error"]
     if e.code == "insufficient_funds":
         assert isinstance(e, vlexivo.InsufficientFundsError)
-        assert (e.required_amount, e.balance, e.currency) == (expect["required"], expect["balance"], expect["currency"])
+        assert (e.required_amount, e.balance, e.currency) == (
+            expect["required"],
+            expect["balance"],
+            expect["currency"],
+        )

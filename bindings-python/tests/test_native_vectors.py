@@ -8,7 +8,6 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-
 from vlexivo import _native
 
 from .conftest import vectors
@@ -48,8 +47,15 @@ def test_price_types() -> None:
 def _payer(config: dict[str, Any], now: int) -> _native.Payer:
     auto = config.get("auto_top_up")
     return _native.Payer(
-        CLIENT["private_key"], config.get("max_per_call"), None, config.get("max_total"), None, None,
-        config["trusted"], (auto["trigger_balance"], auto["top_up_amount"]) if auto else None, now,
+        CLIENT["private_key"],
+        config.get("max_per_call"),
+        None,
+        config.get("max_total"),
+        None,
+        None,
+        config["trusted"],
+        (auto["trigger_balance"], auto["top_up_amount"]) if auto else None,
+        now,
     )
 
 
@@ -59,13 +65,20 @@ def test_client_quote(case: dict[str, Any]) -> None:
     resp = case["response"]
     payer = _payer(case["config"], case["now"])
     try:
-        pr = _native.parse_payment_required(resp["status"], [tuple(h) for h in resp.get("headers", [])], resp["body"].encode())
+        pr = _native.parse_payment_required(
+            resp["status"], [tuple(h) for h in resp.get("headers", [])], resp["body"].encode()
+        )
         q = payer.quote(pr, case["request"]["method"], case["request"]["url"])
     except _native.NativeError as e:
         assert {"error": e.code} == expect, case["name"]
         return
-    got = {"price": q.price, "currency": q.currency, "nonce": q.nonce, "pay_url": q.pay_url,
-           "payment_request": json.loads(q.body)}
+    got = {
+        "price": q.price,
+        "currency": q.currency,
+        "nonce": q.nonce,
+        "pay_url": q.pay_url,
+        "payment_request": json.loads(q.body),
+    }
     assert got == expect, case["name"]
     assert payer.reserved_total() == "0"
 
@@ -100,8 +113,15 @@ def _feed(call: _native.PayerCall, data: dict[str, Any]) -> Any:
     if step.kind == "paid":
         e = step.event
         assert e is not None
-        return {"paid": {"price": e.price, "nonce": e.receipt.nonce, "replayed": e.receipt.replayed,
-                         "topped_up": e.topped_up, "reconciled": e.reconciled}}
+        return {
+            "paid": {
+                "price": e.price,
+                "nonce": e.receipt.nonce,
+                "replayed": e.receipt.replayed,
+                "topped_up": e.topped_up,
+                "reconciled": e.reconciled,
+            }
+        }
     return {step.kind: {}}
 
 
@@ -112,21 +132,37 @@ def test_client_flow(case: dict[str, Any]) -> None:
         call = payer.call(c["method"], c["url"], c["replayable"])
         for i, ex in enumerate(c["exchanges"]):
             assert _feed(call, ex["input"]) == ex["expect"], f"{case['name']}: exchange {i}"
-    got = {"spent": payer.spent_total(), "reserved": payer.reserved_total(), "in_doubt": payer.in_doubt_total()}
+    got = {
+        "spent": payer.spent_total(),
+        "reserved": payer.reserved_total(),
+        "in_doubt": payer.in_doubt_total(),
+    }
     assert got == case["expect_budget"], case["name"]
 
 
 @pytest.mark.parametrize("case", PAYWALL["cases"], ids=lambda c: c["name"])
 def test_paywall(case: dict[str, Any]) -> None:
-    pw = _native.Paywall(PAYWALL["api_secret"], None, PAYWALL["facilitator_url"], None, 300, PAYWALL["leeway_secs"],
-                         False, "memory", PAYWALL["jwks"] if case["jwks"] else None, PAYWALL["origin"])
+    pw = _native.Paywall(
+        PAYWALL["api_secret"],
+        None,
+        PAYWALL["facilitator_url"],
+        None,
+        300,
+        PAYWALL["leeway_secs"],
+        False,
+        "memory",
+        PAYWALL["jwks"] if case["jwks"] else None,
+        PAYWALL["origin"],
+    )
     for req in case["requests"]:
         expect = req["expect"]
         path = req["path"]
         try:
             p = pw.verify(req["proof"], req["method"], path, case["price"], case["currency"], req["now"])
         except _native.NativeError as e:
-            status, headers, body = pw.reject(e, req["method"], path, case["price"], case["currency"], "per-call", req["now"])
+            status, headers, body = pw.reject(
+                e, req["method"], path, case["price"], case["currency"], "per-call", req["now"]
+            )
             assert (status, json.loads(body)["error"]) == (expect["status"], expect["error"])
             assert any(k == "Vlexivo-Challenge" for k, _ in headers) == expect["challenge"]
             continue

@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import Depends, FastAPI, HTTPException
-
 from vlexivo import AsyncVlexivoClient, VlexivoClient, VlexivoError, VlexivoServer, Wallet
 
 from .conftest import Facilitator, start_facilitator, stop_facilitator
@@ -54,8 +53,12 @@ class Relay:
                 n = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(n) if n else None
                 relay.seen.append(f"{self.command} {self.path}")
-                up = httpx.request(self.command, relay.upstream + self.path, content=body,
-                                   headers={"content-type": "application/json"})
+                up = httpx.request(
+                    self.command,
+                    relay.upstream + self.path,
+                    content=body,
+                    headers={"content-type": "application/json"},
+                )
                 if self.path == "/v1/payments" and relay.lie:
                     status, out = 502, b"<html>bad gateway</html>"
                 else:
@@ -130,7 +133,8 @@ def code_of(e: pytest.ExceptionInfo[VlexivoError]) -> str:
 
 
 def test_item_6_unconfigured_client_does_not_pay_the_facilitator_a_402_names(
-        relay: tuple[Relay, Facilitator], api: str) -> None:
+    relay: tuple[Relay, Facilitator], api: str
+) -> None:
     r, fac = relay
     r.lie = True
     before = len(r.seen)
@@ -147,12 +151,16 @@ def test_item_6_unconfigured_client_does_not_pay_the_facilitator_a_402_names(
 
 @pytest.mark.parametrize("flavour", ["sync", "async"])
 async def test_item_7_pinned_with_auto_top_up_never_queries_another_facilitator(
-        relay: tuple[Relay, Facilitator], api: str, flavour: str) -> None:
+    relay: tuple[Relay, Facilitator], api: str, flavour: str
+) -> None:
     r, fac = relay
     before = len(r.seen)
     w = Wallet.generate()
-    kw: dict[str, Any] = dict(wallet_key=w.private_key_hex(), facilitator_url=fac.url,
-                              auto_top_up=dict(trigger_balance="1.00", top_up_amount="10.00"))
+    kw: dict[str, Any] = dict(
+        wallet_key=w.private_key_hex(),
+        facilitator_url=fac.url,
+        auto_top_up=dict(trigger_balance="1.00", top_up_amount="10.00"),
+    )
     with pytest.raises(VlexivoError) as e:
         if flavour == "sync":
             with VlexivoClient(**kw) as client:
@@ -167,13 +175,15 @@ async def test_item_7_pinned_with_auto_top_up_never_queries_another_facilitator(
 
 @pytest.mark.parametrize("flavour", ["sync", "async"])
 async def test_item_13_a_payment_answered_502_stays_counted(
-        relay: tuple[Relay, Facilitator], api: str, flavour: str) -> None:
+    relay: tuple[Relay, Facilitator], api: str, flavour: str
+) -> None:
     r, fac = relay
     r.lie = True
     w = funded(fac)
     events: list[Any] = []
-    kw: dict[str, Any] = dict(wallet_key=w.private_key_hex(), facilitator_url=r.url, max_total="0.001",
-                              on_payment=events.append)
+    kw: dict[str, Any] = dict(
+        wallet_key=w.private_key_hex(), facilitator_url=r.url, max_total="0.001", on_payment=events.append
+    )
 
     async def get(client: Any, path: str) -> httpx.Response:
         res = client.get(api + path)
@@ -209,7 +219,8 @@ async def test_item_13_a_payment_answered_502_stays_counted(
 
 @pytest.mark.parametrize("flavour", ["sync", "async"])
 async def test_item_9_a_proof_is_reused_after_the_api_fails(
-        relay: tuple[Relay, Facilitator], api: str, flavour: str) -> None:
+    relay: tuple[Relay, Facilitator], api: str, flavour: str
+) -> None:
     r, fac = relay
     r.lie = False
     try:
@@ -268,15 +279,13 @@ async def test_18_7_an_endless_402_body_is_not_read_past_the_limit(flavour: str)
     try:
         kw: dict[str, Any] = dict(wallet_key=Wallet.generate().private_key_hex())
         if flavour == "sync":
-            with VlexivoClient(**kw) as client:
-                with client.stream("GET", srv.url + "/x") as res:
-                    assert res.status_code == 402
-                    assert len(next(res.iter_bytes())) > 0
+            with VlexivoClient(**kw) as client, client.stream("GET", srv.url + "/x") as res:
+                assert res.status_code == 402
+                assert len(next(res.iter_bytes())) > 0
         else:
-            async with AsyncVlexivoClient(**kw) as aclient:
-                async with aclient.stream("GET", srv.url + "/x") as ares:
-                    assert ares.status_code == 402
-                    assert len(await ares.aiter_bytes().__anext__()) > 0
+            async with AsyncVlexivoClient(**kw) as aclient, aclient.stream("GET", srv.url + "/x") as ares:
+                assert ares.status_code == 402
+                assert len(await ares.aiter_bytes().__anext__()) > 0
         assert srv.written < 64 * 1024 * 1024, srv.written
     finally:
         srv.server.stop()
@@ -284,7 +293,8 @@ async def test_18_7_an_endless_402_body_is_not_read_past_the_limit(flavour: str)
 
 @pytest.mark.parametrize("flavour", ["sync", "async"])
 async def test_18_7_an_endless_facilitator_answer_is_cut_and_the_payment_in_doubt(
-        facilitator: Facilitator, serve: Any, flavour: str) -> None:
+    facilitator: Facilitator, serve: Any, flavour: str
+) -> None:
     srv = Endless(200)
     try:
         vlx = VlexivoServer(api_secret=facilitator.provider()["api_secret"], facilitator_url=srv.url)
@@ -295,8 +305,9 @@ async def test_18_7_an_endless_facilitator_answer_is_cut_and_the_payment_in_doub
             return {}
 
         url = str(serve("uvicorn", app))
-        kw: dict[str, Any] = dict(wallet_key=Wallet.generate().private_key_hex(), facilitator_url=srv.url,
-                                  facilitator_timeout=120.0)
+        kw: dict[str, Any] = dict(
+            wallet_key=Wallet.generate().private_key_hex(), facilitator_url=srv.url, facilitator_timeout=120.0
+        )
         started = time.monotonic()
         with pytest.raises(VlexivoError) as e:
             if flavour == "sync":
@@ -322,4 +333,3 @@ def test_trust_from_environment(monkeypatch: pytest.MonkeyPatch, relay: tuple[Re
     with pytest.raises(VlexivoError) as e:
         VlexivoClient(wallet_key=Wallet.generate().private_key_hex())
     assert code_of(e) == "config_invalid"
-

@@ -23,7 +23,6 @@ from fastapi.responses import StreamingResponse
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
-
 from vlexivo import VlexivoServer, _native
 
 SECRET = "sk_test_6pmpFeivHgqW7JxfnBXZje6aGyg3nqjNmwfgLHfp7bM"
@@ -106,7 +105,9 @@ def send_and_hang_up(url: str, method: str, path: str, headers: dict[str, str]) 
     s.close()
 
 
-def head_then_get(url: str, head_path: str, get_path: str, head_headers: dict[str, str] | None = None) -> tuple[int, bytes, int, bytes]:
+def head_then_get(
+    url: str, head_path: str, get_path: str, head_headers: dict[str, str] | None = None
+) -> tuple[int, bytes, int, bytes]:
     """A HEAD then a GET on one keep-alive connection (http.client reads no body after HEAD, so a
     body sent with the HEAD answer would be parsed as the next status line)."""
     u = urlsplit(url)
@@ -165,7 +166,9 @@ def test_dependency_background_task_raising_after_the_response_keeps_the_nonce(s
         raise RuntimeError("background task failed")
 
     @app.get("/report")
-    async def report(tasks: BackgroundTasks, payment: Any = Depends(vlx.paywall(price="0.001"))) -> dict[str, int]:
+    async def report(
+        tasks: BackgroundTasks, payment: Any = Depends(vlx.paywall(price="0.001"))
+    ) -> dict[str, int]:
         runs.inc()
         tasks.add_task(explode)
         return {"run": runs.n}
@@ -306,7 +309,9 @@ def test_client_gone_handler_completed_keeps_the_nonce(adapter: str, serve: Any)
 
 
 @pytest.mark.parametrize("adapter", list(SLOW_APPS))
-def test_client_gone_handler_failed_releases_the_nonce(adapter: str, serve: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_client_gone_handler_failed_releases_the_nonce(
+    adapter: str, serve: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     """The same hang-up, but the handler then fails: the work was not done, the proof is good."""
     caplog.set_level(logging.CRITICAL)
     vlx = VlexivoServer(api_secret=SECRET, origin=ORIGIN)
@@ -473,7 +478,9 @@ def test_only_cors_preflights_are_free(serve: Any) -> None:
     dep = FastAPI()
 
     @dep.api_route("/proxy", methods=["GET", "POST", "OPTIONS"])
-    async def dep_proxy(request: Request, payment: Any = Depends(vlx.paywall(price="0.001"))) -> PlainTextResponse:
+    async def dep_proxy(
+        request: Request, payment: Any = Depends(vlx.paywall(price="0.001"))
+    ) -> PlainTextResponse:
         return PlainTextResponse(f"{request.method} content")
 
     routed = flask.Flask("cors-routed")
@@ -662,7 +669,9 @@ def test_asgi_table_key_naming_no_route_fails_closed(serve: Any, caplog: pytest.
     assert any("GET /reports" in m and "/reports/" in m for m in caplog.messages)
 
 
-def test_asgi_route_mismatch_never_serves_paid_content_unpaid(serve: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_asgi_route_mismatch_never_serves_paid_content_unpaid(
+    serve: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     """If the router runs another route than the one the paywall priced (here a route class
     that hands its requests to the paid route), the paid content is not delivered."""
     vlx = VlexivoServer(api_secret=SECRET, origin=ORIGIN)
@@ -763,7 +772,9 @@ def test_nested_asgi_paywalls_ask_one_price_once(serve: Any) -> None:
         return {"paid": request.state.vlx_payment.amount}
 
     app.add_middleware(vlx.asgi_paywall, routes={"GET /report": vlx.price("0.02")})
-    app.add_middleware(vlx.asgi_paywall, routes={"/zone/*": vlx.price("0.001"), "GET /report": vlx.price("0.003")})
+    app.add_middleware(
+        vlx.asgi_paywall, routes={"/zone/*": vlx.price("0.001"), "GET /report": vlx.price("0.003")}
+    )
     url = serve("uvicorn", app)
     assert _two_step(url, "/zone/premium") == [(402, "0.05"), (200, '{"paid":"0.05"}')]
     assert _two_step(url, "/zone/basic") == [(402, "0.001"), (200, '{"paid":"0.001"}')]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from vlexivo import _native
 
 
@@ -33,7 +32,9 @@ def test_head_costs_what_get_costs() -> None:
         (200, False, False, False),  # the client left mid-body
     ],
 )
-def test_release_follows_the_handlers_outcome(status: int | None, raised: bool, complete: bool, release: bool) -> None:
+def test_release_follows_the_handlers_outcome(
+    status: int | None, raised: bool, complete: bool, release: bool
+) -> None:
     assert _native.releases(status, raised, complete) is release
 
 

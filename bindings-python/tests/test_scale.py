@@ -19,7 +19,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 import vlexivo
 from vlexivo import VlexivoServer, _native
 
@@ -32,7 +31,9 @@ HERE = Path(__file__).resolve().parent
 
 def services(*args: str) -> str:
     out = subprocess.run(["bash", str(SERVICES), *args], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, f"test-services.sh {args}: {out.stderr} (run scripts/test-services.sh install)"
+    assert out.returncode == 0, (
+        f"test-services.sh {args}: {out.stderr} (run scripts/test-services.sh install)"
+    )
     return out.stdout.strip()
 
 
@@ -51,7 +52,9 @@ class Stores:
 
     def database(self) -> str:
         name = "n" + uuid.uuid4().hex[:12]
-        subprocess.run(["psql", "-q", self.pg, "-c", f'CREATE DATABASE "{name}"'], check=True, capture_output=True)
+        subprocess.run(
+            ["psql", "-q", self.pg, "-c", f'CREATE DATABASE "{name}"'], check=True, capture_output=True
+        )
         return self.pg.rsplit("/", 1)[0] + "/" + name
 
 

@@ -7,7 +7,7 @@ dependency, a Flask decorator and a WSGI middleware. Payer: :class:`VlexivoClien
 
 import sys
 
-if sys.version_info < (3, 10):  # pragma: no cover - the wheel's Requires-Python stops pip first
+if sys.version_info < (3, 10):  # noqa: UP036 (a clear error on an unsupported Python)  # pragma: no cover - the wheel's Requires-Python stops pip first
     raise ImportError(
         f"vlexivo needs Python 3.10 or newer; this is {sys.version.split()[0]}. "
         "Install it into a Python >= 3.10 environment."
@@ -63,6 +63,7 @@ def __getattr__(name: str) -> Any:
             ) from None
         return getattr(client, name)
     raise AttributeError(f"module 'vlexivo' has no attribute {name!r}")
+
 
 __all__ = [
     "ALL_CODES",

@@ -12,13 +12,13 @@ from urllib.parse import quote
 from . import _native
 from ._gate import (
     EXPOSE_HEADERS,
+    NO_PLAN,
     PROOF_HEADER,
     RECEIPT_HEADER,
     Answer,
     Gate,
-    PaidRoute,
-    NO_PLAN,
     Paid,
+    PaidRoute,
     Plan,
     PricingRequest,
     Provider,
@@ -27,8 +27,8 @@ from ._gate import (
     effective,
     fixed_prices,
     is_free_request,
-    sends_receipt,
     needs_body,
+    sends_receipt,
     together,
 )
 from ._routes import RouteTable, build_table, config_message
@@ -94,7 +94,9 @@ def proof_of(scope: Scope) -> str | None:
 
 
 def preflight(scope: Scope) -> bool:
-    return scope["method"] == "OPTIONS" and is_free_request("OPTIONS", any(k == _ACRM for k, _ in scope["headers"]))
+    return scope["method"] == "OPTIONS" and is_free_request(
+        "OPTIONS", any(k == _ACRM for k, _ in scope["headers"])
+    )
 
 
 def _pricing_request(scope: Scope, body: bytes | None, raw: Any) -> PricingRequest:
@@ -159,14 +161,18 @@ def replay_receive(body: bytes, receive: Receive) -> Receive:
     return receive2
 
 
-async def _price_all(gates: Sequence[Gate], scope: Scope, body: bytes | None, raw: Any, now: int | None) -> _native.Price:
+async def _price_all(
+    gates: Sequence[Gate], scope: Scope, body: bytes | None, raw: Any, now: int | None
+) -> _native.Price:
     if len(gates) == 1 and gates[0].route.price is not None:
         return gates[0].route.price
     prices = fixed_prices(gates)
     if prices is None:
         req = _pricing_request(scope, body, raw)
         prices = [await g.price_async(req, now) for g in gates]
-    return prices[0] if len(prices) == 1 else effective(gates, prices, scope["method"], binding_path(scope), now)
+    return (
+        prices[0] if len(prices) == 1 else effective(gates, prices, scope["method"], binding_path(scope), now)
+    )
 
 
 class PaywallMiddleware:
@@ -250,11 +256,20 @@ class PaywallMiddleware:
         await self._take(plan, price, box, scope, body, now)
         return receive
 
-    async def _take(self, plan: Plan, price: _native.Price, box: _Box, scope: Scope, body: bytes | None,
-              now: int | None) -> None:
+    async def _take(
+        self, plan: Plan, price: _native.Price, box: _Box, scope: Scope, body: bytes | None, now: int | None
+    ) -> None:
         """Verify the proof at ``price`` and consume it: the request is paid."""
-        paid = await admit_async(plan.gates, proof_of(scope), scope["method"], binding_path(scope), request_origin(scope), price,
-                     body, now)
+        paid = await admit_async(
+            plan.gates,
+            proof_of(scope),
+            scope["method"],
+            binding_path(scope),
+            request_origin(scope),
+            price,
+            body,
+            now,
+        )
         scope[PAID_KEY] = box.paid = paid
         state = scope.get("state")
         if state is None:
@@ -349,7 +364,9 @@ class PaywallMiddleware:
 
     # --- running the app -----------------------------------------------------------------
 
-    async def _run(self, scope: Scope, receive: Receive, send: Send, box: _Box, leaf: Any, plan: Plan) -> None:
+    async def _run(
+        self, scope: Scope, receive: Receive, send: Send, box: _Box, leaf: Any, plan: Plan
+    ) -> None:
         status = 0
         complete = False
         blocked = False
@@ -362,8 +379,12 @@ class PaywallMiddleware:
             kind = msg["type"]
             if kind == "http.response.start":
                 actual = scope.get("route")
-                if confirm and actual is not None and (leaf is None or actual is not leaf.route) \
-                        and not self._same_route(scope, leaf, plan):
+                if (
+                    confirm
+                    and actual is not None
+                    and (leaf is None or actual is not leaf.route)
+                    and not self._same_route(scope, leaf, plan)
+                ):
                     blocked = True
                     if box.paid is not None:
                         box.paid.release()
@@ -374,7 +395,11 @@ class PaywallMiddleware:
                 if paid is not None:
                     if sends_receipt(status):
                         # A new list: the app may reuse its own (Starlette passes response.raw_headers).
-                        msg["headers"] = [*msg.get("headers", ()), (_RECEIPT, paid.payment.receipt.encode("latin-1")), _EXPOSE]
+                        msg["headers"] = [
+                            *msg.get("headers", ()),
+                            (_RECEIPT, paid.payment.receipt.encode("latin-1")),
+                            _EXPOSE,
+                        ]
                     else:
                         # A failure (5xx): released before it goes out, so that a client retrying
                         # at once finds its proof good again.
@@ -558,7 +583,9 @@ class PaywallGuard:
 
         return WsgiPaywall(app, server=self.server, table=RouteTable([("*", self._gate)]))
 
-    async def _dependency(self, request: Any, response: Any, background_tasks: Any = None) -> AsyncIterator[_native.Payment | None]:
+    async def _dependency(
+        self, request: Any, response: Any, background_tasks: Any = None
+    ) -> AsyncIterator[_native.Payment | None]:
         scope = request.scope
         if preflight(scope):
             yield None
@@ -587,7 +614,9 @@ class PaywallGuard:
                     if len(body) > self.server.max_body_bytes:
                         raise Reject(gate.too_large(method, path, now))
                 price = await _price_all(gates, scope, body, request, now)
-                paid = await admit_async(gates, proof_of(scope), method, path, request_origin(scope), price, body, now)
+                paid = await admit_async(
+                    gates, proof_of(scope), method, path, request_origin(scope), price, body, now
+                )
                 scope[PAID_KEY] = paid
                 if box is not None:
                     box.paid = paid

@@ -6,13 +6,14 @@ Adapters only move bytes; the rules here are thin calls into the native core."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Protocol, Union
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from . import _native
@@ -20,8 +21,8 @@ from . import _native
 logger = logging.getLogger("vlexivo")
 
 Payment = _native.Payment
-PriceValue = Union[str, Decimal, int, float, _native.Price]
-PriceResolver = Callable[["PricingRequest"], Union[PriceValue, Awaitable[PriceValue]]]
+PriceValue = str | Decimal | int | float | _native.Price
+PriceResolver = Callable[["PricingRequest"], PriceValue | Awaitable[PriceValue]]
 # (status, headers, body) as the native module shapes it.
 Answer = tuple[int, list[tuple[str, str]], str]
 
@@ -49,7 +50,7 @@ class PricingRequest:
     the route reads it), ``json()`` and ``raw`` (the framework's own request object, or the
     ASGI scope / WSGI environ)."""
 
-    __slots__ = ("method", "path", "query_string", "body", "raw", "_header_pairs", "_headers", "_json")
+    __slots__ = ("_header_pairs", "_headers", "_json", "body", "method", "path", "query_string", "raw")
 
     def __init__(
         self,
@@ -126,7 +127,7 @@ sends_receipt = _native.sends_receipt  # on a paid response that keeps the payme
 class Gate:
     """One paywall: a route's price under one provider."""
 
-    __slots__ = ("provider", "native", "route", "label", "needs_body", "currency", "scope")
+    __slots__ = ("currency", "label", "native", "needs_body", "provider", "route", "scope")
 
     def __init__(self, provider: Provider, route: PaidRoute, label: str) -> None:
         self.provider = provider
@@ -230,7 +231,9 @@ def fixed_prices(gates: Sequence[Gate]) -> list[_native.Price] | None:
     return out
 
 
-def effective(gates: Sequence[Gate], prices: Sequence[_native.Price], method: str, path: str, now: int | None) -> _native.Price:
+def effective(
+    gates: Sequence[Gate], prices: Sequence[_native.Price], method: str, path: str, now: int | None
+) -> _native.Price:
     """One request, one price: core's effective price of every paywall on the path (the highest;
     paywalls in different currencies are the provider's mistake, a 500 ``price_invalid``)."""
     try:
@@ -251,10 +254,9 @@ class Plan:
         prices = fixed_prices(gates)
         self.price: _native.Price | None = None
         if prices:
-            try:
+            # On an error: answered per request, as price_invalid.
+            with contextlib.suppress(_native.NativeError):
                 self.price = _native.effective_price(prices)
-            except _native.NativeError:
-                pass  # answered per request, as price_invalid
 
     def __bool__(self) -> bool:
         return bool(self.gates)
@@ -264,7 +266,7 @@ NO_PLAN = Plan(())
 
 
 # The request's (scheme, Host): bound into challenges and proofs when no origin is configured.
-Origin = tuple[str, Union[str, None]]
+Origin = tuple[str, str | None]
 
 
 class Paid:
@@ -275,9 +277,11 @@ class Paid:
     second stacked decorator) only checks that the payment covers its price instead of asking
     again."""
 
-    __slots__ = ("payment", "native", "price", "gates", "released")
+    __slots__ = ("gates", "native", "payment", "price", "released")
 
-    def __init__(self, payment: _native.Payment, native: _native.Paywall, price: _native.Price, gates: Sequence[Gate]) -> None:
+    def __init__(
+        self, payment: _native.Payment, native: _native.Paywall, price: _native.Price, gates: Sequence[Gate]
+    ) -> None:
         self.payment = payment
         self.native = native
         self.price = price
@@ -287,8 +291,16 @@ class Paid:
     def covers(self, gate: Gate) -> bool:
         return gate in self.gates
 
-    def require(self, gate: Gate, price: _native.Price, method: str, path: str, origin: Origin, now: int | None,
-                body: bytes | None) -> None:
+    def require(
+        self,
+        gate: Gate,
+        price: _native.Price,
+        method: str,
+        path: str,
+        origin: Origin,
+        now: int | None,
+        body: bytes | None,
+    ) -> None:
         """A later paywall on the request (at ``price``) checks the payment's amount only, as
         core decides: covered, or raise :class:`Reject` (the nonce released, the effective
         price asked)."""
@@ -313,8 +325,6 @@ class Paid:
             self.release()
 
 
-
-
 def admit(
     gates: Sequence[Gate],
     proof: str | None,
@@ -331,12 +341,16 @@ def admit(
     native = gate.native
     scheme, host = origin
     try:
-        payment = native.verify(proof, method, path, price, price.currency, now, body, scheme=scheme, host=host)
+        payment = native.verify(
+            proof, method, path, price, price.currency, now, body, scheme=scheme, host=host
+        )
     except _native.NativeError as e:
         if e.status >= 500:
             logger.error("vlexivo: %s %s: %s (%s)", method, path, e.code, e.message)
         raise Reject(
-            native.reject(e, method, path, price, price.currency, gate.scope, now, body, scheme=scheme, host=host)
+            native.reject(
+                e, method, path, price, price.currency, gate.scope, now, body, scheme=scheme, host=host
+            )
         ) from None
     return Paid(payment, native, price, gates)
 
@@ -377,4 +391,8 @@ def underpaid(
     paid.release()
     err = _native.error_for("token_underpaid", "")
     scheme, host = origin
-    return Reject(gate.native.reject(err, method, path, ask, ask.currency, gate.scope, now, body, scheme=scheme, host=host))
+    return Reject(
+        gate.native.reject(
+            err, method, path, ask, ask.currency, gate.scope, now, body, scheme=scheme, host=host
+        )
+    )

@@ -3,7 +3,45 @@
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, final
 
-__all__ = ["NativeError", "_ErrorBox", "Price", "Payment", "Paywall", "Wallet", "PaymentRequired", "Receipt", "TopUpReceipt", "FacilitatorRequest", "PaymentEvent", "Step", "Quote", "Payer", "PayerCall", "parse_price", "parse_amount", "error_for", "error_from_body", "env_var", "parse_payment_required", "auto_top_up_amount", "split_url", "is_free_request", "priced_method", "releases", "sends_receipt", "effective_price", "check_stacked", "now", "_test_only_issue_hs256_token", "ALL_CODES", "PROTOCOL_VERSION", "DEFAULT_FACILITATOR_URL", "MAX_RESPONSE_BODY", "PROOF_HEADER", "__version__"]
+__all__ = [
+    "ALL_CODES",
+    "DEFAULT_FACILITATOR_URL",
+    "MAX_RESPONSE_BODY",
+    "PROOF_HEADER",
+    "PROTOCOL_VERSION",
+    "FacilitatorRequest",
+    "NativeError",
+    "Payer",
+    "PayerCall",
+    "Payment",
+    "PaymentEvent",
+    "PaymentRequired",
+    "Paywall",
+    "Price",
+    "Quote",
+    "Receipt",
+    "Step",
+    "TopUpReceipt",
+    "Wallet",
+    "_ErrorBox",
+    "__version__",
+    "_test_only_issue_hs256_token",
+    "auto_top_up_amount",
+    "check_stacked",
+    "effective_price",
+    "env_var",
+    "error_for",
+    "error_from_body",
+    "is_free_request",
+    "now",
+    "parse_amount",
+    "parse_payment_required",
+    "parse_price",
+    "priced_method",
+    "releases",
+    "sends_receipt",
+    "split_url",
+]
 
 ALL_CODES: Final[tuple[str, ...]]
 PROTOCOL_VERSION: Final[int]

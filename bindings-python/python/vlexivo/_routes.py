@@ -44,7 +44,7 @@ class RouteTable:
     """Exact ``METHOD /path`` (or ``/path`` for any method) and ``/prefix/*`` keys, each with its
     gate. HEAD is priced as GET."""
 
-    __slots__ = ("exact", "prefixes", "labels")
+    __slots__ = ("exact", "labels", "prefixes")
 
     def __init__(self, entries: Iterable[tuple[str, Gate]]) -> None:
         self.exact: dict[tuple[str | None, str], Gate] = {}
@@ -86,7 +86,9 @@ class RouteTable:
         for method, path, prefix, key in self.labels:
             found = False
             for t, ms in routes:
-                if (t.startswith(path) if prefix else t == path) and (method is None or ms is None or method in ms):
+                if (t.startswith(path) if prefix else t == path) and (
+                    method is None or ms is None or method in ms
+                ):
                     found = True
                     break
             if not found:

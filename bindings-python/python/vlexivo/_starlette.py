@@ -12,10 +12,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from starlette.routing import BaseRoute, Host, Match, Mount, Router, compile_path
-
 # Starlette's own reading of the path its routes match (root_path removed), as its routing uses it.
-from starlette.routing import get_route_path  # type: ignore[attr-defined]
+from starlette.routing import (  # type: ignore[attr-defined]
+    BaseRoute,
+    Host,
+    Match,
+    Mount,
+    Router,
+    compile_path,
+    get_route_path,
+)
 
 _iter_contexts: Callable[[list[Any]], Iterator[Any]] | None
 try:
@@ -40,7 +46,7 @@ _PATH_ONLY = frozenset(
 class Leaf:
     """A route that runs a handler, with its full template (mount and include prefixes added)."""
 
-    __slots__ = ("route", "template", "methods", "dependant", "mounts", "cache")
+    __slots__ = ("cache", "dependant", "methods", "mounts", "route", "template")
 
     def __init__(
         self, route: Any, template: str, methods: frozenset[str] | None, dependant: Any, mounts: Mounts
@@ -120,7 +126,9 @@ class RouterMap:
             # A partial match only answers 405 (unless a later route matches fully).
         return None
 
-    def _descend(self, route: Any, scope: dict[str, Any], child: dict[str, Any], prefix: str, mounts: Mounts) -> Leaf | None:
+    def _descend(
+        self, route: Any, scope: dict[str, Any], child: dict[str, Any], prefix: str, mounts: Mounts
+    ) -> Leaf | None:
         if isinstance(route, (Mount, Host)):
             inner = route.routes
             if isinstance(route, Mount):
@@ -131,7 +139,9 @@ class RouterMap:
             return self._select(inner, {**scope, **child}, prefix, mounts)
         if _iter_contexts is not None and not hasattr(route, "path_format"):
             return self._included(route, scope, prefix, mounts)
-        return self._leaf(route, prefix + route.path_format, _methods(route), getattr(route, "dependant", None), mounts)
+        return self._leaf(
+            route, prefix + route.path_format, _methods(route), getattr(route, "dependant", None), mounts
+        )
 
     def _included(self, included: Any, scope: dict[str, Any], prefix: str, mounts: Mounts) -> Leaf | None:
         """A FastAPI included router that matched: its first fully matching route."""
@@ -158,7 +168,9 @@ class RouterMap:
             r = self._compiled[path] = compile_path(path)[0]
         return r
 
-    def _leaf(self, route: Any, template: str, methods: frozenset[str] | None, dependant: Any, mounts: Mounts) -> Leaf:
+    def _leaf(
+        self, route: Any, template: str, methods: frozenset[str] | None, dependant: Any, mounts: Mounts
+    ) -> Leaf:
         key = (id(route), template)
         leaf = self._leaves.get(key)
         if leaf is None or leaf.route is not route:
@@ -183,7 +195,13 @@ class RouterMap:
                 else:
                     yield self._leaf(route, p + "/{path}", None, None, ms)
             elif hasattr(route, "path_format"):
-                yield self._leaf(route, prefix + route.path_format, _methods(route), getattr(route, "dependant", None), mounts)
+                yield self._leaf(
+                    route,
+                    prefix + route.path_format,
+                    _methods(route),
+                    getattr(route, "dependant", None),
+                    mounts,
+                )
             elif _iter_contexts is not None and isinstance(route, BaseRoute):
                 for ctx in _iter_contexts([route]):
                     r = ctx.original_route

@@ -25,8 +25,8 @@ from ._gate import (
     effective,
     fixed_prices,
     is_free_request,
-    sends_receipt,
     needs_body,
+    sends_receipt,
     together,
 )
 from ._routes import RouteTable, build_table, config_message, template_form
@@ -58,7 +58,7 @@ def request_origin(environ: dict[str, Any]) -> tuple[str, str | None]:
     configured); the server's name and port when a client sent no ``Host``."""
     host = environ.get("HTTP_HOST")
     if host is None and environ.get("SERVER_NAME"):
-        host = f'{environ["SERVER_NAME"]}:{environ.get("SERVER_PORT", "")}'
+        host = f"{environ['SERVER_NAME']}:{environ.get('SERVER_PORT', '')}"
     return environ.get("wsgi.url_scheme", "http"), host
 
 
@@ -93,7 +93,7 @@ def _status_line(status: int) -> str:
 
 
 def _answer_headers(answer: Answer) -> list[tuple[str, str]]:
-    status, headers, body = answer
+    _status, headers, body = answer
     return [
         ("Content-Type", "application/json"),
         ("Access-Control-Expose-Headers", EXPOSE_HEADERS),
@@ -132,8 +132,15 @@ def _read_wsgi_body(environ: dict[str, Any], limit: int) -> bytes | None:
     return body
 
 
-def _price_all(gates: Sequence[Gate], method: str, path: str, environ: dict[str, Any], body: bytes | None,
-               raw: Any, now: int | None) -> _native.Price:
+def _price_all(
+    gates: Sequence[Gate],
+    method: str,
+    path: str,
+    environ: dict[str, Any],
+    body: bytes | None,
+    raw: Any,
+    now: int | None,
+) -> _native.Price:
     if len(gates) == 1 and gates[0].route.price is not None:
         return gates[0].route.price
     prices = fixed_prices(gates)
@@ -191,11 +198,20 @@ def flask_view(gate: Gate, view: Callable[..., Any]) -> Callable[..., Any]:
                     if len(body) > gate.provider.max_body_bytes:
                         raise Reject(gate.too_large(method, path, now))
                 price = _price_all(gates, method, path, environ, body, request, now)
-                paid = admit(gates, request.headers.get("Vlexivo-Proof"), method, path, request_origin(environ), price, body, now)
+                paid = admit(
+                    gates,
+                    request.headers.get("Vlexivo-Proof"),
+                    method,
+                    path,
+                    request_origin(environ),
+                    price,
+                    body,
+                    now,
+                )
                 environ[PAID_KEY] = paid
                 owner = True
         except Reject as r:
-            status, headers, text = r.answer
+            status, _headers, text = r.answer
             return flask.Response(text, status=status, headers=_answer_headers(r.answer))
         flask.g.vlx_payment = paid.payment
         if not owner:
@@ -243,7 +259,11 @@ def _flask_app(app: Any) -> Any:
     while isinstance(app, WsgiPaywall):
         app = app.app
     for candidate in (app, getattr(app, "__self__", None)):
-        if candidate is not None and hasattr(candidate, "url_map") and hasattr(candidate, "create_url_adapter"):
+        if (
+            candidate is not None
+            and hasattr(candidate, "url_map")
+            and hasattr(candidate, "create_url_adapter")
+        ):
             return candidate
     return None
 
@@ -286,7 +306,7 @@ class _PaidBody:
     """Wraps the app's response iterable: settles the payment once the server closes it
     (PEP 3333): released if the body failed before its end, or the answer was a 5xx."""
 
-    __slots__ = ("_it", "_close", "_settle", "_done")
+    __slots__ = ("_close", "_done", "_it", "_settle")
 
     def __init__(self, result: Iterable[bytes], settle: Callable[[bool, bool], None]) -> None:
         self._it = iter(result)
@@ -381,7 +401,9 @@ class WsgiPaywall:
             self._check()
         if self._config_error is not None:
             err = _native.error_for("config_invalid", "paywall route table")
-            return _send_answer(start_response, self.server.native.reject(err, method, binding_path(environ), None), method)
+            return _send_answer(
+                start_response, self.server.native.reject(err, method, binding_path(environ), None), method
+            )
         gates = self._gates(environ, method)
         if not gates:
             return self.app(environ, start_response)
@@ -403,7 +425,16 @@ class WsgiPaywall:
                     earlier.require(missing[0], price, method, path, request_origin(environ), now, body)
             else:
                 price = _price_all(gates, method, path, environ, body, environ, now)
-                paid = admit(gates, environ.get("HTTP_VLEXIVO_PROOF"), method, path, request_origin(environ), price, body, now)
+                paid = admit(
+                    gates,
+                    environ.get("HTTP_VLEXIVO_PROOF"),
+                    method,
+                    path,
+                    request_origin(environ),
+                    price,
+                    body,
+                    now,
+                )
         except Reject as r:
             return _send_answer(start_response, r.answer, method)
         if same:
@@ -416,12 +447,18 @@ class WsgiPaywall:
         def paid_start_response(st: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             status[0] = int(st[:3])
             if sends_receipt(status[0]):
-                headers = [*headers, (RECEIPT_HEADER, receipt), ("Access-Control-Expose-Headers", EXPOSE_HEADERS)]
+                headers = [
+                    *headers,
+                    (RECEIPT_HEADER, receipt),
+                    ("Access-Control-Expose-Headers", EXPOSE_HEADERS),
+                ]
             else:
                 # A failure (5xx), released before the server sends anything: a client retrying as
                 # soon as it sees it must find the nonce free (the body is closed later).
                 paid.settle(status[0], False, False)
-            return start_response(st, headers, exc_info) if exc_info is not None else start_response(st, headers)
+            return (
+                start_response(st, headers, exc_info) if exc_info is not None else start_response(st, headers)
+            )
 
         def settle(raised: bool, complete: bool) -> None:
             paid.settle(status[0], raised, complete)
@@ -434,4 +471,4 @@ class WsgiPaywall:
         return _PaidBody(result, settle)
 
 
-__all__ = ["WsgiPaywall", "flask_view", "binding_path", "PAID_KEY"]
+__all__ = ["PAID_KEY", "WsgiPaywall", "binding_path", "flask_view"]

@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Union
+from typing import Any
 
 import httpx
 
@@ -25,9 +25,9 @@ from . import _native
 from ._environ import env as _env
 from .errors import VlexivoError, from_native, make_error
 
-__all__ = ["VlexivoClient", "AsyncVlexivoClient", "AutoTopUp", "PaymentEvent"]
+__all__ = ["AsyncVlexivoClient", "AutoTopUp", "PaymentEvent", "VlexivoClient"]
 
-Amount = Union[str, Decimal, int, float]
+Amount = str | Decimal | int | float
 MAX_BODY = _native.MAX_RESPONSE_BODY
 
 
@@ -64,7 +64,7 @@ class PaymentEvent:
     reconciled: bool = False
 
 
-OnPayment = Callable[[PaymentEvent], Union[None, Awaitable[None]]]
+OnPayment = Callable[[PaymentEvent], Awaitable[None] | None]
 
 
 def _auto_top_up(value: AutoTopUp | Mapping[str, Any] | bool | None) -> tuple[Amount, Amount] | None:
@@ -99,9 +99,12 @@ def _replayable(request: httpx.Request) -> bool:
         return False
     if isinstance(stream, MultipartStream):
         for field in stream.fields:
-            if isinstance(field, FileField) and not isinstance(field.file, (bytes, str)):
-                if not (hasattr(field.file, "seek") and getattr(field.file, "seekable", lambda: True)()):
-                    return False
+            if (
+                isinstance(field, FileField)
+                and not isinstance(field.file, (bytes, str))
+                and not (hasattr(field.file, "seek") and getattr(field.file, "seekable", lambda: True)())
+            ):
+                return False
         return True
     return False
 
@@ -170,14 +173,24 @@ class _Flow:
             raise make_error("wallet_key_invalid", "")
         win = None if window is None else (int(window[0]), window[1])
         self.payer: _native.Payer = _call(
-            _native.Payer, key, max_per_call, max_per_host, max_total, win, facilitator_url,
-            list(facilitators) if facilitators is not None else None, _auto_top_up(auto_top_up), None,
+            _native.Payer,
+            key,
+            max_per_call,
+            max_per_host,
+            max_total,
+            win,
+            facilitator_url,
+            list(facilitators) if facilitators is not None else None,
+            _auto_top_up(auto_top_up),
+            None,
             _env("VLX_FACILITATOR_URL"),
         )
         self.on_payment = on_payment
 
     def call(self, request: httpx.Request) -> _native.PayerCall:
-        call: _native.PayerCall = _call(self.payer.call, request.method, str(request.url), _replayable(request))
+        call: _native.PayerCall = _call(
+            self.payer.call, request.method, str(request.url), _replayable(request)
+        )
         return call
 
     @staticmethod
@@ -189,7 +202,10 @@ class _Flow:
         for k, v in step.headers:
             headers[k] = v
         return httpx.Request(
-            request.method, step.url or request.url, headers=headers, stream=request.stream,
+            request.method,
+            step.url or request.url,
+            headers=headers,
+            stream=request.stream,
             extensions=request.extensions,
         )
 
@@ -197,15 +213,27 @@ class _Flow:
     def facilitator_request(req: _native.FacilitatorRequest) -> httpx.Request:
         if req.body is None:
             return httpx.Request(req.method, req.url, headers={"accept": "application/json"})
-        return httpx.Request(req.method, req.url, content=req.body.encode(), headers={"content-type": "application/json"})
+        return httpx.Request(
+            req.method, req.url, content=req.body.encode(), headers={"content-type": "application/json"}
+        )
 
     @staticmethod
     def event(e: _native.PaymentEvent) -> PaymentEvent:
         r = e.receipt
         return PaymentEvent(
-            method=e.method, url=e.url, amount=r.amount, currency=r.currency, tx_hash=r.tx_hash, payer=r.payer,
-            nonce=r.nonce, balance=r.balance, replayed=r.replayed, receipt=r, price=e.price,
-            topped_up=e.topped_up, reconciled=e.reconciled,
+            method=e.method,
+            url=e.url,
+            amount=r.amount,
+            currency=r.currency,
+            tx_hash=r.tx_hash,
+            payer=r.payer,
+            nonce=r.nonce,
+            balance=r.balance,
+            replayed=r.replayed,
+            receipt=r,
+            price=e.price,
+            topped_up=e.topped_up,
+            reconciled=e.reconciled,
         )
 
     @staticmethod
@@ -242,8 +270,15 @@ class VlexivoClient(httpx.Client):
     ) -> None:
         super().__init__(**kwargs)
         self._vlx = _Flow(
-            wallet_key, auto_top_up, max_per_call, max_per_host, max_total, window, facilitator_url,
-            facilitators, on_payment,
+            wallet_key,
+            auto_top_up,
+            max_per_call,
+            max_per_host,
+            max_total,
+            window,
+            facilitator_url,
+            facilitators,
+            on_payment,
         )
         # Facilitator calls go through their own client: never the API's headers or auth, and
         # never a redirect (a signed payment is for that facilitator only).
@@ -323,8 +358,13 @@ class VlexivoClient(httpx.Client):
                     except BaseException:
                         call.request_failed()
                         raise
-                    step = _call(call.response, response.status_code, response.headers.multi_items(), None,
-                                 str(response.url))
+                    step = _call(
+                        call.response,
+                        response.status_code,
+                        response.headers.multi_items(),
+                        None,
+                        str(response.url),
+                    )
                 elif step.kind == "read_body":
                     assert response is not None
                     chunks, size, rest = [], 0, response.iter_bytes()
@@ -336,11 +376,15 @@ class VlexivoClient(httpx.Client):
                     prefix = b"".join(chunks)
                     original = response
                     response = httpx.Response(
-                        original.status_code, headers=_without_encoding(original),
-                        stream=_Rest(prefix, rest, original), request=original.request,
+                        original.status_code,
+                        headers=_without_encoding(original),
+                        stream=_Rest(prefix, rest, original),
+                        request=original.request,
                         extensions=original.extensions,
                     )
-                    step = _call(call.response, original.status_code, original.headers.multi_items(), prefix, None)
+                    step = _call(
+                        call.response, original.status_code, original.headers.multi_items(), prefix, None
+                    )
                 elif step.kind == "facilitator":
                     assert step.request is not None
                     step = self._facilitator(call, step.request)
@@ -386,8 +430,15 @@ class AsyncVlexivoClient(httpx.AsyncClient):
     ) -> None:
         super().__init__(**kwargs)
         self._vlx = _Flow(
-            wallet_key, auto_top_up, max_per_call, max_per_host, max_total, window, facilitator_url,
-            facilitators, on_payment,
+            wallet_key,
+            auto_top_up,
+            max_per_call,
+            max_per_host,
+            max_total,
+            window,
+            facilitator_url,
+            facilitators,
+            on_payment,
         )
         self._vlx_http = httpx.AsyncClient(timeout=facilitator_timeout, follow_redirects=False)
 
@@ -460,8 +511,13 @@ class AsyncVlexivoClient(httpx.AsyncClient):
                     except BaseException:
                         call.request_failed()
                         raise
-                    step = _call(call.response, response.status_code, response.headers.multi_items(), None,
-                                 str(response.url))
+                    step = _call(
+                        call.response,
+                        response.status_code,
+                        response.headers.multi_items(),
+                        None,
+                        str(response.url),
+                    )
                 elif step.kind == "read_body":
                     assert response is not None
                     chunks, size, rest = [], 0, response.aiter_bytes()
@@ -473,11 +529,15 @@ class AsyncVlexivoClient(httpx.AsyncClient):
                     prefix = b"".join(chunks)
                     original = response
                     response = httpx.Response(
-                        original.status_code, headers=_without_encoding(original),
-                        stream=_AsyncRest(prefix, rest, original), request=original.request,
+                        original.status_code,
+                        headers=_without_encoding(original),
+                        stream=_AsyncRest(prefix, rest, original),
+                        request=original.request,
                         extensions=original.extensions,
                     )
-                    step = _call(call.response, original.status_code, original.headers.multi_items(), prefix, None)
+                    step = _call(
+                        call.response, original.status_code, original.headers.multi_items(), prefix, None
+                    )
                 elif step.kind == "facilitator":
                     assert step.request is not None
                     step = await self._facilitator(call, step.request)

@@ -10,8 +10,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import _native
-from ._environ import env as _env
 from ._asgi import PaywallGuard, PaywallMiddleware
+from ._environ import env as _env
 from ._gate import (
     DEFAULT_MAX_BODY,
     Answer,
@@ -24,7 +24,7 @@ from ._gate import (
 from ._wsgi import WsgiPaywall
 from .errors import VlexivoError, from_native, make_error
 
-__all__ = ["VlexivoServer", "PaidRoute", "PricingRequest", "Payment", "PriceValue", "PriceResolver"]
+__all__ = ["PaidRoute", "Payment", "PriceResolver", "PriceValue", "PricingRequest", "VlexivoServer"]
 
 
 class VlexivoServer:
@@ -196,7 +196,9 @@ class VlexivoServer:
         ``host`` are the request's, bound when the server has no configured ``origin``."""
         now = self.now()
         try:
-            return self._paywall.verify(proof, method, path, price, self.currency, now, body, scheme=scheme, host=host)
+            return self._paywall.verify(
+                proof, method, path, price, self.currency, now, body, scheme=scheme, host=host
+            )
         except _native.NativeError as e:
             raise from_native(e) from None
 
