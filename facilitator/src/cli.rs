@@ -168,11 +168,23 @@ pub enum WalletCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum LedgerCmd {
-    /// Recompute the hash chain and check double entry and balances.
+    /// Recompute the hash chain and check double entry and balances; with --checkpoint, also
+    /// that the ledger still holds the heads a kept checkpoint signed.
     Verify {
         /// A SQLite file or a PostgreSQL URL.
         #[arg(long, env = envvars::DB.name, default_value = "./vlexivo.db", hide_env_values = true)]
         db: String,
+        /// A checkpoint kept from GET /v1/ledger/checkpoint (its JSON answer or the bare JWS):
+        /// its signature must verify and every head must still be in the ledger, unchanged.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
+        /// The facilitator's JWKS as kept (/.well-known/jwks.json) to check the checkpoint's
+        /// signature with; without it, the keys in the database.
+        #[arg(long, value_name = "FILE", requires = "checkpoint")]
+        jwks: Option<PathBuf>,
+        /// A receipt's tx_hash that must be in the ledger (under the checkpoint, if given).
+        #[arg(long, value_name = "TX_HASH")]
+        tx: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -455,8 +467,39 @@ async fn wallet_inner(cmd: WalletCmd, tls: &TlsArgs) -> Result<(), Fail> {
 // ---------------------------------------------------------------------------------------------
 // ledger
 
+/// Read a kept checkpoint and check its signature: under the kept JWKS if given, else under
+/// the keys the database publishes.
+fn kept_checkpoint(
+    path: &std::path::Path,
+    jwks: Option<&std::path::Path>,
+    db_keys: impl FnOnce() -> Result<Vec<(String, [u8; 32])>, String>,
+) -> Result<(Vec<server::checkpoint::ChainHead>, &'static str), Fail> {
+    use server::checkpoint;
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).map_err(|e| Fail::usage(format!("cannot read {}: {e}", p.display())))
+    };
+    let jws = checkpoint::parse_kept(&read(path)?).map_err(|e| Fail::usage(e.to_string()))?;
+    let (keys, source) = match jwks {
+        Some(p) => {
+            (checkpoint::jwks_keys(&read(p)?).map_err(|e| Fail::usage(e.to_string()))?, "the kept JWKS")
+        }
+        None => (db_keys().map_err(|e| Fail(exit::FAILED, e))?, "the database's keys"),
+    };
+    let claims = checkpoint::verify(&jws, &keys).map_err(|e| Fail(exit::FAILED, e.to_string()))?;
+    Ok((claims.heads, source))
+}
+
 pub fn ledger(cmd: LedgerCmd) -> i32 {
-    let LedgerCmd::Verify { db, json } = cmd;
+    let LedgerCmd::Verify { db, checkpoint, jwks, tx, json } = cmd;
+    let fail = |f: Fail| {
+        if json {
+            print_json(&json!({"ok": false, "error": f.1}));
+        }
+        eprintln!("ledger verification FAILED: {}", f.1);
+        f.0
+    };
+    let mut opts = server::VerifyOptions { checkpoint: None, tx: tx.map(|t| t.to_ascii_lowercase()) };
+    let mut signed_by = None;
     let verified = if server::pg::is_url(&db) {
         let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(rt) => rt,
@@ -465,7 +508,14 @@ pub fn ledger(cmd: LedgerCmd) -> i32 {
                 return exit::FAILED;
             }
         };
-        rt.block_on(server::verify_postgres(&db))
+        if let Some(cp) = &checkpoint {
+            let keys = || rt.block_on(server::published_keys_postgres(&db)).map_err(|e| e.to_string());
+            match kept_checkpoint(cp, jwks.as_deref(), keys) {
+                Ok((heads, source)) => (opts.checkpoint, signed_by) = (Some(heads), Some(source)),
+                Err(f) => return fail(f),
+            }
+        }
+        rt.block_on(server::verify_postgres_with(&db, opts))
     } else {
         let path = PathBuf::from(&db);
         if !path.exists() {
@@ -479,7 +529,14 @@ pub fn ledger(cmd: LedgerCmd) -> i32 {
                 return exit::FAILED;
             }
         };
-        server::verify_ledger(&conn)
+        if let Some(cp) = &checkpoint {
+            let keys = || server::published_keys_sqlite(&conn).map_err(|e| e.to_string());
+            match kept_checkpoint(cp, jwks.as_deref(), keys) {
+                Ok((heads, source)) => (opts.checkpoint, signed_by) = (Some(heads), Some(source)),
+                Err(f) => return fail(f),
+            }
+        }
+        server::verify_sqlite_with(&conn, opts)
     };
     match verified {
         Ok(s) => {
@@ -501,15 +558,23 @@ pub fn ledger(cmd: LedgerCmd) -> i32 {
                     }
                 }
                 println!("head: {}", s.head);
+                if let (Some(n), Some(by)) = (s.checkpoint_heads, signed_by) {
+                    println!(
+                        "checkpoint: signature checked against {by}; its {n} head(s) are in the ledger unchanged"
+                    );
+                } else if let Some(by) = signed_by {
+                    println!("checkpoint: signature checked against {by}; it signed an empty ledger");
+                }
+                if let Some(t) = &s.tx {
+                    let under = if signed_by.is_some() { ", under the checkpoint" } else { "" };
+                    match t.stream {
+                        Some(st) => println!("transaction {}: stream {st} seq {}{under}", t.hash, t.seq),
+                        None => println!("transaction {}: seq {}{under}", t.hash, t.seq),
+                    }
+                }
             }
             exit::OK
         }
-        Err(e) => {
-            if json {
-                print_json(&json!({"ok": false, "error": e.to_string()}));
-            }
-            eprintln!("ledger verification FAILED: {e}");
-            exit::FAILED
-        }
+        Err(e) => fail(Fail(exit::FAILED, e.to_string())),
     }
 }

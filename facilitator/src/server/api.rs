@@ -1,6 +1,7 @@
 //! HTTP handlers: the facilitator API of `docs/protocol.md` §8.
 
 use super::AppState;
+use super::checkpoint::{Checkpoint, CheckpointClaims};
 use super::ledger::PayOp;
 use super::types::*;
 use axum::Json;
@@ -239,6 +240,16 @@ pub async fn jwks(State(st): State<Arc<AppState>>) -> impl IntoResponse {
         ],
         st.jwks_json.clone(),
     )
+}
+
+/// A signed checkpoint of every hash chain's head, to keep outside the facilitator and check
+/// later with `vlexivo ledger verify --checkpoint` (`server::checkpoint`).
+#[utoipa::path(get, path = "/v1/ledger/checkpoint", tag = "ledger",
+    responses((status = 200, description = "the heads, signed (EdDSA JWS under the JWKS)", body = Checkpoint)))]
+pub async fn ledger_checkpoint(State(st): State<Arc<AppState>>) -> ApiResult<Json<Checkpoint>> {
+    let heads = st.reads.heads().await?;
+    let claims = CheckpointClaims { iss: st.public_url.clone(), iat: st.clock.now(), heads };
+    Ok(Json(super::checkpoint::sign(&st.signing_key, claims)?))
 }
 
 // ---------------------------------------------------------------------------------------------

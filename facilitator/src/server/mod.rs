@@ -24,6 +24,7 @@
 //! that several facilitator processes share.
 
 mod api;
+pub mod checkpoint;
 pub mod db;
 // Test only, and the one place this crate needs unsafe: a SQLite VFS shim.
 #[cfg(test)]
@@ -58,8 +59,10 @@ use vlexivo_core::wallet::Address;
 use vlexivo_core::{Error, Result};
 
 pub use api::MAX_BODY_BYTES;
-pub use ledger::verify::{verify_postgres, verify_sqlite as verify_ledger};
-pub use ledger::{Durability, VerifyError, VerifySummary};
+pub use ledger::verify::{
+    verify_postgres, verify_postgres_with, verify_sqlite as verify_ledger, verify_sqlite_with,
+};
+pub use ledger::{Durability, VerifyError, VerifyOptions, VerifySummary};
 
 /// Default listen address of `vlexivo serve`.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:4020";
@@ -137,6 +140,9 @@ pub(crate) struct AppState {
     reads: Reads,
     metrics: metrics::Metrics,
     eddsa: Arc<TokenIssuer>,
+    /// Signs ledger checkpoints (the key behind `eddsa`).
+    signing_key: Ed25519Key,
+    public_url: String,
     default_alg: TokenAlg,
     jwks_json: String,
     openapi_json: String,
@@ -223,13 +229,15 @@ impl AppState {
 }
 
 fn router(st: Arc<AppState>, cors: &CorsOrigins) -> Router {
-    // What a payer's web page calls: paying, its wallet, the token keys, the API description.
+    // What a payer's web page calls: paying, its wallet, the token keys, ledger checkpoints,
+    // the API description.
     // The provider endpoints take the apiSecret, which belongs on a server, not in a page.
     let browser = Router::new()
         .route("/v1/payments", post(api::pay))
         .route("/v1/wallets/{address}", get(api::wallet_balance))
         .route("/v1/wallets/{address}/topup", post(api::top_up))
         .route("/.well-known/jwks.json", get(api::jwks))
+        .route("/v1/ledger/checkpoint", get(api::ledger_checkpoint))
         .route("/openapi.json", get(api::openapi_json));
     let browser = match cors.layer() {
         Some(layer) => browser.layer(layer),
@@ -415,6 +423,33 @@ fn load(conn: &Connection, entropy: &dyn Entropy) -> Result<(Ed25519Key, Vec<pro
     Ok((key, rows))
 }
 
+/// The (kid, public key) pairs a facilitator on this SQLite file publishes in its JWKS.
+pub fn published_keys_sqlite(conn: &Connection) -> Result<Vec<(String, [u8; 32])>> {
+    let seed: Option<Vec<u8>> = conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [META_ED25519_SEED], |r| r.get(0))
+        .optional()
+        .map_err(db::db_err)?;
+    seed.map(|s| published(&s)).transpose().map(Option::unwrap_or_default)
+}
+
+/// The same on PostgreSQL.
+pub async fn published_keys_postgres(url: &str) -> Result<Vec<(String, [u8; 32])>> {
+    let client = pg::connect(&pg::config(url)?).await.map_err(pg::pg_err)?;
+    let seed: Option<Vec<u8>> = client
+        .query_opt("SELECT value FROM meta WHERE key = $1", &[&META_ED25519_SEED])
+        .await
+        .map_err(pg::pg_err)?
+        .map(|r| r.get(0));
+    seed.map(|s| published(&s)).transpose().map(Option::unwrap_or_default)
+}
+
+fn published(seed: &[u8]) -> Result<Vec<(String, [u8; 32])>> {
+    let seed: [u8; 32] =
+        seed.try_into().map_err(|_| Error::Config("stored Ed25519 seed is not 32 bytes".into()))?;
+    let key = Ed25519Key::from_seed(seed)?;
+    Ok(vec![(key.kid().to_string(), key.public_key())])
+}
+
 /// Open the database, start the ledger and serve on `cfg.addr`. Returns once the socket is
 /// bound and the service is ready.
 pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer> {
@@ -470,7 +505,7 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer> {
 
     let jwks_json = serde_json::to_string(&vlexivo_core::token::jwks(&[&key]))
         .map_err(|e| Error::Internal(e.to_string()))?;
-    let eddsa = Arc::new(TokenIssuer::new(SigningKey::EdDsa(key))?);
+    let eddsa = Arc::new(TokenIssuer::new(SigningKey::EdDsa(key.clone()))?);
     let mut providers = HashMap::with_capacity(rows.len());
     for r in rows {
         let p = r.into_provider(&eddsa)?;
@@ -483,6 +518,8 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer> {
         reads,
         metrics: metrics::Metrics::default(),
         eddsa,
+        signing_key: key,
+        public_url: public_url.clone(),
         default_alg,
         jwks_json,
         openapi_json: openapi::document(&public_url),

@@ -3,6 +3,7 @@
 //! `GET /openapi.json`. A test checks it against `docs/protocol.md` §8 and the live router.
 
 use super::api;
+use super::checkpoint::{ChainHead, Checkpoint, CheckpointClaims};
 use super::types::{
     CreateProviderRequest, ErrorBody, PaymentList, PaymentRecord, ProviderCreated, ProviderInfo, Readiness,
     Revenue, TopUpRequest, WalletBalance,
@@ -29,6 +30,7 @@ use vlexivo_core::payment::{PaymentReceipt, PaymentRequest, TopUpReceipt};
         api::wallet_balance,
         api::top_up,
         api::jwks,
+        api::ledger_checkpoint,
         api::healthz,
         api::readyz,
         api::metrics,
@@ -48,6 +50,9 @@ use vlexivo_core::payment::{PaymentReceipt, PaymentRequest, TopUpReceipt};
         TopUpReceipt,
         ErrorBody,
         Readiness,
+        Checkpoint,
+        CheckpointClaims,
+        ChainHead,
     )),
     modifiers(&ApiSecret),
     tags(
@@ -55,6 +60,7 @@ use vlexivo_core::payment::{PaymentReceipt, PaymentRequest, TopUpReceipt};
         (name = "payments", description = "paying a 402 challenge"),
         (name = "wallets", description = "payer balances and the sandbox faucet"),
         (name = "tokens", description = "keys to verify EdDSA proof tokens"),
+        (name = "ledger", description = "signed checkpoints of the ledger's hash chains"),
         (name = "operations", description = "health, readiness, metrics, this document"),
     )
 )]

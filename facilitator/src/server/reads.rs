@@ -2,6 +2,7 @@
 //! read-only SQLite connections (WAL lets them run beside the writer) or a PostgreSQL pool.
 
 use super::api::usd;
+use super::checkpoint::ChainHead;
 use super::db;
 use super::ledger::provider_id;
 use super::pg::{pg_err, pool_err};
@@ -165,6 +166,36 @@ impl Reads {
                 let c = p.get().await.map_err(pool_err)?;
                 c.query_one("SELECT count(*) FROM meta", &[]).await.map_err(pg_err)?;
                 Ok(())
+            }
+        }
+    }
+
+    /// Every chain's head (last sequence number and hash), by stream.
+    pub async fn heads(&self) -> Result<Vec<ChainHead>> {
+        match self {
+            Reads::Sqlite(r) => {
+                r.run(|c| {
+                    c.prepare_cached("SELECT seq, tx_hash FROM transactions ORDER BY seq DESC LIMIT 1")?
+                        .query_row([], |r| Ok(ChainHead { stream: None, seq: r.get(0)?, hash: r.get(1)? }))
+                        .optional()
+                        .map(|h| h.into_iter().collect())
+                })
+                .await
+            }
+            Reads::Postgres(p) => {
+                let c = p.get().await.map_err(pool_err)?;
+                let rows = c
+                    .query(
+                        "SELECT DISTINCT ON (stream) stream, seq, tx_hash FROM transactions \
+                         ORDER BY stream, seq DESC",
+                        &[],
+                    )
+                    .await
+                    .map_err(pg_err)?;
+                Ok(rows
+                    .iter()
+                    .map(|r| ChainHead { stream: Some(r.get(0)), seq: r.get(1), hash: r.get(2) })
+                    .collect())
             }
         }
     }

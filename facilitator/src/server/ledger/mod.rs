@@ -35,7 +35,7 @@ use vlexivo_core::wallet::Address;
 use vlexivo_core::{Error, Result};
 
 pub use sqlite::Durability;
-pub use verify::{VerifyError, VerifySummary};
+pub use verify::{VerifyError, VerifyOptions, VerifySummary};
 
 /// Most ops per transaction. Large enough to amortize the commit under load, small enough that
 /// one batch's latency stays in the low milliseconds.

@@ -3,6 +3,7 @@
 //! reads its rows, in chain order, inside one read-only snapshot.
 
 use super::{FAUCET, GENESIS_HASH, Record, chain_hash, provider_id};
+use crate::server::checkpoint::ChainHead;
 use crate::server::db::db_err;
 use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
@@ -24,6 +25,24 @@ pub struct VerifySummary {
     pub head: String,
     /// Every chain (PostgreSQL streams; one entry without a stream on SQLite).
     pub streams: Vec<StreamSummary>,
+    /// With [`VerifyOptions::checkpoint`]: the heads found exactly as the checkpoint signed them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint_heads: Option<usize>,
+    /// With [`VerifyOptions::tx`]: where that transaction is (under the checkpoint, if one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tx: Option<ChainHead>,
+}
+
+/// What to check beyond the ledger's own consistency.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Heads from a checkpoint kept outside the database (already signature-checked): each
+    /// chain must hold exactly this hash at this sequence number. A database rewritten at or
+    /// before a head, even with every later hash recomputed, fails here.
+    pub checkpoint: Option<Vec<ChainHead>>,
+    /// A transaction hash (a receipt's `tx_hash`) that must be in the ledger, and under the
+    /// checkpoint's heads when there is one.
+    pub tx: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -98,6 +117,9 @@ struct Chain {
 /// The checks, fed rows chain by chain in sequence order.
 #[derive(Default)]
 pub(crate) struct Verifier {
+    /// Checkpoint heads not reached yet, by stream.
+    expect: BTreeMap<Option<i64>, ChainHead>,
+    opts: VerifyOptions,
     sum: VerifySummary,
     balances: HashMap<String, i64>,
     topped: HashMap<String, i64>,
@@ -106,6 +128,11 @@ pub(crate) struct Verifier {
 }
 
 impl Verifier {
+    pub fn new(opts: VerifyOptions) -> Self {
+        let expect = opts.checkpoint.iter().flatten().map(|h| (h.stream, h.clone())).collect();
+        Verifier { expect, opts, ..Default::default() }
+    }
+
     pub fn tx(&mut self, t: TxRow) -> VResult<()> {
         let (stream, seq) = (t.stream, t.seq);
         let at = |what: String| VerifyError::Bad { stream, seq: Some(seq), what };
@@ -187,6 +214,19 @@ impl Verifier {
         for (acct, amt) in entries {
             *self.balances.entry(acct).or_default() += amt;
         }
+        if let Some(want) = self.expect.get(&stream).filter(|h| h.seq == seq) {
+            if want.hash != t.tx_hash {
+                return Err(at(format!(
+                    "hash {} differs from the checkpoint's {}: the ledger was rewritten at or before this transaction",
+                    t.tx_hash, want.hash
+                )));
+            }
+            self.expect.remove(&stream);
+            *self.sum.checkpoint_heads.get_or_insert(0) += 1;
+        }
+        if self.opts.tx.as_deref() == Some(t.tx_hash.as_str()) {
+            self.sum.tx = Some(ChainHead { stream, seq, hash: t.tx_hash.clone() });
+        }
         chain.head = t.tx_hash;
         chain.transactions += 1;
         self.sum.transactions += 1;
@@ -228,6 +268,32 @@ impl Verifier {
     }
 
     pub fn finish(mut self) -> VResult<VerifySummary> {
+        if let Some((stream, h)) = self.expect.iter().next() {
+            // A genesis head (an empty chain at checkpoint time) is trivially still there.
+            if !(h.seq == 0 && h.hash == GENESIS_HASH) {
+                let ends = self.chains.get(stream).map_or(0, |c| c.next_seq - 1);
+                return Err(VerifyError::Bad {
+                    stream: *stream,
+                    seq: Some(h.seq),
+                    what: format!(
+                        "in the checkpoint but not in the ledger (its chain ends at {ends}): transactions were removed"
+                    ),
+                });
+            }
+        }
+        if let Some(want) = &self.opts.tx {
+            let Some(at) = &self.sum.tx else {
+                return Err(bad(format!("transaction {want} is not in the ledger")));
+            };
+            if let Some(heads) = &self.opts.checkpoint {
+                let under = heads.iter().any(|h| h.stream == at.stream && at.seq <= h.seq);
+                if !under {
+                    return Err(bad(format!(
+                        "transaction {want} is in the ledger but not under the checkpoint (recorded after it)"
+                    )));
+                }
+            }
+        }
         if let Some((id, _)) = self.balances.into_iter().next() {
             return Err(bad(format!("entries name account {id}, which does not exist")));
         }
@@ -260,16 +326,21 @@ impl Verifier {
 /// Verify a SQLite ledger in one read transaction (a consistent snapshot even while a
 /// facilitator is writing). Stops at the first bad record.
 pub fn verify_sqlite(conn: &Connection) -> VResult<VerifySummary> {
+    verify_sqlite_with(conn, VerifyOptions::default())
+}
+
+/// [`verify_sqlite`] with a kept checkpoint and/or a transaction to find.
+pub fn verify_sqlite_with(conn: &Connection, opts: VerifyOptions) -> VResult<VerifySummary> {
     let dbe = |e: rusqlite::Error| VerifyError::Db(db_err(e));
     conn.execute_batch("BEGIN").map_err(dbe)?;
-    let out = sqlite_inner(conn);
+    let out = sqlite_inner(conn, opts);
     let _ = conn.execute_batch("COMMIT");
     out
 }
 
-fn sqlite_inner(conn: &Connection) -> VResult<VerifySummary> {
+fn sqlite_inner(conn: &Connection, opts: VerifyOptions) -> VResult<VerifySummary> {
     let dbe = |e: rusqlite::Error| VerifyError::Db(db_err(e));
-    let mut v = Verifier::default();
+    let mut v = Verifier::new(opts);
     let mut entries_q = conn.prepare("SELECT account, amount FROM entries WHERE tx_seq = ?1").map_err(dbe)?;
     let mut pay_q = conn
         .prepare(
@@ -333,6 +404,11 @@ fn sqlite_inner(conn: &Connection) -> VResult<VerifySummary> {
 /// writing), streaming the rows: every stream's chain in sequence order, each transaction with
 /// its entries and payment row.
 pub async fn verify_postgres(url: &str) -> VResult<VerifySummary> {
+    verify_postgres_with(url, VerifyOptions::default()).await
+}
+
+/// [`verify_postgres`] with a kept checkpoint and/or a transaction to find.
+pub async fn verify_postgres_with(url: &str, opts: VerifyOptions) -> VResult<VerifySummary> {
     use futures_util::TryStreamExt;
     let dbe = |e: tokio_postgres::Error| VerifyError::Db(crate::server::pg::pg_err(e));
     let cfg = crate::server::pg::config(url).map_err(VerifyError::Db)?;
@@ -352,7 +428,7 @@ pub async fn verify_postgres(url: &str) -> VResult<VerifySummary> {
     if !exists {
         return Err(bad("no vlexivo ledger in this database"));
     }
-    let mut v = Verifier::default();
+    let mut v = Verifier::new(opts);
     let rows = tx
         .query_raw(
             "SELECT t.stream, t.seq, t.kind, t.created_at, t.record, t.prev_hash, t.tx_hash, \
