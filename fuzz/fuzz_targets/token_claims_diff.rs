@@ -1,0 +1,72 @@
+//! Differential: the fast fixed-layout reader of HS256 claims against serde. Any claims text,
+//! signed with the provider's HS256 key under the issuer's exact header (the fast path's
+//! header), must verify to exactly what serde reads from it, or fail where serde fails.
+#![no_main]
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{KeyInit, Mac};
+use std::sync::OnceLock;
+use vlexivo_core::Error;
+use vlexivo_core::token::{
+    DEFAULT_LEEWAY_SECS, ProofClaims, SigningKey, TokenIssuer, TokenVerifier, VerifierConfig,
+};
+use vlexivo_fuzz::provider_keys;
+
+struct Keys {
+    verifier: TokenVerifier,
+    /// The header segment the issuer writes on every HS256 token.
+    header: String,
+}
+
+fn keys() -> &'static Keys {
+    static K: OnceLock<Keys> = OnceLock::new();
+    K.get_or_init(|| {
+        let pk = provider_keys();
+        let mut cfg = VerifierConfig::new(pk.account.clone(), pk.mode.as_str());
+        cfg.hs256_key = Some(pk.token_hs256);
+        let verifier = TokenVerifier::new(cfg).expect("verifier");
+        let issuer = TokenIssuer::new(SigningKey::Hs256(pk.token_hs256)).expect("issuer");
+        let claims = ProofClaims {
+            jti: "j".into(),
+            iss: "i".into(),
+            aud: "a".into(),
+            sub: "s".into(),
+            txh: "t".into(),
+            amt: "1".into(),
+            cur: "usd".into(),
+            res: "r".into(),
+            bdy: None,
+            mode: "sandbox".into(),
+            net: "sandbox".into(),
+            iat: 0,
+            exp: 1,
+        };
+        let token = issuer.issue(&claims).expect("issue");
+        let header = token.split('.').next().expect("header").to_string();
+        Keys { verifier, header }
+    })
+}
+
+libfuzzer_sys::fuzz_target!(|payload: &[u8]| {
+    let k = keys();
+    let signed = format!("{}.{}", k.header, URL_SAFE_NO_PAD.encode(payload));
+    let mut mac = <hmac::Hmac<sha2::Sha256>>::new_from_slice(&provider_keys().token_hs256).expect("key");
+    mac.update(signed.as_bytes());
+    let token = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()));
+    if token.len() > vlexivo_core::token::MAX_TOKEN_BYTES {
+        return;
+    }
+    let object = payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let serde = if object { serde_json::from_slice::<ProofClaims>(payload).ok() } else { None };
+    let now = serde.as_ref().map_or(0, |c| c.iat);
+    let got = k.verifier.verify_signature_and_time(&token, now);
+    match serde {
+        Some(c) if c.iat > c.exp.saturating_add(DEFAULT_LEEWAY_SECS) => {
+            assert!(matches!(got, Err(Error::TokenExpired)), "{got:?}")
+        }
+        Some(c) => assert_eq!(got.expect("serde reads these claims: the verifier must too"), c),
+        None => {
+            assert!(matches!(got, Err(Error::TokenMalformed(_))), "serde refuses, the verifier says {got:?}")
+        }
+    }
+});
