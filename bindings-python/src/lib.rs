@@ -563,6 +563,13 @@ impl Paywall {
         self.store.blocks()
     }
 
+    /// Store operations that failed on the store's side (unreachable, timed out, full) since
+    /// this paywall was built.
+    #[getter]
+    fn store_failures(&self) -> u64 {
+        self.store.failures()
+    }
+
     /// A fresh 402 for this request: `(status, headers, body)`.
     #[pyo3(signature = (method, path, price, currency = "usd", scope = "per-call", now = None, body = None, *, scheme = "http", host = None))]
     #[allow(clippy::too_many_arguments)]

@@ -45,7 +45,7 @@ if framework == "fastapi":
 
     @app.get("/runs")
     def count() -> dict[str, int]:
-        return {"runs": runs}
+        return {"runs": runs, "store_failures": vlx.store_failures}
 
     server = uvicorn.Server(uvicorn.Config(vlx.asgi_paywall(app), log_level="warning"))
     print(f"PORT={port}", flush=True)
@@ -63,7 +63,7 @@ else:
 
     @fapp.get("/runs")
     def fruns() -> Any:
-        return {"runs": runs}
+        return {"runs": runs, "store_failures": vlx.store_failures}
 
     srv = waitress.create_server(fapp, sockets=[sock], threads=16)
     print(f"PORT={port}", flush=True)

@@ -165,6 +165,8 @@ def test_store_down_fails_closed_without_blocking_the_loop(stores: Stores, tmp_p
             status, body = slow.result()
         assert (status, body["error"]) == (503, "nonce_store_unavailable")
         assert inst.runs() == 0
+        # Counted where the application can read it.
+        assert httpx.get(f"{inst.url}/runs", timeout=10).json()["store_failures"] >= 1
         os.kill(int(pid), 18)  # SIGCONT
         # The lost consume is undone in the background; the same proof then buys one run.
         for _ in range(50):

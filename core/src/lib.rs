@@ -12,7 +12,7 @@
 //! | [`challenge`] | the 402 challenge: create, encode, decode, MAC |
 //! | [`wallet`] | secp256k1 wallets, EIP-55 addresses, EIP-712 payment authorizations |
 //! | [`token`] | the proof token (JWT, HS256 or EdDSA) |
-//! | [`store`] | nonce stores: memory, SQLite |
+//! | [`store`] | nonce stores by URL: memory, SQLite, Redis, PostgreSQL |
 //! | [`policy`] | the payer's spending policy |
 //! | [`paywall`] | the provider middleware's decisions: challenge, verify, consume, release, refuse |
 //! | [`response_policy`] | the rules around a paid handler: free requests, HEAD, stacked paywalls, release or keep, receipt |

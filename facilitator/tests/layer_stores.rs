@@ -20,6 +20,7 @@ const ORIGIN: &str = "http://api.test";
 struct Api {
     url: String,
     runs: Arc<AtomicUsize>,
+    layer: PaywallLayer,
 }
 
 async fn api(secret: &str, store_url: &str, options: &[(&str, &str)]) -> Api {
@@ -39,13 +40,13 @@ async fn api(secret: &str, store_url: &str, options: &[(&str, &str)]) -> Api {
                     "paid"
                 }
             })
-            .layer(layer),
+            .layer(layer.clone()),
         )
         .route("/free", get(|| async { "free" }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    Api { url, runs }
+    Api { url, runs, layer }
 }
 
 fn token(secret: &str, nonce: &str) -> String {
@@ -127,6 +128,7 @@ async fn a_frozen_store_fails_closed_without_stalling_the_server() {
     assert_eq!(slow.await.unwrap(), 503);
     assert!(started.elapsed() < Duration::from_secs(5), "bounded by the store timeout");
     assert_eq!(a.runs.load(Ordering::SeqCst), 0);
+    assert!(a.layer.store_failures() >= 1, "the failure is counted");
     redis.resume();
     let mut status = 0;
     for _ in 0..50 {

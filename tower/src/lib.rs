@@ -260,14 +260,15 @@ impl PaywallLayer {
         options: &[(&str, &str)],
         price: Price,
     ) -> Result<Self, Error> {
-        Ok(Self::new(paywall, vlexivo_core::store::open(store_url, options)?, price))
+        Ok(Self::new(paywall, vlexivo_core::store::StoreSpec::parse(store_url, options)?.open()?, price))
     }
 
+    /// A layer over `store` (wrapped to count its failures: [`store_failures`](Self::store_failures)).
     pub fn new(paywall: Arc<Paywall>, store: Arc<dyn NonceStore>, price: Price) -> Self {
         Self {
             cfg: Arc::new(Config {
                 paywall,
-                store,
+                store: Arc::new(vlexivo_core::store::Metered::new(store)),
                 price,
                 scope: "per-call".into(),
                 currency: Currency::Usd,
@@ -277,6 +278,12 @@ impl PaywallLayer {
                 learned: Arc::default(),
             }),
         }
+    }
+
+    /// Nonce-store operations that failed on the store's side (unreachable, timed out, full)
+    /// since this layer was built; each failed request also logs an error (target `vlexivo`).
+    pub fn store_failures(&self) -> u64 {
+        self.cfg.store.failures()
     }
 
     fn edit(mut self, f: impl FnOnce(&mut Config)) -> Self {

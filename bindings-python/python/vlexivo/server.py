@@ -111,6 +111,13 @@ class VlexivoServer:
         return self._paywall.origin
 
     @property
+    def store_failures(self) -> int:
+        """Nonce-store operations that failed on the store's side (unreachable, timed out, full)
+        since this server was built; each failed request also logs a line. Export it to your
+        metrics."""
+        return self._paywall.store_failures
+
+    @property
     def native(self) -> _native.Paywall:
         """The native paywall (verify/release/challenge/reject) for custom adapters."""
         return self._paywall

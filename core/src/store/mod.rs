@@ -15,6 +15,7 @@
 //! (`now`), as everywhere in core.
 
 pub mod memory;
+mod metered;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]
@@ -26,6 +27,7 @@ pub mod spec;
 pub mod sqlite;
 
 pub use memory::MemoryStore;
+pub use metered::Metered;
 pub use spec::{RemoteOptions, StoreSpec, open};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
@@ -57,6 +59,10 @@ impl Consume {
 /// A store operation in flight (the async face). Owns its arguments, so it may run on another
 /// thread or runtime than the caller's.
 pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'static>>;
+
+/// What to do with a store's answer ([`NonceStore::consume_then`]): called once, on whichever
+/// thread the answer arrives.
+pub type Done<T> = Box<dyn FnOnce(Result<T>) + Send + 'static>;
 
 /// Longest key a store accepts. Real keys (account + ":" + nonce) are about 100 bytes; the bound
 /// keeps a hostile token from making a store hold arbitrarily large keys.
@@ -91,6 +97,18 @@ pub trait NonceStore: Send + Sync + std::fmt::Debug {
     /// [`release`](Self::release) as a future that never blocks the caller's thread.
     fn release_async(&self, key: String, lease: Lease) -> StoreFuture<()> {
         Box::pin(std::future::ready(self.release(&key, lease)))
+    }
+    /// [`consume`](Self::consume), handing the answer to `done` instead of returning it: for
+    /// bindings without an executor to poll [`consume_async`](Self::consume_async) (Node). A
+    /// local store calls `done` before returning; a networked one calls it later from its own
+    /// I/O threads, never blocking the caller.
+    fn consume_then(&self, key: String, expires_at: u64, now: u64, done: Done<Consume>) {
+        done(self.consume(&key, expires_at, now));
+    }
+    /// Operations that failed on the store's side (unreachable, timed out, full) since it was
+    /// opened; counted by [`Metered`], which every store opened by URL is wrapped in.
+    fn failures(&self) -> u64 {
+        0
     }
 }
 
@@ -174,6 +192,12 @@ impl<S: NonceStore + ?Sized> NonceStore for std::sync::Arc<S> {
     }
     fn release_async(&self, key: String, lease: Lease) -> StoreFuture<()> {
         (**self).release_async(key, lease)
+    }
+    fn consume_then(&self, key: String, expires_at: u64, now: u64, done: Done<Consume>) {
+        (**self).consume_then(key, expires_at, now, done)
+    }
+    fn failures(&self) -> u64 {
+        (**self).failures()
     }
 }
 
@@ -261,6 +285,16 @@ pub(crate) mod tests {
         assert!(s.consume_async(key.clone(), t0 + 100, t0).await.unwrap().is_fresh());
         let e = s.consume_async(String::new(), t0 + 100, t0).await.unwrap_err();
         assert_eq!(e.code(), "token_malformed");
+        // The callback face too (the answer may come from another thread).
+        let (tx, rx) = std::sync::mpsc::channel();
+        let send = move |r| drop(tx.send(r));
+        s.consume_then(key.clone(), t0 + 100, t0, Box::new(send.clone()));
+        s.consume_then(format!("acct{tag}:then"), t0 + 100, t0, Box::new(send));
+        let mut got: Vec<bool> = (0..2)
+            .map(|_| rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap().unwrap().is_fresh())
+            .collect();
+        got.sort();
+        assert_eq!(got, [false, true]);
     }
 
     #[test]

@@ -12,9 +12,9 @@
 //! - a consume whose outcome is unknown is undone in the background with its own lease, as in
 //!   the Redis store; connections come from a deadpool pool of `pool_size`.
 
-use super::remote::{block_on, spawn, within};
+use super::remote::{block_on, spawn, then, within};
 use super::spec::{RemoteOptions, redact};
-use super::{Consume, Lease, Leases, NonceStore, StoreFuture, check_key};
+use super::{Consume, Done, Lease, Leases, NonceStore, StoreFuture, check_key};
 use crate::error::{Error, Result};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use std::sync::Arc;
@@ -297,6 +297,13 @@ impl NonceStore for PostgresStore {
         match self.release_task(&key, lease) {
             Ok(task) => spawn(task),
             Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
+    }
+
+    fn consume_then(&self, key: String, expires_at: u64, now: u64, done: Done<Consume>) {
+        match self.consume_task(&key, expires_at, now) {
+            Ok(task) => then(task, done),
+            Err(e) => done(Err(e)),
         }
     }
 }

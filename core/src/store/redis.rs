@@ -12,9 +12,9 @@
 //!   client for `redis+cluster://` (follows slot moves; every command names one key, so any
 //!   slot layout works). `pool_size` multiplexed connections, used in turn.
 
-use super::remote::{block_on, spawn, within};
+use super::remote::{block_on, spawn, then, within};
 use super::spec::{RemoteOptions, redact};
-use super::{Consume, Lease, Leases, NonceStore, StoreFuture, check_key};
+use super::{Consume, Done, Lease, Leases, NonceStore, StoreFuture, check_key};
 use crate::error::{Error, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
@@ -307,6 +307,13 @@ impl NonceStore for RedisStore {
         match self.release_task(&key, lease) {
             Ok(task) => spawn(task),
             Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
+    }
+
+    fn consume_then(&self, key: String, expires_at: u64, now: u64, done: Done<Consume>) {
+        match self.consume_task(&key, expires_at, now) {
+            Ok(task) => then(task, done),
+            Err(e) => done(Err(e)),
         }
     }
 }

@@ -38,6 +38,14 @@ pub(crate) fn spawn<T: Send + 'static>(
     Box::pin(async move { task.await.map_err(|e| Error::Internal(format!("nonce store task: {e}")))? })
 }
 
+/// Run `fut` on the store runtime and hand its result to `done` there.
+pub(crate) fn then<T: Send + 'static>(
+    fut: impl Future<Output = Result<T>> + Send + 'static,
+    done: super::Done<T>,
+) {
+    runtime().spawn(async move { done(fut.await) });
+}
+
 /// Run `fut` on the store runtime and wait for it on this thread, at most `limit` (the future
 /// carries its own timeout; `limit` is a backstop slightly above it).
 pub(crate) fn block_on<T: Send + 'static>(

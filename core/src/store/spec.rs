@@ -231,9 +231,10 @@ impl StoreSpec {
     }
 }
 
-/// Parse and open in one step (what bindings call).
+/// Parse and open in one step (what bindings call), counting the store's failures
+/// ([`NonceStore::failures`]).
 pub fn open(url: &str, options: &[(&str, &str)]) -> Result<Arc<dyn NonceStore>> {
-    StoreSpec::parse(url, options)?.open()
+    Ok(Arc::new(super::Metered::new(StoreSpec::parse(url, options)?.open()?)))
 }
 
 fn opt<'a>(options: &'a [(String, String)], key: &str) -> Option<&'a str> {
