@@ -3,7 +3,8 @@
 # language (they call this script, so there is one way to start, kill and restart them).
 #
 #   test-services.sh install                    install redis-server and postgresql (Debian) if absent
-#   test-services.sh redis start DIR [PORT]     start redis-server in DIR; prints redis://127.0.0.1:PORT
+#   test-services.sh redis start DIR [PORT [ARGS…]]  start redis-server in DIR (extra redis-server
+#                                               ARGS, e.g. --appendonly yes); prints redis://127.0.0.1:PORT
 #   test-services.sh redis cluster DIR          a 3-master Redis Cluster; prints redis+cluster://h:p,h:p,h:p
 #   test-services.sh redis stop DIR             stop every redis-server started in DIR
 #   test-services.sh postgres start DIR [PORT]  initdb (once) and start; prints postgres://postgres@127.0.0.1:PORT/postgres
@@ -72,9 +73,10 @@ redis_one() { # DIR PORT [extra args…]: start one server, wait until it answer
 
 redis_start() {
   local dir="$1" port="${2:-}" try
+  shift 2 || shift $#
   mkdir -p "$dir"
   if [ -n "$port" ]; then
-    redis_one "$dir" "$port" || die "redis-server did not start on $port (see $dir/redis-$port.log)"
+    redis_one "$dir" "$port" "$@" || die "redis-server did not start on $port (see $dir/redis-$port.log)"
   else
     for try in 1 2 3 4 5; do
       port="$(free_port)"
@@ -181,7 +183,7 @@ case "$cmd" in
   redis)
     [ $# -ge 3 ] || die "usage: redis start|cluster|stop DIR [PORT]"
     case "$2" in
-      start) redis_start "$3" "${4:-}" ;;
+      start) redis_start "$3" "${4:-}" "${@:5}" ;;
       cluster) redis_cluster "$3" ;;
       stop) redis_stop "$3" ;;
       *) die "unknown redis command $2" ;;

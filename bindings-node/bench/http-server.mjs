@@ -39,7 +39,7 @@ async function main() {
   if (scenario.startsWith('express')) {
     const app = express();
     if (scenario === 'express-paywall') {
-      const vlx = new VlexivoServer({ apiSecret: SECRET, origin: ORIGIN, store: { type: 'memory', capacity: 2_000_000 } });
+      const vlx = new VlexivoServer({ apiSecret: SECRET, origin: ORIGIN, nonceStore: 'memory', nonceStoreOptions: { capacity: 2_000_000 } });
       app.post(RESOURCE_PATH, vlx.paywall({ price: '0.001' }), (req, res) => res.json(reply));
     } else if (scenario === 'express-jose-set') {
       // What one would write without Vlexivo: async jose verify and a growing Set of nonces.
@@ -65,7 +65,7 @@ async function main() {
   } else {
     const app = Fastify({ logger: false });
     if (scenario.startsWith('fastify-paywall')) {
-      await app.register(vlexivoFastify, { apiSecret: SECRET, origin: ORIGIN, store: { type: 'memory', capacity: 2_000_000 }, price: '0.001' });
+      await app.register(vlexivoFastify, { apiSecret: SECRET, origin: ORIGIN, nonceStore: 'memory', nonceStoreOptions: { capacity: 2_000_000 }, price: '0.001' });
     }
     if (scenario === 'fastify-paywall-read') {
       // A handler that reads the payment (the plugin builds it on first read).

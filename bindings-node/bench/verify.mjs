@@ -19,8 +19,8 @@ const rTokens = mintVlexivo(N);
 const jTokens = await mintJose(N, key);
 console.log(`token sizes: vlexivo ${vTokens[0].length} B, jose-signed ${jTokens[0].length} B`);
 
-const pw = new native.Paywall({ apiSecret: SECRET, origin: ORIGIN, storeCapacity: 2_000_000 });
-const pw2 = new native.Paywall({ apiSecret: SECRET, origin: ORIGIN, storeCapacity: 2_000_000 });
+const pw = new native.Paywall({ apiSecret: SECRET, origin: ORIGIN, nonceStoreOptions: { capacity: '2000000' } });
+const pw2 = new native.Paywall({ apiSecret: SECRET, origin: ORIGIN, nonceStoreOptions: { capacity: '2000000' } });
 const route = pw2.route('0.001', 'usd', 'per-call');
 const fast = createVerifier({ key, algorithms: ['HS256'], cache: false });
 

@@ -3,8 +3,11 @@
 //! `code`, the HTTP `status` and the error's fields as `details`. The TypeScript package maps
 //! those to its typed error classes.
 //!
-//! Everything is synchronous: the provider's hot path (verify a proof, consume its nonce) is a
-//! few microseconds of CPU and one local store insert, cheaper than a trip through libuv's pool.
+//! With a local nonce store (memory, SQLite) everything is synchronous: the provider's hot path
+//! (verify a proof, consume its nonce) is a few microseconds of CPU and one local insert, cheaper
+//! than a trip through libuv's pool. A networked store (Redis, PostgreSQL) is asked from core's
+//! own I/O threads and answers through a promise (`authorizeAsync`), so the event loop never
+//! waits on the network.
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -14,7 +17,8 @@ use std::sync::Arc;
 use vlexivo_core as vx;
 use vx::env::{Clock, OsEntropy, SystemClock};
 use vx::paywall::{PaidRef, PaywallConfig, RequestInfo};
-use vx::store::{MemoryStore, NonceStore, SqliteStore};
+use vx::store::Consume;
+use vx::store::NonceStore;
 use vx::{Currency, Error as VxError, Money};
 
 /// The addon's own allocator (see Cargo.toml): Node's objects are untouched; memory the addon
@@ -76,12 +80,12 @@ pub struct PaywallOptions {
     pub leeway: Option<u32>,
     /// Bind challenges and tokens to the request body's SHA-256.
     pub bind_body: Option<bool>,
-    /// Nonce store: "memory" (default) or "sqlite".
-    pub store: Option<String>,
-    /// SQLite file for `store: "sqlite"`.
-    pub store_path: Option<String>,
-    /// Bound of the memory store (live entries).
-    pub store_capacity: Option<u32>,
+    /// Nonce store URL (core's `store::spec`): "memory" (default), "sqlite:///path",
+    /// "redis://host:port", "redis+cluster://h1:p1,h2:p2", "postgres://…".
+    pub nonce_store: Option<String>,
+    /// Its options by core's names (`prefix`, `pool_size`, `timeout_ms`, `connect_timeout_ms`,
+    /// `capacity`); core refuses unknown ones.
+    pub nonce_store_options: Option<HashMap<String, String>>,
     /// The facilitator's JWKS (JSON) to also accept its EdDSA tokens.
     pub jwks: Option<String>,
     /// The origin clients call (`https://api.example.com`); default: each request's own.
@@ -255,6 +259,92 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// [`decide`](Self::decide) for a networked store: a refusal found before the store is
+    /// asked (no proof, a bad one, a bad price) comes back at once; otherwise a promise that
+    /// the store's own I/O threads resolve with the paid facts or the refusal, so the event
+    /// loop never waits on the network (and never longer than the store's timeout).
+    #[allow(clippy::too_many_arguments)]
+    fn decide_async<'env>(
+        self: &Arc<Self>,
+        env: &'env Env,
+        price: vx::Result<Money>,
+        proof: Option<&str>,
+        req: RequestInfo<'_>,
+        scope: &str,
+        now: Option<f64>,
+    ) -> Result<Either<Rejection, Object<'env>>> {
+        let now = now_or_clock(now);
+        let refuse = |e: VxError, price: Option<&Money>| {
+            Rejection::from_core(self.inner.reject(&e, &req, price, scope, now, &OsEntropy), Some(&e))
+        };
+        let price = match price {
+            Ok(p) => p,
+            Err(e) => return Ok(Either::A(refuse(e, None))),
+        };
+        let checked = match proof.map(str::trim).filter(|p| !p.is_empty()) {
+            None => Err(VxError::TokenMissing),
+            Some(p) => self.inner.check(Some(p), &req, &price, now),
+        };
+        let pending = match checked {
+            Ok(p) => p,
+            Err(e) => return Ok(Either::A(refuse(e, Some(&price)))),
+        };
+        let (deferred, promise) = env.create_deferred()?;
+        let shared = Arc::clone(self);
+        let owned = OwnedRequest::of(&req);
+        let scope = scope.to_string();
+        let (key, until, at) = (pending.key().to_string(), pending.consume_until(), pending.now());
+        let done = move |consumed: vx::Result<Consume>| {
+            let out: Either3<Latin1String, PaidTuple, Rejection> =
+                match shared.inner.settle(pending, consumed) {
+                    Ok(facts) => match paid_result(&PaidRef::from(&facts)) {
+                        Either::A(line) => Either3::A(line),
+                        Either::B(tuple) => Either3::B(tuple),
+                    },
+                    Err(e) => {
+                        let r = shared.inner.reject(&e, &owned.req(), Some(&price), &scope, now, &OsEntropy);
+                        Either3::C(Rejection::from_core(r, Some(&e)))
+                    }
+                };
+            deferred.resolve(move |_| Ok(out));
+        };
+        self.store.consume_then(key, until, at, Box::new(done));
+        Ok(Either::B(promise))
+    }
+}
+
+/// A request's facts owned, for a refusal shaped after the store has answered.
+struct OwnedRequest {
+    method: String,
+    path: String,
+    scheme: &'static str,
+    host: Option<String>,
+    body: Option<Vec<u8>>,
+}
+
+impl OwnedRequest {
+    fn of(r: &RequestInfo<'_>) -> Self {
+        Self {
+            method: r.method.to_string(),
+            path: r.path.to_string(),
+            scheme: if r.scheme == "https" { "https" } else { "http" },
+            host: r.host.map(str::to_string),
+            body: r.body.map(<[u8]>::to_vec),
+        }
+    }
+
+    fn req(&self) -> RequestInfo<'_> {
+        RequestInfo {
+            method: &self.method,
+            path: &self.path,
+            scheme: self.scheme,
+            host: self.host.as_deref(),
+            body: self.body.as_deref(),
+        }
+    }
+}
+
 /// The provider's paywall: a `vlexivo_core::paywall::Paywall` and its nonce store.
 #[napi(js_name = "Paywall")]
 pub struct JsPaywall {
@@ -293,23 +383,9 @@ impl JsPaywall {
             cfg.jwks =
                 Some(serde_json::from_str(&j).map_err(|_| VxError::Config("jwks is not a JWK set".into()))?);
         }
-        let store: Arc<dyn NonceStore> = match options.store.as_deref().unwrap_or("memory") {
-            "memory" => Arc::new(match options.store_capacity {
-                Some(c) => MemoryStore::with_capacity(c as usize),
-                None => MemoryStore::new(),
-            }),
-            "sqlite" => {
-                let path = options
-                    .store_path
-                    .ok_or_else(|| VxError::Config("store \"sqlite\" needs storePath".into()))?;
-                Arc::new(SqliteStore::open(path)?)
-            }
-            other => {
-                return Err(VxError::Config(format!(
-                    "store must be \"memory\" or \"sqlite\", not {other:?}"
-                )));
-            }
-        };
+        let opts = options.nonce_store_options.unwrap_or_default();
+        let opts: Vec<(&str, &str)> = opts.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let store = vx::store::open(options.nonce_store.as_deref().unwrap_or("memory"), &opts)?;
         let inner = vx::paywall::Paywall::new(cfg)?;
         Ok(Self { shared: Arc::new(Shared { inner, store }) })
     }
@@ -352,6 +428,20 @@ impl JsPaywall {
     #[napi(getter)]
     pub fn store_kind(&self) -> String {
         self.shared.store.kind().to_string()
+    }
+
+    /// True when the nonce store waits on the network (Redis, PostgreSQL): paid requests go
+    /// through `authorizeAsync`, which answers with a promise.
+    #[napi(getter)]
+    pub fn store_blocks(&self) -> bool {
+        self.shared.store.blocks()
+    }
+
+    /// Store operations that failed on the store's side (unreachable, timed out, full) since
+    /// this paywall was built.
+    #[napi(getter)]
+    pub fn store_failures(&self) -> f64 {
+        self.shared.store.failures() as f64
     }
 
     /// A route at a fixed price: the price is parsed once (`price_invalid` otherwise) and the
@@ -429,6 +519,36 @@ impl JsPaywall {
         )
     }
 
+    /// `authorize` for a networked store (`storeBlocks`): a refusal at once, or a promise of
+    /// the paid facts or the refusal.
+    #[allow(clippy::too_many_arguments)]
+    #[napi(
+        ts_return_type = "Rejection | Promise<string | [string, string, string, string, string, number, number, string, string, string] | Rejection>"
+    )]
+    pub fn authorize_async<'env>(
+        &self,
+        env: &'env Env,
+        proof: Option<Latin1String>,
+        method: String,
+        path: String,
+        host: Option<String>,
+        secure: Option<bool>,
+        price: Either<String, f64>,
+        currency: String,
+        scope: String,
+        now: Option<f64>,
+        body: Option<Buffer>,
+    ) -> Result<Either<Rejection, Object<'env>>> {
+        self.shared.decide_async(
+            env,
+            price_of(&price, &currency),
+            proof_text(&proof).as_deref(),
+            Self::req(&method, &path, host.as_deref(), secure, body.as_deref()),
+            &scope,
+            now,
+        )
+    }
+
     /// The one price of several paywalls covering a request (the highest), as a canonical
     /// decimal; `price_invalid` for a bad price or paywalls in different currencies.
     #[napi]
@@ -491,13 +611,26 @@ impl JsPaywall {
 
     /// Forget a consumed nonce (the handler failed): the same token may be presented again.
     #[napi]
+    /// A networked store releases in the background (retrying while it is unreachable), so
+    /// this never waits on the network.
     pub fn release(&self, env: Env, store_key: String) -> Result<()> {
-        vx::paywall::Paywall::release_handle(&store_key, &*self.shared.store).map_err(|e| throw(&env, e))
+        let store = &*self.shared.store;
+        if store.blocks() {
+            let (key, lease) = vx::store::parse_handle(&store_key).map_err(|e| throw(&env, e))?;
+            // The operation is already running on the store's threads; its future is not needed.
+            drop(store.release_async(key.to_string(), lease));
+            return Ok(());
+        }
+        vx::paywall::Paywall::release_handle(&store_key, store).map_err(|e| throw(&env, e))
     }
 
-    /// Drop expired nonces; returns how many.
+    /// Drop expired nonces; returns how many. Networked stores expire their entries
+    /// themselves (Redis by TTL, PostgreSQL by a background purge): 0, without a round trip.
     #[napi]
     pub fn purge(&self, env: Env, now: Option<f64>) -> Result<f64> {
+        if self.shared.store.blocks() {
+            return Ok(0.0);
+        }
         self.shared.store.purge(now_or_clock(now)).map(|n| n as f64).map_err(|e| throw(&env, e))
     }
 
@@ -598,6 +731,33 @@ impl PricedRoute {
         body: Option<Buffer>,
     ) -> Either3<Latin1String, PaidTuple, Rejection> {
         self.shared.decide(
+            Ok(self.price),
+            proof_text(&proof).as_deref(),
+            JsPaywall::req(&method, &path, host.as_deref(), secure, body.as_deref()),
+            &self.scope,
+            now,
+        )
+    }
+
+    /// `authorize` for a networked store: a refusal at once, or a promise of the paid facts
+    /// or the refusal.
+    #[allow(clippy::too_many_arguments)]
+    #[napi(
+        ts_return_type = "Rejection | Promise<string | [string, string, string, string, string, number, number, string, string, string] | Rejection>"
+    )]
+    pub fn authorize_async<'env>(
+        &self,
+        env: &'env Env,
+        proof: Option<Latin1String>,
+        method: String,
+        path: String,
+        host: Option<String>,
+        secure: Option<bool>,
+        now: Option<f64>,
+        body: Option<Buffer>,
+    ) -> Result<Either<Rejection, Object<'env>>> {
+        self.shared.decide_async(
+            env,
             Ok(self.price),
             proof_text(&proof).as_deref(),
             JsPaywall::req(&method, &path, host.as_deref(), secure, body.as_deref()),

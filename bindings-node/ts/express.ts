@@ -20,13 +20,13 @@ import { handlerFailed, paidStateOf, releaseNow, watch } from './paid';
 import {
   PaidRoute,
   PROOF_HEADER,
+  type Decision,
   exposeValue,
   isPaid,
   isThenable,
   paymentOf,
   rawBodyOf,
   requestOrigin,
-  type PaidFacts,
   type Rejection,
   type VlexivoPayment,
 } from './route';
@@ -189,7 +189,7 @@ export function expressPaywall(route: PaidRoute<any>): PaywallMiddleware {
         return;
       }
     }
-    let r: PaidFacts | Rejection;
+    let r: Decision | Promise<Decision>;
     try {
       const proof = req.headers[PROOF_HEADER];
       r = routes === undefined
@@ -199,6 +199,16 @@ export function expressPaywall(route: PaidRoute<any>): PaywallMiddleware {
       next(e);
       return;
     }
+    if (isThenable(r)) {
+      // A networked store answers later; the event loop serves other requests meanwhile.
+      r.then((d) => decided(req, res, next, routes, d), next);
+      return;
+    }
+    decided(req, res, next, routes, r);
+  }
+
+  /** Run the handler on a paid decision, or send the refusal. */
+  function decided(req: PaywallRequest, res: ServerResponse, next: NextFunction, routes: PaidRoute[] | undefined, r: Decision): void {
     if (!isPaid(r)) {
       send(route, req, res, r);
       return;

@@ -16,10 +16,10 @@
  */
 import type {} from 'fastify';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { VlexivoServer, type VlexivoServerOptions } from './server';
+import { VlexivoServer, serverOf, SERVER_KEYS, type VlexivoServerOptions } from './server';
 import { isFreeRequest } from './policy';
 import { paidStateOf, releaseNow, watch } from './paid';
-import { PaidRoute, PROOF_HEADER, exposeValue, isPaid, isThenable, paymentOf, rawBodyOf, requestOrigin, type PaidFacts, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
+import { PaidRoute, PROOF_HEADER, PAYWALL_KEYS, pick, type Decision, exposeValue, isPaid, isThenable, paymentOf, rawBodyOf, requestOrigin, type PaidFacts, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
 
 export interface VlexivoFastifyOptions extends VlexivoServerOptions, PaywallOptions<any> {
   /** Share one server (keys, nonce store) between registrations. */
@@ -136,6 +136,16 @@ function paywallHook(routes: readonly PaidRoute[]): PaywallHook {
     const r = stacked
       ? route.authorizeStacked(proof, request.method, request.url, origin, routes, prices, body)
       : route.authorize(proof, request.method, request.url, origin, prices[0], body);
+    if (isThenable(r)) {
+      // A networked store answers later; the event loop serves other requests meanwhile.
+      r.then((d) => decided(request, reply, next, d), next);
+      return;
+    }
+    decided(request, reply, next, r);
+  };
+
+  /** Run the handler on a paid decision, or send the refusal. */
+  const decided = (request: FastifyRequestLike, reply: FastifyReplyLike, next: Done, r: Decision): void => {
     if (!isPaid(r)) {
       send(route, request, reply, r);
       return;
@@ -228,12 +238,16 @@ function paywallHook(routes: readonly PaidRoute[]): PaywallHook {
   return hook;
 }
 
+/** Options Fastify itself reads from `register(plugin, options)` and leaves in them. */
+const FASTIFY_REGISTER_KEYS = ['prefix', 'logLevel', 'logSerializers'];
+const PLUGIN_KEYS = [...SERVER_KEYS, ...PAYWALL_KEYS, 'server', ...FASTIFY_REGISTER_KEYS];
+
 function vlexivoFastify(fastify: FastifyInstanceLike, options: VlexivoFastifyOptions, done: Done): void {
   let server: VlexivoServer;
   let base: PaidRoute | undefined;
   try {
-    server = options.server ?? new VlexivoServer(options);
-    if (options.price !== undefined || options.priceResolver !== undefined) base = server.route(options);
+    server = serverOf(options ?? {}, PLUGIN_KEYS, 'vlexivo plugin');
+    if (options.price !== undefined || options.priceResolver !== undefined) base = server.route(pick(options, PAYWALL_KEYS));
   } catch (e) {
     done(e as Error);
     return;

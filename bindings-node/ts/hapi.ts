@@ -11,9 +11,9 @@
  */
 import type { Plugin } from '@hapi/hapi';
 import type { IncomingMessage } from 'node:http';
-import { VlexivoServer, type VlexivoServerOptions } from './server';
+import { VlexivoServer, serverOf, SERVER_KEYS, type VlexivoServerOptions } from './server';
 import { isFreeRequest, releases, sendsReceipt } from './policy';
-import { PaidRoute, PROOF_HEADER, RECEIPT_HEADER, exposeValue, isFacts, isThenable, rawBodyOf, requestOrigin, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
+import { PaidRoute, PAYWALL_KEYS, PROOF_HEADER, RECEIPT_HEADER, exposeValue, isFacts, isThenable, pick, rawBodyOf, requestOrigin, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
 
 export interface VlexivoHapiOptions extends VlexivoServerOptions, PaywallOptions<any> {
   /** Share one server (keys, nonce store) between registrations. */
@@ -66,10 +66,12 @@ function respond(route: PaidRoute, request: HapiRequestLike, h: HapiToolkitLike,
   return res.takeover();
 }
 
+const PLUGIN_KEYS = [...SERVER_KEYS, ...PAYWALL_KEYS, 'server', 'all'];
+
 function register(hapi: HapiServerLike, options: VlexivoHapiOptions): void {
-  const server = options.server ?? new VlexivoServer(options);
+  const server = serverOf(options ?? {}, PLUGIN_KEYS, 'vlexivo plugin');
   const hasPrice = options.price !== undefined || options.priceResolver !== undefined;
-  const base = hasPrice && options.all !== false ? server.route(options) : undefined;
+  const base = hasPrice && options.all !== false ? server.route(pick(options, PAYWALL_KEYS)) : undefined;
   const perRoute = new WeakMap<object, PaidRoute>();
   const routeFor = (request: HapiRequestLike): PaidRoute | undefined => {
     const cfg = request.route.settings.plugins?.vlexivo;
@@ -98,6 +100,12 @@ function register(hapi: HapiServerLike, options: VlexivoHapiOptions): void {
       }
     }
     const r = route.decide(request.headers[PROOF_HEADER], method, target, requestOrigin(request.raw.req), price, body);
+    // A networked store answers later (Hapi waits on the returned promise, serving others).
+    if (isThenable(r)) return r.then((d) => decided(route, request, h, d));
+    return decided(route, request, h, r);
+  };
+
+  const decided = (route: PaidRoute, request: HapiRequestLike, h: HapiToolkitLike, r: VlexivoPayment | Rejection): unknown => {
     if (!isFacts(r)) return respond(route, request, h, r);
     request.plugins.vlexivo = { payment: r };
     request.vlxPayment = r;

@@ -76,6 +76,9 @@ type PaidTuple = [string, string, string, string, string, number, number, string
  */
 export type PaidFacts = string | PaidTuple;
 
+/** What a paywall decides for a request: the paid facts, or the response to send instead. */
+export type Decision = PaidFacts | Rejection;
+
 /** Is this native result a paid request's facts (not a rejection)? */
 export function isPaid(r: PaidFacts | Rejection): r is PaidFacts {
   return typeof r === 'string' || Array.isArray(r);
@@ -142,6 +145,33 @@ export function isFacts(r: VlexivoPayment | Rejection): r is VlexivoPayment {
   return (r as VlexivoPayment).storeKey !== undefined;
 }
 
+const toPayment = (r: Decision): VlexivoPayment | Rejection => (isPaid(r) ? paymentOf(r) : r);
+
+/** The option keys of a paywall (`vlx.paywall({...})`, a route's plugin config). */
+export const PAYWALL_KEYS: readonly string[] = ['price', 'currency', 'scope', 'priceResolver', 'freeMethods'];
+
+/**
+ * Refuse option keys nobody reads: a misspelt `priceResolver` or `nonceStore` must not start a
+ * server that silently does something else (`config_invalid`, naming the key).
+ */
+export function checkKeys(options: object, known: readonly string[], what: string): void {
+  for (const k of Object.keys(options)) {
+    if (!known.includes(k)) {
+      throw new VlexivoConfigError('config_invalid', `unknown ${what} option ${JSON.stringify(k)} (known: ${known.join(', ')})`, {
+        status: 500,
+        details: { option: k },
+      });
+    }
+  }
+}
+
+/** The entries of `options` under `keys` (a plugin's options split into the server's and the paywall's). */
+export function pick<T extends object>(options: T, keys: readonly string[]): Partial<T> {
+  const out: Record<string, unknown> = {};
+  for (const k of keys) if (Object.prototype.hasOwnProperty.call(options, k)) out[k] = (options as Record<string, unknown>)[k];
+  return out as Partial<T>;
+}
+
 /** Resolver prices seen recently, parsed once each (bounded). */
 const PRICE_CACHE_MAX = 256;
 
@@ -200,6 +230,11 @@ export class PaidRoute<Req = any> {
   readonly exposeHeaders: boolean;
   private readonly clock: (() => number) | undefined;
   private readonly logger: VlexivoLogger;
+  /**
+   * The nonce store waits on the network (Redis, PostgreSQL): decisions that reach the store
+   * come as promises, resolved from the store's own threads (the event loop never waits).
+   */
+  readonly remote: boolean;
   /** The static price's pre-parsed native route. */
   private readonly fixed: PricedRoute | undefined;
   private readonly priced = new Map<string | number, PricedRoute>();
@@ -208,11 +243,13 @@ export class PaidRoute<Req = any> {
     if (opts === null || typeof opts !== 'object') {
       throw new VlexivoConfigError('config_invalid', 'paywall options must be an object', { status: 500 });
     }
+    checkKeys(opts, PAYWALL_KEYS, 'paywall');
     this.paywall = ctx.paywall;
     this.clock = ctx.clock;
     this.logger = ctx.logger;
     this.exposeHeaders = ctx.exposeHeaders;
     this.bindBody = ctx.paywall.bindsBody;
+    this.remote = ctx.paywall.storeBlocks;
     this.currency = opts.currency ?? 'usd';
     this.scope = opts.scope ?? 'per-call';
     if ((opts as { freeMethods?: unknown }).freeMethods !== undefined) {
@@ -255,9 +292,10 @@ export class PaidRoute<Req = any> {
     origin: RequestOrigin,
     resolved: unknown,
     body?: Buffer,
-  ): VlexivoPayment | Rejection {
+  ): VlexivoPayment | Rejection | Promise<VlexivoPayment | Rejection> {
     const r = this.authorize(proof, method, path, origin, resolved, body);
-    return isPaid(r) ? paymentOf(r) : r;
+    if (isThenable(r)) return r.then(toPayment);
+    return toPayment(r);
   }
 
   /**
@@ -271,23 +309,34 @@ export class PaidRoute<Req = any> {
     origin: RequestOrigin,
     resolved: unknown,
     body?: Buffer,
-  ): PaidFacts | Rejection {
+  ): Decision | Promise<Decision> {
     const p = Array.isArray(proof) ? proof[0] : proof;
     const now = this.clock === undefined ? undefined : this.clock();
     let route: PricedRoute | undefined;
     if (this.resolver === undefined && this.fixed !== undefined) route = this.fixed;
     else if (typeof resolved === 'string' || typeof resolved === 'number') route = this.routeFor(resolved);
-    let r: PaidFacts | Rejection;
+    let r: Decision | Promise<Decision>;
     if (route !== undefined) {
-      r = route.authorize(p, method, path, origin.host, origin.secure, now, body);
+      r = this.remote
+        ? route.authorizeAsync(p, method, path, origin.host, origin.secure, now, body)
+        : route.authorize(p, method, path, origin.host, origin.secure, now, body);
     } else {
       // A price in another currency, or one that does not parse (a logged 500).
       const v = this.split(resolved);
       if (v === undefined) {
         return this.fault('price_invalid', `priceResolver returned ${describe(resolved)}, not a price`, method, path);
       }
-      r = this.paywall.authorize(p, method, path, origin.host, origin.secure, v.amount, v.currency, this.scope, now, body);
+      r = this.remote
+        ? this.paywall.authorizeAsync(p, method, path, origin.host, origin.secure, v.amount, v.currency, this.scope, now, body)
+        : this.paywall.authorize(p, method, path, origin.host, origin.secure, v.amount, v.currency, this.scope, now, body);
     }
+    if (typeof r === 'string') return r;
+    if (isThenable(r)) return r.then((d) => this.logged(d, method, path));
+    return this.logged(r, method, path);
+  }
+
+  /** A decision, its provider-side fault (store down, bad price) logged. */
+  private logged(r: Decision, method: string, path: string): Decision {
     if (isPaid(r)) return r;
     if (r.logMessage !== undefined && r.logMessage !== null) this.log(r.code, r.logMessage, method, path);
     return r;
@@ -325,7 +374,7 @@ export class PaidRoute<Req = any> {
     routes: readonly PaidRoute<any>[],
     resolved: readonly unknown[],
     body?: Buffer,
-  ): PaidFacts | Rejection {
+  ): Decision | Promise<Decision> {
     const amounts: (string | number)[] = [];
     const currencies: string[] = [];
     for (let i = 0; i < routes.length; i++) {
@@ -343,9 +392,11 @@ export class PaidRoute<Req = any> {
       return this.fault('price_invalid', (fromNative(e) as Error).message, method, path);
     }
     const p = Array.isArray(proof) ? proof[0] : proof;
-    const r = this.paywall.authorize(p, method, path, origin.host, origin.secure, price, currencies[0], this.scope, this.now(), body);
-    if (!isPaid(r) && r.logMessage !== undefined && r.logMessage !== null) this.log(r.code, r.logMessage, method, path);
-    return r;
+    const r = this.remote
+      ? this.paywall.authorizeAsync(p, method, path, origin.host, origin.secure, price, currencies[0], this.scope, this.now(), body)
+      : this.paywall.authorize(p, method, path, origin.host, origin.secure, price, currencies[0], this.scope, this.now(), body);
+    if (isThenable(r)) return r.then((d) => this.logged(d, method, path));
+    return this.logged(r, method, path);
   }
 
   /**

@@ -6,12 +6,41 @@ import native = require('./native');
 import type { PaymentFacts } from '../native/index.js';
 import { VlexivoConfigError, call, fromNative, type VlexivoError, type VlexivoErrorCode } from './errors';
 import { expressErrorHandler, expressPaywall, type PaywallErrorMiddleware, type PaywallMiddleware } from './express';
-import { PaidRoute, type PaywallOptions, type PriceValue, type Rejection, type VlexivoLogger, type VlexivoPayment } from './route';
+import { PaidRoute, checkKeys, isPaid, pick, isThenable, paymentOf, type Decision, type PaywallOptions, type PriceValue, type Rejection, type VlexivoLogger, type VlexivoPayment } from './route';
+import { errorFromBody } from './wallet';
 
-export type NonceStoreOption =
-  | 'memory'
-  | { type: 'memory'; capacity?: number }
-  | { type: 'sqlite'; path: string };
+/**
+ * A nonce store by URL (core's grammar, the same in every binding): `'memory'` (this process),
+ * `'sqlite:///path/to/nonces.db'` (this machine), `'redis://host:6379'`,
+ * `'redis+cluster://h1:p1,h2:p2'` or `'postgres://user@host/db'` (every instance that points at
+ * it). Options may also ride in the query string (`redis://h?prefix=api1:`).
+ */
+export type NonceStoreUrl = string;
+
+/** Options of a nonce store (core's `prefix`, `pool_size`, `timeout_ms`, `connect_timeout_ms`, `capacity`). */
+export interface NonceStoreOptions {
+  /** Key prefix (networked stores; default `vlexivo:nonce:` on Redis): one per provider sharing a store. */
+  prefix?: string;
+  /** Connections (networked stores; default 4). */
+  poolSize?: number;
+  /** Longest wait for one store operation before the request fails closed with 503 (default 1000). */
+  timeoutMs?: number;
+  /** Longest wait to connect (default 2000); the server must answer at construction. */
+  connectTimeoutMs?: number;
+  /** Live entries the memory store holds at most (default 1,000,000). */
+  capacity?: number;
+}
+
+/** The older spelling of `nonceStore` (still read): `'memory'`, `{ type: 'memory', capacity }`, `{ type: 'sqlite', path }`, or a store URL. */
+export type NonceStoreOption = NonceStoreUrl | { type: 'memory'; capacity?: number } | { type: 'sqlite'; path: string };
+
+const STORE_OPTION_NAMES: Record<string, string> = {
+  prefix: 'prefix',
+  poolSize: 'pool_size',
+  timeoutMs: 'timeout_ms',
+  connectTimeoutMs: 'connect_timeout_ms',
+  capacity: 'capacity',
+};
 
 export interface VlexivoServerOptions {
   /** `sk_test_…` (sandbox) or `sk_live_…`; default `process.env.VLX_SECRET_KEY`. */
@@ -28,7 +57,17 @@ export interface VlexivoServerOptions {
   leeway?: number;
   /** Bind challenges and tokens to the request body's SHA-256 (needs the raw body). */
   bindBody?: boolean;
-  /** Nonce store: in-process memory (default) or a SQLite file. */
+  /**
+   * Where consumed nonces are kept, by URL (default `'memory'`: this process only). Several
+   * instances of an API behind a load balancer must share one: `'redis://…'`,
+   * `'redis+cluster://…'` or `'postgres://…'`. An unknown scheme or option, or a server that
+   * does not answer, is `config_invalid` here; a store that goes down later fails paid requests
+   * closed (503 `nonce_store_unavailable`, the handler does not run).
+   */
+  nonceStore?: NonceStoreUrl;
+  /** Options of `nonceStore` (also accepted in its query string, with core's snake_case names). */
+  nonceStoreOptions?: NonceStoreOptions;
+  /** @deprecated use `nonceStore` (a URL) and `nonceStoreOptions`. */
   store?: NonceStoreOption;
   /** The facilitator's JWKS, to also accept its EdDSA proof tokens. */
   jwks?: string | object;
@@ -45,6 +84,51 @@ export interface VlexivoServerOptions {
    * on a server that answers any `Host`: configure it in production.
    */
   origin?: string;
+}
+
+/** Every option key `new VlexivoServer()` reads; any other is `config_invalid`. */
+export const SERVER_KEYS: readonly string[] = [
+  'apiSecret', 'mode', 'facilitatorUrl', 'network', 'challengeTtl', 'leeway', 'bindBody', 'nonceStore',
+  'nonceStoreOptions', 'store', 'jwks', 'clock', 'logger', 'exposeHeaders', 'origin',
+];
+
+const configError = (message: string): VlexivoConfigError => new VlexivoConfigError('config_invalid', message, { status: 500 });
+
+/** The store URL and core's options from the server's options (core checks both). */
+function storeOf(options: VlexivoServerOptions): { nonceStore: string; nonceStoreOptions: Record<string, string> } {
+  const opts: Record<string, string> = {};
+  let url: unknown = options.nonceStore;
+  if (options.store !== undefined) {
+    if (url !== undefined) throw configError('give nonceStore or store (its older name), not both');
+    const old = options.store as unknown;
+    if (typeof old === 'string') url = old;
+    else if (old !== null && typeof old === 'object' && (old as { type?: unknown }).type === 'memory') {
+      checkKeys(old, ['type', 'capacity'], 'store');
+      url = 'memory';
+      const c = (old as { capacity?: unknown }).capacity;
+      if (c !== undefined) opts.capacity = String(c);
+    } else if (old !== null && typeof old === 'object' && (old as { type?: unknown }).type === 'sqlite') {
+      checkKeys(old, ['type', 'path'], 'store');
+      const path = (old as { path?: unknown }).path;
+      if (typeof path !== 'string' || path === '') throw configError('store { type: "sqlite" } needs a path');
+      url = 'sqlite://' + path.replace(/%/g, '%25').replace(/\?/g, '%3F');
+    } else {
+      throw configError('store must be a store URL, { type: "memory" } or { type: "sqlite", path }');
+    }
+  }
+  if (url === undefined) url = 'memory';
+  if (typeof url !== 'string') throw configError('nonceStore must be a store URL string (memory, sqlite://, redis://, redis+cluster://, postgres://)');
+  const given = options.nonceStoreOptions as unknown;
+  if (given !== undefined) {
+    if (given === null || typeof given !== 'object') throw configError('nonceStoreOptions must be an object');
+    checkKeys(given, Object.keys(STORE_OPTION_NAMES), 'nonceStoreOptions');
+    for (const [k, v] of Object.entries(given as Record<string, unknown>)) {
+      if (v === undefined) continue;
+      if (typeof v !== 'string' && typeof v !== 'number') throw configError(`nonceStoreOptions.${k} must be a string or a number`);
+      opts[STORE_OPTION_NAMES[k]] = String(v);
+    }
+  }
+  return { nonceStore: url, nonceStoreOptions: opts };
 }
 
 export interface RequestTarget {
@@ -69,6 +153,8 @@ export class VlexivoServer {
   readonly exposeHeaders: boolean;
 
   constructor(options: VlexivoServerOptions = {}) {
+    if (options === null || typeof options !== 'object') throw configError('VlexivoServer options must be an object');
+    checkKeys(options, SERVER_KEYS, 'VlexivoServer');
     const apiSecret = options.apiSecret ?? call(() => native.envVar('VLX_SECRET_KEY', process.env as Record<string, string>));
     if (typeof apiSecret !== 'string' || apiSecret === '') {
       throw new VlexivoConfigError('config_invalid', 'apiSecret is required (or set VLX_SECRET_KEY)', { status: 500 });
@@ -76,13 +162,7 @@ export class VlexivoServer {
     if (options.clock !== undefined && typeof options.clock !== 'function') {
       throw new VlexivoConfigError('config_invalid', 'clock must be a function returning unix seconds', { status: 500 });
     }
-    const store = options.store ?? 'memory';
-    const storeOpts =
-      store === 'memory'
-        ? { store: 'memory' }
-        : store.type === 'memory'
-          ? { store: 'memory', storeCapacity: store.capacity }
-          : { store: store.type, storePath: (store as { path?: string }).path };
+    const storeOpts = storeOf(options);
     this.native = call(
       () =>
         new native.Paywall({
@@ -119,6 +199,20 @@ export class VlexivoServer {
   /** The configured origin, or null when each request's own is bound. */
   get origin(): string | null {
     return this.native.origin ?? null;
+  }
+
+  /** The nonce store's kind: `memory`, `sqlite`, `redis` or `postgres`. */
+  get nonceStore(): string {
+    return this.native.storeKind;
+  }
+
+  /**
+   * Nonce-store operations that failed on the store's side (unreachable, timed out, full)
+   * since this server was built; each failed request also logs a `nonce_store_unavailable`
+   * (or `nonce_store_full`) line. Export it to your metrics.
+   */
+  get storeFailures(): number {
+    return this.native.storeFailures;
   }
 
   /** A paid route's settings, for adapters of other frameworks. */
@@ -161,9 +255,33 @@ export class VlexivoServer {
     if (price === undefined) {
       throw new VlexivoConfigError('config_invalid', 'verify needs a price', { status: 500 });
     }
+    if (this.native.storeBlocks) {
+      // It would hold the event loop for a network round trip (or a timeout).
+      throw configError(`verify cannot wait on a ${this.nonceStore} store: use verifyAsync`);
+    }
     return call<PaymentFacts>(() =>
       this.native.verify(proof, target.method, target.path, target.host, target.secure, price, target.currency ?? 'usd', this.clock?.(), target.body),
     );
+  }
+
+  /**
+   * `verify` for any store, without blocking the event loop on a networked one: resolves with
+   * the payment or rejects with the typed error (`nonce_store_unavailable` when the store does
+   * not answer within its timeout).
+   */
+  async verifyAsync(proof: string | undefined | null, target: RequestTarget): Promise<VlexivoPayment> {
+    const price = target.price;
+    if (price === undefined) {
+      throw new VlexivoConfigError('config_invalid', 'verifyAsync needs a price', { status: 500 });
+    }
+    const run = (): Decision | Promise<Decision> =>
+      this.native.storeBlocks
+        ? this.native.authorizeAsync(proof, target.method, target.path, target.host, target.secure, price, target.currency ?? 'usd', target.scope ?? 'per-call', this.clock?.(), target.body)
+        : this.native.authorize(proof, target.method, target.path, target.host, target.secure, price, target.currency ?? 'usd', target.scope ?? 'per-call', this.clock?.(), target.body);
+    let r = call(run);
+    if (isThenable(r)) r = await r;
+    if (isPaid(r)) return paymentOf(r);
+    throw errorFromBody(r.status, r.body);
   }
 
   /** Forget a consumed nonce so the same proof may be presented again. */
@@ -205,3 +323,21 @@ export class VlexivoServer {
     return VlexivoServer.parsePrice(value, currency);
   }
 }
+
+/**
+ * The server of a plugin registration (Fastify, Hapi): `options.server` shared between
+ * registrations, or one built from the server keys among `options`. Every key must be one the
+ * plugin reads (`known`); server keys beside `server` would be ignored, so they are refused.
+ */
+export function serverOf(options: object, known: readonly string[], what: string): VlexivoServer {
+  checkKeys(options, known, what);
+  const shared = (options as { server?: unknown }).server;
+  const own = pick(options as VlexivoServerOptions, SERVER_KEYS);
+  if (shared === undefined) return new VlexivoServer(own);
+  if (!(shared instanceof VlexivoServer)) throw configError('server must be a VlexivoServer');
+  const extra = Object.keys(own);
+  if (extra.length > 0) throw configError(`server is given: its options (${extra.join(', ')}) belong in new VlexivoServer()`);
+  return shared;
+}
+
+
