@@ -183,6 +183,16 @@ async fn postgres_restarted_under_payment_load() {
         unavailable.len()
     );
     assert!(!unavailable.is_empty(), "the outage outlasted the retry window: some writes were refused");
+    // The operator sees it: database failures by event on each facilitator's /metrics.
+    let mut metrics = String::new();
+    for u in &urls {
+        metrics += &c.get(format!("{u}/metrics")).send().await.unwrap().text().await.unwrap();
+    }
+    let count = |event: &str| -> u64 {
+        let line = format!("vlexivo_ledger_db_errors_total{{event=\"{event}\"}} ");
+        metrics.lines().filter_map(|l| l.strip_prefix(line.as_str())).map(|n| n.parse::<u64>().unwrap()).sum()
+    };
+    assert!(count("connection_lost") >= 2 && count("gave_up") >= 1, "{metrics}");
     // Every acknowledged payment is stored, once.
     let list = acked_hashes.iter().map(|h| format!("'{h}'")).collect::<Vec<_>>().join(",");
     let stored = psql(&url, &format!("SELECT count(*) FROM vlexivo.payments WHERE tx_hash IN ({list})"));

@@ -20,6 +20,23 @@ struct ErrorLabels {
     code: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DbLabels {
+    event: &'static str,
+}
+
+/// Failures of the ledger's database (PostgreSQL), by what happened: `connection_lost`,
+/// `conflict` (a batch run again), `gave_up` (writes refused with 503 `facilitator_unavailable`
+/// after the retry window), `fatal` (a batch rolled back). A handle the ledger writer keeps.
+#[derive(Clone, Debug, Default)]
+pub struct DbErrors(Family<DbLabels, Counter>);
+
+impl DbErrors {
+    pub fn inc(&self, event: &'static str) {
+        self.0.get_or_create(&DbLabels { event }).inc();
+    }
+}
+
 /// `route` is the matched route template (bounded cardinality), never the raw path.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
@@ -38,6 +55,7 @@ pub struct Metrics {
     pub topups: Counter,
     pub amount_topped_up_atomic: Counter,
     pub providers_created: Counter,
+    pub db_errors: DbErrors,
     errors: Family<ErrorLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     registry: Registry,
@@ -69,6 +87,12 @@ impl Default for Metrics {
             registry.register(name, help, c.clone());
         }
         registry.register("errors", "Error responses by code", errors.clone());
+        let db_errors = DbErrors::default();
+        registry.register(
+            "ledger_db_errors",
+            "Ledger database failures by event (PostgreSQL)",
+            db_errors.0.clone(),
+        );
         registry.register("http_request_duration_seconds", "HTTP request latency by route", latency.clone());
         Self {
             payments,
@@ -77,6 +101,7 @@ impl Default for Metrics {
             topups,
             amount_topped_up_atomic,
             providers_created,
+            db_errors,
             errors,
             latency,
             registry,
@@ -112,6 +137,7 @@ mod tests {
         m.payments.inc_by(2);
         m.amount_paid_atomic.inc_by(251_000);
         m.error("payment_conflict");
+        m.db_errors.inc("connection_lost");
         m.observe("/v1/payments", "POST", 0.002);
         m.observe("/odd\"route", "GET", 20.0);
         let text = m.render();
@@ -120,6 +146,7 @@ mod tests {
             "vlexivo_payments_total 2",
             "vlexivo_amount_paid_atomic_total 251000",
             "vlexivo_errors_total{code=\"payment_conflict\"} 1",
+            "vlexivo_ledger_db_errors_total{event=\"connection_lost\"} 1",
             "vlexivo_http_request_duration_seconds_bucket{le=\"0.0025\",route=\"/v1/payments\",method=\"POST\"} 1",
             "vlexivo_http_request_duration_seconds_bucket{le=\"0.001\",route=\"/v1/payments\",method=\"POST\"} 0",
             "vlexivo_http_request_duration_seconds_count{route=\"/v1/payments\",method=\"POST\"} 1",

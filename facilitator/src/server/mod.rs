@@ -474,6 +474,7 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer> {
     let public_url =
         cfg.public_url.as_deref().map(|u| u.trim_end_matches('/').to_string()).unwrap_or_else(|| url.clone());
 
+    let metrics = metrics::Metrics::default();
     let (key, rows, ledger, writer, reads) = match &cfg.database_url {
         None => {
             let db_path = cfg.db_path.clone();
@@ -496,9 +497,16 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer> {
                 reads::load_pg(&client, Ed25519Key::generate(cfg.entropy.as_ref()).seed()).await?;
             let key = Ed25519Key::from_seed(seed)?;
             let pool = pg::pool(&pg_cfg, PG_READERS)?;
-            let (ledger, writer) =
-                ledger::postgres::start(pg_cfg, client, faucet_cap, public_url.clone(), cfg.db_retry_for)
-                    .await?;
+            let errors = metrics.db_errors.clone();
+            let (ledger, writer) = ledger::postgres::start(
+                pg_cfg,
+                client,
+                faucet_cap,
+                public_url.clone(),
+                cfg.db_retry_for,
+                errors,
+            )
+            .await?;
             (key, rows, ledger, Writer::Task(writer), Reads::Postgres(pool))
         }
     };
@@ -516,7 +524,7 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer> {
         ledger,
         providers: RwLock::new(providers),
         reads,
-        metrics: metrics::Metrics::default(),
+        metrics,
         eddsa,
         signing_key: key,
         public_url: public_url.clone(),

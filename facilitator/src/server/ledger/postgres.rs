@@ -36,6 +36,7 @@
 
 use super::rules::{self, Book, Posting, StoredPayment};
 use super::{Head, Ledger, MAX_BATCH, Op, PayDone, PayOp, Provider, Record, TopUpDone, chain_hash};
+use crate::server::metrics::DbErrors;
 use crate::server::pg::{self, LOCK_STREAM, describe, is_connection_error, is_retryable};
 use crate::server::providers::ProviderRow;
 use sha2::{Digest, Sha256};
@@ -59,9 +60,10 @@ pub async fn start(
     faucet_cap: u64,
     issuer_url: String,
     retry_for: Duration,
+    errors: DbErrors,
 ) -> Result<(Ledger, tokio::task::JoinHandle<()>)> {
     let (ledger, rx, _fenced) = Ledger::channel();
-    let mut w = Writer { cfg, session: None, faucet_cap, issuer_url, retry_for };
+    let mut w = Writer { cfg, session: None, faucet_cap, issuer_url, retry_for, errors };
     w.session = Some(Session::open(client).await.map_err(pg::pg_err)?);
     let handle = tokio::spawn(async move { w.run(rx).await });
     Ok((ledger, handle))
@@ -175,6 +177,8 @@ struct Writer {
     faucet_cap: u64,
     issuer_url: String,
     retry_for: Duration,
+    /// Counted for `/metrics` (`vlexivo_ledger_db_errors_total`).
+    errors: DbErrors,
 }
 
 impl Writer {
@@ -246,15 +250,18 @@ impl Writer {
                     return stop;
                 }
                 Err(Failed::Fatal(e)) => {
+                    self.errors.inc("fatal");
                     tracing::error!(error = %e, "ledger: the batch is rolled back");
                     let opaque = Error::Internal("the ledger could not commit; nothing was charged".into());
                     replies.into_iter().for_each(|r| r.fail(&opaque));
                     return stop;
                 }
                 Err(Failed::Retry(e)) => {
+                    self.errors.inc("conflict");
                     tracing::warn!(error = %describe(&e), "ledger: batch conflicted; running it again");
                 }
                 Err(Failed::Connection { in_doubt, error }) => {
+                    self.errors.inc("connection_lost");
                     tracing::warn!(error = %describe(&error), in_doubt = in_doubt.is_some(), "ledger: database connection lost");
                     self.session = None;
                     if let Some(a) = in_doubt {
@@ -267,6 +274,7 @@ impl Writer {
                             // Not committed: run it again from scratch.
                             Some(false) => {}
                             None => {
+                                self.errors.inc("gave_up");
                                 let e = Error::FacilitatorUnavailable(
                                     "the ledger database did not come back in time; whether this write \
                                      was recorded is unknown: send the same signed payment again"
@@ -281,6 +289,7 @@ impl Writer {
                 }
             }
             if tokio::time::Instant::now() >= deadline {
+                self.errors.inc("gave_up");
                 let e = Error::FacilitatorUnavailable(
                     "the ledger database cannot be reached; nothing was charged".into(),
                 );
