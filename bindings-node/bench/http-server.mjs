@@ -34,12 +34,16 @@ process.stdin.on('data', (d) => {
 });
 const joseKey = process.env.JOSE_KEY ? Buffer.from(process.env.JOSE_KEY, 'hex') : undefined;
 const reply = { result: 'ok', usage: { tokens: 2 } };
+// The paywalls' nonce store: memory by default, or any store URL (VLX_BENCH_STORE=redis://…).
+const STORE = process.env.VLX_BENCH_STORE
+  ? { nonceStore: process.env.VLX_BENCH_STORE }
+  : { nonceStore: 'memory', nonceStoreOptions: { capacity: 2_000_000 } };
 
 async function main() {
   if (scenario.startsWith('express')) {
     const app = express();
     if (scenario === 'express-paywall') {
-      const vlx = new VlexivoServer({ apiSecret: SECRET, origin: ORIGIN, nonceStore: 'memory', nonceStoreOptions: { capacity: 2_000_000 } });
+      const vlx = new VlexivoServer({ apiSecret: SECRET, origin: ORIGIN, ...STORE });
       app.post(RESOURCE_PATH, vlx.paywall({ price: '0.001' }), (req, res) => res.json(reply));
     } else if (scenario === 'express-jose-set') {
       // What one would write without Vlexivo: async jose verify and a growing Set of nonces.
@@ -65,7 +69,7 @@ async function main() {
   } else {
     const app = Fastify({ logger: false });
     if (scenario.startsWith('fastify-paywall')) {
-      await app.register(vlexivoFastify, { apiSecret: SECRET, origin: ORIGIN, nonceStore: 'memory', nonceStoreOptions: { capacity: 2_000_000 }, price: '0.001' });
+      await app.register(vlexivoFastify, { apiSecret: SECRET, origin: ORIGIN, ...STORE, price: '0.001' });
     }
     if (scenario === 'fastify-paywall-read') {
       // A handler that reads the payment (the plugin builds it on first read).

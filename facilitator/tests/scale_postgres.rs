@@ -389,3 +389,172 @@ async fn payments_per_second() {
         eprintln!("{r}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// How cost grows (benchmarks, never assertions; run one at a time on a quiet machine):
+//   cargo test --release -p vlexivo-facilitator --test scale_postgres growth_ -- --ignored --nocapture --test-threads 1
+// Sizes: VLX_GROWTH_NONCES (1,000,000), VLX_GROWTH_ROWS (10,000,000), VLX_GROWTH_PAYMENTS (1,000,000).
+// ---------------------------------------------------------------------------------------------
+
+fn env_n(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.replace('_', "").parse().ok()).unwrap_or(default)
+}
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap();
+    kb.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap() * 1024
+}
+
+fn percentile(sorted: &[std::time::Duration], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e6
+}
+
+/// Keys as a paywall makes them: the provider account, ":", a challenge nonce (18 random bytes).
+fn nonce_keys(n: usize) -> Vec<String> {
+    let secret =
+        vlexivo_core::keys::generate_secret(vlexivo_core::keys::Mode::Sandbox, &vlexivo_core::env::OsEntropy);
+    let account = vlexivo_core::keys::ProviderKeys::from_secret(&secret).unwrap().account;
+    (0..n)
+        .map(|_| {
+            let nonce = vlexivo_core::env::random_b64(&vlexivo_core::env::OsEntropy, 18);
+            vlexivo_core::store::nonce_key(&account, &nonce)
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "benchmark: memory store bytes per live nonce"]
+fn growth_memory_store_bytes_per_nonce() {
+    use vlexivo_core::store::{MemoryStore, NonceStore};
+    let n = env_n("VLX_GROWTH_NONCES", 1_000_000);
+    let keys = nonce_keys(n);
+    let t = now();
+    let before = rss_bytes();
+    let store = MemoryStore::with_capacity(n + 1);
+    for k in &keys {
+        assert!(store.consume(k, t + 330, t).unwrap().is_fresh());
+    }
+    let after = rss_bytes();
+    eprintln!(
+        "memory store: {} live nonces (keys of {} bytes) take {:.0} MB: {} bytes per nonce",
+        n,
+        keys[0].len(),
+        (after - before) as f64 / 1e6,
+        (after - before) / n as u64
+    );
+    drop(store);
+}
+
+#[test]
+#[ignore = "benchmark: PostgreSQL nonce store consume latency at 10M rows"]
+fn growth_postgres_store_at_10m_rows() {
+    let rows = env_n("VLX_GROWTH_ROWS", 10_000_000);
+    let pg = Server::postgres();
+    let url = pg.database("growth");
+    let store = vlexivo_core::store::open(&url, &[]).unwrap();
+    let measure = |label: &str| {
+        let keys = nonce_keys(2000);
+        let t = now();
+        let mut took: Vec<_> = keys
+            .iter()
+            .map(|k| {
+                let started = std::time::Instant::now();
+                assert!(store.consume(k, t + 330, t).unwrap().is_fresh());
+                started.elapsed()
+            })
+            .collect();
+        took.sort();
+        eprintln!(
+            "postgres store, {label}: consume p50 {:.0} µs, p99 {:.0} µs (2000 consumes)",
+            percentile(&took, 0.5),
+            percentile(&took, 0.99)
+        );
+    };
+    measure("empty table");
+    let started = std::time::Instant::now();
+    // Live rows (expiring in an hour), keys shaped like the store's.
+    psql(
+        &url,
+        &format!(
+            "INSERT INTO vlexivo_nonces (key, lease, expires_at) \
+             SELECT 'acct_' || md5(g::text) || ':' || md5((g * 7)::text), g, {} \
+             FROM generate_series(1, {rows}) g; ANALYZE vlexivo_nonces",
+            now() + 3600
+        ),
+    );
+    eprintln!("({rows} rows inserted in {:.0} s)", started.elapsed().as_secs_f64());
+    measure(&format!("{rows} rows"));
+    eprintln!(
+        "table + index: {}",
+        psql(&url, "SELECT pg_size_pretty(pg_total_relation_size('vlexivo_nonces'))")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark: payments/s with a ledger holding 1M payments, ledger verify time"]
+async fn growth_ledger_of_a_million_payments() {
+    let n = env_n("VLX_GROWTH_PAYMENTS", 1_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("growth.db");
+    let f = Facilitator::start(&db, &["--public-url", PUBLIC, "--faucet-cap", "1000000"]);
+    let c = http();
+    let p = create_provider(&c, &f.url, json!({})).await;
+    let pw = Arc::new(paywall(&p.api_secret, PUBLIC));
+    let wallets: Arc<Vec<_>> = Arc::new((0..16).map(|_| wallet()).collect());
+    for w in wallets.iter() {
+        assert_eq!(top_up(&c, &f.url, w, "100000").await.0, 200);
+    }
+    // Sign on two threads (challenges live 5 minutes: signed per chunk, just before paying).
+    let signed = |k: usize| {
+        let (pw, wallets) = (pw.clone(), wallets.clone());
+        async move {
+            let half = |from: usize, to: usize| {
+                let (pw, wallets) = (pw.clone(), wallets.clone());
+                tokio::task::spawn_blocking(move || {
+                    (from..to)
+                        .map(|i| sign(&challenge(&pw, "/r", "0.001"), &wallets[i % 16]))
+                        .collect::<Vec<_>>()
+                })
+            };
+            let (a, b) = (half(0, k / 2), half(k / 2, k));
+            let mut v = a.await.unwrap();
+            v.extend(b.await.unwrap());
+            v
+        }
+    };
+    let url = f.url.clone();
+    let burst = |k: usize| {
+        let (url, signed) = (url.clone(), signed(k));
+        async move {
+            let reqs = signed.await;
+            let started = std::time::Instant::now();
+            let out = pay_all(reqs, 96, move |_| url.clone(), Arc::new(AtomicUsize::new(0))).await;
+            assert!(out.iter().all(|(s, _)| *s == 200));
+            k as f64 / started.elapsed().as_secs_f64()
+        }
+    };
+    let fresh = burst(6000).await;
+    let mut done = 6000;
+    let fill = std::time::Instant::now();
+    while done < n {
+        let k = (n - done).min(20_000);
+        burst(k).await;
+        done += k;
+    }
+    eprintln!("({done} payments in the ledger; filled in {:.0} s)", fill.elapsed().as_secs_f64());
+    let full = burst(6000).await;
+    done += 6000;
+    let started = std::time::Instant::now();
+    let out = Command::new(BIN).args(["ledger", "verify", "--db"]).arg(&db).output().unwrap();
+    let verify_secs = started.elapsed().as_secs_f64();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let size = std::fs::metadata(&db).unwrap().len();
+    eprintln!(
+        "ledger (SQLite): {fresh:.0} payments/s on a fresh ledger, {full:.0} payments/s with {} payments; \
+         ledger verify of {done} payments: {verify_secs:.1} s ({:.1} s per 1M); database {:.0} MB",
+        done - 6000,
+        verify_secs * 1e6 / done as f64,
+        size as f64 / 1e6
+    );
+}
