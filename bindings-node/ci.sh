@@ -39,5 +39,11 @@ echo "== cargo test -p vlexivo-node (error mapping round trip)"
 echo "== node --test"
 node --test --test-concurrency=1 test/*.test.mjs
 
+echo "== a panic in the addon is an internal error (test-only build, feature test-panic)"
+panic_dir="$(mktemp -d)"
+npx napi build --platform --features test-panic --output-dir "$panic_dir" --no-js >/dev/null
+NAPI_RS_NATIVE_LIBRARY_PATH="$(ls "$panic_dir"/*.node)" node --test test/panic.mjs
+rm -rf "$panic_dir"
+
 echo "== pack and install outside the repository"
 node scripts/pack-check.mjs

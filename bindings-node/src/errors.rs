@@ -64,21 +64,21 @@ impl From<&VxError> for ErrorInfo {
 
 /// Map a Vlexivo JSON error body (`{"error": code, "message": …}`) from a facilitator or a
 /// paywall to the core error, as data.
-#[napi]
+#[napi(catch_unwind)]
 pub fn error_from_body(status: u32, body: Buffer) -> ErrorInfo {
     let status = u16::try_from(status).unwrap_or(500);
     (&vlexivo_core::client::error_from_body(status, &body)).into()
 }
 
 /// Every error code core has (`Error::ALL_CODES`).
-#[napi]
+#[napi(catch_unwind)]
 pub fn all_codes() -> Vec<String> {
     VxError::ALL_CODES.iter().map(|c| c.to_string()).collect()
 }
 
 /// The core error for `code` with these details (status, message), or `null` for an unknown
 /// code. `message` is used as the reason of reason-carrying errors when details have none.
-#[napi]
+#[napi(catch_unwind)]
 pub fn describe_code(code: String, details: Option<Value>, message: Option<String>) -> Option<ErrorInfo> {
     error_from_code(&code, details.as_ref(), message.as_deref()).map(|e| (&e).into())
 }

@@ -3,6 +3,9 @@
 //! `code`, the HTTP `status` and the error's fields as `details`. The TypeScript package maps
 //! those to its typed error classes.
 //!
+//! Every export is `#[napi(catch_unwind)]`: a panic becomes a thrown error (an `internal`
+//! VlexivoError in TypeScript), never an abort of the Node process.
+//!
 //! With a local nonce store (memory, SQLite) everything is synchronous: the provider's hot path
 //! (verify a proof, consume its nonce) is a few microseconds of CPU and one local insert, cheaper
 //! than a trip through libuv's pool. A networked store (Redis, PostgreSQL) is asked from core's
@@ -42,6 +45,7 @@ fn money_of(v: &Either<String, f64>, currency: Currency) -> vx::Result<Money> {
 
 /// A provider's price: any defect is the provider's (`price_invalid`, 500), not the caller's.
 fn price_of(v: &Either<String, f64>, currency: &str) -> vx::Result<Money> {
+    test_panic(currency);
     vx::paywall::Paywall::price_with(currency, |c| money_of(v, c))
 }
 
@@ -58,7 +62,19 @@ fn scheme_of(secure: Option<bool>) -> &'static str {
 }
 
 fn currency_of(c: &str) -> vx::Result<Currency> {
+    test_panic(c);
     Currency::parse(c)
+}
+
+/// A test-only build (feature `test-panic`, never published) panics on the currency
+/// "test-panic", so the tests can check that a panic in a binding call, a function's or a
+/// class method's, reaches JS as an `internal` error (test/panic.mjs).
+#[cfg_attr(not(feature = "test-panic"), inline(always))]
+fn test_panic(_currency: &str) {
+    #[cfg(feature = "test-panic")]
+    if _currency == "test-panic" {
+        panic!("forced by the test-panic feature");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -393,60 +409,60 @@ impl JsPaywall {
 
 #[napi]
 impl JsPaywall {
-    #[napi(constructor)]
+    #[napi(constructor, catch_unwind)]
     pub fn new(env: Env, options: PaywallOptions) -> Result<Self> {
         Self::build(options).map_err(|e| throw(&env, e))
     }
 
     /// The provider account id (`acct_…`) derived from the secret.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn account(&self) -> String {
         self.shared.inner.account().to_string()
     }
 
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn mode(&self) -> String {
         self.shared.inner.mode().as_str().to_string()
     }
 
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn facilitator_url(&self) -> String {
         self.shared.inner.facilitator_url().to_string()
     }
 
     /// The configured origin, or `null` when each request's own is bound.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn origin(&self) -> Option<String> {
         self.shared.inner.origin().map(|o| o.as_str().to_string())
     }
 
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn binds_body(&self) -> bool {
         self.shared.inner.binds_body()
     }
 
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn store_kind(&self) -> String {
         self.shared.store.kind().to_string()
     }
 
     /// True when the nonce store waits on the network (Redis, PostgreSQL): paid requests go
     /// through `authorizeAsync`, which answers with a promise.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn store_blocks(&self) -> bool {
         self.shared.store.blocks()
     }
 
     /// Store operations that failed on the store's side (unreachable, timed out, full) since
     /// this paywall was built.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn store_failures(&self) -> f64 {
         self.shared.store.failures() as f64
     }
 
     /// A route at a fixed price: the price is parsed once (`price_invalid` otherwise) and the
     /// hot path then passes only the proof, method and path.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn route(
         &self,
         env: Env,
@@ -466,7 +482,7 @@ impl JsPaywall {
     /// Verify a proof for this request at `price` and consume its nonce. Throws the core error
     /// (with `code`, `status`, `details`) when the proof does not buy the request.
     #[allow(clippy::too_many_arguments)]
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn verify(
         &self,
         env: Env,
@@ -495,7 +511,8 @@ impl JsPaywall {
     /// fresh challenge, 409 replay, 500 bad price, 503 store down). Never throws for a refusal.
     #[allow(clippy::too_many_arguments)]
     #[napi(
-        ts_return_type = "string | [string, string, string, string, string, number, number, string, string, string] | Rejection"
+        ts_return_type = "string | [string, string, string, string, string, number, number, string, string, string] | Rejection",
+        catch_unwind
     )]
     pub fn authorize(
         &self,
@@ -523,7 +540,8 @@ impl JsPaywall {
     /// the paid facts or the refusal.
     #[allow(clippy::too_many_arguments)]
     #[napi(
-        ts_return_type = "Rejection | Promise<string | [string, string, string, string, string, number, number, string, string, string] | Rejection>"
+        ts_return_type = "Rejection | Promise<string | [string, string, string, string, string, number, number, string, string, string] | Rejection>",
+        catch_unwind
     )]
     pub fn authorize_async<'env>(
         &self,
@@ -551,7 +569,7 @@ impl JsPaywall {
 
     /// The one price of several paywalls covering a request (the highest), as a canonical
     /// decimal; `price_invalid` for a bad price or paywalls in different currencies.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn effective_price(
         &self,
         env: Env,
@@ -573,7 +591,7 @@ impl JsPaywall {
     /// (`paidAmount` in `paidCurrency`) covers `price`, else the refusal to send (402
     /// `token_underpaid` with a challenge for the price to ask) once the nonce is released.
     #[allow(clippy::too_many_arguments)]
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn check_stacked(
         &self,
         paid_amount: String,
@@ -610,7 +628,7 @@ impl JsPaywall {
     }
 
     /// Forget a consumed nonce (the handler failed): the same token may be presented again.
-    #[napi]
+    #[napi(catch_unwind)]
     /// A networked store releases in the background (retrying while it is unreachable), so
     /// this never waits on the network.
     pub fn release(&self, env: Env, store_key: String) -> Result<()> {
@@ -626,7 +644,7 @@ impl JsPaywall {
 
     /// Drop expired nonces; returns how many. Networked stores expire their entries
     /// themselves (Redis by TTL, PostgreSQL by a background purge): 0, without a round trip.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn purge(&self, env: Env, now: Option<f64>) -> Result<f64> {
         if self.shared.store.blocks() {
             return Ok(0.0);
@@ -636,7 +654,7 @@ impl JsPaywall {
 
     /// A fresh 402 for this request and price.
     #[allow(clippy::too_many_arguments)]
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn challenge(
         &self,
         env: Env,
@@ -664,7 +682,7 @@ impl JsPaywall {
     /// becomes the core error again and then the response core decides. A price is needed for
     /// proof problems to attach a fresh challenge; without one they answer without it.
     #[allow(clippy::too_many_arguments)]
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn reject(
         &self,
         env: Env,
@@ -704,12 +722,12 @@ pub struct PricedRoute {
 #[napi]
 impl PricedRoute {
     /// Canonical decimal price.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn price(&self) -> String {
         self.canonical.clone()
     }
 
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn currency(&self) -> String {
         self.price.currency().code().to_string()
     }
@@ -718,7 +736,8 @@ impl PricedRoute {
     /// as one U+001F-separated string (see `paid_result`; rarely the array form).
     #[allow(clippy::too_many_arguments)]
     #[napi(
-        ts_return_type = "string | [string, string, string, string, string, number, number, string, string, string] | Rejection"
+        ts_return_type = "string | [string, string, string, string, string, number, number, string, string, string] | Rejection",
+        catch_unwind
     )]
     pub fn authorize(
         &self,
@@ -743,7 +762,8 @@ impl PricedRoute {
     /// or the refusal.
     #[allow(clippy::too_many_arguments)]
     #[napi(
-        ts_return_type = "Rejection | Promise<string | [string, string, string, string, string, number, number, string, string, string] | Rejection>"
+        ts_return_type = "Rejection | Promise<string | [string, string, string, string, string, number, number, string, string, string] | Rejection>",
+        catch_unwind
     )]
     pub fn authorize_async<'env>(
         &self,
@@ -774,14 +794,14 @@ impl PricedRoute {
 
 /// Whether a request passes unpaid: only a CORS preflight (`OPTIONS` carrying
 /// `Access-Control-Request-Method`; `preflightHeader` says whether it does).
-#[napi]
+#[napi(catch_unwind)]
 pub fn is_free_request(method: String, preflight_header: bool) -> bool {
     vx::response_policy::admission(&method, preflight_header) == vx::response_policy::Admission::Free
 }
 
 /// Whether a paid request's nonce is released once its handler has ended: `status` of the
 /// response it started (`null`: none), whether it threw, whether the response was complete.
-#[napi]
+#[napi(catch_unwind)]
 pub fn releases(status: Option<u32>, raised: bool, complete: bool) -> bool {
     let status = status.and_then(|s| u16::try_from(s).ok()).filter(|s| *s != 0);
     vx::response_policy::Outcome { status, raised, complete }.settlement()
@@ -789,21 +809,21 @@ pub fn releases(status: Option<u32>, raised: bool, complete: bool) -> bool {
 }
 
 /// Whether a paid response with this status carries `Vlexivo-Receipt`.
-#[napi]
+#[napi(catch_unwind)]
 pub fn sends_receipt(status: u32) -> bool {
     vx::response_policy::sends_receipt(u16::try_from(status).unwrap_or(u16::MAX))
 }
 
 /// Parse a provider price (string or number) to its canonical decimal string; any defect is
 /// `price_invalid`.
-#[napi]
+#[napi(catch_unwind)]
 pub fn parse_price(env: Env, value: Either<String, f64>, currency: String) -> Result<String> {
     price_of(&value, &currency).map(|m| m.to_string()).map_err(|e| throw(&env, e))
 }
 
 /// Parse an amount (string or number) to its canonical decimal string, with the precise money
 /// error codes (`amount_malformed`, `amount_precision`, …). Zero is allowed unless `positive`.
-#[napi]
+#[napi(catch_unwind)]
 pub fn parse_money(
     env: Env,
     value: Either<String, f64>,
@@ -821,7 +841,7 @@ fn parse_money_core(value: &Either<String, f64>, currency: &str, positive: bool)
 }
 
 /// Exact atomic units of an amount (`"0.001"` usd → `"1000"`), as a decimal string.
-#[napi]
+#[napi(catch_unwind)]
 pub fn money_to_atomic(env: Env, value: Either<String, f64>, currency: String) -> Result<String> {
     parse_money_core(&value, &currency, false).map(|m| m.to_atomic().to_string()).map_err(|e| throw(&env, e))
 }
@@ -838,32 +858,32 @@ pub struct JsWallet {
 #[napi]
 impl JsWallet {
     /// A new random key (OS entropy).
-    #[napi(factory)]
+    #[napi(factory, catch_unwind)]
     pub fn generate() -> Self {
         Self { inner: vx::wallet::Wallet::generate(&OsEntropy) }
     }
 
     /// A key as 64 hex digits (`0x` optional).
-    #[napi(factory, js_name = "import")]
+    #[napi(factory, js_name = "import", catch_unwind)]
     pub fn import_key(env: Env, key: String) -> Result<Self> {
         vx::wallet::Wallet::from_hex(&key).map(|inner| Self { inner }).map_err(|e| throw(&env, e))
     }
 
     /// EIP-55 address.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn address(&self) -> String {
         self.inner.address().to_checksum()
     }
 
     /// The private key as `0x` + 64 hex digits.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn export_key(&self) -> String {
         self.inner.secret_hex()
     }
 }
 
 /// Check an address (EIP-55 or lower case) and return its checksummed form.
-#[napi]
+#[napi(catch_unwind)]
 pub fn checksum_address(env: Env, address: String) -> Result<String> {
     vx::wallet::Address::parse(&address).map(|a| a.to_checksum()).map_err(|e| throw(&env, e))
 }
@@ -902,64 +922,64 @@ pub struct PaymentRequired {
 #[napi]
 impl PaymentRequired {
     /// The challenge as received (base64url).
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn encoded(&self) -> String {
         self.inner.encoded.clone()
     }
     /// Canonical decimal price.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn price(&self) -> String {
         self.inner.price.to_string()
     }
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn currency(&self) -> String {
         self.inner.price.currency().code().to_string()
     }
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn scope(&self) -> String {
         self.inner.challenge.scope.clone()
     }
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn method(&self) -> String {
         self.inner.challenge.method.clone()
     }
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn path(&self) -> String {
         self.inner.challenge.path.clone()
     }
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn resource(&self) -> String {
         self.inner.challenge.resource()
     }
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn account(&self) -> String {
         self.inner.challenge.account.clone()
     }
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn facilitator(&self) -> String {
         self.inner.challenge.facilitator.clone()
     }
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn mode(&self) -> String {
         self.inner.challenge.mode.clone()
     }
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn network(&self) -> String {
         self.inner.challenge.network.clone()
     }
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn nonce(&self) -> String {
         self.inner.challenge.nonce.clone()
     }
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn body_sha256(&self) -> Option<String> {
         self.inner.challenge.body_sha256.clone()
     }
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn issued_at(&self) -> i64 {
         self.inner.challenge.iat as i64
     }
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn expires_at(&self) -> i64 {
         self.inner.challenge.exp as i64
     }
@@ -1173,48 +1193,48 @@ impl JsPayer {
 
 #[napi]
 impl JsPayer {
-    #[napi(constructor)]
+    #[napi(constructor, catch_unwind)]
     pub fn new(env: Env, options: PayerOptions) -> Result<Self> {
         Self::build(options).map_err(|e| throw(&env, e))
     }
 
     /// The wallet's EIP-55 address.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn address(&self) -> String {
         self.inner.address().to_string()
     }
 
     /// The trusted facilitators (the first is where wallet operations go).
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn facilitators(&self) -> Vec<String> {
         self.inner.trusted().urls().to_vec()
     }
 
     /// Spent so far (committed payments).
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn spent_total(&self) -> String {
         self.inner.spent_total().to_string()
     }
 
     /// Reserved by payments in flight or in doubt.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn reserved_total(&self) -> String {
         self.inner.reserved_total().to_string()
     }
 
     /// Payments whose fate is unknown (counted as spent until it is).
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn in_doubt_total(&self) -> String {
         self.inner.in_doubt_total().to_string()
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn spent_for_host(&self, host: String) -> String {
         self.inner.budget().spent_for_host(&host).to_string()
     }
 
     /// Start the payer flow for one request (`replayable`: its body can be sent twice).
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn call(&self, env: Env, method: String, url: String, replayable: bool) -> Result<PayerCall> {
         self.inner
             .call(&method, &url, replayable)
@@ -1223,7 +1243,7 @@ impl JsPayer {
     }
 
     /// Check a 402 against the request and the policy and sign, without paying.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn quote(&self, env: Env, pr: &PaymentRequired, method: String, url: String) -> Result<PaymentQuote> {
         let q = self.inner.quote(&pr.inner, &method, &url).map_err(|e| throw(&env, e))?;
         Ok(PaymentQuote {
@@ -1240,12 +1260,12 @@ impl JsPayer {
     }
 
     /// `GET /v1/wallets/{address}` at `facilitator` (default: the first trusted).
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn balance_request(&self, env: Env, facilitator: Option<String>) -> Result<FacilitatorRequest> {
         self.inner.balance_request(facilitator.as_deref()).map(Into::into).map_err(|e| throw(&env, e))
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn read_balance(
         &self,
         env: Env,
@@ -1261,7 +1281,7 @@ impl JsPayer {
     }
 
     /// `POST /v1/wallets/{address}/topup` (the sandbox faucet).
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn top_up_request(
         &self,
         env: Env,
@@ -1274,7 +1294,7 @@ impl JsPayer {
             .map_err(|e| throw(&env, e))
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn read_top_up(
         &self,
         env: Env,
@@ -1315,14 +1335,14 @@ pub struct PayerCall {
 
 #[napi]
 impl PayerCall {
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn start(&mut self) -> PayerStep {
         self.inner.start().into()
     }
 
     /// The API answered (`body` only once a `read_body` step asked for it; `url` where the
     /// request ended up after redirects).
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn response(
         &mut self,
         env: Env,
@@ -1344,32 +1364,32 @@ impl PayerCall {
     }
 
     /// The facilitator answered the last `facilitator` step.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn answer(&mut self, env: Env, status: u32, body: Buffer) -> Result<PayerStep> {
         self.inner.answer(status_of(status), &body).map(Into::into).map_err(|e| throw(&env, e))
     }
 
     /// The last `facilitator` step failed without an answer (`sent`: anything but a failure
     /// to connect).
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn transport_error(&mut self, env: Env, sent: bool, reason: String) -> Result<PayerStep> {
         self.inner.transport_error(sent, &reason).map(Into::into).map_err(|e| throw(&env, e))
     }
 
     /// Go on after `paid` or `wait`.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn resume(&mut self, env: Env) -> Result<PayerStep> {
         self.inner.resume().map(Into::into).map_err(|e| throw(&env, e))
     }
 
     /// Sending the API request failed (the caller rethrows its own error).
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn request_failed(&mut self) {
         self.inner.request_failed();
     }
 
     /// The challenge's price, once a 402 was read.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn price(&self) -> Option<String> {
         self.inner.price().map(|p| p.to_string())
     }
@@ -1377,7 +1397,7 @@ impl PayerCall {
 
 /// Is this response a Vlexivo 402? `headers` may hold any response headers (names are
 /// case-insensitive); the challenge is read from `Vlexivo-Challenge` or the JSON body.
-#[napi]
+#[napi(catch_unwind)]
 pub fn parse_payment_required(
     env: Env,
     status: u32,
@@ -1396,7 +1416,7 @@ pub fn parse_payment_required(
 }
 
 /// How much to top up before paying `price` from `balance` (`null` when nothing is needed).
-#[napi]
+#[napi(catch_unwind)]
 pub fn auto_top_up_amount(
     env: Env,
     balance: Either<String, f64>,
@@ -1453,7 +1473,7 @@ pub struct ProofClaimsInput {
 /// Sign an HS256 proof token with the provider's own token key, as the facilitator would.
 /// For tests and benchmarks (pre-minting many distinct valid tokens); anyone holding the
 /// `apiSecret` can already do this, so it grants nothing new.
-#[napi]
+#[napi(catch_unwind)]
 pub fn mint_proof_token(env: Env, api_secret: String, claims: ProofClaimsInput) -> Result<String> {
     let run = || -> vx::Result<String> {
         let keys = vx::keys::ProviderKeys::from_secret(&api_secret)?;
@@ -1480,7 +1500,7 @@ pub fn mint_proof_token(env: Env, api_secret: String, claims: ProofClaimsInput) 
 }
 
 /// The provider account id for a secret.
-#[napi]
+#[napi(catch_unwind)]
 pub fn account_for_secret(env: Env, api_secret: String) -> Result<String> {
     vx::keys::ProviderKeys::from_secret(&api_secret).map(|k| k.account).map_err(|e| throw(&env, e))
 }
@@ -1488,7 +1508,7 @@ pub fn account_for_secret(env: Env, api_secret: String) -> Result<String> {
 /// The value of a `VLX_*` variable (core's `envvars` table) in `env` (`process.env`): its name
 /// first, then its older aliases; `null` when unset. Both set to different values, or a name
 /// the table does not have, throws `config_invalid`.
-#[napi]
+#[napi(catch_unwind)]
 pub fn env_var(env: Env, name: String, vars: HashMap<String, String>) -> Result<Option<String>> {
     let var = vx::envvars::by_name(&name).ok_or_else(|| {
         throw(&env, VxError::Config(format!("{name} is not a Vlexivo environment variable")))
@@ -1497,13 +1517,13 @@ pub fn env_var(env: Env, name: String, vars: HashMap<String, String>) -> Result<
 }
 
 /// Unix seconds from the system clock (what the paywall uses when no clock is injected).
-#[napi]
+#[napi(catch_unwind)]
 pub fn now_seconds() -> f64 {
     SystemClock.now() as f64
 }
 
 /// Random base64url bytes from the OS (test nonces).
-#[napi]
+#[napi(catch_unwind)]
 pub fn random_id(bytes: Option<u32>) -> String {
     vx::env::random_b64(&OsEntropy, bytes.unwrap_or(18).clamp(1, 64) as usize)
 }

@@ -225,6 +225,14 @@ export function fromNative(e: unknown): unknown {
   if (n && n.vlexivo === true && typeof n.code === 'string') {
     return fromData({ code: n.code, message: n.message ?? n.code, status: n.status ?? 500, details: n.details });
   }
+  // A panic inside the native module: every export catches it (napi `catch_unwind`) and throws
+  // a plain error with napi's GenericFailure status, which nothing else of ours throws.
+  if (e instanceof Error && n.code === 'GenericFailure') {
+    return new VlexivoInternalError('internal', `internal error in the native module: ${e.message}`, {
+      status: 500,
+      cause: e,
+    });
+  }
   return e;
 }
 
