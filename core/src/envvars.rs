@@ -52,6 +52,8 @@ pub const TLS_CERT: EnvVar =
 pub const TLS_KEY: EnvVar = var("VLX_TLS_KEY", &[], "PEM private key of VLX_TLS_CERT");
 pub const CORS_ORIGINS: EnvVar =
     var("VLX_CORS_ORIGINS", &[], "origins browsers may call the facilitator from (comma-separated, or *)");
+pub const MASTER_KEY: EnvVar =
+    var("VLX_MASTER_KEY", &[], "32 bytes (hex or base64) sealing the facilitator's keys at rest");
 
 /// Every variable, in the order the docs list them.
 pub const ALL: &[EnvVar] = &[
@@ -72,6 +74,7 @@ pub const ALL: &[EnvVar] = &[
     TLS_CERT,
     TLS_KEY,
     CORS_ORIGINS,
+    MASTER_KEY,
 ];
 
 /// The variable called `name` or having it as an alias.

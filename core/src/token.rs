@@ -122,19 +122,7 @@ impl Ed25519Key {
 
     /// The public key as a JWK: OKP / Ed25519, `alg: EdDSA`, `use: sig`, with `kid`.
     pub fn public_jwk(&self) -> Jwk {
-        Jwk {
-            common: CommonParameters {
-                public_key_use: Some(PublicKeyUse::Signature),
-                key_algorithm: Some(KeyAlgorithm::EdDSA),
-                key_id: Some(self.kid.clone()),
-                ..Default::default()
-            },
-            algorithm: AlgorithmParameters::OctetKeyPair(OctetKeyPairParameters {
-                key_type: OctetKeyPairType::OctetKeyPair,
-                curve: EllipticCurve::Ed25519,
-                x: URL_SAFE_NO_PAD.encode(self.public),
-            }),
-        }
+        public_jwk(&self.public)
     }
 
     /// The secret seed (for persisting the key). Handle with care.
@@ -150,7 +138,26 @@ fn pkcs8_v1(seed: &[u8; 32]) -> [u8; 48] {
     der
 }
 
-fn kid_of(public: &[u8; 32]) -> String {
+/// The JWK of an Ed25519 public key (a retired facilitator key is published from its public
+/// half alone): OKP / Ed25519, `alg: EdDSA`, `use: sig`, with its `kid`.
+pub fn public_jwk(public: &[u8; 32]) -> Jwk {
+    Jwk {
+        common: CommonParameters {
+            public_key_use: Some(PublicKeyUse::Signature),
+            key_algorithm: Some(KeyAlgorithm::EdDSA),
+            key_id: Some(kid_of(public)),
+            ..Default::default()
+        },
+        algorithm: AlgorithmParameters::OctetKeyPair(OctetKeyPairParameters {
+            key_type: OctetKeyPairType::OctetKeyPair,
+            curve: EllipticCurve::Ed25519,
+            x: URL_SAFE_NO_PAD.encode(public),
+        }),
+    }
+}
+
+/// The `kid` of an Ed25519 public key.
+pub fn kid_of(public: &[u8; 32]) -> String {
     let mut kid = URL_SAFE_NO_PAD.encode(Sha256::digest(public));
     kid.truncate(KID_CHARS);
     kid

@@ -92,6 +92,26 @@ pub struct ServeArgs {
     #[arg(long, env = envvars::CORS_ORIGINS.name, value_name = "ORIGINS", default_value = "*",
           value_parser = |s: &str| server::CorsOrigins::parse(s).map_err(|e| e.to_string()))]
     pub cors_origins: server::CorsOrigins,
+    #[command(flatten)]
+    pub master_key: MasterKeyArg,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MasterKeyArg {
+    /// Seals the providers' derived keys and the signing key in the database (64 hex digits:
+    /// `openssl rand -hex 32`). Without it they are stored plain, for a sandbox only.
+    #[arg(long, env = envvars::MASTER_KEY.name, value_name = "KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+}
+
+impl MasterKeyArg {
+    fn parse(&self) -> Result<Option<std::sync::Arc<server::at_rest::MasterKey>>, Fail> {
+        self.master_key
+            .as_deref()
+            .map(|k| server::at_rest::MasterKey::parse(k).map(std::sync::Arc::new))
+            .transpose()
+            .map_err(|e| Fail::usage(format!("{}: {e}", e.code())))
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -190,6 +210,21 @@ pub enum LedgerCmd {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum KeysCmd {
+    /// A new EdDSA signing key (a new kid): the current one stays in the JWKS so the tokens and
+    /// checkpoints it signed keep verifying; facilitators sign with the new key once restarted.
+    RotateSigningKey {
+        /// A SQLite file or a PostgreSQL URL.
+        #[arg(long, env = envvars::DB.name, default_value = "./vlexivo.db", hide_env_values = true)]
+        db: String,
+        #[command(flatten)]
+        master_key: MasterKeyArg,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -230,6 +265,13 @@ async fn shutdown_signal() {
 
 pub async fn serve(args: ServeArgs) -> i32 {
     init_logging(args.log_format);
+    let master_key = match args.master_key.parse() {
+        Ok(k) => k,
+        Err(Fail(code, msg)) => {
+            eprintln!("error: {msg}");
+            return code;
+        }
+    };
     let (db_path, database_url) = if server::pg::is_url(&args.db) {
         (PathBuf::new(), Some(args.db))
     } else {
@@ -248,6 +290,7 @@ pub async fn serve(args: ServeArgs) -> i32 {
             Sync::Normal => server::Durability::Normal,
         },
         cors: args.cors_origins,
+        master_key,
         tls: match (args.tls_cert, args.tls_key) {
             (Some(cert), Some(key)) => Some(server::TlsFiles { cert, key }),
             _ => None,
@@ -577,4 +620,38 @@ pub fn ledger(cmd: LedgerCmd) -> i32 {
         }
         Err(e) => fail(Fail(exit::FAILED, e.to_string())),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// keys
+
+pub fn keys(cmd: KeysCmd) -> i32 {
+    let KeysCmd::RotateSigningKey { db, master_key, json } = cmd;
+    let run = || -> Result<(String, String), Fail> {
+        let master = master_key.parse()?;
+        let failed = |e: vlexivo_core::Error| {
+            let code = if e.code() == "config_invalid" { exit::USAGE } else { exit::FAILED };
+            Fail(code, format!("{}: {e}", e.code()))
+        };
+        if server::pg::is_url(&db) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Fail(exit::FAILED, format!("cannot start the async runtime: {e}")))?;
+            rt.block_on(server::rotate_signing_key_postgres(&db, master, &OsEntropy)).map_err(failed)
+        } else {
+            let path = PathBuf::from(&db);
+            if !path.exists() {
+                return Err(Fail::usage(format!("no database at {}", path.display())));
+            }
+            server::rotate_signing_key_sqlite(&path, master, &OsEntropy).map_err(failed)
+        }
+    };
+    finish(run().map(|(old, new)| {
+        if json {
+            print_json(&json!({"retired_kid": old, "kid": new}));
+        } else {
+            println!("signing key rotated: new kid {new}; {old} stays in the JWKS. Restart every facilitator on this database.");
+        }
+    }))
 }

@@ -34,6 +34,9 @@ enum Command {
     /// Check a facilitator database.
     #[command(subcommand, after_help = vlexivo_facilitator::exit::HELP)]
     Ledger(cli::LedgerCmd),
+    /// The facilitator's keys at rest: rotate the signing key.
+    #[command(subcommand, after_help = vlexivo_facilitator::exit::HELP)]
+    Keys(cli::KeysCmd),
     /// Call a paid API: show the price, pay within --max-price, print the response.
     #[command(after_help = vlexivo_facilitator::exit::HELP)]
     Pay(vlexivo_facilitator::pay::PayArgs),
@@ -83,6 +86,7 @@ fn main() {
     let code = match cmd {
         // Pure local work: no runtime needed.
         Command::Ledger(cmd) => cli::ledger(cmd),
+        Command::Keys(cmd) => cli::keys(cmd),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "vlexivo", &mut std::io::stdout());
             vlexivo_facilitator::exit::OK
@@ -102,7 +106,9 @@ fn main() {
                     Command::Wallet(c) => cli::wallet(c, &tls).await,
                     Command::Pay(a) => vlexivo_facilitator::pay::run(a, &tls).await,
                     Command::Demo(a) => vlexivo_facilitator::demo::run(a).await,
-                    Command::Ledger(_) | Command::Completions { .. } => unreachable!("handled above"),
+                    Command::Ledger(_) | Command::Keys(_) | Command::Completions { .. } => {
+                        unreachable!("handled above")
+                    }
                 }
             })
         }

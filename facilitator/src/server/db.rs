@@ -75,6 +75,23 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX payments_by_account ON payments (account, tx_seq);
     ",
+    // 2: provider keys sealed at rest (server::at_rest): 32 bytes plain or 61 sealed. SQLite
+    // cannot alter a CHECK: the table is rebuilt.
+    "
+    CREATE TABLE providers_v2 (
+        account       TEXT PRIMARY KEY,
+        mode          TEXT NOT NULL CHECK (mode IN ('sandbox', 'live')),
+        token_alg     TEXT NOT NULL CHECK (token_alg IN ('HS256', 'EdDSA')),
+        name          TEXT,
+        challenge_mac BLOB NOT NULL CHECK (length(challenge_mac) IN (32, 61)),
+        token_hs256   BLOB NOT NULL CHECK (length(token_hs256) IN (32, 61)),
+        auth_digest   BLOB NOT NULL CHECK (length(auth_digest) = 32),
+        created_at    INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO providers_v2 SELECT * FROM providers;
+    DROP TABLE providers;
+    ALTER TABLE providers_v2 RENAME TO providers;
+    ",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -24,6 +24,7 @@
 //! that several facilitator processes share.
 
 mod api;
+pub mod at_rest;
 pub mod checkpoint;
 pub mod db;
 // Test only, and the one place this crate needs unsafe: a SQLite VFS shim.
@@ -74,6 +75,10 @@ const PG_READERS: usize = 8;
 /// How long `shutdown` waits for in-flight requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const META_ED25519_SEED: &str = "ed25519_seed";
+/// The signing key's public half, readable without the master key (`ledger verify`).
+const META_ED25519_PUBLIC: &str = "ed25519_public";
+/// Public halves of earlier signing keys, still in the JWKS (tokens and checkpoints they signed).
+const META_ED25519_RETIRED: &str = "ed25519_retired";
 
 /// How to run the service.
 #[derive(Debug, Clone)]
@@ -103,6 +108,9 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// Origins browsers may call the payer endpoints from.
     pub cors: CorsOrigins,
+    /// Seals the derived keys and the signing key in the database (`VLX_MASTER_KEY`); without
+    /// it they are stored plain, which only a sandbox facilitator accepts (`at_rest`).
+    pub master_key: Option<Arc<at_rest::MasterKey>>,
 }
 
 /// The facilitator's own certificate, for serving HTTPS without a terminating proxy.
@@ -129,6 +137,7 @@ impl Default for ServerConfig {
             entropy: Arc::new(OsEntropy),
             tls: None,
             cors: CorsOrigins::Any,
+            master_key: None,
         }
     }
 }
@@ -148,6 +157,7 @@ pub(crate) struct AppState {
     openapi_json: String,
     clock: Arc<dyn Clock>,
     entropy: Arc<dyn Entropy>,
+    at_rest: Arc<at_rest::AtRest>,
 }
 
 impl AppState {
@@ -158,7 +168,7 @@ impl AppState {
             return Ok(Some(p));
         }
         let Some(row) = self.reads.provider(account.to_string()).await? else { return Ok(None) };
-        let p = Arc::new(row.into_provider(&self.eddsa)?);
+        let p = Arc::new(row.into_provider(&self.eddsa, &self.at_rest)?);
         self.providers.write().insert(p.account.clone(), p.clone());
         Ok(Some(p))
     }
@@ -198,6 +208,18 @@ impl AppState {
             token_hs256: keys.token_hs256,
             auth_digest: keys.auth_digest,
             created_at: self.clock.now(),
+            stored_keys: [
+                self.at_rest.seal(
+                    &at_rest::provider_aad(&keys.account, "challenge_mac"),
+                    &keys.challenge_mac,
+                    self.entropy.as_ref(),
+                ),
+                self.at_rest.seal(
+                    &at_rest::provider_aad(&keys.account, "token_hs256"),
+                    &keys.token_hs256,
+                    self.entropy.as_ref(),
+                ),
+            ],
             issuer,
         });
         self.ledger.create_provider(p.clone()).await?;
@@ -392,62 +414,216 @@ impl RunningServer {
     }
 }
 
-/// Load (or create, once) the facilitator's Ed25519 key and every provider.
-fn load(conn: &Connection, entropy: &dyn Entropy) -> Result<(Ed25519Key, Vec<providers::ProviderRow>)> {
+/// What a facilitator starts from: its signing key, the retired keys' public halves, every
+/// provider as stored.
+type Loaded = (Ed25519Key, Vec<[u8; 32]>, Vec<providers::ProviderRow>);
+
+/// Load (or create, once) the facilitator's Ed25519 key and every provider, sealing what is
+/// stored plain when this facilitator has a master key; in one write transaction.
+fn load(conn: &Connection, entropy: &dyn Entropy, at_rest: &at_rest::AtRest) -> Result<Loaded> {
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(db::db_err)?;
+    let out = load_in_tx(conn, entropy, at_rest);
+    let end = if out.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    conn.execute_batch(end).map_err(db::db_err)?;
+    out
+}
+
+fn load_in_tx(conn: &Connection, entropy: &dyn Entropy, at_rest: &at_rest::AtRest) -> Result<Loaded> {
+    let set_meta = |key: &str, value: &[u8]| {
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+            rusqlite::params![key, value],
+        )
+        .map_err(db::db_err)
+    };
     let seed: Option<Vec<u8>> = conn
         .query_row("SELECT value FROM meta WHERE key = ?1", [META_ED25519_SEED], |r| r.get(0))
         .optional()
         .map_err(db::db_err)?;
     let key = match seed {
         Some(s) => {
-            let seed: [u8; 32] =
-                s.try_into().map_err(|_| Error::Config("stored Ed25519 seed is not 32 bytes".into()))?;
-            Ed25519Key::from_seed(seed)?
+            let key = Ed25519Key::from_seed(at_rest.open_or_plain(at_rest::SEED_AAD, &s)?)?;
+            if at_rest.needs_sealing(&s) {
+                set_meta(META_ED25519_SEED, &at_rest.seal(at_rest::SEED_AAD, &key.seed(), entropy))?;
+            }
+            key
         }
         None => {
             let key = Ed25519Key::generate(entropy);
-            conn.execute(
-                "INSERT INTO meta (key, value) VALUES (?1, ?2)",
-                rusqlite::params![META_ED25519_SEED, &key.seed()[..]],
-            )
-            .map_err(db::db_err)?;
+            set_meta(META_ED25519_SEED, &at_rest.seal(at_rest::SEED_AAD, &key.seed(), entropy))?;
             key
         }
     };
-    let rows = conn
+    set_meta(META_ED25519_PUBLIC, &key.public_key())?;
+    let retired: Option<Vec<u8>> = conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [META_ED25519_RETIRED], |r| r.get(0))
+        .optional()
+        .map_err(db::db_err)?;
+    let retired = retired_keys(retired.as_deref())?;
+    let mut rows = conn
         .prepare(&format!("SELECT {} FROM providers", providers::COLUMNS))
         .and_then(|mut s| {
             s.query_map([], providers::ProviderRow::from_sqlite)?.collect::<rusqlite::Result<Vec<_>>>()
         })
         .map_err(db::db_err)?;
-    Ok((key, rows))
+    check_sealing_policy(at_rest, &rows)?;
+    for row in &mut rows {
+        if row.seal_if_plain(at_rest, entropy)? {
+            conn.execute(
+                "UPDATE providers SET challenge_mac = ?1, token_hs256 = ?2 WHERE account = ?3",
+                rusqlite::params![row.challenge_mac, row.token_hs256, row.account],
+            )
+            .map_err(db::db_err)?;
+        }
+    }
+    Ok((key, retired, rows))
 }
 
-/// The (kid, public key) pairs a facilitator on this SQLite file publishes in its JWKS.
+/// Keys stored plain are for the sandbox only: a database that holds a live provider needs the
+/// master key.
+pub(crate) fn check_sealing_policy(at_rest: &at_rest::AtRest, rows: &[providers::ProviderRow]) -> Result<()> {
+    if at_rest.is_sealing() {
+        return Ok(());
+    }
+    if rows.iter().any(|r| r.mode != Mode::Sandbox.as_str()) {
+        return Err(Error::Config(
+            "this database holds live providers, whose keys must be sealed at rest: set VLX_MASTER_KEY"
+                .into(),
+        ));
+    }
+    tracing::warn!(
+        "VLX_MASTER_KEY is not set: provider keys and the signing key are stored unsealed (sandbox only)"
+    );
+    Ok(())
+}
+
+/// A new signing key: the current one's public half joins the retired keys (still in the
+/// JWKS, so the tokens and checkpoints it signed keep verifying) and the new key signs from the
+/// next start of each facilitator on this database. Returns (old kid, new kid).
+pub fn rotate_signing_key_sqlite(
+    path: &std::path::Path,
+    master_key: Option<Arc<at_rest::MasterKey>>,
+    entropy: &dyn Entropy,
+) -> Result<(String, String)> {
+    let conn = db::open_rw(path)?;
+    let at_rest = at_rest::AtRest::new(master_key);
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(db::db_err)?;
+    let out = (|| {
+        let (old, retired, _) = load_in_tx(&conn, entropy, &at_rest)?;
+        let new = Ed25519Key::generate(entropy);
+        let set = |k: &str, v: &[u8]| {
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", rusqlite::params![k, v])
+                .map_err(db::db_err)
+        };
+        set(META_ED25519_SEED, &at_rest.seal(at_rest::SEED_AAD, &new.seed(), entropy))?;
+        set(META_ED25519_PUBLIC, &new.public_key())?;
+        set(META_ED25519_RETIRED, &retire(&old, &retired))?;
+        Ok((old.kid().to_string(), new.kid().to_string()))
+    })();
+    conn.execute_batch(if out.is_ok() { "COMMIT" } else { "ROLLBACK" }).map_err(db::db_err)?;
+    out
+}
+
+/// The same on PostgreSQL (in one transaction, under the migrations' advisory lock).
+pub async fn rotate_signing_key_postgres(
+    url: &str,
+    master_key: Option<Arc<at_rest::MasterKey>>,
+    entropy: &dyn Entropy,
+) -> Result<(String, String)> {
+    let (_, mut client) = pg::open(url).await?;
+    let at_rest = at_rest::AtRest::new(master_key);
+    let (old, retired, _) = reads::load_pg(&client, entropy, &at_rest).await?;
+    let new = Ed25519Key::generate(entropy);
+    let tx = client.transaction().await.map_err(pg::pg_err)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&pg::LOCK_MIGRATE]).await.map_err(pg::pg_err)?;
+    // Compare-and-set on the seed: a concurrent rotation makes this one fail, not interleave.
+    let stored: Vec<u8> = tx
+        .query_one("SELECT value FROM meta WHERE key = $1", &[&META_ED25519_SEED])
+        .await
+        .map_err(pg::pg_err)?
+        .get(0);
+    if at_rest.open_or_plain(at_rest::SEED_AAD, &stored)? != old.seed() {
+        return Err(Error::Config("the signing key changed during the rotation: run it again".into()));
+    }
+    for (k, v) in [
+        (META_ED25519_SEED, at_rest.seal(at_rest::SEED_AAD, &new.seed(), entropy)),
+        (META_ED25519_PUBLIC, new.public_key().to_vec()),
+        (META_ED25519_RETIRED, retire(&old, &retired)),
+    ] {
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = $2",
+            &[&k, &v],
+        )
+        .await
+        .map_err(pg::pg_err)?;
+    }
+    tx.commit().await.map_err(pg::pg_err)?;
+    Ok((old.kid().to_string(), new.kid().to_string()))
+}
+
+/// `meta.ed25519_retired` with `old` added first.
+fn retire(old: &Ed25519Key, retired: &[[u8; 32]]) -> Vec<u8> {
+    std::iter::once(old.public_key()).chain(retired.iter().copied()).flatten().collect()
+}
+
+/// The (kid, public key) pairs a facilitator on this SQLite file publishes in its JWKS: the
+/// signing key's and the retired ones' (readable without the master key).
 pub fn published_keys_sqlite(conn: &Connection) -> Result<Vec<(String, [u8; 32])>> {
-    let seed: Option<Vec<u8>> = conn
-        .query_row("SELECT value FROM meta WHERE key = ?1", [META_ED25519_SEED], |r| r.get(0))
-        .optional()
-        .map_err(db::db_err)?;
-    seed.map(|s| published(&s)).transpose().map(Option::unwrap_or_default)
+    let get = |k: &str| {
+        conn.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get::<_, Vec<u8>>(0))
+            .optional()
+            .map_err(db::db_err)
+    };
+    published(get(META_ED25519_PUBLIC)?, get(META_ED25519_SEED)?, get(META_ED25519_RETIRED)?)
 }
 
 /// The same on PostgreSQL.
 pub async fn published_keys_postgres(url: &str) -> Result<Vec<(String, [u8; 32])>> {
     let client = pg::connect(&pg::config(url)?).await.map_err(pg::pg_err)?;
-    let seed: Option<Vec<u8>> = client
-        .query_opt("SELECT value FROM meta WHERE key = $1", &[&META_ED25519_SEED])
-        .await
-        .map_err(pg::pg_err)?
-        .map(|r| r.get(0));
-    seed.map(|s| published(&s)).transpose().map(Option::unwrap_or_default)
+    let mut got = Vec::new();
+    for k in [META_ED25519_PUBLIC, META_ED25519_SEED, META_ED25519_RETIRED] {
+        let v: Option<Vec<u8>> = client
+            .query_opt("SELECT value FROM vlexivo.meta WHERE key = $1", &[&k])
+            .await
+            .map_err(pg::pg_err)?
+            .map(|r| r.get(0));
+        got.push(v);
+    }
+    let retired = got.pop().flatten();
+    let seed = got.pop().flatten();
+    published(got.pop().flatten(), seed, retired)
 }
 
-fn published(seed: &[u8]) -> Result<Vec<(String, [u8; 32])>> {
-    let seed: [u8; 32] =
-        seed.try_into().map_err(|_| Error::Config("stored Ed25519 seed is not 32 bytes".into()))?;
-    let key = Ed25519Key::from_seed(seed)?;
-    Ok(vec![(key.kid().to_string(), key.public_key())])
+/// The JWKS keys from what `meta` holds; a database from before the public half was stored
+/// has a plain seed to derive it from.
+fn published(
+    public: Option<Vec<u8>>,
+    seed: Option<Vec<u8>>,
+    retired: Option<Vec<u8>>,
+) -> Result<Vec<(String, [u8; 32])>> {
+    let current = match (public, seed) {
+        (Some(p), _) => Some(public_key(&p)?),
+        (None, Some(s)) if s.len() == 32 => {
+            Some(Ed25519Key::from_seed(s.try_into().expect("32 bytes"))?.public_key())
+        }
+        _ => None,
+    };
+    let mut keys: Vec<[u8; 32]> = current.into_iter().collect();
+    keys.extend(retired_keys(retired.as_deref())?);
+    Ok(keys.into_iter().map(|k| (vlexivo_core::token::kid_of(&k), k)).collect())
+}
+
+fn public_key(v: &[u8]) -> Result<[u8; 32]> {
+    v.try_into().map_err(|_| Error::Config("stored Ed25519 public key is not 32 bytes".into()))
+}
+
+/// Retired signing keys' public halves, newest first (`meta.ed25519_retired`, 32 bytes each).
+fn retired_keys(v: Option<&[u8]>) -> Result<Vec<[u8; 32]>> {
+    let v = v.unwrap_or_default();
+    if !v.len().is_multiple_of(32) {
+        return Err(Error::Config("stored retired Ed25519 keys are not 32-byte keys".into()));
+    }
+    Ok(v.chunks(32).map(|c| c.try_into().expect("32 bytes")).collect())
 }
 
 /// Open the database, start the ledger and serve on `cfg.addr`. Returns once the socket is
@@ -475,27 +651,27 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer> {
         cfg.public_url.as_deref().map(|u| u.trim_end_matches('/').to_string()).unwrap_or_else(|| url.clone());
 
     let metrics = metrics::Metrics::default();
-    let (key, rows, ledger, writer, reads) = match &cfg.database_url {
+    let at_rest = Arc::new(at_rest::AtRest::new(cfg.master_key.clone()));
+    let ((key, retired, rows), ledger, writer, reads) = match &cfg.database_url {
         None => {
             let db_path = cfg.db_path.clone();
             let entropy = cfg.entropy.clone();
-            let (conn, key, rows, readers) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let sealing = at_rest.clone();
+            let (conn, loaded, readers) = tokio::task::spawn_blocking(move || -> Result<_> {
                 let conn = db::open_rw(&db_path)?;
-                let (key, rows) = load(&conn, entropy.as_ref())?;
+                let loaded = load(&conn, entropy.as_ref(), &sealing)?;
                 let readers = (0..READERS).map(|_| db::open_ro(&db_path)).collect::<Result<Vec<_>>>()?;
-                Ok((conn, key, rows, readers))
+                Ok((conn, loaded, readers))
             })
             .await
             .map_err(|e| Error::Internal(format!("startup task: {e}")))??;
             let (ledger, writer) =
                 ledger::sqlite::start(conn, &cfg.db_path, faucet_cap, public_url.clone(), cfg.durability)?;
-            (key, rows, ledger, Writer::Thread(writer), Reads::Sqlite(reads::SqliteReaders::new(readers)))
+            (loaded, ledger, Writer::Thread(writer), Reads::Sqlite(reads::SqliteReaders::new(readers)))
         }
         Some(url) => {
             let (pg_cfg, client) = pg::open(url).await?;
-            let (seed, rows) =
-                reads::load_pg(&client, Ed25519Key::generate(cfg.entropy.as_ref()).seed()).await?;
-            let key = Ed25519Key::from_seed(seed)?;
+            let loaded = reads::load_pg(&client, cfg.entropy.as_ref(), &at_rest).await?;
             let pool = pg::pool(&pg_cfg, PG_READERS)?;
             let errors = metrics.db_errors.clone();
             let (ledger, writer) = ledger::postgres::start(
@@ -507,16 +683,18 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer> {
                 errors,
             )
             .await?;
-            (key, rows, ledger, Writer::Task(writer), Reads::Postgres(pool))
+            (loaded, ledger, Writer::Task(writer), Reads::Postgres(pool))
         }
     };
 
-    let jwks_json = serde_json::to_string(&vlexivo_core::token::jwks(&[&key]))
-        .map_err(|e| Error::Internal(e.to_string()))?;
+    // The signing key first, then the retired ones (their tokens and checkpoints still verify).
+    let mut jwks = vlexivo_core::token::jwks(&[&key]);
+    jwks.keys.extend(retired.iter().map(vlexivo_core::token::public_jwk));
+    let jwks_json = serde_json::to_string(&jwks).map_err(|e| Error::Internal(e.to_string()))?;
     let eddsa = Arc::new(TokenIssuer::new(SigningKey::EdDsa(key.clone()))?);
     let mut providers = HashMap::with_capacity(rows.len());
     for r in rows {
-        let p = r.into_provider(&eddsa)?;
+        let p = r.into_provider(&eddsa, &at_rest)?;
         providers.insert(p.account.clone(), Arc::new(p));
     }
     let n_providers = providers.len();
@@ -533,6 +711,7 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer> {
         openapi_json: openapi::document(&public_url),
         clock: cfg.clock.clone(),
         entropy: cfg.entropy.clone(),
+        at_rest,
     });
     let app = router(state.clone(), &cfg.cors);
     let (stop, stopped) = oneshot::channel::<()>();

@@ -89,6 +89,13 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX payments_by_account ON payments (account, id);
     ",
+    // 2: provider keys sealed at rest (server::at_rest): 32 bytes plain or 61 sealed.
+    "
+    ALTER TABLE providers DROP CONSTRAINT providers_challenge_mac_check,
+                          DROP CONSTRAINT providers_token_hs256_check,
+                          ADD CONSTRAINT providers_challenge_mac_check CHECK (octet_length(challenge_mac) IN (32, 61)),
+                          ADD CONSTRAINT providers_token_hs256_check CHECK (octet_length(token_hs256) IN (32, 61));
+    ",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -2,6 +2,7 @@
 //! derived from its secret; the secret itself is never stored) and the conversions between that
 //! row and the in-memory [`Provider`] the payment path uses.
 
+use super::at_rest::{AtRest, provider_aad};
 use super::ledger::{Provider, TokenAlg};
 use std::sync::Arc;
 use vlexivo_core::token::{SigningKey, TokenIssuer};
@@ -37,8 +38,8 @@ impl From<&Provider> for ProviderRow {
             mode: p.mode.as_str().into(),
             token_alg: p.token_alg.as_str().into(),
             name: p.name.clone(),
-            challenge_mac: p.challenge_mac.to_vec(),
-            token_hs256: p.token_hs256.to_vec(),
+            challenge_mac: p.stored_keys[0].clone(),
+            token_hs256: p.stored_keys[1].clone(),
             auth_digest: p.auth_digest.to_vec(),
             created_at: p.created_at as i64,
         }
@@ -50,10 +51,33 @@ fn key32(v: Vec<u8>) -> Result<[u8; 32]> {
 }
 
 impl ProviderRow {
-    /// The in-memory provider; EdDSA providers share the facilitator's issuer.
-    pub fn into_provider(self, eddsa: &Arc<TokenIssuer>) -> Result<Provider> {
+    /// Seal keys stored plain (a facilitator with a master key, on a database written without
+    /// one); true if the row changed and must be written back.
+    pub fn seal_if_plain(
+        &mut self,
+        at_rest: &AtRest,
+        entropy: &dyn vlexivo_core::env::Entropy,
+    ) -> Result<bool> {
+        if !at_rest.needs_sealing(&self.challenge_mac) && !at_rest.needs_sealing(&self.token_hs256) {
+            return Ok(false);
+        }
+        for (column, stored) in
+            [("challenge_mac", &mut self.challenge_mac), ("token_hs256", &mut self.token_hs256)]
+        {
+            if at_rest.needs_sealing(stored) {
+                let key = key32(std::mem::take(stored))?;
+                *stored = at_rest.seal(&provider_aad(&self.account, column), &key, entropy);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The in-memory provider, its keys opened; EdDSA providers share the facilitator's issuer.
+    pub fn into_provider(self, eddsa: &Arc<TokenIssuer>, at_rest: &AtRest) -> Result<Provider> {
         let token_alg = TokenAlg::parse(&self.token_alg)?;
-        let token_hs256 = key32(self.token_hs256)?;
+        let token_hs256 = at_rest.open(&provider_aad(&self.account, "token_hs256"), &self.token_hs256)?;
+        let challenge_mac =
+            at_rest.open(&provider_aad(&self.account, "challenge_mac"), &self.challenge_mac)?;
         let issuer = match token_alg {
             TokenAlg::Hs256 => Arc::new(TokenIssuer::new(SigningKey::Hs256(token_hs256))?),
             TokenAlg::EdDsa => eddsa.clone(),
@@ -63,10 +87,11 @@ impl ProviderRow {
             mode: self.mode.parse()?,
             token_alg,
             name: self.name,
-            challenge_mac: key32(self.challenge_mac)?,
+            challenge_mac,
             token_hs256,
             auth_digest: key32(self.auth_digest)?,
             created_at: self.created_at as u64,
+            stored_keys: [self.challenge_mac, self.token_hs256],
             issuer,
         })
     }

@@ -223,27 +223,54 @@ impl Reads {
     }
 }
 
-/// The facilitator's Ed25519 seed (created once, whichever facilitator starts first) and every
-/// stored provider, on PostgreSQL.
+/// The facilitator's Ed25519 key (created once, whichever facilitator starts first), the
+/// retired keys and every stored provider, on PostgreSQL; plain keys are sealed when this
+/// facilitator has a master key (compare-and-set: facilitators starting together may both seal
+/// a row, either result opens).
 pub(crate) async fn load_pg(
     client: &tokio_postgres::Client,
-    fresh_seed: [u8; 32],
-) -> Result<([u8; 32], Vec<ProviderRow>)> {
+    entropy: &dyn vlexivo_core::env::Entropy,
+    at_rest: &super::at_rest::AtRest,
+) -> Result<super::Loaded> {
+    use super::at_rest::SEED_AAD;
+    use vlexivo_core::token::Ed25519Key;
+    let fresh = Ed25519Key::generate(entropy);
     client
         .execute(
             "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-            &[&super::META_ED25519_SEED, &&fresh_seed[..]],
+            &[&super::META_ED25519_SEED, &at_rest.seal(SEED_AAD, &fresh.seed(), entropy)],
         )
         .await
         .map_err(pg_err)?;
-    let seed: Vec<u8> = client
+    let stored: Vec<u8> = client
         .query_one("SELECT value FROM meta WHERE key = $1", &[&super::META_ED25519_SEED])
         .await
         .map_err(pg_err)?
         .get(0);
-    let seed: [u8; 32] =
-        seed.try_into().map_err(|_| Error::Config("stored Ed25519 seed is not 32 bytes".into()))?;
-    let rows = client
+    let key = Ed25519Key::from_seed(at_rest.open_or_plain(SEED_AAD, &stored)?)?;
+    if at_rest.needs_sealing(&stored) {
+        client
+            .execute(
+                "UPDATE meta SET value = $2 WHERE key = $1 AND value = $3",
+                &[&super::META_ED25519_SEED, &at_rest.seal(SEED_AAD, &key.seed(), entropy), &stored],
+            )
+            .await
+            .map_err(pg_err)?;
+    }
+    client
+        .execute(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = $2",
+            &[&super::META_ED25519_PUBLIC, &&key.public_key()[..]],
+        )
+        .await
+        .map_err(pg_err)?;
+    let retired: Option<Vec<u8>> = client
+        .query_opt("SELECT value FROM meta WHERE key = $1", &[&super::META_ED25519_RETIRED])
+        .await
+        .map_err(pg_err)?
+        .map(|r| r.get(0));
+    let retired = super::retired_keys(retired.as_deref())?;
+    let mut rows = client
         .query(&format!("SELECT {COLUMNS} FROM providers"), &[])
         .await
         .map_err(pg_err)?
@@ -251,5 +278,19 @@ pub(crate) async fn load_pg(
         .map(ProviderRow::from_pg)
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(pg_err)?;
-    Ok((seed, rows))
+    super::check_sealing_policy(at_rest, &rows)?;
+    for row in &mut rows {
+        let (mac, tok) = (row.challenge_mac.clone(), row.token_hs256.clone());
+        if row.seal_if_plain(at_rest, entropy)? {
+            client
+                .execute(
+                    "UPDATE providers SET challenge_mac = $2, token_hs256 = $3 \
+                     WHERE account = $1 AND challenge_mac = $4 AND token_hs256 = $5",
+                    &[&row.account, &row.challenge_mac, &row.token_hs256, &mac, &tok],
+                )
+                .await
+                .map_err(pg_err)?;
+        }
+    }
+    Ok((key, retired, rows))
 }

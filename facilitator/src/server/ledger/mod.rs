@@ -90,6 +90,9 @@ pub struct Provider {
     pub token_hs256: [u8; 32],
     pub auth_digest: [u8; 32],
     pub created_at: u64,
+    /// `challenge_mac` and `token_hs256` as stored: sealed under the master key, or plain
+    /// without one (`server::at_rest`).
+    pub stored_keys: [Vec<u8>; 2],
     /// HS256 under `token_hs256`, or the facilitator's shared EdDSA issuer.
     pub issuer: Arc<TokenIssuer>,
 }
