@@ -350,3 +350,61 @@ async fn serve_over_https_from_flags_and_refuse_a_bad_certificate() {
     assert!(out.stderr.contains("good-key.pem"), "{}", out.stderr);
     one_clear_line(&out);
 }
+
+/// The cost of TLS on a whole paid call (402, pay at the facilitator, retry with the proof),
+/// loopback, connections kept alive by the client: HTTPS API + HTTPS facilitator against plain
+/// HTTP for both, interleaved rounds in one process, p50 of each and their ratio per round.
+/// `cargo test --release -p vlexivo-facilitator --test tls paid_call_latency_tls_vs_plain -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run by hand with --release"]
+async fn paid_call_latency_tls_vs_plain() {
+    const ROUNDS: usize = 5;
+    const CALLS: usize = 200;
+    let pki = pki();
+    let tls_fac = facilitator(pki.dir.path(), Some(pki.good.clone())).await;
+    let plain_fac = facilitator(pki.dir.path(), None).await;
+    let tls_api = api(&tls_fac, Some(&pki.good)).await;
+    let plain_api = api(&plain_fac, None).await;
+    let (tw, pw) = (Wallet::generate(&OsEntropy), Wallet::generate(&OsEntropy));
+    tls_fac.top_up(&tw.address().to_checksum(), "1000").await.unwrap();
+    plain_fac.top_up(&pw.address().to_checksum(), "1000").await.unwrap();
+    let tls_client = client(&tw, TlsConfig::new().add_ca_pem(pki.ca_pem.as_bytes()).unwrap(), &tls_fac.url);
+    let plain_client = client(&pw, TlsConfig::new(), &plain_fac.url);
+    let p50 = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    async fn one(c: &VlexivoClient, url: &str) -> f64 {
+        let t = std::time::Instant::now();
+        let res = c.get(url).await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert!(vlexivo_client::receipt_of(&res).is_some(), "paid");
+        t.elapsed().as_secs_f64() * 1e3
+    }
+    let (tls_url, plain_url) = (format!("{tls_api}/api/v1/hello"), format!("{plain_api}/api/v1/hello"));
+    // Warm-up: connections, caches.
+    for _ in 0..20 {
+        one(&tls_client, &tls_url).await;
+        one(&plain_client, &plain_url).await;
+    }
+    for round in 1..=ROUNDS {
+        let (mut t, mut p) = (Vec::with_capacity(CALLS), Vec::with_capacity(CALLS));
+        for i in 0..CALLS {
+            // Alternate which goes first so neither always runs on a warmer cache.
+            if i % 2 == 0 {
+                t.push(one(&tls_client, &tls_url).await);
+                p.push(one(&plain_client, &plain_url).await);
+            } else {
+                p.push(one(&plain_client, &plain_url).await);
+                t.push(one(&tls_client, &tls_url).await);
+            }
+        }
+        let (t50, p50) = (p50(t), p50(p));
+        println!(
+            "round {round}: paid call p50 TLS {t50:.3} ms, plain HTTP {p50:.3} ms, ratio {:.2}",
+            t50 / p50
+        );
+    }
+    tls_fac.shutdown().await;
+    plain_fac.shutdown().await;
+}
