@@ -94,3 +94,13 @@ echo "=== mypy --strict vlexivo"
 echo "=== pytest"
 # The tests import the installed package (python/ is not on sys.path).
 PATH="$no_rust_path" "$tpy" -m pytest -q -p no:cacheprovider tests
+
+echo "=== a panic in the native module is an internal error (test-only build, feature test-panic)"
+# The installed package's Python files with a native module built with the feature, first on
+# PYTHONPATH; the `vlexivo` facilitator binary plays no part.
+(cd "$root" && cargo build -q -p vlexivo-python --features test-panic)
+panic_pkg="$work/panic"
+mkdir -p "$panic_pkg"
+cp -r python/vlexivo "$panic_pkg/"
+cp "$CARGO_TARGET_DIR/debug/lib_native.so" "$panic_pkg/vlexivo/_native.abi3.so"
+VLX_TEST_PANIC_BUILD=1 PYTHONPATH="$panic_pkg" "$tpy" -m pytest -q -p no:cacheprovider tests/panic_check.py

@@ -258,9 +258,21 @@ fn type_name(v: &Bound<'_, PyAny>) -> String {
     v.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
 }
 
+/// A test-only build (feature `test-panic`, never published) panics on the currency
+/// "test-panic", so the tests can check that a panic in a binding call reaches Python as an
+/// `internal` error (tests/panic_check.py).
+#[cfg_attr(not(feature = "test-panic"), inline(always))]
+fn test_panic(_currency: &str) {
+    #[cfg(feature = "test-panic")]
+    if _currency == "test-panic" {
+        panic!("forced by the test-panic feature");
+    }
+}
+
 /// A provider's price, as core's `Paywall::parse_price` judges it: every problem (bad type,
 /// malformed, zero, negative, over-precise, NaN, unknown currency) is `price_invalid`.
 fn price_from_py(v: &Bound<'_, PyAny>, currency: &str) -> Result<Money, Error> {
+    test_panic(currency);
     if let Ok(p) = v.cast::<Price>() {
         return Money::positive(p.get().money).map_err(|e| Error::PriceInvalid(e.to_string()));
     }
@@ -1324,6 +1336,9 @@ fn now() -> u64 {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("NativeError", py.get_type::<NativeError>())?;
+    // pyo3 turns a panic inside a call into this exception (a BaseException); the package
+    // catches it with NativeError and raises it as an `internal` VlexivoError.
+    m.add("PanicException", py.get_type::<pyo3::panic::PanicException>())?;
     m.add_class::<ErrorBox>()?;
     m.add_class::<Price>()?;
     m.add_class::<Payment>()?;

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from . import _native
-from .errors import from_native
+from .errors import NATIVE_ERRORS, from_native
 
 
 def env(name: str) -> str | None:
@@ -14,5 +14,5 @@ def env(name: str) -> str | None:
     values raises ``ConfigError`` (``config_invalid``)."""
     try:
         return _native.env_var(name, os.environ)
-    except _native.NativeError as e:
+    except NATIVE_ERRORS as e:
         raise from_native(e) from None

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from . import _native
+from .errors import NATIVE_ERRORS, as_native
 
 logger = logging.getLogger("vlexivo")
 
@@ -156,7 +157,7 @@ class Gate:
     def _to_price(self, value: Any, method: str, path: str, now: int | None) -> _native.Price:
         try:
             return _native.parse_price(value, self.currency)
-        except _native.NativeError as e:
+        except NATIVE_ERRORS as e:
             raise self._bad_price(method, path, value, getattr(e, "message", str(e)), now) from None
 
     def price_sync(self, req: PricingRequest, now: int | None) -> _native.Price:
@@ -238,7 +239,8 @@ def effective(
     paywalls in different currencies are the provider's mistake, a 500 ``price_invalid``)."""
     try:
         return _native.effective_price(prices)
-    except _native.NativeError as e:
+    except NATIVE_ERRORS as caught:
+        e = as_native(caught)
         raise gates[0]._bad_price(method, path, [str(x) for x in prices], e.message, now) from None
 
 
@@ -255,7 +257,7 @@ class Plan:
         self.price: _native.Price | None = None
         if prices:
             # On an error: answered per request, as price_invalid.
-            with contextlib.suppress(_native.NativeError):
+            with contextlib.suppress(*NATIVE_ERRORS):
                 self.price = _native.effective_price(prices)
 
     def __bool__(self) -> bool:
@@ -315,8 +317,10 @@ class Paid:
         self.released = True
         try:
             self.native.release(self.payment.store_key)
-        except _native.NativeError as e:
-            logger.error("vlexivo: could not release nonce %s: %s", self.payment.nonce, e.message)
+        except NATIVE_ERRORS as caught:
+            logger.error(
+                "vlexivo: could not release nonce %s: %s", self.payment.nonce, as_native(caught).message
+            )
 
     def settle(self, status: int, raised: bool, complete: bool) -> None:
         """The handler ended: core decides from its outcome (``status`` 0: no response started)
@@ -344,7 +348,8 @@ def admit(
         payment = native.verify(
             proof, method, path, price, price.currency, now, body, scheme=scheme, host=host
         )
-    except _native.NativeError as e:
+    except NATIVE_ERRORS as caught:
+        e = as_native(caught)
         if e.status >= 500:
             logger.error("vlexivo: %s %s: %s (%s)", method, path, e.code, e.message)
         raise Reject(

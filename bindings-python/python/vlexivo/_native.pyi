@@ -11,6 +11,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "FacilitatorRequest",
     "NativeError",
+    "PanicException",
     "Payer",
     "PayerCall",
     "Payment",
@@ -52,6 +53,9 @@ __version__: Final[str]
 
 _Answer = tuple[int, list[tuple[str, str]], str]
 _PriceLike = str | int | float | Any  # Any: decimal.Decimal or Price
+
+class PanicException(BaseException):
+    """pyo3's exception for a panic inside a native call (the package raises it as ``internal``)."""
 
 class NativeError(Exception):
     """A vlexivo-core error: .code, .status, .message, .bad_input, .fields."""

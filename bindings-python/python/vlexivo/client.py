@@ -23,7 +23,7 @@ import httpx
 
 from . import _native
 from ._environ import env as _env
-from .errors import VlexivoError, from_native, make_error
+from .errors import NATIVE_ERRORS, VlexivoError, from_native, make_error
 
 __all__ = ["AsyncVlexivoClient", "AutoTopUp", "PaymentEvent", "VlexivoClient"]
 
@@ -84,7 +84,7 @@ def _auto_top_up(value: AutoTopUp | Mapping[str, Any] | bool | None) -> tuple[Am
 def _call(fn: Callable[..., Any], *args: Any) -> Any:
     try:
         return fn(*args)
-    except _native.NativeError as e:
+    except NATIVE_ERRORS as e:
         raise from_native(e) from None
 
 

@@ -240,8 +240,21 @@ def error_class(code: str) -> type[VlexivoError]:
     return _BY_CODE.get(code, VlexivoError)
 
 
+#: What a native call raises: a core error, or a panic inside the native module (pyo3's
+#: ``PanicException``, a BaseException), which becomes an ``internal`` error, never a crash.
+NATIVE_ERRORS: tuple[type[BaseException], ...] = (_native.NativeError, _native.PanicException)
+
+
+def as_native(e: BaseException) -> _native.NativeError:
+    """A caught native failure as core's error: a panic becomes an ``internal`` one."""
+    if isinstance(e, _native.NativeError):
+        return e
+    return _native.error_for("internal", f"internal error in the native module: {e}")
+
+
 def from_native(e: BaseException) -> VlexivoError:
     """Turn a ``_native.NativeError`` into the public exception (keeping it as ``__cause__``)."""
+    e = as_native(e)
     code = getattr(e, "code", "internal")
     err = error_class(code)(
         getattr(e, "message", str(e)),

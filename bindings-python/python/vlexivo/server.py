@@ -22,7 +22,7 @@ from ._gate import (
     PricingRequest,
 )
 from ._wsgi import WsgiPaywall
-from .errors import VlexivoError, from_native, make_error
+from .errors import NATIVE_ERRORS, VlexivoError, from_native, make_error
 
 __all__ = ["PaidRoute", "Payment", "PriceResolver", "PriceValue", "PricingRequest", "VlexivoServer"]
 
@@ -82,7 +82,7 @@ class VlexivoServer:
                 origin,
                 dict(nonce_store_options) if nonce_store_options is not None else None,
             )
-        except _native.NativeError as e:
+        except NATIVE_ERRORS as e:
             raise from_native(e) from None
         self.currency = currency
         self.scope = scope
@@ -147,7 +147,7 @@ class VlexivoServer:
         if price is not None:
             try:
                 fixed = _native.parse_price(price, cur)
-            except _native.NativeError as e:
+            except NATIVE_ERRORS as e:
                 raise from_native(e) from None
         return PaidRoute(price=fixed, resolver=resolver, currency=cur, scope=scope or self.scope)
 
@@ -206,7 +206,7 @@ class VlexivoServer:
             return self._paywall.verify(
                 proof, method, path, price, self.currency, now, body, scheme=scheme, host=host
             )
-        except _native.NativeError as e:
+        except NATIVE_ERRORS as e:
             raise from_native(e) from None
 
     def release(self, payment: _native.Payment) -> None:
