@@ -4,19 +4,13 @@
 //! target looks for panics and for tokens accepted in one call and refused in the other.
 #![no_main]
 use std::sync::OnceLock;
-use vlexivo_core::token::{Expectation, TokenVerifier, VerifierConfig};
+use vlexivo_core::token::{Expectation, TokenVerifier};
 use vlexivo_core::{Currency, Money};
-use vlexivo_fuzz::{NOW, jwks, provider_keys};
+use vlexivo_fuzz::NOW;
 
 fn verifier() -> &'static TokenVerifier {
     static V: OnceLock<TokenVerifier> = OnceLock::new();
-    V.get_or_init(|| {
-        let keys = provider_keys();
-        let mut cfg = VerifierConfig::new(keys.account.clone(), keys.mode.as_str());
-        cfg.hs256_key = Some(keys.token_hs256);
-        cfg.jwks = Some(jwks());
-        TokenVerifier::new(cfg).expect("verifier")
-    })
+    V.get_or_init(|| vlexivo_fuzz::verifier(true))
 }
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {

@@ -7,9 +7,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{KeyInit, Mac};
 use std::sync::OnceLock;
 use vlexivo_core::Error;
-use vlexivo_core::token::{
-    DEFAULT_LEEWAY_SECS, ProofClaims, SigningKey, TokenIssuer, TokenVerifier, VerifierConfig,
-};
+use vlexivo_core::token::{DEFAULT_LEEWAY_SECS, ProofClaims, SigningKey, TokenIssuer, TokenVerifier};
 use vlexivo_fuzz::provider_keys;
 
 struct Keys {
@@ -21,11 +19,8 @@ struct Keys {
 fn keys() -> &'static Keys {
     static K: OnceLock<Keys> = OnceLock::new();
     K.get_or_init(|| {
-        let pk = provider_keys();
-        let mut cfg = VerifierConfig::new(pk.account.clone(), pk.mode.as_str());
-        cfg.hs256_key = Some(pk.token_hs256);
-        let verifier = TokenVerifier::new(cfg).expect("verifier");
-        let issuer = TokenIssuer::new(SigningKey::Hs256(pk.token_hs256)).expect("issuer");
+        let verifier = vlexivo_fuzz::verifier(false);
+        let issuer = TokenIssuer::new(SigningKey::Hs256(provider_keys().token_hs256)).expect("issuer");
         let claims = ProofClaims {
             jti: "j".into(),
             iss: "i".into(),

@@ -5,6 +5,7 @@
 use serde_json::Value;
 use std::sync::OnceLock;
 use vlexivo_core::keys::ProviderKeys;
+use vlexivo_core::token::{TokenVerifier, VerifierConfig};
 
 /// Fields of a structured input are separated by this byte (the seed script writes them so).
 pub const SEP: u8 = 0;
@@ -46,6 +47,16 @@ pub fn api_secret() -> &'static str {
 pub fn provider_keys() -> &'static ProviderKeys {
     static KEYS: OnceLock<ProviderKeys> = OnceLock::new();
     KEYS.get_or_init(|| ProviderKeys::from_secret(api_secret()).expect("vector api_secret"))
+}
+
+/// The vectors' provider verifying tokens: HS256 under its key, and EdDSA under the vectors'
+/// JWKS when `eddsa`.
+pub fn verifier(eddsa: bool) -> TokenVerifier {
+    let keys = provider_keys();
+    let mut cfg = VerifierConfig::new(keys.account.clone(), keys.mode.as_str());
+    cfg.hs256_key = Some(keys.token_hs256);
+    cfg.jwks = eddsa.then(jwks);
+    TokenVerifier::new(cfg).expect("verifier")
 }
 
 /// The facilitator's EdDSA keys of the paywall vectors.
