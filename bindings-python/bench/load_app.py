@@ -20,6 +20,8 @@ paid = FastAPI()
 vlx = VlexivoServer(
     api_secret=os.environ.get("VLX_SECRET_KEY", "sk_test_6pmpFeivHgqW7JxfnBXZje6aGyg3nqjNmwfgLHfp7bM"),
     origin="http://api.test",
+    # Any store URL (VLX_BENCH_STORE=redis://…) for the paywall-with-each-store ratios.
+    nonce_store=os.environ.get("VLX_BENCH_STORE") or "memory",
 )
 paid.add_middleware(vlx.asgi_paywall, routes={"GET /hello": vlx.price("0.001")})
 
