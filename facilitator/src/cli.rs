@@ -146,6 +146,20 @@ pub enum ProviderCmd {
         #[arg(long)]
         json: bool,
     },
+    /// A new apiSecret for the same account (shown once); the current one keeps working for
+    /// --overlap-secs, time to deploy the new one.
+    Rotate {
+        #[command(flatten)]
+        url: UrlArg,
+        /// The provider's current apiSecret.
+        #[arg(long, env = envvars::SECRET_KEY.name, hide_env_values = true)]
+        secret: String,
+        /// How long the current secrets keep working (seconds, at most 30 days).
+        #[arg(long, value_name = "SECS", default_value_t = 86400)]
+        overlap_secs: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// List a provider's latest payments.
     Payments {
         #[command(flatten)]
@@ -407,6 +421,28 @@ async fn provider_inner(cmd: ProviderCmd, tls: &TlsArgs) -> Result<(), Fail> {
                 println!("mode:             {}", p.mode);
                 println!("token_alg:        {}", p.token_alg);
                 eprintln!("\nThe api_secret is shown only once: store it now (e.g. VLX_SECRET_KEY).");
+            }
+        }
+        ProviderCmd::Rotate { url, secret, overlap_secs, json } => {
+            let body = vlexivo_facilitator::server::types::RotateRequest { overlap_secs: Some(overlap_secs) };
+            let r: vlexivo_facilitator::server::types::ProviderRotated = send(
+                client(tls)?
+                    .post(endpoint(&url.url, "/v1/providers/me/rotate"))
+                    .bearer_auth(secret.trim())
+                    .json(&body),
+                &url.url,
+            )
+            .await?;
+            if json {
+                print_json(&r);
+            } else {
+                println!("account:          {}", r.account);
+                println!("api_secret:       {}", r.api_secret);
+                println!("publishable_key:  {}", r.publishable_key);
+                println!("previous secrets retire at {} (Unix time)", r.previous_secrets_retire_at);
+                eprintln!(
+                    "\nThe new api_secret is shown only once: deploy it (VLX_SECRET_KEY) before the overlap ends."
+                );
             }
         }
         ProviderCmd::Show { url, secret, json } => {

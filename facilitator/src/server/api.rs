@@ -25,6 +25,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// `GET /v1/providers/me/payments`: default and largest `limit`.
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
+/// How long a rotation keeps the previous secrets working unless told otherwise: a day.
+const DEFAULT_ROTATION_OVERLAP_SECS: u64 = 24 * 3600;
 
 /// Marks a response as an error of this code, for the metrics middleware.
 #[derive(Clone, Copy)]
@@ -304,7 +306,7 @@ pub async fn provider_me(
     let keys_pk = format!(
         "{}{}",
         if p.mode == Mode::Live { "pk_live_" } else { "pk_test_" },
-        &p.account["acct_".len()..]
+        &p.key_account["acct_".len()..]
     );
     Ok(Json(ProviderInfo {
         account: p.account.clone(),
@@ -314,6 +316,28 @@ pub async fn provider_me(
         name: p.name.clone(),
         revenue: Revenue { currency: "usd".into(), total: usd(total), count: count as u64 },
     }))
+}
+
+/// A new apiSecret for the account (shown once); the current secrets keep working for the
+/// overlap window, so the provider's servers can move to the new one without a refused call.
+#[utoipa::path(post, path = "/v1/providers/me/rotate", tag = "providers", security(("api_secret" = [])),
+    request_body(content = RotateRequest, description = "optional; an empty body takes the defaults"),
+    responses((status = 201, description = "the new api_secret, shown once", body = ProviderRotated),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn rotate_provider(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    req: Request,
+) -> ApiResult<(StatusCode, Json<ProviderRotated>)> {
+    let p = authenticate(&st, &headers).await?;
+    let bytes = read_body(req).await?;
+    let body: RotateRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
+        RotateRequest::default()
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| ApiError(json_error(&e)))?
+    };
+    let rotated = st.rotate_provider(&p, body.overlap_secs.unwrap_or(DEFAULT_ROTATION_OVERLAP_SECS)).await?;
+    Ok((StatusCode::CREATED, Json(rotated)))
 }
 
 #[utoipa::path(get, path = "/v1/providers/me/payments", tag = "providers", security(("api_secret" = [])),

@@ -92,6 +92,12 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE providers;
     ALTER TABLE providers_v2 RENAME TO providers;
     ",
+    // 3: apiSecret rotation. A rotated secret derives another account id: its row names the
+    // account it pays into (`canonical`); `retire_at` ends a superseded secret's overlap window.
+    "
+    ALTER TABLE providers ADD COLUMN canonical TEXT;
+    ALTER TABLE providers ADD COLUMN retire_at INTEGER;
+    ",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

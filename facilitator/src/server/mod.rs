@@ -51,7 +51,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
-use types::{CreateProviderRequest, ProviderCreated, TopUpReceipt};
+use types::{CreateProviderRequest, ProviderCreated, ProviderRotated, TopUpReceipt};
 use vlexivo_core::env::{Clock, Entropy, OsEntropy, SystemClock};
 use vlexivo_core::keys::{Mode, ProviderKeys, generate_secret};
 use vlexivo_core::money::{Currency, Money};
@@ -75,6 +75,10 @@ const PG_READERS: usize = 8;
 /// How long `shutdown` waits for in-flight requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const META_ED25519_SEED: &str = "ed25519_seed";
+/// How long a provider row read from the database is trusted before it is read again.
+const PROVIDER_CACHE_TTL: Duration = Duration::from_secs(30);
+/// The longest overlap a rotation may give the secrets it supersedes.
+pub const MAX_ROTATION_OVERLAP_SECS: u64 = 30 * 24 * 3600;
 /// The signing key's public half, readable without the master key (`ledger verify`).
 const META_ED25519_PUBLIC: &str = "ed25519_public";
 /// Public halves of earlier signing keys, still in the JWKS (tokens and checkpoints they signed).
@@ -145,7 +149,8 @@ impl Default for ServerConfig {
 /// Shared by every handler.
 pub(crate) struct AppState {
     ledger: Ledger,
-    providers: RwLock<HashMap<String, Arc<Provider>>>,
+    /// By the account id a secret derives (`Provider::key_account`), with when it was read.
+    providers: RwLock<HashMap<String, (Arc<Provider>, std::time::Instant)>>,
     reads: Reads,
     metrics: metrics::Metrics,
     eddsa: Arc<TokenIssuer>,
@@ -163,13 +168,23 @@ pub(crate) struct AppState {
 impl AppState {
     /// A provider: from the cache, else from the database (another facilitator sharing it
     /// may have onboarded the provider since this one started).
+    /// A secret retired by a rotation (its overlap window over) is no provider any more; a
+    /// cached row is read again after [`PROVIDER_CACHE_TTL`], so a rotation made through another
+    /// facilitator on the same database takes effect here too.
     async fn provider(&self, account: &str) -> Result<Option<Arc<Provider>>> {
-        if let Some(p) = self.providers.read().get(account).cloned() {
-            return Ok(Some(p));
+        let cached = self.providers.read().get(account).cloned();
+        let p = match cached {
+            Some((p, at)) if at.elapsed() < PROVIDER_CACHE_TTL => p,
+            _ => {
+                let Some(row) = self.reads.provider(account.to_string()).await? else { return Ok(None) };
+                let p = Arc::new(row.into_provider(&self.eddsa, &self.at_rest)?);
+                self.providers.write().insert(p.key_account.clone(), (p.clone(), std::time::Instant::now()));
+                p
+            }
+        };
+        if p.retire_at.is_some_and(|t| self.clock.now() >= t) {
+            return Ok(None);
         }
-        let Some(row) = self.reads.provider(account.to_string()).await? else { return Ok(None) };
-        let p = Arc::new(row.into_provider(&self.eddsa, &self.at_rest)?);
-        self.providers.write().insert(p.account.clone(), p.clone());
         Ok(Some(p))
     }
 
@@ -193,14 +208,43 @@ impl AppState {
                 .map_err(|_| Error::RequestMalformed("token_alg must be \"HS256\" or \"EdDSA\"".into()))?,
         };
         let name = req.name.map(|n| n.chars().take(200).collect::<String>());
+        let (p, secret) = self.new_keys(mode, token_alg, name, None)?;
+        self.ledger.create_provider(p.clone()).await?;
+        self.providers.write().insert(p.key_account.clone(), (p.clone(), std::time::Instant::now()));
+        self.metrics.providers_created.inc();
+        tracing::info!(account = %p.account, token_alg = token_alg.as_str(), "provider created");
+        Ok(ProviderCreated {
+            account: p.account.clone(),
+            publishable_key: ProviderKeys::from_secret(&secret)?.publishable_key(),
+            api_secret: secret,
+            mode: mode.as_str().into(),
+            token_alg: token_alg.as_str().into(),
+        })
+    }
+
+    /// A provider with a fresh secret: a new account, or with `rotating` (the account and when
+    /// its other secrets retire) a new secret paying into an existing account.
+    fn new_keys(
+        &self,
+        mode: Mode,
+        token_alg: TokenAlg,
+        name: Option<String>,
+        rotating: Option<(&str, u64)>,
+    ) -> Result<(Arc<Provider>, String)> {
         let secret = generate_secret(mode, self.entropy.as_ref());
         let keys = ProviderKeys::from_secret(&secret)?;
         let issuer = match token_alg {
             TokenAlg::Hs256 => Arc::new(TokenIssuer::new(SigningKey::Hs256(keys.token_hs256))?),
             TokenAlg::EdDsa => self.eddsa.clone(),
         };
-        let p = Arc::new(Provider {
-            account: keys.account.clone(),
+        let seal = |column: &str, key: &[u8; 32]| {
+            self.at_rest.seal(&at_rest::provider_aad(&keys.account, column), key, self.entropy.as_ref())
+        };
+        let p = Provider {
+            account: rotating.map_or_else(|| keys.account.clone(), |(a, _)| a.to_string()),
+            key_account: keys.account.clone(),
+            retire_at: None,
+            retire_others_at: rotating.map(|(_, at)| at),
             mode,
             token_alg,
             name,
@@ -208,30 +252,35 @@ impl AppState {
             token_hs256: keys.token_hs256,
             auth_digest: keys.auth_digest,
             created_at: self.clock.now(),
-            stored_keys: [
-                self.at_rest.seal(
-                    &at_rest::provider_aad(&keys.account, "challenge_mac"),
-                    &keys.challenge_mac,
-                    self.entropy.as_ref(),
-                ),
-                self.at_rest.seal(
-                    &at_rest::provider_aad(&keys.account, "token_hs256"),
-                    &keys.token_hs256,
-                    self.entropy.as_ref(),
-                ),
-            ],
+            stored_keys: [seal("challenge_mac", &keys.challenge_mac), seal("token_hs256", &keys.token_hs256)],
             issuer,
-        });
-        self.ledger.create_provider(p.clone()).await?;
-        self.providers.write().insert(p.account.clone(), p);
-        self.metrics.providers_created.inc();
-        tracing::info!(account = %keys.account, token_alg = token_alg.as_str(), "provider created");
-        Ok(ProviderCreated {
-            account: keys.account.clone(),
-            publishable_key: keys.publishable_key(),
+        };
+        Ok((Arc::new(p), secret))
+    }
+
+    /// `apiSecret` rotation: a new secret for `p`'s account; the account's other secrets keep
+    /// working for `overlap_secs`, then are refused. Challenges made with the new secret name the
+    /// id it derives (its publishable key); the facilitator credits the same account.
+    async fn rotate_provider(&self, p: &Provider, overlap_secs: u64) -> Result<ProviderRotated> {
+        if overlap_secs > MAX_ROTATION_OVERLAP_SECS {
+            return Err(Error::RequestMalformed(format!(
+                "overlap_secs is at most {MAX_ROTATION_OVERLAP_SECS} (30 days)"
+            )));
+        }
+        let retire_at = self.clock.now() + overlap_secs;
+        let (new, secret) =
+            self.new_keys(p.mode, p.token_alg, p.name.clone(), Some((&p.account, retire_at)))?;
+        self.ledger.create_provider(new.clone()).await?;
+        // This process's cached rows of the account are read again (with their retire_at).
+        self.providers.write().retain(|_, (c, _)| c.account != p.account);
+        tracing::info!(account = %p.account, retire_at, "provider secret rotated");
+        Ok(ProviderRotated {
+            account: p.account.clone(),
+            publishable_key: ProviderKeys::from_secret(&secret)?.publishable_key(),
             api_secret: secret,
-            mode: mode.as_str().into(),
-            token_alg: token_alg.as_str().into(),
+            mode: p.mode.as_str().into(),
+            token_alg: p.token_alg.as_str().into(),
+            previous_secrets_retire_at: retire_at,
         })
     }
 
@@ -269,6 +318,7 @@ fn router(st: Arc<AppState>, cors: &CorsOrigins) -> Router {
         .route("/v1/providers", post(api::create_provider))
         .route("/v1/providers/me", get(api::provider_me))
         .route("/v1/providers/me/payments", get(api::provider_payments))
+        .route("/v1/providers/me/rotate", post(api::rotate_provider))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
         .route("/metrics", get(api::metrics))
@@ -695,7 +745,7 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer> {
     let mut providers = HashMap::with_capacity(rows.len());
     for r in rows {
         let p = r.into_provider(&eddsa, &at_rest)?;
-        providers.insert(p.account.clone(), Arc::new(p));
+        providers.insert(p.key_account.clone(), (Arc::new(p), std::time::Instant::now()));
     }
     let n_providers = providers.len();
     let state = Arc::new(AppState {

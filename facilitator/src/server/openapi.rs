@@ -5,8 +5,8 @@
 use super::api;
 use super::checkpoint::{ChainHead, Checkpoint, CheckpointClaims};
 use super::types::{
-    CreateProviderRequest, ErrorBody, PaymentList, PaymentRecord, ProviderCreated, ProviderInfo, Readiness,
-    Revenue, TopUpRequest, WalletBalance,
+    CreateProviderRequest, ErrorBody, PaymentList, PaymentRecord, ProviderCreated, ProviderInfo,
+    ProviderRotated, Readiness, Revenue, RotateRequest, TopUpRequest, WalletBalance,
 };
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::server::Server;
@@ -26,6 +26,7 @@ use vlexivo_core::payment::{PaymentReceipt, PaymentRequest, TopUpReceipt};
         api::create_provider,
         api::provider_me,
         api::provider_payments,
+        api::rotate_provider,
         api::pay,
         api::wallet_balance,
         api::top_up,
@@ -50,6 +51,8 @@ use vlexivo_core::payment::{PaymentReceipt, PaymentRequest, TopUpReceipt};
         TopUpReceipt,
         ErrorBody,
         Readiness,
+        RotateRequest,
+        ProviderRotated,
         Checkpoint,
         CheckpointClaims,
         ChainHead,

@@ -96,6 +96,11 @@ const MIGRATIONS: &[&str] = &[
                           ADD CONSTRAINT providers_challenge_mac_check CHECK (octet_length(challenge_mac) IN (32, 61)),
                           ADD CONSTRAINT providers_token_hs256_check CHECK (octet_length(token_hs256) IN (32, 61));
     ",
+    // 3: apiSecret rotation. A rotated secret derives another account id: its row names the
+    // account it pays into (`canonical`); `retire_at` ends a superseded secret's overlap window.
+    "
+    ALTER TABLE providers ADD COLUMN canonical text, ADD COLUMN retire_at bigint;
+    ",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

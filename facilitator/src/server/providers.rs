@@ -19,6 +19,12 @@ pub(crate) struct ProviderRow {
     pub token_hs256: Vec<u8>,
     pub auth_digest: Vec<u8>,
     pub created_at: i64,
+    /// A rotated secret's row: the account it pays into (its own id is derived from the secret).
+    pub canonical: Option<String>,
+    /// When this secret stops being accepted (the end of a rotation's overlap window).
+    pub retire_at: Option<i64>,
+    /// Not a column: written with a rotation's new row, the `retire_at` of the account's other rows.
+    pub retire_others_at: Option<i64>,
 }
 
 impl std::fmt::Debug for ProviderRow {
@@ -28,13 +34,15 @@ impl std::fmt::Debug for ProviderRow {
 }
 
 /// The columns, in the order every query reads them.
-pub(crate) const COLUMNS: &str =
-    "account, mode, token_alg, name, challenge_mac, token_hs256, auth_digest, created_at";
+pub(crate) const COLUMNS: &str = "account, mode, token_alg, name, challenge_mac, token_hs256, auth_digest, created_at, canonical, retire_at";
 
 impl From<&Provider> for ProviderRow {
     fn from(p: &Provider) -> Self {
         ProviderRow {
-            account: p.account.clone(),
+            account: p.key_account.clone(),
+            canonical: (p.key_account != p.account).then(|| p.account.clone()),
+            retire_at: p.retire_at.map(|t| t as i64),
+            retire_others_at: p.retire_others_at.map(|t| t as i64),
             mode: p.mode.as_str().into(),
             token_alg: p.token_alg.as_str().into(),
             name: p.name.clone(),
@@ -83,7 +91,10 @@ impl ProviderRow {
             TokenAlg::EdDsa => eddsa.clone(),
         };
         Ok(Provider {
-            account: self.account,
+            key_account: self.account.clone(),
+            account: self.canonical.unwrap_or(self.account),
+            retire_at: self.retire_at.map(|t| t.max(0) as u64),
+            retire_others_at: None,
             mode: self.mode.parse()?,
             token_alg,
             name: self.name,
@@ -106,6 +117,9 @@ impl ProviderRow {
             token_hs256: r.get(5)?,
             auth_digest: r.get(6)?,
             created_at: r.get(7)?,
+            canonical: r.get(8)?,
+            retire_at: r.get(9)?,
+            retire_others_at: None,
         })
     }
 
@@ -119,6 +133,9 @@ impl ProviderRow {
             token_hs256: r.try_get(5)?,
             auth_digest: r.try_get(6)?,
             created_at: r.try_get(7)?,
+            canonical: r.try_get(8)?,
+            retire_at: r.try_get(9)?,
+            retire_others_at: None,
         })
     }
 }

@@ -24,6 +24,28 @@ pub struct ProviderCreated {
     pub token_alg: String,
 }
 
+/// `POST /v1/providers/me/rotate` request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RotateRequest {
+    /// How long the account's current secrets keep working (default 86400, at most 30 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap_secs: Option<u64>,
+}
+
+/// `POST /v1/providers/me/rotate` answer (201): the new secret, shown once.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ProviderRotated {
+    /// The account (unchanged: balance and payments stay with it).
+    pub account: String,
+    pub api_secret: String,
+    /// Names the id the new secret derives, which its challenges carry.
+    pub publishable_key: String,
+    pub mode: String,
+    pub token_alg: String,
+    /// When the previous secrets stop working (Unix seconds).
+    pub previous_secrets_retire_at: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Revenue {
     pub currency: String,

@@ -82,7 +82,15 @@ impl TokenAlg {
 
 /// A provider as the payment path needs it (cached in memory, keys derived at onboarding).
 pub struct Provider {
+    /// The account payments go to.
     pub account: String,
+    /// The account id its secret derives, which challenges name: `account` itself, or for a
+    /// rotated secret another id that pays into `account`.
+    pub key_account: String,
+    /// When this secret stops being accepted (after a rotation's overlap window).
+    pub retire_at: Option<u64>,
+    /// On the row a rotation creates: when the account's other secrets stop being accepted.
+    pub retire_others_at: Option<u64>,
     pub mode: Mode,
     pub token_alg: TokenAlg,
     pub name: Option<String>,

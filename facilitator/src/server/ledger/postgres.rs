@@ -611,9 +611,11 @@ async fn write(
         let algs: Vec<String> = b.providers.iter().map(|p| p.token_alg.clone()).collect();
         let names: Vec<Option<String>> = b.providers.iter().map(|p| p.name.clone()).collect();
         let created: Vec<i64> = b.providers.iter().map(|p| p.created_at).collect();
+        let canonical: Vec<Option<String>> = b.providers.iter().map(|p| p.canonical.clone()).collect();
+        let retire: Vec<Option<i64>> = b.providers.iter().map(|p| p.retire_at).collect();
         tx.execute(
-            "INSERT INTO providers (account, mode, token_alg, name, challenge_mac, token_hs256, auth_digest, created_at) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::bytea[], $7::bytea[], $8::bigint[])",
+            "INSERT INTO providers (account, mode, token_alg, name, challenge_mac, token_hs256, auth_digest, created_at, canonical, retire_at) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::bytea[], $7::bytea[], $8::bigint[], $9::text[], $10::bigint[])",
             &[
                 &accounts,
                 &modes,
@@ -623,10 +625,28 @@ async fn write(
                 &col(|p| p.token_hs256.clone()),
                 &col(|p| p.auth_digest.clone()),
                 &created,
+                &canonical,
+                &retire,
             ],
         )
         .await?;
-        let ids: Vec<String> = accounts.iter().map(|a| super::provider_id(a)).collect();
+        for p in &b.providers {
+            if let (Some(at), Some(canonical)) = (p.retire_others_at, &p.canonical) {
+                // A rotation: the account's other secrets stay valid until `at` (or sooner).
+                tx.execute(
+                    "UPDATE providers SET retire_at = $1 WHERE (account = $2 OR canonical = $2) \
+                     AND account != $3 AND (retire_at IS NULL OR retire_at > $1)",
+                    &[&at, canonical, &p.account],
+                )
+                .await?;
+            }
+        }
+        let ids: Vec<String> = b
+            .providers
+            .iter()
+            .filter(|p| p.canonical.is_none())
+            .map(|p| super::provider_id(&p.account))
+            .collect();
         tx.execute("INSERT INTO accounts (id, kind) SELECT unnest($1::text[]), 'provider'", &[&ids]).await?;
     }
     if b.tx_seq.is_empty() {

@@ -368,7 +368,7 @@ impl Book for Writer {
             self.conn
                 .prepare_cached(
                     "INSERT INTO providers (account, mode, token_alg, name, challenge_mac, token_hs256, \
-                     auth_digest, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                     auth_digest, created_at, canonical, retire_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )?
                 .execute(params![
                     row.account,
@@ -378,11 +378,26 @@ impl Book for Writer {
                     row.challenge_mac,
                     row.token_hs256,
                     row.auth_digest,
-                    row.created_at
+                    row.created_at,
+                    row.canonical,
+                    row.retire_at
                 ])?;
-            self.conn
-                .prepare_cached("INSERT INTO accounts (id, kind) VALUES (?1, 'provider')")?
-                .execute([provider_id(&p.account)])
+            if let Some(at) = row.retire_others_at {
+                // A rotation: the account's other secrets stay valid until `at` (or sooner).
+                self.conn
+                    .prepare_cached(
+                        "UPDATE providers SET retire_at = ?1 WHERE (account = ?2 OR canonical = ?2) \
+                         AND account != ?3 AND (retire_at IS NULL OR retire_at > ?1)",
+                    )?
+                    .execute(params![at, p.account, row.account])?;
+            }
+            match row.canonical {
+                Some(_) => Ok(0),
+                None => self
+                    .conn
+                    .prepare_cached("INSERT INTO accounts (id, kind) VALUES (?1, 'provider')")?
+                    .execute([provider_id(&p.account)]),
+            }
         })();
         self.written(r).map(drop)
     }
