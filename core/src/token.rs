@@ -690,8 +690,9 @@ impl TokenVerifier {
         if !is_json_object(payload_json) {
             return Err(Error::TokenMalformed("claims are not a JSON object"));
         }
-        // One bulk UTF-8 check, then the `&str` parser, which does not re-check every string
-        // (invalid UTF-8 anywhere failed serde's byte parser with this same error).
+        // One bulk UTF-8 check, then the `&str` parser, which does not re-check every string.
+        // JSON text is UTF-8 (RFC 8259 §8.1): invalid UTF-8 anywhere is refused, even in a claim
+        // no one reads, which serde's byte parser would skip unchecked.
         let malformed = || Error::TokenMalformed("claims are missing or of the wrong type");
         let payload_text = std::str::from_utf8(payload_json).map_err(|_| malformed())?;
         let claims: ClaimsRef<'_> = match canonical_claims(payload_text) {
@@ -793,7 +794,11 @@ mod tests {
 
     /// A token with arbitrary header/payload JSON, HS256-signed under HS_KEY.
     fn forge(header: &str, payload: &str) -> String {
-        let msg = format!("{}.{}", b64(header), b64(payload));
+        forge_bytes(header, payload.as_bytes())
+    }
+
+    fn forge_bytes(header: &str, payload: &[u8]) -> String {
+        let msg = format!("{}.{}", b64(header), URL_SAFE_NO_PAD.encode(payload));
         let k = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &HS_KEY);
         let sig = URL_SAFE_NO_PAD.encode(aws_lc_rs::hmac::sign(&k, msg.as_bytes()));
         format!("{msg}.{sig}")
@@ -817,6 +822,18 @@ mod tests {
         let p = price("0.001");
         let e = Expectation { resource: "POST /api/v1/inference", body_sha256: None, price: &p };
         v.verify(token, &e, NOW).unwrap()
+    }
+
+    /// Found by the fuzz target token_claims_diff (fuzz/regressions/token_claims_diff): an
+    /// unknown claim holding invalid UTF-8, which serde's byte parser skips without a check.
+    #[test]
+    fn claims_are_utf8_even_in_a_claim_not_read() {
+        let mut payload = payload_json().into_bytes();
+        payload.pop();
+        payload.extend_from_slice(b",\"x\":\"\xff\"}");
+        assert!(serde_json::from_slice::<ProofClaims>(&payload).is_ok(), "serde's byte parser takes it");
+        let header = format!(r#"{{"alg":"HS256","typ":"{TOKEN_TYP}"}}"#);
+        assert_eq!(verify_code(&hs_verifier(), &forge_bytes(&header, &payload)), "token_malformed");
     }
 
     #[test]

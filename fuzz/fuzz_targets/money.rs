@@ -7,18 +7,33 @@ use std::str::FromStr;
 use vlexivo_core::money::{MAX_AMOUNT, MAX_AMOUNT_CHARS, parse_decimal};
 use vlexivo_core::{Currency, Money};
 
-/// `rust_decimal`'s reading of a string in core's grammar (exponent forms through
-/// `from_scientific`). Leading zeros and trailing fraction zeros are dropped first: they are
-/// exact, and `rust_decimal` refuses more than 28 digits even when they are zeros.
+/// `rust_decimal`'s reading of a string in core's grammar. An exponent is applied by moving the
+/// point in the text first, then leading zeros and trailing fraction zeros are dropped: they are
+/// exact, and `rust_decimal` refuses more than 28 digits even when they are zeros (and its
+/// `from_scientific` reads a long mantissa as 0: the long run found
+/// "0.00000000000000000000000000000080e28", which is 0.008).
 fn oracle(s: &str) -> Option<Decimal> {
-    if s.contains(['e', 'E']) {
-        return Decimal::from_scientific(s).ok();
-    }
     let (sign, u) = match s.strip_prefix('-') {
         Some(u) => ("-", u),
         None => ("", s.strip_prefix('+').unwrap_or(s)),
     };
-    let (int, frac) = u.split_once('.').unwrap_or((u, ""));
+    let (mantissa, exp) = match u.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i64>().ok().filter(|e| e.abs() <= 200)?),
+        None => (u, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = format!("{int}{frac}");
+    if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let point = int.len() as i64 + exp;
+    let (int, frac) = if point <= 0 {
+        (String::new(), format!("{}{digits}", "0".repeat((-point) as usize)))
+    } else if point as usize >= digits.len() {
+        (format!("{digits}{}", "0".repeat(point as usize - digits.len())), String::new())
+    } else {
+        (digits[..point as usize].to_string(), digits[point as usize..].to_string())
+    };
     let (int, frac) = (int.trim_start_matches('0'), frac.trim_end_matches('0'));
     let int = if int.is_empty() { "0" } else { int };
     let t = if frac.is_empty() { format!("{sign}{int}") } else { format!("{sign}{int}.{frac}") };
