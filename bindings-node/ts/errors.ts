@@ -17,6 +17,7 @@ export const ALL_CODES = [
   'provider_unknown', 'unauthorized', 'payment_conflict', 'top_up_refused',
   'request_too_large', 'request_malformed', 'facilitator_unavailable', 'facilitator_untrusted',
   'payment_in_doubt', 'facilitator_error',
+  'authorization_invalid', 'authorization_used', 'settlement_failed',
   'not_payment_required', 'body_not_replayable', 'price_invalid', 'config_invalid',
   'mode_mismatch', 'internal',
 ] as const;
@@ -178,6 +179,9 @@ export const CODE_CLASSES: { readonly [C in VlexivoErrorCode]: ErrorClass } = {
   facilitator_untrusted: VlexivoChallengeError,
   payment_in_doubt: VlexivoFacilitatorError,
   facilitator_error: VlexivoFacilitatorError,
+  authorization_invalid: VlexivoPaymentError,
+  authorization_used: VlexivoPaymentError,
+  settlement_failed: VlexivoFacilitatorError,
   not_payment_required: VlexivoPaymentError,
   body_not_replayable: VlexivoRequestError,
   price_invalid: VlexivoConfigError,

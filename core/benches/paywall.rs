@@ -59,6 +59,7 @@ fn bench(c: &mut Criterion) {
         facilitator: "http://127.0.0.1:4020",
         mode: "sandbox",
         network: "sandbox",
+        live: None,
         ttl_secs: 300,
     };
     c.bench_function("challenge_issue_encode", |b| {

@@ -49,6 +49,8 @@ fn main() {
         ("payment.json", payments(&fx, &rng)),
         ("paywall.json", paywall(&fx, &rng)),
         ("client.json", client(&fx, &rng)),
+        // Its own seed, so adding live cases never moves the other files' random draws.
+        ("live.json", live(&SeededEntropy::new(SEED ^ 0x3009))),
     ];
     let mut total = 0;
     for (name, v) in files {
@@ -232,6 +234,7 @@ fn challenges(fx: &Fixture, rng: &SeededEntropy) -> Value {
         facilitator: FACILITATOR,
         mode: "sandbox",
         network: "sandbox",
+        live: None,
         ttl_secs: 300,
     };
     let good = Challenge::create(&params, &fx.keys.challenge_mac, NOW, rng).unwrap();
@@ -1105,4 +1108,112 @@ fn flows(fx: &Fixture, challenge: &dyn Fn(&str, &str, &str) -> (String, String))
     });
     out.push(f.case("flow: auto top-up, and a stale balance corrected", auto));
     out
+}
+
+/// Live mode: a live challenge, the EIP-3009 transfer that pays it (typed data in the JSON form
+/// viem's `hashTypedData` and eth-account's `encode_typed_data` take, its hash and the payer's
+/// signature), and what the facilitator's `verify_live` answers to good and bad requests.
+fn live(rng: &SeededEntropy) -> Value {
+    use vlexivo_core::eip3009::{LiveTerms, TYPE_STRING, authorization_nonce};
+    use vlexivo_core::wallet::Address;
+    let secret = generate_secret(Mode::Live, rng);
+    let keys = ProviderKeys::from_secret(&secret).unwrap();
+    let payer = Wallet::generate(rng);
+    let stranger = Wallet::generate(rng);
+    let terms = LiveTerms {
+        network: "eip155:31337".into(),
+        asset: Address::parse("0x5FbDB2315678afecb367f032d93F642f64180aa3").unwrap(),
+        asset_name: "USD Coin".into(),
+        asset_version: "2".into(),
+        pay_to: Address::parse("0x70997970C51812dc3A010C7d01b50e0d17dc79C8").unwrap(),
+    };
+    let mut cfg = PaywallConfig::new(&secret);
+    cfg.facilitator_url = FACILITATOR.into();
+    cfg.origin = Some(ORIGIN.into());
+    cfg.live = Some(terms.clone());
+    let pw = Paywall::new(cfg).unwrap();
+    let price = Money::parse("0.01", Currency::Usd).unwrap();
+    let req = RequestInfo::new("POST", "https", Some("api.example.com"), "/api/v1/inference");
+    let mk = || {
+        let r = pw.challenge(&req, &price, "per-call", NOW, rng).unwrap();
+        r.headers.iter().find(|(k, _)| *k == "Vlexivo-Challenge").unwrap().1.clone()
+    };
+    let enc = mk();
+    let c = Challenge::decode(&enc).unwrap();
+    let good = payment::sign(&c, &enc, &payer).unwrap();
+    let (auth, domain) =
+        payment::transfer_authorization(&c, payer.address(), good.valid_after.unwrap(), good.valid_before.unwrap())
+            .unwrap();
+    let typed_data = json!({
+        "types": {
+            "EIP712Domain": [
+                {"name": "name", "type": "string"}, {"name": "version", "type": "string"},
+                {"name": "chainId", "type": "uint256"}, {"name": "verifyingContract", "type": "address"}],
+            "TransferWithAuthorization": [
+                {"name": "from", "type": "address"}, {"name": "to", "type": "address"},
+                {"name": "value", "type": "uint256"}, {"name": "validAfter", "type": "uint256"},
+                {"name": "validBefore", "type": "uint256"}, {"name": "nonce", "type": "bytes32"}],
+        },
+        "primaryType": "TransferWithAuthorization",
+        "domain": { "name": domain.name, "version": domain.version, "chainId": domain.chain_id,
+            "verifyingContract": domain.verifying_contract.to_checksum() },
+        "message": { "from": auth.from.to_checksum(), "to": auth.to.to_checksum(),
+            "value": auth.value.to_string(), "validAfter": auth.valid_after.to_string(),
+            "validBefore": auth.valid_before.to_string(), "nonce": format!("0x{}", hex::encode(auth.nonce)) },
+    });
+    let resign = |r: &payment::PaymentRequest, after: u64, before: u64, chain: Option<u64>| {
+        let (a, mut d) = payment::transfer_authorization(&c, payer.address(), after, before).unwrap();
+        if let Some(id) = chain {
+            d.chain_id = id;
+        }
+        let mut r = r.clone();
+        r.valid_after = Some(after);
+        r.valid_before = Some(before);
+        r.signature = a.sign(&d, &payer).unwrap();
+        r
+    };
+    let mut other_terms = terms.clone();
+    other_terms.pay_to = stranger.address();
+    let mut someone_else = good.clone();
+    someone_else.payer = stranger.address().to_checksum();
+    let exp = c.exp;
+    let cases: Vec<Value> = [
+        ("valid", good.clone(), &terms, NOW + 1),
+        ("valid with a shorter window", resign(&good, NOW - 60, NOW + 120, None), &terms, NOW + 1),
+        ("not valid yet", resign(&good, NOW + 60, exp, None), &terms, NOW + 1),
+        ("valid beyond the challenge", resign(&good, 0, exp + 1, None), &terms, NOW + 1),
+        ("expiring before it can be settled", resign(&good, 0, NOW + 5, None), &terms, NOW + 1),
+        ("signed for another chain id", resign(&good, 0, exp, Some(1)), &terms, NOW + 1),
+        ("payer claims another wallet", someone_else, &terms, NOW + 1),
+        ("the facilitator pays another address for this provider", good.clone(), &other_terms, NOW + 1),
+        ("expired challenge", good.clone(), &terms, exp + 6),
+    ]
+    .into_iter()
+    .map(|(name, r, expected, now)| {
+        let result = payment::decode(&r)
+            .and_then(|ch| payment::verify_live(&r, ch, &keys.challenge_mac, expected, now));
+        json!({ "name": name, "request": r, "now": now, "expected_pay_to": expected.pay_to.to_checksum(),
+            "expect": err_or(result, |v| json!({ "payer": v.payment.payer.to_checksum(),
+                "amount": v.payment.price.to_string(), "value": v.authorization.value.to_string() })) })
+    })
+    .collect();
+    json!({
+        "kind": "live",
+        "description": "Live mode (EIP-3009). `authorization`: the transfer paying `challenge` (nonce = keccak256(\"vlexivo-eip3009-nonce-v1\\n\" || account || \"\\n\" || challenge nonce)), as EIP-712 typed data, its domain separator and signing hash, and the payer's deterministic signature. `cases`: payment::verify_live with the challenge MAC key from api_secret, the terms (network, asset, name, version) of `terms` and pay_to `expected_pay_to`, at `now`.",
+        "api_secret": secret,
+        "payer_key": payer.secret_hex(),
+        "terms": { "network": terms.network, "asset": terms.asset.to_checksum(), "asset_name": terms.asset_name,
+            "asset_version": terms.asset_version, "pay_to": terms.pay_to.to_checksum() },
+        "authorization": {
+            "challenge": enc,
+            "type_string": TYPE_STRING,
+            "nonce": format!("0x{}", hex::encode(authorization_nonce(&c.account, &c.nonce))),
+            "typed_data": typed_data,
+            "domain_separator": format!("0x{}", hex::encode(domain.separator())),
+            "signing_hash": format!("0x{}", hex::encode(auth.signing_hash(&domain))),
+            "signature": good.signature,
+            "request": good,
+        },
+        "cases": cases,
+    })
 }

@@ -54,6 +54,17 @@ pub struct Challenge {
     pub mode: String,
     /// Settlement network ("sandbox", or CAIP-2 such as "eip155:31337").
     pub network: String,
+    /// Live mode only (absent in sandbox): the settlement terms the payer's EIP-3009
+    /// authorization is made for ([`crate::eip3009::LiveTerms`]): the token contract, its
+    /// EIP-712 domain name and version, and the provider's payout address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asset: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asset_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asset_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pay_to: Option<String>,
     pub iat: u64,
     pub exp: u64,
     /// base64url HMAC-SHA256; empty while computing the MAC.
@@ -75,6 +86,8 @@ pub struct ChallengeParams<'a> {
     pub facilitator: &'a str,
     pub mode: &'a str,
     pub network: &'a str,
+    /// Live mode's settlement terms (their `network` is the one above).
+    pub live: Option<&'a crate::eip3009::LiveTerms>,
     pub ttl_secs: u64,
 }
 
@@ -103,6 +116,10 @@ impl Challenge {
             facilitator: p.facilitator.to_string(),
             mode: p.mode.to_string(),
             network: p.network.to_string(),
+            asset: p.live.map(|t| t.asset.to_checksum()),
+            asset_name: p.live.map(|t| t.asset_name.clone()),
+            asset_version: p.live.map(|t| t.asset_version.clone()),
+            pay_to: p.live.map(|t| t.pay_to.to_checksum()),
             iat: now,
             exp: now.saturating_add(p.ttl_secs),
             mac: String::new(),
@@ -193,7 +210,42 @@ impl Challenge {
             return Err(Error::ChallengeMalformed("expiry before issue"));
         }
         self.price()?;
+        match self.mode.as_str() {
+            "live" => {
+                self.live_terms()?;
+            }
+            "sandbox" => {
+                let any = [&self.asset, &self.asset_name, &self.asset_version, &self.pay_to];
+                if any.iter().any(|f| f.is_some()) {
+                    return Err(Error::ChallengeMalformed("settlement terms in a sandbox challenge"));
+                }
+            }
+            _ => return Err(Error::ChallengeMalformed("mode")),
+        }
         Ok(())
+    }
+
+    /// A live challenge's settlement terms (`challenge_malformed` when one is missing or
+    /// malformed, or the challenge is not live).
+    pub fn live_terms(&self) -> Result<crate::eip3009::LiveTerms> {
+        use crate::wallet::Address;
+        if self.mode != "live" {
+            return Err(Error::ChallengeMalformed("not a live challenge"));
+        }
+        let field = |f: &Option<String>, what: &'static str| f.clone().ok_or(Error::ChallengeMalformed(what));
+        let address = |f: &Option<String>, what: &'static str| {
+            Address::parse(f.as_deref().ok_or(Error::ChallengeMalformed(what))?)
+                .map_err(|_| Error::ChallengeMalformed(what))
+        };
+        let terms = crate::eip3009::LiveTerms {
+            network: self.network.clone(),
+            asset: address(&self.asset, "asset")?,
+            asset_name: field(&self.asset_name, "asset_name")?,
+            asset_version: field(&self.asset_version, "asset_version")?,
+            pay_to: address(&self.pay_to, "pay_to")?,
+        };
+        terms.check()?;
+        Ok(terms)
     }
 
     /// The price as money (validated decimal and currency).
@@ -256,8 +308,48 @@ mod tests {
             facilitator: "http://127.0.0.1:4020",
             mode: "sandbox",
             network: "sandbox",
+            live: None,
             ttl_secs: 300,
         }
+    }
+
+    #[test]
+    fn live_challenges_carry_their_terms() {
+        let key = [7u8; 32];
+        let price = Money::parse("0.001", Currency::Usd).unwrap();
+        let terms = crate::eip3009::LiveTerms {
+            network: "eip155:31337".into(),
+            asset: crate::wallet::Address::parse("0x5FbDB2315678afecb367f032d93F642f64180aa3").unwrap(),
+            asset_name: "USD Coin".into(),
+            asset_version: "2".into(),
+            pay_to: crate::wallet::Address::parse("0x70997970C51812dc3A010C7d01b50e0d17dc79C8").unwrap(),
+        };
+        let mut p = params(&price);
+        p.mode = "live";
+        p.network = "eip155:31337";
+        p.live = Some(&terms);
+        let c = Challenge::create(&p, &key, 1_700_000_000, &SeededEntropy::new(1)).unwrap();
+        let d = Challenge::decode(&c.encode()).unwrap();
+        assert_eq!(d.live_terms().unwrap(), terms);
+        d.verify(&key, 1_700_000_100, 0).unwrap();
+        // The terms are MAC'd: another payout address is not the provider's challenge.
+        let mut moved = d.clone();
+        moved.pay_to = Some("0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC".into());
+        assert_eq!(moved.verify(&key, 1_700_000_100, 0).unwrap_err().code(), "challenge_invalid");
+        // A live challenge without its terms, a sandbox one with them, an unknown mode.
+        let reencode = |c: &Challenge| B64.encode(serde_json::to_vec(c).unwrap());
+        let mut bare = d.clone();
+        bare.pay_to = None;
+        assert_eq!(Challenge::decode(&reencode(&bare)).unwrap_err().code(), "challenge_malformed");
+        let mut bad = d.clone();
+        bad.network = "sandbox".into();
+        assert_eq!(Challenge::decode(&reencode(&bad)).unwrap_err().code(), "challenge_malformed");
+        let mut sandbox = d.clone();
+        sandbox.mode = "sandbox".into();
+        assert_eq!(Challenge::decode(&reencode(&sandbox)).unwrap_err().code(), "challenge_malformed");
+        let mut odd = c.clone();
+        odd.mode = "both".into();
+        assert_eq!(Challenge::decode(&reencode(&odd)).unwrap_err().code(), "challenge_malformed");
     }
 
     #[test]

@@ -34,6 +34,21 @@ pub const TLS_ROOTS: EnvVar =
 pub const HTTPS_ONLY: EnvVar =
     var("VLX_HTTPS_ONLY", &[], "1/true: the Rust clients refuse plain-http APIs and facilitators");
 
+// --- live mode: a paywall's settlement terms (the facilitator's token and network too) ---
+pub const NETWORK: EnvVar = var("VLX_NETWORK", &[], "live mode: the CAIP-2 network, eip155:<chainId>");
+pub const ASSET: EnvVar = var("VLX_ASSET", &[], "live mode: the EIP-3009 token contract (0x…)");
+pub const ASSET_NAME: EnvVar =
+    var("VLX_ASSET_NAME", &[], "live mode: the token's EIP-712 domain name (USD Coin by default)");
+pub const ASSET_VERSION: EnvVar =
+    var("VLX_ASSET_VERSION", &[], "live mode: the token's EIP-712 domain version (2 by default)");
+pub const PAY_TO: EnvVar = var("VLX_PAY_TO", &[], "live mode: the provider's payout address (0x…)");
+pub const MODE: EnvVar = var("VLX_MODE", &[], "vlexivo serve: sandbox (simulated ledger) or live (on chain)");
+pub const RPC_URL: EnvVar = var("VLX_RPC_URL", &[], "live mode: the chain's JSON-RPC URL");
+pub const RELAYER_KEY: EnvVar =
+    var("VLX_RELAYER_KEY", &[], "live mode: the facilitator's relayer key (pays gas, holds no payments)");
+pub const CONFIRMATIONS: EnvVar =
+    var("VLX_CONFIRMATIONS", &[], "live mode: blocks before a proof is issued (0: once the node accepted it)");
+
 // --- the facilitator service (`vlexivo serve`) ---
 pub const ADDR: EnvVar = var("VLX_ADDR", &["VLEXIVO_ADDR"], "the facilitator's listen address");
 pub const DB: EnvVar = var("VLX_DB", &["VLEXIVO_DB"], "the facilitator's SQLite file");
@@ -75,6 +90,15 @@ pub const ALL: &[EnvVar] = &[
     TLS_KEY,
     CORS_ORIGINS,
     MASTER_KEY,
+    NETWORK,
+    ASSET,
+    ASSET_NAME,
+    ASSET_VERSION,
+    PAY_TO,
+    MODE,
+    RPC_URL,
+    RELAYER_KEY,
+    CONFIRMATIONS,
 ];
 
 /// The variable called `name` or having it as an alias.

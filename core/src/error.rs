@@ -144,6 +144,17 @@ pub enum Error {
         code: String,
         message: String,
     },
+
+    // --- live settlement (EIP-3009) ---
+    /// A live payment's authorization does not fit its challenge or this facilitator: not yet
+    /// valid, valid beyond the challenge, expiring, another token, network or payout address.
+    AuthorizationInvalid(&'static str),
+    /// The chain already has this authorization's nonce used (or cancelled): the transfer was
+    /// settled by someone else, or the payer cancelled it. Nothing was charged now.
+    AuthorizationUsed,
+    /// The chain refused the transfer (the simulation or the mined transaction reverted, or it
+    /// was dropped): nothing moved.
+    SettlementFailed(String),
     /// A 402 that is not a Vlexivo challenge, or no 402 at all where one was expected.
     NotPaymentRequired,
     /// The request body cannot be sent twice (a one-shot stream).
@@ -207,6 +218,9 @@ impl Error {
             FacilitatorUntrusted { .. } => "facilitator_untrusted",
             PaymentInDoubt { .. } => "payment_in_doubt",
             FacilitatorError { .. } => "facilitator_error",
+            AuthorizationInvalid(_) => "authorization_invalid",
+            AuthorizationUsed => "authorization_used",
+            SettlementFailed(_) => "settlement_failed",
             NotPaymentRequired => "not_payment_required",
             BodyNotReplayable => "body_not_replayable",
             PriceInvalid(_) => "price_invalid",
@@ -260,6 +274,9 @@ impl Error {
             FacilitatorUntrusted { .. } => 403,
             PaymentInDoubt { .. } => 502,
             FacilitatorError { status, .. } => *status,
+            AuthorizationInvalid(_) => 400,
+            AuthorizationUsed => 409,
+            SettlementFailed(_) => 502,
             NotPaymentRequired => 502,
             BodyNotReplayable => 400,
             PriceInvalid(_) | Config(_) | Internal(_) => 500,
@@ -340,6 +357,9 @@ impl Error {
         "facilitator_untrusted",
         "payment_in_doubt",
         "facilitator_error",
+        "authorization_invalid",
+        "authorization_used",
+        "settlement_failed",
         "not_payment_required",
         "body_not_replayable",
         "price_invalid",
@@ -419,6 +439,11 @@ impl fmt::Display for Error {
             FacilitatorError { status, code, message } => {
                 write!(f, "facilitator answered {status} {code}: {message}")
             }
+            AuthorizationInvalid(why) => write!(f, "transfer authorization refused: {why}"),
+            AuthorizationUsed => {
+                f.write_str("the transfer authorization's nonce is already used on chain (settled or cancelled)")
+            }
+            SettlementFailed(why) => write!(f, "settlement failed on chain, nothing moved: {why}"),
             NotPaymentRequired => f.write_str("response is not a Vlexivo payment challenge"),
             BodyNotReplayable => {
                 f.write_str("request body is a one-shot stream and cannot be replayed after payment")
@@ -453,7 +478,7 @@ impl Error {
             CurrencyMismatch { expected, got } | ModeMismatch { expected, got } => {
                 json!({ "expected": expected, "got": got })
             }
-            ChallengeMalformed(why) | ChallengeMismatch(why) | TokenMalformed(why) => {
+            ChallengeMalformed(why) | ChallengeMismatch(why) | TokenMalformed(why) | AuthorizationInvalid(why) => {
                 json!({ "reason": why })
             }
             ChallengeTooLarge { limit } | TokenTooLarge { limit } | RequestTooLarge { limit } => {
@@ -467,6 +492,7 @@ impl Error {
             | TopUpRefused(why)
             | RequestMalformed(why)
             | FacilitatorUnavailable(why)
+            | SettlementFailed(why)
             | PriceInvalid(why)
             | Config(why)
             | Internal(why) => json!({ "reason": why }),
@@ -578,6 +604,9 @@ impl Error {
                 code: field("facilitatorCode"),
                 message: field("facilitatorMessage"),
             },
+            "authorization_invalid" => AuthorizationInvalid("rejected"),
+            "authorization_used" => AuthorizationUsed,
+            "settlement_failed" => SettlementFailed(reason()),
             "not_payment_required" => NotPaymentRequired,
             "body_not_replayable" => BodyNotReplayable,
             "price_invalid" => PriceInvalid(reason()),

@@ -11,6 +11,7 @@
 //! | [`origin`] | the origin (scheme, host, port) challenges and proofs are bound to |
 //! | [`challenge`] | the 402 challenge: create, encode, decode, MAC |
 //! | [`wallet`] | secp256k1 wallets, EIP-55 addresses, EIP-712 payment authorizations |
+//! | [`eip3009`] | live mode's authorization: EIP-3009 transfers under the token's domain, settlement terms |
 //! | [`token`] | the proof token (JWT, HS256 or EdDSA) |
 //! | [`store`] | nonce stores by URL: memory, SQLite, Redis, PostgreSQL |
 //! | [`policy`] | the payer's spending policy |
@@ -22,6 +23,7 @@
 
 pub mod challenge;
 pub mod client;
+pub mod eip3009;
 pub mod env;
 pub mod envvars;
 pub mod error;

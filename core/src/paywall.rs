@@ -36,6 +36,10 @@ pub struct PaywallConfig {
     /// on a directly exposed server but not behind a proxy that rewrites either; and a server
     /// that answers any `Host` lets a relaying site name itself. Configure it in production.
     pub origin: Option<String>,
+    /// Live mode's settlement terms (token, its EIP-712 domain, payout address, network). When
+    /// `None` in live mode they are read from `VLX_NETWORK`, `VLX_ASSET`, `VLX_PAY_TO` (and
+    /// `VLX_ASSET_NAME`, `VLX_ASSET_VERSION`), which `vlexivo provider create --mode live` prints.
+    pub live: Option<crate::eip3009::LiveTerms>,
 }
 
 impl PaywallConfig {
@@ -50,6 +54,7 @@ impl PaywallConfig {
             jwks: None,
             bind_body: false,
             origin: None,
+            live: None,
         }
     }
 }
@@ -223,6 +228,7 @@ pub struct Paywall {
     leeway: u64,
     bind_body: bool,
     origin: Option<Origin>,
+    live: Option<crate::eip3009::LiveTerms>,
 }
 
 impl Paywall {
@@ -236,15 +242,36 @@ impl Paywall {
                 got: format!("an apiSecret for {}", keys.mode),
             });
         }
-        let network = match (cfg.network, keys.mode) {
+        let live = match keys.mode {
+            Mode::Sandbox if cfg.live.is_some() => {
+                return Err(Error::Config("settlement terms are for live mode only".into()));
+            }
+            Mode::Sandbox => None,
+            Mode::Live => {
+                let terms = match cfg.live {
+                    Some(t) => t,
+                    None => crate::eip3009::LiveTerms::from_env(|n| std::env::var(n).ok())?.ok_or_else(|| {
+                        Error::Config(
+                            "live mode needs its settlement terms: the network, the token and the payout \
+                             address (VLX_NETWORK, VLX_ASSET, VLX_PAY_TO)"
+                                .into(),
+                        )
+                    })?,
+                };
+                terms.check().map_err(|e| Error::Config(format!("settlement terms: {e}")))?;
+                Some(terms)
+            }
+        };
+        let network = match (cfg.network, &live) {
+            (Some(n), Some(t)) if n != t.network => {
+                return Err(Error::Config(format!("network {n:?} is not the terms' {:?}", t.network)));
+            }
             (Some(n), _) => {
                 crate::payment::chain_id(&n).map_err(|_| Error::Config(format!("network {n:?}")))?;
                 n
             }
-            (None, Mode::Sandbox) => "sandbox".to_string(),
-            (None, Mode::Live) => {
-                return Err(Error::Config("live mode needs a network such as eip155:8453".into()));
-            }
+            (None, Some(t)) => t.network.clone(),
+            (None, None) => "sandbox".to_string(),
         };
         let url = cfg.facilitator_url.trim_end_matches('/').to_string();
         if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -270,6 +297,7 @@ impl Paywall {
             leeway: cfg.leeway_secs,
             bind_body: cfg.bind_body,
             origin,
+            live,
         })
     }
 
@@ -516,6 +544,7 @@ impl Paywall {
                 facilitator: &self.facilitator,
                 mode,
                 network: &self.network,
+                live: self.live.as_ref(),
                 ttl_secs: self.ttl,
             },
             &self.keys.challenge_mac,

@@ -182,9 +182,14 @@ impl Wallet {
 
     /// `0x` + hex(r || s || v), 65 bytes, v ∈ {27, 28}, low-s, RFC 6979 deterministic.
     pub fn sign_authorization(&self, auth: &PaymentAuthorization) -> String {
-        let hash = auth.signing_hash();
+        self.sign_hash(&auth.signing_hash())
+    }
+
+    /// Sign a 32-byte digest (an EIP-712 hash): `0x` + hex(r || s || v), 65 bytes,
+    /// v ∈ {27, 28}, low-s, RFC 6979 deterministic.
+    pub fn sign_hash(&self, hash: &[u8; 32]) -> String {
         // k256 normalizes to low-s and adjusts the recovery id to match.
-        let (sig, recid) = self.key.sign_prehash_recoverable(&hash);
+        let (sig, recid) = self.key.sign_prehash_recoverable(hash);
         let mut out = [0u8; 65];
         out[..64].copy_from_slice(sig.to_bytes().as_slice());
         out[64] = 27 + u8::from(recid.is_y_odd());
@@ -256,9 +261,14 @@ fn parse_signature(signature: &str) -> Result<(Signature, RecoveryId)> {
 /// Recover the signer's address. Any malformed, high-s or unrecoverable signature is
 /// `Error::SignatureInvalid`, with no detail.
 pub fn recover_authorization(auth: &PaymentAuthorization, signature: &str) -> Result<Address> {
+    recover_hash(&auth.signing_hash(), signature)
+}
+
+/// Recover the address that signed a 32-byte digest; the same opaque `signature_invalid` for
+/// every failure.
+pub fn recover_hash(hash: &[u8; 32], signature: &str) -> Result<Address> {
     let (sig, recid) = parse_signature(signature)?;
-    let hash = auth.signing_hash();
-    let key = VerifyingKey::recover_from_prehash(&hash, &sig, recid).map_err(|_| Error::SignatureInvalid)?;
+    let key = VerifyingKey::recover_from_prehash(hash, &sig, recid).map_err(|_| Error::SignatureInvalid)?;
     Ok(Address::from_verifying_key(&key))
 }
 
