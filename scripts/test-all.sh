@@ -20,6 +20,10 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 step "Redis and PostgreSQL for the suites that start throwaway servers (Debian packages)"
 ./scripts/test-services.sh install
 
+step "live-mode devnet (npm): anvil, Circle's FiatTokenV2_2 artifacts, viem; viem checks the live vectors"
+npm ci --prefix live/devnet --no-audit --no-fund --loglevel=error
+npm test --prefix live/devnet
+
 step "shared vectors regenerate byte for byte"
 cargo run -q -p vlexivo-core --example gen_vectors
 git diff --exit-code -- tests/vectors
@@ -32,8 +36,8 @@ cargo test -p vlexivo-core --features redis,postgres --lib store::
 
 step "crates ready to publish: a true MSRV, cargo package"
 python3 scripts/msrv.py
-publishable=(core client tower facilitator)
-# The four crates packaged together (their path dependencies on each other resolved through a
+publishable=(core client tower live facilitator)
+# The publishable crates packaged together (their path dependencies on each other resolved through a
 # temporary local registry, as crates.io will once they are published): metadata, file lists,
 # versions on path dependencies. --no-verify: the verify build would compile from each tarball
 # exactly the sources `cargo test` just compiled (nothing reaches outside a crate's directory:
