@@ -1141,9 +1141,13 @@ fn live(rng: &SeededEntropy) -> Value {
     let enc = mk();
     let c = Challenge::decode(&enc).unwrap();
     let good = payment::sign(&c, &enc, &payer).unwrap();
-    let (auth, domain) =
-        payment::transfer_authorization(&c, payer.address(), good.valid_after.unwrap(), good.valid_before.unwrap())
-            .unwrap();
+    let (auth, domain) = payment::transfer_authorization(
+        &c,
+        payer.address(),
+        good.valid_after.unwrap(),
+        good.valid_before.unwrap(),
+    )
+    .unwrap();
     let typed_data = json!({
         "types": {
             "EIP712Domain": [

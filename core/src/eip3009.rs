@@ -221,7 +221,8 @@ mod tests {
     /// EIP-712 encoded by hand from EIP-3009's text, independently of `sol!`.
     #[test]
     fn signing_hash_matches_hand_encoding() {
-        let w = Wallet::from_hex("0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318").unwrap();
+        let w =
+            Wallet::from_hex("0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318").unwrap();
         let d = domain();
         let a = TransferAuthorization {
             from: w.address(),
@@ -231,10 +232,9 @@ mod tests {
             valid_before: 1_700_000_300,
             nonce: authorization_nonce("acct_0123456789abcdef0123", "AAAAAAAAAAAAAAAAAAAAAAAA"),
         };
-        let mut enc = keccak256(
-            b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)",
-        )
-        .to_vec();
+        let mut enc =
+            keccak256(b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
+                .to_vec();
         enc.extend(keccak256(b"USD Coin"));
         enc.extend(keccak256(b"2"));
         enc.extend(u256_be(31337));

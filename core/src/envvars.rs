@@ -46,8 +46,11 @@ pub const MODE: EnvVar = var("VLX_MODE", &[], "vlexivo serve: sandbox (simulated
 pub const RPC_URL: EnvVar = var("VLX_RPC_URL", &[], "live mode: the chain's JSON-RPC URL");
 pub const RELAYER_KEY: EnvVar =
     var("VLX_RELAYER_KEY", &[], "live mode: the facilitator's relayer key (pays gas, holds no payments)");
-pub const CONFIRMATIONS: EnvVar =
-    var("VLX_CONFIRMATIONS", &[], "live mode: blocks before a proof is issued (0: once the node accepted it)");
+pub const CONFIRMATIONS: EnvVar = var(
+    "VLX_CONFIRMATIONS",
+    &[],
+    "live mode: blocks before a proof is issued (0: once the node accepted it)",
+);
 
 // --- the facilitator service (`vlexivo serve`) ---
 pub const ADDR: EnvVar = var("VLX_ADDR", &["VLEXIVO_ADDR"], "the facilitator's listen address");

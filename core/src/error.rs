@@ -440,9 +440,9 @@ impl fmt::Display for Error {
                 write!(f, "facilitator answered {status} {code}: {message}")
             }
             AuthorizationInvalid(why) => write!(f, "transfer authorization refused: {why}"),
-            AuthorizationUsed => {
-                f.write_str("the transfer authorization's nonce is already used on chain (settled or cancelled)")
-            }
+            AuthorizationUsed => f.write_str(
+                "the transfer authorization's nonce is already used on chain (settled or cancelled)",
+            ),
             SettlementFailed(why) => write!(f, "settlement failed on chain, nothing moved: {why}"),
             NotPaymentRequired => f.write_str("response is not a Vlexivo payment challenge"),
             BodyNotReplayable => {
@@ -478,7 +478,10 @@ impl Error {
             CurrencyMismatch { expected, got } | ModeMismatch { expected, got } => {
                 json!({ "expected": expected, "got": got })
             }
-            ChallengeMalformed(why) | ChallengeMismatch(why) | TokenMalformed(why) | AuthorizationInvalid(why) => {
+            ChallengeMalformed(why)
+            | ChallengeMismatch(why)
+            | TokenMalformed(why)
+            | AuthorizationInvalid(why) => {
                 json!({ "reason": why })
             }
             ChallengeTooLarge { limit } | TokenTooLarge { limit } | RequestTooLarge { limit } => {

@@ -3,11 +3,11 @@
 //! the rules live here so every party agrees on them.
 
 use crate::challenge::Challenge;
+use crate::eip3009::{LiveTerms, TokenDomain, TransferAuthorization, authorization_nonce};
 use crate::error::{Error, Result};
+use crate::keys::Mode;
 use crate::money::Money;
 use crate::token::{ProofClaims, TOKEN_TTL_SECS};
-use crate::eip3009::{LiveTerms, TokenDomain, TransferAuthorization, authorization_nonce};
-use crate::keys::Mode;
 use crate::wallet::{Address, PaymentAuthorization, Wallet};
 use serde::{Deserialize, Serialize};
 
@@ -205,7 +205,9 @@ pub fn verify_live(
         || terms.asset_name != expected.asset_name
         || terms.asset_version != expected.asset_version
     {
-        return Err(Error::AuthorizationInvalid("the challenge's token is not the one this facilitator settles"));
+        return Err(Error::AuthorizationInvalid(
+            "the challenge's token is not the one this facilitator settles",
+        ));
     }
     if terms.pay_to != expected.pay_to {
         return Err(Error::AuthorizationInvalid("pay_to is not the provider's payout address"));

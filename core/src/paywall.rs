@@ -250,13 +250,15 @@ impl Paywall {
             Mode::Live => {
                 let terms = match cfg.live {
                     Some(t) => t,
-                    None => crate::eip3009::LiveTerms::from_env(|n| std::env::var(n).ok())?.ok_or_else(|| {
-                        Error::Config(
+                    None => {
+                        crate::eip3009::LiveTerms::from_env(|n| std::env::var(n).ok())?.ok_or_else(|| {
+                            Error::Config(
                             "live mode needs its settlement terms: the network, the token and the payout \
                              address (VLX_NETWORK, VLX_ASSET, VLX_PAY_TO)"
                                 .into(),
                         )
-                    })?,
+                        })?
+                    }
                 };
                 terms.check().map_err(|e| Error::Config(format!("settlement terms: {e}")))?;
                 Some(terms)

@@ -40,8 +40,7 @@ fn the_transfer_that_pays_a_live_challenge() {
     // The payer's flow signs exactly this request (deterministic signatures).
     let signed = payment::sign(&c, enc, &payer).unwrap();
     assert_eq!(serde_json::to_value(&signed).unwrap(), a["request"]);
-    let (auth, domain) =
-        payment::transfer_authorization(&c, payer.address(), 0, c.exp).unwrap();
+    let (auth, domain) = payment::transfer_authorization(&c, payer.address(), 0, c.exp).unwrap();
     assert_eq!(a["domain_separator"], json!(format!("0x{}", hex::encode(domain.separator()))));
     assert_eq!(a["signing_hash"], json!(format!("0x{}", hex::encode(auth.signing_hash(&domain)))));
     let m = &a["typed_data"]["message"];
@@ -104,8 +103,14 @@ fn modes_do_not_cross() {
     assert_eq!(e.code(), "mode_mismatch");
     let sandbox = load_sandbox_payment();
     let c = payment::decode(&sandbox.0).unwrap();
-    let e = payment::verify_live(&sandbox.0, c, &sandbox.1, &terms(&v, v["terms"]["pay_to"].as_str().unwrap()), sandbox.2)
-        .unwrap_err();
+    let e = payment::verify_live(
+        &sandbox.0,
+        c,
+        &sandbox.1,
+        &terms(&v, v["terms"]["pay_to"].as_str().unwrap()),
+        sandbox.2,
+    )
+    .unwrap_err();
     assert_eq!(e.code(), "mode_mismatch");
 }
 
@@ -115,5 +120,9 @@ fn load_sandbox_payment() -> (PaymentRequest, [u8; 32], u64) {
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
     let keys = ProviderKeys::from_secret(v["api_secret"].as_str().unwrap()).unwrap();
     let case = &v["cases"][0];
-    (serde_json::from_value(case["request"].clone()).unwrap(), keys.challenge_mac, case["now"].as_u64().unwrap())
+    (
+        serde_json::from_value(case["request"].clone()).unwrap(),
+        keys.challenge_mac,
+        case["now"].as_u64().unwrap(),
+    )
 }

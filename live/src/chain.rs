@@ -158,7 +158,9 @@ impl Chain {
         let version = t.version().call().await.map_err(|e| rpc_down("token version", e))?;
         let decimals = t.decimals().call().await.map_err(|e| rpc_down("token decimals", e))?;
         if decimals != 6 {
-            return Err(Error::Config(format!("the token has {decimals} decimals; live mode settles 6-decimal usd")));
+            return Err(Error::Config(format!(
+                "the token has {decimals} decimals; live mode settles 6-decimal usd"
+            )));
         }
         Ok(Self {
             provider,
@@ -276,7 +278,12 @@ impl Chain {
     /// Sign the relay of `t` with the relayer's next nonce, hand it to `record` (which must
     /// store it durably: after a crash the same bytes are re-broadcast, never re-signed), then
     /// broadcast it. A `record` error stops before anything is sent.
-    pub async fn submit<F, Fut>(&self, t: &VerifiedTransfer, gas: u64, record: F) -> Result<(Signed, Broadcast)>
+    pub async fn submit<F, Fut>(
+        &self,
+        t: &VerifiedTransfer,
+        gas: u64,
+        record: F,
+    ) -> Result<(Signed, Broadcast)>
     where
         F: FnOnce(Signed) -> Fut,
         Fut: std::future::Future<Output = Result<()>>,
@@ -300,8 +307,10 @@ impl Chain {
             .with_gas_limit(gas + gas * GAS_HEADROOM_PERCENT / 100)
             .with_max_fee_per_gas(fees.max_fee_per_gas)
             .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
-        let envelope =
-            tx.build(&self.wallet).await.map_err(|e| Error::Internal(format!("cannot sign the relay: {e}")))?;
+        let envelope = tx
+            .build(&self.wallet)
+            .await
+            .map_err(|e| Error::Internal(format!("cannot sign the relay: {e}")))?;
         let signed = Signed {
             tx_hash: *envelope.tx_hash(),
             raw: envelope.encoded_2718(),
@@ -353,7 +362,8 @@ impl Chain {
 
     /// True when the node knows the transaction (pending or mined).
     pub async fn known(&self, tx_hash: B256) -> Result<bool> {
-        let t = self.provider.get_transaction_by_hash(tx_hash).await.map_err(|e| rpc_down("transaction", e))?;
+        let t =
+            self.provider.get_transaction_by_hash(tx_hash).await.map_err(|e| rpc_down("transaction", e))?;
         Ok(t.is_some())
     }
 
@@ -362,10 +372,12 @@ impl Chain {
     pub async fn wait(&self, tx_hash: B256, confirmations: u64, deadline: Duration) -> Result<Option<Mined>> {
         let end = tokio::time::Instant::now() + deadline;
         loop {
-            if let Some(m) = self.mined(tx_hash).await? {
-                if !m.success || confirmations <= 1 || self.block_number().await? + 1 >= m.block + confirmations {
-                    return Ok(Some(m));
-                }
+            if let Some(m) = self.mined(tx_hash).await?
+                && (!m.success
+                    || confirmations <= 1
+                    || self.block_number().await? + 1 >= m.block + confirmations)
+            {
+                return Ok(Some(m));
             }
             if tokio::time::Instant::now() >= end {
                 return Ok(None);
@@ -375,7 +387,12 @@ impl Chain {
     }
 
     /// The token's `Transfer` logs in `[from_block, to_block]`, to any of `to` (all when empty).
-    pub async fn transfers(&self, from_block: u64, to_block: u64, to: &[Address]) -> Result<Vec<TransferLog>> {
+    pub async fn transfers(
+        &self,
+        from_block: u64,
+        to_block: u64,
+        to: &[Address],
+    ) -> Result<Vec<TransferLog>> {
         use alloy::rpc::types::Filter;
         use alloy::sol_types::SolEvent;
         let mut filter = Filter::new()
@@ -411,7 +428,11 @@ fn refusal(msg: &str, price: &str) -> Error {
     if m.contains("authorization is used") || m.contains("authorization is used or canceled") {
         Error::AuthorizationUsed
     } else if m.contains("exceeds balance") || m.contains("insufficient balance") {
-        Error::InsufficientFunds { required: price.to_string(), balance: String::new(), currency: "usd".into() }
+        Error::InsufficientFunds {
+            required: price.to_string(),
+            balance: String::new(),
+            currency: "usd".into(),
+        }
     } else if m.contains("authorization is expired") {
         Error::AuthorizationInvalid("expired on chain")
     } else if m.contains("authorization is not yet valid") {

@@ -2,6 +2,9 @@
 //! FiatTokenV2_2 implements every function here), the FiatToken administration the devnet uses
 //! to deploy and mint, and Multicall3 for batched settlement.
 
+// The generated call builders take one argument per ABI parameter.
+#![allow(clippy::too_many_arguments)]
+
 alloy::sol! {
     /// An EIP-3009 token: the ERC-20 reads, the authorization state and the transfer a
     /// facilitator relays (the `bytes signature` overload, which also accepts ERC-1271 wallets).

@@ -65,7 +65,8 @@ fn artifacts_dir() -> Result<PathBuf> {
 fn bytecode(path: &Path, links: &[(&str, EvmAddress)]) -> Result<Bytes> {
     let text = std::fs::read_to_string(path).map_err(|e| setup_err(&path.display().to_string(), e))?;
     let a: serde_json::Value = serde_json::from_str(&text).map_err(|e| setup_err("artifact JSON", e))?;
-    let mut hex_code = a["bytecode"].as_str().ok_or_else(|| setup_err("artifact", "no bytecode"))?.to_string();
+    let mut hex_code =
+        a["bytecode"].as_str().ok_or_else(|| setup_err("artifact", "no bytecode"))?.to_string();
     if let Some(refs) = a["linkReferences"].as_object() {
         for (_, libs) in refs {
             for (lib, places) in libs.as_object().into_iter().flatten() {
@@ -124,12 +125,11 @@ impl Devnet {
             .connect_http(anvil.endpoint_url())
             .erased();
         let dir = artifacts_dir()?;
-        let checker = deploy(&admin, bytecode(&dir.join("util/SignatureChecker.sol/SignatureChecker.json"), &[])?)
-            .await?;
-        let code = bytecode(
-            &dir.join("v2/FiatTokenV2_2.sol/FiatTokenV2_2.json"),
-            &[("SignatureChecker", checker)],
-        )?;
+        let checker =
+            deploy(&admin, bytecode(&dir.join("util/SignatureChecker.sol/SignatureChecker.json"), &[])?)
+                .await?;
+        let code =
+            bytecode(&dir.join("v2/FiatTokenV2_2.sol/FiatTokenV2_2.json"), &[("SignatureChecker", checker)])?;
         let token = deploy(&admin, code).await?;
         let t = IFiatTokenAdmin::new(token, &admin);
         let a = admin_address;
@@ -146,7 +146,10 @@ impl Devnet {
                     .map_err(|e| setup_err($what, e))?
             };
         }
-        send!("initialize", t.initialize(TOKEN_NAME.into(), TOKEN_SYMBOL.into(), "USD".into(), 6, a, a, a, a));
+        send!(
+            "initialize",
+            t.initialize(TOKEN_NAME.into(), TOKEN_SYMBOL.into(), "USD".into(), 6, a, a, a, a)
+        );
         send!("initializeV2", t.initializeV2(TOKEN_NAME.into()));
         send!("initializeV2_1", t.initializeV2_1(lost));
         send!("initializeV2_2", t.initializeV2_2(vec![], TOKEN_SYMBOL.into()));
@@ -176,7 +179,10 @@ impl Devnet {
     pub fn signer(&self, key: &str) -> Result<DynProvider> {
         let signer: PrivateKeySigner =
             key.trim_start_matches("0x").parse().map_err(|_| Error::Config("not a private key".into()))?;
-        Ok(ProviderBuilder::new().wallet(EthereumWallet::from(signer)).connect_http(self.anvil.endpoint_url()).erased())
+        Ok(ProviderBuilder::new()
+            .wallet(EthereumWallet::from(signer))
+            .connect_http(self.anvil.endpoint_url())
+            .erased())
     }
 
     /// Mint `atomic` units of the token to `to`.

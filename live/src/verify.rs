@@ -34,7 +34,10 @@ pub struct Paid {
 /// naming what differs; an unreachable RPC is `facilitator_unavailable`.
 pub async fn verify_payment(provider: &DynProvider, tx_hash: B256, expected: &Expected) -> Result<Paid> {
     let down = |e: alloy::transports::TransportError| {
-        Error::FacilitatorUnavailable(format!("the chain's RPC did not answer: {}", e.to_string().chars().take(120).collect::<String>()))
+        Error::FacilitatorUnavailable(format!(
+            "the chain's RPC did not answer: {}",
+            e.to_string().chars().take(120).collect::<String>()
+        ))
     };
     let receipt = provider
         .get_transaction_receipt(tx_hash)

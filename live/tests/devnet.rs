@@ -75,17 +75,15 @@ async fn an_authorization_settles_once_and_verifies() {
     assert_eq!(net.balance(payee).await.unwrap(), 250_000);
 
     // Provider side: the hash pays exactly this, and nothing else.
-    let expected = Expected {
-        token: net.token,
-        payer: payer.address(),
-        payee,
-        amount: 250_000,
-        confirmations: 1,
-    };
+    let expected =
+        Expected { token: net.token, payer: payer.address(), payee, amount: 250_000, confirmations: 1 };
     let paid = verify_payment(chain.provider(), s.tx_hash, &expected).await.unwrap();
     assert_eq!(paid.block, mined.block);
     let more = Expected { amount: 250_001, ..expected.clone() };
-    assert_eq!(verify_payment(chain.provider(), s.tx_hash, &more).await.unwrap_err().code(), "settlement_failed");
+    assert_eq!(
+        verify_payment(chain.provider(), s.tx_hash, &more).await.unwrap_err().code(),
+        "settlement_failed"
+    );
     let other = Expected { payee: net.dev_address(3), ..expected.clone() };
     assert!(verify_payment(chain.provider(), s.tx_hash, &other).await.is_err());
     let deep = Expected { confirmations: 5, ..expected.clone() };
@@ -93,7 +91,10 @@ async fn an_authorization_settles_once_and_verifies() {
     net.mine(4).await.unwrap();
     verify_payment(chain.provider(), s.tx_hash, &deep).await.unwrap();
     let unknown = alloy::primitives::B256::repeat_byte(7);
-    assert_eq!(verify_payment(chain.provider(), unknown, &expected).await.unwrap_err().code(), "settlement_failed");
+    assert_eq!(
+        verify_payment(chain.provider(), unknown, &expected).await.unwrap_err().code(),
+        "settlement_failed"
+    );
 
     // The logs name the transfer to the payee.
     let logs = chain.transfers(0, chain.block_number().await.unwrap(), &[payee]).await.unwrap();
