@@ -6,7 +6,7 @@
  */
 import native = require('./native');
 
-export { VlexivoServer, type VlexivoServerOptions, type NonceStoreOption, type RequestTarget } from './server';
+export { VlexivoServer, type VlexivoServerOptions, type NonceStoreOption, type NonceStoreOptions, type NonceStoreUrl, type RequestTarget } from './server';
 export {
   PaidRoute,
   EXPOSED_HEADERS,
