@@ -20,7 +20,9 @@
 //! | [`client`] | the payer's pay-and-retry flow, without HTTP |
 //! | [`payment`] | what the facilitator checks before it charges |
 //! | [`envvars`] | the environment variables every binding and the CLI read |
+//! | [`base_url`] | base URLs (facilitators) in one normal form |
 
+pub mod base_url;
 pub mod challenge;
 pub mod client;
 pub mod eip3009;

@@ -144,6 +144,18 @@ pub fn decode(req: &PaymentRequest) -> Result<Challenge> {
     Challenge::decode(&req.challenge)
 }
 
+/// Facilitator side, first of all: the challenge must name this facilitator, whose public base
+/// URL is `own` (both compared in [`crate::base_url`]'s normal form). A challenge naming another
+/// one is refused (`challenge_mismatch`, nothing charged): a facilitator is never the back end
+/// of a payment addressed to someone else, such as a relay that would keep the payer in doubt.
+pub fn check_facilitator(challenge: &Challenge, own: &str) -> Result<()> {
+    if crate::base_url::same(&challenge.facilitator, own) {
+        Ok(())
+    } else {
+        Err(Error::ChallengeMismatch("facilitator"))
+    }
+}
+
 /// Facilitator side: MAC under the provider's key, expiry, and the payer's signature.
 /// A wallet cannot pay with a signature made by another wallet (`signature_invalid`).
 /// Sandbox only: a live challenge is checked by [`verify_live`].

@@ -2,7 +2,7 @@
 
 use vlexivo_core::{BudgetLimit, Error};
 
-/// One instance of every variant (the match in `all_variants_listed` keeps this complete).
+/// One instance of every variant (compared with `Error::ALL_CODES` below).
 fn samples() -> Vec<Error> {
     use Error::*;
     let s = || String::from("x");

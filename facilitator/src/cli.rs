@@ -66,7 +66,8 @@ pub struct ServeArgs {
     /// Proof-token algorithm for providers that do not choose one.
     #[arg(long, env = envvars::TOKEN_ALG.name, value_enum, default_value = "HS256")]
     pub token_alg: Alg,
-    /// Issuer URL put in tokens (default: the bound URL).
+    /// The URL payers reach this facilitator at (default: the bound URL). Challenges must name
+    /// it (providers configure it as their facilitator URL); it is also the tokens' `iss`.
     #[arg(long, env = envvars::PUBLIC_URL.name, value_name = "URL")]
     pub public_url: Option<String>,
     /// When a payment is acknowledged: `full` after an fsync of the ledger (survives power

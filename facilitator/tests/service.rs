@@ -267,7 +267,9 @@ async fn eddsa_tokens_verify_against_the_jwks() {
     assert_eq!(p.token_alg, "EdDSA");
     let w = wallet();
     top_up(&c, &u, &w, "5").await;
-    let (s, r) = pay(&c, &u, &sign(&challenge(&paywall(&p.api_secret, &u), "/x", "1"), &w)).await;
+    // Providers name the facilitator by its public URL.
+    let pw = paywall(&p.api_secret, "https://pay.example.test");
+    let (s, r) = pay(&c, &u, &sign(&challenge(&pw, "/x", "1"), &w)).await;
     assert_eq!(s, 200, "{r}");
     let (s, jwks) = get(&c, &format!("{u}/.well-known/jwks.json")).await;
     assert_eq!(s, 200);
@@ -381,6 +383,66 @@ async fn payment_refusals() {
     assert_eq!(balance(&c, &u, &w).await, "1");
     let (s, v) = get(&c, &format!("{u}/no/such/route")).await;
     assert_eq!((s, err_code(&v)), (404, "not_found"));
+}
+
+#[tokio::test]
+async fn a_challenge_naming_another_facilitator_is_refused() {
+    let dir = tmp();
+    let f = Facilitator::start(&dir.path().join("f.db"), &[]);
+    let (c, u) = (http(), f.url.clone());
+    let p = create_provider(&c, &u, json!({})).await;
+    let w = wallet();
+    top_up(&c, &u, &w, "1").await;
+
+    // A provider's genuine challenge (valid MAC) that names another facilitator, as one a
+    // relaying facilitator would forward here, is refused before anything is charged.
+    let port = f.url.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    for other in [
+        "http://127.0.0.1:9".to_string(),
+        "https://pay.evil.test".to_string(),
+        format!("http://127.0.0.1:{}", port.wrapping_add(1)),
+        format!("https://127.0.0.1:{port}"),
+        format!("{u}/relay"),
+        format!("http://localhost:{port}"),
+    ] {
+        let req = sign(&challenge(&paywall(&p.api_secret, &other), "/a", "0.1"), &w);
+        let (s, v) = pay(&c, &u, &req).await;
+        assert_eq!((s, err_code(&v)), (400, "challenge_mismatch"), "{other}: {v}");
+    }
+    assert_eq!(balance(&c, &u, &w).await, "1");
+    let own = paywall(&p.api_secret, &u);
+    let (s, v) = pay(&c, &u, &sign(&challenge(&own, "/a", "0.1"), &w)).await;
+    assert_eq!(s, 200, "{v}");
+
+    // With a public URL, that URL is the facilitator's name, whichever address reached it, in
+    // any spelling of it.
+    let g = Facilitator::start(&dir.path().join("g.db"), &["--public-url", "https://Pay.Example.test:443/"]);
+    let q = create_provider(&c, &g.url, json!({})).await;
+    top_up(&c, &g.url, &w, "1").await;
+    for name in ["https://pay.example.test", "https://PAY.example.TEST:443/"] {
+        let named = paywall(&q.api_secret, name);
+        let (s, v) = pay(&c, &g.url, &sign(&challenge(&named, "/a", "0.2"), &w)).await;
+        assert_eq!(s, 200, "{name}: {v}");
+    }
+    let bound = paywall(&q.api_secret, &g.url);
+    let (s, v) = pay(&c, &g.url, &sign(&challenge(&bound, "/a", "0.2"), &w)).await;
+    assert_eq!((s, err_code(&v)), (400, "challenge_mismatch"), "{v}");
+    assert_eq!(balance(&c, &g.url, &w).await, "0.6");
+}
+
+#[tokio::test]
+async fn listening_on_every_interface_needs_a_public_url() {
+    let dir = tmp();
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--addr", "0.0.0.0:0", "--db"])
+        .arg(dir.path().join("f.db"))
+        .env_remove("VLEXIVO_ADDR")
+        .env_remove("VLEXIVO_DB")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs a public URL"), "{err}");
 }
 
 #[tokio::test]

@@ -112,8 +112,10 @@ async fn kill_9_mid_load(opts: &[&str]) {
     assert!(n_acked < PAYMENTS, "the kill came after everything was paid; nothing was in flight");
     assert!(failed.load(Ordering::SeqCst) > 0);
 
-    // Restart on the same file.
-    let mut f = Facilitator::start(&db, opts);
+    // Restart on the same file, on another port but under the same public URL: the one the
+    // challenges name.
+    let restart_opts = [opts, &["--public-url", u.as_str()]].concat();
+    let mut f = Facilitator::start(&db, &restart_opts);
     let u = f.url.clone();
     let list: Value = c
         .get(format!("{u}/v1/providers/me/payments?limit=1000"))

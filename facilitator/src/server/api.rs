@@ -417,6 +417,8 @@ pub async fn pay(
     JsonBody(req): JsonBody<PaymentRequest>,
 ) -> ApiResult<Json<PaymentReceipt>> {
     let challenge = payment::decode(&req)?;
+    // Before any signature work: a payment addressed to another facilitator is not ours to make.
+    payment::check_facilitator(&challenge, &st.public_url)?;
     let provider = st.provider(&challenge.account).await?.ok_or(Error::ProviderUnknown)?;
     let now = st.clock.now();
     // MAC (the price and route are the provider's), expiry, and the payer's own signature.

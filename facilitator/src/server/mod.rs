@@ -156,10 +156,11 @@ pub(crate) struct AppState {
     eddsa: Arc<TokenIssuer>,
     /// Signs ledger checkpoints (the key behind `eddsa`).
     signing_key: Ed25519Key,
-    public_url: String,
     default_alg: TokenAlg,
     jwks_json: String,
     openapi_json: String,
+    /// This facilitator's public base URL in normal form: challenges must name it.
+    public_url: String,
     clock: Arc<dyn Clock>,
     entropy: Arc<dyn Entropy>,
     at_rest: Arc<at_rest::AtRest>,
@@ -697,8 +698,22 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer> {
         .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", cfg.addr)))?;
     let addr = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
     let url = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
-    let public_url =
-        cfg.public_url.as_deref().map(|u| u.trim_end_matches('/').to_string()).unwrap_or_else(|| url.clone());
+    // Challenges name the facilitator they are paid at, and this one refuses any other name:
+    // its public URL must be the one providers configure (the bound URL unless told).
+    let public_url = match cfg.public_url.as_deref() {
+        Some(u) => vlexivo_core::base_url::normalize(u).ok_or_else(|| {
+            Error::Config(
+                "public URL must be an absolute http(s) URL without credentials, query or fragment".into(),
+            )
+        })?,
+        None if addr.ip().is_unspecified() => {
+            return Err(Error::Config(format!(
+                "listening on {addr} needs a public URL (--public-url): challenges name the facilitator \
+                 by the URL payers reach it at"
+            )));
+        }
+        None => url.clone(),
+    };
 
     let metrics = metrics::Metrics::default();
     let at_rest = Arc::new(at_rest::AtRest::new(cfg.master_key.clone()));
@@ -755,10 +770,10 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer> {
         metrics,
         eddsa,
         signing_key: key,
-        public_url: public_url.clone(),
         default_alg,
         jwks_json,
         openapi_json: openapi::document(&public_url),
+        public_url: public_url.clone(),
         clock: cfg.clock.clone(),
         entropy: cfg.entropy.clone(),
         at_rest,
