@@ -361,10 +361,15 @@ fn wallet(fx: &Fixture, rng: &SeededEntropy) -> Value {
     higher.amount_atomic = 10_000;
     let mut bad_v = sig.clone();
     bad_v.replace_range(bad_v.len() - 2.., "1d");
+    let v = u8::from_str_radix(&sig[130..], 16).unwrap();
+    let v01 = format!("{}{:02x}", &sig[..130], v - 27);
     for (name, a, s) in [
         ("recover", &auth, sig.clone()),
         ("amount changed after signing", &higher, sig.clone()),
         ("v = 29", &auth, bad_v),
+        ("v = 0/1 instead of 27/28", &auth, v01),
+        ("no 0x", &auth, sig[2..].to_string()),
+        ("upper-case hex", &auth, format!("0x{}", sig[2..].to_uppercase())),
         ("truncated signature", &auth, sig[..100].to_string()),
         ("not hex", &auth, format!("0x{}", "g".repeat(130))),
     ] {
@@ -498,6 +503,14 @@ fn paywall(fx: &Fixture, rng: &SeededEntropy) -> Value {
     case("expired", "0.001", false, vec![at(&t11, c11.exp + 31)]);
     case("within the 30 s leeway", "0.001", false, vec![at(&t11, c11.exp + 30)]);
     case("issued in the future", "0.001", false, vec![at(&t11, c11.iat - 31)]);
+    let mut long = c11.clone();
+    long.exp = long.iat + 10 * 365 * 86_400;
+    case(
+        "signed by the provider's key with a ten-year lifetime",
+        "0.001",
+        false,
+        vec![req(Some(&fx.hs(&long)))],
+    );
     let c12 = fx.claims(rng, "0.001", INF);
     case(
         "alg none",

@@ -700,6 +700,12 @@ impl TokenVerifier {
             None => serde_json::from_str(payload_text).map_err(|_| malformed())?,
         };
 
+        // Whoever signed it (a leaked key, a misconfigured issuer), a proof lives at most
+        // TOKEN_TTL_SECS after its `iat`: with the checks below it is never good past
+        // iat + TTL + leeway, and the nonce store never has to hold its nonce longer.
+        if claims.exp < claims.iat || claims.exp - claims.iat > TOKEN_TTL_SECS {
+            return Err(Error::TokenMalformed("exp must be at most 300 s after iat"));
+        }
         if now > claims.exp.saturating_add(self.leeway) {
             return Err(Error::TokenExpired);
         }
@@ -1025,6 +1031,24 @@ mod tests {
         let v0 = TokenVerifier::new(cfg).unwrap();
         assert!(v0.verify_signature_and_time(&t, exp).is_ok());
         assert_eq!(code(v0.verify_signature_and_time(&t, exp + 1)), "token_expired");
+    }
+
+    #[test]
+    fn lifetime_is_capped_whoever_signed() {
+        let v = hs_verifier();
+        let mut c = claims();
+        c.exp = c.iat + TOKEN_TTL_SECS;
+        assert!(v.verify_signature_and_time(&hs_token(&c), NOW).is_ok());
+        // Ten years ahead, properly signed by the provider's key: refused now and forever.
+        for exp in [c.iat + TOKEN_TTL_SECS + 1, c.iat + 10 * 365 * 86_400, u64::MAX, c.iat - 1] {
+            let mut long = c.clone();
+            long.exp = exp;
+            let t = hs_token(&long);
+            for now in [NOW, c.iat, c.iat + 1000] {
+                let e = v.verify_signature_and_time(&t, now).unwrap_err();
+                assert_eq!(e, Error::TokenMalformed("exp must be at most 300 s after iat"), "exp {exp}");
+            }
+        }
     }
 
     #[test]

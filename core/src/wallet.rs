@@ -236,17 +236,20 @@ impl PaymentAuthorization {
     }
 }
 
-/// Parse `r || s || v` (`0x` optional). Every failure is the same opaque error.
+/// Parse the one encoding `docs/protocol.md` §6 allows: `0x` + 130 lower-case hex digits of
+/// `r || s || v` with v ∈ {27, 28}. Anything else (no `0x`, upper case, v 0/1) is refused rather
+/// than repaired, so that a signature has one spelling, as it has one (low-s) value. Every
+/// failure is the same opaque error.
 fn parse_signature(signature: &str) -> Result<(Signature, RecoveryId)> {
-    let hex_part = signature.strip_prefix("0x").unwrap_or(signature);
-    if hex_part.len() != 130 {
+    let hex_part = signature.strip_prefix("0x").ok_or(Error::SignatureInvalid)?;
+    if hex_part.len() != 130 || !hex_part.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
         return Err(Error::SignatureInvalid);
     }
     let mut raw = [0u8; 65];
     hex::decode_to_slice(hex_part, &mut raw).map_err(|_| Error::SignatureInvalid)?;
     let y_odd = match raw[64] {
-        0 | 27 => false,
-        1 | 28 => true,
+        27 => false,
+        28 => true,
         _ => return Err(Error::SignatureInvalid),
     };
     // Rejects r or s that are zero or ≥ n.
@@ -494,11 +497,21 @@ mod tests {
         assert_eq!(w.sign_authorization(&a), sig);
         assert_eq!(recover_authorization(&a, &sig).unwrap(), w.address());
         verify_authorization(&a, &sig, &w.address()).unwrap();
-        // Without "0x", upper-case hex, and v as 0/1 are accepted too.
-        assert_eq!(recover_authorization(&a, &sig[2..]).unwrap(), w.address());
-        assert_eq!(recover_authorization(&a, &sig.to_uppercase()[2..]).unwrap(), w.address());
+        // The same signature in another spelling is refused (§6: one encoding): without "0x",
+        // upper-case hex (all of it, or one digit), "0X", and v as 0/1.
         let v01 = format!("{}{:02x}", &sig[..130], v - 27);
-        assert_eq!(recover_authorization(&a, &v01).unwrap(), w.address());
+        let i = 2 + sig[2..].find(|c: char| c.is_ascii_lowercase()).expect("a hex letter");
+        let one_upper = format!("{}{}{}", &sig[..i], sig[i..=i].to_uppercase(), &sig[i + 1..]);
+        for loose in [
+            sig[2..].to_string(),
+            format!("0x{}", sig[2..].to_uppercase()),
+            sig.to_uppercase()[2..].to_string(),
+            format!("0X{}", &sig[2..]),
+            one_upper,
+            v01,
+        ] {
+            assert_eq!(recover_authorization(&a, &loose), Err(Error::SignatureInvalid), "{loose}");
+        }
         // Another wallet does not verify.
         let other = Wallet::generate(&SeededEntropy::new(1));
         let err = verify_authorization(&a, &sig, &other.address()).unwrap_err();
