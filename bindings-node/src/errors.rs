@@ -1,6 +1,7 @@
 //! `vlexivo_core::Error` ⇄ JS. A thrown error is a plain JS `Error` with `code` (the stable core
-//! code), `status` (the HTTP status core assigns), `details` (the variant's fields, camelCase)
-//! and `vlexivo: true`; the TypeScript layer turns it into its typed class.
+//! code), `status` (the HTTP status core assigns), `category` (core's error category),
+//! `details` (the variant's fields, camelCase) and `vlexivo: true`; the TypeScript layer turns
+//! it into its typed class.
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -19,6 +20,7 @@ pub(crate) fn throw(env: &Env, e: VxError) -> napi::Error {
         let mut obj = env.create_error(napi::Error::new(Status::GenericFailure, e.to_string()))?;
         obj.set("code", e.code())?;
         obj.set("status", u32::from(e.http_status()))?;
+        obj.set("category", e.category().as_str())?;
         obj.set("details", details_of(&e))?;
         obj.set("vlexivo", true)?;
         Ok(obj)
@@ -48,6 +50,7 @@ pub struct ErrorInfo {
     pub code: String,
     pub message: String,
     pub status: u32,
+    pub category: String,
     pub details: Value,
 }
 
@@ -57,6 +60,7 @@ impl From<&VxError> for ErrorInfo {
             code: e.code().to_string(),
             message: e.to_string(),
             status: e.http_status().into(),
+            category: e.category().as_str().to_string(),
             details: details_of(e),
         }
     }
@@ -68,6 +72,38 @@ impl From<&VxError> for ErrorInfo {
 pub fn error_from_body(status: u32, body: Buffer) -> ErrorInfo {
     let status = u16::try_from(status).unwrap_or(500);
     (&vlexivo_core::client::error_from_body(status, &body)).into()
+}
+
+/// One row of core's error table.
+#[napi(object)]
+pub struct ErrorTableRow {
+    pub code: String,
+    pub status: u32,
+    pub category: String,
+    /// Core's `is_bad_input()`: the caller passed something invalid.
+    pub bad_input: bool,
+}
+
+/// Core's error table: every code with its HTTP status and category (`docs/protocol.md` §9).
+/// The TypeScript error classes follow it (checked by the test suite).
+#[napi]
+pub fn error_table() -> Vec<ErrorTableRow> {
+    VxError::ALL_CODES
+        .iter()
+        .filter_map(|c| VxError::from_code(c, &Value::Null))
+        .map(|e| ErrorTableRow {
+            code: e.code().to_string(),
+            status: e.http_status().into(),
+            category: e.category().as_str().to_string(),
+            bad_input: e.is_bad_input(),
+        })
+        .collect()
+}
+
+/// Every error category core has (`ErrorCategory::ALL`).
+#[napi]
+pub fn error_categories() -> Vec<String> {
+    vlexivo_core::ErrorCategory::ALL.iter().map(|c| c.as_str().to_string()).collect()
 }
 
 /// Every error code core has (`Error::ALL_CODES`).
@@ -98,6 +134,16 @@ mod tests {
             assert_eq!(again.http_status(), e.http_status());
         }
         assert!(error_from_code("nope", None, None).is_none());
+    }
+
+    #[test]
+    fn the_table_has_every_code_once() {
+        let table = error_table();
+        let codes: Vec<&str> = table.iter().map(|r| r.code.as_str()).collect();
+        assert_eq!(codes, VxError::ALL_CODES);
+        for r in &table {
+            assert!(error_categories().contains(&r.category), "{}", r.code);
+        }
     }
 
     #[test]

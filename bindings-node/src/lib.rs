@@ -30,6 +30,7 @@ use vx::{Currency, Error as VxError, Money};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod errors;
+mod headers;
 pub use errors::*;
 
 // A price or amount as JS gives it (`Either<String, f64>`, spelled out in signatures so the

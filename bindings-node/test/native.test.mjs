@@ -9,33 +9,65 @@ import { vectors, pkgRoot } from './helpers.mjs';
 const require = createRequire(import.meta.url);
 const native = require('../native/index.js');
 const {
-  ALL_CODES, CODE_CLASSES, VlexivoError, VlexivoInsufficientFundsError, VlexivoBudgetError,
-  VlexivoPaymentError, VlexivoConfigError, VlexivoFacilitatorError, VlexivoAmountError,
-  VlexivoReplayError, VlexivoChallengeError, createError, errorFromBody, parseMoney, VlexivoServer, Wallet,
+  ALL_CODES, ALL_CATEGORIES, CODE_CLASSES, CATEGORY_CLASSES, VlexivoError, VlexivoInsufficientFundsError,
+  VlexivoBudgetError, VlexivoPaymentError, VlexivoProofError, VlexivoConfigError, VlexivoFacilitatorError,
+  VlexivoAmountError, VlexivoReplayError, VlexivoUnderpaidError, createError, errorFromBody, parseMoney,
+  VlexivoServer, Wallet,
 } = vlx;
 
-test('ALL_CODES equals core Error::ALL_CODES and every code has a class', () => {
+test('the error classes follow core\'s table: every code, its category\'s class, its status', () => {
+  const table = native.errorTable();
+  // A code core adds fails here until ALL_CODES (and so the VlexivoErrorCode type) has it.
+  assert.deepEqual([...ALL_CODES].sort(), table.map((r) => r.code).sort());
   assert.deepEqual([...ALL_CODES].sort(), native.allCodes().sort());
-  assert.deepEqual(Object.keys(CODE_CLASSES).sort(), native.allCodes().sort());
-  for (const code of native.allCodes()) {
-    const info = native.describeCode(code, null, null);
-    assert.ok(info, `core knows ${code}`);
-    assert.equal(info.code, code);
-    const err = createError(code, info.message, { status: info.status, details: info.details });
-    assert.ok(err instanceof VlexivoError, code);
-    assert.ok(err instanceof CODE_CLASSES[code], code);
-    assert.equal(err.code, code);
-    assert.equal(err.status, info.status);
-    assert.equal(err.name, CODE_CLASSES[code].name);
+  assert.deepEqual([...ALL_CATEGORIES].sort(), native.errorCategories().sort());
+  assert.deepEqual(Object.keys(CATEGORY_CLASSES).sort(), native.errorCategories().sort());
+  assert.equal(new Set(Object.values(CATEGORY_CLASSES)).size, ALL_CATEGORIES.length, 'one class per category');
+  for (const row of table) {
+    const info = native.describeCode(row.code, null, null);
+    assert.ok(info, `core knows ${row.code}`);
+    assert.deepEqual([info.code, info.status, info.category], [row.code, row.status, row.category]);
+    // Without a status: core's status comes from the table.
+    const err = createError(row.code, info.message, { details: info.details });
+    assert.equal(err.constructor, CODE_CLASSES[row.code], row.code);
+    assert.ok(err instanceof CATEGORY_CLASSES[row.category], `${row.code} is a ${row.category} error`);
+    for (const [category, cls] of Object.entries(CATEGORY_CLASSES)) {
+      if (category !== row.category) assert.ok(!(err instanceof cls), `${row.code} is not a ${category} error`);
+    }
+    assert.deepEqual([err.code, err.status, err.category, err.name], [row.code, row.status, row.category, CODE_CLASSES[row.code].name]);
   }
   assert.equal(native.describeCode('no_such_code', null, null), null);
-  assert.equal(createError('no_such_code', 'x').code, 'internal');
+  const unknown = createError('no_such_code', 'x');
+  assert.deepEqual([unknown.code, unknown.category, unknown.details.unknownCode], ['internal', 'internal', 'no_such_code']);
+  // A native throw carries its category too.
+  assert.throws(() => native.parseMoney('abc', 'usd'), (e) => e.code === 'amount_malformed' && e.category === 'amount');
+});
+
+test('header names come from core', () => {
+  assert.deepEqual(native.headerNames(), {
+    challenge: 'Vlexivo-Challenge', proof: 'Vlexivo-Proof', receipt: 'Vlexivo-Receipt',
+    expose: 'Vlexivo-Challenge, Vlexivo-Receipt',
+  });
+  assert.deepEqual(vlx.HEADERS, { challenge: 'Vlexivo-Challenge', proof: 'Vlexivo-Proof', receipt: 'Vlexivo-Receipt' });
+  assert.equal(vlx.EXPOSED_HEADERS, native.headerNames().expose);
+});
+
+test('no header name is spelled in the package sources (they come from the native module)', async () => {
+  const { readdirSync, readFileSync } = await import('node:fs');
+  const dir = `${pkgRoot}/ts`;
+  for (const f of readdirSync(dir).filter((f) => f.endsWith('.ts'))) {
+    // Comments may name them; code may not.
+    const code = readFileSync(`${dir}/${f}`, 'utf8').replace(/\/\*[\s\S]*?\*\//g, '').replace(/\/\/.*$/gm, '');
+    assert.doesNotMatch(code, /vlexivo-(proof|challenge|receipt)\b/i, f);
+  }
 });
 
 test('typed errors carry their fields', () => {
   const insufficient = errorFromBody(402, JSON.stringify({ error: 'insufficient_funds', message: 'm', required: '0.01', balance: '0.004', currency: 'usd' }));
   assert.ok(insufficient instanceof VlexivoInsufficientFundsError);
   assert.ok(insufficient instanceof VlexivoPaymentError);
+  assert.equal(insufficient.category, 'payment');
+  assert.equal(insufficient.status, 402);
   assert.equal(insufficient.requiredAmount, '0.01');
   assert.equal(insufficient.balance, '0.004');
   assert.equal(insufficient.currency, 'usd');
@@ -43,6 +75,11 @@ test('typed errors carry their fields', () => {
   assert.ok(budget instanceof VlexivoBudgetError);
   assert.deepEqual([budget.limit, budget.requested, budget.remaining], ['per_call', '0.01', '0.001']);
   assert.ok(createError('token_replayed', 'm') instanceof VlexivoReplayError);
+  assert.ok(createError('token_replayed', 'm') instanceof VlexivoProofError);
+  assert.equal(createError('token_replayed', 'm').status, 409);
+  const under = createError('token_underpaid', 'm', { details: { paid: '0.001', price: '0.01' } });
+  assert.ok(under instanceof VlexivoUnderpaidError && under instanceof VlexivoProofError);
+  assert.deepEqual([under.paid, under.price], ['0.001', '0.01']);
   assert.ok(createError('price_invalid', 'm') instanceof VlexivoConfigError);
   assert.ok(createError('facilitator_unavailable', 'm') instanceof VlexivoFacilitatorError);
   assert.deepEqual(insufficient.toJSON().error, 'insufficient_funds');
@@ -146,17 +183,22 @@ test('client vectors: the payer flow, exchange by exchange', () => {
 });
 
 test('challenge vectors: decode (what a client does with a 402 header)', () => {
+  const header = native.headerNames().challenge;
   for (const c of vectors('challenge').cases) {
-    let got = 'ok';
+    let pr;
     try {
-      native.parsePaymentRequired(402, { 'Vlexivo-Challenge': c.encoded }, null);
+      pr = native.parsePaymentRequired(402, { [header]: c.encoded }, null);
     } catch (e) {
-      got = e.code;
+      assert.equal(e.code, c.expect.decode, c.name);
+      continue;
     }
-    // parse_payment_required also parses the price: a decodable challenge with a bad amount
-    // fails there, so only compare the decode stage's own errors.
-    if (c.expect.decode === 'ok') assert.ok(got === 'ok' || got.startsWith('amount_') || got.startsWith('currency_'), `${c.name}: ${got}`);
-    else assert.equal(got, c.expect.decode, c.name);
+    assert.equal('ok', c.expect.decode, c.name);
+    const f = c.expect.fields;
+    assert.deepEqual(
+      [pr.price, pr.currency, pr.method, pr.path, pr.account, pr.nonce, pr.encoded],
+      [f.amount, f.currency, f.method, f.path, f.account, f.nonce, c.encoded],
+      c.name,
+    );
   }
 });
 
@@ -211,17 +253,16 @@ test('server verify/release/challenge/reject API', () => {
   const ch = s.challenge({ method: 'POST', path: '/b', host: 'api.example.com', price: 0.01 });
   assert.equal(JSON.parse(ch.body).resource, 'POST http://api.example.com/b');
   assert.equal(ch.status, 402);
-  assert.ok(ch.headers['Vlexivo-Challenge']);
+  assert.ok(ch.headers[native.headerNames().challenge]);
   const rj = s.reject('token_expired', { method: 'POST', path: '/b', host: 'api.example.com', price: '0.01' });
   assert.equal(rj.status, 402);
   assert.equal(JSON.parse(rj.body).error, 'token_expired');
-  try {
-    s.verify(token, { ...target, price: '0.01' });
-  } catch (e) {
-    const r = s.reject(e, { ...target, price: '0.01' });
-    assert.equal(JSON.parse(r.body).error, 'token_underpaid');
-    assert.match(JSON.parse(r.body).message, /0\.002.*0\.01/);
-  }
+  let underpaid;
+  assert.throws(() => s.verify(token, { ...target, price: '0.01' }), (e) => (underpaid = e).code === 'token_underpaid');
+  const r = s.reject(underpaid, { ...target, price: '0.01' });
+  assert.equal(r.status, 402);
+  assert.equal(JSON.parse(r.body).error, 'token_underpaid');
+  assert.match(JSON.parse(r.body).message, /0\.002.*0\.01/);
   const bad = s.reject('price_invalid', { method: 'GET', path: '/a' });
   assert.equal(bad.status, 500);
   assert.equal(s.purge(), 0);

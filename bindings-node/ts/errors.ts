@@ -1,8 +1,11 @@
 /**
  * Typed errors. Every failure carries the stable snake_case `code` that core defines (the same
- * in every language and on the wire), the HTTP `status` core assigns to it, and the error's
- * fields in `details`. Each code maps to exactly one class (see `CODE_CLASSES`).
+ * in every language and on the wire), the HTTP `status` and the `category` core assigns to it,
+ * and the error's fields in `details` (core's keys). The class of an error is its category's
+ * (`CATEGORY_CLASSES`), or a subclass of it for the few codes with fields of their own
+ * (`CODE_CLASSES` lists every code; the test suite checks both against core's table).
  */
+import native = require('./native');
 
 /** Every code core can report (`vlexivo_core::Error::ALL_CODES`). */
 export const ALL_CODES = [
@@ -24,7 +27,21 @@ export const ALL_CODES = [
 
 export type VlexivoErrorCode = (typeof ALL_CODES)[number];
 
+/** Every category core has (`vlexivo_core::ErrorCategory::ALL`). */
+export const ALL_CATEGORIES = [
+  'amount', 'challenge', 'wallet', 'proof', 'payment', 'facilitator', 'nonce_store', 'request',
+  'config', 'internal',
+] as const;
+
+export type VlexivoErrorCategory = (typeof ALL_CATEGORIES)[number];
+
+/** Core's table: the status and category of every code (`docs/protocol.md` §9). */
+const TABLE: ReadonlyMap<string, { status: number; category: string }> = new Map(
+  native.errorTable().map((r) => [r.code, { status: r.status, category: r.category }]),
+);
+
 export interface VlexivoErrorInit {
+  /** Defaults to core's status for the code. */
   status?: number;
   details?: Record<string, unknown>;
   cause?: unknown;
@@ -36,14 +53,18 @@ export class VlexivoError extends Error {
   readonly code: VlexivoErrorCode;
   /** The HTTP status a server answers with for this error. */
   readonly status: number;
-  /** The error's fields (amounts, limits, reasons), camelCase. */
+  /** Core's category of the code: also this error's class (`CATEGORY_CLASSES`). */
+  readonly category: VlexivoErrorCategory;
+  /** The error's fields (amounts, limits, reasons), with core's (camelCase) keys. */
   readonly details: Record<string, unknown>;
 
   constructor(code: VlexivoErrorCode, message: string, init: VlexivoErrorInit = {}) {
     super(message, init.cause === undefined ? undefined : { cause: init.cause });
+    const row = TABLE.get(code);
     this.name = new.target.name;
     this.code = code;
-    this.status = init.status ?? 500;
+    this.status = init.status ?? row?.status ?? 500;
+    this.category = (row?.category ?? 'internal') as VlexivoErrorCategory;
     this.details = init.details ?? {};
   }
 
@@ -52,23 +73,24 @@ export class VlexivoError extends Error {
   }
 }
 
-/** A malformed, negative, over-precise, too large or zero amount; an unknown currency. */
+/** `amount`: a malformed, negative, over-precise, too large or zero amount; an unknown currency. */
 export class VlexivoAmountError extends VlexivoError {}
 
-/** A 402 challenge that is malformed, forged, expired or for another request. */
+/** `challenge`: a 402 challenge that is malformed, forged, expired, for another request, or names
+ * a facilitator this payer does not trust. */
 export class VlexivoChallengeError extends VlexivoError {}
 
-/** A bad wallet key, address or signature. */
+/** `wallet`: a bad wallet key, address or signature. */
 export class VlexivoWalletError extends VlexivoError {}
 
-/** The payment was not made or its proof does not buy the request. */
-export class VlexivoPaymentError extends VlexivoError {}
+/** `proof`: no proof of payment, or one that does not buy this request. */
+export class VlexivoProofError extends VlexivoError {}
 
 /** The proof token was already used (409). */
-export class VlexivoReplayError extends VlexivoPaymentError {}
+export class VlexivoReplayError extends VlexivoProofError {}
 
-/** The proof paid less than this request's price. */
-export class VlexivoUnderpaidError extends VlexivoPaymentError {
+/** The proof paid less than this request's price, or in another currency. */
+export class VlexivoUnderpaidError extends VlexivoProofError {
   readonly paid: string;
   readonly price: string;
   constructor(code: VlexivoErrorCode, message: string, init: VlexivoErrorInit = {}) {
@@ -77,6 +99,10 @@ export class VlexivoUnderpaidError extends VlexivoPaymentError {
     this.price = String(this.details.price ?? '');
   }
 }
+
+/** `payment`: the payment was refused (budget, funds, conflict, top-up) or its fate is unknown
+ * (`payment_in_doubt`). */
+export class VlexivoPaymentError extends VlexivoError {}
 
 /** The wallet cannot cover the price: `requiredAmount` is what the call needs. */
 export class VlexivoInsufficientFundsError extends VlexivoPaymentError {
@@ -105,10 +131,7 @@ export class VlexivoBudgetError extends VlexivoPaymentError {
   }
 }
 
-/** The provider's nonce store is full or unreachable (503). */
-export class VlexivoNonceStoreError extends VlexivoError {}
-
-/** The facilitator refused, failed or could not be reached. */
+/** `facilitator`: the facilitator refused the caller, failed or could not be reached. */
 export class VlexivoFacilitatorError extends VlexivoError {
   /** For `facilitator_error`: the facilitator's HTTP status and code. */
   readonly facilitatorStatus?: number;
@@ -122,73 +145,51 @@ export class VlexivoFacilitatorError extends VlexivoError {
   }
 }
 
-/** A request the client cannot make or send again (bad URL, one-shot body, too large). */
+/** `nonce_store`: the provider's nonce store is full or unreachable (503). */
+export class VlexivoNonceStoreError extends VlexivoError {}
+
+/** `request`: a request the client cannot make or send again (bad URL, one-shot body, too
+ * large), or a response that is not a Vlexivo 402. */
 export class VlexivoRequestError extends VlexivoError {}
 
-/** Misconfiguration: bad options, mode mismatch, or a provider price that is invalid. */
+/** `config`: bad options, a mode mismatch, or a provider price that is invalid. */
 export class VlexivoConfigError extends VlexivoError {}
 
-/** A bug or an unexpected failure inside Vlexivo. */
+/** `internal`: a bug or an unexpected failure inside Vlexivo. */
 export class VlexivoInternalError extends VlexivoError {}
 
 type ErrorClass = new (code: VlexivoErrorCode, message: string, init?: VlexivoErrorInit) => VlexivoError;
 
-/** The class of every code: exhaustive by type (a missing code fails to compile). */
-export const CODE_CLASSES: { readonly [C in VlexivoErrorCode]: ErrorClass } = {
-  amount_malformed: VlexivoAmountError,
-  amount_negative: VlexivoAmountError,
-  amount_not_finite: VlexivoAmountError,
-  amount_precision: VlexivoAmountError,
-  amount_too_large: VlexivoAmountError,
-  amount_zero: VlexivoAmountError,
-  currency_unsupported: VlexivoAmountError,
-  currency_mismatch: VlexivoAmountError,
-  challenge_malformed: VlexivoChallengeError,
-  challenge_too_large: VlexivoChallengeError,
-  challenge_invalid: VlexivoChallengeError,
-  challenge_expired: VlexivoChallengeError,
-  challenge_mismatch: VlexivoChallengeError,
-  wallet_key_invalid: VlexivoWalletError,
-  address_invalid: VlexivoWalletError,
-  signature_invalid: VlexivoWalletError,
-  payment_required: VlexivoPaymentError,
-  token_malformed: VlexivoPaymentError,
-  token_too_large: VlexivoPaymentError,
-  token_algorithm: VlexivoPaymentError,
-  token_type: VlexivoPaymentError,
-  token_invalid: VlexivoPaymentError,
-  token_expired: VlexivoPaymentError,
-  token_not_yet_valid: VlexivoPaymentError,
-  token_audience: VlexivoPaymentError,
-  token_mode: VlexivoPaymentError,
-  token_resource: VlexivoPaymentError,
-  token_underpaid: VlexivoUnderpaidError,
-  token_currency: VlexivoUnderpaidError,
-  token_replayed: VlexivoReplayError,
-  nonce_store_full: VlexivoNonceStoreError,
-  nonce_store_unavailable: VlexivoNonceStoreError,
-  budget_exceeded: VlexivoBudgetError,
-  insufficient_funds: VlexivoInsufficientFundsError,
-  provider_unknown: VlexivoFacilitatorError,
-  unauthorized: VlexivoFacilitatorError,
-  payment_conflict: VlexivoPaymentError,
-  top_up_refused: VlexivoFacilitatorError,
-  request_too_large: VlexivoRequestError,
-  request_malformed: VlexivoRequestError,
-  facilitator_unavailable: VlexivoFacilitatorError,
-  facilitator_untrusted: VlexivoChallengeError,
-  payment_in_doubt: VlexivoFacilitatorError,
-  facilitator_error: VlexivoFacilitatorError,
-  authorization_invalid: VlexivoPaymentError,
-  authorization_used: VlexivoPaymentError,
-  settlement_failed: VlexivoFacilitatorError,
-  not_payment_required: VlexivoPaymentError,
-  body_not_replayable: VlexivoRequestError,
-  price_invalid: VlexivoConfigError,
-  config_invalid: VlexivoConfigError,
-  mode_mismatch: VlexivoConfigError,
+/** The class of every category: exhaustive by type. */
+export const CATEGORY_CLASSES: { readonly [C in VlexivoErrorCategory]: ErrorClass } = {
+  amount: VlexivoAmountError,
+  challenge: VlexivoChallengeError,
+  wallet: VlexivoWalletError,
+  proof: VlexivoProofError,
+  payment: VlexivoPaymentError,
+  facilitator: VlexivoFacilitatorError,
+  nonce_store: VlexivoNonceStoreError,
+  request: VlexivoRequestError,
+  config: VlexivoConfigError,
   internal: VlexivoInternalError,
 };
+
+/** Codes with a class of their own, a subclass of their category's. */
+const OWN_CLASSES: { readonly [C in VlexivoErrorCode]?: ErrorClass } = {
+  token_replayed: VlexivoReplayError,
+  token_underpaid: VlexivoUnderpaidError,
+  token_currency: VlexivoUnderpaidError,
+  insufficient_funds: VlexivoInsufficientFundsError,
+  budget_exceeded: VlexivoBudgetError,
+};
+
+/** The class of every code: its own, else its category's (from core's table). */
+export const CODE_CLASSES: { readonly [C in VlexivoErrorCode]: ErrorClass } = Object.fromEntries(
+  ALL_CODES.map((code) => {
+    const category = TABLE.get(code)?.category as VlexivoErrorCategory | undefined;
+    return [code, OWN_CLASSES[code] ?? (category ? CATEGORY_CLASSES[category] : VlexivoInternalError)];
+  }),
+) as { readonly [C in VlexivoErrorCode]: ErrorClass };
 
 function isCode(code: unknown): code is VlexivoErrorCode {
   return typeof code === 'string' && Object.prototype.hasOwnProperty.call(CODE_CLASSES, code);

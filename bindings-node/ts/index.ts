@@ -22,11 +22,14 @@ export { Wallet, errorFromBody } from './wallet';
 export type { PaywallMiddleware, PaywallErrorMiddleware } from './express';
 export {
   ALL_CODES,
+  ALL_CATEGORIES,
   CODE_CLASSES,
+  CATEGORY_CLASSES,
   VlexivoError,
   VlexivoAmountError,
   VlexivoChallengeError,
   VlexivoWalletError,
+  VlexivoProofError,
   VlexivoPaymentError,
   VlexivoReplayError,
   VlexivoUnderpaidError,
@@ -39,15 +42,15 @@ export {
   VlexivoInternalError,
   createError,
   type VlexivoErrorCode,
+  type VlexivoErrorCategory,
   type VlexivoErrorInit,
 } from './errors';
 
-/** Header names (case-insensitive on the wire). */
-export const HEADERS = {
-  challenge: 'Vlexivo-Challenge',
-  proof: 'Vlexivo-Proof',
-  receipt: 'Vlexivo-Receipt',
-} as const;
+/** Header names as core spells them (case-insensitive on the wire). */
+export const HEADERS: Readonly<{ challenge: string; proof: string; receipt: string }> = (() => {
+  const h = native.headerNames();
+  return Object.freeze({ challenge: h.challenge, proof: h.proof, receipt: h.receipt });
+})();
 
 /** Every error code the native core defines (kept equal to `ALL_CODES`; tested). */
 export function nativeCodes(): string[] {

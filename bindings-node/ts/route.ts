@@ -61,11 +61,12 @@ export interface VlexivoLogger {
   warn?(message: string): void;
 }
 
-/** Headers a browser client must be allowed to read. */
-export const EXPOSED_HEADERS = 'Vlexivo-Receipt, Vlexivo-Challenge';
-export const PROOF_HEADER = 'vlexivo-proof';
-export const RECEIPT_HEADER = 'Vlexivo-Receipt';
-export const RECEIPT_HEADER_LC = 'vlexivo-receipt';
+const HEADER_NAMES = native.headerNames();
+/** Headers a browser client must be allowed to read (core's list). */
+export const EXPOSED_HEADERS = HEADER_NAMES.expose;
+export const PROOF_HEADER = HEADER_NAMES.proof.toLowerCase();
+export const RECEIPT_HEADER = HEADER_NAMES.receipt;
+export const RECEIPT_HEADER_LC = HEADER_NAMES.receipt.toLowerCase();
 
 /** The array form of a paid result (rare; see `PaidFacts`): [payer, amount, currency, txHash, nonce, paidAt, expiresAt, resource, storeKey, receipt]. */
 type PaidTuple = [string, string, string, string, string, number, number, string, string, string];
@@ -191,7 +192,7 @@ export function isThenable(v: unknown): v is PromiseLike<unknown> {
 export function exposeValue(existing: unknown): string | undefined {
   if (existing === undefined || existing === null || existing === '') return EXPOSED_HEADERS;
   const s = Array.isArray(existing) ? existing.join(', ') : String(existing);
-  if (s === '*' || /vlexivo-receipt/i.test(s)) return undefined;
+  if (s === '*' || s.toLowerCase().includes(RECEIPT_HEADER_LC)) return undefined;
   return `${s}, ${EXPOSED_HEADERS}`;
 }
 

@@ -31,7 +31,7 @@ pyo3::create_exception!(
     _native,
     NativeError,
     PyException,
-    "A vlexivo-core error: .code, .status, .message, .bad_input, .fields."
+    "A vlexivo-core error: .code, .status, .category, .message, .bad_input, .details."
 );
 
 /// Holder of the core error inside a `NativeError` (private).
@@ -40,60 +40,33 @@ struct ErrorBox {
     err: Error,
 }
 
-fn error_fields<'py>(py: Python<'py>, err: &Error) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    match err {
-        Error::AmountMalformed(input) => d.set_item("input", input)?,
-        Error::AmountPrecision { max_decimals } => d.set_item("max_decimals", max_decimals)?,
-        Error::AmountTooLarge { max } => d.set_item("max", max)?,
-        Error::CurrencyUnsupported(c) => d.set_item("currency", c)?,
-        Error::CurrencyMismatch { expected, got } | Error::ModeMismatch { expected, got } => {
-            d.set_item("expected", expected)?;
-            d.set_item("got", got)?;
+/// A JSON value as the Python value `json.loads` would give.
+fn json_to_py<'py>(py: Python<'py>, v: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
+    use serde_json::Value as J;
+    Ok(match v {
+        J::Null => py.None().into_bound(py),
+        J::Bool(b) => pyo3::types::PyBool::new(py, *b).to_owned().into_any(),
+        J::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => u.into_pyobject(py)?.into_any(),
+            (None, Some(i)) => i.into_pyobject(py)?.into_any(),
+            _ => n.as_f64().unwrap_or(f64::NAN).into_pyobject(py)?.into_any(),
+        },
+        J::String(s) => pyo3::types::PyString::new(py, s).into_any(),
+        J::Array(a) => {
+            let l = pyo3::types::PyList::empty(py);
+            for x in a {
+                l.append(json_to_py(py, x)?)?;
+            }
+            l.into_any()
         }
-        Error::ChallengeMalformed(why) | Error::ChallengeMismatch(why) | Error::TokenMalformed(why) => {
-            d.set_item("reason", why)?
+        J::Object(o) => {
+            let d = PyDict::new(py);
+            for (k, x) in o {
+                d.set_item(k, json_to_py(py, x)?)?;
+            }
+            d.into_any()
         }
-        Error::ChallengeTooLarge { limit }
-        | Error::TokenTooLarge { limit }
-        | Error::RequestTooLarge { limit } => d.set_item("limit", limit)?,
-        Error::TokenAlgorithm(alg) => d.set_item("algorithm", alg)?,
-        Error::TokenUnderpaid { paid, price } | Error::TokenCurrency { paid, price } => {
-            d.set_item("paid", paid)?;
-            d.set_item("price", price)?;
-        }
-        Error::NonceStoreUnavailable(why)
-        | Error::TopUpRefused(why)
-        | Error::RequestMalformed(why)
-        | Error::FacilitatorUnavailable(why)
-        | Error::PriceInvalid(why)
-        | Error::Config(why)
-        | Error::Internal(why) => d.set_item("reason", why)?,
-        Error::BudgetExceeded { limit, requested, remaining } => {
-            d.set_item("limit", limit.as_str())?;
-            d.set_item("requested", requested)?;
-            d.set_item("remaining", remaining)?;
-        }
-        Error::InsufficientFunds { required, balance, currency } => {
-            d.set_item("required", required)?;
-            d.set_item("balance", balance)?;
-            d.set_item("currency", currency)?;
-        }
-        Error::FacilitatorUntrusted { facilitator } => d.set_item("facilitator", facilitator)?,
-        Error::PaymentInDoubt { facilitator, nonce, amount, reason } => {
-            d.set_item("facilitator", facilitator)?;
-            d.set_item("nonce", nonce)?;
-            d.set_item("amount", amount)?;
-            d.set_item("reason", reason)?;
-        }
-        Error::FacilitatorError { status, code, message } => {
-            d.set_item("upstream_status", status)?;
-            d.set_item("upstream_code", code)?;
-            d.set_item("upstream_message", message)?;
-        }
-        _ => {}
-    }
-    Ok(d)
+    })
 }
 
 fn native_error_value(py: Python<'_>, err: Error) -> PyResult<Bound<'_, PyAny>> {
@@ -102,7 +75,9 @@ fn native_error_value(py: Python<'_>, err: Error) -> PyResult<Bound<'_, PyAny>> 
     exc.setattr("status", err.http_status())?;
     exc.setattr("message", err.to_string())?;
     exc.setattr("bad_input", err.is_bad_input())?;
-    exc.setattr("fields", error_fields(py, &err)?)?;
+    exc.setattr("category", err.category().as_str())?;
+    // Core's table of the variant's fields, with core's keys (the same as JS `details`).
+    exc.setattr("details", json_to_py(py, &err.details())?)?;
     exc.setattr("_error", Bound::new(py, ErrorBox { err })?)?;
     Ok(exc)
 }
@@ -1370,6 +1345,20 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(now, m)?)?;
     m.add_function(wrap_pyfunction!(_test_only_issue_hs256_token, m)?)?;
     m.add("ALL_CODES", PyTuple::new(py, Error::ALL_CODES)?)?;
+    // Core's error table, (code, status, category, bad_input) per code, and its categories.
+    let rows = Error::ALL_CODES
+        .iter()
+        .filter_map(|c| Error::from_code(c, &serde_json::Value::Null))
+        .map(|e| (e.code(), e.http_status(), e.category().as_str(), e.is_bad_input()))
+        .collect::<Vec<_>>();
+    m.add("ERROR_TABLE", PyTuple::new(py, rows)?)?;
+    let categories = vlexivo_core::ErrorCategory::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>();
+    m.add("ERROR_CATEGORIES", PyTuple::new(py, categories)?)?;
+    // Header names as core spells them.
+    m.add("CHALLENGE_HEADER", vlexivo_core::headers::CHALLENGE)?;
+    m.add("PROOF_HEADER", vlexivo_core::headers::PROOF)?;
+    m.add("RECEIPT_HEADER", vlexivo_core::headers::RECEIPT)?;
+    m.add("EXPOSE_HEADERS", vlexivo_core::headers::EXPOSE)?;
     m.add("PROTOCOL_VERSION", vlexivo_core::PROTOCOL_VERSION)?;
     m.add("DEFAULT_FACILITATOR_URL", vpaywall::DEFAULT_FACILITATOR_URL)?;
     m.add("MAX_RESPONSE_BODY", vclient::MAX_RESPONSE_BODY)?;

@@ -1,128 +1,71 @@
 //! The one error type the bindings throw: `VlexivoException` in Kotlin (a sealed class, one
 //! subclass per variant), `VlexivoError` in Swift (an enum). Every variant carries the core's
-//! stable snake_case `code` and a human `reason`; the two an app acts on carry their numbers.
+//! stable snake_case `code` and a human `reason`.
 //!
-//! Variants group codes by what the caller can do about them, so apps match a handful of cases
-//! rather than 48 codes. The grouping is a table over `vlexivo_core::Error::ALL_CODES`, checked
-//! exhaustive by a test (core's enum is `#[non_exhaustive]`, so a `match` cannot be).
+//! The variants are core's error categories (`vlexivo_core::ErrorCategory`, the same grouping as
+//! the classes of every other language), plus three with data or meaning of their own:
+//! `InsufficientFunds` and `BudgetExceeded` (payment) carry their numbers, `NotPaymentRequired`
+//! (request) tells the app to handle the response itself. The tests check every core code lands
+//! in the variant of its category.
 
-use vlexivo_core::Error as CoreError;
+use vlexivo_core::{Error as CoreError, ErrorCategory};
 
 /// A failure, as Kotlin/Swift see it. (`reason` rather than `message`: Kotlin's `Throwable`
-/// already has a `message`, which the generated code fills from these fields.)
+/// already has a `message`, which the generated code fills from these fields.) `status` is the
+/// HTTP status core assigns to the code (for `facilitator_error`, the facilitator's).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
 pub enum VlexivoError {
-    /// The wallet cannot pay: `required` is what this call needs, `balance` what the wallet has
-    /// (decimal strings in `currency`). An agent can ask its user for exactly that.
+    /// `payment`: the wallet cannot pay: `required` is what this call needs, `balance` what the
+    /// wallet has (decimal strings in `currency`). An agent can ask its user for exactly that.
     #[error("{reason}")]
     InsufficientFunds { code: String, reason: String, required: String, balance: String, currency: String },
-    /// The spending policy refused the payment before anything was signed. `limit` is
+    /// `payment`: the spending policy refused the payment before anything was signed. `limit` is
     /// `per_call`, `per_host`, `total` or `window`.
     #[error("{reason}")]
     BudgetExceeded { code: String, reason: String, limit: String, requested: String, remaining: String },
-    /// The response is not a Vlexivo 402 (another status, or a 402 of another scheme): hand it
-    /// to the app unchanged.
+    /// `request`: the response is not a Vlexivo 402 (another status, or a 402 of another
+    /// scheme): hand it to the app unchanged.
     #[error("{reason}")]
     NotPaymentRequired { code: String, reason: String },
-    /// The app passed something invalid (an amount, a key, a URL, a policy).
+    /// `amount`: an amount or currency that is not acceptable.
     #[error("{reason}")]
-    InvalidInput { code: String, reason: String },
-    /// The 402's challenge cannot be paid: malformed, expired, forged, or for another request.
+    Amount { code: String, reason: String, status: u16 },
+    /// `challenge`: the 402's challenge cannot be paid: malformed, expired, forged, for another
+    /// request, or naming a facilitator this payer does not trust.
     #[error("{reason}")]
-    Challenge { code: String, reason: String },
-    /// A service could not be reached or is overloaded: retrying later may work.
+    Challenge { code: String, reason: String, status: u16 },
+    /// `wallet`: a wallet key, address or signature.
     #[error("{reason}")]
-    Unavailable { code: String, reason: String },
-    /// A service answered with a refusal (`status` is its HTTP status).
+    Wallet { code: String, reason: String, status: u16 },
+    /// `proof`: a proof token problem reported by a paid API (`token_*`, `payment_required`).
     #[error("{reason}")]
-    Refused { code: String, reason: String, status: u16 },
-    /// A proof token problem reported by a paid API (`token_*`, `payment_required`).
+    Proof { code: String, reason: String, status: u16 },
+    /// `payment`: the payment was refused (conflict, top-up) or its fate is unknown
+    /// (`payment_in_doubt`).
     #[error("{reason}")]
-    Token { code: String, reason: String },
-    /// A bug or an impossible state.
+    Payment { code: String, reason: String, status: u16 },
+    /// `facilitator`: the facilitator refused this caller, failed, or could not be reached.
     #[error("{reason}")]
-    Internal { code: String, reason: String },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    InsufficientFunds,
-    BudgetExceeded,
-    NotPaymentRequired,
-    InvalidInput,
-    Challenge,
-    Unavailable,
-    Refused,
-    Token,
-    Internal,
-}
-
-/// Every core code and the variant it becomes. A code missing here fails the exhaustiveness
-/// test; at run time an unknown (newer) code falls back to `Refused`.
-pub(crate) const KINDS: &[(&str, Kind)] = &[
-    ("amount_malformed", Kind::InvalidInput),
-    ("amount_negative", Kind::InvalidInput),
-    ("amount_not_finite", Kind::InvalidInput),
-    ("amount_precision", Kind::InvalidInput),
-    ("amount_too_large", Kind::InvalidInput),
-    ("amount_zero", Kind::InvalidInput),
-    ("currency_unsupported", Kind::InvalidInput),
-    ("currency_mismatch", Kind::InvalidInput),
-    ("challenge_malformed", Kind::Challenge),
-    ("challenge_too_large", Kind::Challenge),
-    ("challenge_invalid", Kind::Challenge),
-    ("challenge_expired", Kind::Challenge),
-    ("challenge_mismatch", Kind::Challenge),
-    ("wallet_key_invalid", Kind::InvalidInput),
-    ("address_invalid", Kind::InvalidInput),
-    ("signature_invalid", Kind::Refused),
-    ("payment_required", Kind::Token),
-    ("token_malformed", Kind::Token),
-    ("token_too_large", Kind::Token),
-    ("token_algorithm", Kind::Token),
-    ("token_type", Kind::Token),
-    ("token_invalid", Kind::Token),
-    ("token_expired", Kind::Token),
-    ("token_not_yet_valid", Kind::Token),
-    ("token_audience", Kind::Token),
-    ("token_mode", Kind::Token),
-    ("token_resource", Kind::Token),
-    ("token_underpaid", Kind::Token),
-    ("token_currency", Kind::Token),
-    ("token_replayed", Kind::Token),
-    ("nonce_store_full", Kind::Unavailable),
-    ("nonce_store_unavailable", Kind::Unavailable),
-    ("budget_exceeded", Kind::BudgetExceeded),
-    ("insufficient_funds", Kind::InsufficientFunds),
-    ("provider_unknown", Kind::Refused),
-    ("unauthorized", Kind::Refused),
-    ("payment_conflict", Kind::Refused),
-    ("top_up_refused", Kind::Refused),
-    ("request_too_large", Kind::InvalidInput),
-    ("request_malformed", Kind::InvalidInput),
-    ("facilitator_unavailable", Kind::Unavailable),
-    ("facilitator_untrusted", Kind::Challenge),
-    ("payment_in_doubt", Kind::Unavailable),
-    ("facilitator_error", Kind::Refused),
-    ("authorization_invalid", Kind::Refused),
-    ("authorization_used", Kind::Refused),
-    ("settlement_failed", Kind::Refused),
-    ("not_payment_required", Kind::NotPaymentRequired),
-    ("body_not_replayable", Kind::InvalidInput),
-    ("price_invalid", Kind::Refused),
-    ("config_invalid", Kind::InvalidInput),
-    ("mode_mismatch", Kind::Refused),
-    ("internal", Kind::Internal),
-];
-
-pub(crate) fn kind_of(code: &str) -> Kind {
-    KINDS.iter().find(|(c, _)| *c == code).map_or(Kind::Refused, |(_, k)| *k)
+    Facilitator { code: String, reason: String, status: u16 },
+    /// `nonce_store`: a paid API's nonce store is full or unreachable: retry later.
+    #[error("{reason}")]
+    NonceStore { code: String, reason: String, status: u16 },
+    /// `request`: a request that cannot be made or sent again.
+    #[error("{reason}")]
+    Request { code: String, reason: String, status: u16 },
+    /// `config`: bad options, a mode mismatch, or an invalid provider price.
+    #[error("{reason}")]
+    Config { code: String, reason: String, status: u16 },
+    /// `internal`: a bug or an impossible state.
+    #[error("{reason}")]
+    Internal { code: String, reason: String, status: u16 },
 }
 
 impl From<CoreError> for VlexivoError {
     fn from(e: CoreError) -> Self {
         let code = e.code().to_string();
         let reason = e.to_string();
+        let status = e.http_status();
         match e {
             CoreError::InsufficientFunds { required, balance, currency } => {
                 return VlexivoError::InsufficientFunds { code, reason, required, balance, currency };
@@ -136,21 +79,22 @@ impl From<CoreError> for VlexivoError {
                     remaining,
                 };
             }
+            CoreError::NotPaymentRequired => return VlexivoError::NotPaymentRequired { code, reason },
             _ => {}
         }
-        let status = e.http_status();
-        match kind_of(&code) {
-            Kind::NotPaymentRequired => VlexivoError::NotPaymentRequired { code, reason },
-            Kind::InvalidInput => VlexivoError::InvalidInput { code, reason },
-            Kind::Challenge => VlexivoError::Challenge { code, reason },
-            Kind::Unavailable => VlexivoError::Unavailable { code, reason },
-            Kind::Token => VlexivoError::Token { code, reason },
-            Kind::Internal => VlexivoError::Internal { code, reason },
-            // The two data-carrying kinds were handled above; reaching them here would mean a
-            // core error whose code and variant disagree.
-            Kind::Refused | Kind::InsufficientFunds | Kind::BudgetExceeded => {
-                VlexivoError::Refused { code, reason, status }
-            }
+        match e.category() {
+            ErrorCategory::Amount => VlexivoError::Amount { code, reason, status },
+            ErrorCategory::Challenge => VlexivoError::Challenge { code, reason, status },
+            ErrorCategory::Wallet => VlexivoError::Wallet { code, reason, status },
+            ErrorCategory::Proof => VlexivoError::Proof { code, reason, status },
+            ErrorCategory::Payment => VlexivoError::Payment { code, reason, status },
+            ErrorCategory::Facilitator => VlexivoError::Facilitator { code, reason, status },
+            ErrorCategory::NonceStore => VlexivoError::NonceStore { code, reason, status },
+            ErrorCategory::Request => VlexivoError::Request { code, reason, status },
+            ErrorCategory::Config => VlexivoError::Config { code, reason, status },
+            // Internal, and a category a newer core adds before this binding knows it (the
+            // tests fail first: every core category has its variant).
+            _ => VlexivoError::Internal { code, reason, status },
         }
     }
 }
@@ -158,32 +102,71 @@ impl From<CoreError> for VlexivoError {
 impl VlexivoError {
     /// The core's stable code (the same in every language and on the wire).
     pub fn code(&self) -> &str {
+        use VlexivoError::*;
         match self {
-            VlexivoError::InsufficientFunds { code, .. }
-            | VlexivoError::BudgetExceeded { code, .. }
-            | VlexivoError::NotPaymentRequired { code, .. }
-            | VlexivoError::InvalidInput { code, .. }
-            | VlexivoError::Challenge { code, .. }
-            | VlexivoError::Unavailable { code, .. }
-            | VlexivoError::Refused { code, .. }
-            | VlexivoError::Token { code, .. }
-            | VlexivoError::Internal { code, .. } => code,
+            InsufficientFunds { code, .. }
+            | BudgetExceeded { code, .. }
+            | NotPaymentRequired { code, .. } => code,
+            Amount { code, .. }
+            | Challenge { code, .. }
+            | Wallet { code, .. }
+            | Proof { code, .. }
+            | Payment { code, .. }
+            | Facilitator { code, .. }
+            | NonceStore { code, .. }
+            | Request { code, .. }
+            | Config { code, .. }
+            | Internal { code, .. } => code,
         }
     }
 
-    #[cfg(test)]
-    pub(crate) fn kind(&self) -> Kind {
+    /// The core category this variant stands for.
+    pub fn category(&self) -> ErrorCategory {
+        use VlexivoError::*;
         match self {
-            VlexivoError::InsufficientFunds { .. } => Kind::InsufficientFunds,
-            VlexivoError::BudgetExceeded { .. } => Kind::BudgetExceeded,
-            VlexivoError::NotPaymentRequired { .. } => Kind::NotPaymentRequired,
-            VlexivoError::InvalidInput { .. } => Kind::InvalidInput,
-            VlexivoError::Challenge { .. } => Kind::Challenge,
-            VlexivoError::Unavailable { .. } => Kind::Unavailable,
-            VlexivoError::Refused { .. } => Kind::Refused,
-            VlexivoError::Token { .. } => Kind::Token,
-            VlexivoError::Internal { .. } => Kind::Internal,
+            InsufficientFunds { .. } | BudgetExceeded { .. } | Payment { .. } => ErrorCategory::Payment,
+            NotPaymentRequired { .. } | Request { .. } => ErrorCategory::Request,
+            Amount { .. } => ErrorCategory::Amount,
+            Challenge { .. } => ErrorCategory::Challenge,
+            Wallet { .. } => ErrorCategory::Wallet,
+            Proof { .. } => ErrorCategory::Proof,
+            Facilitator { .. } => ErrorCategory::Facilitator,
+            NonceStore { .. } => ErrorCategory::NonceStore,
+            Config { .. } => ErrorCategory::Config,
+            Internal { .. } => ErrorCategory::Internal,
         }
+    }
+}
+
+/// Core's category of an error code (`amount`, `challenge`, …, the variant a code becomes), or
+/// `null` for a code this core does not have.
+#[uniffi::export]
+pub fn error_category(code: String) -> Option<String> {
+    CoreError::category_of(&code).map(|c| c.as_str().to_string())
+}
+
+/// Every error category core has.
+#[uniffi::export]
+pub fn error_categories() -> Vec<String> {
+    ErrorCategory::ALL.iter().map(|c| c.as_str().to_string()).collect()
+}
+
+/// Header names as core spells them (case-insensitive on the wire), for apps that use their own
+/// HTTP stack.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct HeaderNames {
+    pub challenge: String,
+    pub proof: String,
+    pub receipt: String,
+}
+
+#[uniffi::export]
+pub fn header_names() -> HeaderNames {
+    use vlexivo_core::headers;
+    HeaderNames {
+        challenge: headers::CHALLENGE.into(),
+        proof: headers::PROOF.into(),
+        receipt: headers::RECEIPT.into(),
     }
 }
 
@@ -198,8 +181,7 @@ mod tests {
     use super::*;
     use std::collections::HashSet;
 
-    /// One core error per code, from core's own code table. A code core adds without a
-    /// constructor fails here; `table_is_exactly_the_core_codes` catches one KINDS lacks.
+    /// One core error per code, from core's own code table.
     fn sample(code: &str) -> CoreError {
         let details = serde_json::json!({
             "reason": "x", "max": "x", "currency": "usd", "expected": "x", "got": "x",
@@ -213,24 +195,22 @@ mod tests {
     }
 
     #[test]
-    fn table_is_exactly_the_core_codes() {
-        let core: HashSet<&str> = CoreError::ALL_CODES.iter().copied().collect();
-        let ours: HashSet<&str> = KINDS.iter().map(|(c, _)| *c).collect();
-        assert_eq!(ours.len(), KINDS.len(), "duplicate code in KINDS");
-        assert_eq!(core, ours, "KINDS must list every core code, and only those");
-    }
-
-    #[test]
-    fn every_code_maps_to_its_variant_and_keeps_its_code() {
+    fn every_code_becomes_the_variant_of_its_category() {
+        let mut categories = HashSet::new();
         for code in CoreError::ALL_CODES {
             let core = sample(code);
-            assert_eq!(core.code(), *code, "sample for {code}");
-            let reason = core.to_string();
+            let (category, reason) = (core.category(), core.to_string());
             let e = VlexivoError::from(core);
             assert_eq!(e.code(), *code);
-            assert_eq!(e.kind(), kind_of(code), "{code}");
+            assert_eq!(e.category(), category, "{code} is a {} error", category.as_str());
             assert_eq!(e.to_string(), reason);
+            assert_eq!(error_category(code.to_string()).as_deref(), Some(category.as_str()));
+            categories.insert(e.category());
         }
+        // Every category is reached, so none falls into `Internal` for want of a variant.
+        assert_eq!(categories.len(), ErrorCategory::ALL.len());
+        assert_eq!(error_categories().len(), ErrorCategory::ALL.len());
+        assert_eq!(error_category("some_future_code".into()), None);
     }
 
     #[test]
@@ -254,14 +234,21 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match VlexivoError::from(sample("facilitator_error")) {
-            VlexivoError::Refused { status, .. } => assert_eq!(status, 502),
+            VlexivoError::Facilitator { status, .. } => assert_eq!(status, 502),
             other => panic!("{other:?}"),
         }
+        assert!(matches!(
+            VlexivoError::from(sample("not_payment_required")),
+            VlexivoError::NotPaymentRequired { .. }
+        ));
     }
 
     #[test]
-    fn unknown_codes_fall_back_to_refused() {
-        assert_eq!(kind_of("some_future_code"), Kind::Refused);
-        assert_eq!(error_codes().len(), CoreError::ALL_CODES.len());
+    fn header_names_are_core_s() {
+        let h = header_names();
+        assert_eq!(
+            (h.challenge.as_str(), h.proof.as_str(), h.receipt.as_str()),
+            (vlexivo_core::headers::CHALLENGE, vlexivo_core::headers::PROOF, vlexivo_core::headers::RECEIPT)
+        );
     }
 }

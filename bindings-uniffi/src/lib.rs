@@ -22,7 +22,7 @@ mod payments;
 mod tls;
 mod wallet;
 
-pub use error::{VlexivoError, error_codes};
+pub use error::{HeaderNames, VlexivoError, error_categories, error_category, error_codes, header_names};
 pub use flow::{FacilitatorCall, FlowStep, PaymentEvent, PaymentFlow, max_response_body};
 pub use payments::{AutoTopUp, PaymentQuote, PaymentResult, SpendingPolicy, TopUpResult, VlexivoPayments};
 pub use tls::{TlsOptions, TrustRoots};

@@ -24,6 +24,69 @@ impl BudgetLimit {
     }
 }
 
+/// What an error is about: the one grouping every language's error classes follow (a class, an
+/// exception base or a Kotlin/Swift variant per category). Stable snake_case names, like codes:
+/// categories are added, never renamed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCategory {
+    /// An amount or currency that is not acceptable (`amount_*`, `currency_*`).
+    Amount,
+    /// A 402 challenge that cannot be paid: malformed, forged, expired, for another request,
+    /// or naming a facilitator the payer does not trust.
+    Challenge,
+    /// A wallet key, address or signature.
+    Wallet,
+    /// A proof of payment that does not buy this request, or none (`payment_required`,
+    /// `token_*`).
+    Proof,
+    /// A payment that was refused or whose fate is unknown: budget, funds, conflict, top-up.
+    Payment,
+    /// The facilitator refused the caller, failed, or could not be reached.
+    Facilitator,
+    /// The provider's nonce store is full or unreachable.
+    NonceStore,
+    /// A request or response that cannot be handled as sent (too large, malformed, a body that
+    /// cannot be replayed, a response that is not a Vlexivo 402).
+    Request,
+    /// Misconfiguration: options, mode, or a provider price.
+    Config,
+    /// A bug.
+    Internal,
+}
+
+impl ErrorCategory {
+    /// Every category, in a stable order.
+    pub const ALL: &'static [ErrorCategory] = &[
+        ErrorCategory::Amount,
+        ErrorCategory::Challenge,
+        ErrorCategory::Wallet,
+        ErrorCategory::Proof,
+        ErrorCategory::Payment,
+        ErrorCategory::Facilitator,
+        ErrorCategory::NonceStore,
+        ErrorCategory::Request,
+        ErrorCategory::Config,
+        ErrorCategory::Internal,
+    ];
+
+    /// Stable snake_case name, the same in every language.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCategory::Amount => "amount",
+            ErrorCategory::Challenge => "challenge",
+            ErrorCategory::Wallet => "wallet",
+            ErrorCategory::Proof => "proof",
+            ErrorCategory::Payment => "payment",
+            ErrorCategory::Facilitator => "facilitator",
+            ErrorCategory::NonceStore => "nonce_store",
+            ErrorCategory::Request => "request",
+            ErrorCategory::Config => "config",
+            ErrorCategory::Internal => "internal",
+        }
+    }
+}
+
 /// Every failure Vlexivo reports. Messages never contain secrets, keys or signatures, and
 /// signature failures are deliberately opaque (`SignatureInvalid`, `TokenInvalid`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -282,6 +345,66 @@ impl Error {
             PriceInvalid(_) | Config(_) | Internal(_) => 500,
             ModeMismatch { .. } => 400,
         }
+    }
+
+    /// The category whose class this error is in every language (`docs/protocol.md` §9).
+    pub fn category(&self) -> ErrorCategory {
+        use Error::*;
+        use ErrorCategory as C;
+        match self {
+            AmountMalformed(_)
+            | AmountNegative
+            | AmountNotFinite
+            | AmountPrecision { .. }
+            | AmountTooLarge { .. }
+            | AmountZero
+            | CurrencyUnsupported(_)
+            | CurrencyMismatch { .. } => C::Amount,
+            ChallengeMalformed(_)
+            | ChallengeTooLarge { .. }
+            | ChallengeInvalid
+            | ChallengeExpired
+            | ChallengeMismatch(_)
+            | FacilitatorUntrusted { .. } => C::Challenge,
+            WalletKeyInvalid | AddressInvalid | SignatureInvalid => C::Wallet,
+            TokenMissing
+            | TokenMalformed(_)
+            | TokenTooLarge { .. }
+            | TokenAlgorithm(_)
+            | TokenType
+            | TokenInvalid
+            | TokenExpired
+            | TokenNotYetValid
+            | TokenAudience
+            | TokenMode
+            | TokenResource
+            | TokenUnderpaid { .. }
+            | TokenCurrency { .. }
+            | TokenReplayed => C::Proof,
+            BudgetExceeded { .. }
+            | InsufficientFunds { .. }
+            | PaymentConflict
+            | PaymentInDoubt { .. }
+            | TopUpRefused(_)
+            | AuthorizationInvalid(_)
+            | AuthorizationUsed => C::Payment,
+            ProviderUnknown
+            | Unauthorized
+            | FacilitatorUnavailable(_)
+            | FacilitatorError { .. }
+            | SettlementFailed(_) => C::Facilitator,
+            NonceStoreFull | NonceStoreUnavailable(_) => C::NonceStore,
+            RequestTooLarge { .. } | RequestMalformed(_) | BodyNotReplayable | NotPaymentRequired => {
+                C::Request
+            }
+            PriceInvalid(_) | Config(_) | ModeMismatch { .. } => C::Config,
+            Internal(_) => C::Internal,
+        }
+    }
+
+    /// The category of `code`, or `None` for a code core does not have.
+    pub fn category_of(code: &str) -> Option<ErrorCategory> {
+        Error::from_code(code, &serde_json::Value::Null).map(|e| e.category())
     }
 
     /// True for errors that the caller caused with bad input (bindings map these to

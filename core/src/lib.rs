@@ -40,7 +40,7 @@ pub mod store;
 pub mod token;
 pub mod wallet;
 
-pub use error::{BudgetLimit, Error, Result};
+pub use error::{BudgetLimit, Error, ErrorCategory, Result};
 pub use money::{Currency, Money};
 
 /// Protocol version carried in challenges and tokens.
@@ -54,4 +54,15 @@ pub mod headers {
     pub const PROOF: &str = "Vlexivo-Proof";
     /// On the paid response: the receipt.
     pub const RECEIPT: &str = "Vlexivo-Receipt";
+    /// `Access-Control-Expose-Headers` value for cross-origin responses: what a browser payer
+    /// must be able to read.
+    pub const EXPOSE: &str = "Vlexivo-Challenge, Vlexivo-Receipt";
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn expose_lists_the_response_headers() {
+            assert_eq!(super::EXPOSE, format!("{}, {}", super::CHALLENGE, super::RECEIPT));
+        }
+    }
 }

@@ -1,4 +1,5 @@
-//! `docs/protocol.md` §9 lists every error code with its HTTP status; this keeps it true.
+//! `docs/protocol.md` §9 lists every error code with its HTTP status and category; this keeps it
+//! true.
 
 use vlexivo_core::{BudgetLimit, Error};
 
@@ -64,7 +65,7 @@ fn samples() -> Vec<Error> {
 }
 
 #[test]
-fn every_code_has_a_sample_and_the_spec_lists_it_with_its_status() {
+fn every_code_has_a_sample_and_the_spec_lists_it_with_its_status_and_category() {
     let samples = samples();
     let mut codes: Vec<&str> = samples.iter().map(|e| e.code()).collect();
     codes.sort();
@@ -73,12 +74,35 @@ fn every_code_has_a_sample_and_the_spec_lists_it_with_its_status() {
     assert_eq!(codes, all, "ALL_CODES and the variants disagree");
     let spec = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md")).unwrap();
     for e in &samples {
-        let row = format!("| `{}` | {} |", e.code(), e.http_status());
-        let status_text = if e.code() == "facilitator_error" {
-            "| `facilitator_error` | upstream |".to_string()
+        let status = if e.code() == "facilitator_error" {
+            "upstream".to_string()
         } else {
-            row
+            e.http_status().to_string()
         };
-        assert!(spec.contains(&status_text), "docs/protocol.md §9 lacks the row {status_text}");
+        let row = format!("| `{}` | {status} | {} |", e.code(), e.category().as_str());
+        assert!(spec.contains(&row), "docs/protocol.md §9 lacks the row {row}");
+        assert_eq!(vlexivo_core::Error::category_of(e.code()), Some(e.category()));
     }
+}
+
+#[test]
+fn categories_are_stable_snake_case_and_each_is_used() {
+    use vlexivo_core::ErrorCategory;
+    let names: Vec<&str> = ErrorCategory::ALL.iter().map(|c| c.as_str()).collect();
+    let mut unique = names.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), names.len(), "duplicate category name");
+    for n in &names {
+        assert!(n.chars().all(|ch| ch.is_ascii_lowercase() || ch == '_'), "{n}");
+    }
+    for c in ErrorCategory::ALL {
+        assert!(samples().iter().any(|e| e.category() == *c), "no code in category {}", c.as_str());
+    }
+    let spec = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md")).unwrap();
+    let listed = names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+    assert!(
+        spec.replace('\n', " ").contains(&listed),
+        "docs/protocol.md §9 lists the categories as {listed}"
+    );
 }

@@ -634,7 +634,7 @@ class PaywallGuard:
         sent = _Sent()
         if alone:
             _warn_unobserved()
-            response.headers["Vlexivo-Receipt"] = payment.receipt
+            response.headers[RECEIPT_HEADER] = payment.receipt
             response.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
             if background_tasks is not None:
                 # The first background task runs once the response has been sent in full: an

@@ -27,9 +27,10 @@ PriceResolver = Callable[["PricingRequest"], PriceValue | Awaitable[PriceValue]]
 # (status, headers, body) as the native module shapes it.
 Answer = tuple[int, list[tuple[str, str]], str]
 
-PROOF_HEADER = "vlexivo-proof"
-RECEIPT_HEADER = "Vlexivo-Receipt"
-EXPOSE_HEADERS = "Vlexivo-Challenge, Vlexivo-Receipt"
+# Header names as core spells them (case-insensitive on the wire).
+PROOF_HEADER = _native.PROOF_HEADER.lower()
+RECEIPT_HEADER = _native.RECEIPT_HEADER
+EXPOSE_HEADERS = _native.EXPOSE_HEADERS
 DEFAULT_MAX_BODY = 1 << 20
 
 

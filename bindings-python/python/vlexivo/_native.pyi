@@ -3,48 +3,15 @@
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, final
 
-__all__ = [
-    "ALL_CODES",
-    "DEFAULT_FACILITATOR_URL",
-    "MAX_RESPONSE_BODY",
-    "PROOF_HEADER",
-    "PROTOCOL_VERSION",
-    "FacilitatorRequest",
-    "NativeError",
-    "PanicException",
-    "Payer",
-    "PayerCall",
-    "Payment",
-    "PaymentEvent",
-    "PaymentRequired",
-    "Paywall",
-    "Price",
-    "Quote",
-    "Receipt",
-    "Step",
-    "TopUpReceipt",
-    "Wallet",
-    "_ErrorBox",
-    "__version__",
-    "_test_only_issue_hs256_token",
-    "auto_top_up_amount",
-    "check_stacked",
-    "effective_price",
-    "env_var",
-    "error_for",
-    "error_from_body",
-    "is_free_request",
-    "now",
-    "parse_amount",
-    "parse_payment_required",
-    "parse_price",
-    "priced_method",
-    "releases",
-    "sends_receipt",
-    "split_url",
-]
+__all__ = ["NativeError", "_ErrorBox", "Price", "Payment", "Paywall", "Wallet", "PaymentRequired", "Receipt", "TopUpReceipt", "FacilitatorRequest", "PaymentEvent", "Step", "Quote", "Payer", "PayerCall", "parse_price", "parse_amount", "error_for", "error_from_body", "env_var", "parse_payment_required", "auto_top_up_amount", "split_url", "is_free_request", "priced_method", "releases", "sends_receipt", "effective_price", "check_stacked", "now", "_test_only_issue_hs256_token", "ALL_CODES", "ERROR_TABLE", "ERROR_CATEGORIES", "CHALLENGE_HEADER", "PROOF_HEADER", "RECEIPT_HEADER", "EXPOSE_HEADERS", "PROTOCOL_VERSION", "DEFAULT_FACILITATOR_URL", "MAX_RESPONSE_BODY", "PROOF_HEADER", "__version__"]
 
 ALL_CODES: Final[tuple[str, ...]]
+ERROR_TABLE: Final[tuple[tuple[str, int, str, bool], ...]]
+ERROR_CATEGORIES: Final[tuple[str, ...]]
+CHALLENGE_HEADER: Final[str]
+PROOF_HEADER: Final[str]
+RECEIPT_HEADER: Final[str]
+EXPOSE_HEADERS: Final[str]
 PROTOCOL_VERSION: Final[int]
 DEFAULT_FACILITATOR_URL: Final[str]
 MAX_RESPONSE_BODY: Final[int]
@@ -58,13 +25,14 @@ class PanicException(BaseException):
     """pyo3's exception for a panic inside a native call (the package raises it as ``internal``)."""
 
 class NativeError(Exception):
-    """A vlexivo-core error: .code, .status, .message, .bad_input, .fields."""
+    """A vlexivo-core error: .code, .status, .category, .message, .bad_input, .details."""
 
     code: str
     status: int
+    category: str
     message: str
     bad_input: bool
-    fields: dict[str, Any]
+    details: dict[str, Any]
 
 @final
 class _ErrorBox: ...

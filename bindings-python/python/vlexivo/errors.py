@@ -1,6 +1,14 @@
-"""The exception hierarchy. Every code of ``vlexivo._native.ALL_CODES`` maps to exactly one class
-here (``tests/test_errors.py`` checks it); codes that core calls *bad input* also subclass
-:class:`ValueError`, so ``except ValueError`` catches a malformed amount or wallet key."""
+"""The exception hierarchy, following core's error table (``_native.ERROR_TABLE``).
+
+Every code has one *category* in core (``amount``, ``challenge``, ``wallet``, ``proof``,
+``payment``, ``facilitator``, ``nonce_store``, ``request``, ``config``, ``internal``), and the
+category is the base class here (:data:`CATEGORY_CLASSES`): ``except ProofError`` catches every
+proof problem, whatever its code. A few codes have a subclass of their own: those with fields of
+their own (:class:`InsufficientFundsError`, :class:`BudgetExceededError`, ...) and those core
+calls *bad input*, which also subclass :class:`ValueError` (through :class:`InvalidInputError`).
+``tests/test_errors.py`` checks :data:`CODE_CLASSES` against the table, code by code.
+
+An error's fields are in ``details``, under core's keys (the same as ``details`` in JS)."""
 
 from __future__ import annotations
 
@@ -10,27 +18,32 @@ from . import _native
 
 __all__ = [
     "AmountError",
-    "BodyNotReplayableError",
-    "BudgetExceededError",
     "ChallengeError",
     "ChallengeMalformedError",
-    "ConfigError",
-    "FacilitatorError",
-    "InsufficientFundsError",
-    "InternalError",
-    "InvalidInputError",
-    "ModeMismatchError",
-    "NonceStoreError",
-    "NotPaymentRequiredError",
-    "PaymentRequiredError",
-    "PriceInvalidError",
-    "ProofError",
-    "ProofMalformedError",
-    "RequestError",
-    "SignatureError",
-    "TokenReplayedError",
-    "VlexivoError",
     "WalletError",
+    "WalletKeyError",
+    "SignatureError",
+    "ProofError",
+    "PaymentRequiredError",
+    "ProofMalformedError",
+    "TokenReplayedError",
+    "UnderpaidError",
+    "PaymentError",
+    "BudgetExceededError",
+    "InsufficientFundsError",
+    "FacilitatorError",
+    "NonceStoreError",
+    "RequestError",
+    "InvalidRequestError",
+    "BodyNotReplayableError",
+    "NotPaymentRequiredError",
+    "ConfigError",
+    "ConfigInvalidError",
+    "ModeMismatchError",
+    "PriceInvalidError",
+    "InternalError",
+    "CATEGORY_CLASSES",
+    "CODE_CLASSES",
     "error_class",
     "from_native",
     "make_error",
@@ -41,13 +54,15 @@ class VlexivoError(Exception):
     """Base of every Vlexivo failure.
 
     ``code`` is the stable snake_case code (the same in every language and on the wire),
-    ``status`` the HTTP status a server answers with, ``fields`` the structured details.
+    ``status`` the HTTP status a server answers with, ``category`` core's category of the code
+    (the class's), ``details`` the structured fields under core's keys.
     """
 
+    category: str = "internal"
     code: str
     status: int
     message: str
-    fields: dict[str, Any]
+    details: dict[str, Any]
 
     def __init__(
         self,
@@ -55,72 +70,144 @@ class VlexivoError(Exception):
         *,
         code: str = "internal",
         status: int = 500,
-        fields: dict[str, Any] | None = None,
+        details: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
         self.status = status
-        self.fields = dict(fields or {})
+        self.details = dict(details or {})
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(code={self.code!r}, message={self.message!r})"
 
 
 class InvalidInputError(VlexivoError, ValueError):
-    """The caller passed something invalid (core's ``is_bad_input()``)."""
+    """The caller passed something invalid (core's ``is_bad_input()``); mixed into the classes
+    of those codes, so ``except ValueError`` catches a malformed amount or wallet key."""
+
+
+# --- one class per category ------------------------------------------------------------------
 
 
 class AmountError(InvalidInputError):
-    """An amount or currency that core refuses (``amount_*``, ``currency_*``)."""
+    """``amount``: an amount or currency that core refuses (``amount_*``, ``currency_*``)."""
 
-
-class ConfigError(InvalidInputError):
-    """Invalid configuration (an ``api_secret`` that is not one, a bad network, …)."""
-
-
-class ModeMismatchError(VlexivoError):
-    """``mode`` disagrees with the ``api_secret`` (``sk_test_`` is sandbox, ``sk_live_`` live)."""
+    category = "amount"
 
 
 class ChallengeError(VlexivoError):
-    """A 402 challenge that cannot be paid: expired, failed authentication, or for another
-    request than the one made."""
+    """``challenge``: a 402 challenge that cannot be paid: expired, failed authentication, for
+    another request than the one made, or naming a facilitator this payer does not trust."""
+
+    category = "challenge"
+
+
+class WalletError(VlexivoError):
+    """``wallet``: a wallet key, address or signature."""
+
+    category = "wallet"
+
+
+class ProofError(VlexivoError):
+    """``proof``: no proof of payment, or one that does not buy this request (expired, wrong
+    route, underpaid, replayed, ...)."""
+
+    category = "proof"
+
+
+class PaymentError(VlexivoError):
+    """``payment``: the payment was refused (budget, funds, conflict, top-up) or its fate is
+    unknown (``payment_in_doubt``)."""
+
+    category = "payment"
+
+
+class FacilitatorError(VlexivoError):
+    """``facilitator``: the facilitator refused the caller, failed or could not be reached."""
+
+    category = "facilitator"
+
+    @property
+    def facilitator_status(self) -> int | None:
+        """For ``facilitator_error``: the facilitator's HTTP status."""
+        s = self.details.get("facilitatorStatus")
+        return int(s) if s is not None else None
+
+    @property
+    def facilitator_code(self) -> str | None:
+        """For ``facilitator_error``: the facilitator's error code."""
+        c = self.details.get("facilitatorCode")
+        return str(c) if c is not None else None
+
+
+class NonceStoreError(VlexivoError):
+    """``nonce_store``: the nonce store is full or unavailable (503)."""
+
+    category = "nonce_store"
+
+
+class RequestError(VlexivoError):
+    """``request``: a request that cannot be made or sent again, or a response that is not a
+    Vlexivo 402."""
+
+    category = "request"
+
+
+class ConfigError(VlexivoError):
+    """``config``: invalid configuration, a mode mismatch, or an invalid provider price."""
+
+    category = "config"
+
+
+class InternalError(VlexivoError):
+    """``internal``: a bug."""
+
+    category = "internal"
+
+
+# --- codes with a class of their own ---------------------------------------------------------
 
 
 class ChallengeMalformedError(ChallengeError, InvalidInputError):
     """A challenge that does not decode (or is too large)."""
 
 
-class WalletError(InvalidInputError):
+class WalletKeyError(WalletError, InvalidInputError):
     """A wallet key or address that is not valid."""
 
 
-class SignatureError(VlexivoError):
+class SignatureError(WalletError):
     """A wallet signature that does not verify (opaque on purpose)."""
 
 
-class PaymentRequiredError(VlexivoError):
+class PaymentRequiredError(ProofError):
     """No proof was presented (``payment_required``)."""
 
 
-class ProofError(VlexivoError):
-    """A proof token that does not buy this request (expired, wrong route, underpaid, …)."""
-
-
 class ProofMalformedError(ProofError, InvalidInputError):
-    """A proof token that is not a token at all (or too large)."""
+    """A proof token that is not a token at all, or too large, or with claims the protocol
+    never issues."""
 
 
 class TokenReplayedError(ProofError):
     """The proof token's nonce was already consumed (409)."""
 
 
-class NonceStoreError(VlexivoError):
-    """The nonce store is full or unavailable (503)."""
+class UnderpaidError(ProofError):
+    """The proof paid less than this request's price, or in another currency: ``paid`` and
+    ``price`` say what."""
+
+    @property
+    def paid(self) -> str:
+        return str(self.details.get("paid", ""))
+
+    @property
+    def price(self) -> str:
+        return str(self.details.get("price", ""))
 
 
-class BudgetExceededError(VlexivoError):
+class BudgetExceededError(PaymentError):
     """A spending cap refused the payment before anything was signed.
 
     ``limit`` is ``"per_call"``, ``"per_host"``, ``"total"`` or ``"window"``; ``requested`` and
@@ -129,118 +216,105 @@ class BudgetExceededError(VlexivoError):
 
     @property
     def limit(self) -> str:
-        return str(self.fields.get("limit", ""))
+        return str(self.details.get("limit", ""))
 
     @property
     def requested(self) -> str:
-        return str(self.fields.get("requested", ""))
+        return str(self.details.get("requested", ""))
 
     @property
     def remaining(self) -> str:
-        return str(self.fields.get("remaining", ""))
+        return str(self.details.get("remaining", ""))
 
 
-class InsufficientFundsError(VlexivoError):
+class InsufficientFundsError(PaymentError):
     """The wallet cannot pay: ``required_amount``, ``balance`` and ``currency`` say by how much."""
 
     @property
     def required_amount(self) -> str:
-        return str(self.fields.get("required", ""))
+        return str(self.details.get("required", ""))
 
     @property
     def balance(self) -> str:
-        return str(self.fields.get("balance", ""))
+        return str(self.details.get("balance", ""))
 
     @property
     def currency(self) -> str:
-        return str(self.fields.get("currency", "usd"))
+        return str(self.details.get("currency", "usd"))
 
 
-class FacilitatorError(VlexivoError):
-    """The facilitator refused or could not be reached."""
-
-
-class RequestError(InvalidInputError):
+class InvalidRequestError(RequestError, InvalidInputError):
     """A request that is malformed or too large."""
 
 
-class BodyNotReplayableError(RequestError):
+class BodyNotReplayableError(RequestError, InvalidInputError):
     """The request body is a one-shot stream: it cannot be sent again after paying, so the
     client refuses before paying. Pass ``content=bytes`` (or ``json=``) instead."""
 
 
-class NotPaymentRequiredError(VlexivoError):
+class NotPaymentRequiredError(RequestError):
     """A response that is not a Vlexivo 402."""
 
 
-class PriceInvalidError(VlexivoError):
+class ConfigInvalidError(ConfigError, InvalidInputError):
+    """An option that is not valid (an ``api_secret`` that is not one, a bad network, ...)."""
+
+
+class ModeMismatchError(ConfigError):
+    """``mode`` disagrees with the ``api_secret`` (``sk_test_`` is sandbox, ``sk_live_`` live),
+    or a challenge's mode with the facilitator's."""
+
+
+class PriceInvalidError(ConfigError):
     """The provider's price (static or from a resolver) is not a valid price: a provider bug."""
 
 
-class InternalError(VlexivoError):
-    """Anything else."""
+CATEGORY_CLASSES: dict[str, type[VlexivoError]] = {
+    "amount": AmountError,
+    "challenge": ChallengeError,
+    "wallet": WalletError,
+    "proof": ProofError,
+    "payment": PaymentError,
+    "facilitator": FacilitatorError,
+    "nonce_store": NonceStoreError,
+    "request": RequestError,
+    "config": ConfigError,
+    "internal": InternalError,
+}
 
-
-_BY_CODE: dict[str, type[VlexivoError]] = {
-    "amount_malformed": AmountError,
-    "amount_negative": AmountError,
-    "amount_not_finite": AmountError,
-    "amount_precision": AmountError,
-    "amount_too_large": AmountError,
-    "amount_zero": AmountError,
-    "currency_unsupported": AmountError,
-    "currency_mismatch": AmountError,
+_OWN_CLASSES: dict[str, type[VlexivoError]] = {
     "challenge_malformed": ChallengeMalformedError,
     "challenge_too_large": ChallengeMalformedError,
-    "challenge_invalid": ChallengeError,
-    "challenge_expired": ChallengeError,
-    "challenge_mismatch": ChallengeError,
-    "wallet_key_invalid": WalletError,
-    "address_invalid": WalletError,
+    "wallet_key_invalid": WalletKeyError,
+    "address_invalid": WalletKeyError,
     "signature_invalid": SignatureError,
     "payment_required": PaymentRequiredError,
     "token_malformed": ProofMalformedError,
     "token_too_large": ProofMalformedError,
-    "token_algorithm": ProofError,
-    "token_type": ProofError,
-    "token_invalid": ProofError,
-    "token_expired": ProofError,
-    "token_not_yet_valid": ProofError,
-    "token_audience": ProofError,
-    "token_mode": ProofError,
-    "token_resource": ProofError,
-    "token_underpaid": ProofError,
-    "token_currency": ProofError,
     "token_replayed": TokenReplayedError,
-    "nonce_store_full": NonceStoreError,
-    "nonce_store_unavailable": NonceStoreError,
+    "token_underpaid": UnderpaidError,
+    "token_currency": UnderpaidError,
     "budget_exceeded": BudgetExceededError,
     "insufficient_funds": InsufficientFundsError,
-    "provider_unknown": FacilitatorError,
-    "unauthorized": FacilitatorError,
-    "payment_conflict": FacilitatorError,
-    "top_up_refused": FacilitatorError,
-    "request_too_large": RequestError,
-    "request_malformed": RequestError,
-    "facilitator_unavailable": FacilitatorError,
-    "facilitator_untrusted": ChallengeError,
-    "payment_in_doubt": FacilitatorError,
-    "facilitator_error": FacilitatorError,
-    "authorization_invalid": FacilitatorError,
-    "authorization_used": FacilitatorError,
-    "settlement_failed": FacilitatorError,
-    "not_payment_required": NotPaymentRequiredError,
+    "request_too_large": InvalidRequestError,
+    "request_malformed": InvalidRequestError,
     "body_not_replayable": BodyNotReplayableError,
-    "price_invalid": PriceInvalidError,
-    "config_invalid": ConfigError,
+    "not_payment_required": NotPaymentRequiredError,
+    "config_invalid": ConfigInvalidError,
     "mode_mismatch": ModeMismatchError,
-    "internal": InternalError,
+    "price_invalid": PriceInvalidError,
+}
+
+#: The class of every code core has: its own, else its category's (from core's table).
+CODE_CLASSES: dict[str, type[VlexivoError]] = {
+    code: _OWN_CLASSES.get(code, CATEGORY_CLASSES.get(category, VlexivoError))
+    for code, _status, category, _bad_input in _native.ERROR_TABLE
 }
 
 
 def error_class(code: str) -> type[VlexivoError]:
-    """The class raised for ``code`` (:class:`VlexivoError` itself for a code from a newer core)."""
-    return _BY_CODE.get(code, VlexivoError)
+    """The class raised for ``code`` (:class:`VlexivoError` itself for a code it does not know)."""
+    return CODE_CLASSES.get(code, VlexivoError)
 
 
 #: What a native call raises: a core error, or a panic inside the native module (pyo3's
@@ -263,7 +337,7 @@ def from_native(e: BaseException) -> VlexivoError:
         getattr(e, "message", str(e)),
         code=code,
         status=getattr(e, "status", 500),
-        fields=getattr(e, "fields", None),
+        details=getattr(e, "details", None),
     )
     err._native = e  # type: ignore[attr-defined]  # reject() wants the core error back
     return err

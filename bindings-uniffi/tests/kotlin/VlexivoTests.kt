@@ -334,7 +334,7 @@ fun registerTests() {
             val expect = c["expect"].obj()
             val key = c["private_key"] as String
             if (expect.containsKey("error")) {
-                val e = expectThrows<VlexivoException.InvalidInput> { Wallet.fromKey(key) }
+                val e = expectThrows<VlexivoException.Wallet> { Wallet.fromKey(key) }
                 eq(e.code, expect["error"], "${c["name"]}: code")
             } else {
                 eq(Wallet.fromKey(key).address(), expect["address"], "${c["name"]}: address")
@@ -463,11 +463,21 @@ fun registerTests() {
         }
     }
 
-    test("errors: every core code is listed, and the header name is the protocol's") { _ ->
+    test("errors: every core code has one of core's categories, and header names are core's") { _ ->
         val codes = errorCodes()
         check(codes.size >= 40 && codes.toSet().size == codes.size) { "codes: $codes" }
         check("insufficient_funds" in codes && "budget_exceeded" in codes) { "missing codes" }
+        val categories = errorCategories()
+        eq(categories.toSet(), setOf("amount", "challenge", "wallet", "proof", "payment", "facilitator",
+            "nonce_store", "request", "config", "internal"), "the categories VlexivoException.category knows")
+        for (code in codes) check(errorCategory(code) in categories) { "$code: ${errorCategory(code)}" }
+        eq(errorCategory("no_such_code"), null, "unknown code")
+        // A thrown error's variant is its code's category.
+        val e = expectThrows<VlexivoException> { Wallet.fromKey("0x1234") }
+        eq(e.category, errorCategory(e.code), "category of ${e.code}")
         eq(proofHeaderName(), "Vlexivo-Proof")
+        val h = headerNames()
+        eq(listOf(h.challenge, h.proof, h.receipt), listOf("Vlexivo-Challenge", "Vlexivo-Proof", "Vlexivo-Receipt"), "header names")
     }
 
     test("wallet: generate, export and restore") { _ ->
@@ -475,17 +485,17 @@ fun registerTests() {
         check(Regex("^0x[0-9a-fA-F]{40}$").matches(w.address())) { "address ${w.address()}" }
         eq(Wallet.fromKey(w.secretKeyHex()).address(), w.address(), "restored address")
         check(Wallet.generate().address() != w.address()) { "two fresh wallets collide" }
-        val e = expectThrows<VlexivoException.InvalidInput> { Wallet.fromKey("0x1234") }
+        val e = expectThrows<VlexivoException.Wallet> { Wallet.fromKey("0x1234") }
         eq(e.code, "wallet_key_invalid")
         check(!e.message!!.contains("1234")) { "error echoes the key" }
     }
 
     test("config: bad policy, bad amounts, no facilitator yet, facilitator down") { ctx ->
         val w = Wallet.generate()
-        eq(expectThrows<VlexivoException.InvalidInput> { VlexivoPayments(w, SpendingPolicy(maxPerCall = "abc")) }.code, "amount_malformed")
-        eq(expectThrows<VlexivoException.InvalidInput> { VlexivoPayments(w, SpendingPolicy(windowSeconds = 60uL)) }.code, "config_invalid")
-        eq(expectThrows<VlexivoException.InvalidInput> { VlexivoPayments(w, facilitatorUrl = "ftp://x") }.code, "config_invalid")
-        eq(expectThrows<VlexivoException.InvalidInput> {
+        eq(expectThrows<VlexivoException.Amount> { VlexivoPayments(w, SpendingPolicy(maxPerCall = "abc")) }.code, "amount_malformed")
+        eq(expectThrows<VlexivoException.Config> { VlexivoPayments(w, SpendingPolicy(windowSeconds = 60uL)) }.code, "config_invalid")
+        eq(expectThrows<VlexivoException.Config> { VlexivoPayments(w, facilitatorUrl = "ftp://x") }.code, "config_invalid")
+        eq(expectThrows<VlexivoException.Amount> {
             VlexivoPayments(w, autoTopUp = AutoTopUp(triggerBalance = "1", topUpAmount = "0"))
         }.code, "amount_zero")
         VlexivoPayments(w).use { p ->
@@ -493,14 +503,14 @@ fun registerTests() {
             eq(p.facilitatorUrl(), "http://127.0.0.1:4020", "default facilitator")
             eq(p.facilitators(), listOf("http://127.0.0.1:4020"), "trusted")
         }
-        eq(expectThrows<VlexivoException.InvalidInput> { VlexivoPayments(w, facilitators = listOf("nope")) }.code, "config_invalid")
+        eq(expectThrows<VlexivoException.Config> { VlexivoPayments(w, facilitators = listOf("nope")) }.code, "config_invalid")
         VlexivoPayments(w, facilitatorUrl = ctx.facilitator).use { p ->
-            eq(expectThrows<VlexivoException.InvalidInput> { p.topUp("-1") }.code, "amount_negative")
+            eq(expectThrows<VlexivoException.Amount> { p.topUp("-1") }.code, "amount_negative")
             eq(p.balance(), "0", "fresh wallet balance")
         }
         // Port 9 (discard) on loopback: nothing listens, the connection is refused.
         VlexivoPayments(w, facilitatorUrl = "http://127.0.0.1:9").use { p ->
-            eq(expectThrows<VlexivoException.Unavailable> { p.balance() }.code, "facilitator_unavailable")
+            eq(expectThrows<VlexivoException.Facilitator> { p.balance() }.code, "facilitator_unavailable")
         }
     }
 
@@ -637,8 +647,9 @@ fun registerTests() {
             eq(expectThrows<VlexivoException.NotPaymentRequired> {
                 p.pay(200u, free.headerList(), free.body(), "GET", "${ctx.api}/free")
             }.code, "not_payment_required")
-            val over = expectThrows<VlexivoException.Refused> { p.topUp("5000") }
+            val over = expectThrows<VlexivoException.Payment> { p.topUp("5000") }
             eq(over.code, "top_up_refused")
+            eq(over.category, "payment")
             eq(over.status.toInt(), 403, "status")
         }
         VlexivoPayments(Wallet.generate(), facilitatorUrl = "http://127.0.0.1:9").use { p ->
@@ -726,7 +737,7 @@ fun registerTests() {
             VlexivoPayments(w, SpendingPolicy(maxTotal = "0.001"), facilitatorUrl = ctx.relay.url).use { p ->
                 val url = "${ctx.relayApi}/v1/quote"
                 var r = send("GET", url)
-                val e = expectThrows<VlexivoException.Unavailable> { p.pay(402u, r.headerList(), r.body(), "GET", url) }
+                val e = expectThrows<VlexivoException.Payment> { p.pay(402u, r.headerList(), r.body(), "GET", url) }
                 eq(e.code, "payment_in_doubt")
                 eq(listOf(p.spentTotal(), p.reservedTotal(), p.inDoubtTotal()), listOf("0", "0.001", "0.001"), "counted, in doubt")
                 VlexivoPayments(w, facilitatorUrl = ctx.relayFacilitator).use { eqAmount(it.balance(), "0.999", "charged once") }
