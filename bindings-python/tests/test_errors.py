@@ -68,8 +68,8 @@ def test_details_use_core_keys() -> None:
 def test_typed_fields() -> None:
     b = make_error("budget_exceeded")
     assert isinstance(b, vlexivo.BudgetExceededError) and b.limit == "per_call"  # core's default limit
-    u = from_native(_native.error_from_body(402, b'{"error":"token_underpaid","message":"m"}'))
-    assert isinstance(u, vlexivo.ProofError) and u.code == "token_underpaid"
+    u = make_error("token_underpaid")
+    assert isinstance(u, vlexivo.UnderpaidError) and isinstance(u, vlexivo.ProofError) and u.status == 402
     assert isinstance(make_error("token_replayed"), vlexivo.TokenReplayedError)
     assert make_error("token_replayed").status == 409
     assert isinstance(make_error("body_not_replayable"), vlexivo.BodyNotReplayableError)

@@ -27,9 +27,13 @@ import online.vlexivo.TrustRoots
 import online.vlexivo.VlexivoException
 import online.vlexivo.VlexivoPayments
 import online.vlexivo.Wallet
+import online.vlexivo.category
 import online.vlexivo.code
 import online.vlexivo.decodeChallenge
+import online.vlexivo.errorCategories
+import online.vlexivo.errorCategory
 import online.vlexivo.errorCodes
+import online.vlexivo.headerNames
 import online.vlexivo.parsePaymentRequired
 import online.vlexivo.proofHeaderName
 import java.io.File
