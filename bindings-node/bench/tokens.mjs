@@ -1,8 +1,9 @@
 // Pre-minted, distinct, valid proof tokens for the benchmarks: the same claims the facilitator
-// issues, signed with the provider's HS256 key by the test-only native helper (bounded count).
+// issues, signed with the provider's HS256 key by the tests' spec-based minter (bounded count).
 import { createRequire } from 'node:module';
 import { SignJWT } from 'jose';
 import { randomBytes } from 'node:crypto';
+import { mintProofToken, randomNonce } from '../test/tokens.mjs';
 
 const require = createRequire(import.meta.url);
 export const native = require('../native/index.js');
@@ -15,7 +16,7 @@ const PAYER = '0x063a6Db64b4784deD0f350938bdb63Be12d3Db5a';
 
 function claims(now) {
   return {
-    jti: native.randomId(),
+    jti: randomNonce(),
     iss: 'http://127.0.0.1:4020',
     sub: PAYER,
     txh: '0x' + randomBytes(32).toString('hex'),
@@ -31,7 +32,7 @@ function claims(now) {
 
 export function mintVlexivo(n, now = Math.floor(Date.now() / 1000)) {
   const out = new Array(n);
-  for (let i = 0; i < n; i++) out[i] = native.mintProofToken(SECRET, claims(now));
+  for (let i = 0; i < n; i++) out[i] = mintProofToken(SECRET, claims(now));
   return out;
 }
 

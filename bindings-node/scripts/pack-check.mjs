@@ -126,6 +126,14 @@ try {
   // CommonJS and ESM both load from the installed packages.
   execFileSync(process.execPath, ['-e', "const v=require('vlexivo'); if (typeof v.VlexivoServer !== 'function' || typeof require('vlexivo/fastify').default !== 'function') process.exit(1)"], { cwd: app, env, stdio: 'inherit' });
   execFileSync(process.execPath, ['--input-type=module', '-e', "import { VlexivoClient } from 'vlexivo'; import { plugin } from 'vlexivo/hapi'; if (!VlexivoClient || plugin.name !== 'vlexivo') process.exit(1)"], { cwd: app, env, stdio: 'inherit' });
+  // No test-only entry point ships: the installed native module and its declared types lack them.
+  const nativeJs = join(app, 'node_modules', 'vlexivo', 'native', 'index.js');
+  const exported = execFileSync(process.execPath, ['-e', `console.log(Object.keys(require(${JSON.stringify(nativeJs)})).join(' '))`], { cwd: app, env, encoding: 'utf8' }).trim().split(' ');
+  if (exported.length < 10) throw new Error(`the installed native module exports only ${exported}`);
+  const dts = readFileSync(join(app, 'node_modules', 'vlexivo', 'native', 'index.d.ts'), 'utf8');
+  for (const name of ['mintProofToken', 'randomId', 'ProofClaimsInput']) {
+    if (exported.includes(name) || dts.includes(name)) throw new Error(`the package ships the test-only ${name}`);
+  }
 
   fac = await startFacilitator();
   const provider = await onboard(fac.url);

@@ -1447,58 +1447,8 @@ pub const MAX_RESPONSE_BODY: u32 = vx::client::MAX_RESPONSE_BODY as u32;
 pub const PROOF_HEADER: &str = vx::headers::PROOF;
 
 // ---------------------------------------------------------------------------------------------
-// Test support
+// Small utilities
 // ---------------------------------------------------------------------------------------------
-
-#[napi(object)]
-pub struct ProofClaimsInput {
-    pub jti: String,
-    pub iss: Option<String>,
-    /// Default: the account derived from the secret.
-    pub aud: Option<String>,
-    pub sub: String,
-    pub txh: Option<String>,
-    pub amt: String,
-    pub cur: Option<String>,
-    /// "METHOD /path".
-    pub res: String,
-    pub bdy: Option<String>,
-    /// Default: the secret's mode.
-    pub mode: Option<String>,
-    pub net: Option<String>,
-    pub iat: i64,
-    /// Default: iat + 300.
-    pub exp: Option<i64>,
-}
-
-/// Sign an HS256 proof token with the provider's own token key, as the facilitator would.
-/// For tests and benchmarks (pre-minting many distinct valid tokens); anyone holding the
-/// `apiSecret` can already do this, so it grants nothing new.
-#[napi(catch_unwind)]
-pub fn mint_proof_token(env: Env, api_secret: String, claims: ProofClaimsInput) -> Result<String> {
-    let run = || -> vx::Result<String> {
-        let keys = vx::keys::ProviderKeys::from_secret(&api_secret)?;
-        let issuer = vx::token::TokenIssuer::new(vx::token::SigningKey::Hs256(keys.token_hs256))?;
-        let iat = claims.iat.max(0) as u64;
-        let c = vx::token::ProofClaims {
-            jti: claims.jti,
-            iss: claims.iss.unwrap_or_else(|| vx::paywall::DEFAULT_FACILITATOR_URL.into()),
-            aud: claims.aud.unwrap_or(keys.account.clone()),
-            sub: claims.sub,
-            txh: claims.txh.unwrap_or_else(|| format!("0x{}", "ab".repeat(32))),
-            amt: claims.amt,
-            cur: claims.cur.unwrap_or_else(|| "usd".into()),
-            res: claims.res,
-            bdy: claims.bdy,
-            mode: claims.mode.unwrap_or_else(|| keys.mode.as_str().into()),
-            net: claims.net.unwrap_or_else(|| "sandbox".into()),
-            iat,
-            exp: claims.exp.map(|e| e.max(0) as u64).unwrap_or(iat + vx::token::TOKEN_TTL_SECS),
-        };
-        issuer.issue(&c)
-    };
-    run().map_err(|e| throw(&env, e))
-}
 
 /// The provider account id for a secret.
 #[napi(catch_unwind)]
@@ -1523,8 +1473,3 @@ pub fn now_seconds() -> f64 {
     SystemClock.now() as f64
 }
 
-/// Random base64url bytes from the OS (test nonces).
-#[napi(catch_unwind)]
-pub fn random_id(bytes: Option<u32>) -> String {
-    vx::env::random_b64(&OsEntropy, bytes.unwrap_or(18).clamp(1, 64) as usize)
-}

@@ -10,6 +10,7 @@ import Hapi from '@hapi/hapi';
 import { VlexivoServer, Wallet } from 'vlexivo';
 import vlexivoFastify from 'vlexivo/fastify';
 import { plugin as vlexivoHapi } from 'vlexivo/hapi';
+import { mintProofToken } from './tokens.mjs';
 import { listenExpress, listenFastify, listenHapi } from './helpers.mjs';
 
 /** A browser's cross-origin request carries Origin; only then are our headers exposed. */
@@ -19,7 +20,7 @@ const require = createRequire(import.meta.url);
 const native = require('../native/index.js');
 const secret = 'sk_test_' + Buffer.alloc(32, 5).toString('base64url');
 const mint = (res, amt = '0.01') =>
-  native.mintProofToken(secret, { jti: native.randomId(), sub: Wallet.generate().address, amt, res, iat: Math.floor(Date.now() / 1000) });
+  mintProofToken(secret, { sub: Wallet.generate().address, amt, res, iat: Math.floor(Date.now() / 1000) });
 
 async function price(url, method = 'GET') {
   const r = await fetch(url, { method });
@@ -188,18 +189,18 @@ test('paid facts survive any claim content (separator in a signed claim falls ba
   const route = vlx.route({ price: '0.001' });
   const now = Math.floor(Date.now() / 1000);
   const AT = { host: 'api.test', secure: false };
-  const weird = native.mintProofToken(secret, { jti: native.randomId(), sub: Wallet.generate().address, amt: '0.001', res: 'GET http://api.test/w', iat: now, txh: 'tx\u001fwith;sep' });
+  const weird = mintProofToken(secret, { sub: Wallet.generate().address, amt: '0.001', res: 'GET http://api.test/w', iat: now, txh: 'tx\u001fwith;sep' });
   const p = route.decide(weird, 'GET', '/w', AT, undefined);
   assert.equal(p.txHash, 'tx\u001fwith;sep');
   assert.equal(p.amount, '0.001');
   assert.equal(p.paidAt, now);
   // Non-ASCII text (a signed claim, a path) cannot ride the one-byte line: exact via the array form.
-  const uni = native.mintProofToken(secret, { jti: native.randomId(), sub: Wallet.generate().address, amt: '0.001', res: 'GET http://api.test/caf\u00e9/\u6771', iat: now, txh: 'tx-\u00e9\u6771-\u{1f600}' });
+  const uni = mintProofToken(secret, { sub: Wallet.generate().address, amt: '0.001', res: 'GET http://api.test/caf\u00e9/\u6771', iat: now, txh: 'tx-\u00e9\u6771-\u{1f600}' });
   const u = route.decide(uni, 'GET', '/caf\u00e9/\u6771', AT, undefined);
   assert.equal(u.txHash, 'tx-\u00e9\u6771-\u{1f600}');
   assert.equal(u.resource, 'GET http://api.test/caf\u00e9/\u6771');
   assert.ok(u.receipt.startsWith('tx=tx-\u00e9\u6771-\u{1f600}; amount=0.001;'));
-  const normal = native.mintProofToken(secret, { jti: native.randomId(), sub: Wallet.generate().address, amt: '0.002', res: 'GET http://api.test/w', iat: now });
+  const normal = mintProofToken(secret, { sub: Wallet.generate().address, amt: '0.002', res: 'GET http://api.test/w', iat: now });
   const q = route.decide(normal, 'GET', '/w', AT, undefined);
   assert.deepEqual(Object.keys(q), ['payer', 'amount', 'currency', 'txHash', 'nonce', 'paidAt', 'expiresAt', 'resource', 'storeKey', 'receipt']);
   assert.equal(q.expiresAt, now + 300);

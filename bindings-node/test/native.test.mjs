@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import * as vlx from 'vlexivo';
 import { vectors, pkgRoot } from './helpers.mjs';
+import { mintProofToken, providerKeys } from './tokens.mjs';
 
 const require = createRequire(import.meta.url);
 const native = require('../native/index.js');
@@ -41,6 +42,14 @@ test('the error classes follow core\'s table: every code, its category\'s class,
   assert.deepEqual([unknown.code, unknown.category, unknown.details.unknownCode], ['internal', 'internal', 'no_such_code']);
   // A native throw carries its category too.
   assert.throws(() => native.parseMoney('abc', 'usd'), (e) => e.code === 'amount_malformed' && e.category === 'amount');
+});
+
+test('the published module has no test-only entry points; the tests\' own minter agrees with core', () => {
+  for (const name of ['mintProofToken', 'randomId']) assert.equal(native[name], undefined, name);
+  for (const name of ['mintProofToken', 'randomId']) assert.equal(vlx[name], undefined, name);
+  // tokens.mjs derives keys from the spec (HKDF): the account matches core's.
+  const secret = 'sk_test_' + Buffer.alloc(32, 7).toString('base64url');
+  assert.equal(providerKeys(secret).account, native.accountForSecret(secret));
 });
 
 test('header names come from core', () => {
@@ -235,7 +244,7 @@ test('server verify/release/challenge/reject API', () => {
   const secret = 'sk_test_' + Buffer.alloc(32, 2).toString('base64url');
   const now = 1_800_000_000;
   const s = new VlexivoServer({ apiSecret: secret, clock: () => now });
-  const token = native.mintProofToken(secret, { jti: native.randomId(), sub: Wallet.generate().address, amt: '0.002', res: 'GET https://api.example.com/a', iat: now });
+  const token = mintProofToken(secret, { sub: Wallet.generate().address, amt: '0.002', res: 'GET https://api.example.com/a', iat: now });
   const target = { method: 'GET', path: '/a?x=1', host: 'API.example.com:443', secure: true, price: '0.001' };
   const p = s.verify(token, target);
   assert.equal(p.amount, '0.002');
@@ -274,7 +283,7 @@ test('the adapters\' path reads the proof as header bytes: non-ASCII text never 
   const pw = new native.Paywall({ apiSecret: secret, origin: 'https://api.example.com' });
   assert.equal(pw.origin, 'https://api.example.com');
   const route = pw.route('0.001', 'usd', 'per-call');
-  const mint = () => native.mintProofToken(secret, { jti: native.randomId(), sub: Wallet.generate().address, amt: '0.001', res: 'GET https://api.example.com/a', iat: now });
+  const mint = () => mintProofToken(secret, { sub: Wallet.generate().address, amt: '0.001', res: 'GET https://api.example.com/a', iat: now });
   const good = mint();
   assert.equal(typeof route.authorize(good, 'GET', '/a', undefined, false, now), 'string');
   // Latin-1 text as Node gives a header with such bytes, a character above U+00FF whose low
@@ -299,7 +308,7 @@ test('sqlite nonce store survives a new server on the same file', async () => {
   try {
     const secret = 'sk_test_' + Buffer.alloc(32, 3).toString('base64url');
     const now = Math.floor(Date.now() / 1000);
-    const token = native.mintProofToken(secret, { jti: native.randomId(), sub: Wallet.generate().address, amt: '1', res: 'GET http://h/a', iat: now });
+    const token = mintProofToken(secret, { sub: Wallet.generate().address, amt: '1', res: 'GET http://h/a', iat: now });
     const path = join(dir, 'nonces.db');
     const a = new VlexivoServer({ apiSecret: secret, store: { type: 'sqlite', path } });
     assert.equal(a.native.storeKind, 'sqlite');

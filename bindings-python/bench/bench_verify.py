@@ -2,8 +2,8 @@
 
     python bench/bench_verify.py [N]
 
-Tokens are minted beforehand with the test-only native helper (HS256 under the provider's
-derived key), each with its own nonce, so every verify also consumes a fresh nonce in the
+Tokens are minted beforehand by the tests' spec-based issuer (tests/tokens.py: HS256 under the
+provider's derived key), each with its own nonce, so every verify also consumes a fresh nonce in the
 memory store: the whole per-request cost of the paywall's hot path. PyJWT decodes tokens of the
 same shape (signature, exp/iat, aud) and does no replay check at all."""
 
@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import jwt
 from vlexivo import _native
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.tokens import mint_token  # noqa: E402
 
 SECRET = "sk_test_6pmpFeivHgqW7JxfnBXZje6aGyg3nqjNmwfgLHfp7bM"
 METHOD, PATH = "POST", "/api/v1/inference"
@@ -32,7 +36,7 @@ def main() -> None:
     now = _native.now()
     pw = _native.Paywall(SECRET, origin="http://api.test")
     tokens = [
-        _native._test_only_issue_hs256_token(SECRET, f"bench{i:019d}", METHOD, PATH, "0.001", now)
+        mint_token(SECRET, f"bench{i:019d}", METHOD, PATH, "0.001", now)
         for i in range(2 * n)
     ]
     price = _native.parse_price("0.001")
@@ -64,14 +68,8 @@ def main() -> None:
 
     # Warm up (first calls allocate store shards, import caches).
     for i in range(200):
-        pw.verify(
-            _native._test_only_issue_hs256_token(SECRET, f"warm{i:020d}", METHOD, PATH, "0.001", now),
-            METHOD,
-            PATH,
-            price,
-            "usd",
-            now,
-        )
+        pw.verify(mint_token(SECRET, f"warm{i:020d}", METHOD, PATH, "0.001", now),
+                  METHOD, PATH, price, "usd", now)
         jwt.decode(jwts[i], key, algorithms=["HS256"], audience=aud)
 
     print(f"n = {n}")

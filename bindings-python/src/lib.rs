@@ -619,47 +619,6 @@ impl Paywall {
     }
 }
 
-/// Test and benchmark support only, never for production: sign a proof token with the
-/// provider's HS256 key as a facilitator would, without any payment. Lets load tests present
-/// many distinct valid tokens without paying for each.
-#[pyfunction]
-#[pyo3(signature = (api_secret, nonce, method, path, amount, now, payer = "0x0000000000000000000000000000000000000001",
-    facilitator_url = "http://127.0.0.1:4020", body = None, origin = "http://api.test"))]
-#[allow(clippy::too_many_arguments)]
-fn _test_only_issue_hs256_token(
-    py: Python<'_>,
-    api_secret: &str,
-    nonce: &str,
-    method: &str,
-    path: &str,
-    amount: &str,
-    now: u64,
-    payer: &str,
-    facilitator_url: &str,
-    body: Option<&[u8]>,
-    origin: &str,
-) -> PyResult<String> {
-    use vlexivo_core::token::{ProofClaims, SigningKey, TOKEN_TTL_SECS, TokenIssuer};
-    let keys = vlexivo_core::keys::ProviderKeys::from_secret(api_secret).py_err(py)?;
-    let issuer = TokenIssuer::new(SigningKey::Hs256(keys.token_hs256)).py_err(py)?;
-    let amt = Money::parse(amount, Currency::Usd).py_err(py)?;
-    let claims = ProofClaims {
-        jti: nonce.to_string(),
-        iss: facilitator_url.to_string(),
-        aud: keys.account.clone(),
-        sub: payer.to_string(),
-        txh: format!("0x{}", "00".repeat(32)),
-        amt: amt.to_string(),
-        cur: "usd".into(),
-        res: vlexivo_core::challenge::resource_binding(method, origin, path),
-        bdy: body.map(vlexivo_core::challenge::body_digest),
-        mode: keys.mode.as_str().into(),
-        net: "sandbox".into(),
-        iat: now,
-        exp: now + TOKEN_TTL_SECS,
-    };
-    issuer.issue(&claims).py_err(py)
-}
 
 // ---------------------------------------------------------------------------------------------
 // Payer side
@@ -1343,7 +1302,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(effective_price, m)?)?;
     m.add_function(wrap_pyfunction!(check_stacked, m)?)?;
     m.add_function(wrap_pyfunction!(now, m)?)?;
-    m.add_function(wrap_pyfunction!(_test_only_issue_hs256_token, m)?)?;
     m.add("ALL_CODES", PyTuple::new(py, Error::ALL_CODES)?)?;
     // Core's error table, (code, status, category, bad_input) per code, and its categories.
     let rows = Error::ALL_CODES

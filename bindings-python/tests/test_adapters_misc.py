@@ -1,4 +1,4 @@
-"""Adapter details over real HTTP, with tokens signed by the test-only native helper (no
+"""Adapter details over real HTTP, with tokens minted by the tests' spec-based issuer (no
 facilitator needed): the FastAPI dependency together with the middleware, the guard wrapping a
 whole WSGI app, body limits, body binding and what a resolver sees."""
 
@@ -13,15 +13,15 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from vlexivo import PricingRequest, VlexivoServer, _native
 
+from .tokens import mint_token
+
 SECRET = "sk_test_6pmpFeivHgqW7JxfnBXZje6aGyg3nqjNmwfgLHfp7bM"
 # The test servers listen on random ports: the origin is configured, and tokens bound to it.
 ORIGIN = "http://api.test"
 
 
 def token(nonce: str, method: str, path: str, amount: str = "0.001", body: bytes | None = None) -> str:
-    return _native._test_only_issue_hs256_token(
-        SECRET, nonce.ljust(24, "x"), method, path, amount, _native.now(), body=body
-    )
+    return mint_token(SECRET, nonce.ljust(24, "x"), method, path, amount, _native.now(), body=body)
 
 
 def test_dependency_with_middleware_releases_on_returned_5xx(serve: Any) -> None:

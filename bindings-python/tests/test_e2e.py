@@ -24,6 +24,7 @@ from vlexivo import (
 )
 
 from .conftest import Facilitator
+from .tokens import mint_token
 
 
 class Counter:
@@ -390,7 +391,7 @@ def test_sqlite_nonce_store_shared(tmp_path: Any) -> None:
     db = str(tmp_path / "nonces.db")
     a = VlexivoServer(api_secret=secret, nonce_store=f"sqlite://{db}", origin="http://api.test")
     b = VlexivoServer(api_secret=secret, nonce_store=f"sqlite:{db}", origin="http://api.test")
-    token = _native._test_only_issue_hs256_token(secret, "n" * 24, "GET", "/x", "0.001", _native.now())
+    token = mint_token(secret, "n" * 24, "GET", "/x", "0.001", _native.now())
     assert a.verify(token, "GET", "/x", "0.001").nonce == "n" * 24
     with pytest.raises(vlexivo.TokenReplayedError):
         b.verify(token, "GET", "/x", "0.001")

@@ -25,6 +25,8 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from vlexivo import VlexivoServer, _native
 
+from .tokens import mint_token
+
 SECRET = "sk_test_6pmpFeivHgqW7JxfnBXZje6aGyg3nqjNmwfgLHfp7bM"
 # The test servers listen on random ports: the origin is configured, and tokens bound to it.
 ORIGIN = "http://api.test"
@@ -33,7 +35,7 @@ _seq = iter(range(1_000_000))
 
 def token(method: str, path: str, amount: str = "0.001") -> str:
     nonce = f"policy{next(_seq):06d}".ljust(24, "x")
-    return _native._test_only_issue_hs256_token(SECRET, nonce, method, path, amount, _native.now())
+    return mint_token(SECRET, nonce, method, path, amount, _native.now(), origin=ORIGIN)
 
 
 def proof(t: str) -> dict[str, str]:

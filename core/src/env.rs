@@ -1,9 +1,6 @@
 //! Injected time and randomness (as rustls' `TimeProvider`): protocol code never reads the clock
 //! or the OS RNG itself, so vectors are reproducible from a seed and a fixed clock.
 
-use parking_lot::Mutex;
-use rand_chacha::ChaCha20Rng;
-use rand_core::{RngCore, SeedableRng};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Seconds since the Unix epoch.
@@ -57,19 +54,32 @@ impl Entropy for OsEntropy {
     }
 }
 
-/// A deterministic ChaCha20 stream from a seed: for test vectors only.
-#[derive(Debug)]
-pub struct SeededEntropy(Mutex<ChaCha20Rng>);
+#[cfg(feature = "testing")]
+pub use seeded::SeededEntropy;
 
-impl SeededEntropy {
-    pub fn new(seed: u64) -> Self {
-        Self(Mutex::new(ChaCha20Rng::seed_from_u64(seed)))
+#[cfg(feature = "testing")]
+mod seeded {
+    use super::Entropy;
+    use parking_lot::Mutex;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::{RngCore, SeedableRng};
+
+    /// A deterministic ChaCha20 stream from a seed: for test vectors and tests only, so only in
+    /// builds with the `testing` feature (this crate's own tests, examples and benches turn it
+    /// on; the published API offers no predictable "randomness").
+    #[derive(Debug)]
+    pub struct SeededEntropy(Mutex<ChaCha20Rng>);
+
+    impl SeededEntropy {
+        pub fn new(seed: u64) -> Self {
+            Self(Mutex::new(ChaCha20Rng::seed_from_u64(seed)))
+        }
     }
-}
 
-impl Entropy for SeededEntropy {
-    fn fill(&self, dest: &mut [u8]) {
-        self.0.lock().fill_bytes(dest)
+    impl Entropy for SeededEntropy {
+        fn fill(&self, dest: &mut [u8]) {
+            self.0.lock().fill_bytes(dest)
+        }
     }
 }
 

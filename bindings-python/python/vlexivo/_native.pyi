@@ -3,7 +3,7 @@
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, final
 
-__all__ = ["NativeError", "_ErrorBox", "Price", "Payment", "Paywall", "Wallet", "PaymentRequired", "Receipt", "TopUpReceipt", "FacilitatorRequest", "PaymentEvent", "Step", "Quote", "Payer", "PayerCall", "parse_price", "parse_amount", "error_for", "error_from_body", "env_var", "parse_payment_required", "auto_top_up_amount", "split_url", "is_free_request", "priced_method", "releases", "sends_receipt", "effective_price", "check_stacked", "now", "_test_only_issue_hs256_token", "ALL_CODES", "ERROR_TABLE", "ERROR_CATEGORIES", "CHALLENGE_HEADER", "PROOF_HEADER", "RECEIPT_HEADER", "EXPOSE_HEADERS", "PROTOCOL_VERSION", "DEFAULT_FACILITATOR_URL", "MAX_RESPONSE_BODY", "PROOF_HEADER", "__version__"]
+__all__ = ["NativeError", "_ErrorBox", "Price", "Payment", "Paywall", "Wallet", "PaymentRequired", "Receipt", "TopUpReceipt", "FacilitatorRequest", "PaymentEvent", "Step", "Quote", "Payer", "PayerCall", "parse_price", "parse_amount", "error_for", "error_from_body", "env_var", "parse_payment_required", "auto_top_up_amount", "split_url", "is_free_request", "priced_method", "releases", "sends_receipt", "effective_price", "check_stacked", "now", "ALL_CODES", "ERROR_TABLE", "ERROR_CATEGORIES", "CHALLENGE_HEADER", "PROOF_HEADER", "RECEIPT_HEADER", "EXPOSE_HEADERS", "PROTOCOL_VERSION", "DEFAULT_FACILITATOR_URL", "MAX_RESPONSE_BODY", "PROOF_HEADER", "__version__"]
 
 ALL_CODES: Final[tuple[str, ...]]
 ERROR_TABLE: Final[tuple[tuple[str, int, str, bool], ...]]
@@ -358,15 +358,3 @@ def sends_receipt(status: int) -> bool: ...
 def effective_price(prices: Sequence[Price]) -> Price: ...
 def check_stacked(paid_amount: str, paid_currency: str, price: Price) -> Price | None: ...
 def now() -> int: ...
-def _test_only_issue_hs256_token(
-    api_secret: str,
-    nonce: str,
-    method: str,
-    path: str,
-    amount: str,
-    now: int,
-    payer: str = "0x0000000000000000000000000000000000000001",
-    facilitator_url: str = "http://127.0.0.1:4020",
-    body: bytes | None = None,
-    origin: str = "http://api.test",
-) -> str: ...
