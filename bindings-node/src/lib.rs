@@ -32,6 +32,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod errors;
 mod headers;
 pub use errors::*;
+pub use headers::*;
 
 // A price or amount as JS gives it (`Either<String, f64>`, spelled out in signatures so the
 // generated .d.ts says `string | number`): a decimal string, or a number read through its
@@ -1472,4 +1473,3 @@ pub fn env_var(env: Env, name: String, vars: HashMap<String, String>) -> Result<
 pub fn now_seconds() -> f64 {
     SystemClock.now() as f64
 }
-

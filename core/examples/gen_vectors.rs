@@ -184,6 +184,9 @@ fn money() -> Value {
         ("hex", "0x10", "usd"),
         ("unsupported currency", "1", "eur"),
         ("overlong string", "0.00000000000000000000000000000000000000001", "usd"),
+        ("a point without digits after it", "5.", "usd"),
+        ("negative beyond the maximum (negative wins)", "-.1E10", "usd"),
+        ("negative with a huge exponent", "-1e99999", "usd"),
     ];
     let mut cases: Vec<Value> = strings
         .iter()

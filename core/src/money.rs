@@ -84,17 +84,17 @@ impl Money {
         Self::parse(&format!("{v}"), currency)
     }
 
-    /// Build from a decimal, checking sign, precision and the maximum.
+    /// Build from a decimal, checking the sign, the maximum and precision, in §3's order.
     pub fn new(amount: Decimal, currency: Currency) -> Result<Self> {
         if amount.is_sign_negative() && !amount.is_zero() {
             return Err(Error::AmountNegative);
         }
         let amount = amount.normalize();
-        if amount.scale() > currency.decimals() {
-            return Err(Error::AmountPrecision { max_decimals: currency.decimals() });
-        }
         if amount > MAX_AMOUNT {
             return Err(Error::AmountTooLarge { max: MAX_AMOUNT.to_string() });
+        }
+        if amount.scale() > currency.decimals() {
+            return Err(Error::AmountPrecision { max_decimals: currency.decimals() });
         }
         // Store without a negative zero.
         let amount = if amount.is_zero() { Decimal::ZERO } else { amount };
@@ -227,7 +227,8 @@ pub fn parse_decimal(s: &str) -> Result<Decimal> {
     if (int_part.is_empty() && frac_part.is_empty())
         || !digits_ok(int_part)
         || !digits_ok(frac_part)
-        || (mantissa_part.ends_with('.') && frac_part.is_empty() && int_part.is_empty())
+        // §3: a point has digits after it ("5." and "." are not amounts).
+        || (mantissa_part.contains('.') && frac_part.is_empty())
     {
         return Err(malformed());
     }
@@ -239,14 +240,12 @@ pub fn parse_decimal(s: &str) -> Result<Decimal> {
                 return Err(malformed());
             }
             if digits.len() > 4 {
-                // 1e99999: far beyond any amount either way.
-                return Err(if e.starts_with('-') {
-                    Error::AmountPrecision { max_decimals: 0 }
-                } else {
-                    Error::AmountTooLarge { max: MAX_AMOUNT.to_string() }
-                });
+                // 1e99999: far beyond any amount either way; which error is decided below,
+                // once zero and the sign are ruled out.
+                if e.starts_with('-') { -100_000 } else { 100_000 }
+            } else {
+                e.parse().map_err(|_| malformed())?
             }
-            e.parse().map_err(|_| malformed())?
         }
     };
     // The significant digits: all digits with leading zeros stripped, then trailing zeros
@@ -259,6 +258,10 @@ pub fn parse_decimal(s: &str) -> Result<Decimal> {
     if len == 0 {
         return Ok(Decimal::ZERO);
     }
+    // §3's order: a negative amount is that, however large or precise.
+    if negative {
+        return Err(Error::AmountNegative);
+    }
     let trailing = all().rev().take_while(|&c| c == b'0').count() as i64;
     let dropped = trailing.min(scale.max(0));
     len -= dropped;
@@ -270,20 +273,17 @@ pub fn parse_decimal(s: &str) -> Result<Decimal> {
         return Err(Error::AmountTooLarge { max: MAX_AMOUNT.to_string() });
     }
     let (len, scale) = (len + zeros, scale + zeros);
-    if scale > 28 || len > 28 {
-        return Err(Error::AmountPrecision { max_decimals: 0 });
-    }
+    // §3's order: too large before too precise.
     if len - scale > 7 {
         return Err(Error::AmountTooLarge { max: MAX_AMOUNT.to_string() });
+    }
+    if scale > 28 || len > 28 {
+        return Err(Error::AmountPrecision { max_decimals: 0 });
     }
     // At most 28 digits: fits an i128.
     let mut mantissa = digits.fold(0i128, |m, c| m * 10 + i128::from(c - b'0'));
     mantissa *= 10i128.pow(zeros as u32);
-    let d = Decimal::from_i128_with_scale(if negative { -mantissa } else { mantissa }, scale as u32);
-    if negative {
-        return Err(Error::AmountNegative);
-    }
-    Ok(d)
+    Ok(Decimal::from_i128_with_scale(mantissa, scale as u32))
 }
 
 fn truncate(s: &str, n: usize) -> String {
@@ -353,6 +353,45 @@ mod tests {
         assert_eq!(a.mul_rounded(Decimal::new(15, 4)).unwrap().to_string(), "0.000002");
     }
 
+    /// `s` as rust_decimal reads it (mantissa with `from_str_exact`, the exponent applied
+    /// exactly), or `None` beyond its 28-digit range (such inputs are left to the other tests).
+    fn rust_decimal_oracle(s: &str) -> Option<Decimal> {
+        let (mantissa, exp) = match s.find(['e', 'E']) {
+            Some(p) => (&s[..p], s[p + 1..].parse::<i64>().ok()?),
+            None => (s, 0),
+        };
+        let mantissa = mantissa.strip_prefix('+').unwrap_or(mantissa);
+        let mantissa = if let Some(rest) = mantissa.strip_prefix("-.") {
+            format!("-0.{rest}")
+        } else if let Some(rest) = mantissa.strip_prefix('.') {
+            format!("0.{rest}")
+        } else {
+            mantissa.to_string()
+        };
+        let mut d = Decimal::from_str_exact(&mantissa).ok()?;
+        if exp < 0 {
+            let scale = i64::from(d.scale()) - exp;
+            if scale > 28 {
+                return None;
+            }
+            d.set_scale(scale as u32).ok()?;
+        } else {
+            for _ in 0..exp {
+                d = d.checked_mul(Decimal::TEN)?;
+            }
+        }
+        Some(d)
+    }
+
+    #[test]
+    fn the_rust_decimal_oracle_reads_what_it_should() {
+        let d = |s: &str| rust_decimal_oracle(s).map(|d| d.normalize().to_string());
+        assert_eq!(d("1.5e-3").as_deref(), Some("0.0015"));
+        assert_eq!(d("-.25E+2").as_deref(), Some("-25"));
+        assert_eq!(d("+007.10").as_deref(), Some("7.1"));
+        assert_eq!(d("1e-40"), None);
+    }
+
     // The first, allocating version of `parse_decimal`: the oracle the current one must match.
     /// Parse the decimal grammar `[+-]?(digits[.digits]|.digits)([eE][+-]?digits)?` exactly.
     /// NaN/Infinity spellings are `amount_not_finite`; anything else off-grammar is malformed.
@@ -391,7 +430,8 @@ mod tests {
         if (int_part.is_empty() && frac_part.is_empty())
             || !digits_ok(int_part)
             || !digits_ok(frac_part)
-            || (mantissa_part.ends_with('.') && frac_part.is_empty() && int_part.is_empty())
+            // §3: a point has digits after it ("5." and "." are not amounts).
+        || (mantissa_part.contains('.') && frac_part.is_empty())
         {
             return Err(malformed());
         }
@@ -403,14 +443,11 @@ mod tests {
                     return Err(malformed());
                 }
                 if digits.len() > 4 {
-                    // 1e99999: far beyond any amount either way.
-                    return Err(if e.starts_with('-') {
-                        Error::AmountPrecision { max_decimals: 0 }
-                    } else {
-                        Error::AmountTooLarge { max: MAX_AMOUNT.to_string() }
-                    });
+                    // 1e99999: decided once zero and the sign are ruled out.
+                    if e.starts_with('-') { -100_000 } else { 100_000 }
+                } else {
+                    e.parse().map_err(|_| malformed())?
                 }
-                e.parse().map_err(|_| malformed())?
             }
         };
         // Significant digits with leading zeros stripped; scale counts fraction digits minus exp.
@@ -426,6 +463,9 @@ mod tests {
         if significant.is_empty() {
             return Ok(Decimal::ZERO);
         }
+        if negative {
+            return Err(Error::AmountNegative);
+        }
         if scale < 0 {
             // Large integer: digits + zeros. Anything with more than 7 integer digits is too large.
             if significant.len() as i64 - scale > 7 {
@@ -434,18 +474,14 @@ mod tests {
             significant.push_str(&"0".repeat((-scale) as usize));
             scale = 0;
         }
-        if scale > 28 || significant.len() > 28 {
-            return Err(Error::AmountPrecision { max_decimals: 0 });
-        }
         if significant.len() as i64 - scale > 7 {
             return Err(Error::AmountTooLarge { max: MAX_AMOUNT.to_string() });
         }
-        let mantissa: i128 = significant.parse().map_err(|_| malformed())?;
-        let d = Decimal::from_i128_with_scale(if negative { -mantissa } else { mantissa }, scale as u32);
-        if negative {
-            return Err(Error::AmountNegative);
+        if scale > 28 || significant.len() > 28 {
+            return Err(Error::AmountPrecision { max_decimals: 0 });
         }
-        Ok(d)
+        let mantissa: i128 = significant.parse().map_err(|_| malformed())?;
+        Ok(Decimal::from_i128_with_scale(mantissa, scale as u32))
     }
 
     fn same_outcome(s: &str) -> std::result::Result<(), String> {
@@ -549,6 +585,32 @@ mod tests {
         #[test]
         fn parse_never_panics(s in "\\PC{0,48}") {
             let _ = Money::parse(&s, Currency::Usd);
+        }
+
+        /// rust_decimal's own parser as an independent oracle of `Money::parse`, on every form of
+        /// the grammar: the same amount (canonical text and atomic units) or the same error,
+        /// with §3's rules (negative, then the maximum, then precision) applied to its value.
+        #[test]
+        fn parse_agrees_with_rust_decimal(
+            s in "[-+]?([0-9]{1,14}(\\.[0-9]{1,14})?|\\.[0-9]{1,14})([eE][-+]?[0-9]{1,2})?"
+        ) {
+            let Some(d) = rust_decimal_oracle(&s) else { return Ok(()) };
+            let expected: std::result::Result<(String, u64), &str> = if d.is_sign_negative() && !d.is_zero() {
+                Err("amount_negative")
+            } else {
+                let n = d.normalize();
+                if n > Decimal::from(1_000_000u32) {
+                    Err("amount_too_large")
+                } else if n.scale() > 6 {
+                    Err("amount_precision")
+                } else {
+                    let n = if n.is_zero() { Decimal::ZERO } else { n };
+                    let units = (n * Decimal::from(1_000_000u32)).normalize();
+                    Ok((n.to_string(), units.to_string().parse::<u64>().expect("integral")))
+                }
+            };
+            let got = Money::parse(&s, Currency::Usd).map(|m| (m.to_string(), m.to_atomic())).map_err(|e| e.code());
+            proptest::prop_assert_eq!(got, expected, "{}", s);
         }
 
         #[test]
