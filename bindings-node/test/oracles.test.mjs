@@ -66,10 +66,10 @@ test('payments signed by core recover to the payer in viem', async () => {
   for (const price of ['0.001', '0.0123', '7', '999999.999999']) {
     const key = generatePrivateKey();
     const payer = new native.Payer({ walletKey: key });
-    const ch = pw.challenge('POST', '/api/v1/inference', price, 'usd');
+    const ch = pw.challenge('POST', '/api/v1/inference', 'api.example.com', false, price, 'usd');
     const encoded = ch.headers[header];
     const pr = payer.parsePaymentRequired(402, { [header]: encoded }, null);
-    const prepared = payer.prepare(pr, 'POST', 'http://127.0.0.1:8080/api/v1/inference');
+    const prepared = payer.prepare(pr, 'POST', 'http://api.example.com/api/v1/inference');
     const req = JSON.parse(prepared.body);
     const c = decode(encoded);
     const td = typedData(encoded, { account: c.account, amountAtomic: atomic(c.amount), currency: c.currency, exp: c.exp, chainId: 0 });
@@ -95,7 +95,7 @@ test('payments signed by viem are accepted by a real facilitator; a tampered one
       method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body),
     });
 
-    const encoded = pw.challenge('GET', '/report', '0.25', 'usd').headers[header];
+    const encoded = pw.challenge('GET', '/report', 'api.example.com', false, '0.25', 'usd').headers[header];
     const c = decode(encoded);
     const td = typedData(encoded, { account: c.account, amountAtomic: atomic(c.amount), currency: 'usd', exp: c.exp, chainId: 0 });
     // Signed for one unit more than the challenge asks: core recovers another address.
@@ -113,7 +113,7 @@ test('payments signed by viem are accepted by a real facilitator; a tampered one
     assert.equal(receipt.amount, '0.25');
     assert.equal(await balance(fac.url, account.address), '0.75');
     // The proof the facilitator issued buys the request at the paywall.
-    const facts = pw.verify(receipt.token, 'GET', '/report', '0.25', 'usd');
+    const facts = pw.verify(receipt.token, 'GET', '/report', 'api.example.com', false, '0.25', 'usd');
     assert.equal(facts.payer, account.address);
   } finally {
     await fac.stop();

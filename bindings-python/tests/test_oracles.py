@@ -22,6 +22,7 @@ from vlexivo import _native
 
 from .conftest import Facilitator, vectors
 
+ORIGIN = "http://api.example.com"
 TYPES = {
     "EIP712Domain": [
         {"name": "name", "type": "string"},
@@ -77,12 +78,12 @@ def test_core_signing_hash_and_signature_are_eth_account_s() -> None:
 
 @pytest.mark.parametrize("price", ["0.001", "0.0123", "7", "999999.999999"])
 def test_payments_signed_by_core_recover_to_the_payer_in_eth_account(price: str) -> None:
-    pw = _native.Paywall("sk_test_" + base64.urlsafe_b64encode(bytes([11]) * 32).rstrip(b"=").decode())
+    pw = _native.Paywall("sk_test_" + base64.urlsafe_b64encode(bytes([11]) * 32).rstrip(b"=").decode(), origin=ORIGIN)
     acct = Account.create()
     payer = _native.Payer(acct.key.hex())
     encoded = challenge_of(pw, "POST", "/api/v1/inference", price)
     pr = _native.parse_payment_required(402, [(_native.CHALLENGE_HEADER, encoded)], b"")
-    prepared = payer.prepare(pr, "POST", "http://127.0.0.1:8080/api/v1/inference")
+    prepared = payer.prepare(pr, "POST", f"{ORIGIN}/api/v1/inference")
     req = json.loads(prepared.body)
     td = for_challenge(encoded)
     assert recover(td, req["signature"]) == acct.address == req["payer"]
@@ -93,7 +94,7 @@ def test_payments_signed_by_core_recover_to_the_payer_in_eth_account(price: str)
 
 def test_payments_signed_by_eth_account_are_accepted_by_a_real_facilitator(facilitator: Facilitator) -> None:
     provider = facilitator.provider()
-    pw = _native.Paywall(provider["api_secret"], facilitator_url=facilitator.url)
+    pw = _native.Paywall(provider["api_secret"], facilitator_url=facilitator.url, origin=ORIGIN)
     acct = Account.create()
     facilitator.top_up(acct.address, "1")
     encoded = challenge_of(pw, "GET", "/report", "0.25")

@@ -20,9 +20,9 @@ def test_the_native_module_has_no_test_only_entry_points() -> None:
 
 
 def test_the_tests_minter_follows_core() -> None:
-    pw = _native.Paywall(SECRET)
+    pw = _native.Paywall(SECRET, origin="http://api.test")
     assert provider_keys(SECRET)["account"] == pw.account
     now = _native.now()
     token = mint_token(SECRET, "m" * 24, "GET", "/x", "0.002", now)
     p = pw.verify(token, "GET", "/x?q=1", "0.001", "usd", now)
-    assert (p.nonce, p.amount, p.resource) == ("m" * 24, "0.002", "GET /x")
+    assert (p.nonce, p.amount, p.resource) == ("m" * 24, "0.002", "GET http://api.test/x")
