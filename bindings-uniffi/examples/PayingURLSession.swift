@@ -27,9 +27,10 @@ public final class PayingURLSession {
     public func data(for request: URLRequest) async throws -> PaidResponse {
         // The body is sent twice: a stream cannot be, so refuse before spending anything.
         if request.httpBodyStream != nil {
-            throw VlexivoError.InvalidInput(
+            throw VlexivoError.Request(
                 code: "body_not_replayable",
-                reason: "set httpBody (Data) instead of httpBodyStream on paid requests"
+                reason: "set httpBody (Data) instead of httpBodyStream on paid requests",
+                status: 400
             )
         }
         let (data, response) = try await session.data(for: request)

@@ -692,7 +692,7 @@ fun registerTests() {
         val w = Wallet.generate()
         suspend fun refused(url: String, tls: TlsOptions?, says: String) {
             VlexivoPayments(w, facilitatorUrl = url, tls = tls).use { p ->
-                val e = expectThrows<VlexivoException.Unavailable> { p.balance() }
+                val e = expectThrows<VlexivoException.Facilitator> { p.balance() }
                 eq(e.code, "facilitator_unavailable", "$says: code")
                 check(e.message!!.contains(says) && e.message!!.contains(url)) { "$says: ${e.message}" }
             }
@@ -710,7 +710,7 @@ fun registerTests() {
             eq(e.code, "facilitator_untrusted", "https only")
             eq(p.spentTotal(), "0", "nothing spent")
         }
-        eq(expectThrows<VlexivoException.InvalidInput> {
+        eq(expectThrows<VlexivoException.Config> {
             VlexivoPayments(w, tls = TlsOptions(caPem = "not a certificate"))
         }.code, "config_invalid")
     }
