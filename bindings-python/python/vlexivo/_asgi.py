@@ -499,7 +499,7 @@ def _warn_unobserved() -> None:
         logger.warning(
             "vlexivo: a paywall dependency runs without the ASGI middleware, so it cannot see a "
             "response the handler returns: a returned 5xx keeps the payer's nonce and a returned "
-            "Response carries no Vlexivo-Receipt. Add app.add_middleware(vlx.asgi_paywall)."
+            f"Response carries no {RECEIPT_HEADER}. Add app.add_middleware(vlx.asgi_paywall)."
         )
 
 
