@@ -23,6 +23,7 @@ import vlexivo
 from vlexivo import VlexivoServer, _native
 
 from .conftest import REPO
+from .tokens import mint_token
 
 SECRET = "sk_test_6pmpFeivHgqW7JxfnBXZje6aGyg3nqjNmwfgLHfp7bM"
 SERVICES = REPO / "scripts" / "test-services.sh"
@@ -94,7 +95,7 @@ class Instance:
 
 
 def token(nonce: str) -> str:
-    return _native._test_only_issue_hs256_token(SECRET, nonce, "GET", "/paid", "0.001", _native.now())
+    return mint_token(SECRET, nonce, "GET", "/paid", "0.001", _native.now())
 
 
 def paid(url: str, proof: str) -> tuple[int, Any]:
