@@ -15,13 +15,14 @@ import { VlexivoServer, Wallet } from 'vlexivo';
 import vlexivoFastify from 'vlexivo/fastify';
 import { plugin as vlexivoHapi } from 'vlexivo/hapi';
 import { listenExpress, listenFastify, listenHapi } from './helpers.mjs';
+import { mintProofToken } from './tokens.mjs';
 
 const require = createRequire(import.meta.url);
 const native = require('../native/index.js');
 const secret = 'sk_test_' + Buffer.alloc(32, 7).toString('base64url');
 const ORIGIN = 'http://api.test';
 const mint = (res, amt = '0.01') =>
-  native.mintProofToken(secret, { jti: native.randomId(), sub: Wallet.generate().address, amt, res: res.replace(' /', ` ${ORIGIN}/`), iat: Math.floor(Date.now() / 1000) });
+  mintProofToken(secret, { sub: Wallet.generate().address, amt, res: res.replace(' /', ` ${ORIGIN}/`), iat: Math.floor(Date.now() / 1000) });
 const server = () => new VlexivoServer({ apiSecret: secret, origin: ORIGIN });
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -309,7 +310,7 @@ test('express: without a configured origin the request\'s own Host is bound', as
   try {
     const r = await call(`${s.url}/o`);
     assert.equal(r.body.resource, `GET ${s.url}/o`);
-    const t = (res) => native.mintProofToken(secret, { jti: native.randomId(), sub: Wallet.generate().address, amt: '0.01', res, iat: Math.floor(Date.now() / 1000) });
+    const t = (res) => mintProofToken(secret, { sub: Wallet.generate().address, amt: '0.01', res, iat: Math.floor(Date.now() / 1000) });
     assert.equal((await call(`${s.url}/o`, { proof: t('GET http://evil.example/o') })).body.error, 'token_resource');
     assert.equal((await call(`${s.url}/o`, { proof: t(`GET ${s.url}/o`) })).status, 200);
   } finally {
