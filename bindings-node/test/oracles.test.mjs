@@ -65,12 +65,12 @@ test('payments signed by core recover to the payer in viem', async () => {
   const header = native.headerNames().challenge;
   for (const price of ['0.001', '0.0123', '7', '999999.999999']) {
     const key = generatePrivateKey();
-    const payer = new native.Payer({ walletKey: key });
+    const payer = new native.Payer({ walletKey: key, facilitatorUrl: 'http://127.0.0.1:4020' });
     const ch = pw.challenge('POST', '/api/v1/inference', 'api.example.com', false, price, 'usd');
     const encoded = ch.headers[header];
-    const pr = payer.parsePaymentRequired(402, { [header]: encoded }, null);
-    const prepared = payer.prepare(pr, 'POST', 'http://api.example.com/api/v1/inference');
-    const req = JSON.parse(prepared.body);
+    const pr = native.parsePaymentRequired(402, { [header]: encoded }, null);
+    const quote = payer.quote(pr, 'POST', 'http://api.example.com/api/v1/inference');
+    const req = JSON.parse(quote.body);
     const c = decode(encoded);
     const td = typedData(encoded, { account: c.account, amountAtomic: atomic(c.amount), currency: c.currency, exp: c.exp, chainId: 0 });
     const signer = await recoverTypedDataAddress({ ...td, signature: req.signature });
@@ -79,7 +79,6 @@ test('payments signed by core recover to the payer in viem', async () => {
     // Any other amount recovers someone else.
     const other = { ...td, message: { ...td.message, amount: td.message.amount + 1n } };
     assert.notEqual(await recoverTypedDataAddress({ ...other, signature: req.signature }), signer);
-    payer.abandon(prepared);
   }
 });
 
