@@ -1319,7 +1319,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("PROTOCOL_VERSION", vlexivo_core::PROTOCOL_VERSION)?;
     m.add("DEFAULT_FACILITATOR_URL", vpaywall::DEFAULT_FACILITATOR_URL)?;
     m.add("MAX_RESPONSE_BODY", vclient::MAX_RESPONSE_BODY)?;
-    m.add("PROOF_HEADER", vlexivo_core::headers::PROOF)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -80,16 +80,15 @@ def test_core_signing_hash_and_signature_are_eth_account_s() -> None:
 def test_payments_signed_by_core_recover_to_the_payer_in_eth_account(price: str) -> None:
     pw = _native.Paywall("sk_test_" + base64.urlsafe_b64encode(bytes([11]) * 32).rstrip(b"=").decode(), origin=ORIGIN)
     acct = Account.create()
-    payer = _native.Payer(acct.key.hex())
+    payer = _native.Payer(acct.key.hex(), facilitator_url=pw.facilitator_url)
     encoded = challenge_of(pw, "POST", "/api/v1/inference", price)
     pr = _native.parse_payment_required(402, [(_native.CHALLENGE_HEADER, encoded)], b"")
-    prepared = payer.prepare(pr, "POST", f"{ORIGIN}/api/v1/inference")
-    req = json.loads(prepared.body)
+    quote = payer.quote(pr, "POST", f"{ORIGIN}/api/v1/inference")
+    req = json.loads(quote.body)
     td = for_challenge(encoded)
     assert recover(td, req["signature"]) == acct.address == req["payer"]
     td["message"]["amount"] += 1
     assert recover(td, req["signature"]) != acct.address
-    payer.abandon(prepared)
 
 
 def test_payments_signed_by_eth_account_are_accepted_by_a_real_facilitator(facilitator: Facilitator) -> None:

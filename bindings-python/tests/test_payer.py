@@ -144,7 +144,7 @@ def test_item_6_unconfigured_client_does_not_pay_the_facilitator_a_402_names(
             with pytest.raises(VlexivoError) as e:
                 client.get(api + "/a")
             assert code_of(e) == "facilitator_untrusted" and e.value.status == 403
-            assert e.value.fields["facilitator"] == r.url
+            assert e.value.details["facilitator"] == r.url
     assert len(r.seen) == before, "nothing signed, queried or sent"
     assert fac.balance(w.address) == "1"
 
@@ -193,7 +193,7 @@ async def test_item_13_a_payment_answered_502_stays_counted(
     try:
         with pytest.raises(VlexivoError) as e:
             await get(client, "/a")
-        assert code_of(e) == "payment_in_doubt" and e.value.fields["amount"] == "0.001"
+        assert code_of(e) == "payment_in_doubt" and e.value.details["amount"] == "0.001"
         assert fac.balance(w.address) == "0.999", "charged once: the resend was the same payment"
         p = client.payer
         assert (p.spent_total(), p.reserved_total(), p.in_doubt_total()) == ("0", "0.001", "0.001")
@@ -317,7 +317,7 @@ async def test_18_7_an_endless_facilitator_answer_is_cut_and_the_payment_in_doub
                 async with AsyncVlexivoClient(**kw) as aclient:
                     await aclient.get(url + "/x")
         assert code_of(e) == "payment_in_doubt"
-        assert "larger than 65536" in e.value.fields["reason"]
+        assert "larger than 65536" in e.value.details["reason"]
         assert time.monotonic() - started < 60, "stopped reading instead of waiting for the timeout"
         assert srv.written < 64 * 1024 * 1024, srv.written
     finally:

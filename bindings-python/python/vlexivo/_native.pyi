@@ -3,7 +3,7 @@
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, final
 
-__all__ = ["NativeError", "_ErrorBox", "Price", "Payment", "Paywall", "Wallet", "PaymentRequired", "Receipt", "TopUpReceipt", "FacilitatorRequest", "PaymentEvent", "Step", "Quote", "Payer", "PayerCall", "parse_price", "parse_amount", "error_for", "error_from_body", "env_var", "parse_payment_required", "auto_top_up_amount", "split_url", "is_free_request", "priced_method", "releases", "sends_receipt", "effective_price", "check_stacked", "now", "ALL_CODES", "ERROR_TABLE", "ERROR_CATEGORIES", "CHALLENGE_HEADER", "PROOF_HEADER", "RECEIPT_HEADER", "EXPOSE_HEADERS", "PROTOCOL_VERSION", "DEFAULT_FACILITATOR_URL", "MAX_RESPONSE_BODY", "PROOF_HEADER", "__version__"]
+__all__ = ["NativeError", "_ErrorBox", "Price", "Payment", "Paywall", "Wallet", "PaymentRequired", "Receipt", "TopUpReceipt", "FacilitatorRequest", "PaymentEvent", "Step", "Quote", "Payer", "PayerCall", "parse_price", "parse_amount", "error_for", "error_from_body", "env_var", "parse_payment_required", "auto_top_up_amount", "split_url", "is_free_request", "priced_method", "releases", "sends_receipt", "effective_price", "check_stacked", "now", "ALL_CODES", "ERROR_TABLE", "ERROR_CATEGORIES", "CHALLENGE_HEADER", "PROOF_HEADER", "RECEIPT_HEADER", "EXPOSE_HEADERS", "PROTOCOL_VERSION", "DEFAULT_FACILITATOR_URL", "MAX_RESPONSE_BODY", "__version__"]
 
 ALL_CODES: Final[tuple[str, ...]]
 ERROR_TABLE: Final[tuple[tuple[str, int, str, bool], ...]]
@@ -15,7 +15,6 @@ EXPOSE_HEADERS: Final[str]
 PROTOCOL_VERSION: Final[int]
 DEFAULT_FACILITATOR_URL: Final[str]
 MAX_RESPONSE_BODY: Final[int]
-PROOF_HEADER: Final[str]
 __version__: Final[str]
 
 _Answer = tuple[int, list[tuple[str, str]], str]
