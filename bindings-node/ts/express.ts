@@ -27,6 +27,8 @@ import {
   paymentOf,
   rawBodyOf,
   requestOrigin,
+  resolvePrices,
+  type PaidFacts,
   type Rejection,
   type VlexivoPayment,
 } from './route';
@@ -159,18 +161,43 @@ function collect(stack: LayerLike[], method: string, path: string, self: PaidRou
   return false;
 }
 
+/**
+ * The walk's answers per paywall, by method and path: routing is a function of those (and of
+ * the stack, which apps build at startup; a stack that grows later is picked up when its
+ * length changes). Bounded: a path with ids in it fills the cache, which then starts over.
+ */
+interface WalkCache {
+  stack: unknown;
+  length: number;
+  byRequest: Map<string, PaidRoute[]>;
+}
+const WALK_CACHE_MAX = 512;
+const walks = new WeakMap<PaidRoute, WalkCache>();
+
 /** Every paywall of this server the request will meet (this one included), in order. */
 function covering(req: PaywallRequest, self: PaidRoute): PaidRoute[] {
   let app = req.app;
   while (app?.parent !== undefined) app = app.parent;
   const stack = app?._router?.stack ?? app?.router?.stack;
-  const out: PaidRoute[] = [];
-  if (Array.isArray(stack)) {
-    const full = pathOf(req);
-    const q = full.indexOf('?');
-    collect(stack, (req.method ?? 'GET').toUpperCase(), q < 0 ? full : full.slice(0, q), self, out, 0);
+  if (!Array.isArray(stack)) return [self];
+  const method = (req.method ?? 'GET').toUpperCase();
+  const full = pathOf(req);
+  const q = full.indexOf('?');
+  const path = q < 0 ? full : full.slice(0, q);
+  let cache = walks.get(self);
+  if (cache === undefined || cache.stack !== stack || cache.length !== stack.length) {
+    cache = { stack, length: stack.length, byRequest: new Map() };
+    walks.set(self, cache);
   }
-  if (!out.includes(self)) out.unshift(self);
+  const key = method + ' ' + path;
+  let out = cache.byRequest.get(key);
+  if (out === undefined) {
+    out = [];
+    collect(stack, method, path, self, out, 0);
+    if (!out.includes(self)) out.unshift(self);
+    if (cache.byRequest.size >= WALK_CACHE_MAX) cache.byRequest.clear();
+    cache.byRequest.set(key, out);
+  }
   return out;
 }
 
@@ -236,40 +263,9 @@ export function expressPaywall(route: PaidRoute<any>): PaywallMiddleware {
     send(route, req, res, refusal);
   }
 
-  /** Resolve every route's price (sync when every resolver is), then continue with `then`. */
-  function priced(req: PaywallRequest, res: ServerResponse, routes: PaidRoute[], then: (prices: unknown[]) => void): void {
-    const prices: unknown[] = new Array(routes.length);
-    let pending: Promise<unknown>[] | undefined;
-    for (let i = 0; i < routes.length; i++) {
-      let v: unknown;
-      try {
-        v = routes[i].priceFor(req);
-      } catch (e) {
-        send(route, req, res, routes[i].resolverFailed(e, req.method ?? 'GET', pathOf(req)));
-        return;
-      }
-      if (isThenable(v)) {
-        const at = i;
-        (pending ??= []).push(
-          Promise.resolve(v).then(
-            (x) => (prices[at] = x),
-            // A tagged rejection, taken apart by the catch below; it never leaves this module.
-            // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors
-            (e) => Promise.reject({ vlexivoResolver: routes[at], error: e }),
-          ),
-        );
-      } else {
-        prices[i] = v;
-      }
-    }
-    if (pending === undefined) {
-      then(prices);
-      return;
-    }
-    Promise.all(pending).then(
-      () => then(prices),
-      (f: { vlexivoResolver: PaidRoute; error: unknown }) => send(route, req, res, f.vlexivoResolver.resolverFailed(f.error, req.method ?? 'GET', pathOf(req))),
-    );
+  /** Every route's price, then `then` (see `resolvePrices`). */
+  function priced(req: PaywallRequest, res: ServerResponse, next: NextFunction, routes: PaidRoute[], then: (prices: unknown[]) => void): void {
+    resolvePrices(routes, req, req.method ?? 'GET', pathOf(req), (r) => send(route, req, res, r), then, next);
   }
 
   const ONE = [route];
@@ -279,7 +275,7 @@ export function expressPaywall(route: PaidRoute<any>): PaywallMiddleware {
     if (earlier !== undefined && earlier.route.paywall === route.paywall) {
       // Its price was part of the one the proof was checked at: nothing more to check.
       if (earlier.covered.includes(route)) next();
-      else priced(req, res, ONE, (p) => checkCovered(req, res, next, p[0]));
+      else priced(req, res, next, ONE, (p) => checkCovered(req, res, next, p[0]));
       return;
     }
     if (isFreeRequest(method, req.headers['access-control-request-method'] !== undefined)) {
@@ -294,10 +290,10 @@ export function expressPaywall(route: PaidRoute<any>): PaywallMiddleware {
         admit(req, res, next, undefined, [route.price]);
         return;
       }
-      priced(req, res, routes, (p) => admit(req, res, next, undefined, p));
+      priced(req, res, next, routes, (p) => admit(req, res, next, undefined, p));
       return;
     }
-    priced(req, res, routes, (p) => admit(req, res, next, routes, p));
+    priced(req, res, next, routes, (p) => admit(req, res, next, routes, p));
   };
   middleware[PAYWALL] = route;
   return middleware;

@@ -19,7 +19,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { VlexivoServer, serverOf, SERVER_KEYS, type VlexivoServerOptions } from './server';
 import { isFreeRequest } from './policy';
 import { paidStateOf, releaseNow, watch } from './paid';
-import { PaidRoute, PROOF_HEADER, PAYWALL_KEYS, pick, type Decision, exposeValue, isPaid, isThenable, paymentOf, rawBodyOf, requestOrigin, type PaidFacts, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
+import { PaidRoute, PROOF_HEADER, PAYWALL_KEYS, pick, type Decision, exposeValue, isPaid, isThenable, paymentOf, rawBodyOf, requestOrigin, resolvePrices, type PaidFacts, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
 
 export interface VlexivoFastifyOptions extends VlexivoServerOptions, PaywallOptions<any> {
   /** Share one server (keys, nonce store) between registrations. */
@@ -156,47 +156,9 @@ function paywallHook(routes: readonly PaidRoute[]): PaywallHook {
     next();
   };
 
-  /** Every route's price (sync when every resolver is), then `then`. */
-  const priced = (request: FastifyRequestLike, reply: FastifyReplyLike, next: Done, then: (prices: unknown[]) => void): void => {
-    const prices: unknown[] = new Array(routes.length);
-    let pending: Promise<unknown>[] | undefined;
-    for (let i = 0; i < routes.length; i++) {
-      let v: unknown;
-      try {
-        v = routes[i].priceFor(request);
-      } catch (e) {
-        send(route, request, reply, routes[i].resolverFailed(e, request.method, request.url));
-        return;
-      }
-      if (isThenable(v)) {
-        const at = i;
-        (pending ??= []).push(
-          Promise.resolve(v).then(
-            (x) => (prices[at] = x),
-            // A tagged rejection, taken apart by the catch below; it never leaves this module.
-            // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors
-            (e) => Promise.reject({ vlexivoResolver: routes[at], error: e }),
-          ),
-        );
-      } else {
-        prices[i] = v;
-      }
-    }
-    if (pending === undefined) {
-      then(prices);
-      return;
-    }
-    Promise.all(pending).then(
-      () => {
-        try {
-          then(prices);
-        } catch (e) {
-          next(e as Error);
-        }
-      },
-      (f: { vlexivoResolver: PaidRoute; error: unknown }) => send(route, request, reply, f.vlexivoResolver.resolverFailed(f.error, request.method, request.url)),
-    );
-  };
+  /** Every route's price, then `then` (see `resolvePrices`). */
+  const priced = (request: FastifyRequestLike, reply: FastifyReplyLike, next: Done, then: (prices: unknown[]) => void): void =>
+    resolvePrices(routes, request, request.method, request.url, (r) => send(route, request, reply, r), then, (e) => next(e as Error));
 
   const hook: PaywallHook = function vlexivoPreHandler(request: FastifyRequestLike, reply: FastifyReplyLike, next: Done): void {
     try {

@@ -46,13 +46,13 @@ export function watch(res: ServerResponse, facts: PaidFacts, route: PaidRoute, c
   return state;
 }
 
-function paidWriteHead(this: Watched, status: number): ServerResponse {
+function paidWriteHead(this: Watched, status: number, reason?: unknown, headers?: unknown): ServerResponse {
   const state = this[STATE] as PaidState;
   if (!state.released && !this.headersSent && sendsReceipt(typeof status === 'number' ? status : this.statusCode)) {
     this.setHeader(RECEIPT_HEADER, receiptOf(state.facts));
   }
-  // eslint-disable-next-line prefer-rest-params
-  return (state.writeHead as (...a: unknown[]) => ServerResponse).apply(this, arguments as unknown as unknown[]);
+  // Node reads (status, reason, headers) with undefined for the missing ones.
+  return (state.writeHead as (s: number, r?: unknown, h?: unknown) => ServerResponse).call(this, status, reason, headers);
 }
 
 function onClose(this: Watched): void {

@@ -457,6 +457,69 @@ export class PaidRoute<Req = any> {
   }
 }
 
+/**
+ * Every paywall's price for one request, then `then(prices)`: synchronously when every price is
+ * static or its resolver answers synchronously (the paid path then stays synchronous), after
+ * the promises otherwise. A resolver that throws or rejects is answered with `refuse` (its
+ * logged 500); an exception from `then` after an await goes to `fail`.
+ */
+export function resolvePrices(
+  routes: readonly PaidRoute<any>[],
+  req: unknown,
+  method: string,
+  path: string,
+  refuse: (r: Rejection) => void,
+  then: (prices: unknown[]) => void,
+  fail: (e: unknown) => void,
+): void {
+  const prices: unknown[] = new Array(routes.length);
+  let pending: Promise<unknown>[] | undefined;
+  for (let i = 0; i < routes.length; i++) {
+    let v: unknown;
+    try {
+      v = routes[i].priceFor(req);
+    } catch (e) {
+      refuse(routes[i].resolverFailed(e, method, path));
+      return;
+    }
+    if (isThenable(v)) {
+      const at = i;
+      (pending ??= []).push(
+        Promise.resolve(v).then(
+          (x) => (prices[at] = x),
+          (e) => Promise.reject(new ResolverFailure(routes[at], e)),
+        ),
+      );
+    } else {
+      prices[i] = v;
+    }
+  }
+  if (pending === undefined) {
+    then(prices);
+    return;
+  }
+  Promise.all(pending).then(
+    () => {
+      try {
+        then(prices);
+      } catch (e) {
+        fail(e);
+      }
+    },
+    (f: ResolverFailure) => refuse(f.route.resolverFailed(f.error, method, path)),
+  );
+}
+
+/** A resolver's rejection, tagged with its paywall (an Error, as promise rejections should be). */
+class ResolverFailure extends Error {
+  constructor(
+    readonly route: PaidRoute<any>,
+    readonly error: unknown,
+  ) {
+    super('price resolver failed');
+  }
+}
+
 /** The raw request body for body-bound paywalls, if the framework kept it. */
 export function rawBodyOf(req: { rawBody?: unknown; body?: unknown }): Buffer | undefined {
   const raw = req.rawBody ?? req.body;
