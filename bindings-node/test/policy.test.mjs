@@ -47,11 +47,31 @@ function cutOff(url, proof, started) {
   return started.then(() => req.destroy());
 }
 
-/** A latch the handler opens when it starts and a gate the test opens to let it finish. */
+/** A gate the test opens to let a waiting handler finish. */
 function latch() {
   let open;
   const opened = new Promise((r) => (open = r));
   return { opened, open };
+}
+
+/** In a handler: the first run waits (its gate in `gates`) until the test lets it finish. */
+async function firstRunWaits(gates) {
+  if (gates.length > 0) return false;
+  const g = latch();
+  gates.push(g);
+  await g.opened;
+  return true;
+}
+
+/** Send a paid request, cut the connection while its handler runs, then let the handler end. */
+async function leaveWhileRunning(url, proof, gates) {
+  const started = new Promise((r) => {
+    const iv = setInterval(() => gates.length === 1 && (clearInterval(iv), r()), 5);
+  });
+  await cutOff(url, proof, started);
+  await sleep(50);
+  gates[0].open();
+  await sleep(50);
 }
 
 // --- Express (4 and 5) ----------------------------------------------------------------------
@@ -117,13 +137,7 @@ for (const [name, express] of [['express5', express5], ['express4', express4]]) 
     const gates = [];
     app.get('/slow', vlx.paywall({ price: '0.01' }), async (req, res, next) => {
       runs++;
-      if (gates.length === 0) {
-        // The first run waits until the test lets it finish (after the client is gone).
-        const g = latch();
-        gates.push(g);
-        await g.opened;
-      }
-      if (req.headers['x-fail'] !== undefined) return next(new Error('failed late'));
+      await firstRunWaits(gates);
       res.json({ late: true });
     });
     app.use(vlx.errorHandler());
@@ -132,13 +146,7 @@ for (const [name, express] of [['express5', express5], ['express4', express4]]) 
     try {
       // Cut off while the handler runs; the handler then completes its 200: the payment is spent.
       const p = mint('GET /slow');
-      const started = new Promise((r) => {
-        const iv = setInterval(() => gates.length === 1 && (clearInterval(iv), r()), 5);
-      });
-      await cutOff(`${s.url}/slow`, p, started);
-      await sleep(50);
-      gates[0].open();
-      await sleep(50);
+      await leaveWhileRunning(`${s.url}/slow`, p, gates);
       const again = await call(`${s.url}/slow`, { proof: p });
       assert.equal(again.status, 409, 'released by the disconnect: bought another run');
       assert.equal(runs, 1);
@@ -154,12 +162,7 @@ for (const [name, express] of [['express5', express5], ['express4', express4]]) 
     const gates = [];
     app.get('/slow', vlx.paywall({ price: '0.01' }), async (_req, res, next) => {
       runs++;
-      if (gates.length === 0) {
-        const g = latch();
-        gates.push(g);
-        await g.opened;
-        return next(new Error('failed late'));
-      }
+      if (await firstRunWaits(gates)) return next(new Error('failed late'));
       res.json({ second: true });
     });
     app.use(vlx.errorHandler());
@@ -167,13 +170,7 @@ for (const [name, express] of [['express5', express5], ['express4', express4]]) 
     const s = await listenExpress(app);
     try {
       const p = mint('GET /slow');
-      const started = new Promise((r) => {
-        const iv = setInterval(() => gates.length === 1 && (clearInterval(iv), r()), 5);
-      });
-      await cutOff(`${s.url}/slow`, p, started);
-      await sleep(50);
-      gates[0].open();
-      await sleep(50);
+      await leaveWhileRunning(`${s.url}/slow`, p, gates);
       assert.equal((await call(`${s.url}/slow`, { proof: p })).status, 200, 'the failed run gave the payment back');
       assert.equal((await call(`${s.url}/slow`, { proof: p })).status, 409);
       assert.equal(runs, 2);
@@ -357,25 +354,60 @@ test('fastify: a client that goes away does not free the nonce (item 2)', async 
   await app.register(vlexivoFastify, { server: server(), price: '0.01' });
   app.get('/slow', async () => {
     runs++;
-    if (gates.length === 0) {
-      const g = latch();
-      gates.push(g);
-      await g.opened;
-    }
+    await firstRunWaits(gates);
     return { late: true };
   });
   const s = await listenFastify(app);
   try {
     const p = mint('GET /slow');
-    const started = new Promise((r) => {
-      const iv = setInterval(() => gates.length === 1 && (clearInterval(iv), r()), 5);
-    });
-    await cutOff(`${s.url}/slow`, p, started);
-    await sleep(50);
-    gates[0].open();
-    await sleep(50);
+    await leaveWhileRunning(`${s.url}/slow`, p, gates);
     assert.equal((await call(`${s.url}/slow`, { proof: p })).status, 409);
     assert.equal(runs, 1);
+  } finally {
+    await s.close();
+  }
+});
+
+test('fastify: a handler that fails after its client left releases the nonce', async () => {
+  const app = Fastify();
+  let runs = 0;
+  const gates = [];
+  await app.register(vlexivoFastify, { server: server(), price: '0.01' });
+  app.get('/slow', async () => {
+    runs++;
+    if (await firstRunWaits(gates)) throw new Error('failed late');
+    return { second: true };
+  });
+  const s = await listenFastify(app);
+  try {
+    const p = mint('GET /slow');
+    await leaveWhileRunning(`${s.url}/slow`, p, gates);
+    assert.equal((await call(`${s.url}/slow`, { proof: p })).status, 200, 'the failed run gave the payment back');
+    assert.equal((await call(`${s.url}/slow`, { proof: p })).status, 409);
+    assert.equal(runs, 2);
+  } finally {
+    await s.close();
+  }
+});
+
+test('fastify: the status the handler sets decides release and receipt (4xx kept, 5xx released)', async () => {
+  const app = Fastify();
+  await app.register(vlexivoFastify, { server: server(), price: '0.01' });
+  app.get('/teapot', async (_request, reply) => reply.code(418).send({ short: true }));
+  app.get('/down', async (_request, reply) => reply.code(503).send({ down: true }));
+  const s = await listenFastify(app);
+  try {
+    const t = mint('GET /teapot');
+    const r = await call(`${s.url}/teapot`, { proof: t });
+    assert.equal(r.status, 418);
+    assert.match(r.headers.get('vlexivo-receipt'), /^tx=/);
+    assert.equal((await call(`${s.url}/teapot`, { proof: t })).status, 409);
+    const d = mint('GET /down');
+    for (let i = 0; i < 2; i++) {
+      const x = await call(`${s.url}/down`, { proof: d });
+      assert.equal(x.status, 503, 'a released proof buys the retry');
+      assert.equal(x.headers.get('vlexivo-receipt'), null);
+    }
   } finally {
     await s.close();
   }
@@ -442,26 +474,53 @@ test('hapi: a client that goes away does not free the nonce (item 2)', async () 
     path: '/slow',
     handler: async (request) => {
       runs++;
-      if (gates.length === 0) {
-        const g = latch();
-        gates.push(g);
-        await g.opened;
-      }
+      await firstRunWaits(gates);
       return { late: true };
     },
   });
   const s = await listenHapi(hapi);
   try {
     const p = mint('GET /slow');
-    const started = new Promise((r) => {
-      const iv = setInterval(() => gates.length === 1 && (clearInterval(iv), r()), 5);
-    });
-    await cutOff(`${s.url}/slow`, p, started);
-    await sleep(50);
-    gates[0].open();
-    await sleep(50);
+    await leaveWhileRunning(`${s.url}/slow`, p, gates);
     assert.equal((await call(`${s.url}/slow`, { proof: p })).status, 409, 'spent: the handler completed');
     assert.equal(runs, 1);
+  } finally {
+    await s.close();
+  }
+});
+
+test('hapi: a handler that fails after its client left releases the nonce', async () => {
+  const hapi = Hapi.server({ port: 0, host: '127.0.0.1' });
+  await hapi.register({ plugin: vlexivoHapi, options: { server: server(), price: '0.01' } });
+  let runs = 0;
+  const gates = [];
+  hapi.route({
+    method: 'GET',
+    path: '/slow',
+    handler: async () => {
+      runs++;
+      if (await firstRunWaits(gates)) throw new Error('failed late');
+      return { second: true };
+    },
+  });
+  const late503 = [];
+  hapi.route({
+    method: 'GET',
+    path: '/down',
+    handler: async (_request, h) => ((await firstRunWaits(late503)) ? h.response({ down: true }).code(503) : { up: true }),
+  });
+  const s = await listenHapi(hapi);
+  try {
+    const p = mint('GET /slow');
+    await leaveWhileRunning(`${s.url}/slow`, p, gates);
+    assert.equal((await call(`${s.url}/slow`, { proof: p })).status, 200, 'the failed run gave the payment back');
+    assert.equal((await call(`${s.url}/slow`, { proof: p })).status, 409);
+    assert.equal(runs, 2);
+    // A 5xx the handler answers after its client left releases too.
+    const d = mint('GET /down');
+    await leaveWhileRunning(`${s.url}/down`, d, late503);
+    assert.equal((await call(`${s.url}/down`, { proof: d })).status, 200);
+    assert.equal((await call(`${s.url}/down`, { proof: d })).status, 409);
   } finally {
     await s.close();
   }

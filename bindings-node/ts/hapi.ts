@@ -3,7 +3,9 @@
  * carries a valid, unused proof for its price. The payment is on `request.plugins.vlexivo.payment`
  * (and `request.vlxPayment`). In `onPreResponse`, core's response policy decides from the
  * response the handler produced (a thrown handler is a Boom 500) whether the nonce is released
- * and whether the receipt goes out; a client that left meanwhile changes nothing.
+ * and whether the receipt goes out. Hapi skips `onPreResponse` for a request whose client left
+ * (it answers the abort at once, while the handler keeps running): the handler's own outcome
+ * then settles the nonce, observed by a wrapper around the route's handler.
  *
  *   await server.register({ plugin: vlexivo, options: { apiSecret, price: '0.001' } })
  *   server.route({ method: 'POST', path: '/x', options: { plugins: { vlexivo: { price: '0.01' } } }, handler })
@@ -32,12 +34,14 @@ interface HapiRequestLike {
   headers: Record<string, string | string[] | undefined>;
   payload?: unknown;
   rawBody?: unknown;
-  route: { settings: { plugins?: { vlexivo?: unknown } } };
+  route: { settings: { plugins?: { vlexivo?: unknown }; handler?: unknown } };
+  events: { once(event: string, listener: () => void): void };
   plugins: Record<string, unknown>;
   response: any;
-  raw: { req: IncomingMessage };
+  raw: { req: IncomingMessage; res?: { statusCode?: number } };
   vlxPayment?: VlexivoPayment;
 }
+type HandlerLike = ((this: unknown, ...args: unknown[]) => unknown) & { [WRAPPED]?: true };
 interface HapiToolkitLike {
   continue: symbol;
   response(body?: unknown): any;
@@ -56,6 +60,67 @@ declare module '@hapi/hapi' {
   interface Request {
     vlxPayment?: VlexivoPayment;
   }
+}
+
+/** Marks a route handler already wrapped by `watchHandler`. */
+const WRAPPED = Symbol('vlexivo.hapi.wrapped');
+/** The paid request's paywall, until its nonce is settled (once). */
+const PAID_BY = Symbol('vlexivo.hapi.paidBy');
+/** The status the handler ended with, once it has. */
+const OUTCOME = Symbol('vlexivo.hapi.outcome');
+/** The client left before Hapi answered: `onPreResponse` will not run. */
+const LEFT = Symbol('vlexivo.hapi.left');
+
+interface PaidRequest extends HapiRequestLike {
+  [PAID_BY]?: PaidRoute;
+  [OUTCOME]?: number;
+  [LEFT]?: true;
+}
+
+/** The status Hapi will answer for what a handler returned or threw (a thrown non-Boom is a 500). */
+function statusOf(v: any, raw: { statusCode?: number }): number {
+  if (v?.isBoom) return v.output.statusCode;
+  if (typeof v === 'symbol') return raw.statusCode ?? 0; // h.abandon/h.close: the handler wrote raw
+  if (v !== null && typeof v === 'object' && typeof v.statusCode === 'number' && typeof v.code === 'function') return v.statusCode;
+  return 200;
+}
+
+/** Settle the paid request's nonce once, by the status its handler ended with (core decides). */
+function settle(request: PaidRequest, status: number): void {
+  const paidBy = request[PAID_BY];
+  const payment = request.vlxPayment;
+  if (paidBy === undefined || payment === undefined) return;
+  request[PAID_BY] = undefined;
+  if (releases(status, false, status > 0)) paidBy.release(payment.storeKey);
+}
+
+/**
+ * Wrap the route's handler (once per route; Hapi reads `route.settings.handler` per request) so
+ * that a paid request whose client left is settled when its handler ends.
+ */
+function watchHandler(request: PaidRequest): void {
+  const settings = request.route.settings;
+  const original = settings.handler as HandlerLike | undefined;
+  if (typeof original !== 'function' || original[WRAPPED]) return;
+  const wrapped: HandlerLike = async function vlexivoPaidHandler(this: unknown, ...args: unknown[]) {
+    const req = args[0] as PaidRequest;
+    let status = 500;
+    try {
+      const out = await original.apply(this, args);
+      status = statusOf(out, req.raw.res ?? {});
+      return out;
+    } catch (e) {
+      status = (e as { isBoom?: boolean })?.isBoom ? statusOf(e, {}) : 500;
+      throw e;
+    } finally {
+      if (req[PAID_BY] !== undefined) {
+        req[OUTCOME] = status;
+        if (req[LEFT]) settle(req, status);
+      }
+    }
+  };
+  wrapped[WRAPPED] = true;
+  settings.handler = wrapped;
 }
 
 function respond(route: PaidRoute, request: HapiRequestLike, h: HapiToolkitLike, r: Rejection): unknown {
@@ -86,9 +151,6 @@ function register(hapi: HapiServerLike, options: VlexivoHapiOptions): void {
     }
     return base;
   };
-  /** The paid request's paywall, to settle its nonce once in onPreResponse. */
-  const PAID_BY = Symbol('vlexivo.hapi.paidBy');
-
   const proceed = (route: PaidRoute, request: HapiRequestLike, h: HapiToolkitLike, price: unknown): unknown => {
     const method = request.method.toUpperCase();
     const target = request.path + (request.url?.search ?? '');
@@ -109,7 +171,14 @@ function register(hapi: HapiServerLike, options: VlexivoHapiOptions): void {
     if (!isFacts(r)) return respond(route, request, h, r);
     request.plugins.vlexivo = { payment: r };
     request.vlxPayment = r;
-    (request as HapiRequestLike & { [PAID_BY]?: PaidRoute })[PAID_BY] = route;
+    const paid = request as PaidRequest;
+    paid[PAID_BY] = route;
+    watchHandler(paid);
+    request.events.once('disconnect', () => {
+      paid[LEFT] = true;
+      const status = paid[OUTCOME];
+      if (status !== undefined) settle(paid, status);
+    });
     return h.continue;
   };
 
@@ -139,12 +208,11 @@ function register(hapi: HapiServerLike, options: VlexivoHapiOptions): void {
   // this whether or not the client is still connected.
   hapi.ext('onPreResponse', (request, h) => {
     const payment = request.vlxPayment;
-    const paidBy = (request as HapiRequestLike & { [PAID_BY]?: PaidRoute })[PAID_BY];
-    if (payment === undefined || paidBy === undefined) return h.continue;
-    (request as HapiRequestLike & { [PAID_BY]?: PaidRoute })[PAID_BY] = undefined;
+    const paid = request as PaidRequest;
+    if (payment === undefined || paid[PAID_BY] === undefined) return h.continue;
     const response = request.response;
     const status: number = response?.isBoom ? response.output.statusCode : response?.statusCode ?? 0;
-    if (releases(status, false, status > 0)) paidBy.release(payment.storeKey);
+    settle(paid, status);
     if (!sendsReceipt(status)) return h.continue;
     const expose = exposeValue(undefined) as string;
     const cors = request.headers.origin !== undefined;
