@@ -26,6 +26,7 @@ from vlexivo import _native
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from tests.tokens import mint_token  # noqa: E402
+
 SECRET = "sk_test_6pmpFeivHgqW7JxfnBXZje6aGyg3nqjNmwfgLHfp7bM"
 
 
@@ -152,9 +153,12 @@ def main() -> None:
 
         def mint(tag: str, count: int) -> Path:
             f = Path(tmp) / f"{tag}.txt"
-            f.write_text("\n".join(
-                mint_token(SECRET, f"{tag}-{i:016d}", "GET", "/hello", "0.001", now)
-                for i in range(count)) + "\n")
+            f.write_text(
+                "\n".join(
+                    mint_token(SECRET, f"{tag}-{i:016d}", "GET", "/hello", "0.001", now) for i in range(count)
+                )
+                + "\n"
+            )
             return f
 
         for rnd in range(args.rounds):

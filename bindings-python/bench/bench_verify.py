@@ -17,7 +17,7 @@ import jwt
 from vlexivo import _native
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.tokens import mint_token  # noqa: E402
+from tests.tokens import mint_token
 
 SECRET = "sk_test_6pmpFeivHgqW7JxfnBXZje6aGyg3nqjNmwfgLHfp7bM"
 METHOD, PATH = "POST", "/api/v1/inference"
@@ -35,10 +35,7 @@ def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 50_000
     now = _native.now()
     pw = _native.Paywall(SECRET, origin="http://api.test")
-    tokens = [
-        mint_token(SECRET, f"bench{i:019d}", METHOD, PATH, "0.001", now)
-        for i in range(2 * n)
-    ]
+    tokens = [mint_token(SECRET, f"bench{i:019d}", METHOD, PATH, "0.001", now) for i in range(2 * n)]
     price = _native.parse_price("0.001")
     first, second = tokens[:n], tokens[n:]
 
@@ -68,8 +65,9 @@ def main() -> None:
 
     # Warm up (first calls allocate store shards, import caches).
     for i in range(200):
-        pw.verify(mint_token(SECRET, f"warm{i:020d}", METHOD, PATH, "0.001", now),
-                  METHOD, PATH, price, "usd", now)
+        pw.verify(
+            mint_token(SECRET, f"warm{i:020d}", METHOD, PATH, "0.001", now), METHOD, PATH, price, "usd", now
+        )
         jwt.decode(jwts[i], key, algorithms=["HS256"], audience=aud)
 
     print(f"n = {n}")

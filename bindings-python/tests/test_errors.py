@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 import vlexivo
 from vlexivo import _native
-from vlexivo.errors import _OWN_CLASSES, CATEGORY_CLASSES, CODE_CLASSES, VlexivoError, error_class, from_native, make_error
+from vlexivo.errors import (
+    _OWN_CLASSES,
+    CATEGORY_CLASSES,
+    CODE_CLASSES,
+    VlexivoError,
+    error_class,
+    from_native,
+    make_error,
+)
 
 from .conftest import vectors
 
@@ -18,7 +26,9 @@ TABLE = {code: (status, category, bad_input) for code, status, category, bad_inp
 
 def test_the_table_is_core_s_and_every_category_has_a_class() -> None:
     assert list(TABLE) == list(_native.ALL_CODES), "ERROR_TABLE lists ALL_CODES in order"
-    assert set(CATEGORY_CLASSES) == set(_native.ERROR_CATEGORIES), "a category without a class, or a class for none"
+    assert set(CATEGORY_CLASSES) == set(_native.ERROR_CATEGORIES), (
+        "a category without a class, or a class for none"
+    )
     assert len(set(CATEGORY_CLASSES.values())) == len(CATEGORY_CLASSES)
     for category, cls in CATEGORY_CLASSES.items():
         assert cls.category == category
@@ -30,7 +40,12 @@ def test_the_table_is_core_s_and_every_category_has_a_class() -> None:
 def test_each_code(code: str) -> None:
     status, category, bad_input = TABLE[code]
     native = _native.error_for(code, "detail")
-    assert (native.code, native.status, native.category, native.bad_input) == (code, status, category, bad_input)
+    assert (native.code, native.status, native.category, native.bad_input) == (
+        code,
+        status,
+        category,
+        bad_input,
+    )
     err = from_native(native)
     cls = error_class(code)
     assert type(err) is cls is CODE_CLASSES[code]
@@ -51,13 +66,21 @@ def test_each_code(code: str) -> None:
 
 
 def test_details_use_core_keys() -> None:
-    e = from_native(_native.error_from_body(402, b'{"error":"insufficient_funds","required":"0.01","balance":"0.004","currency":"usd"}'))
+    e = from_native(
+        _native.error_from_body(
+            402, b'{"error":"insufficient_funds","required":"0.01","balance":"0.004","currency":"usd"}'
+        )
+    )
     assert isinstance(e, vlexivo.InsufficientFundsError) and isinstance(e, vlexivo.PaymentError)
     assert e.details == {"required": "0.01", "balance": "0.004", "currency": "usd"}
     assert (e.required_amount, e.balance, e.currency) == ("0.01", "0.004", "usd")
     up = from_native(_native.error_from_body(418, b'{"error":"teapot","message":"short and stout"}'))
     assert isinstance(up, vlexivo.FacilitatorError) and up.code == "facilitator_error"
-    assert up.details == {"facilitatorStatus": 418, "facilitatorCode": "teapot", "facilitatorMessage": "short and stout"}
+    assert up.details == {
+        "facilitatorStatus": 418,
+        "facilitatorCode": "teapot",
+        "facilitatorMessage": "short and stout",
+    }
     assert (up.facilitator_status, up.facilitator_code) == (418, "teapot")
     with pytest.raises(_native.NativeError) as ei:
         _native.parse_amount("0.0000001", "usd", False)
@@ -95,7 +118,11 @@ def test_header_names_come_from_core() -> None:
         assert not re.search(r"vlexivo-(proof|challenge|receipt)\b", code, re.I), f.name
 
 
-@pytest.mark.parametrize("case", [c for c in vectors("client")["cases"] if c.get("op") == "error_from_body"], ids=lambda c: c["name"])
+@pytest.mark.parametrize(
+    "case",
+    [c for c in vectors("client")["cases"] if c.get("op") == "error_from_body"],
+    ids=lambda c: c["name"],
+)
 def test_error_from_body_vectors(case: dict) -> None:
     e = from_native(_native.error_from_body(case["status"], case["body"].encode()))
     expect = case["expect"]

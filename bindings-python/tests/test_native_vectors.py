@@ -164,7 +164,9 @@ def test_paywall(case: dict[str, Any]) -> None:
                 e, req["method"], path, case["price"], case["currency"], "per-call", req["now"]
             )
             assert (status, json.loads(body)["error"]) == (expect["status"], expect["error"])
-            assert any(k.lower() == _native.CHALLENGE_HEADER.lower() for k, _ in headers) == expect["challenge"]
+            assert (
+                any(k.lower() == _native.CHALLENGE_HEADER.lower() for k, _ in headers) == expect["challenge"]
+            )
             continue
         assert p.to_dict(camel=True) == expect["payment"]
         # Whether the nonce is released is core's response policy's call (a failed handler:

@@ -14,7 +14,11 @@ SECRET = "sk_test_6pmpFeivHgqW7JxfnBXZje6aGyg3nqjNmwfgLHfp7bM"
 def test_the_native_module_has_no_test_only_entry_points() -> None:
     names = set(dir(_native))
     assert len(names) > 20, names
-    leaked = {n for n in names if "test" in n.lower() or "issue" in n.lower() or "mint" in n.lower() or "seed" in n.lower()}
+    leaked = {
+        n
+        for n in names
+        if "test" in n.lower() or "issue" in n.lower() or "mint" in n.lower() or "seed" in n.lower()
+    }
     assert not leaked, leaked
     assert not {n for n in dir(vlexivo) if "test" in n.lower() or "mint" in n.lower()}
 

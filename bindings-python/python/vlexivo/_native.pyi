@@ -3,7 +3,49 @@
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, final
 
-__all__ = ["NativeError", "_ErrorBox", "Price", "Payment", "Paywall", "Wallet", "PaymentRequired", "Receipt", "TopUpReceipt", "FacilitatorRequest", "PaymentEvent", "Step", "Quote", "Payer", "PayerCall", "parse_price", "parse_amount", "error_for", "error_from_body", "env_var", "parse_payment_required", "auto_top_up_amount", "split_url", "is_free_request", "priced_method", "releases", "sends_receipt", "effective_price", "check_stacked", "now", "ALL_CODES", "ERROR_TABLE", "ERROR_CATEGORIES", "CHALLENGE_HEADER", "PROOF_HEADER", "RECEIPT_HEADER", "EXPOSE_HEADERS", "PROTOCOL_VERSION", "DEFAULT_FACILITATOR_URL", "MAX_RESPONSE_BODY", "__version__"]
+__all__ = [
+    "ALL_CODES",
+    "CHALLENGE_HEADER",
+    "DEFAULT_FACILITATOR_URL",
+    "ERROR_CATEGORIES",
+    "ERROR_TABLE",
+    "EXPOSE_HEADERS",
+    "MAX_RESPONSE_BODY",
+    "PROOF_HEADER",
+    "PROTOCOL_VERSION",
+    "RECEIPT_HEADER",
+    "FacilitatorRequest",
+    "NativeError",
+    "Payer",
+    "PayerCall",
+    "Payment",
+    "PaymentEvent",
+    "PaymentRequired",
+    "Paywall",
+    "Price",
+    "Quote",
+    "Receipt",
+    "Step",
+    "TopUpReceipt",
+    "Wallet",
+    "_ErrorBox",
+    "__version__",
+    "auto_top_up_amount",
+    "check_stacked",
+    "effective_price",
+    "env_var",
+    "error_for",
+    "error_from_body",
+    "is_free_request",
+    "now",
+    "parse_amount",
+    "parse_payment_required",
+    "parse_price",
+    "priced_method",
+    "releases",
+    "sends_receipt",
+    "split_url",
+]
 
 ALL_CODES: Final[tuple[str, ...]]
 ERROR_TABLE: Final[tuple[tuple[str, int, str, bool], ...]]

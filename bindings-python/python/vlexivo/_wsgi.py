@@ -199,7 +199,16 @@ def flask_view(gate: Gate, view: Callable[..., Any]) -> Callable[..., Any]:
                     if len(body) > gate.provider.max_body_bytes:
                         raise Reject(gate.too_large(method, path, now))
                 price = _price_all(gates, method, path, environ, body, request, now)
-                paid = admit(gates, request.headers.get(PROOF_HEADER), method, path, request_origin(environ), price, body, now)
+                paid = admit(
+                    gates,
+                    request.headers.get(PROOF_HEADER),
+                    method,
+                    path,
+                    request_origin(environ),
+                    price,
+                    body,
+                    now,
+                )
                 environ[PAID_KEY] = paid
                 owner = True
         except Reject as r:
