@@ -9,7 +9,6 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -20,9 +19,8 @@ import { VlexivoServer, Wallet } from 'vlexivo';
 import vlexivoFastify from 'vlexivo/fastify';
 import { plugin as vlexivoHapi } from 'vlexivo/hapi';
 import { deadPort, pkgRoot, repoRoot } from './helpers.mjs';
+import { mintProofToken } from './tokens.mjs';
 
-const require = createRequire(import.meta.url);
-const native = require('../native/index.js');
 
 const SECRET = 'sk_test_' + Buffer.alloc(32, 11).toString('base64url');
 const SERVICES = join(repoRoot, 'scripts', 'test-services.sh');
@@ -99,7 +97,7 @@ async function instance(framework, store, timeoutMs = 1000) {
 }
 
 function proof() {
-  return native.mintProofToken(SECRET, { jti: randomUUID().replace(/-/g, ''), sub: PAYER, amt: '0.001', res: 'GET http://api.test/paid', iat: Math.floor(Date.now() / 1000) });
+  return mintProofToken(SECRET, { jti: randomUUID().replace(/-/g, ''), sub: PAYER, amt: '0.001', res: 'GET http://api.test/paid', iat: Math.floor(Date.now() / 1000) });
 }
 
 async function paid(url, p) {
