@@ -21,7 +21,6 @@ import { plugin as vlexivoHapi } from 'vlexivo/hapi';
 import { deadPort, pkgRoot, repoRoot } from './helpers.mjs';
 import { mintProofToken } from './tokens.mjs';
 
-
 const SECRET = 'sk_test_' + Buffer.alloc(32, 11).toString('base64url');
 const SERVICES = join(repoRoot, 'scripts', 'test-services.sh');
 const PAYER = Wallet.generate().address;
