@@ -526,6 +526,31 @@ test('hapi: a handler that fails after its client left releases the nonce', asyn
   }
 });
 
+test('hapi: a client that leaves while the price is resolved gets its nonce back (the handler never runs)', async () => {
+  const hapi = Hapi.server({ port: 0, host: '127.0.0.1' });
+  const gates = [];
+  let resolving = 0;
+  const priceResolver = async () => {
+    resolving++;
+    await firstRunWaits(gates);
+    return '0.01';
+  };
+  await hapi.register({ plugin: vlexivoHapi, options: { server: server(), priceResolver } });
+  let runs = 0;
+  hapi.route({ method: 'GET', path: '/slow', handler: () => (runs++, { ok: true }) });
+  const s = await listenHapi(hapi);
+  try {
+    const p = mint('GET /slow');
+    await leaveWhileRunning(`${s.url}/slow`, p, gates);
+    assert.equal(runs, 0, 'Hapi does not run the handler of a request whose client left');
+    assert.equal((await call(`${s.url}/slow`, { proof: p })).status, 200, 'the proof bought nothing yet');
+    assert.equal(runs, 1);
+    assert.equal(resolving, 2);
+  } finally {
+    await s.close();
+  }
+});
+
 test('hapi: receipts only with kept payments; 5xx and throws release; preflight free; HEAD pays', async () => {
   const hapi = Hapi.server({ port: 0, host: '127.0.0.1' });
   await hapi.register({ plugin: vlexivoHapi, options: { server: server(), price: '0.01' } });

@@ -36,6 +36,7 @@ interface HapiRequestLike {
   rawBody?: unknown;
   route: { settings: { plugins?: { vlexivo?: unknown }; handler?: unknown } };
   events: { once(event: string, listener: () => void): void };
+  active(): boolean;
   plugins: Record<string, unknown>;
   response: any;
   raw: { req: IncomingMessage; res?: { statusCode?: number } };
@@ -169,6 +170,11 @@ function register(hapi: HapiServerLike, options: VlexivoHapiOptions): void {
 
   const decided = (route: PaidRoute, request: HapiRequestLike, h: HapiToolkitLike, r: VlexivoPayment | Rejection): unknown => {
     if (!isFacts(r)) return respond(route, request, h, r);
+    // The client left while the price or the store was awaited: Hapi will not run the handler.
+    if (!request.active()) {
+      route.release(r.storeKey);
+      return h.continue;
+    }
     request.plugins.vlexivo = { payment: r };
     request.vlxPayment = r;
     const paid = request as PaidRequest;
