@@ -28,7 +28,6 @@ import {
   rawBodyOf,
   requestOrigin,
   resolvePrices,
-  type PaidFacts,
   type Rejection,
   type VlexivoPayment,
 } from './route';
