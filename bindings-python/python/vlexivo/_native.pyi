@@ -16,6 +16,7 @@ __all__ = [
     "RECEIPT_HEADER",
     "FacilitatorRequest",
     "NativeError",
+    "PanicException",
     "Payer",
     "PayerCall",
     "Payment",
