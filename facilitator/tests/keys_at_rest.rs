@@ -195,6 +195,8 @@ async fn the_signing_key_rotates_with_a_new_kid() {
         jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
     assert_eq!(kids, vec![new_kid.as_str(), old_kid.as_str()], "the new key first, the old one kept");
     // New tokens carry the new kid; a provider verifying with the JWKS accepts old and new.
+    // (The restarted facilitator listens on another port: challenges must name that URL.)
+    let pw = paywall(&p.api_secret, &f.url);
     let (s, receipt) = pay(&c, &f.url, &sign(&challenge(&pw, "/r", "0.01"), &w)).await;
     assert_eq!(s, 200, "{receipt}");
     let kid_of = |token: &str| -> String {
