@@ -1,7 +1,14 @@
 //! The provider's hot path: issue a challenge (no proof), and verify a proof + consume its nonce
 //! with the memory and the SQLite store. `cargo bench -p vlexivo-core --bench paywall`
+//!
+//! `verify_consume_*` time fresh proofs only, as real traffic sends them: every timed call
+//! consumes a nonce never seen before (tokens are minted in chunks outside the timing, and the
+//! simulated clock advances 1 s per 1,000 consumes, so about 300,000 nonces are live and the
+//! stores expire old ones as they would in service). `verify_replay_memory` times refused
+//! replays (a full verify whose consume finds the nonce), labelled apart.
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
+use std::time::{Duration, Instant};
 use vlexivo_core::challenge::{Challenge, ChallengeParams};
 use vlexivo_core::env::{OsEntropy, SeededEntropy};
 use vlexivo_core::keys::{Mode, ProviderKeys, generate_secret};
@@ -19,8 +26,9 @@ fn setup() -> (Paywall, TokenIssuer, String) {
     (Paywall::new(PaywallConfig::new(secret)).unwrap(), issuer, keys.account)
 }
 
-fn tokens(issuer: &TokenIssuer, account: &str, n: usize) -> Vec<String> {
-    (0..n)
+/// Tokens for nonces `from..from + n`, issued at `now`.
+fn tokens(issuer: &TokenIssuer, account: &str, from: u64, n: u64, now: u64) -> Vec<String> {
+    (from..from + n)
         .map(|i| {
             issuer
                 .issue(&ProofClaims {
@@ -35,13 +43,18 @@ fn tokens(issuer: &TokenIssuer, account: &str, n: usize) -> Vec<String> {
                     bdy: None,
                     mode: "sandbox".into(),
                     net: "sandbox".into(),
-                    iat: NOW,
-                    exp: NOW + 300,
+                    iat: now,
+                    exp: now + 300,
                 })
                 .unwrap()
         })
         .collect()
 }
+
+/// Fresh consumes per simulated second.
+const RATE: u64 = 1_000;
+/// Tokens minted per untimed chunk.
+const CHUNK: u64 = 1_000;
 
 fn bench(c: &mut Criterion) {
     let (pw, issuer, account) = setup();
@@ -69,22 +82,51 @@ fn bench(c: &mut Criterion) {
     c.bench_function("challenge_402_response", |b| {
         b.iter(|| black_box(pw.challenge(&req, &price, "per-call", NOW, &OsEntropy).unwrap()))
     });
-    // Distinct tokens, so every iteration consumes a fresh nonce (as real traffic does).
-    let toks = tokens(&issuer, &account, 200_000);
     let mut run = |name: &str, store: &dyn NonceStore| {
-        let mut i = 0usize;
+        // Nonce numbers continue across criterion's calls, so no nonce is ever offered twice.
+        let mut next = 0u64;
         c.bench_function(name, |b| {
-            b.iter(|| {
-                let t = &toks[i % toks.len()];
-                i += 1;
-                // Past the first lap every nonce is a replay: still a full verify + insert attempt.
-                black_box(pw.verify(Some(t), &req, &price, NOW, store).ok())
+            b.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                let mut left = iters;
+                while left > 0 {
+                    let n = left.min(CHUNK);
+                    let now = NOW + next / RATE;
+                    let toks = tokens(&issuer, &account, next, n, now);
+                    next += n;
+                    let t = Instant::now();
+                    for tok in &toks {
+                        let paid = pw.verify(Some(tok), &req, &price, now, store);
+                        debug_assert!(paid.is_ok());
+                        black_box(paid.ok());
+                    }
+                    timed += t.elapsed();
+                    left -= n;
+                }
+                timed
             })
         });
     };
     run("verify_consume_memory", &MemoryStore::new());
     let dir = tempfile::tempdir().unwrap();
     run("verify_consume_sqlite_wal", &SqliteStore::open(dir.path().join("n.db")).unwrap());
+
+    // Replays: tokens consumed once before timing, then offered again and refused.
+    let store = MemoryStore::new();
+    let replays = tokens(&issuer, &account, 1 << 40, 10_000, NOW);
+    for t in &replays {
+        assert!(pw.verify(Some(t), &req, &price, NOW, &store).is_ok());
+    }
+    let mut i = 0usize;
+    c.bench_function("verify_replay_memory", |b| {
+        b.iter(|| {
+            let t = &replays[i % replays.len()];
+            i += 1;
+            let refused = pw.verify(Some(t), &req, &price, NOW, &store);
+            debug_assert_eq!(refused.as_ref().map_err(|e| e.code()).unwrap_err(), "token_replayed");
+            black_box(refused.is_err())
+        })
+    });
 }
 
 criterion_group!(benches, bench);

@@ -64,8 +64,9 @@ pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'stati
 /// thread the answer arrives.
 pub type Done<T> = Box<dyn FnOnce(Result<T>) + Send + 'static>;
 
-/// Longest key a store accepts. Real keys (account + ":" + nonce) are about 100 bytes; the bound
-/// keeps a hostile token from making a store hold arbitrarily large keys.
+/// Longest key a store accepts. Real keys are 50 bytes (a 25-character account id, ":", a
+/// 24-character nonce); the bound keeps a hostile token from making a store hold arbitrarily
+/// large keys.
 pub const MAX_KEY_LEN: usize = 256;
 
 /// A set of single-use keys with expiry. Implementations must make `consume` atomic across
