@@ -110,40 +110,6 @@ pub struct PaywallOptions {
     pub origin: Option<String>,
 }
 
-/// Verified payment facts (`req.vlxPayment`), plus what the adapter needs: the store key to
-/// release the nonce if the handler fails and the `Vlexivo-Receipt` header value.
-#[napi(object)]
-pub struct PaymentFacts {
-    pub payer: String,
-    pub amount: String,
-    pub currency: String,
-    pub tx_hash: String,
-    pub nonce: String,
-    pub paid_at: i64,
-    pub expires_at: i64,
-    pub resource: String,
-    pub store_key: String,
-    pub receipt: String,
-}
-
-impl From<vx::paywall::PaymentFacts> for PaymentFacts {
-    fn from(f: vx::paywall::PaymentFacts) -> Self {
-        let receipt = vx::paywall::Paywall::receipt(&f);
-        Self {
-            payer: f.payer,
-            amount: f.amount,
-            currency: f.currency,
-            tx_hash: f.tx_hash,
-            nonce: f.nonce,
-            paid_at: f.paid_at as i64,
-            expires_at: f.expires_at as i64,
-            resource: f.resource,
-            store_key: f.store_key,
-            receipt,
-        }
-    }
-}
-
 /// A response to send instead of running the handler.
 #[napi(object)]
 pub struct Rejection {
@@ -481,14 +447,19 @@ impl JsPaywall {
         })
     }
 
-    /// Verify a proof for this request at `price` and consume its nonce. Throws the core error
-    /// (with `code`, `status`, `details`) when the proof does not buy the request.
+    /// Verify a proof for this request at `price` and consume its nonce: the paid facts in the
+    /// compact form `authorize` returns (see `PricedRoute.authorize`; the TypeScript
+    /// `VlexivoServer.verify` makes the payment object of it). Throws the core error (with
+    /// `code`, `status`, `details`) when the proof does not buy the request.
     #[allow(clippy::too_many_arguments)]
-    #[napi(catch_unwind)]
+    #[napi(
+        catch_unwind,
+        ts_return_type = "string | [string, string, string, string, string, number, number, string, string, string]"
+    )]
     pub fn verify(
         &self,
         env: Env,
-        proof: Option<String>,
+        proof: Option<Latin1String>,
         method: String,
         path: String,
         host: Option<String>,
@@ -497,13 +468,13 @@ impl JsPaywall {
         currency: String,
         now: Option<f64>,
         body: Option<Buffer>,
-    ) -> Result<PaymentFacts> {
-        let run = || -> vx::Result<PaymentFacts> {
+    ) -> Result<Either<Latin1String, PaidTuple>> {
+        let run = || -> vx::Result<Either<Latin1String, PaidTuple>> {
             let price = price_of(&price, &currency)?;
             let req = Self::req(&method, &path, host.as_deref(), secure, body.as_deref());
             let s = &self.shared;
-            let facts = s.inner.verify(proof.as_deref(), &req, &price, now_or_clock(now), &*s.store)?;
-            Ok(facts.into())
+            let proof = proof_text(&proof);
+            s.inner.verify_with(proof.as_deref(), &req, &price, now_or_clock(now), &*s.store, paid_result)
         };
         run().map_err(|e| throw(&env, e))
     }
