@@ -3,10 +3,15 @@
 // plugin. Each target runs in its own process. Every request of every scenario carries a fresh
 // proof header (bare targets ignore it), so the client does the same work for all; every paid
 // request must answer 200. Scenarios are interleaved over several rounds (the machine is shared)
-// and two ratios are reported per pair:
+// and reported per pair:
+//   - CPU µs per request the paywall adds (server process CPU, paywalled − bare): robust to other
+//     load on the machine, and comparable across frameworks (a ratio flatters a slow baseline)
 //   - throughput: median over rounds of req/s(paywalled) / req/s(bare)
-//   - CPU: server CPU µs per request, bare / paywalled (robust to other load on the machine)
-// Run: node bench/http.mjs [requestsPerRound=6000] [rounds=10] [connections=16]
+//   - CPU: server CPU µs per request, bare / paywalled
+// A round lasts about `secondsPerRound` for every scenario (its request count is sized from its
+// warm-up rate), so fast targets get rounds long enough to be stable; the spread of each
+// scenario's req/s over the rounds is printed.
+// Run: node bench/http.mjs [secondsPerRound=2] [rounds=10] [connections=16]
 import autocannon from 'autocannon';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -14,10 +19,10 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { mintVlexivo, mintJose, RESOURCE_PATH } from './tokens.mjs';
 
-const PER_ROUND = Number(process.argv[2] ?? 6000);
+const SECONDS = Number(process.argv[2] ?? 2);
 const ROUNDS = Number(process.argv[3] ?? 10);
 const CONNECTIONS = Number(process.argv[4] ?? 16);
-const WARMUP = 5000;
+const WARMUP = Math.max(1000, Math.round(2500 * SECONDS));
 const joseKey = randomBytes(32);
 const serverScript = fileURLToPath(new URL('./http-server.mjs', import.meta.url));
 
@@ -84,17 +89,16 @@ const scenarios = [
   ...(process.env.READ ? [['fastify-paywall-read', (n) => mintVlexivo(n)]] : []),
 ].filter(([name]) => !process.env.ONLY || name.startsWith(process.env.ONLY));
 
-console.log(`autocannon: ${ROUNDS} rounds x ${PER_ROUND} requests per scenario (+${WARMUP} warm-up), ${CONNECTIONS} connections, 127.0.0.1`);
+console.log(`autocannon: ${ROUNDS} rounds of ~${SECONDS} s per scenario (+${WARMUP} warm-up requests), ${CONNECTIONS} connections, 127.0.0.1`);
 const state = {};
 for (const [name, mint] of scenarios) {
   const target = await startTarget(name);
-  const tokens = await mint(WARMUP + ROUNDS * PER_ROUND);
-  state[name] = { target, tokens, next: 0, rps: [], cpuPerReq: [] };
+  state[name] = { target, mint, perRound: 0, rps: [], cpuPerReq: [] };
 }
 try {
   for (const s of Object.values(state)) {
-    await burst(s.target.url, s.tokens.slice(0, WARMUP));
-    s.next = WARMUP;
+    const res = await burst(s.target.url, await s.mint(WARMUP));
+    s.perRound = Math.max(1000, Math.round((WARMUP / res.wallSeconds) * SECONDS));
   }
   for (let round = 0; round < ROUNDS; round++) {
     // ABBA order: alternate the order every round so drift in the machine's load (it is shared)
@@ -102,8 +106,8 @@ try {
     const order = round % 2 === 0 ? scenarios : [...scenarios].reverse();
     for (const [name] of order) {
       const s = state[name];
-      const tokens = s.tokens.slice(s.next, s.next + PER_ROUND);
-      s.next += PER_ROUND;
+      // Minted per round (outside the timing): memory stays bounded however long the rounds.
+      const tokens = await s.mint(s.perRound);
       const before = await s.target.cpu();
       const res = await burst(s.target.url, tokens);
       const after = await s.target.cpu();
@@ -119,27 +123,40 @@ try {
 }
 
 const median = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
+const spreadPct = (a) => (100 * (Math.max(...a) - Math.min(...a))) / median(a);
 for (const [name] of scenarios) {
   const s = state[name];
   console.log(
-    `${name.padEnd(18)} median ${Math.round(median(s.rps)).toLocaleString('en-US').padStart(7)} req/s   server CPU ${median(s.cpuPerReq).toFixed(1).padStart(6)} µs/req   rounds: ${s.rps.map((r) => Math.round(r)).join(', ')} req/s; ${s.cpuPerReq.map((c) => c.toFixed(0)).join(', ')} µs`,
+    `${name.padEnd(20)} median ${Math.round(median(s.rps)).toLocaleString('en-US').padStart(7)} req/s (spread ${spreadPct(s.rps).toFixed(0)}%, ${s.perRound} requests per round)   server CPU ${median(s.cpuPerReq).toFixed(1).padStart(6)} µs/req   rounds: ${s.rps.map((r) => Math.round(r)).join(', ')} req/s; ${s.cpuPerReq.map((c) => c.toFixed(0)).join(', ')} µs`,
   );
 }
-function ratios(paid, bare) {
+function pair(paid, bare) {
   if (!state[paid] || !state[bare]) return undefined;
-  const tput = median(state[paid].rps.map((r, i) => r / state[bare].rps[i]));
-  const cpu = median(state[bare].cpuPerReq) / median(state[paid].cpuPerReq);
-  return { tput, cpu };
+  const p = state[paid];
+  const b = state[bare];
+  return {
+    tput: median(p.rps.map((r, i) => r / b.rps[i])),
+    cpu: median(b.cpuPerReq) / median(p.cpuPerReq),
+    cpuAddedUs: median(p.cpuPerReq) - median(b.cpuPerReq),
+    bareCpuUs: median(b.cpuPerReq),
+    bareSpreadPct: spreadPct(b.rps),
+    paidSpreadPct: spreadPct(p.rps),
+  };
 }
-const ex = ratios('express-paywall', 'express-bare');
-const jo = ratios('express-jose-set', 'express-bare');
-const fa = ratios('fastify-paywall', 'fastify-bare');
-const fr = ratios('fastify-paywall-read', 'fastify-bare');
-const row = (label, r, note) => r && console.log(`${label}${r.tput.toFixed(2)}        ${r.cpu.toFixed(2)}   (${note})`);
+const pairs = Object.fromEntries(
+  [
+    ['express', pair('express-paywall', 'express-bare')],
+    ['joseSet', pair('express-jose-set', 'express-bare')],
+    ['fastify', pair('fastify-paywall', 'fastify-bare')],
+    ['fastifyRead', pair('fastify-paywall-read', 'fastify-bare')],
+  ].filter(([, r]) => r),
+);
+const row = (label, r, note) =>
+  r && console.log(`${label}+${r.cpuAddedUs.toFixed(1).padStart(5)} µs on ${r.bareCpuUs.toFixed(1).padStart(5)}   ${r.tput.toFixed(2)}        ${r.cpu.toFixed(2)}   (${note})`);
 console.log('');
-console.log('                                      throughput   CPU/request');
-row('Express + paywall / bare Express:       ', ex, 'target >= 0.85');
-row('Express + jose + Set / bare Express:    ', jo, 'reference ~0.5');
-row('Fastify + plugin / bare Fastify:        ', fa, 'target >= 0.80');
-row('  handler reading vlxPayment / bare:     ', fr, 'payment object built');
-console.log(JSON.stringify({ bench: 'http', perRound: PER_ROUND, rounds: ROUNDS, connections: CONNECTIONS, express: ex, joseSet: jo, fastify: fa, ...(fr ? { fastifyRead: fr } : {}) }));
+console.log('                                      CPU/request added      throughput   CPU/request');
+row('Express + paywall / bare Express:       ', pairs.express, 'target >= 0.85');
+row('Express + jose + Set / bare Express:    ', pairs.joseSet, 'hand-written guard');
+row('Fastify + plugin / bare Fastify:        ', pairs.fastify, 'target >= 0.90');
+row('  handler reading vlxPayment / bare:     ', pairs.fastifyRead, 'payment object built');
+console.log('BENCH ' + JSON.stringify({ bench: 'http', secondsPerRound: SECONDS, rounds: ROUNDS, connections: CONNECTIONS, pairs }));

@@ -6,7 +6,12 @@ Each variant runs as a real uvicorn process (one worker). wrk (Debian's `wrk` pa
 GET /hello; against the paid app every request carries a distinct pre-minted valid proof token
 (the test-only native helper signs them with the provider's HS256 key), so every request runs
 the full hot path: header scan, verify, nonce insert, receipt header. The same header is sent to
-the bare app, so both parse the same requests. Without wrk a bounded Python generator is used."""
+the bare app, so both parse the same requests. Without wrk a bounded Python generator is used.
+
+Rounds alternate the order (bare, paid, then paid, bare: ABBA), so drift in the machine's load
+falls on both alike. Reported: the server CPU µs per request the paywall adds (robust to other
+load), the median of per-round throughput ratios, and the CPU ratio; then one `BENCH {json}`
+line for scripts/bench.sh."""
 
 from __future__ import annotations
 
@@ -162,7 +167,7 @@ def main() -> None:
             return f
 
         for rnd in range(args.rounds):
-            for app in ("bare", "paid"):
+            for app in ("bare", "paid") if rnd % 2 == 0 else ("paid", "bare"):
                 # Fresh tokens (and a fresh server, so a fresh nonce store) for every run.
                 warm, run = mint(f"w{rnd}{app}", 20_000), mint(f"r{rnd}{app}", args.tokens)
                 proc, url = start(app)
@@ -188,6 +193,7 @@ def main() -> None:
                 if bad:
                     raise SystemExit(f"{app}: {bad} failed requests (tokens exhausted or rejected)")
                 results[app].append(rps)
+    import json
     import statistics
 
     bare, paid = max(results["bare"]), max(results["paid"])
@@ -199,9 +205,24 @@ def main() -> None:
     print(f"median of per-round paid/bare ratios = {statistics.median(ratios):.3f}")
     cb, cp = statistics.median(cpu_us["bare"]), statistics.median(cpu_us["paid"])
     print(
-        f"server CPU per request (median): bare {cb:.1f} µs, paid {cp:.1f} µs; "
+        f"server CPU per request (median): bare {cb:.1f} µs, paid {cp:.1f} µs (+{cp - cb:.1f} µs); "
         f"capacity ratio paid/bare = {cb / cp:.3f}"
     )
+    spread = (max(results["bare"]) - min(results["bare"])) / statistics.median(results["bare"]) * 100
+    bench = {
+        "bench": "fastapi",
+        "rounds": args.rounds,
+        "duration": args.duration,
+        "tput_ratio": statistics.median(ratios),
+        "cpu_ratio": cb / cp,
+        "bare_cpu_us": cb,
+        "paid_cpu_us": cp,
+        "cpu_added_us": cp - cb,
+        "bare_rps": statistics.median(results["bare"]),
+        "paid_rps": statistics.median(results["paid"]),
+        "bare_spread_pct": spread,
+    }
+    print("BENCH " + json.dumps(bench))
 
 
 if __name__ == "__main__":

@@ -75,6 +75,8 @@ def main() -> None:
     per_op("vlexivo Paywall.verify (str price, system clock)", n, vlexivo_verify_str_price, second)
     j = per_op("PyJWT jwt.decode HS256 (no replay check)", n, pyjwt_decode, jwts)
     print(f"ratio PyJWT / vlexivo = {j / v:.1f}x")
+    import json
+    print("BENCH " + json.dumps({"bench": "pyverify", "usPerOp": {"vlexivo": v, "pyjwt": j}}))
     # Every token was consumed once: a second use is a replay.
     try:
         pw.verify(first[0], METHOD, PATH, price, "usd", now)

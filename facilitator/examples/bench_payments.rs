@@ -1,7 +1,12 @@
 //! Throughput and latency of Vlexivo payments on loopback, against the real service (SQLite).
 //!
-//!     cargo run --release -p vlexivo-facilitator --example bench_payments [-- --payments 5000
-//!         --concurrency 64 --calls 1000 --agents 16 --durability full|normal]
+//!     cargo run --release -p vlexivo-facilitator --example bench_payments [-- --payments 20000
+//!         --concurrency 64 --calls 3000 --agents 16 --durability full|normal]
+//!
+//! The service (the facilitator and a paid axum API, SQLite ledger and nonce store) runs in a
+//! child process (this example again, with `--serve`); this process is only the load: the
+//! payers, the agents and the clock. So the service's CPU is measured alone, and the load
+//! generator does not compete with it inside one runtime.
 //!
 //! 1. Payments per second: `--concurrency` payers POST pre-signed payments to
 //!    `/v1/payments` (signing is the payers' work, done before the clock starts; the service
@@ -10,12 +15,12 @@
 //!    with the proof), p50/p99 per leg and in total, against an unpaid baseline on the same API.
 //! 3. Paid calls per second: `--agents` concurrent agents making whole paid calls.
 //!
-//! Everything (load generator, facilitator, paid API) shares this process and the machine's
-//! cores, so the figures are a floor for a dedicated facilitator.
+//! Ends with one `BENCH {json}` line for scripts/bench.sh.
 
 use axum::Router;
 use axum::routing::get;
 use http::HeaderMap;
+use std::io::{BufRead, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vlexivo_client::VlexivoClient;
@@ -30,6 +35,7 @@ use vlexivo_facilitator::server::{self, ServerConfig};
 use vlexivo_tower::{PaywallLayer, Price};
 
 struct Opts {
+    serve: bool,
     durability: server::Durability,
     payments: usize,
     concurrency: usize,
@@ -39,15 +45,21 @@ struct Opts {
 
 fn opts() -> Opts {
     let mut o = Opts {
+        serve: false,
         durability: server::Durability::Full,
-        payments: 5000,
+        payments: 20_000,
         concurrency: 64,
-        calls: 1000,
+        calls: 3000,
         agents: 16,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
-    while i + 1 < args.len() {
+    while i < args.len() {
+        if args[i] == "--serve" {
+            o.serve = true;
+            i += 1;
+            continue;
+        }
         if args[i] == "--durability" {
             o.durability = match args[i + 1].as_str() {
                 "full" => server::Durability::Full,
@@ -57,7 +69,10 @@ fn opts() -> Opts {
             i += 2;
             continue;
         }
-        let v: usize = args[i + 1].parse().unwrap_or_else(|_| panic!("{} needs a number", args[i]));
+        let v: usize = args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{} needs a number", args[i]));
         match args[i].as_str() {
             "--payments" => o.payments = v,
             "--concurrency" => o.concurrency = v.max(1),
@@ -94,18 +109,20 @@ fn stats(mut v: Vec<Duration>) -> Stats {
     Stats { p50: pct(&v, 0.50), p99: pct(&v, 0.99), mean }
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+async fn main() -> Result<(), BoxError> {
     let o = opts();
+    if o.serve { serve(&o).await } else { drive(&o).await }
+}
+
+/// The service: a facilitator and a paid API on loopback. Prints `SERVE {json}` (their URLs and
+/// the provider's secret), answers `cpu` on stdin with this process's CPU time (µs), and stops
+/// at the end of stdin.
+async fn serve(o: &Opts) -> Result<(), BoxError> {
     let dir = tempfile_dir();
     std::fs::create_dir_all(&dir)?;
-    println!(
-        "bench_payments: {} cores (load average {}), facilitator + paid API + load in one process, SQLite in {}\n",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        load_average(),
-        dir.display()
-    );
-
     let srv = server::spawn(ServerConfig {
         addr: "127.0.0.1:0".parse()?,
         db_path: dir.join("facilitator.db"),
@@ -118,19 +135,141 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let mut cfg = PaywallConfig::new(provider.api_secret.clone());
     cfg.facilitator_url = srv.url.clone();
     let paywall = Arc::new(Paywall::new(cfg)?);
+    let store = Arc::new(SqliteStore::open(dir.join("nonces.db"))?);
+    let layer = PaywallLayer::new(paywall, store, Price::fixed("0.001"));
+    let app = Router::new()
+        .route("/free", get(|| async { "ok" }))
+        .route("/paid", get(|| async { "ok" }).layer(layer));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let api = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    println!(
+        "SERVE {}",
+        serde_json::json!({ "facilitator": srv.url, "api": api, "secret": provider.api_secret })
+    );
+    std::io::stdout().flush()?;
+    let lines = tokio::task::spawn_blocking(|| {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if line.trim() == "cpu" {
+                println!("CPU {}", cpu_time().as_micros());
+                let _ = std::io::stdout().flush();
+            }
+        }
+    });
+    lines.await?;
+    srv.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// The service process, seen from the load generator.
+struct Service {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    facilitator: String,
+    api: String,
+    secret: String,
+}
+
+impl Service {
+    fn start(o: &Opts) -> Result<Self, BoxError> {
+        let durability = if o.durability == server::Durability::Full { "full" } else { "normal" };
+        let mut child = std::process::Command::new(std::env::current_exe()?)
+            .args(["--serve", "--durability", durability])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let mut stdout = std::io::BufReader::new(child.stdout.take().ok_or("no stdout")?);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if stdout.read_line(&mut line)? == 0 {
+                return Err("the service exited before it was ready".into());
+            }
+            if let Some(json) = line.strip_prefix("SERVE ") {
+                let v: serde_json::Value = serde_json::from_str(json)?;
+                let s = |k: &str| v[k].as_str().map(str::to_string).ok_or(format!("SERVE without {k}"));
+                return Ok(Self {
+                    facilitator: s("facilitator")?,
+                    api: s("api")?,
+                    secret: s("secret")?,
+                    child,
+                    stdin,
+                    stdout,
+                });
+            }
+        }
+    }
+
+    /// The service process's CPU time so far.
+    fn cpu(&mut self) -> Result<Duration, BoxError> {
+        writeln!(self.stdin, "cpu")?;
+        self.stdin.flush()?;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if self.stdout.read_line(&mut line)? == 0 {
+                return Err("the service exited".into());
+            }
+            if let Some(us) = line.trim().strip_prefix("CPU ") {
+                return Ok(Duration::from_micros(us.parse()?));
+            }
+        }
+    }
+
+    fn stop(mut self) -> Result<(), BoxError> {
+        drop(self.stdin);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                self.child.kill()?;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+}
+
+async fn top_up(http: &reqwest::Client, facilitator: &str, w: &Wallet, amount: &str) -> Result<(), BoxError> {
+    let url = format!("{facilitator}/v1/wallets/{}/topup", w.address().to_checksum());
+    let r = http.post(url).json(&serde_json::json!({ "amount": amount })).send().await?;
+    if !r.status().is_success() {
+        return Err(format!("top-up failed: {}", r.status()).into());
+    }
+    Ok(())
+}
+
+/// The load generator: runs the service in a child process and measures it from here.
+async fn drive(o: &Opts) -> Result<(), BoxError> {
+    let mut svc = tokio::task::block_in_place(|| Service::start(o))?;
+    println!(
+        "bench_payments: {} cores (load average {}); service (facilitator + paid API, SQLite) in process {}, load here\n",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        load_average(),
+        svc.child.id()
+    );
+    let mut cfg = PaywallConfig::new(svc.secret.clone());
+    cfg.facilitator_url = svc.facilitator.clone();
+    // Only to make challenges for pre-signed payments, as the paid API would.
+    let paywall = Paywall::new(cfg)?;
     let http = reqwest::Client::builder().tcp_nodelay(true).pool_max_idle_per_host(1024).build()?;
+    let facilitator = svc.facilitator.clone();
 
     // ------------------------------------------------------------------------------------
     // 1. Payments per second.
     let payers: Vec<Wallet> = (0..o.concurrency).map(|_| Wallet::generate(&OsEntropy)).collect();
     for w in &payers {
-        srv.top_up(&w.address().to_checksum(), "1000").await?;
+        top_up(&http, &facilitator, w, "1000").await?;
     }
     let price = Money::parse("0.001", Currency::Usd)?;
     let now = SystemClock.now();
     let t_sign = Instant::now();
     // Pre-sign: payer i makes payments i, i+c, i+2c, …
-    let mut bodies: Vec<Vec<(String, String)>> = vec![Vec::new(); o.concurrency];
+    let mut bodies: Vec<Vec<String>> = vec![Vec::new(); o.concurrency];
     for n in 0..o.payments {
         let w = &payers[n % o.concurrency];
         let path = format!("/bench/{n}");
@@ -138,12 +277,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let rej = paywall.challenge(&info, &price, "per-call", now, &OsEntropy)?;
         let pr = parse_payment_required(402, rej.headers.iter().map(|(k, v)| (*k, v.as_str())), b"")?;
         let req = vlexivo_core::payment::sign(&pr.challenge, &pr.encoded, w)?;
-        bodies[n % o.concurrency].push((serde_json::to_string(&req)?, pr.challenge.nonce.clone()));
+        bodies[n % o.concurrency].push(serde_json::to_string(&req)?);
     }
     let sign_rate = o.payments as f64 / t_sign.elapsed().as_secs_f64();
-    let pay_url = format!("{}/v1/payments", srv.url);
-    let cpu0 = cpu_time();
-    let wait0 = runqueue_wait();
+    let pay_url = format!("{facilitator}/v1/payments");
+    let cpu0 = tokio::task::block_in_place(|| svc.cpu())?;
     let t = Instant::now();
     let mut tasks = Vec::new();
     for mine in bodies {
@@ -151,7 +289,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let pay_url = pay_url.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(mine.len());
-            for (body, _nonce) in mine {
+            for body in mine {
                 let t = Instant::now();
                 let res = http
                     .post(&pay_url)
@@ -173,10 +311,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         lat.extend(task.await?);
     }
     let elapsed = t.elapsed();
-    let cpu = cpu_time().saturating_sub(cpu0);
-    let waited = runqueue_wait().saturating_sub(wait0);
+    let service_cpu = tokio::task::block_in_place(|| svc.cpu())?.saturating_sub(cpu0);
     let rate = o.payments as f64 / elapsed.as_secs_f64();
     let s = stats(lat);
+    let cpu_per_payment_us = service_cpu.as_secs_f64() * 1e6 / o.payments as f64;
     println!(
         "1. payments/s (POST /v1/payments, {} concurrent payers, SQLite ledger, durability {:?})",
         o.concurrency, o.durability
@@ -190,40 +328,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         ms(s.p99)
     );
     println!(
-        "   process CPU {:.2} s over {:.2} s wall ({:.0}% of one core) = {:.0} µs CPU per payment (service + load generator)",
-        cpu.as_secs_f64(),
+        "   service CPU {:.2} s over {:.2} s wall ({:.0}% of one core) = {:.0} µs CPU per payment (service process only)",
+        service_cpu.as_secs_f64(),
         elapsed.as_secs_f64(),
-        100.0 * cpu.as_secs_f64() / elapsed.as_secs_f64(),
-        cpu.as_secs_f64() * 1e6 / o.payments as f64
-    );
-    println!(
-        "   threads waited {:.2} s for a CPU (run queue) while runnable: {}",
-        waited.as_secs_f64(),
-        if waited > cpu / 2 { "CPU-starved by other work on the machine" } else { "not CPU-starved" }
+        100.0 * service_cpu.as_secs_f64() / elapsed.as_secs_f64(),
+        cpu_per_payment_us
     );
     println!("   (payers pre-signed at {sign_rate:.0} signatures/s on this machine; not in the timing)\n");
 
     // ------------------------------------------------------------------------------------
     // 2. Paid-call latency vs an unpaid baseline on the same API.
-    let store = Arc::new(SqliteStore::open(dir.join("nonces.db"))?);
-    let layer = PaywallLayer::new(paywall.clone(), store, Price::fixed("0.001"));
-    let app = Router::new()
-        .route("/free", get(|| async { "ok" }))
-        .route("/paid", get(|| async { "ok" }).layer(layer));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let api = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(listener, app).await });
-
     let agent_wallet = Wallet::generate(&OsEntropy);
-    srv.top_up(&agent_wallet.address().to_checksum(), "1000").await?;
+    top_up(&http, &facilitator, &agent_wallet, "1000").await?;
     let agent = VlexivoClient::builder()
         .wallet(agent_wallet)
-        .facilitator_url(Some(srv.url.clone()))
+        .facilitator_url(Some(facilitator.clone()))
         .http_client(http.clone())
         .spending(SpendingPolicy::default())
         .build()?;
-    let free = format!("{api}/free");
-    let paid = format!("{api}/paid");
+    let free = format!("{}/free", svc.api);
+    let paid = format!("{}/paid", svc.api);
     let warm = (o.calls / 10).max(20);
     for _ in 0..warm {
         http.get(&free).send().await?.bytes().await?;
@@ -279,13 +403,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     };
     row("baseline: unpaid GET /free", &b);
     row("leg 1: GET /paid → 402 challenge", &stats(leg402));
-    row("leg 2: pay (sign + POST /v1/payments)", &stats(legpay));
+    let pay_leg = stats(legpay);
+    row("leg 2: pay (sign + POST /v1/payments)", &pay_leg);
     row("leg 3: retry with proof → 200 (verify+insert)", &stats(legretry));
     let tot = stats(total);
     row("whole paid call (legs 1-3)", &tot);
     let f = stats(fetch);
     row("whole paid call via VlexivoClient::fetch", &f);
-    println!("   target: whole paid call ≤ 3 ms p50 → {:.3} ms\n", ms(f.p50));
+    println!(
+        "   target: whole paid call ≤ 3 ms p50 → {:.3} ms; p99 ≤ 3× p50 → {:.1}×\n",
+        ms(f.p50),
+        f.p99.as_secs_f64() / f.p50.as_secs_f64()
+    );
 
     // ------------------------------------------------------------------------------------
     // 3. Paid calls per second with concurrent agents.
@@ -293,11 +422,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let mut agents = Vec::new();
     for _ in 0..o.agents {
         let w = Wallet::generate(&OsEntropy);
-        srv.top_up(&w.address().to_checksum(), "1000").await?;
+        top_up(&http, &facilitator, &w, "1000").await?;
         agents.push(
             VlexivoClient::builder()
                 .wallet(w)
-                .facilitator_url(Some(srv.url.clone()))
+                .facilitator_url(Some(facilitator.clone()))
                 .http_client(http.clone())
                 .build()?,
         );
@@ -319,18 +448,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         task.await?;
     }
     let el = t.elapsed();
+    let paid_calls_per_s = (per * o.agents) as f64 / el.as_secs_f64();
     println!(
         "3. whole paid calls/s, {} concurrent agents: {} calls in {:.2} s = {:.0} paid calls/s",
         o.agents,
         per * o.agents,
         el.as_secs_f64(),
-        (per * o.agents) as f64 / el.as_secs_f64()
+        paid_calls_per_s
     );
 
     // Sanity: the provider was paid for every payment made above.
     let me: serde_json::Value = http
-        .get(format!("{}/v1/providers/me", srv.url))
-        .bearer_auth(&provider.api_secret)
+        .get(format!("{facilitator}/v1/providers/me"))
+        .bearer_auth(&svc.secret)
         .send()
         .await?
         .json()
@@ -342,11 +472,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         "\n   provider revenue count {count} (expected {expected}) {}",
         if count == expected { "✓" } else { "✗" }
     );
-    srv.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    tokio::task::block_in_place(|| svc.stop())?;
     if count != expected {
         std::process::exit(1);
     }
+    println!(
+        "BENCH {}",
+        serde_json::json!({
+            "bench": "payments",
+            "payments_per_s": rate,
+            "payment_p50_ms": ms(s.p50),
+            "payment_p99_ms": ms(s.p99),
+            "service_cpu_us_per_payment": cpu_per_payment_us,
+            "base_p50_ms": ms(b.p50),
+            "paid_p50_ms": ms(f.p50),
+            "paid_p99_ms": ms(f.p99),
+            "pay_leg_p50_ms": ms(pay_leg.p50),
+            "pay_leg_p99_ms": ms(pay_leg.p99),
+            "paid_calls_per_s": paid_calls_per_s,
+        })
+    );
     Ok(())
 }
 
@@ -364,18 +509,6 @@ fn load_average() -> String {
         .ok()
         .and_then(|s| s.split_whitespace().next().map(str::to_string))
         .unwrap_or_else(|| "?".into())
-}
-
-/// Time this process's threads spent runnable but waiting for a CPU (Linux schedstat).
-fn runqueue_wait() -> Duration {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return Duration::ZERO };
-    let mut ns: u64 = 0;
-    for t in tasks.flatten() {
-        if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
-            ns += s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        }
-    }
-    Duration::from_nanos(ns)
 }
 
 /// User + system CPU time of this process so far (Linux `/proc/self/stat`; zero elsewhere).
