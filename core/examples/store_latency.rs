@@ -1,0 +1,152 @@
+//! Tail latency of one nonce consume (memory and SQLite stores) at a steady live size: keys
+//! expire 300 s after their consume (a token's lifetime) and simulated time advances so that
+//! `--rows` keys are live, so growth, sweeps, purges and WAL checkpoints all happen while the
+//! consumes are timed. Each consume is timed on its own; a consume during which the thread was
+//! preempted (an involuntary context switch, from getrusage) is counted apart, since on a busy
+//! machine the scheduler, not the store, made it slow: the "own" columns are the store's.
+//!
+//! `cargo run --release -p vlexivo-core --example store_latency -- [--rows 100000]
+//!     [--ops 200000] [--store memory|sqlite|all]`
+//!
+//! Prints a table and one `BENCH {json}` line per store for scripts/bench.sh.
+#![allow(unsafe_code)] // getrusage
+
+use std::time::Instant;
+use vlexivo_core::store::{MemoryStore, NonceStore, SqliteStore};
+
+const TTL: u64 = 300;
+const T0: u64 = 1_900_000_000;
+
+struct Opts {
+    rows: u64,
+    ops: u64,
+    store: String,
+}
+
+fn opts() -> Opts {
+    let mut o = Opts { rows: 100_000, ops: 200_000, store: "all".into() };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    for pair in args.chunks(2) {
+        let v = pair.get(1).unwrap_or_else(|| panic!("{} needs a value", pair[0]));
+        match pair[0].as_str() {
+            "--rows" => o.rows = v.parse().expect("--rows N"),
+            "--ops" => o.ops = v.parse().expect("--ops N"),
+            "--store" => o.store = v.clone(),
+            other => panic!("unknown option {other}"),
+        }
+    }
+    o
+}
+
+/// Involuntary context switches of this thread so far.
+fn preemptions() -> i64 {
+    let mut u = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a whole rusage into the pointer it is given.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, u.as_mut_ptr()) };
+    assert_eq!(rc, 0, "getrusage");
+    // SAFETY: initialised by the successful call above (and zeroed before it).
+    unsafe { u.assume_init() }.ru_nivcsw
+}
+
+/// A key of the real shape: account (25) + ':' + a 24-character base64url nonce = 50 bytes.
+fn key(i: u64, out: &mut String) {
+    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    out.clear();
+    out.push_str("acct_3f9c2a71d04e8b65a1c7:");
+    // splitmix64: random-looking, distinct keys (B-tree inserts land at random pages).
+    let mut x = i;
+    for _ in 0..2 {
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        for k in 0..12 {
+            out.push(B64[((z >> (k * 5)) & 63) as usize] as char);
+        }
+    }
+}
+
+struct Run {
+    all: Vec<u32>,
+    own: Vec<u32>,
+}
+
+/// Consume `ops` fresh keys after `warm` untimed ones, `rate` per simulated second.
+fn run(store: &dyn NonceStore, warm: u64, ops: u64, rate: u64) -> Run {
+    let mut k = String::with_capacity(64);
+    let at = |i: u64| T0 + i / rate;
+    for i in 0..warm {
+        key(i, &mut k);
+        assert!(store.consume(&k, at(i) + TTL, at(i)).unwrap().is_fresh());
+    }
+    let mut r = Run { all: Vec::with_capacity(ops as usize), own: Vec::with_capacity(ops as usize) };
+    for i in warm..warm + ops {
+        key(i, &mut k);
+        let now = at(i);
+        let p0 = preemptions();
+        let t = Instant::now();
+        let c = store.consume(&k, now + TTL, now);
+        let ns = t.elapsed().as_nanos().min(u32::MAX as u128) as u32;
+        let p1 = preemptions();
+        assert!(c.unwrap().is_fresh());
+        r.all.push(ns);
+        if p1 == p0 {
+            r.own.push(ns);
+        }
+    }
+    r
+}
+
+fn pct(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[(((sorted.len() - 1) as f64) * p).round() as usize] as f64 / 1000.0
+}
+
+fn summary(v: &mut [u32]) -> [f64; 4] {
+    v.sort_unstable();
+    [pct(v, 0.5), pct(v, 0.99), pct(v, 0.999), pct(v, 1.0)]
+}
+
+fn main() {
+    let o = opts();
+    // `rows` live keys at TTL seconds each.
+    let rate = (o.rows / TTL).max(1);
+    let dir = std::env::temp_dir().join(format!("vlexivo-store-latency-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = load.split_whitespace().next().unwrap_or("?").to_string();
+    println!(
+        "store_latency: {} live keys ({rate}/s simulated, TTL {TTL} s), {} timed consumes each; load average {load}",
+        o.rows, o.ops
+    );
+    println!(
+        "{:<8} {:>9} {:>9} {:>10} {:>10}   {:>9} {:>10} {:>10}  preempted",
+        "store", "p50 µs", "p99 µs", "p99.9 µs", "max µs", "own p99", "own p99.9", "own max"
+    );
+    let mut stores: Vec<(&str, Box<dyn NonceStore>)> = Vec::new();
+    if o.store == "all" || o.store == "memory" {
+        stores.push(("memory", Box::new(MemoryStore::with_capacity((2 * o.rows as usize).max(1_000_000)))));
+    }
+    if o.store == "all" || o.store == "sqlite" {
+        stores.push(("sqlite", Box::new(SqliteStore::open(dir.join("nonces.db")).unwrap())));
+    }
+    for (name, store) in &stores {
+        let mut r = run(&**store, o.rows, o.ops, rate);
+        let preempted = r.all.len() - r.own.len();
+        let a = summary(&mut r.all);
+        let w = summary(&mut r.own);
+        println!(
+            "{name:<8} {:>9.1} {:>9.1} {:>10.1} {:>10.1}   {:>9.1} {:>10.1} {:>10.1}  {preempted}",
+            a[0], a[1], a[2], a[3], w[1], w[2], w[3]
+        );
+        println!(
+            "BENCH {{\"bench\":\"store_latency\",\"store\":\"{name}\",\"rows\":{},\"ops\":{},\"p50\":{:.2},\"p99\":{:.2},\"p999\":{:.2},\"max\":{:.2},\"own_p50\":{:.2},\"own_p99\":{:.2},\"own_p999\":{:.2},\"own_max\":{:.2},\"preempted\":{preempted},\"load\":\"{load}\"}}",
+            o.rows, o.ops, a[0], a[1], a[2], a[3], w[0], w[1], w[2], w[3]
+        );
+    }
+    drop(stores);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,402 @@
+#!/usr/bin/env python3
+"""Every benchmark figure of the README, from one command (scripts/bench.sh runs this).
+
+Builds release, then runs each benchmark `--runs` times (default 3); every benchmark measures
+its baseline in the same process or the same interleaved run (fast-jwt and jose beside the napi
+verify, bare Express beside Express + paywall, aws-lc beside RustCrypto, ...). Prints the README's
+table: the range over the runs and its median, the number of runs, and the load average of each
+run. `--write-readme` puts the table into README.md between its bench markers.
+
+    scripts/bench.sh                      # everything, 3 runs
+    scripts/bench.sh --only core,stores   # some benchmarks (ids: see BENCHES)
+    scripts/bench.sh --smoke              # tiny counts, debug builds: checks that each runs
+    scripts/bench.sh --write-readme       # also regenerate README.md's table
+
+Benchmarks print `BENCH {json}` lines (criterion's figures are read from target/criterion).
+Load generators and targets run on 127.0.0.1 only, bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+NODE = ROOT / "bindings-node"
+PY = ROOT / "bindings-python"
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+VENV = Path(os.environ.get("VLEXIVO_PY_VENV", PY / ".venv"))
+README = ROOT / "README.md"
+BEGIN, END = "<!-- bench:begin (scripts/bench.sh --write-readme) -->", "<!-- bench:end -->"
+
+Values = dict[str, float]
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def load_average() -> float:
+    return os.getloadavg()[0]
+
+
+def sh(cmd: list[str], cwd: Path = ROOT, env: dict[str, str] | None = None, timeout: int = 1800) -> str:
+    """Run a command, echo its output to stderr, return its stdout."""
+    log(" ".join(cmd) + (f"   (in {cwd.relative_to(ROOT)})" if cwd != ROOT else ""))
+    p = subprocess.run(cmd, cwd=cwd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                       text=True, timeout=timeout)
+    sys.stderr.write(p.stdout)
+    if p.returncode != 0:
+        raise SystemExit(f"failed ({p.returncode}): {' '.join(cmd)}")
+    return p.stdout
+
+
+def bench_lines(out: str) -> list[dict]:
+    return [json.loads(line[6:]) for line in out.splitlines() if line.startswith("BENCH {")]
+
+
+# ------------------------------------------------------------------------------------------
+# Benchmarks: each returns {figure id: value}.
+
+class Ctx:
+    def __init__(self, smoke: bool, release: bool) -> None:
+        self.smoke = smoke
+        self.release = release
+
+    @property
+    def profile_dir(self) -> Path:
+        return TARGET / ("release" if self.release else "debug")
+
+    def example(self, package: str, name: str, args: list[str]) -> str:
+        if self.release:
+            # Built by build() before the runs.
+            return sh([str(TARGET / "release" / "examples" / name)] + args)
+        return sh(["cargo", "run", "-q", "-p", package, "--example", name, "--"] + args)
+
+
+def criterion_estimate(bench_id: str) -> float:
+    """Median time per iteration of a criterion benchmark, in µs."""
+    est = json.loads((TARGET / "criterion" / bench_id / "new" / "estimates.json").read_text())
+    return est["median"]["point_estimate"] / 1000.0
+
+
+CORE_BENCHES = {
+    "paywall": ["challenge_issue_encode", "challenge_402_response", "verify_consume_memory",
+                "verify_consume_sqlite_wal", "verify_replay_memory"],
+    "token": ["token_verify_hs256", "token_verify_eddsa", "token_issue_hs256", "token_issue_eddsa"],
+    "wallet": ["eip712_recover", "eip712_sign"],
+    "crypto": ["hs256_verify/rustcrypto", "hs256_verify/aws-lc", "hs256_sign/rustcrypto", "hs256_sign/aws-lc",
+               "ed25519_verify/dalek", "ed25519_verify/aws-lc", "ed25519_sign/dalek", "ed25519_sign/aws-lc",
+               "claims_b64_decode/base64", "claims_b64_decode/base64-simd"],
+}
+
+
+def run_core(ctx: Ctx) -> Values:
+    timing = ["--warm-up-time", "0.05", "--measurement-time", "0.1", "--sample-size", "10"] if ctx.smoke else \
+        ["--warm-up-time", "1", "--measurement-time", "3"]
+    profile = [] if ctx.release else ["--profile", "dev"]
+    out: Values = {}
+    for bench, ids in CORE_BENCHES.items():
+        sh(["cargo", "bench", "-q", "-p", "vlexivo-core", "--bench", bench] + profile + ["--", "--noplot"] + timing)
+        for i in ids:
+            out[i] = criterion_estimate(i)
+    return out
+
+
+def run_stores(ctx: Ctx) -> Values:
+    out: Values = {}
+    sizes = [(2_000, 5_000)] if ctx.smoke else [(100_000, 300_000), (1_000_000, 300_000)]
+    for rows, ops in sizes:
+        text = ctx.example("vlexivo-core", "store_latency", ["--rows", str(rows), "--ops", str(ops)])
+        for b in bench_lines(text):
+            tag = f"{b['store']}_{rows // 1000}k"
+            for k in ("p50", "p99", "p999", "max", "own_p99", "own_p999", "own_max"):
+                out[f"{tag}_{k}"] = b[k]
+    return out
+
+
+def run_payments(ctx: Ctx) -> Values:
+    args = ["--payments", "300", "--calls", "100", "--agents", "4"] if ctx.smoke else []
+    (b,) = [x for x in bench_lines(ctx.example("vlexivo-facilitator", "bench_payments", args))
+            if x["bench"] == "payments"]
+    return {k: float(v) for k, v in b.items() if isinstance(v, (int, float))}
+
+
+def node_ready(ctx: Ctx) -> None:
+    if not (NODE / "node_modules").is_dir():
+        sh(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=NODE)
+    if ctx.release:
+        sh(["npm", "run", "-s", "build:native"], cwd=NODE)
+        sh(["npm", "run", "-s", "build:ts"], cwd=NODE)
+
+
+def run_node_verify(ctx: Ctx) -> Values:
+    args = ["2000", "4"] if ctx.smoke else ["100000", "20"]
+    (b,) = bench_lines(sh(["node", "bench/verify.mjs", *args], cwd=NODE))
+    return {k: float(v) for k, v in b["usPerOp"].items()}
+
+
+def run_node_http(ctx: Ctx) -> Values:
+    args = ["0.3", "2", "8"] if ctx.smoke else ["2", "10", "16"]
+    (b,) = bench_lines(sh(["node", "bench/http.mjs", *args], cwd=NODE))
+    out: Values = {}
+    for pair, r in b["pairs"].items():
+        for k, v in r.items():
+            out[f"{pair}_{k}"] = float(v)
+    return out
+
+
+def python_ready(ctx: Ctx) -> Path:
+    """The developer's .venv (requirements-dev.txt) with the package built in by maturin:
+    release for figures, the dev profile (already built by the test command) for --smoke."""
+    py = VENV / "bin" / "python"
+    if not py.exists():
+        sh([sys.executable, "-m", "venv", str(VENV)])
+    sh([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", "requirements-dev.txt"], cwd=PY)
+    sh([str(VENV / "bin" / "maturin"), "develop", "-q"] + (["--release"] if ctx.release else []), cwd=PY,
+       env={"VIRTUAL_ENV": str(VENV), "CARGO_TARGET_DIR": str(TARGET)})
+    return py
+
+
+def run_py_verify(ctx: Ctx) -> Values:
+    py = VENV / "bin" / "python"
+    (b,) = bench_lines(sh([str(py), "bench/bench_verify.py", "2000" if ctx.smoke else "50000"], cwd=PY))
+    return {k: float(v) for k, v in b["usPerOp"].items()}
+
+
+def run_py_load(ctx: Ctx) -> Values:
+    py = VENV / "bin" / "python"
+    args = ["--duration", "1", "--rounds", "2", "--tokens", "20000"] if ctx.smoke else ["--duration", "4", "--rounds", "6"]
+    (b,) = bench_lines(sh([str(py), "bench/bench_load.py", *args], cwd=PY))
+    return {k: float(v) for k, v in b.items() if isinstance(v, (int, float))}
+
+
+BENCHES: dict[str, tuple[str, Callable[[Ctx], Values]]] = {
+    "core": ("criterion: paywall, token, wallet, crypto", run_core),
+    "stores": ("nonce-store tail latency", run_stores),
+    "payments": ("facilitator payments/s and paid-call latency", run_payments),
+    "node-verify": ("napi verify vs fast-jwt and jose", run_node_verify),
+    "node-http": ("Express and Fastify with and without the paywall", run_node_http),
+    "py-verify": ("pyo3 verify vs PyJWT", run_py_verify),
+    "py-load": ("FastAPI with and without the paywall", run_py_load),
+}
+
+
+def build(ctx: Ctx, only: list[str]) -> None:
+    if any(b.startswith("node") for b in only):
+        node_ready(ctx)
+    if any(b.startswith("py") for b in only):
+        python_ready(ctx)
+    if not ctx.release:
+        return
+    log("building release")
+    if "core" in only:
+        sh(["cargo", "bench", "-q", "-p", "vlexivo-core", "--no-run"])
+    if "stores" in only:
+        sh(["cargo", "build", "-q", "--release", "-p", "vlexivo-core", "--example", "store_latency"])
+    if "payments" in only:
+        sh(["cargo", "build", "-q", "--release", "-p", "vlexivo-facilitator", "--example", "bench_payments"])
+
+
+# ------------------------------------------------------------------------------------------
+# The table.
+
+def spread(vals: list[float], fmt: Callable[[float], str]) -> str:
+    """`a–b (median m)` over the runs, or the one value."""
+    if not vals:
+        return "—"
+    lo, hi, med = min(vals), max(vals), statistics.median(vals)
+    if len(vals) == 1 or fmt(lo) == fmt(hi):
+        return fmt(med)
+    return f"{fmt(lo)}–{fmt(hi)} (median {fmt(med)})"
+
+
+def us(v: float) -> str:
+    return f"{v:.2f} µs" if v < 10 else f"{v:.1f} µs" if v < 100 else f"{v:,.0f} µs"
+
+
+def times(v: float) -> str:
+    return f"{v:.2f}×"
+
+
+def ratio(v: float) -> str:
+    return f"{v:.2f}"
+
+
+def per_s(v: float) -> str:
+    return f"{v:,.0f}/s"
+
+
+def ms(v: float) -> str:
+    return f"{v:.2f} ms"
+
+
+class Table:
+    def __init__(self, runs: list[dict[str, Values]]) -> None:
+        self.runs = runs
+        self.rows: list[tuple[str, str, str, int, str]] = []
+
+    def vals(self, bench: str, key: str) -> list[float]:
+        return [r[bench][key] for r in self.runs if bench in r and key in r[bench]]
+
+    def derived(self, bench: str, f: Callable[[Values], float]) -> list[float]:
+        out = []
+        for r in self.runs:
+            if bench in r:
+                try:
+                    out.append(f(r[bench]))
+                except (KeyError, ZeroDivisionError):
+                    pass
+        return out
+
+    def row(self, what: str, command: str, result: str, target: str = "") -> None:
+        if "—" not in result.split(" / ")[0]:
+            bench = command.rsplit(" ", 1)[-1]
+            runs = sum(1 for r in self.runs if r.get(bench))
+            self.rows.append((what, command, result, runs, target))
+
+    def markdown(self) -> str:
+        lines = ["| what | command | result: min–max over the runs (median) | runs | target |",
+                 "|---|---|---|---|---|"]
+        for what, cmd, res, runs, target in self.rows:
+            lines.append(f"| {what} | `{cmd}` | {res} | {runs} | {target} |")
+        return "\n".join(lines)
+
+
+def make_table(runs: list[dict[str, Values]]) -> Table:
+    t = Table(runs)
+    v, d = t.vals, t.derived
+    core = "scripts/bench.sh --only core"
+    t.row("verify proof + consume nonce, memory store (fresh nonces)", core,
+          spread(v("core", "verify_consume_memory"), us), "≤ 5 µs")
+    t.row("the same proof again: a refused replay (memory)", core, spread(v("core", "verify_replay_memory"), us))
+    t.row("verify proof + consume nonce, SQLite (WAL, NORMAL; fresh nonces)", core,
+          spread(v("core", "verify_consume_sqlite_wal"), us), "≤ 40 µs")
+    t.row("challenge issue + encode (OS RNG) / whole 402 response", core,
+          f"{spread(v('core', 'challenge_issue_encode'), us)} / {spread(v('core', 'challenge_402_response'), us)}", "≤ 5 µs")
+    t.row("HS256 / EdDSA proof verify (owned claims)", core,
+          f"{spread(v('core', 'token_verify_hs256'), us)} / {spread(v('core', 'token_verify_eddsa'), us)}")
+    t.row("HS256 / EdDSA proof issue (facilitator)", core,
+          f"{spread(v('core', 'token_issue_hs256'), us)} / {spread(v('core', 'token_issue_eddsa'), us)}")
+    t.row("EIP-712 recover (k256)", core, spread(v("core", "eip712_recover"), us), "≤ 100 µs")
+    for prim, ours, theirs, label in [
+        ("hs256_verify", "rustcrypto", "aws-lc", "HMAC-SHA256 verify of a token: RustCrypto vs aws-lc"),
+        ("hs256_sign", "rustcrypto", "aws-lc", "HMAC-SHA256 sign of a token: RustCrypto vs aws-lc"),
+        ("ed25519_verify", "dalek", "aws-lc", "Ed25519 verify of a token: ed25519-dalek vs aws-lc"),
+        ("ed25519_sign", "dalek", "aws-lc", "Ed25519 sign of a token: ed25519-dalek vs aws-lc"),
+        ("claims_b64_decode", "base64-simd", "base64", "claims segment base64url decode: base64-simd vs base64"),
+    ]:
+        t.row(label, core,
+              f"{spread(v('core', f'{prim}/{ours}'), us)} vs {spread(v('core', f'{prim}/{theirs}'), us)}: "
+              f"{theirs} time / {ours} time {spread(d('core', lambda r: r[f'{prim}/{theirs}'] / r[f'{prim}/{ours}']), times)}",
+              "aws-lc kept only if > 1.3× faster on a figure users feel" if theirs == "aws-lc" else "")
+    stores = "scripts/bench.sh --only stores"
+    for store, size, target in [("memory", "100k", "max ≤ 100 µs"), ("memory", "1000k", "max ≤ 100 µs"),
+                                ("sqlite", "100k", "p99.9 ≤ 1 ms"), ("sqlite", "1000k", "p99.9 ≤ 1 ms")]:
+        k = f"{store}_{size}"
+        live = "100,000" if size == "100k" else "1,000,000"
+        t.row(f"one nonce consume, {store} store, {live} live: p50 / p99.9 / max (own: not preempted)", stores,
+              f"p50 {spread(v('stores', k + '_p50'), us)}; p99.9 {spread(v('stores', k + '_p999'), us)} "
+              f"(own {spread(v('stores', k + '_own_p999'), us)}); max {spread(v('stores', k + '_max'), us)} "
+              f"(own {spread(v('stores', k + '_own_max'), us)})", target)
+    pay = "scripts/bench.sh --only payments"
+    t.row("facilitator payments/s, SQLite, fsync before ack (load from another process)", pay,
+          spread(v("payments", "payments_per_s"), per_s), "≥ 2,000/s")
+    t.row("facilitator CPU per payment (service process only)", pay, spread(v("payments", "service_cpu_us_per_payment"), us))
+    t.row("whole paid call (402 → pay → retry), loopback: p50 / p99 (unpaid baseline p50)", pay,
+          f"{spread(v('payments', 'paid_p50_ms'), ms)} / {spread(v('payments', 'paid_p99_ms'), ms)} "
+          f"({spread(v('payments', 'base_p50_ms'), ms)}); p99/p50 {spread(d('payments', lambda r: r['paid_p99_ms'] / r['paid_p50_ms']), times)}",
+          "p50 ≤ 3 ms; p99 ≤ 3× p50")
+    nv = "scripts/bench.sh --only node-verify"
+    t.row("napi `Paywall.verify` (public API) / adapter path, verify + consume", nv,
+          f"{spread(v('node-verify', 'verify'), us)} / {spread(v('node-verify', 'route'), us)}")
+    for base, label, target in [("fastJwt", "fast-jwt HS256 (signature + exp only, no cache)", "≥ 2×"),
+                                ("fastJwtMap", "fast-jwt + claims checks + Map insert (like for like)", ""),
+                                ("jose", "jose jwtVerify HS256 (async: one await per call)", "≥ 10×")]:
+        t.row(f"napi `Paywall.verify` / adapter path vs {label}", nv,
+              f"{spread(d('node-verify', lambda r, b=base: r[b] / r['verify']), times)} / "
+              f"{spread(d('node-verify', lambda r, b=base: r[b] / r['route']), times)} faster", target)
+    nh = "scripts/bench.sh --only node-http"
+    for fw, label, target in [("express", "Express 5", "≥ 0.85"), ("fastify", "Fastify 5", "≥ 0.90")]:
+        t.row(f"{label} + paywall vs bare: server CPU µs per request added; throughput ratio; CPU ratio", nh,
+              f"+{spread(v('node-http', fw + '_cpuAddedUs'), us)} on {spread(v('node-http', fw + '_bareCpuUs'), us)}; "
+              f"{spread(v('node-http', fw + '_tput'), ratio)}; {spread(v('node-http', fw + '_cpu'), ratio)} "
+              f"(round spread of bare req/s ±{spread(v('node-http', fw + '_bareSpreadPct'), lambda x: f'{x:.0f}%')})", target)
+    t.row("Express + jose + Set (hand-written guard) vs bare: throughput; CPU", nh,
+          f"{spread(v('node-http', 'joseSet_tput'), ratio)}; {spread(v('node-http', 'joseSet_cpu'), ratio)}")
+    pv = "scripts/bench.sh --only py-verify"
+    t.row("pyo3 verify + consume vs PyJWT decode (no replay check)", pv,
+          f"{spread(v('py-verify', 'vlexivo'), us)} vs {spread(v('py-verify', 'pyjwt'), us)}: "
+          f"{spread(d('py-verify', lambda r: r['pyjwt'] / r['vlexivo']), times)} faster", "≥ 10×")
+    pl = "scripts/bench.sh --only py-load"
+    t.row("FastAPI + paywall vs bare (uvicorn, wrk, ABBA rounds): CPU µs per request added; throughput; CPU ratio", pl,
+          f"+{spread(v('py-load', 'cpu_added_us'), us)} on {spread(v('py-load', 'bare_cpu_us'), us)}; "
+          f"{spread(v('py-load', 'tput_ratio'), ratio)}; {spread(v('py-load', 'cpu_ratio'), ratio)}", "≥ 0.90 by CPU")
+    return t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--only", default=",".join(BENCHES), help="comma-separated: " + ", ".join(BENCHES))
+    ap.add_argument("--smoke", action="store_true", help="tiny counts on debug builds (the test command's check)")
+    ap.add_argument("--write-readme", action="store_true")
+    ap.add_argument("--json", type=Path, help="also write every run's raw figures here")
+    ap.add_argument("--no-build", action="store_true", help="use what is already built")
+    args = ap.parse_args()
+    only = [b for b in args.only.split(",") if b]
+    unknown = [b for b in only if b not in BENCHES]
+    if unknown:
+        raise SystemExit(f"unknown benchmark(s) {unknown}; known: {', '.join(BENCHES)}")
+    ctx = Ctx(smoke=args.smoke, release=not args.smoke)
+    runs = 1 if args.smoke else args.runs
+    if not args.no_build:
+        build(ctx, only)
+    results: list[dict[str, Values]] = []
+    loads: list[float] = []
+    started = time.time()
+    for r in range(runs):
+        loads.append(load_average())
+        res: dict[str, Values] = {}
+        for b in only:
+            log(f"run {r + 1}/{runs}: {b} ({BENCHES[b][0]}), load average {load_average():.1f}")
+            res[b] = BENCHES[b][1](ctx)
+        results.append(res)
+    table = make_table(results)
+    cpu = os.cpu_count()
+    note = (f"{runs} run{'s' if runs > 1 else ''} of `scripts/bench.sh` on {cpu} cores, "
+            f"{time.strftime('%Y-%m-%d')}; 1-minute load average at the start of each run: "
+            f"{', '.join(f'{x:.1f}' for x in loads)}; {round((time.time() - started) / 60)} min.")
+    print()
+    print(table.markdown())
+    print()
+    print(note)
+    if args.json:
+        args.json.write_text(json.dumps({"loads": loads, "runs": results}, indent=1))
+    if args.write_readme:
+        if args.smoke:
+            raise SystemExit("--write-readme needs real runs, not --smoke")
+        text = README.read_text()
+        if BEGIN not in text or END not in text:
+            raise SystemExit(f"README.md has no {BEGIN} … {END} markers")
+        head, rest = text.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        README.write_text(f"{head}{BEGIN}\n{table.markdown()}\n\n{note}\n{END}{tail}")
+        log("README.md table regenerated")
+    if args.smoke:
+        missing = [b for b in only if not results[0].get(b)]
+        if missing:
+            raise SystemExit(f"no figures from {missing}")
+        print(f"bench smoke: {len(only)} passed, 0 failed")
+
+
+if __name__ == "__main__":
+    main()
