@@ -9,8 +9,9 @@
 //! `typ` → algorithm → signature → time → `aud` → mode → resource → currency → amount.
 //!
 //! The header is parsed here rather than by `jsonwebtoken`, so refusals get precise error codes;
-//! `jsonwebtoken` only signs and checks signatures. Time is checked against an injected `now`:
-//! nothing here reads the system clock.
+//! `jsonwebtoken` (its RustCrypto backend) signs, and signatures are checked with keys prepared
+//! once: RustCrypto's HMAC and `ed25519-dalek`. All pure Rust (README, "One crypto stack").
+//! Time is checked against an injected `now`: nothing here reads the system clock.
 
 use crate::error::{Error, Result};
 use crate::money::Money;
@@ -20,7 +21,7 @@ use jsonwebtoken::jwk::{
     AlgorithmParameters, CommonParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, OctetKeyPairParameters,
     OctetKeyPairType, PublicKeyUse,
 };
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
@@ -94,12 +95,7 @@ impl fmt::Debug for Ed25519Key {
 impl Ed25519Key {
     /// Build from a 32-byte seed (RFC 8032 private key).
     pub fn from_seed(seed: [u8; 32]) -> Result<Self> {
-        let pair = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8(&pkcs8_v1(&seed))
-            .map_err(|_| Error::Config("Ed25519 seed was rejected".into()))?;
-        let public: [u8; 32] = aws_lc_rs::signature::KeyPair::public_key(&pair)
-            .as_ref()
-            .try_into()
-            .map_err(|_| Error::Internal("Ed25519 public key is not 32 bytes".into()))?;
+        let public = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key().to_bytes();
         Ok(Self { seed, public, kid: kid_of(&public) })
     }
 
@@ -287,8 +283,9 @@ pub struct TokenVerifier {
     /// The header segment our HS256 issuer writes, byte for byte: a token that starts with it
     /// skips decoding and parsing a header whose fields are already known.
     hs256_header_b64: Option<String>,
-    /// (kid, key); a handful of keys at most, so a linear scan beats a map.
-    eddsa: Vec<(String, DecodingKey)>,
+    /// (kid, key), the point decompressed once; a handful of keys at most, so a linear scan
+    /// beats a map.
+    eddsa: Vec<(String, ed25519_dalek::VerifyingKey)>,
     leeway: u64,
 }
 
@@ -508,7 +505,7 @@ impl TokenVerifier {
                 cfg.leeway_secs
             )));
         }
-        let mut eddsa: Vec<(String, DecodingKey)> = Vec::new();
+        let mut eddsa: Vec<(String, ed25519_dalek::VerifyingKey)> = Vec::new();
         for jwk in cfg.jwks.iter().flat_map(|set| set.keys.iter()) {
             let (kid, key) = import_ed25519_jwk(jwk)?;
             if eddsa.iter().any(|(k, _)| *k == kid) {
@@ -669,18 +666,15 @@ impl TokenVerifier {
                 // An unknown or missing kid is indistinguishable from a bad signature.
                 let kid = header.kid.as_deref().ok_or(Error::TokenInvalid)?;
                 let (_, key) = self.eddsa.iter().find(|(k, _)| k == kid).ok_or(Error::TokenInvalid)?;
-                match jsonwebtoken::crypto::verify(signature_b64, signed.as_bytes(), key, Algorithm::EdDSA) {
-                    Ok(true) => {}
-                    Ok(false) => return Err(Error::TokenInvalid),
-                    Err(e) => {
-                        return Err(match e.kind() {
-                            jsonwebtoken::errors::ErrorKind::Base64(_) => {
-                                Error::TokenMalformed("signature is not base64url")
-                            }
-                            _ => Error::TokenInvalid,
-                        });
-                    }
-                }
+                let mut sig_buf = SegmentBuf::new();
+                let sig = sig_buf
+                    .decode(signature_b64)
+                    .ok_or(Error::TokenMalformed("signature is not base64url"))?;
+                // Any other length than an Ed25519 signature's 64 bytes is a bad signature.
+                let sig: &[u8; 64] = sig.try_into().map_err(|_| Error::TokenInvalid)?;
+                // Strict: also refuses small-order keys and R points (signature malleability).
+                key.verify_strict(signed.as_bytes(), &ed25519_dalek::Signature::from_bytes(sig))
+                    .map_err(|_| Error::TokenInvalid)?;
             }
             Some(other) => return Err(Error::TokenAlgorithm(echo(other))),
         }
@@ -717,7 +711,7 @@ impl TokenVerifier {
 }
 
 /// Accept only OKP/Ed25519 keys with a `kid`, usable for EdDSA signatures.
-fn import_ed25519_jwk(jwk: &Jwk) -> Result<(String, DecodingKey)> {
+fn import_ed25519_jwk(jwk: &Jwk) -> Result<(String, ed25519_dalek::VerifyingKey)> {
     let kid = match jwk.common.key_id.as_deref() {
         Some(kid) if !kid.is_empty() => kid.to_string(),
         _ => return Err(Error::Config("a JWK has no kid".into())),
@@ -735,11 +729,10 @@ fn import_ed25519_jwk(jwk: &Jwk) -> Result<(String, DecodingKey)> {
     if !matches!(jwk.common.public_key_use, None | Some(PublicKeyUse::Signature)) {
         return Err(not_ed25519());
     }
-    let x = URL_SAFE_NO_PAD.decode(&params.x).map_err(|_| not_ed25519())?;
-    if x.len() != 32 {
-        return Err(not_ed25519());
-    }
-    let key = DecodingKey::from_ed_components(&params.x).map_err(|_| not_ed25519())?;
+    let x: [u8; 32] =
+        URL_SAFE_NO_PAD.decode(&params.x).ok().and_then(|x| x.try_into().ok()).ok_or_else(not_ed25519)?;
+    // Not a point on the curve: refused here, not at every token.
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&x).map_err(|_| not_ed25519())?;
     Ok((kid, key))
 }
 
@@ -805,9 +798,15 @@ mod tests {
 
     fn forge_bytes(header: &str, payload: &[u8]) -> String {
         let msg = format!("{}.{}", b64(header), URL_SAFE_NO_PAD.encode(payload));
-        let k = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &HS_KEY);
-        let sig = URL_SAFE_NO_PAD.encode(aws_lc_rs::hmac::sign(&k, msg.as_bytes()));
+        let sig = URL_SAFE_NO_PAD.encode(hmac_sha256(&HS_KEY, msg.as_bytes()));
         format!("{msg}.{sig}")
+    }
+
+    fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+        use hmac::{KeyInit, Mac};
+        let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key).unwrap();
+        mac.update(msg);
+        mac.finalize().into_bytes().into()
     }
 
     fn payload_json() -> String {
@@ -973,9 +972,29 @@ mod tests {
         let pk = ed_key().public_key();
         let h = format!(r#"{{"alg":"HS256","typ":"{TOKEN_TYP}","kid":"{}"}}"#, ed_key().kid());
         let msg = format!("{}.{}", b64(&h), b64(&payload_json()));
-        let k = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &pk);
-        let t = format!("{msg}.{}", URL_SAFE_NO_PAD.encode(aws_lc_rs::hmac::sign(&k, msg.as_bytes())));
+        let t = format!("{msg}.{}", URL_SAFE_NO_PAD.encode(hmac_sha256(&pk, msg.as_bytes())));
         assert_eq!(verify_code(&ed_verifier(&ed_key()), &t), "token_algorithm");
+    }
+
+    #[test]
+    fn a_jwk_that_is_not_a_curve_point_is_refused_when_the_verifier_is_built() {
+        // Compressed points whose y has no x on the curve (ed25519-dalek as the oracle).
+        let bad = (2u8..=255)
+            .map(|y| {
+                let mut b = [0u8; 32];
+                b[0] = y;
+                b
+            })
+            .find(|b| ed25519_dalek::VerifyingKey::from_bytes(b).is_err())
+            .expect("some y is off the curve");
+        let mut set = jwks(&[&ed_key()]);
+        let jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(p) = &mut set.keys[0].algorithm else {
+            panic!("OKP")
+        };
+        p.x = URL_SAFE_NO_PAD.encode(bad);
+        let mut cfg = VerifierConfig::new(ACCT, "sandbox");
+        cfg.jwks = Some(set);
+        assert_eq!(TokenVerifier::new(cfg).unwrap_err().code(), "config_invalid");
     }
 
     #[test]
@@ -1138,15 +1157,14 @@ mod tests {
         let (_, rest) = t.split_once('.').unwrap();
         let (payload, _) = rest.split_once('.').unwrap();
         let signing_input = format!("{other}.{payload}");
-        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &HS_KEY);
-        let sig = URL_SAFE_NO_PAD.encode(aws_lc_rs::hmac::sign(&key, signing_input.as_bytes()));
+        let sig = URL_SAFE_NO_PAD.encode(hmac_sha256(&HS_KEY, signing_input.as_bytes()));
         assert_eq!(v.verify_signature_and_time(&format!("{signing_input}.{sig}"), NOW).unwrap(), claims());
 
         // A signed payload that is not UTF-8 (inside a string, or outside) is malformed.
         let header = v.hs256_header_b64.clone().unwrap();
         for raw in [&b"{\"jti\":\"a\xff\"}"[..], &b"{\xff}"[..]] {
             let input = format!("{header}.{}", URL_SAFE_NO_PAD.encode(raw));
-            let sig = URL_SAFE_NO_PAD.encode(aws_lc_rs::hmac::sign(&key, input.as_bytes()));
+            let sig = URL_SAFE_NO_PAD.encode(hmac_sha256(&HS_KEY, input.as_bytes()));
             assert_eq!(code(v.verify_signature_and_time(&format!("{input}.{sig}"), NOW)), "token_malformed");
         }
 
