@@ -320,6 +320,24 @@ fn clear_refusals_release_the_reservation() {
     assert_eq!(payer.reserved_total(), usd("0"));
 }
 
+/// Found by the fuzz target payer (fuzz/regressions/payer): a receipt whose token holds a byte
+/// no header may carry went into the paid retry's `Vlexivo-Proof` header as it was.
+#[test]
+fn a_receipt_token_that_is_not_a_token_is_never_sent() {
+    let w = World::new();
+    let payer = w.payer(SpendingPolicy::default(), &[FAC], None);
+    let (mut call, req) = to_payment(&w, &payer, "/a", "0.01");
+    let mut receipt: serde_json::Value =
+        serde_json::from_slice(&receipt_for(req.body.as_ref().unwrap(), "0.99", false)).unwrap();
+    receipt["token"] = "tok\r\nX-Injected: 1".into();
+    // Not a usable receipt: the payment stays in doubt (it may have been charged), nothing is sent.
+    if let Ok(Step::Send { headers, .. }) = call.answer(200, &serde_json::to_vec(&receipt).unwrap()) {
+        panic!("sent {headers:?}");
+    }
+    drop(call);
+    assert_eq!(payer.in_doubt_total(), usd("0.01"));
+}
+
 #[test]
 fn an_unclear_answer_then_a_receipt_pays_once() {
     let w = World::new();

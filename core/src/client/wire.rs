@@ -123,12 +123,24 @@ pub enum PayAnswer {
     Unclear(String),
 }
 
+/// Base64url segments and dots, within the verifier's size limit: what may go in a header.
+fn is_token(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= crate::token::MAX_TOKEN_BYTES
+        && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
 /// Classify an answer to the payment with `nonce`. `resent`: the same signed payment was sent
 /// before without a clear answer, so `challenge_expired` no longer proves it was not charged
 /// (the facilitator checks expiry before it looks the payment up).
 pub fn classify_pay_answer(status: u16, body: &[u8], nonce: &str, resent: bool) -> PayAnswer {
     if (200..300).contains(&status) {
         return match serde_json::from_slice::<PaymentReceipt>(body) {
+            // The token goes into the paid retry's header as it is: one that is not a compact
+            // JWS (a CR/LF, a control byte: header injection) is no receipt we can use.
+            Ok(r) if r.nonce == nonce && !is_token(&r.token) => {
+                PayAnswer::Unclear("a receipt whose token is not a token".into())
+            }
             Ok(r) if r.nonce == nonce => PayAnswer::Receipt(r),
             Ok(_) => PayAnswer::Unclear("a receipt for another payment".into()),
             Err(_) => PayAnswer::Unclear(format!("HTTP {status} without a receipt")),
