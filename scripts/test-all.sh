@@ -64,4 +64,9 @@ for part in bindings-node bindings-python bindings-uniffi; do
   fi
 done
 
+step "benchmarks smoke-run (tiny counts, debug builds): scripts/bench.sh --smoke"
+# The benchmarks that need nothing the suites above did not build (about a minute); criterion's
+# and the Python ones (a .venv with maturin develop) run only in scripts/bench.sh itself.
+./scripts/bench.sh --smoke --only stores,payments,node-verify,node-http
+
 step "all suites passed"
