@@ -51,6 +51,8 @@ pub const CONFIRMATIONS: EnvVar = var(
     &[],
     "live mode: blocks before a proof is issued (0: once the node accepted it)",
 );
+pub const POLL_MS: EnvVar =
+    var("VLX_POLL_MS", &[], "live mode: how often receipts and blocks are polled, in milliseconds");
 
 // --- the facilitator service (`vlexivo serve`) ---
 pub const ADDR: EnvVar = var("VLX_ADDR", &["VLEXIVO_ADDR"], "the facilitator's listen address");
@@ -102,6 +104,7 @@ pub const ALL: &[EnvVar] = &[
     RPC_URL,
     RELAYER_KEY,
     CONFIRMATIONS,
+    POLL_MS,
 ];
 
 /// The variable called `name` or having it as an alias.

@@ -95,6 +95,8 @@ pub struct ServeArgs {
     pub cors_origins: server::CorsOrigins,
     #[command(flatten)]
     pub master_key: MasterKeyArg,
+    #[command(flatten)]
+    pub live: LiveArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -112,6 +114,63 @@ impl MasterKeyArg {
             .map(|k| server::at_rest::MasterKey::parse(k).map(std::sync::Arc::new))
             .transpose()
             .map_err(|e| Fail::usage(format!("{}: {e}", e.code())))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    Sandbox,
+    Live,
+}
+
+/// Live mode: where and how `vlexivo serve` settles.
+#[derive(Args, Debug, Clone)]
+pub struct LiveArgs {
+    /// `sandbox` (the ledger simulates settlement) or `live` (EIP-3009 transfers on an EVM chain;
+    /// needs --rpc-url, --asset and --relayer-key).
+    #[arg(long, env = envvars::MODE.name, value_enum, default_value = "sandbox")]
+    pub mode: ModeArg,
+    /// Live: the chain's JSON-RPC URL.
+    #[arg(long, env = envvars::RPC_URL.name, value_name = "URL", hide_env_values = true)]
+    pub rpc_url: Option<String>,
+    /// Live: the EIP-3009 token contract (USDC) to settle in.
+    #[arg(long, env = envvars::ASSET.name, value_name = "ADDRESS")]
+    pub asset: Option<String>,
+    /// Live: the relayer's private key; it pays gas and never holds payments.
+    #[arg(long, env = envvars::RELAYER_KEY.name, value_name = "KEY", hide_env_values = true)]
+    pub relayer_key: Option<String>,
+    /// Live: blocks before a proof is issued; 0 issues it once the node accepted the transfer
+    /// (the amount stays reserved and the settlement is followed to completion).
+    #[arg(long, env = envvars::CONFIRMATIONS.name, default_value_t = 0)]
+    pub confirmations: u64,
+    /// Live: how often receipts and blocks are polled, in milliseconds.
+    #[arg(long, env = envvars::POLL_MS.name, value_name = "MS", default_value_t = 250)]
+    pub poll_ms: u64,
+}
+
+impl LiveArgs {
+    /// The live configuration, or `None` in sandbox mode.
+    pub fn config(&self) -> Result<Option<server::live::LiveConfig>, String> {
+        if self.mode == ModeArg::Sandbox {
+            return Ok(None);
+        }
+        let need = |v: &Option<String>, flag: &str, var: &str| {
+            v.clone().ok_or_else(|| format!("config_invalid: live mode needs {flag} (or {var})"))
+        };
+        let rpc_url = need(&self.rpc_url, "--rpc-url", envvars::RPC_URL.name)?;
+        let asset = need(&self.asset, "--asset", envvars::ASSET.name)?;
+        let relayer_key = need(&self.relayer_key, "--relayer-key", envvars::RELAYER_KEY.name)?;
+        let token = Address::parse(&asset).map_err(|e| format!("{}: --asset: {e}", e.code()))?;
+        Ok(Some(server::live::LiveConfig {
+            chain: vlexivo_live::ChainConfig {
+                rpc_url,
+                token,
+                relayer_key,
+                poll: std::time::Duration::from_millis(self.poll_ms.clamp(10, 60_000)),
+            },
+            confirmations: self.confirmations,
+            confirm_timeout: std::time::Duration::from_secs(120),
+        }))
     }
 }
 
@@ -134,6 +193,12 @@ pub enum ProviderCmd {
         /// A display name.
         #[arg(long)]
         name: Option<String>,
+        /// `live` on a live facilitator (with --payout).
+        #[arg(long, value_enum, default_value = "sandbox")]
+        mode: ModeArg,
+        /// Live: the address the provider's payments go to.
+        #[arg(long, value_name = "ADDRESS")]
+        payout: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -310,6 +375,13 @@ pub async fn serve(args: ServeArgs) -> i32 {
             (Some(cert), Some(key)) => Some(server::TlsFiles { cert, key }),
             _ => None,
         },
+        live: match args.live.config() {
+            Ok(l) => l,
+            Err(msg) => {
+                eprintln!("error: {msg}");
+                return exit::USAGE;
+            }
+        },
         ..ServerConfig::default()
     };
     let srv = match server::spawn(cfg).await {
@@ -405,11 +477,12 @@ pub async fn provider(cmd: ProviderCmd, tls: &TlsArgs) -> i32 {
 
 async fn provider_inner(cmd: ProviderCmd, tls: &TlsArgs) -> Result<(), Fail> {
     match cmd {
-        ProviderCmd::Create { url, token_alg, name, json } => {
+        ProviderCmd::Create { url, token_alg, name, mode, payout, json } => {
             let body = CreateProviderRequest {
-                mode: Some("sandbox".into()),
+                mode: Some(if mode == ModeArg::Live { "live" } else { "sandbox" }.into()),
                 name,
                 token_alg: token_alg.map(|a| a.as_str().to_string()),
+                payout_address: payout,
             };
             let p: ProviderCreated =
                 send(client(tls)?.post(endpoint(&url.url, "/v1/providers")).json(&body), &url.url).await?;
@@ -421,6 +494,9 @@ async fn provider_inner(cmd: ProviderCmd, tls: &TlsArgs) -> Result<(), Fail> {
                 println!("publishable_key:  {}", p.publishable_key);
                 println!("mode:             {}", p.mode);
                 println!("token_alg:        {}", p.token_alg);
+                if let Some(t) = &p.terms {
+                    println!("\nThe paywall's settlement terms (its environment):\n{}", t.env_lines());
+                }
                 eprintln!("\nThe api_secret is shown only once: store it now (e.g. VLX_SECRET_KEY).");
             }
         }

@@ -282,10 +282,10 @@ async fn migrations_tampering_and_bad_urls() {
     // Versioned: applied once, not again on the next start.
     assert_eq!(
         psql(&url, "SELECT string_agg(version::text, ',' ORDER BY version) FROM vlexivo.schema_migrations"),
-        "1,2,3"
+        "1,2,3,4"
     );
     drop(start(&url, dir.path(), 1));
-    assert_eq!(psql(&url, "SELECT count(*) FROM vlexivo.schema_migrations"), "3");
+    assert_eq!(psql(&url, "SELECT count(*) FROM vlexivo.schema_migrations"), "4");
 
     let (ok, v, _) = verify(&url);
     assert!(ok, "{v}");

@@ -328,7 +328,7 @@ impl Chain {
     }
 
     /// Send signed bytes. A node that already has them (`already known`, or the nonce is used
-    /// because it was mined) counts as accepted: re-broadcasting is idempotent.
+    /// because these bytes were mined) counts as accepted: re-broadcasting is idempotent.
     pub async fn broadcast(&self, raw: &[u8]) -> Broadcast {
         match self.provider.send_raw_transaction(raw).await {
             Ok(_) => Broadcast::Accepted,
@@ -340,6 +340,14 @@ impl Chain {
                 }
                 if lower.contains("already known") || lower.contains("already imported") {
                     return Broadcast::Accepted;
+                }
+                // Its nonce is used: by this very transaction (an earlier broadcast of the same
+                // bytes was mined) or by another one (then it can never be mined).
+                if lower.contains("nonce too low") {
+                    let hash = alloy::primitives::keccak256(raw);
+                    if let Ok(Some(_)) = self.provider.get_transaction_by_hash(hash).await {
+                        return Broadcast::Accepted;
+                    }
                 }
                 let out_of_gas = lower.contains("insufficient funds") || lower.contains("gas * price");
                 Broadcast::Rejected { reason: msg.chars().take(200).collect(), out_of_gas }

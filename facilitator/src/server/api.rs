@@ -302,7 +302,20 @@ pub async fn provider_me(
     headers: HeaderMap,
 ) -> ApiResult<Json<ProviderInfo>> {
     let p = authenticate(&st, &headers).await?;
-    let (total, count) = st.reads.revenue(p.account.clone()).await?;
+    let (total, count, terms) = match &st.live {
+        Some(live) => {
+            // Revenue on chain: what settled (confirmed) or is on its way (submitted).
+            let rows = live.store.list(&p.account, u32::MAX).await?;
+            let paid = rows.iter().filter(|r| r.state != "failed");
+            let total: i64 = paid.clone().map(|r| r.amount).sum();
+            let terms = live.terms(&p.account).await.ok().map(|t| LiveTermsBody::from(&t));
+            (total, paid.count() as i64, terms)
+        }
+        None => {
+            let (total, count) = st.reads.revenue(p.account.clone()).await?;
+            (total, count, None)
+        }
+    };
     let keys_pk = format!(
         "{}{}",
         if p.mode == Mode::Live { "pk_live_" } else { "pk_test_" },
@@ -315,6 +328,7 @@ pub async fn provider_me(
         publishable_key: keys_pk,
         name: p.name.clone(),
         revenue: Revenue { currency: "usd".into(), total: usd(total), count: count as u64 },
+        terms,
     }))
 }
 
@@ -356,7 +370,27 @@ pub async fn provider_payments(
                 Error::RequestMalformed(format!("limit must be an integer in 1..={MAX_LIMIT}"))
             })?,
         };
-    let payments = st.reads.payments(p.account.clone(), limit).await?;
+    let payments = match &st.live {
+        Some(live) => live
+            .store
+            .list(&p.account, limit)
+            .await?
+            .into_iter()
+            .map(|r| PaymentRecord {
+                nonce: r.nonce,
+                payer: r.payer,
+                amount: usd(r.amount),
+                currency: r.currency,
+                tx_hash: r.tx_hash,
+                resource: r.resource,
+                paid_at: r.paid_at as u64,
+                block: r.block_number.map(|b| b as u64),
+                failure: r.failure,
+                state: Some(if r.state == "signed" { "submitted".into() } else { r.state }),
+            })
+            .collect(),
+        None => st.reads.payments(p.account.clone(), limit).await?,
+    };
     Ok(Json(PaymentList { payments }))
 }
 
@@ -377,7 +411,11 @@ pub async fn wallet_balance(
     Path(address): Path<String>,
 ) -> ApiResult<Json<WalletBalance>> {
     let address = Address::parse(&address)?;
-    let balance = st.wallet_balance(address).await?;
+    let balance = match &st.live {
+        // On chain, less what this facilitator is still settling from it.
+        Some(live) => live.balance(address).await? as i64,
+        None => st.wallet_balance(address).await?,
+    };
     Ok(Json(WalletBalance { address: address.to_checksum(), balance: usd(balance), currency: "usd".into() }))
 }
 
@@ -392,6 +430,12 @@ pub async fn top_up(
     JsonBody(body): JsonBody<TopUpRequest>,
 ) -> ApiResult<Json<TopUpReceipt>> {
     let address = Address::parse(&address)?;
+    if st.live.is_some() {
+        return Err(ApiError(Error::TopUpRefused(
+            "live wallets are funded on chain (a transfer of the token to the wallet), not by a faucet"
+                .into(),
+        )));
+    }
     let amount = match &body.amount {
         serde_json::Value::String(s) => Money::parse(s, Currency::Usd)?,
         // A JSON number is read through its shortest round-trip decimal form, never rounded.
@@ -420,6 +464,26 @@ pub async fn pay(
     // Before any signature work: a payment addressed to another facilitator is not ours to make.
     payment::check_facilitator(&challenge, &st.public_url)?;
     let provider = st.provider(&challenge.account).await?.ok_or(Error::ProviderUnknown)?;
+    if let Some(live) = &st.live {
+        if challenge.mode != Mode::Live.as_str() || provider.mode != Mode::Live {
+            return Err(ApiError(Error::ModeMismatch {
+                expected: "live".into(),
+                got: challenge.mode.clone(),
+            }));
+        }
+        let receipt = live.pay(provider, &req, &st.issuer_url).await?;
+        let m = &st.metrics;
+        if receipt.replayed {
+            m.payments_replayed.inc();
+        } else {
+            m.payments.inc();
+            if let Ok(paid) = Money::parse(&receipt.amount, Currency::Usd) {
+                m.amount_paid_atomic.inc_by(paid.to_atomic());
+            }
+        }
+        tracing::debug!(payer = %receipt.payer, tx = %receipt.tx_hash, replayed = receipt.replayed, "live payment");
+        return Ok(Json(receipt));
+    }
     let now = st.clock.now();
     // MAC (the price and route are the provider's), expiry, and the payer's own signature.
     let verified = payment::verify(&req, challenge, &provider.challenge_mac, now)?;

@@ -98,6 +98,47 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE providers ADD COLUMN canonical TEXT;
     ALTER TABLE providers ADD COLUMN retire_at INTEGER;
     ",
+    // 4: live mode. A live provider's payout address, and one settlement record per live
+    // payment: the relay transaction is signed, recorded here, then broadcast, so a restart
+    // follows it (re-broadcasting the same bytes) and never signs a second one.
+    "
+    CREATE TABLE payouts (
+        account    TEXT PRIMARY KEY,
+        address    TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE settlements (
+        account       TEXT NOT NULL,
+        nonce         TEXT NOT NULL,
+        scheme        TEXT NOT NULL,
+        network       TEXT NOT NULL,
+        asset         TEXT NOT NULL,
+        payer         TEXT NOT NULL,
+        pay_to        TEXT NOT NULL,
+        amount        INTEGER NOT NULL CHECK (amount > 0),
+        currency      TEXT NOT NULL,
+        resource      TEXT NOT NULL,
+        auth_nonce    TEXT NOT NULL,
+        valid_before  INTEGER NOT NULL,
+        tx_hash       TEXT NOT NULL UNIQUE,
+        raw_tx        BLOB NOT NULL,
+        relayer       TEXT NOT NULL,
+        relayer_nonce INTEGER NOT NULL,
+        state         TEXT NOT NULL CHECK (state IN ('signed', 'submitted', 'confirmed', 'failed')),
+        block_number  INTEGER,
+        block_hash    TEXT,
+        gas_used      INTEGER,
+        failure       TEXT,
+        token         TEXT NOT NULL,
+        paid_at       INTEGER NOT NULL,
+        expires_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL,
+        PRIMARY KEY (account, nonce)
+    );
+    CREATE INDEX settlements_pending ON settlements (state) WHERE state IN ('signed', 'submitted');
+    CREATE INDEX settlements_by_account ON settlements (account, paid_at);
+    ",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -32,6 +32,7 @@ pub mod db;
 #[allow(unsafe_code)]
 mod failing_fsync;
 pub mod ledger;
+pub mod live;
 pub mod metrics;
 mod openapi;
 pub mod pg;
@@ -115,6 +116,8 @@ pub struct ServerConfig {
     /// Seals the derived keys and the signing key in the database (`VLX_MASTER_KEY`); without
     /// it they are stored plain, which only a sandbox facilitator accepts (`at_rest`).
     pub master_key: Option<Arc<at_rest::MasterKey>>,
+    /// Live mode: settle on this chain and token (every provider is then live); sandbox without.
+    pub live: Option<live::LiveConfig>,
 }
 
 /// The facilitator's own certificate, for serving HTTPS without a terminating proxy.
@@ -142,6 +145,7 @@ impl Default for ServerConfig {
             tls: None,
             cors: CorsOrigins::Any,
             master_key: None,
+            live: None,
         }
     }
 }
@@ -164,6 +168,10 @@ pub(crate) struct AppState {
     clock: Arc<dyn Clock>,
     entropy: Arc<dyn Entropy>,
     at_rest: Arc<at_rest::AtRest>,
+    /// Live settlement, when the facilitator runs in live mode.
+    live: Option<Arc<live::Live>>,
+    /// The issuer URL put in tokens.
+    issuer_url: String,
 }
 
 impl AppState {
@@ -193,16 +201,33 @@ impl AppState {
         self.reads.balance(ledger::wallet_id(&address)).await
     }
 
+    /// The mode every provider and payment of this facilitator is in.
+    fn mode(&self) -> Mode {
+        if self.live.is_some() { Mode::Live } else { Mode::Sandbox }
+    }
+
     async fn create_provider(&self, req: CreateProviderRequest) -> Result<ProviderCreated> {
+        let mine = self.mode();
         let mode = match req.mode.as_deref() {
-            None => Mode::Sandbox,
-            Some(m) => {
-                m.parse::<Mode>().map_err(|_| Error::RequestMalformed("mode must be \"sandbox\"".into()))?
-            }
+            None => mine,
+            Some(m) => m
+                .parse::<Mode>()
+                .map_err(|_| Error::RequestMalformed("mode must be \"sandbox\" or \"live\"".into()))?,
         };
-        if mode != Mode::Sandbox {
-            return Err(Error::ModeMismatch { expected: "sandbox".into(), got: mode.as_str().into() });
+        if mode != mine {
+            return Err(Error::ModeMismatch { expected: mine.as_str().into(), got: mode.as_str().into() });
         }
+        // A live provider is paid on chain, at the payout address it gives now.
+        let payout = match (&self.live, req.payout_address.as_deref()) {
+            (Some(_), Some(a)) => Some(Address::parse(a)?),
+            (Some(_), None) => {
+                return Err(Error::RequestMalformed("a live provider needs a payout_address (0x…)".into()));
+            }
+            (None, Some(_)) => {
+                return Err(Error::RequestMalformed("payout_address is for live providers".into()));
+            }
+            (None, None) => None,
+        };
         let token_alg = match req.token_alg.as_deref() {
             None => self.default_alg,
             Some(a) => TokenAlg::parse(a)
@@ -210,6 +235,12 @@ impl AppState {
         };
         let name = req.name.map(|n| n.chars().take(200).collect::<String>());
         let (p, secret) = self.new_keys(mode, token_alg, name, None)?;
+        let mut terms = None;
+        if let (Some(live), Some(payout)) = (&self.live, payout) {
+            // Before the provider exists, so a live provider always has its payout address.
+            live.store.set_payout(&p.account, &payout.to_checksum(), self.clock.now()).await?;
+            terms = Some(types::LiveTermsBody::from(&live.chain.terms(payout)));
+        }
         self.ledger.create_provider(p.clone()).await?;
         self.providers.write().insert(p.key_account.clone(), (p.clone(), std::time::Instant::now()));
         self.metrics.providers_created.inc();
@@ -220,6 +251,7 @@ impl AppState {
             api_secret: secret,
             mode: mode.as_str().into(),
             token_alg: token_alg.as_str().into(),
+            terms,
         })
     }
 
@@ -396,6 +428,8 @@ pub struct RunningServer {
     stop: oneshot::Sender<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     writer: Writer,
+    /// Live mode: the task following pending settlements.
+    follower: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The ledger writer: SQLite's thread or PostgreSQL's task.
@@ -425,8 +459,26 @@ impl RunningServer {
                 mode: None,
                 name: name.map(str::to_string),
                 token_alg: token_alg.map(str::to_string),
+                payout_address: None,
             })
             .await
+    }
+
+    /// Onboard a live provider paid at `payout` in-process (a live facilitator only).
+    pub async fn create_live_provider(&self, name: Option<&str>, payout: &str) -> Result<ProviderCreated> {
+        self.state
+            .create_provider(CreateProviderRequest {
+                mode: Some("live".into()),
+                name: name.map(str::to_string),
+                token_alg: None,
+                payout_address: Some(payout.to_string()),
+            })
+            .await
+    }
+
+    /// Live settlement, when running in live mode.
+    pub fn live(&self) -> Option<&Arc<live::Live>> {
+        self.state.live.as_ref()
     }
 
     /// Faucet top-up in-process (same as `POST /v1/wallets/{address}/topup`).
@@ -450,6 +502,9 @@ impl RunningServer {
     /// ledger commit what is queued and close the database.
     pub async fn shutdown(self) {
         let _ = self.stop.send(());
+        if let Some(f) = &self.follower {
+            f.abort();
+        }
         match tokio::time::timeout(SHUTDOWN_GRACE, self.server).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::error!(error = %e, "server ended with an error"),
@@ -680,6 +735,12 @@ fn retired_keys(v: Option<&[u8]>) -> Result<Vec<[u8; 32]>> {
 /// Open the database, start the ledger and serve on `cfg.addr`. Returns once the socket is
 /// bound and the service is ready.
 pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer> {
+    if cfg.live.is_some() && cfg.master_key.is_none() {
+        // Every provider of a live facilitator is live (at_rest's rule for their keys).
+        return Err(Error::Config(
+            "live mode keeps the providers' keys sealed at rest: set VLX_MASTER_KEY (--master-key)".into(),
+        ));
+    }
     let faucet_cap = Money::parse(&cfg.faucet_cap, Currency::Usd)
         .map_err(|e| Error::Config(format!("faucet cap: {e}")))?
         .to_atomic();
@@ -752,6 +813,23 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer> {
         }
     };
 
+    let live = match &cfg.live {
+        None => None,
+        Some(lc) => {
+            let store = match &cfg.database_url {
+                None => {
+                    let path = cfg.db_path.clone();
+                    let conn = tokio::task::spawn_blocking(move || db::open_rw(&path))
+                        .await
+                        .map_err(|e| Error::Internal(format!("startup task: {e}")))??;
+                    live::store::LiveStore::Sqlite(Arc::new(parking_lot::Mutex::new(conn)))
+                }
+                Some(url) => live::store::LiveStore::Postgres(pg::pool(&pg::config(url)?, PG_READERS)?),
+            };
+            Some(live::Live::start(lc, store, cfg.clock.clone()).await?)
+        }
+    };
+    let follower = live.as_ref().zip(cfg.live.as_ref()).map(|(l, lc)| l.spawn_follower(lc.chain.poll));
     // The signing key first, then the retired ones (their tokens and checkpoints still verify).
     let mut jwks = vlexivo_core::token::jwks(&[&key]);
     jwks.keys.extend(retired.iter().map(vlexivo_core::token::public_jwk));
@@ -777,6 +855,8 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer> {
         clock: cfg.clock.clone(),
         entropy: cfg.entropy.clone(),
         at_rest,
+        live,
+        issuer_url: public_url.clone(),
     });
     let app = router(state.clone(), &cfg.cors);
     let (stop, stopped) = oneshot::channel::<()>();
@@ -812,5 +892,5 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer> {
         durability = ?cfg.durability,
         "facilitator listening"
     );
-    Ok(RunningServer { addr, url, public_url, state, stop, server, writer })
+    Ok(RunningServer { addr, url, public_url, state, stop, server, writer, follower })
 }

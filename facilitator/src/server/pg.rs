@@ -101,6 +101,46 @@ const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE providers ADD COLUMN canonical text, ADD COLUMN retire_at bigint;
     ",
+    // 4: live mode (see the SQLite migration 4): payout addresses and settlement records.
+    "
+    CREATE TABLE payouts (
+        account    text PRIMARY KEY,
+        address    text NOT NULL,
+        created_at bigint NOT NULL
+    );
+
+    CREATE TABLE settlements (
+        id            bigserial NOT NULL,
+        account       text NOT NULL,
+        nonce         text NOT NULL,
+        scheme        text NOT NULL,
+        network       text NOT NULL,
+        asset         text NOT NULL,
+        payer         text NOT NULL,
+        pay_to        text NOT NULL,
+        amount        bigint NOT NULL CHECK (amount > 0),
+        currency      text NOT NULL,
+        resource      text NOT NULL,
+        auth_nonce    text NOT NULL,
+        valid_before  bigint NOT NULL,
+        tx_hash       text NOT NULL UNIQUE,
+        raw_tx        bytea NOT NULL,
+        relayer       text NOT NULL,
+        relayer_nonce bigint NOT NULL,
+        state         text NOT NULL CHECK (state IN ('signed', 'submitted', 'confirmed', 'failed')),
+        block_number  bigint,
+        block_hash    text,
+        gas_used      bigint,
+        failure       text,
+        token         text NOT NULL,
+        paid_at       bigint NOT NULL,
+        expires_at    bigint NOT NULL,
+        updated_at    bigint NOT NULL,
+        PRIMARY KEY (account, nonce)
+    );
+    CREATE INDEX settlements_pending ON settlements (state) WHERE state IN ('signed', 'submitted');
+    CREATE INDEX settlements_by_account ON settlements (account, id);
+    ",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

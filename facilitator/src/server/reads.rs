@@ -119,6 +119,9 @@ impl Reads {
                             tx_hash: r.get(4)?,
                             resource: r.get(5)?,
                             paid_at: r.get::<_, i64>(6)? as u64,
+                            state: None,
+                            block: None,
+                            failure: None,
                         })
                     })?;
                     rows.collect::<std::result::Result<Vec<_>, _>>()
@@ -144,6 +147,9 @@ impl Reads {
                         tx_hash: r.get(4),
                         resource: r.get(5),
                         paid_at: r.get::<_, i64>(6) as u64,
+                        state: None,
+                        block: None,
+                        failure: None,
                     })
                     .collect())
             }

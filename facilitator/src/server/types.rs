@@ -12,6 +12,64 @@ pub struct CreateProviderRequest {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_alg: Option<String>,
+    /// Live providers: where their payments are paid to (`0x…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payout_address: Option<String>,
+}
+
+/// A live provider's settlement terms: what its paywall puts in challenges (`VLX_NETWORK`,
+/// `VLX_ASSET`, `VLX_ASSET_NAME`, `VLX_ASSET_VERSION`, `VLX_PAY_TO`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LiveTermsBody {
+    pub network: String,
+    pub asset: String,
+    pub asset_name: String,
+    pub asset_version: String,
+    pub pay_to: String,
+}
+
+impl From<&vlexivo_core::eip3009::LiveTerms> for LiveTermsBody {
+    fn from(t: &vlexivo_core::eip3009::LiveTerms) -> Self {
+        Self {
+            network: t.network.clone(),
+            asset: t.asset.to_checksum(),
+            asset_name: t.asset_name.clone(),
+            asset_version: t.asset_version.clone(),
+            pay_to: t.pay_to.to_checksum(),
+        }
+    }
+}
+
+impl LiveTermsBody {
+    /// As core's terms (for a paywall's `PaywallConfig::live`).
+    pub fn to_terms(&self) -> vlexivo_core::Result<vlexivo_core::eip3009::LiveTerms> {
+        use vlexivo_core::wallet::Address;
+        Ok(vlexivo_core::eip3009::LiveTerms {
+            network: self.network.clone(),
+            asset: Address::parse(&self.asset)?,
+            asset_name: self.asset_name.clone(),
+            asset_version: self.asset_version.clone(),
+            pay_to: Address::parse(&self.pay_to)?,
+        })
+    }
+
+    /// The environment a paywall reads them from, as `NAME=value` lines.
+    pub fn env_lines(&self) -> String {
+        use vlexivo_core::envvars::{ASSET, ASSET_NAME, ASSET_VERSION, NETWORK, PAY_TO};
+        format!(
+            "{}={}\n{}={}\n{}={}\n{}={}\n{}={}",
+            NETWORK.name,
+            self.network,
+            ASSET.name,
+            self.asset,
+            ASSET_NAME.name,
+            self.asset_name,
+            ASSET_VERSION.name,
+            self.asset_version,
+            PAY_TO.name,
+            self.pay_to
+        )
+    }
 }
 
 /// `POST /v1/providers` answer (201). The secret is shown once and never stored.
@@ -22,6 +80,9 @@ pub struct ProviderCreated {
     pub publishable_key: String,
     pub mode: String,
     pub token_alg: String,
+    /// Live providers: the terms to configure the paywall with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terms: Option<LiveTermsBody>,
 }
 
 /// `POST /v1/providers/me/rotate` request.
@@ -64,6 +125,9 @@ pub struct ProviderInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub revenue: Revenue,
+    /// Live providers: their settlement terms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terms: Option<LiveTermsBody>,
 }
 
 /// One row of `GET /v1/providers/me/payments`.
@@ -76,6 +140,13 @@ pub struct PaymentRecord {
     pub tx_hash: String,
     pub resource: String,
     pub paid_at: u64,
+    /// Live payments: `submitted`, `confirmed` or `failed` (with `failure`), and where.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

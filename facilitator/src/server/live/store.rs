@@ -1,0 +1,420 @@
+//! Live mode's records, on the facilitator's database (SQLite or PostgreSQL, migration 2 of
+//! each): payout addresses, and one settlement record per live payment with its state.
+//!
+//! States: `signed` (recorded before the broadcast), `submitted` (the node took it),
+//! `confirmed` (mined, successful, as deep as the facilitator waits), `failed` (refused,
+//! reverted, or dropped and expired: nothing moved). Records are the scheme's (`eip3009`
+//! today), network's and token's, so other schemes can share the table.
+
+use crate::server::db::db_err;
+use crate::server::pg::{pg_err, pool_err};
+use parking_lot::Mutex;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::sync::Arc;
+use vlexivo_core::{Error, Result};
+
+/// One settlement record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    pub account: String,
+    pub nonce: String,
+    pub scheme: String,
+    pub network: String,
+    pub asset: String,
+    pub payer: String,
+    pub pay_to: String,
+    pub amount: i64,
+    pub currency: String,
+    pub resource: String,
+    pub auth_nonce: String,
+    pub valid_before: i64,
+    pub tx_hash: String,
+    pub raw_tx: Vec<u8>,
+    pub relayer: String,
+    pub relayer_nonce: i64,
+    pub state: String,
+    pub block_number: Option<i64>,
+    pub block_hash: Option<String>,
+    pub gas_used: Option<i64>,
+    pub failure: Option<String>,
+    pub token: String,
+    pub paid_at: i64,
+    pub expires_at: i64,
+    pub updated_at: i64,
+}
+
+const COLUMNS: &str = "account, nonce, scheme, network, asset, payer, pay_to, amount, currency, resource, \
+    auth_nonce, valid_before, tx_hash, raw_tx, relayer, relayer_nonce, state, block_number, block_hash, \
+    gas_used, failure, token, paid_at, expires_at, updated_at";
+
+impl Settlement {
+    fn from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Settlement {
+            account: r.get(0)?,
+            nonce: r.get(1)?,
+            scheme: r.get(2)?,
+            network: r.get(3)?,
+            asset: r.get(4)?,
+            payer: r.get(5)?,
+            pay_to: r.get(6)?,
+            amount: r.get(7)?,
+            currency: r.get(8)?,
+            resource: r.get(9)?,
+            auth_nonce: r.get(10)?,
+            valid_before: r.get(11)?,
+            tx_hash: r.get(12)?,
+            raw_tx: r.get(13)?,
+            relayer: r.get(14)?,
+            relayer_nonce: r.get(15)?,
+            state: r.get(16)?,
+            block_number: r.get(17)?,
+            block_hash: r.get(18)?,
+            gas_used: r.get(19)?,
+            failure: r.get(20)?,
+            token: r.get(21)?,
+            paid_at: r.get(22)?,
+            expires_at: r.get(23)?,
+            updated_at: r.get(24)?,
+        })
+    }
+
+    fn from_pg(r: &tokio_postgres::Row) -> std::result::Result<Self, tokio_postgres::Error> {
+        Ok(Settlement {
+            account: r.try_get(0)?,
+            nonce: r.try_get(1)?,
+            scheme: r.try_get(2)?,
+            network: r.try_get(3)?,
+            asset: r.try_get(4)?,
+            payer: r.try_get(5)?,
+            pay_to: r.try_get(6)?,
+            amount: r.try_get(7)?,
+            currency: r.try_get(8)?,
+            resource: r.try_get(9)?,
+            auth_nonce: r.try_get(10)?,
+            valid_before: r.try_get(11)?,
+            tx_hash: r.try_get(12)?,
+            raw_tx: r.try_get(13)?,
+            relayer: r.try_get(14)?,
+            relayer_nonce: r.try_get(15)?,
+            state: r.try_get(16)?,
+            block_number: r.try_get(17)?,
+            block_hash: r.try_get(18)?,
+            gas_used: r.try_get(19)?,
+            failure: r.try_get(20)?,
+            token: r.try_get(21)?,
+            paid_at: r.try_get(22)?,
+            expires_at: r.try_get(23)?,
+            updated_at: r.try_get(24)?,
+        })
+    }
+
+    /// Still to be followed: signed or submitted.
+    pub fn is_pending(&self) -> bool {
+        self.state == "signed" || self.state == "submitted"
+    }
+}
+
+/// A state change.
+#[derive(Debug, Clone)]
+pub enum Update {
+    Submitted,
+    Confirmed { block: i64, block_hash: String, gas_used: i64 },
+    Failed { reason: String, block: Option<i64>, gas_used: Option<i64> },
+}
+
+/// Where live records live: the facilitator's SQLite file or its PostgreSQL database.
+#[derive(Clone)]
+pub enum LiveStore {
+    Sqlite(Arc<Mutex<Connection>>),
+    Postgres(deadpool_postgres::Pool),
+}
+
+impl std::fmt::Debug for LiveStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LiveStore::Sqlite(_) => "LiveStore::Sqlite",
+            LiveStore::Postgres(_) => "LiveStore::Postgres",
+        })
+    }
+}
+
+impl LiveStore {
+    async fn sqlite<T: Send + 'static>(
+        c: &Arc<Mutex<Connection>>,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let c = c.clone();
+        tokio::task::spawn_blocking(move || f(&c.lock()).map_err(db_err))
+            .await
+            .map_err(|e| Error::Internal(format!("live store task: {e}")))?
+    }
+
+    pub async fn set_payout(&self, account: &str, address: &str, now: u64) -> Result<()> {
+        let (account, address) = (account.to_string(), address.to_string());
+        match self {
+            LiveStore::Sqlite(c) => {
+                Self::sqlite(c, move |c| {
+                    c.execute(
+                        "INSERT INTO payouts (account, address, created_at) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (account) DO UPDATE SET address = excluded.address",
+                        params![account, address, now as i64],
+                    )
+                    .map(drop)
+                })
+                .await
+            }
+            LiveStore::Postgres(p) => {
+                let c = p.get().await.map_err(pool_err)?;
+                c.execute(
+                    "INSERT INTO payouts (account, address, created_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (account) DO UPDATE SET address = excluded.address",
+                    &[&account, &address, &(now as i64)],
+                )
+                .await
+                .map_err(pg_err)?;
+                Ok(())
+            }
+        }
+    }
+
+    pub async fn payout(&self, account: &str) -> Result<Option<String>> {
+        let account = account.to_string();
+        match self {
+            LiveStore::Sqlite(c) => {
+                Self::sqlite(c, move |c| {
+                    c.query_row("SELECT address FROM payouts WHERE account = ?1", [account], |r| r.get(0))
+                        .optional()
+                })
+                .await
+            }
+            LiveStore::Postgres(p) => {
+                let c = p.get().await.map_err(pool_err)?;
+                let row = c
+                    .query_opt("SELECT address FROM payouts WHERE account = $1", &[&account])
+                    .await
+                    .map_err(pg_err)?;
+                Ok(row.map(|r| r.get(0)))
+            }
+        }
+    }
+
+    /// Record a signed relay. A second record for the same challenge fails (`payment_conflict`):
+    /// the caller holds the payer's lock and checked, so this only happens across facilitators.
+    pub async fn insert(&self, s: Settlement) -> Result<()> {
+        let sql_sqlite = format!(
+            "INSERT INTO settlements ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
+             ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"
+        );
+        let conflict = |msg: &str| msg.contains("UNIQUE") || msg.contains("unique") || msg.contains("23505");
+        match self {
+            LiveStore::Sqlite(c) => {
+                let r = Self::sqlite(c, move |c| {
+                    c.execute(
+                        &sql_sqlite,
+                        params![
+                            s.account,
+                            s.nonce,
+                            s.scheme,
+                            s.network,
+                            s.asset,
+                            s.payer,
+                            s.pay_to,
+                            s.amount,
+                            s.currency,
+                            s.resource,
+                            s.auth_nonce,
+                            s.valid_before,
+                            s.tx_hash,
+                            s.raw_tx,
+                            s.relayer,
+                            s.relayer_nonce,
+                            s.state,
+                            s.block_number,
+                            s.block_hash,
+                            s.gas_used,
+                            s.failure,
+                            s.token,
+                            s.paid_at,
+                            s.expires_at,
+                            s.updated_at
+                        ],
+                    )
+                    .map(drop)
+                })
+                .await;
+                match r {
+                    Err(Error::Internal(m)) if conflict(&m) => Err(Error::PaymentConflict),
+                    other => other,
+                }
+            }
+            LiveStore::Postgres(p) => {
+                let c = p.get().await.map_err(pool_err)?;
+                let sql = format!(
+                    "INSERT INTO settlements ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+                     $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)"
+                );
+                let r = c
+                    .execute(
+                        &sql,
+                        &[
+                            &s.account,
+                            &s.nonce,
+                            &s.scheme,
+                            &s.network,
+                            &s.asset,
+                            &s.payer,
+                            &s.pay_to,
+                            &s.amount,
+                            &s.currency,
+                            &s.resource,
+                            &s.auth_nonce,
+                            &s.valid_before,
+                            &s.tx_hash,
+                            &s.raw_tx,
+                            &s.relayer,
+                            &s.relayer_nonce,
+                            &s.state,
+                            &s.block_number,
+                            &s.block_hash,
+                            &s.gas_used,
+                            &s.failure,
+                            &s.token,
+                            &s.paid_at,
+                            &s.expires_at,
+                            &s.updated_at,
+                        ],
+                    )
+                    .await;
+                match r {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.code().is_some_and(|c| c.code() == "23505") => Err(Error::PaymentConflict),
+                    Err(e) => Err(pg_err(e)),
+                }
+            }
+        }
+    }
+
+    pub async fn update(&self, tx_hash: &str, u: Update, now: u64) -> Result<()> {
+        // States only move forward: a follower pass that read the record before the payment
+        // request confirmed it must not set it back to `submitted`.
+        let from = match &u {
+            Update::Submitted => "'signed'",
+            Update::Confirmed { .. } => "'signed', 'submitted', 'confirmed'",
+            Update::Failed { .. } => "'signed', 'submitted'",
+        };
+        let (state, block, hash, gas, failure) = match u {
+            Update::Submitted => ("submitted", None, None, None, None),
+            Update::Confirmed { block, block_hash, gas_used } => {
+                ("confirmed", Some(block), Some(block_hash), Some(gas_used), None)
+            }
+            Update::Failed { reason, block, gas_used } => ("failed", block, None, gas_used, Some(reason)),
+        };
+        let tx_hash = tx_hash.to_string();
+        let now = now as i64;
+        match self {
+            LiveStore::Sqlite(c) => {
+                Self::sqlite(c, move |c| {
+                    c.execute(
+                        &format!(
+                            "UPDATE settlements SET state = ?2, block_number = coalesce(?3, block_number),
+                             block_hash = coalesce(?4, block_hash), gas_used = coalesce(?5, gas_used),
+                             failure = ?6, updated_at = ?7
+                         WHERE tx_hash = ?1 AND state IN ({from})"
+                        ),
+                        params![tx_hash, state, block, hash, gas, failure, now],
+                    )
+                    .map(drop)
+                })
+                .await
+            }
+            LiveStore::Postgres(p) => {
+                let c = p.get().await.map_err(pool_err)?;
+                c.execute(
+                    &format!(
+                        "UPDATE settlements SET state = $2, block_number = coalesce($3, block_number),
+                             block_hash = coalesce($4, block_hash), gas_used = coalesce($5, gas_used),
+                             failure = $6, updated_at = $7
+                         WHERE tx_hash = $1 AND state IN ({from})"
+                    ),
+                    &[&tx_hash, &state, &block, &hash, &gas, &failure, &now],
+                )
+                .await
+                .map_err(pg_err)?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn select(
+        &self,
+        where_sqlite: &'static str,
+        where_pg: &'static str,
+        args: Vec<String>,
+        limit: i64,
+    ) -> Result<Vec<Settlement>> {
+        match self {
+            LiveStore::Sqlite(c) => {
+                Self::sqlite(c, move |c| {
+                    let sql = format!("SELECT {COLUMNS} FROM settlements {where_sqlite} LIMIT {limit}");
+                    let mut st = c.prepare_cached(&sql)?;
+                    let rows =
+                        st.query_map(rusqlite::params_from_iter(args.iter()), Settlement::from_sqlite)?;
+                    rows.collect()
+                })
+                .await
+            }
+            LiveStore::Postgres(p) => {
+                let c = p.get().await.map_err(pool_err)?;
+                let sql = format!("SELECT {COLUMNS} FROM settlements {where_pg} LIMIT {limit}");
+                let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                    args.iter().map(|a| a as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+                let rows = c.query(&sql, &params).await.map_err(pg_err)?;
+                rows.iter().map(|r| Settlement::from_pg(r).map_err(pg_err)).collect()
+            }
+        }
+    }
+
+    pub async fn get(&self, account: &str, nonce: &str) -> Result<Option<Settlement>> {
+        let rows = self
+            .select(
+                "WHERE account = ?1 AND nonce = ?2",
+                "WHERE account = $1 AND nonce = $2",
+                vec![account.into(), nonce.into()],
+                1,
+            )
+            .await?;
+        Ok(rows.into_iter().next())
+    }
+
+    pub async fn by_tx(&self, tx_hash: &str) -> Result<Option<Settlement>> {
+        let rows = self.select("WHERE tx_hash = ?1", "WHERE tx_hash = $1", vec![tx_hash.into()], 1).await?;
+        Ok(rows.into_iter().next())
+    }
+
+    /// Every record still to be followed, oldest first.
+    pub async fn pending(&self) -> Result<Vec<Settlement>> {
+        self.select(
+            "WHERE state IN ('signed', 'submitted') ORDER BY paid_at",
+            "WHERE state IN ('signed', 'submitted') ORDER BY id",
+            vec![],
+            100_000,
+        )
+        .await
+    }
+
+    /// A provider's records, newest first.
+    pub async fn list(&self, account: &str, limit: u32) -> Result<Vec<Settlement>> {
+        self.select(
+            "WHERE account = ?1 ORDER BY paid_at DESC, rowid DESC",
+            "WHERE account = $1 ORDER BY id DESC",
+            vec![account.into()],
+            limit as i64,
+        )
+        .await
+    }
+
+    /// Every record (for reconciliation), oldest first.
+    pub async fn all(&self) -> Result<Vec<Settlement>> {
+        self.select("ORDER BY paid_at, rowid", "ORDER BY id", vec![], 1_000_000).await
+    }
+}

@@ -1,0 +1,300 @@
+//! The facilitator in live mode against a real anvil with Circle's FiatTokenV2_2: the same
+//! paid API and Rust client as sandbox, paying on chain payer → provider's payout address,
+//! with the settlement records the provider reads, across restarts and under load.
+
+use std::sync::Arc;
+use std::time::Duration;
+use vlexivo_client::VlexivoClient;
+use vlexivo_core::env::OsEntropy;
+use vlexivo_core::paywall::{Paywall, PaywallConfig};
+use vlexivo_core::store::MemoryStore;
+use vlexivo_core::wallet::{Address, Wallet};
+use vlexivo_facilitator::demo::paid_api;
+use vlexivo_facilitator::server::at_rest::MasterKey;
+use vlexivo_facilitator::server::live::LiveConfig;
+use vlexivo_facilitator::server::types::ProviderCreated;
+use vlexivo_facilitator::server::{self, RunningServer, ServerConfig};
+use vlexivo_live::ChainConfig;
+use vlexivo_live::devnet::Devnet;
+use vlexivo_live::verify::{Expected, verify_payment};
+
+struct Env {
+    net: Devnet,
+    srv: Option<RunningServer>,
+    provider: ProviderCreated,
+    payout: Address,
+    api: String,
+    dir: tempfile::TempDir,
+    confirmations: u64,
+}
+
+fn live_config(net: &Devnet, confirmations: u64) -> LiveConfig {
+    LiveConfig {
+        chain: ChainConfig {
+            rpc_url: net.rpc_url.clone(),
+            token: net.token,
+            relayer_key: net.dev_key(1),
+            poll: Duration::from_millis(20),
+        },
+        confirmations,
+        confirm_timeout: Duration::from_secs(30),
+    }
+}
+
+fn master_key() -> Option<Arc<MasterKey>> {
+    Some(Arc::new(MasterKey::parse(&"42".repeat(32)).unwrap()))
+}
+
+async fn facilitator(net: &Devnet, dir: &std::path::Path, confirmations: u64) -> RunningServer {
+    server::spawn(ServerConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        db_path: dir.join("f.db"),
+        live: Some(live_config(net, confirmations)),
+        master_key: master_key(),
+        ..ServerConfig::default()
+    })
+    .await
+    .expect("live facilitator")
+}
+
+async fn setup(confirmations: u64) -> Env {
+    let net = Devnet::start().await.expect("devnet (npm ci --prefix live/devnet)");
+    let dir = tempfile::tempdir().unwrap();
+    let srv = facilitator(&net, dir.path(), confirmations).await;
+    let payout = net.dev_address(2);
+    let provider = srv.create_live_provider(Some("live api"), &payout.to_checksum()).await.unwrap();
+    assert!(provider.api_secret.starts_with("sk_live_"), "{}", provider.mode);
+    let terms = provider.terms.as_ref().expect("a live provider gets its terms").to_terms().unwrap();
+    let mut cfg = PaywallConfig::new(provider.api_secret.clone());
+    cfg.facilitator_url = srv.url.clone();
+    cfg.live = Some(terms);
+    let app = paid_api(Arc::new(Paywall::new(cfg).unwrap()), Arc::new(MemoryStore::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Env { net, srv: Some(srv), provider, payout, api, dir, confirmations }
+}
+
+impl Env {
+    fn srv(&self) -> &RunningServer {
+        self.srv.as_ref().unwrap()
+    }
+
+    async fn payer(&self, atomic: u64) -> Wallet {
+        let w = Wallet::generate(&OsEntropy);
+        if atomic > 0 {
+            self.net.mint(w.address(), atomic).await.unwrap();
+        }
+        w
+    }
+
+    fn client(&self, w: &Wallet) -> VlexivoClient {
+        VlexivoClient::builder().wallet(w.clone()).facilitator_url(Some(&self.srv().url)).build().unwrap()
+    }
+
+    /// The provider's payment records, as `GET /v1/providers/me/payments` serves them.
+    async fn payments(&self) -> Vec<serde_json::Value> {
+        let res = reqwest::Client::new()
+            .get(format!("{}/v1/providers/me/payments", self.srv().url))
+            .bearer_auth(&self.provider.api_secret)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let v: serde_json::Value = res.json().await.unwrap();
+        v["payments"].as_array().unwrap().clone()
+    }
+
+    /// Until every record has left `submitted` (the follower's work), or 20 s.
+    async fn settled(&self) -> Vec<serde_json::Value> {
+        for _ in 0..400 {
+            let p = self.payments().await;
+            if p.iter().all(|r| r["state"] != "submitted") {
+                return p;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("settlements still pending: {:?}", self.payments().await);
+    }
+
+    async fn restart(&mut self) {
+        if let Some(s) = self.srv.take() {
+            s.shutdown().await;
+        }
+        self.srv = Some(facilitator(&self.net, self.dir.path(), self.confirmations).await);
+    }
+}
+
+async fn relayer_nonce(net: &Devnet) -> u64 {
+    use alloy::providers::Provider;
+    net.admin().get_transaction_count(vlexivo_live::chain::evm(&net.dev_address(1))).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paid_call_moves_the_price_payer_to_provider_on_chain() {
+    let env = setup(0).await;
+    let w = env.payer(1_000_000).await;
+    let client = env.client(&w);
+    let res = client.get(&format!("{}/api/v1/hello", env.api)).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let receipt = vlexivo_client::receipt_of(&res).cloned().expect("a receipt");
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["paid"], "0.001");
+    assert_eq!(receipt.amount, "0.001");
+    assert_eq!(receipt.balance, "0.999", "on chain, less this payment in flight");
+
+    let rows = env.settled().await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["state"], "confirmed", "{rows:?}");
+    assert_eq!(rows[0]["tx_hash"], receipt.tx_hash.as_str());
+    assert!(rows[0]["block"].as_u64().unwrap() > 0);
+    assert_eq!(env.net.balance(w.address()).await.unwrap(), 999_000);
+    assert_eq!(env.net.balance(env.payout).await.unwrap(), 1_000);
+
+    // The provider checks the hash on chain: payer, payee, amount, token.
+    let expected = Expected {
+        token: env.net.token,
+        payer: w.address(),
+        payee: env.payout,
+        amount: 1_000,
+        confirmations: 1,
+    };
+    let hash = receipt.tx_hash.parse().unwrap();
+    verify_payment(env.srv().live().unwrap().chain.provider(), hash, &expected).await.unwrap();
+
+    // Revenue and the wallet balance read the chain.
+    assert_eq!(client.balance().await.unwrap().to_string(), "0.999");
+    let me: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/v1/providers/me", env.srv().url))
+        .bearer_auth(&env.provider.api_secret)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["revenue"]["total"], "0.001");
+    assert_eq!(me["terms"]["pay_to"], env.payout.to_checksum().as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_one_confirmation_the_proof_waits_for_the_block() {
+    let env = setup(1).await;
+    let w = env.payer(10_000).await;
+    let res = env.client(&w).get(&format!("{}/api/v1/hello", env.api)).await.unwrap();
+    assert_eq!(res.status(), 200);
+    // Answered after the block: the record is already confirmed, no follower needed.
+    let rows = env.payments().await;
+    assert_eq!(rows[0]["state"], "confirmed", "{rows:?}");
+    assert_eq!(env.net.balance(env.payout).await.unwrap(), 1_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfunded_payer_gets_insufficient_funds_and_nothing_moves() {
+    let env = setup(0).await;
+    let w = env.payer(500).await;
+    let e = env.client(&w).get(&format!("{}/api/v1/hello", env.api)).await.unwrap_err();
+    assert_eq!(e.code(), "insufficient_funds", "{e}");
+    let detail = e.to_string();
+    assert!(detail.contains("0.001"), "names the amount: {detail}");
+    assert!(env.payments().await.is_empty());
+    assert_eq!(env.net.balance(w.address()).await.unwrap(), 500);
+    assert_eq!(relayer_nonce(&env.net).await, 0, "nothing relayed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_and_live_refuse_each_other() {
+    let env = setup(0).await;
+    // Live providers' keys are sealed at rest: no live facilitator without a master key.
+    let dir = tempfile::tempdir().unwrap();
+    let e = server::spawn(ServerConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        db_path: dir.path().join("nokey.db"),
+        live: Some(live_config(&env.net, 0)),
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), "config_invalid", "{e}");
+    // A sandbox provider cannot onboard on a live facilitator, nor a live one without a payout.
+    let http = reqwest::Client::new();
+    let onboard =
+        |body: serde_json::Value| http.post(format!("{}/v1/providers", env.srv().url)).json(&body).send();
+    let res = onboard(serde_json::json!({ "mode": "sandbox" })).await.unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(res.json::<serde_json::Value>().await.unwrap()["error"], "mode_mismatch");
+    let res = onboard(serde_json::json!({ "mode": "live" })).await.unwrap();
+    assert_eq!(res.json::<serde_json::Value>().await.unwrap()["error"], "request_malformed");
+    let res = onboard(serde_json::json!({ "mode": "live", "payout_address": "0x12" })).await.unwrap();
+    assert_eq!(res.status(), 400);
+    // A sandbox facilitator refuses live providers.
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = server::spawn(ServerConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        db_path: dir.path().join("s.db"),
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let e = sandbox.create_live_provider(None, &env.payout.to_checksum()).await.unwrap_err();
+    assert_eq!(e.code(), "mode_mismatch", "{e}");
+    // A sandbox paywall's challenge, paid at the live facilitator: refused, nothing moves.
+    let p = sandbox.create_provider(None, None).await.unwrap();
+    let mut cfg = PaywallConfig::new(p.api_secret);
+    cfg.facilitator_url = env.srv().url.clone();
+    let app = paid_api(Arc::new(Paywall::new(cfg).unwrap()), Arc::new(MemoryStore::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let w = env.payer(1_000_000).await;
+    let e = env.client(&w).get(&format!("{api}/api/v1/hello")).await.unwrap_err();
+    assert!(["provider_unknown", "mode_mismatch"].contains(&e.code()), "{e}");
+    assert_eq!(env.net.balance(w.address()).await.unwrap(), 1_000_000);
+    sandbox.shutdown().await;
+}
+
+/// The facilitator stops between the broadcast and the receipt (automine off): on restart the
+/// pending record is followed to `confirmed`, and the relayer sent one transaction in all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_follows_pending_settlements_without_sending_twice() {
+    let mut env = setup(0).await;
+    let w = env.payer(10_000).await;
+    env.net.set_automine(false).await.unwrap();
+    let res = env.client(&w).get(&format!("{}/api/v1/hello", env.api)).await.unwrap();
+    assert_eq!(res.status(), 200, "0 confirmations: answered once the node took it");
+    assert_eq!(env.payments().await[0]["state"], "submitted");
+    env.restart().await;
+    env.net.mine(1).await.unwrap();
+    let rows = env.settled().await;
+    assert_eq!(rows[0]["state"], "confirmed", "{rows:?}");
+    assert_eq!(relayer_nonce(&env.net).await, 1, "one relay in all");
+    assert_eq!(env.net.balance(env.payout).await.unwrap(), 1_000);
+}
+
+/// 100 calls at once from a payer funded for 60: exactly 60 settle, 40 are refused
+/// `insufficient_funds`, and the chain moved exactly 60 payments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_concurrent_calls_funded_for_sixty_settle_sixty() {
+    let env = setup(0).await;
+    let w = env.payer(60 * 1_000).await;
+    let client = Arc::new(env.client(&w));
+    let url = format!("{}/api/v1/hello", env.api);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..100 {
+        let (c, u) = (client.clone(), format!("{url}?call={i}"));
+        tasks.spawn(async move { c.get(&u).await.map(|r| r.status().as_u16()).map_err(|e| e.code()) });
+    }
+    let (mut ok, mut refused) = (0, 0);
+    while let Some(r) = tasks.join_next().await {
+        match r.unwrap() {
+            Ok(200) => ok += 1,
+            Err("insufficient_funds") => refused += 1,
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    assert_eq!((ok, refused), (60, 40));
+    let rows = env.settled().await;
+    assert_eq!(rows.iter().filter(|r| r["state"] == "confirmed").count(), 60, "{rows:?}");
+    assert_eq!(env.net.balance(w.address()).await.unwrap(), 0);
+    assert_eq!(env.net.balance(env.payout).await.unwrap(), 60_000);
+}
