@@ -261,9 +261,9 @@ export class VlexivoServer {
     // The same compact result as the adapters' path: one string crosses the boundary, and the
     // object is made here (cheaper than setting ten properties from native code).
     return paymentOf(
-      call(() =>
+      call<PaidFacts>(() =>
         this.native.verify(proof, target.method, target.path, target.host, target.secure, price, target.currency ?? 'usd', this.clock?.(), target.body),
-      ) as PaidFacts,
+      ),
     );
   }
 
