@@ -76,6 +76,7 @@ def main() -> None:
     j = per_op("PyJWT jwt.decode HS256 (no replay check)", n, pyjwt_decode, jwts)
     print(f"ratio PyJWT / vlexivo = {j / v:.1f}x")
     import json
+
     print("BENCH " + json.dumps({"bench": "pyverify", "usPerOp": {"vlexivo": v, "pyjwt": j}}))
     # Every token was consumed once: a second use is a replay.
     try:
