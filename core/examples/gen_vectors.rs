@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use vlexivo_core::challenge::{Challenge, ChallengeParams};
 use vlexivo_core::client::{
-    AutoTopUp, Call, Payer, PayerConfig, Step, TrustedFacilitators, error_from_body, parse_payment_required,
+    AutoTopUp, Call, Payer, PayerConfig, TrustedFacilitators, error_from_body, parse_payment_required,
 };
 use vlexivo_core::env::{Entropy, FixedClock, SeededEntropy, random_b64};
 use vlexivo_core::keys::{Mode, ProviderKeys, generate_secret};
@@ -805,53 +805,6 @@ fn flow_payer(fx: &Fixture, config: &Value, now: u64) -> Payer {
     Payer::new(Wallet::from_hex(&fx.payer.secret_hex()).unwrap(), config, Arc::new(FixedClock::new(now)))
 }
 
-/// Feed one input to a call; the step it returns, in the vectors' JSON form.
-fn apply(call: &mut Call, input: &Value) -> Value {
-    let (kind, v) = input.as_object().unwrap().iter().next().unwrap();
-    let r = match kind.as_str() {
-        "start" => Ok(call.start()),
-        "response" => {
-            let headers: Vec<(String, String)> = v["headers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|h| (h[0].as_str().unwrap().into(), h[1].as_str().unwrap().into()))
-                .collect();
-            call.response(
-                v["status"].as_u64().unwrap() as u16,
-                headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-                v["body"].as_str().map(str::as_bytes),
-                v["url"].as_str(),
-            )
-        }
-        "answer" => call.answer(v["status"].as_u64().unwrap() as u16, v["body"].as_str().unwrap().as_bytes()),
-        "transport_error" => call.transport_error(v["sent"].as_bool().unwrap(), "test"),
-        "resume" => call.resume(),
-        "request_failed" => {
-            call.request_failed();
-            return Value::Null;
-        }
-        other => panic!("input {other}"),
-    };
-    match r {
-        Err(e) => json!({ "error": e.code() }),
-        Ok(Step::Send { url, headers }) => {
-            let proof =
-                headers.iter().find(|(k, _)| *k == vlexivo_core::headers::PROOF).map(|(_, v)| v.clone());
-            json!({ "send": { "url": url, "proof": proof } })
-        }
-        Ok(Step::ReadBody { limit }) => json!({ "read_body": { "limit": limit } }),
-        Ok(Step::Facilitator(r)) => {
-            json!({ "facilitator": { "method": r.method, "url": r.url, "body": r.body } })
-        }
-        Ok(Step::Paid(e)) => json!({ "paid": {
-            "price": e.price.to_string(), "nonce": e.receipt.nonce, "replayed": e.receipt.replayed,
-            "topped_up": e.topped_up.map(|t| t.to_string()), "reconciled": e.reconciled } }),
-        Ok(Step::Wait { .. }) => json!({ "wait": {} }),
-        Ok(Step::Return) => json!({ "return": {} }),
-    }
-}
-
 /// A facilitator's receipt for the payment request in a `facilitator` step.
 fn receipt(step: &Value, balance: &str, replayed: bool) -> String {
     let req: payment::PaymentRequest =
@@ -901,7 +854,7 @@ struct Feeder {
 
 impl Feeder {
     fn feed(&mut self, input: Value) -> Value {
-        let expect = apply(&mut self.call, &input);
+        let expect = vlexivo_core::client::vectors::feed(&mut self.call, &input);
         self.exchanges.push(json!({ "input": input, "expect": expect }));
         expect
     }

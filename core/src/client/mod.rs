@@ -31,6 +31,8 @@
 
 mod flow;
 mod trust;
+#[cfg(feature = "testing")]
+pub mod vectors;
 mod wire;
 
 pub use flow::{Call, FacilitatorRequest, PaymentEvent, Step};
