@@ -6,6 +6,9 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 export CARGO_TERM_COLOR=never
+# A one-shot run gains nothing from incremental caches, which add gigabytes to the target
+# directory (a CI disk once filled mid-run).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 target="${CARGO_TARGET_DIR:-$root/target}"
 export VLEXIVO_BIN="$target/debug/vlexivo"
 started=$(date +%s)
@@ -70,3 +73,4 @@ step "benchmarks smoke-run (tiny counts, debug builds): scripts/bench.sh --smoke
 ./scripts/bench.sh --smoke --only stores,payments,node-verify,node-http
 
 step "all suites passed"
+du -sh "$target" 2>/dev/null | sed 's/^/target directory: /' || true
