@@ -232,7 +232,9 @@ struct Config {
     max_body: usize,
     clock: Arc<dyn Clock>,
     entropy: Arc<dyn Entropy>,
-    /// Prices the paywalls inside this one taught it, per route.
+    /// The paywalls inside this one, declared per matched path ([`PaywallLayer::around`]).
+    declared: Vec<(String, usize, Price)>,
+    /// Prices undeclared paywalls inside this one taught it, per route.
     learned: Arc<Learned>,
 }
 
@@ -275,6 +277,7 @@ impl PaywallLayer {
                 max_body: DEFAULT_MAX_BODY_BYTES,
                 clock: Arc::new(SystemClock),
                 entropy: Arc::new(OsEntropy),
+                declared: Vec::new(),
                 learned: Arc::default(),
             }),
         }
@@ -317,6 +320,34 @@ impl PaywallLayer {
     /// Largest body buffered for body binding or a body-reading price (413 above it).
     pub fn max_body_bytes(self, n: usize) -> Self {
         self.edit(|c| c.max_body = n)
+    }
+
+    /// Declares that `inner`, a paywall of the same [`Paywall`], guards the route matched as
+    /// `path` (axum's `MatchedPath`: the full path, nest prefixes included) inside this layer.
+    /// The request's first 402 then asks the effective price of both, once, and one proof
+    /// covers both:
+    ///
+    /// ```no_run
+    /// # use std::sync::Arc;
+    /// # use axum::{routing::get, Router};
+    /// # use vlexivo_core::{paywall::Paywall, store::NonceStore};
+    /// # use vlexivo_tower::{PaywallLayer, Price};
+    /// # fn app(paywall: Arc<Paywall>, store: Arc<dyn NonceStore>) -> Router {
+    /// let premium = PaywallLayer::new(paywall.clone(), store.clone(), Price::fixed("0.05"));
+    /// Router::new()
+    ///     .route("/api/premium", get(|| async { "premium" }).layer(premium.clone()))
+    ///     .route("/api/basic", get(|| async { "basic" }))
+    ///     .layer(PaywallLayer::new(paywall, store, Price::fixed("0.001")).around("/api/premium", &premium))
+    /// # }
+    /// ```
+    ///
+    /// axum offers a layer no view of the layers inside it, so this is declared. Undeclared,
+    /// the outer layer asks its own price on the route's first request, the inner one refuses
+    /// it (`token_underpaid`, the nonce given back) and asks the effective price, and the outer
+    /// one learns it for later requests; it logs a warning naming the route when that happens.
+    pub fn around(self, path: impl Into<String>, inner: &PaywallLayer) -> Self {
+        let entry = (path.into(), layer_id(&inner.cfg), inner.cfg.price.clone());
+        self.edit(|c| c.declared.push(entry))
     }
 
     /// Inject the clock (tests); the system clock by default.
@@ -406,7 +437,7 @@ where
     }
     // This paywall's own price, and those the paywalls inside it taught it for this route.
     let key = route_key(&parts, &target);
-    let inner_prices = if earlier.is_none() { cfg.learned.prices(&key) } else { Vec::new() };
+    let inner_prices = if earlier.is_none() { cfg.inner_prices(&key) } else { Vec::new() };
 
     // Buffer only when something reads the body: body binding or a body-based price.
     let needs_body =
@@ -606,7 +637,13 @@ impl Call<'_> {
             return call_inner(inner, Request::from_parts(parts, req_body)).await;
         }
         // Teach the outer paywall this route's price, so its next 402 asks for both at once.
-        paid.learned.teach(&paid.key, me, &cfg.price);
+        if paid.learned.teach(&paid.key, me, &cfg.price) {
+            tracing::warn!(
+                target: "vlexivo",
+                route = %format!("{} {}", paid.key.0, paid.key.1),
+                "a paywall inside another was not declared with PaywallLayer::around: this route's first request was asked the outer price only"
+            );
+        }
         let price = match cfg.price.resolve(&parts, self.body.as_ref(), cfg.currency).await {
             Ok(p) => p,
             Err(e) => return Ok(self.bad_price(e)),
@@ -620,6 +657,24 @@ impl Call<'_> {
                 Ok(self.refuse(&err, Some(&ask), scheme, host.as_deref()))
             }
         }
+    }
+}
+
+impl Config {
+    /// The prices of the paywalls inside this one on `key`'s route: declared, then learned.
+    fn inner_prices(&self, key: &RouteKey) -> Vec<(usize, Price)> {
+        let mut out: Vec<(usize, Price)> = self
+            .declared
+            .iter()
+            .filter(|(p, _, _)| *p == key.1)
+            .map(|(_, id, pr)| (*id, pr.clone()))
+            .collect();
+        for (id, price) in self.learned.prices(key) {
+            if !out.iter().any(|(i, _)| *i == id) {
+                out.push((id, price));
+            }
+        }
+        out
     }
 }
 
@@ -657,15 +712,18 @@ impl Learned {
         map.get(key).cloned().unwrap_or_default()
     }
 
-    fn teach(&self, key: &RouteKey, id: usize, price: &Price) {
+    /// Whether this was news.
+    fn teach(&self, key: &RouteKey, id: usize, price: &Price) -> bool {
         let mut map = self.by_route.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= LEARNED_ROUTES_MAX && !map.contains_key(key) {
-            return;
+            return false;
         }
         let prices = map.entry(key.clone()).or_default();
-        if !prices.iter().any(|(i, _)| *i == id) {
-            prices.push((id, price.clone()));
+        if prices.iter().any(|(i, _)| *i == id) {
+            return false;
         }
+        prices.push((id, price.clone()));
+        true
     }
 }
 

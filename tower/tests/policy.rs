@@ -2,7 +2,8 @@
 //! with the provider's own HS256 key, as the facilitator would): only CORS preflights are free,
 //! HEAD pays as GET does, the nonce's fate follows the handler's outcome and not the connection,
 //! receipts go out only with payments that are kept, and a `Router::layer` paywall over a
-//! route's own asks one price once and consumes one nonce.
+//! route's own asks one price once (from the first request when declared with `around`) and
+//! consumes one nonce.
 
 use axum::Router;
 use axum::http::StatusCode;
@@ -245,5 +246,45 @@ async fn a_router_paywall_over_a_routes_own_asks_one_price_and_consumes_once() {
     // A proof under the effective price is refused by the router's paywall itself.
     let (s, b) = status_and_body(env.send("GET", "/zone/premium", Some(&cheap), &[]).await).await;
     assert_eq!((s, b["error"].as_str(), b["price"].as_str()), (402, Some("token_underpaid"), Some("0.05")));
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_declared_inner_paywall_is_asked_for_on_the_first_request() {
+    let env = Env::new();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r = runs.clone();
+    let premium_paywall = env.layer("0.05");
+    let premium = get(move || {
+        let r = r.clone();
+        async move {
+            r.fetch_add(1, Ordering::SeqCst);
+            "premium"
+        }
+    });
+    let app = Router::new()
+        .nest("/zone", Router::new().route("/premium", premium.layer(premium_paywall.clone())))
+        .route("/basic", get(|| async { "basic" }))
+        .layer(env.layer("0.001").around("/zone/premium", &premium_paywall));
+    let env = env.serve(app).await;
+
+    // The very first request to the route asks the effective price; other routes keep theirs.
+    let (s, b) = status_and_body(env.send("GET", "/zone/premium", None, &[]).await).await;
+    assert_eq!((s, b["price"].as_str()), (402, Some("0.05")));
+    let (s, b) = status_and_body(env.send("GET", "/basic", None, &[]).await).await;
+    assert_eq!((s, b["price"].as_str()), (402, Some("0.001")));
+    // A proof at the outer price alone is refused before anything is consumed or run.
+    let cheap = env.proof("GET", "/zone/premium", "0.001");
+    let (s, b) = status_and_body(env.send("GET", "/zone/premium", Some(&cheap), &[]).await).await;
+    assert_eq!((s, b["error"].as_str(), b["price"].as_str()), (402, Some("token_underpaid"), Some("0.05")));
+    // One proof at the effective price: consumed once, served once, one receipt.
+    let good = env.proof("GET", "/zone/premium", "0.05");
+    let res = env.send("GET", "/zone/premium", Some(&good), &[]).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers().get_all("vlexivo-receipt").iter().count(), 1);
+    assert_eq!(res.text().await.unwrap(), "premium");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let (s, b) = status_and_body(env.send("GET", "/zone/premium", Some(&good), &[]).await).await;
+    assert_eq!((s, b["error"].as_str()), (409, Some("token_replayed")));
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
