@@ -550,3 +550,96 @@ async fn chunked_post_status(base: &str, path: &str, len: usize) -> u16 {
     .await
     .unwrap()
 }
+
+#[tokio::test]
+async fn payment_lists_page_with_sealed_cursors_and_filters() {
+    let dir = tmp();
+    paging(&Facilitator::start(&dir.path().join("f.db"), &[])).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payment_lists_page_with_sealed_cursors_and_filters_on_postgres() {
+    let pg = vlexivo_testkit::Server::postgres();
+    let dir = tmp();
+    paging(&Facilitator::start_pg(&pg.database("paging"), dir.path(), &[])).await;
+}
+
+async fn paging(f: &Facilitator) {
+    let (c, u) = (http(), f.url.clone());
+    let p = create_provider(&c, &u, json!({})).await;
+    let other = create_provider(&c, &u, json!({})).await;
+    let pw = paywall(&p.api_secret, &u);
+    let (alice, bob) = (wallet(), wallet());
+    top_up(&c, &u, &alice, "10").await;
+    top_up(&c, &u, &bob, "10").await;
+    for i in 0..23 {
+        let (path, w) = if i % 3 == 0 { ("/b", &bob) } else { ("/a", &alice) };
+        let (s, r) = pay(&c, &u, &sign(&challenge(&pw, path, "0.01"), w)).await;
+        assert_eq!(s, 200, "{r}");
+    }
+    let list = |secret: String, q: String| {
+        let c = c.clone();
+        let u = u.clone();
+        async move {
+            let r =
+                c.get(format!("{u}/v1/providers/me/payments?{q}")).bearer_auth(secret).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (_, all) = list(p.api_secret.clone(), "limit=1000".into()).await;
+    let all = all["payments"].as_array().unwrap().clone();
+    assert_eq!(all.len(), 23);
+    // Paging by 5 yields the same rows in the same order, each once; the last page has no cursor.
+    let walk = |q: &'static str| {
+        let list = &list;
+        let secret = p.api_secret.clone();
+        async move {
+            let (mut rows, mut cursor, mut pages) = (Vec::new(), None::<String>, 0);
+            loop {
+                let cq = cursor.as_deref().map(|c| format!("&cursor={c}")).unwrap_or_default();
+                let (s, page) = list(secret.clone(), format!("limit=5{q}{cq}")).await;
+                assert_eq!(s, 200, "{page}");
+                rows.extend(page["payments"].as_array().unwrap().iter().cloned());
+                pages += 1;
+                match page["next_cursor"].as_str() {
+                    Some(c) => cursor = Some(c.to_string()),
+                    None => break (rows, pages),
+                }
+            }
+        }
+    };
+    let (rows, pages) = walk("").await;
+    assert_eq!((rows, pages), (all.clone(), 5));
+    let route_b = all.iter().find(|r| r["payer"] == bob.address().to_checksum()).unwrap()["resource"].clone();
+    let b = route_b.as_str().unwrap().replace(' ', "%20").replace(':', "%3A").replace('/', "%2F");
+    let q: &'static str = Box::leak(format!("&route={b}").into_boxed_str());
+    let (rows, _) = walk(q).await;
+    assert_eq!(rows.len(), 8);
+    assert!(rows.iter().all(|r| r["resource"] == route_b && r["payer"] == bob.address().to_checksum()));
+    let qp: &'static str =
+        Box::leak(format!("&payer={}", alice.address().to_checksum().to_lowercase()).into_boxed_str());
+    assert_eq!(walk(qp).await.0.len(), 15);
+    let t0 = all[22]["paid_at"].as_i64().unwrap();
+    let qt: &'static str = Box::leak(format!("&from={}&to={}", t0, t0 + 3600).into_boxed_str());
+    assert_eq!(walk(qt).await.0.len(), 23);
+    let qt: &'static str = Box::leak(format!("&to={t0}").into_boxed_str());
+    assert_eq!(walk(qt).await.0.len(), 0);
+
+    // A cursor is refused when edited, used under other filters or by another provider.
+    let (_, first) = list(p.api_secret.clone(), "limit=5".into()).await;
+    let cursor = first["next_cursor"].as_str().unwrap().to_string();
+    let mut tampered = cursor.clone().into_bytes();
+    tampered[3] = if tampered[3] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    for (secret, q) in [
+        (p.api_secret.clone(), format!("limit=5&cursor={tampered}")),
+        (p.api_secret.clone(), format!("limit=5&cursor={cursor}{q}")),
+        (other.api_secret.clone(), format!("limit=5&cursor={cursor}")),
+        (p.api_secret.clone(), "limit=5&cursor=not-a-cursor".into()),
+        (p.api_secret.clone(), "payer=bob".into()),
+        (p.api_secret.clone(), "from=yesterday".into()),
+    ] {
+        let (s, v) = list(secret, q.clone()).await;
+        assert_eq!((s, err_code(&v)), (400, "request_malformed"), "{q}: {v}");
+    }
+}

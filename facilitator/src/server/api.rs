@@ -2,6 +2,7 @@
 
 use super::AppState;
 use super::checkpoint::{Checkpoint, CheckpointClaims};
+use super::cursor::PaymentFilter;
 use super::ledger::PayOp;
 use super::types::*;
 use axum::Json;
@@ -355,8 +356,15 @@ pub async fn rotate_provider(
 }
 
 #[utoipa::path(get, path = "/v1/providers/me/payments", tag = "providers", security(("api_secret" = [])),
-    params(("limit" = Option<u32>, Query, description = "newest first; 1..=1000, default 100")),
-    responses((status = 200, body = PaymentList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    params(("limit" = Option<u32>, Query, description = "newest first; 1..=1000, default 100"),
+           ("cursor" = Option<String>, Query, description = "next_cursor of the previous page (opaque; only valid with the same filters)"),
+           ("route" = Option<String>, Query, description = "only payments for this resource, exactly as recorded"),
+           ("payer" = Option<String>, Query, description = "only payments from this address"),
+           ("from" = Option<i64>, Query, description = "only payments at or after this time (Unix seconds)"),
+           ("to" = Option<i64>, Query, description = "only payments before this time (Unix seconds)")),
+    responses((status = 200, body = PaymentList),
+              (status = 400, description = "request_malformed: a bad limit or filter, or a cursor this facilitator did not issue for this list", body = ErrorBody),
+              (status = 401, body = ErrorBody)))]
 pub async fn provider_payments(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -370,28 +378,63 @@ pub async fn provider_payments(
                 Error::RequestMalformed(format!("limit must be an integer in 1..={MAX_LIMIT}"))
             })?,
         };
-    let payments = match &st.live {
-        Some(live) => live
-            .store
-            .list(&p.account, limit)
-            .await?
-            .into_iter()
-            .map(|r| PaymentRecord {
-                nonce: r.nonce,
-                payer: r.payer,
-                amount: usd(r.amount),
-                currency: r.currency,
-                tx_hash: r.tx_hash,
-                resource: r.resource,
-                paid_at: r.paid_at as u64,
-                block: r.block_number.map(|b| b as u64),
-                failure: r.failure,
-                state: Some(if r.state == "signed" { "submitted".into() } else { r.state }),
-            })
-            .collect(),
-        None => st.reads.payments(p.account.clone(), limit).await?,
+    let filter = PaymentFilter::parse(|k| query.get(k).cloned())?;
+    Ok(Json(payment_page(&st, &p.account, &filter, query.get("cursor").map(String::as_str), limit).await?))
+}
+
+/// One page of a provider's payments under `filter`, newest first, and the cursor of the next
+/// page when there is one (the API's list and the dashboard's table).
+pub(crate) async fn payment_page(
+    st: &AppState,
+    account: &str,
+    filter: &PaymentFilter,
+    cursor: Option<&str>,
+    limit: u32,
+) -> Result<PaymentList, Error> {
+    let before = cursor.filter(|c| !c.is_empty()).map(|c| st.cursors.open(account, filter, c)).transpose()?;
+    let mut rows = match &st.live {
+        // Live records are read whole and filtered here; a position counts the older records
+        // (stable while new ones arrive at the front).
+        Some(live) => {
+            let all: Vec<_> = live
+                .store
+                .list(account, u32::MAX)
+                .await?
+                .into_iter()
+                .filter(|r| filter.admits(&r.resource, &r.payer, r.paid_at))
+                .collect();
+            let n = all.len() as i64;
+            let skip = before.map_or(0, |b| (n - b + 1).max(0)) as usize;
+            all.into_iter()
+                .enumerate()
+                .skip(skip)
+                .take(limit as usize + 1)
+                .map(|(i, r)| {
+                    let rec = PaymentRecord {
+                        nonce: r.nonce,
+                        payer: r.payer,
+                        amount: usd(r.amount),
+                        currency: r.currency,
+                        tx_hash: r.tx_hash,
+                        resource: r.resource,
+                        paid_at: r.paid_at as u64,
+                        block: r.block_number.map(|b| b as u64),
+                        failure: r.failure,
+                        state: Some(if r.state == "signed" { "submitted".into() } else { r.state }),
+                    };
+                    (n - i as i64, rec)
+                })
+                .collect()
+        }
+        None => st.reads.payments(account.to_string(), filter.clone(), before, limit + 1).await?,
     };
-    Ok(Json(PaymentList { payments }))
+    let next_cursor = if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        rows.last().map(|(pos, _)| st.cursors.seal(account, filter, *pos))
+    } else {
+        None
+    };
+    Ok(PaymentList { payments: rows.into_iter().map(|(_, r)| r).collect(), next_cursor })
 }
 
 // ---------------------------------------------------------------------------------------------

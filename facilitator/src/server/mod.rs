@@ -26,6 +26,7 @@
 mod api;
 pub mod at_rest;
 pub mod checkpoint;
+pub mod cursor;
 pub mod db;
 // Test only, and the one place this crate needs unsafe: a SQLite VFS shim.
 #[cfg(test)]
@@ -172,6 +173,8 @@ pub(crate) struct AppState {
     live: Option<Arc<live::Live>>,
     /// The issuer URL put in tokens.
     issuer_url: String,
+    /// Seals the payment lists' paging cursors.
+    cursors: cursor::CursorKey,
 }
 
 impl AppState {
@@ -847,6 +850,7 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer> {
         reads,
         metrics,
         eddsa,
+        cursors: cursor::CursorKey::derive(&key.seed()),
         signing_key: key,
         default_alg,
         jwks_json,

@@ -3,6 +3,7 @@
 
 use super::api::usd;
 use super::checkpoint::ChainHead;
+use super::cursor::PaymentFilter;
 use super::db;
 use super::ledger::provider_id;
 use super::pg::{pg_err, pool_err};
@@ -101,29 +102,54 @@ impl Reads {
         }
     }
 
-    /// A provider's latest payments, newest first.
-    pub async fn payments(&self, account: String, limit: u32) -> Result<Vec<PaymentRecord>> {
+    /// A provider's payments under `f`, newest first, each with its position (the ledger's
+    /// order); with `before`, only those older than that position.
+    pub async fn payments(
+        &self,
+        account: String,
+        f: PaymentFilter,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<(i64, PaymentRecord)>> {
         const COLS: &str = "nonce, payer, amount, currency, tx_hash, resource, paid_at";
+        let record = |nonce, payer, amount, currency, tx_hash, resource, paid_at: i64| PaymentRecord {
+            nonce,
+            payer,
+            amount: usd(amount),
+            currency,
+            tx_hash,
+            resource,
+            paid_at: paid_at as u64,
+            state: None,
+            block: None,
+            failure: None,
+        };
         match self {
             Reads::Sqlite(r) => {
                 r.run(move |c| {
                     let mut s = c.prepare_cached(&format!(
-                        "SELECT {COLS} FROM payments WHERE account = ?1 ORDER BY tx_seq DESC LIMIT ?2"
+                        "SELECT tx_seq, {COLS} FROM payments WHERE account = ?1 \
+                         AND (?2 IS NULL OR tx_seq < ?2) AND (?3 IS NULL OR resource = ?3) \
+                         AND (?4 IS NULL OR payer = ?4) AND (?5 IS NULL OR paid_at >= ?5) \
+                         AND (?6 IS NULL OR paid_at < ?6) ORDER BY tx_seq DESC LIMIT ?7"
                     ))?;
-                    let rows = s.query_map(rusqlite::params![account, limit], |r| {
-                        Ok(PaymentRecord {
-                            nonce: r.get(0)?,
-                            payer: r.get(1)?,
-                            amount: usd(r.get(2)?),
-                            currency: r.get(3)?,
-                            tx_hash: r.get(4)?,
-                            resource: r.get(5)?,
-                            paid_at: r.get::<_, i64>(6)? as u64,
-                            state: None,
-                            block: None,
-                            failure: None,
-                        })
-                    })?;
+                    let rows = s.query_map(
+                        rusqlite::params![account, before, f.route, f.payer, f.from, f.to, limit],
+                        |r| {
+                            Ok((
+                                r.get(0)?,
+                                record(
+                                    r.get(1)?,
+                                    r.get(2)?,
+                                    r.get(3)?,
+                                    r.get(4)?,
+                                    r.get(5)?,
+                                    r.get(6)?,
+                                    r.get(7)?,
+                                ),
+                            ))
+                        },
+                    )?;
                     rows.collect::<std::result::Result<Vec<_>, _>>()
                 })
                 .await
@@ -132,24 +158,23 @@ impl Reads {
                 let c = p.get().await.map_err(pool_err)?;
                 let rows = c
                     .query(
-                        &format!("SELECT {COLS} FROM payments WHERE account = $1 ORDER BY id DESC LIMIT $2"),
-                        &[&account, &i64::from(limit)],
+                        &format!(
+                            "SELECT id, {COLS} FROM payments WHERE account = $1 \
+                             AND ($2::bigint IS NULL OR id < $2) AND ($3::text IS NULL OR resource = $3) \
+                             AND ($4::text IS NULL OR payer = $4) AND ($5::bigint IS NULL OR paid_at >= $5) \
+                             AND ($6::bigint IS NULL OR paid_at < $6) ORDER BY id DESC LIMIT $7"
+                        ),
+                        &[&account, &before, &f.route, &f.payer, &f.from, &f.to, &i64::from(limit)],
                     )
                     .await
                     .map_err(pg_err)?;
                 Ok(rows
                     .iter()
-                    .map(|r| PaymentRecord {
-                        nonce: r.get(0),
-                        payer: r.get(1),
-                        amount: usd(r.get(2)),
-                        currency: r.get(3),
-                        tx_hash: r.get(4),
-                        resource: r.get(5),
-                        paid_at: r.get::<_, i64>(6) as u64,
-                        state: None,
-                        block: None,
-                        failure: None,
+                    .map(|r| {
+                        (
+                            r.get(0),
+                            record(r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6), r.get(7)),
+                        )
                     })
                     .collect())
             }

@@ -152,6 +152,9 @@ pub struct PaymentRecord {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PaymentList {
     pub payments: Vec<PaymentRecord>,
+    /// Pass as `cursor` for the next (older) page; null on the last page.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
 }
 
 /// `GET /v1/wallets/{address}` answer.
