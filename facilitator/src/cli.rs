@@ -288,6 +288,26 @@ pub enum LedgerCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Live mode: compare the settlement records with the chain's receipts and the token's
+    /// Transfer logs, and name every difference (a reorged-out or re-mined settlement, a revert,
+    /// a wrong transfer, a failed record that settled, a relayed transfer without a record).
+    /// Exits 1 when there is any.
+    Reconcile {
+        /// A SQLite file or a PostgreSQL URL.
+        #[arg(long, env = envvars::DB.name, default_value = "./vlexivo.db", hide_env_values = true)]
+        db: String,
+        /// The chain's JSON-RPC URL.
+        #[arg(long, env = envvars::RPC_URL.name, value_name = "URL", hide_env_values = true)]
+        rpc_url: String,
+        /// The token to reconcile (default: the one the records hold).
+        #[arg(long, env = envvars::ASSET.name, value_name = "ADDRESS")]
+        asset: Option<String>,
+        /// First block whose Transfer logs are scanned (default: the earliest recorded block).
+        #[arg(long, value_name = "BLOCK")]
+        from_block: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -646,7 +666,12 @@ fn kept_checkpoint(
 }
 
 pub fn ledger(cmd: LedgerCmd) -> i32 {
-    let LedgerCmd::Verify { db, checkpoint, jwks, tx, json } = cmd;
+    let (db, checkpoint, jwks, tx, json) = match cmd {
+        LedgerCmd::Verify { db, checkpoint, jwks, tx, json } => (db, checkpoint, jwks, tx, json),
+        LedgerCmd::Reconcile { db, rpc_url, asset, from_block, json } => {
+            return reconcile(&db, &rpc_url, asset.as_deref(), from_block, json);
+        }
+    };
     let fail = |f: Fail| {
         if json {
             print_json(&json!({"ok": false, "error": f.1}));
@@ -732,6 +757,70 @@ pub fn ledger(cmd: LedgerCmd) -> i32 {
             exit::OK
         }
         Err(e) => fail(Fail(exit::FAILED, e.to_string())),
+    }
+}
+
+fn reconcile(db: &str, rpc_url: &str, asset: Option<&str>, from_block: Option<u64>, json: bool) -> i32 {
+    use server::live::reconcile;
+    let run = || -> Result<vlexivo_live::reconcile::Reconciliation, Fail> {
+        let asset = asset.map(parse_address).transpose()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Fail(exit::FAILED, format!("cannot start the async runtime: {e}")))?;
+        let failed = |e: vlexivo_core::Error| {
+            let code = match e.code() {
+                "config_invalid" => exit::USAGE,
+                "facilitator_unavailable" => exit::FACILITATOR_UNAVAILABLE,
+                _ => exit::FAILED,
+            };
+            Fail(code, format!("{}: {e}", e.code()))
+        };
+        rt.block_on(async {
+            let store = reconcile::open_store(db)?;
+            reconcile::run(&store, rpc_url, asset, from_block).await
+        })
+        .map_err(failed)
+    };
+    match run() {
+        Ok(r) => {
+            if json {
+                print_json(&json!({"ok": r.is_clean(), "reconciliation": r}));
+            } else {
+                println!(
+                    "{} settlement records ({} confirmed, {} pending, {} failed) of token {}; blocks {}..={}: {} transfers to payout addresses ({} not relayed by this facilitator)",
+                    r.records,
+                    r.confirmed,
+                    r.pending,
+                    r.failed,
+                    r.token,
+                    r.from_block,
+                    r.to_block,
+                    r.transfers,
+                    r.other_transfers
+                );
+                for d in &r.differences {
+                    let of = match (&d.account, &d.nonce) {
+                        (Some(a), Some(n)) => format!(" (account {a}, payment {n})"),
+                        _ => String::new(),
+                    };
+                    println!("DIFFERENCE {}: {}{of}: {}", d.kind.as_str(), d.tx_hash, d.detail);
+                }
+                if r.is_clean() {
+                    println!("reconciled: the records and the chain agree");
+                } else {
+                    eprintln!("{} difference(s) between the records and the chain", r.differences.len());
+                }
+            }
+            if r.is_clean() { exit::OK } else { exit::FAILED }
+        }
+        Err(f) => {
+            if json {
+                print_json(&json!({"ok": false, "error": f.1}));
+            }
+            eprintln!("error: {}", f.1);
+            f.0
+        }
     }
 }
 

@@ -298,3 +298,75 @@ async fn a_hundred_concurrent_calls_funded_for_sixty_settle_sixty() {
     assert_eq!(env.net.balance(w.address()).await.unwrap(), 0);
     assert_eq!(env.net.balance(env.payout).await.unwrap(), 60_000);
 }
+
+/// `vlexivo ledger reconcile` over the CLI: its JSON answer and exit status.
+fn reconcile_cli(db: &std::path::Path, rpc_url: &str) -> (i32, serde_json::Value) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vlexivo"))
+        .args(["ledger", "reconcile", "--json", "--rpc-url", rpc_url, "--db"])
+        .arg(db)
+        .env_remove("VLX_ASSET")
+        .output()
+        .unwrap();
+    let v = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().unwrap(), v)
+}
+
+/// Reconciliation: clean after paid calls. Then a reorg (anvil snapshot/revert) takes a
+/// confirmed settlement out of the chain, a record says failed for a transfer that settled and
+/// another record is lost: each is named, with its kind, and the command exits 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_names_every_difference_including_a_reorg() {
+    use vlexivo_facilitator::server::live::reconcile;
+    let mut env = setup(0).await;
+    let w = env.payer(100_000).await;
+    let client = env.client(&w);
+    let mut hashes = Vec::new();
+    for i in 0..3 {
+        let res = client.get(&format!("{}/api/v1/hello?call={i}", env.api)).await.unwrap();
+        assert_eq!(res.status(), 200);
+        hashes.push(vlexivo_client::receipt_of(&res).unwrap().tx_hash.clone());
+    }
+    env.settled().await;
+    let db = env.dir.path().join("f.db");
+    let store = reconcile::open_store(db.to_str().unwrap()).unwrap();
+    let r = reconcile::run(&store, &env.net.rpc_url, None, None).await.unwrap();
+    assert!(r.is_clean(), "{r:?}");
+    assert_eq!((r.records, r.confirmed, r.transfers), (3, 3, 3), "{r:?}");
+    let (code, v) = reconcile_cli(&db, &env.net.rpc_url);
+    assert_eq!((code, &v["ok"]), (0, &serde_json::json!(true)), "{v}");
+
+    // A fourth payment confirmed, then reorged out.
+    let snap = env.net.snapshot().await.unwrap();
+    let res = client.get(&format!("{}/api/v1/hello?call=3", env.api)).await.unwrap();
+    hashes.push(vlexivo_client::receipt_of(&res).unwrap().tx_hash.clone());
+    assert_eq!(env.settled().await[0]["state"], "confirmed");
+    env.net.revert(snap).await.unwrap();
+    env.net.mine(2).await.unwrap();
+    if let Some(s) = env.srv.take() {
+        s.shutdown().await;
+    }
+    // The first record says failed, the second is lost.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute("UPDATE settlements SET state = 'failed', failure = 'x' WHERE tx_hash = ?1", [&hashes[0]])
+        .unwrap();
+    conn.execute("DELETE FROM settlements WHERE tx_hash = ?1", [&hashes[1]]).unwrap();
+    drop(conn);
+
+    let (code, v) = reconcile_cli(&db, &env.net.rpc_url);
+    assert_eq!(code, 1, "{v}");
+    let mut found: Vec<(String, String)> = v["reconciliation"]["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["kind"].as_str().unwrap().to_string(), d["tx_hash"].as_str().unwrap().to_string()))
+        .collect();
+    found.sort();
+    let mut want = vec![
+        ("missing_on_chain".to_string(), hashes[3].clone()),
+        ("settled_but_recorded_failed".to_string(), hashes[0].clone()),
+        ("unrecorded_transfer".to_string(), hashes[1].clone()),
+    ];
+    want.sort();
+    assert_eq!(found, want, "{v}");
+}

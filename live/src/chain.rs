@@ -39,9 +39,19 @@ pub fn parse_hash(s: &str) -> Result<B256> {
     s.parse::<B256>().map_err(|_| Error::RequestMalformed("a transaction hash is 0x + 64 hex digits".into()))
 }
 
+/// Atomic units as a usd amount (`0.001 usd`); the bare number where it is out of range.
+pub fn atomic_usd(v: U256) -> String {
+    use vlexivo_core::money::{Currency, Money};
+    u64::try_from(v)
+        .ok()
+        .and_then(|a| Money::from_atomic(a, Currency::Usd).ok())
+        .map(|m| format!("{m} usd"))
+        .unwrap_or_else(|| format!("{v} atomic units"))
+}
+
 /// The chain cannot be asked: `facilitator_unavailable`, without the RPC URL (it may carry an
 /// API key) or the node's whole answer.
-fn rpc_down(what: &str, e: impl std::fmt::Display) -> Error {
+pub(crate) fn rpc_down(what: &str, e: impl std::fmt::Display) -> Error {
     let mut why = e.to_string();
     why.truncate(160);
     tracing::warn!(error = %why, "chain RPC: {what} failed");
@@ -401,33 +411,45 @@ impl Chain {
         to_block: u64,
         to: &[Address],
     ) -> Result<Vec<TransferLog>> {
-        use alloy::rpc::types::Filter;
-        use alloy::sol_types::SolEvent;
-        let mut filter = Filter::new()
-            .address(self.token)
-            .event_signature(IEip3009Token::Transfer::SIGNATURE_HASH)
-            .from_block(from_block)
-            .to_block(to_block);
-        if !to.is_empty() {
-            filter = filter.topic2(to.iter().map(|a| evm(a).into_word()).collect::<Vec<_>>());
-        }
-        let logs = self.provider.get_logs(&filter).await.map_err(|e| rpc_down("logs", e))?;
-        Ok(logs
-            .into_iter()
-            .filter_map(|l| {
-                let tx_hash = l.transaction_hash?;
-                let block = l.block_number?;
-                let ev = IEip3009Token::Transfer::decode_log(&l.inner).ok()?;
-                Some(TransferLog {
-                    tx_hash,
-                    block,
-                    from: core_address(&ev.from),
-                    to: core_address(&ev.to),
-                    value: ev.value,
-                })
-            })
-            .collect())
+        transfer_logs(&self.provider, core_address(&self.token), from_block, to_block, to).await
     }
+}
+
+/// `token`'s `Transfer` logs in `[from_block, to_block]`, to any of `to` (all when empty), in
+/// chain order.
+pub async fn transfer_logs(
+    provider: &DynProvider,
+    token: Address,
+    from_block: u64,
+    to_block: u64,
+    to: &[Address],
+) -> Result<Vec<TransferLog>> {
+    use alloy::rpc::types::Filter;
+    use alloy::sol_types::SolEvent;
+    let mut filter = Filter::new()
+        .address(evm(&token))
+        .event_signature(IEip3009Token::Transfer::SIGNATURE_HASH)
+        .from_block(from_block)
+        .to_block(to_block);
+    if !to.is_empty() {
+        filter = filter.topic2(to.iter().map(|a| evm(a).into_word()).collect::<Vec<_>>());
+    }
+    let logs = provider.get_logs(&filter).await.map_err(|e| rpc_down("logs", e))?;
+    Ok(logs
+        .into_iter()
+        .filter_map(|l| {
+            let tx_hash = l.transaction_hash?;
+            let block = l.block_number?;
+            let ev = IEip3009Token::Transfer::decode_log(&l.inner).ok()?;
+            Some(TransferLog {
+                tx_hash,
+                block,
+                from: core_address(&ev.from),
+                to: core_address(&ev.to),
+                value: ev.value,
+            })
+        })
+        .collect())
 }
 
 /// A token's refusal, by its revert reason (FiatToken's texts; other tokens' fall through).

@@ -9,11 +9,13 @@
 //! | [`contracts`] | the `sol!` interfaces: EIP-3009 token, FiatToken set-up, Multicall3 |
 //! | [`chain`] | the facilitator's settlement backend: reads, simulation, signed relays, receipts, logs |
 //! | [`verify`] | provider-side verification of a payment's transaction hash |
+//! | [`reconcile`] | settlement records against the chain's receipts and logs, every difference named |
 //! | [`devnet`] | anvil with a deployed FiatTokenV2_2, for tests and `vlexivo demo --live` |
 
 pub mod chain;
 pub mod contracts;
 pub mod devnet;
+pub mod reconcile;
 pub mod verify;
 
 pub use chain::{Broadcast, Chain, ChainConfig, Mined, Signed, TransferLog};

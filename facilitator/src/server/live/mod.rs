@@ -10,6 +10,7 @@
 //! blocks. The follower also picks up what a previous process left pending after a crash and
 //! re-broadcasts the same signed bytes when the node lost them: a payment is never signed twice.
 
+pub mod reconcile;
 pub mod store;
 
 use alloy::primitives::B256;

@@ -198,6 +198,26 @@ impl LiveStore {
         }
     }
 
+    /// Every provider's payout address.
+    pub async fn payouts(&self) -> Result<Vec<String>> {
+        match self {
+            LiveStore::Sqlite(c) => {
+                Self::sqlite(c, |c| {
+                    let mut st = c.prepare("SELECT address FROM payouts ORDER BY account")?;
+                    let rows = st.query_map([], |r| r.get(0))?;
+                    rows.collect()
+                })
+                .await
+            }
+            LiveStore::Postgres(p) => {
+                let c = p.get().await.map_err(pool_err)?;
+                let rows =
+                    c.query("SELECT address FROM payouts ORDER BY account", &[]).await.map_err(pg_err)?;
+                Ok(rows.iter().map(|r| r.get(0)).collect())
+            }
+        }
+    }
+
     /// Record a signed relay. A second record for the same challenge fails (`payment_conflict`):
     /// the caller holds the payer's lock and checked, so this only happens across facilitators.
     pub async fn insert(&self, s: Settlement) -> Result<()> {
