@@ -9,9 +9,15 @@ import Hapi from '@hapi/hapi';
 import { VlexivoServer } from 'vlexivo';
 import vlexivoFastify from 'vlexivo/fastify';
 import { plugin as vlexivoHapi } from 'vlexivo/hapi';
-import { listenExpress, listenFastify, listenHapi } from './helpers.mjs';
+import Koa from 'koa';
+import { paywall as koaPaywall } from 'vlexivo/koa';
+import { withPaywall as httpPaywall } from 'vlexivo/http';
+import { Hono } from 'hono';
+import { serve } from '@hono/node-server';
+import { paywall as honoPaywall } from 'vlexivo/hono';
+import { listenExpress, listenFastify, listenHapi, listenHandler } from './helpers.mjs';
 
-function answer(headers, payment, raw, counter) {
+export function answer(headers, payment, raw, counter) {
   counter.runs += 1;
   if (payment) counter.proofs.push(headers['vlexivo-proof']);
   const status = Number(headers['x-handler-status'] ?? 200);
@@ -108,12 +114,125 @@ async function startHapi(serverOptions, paywallOptions, counter = { runs: 0, pro
   return { ...s, counter, server: vlx, label: 'hapi' };
 }
 
+async function readBody(req) {
+  const chunks = [];
+  for await (const c of req) chunks.push(c);
+  return Buffer.concat(chunks);
+}
+
+function jsonBody(raw) {
+  try {
+    return raw.length ? JSON.parse(raw.toString('utf8')) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function startKoa(serverOptions, paywallOptions, counter = { runs: 0, proofs: [] }) {
+  const app = new Koa();
+  app.silent = true;
+  // The app's own error handler (quiet JSON 500), outermost as Koa apps put it.
+  app.use(async (ctx, next) => {
+    try {
+      await next();
+    } catch (err) {
+      ctx.status = 500;
+      ctx.body = { error: 'handler_failed', message: err.message };
+    }
+  });
+  // A body parser's part: raw bytes kept, the JSON parsed (ctx.json for the resolvers).
+  app.use(async (ctx, next) => {
+    const raw = await readBody(ctx.req);
+    ctx.request.rawBody = raw;
+    ctx.json = jsonBody(raw);
+    await next();
+  });
+  const vlx = serverOptions instanceof VlexivoServer ? serverOptions : new VlexivoServer(serverOptions);
+  app.use(koaPaywall({ server: vlx, ...paywallOptions }));
+  app.use((ctx) => {
+    const a = answer(ctx.headers, ctx.state.vlxPayment, ctx.request.rawBody, counter);
+    if (a.throws) throw new Error('handler exploded');
+    ctx.status = a.status;
+    ctx.body = a.body;
+  });
+  const s = await listenHandler(app.callback());
+  return { ...s, counter, server: vlx, label: 'koa' };
+}
+
+async function startHttp(serverOptions, paywallOptions, counter = { runs: 0, proofs: [] }) {
+  const vlx = serverOptions instanceof VlexivoServer ? serverOptions : new VlexivoServer(serverOptions);
+  // The paywall reads the body itself (readBody): the echo needs it on every route.
+  const handler = httpPaywall(
+    async (req, res) => {
+      req.json ??= req.body;
+      const a = answer(req.headers, req.vlxPayment, req.rawBody, counter);
+      if (a.throws) throw new Error('handler exploded');
+      res.writeHead(a.status, { 'content-type': 'application/json' }).end(JSON.stringify(a.body));
+    },
+    { server: vlx, readBody: true, ...paywallOptions },
+  );
+  const s = await listenHandler(handler);
+  return { ...s, counter, server: vlx, label: 'http' };
+}
+
+async function startHono(serverOptions, paywallOptions, counter = { runs: 0, proofs: [] }) {
+  const app = new Hono();
+  // The app's own error handler (quiet JSON 500).
+  app.onError((err, c) => c.json({ error: 'handler_failed', message: err.message }, 500));
+  // A body parser's part: raw bytes kept, the JSON parsed (c.get('json') for the resolvers).
+  app.use(async (c, next) => {
+    const raw = Buffer.from(await c.req.arrayBuffer());
+    c.set('rawBody', raw);
+    c.set('json', jsonBody(raw));
+    await next();
+  });
+  const vlx = serverOptions instanceof VlexivoServer ? serverOptions : new VlexivoServer(serverOptions);
+  app.use(honoPaywall({ server: vlx, ...paywallOptions }));
+  app.all('*', (c) => {
+    const a = answer(Object.fromEntries(c.req.raw.headers), c.get('vlxPayment'), c.get('rawBody'), counter);
+    if (a.throws) throw new Error('handler exploded');
+    return c.json(a.body, a.status);
+  });
+  const server = await new Promise((resolve) => {
+    const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s));
+  });
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    close: () =>
+      new Promise((done) => {
+        server.closeAllConnections?.();
+        server.close(() => done());
+      }),
+    counter,
+    server: vlx,
+    label: 'hono',
+  };
+}
+
 export const adapters = {
   express5: makeExpress(express5, 'express5'),
   express4: makeExpress(express4, 'express4'),
   fastify: startFastify,
   hapi: startHapi,
+  koa: startKoa,
+  http: startHttp,
+  hono: startHono,
 };
 
+/** A request header as each adapter's resolver argument carries it (Node headers, Koa ctx, fetch Request, Hono context). */
+export function headerOf(req, name) {
+  if (typeof req.header === 'function' && req.req !== undefined && typeof req.req.header === 'function') return req.req.header(name) ?? ''; // Hono
+  const h = req.headers;
+  if (h !== undefined && typeof h.get === 'function') return h.get(name) ?? ''; // fetch Request
+  return String(h?.[name] ?? '');
+}
+
 /** Each adapter's request object exposes the parsed JSON body as `req.json` in these apps. */
-export const jsonOf = (req) => (req.json !== undefined ? req.json : Buffer.isBuffer(req.body) ? undefined : req.body);
+export const jsonOf = (req) =>
+  typeof req.req?.json === 'function' // Hono's context
+    ? req.get('json')
+    : req.json !== undefined
+      ? req.json
+      : Buffer.isBuffer(req.body)
+        ? undefined
+        : req.body;

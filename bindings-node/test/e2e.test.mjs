@@ -7,7 +7,7 @@ import {
   VlexivoClient, VlexivoServer, Wallet, VlexivoInsufficientFundsError, VlexivoBudgetError,
   VlexivoFacilitatorError, VlexivoRequestError, VlexivoError,
 } from 'vlexivo';
-import { adapters } from './apps.mjs';
+import { adapters, headerOf } from './apps.mjs';
 import { startFacilitator, onboard, topUp, balance, providerPayments, deadPort } from './helpers.mjs';
 
 let fac;
@@ -29,7 +29,7 @@ async function fundedClient(amount = '10', extra = {}) {
 
 const dec = (s) => Math.round(Number(s) * 1e6); // test-only comparison in atomic units
 
-for (const name of ['express5', 'express4', 'fastify', 'hapi']) {
+for (const name of ['express5', 'express4', 'fastify', 'hapi', 'koa', 'http', 'hono']) {
   describe(`${name} + client + facilitator`, () => {
     let app;
     let server;
@@ -39,7 +39,7 @@ for (const name of ['express5', 'express4', 'fastify', 'hapi']) {
         price: '0.001',
         currency: 'usd',
         scope: 'per-call',
-        priceResolver: (req) => (String(req.headers['x-model'] ?? '').includes('large') ? '0.01' : '0.001'),
+        priceResolver: (req) => (headerOf(req, 'x-model').includes('large') ? '0.01' : '0.001'),
       });
     });
     after(() => app.close());

@@ -1,8 +1,10 @@
 /**
  * vlexivo: HTTP 402 per-call API payments.
  *
- * Provider: `new VlexivoServer({ apiSecret }).paywall({ price: '0.001' })` (Express; Fastify and
- * Hapi in `vlexivo/fastify` and `vlexivo/hapi`). Payer: `new VlexivoClient({ walletKey }).fetch(url)`.
+ * Provider: `new VlexivoServer({ apiSecret }).paywall({ price: '0.001' })` (Express; Fastify,
+ * Hapi, Koa, node:http, Hono and Next.js in `vlexivo/fastify`, `/hapi`, `/koa`, `/http`, `/hono`,
+ * `/next`); `withPaywall(handler, { price })` for any WHATWG `Request` → `Response` handler.
+ * Payer: `new VlexivoClient({ walletKey }).fetch(url)`.
  */
 import native = require('./native');
 
@@ -20,6 +22,7 @@ export {
 export { VlexivoClient, type VlexivoClientOptions, type AutoTopUpOptions, type SpendingWindow, type PaymentInfo } from './client';
 export { Wallet, errorFromBody } from './wallet';
 export type { PaywallMiddleware, PaywallErrorMiddleware } from './express';
+export { FetchPaywall, fetchPaywall, withPaywall, getPayment, type FetchPaywallOptions, type FetchPayment } from './fetch';
 export {
   ALL_CODES,
   ALL_CATEGORIES,

@@ -1,0 +1,160 @@
+// Koa, node:http and Hono specifics beyond the vectors (vectors.test.mjs) and the client e2e
+// (e2e.test.mjs): the article's pricing examples, stacked Koa paywalls, bodies, fetch paywall API.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import Koa from 'koa';
+import { Hono } from 'hono';
+import { serve } from '@hono/node-server';
+import { VlexivoServer, Wallet, fetchPaywall, withPaywall, getPayment } from 'vlexivo';
+import { paywall as koaPaywall } from 'vlexivo/koa';
+import { paywall as honoPaywall } from 'vlexivo/hono';
+import { withPaywall as httpPaywall } from 'vlexivo/http';
+import { adapters, jsonOf } from './apps.mjs';
+import { articlePricingSuite, modelPrice, dataPrice } from './article-pricing.mjs';
+import { listenHandler } from './helpers.mjs';
+import { mintProofToken } from './tokens.mjs';
+
+articlePricingSuite('hono', adapters.hono, {
+  model: async (c) => modelPrice(await c.req.json()),
+  data: (c) => dataPrice(c.req.query()),
+});
+articlePricingSuite('koa', adapters.koa, {
+  model: (ctx) => modelPrice(jsonOf(ctx)),
+  data: (ctx) => dataPrice(ctx.query),
+});
+articlePricingSuite('node:http', adapters.http, {
+  model: (req) => modelPrice(req.body),
+  data: (req) => dataPrice(Object.fromEntries(new URL(req.url, 'http://x').searchParams)),
+});
+
+const secret = 'sk_test_' + Buffer.alloc(32, 7).toString('base64url');
+const mint = (res, amt = '0.01') =>
+  mintProofToken(secret, { sub: Wallet.generate().address, amt, res, iat: Math.floor(Date.now() / 1000) });
+
+test('koa: a zone paywall and a route paywall of one server charge once, at the higher price', async () => {
+  const app = new Koa();
+  const vlx = new VlexivoServer({ apiSecret: secret });
+  let runs = 0;
+  app.use(koaPaywall({ server: vlx, price: '0.001' }));
+  app.use(async (ctx, next) => {
+    if (ctx.path === '/dear') return koaPaywall({ server: vlx, price: '0.01' })(ctx, next);
+    return next();
+  });
+  app.use((ctx) => {
+    runs += 1;
+    ctx.body = { amount: ctx.state.vlxPayment.amount };
+  });
+  const s = await listenHandler(app.callback());
+  try {
+    const cheap = mint(`GET ${s.url}/dear`, '0.001');
+    const under = await fetch(`${s.url}/dear`, { headers: { 'vlexivo-proof': cheap } });
+    assert.equal(under.status, 402);
+    assert.equal((await under.json()).error, 'token_underpaid');
+    assert.equal(runs, 0);
+    const full = mint(`GET ${s.url}/dear`, '0.01');
+    const ok = await fetch(`${s.url}/dear`, { headers: { 'vlexivo-proof': full } });
+    assert.equal(ok.status, 200);
+    assert.deepEqual(await ok.json(), { amount: '0.01' });
+    assert.match(ok.headers.get('vlexivo-receipt'), /amount=0\.01;/);
+    assert.equal((await fetch(`${s.url}/dear`, { headers: { 'vlexivo-proof': full } })).status, 409);
+    assert.equal(runs, 1);
+  } finally {
+    await s.close();
+  }
+});
+
+test('node:http: a body over bodyLimit is 413 request_too_large, the handler does not run', async () => {
+  let runs = 0;
+  const handler = httpPaywall(
+    (req, res) => {
+      runs += 1;
+      res.end('ran');
+    },
+    { apiSecret: secret, priceResolver: (req) => (req.body?.model === 'large' ? '0.01' : '0.001'), bodyLimit: 64 },
+  );
+  const s = await listenHandler(handler);
+  try {
+    const big = await fetch(`${s.url}/x`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'large', pad: 'x'.repeat(100) }) });
+    assert.equal(big.status, 413);
+    assert.equal((await big.json()).error, 'request_too_large');
+    const small = await fetch(`${s.url}/x`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'large' }) });
+    assert.equal(small.status, 402);
+    assert.equal((await small.json()).price, '0.01');
+    assert.equal(runs, 0);
+  } finally {
+    await s.close();
+  }
+});
+
+test('fetch paywall: protect/complete/fail by hand; an immutable response gets the receipt on a copy', async () => {
+  const paywall = fetchPaywall({ apiSecret: secret, price: '0.01' });
+  const url = 'http://api.example/x';
+  const unpaid = await paywall.protect(new Request(url));
+  assert.ok(unpaid instanceof Response);
+  assert.equal(unpaid.status, 402);
+  assert.equal(await paywall.protect(new Request(url, { method: 'OPTIONS', headers: { origin: 'https://a.example', 'access-control-request-method': 'GET' } })), null);
+  const proof = mint(`GET ${url}`);
+  const req = new Request(url, { headers: { 'vlexivo-proof': proof } });
+  const paid = await paywall.protect(req);
+  assert.equal(paid.amount, '0.01');
+  assert.equal(getPayment(req), paid);
+  // The handler threw: released, the same proof buys the call again.
+  paywall.fail(paid);
+  const again = await paywall.protect(new Request(url, { headers: { 'vlexivo-proof': proof } }));
+  assert.equal(again.amount, '0.01');
+  const upstream = await fetch('data:text/plain,hello'); // a fetch() answer: immutable headers
+  const out = paywall.complete(again, upstream);
+  assert.notEqual(out, upstream);
+  assert.match(out.headers.get('vlexivo-receipt'), /amount=0\.01;/);
+  assert.equal(await out.text(), 'hello');
+  // Settled once: the proof is spent.
+  const replay = await paywall.protect(new Request(url, { headers: { 'vlexivo-proof': proof } }));
+  assert.equal(replay.status, 409);
+});
+
+test('withPaywall: a 5xx from the handler releases the proof; a 2xx keeps it', async () => {
+  let status = 503;
+  const h = withPaywall(() => new Response('x', { status }), { apiSecret: secret, price: '0.01' });
+  const url = 'http://api.example/y';
+  const proof = mint(`GET ${url}`);
+  const first = await h(new Request(url, { headers: { 'vlexivo-proof': proof } }));
+  assert.equal(first.status, 503);
+  assert.equal(first.headers.get('vlexivo-receipt'), null);
+  status = 200;
+  const second = await h(new Request(url, { headers: { 'vlexivo-proof': proof } }));
+  assert.equal(second.status, 200);
+  assert.match(second.headers.get('vlexivo-receipt'), /tx=/);
+  assert.equal((await h(new Request(url, { headers: { 'vlexivo-proof': proof } }))).status, 409);
+});
+
+test('hono: a paywall on one route leaves the others free; the payment is c.get("vlxPayment")', async () => {
+  const app = new Hono();
+  const vlx = new VlexivoServer({ apiSecret: secret });
+  app.get('/paid', honoPaywall({ server: vlx, price: '0.01' }), (c) => c.json({ payer: c.get('vlxPayment').payer }));
+  app.get('/free', (c) => c.json({ free: true }));
+  const server = await new Promise((resolve) => {
+    const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s));
+  });
+  const base = `http://127.0.0.1:${server.address().port}`;
+  try {
+    assert.equal((await fetch(`${base}/paid`)).status, 402);
+    assert.equal((await fetch(`${base}/free`)).status, 200);
+    const ok = await fetch(`${base}/paid`, { headers: { 'vlexivo-proof': mint(`GET ${base}/paid`) } });
+    assert.equal(ok.status, 200);
+    assert.match((await ok.json()).payer, /^0x[0-9a-fA-F]{40}$/);
+  } finally {
+    server.closeAllConnections?.();
+    await new Promise((r) => server.close(r));
+  }
+});
+
+test('option keys nobody reads are config_invalid in every new adapter', () => {
+  for (const make of [
+    () => koaPaywall({ apiSecret: secret, price: '0.01', pricer: 1 }),
+    () => httpPaywall(() => {}, { apiSecret: secret, price: '0.01', readbody: true }),
+    () => honoPaywall({ apiSecret: secret, price: '0.01', priceresolver: () => 1 }),
+    () => withPaywall(() => new Response(), { apiSecret: secret, prices: '0.01' }),
+  ]) {
+    assert.throws(make, (e) => e.code === 'config_invalid');
+  }
+});

@@ -1,0 +1,210 @@
+/**
+ * The fetch-standard paywall: WHATWG `Request` in, a 402 `Response` or the payment out; the
+ * handler's `Response` in, the same response with the receipt out. Next.js route handlers
+ * (`vlexivo/next`) and Hono (`vlexivo/hono`) are built on it; any runtime that speaks
+ * `Request`/`Response` on Node (Bun-style servers, itty, h3's web handlers) can use it directly.
+ *
+ *   const paywall = fetchPaywall({ apiSecret, price: '0.001' });
+ *   const paid = await paywall.protect(request);
+ *   if (paid instanceof Response) return paid;          // 402, or a 5xx for a provider fault
+ *   return paywall.complete(paid, await handler(request));  // receipt; releases on a 5xx
+ *
+ *   export const POST = withPaywall(async (req) => Response.json(getPayment(req)), { price: '0.001' });
+ *
+ * Core decides (`policy.ts`, the native paywall): which requests are free, whether the nonce is
+ * released (from the handler's response status, or its throw), whether a receipt goes out.
+ */
+import { VlexivoServer, serverOf, SERVER_KEYS, type VlexivoServerOptions } from './server';
+import { isFreeRequest, releases, sendsReceipt } from './policy';
+import {
+  PaidRoute,
+  PAYWALL_KEYS,
+  PROOF_HEADER,
+  RECEIPT_HEADER,
+  exposeValue,
+  isPaid,
+  isThenable,
+  paymentOf,
+  pick,
+  type Decision,
+  type PaywallOptions,
+  type Rejection,
+  type RequestOrigin,
+  type VlexivoPayment,
+} from './route';
+
+/** Options of a fetch-standard paywall: the server's (or `server`) and the paywall's. */
+export interface FetchPaywallOptions<Req = Request> extends VlexivoServerOptions, PaywallOptions<Req> {
+  /** Share one server (keys, nonce store) between paywalls. */
+  server?: VlexivoServer;
+}
+
+export const FETCH_KEYS: readonly string[] = [...SERVER_KEYS, ...PAYWALL_KEYS, 'server'];
+
+/** A paid request's payment, as `protect` returns it (settle it with `complete` or `fail`). */
+export interface FetchPayment extends VlexivoPayment {
+  readonly [SETTLE]?: Settlement;
+}
+
+const SETTLE = Symbol('vlexivo.fetch.settle');
+
+interface Settlement {
+  route: PaidRoute<any>;
+  settled: boolean;
+}
+
+/** The payment of a request a `withPaywall` handler (or `protect`) let through. */
+const PAYMENTS = new WeakMap<Request, VlexivoPayment>();
+
+/** The payment a paywall verified for this request (undefined on a free request). */
+export function getPayment(request: Request): VlexivoPayment | undefined {
+  return PAYMENTS.get(request);
+}
+
+/** The origin facts of a fetch request: its `Host` header (else the URL's host) and scheme. */
+export function fetchOrigin(request: Request, url: URL): RequestOrigin {
+  return { host: request.headers.get('host') ?? url.host, secure: url.protocol === 'https:' };
+}
+
+/** A refusal as a `Response` (CORS: our headers exposed to a cross-origin caller). */
+export function rejectionResponse(route: PaidRoute<any>, request: Request, r: Rejection): Response {
+  const headers = new Headers(r.headers);
+  headers.set('content-type', 'application/json; charset=utf-8');
+  if (route.exposeHeaders && request.headers.has('origin')) headers.set('access-control-expose-headers', exposeValue(undefined) as string);
+  return new Response(r.body, { status: r.status, headers });
+}
+
+/**
+ * Put the receipt (and the CORS expose header) on a handler's response. Headers of some
+ * responses are immutable (`Response.redirect`, a `fetch()` answer passed through): those are
+ * copied into a new response with the same body.
+ */
+function withHeaders(response: Response, set: [string, string][]): Response {
+  try {
+    for (const [k, v] of set) response.headers.set(k, v);
+    return response;
+  } catch {
+    const headers = new Headers(response.headers);
+    for (const [k, v] of set) headers.set(k, v);
+    return new Response(response.body, { status: response.status, statusText: response.statusText, headers });
+  }
+}
+
+/** One paid route over WHATWG requests. `Req` is what the price resolver receives. */
+export class FetchPaywall<Req = Request> {
+  readonly server: VlexivoServer;
+  readonly route: PaidRoute<Req>;
+
+  constructor(options: FetchPaywallOptions<Req>, known: readonly string[] = FETCH_KEYS, what = 'fetch paywall') {
+    if (options === null || typeof options !== 'object') throw new TypeError('paywall options must be an object');
+    this.server = serverOf(options, known, what);
+    this.route = this.server.route<Req>(pick(options, PAYWALL_KEYS));
+  }
+
+  /**
+   * Verify the request's proof at its price and consume the nonce: resolves with the payment,
+   * or with the response to send instead (402 with a fresh challenge, 409 replay, a logged 500
+   * for a price that is not one, 503 when the nonce store is down). A CORS preflight resolves
+   * with `null`: it passes unpaid. `input` is what the price resolver receives (default: a
+   * clone of the request, so the resolver may read the body and the handler still can).
+   * `readBody` reads the body's bytes for a `bindBody` server (default: from a clone), for
+   * frameworks that cache the body themselves.
+   */
+  async protect(request: Request, input?: Req, readBody?: () => Promise<ArrayBuffer>): Promise<FetchPayment | Response | null> {
+    const method = request.method.toUpperCase();
+    if (isFreeRequest(method, request.headers.has('access-control-request-method'))) return null;
+    const url = new URL(request.url);
+    const path = url.pathname + url.search;
+    const route = this.route;
+    let price: unknown = route.price;
+    if (route.resolver !== undefined) {
+      try {
+        price = route.resolver(input ?? ((request.body === null ? request : request.clone()) as unknown as Req));
+        if (isThenable(price)) price = await price;
+      } catch (e) {
+        return rejectionResponse(route, request, route.resolverFailed(e, method, path));
+      }
+    }
+    let body: Buffer | undefined;
+    if (route.bindBody) {
+      if (readBody !== undefined) body = Buffer.from(await readBody());
+      else body = request.body === null ? Buffer.alloc(0) : Buffer.from(await request.clone().arrayBuffer());
+    }
+    let r: Decision | Promise<Decision> = route.authorize(request.headers.get(PROOF_HEADER) ?? undefined, method, path, fetchOrigin(request, url), price, body);
+    if (isThenable(r)) r = await r;
+    if (!isPaid(r)) return rejectionResponse(route, request, r);
+    const payment = paymentOf(r) as FetchPayment;
+    Object.defineProperty(payment, SETTLE, { value: { route, settled: false }, enumerable: false });
+    PAYMENTS.set(request, payment);
+    return payment;
+  }
+
+  /**
+   * The handler answered `response`: core's policy releases the nonce when it failed (5xx) and
+   * puts the receipt on a response that keeps the payment. Returns the response to send.
+   */
+  complete(payment: VlexivoPayment, response: Response, request?: Request): Response {
+    const s = (payment as FetchPayment)[SETTLE];
+    if (s !== undefined && !s.settled) {
+      s.settled = true;
+      if (releases(response.status, false, true)) {
+        s.route.release(payment.storeKey);
+        return response;
+      }
+    }
+    if (!sendsReceipt(response.status)) return response;
+    const set: [string, string][] = [[RECEIPT_HEADER, payment.receipt]];
+    if (this.route.exposeHeaders && request?.headers.has('origin') === true) {
+      const v = exposeValue(response.headers.get('access-control-expose-headers'));
+      if (v !== undefined) set.push(['Access-Control-Expose-Headers', v]);
+    }
+    return withHeaders(response, set);
+  }
+
+  /** The handler threw (no response): the nonce is released, the same proof may be used again. */
+  fail(payment: VlexivoPayment): void {
+    const s = (payment as FetchPayment)[SETTLE];
+    if (s === undefined || s.settled) return;
+    s.settled = true;
+    if (releases(0, true, false)) s.route.release(payment.storeKey);
+  }
+
+  /**
+   * Wrap a fetch handler: the paywall first, then the handler (its payment in
+   * `getPayment(request)`), then the receipt or the release. A handler that throws releases
+   * the nonce and the error goes on to the framework.
+   */
+  wrap<R extends Request, Args extends unknown[]>(handler: (request: R, ...args: Args) => Response | Promise<Response>): (request: R, ...args: Args) => Promise<Response> {
+    return async (request: R, ...args: Args): Promise<Response> => {
+      const paid = await this.protect(request);
+      if (paid instanceof Response) return paid;
+      if (paid === null) return handler(request, ...args);
+      let response: Response;
+      try {
+        response = await handler(request, ...args);
+      } catch (e) {
+        this.fail(paid);
+        throw e;
+      }
+      return this.complete(paid, response, request);
+    };
+  }
+}
+
+/** A fetch-standard paywall (`protect`, `complete`, `fail`, `wrap`). */
+export function fetchPaywall<Req = Request>(options: FetchPaywallOptions<Req>): FetchPaywall<Req> {
+  return new FetchPaywall<Req>(options);
+}
+
+/**
+ * A route handler behind a paywall: `withPaywall(handler, { price: '0.001' })` (or a
+ * `priceResolver` that receives a clone of the request). The payment is `getPayment(request)`.
+ */
+export function withPaywall<R extends Request, Args extends unknown[]>(
+  handler: (request: R, ...args: Args) => Response | Promise<Response>,
+  options: FetchPaywallOptions<R>,
+): (request: R, ...args: Args) => Promise<Response> {
+  return new FetchPaywall<R>(options).wrap(handler);
+}
+
+export { VlexivoServer };

@@ -1,0 +1,48 @@
+/**
+ * Hono middleware (`vlexivo/hono`), over the fetch-standard paywall (`fetch.ts`): answers 402
+ * until the request carries a valid, unused proof for its price, then sets
+ * `c.get('vlxPayment')` and runs the handler; its response gets the receipt, or its failure
+ * (a 5xx, or a throw that Hono turned into its error response) releases the nonce.
+ *
+ *   app.post('/api/x', paywall({ apiSecret, price: '0.001' }), (c) => c.json(c.get('vlxPayment')));
+ *   app.use('/api/*', paywall({ server: vlx, priceResolver: async (c) => ((await c.req.json()).model.includes('large') ? '0.01' : '0.001') }));
+ *
+ * The price resolver receives Hono's context: `c.req.json()` caches the body, so the handler
+ * reads it again. Runs on Node (`@hono/node-server`): the core is a native addon.
+ */
+import type { Context, MiddlewareHandler } from 'hono';
+import { FetchPaywall, FETCH_KEYS, type FetchPaywallOptions } from './fetch';
+import type { VlexivoPayment } from './route';
+import { VlexivoServer } from './server';
+
+/** Hono variables a paid request carries. */
+export interface VlexivoHonoVariables {
+  vlxPayment: VlexivoPayment;
+}
+
+export type VlexivoHonoOptions = FetchPaywallOptions<Context>;
+
+/** A Hono paywall middleware for `options` (a server's options or `server`, and a price). */
+export function paywall(options: VlexivoHonoOptions): MiddlewareHandler<{ Variables: VlexivoHonoVariables }> {
+  const fp = new FetchPaywall<Context>(options, FETCH_KEYS, 'vlexivo hono paywall');
+  return async function vlexivoPaywall(c, next): Promise<Response | void> {
+    const paid = await fp.protect(c.req.raw, c, () => c.req.arrayBuffer());
+    if (paid instanceof Response) return paid;
+    if (paid === null) {
+      await next();
+      return;
+    }
+    c.set('vlxPayment', paid);
+    await next();
+    // Hono caught a throw from the handler and answered with its error handler's response.
+    if (c.error !== undefined) {
+      fp.fail(paid);
+      return;
+    }
+    const res = fp.complete(paid, c.res, c.req.raw);
+    if (res !== c.res) c.res = res;
+  };
+}
+
+export { VlexivoServer };
+export default paywall;
