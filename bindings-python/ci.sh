@@ -4,7 +4,7 @@
 # and metadata (scripts/check_dist.py), then install the wheel into a fresh virtualenv with no
 # Rust toolchain on PATH and run, against that installation, mypy's stubtest on the native
 # module's stubs, mypy --strict on the package and pytest against real servers (the `vlexivo`
-# facilitator process, uvicorn, waitress, werkzeug); ruff lints the sources first. The base install (no extras) imports
+# facilitator process, uvicorn, waitress, werkzeug, Django's handlers); ruff lints the sources first. The base install (no extras) imports
 # without httpx and says what to install for the clients.
 #
 # VLEXIVO_WHEEL_PROFILE=dev|release picks the cargo profile. The test command builds dev: the
@@ -82,7 +82,7 @@ EOF
   )
   # The full test environment: the wheel with its extras and the pinned test dependencies.
   "$py" -m venv "$work/test"
-  "$work/test/bin/python" -m pip install "${pip_q[@]}" "$wheel[client,fastapi,flask]" -r "$here/requirements-test.txt"
+  "$work/test/bin/python" -m pip install "${pip_q[@]}" "$wheel[client,fastapi,flask,django]" -r "$here/requirements-test.txt"
 )
 tpy="$work/test/bin/python"
 

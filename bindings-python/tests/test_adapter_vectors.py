@@ -141,12 +141,8 @@ def wsgi_dispatcher(apps: dict[str, Any]) -> Any:
     return app
 
 
-@pytest.mark.parametrize("adapter", ADAPTERS)
-def test_paywall_vectors(adapter: str, serve: Any) -> None:
-    clock = Clock()
-    apps = {str(i): BUILDERS[adapter](make_server(c, clock), c) for i, c in enumerate(CASES)}
-    kind = SERVER_KIND[adapter]
-    url = serve(kind, asgi_dispatcher(apps) if kind == "uvicorn" else wsgi_dispatcher(apps))
+def check_cases(url: str, clock: Clock) -> list[str]:
+    """Every vector request against ``url`` (a dispatcher on ``x-case``): the failures."""
     failures = []
     with httpx.Client(base_url=url, timeout=10) as http:
         for i, case in enumerate(CASES):
@@ -172,6 +168,16 @@ def test_paywall_vectors(adapter: str, serve: Any) -> None:
                     want = {"status": expect["status"]}
                 if got != want:
                     failures.append(f"{case['name']} #{n}: got {got}, want {want}")
+    return failures
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_paywall_vectors(adapter: str, serve: Any) -> None:
+    clock = Clock()
+    apps = {str(i): BUILDERS[adapter](make_server(c, clock), c) for i, c in enumerate(CASES)}
+    kind = SERVER_KIND[adapter]
+    url = serve(kind, asgi_dispatcher(apps) if kind == "uvicorn" else wsgi_dispatcher(apps))
+    failures = check_cases(url, clock)
     assert not failures, "\n".join(failures)
 
 
@@ -238,6 +244,11 @@ def test_resolver_prices(adapter: str, serve: Any, caplog: pytest.LogCaptureFixt
     currency) is a 500 price_invalid with a log line, never a free or wrong charge."""
     vlx = VlexivoServer(api_secret=PAYWALL["api_secret"], facilitator_url=PAYWALL["facilitator_url"])
     url = serve(SERVER_KIND[adapter], money_app(adapter, vlx))
+    check_money(url, caplog)
+
+
+def check_money(url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """``POST /usd`` and ``/eur`` at ``url``, priced by money.json's input named in ``x-money``."""
     caplog.set_level(logging.ERROR, logger="vlexivo")
     with httpx.Client(base_url=url, timeout=10) as http:
         for i, case in enumerate(MONEY["cases"]):

@@ -1,9 +1,9 @@
 """Vlexivo: HTTP 402 per-call API payments.
 
 Provider: :class:`VlexivoServer` with an ASGI middleware (Starlette/FastAPI), a FastAPI
-dependency, a Flask decorator and a WSGI middleware. Payer: :class:`VlexivoClient` and
-:class:`AsyncVlexivoClient` (httpx). Everything protocol-related runs in the native core
-(``vlexivo._native``)."""
+dependency, a Flask decorator, a WSGI middleware, a Django middleware and view decorator.
+Payer: :class:`VlexivoClient` and :class:`AsyncVlexivoClient` (httpx). Everything
+protocol-related runs in the native core (``vlexivo._native``)."""
 
 import sys
 

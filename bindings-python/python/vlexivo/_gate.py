@@ -370,15 +370,19 @@ async def admit_async(
     price: _native.Price,
     body: bytes | None,
     now: int | None,
+    to_thread: Callable[..., Awaitable[Paid]] | None = None,
 ) -> Paid:
     """:func:`admit` for an event loop: with a networked nonce store (Redis, PostgreSQL) the
     store's round trip runs on a worker thread (the native call releases the GIL), so a slow or
-    unreachable store never stalls the loop; a local store answers in microseconds, inline."""
+    unreachable store never stalls the loop; a local store answers in microseconds, inline.
+    ``to_thread(fn, *args)`` runs it there (default: anyio's; Django passes asgiref's)."""
     if not gates[0].provider.native.store_blocks or proof is None:
         return admit(gates, proof, method, path, origin, price, body, now)
-    import anyio.to_thread
+    if to_thread is None:
+        import anyio.to_thread
 
-    return await anyio.to_thread.run_sync(admit, gates, proof, method, path, origin, price, body, now)
+        to_thread = anyio.to_thread.run_sync
+    return await to_thread(admit, gates, proof, method, path, origin, price, body, now)
 
 
 def underpaid(

@@ -1,5 +1,5 @@
 """The provider side: :class:`VlexivoServer`, its prices, and its adapters (ASGI middleware,
-FastAPI dependency, Flask decorator, WSGI middleware).
+FastAPI dependency, Flask decorator, WSGI middleware, Django middleware and view decorator).
 
 Adapters only move bytes: pricing rules, token checks, nonces and the shape of every refusal
 are the native core's; the gate they share is in ``_gate``."""
@@ -185,6 +185,36 @@ class VlexivoServer:
         (``@vlx.paywall(price="0.001")``, payment in ``flask.g.vlx_payment``)."""
         route = self.price(price, resolver=price_resolver, currency=currency, scope=scope)
         return PaywallGuard(self, route)
+
+    def django_middleware(self, routes: Mapping[str, Any]) -> type[Any]:
+        """A Django middleware class (sync and async) for ``settings.MIDDLEWARE``:
+        ``Paywall = vlx.django_middleware(routes={"POST /api/v1/inference": vlx.price("0.001")})``
+        in a module of yours, listed by its dotted path. Keys name URL patterns as written in
+        ``urls.py`` with a leading slash (``"GET /items/<int:pk>"``); the payment is
+        ``request.vlx_payment``."""
+        from ._django import middleware_class
+
+        return middleware_class(self, routes)
+
+    def django_paywall(
+        self,
+        price: PriceValue | None = None,
+        *,
+        price_resolver: PriceResolver | None = None,
+        currency: str | None = None,
+        scope: str | None = None,
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """A Django view decorator (sync or async views): ``@vlx.django_paywall(price="0.001")``;
+        the payment is ``request.vlx_payment``."""
+        from ._django import django_view
+        from ._gate import Gate
+
+        gate = Gate(
+            self,
+            self.price(price, resolver=price_resolver, currency=currency, scope=scope),
+            "django_paywall()",
+        )
+        return lambda view: django_view(gate, view)
 
     # --- low level -------------------------------------------------------------------------
 
