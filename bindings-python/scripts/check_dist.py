@@ -63,7 +63,10 @@ def main(dist: Path) -> None:
         len(httpx) == 1 and "extra == 'client'" in httpx[0].replace('"', "'"),
         f"httpx must be the client extra only: {requires}",
     )
-    check(set(meta.get_all("Provides-Extra") or []) >= {"client", "fastapi", "flask", "django"}, "extras missing")
+    check(
+        set(meta.get_all("Provides-Extra") or []) >= {"client", "fastapi", "flask", "django"},
+        "extras missing",
+    )
     check(
         (meta.get_payload() or "").lstrip().startswith("# vlexivo"), "the README is not the long description"
     )
