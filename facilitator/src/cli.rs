@@ -310,6 +310,33 @@ pub enum LedgerCmd {
     },
 }
 
+/// `vlexivo verify-payment`: a provider's own check of a live payment on chain.
+#[derive(Args, Debug)]
+pub struct VerifyPaymentArgs {
+    /// The payment's transaction hash (a receipt's `tx_hash`, a proof token's `txh`).
+    pub tx_hash: String,
+    /// The chain's JSON-RPC URL.
+    #[arg(long, env = envvars::RPC_URL.name, value_name = "URL", hide_env_values = true)]
+    pub rpc_url: String,
+    /// The EIP-3009 token (USDC) the payment is in.
+    #[arg(long, env = envvars::ASSET.name, value_name = "ADDRESS")]
+    pub asset: String,
+    /// Who paid (the proof token's `sub`).
+    #[arg(long, value_name = "ADDRESS")]
+    pub payer: String,
+    /// Who was paid: the provider's payout address.
+    #[arg(long, env = envvars::PAY_TO.name, value_name = "ADDRESS")]
+    pub payee: String,
+    /// The amount, a decimal usd amount (e.g. 0.001).
+    #[arg(long)]
+    pub amount: String,
+    /// Least depth: 1 = mined.
+    #[arg(long, default_value_t = 1)]
+    pub confirmations: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum KeysCmd {
     /// A new EdDSA signing key (a new kid): the current one stays in the JWKS so the tokens and
@@ -819,6 +846,56 @@ fn reconcile(db: &str, rpc_url: &str, asset: Option<&str>, from_block: Option<u6
                 print_json(&json!({"ok": false, "error": f.1}));
             }
             eprintln!("error: {}", f.1);
+            f.0
+        }
+    }
+}
+
+pub async fn verify_payment(a: VerifyPaymentArgs) -> i32 {
+    use vlexivo_core::money::{Currency, Money};
+    use vlexivo_live::verify::{Expected, verify_payment};
+    let json = a.json;
+    let run = async {
+        let expected = Expected {
+            token: parse_address(&a.asset)?,
+            payer: parse_address(&a.payer)?,
+            payee: parse_address(&a.payee)?,
+            amount: Money::parse(&a.amount, Currency::Usd)
+                .map_err(|e| Fail::usage(format!("{}: --amount: {e}", e.code())))?
+                .to_atomic(),
+            confirmations: a.confirmations,
+        };
+        let hash = vlexivo_live::chain::parse_hash(&a.tx_hash).map_err(|e| Fail::usage(e.to_string()))?;
+        let provider = vlexivo_live::chain::connect(&a.rpc_url).map_err(|e| Fail::usage(e.to_string()))?;
+        verify_payment(&provider, hash, &expected).await.map_err(|e| {
+            let code = if e.code() == "facilitator_unavailable" {
+                exit::FACILITATOR_UNAVAILABLE
+            } else {
+                exit::FAILED
+            };
+            Fail(code, format!("{}: {e}", e.code()))
+        })
+    };
+    match run.await {
+        Ok(p) => {
+            if json {
+                print_json(&json!({
+                    "ok": true, "tx_hash": a.tx_hash.to_ascii_lowercase(), "block": p.block,
+                    "confirmations": p.confirmations, "gas_used": p.gas_used,
+                }));
+            } else {
+                println!(
+                    "paid: {} usd from {} to {} in token {}, block {} ({} confirmations, gas {})",
+                    a.amount, a.payer, a.payee, a.asset, p.block, p.confirmations, p.gas_used
+                );
+            }
+            exit::OK
+        }
+        Err(f) => {
+            if json {
+                print_json(&json!({"ok": false, "error": f.1}));
+            }
+            eprintln!("NOT verified: {}", f.1);
             f.0
         }
     }

@@ -37,6 +37,10 @@ enum Command {
     /// The facilitator's keys at rest: rotate the signing key.
     #[command(subcommand, after_help = vlexivo_facilitator::exit::HELP)]
     Keys(cli::KeysCmd),
+    /// Live mode, for providers: check on chain that a transaction hash pays the amount from the
+    /// payer to the payout address in the token (its receipt and Transfer log, over JSON-RPC).
+    #[command(after_help = vlexivo_facilitator::exit::HELP)]
+    VerifyPayment(cli::VerifyPaymentArgs),
     /// Call a paid API: show the price, pay within --max-price, print the response.
     #[command(after_help = vlexivo_facilitator::exit::HELP)]
     Pay(vlexivo_facilitator::pay::PayArgs),
@@ -105,6 +109,7 @@ fn main() {
                     Command::Provider(c) => cli::provider(c, &tls).await,
                     Command::Wallet(c) => cli::wallet(c, &tls).await,
                     Command::Pay(a) => vlexivo_facilitator::pay::run(a, &tls).await,
+                    Command::VerifyPayment(a) => cli::verify_payment(a).await,
                     Command::Demo(a) => vlexivo_facilitator::demo::run(a).await,
                     Command::Ledger(_) | Command::Keys(_) | Command::Completions { .. } => {
                         unreachable!("handled above")

@@ -161,6 +161,25 @@ async fn a_paid_call_moves_the_price_payer_to_provider_on_chain() {
     };
     let hash = receipt.tx_hash.parse().unwrap();
     verify_payment(env.srv().live().unwrap().chain.provider(), hash, &expected).await.unwrap();
+    // And with `vlexivo verify-payment`: the payment as it is, then each field wrong.
+    let cli = |amount: &str, payee: &Address| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vlexivo"))
+            .args(["verify-payment", &receipt.tx_hash, "--json", "--rpc-url", &env.net.rpc_url])
+            .args(["--asset", &env.net.token.to_checksum(), "--payer", &w.address().to_checksum()])
+            .args(["--payee", &payee.to_checksum(), "--amount", amount])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code().unwrap(), v)
+    };
+    let (code, v) = cli("0.001", &env.payout);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["block"], rows[0]["block"]);
+    let (code, v) = cli("0.002", &env.payout);
+    assert_eq!(code, 1, "{v}");
+    assert!(v["error"].as_str().unwrap().starts_with("settlement_failed"), "{v}");
+    let (code, _) = cli("0.001", &w.address());
+    assert_eq!(code, 1, "another payee");
 
     // Revenue and the wallet balance read the chain.
     assert_eq!(client.balance().await.unwrap().to_string(), "0.999");
