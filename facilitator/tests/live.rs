@@ -389,3 +389,187 @@ async fn reconcile_names_every_difference_including_a_reorg() {
     want.sort();
     assert_eq!(found, want, "{v}");
 }
+
+/// A fresh challenge from the paid API (its 402 answer).
+async fn challenge(env: &Env) -> String {
+    let res = reqwest::get(format!("{}/api/v1/hello", env.api)).await.unwrap();
+    assert_eq!(res.status(), 402);
+    res.json::<serde_json::Value>().await.unwrap()["challenge"].as_str().unwrap().to_string()
+}
+
+/// `POST /v1/payments` of `challenge` by `w`, its authorization valid in `[after, before)` and
+/// signed under `domain` (the challenge's own when `None`): the status and the answer.
+async fn pay_raw(
+    env: &Env,
+    w: &Wallet,
+    challenge: &str,
+    window: Option<(u64, u64)>,
+    domain: impl FnOnce(&mut vlexivo_core::eip3009::TokenDomain),
+) -> (u16, serde_json::Value) {
+    let c = vlexivo_core::challenge::Challenge::decode(challenge).unwrap();
+    let (after, before) = window.unwrap_or((0, c.exp));
+    let (auth, mut d) =
+        vlexivo_core::payment::transfer_authorization(&c, w.address(), after, before).unwrap();
+    domain(&mut d);
+    let body = vlexivo_core::payment::PaymentRequest {
+        challenge: challenge.to_string(),
+        payer: w.address().to_checksum(),
+        signature: auth.sign(&d, w).unwrap(),
+        valid_after: Some(after),
+        valid_before: Some(before),
+    };
+    let res = reqwest::Client::new()
+        .post(format!("{}/v1/payments", env.srv().url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// Authorizations that cannot settle are refused before anything is relayed: expired, not yet
+/// valid, signed under another chain id or token name. The same authorization paid twice is one
+/// transfer (the chain's authorization nonce comes from the challenge).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_authorizations_are_refused_and_nothing_moves() {
+    let env = setup(0).await;
+    let w = env.payer(10_000).await;
+    let now = unix_now();
+    let c = challenge(&env).await;
+    let (status, v) = pay_raw(&env, &w, &c, Some((0, now - 1)), |_| {}).await;
+    assert_eq!((status, v["error"].as_str().unwrap()), (400, "authorization_invalid"), "expired: {v}");
+    let (status, v) = pay_raw(&env, &w, &c, Some((now + 60, now + 200)), |_| {}).await;
+    assert_eq!((status, v["error"].as_str().unwrap()), (400, "authorization_invalid"), "not yet valid: {v}");
+    let (status, v) = pay_raw(&env, &w, &c, None, |d| d.chain_id += 1).await;
+    assert_eq!((status, v["error"].as_str().unwrap()), (401, "signature_invalid"), "another chain id: {v}");
+    let (status, v) = pay_raw(&env, &w, &c, None, |d| d.name = "USDC".into()).await;
+    assert_eq!((status, v["error"].as_str().unwrap()), (401, "signature_invalid"), "another domain: {v}");
+    assert_eq!(relayer_nonce(&env.net).await, 0, "nothing relayed");
+    assert!(env.payments().await.is_empty());
+
+    // The harness pays when the authorization is right; paid again, the same answer, one transfer.
+    let (status, first) = pay_raw(&env, &w, &c, None, |_| {}).await;
+    assert_eq!(status, 200, "{first}");
+    let (status, again) = pay_raw(&env, &w, &c, None, |_| {}).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!((&again["tx_hash"], &again["replayed"]), (&first["tx_hash"], &serde_json::json!(true)));
+    env.settled().await;
+    assert_eq!(relayer_nonce(&env.net).await, 1, "one relay");
+    assert_eq!(env.net.balance(env.payout).await.unwrap(), 1_000);
+    assert_eq!(env.net.balance(w.address()).await.unwrap(), 9_000);
+}
+
+/// The payer sends its whole balance away, with a higher tip, while the relay waits for a block
+/// (automine off): the relay reverts.
+async fn drain(env: &Env, w: &Wallet) {
+    use alloy::primitives::U256;
+    use vlexivo_live::contracts::IEip3009Token;
+    env.net.set_gas_balance(w.address(), U256::from(10u128.pow(18))).await.unwrap();
+    let p = env.net.signer(&w.secret_hex()).unwrap();
+    let all = env.net.balance(w.address()).await.unwrap();
+    let sink = vlexivo_live::chain::evm(&env.net.dev_address(5));
+    let _pending = IEip3009Token::new(vlexivo_live::chain::evm(&env.net.token), &p)
+        .transfer(sink, U256::from(all))
+        .gas(100_000)
+        .max_priority_fee_per_gas(100_000_000_000)
+        .max_fee_per_gas(1_000_000_000_000)
+        .send()
+        .await
+        .unwrap();
+}
+
+/// Until the provider's records hold `n` rows, or 20 s.
+async fn records(env: &Env, n: usize) -> Vec<serde_json::Value> {
+    for _ in 0..400 {
+        let p = env.payments().await;
+        if p.len() >= n {
+            return p;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("fewer than {n} records: {:?}", env.payments().await);
+}
+
+/// With 0 confirmations the proof is issued once the node took the relay; the payer drains its
+/// balance before the block: the settlement fails on chain and the provider sees it failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payer_draining_after_a_zero_confirmation_proof_is_a_recorded_failure() {
+    let env = setup(0).await;
+    let w = env.payer(10_000).await;
+    env.net.set_automine(false).await.unwrap();
+    let res = env.client(&w).get(&format!("{}/api/v1/hello", env.api)).await.unwrap();
+    assert_eq!(res.status(), 200);
+    drain(&env, &w).await;
+    env.net.mine(1).await.unwrap();
+    let rows = env.settled().await;
+    assert_eq!(rows[0]["state"], "failed", "{rows:?}");
+    assert!(rows[0]["failure"].as_str().unwrap().contains("reverted"), "{rows:?}");
+    assert_eq!(env.net.balance(env.payout).await.unwrap(), 0, "nothing reached the provider");
+}
+
+/// With 1 confirmation the proof waits for the block: the payer drains before it, so there is
+/// no proof (settlement_failed, 502) and the record says failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payer_draining_before_the_confirmation_gets_no_proof() {
+    let env = Arc::new(setup(1).await);
+    let w = env.payer(10_000).await;
+    env.net.set_automine(false).await.unwrap();
+    let c = challenge(&env).await;
+    let call = {
+        let (env, w) = (env.clone(), w.clone());
+        tokio::spawn(async move { pay_raw(&env, &w, &c, None, |_| {}).await })
+    };
+    assert_eq!(records(&env, 1).await[0]["state"], "submitted");
+    drain(&env, &w).await;
+    env.net.mine(1).await.unwrap();
+    let (status, v) = call.await.unwrap();
+    assert_eq!((status, v["error"].as_str()), (502, Some("settlement_failed")), "{v}");
+    assert!(v.get("token").is_none());
+    assert_eq!(env.payments().await[0]["state"], "failed");
+    assert_eq!(env.net.balance(env.payout).await.unwrap(), 0);
+}
+
+/// An authorization valid when relayed but expired by the time its block comes (the chain's
+/// clock moved past validBefore): the token reverts it and the record says failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authorization_expiring_before_its_block_is_a_recorded_failure() {
+    use alloy::providers::ext::AnvilApi;
+    let env = setup(0).await;
+    let w = env.payer(10_000).await;
+    env.net.set_automine(false).await.unwrap();
+    let res = env.client(&w).get(&format!("{}/api/v1/hello", env.api)).await.unwrap();
+    assert_eq!(res.status(), 200);
+    env.net.admin().anvil_set_next_block_timestamp(unix_now() + 3_600).await.unwrap();
+    env.net.mine(1).await.unwrap();
+    let rows = env.settled().await;
+    assert_eq!(rows[0]["state"], "failed", "{rows:?}");
+    assert_eq!(env.net.balance(w.address()).await.unwrap(), 10_000);
+}
+
+/// The relayer has no gas: the payment is answered facilitator_unavailable (503), nothing is
+/// relayed and nothing moves (the Rust client, which cannot know that, keeps it in doubt); with
+/// gas again, the next call pays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayer_out_of_gas_is_facilitator_unavailable_and_nothing_moves() {
+    use alloy::primitives::U256;
+    let env = setup(0).await;
+    let w = env.payer(10_000).await;
+    let relayer = env.net.dev_address(1);
+    env.net.set_gas_balance(relayer, U256::ZERO).await.unwrap();
+    let (status, v) = pay_raw(&env, &w, &challenge(&env).await, None, |_| {}).await;
+    assert_eq!((status, v["error"].as_str()), (503, Some("facilitator_unavailable")), "{v}");
+    let e = env.client(&w).get(&format!("{}/api/v1/hello", env.api)).await.unwrap_err();
+    assert_eq!(e.code(), "payment_in_doubt", "{e}");
+    assert_eq!(env.net.balance(w.address()).await.unwrap(), 10_000);
+    assert_eq!(relayer_nonce(&env.net).await, 0, "nothing relayed");
+    env.net.set_gas_balance(relayer, U256::from(10u128.pow(18))).await.unwrap();
+    let res = env.client(&w).get(&format!("{}/api/v1/hello", env.api)).await.unwrap();
+    assert_eq!(res.status(), 200);
+    env.settled().await;
+    assert_eq!(env.net.balance(w.address()).await.unwrap(), 9_000);
+    assert_eq!(env.net.balance(env.payout).await.unwrap(), 1_000);
+}

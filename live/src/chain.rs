@@ -280,6 +280,14 @@ impl Chain {
     async fn estimate(&self, data: Bytes, price: String) -> Result<u64> {
         match self.provider.estimate_gas(self.relay_request(data)).await {
             Ok(g) => Ok(g),
+            // The node will not run it because the relayer cannot pay for the gas: the
+            // facilitator's own trouble, not the payment's.
+            Err(e) if e.as_error_resp().is_some() && relayer_cannot_pay(&e.to_string()) => {
+                tracing::error!(relayer = %self.relayer, "live: the relayer cannot pay for gas");
+                Err(Error::FacilitatorUnavailable(
+                    "the facilitator's relayer cannot pay for gas right now".into(),
+                ))
+            }
             Err(e) if e.as_error_resp().is_some() => Err(refusal(&e.to_string(), &price)),
             Err(e) => Err(rpc_down("simulation", e)),
         }
@@ -359,7 +367,7 @@ impl Chain {
                         return Broadcast::Accepted;
                     }
                 }
-                let out_of_gas = lower.contains("insufficient funds") || lower.contains("gas * price");
+                let out_of_gas = relayer_cannot_pay(&lower);
                 Broadcast::Rejected { reason: msg.chars().take(200).collect(), out_of_gas }
             }
         }
@@ -450,6 +458,12 @@ pub async fn transfer_logs(
             })
         })
         .collect())
+}
+
+/// The node's answer when the sender cannot pay for gas (geth's and anvil's wording).
+fn relayer_cannot_pay(msg: &str) -> bool {
+    let m = msg.to_ascii_lowercase();
+    m.contains("insufficient funds") || m.contains("gas * price") || m.contains("lack of funds")
 }
 
 /// A token's refusal, by its revert reason (FiatToken's texts; other tokens' fall through).
