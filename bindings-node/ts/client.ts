@@ -187,6 +187,22 @@ function neverSent(e: unknown): boolean {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/**
+ * The API side of a paid call on one HTTP stack: send the request (with the flow's extra
+ * headers), read a response's status, headers and final URL, the first bytes of its body.
+ * @internal
+ */
+export interface PayTransport<R> {
+  send(url: string, headers: Record<string, string>): Promise<R>;
+  status(r: R): number;
+  headers(r: R): Record<string, string>;
+  url(r: R): string | null;
+  /** At most `limit + 1` bytes of the body, and the response to hand the caller instead. */
+  prefix(r: R, limit: number): Promise<{ bytes: Buffer; response: R }>;
+  /** A response the flow answered and nobody will read. */
+  discard?(r: R): void;
+}
+
 export class VlexivoClient {
   private readonly payer: native.Payer;
   private readonly opts: VlexivoClientOptions;
@@ -293,28 +309,48 @@ export class VlexivoClient {
       return this.doFetch(to, req);
     };
 
-    const flow = call(() => this.payer.call(method, url, prepared.replayable));
+    return this.pay(method, url, prepared.replayable, {
+      send,
+      status: (r) => r.status,
+      headers: headersOf,
+      url: (r) => r.url || null,
+      prefix: readPrefix,
+      discard: (r) => {
+        if (r.body && !r.bodyUsed) r.body.cancel().catch(() => undefined);
+      },
+    });
+  }
+
+  /**
+   * One paid call over any HTTP stack (`fetch` above, the axios adapter): core's payer flow
+   * asks for each send, body read, facilitator request and wait; `transport` performs the
+   * API-side ones. Resolves with the last response; rejects with a typed `VlexivoError` when
+   * the payment cannot be made.
+   * @internal
+   */
+  async pay<R>(method: string, url: string, replayable: boolean, transport: PayTransport<R>): Promise<R> {
+    const flow = call(() => this.payer.call(method, url, replayable));
     let step: PayerStep = flow.start();
-    let last: Response | undefined;
+    let last: R | undefined;
     for (;;) {
       switch (step.kind) {
         case 'send': {
           // A 402 we answered: its unread body is no one's.
-          if (last?.body && !last.bodyUsed) last.body.cancel().catch(() => undefined);
+          if (last !== undefined) transport.discard?.(last);
           try {
-            last = await send(step.url!, step.headers ?? {});
+            last = await transport.send(step.url!, step.headers ?? {});
           } catch (e) {
             flow.requestFailed();
             throw e;
           }
           const res = last;
-          step = this.feed(flow, () => flow.response(res.status, headersOf(res), null, res.url || null), method, url);
+          step = this.feed(flow, () => flow.response(transport.status(res), transport.headers(res), null, transport.url(res)), method, url);
           break;
         }
         case 'read_body': {
-          const { bytes, response } = await readPrefix(last!, step.limit!);
+          const { bytes, response } = await transport.prefix(last!, step.limit!);
           last = response;
-          step = this.feed(flow, () => flow.response(response.status, headersOf(response), bytes, null), method, url);
+          step = this.feed(flow, () => flow.response(transport.status(response), transport.headers(response), bytes, null), method, url);
           break;
         }
         case 'facilitator':
