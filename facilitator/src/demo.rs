@@ -33,6 +33,13 @@ pub struct DemoArgs {
     /// Less output: only the summary and the ledger check.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Live mode on a local devnet: anvil, Circle's FiatTokenV2_2 (USDC), a live facilitator;
+    /// each call settles on chain (tx hash, block, gas). Needs `npm ci --prefix live/devnet`.
+    #[arg(long)]
+    pub live: bool,
+    /// Live: blocks before a proof is issued (0: once the node accepted the transfer).
+    #[arg(long, default_value_t = 0, requires = "live")]
+    pub confirmations: u64,
 }
 
 /// Runs the demo; 0 when every step behaved as expected.
@@ -46,7 +53,7 @@ pub async fn run(args: DemoArgs) -> i32 {
         return 1;
     }
     let mut demo = Demo { quiet: args.quiet, failures: Vec::new() };
-    let result = demo.run(&dir).await;
+    let result = if args.live { demo.run_live(&dir, args.confirmations).await } else { demo.run(&dir).await };
     if temporary {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -206,30 +213,79 @@ pub fn paid_api(paywall: Arc<Paywall>, store: Arc<dyn NonceStore>) -> Router {
         )
 }
 
+/// The agent's calls, in both demos: each route and price kind of the paid API, with the price
+/// each must be charged.
+pub(crate) fn agent_calls(year: i64) -> Vec<(Call, http::Method, String, Option<Value>)> {
+    vec![
+        (
+            Call { label: "GET  /api/v1/hello".into(), expected: "0.001" },
+            http::Method::GET,
+            "/api/v1/hello".into(),
+            None,
+        ),
+        (
+            Call { label: "POST /api/v1/inference  model=large-v2".into(), expected: "0.01" },
+            http::Method::POST,
+            "/api/v1/inference".into(),
+            Some(json!({ "model": "large-v2", "prompt": "summarize the quarterly report" })),
+        ),
+        (
+            Call { label: "POST /api/v1/inference  model=embed-small".into(), expected: "0.0001" },
+            http::Method::POST,
+            "/api/v1/inference".into(),
+            Some(json!({ "model": "embed-small", "prompt": "vectorize me" })),
+        ),
+        (
+            Call { label: "POST /api/v1/inference  model=chat-base".into(), expected: "0.001" },
+            http::Method::POST,
+            "/api/v1/inference".into(),
+            Some(json!({ "model": "chat-base", "prompt": "hello there" })),
+        ),
+        (
+            Call { label: "GET  /api/v1/data  1 day, 2019 (historical)".into(), expected: "0.000505" },
+            http::Method::GET,
+            "/api/v1/data?type=ohlc&from=2019-06-03&days=1".into(),
+            None,
+        ),
+        (
+            Call { label: format!("GET  /api/v1/data  90 days tick, {year}"), expected: "0.019" },
+            http::Method::GET,
+            format!("/api/v1/data?type=trades&from={year}-01-01&days=90&granularity=tick"),
+            None,
+        ),
+        (
+            Call { label: format!("GET  /api/v1/data  30 days, {year}"), expected: "0.0013" },
+            http::Method::GET,
+            format!("/api/v1/data?type=ohlc&from={year}-01-01&days=30"),
+            None,
+        ),
+    ]
+}
+
 // ---------------------------------------------------------------------------------------------
 // The run
 
-struct Demo {
+pub(crate) struct Demo {
     quiet: bool,
-    failures: Vec<String>,
+    pub(crate) failures: Vec<String>,
 }
 
-type DynError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type DynError = Box<dyn std::error::Error + Send + Sync>;
 
 /// One agent call as printed.
-struct Call {
-    label: String,
-    expected: &'static str,
+pub(crate) struct Call {
+    pub(crate) label: String,
+    pub(crate) expected: &'static str,
 }
 
 impl Demo {
-    fn say(&self, line: impl AsRef<str>) {
+    pub(crate) fn say(&self, line: impl AsRef<str>) {
         if !self.quiet {
             println!("{}", line.as_ref());
         }
     }
 
-    fn check(&mut self, ok: bool, what: impl Into<String>) -> bool {
+    pub(crate) fn check(&mut self, ok: bool, what: impl Into<String>) -> bool {
         if !ok {
             let what = what.into();
             println!("  ✗ {what}");
@@ -306,50 +362,7 @@ impl Demo {
 
         // 5. The calls.
         let year = current_year();
-        let calls: Vec<(Call, http::Method, String, Option<Value>)> = vec![
-            (
-                Call { label: "GET  /api/v1/hello".into(), expected: "0.001" },
-                http::Method::GET,
-                "/api/v1/hello".into(),
-                None,
-            ),
-            (
-                Call { label: "POST /api/v1/inference  model=large-v2".into(), expected: "0.01" },
-                http::Method::POST,
-                "/api/v1/inference".into(),
-                Some(json!({ "model": "large-v2", "prompt": "summarize the quarterly report" })),
-            ),
-            (
-                Call { label: "POST /api/v1/inference  model=embed-small".into(), expected: "0.0001" },
-                http::Method::POST,
-                "/api/v1/inference".into(),
-                Some(json!({ "model": "embed-small", "prompt": "vectorize me" })),
-            ),
-            (
-                Call { label: "POST /api/v1/inference  model=chat-base".into(), expected: "0.001" },
-                http::Method::POST,
-                "/api/v1/inference".into(),
-                Some(json!({ "model": "chat-base", "prompt": "hello there" })),
-            ),
-            (
-                Call { label: "GET  /api/v1/data  1 day, 2019 (historical)".into(), expected: "0.000505" },
-                http::Method::GET,
-                "/api/v1/data?type=ohlc&from=2019-06-03&days=1".into(),
-                None,
-            ),
-            (
-                Call { label: format!("GET  /api/v1/data  90 days tick, {year}"), expected: "0.019" },
-                http::Method::GET,
-                format!("/api/v1/data?type=trades&from={year}-01-01&days=90&granularity=tick"),
-                None,
-            ),
-            (
-                Call { label: format!("GET  /api/v1/data  30 days, {year}"), expected: "0.0013" },
-                http::Method::GET,
-                format!("/api/v1/data?type=ohlc&from={year}-01-01&days=30"),
-                None,
-            ),
-        ];
+        let calls = agent_calls(year);
 
         self.say(format!(
             "  {:<2}  {:<46} {:>9}  {:<16} {:>10}  {:>6}",
@@ -564,13 +577,13 @@ impl Demo {
 }
 
 /// `sk_test_AbCd…` with the rest hidden: enough to recognize it, useless to an onlooker.
-fn mask(secret: &str) -> String {
+pub(crate) fn mask(secret: &str) -> String {
     let keep = secret.find('_').and_then(|i| secret[i + 1..].find('_').map(|j| i + j + 2)).unwrap_or(0);
     let visible: String = secret.chars().take(keep + 4).collect();
     format!("{visible}…(hidden)")
 }
 
-fn short_hash(h: &str) -> String {
+pub(crate) fn short_hash(h: &str) -> String {
     if h.len() <= 14 {
         return h.to_string();
     }

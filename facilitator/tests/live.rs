@@ -573,3 +573,28 @@ async fn a_relayer_out_of_gas_is_facilitator_unavailable_and_nothing_moves() {
     assert_eq!(env.net.balance(w.address()).await.unwrap(), 9_000);
     assert_eq!(env.net.balance(env.payout).await.unwrap(), 1_000);
 }
+
+/// `vlexivo demo --live` (0 and 1 confirmations): every call settles on chain and checks there,
+/// the balances move exactly, and the records reconcile.
+#[test]
+fn the_live_demo_runs_and_every_step_behaves() {
+    for confirmations in ["0", "1"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vlexivo"))
+            .args(["demo", "--live", "--confirmations", confirmations])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        for needle in [
+            "$0.019",
+            "409 token_replayed",
+            "insufficient_funds, needs $0.01",
+            "7 paid calls, $0.032905 paid: agent $10 → $9.967095 on chain, provider $0.032905 on chain",
+            "7 records (7 confirmed), 7 transfers on chain: the records and the chain agree",
+            "✓ live demo complete",
+        ] {
+            assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
+        }
+        assert!(!stdout.contains("sk_live_") || stdout.contains("(hidden)"));
+    }
+}
