@@ -280,18 +280,26 @@ pub async fn create_provider(
 /// Bearer auth: derive the keys from the presented secret and compare the stored digest in
 /// constant time. Every failure is the same opaque `unauthorized`.
 async fn authenticate(st: &AppState, headers: &HeaderMap) -> ApiResult<Arc<super::ledger::Provider>> {
-    use subtle::ConstantTimeEq;
     let secret = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
         .ok_or(Error::Unauthorized)?;
+    Ok(authenticate_secret(st, secret).await?)
+}
+
+/// The provider an API secret belongs to (the API's bearer and the dashboard's sign-in).
+pub(crate) async fn authenticate_secret(
+    st: &AppState,
+    secret: &str,
+) -> Result<Arc<super::ledger::Provider>, Error> {
+    use subtle::ConstantTimeEq;
     let keys = ProviderKeys::from_secret(secret).map_err(|_| Error::Unauthorized)?;
     let p = st.provider(&keys.account).await?.ok_or(Error::Unauthorized)?;
     let same: bool = p.auth_digest.ct_eq(&keys.auth_digest).into();
     if !same || p.mode != keys.mode {
-        return Err(ApiError(Error::Unauthorized));
+        return Err(Error::Unauthorized);
     }
     Ok(p)
 }

@@ -27,6 +27,7 @@ mod api;
 pub mod at_rest;
 pub mod checkpoint;
 pub mod cursor;
+mod dashboard;
 pub mod db;
 // Test only, and the one place this crate needs unsafe: a SQLite VFS shim.
 #[cfg(test)]
@@ -175,6 +176,8 @@ pub(crate) struct AppState {
     issuer_url: String,
     /// Seals the payment lists' paging cursors.
     cursors: cursor::CursorKey,
+    /// The dashboard's signed-in browsers.
+    sessions: dashboard::Sessions,
 }
 
 impl AppState {
@@ -359,6 +362,7 @@ fn router(st: Arc<AppState>, cors: &CorsOrigins) -> Router {
         .route("/readyz", get(api::readyz))
         .route("/metrics", get(api::metrics))
         .merge(browser)
+        .merge(dashboard::router())
         .route_layer(axum::middleware::from_fn_with_state(st.clone(), api::track))
         .fallback(api::not_found)
         .with_state(st)
@@ -851,6 +855,7 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer> {
         metrics,
         eddsa,
         cursors: cursor::CursorKey::derive(&key.seed()),
+        sessions: dashboard::Sessions::default(),
         signing_key: key,
         default_alg,
         jwks_json,

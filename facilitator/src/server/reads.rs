@@ -15,6 +15,31 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use vlexivo_core::{Error, Result};
 
+/// What payments are grouped by (`Reads::group`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum GroupBy {
+    Route,
+    Payer,
+    /// One group of every payment (totals).
+    All,
+}
+
+/// Payments of one group: how many and their sum in atomic units.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Group {
+    pub key: String,
+    pub count: i64,
+    pub sum: i64,
+}
+
+/// Payments of one time bucket, starting at `at` (Unix seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Point {
+    pub at: i64,
+    pub count: i64,
+    pub sum: i64,
+}
+
 pub(crate) enum Reads {
     Sqlite(Arc<SqliteReaders>),
     Postgres(deadpool_postgres::Pool),
@@ -177,6 +202,94 @@ impl Reads {
                         )
                     })
                     .collect())
+            }
+        }
+    }
+
+    /// Count and sum (atomic units) of a provider's payments in `[from, to)`, grouped by `by`,
+    /// largest sum first, at most `limit` groups.
+    pub async fn group(
+        &self,
+        account: String,
+        by: GroupBy,
+        from: Option<i64>,
+        to: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Group>> {
+        let (key, order) = match by {
+            GroupBy::Route => ("resource", "s DESC, k"),
+            GroupBy::Payer => ("payer", "s DESC, k"),
+            GroupBy::All => ("''", "k"),
+        };
+        match self {
+            Reads::Sqlite(r) => {
+                r.run(move |c| {
+                    let mut s = c.prepare_cached(&format!(
+                        "SELECT {key} AS k, count(*), sum(amount) AS s FROM payments WHERE account = ?1 \
+                         AND (?2 IS NULL OR paid_at >= ?2) AND (?3 IS NULL OR paid_at < ?3) \
+                         GROUP BY k ORDER BY {order} LIMIT ?4"
+                    ))?;
+                    let rows = s.query_map(rusqlite::params![account, from, to, limit], |r| {
+                        Ok(Group { key: r.get(0)?, count: r.get(1)?, sum: r.get(2)? })
+                    })?;
+                    rows.collect::<std::result::Result<Vec<_>, _>>()
+                })
+                .await
+            }
+            Reads::Postgres(p) => {
+                let c = p.get().await.map_err(pool_err)?;
+                let rows = c
+                    .query(
+                        &format!(
+                            "SELECT {key}::text AS k, count(*), sum(amount)::bigint AS s FROM payments \
+                             WHERE account = $1 AND ($2::bigint IS NULL OR paid_at >= $2) \
+                             AND ($3::bigint IS NULL OR paid_at < $3) GROUP BY k ORDER BY {order} LIMIT $4"
+                        ),
+                        &[&account, &from, &to, &i64::from(limit)],
+                    )
+                    .await
+                    .map_err(pg_err)?;
+                Ok(rows.iter().map(|r| Group { key: r.get(0), count: r.get(1), sum: r.get(2) }).collect())
+            }
+        }
+    }
+
+    /// Count and sum of a provider's payments in `[from, to)` per `bucket` seconds, oldest first
+    /// (the bucket's start time; buckets without payments are absent).
+    pub async fn series(
+        &self,
+        account: String,
+        from: Option<i64>,
+        to: Option<i64>,
+        bucket: i64,
+    ) -> Result<Vec<Point>> {
+        match self {
+            Reads::Sqlite(r) => {
+                r.run(move |c| {
+                    let mut s = c.prepare_cached(
+                        "SELECT (paid_at / ?4) * ?4 AS t, count(*), sum(amount) FROM payments \
+                         WHERE account = ?1 AND (?2 IS NULL OR paid_at >= ?2) AND (?3 IS NULL OR paid_at < ?3) \
+                         GROUP BY t ORDER BY t",
+                    )?;
+                    let rows = s.query_map(rusqlite::params![account, from, to, bucket], |r| {
+                        Ok(Point { at: r.get(0)?, count: r.get(1)?, sum: r.get(2)? })
+                    })?;
+                    rows.collect::<std::result::Result<Vec<_>, _>>()
+                })
+                .await
+            }
+            Reads::Postgres(p) => {
+                let c = p.get().await.map_err(pool_err)?;
+                let rows = c
+                    .query(
+                        "SELECT (paid_at / $4) * $4 AS t, count(*), sum(amount)::bigint FROM payments \
+                         WHERE account = $1 AND ($2::bigint IS NULL OR paid_at >= $2) \
+                         AND ($3::bigint IS NULL OR paid_at < $3) GROUP BY t ORDER BY t",
+                        &[&account, &from, &to, &bucket],
+                    )
+                    .await
+                    .map_err(pg_err)?;
+                Ok(rows.iter().map(|r| Point { at: r.get(0), count: r.get(1), sum: r.get(2) }).collect())
             }
         }
     }

@@ -1,0 +1,130 @@
+// The browser suites' plumbing: Debian's chromium driven by playwright-core, a real `vlexivo`
+// facilitator process and a real paid Express app (the npm package built in bindings-node), all
+// on 127.0.0.1 with ports the OS picks.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const repoRoot = resolve(here, '..', '..');
+// The package as its users get it (its own dependencies: express).
+const fromPackage = createRequire(join(repoRoot, 'bindings-node', 'package.json'));
+export const vlexivo = fromPackage('./dist/index.js');
+export const express = fromPackage('express');
+
+export function chromiumPath() {
+  const p = process.env.CHROMIUM_BIN ?? ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((c) => existsSync(c));
+  if (!p) throw new Error('chromium not found (apt-get install chromium)');
+  return p;
+}
+
+export async function launch() {
+  return chromium.launch({ executablePath: chromiumPath(), headless: true, args: ['--no-sandbox'] });
+}
+
+export async function startFacilitator() {
+  const bin = process.env.VLEXIVO_BIN ?? join(repoRoot, 'target', 'debug', 'vlexivo');
+  const dir = mkdtempSync(join(tmpdir(), 'vlx-browser-'));
+  const child = spawn(bin, ['serve', '--addr', '127.0.0.1:0', '--db', join(dir, 'f.db')], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, RUST_LOG: 'warn' },
+  });
+  let stderr = '';
+  child.stderr.on('data', (d) => {
+    stderr = (stderr + d).slice(-10000);
+  });
+  const url = await new Promise((ok, fail) => {
+    const t = setTimeout(() => fail(new Error(`facilitator did not start: ${stderr}`)), 30000);
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      const m = /^VLEXIVO_URL=(\S+)/.exec(line);
+      if (m) {
+        clearTimeout(t);
+        ok(m[1]);
+      }
+    });
+    child.on('exit', (code) => {
+      clearTimeout(t);
+      fail(new Error(`facilitator exited (${code}): ${stderr}`));
+    });
+  });
+  return {
+    url,
+    async stop() {
+      if (child.exitCode === null) {
+        child.kill('SIGTERM');
+        await new Promise((r) => {
+          const t = setTimeout(() => {
+            child.kill('SIGKILL');
+            r();
+          }, 5000);
+          child.once('exit', () => {
+            clearTimeout(t);
+            r();
+          });
+        });
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function api(url, path, { secret, method = 'GET', body } = {}) {
+  const res = await fetch(`${url}${path}`, {
+    method,
+    headers: { ...(secret ? { authorization: `Bearer ${secret}` } : {}), ...(body ? { 'content-type': 'application/json' } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await res.text();
+  let json;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return { status: res.status, json, text };
+}
+
+/** Every payment through the API's cursor paging, newest first. */
+export async function allPayments(url, secret, filters = '') {
+  const rows = [];
+  let cursor = '';
+  for (;;) {
+    const r = await api(url, `/v1/providers/me/payments?limit=1000${filters}${cursor ? `&cursor=${cursor}` : ''}`, { secret });
+    if (r.status !== 200) throw new Error(`payments: ${r.status} ${r.text}`);
+    rows.push(...r.json.payments);
+    if (!r.json.next_cursor) return rows;
+    cursor = r.json.next_cursor;
+  }
+}
+
+/** A paid Express app: every route under /api is paywalled at the price its path names. */
+export async function startPaidApp(facilitatorUrl, apiSecret) {
+  const app = express();
+  const server = new vlexivo.VlexivoServer({ apiSecret, mode: 'sandbox', facilitatorUrl });
+  const prices = { '/api/weather': '0.01', '/api/forecast': '0.02' };
+  app.use(
+    '/api',
+    server.paywall({
+      currency: 'usd',
+      priceResolver: (req) => prices[`/api${req.path}`] ?? '0.005',
+    }),
+  );
+  app.use('/api', (req, res) => res.json({ paid: true, path: req.path, payer: req.vlxPayment?.payer }));
+  app.use(server.errorHandler());
+  const http = await new Promise((ok) => {
+    const s = app.listen(0, '127.0.0.1', () => ok(s));
+  });
+  return {
+    url: `http://127.0.0.1:${http.address().port}`,
+    close: () =>
+      new Promise((r) => {
+        http.closeAllConnections?.();
+        http.close(() => r());
+      }),
+  };
+}
