@@ -29,9 +29,13 @@ struct Env {
 }
 
 fn live_config(net: &Devnet, confirmations: u64) -> LiveConfig {
+    live_config_via(net, &net.rpc_url, confirmations)
+}
+
+fn live_config_via(net: &Devnet, rpc_url: &str, confirmations: u64) -> LiveConfig {
     LiveConfig {
         chain: ChainConfig {
-            rpc_url: net.rpc_url.clone(),
+            rpc_url: rpc_url.to_string(),
             token: net.token,
             relayer_key: net.dev_key(1),
             poll: Duration::from_millis(20),
@@ -45,11 +49,16 @@ fn master_key() -> Option<Arc<MasterKey>> {
     Some(Arc::new(MasterKey::parse(&"42".repeat(32)).unwrap()))
 }
 
-async fn facilitator(net: &Devnet, dir: &std::path::Path, confirmations: u64) -> RunningServer {
+async fn facilitator(
+    net: &Devnet,
+    rpc_url: &str,
+    dir: &std::path::Path,
+    confirmations: u64,
+) -> RunningServer {
     server::spawn(ServerConfig {
         addr: "127.0.0.1:0".parse().unwrap(),
         db_path: dir.join("f.db"),
-        live: Some(live_config(net, confirmations)),
+        live: Some(live_config_via(net, rpc_url, confirmations)),
         master_key: master_key(),
         ..ServerConfig::default()
     })
@@ -59,8 +68,13 @@ async fn facilitator(net: &Devnet, dir: &std::path::Path, confirmations: u64) ->
 
 async fn setup(confirmations: u64) -> Env {
     let net = Devnet::start().await.expect("devnet (npm ci --prefix live/devnet)");
+    setup_on(net, None, confirmations).await
+}
+
+/// The facilitator reaches the chain at `rpc_url` (default: anvil's own).
+async fn setup_on(net: Devnet, rpc_url: Option<&str>, confirmations: u64) -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let srv = facilitator(&net, dir.path(), confirmations).await;
+    let srv = facilitator(&net, rpc_url.unwrap_or(&net.rpc_url), dir.path(), confirmations).await;
     let payout = net.dev_address(2);
     let provider = srv.create_live_provider(Some("live api"), &payout.to_checksum()).await.unwrap();
     assert!(provider.api_secret.starts_with("sk_live_"), "{}", provider.mode);
@@ -121,7 +135,7 @@ impl Env {
         if let Some(s) = self.srv.take() {
             s.shutdown().await;
         }
-        self.srv = Some(facilitator(&self.net, self.dir.path(), self.confirmations).await);
+        self.srv = Some(facilitator(&self.net, &self.net.rpc_url, self.dir.path(), self.confirmations).await);
     }
 }
 
@@ -597,4 +611,167 @@ fn the_live_demo_runs_and_every_step_behaves() {
         }
         assert!(!stdout.contains("sk_live_") || stdout.contains("(hidden)"));
     }
+}
+
+/// A TCP relay to anvil that can be cut: while cut it closes every connection, those open too.
+struct Cuttable {
+    url: String,
+    up: tokio::sync::watch::Sender<bool>,
+}
+
+async fn cuttable(rpc_url: &str) -> Cuttable {
+    let port = reqwest::Url::parse(rpc_url).unwrap().port().unwrap();
+    let target = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (up, rx) = tokio::sync::watch::channel(true);
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let mut rx = rx.clone();
+            if !*rx.borrow() {
+                continue;
+            }
+            tokio::spawn(async move {
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else { return };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    _ = rx.wait_for(|up| !*up) => {}
+                }
+            });
+        }
+    });
+    Cuttable { url, up }
+}
+
+/// The chain's RPC is down: the payment is answered facilitator_unavailable (503), nothing is
+/// recorded, relayed or moved. Back up, the same signed payment settles exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rpc_down_is_facilitator_unavailable_and_nothing_is_lost() {
+    let net = Devnet::start().await.unwrap();
+    let relay = cuttable(&net.rpc_url).await;
+    let env = setup_on(net, Some(&relay.url), 0).await;
+    let w = env.payer(10_000).await;
+    let c = challenge(&env).await;
+    relay.up.send_replace(false);
+    let (status, v) = pay_raw(&env, &w, &c, None, |_| {}).await;
+    assert_eq!((status, v["error"].as_str()), (503, Some("facilitator_unavailable")), "{v}");
+    assert!(!v["message"].as_str().unwrap().contains(&relay.url), "the RPC URL is not disclosed: {v}");
+    assert!(env.payments().await.is_empty());
+    assert_eq!(relayer_nonce(&env.net).await, 0);
+    assert_eq!(env.net.balance(w.address()).await.unwrap(), 10_000);
+    relay.up.send_replace(true);
+    let (status, v) = pay_raw(&env, &w, &c, None, |_| {}).await;
+    assert_eq!(status, 200, "{v}");
+    env.settled().await;
+    assert_eq!(relayer_nonce(&env.net).await, 1);
+    assert_eq!(env.net.balance(w.address()).await.unwrap(), 9_000);
+    assert_eq!(env.net.balance(env.payout).await.unwrap(), 1_000);
+}
+
+/// A child process killed (SIGKILL) when dropped, so a failing test leaves nothing running.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `vlexivo serve --mode live` as a process.
+fn serve(net: &Devnet, db: &std::path::Path) -> (Killed, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vlexivo"))
+        .args(["serve", "--mode", "live", "--addr", "127.0.0.1:0", "--poll-ms", "20", "--db"])
+        .arg(db)
+        .args(["--rpc-url", &net.rpc_url, "--asset", &net.token.to_checksum()])
+        .env("VLX_RELAYER_KEY", net.dev_key(1))
+        .env("VLX_MASTER_KEY", "42".repeat(32))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = lines
+        .find_map(|l| l.ok()?.strip_prefix("VLEXIVO_URL=").map(str::to_string))
+        .expect("the facilitator prints its URL");
+    (Killed(child), url)
+}
+
+/// The facilitator is SIGKILLed after the relay was broadcast and the proof issued, before any
+/// block; the node loses the transaction too. Restarted on the same database, it re-broadcasts
+/// the same signed bytes (the same hash), follows them to confirmed, and the relayer sent one
+/// transaction in all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_between_submit_and_receipt_is_followed_on_restart_never_sent_twice() {
+    use alloy::providers::Provider;
+    use alloy::providers::ext::AnvilApi;
+    let net = Devnet::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("f.db");
+    let (child, url) = serve(&net, &db);
+    let http = reqwest::Client::new();
+    let payout = net.dev_address(2);
+    let created: ProviderCreated = http
+        .post(format!("{url}/v1/providers"))
+        .json(&serde_json::json!({ "mode": "live", "payout_address": payout.to_checksum() }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut cfg = PaywallConfig::new(created.api_secret.clone());
+    cfg.facilitator_url = url.clone();
+    cfg.live = Some(created.terms.unwrap().to_terms().unwrap());
+    let app = paid_api(Arc::new(Paywall::new(cfg).unwrap()), Arc::new(MemoryStore::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let w = Wallet::generate(&OsEntropy);
+    net.mint(w.address(), 10_000).await.unwrap();
+    net.set_automine(false).await.unwrap();
+    let client = VlexivoClient::builder().wallet(w.clone()).facilitator_url(Some(&url)).build().unwrap();
+    let res = client.get(&format!("{api}/api/v1/hello")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let tx: alloy::primitives::B256 = vlexivo_client::receipt_of(&res).unwrap().tx_hash.parse().unwrap();
+    drop(child);
+    assert_eq!(net.admin().anvil_drop_transaction(tx).await.unwrap(), Some(tx), "the node loses it too");
+    assert!(net.admin().get_transaction_by_hash(tx).await.unwrap().is_none());
+
+    let (child, url) = serve(&net, &db);
+    let mut known = false;
+    for _ in 0..400 {
+        if net.admin().get_transaction_by_hash(tx).await.unwrap().is_some() {
+            known = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(known, "the restarted facilitator re-broadcast the recorded relay");
+    net.mine(1).await.unwrap();
+    let mut state = String::new();
+    for _ in 0..400 {
+        let v: serde_json::Value = http
+            .get(format!("{url}/v1/providers/me/payments"))
+            .bearer_auth(&created.api_secret)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        state = v["payments"][0]["state"].as_str().unwrap_or_default().to_string();
+        if state == "confirmed" {
+            assert_eq!(v["payments"][0]["tx_hash"], format!("{tx:#x}").as_str());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    drop(child);
+    assert_eq!(state, "confirmed");
+    assert_eq!(relayer_nonce(&net).await, 1, "one relay in all");
+    assert_eq!(net.balance(payout).await.unwrap(), 1_000);
+    assert_eq!(net.balance(w.address()).await.unwrap(), 9_000);
 }
