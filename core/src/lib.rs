@@ -34,6 +34,7 @@ pub mod money;
 pub mod origin;
 pub mod payment;
 pub mod paywall;
+pub mod paywall_page;
 pub mod policy;
 pub mod response_policy;
 pub mod store;

@@ -576,7 +576,10 @@ impl Call<'_> {
                 if matches!(e, Error::NonceStoreUnavailable(_) | Error::NonceStoreFull | Error::Internal(_)) {
                     tracing::error!(target: "vlexivo", "nonce store failed: {e}");
                 }
-                return Ok(self.refuse(&e, Some(&price), scheme, host.as_deref()));
+                // A person's browser without a proof gets core's HTML page (same 402, same challenge).
+                let accept = parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+                let r = cfg.paywall.reject(&e, &info, Some(&price), &cfg.scope, self.now, &*cfg.entropy);
+                return Ok(rejection(r.for_browser(accept, proof.is_some())));
             }
         };
         // From here the nonce is consumed: the handler's outcome decides its fate.

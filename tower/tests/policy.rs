@@ -288,3 +288,32 @@ async fn a_declared_inner_paywall_is_asked_for_on_the_first_request() {
     assert_eq!((s, b["error"].as_str()), (409, Some("token_replayed")));
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
+
+/// A browser without a proof gets core's HTML page (same 402 and challenge); an SDK, curl or a
+/// browser that carries a proof keeps the JSON.
+#[tokio::test]
+async fn a_browser_gets_the_html_paywall_page_and_clients_keep_json() {
+    let env = Env::new();
+    let app = Router::new().route("/paid", get(|| async { "paid content" }).layer(env.layer("0.25")));
+    let env = env.serve(app).await;
+    let browser = [("accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8")];
+    let res = env.send("GET", "/paid", None, &browser).await;
+    assert_eq!(res.status(), StatusCode::PAYMENT_REQUIRED);
+    assert!(res.headers().contains_key("vlexivo-challenge"));
+    assert_eq!(res.headers()["content-type"], "text/html; charset=utf-8");
+    let csp = res.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(!csp.contains("unsafe-inline") && csp.contains("default-src 'none'"), "{csp}");
+    let html = res.text().await.unwrap();
+    assert!(
+        html.contains("<p class=\"price\" id=\"price\">0.25 <abbr title=\"usd\">USD</abbr></p>"),
+        "{html}"
+    );
+    assert!(html.contains("GET http://api.test/paid"), "{html}");
+    for headers in [&[("accept", "*/*")][..], &[("accept", "application/json")][..], &[][..]] {
+        let (s, b) = status_and_body(env.send("GET", "/paid", None, headers).await).await;
+        assert_eq!((s, b["price"].as_str()), (402, Some("0.25")), "{headers:?}");
+    }
+    // A proof that fails is answered in JSON even to a browser: the client that sent it reads it.
+    let (s, b) = status_and_body(env.send("GET", "/paid", Some("not-a-token"), &browser).await).await;
+    assert_eq!((s, b["error"].as_str()), (402, Some("token_malformed")));
+}
