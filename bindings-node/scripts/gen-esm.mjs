@@ -10,7 +10,7 @@ const require = createRequire(import.meta.url);
 const out = join(root, 'dist', 'esm');
 mkdirSync(out, { recursive: true });
 
-for (const name of ['index', 'express', 'fastify', 'hapi', 'koa', 'http', 'hono', 'next', 'fetch', 'axios']) {
+for (const name of ['index', 'express', 'fastify', 'hapi', 'koa', 'http', 'hono', 'next', 'fetch', 'axios', 'mcp']) {
   const mod = require(join(root, 'dist', `${name}.js`));
   const names = Object.keys(mod).filter((k) => k !== 'default' && k !== '__esModule' && /^[A-Za-z_$][\w$]*$/.test(k));
   const hasDefault = Object.prototype.hasOwnProperty.call(mod, 'default');

@@ -2,47 +2,22 @@
 // Turbopack), then served by Next's programmatic server in this process (its route handler
 // reads the paywall's options from globalThis.__vlexivoNext). Through it: the shared vectors,
 // the article's pricing examples with a real client and facilitator, a throwing handler.
-//
-// The app gets the package as an install would lay it out (node_modules/vlexivo: the manifest,
-// dist/, native/index.js, the addon): `serverExternalPackages` only keeps packages in
-// node_modules out of the bundle, and a bundled addon does not build.
+// The app gets the package as an install would lay it out (next-build.mjs).
 import { before, after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { cpSync, mkdirSync, rmSync, symlinkSync, realpathSync } from 'node:fs';
 import { createServer } from 'node:http';
-import { join } from 'node:path';
 import { answer } from './apps.mjs';
-import { pkgRoot, vectors } from './helpers.mjs';
+import { vectors } from './helpers.mjs';
+import { installAndBuild, nextDir as dir } from './next-build.mjs';
 import { vectorSuites } from './vector-suites.mjs';
 import { articlePricingSuite, modelPrice, dataPrice } from './article-pricing.mjs';
 
-const dir = join(pkgRoot, 'test', 'next-app');
 let url;
 let httpServer;
 let nextApp;
 
-/** node_modules/vlexivo of the app, as npm would install the package (the addon linked, not copied). */
-function install() {
-  const to = join(dir, 'node_modules', 'vlexivo');
-  rmSync(to, { recursive: true, force: true });
-  mkdirSync(join(to, 'native'), { recursive: true });
-  cpSync(join(pkgRoot, 'package.json'), join(to, 'package.json'));
-  cpSync(join(pkgRoot, 'dist'), join(to, 'dist'), { recursive: true });
-  for (const f of ['index.js', 'index.d.ts']) cpSync(join(pkgRoot, 'native', f), join(to, 'native', f));
-  const addon = 'vlexivo.linux-x64-gnu.node';
-  symlinkSync(realpathSync(join(pkgRoot, 'native', addon)), join(to, 'native', addon));
-}
-
 before(async () => {
-  install();
-  const build = spawnSync(process.execPath, [join(pkgRoot, 'node_modules', 'next', 'dist', 'bin', 'next'), 'build'], {
-    cwd: dir,
-    env: { ...process.env, NEXT_TELEMETRY_DISABLED: '1' },
-    encoding: 'utf8',
-    timeout: 300_000,
-  });
-  assert.equal(build.status, 0, `next build failed:\n${build.stdout}\n${build.stderr}`);
+  installAndBuild();
   const next = (await import('next')).default;
   nextApp = next({ dev: false, dir, quiet: true });
   await nextApp.prepare();

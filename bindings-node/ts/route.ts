@@ -67,6 +67,7 @@ export const EXPOSED_HEADERS = HEADER_NAMES.expose;
 export const PROOF_HEADER = HEADER_NAMES.proof.toLowerCase();
 export const RECEIPT_HEADER = HEADER_NAMES.receipt;
 export const RECEIPT_HEADER_LC = HEADER_NAMES.receipt.toLowerCase();
+export const CHALLENGE_HEADER_LC = HEADER_NAMES.challenge.toLowerCase();
 
 /** The array form of a paid result (rare; see `PaidFacts`): [payer, amount, currency, txHash, nonce, paidAt, expiresAt, resource, storeKey, receipt]. */
 type PaidTuple = [string, string, string, string, string, number, number, string, string, string];

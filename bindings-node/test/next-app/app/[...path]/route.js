@@ -1,6 +1,6 @@
 // One catch-all route handler behind vlexivo/next: the test (same process, Next's programmatic
 // server) puts the paywall's options and the echo in globalThis.__vlexivoNext; a new value
-// builds a new paywall, as a fresh app would.
+// builds a new paywall, as a fresh app would. `bare` (bench/http.mjs' baseline) skips it.
 import { withPaywall, getPayment } from 'vlexivo/next';
 
 export const runtime = 'nodejs';
@@ -19,6 +19,7 @@ async function echo(req) {
 
 function paid(req) {
   const cfg = globalThis.__vlexivoNext;
+  if (cfg.bare) return echo(req); // the benchmark's baseline: the same route, no paywall
   if (cfg !== current) {
     current = cfg;
     handler = withPaywall(echo, cfg.options);
