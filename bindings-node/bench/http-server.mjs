@@ -1,11 +1,16 @@
 // One benchmark target per process: `node bench/http-server.mjs <scenario>`; prints PORT=….
 //   express-bare | express-paywall | express-jose-set | fastify-bare | fastify-paywall |
-//   fastify-paywall-read
+//   fastify-paywall-read | hono-bare | hono-paywall | next-bare | next-paywall
+// (next-*: test/next-app built first, as bench/http.mjs does.)
 import express from 'express';
 import Fastify from 'fastify';
 import { jwtVerify } from 'jose';
 import { VlexivoServer } from 'vlexivo';
 import vlexivoFastify from 'vlexivo/fastify';
+import { Hono } from 'hono';
+import { serve } from '@hono/node-server';
+import { paywall as honoPaywall } from 'vlexivo/hono';
+import { createServer } from 'node:http';
 import { SECRET, RESOURCE_PATH, ORIGIN } from './tokens.mjs';
 
 const scenario = process.argv[2];
@@ -39,7 +44,40 @@ const STORE = process.env.VLX_BENCH_STORE
   ? { nonceStore: process.env.VLX_BENCH_STORE }
   : { nonceStore: 'memory', nonceStoreOptions: { capacity: 2_000_000 } };
 
+/** Listen a node:http server, count its requests, print its port. */
+function announce(server) {
+  server.on('request', onRequest);
+  console.log(`PORT=${server.address().port}`);
+}
+
 async function main() {
+  if (scenario.startsWith('hono')) {
+    const app = new Hono();
+    if (scenario === 'hono-paywall') {
+      app.post(RESOURCE_PATH, honoPaywall({ apiSecret: SECRET, origin: ORIGIN, ...STORE, price: '0.001' }), (c) => c.json(reply));
+    } else {
+      app.post(RESOURCE_PATH, (c) => c.json(reply));
+    }
+    const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => announce(server));
+    return;
+  }
+  if (scenario.startsWith('next')) {
+    // test/next-app's route handler (built by the parent): bare, or behind vlexivo/next. Both
+    // read the body, as the paid one's echo does.
+    globalThis.__vlexivoNext = {
+      bare: scenario === 'next-bare',
+      options: { apiSecret: SECRET, origin: ORIGIN, ...STORE, price: '0.001' },
+      answer: () => ({ status: 200, body: reply, throws: false }),
+      quiet: true,
+    };
+    const next = (await import('next')).default;
+    const app = next({ dev: false, dir: new URL('../test/next-app', import.meta.url).pathname, quiet: true });
+    await app.prepare();
+    const handle = app.getRequestHandler();
+    const server = createServer((req, res) => handle(req, res));
+    server.listen(0, '127.0.0.1', () => announce(server));
+    return;
+  }
   if (scenario.startsWith('express')) {
     const app = express();
     if (scenario === 'express-paywall') {

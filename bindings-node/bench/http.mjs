@@ -1,6 +1,7 @@
 // (b) autocannon on 127.0.0.1, one run: bare Express vs Express + paywall (valid, distinct,
 // pre-minted proofs; memory store) vs Express + jose verify + Set; bare Fastify vs Fastify +
-// plugin. Each target runs in its own process. Every request of every scenario carries a fresh
+// plugin; bare Hono vs Hono + paywall (@hono/node-server); a bare Next.js route handler vs the
+// same behind vlexivo/next (test/next-app's production build, Next's own server). Each target runs in its own process. Every request of every scenario carries a fresh
 // proof header (bare targets ignore it), so the client does the same work for all; every paid
 // request must answer 200. Scenarios are interleaved over several rounds (the machine is shared)
 // and reported per pair:
@@ -12,12 +13,14 @@
 // warm-up rate), so fast targets get rounds long enough to be stable; the spread of each
 // scenario's req/s over the rounds is printed.
 // Run: node bench/http.mjs [secondsPerRound=2] [rounds=10] [connections=16]
+// (ONLY=hono,next runs the scenarios whose names start with one of these.)
 import autocannon from 'autocannon';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { mintVlexivo, mintJose, RESOURCE_PATH } from './tokens.mjs';
+import { installAndBuild } from '../test/next-build.mjs';
 
 const SECONDS = Number(process.argv[2] ?? 2);
 const ROUNDS = Number(process.argv[3] ?? 10);
@@ -87,7 +90,14 @@ const scenarios = [
   ['fastify-paywall', (n) => mintVlexivo(n)],
   // READ=1: also a Fastify handler that reads request.vlxPayment (built on first read).
   ...(process.env.READ ? [['fastify-paywall-read', (n) => mintVlexivo(n)]] : []),
-].filter(([name]) => !process.env.ONLY || name.startsWith(process.env.ONLY));
+  ['hono-bare', (n) => mintVlexivo(n)],
+  ['hono-paywall', (n) => mintVlexivo(n)],
+  ['next-bare', (n) => mintVlexivo(n)],
+  ['next-paywall', (n) => mintVlexivo(n)],
+].filter(([name]) => !process.env.ONLY || process.env.ONLY.split(',').some((o) => name.startsWith(o)));
+
+// The Next.js targets serve test/next-app's production build (installed and built once here).
+if (scenarios.some(([name]) => name.startsWith('next'))) installAndBuild();
 
 console.log(`autocannon: ${ROUNDS} rounds of ~${SECONDS} s per scenario (+${WARMUP} warm-up requests), ${CONNECTIONS} connections, 127.0.0.1`);
 const state = {};
@@ -149,6 +159,8 @@ const pairs = Object.fromEntries(
     ['joseSet', pair('express-jose-set', 'express-bare')],
     ['fastify', pair('fastify-paywall', 'fastify-bare')],
     ['fastifyRead', pair('fastify-paywall-read', 'fastify-bare')],
+    ['hono', pair('hono-paywall', 'hono-bare')],
+    ['next', pair('next-paywall', 'next-bare')],
   ].filter(([, r]) => r),
 );
 const row = (label, r, note) =>
@@ -159,4 +171,6 @@ row('Express + paywall / bare Express:       ', pairs.express, 'target >= 0.85')
 row('Express + jose + Set / bare Express:    ', pairs.joseSet, 'hand-written guard');
 row('Fastify + plugin / bare Fastify:        ', pairs.fastify, 'target >= 0.90');
 row('  handler reading vlxPayment / bare:     ', pairs.fastifyRead, 'payment object built');
+row('Hono + paywall / bare Hono (node-server):', pairs.hono, 'fetch-standard paywall');
+row('Next.js route + withPaywall / bare route:', pairs.next, 'next start, Node.js runtime');
 console.log('BENCH ' + JSON.stringify({ bench: 'http', secondsPerRound: SECONDS, rounds: ROUNDS, connections: CONNECTIONS, pairs }));
