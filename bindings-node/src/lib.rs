@@ -325,6 +325,7 @@ impl OwnedRequest {
             scheme: self.scheme,
             host: self.host.as_deref(),
             body: self.body.as_deref(),
+            payer: None,
         }
     }
 }
@@ -343,7 +344,7 @@ impl JsPaywall {
         secure: Option<bool>,
         body: Option<&'a [u8]>,
     ) -> RequestInfo<'a> {
-        RequestInfo { method, path, scheme: scheme_of(secure), host, body }
+        RequestInfo { method, path, scheme: scheme_of(secure), host, body, payer: None }
     }
 
     fn build(options: PaywallOptions) -> vx::Result<Self> {
@@ -1159,7 +1160,7 @@ impl JsPayer {
             Some(_) => return Err(VxError::Config("fixedNow must be unix seconds".into())),
             None => Arc::new(SystemClock),
         };
-        let config = vx::client::PayerConfig { policy, facilitators, auto_top_up };
+        let config = vx::client::PayerConfig { policy, facilitators, auto_top_up, payer_hint: true };
         Ok(Self { inner: vx::client::Payer::new(wallet, config, clock) })
     }
 }

@@ -391,7 +391,7 @@ impl Paywall {
         host: Option<&'a str>,
         body: Option<&'a [u8]>,
     ) -> RequestInfo<'a> {
-        RequestInfo { method, path, scheme, host, body }
+        RequestInfo { method, path, scheme, host, body, payer: None }
     }
 }
 
@@ -1002,7 +1002,7 @@ impl Payer {
             Some(n) => Arc::new(vlexivo_core::env::FixedClock::new(n)),
             None => Arc::new(SystemClock),
         };
-        let config = vclient::PayerConfig { policy, facilitators: trust, auto_top_up };
+        let config = vclient::PayerConfig { policy, facilitators: trust, auto_top_up, payer_hint: true };
         Ok(Self { inner: vclient::Payer::new(wallet, config, clock) })
     }
 

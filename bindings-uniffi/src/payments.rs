@@ -269,7 +269,8 @@ impl VlexivoPayments {
             Some(n) => Arc::new(FixedClock::new(n)),
             None => Arc::new(SystemClock),
         };
-        let config = PayerConfig { policy: policy.to_core()?, facilitators: trust, auto_top_up };
+        let config =
+            PayerConfig { policy: policy.to_core()?, facilitators: trust, auto_top_up, payer_hint: true };
         Ok(Arc::new(Self {
             payer: Payer::new(wallet.inner.clone(), config, clock),
             http: Http::new(&tls)?,

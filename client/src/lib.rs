@@ -161,8 +161,12 @@ impl VlexivoClientBuilder {
         };
         // A signed payment is for one facilitator: never follow it elsewhere.
         let facilitator_http = builder(tls.client_builder().redirect(reqwest::redirect::Policy::none()))?;
-        let config =
-            PayerConfig { policy: self.spending, facilitators: trust, auto_top_up: self.auto_top_up };
+        let config = PayerConfig {
+            policy: self.spending,
+            facilitators: trust,
+            auto_top_up: self.auto_top_up,
+            payer_hint: true,
+        };
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         Ok(VlexivoClient {
             inner: Arc::new(Inner {

@@ -73,6 +73,7 @@ fn bench(c: &mut Criterion) {
         mode: "sandbox",
         network: "sandbox",
         live: None,
+        payer: None,
         ttl_secs: 300,
     };
     c.bench_function("challenge_issue_encode", |b| {

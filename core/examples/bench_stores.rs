@@ -26,7 +26,7 @@ fn main() {
     cfg.origin = Some("http://api.test".into());
     let pw = Paywall::new(cfg).unwrap();
     let price = Money::parse("0.001", Currency::Usd).unwrap();
-    let req = RequestInfo { method: "GET", path: "/r", scheme: "http", host: None, body: None };
+    let req = RequestInfo { method: "GET", path: "/r", scheme: "http", host: None, body: None, payer: None };
     let tokens = |round: usize, tag: &str| -> Vec<String> {
         (0..n)
             .map(|i| {

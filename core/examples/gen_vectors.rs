@@ -238,6 +238,7 @@ fn challenges(fx: &Fixture, rng: &SeededEntropy) -> Value {
         mode: "sandbox",
         network: "sandbox",
         live: None,
+        payer: None,
         ttl_secs: 300,
     };
     let good = Challenge::create(&params, &fx.keys.challenge_mac, NOW, rng).unwrap();
@@ -247,6 +248,21 @@ fn challenges(fx: &Fixture, rng: &SeededEntropy) -> Value {
         B64.encode(serde_json::to_vec(&v).unwrap())
     };
     let other_key = Challenge::create(&params, &fx.other.challenge_mac, NOW, rng).unwrap();
+    // Pricing by payer: a challenge priced for the payer its request hinted names it. Its own
+    // seed, so these cases never move the other draws.
+    let payer = fx.payer.address().to_checksum();
+    let bound = Challenge::create(
+        &ChallengeParams { payer: Some(&payer), ..params.clone() },
+        &fx.keys.challenge_mac,
+        NOW,
+        &SeededEntropy::new(SEED ^ 0x1402),
+    )
+    .unwrap();
+    let rebound = |f: &dyn Fn(&mut Value)| {
+        let mut v = serde_json::to_value(&bound).unwrap();
+        f(&mut v);
+        B64.encode(serde_json::to_vec(&v).unwrap())
+    };
     let mut cases = vec![
         ("valid", good.encode(), NOW + 10),
         ("valid at expiry", good.encode(), NOW + 300),
@@ -281,6 +297,17 @@ fn challenges(fx: &Fixture, rng: &SeededEntropy) -> Value {
         ("not base64url", "***not-base64***".to_string(), NOW),
         ("base64 of non-JSON", B64.encode("hello"), NOW),
         ("oversized", "A".repeat(5000), NOW),
+        ("priced for a payer", bound.encode(), NOW),
+        ("payer swapped for another wallet", rebound(&|v| v["payer"] = json!(fx.stranger.address().to_checksum())), NOW),
+        (
+            "payer removed",
+            rebound(&|v| {
+                v.as_object_mut().unwrap().remove("payer");
+            }),
+            NOW,
+        ),
+        ("payer not in EIP-55 form", rebound(&|v| v["payer"] = json!(payer.to_ascii_lowercase())), NOW),
+        ("payer not an address", rebound(&|v| v["payer"] = json!("0x1234")), NOW),
     ]
     .into_iter()
     .map(|(name, encoded, now)| {
@@ -293,8 +320,14 @@ fn challenges(fx: &Fixture, rng: &SeededEntropy) -> Value {
                     Ok(()) => "ok",
                     Err(e) => e.code(),
                 }),
-                json!({ "amount": c.amount, "currency": c.currency, "method": c.method, "origin": c.origin, "path": c.path,
-                        "account": c.account, "nonce": c.nonce, "exp": c.exp }),
+                {
+                    let mut f = json!({ "amount": c.amount, "currency": c.currency, "method": c.method, "origin": c.origin,
+                        "path": c.path, "account": c.account, "nonce": c.nonce, "exp": c.exp });
+                    if let Some(p) = &c.payer {
+                        f["payer"] = json!(p);
+                    }
+                    f
+                },
             ),
         };
         let mut expect = json!({ "decode": decode });
@@ -308,7 +341,7 @@ fn challenges(fx: &Fixture, rng: &SeededEntropy) -> Value {
     cases.truncate(64);
     json!({
         "kind": "challenge",
-        "description": "Decode (Challenge::decode) then verify MAC and expiry with zero leeway under the key derived from api_secret (Challenge::verify). expect.decode: \"ok\" or an error code; expect.verify likewise when decoding succeeded.",
+        "description": "Decode (Challenge::decode) then verify MAC and expiry with zero leeway under the key derived from api_secret (Challenge::verify). expect.decode: \"ok\" or an error code; expect.verify likewise when decoding succeeded. fields.payer: the payer a challenge priced for a payer names (only that wallet may pay it).",
         "api_secret": fx.secret,
         "account": fx.keys.account,
         "cases": cases,
@@ -430,6 +463,15 @@ fn payments(fx: &Fixture, rng: &SeededEntropy) -> Value {
     let mut v: Value = serde_json::from_slice(&B64.decode(&enc).unwrap()).unwrap();
     v["amount"] = json!("0.0001");
     tampered.challenge = B64.encode(serde_json::to_vec(&v).unwrap());
+    // A challenge priced for the payer's hint (its own seed: the other draws stay put).
+    let hinted = fx.payer.address().to_checksum();
+    let mut bound_req = req;
+    bound_req.payer = Some(&hinted);
+    let bound =
+        pw.challenge(&bound_req, &price, "per-call", NOW, &SeededEntropy::new(SEED ^ 0x2402)).unwrap();
+    let bound = &bound.headers.iter().find(|(k, _)| *k == "Vlexivo-Challenge").unwrap().1;
+    let bound_by_payer = signed(bound, &fx.payer);
+    let bound_by_stranger = signed(bound, &fx.stranger);
     let cases: Vec<Value> = [
         ("valid", good.clone(), NOW + 1),
         ("valid within the 5 s leeway", good.clone(), NOW + 305),
@@ -437,6 +479,8 @@ fn payments(fx: &Fixture, rng: &SeededEntropy) -> Value {
         ("payer claims another wallet", someone_else, NOW),
         ("signature from another challenge", swapped, NOW),
         ("challenge amount lowered", tampered, NOW),
+        ("priced for this payer", bound_by_payer, NOW),
+        ("priced for another payer (a borrowed hint)", bound_by_stranger, NOW),
     ]
     .into_iter()
     .map(|(name, r, now)| {
@@ -801,6 +845,7 @@ fn flow_payer(fx: &Fixture, config: &Value, now: u64) -> Payer {
         },
         facilitators: TrustedFacilitators::new(None, &trusted, None).unwrap(),
         auto_top_up: auto,
+        payer_hint: true,
     };
     Payer::new(Wallet::from_hex(&fx.payer.secret_hex()).unwrap(), config, Arc::new(FixedClock::new(now)))
 }

@@ -65,6 +65,10 @@ pub struct Challenge {
     pub asset_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pay_to: Option<String>,
+    /// The payer (EIP-55) this challenge was priced for, from its request's payer hint: only
+    /// that wallet may pay it ([`crate::payer_pricing`]). Absent: anyone may.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payer: Option<String>,
     pub iat: u64,
     pub exp: u64,
     /// base64url HMAC-SHA256; empty while computing the MAC.
@@ -88,6 +92,8 @@ pub struct ChallengeParams<'a> {
     pub network: &'a str,
     /// Live mode's settlement terms (their `network` is the one above).
     pub live: Option<&'a crate::eip3009::LiveTerms>,
+    /// The payer (EIP-55) the price was computed for, if the request hinted one.
+    pub payer: Option<&'a str>,
     pub ttl_secs: u64,
 }
 
@@ -120,6 +126,7 @@ impl Challenge {
             asset_name: p.live.map(|t| t.asset_name.clone()),
             asset_version: p.live.map(|t| t.asset_version.clone()),
             pay_to: p.live.map(|t| t.pay_to.to_checksum()),
+            payer: p.payer.map(str::to_string),
             iat: now,
             exp: now.saturating_add(p.ttl_secs),
             mac: String::new(),
@@ -210,6 +217,11 @@ impl Challenge {
             return Err(Error::ChallengeMalformed("expiry before issue"));
         }
         self.price()?;
+        if let Some(p) = &self.payer
+            && crate::wallet::Address::parse(p).map(|a| a.to_checksum()).as_deref() != Ok(p.as_str())
+        {
+            return Err(Error::ChallengeMalformed("payer"));
+        }
         match self.mode.as_str() {
             "live" => {
                 self.live_terms()?;
@@ -309,7 +321,37 @@ mod tests {
             mode: "sandbox",
             network: "sandbox",
             live: None,
+            payer: None,
             ttl_secs: 300,
+        }
+    }
+
+    #[test]
+    fn a_challenge_names_its_payer_under_the_mac() {
+        let key = [7u8; 32];
+        let price = Money::parse("0.0005", Currency::Usd).unwrap();
+        let mut p = params(&price);
+        p.payer = Some("0x70997970C51812dc3A010C7d01b50e0d17dc79C8");
+        let c = Challenge::create(&p, &key, 1_700_000_000, &SeededEntropy::new(1)).unwrap();
+        let d = Challenge::decode(&c.encode()).unwrap();
+        assert_eq!(d.payer.as_deref(), p.payer);
+        d.verify(&key, 1_700_000_100, 0).unwrap();
+        let mut other = d.clone();
+        other.payer = Some("0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC".into());
+        assert_eq!(other.verify(&key, 1_700_000_100, 0).unwrap_err().code(), "challenge_invalid");
+        let mut unbound = d.clone();
+        unbound.payer = None;
+        assert_eq!(unbound.verify(&key, 1_700_000_100, 0).unwrap_err().code(), "challenge_invalid");
+        // Only an EIP-55 address is a payer.
+        let reencode = |c: &Challenge| B64.encode(serde_json::to_vec(c).unwrap());
+        for bad in ["0x70997970c51812dc3a010c7d01b50e0d17dc79c8", "nobody", ""] {
+            let mut odd = d.clone();
+            odd.payer = Some(bad.into());
+            assert_eq!(
+                Challenge::decode(&reencode(&odd)).unwrap_err().code(),
+                "challenge_malformed",
+                "{bad}"
+            );
         }
     }
 

@@ -19,6 +19,7 @@
 //! | [`response_policy`] | the rules around a paid handler: free requests, HEAD, stacked paywalls, release or keep, receipt |
 //! | [`client`] | the payer's pay-and-retry flow, without HTTP |
 //! | [`payment`] | what the facilitator checks before it charges |
+//! | [`payer_pricing`] | the payer hint, payer-bound challenges, per-payer usage |
 //! | [`envvars`] | the environment variables every binding and the CLI read |
 //! | [`base_url`] | base URLs (facilitators) in one normal form |
 
@@ -32,6 +33,7 @@ pub mod error;
 pub mod keys;
 pub mod money;
 pub mod origin;
+pub mod payer_pricing;
 pub mod payment;
 pub mod paywall;
 pub mod paywall_page;
@@ -55,6 +57,9 @@ pub mod headers {
     pub const PROOF: &str = "Vlexivo-Proof";
     /// On the paid response: the receipt.
     pub const RECEIPT: &str = "Vlexivo-Receipt";
+    /// On the unpaid request: the payer's wallet address, a hint for pricing by payer
+    /// ([`crate::payer_pricing`]).
+    pub const PAYER: &str = "Vlexivo-Payer";
     /// `Access-Control-Expose-Headers` value for cross-origin responses: what a browser payer
     /// must be able to read.
     pub const EXPOSE: &str = "Vlexivo-Challenge, Vlexivo-Receipt";

@@ -156,7 +156,8 @@ pub fn check_facilitator(challenge: &Challenge, own: &str) -> Result<()> {
     }
 }
 
-/// Facilitator side: MAC under the provider's key, expiry, and the payer's signature.
+/// Facilitator side: MAC under the provider's key, expiry, the payer the challenge names (if
+/// any: `challenge_mismatch` for another wallet), and the payer's signature.
 /// A wallet cannot pay with a signature made by another wallet (`signature_invalid`).
 /// Sandbox only: a live challenge is checked by [`verify_live`].
 pub fn verify(
@@ -170,6 +171,7 @@ pub fn verify(
         return Err(Error::ModeMismatch { expected: "sandbox".into(), got: challenge.mode.clone() });
     }
     let payer = Address::parse(&req.payer)?;
+    crate::payer_pricing::check_payer(challenge.payer.as_deref(), &payer)?;
     let auth = authorization(&challenge, &req.challenge)?;
     crate::wallet::verify_authorization(&auth, &req.signature, &payer)?;
     let price = challenge.price()?;
@@ -225,6 +227,7 @@ pub fn verify_live(
         return Err(Error::AuthorizationInvalid("pay_to is not the provider's payout address"));
     }
     let payer = Address::parse(&req.payer)?;
+    crate::payer_pricing::check_payer(challenge.payer.as_deref(), &payer)?;
     let valid_after = req.valid_after.unwrap_or(0);
     let valid_before = req.valid_before.unwrap_or(challenge.exp);
     if valid_after > now {

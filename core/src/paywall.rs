@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::keys::{Mode, ProviderKeys};
 use crate::money::{Currency, Money};
 use crate::origin::{Origin, push_request_origin};
+use crate::payer_pricing::{PricedPayer, payer_hint};
 use crate::store::{Consume, NonceStore, nonce_key, parse_handle, push_lease};
 use crate::token::{Expectation, TokenVerifier, VerifierConfig};
 use serde::Serialize;
@@ -72,12 +73,15 @@ pub struct RequestInfo<'a> {
     pub host: Option<&'a str>,
     /// Raw body, when the paywall binds bodies.
     pub body: Option<&'a [u8]>,
+    /// The `Vlexivo-Payer` header, as received (a hint: [`crate::payer_pricing`]). A challenge
+    /// for this request names the payer it hints, when it is an address.
+    pub payer: Option<&'a str>,
 }
 
 impl<'a> RequestInfo<'a> {
     /// A request without a body, received over `scheme` for `host`.
     pub fn new(method: &'a str, scheme: &'a str, host: Option<&'a str>, path: &'a str) -> Self {
-        Self { method, path, scheme, host, body: None }
+        Self { method, path, scheme, host, body: None, payer: None }
     }
 }
 
@@ -368,6 +372,22 @@ impl Paywall {
         read(currency).and_then(Money::positive).map_err(as_price)
     }
 
+    /// Who this request is priced for: the payer of its proof when the proof's signature,
+    /// audience, mode and time verify (whatever it bought: the full check follows at the price
+    /// computed for that payer), else the payer its hint names, else nobody.
+    pub fn priced_payer(&self, proof: Option<&str>, hint: Option<&str>, now: u64) -> Option<PricedPayer> {
+        let proven = proof.map(str::trim).filter(|t| !t.is_empty()).and_then(|t| {
+            self.verifier
+                .verify_signature_and_time(t, now)
+                .ok()
+                .filter(|c| c.aud == self.keys.account && c.mode == self.keys.mode.as_str())
+        });
+        match proven {
+            Some(c) => Some(PricedPayer { address: c.sub, proven: true }),
+            None => payer_hint(hint).map(|address| PricedPayer { address, proven: false }),
+        }
+    }
+
     /// Verify a proof for this request at `price` and consume its nonce. On success the handler
     /// may run; the caller releases the nonce if the handler fails.
     pub fn verify(
@@ -534,6 +554,7 @@ impl Paywall {
         };
         let mode = self.keys.mode.as_str();
         let origin = self.origin_of(req)?;
+        let payer = payer_hint(req.payer);
         let c = Challenge::create(
             &ChallengeParams {
                 price,
@@ -547,6 +568,7 @@ impl Paywall {
                 mode,
                 network: &self.network,
                 live: self.live.as_ref(),
+                payer: payer.as_deref(),
                 ttl_secs: self.ttl,
             },
             &self.keys.challenge_mac,

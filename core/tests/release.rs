@@ -37,8 +37,14 @@ fn setup() -> (Paywall, String, Money) {
     (pw, token, Money::parse("0.001", Currency::Usd).unwrap())
 }
 
-const REQ: RequestInfo<'static> =
-    RequestInfo { method: "GET", path: "/paid", scheme: "http", host: Some("api.test"), body: None };
+const REQ: RequestInfo<'static> = RequestInfo {
+    method: "GET",
+    path: "/paid",
+    scheme: "http",
+    host: Some("api.test"),
+    body: None,
+    payer: None,
+};
 
 fn stores() -> Vec<Arc<dyn NonceStore>> {
     let mut v: Vec<Arc<dyn NonceStore>> = vec![Arc::new(MemoryStore::new())];

@@ -68,6 +68,7 @@ fn challenges() {
                 assert_eq!(json!(ch.amount), c["expect"]["fields"]["amount"], "{name}");
                 assert_eq!(json!(ch.path), c["expect"]["fields"]["path"], "{name}");
                 assert_eq!(json!(ch.origin), c["expect"]["fields"]["origin"], "{name}");
+                assert_eq!(json!(ch.payer), c["expect"]["fields"]["payer"], "{name}");
             }
         }
     }
@@ -76,10 +77,16 @@ fn challenges() {
     assert_eq!(by_name("relayed to another origin")["expect"]["verify"], "challenge_invalid");
     assert_eq!(by_name("origin not in normal form")["expect"]["decode"], "challenge_malformed");
     assert_eq!(by_name("no origin")["expect"]["decode"], "challenge_malformed");
+    // Pinned: a payer-bound challenge names its payer under the MAC.
+    assert!(by_name("priced for a payer")["expect"]["fields"]["payer"].is_string());
+    assert_eq!(by_name("payer swapped for another wallet")["expect"]["verify"], "challenge_invalid");
+    assert_eq!(by_name("payer removed")["expect"]["verify"], "challenge_invalid");
+    assert_eq!(by_name("payer not in EIP-55 form")["expect"]["decode"], "challenge_malformed");
     // Pinned: nothing but an untouched challenge verifies.
     for c in cases(&v) {
         let ok = c["expect"]["verify"] == "ok";
-        let expected_ok = matches!(c["name"].as_str().unwrap(), "valid" | "valid at expiry");
+        let expected_ok =
+            matches!(c["name"].as_str().unwrap(), "valid" | "valid at expiry" | "priced for a payer");
         assert_eq!(ok, expected_ok, "{}", c["name"]);
     }
 }
@@ -143,6 +150,13 @@ fn payments() {
             };
         assert_eq!(got, c["expect"], "{}", c["name"]);
     }
+    // Pinned: only the payer a challenge names may pay it.
+    let by_name = |n: &str| cases(&v).iter().find(|c| c["name"] == n).unwrap_or_else(|| panic!("{n}"));
+    assert_eq!(
+        by_name("priced for another payer (a borrowed hint)")["expect"]["error"],
+        "challenge_mismatch"
+    );
+    assert!(by_name("priced for this payer")["expect"]["payer"].is_string());
 }
 
 #[test]
@@ -244,6 +258,7 @@ fn payer_for(v: &Value, config: &Value, now: u64) -> Payer {
         },
         facilitators: TrustedFacilitators::new(None, &trusted, None).unwrap(),
         auto_top_up: auto,
+        payer_hint: true,
     };
     let wallet = Wallet::from_hex(v["private_key"].as_str().unwrap()).unwrap();
     Payer::new(wallet, config, Arc::new(FixedClock::new(now)))

@@ -42,6 +42,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         scheme,
         host: (flags & 4 == 0).then_some(&*host),
         body: (flags & 8 == 0).then_some(body),
+        payer: None,
     };
     let price = Money::parse(&vlexivo_fuzz::text(price), Currency::Usd)
         .ok()

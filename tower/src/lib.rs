@@ -490,7 +490,14 @@ struct Call<'a> {
 
 impl Call<'_> {
     fn info<'b>(&'b self, scheme: &'b str, host: Option<&'b str>) -> RequestInfo<'b> {
-        RequestInfo { method: self.method, path: self.path, scheme, host, body: self.body.as_deref() }
+        RequestInfo {
+            method: self.method,
+            path: self.path,
+            scheme,
+            host,
+            body: self.body.as_deref(),
+            payer: None,
+        }
     }
 
     fn refuse(&self, err: &Error, price: Option<&Money>, scheme: &str, host: Option<&str>) -> Response {

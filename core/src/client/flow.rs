@@ -154,7 +154,11 @@ impl Call {
     /// The first step: send the request unpaid.
     pub fn start(&mut self) -> Step {
         self.state = State::Sent;
-        Step::Send { url: self.target.url().to_string(), headers: Vec::new() }
+        let mut headers = Vec::new();
+        if self.payer.sends_payer_hint() {
+            headers.push((crate::headers::PAYER, self.payer.address().to_string()));
+        }
+        Step::Send { url: self.target.url().to_string(), headers }
     }
 
     /// Enter the flow at a 402 the caller already received and decoded, to pay it: for

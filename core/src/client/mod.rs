@@ -19,11 +19,11 @@
 //! ```
 //!
 //! The rules the flow holds, in the order it applies them to a 402: the challenge must be for
-//! the request made (method, path, origin) and unexpired; its facilitator must be trusted
-//! ([`TrustedFacilitators`]) before anything is signed or queried; a proof paid for this
-//! resource whose call failed with a 5xx is reused rather than paid again; payments left in
-//! doubt at this facilitator are re-sent first (the same signed payment is idempotent and
-//! tells its fate); the budget reserves the price (a refused call moves no money, not even a
+//! the request made (method, path, origin, and this payer when it names one) and unexpired; its
+//! facilitator must be trusted ([`TrustedFacilitators`]) before anything is signed or queried; a
+//! proof paid for this resource whose call failed with a 5xx is reused rather than paid again;
+//! payments left in doubt at this facilitator are re-sent first (the same signed payment is
+//! idempotent and tells its fate); the budget reserves the price (a refused call moves no money, not even a
 //! top-up); auto top-up tops the wallet up, capped by what the budget could still spend; the
 //! payment is sent, and sent once more if the answer is unclear; the request is retried once
 //! with the proof. A payment counts as spent from the moment it is reserved until a clear
@@ -101,11 +101,15 @@ pub struct PayerConfig {
     pub policy: SpendingPolicy,
     pub facilitators: TrustedFacilitators,
     pub auto_top_up: Option<AutoTopUp>,
+    /// Send the wallet's address on the unpaid request (`Vlexivo-Payer`), so an API that
+    /// prices by payer (usage-based discounts) can quote this wallet's price. On by default;
+    /// off for privacy: the API then learns the payer only from a paid request's proof.
+    pub payer_hint: bool,
 }
 
 impl PayerConfig {
     pub fn new(facilitators: TrustedFacilitators) -> Self {
-        Self { policy: SpendingPolicy::default(), facilitators, auto_top_up: None }
+        Self { policy: SpendingPolicy::default(), facilitators, auto_top_up: None, payer_hint: true }
     }
 }
 
@@ -123,6 +127,7 @@ struct Shared {
     budget: Budget,
     trust: TrustedFacilitators,
     auto_top_up: Option<AutoTopUp>,
+    payer_hint: bool,
     clock: Arc<dyn Clock>,
     state: Mutex<State>,
 }
@@ -218,6 +223,7 @@ impl Payer {
                 budget: Budget::new(config.policy),
                 trust: config.facilitators,
                 auto_top_up: config.auto_top_up.filter(|a| a.enabled),
+                payer_hint: config.payer_hint,
                 clock,
                 state: Mutex::new(State::default()),
             }),
@@ -243,6 +249,11 @@ impl Payer {
 
     pub fn auto_top_up(&self) -> Option<&AutoTopUp> {
         self.inner.auto_top_up.as_ref()
+    }
+
+    /// Whether unpaid requests carry the wallet's address ([`PayerConfig::payer_hint`]).
+    pub fn sends_payer_hint(&self) -> bool {
+        self.inner.payer_hint
     }
 
     fn now(&self) -> u64 {
@@ -283,6 +294,10 @@ impl Payer {
         }
         if now > c.exp {
             return Err(Error::ChallengeExpired);
+        }
+        // Priced for another wallet (a hint that was not ours): its facilitator would refuse us.
+        if c.payer.as_deref().is_some_and(|p| p != self.inner.address) {
+            return Err(Error::ChallengeMismatch("payer"));
         }
         self.inner.trust.check(&c.facilitator)
     }

@@ -39,6 +39,7 @@ impl World {
             policy,
             facilitators: TrustedFacilitators::new(None, &list, None).unwrap(),
             auto_top_up: auto,
+            payer_hint: true,
         };
         Payer::new(Wallet::generate(&self.rng), config, self.clock.clone())
     }
@@ -109,7 +110,8 @@ fn a_paid_call_step_by_step() {
     let mut call = payer.call("get", &format!("{API}/a?q=1"), true).unwrap();
     match call.start() {
         Step::Send { url, headers } => {
-            assert_eq!((url.as_str(), headers.len()), ("http://127.0.0.1:8080/a?q=1", 0))
+            assert_eq!(url.as_str(), "http://127.0.0.1:8080/a?q=1");
+            assert_eq!(headers, vec![(crate::headers::PAYER, payer.address().to_string())], "the payer hint")
         }
         other => panic!("{other:?}"),
     }
@@ -625,4 +627,46 @@ fn wallet_operations_go_to_the_primary_facilitator() {
     assert_eq!(payer.top_up_request(&usd("0"), None).unwrap_err().code(), "amount_zero");
     let e = payer.read_top_up(&t, 403, br#"{"error":"top_up_refused","message":"cap"}"#).unwrap_err();
     assert_eq!(e.code(), "top_up_refused");
+}
+
+#[test]
+fn the_payer_hint_is_sent_unless_turned_off_and_only_on_the_unpaid_request() {
+    let w = World::new();
+    let mut quiet = w.payer(SpendingPolicy::default(), &[FAC], None);
+    let mut config = PayerConfig::new(TrustedFacilitators::new(None, &[FAC.to_string()], None).unwrap());
+    config.payer_hint = false;
+    quiet = Payer::new(quiet.wallet().clone(), config, w.clock.clone());
+    let mut call = quiet.call("GET", &format!("{API}/a"), true).unwrap();
+    assert!(matches!(call.start(), Step::Send { headers, .. } if headers.is_empty()));
+
+    let payer = w.payer(SpendingPolicy::default(), &[FAC], None);
+    let (mut call, req) = to_payment(&w, &payer, "/a", "0.01");
+    let _ = pay_ok(&mut call, &req, "0.99");
+    // The retry carries the proof alone (checked by pay_ok's proof_of); the hint went first.
+}
+
+#[test]
+fn a_challenge_priced_for_another_wallet_is_refused_before_anything_is_signed() {
+    let w = World::new();
+    let payer = w.payer(SpendingPolicy::default(), &[FAC], None);
+    let other = crate::wallet::Wallet::generate(&SeededEntropy::new(99)).address().to_checksum();
+    let mut call = payer.call("GET", &format!("{API}/a"), true).unwrap();
+    call.start();
+    let mut info = RequestInfo::new("GET", "http", Some("127.0.0.1:8080"), "/a");
+    info.payer = Some(&other);
+    let rej = w.paywall.challenge(&info, &usd("0.005"), "per-call", NOW, &w.rng).unwrap();
+    let h: Vec<(String, String)> = rej.headers.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let e = call.response(402, pairs(&h), Some(rej.body.as_bytes()), None).unwrap_err();
+    assert_eq!((e.code(), e.to_string().contains("payer")), ("challenge_mismatch", true), "{e}");
+    assert_eq!((payer.reserved_total(), payer.spent_total()), (usd("0"), usd("0")));
+
+    // Its own address: paid as usual.
+    let mut call = payer.call("GET", &format!("{API}/a"), true).unwrap();
+    call.start();
+    let own = payer.address().to_string();
+    info.payer = Some(&own);
+    let rej = w.paywall.challenge(&info, &usd("0.005"), "per-call", NOW, &w.rng).unwrap();
+    let h: Vec<(String, String)> = rej.headers.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let req = fac(call.response(402, pairs(&h), Some(rej.body.as_bytes()), None).unwrap());
+    let _ = pay_ok(&mut call, &req, "0.99");
 }

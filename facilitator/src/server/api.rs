@@ -445,6 +445,41 @@ pub(crate) async fn payment_page(
     Ok(PaymentList { payments: rows.into_iter().map(|(_, r)| r).collect(), next_cursor })
 }
 
+/// What one payer paid this provider since a time: the count and sum behind usage-based
+/// prices. Only the authenticated provider's own payments are counted: another provider's
+/// secret sees nothing of them (zero).
+#[utoipa::path(get, path = "/v1/providers/me/payers/{address}/usage", tag = "providers",
+    security(("api_secret" = [])),
+    params(("address" = String, Path, description = "the payer: 0x + 40 hex digits (EIP-55 or lower case)"),
+           ("since" = Option<u64>, Query, description = "unix seconds, inclusive; absent: since the beginning")),
+    responses((status = 200, body = vlexivo_core::payer_pricing::Usage), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody)))]
+pub async fn payer_usage(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(address): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<Json<vlexivo_core::payer_pricing::Usage>> {
+    let p = authenticate(&st, &headers).await?;
+    let payer = Address::parse(&address)?.to_checksum();
+    let since = vlexivo_core::payer_pricing::parse_since(query.get("since").map(String::as_str))?;
+    let (count, total) = match &st.live {
+        Some(live) => {
+            let rows = live.store.by_payer(&p.account, &payer, since).await?;
+            let paid = rows.iter().filter(|r| r.state != "failed");
+            (paid.clone().count() as i64, paid.map(|r| r.amount).sum())
+        }
+        None => st.reads.usage(p.account.clone(), payer.clone(), since).await?,
+    };
+    Ok(Json(vlexivo_core::payer_pricing::Usage {
+        payer,
+        since,
+        count: count.max(0) as u64,
+        total: usd(total),
+        currency: "usd".into(),
+    }))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Wallets
 

@@ -139,6 +139,11 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX settlements_pending ON settlements (state) WHERE state IN ('signed', 'submitted');
     CREATE INDEX settlements_by_account ON settlements (account, paid_at);
     ",
+    // 5: usage counts per payer (`GET /v1/providers/me/payers/{address}/usage?since=`).
+    "
+    CREATE INDEX payments_by_payer ON payments (account, payer, paid_at);
+    CREATE INDEX settlements_by_payer ON settlements (account, payer, paid_at);
+    ",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -357,6 +357,7 @@ fn router(st: Arc<AppState>, cors: &CorsOrigins) -> Router {
         .route("/v1/providers", post(api::create_provider))
         .route("/v1/providers/me", get(api::provider_me))
         .route("/v1/providers/me/payments", get(api::provider_payments))
+        .route("/v1/providers/me/payers/{address}/usage", get(api::payer_usage))
         .route("/v1/providers/me/rotate", post(api::rotate_provider))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))

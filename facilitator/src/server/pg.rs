@@ -141,6 +141,11 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX settlements_pending ON settlements (state) WHERE state IN ('signed', 'submitted');
     CREATE INDEX settlements_by_account ON settlements (account, id);
     ",
+    // 5: usage counts per payer (see the SQLite migration 5).
+    "
+    CREATE INDEX payments_by_payer ON payments (account, payer, paid_at);
+    CREATE INDEX settlements_by_payer ON settlements (account, payer, paid_at);
+    ",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

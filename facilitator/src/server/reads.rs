@@ -127,6 +127,36 @@ impl Reads {
         }
     }
 
+    /// How many payments (and their sum, atomic units) `payer` made to `account` since
+    /// `since` (unix seconds, inclusive).
+    pub async fn usage(&self, account: String, payer: String, since: u64) -> Result<(i64, i64)> {
+        let since = i64::try_from(since).unwrap_or(i64::MAX);
+        match self {
+            Reads::Sqlite(r) => {
+                r.run(move |c| {
+                    c.prepare_cached(
+                        "SELECT count(*), coalesce(sum(amount), 0) FROM payments \
+                         WHERE account = ?1 AND payer = ?2 AND paid_at >= ?3",
+                    )?
+                    .query_row(rusqlite::params![account, payer, since], |r| Ok((r.get(0)?, r.get(1)?)))
+                })
+                .await
+            }
+            Reads::Postgres(p) => {
+                let c = p.get().await.map_err(pool_err)?;
+                let st = c
+                    .prepare_cached(
+                        "SELECT count(*), coalesce(sum(amount), 0)::bigint FROM payments \
+                         WHERE account = $1 AND payer = $2 AND paid_at >= $3",
+                    )
+                    .await
+                    .map_err(pg_err)?;
+                let row = c.query_one(&st, &[&account, &payer, &since]).await.map_err(pg_err)?;
+                Ok((row.get(0), row.get(1)))
+            }
+        }
+    }
+
     /// A provider's payments under `f`, newest first, each with its position (the ledger's
     /// order); with `before`, only those older than that position.
     pub async fn payments(

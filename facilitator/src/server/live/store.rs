@@ -433,6 +433,17 @@ impl LiveStore {
         .await
     }
 
+    /// A payer's records with a provider since `since` (unix seconds), for usage counts.
+    pub async fn by_payer(&self, account: &str, payer: &str, since: u64) -> Result<Vec<Settlement>> {
+        self.select(
+            "WHERE account = ?1 AND payer = ?2 AND paid_at >= CAST(?3 AS INTEGER)",
+            "WHERE account = $1 AND payer = $2 AND paid_at >= ($3::text)::bigint",
+            vec![account.into(), payer.into(), since.to_string()],
+            10_000_000,
+        )
+        .await
+    }
+
     /// Every record (for reconciliation), oldest first.
     pub async fn all(&self) -> Result<Vec<Settlement>> {
         self.select("ORDER BY paid_at, rowid", "ORDER BY id", vec![], 1_000_000).await
