@@ -45,8 +45,10 @@ fn top_level_keys(s: &str) -> Vec<String> {
         match c {
             '"' if in_str => {
                 in_str = false;
+                // Nested names (`[{"nonce",…}]`) end here too, or they would run into the next key.
+                let name = std::mem::take(&mut cur);
                 if depth == 1 {
-                    keys.push(std::mem::take(&mut cur));
+                    keys.push(name);
                 }
             }
             '"' => in_str = true,
