@@ -8,6 +8,9 @@
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     (default: 30 s, every target)
 #
+# VLX_FUZZ_RUNS=N also stops a target after N executions (the long runs: -runs=10000000,
+# capped in time), so a fast target frees its core for a slow one.
+#
 # Each target starts from its seed corpus (fuzz/seeds.py, made from tests/vectors) plus what
 # earlier runs found (target/fuzz/corpus/TARGET). A crash, timeout or out-of-memory fails the
 # run; the input is saved in target/fuzz/artifacts/TARGET/, to be minimized with
@@ -45,11 +48,13 @@ run() {
   mkdir -p "$corpus" "$artifacts" "$seeds/$t" "fuzz/regressions/$t"
   # -timeout: one input taking 10 s is a hang; -rss_limit_mb: memory that grows without bound.
   if "$bins/$t" "$corpus" "$seeds/$t" "fuzz/regressions/$t" -max_total_time="$secs" -timeout=10 \
-    -rss_limit_mb=2048 -artifact_prefix="$artifacts/" -print_final_stats=1 >"$log" 2>&1; then
+    -rss_limit_mb=2048 -artifact_prefix="$artifacts/" -print_final_stats=1 ${VLX_FUZZ_RUNS:+-runs="$VLX_FUZZ_RUNS"} \
+    >"$log" 2>&1; then
     local execs cov
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1)
-    echo "fuzz $t: ok, $execs executions in ${secs}s, $cov edges, $(ls "$corpus" | wc -l) corpus inputs"
+    echo "fuzz $t: ok, $execs executions in $(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$log" | tail -1)s" \
+      "(at most ${secs}s), $cov edges, $(ls "$corpus" | wc -l) corpus inputs"
   else
     echo "fuzz $t: FAILED; the last lines of $log:"
     tail -n 40 "$log"

@@ -142,6 +142,48 @@ async fn a_frozen_store_fails_closed_without_stalling_the_server() {
     assert_eq!(a.runs.load(Ordering::SeqCst), 1);
 }
 
+/// Recovery: an API instance (axum + the tower layer) on a Redis nonce store SIGKILLed and
+/// started again on its port; per round, the time until Redis answers again and until the API
+/// serves its first paid call (a fresh proof every 5 ms; each refused one is a 503).
+/// `VLX_RECOVERY_RUNS` rounds (5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: time for an API instance to serve again once its Redis returns"]
+async fn recovery_after_the_redis_nonce_store_returns() {
+    let runs: usize = std::env::var("VLX_RECOVERY_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let redis = Server::redis();
+    let secret = generate_secret(Mode::Sandbox, &SeededEntropy::new(19));
+    let a = api(&secret, &redis.url, &[("timeout_ms", "500"), ("connect_timeout_ms", "500")]).await;
+    let c = reqwest::Client::new();
+    let fresh = |tag: String| token(&secret, &format!("{tag}x{:019}", SystemClock.now()));
+    assert_eq!(paid(&c, &a.url, &fresh("warmupwarmup".into())).await, 200);
+    for round in 0..runs {
+        redis.kill();
+        assert_eq!(paid(&c, &a.url, &fresh(format!("down{round:04}down"))).await, 503, "fails closed");
+        let t = Instant::now();
+        redis.restart();
+        let answering = t.elapsed();
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match paid(&c, &a.url, &fresh(format!("r{round:04}t{tries:06}"))).await {
+                200 => break,
+                503 => tokio::time::sleep(Duration::from_millis(5)).await,
+                s => panic!("status {s}"),
+            }
+            assert!(t.elapsed() < Duration::from_secs(60), "not serving 60 s after Redis returned");
+        }
+        let serving = t.elapsed();
+        eprintln!(
+            "recovery (Redis nonce store, round {}): Redis answering {:.0} ms after its restart began, \
+             the API serving a paid call {:.0} ms after (first success {:.0} ms after Redis answered, {tries} tries)",
+            round + 1,
+            answering.as_secs_f64() * 1e3,
+            serving.as_secs_f64() * 1e3,
+            (serving - answering).as_secs_f64() * 1e3
+        );
+    }
+}
+
 #[test]
 fn store_urls_are_checked_at_construction() {
     let pw = Arc::new(

@@ -505,6 +505,47 @@ fn growth_postgres_store_at_10m_rows() {
     );
 }
 
+/// Sixteen funded wallets paying one provider 0.001 a call: how the growth and recovery
+/// benchmarks fill a ledger.
+struct Payers {
+    pw: Arc<vlexivo_core::paywall::Paywall>,
+    wallets: Arc<Vec<vlexivo_core::wallet::Wallet>>,
+}
+
+impl Payers {
+    async fn new(c: &reqwest::Client, url: &str, api_secret: &str) -> Self {
+        let wallets: Arc<Vec<_>> = Arc::new((0..16).map(|_| wallet()).collect());
+        for w in wallets.iter() {
+            assert_eq!(top_up(c, url, w, "100000").await.0, 200);
+        }
+        Self { pw: Arc::new(paywall(api_secret, PUBLIC)), wallets }
+    }
+
+    /// `k` payments signed on two threads (challenges live 5 minutes: signed per burst, just
+    /// before paying), then paid with 96 in flight; returns payments per second.
+    async fn burst(&self, url: &str, k: usize) -> f64 {
+        let half = |from: usize, to: usize| {
+            let (pw, wallets) = (self.pw.clone(), self.wallets.clone());
+            tokio::task::spawn_blocking(move || {
+                (from..to).map(|i| sign(&challenge(&pw, "/r", "0.001"), &wallets[i % 16])).collect::<Vec<_>>()
+            })
+        };
+        let (a, b) = (half(0, k / 2), half(k / 2, k));
+        let mut reqs = a.await.unwrap();
+        reqs.extend(b.await.unwrap());
+        let started = std::time::Instant::now();
+        let url = url.to_string();
+        let out = pay_all(reqs, 96, move |_| url.clone(), Arc::new(AtomicUsize::new(0))).await;
+        assert!(out.iter().all(|(s, _)| *s == 200));
+        k as f64 / started.elapsed().as_secs_f64()
+    }
+
+    /// One signed payment, to be sent later.
+    fn one(&self) -> PaymentRequest {
+        sign(&challenge(&self.pw, "/r", "0.001"), &self.wallets[0])
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: payments/s with a ledger holding 1M payments, ledger verify time"]
 async fn growth_ledger_of_a_million_payments() {
@@ -514,40 +555,8 @@ async fn growth_ledger_of_a_million_payments() {
     let f = Facilitator::start(&db, &["--public-url", PUBLIC, "--faucet-cap", "1000000"]);
     let c = http();
     let p = create_provider(&c, &f.url, json!({})).await;
-    let pw = Arc::new(paywall(&p.api_secret, PUBLIC));
-    let wallets: Arc<Vec<_>> = Arc::new((0..16).map(|_| wallet()).collect());
-    for w in wallets.iter() {
-        assert_eq!(top_up(&c, &f.url, w, "100000").await.0, 200);
-    }
-    // Sign on two threads (challenges live 5 minutes: signed per chunk, just before paying).
-    let signed = |k: usize| {
-        let (pw, wallets) = (pw.clone(), wallets.clone());
-        async move {
-            let half = |from: usize, to: usize| {
-                let (pw, wallets) = (pw.clone(), wallets.clone());
-                tokio::task::spawn_blocking(move || {
-                    (from..to)
-                        .map(|i| sign(&challenge(&pw, "/r", "0.001"), &wallets[i % 16]))
-                        .collect::<Vec<_>>()
-                })
-            };
-            let (a, b) = (half(0, k / 2), half(k / 2, k));
-            let mut v = a.await.unwrap();
-            v.extend(b.await.unwrap());
-            v
-        }
-    };
-    let url = f.url.clone();
-    let burst = |k: usize| {
-        let (url, signed) = (url.clone(), signed(k));
-        async move {
-            let reqs = signed.await;
-            let started = std::time::Instant::now();
-            let out = pay_all(reqs, 96, move |_| url.clone(), Arc::new(AtomicUsize::new(0))).await;
-            assert!(out.iter().all(|(s, _)| *s == 200));
-            k as f64 / started.elapsed().as_secs_f64()
-        }
-    };
+    let payers = Payers::new(&c, &f.url, &p.api_secret).await;
+    let burst = |k: usize| payers.burst(&f.url, k);
     let fresh = burst(6000).await;
     let mut done = 6000;
     let fill = std::time::Instant::now();
@@ -571,4 +580,77 @@ async fn growth_ledger_of_a_million_payments() {
         verify_secs * 1e6 / done as f64,
         size as f64 / 1e6
     );
+}
+
+/// Recovery: a facilitator stopped (SIGTERM) or killed (SIGKILL) on a ledger of
+/// `VLX_RECOVERY_PAYMENTS` payments (1M) is started again; the time from its start to its ready
+/// line and to its first payment answered (signed before the stop). SQLite, or PostgreSQL with
+/// `VLX_RECOVERY_DB=postgres` (a throwaway server). The ledger is filled with
+/// `--synchronous normal` (it only needs to exist) and restarted with the default `full`.
+/// `VLX_RECOVERY_RUNS` (3) rounds of each kind of stop; `ledger verify` at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark: facilitator restart on a ledger of 1M payments, time to its first payment"]
+async fn recovery_restart_on_a_million_payments() {
+    let n = env_n("VLX_RECOVERY_PAYMENTS", 1_000_000);
+    let runs = env_n("VLX_RECOVERY_RUNS", 3);
+    let dir = tempfile::tempdir().unwrap();
+    let pg = (std::env::var("VLX_RECOVERY_DB").as_deref() == Ok("postgres")).then(Server::postgres);
+    let db = match &pg {
+        Some(s) => s.url.clone(),
+        None => dir.path().join("recovery.db").to_str().unwrap().to_string(),
+    };
+    let start = |extra: &[&str]| {
+        let mut args = vec!["--public-url", PUBLIC, "--faucet-cap", "1000000"];
+        args.extend_from_slice(extra);
+        match &pg {
+            Some(_) => Facilitator::start_pg(&db, dir.path(), &args),
+            None => Facilitator::start(std::path::Path::new(&db), &args),
+        }
+    };
+    let mut f = start(&["--synchronous", "normal"]);
+    let c = http();
+    let p = create_provider(&c, &f.url, json!({})).await;
+    let payers = Payers::new(&c, &f.url, &p.api_secret).await;
+    let fill = std::time::Instant::now();
+    let mut done = 0;
+    while done < n {
+        let k = (n - done).min(20_000);
+        payers.burst(&f.url, k).await;
+        done += k;
+        if done % 100_000 == 0 {
+            eprintln!("({done} payments after {:.0} s)", fill.elapsed().as_secs_f64());
+        }
+    }
+    eprintln!("({done} payments in the ledger; filled in {:.0} s)", fill.elapsed().as_secs_f64());
+    f.terminate();
+    let kind = if pg.is_some() { "PostgreSQL" } else { "SQLite" };
+    for round in 0..runs {
+        for kill in [false, true] {
+            let req = payers.one();
+            f = start(&[]);
+            assert_eq!(pay(&c, &f.url, &payers.one()).await.0, 200, "warm-up payment");
+            if kill {
+                f.kill9();
+            } else {
+                f.terminate();
+            }
+            let t = std::time::Instant::now();
+            f = start(&[]);
+            let ready = t.elapsed();
+            let (s, v) = pay(&c, &f.url, &req).await;
+            let first = t.elapsed();
+            assert_eq!(s, 200, "{v}");
+            done += 2;
+            eprintln!(
+                "recovery ({kind}, {done} payments, round {}): after {}: ready in {:.0} ms, first payment answered in {:.0} ms",
+                round + 1,
+                if kill { "SIGKILL" } else { "SIGTERM" },
+                ready.as_secs_f64() * 1e3,
+                first.as_secs_f64() * 1e3
+            );
+            f.terminate();
+        }
+    }
+    let (ok, v, err) = verify(&db);
+    assert!(ok, "ledger verify: {v} {err}");
 }
