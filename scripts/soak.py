@@ -383,16 +383,19 @@ def run(args: argparse.Namespace, tmp: Path, out: Path, procs: Procs) -> dict[st
         figures[name]["nonces_last"] = rows[-1][f"nonces_{name}"] if rows else 0
         figures[name]["handled"] = handled[name]["handled"]
         figures[name]["store_failures"] = handled[name]["storeFailures"]
-    full = [w for w in series_w if all(w.get(f"{n}:paid", {}).get("n") for n in apis)]
+    # p99 drift: the calls of the first minute against those of the last full minute (the last
+    # window may be cut short by the deadline), pooled per API and kind.
+    per_min = max(1, round(60 / args.sample_secs))
+    idx = sorted(windows)
+    first_ws, last_ws = idx[:per_min], idx[-per_min - 1 : -1] if len(idx) > per_min + 1 else idx[-per_min:]
     drift: dict[str, Any] = {}
-    if len(full) >= 2:
-        # The first and last full windows (the last one may be cut short by the deadline).
-        first, last = full[0], full[-2] if len(full) > 2 else full[-1]
-        for key in keys:
-            a, b = first.get(key, {}), last.get(key, {})
-            if a.get("p99") and b.get("p99"):
-                drift[key] = {"p50_first_ms": a["p50"], "p50_last_ms": b["p50"], "p99_first_ms": a["p99"],
-                              "p99_last_ms": b["p99"], "p99_last_over_first": round(b["p99"] / a["p99"], 2)}
+    for key in keys:
+        a = [m for i in first_ws for m in windows[i].get(key, {}).get("ms", [])]
+        b = [m for i in last_ws for m in windows[i].get(key, {}).get("ms", [])]
+        pa, pb = pct(a, 0.99), pct(b, 0.99)
+        if pa and pb:
+            drift[key] = {"calls_first_last": [len(a), len(b)], "p50_first_ms": pct(a, 0.5), "p50_last_ms": pct(b, 0.5),
+                          "p99_first_ms": pa, "p99_last_ms": pb, "p99_last_over_first": round(pb / pa, 2)}
     served = sum(h["handled"] for h in handled.values())
     client_paid_200 = sum(totals.get(f"{n}:paid", {}).get("200", 0) for n in apis)
     wrongly_served = {k: v.get("200", 0) for k, v in totals.items() if not k.endswith(":paid") and v.get("200")}
