@@ -40,6 +40,11 @@ pub struct DemoArgs {
     /// Live: blocks before a proof is issued (0: once the node accepted the transfer).
     #[arg(long, default_value_t = 0, requires = "live")]
     pub confirmations: u64,
+    /// Live: make no calls; keep the devnet, the facilitator and a live provider running, with
+    /// a payer wallet funded on chain, and print their settings as `VLX_*=…` lines (then
+    /// `READY`) for your own paywall and client, until stdin closes or Ctrl-C.
+    #[arg(long, requires = "live")]
+    pub serve: bool,
 }
 
 /// Runs the demo; 0 when every step behaved as expected.
@@ -53,7 +58,11 @@ pub async fn run(args: DemoArgs) -> i32 {
         return 1;
     }
     let mut demo = Demo { quiet: args.quiet, failures: Vec::new() };
-    let result = if args.live { demo.run_live(&dir, args.confirmations).await } else { demo.run(&dir).await };
+    let result = if args.live {
+        demo.run_live(&dir, args.confirmations, args.serve).await
+    } else {
+        demo.run(&dir).await
+    };
     if temporary {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -266,7 +275,7 @@ pub(crate) fn agent_calls(year: i64) -> Vec<(Call, http::Method, String, Option<
 // The run
 
 pub(crate) struct Demo {
-    quiet: bool,
+    pub(crate) quiet: bool,
     pub(crate) failures: Vec<String>,
 }
 

@@ -27,11 +27,20 @@ use vlexivo_live::verify::{Expected, verify_payment};
 const FUNDING: u64 = 10_000_000;
 
 impl Demo {
-    pub(crate) async fn run_live(&mut self, dir: &Path, confirmations: u64) -> Result<(), DynError> {
+    pub(crate) async fn run_live(
+        &mut self,
+        dir: &Path,
+        confirmations: u64,
+        serve: bool,
+    ) -> Result<(), DynError> {
         let started = Instant::now();
-        println!(
-            "Vlexivo demo, live mode: per-call payments settled on chain (a local anvil devnet, USDC), {confirmations} confirmation(s)\n"
-        );
+        if serve {
+            self.quiet = true;
+        } else {
+            println!(
+                "Vlexivo demo, live mode: per-call payments settled on chain (a local anvil devnet, USDC), {confirmations} confirmation(s)\n"
+            );
+        }
 
         // 1. The chain and the token.
         let net = Devnet::start().await?;
@@ -99,6 +108,31 @@ impl Demo {
         let agent =
             VlexivoClient::builder().wallet(wallet.clone()).facilitator_url(Some(srv.url.clone())).build()?;
         self.say(format!("  agent         {}   ${} on chain\n", agent.address(), usd(FUNDING)));
+        if serve {
+            use vlexivo_core::envvars as v;
+            let lines = [
+                (v::RPC_URL.name, net.rpc_url.clone()),
+                (v::FACILITATOR_URL.name, srv.url.clone()),
+                (v::SECRET_KEY.name, secret.clone()),
+                (v::WALLET_KEY.name, wallet.secret_hex()),
+            ];
+            for (name, value) in lines {
+                println!("{name}={value}");
+            }
+            println!("{}\nREADY", terms.env_lines());
+            // Until stdin closes (the parent went away) or Ctrl-C.
+            let stdin_closed = tokio::task::spawn_blocking(|| {
+                let mut sink = Vec::new();
+                let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+            });
+            tokio::select! {
+                _ = stdin_closed => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            api_task.abort();
+            srv.shutdown().await;
+            return Ok(());
+        }
 
         // 6. The calls, each settled payer → provider on chain and checked there.
         self.say(format!(

@@ -775,3 +775,91 @@ async fn sigkill_between_submit_and_receipt_is_followed_on_restart_never_sent_tw
     assert_eq!(net.balance(payout).await.unwrap(), 1_000);
     assert_eq!(net.balance(w.address()).await.unwrap(), 9_000);
 }
+
+/// p50 and p99 of `samples` (milliseconds).
+fn p50_p99(mut samples: Vec<f64>) -> (f64, f64) {
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.99))
+}
+
+/// Figures (closing note / README): one paid call (402, pay, retry) end to end, live at 0 and 1
+/// confirmations on anvil (automine) against sandbox, interleaved in rounds in one run; then
+/// live payments/s with 8 payers calling at once.
+/// `cargo test -p vlexivo-facilitator --test live paid_call_latency -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark"]
+async fn paid_call_latency_live_vs_sandbox() {
+    const ROUNDS: usize = 5;
+    const CALLS: usize = 40;
+    let live0 = setup(0).await;
+    let live1 = setup(1).await;
+    let w0 = live0.payer(100_000_000).await;
+    let w1 = live1.payer(100_000_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = server::spawn(ServerConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        db_path: dir.path().join("s.db"),
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let p = sandbox.create_provider(None, None).await.unwrap();
+    let mut cfg = PaywallConfig::new(p.api_secret);
+    cfg.facilitator_url = sandbox.url.clone();
+    let app = paid_api(Arc::new(Paywall::new(cfg).unwrap()), Arc::new(MemoryStore::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox_api = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let ws = Wallet::generate(&OsEntropy);
+    sandbox.top_up(&ws.address().to_checksum(), "100").await.unwrap();
+    let clients = [
+        (
+            "sandbox",
+            VlexivoClient::builder().wallet(ws).facilitator_url(Some(&sandbox.url)).build().unwrap(),
+            sandbox_api,
+        ),
+        ("live, 0 confirmations", live0.client(&w0), live0.api.clone()),
+        ("live, 1 confirmation", live1.client(&w1), live1.api.clone()),
+    ];
+    let mut all: Vec<Vec<f64>> = vec![Vec::new(); clients.len()];
+    for round in 0..ROUNDS {
+        for (i, (name, client, api)) in clients.iter().enumerate() {
+            let mut ms = Vec::new();
+            for c in 0..CALLS {
+                let t = std::time::Instant::now();
+                let res = client.get(&format!("{api}/api/v1/hello?r={round}&c={c}")).await.unwrap();
+                assert_eq!(res.status(), 200);
+                ms.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            let (p50, p99) = p50_p99(ms.clone());
+            println!("BENCH round {round} {name}: p50 {p50:.2} ms p99 {p99:.2} ms ({CALLS} calls)");
+            all[i].extend(ms);
+        }
+    }
+    for (i, (name, ..)) in clients.iter().enumerate() {
+        let (p50, p99) = p50_p99(all[i].clone());
+        println!("BENCH all rounds {name}: p50 {p50:.2} ms p99 {p99:.2} ms ({} calls)", all[i].len());
+    }
+    // Throughput: 8 payers, 25 calls each, at once, live at 0 confirmations.
+    let mut payers = Vec::new();
+    for _ in 0..8 {
+        payers.push(Arc::new(live0.client(&live0.payer(1_000_000).await)));
+    }
+    let t = std::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, c) in payers.into_iter().enumerate() {
+        let api = live0.api.clone();
+        tasks.spawn(async move {
+            for n in 0..25 {
+                assert_eq!(c.get(&format!("{api}/api/v1/hello?p={i}&n={n}")).await.unwrap().status(), 200);
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!("BENCH live payments/s, 0 confirmations, 8 payers x 25 calls: {:.1}", 200.0 / secs);
+    sandbox.shutdown().await;
+}

@@ -307,6 +307,71 @@ impl Chain {
         Fut: std::future::Future<Output = Result<()>>,
     {
         let data = Self::calldata(&t.authorization, &t.signature)?;
+        self.submit_call(self.token, data, gas, record).await
+    }
+
+    /// The calldata of one Multicall3 `aggregate3` that relays every transfer of `batch` to the
+    /// token, each allowed to fail alone (a payer who drained its balance does not sink the
+    /// others: its `Transfer` is simply missing from the receipt).
+    pub fn batch_calldata(&self, batch: &[&VerifiedTransfer]) -> Result<Bytes> {
+        use crate::contracts::IMulticall3;
+        let calls = batch
+            .iter()
+            .map(|t| {
+                Ok(IMulticall3::Call3 {
+                    target: self.token,
+                    allowFailure: true,
+                    callData: Self::calldata(&t.authorization, &t.signature)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(IMulticall3::aggregate3Call { calls }.abi_encode().into())
+    }
+
+    /// Batched settlement: relay every transfer of `batch` in one transaction through the
+    /// Multicall3 at `multicall` (recorded, then broadcast, as [`Chain::submit`]). The gas is
+    /// estimated here.
+    pub async fn submit_batch<F, Fut>(
+        &self,
+        multicall: Address,
+        batch: &[&VerifiedTransfer],
+        record: F,
+    ) -> Result<(Signed, Broadcast)>
+    where
+        F: FnOnce(Signed) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        let data = self.batch_calldata(batch)?;
+        let to = evm(&multicall);
+        let req = TransactionRequest::default().with_from(self.relayer).with_to(to).with_input(data.clone());
+        let gas = match self.provider.estimate_gas(req).await {
+            Ok(g) => g,
+            Err(e) if e.as_error_resp().is_some() && relayer_cannot_pay(&e.to_string()) => {
+                return Err(Error::FacilitatorUnavailable(
+                    "the facilitator's relayer cannot pay for gas right now".into(),
+                ));
+            }
+            Err(e) if e.as_error_resp().is_some() => {
+                let mut why = e.to_string();
+                why.truncate(200);
+                return Err(Error::SettlementFailed(why));
+            }
+            Err(e) => return Err(rpc_down("batch simulation", e)),
+        };
+        self.submit_call(to, data, gas, record).await
+    }
+
+    async fn submit_call<F, Fut>(
+        &self,
+        to: EvmAddress,
+        data: Bytes,
+        gas: u64,
+        record: F,
+    ) -> Result<(Signed, Broadcast)>
+    where
+        F: FnOnce(Signed) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
         let mut next = self.next_nonce.lock().await;
         let nonce = match *next {
             Some(n) => n,
@@ -318,8 +383,10 @@ impl Chain {
                 .map_err(|e| rpc_down("relayer nonce", e))?,
         };
         let fees = self.provider.estimate_eip1559_fees().await.map_err(|e| rpc_down("fees", e))?;
-        let tx = self
-            .relay_request(data)
+        let tx = TransactionRequest::default()
+            .with_from(self.relayer)
+            .with_to(to)
+            .with_input(data)
             .with_nonce(nonce)
             .with_chain_id(self.chain_id)
             .with_gas_limit(gas + gas * GAS_HEADROOM_PERCENT / 100)

