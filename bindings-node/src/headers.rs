@@ -13,6 +13,8 @@ pub struct HeaderNames {
     pub proof: String,
     /// On the paid response: the receipt.
     pub receipt: String,
+    /// On the unpaid request: the payer's address, a hint for pricing by payer.
+    pub payer: String,
     /// The `Access-Control-Expose-Headers` value for cross-origin responses.
     pub expose: String,
 }
@@ -23,6 +25,7 @@ pub fn header_names() -> HeaderNames {
         challenge: headers::CHALLENGE.into(),
         proof: headers::PROOF.into(),
         receipt: headers::RECEIPT.into(),
+        payer: headers::PAYER.into(),
         expose: headers::EXPOSE.into(),
     }
 }

@@ -305,6 +305,7 @@ struct OwnedRequest {
     scheme: &'static str,
     host: Option<String>,
     body: Option<Vec<u8>>,
+    payer: Option<String>,
 }
 
 impl OwnedRequest {
@@ -315,6 +316,7 @@ impl OwnedRequest {
             scheme: if r.scheme == "https" { "https" } else { "http" },
             host: r.host.map(str::to_string),
             body: r.body.map(<[u8]>::to_vec),
+            payer: r.payer.map(str::to_string),
         }
     }
 
@@ -325,7 +327,7 @@ impl OwnedRequest {
             scheme: self.scheme,
             host: self.host.as_deref(),
             body: self.body.as_deref(),
-            payer: None,
+            payer: self.payer.as_deref(),
         }
     }
 }
@@ -343,8 +345,9 @@ impl JsPaywall {
         host: Option<&'a str>,
         secure: Option<bool>,
         body: Option<&'a [u8]>,
+        payer: Option<&'a str>,
     ) -> RequestInfo<'a> {
-        RequestInfo { method, path, scheme: scheme_of(secure), host, body, payer: None }
+        RequestInfo { method, path, scheme: scheme_of(secure), host, body, payer }
     }
 
     fn build(options: PaywallOptions) -> vx::Result<Self> {
@@ -472,7 +475,7 @@ impl JsPaywall {
     ) -> Result<Either<Latin1String, PaidTuple>> {
         let run = || -> vx::Result<Either<Latin1String, PaidTuple>> {
             let price = price_of(&price, &currency)?;
-            let req = Self::req(&method, &path, host.as_deref(), secure, body.as_deref());
+            let req = Self::req(&method, &path, host.as_deref(), secure, body.as_deref(), None);
             let s = &self.shared;
             let proof = proof_text(&proof);
             s.inner.verify_with(proof.as_deref(), &req, &price, now_or_clock(now), &*s.store, paid_result)
@@ -500,11 +503,12 @@ impl JsPaywall {
         scope: String,
         now: Option<f64>,
         body: Option<Buffer>,
+        payer: Option<String>,
     ) -> Either3<Latin1String, PaidTuple, Rejection> {
         self.shared.decide(
             price_of(&price, &currency),
             proof_text(&proof).as_deref(),
-            Self::req(&method, &path, host.as_deref(), secure, body.as_deref()),
+            Self::req(&method, &path, host.as_deref(), secure, body.as_deref(), payer.as_deref()),
             &scope,
             now,
         )
@@ -530,15 +534,32 @@ impl JsPaywall {
         scope: String,
         now: Option<f64>,
         body: Option<Buffer>,
+        payer: Option<String>,
     ) -> Result<Either<Rejection, Object<'env>>> {
         self.shared.decide_async(
             env,
             price_of(&price, &currency),
             proof_text(&proof).as_deref(),
-            Self::req(&method, &path, host.as_deref(), secure, body.as_deref()),
+            Self::req(&method, &path, host.as_deref(), secure, body.as_deref(), payer.as_deref()),
             &scope,
             now,
         )
+    }
+
+    /// Who this request is priced for (core's `Paywall::priced_payer`): the payer of a proof
+    /// whose signature, audience, mode and time verify, else the one the `Vlexivo-Payer` hint
+    /// names, else `null`. The price resolver's second argument.
+    #[napi(catch_unwind)]
+    pub fn priced_payer(
+        &self,
+        proof: Option<Latin1String>,
+        hint: Option<String>,
+        now: Option<f64>,
+    ) -> Option<PricedPayer> {
+        self.shared
+            .inner
+            .priced_payer(proof_text(&proof).as_deref(), hint.as_deref(), now_or_clock(now))
+            .map(|p| PricedPayer { address: p.address, proven: p.proven })
     }
 
     /// The one price of several paywalls covering a request (the highest), as a canonical
@@ -578,8 +599,9 @@ impl JsPaywall {
         secure: Option<bool>,
         scope: String,
         now: Option<f64>,
+        payer: Option<String>,
     ) -> Option<Rejection> {
-        let req = Self::req(&method, &path, host.as_deref(), secure, None);
+        let req = Self::req(&method, &path, host.as_deref(), secure, None, payer.as_deref());
         let now = now_or_clock(now);
         let inner = &self.shared.inner;
         let price = match price_of(&price, &currency) {
@@ -641,10 +663,11 @@ impl JsPaywall {
         scope: Option<String>,
         now: Option<f64>,
         body: Option<Buffer>,
+        payer: Option<String>,
     ) -> Result<Rejection> {
         let run = || -> vx::Result<Rejection> {
             let price = price_of(&price, &currency)?;
-            let req = Self::req(&method, &path, host.as_deref(), secure, body.as_deref());
+            let req = Self::req(&method, &path, host.as_deref(), secure, body.as_deref(), payer.as_deref());
             let scope = scope.as_deref().unwrap_or("per-call");
             let r = self.shared.inner.challenge(&req, &price, scope, now_or_clock(now), &OsEntropy)?;
             Ok(Rejection::from_core(r, None))
@@ -677,11 +700,19 @@ impl JsPaywall {
             Some(p) => Some(price_of(&p, currency.as_deref().unwrap_or("usd")).map_err(|e| throw(&env, e))?),
             None => None,
         };
-        let req = Self::req(&method, &path, host.as_deref(), secure, None);
+        let req = Self::req(&method, &path, host.as_deref(), secure, None, None);
         let scope = scope.as_deref().unwrap_or("per-call");
         let r = self.shared.inner.reject(&err, &req, price.as_ref(), scope, now_or_clock(now), &OsEntropy);
         Ok(Rejection::from_core(r, Some(&err)))
     }
+}
+
+/// Who a request is priced for: `proven` from its proof, else hinted (unverified).
+#[napi(object)]
+pub struct PricedPayer {
+    /// EIP-55 address.
+    pub address: String,
+    pub proven: bool,
 }
 
 /// A paid route at a fixed, pre-parsed price (see `Paywall.route`).
@@ -722,11 +753,12 @@ impl PricedRoute {
         secure: Option<bool>,
         now: Option<f64>,
         body: Option<Buffer>,
+        payer: Option<String>,
     ) -> Either3<Latin1String, PaidTuple, Rejection> {
         self.shared.decide(
             Ok(self.price),
             proof_text(&proof).as_deref(),
-            JsPaywall::req(&method, &path, host.as_deref(), secure, body.as_deref()),
+            JsPaywall::req(&method, &path, host.as_deref(), secure, body.as_deref(), payer.as_deref()),
             &self.scope,
             now,
         )
@@ -749,12 +781,13 @@ impl PricedRoute {
         secure: Option<bool>,
         now: Option<f64>,
         body: Option<Buffer>,
+        payer: Option<String>,
     ) -> Result<Either<Rejection, Object<'env>>> {
         self.shared.decide_async(
             env,
             Ok(self.price),
             proof_text(&proof).as_deref(),
-            JsPaywall::req(&method, &path, host.as_deref(), secure, body.as_deref()),
+            JsPaywall::req(&method, &path, host.as_deref(), secure, body.as_deref(), payer.as_deref()),
             &self.scope,
             now,
         )
@@ -885,6 +918,9 @@ pub struct PayerOptions {
     pub auto_top_up: Option<AutoTopUpOptions>,
     /// A fixed clock (unix seconds) instead of the system's: for replaying recorded exchanges.
     pub fixed_now: Option<f64>,
+    /// Send the wallet's address on the unpaid request (`Vlexivo-Payer`) so APIs can price by
+    /// payer. Default true; false for privacy.
+    pub payer_hint: Option<bool>,
 }
 
 /// A decoded Vlexivo 402.
@@ -1160,7 +1196,8 @@ impl JsPayer {
             Some(_) => return Err(VxError::Config("fixedNow must be unix seconds".into())),
             None => Arc::new(SystemClock),
         };
-        let config = vx::client::PayerConfig { policy, facilitators, auto_top_up, payer_hint: true };
+        let payer_hint = o.payer_hint.unwrap_or(true);
+        let config = vx::client::PayerConfig { policy, facilitators, auto_top_up, payer_hint };
         Ok(Self { inner: vx::client::Payer::new(wallet, config, clock) })
     }
 }

@@ -54,10 +54,10 @@ test('the published module has no test-only entry points; the tests\' own minter
 
 test('header names come from core', () => {
   assert.deepEqual(native.headerNames(), {
-    challenge: 'Vlexivo-Challenge', proof: 'Vlexivo-Proof', receipt: 'Vlexivo-Receipt',
+    challenge: 'Vlexivo-Challenge', proof: 'Vlexivo-Proof', receipt: 'Vlexivo-Receipt', payer: 'Vlexivo-Payer',
     expose: 'Vlexivo-Challenge, Vlexivo-Receipt',
   });
-  assert.deepEqual(vlx.HEADERS, { challenge: 'Vlexivo-Challenge', proof: 'Vlexivo-Proof', receipt: 'Vlexivo-Receipt' });
+  assert.deepEqual(vlx.HEADERS, { challenge: 'Vlexivo-Challenge', proof: 'Vlexivo-Proof', receipt: 'Vlexivo-Receipt', payer: 'Vlexivo-Payer' });
   assert.equal(vlx.EXPOSED_HEADERS, native.headerNames().expose);
 });
 
@@ -67,7 +67,7 @@ test('no header name is spelled in the package sources (they come from the nativ
   for (const f of readdirSync(dir).filter((f) => f.endsWith('.ts'))) {
     // Comments may name them; code may not.
     const code = readFileSync(`${dir}/${f}`, 'utf8').replace(/\/\*[\s\S]*?\*\//g, '').replace(/\/\/.*$/gm, '');
-    assert.doesNotMatch(code, /vlexivo-(proof|challenge|receipt)\b/i, f);
+    assert.doesNotMatch(code, /vlexivo-(proof|challenge|receipt|payer)\b/i, f);
   }
 });
 

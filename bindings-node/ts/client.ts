@@ -79,6 +79,12 @@ export interface VlexivoClientOptions {
   facilitatorTimeoutMs?: number;
   /** `fetch` to use (default: the global one). */
   fetch?: typeof fetch;
+  /**
+   * Send the wallet's address on the unpaid request (`Vlexivo-Payer`), so an API that prices
+   * by payer (usage-based discounts) quotes this wallet's price. Default true; false for
+   * privacy (the API then learns the payer only from a paid request's proof).
+   */
+  payerHint?: boolean;
 }
 
 type Body = RequestInit['body'];
@@ -235,6 +241,7 @@ export class VlexivoClient {
           windowSeconds: options.window?.seconds,
           windowMax: options.window?.max,
           autoTopUp,
+          payerHint: options.payerHint,
         }),
     );
     const f = options.fetch ?? globalThis.fetch;

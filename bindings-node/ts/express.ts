@@ -19,7 +19,9 @@ import { isFreeRequest } from './policy';
 import { handlerFailed, paidStateOf, releaseNow, watch } from './paid';
 import {
   PaidRoute,
+  PAYER_HEADER,
   PROOF_HEADER,
+  headerValue,
   type Decision,
   exposeValue,
   isPaid,
@@ -29,6 +31,7 @@ import {
   requestOrigin,
   resolvePrices,
   type Rejection,
+  type VlexivoPayer,
   type VlexivoPayment,
 } from './route';
 
@@ -38,6 +41,8 @@ declare global {
     interface Request {
       /** Verified payment facts, set by `vlx.paywall()` on paid requests. */
       vlxPayment?: VlexivoPayment;
+      /** Who the request is priced for (proven or hinted), set before a price resolver runs. */
+      vlxPayer?: VlexivoPayer | null;
     }
   }
 }
@@ -48,6 +53,7 @@ export interface PaywallRequest extends IncomingMessage {
   body?: unknown;
   rawBody?: unknown;
   vlxPayment?: VlexivoPayment;
+  vlxPayer?: VlexivoPayer | null;
   app?: ExpressAppLike;
 }
 
@@ -218,9 +224,11 @@ export function expressPaywall(route: PaidRoute<any>): PaywallMiddleware {
     let r: Decision | Promise<Decision>;
     try {
       const proof = req.headers[PROOF_HEADER];
+      // A price resolved for a hinted payer: the challenge names that payer.
+      const hint = req.vlxPayer === undefined ? undefined : headerValue(req.headers[PAYER_HEADER]);
       r = routes === undefined
-        ? route.authorize(proof, method, path, requestOrigin(req), prices[0], body)
-        : route.authorizeStacked(proof, method, path, requestOrigin(req), routes, prices, body);
+        ? route.authorize(proof, method, path, requestOrigin(req), prices[0], body, hint)
+        : route.authorizeStacked(proof, method, path, requestOrigin(req), routes, prices, body, hint);
     } catch (e) {
       next(e);
       return;
@@ -264,7 +272,11 @@ export function expressPaywall(route: PaidRoute<any>): PaywallMiddleware {
 
   /** Every route's price, then `then` (see `resolvePrices`). */
   function priced(req: PaywallRequest, res: ServerResponse, next: NextFunction, routes: PaidRoute[], then: (prices: unknown[]) => void): void {
-    resolvePrices(routes, req, req.method ?? 'GET', pathOf(req), (r) => send(route, req, res, r), then, next);
+    let payer: VlexivoPayer | null = null;
+    if (routes.some((r) => r.resolver !== undefined)) {
+      payer = req.vlxPayer = route.payerFor(req.headers[PROOF_HEADER], req.headers[PAYER_HEADER]);
+    }
+    resolvePrices(routes, req, req.method ?? 'GET', pathOf(req), (r) => send(route, req, res, r), then, next, payer);
   }
 
   const ONE = [route];

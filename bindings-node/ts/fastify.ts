@@ -19,7 +19,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { VlexivoServer, serverOf, SERVER_KEYS, type VlexivoServerOptions } from './server';
 import { isFreeRequest } from './policy';
 import { paidStateOf, releaseNow, watch } from './paid';
-import { PaidRoute, PROOF_HEADER, PAYWALL_KEYS, pick, type Decision, exposeValue, isPaid, isThenable, paymentOf, rawBodyOf, requestOrigin, resolvePrices, type PaidFacts, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
+import { PaidRoute, PAYER_HEADER, PROOF_HEADER, headerValue, type VlexivoPayer, PAYWALL_KEYS, pick, type Decision, exposeValue, isPaid, isThenable, paymentOf, rawBodyOf, requestOrigin, resolvePrices, type PaidFacts, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
 
 export interface VlexivoFastifyOptions extends VlexivoServerOptions, PaywallOptions<any> {
   /** Share one server (keys, nonce store) between registrations. */
@@ -35,6 +35,7 @@ interface FastifyRequestLike {
   rawBody?: unknown;
   raw: IncomingMessage;
   vlxPayment: VlexivoPayment | null;
+  vlxPayer: VlexivoPayer | null;
   [FACTS]?: PaidFacts | undefined;
   [PAYMENT]?: VlexivoPayment | null;
 }
@@ -62,6 +63,8 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** Verified payment facts, set by the vlexivo plugin on paid requests. */
     vlxPayment: VlexivoPayment | null;
+    /** Who the request is priced for (proven or hinted), set before a price resolver runs. */
+    vlxPayer: VlexivoPayer | null;
   }
   interface FastifyContextConfig {
     /** Per-route paywall options, or `false` to leave the route free. */
@@ -121,6 +124,7 @@ function paywallHook(routes: readonly PaidRoute[]): PaywallHook {
   const route = routes[0];
   const stacked = routes.length > 1;
   const resolver = stacked ? undefined : route.resolver;
+  const priceByPayer = routes.some((r) => r.resolver !== undefined);
 
   const admit = (request: FastifyRequestLike, reply: FastifyReplyLike, next: Done, prices: unknown[]): void => {
     let body: Buffer | undefined;
@@ -133,9 +137,11 @@ function paywallHook(routes: readonly PaidRoute[]): PaywallHook {
     }
     const proof = request.headers[PROOF_HEADER];
     const origin = requestOrigin(request.raw);
+    // A price resolved for a hinted payer: the challenge names that payer.
+    const hint = request.vlxPayer === null ? undefined : headerValue(request.headers[PAYER_HEADER]);
     const r = stacked
-      ? route.authorizeStacked(proof, request.method, request.url, origin, routes, prices, body)
-      : route.authorize(proof, request.method, request.url, origin, prices[0], body);
+      ? route.authorizeStacked(proof, request.method, request.url, origin, routes, prices, body, hint)
+      : route.authorize(proof, request.method, request.url, origin, prices[0], body, hint);
     if (isThenable(r)) {
       // A networked store answers later; the event loop serves other requests meanwhile.
       r.then((d) => decided(request, reply, next, d), next);
@@ -157,8 +163,11 @@ function paywallHook(routes: readonly PaidRoute[]): PaywallHook {
   };
 
   /** Every route's price, then `then` (see `resolvePrices`). */
-  const priced = (request: FastifyRequestLike, reply: FastifyReplyLike, next: Done, then: (prices: unknown[]) => void): void =>
-    resolvePrices(routes, request, request.method, request.url, (r) => send(route, request, reply, r), then, (e) => next(e as Error));
+  const priced = (request: FastifyRequestLike, reply: FastifyReplyLike, next: Done, then: (prices: unknown[]) => void): void => {
+    const payer = priceByPayer ? route.payerFor(request.headers[PROOF_HEADER], request.headers[PAYER_HEADER]) : null;
+    request.vlxPayer = payer;
+    resolvePrices(routes, request, request.method, request.url, (r) => send(route, request, reply, r), then, (e) => next(e as Error), payer);
+  };
 
   const hook: PaywallHook = function vlexivoPreHandler(request: FastifyRequestLike, reply: FastifyReplyLike, next: Done): void {
     try {
@@ -215,6 +224,7 @@ function vlexivoFastify(fastify: FastifyInstanceLike, options: VlexivoFastifyOpt
     return;
   }
   if (!fastify.hasRequestDecorator('vlxPayment')) fastify.decorateRequest('vlxPayment', { getter: getPayment, setter: setPayment });
+  if (!fastify.hasRequestDecorator('vlxPayer')) fastify.decorateRequest('vlxPayer', null);
   // One PaidRoute per route config object (a HEAD route Fastify derives from a GET one shares it).
   const perConfig = new WeakMap<object, PaidRoute>();
 

@@ -19,6 +19,7 @@ import { isFreeRequest, releases, sendsReceipt } from './policy';
 import {
   PaidRoute,
   PAYWALL_KEYS,
+  PAYER_HEADER,
   PROOF_HEADER,
   RECEIPT_HEADER,
   exposeValue,
@@ -119,7 +120,8 @@ export class FetchPaywall<Req = Request> {
     let price: unknown = route.price;
     if (route.resolver !== undefined) {
       try {
-        price = route.resolver(input ?? ((request.body === null ? request : request.clone()) as unknown as Req));
+        const payer = route.payerFor(request.headers.get(PROOF_HEADER) ?? undefined, request.headers.get(PAYER_HEADER) ?? undefined);
+        price = route.resolver(input ?? ((request.body === null ? request : request.clone()) as unknown as Req), payer);
         if (isThenable(price)) price = await price;
       } catch (e) {
         return rejectionResponse(route, request, route.resolverFailed(e, method, path));
@@ -130,7 +132,9 @@ export class FetchPaywall<Req = Request> {
       if (readBody !== undefined) body = Buffer.from(await readBody());
       else body = request.body === null ? Buffer.alloc(0) : Buffer.from(await request.clone().arrayBuffer());
     }
-    let r: Decision | Promise<Decision> = route.authorize(request.headers.get(PROOF_HEADER) ?? undefined, method, path, fetchOrigin(request, url), price, body);
+    // A price resolved for a hinted payer: the challenge names that payer.
+    const hint = route.resolver === undefined ? undefined : request.headers.get(PAYER_HEADER) ?? undefined;
+    let r: Decision | Promise<Decision> = route.authorize(request.headers.get(PROOF_HEADER) ?? undefined, method, path, fetchOrigin(request, url), price, body, hint);
     if (isThenable(r)) r = await r;
     if (!isPaid(r)) return rejectionResponse(route, request, r);
     const payment = paymentOf(r) as FetchPayment;

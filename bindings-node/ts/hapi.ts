@@ -15,7 +15,7 @@ import type { Plugin } from '@hapi/hapi';
 import type { IncomingMessage } from 'node:http';
 import { VlexivoServer, serverOf, SERVER_KEYS, type VlexivoServerOptions } from './server';
 import { isFreeRequest, releases, sendsReceipt } from './policy';
-import { PaidRoute, PAYWALL_KEYS, PROOF_HEADER, RECEIPT_HEADER, exposeValue, isFacts, isThenable, pick, rawBodyOf, requestOrigin, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
+import { PaidRoute, PAYWALL_KEYS, PAYER_HEADER, PROOF_HEADER, headerValue, RECEIPT_HEADER, exposeValue, isFacts, isThenable, pick, rawBodyOf, requestOrigin, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
 
 export interface VlexivoHapiOptions extends VlexivoServerOptions, PaywallOptions<any> {
   /** Share one server (keys, nonce store) between registrations. */
@@ -162,7 +162,9 @@ function register(hapi: HapiServerLike, options: VlexivoHapiOptions): void {
         return respond(route, request, h, route.fault('config_invalid', 'bindBody needs the raw payload (payload: { parse: false } or request.rawBody)', method, target));
       }
     }
-    const r = route.decide(request.headers[PROOF_HEADER], method, target, requestOrigin(request.raw.req), price, body);
+    // A price resolved for a hinted payer: the challenge names that payer.
+    const hint = route.resolver === undefined ? undefined : headerValue(request.headers[PAYER_HEADER]);
+    const r = route.decide(request.headers[PROOF_HEADER], method, target, requestOrigin(request.raw.req), price, body, hint);
     // A networked store answers later (Hapi waits on the returned promise, serving others).
     if (isThenable(r)) return r.then((d) => decided(route, request, h, d));
     return decided(route, request, h, r);
@@ -196,7 +198,9 @@ function register(hapi: HapiServerLike, options: VlexivoHapiOptions): void {
     if (resolver === undefined) return proceed(route, request, h, route.price);
     let price: unknown;
     try {
-      price = resolver(request);
+      const payer = route.payerFor(request.headers[PROOF_HEADER], request.headers[PAYER_HEADER]);
+      (request as { vlxPayer?: unknown }).vlxPayer = payer;
+      price = resolver(request, payer);
     } catch (e) {
       return respond(route, request, h, route.resolverFailed(e, request.method.toUpperCase(), request.path));
     }

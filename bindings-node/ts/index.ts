@@ -16,9 +16,11 @@ export {
   type PriceValue,
   type ResolvedPrice,
   type VlexivoPayment,
+  type VlexivoPayer,
   type VlexivoLogger,
   type Rejection,
 } from './route';
+export type { Usage, UsageOptions } from './usage';
 export { VlexivoClient, type VlexivoClientOptions, type AutoTopUpOptions, type SpendingWindow, type PaymentInfo } from './client';
 export { Wallet, errorFromBody } from './wallet';
 export type { PaywallMiddleware, PaywallErrorMiddleware } from './express';
@@ -50,9 +52,9 @@ export {
 } from './errors';
 
 /** Header names as core spells them (case-insensitive on the wire). */
-export const HEADERS: Readonly<{ challenge: string; proof: string; receipt: string }> = (() => {
+export const HEADERS: Readonly<{ challenge: string; proof: string; receipt: string; payer: string }> = (() => {
   const h = native.headerNames();
-  return Object.freeze({ challenge: h.challenge, proof: h.proof, receipt: h.receipt });
+  return Object.freeze({ challenge: h.challenge, proof: h.proof, receipt: h.receipt, payer: h.payer });
 })();
 
 /** Every error code the native core defines (kept equal to `ALL_CODES`; tested). */

@@ -33,6 +33,19 @@ export interface VlexivoPayment {
 
 export type { Rejection };
 
+/**
+ * Who a request is priced for, the price resolver's second argument (and `req.vlxPayer`): the
+ * payer its proof proves (`proven: true`, on the paid retry), else the one its `Vlexivo-Payer`
+ * hint names (`proven: false`, on the unpaid request), else `null`. A challenge priced for a
+ * hinted payer names it, only that wallet may pay it, and the retry is priced again for the
+ * proven payer: a wallet that hints another's address is never served cheaper.
+ */
+export interface VlexivoPayer {
+  /** EIP-55 address. */
+  address: string;
+  proven: boolean;
+}
+
 /** A price: a decimal string ("0.001") or a number (read exactly; 0.1 + 0.2 is refused). */
 export type PriceValue = string | number;
 /** What a price resolver may return: a price, or a price in another currency. */
@@ -45,8 +58,11 @@ export interface PaywallOptions<Req = any> {
   currency?: string;
   /** Default "per-call". */
   scope?: string;
-  /** Dynamic price from the request; sync (fast path) or async. Overrides `price`. */
-  priceResolver?: (req: Req) => ResolvedPrice | Promise<ResolvedPrice>;
+  /**
+   * Dynamic price from the request and its payer (see {@link VlexivoPayer}: `null` when the
+   * request names none); sync (fast path) or async. Overrides `price`.
+   */
+  priceResolver?: (req: Req, payer: VlexivoPayer | null) => ResolvedPrice | Promise<ResolvedPrice>;
   /**
    * Removed: a whole method can no longer pass unpaid (a handler mounted with `app.use` answers
    * every method). CORS preflights (`OPTIONS` with `Access-Control-Request-Method`) are always
@@ -67,6 +83,19 @@ export const EXPOSED_HEADERS = HEADER_NAMES.expose;
 export const PROOF_HEADER = HEADER_NAMES.proof.toLowerCase();
 export const RECEIPT_HEADER = HEADER_NAMES.receipt;
 export const RECEIPT_HEADER_LC = HEADER_NAMES.receipt.toLowerCase();
+export const PAYER_HEADER = HEADER_NAMES.payer.toLowerCase();
+
+/** The first value of a header (Node gives repeated ones as an array). */
+export function headerValue(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** The payer of paid facts (the line's second field) without building the payment. */
+export function payerOf(r: PaidFacts): string {
+  if (typeof r !== 'string') return r[0];
+  const a = r.indexOf('\u001f') + 1;
+  return r.slice(a, r.indexOf('\u001f', a));
+}
 export const CHALLENGE_HEADER_LC = HEADER_NAMES.challenge.toLowerCase();
 
 /** The array form of a paid result (rare; see `PaidFacts`): [payer, amount, currency, txHash, nonce, paidAt, expiresAt, resource, storeKey, receipt]. */
@@ -218,6 +247,14 @@ export interface RouteContext {
   clock?: () => number;
   logger: VlexivoLogger;
   exposeHeaders: boolean;
+  /** Told of every payer whose payment this server accepted (the usage cache drops its counts). */
+  paid?: PaidListener;
+}
+
+/** Told of payers whose payment was accepted; `active` false: nobody is listening now. */
+export interface PaidListener {
+  readonly active: boolean;
+  paid(payer: string): void;
 }
 
 /** One paid route (one `paywall()` / plugin registration). */
@@ -227,11 +264,12 @@ export class PaidRoute<Req = any> {
   readonly scope: string;
   /** Canonical static price, when there is no resolver. */
   readonly price: string | undefined;
-  readonly resolver: ((req: Req) => ResolvedPrice | Promise<ResolvedPrice>) | undefined;
+  readonly resolver: ((req: Req, payer: VlexivoPayer | null) => ResolvedPrice | Promise<ResolvedPrice>) | undefined;
   readonly bindBody: boolean;
   readonly exposeHeaders: boolean;
   private readonly clock: (() => number) | undefined;
   private readonly logger: VlexivoLogger;
+  private readonly listener: PaidListener | undefined;
   /**
    * The nonce store waits on the network (Redis, PostgreSQL): decisions that reach the store
    * come as promises, resolved from the store's own threads (the event loop never waits).
@@ -249,6 +287,7 @@ export class PaidRoute<Req = any> {
     this.paywall = ctx.paywall;
     this.clock = ctx.clock;
     this.logger = ctx.logger;
+    this.listener = ctx.paid;
     this.exposeHeaders = ctx.exposeHeaders;
     this.bindBody = ctx.paywall.bindsBody;
     this.remote = ctx.paywall.storeBlocks;
@@ -294,8 +333,9 @@ export class PaidRoute<Req = any> {
     origin: RequestOrigin,
     resolved: unknown,
     body?: Buffer,
+    hint?: string,
   ): VlexivoPayment | Rejection | Promise<VlexivoPayment | Rejection> {
-    const r = this.authorize(proof, method, path, origin, resolved, body);
+    const r = this.authorize(proof, method, path, origin, resolved, body, hint);
     if (isThenable(r)) return r.then(toPayment);
     return toPayment(r);
   }
@@ -311,6 +351,7 @@ export class PaidRoute<Req = any> {
     origin: RequestOrigin,
     resolved: unknown,
     body?: Buffer,
+    hint?: string,
   ): Decision | Promise<Decision> {
     const p = Array.isArray(proof) ? proof[0] : proof;
     const now = this.clock === undefined ? undefined : this.clock();
@@ -320,8 +361,8 @@ export class PaidRoute<Req = any> {
     let r: Decision | Promise<Decision>;
     if (route !== undefined) {
       r = this.remote
-        ? route.authorizeAsync(p, method, path, origin.host, origin.secure, now, body)
-        : route.authorize(p, method, path, origin.host, origin.secure, now, body);
+        ? route.authorizeAsync(p, method, path, origin.host, origin.secure, now, body, hint)
+        : route.authorize(p, method, path, origin.host, origin.secure, now, body, hint);
     } else {
       // A price in another currency, or one that does not parse (a logged 500).
       const v = this.split(resolved);
@@ -329,17 +370,23 @@ export class PaidRoute<Req = any> {
         return this.fault('price_invalid', `priceResolver returned ${describe(resolved)}, not a price`, method, path);
       }
       r = this.remote
-        ? this.paywall.authorizeAsync(p, method, path, origin.host, origin.secure, v.amount, v.currency, this.scope, now, body)
-        : this.paywall.authorize(p, method, path, origin.host, origin.secure, v.amount, v.currency, this.scope, now, body);
+        ? this.paywall.authorizeAsync(p, method, path, origin.host, origin.secure, v.amount, v.currency, this.scope, now, body, hint)
+        : this.paywall.authorize(p, method, path, origin.host, origin.secure, v.amount, v.currency, this.scope, now, body, hint);
     }
-    if (typeof r === 'string') return r;
+    if (typeof r === 'string') {
+      if (this.listener?.active === true) this.listener.paid(payerOf(r));
+      return r;
+    }
     if (isThenable(r)) return r.then((d) => this.logged(d, method, path));
     return this.logged(r, method, path);
   }
 
   /** A decision, its provider-side fault (store down, bad price) logged. */
   private logged(r: Decision, method: string, path: string): Decision {
-    if (isPaid(r)) return r;
+    if (isPaid(r)) {
+      if (this.listener?.active === true) this.listener.paid(payerOf(r));
+      return r;
+    }
     if (r.logMessage !== undefined && r.logMessage !== null) this.log(r.code, r.logMessage, method, path);
     return r;
   }
@@ -359,8 +406,19 @@ export class PaidRoute<Req = any> {
 
   /** This route's price for a request: the fixed price, or the resolver's answer (a promise
    * when it is async). Throws what the resolver throws. */
-  priceFor(req: Req): unknown {
-    return this.resolver === undefined ? this.price : this.resolver(req);
+  priceFor(req: Req, payer: VlexivoPayer | null = null): unknown {
+    return this.resolver === undefined ? this.price : this.resolver(req, payer);
+  }
+
+  /**
+   * Who a request with this proof and `Vlexivo-Payer` hint is priced for (core decides: the
+   * proof's payer if it verifies, else the hinted one, else `null`).
+   */
+  payerFor(proof: string | string[] | undefined, hint: string | string[] | undefined): VlexivoPayer | null {
+    const p = headerValue(proof);
+    const h = headerValue(hint);
+    if (p === undefined && h === undefined) return null;
+    return this.paywall.pricedPayer(p, h, this.now()) ?? null;
   }
 
   /**
@@ -376,6 +434,7 @@ export class PaidRoute<Req = any> {
     routes: readonly PaidRoute<any>[],
     resolved: readonly unknown[],
     body?: Buffer,
+    hint?: string,
   ): Decision | Promise<Decision> {
     const amounts: (string | number)[] = [];
     const currencies: string[] = [];
@@ -395,8 +454,8 @@ export class PaidRoute<Req = any> {
     }
     const p = Array.isArray(proof) ? proof[0] : proof;
     const r = this.remote
-      ? this.paywall.authorizeAsync(p, method, path, origin.host, origin.secure, price, currencies[0], this.scope, this.now(), body)
-      : this.paywall.authorize(p, method, path, origin.host, origin.secure, price, currencies[0], this.scope, this.now(), body);
+      ? this.paywall.authorizeAsync(p, method, path, origin.host, origin.secure, price, currencies[0], this.scope, this.now(), body, hint)
+      : this.paywall.authorize(p, method, path, origin.host, origin.secure, price, currencies[0], this.scope, this.now(), body, hint);
     if (isThenable(r)) return r.then((d) => this.logged(d, method, path));
     return this.logged(r, method, path);
   }
@@ -461,8 +520,9 @@ export class PaidRoute<Req = any> {
 /**
  * Every paywall's price for one request, then `then(prices)`: synchronously when every price is
  * static or its resolver answers synchronously (the paid path then stays synchronous), after
- * the promises otherwise. A resolver that throws or rejects is answered with `refuse` (its
- * logged 500); an exception from `then` after an await goes to `fail`.
+ * the promises otherwise. Resolvers get `payer` as their second argument. A resolver that
+ * throws or rejects is answered with `refuse` (its logged 500); an exception from `then` after
+ * an await goes to `fail`.
  */
 export function resolvePrices(
   routes: readonly PaidRoute<any>[],
@@ -472,13 +532,14 @@ export function resolvePrices(
   refuse: (r: Rejection) => void,
   then: (prices: unknown[]) => void,
   fail: (e: unknown) => void,
+  payer: VlexivoPayer | null = null,
 ): void {
   const prices: unknown[] = new Array(routes.length);
   let pending: Promise<unknown>[] | undefined;
   for (let i = 0; i < routes.length; i++) {
     let v: unknown;
     try {
-      v = routes[i].priceFor(req);
+      v = routes[i].priceFor(req, payer);
     } catch (e) {
       refuse(routes[i].resolverFailed(e, method, path));
       return;

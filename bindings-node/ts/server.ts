@@ -5,7 +5,8 @@
 import native = require('./native');
 import { VlexivoConfigError, call, fromNative, type VlexivoError, type VlexivoErrorCode } from './errors';
 import { expressErrorHandler, expressPaywall, type PaywallErrorMiddleware, type PaywallMiddleware } from './express';
-import { PaidRoute, checkKeys, isPaid, pick, isThenable, paymentOf, type Decision, type PaidFacts, type PaywallOptions, type PriceValue, type Rejection, type VlexivoLogger, type VlexivoPayment } from './route';
+import { PaidRoute, checkKeys, isPaid, pick, isThenable, paymentOf, type Decision, type PaidFacts, type PaywallOptions, type PriceValue, type Rejection, type VlexivoLogger, type VlexivoPayer, type VlexivoPayment } from './route';
+import { UsageCache, type Usage, type UsageOptions } from './usage';
 import { errorFromBody } from './wallet';
 
 /**
@@ -83,12 +84,18 @@ export interface VlexivoServerOptions {
    * on a server that answers any `Host`: configure it in production.
    */
   origin?: string;
+  /**
+   * How long (ms) `usage()` answers are reused (default 2000; 0: ask the facilitator every
+   * time). A payment this server accepts drops its payer's answers at once, so the staleness
+   * bound applies only to payments made through other instances.
+   */
+  usageCacheMs?: number;
 }
 
 /** Every option key `new VlexivoServer()` reads; any other is `config_invalid`. */
 export const SERVER_KEYS: readonly string[] = [
   'apiSecret', 'mode', 'facilitatorUrl', 'network', 'challengeTtl', 'leeway', 'bindBody', 'nonceStore',
-  'nonceStoreOptions', 'store', 'jwks', 'clock', 'logger', 'exposeHeaders', 'origin',
+  'nonceStoreOptions', 'store', 'jwks', 'clock', 'logger', 'exposeHeaders', 'origin', 'usageCacheMs',
 ];
 
 const configError = (message: string): VlexivoConfigError => new VlexivoConfigError('config_invalid', message, { status: 500 });
@@ -150,6 +157,7 @@ export class VlexivoServer {
   readonly clock: (() => number) | undefined;
   readonly logger: VlexivoLogger;
   readonly exposeHeaders: boolean;
+  readonly #usage: UsageCache;
 
   constructor(options: VlexivoServerOptions = {}) {
     if (options === null || typeof options !== 'object') throw configError('VlexivoServer options must be an object');
@@ -180,6 +188,26 @@ export class VlexivoServer {
     this.clock = options.clock;
     this.logger = options.logger ?? console;
     this.exposeHeaders = options.exposeHeaders ?? true;
+    this.#usage = new UsageCache(this.native.facilitatorUrl, apiSecret, options.usageCacheMs);
+  }
+
+  /**
+   * How many payments (and how much) `payer` made to this provider since `since` (a `Date` or
+   * unix seconds; default: ever), as the facilitator's ledger records them — what usage-based
+   * prices are made of:
+   *
+   *     priceResolver: async (req, payer) => {
+   *       if (payer === null) return '0.001';
+   *       const { count } = await vlx.usage(payer, { since: startOfMonth() });
+   *       return count >= 10 ? '0.0005' : '0.001';
+   *     }
+   *
+   * Answers are reused for `usageCacheMs` (2 s by default; a payment this server accepts drops
+   * its payer's answers at once), so a resolver may call it on every request. Rejects with the
+   * facilitator's typed error (`facilitator_unavailable` when it cannot be reached).
+   */
+  usage(payer: string | VlexivoPayer, options: UsageOptions = {}): Promise<Usage> {
+    return this.#usage.get(typeof payer === 'string' ? payer : payer.address, options);
   }
 
   /** The provider account id (`acct_…`). */
@@ -217,7 +245,7 @@ export class VlexivoServer {
   /** A paid route's settings, for adapters of other frameworks. */
   route<Req = any>(options: PaywallOptions<Req>): PaidRoute<Req> {
     return new PaidRoute<Req>(
-      { paywall: this.native, clock: this.clock, logger: this.logger, exposeHeaders: this.exposeHeaders },
+      { paywall: this.native, clock: this.clock, logger: this.logger, exposeHeaders: this.exposeHeaders, paid: this.#usage },
       options,
     );
   }
