@@ -22,39 +22,45 @@ const rate = Number(env.SOAK_RATE ?? 20);
 const windowMs = Number(env.SOAK_WINDOW_S ?? 10) * 1000;
 const expiredAfterMs = Number(env.SOAK_EXPIRED_AFTER_S ?? 305) * 1000;
 
-// Proofs as the client sent them, captured on their way out.
+// Proofs as each client sent them, captured on their way out and kept once the call that
+// sent them has finished (a replay must come after the first use, never race it).
 const fresh = new Map(targets.map((t) => [t, []]));
 const aging = new Map(targets.map((t) => [t, []]));
+const replayableMs = 280_000; // younger than the token's 300 s lifetime, with a margin
 const keep = (list, item, cap) => {
   if (list.length < cap) list.push(item);
   else list[Math.floor(Math.random() * cap)] = item;
 };
-const capture = async (input, init = {}) => {
-  const proof = new Headers(init.headers).get('vlexivo-proof');
-  const url = String(input);
-  if (proof) {
-    const api = targets.find((t) => url.startsWith(t));
-    if (api) {
-      keep(fresh.get(api), proof, 512);
-      const q = aging.get(api);
-      if (q.length < 4096 && Math.random() < 0.25) q.push({ at: Date.now(), proof });
-    }
+function kept(sent) {
+  for (const { api, proof } of sent.splice(0)) {
+    keep(fresh.get(api), { at: Date.now(), proof }, 512);
+    const q = aging.get(api);
+    if (q.length < 4096 && Math.random() < 0.25) q.push({ at: Date.now(), proof });
   }
-  return fetch(input, init);
-};
-
-const clients = Array.from({ length: workers }, () => new VlexivoClient({
-  walletKey: Wallet.generate().exportKey(),
-  facilitatorUrl: env.VLX_FACILITATOR_URL,
-  autoTopUp: { enabled: true, triggerBalance: '1.00', topUpAmount: '50.00' },
-  fetch: capture,
-}));
+}
+const clients = Array.from({ length: workers }, () => {
+  const sent = [];
+  const capture = async (input, init = {}) => {
+    const proof = new Headers(init.headers).get('vlexivo-proof');
+    const url = String(input);
+    const api = targets.find((t) => url.startsWith(t));
+    if (proof && api) sent.push({ api, proof });
+    return fetch(input, init);
+  };
+  const client = new VlexivoClient({
+    walletKey: Wallet.generate().exportKey(),
+    facilitatorUrl: env.VLX_FACILITATOR_URL,
+    autoTopUp: { enabled: true, triggerBalance: '1.00', topUpAmount: '50.00' },
+    fetch: capture,
+  });
+  return { client, sent };
+});
 
 const rnd = (n) => Math.floor(Math.random() * n);
 const pick = (list) => (list.length ? list[rnd(list.length)] : undefined);
 function forged(api) {
-  const real = pick(fresh.get(api)) ?? pick(fresh.get(pick(targets)));
-  const other = pick(fresh.get(pick(targets.filter((t) => t !== api))));
+  const real = (pick(fresh.get(api)) ?? pick(fresh.get(pick(targets))))?.proof;
+  const other = pick(fresh.get(pick(targets.filter((t) => t !== api))))?.proof;
   const choices = [
     () => Buffer.from(Array.from({ length: 20 + rnd(200) }, () => rnd(256))).toString('base64url'),
     () => (real ? `${real.slice(0, -4)}${real.slice(-4).split('').reverse().join('')}` : 'x.y.z'),
@@ -62,7 +68,9 @@ function forged(api) {
     () => 'e'.repeat(6000),
     () => other ?? 'not-a-token',
   ];
-  return choices[rnd(choices.length)]();
+  const f = choices[rnd(choices.length)]();
+  // A change that happens to give the real token back (a palindromic tail) is no forgery.
+  return f === real ? `${f}x` : f;
 }
 
 let window = { w: Math.floor((Date.now() - t0) / windowMs), cells: {} };
@@ -80,7 +88,7 @@ function flush(next) {
 }
 
 let calls = 0;
-async function one(client) {
+async function one({ client, sent }) {
   const api = pick(targets);
   const r = Math.random();
   const started = performance.now();
@@ -89,14 +97,21 @@ async function one(client) {
   try {
     if (r < 0.5) {
       kind = 'paid';
-      const res = await client.fetch(`${api}/paid?n=${calls}`);
-      await res.arrayBuffer();
-      status = res.status;
+      try {
+        const res = await client.fetch(`${api}/paid?n=${calls}`);
+        await res.arrayBuffer();
+        status = res.status;
+      } finally {
+        kept(sent);
+      }
     } else {
       let proof;
       if (r < 0.7) {
-        kind = 'replay';
-        proof = pick(fresh.get(api));
+        const p = pick(fresh.get(api));
+        if (p && Date.now() - p.at < replayableMs) {
+          kind = 'replay';
+          proof = p.proof;
+        }
       } else if (r < 0.85) {
         const q = aging.get(api);
         if (q.length && Date.now() - q[0].at > expiredAfterMs) {
@@ -133,4 +148,4 @@ async function worker(client) {
 
 await Promise.all(clients.map((c) => worker(c)));
 flush(window.w + 1);
-console.log(JSON.stringify({ gen: 'node', done: true, calls, spent: clients.map((c) => c.spent) }));
+console.log(JSON.stringify({ gen: 'node', done: true, calls, spent: clients.map((c) => c.client.spent) }));

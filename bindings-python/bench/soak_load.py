@@ -29,28 +29,40 @@ window_s = float(env.get("SOAK_WINDOW_S", "10"))
 expired_after = float(env.get("SOAK_EXPIRED_AFTER_S", "305"))
 
 lock = threading.Lock()
-fresh: dict[str, list[str]] = {t: [] for t in targets}
+fresh: dict[str, list[tuple[float, str]]] = {t: [] for t in targets}
+replayable_s = 280  # younger than the token's 300 s lifetime, with a margin
 aging: dict[str, list[tuple[float, str]]] = {t: [] for t in targets}
 calls = 0
 window: dict[str, Any] = {"w": int((time.time() - t0) // window_s), "cells": {}}
 
 
-def keep(items: list[str], item: str, cap: int) -> None:
+def keep(items: list[Any], item: Any, cap: int) -> None:
     if len(items) < cap:
         items.append(item)
     else:
         items[random.randrange(cap)] = item
 
 
-def capture(request: httpx.Request) -> None:
-    """Proofs as the client sends them (an httpx request hook runs for every request it sends)."""
-    proof = request.headers.get("vlexivo-proof")
-    api = next((t for t in targets if str(request.url).startswith(t)), None)
-    if proof and api:
-        with lock:
-            keep(fresh[api], proof, 512)
+def capturing(sent: list[tuple[str, str]]) -> Any:
+    """An httpx request hook (it runs for every request the client sends) noting the proofs."""
+
+    def capture(request: httpx.Request) -> None:
+        proof = request.headers.get("vlexivo-proof")
+        api = next((t for t in targets if str(request.url).startswith(t)), None)
+        if proof and api:
+            sent.append((api, proof))
+
+    return capture
+
+
+def kept(sent: list[tuple[str, str]]) -> None:
+    """The proofs of a finished call become replayable (a replay must never race the first use)."""
+    with lock:
+        for api, proof in sent:
+            keep(fresh[api], (time.time(), proof), 512)
             if len(aging[api]) < 4096 and random.random() < 0.25:
                 aging[api].append((time.time(), proof))
+    sent.clear()
 
 
 def pick(items: list[Any]) -> Any:
@@ -58,8 +70,14 @@ def pick(items: list[Any]) -> Any:
 
 
 def forged(api: str) -> str:
-    real = pick(fresh[api]) or pick(fresh[random.choice(targets)])
-    other = pick(fresh[random.choice([t for t in targets if t != api] or targets)])
+    real = (pick(fresh[api]) or pick(fresh[random.choice(targets)]) or (0, None))[1]
+    other = (pick(fresh[random.choice([t for t in targets if t != api] or targets)]) or (0, None))[1]
+    forgery = forge(real, other)
+    # A change that happens to give the real token back (a palindromic tail) is no forgery.
+    return f"{forgery}x" if forgery == real else forgery
+
+
+def forge(real: str | None, other: str | None) -> str:
     n = random.randrange(5)
     if n == 0:
         return base64.urlsafe_b64encode(os.urandom(20 + random.randrange(200))).decode().rstrip("=")
@@ -88,19 +106,24 @@ def record(api: str, kind: str, status: str, ms: float) -> None:
         cell["ms"].append(round(ms, 2))
 
 
-def one(client: VlexivoClient, plain: httpx.Client, n: int) -> None:
+def one(client: VlexivoClient, sent: list[tuple[str, str]], plain: httpx.Client, n: int) -> None:
     api = random.choice(targets)
     r = random.random()
     started = time.perf_counter()
     kind = "paid"
     try:
         if r < 0.5:
-            status = str(client.get(f"{api}/paid", params={"n": n}).status_code)
+            try:
+                status = str(client.get(f"{api}/paid", params={"n": n}).status_code)
+            finally:
+                kept(sent)
         else:
             proof = None
             with lock:
                 if r < 0.7:
-                    kind, proof = "replay", pick(fresh[api])
+                    p = pick(fresh[api])
+                    if p and time.time() - p[0] < replayable_s:
+                        kind, proof = "replay", p[1]
                 elif r < 0.85 and aging[api] and time.time() - aging[api][0][0] > expired_after:
                     kind, proof = "expired", aging[api].pop(0)[1]
             if not proof:
@@ -115,11 +138,12 @@ def one(client: VlexivoClient, plain: httpx.Client, n: int) -> None:
 
 def worker(spent: list[str]) -> None:
     global calls
+    sent: list[tuple[str, str]] = []
     client = VlexivoClient(
         Wallet.generate().private_key_hex(),
         facilitator_url=env["VLX_FACILITATOR_URL"],
         auto_top_up={"trigger_balance": "1.00", "top_up_amount": "50.00"},
-        event_hooks={"request": [capture]},
+        event_hooks={"request": [capturing(sent)]},
         timeout=30,
     )
     plain = httpx.Client(timeout=30)
@@ -136,7 +160,7 @@ def worker(spent: list[str]) -> None:
             time.sleep(wait)
         # Late by more than a second: start again from now rather than sending a burst.
         next_at = max(next_at + every, time.time() - 1)
-        one(client, plain, n)
+        one(client, sent, plain, n)
     spent.append(str(client.payer.spent_total()))
     client.close()
     plain.close()
