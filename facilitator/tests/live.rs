@@ -66,6 +66,28 @@ async fn facilitator(
     .expect("live facilitator")
 }
 
+/// A provider's payment records at the facilitator `url`, newest first.
+async fn payments_at(url: &str, api_secret: &str) -> Vec<serde_json::Value> {
+    let res = reqwest::Client::new()
+        .get(format!("{url}/v1/providers/me/payments"))
+        .bearer_auth(api_secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let v: serde_json::Value = res.json().await.unwrap();
+    v["payments"].as_array().unwrap().clone()
+}
+
+/// The demo's paid API behind a paywall configured by `cfg`, on a free loopback port: its URL.
+async fn serve_api(cfg: PaywallConfig) -> String {
+    let app = paid_api(Arc::new(Paywall::new(cfg).unwrap()), Arc::new(MemoryStore::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    api
+}
+
 async fn setup(confirmations: u64) -> Env {
     let net = Devnet::start().await.expect("devnet (npm ci --prefix live/devnet)");
     setup_on(net, None, confirmations).await
@@ -82,10 +104,7 @@ async fn setup_on(net: Devnet, rpc_url: Option<&str>, confirmations: u64) -> Env
     let mut cfg = PaywallConfig::new(provider.api_secret.clone());
     cfg.facilitator_url = srv.url.clone();
     cfg.live = Some(terms);
-    let app = paid_api(Arc::new(Paywall::new(cfg).unwrap()), Arc::new(MemoryStore::new()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let api = serve_api(cfg).await;
     Env { net, srv: Some(srv), provider, payout, api, dir, confirmations }
 }
 
@@ -108,15 +127,7 @@ impl Env {
 
     /// The provider's payment records, as `GET /v1/providers/me/payments` serves them.
     async fn payments(&self) -> Vec<serde_json::Value> {
-        let res = reqwest::Client::new()
-            .get(format!("{}/v1/providers/me/payments", self.srv().url))
-            .bearer_auth(&self.provider.api_secret)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
-        let v: serde_json::Value = res.json().await.unwrap();
-        v["payments"].as_array().unwrap().clone()
+        payments_at(&self.srv().url, &self.provider.api_secret).await
     }
 
     /// Until every record has left `submitted` (the follower's work), or 20 s.
@@ -275,10 +286,7 @@ async fn sandbox_and_live_refuse_each_other() {
     let p = sandbox.create_provider(None, None).await.unwrap();
     let mut cfg = PaywallConfig::new(p.api_secret);
     cfg.facilitator_url = env.srv().url.clone();
-    let app = paid_api(Arc::new(Paywall::new(cfg).unwrap()), Arc::new(MemoryStore::new()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let api = serve_api(cfg).await;
     let w = env.payer(1_000_000).await;
     let e = env.client(&w).get(&format!("{api}/api/v1/hello")).await.unwrap_err();
     assert!(["provider_unknown", "mode_mismatch"].contains(&e.code()), "{e}");
@@ -724,10 +732,7 @@ async fn sigkill_between_submit_and_receipt_is_followed_on_restart_never_sent_tw
     let mut cfg = PaywallConfig::new(created.api_secret.clone());
     cfg.facilitator_url = url.clone();
     cfg.live = Some(created.terms.unwrap().to_terms().unwrap());
-    let app = paid_api(Arc::new(Paywall::new(cfg).unwrap()), Arc::new(MemoryStore::new()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let api = serve_api(cfg).await;
 
     let w = Wallet::generate(&OsEntropy);
     net.mint(w.address(), 10_000).await.unwrap();
@@ -753,18 +758,10 @@ async fn sigkill_between_submit_and_receipt_is_followed_on_restart_never_sent_tw
     net.mine(1).await.unwrap();
     let mut state = String::new();
     for _ in 0..400 {
-        let v: serde_json::Value = http
-            .get(format!("{url}/v1/providers/me/payments"))
-            .bearer_auth(&created.api_secret)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        state = v["payments"][0]["state"].as_str().unwrap_or_default().to_string();
+        let rows = payments_at(&url, &created.api_secret).await;
+        state = rows.first().and_then(|r| r["state"].as_str()).unwrap_or_default().to_string();
         if state == "confirmed" {
-            assert_eq!(v["payments"][0]["tx_hash"], format!("{tx:#x}").as_str());
+            assert_eq!(rows[0]["tx_hash"], format!("{tx:#x}").as_str());
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -807,10 +804,7 @@ async fn paid_call_latency_live_vs_sandbox() {
     let p = sandbox.create_provider(None, None).await.unwrap();
     let mut cfg = PaywallConfig::new(p.api_secret);
     cfg.facilitator_url = sandbox.url.clone();
-    let app = paid_api(Arc::new(Paywall::new(cfg).unwrap()), Arc::new(MemoryStore::new()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sandbox_api = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let sandbox_api = serve_api(cfg).await;
     let ws = Wallet::generate(&OsEntropy);
     sandbox.top_up(&ws.address().to_checksum(), "100").await.unwrap();
     let clients = [

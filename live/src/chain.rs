@@ -278,7 +278,17 @@ impl Chain {
     }
 
     async fn estimate(&self, data: Bytes, price: String) -> Result<u64> {
-        match self.provider.estimate_gas(self.relay_request(data)).await {
+        self.estimate_call(self.relay_request(data), |why| refusal(why, &price)).await
+    }
+
+    /// `eth_estimateGas` of `req`: the gas, or the node's refusal through `refused` (a relayer
+    /// that cannot pay for gas is the facilitator's trouble, never the payment's).
+    async fn estimate_call(
+        &self,
+        req: TransactionRequest,
+        refused: impl FnOnce(&str) -> Error,
+    ) -> Result<u64> {
+        match self.provider.estimate_gas(req).await {
             Ok(g) => Ok(g),
             // The node will not run it because the relayer cannot pay for the gas: the
             // facilitator's own trouble, not the payment's.
@@ -288,7 +298,7 @@ impl Chain {
                     "the facilitator's relayer cannot pay for gas right now".into(),
                 ))
             }
-            Err(e) if e.as_error_resp().is_some() => Err(refusal(&e.to_string(), &price)),
+            Err(e) if e.as_error_resp().is_some() => Err(refused(&e.to_string())),
             Err(e) => Err(rpc_down("simulation", e)),
         }
     }
@@ -344,20 +354,8 @@ impl Chain {
         let data = self.batch_calldata(batch)?;
         let to = evm(&multicall);
         let req = TransactionRequest::default().with_from(self.relayer).with_to(to).with_input(data.clone());
-        let gas = match self.provider.estimate_gas(req).await {
-            Ok(g) => g,
-            Err(e) if e.as_error_resp().is_some() && relayer_cannot_pay(&e.to_string()) => {
-                return Err(Error::FacilitatorUnavailable(
-                    "the facilitator's relayer cannot pay for gas right now".into(),
-                ));
-            }
-            Err(e) if e.as_error_resp().is_some() => {
-                let mut why = e.to_string();
-                why.truncate(200);
-                return Err(Error::SettlementFailed(why));
-            }
-            Err(e) => return Err(rpc_down("batch simulation", e)),
-        };
+        let gas =
+            self.estimate_call(req, |why| Error::SettlementFailed(why.chars().take(200).collect())).await?;
         self.submit_call(to, data, gas, record).await
     }
 

@@ -35,19 +35,7 @@ async fn an_authorization_settles_once_and_verifies() {
     net.mint(payer.address(), 1_000_000).await.unwrap();
 
     // A provider's live paywall issues the challenge; the payer signs it as any client would.
-    let secret = generate_secret(Mode::Live, &OsEntropy);
-    let mut cfg = PaywallConfig::new(&secret);
-    cfg.origin = Some("https://api.example.com".into());
-    cfg.live = Some(chain.terms(payee));
-    let wall = Paywall::new(cfg).unwrap();
-    let price = Money::parse("0.25", Currency::Usd).unwrap();
-    let req = RequestInfo::new("GET", "https", Some("api.example.com"), "/paid");
-    let r = wall.challenge(&req, &price, "per-call", now(), &OsEntropy).unwrap();
-    let enc = r.headers.iter().find(|(k, _)| *k == "Vlexivo-Challenge").unwrap().1.clone();
-    let c = Challenge::decode(&enc).unwrap();
-    let signed = payment::sign(&c, &enc, &payer).unwrap();
-    let keys = vlexivo_core::keys::ProviderKeys::from_secret(&secret).unwrap();
-    let t = payment::verify_live(&signed, c, &keys.challenge_mac, &chain.terms(payee), now()).unwrap();
+    let t = authorized(&chain, payee, &payer, "0.25");
 
     assert!(!chain.authorization_used(payer.address(), t.authorization.nonce).await.unwrap());
     let gas = chain.simulate(&t).await.unwrap();
@@ -116,19 +104,7 @@ async fn the_chain_refuses_what_the_payer_cannot_pay() {
     let payee = net.dev_address(2);
     let payer = Wallet::generate(&OsEntropy);
     net.mint(payer.address(), 100).await.unwrap();
-    let secret = generate_secret(Mode::Live, &OsEntropy);
-    let mut cfg = PaywallConfig::new(&secret);
-    cfg.origin = Some("https://api.example.com".into());
-    cfg.live = Some(chain.terms(payee));
-    let wall = Paywall::new(cfg).unwrap();
-    let price = Money::parse("0.001", Currency::Usd).unwrap();
-    let req = RequestInfo::new("GET", "https", Some("api.example.com"), "/paid");
-    let r = wall.challenge(&req, &price, "per-call", now(), &OsEntropy).unwrap();
-    let enc = r.headers.iter().find(|(k, _)| *k == "Vlexivo-Challenge").unwrap().1.clone();
-    let c = Challenge::decode(&enc).unwrap();
-    let signed = payment::sign(&c, &enc, &payer).unwrap();
-    let keys = vlexivo_core::keys::ProviderKeys::from_secret(&secret).unwrap();
-    let t = payment::verify_live(&signed, c, &keys.challenge_mac, &chain.terms(payee), now()).unwrap();
+    let t = authorized(&chain, payee, &payer, "0.001");
     // 100 atomic units < 1,000: the token's own check, seen by the simulation.
     assert_eq!(chain.simulate(&t).await.unwrap_err().code(), "insufficient_funds");
 }
