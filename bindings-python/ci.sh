@@ -77,12 +77,18 @@ except ImportError as e:
     assert "pip install 'vlexivo[client]'" in str(e), e
 else:
     raise SystemExit("VlexivoClient imported without httpx")
-print("base install: the server side imports without httpx; the client says to install vlexivo[client]")
+try:
+    vlexivo.VlexivoSession
+except ImportError as e:
+    assert "pip install 'vlexivo[requests]'" in str(e), e
+else:
+    raise SystemExit("VlexivoSession imported without requests")
+print("base install: the server side imports without httpx or requests; the clients say which extra to install")
 EOF
   )
   # The full test environment: the wheel with its extras and the pinned test dependencies.
   "$py" -m venv "$work/test"
-  "$work/test/bin/python" -m pip install "${pip_q[@]}" "$wheel[client,fastapi,flask,django]" -r "$here/requirements-test.txt"
+  "$work/test/bin/python" -m pip install "${pip_q[@]}" "$wheel[client,requests,fastapi,flask,django]" -r "$here/requirements-test.txt"
 )
 tpy="$work/test/bin/python"
 

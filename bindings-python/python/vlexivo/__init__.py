@@ -2,7 +2,8 @@
 
 Provider: :class:`VlexivoServer` with an ASGI middleware (Starlette/FastAPI), a FastAPI
 dependency, a Flask decorator, a WSGI middleware, a Django middleware and view decorator.
-Payer: :class:`VlexivoClient` and :class:`AsyncVlexivoClient` (httpx). Everything
+Payer: :class:`VlexivoClient` and :class:`AsyncVlexivoClient` (httpx), :class:`VlexivoSession`
+and :class:`VlexivoAdapter` (requests). Everything
 protocol-related runs in the native core (``vlexivo._native``)."""
 
 import sys
@@ -61,24 +62,40 @@ from .errors import (
 from .server import PaidRoute, PricingRequest, VlexivoServer
 
 if TYPE_CHECKING:
-    from .client import AsyncVlexivoClient, AutoTopUp, PaymentEvent, VlexivoClient
+    from ._flow import AutoTopUp, PaymentEvent
+    from ._requests import VlexivoAdapter, VlexivoSession
+    from .client import AsyncVlexivoClient, VlexivoClient
 
-# The clients need httpx, an extra (`pip install 'vlexivo[client]'`): a provider's server does
-# not, so they are imported on first use.
-_CLIENT_NAMES = frozenset({"AsyncVlexivoClient", "AutoTopUp", "PaymentEvent", "VlexivoClient"})
+# The clients need their HTTP library, an extra (`pip install 'vlexivo[client]'` for httpx,
+# `'vlexivo[requests]'` for requests): a provider's server needs neither, so they are imported
+# on first use.
+_LAZY = {
+    "AutoTopUp": ("_flow", None),
+    "PaymentEvent": ("_flow", None),
+    "AsyncVlexivoClient": ("client", "httpx"),
+    "VlexivoClient": ("client", "httpx"),
+    "VlexivoAdapter": ("_requests", "requests"),
+    "VlexivoSession": ("_requests", "requests"),
+}
+_EXTRA = {"httpx": "client", "requests": "requests"}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _CLIENT_NAMES:
+    found = _LAZY.get(name)
+    if found is not None:
+        import importlib
+
+        module, needs = found
         try:
-            from . import client
+            mod = importlib.import_module(f".{module}", __name__)
         except ModuleNotFoundError as e:
-            if e.name != "httpx":
+            if needs is None or e.name != needs:
                 raise
+            extra = _EXTRA[needs]
             raise ImportError(
-                f"vlexivo.{name} needs httpx, which is not installed: pip install 'vlexivo[client]'"
+                f"vlexivo.{name} needs {needs}, which is not installed: pip install 'vlexivo[{extra}]'"
             ) from None
-        return getattr(client, name)
+        return getattr(mod, name)
     raise AttributeError(f"module 'vlexivo' has no attribute {name!r}")
 
 
@@ -121,9 +138,11 @@ __all__ = [
     "SignatureError",
     "TokenReplayedError",
     "UnderpaidError",
+    "VlexivoAdapter",
     "VlexivoClient",
     "VlexivoError",
     "VlexivoServer",
+    "VlexivoSession",
     "Wallet",
     "WalletError",
     "WalletKeyError",

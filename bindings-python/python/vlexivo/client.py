@@ -13,79 +13,26 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass
-from decimal import Decimal
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import httpx
 
 from . import _native
-from ._environ import env as _env
-from .errors import NATIVE_ERRORS, VlexivoError, from_native, make_error
+from ._flow import (
+    MAX_BODY,
+    Amount,
+    AutoTopUp,
+    FetchFailed,
+    Headers,
+    OnPayment,
+    PayerFlow,
+    PaymentEvent,
+    TooLarge,
+)
+from ._flow import call_native as _call
 
 __all__ = ["AsyncVlexivoClient", "AutoTopUp", "PaymentEvent", "VlexivoClient"]
-
-Amount = str | Decimal | int | float
-MAX_BODY = _native.MAX_RESPONSE_BODY
-
-
-@dataclass(frozen=True)
-class AutoTopUp:
-    """Top the wallet up before a payment would take the balance below ``trigger_balance``
-    (by ``top_up_amount``, or by more if the price alone needs it; never more than the spending
-    caps could still spend)."""
-
-    enabled: bool = True
-    trigger_balance: Amount = "1.00"
-    top_up_amount: Amount = "10.00"
-
-
-@dataclass(frozen=True)
-class PaymentEvent:
-    """Handed to ``on_payment`` after each payment."""
-
-    method: str
-    url: str
-    amount: str
-    currency: str
-    tx_hash: str
-    payer: str
-    nonce: str
-    balance: str
-    replayed: bool
-    receipt: _native.Receipt
-    #: The price the challenge asked.
-    price: str = ""
-    #: Added by auto top-up before this payment.
-    topped_up: str | None = None
-    #: A payment an earlier call left in doubt, found paid when sent again.
-    reconciled: bool = False
-
-
-OnPayment = Callable[[PaymentEvent], Awaitable[None] | None]
-
-
-def _auto_top_up(value: AutoTopUp | Mapping[str, Any] | bool | None) -> tuple[Amount, Amount] | None:
-    if value is None or value is False:
-        return None
-    if value is True:
-        cfg = AutoTopUp()
-    elif isinstance(value, AutoTopUp):
-        cfg = value
-    elif isinstance(value, Mapping):
-        cfg = AutoTopUp(**dict(value))
-    else:
-        raise TypeError("auto_top_up must be an AutoTopUp, a dict or a bool")
-    return (cfg.trigger_balance, cfg.top_up_amount) if cfg.enabled else None
-
-
-def _call(fn: Callable[..., Any], *args: Any) -> Any:
-    try:
-        return fn(*args)
-    except NATIVE_ERRORS as e:
-        raise from_native(e) from None
 
 
 def _replayable(request: httpx.Request) -> bool:
@@ -112,10 +59,6 @@ def _replayable(request: httpx.Request) -> bool:
 def _never_sent(e: Exception) -> bool:
     """A failure before the request left (nothing can have been charged)."""
     return isinstance(e, (httpx.ConnectError, httpx.ConnectTimeout))
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def _without_encoding(response: httpx.Response) -> list[tuple[str, str]]:
@@ -153,45 +96,11 @@ class _AsyncRest(httpx.AsyncByteStream):
         await self._original.aclose()
 
 
-class _Flow:
-    """What both clients share: the native payer, and turning its steps into httpx objects."""
+class _Flow(PayerFlow):
+    """The payer flow, and turning its steps into httpx objects."""
 
-    def __init__(
-        self,
-        wallet_key: str | None,
-        auto_top_up: AutoTopUp | Mapping[str, Any] | bool | None,
-        max_per_call: Amount | None,
-        max_per_host: Amount | None,
-        max_total: Amount | None,
-        window: tuple[int, Amount] | None,
-        facilitator_url: str | None,
-        facilitators: list[str] | None,
-        on_payment: OnPayment | None,
-    ) -> None:
-        key = wallet_key if wallet_key is not None else _env("VLX_WALLET_KEY")
-        if not key:
-            raise make_error("wallet_key_invalid", "")
-        win = None if window is None else (int(window[0]), window[1])
-        self.payer: _native.Payer = _call(
-            _native.Payer,
-            key,
-            max_per_call,
-            max_per_host,
-            max_total,
-            win,
-            facilitator_url,
-            list(facilitators) if facilitators is not None else None,
-            _auto_top_up(auto_top_up),
-            None,
-            _env("VLX_FACILITATOR_URL"),
-        )
-        self.on_payment = on_payment
-
-    def call(self, request: httpx.Request) -> _native.PayerCall:
-        call: _native.PayerCall = _call(
-            self.payer.call, request.method, str(request.url), _replayable(request)
-        )
-        return call
+    def request(self, request: httpx.Request) -> _native.PayerCall:
+        return self.call(request.method, str(request.url), _replayable(request))
 
     @staticmethod
     def request_for(request: httpx.Request, step: _native.Step) -> httpx.Request:
@@ -216,29 +125,6 @@ class _Flow:
         return httpx.Request(
             req.method, req.url, content=req.body.encode(), headers={"content-type": "application/json"}
         )
-
-    @staticmethod
-    def event(e: _native.PaymentEvent) -> PaymentEvent:
-        r = e.receipt
-        return PaymentEvent(
-            method=e.method,
-            url=e.url,
-            amount=r.amount,
-            currency=r.currency,
-            tx_hash=r.tx_hash,
-            payer=r.payer,
-            nonce=r.nonce,
-            balance=r.balance,
-            replayed=r.replayed,
-            receipt=r,
-            price=e.price,
-            topped_up=e.topped_up,
-            reconciled=e.reconciled,
-        )
-
-    @staticmethod
-    def unavailable(e: Exception) -> VlexivoError:
-        return make_error("facilitator_unavailable", type(e).__name__)
 
 
 class VlexivoClient(httpx.Client):
@@ -301,112 +187,81 @@ class VlexivoClient(httpx.Client):
 
     def balance(self, facilitator_url: str | None = None) -> str:
         """The wallet's balance at a facilitator (default: the first trusted)."""
-        req = _call(self._vlx.payer.balance_request, facilitator_url)
-        status, body = self._wallet(req)
-        balance: str = _call(self._vlx.payer.read_balance, req, status, body)
-        return balance
+        return self._vlx.balance(_HttpxIO(self, None, {}), facilitator_url)
 
     def top_up(self, facilitator_url: str | None, amount: Amount) -> str:
         """Add funds (sandbox faucet); returns the new balance."""
-        req = _call(self._vlx.payer.top_up_request, amount, facilitator_url)
-        status, body = self._wallet(req)
-        receipt: _native.TopUpReceipt = _call(self._vlx.payer.read_top_up, req, status, body)
-        return receipt.balance
-
-    def _wallet(self, req: _native.FacilitatorRequest) -> tuple[int, bytes]:
-        try:
-            return self._fetch(req)
-        except (httpx.TransportError, _TooLarge) as e:
-            raise self._vlx.unavailable(e) from e
-
-    def _fetch(self, req: _native.FacilitatorRequest) -> tuple[int, bytes]:
-        r = self._vlx_http.send(self._vlx.facilitator_request(req), stream=True)
-        try:
-            chunks, size = [], 0
-            for chunk in r.iter_bytes():
-                size += len(chunk)
-                if size > MAX_BODY:
-                    raise _TooLarge(f"answer larger than {MAX_BODY} bytes")
-                chunks.append(chunk)
-            return r.status_code, b"".join(chunks)
-        finally:
-            r.close()
-
-    def _facilitator(self, call: _native.PayerCall, req: _native.FacilitatorRequest) -> _native.Step:
-        try:
-            status, body = self._fetch(req)
-        except (httpx.TransportError, _TooLarge) as e:
-            sent = not _never_sent(e)
-            step: _native.Step = _call(call.transport_error, sent, str(e) or type(e).__name__)
-            return step
-        step = _call(call.answer, status, body)
-        return step
+        return self._vlx.top_up(_HttpxIO(self, None, {}), facilitator_url, amount)
 
     def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
         stream = bool(kwargs.pop("stream", False))
-        flow = self._vlx
-        call = flow.call(request)
-        step = call.start()
-        response: httpx.Response | None = None
+        io = _HttpxIO(self, request, kwargs)
         try:
-            while True:
-                if step.kind == "send":
-                    if response is not None:
-                        response.close()
-                    try:
-                        response = super().send(flow.request_for(request, step), stream=True, **kwargs)
-                    except BaseException:
-                        call.request_failed()
-                        raise
-                    step = _call(
-                        call.response,
-                        response.status_code,
-                        response.headers.multi_items(),
-                        None,
-                        str(response.url),
-                    )
-                elif step.kind == "read_body":
-                    assert response is not None
-                    chunks, size, rest = [], 0, response.iter_bytes()
-                    for chunk in rest:
-                        chunks.append(chunk)
-                        size += len(chunk)
-                        if size > (step.limit or MAX_BODY):
-                            break
-                    prefix = b"".join(chunks)
-                    original = response
-                    response = httpx.Response(
-                        original.status_code,
-                        headers=_without_encoding(original),
-                        stream=_Rest(prefix, rest, original),
-                        request=original.request,
-                        extensions=original.extensions,
-                    )
-                    step = _call(
-                        call.response, original.status_code, original.headers.multi_items(), prefix, None
-                    )
-                elif step.kind == "facilitator":
-                    assert step.request is not None
-                    step = self._facilitator(call, step.request)
-                elif step.kind == "paid":
-                    assert step.event is not None
-                    if flow.on_payment is not None:
-                        result = flow.on_payment(flow.event(step.event))
-                        if inspect.isawaitable(result):
-                            raise TypeError("VlexivoClient's on_payment must be synchronous")
-                    step = _call(call.resume)
-                elif step.kind == "wait":
-                    time.sleep((step.millis or 25) / 1000)
-                    step = _call(call.resume)
-                else:
-                    assert response is not None
-                    if not stream:
-                        response.read()
-                    return response
+            self._vlx.drive(self._vlx.request(request), io)
+            response = io.response
+            assert response is not None
+            if not stream:
+                response.read()
+            return response
         except BaseException:
-            if response is not None:
-                response.close()
+            if io.response is not None:
+                io.response.close()
             raise
+
+
+class _HttpxIO:
+    """The I/O of one call of a :class:`VlexivoClient` (``_flow.SyncIO``)."""
+
+    __slots__ = ("client", "kwargs", "request", "response")
+
+    def __init__(self, client: VlexivoClient, request: httpx.Request | None, kwargs: dict[str, Any]) -> None:
+        self.client = client
+        self.request = request
+        self.kwargs = kwargs
+        self.response: httpx.Response | None = None
+
+    def send(self, step: _native.Step) -> tuple[int, Headers, str]:
+        assert self.request is not None
+        if self.response is not None:
+            self.response.close()
+        req = self.client._vlx.request_for(self.request, step)
+        r = self.response = httpx.Client.send(self.client, req, stream=True, **self.kwargs)
+        return r.status_code, r.headers.multi_items(), str(r.url)
+
+    def read_body(self, limit: int) -> tuple[int, Headers, bytes]:
+        original = self.response
+        assert original is not None
+        chunks, size, rest = [], 0, original.iter_bytes()
+        for chunk in rest:
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                break
+        prefix = b"".join(chunks)
+        self.response = httpx.Response(
+            original.status_code,
+            headers=_without_encoding(original),
+            stream=_Rest(prefix, rest, original),
+            request=original.request,
+            extensions=original.extensions,
+        )
+        return original.status_code, original.headers.multi_items(), prefix
+
+    def fetch(self, req: _native.FacilitatorRequest) -> tuple[int, bytes]:
+        try:
+            r = self.client._vlx_http.send(self.client._vlx.facilitator_request(req), stream=True)
+            try:
+                chunks, size = [], 0
+                for chunk in r.iter_bytes():
+                    size += len(chunk)
+                    if size > MAX_BODY:
+                        raise TooLarge(f"answer larger than {MAX_BODY} bytes")
+                    chunks.append(chunk)
+                return r.status_code, b"".join(chunks)
+            finally:
+                r.close()
+        except (httpx.TransportError, TooLarge) as e:
+            raise FetchFailed(e, not _never_sent(e)) from e
 
 
 class AsyncVlexivoClient(httpx.AsyncClient):
@@ -469,7 +324,7 @@ class AsyncVlexivoClient(httpx.AsyncClient):
     async def _wallet(self, req: _native.FacilitatorRequest) -> tuple[int, bytes]:
         try:
             return await self._fetch(req)
-        except (httpx.TransportError, _TooLarge) as e:
+        except (httpx.TransportError, TooLarge) as e:
             raise self._vlx.unavailable(e) from e
 
     async def _fetch(self, req: _native.FacilitatorRequest) -> tuple[int, bytes]:
@@ -479,7 +334,7 @@ class AsyncVlexivoClient(httpx.AsyncClient):
             async for chunk in r.aiter_bytes():
                 size += len(chunk)
                 if size > MAX_BODY:
-                    raise _TooLarge(f"answer larger than {MAX_BODY} bytes")
+                    raise TooLarge(f"answer larger than {MAX_BODY} bytes")
                 chunks.append(chunk)
             return r.status_code, b"".join(chunks)
         finally:
@@ -488,7 +343,7 @@ class AsyncVlexivoClient(httpx.AsyncClient):
     async def _facilitator(self, call: _native.PayerCall, req: _native.FacilitatorRequest) -> _native.Step:
         try:
             status, body = await self._fetch(req)
-        except (httpx.TransportError, _TooLarge) as e:
+        except (httpx.TransportError, TooLarge) as e:
             sent = not _never_sent(e)
             step: _native.Step = _call(call.transport_error, sent, str(e) or type(e).__name__)
             return step
@@ -498,7 +353,7 @@ class AsyncVlexivoClient(httpx.AsyncClient):
     async def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
         stream = bool(kwargs.pop("stream", False))
         flow = self._vlx
-        call = flow.call(request)
+        call = flow.request(request)
         step = call.start()
         response: httpx.Response | None = None
         try:
