@@ -7,6 +7,7 @@ the flow lives in them."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -200,6 +201,60 @@ class PayerFlow:
             else:
                 return
 
+    async def balance_async(self, io: AsyncIO, facilitator_url: str | None) -> str:
+        req = call_native(self.payer.balance_request, facilitator_url)
+        status, body = await self._wallet_async(io, req)
+        balance: str = call_native(self.payer.read_balance, req, status, body)
+        return balance
+
+    async def top_up_async(self, io: AsyncIO, facilitator_url: str | None, amount: Amount) -> str:
+        req = call_native(self.payer.top_up_request, amount, facilitator_url)
+        status, body = await self._wallet_async(io, req)
+        receipt: _native.TopUpReceipt = call_native(self.payer.read_top_up, req, status, body)
+        return receipt.balance
+
+    async def _wallet_async(self, io: AsyncIO, req: _native.FacilitatorRequest) -> tuple[int, bytes]:
+        try:
+            return await io.fetch(req)
+        except FetchFailed as e:
+            raise self.unavailable(e.cause) from e.cause
+
+    async def drive_async(self, call: _native.PayerCall, io: AsyncIO) -> None:
+        """:meth:`drive` on an event loop (``on_payment`` may be a coroutine function)."""
+        step = call.start()
+        while True:
+            kind = step.kind
+            if kind == "send":
+                try:
+                    status, headers, url = await io.send(step)
+                except BaseException:
+                    call.request_failed()
+                    raise
+                step = call_native(call.response, status, headers, None, url)
+            elif kind == "read_body":
+                status, headers, prefix = await io.read_body(step.limit or MAX_BODY)
+                step = call_native(call.response, status, headers, prefix, None)
+            elif kind == "facilitator":
+                assert step.request is not None
+                try:
+                    status, body = await io.fetch(step.request)
+                except FetchFailed as e:
+                    step = call_native(call.transport_error, e.sent, str(e.cause) or type(e.cause).__name__)
+                    continue
+                step = call_native(call.answer, status, body)
+            elif kind == "paid":
+                assert step.event is not None
+                if self.on_payment is not None:
+                    result = self.on_payment(self.event(step.event))
+                    if inspect.isawaitable(result):
+                        await result
+                step = call_native(call.resume)
+            elif kind == "wait":
+                await asyncio.sleep((step.millis or 25) / 1000)
+                step = call_native(call.resume)
+            else:
+                return
+
 
 class FetchFailed(Exception):
     """A facilitator call that failed in transport; ``sent``: it may have reached the server."""
@@ -232,3 +287,13 @@ class SyncIO(Protocol):
         :class:`FetchFailed` around :class:`TooLarge`); a transport failure raises
         :class:`FetchFailed`."""
         ...
+
+
+class AsyncIO(Protocol):
+    """:class:`SyncIO` on an event loop, for :meth:`PayerFlow.drive_async`."""
+
+    async def send(self, step: _native.Step) -> tuple[int, Headers, str]: ...
+
+    async def read_body(self, limit: int) -> tuple[int, Headers, bytes]: ...
+
+    async def fetch(self, req: _native.FacilitatorRequest) -> tuple[int, bytes]: ...

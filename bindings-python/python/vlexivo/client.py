@@ -11,8 +11,6 @@ perform the HTTP each step asks for and feed back what came of it.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
@@ -30,7 +28,6 @@ from ._flow import (
     PaymentEvent,
     TooLarge,
 )
-from ._flow import call_native as _call
 
 __all__ = ["AsyncVlexivoClient", "AutoTopUp", "PaymentEvent", "VlexivoClient"]
 
@@ -310,108 +307,83 @@ class AsyncVlexivoClient(httpx.AsyncClient):
         await super().aclose()
 
     async def balance(self, facilitator_url: str | None = None) -> str:
-        req = _call(self._vlx.payer.balance_request, facilitator_url)
-        status, body = await self._wallet(req)
-        balance: str = _call(self._vlx.payer.read_balance, req, status, body)
-        return balance
+        return await self._vlx.balance_async(_AsyncHttpxIO(self, None, {}), facilitator_url)
 
     async def top_up(self, facilitator_url: str | None, amount: Amount) -> str:
-        req = _call(self._vlx.payer.top_up_request, amount, facilitator_url)
-        status, body = await self._wallet(req)
-        receipt: _native.TopUpReceipt = _call(self._vlx.payer.read_top_up, req, status, body)
-        return receipt.balance
+        return await self._vlx.top_up_async(_AsyncHttpxIO(self, None, {}), facilitator_url, amount)
 
-    async def _wallet(self, req: _native.FacilitatorRequest) -> tuple[int, bytes]:
+    async def fetch_facilitator(self, req: _native.FacilitatorRequest) -> tuple[int, bytes]:
+        """A facilitator call of the payer flow (through the client's own facilitator client)."""
         try:
-            return await self._fetch(req)
+            r = await self._vlx_http.send(self._vlx.facilitator_request(req), stream=True)
+            try:
+                chunks, size = [], 0
+                async for chunk in r.aiter_bytes():
+                    size += len(chunk)
+                    if size > MAX_BODY:
+                        raise TooLarge(f"answer larger than {MAX_BODY} bytes")
+                    chunks.append(chunk)
+                return r.status_code, b"".join(chunks)
+            finally:
+                await r.aclose()
         except (httpx.TransportError, TooLarge) as e:
-            raise self._vlx.unavailable(e) from e
-
-    async def _fetch(self, req: _native.FacilitatorRequest) -> tuple[int, bytes]:
-        r = await self._vlx_http.send(self._vlx.facilitator_request(req), stream=True)
-        try:
-            chunks, size = [], 0
-            async for chunk in r.aiter_bytes():
-                size += len(chunk)
-                if size > MAX_BODY:
-                    raise TooLarge(f"answer larger than {MAX_BODY} bytes")
-                chunks.append(chunk)
-            return r.status_code, b"".join(chunks)
-        finally:
-            await r.aclose()
-
-    async def _facilitator(self, call: _native.PayerCall, req: _native.FacilitatorRequest) -> _native.Step:
-        try:
-            status, body = await self._fetch(req)
-        except (httpx.TransportError, TooLarge) as e:
-            sent = not _never_sent(e)
-            step: _native.Step = _call(call.transport_error, sent, str(e) or type(e).__name__)
-            return step
-        step = _call(call.answer, status, body)
-        return step
+            raise FetchFailed(e, not _never_sent(e)) from e
 
     async def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
         stream = bool(kwargs.pop("stream", False))
-        flow = self._vlx
-        call = flow.request(request)
-        step = call.start()
-        response: httpx.Response | None = None
+        io = _AsyncHttpxIO(self, request, kwargs)
         try:
-            while True:
-                if step.kind == "send":
-                    if response is not None:
-                        await response.aclose()
-                    try:
-                        response = await super().send(flow.request_for(request, step), stream=True, **kwargs)
-                    except BaseException:
-                        call.request_failed()
-                        raise
-                    step = _call(
-                        call.response,
-                        response.status_code,
-                        response.headers.multi_items(),
-                        None,
-                        str(response.url),
-                    )
-                elif step.kind == "read_body":
-                    assert response is not None
-                    chunks, size, rest = [], 0, response.aiter_bytes()
-                    async for chunk in rest:
-                        chunks.append(chunk)
-                        size += len(chunk)
-                        if size > (step.limit or MAX_BODY):
-                            break
-                    prefix = b"".join(chunks)
-                    original = response
-                    response = httpx.Response(
-                        original.status_code,
-                        headers=_without_encoding(original),
-                        stream=_AsyncRest(prefix, rest, original),
-                        request=original.request,
-                        extensions=original.extensions,
-                    )
-                    step = _call(
-                        call.response, original.status_code, original.headers.multi_items(), prefix, None
-                    )
-                elif step.kind == "facilitator":
-                    assert step.request is not None
-                    step = await self._facilitator(call, step.request)
-                elif step.kind == "paid":
-                    assert step.event is not None
-                    if flow.on_payment is not None:
-                        result = flow.on_payment(flow.event(step.event))
-                        if inspect.isawaitable(result):
-                            await result
-                    step = _call(call.resume)
-                elif step.kind == "wait":
-                    await asyncio.sleep((step.millis or 25) / 1000)
-                    step = _call(call.resume)
-                else:
-                    assert response is not None
-                    if not stream:
-                        await response.aread()
-                    return response
+            await self._vlx.drive_async(self._vlx.request(request), io)
+            response = io.response
+            assert response is not None
+            if not stream:
+                await response.aread()
+            return response
         except BaseException:
-            if response is not None:
-                await response.aclose()
+            if io.response is not None:
+                await io.response.aclose()
             raise
+
+
+class _AsyncHttpxIO:
+    """The I/O of one call of an :class:`AsyncVlexivoClient` (``_flow.AsyncIO``)."""
+
+    __slots__ = ("client", "kwargs", "request", "response")
+
+    def __init__(
+        self, client: AsyncVlexivoClient, request: httpx.Request | None, kwargs: dict[str, Any]
+    ) -> None:
+        self.client = client
+        self.request = request
+        self.kwargs = kwargs
+        self.response: httpx.Response | None = None
+
+    async def send(self, step: _native.Step) -> tuple[int, Headers, str]:
+        assert self.request is not None
+        if self.response is not None:
+            await self.response.aclose()
+        req = self.client._vlx.request_for(self.request, step)
+        r = self.response = await httpx.AsyncClient.send(self.client, req, stream=True, **self.kwargs)
+        return r.status_code, r.headers.multi_items(), str(r.url)
+
+    async def read_body(self, limit: int) -> tuple[int, Headers, bytes]:
+        original = self.response
+        assert original is not None
+        chunks, size, rest = [], 0, original.aiter_bytes()
+        async for chunk in rest:
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                break
+        prefix = b"".join(chunks)
+        self.response = httpx.Response(
+            original.status_code,
+            headers=_without_encoding(original),
+            stream=_AsyncRest(prefix, rest, original),
+            request=original.request,
+            extensions=original.extensions,
+        )
+        return original.status_code, original.headers.multi_items(), prefix
+
+    async def fetch(self, req: _native.FacilitatorRequest) -> tuple[int, bytes]:
+        return await self.client.fetch_facilitator(req)
