@@ -88,7 +88,7 @@ EOF
   )
   # The full test environment: the wheel with its extras and the pinned test dependencies.
   "$py" -m venv "$work/test"
-  "$work/test/bin/python" -m pip install "${pip_q[@]}" "$wheel[client,requests,fastapi,flask,django]" -r "$here/requirements-test.txt"
+  "$work/test/bin/python" -m pip install "${pip_q[@]}" "$wheel[client,requests,mcp,fastapi,flask,django]" -r "$here/requirements-test.txt"
 )
 tpy="$work/test/bin/python"
 

@@ -64,7 +64,8 @@ def main(dist: Path) -> None:
         f"httpx must be the client extra only: {requires}",
     )
     check(
-        set(meta.get_all("Provides-Extra") or []) >= {"client", "requests", "fastapi", "flask", "django"},
+        set(meta.get_all("Provides-Extra") or [])
+        >= {"client", "requests", "mcp", "fastapi", "flask", "django"},
         "extras missing",
     )
     check(

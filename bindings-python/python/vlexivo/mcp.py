@@ -1,0 +1,301 @@
+"""Paid MCP tools over the Python MCP SDK (``pip install 'vlexivo[mcp]'``, ``mcp`` 2), on any
+transport (stdio, streamable HTTP). The wire shape is docs/protocol.md §7.2, the same as the npm
+package's ``vlexivo/mcp``:
+
+* A paid tool's resource is ``POST <origin>/mcp/tools/<name, percent-encoded>``: challenges and
+  proofs bind it as they bind an HTTP route (``origin``: the server's configured one).
+* An unpaid call (or a refused proof) is a JSON-RPC error ``-32402`` whose ``data`` is the HTTP
+  402 body plus the HTTP ``status`` core chose (402, 409); a provider-side fault (a bad price,
+  the nonce store down) is ``-32603`` with ``data.error`` its code: never a free call.
+* The proof rides in the call's ``params._meta["vlexivo/proof"]``; a paid result carries
+  ``_meta["vlexivo/receipt"]``.
+* The tool runs once per proof; a tool that fails (raises, or answers ``isError``) releases the
+  nonce, so the same proof pays for a retry: core's response policy decides, fed a failed tool
+  as a 500 and a result as a 200.
+
+>>> server = MCPServer("tools")
+>>> @paid_tool(server, vlx, price="0.01")
+... def analyze(document: str) -> str:
+...     return f"paid by {current_payment().payer}"
+
+>>> async with AsyncVlexivoClient(wallet_key=…, max_per_call="0.05") as payer:
+...     result = await call_paid_tool(session, payer, "analyze", {"document": d}, origin=origin)
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import weakref
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
+
+from mcp.shared.exceptions import MCPError
+from mcp_types import CallToolResult
+
+from . import _native
+from ._gate import Gate, PriceValue, PricingRequest, Reject, admit_async, sends_receipt
+from .errors import make_error
+
+if TYPE_CHECKING:
+    from .client import AsyncVlexivoClient
+    from .server import VlexivoServer
+
+__all__ = [
+    "INTERNAL_ERROR",
+    "PAYMENT_REQUIRED",
+    "PROOF_META",
+    "RECEIPT_META",
+    "call_paid_tool",
+    "current_payment",
+    "meta_key",
+    "paid_tool",
+    "tool_path",
+]
+
+#: JSON-RPC error code of a payment-required answer (the draft MCP payment proposal's).
+PAYMENT_REQUIRED = -32402
+#: JSON-RPC internal error (a provider-side fault).
+INTERNAL_ERROR = -32603
+
+
+def meta_key(header: str) -> str:
+    """The ``_meta`` key that carries a Vlexivo header's value: ``Vlexivo-<X>`` is ``vlexivo/<x>``."""
+    h = header.lower()
+    return "vlexivo/" + (h[len("vlexivo-") :] if h.startswith("vlexivo-") else h)
+
+
+PROOF_META = meta_key(_native.PROOF_HEADER)
+RECEIPT_META = meta_key(_native.RECEIPT_HEADER)
+_CHALLENGE = _native.CHALLENGE_HEADER.lower()
+
+
+def tool_path(name: str) -> str:
+    """The HTTP-shaped path a tool's challenges and proofs bind (the name as JavaScript's
+    ``encodeURIComponent`` writes it, as every binding does)."""
+    return "/mcp/tools/" + quote(name, safe="!*'()")
+
+
+_payment: contextvars.ContextVar[_native.Payment] = contextvars.ContextVar("vlexivo_mcp_payment")
+
+
+def current_payment() -> _native.Payment:
+    """The payment of the paid tool call running (raises ``LookupError`` outside one)."""
+    return _payment.get()
+
+
+# --- the server side ---------------------------------------------------------------------------
+
+
+def _rpc_error(answer: tuple[int, list[tuple[str, str]], str]) -> MCPError:
+    status, _headers, text = answer
+    try:
+        body = json.loads(text)
+    except ValueError:  # pragma: no cover - core's answers are JSON
+        body = {}
+    code = str(body.get("error", "internal"))
+    message = str(body.get("message", code))
+    if status >= 500:
+        return MCPError(INTERNAL_ERROR, message, {"error": code, "status": status})
+    return MCPError(PAYMENT_REQUIRED, message, {**body, "status": status})
+
+
+class _Paywall:
+    """The paid tools of one MCP server, and its tools/call handler in front of the SDK's."""
+
+    def __init__(self, low: Any) -> None:
+        entry = low.get_request_handler("tools/call")
+        if entry is None:
+            raise make_error(
+                "config_invalid", "this MCP server has no tools/call handler to put a paywall in"
+            )
+        self.inner = entry.handler
+        self.tools: dict[str, Gate] = {}
+        low.add_request_handler("tools/call", entry.params_type, self.handle)
+
+    async def handle(self, ctx: Any, params: Any) -> Any:
+        gate = self.tools.get(params.name)
+        if gate is None:
+            return await self.inner(ctx, params)
+        path = tool_path(params.name)
+        args = params.arguments or {}
+        meta = params.meta or {}
+        proof = meta.get(PROOF_META)
+        now = gate.provider.now()
+        try:
+            price = gate.route.price
+            if price is None:
+                req = PricingRequest("POST", path, "", (), json.dumps(args).encode(), args)
+                price = await gate.price_async(req, now)
+            # The origin is the server's configured one (required): nothing of the call's own.
+            paid = await admit_async(
+                (gate,),
+                proof if isinstance(proof, str) else None,
+                "POST",
+                path,
+                ("https", None),
+                price,
+                None,
+                now,
+            )
+        except Reject as r:
+            raise _rpc_error(r.answer) from None
+        token = _payment.set(paid.payment)
+        try:
+            result = await self.inner(ctx, params)
+        except BaseException:
+            paid.settle(0, True, False)
+            raise
+        finally:
+            _payment.reset(token)
+        if isinstance(result, CallToolResult):
+            # The SDK answers a tool that raised (or had bad arguments) with isError: it failed.
+            status = 500 if result.is_error else 200
+            paid.settle(status, False, True)
+            if sends_receipt(status):
+                result.meta = {**(result.meta or {}), RECEIPT_META: paid.payment.receipt}
+        return result
+
+
+_PAYWALLS: weakref.WeakKeyDictionary[Any, _Paywall] = weakref.WeakKeyDictionary()
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _paywall_of(server: Any) -> _Paywall:
+    low = getattr(server, "_lowlevel_server", server)
+    paywall = _PAYWALLS.get(low)
+    if paywall is None:
+        paywall = _PAYWALLS[low] = _Paywall(low)
+    return paywall
+
+
+def paid_tool(
+    server: Any,
+    vlx: VlexivoServer,
+    *,
+    price: PriceValue | None = None,
+    price_resolver: Callable[[dict[str, Any]], Any] | None = None,
+    currency: str | None = None,
+    name: str | None = None,
+    **tool_options: Any,
+) -> Callable[[F], F]:
+    """Register a paid tool on ``server`` (an ``MCPServer``): ``@paid_tool(server, vlx,
+    price="0.01")`` where you would write ``@server.tool()`` (``tool_options`` go to it). The
+    price is fixed, or ``price_resolver(arguments)`` (sync or async). In the tool,
+    :func:`current_payment` is the payment. ``vlx`` needs an ``origin``: this MCP server's
+    public origin, which challenges bind."""
+    if vlx.origin is None:
+        raise make_error(
+            "config_invalid",
+            "paid MCP tools need the server's origin (VlexivoServer(origin=…)): challenges bind it",
+        )
+    resolver = None
+    if price_resolver is not None:
+        fn = price_resolver
+
+        def resolver(req: PricingRequest) -> Any:
+            return fn(req.raw)
+
+    route = vlx.price(price, resolver=resolver, currency=currency)
+
+    def register(tool: F) -> F:
+        tool_name = name or tool.__name__
+        server.tool(name=tool_name, **tool_options)(tool)
+        _paywall_of(server).tools[tool_name] = Gate(vlx, route, f"MCP tool {tool_name}")
+        return tool
+
+    return register
+
+
+# --- the payer side ----------------------------------------------------------------------------
+
+
+class _McpIO:
+    """The I/O of one paid tool call (``_flow.AsyncIO``): the payer flow's HTTP request is the
+    ``tools/call``, its headers ride in ``_meta``; a ``-32402`` error is the 402 response."""
+
+    __slots__ = ("arguments", "body", "name", "payer", "result", "session", "status", "timeout", "url")
+
+    def __init__(
+        self,
+        session: Any,
+        payer: AsyncVlexivoClient,
+        name: str,
+        arguments: dict[str, Any] | None,
+        url: str,
+        timeout: float | None,
+    ) -> None:
+        self.session = session
+        self.payer = payer
+        self.name = name
+        self.arguments = arguments
+        self.url = url
+        self.timeout = timeout
+        self.result: CallToolResult | None = None
+        self.body = b""
+        self.status = 0
+
+    async def send(self, step: _native.Step) -> tuple[int, list[tuple[str, str]], str]:
+        meta = {meta_key(k): v for k, v in step.headers}
+        self.result = None
+        try:
+            result = await self.session.call_tool(
+                self.name, self.arguments, read_timeout_seconds=self.timeout, meta=meta or None
+            )
+        except MCPError as e:
+            data = e.data
+            if e.code != PAYMENT_REQUIRED or not isinstance(data, Mapping):
+                raise
+            body = dict(data)
+            status = body.pop("status", 402)
+            headers = [("content-type", "application/json")]
+            if isinstance(body.get("challenge"), str):
+                headers.append((_CHALLENGE, body["challenge"]))
+            self.body = json.dumps(body).encode()
+            self.status = status if isinstance(status, int) else 402
+            return self.status, headers, self.url
+        if not isinstance(result, CallToolResult):
+            raise make_error("not_payment_required", f"tools/call answered {type(result).__name__}")
+        self.result = result
+        self.body = b""
+        self.status = 500 if result.is_error else 200
+        receipt = (result.meta or {}).get(RECEIPT_META)
+        headers = [(_native.RECEIPT_HEADER.lower(), receipt)] if isinstance(receipt, str) else []
+        return self.status, headers, self.url
+
+    async def read_body(self, limit: int) -> tuple[int, list[tuple[str, str]], bytes]:
+        return self.status, [("content-type", "application/json")], self.body[: limit + 1]
+
+    async def fetch(self, req: _native.FacilitatorRequest) -> tuple[int, bytes]:
+        return await self.payer.fetch_facilitator(req)
+
+
+async def call_paid_tool(
+    session: Any,
+    payer: AsyncVlexivoClient,
+    name: str,
+    arguments: dict[str, Any] | None = None,
+    *,
+    origin: str,
+    read_timeout_seconds: float | None = None,
+) -> CallToolResult:
+    """Call a tool through ``session`` (an MCP ``ClientSession``), paying when it asks with
+    ``payer``'s wallet, caps and trusted facilitators (an :class:`~vlexivo.AsyncVlexivoClient`;
+    its ``on_payment`` runs). ``origin`` is the MCP server's origin as the caller knows it (for
+    streamable HTTP, its URL's): a challenge bound to another is refused before paying. Returns
+    the tool's result (its receipt in ``_meta["vlexivo/receipt"]``); raises the typed
+    :class:`~vlexivo.VlexivoError` when the payment cannot be made (a price over a cap: before
+    anything is signed), the SDK's ``MCPError`` for anything else."""
+    url = origin.rstrip("/") + tool_path(name)
+    io = _McpIO(session, payer, name, arguments, url, read_timeout_seconds)
+    flow = payer._vlx
+    await flow.drive_async(flow.call("POST", url, True), io)
+    if io.result is not None:
+        return io.result
+    # The flow ended on a refusal it does not pay for: the server's answer, as the SDK raises it.
+    body = json.loads(io.body or b"{}")
+    raise MCPError(
+        PAYMENT_REQUIRED, str(body.get("message", "payment required")), {**body, "status": io.status}
+    )
