@@ -179,6 +179,20 @@ def run_py_load(ctx: Ctx) -> Values:
     return {k: float(v) for k, v in b.items() if isinstance(v, (int, float))}
 
 
+def run_py_django(ctx: Ctx) -> Values:
+    py = VENV / "bin" / "python"
+    args = ["--duration", "1", "--rounds", "2", "--tokens", "20000"] if ctx.smoke else ["--duration", "4", "--rounds", "6"]
+    (b,) = bench_lines(sh([str(py), "bench/bench_load.py", "--framework", "django", *args], cwd=PY))
+    return {k: float(v) for k, v in b.items() if isinstance(v, (int, float))}
+
+
+def run_py_mcp(ctx: Ctx) -> Values:
+    py = VENV / "bin" / "python"
+    args = ["--calls", "100", "--rounds", "2"] if ctx.smoke else ["--calls", "2000", "--rounds", "6"]
+    (b,) = bench_lines(sh([str(py), "bench/bench_mcp.py", *args], cwd=PY))
+    return {k: float(v) for k, v in b.items() if isinstance(v, (int, float))}
+
+
 BENCHES: dict[str, tuple[str, Callable[[Ctx], Values]]] = {
     "core": ("criterion: paywall, token, wallet, crypto", run_core),
     "stores": ("nonce-store tail latency", run_stores),
@@ -187,6 +201,8 @@ BENCHES: dict[str, tuple[str, Callable[[Ctx], Values]]] = {
     "node-http": ("Express and Fastify with and without the paywall", run_node_http),
     "py-verify": ("pyo3 verify vs PyJWT", run_py_verify),
     "py-load": ("FastAPI with and without the paywall", run_py_load),
+    "py-django": ("Django (ASGI) with and without the paywall middleware", run_py_django),
+    "py-mcp": ("an MCP tool call paid vs unpaid (Python SDK, in memory)", run_py_mcp),
 }
 
 
@@ -340,6 +356,14 @@ def make_table(runs: list[dict[str, Values]]) -> Table:
     t.row("FastAPI + paywall vs bare (uvicorn, wrk, ABBA rounds): CPU µs per request added; throughput; CPU ratio", pl,
           f"+{spread(v('py-load', 'cpu_added_us'), us)} on {spread(v('py-load', 'bare_cpu_us'), us)}; "
           f"{spread(v('py-load', 'tput_ratio'), ratio)}; {spread(v('py-load', 'cpu_ratio'), ratio)}", "≥ 0.90 by CPU")
+    t.row("Django (ASGI, async view) + paywall middleware vs bare (uvicorn, wrk, ABBA rounds): CPU µs per request "
+          "added; throughput; CPU ratio", "scripts/bench.sh --only py-django",
+          f"+{spread(v('py-django', 'cpu_added_us'), us)} on {spread(v('py-django', 'bare_cpu_us'), us)}; "
+          f"{spread(v('py-django', 'tput_ratio'), ratio)}; {spread(v('py-django', 'cpu_ratio'), ratio)}")
+    t.row("MCP tool call, paid (fresh proof in _meta) vs unpaid (Python SDK, in-memory transport, ABBA): µs per call",
+          "scripts/bench.sh --only py-mcp",
+          f"{spread(v('py-mcp', 'paid_us'), us)} vs {spread(v('py-mcp', 'free_us'), us)}: "
+          f"+{spread(v('py-mcp', 'added_us'), us)}, {spread(v('py-mcp', 'ratio'), times)}")
     return t
 
 

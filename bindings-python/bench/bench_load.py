@@ -1,6 +1,10 @@
-"""FastAPI + Vlexivo paywall vs bare FastAPI under load, on 127.0.0.1 (bounded in time).
+"""FastAPI (or Django) + Vlexivo paywall vs the bare framework under load, on 127.0.0.1 (bounded
+in time).
 
-    python bench/bench_load.py [--duration 10] [--connections 32] [--rounds 2]
+    python bench/bench_load.py [--framework fastapi|django] [--duration 10] [--connections 32] [--rounds 2]
+
+FastAPI: ``load_app.py``'s apps; Django: ``load_django.py``'s, an async view under Django's ASGI
+handler, bare and behind ``vlx.django_middleware`` (both under uvicorn).
 
 Each variant runs as a real uvicorn process (one worker). wrk (Debian's `wrk` package) sends
 GET /hello; against the paid app every request carries a distinct pre-minted valid proof token
@@ -41,15 +45,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(app: str) -> tuple[subprocess.Popen[bytes], str]:
+def start(app: str, module: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    env = {**os.environ, "VLX_SECRET_KEY": SECRET, "PYTHONPATH": str(HERE)}
+    path = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "VLX_SECRET_KEY": SECRET, "PYTHONPATH": path}
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "uvicorn",
-            f"load_app:{app}",
+            f"{module}:{app}",
             "--host",
             "127.0.0.1",
             "--port",
@@ -144,6 +149,7 @@ def run_python(url: str, tokens: Path, duration: int, connections: int) -> tuple
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--framework", choices=["fastapi", "django"], default="fastapi")
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)
@@ -170,7 +176,7 @@ def main() -> None:
             for app in ("bare", "paid") if rnd % 2 == 0 else ("paid", "bare"):
                 # Fresh tokens (and a fresh server, so a fresh nonce store) for every run.
                 warm, run = mint(f"w{rnd}{app}", 20_000), mint(f"r{rnd}{app}", args.tokens)
-                proc, url = start(app)
+                proc, url = start(app, {"fastapi": "load_app", "django": "load_django"}[args.framework])
                 try:
                     if use_wrk:
                         run_wrk(url, warm, 1, 4, 1)
@@ -210,7 +216,7 @@ def main() -> None:
     )
     spread = (max(results["bare"]) - min(results["bare"])) / statistics.median(results["bare"]) * 100
     bench = {
-        "bench": "fastapi",
+        "bench": args.framework,
         "rounds": args.rounds,
         "duration": args.duration,
         "tput_ratio": statistics.median(ratios),
