@@ -66,6 +66,16 @@ async fn facilitator(
     .expect("live facilitator")
 }
 
+/// A sandbox facilitator with its database in `dir`.
+async fn sandbox_facilitator(dir: &std::path::Path) -> RunningServer {
+    let cfg = ServerConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        db_path: dir.join("s.db"),
+        ..ServerConfig::default()
+    };
+    server::spawn(cfg).await.unwrap()
+}
+
 /// A provider's payment records at the facilitator `url`, newest first.
 async fn payments_at(url: &str, api_secret: &str) -> Vec<serde_json::Value> {
     let res = reqwest::Client::new()
@@ -273,13 +283,7 @@ async fn sandbox_and_live_refuse_each_other() {
     assert_eq!(res.status(), 400);
     // A sandbox facilitator refuses live providers.
     let dir = tempfile::tempdir().unwrap();
-    let sandbox = server::spawn(ServerConfig {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        db_path: dir.path().join("s.db"),
-        ..ServerConfig::default()
-    })
-    .await
-    .unwrap();
+    let sandbox = sandbox_facilitator(dir.path()).await;
     let e = sandbox.create_live_provider(None, &env.payout.to_checksum()).await.unwrap_err();
     assert_eq!(e.code(), "mode_mismatch", "{e}");
     // A sandbox paywall's challenge, paid at the live facilitator: refused, nothing moves.
@@ -794,13 +798,7 @@ async fn paid_call_latency_live_vs_sandbox() {
     let w0 = live0.payer(100_000_000).await;
     let w1 = live1.payer(100_000_000).await;
     let dir = tempfile::tempdir().unwrap();
-    let sandbox = server::spawn(ServerConfig {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        db_path: dir.path().join("s.db"),
-        ..ServerConfig::default()
-    })
-    .await
-    .unwrap();
+    let sandbox = sandbox_facilitator(dir.path()).await;
     let p = sandbox.create_provider(None, None).await.unwrap();
     let mut cfg = PaywallConfig::new(p.api_secret);
     cfg.facilitator_url = sandbox.url.clone();

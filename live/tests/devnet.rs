@@ -18,17 +18,22 @@ fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_authorization_settles_once_and_verifies() {
-    let net = Devnet::start().await.expect("devnet (npm ci --prefix live/devnet)");
-    let chain = Chain::connect(&ChainConfig {
+/// The settlement backend on `net`, relaying as anvil's dev account 1.
+async fn relayer_chain(net: &Devnet) -> Chain {
+    Chain::connect(&ChainConfig {
         rpc_url: net.rpc_url.clone(),
         token: net.token,
         relayer_key: net.dev_key(1),
         poll: Duration::from_millis(20),
     })
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authorization_settles_once_and_verifies() {
+    let net = Devnet::start().await.expect("devnet (npm ci --prefix live/devnet)");
+    let chain = relayer_chain(&net).await;
     assert_eq!(chain.chain_id(), net.chain_id);
     let payee = net.dev_address(2);
     let payer = Wallet::generate(&OsEntropy);
@@ -93,14 +98,7 @@ async fn an_authorization_settles_once_and_verifies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chain_refuses_what_the_payer_cannot_pay() {
     let net = Devnet::start().await.expect("devnet");
-    let chain = Chain::connect(&ChainConfig {
-        rpc_url: net.rpc_url.clone(),
-        token: net.token,
-        relayer_key: net.dev_key(1),
-        poll: Duration::from_millis(20),
-    })
-    .await
-    .unwrap();
+    let chain = relayer_chain(&net).await;
     let payee = net.dev_address(2);
     let payer = Wallet::generate(&OsEntropy);
     net.mint(payer.address(), 100).await.unwrap();
@@ -141,14 +139,7 @@ async fn batched_settlement_moves_each_payment_and_costs_less_gas_per_payment() 
     const N: usize = 10;
     let net = Devnet::start().await.expect("devnet");
     let multicall = net.deploy_multicall3().await.unwrap();
-    let chain = Chain::connect(&ChainConfig {
-        rpc_url: net.rpc_url.clone(),
-        token: net.token,
-        relayer_key: net.dev_key(1),
-        poll: Duration::from_millis(20),
-    })
-    .await
-    .unwrap();
+    let chain = relayer_chain(&net).await;
     let payee = net.dev_address(2);
     // Warm the payee's balance slot, so single and batched both pay a non-zero-to-non-zero write.
     net.mint(payee, 1).await.unwrap();
