@@ -31,8 +31,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod errors;
 mod headers;
+mod page;
 pub use errors::*;
 pub use headers::*;
+pub use page::*;
 
 // A price or amount as JS gives it (`Either<String, f64>`, spelled out in signatures so the
 // generated .d.ts says `string | number`): a decimal string, or a number read through its

@@ -208,3 +208,42 @@ test('paid facts survive any claim content (separator in a signed claim falls ba
   assert.match(q.receipt, /^tx=0x[0-9a-f]{64}; amount=0.002; currency=usd; payer=0x[0-9a-fA-F]{40}; nonce=/);
   assert.match(q.storeKey, new RegExp(`^${vlx.account}:${q.nonce}~[0-9a-f]{16}$`));
 });
+
+test('every adapter: a browser without a proof gets core\'s HTML 402 page; fetch, SDKs and proofs keep JSON', async () => {
+  const browser = 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8';
+  const vlx = new VlexivoServer({ apiSecret: secret, origin: 'http://api.test' });
+  const ex = express();
+  ex.get('/paid', vlx.paywall({ price: '0.25' }), (_req, res) => res.json({ ok: true }));
+  const fa = Fastify();
+  await fa.register(vlexivoFastify, { server: vlx, price: '0.25' });
+  fa.get('/paid', async () => ({ ok: true }));
+  const ha = Hapi.server({ port: 0, host: '127.0.0.1' });
+  await ha.register({ plugin: vlexivoHapi, options: { server: vlx, price: '0.25' } });
+  ha.route({ method: 'GET', path: '/paid', handler: () => ({ ok: true }) });
+  const apps = [await listenExpress(ex), await listenFastify(fa), await listenHapi(ha)];
+  try {
+    for (const app of apps) {
+      const page = await fetch(`${app.url}/paid`, { headers: { accept: browser } });
+      assert.equal(page.status, 402, app.url);
+      assert.equal(page.headers.get('content-type'), 'text/html; charset=utf-8');
+      assert.ok(page.headers.get('vlexivo-challenge'));
+      assert.ok(!page.headers.get('content-security-policy').includes('unsafe-inline'));
+      const html = await page.text();
+      assert.match(html, /<p class="price" id="price">0\.25 <abbr title="usd">USD<\/abbr><\/p>/);
+      assert.match(html, /GET http:\/\/api\.test\/paid/);
+      for (const accept of ['*/*', 'application/json']) {
+        const r = await fetch(`${app.url}/paid`, { headers: { accept } });
+        assert.equal(r.status, 402);
+        assert.match(r.headers.get('content-type'), /^application\/json/);
+        assert.equal((await r.json()).price, '0.25');
+      }
+      // A proof that fails is answered in JSON even to a browser.
+      const bad = await fetch(`${app.url}/paid`, { headers: { accept: browser, 'vlexivo-proof': 'x.y.z' } });
+      assert.equal(bad.status, 402);
+      assert.match(bad.headers.get('content-type'), /^application\/json/);
+      await bad.arrayBuffer();
+    }
+  } finally {
+    for (const app of apps) await app.close();
+  }
+});

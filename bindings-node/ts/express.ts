@@ -24,6 +24,7 @@ import {
   headerValue,
   type Decision,
   exposeValue,
+  forBrowser,
   isPaid,
   isThenable,
   paymentOf,
@@ -76,11 +77,13 @@ function send(route: PaidRoute, req: IncomingMessage, res: ServerResponse, r: Re
     res.destroy();
     return;
   }
-  res.statusCode = r.status;
-  for (const k in r.headers) res.setHeader(k, r.headers[k]);
+  const page = forBrowser(r, req.headers.accept, req.headers[PROOF_HEADER] !== undefined);
+  res.statusCode = page.status;
+  // JSON unless core's page for a browser says otherwise.
   res.setHeader('Content-Type', 'application/json; charset=utf-8');
+  for (const k in page.headers) res.setHeader(k, page.headers[k]);
   expose(route, req, res);
-  res.end(r.body);
+  res.end(page.body);
 }
 
 const pathOf = (req: PaywallRequest): string => req.originalUrl ?? req.url ?? '/';

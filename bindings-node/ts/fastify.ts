@@ -19,7 +19,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { VlexivoServer, serverOf, SERVER_KEYS, type VlexivoServerOptions } from './server';
 import { isFreeRequest } from './policy';
 import { paidStateOf, releaseNow, watch } from './paid';
-import { PaidRoute, PAYER_HEADER, PROOF_HEADER, headerValue, type VlexivoPayer, PAYWALL_KEYS, pick, type Decision, exposeValue, isPaid, isThenable, paymentOf, rawBodyOf, requestOrigin, resolvePrices, type PaidFacts, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
+import { PaidRoute, PAYER_HEADER, PROOF_HEADER, headerValue, type VlexivoPayer, PAYWALL_KEYS, pick, type Decision, exposeValue, forBrowser, isPaid, isThenable, paymentOf, rawBodyOf, requestOrigin, resolvePrices, type PaidFacts, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
 
 export interface VlexivoFastifyOptions extends VlexivoServerOptions, PaywallOptions<any> {
   /** Share one server (keys, nonce store) between registrations. */
@@ -95,11 +95,13 @@ function setPayment(this: FastifyRequestLike, v: VlexivoPayment | null): void {
 }
 
 function send(route: PaidRoute, request: FastifyRequestLike, reply: FastifyReplyLike, r: Rejection): void {
-  reply.code(r.status);
-  for (const k in r.headers) reply.header(k, r.headers[k]);
-  expose(route, request, reply);
+  const page = forBrowser(r, request.headers.accept, request.headers[PROOF_HEADER] !== undefined);
+  reply.code(page.status);
+  // JSON unless core's page for a browser says otherwise.
   reply.header('content-type', 'application/json; charset=utf-8');
-  reply.send(r.body);
+  for (const k in page.headers) reply.header(k, page.headers[k]);
+  expose(route, request, reply);
+  reply.send(page.body);
 }
 
 /** CORS: only a cross-origin request (it carries `Origin`) needs our headers exposed. */

@@ -15,7 +15,7 @@ import type { Plugin } from '@hapi/hapi';
 import type { IncomingMessage } from 'node:http';
 import { VlexivoServer, serverOf, SERVER_KEYS, type VlexivoServerOptions } from './server';
 import { isFreeRequest, releases, sendsReceipt } from './policy';
-import { PaidRoute, PAYWALL_KEYS, PAYER_HEADER, PROOF_HEADER, headerValue, RECEIPT_HEADER, exposeValue, isFacts, isThenable, pick, rawBodyOf, requestOrigin, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
+import { PaidRoute, PAYWALL_KEYS, PAYER_HEADER, PROOF_HEADER, headerValue, RECEIPT_HEADER, exposeValue, forBrowser, isFacts, isThenable, pick, rawBodyOf, requestOrigin, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
 
 export interface VlexivoHapiOptions extends VlexivoServerOptions, PaywallOptions<any> {
   /** Share one server (keys, nonce store) between registrations. */
@@ -125,8 +125,9 @@ function watchHandler(request: PaidRequest): void {
 }
 
 function respond(route: PaidRoute, request: HapiRequestLike, h: HapiToolkitLike, r: Rejection): unknown {
-  const res = h.response(r.body).code(r.status).type('application/json; charset=utf-8');
-  for (const k in r.headers) res.header(k, r.headers[k]);
+  const page = forBrowser(r, request.headers.accept, request.headers[PROOF_HEADER] !== undefined);
+  const res = h.response(page.body).code(page.status).type(page.headers['Content-Type'] ?? 'application/json; charset=utf-8');
+  for (const k in page.headers) if (k !== 'Content-Type') res.header(k, page.headers[k]);
   // CORS: only a cross-origin request (it carries `Origin`) needs our headers exposed.
   if (route.exposeHeaders && request.headers.origin !== undefined) res.header('Access-Control-Expose-Headers', exposeValue(undefined));
   return res.takeover();

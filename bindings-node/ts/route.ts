@@ -77,6 +77,14 @@ export interface VlexivoLogger {
   warn?(message: string): void;
 }
 
+/**
+ * A refusal as the request's client should get it: core's HTML page for a browser that asked
+ * without a proof (same 402, same challenge header), the JSON rejection for everyone else.
+ */
+export function forBrowser(r: Rejection, accept: string | string[] | undefined, proofPresent: boolean): Rejection {
+  return native.forBrowser(r, Array.isArray(accept) ? accept.join(',') : accept, proofPresent);
+}
+
 const HEADER_NAMES = native.headerNames();
 /** Headers a browser client must be allowed to read (core's list). */
 export const EXPOSED_HEADERS = HEADER_NAMES.expose;

@@ -1,0 +1,65 @@
+// The paywall page: Chromium opening a paid URL of a real Express app meets core's HTML 402 page
+// with the right price; an SDK client on the same URL still gets JSON and pays.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { launch, startFacilitator, startPaidApp, api, vlexivo } from './harness.mjs';
+
+const shots = process.env.VLX_SCREENSHOTS;
+let fac;
+let app;
+let browser;
+let provider;
+
+before(async () => {
+  fac = await startFacilitator();
+  provider = (await api(fac.url, '/v1/providers', { method: 'POST', body: { name: 'Weather API' } })).json;
+  app = await startPaidApp(fac.url, provider.api_secret);
+  browser = await launch();
+});
+
+after(async () => {
+  await browser?.close();
+  await app?.close();
+  await fac?.stop();
+});
+
+test('a browser opening a paid URL sees the HTML paywall with the right price; an SDK client gets JSON', async () => {
+  const ctx = await browser.newContext({ viewport: { width: 375, height: 740 } });
+  const page = await ctx.newPage();
+  const dialogs = [];
+  page.on('dialog', (d) => {
+    dialogs.push(d.message());
+    d.dismiss();
+  });
+  const path = "/api/forecast'\"><script>alert(1)</script>";
+  const res = await page.goto(`${app.url}${path}`);
+  assert.equal(res.status(), 402);
+  assert.match(res.headers()['content-type'], /^text\/html/);
+  assert.ok(res.headers()['vlexivo-challenge']);
+  assert.equal(await page.locator('h1').textContent(), 'Payment required');
+  // The price the app asks for this route (its resolver: 0.005 for routes it does not list).
+  assert.equal(await page.locator('#price').textContent(), '0.005 USD');
+  const resource = await page.locator('#resource').textContent();
+  assert.ok(resource.startsWith(`GET ${app.url}/api/forecast`), resource);
+  assert.deepEqual(dialogs, []);
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `readable at 375 px (${overflow} px over)`);
+  if (shots) await page.screenshot({ path: join(shots, 'paywall-page.png'), fullPage: true });
+
+  const priced = await page.goto(`${app.url}/api/forecast`);
+  assert.equal(priced.status(), 402);
+  assert.equal(await page.locator('#price').textContent(), '0.02 USD');
+  await ctx.close();
+
+  // The same URL from code: JSON for fetch, and the SDK pays.
+  const plain = await fetch(`${app.url}/api/forecast`);
+  assert.equal(plain.status, 402);
+  assert.equal((await plain.json()).price, '0.02');
+  const wallet = vlexivo.Wallet.generate();
+  await api(fac.url, `/v1/wallets/${wallet.address}/topup`, { method: 'POST', body: { amount: '1' } });
+  const client = new vlexivo.VlexivoClient({ walletKey: wallet.exportKey(), facilitatorUrl: fac.url });
+  const paid = await client.fetch(`${app.url}/api/forecast`, { headers: { accept: 'text/html,*/*;q=0.8' } });
+  assert.equal(paid.status, 200, 'the SDK pays even when it asks for HTML: its paid retry carries the proof');
+  assert.equal((await paid.json()).payer, wallet.address);
+});
