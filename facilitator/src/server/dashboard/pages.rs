@@ -65,12 +65,18 @@ async fn summary(st: &AppState, account: &str, from: Option<i64>, bucket: i64) -
     let Some(live) = &st.live else {
         let r = &st.reads;
         let a = || account.to_string();
-        let total = r.group(a(), GroupBy::All, from, None, 1).await?.pop();
+        // Four scans of the range, each on its own read connection.
+        let (mut total, series, routes, payers) = tokio::try_join!(
+            r.group(a(), GroupBy::All, from, None, 1),
+            r.series(a(), from, None, bucket),
+            r.group(a(), GroupBy::Route, from, None, TOP),
+            r.group(a(), GroupBy::Payer, from, None, TOP),
+        )?;
         return Ok(Summary {
-            total: total.unwrap_or(Group { key: String::new(), count: 0, sum: 0 }),
-            series: r.series(a(), from, None, bucket).await?,
-            routes: r.group(a(), GroupBy::Route, from, None, TOP).await?,
-            payers: r.group(a(), GroupBy::Payer, from, None, TOP).await?,
+            total: total.pop().unwrap_or(Group { key: String::new(), count: 0, sum: 0 }),
+            series,
+            routes,
+            payers,
         });
     };
     // Live: the settlement records, less those the chain refused (as the API's revenue).
