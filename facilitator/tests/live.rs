@@ -559,6 +559,26 @@ async fn a_payer_draining_before_the_confirmation_gets_no_proof() {
     assert_eq!(env.net.balance(env.payout).await.unwrap(), 0);
 }
 
+/// The same through the Rust client: settlement_failed is a clear refusal (nothing moved), not a
+/// payment left in doubt, and the client's budget gets the amount back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_reports_a_failed_settlement_as_a_refusal() {
+    let env = Arc::new(setup(1).await);
+    let w = env.payer(10_000).await;
+    env.net.set_automine(false).await.unwrap();
+    let client = Arc::new(env.client(&w));
+    let call = {
+        let (env, client) = (env.clone(), client.clone());
+        tokio::spawn(async move { client.get(&format!("{}/api/v1/hello", env.api)).await })
+    };
+    records(&env, 1).await;
+    drain(&env, &w).await;
+    env.net.mine(1).await.unwrap();
+    let e = call.await.unwrap().unwrap_err();
+    assert_eq!(e.code(), "settlement_failed", "{e}");
+    assert_eq!(client.budget().spent_total().to_string(), "0", "nothing counted as spent");
+}
+
 /// An authorization valid when relayed but expired by the time its block comes (the chain's
 /// clock moved past validBefore): the token reverts it and the record says failed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -152,6 +152,14 @@ pub fn classify_pay_answer(status: u16, body: &[u8], nonce: &str, resent: bool) 
     {
         return PayAnswer::Refused(e);
     }
+    // Live mode: the chain refused or reverted the transfer. The facilitator records that
+    // before it answers and never relays that authorization again, so this 5xx is a clear
+    // "nothing moved" (any other 5xx, facilitator_unavailable included, may hide a payment).
+    if status == 502
+        && let Some(e @ Error::SettlementFailed(_)) = known_error(body)
+    {
+        return PayAnswer::Refused(e);
+    }
     PayAnswer::Unclear(format!("HTTP {status}"))
 }
 
@@ -197,6 +205,16 @@ mod tests {
             PayAnswer::Unclear(_)
         ));
         assert!(matches!(classify_pay_answer(200, b"{}", "n", false), PayAnswer::Unclear(_)));
+        // A settlement the chain refused is a clear refusal; the facilitator being unavailable
+        // is not (the relay may be on its way).
+        let failed = br#"{"error":"settlement_failed","message":"the transfer reverted on chain"}"#;
+        match classify_pay_answer(502, failed, "n", false) {
+            PayAnswer::Refused(e) => assert_eq!(e.code(), "settlement_failed"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(classify_pay_answer(503, failed, "n", false), PayAnswer::Unclear(_)));
+        let unavailable = br#"{"error":"facilitator_unavailable","message":"m"}"#;
+        assert!(matches!(classify_pay_answer(503, unavailable, "n", false), PayAnswer::Unclear(_)));
         let funds = br#"{"error":"insufficient_funds","required":"0.01","balance":"0","currency":"usd"}"#;
         match classify_pay_answer(402, funds, "n", true) {
             PayAnswer::Refused(e) => assert_eq!(e.code(), "insufficient_funds"),
