@@ -597,8 +597,7 @@ async fn an_authorization_expiring_before_its_block_is_a_recorded_failure() {
 }
 
 /// The relayer has no gas: the payment is answered facilitator_unavailable (503), nothing is
-/// relayed and nothing moves (the Rust client, which cannot know that, keeps it in doubt); with
-/// gas again, the next call pays.
+/// relayed and nothing moves; with gas again, the next call pays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relayer_out_of_gas_is_facilitator_unavailable_and_nothing_moves() {
     use alloy::primitives::U256;
@@ -608,8 +607,12 @@ async fn a_relayer_out_of_gas_is_facilitator_unavailable_and_nothing_moves() {
     env.net.set_gas_balance(relayer, U256::ZERO).await.unwrap();
     let (status, v) = pay_raw(&env, &w, &challenge(&env).await, None, |_| {}).await;
     assert_eq!((status, v["error"].as_str()), (503, Some("facilitator_unavailable")), "{v}");
-    let e = env.client(&w).get(&format!("{}/api/v1/hello", env.api)).await.unwrap_err();
-    assert_eq!(e.code(), "payment_in_doubt", "{e}");
+    // The client: answered 503 (unclear), it re-sends the same payment and learns that the
+    // relay was refused and recorded failed: a clear refusal, nothing counted as spent.
+    let client = env.client(&w);
+    let e = client.get(&format!("{}/api/v1/hello", env.api)).await.unwrap_err();
+    assert_eq!(e.code(), "settlement_failed", "{e}");
+    assert_eq!(client.budget().spent_total().to_string(), "0");
     assert_eq!(env.net.balance(w.address()).await.unwrap(), 10_000);
     assert_eq!(relayer_nonce(&env.net).await, 0, "nothing relayed");
     env.net.set_gas_balance(relayer, U256::from(10u128.pow(18))).await.unwrap();
