@@ -63,8 +63,11 @@ function send(route: PaidRoute<any>, req: IncomingMessage, res: ServerResponse, 
   res.end(r.body);
 }
 
-/** The body's bytes, or `null` past `limit` (the rest is drained, not kept). */
-function readAll(req: IncomingMessage, limit: number): Promise<Buffer | null> {
+/**
+ * The body's bytes, `null` past `limit` (the rest is drained, not kept), or `undefined` when
+ * the client went away before sending it all (nothing to answer).
+ */
+function readAll(req: IncomingMessage, limit: number): Promise<Buffer | null | undefined> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -75,6 +78,8 @@ function readAll(req: IncomingMessage, limit: number): Promise<Buffer | null> {
       if (!over) chunks.push(c);
     });
     req.on('end', () => resolve(over ? null : Buffer.concat(chunks, size)));
+    // After 'end' this changes nothing (the first answer stands).
+    req.on('close', () => resolve(undefined));
     req.on('error', reject);
   });
 }
@@ -176,6 +181,10 @@ export function withPaywall(handler: HttpHandler, options: VlexivoHttpOptions): 
     }
     readAll(req, limit).then(
       (raw) => {
+        if (raw === undefined) {
+          res.destroy();
+          return;
+        }
         if (raw === null) {
           const r = route.paywall.reject('request_too_large', { limit }, req.method ?? 'GET', req.url ?? '/', null, null, null, null, route.scope, route.now());
           res.setHeader('Connection', 'close');
