@@ -42,8 +42,10 @@ function proofs(n) {
   return out;
 }
 
+/** Wall-clock and CPU (this process: client, server and transport) µs per call. */
 async function run(kind) {
   const tokens = kind === 'paid' ? proofs(CALLS) : undefined;
+  const c0 = process.cpuUsage();
   const t0 = process.hrtime.bigint();
   for (let i = 0; i < CALLS; i++) {
     const r = kind === 'paid'
@@ -51,20 +53,31 @@ async function run(kind) {
       : await client.callTool({ name: 'free', arguments: {} });
     if (r.isError) throw new Error(`${kind} call failed`);
   }
-  return Number(process.hrtime.bigint() - t0) / 1e3 / CALLS;
+  const wall = Number(process.hrtime.bigint() - t0) / 1e3 / CALLS;
+  const c = process.cpuUsage(c0);
+  return { wall, cpu: (c.user + c.system) / CALLS };
 }
 
 await run('free');
 await run('paid');
 const us = { free: [], paid: [] };
+const cpu = { free: [], paid: [] };
 for (let round = 0; round < ROUNDS; round++) {
-  for (const kind of round % 2 === 0 ? ['free', 'paid'] : ['paid', 'free']) us[kind].push(await run(kind));
+  for (const kind of round % 2 === 0 ? ['free', 'paid'] : ['paid', 'free']) {
+    const r = await run(kind);
+    us[kind].push(r.wall);
+    cpu[kind].push(r.cpu);
+  }
 }
 await client.close();
 await mcp.close();
 const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
 const free = median(us.free);
 const paid = median(us.paid);
+const freeCpu = median(cpu.free);
+const paidCpu = median(cpu.paid);
 console.log(`MCP tool call over the in-memory transport, ${ROUNDS} rounds of ${CALLS} calls (ABBA)`);
-console.log(`unpaid ${free.toFixed(1)} µs/call, paid ${paid.toFixed(1)} µs/call: +${(paid - free).toFixed(1)} µs, ratio ${(paid / free).toFixed(2)}`);
-console.log('BENCH ' + JSON.stringify({ bench: 'mcp', calls: CALLS, rounds: ROUNDS, freeUs: free, paidUs: paid, addedUs: paid - free, ratio: paid / free }));
+console.log(`wall: unpaid ${free.toFixed(1)} µs/call, paid ${paid.toFixed(1)} µs/call: +${(paid - free).toFixed(1)} µs, ratio ${(paid / free).toFixed(2)}`);
+// CPU time does not count the time other processes had the cores: robust on a busy machine.
+console.log(`CPU:  unpaid ${freeCpu.toFixed(1)} µs/call, paid ${paidCpu.toFixed(1)} µs/call: +${(paidCpu - freeCpu).toFixed(1)} µs, ratio ${(paidCpu / freeCpu).toFixed(2)}`);
+console.log('BENCH ' + JSON.stringify({ bench: 'mcp', calls: CALLS, rounds: ROUNDS, freeUs: free, paidUs: paid, addedUs: paid - free, ratio: paid / free, freeCpuUs: freeCpu, paidCpuUs: paidCpu, addedCpuUs: paidCpu - freeCpu, cpuRatio: paidCpu / freeCpu }));

@@ -43,16 +43,15 @@ export interface FetchPaywallOptions<Req = Request> extends VlexivoServerOptions
 export const FETCH_KEYS: readonly string[] = [...SERVER_KEYS, ...PAYWALL_KEYS, 'server'];
 
 /** A paid request's payment, as `protect` returns it (settle it with `complete` or `fail`). */
-export interface FetchPayment extends VlexivoPayment {
-  readonly [SETTLE]?: Settlement;
-}
-
-const SETTLE = Symbol('vlexivo.fetch.settle');
+export type FetchPayment = VlexivoPayment;
 
 interface Settlement {
   route: PaidRoute<any>;
   settled: boolean;
 }
+
+/** The nonce settlement of each payment `protect` returned (kept off the payment object). */
+const SETTLEMENTS = new WeakMap<VlexivoPayment, Settlement>();
 
 /** The payment of a request a `withPaywall` handler (or `protect`) let through. */
 const PAYMENTS = new WeakMap<Request, VlexivoPayment>();
@@ -62,9 +61,23 @@ export function getPayment(request: Request): VlexivoPayment | undefined {
   return PAYMENTS.get(request);
 }
 
-/** The origin facts of a fetch request: its `Host` header (else the URL's host) and scheme. */
-export function fetchOrigin(request: Request, url: URL): RequestOrigin {
-  return { host: request.headers.get('host') ?? url.host, secure: url.protocol === 'https:' };
+/**
+ * A request URL's origin facts and path (with the query), read from the absolute URL string
+ * (a WHATWG `URL` costs more than the rest of the paid path): its `Host` header, else the
+ * URL's host, and whether the scheme is https.
+ */
+export function fetchTarget(request: Request): { origin: RequestOrigin; path: string } {
+  const u = request.url;
+  const sep = u.indexOf('://');
+  const start = u.indexOf('/', sep + 3);
+  const authority = start < 0 ? u.slice(sep + 3) : u.slice(sep + 3, start);
+  let path = start < 0 ? '/' : u.slice(start);
+  const hash = path.indexOf('#');
+  if (hash >= 0) path = path.slice(0, hash);
+  return {
+    origin: { host: request.headers.get('host') ?? authority, secure: u.charCodeAt(4) === 115 /* "https" */ },
+    path,
+  };
 }
 
 /** A refusal as a `Response` (CORS: our headers exposed to a cross-origin caller). */
@@ -114,8 +127,7 @@ export class FetchPaywall<Req = Request> {
   async protect(request: Request, input?: Req, readBody?: () => Promise<ArrayBuffer>): Promise<FetchPayment | Response | null> {
     const method = request.method.toUpperCase();
     if (isFreeRequest(method, request.headers.has('access-control-request-method'))) return null;
-    const url = new URL(request.url);
-    const path = url.pathname + url.search;
+    const { origin, path } = fetchTarget(request);
     const route = this.route;
     let price: unknown = route.price;
     if (route.resolver !== undefined) {
@@ -134,11 +146,11 @@ export class FetchPaywall<Req = Request> {
     }
     // A price resolved for a hinted payer: the challenge names that payer.
     const hint = route.resolver === undefined ? undefined : request.headers.get(PAYER_HEADER) ?? undefined;
-    let r: Decision | Promise<Decision> = route.authorize(request.headers.get(PROOF_HEADER) ?? undefined, method, path, fetchOrigin(request, url), price, body, hint);
+    let r: Decision | Promise<Decision> = route.authorize(request.headers.get(PROOF_HEADER) ?? undefined, method, path, origin, price, body, hint);
     if (isThenable(r)) r = await r;
     if (!isPaid(r)) return rejectionResponse(route, request, r);
-    const payment = paymentOf(r) as FetchPayment;
-    Object.defineProperty(payment, SETTLE, { value: { route, settled: false }, enumerable: false });
+    const payment = paymentOf(r);
+    SETTLEMENTS.set(payment, { route, settled: false });
     PAYMENTS.set(request, payment);
     return payment;
   }
@@ -148,7 +160,7 @@ export class FetchPaywall<Req = Request> {
    * puts the receipt on a response that keeps the payment. Returns the response to send.
    */
   complete(payment: VlexivoPayment, response: Response, request?: Request): Response {
-    const s = (payment as FetchPayment)[SETTLE];
+    const s = SETTLEMENTS.get(payment);
     if (s !== undefined && !s.settled) {
       s.settled = true;
       if (releases(response.status, false, true)) {
@@ -167,7 +179,7 @@ export class FetchPaywall<Req = Request> {
 
   /** The handler threw (no response): the nonce is released, the same proof may be used again. */
   fail(payment: VlexivoPayment): void {
-    const s = (payment as FetchPayment)[SETTLE];
+    const s = SETTLEMENTS.get(payment);
     if (s === undefined || s.settled) return;
     s.settled = true;
     if (releases(0, true, false)) s.route.release(payment.storeKey);
