@@ -116,6 +116,26 @@ for (const name of ['express5', 'express4', 'fastify', 'hapi', 'koa', 'http', 'h
       });
     }
 
+    test('the resolver sees the payer: hinted on the 402, proven on the paid retry', async () => {
+      const { wallet, client } = await fundedClient('1');
+      const seen = [];
+      const a = await adapters[name](server, {
+        priceResolver: (_req, payer) => {
+          seen.push(payer);
+          return payer?.address === wallet.address ? '0.0005' : '0.001';
+        },
+      });
+      try {
+        const res = await client.fetch(`${a.url}/api/v1/loyal`);
+        assert.equal(res.status, 200);
+        assert.equal((await res.json()).payment.amount, '0.0005');
+        assert.deepEqual(seen.map((p) => [p?.address, p?.proven]), [[wallet.address, false], [wallet.address, true]]);
+        assert.equal(await balance(fac.url, wallet.address), '0.9995');
+      } finally {
+        await a.close();
+      }
+    });
+
     test('insufficient funds: typed error with required amount and balance', async () => {
       const { client } = await fundedClient('0');
       await assert.rejects(

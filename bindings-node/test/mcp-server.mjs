@@ -36,6 +36,9 @@ export function buildServer(serverOptions) {
     }
     return text({ ok: true, runs: runs.flaky });
   });
+  paidTool(mcp, vlx, 'loyal', { description: 'Cheaper for a payer who names itself', inputSchema: { note: z.string().optional() } }, { priceResolver: (_args, payer) => (payer ? '0.001' : '0.002') }, async (_args, extra) =>
+    text({ amount: extra.vlxPayment.amount }),
+  );
   mcp.registerTool('free', { description: 'No price' }, async () => {
     runs.free += 1;
     return text({ free: true, runs: runs.free });

@@ -90,7 +90,7 @@ for (const [name, connect] of [['stdio', stdioClient], ['streamable HTTP', httpC
 
     test('the tools are listed; an unpaid call is -32402 with the challenge and the price', async () => {
       const { tools } = await conn.client.listTools();
-      assert.deepEqual(tools.map((t) => t.name).sort(), ['analyze', 'flaky', 'free', 'sized']);
+      assert.deepEqual(tools.map((t) => t.name).sort(), ['analyze', 'flaky', 'free', 'loyal', 'sized']);
       await assert.rejects(conn.client.callTool({ name: 'analyze', arguments: { text: 'abc' } }), (e) => {
         assert.ok(e instanceof McpError, String(e));
         assert.equal(e.code, PAYMENT_REQUIRED);
@@ -161,6 +161,14 @@ for (const [name, connect] of [['stdio', stdioClient], ['streamable HTTP', httpC
       const ok = parse(await callPaidTool(conn.client, client, { name: 'sized', arguments: { size: 3 } }, { origin: ORIGIN }));
       assert.equal(ok.amount, '0.003');
       assert.equal(await balance(fac.url, wallet.address), '0.997');
+    });
+
+    test('the payer hint rides in _meta: the resolver prices for the payer, the proven payer pays that', async () => {
+      const { wallet, client } = await payer('1');
+      await assert.rejects(conn.client.callTool({ name: 'loyal', arguments: {} }), (e) => e.code === PAYMENT_REQUIRED && e.data.price === '0.002');
+      const paid = parse(await callPaidTool(conn.client, client, { name: 'loyal', arguments: {} }, { origin: ORIGIN }));
+      assert.equal(paid.amount, '0.001');
+      assert.equal(await balance(fac.url, wallet.address), '0.999');
     });
 
     test('a challenge for another origin is refused before paying', async () => {

@@ -16,7 +16,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { VlexivoServer, serverOf, SERVER_KEYS, type VlexivoServerOptions } from './server';
 import { isFreeRequest } from './policy';
 import { handlerFailed, watch } from './paid';
-import { PaidRoute, PAYWALL_KEYS, PROOF_HEADER, exposeValue, isPaid, isThenable, paymentOf, pick, requestOrigin, type Decision, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
+import { PaidRoute, PAYER_HEADER, PAYWALL_KEYS, PROOF_HEADER, exposeValue, headerValue, isPaid, isThenable, paymentOf, pick, requestOrigin, type Decision, type PaywallOptions, type Rejection, type VlexivoPayer, type VlexivoPayment } from './route';
 
 /** The request a paid handler receives. */
 export interface PaidIncomingMessage extends IncomingMessage {
@@ -26,6 +26,8 @@ export interface PaidIncomingMessage extends IncomingMessage {
   rawBody?: Buffer;
   /** The parsed JSON body (JSON content types), when the paywall read it. */
   body?: unknown;
+  /** Who the request is priced for (a resolver-priced paywall): proven by its proof, else hinted. */
+  vlxPayer?: VlexivoPayer | null;
 }
 
 export type HttpHandler = (req: PaidIncomingMessage, res: ServerResponse) => unknown;
@@ -141,7 +143,9 @@ export function withPaywall(handler: HttpHandler, options: VlexivoHttpOptions): 
 
   const admit = (req: PaidIncomingMessage, res: ServerResponse, method: string, path: string, price: unknown): void => {
     const body = route.bindBody ? (req.rawBody ?? Buffer.alloc(0)) : undefined;
-    const r = route.authorize(req.headers[PROOF_HEADER], method, path, requestOrigin(req), price, body);
+    // A price resolved for a hinted payer: the challenge names that payer.
+    const hint = req.vlxPayer === undefined ? undefined : headerValue(req.headers[PAYER_HEADER]);
+    const r = route.authorize(req.headers[PROOF_HEADER], method, path, requestOrigin(req), price, body, hint);
     if (isThenable(r)) {
       r.then((d) => decided(req, res, d), (e: unknown) => send(route, req, res, route.fault('internal', String(e), method, path)));
       return;
@@ -152,9 +156,11 @@ export function withPaywall(handler: HttpHandler, options: VlexivoHttpOptions): 
   const priced = (req: PaidIncomingMessage, res: ServerResponse): void => {
     const method = req.method ?? 'GET';
     const path = req.url ?? '/';
+    let payer: VlexivoPayer | null = null;
+    if (route.resolver !== undefined) payer = req.vlxPayer = route.payerFor(req.headers[PROOF_HEADER], req.headers[PAYER_HEADER]);
     let price: unknown;
     try {
-      price = route.priceFor(req);
+      price = route.priceFor(req, payer);
     } catch (e) {
       send(route, req, res, route.resolverFailed(e, method, path));
       return;

@@ -15,11 +15,13 @@
 import type { Middleware, ParameterizedContext } from 'koa';
 import { VlexivoServer, serverOf, SERVER_KEYS, type VlexivoServerOptions } from './server';
 import { isFreeRequest, releases, sendsReceipt } from './policy';
-import { PaidRoute, PAYWALL_KEYS, PROOF_HEADER, RECEIPT_HEADER, exposeValue, isPaid, isThenable, paymentOf, pick, rawBodyOf, type PaidFacts, type PaywallOptions, type Rejection, type RequestOrigin, type VlexivoPayment } from './route';
+import { PaidRoute, PAYER_HEADER, PAYWALL_KEYS, PROOF_HEADER, RECEIPT_HEADER, exposeValue, isPaid, isThenable, paymentOf, pick, rawBodyOf, type PaidFacts, type PaywallOptions, type Rejection, type RequestOrigin, type VlexivoPayer, type VlexivoPayment } from './route';
 
 /** What a Koa paywall's state holds: `ctx.state.vlxPayment` on paid requests. */
 export interface VlexivoKoaState {
   vlxPayment?: VlexivoPayment;
+  /** Who the request is priced for (a resolver-priced paywall): proven by its proof, else hinted. */
+  vlxPayer?: VlexivoPayer | null;
 }
 
 export type KoaContext = ParameterizedContext<VlexivoKoaState & Record<string, any>>;
@@ -88,9 +90,21 @@ export function paywall(options: VlexivoKoaOptions): Middleware<VlexivoKoaState 
     const earlier = ctx[PAID];
     const stacked = earlier !== undefined && !earlier.settled && earlier.route.paywall === route.paywall;
     if (!stacked && isFreeRequest(method, ctx.get('access-control-request-method') !== '')) return next();
+    const proofHeader = ctx.get(PROOF_HEADER);
+    const proof = proofHeader === '' ? undefined : proofHeader;
+    // Who the request is priced for (core decides: the proof's payer, else the hint), and the
+    // hint a resolver-priced challenge names.
+    let hint: string | undefined;
+    let payer: VlexivoPayer | null = null;
+    if (route.resolver !== undefined) {
+      const h = ctx.get(PAYER_HEADER);
+      hint = h === '' ? undefined : h;
+      payer = route.payerFor(proof, hint);
+      ctx.state.vlxPayer = payer;
+    }
     let price: unknown;
     try {
-      price = route.priceFor(ctx);
+      price = route.priceFor(ctx, payer);
       if (isThenable(price)) price = await price;
     } catch (e) {
       send(route, ctx, route.resolverFailed(e, method, path));
@@ -115,8 +129,7 @@ export function paywall(options: VlexivoKoaOptions): Middleware<VlexivoKoaState 
         return;
       }
     }
-    const proof = ctx.get(PROOF_HEADER);
-    let r = route.authorize(proof === '' ? undefined : proof, method, path, originOf(ctx), price, body);
+    let r = route.authorize(proof, method, path, originOf(ctx), price, body, hint);
     if (isThenable(r)) r = await r;
     if (!isPaid(r)) {
       send(route, ctx, r);

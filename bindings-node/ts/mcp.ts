@@ -26,7 +26,7 @@ import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { VlexivoClient, type PayTransport, type VlexivoClientOptions } from './client';
 import { VlexivoConfigError } from './errors';
 import { releases, sendsReceipt } from './policy';
-import { CHALLENGE_HEADER_LC, PAYWALL_KEYS, PROOF_HEADER, RECEIPT_HEADER_LC, isPaid, isThenable, paymentOf, pick, type PaidRoute, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
+import { CHALLENGE_HEADER_LC, PAYER_HEADER, PAYWALL_KEYS, PROOF_HEADER, RECEIPT_HEADER_LC, isPaid, isThenable, paymentOf, pick, type PaidRoute, type PaywallOptions, type Rejection, type VlexivoPayer, type VlexivoPayment } from './route';
 import type { VlexivoServer } from './server';
 
 /** JSON-RPC error code of a payment-required answer (the draft MCP payment proposal's). */
@@ -39,6 +39,8 @@ export function metaKey(header: string): string {
 }
 /** `_meta` key of the proof on a call (`vlexivo/proof`). */
 export const PROOF_META = metaKey(PROOF_HEADER);
+/** `_meta` key of the payer hint on a call (`vlexivo/payer`). */
+export const PAYER_META = metaKey(PAYER_HEADER);
 /** `_meta` key of the receipt on a paid result (`vlexivo/receipt`). */
 export const RECEIPT_META = metaKey(RECEIPT_HEADER_LC);
 
@@ -112,16 +114,25 @@ async function callPaid(
   const path = toolPath(name);
   const params = request.params ?? {};
   const args = (params.arguments ?? {}) as Record<string, unknown>;
+  const meta = params._meta as Record<string, unknown> | undefined;
+  const given = meta?.[PROOF_META];
+  const proof = typeof given === 'string' ? given : undefined;
+  // Who the call is priced for (core decides: the proof's payer, else the `vlexivo/payer` hint).
+  let hint: string | undefined;
+  let payer: VlexivoPayer | null = null;
+  if (route.resolver !== undefined) {
+    const h = meta?.[PAYER_META];
+    hint = typeof h === 'string' ? h : undefined;
+    payer = route.payerFor(proof, hint);
+  }
   let price: unknown;
   try {
-    price = route.priceFor(args);
+    price = route.priceFor(args, payer);
     if (isThenable(price)) price = await price;
   } catch (e) {
     throw mcpErrorOf(route.resolverFailed(e, 'POST', path));
   }
-  const meta = params._meta as Record<string, unknown> | undefined;
-  const proof = meta?.[PROOF_META];
-  let r = route.authorize(typeof proof === 'string' ? proof : undefined, 'POST', path, { host: undefined, secure: true }, price);
+  let r = route.authorize(proof, 'POST', path, { host: undefined, secure: true }, price, undefined, hint);
   if (isThenable(r)) r = await r;
   if (!isPaid(r)) throw mcpErrorOf(r);
   const payment = paymentOf(r);
