@@ -137,6 +137,26 @@ fn env_var(py: Python<'_>, name: &str, environ: &Bound<'_, PyAny>) -> PyResult<O
 }
 
 /// Map a Vlexivo JSON error body (from a facilitator or a paywall) to a `NativeError` instance.
+/// The answer as a browser should get it (core's `paywall_page::browser_page`): a 402 challenge
+/// to a request without a proof whose `Accept` prefers HTML gets the HTML page, with the page's
+/// headers (`Content-Type` among them) after the answer's own; any other answer is unchanged.
+#[pyfunction]
+#[pyo3(signature = (answer, accept, proof_present))]
+fn for_browser(
+    answer: (u16, Vec<(String, String)>, String),
+    accept: Option<&str>,
+    proof_present: bool,
+) -> (u16, Vec<(String, String)>, String) {
+    let (status, mut headers, body) = answer;
+    match vlexivo_core::paywall_page::browser_page(status, &body, accept, proof_present) {
+        Some(page) => {
+            headers.extend(page.headers.into_iter().map(|(k, v)| (k.to_string(), v)));
+            (status, headers, page.body)
+        }
+        None => (status, headers, body),
+    }
+}
+
 #[pyfunction]
 fn error_from_body<'py>(py: Python<'py>, status: u16, body: &[u8]) -> PyResult<Bound<'py, PyAny>> {
     native_error_value(py, vclient::error_from_body(status, body))
@@ -1290,6 +1310,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(parse_amount, m)?)?;
     m.add_function(wrap_pyfunction!(error_for, m)?)?;
     m.add_function(wrap_pyfunction!(error_from_body, m)?)?;
+    m.add_function(wrap_pyfunction!(for_browser, m)?)?;
     m.add_function(wrap_pyfunction!(env_var, m)?)?;
     m.add_function(wrap_pyfunction!(parse_payment_required, m)?)?;
     m.add_function(wrap_pyfunction!(auto_top_up_amount, m)?)?;

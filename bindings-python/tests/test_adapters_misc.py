@@ -178,3 +178,54 @@ def test_a_5xx_frees_the_nonce_before_its_body_is_sent(serve: Any) -> None:
                 assert failing.read() == b"partial end"
             r = retry.get("/slow", headers={"Vlexivo-Proof": t})
             assert (kind, r.status_code, r.json()["error"]) == (kind, 409, "token_replayed")
+
+
+BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+def test_a_browser_gets_the_html_paywall_page_and_clients_keep_json(serve: Any) -> None:
+    vlx = VlexivoServer(api_secret=SECRET, origin=ORIGIN)
+    fast = FastAPI()
+    fast.add_middleware(vlx.asgi_paywall, routes={"GET /mw": vlx.price("0.25")})
+
+    @fast.get("/mw")
+    async def mw() -> Any:
+        return {"ok": True}
+
+    @fast.get("/dep")
+    async def dep(payment: Any = Depends(vlx.paywall(price="0.25"))) -> Any:
+        return {"ok": True}
+
+    fl = flask.Flask("paywall_page")
+
+    @fl.get("/view")
+    @vlx.paywall(price="0.25")
+    def view() -> Any:
+        return {"ok": True}
+
+    def inner(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    urls = [
+        (serve("uvicorn", fast), "/mw"),
+        (serve("uvicorn", fast), "/dep"),
+        (serve("werkzeug", fl), "/view"),
+        (serve("werkzeug", vlx.paywall(price="0.25").wsgi(inner)), "/guarded"),
+    ]
+    for base, path in urls:
+        with httpx.Client(base_url=base) as http:
+            r = http.get(path, headers={"Accept": BROWSER})
+            assert r.status_code == 402, (base, path)
+            assert r.headers["content-type"] == "text/html; charset=utf-8", (path, r.headers)
+            assert "vlexivo-challenge" in r.headers
+            assert "unsafe-inline" not in r.headers["content-security-policy"]
+            assert '<p class="price" id="price">0.25 <abbr title="usd">USD</abbr></p>' in r.text
+            assert f"GET {ORIGIN}{path}" in r.text
+            for accept in ("*/*", "application/json"):
+                r = http.get(path, headers={"Accept": accept})
+                assert r.status_code == 402 and r.headers["content-type"].startswith("application/json")
+                assert r.json()["price"] == "0.25"
+            # A proof that fails is answered in JSON even to a browser.
+            r = http.get(path, headers={"Accept": BROWSER, "Vlexivo-Proof": "x.y.z"})
+            assert r.status_code == 402 and r.headers["content-type"].startswith("application/json"), path

@@ -26,6 +26,7 @@ from ._gate import (
     admit_async,
     effective,
     fixed_prices,
+    for_browser,
     is_free_request,
     needs_body,
     sends_receipt,
@@ -110,9 +111,20 @@ def _pricing_request(scope: Scope, body: bytes | None, raw: Any) -> PricingReque
     )
 
 
+def browser_answer(answer: Answer, scope: Scope) -> Answer:
+    """The refusal as this request's client should get it (core's page for a browser)."""
+    accept = None
+    for k, v in scope["headers"]:
+        if k == b"accept":
+            accept = v.decode("latin-1") if accept is None else f"{accept},{v.decode('latin-1')}"
+    return for_browser(answer, accept, proof_of(scope) is not None)
+
+
 async def send_answer(send: Send, answer: Answer, method: str) -> None:
     status, headers, body = answer
-    raw = [(b"content-type", b"application/json"), _EXPOSE]
+    raw = [_EXPOSE]
+    if not any(k.lower() == "content-type" for k, _ in headers):
+        raw.append((b"content-type", b"application/json"))
     raw.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers)
     data = body.encode()
     raw.append((b"content-length", str(len(data)).encode()))
@@ -220,7 +232,7 @@ class PaywallMiddleware:
                 else:
                     receive = await self._admit(plan, box, scope, receive)
             except Reject as r:
-                await send_answer(send, r.answer, scope["method"])
+                await send_answer(send, browser_answer(r.answer, scope), scope["method"])
                 return
             except _Disconnected:
                 return
@@ -623,7 +635,7 @@ class PaywallGuard:
                 payment = paid.payment
                 owner = True
         except Reject as r:
-            _raise_answer(scope, r.answer)
+            _raise_answer(scope, browser_answer(r.answer, scope))
             raise AssertionError("unreachable") from None
         state = scope.get("state")
         if state is None:

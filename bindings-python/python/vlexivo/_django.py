@@ -63,11 +63,15 @@ def _preflight(request: Any) -> bool:
     return is_free_request(request.method, "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in request.META)
 
 
-def _answer(answer: Answer, method: str) -> Any:
-    """A refusal as a Django response (a HEAD one without its body)."""
+def _answer(answer: Answer, method: str, request: Any = None) -> Any:
+    """A refusal as a Django response (a HEAD one without its body); with the request, as its
+    client should get it (core's HTML page for a browser that asked without a proof)."""
     from django.http import HttpResponse  # type: ignore[import-untyped]
 
-    from ._wsgi import _answer_headers
+    from ._wsgi import _answer_headers, browser_answer
+
+    if request is not None:
+        answer = browser_answer(answer, request.META)
 
     status, _headers, body = answer
     resp = HttpResponse(b"" if method == "HEAD" else body.encode(), status=status)
@@ -288,7 +292,7 @@ def django_view(gate: Gate, view: Callable[..., Any]) -> Callable[..., Any]:
             try:
                 paid = await take_async(call, gates)
             except Reject as r:
-                return _answer(r.answer, call.method)
+                return _answer(r.answer, call.method, request)
             if paid is None:
                 return await target(request, *args, **kwargs)
             try:
@@ -309,7 +313,7 @@ def django_view(gate: Gate, view: Callable[..., Any]) -> Callable[..., Any]:
             try:
                 paid = take(call, gates)
             except Reject as r:
-                return _answer(r.answer, call.method)
+                return _answer(r.answer, call.method, request)
             if paid is None:
                 return target(request, *args, **kwargs)
             try:
@@ -415,7 +419,7 @@ class DjangoPaywall:
         try:
             paid = take(call, gates)
         except Reject as r:
-            return _answer(r.answer, call.method)
+            return _answer(r.answer, call.method, request)
         if paid is None:
             return self.get_response(request)
         try:
@@ -437,7 +441,7 @@ class DjangoPaywall:
         try:
             paid = await take_async(call, gates)
         except Reject as r:
-            return _answer(r.answer, call.method)
+            return _answer(r.answer, call.method, request)
         if paid is None:
             return await self.get_response(request)
         try:

@@ -27,6 +27,14 @@ PriceResolver = Callable[["PricingRequest"], PriceValue | Awaitable[PriceValue]]
 # (status, headers, body) as the native module shapes it.
 Answer = tuple[int, list[tuple[str, str]], str]
 
+
+def for_browser(answer: Answer, accept: str | None, proof_present: bool) -> Answer:
+    """Core's HTML 402 page for a browser that asked without a proof (same status, same
+    challenge header, its own ``Content-Type``); any other answer unchanged (agents and SDKs
+    keep the JSON)."""
+    return _native.for_browser(answer, accept, proof_present)
+
+
 # Header names as core spells them (case-insensitive on the wire).
 PROOF_HEADER = _native.PROOF_HEADER.lower()
 RECEIPT_HEADER = _native.RECEIPT_HEADER

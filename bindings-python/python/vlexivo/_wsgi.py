@@ -25,6 +25,7 @@ from ._gate import (
     admit,
     effective,
     fixed_prices,
+    for_browser,
     is_free_request,
     needs_body,
     sends_receipt,
@@ -95,12 +96,18 @@ def _status_line(status: int) -> str:
 
 def _answer_headers(answer: Answer) -> list[tuple[str, str]]:
     _status, headers, body = answer
+    typed = any(k.lower() == "content-type" for k, _ in headers)
     return [
-        ("Content-Type", "application/json"),
+        *([] if typed else [("Content-Type", "application/json")]),
         ("Access-Control-Expose-Headers", EXPOSE_HEADERS),
         ("Content-Length", str(len(body.encode()))),
         *headers,
     ]
+
+
+def browser_answer(answer: Answer, environ: Mapping[str, Any]) -> Answer:
+    """The refusal as this request's client should get it (core's page for a browser)."""
+    return for_browser(answer, environ.get("HTTP_ACCEPT"), environ.get("HTTP_VLEXIVO_PROOF") is not None)
 
 
 def _send_answer(start_response: StartResponse, answer: Answer, method: str) -> list[bytes]:
@@ -212,8 +219,9 @@ def flask_view(gate: Gate, view: Callable[..., Any]) -> Callable[..., Any]:
                 environ[PAID_KEY] = paid
                 owner = True
         except Reject as r:
-            status, _headers, text = r.answer
-            return flask.Response(text, status=status, headers=_answer_headers(r.answer))
+            answer = browser_answer(r.answer, flask.request.environ)
+            status, _headers, text = answer
+            return flask.Response(text, status=status, headers=_answer_headers(answer))
         flask.g.vlx_payment = paid.payment
         if not owner:
             return app.ensure_sync(target)(*args, **kwargs)
@@ -437,7 +445,7 @@ class WsgiPaywall:
                     now,
                 )
         except Reject as r:
-            return _send_answer(start_response, r.answer, method)
+            return _send_answer(start_response, browser_answer(r.answer, environ), method)
         if same:
             return self.app(environ, start_response)  # the outer paywall settles
         environ[PAID_KEY] = paid
