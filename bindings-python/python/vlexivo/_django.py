@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from . import _native
+from ._asgi import binding_path as asgi_path
+from ._asgi import request_origin as asgi_origin
 from ._gate import (
     EXPOSE_HEADERS,
     PROOF_HEADER,
@@ -34,12 +36,16 @@ from ._gate import (
     together,
 )
 from ._routes import RouteTable, build_table, config_message, template_form
+from ._wsgi import _answer_headers, browser_answer
+from ._wsgi import binding_path as wsgi_path
+from ._wsgi import request_origin as wsgi_origin
 
 logger = logging.getLogger("vlexivo")
 
 # The request's paid record (a `Paid`), in ``request.META``: under WSGI that is the environ, so a
 # `WsgiPaywall` around Django's WSGI app and these adapters share it.
 PAID_KEY = "vlexivo.paid"
+_RECENT_MAX = 4096
 
 
 # --- the request as the protocol reads it ------------------------------------------------------
@@ -50,12 +56,7 @@ def _binding(request: Any) -> tuple[str, Origin]:
     scope under ASGI, from the environ under WSGI (never Django's proxy-aware readings)."""
     scope = getattr(request, "scope", None)
     if scope is not None:
-        from ._asgi import binding_path, request_origin
-
-        return binding_path(scope), request_origin(scope)
-    from ._wsgi import binding_path as wsgi_path
-    from ._wsgi import request_origin as wsgi_origin
-
+        return asgi_path(scope), asgi_origin(scope)
     return wsgi_path(request.META), wsgi_origin(request.META)
 
 
@@ -67,8 +68,6 @@ def _answer(answer: Answer, method: str, request: Any = None) -> Any:
     """A refusal as a Django response (a HEAD one without its body); with the request, as its
     client should get it (core's HTML page for a browser that asked without a proof)."""
     from django.http import HttpResponse  # type: ignore[import-untyped]
-
-    from ._wsgi import _answer_headers, browser_answer
 
     if request is not None:
         answer = browser_answer(answer, request.META)
@@ -367,6 +366,9 @@ class DjangoPaywall:
             markcoroutinefunction(self)
         self._checked: dict[Any, str | None] = {}
         self._forms: dict[str, str] = {}
+        # (URLconf, method, path) -> the route's gates: Django's resolver matches on the path
+        # alone, so its answer is remembered (not for a 404: a flood of them cannot fill it).
+        self._recent: dict[tuple[Any, str, str], Sequence[Gate]] = {}
 
     def _check(self, urlconf: Any, resolver: Any) -> str | None:
         """Once per URLconf: every key names a route (else every paid request fails closed)."""
@@ -381,9 +383,14 @@ class DjangoPaywall:
 
     def _gates(self, request: Any) -> Sequence[Gate] | None:
         """The paywalls on the request's route (None: the table names no route of the app)."""
+        from django.conf import settings  # type: ignore[import-untyped]
         from django.urls import Resolver404, get_resolver  # type: ignore[import-untyped]
 
         urlconf = getattr(request, "urlconf", None)
+        key = (urlconf if urlconf is not None else settings.ROOT_URLCONF, request.method, request.path_info)
+        hit = self._recent.get(key)
+        if hit is not None:
+            return hit
         resolver = get_resolver(urlconf)
         if self._check(urlconf, resolver) is not None:
             return None
@@ -396,9 +403,11 @@ class DjangoPaywall:
         if form is None:
             form = self._forms[route] = template_form("/" + route)
         own = self.table.match(request.method, form)
-        if own is None:
-            return ()
-        return together(own, view_gates(match.func))
+        gates = () if own is None else together(own, view_gates(match.func))
+        if len(self._recent) >= _RECENT_MAX:
+            self._recent.clear()
+        self._recent[key] = gates
+        return gates
 
     def _config_answer(self, request: Any) -> Any:
         err = _native.error_for("config_invalid", "paywall route table")
