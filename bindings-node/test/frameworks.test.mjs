@@ -158,3 +158,26 @@ test('option keys nobody reads are config_invalid in every new adapter', () => {
     assert.throws(make, (e) => e.code === 'config_invalid');
   }
 });
+
+test('koa, node:http, hono (fetch paywall): a browser without a proof gets core\'s HTML 402 page; fetch keeps JSON', async () => {
+  const browser = 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8';
+  for (const name of ['koa', 'http', 'hono']) {
+    const app = await adapters[name](new VlexivoServer({ apiSecret: secret }), { price: '0.25' });
+    try {
+      const page = await fetch(`${app.url}/paid`, { headers: { accept: browser } });
+      assert.equal(page.status, 402, name);
+      assert.equal(page.headers.get('content-type'), 'text/html; charset=utf-8', name);
+      assert.ok(page.headers.get('vlexivo-challenge'), name);
+      assert.match(await page.text(), /<p class="price" id="price">0\.25 <abbr title="usd">USD<\/abbr><\/p>/);
+      const json = await fetch(`${app.url}/paid`, { headers: { accept: '*/*' } });
+      assert.equal(json.status, 402);
+      assert.match(json.headers.get('content-type'), /^application\/json/, name);
+      assert.equal((await json.json()).price, '0.25');
+      const bad = await fetch(`${app.url}/paid`, { headers: { accept: browser, 'vlexivo-proof': 'x.y.z' } });
+      assert.match(bad.headers.get('content-type'), /^application\/json/, `${name}: a proof gets JSON`);
+      await bad.arrayBuffer();
+    } finally {
+      await app.close();
+    }
+  }
+});

@@ -23,6 +23,7 @@ import {
   PROOF_HEADER,
   RECEIPT_HEADER,
   exposeValue,
+  forBrowser,
   isPaid,
   isThenable,
   paymentOf,
@@ -82,10 +83,11 @@ export function fetchTarget(request: Request): { origin: RequestOrigin; path: st
 
 /** A refusal as a `Response` (CORS: our headers exposed to a cross-origin caller). */
 export function rejectionResponse(route: PaidRoute<any>, request: Request, r: Rejection): Response {
-  const headers = new Headers(r.headers);
-  headers.set('content-type', 'application/json; charset=utf-8');
+  const page = forBrowser(r, request.headers.get('accept') ?? undefined, request.headers.has(PROOF_HEADER));
+  const headers = new Headers({ 'content-type': 'application/json; charset=utf-8' });
+  for (const k in page.headers) headers.set(k, page.headers[k]);
   if (route.exposeHeaders && request.headers.has('origin')) headers.set('access-control-expose-headers', exposeValue(undefined) as string);
-  return new Response(r.body, { status: r.status, headers });
+  return new Response(page.body, { status: page.status, headers });
 }
 
 /**

@@ -16,7 +16,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { VlexivoServer, serverOf, SERVER_KEYS, type VlexivoServerOptions } from './server';
 import { isFreeRequest } from './policy';
 import { handlerFailed, watch } from './paid';
-import { PaidRoute, PAYER_HEADER, PAYWALL_KEYS, PROOF_HEADER, exposeValue, headerValue, isPaid, isThenable, paymentOf, pick, requestOrigin, type Decision, type PaywallOptions, type Rejection, type VlexivoPayer, type VlexivoPayment } from './route';
+import { PaidRoute, PAYER_HEADER, PAYWALL_KEYS, PROOF_HEADER, exposeValue, forBrowser, headerValue, isPaid, isThenable, paymentOf, pick, requestOrigin, type Decision, type PaywallOptions, type Rejection, type VlexivoPayer, type VlexivoPayment } from './route';
 
 /** The request a paid handler receives. */
 export interface PaidIncomingMessage extends IncomingMessage {
@@ -58,11 +58,13 @@ function send(route: PaidRoute<any>, req: IncomingMessage, res: ServerResponse, 
     res.destroy();
     return;
   }
-  res.statusCode = r.status;
-  for (const k in r.headers) res.setHeader(k, r.headers[k]);
+  const page = forBrowser(r, req.headers.accept, req.headers[PROOF_HEADER] !== undefined);
+  res.statusCode = page.status;
+  // JSON unless core's page for a browser says otherwise.
   res.setHeader('Content-Type', 'application/json; charset=utf-8');
+  for (const k in page.headers) res.setHeader(k, page.headers[k]);
   expose(route, req, res);
-  res.end(r.body);
+  res.end(page.body);
 }
 
 /**

@@ -15,7 +15,7 @@
 import type { Middleware, ParameterizedContext } from 'koa';
 import { VlexivoServer, serverOf, SERVER_KEYS, type VlexivoServerOptions } from './server';
 import { isFreeRequest, releases, sendsReceipt } from './policy';
-import { PaidRoute, PAYER_HEADER, PAYWALL_KEYS, PROOF_HEADER, RECEIPT_HEADER, exposeValue, isPaid, isThenable, paymentOf, pick, rawBodyOf, type PaidFacts, type PaywallOptions, type Rejection, type RequestOrigin, type VlexivoPayer, type VlexivoPayment } from './route';
+import { PaidRoute, PAYER_HEADER, PAYWALL_KEYS, PROOF_HEADER, RECEIPT_HEADER, exposeValue, forBrowser, isPaid, isThenable, paymentOf, pick, rawBodyOf, type PaidFacts, type PaywallOptions, type Rejection, type RequestOrigin, type VlexivoPayer, type VlexivoPayment } from './route';
 
 /** What a Koa paywall's state holds: `ctx.state.vlxPayment` on paid requests. */
 export interface VlexivoKoaState {
@@ -55,10 +55,11 @@ function expose(route: PaidRoute<any>, ctx: KoaContext): void {
 }
 
 function send(route: PaidRoute<any>, ctx: KoaContext, r: Rejection): void {
-  ctx.status = r.status;
-  ctx.set(r.headers);
-  ctx.type = 'application/json; charset=utf-8';
-  ctx.body = r.body;
+  const page = forBrowser(r, ctx.get('accept') || undefined, ctx.get(PROOF_HEADER) !== '');
+  ctx.status = page.status;
+  ctx.set(page.headers);
+  ctx.type = page.headers['Content-Type'] ?? 'application/json; charset=utf-8';
+  ctx.body = page.body;
   expose(route, ctx);
 }
 
