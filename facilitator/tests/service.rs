@@ -643,3 +643,102 @@ async fn paging(f: &Facilitator) {
         assert_eq!((s, err_code(&v)), (400, "request_malformed"), "{q}: {v}");
     }
 }
+
+/// The dashboard's sessions without a browser (tests/browser drives the pages in Chromium):
+/// the secret is exchanged for a cookie only with the sign-in page's own token, forms need the
+/// session's CSRF token, sign-out ends the session.
+#[tokio::test]
+async fn dashboard_sign_in_csrf_and_sign_out() {
+    let dir = tmp();
+    let f = Facilitator::start(&dir.path().join("f.db"), &[]);
+    let u = f.url.clone();
+    let c = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let p = create_provider(&c, &u, json!({"name": "<b>Acme</b>"})).await;
+    let cookie_of = |r: &reqwest::Response, name: &str| {
+        r.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).find_map(|v| {
+            v.strip_prefix(&format!("{name}=")).map(|v| v.split(';').next().unwrap().to_string())
+        })
+    };
+    let form = |c: &reqwest::Client, path: &str, cookie: &str, body: String| {
+        c.post(format!("{u}{path}"))
+            .header("cookie", cookie.to_string())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    // Not signed in: pages send the browser to sign in.
+    let r = c.get(format!("{u}/dashboard")).send().await.unwrap();
+    assert_eq!((r.status().as_u16(), r.headers()["location"].to_str().unwrap()), (303, "/dashboard/login"));
+    let page = c.get(format!("{u}/dashboard/login")).send().await.unwrap();
+    assert!(!page.headers()["content-security-policy"].to_str().unwrap().contains("unsafe-inline"));
+    let login = cookie_of(&page, "vlx_login").unwrap();
+    // The sign-in form's token must match its cookie.
+    let r = form(&c, "/dashboard/login", "", format!("csrf={login}&secret={}", p.api_secret)).await.unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let r = form(
+        &c,
+        "/dashboard/login",
+        &format!("vlx_login={login}"),
+        format!("csrf=forged&secret={}", p.api_secret),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let wrong = format!("{}x", &p.api_secret[..p.api_secret.len() - 1]);
+    let r =
+        form(&c, "/dashboard/login", &format!("vlx_login={login}"), format!("csrf={login}&secret={wrong}"))
+            .await
+            .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert!(cookie_of(&r, "vlx_session").is_none());
+    let r = form(
+        &c,
+        "/dashboard/login",
+        &format!("vlx_login={login}"),
+        format!("csrf={login}&secret={}", p.api_secret),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let set =
+        r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert!(
+        set.iter().any(|s| s.starts_with("vlx_session=")
+            && s.contains("HttpOnly")
+            && s.contains("SameSite=Strict"))
+    );
+    let session = format!("vlx_session={}", cookie_of(&r, "vlx_session").unwrap());
+    assert!(!session.contains(&p.api_secret[8..]));
+    let html = c
+        .get(format!("{u}/dashboard"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("&lt;b&gt;Acme&lt;/b&gt;") && !html.contains("<b>Acme"), "the name is escaped");
+    let csrf = html.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    // Forms need the session's token; the CSV needs the session.
+    let wl = wallet();
+    let w = wl.address().to_checksum();
+    let r = form(&c, "/dashboard/wallets/topup", &session, format!("csrf=forged&address={w}&amount=5"))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    assert_eq!(balance(&c, &u, &wl).await, "0");
+    let r = form(&c, "/dashboard/wallets/topup", &session, format!("csrf={csrf}&address={w}&amount=5"))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(balance(&c, &u, &wl).await, "5");
+    assert_eq!(c.get(format!("{u}/dashboard/payments.csv")).send().await.unwrap().status().as_u16(), 401);
+    let csv = c.get(format!("{u}/dashboard/payments.csv")).header("cookie", &session).send().await.unwrap();
+    assert_eq!(csv.status().as_u16(), 200);
+    // Sign-out ends the session for good.
+    let r = form(&c, "/dashboard/logout", &session, format!("csrf={csrf}")).await.unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let r = c.get(format!("{u}/dashboard/payments.csv")).header("cookie", &session).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+}
