@@ -239,15 +239,18 @@ impl VlexivoPayments {
     /// signed or queried. With neither, `VLX_FACILITATOR_URL` from the environment, else the
     /// default local facilitator. `tls`: how the facilitator's certificate is verified (a
     /// private CA, https only). `fixedNow`: a fixed clock (unix seconds), for replaying
-    /// recorded exchanges.
+    /// recorded exchanges. `payerHint`: send the wallet's address on the unpaid request
+    /// (`Vlexivo-Payer`, default true) so APIs can price by payer; false for privacy.
     #[uniffi::constructor(default(
         auto_top_up = None,
         facilitator_url = None,
         tls = None,
         facilitators = None,
         fixed_now = None,
+        payer_hint = None,
         policy
     ))]
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         wallet: Arc<Wallet>,
         policy: SpendingPolicy,
@@ -256,6 +259,7 @@ impl VlexivoPayments {
         tls: Option<TlsOptions>,
         facilitators: Option<Vec<String>>,
         fixed_now: Option<u64>,
+        payer_hint: Option<bool>,
     ) -> Result<Arc<Self>, VlexivoError> {
         let tls = tls.unwrap_or_default().to_config()?;
         let trust =
@@ -269,8 +273,12 @@ impl VlexivoPayments {
             Some(n) => Arc::new(FixedClock::new(n)),
             None => Arc::new(SystemClock),
         };
-        let config =
-            PayerConfig { policy: policy.to_core()?, facilitators: trust, auto_top_up, payer_hint: true };
+        let config = PayerConfig {
+            policy: policy.to_core()?,
+            facilitators: trust,
+            auto_top_up,
+            payer_hint: payer_hint.unwrap_or(true),
+        };
         Ok(Arc::new(Self {
             payer: Payer::new(wallet.inner.clone(), config, clock),
             http: Http::new(&tls)?,

@@ -37,6 +37,7 @@ fn payments_for(key: &str, config: &Value, now: u64) -> std::sync::Arc<VlexivoPa
         None,
         Some(trusted),
         Some(now),
+        None,
     )
     .unwrap()
 }

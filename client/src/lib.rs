@@ -55,6 +55,8 @@ pub struct VlexivoClientBuilder {
     http: Option<reqwest::Client>,
     tls: Option<tls::TlsConfig>,
     clock: Option<Arc<dyn Clock>>,
+    /// The payer hint is off (it is on by default).
+    no_payer_hint: bool,
 }
 
 impl fmt::Debug for VlexivoClientBuilder {
@@ -106,6 +108,14 @@ impl VlexivoClientBuilder {
     /// trigger balance.
     pub fn auto_top_up(mut self, cfg: AutoTopUp) -> Self {
         self.auto_top_up = Some(cfg);
+        self
+    }
+
+    /// Send the wallet's address on the unpaid request (`Vlexivo-Payer`), so an API that prices
+    /// by payer (usage-based discounts) quotes this wallet's price. On by default; `false` for
+    /// privacy (the API then learns the payer only from the paid request's proof).
+    pub fn payer_hint(mut self, on: bool) -> Self {
+        self.no_payer_hint = !on;
         self
     }
 
@@ -165,7 +175,7 @@ impl VlexivoClientBuilder {
             policy: self.spending,
             facilitators: trust,
             auto_top_up: self.auto_top_up,
-            payer_hint: true,
+            payer_hint: !self.no_payer_hint,
         };
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         Ok(VlexivoClient {

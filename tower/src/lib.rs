@@ -19,6 +19,12 @@
 //!
 //! Every decision (challenge, verification, nonce consumption, refusal bodies) is
 //! [`Paywall`]'s; this module only moves bytes between axum and it.
+//!
+//! Pricing by payer: a dynamic price finds who the request is priced for in the request's
+//! extensions, `parts.extensions.get::<vlexivo_core::payer_pricing::PricedPayer>()` — the
+//! payer its proof proves on the paid retry, else the one its `Vlexivo-Payer` hint names on the
+//! unpaid request (unverified), else none. The challenge then names the hinted payer and the
+//! retry is priced again for the proven one, so a borrowed address is never served cheaper.
 
 use axum::body::Body;
 use axum::extract::OriginalUri;
@@ -202,6 +208,10 @@ impl Price {
             })),
             needs_body: true,
         }
+    }
+
+    fn is_fixed(&self) -> bool {
+        matches!(self.kind, PriceKind::Fixed(_))
     }
 
     async fn resolve(&self, parts: &Parts, body: Option<&Bytes>, cur: Currency) -> Result<Money, Error> {
@@ -544,6 +554,21 @@ impl Call<'_> {
     {
         let cfg = self.cfg;
         let (scheme, host) = request_origin(&parts);
+        // Pricing by payer: a resolver finds who the request is priced for in the extensions
+        // (the proof's payer, else the `Vlexivo-Payer` hint's), and a challenge for a price it
+        // computed names the hinted payer.
+        let dynamic =
+            std::iter::once(&cfg.price).chain(inner_prices.iter().map(|(_, p)| p)).any(|p| !p.is_fixed());
+        let mut hint = None;
+        if dynamic {
+            let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+            hint = header(vlexivo_core::headers::PAYER).map(str::to_string);
+            let payer =
+                cfg.paywall.priced_payer(header(vlexivo_core::headers::PROOF), hint.as_deref(), self.now);
+            if let Some(p) = payer {
+                parts.extensions.insert(p);
+            }
+        }
         let mut prices = Vec::with_capacity(1 + inner_prices.len());
         for p in std::iter::once(&cfg.price).chain(inner_prices.iter().map(|(_, p)| p)) {
             match p.resolve(&parts, self.body.as_ref(), cfg.currency).await {
@@ -571,7 +596,8 @@ impl Call<'_> {
         };
         // A networked store is awaited (its I/O runs on the store's own runtime); a local one
         // answers inline in microseconds.
-        let info = self.info(scheme, host.as_deref());
+        let mut info = self.info(scheme, host.as_deref());
+        info.payer = hint.as_deref();
         let verified = if cfg.store.blocks() {
             cfg.paywall.verify_async(proof, &info, &price, self.now, &*cfg.store).await
         } else {
