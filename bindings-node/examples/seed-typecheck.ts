@@ -89,3 +89,17 @@ async function others(): Promise<void> {
   await h.register({ plugin: vlexivoHapi, options: { server: vlx, price: 0.001 } });
 }
 void call; void runAgentTask; void others;
+
+// The article's usage-based discount (README "Usage-based discounts"): the payer is the
+// resolver's second argument, its count this month the facilitator's.
+const startOfMonth = () => { const d = new Date(); return new Date(Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1)); };
+app.get('/api/v1/discounted', vlx.paywall({
+  priceResolver: async (req, payer) => {
+    if (payer === null) return '0.001';
+    const { count } = await vlx.usage(payer, { since: startOfMonth() });
+    return count >= 10 ? '0.0005' : '0.001';
+  },
+}), (req, res) => {
+  const who: string | undefined = req.vlxPayer?.address;
+  res.json({ who });
+});

@@ -66,45 +66,49 @@ export class UsageCache implements PaidListener {
 
   /** A payment of `payer` was accepted: its counts changed. */
   paid(payer: string): void {
-    const keys = this.#byPayer.get(payer);
+    const who = payer.toLowerCase();
+    const keys = this.#byPayer.get(who);
     if (keys === undefined) return;
     for (const k of keys) this.#entries.delete(k);
-    this.#byPayer.delete(payer);
+    this.#byPayer.delete(who);
   }
 
   get(payer: string, options: UsageOptions): Promise<Usage> {
+    // Keyed by the address in lower case (the same 20 bytes however spelt): a hit costs a map
+    // lookup; a miss checks the address (EIP-55 when mixed case) before asking.
+    const since = sinceOf(options?.since);
+    const who = typeof payer === 'string' ? payer.toLowerCase() : '';
+    const key = `${who} ${since}`;
+    const now = Date.now();
+    const hit = this.#entries.get(key);
+    if (hit !== undefined && now - hit.at < this.#ttl) return hit.value;
     let address: string;
     try {
       address = call(() => native.checksumAddress(payer));
     } catch (e) {
       return Promise.reject(e instanceof Error ? e : new Error(String(e)));
     }
-    const since = sinceOf(options?.since);
-    const key = `${address} ${since}`;
-    const now = Date.now();
-    const hit = this.#entries.get(key);
-    if (hit !== undefined && now - hit.at < this.#ttl) return hit.value;
     const value = this.#ask(address, since);
     if (this.#ttl > 0) {
       if (this.#entries.size >= MAX_ENTRIES) this.#evictOldest();
       this.#entries.delete(key);
       this.#entries.set(key, { at: now, value });
-      let keys = this.#byPayer.get(address);
-      if (keys === undefined) this.#byPayer.set(address, (keys = new Set()));
+      let keys = this.#byPayer.get(who);
+      if (keys === undefined) this.#byPayer.set(who, (keys = new Set()));
       keys.add(key);
       // A failure is not kept: the next question asks again.
       value.catch(() => {
-        if (this.#entries.get(key)?.value === value) this.#forget(address, key);
+        if (this.#entries.get(key)?.value === value) this.#forget(who, key);
       });
     }
     return value;
   }
 
-  #forget(address: string, key: string): void {
+  #forget(who: string, key: string): void {
     this.#entries.delete(key);
-    const keys = this.#byPayer.get(address);
+    const keys = this.#byPayer.get(who);
     keys?.delete(key);
-    if (keys?.size === 0) this.#byPayer.delete(address);
+    if (keys?.size === 0) this.#byPayer.delete(who);
   }
 
   #evictOldest(): void {
