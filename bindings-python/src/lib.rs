@@ -410,8 +410,9 @@ impl Paywall {
         scheme: &'a str,
         host: Option<&'a str>,
         body: Option<&'a [u8]>,
+        payer: Option<&'a str>,
     ) -> RequestInfo<'a> {
-        RequestInfo { method, path, scheme, host, body, payer: None }
+        RequestInfo { method, path, scheme, host, body, payer }
     }
 }
 
@@ -514,7 +515,7 @@ impl Paywall {
     /// Verify a proof for this request at `price` and consume its nonce (the GIL is released
     /// around a SQLite store's I/O).
     /// Raises `NativeError` (402 codes, `token_replayed`, store errors, `price_invalid`).
-    #[pyo3(signature = (proof, method, path, price, currency = "usd", now = None, body = None, *, scheme = "http", host = None))]
+    #[pyo3(signature = (proof, method, path, price, currency = "usd", now = None, body = None, *, scheme = "http", host = None, payer = None))]
     #[allow(clippy::too_many_arguments)]
     fn verify(
         &self,
@@ -528,9 +529,10 @@ impl Paywall {
         body: Option<&[u8]>,
         scheme: &str,
         host: Option<&str>,
+        payer: Option<&str>,
     ) -> PyResult<Payment> {
         let price = price_from_py(price, currency).py_err(py)?;
-        let req = Self::req(method, path, scheme, host, body);
+        let req = Self::req(method, path, scheme, host, body, payer);
         let store = &*self.store;
         let run = || self.inner.verify(proof, &req, &price, now_or_system(now), store);
         let facts = if self.detach { py.detach(run) } else { run() }.py_err(py)?;
@@ -577,8 +579,21 @@ impl Paywall {
         self.store.failures()
     }
 
+    /// Who a request is priced for (core's `Paywall::priced_payer`): `(address, proven)` for
+    /// the payer of a proof whose signature, audience, mode and time verify, else for the one
+    /// the `Vlexivo-Payer` hint names (`proven` false), else `None`.
+    #[pyo3(signature = (proof, hint, now = None))]
+    fn priced_payer(
+        &self,
+        proof: Option<&str>,
+        hint: Option<&str>,
+        now: Option<u64>,
+    ) -> Option<(String, bool)> {
+        self.inner.priced_payer(proof, hint, now_or_system(now)).map(|p| (p.address, p.proven))
+    }
+
     /// A fresh 402 for this request: `(status, headers, body)`.
-    #[pyo3(signature = (method, path, price, currency = "usd", scope = "per-call", now = None, body = None, *, scheme = "http", host = None))]
+    #[pyo3(signature = (method, path, price, currency = "usd", scope = "per-call", now = None, body = None, *, scheme = "http", host = None, payer = None))]
     #[allow(clippy::too_many_arguments)]
     fn challenge(
         &self,
@@ -592,12 +607,13 @@ impl Paywall {
         body: Option<&[u8]>,
         scheme: &str,
         host: Option<&str>,
+        payer: Option<&str>,
     ) -> PyResult<Answer> {
         let price = price_from_py(price, currency).py_err(py)?;
         let r = self
             .inner
             .challenge(
-                &Self::req(method, path, scheme, host, body),
+                &Self::req(method, path, scheme, host, body, payer),
                 &price,
                 scope,
                 now_or_system(now),
@@ -610,7 +626,7 @@ impl Paywall {
     /// Shape a refusal for `error` (a `NativeError` or an error code): proof problems get a 402
     /// with a fresh challenge when `price` is known; provider faults a 5xx that names only the
     /// code. Returns `(status, headers, body)`.
-    #[pyo3(signature = (error, method, path, price = None, currency = "usd", scope = "per-call", now = None, body = None, *, scheme = "http", host = None))]
+    #[pyo3(signature = (error, method, path, price = None, currency = "usd", scope = "per-call", now = None, body = None, *, scheme = "http", host = None, payer = None))]
     #[allow(clippy::too_many_arguments)]
     fn reject(
         &self,
@@ -624,13 +640,14 @@ impl Paywall {
         body: Option<&[u8]>,
         scheme: &str,
         host: Option<&str>,
+        payer: Option<&str>,
     ) -> PyResult<Answer> {
         let err = error_from_py(error)?;
         let price = price.and_then(|p| price_from_py(p, currency).ok());
         let entropy: &dyn Entropy = &OsEntropy;
         Ok(answer(self.inner.reject(
             &err,
-            &Self::req(method, path, scheme, host, body),
+            &Self::req(method, path, scheme, host, body, payer),
             price.as_ref(),
             scope,
             now_or_system(now),
@@ -968,7 +985,7 @@ impl Payer {
     #[new]
     #[pyo3(signature = (wallet_key, max_per_call = None, max_per_host = None, max_total = None,
         window = None, facilitator_url = None, facilitators = None, auto_top_up = None, fixed_now = None,
-        facilitator_env = None))]
+        facilitator_env = None, payer_hint = true))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -982,6 +999,7 @@ impl Payer {
         auto_top_up: Option<&Bound<'_, PyTuple>>,
         fixed_now: Option<u64>,
         facilitator_env: Option<&str>,
+        payer_hint: bool,
     ) -> PyResult<Self> {
         let wallet = vlexivo_core::wallet::Wallet::from_hex(wallet_key).py_err(py)?;
         let cap = |v: Option<&Bound<'_, PyAny>>| v.map(|v| amount_from_py(py, v, "usd", false)).transpose();
@@ -1022,7 +1040,7 @@ impl Payer {
             Some(n) => Arc::new(vlexivo_core::env::FixedClock::new(n)),
             None => Arc::new(SystemClock),
         };
-        let config = vclient::PayerConfig { policy, facilitators: trust, auto_top_up, payer_hint: true };
+        let config = vclient::PayerConfig { policy, facilitators: trust, auto_top_up, payer_hint };
         Ok(Self { inner: vclient::Payer::new(wallet, config, clock) })
     }
 
@@ -1336,6 +1354,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("CHALLENGE_HEADER", vlexivo_core::headers::CHALLENGE)?;
     m.add("PROOF_HEADER", vlexivo_core::headers::PROOF)?;
     m.add("RECEIPT_HEADER", vlexivo_core::headers::RECEIPT)?;
+    m.add("PAYER_HEADER", vlexivo_core::headers::PAYER)?;
     m.add("EXPOSE_HEADERS", vlexivo_core::headers::EXPOSE)?;
     m.add("PROTOCOL_VERSION", vlexivo_core::PROTOCOL_VERSION)?;
     m.add("DEFAULT_FACILITATOR_URL", vpaywall::DEFAULT_FACILITATOR_URL)?;

@@ -59,7 +59,7 @@ from .errors import (
     WalletKeyError,
     error_class,
 )
-from .server import PaidRoute, PricingRequest, VlexivoServer
+from .server import PaidRoute, PricedPayer, PricingRequest, Usage, VlexivoServer
 
 if TYPE_CHECKING:
     from ._flow import AutoTopUp, PaymentEvent
@@ -130,6 +130,7 @@ __all__ = [
     "PaymentRequiredError",
     "Price",
     "PriceInvalidError",
+    "PricedPayer",
     "PricingRequest",
     "ProofError",
     "ProofMalformedError",
@@ -138,6 +139,7 @@ __all__ = [
     "SignatureError",
     "TokenReplayedError",
     "UnderpaidError",
+    "Usage",
     "VlexivoAdapter",
     "VlexivoClient",
     "VlexivoError",

@@ -13,6 +13,7 @@ from . import _native
 from ._gate import (
     EXPOSE_HEADERS,
     NO_PLAN,
+    PAYER_HEADER,
     PROOF_HEADER,
     RECEIPT_HEADER,
     Answer,
@@ -43,6 +44,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 logger = logging.getLogger("vlexivo")
 
 _PROOF = PROOF_HEADER.encode()
+_PAYER = PAYER_HEADER.encode()
 _RECEIPT = RECEIPT_HEADER.lower().encode()
 _ACRM = b"access-control-request-method"
 _EXPOSE = (b"access-control-expose-headers", EXPOSE_HEADERS.encode())
@@ -90,6 +92,16 @@ def proof_of(scope: Scope) -> str | None:
     v: bytes
     for k, v in scope["headers"]:
         if k == _PROOF:
+            return v.decode("latin-1")
+    return None
+
+
+def payer_hint_of(scope: Scope) -> str | None:
+    """The request's ``Vlexivo-Payer`` header (a hint for pricing by payer)."""
+    k: bytes
+    v: bytes
+    for k, v in scope["headers"]:
+        if k == _PAYER:
             return v.decode("latin-1")
     return None
 
@@ -281,6 +293,7 @@ class PaywallMiddleware:
             price,
             body,
             now,
+            hint=None if plan.price is not None else payer_hint_of(scope),
         )
         scope[PAID_KEY] = box.paid = paid
         state = scope.get("state")
@@ -627,7 +640,15 @@ class PaywallGuard:
                         raise Reject(gate.too_large(method, path, now))
                 price = await _price_all(gates, scope, body, request, now)
                 paid = await admit_async(
-                    gates, proof_of(scope), method, path, request_origin(scope), price, body, now
+                    gates,
+                    proof_of(scope),
+                    method,
+                    path,
+                    request_origin(scope),
+                    price,
+                    body,
+                    now,
+                    hint=payer_hint_of(scope),
                 )
                 scope[PAID_KEY] = paid
                 if box is not None:

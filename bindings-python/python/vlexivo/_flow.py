@@ -97,6 +97,7 @@ class PayerFlow:
         facilitator_url: str | None,
         facilitators: list[str] | None,
         on_payment: OnPayment | None,
+        payer_hint: bool = True,
     ) -> None:
         key = wallet_key if wallet_key is not None else _env("VLX_WALLET_KEY")
         if not key:
@@ -114,6 +115,7 @@ class PayerFlow:
             _auto_top_up(auto_top_up),
             None,
             _env("VLX_FACILITATOR_URL"),
+            bool(payer_hint),
         )
         self.on_payment = on_payment
 

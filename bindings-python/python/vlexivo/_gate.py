@@ -37,6 +37,7 @@ def for_browser(answer: Answer, accept: str | None, proof_present: bool) -> Answ
 
 # Header names as core spells them (case-insensitive on the wire).
 PROOF_HEADER = _native.PROOF_HEADER.lower()
+PAYER_HEADER = _native.PAYER_HEADER.lower()
 RECEIPT_HEADER = _native.RECEIPT_HEADER
 EXPOSE_HEADERS = _native.EXPOSE_HEADERS
 DEFAULT_MAX_BODY = 1 << 20
@@ -54,13 +55,37 @@ class Provider(Protocol):
     def now(self) -> int | None: ...
 
 
+@dataclass(frozen=True)
+class PricedPayer:
+    """Who a request is priced for (``PricingRequest.payer``): the payer its proof proves
+    (``proven``, on the paid retry), else the one its ``Vlexivo-Payer`` hint names (unverified,
+    on the unpaid request). A challenge priced for a hinted payer names it, only that wallet
+    may pay it, and the paid retry is priced again for the proven payer: a wallet that hints
+    another's address is never served cheaper."""
+
+    address: str
+    proven: bool
+
+
 class PricingRequest:
     """What a price resolver sees, the same in every framework: ``method``, ``path``,
     ``query`` (first value per name), ``headers`` (lower-case names), ``body`` (bytes, when
-    the route reads it), ``json()`` and ``raw`` (the framework's own request object, or the
-    ASGI scope / WSGI environ)."""
+    the route reads it), ``json()``, ``raw`` (the framework's own request object, or the
+    ASGI scope / WSGI environ) and ``payer`` (:class:`PricedPayer` or ``None``)."""
 
-    __slots__ = ("_header_pairs", "_headers", "_json", "body", "method", "path", "query_string", "raw")
+    __slots__ = (
+        "_header_pairs",
+        "_headers",
+        "_json",
+        "_native",
+        "_now",
+        "_payer",
+        "body",
+        "method",
+        "path",
+        "query_string",
+        "raw",
+    )
 
     def __init__(
         self,
@@ -79,6 +104,24 @@ class PricingRequest:
         self._header_pairs = header_pairs
         self._headers: dict[str, str] | None = None
         self._json: Any = _UNSET
+        self._native: _native.Paywall | None = None
+        self._now: int | None = None
+        self._payer: Any = _UNSET
+
+    @property
+    def payer(self) -> PricedPayer | None:
+        """Who this request is priced for (core decides): the payer of its proof when the proof
+        verifies, else the payer its ``Vlexivo-Payer`` header names, else ``None`` (a missing or
+        malformed hint: price it as anyone's)."""
+        if self._payer is _UNSET:
+            found = None
+            if self._native is not None:
+                h = self.headers
+                p = self._native.priced_payer(h.get(PROOF_HEADER), h.get(PAYER_HEADER), self._now)
+                found = None if p is None else PricedPayer(p[0], p[1])
+            self._payer = found
+        payer: PricedPayer | None = self._payer
+        return payer
 
     @property
     def query(self) -> dict[str, str]:
@@ -174,7 +217,7 @@ class Gate:
         if fixed is not None:
             return fixed
         try:
-            value = self._resolve(req)
+            value = self._resolve(req, now)
             if inspect.isawaitable(value):
                 value = _run_awaitable(value)
         except Exception as e:
@@ -186,15 +229,17 @@ class Gate:
         if fixed is not None:
             return fixed
         try:
-            value = self._resolve(req)
+            value = self._resolve(req, now)
             if inspect.isawaitable(value):
                 value = await value
         except Exception as e:
             raise self._raised(req, e, now) from None
         return self._to_price(value, req.method, req.path, now)
 
-    def _resolve(self, req: PricingRequest) -> Any:
+    def _resolve(self, req: PricingRequest, now: int | None) -> Any:
         assert self.route.resolver is not None
+        req._native = self.native
+        req._now = now
         return self.route.resolver(req)
 
     def _raised(self, req: PricingRequest, e: Exception, now: int | None) -> Reject:
@@ -347,15 +392,19 @@ def admit(
     price: _native.Price,
     body: bytes | None,
     now: int | None,
+    hint: str | None = None,
 ) -> Paid:
     """Verify the proof at the effective price and consume its nonce, or raise :class:`Reject`
-    with the answer to send."""
+    with the answer to send. ``hint``: the request's ``Vlexivo-Payer`` header; a challenge for a
+    price a resolver computed names the payer it hints."""
     gate = gates[0]
     native = gate.native
     scheme, host = origin
+    if hint is not None and all(g.route.resolver is None for g in gates):
+        hint = None
     try:
         payment = native.verify(
-            proof, method, path, price, price.currency, now, body, scheme=scheme, host=host
+            proof, method, path, price, price.currency, now, body, scheme=scheme, host=host, payer=hint
         )
     except NATIVE_ERRORS as caught:
         e = as_native(caught)
@@ -363,9 +412,22 @@ def admit(
             logger.error("vlexivo: %s %s: %s (%s)", method, path, e.code, e.message)
         raise Reject(
             native.reject(
-                e, method, path, price, price.currency, gate.scope, now, body, scheme=scheme, host=host
+                e,
+                method,
+                path,
+                price,
+                price.currency,
+                gate.scope,
+                now,
+                body,
+                scheme=scheme,
+                host=host,
+                payer=hint,
             )
         ) from None
+    paid_by = getattr(gate.provider, "_paid_by", None)
+    if paid_by is not None:
+        paid_by(payment.payer)
     return Paid(payment, native, price, gates)
 
 
@@ -379,18 +441,19 @@ async def admit_async(
     body: bytes | None,
     now: int | None,
     to_thread: Callable[..., Awaitable[Paid]] | None = None,
+    hint: str | None = None,
 ) -> Paid:
     """:func:`admit` for an event loop: with a networked nonce store (Redis, PostgreSQL) the
     store's round trip runs on a worker thread (the native call releases the GIL), so a slow or
     unreachable store never stalls the loop; a local store answers in microseconds, inline.
     ``to_thread(fn, *args)`` runs it there (default: anyio's; Django passes asgiref's)."""
     if not gates[0].provider.native.store_blocks or proof is None:
-        return admit(gates, proof, method, path, origin, price, body, now)
+        return admit(gates, proof, method, path, origin, price, body, now, hint)
     if to_thread is None:
         import anyio.to_thread
 
         to_thread = anyio.to_thread.run_sync
-    return await to_thread(admit, gates, proof, method, path, origin, price, body, now)
+    return await to_thread(admit, gates, proof, method, path, origin, price, body, now, hint)
 
 
 def underpaid(

@@ -11,6 +11,7 @@ __all__ = [
     "ERROR_TABLE",
     "EXPOSE_HEADERS",
     "MAX_RESPONSE_BODY",
+    "PAYER_HEADER",
     "PROOF_HEADER",
     "PROTOCOL_VERSION",
     "RECEIPT_HEADER",
@@ -54,6 +55,7 @@ ERROR_TABLE: Final[tuple[tuple[str, int, str, bool], ...]]
 ERROR_CATEGORIES: Final[tuple[str, ...]]
 CHALLENGE_HEADER: Final[str]
 PROOF_HEADER: Final[str]
+PAYER_HEADER: Final[str]
 RECEIPT_HEADER: Final[str]
 EXPOSE_HEADERS: Final[str]
 PROTOCOL_VERSION: Final[int]
@@ -147,6 +149,9 @@ class Paywall:
     def store_blocks(self) -> bool: ...
     @property
     def store_failures(self) -> int: ...
+    def priced_payer(
+        self, proof: str | None, hint: str | None, now: int | None = None
+    ) -> tuple[str, bool] | None: ...
     def verify(
         self,
         proof: str | None,
@@ -159,6 +164,7 @@ class Paywall:
         *,
         scheme: str = "http",
         host: str | None = None,
+        payer: str | None = None,
     ) -> Payment: ...
     def release(self, store_key: str) -> None: ...
     def challenge(
@@ -173,6 +179,7 @@ class Paywall:
         *,
         scheme: str = "http",
         host: str | None = None,
+        payer: str | None = None,
     ) -> _Answer: ...
     def reject(
         self,
@@ -187,6 +194,7 @@ class Paywall:
         *,
         scheme: str = "http",
         host: str | None = None,
+        payer: str | None = None,
     ) -> _Answer: ...
 
 @final
@@ -349,6 +357,7 @@ class Payer:
         auto_top_up: tuple[_PriceLike, _PriceLike] | None = None,
         fixed_now: int | None = None,
         facilitator_env: str | None = None,
+        payer_hint: bool = True,
     ) -> Payer: ...
     @property
     def address(self) -> str: ...

@@ -67,6 +67,7 @@ class VlexivoAdapter(HTTPAdapter):
         facilitators: list[str] | None = None,
         on_payment: OnPayment | None = None,
         facilitator_timeout: float = 10.0,
+        payer_hint: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -80,6 +81,7 @@ class VlexivoAdapter(HTTPAdapter):
             facilitator_url,
             facilitators,
             on_payment,
+            payer_hint,
         )
         self.facilitator_timeout = facilitator_timeout
         # Facilitator calls go through a session of their own: never the API's headers, auth or

@@ -14,6 +14,7 @@ from urllib.parse import quote
 from . import _native
 from ._gate import (
     EXPOSE_HEADERS,
+    PAYER_HEADER,
     PROOF_HEADER,
     RECEIPT_HEADER,
     Answer,
@@ -37,6 +38,10 @@ StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 logger = logging.getLogger("vlexivo")
+
+# The proof and payer-hint headers as WSGI environ keys.
+_PROOF_KEY = "HTTP_" + PROOF_HEADER.upper().replace("-", "_")
+_PAYER_KEY = "HTTP_" + PAYER_HEADER.upper().replace("-", "_")
 
 # The paid request's record (a `Paid`), shared by every paywall on the request.
 PAID_KEY = "vlexivo.paid"
@@ -215,6 +220,7 @@ def flask_view(gate: Gate, view: Callable[..., Any]) -> Callable[..., Any]:
                     price,
                     body,
                     now,
+                    request.headers.get(PAYER_HEADER),
                 )
                 environ[PAID_KEY] = paid
                 owner = True
@@ -436,13 +442,14 @@ class WsgiPaywall:
                 price = _price_all(gates, method, path, environ, body, environ, now)
                 paid = admit(
                     gates,
-                    environ.get("HTTP_VLEXIVO_PROOF"),
+                    environ.get(_PROOF_KEY),
                     method,
                     path,
                     request_origin(environ),
                     price,
                     body,
                     now,
+                    environ.get(_PAYER_KEY),
                 )
         except Reject as r:
             return _send_answer(start_response, browser_answer(r.answer, environ), method)

@@ -133,7 +133,9 @@ class VlexivoClient(httpx.Client):
     ``facilitator_url`` and ``facilitators``; with neither, ``VLX_FACILITATOR_URL``, else the
     default local one; a challenge naming another raises ``FacilitatorUntrusted`` (code
     ``facilitator_untrusted``) before anything is signed or queried. ``on_payment(event)`` runs
-    after each payment. Other keyword arguments go to ``httpx.Client``.
+    after each payment. ``payer_hint=False`` keeps the wallet's address off the unpaid request
+    (``Vlexivo-Payer``, sent by default so APIs can price by payer). Other keyword arguments go
+    to ``httpx.Client``.
     """
 
     def __init__(
@@ -149,6 +151,7 @@ class VlexivoClient(httpx.Client):
         facilitators: list[str] | None = None,
         on_payment: OnPayment | None = None,
         facilitator_timeout: float = 10.0,
+        payer_hint: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -162,6 +165,7 @@ class VlexivoClient(httpx.Client):
             facilitator_url,
             facilitators,
             on_payment,
+            payer_hint,
         )
         # Facilitator calls go through their own client: never the API's headers or auth, and
         # never a redirect (a signed payment is for that facilitator only).
@@ -278,6 +282,7 @@ class AsyncVlexivoClient(httpx.AsyncClient):
         facilitators: list[str] | None = None,
         on_payment: OnPayment | None = None,
         facilitator_timeout: float = 10.0,
+        payer_hint: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -291,6 +296,7 @@ class AsyncVlexivoClient(httpx.AsyncClient):
             facilitator_url,
             facilitators,
             on_payment,
+            payer_hint,
         )
         self._vlx_http = httpx.AsyncClient(timeout=facilitator_timeout, follow_redirects=False)
 

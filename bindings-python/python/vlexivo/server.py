@@ -7,6 +7,7 @@ are the native core's; the gate they share is in ``_gate``."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from . import _native
@@ -17,14 +18,25 @@ from ._gate import (
     Answer,
     PaidRoute,
     Payment,
+    PricedPayer,
     PriceResolver,
     PriceValue,
     PricingRequest,
 )
+from ._usage import DEFAULT_TTL, Usage, UsageCache
 from ._wsgi import WsgiPaywall
 from .errors import NATIVE_ERRORS, VlexivoError, from_native, make_error
 
-__all__ = ["PaidRoute", "Payment", "PriceResolver", "PriceValue", "PricingRequest", "VlexivoServer"]
+__all__ = [
+    "PaidRoute",
+    "Payment",
+    "PriceResolver",
+    "PriceValue",
+    "PricedPayer",
+    "PricingRequest",
+    "Usage",
+    "VlexivoServer",
+]
 
 
 class VlexivoServer:
@@ -43,6 +55,8 @@ class VlexivoServer:
     (``capacity`` for memory). An unknown scheme or option, or a server that does not answer,
     raises ``config_invalid`` here; a store that goes down later fails paid requests closed
     (503 ``nonce_store_unavailable``, the handler does not run, the proof stays usable).
+    ``usage_cache_seconds``: how long :meth:`usage` answers are reused (2 by default; 0: ask the
+    facilitator every time).
     """
 
     def __init__(
@@ -63,6 +77,7 @@ class VlexivoServer:
         clock: Callable[[], float] | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY,
         origin: str | None = None,
+        usage_cache_seconds: float = DEFAULT_TTL,
     ) -> None:
         secret = api_secret if api_secret is not None else _env("VLX_SECRET_KEY")
         if not secret:
@@ -89,6 +104,31 @@ class VlexivoServer:
         self.bind_body = bind_body
         self.max_body_bytes = max_body_bytes
         self._clock = clock
+        self._usage = UsageCache(self._paywall.facilitator_url, secret, usage_cache_seconds)
+        # Told of every accepted payment's payer by the gates: its usage answers are dropped.
+        self._paid_by = self._usage.paid
+
+    # --- usage (pricing by payer) --------------------------------------------------------
+
+    async def usage(self, payer: str | PricedPayer, since: datetime | int | None = None) -> Usage:
+        """How many payments (and how much) ``payer`` made to this provider since ``since`` (a
+        ``datetime`` or unix seconds; default: ever), as the facilitator's ledger records them:
+        what usage-based prices are made of. ::
+
+            async def price(req: PricingRequest) -> str:
+                if req.payer is None:
+                    return "0.001"
+                used = await vlx.usage(req.payer, since=start_of_month())
+                return "0.0005" if used.count >= 10 else "0.001"
+
+        Answers are reused for ``usage_cache_seconds`` (a payment this server accepts drops its
+        payer's answers at once), so a resolver may call it on every request. Raises the
+        facilitator's typed error (``facilitator_unavailable`` when it cannot be reached)."""
+        return await self._usage.get_async(payer.address if isinstance(payer, PricedPayer) else payer, since)
+
+    def usage_sync(self, payer: str | PricedPayer, since: datetime | int | None = None) -> Usage:
+        """:meth:`usage` for synchronous resolvers (Flask, WSGI, Django)."""
+        return self._usage.get(payer.address if isinstance(payer, PricedPayer) else payer, since)
 
     # --- facts -------------------------------------------------------------------------
 
