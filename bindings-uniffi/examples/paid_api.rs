@@ -55,16 +55,23 @@ async fn main() {
 
     // Onboard a fresh sandbox provider (POST /v1/providers), as a real provider would once.
     let http = vlexivo_client::tls::TlsConfig::from_env().and_then(|t| t.client()).expect("TLS settings");
-    let created: Value = http
-        .post(format!("{facilitator}/v1/providers"))
-        .json(&json!({ "mode": "sandbox", "name": "uniffi-tests" }))
-        .send()
-        .await
-        .expect("facilitator reachable")
-        .json()
-        .await
-        .expect("provider JSON");
-    let secret = created["api_secret"].as_str().expect("api_secret").to_string();
+    // A provider already onboarded (VLX_SECRET_KEY: a live one, whose settlement terms the
+    // paywall reads from VLX_NETWORK, VLX_ASSET, VLX_PAY_TO…), else a fresh sandbox one.
+    let secret = match std::env::var("VLX_SECRET_KEY") {
+        Ok(s) => s,
+        Err(_) => {
+            let created: Value = http
+                .post(format!("{facilitator}/v1/providers"))
+                .json(&json!({ "mode": "sandbox", "name": "uniffi-tests" }))
+                .send()
+                .await
+                .expect("facilitator reachable")
+                .json()
+                .await
+                .expect("provider JSON");
+            created["api_secret"].as_str().expect("api_secret").to_string()
+        }
+    };
 
     // The origin the tests call, configured as in production: behind the TLS listener the
     // paywall could not tell the scheme from the request.

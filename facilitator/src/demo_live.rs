@@ -125,9 +125,12 @@ impl Demo {
                 let mut sink = Vec::new();
                 let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
             });
+            // SIGTERM too: anvil is this process's child and is stopped when the devnet drops.
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             tokio::select! {
                 _ = stdin_closed => {}
                 _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
             }
             api_task.abort();
             srv.shutdown().await;

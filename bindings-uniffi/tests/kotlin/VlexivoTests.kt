@@ -224,6 +224,19 @@ fun startService(name: String, cmd: ProcessBuilder, keys: List<String>, dir: Fil
 
 val http: HttpClient = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(10)).build()
 
+/** The token balance of `who` on the live devnet, read from the chain (`eth_call balanceOf`). */
+fun tokenBalance(live: Map<String, String>, who: String): java.math.BigInteger {
+    val data = "0x70a08231" + who.removePrefix("0x").lowercase().padStart(64, '0')
+    val call = """{"jsonrpc":"2.0","id":1,"method":"eth_call","params":[{"to":"${live.getValue("VLX_ASSET")}","data":"$data"},"latest"]}"""
+    val req = HttpRequest.newBuilder(URI(live.getValue("VLX_RPC_URL")))
+        .header("content-type", "application/json")
+        .POST(HttpRequest.BodyPublishers.ofString(call))
+        .build()
+    val res = http.send(req, HttpResponse.BodyHandlers.ofString())
+    val result = Json(res.body()).parse().obj()["result"] as String
+    return java.math.BigInteger(result.removePrefix("0x"), 16)
+}
+
 /** The app's HTTP client trusting one extra CA (the tests' private one), as an app would for a
  *  staging API. */
 fun trustingClient(caPem: String): HttpClient {
@@ -291,6 +304,9 @@ class Ctx(
     val relay: Relay,
     val relayFacilitator: String,
     val relayApi: String,
+    /** Live mode (`vlexivo demo --live --serve`): its VLX_* settings and a live paid API. */
+    val live: Map<String, String>,
+    val liveApi: String,
 )
 
 /** Forwards every request to `upstream` (a real facilitator); while `lie` is set, answers
@@ -516,6 +532,27 @@ fun registerTests() {
         VlexivoPayments(w, facilitatorUrl = "http://127.0.0.1:9").use { p ->
             eq(expectThrows<VlexivoException.Facilitator> { p.balance() }.code, "facilitator_unavailable")
         }
+    }
+
+    test("live mode: the Kotlin client pays on chain (EIP-3009); balances move payer -> payout exactly") { ctx ->
+        val live = ctx.live
+        val w = Wallet.fromKey(live.getValue("VLX_WALLET_KEY"))
+        val payTo = live.getValue("VLX_PAY_TO")
+        val payerBefore = tokenBalance(live, w.address())
+        val payoutBefore = tokenBalance(live, payTo)
+        VlexivoPayments(w, facilitatorUrl = live.getValue("VLX_FACILITATOR_URL")).use { p ->
+            val hashes = HashSet<String>()
+            repeat(2) { i ->
+                val r = paidCall(p, "GET", "${ctx.liveApi}/v1/quote?i=$i")
+                eq(r.response.statusCode(), 200, "status after paying live")
+                eq(r.payment!!.price, "0.001", "price")
+                hashes.add(r.payment!!.txHash)
+            }
+            eq(hashes.size, 2, "one transaction per call")
+        }
+        // Automine: each relay is in a block by the time it is read.
+        eq(payerBefore - tokenBalance(live, w.address()), java.math.BigInteger.valueOf(2000), "payer paid on chain")
+        eq(tokenBalance(live, payTo) - payoutBefore, java.math.BigInteger.valueOf(2000), "payout received on chain")
     }
 
     test("paid call: 402, pay, retry with the header, 200; a replay is refused") { ctx ->
@@ -903,6 +940,16 @@ fun main(args: Array<String>) {
         val relayApi = startService("paid-api-relayed", listOf(paidApi, relay.url), listOf("PAID_API_URL"), dir)
         services.add(relayApi)
         Runtime.getRuntime().addShutdownHook(Thread { relay.stop() })
+        // Live mode: anvil + USDC (FiatTokenV2_2) + a live facilitator and provider, and the paid
+        // API as that provider, its settlement terms from the environment.
+        val liveKeys = listOf("VLX_RPC_URL", "VLX_FACILITATOR_URL", "VLX_SECRET_KEY", "VLX_WALLET_KEY",
+            "VLX_NETWORK", "VLX_ASSET", "VLX_ASSET_NAME", "VLX_ASSET_VERSION", "VLX_PAY_TO")
+        val devnet = startService("devnet-live", listOf(vlexivo, "demo", "--live", "--serve"), liveKeys, dir)
+        services.add(devnet)
+        val liveApiCmd = ProcessBuilder(paidApi, devnet.values.getValue("VLX_FACILITATOR_URL"))
+        liveApiCmd.environment().putAll(devnet.values.filterKeys { it != "VLX_WALLET_KEY" })
+        val liveApi = startService("paid-api-live", liveApiCmd, listOf("PAID_API_URL"), dir)
+        services.add(liveApi)
         val ctx = Ctx(
             facilitator, api.values.getValue("PAID_API_URL"), vectors,
             caPem = File(pkiDir, "ca.pem").readText(),
@@ -913,6 +960,8 @@ fun main(args: Array<String>) {
             relay = relay,
             relayFacilitator = relay.upstream,
             relayApi = relayApi.values.getValue("PAID_API_URL"),
+            live = devnet.values,
+            liveApi = liveApi.values.getValue("PAID_API_URL"),
         )
         println("facilitator $facilitator, paid API ${ctx.api}")
 
