@@ -32,14 +32,20 @@ fn setup_err(what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 /// Where `npm ci --prefix live/devnet` put its packages: `VLX_DEVNET_DIR`, else `live/devnet`
-/// under the current directory or this source tree.
+/// in the checkout around the working directory or the executable, else in this source tree.
 pub fn devnet_dir() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("VLX_DEVNET_DIR").map(PathBuf::from),
-        Some(PathBuf::from("live/devnet")),
-        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("devnet")),
-    ];
-    candidates.into_iter().flatten().find(|d| d.join(ANVIL_IN_NPM).is_file())
+    // The checkout a binary or test runs in: `live/devnet` under any ancestor of the working
+    // directory or of the executable (target/debug/vlexivo sits two levels below the root).
+    let ancestors = |p: Option<PathBuf>| -> Vec<PathBuf> {
+        p.map(|p| p.ancestors().map(|a| a.join("live/devnet")).collect()).unwrap_or_default()
+    };
+    std::env::var_os("VLX_DEVNET_DIR")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(ancestors(std::env::current_dir().ok()))
+        .chain(ancestors(std::env::current_exe().ok()))
+        .chain(std::iter::once(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("devnet")))
+        .find(|d| d.join(ANVIL_IN_NPM).is_file())
 }
 
 fn missing() -> Error {
