@@ -408,3 +408,44 @@ def test_failed_view_releases_the_nonce(adapter: str, kind: str, trusted: Facili
         assert http.get("/missing", headers=kept).json()["error"] == "token_replayed"
     assert runs == ["flaky", "missing", "flaky"]
     assert fac.balance(wallet.address) == "0.997"
+
+
+# --- pricing by payer: the payer hint ----------------------------------------------------------
+
+LOYAL = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+
+
+def loyal_half_price(req: PricingRequest) -> str:
+    return "0.0005" if req.payer is not None and req.payer.address == LOYAL else "0.001"
+
+
+@pytest.mark.parametrize(("adapter", "kind"), ADAPTERS)
+def test_a_hinted_payer_is_priced_and_named_in_the_challenge(adapter: str, kind: str, serve: Any) -> None:
+    """The resolver sees the hinted payer; the challenge for its price names that payer (only
+    that wallet may pay it); no hint or a malformed one is the full price, anyone's."""
+    import base64
+    import json
+
+    import httpx
+
+    vlx = VlexivoServer(api_secret=PAYWALL["api_secret"], facilitator_url=PAYWALL["facilitator_url"])
+    view = VIEWS[kind]
+    if adapter == "middleware":
+        patterns = [path("data", view)]
+        mw = vlx.django_middleware(routes={"GET /data": vlx.price(resolver=loyal_half_price)})
+    else:
+        patterns = [path("data", vlx.django_paywall(price_resolver=loyal_half_price)(view))]
+        mw = None
+    url = serve_site(serve, kind, {"": (patterns, mw)})
+
+    def challenge(headers: dict[str, str]) -> dict[str, Any]:
+        r = httpx.get(f"{url}/data", headers=headers)
+        assert r.status_code == 402, r.text
+        enc = r.headers["vlexivo-challenge"]
+        return dict(json.loads(base64.urlsafe_b64decode(enc + "=" * (-len(enc) % 4))))
+
+    c = challenge({"Vlexivo-Payer": LOYAL.lower()})
+    assert (c["amount"], c["payer"]) == ("0.0005", LOYAL)
+    for headers in ({}, {"Vlexivo-Payer": "0xnope"}):
+        c = challenge(headers)
+        assert (c["amount"], c.get("payer")) == ("0.001", None)

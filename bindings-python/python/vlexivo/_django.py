@@ -17,6 +17,7 @@ from ._asgi import binding_path as asgi_path
 from ._asgi import request_origin as asgi_origin
 from ._gate import (
     EXPOSE_HEADERS,
+    PAYER_HEADER,
     PROOF_HEADER,
     RECEIPT_HEADER,
     Answer,
@@ -121,7 +122,9 @@ class _Call:
         return paid, [g for g in gates if not paid.covers(g)]
 
     def admit(self, gates: Sequence[Gate], price: _native.Price) -> Paid:
-        return admit(gates, self.proof(), self.method, self.path, self.origin, price, self.body, self.now)
+        return admit(
+            gates, self.proof(), self.method, self.path, self.origin, price, self.body, self.now, self.hint()
+        )
 
     async def admit_async(self, gates: Sequence[Gate], price: _native.Price) -> Paid:
         from asgiref.sync import sync_to_async
@@ -136,10 +139,16 @@ class _Call:
             self.body,
             self.now,
             to_thread=lambda f, *a: sync_to_async(f, thread_sensitive=False)(*a),
+            hint=self.hint(),
         )
 
     def proof(self) -> str | None:
         v: str | None = self.request.META.get("HTTP_" + PROOF_HEADER.upper().replace("-", "_"))
+        return v
+
+    def hint(self) -> str | None:
+        """The ``Vlexivo-Payer`` header: a challenge for a resolver's price names that payer."""
+        v: str | None = self.request.META.get("HTTP_" + PAYER_HEADER.upper().replace("-", "_"))
         return v
 
     def combine(self, gates: Sequence[Gate], prices: Sequence[_native.Price]) -> _native.Price:
