@@ -10,10 +10,10 @@ use crate::paywall::Rejection;
 pub const DOCS_URL: &str = "https://vlexivo.online/docs";
 
 /// The page's policy: no script, no style from elsewhere, no framing.
-pub const PAGE_CSP: &str = "default-src 'none'; style-src 'sha256-TPJbEwqGyP80Mfd62kznjuPxh9SwFZ+TW/LVH8Dvs6U='; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+pub const PAGE_CSP: &str = "default-src 'none'; style-src 'sha256-d428Qz0TH24CA8CgBuMcJGMBjiuvRsDwWKmSureVDHQ='; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// The page's only style, allowed by its hash in [`PAGE_CSP`] (no `unsafe-inline`).
-const STYLE: &str = "body{font:16px/1.5 system-ui,sans-serif;margin:0;color:#1b1f24}main{max-width:40rem;margin:0 auto;padding:1.2rem}h1{font-size:1.5rem}dl{display:grid;grid-template-columns:max-content 1fr;gap:.3rem 1rem}dt{color:#57606a}dd{margin:0;word-break:break-all}.price{font-size:2rem;font-weight:700}a{color:#1f5fbf}code{word-break:break-all}";
+const STYLE: &str = "button{font:inherit;padding:.5rem 1rem;cursor:pointer}pre{white-space:pre-wrap;word-break:break-all;background:#f6f8fa;padding:.8rem}body{font:16px/1.5 system-ui,sans-serif;margin:0;color:#1b1f24}main{max-width:40rem;margin:0 auto;padding:1.2rem}h1{font-size:1.5rem}dl{display:grid;grid-template-columns:max-content 1fr;gap:.3rem 1rem}dt{color:#57606a}dd{margin:0;word-break:break-all}.price{font-size:2rem;font-weight:700}a{color:#1f5fbf}code{word-break:break-all}";
 
 /// Whether a request's `Accept` prefers an HTML page to JSON: `text/html` is acceptable and
 /// ranked above JSON (browsers send `text/html,…,*/*;q=0.8`; `fetch`, curl and the SDKs send
@@ -46,6 +46,34 @@ pub fn prefers_html(accept: Option<&str>) -> bool {
     let html = html.or(html_wild).unwrap_or(0.0);
     let json = json.or(json_wild).unwrap_or(0.0);
     html > 0.0 && html > json
+}
+
+/// The sandbox payer script (`assets/paywall_pay.src.js` bundled with @noble/curves and
+/// @noble/hashes by `assets/rebuild.sh`): a throwaway key in the browser pays the challenge
+/// through the faucet and the facilitator, then calls the URL again with the proof.
+const PAY_SCRIPT: &str = include_str!("../assets/paywall_pay.js");
+
+/// The sandbox page's policy: [`PAGE_CSP`] plus the payer script by its hash, and `fetch` to
+/// the app itself and to the facilitator the challenge names.
+fn sandbox_csp(facilitator_origin: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let hash = HASH.get_or_init(|| {
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(PAY_SCRIPT.as_bytes()))
+    });
+    format!("{PAGE_CSP}; script-src 'sha256-{hash}'; connect-src 'self' {facilitator_origin}")
+}
+
+/// The facilitator's origin (`scheme://host[:port]`) when its URL is plain enough to name in a
+/// CSP header; `None` turns the pay button off rather than widen the policy.
+fn csp_origin(url: &str) -> Option<&str> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host = rest.split('/').next()?;
+    let ok = matches!(scheme, "http" | "https")
+        && !host.is_empty()
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+    ok.then(|| &url[..scheme.len() + 3 + host.len()])
 }
 
 fn esc(s: &str) -> String {
@@ -97,7 +125,33 @@ pub fn browser_page(
         return None;
     }
     let (price, currency, resource) = (field("price"), field("currency"), field("resource"));
-    let sandbox = crate::challenge::Challenge::decode(field("challenge")).is_ok_and(|c| c.mode == "sandbox");
+    let encoded = field("challenge");
+    let challenge = crate::challenge::Challenge::decode(encoded).ok();
+    let sandbox = challenge.as_ref().is_some_and(|c| c.mode == "sandbox");
+    // In sandbox the page pays with a throwaway wallet: core renders the digest the payer signs
+    // (the same authorization the SDK payer signs), the script only signs and sends.
+    let payable = challenge.as_ref().filter(|_| sandbox).and_then(|c| {
+        let digest = crate::payment::authorization(c, encoded).ok()?.signing_hash();
+        Some((csp_origin(field("facilitator"))?, digest))
+    });
+    let pay = match payable {
+        Some((_, digest)) => format!(
+            "<section aria-labelledby=\"try\"><h2 id=\"try\">Try it in the browser</h2>\
+             <p>Pay with a throwaway test wallet made in this page and topped up by the sandbox \
+             faucet.</p><button type=\"button\" id=\"pay\" data-challenge=\"{ch}\" \
+             data-digest=\"0x{digest}\" data-facilitator=\"{fac}\" data-price=\"{price}\" \
+             data-currency=\"{cur}\">Pay {price} {cur_up} with a test wallet</button>\
+             <p id=\"pay-status\" role=\"status\" aria-live=\"polite\"></p>\
+             <pre id=\"paid\" hidden></pre></section><script>{PAY_SCRIPT}</script>",
+            ch = esc(encoded),
+            digest = hex::encode(digest),
+            fac = esc(field("facilitator")),
+            price = esc(price),
+            cur = esc(currency),
+            cur_up = esc(&currency.to_uppercase()),
+        ),
+        None => String::new(),
+    };
     let body = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -109,7 +163,7 @@ pub fn browser_page(
          <dt>Paid through</dt><dd><code>{facilitator}</code></dd></dl>\
          <p>Programs pay it with an HTTP 402 client (Node, Python, Rust, Kotlin, Swift), which \
          reads the <code>Vlexivo-Challenge</code> header of this response, pays and calls again. \
-         <a href=\"{DOCS_URL}\">How to pay for an API with Vlexivo</a>.</p></main></body></html>",
+         <a href=\"{DOCS_URL}\">How to pay for an API with Vlexivo</a>.</p>{pay}</main></body></html>",
         price = esc(price),
         cur = esc(&currency.to_uppercase()),
         cur_long = esc(currency),
@@ -122,7 +176,7 @@ pub fn browser_page(
         body,
         headers: vec![
             ("Content-Type", "text/html; charset=utf-8".into()),
-            ("Content-Security-Policy", PAGE_CSP.into()),
+            ("Content-Security-Policy", payable.map_or_else(|| PAGE_CSP.to_string(), |(o, _)| sandbox_csp(o))),
             ("X-Content-Type-Options", "nosniff".into()),
             ("Vary", "Accept".into()),
         ],
@@ -195,5 +249,71 @@ mod tests {
         use sha2::Digest;
         let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(STYLE.as_bytes()));
         assert!(PAGE_CSP.contains(&format!("'sha256-{hash}'")), "{hash}");
+    }
+
+    fn sandbox_body(facilitator: &str) -> (String, String) {
+        use crate::challenge::{Challenge, ChallengeParams};
+        use crate::money::{Currency, Money};
+        let price = Money::parse("0.02", Currency::Usd).unwrap();
+        let c = Challenge::create(
+            &ChallengeParams {
+                price: &price,
+                scope: "per-call",
+                method: "get",
+                origin: "http://127.0.0.1:3000",
+                path: "/api/forecast",
+                body_sha256: None,
+                account: "acct_00112233445566778899",
+                facilitator,
+                mode: "sandbox",
+                network: "sandbox",
+                live: None,
+                payer: None,
+                ttl_secs: 300,
+            },
+            &[7; 32],
+            1_800_000_000,
+            &crate::env::OsEntropy,
+        )
+        .unwrap();
+        let encoded = c.encode();
+        let body = serde_json::json!({
+            "error": "token_missing", "price": "0.02", "currency": "usd", "scope": "per-call",
+            "resource": c.resource(), "facilitator": facilitator, "challenge": encoded
+        });
+        (body.to_string(), encoded)
+    }
+
+    #[test]
+    fn a_sandbox_page_carries_the_payer_script_allowed_by_hash_and_the_digest_the_sdk_signs() {
+        use base64::Engine;
+        use sha2::Digest;
+        let (body, encoded) = sandbox_body("http://127.0.0.1:4020");
+        let page = browser_page(402, &body, Some("text/html"), false).unwrap();
+        let auth = crate::payment::authorization(&crate::challenge::Challenge::decode(&encoded).unwrap(), &encoded)
+            .unwrap();
+        assert!(page.body.contains(&format!("data-digest=\"0x{}\"", hex::encode(auth.signing_hash()))));
+        assert!(page.body.contains(&format!("data-challenge=\"{encoded}\"")));
+        assert!(page.body.contains(&format!("<script>{PAY_SCRIPT}</script>")));
+        assert!(!PAY_SCRIPT.to_ascii_lowercase().contains("</script"), "the bundle cannot end the element early");
+        assert_eq!(page.body.matches("<script").count(), 1);
+        let csp = &page.headers.iter().find(|(k, _)| *k == "Content-Security-Policy").unwrap().1;
+        let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(PAY_SCRIPT.as_bytes()));
+        assert!(csp.contains(&format!("script-src 'sha256-{hash}'")), "{csp}");
+        assert!(csp.ends_with("connect-src 'self' http://127.0.0.1:4020"), "{csp}");
+        assert!(!csp.contains("unsafe"));
+    }
+
+    #[test]
+    fn no_pay_button_when_the_facilitator_cannot_be_named_in_the_policy() {
+        assert_eq!(csp_origin("https://f.example:8443/base"), Some("https://f.example:8443"));
+        assert_eq!(csp_origin("http://[::1]:4020"), Some("http://[::1]:4020"));
+        for bad in ["https://f.example; script-src *", "javascript:alert(1)", "https://", "ftp://f.example", "f.example"] {
+            assert_eq!(csp_origin(bad), None, "{bad}");
+        }
+        let (body, _) = sandbox_body("https://f.example; script-src *");
+        let page = browser_page(402, &body, Some("text/html"), false).unwrap();
+        assert!(!page.body.contains("<script"));
+        assert!(page.headers.iter().any(|(k, v)| *k == "Content-Security-Policy" && v == PAGE_CSP));
     }
 }
