@@ -65,7 +65,7 @@ test('a browser opening a paid URL sees the HTML paywall with the right price; a
   assert.equal((await paid.json()).payer, wallet.address);
 });
 
-test('in sandbox the page pays with a throwaway wallet made in the browser and shows the paid content', async () => {
+test('in sandbox the page pays with a throwaway wallet made in the browser, shows the paid content, and the dashboard lists it', async () => {
   const ctx = await browser.newContext({ viewport: { width: 375, height: 740 } });
   const page = await ctx.newPage();
   const problems = [];
@@ -98,6 +98,15 @@ test('in sandbox the page pays with a throwaway wallet made in the browser and s
   assert.deepEqual(problems, []);
   assert.deepEqual(facRequests.filter((r) => !r.startsWith('OPTIONS')), [`POST /v1/wallets/${payer}/topup`, 'POST /v1/payments']);
   if (shots) await page.screenshot({ path: join(shots, 'paywall-paid.png'), fullPage: true });
+
+  // The provider sees it in the dashboard, filtered by the page's wallet.
+  await page.goto(`${fac.url}/dashboard`);
+  await page.getByLabel('API secret').fill(provider.api_secret);
+  await Promise.all([page.waitForNavigation(), page.keyboard.press('Enter')]);
+  await page.goto(`${fac.url}/dashboard/payments?payer=${payer}`);
+  const rows = await page.locator('#payments tbody tr').evaluateAll((trs) => trs.map((tr) => [...tr.cells].map((td) => td.textContent)));
+  assert.equal(rows.length, 1, JSON.stringify(rows));
+  assert.deepEqual(rows[0].slice(1, 4), [`GET ${app.url}/api/weather`, payer, '0.01 USD']);
   await ctx.close();
 
   // The facilitator recorded exactly this payment, at the route's price, from the page's wallet.
