@@ -171,6 +171,32 @@ impl TransferAuthorization {
         Ok(wallet.sign_hash(&self.signing_hash(domain)))
     }
 
+    /// The authorization as `eth_signTypedData_v4` typed data (EIP-712 JSON, what an EIP-1193
+    /// wallet signs): uint256 values as decimal strings, the nonce as 0x hex.
+    pub fn typed_data(&self, domain: &TokenDomain) -> serde_json::Value {
+        let field = |name: &str, ty: &str| serde_json::json!({ "name": name, "type": ty });
+        serde_json::json!({
+            "types": {
+                "EIP712Domain": [field("name", "string"), field("version", "string"),
+                    field("chainId", "uint256"), field("verifyingContract", "address")],
+                "TransferWithAuthorization": [field("from", "address"), field("to", "address"),
+                    field("value", "uint256"), field("validAfter", "uint256"),
+                    field("validBefore", "uint256"), field("nonce", "bytes32")],
+            },
+            "primaryType": "TransferWithAuthorization",
+            "domain": {
+                "name": domain.name, "version": domain.version, "chainId": domain.chain_id,
+                "verifyingContract": domain.verifying_contract.to_checksum(),
+            },
+            "message": {
+                "from": self.from.to_checksum(), "to": self.to.to_checksum(),
+                "value": self.value.to_string(), "validAfter": self.valid_after.to_string(),
+                "validBefore": self.valid_before.to_string(),
+                "nonce": format!("0x{}", hex::encode(self.nonce)),
+            },
+        })
+    }
+
     /// The signer of `signature`, which must be `from` (`signature_invalid`, opaque, otherwise).
     pub fn verify(&self, domain: &TokenDomain, signature: &str) -> Result<()> {
         if crate::wallet::recover_hash(&self.signing_hash(domain), signature)? == self.from {

@@ -5,6 +5,7 @@
 //! language boundary, [`browser_page`]), and sends what comes back. The page carries the same challenge header, so nothing about paying changes.
 
 use crate::paywall::Rejection;
+use crate::wallet::Address;
 
 /// Where the page points people who want to pay from code.
 pub const DOCS_URL: &str = "https://vlexivo.online/docs";
@@ -53,9 +54,9 @@ pub fn prefers_html(accept: Option<&str>) -> bool {
 /// through the faucet and the facilitator, then calls the URL again with the proof.
 const PAY_SCRIPT: &str = include_str!("../assets/paywall_pay.js");
 
-/// The sandbox page's policy: [`PAGE_CSP`] plus the payer script by its hash, and `fetch` to
+/// A paying page's policy: [`PAGE_CSP`] plus the payer script by its hash, and `fetch` to
 /// the app itself and to the facilitator the challenge names.
-fn sandbox_csp(facilitator_origin: &str) -> String {
+fn paying_csp(facilitator_origin: &str) -> String {
     use base64::Engine;
     use sha2::Digest;
     static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -74,6 +75,13 @@ fn csp_origin(url: &str) -> Option<&str> {
         && !host.is_empty()
         && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
     ok.then(|| &url[..scheme.len() + 3 + host.len()])
+}
+
+/// How the page pays: a throwaway key signs this digest (sandbox), or an injected wallet signs
+/// this typed data, valid until the challenge's expiry (live).
+enum PayWith {
+    TestWallet([u8; 32]),
+    Injected(String, u64),
 }
 
 fn esc(s: &str) -> String {
@@ -128,23 +136,41 @@ pub fn browser_page(
     let encoded = field("challenge");
     let challenge = crate::challenge::Challenge::decode(encoded).ok();
     let sandbox = challenge.as_ref().is_some_and(|c| c.mode == "sandbox");
-    // In sandbox the page pays with a throwaway wallet: core renders the digest the payer signs
-    // (the same authorization the SDK payer signs), the script only signs and sends.
-    let payable = challenge.as_ref().filter(|_| sandbox).and_then(|c| {
-        let digest = crate::payment::authorization(c, encoded).ok()?.signing_hash();
-        Some((csp_origin(field("facilitator"))?, digest))
+    // The page pays from the browser with what core renders into it, so the rules stay here:
+    // in sandbox a throwaway wallet signs the digest of the authorization the SDK payer signs;
+    // in live mode an injected EIP-1193 wallet signs the EIP-3009 transfer the SDK payer signs
+    // (typed data, `from` filled in with the wallet's account).
+    let payable = challenge.as_ref().and_then(|c| {
+        let with = if sandbox {
+            PayWith::TestWallet(crate::payment::authorization(c, encoded).ok()?.signing_hash())
+        } else {
+            let (auth, domain) = crate::payment::transfer_authorization(c, Address([0; 20]), 0, c.exp).ok()?;
+            PayWith::Injected(auth.typed_data(&domain).to_string(), c.exp)
+        };
+        Some((csp_origin(field("facilitator"))?, with))
     });
+    let (intro, sign, label) = match &payable {
+        Some((_, PayWith::TestWallet(digest))) => (
+            "Pay with a throwaway test wallet made in this page and topped up by the sandbox faucet.",
+            format!("data-digest=\"0x{}\"", hex::encode(digest)),
+            "with a test wallet",
+        ),
+        Some((_, PayWith::Injected(typed, exp))) => (
+            "Pay from your browser wallet (EIP-1193): it asks you to sign a USDC transfer authorization.",
+            format!("data-typed=\"{}\" data-valid-before=\"{exp}\"", esc(typed)),
+            "with your wallet",
+        ),
+        None => ("", String::new(), ""),
+    };
     let pay = match payable {
-        Some((_, digest)) => format!(
-            "<section aria-labelledby=\"try\"><h2 id=\"try\">Try it in the browser</h2>\
-             <p>Pay with a throwaway test wallet made in this page and topped up by the sandbox \
-             faucet.</p><button type=\"button\" id=\"pay\" data-challenge=\"{ch}\" \
-             data-digest=\"0x{digest}\" data-facilitator=\"{fac}\" data-price=\"{price}\" \
-             data-currency=\"{cur}\">Pay {price} {cur_up} with a test wallet</button>\
+        Some(_) => format!(
+            "<section aria-labelledby=\"try\"><h2 id=\"try\">Pay in the browser</h2>\
+             <p>{intro}</p><button type=\"button\" id=\"pay\" data-challenge=\"{ch}\" \
+             {sign} data-facilitator=\"{fac}\" data-price=\"{price}\" \
+             data-currency=\"{cur}\">Pay {price} {cur_up} {label}</button>\
              <p id=\"pay-status\" role=\"status\" aria-live=\"polite\"></p>\
              <pre id=\"paid\" hidden></pre></section><script>{PAY_SCRIPT}</script>",
             ch = esc(encoded),
-            digest = hex::encode(digest),
             fac = esc(field("facilitator")),
             price = esc(price),
             cur = esc(currency),
@@ -176,7 +202,7 @@ pub fn browser_page(
         body,
         headers: vec![
             ("Content-Type", "text/html; charset=utf-8".into()),
-            ("Content-Security-Policy", payable.map_or_else(|| PAGE_CSP.to_string(), |(o, _)| sandbox_csp(o))),
+            ("Content-Security-Policy", payable.map_or_else(|| PAGE_CSP.to_string(), |(o, _)| paying_csp(o))),
             ("X-Content-Type-Options", "nosniff".into()),
             ("Vary", "Accept".into()),
         ],
