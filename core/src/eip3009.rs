@@ -342,4 +342,21 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("VLX_PAY_TO"), "{e}");
     }
+
+    #[test]
+    fn the_typed_data_a_browser_wallet_signs_hashes_to_the_signing_hash() {
+        let (auth, domain) = (
+            TransferAuthorization {
+                from: Address([0x11; 20]),
+                to: Address([0x22; 20]),
+                value: 1_000,
+                valid_after: 0,
+                valid_before: 1_800_000_300,
+                nonce: authorization_nonce("acct_1", "n"),
+            },
+            TokenDomain { name: "USD Coin".into(), version: "2".into(), chain_id: 31337, verifying_contract: Address([0x33; 20]) },
+        );
+        let typed: alloy_dyn_abi::TypedData = serde_json::from_value(auth.typed_data(&domain)).unwrap();
+        assert_eq!(typed.eip712_signing_hash().unwrap().0, auth.signing_hash(&domain));
+    }
 }
