@@ -354,7 +354,12 @@ mod tests {
                 valid_before: 1_800_000_300,
                 nonce: authorization_nonce("acct_1", "n"),
             },
-            TokenDomain { name: "USD Coin".into(), version: "2".into(), chain_id: 31337, verifying_contract: Address([0x33; 20]) },
+            TokenDomain {
+                name: "USD Coin".into(),
+                version: "2".into(),
+                chain_id: 31337,
+                verifying_contract: Address([0x33; 20]),
+            },
         );
         let typed: alloy_dyn_abi::TypedData = serde_json::from_value(auth.typed_data(&domain)).unwrap();
         assert_eq!(typed.eip712_signing_hash().unwrap().0, auth.signing_hash(&domain));

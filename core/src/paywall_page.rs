@@ -144,7 +144,8 @@ pub fn browser_page(
         let with = if sandbox {
             PayWith::TestWallet(crate::payment::authorization(c, encoded).ok()?.signing_hash())
         } else {
-            let (auth, domain) = crate::payment::transfer_authorization(c, Address([0; 20]), 0, c.exp).ok()?;
+            let (auth, domain) =
+                crate::payment::transfer_authorization(c, Address([0; 20]), 0, c.exp).ok()?;
             PayWith::Injected(auth.typed_data(&domain).to_string(), c.exp)
         };
         Some((csp_origin(field("facilitator"))?, with))
@@ -316,15 +317,20 @@ mod tests {
         use sha2::Digest;
         let (body, encoded) = sandbox_body("http://127.0.0.1:4020");
         let page = browser_page(402, &body, Some("text/html"), false).unwrap();
-        let auth = crate::payment::authorization(&crate::challenge::Challenge::decode(&encoded).unwrap(), &encoded)
-            .unwrap();
+        let auth =
+            crate::payment::authorization(&crate::challenge::Challenge::decode(&encoded).unwrap(), &encoded)
+                .unwrap();
         assert!(page.body.contains(&format!("data-digest=\"0x{}\"", hex::encode(auth.signing_hash()))));
         assert!(page.body.contains(&format!("data-challenge=\"{encoded}\"")));
         assert!(page.body.contains(&format!("<script>{PAY_SCRIPT}</script>")));
-        assert!(!PAY_SCRIPT.to_ascii_lowercase().contains("</script"), "the bundle cannot end the element early");
+        assert!(
+            !PAY_SCRIPT.to_ascii_lowercase().contains("</script"),
+            "the bundle cannot end the element early"
+        );
         assert_eq!(page.body.matches("<script").count(), 1);
         let csp = &page.headers.iter().find(|(k, _)| *k == "Content-Security-Policy").unwrap().1;
-        let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(PAY_SCRIPT.as_bytes()));
+        let hash =
+            base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(PAY_SCRIPT.as_bytes()));
         assert!(csp.contains(&format!("script-src 'sha256-{hash}'")), "{csp}");
         assert!(csp.ends_with("connect-src 'self' http://127.0.0.1:4020"), "{csp}");
         assert!(!csp.contains("unsafe"));
@@ -334,7 +340,13 @@ mod tests {
     fn no_pay_button_when_the_facilitator_cannot_be_named_in_the_policy() {
         assert_eq!(csp_origin("https://f.example:8443/base"), Some("https://f.example:8443"));
         assert_eq!(csp_origin("http://[::1]:4020"), Some("http://[::1]:4020"));
-        for bad in ["https://f.example; script-src *", "javascript:alert(1)", "https://", "ftp://f.example", "f.example"] {
+        for bad in [
+            "https://f.example; script-src *",
+            "javascript:alert(1)",
+            "https://",
+            "ftp://f.example",
+            "f.example",
+        ] {
             assert_eq!(csp_origin(bad), None, "{bad}");
         }
         let (body, _) = sandbox_body("https://f.example; script-src *");
