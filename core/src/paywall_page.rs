@@ -49,10 +49,10 @@ pub fn prefers_html(accept: Option<&str>) -> bool {
     html > 0.0 && html > json
 }
 
-/// The sandbox payer script (`assets/paywall_pay.src.js` bundled with @noble/curves and
-/// @noble/hashes by `assets/rebuild.sh`): a throwaway key in the browser pays the challenge
+/// The sandbox payer script (`src/assets/paywall_pay.src.js` bundled with @noble/curves and
+/// @noble/hashes by `src/assets/rebuild.sh`): a throwaway key in the browser pays the challenge
 /// through the faucet and the facilitator, then calls the URL again with the proof.
-const PAY_SCRIPT: &str = include_str!("../assets/paywall_pay.js");
+const PAY_SCRIPT: &str = include_str!("assets/paywall_pay.js");
 
 /// A paying page's policy: [`PAGE_CSP`] plus the payer script by its hash, and `fetch` to
 /// the app itself and to the facilitator the challenge names.

@@ -17,7 +17,7 @@ fi
 echo "== the dashboard's embedded chart library is uPlot's npm build, byte for byte"
 "$root/facilitator/src/server/dashboard/assets/rebuild.sh" --check
 echo "== the paywall page's payer script is its source bundled with @noble/curves and @noble/hashes"
-"$root/core/assets/rebuild.sh" --check
+"$root/core/src/assets/rebuild.sh" --check
 echo "== npm ci (playwright-core)"
 npm ci --no-audit --no-fund --loglevel=error
 echo "== node --test (headless $(chromium --version 2>/dev/null || echo "$CHROMIUM_BIN"))"
