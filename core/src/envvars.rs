@@ -53,6 +53,14 @@ pub const CONFIRMATIONS: EnvVar = var(
 );
 pub const POLL_MS: EnvVar =
     var("VLX_POLL_MS", &[], "live mode: how often receipts and blocks are polled, in milliseconds");
+pub const BATCH_WINDOW_MS: EnvVar = var(
+    "VLX_BATCH_WINDOW_MS",
+    &[],
+    "live mode: relay the payments arriving within this many milliseconds in one Multicall3 transaction (0: off)",
+);
+pub const BATCH_MAX: EnvVar = var("VLX_BATCH_MAX", &[], "live mode: most payments in one batched relay");
+pub const MULTICALL: EnvVar =
+    var("VLX_MULTICALL", &[], "live mode: the Multicall3 contract batched relays go through");
 
 // --- the facilitator service (`vlexivo serve`) ---
 pub const ADDR: EnvVar = var("VLX_ADDR", &["VLEXIVO_ADDR"], "the facilitator's listen address");
@@ -105,6 +113,9 @@ pub const ALL: &[EnvVar] = &[
     RELAYER_KEY,
     CONFIRMATIONS,
     POLL_MS,
+    BATCH_WINDOW_MS,
+    BATCH_MAX,
+    MULTICALL,
 ];
 
 /// The variable called `name` or having it as an alias.

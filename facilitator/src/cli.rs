@@ -146,7 +146,20 @@ pub struct LiveArgs {
     /// Live: how often receipts and blocks are polled, in milliseconds.
     #[arg(long, env = envvars::POLL_MS.name, value_name = "MS", default_value_t = 250)]
     pub poll_ms: u64,
+    /// Live: relay the payments arriving within this many milliseconds of each other in one
+    /// Multicall3 `aggregate3` transaction (each call may fail alone); 0 relays each on its own.
+    #[arg(long, env = envvars::BATCH_WINDOW_MS.name, value_name = "MS", default_value_t = 0)]
+    pub batch_window_ms: u64,
+    /// Live: most payments in one batched relay.
+    #[arg(long, env = envvars::BATCH_MAX.name, value_name = "N", default_value_t = 50)]
+    pub batch_max: usize,
+    /// Live: the Multicall3 contract batched relays go through (its usual address by default).
+    #[arg(long, env = envvars::MULTICALL.name, value_name = "ADDRESS", default_value = MULTICALL3_ADDRESS)]
+    pub multicall: String,
 }
+
+/// Where Multicall3 is deployed on most EVM chains.
+pub const MULTICALL3_ADDRESS: &str = "0xcA11bde05977b3631167028862bE2a173976CA11";
 
 impl LiveArgs {
     /// The live configuration, or `None` in sandbox mode.
@@ -170,6 +183,15 @@ impl LiveArgs {
             },
             confirmations: self.confirmations,
             confirm_timeout: std::time::Duration::from_secs(120),
+            batch: match self.batch_window_ms {
+                0 => None,
+                ms => Some(server::live::BatchConfig {
+                    multicall: Address::parse(&self.multicall)
+                        .map_err(|e| format!("{}: --multicall: {e}", e.code()))?,
+                    window: std::time::Duration::from_millis(ms.min(60_000)),
+                    max: self.batch_max.clamp(1, 1_000),
+                }),
+            },
         }))
     }
 }

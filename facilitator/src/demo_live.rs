@@ -64,6 +64,7 @@ impl Demo {
                 },
                 confirmations,
                 confirm_timeout: Duration::from_secs(60),
+                batch: None,
             }),
             ..ServerConfig::default()
         })

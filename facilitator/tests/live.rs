@@ -11,7 +11,7 @@ use vlexivo_core::store::MemoryStore;
 use vlexivo_core::wallet::{Address, Wallet};
 use vlexivo_facilitator::demo::paid_api;
 use vlexivo_facilitator::server::at_rest::MasterKey;
-use vlexivo_facilitator::server::live::LiveConfig;
+use vlexivo_facilitator::server::live::{BatchConfig, LiveConfig};
 use vlexivo_facilitator::server::types::ProviderCreated;
 use vlexivo_facilitator::server::{self, RunningServer, ServerConfig};
 use vlexivo_live::ChainConfig;
@@ -26,6 +26,9 @@ struct Env {
     api: String,
     dir: tempfile::TempDir,
     confirmations: u64,
+    batch: Option<BatchConfig>,
+    /// The facilitator's PostgreSQL database (its SQLite file in `dir` otherwise).
+    database_url: Option<String>,
 }
 
 fn live_config(net: &Devnet, confirmations: u64) -> LiveConfig {
@@ -42,6 +45,7 @@ fn live_config_via(net: &Devnet, rpc_url: &str, confirmations: u64) -> LiveConfi
         },
         confirmations,
         confirm_timeout: Duration::from_secs(30),
+        batch: None,
     }
 }
 
@@ -54,11 +58,14 @@ async fn facilitator(
     rpc_url: &str,
     dir: &std::path::Path,
     confirmations: u64,
+    batch: Option<BatchConfig>,
+    database_url: Option<String>,
 ) -> RunningServer {
     server::spawn(ServerConfig {
         addr: "127.0.0.1:0".parse().unwrap(),
         db_path: dir.join("f.db"),
-        live: Some(live_config_via(net, rpc_url, confirmations)),
+        database_url,
+        live: Some(LiveConfig { batch, ..live_config_via(net, rpc_url, confirmations) }),
         master_key: master_key(),
         ..ServerConfig::default()
     })
@@ -100,13 +107,34 @@ async fn serve_api(cfg: PaywallConfig) -> String {
 
 async fn setup(confirmations: u64) -> Env {
     let net = Devnet::start().await.expect("devnet (npm ci --prefix live/devnet)");
-    setup_on(net, None, confirmations).await
+    setup_on(net, None, confirmations, None).await
+}
+
+/// A live facilitator that batches its relays through a Multicall3 deployed on the devnet:
+/// the payments arriving within `window_ms` go out together.
+async fn setup_batched(confirmations: u64, window_ms: u64) -> Env {
+    let net = Devnet::start().await.expect("devnet (npm ci --prefix live/devnet)");
+    let multicall = net.deploy_multicall3().await.unwrap();
+    let batch = BatchConfig { multicall, window: Duration::from_millis(window_ms), max: 50 };
+    setup_on(net, None, confirmations, Some(batch)).await
 }
 
 /// The facilitator reaches the chain at `rpc_url` (default: anvil's own).
-async fn setup_on(net: Devnet, rpc_url: Option<&str>, confirmations: u64) -> Env {
+async fn setup_on(net: Devnet, rpc_url: Option<&str>, confirmations: u64, batch: Option<BatchConfig>) -> Env {
+    setup_in(net, rpc_url, confirmations, batch, None).await
+}
+
+async fn setup_in(
+    net: Devnet,
+    rpc_url: Option<&str>,
+    confirmations: u64,
+    batch: Option<BatchConfig>,
+    database_url: Option<String>,
+) -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let srv = facilitator(&net, rpc_url.unwrap_or(&net.rpc_url), dir.path(), confirmations).await;
+    let rpc_url = rpc_url.unwrap_or(&net.rpc_url);
+    let srv =
+        facilitator(&net, rpc_url, dir.path(), confirmations, batch.clone(), database_url.clone()).await;
     let payout = net.dev_address(2);
     let provider = srv.create_live_provider(Some("live api"), &payout.to_checksum()).await.unwrap();
     assert!(provider.api_secret.starts_with("sk_live_"), "{}", provider.mode);
@@ -115,7 +143,7 @@ async fn setup_on(net: Devnet, rpc_url: Option<&str>, confirmations: u64) -> Env
     cfg.facilitator_url = srv.url.clone();
     cfg.live = Some(terms);
     let api = serve_api(cfg).await;
-    Env { net, srv: Some(srv), provider, payout, api, dir, confirmations }
+    Env { net, srv: Some(srv), provider, payout, api, dir, confirmations, batch, database_url }
 }
 
 impl Env {
@@ -156,7 +184,17 @@ impl Env {
         if let Some(s) = self.srv.take() {
             s.shutdown().await;
         }
-        self.srv = Some(facilitator(&self.net, &self.net.rpc_url, self.dir.path(), self.confirmations).await);
+        self.srv = Some(
+            facilitator(
+                &self.net,
+                &self.net.rpc_url,
+                self.dir.path(),
+                self.confirmations,
+                self.batch.clone(),
+                self.database_url.clone(),
+            )
+            .await,
+        );
     }
 }
 
@@ -320,7 +358,18 @@ async fn a_restart_follows_pending_settlements_without_sending_twice() {
 /// `insufficient_funds`, and the chain moved exactly 60 payments.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_concurrent_calls_funded_for_sixty_settle_sixty() {
-    let env = setup(0).await;
+    hundred_calls_funded_for_sixty(setup(0).await).await;
+}
+
+/// The same through a batching facilitator: reservations hold while payments wait for their
+/// batch, and 60 settle in few transactions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_a_hundred_concurrent_calls_funded_for_sixty_settle_sixty() {
+    let env = setup_batched(0, 200).await;
+    hundred_calls_funded_for_sixty(env).await;
+}
+
+async fn hundred_calls_funded_for_sixty(env: Env) {
     let w = env.payer(60 * 1_000).await;
     let client = Arc::new(env.client(&w));
     let url = format!("{}/api/v1/hello", env.api);
@@ -381,16 +430,17 @@ async fn reconcile_names_every_difference_including_a_reorg() {
     let (code, v) = reconcile_cli(&db, &env.net.rpc_url);
     assert_eq!((code, &v["ok"]), (0, &serde_json::json!(true)), "{v}");
 
-    // A fourth payment confirmed, then reorged out.
+    // A fourth payment confirmed, then reorged out while the facilitator is stopped (running,
+    // its follower would notice and follow the record again: see the reorg test below).
     let snap = env.net.snapshot().await.unwrap();
     let res = client.get(&format!("{}/api/v1/hello?call=3", env.api)).await.unwrap();
     hashes.push(vlexivo_client::receipt_of(&res).unwrap().tx_hash.clone());
     assert_eq!(env.settled().await[0]["state"], "confirmed");
-    env.net.revert(snap).await.unwrap();
-    env.net.mine(2).await.unwrap();
     if let Some(s) = env.srv.take() {
         s.shutdown().await;
     }
+    env.net.revert(snap).await.unwrap();
+    env.net.mine(2).await.unwrap();
     // The first record says failed, the second is lost.
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute("UPDATE settlements SET state = 'failed', failure = 'x' WHERE tx_hash = ?1", [&hashes[0]])
@@ -684,7 +734,7 @@ async fn cuttable(rpc_url: &str) -> Cuttable {
 async fn the_rpc_down_is_facilitator_unavailable_and_nothing_is_lost() {
     let net = Devnet::start().await.unwrap();
     let relay = cuttable(&net.rpc_url).await;
-    let env = setup_on(net, Some(&relay.url), 0).await;
+    let env = setup_on(net, Some(&relay.url), 0, None).await;
     let w = env.payer(10_000).await;
     let c = challenge(&env).await;
     relay.up.send_replace(false);
@@ -713,13 +763,14 @@ impl Drop for Killed {
     }
 }
 
-/// `vlexivo serve --mode live` as a process.
-fn serve(net: &Devnet, db: &std::path::Path) -> (Killed, String) {
+/// `vlexivo serve --mode live` as a process, with `extra` arguments.
+fn serve(net: &Devnet, db: &std::path::Path, extra: &[&str]) -> (Killed, String) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vlexivo"))
         .args(["serve", "--mode", "live", "--addr", "127.0.0.1:0", "--poll-ms", "20", "--db"])
         .arg(db)
         .args(["--rpc-url", &net.rpc_url, "--asset", &net.token.to_checksum()])
+        .args(extra)
         .env("VLX_RELAYER_KEY", net.dev_key(1))
         .env("VLX_MASTER_KEY", "42".repeat(32))
         .stdout(std::process::Stdio::piped())
@@ -744,7 +795,7 @@ async fn sigkill_between_submit_and_receipt_is_followed_on_restart_never_sent_tw
     let net = Devnet::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("f.db");
-    let (child, url) = serve(&net, &db);
+    let (child, url) = serve(&net, &db, &[]);
     let http = reqwest::Client::new();
     let payout = net.dev_address(2);
     let created: ProviderCreated = http
@@ -772,7 +823,7 @@ async fn sigkill_between_submit_and_receipt_is_followed_on_restart_never_sent_tw
     assert_eq!(net.admin().anvil_drop_transaction(tx).await.unwrap(), Some(tx), "the node loses it too");
     assert!(net.admin().get_transaction_by_hash(tx).await.unwrap().is_none());
 
-    let (child, url) = serve(&net, &db);
+    let (child, url) = serve(&net, &db, &[]);
     let mut known = false;
     for _ in 0..400 {
         if net.admin().get_transaction_by_hash(tx).await.unwrap().is_some() {
@@ -877,4 +928,361 @@ async fn paid_call_latency_live_vs_sandbox() {
     let secs = t.elapsed().as_secs_f64();
     println!("BENCH live payments/s, 0 confirmations, 8 payers x 25 calls: {:.1}", 200.0 / secs);
     sandbox.shutdown().await;
+}
+
+/// Until `f` holds for the provider's records, or 20 s (mining a block now and then, for relays
+/// waiting in the mempool).
+async fn records_until(env: &Env, f: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+    for i in 0..400 {
+        let p = env.payments().await;
+        if f(&p) {
+            return p;
+        }
+        if i % 20 == 19 {
+            env.net.mine(1).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the records never got there: {:?}", env.payments().await);
+}
+
+/// Distinct transaction hashes of `rows`.
+fn relays(rows: &[serde_json::Value]) -> std::collections::BTreeSet<String> {
+    rows.iter().map(|r| r["tx_hash"].as_str().unwrap().to_string()).collect()
+}
+
+/// Batched relays: 20 payments from 4 payers arriving at once go out in a few Multicall3
+/// transactions (not 20); each record names its batch's hash and its call; balances move
+/// exactly; `verify-payment` and `ledger reconcile` accept the batched transfers (one
+/// transaction, many Transfer logs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_relays_carry_many_payments_per_transaction_exactly() {
+    let env = setup_batched(0, 1_000).await;
+    let mut payers = Vec::new();
+    for _ in 0..4 {
+        payers.push(env.payer(10_000).await);
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (p, w) in payers.iter().enumerate() {
+        let client = Arc::new(env.client(w));
+        for n in 0..5 {
+            let (c, url) = (client.clone(), format!("{}/api/v1/hello?p={p}&n={n}", env.api));
+            tasks.spawn(
+                async move { c.get(&url).await.map(|r| r.status().as_u16()).map_err(|e| e.to_string()) },
+            );
+        }
+    }
+    while let Some(r) = tasks.join_next().await {
+        assert_eq!(r.unwrap(), Ok(200));
+    }
+    let rows = env.settled().await;
+    assert_eq!(rows.len(), 20);
+    assert!(rows.iter().all(|r| r["state"] == "confirmed"), "{rows:?}");
+    let txs = relays(&rows);
+    let sent = relayer_nonce(&env.net).await;
+    println!("20 payments in {} relays", txs.len());
+    assert_eq!(sent as usize, txs.len(), "one transaction per batch");
+    assert!(txs.len() <= 8, "batched: {} transactions for 20 payments", txs.len());
+    // Each batch's records name distinct calls 0..n.
+    for tx in &txs {
+        let mut calls: Vec<u64> = rows
+            .iter()
+            .filter(|r| r["tx_hash"] == tx.as_str())
+            .filter_map(|r| r["call_index"].as_u64())
+            .collect();
+        calls.sort();
+        let n = rows.iter().filter(|r| r["tx_hash"] == tx.as_str()).count();
+        if n > 1 {
+            assert_eq!(calls, (0..n as u64).collect::<Vec<_>>(), "{tx}");
+        }
+    }
+    for w in &payers {
+        assert_eq!(env.net.balance(w.address()).await.unwrap(), 5_000);
+    }
+    assert_eq!(env.net.balance(env.payout).await.unwrap(), 20_000);
+    // The provider's own check of a batched payment: its Transfer among the batch's.
+    let chain = &env.srv().live().unwrap().chain;
+    for r in &rows {
+        let payer = Address::parse(r["payer"].as_str().unwrap()).unwrap();
+        let expected =
+            Expected { token: env.net.token, payer, payee: env.payout, amount: 1_000, confirmations: 1 };
+        let hash = r["tx_hash"].as_str().unwrap().parse().unwrap();
+        verify_payment(chain.provider(), hash, &expected).await.unwrap();
+    }
+    let (code, v) = reconcile_cli(&env.dir.path().join("f.db"), &env.net.rpc_url);
+    assert_eq!((code, &v["reconciliation"]["confirmed"]), (0, &serde_json::json!(20)), "{v}");
+}
+
+/// One authorization of a batch cannot be carried out (its payer drained its balance after the
+/// proof, before the block): that payment alone is recorded failed, the rest of the batch
+/// settles, and reconcile agrees with the records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_failing_authorization_in_a_batch_fails_alone() {
+    let env = setup_batched(0, 2_000).await;
+    let good = [env.payer(10_000).await, env.payer(10_000).await, env.payer(10_000).await];
+    let bad = env.payer(10_000).await;
+    env.net.set_automine(false).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, w) in good.iter().chain([&bad]).enumerate() {
+        let (c, url) = (env.client(w), format!("{}/api/v1/hello?w={i}", env.api));
+        tasks.spawn(async move { c.get(&url).await.map(|r| r.status().as_u16()).map_err(|e| e.to_string()) });
+    }
+    while let Some(r) = tasks.join_next().await {
+        assert_eq!(r.unwrap(), Ok(200), "0 confirmations: answered once the node took the batch");
+    }
+    let rows = env.payments().await;
+    assert_eq!(relays(&rows).len(), 1, "one batch: {rows:?}");
+    drain(&env, &bad).await;
+    env.net.mine(1).await.unwrap();
+    let rows = env.settled().await;
+    let of =
+        |w: &Wallet| rows.iter().find(|r| r["payer"] == w.address().to_checksum().as_str()).unwrap().clone();
+    let failed = of(&bad);
+    assert_eq!(failed["state"], "failed", "{rows:?}");
+    assert!(failed["failure"].as_str().unwrap().contains("batched relay failed"), "{failed}");
+    assert!(failed["call_index"].is_u64());
+    for w in &good {
+        assert_eq!(of(w)["state"], "confirmed", "{rows:?}");
+        assert_eq!(env.net.balance(w.address()).await.unwrap(), 9_000);
+    }
+    assert_eq!(env.net.balance(env.payout).await.unwrap(), 3_000);
+    assert_eq!(env.net.balance(bad.address()).await.unwrap(), 0, "drained");
+    assert_eq!(env.net.balance(env.net.dev_address(5)).await.unwrap(), 10_000, "all of it to the sink");
+    assert_eq!(relayer_nonce(&env.net).await, 1);
+    let chain = &env.srv().live().unwrap().chain;
+    let hash = failed["tx_hash"].as_str().unwrap().parse().unwrap();
+    let expected = Expected {
+        token: env.net.token,
+        payer: bad.address(),
+        payee: env.payout,
+        amount: 1_000,
+        confirmations: 1,
+    };
+    assert_eq!(
+        verify_payment(chain.provider(), hash, &expected).await.unwrap_err().code(),
+        "settlement_failed"
+    );
+    let (code, v) = reconcile_cli(&env.dir.path().join("f.db"), &env.net.rpc_url);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!((&v["reconciliation"]["confirmed"], &v["reconciliation"]["failed"]), (&3.into(), &1.into()));
+}
+
+/// A batching facilitator (`--batch-window-ms`, `--multicall`) SIGKILLed after the batch was
+/// broadcast and the proofs issued, before any block, the node losing the batch too: restarted,
+/// it re-broadcasts the recorded bytes, each payment of the batch is confirmed, and the relayer
+/// sent one transaction in all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_killed_before_its_receipt_is_followed_on_restart_never_sent_twice() {
+    use alloy::providers::Provider;
+    use alloy::providers::ext::AnvilApi;
+    let net = Devnet::start().await.unwrap();
+    let multicall = net.deploy_multicall3().await.unwrap().to_checksum();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("f.db");
+    let batched = ["--batch-window-ms", "1500", "--multicall", multicall.as_str()];
+    let (child, url) = serve(&net, &db, &batched);
+    let http = reqwest::Client::new();
+    let payout = net.dev_address(2);
+    let created: ProviderCreated = http
+        .post(format!("{url}/v1/providers"))
+        .json(&serde_json::json!({ "mode": "live", "payout_address": payout.to_checksum() }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut cfg = PaywallConfig::new(created.api_secret.clone());
+    cfg.facilitator_url = url.clone();
+    cfg.live = Some(created.terms.unwrap().to_terms().unwrap());
+    let api = serve_api(cfg).await;
+
+    let payers = [Wallet::generate(&OsEntropy), Wallet::generate(&OsEntropy)];
+    for w in &payers {
+        net.mint(w.address(), 10_000).await.unwrap();
+    }
+    let relays_before = relayer_nonce(&net).await;
+    net.set_automine(false).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in &payers {
+        let client = VlexivoClient::builder().wallet(w.clone()).facilitator_url(Some(&url)).build().unwrap();
+        let u = format!("{api}/api/v1/hello");
+        tasks.spawn(async move {
+            let res = client.get(&u).await.unwrap();
+            assert_eq!(res.status(), 200);
+            vlexivo_client::receipt_of(&res).unwrap().tx_hash.clone()
+        });
+    }
+    let mut hashes = Vec::new();
+    while let Some(h) = tasks.join_next().await {
+        hashes.push(h.unwrap());
+    }
+    assert_eq!(hashes[0], hashes[1], "one batch");
+    let tx: alloy::primitives::B256 = hashes[0].parse().unwrap();
+    drop(child);
+    assert_eq!(net.admin().anvil_drop_transaction(tx).await.unwrap(), Some(tx), "the node loses it too");
+
+    let (child, url) = serve(&net, &db, &batched);
+    let mut known = false;
+    for _ in 0..400 {
+        if net.admin().get_transaction_by_hash(tx).await.unwrap().is_some() {
+            known = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(known, "the restarted facilitator re-broadcast the recorded batch");
+    net.mine(1).await.unwrap();
+    let mut rows = Vec::new();
+    for _ in 0..400 {
+        rows = payments_at(&url, &created.api_secret).await;
+        if rows.len() == 2 && rows.iter().all(|r| r["state"] == "confirmed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    drop(child);
+    assert!(rows.iter().all(|r| r["state"] == "confirmed" && r["tx_hash"] == hashes[0].as_str()), "{rows:?}");
+    assert_eq!(relayer_nonce(&net).await, relays_before + 1, "one relay in all");
+    assert_eq!(net.balance(payout).await.unwrap(), 2_000);
+    for w in &payers {
+        assert_eq!(net.balance(w.address()).await.unwrap(), 9_000);
+    }
+}
+
+/// A reorg (anvil snapshot/revert) takes a confirmed settlement out of its block while the
+/// facilitator runs: the follower marks the record (back to submitted, `reorgs` 1, visible to
+/// the provider), follows it again, re-broadcasts the same signed bytes, and it is confirmed in
+/// its new block; the chain moved the payment once and reconcile is clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reorged_confirmation_is_marked_and_followed_again() {
+    let env = setup(0).await;
+    let w = env.payer(10_000).await;
+    let snap = env.net.snapshot().await.unwrap();
+    let res = env.client(&w).get(&format!("{}/api/v1/hello", env.api)).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let tx = vlexivo_client::receipt_of(&res).unwrap().tx_hash.clone();
+    let before = env.settled().await[0].clone();
+    assert_eq!(before["state"], "confirmed");
+    assert!(before.get("reorgs").is_none(), "{before}");
+    let block = before["block"].as_u64().unwrap();
+    // The chain forgets the block, then grows past it with other blocks.
+    env.net.revert(snap).await.unwrap();
+    env.net.mine(2).await.unwrap();
+    let rows = records_until(&env, |p| p[0]["reorgs"] == 1 && p[0]["state"] == "confirmed").await;
+    let after = &rows[0];
+    assert_eq!(after["tx_hash"], tx.as_str(), "the same signed relay, never a second one");
+    assert!(after["block"].as_u64().unwrap() > block, "confirmed again in a later block: {after}");
+    assert_eq!(relayer_nonce(&env.net).await, 1);
+    assert_eq!(env.net.balance(env.payout).await.unwrap(), 1_000);
+    assert_eq!(env.net.balance(w.address()).await.unwrap(), 9_000);
+    let (code, v) = reconcile_cli(&env.dir.path().join("f.db"), &env.net.rpc_url);
+    assert_eq!(code, 0, "{v}");
+}
+
+/// Figures: gas per payment and payments/s, batched (Multicall3, 50 ms window) vs one relay per
+/// payment, interleaved in rounds in one run on two devnets (automine): 16 payers calling at
+/// once, 10 calls each, per round.
+/// `cargo test -p vlexivo-facilitator --test live batched_vs_single -- --ignored --nocapture`
+/// (`scripts/bench.sh --only live-batch` runs it in release).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark"]
+async fn batched_vs_single_relays_gas_and_throughput() {
+    const ROUNDS: usize = 3;
+    const PAYERS: usize = 16;
+    const CALLS: usize = 10;
+    let single = setup(0).await;
+    let batched = setup_batched(0, 50).await;
+    let mut out = serde_json::Map::new();
+    for round in 0..ROUNDS {
+        for (name, env) in [("single", &single), ("batched", &batched)] {
+            let mut clients = Vec::new();
+            for _ in 0..PAYERS {
+                clients.push(Arc::new(env.client(&env.payer(1_000_000).await)));
+            }
+            let seen = relays(&env.payments().await);
+            let cpu = cpu_seconds();
+            let t = std::time::Instant::now();
+            let mut tasks = tokio::task::JoinSet::new();
+            for (i, c) in clients.into_iter().enumerate() {
+                let api = env.api.clone();
+                tasks.spawn(async move {
+                    for n in 0..CALLS {
+                        let res = c.get(&format!("{api}/api/v1/hello?r={round}&p={i}&n={n}")).await.unwrap();
+                        assert_eq!(res.status(), 200);
+                    }
+                });
+            }
+            while let Some(r) = tasks.join_next().await {
+                r.unwrap();
+            }
+            let secs = t.elapsed().as_secs_f64();
+            let cpu = cpu_seconds() - cpu;
+            let rows = env.settled().await;
+            let chain = &env.srv().live().unwrap().chain;
+            let (mut gas, mut txs) = (0u64, 0usize);
+            for tx in relays(&rows).difference(&seen) {
+                gas += chain.mined(tx.parse().unwrap()).await.unwrap().unwrap().gas_used;
+                txs += 1;
+            }
+            let n = (PAYERS * CALLS) as f64;
+            let line = serde_json::json!({
+                "round": round, "relay": name, "payments": n, "transactions": txs,
+                "payments_per_s": n / secs, "gas_per_payment": gas as f64 / n,
+                "cpu_us_per_payment": cpu * 1e6 / n,
+            });
+            println!("BENCH round {line}");
+            for (k, v) in [("payments_per_s", n / secs), ("gas_per_payment", gas as f64 / n)] {
+                let e = out.entry(format!("{name}_{k}")).or_insert(serde_json::json!(0.0));
+                *e = serde_json::json!(e.as_f64().unwrap() + v / ROUNDS as f64);
+            }
+        }
+    }
+    let g = |k: &str| out[k].as_f64().unwrap();
+    let gas_ratio = g("single_gas_per_payment") / g("batched_gas_per_payment");
+    let tput_ratio = g("batched_payments_per_s") / g("single_payments_per_s");
+    out.insert("gas_ratio".into(), serde_json::json!(gas_ratio));
+    out.insert("tput_ratio".into(), serde_json::json!(tput_ratio));
+    out.insert("bench".into(), "live-batch".into());
+    println!("BENCH {}", serde_json::Value::Object(out));
+}
+
+/// This process's user + system CPU time, in seconds.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// Live records on PostgreSQL: a batch of payments recorded in one transaction, confirmed call
+/// by call, then a reorg marks them and they are confirmed again, as on SQLite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_records_on_postgres_batch_and_follow_a_reorg() {
+    let pg = vlexivo_testkit::Server::postgres();
+    let net = Devnet::start().await.expect("devnet");
+    let multicall = net.deploy_multicall3().await.unwrap();
+    let batch = BatchConfig { multicall, window: Duration::from_millis(1_000), max: 50 };
+    let env = setup_in(net, None, 0, Some(batch), Some(pg.database("live"))).await;
+    let payers = [env.payer(10_000).await, env.payer(10_000).await, env.payer(10_000).await];
+    let snap = env.net.snapshot().await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, w) in payers.iter().enumerate() {
+        let (c, url) = (env.client(w), format!("{}/api/v1/hello?w={i}", env.api));
+        tasks.spawn(async move { c.get(&url).await.map(|r| r.status().as_u16()).map_err(|e| e.to_string()) });
+    }
+    while let Some(r) = tasks.join_next().await {
+        assert_eq!(r.unwrap(), Ok(200));
+    }
+    let rows = env.settled().await;
+    assert!(rows.iter().all(|r| r["state"] == "confirmed" && r["call_index"].is_u64()), "{rows:?}");
+    assert_eq!(relays(&rows).len(), 1, "{rows:?}");
+    env.net.revert(snap).await.unwrap();
+    env.net.mine(2).await.unwrap();
+    let rows = records_until(&env, |p| p.iter().all(|r| r["reorgs"] == 1 && r["state"] == "confirmed")).await;
+    assert_eq!(relays(&rows).len(), 1, "the same batch, re-broadcast: {rows:?}");
+    assert_eq!(env.net.balance(env.payout).await.unwrap(), 3_000);
+    for w in &payers {
+        assert_eq!(env.net.balance(w.address()).await.unwrap(), 9_000);
+    }
 }

@@ -88,7 +88,7 @@ pub struct Signed {
 }
 
 /// What became of a broadcast.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Broadcast {
     /// The node took it.
     Accepted,
@@ -106,6 +106,16 @@ pub struct Mined {
     pub block_hash: B256,
     pub gas_used: u64,
     pub success: bool,
+    /// The token's `AuthorizationUsed(authorizer, nonce)` events in it: the authorizations it
+    /// carried out (in a batch, the calls that succeeded).
+    pub authorizations: Vec<(Address, B256)>,
+}
+
+impl Mined {
+    /// Did this transaction carry out `from`'s authorization `nonce`?
+    pub fn used(&self, from: Address, nonce: B256) -> bool {
+        self.success && self.authorizations.contains(&(from, nonce))
+    }
 }
 
 /// A `Transfer` of the token, from the chain's logs.
@@ -440,15 +450,37 @@ impl Chain {
 
     /// The receipt of `tx_hash`, if mined.
     pub async fn mined(&self, tx_hash: B256) -> Result<Option<Mined>> {
+        use alloy::sol_types::SolEvent;
         let r = self.provider.get_transaction_receipt(tx_hash).await.map_err(|e| rpc_down("receipt", e))?;
         Ok(r.and_then(|r| {
+            let authorizations = r
+                .inner
+                .logs()
+                .iter()
+                .filter(|l| l.address() == self.token)
+                .filter_map(|l| IEip3009Token::AuthorizationUsed::decode_log(&l.inner).ok())
+                .map(|e| (core_address(&e.authorizer), e.nonce))
+                .collect();
             Some(Mined {
                 block: r.block_number?,
                 block_hash: r.block_hash?,
                 gas_used: r.gas_used,
                 success: r.status(),
+                authorizations,
             })
         }))
+    }
+
+    /// True when there is contract code at `at` (a Multicall3 to batch through, say).
+    pub async fn has_code(&self, at: Address) -> Result<bool> {
+        let code = self.provider.get_code_at(evm(&at)).await.map_err(|e| rpc_down("code", e))?;
+        Ok(!code.is_empty())
+    }
+
+    /// The hash of block `number`, if the chain has it.
+    pub async fn block_hash(&self, number: u64) -> Result<Option<B256>> {
+        let b = self.provider.get_block_by_number(number.into()).await.map_err(|e| rpc_down("block", e))?;
+        Ok(b.map(|b| b.header.hash))
     }
 
     /// True when the node knows the transaction (pending or mined).

@@ -41,6 +41,10 @@ pub struct Record {
     pub relayer: Address,
     pub block: Option<u64>,
     pub block_hash: Option<String>,
+    /// The EIP-3009 authorization nonce it relayed: the receipt must carry the token's
+    /// `AuthorizationUsed(payer, nonce)` too, which tells apart two equal payments in one
+    /// batched transaction when only one of them settled.
+    pub authorization: Option<alloy::primitives::B256>,
 }
 
 /// What kind of difference: stable snake_case names (the CLI's JSON and exit status use them).
@@ -206,13 +210,21 @@ async fn check(
     let receipt = provider.get_transaction_receipt(hash).await.map_err(|e| rpc_down("receipt", e))?;
     let mined = receipt.as_ref().and_then(|rc| Some((rc.block_number?, rc.block_hash?, rc.status())));
     let pays = |rc: &alloy::rpc::types::TransactionReceipt| {
-        rc.inner.logs().iter().filter(|l| l.address() == evm(&token)).any(|l| {
+        let logs = || rc.inner.logs().iter().filter(|l| l.address() == evm(&token));
+        let transfer = logs().any(|l| {
             IEip3009Token::Transfer::decode_log(&l.inner).is_ok_and(|e| {
                 core_address(&e.from) == r.payer
                     && core_address(&e.to) == r.pay_to
                     && e.value == U256::from(r.amount)
             })
-        })
+        });
+        let used = r.authorization.is_none_or(|nonce| {
+            logs().any(|l| {
+                IEip3009Token::AuthorizationUsed::decode_log(&l.inner)
+                    .is_ok_and(|e| core_address(&e.authorizer) == r.payer && e.nonce == nonce)
+            })
+        });
+        transfer && used
     };
     let recorded_at = || match (r.block, &r.block_hash) {
         (Some(b), Some(h)) => format!("block {b} ({h})"),

@@ -428,6 +428,8 @@ pub(crate) async fn payment_page(
                         paid_at: r.paid_at as u64,
                         block: r.block_number.map(|b| b as u64),
                         failure: r.failure,
+                        call_index: r.call_index.map(|i| i as u32),
+                        reorgs: (r.reorgs > 0).then_some(r.reorgs as u32),
                         state: Some(if r.state == "signed" { "submitted".into() } else { r.state }),
                     };
                     (n - i as i64, rec)

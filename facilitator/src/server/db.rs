@@ -144,6 +144,57 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX payments_by_payer ON payments (account, payer, paid_at);
     CREATE INDEX settlements_by_payer ON settlements (account, payer, paid_at);
     ",
+    // 6: batched relays and reorgs. One Multicall3 `aggregate3` transaction carries many
+    // settlements, so a transaction hash is no longer unique: `call_index` names a record's call
+    // in it (NULL for a relay of its own), and only call 0 keeps the signed bytes. `reorgs`
+    // counts the times a confirmation was undone by a reorg (the record was followed again).
+    // SQLite cannot drop a UNIQUE constraint: the table is rebuilt, rowids kept.
+    "
+    CREATE TABLE settlements_v6 (
+        account       TEXT NOT NULL,
+        nonce         TEXT NOT NULL,
+        scheme        TEXT NOT NULL,
+        network       TEXT NOT NULL,
+        asset         TEXT NOT NULL,
+        payer         TEXT NOT NULL,
+        pay_to        TEXT NOT NULL,
+        amount        INTEGER NOT NULL CHECK (amount > 0),
+        currency      TEXT NOT NULL,
+        resource      TEXT NOT NULL,
+        auth_nonce    TEXT NOT NULL,
+        valid_before  INTEGER NOT NULL,
+        tx_hash       TEXT NOT NULL,
+        raw_tx        BLOB NOT NULL,
+        relayer       TEXT NOT NULL,
+        relayer_nonce INTEGER NOT NULL,
+        state         TEXT NOT NULL CHECK (state IN ('signed', 'submitted', 'confirmed', 'failed')),
+        block_number  INTEGER,
+        block_hash    TEXT,
+        gas_used      INTEGER,
+        failure       TEXT,
+        token         TEXT NOT NULL,
+        paid_at       INTEGER NOT NULL,
+        expires_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL,
+        call_index    INTEGER CHECK (call_index >= 0),
+        reorgs        INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (account, nonce)
+    );
+    INSERT INTO settlements_v6 (rowid, account, nonce, scheme, network, asset, payer, pay_to, amount,
+        currency, resource, auth_nonce, valid_before, tx_hash, raw_tx, relayer, relayer_nonce, state,
+        block_number, block_hash, gas_used, failure, token, paid_at, expires_at, updated_at)
+    SELECT rowid, account, nonce, scheme, network, asset, payer, pay_to, amount,
+        currency, resource, auth_nonce, valid_before, tx_hash, raw_tx, relayer, relayer_nonce, state,
+        block_number, block_hash, gas_used, failure, token, paid_at, expires_at, updated_at
+    FROM settlements;
+    DROP TABLE settlements;
+    ALTER TABLE settlements_v6 RENAME TO settlements;
+    CREATE INDEX settlements_pending ON settlements (state) WHERE state IN ('signed', 'submitted');
+    CREATE INDEX settlements_by_account ON settlements (account, paid_at);
+    CREATE INDEX settlements_by_payer ON settlements (account, payer, paid_at);
+    CREATE INDEX settlements_by_tx ON settlements (tx_hash);
+    CREATE INDEX settlements_confirmed ON settlements (block_number) WHERE state = 'confirmed';
+    ",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

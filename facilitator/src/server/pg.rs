@@ -146,6 +146,14 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX payments_by_payer ON payments (account, payer, paid_at);
     CREATE INDEX settlements_by_payer ON settlements (account, payer, paid_at);
     ",
+    // 6: batched relays and reorgs (see the SQLite migration 6).
+    "
+    ALTER TABLE settlements DROP CONSTRAINT settlements_tx_hash_key,
+                            ADD COLUMN call_index bigint CHECK (call_index >= 0),
+                            ADD COLUMN reorgs bigint NOT NULL DEFAULT 0;
+    CREATE INDEX settlements_by_tx ON settlements (tx_hash);
+    CREATE INDEX settlements_confirmed ON settlements (block_number) WHERE state = 'confirmed';
+    ",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

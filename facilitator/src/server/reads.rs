@@ -178,6 +178,8 @@ impl Reads {
             state: None,
             block: None,
             failure: None,
+            call_index: None,
+            reorgs: None,
         };
         match self {
             Reads::Sqlite(r) => {

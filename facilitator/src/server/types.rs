@@ -147,6 +147,14 @@ pub struct PaymentRecord {
     pub block: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+    /// Live payments relayed in a batch: the payment's call in that transaction's Multicall3
+    /// `aggregate3` (its `tx_hash` is the batch's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_index: Option<u32>,
+    /// Live payments: how many times a reorg undid the payment's confirmation (it was then
+    /// followed again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reorgs: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

@@ -4,11 +4,18 @@
 //! A payment: core's off-chain checks ([`payment::verify_live`]: MAC, window, terms,
 //! signature); then, under the payer's lock, the chain's: the authorization unused, the balance
 //! at the latest block minus this facilitator's in-flight reservations for the payer, and a
-//! simulation; then the relay is signed, recorded (state `signed`, with the token naming its
-//! hash), broadcast (`submitted`) and, depending on `confirmations`, answered at once (0: the
-//! amount stays reserved and the follower takes it to `confirmed` or `failed`) or after N
-//! blocks. The follower also picks up what a previous process left pending after a crash and
-//! re-broadcasts the same signed bytes when the node lost them: a payment is never signed twice.
+//! simulation; the amount is then reserved and the lock released. The relay is signed,
+//! recorded (state `signed`, with the token naming its hash), broadcast (`submitted`) and,
+//! depending on `confirmations`, answered at once (0: the amount stays reserved and the
+//! follower takes it to `confirmed` or `failed`) or after N blocks. With batching on, the
+//! payments admitted within a short window go out together in one Multicall3 `aggregate3`
+//! transaction, each call allowed to fail alone: every record of the batch names its hash and
+//! its call, and the receipt's `AuthorizationUsed` events tell which calls settled.
+//!
+//! The follower also picks up what a previous process left pending after a crash and
+//! re-broadcasts the same signed bytes when the node lost them (a payment is never signed
+//! twice), and re-checks recent confirmations for reorgs: a record whose block is no longer the
+//! chain's goes back to `submitted` (counted in `reorgs`) and is followed again.
 
 pub mod reconcile;
 pub mod store;
@@ -16,16 +23,17 @@ pub mod store;
 use alloy::primitives::B256;
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
-use store::{LiveStore, Settlement, Update};
+use store::{LiveStore, Settlement, Update, Which};
+use tokio::sync::{mpsc, oneshot};
 use vlexivo_core::env::Clock;
 use vlexivo_core::money::{Currency, Money};
 use vlexivo_core::payment::{self, PaymentReceipt, PaymentRequest, VerifiedTransfer};
 use vlexivo_core::wallet::Address;
 use vlexivo_core::{Error, Result};
 use vlexivo_live::chain::{hex32, parse_hash};
-use vlexivo_live::{Broadcast, Chain, ChainConfig, Mined};
+use vlexivo_live::{Broadcast, Chain, ChainConfig, Mined, Signed};
 
 use super::ledger::Provider;
 
@@ -44,6 +52,9 @@ impl Drop for InHand<'_> {
 /// Scheme name of the records this module writes.
 pub const SCHEME: &str = "eip3009";
 
+/// How far back (in blocks) the follower re-checks confirmed records for reorgs.
+pub const REORG_DEPTH: u64 = 64;
+
 /// How live mode settles.
 #[derive(Debug, Clone)]
 pub struct LiveConfig {
@@ -53,16 +64,58 @@ pub struct LiveConfig {
     /// Longest a payment request waits for its confirmations before it is answered
     /// `facilitator_unavailable` (the record stays pending and is followed).
     pub confirm_timeout: Duration,
+    /// Relay payments in batches (`None`: one transaction per payment).
+    pub batch: Option<BatchConfig>,
 }
 
-/// A relay of this facilitator not yet known to be in a block at or below the block balances
-/// were read at.
+/// Batched relays: the payments admitted within `window` of the first of a batch (at most
+/// `max`) go out in one `aggregate3` transaction of the Multicall3 at `multicall`.
+#[derive(Debug, Clone)]
+pub struct BatchConfig {
+    pub multicall: Address,
+    pub window: Duration,
+    pub max: usize,
+}
+
+/// A payment admitted and reserved under its payer's lock, not yet known to be in a block at or
+/// below the block balances were read at.
 #[derive(Debug, Clone)]
 struct InFlight {
-    tx_hash: B256,
+    /// The record: (account, challenge nonce).
+    key: (String, String),
+    /// Its relay, once signed (`None`: waiting for its batch).
+    tx_hash: Option<B256>,
+    auth_nonce: B256,
+    /// Relayed in a batch: the receipt's `AuthorizationUsed` events say whether it settled.
+    batched: bool,
     value: u64,
     /// The block it was mined in, once known.
     mined: Option<u64>,
+}
+
+/// A payment ready to relay: checked, reserved, and what its token needs.
+struct Ready {
+    provider: Arc<Provider>,
+    t: VerifiedTransfer,
+    issuer: String,
+    now: u64,
+    /// The simulation's gas (a relay of its own).
+    gas: u64,
+}
+
+/// What relaying a payment gave it.
+#[derive(Debug, Clone)]
+struct Relayed {
+    tx_hash: B256,
+    token: String,
+    claims_at: (u64, u64),
+    outcome: Broadcast,
+}
+
+/// A payment waiting for its batch.
+struct Job {
+    ready: Ready,
+    reply: oneshot::Sender<Result<Relayed>>,
 }
 
 pub struct Live {
@@ -71,13 +124,15 @@ pub struct Live {
     confirmations: u64,
     confirm_timeout: Duration,
     clock: Arc<dyn Clock>,
-    /// Per payer: the lock the balance check and the relay are made under, and the payer's
-    /// relays in flight (their amounts are reserved until the balance read shows them).
+    /// Per payer: the lock the balance check and the reservation are made under, and the
+    /// payer's payments in flight (their amounts are reserved until the balance read shows them).
     payers: Mutex<HashMap<Address, Arc<tokio::sync::Mutex<Vec<InFlight>>>>>,
     payouts: Mutex<HashMap<String, Address>>,
     /// Relays this process is signing and broadcasting right now: the follower leaves them to
     /// the payment request (it would otherwise race it to broadcast the same bytes).
     in_hand: Mutex<std::collections::HashSet<String>>,
+    /// The batcher's queue, when batching.
+    batches: Option<mpsc::Sender<Job>>,
 }
 
 impl std::fmt::Debug for Live {
@@ -85,6 +140,7 @@ impl std::fmt::Debug for Live {
         f.debug_struct("Live")
             .field("chain", &self.chain)
             .field("confirmations", &self.confirmations)
+            .field("batching", &self.batches.is_some())
             .finish()
     }
 }
@@ -97,9 +153,48 @@ fn to_u64(v: alloy::primitives::U256) -> u64 {
     u64::try_from(v).unwrap_or(u64::MAX)
 }
 
+/// Did the relay `m` carry out the record `s`? A relay of its own: it succeeded. A batch's call:
+/// the token's `AuthorizationUsed` for its payer and nonce is in the receipt.
+fn carried(s: &Settlement, m: &Mined) -> Result<bool> {
+    if s.call_index.is_none() {
+        return Ok(m.success);
+    }
+    Ok(m.used(Address::parse(&s.payer)?, parse_hash(&s.auth_nonce)?))
+}
+
+/// Why `m` did not carry out `s`.
+fn not_carried(s: &Settlement, m: &Mined) -> String {
+    match (m.success, s.call_index) {
+        (false, _) => "the transfer reverted on chain".into(),
+        (true, Some(i)) => {
+            format!("call {i} of the batched relay failed: the token did not carry out the authorization")
+        }
+        (true, None) => "the token did not carry out the authorization".into(),
+    }
+}
+
 impl Live {
     pub async fn start(cfg: &LiveConfig, store: LiveStore, clock: Arc<dyn Clock>) -> Result<Arc<Self>> {
         let chain = Chain::connect(&cfg.chain).await?;
+        let batch = match &cfg.batch {
+            Some(b) if b.max >= 2 => {
+                if !chain.has_code(b.multicall).await? {
+                    return Err(Error::Config(format!(
+                        "batched relays need a Multicall3: there is no contract at {}",
+                        b.multicall
+                    )));
+                }
+                Some(b.clone())
+            }
+            _ => None,
+        };
+        let (tx, rx) = match batch {
+            Some(_) => {
+                let (tx, rx) = mpsc::channel(4096);
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
         let live = Arc::new(Self {
             chain,
             store,
@@ -109,30 +204,48 @@ impl Live {
             payers: Mutex::new(HashMap::new()),
             payouts: Mutex::new(HashMap::new()),
             in_hand: Mutex::new(std::collections::HashSet::new()),
+            batches: tx,
         });
         // What an earlier process left in flight is reserved again and followed.
         for s in live.store.pending().await? {
-            let payer = Address::parse(&s.payer)?;
-            let lock = live.payer(payer);
-            lock.lock().await.push(InFlight {
-                tx_hash: parse_hash(&s.tx_hash)?,
-                value: s.amount as u64,
-                mined: None,
-            });
+            live.reserve_again(&s).await?;
+        }
+        if let (Some(b), Some(rx)) = (batch, rx) {
+            // The batcher ends when the last handle on `live` (and so its queue) is dropped.
+            tokio::spawn(batcher(Arc::downgrade(&live), rx, b));
         }
         tracing::info!(
             network = %live.chain.network(),
             token = %live.chain.token(),
             relayer = %live.chain.relayer(),
             confirmations = cfg.confirmations,
+            batching = live.batches.is_some(),
             "live settlement ready"
         );
         Ok(live)
     }
 
+    /// Reserve a pending record's amount again (after a restart, or a reorg undid it).
+    async fn reserve_again(&self, s: &Settlement) -> Result<()> {
+        let payer = Address::parse(&s.payer)?;
+        let lock = self.payer(payer);
+        let mut v = lock.lock().await;
+        let key = (s.account.clone(), s.nonce.clone());
+        v.retain(|f| f.key != key);
+        v.push(InFlight {
+            key,
+            tx_hash: Some(parse_hash(&s.tx_hash)?),
+            auth_nonce: parse_hash(&s.auth_nonce)?,
+            batched: s.call_index.is_some(),
+            value: s.amount as u64,
+            mined: None,
+        });
+        Ok(())
+    }
+
     /// Follow pending records until `stop` fires: every `poll`, each pending relay is checked
     /// once (mined → confirmed or failed; unknown to the node → re-broadcast, or failed once its
-    /// authorization has expired).
+    /// authorizations have expired), and recent confirmations are re-checked for reorgs.
     pub fn spawn_follower(self: &Arc<Self>, poll: Duration) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         tokio::spawn(async move {
@@ -145,61 +258,88 @@ impl Live {
         })
     }
 
-    /// One pass over the pending records.
+    /// One pass: the reorg check, then the pending records, a relay (and so a batch) at a time.
     pub async fn follow_once(&self) -> Result<usize> {
+        self.recheck_reorgs().await?;
         let pending = self.store.pending().await?;
         let n = pending.len();
+        let mut relays: Vec<Vec<Settlement>> = Vec::new();
+        let mut at: HashMap<String, usize> = HashMap::new();
         for s in pending {
             if self.in_hand.lock().contains(&s.tx_hash) {
                 continue;
             }
-            self.follow(&s).await?;
+            let i = *at.entry(s.tx_hash.clone()).or_insert_with(|| {
+                relays.push(Vec::new());
+                relays.len() - 1
+            });
+            relays[i].push(s);
+        }
+        for records in relays {
+            self.follow(&records).await?;
         }
         Ok(n)
     }
 
-    async fn follow(&self, s: &Settlement) -> Result<()> {
-        let hash = parse_hash(&s.tx_hash)?;
+    /// One relay's pending records (one, or a batch's).
+    async fn follow(&self, records: &[Settlement]) -> Result<()> {
+        let Some(first) = records.first() else { return Ok(()) };
+        let hash = parse_hash(&first.tx_hash)?;
         let now = self.clock.now();
         match self.chain.mined(hash).await? {
             Some(m) => {
                 let deep = self.confirmations.max(1);
                 if !m.success || self.chain.block_number().await? + 1 >= m.block + deep {
-                    self.settled(s, &m, now).await?;
+                    for s in records {
+                        self.settled(s, &m, now).await?;
+                    }
                 }
             }
             None => {
                 if self.chain.known(hash).await? {
-                    if s.state == "signed" {
-                        self.store.update(&s.tx_hash, Update::Submitted, now).await?;
+                    if records.iter().any(|s| s.state == "signed") {
+                        self.store.update(Which::Tx(&first.tx_hash), Update::Submitted, now).await?;
                     }
-                } else if (s.valid_before as u64) <= now {
-                    // Never mined and its authorization is void: it never can be.
-                    self.failed(
-                        s,
-                        "dropped before it was mined; the authorization has expired".into(),
-                        None,
-                        now,
-                    )
-                    .await?;
+                } else if records.iter().all(|s| (s.valid_before as u64) <= now) {
+                    // Never mined and every authorization in it is void: it never can be.
+                    for s in records {
+                        self.failed(
+                            s,
+                            "dropped before it was mined; the authorization has expired".into(),
+                            None,
+                            now,
+                        )
+                        .await?;
+                    }
                 } else {
-                    match self.chain.broadcast(&s.raw_tx).await {
+                    // The signed bytes (a batch keeps them on its call 0, maybe not pending).
+                    let raw = match records.iter().find(|s| !s.raw_tx.is_empty()) {
+                        Some(s) => s.raw_tx.clone(),
+                        None => match self.store.by_tx(&first.tx_hash).await? {
+                            Some(s) => s.raw_tx,
+                            None => return Err(Error::Internal("a relay without its signed bytes".into())),
+                        },
+                    };
+                    match self.chain.broadcast(&raw).await {
                         Broadcast::Accepted => {
-                            tracing::info!(tx = %s.tx_hash, "live: re-broadcast a relay the node did not have");
-                            self.store.update(&s.tx_hash, Update::Submitted, now).await?;
+                            tracing::info!(tx = %first.tx_hash, "live: re-broadcast a relay the node did not have");
+                            self.store.update(Which::Tx(&first.tx_hash), Update::Submitted, now).await?;
                         }
                         Broadcast::Rejected { reason, .. } => {
                             // A nonce the relayer already used otherwise means it can never be mined.
                             if reason.to_ascii_lowercase().contains("nonce too low") {
-                                self.failed(
-                                    s,
-                                    "replaced: the relayer's nonce was used by another transaction".into(),
-                                    None,
-                                    now,
-                                )
-                                .await?;
+                                for s in records {
+                                    self.failed(
+                                        s,
+                                        "replaced: the relayer's nonce was used by another transaction"
+                                            .into(),
+                                        None,
+                                        now,
+                                    )
+                                    .await?;
+                                }
                             } else {
-                                tracing::warn!(tx = %s.tx_hash, %reason, "live: re-broadcast refused; will retry");
+                                tracing::warn!(tx = %first.tx_hash, %reason, "live: re-broadcast refused; will retry");
                             }
                         }
                         Broadcast::Unknown(why) => {
@@ -212,11 +352,54 @@ impl Live {
         Ok(())
     }
 
+    /// Confirmed records in the last [`REORG_DEPTH`] blocks whose block is no longer the
+    /// chain's go back to `submitted`, reserved again, and are followed anew (re-mined
+    /// elsewhere: confirmed in their new block; gone: re-broadcast, the same bytes). Blocks are
+    /// checked newest first and the check stops at the first one unchanged: block hashes chain,
+    /// so everything older is unchanged too.
+    async fn recheck_reorgs(&self) -> Result<()> {
+        let head = self.chain.block_number().await?;
+        let recent = self.store.confirmed_from(head.saturating_sub(REORG_DEPTH)).await?;
+        if recent.is_empty() {
+            return Ok(());
+        }
+        let mut by_block: std::collections::BTreeMap<(i64, String), Vec<Settlement>> = Default::default();
+        for s in recent {
+            if let (Some(b), Some(h)) = (s.block_number, s.block_hash.clone()) {
+                by_block.entry((b, h)).or_default().push(s);
+            }
+        }
+        for ((block, hash), records) in by_block.into_iter().rev() {
+            let now_there = self.chain.block_hash(block as u64).await?.map(|h| hex32(&h));
+            if now_there.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(&hash)) {
+                break;
+            }
+            let reason = format!("reorg: block {block} ({hash}) is no longer the chain's; followed again");
+            let now = self.clock.now();
+            for s in records {
+                tracing::warn!(tx = %s.tx_hash, account = %s.account, block, "live: a confirmed settlement was reorged");
+                if self.in_hand.lock().contains(&s.tx_hash) {
+                    continue;
+                }
+                self.store
+                    .update(
+                        Which::Record(&s.account, &s.nonce),
+                        Update::Reorged { reason: reason.clone() },
+                        now,
+                    )
+                    .await?;
+                self.reserve_again(&s).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `s`'s relay is mined (and deep enough): confirmed when it carried `s` out, else failed.
     async fn settled(&self, s: &Settlement, m: &Mined, now: u64) -> Result<()> {
-        if m.success {
+        if carried(s, m)? {
             self.store
                 .update(
-                    &s.tx_hash,
+                    Which::Record(&s.account, &s.nonce),
                     Update::Confirmed {
                         block: m.block as i64,
                         block_hash: hex32(&m.block_hash),
@@ -225,19 +408,19 @@ impl Live {
                     now,
                 )
                 .await?;
-            self.mark_mined(&s.payer, &s.tx_hash, m.block);
-            tracing::info!(tx = %s.tx_hash, block = m.block, gas = m.gas_used, "live: settled");
+            self.mark_mined(s, m.block);
+            tracing::info!(tx = %s.tx_hash, call = ?s.call_index, block = m.block, gas = m.gas_used, "live: settled");
             Ok(())
         } else {
-            self.failed(s, "the transfer reverted on chain".into(), Some(m), now).await
+            self.failed(s, not_carried(s, m), Some(m), now).await
         }
     }
 
     async fn failed(&self, s: &Settlement, reason: String, m: Option<&Mined>, now: u64) -> Result<()> {
-        tracing::warn!(tx = %s.tx_hash, account = %s.account, %reason, "live: settlement failed");
+        tracing::warn!(tx = %s.tx_hash, call = ?s.call_index, account = %s.account, %reason, "live: settlement failed");
         self.store
             .update(
-                &s.tx_hash,
+                Which::Record(&s.account, &s.nonce),
                 Update::Failed {
                     reason,
                     block: m.map(|m| m.block as i64),
@@ -246,7 +429,9 @@ impl Live {
                 now,
             )
             .await?;
-        self.forget(&s.payer, &s.tx_hash);
+        if let Ok(p) = Address::parse(&s.payer) {
+            self.forget(p, (s.account.clone(), s.nonce.clone()));
+        }
         Ok(())
     }
 
@@ -254,20 +439,19 @@ impl Live {
         self.payers.lock().entry(payer).or_default().clone()
     }
 
-    fn mark_mined(&self, payer: &str, tx_hash: &str, block: u64) {
-        let (Ok(p), Ok(h)) = (Address::parse(payer), parse_hash(tx_hash)) else { return };
+    fn mark_mined(&self, s: &Settlement, block: u64) {
+        let Ok(p) = Address::parse(&s.payer) else { return };
         let lock = self.payer(p);
         if let Ok(mut v) = lock.try_lock()
-            && let Some(f) = v.iter_mut().find(|f| f.tx_hash == h)
+            && let Some(f) = v.iter_mut().find(|f| f.key.0 == s.account && f.key.1 == s.nonce)
         {
             f.mined = Some(block);
         }
     }
 
-    fn forget(&self, payer: &str, tx_hash: &str) {
-        let (Ok(p), Ok(h)) = (Address::parse(payer), parse_hash(tx_hash)) else { return };
-        let lock = self.payer(p);
-        tokio::spawn(async move { lock.lock().await.retain(|f| f.tx_hash != h) });
+    fn forget(&self, payer: Address, key: (String, String)) {
+        let lock = self.payer(payer);
+        tokio::spawn(async move { lock.lock().await.retain(|f| f.key != key) });
     }
 
     /// A provider's payout address.
@@ -290,16 +474,27 @@ impl Live {
         Ok(self.chain.terms(self.payout(account).await?))
     }
 
-    /// What `payer` can still spend: the balance at the latest block minus its relays not yet
-    /// in a block at or below it. Called under the payer's lock.
+    /// What `payer` can still spend: the balance at the latest block minus its payments not
+    /// yet in a block at or below it. Called under the payer's lock.
     async fn spendable(&self, payer: Address, in_flight: &mut Vec<InFlight>) -> Result<(u64, u64)> {
         let block = self.chain.block_number().await?;
         let balance = to_u64(self.chain.balance_at(payer, block).await?);
+        let mut receipts: HashMap<B256, Option<Mined>> = HashMap::new();
         for f in in_flight.iter_mut().filter(|f| f.mined.is_none()) {
-            if let Some(m) = self.chain.mined(f.tx_hash).await? {
-                // A reverted relay moved nothing: it reserves nothing either.
-                f.mined = Some(if m.success { m.block } else { 0 });
-                if !m.success {
+            let Some(hash) = f.tx_hash else { continue };
+            let m = match receipts.get(&hash) {
+                Some(m) => m.clone(),
+                None => {
+                    let m = self.chain.mined(hash).await?;
+                    receipts.insert(hash, m.clone());
+                    m
+                }
+            };
+            if let Some(m) = m {
+                let moved = if f.batched { m.used(payer, f.auth_nonce) } else { m.success };
+                // A relay that did not carry it out moved nothing: it reserves nothing either.
+                f.mined = Some(if moved { m.block } else { 0 });
+                if !moved {
                     f.value = 0;
                 }
             }
@@ -309,7 +504,7 @@ impl Live {
         Ok((balance, reserved))
     }
 
-    /// The on-chain balance of `payer` less its in-flight relays, in atomic units.
+    /// The on-chain balance of `payer` less its in-flight payments, in atomic units.
     pub async fn balance(&self, payer: Address) -> Result<u64> {
         let lock = self.payer(payer);
         let mut in_flight = lock.lock().await;
@@ -335,9 +530,16 @@ impl Live {
         }
         let payer = t.payment.payer;
         let value = t.authorization.value;
+        let auth_nonce = B256::from(t.authorization.nonce);
+        let key = (account.clone(), nonce.clone());
         let lock = self.payer(payer);
         let mut in_flight = lock.lock().await;
-        // The same challenge paid concurrently: the first one under the lock recorded it.
+        // The same challenge paid concurrently: the first one under the lock reserved it and is
+        // relaying it; this one answers as a replay once it is recorded.
+        if in_flight.iter().any(|f| f.key == key) {
+            drop(in_flight);
+            return self.replay_when_recorded(&account, &nonce, &t).await;
+        }
         if let Some(s) = self.store.get(&account, &nonce).await? {
             drop(in_flight);
             return self.replay(s, &t).await;
@@ -355,42 +557,47 @@ impl Live {
             });
         }
         let gas = self.chain.simulate(&t).await?;
-        let mut token = String::new();
-        let mut claims_at = (0, 0);
-        let mut held = None;
-        let submitted = self
-            .chain
-            .submit(&t, gas, |signed| {
-                let claims = payment::claims(&t.payment, &hex32(&signed.tx_hash), issuer, now);
-                claims_at = (claims.iat, claims.exp);
-                let issued = provider.issuer.issue(&claims);
-                let record = issued.map(|tok| {
-                    token = tok.clone();
-                    self.in_hand.lock().insert(hex32(&signed.tx_hash));
-                    held = Some(hex32(&signed.tx_hash));
-                    self.record(&account, &t, &signed, tok, claims.iat, claims.exp)
-                });
-                async move { self.store.insert(record?).await }
-            })
-            .await;
-        let _released = held.map(|tx| InHand { live: self, tx });
-        let (signed, outcome) = submitted?;
-        let tx = hex32(&signed.tx_hash);
-        match outcome {
-            Broadcast::Accepted => {
-                self.store.update(&tx, Update::Submitted, now).await?;
-                in_flight.push(InFlight { tx_hash: signed.tx_hash, value, mined: None });
+        let price = t.payment.price;
+        // Reserved: the payer's next payment counts it while this one is relayed.
+        in_flight.push(InFlight {
+            key: key.clone(),
+            tx_hash: None,
+            auth_nonce,
+            batched: self.batches.is_some(),
+            value,
+            mined: None,
+        });
+        drop(in_flight);
+        let ready = Ready { provider, t, issuer: issuer.to_string(), now, gas };
+        let relayed = match &self.batches {
+            None => self.relay(vec![ready], None).await.map(|mut r| r.remove(0)),
+            Some(queue) => {
+                let (reply, answer) = oneshot::channel();
+                match queue.send(Job { ready, reply }).await {
+                    Ok(()) => answer.await.unwrap_or_else(|_| {
+                        Err(Error::FacilitatorUnavailable("the facilitator is shutting down".into()))
+                    }),
+                    Err(_) => Err(Error::FacilitatorUnavailable("the facilitator is shutting down".into())),
+                }
             }
+        };
+        // The reservation now follows the relay, or goes when nothing was sent.
+        {
+            let mut in_flight = lock.lock().await;
+            match &relayed {
+                Ok(r) if !matches!(r.outcome, Broadcast::Rejected { .. }) => {
+                    if let Some(f) = in_flight.iter_mut().find(|f| f.key == key) {
+                        f.tx_hash = Some(r.tx_hash);
+                    }
+                }
+                _ => in_flight.retain(|f| f.key != key),
+            }
+        }
+        let r = relayed?;
+        let tx = hex32(&r.tx_hash);
+        match r.outcome {
+            Broadcast::Accepted => {}
             Broadcast::Rejected { reason, out_of_gas } => {
-                let s =
-                    self.store.by_tx(&tx).await?.ok_or_else(|| Error::Internal("record vanished".into()))?;
-                self.store
-                    .update(
-                        &s.tx_hash,
-                        Update::Failed { reason: reason.clone(), block: None, gas_used: None },
-                        now,
-                    )
-                    .await?;
                 return Err(if out_of_gas {
                     tracing::error!(relayer = %self.chain.relayer(), "live: the relayer cannot pay for gas");
                     Error::FacilitatorUnavailable(
@@ -401,51 +608,186 @@ impl Live {
                 });
             }
             Broadcast::Unknown(_) => {
-                in_flight.push(InFlight { tx_hash: signed.tx_hash, value, mined: None });
                 return Err(Error::FacilitatorUnavailable(
                     "the chain's RPC did not confirm the broadcast; the payment is followed and re-sending it tells its fate"
                         .into(),
                 ));
             }
         }
-        drop(in_flight);
         let receipt = PaymentReceipt {
-            token,
+            token: r.token,
             tx_hash: tx.clone(),
             payer: payer.to_checksum(),
-            amount: t.payment.price.to_string(),
-            currency: t.payment.price.currency().code().into(),
+            amount: price.to_string(),
+            currency: price.currency().code().into(),
             balance: usd(available - value),
-            nonce,
-            paid_at: claims_at.0,
-            expires_at: claims_at.1,
+            nonce: nonce.clone(),
+            paid_at: r.claims_at.0,
+            expires_at: r.claims_at.1,
             replayed: false,
         };
         if self.confirmations == 0 {
             return Ok(receipt);
         }
-        self.await_confirmations(&tx, signed.tx_hash).await?;
+        self.await_confirmations(&account, &nonce, r.tx_hash).await?;
         Ok(receipt)
     }
 
-    /// Wait until the relay is `confirmations` deep: a revert is `settlement_failed` (recorded).
-    async fn await_confirmations(&self, tx: &str, hash: B256) -> Result<()> {
-        match self.chain.wait(hash, self.confirmations, self.confirm_timeout).await? {
+    /// Sign, record and broadcast `ready`: one payment in a relay of its own (`multicall`
+    /// `None`), or several in one `aggregate3` call of the Multicall3 at `multicall`. Every
+    /// record is stored before the broadcast; the answers are in `ready`'s order.
+    async fn relay(&self, ready: Vec<Ready>, multicall: Option<Address>) -> Result<Vec<Relayed>> {
+        let mut issued: Vec<(String, (u64, u64))> = Vec::new();
+        let mut held = None;
+        let record = |signed: Signed| {
+            let tx = hex32(&signed.tx_hash);
+            let batched = multicall.is_some();
+            let records = ready
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let claims = payment::claims(&r.t.payment, &tx, &r.issuer, r.now);
+                    let token = r.provider.issuer.issue(&claims)?;
+                    issued.push((token.clone(), (claims.iat, claims.exp)));
+                    // A batch keeps its signed bytes once, on call 0.
+                    let raw = if i == 0 { signed.raw.clone() } else { Vec::new() };
+                    Ok(self.record(
+                        &r.provider.account,
+                        &r.t,
+                        &signed,
+                        raw,
+                        batched.then_some(i as i64),
+                        token,
+                        claims.iat,
+                        claims.exp,
+                    ))
+                })
+                .collect::<Result<Vec<_>>>();
+            if records.is_ok() {
+                self.in_hand.lock().insert(tx.clone());
+                held = Some(tx);
+            }
+            let reserved: Vec<_> = ready
+                .iter()
+                .map(|r| {
+                    (r.t.payment.payer, (r.provider.account.clone(), r.t.payment.challenge.nonce.clone()))
+                })
+                .collect();
+            async move {
+                self.store.insert(records?).await?;
+                // Before the broadcast: once it is mined, a balance read shows it, and the
+                // reservation must then be known to be this relay's (not counted twice).
+                for (payer, key) in reserved {
+                    if let Some(f) = self.payer(payer).lock().await.iter_mut().find(|f| f.key == key) {
+                        f.tx_hash = Some(signed.tx_hash);
+                    }
+                }
+                Ok(())
+            }
+        };
+        let submitted = match multicall {
+            None => self.chain.submit(&ready[0].t, ready[0].gas, record).await,
             Some(m) => {
-                let s =
-                    self.store.by_tx(tx).await?.ok_or_else(|| Error::Internal("record vanished".into()))?;
-                let now = self.clock.now();
-                self.settled(&s, &m, now).await?;
-                if m.success {
-                    Ok(())
-                } else {
-                    Err(Error::SettlementFailed("the transfer reverted on chain".into()))
+                let transfers: Vec<&VerifiedTransfer> = ready.iter().map(|r| &r.t).collect();
+                self.chain.submit_batch(m, &transfers, record).await
+            }
+        };
+        let _released = held.map(|tx| InHand { live: self, tx });
+        let (signed, outcome) = submitted?;
+        let tx = hex32(&signed.tx_hash);
+        let now = self.clock.now();
+        match &outcome {
+            Broadcast::Accepted => self.store.update(Which::Tx(&tx), Update::Submitted, now).await?,
+            Broadcast::Rejected { reason, .. } => {
+                self.store
+                    .update(
+                        Which::Tx(&tx),
+                        Update::Failed { reason: reason.clone(), block: None, gas_used: None },
+                        now,
+                    )
+                    .await?
+            }
+            Broadcast::Unknown(_) => {}
+        }
+        Ok(issued
+            .into_iter()
+            .map(|(token, claims_at)| Relayed {
+                tx_hash: signed.tx_hash,
+                token,
+                claims_at,
+                outcome: outcome.clone(),
+            })
+            .collect())
+    }
+
+    /// Relay a batch's payments and answer each (one alone goes in a relay of its own).
+    async fn relay_batch(&self, jobs: Vec<Job>, multicall: Address) {
+        let (ready, replies): (Vec<Ready>, Vec<_>) = jobs.into_iter().map(|j| (j.ready, j.reply)).unzip();
+        let n = ready.len();
+        let via = (n > 1).then_some(multicall);
+        match self.relay(ready, via).await {
+            Ok(relayed) => {
+                if let Some(r) = relayed.first() {
+                    tracing::debug!(tx = %hex32(&r.tx_hash), payments = n, "live: batched relay");
+                }
+                for (reply, r) in replies.into_iter().zip(relayed) {
+                    let _ = reply.send(Ok(r));
                 }
             }
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    /// Wait until the relay of the record `(account, nonce)` is `confirmations` deep: a relay
+    /// that did not carry it out is `settlement_failed` (recorded).
+    async fn await_confirmations(&self, account: &str, nonce: &str, hash: B256) -> Result<()> {
+        match self.chain.wait(hash, self.confirmations, self.confirm_timeout).await? {
+            Some(m) => {
+                let s = self
+                    .store
+                    .get(account, nonce)
+                    .await?
+                    .ok_or_else(|| Error::Internal("record vanished".into()))?;
+                let now = self.clock.now();
+                self.settled(&s, &m, now).await?;
+                if carried(&s, &m)? { Ok(()) } else { Err(Error::SettlementFailed(not_carried(&s, &m))) }
+            }
             None => Err(Error::FacilitatorUnavailable(format!(
-                "the settlement {tx} is not {} blocks deep yet; re-sending the payment tells its fate",
+                "the settlement {} is not {} blocks deep yet; re-sending the payment tells its fate",
+                hex32(&hash),
                 self.confirmations
             ))),
+        }
+    }
+
+    /// The same challenge paid while its first payment is being relayed: that payment's answer
+    /// once it is recorded (it is recorded before its broadcast, or not at all).
+    async fn replay_when_recorded(
+        &self,
+        account: &str,
+        nonce: &str,
+        t: &VerifiedTransfer,
+    ) -> Result<PaymentReceipt> {
+        let end = tokio::time::Instant::now() + self.confirm_timeout.min(Duration::from_secs(30));
+        while tokio::time::Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            if let Some(s) = self.store.get(account, nonce).await? {
+                return self.replay(s, t).await;
+            }
+            let lock = self.payer(t.payment.payer);
+            if !lock.lock().await.iter().any(|f| f.key.0 == account && f.key.1 == nonce) {
+                break;
+            }
+        }
+        match self.store.get(account, nonce).await? {
+            Some(s) => self.replay(s, t).await,
+            None => Err(Error::FacilitatorUnavailable(
+                "this payment was not relayed; a new challenge pays it".into(),
+            )),
         }
     }
 
@@ -464,7 +806,7 @@ impl Live {
             ));
         }
         if self.confirmations > 0 && s.state != "confirmed" {
-            self.await_confirmations(&s.tx_hash, parse_hash(&s.tx_hash)?).await?;
+            self.await_confirmations(&s.account, &s.nonce, parse_hash(&s.tx_hash)?).await?;
         }
         let balance = self.balance(t.payment.payer).await.map(usd).unwrap_or_default();
         Ok(PaymentReceipt {
@@ -482,12 +824,16 @@ impl Live {
     }
 
     /// The record of a relay for `account` (the provider's account, which a rotated secret's
-    /// challenges pay into).
+    /// challenges pay into): `raw` its signed bytes (empty on a batch's later calls), `call` its
+    /// call in a batch.
+    #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
         account: &str,
         t: &VerifiedTransfer,
-        signed: &vlexivo_live::Signed,
+        signed: &Signed,
+        raw: Vec<u8>,
+        call: Option<i64>,
         token: String,
         iat: u64,
         exp: u64,
@@ -507,7 +853,7 @@ impl Live {
             auth_nonce: format!("0x{}", hex::encode(t.authorization.nonce)),
             valid_before: t.authorization.valid_before as i64,
             tx_hash: hex32(&signed.tx_hash),
-            raw_tx: signed.raw.clone(),
+            raw_tx: raw,
             relayer: self.chain.relayer().to_checksum(),
             relayer_nonce: signed.relayer_nonce as i64,
             state: "signed".into(),
@@ -519,6 +865,25 @@ impl Live {
             paid_at: iat as i64,
             expires_at: exp as i64,
             updated_at: iat as i64,
+            call_index: call,
+            reorgs: 0,
         }
+    }
+}
+
+/// Collect payments into batches: the first waits up to `window` for others (at most `max` in
+/// all), then they are relayed together. Ends when the queue's sender (the [`Live`]) is gone.
+async fn batcher(live: Weak<Live>, mut queue: mpsc::Receiver<Job>, cfg: BatchConfig) {
+    while let Some(first) = queue.recv().await {
+        let deadline = tokio::time::Instant::now() + cfg.window;
+        let mut jobs = vec![first];
+        while jobs.len() < cfg.max {
+            match tokio::time::timeout_at(deadline, queue.recv()).await {
+                Ok(Some(j)) => jobs.push(j),
+                _ => break,
+            }
+        }
+        let Some(live) = live.upgrade() else { return };
+        live.relay_batch(jobs, cfg.multicall).await;
     }
 }

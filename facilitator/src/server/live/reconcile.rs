@@ -37,6 +37,7 @@ fn record(s: &Settlement) -> Result<Record> {
         relayer: Address::parse(&s.relayer)?,
         block: s.block_number.map(|b| b as u64),
         block_hash: s.block_hash.clone(),
+        authorization: Some(vlexivo_live::chain::parse_hash(&s.auth_nonce)?),
     })
 }
 

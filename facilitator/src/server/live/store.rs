@@ -4,7 +4,10 @@
 //! States: `signed` (recorded before the broadcast), `submitted` (the node took it),
 //! `confirmed` (mined, successful, as deep as the facilitator waits), `failed` (refused,
 //! reverted, or dropped and expired: nothing moved). Records are the scheme's (`eip3009`
-//! today), network's and token's, so other schemes can share the table.
+//! today), network's and token's, so other schemes can share the table. A batched relay is one
+//! transaction for many records: they share its hash, each names its call (`call_index`), and
+//! the signed bytes are kept once, on call 0. A confirmation undone by a reorg sends the record
+//! back to `submitted` (`reorgs` counts how often).
 
 use crate::server::db::db_err;
 use crate::server::pg::{pg_err, pool_err};
@@ -41,11 +44,15 @@ pub struct Settlement {
     pub paid_at: i64,
     pub expires_at: i64,
     pub updated_at: i64,
+    /// The record's call in a batched relay (`None`: a relay of its own).
+    pub call_index: Option<i64>,
+    /// How many times a reorg undid its confirmation.
+    pub reorgs: i64,
 }
 
 const COLUMNS: &str = "account, nonce, scheme, network, asset, payer, pay_to, amount, currency, resource, \
     auth_nonce, valid_before, tx_hash, raw_tx, relayer, relayer_nonce, state, block_number, block_hash, \
-    gas_used, failure, token, paid_at, expires_at, updated_at";
+    gas_used, failure, token, paid_at, expires_at, updated_at, call_index, reorgs";
 
 impl Settlement {
     fn from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
@@ -75,6 +82,8 @@ impl Settlement {
             paid_at: r.get(22)?,
             expires_at: r.get(23)?,
             updated_at: r.get(24)?,
+            call_index: r.get(25)?,
+            reorgs: r.get(26)?,
         })
     }
 
@@ -105,6 +114,8 @@ impl Settlement {
             paid_at: r.try_get(22)?,
             expires_at: r.try_get(23)?,
             updated_at: r.try_get(24)?,
+            call_index: r.try_get(25)?,
+            reorgs: r.try_get(26)?,
         })
     }
 
@@ -118,8 +129,44 @@ impl Settlement {
 #[derive(Debug, Clone)]
 pub enum Update {
     Submitted,
-    Confirmed { block: i64, block_hash: String, gas_used: i64 },
-    Failed { reason: String, block: Option<i64>, gas_used: Option<i64> },
+    Confirmed {
+        block: i64,
+        block_hash: String,
+        gas_used: i64,
+    },
+    Failed {
+        reason: String,
+        block: Option<i64>,
+        gas_used: Option<i64>,
+    },
+    /// A reorg took the confirmed transaction out of its block: `submitted` again, followed
+    /// anew, with `reorgs` counted and the reason kept in `failure` until it settles again.
+    Reorged {
+        reason: String,
+    },
+}
+
+/// Which records a state change applies to.
+#[derive(Debug, Clone, Copy)]
+pub enum Which<'a> {
+    /// Every record of a relay transaction (a batch's records together).
+    Tx(&'a str),
+    /// One record: `(account, nonce)`.
+    Record(&'a str, &'a str),
+}
+
+impl Which<'_> {
+    /// The WHERE condition on the parameters numbered from `first`, and their values.
+    fn condition(&self, first: usize, pg: bool) -> (String, Vec<String>) {
+        let p = |i: usize| if pg { format!("${i}") } else { format!("?{i}") };
+        match self {
+            Which::Tx(tx) => (format!("tx_hash = {}", p(first)), vec![tx.to_string()]),
+            Which::Record(account, nonce) => (
+                format!("account = {} AND nonce = {}", p(first), p(first + 1)),
+                vec![account.to_string(), nonce.to_string()],
+            ),
+        }
+    }
 }
 
 /// Where live records live: the facilitator's SQLite file or its PostgreSQL database.
@@ -218,48 +265,54 @@ impl LiveStore {
         }
     }
 
-    /// Record a signed relay. A second record for the same challenge fails (`payment_conflict`):
-    /// the caller holds the payer's lock and checked, so this only happens across facilitators.
-    pub async fn insert(&self, s: Settlement) -> Result<()> {
-        let sql_sqlite = format!(
-            "INSERT INTO settlements ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
-             ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"
-        );
+    /// Record signed relays (one, or a batch's records), all or none. A second record for the
+    /// same challenge fails (`payment_conflict`): the caller holds the payer's lock and checked,
+    /// so this only happens across facilitators.
+    pub async fn insert(&self, records: Vec<Settlement>) -> Result<()> {
         let conflict = |msg: &str| msg.contains("UNIQUE") || msg.contains("unique") || msg.contains("23505");
         match self {
             LiveStore::Sqlite(c) => {
+                let sql = format!(
+                    "INSERT INTO settlements ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, \
+                     ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)"
+                );
                 let r = Self::sqlite(c, move |c| {
-                    c.execute(
-                        &sql_sqlite,
-                        params![
-                            s.account,
-                            s.nonce,
-                            s.scheme,
-                            s.network,
-                            s.asset,
-                            s.payer,
-                            s.pay_to,
-                            s.amount,
-                            s.currency,
-                            s.resource,
-                            s.auth_nonce,
-                            s.valid_before,
-                            s.tx_hash,
-                            s.raw_tx,
-                            s.relayer,
-                            s.relayer_nonce,
-                            s.state,
-                            s.block_number,
-                            s.block_hash,
-                            s.gas_used,
-                            s.failure,
-                            s.token,
-                            s.paid_at,
-                            s.expires_at,
-                            s.updated_at
-                        ],
-                    )
-                    .map(drop)
+                    let tx = c.unchecked_transaction()?;
+                    {
+                        let mut st = tx.prepare_cached(&sql)?;
+                        for s in &records {
+                            st.execute(params![
+                                s.account,
+                                s.nonce,
+                                s.scheme,
+                                s.network,
+                                s.asset,
+                                s.payer,
+                                s.pay_to,
+                                s.amount,
+                                s.currency,
+                                s.resource,
+                                s.auth_nonce,
+                                s.valid_before,
+                                s.tx_hash,
+                                s.raw_tx,
+                                s.relayer,
+                                s.relayer_nonce,
+                                s.state,
+                                s.block_number,
+                                s.block_hash,
+                                s.gas_used,
+                                s.failure,
+                                s.token,
+                                s.paid_at,
+                                s.expires_at,
+                                s.updated_at,
+                                s.call_index,
+                                s.reorgs
+                            ])?;
+                        }
+                    }
+                    tx.commit()
                 })
                 .await;
                 match r {
@@ -268,45 +321,54 @@ impl LiveStore {
                 }
             }
             LiveStore::Postgres(p) => {
-                let c = p.get().await.map_err(pool_err)?;
+                let mut c = p.get().await.map_err(pool_err)?;
                 let sql = format!(
                     "INSERT INTO settlements ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
-                     $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)"
+                     $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)"
                 );
-                let r = c
-                    .execute(
-                        &sql,
-                        &[
-                            &s.account,
-                            &s.nonce,
-                            &s.scheme,
-                            &s.network,
-                            &s.asset,
-                            &s.payer,
-                            &s.pay_to,
-                            &s.amount,
-                            &s.currency,
-                            &s.resource,
-                            &s.auth_nonce,
-                            &s.valid_before,
-                            &s.tx_hash,
-                            &s.raw_tx,
-                            &s.relayer,
-                            &s.relayer_nonce,
-                            &s.state,
-                            &s.block_number,
-                            &s.block_hash,
-                            &s.gas_used,
-                            &s.failure,
-                            &s.token,
-                            &s.paid_at,
-                            &s.expires_at,
-                            &s.updated_at,
-                        ],
-                    )
-                    .await;
+                let r = async {
+                    let tx = c.transaction().await?;
+                    let st = tx.prepare_cached(&sql).await?;
+                    for s in &records {
+                        tx.execute(
+                            &st,
+                            &[
+                                &s.account,
+                                &s.nonce,
+                                &s.scheme,
+                                &s.network,
+                                &s.asset,
+                                &s.payer,
+                                &s.pay_to,
+                                &s.amount,
+                                &s.currency,
+                                &s.resource,
+                                &s.auth_nonce,
+                                &s.valid_before,
+                                &s.tx_hash,
+                                &s.raw_tx,
+                                &s.relayer,
+                                &s.relayer_nonce,
+                                &s.state,
+                                &s.block_number,
+                                &s.block_hash,
+                                &s.gas_used,
+                                &s.failure,
+                                &s.token,
+                                &s.paid_at,
+                                &s.expires_at,
+                                &s.updated_at,
+                                &s.call_index,
+                                &s.reorgs,
+                            ],
+                        )
+                        .await?;
+                    }
+                    tx.commit().await
+                }
+                .await;
                 match r {
-                    Ok(_) => Ok(()),
+                    Ok(()) => Ok(()),
                     Err(e) if e.code().is_some_and(|c| c.code() == "23505") => Err(Error::PaymentConflict),
                     Err(e) => Err(pg_err(e)),
                 }
@@ -314,52 +376,68 @@ impl LiveStore {
         }
     }
 
-    pub async fn update(&self, tx_hash: &str, u: Update, now: u64) -> Result<()> {
-        // States only move forward: a follower pass that read the record before the payment
-        // request confirmed it must not set it back to `submitted`.
+    /// Apply `u` to the records `which` names, if their state allows it.
+    pub async fn update(&self, which: Which<'_>, u: Update, now: u64) -> Result<()> {
+        // States only move forward (a reorg aside): a follower pass that read the record before
+        // the payment request confirmed it must not set it back to `submitted`.
         let from = match &u {
             Update::Submitted => "'signed'",
             Update::Confirmed { .. } => "'signed', 'submitted', 'confirmed'",
             Update::Failed { .. } => "'signed', 'submitted'",
+            Update::Reorged { .. } => "'confirmed'",
         };
-        let (state, block, hash, gas, failure) = match u {
-            Update::Submitted => ("submitted", None, None, None, None),
+        let (state, block, hash, gas, failure, reorged) = match u {
+            Update::Submitted => ("submitted", None, None, None, None, 0i64),
             Update::Confirmed { block, block_hash, gas_used } => {
-                ("confirmed", Some(block), Some(block_hash), Some(gas_used), None)
+                ("confirmed", Some(block), Some(block_hash), Some(gas_used), None, 0)
             }
-            Update::Failed { reason, block, gas_used } => ("failed", block, None, gas_used, Some(reason)),
+            Update::Failed { reason, block, gas_used } => ("failed", block, None, gas_used, Some(reason), 0),
+            Update::Reorged { reason } => ("submitted", None, None, None, Some(reason), 1),
         };
-        let tx_hash = tx_hash.to_string();
         let now = now as i64;
+        // A reorged record forgets its block; otherwise a known block is kept.
+        let set = |p: &dyn Fn(usize) -> String| {
+            format!(
+                "UPDATE settlements SET state = {s}, block_number = CASE WHEN CAST({r} AS BIGINT) = 1 THEN NULL ELSE coalesce({b}, block_number) END,
+                     block_hash = CASE WHEN CAST({r} AS BIGINT) = 1 THEN NULL ELSE coalesce({h}, block_hash) END,
+                     gas_used = coalesce({g}, gas_used), failure = {f}, updated_at = {n},
+                     reorgs = reorgs + CAST({r} AS BIGINT)",
+                s = p(1),
+                b = p(2),
+                h = p(3),
+                g = p(4),
+                f = p(5),
+                n = p(6),
+                r = p(7)
+            )
+        };
         match self {
             LiveStore::Sqlite(c) => {
+                let (cond, keys) = which.condition(8, false);
+                let sql = format!("{} WHERE {cond} AND state IN ({from})", set(&|i| format!("?{i}")));
                 Self::sqlite(c, move |c| {
-                    c.execute(
-                        &format!(
-                            "UPDATE settlements SET state = ?2, block_number = coalesce(?3, block_number),
-                             block_hash = coalesce(?4, block_hash), gas_used = coalesce(?5, gas_used),
-                             failure = ?6, updated_at = ?7
-                         WHERE tx_hash = ?1 AND state IN ({from})"
-                        ),
-                        params![tx_hash, state, block, hash, gas, failure, now],
-                    )
-                    .map(drop)
+                    let mut values: Vec<rusqlite::types::Value> = vec![
+                        state.to_string().into(),
+                        block.into(),
+                        hash.into(),
+                        gas.into(),
+                        failure.into(),
+                        now.into(),
+                        reorged.into(),
+                    ];
+                    values.extend(keys.into_iter().map(rusqlite::types::Value::from));
+                    c.execute(&sql, rusqlite::params_from_iter(values)).map(drop)
                 })
                 .await
             }
             LiveStore::Postgres(p) => {
+                let (cond, keys) = which.condition(8, true);
+                let sql = format!("{} WHERE {cond} AND state IN ({from})", set(&|i| format!("${i}")));
                 let c = p.get().await.map_err(pool_err)?;
-                c.execute(
-                    &format!(
-                        "UPDATE settlements SET state = $2, block_number = coalesce($3, block_number),
-                             block_hash = coalesce($4, block_hash), gas_used = coalesce($5, gas_used),
-                             failure = $6, updated_at = $7
-                         WHERE tx_hash = $1 AND state IN ({from})"
-                    ),
-                    &[&tx_hash, &state, &block, &hash, &gas, &failure, &now],
-                )
-                .await
-                .map_err(pg_err)?;
+                let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                    vec![&state, &block, &hash, &gas, &failure, &now, &reorged];
+                params.extend(keys.iter().map(|k| k as &(dyn tokio_postgres::types::ToSql + Sync)));
+                c.execute(&sql, &params).await.map_err(pg_err)?;
                 Ok(())
             }
         }
@@ -406,9 +484,28 @@ impl LiveStore {
         Ok(rows.into_iter().next())
     }
 
+    /// The record of a relay that carries the signed bytes (a batch's call 0).
     pub async fn by_tx(&self, tx_hash: &str) -> Result<Option<Settlement>> {
-        let rows = self.select("WHERE tx_hash = ?1", "WHERE tx_hash = $1", vec![tx_hash.into()], 1).await?;
+        let rows = self
+            .select(
+                "WHERE tx_hash = ?1 AND length(raw_tx) > 0",
+                "WHERE tx_hash = $1 AND octet_length(raw_tx) > 0",
+                vec![tx_hash.into()],
+                1,
+            )
+            .await?;
         Ok(rows.into_iter().next())
+    }
+
+    /// Every record of a relay transaction, by call.
+    pub async fn of_tx(&self, tx_hash: &str) -> Result<Vec<Settlement>> {
+        self.select(
+            "WHERE tx_hash = ?1 ORDER BY call_index",
+            "WHERE tx_hash = $1 ORDER BY call_index",
+            vec![tx_hash.into()],
+            1_000_000,
+        )
+        .await
     }
 
     /// Every record still to be followed, oldest first.
@@ -440,6 +537,17 @@ impl LiveStore {
             "WHERE account = $1 AND payer = $2 AND paid_at >= ($3::text)::bigint",
             vec![account.into(), payer.into(), since.to_string()],
             10_000_000,
+        )
+        .await
+    }
+
+    /// Confirmed records in blocks from `block` on: what the follower re-checks for reorgs.
+    pub async fn confirmed_from(&self, block: u64) -> Result<Vec<Settlement>> {
+        self.select(
+            "WHERE state = 'confirmed' AND block_number >= CAST(?1 AS INTEGER) ORDER BY block_number",
+            "WHERE state = 'confirmed' AND block_number >= ($1::text)::bigint ORDER BY block_number",
+            vec![block.to_string()],
+            100_000,
         )
         .await
     }
