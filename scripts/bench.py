@@ -193,6 +193,17 @@ def run_py_mcp(ctx: Ctx) -> Values:
     return {k: float(v) for k, v in b.items() if isinstance(v, (int, float))}
 
 
+def run_live_batch(ctx: Ctx) -> Values:
+    # Real anvil devnets (npm ci --prefix live/devnet); the benchmark is an ignored test.
+    if not (ROOT / "live" / "devnet" / "node_modules").is_dir():
+        sh(["npm", "ci", "--prefix", "live/devnet", "--no-audit", "--no-fund", "--loglevel=error"])
+    profile = ["--release"] if ctx.release else []
+    out = sh(["cargo", "test", "-q", *profile, "-p", "vlexivo-facilitator", "--test", "live",
+              "batched_vs_single", "--", "--ignored", "--nocapture"])
+    (b,) = [x for x in bench_lines(out) if x.get("bench") == "live-batch"]
+    return {k: float(v) for k, v in b.items() if isinstance(v, (int, float))}
+
+
 BENCHES: dict[str, tuple[str, Callable[[Ctx], Values]]] = {
     "core": ("criterion: paywall, token, wallet, crypto", run_core),
     "stores": ("nonce-store tail latency", run_stores),
@@ -203,6 +214,7 @@ BENCHES: dict[str, tuple[str, Callable[[Ctx], Values]]] = {
     "py-load": ("FastAPI with and without the paywall", run_py_load),
     "py-django": ("Django (ASGI) with and without the paywall middleware", run_py_django),
     "py-mcp": ("an MCP tool call paid vs unpaid (Python SDK, in memory)", run_py_mcp),
+    "live-batch": ("live relays on anvil: batched (Multicall3) vs one per payment", run_live_batch),
 }
 
 
@@ -220,6 +232,8 @@ def build(ctx: Ctx, only: list[str]) -> None:
         sh(["cargo", "build", "-q", "--release", "-p", "vlexivo-core", "--example", "store_latency"])
     if "payments" in only:
         sh(["cargo", "build", "-q", "--release", "-p", "vlexivo-facilitator", "--example", "bench_payments"])
+    if "live-batch" in only:
+        sh(["cargo", "test", "-q", "--release", "-p", "vlexivo-facilitator", "--test", "live", "--no-run"])
 
 
 # ------------------------------------------------------------------------------------------
@@ -364,6 +378,15 @@ def make_table(runs: list[dict[str, Values]]) -> Table:
           "scripts/bench.sh --only py-mcp",
           f"{spread(v('py-mcp', 'paid_us'), us)} vs {spread(v('py-mcp', 'free_us'), us)}: "
           f"+{spread(v('py-mcp', 'added_us'), us)}, {spread(v('py-mcp', 'ratio'), times)}")
+    lb = "scripts/bench.sh --only live-batch"
+    t.row("live (anvil, automine, 0 confirmations), 16 payers × 10 calls at once: gas per payment, one relay each "
+          "vs batched (Multicall3, 50 ms window)", lb,
+          f"{spread(v('live-batch', 'single_gas_per_payment'), lambda x: f'{x:,.0f}')} vs "
+          f"{spread(v('live-batch', 'batched_gas_per_payment'), lambda x: f'{x:,.0f}')}: "
+          f"{spread(v('live-batch', 'gas_ratio'), times)} less")
+    t.row("the same: payments/s, one relay each vs batched", lb,
+          f"{spread(v('live-batch', 'single_payments_per_s'), per_s)} vs "
+          f"{spread(v('live-batch', 'batched_payments_per_s'), per_s)}: ratio {spread(v('live-batch', 'tput_ratio'), ratio)}")
     return t
 
 

@@ -765,13 +765,23 @@ impl Drop for Killed {
 
 /// `vlexivo serve --mode live` as a process, with `extra` arguments.
 fn serve(net: &Devnet, db: &std::path::Path, extra: &[&str]) -> (Killed, String) {
+    serve_as(net, db, 1, extra)
+}
+
+/// The same on the database `db` (a file or a PostgreSQL URL), relaying with devnet key `relayer`.
+fn serve_as(
+    net: &Devnet,
+    db: impl AsRef<std::ffi::OsStr>,
+    relayer: usize,
+    extra: &[&str],
+) -> (Killed, String) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vlexivo"))
         .args(["serve", "--mode", "live", "--addr", "127.0.0.1:0", "--poll-ms", "20", "--db"])
         .arg(db)
         .args(["--rpc-url", &net.rpc_url, "--asset", &net.token.to_checksum()])
         .args(extra)
-        .env("VLX_RELAYER_KEY", net.dev_key(1))
+        .env("VLX_RELAYER_KEY", net.dev_key(relayer))
         .env("VLX_MASTER_KEY", "42".repeat(32))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -1285,4 +1295,66 @@ async fn live_records_on_postgres_batch_and_follow_a_reorg() {
     for w in &payers {
         assert_eq!(env.net.balance(w.address()).await.unwrap(), 9_000);
     }
+}
+
+/// Two `vlexivo serve --mode live` processes on one PostgreSQL (each with its own relayer), a
+/// payer funded for 60 payments, 100 concurrent paid calls split across them: the reservations
+/// are the ledger's, so exactly 60 are admitted and settle, 40 are refused `insufficient_funds`,
+/// and no payment is admitted that the chain then refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_facilitators_on_one_postgres_admit_no_more_than_the_balance() {
+    let pg = vlexivo_testkit::Server::postgres();
+    let db = pg.database("shared");
+    let net = Devnet::start().await.unwrap();
+    let (fa, url_a) = serve_as(&net, &db, 1, &[]);
+    let (fb, url_b) = serve_as(&net, &db, 3, &[]);
+    let payout = net.dev_address(2);
+    let created: ProviderCreated = reqwest::Client::new()
+        .post(format!("{url_a}/v1/providers"))
+        .json(&serde_json::json!({ "mode": "live", "payout_address": payout.to_checksum() }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let terms = created.terms.clone().unwrap().to_terms().unwrap();
+    let w = Wallet::generate(&OsEntropy);
+    net.mint(w.address(), 60 * 1_000).await.unwrap();
+    let mut sides = Vec::new();
+    for url in [&url_a, &url_b] {
+        let mut cfg = PaywallConfig::new(created.api_secret.clone());
+        cfg.facilitator_url = url.clone();
+        cfg.live = Some(terms.clone());
+        let api = serve_api(cfg).await;
+        let client = VlexivoClient::builder().wallet(w.clone()).facilitator_url(Some(url)).build().unwrap();
+        sides.push((Arc::new(client), api));
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..100 {
+        let (c, api) = sides[i % 2].clone();
+        let u = format!("{api}/api/v1/hello?call={i}");
+        tasks.spawn(async move { c.get(&u).await.map(|r| r.status().as_u16()).map_err(|e| e.code()) });
+    }
+    let (mut ok, mut refused) = (0, 0);
+    while let Some(r) = tasks.join_next().await {
+        match r.unwrap() {
+            Ok(200) => ok += 1,
+            Err("insufficient_funds") => refused += 1,
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    assert_eq!((ok, refused), (60, 40));
+    let mut rows = Vec::new();
+    for _ in 0..400 {
+        rows = payments_at(&url_b, &created.api_secret).await;
+        if rows.len() == 60 && rows.iter().all(|r| r["state"] != "submitted") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop((fa, fb));
+    assert_eq!(rows.iter().filter(|r| r["state"] == "confirmed").count(), 60, "{rows:?}");
+    assert_eq!(net.balance(w.address()).await.unwrap(), 0);
+    assert_eq!(net.balance(payout).await.unwrap(), 60_000);
 }

@@ -195,6 +195,25 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX settlements_by_tx ON settlements (tx_hash);
     CREATE INDEX settlements_confirmed ON settlements (block_number) WHERE state = 'confirmed';
     ",
+    // 7: live reservations in the ledger. A payment admitted (its payer's balance checked) but
+    // not yet recorded as a settlement (waiting for its batch, or being signed) holds a row here;
+    // recording the settlement deletes it in the same transaction. A payer's next admission
+    // counts these rows and its settlements not yet known to be in the balance it reads, so
+    // facilitators sharing one database never admit more than the balance between them.
+    "
+    CREATE TABLE reservations (
+        account      TEXT NOT NULL,
+        nonce        TEXT NOT NULL,
+        payer        TEXT NOT NULL,
+        amount       INTEGER NOT NULL CHECK (amount > 0),
+        auth_nonce   TEXT NOT NULL,
+        valid_before INTEGER NOT NULL,
+        created_at   INTEGER NOT NULL,
+        PRIMARY KEY (account, nonce)
+    );
+    CREATE INDEX reservations_by_payer ON reservations (payer);
+    CREATE INDEX settlements_in_flight ON settlements (payer) WHERE state IN ('signed', 'submitted');
+    ",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -154,12 +154,29 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX settlements_by_tx ON settlements (tx_hash);
     CREATE INDEX settlements_confirmed ON settlements (block_number) WHERE state = 'confirmed';
     ",
+    // 7: live reservations in the ledger (see the SQLite migration 7).
+    "
+    CREATE TABLE reservations (
+        account      text NOT NULL,
+        nonce        text NOT NULL,
+        payer        text NOT NULL,
+        amount       bigint NOT NULL CHECK (amount > 0),
+        auth_nonce   text NOT NULL,
+        valid_before bigint NOT NULL,
+        created_at   bigint NOT NULL,
+        PRIMARY KEY (account, nonce)
+    );
+    CREATE INDEX reservations_by_payer ON reservations (payer);
+    CREATE INDEX settlements_in_flight ON settlements (payer) WHERE state IN ('signed', 'submitted');
+    ",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// Advisory lock keys (first int of the two-int form): migrations, and writers' streams.
 pub(crate) const LOCK_MIGRATE: i32 = 0x5658_0001;
 pub(crate) const LOCK_STREAM: i32 = 0x5658_0002;
+/// Live mode: a payer's admissions, across facilitators (second int: hashtext of the payer).
+pub(crate) const LOCK_PAYER: i32 = 0x5658_0003;
 
 /// Is this a PostgreSQL URL (`--db postgres://…`)?
 pub fn is_url(db: &str) -> bool {

@@ -2,9 +2,11 @@
 //! authorization, non-custodially (payer → provider's payout address), paying the gas.
 //!
 //! A payment: core's off-chain checks ([`payment::verify_live`]: MAC, window, terms,
-//! signature); then, under the payer's lock, the chain's: the authorization unused, the balance
-//! at the latest block minus this facilitator's in-flight reservations for the payer, and a
-//! simulation; the amount is then reserved and the lock released. The relay is signed,
+//! signature); then, under the payer's lock (this process's, and on PostgreSQL an advisory lock
+//! every facilitator on the database takes), the chain's: the authorization unused, the balance
+//! at the latest block minus what the ledger holds for the payer (reservations, and settlements
+//! not yet in that balance), and a simulation; the amount is then reserved in the ledger and
+//! the lock released. The relay is signed,
 //! recorded (state `signed`, with the token naming its hash), broadcast (`submitted`) and,
 //! depending on `confirmations`, answered at once (0: the amount stays reserved and the
 //! follower takes it to `confirmed` or `failed`) or after N blocks. With batching on, the
@@ -25,7 +27,7 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
-use store::{LiveStore, Settlement, Update, Which};
+use store::{Held, LiveStore, Reservation, Settlement, Update, Which};
 use tokio::sync::{mpsc, oneshot};
 use vlexivo_core::env::Clock;
 use vlexivo_core::money::{Currency, Money};
@@ -77,22 +79,6 @@ pub struct BatchConfig {
     pub max: usize,
 }
 
-/// A payment admitted and reserved under its payer's lock, not yet known to be in a block at or
-/// below the block balances were read at.
-#[derive(Debug, Clone)]
-struct InFlight {
-    /// The record: (account, challenge nonce).
-    key: (String, String),
-    /// Its relay, once signed (`None`: waiting for its batch).
-    tx_hash: Option<B256>,
-    auth_nonce: B256,
-    /// Relayed in a batch: the receipt's `AuthorizationUsed` events say whether it settled.
-    batched: bool,
-    value: u64,
-    /// The block it was mined in, once known.
-    mined: Option<u64>,
-}
-
 /// A payment ready to relay: checked, reserved, and what its token needs.
 struct Ready {
     provider: Arc<Provider>,
@@ -124,9 +110,9 @@ pub struct Live {
     confirmations: u64,
     confirm_timeout: Duration,
     clock: Arc<dyn Clock>,
-    /// Per payer: the lock the balance check and the reservation are made under, and the
-    /// payer's payments in flight (their amounts are reserved until the balance read shows them).
-    payers: Mutex<HashMap<Address, Arc<tokio::sync::Mutex<Vec<InFlight>>>>>,
+    /// Per payer: this process's lock the balance check and the reservation are made under
+    /// (on PostgreSQL the admission also takes the payer's advisory lock, across processes).
+    payers: Mutex<HashMap<Address, Arc<tokio::sync::Mutex<()>>>>,
     payouts: Mutex<HashMap<String, Address>>,
     /// Relays this process is signing and broadcasting right now: the follower leaves them to
     /// the payment request (it would otherwise race it to broadcast the same bytes).
@@ -206,10 +192,6 @@ impl Live {
             in_hand: Mutex::new(std::collections::HashSet::new()),
             batches: tx,
         });
-        // What an earlier process left in flight is reserved again and followed.
-        for s in live.store.pending().await? {
-            live.reserve_again(&s).await?;
-        }
         if let (Some(b), Some(rx)) = (batch, rx) {
             // The batcher ends when the last handle on `live` (and so its queue) is dropped.
             tokio::spawn(batcher(Arc::downgrade(&live), rx, b));
@@ -223,24 +205,6 @@ impl Live {
             "live settlement ready"
         );
         Ok(live)
-    }
-
-    /// Reserve a pending record's amount again (after a restart, or a reorg undid it).
-    async fn reserve_again(&self, s: &Settlement) -> Result<()> {
-        let payer = Address::parse(&s.payer)?;
-        let lock = self.payer(payer);
-        let mut v = lock.lock().await;
-        let key = (s.account.clone(), s.nonce.clone());
-        v.retain(|f| f.key != key);
-        v.push(InFlight {
-            key,
-            tx_hash: Some(parse_hash(&s.tx_hash)?),
-            auth_nonce: parse_hash(&s.auth_nonce)?,
-            batched: s.call_index.is_some(),
-            value: s.amount as u64,
-            mined: None,
-        });
-        Ok(())
     }
 
     /// Follow pending records until `stop` fires: every `poll`, each pending relay is checked
@@ -261,6 +225,7 @@ impl Live {
     /// One pass: the reorg check, then the pending records, a relay (and so a batch) at a time.
     pub async fn follow_once(&self) -> Result<usize> {
         self.recheck_reorgs().await?;
+        self.store.drop_expired_reservations(self.clock.now()).await?;
         let pending = self.store.pending().await?;
         let n = pending.len();
         let mut relays: Vec<Vec<Settlement>> = Vec::new();
@@ -353,7 +318,7 @@ impl Live {
     }
 
     /// Confirmed records in the last [`REORG_DEPTH`] blocks whose block is no longer the
-    /// chain's go back to `submitted`, reserved again, and are followed anew (re-mined
+    /// chain's go back to `submitted` (held against their payers again) and are followed anew (re-mined
     /// elsewhere: confirmed in their new block; gone: re-broadcast, the same bytes). Blocks are
     /// checked newest first and the check stops at the first one unchanged: block hashes chain,
     /// so everything older is unchanged too.
@@ -388,7 +353,6 @@ impl Live {
                         now,
                     )
                     .await?;
-                self.reserve_again(&s).await?;
             }
         }
         Ok(())
@@ -408,7 +372,6 @@ impl Live {
                     now,
                 )
                 .await?;
-            self.mark_mined(s, m.block);
             tracing::info!(tx = %s.tx_hash, call = ?s.call_index, block = m.block, gas = m.gas_used, "live: settled");
             Ok(())
         } else {
@@ -429,29 +392,11 @@ impl Live {
                 now,
             )
             .await?;
-        if let Ok(p) = Address::parse(&s.payer) {
-            self.forget(p, (s.account.clone(), s.nonce.clone()));
-        }
         Ok(())
     }
 
-    fn payer(&self, payer: Address) -> Arc<tokio::sync::Mutex<Vec<InFlight>>> {
+    fn payer(&self, payer: Address) -> Arc<tokio::sync::Mutex<()>> {
         self.payers.lock().entry(payer).or_default().clone()
-    }
-
-    fn mark_mined(&self, s: &Settlement, block: u64) {
-        let Ok(p) = Address::parse(&s.payer) else { return };
-        let lock = self.payer(p);
-        if let Ok(mut v) = lock.try_lock()
-            && let Some(f) = v.iter_mut().find(|f| f.key.0 == s.account && f.key.1 == s.nonce)
-        {
-            f.mined = Some(block);
-        }
-    }
-
-    fn forget(&self, payer: Address, key: (String, String)) {
-        let lock = self.payer(payer);
-        tokio::spawn(async move { lock.lock().await.retain(|f| f.key != key) });
     }
 
     /// A provider's payout address.
@@ -474,41 +419,52 @@ impl Live {
         Ok(self.chain.terms(self.payout(account).await?))
     }
 
-    /// What `payer` can still spend: the balance at the latest block minus its payments not
-    /// yet in a block at or below it. Called under the payer's lock.
-    async fn spendable(&self, payer: Address, in_flight: &mut Vec<InFlight>) -> Result<(u64, u64)> {
+    /// What `payer` can still spend: its balance at the latest block, and what the ledger holds
+    /// for it that this balance does not show yet (reservations; settlements pending, or mined
+    /// after that block). Inside the payer's admission `adm` when admitting.
+    async fn spendable(
+        &self,
+        payer: Address,
+        adm: Option<&store::Admission>,
+    ) -> Result<(u64, u64, Vec<Held>)> {
         let block = self.chain.block_number().await?;
+        let held = self.store.held(adm, &payer.to_checksum(), self.clock.now(), block).await?;
         let balance = to_u64(self.chain.balance_at(payer, block).await?);
-        let mut receipts: HashMap<B256, Option<Mined>> = HashMap::new();
-        for f in in_flight.iter_mut().filter(|f| f.mined.is_none()) {
-            let Some(hash) = f.tx_hash else { continue };
-            let m = match receipts.get(&hash) {
-                Some(m) => m.clone(),
-                None => {
-                    let m = self.chain.mined(hash).await?;
-                    receipts.insert(hash, m.clone());
-                    m
+        let mut receipts: HashMap<String, Option<Mined>> = HashMap::new();
+        let mut reserved = 0u64;
+        for h in &held {
+            let counts = match (&h.tx_hash, h.block) {
+                // Reserved, not relayed yet; or confirmed after the balance's block.
+                (None, _) | (Some(_), Some(_)) => true,
+                (Some(tx), None) => {
+                    if !receipts.contains_key(tx) {
+                        receipts.insert(tx.clone(), self.chain.mined(parse_hash(tx)?).await?);
+                    }
+                    match &receipts[tx] {
+                        None => true,
+                        Some(m) => {
+                            let moved = if h.call_index.is_some() {
+                                m.used(payer, parse_hash(&h.auth_nonce)?)
+                            } else {
+                                m.success
+                            };
+                            // Not yet in the balance read; a relay that did not carry it out
+                            // moved nothing and holds nothing.
+                            moved && m.block > block
+                        }
+                    }
                 }
             };
-            if let Some(m) = m {
-                let moved = if f.batched { m.used(payer, f.auth_nonce) } else { m.success };
-                // A relay that did not carry it out moved nothing: it reserves nothing either.
-                f.mined = Some(if moved { m.block } else { 0 });
-                if !moved {
-                    f.value = 0;
-                }
+            if counts {
+                reserved += h.amount as u64;
             }
         }
-        in_flight.retain(|f| f.mined.is_none_or(|b| b > block));
-        let reserved: u64 = in_flight.iter().map(|f| f.value).sum();
-        Ok((balance, reserved))
+        Ok((balance, reserved, held))
     }
 
-    /// The on-chain balance of `payer` less its in-flight payments, in atomic units.
+    /// The on-chain balance of `payer` less what the ledger holds for it, in atomic units.
     pub async fn balance(&self, payer: Address) -> Result<u64> {
-        let lock = self.payer(payer);
-        let mut in_flight = lock.lock().await;
-        let (balance, reserved) = self.spendable(payer, &mut in_flight).await?;
+        let (balance, reserved, _) = self.spendable(payer, None).await?;
         Ok(balance.saturating_sub(reserved))
     }
 
@@ -530,44 +486,78 @@ impl Live {
         }
         let payer = t.payment.payer;
         let value = t.authorization.value;
-        let auth_nonce = B256::from(t.authorization.nonce);
-        let key = (account.clone(), nonce.clone());
+        let price = t.payment.price;
         let lock = self.payer(payer);
-        let mut in_flight = lock.lock().await;
-        // The same challenge paid concurrently: the first one under the lock reserved it and is
-        // relaying it; this one answers as a replay once it is recorded.
-        if in_flight.iter().any(|f| f.key == key) {
-            drop(in_flight);
-            return self.replay_when_recorded(&account, &nonce, &t).await;
-        }
+        let guard = lock.lock().await;
+        // The same challenge paid concurrently: recorded already (checked before the admission,
+        // which holds a database connection of its own), or reserved by the first admission and
+        // being relayed (then this one answers as a replay once recorded).
         if let Some(s) = self.store.get(&account, &nonce).await? {
-            drop(in_flight);
+            drop(guard);
             return self.replay(s, &t).await;
         }
-        if self.chain.authorization_used(payer, t.authorization.nonce).await? {
-            return Err(Error::AuthorizationUsed);
+        let adm = self.store.admit(&payer.to_checksum()).await?;
+        let admitted = async {
+            if self.chain.authorization_used(payer, t.authorization.nonce).await? {
+                return Err(Error::AuthorizationUsed);
+            }
+            let (balance, reserved, held) = self.spendable(payer, Some(&adm)).await?;
+            if held.iter().any(|h| h.account == account && h.nonce == nonce) {
+                return Err(Error::PaymentConflict);
+            }
+            let available = balance.saturating_sub(reserved);
+            if available < value {
+                return Err(Error::InsufficientFunds {
+                    required: price.to_string(),
+                    balance: usd(available),
+                    currency: price.currency().code().into(),
+                });
+            }
+            let gas = self.chain.simulate(&t).await?;
+            Ok((available, gas))
         }
-        let (balance, reserved) = self.spendable(payer, &mut in_flight).await?;
-        let available = balance.saturating_sub(reserved);
-        if available < value {
-            return Err(Error::InsufficientFunds {
-                required: t.payment.price.to_string(),
-                balance: usd(available),
-                currency: t.payment.price.currency().code().into(),
-            });
+        .await;
+        let (available, gas) = match admitted {
+            Ok(ok) => ok,
+            Err(Error::AuthorizationUsed) => {
+                adm.abandon().await;
+                drop(guard);
+                // Used by this very payment, relayed by another facilitator meanwhile?
+                return match self.store.get(&account, &nonce).await? {
+                    Some(s) => self.replay(s, &t).await,
+                    None => Err(Error::AuthorizationUsed),
+                };
+            }
+            Err(Error::PaymentConflict) => {
+                adm.abandon().await;
+                drop(guard);
+                return self.replay_when_recorded(&account, &nonce, &t).await;
+            }
+            Err(e) => {
+                adm.abandon().await;
+                return Err(e);
+            }
+        };
+        // Reserved in the ledger: the payer's next admission, here or at another facilitator on
+        // the same database, counts it while this one is relayed.
+        let reservation = Reservation {
+            account: account.clone(),
+            nonce: nonce.clone(),
+            payer: payer.to_checksum(),
+            amount: value as i64,
+            auth_nonce: format!("0x{}", hex::encode(t.authorization.nonce)),
+            valid_before: t.authorization.valid_before as i64,
+            created_at: now as i64,
+        };
+        match self.store.reserve(adm, reservation).await {
+            Ok(()) => {}
+            Err(Error::PaymentConflict) => {
+                drop(guard);
+                return self.replay_when_recorded(&account, &nonce, &t).await;
+            }
+            Err(e) => return Err(e),
         }
-        let gas = self.chain.simulate(&t).await?;
-        let price = t.payment.price;
-        // Reserved: the payer's next payment counts it while this one is relayed.
-        in_flight.push(InFlight {
-            key: key.clone(),
-            tx_hash: None,
-            auth_nonce,
-            batched: self.batches.is_some(),
-            value,
-            mined: None,
-        });
-        drop(in_flight);
+        drop(guard);
         let ready = Ready { provider, t, issuer: issuer.to_string(), now, gas };
         let relayed = match &self.batches {
             None => self.relay(vec![ready], None).await.map(|mut r| r.remove(0)),
@@ -581,18 +571,6 @@ impl Live {
                 }
             }
         };
-        // The reservation now follows the relay, or goes when nothing was sent.
-        {
-            let mut in_flight = lock.lock().await;
-            match &relayed {
-                Ok(r) if !matches!(r.outcome, Broadcast::Rejected { .. }) => {
-                    if let Some(f) = in_flight.iter_mut().find(|f| f.key == key) {
-                        f.tx_hash = Some(r.tx_hash);
-                    }
-                }
-                _ => in_flight.retain(|f| f.key != key),
-            }
-        }
         let r = relayed?;
         let tx = hex32(&r.tx_hash);
         match r.outcome {
@@ -667,23 +645,8 @@ impl Live {
                 self.in_hand.lock().insert(tx.clone());
                 held = Some(tx);
             }
-            let reserved: Vec<_> = ready
-                .iter()
-                .map(|r| {
-                    (r.t.payment.payer, (r.provider.account.clone(), r.t.payment.challenge.nonce.clone()))
-                })
-                .collect();
-            async move {
-                self.store.insert(records?).await?;
-                // Before the broadcast: once it is mined, a balance read shows it, and the
-                // reservation must then be known to be this relay's (not counted twice).
-                for (payer, key) in reserved {
-                    if let Some(f) = self.payer(payer).lock().await.iter_mut().find(|f| f.key == key) {
-                        f.tx_hash = Some(signed.tx_hash);
-                    }
-                }
-                Ok(())
-            }
+            // The records replace the payments' reservations in the same transaction.
+            async move { self.store.insert(records?).await }
         };
         let submitted = match multicall {
             None => self.chain.submit(&ready[0].t, ready[0].gas, record).await,
@@ -693,7 +656,18 @@ impl Live {
             }
         };
         let _released = held.map(|tx| InHand { live: self, tx });
-        let (signed, outcome) = submitted?;
+        let (signed, outcome) = match submitted {
+            Ok(s) => s,
+            Err(e) => {
+                // Nothing was recorded or sent: the reservations go.
+                let keys =
+                    ready.iter().map(|r| (r.provider.account.clone(), r.t.payment.challenge.nonce.clone()));
+                if let Err(u) = self.store.unreserve(keys.collect()).await {
+                    tracing::warn!(error = %u, "live: reservations kept until their authorizations expire");
+                }
+                return Err(e);
+            }
+        };
         let tx = hex32(&signed.tx_hash);
         let now = self.clock.now();
         match &outcome {
@@ -778,8 +752,7 @@ impl Live {
             if let Some(s) = self.store.get(account, nonce).await? {
                 return self.replay(s, t).await;
             }
-            let lock = self.payer(t.payment.payer);
-            if !lock.lock().await.iter().any(|f| f.key.0 == account && f.key.1 == nonce) {
+            if !self.store.is_reserved(account, nonce).await? {
                 break;
             }
         }

@@ -10,7 +10,7 @@
 //! back to `submitted` (`reorgs` counts how often).
 
 use crate::server::db::db_err;
-use crate::server::pg::{pg_err, pool_err};
+use crate::server::pg::{LOCK_PAYER, pg_err, pool_err};
 use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::sync::Arc;
@@ -169,6 +169,87 @@ impl Which<'_> {
     }
 }
 
+const UNRESERVE_SQLITE: &str = "DELETE FROM reservations WHERE account = ?1 AND nonce = ?2";
+const UNRESERVE_PG: &str = "DELETE FROM reservations WHERE account = $1 AND nonce = $2";
+
+/// An admitted payment not yet recorded as a settlement: its amount is held against its payer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub account: String,
+    pub nonce: String,
+    /// EIP-55.
+    pub payer: String,
+    pub amount: i64,
+    pub auth_nonce: String,
+    pub valid_before: i64,
+    pub created_at: i64,
+}
+
+/// What a payer's admission counts against its balance: a reservation (no relay yet) or a
+/// settlement that may not be in the balance read yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub account: String,
+    pub nonce: String,
+    pub amount: i64,
+    pub auth_nonce: String,
+    /// Its relay, once recorded.
+    pub tx_hash: Option<String>,
+    pub call_index: Option<i64>,
+    /// The block it was confirmed in (`None` while pending).
+    pub block: Option<i64>,
+}
+
+/// What a payer's admission counts: its reservations whose authorization can still be carried
+/// out, its pending settlements, and those confirmed after `block` (the block its balance is
+/// read at).
+const HELD_SQLITE: &str = "
+    SELECT account, nonce, amount, auth_nonce, NULL, NULL, NULL FROM reservations
+     WHERE payer = ?1 AND valid_before > ?2
+    UNION ALL
+    SELECT account, nonce, amount, auth_nonce, tx_hash, call_index, NULL FROM settlements
+     WHERE payer = ?1 AND state IN ('signed', 'submitted')
+    UNION ALL
+    SELECT account, nonce, amount, auth_nonce, tx_hash, call_index, block_number FROM settlements
+     WHERE state = 'confirmed' AND block_number > ?3 AND payer = ?1";
+const HELD_PG: &str = "
+    SELECT account, nonce, amount, auth_nonce, NULL::text, NULL::bigint, NULL::bigint FROM reservations
+     WHERE payer = $1 AND valid_before > $2
+    UNION ALL
+    SELECT account, nonce, amount, auth_nonce, tx_hash, call_index, NULL::bigint FROM settlements
+     WHERE payer = $1 AND state IN ('signed', 'submitted')
+    UNION ALL
+    SELECT account, nonce, amount, auth_nonce, tx_hash, call_index, block_number FROM settlements
+     WHERE state = 'confirmed' AND block_number > $3 AND payer = $1";
+
+/// One payment's admission. On PostgreSQL a transaction holding the payer's advisory lock, so
+/// facilitators sharing the database admit a payer's payments one at a time; on SQLite
+/// nothing (one process: its own payer lock is enough). Dropped unfinished (a cancelled
+/// request), its connection is closed rather than returned to the pool, which ends the
+/// transaction and frees the lock.
+pub struct Admission {
+    pg: Option<deadpool_postgres::Object>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if let Some(c) = self.pg.take() {
+            drop(deadpool_postgres::Object::take(c));
+        }
+    }
+}
+
+impl Admission {
+    /// End without reserving.
+    pub async fn abandon(mut self) {
+        if let Some(c) = self.pg.take()
+            && c.batch_execute("ROLLBACK").await.is_err()
+        {
+            drop(deadpool_postgres::Object::take(c));
+        }
+    }
+}
+
 /// Where live records live: the facilitator's SQLite file or its PostgreSQL database.
 #[derive(Clone)]
 pub enum LiveStore {
@@ -311,6 +392,11 @@ impl LiveStore {
                                 s.reorgs
                             ])?;
                         }
+                        // The reservation becomes the record, atomically.
+                        let mut st = tx.prepare_cached(UNRESERVE_SQLITE)?;
+                        for s in &records {
+                            st.execute(params![s.account, s.nonce])?;
+                        }
                     }
                     tx.commit()
                 })
@@ -363,6 +449,11 @@ impl LiveStore {
                             ],
                         )
                         .await?;
+                    }
+                    // The reservation becomes the record, atomically.
+                    let st = tx.prepare_cached(UNRESERVE_PG).await?;
+                    for s in &records {
+                        tx.execute(&st, &[&s.account, &s.nonce]).await?;
                     }
                     tx.commit().await
                 }
@@ -438,6 +529,217 @@ impl LiveStore {
                     vec![&state, &block, &hash, &gas, &failure, &now, &reorged];
                 params.extend(keys.iter().map(|k| k as &(dyn tokio_postgres::types::ToSql + Sync)));
                 c.execute(&sql, &params).await.map_err(pg_err)?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Begin the admission of a payment of `payer` (EIP-55).
+    pub async fn admit(&self, payer: &str) -> Result<Admission> {
+        match self {
+            LiveStore::Sqlite(_) => Ok(Admission { pg: None }),
+            LiveStore::Postgres(p) => {
+                let c = p.get().await.map_err(pool_err)?;
+                let adm = Admission { pg: Some(c) };
+                let c = adm.pg.as_ref().expect("just set");
+                c.batch_execute("BEGIN").await.map_err(pg_err)?;
+                c.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", &[&LOCK_PAYER, &payer])
+                    .await
+                    .map_err(pg_err)?;
+                Ok(adm)
+            }
+        }
+    }
+
+    /// What `payer`'s next admission counts (see [`Held`]): inside `adm` when given.
+    pub async fn held(
+        &self,
+        adm: Option<&Admission>,
+        payer: &str,
+        now: u64,
+        block: u64,
+    ) -> Result<Vec<Held>> {
+        let (payer, now, block) = (payer.to_string(), now as i64, block as i64);
+        match self {
+            LiveStore::Sqlite(c) => {
+                Self::sqlite(c, move |c| {
+                    let mut st = c.prepare_cached(HELD_SQLITE)?;
+                    let rows = st.query_map(params![payer, now, block], |r| {
+                        Ok(Held {
+                            account: r.get(0)?,
+                            nonce: r.get(1)?,
+                            amount: r.get(2)?,
+                            auth_nonce: r.get(3)?,
+                            tx_hash: r.get(4)?,
+                            call_index: r.get(5)?,
+                            block: r.get(6)?,
+                        })
+                    })?;
+                    rows.collect()
+                })
+                .await
+            }
+            LiveStore::Postgres(p) => {
+                let pooled;
+                let c = match adm.and_then(|a| a.pg.as_ref()) {
+                    Some(c) => c,
+                    None => {
+                        pooled = p.get().await.map_err(pool_err)?;
+                        &pooled
+                    }
+                };
+                let rows = c.query(HELD_PG, &[&payer, &now, &block]).await.map_err(pg_err)?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(Held {
+                            account: r.try_get(0)?,
+                            nonce: r.try_get(1)?,
+                            amount: r.try_get(2)?,
+                            auth_nonce: r.try_get(3)?,
+                            tx_hash: r.try_get(4)?,
+                            call_index: r.try_get(5)?,
+                            block: r.try_get(6)?,
+                        })
+                    })
+                    .collect::<std::result::Result<_, tokio_postgres::Error>>()
+                    .map_err(pg_err)
+            }
+        }
+    }
+
+    /// Hold `r` and end the admission. The same challenge already held (admitted concurrently
+    /// by another facilitator) is `payment_conflict`.
+    pub async fn reserve(&self, mut adm: Admission, r: Reservation) -> Result<()> {
+        const SQL: &str =
+            "INSERT INTO reservations (account, nonce, payer, amount, auth_nonce, valid_before, created_at)";
+        match self {
+            LiveStore::Sqlite(c) => {
+                let r = Self::sqlite(c, move |c| {
+                    c.execute(
+                        &format!("{SQL} VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+                        params![
+                            r.account,
+                            r.nonce,
+                            r.payer,
+                            r.amount,
+                            r.auth_nonce,
+                            r.valid_before,
+                            r.created_at
+                        ],
+                    )
+                    .map(drop)
+                })
+                .await;
+                match r {
+                    Err(Error::Internal(m)) if m.contains("UNIQUE") => Err(Error::PaymentConflict),
+                    other => other,
+                }
+            }
+            LiveStore::Postgres(_) => {
+                let c = adm
+                    .pg
+                    .take()
+                    .ok_or_else(|| Error::Internal("admission without its transaction".into()))?;
+                let done = async {
+                    c.execute(
+                        &format!("{SQL} VALUES ($1, $2, $3, $4, $5, $6, $7)"),
+                        &[
+                            &r.account,
+                            &r.nonce,
+                            &r.payer,
+                            &r.amount,
+                            &r.auth_nonce,
+                            &r.valid_before,
+                            &r.created_at,
+                        ],
+                    )
+                    .await?;
+                    c.batch_execute("COMMIT").await
+                }
+                .await;
+                match done {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        let conflict = e.code().is_some_and(|c| c.code() == "23505");
+                        if c.batch_execute("ROLLBACK").await.is_err() {
+                            drop(deadpool_postgres::Object::take(c));
+                        }
+                        Err(if conflict { Error::PaymentConflict } else { pg_err(e) })
+                    }
+                }
+            }
+        }
+    }
+
+    /// Release reservations whose payments were never recorded (the relay failed before it).
+    pub async fn unreserve(&self, keys: Vec<(String, String)>) -> Result<()> {
+        match self {
+            LiveStore::Sqlite(c) => {
+                Self::sqlite(c, move |c| {
+                    let mut st = c.prepare_cached(UNRESERVE_SQLITE)?;
+                    for (account, nonce) in &keys {
+                        st.execute(params![account, nonce])?;
+                    }
+                    Ok(())
+                })
+                .await
+            }
+            LiveStore::Postgres(p) => {
+                let c = p.get().await.map_err(pool_err)?;
+                for (account, nonce) in &keys {
+                    c.execute(UNRESERVE_PG, &[account, nonce]).await.map_err(pg_err)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Is the payment `(account, nonce)` reserved (admitted, its relay not recorded yet)?
+    pub async fn is_reserved(&self, account: &str, nonce: &str) -> Result<bool> {
+        let (account, nonce) = (account.to_string(), nonce.to_string());
+        match self {
+            LiveStore::Sqlite(c) => {
+                Self::sqlite(c, move |c| {
+                    c.query_row(
+                        "SELECT 1 FROM reservations WHERE account = ?1 AND nonce = ?2",
+                        params![account, nonce],
+                        |_| Ok(()),
+                    )
+                    .optional()
+                    .map(|r| r.is_some())
+                })
+                .await
+            }
+            LiveStore::Postgres(p) => {
+                let c = p.get().await.map_err(pool_err)?;
+                let row = c
+                    .query_opt(
+                        "SELECT 1 FROM reservations WHERE account = $1 AND nonce = $2",
+                        &[&account, &nonce],
+                    )
+                    .await
+                    .map_err(pg_err)?;
+                Ok(row.is_some())
+            }
+        }
+    }
+
+    /// Drop reservations whose authorization expired before `now` without a record: a relay
+    /// that died before recording them (they no longer count either).
+    pub async fn drop_expired_reservations(&self, now: u64) -> Result<()> {
+        let now = now as i64;
+        match self {
+            LiveStore::Sqlite(c) => {
+                Self::sqlite(c, move |c| {
+                    c.execute("DELETE FROM reservations WHERE valid_before <= ?1", [now]).map(drop)
+                })
+                .await
+            }
+            LiveStore::Postgres(p) => {
+                let c = p.get().await.map_err(pool_err)?;
+                c.execute("DELETE FROM reservations WHERE valid_before <= $1", &[&now])
+                    .await
+                    .map_err(pg_err)?;
                 Ok(())
             }
         }
