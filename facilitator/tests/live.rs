@@ -763,6 +763,39 @@ impl Drop for Killed {
     }
 }
 
+/// Until the node knows the transaction `tx` (pending or mined), or 10 s: whether it does.
+async fn node_knows(net: &Devnet, tx: alloy::primitives::B256) -> bool {
+    use alloy::providers::Provider;
+    for _ in 0..400 {
+        if net.admin().get_transaction_by_hash(tx).await.unwrap().is_some() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+/// A live provider paid at `payout`, onboarded over HTTP at the facilitator `url`.
+async fn onboard_live(url: &str, payout: Address) -> ProviderCreated {
+    reqwest::Client::new()
+        .post(format!("{url}/v1/providers"))
+        .json(&serde_json::json!({ "mode": "live", "payout_address": payout.to_checksum() }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The demo's paid API behind `provider`'s live paywall, paying at the facilitator `url`.
+async fn live_api(provider: &ProviderCreated, url: &str) -> String {
+    let mut cfg = PaywallConfig::new(provider.api_secret.clone());
+    cfg.facilitator_url = url.to_string();
+    cfg.live = Some(provider.terms.clone().unwrap().to_terms().unwrap());
+    serve_api(cfg).await
+}
+
 /// `vlexivo serve --mode live` as a process, with `extra` arguments.
 fn serve(net: &Devnet, db: &std::path::Path, extra: &[&str]) -> (Killed, String) {
     serve_as(net, db, 1, extra)
@@ -806,21 +839,9 @@ async fn sigkill_between_submit_and_receipt_is_followed_on_restart_never_sent_tw
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("f.db");
     let (child, url) = serve(&net, &db, &[]);
-    let http = reqwest::Client::new();
     let payout = net.dev_address(2);
-    let created: ProviderCreated = http
-        .post(format!("{url}/v1/providers"))
-        .json(&serde_json::json!({ "mode": "live", "payout_address": payout.to_checksum() }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let mut cfg = PaywallConfig::new(created.api_secret.clone());
-    cfg.facilitator_url = url.clone();
-    cfg.live = Some(created.terms.unwrap().to_terms().unwrap());
-    let api = serve_api(cfg).await;
+    let created = onboard_live(&url, payout).await;
+    let api = live_api(&created, &url).await;
 
     let w = Wallet::generate(&OsEntropy);
     net.mint(w.address(), 10_000).await.unwrap();
@@ -834,15 +855,7 @@ async fn sigkill_between_submit_and_receipt_is_followed_on_restart_never_sent_tw
     assert!(net.admin().get_transaction_by_hash(tx).await.unwrap().is_none());
 
     let (child, url) = serve(&net, &db, &[]);
-    let mut known = false;
-    for _ in 0..400 {
-        if net.admin().get_transaction_by_hash(tx).await.unwrap().is_some() {
-            known = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(known, "the restarted facilitator re-broadcast the recorded relay");
+    assert!(node_knows(&net, tx).await, "the restarted facilitator re-broadcast the recorded relay");
     net.mine(1).await.unwrap();
     let mut state = String::new();
     for _ in 0..400 {
@@ -1083,7 +1096,6 @@ async fn one_failing_authorization_in_a_batch_fails_alone() {
 /// sent one transaction in all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_killed_before_its_receipt_is_followed_on_restart_never_sent_twice() {
-    use alloy::providers::Provider;
     use alloy::providers::ext::AnvilApi;
     let net = Devnet::start().await.unwrap();
     let multicall = net.deploy_multicall3().await.unwrap().to_checksum();
@@ -1091,21 +1103,9 @@ async fn a_batch_killed_before_its_receipt_is_followed_on_restart_never_sent_twi
     let db = dir.path().join("f.db");
     let batched = ["--batch-window-ms", "1500", "--multicall", multicall.as_str()];
     let (child, url) = serve(&net, &db, &batched);
-    let http = reqwest::Client::new();
     let payout = net.dev_address(2);
-    let created: ProviderCreated = http
-        .post(format!("{url}/v1/providers"))
-        .json(&serde_json::json!({ "mode": "live", "payout_address": payout.to_checksum() }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let mut cfg = PaywallConfig::new(created.api_secret.clone());
-    cfg.facilitator_url = url.clone();
-    cfg.live = Some(created.terms.unwrap().to_terms().unwrap());
-    let api = serve_api(cfg).await;
+    let created = onboard_live(&url, payout).await;
+    let api = live_api(&created, &url).await;
 
     let payers = [Wallet::generate(&OsEntropy), Wallet::generate(&OsEntropy)];
     for w in &payers {
@@ -1133,15 +1133,7 @@ async fn a_batch_killed_before_its_receipt_is_followed_on_restart_never_sent_twi
     assert_eq!(net.admin().anvil_drop_transaction(tx).await.unwrap(), Some(tx), "the node loses it too");
 
     let (child, url) = serve(&net, &db, &batched);
-    let mut known = false;
-    for _ in 0..400 {
-        if net.admin().get_transaction_by_hash(tx).await.unwrap().is_some() {
-            known = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(known, "the restarted facilitator re-broadcast the recorded batch");
+    assert!(node_knows(&net, tx).await, "the restarted facilitator re-broadcast the recorded batch");
     net.mine(1).await.unwrap();
     let mut rows = Vec::new();
     for _ in 0..400 {
@@ -1331,24 +1323,12 @@ async fn two_facilitators_on_one_postgres_admit_no_more_than_the_balance() {
     let (fa, url_a) = serve_as(&net, &db, 1, &[]);
     let (fb, url_b) = serve_as(&net, &db, 3, &[]);
     let payout = net.dev_address(2);
-    let created: ProviderCreated = reqwest::Client::new()
-        .post(format!("{url_a}/v1/providers"))
-        .json(&serde_json::json!({ "mode": "live", "payout_address": payout.to_checksum() }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let terms = created.terms.clone().unwrap().to_terms().unwrap();
+    let created = onboard_live(&url_a, payout).await;
     let w = Wallet::generate(&OsEntropy);
     net.mint(w.address(), 60 * 1_000).await.unwrap();
     let mut sides = Vec::new();
     for url in [&url_a, &url_b] {
-        let mut cfg = PaywallConfig::new(created.api_secret.clone());
-        cfg.facilitator_url = url.clone();
-        cfg.live = Some(terms.clone());
-        let api = serve_api(cfg).await;
+        let api = live_api(&created, url).await;
         let client = VlexivoClient::builder().wallet(w.clone()).facilitator_url(Some(url)).build().unwrap();
         sides.push((Arc::new(client), api));
     }
