@@ -148,6 +148,52 @@ test('hono: a paywall on one route leaves the others free; the payment is c.get(
   }
 });
 
+// On @hono/node-server the paywall reads Node's parsed headers and puts the receipt on Node's
+// response (the fetch objects' Headers are never built); elsewhere (app.request, other
+// servers) and for a cross-origin request it goes through the Response. Same decisions both ways.
+test('hono: receipt, release on 5xx and CORS on @hono/node-server and through app.request()', async () => {
+  const app = new Hono();
+  const vlx = new VlexivoServer({ apiSecret: secret, origin: 'http://hono.test' });
+  let runs = 0;
+  app.get('/paid', honoPaywall({ server: vlx, price: '0.01' }), (c) => {
+    runs++;
+    return c.req.header('x-fail') ? c.json({ down: true }, 503) : c.json({ amount: c.get('vlxPayment').amount });
+  });
+  const server = await new Promise((resolve) => {
+    const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s));
+  });
+  const base = `http://127.0.0.1:${server.address().port}`;
+  const proof = () => mint('GET http://hono.test/paid');
+  const ways = {
+    'node-server': (headers) => fetch(`${base}/paid`, { headers }),
+    'app.request': (headers) => app.request('/paid', { headers }),
+  };
+  try {
+    for (const [way, get] of Object.entries(ways)) {
+      const p = proof();
+      const ok = await get({ 'vlexivo-proof': p });
+      assert.equal(ok.status, 200, way);
+      assert.deepEqual(await ok.json(), { amount: '0.01' });
+      assert.match(ok.headers.get('vlexivo-receipt'), /amount=0.01/, way);
+      assert.equal((await get({ 'vlexivo-proof': p })).status, 409, way);
+      const f = proof();
+      for (let i = 0; i < 2; i++) {
+        const down = await get({ 'vlexivo-proof': f, 'x-fail': '1' });
+        assert.equal(down.status, 503, `${way}: a 5xx gives the proof back`);
+        assert.equal(down.headers.get('vlexivo-receipt'), null, way);
+      }
+      const cors = await get({ 'vlexivo-proof': proof(), origin: 'https://app.example' });
+      assert.equal(cors.status, 200, way);
+      assert.match(cors.headers.get('vlexivo-receipt'), /^tx=/, way);
+      assert.match(cors.headers.get('access-control-expose-headers'), /Vlexivo-Receipt/i, way);
+    }
+    assert.equal(runs, 8, "a replay never runs the handler");
+  } finally {
+    server.closeAllConnections?.();
+    await new Promise((r) => server.close(r));
+  }
+});
+
 test('option keys nobody reads are config_invalid in every new adapter', () => {
   for (const make of [
     () => koaPaywall({ apiSecret: secret, price: '0.01', pricer: 1 }),

@@ -226,6 +226,96 @@ for (const [name, express] of [['express5', express5], ['express4', express4]]) 
     }
   });
 
+  // The paywall follows an Express response through hooks on the outermost app's
+  // `app.response` and keeps `req.vlxPayment` behind an accessor on its `app.request`: a mounted
+  // app inherits both, whichever app the paywall and the handler run in.
+  test(`${name}: mounted apps: paywall in the sub-app and handler in the parent, and the reverse`, async () => {
+    const app = express();
+    const sub = express();
+    const inner = express();
+    const vlx = server();
+    const runs = { parent: 0, inner: 0 };
+    // The sub-app only takes the payment; its router falls through to the parent's route.
+    sub.use(vlx.paywall({ price: '0.01' }));
+    app.use('/s', sub);
+    app.get('/s/x', (req, res) => {
+      runs.parent++;
+      const again = req.vlxPayment;
+      res.status(req.headers['x-fail'] ? 500 : 200).json({ payer: req.vlxPayment.payer, same: again === req.vlxPayment });
+    });
+    // The reverse: the parent's paywall, the handler in a mounted app.
+    inner.get('/y', (req, res) => {
+      runs.inner++;
+      res.json({ amount: req.vlxPayment.amount });
+    });
+    app.use('/t', vlx.paywall({ price: '0.02' }), inner);
+    app.get('/free', (req, res) => res.json({ payment: req.vlxPayment ?? null }));
+    const s = await listenExpress(app);
+    try {
+      const p = mint('GET /s/x');
+      const ok = await call(`${s.url}/s/x`, { proof: p });
+      assert.equal(ok.status, 200);
+      assert.equal(ok.body.same, true, 'one payment object per request');
+      assert.match(ok.body.payer, /^0x[0-9a-fA-F]{40}$/);
+      assert.match(ok.headers.get('vlexivo-receipt'), /amount=0.01/);
+      assert.equal((await call(`${s.url}/s/x`, { proof: p })).status, 409);
+      const f = mint('GET /s/x');
+      for (let i = 0; i < 2; i++) {
+        const r = await call(`${s.url}/s/x`, { proof: f, headers: { 'x-fail': '1' } });
+        assert.equal(r.status, 500, 'a 5xx gives the proof back each time');
+        assert.equal(r.headers.get('vlexivo-receipt'), null);
+      }
+      const q = mint('GET /t/y', '0.02');
+      const y = await call(`${s.url}/t/y`, { proof: q });
+      assert.equal(y.status, 200);
+      assert.deepEqual(y.body, { amount: '0.02' });
+      assert.match(y.headers.get('vlexivo-receipt'), /amount=0.02/);
+      assert.equal((await call(`${s.url}/t/y`, { proof: q })).status, 409);
+      assert.deepEqual(runs, { parent: 3, inner: 1 });
+      assert.deepEqual((await call(`${s.url}/free`)).body, { payment: null }, 'no payment on a free route of the same app');
+    } finally {
+      await s.close();
+    }
+  });
+
+  test(`${name}: other writeHead/end hooks on the response keep working; the handler may set req.vlxPayment`, async () => {
+    const app = express();
+    const vlx = server();
+    let ends = 0;
+    // A per-response hook in front of ours (as on-headers or compression install them).
+    app.use((_req, res, next) => {
+      const writeHead = res.writeHead;
+      const end = res.end;
+      res.writeHead = function (...a) {
+        this.setHeader('x-hooked', 'yes');
+        return writeHead.apply(this, a);
+      };
+      res.end = function (...a) {
+        ends++;
+        return end.apply(this, a);
+      };
+      next();
+    });
+    app.get('/h', vlx.paywall({ price: '0.01' }), (req, res) => {
+      const own = { replaced: true };
+      req.vlxPayment = own;
+      res.json({ kept: req.vlxPayment === own });
+    });
+    const s = await listenExpress(app);
+    try {
+      const p = mint('GET /h');
+      const r = await call(`${s.url}/h`, { proof: p });
+      assert.equal(r.status, 200);
+      assert.equal(r.headers.get('x-hooked'), 'yes');
+      assert.match(r.headers.get('vlexivo-receipt'), /^tx=/);
+      assert.deepEqual(r.body, { kept: true });
+      assert.equal((await call(`${s.url}/h`, { proof: p })).status, 409, 'the payment was kept through both hooks');
+      assert.equal(ends, 2);
+    } finally {
+      await s.close();
+    }
+  });
+
   test(`${name}: nested paywalls ask the effective price once and consume once (item 5)`, async () => {
     const app = express();
     const vlx = server();

@@ -16,13 +16,14 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isFreeRequest } from './policy';
-import { handlerFailed, paidStateOf, releaseNow, watch } from './paid';
+import { expressPrototype, handlerFailed, paidStateOf, releaseNow, watch } from './paid';
 import {
   PaidRoute,
   PAYER_HEADER,
   PROOF_HEADER,
   headerValue,
   type Decision,
+  type PaidFacts,
   exposeValue,
   forBrowser,
   isPaid,
@@ -65,9 +66,11 @@ export type PaywallErrorMiddleware = (err: unknown, req: any, res: any, next: Ne
 /** Marks a paywall middleware with its route, for the router walk of an earlier paywall. */
 export const PAYWALL = Symbol.for('vlexivo.express.paywall');
 
+type Headers = IncomingMessage['headers'];
+
 /** CORS: only a cross-origin request (it carries `Origin`) needs our headers exposed. */
-function expose(route: PaidRoute, req: IncomingMessage, res: ServerResponse): void {
-  if (!route.exposeHeaders || req.headers.origin === undefined) return;
+function expose(route: PaidRoute, headers: Headers, res: ServerResponse): void {
+  if (!route.exposeHeaders || headers.origin === undefined) return;
   const v = exposeValue(res.getHeader('Access-Control-Expose-Headers'));
   if (v !== undefined) res.setHeader('Access-Control-Expose-Headers', v);
 }
@@ -77,16 +80,54 @@ function send(route: PaidRoute, req: IncomingMessage, res: ServerResponse, r: Re
     res.destroy();
     return;
   }
-  const page = forBrowser(r, req.headers.accept, req.headers[PROOF_HEADER] !== undefined);
+  const headers = req.headers;
+  const page = forBrowser(r, headers.accept, headers[PROOF_HEADER] !== undefined);
   res.statusCode = page.status;
   // JSON unless core's page for a browser says otherwise.
   res.setHeader('Content-Type', 'application/json; charset=utf-8');
   for (const k in page.headers) res.setHeader(k, page.headers[k]);
-  expose(route, req, res);
+  expose(route, headers, res);
   res.end(page.body);
 }
 
 const pathOf = (req: PaywallRequest): string => req.originalUrl ?? req.url ?? '/';
+
+// --- req.vlxPayment ------------------------------------------------------------------------
+
+/**
+ * On an Express request, `vlxPayment` is an accessor on the app's `app.request` (Express's
+ * extension point; the outermost app's, which mounted apps inherit): adding a property to the
+ * request itself would copy its descriptor array (see `paid.ts`). The payment object is built
+ * from the native facts on first read, the same object after.
+ */
+const FACTS = new WeakMap<object, PaidFacts>();
+const PAYMENTS = new WeakMap<object, VlexivoPayment | undefined>();
+const ACCESSOR = new WeakSet<object>();
+function paymentGetter(this: object): VlexivoPayment | undefined {
+  if (PAYMENTS.has(this)) return PAYMENTS.get(this);
+  const facts = FACTS.get(this);
+  if (facts === undefined) return undefined;
+  const p = paymentOf(facts);
+  PAYMENTS.set(this, p);
+  return p;
+}
+function paymentSetter(this: object, v: VlexivoPayment | undefined): void {
+  PAYMENTS.set(this, v);
+}
+
+/** `req.vlxPayment` from the paid facts (built on first read on an Express request). */
+function setPayment(req: PaywallRequest, facts: PaidFacts): void {
+  const proto = expressPrototype(req);
+  if (proto === undefined) {
+    req.vlxPayment = paymentOf(facts);
+    return;
+  }
+  if (!ACCESSOR.has(proto)) {
+    ACCESSOR.add(proto);
+    Object.defineProperty(proto, 'vlxPayment', { get: paymentGetter, set: paymentSetter, configurable: true, enumerable: false });
+  }
+  FACTS.set(req, facts);
+}
 
 // --- the router walk ------------------------------------------------------------------------
 
@@ -183,25 +224,24 @@ const WALK_CACHE_MAX = 512;
 const walks = new WeakMap<PaidRoute, WalkCache>();
 
 /** Every paywall of this server the request will meet (this one included), in order. */
-function covering(req: PaywallRequest, self: PaidRoute): PaidRoute[] {
+function covering(req: PaywallRequest, self: PaidRoute, method: string, full: string): PaidRoute[] {
   let app = req.app;
   while (app?.parent !== undefined) app = app.parent;
   const stack = app?._router?.stack ?? app?.router?.stack;
   if (!Array.isArray(stack)) return [self];
-  const method = (req.method ?? 'GET').toUpperCase();
-  const full = pathOf(req);
-  const q = full.indexOf('?');
-  const path = q < 0 ? full : full.slice(0, q);
   let cache = walks.get(self);
   if (cache === undefined || cache.stack !== stack || cache.length !== stack.length) {
     cache = { stack, length: stack.length, byRequest: new Map() };
     walks.set(self, cache);
   }
-  const key = method + ' ' + path;
+  const q = full.indexOf('?');
+  const path = q < 0 ? full : full.slice(0, q);
+  const m = method.toUpperCase();
+  const key = m + ' ' + path;
   let out = cache.byRequest.get(key);
   if (out === undefined) {
     out = [];
-    collect(stack, method, path, self, out, 0);
+    collect(stack, m, path, self, out, 0);
     if (!out.includes(self)) out.unshift(self);
     if (cache.byRequest.size >= WALK_CACHE_MAX) cache.byRequest.clear();
     cache.byRequest.set(key, out);
@@ -211,11 +251,27 @@ function covering(req: PaywallRequest, self: PaidRoute): PaidRoute[] {
 
 // --- the middleware -------------------------------------------------------------------------
 
+/**
+ * Express gives each request and response a map of its own (see `paid.ts`), so every property
+ * read on them is a slow lookup: the middleware reads `method`, `headers` and the URL once and
+ * passes them on.
+ */
 export function expressPaywall(route: PaidRoute<any>): PaywallMiddleware {
-  /** Verify `proof` at `price` (one paywall) or at the effective price of `routes`. */
-  function admit(req: PaywallRequest, res: ServerResponse, next: NextFunction, routes: PaidRoute[] | undefined, prices: unknown[]): void {
-    const method = req.method ?? 'GET';
-    const path = pathOf(req);
+  /**
+   * Verify the proof at `prices[0]` (one paywall) or at the effective price of `routes`.
+   * `hinted`: the price was resolved for the request's payer (its challenge names the hint).
+   */
+  function admit(
+    req: PaywallRequest,
+    res: ServerResponse,
+    next: NextFunction,
+    method: string,
+    path: string,
+    headers: Headers,
+    routes: PaidRoute[] | undefined,
+    prices: unknown[],
+    hinted: boolean,
+  ): void {
     let body: Buffer | undefined;
     if (route.bindBody) {
       body = rawBodyOf(req);
@@ -226,44 +282,44 @@ export function expressPaywall(route: PaidRoute<any>): PaywallMiddleware {
     }
     let r: Decision | Promise<Decision>;
     try {
-      const proof = req.headers[PROOF_HEADER];
-      // A price resolved for a hinted payer: the challenge names that payer.
-      const hint = req.vlxPayer === undefined ? undefined : headerValue(req.headers[PAYER_HEADER]);
+      const proof = headers[PROOF_HEADER];
+      const hint = hinted ? headerValue(headers[PAYER_HEADER]) : undefined;
+      const origin = requestOrigin(req, headers);
       r = routes === undefined
-        ? route.authorize(proof, method, path, requestOrigin(req), prices[0], body, hint)
-        : route.authorizeStacked(proof, method, path, requestOrigin(req), routes, prices, body, hint);
+        ? route.authorize(proof, method, path, origin, prices[0], body, hint)
+        : route.authorizeStacked(proof, method, path, origin, routes, prices, body, hint);
     } catch (e) {
       next(e);
       return;
     }
     if (isThenable(r)) {
       // A networked store answers later; the event loop serves other requests meanwhile.
-      r.then((d) => decided(req, res, next, routes, d), next);
+      r.then((d) => decided(req, res, next, headers, routes, d), next);
       return;
     }
-    decided(req, res, next, routes, r);
+    decided(req, res, next, headers, routes, r);
   }
 
   /** Run the handler on a paid decision, or send the refusal. */
-  function decided(req: PaywallRequest, res: ServerResponse, next: NextFunction, routes: PaidRoute[] | undefined, r: Decision): void {
+  function decided(req: PaywallRequest, res: ServerResponse, next: NextFunction, headers: Headers, routes: PaidRoute[] | undefined, r: Decision): void {
     if (!isPaid(r)) {
       send(route, req, res, r);
       return;
     }
-    req.vlxPayment = paymentOf(r);
+    setPayment(req, r);
     watch(res, r, route, routes ?? ONE);
-    expose(route, req, res);
+    expose(route, headers, res);
     next();
   }
 
   /** A later paywall on a request an earlier one (same server) already took the proof for. */
-  function checkCovered(req: PaywallRequest, res: ServerResponse, next: NextFunction, price: unknown): void {
+  function checkCovered(req: PaywallRequest, res: ServerResponse, next: NextFunction, method: string, path: string, price: unknown): void {
     const state = paidStateOf(res);
     if (state === undefined || state.released) {
       next();
       return;
     }
-    const refusal = route.checkStacked(state.facts, req.method ?? 'GET', pathOf(req), requestOrigin(req), price);
+    const refusal = route.checkStacked(state.facts, method, path, requestOrigin(req), price);
     if (refusal === null) {
       next();
       return;
@@ -273,13 +329,23 @@ export function expressPaywall(route: PaidRoute<any>): PaywallMiddleware {
     send(route, req, res, refusal);
   }
 
-  /** Every route's price, then `then` (see `resolvePrices`). */
-  function priced(req: PaywallRequest, res: ServerResponse, next: NextFunction, routes: PaidRoute[], then: (prices: unknown[]) => void): void {
+  /** Every route's price, then `then(prices, hinted)` (see `resolvePrices`). */
+  function priced(
+    req: PaywallRequest,
+    res: ServerResponse,
+    next: NextFunction,
+    method: string,
+    path: string,
+    routes: PaidRoute[],
+    then: (prices: unknown[], hinted: boolean) => void,
+  ): void {
     let payer: VlexivoPayer | null = null;
-    if (routes.some((r) => r.resolver !== undefined)) {
-      payer = req.vlxPayer = route.payerFor(req.headers[PROOF_HEADER], req.headers[PAYER_HEADER]);
+    const hinted = routes.some((r) => r.resolver !== undefined);
+    if (hinted) {
+      const headers = req.headers;
+      payer = req.vlxPayer = route.payerFor(headers[PROOF_HEADER], headers[PAYER_HEADER]);
     }
-    resolvePrices(routes, req, req.method ?? 'GET', pathOf(req), (r) => send(route, req, res, r), then, next, payer);
+    resolvePrices(routes, req, method, path, (r) => send(route, req, res, r), (p) => then(p, hinted), next, payer);
   }
 
   const ONE = [route];
@@ -289,25 +355,29 @@ export function expressPaywall(route: PaidRoute<any>): PaywallMiddleware {
     if (earlier !== undefined && earlier.route.paywall === route.paywall) {
       // Its price was part of the one the proof was checked at: nothing more to check.
       if (earlier.covered.includes(route)) next();
-      else priced(req, res, next, ONE, (p) => checkCovered(req, res, next, p[0]));
+      else {
+        const path = pathOf(req);
+        priced(req, res, next, method, path, ONE, (p) => checkCovered(req, res, next, method, path, p[0]));
+      }
       return;
     }
-    if (isFreeRequest(method, req.headers['access-control-request-method'] !== undefined)) {
+    const headers = req.headers;
+    if (isFreeRequest(method, headers['access-control-request-method'] !== undefined)) {
       next();
       return;
     }
-    const routes = covering(req, route);
+    const path = pathOf(req);
+    const routes = covering(req, route, method, path);
     if (routes.length === 1) {
       // The common case: one paywall, its price static or resolved (sync or async).
-      const resolver = route.resolver;
-      if (resolver === undefined) {
-        admit(req, res, next, undefined, [route.price]);
+      if (route.resolver === undefined) {
+        admit(req, res, next, method, path, headers, undefined, [route.price], false);
         return;
       }
-      priced(req, res, next, routes, (p) => admit(req, res, next, undefined, p));
+      priced(req, res, next, method, path, routes, (p, hinted) => admit(req, res, next, method, path, headers, undefined, p, hinted));
       return;
     }
-    priced(req, res, next, routes, (p) => admit(req, res, next, routes, p));
+    priced(req, res, next, method, path, routes, (p, hinted) => admit(req, res, next, method, path, headers, routes, p, hinted));
   };
   middleware[PAYWALL] = route;
   return middleware;

@@ -2,9 +2,9 @@
  * Fastify plugin (`vlexivo/fastify`): a route-level `preHandler` on every paid route that
  * answers 402 until the request carries a valid, unused proof for its price, then sets
  * `request.vlxPayment`. Core decides (`policy.ts`, the native paywall); the nonce is settled
- * from the handler's outcome by one `close` listener on the paid response (`paid.ts`) rather
- * than onResponse/onRequestAbort hooks (a fifth of the plugin's instructions per request under
- * callgrind). Registered in nested scopes (a default price for a zone, a higher one inside), the
+ * from the handler's outcome by hooks in front of the paid response's `writeHead` and `end`
+ * (`paid.ts`) rather than onResponse/onRequestAbort hooks (a fifth of the plugin's instructions
+ * per request under callgrind). Registered in nested scopes (a default price for a zone, a higher one inside), the
  * paywalls of one route merge: the request pays once, at the effective price of both.
  *
  *   app.register(vlexivo, { apiSecret, price: '0.001' })           // every route in scope

@@ -14,6 +14,7 @@
  * Core decides (`policy.ts`, the native paywall): which requests are free, whether the nonce is
  * released (from the handler's response status, or its throw), whether a receipt goes out.
  */
+import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import { VlexivoServer, serverOf, SERVER_KEYS, type VlexivoServerOptions } from './server';
 import { isFreeRequest, releases, sendsReceipt } from './policy';
 import {
@@ -63,11 +64,22 @@ export function getPayment(request: Request): VlexivoPayment | undefined {
 }
 
 /**
+ * One request header: from Node's parsed headers when the server that made the `Request` hands
+ * them over (a property read; @hono/node-server's `Request` materializes a `Headers` lookup per
+ * call), else from the `Request`'s `Headers`.
+ */
+function header(request: Request, node: IncomingHttpHeaders | undefined, name: string): string | undefined {
+  if (node === undefined) return request.headers.get(name) ?? undefined;
+  const v = node[name];
+  return Array.isArray(v) ? v.join(', ') : v;
+}
+
+/**
  * A request URL's origin facts and path (with the query), read from the absolute URL string
  * (a WHATWG `URL` costs more than the rest of the paid path): its `Host` header, else the
- * URL's host, and whether the scheme is https.
+ * URL's host, and whether the scheme is https. `node`: the request's parsed Node headers, if known.
  */
-export function fetchTarget(request: Request): { origin: RequestOrigin; path: string } {
+export function fetchTarget(request: Request, node?: IncomingHttpHeaders): { origin: RequestOrigin; path: string } {
   const u = request.url;
   const sep = u.indexOf('://');
   const start = u.indexOf('/', sep + 3);
@@ -76,7 +88,7 @@ export function fetchTarget(request: Request): { origin: RequestOrigin; path: st
   const hash = path.indexOf('#');
   if (hash >= 0) path = path.slice(0, hash);
   return {
-    origin: { host: request.headers.get('host') ?? authority, secure: u.charCodeAt(4) === 115 /* "https" */ },
+    origin: { host: header(request, node, 'host') ?? authority, secure: u.charCodeAt(4) === 115 /* "https" */ },
     path,
   };
 }
@@ -126,15 +138,19 @@ export class FetchPaywall<Req = Request> {
    * `readBody` reads the body's bytes for a `bindBody` server (default: from a clone), for
    * frameworks that cache the body themselves.
    */
-  async protect(request: Request, input?: Req, readBody?: () => Promise<ArrayBuffer>): Promise<FetchPayment | Response | null> {
+  async protect(request: Request, input?: Req, readBody?: () => Promise<ArrayBuffer>, nodeHeaders?: IncomingHttpHeaders): Promise<FetchPayment | Response | null> {
     const method = request.method.toUpperCase();
-    if (isFreeRequest(method, request.headers.has('access-control-request-method'))) return null;
-    const { origin, path } = fetchTarget(request);
+    if (isFreeRequest(method, header(request, nodeHeaders, 'access-control-request-method') !== undefined)) return null;
+    const { origin, path } = fetchTarget(request, nodeHeaders);
     const route = this.route;
+    const proof = header(request, nodeHeaders, PROOF_HEADER);
     let price: unknown = route.price;
+    let hint: string | undefined;
     if (route.resolver !== undefined) {
+      // A price resolved for a hinted payer: the challenge names that payer.
+      hint = header(request, nodeHeaders, PAYER_HEADER);
       try {
-        const payer = route.payerFor(request.headers.get(PROOF_HEADER) ?? undefined, request.headers.get(PAYER_HEADER) ?? undefined);
+        const payer = route.payerFor(proof, hint);
         price = route.resolver(input ?? ((request.body === null ? request : request.clone()) as unknown as Req), payer);
         if (isThenable(price)) price = await price;
       } catch (e) {
@@ -146,9 +162,7 @@ export class FetchPaywall<Req = Request> {
       if (readBody !== undefined) body = Buffer.from(await readBody());
       else body = request.body === null ? Buffer.alloc(0) : Buffer.from(await request.clone().arrayBuffer());
     }
-    // A price resolved for a hinted payer: the challenge names that payer.
-    const hint = route.resolver === undefined ? undefined : request.headers.get(PAYER_HEADER) ?? undefined;
-    let r: Decision | Promise<Decision> = route.authorize(request.headers.get(PROOF_HEADER) ?? undefined, method, path, origin, price, body, hint);
+    let r: Decision | Promise<Decision> = route.authorize(proof, method, path, origin, price, body, hint);
     if (isThenable(r)) r = await r;
     if (!isPaid(r)) return rejectionResponse(route, request, r);
     const payment = paymentOf(r);
@@ -157,20 +171,35 @@ export class FetchPaywall<Req = Request> {
     return payment;
   }
 
+  /** Settle the payment for a response with `status` (core's policy); true when that response carries the receipt. */
+  #settle(payment: VlexivoPayment, status: number): boolean {
+    const s = SETTLEMENTS.get(payment);
+    if (s !== undefined && !s.settled) {
+      s.settled = true;
+      if (releases(status, false, true)) {
+        s.route.release(payment.storeKey);
+        return false;
+      }
+    }
+    return sendsReceipt(status);
+  }
+
+  /**
+   * `complete` for a handler's response that a Node server writes to `outgoing` (Hono on
+   * @hono/node-server): the receipt is set on `outgoing`, which Node sends with the response's
+   * own headers, so the handler's `Response` is left as it is (its `Headers` never built).
+   * Not for a cross-origin request (its expose header merges with the response's: use `complete`).
+   */
+  completeOn(payment: VlexivoPayment, status: number, outgoing: ServerResponse): void {
+    if (this.#settle(payment, status) && !outgoing.headersSent) outgoing.setHeader(RECEIPT_HEADER, payment.receipt);
+  }
+
   /**
    * The handler answered `response`: core's policy releases the nonce when it failed (5xx) and
    * puts the receipt on a response that keeps the payment. Returns the response to send.
    */
   complete(payment: VlexivoPayment, response: Response, request?: Request): Response {
-    const s = SETTLEMENTS.get(payment);
-    if (s !== undefined && !s.settled) {
-      s.settled = true;
-      if (releases(response.status, false, true)) {
-        s.route.release(payment.storeKey);
-        return response;
-      }
-    }
-    if (!sendsReceipt(response.status)) return response;
+    if (!this.#settle(payment, response.status)) return response;
     const set: [string, string][] = [[RECEIPT_HEADER, payment.receipt]];
     if (this.route.exposeHeaders && request?.headers.has('origin') === true) {
       const v = exposeValue(response.headers.get('access-control-expose-headers'));

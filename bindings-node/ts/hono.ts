@@ -10,6 +10,7 @@
  * The price resolver receives Hono's context: `c.req.json()` caches the body, so the handler
  * reads it again. Runs on Node (`@hono/node-server`): the core is a native addon.
  */
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Context, MiddlewareHandler } from 'hono';
 import { FetchPaywall, FETCH_KEYS, type FetchPaywallOptions } from './fetch';
 import type { VlexivoPayment } from './route';
@@ -22,11 +23,26 @@ export interface VlexivoHonoVariables {
 
 export type VlexivoHonoOptions = FetchPaywallOptions<Context>;
 
+/** What @hono/node-server passes as `c.env`: the Node request and response behind `c.req.raw`. */
+interface NodeBindings {
+  incoming: IncomingMessage;
+  outgoing: ServerResponse;
+}
+
+function nodeOf(env: unknown): NodeBindings | undefined {
+  const b = env as Partial<NodeBindings> | undefined;
+  return b !== undefined && b !== null && typeof b.incoming?.headers === 'object' && typeof b.outgoing?.setHeader === 'function' ? (b as NodeBindings) : undefined;
+}
+
 /** A Hono paywall middleware for `options` (a server's options or `server`, and a price). */
 export function paywall(options: VlexivoHonoOptions): MiddlewareHandler<{ Variables: VlexivoHonoVariables }> {
   const fp = new FetchPaywall<Context>(options, FETCH_KEYS, 'vlexivo hono paywall');
   return async function vlexivoPaywall(c, next): Promise<Response | void> {
-    const paid = await fp.protect(c.req.raw, c, () => c.req.arrayBuffer());
+    // On @hono/node-server the request's headers are read from Node's parsed ones and the
+    // receipt goes on Node's response: the fetch objects' Headers are never built.
+    const node = nodeOf(c.env);
+    const headers = node?.incoming.headers;
+    const paid = await fp.protect(c.req.raw, c, () => c.req.arrayBuffer(), headers);
     if (paid instanceof Response) return paid;
     if (paid === null) {
       await next();
@@ -37,6 +53,10 @@ export function paywall(options: VlexivoHonoOptions): MiddlewareHandler<{ Variab
     // Hono caught a throw from the handler and answered with its error handler's response.
     if (c.error !== undefined) {
       fp.fail(paid);
+      return;
+    }
+    if (node !== undefined && headers?.origin === undefined) {
+      fp.completeOn(paid, c.res.status, node.outgoing);
       return;
     }
     const res = fp.complete(paid, c.res, c.req.raw);

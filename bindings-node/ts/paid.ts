@@ -1,14 +1,22 @@
 /**
- * A paid request on a Node `ServerResponse` (Express, Fastify): executes core's response policy
- * without a rule of its own. The receipt goes out with the headers when core says the status
- * keeps the payment; the nonce is settled once, from the handler's outcome: the response's end
- * (its status), or a throw the framework reports before the response was complete. A client
- * that goes away decides nothing: the handler's later end does (or, if it never ends its
- * response, the nonce stays consumed).
+ * A paid request on a Node `ServerResponse` (Express, Fastify, node:http): executes core's
+ * response policy without a rule of its own. The receipt goes out with the headers when core
+ * says the status keeps the payment; the nonce is settled once, from the handler's outcome: the
+ * handler's `end()` of its response (with that response's status), or a throw the framework
+ * reports before the response was complete. A client that goes away decides nothing: the
+ * handler's later `end()` does (or, if it never ends its response, the nonce stays consumed).
  *
- * Per paid request: one state object, one `close` listener and one `writeHead` in front of the
- * response's own (chained, so other header hooks keep working); the listener and the hook are
- * shared functions that find the state on the response.
+ * Two ways to follow a response, chosen by its prototype, for the same decisions:
+ *
+ * - An Express response: Express moves every request and response onto its app's prototypes
+ *   (`Object.setPrototypeOf`), after which V8 gives each object a map of its own, so every
+ *   property added to one copies its whole descriptor array (a few µs each: the largest part of
+ *   the paywall's cost). Its `writeHead` and `end` are therefore hooked once on the app's
+ *   `app.response` (Express's extension point; the outermost app's, which mounted apps inherit)
+ *   and a paid response's state lives in a WeakMap: nothing is added to the response.
+ * - Any other response (Fastify's `reply.raw`, node:http; an Express one that already has a
+ *   `writeHead` or `end` of its own): the state, a `writeHead` and an `end` go on the response
+ *   in front of what it had (cheap on a shared map), chained, so other hooks keep working.
  */
 import type { ServerResponse } from 'node:http';
 import { releases, sendsReceipt } from './policy';
@@ -25,58 +33,118 @@ export interface PaidState {
   /** The nonce's fate is decided (kept or released). */
   settled: boolean;
   released: boolean;
-  /** The response's `writeHead` before ours. */
-  writeHead: ServerResponse['writeHead'];
+  /** The status the response's headers went out with (0: not yet). */
+  status: number;
+  /** The response's own `writeHead` and `end` before ours (a response that is not Express's). */
+  writeHead: WriteHead | undefined;
+  end: End | undefined;
 }
+
+type WriteHead = (this: ServerResponse, status: number, reason?: unknown, headers?: unknown) => ServerResponse;
+type End = (this: ServerResponse, chunk?: unknown, encoding?: unknown, callback?: unknown) => ServerResponse;
+
+// --- responses on an Express app's prototype ------------------------------------------------
+
+/** Paid state of Express responses (their prototype carries the hooks). */
+const STATES = new WeakMap<ServerResponse, PaidState>();
+/** Prototypes (`app.response` of an outermost Express app) that carry the hooks. */
+const HOOKED = new WeakSet<object>();
+const hasOwn = (o: object, k: string): boolean => Object.prototype.hasOwnProperty.call(o, k);
+
+/**
+ * The outermost Express app prototype (`app.request` / `app.response`) on an object's chain:
+ * each app's has an own `app`, and a mounted app's inherits from its parent's, so what is put
+ * there is seen by the requests and responses of every app under it. Undefined when the object
+ * is not Express's.
+ */
+export function expressPrototype(o: object): object | undefined {
+  let outer: object | undefined;
+  for (let p = Object.getPrototypeOf(o) as object | null; p !== null && hasOwn(p, 'app'); p = Object.getPrototypeOf(p) as object | null) outer = p;
+  return outer;
+}
+
+/** `writeHead` and `end` on an Express app's response prototype, in front of what was there. */
+function hook(proto: object): void {
+  HOOKED.add(proto);
+  const below = Object.getPrototypeOf(proto) as { writeHead: WriteHead; end: End };
+  const own = proto as { writeHead?: WriteHead; end?: End };
+  const prevWriteHead = hasOwn(proto, 'writeHead') ? own.writeHead : undefined;
+  const prevEnd = hasOwn(proto, 'end') ? own.end : undefined;
+  own.writeHead = function writeHead(this: ServerResponse, status: number, reason?: unknown, headers?: unknown): ServerResponse {
+    const state = STATES.get(this);
+    if (state !== undefined) headersGoing(this, state, status);
+    // Node reads (status, reason, headers) with undefined for the missing ones.
+    return (prevWriteHead ?? below.writeHead).call(this, status, reason, headers);
+  };
+  own.end = function end(this: ServerResponse, chunk?: unknown, encoding?: unknown, callback?: unknown): ServerResponse {
+    const r = (prevEnd ?? below.end).call(this, chunk, encoding, callback);
+    const state = STATES.get(this);
+    if (state !== undefined) ended(this, state);
+    return r;
+  };
+}
+
+// --- any other response (own hooks) ---------------------------------------------------------------------
 
 const STATE = Symbol('vlexivo.paid');
 type Watched = ServerResponse & { [STATE]?: PaidState };
 
+function ownWriteHead(this: Watched, status: number, reason?: unknown, headers?: unknown): ServerResponse {
+  const state = this[STATE] as PaidState;
+  headersGoing(this, state, status);
+  return (state.writeHead as WriteHead).call(this, status, reason, headers);
+}
+
+function ownEnd(this: Watched, chunk?: unknown, encoding?: unknown, callback?: unknown): ServerResponse {
+  const state = this[STATE] as PaidState;
+  const r = (state.end as End).call(this, chunk, encoding, callback);
+  ended(this, state);
+  return r;
+}
+
+// --- both -----------------------------------------------------------------------------------
+
 /** The paid state of a response, if a paywall consumed a proof for it. */
 export function paidStateOf(res: ServerResponse): PaidState | undefined {
-  return (res as Watched)[STATE];
+  // Followed through its own `writeHead` (ours, see `watch`), or through its prototype.
+  return STATES.get(res) ?? (hasOwn(res, 'writeHead') ? (res as Watched)[STATE] : undefined);
 }
 
 /** Follow a paid response to its end. */
 export function watch(res: ServerResponse, facts: PaidFacts, route: PaidRoute, covered: readonly PaidRoute[]): PaidState {
-  const state: PaidState = { facts, route, covered, settled: false, released: false, writeHead: res.writeHead };
+  const state: PaidState = { facts, route, covered, settled: false, released: false, status: 0, writeHead: undefined, end: undefined };
+  // An Express response through its prototype, unless something already put a `writeHead` or
+  // an `end` on the response itself (compression, on-headers): it may have taken the
+  // prototype's before the hooks were there, so ours go in front of it.
+  const proto = expressPrototype(res);
+  if (proto !== undefined && !hasOwn(res, 'writeHead') && !hasOwn(res, 'end')) {
+    if (!HOOKED.has(proto)) hook(proto);
+    STATES.set(res, state);
+    return state;
+  }
+  state.writeHead = res.writeHead as WriteHead;
+  state.end = res.end as End;
   (res as Watched)[STATE] = state;
-  res.writeHead = paidWriteHead;
-  res.on('close', onClose);
+  res.writeHead = ownWriteHead;
+  res.end = ownEnd as ServerResponse['end'];
   return state;
 }
 
-function paidWriteHead(this: Watched, status: number, reason?: unknown, headers?: unknown): ServerResponse {
-  const state = this[STATE] as PaidState;
-  if (!state.released && !this.headersSent && sendsReceipt(typeof status === 'number' ? status : this.statusCode)) {
-    this.setHeader(RECEIPT_HEADER, receiptOf(state.facts));
-  }
-  // Node reads (status, reason, headers) with undefined for the missing ones.
-  return (state.writeHead as (s: number, r?: unknown, h?: unknown) => ServerResponse).call(this, status, reason, headers);
+/** The headers go out with `status`: the receipt, when core says this status keeps the payment. */
+function headersGoing(res: ServerResponse, state: PaidState, status: number): void {
+  if (state.status !== 0) return;
+  state.status = typeof status === 'number' ? status : res.statusCode;
+  if (!state.released && sendsReceipt(state.status)) res.setHeader(RECEIPT_HEADER, receiptOf(state.facts));
 }
 
-function onClose(this: Watched): void {
-  const state = this[STATE] as PaidState;
-  if (state.settled) return;
-  if (this.writableEnded) {
-    settle(state, this.statusCode, false, true);
-    return;
-  }
-  // Closed before the handler ended its response (the client left, or the socket was cut): the
-  // handler's own end decides, whenever it comes.
-  // eslint-disable-next-line @typescript-eslint/no-this-alias -- the wrapper below has its own `this`
-  const res = this;
-  const end = res.end;
-  res.end = function endAfterClose(this: Watched, ...args: unknown[]) {
-    const r = (end as (...a: unknown[]) => ServerResponse).apply(this, args);
-    if (!state.settled) settle(state, this.statusCode, false, true);
-    return r;
-  } as ServerResponse['end'];
+/** The handler ended its response (`end()` returned): its last byte is handed to the server. */
+function ended(res: ServerResponse, state: PaidState): void {
+  if (!state.settled) settle(state, state.status || res.statusCode, false, true);
 }
 
 /** The handler threw (the framework's error path): settled now unless its response was complete. */
 export function handlerFailed(res: ServerResponse): void {
-  const state = (res as Watched)[STATE];
+  const state = paidStateOf(res);
   if (state === undefined || state.settled || res.writableEnded) return;
   settle(state, res.headersSent ? res.statusCode : 0, true, false);
 }

@@ -243,9 +243,12 @@ export interface RequestOrigin {
   secure: boolean;
 }
 
-/** The origin facts of a Node request (`Host`, or HTTP/2 `:authority`; TLS socket). */
-export function requestOrigin(req: { headers: Record<string, string | string[] | undefined>; socket?: unknown }): RequestOrigin {
-  const h = req.headers.host ?? req.headers[':authority'];
+/** The origin facts of a Node request (`Host`, or HTTP/2 `:authority`; TLS socket). `headers`: `req.headers`, when the caller has read it already. */
+export function requestOrigin(
+  req: { headers: Record<string, string | string[] | undefined>; socket?: unknown },
+  headers: Record<string, string | string[] | undefined> = req.headers,
+): RequestOrigin {
+  const h = headers.host ?? headers[':authority'];
   const socket = req.socket as { encrypted?: boolean } | undefined;
   return { host: typeof h === 'string' ? h : undefined, secure: socket?.encrypted === true };
 }
