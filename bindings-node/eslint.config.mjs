@@ -17,6 +17,12 @@ export default tseslint.config(
       "@typescript-eslint/prefer-promise-reject-errors": "error",
       "@typescript-eslint/only-throw-error": "error",
       "@typescript-eslint/no-unnecessary-type-assertion": "error",
+      // Values typed `any` (a framework's objects, a `require`) are given real types before use.
+      "@typescript-eslint/no-unsafe-argument": "error",
+      "@typescript-eslint/no-unsafe-assignment": "error",
+      "@typescript-eslint/no-unsafe-call": "error",
+      "@typescript-eslint/no-unsafe-member-access": "error",
+      "@typescript-eslint/no-unsafe-return": "error",
       // A CommonJS package: `import x = require()` is its import form.
       "@typescript-eslint/no-require-imports": ["error", { allowAsImport: true }],
       // The public types take the frameworks' own request/response objects without a dependency

@@ -15,7 +15,7 @@ import type { Plugin } from '@hapi/hapi';
 import type { IncomingMessage } from 'node:http';
 import { VlexivoServer, serverOf, SERVER_KEYS, type VlexivoServerOptions } from './server';
 import { isFreeRequest, releases, sendsReceipt } from './policy';
-import { PaidRoute, PAYWALL_KEYS, PAYER_HEADER, PROOF_HEADER, headerValue, RECEIPT_HEADER, exposeValue, forBrowser, isFacts, isThenable, pick, rawBodyOf, requestOrigin, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
+import { PaidRoute, PAYWALL_KEYS, PAYER_HEADER, PROOF_HEADER, headerValue, RECEIPT_HEADER, EXPOSED_HEADERS, exposeValue, forBrowser, isFacts, isThenable, pick, rawBodyOf, requestOrigin, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
 
 export interface VlexivoHapiOptions extends VlexivoServerOptions, PaywallOptions<any> {
   /** Share one server (keys, nonce store) between registrations. */
@@ -38,14 +38,28 @@ interface HapiRequestLike {
   events: { once(event: string, listener: () => void): void };
   active(): boolean;
   plugins: Record<string, unknown>;
-  response: any;
+  response: HapiResponseLike | HapiBoomLike | null | undefined;
   raw: { req: IncomingMessage; res?: { statusCode?: number } };
   vlxPayment?: VlexivoPayment;
 }
 type HandlerLike = ((this: unknown, ...args: unknown[]) => unknown) & { [WRAPPED]?: true };
+/** The parts of a Hapi response object the plugin uses. */
+interface HapiResponseLike {
+  isBoom?: false;
+  statusCode?: number;
+  code(status: number): HapiResponseLike;
+  type(mimeType: string): HapiResponseLike;
+  header(name: string, value: string, options?: { append?: boolean }): HapiResponseLike;
+  takeover(): HapiResponseLike;
+}
+/** A Boom error as Hapi answers it (a handler's throw becomes a Boom 500). */
+interface HapiBoomLike {
+  isBoom: true;
+  output: { statusCode: number; headers: Record<string, string | string[] | number | undefined> };
+}
 interface HapiToolkitLike {
   continue: symbol;
-  response(body?: unknown): any;
+  response(body?: unknown): HapiResponseLike;
 }
 interface HapiServerLike {
   ext(event: string, method: (request: HapiRequestLike, h: HapiToolkitLike) => unknown): void;
@@ -78,11 +92,19 @@ interface PaidRequest extends HapiRequestLike {
   [LEFT]?: true;
 }
 
+function isBoom(v: unknown): v is HapiBoomLike {
+  return v !== null && typeof v === 'object' && (v as { isBoom?: unknown }).isBoom === true;
+}
+
 /** The status Hapi will answer for what a handler returned or threw (a thrown non-Boom is a 500). */
-function statusOf(v: any, raw: { statusCode?: number }): number {
-  if (v?.isBoom) return v.output.statusCode;
+function statusOf(v: unknown, raw: { statusCode?: number }): number {
+  if (isBoom(v)) return v.output.statusCode;
   if (typeof v === 'symbol') return raw.statusCode ?? 0; // h.abandon/h.close: the handler wrote raw
-  if (v !== null && typeof v === 'object' && typeof v.statusCode === 'number' && typeof v.code === 'function') return v.statusCode;
+  if (v !== null && typeof v === 'object') {
+    // A response object (`h.response()`): it carries its status and a `code` method.
+    const r = v as { statusCode?: unknown; code?: unknown };
+    if (typeof r.statusCode === 'number' && typeof r.code === 'function') return r.statusCode;
+  }
   return 200;
 }
 
@@ -111,7 +133,7 @@ function watchHandler(request: PaidRequest): void {
       status = statusOf(out, req.raw.res ?? {});
       return out;
     } catch (e) {
-      status = (e as { isBoom?: boolean })?.isBoom ? statusOf(e, {}) : 500;
+      status = isBoom(e) ? e.output.statusCode : 500;
       throw e;
     } finally {
       if (req[PAID_BY] !== undefined) {
@@ -129,7 +151,7 @@ function respond(route: PaidRoute, request: HapiRequestLike, h: HapiToolkitLike,
   const res = h.response(page.body).code(page.status).type(page.headers['Content-Type'] ?? 'application/json; charset=utf-8');
   for (const k in page.headers) if (k !== 'Content-Type') res.header(k, page.headers[k]);
   // CORS: only a cross-origin request (it carries `Origin`) needs our headers exposed.
-  if (route.exposeHeaders && request.headers.origin !== undefined) res.header('Access-Control-Expose-Headers', exposeValue(undefined));
+  if (route.exposeHeaders && request.headers.origin !== undefined) res.header('Access-Control-Expose-Headers', EXPOSED_HEADERS);
   return res.takeover();
 }
 
@@ -222,12 +244,12 @@ function register(hapi: HapiServerLike, options: VlexivoHapiOptions): void {
     const paid = request as PaidRequest;
     if (payment === undefined || paid[PAID_BY] === undefined) return h.continue;
     const response = request.response;
-    const status: number = response?.isBoom ? response.output.statusCode : response?.statusCode ?? 0;
+    const status = isBoom(response) ? response.output.statusCode : response?.statusCode ?? 0;
     settle(paid, status);
     if (!sendsReceipt(status)) return h.continue;
     const expose = exposeValue(undefined) as string;
     const cors = request.headers.origin !== undefined;
-    if (response?.isBoom) {
+    if (isBoom(response)) {
       response.output.headers[RECEIPT_HEADER] = payment.receipt;
       if (cors && (base?.exposeHeaders ?? server.exposeHeaders)) response.output.headers['Access-Control-Expose-Headers'] = expose;
     } else if (response && typeof response.header === 'function') {

@@ -68,6 +68,6 @@ export function parseMoney(value: string | number, currency = 'usd'): string {
     return native.parseMoney(value, currency);
   } catch (e) {
     // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on this error path only
-    throw require('./errors').fromNative(e);
+    throw (require('./errors') as typeof import('./errors')).fromNative(e);
   }
 }

@@ -90,7 +90,10 @@ export function paywall(options: VlexivoKoaOptions): Middleware<VlexivoKoaState 
     const path = ctx.originalUrl;
     const earlier = ctx[PAID];
     const stacked = earlier !== undefined && !earlier.settled && earlier.route.paywall === route.paywall;
-    if (!stacked && isFreeRequest(method, ctx.get('access-control-request-method') !== '')) return next();
+    if (!stacked && isFreeRequest(method, ctx.get('access-control-request-method') !== '')) {
+      await next();
+      return;
+    }
     const proofHeader = ctx.get(PROOF_HEADER);
     const proof = proofHeader === '' ? undefined : proofHeader;
     // Who the request is priced for (core decides: the proof's payer, else the hint), and the
@@ -114,7 +117,10 @@ export function paywall(options: VlexivoKoaOptions): Middleware<VlexivoKoaState 
     if (stacked) {
       // An earlier paywall of this server took the proof: it must cover this price too.
       const refusal = route.checkStacked(earlier.facts, method, path, originOf(ctx), price);
-      if (refusal === null) return next();
+      if (refusal === null) {
+        await next();
+        return;
+      }
       earlier.settled = true;
       earlier.route.release(earlier.payment.storeKey);
       ctx.state.vlxPayment = undefined;

@@ -68,7 +68,7 @@ const PAID = new WeakMap<McpServer, Map<string, PaidToolEntry>>();
 
 /** The SDK's error class (from the server's own SDK copy, so `instanceof McpError` holds for its caller). */
 // eslint-disable-next-line @typescript-eslint/no-require-imports -- an optional peer, loaded when a tool is registered
-const sdkTypes = (): typeof import('@modelcontextprotocol/sdk/types.js') => require('@modelcontextprotocol/sdk/types.js');
+const sdkTypes = (): typeof import('@modelcontextprotocol/sdk/types.js') => require('@modelcontextprotocol/sdk/types.js') as typeof import('@modelcontextprotocol/sdk/types.js');
 
 function mcpErrorOf(r: Rejection): Error {
   const { McpError } = sdkTypes();
