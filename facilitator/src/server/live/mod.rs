@@ -324,36 +324,16 @@ impl Live {
     /// so everything older is unchanged too.
     async fn recheck_reorgs(&self) -> Result<()> {
         let head = self.chain.block_number().await?;
-        let recent = self.store.confirmed_from(head.saturating_sub(REORG_DEPTH)).await?;
-        if recent.is_empty() {
-            return Ok(());
-        }
-        let mut by_block: std::collections::BTreeMap<(i64, String), Vec<Settlement>> = Default::default();
-        for s in recent {
-            if let (Some(b), Some(h)) = (s.block_number, s.block_hash.clone()) {
-                by_block.entry((b, h)).or_default().push(s);
-            }
-        }
-        for ((block, hash), records) in by_block.into_iter().rev() {
+        for (block, hash) in self.store.confirmed_blocks_from(head.saturating_sub(REORG_DEPTH)).await? {
             let now_there = self.chain.block_hash(block as u64).await?.map(|h| hex32(&h));
             if now_there.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(&hash)) {
                 break;
             }
+            tracing::warn!(block, %hash, "live: a block holding confirmed settlements was reorged out");
             let reason = format!("reorg: block {block} ({hash}) is no longer the chain's; followed again");
-            let now = self.clock.now();
-            for s in records {
-                tracing::warn!(tx = %s.tx_hash, account = %s.account, block, "live: a confirmed settlement was reorged");
-                if self.in_hand.lock().contains(&s.tx_hash) {
-                    continue;
-                }
-                self.store
-                    .update(
-                        Which::Record(&s.account, &s.nonce),
-                        Update::Reorged { reason: reason.clone() },
-                        now,
-                    )
-                    .await?;
-            }
+            self.store
+                .update(Which::Block(block, &hash), Update::Reorged { reason }, self.clock.now())
+                .await?;
         }
         Ok(())
     }

@@ -153,6 +153,8 @@ pub enum Which<'a> {
     Tx(&'a str),
     /// One record: `(account, nonce)`.
     Record(&'a str, &'a str),
+    /// Every record confirmed in block `.0` whose hash was `.1`.
+    Block(i64, &'a str),
 }
 
 impl Which<'_> {
@@ -165,6 +167,18 @@ impl Which<'_> {
                 format!("account = {} AND nonce = {}", p(first), p(first + 1)),
                 vec![account.to_string(), nonce.to_string()],
             ),
+            Which::Block(block, hash) => {
+                // The keys are text parameters: the block number is cast back.
+                let number = if pg {
+                    format!("({}::text)::bigint", p(first))
+                } else {
+                    format!("CAST({} AS INTEGER)", p(first))
+                };
+                (
+                    format!("block_number = {number} AND block_hash = {}", p(first + 1)),
+                    vec![block.to_string(), hash.to_string()],
+                )
+            }
         }
     }
 }
@@ -843,15 +857,27 @@ impl LiveStore {
         .await
     }
 
-    /// Confirmed records in blocks from `block` on: what the follower re-checks for reorgs.
-    pub async fn confirmed_from(&self, block: u64) -> Result<Vec<Settlement>> {
-        self.select(
-            "WHERE state = 'confirmed' AND block_number >= CAST(?1 AS INTEGER) ORDER BY block_number",
-            "WHERE state = 'confirmed' AND block_number >= ($1::text)::bigint ORDER BY block_number",
-            vec![block.to_string()],
-            100_000,
-        )
-        .await
+    /// The blocks (number, hash) holding confirmed records, from `block` on, newest first: what
+    /// the follower re-checks for reorgs.
+    pub async fn confirmed_blocks_from(&self, block: u64) -> Result<Vec<(i64, String)>> {
+        const SQL: &str = "SELECT DISTINCT block_number, block_hash FROM settlements
+             WHERE state = 'confirmed' AND block_number >= {p} ORDER BY block_number DESC";
+        let block = block as i64;
+        match self {
+            LiveStore::Sqlite(c) => {
+                Self::sqlite(c, move |c| {
+                    let mut st = c.prepare_cached(&SQL.replace("{p}", "?1"))?;
+                    let rows = st.query_map([block], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    rows.collect()
+                })
+                .await
+            }
+            LiveStore::Postgres(p) => {
+                let c = p.get().await.map_err(pool_err)?;
+                let rows = c.query(&SQL.replace("{p}", "$1"), &[&block]).await.map_err(pg_err)?;
+                Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+            }
+        }
     }
 
     /// Every record (for reconciliation), oldest first.
