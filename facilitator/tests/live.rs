@@ -1041,7 +1041,7 @@ async fn batched_relays_carry_many_payments_per_transaction_exactly() {
 /// settles, and reconcile agrees with the records.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_failing_authorization_in_a_batch_fails_alone() {
-    let env = setup_batched(0, 2_000).await;
+    let env = setup_batched(0, 3_000).await;
     let good = [env.payer(10_000).await, env.payer(10_000).await, env.payer(10_000).await];
     let bad = env.payer(10_000).await;
     env.net.set_automine(false).await.unwrap();
@@ -1101,7 +1101,7 @@ async fn a_batch_killed_before_its_receipt_is_followed_on_restart_never_sent_twi
     let multicall = net.deploy_multicall3().await.unwrap().to_checksum();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("f.db");
-    let batched = ["--batch-window-ms", "1500", "--multicall", multicall.as_str()];
+    let batched = ["--batch-window-ms", "2500", "--multicall", multicall.as_str()];
     let (child, url) = serve(&net, &db, &batched);
     let payout = net.dev_address(2);
     let created = onboard_live(&url, payout).await;
@@ -1286,7 +1286,7 @@ async fn live_records_on_postgres_batch_and_follow_a_reorg() {
     let pg = vlexivo_testkit::Server::postgres();
     let net = Devnet::start().await.expect("devnet");
     let multicall = net.deploy_multicall3().await.unwrap();
-    let batch = BatchConfig { multicall, window: Duration::from_millis(1_000), max: 50 };
+    let batch = BatchConfig { multicall, window: Duration::from_millis(2_500), max: 50 };
     let env = setup_in(net, None, 0, Some(batch), Some(pg.database("live"))).await;
     let payers = [env.payer(10_000).await, env.payer(10_000).await, env.payer(10_000).await];
     let snap = env.net.snapshot().await.unwrap();
