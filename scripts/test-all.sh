@@ -55,8 +55,8 @@ if grep -rlE 'include_(str|bytes)!\("[^"]*\.\./|#\[path' "${publishable[@]/%//sr
 fi
 cargo package -q --locked --allow-dirty --no-verify "${publishable[@]/#/-pvlexivo-}"
 
-step "fuzzing: every target 30 s, coverage-guided (libFuzzer on stable; scripts/fuzz.sh)"
-scripts/fuzz.sh 30
+step "fuzzing: every target 20 s, coverage-guided (libFuzzer on stable; scripts/fuzz.sh)"
+scripts/fuzz.sh 20
 
 step "facilitator binary for the language suites"
 cargo build -p vlexivo-facilitator --bin vlexivo

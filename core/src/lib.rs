@@ -19,10 +19,13 @@
 //! | [`response_policy`] | the rules around a paid handler: free requests, HEAD, stacked paywalls, release or keep, receipt |
 //! | [`client`] | the payer's pay-and-retry flow, without HTTP |
 //! | [`payment`] | what the facilitator checks before it charges |
+//! | [`api_bodies`] | the facilitator API's other request bodies (onboarding, rotation, top-ups), checked |
+//! | [`paging`] | payment lists: filters and sealed cursors |
 //! | [`payer_pricing`] | the payer hint, payer-bound challenges, per-payer usage |
 //! | [`envvars`] | the environment variables every binding and the CLI read |
 //! | [`base_url`] | base URLs (facilitators) in one normal form |
 
+pub mod api_bodies;
 pub mod base_url;
 pub mod challenge;
 pub mod client;
@@ -33,6 +36,7 @@ pub mod error;
 pub mod keys;
 pub mod money;
 pub mod origin;
+pub mod paging;
 pub mod payer_pricing;
 pub mod payment;
 pub mod paywall;

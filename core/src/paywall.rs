@@ -576,6 +576,12 @@ impl Paywall {
             entropy,
         )?;
         let encoded = c.encode();
+        // A path that JSON escapes (control bytes are six characters each; ASGI hands paths
+        // percent-decoded) can make a challenge no payer or facilitator would decode: refuse it
+        // here, as for an over-long path, rather than issue it.
+        if encoded.len() > crate::challenge::MAX_CHALLENGE_BYTES {
+            return Err(Error::ChallengeTooLarge { limit: crate::challenge::MAX_CHALLENGE_BYTES });
+        }
         let message = match why {
             Error::TokenMissing => format!("Payment required: {price} {} {scope}", price.currency()),
             other => format!("{other}; pay {price} {} to retry", price.currency()),

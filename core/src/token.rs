@@ -164,6 +164,34 @@ pub fn jwks(keys: &[&Ed25519Key]) -> JwkSet {
     JwkSet { keys: keys.iter().map(|k| k.public_jwk()).collect() }
 }
 
+/// The proof-token algorithm a provider chose at onboarding: HS256 under its own key, or EdDSA
+/// under the facilitator's published keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenAlg {
+    Hs256,
+    EdDsa,
+}
+
+impl TokenAlg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenAlg::Hs256 => "HS256",
+            TokenAlg::EdDsa => "EdDSA",
+        }
+    }
+
+    /// `HS256` or `EdDSA`, in any case; anything else is `token_algorithm`.
+    pub fn parse(s: &str) -> Result<Self> {
+        if s.eq_ignore_ascii_case("HS256") {
+            Ok(TokenAlg::Hs256)
+        } else if s.eq_ignore_ascii_case("EdDSA") {
+            Ok(TokenAlg::EdDsa)
+        } else {
+            Err(Error::TokenAlgorithm(s.chars().take(24).collect()))
+        }
+    }
+}
+
 /// The key a token is signed with.
 pub enum SigningKey {
     /// The provider's token key (derived from its `apiSecret`).

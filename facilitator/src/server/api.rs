@@ -2,7 +2,6 @@
 
 use super::AppState;
 use super::checkpoint::{Checkpoint, CheckpointClaims};
-use super::cursor::PaymentFilter;
 use super::ledger::PayOp;
 use super::types::*;
 use axum::Json;
@@ -13,21 +12,17 @@ use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
-use vlexivo_core::Error;
 use vlexivo_core::keys::{Mode, ProviderKeys};
 use vlexivo_core::money::{Currency, Money};
+use vlexivo_core::paging::{self, PaymentFilter};
 use vlexivo_core::payment::{self, PaymentReceipt, PaymentRequest};
 use vlexivo_core::wallet::Address;
+use vlexivo_core::{Error, api_bodies};
 
 /// How long `/readyz` waits for the database.
 const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-/// `GET /v1/providers/me/payments`: default and largest `limit`.
-const DEFAULT_LIMIT: u32 = 100;
-const MAX_LIMIT: u32 = 1000;
-/// How long a rotation keeps the previous secrets working unless told otherwise: a day.
-const DEFAULT_ROTATION_OVERLAP_SECS: u64 = 24 * 3600;
 
 /// Marks a response as an error of this code, for the metrics middleware.
 #[derive(Clone, Copy)]
@@ -103,27 +98,12 @@ async fn read_body(req: Request) -> ApiResult<bytes::Bytes> {
     })
 }
 
-fn json_error(e: &serde_json::Error) -> Error {
-    use serde_json::error::Category;
-    let msg = match e.classify() {
-        Category::Syntax | Category::Eof | Category::Io => {
-            format!("body is not valid JSON (line {}, column {})", e.line(), e.column())
-        }
-        Category::Data => {
-            let mut s = e.to_string();
-            s.truncate(200);
-            format!("body does not have the expected fields: {s}")
-        }
-    };
-    Error::RequestMalformed(msg)
-}
-
 impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
         let bytes = read_body(req).await?;
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| ApiError(json_error(&e)))
+        Ok(JsonBody(api_bodies::from_json(&bytes)?))
     }
 }
 
@@ -266,13 +246,7 @@ pub async fn create_provider(
     State(st): State<Arc<AppState>>,
     req: Request,
 ) -> ApiResult<(StatusCode, Json<ProviderCreated>)> {
-    let bytes = read_body(req).await?;
-    // An empty body means all defaults.
-    let body: CreateProviderRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
-        CreateProviderRequest::default()
-    } else {
-        serde_json::from_slice(&bytes).map_err(|e| ApiError(json_error(&e)))?
-    };
+    let body: CreateProviderRequest = api_bodies::from_optional_json(&read_body(req).await?)?;
     let created = st.create_provider(body).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
@@ -353,13 +327,8 @@ pub async fn rotate_provider(
     req: Request,
 ) -> ApiResult<(StatusCode, Json<ProviderRotated>)> {
     let p = authenticate(&st, &headers).await?;
-    let bytes = read_body(req).await?;
-    let body: RotateRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
-        RotateRequest::default()
-    } else {
-        serde_json::from_slice(&bytes).map_err(|e| ApiError(json_error(&e)))?
-    };
-    let rotated = st.rotate_provider(&p, body.overlap_secs.unwrap_or(DEFAULT_ROTATION_OVERLAP_SECS)).await?;
+    let body: RotateRequest = api_bodies::from_optional_json(&read_body(req).await?)?;
+    let rotated = st.rotate_provider(&p, &body).await?;
     Ok((StatusCode::CREATED, Json(rotated)))
 }
 
@@ -379,13 +348,7 @@ pub async fn provider_payments(
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<PaymentList>> {
     let p = authenticate(&st, &headers).await?;
-    let limit =
-        match query.get("limit") {
-            None => DEFAULT_LIMIT,
-            Some(l) => l.parse::<u32>().ok().filter(|n| (1..=MAX_LIMIT).contains(n)).ok_or_else(|| {
-                Error::RequestMalformed(format!("limit must be an integer in 1..={MAX_LIMIT}"))
-            })?,
-        };
+    let limit = paging::parse_limit(query.get("limit").map(String::as_str))?;
     let filter = PaymentFilter::parse(|k| query.get(k).cloned())?;
     Ok(Json(payment_page(&st, &p.account, &filter, query.get("cursor").map(String::as_str), limit).await?))
 }
@@ -524,16 +487,7 @@ pub async fn top_up(
                 .into(),
         )));
     }
-    let amount = match &body.amount {
-        serde_json::Value::String(s) => Money::parse(s, Currency::Usd)?,
-        // A JSON number is read through its shortest round-trip decimal form, never rounded.
-        serde_json::Value::Number(n) => match n.as_f64() {
-            Some(f) => Money::from_f64(f, Currency::Usd)?,
-            None => return Err(ApiError(Error::AmountMalformed(n.to_string()))),
-        },
-        _ => return Err(ApiError(Error::RequestMalformed("amount must be a decimal string".into()))),
-    };
-    Ok(Json(st.top_up(address, amount).await?))
+    Ok(Json(st.top_up(address, &body).await?))
 }
 
 // ---------------------------------------------------------------------------------------------

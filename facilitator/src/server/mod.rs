@@ -26,7 +26,6 @@
 mod api;
 pub mod at_rest;
 pub mod checkpoint;
-pub mod cursor;
 mod dashboard;
 pub mod db;
 // Test only, and the one place this crate needs unsafe: a SQLite VFS shim.
@@ -54,7 +53,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
-use types::{CreateProviderRequest, ProviderCreated, ProviderRotated, TopUpReceipt};
+use types::{
+    CreateProviderRequest, ProviderCreated, ProviderRotated, RotateRequest, TopUpReceipt, TopUpRequest,
+};
+use vlexivo_core::api_bodies::NewProvider;
 use vlexivo_core::env::{Clock, Entropy, OsEntropy, SystemClock};
 use vlexivo_core::keys::{Mode, ProviderKeys, generate_secret};
 use vlexivo_core::money::{Currency, Money};
@@ -80,8 +82,6 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const META_ED25519_SEED: &str = "ed25519_seed";
 /// How long a provider row read from the database is trusted before it is read again.
 const PROVIDER_CACHE_TTL: Duration = Duration::from_secs(30);
-/// The longest overlap a rotation may give the secrets it supersedes.
-pub const MAX_ROTATION_OVERLAP_SECS: u64 = 30 * 24 * 3600;
 /// The signing key's public half, readable without the master key (`ledger verify`).
 const META_ED25519_PUBLIC: &str = "ed25519_public";
 /// Public halves of earlier signing keys, still in the JWKS (tokens and checkpoints they signed).
@@ -175,7 +175,7 @@ pub(crate) struct AppState {
     /// The issuer URL put in tokens.
     issuer_url: String,
     /// Seals the payment lists' paging cursors.
-    cursors: cursor::CursorKey,
+    cursors: vlexivo_core::paging::CursorKey,
     /// The dashboard's signed-in browsers.
     sessions: dashboard::Sessions,
 }
@@ -213,33 +213,7 @@ impl AppState {
     }
 
     async fn create_provider(&self, req: CreateProviderRequest) -> Result<ProviderCreated> {
-        let mine = self.mode();
-        let mode = match req.mode.as_deref() {
-            None => mine,
-            Some(m) => m
-                .parse::<Mode>()
-                .map_err(|_| Error::RequestMalformed("mode must be \"sandbox\" or \"live\"".into()))?,
-        };
-        if mode != mine {
-            return Err(Error::ModeMismatch { expected: mine.as_str().into(), got: mode.as_str().into() });
-        }
-        // A live provider is paid on chain, at the payout address it gives now.
-        let payout = match (&self.live, req.payout_address.as_deref()) {
-            (Some(_), Some(a)) => Some(Address::parse(a)?),
-            (Some(_), None) => {
-                return Err(Error::RequestMalformed("a live provider needs a payout_address (0x…)".into()));
-            }
-            (None, Some(_)) => {
-                return Err(Error::RequestMalformed("payout_address is for live providers".into()));
-            }
-            (None, None) => None,
-        };
-        let token_alg = match req.token_alg.as_deref() {
-            None => self.default_alg,
-            Some(a) => TokenAlg::parse(a)
-                .map_err(|_| Error::RequestMalformed("token_alg must be \"HS256\" or \"EdDSA\"".into()))?,
-        };
-        let name = req.name.map(|n| n.chars().take(200).collect::<String>());
+        let NewProvider { mode, token_alg, name, payout } = req.check(self.mode(), self.default_alg)?;
         let (p, secret) = self.new_keys(mode, token_alg, name, None)?;
         let mut terms = None;
         if let (Some(live), Some(payout)) = (&self.live, payout) {
@@ -300,12 +274,8 @@ impl AppState {
     /// `apiSecret` rotation: a new secret for `p`'s account; the account's other secrets keep
     /// working for `overlap_secs`, then are refused. Challenges made with the new secret name the
     /// id it derives (its publishable key); the facilitator credits the same account.
-    async fn rotate_provider(&self, p: &Provider, overlap_secs: u64) -> Result<ProviderRotated> {
-        if overlap_secs > MAX_ROTATION_OVERLAP_SECS {
-            return Err(Error::RequestMalformed(format!(
-                "overlap_secs is at most {MAX_ROTATION_OVERLAP_SECS} (30 days)"
-            )));
-        }
+    async fn rotate_provider(&self, p: &Provider, req: &RotateRequest) -> Result<ProviderRotated> {
+        let overlap_secs = req.overlap_secs()?;
         let retire_at = self.clock.now() + overlap_secs;
         let (new, secret) =
             self.new_keys(p.mode, p.token_alg, p.name.clone(), Some((&p.account, retire_at)))?;
@@ -323,8 +293,8 @@ impl AppState {
         })
     }
 
-    async fn top_up(&self, address: Address, amount: Money) -> Result<TopUpReceipt> {
-        let amount = amount.positive()?;
+    async fn top_up(&self, address: Address, req: &TopUpRequest) -> Result<TopUpReceipt> {
+        let amount = req.amount()?;
         let done = self.ledger.top_up(address, amount.to_atomic(), self.clock.now()).await?;
         self.metrics.topups.inc();
         self.metrics.amount_topped_up_atomic.inc_by(done.amount);
@@ -492,7 +462,7 @@ impl RunningServer {
     /// Faucet top-up in-process (same as `POST /v1/wallets/{address}/topup`).
     pub async fn top_up(&self, address: &str, amount: &str) -> Result<TopUpReceipt> {
         let address = Address::parse(address)?;
-        self.state.top_up(address, Money::parse(amount, Currency::Usd)?).await
+        self.state.top_up(address, &TopUpRequest::of(amount)).await
     }
 
     /// A wallet's balance as a decimal string.
@@ -855,7 +825,7 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer> {
         reads,
         metrics,
         eddsa,
-        cursors: cursor::CursorKey::derive(&key.seed()),
+        cursors: vlexivo_core::paging::CursorKey::derive(&key.seed()),
         sessions: dashboard::Sessions::default(),
         signing_key: key,
         default_alg,

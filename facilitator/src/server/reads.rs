@@ -3,7 +3,6 @@
 
 use super::api::usd;
 use super::checkpoint::ChainHead;
-use super::cursor::PaymentFilter;
 use super::db;
 use super::ledger::provider_id;
 use super::pg::{pg_err, pool_err};
@@ -13,6 +12,7 @@ use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use vlexivo_core::paging::PaymentFilter;
 use vlexivo_core::{Error, Result};
 
 /// What payments are grouped by (`Reads::group`).

@@ -3,19 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// `POST /v1/providers` request. Every field is optional; unknown fields are ignored.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct CreateProviderRequest {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mode: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_alg: Option<String>,
-    /// Live providers: where their payments are paid to (`0x…`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payout_address: Option<String>,
-}
+pub use vlexivo_core::api_bodies::{CreateProviderRequest, RotateRequest, TopUpRequest};
 
 /// A live provider's settlement terms: what its paywall puts in challenges (`VLX_NETWORK`,
 /// `VLX_ASSET`, `VLX_ASSET_NAME`, `VLX_ASSET_VERSION`, `VLX_PAY_TO`).
@@ -83,14 +71,6 @@ pub struct ProviderCreated {
     /// Live providers: the terms to configure the paywall with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub terms: Option<LiveTermsBody>,
-}
-
-/// `POST /v1/providers/me/rotate` request.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct RotateRequest {
-    /// How long the account's current secrets keep working (default 86400, at most 30 days).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub overlap_secs: Option<u64>,
 }
 
 /// `POST /v1/providers/me/rotate` answer (201): the new secret, shown once.
@@ -171,13 +151,6 @@ pub struct WalletBalance {
     pub address: String,
     pub balance: String,
     pub currency: String,
-}
-
-/// `POST /v1/wallets/{address}/topup` request; `amount` is a decimal string.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct TopUpRequest {
-    #[schema(value_type = String, example = "10.00")]
-    pub amount: serde_json::Value,
 }
 
 pub use vlexivo_core::payment::TopUpReceipt;

@@ -4,13 +4,13 @@ use super::Session;
 use super::html::{self, esc, query};
 use crate::server::AppState;
 use crate::server::api::{payment_page, usd};
-use crate::server::cursor::PaymentFilter;
 use crate::server::reads::{Group, GroupBy, Point};
 use crate::server::types::PaymentRecord;
 use axum::http::StatusCode;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
-use vlexivo_core::money::{Currency, Money};
+use vlexivo_core::money::Currency;
+use vlexivo_core::paging::PaymentFilter;
 use vlexivo_core::wallet::Address;
 use vlexivo_core::{Error, Result};
 
@@ -480,7 +480,7 @@ pub async fn top_up(st: &AppState, form: &HashMap<String, String>, csrf: &str) -
     let mut h = String::from("<h1>Sandbox wallets</h1>");
     let done = async {
         let a = Address::parse(address)?;
-        st.top_up(a, Money::parse(amount, Currency::Usd)?).await
+        st.top_up(a, &crate::server::types::TopUpRequest::of(amount)).await
     }
     .await;
     let status = match done {

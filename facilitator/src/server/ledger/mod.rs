@@ -54,31 +54,7 @@ pub fn provider_id(account: &str) -> String {
     format!("provider:{account}")
 }
 
-/// The proof-token algorithm a provider chose.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenAlg {
-    Hs256,
-    EdDsa,
-}
-
-impl TokenAlg {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TokenAlg::Hs256 => "HS256",
-            TokenAlg::EdDsa => "EdDSA",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Self> {
-        if s.eq_ignore_ascii_case("HS256") {
-            Ok(TokenAlg::Hs256)
-        } else if s.eq_ignore_ascii_case("EdDSA") {
-            Ok(TokenAlg::EdDsa)
-        } else {
-            Err(Error::TokenAlgorithm(s.chars().take(24).collect()))
-        }
-    }
-}
+pub use vlexivo_core::token::TokenAlg;
 
 /// A provider as the payment path needs it (cached in memory, keys derived at onboarding).
 pub struct Provider {

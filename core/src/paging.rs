@@ -1,19 +1,37 @@
-//! Paging through a provider's payments (`GET /v1/providers/me/payments`): the filters a list is
-//! asked with, and opaque cursors. A cursor is the position of the last row served, sealed with
-//! an HMAC over the account and the filters, so it cannot be edited, forged, or carried over to
-//! another provider or another filter; any such cursor is refused as `request_malformed` (400).
+//! Payment lists (`GET /v1/providers/me/payments`, the dashboard's table): the filters a list
+//! is asked with, its page size, and opaque cursors. A cursor is the position of the last row
+//! served, sealed with an HMAC over the account and the filters, so it cannot be edited, forged,
+//! or carried over to another provider or another filter; any such cursor is refused as
+//! `request_malformed` (400).
 
-use aws_lc_rs::hmac;
+use crate::error::{Error, Result};
+use crate::wallet::Address;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use vlexivo_core::wallet::Address;
-use vlexivo_core::{Error, Result};
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
 
 /// Tag bytes kept in a cursor: 128 bits, beyond guessing.
 const TAG_LEN: usize = 16;
 const VERSION: u8 = 1;
 /// The longest route filter accepted (routes are stored as the paywall named them).
 const MAX_ROUTE_LEN: usize = 2048;
+/// `limit`: the page size when none is asked for, and the largest.
+pub const DEFAULT_LIMIT: u32 = 100;
+pub const MAX_LIMIT: u32 = 1000;
+
+/// The `limit` query parameter: absent is [`DEFAULT_LIMIT`]; else an integer in
+/// `1..=`[`MAX_LIMIT`] (`request_malformed` otherwise).
+pub fn parse_limit(value: Option<&str>) -> Result<u32> {
+    match value {
+        None => Ok(DEFAULT_LIMIT),
+        Some(l) => {
+            l.parse::<u32>().ok().filter(|n| (1..=MAX_LIMIT).contains(n)).ok_or_else(|| {
+                Error::RequestMalformed(format!("limit must be an integer in 1..={MAX_LIMIT}"))
+            })
+        }
+    }
+}
 
 /// Which payments a list holds: every filter is optional; `from` is inclusive and `to` exclusive
 /// (Unix seconds).
@@ -66,13 +84,23 @@ impl PaymentFilter {
 
 /// Seals and opens cursors (the key derives from the facilitator's signing key, so every
 /// facilitator sharing a database accepts the others' cursors).
-pub struct CursorKey(hmac::Key);
+pub struct CursorKey([u8; 32]);
+
+impl std::fmt::Debug for CursorKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CursorKey([redacted])")
+    }
+}
+
+fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("any key length");
+    m.update(message);
+    m.finalize().into_bytes().into()
+}
 
 impl CursorKey {
     pub fn derive(seed: &[u8; 32]) -> Self {
-        let root = hmac::Key::new(hmac::HMAC_SHA256, seed);
-        let derived = hmac::sign(&root, b"vlexivo/payments-cursor/v1");
-        Self(hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()))
+        Self(hmac_sha256(seed, b"vlexivo/payments-cursor/v1"))
     }
 
     fn message(account: &str, f: &PaymentFilter, position: i64) -> Vec<u8> {
@@ -96,11 +124,11 @@ impl CursorKey {
 
     /// The cursor that continues after `position` under these filters.
     pub fn seal(&self, account: &str, f: &PaymentFilter, position: i64) -> String {
-        let tag = hmac::sign(&self.0, &Self::message(account, f, position));
+        let tag = hmac_sha256(&self.0, &Self::message(account, f, position));
         let mut out = Vec::with_capacity(1 + 8 + TAG_LEN);
         out.push(VERSION);
         out.extend_from_slice(&position.to_be_bytes());
-        out.extend_from_slice(&tag.as_ref()[..TAG_LEN]);
+        out.extend_from_slice(&tag[..TAG_LEN]);
         URL_SAFE_NO_PAD.encode(out)
     }
 
@@ -114,8 +142,8 @@ impl CursorKey {
             return Err(refused());
         }
         let position = i64::from_be_bytes(raw[1..9].try_into().expect("8 bytes"));
-        let tag = hmac::sign(&self.0, &Self::message(account, f, position));
-        let same: bool = subtle::ConstantTimeEq::ct_eq(&tag.as_ref()[..TAG_LEN], &raw[9..]).into();
+        let tag = hmac_sha256(&self.0, &Self::message(account, f, position));
+        let same: bool = subtle::ConstantTimeEq::ct_eq(&tag[..TAG_LEN], &raw[9..]).into();
         if !same {
             return Err(refused());
         }
@@ -135,6 +163,9 @@ mod tests {
     fn a_cursor_opens_only_for_its_account_filters_and_key() {
         let f = PaymentFilter { route: Some("GET /a".into()), ..Default::default() };
         let c = key().seal("acct_1", &f, 42);
+        // The wire form is stable (facilitators of different versions share a database): this
+        // value is computed independently with Python's hmac module.
+        assert_eq!(c, "AQAAAAAAAAAqhCp4XXYggOYJO9BJ7p0lpA");
         assert_eq!(key().open("acct_1", &f, &c).unwrap(), 42);
         assert!(key().open("acct_2", &f, &c).is_err(), "another account");
         assert!(key().open("acct_1", &PaymentFilter::default(), &c).is_err(), "other filters");
@@ -166,6 +197,11 @@ mod tests {
         assert_eq!((f.route.as_deref(), f.from, f.to), (None, Some(10), None));
         assert!(f.admits("x", "0x52908400098527886E0F7030069857D2E4169EE7", 10));
         assert!(!f.admits("x", "0x52908400098527886E0F7030069857D2E4169EE7", 9));
+        assert_eq!(parse_limit(None).unwrap(), DEFAULT_LIMIT);
+        assert_eq!(parse_limit(Some("1000")).unwrap(), MAX_LIMIT);
+        for bad in ["0", "1001", "-1", "", "ten"] {
+            assert_eq!(parse_limit(Some(bad)).unwrap_err().code(), "request_malformed", "{bad:?}");
+        }
         for (k, v) in [("payer", "bob"), ("from", "-1"), ("to", "soon")] {
             let e = PaymentFilter::parse(|q| (q == k).then(|| v.to_string())).unwrap_err();
             assert_eq!(e.code(), "request_malformed", "{k}={v}");
