@@ -23,26 +23,31 @@
 import type { McpServer, ToolCallback } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import native = require('./native');
 import { VlexivoClient, type PayTransport, type VlexivoClientOptions } from './client';
 import { VlexivoConfigError } from './errors';
 import { releases, sendsReceipt } from './policy';
-import { CHALLENGE_HEADER_LC, PAYER_HEADER, PAYWALL_KEYS, PROOF_HEADER, RECEIPT_HEADER_LC, isPaid, isThenable, paymentOf, pick, type PaidRoute, type PaywallOptions, type Rejection, type VlexivoPayer, type VlexivoPayment } from './route';
+import { PAYWALL_KEYS, RECEIPT_HEADER_LC, isPaid, isThenable, paymentOf, pick, type PaidRoute, type PaywallOptions, type Rejection, type VlexivoPayer, type VlexivoPayment } from './route';
 import type { VlexivoServer } from './server';
 
+// Where Vlexivo's values ride in MCP messages and the JSON-RPC shape of a refusal are core's
+// rules (vlexivo_core::mcp), shared with the Python package: this module only moves them
+// between the SDK and the payer flow.
+const NAMES = native.mcpNames();
 /** JSON-RPC error code of a payment-required answer (the draft MCP payment proposal's). */
-export const PAYMENT_REQUIRED = -32402;
+export const PAYMENT_REQUIRED: number = NAMES.paymentRequired;
 /** JSON-RPC internal error (a provider-side fault). */
-export const INTERNAL_ERROR = -32603;
+export const INTERNAL_ERROR: number = NAMES.internalError;
 /** The `_meta` key that carries a Vlexivo header's value: `Vlexivo-<X>` is `vlexivo/<x>`. */
 export function metaKey(header: string): string {
-  return `vlexivo/${header.toLowerCase().replace(/^vlexivo-/, '')}`;
+  return native.mcpMetaKey(header);
 }
 /** `_meta` key of the proof on a call (`vlexivo/proof`). */
-export const PROOF_META = metaKey(PROOF_HEADER);
+export const PROOF_META: string = NAMES.proofMeta;
 /** `_meta` key of the payer hint on a call (`vlexivo/payer`). */
-export const PAYER_META = metaKey(PAYER_HEADER);
+export const PAYER_META: string = NAMES.payerMeta;
 /** `_meta` key of the receipt on a paid result (`vlexivo/receipt`). */
-export const RECEIPT_META = metaKey(RECEIPT_HEADER_LC);
+export const RECEIPT_META: string = NAMES.receiptMeta;
 
 /** The HTTP-shaped resource a tool's challenges and proofs bind. */
 export function toolPath(name: string): string {
@@ -70,16 +75,11 @@ const PAID = new WeakMap<McpServer, Map<string, PaidToolEntry>>();
 // eslint-disable-next-line @typescript-eslint/no-require-imports -- an optional peer, loaded when a tool is registered
 const sdkTypes = (): typeof import('@modelcontextprotocol/sdk/types.js') => require('@modelcontextprotocol/sdk/types.js') as typeof import('@modelcontextprotocol/sdk/types.js');
 
-function mcpErrorOf(r: Rejection): Error {
+/** The SDK's error for a refusal: core's JSON-RPC error of that HTTP status and body. */
+function mcpErrorOf(r: Pick<Rejection, 'status' | 'body'>): Error {
   const { McpError } = sdkTypes();
-  let body: Record<string, unknown>;
-  try {
-    body = JSON.parse(r.body) as Record<string, unknown>;
-  } catch {
-    body = { error: r.code };
-  }
-  if (r.status >= 500) return new McpError(INTERNAL_ERROR, String(body.message ?? r.code), { error: r.code, status: r.status });
-  return new McpError(PAYMENT_REQUIRED, String(body.message ?? 'payment required'), { ...body, status: r.status });
+  const e = native.mcpRejectionError(r.status, r.body);
+  return new McpError(e.code, e.message, e.data);
 }
 
 /** Put our tools/call handler in front of the SDK's (once per server; the SDK's stays for free tools). */
@@ -114,15 +114,13 @@ async function callPaid(
   const path = toolPath(name);
   const params = request.params ?? {};
   const args = (params.arguments ?? {}) as Record<string, unknown>;
-  const meta = params._meta as Record<string, unknown> | undefined;
-  const given = meta?.[PROOF_META];
-  const proof = typeof given === 'string' ? given : undefined;
+  const meta = native.mcpCallMeta(params._meta);
+  const proof = meta.proof;
   // Who the call is priced for (core decides: the proof's payer, else the `vlexivo/payer` hint).
   let hint: string | undefined;
   let payer: VlexivoPayer | null = null;
   if (route.resolver !== undefined) {
-    const h = meta?.[PAYER_META];
-    hint = typeof h === 'string' ? h : undefined;
+    hint = meta.payer;
     payer = route.payerFor(proof, hint);
   }
   let price: unknown;
@@ -186,12 +184,11 @@ export interface CallPaidToolOptions {
 }
 
 /** The JSON-RPC error of an SDK call, if that is what it threw. */
-function rpcError(e: unknown): { code: number; data: Record<string, unknown> | undefined } | undefined {
+function rpcError(e: unknown): { code: number; data: unknown } | undefined {
   if (e === null || typeof e !== 'object') return undefined;
   const code = (e as { code?: unknown }).code;
   if (typeof code !== 'number') return undefined;
-  const data = (e as { data?: unknown }).data;
-  return { code, data: data !== null && typeof data === 'object' ? (data as Record<string, unknown>) : undefined };
+  return { code, data: (e as { data?: unknown }).data };
 }
 
 interface McpAnswer {
@@ -218,22 +215,19 @@ export async function callPaidTool(
   const url = base + toolPath(call.name);
   const transport: PayTransport<McpAnswer> = {
     send: async (_to, headers): Promise<McpAnswer> => {
-      const meta: Record<string, unknown> = {};
-      for (const [k, v] of Object.entries(headers)) meta[metaKey(k)] = v;
+      const meta = native.mcpRequestMeta(headers) as Record<string, unknown>;
       try {
         const result = (await client.callTool({ name: call.name, arguments: call.arguments, _meta: meta })) as CallToolResult;
-        const receipt = (result._meta)?.[RECEIPT_META];
+        const receipt = native.mcpResultReceipt(result._meta);
         const status = result.isError === true ? 500 : 200;
         const h: Record<string, string> = {};
-        if (typeof receipt === 'string') h[RECEIPT_HEADER_LC] = receipt;
+        if (receipt !== null) h[RECEIPT_HEADER_LC] = receipt;
         return { status, headers: h, body: Buffer.alloc(0), result };
       } catch (e) {
         const err = rpcError(e);
-        if (err === undefined || err.code !== PAYMENT_REQUIRED || err.data === undefined) throw e;
-        const { status, ...body } = err.data;
-        const h: Record<string, string> = { 'content-type': 'application/json' };
-        if (typeof body.challenge === 'string') h[CHALLENGE_HEADER_LC] = body.challenge;
-        return { status: typeof status === 'number' ? status : 402, headers: h, body: Buffer.from(JSON.stringify(body)) };
+        const answer = err === undefined ? null : native.mcpPaymentRequiredAnswer(err.code, err.data);
+        if (answer === null) throw e;
+        return { status: answer.status, headers: answer.headers, body: Buffer.from(answer.body) };
       }
     },
     status: (a) => a.status,
@@ -244,9 +238,7 @@ export async function callPaidTool(
   const answer = await vlx.pay('POST', url, true, transport);
   if (answer.result !== undefined) return answer.result;
   // The flow gave up without an error of its own (a refusal it does not pay for): the server's.
-  const { McpError } = sdkTypes();
-  const body = JSON.parse(answer.body.toString('utf8') || '{}') as Record<string, unknown>;
-  throw new McpError(PAYMENT_REQUIRED, String(body.message ?? 'payment required'), { ...body, status: answer.status });
+  throw mcpErrorOf({ status: answer.status, body: answer.body.toString('utf8') });
 }
 
 export { VlexivoClient };

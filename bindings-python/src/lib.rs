@@ -19,6 +19,8 @@ use vlexivo_core::response_policy;
 use vlexivo_core::store::NonceStore;
 use vlexivo_core::{Currency, Error, Money};
 
+mod mcp;
+
 // ---------------------------------------------------------------------------------------------
 // Errors
 // ---------------------------------------------------------------------------------------------
@@ -1340,6 +1342,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(effective_price, m)?)?;
     m.add_function(wrap_pyfunction!(check_stacked, m)?)?;
     m.add_function(wrap_pyfunction!(now, m)?)?;
+    mcp::register(m)?;
     m.add("ALL_CODES", PyTuple::new(py, Error::ALL_CODES)?)?;
     // Core's error table, (code, status, category, bad_input) per code, and its categories.
     let rows = Error::ALL_CODES

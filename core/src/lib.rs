@@ -21,6 +21,7 @@
 //! | [`payment`] | what the facilitator checks before it charges |
 //! | [`api_bodies`] | the facilitator API's other request bodies (onboarding, rotation, top-ups), checked |
 //! | [`paging`] | payment lists: filters and sealed cursors |
+//! | [`mcp`] | paid MCP tools: `_meta` keys and the JSON-RPC shape of a refusal |
 //! | [`payer_pricing`] | the payer hint, payer-bound challenges, per-payer usage |
 //! | [`envvars`] | the environment variables every binding and the CLI read |
 //! | [`base_url`] | base URLs (facilitators) in one normal form |
@@ -34,6 +35,7 @@ pub mod env;
 pub mod envvars;
 pub mod error;
 pub mod keys;
+pub mod mcp;
 pub mod money;
 pub mod origin;
 pub mod paging;

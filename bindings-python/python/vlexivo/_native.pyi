@@ -11,6 +11,11 @@ __all__ = [
     "ERROR_TABLE",
     "EXPOSE_HEADERS",
     "MAX_RESPONSE_BODY",
+    "MCP_INTERNAL_ERROR",
+    "MCP_PAYER_META",
+    "MCP_PAYMENT_REQUIRED",
+    "MCP_PROOF_META",
+    "MCP_RECEIPT_META",
     "PAYER_HEADER",
     "PROOF_HEADER",
     "PROTOCOL_VERSION",
@@ -40,6 +45,12 @@ __all__ = [
     "error_from_body",
     "for_browser",
     "is_free_request",
+    "mcp_call_meta",
+    "mcp_meta_key",
+    "mcp_payment_required_answer",
+    "mcp_rejection_error",
+    "mcp_request_meta",
+    "mcp_result_receipt",
     "now",
     "parse_amount",
     "parse_payment_required",
@@ -61,6 +72,11 @@ EXPOSE_HEADERS: Final[str]
 PROTOCOL_VERSION: Final[int]
 DEFAULT_FACILITATOR_URL: Final[str]
 MAX_RESPONSE_BODY: Final[int]
+MCP_PAYMENT_REQUIRED: Final[int]
+MCP_INTERNAL_ERROR: Final[int]
+MCP_PROOF_META: Final[str]
+MCP_PAYER_META: Final[str]
+MCP_RECEIPT_META: Final[str]
 __version__: Final[str]
 
 _Answer = tuple[int, list[tuple[str, str]], str]
@@ -411,3 +427,9 @@ def sends_receipt(status: int) -> bool: ...
 def effective_price(prices: Sequence[Price]) -> Price: ...
 def check_stacked(paid_amount: str, paid_currency: str, price: Price) -> Price | None: ...
 def now() -> int: ...
+def mcp_meta_key(header: str) -> str: ...
+def mcp_call_meta(meta: str) -> tuple[str | None, str | None]: ...
+def mcp_result_receipt(meta: str) -> str | None: ...
+def mcp_request_meta(headers: Sequence[tuple[str, str]]) -> dict[str, Any]: ...
+def mcp_rejection_error(status: int, body: str) -> tuple[int, str, dict[str, Any]]: ...
+def mcp_payment_required_answer(code: int, data: str) -> tuple[int, list[tuple[str, str]], str] | None: ...

@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextvars
 import json
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
@@ -54,21 +54,28 @@ __all__ = [
     "tool_path",
 ]
 
+# Where Vlexivo's values ride in MCP messages and the JSON-RPC shape of a refusal are core's
+# rules (vlexivo_core::mcp), shared with the npm package: this module only moves them between
+# the SDK and the payer flow. `_meta` and error data cross to core as JSON text.
+
 #: JSON-RPC error code of a payment-required answer (the draft MCP payment proposal's).
-PAYMENT_REQUIRED = -32402
+PAYMENT_REQUIRED = _native.MCP_PAYMENT_REQUIRED
 #: JSON-RPC internal error (a provider-side fault).
-INTERNAL_ERROR = -32603
+INTERNAL_ERROR = _native.MCP_INTERNAL_ERROR
+#: ``_meta`` key of the proof on a call (``vlexivo/proof``).
+PROOF_META = _native.MCP_PROOF_META
+#: ``_meta`` key of the receipt on a paid result (``vlexivo/receipt``).
+RECEIPT_META = _native.MCP_RECEIPT_META
 
 
 def meta_key(header: str) -> str:
     """The ``_meta`` key that carries a Vlexivo header's value: ``Vlexivo-<X>`` is ``vlexivo/<x>``."""
-    h = header.lower()
-    return "vlexivo/" + (h[len("vlexivo-") :] if h.startswith("vlexivo-") else h)
+    return _native.mcp_meta_key(header)
 
 
-PROOF_META = meta_key(_native.PROOF_HEADER)
-RECEIPT_META = meta_key(_native.RECEIPT_HEADER)
-_CHALLENGE = _native.CHALLENGE_HEADER.lower()
+def _json(value: Any) -> str:
+    # What the SDK parsed from the wire is JSON; anything else a caller put there is text.
+    return json.dumps(value, default=str)
 
 
 def tool_path(name: str) -> str:
@@ -88,17 +95,9 @@ def current_payment() -> _native.Payment:
 # --- the server side ---------------------------------------------------------------------------
 
 
-def _rpc_error(answer: tuple[int, list[tuple[str, str]], str]) -> MCPError:
-    status, _headers, text = answer
-    try:
-        body = json.loads(text)
-    except ValueError:  # pragma: no cover - core's answers are JSON
-        body = {}
-    code = str(body.get("error", "internal"))
-    message = str(body.get("message", code))
-    if status >= 500:
-        return MCPError(INTERNAL_ERROR, message, {"error": code, "status": status})
-    return MCPError(PAYMENT_REQUIRED, message, {**body, "status": status})
+def _rpc_error(status: int, body: str) -> MCPError:
+    code, message, data = _native.mcp_rejection_error(status, body)
+    return MCPError(code, message, data)
 
 
 class _Paywall:
@@ -120,8 +119,7 @@ class _Paywall:
             return await self.inner(ctx, params)
         path = tool_path(params.name)
         args = params.arguments or {}
-        meta = params.meta or {}
-        proof = meta.get(PROOF_META)
+        proof, _hint = _native.mcp_call_meta(_json(params.meta))
         now = gate.provider.now()
         try:
             price = gate.route.price
@@ -131,7 +129,7 @@ class _Paywall:
             # The origin is the server's configured one (required): nothing of the call's own.
             paid = await admit_async(
                 (gate,),
-                proof if isinstance(proof, str) else None,
+                proof,
                 "POST",
                 path,
                 ("https", None),
@@ -140,7 +138,7 @@ class _Paywall:
                 now,
             )
         except Reject as r:
-            raise _rpc_error(r.answer) from None
+            raise _rpc_error(r.answer[0], r.answer[2]) from None
         token = _payment.set(paid.payment)
         try:
             result = await self.inner(ctx, params)
@@ -238,30 +236,25 @@ class _McpIO:
         self.status = 0
 
     async def send(self, step: _native.Step) -> tuple[int, list[tuple[str, str]], str]:
-        meta = {meta_key(k): v for k, v in step.headers}
+        meta = _native.mcp_request_meta(step.headers)
         self.result = None
         try:
             result = await self.session.call_tool(
                 self.name, self.arguments, read_timeout_seconds=self.timeout, meta=meta or None
             )
         except MCPError as e:
-            data = e.data
-            if e.code != PAYMENT_REQUIRED or not isinstance(data, Mapping):
+            answer = _native.mcp_payment_required_answer(e.code, _json(e.data))
+            if answer is None:
                 raise
-            body = dict(data)
-            status = body.pop("status", 402)
-            headers = [("content-type", "application/json")]
-            if isinstance(body.get("challenge"), str):
-                headers.append((_CHALLENGE, body["challenge"]))
-            self.body = json.dumps(body).encode()
-            self.status = status if isinstance(status, int) else 402
+            self.status, headers, body = answer
+            self.body = body.encode()
             return self.status, headers, self.url
         if not isinstance(result, CallToolResult):
             raise make_error("not_payment_required", f"tools/call answered {type(result).__name__}")
         self.result = result
         self.body = b""
         self.status = 500 if result.is_error else 200
-        receipt = (result.meta or {}).get(RECEIPT_META)
+        receipt = _native.mcp_result_receipt(_json(result.meta))
         headers = [(_native.RECEIPT_HEADER.lower(), receipt)] if isinstance(receipt, str) else []
         return self.status, headers, self.url
 
@@ -295,7 +288,4 @@ async def call_paid_tool(
     if io.result is not None:
         return io.result
     # The flow ended on a refusal it does not pay for: the server's answer, as the SDK raises it.
-    body = json.loads(io.body or b"{}")
-    raise MCPError(
-        PAYMENT_REQUIRED, str(body.get("message", "payment required")), {**body, "status": io.status}
-    )
+    raise _rpc_error(io.status, io.body.decode())
