@@ -1090,6 +1090,44 @@ async fn one_failing_authorization_in_a_batch_fails_alone() {
     assert_eq!((&v["reconciliation"]["confirmed"], &v["reconciliation"]["failed"]), (&3.into(), &1.into()));
 }
 
+/// With 1 confirmation a batch's payments are answered once the batch is in a block: the payer
+/// who drained its balance before the block gets no proof (`settlement_failed`, recorded
+/// failed), the others of the same batch get theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_one_confirmation_a_failing_call_gets_no_proof_and_the_rest_of_the_batch_does() {
+    let env = setup_batched(1, 2_500).await;
+    let good = [env.payer(10_000).await, env.payer(10_000).await];
+    let bad = env.payer(10_000).await;
+    env.net.set_automine(false).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, w) in good.iter().chain([&bad]).enumerate() {
+        let (c, url, who) = (env.client(w), format!("{}/api/v1/hello?w={i}", env.api), w.address());
+        tasks.spawn(
+            async move { (who, c.get(&url).await.map(|r| r.status().as_u16()).map_err(|e| e.code())) },
+        );
+    }
+    // The batch is recorded and broadcast; the payer drains its balance before the block.
+    let rows = records(&env, 3).await;
+    assert_eq!(relays(&rows).len(), 1, "one batch: {rows:?}");
+    assert!(node_knows(&env.net, rows[0]["tx_hash"].as_str().unwrap().parse().unwrap()).await);
+    drain(&env, &bad).await;
+    env.net.mine(1).await.unwrap();
+    while let Some(r) = tasks.join_next().await {
+        let (who, outcome) = r.unwrap();
+        if who == bad.address() {
+            assert_eq!(outcome, Err("settlement_failed"), "no proof for the call that failed");
+        } else {
+            assert_eq!(outcome, Ok(200));
+        }
+    }
+    let rows = env.payments().await;
+    for r in &rows {
+        let want = if r["payer"] == bad.address().to_checksum().as_str() { "failed" } else { "confirmed" };
+        assert_eq!(r["state"], want, "{rows:?}");
+    }
+    assert_eq!(env.net.balance(env.payout).await.unwrap(), 2_000);
+}
+
 /// A batching facilitator (`--batch-window-ms`, `--multicall`) SIGKILLed after the batch was
 /// broadcast and the proofs issued, before any block, the node losing the batch too: restarted,
 /// it re-broadcasts the recorded bytes, each payment of the batch is confirmed, and the relayer
