@@ -131,8 +131,16 @@ async fn three_facilitators_share_one_ledger() {
     assert!(ok, "{v} {err}");
     assert_eq!(v["summary"]["payments"], 620);
     assert_eq!(v["summary"]["topups"], 2);
-    assert!(v["summary"]["streams"].as_array().unwrap().len() <= 3, "{v}");
+    let streams = v["summary"]["streams"].as_array().unwrap().len();
+    assert!(streams <= 3, "{v}");
     assert_eq!(psql(&url, "SELECT min(balance) >= 0 FROM vlexivo.accounts WHERE kind <> 'faucet'"), "t");
+    // The provider was credited on the shards of the writers' streams, never on its own row
+    // (which every payment would otherwise lock): one shard per facilitator that wrote.
+    assert_eq!(psql(&url, "SELECT balance FROM vlexivo.accounts WHERE kind = 'provider'"), "0");
+    assert_eq!(
+        psql(&url, "SELECT count(*) || ' ' || sum(balance) FROM vlexivo.credit_shards"),
+        format!("{streams} 620000")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -309,10 +317,36 @@ async fn migrations_tampering_and_bad_urls() {
     assert!(err.contains(&format!("stream {stream} transaction 2:")), "{v} {err}");
     psql(&url, &format!("UPDATE vlexivo.transactions SET record = '{rec}' WHERE seq = 2"));
     assert!(verify(&url).0);
-    // A balance edited behind the ledger's back.
+    // A balance edited behind the ledger's back: the provider's row, or one of its credit shards.
     psql(&url, "UPDATE vlexivo.accounts SET balance = balance + 1 WHERE kind = 'provider'");
     let (ok, _, err) = verify(&url);
     assert!(!ok && err.contains("balance"), "{err}");
+    psql(&url, "UPDATE vlexivo.accounts SET balance = balance - 1 WHERE kind = 'provider'");
+    assert!(verify(&url).0);
+    psql(&url, "UPDATE vlexivo.credit_shards SET balance = balance + 1");
+    let (ok, _, err) = verify(&url);
+    assert!(!ok && err.contains("balance"), "{err}");
+    psql(&url, "UPDATE vlexivo.credit_shards SET balance = balance - 1");
+    assert!(verify(&url).0);
+    // Money moved from the provider's row to a shard keeps the sum: still consistent.
+    let shard = psql(&url, "SELECT shard FROM vlexivo.credit_shards");
+    psql(&url, &format!("UPDATE vlexivo.credit_shards SET balance = balance - 5 WHERE shard = {shard}"));
+    psql(&url, "UPDATE vlexivo.accounts SET balance = balance + 5 WHERE kind = 'provider'");
+    assert!(verify(&url).0);
+    // A shard of no provider holds money nobody has.
+    psql(
+        &url,
+        "INSERT INTO vlexivo.credit_shards (account, shard, balance) VALUES ('wallet:0xnobody', 0, 0)",
+    );
+    let (ok, _, err) = verify(&url);
+    assert!(!ok && err.contains("credit shards of wallet:0xnobody"), "{err}");
+    psql(&url, "DELETE FROM vlexivo.credit_shards WHERE account = 'wallet:0xnobody'");
+    // The database refuses a negative shard by itself.
+    let out = Command::new("psql")
+        .args([&url, "-At", "-c", "UPDATE vlexivo.credit_shards SET balance = -1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("check"));
     // The database refuses a negative wallet balance by itself.
     let out = Command::new("psql")
         .args([&url, "-At", "-c", "UPDATE vlexivo.accounts SET balance = -1 WHERE kind = 'wallet'"])

@@ -169,6 +169,18 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX reservations_by_payer ON reservations (payer);
     CREATE INDEX settlements_in_flight ON settlements (payer) WHERE state IN ('signed', 'submitted');
     ",
+    // 8: a provider's credits spread over sub-accounts (`ledger::postgres`, credit shards): each
+    // writer credits the shard of its stream, so facilitators paying one provider no longer
+    // take turns on its row. A provider's balance is its accounts row (what it held before this
+    // migration) plus its shards; entries and records still name the provider's account.
+    "
+    CREATE TABLE credit_shards (
+        account text NOT NULL,
+        shard   integer NOT NULL CHECK (shard >= 0),
+        balance bigint NOT NULL DEFAULT 0 CHECK (balance >= 0),
+        PRIMARY KEY (account, shard)
+    );
+    ",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -116,7 +116,9 @@ impl Reads {
                 let c = p.get().await.map_err(pool_err)?;
                 let row = c
                     .query_one(
-                        "SELECT (SELECT balance FROM accounts WHERE id = $1), \
+                        // The account's row plus its credit shards (ledger::postgres).
+                        "SELECT (SELECT balance FROM accounts WHERE id = $1) \
+                                + (SELECT coalesce(sum(balance), 0)::bigint FROM credit_shards WHERE account = $1), \
                          (SELECT count(*) FROM payments WHERE account = $2)",
                         &[&provider_id(&account), &account],
                     )

@@ -19,13 +19,22 @@
 //! stream again and continues it from the head stored in the database.
 //!
 //! **Concurrency between facilitators.** A batch first takes transaction-scoped advisory locks
-//! on the challenges it pays (in key order), then row locks on every account it touches (in id
-//! order): two facilitators paying the same challenge take turns and the second sees the first
-//! one's payment (idempotent replay, one debit); two paying from one wallet take turns on its
-//! row. Locks are always taken in the same order, so batches never deadlock. With the locks
-//! held the rules run as plain sequential code over the rows read, and the batch's writes go
-//! out as one bulk statement per table. `CHECK (balance >= 0)` stays as the database's own
-//! guard.
+//! on the challenges it pays (in key order), then row locks on every account it debits or tops
+//! up (in id order): two facilitators paying the same challenge take turns and the second sees
+//! the first one's payment (idempotent replay, one debit); two paying from one wallet take turns
+//! on its row. With the locks held the rules run as plain sequential code over the rows read,
+//! and the batch's writes go out as one bulk statement per table. `CHECK (balance >= 0)` stays
+//! as the database's own guard.
+//!
+//! **Credit shards.** A provider is credited by every payment it receives: one row locked from
+//! each batch's write to its commit (the WAL flush) would make facilitators paying the same
+//! provider take turns, whatever their payers. So a provider's credits go to one of
+//! [`CREDIT_SHARDS`] sub-accounts (`credit_shards`), the one of the writer's stream: while there
+//! are at most that many writers, two facilitators never credit the same row. A provider's
+//! balance is its `accounts` row plus its shards; the records, entries and hash chains still name
+//! the provider's account, so `ledger verify` checks the sum against the entries as before. A
+//! provider is never debited, so no rule reads its balance inside a batch. Shard rows are locked
+//! last (after the debited accounts), in account order: batches still never deadlock.
 //!
 //! **Failures.** If the connection fails before COMMIT, nothing was written: the batch runs
 //! again on a new connection. If it fails during COMMIT, the writer reconnects and looks for
@@ -51,6 +60,13 @@ use vlexivo_core::{Error, Result};
 /// How long a batch keeps retrying through a lost connection before its ops are refused, by
 /// default.
 pub const RETRY_FOR: Duration = Duration::from_secs(10);
+/// Credit sub-accounts per provider (see the module docs): a writer credits shard
+/// `stream mod CREDIT_SHARDS`.
+pub const CREDIT_SHARDS: i64 = 8;
+
+fn credit_shard(stream: i64) -> i32 {
+    stream.rem_euclid(CREDIT_SHARDS) as i32
+}
 
 /// Start the writer task on the current runtime. `client` is a migrated session (it becomes
 /// the writer's connection); `cfg` reconnects it.
@@ -351,13 +367,15 @@ fn lock_key(account: &str, nonce: &str) -> i64 {
 }
 
 /// An account as the batch sees it: read under its row lock, then moved by the batch's
-/// transactions.
+/// transactions. A provider's account (`credit`) is only checked to exist, not locked: its
+/// `balance` here is what the batch credits it, which goes to the writer's credit shard.
 #[derive(Debug, Clone, Copy)]
 struct Acct {
     balance: i64,
     topped_up: i64,
     exists: bool,
     touched: bool,
+    credit: bool,
 }
 
 /// The batch's view of the database ([`Book`] for the rules) and the writes it collects.
@@ -382,7 +400,13 @@ struct Batch {
 
 impl Book for Batch {
     fn account(&mut self, id: &str) -> Result<(i64, i64)> {
-        Ok(self.accounts.get(id).map(|a| (a.balance, a.topped_up)).unwrap_or((0, 0)))
+        match self.accounts.get(id) {
+            Some(a) if a.credit => {
+                Err(Error::Internal(format!("account {id} is credited, not read, in a batch")))
+            }
+            Some(a) => Ok((a.balance, a.topped_up)),
+            None => Ok((0, 0)),
+        }
     }
 
     fn payment(&mut self, account: &str, nonce: &str) -> Result<Option<StoredPayment>> {
@@ -473,6 +497,7 @@ async fn try_batch(
     let mut locks: BTreeSet<i64> = BTreeSet::new();
     let mut pay_keys: BTreeSet<(String, String)> = BTreeSet::new();
     let mut ids: BTreeSet<String> = BTreeSet::new();
+    let mut credited: BTreeSet<String> = BTreeSet::new();
     let mut new_wallets: BTreeSet<String> = BTreeSet::new();
     for w in works {
         match w {
@@ -481,7 +506,7 @@ async fn try_batch(
                 locks.insert(lock_key(account, nonce));
                 pay_keys.insert((account.clone(), nonce.clone()));
                 ids.insert(format!("wallet:{}", op.verified.payer.to_checksum()));
-                ids.insert(super::provider_id(account));
+                credited.insert(super::provider_id(account));
             }
             Work::TopUp { address, .. } => {
                 let id = super::wallet_id(address);
@@ -525,11 +550,32 @@ async fn try_batch(
         for r in rows {
             accounts.insert(
                 r.get::<_, String>(0),
-                Acct { balance: r.get(1), topped_up: r.get(2), exists: true, touched: false },
+                Acct { balance: r.get(1), topped_up: r.get(2), exists: true, touched: false, credit: false },
             );
         }
         for id in ids {
-            accounts.entry(id).or_insert(Acct { balance: 0, topped_up: 0, exists: false, touched: false });
+            accounts.entry(id).or_insert(Acct {
+                balance: 0,
+                topped_up: 0,
+                exists: false,
+                touched: false,
+                credit: false,
+            });
+        }
+    }
+    if !credited.is_empty() {
+        // A provider's account is never deleted: reading that it exists needs no lock.
+        let list: Vec<String> = credited.iter().cloned().collect();
+        let found: BTreeSet<String> = tx
+            .query("SELECT id FROM accounts WHERE id = ANY($1)", &[&list])
+            .await
+            .map_err(&fail)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for id in credited {
+            let exists = found.contains(&id);
+            accounts.insert(id, Acct { balance: 0, topped_up: 0, exists, touched: false, credit: true });
         }
     }
     let mut payments = HashMap::new();
@@ -706,8 +752,12 @@ async fn write(
         .await?;
     }
     let (mut ids, mut bal, mut top) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut credit_ids, mut credits) = (Vec::new(), Vec::new());
     for (id, a) in &b.accounts {
-        if a.touched {
+        if a.touched && a.credit {
+            credit_ids.push(id.clone());
+            credits.push(a.balance);
+        } else if a.touched {
             ids.push(id.clone());
             bal.push(a.balance);
             top.push(a.topped_up);
@@ -719,6 +769,17 @@ async fn write(
         &[&ids, &bal, &top],
     )
     .await?;
+    if !credit_ids.is_empty() {
+        // Last, in account order: the shard rows' locks come after every other lock.
+        tx.execute(
+            "INSERT INTO credit_shards (account, shard, balance) \
+             SELECT v.account, $2, v.amount FROM unnest($1::text[], $3::bigint[]) AS v(account, amount) \
+             ORDER BY v.account \
+             ON CONFLICT (account, shard) DO UPDATE SET balance = credit_shards.balance + excluded.balance",
+            &[&credit_ids, &credit_shard(b.stream), &credits],
+        )
+        .await?;
+    }
     Ok(())
 }
 

@@ -475,8 +475,27 @@ pub async fn verify_postgres_with(url: &str, opts: VerifyOptions) -> VResult<Ver
         .await
         .map_err(dbe)?;
     v.totals(counts.get(0), counts.get(1))?;
+    // A provider's balance is its row plus its credit shards (ledger::postgres); a shard of no
+    // account is money nobody holds.
+    let orphan: Option<String> = tx
+        .query_opt(
+            "SELECT s.account FROM credit_shards s LEFT JOIN accounts a ON a.id = s.account \
+             WHERE a.id IS NULL OR a.kind <> 'provider' LIMIT 1",
+            &[],
+        )
+        .await
+        .map_err(dbe)?
+        .map(|r| r.get(0));
+    if let Some(id) = orphan {
+        return Err(bad(format!("credit shards of {id}, which is not a provider's account")));
+    }
     let accts = tx
-        .query_raw("SELECT id, kind, balance, topped_up FROM accounts ORDER BY id", std::iter::empty::<i64>())
+        .query_raw(
+            "SELECT a.id, a.kind, a.balance + coalesce(s.balance, 0), a.topped_up FROM accounts a \
+             LEFT JOIN (SELECT account, sum(balance)::bigint AS balance FROM credit_shards GROUP BY account) s \
+             ON s.account = a.id ORDER BY a.id",
+            std::iter::empty::<i64>(),
+        )
         .await
         .map_err(dbe)?;
     futures_util::pin_mut!(accts);
