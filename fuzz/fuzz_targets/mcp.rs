@@ -39,11 +39,12 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             o.remove("status");
         }
         let got: Value = serde_json::from_str(&a.body).expect("JSON");
-        assert_eq!(
-            got,
-            if sent.is_null() { Value::Object(Default::default()) } else { sent },
-            "the body changed"
-        );
+        // Compared as both went through JSON text once more: serde_json's default float parser
+        // does not always read back its own output (1.3333333333333333e25 -> ...333e25), a
+        // drift of its own that no body of core's meets (they hold no floats).
+        let sent = if sent.is_null() { Value::Object(Default::default()) } else { sent };
+        let sent: Value = serde_json::from_str(&sent.to_string()).expect("JSON");
+        assert_eq!(got, sent, "the body changed");
     }
 
     // Whatever error a payer is handed: read it, then let the payer flow read the answer.
