@@ -355,7 +355,8 @@ def make_table(runs: list[dict[str, Values]]) -> Table:
               f"{spread(d('node-verify', lambda r, b=base: r[b] / r['verify']), times)} / "
               f"{spread(d('node-verify', lambda r, b=base: r[b] / r['route']), times)} faster", target)
     nh = "scripts/bench.sh --only node-http"
-    for fw, label, target in [("express", "Express 5", "≥ 0.85"), ("fastify", "Fastify 5", "≥ 0.90")]:
+    for fw, label, target in [("express", "Express 5", "≥ 0.85"), ("fastify", "Fastify 5", "≥ 0.90"),
+                              ("hono", "Hono 4 (@hono/node-server)", "")]:
         t.row(f"{label} + paywall vs bare: server CPU µs per request added; throughput ratio; CPU ratio", nh,
               f"+{spread(v('node-http', fw + '_cpuAddedUs'), us)} on {spread(v('node-http', fw + '_bareCpuUs'), us)}; "
               f"{spread(v('node-http', fw + '_tput'), ratio)}; {spread(v('node-http', fw + '_cpu'), ratio)} "

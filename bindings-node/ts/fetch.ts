@@ -139,11 +139,44 @@ export class FetchPaywall<Req = Request> {
    * frameworks that cache the body themselves.
    */
   async protect(request: Request, input?: Req, readBody?: () => Promise<ArrayBuffer>, nodeHeaders?: IncomingHttpHeaders): Promise<FetchPayment | Response | null> {
+    return this.protectNow(request, input, readBody, nodeHeaders);
+  }
+
+  /**
+   * `protect` that answers at once (no promise) when nothing has to be awaited: a static price,
+   * no body binding and a store in this process. For adapters on a hot path.
+   * @internal
+   */
+  protectNow(
+    request: Request,
+    input?: Req,
+    readBody?: () => Promise<ArrayBuffer>,
+    nodeHeaders?: IncomingHttpHeaders,
+  ): FetchPayment | Response | null | Promise<FetchPayment | Response | null> {
     const method = request.method.toUpperCase();
     if (isFreeRequest(method, header(request, nodeHeaders, 'access-control-request-method') !== undefined)) return null;
     const { origin, path } = fetchTarget(request, nodeHeaders);
     const route = this.route;
     const proof = header(request, nodeHeaders, PROOF_HEADER);
+    if (route.resolver === undefined && !route.bindBody) {
+      const r = route.authorize(proof, method, path, origin, route.price, undefined, undefined);
+      return isThenable(r) ? r.then((d) => this.#paid(request, d)) : this.#paid(request, r);
+    }
+    return this.#priced(request, input, readBody, nodeHeaders, method, origin, path, proof);
+  }
+
+  /** The rest of `protect` for a resolved price or a body-bound proof. */
+  async #priced(
+    request: Request,
+    input: Req | undefined,
+    readBody: (() => Promise<ArrayBuffer>) | undefined,
+    nodeHeaders: IncomingHttpHeaders | undefined,
+    method: string,
+    origin: RequestOrigin,
+    path: string,
+    proof: string | undefined,
+  ): Promise<FetchPayment | Response> {
+    const route = this.route;
     let price: unknown = route.price;
     let hint: string | undefined;
     if (route.resolver !== undefined) {
@@ -164,9 +197,14 @@ export class FetchPaywall<Req = Request> {
     }
     let r: Decision | Promise<Decision> = route.authorize(proof, method, path, origin, price, body, hint);
     if (isThenable(r)) r = await r;
-    if (!isPaid(r)) return rejectionResponse(route, request, r);
+    return this.#paid(request, r);
+  }
+
+  /** The payment of a paid decision (its settlement pending), or the refusal's response. */
+  #paid(request: Request, r: Decision): FetchPayment | Response {
+    if (!isPaid(r)) return rejectionResponse(this.route, request, r);
     const payment = paymentOf(r);
-    SETTLEMENTS.set(payment, { route, settled: false });
+    SETTLEMENTS.set(payment, { route: this.route, settled: false });
     PAYMENTS.set(request, payment);
     return payment;
   }

@@ -13,7 +13,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Context, MiddlewareHandler } from 'hono';
 import { FetchPaywall, FETCH_KEYS, type FetchPaywallOptions } from './fetch';
-import type { VlexivoPayment } from './route';
+import { isThenable, type VlexivoPayment } from './route';
 import { VlexivoServer } from './server';
 
 /** Hono variables a paid request carries. */
@@ -42,7 +42,8 @@ export function paywall(options: VlexivoHonoOptions): MiddlewareHandler<{ Variab
     // receipt goes on Node's response: the fetch objects' Headers are never built.
     const node = nodeOf(c.env);
     const headers = node?.incoming.headers;
-    const paid = await fp.protect(c.req.raw, c, () => c.req.arrayBuffer(), headers);
+    let paid = fp.protectNow(c.req.raw, c, () => c.req.arrayBuffer(), headers);
+    if (isThenable(paid)) paid = await paid;
     if (paid instanceof Response) return paid;
     if (paid === null) {
       await next();
