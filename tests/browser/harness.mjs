@@ -1,12 +1,9 @@
 // The browser suites' plumbing: Debian's chromium driven by playwright-core, a real `vlexivo`
-// facilitator process and a real paid Express app (the npm package built in bindings-node), all
-// on 127.0.0.1 with ports the OS picks.
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+// facilitator process (started as the npm package's tests start it) and a real paid Express app
+// (the npm package built in bindings-node), all on 127.0.0.1 with ports the OS picks.
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
@@ -27,51 +24,8 @@ export async function launch() {
   return chromium.launch({ executablePath: chromiumPath(), headless: true, args: ['--no-sandbox'] });
 }
 
-export async function startFacilitator() {
-  const bin = process.env.VLEXIVO_BIN ?? join(repoRoot, 'target', 'debug', 'vlexivo');
-  const dir = mkdtempSync(join(tmpdir(), 'vlx-browser-'));
-  const child = spawn(bin, ['serve', '--addr', '127.0.0.1:0', '--db', join(dir, 'f.db')], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, RUST_LOG: 'warn' },
-  });
-  let stderr = '';
-  child.stderr.on('data', (d) => {
-    stderr = (stderr + d).slice(-10000);
-  });
-  const url = await new Promise((ok, fail) => {
-    const t = setTimeout(() => fail(new Error(`facilitator did not start: ${stderr}`)), 30000);
-    createInterface({ input: child.stdout }).on('line', (line) => {
-      const m = /^VLEXIVO_URL=(\S+)/.exec(line);
-      if (m) {
-        clearTimeout(t);
-        ok(m[1]);
-      }
-    });
-    child.on('exit', (code) => {
-      clearTimeout(t);
-      fail(new Error(`facilitator exited (${code}): ${stderr}`));
-    });
-  });
-  return {
-    url,
-    async stop() {
-      if (child.exitCode === null) {
-        child.kill('SIGTERM');
-        await new Promise((r) => {
-          const t = setTimeout(() => {
-            child.kill('SIGKILL');
-            r();
-          }, 5000);
-          child.once('exit', () => {
-            clearTimeout(t);
-            r();
-          });
-        });
-      }
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
+// A real `vlexivo serve` on a free port, as the npm package's own tests start it.
+export { startFacilitator } from '../../bindings-node/test/helpers.mjs';
 
 export async function api(url, path, { secret, method = 'GET', body } = {}) {
   const res = await fetch(`${url}${path}`, {
