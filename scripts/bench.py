@@ -358,7 +358,8 @@ def make_table(runs: list[dict[str, Values]]) -> Table:
     for fw, label, target in [("express", "Express 5", "≥ 0.85"), ("fastify", "Fastify 5", "≥ 0.90"),
                               ("hono", "Hono 4 (@hono/node-server)", "")]:
         t.row(f"{label} + paywall vs bare: server CPU µs per request added; throughput ratio; CPU ratio", nh,
-              f"+{spread(v('node-http', fw + '_cpuAddedUs'), us)} on {spread(v('node-http', fw + '_bareCpuUs'), us)}; "
+              f"+{spread(v('node-http', fw + '_cpuAddedUs'), us)} on {spread(v('node-http', fw + '_bareCpuUs'), us)} "
+              f"(lowest rounds +{spread(v('node-http', fw + '_cpuAddedLowUs'), us)}); "
               f"{spread(v('node-http', fw + '_tput'), ratio)}; {spread(v('node-http', fw + '_cpu'), ratio)} "
               f"(round spread of bare req/s ±{spread(v('node-http', fw + '_bareSpreadPct'), lambda x: f'{x:.0f}%')})", target)
     t.row("Express + jose + Set (hand-written guard) vs bare: throughput; CPU", nh,
