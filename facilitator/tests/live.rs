@@ -763,6 +763,36 @@ impl Drop for Killed {
     }
 }
 
+/// The provider's dashboard payments page (signed in with `api_secret`), as HTML.
+async fn dashboard_payments(url: &str, api_secret: &str) -> String {
+    let c = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let cookie = |r: &reqwest::Response, name: &str| {
+        r.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).find_map(|v| {
+            v.strip_prefix(&format!("{name}=")).map(|v| v.split(';').next().unwrap().to_string())
+        })
+    };
+    let page = c.get(format!("{url}/dashboard/login")).send().await.unwrap();
+    let login = cookie(&page, "vlx_login").unwrap();
+    let r = c
+        .post(format!("{url}/dashboard/login"))
+        .header("cookie", format!("vlx_login={login}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={login}&secret={api_secret}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let session = format!("vlx_session={}", cookie(&r, "vlx_session").unwrap());
+    c.get(format!("{url}/dashboard/payments"))
+        .header("cookie", session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Until the node knows the transaction `tx` (pending or mined), or 10 s: whether it does.
 async fn node_knows(net: &Devnet, tx: alloy::primitives::B256) -> bool {
     use alloy::providers::Provider;
@@ -1343,6 +1373,12 @@ async fn live_records_on_postgres_batch_and_follow_a_reorg() {
     env.net.mine(2).await.unwrap();
     let rows = records_until(&env, |p| p.iter().all(|r| r["reorgs"] == 1 && r["state"] == "confirmed")).await;
     assert_eq!(relays(&rows).len(), 1, "the same batch, re-broadcast: {rows:?}");
+    // The provider's dashboard says so too.
+    let html = dashboard_payments(&env.srv().url, &env.provider.api_secret).await;
+    for i in 0..3 {
+        assert!(html.contains(&format!("call {i} of a batch")), "{html}");
+    }
+    assert_eq!(html.matches("reorged 1×").count(), 3, "{html}");
     assert_eq!(env.net.balance(env.payout).await.unwrap(), 3_000);
     for w in &payers {
         assert_eq!(env.net.balance(w.address()).await.unwrap(), 9_000);

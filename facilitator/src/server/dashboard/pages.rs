@@ -258,6 +258,12 @@ fn state_cell(p: &PaymentRecord) -> String {
     if let Some(b) = p.block {
         let _ = write!(c, " · block {b}");
     }
+    if let Some(i) = p.call_index {
+        let _ = write!(c, " · call {i} of a batch");
+    }
+    if let Some(n) = p.reorgs {
+        let _ = write!(c, " · reorged {n}×");
+    }
     if let Some(f) = &p.failure {
         let _ = write!(c, " · {}", esc(f));
     }
