@@ -369,13 +369,13 @@ async fn batched_a_hundred_concurrent_calls_funded_for_sixty_settle_sixty() {
     hundred_calls_funded_for_sixty(env).await;
 }
 
-async fn hundred_calls_funded_for_sixty(env: Env) {
-    let w = env.payer(60 * 1_000).await;
-    let client = Arc::new(env.client(&w));
-    let url = format!("{}/api/v1/hello", env.api);
+/// 100 paid calls at once, spread over `sides` (a client and the paid API it calls): how many
+/// were paid and how many refused `insufficient_funds` (anything else fails the test).
+async fn hundred_calls(sides: &[(Arc<VlexivoClient>, String)]) -> (usize, usize) {
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..100 {
-        let (c, u) = (client.clone(), format!("{url}?call={i}"));
+        let (c, api) = sides[i % sides.len()].clone();
+        let u = format!("{api}/api/v1/hello?call={i}");
         tasks.spawn(async move { c.get(&u).await.map(|r| r.status().as_u16()).map_err(|e| e.code()) });
     }
     let (mut ok, mut refused) = (0, 0);
@@ -386,7 +386,12 @@ async fn hundred_calls_funded_for_sixty(env: Env) {
             other => panic!("unexpected outcome {other:?}"),
         }
     }
-    assert_eq!((ok, refused), (60, 40));
+    (ok, refused)
+}
+
+async fn hundred_calls_funded_for_sixty(env: Env) {
+    let w = env.payer(60 * 1_000).await;
+    assert_eq!(hundred_calls(&[(Arc::new(env.client(&w)), env.api.clone())]).await, (60, 40));
     let rows = env.settled().await;
     assert_eq!(rows.iter().filter(|r| r["state"] == "confirmed").count(), 60, "{rows:?}");
     assert_eq!(env.net.balance(w.address()).await.unwrap(), 0);
@@ -1406,21 +1411,7 @@ async fn two_facilitators_on_one_postgres_admit_no_more_than_the_balance() {
         let client = VlexivoClient::builder().wallet(w.clone()).facilitator_url(Some(url)).build().unwrap();
         sides.push((Arc::new(client), api));
     }
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..100 {
-        let (c, api) = sides[i % 2].clone();
-        let u = format!("{api}/api/v1/hello?call={i}");
-        tasks.spawn(async move { c.get(&u).await.map(|r| r.status().as_u16()).map_err(|e| e.code()) });
-    }
-    let (mut ok, mut refused) = (0, 0);
-    while let Some(r) = tasks.join_next().await {
-        match r.unwrap() {
-            Ok(200) => ok += 1,
-            Err("insufficient_funds") => refused += 1,
-            other => panic!("unexpected outcome {other:?}"),
-        }
-    }
-    assert_eq!((ok, refused), (60, 40));
+    assert_eq!(hundred_calls(&sides).await, (60, 40));
     let mut rows = Vec::new();
     for _ in 0..400 {
         rows = payments_at(&url_b, &created.api_secret).await;
