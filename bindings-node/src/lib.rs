@@ -32,10 +32,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod errors;
 mod headers;
 mod mcp;
+mod onchain;
 mod page;
 pub use errors::*;
 pub use headers::*;
 pub use mcp::*;
+pub use onchain::*;
 pub use page::*;
 
 // A price or amount as JS gives it (`Either<String, f64>`, spelled out in signatures so the

@@ -7,8 +7,9 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { existsSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { VlexivoClient, VlexivoServer, Wallet } from 'vlexivo';
+import { VlexivoClient, VlexivoError, VlexivoPaymentError, VlexivoServer, Wallet, verifyPayment } from 'vlexivo';
 import { adapters } from './apps.mjs';
 import { facilitatorBin, repoRoot } from './helpers.mjs';
 
@@ -70,4 +71,94 @@ test('the Node client pays a live Express paywall; the price moves payer -> payo
   } finally {
     await app.close();
   }
+});
+
+async function rpc(method, params) {
+  const res = await fetch(env.VLX_RPC_URL, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params }),
+  });
+  const body = await res.json();
+  assert.equal(body.error, undefined, JSON.stringify(body));
+  return body.result;
+}
+
+/** A mined transaction whose status is 0: one of anvil's unlocked dev accounts, holding no
+ * token, transfers 1 unit of it (gas given, so the node mines it rather than estimating). */
+async function revertedTransaction() {
+  const sender = (await rpc('eth_accounts', []))[5];
+  const data = '0xa9059cbb' + env.VLX_PAY_TO.slice(2).toLowerCase().padStart(64, '0') + '1'.padStart(64, '0');
+  const tx = await rpc('eth_sendTransaction', [{ from: sender, to: env.VLX_ASSET, data, gas: '0x30000' }]);
+  assert.equal((await rpc('eth_getTransactionReceipt', [tx])).status, '0x0');
+  return tx;
+}
+
+async function closedPort() {
+  const s = createServer();
+  await new Promise((resolve) => s.listen(0, '127.0.0.1', resolve));
+  const { port } = s.address();
+  await new Promise((resolve) => s.close(resolve));
+  return port;
+}
+
+test('a provider verifies a live payment on chain: the payment verifies, every wrong expectation has its code', { skip }, async () => {
+  for (const k of ['VLX_NETWORK', 'VLX_ASSET', 'VLX_ASSET_NAME', 'VLX_ASSET_VERSION', 'VLX_PAY_TO']) {
+    process.env[k] = env[k];
+  }
+  const server = new VlexivoServer({ apiSecret: env.VLX_SECRET_KEY, mode: 'live', facilitatorUrl: env.VLX_FACILITATOR_URL });
+  const app = await adapters.express5(server, { price: '0.002', currency: 'usd', scope: 'per-call' });
+  let txHash;
+  try {
+    const client = new VlexivoClient({ walletKey: env.VLX_WALLET_KEY, facilitatorUrl: env.VLX_FACILITATOR_URL });
+    const res = await client.fetch(`${app.url}/api/v1/hello?verify`);
+    assert.equal(res.status, 200);
+    txHash = (await res.json()).payment.txHash;
+  } finally {
+    await app.close();
+  }
+  const payer = Wallet.import(env.VLX_WALLET_KEY).address;
+  const rpcUrl = env.VLX_RPC_URL;
+
+  // The real payment verifies (token and payout address from the environment).
+  const v = await verifyPayment(txHash, { rpcUrl, payer, amount: '0.002' });
+  assert.deepEqual(
+    [v.txHash, v.payer, v.payee, v.token, v.amount, v.transfers, v.matching, v.authorizationChecked],
+    [txHash, payer, env.VLX_PAY_TO, env.VLX_ASSET, '0.002', 1, 1, false],
+  );
+  assert.ok(v.block > 0 && v.confirmations >= 1 && v.gasUsed > 0, JSON.stringify(v));
+  assert.equal((await verifyPayment(txHash, { rpcUrl, payer, amount: 0.002 })).block, v.block);
+
+  const refused = async (hash, opts) => {
+    try {
+      await verifyPayment(hash, { rpcUrl, payer, amount: '0.002', ...opts });
+    } catch (e) {
+      assert.ok(e instanceof VlexivoError, String(e));
+      return e;
+    }
+    assert.fail('verified');
+  };
+  // Each wrong expectation names its field.
+  let e = await refused(txHash, { amount: '0.003' });
+  assert.deepEqual([e.code, e.status, e.details], ['transfer_mismatch', 402, { field: 'amount', expected: '0.003', got: '0.002' }]);
+  assert.ok(e instanceof VlexivoPaymentError);
+  assert.equal((await refused(txHash, { payTo: payer })).details.field, 'payee');
+  assert.equal((await refused(txHash, { payer: env.VLX_PAY_TO })).details.field, 'payer');
+  e = await refused(txHash, { asset: payer });
+  assert.deepEqual([e.details.field, e.details.got], ['token', env.VLX_ASSET]);
+  assert.equal((await refused(txHash, { authorizationNonce: '0x' + '00'.repeat(32) })).details.field, 'authorization');
+  // Not deep enough yet; an unknown hash; a reverted transaction.
+  e = await refused(txHash, { confirmations: 10_000 });
+  assert.deepEqual([e.code, e.details.required], ['confirmations_pending', 10_000]);
+  assert.equal((await refused('0x' + 'ab'.repeat(32))).code, 'transaction_not_found');
+  assert.equal((await refused(await revertedTransaction())).code, 'settlement_failed');
+  // The RPC down: chain_unavailable, and the URL (its API key) is never in the error.
+  e = await refused(txHash, { rpcUrl: `http://127.0.0.1:${await closedPort()}/v3/key-s3cr3t` });
+  assert.deepEqual([e.code, e.status], ['chain_unavailable', 503]);
+  assert.ok(!JSON.stringify(e.toJSON()).includes('s3cr3t') && !e.message.includes('s3cr3t'), e.message);
+  // Bad input is refused before anything is sent.
+  assert.equal((await refused('0x1234')).code, 'request_malformed');
+  assert.equal((await refused(txHash, { amount: -1 })).code, 'amount_negative');
+  delete process.env.VLX_RPC_URL;
+  assert.equal((await refused(txHash, { rpcUrl: undefined })).code, 'config_invalid');
 });

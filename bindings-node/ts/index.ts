@@ -23,6 +23,7 @@ export {
 export type { Usage, UsageOptions } from './usage';
 export { VlexivoClient, type VlexivoClientOptions, type AutoTopUpOptions, type SpendingWindow, type PaymentInfo } from './client';
 export { Wallet, errorFromBody } from './wallet';
+export { verifyPayment, type VerifyPaymentOptions, type VerifiedPayment } from './onchain';
 export type { PaywallMiddleware, PaywallErrorMiddleware } from './express';
 export { FetchPaywall, fetchPaywall, withPaywall, getPayment, type FetchPaywallOptions, type FetchPayment } from './fetch';
 export {

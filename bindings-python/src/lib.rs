@@ -20,6 +20,7 @@ use vlexivo_core::store::NonceStore;
 use vlexivo_core::{Currency, Error, Money};
 
 mod mcp;
+mod onchain;
 
 // ---------------------------------------------------------------------------------------------
 // Errors
@@ -1343,6 +1344,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(check_stacked, m)?)?;
     m.add_function(wrap_pyfunction!(now, m)?)?;
     mcp::register(m)?;
+    m.add_function(wrap_pyfunction!(onchain::payment_check_request, m)?)?;
+    m.add_function(wrap_pyfunction!(onchain::payment_check_answer, m)?)?;
     m.add("ALL_CODES", PyTuple::new(py, Error::ALL_CODES)?)?;
     // Core's error table, (code, status, category, bad_input) per code, and its categories.
     let rows = Error::ALL_CODES

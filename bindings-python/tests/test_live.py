@@ -5,14 +5,26 @@ settlement terms, and the httpx client paying on chain. Balances are read from t
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import subprocess
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI, Request
-from vlexivo import VlexivoClient, VlexivoServer, Wallet
+from vlexivo import (
+    PaymentError,
+    VerifiedPayment,
+    VlexivoClient,
+    VlexivoError,
+    VlexivoServer,
+    Wallet,
+    verify_payment,
+    verify_payment_async,
+)
 
 from .conftest import REPO, facilitator_bin
 
@@ -88,3 +100,93 @@ def test_the_python_client_pays_a_live_fastapi_paywall_on_chain(
     # Automine: each relay is in a block by the time it is read.
     assert payer_before - on_chain(devnet, payer) == 3000
     assert on_chain(devnet, devnet["VLX_PAY_TO"]) - payout_before == 3000
+
+
+def rpc(env: dict[str, str], method: str, params: list[Any]) -> Any:
+    r = httpx.post(env["VLX_RPC_URL"], json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+    body = r.json()
+    assert "error" not in body, body
+    return body["result"]
+
+
+def reverted_transaction(env: dict[str, str]) -> str:
+    """A mined transaction whose status is 0: one of anvil's unlocked dev accounts, holding no
+    token, transfers 1 unit of it (gas given, so the node mines it rather than estimating)."""
+    sender = rpc(env, "eth_accounts", [])[5]
+    data = "0xa9059cbb" + env["VLX_PAY_TO"][2:].lower().rjust(64, "0") + "1".rjust(64, "0")
+    tx = rpc(env, "eth_sendTransaction", [{"from": sender, "to": env["VLX_ASSET"], "data": data, "gas": "0x30000"}])
+    receipt = rpc(env, "eth_getTransactionReceipt", [tx])
+    assert receipt["status"] == "0x0", receipt
+    return str(tx)
+
+
+def closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port: int = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_a_provider_verifies_a_live_payment_on_chain(
+    devnet: dict[str, str], serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in TERMS:
+        monkeypatch.setenv(name, devnet[name])
+    monkeypatch.setenv("VLX_RPC_URL", devnet["VLX_RPC_URL"])
+    vlx = VlexivoServer(
+        api_secret=devnet["VLX_SECRET_KEY"], mode="live", facilitator_url=devnet["VLX_FACILITATOR_URL"]
+    )
+    app = FastAPI()
+    app.add_middleware(vlx.asgi_paywall, routes={"GET /api/v1/report": vlx.price("0.002")})
+
+    @app.get("/api/v1/report")
+    async def report(request: Request) -> dict[str, Any]:
+        return {"tx": request.state.vlx_payment.tx_hash}
+
+    url = serve("uvicorn", app)
+    with VlexivoClient(wallet_key=devnet["VLX_WALLET_KEY"], base_url=url) as client:
+        r = client.get("/api/v1/report")
+        assert r.status_code == 200, r.text
+    tx = r.json()["tx"]
+    payer = Wallet(devnet["VLX_WALLET_KEY"]).address
+
+    # The real payment verifies; the token, payout address and RPC come from the environment.
+    v = verify_payment(tx, payer=payer, amount="0.002")
+    assert isinstance(v, VerifiedPayment)
+    assert (v.tx_hash, v.payer, v.payee, v.amount) == (tx.lower(), payer, devnet["VLX_PAY_TO"], "0.002")
+    assert (v.transfers, v.matching, v.authorization_checked) == (1, 1, False)
+    assert v.block > 0 and v.confirmations >= 1 and v.gas_used > 0
+    va = asyncio.run(verify_payment_async(tx, payer=payer, amount=Decimal("0.002"), rpc_url=devnet["VLX_RPC_URL"]))
+    assert va.block == v.block
+
+    def refused(tx_hash: str = tx, **kw: Any) -> VlexivoError:
+        args: dict[str, Any] = {"payer": payer, "amount": "0.002", **kw}
+        with pytest.raises(VlexivoError) as e:
+            verify_payment(tx_hash, **args)
+        return e.value
+
+    # Each wrong expectation names its field.
+    e = refused(amount="0.003")
+    assert (e.code, e.status, e.details) == (
+        "transfer_mismatch", 402, {"field": "amount", "expected": "0.003", "got": "0.002"}
+    )
+    assert isinstance(e, PaymentError)
+    assert refused(pay_to=payer).details["field"] == "payee"
+    assert refused(payer=devnet["VLX_PAY_TO"]).details["field"] == "payer"
+    e = refused(asset=payer)
+    assert (e.details["field"], e.details["got"]) == ("token", devnet["VLX_ASSET"])
+    # Not deep enough yet; an unknown hash; a reverted transaction.
+    e = refused(confirmations=10_000)
+    assert (e.code, e.details["required"]) == ("confirmations_pending", 10_000)
+    assert refused("0x" + "ab" * 32).code == "transaction_not_found"
+    assert refused(reverted_transaction(devnet)).code == "settlement_failed"
+    # The RPC down: chain_unavailable, and the URL (its API key) is never in the error.
+    e = refused(rpc_url=f"http://127.0.0.1:{closed_port()}/v3/key-s3cr3t")
+    assert (e.code, e.status) == ("chain_unavailable", 503)
+    assert "s3cr3t" not in str(e) and "s3cr3t" not in repr(e.details)
+    # Bad input is refused before anything is sent.
+    assert refused("0x1234").code == "request_malformed"
+    assert refused(amount="-1").code == "amount_negative"
+    monkeypatch.delenv("VLX_RPC_URL")
+    assert refused().code == "config_invalid"

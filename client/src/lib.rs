@@ -19,6 +19,7 @@
 //! Every decision is `vlexivo_core::client`'s payer flow ([`Call`], [`Step`]); this crate
 //! only performs the HTTP it asks for.
 
+pub mod onchain;
 pub mod tls;
 
 use bytes::Bytes;

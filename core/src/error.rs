@@ -42,7 +42,8 @@ pub enum ErrorCategory {
     Proof,
     /// A payment that was refused or whose fate is unknown: budget, funds, conflict, top-up.
     Payment,
-    /// The facilitator refused the caller, failed, or could not be reached.
+    /// The facilitator refused the caller, failed, or could not be reached (or, for a payment
+    /// checked on chain, the chain's node).
     Facilitator,
     /// The provider's nonce store is full or unreachable.
     NonceStore,
@@ -218,6 +219,24 @@ pub enum Error {
     /// The chain refused the transfer (the simulation or the mined transaction reverted, or it
     /// was dropped): nothing moved.
     SettlementFailed(String),
+    /// Provider-side check of a live payment ([`crate::onchain`]): the chain has no mined
+    /// transaction with this hash (unknown, dropped, or not mined yet).
+    TransactionNotFound,
+    /// The transaction does not carry the expected `Transfer` of the token: `field` is the
+    /// first that differs (`token`, `payer`, `payee`, `amount`, or `authorization`).
+    TransferMismatch {
+        field: String,
+        expected: String,
+        got: String,
+    },
+    /// The payment is mined but not yet as deep as asked (try again later).
+    ConfirmationsPending {
+        confirmations: u64,
+        required: u64,
+    },
+    /// The chain's JSON-RPC node cannot be reached or answered something that is not JSON-RPC
+    /// (the reason never names the node's URL, which often carries an API key).
+    ChainUnavailable(String),
     /// A 402 that is not a Vlexivo challenge, or no 402 at all where one was expected.
     NotPaymentRequired,
     /// The request body cannot be sent twice (a one-shot stream).
@@ -284,6 +303,10 @@ impl Error {
             AuthorizationInvalid(_) => "authorization_invalid",
             AuthorizationUsed => "authorization_used",
             SettlementFailed(_) => "settlement_failed",
+            TransactionNotFound => "transaction_not_found",
+            TransferMismatch { .. } => "transfer_mismatch",
+            ConfirmationsPending { .. } => "confirmations_pending",
+            ChainUnavailable(_) => "chain_unavailable",
             NotPaymentRequired => "not_payment_required",
             BodyNotReplayable => "body_not_replayable",
             PriceInvalid(_) => "price_invalid",
@@ -340,6 +363,8 @@ impl Error {
             AuthorizationInvalid(_) => 400,
             AuthorizationUsed => 409,
             SettlementFailed(_) => 502,
+            TransactionNotFound | TransferMismatch { .. } | ConfirmationsPending { .. } => 402,
+            ChainUnavailable(_) => 503,
             NotPaymentRequired => 502,
             BodyNotReplayable => 400,
             PriceInvalid(_) | Config(_) | Internal(_) => 500,
@@ -387,12 +412,16 @@ impl Error {
             | PaymentInDoubt { .. }
             | TopUpRefused(_)
             | AuthorizationInvalid(_)
-            | AuthorizationUsed => C::Payment,
+            | AuthorizationUsed
+            | TransactionNotFound
+            | TransferMismatch { .. }
+            | ConfirmationsPending { .. } => C::Payment,
             ProviderUnknown
             | Unauthorized
             | FacilitatorUnavailable(_)
             | FacilitatorError { .. }
-            | SettlementFailed(_) => C::Facilitator,
+            | SettlementFailed(_)
+            | ChainUnavailable(_) => C::Facilitator,
             NonceStoreFull | NonceStoreUnavailable(_) => C::NonceStore,
             RequestTooLarge { .. } | RequestMalformed(_) | BodyNotReplayable | NotPaymentRequired => {
                 C::Request
@@ -483,6 +512,10 @@ impl Error {
         "authorization_invalid",
         "authorization_used",
         "settlement_failed",
+        "transaction_not_found",
+        "transfer_mismatch",
+        "confirmations_pending",
+        "chain_unavailable",
         "not_payment_required",
         "body_not_replayable",
         "price_invalid",
@@ -567,6 +600,18 @@ impl fmt::Display for Error {
                 "the transfer authorization's nonce is already used on chain (settled or cancelled)",
             ),
             SettlementFailed(why) => write!(f, "settlement failed on chain, nothing moved: {why}"),
+            TransactionNotFound => f.write_str(
+                "no mined transaction with this hash on the chain (unknown, dropped, or not mined yet)",
+            ),
+            TransferMismatch { field, expected, got } => write!(
+                f,
+                "the transaction does not pay as expected: {field} is {got}, not {expected}"
+            ),
+            ConfirmationsPending { confirmations, required } => write!(
+                f,
+                "the payment is {confirmations} confirmation(s) deep, fewer than the {required} asked for"
+            ),
+            ChainUnavailable(why) => write!(f, "the chain's JSON-RPC node is unavailable: {why}"),
             NotPaymentRequired => f.write_str("response is not a Vlexivo payment challenge"),
             BodyNotReplayable => {
                 f.write_str("request body is a one-shot stream and cannot be replayed after payment")
@@ -619,6 +664,7 @@ impl Error {
             | RequestMalformed(why)
             | FacilitatorUnavailable(why)
             | SettlementFailed(why)
+            | ChainUnavailable(why)
             | PriceInvalid(why)
             | Config(why)
             | Internal(why) => json!({ "reason": why }),
@@ -629,6 +675,12 @@ impl Error {
                 json!({ "required": required, "balance": balance, "currency": currency })
             }
             FacilitatorUntrusted { facilitator } => json!({ "facilitator": facilitator }),
+            TransferMismatch { field, expected, got } => {
+                json!({ "field": field, "expected": expected, "got": got })
+            }
+            ConfirmationsPending { confirmations, required } => {
+                json!({ "confirmations": confirmations, "required": required })
+            }
             PaymentInDoubt { facilitator, nonce, amount, reason } => {
                 json!({ "facilitator": facilitator, "nonce": nonce, "amount": amount, "reason": reason })
             }
@@ -733,6 +785,14 @@ impl Error {
             "authorization_invalid" => AuthorizationInvalid("rejected"),
             "authorization_used" => AuthorizationUsed,
             "settlement_failed" => SettlementFailed(reason()),
+            "transaction_not_found" => TransactionNotFound,
+            "transfer_mismatch" => {
+                TransferMismatch { field: field("field"), expected: field("expected"), got: field("got") }
+            }
+            "confirmations_pending" => {
+                ConfirmationsPending { confirmations: num("confirmations", 0), required: num("required", 1) }
+            }
+            "chain_unavailable" => ChainUnavailable(reason()),
             "not_payment_required" => NotPaymentRequired,
             "body_not_replayable" => BodyNotReplayable,
             "price_invalid" => PriceInvalid(reason()),

@@ -22,6 +22,7 @@
 //! | [`api_bodies`] | the facilitator API's other request bodies (onboarding, rotation, top-ups), checked |
 //! | [`paging`] | payment lists: filters and sealed cursors |
 //! | [`mcp`] | paid MCP tools: `_meta` keys and the JSON-RPC shape of a refusal |
+//! | [`onchain`] | a live payment checked on chain from its receipt (provider side, sans I/O) |
 //! | [`payer_pricing`] | the payer hint, payer-bound challenges, per-payer usage |
 //! | [`envvars`] | the environment variables every binding and the CLI read |
 //! | [`base_url`] | base URLs (facilitators) in one normal form |
@@ -37,6 +38,7 @@ pub mod error;
 pub mod keys;
 pub mod mcp;
 pub mod money;
+pub mod onchain;
 pub mod origin;
 pub mod paging;
 pub mod payer_pricing;

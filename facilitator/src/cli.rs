@@ -355,6 +355,10 @@ pub struct VerifyPaymentArgs {
     /// Least depth: 1 = mined.
     #[arg(long, default_value_t = 1)]
     pub confirmations: u64,
+    /// The payment's EIP-3009 authorization nonce (0x + 64 hex digits): pins the check to its
+    /// own Transfer in a transaction that settled several payments.
+    #[arg(long, value_name = "NONCE")]
+    pub authorization_nonce: Option<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -874,26 +878,24 @@ fn reconcile(db: &str, rpc_url: &str, asset: Option<&str>, from_block: Option<u6
 }
 
 pub async fn verify_payment(a: VerifyPaymentArgs) -> i32 {
-    use vlexivo_core::money::{Currency, Money};
-    use vlexivo_live::verify::{Expected, verify_payment};
+    use vlexivo_client::onchain::{Expected, verify_payment};
     let json = a.json;
     let run = async {
-        let expected = Expected {
-            token: parse_address(&a.asset)?,
-            payer: parse_address(&a.payer)?,
-            payee: parse_address(&a.payee)?,
-            amount: Money::parse(&a.amount, Currency::Usd)
-                .map_err(|e| Fail::usage(format!("{}: --amount: {e}", e.code())))?
-                .to_atomic(),
-            confirmations: a.confirmations,
-        };
-        let hash = vlexivo_live::chain::parse_hash(&a.tx_hash).map_err(|e| Fail::usage(e.to_string()))?;
-        let provider = vlexivo_live::chain::connect(&a.rpc_url).map_err(|e| Fail::usage(e.to_string()))?;
-        verify_payment(&provider, hash, &expected).await.map_err(|e| {
-            let code = if e.code() == "facilitator_unavailable" {
-                exit::FACILITATOR_UNAVAILABLE
-            } else {
-                exit::FAILED
+        let usage = |e: vlexivo_core::Error| Fail::usage(format!("{}: {e}", e.code()));
+        let expected = Expected::parse(
+            &a.asset,
+            &a.payer,
+            &a.payee,
+            &a.amount,
+            a.confirmations,
+            a.authorization_nonce.as_deref(),
+        )
+        .map_err(usage)?;
+        verify_payment(&a.rpc_url, &a.tx_hash, expected).await.map_err(|e| {
+            let code = match e.code() {
+                "chain_unavailable" => exit::FACILITATOR_UNAVAILABLE,
+                "request_malformed" => exit::USAGE,
+                _ => exit::FAILED,
             };
             Fail(code, format!("{}: {e}", e.code()))
         })
@@ -901,14 +903,24 @@ pub async fn verify_payment(a: VerifyPaymentArgs) -> i32 {
     match run.await {
         Ok(p) => {
             if json {
-                print_json(&json!({
-                    "ok": true, "tx_hash": a.tx_hash.to_ascii_lowercase(), "block": p.block,
-                    "confirmations": p.confirmations, "gas_used": p.gas_used,
-                }));
+                let mut v = serde_json::to_value(&p).unwrap_or_default();
+                v["ok"] = json!(true);
+                print_json(&v);
             } else {
                 println!(
-                    "paid: {} usd from {} to {} in token {}, block {} ({} confirmations, gas {})",
-                    a.amount, a.payer, a.payee, a.asset, p.block, p.confirmations, p.gas_used
+                    "paid: {} usd from {} to {} in token {}, block {} ({} confirmations, gas {}){}",
+                    p.amount,
+                    p.payer,
+                    p.payee,
+                    p.token,
+                    p.block,
+                    p.confirmations,
+                    p.gas_used,
+                    if p.transfers > 1 {
+                        format!(", log {} of a transaction with {} transfers", p.log_index, p.transfers)
+                    } else {
+                        String::new()
+                    }
                 );
             }
             exit::OK

@@ -175,6 +175,7 @@ impl Demo {
                 payee: payout,
                 amount: price.to_atomic(),
                 confirmations: 1,
+                authorization_nonce: None,
             };
             let hash = vlexivo_live::chain::parse_hash(&r.tx_hash)?;
             // At 0 confirmations the proof comes before the block: wait for it (automine: at once).

@@ -8,7 +8,8 @@ pub const USAGE: i32 = 2;
 /// `vlexivo pay`: the price is above `--max-price`; nothing was paid.
 pub const OVER_MAX_PRICE: i32 = 3;
 pub const INSUFFICIENT_FUNDS: i32 = 4;
-/// The facilitator cannot be reached (connection refused, timeout, TLS).
+/// The facilitator cannot be reached (connection refused, timeout, TLS); for
+/// `verify-payment`, the chain's JSON-RPC node.
 pub const FACILITATOR_UNAVAILABLE: i32 = 5;
 /// `vlexivo pay`: the API cannot be reached (connection refused, timeout, TLS).
 pub const API_UNREACHABLE: i32 = 6;
@@ -20,7 +21,7 @@ pub const TABLE: &[(i32, &str)] = &[
     (USAGE, "bad arguments or configuration"),
     (OVER_MAX_PRICE, "pay: the price is above --max-price (nothing was paid)"),
     (INSUFFICIENT_FUNDS, "insufficient funds (the message says how much is needed)"),
-    (FACILITATOR_UNAVAILABLE, "the facilitator cannot be reached (connection, timeout, TLS)"),
+    (FACILITATOR_UNAVAILABLE, "the facilitator (verify-payment: the chain's RPC) cannot be reached (connection, timeout, TLS)"),
     (API_UNREACHABLE, "pay: the API cannot be reached (connection, timeout, TLS)"),
 ];
 
@@ -31,7 +32,7 @@ pub const HELP: &str = "Exit codes:
   2  bad arguments or configuration
   3  pay: the price is above --max-price (nothing was paid)
   4  insufficient funds (the message says how much is needed)
-  5  the facilitator cannot be reached (connection, timeout, TLS)
+  5  the facilitator (verify-payment: the chain's RPC) cannot be reached (connection, timeout, TLS)
   6  pay: the API cannot be reached (connection, timeout, TLS)";
 
 #[cfg(test)]

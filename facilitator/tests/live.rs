@@ -231,6 +231,7 @@ async fn a_paid_call_moves_the_price_payer_to_provider_on_chain() {
         payee: env.payout,
         amount: 1_000,
         confirmations: 1,
+        authorization_nonce: None,
     };
     let hash = receipt.tx_hash.parse().unwrap();
     verify_payment(env.srv().live().unwrap().chain.provider(), hash, &expected).await.unwrap();
@@ -250,7 +251,7 @@ async fn a_paid_call_moves_the_price_payer_to_provider_on_chain() {
     assert_eq!(v["block"], rows[0]["block"]);
     let (code, v) = cli("0.002", &env.payout);
     assert_eq!(code, 1, "{v}");
-    assert!(v["error"].as_str().unwrap().starts_with("settlement_failed"), "{v}");
+    assert!(v["error"].as_str().unwrap().starts_with("transfer_mismatch"), "{v}");
     let (code, _) = cli("0.001", &w.address());
     assert_eq!(code, 1, "another payee");
 

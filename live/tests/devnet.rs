@@ -69,24 +69,34 @@ async fn an_authorization_settles_once_and_verifies() {
 
     // Provider side: the hash pays exactly this, and nothing else.
     let expected =
-        Expected { token: net.token, payer: payer.address(), payee, amount: 250_000, confirmations: 1 };
+        Expected {
+        token: net.token,
+        payer: payer.address(),
+        payee,
+        amount: 250_000,
+        confirmations: 1,
+        authorization_nonce: None,
+    };
     let paid = verify_payment(chain.provider(), s.tx_hash, &expected).await.unwrap();
     assert_eq!(paid.block, mined.block);
     let more = Expected { amount: 250_001, ..expected.clone() };
     assert_eq!(
         verify_payment(chain.provider(), s.tx_hash, &more).await.unwrap_err().code(),
-        "settlement_failed"
+        "transfer_mismatch"
     );
     let other = Expected { payee: net.dev_address(3), ..expected.clone() };
     assert!(verify_payment(chain.provider(), s.tx_hash, &other).await.is_err());
     let deep = Expected { confirmations: 5, ..expected.clone() };
-    assert!(verify_payment(chain.provider(), s.tx_hash, &deep).await.is_err());
+    assert_eq!(
+        verify_payment(chain.provider(), s.tx_hash, &deep).await.unwrap_err().code(),
+        "confirmations_pending"
+    );
     net.mine(4).await.unwrap();
     verify_payment(chain.provider(), s.tx_hash, &deep).await.unwrap();
     let unknown = alloy::primitives::B256::repeat_byte(7);
     assert_eq!(
         verify_payment(chain.provider(), unknown, &expected).await.unwrap_err().code(),
-        "settlement_failed"
+        "transaction_not_found"
     );
 
     // The logs name the transfer to the payee.
@@ -176,18 +186,34 @@ async fn batched_settlement_moves_each_payment_and_costs_less_gas_per_payment() 
     }
     assert_eq!(net.balance(payee).await.unwrap(), 1 + 2 * N as u64 * 10_000);
     // The batch's receipt carries a Transfer per payment that settled, none for the broke payer.
+    // The provider's check picks each payment's own Transfer out of the batch, by its fields
+    // and pinned by its authorization nonce, and says how many the transaction carries.
     for (t, w) in batch.iter().zip(payers[N..].iter()) {
-        let expected =
-            Expected { token: net.token, payer: w.address(), payee, amount: 10_000, confirmations: 1 };
-        verify_payment(chain.provider(), s.tx_hash, &expected).await.unwrap();
+        let expected = Expected {
+            token: net.token,
+            payer: w.address(),
+            payee,
+            amount: 10_000,
+            confirmations: 1,
+            authorization_nonce: None,
+        };
+        let v = verify_payment(chain.provider(), s.tx_hash, &expected).await.unwrap();
+        assert_eq!((v.transfers, v.matching), (N, 1));
+        let pinned = Expected { authorization_nonce: Some(t.authorization.nonce), ..expected };
+        let p = verify_payment(chain.provider(), s.tx_hash, &pinned).await.unwrap();
+        assert_eq!((p.log_index, p.authorization_checked), (v.log_index, true));
         assert!(chain.authorization_used(w.address(), t.authorization.nonce).await.unwrap());
     }
-    let expected =
-        Expected { token: net.token, payer: broke.address(), payee, amount: 10_000, confirmations: 1 };
-    assert_eq!(
-        verify_payment(chain.provider(), s.tx_hash, &expected).await.unwrap_err().code(),
-        "settlement_failed"
-    );
+    let expected = Expected {
+        token: net.token,
+        payer: broke.address(),
+        payee,
+        amount: 10_000,
+        confirmations: 1,
+        authorization_nonce: None,
+    };
+    let e = verify_payment(chain.provider(), s.tx_hash, &expected).await.unwrap_err();
+    assert_eq!((e.code(), e.details()["field"].as_str()), ("transfer_mismatch", Some("payer")), "{e}");
 
     // The broke payer's failed call still costs gas: gas per settled payment counts N.
     let (single, batched) = (single_gas / N as u64, m.gas_used / N as u64);

@@ -59,6 +59,7 @@ from .errors import (
     WalletKeyError,
     error_class,
 )
+from ._onchain import VerifiedPayment, verify_payment, verify_payment_async
 from .server import PaidRoute, PricedPayer, PricingRequest, Usage, VlexivoServer
 
 if TYPE_CHECKING:
@@ -140,6 +141,7 @@ __all__ = [
     "TokenReplayedError",
     "UnderpaidError",
     "Usage",
+    "VerifiedPayment",
     "VlexivoAdapter",
     "VlexivoClient",
     "VlexivoError",
@@ -150,4 +152,6 @@ __all__ = [
     "WalletKeyError",
     "__version__",
     "error_class",
+    "verify_payment",
+    "verify_payment_async",
 ]

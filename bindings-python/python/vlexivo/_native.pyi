@@ -433,3 +433,24 @@ def mcp_result_receipt(meta: str) -> str | None: ...
 def mcp_request_meta(headers: Sequence[tuple[str, str]]) -> dict[str, Any]: ...
 def mcp_rejection_error(status: int, body: str) -> tuple[int, str, dict[str, Any]]: ...
 def mcp_payment_required_answer(code: int, data: str) -> tuple[int, list[tuple[str, str]], str] | None: ...
+def payment_check_request(
+    tx_hash: str,
+    token: str,
+    payer: str,
+    payee: str,
+    amount: _PriceLike,
+    confirmations: int = 1,
+    authorization_nonce: str | None = None,
+) -> str: ...
+def payment_check_answer(
+    tx_hash: str,
+    token: str,
+    payer: str,
+    payee: str,
+    amount: _PriceLike,
+    confirmations: int,
+    authorization_nonce: str | None,
+    status: int,
+    body: bytes,
+    failure: str | None = None,
+) -> dict[str, Any]: ...
