@@ -236,24 +236,32 @@ async fn a_paid_call_moves_the_price_payer_to_provider_on_chain() {
     let hash = receipt.tx_hash.parse().unwrap();
     verify_payment(env.srv().live().unwrap().chain.provider(), hash, &expected).await.unwrap();
     // And with `vlexivo verify-payment`: the payment as it is, then each field wrong.
-    let cli = |amount: &str, payee: &Address| {
+    let cli = |rpc: &str, amount: &str, payee: &Address| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_vlexivo"))
-            .args(["verify-payment", &receipt.tx_hash, "--json", "--rpc-url", &env.net.rpc_url])
+            .args(["verify-payment", &receipt.tx_hash, "--json", "--rpc-url", rpc])
             .args(["--asset", &env.net.token.to_checksum(), "--payer", &w.address().to_checksum()])
             .args(["--payee", &payee.to_checksum(), "--amount", amount])
             .output()
             .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        (out.status.code().unwrap(), v)
+        (out.status.code().unwrap(), v, String::from_utf8_lossy(&out.stderr).into_owned())
     };
-    let (code, v) = cli("0.001", &env.payout);
+    let rpc = env.net.rpc_url.as_str();
+    let (code, v, _) = cli(rpc, "0.001", &env.payout);
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["block"], rows[0]["block"]);
-    let (code, v) = cli("0.002", &env.payout);
+    assert_eq!((v["transfers"].as_u64(), v["amount"].as_str()), (Some(1), Some("0.001")), "{v}");
+    let (code, v, _) = cli(rpc, "0.002", &env.payout);
     assert_eq!(code, 1, "{v}");
     assert!(v["error"].as_str().unwrap().starts_with("transfer_mismatch"), "{v}");
-    let (code, _) = cli("0.001", &w.address());
+    let (code, _, _) = cli(rpc, "0.001", &w.address());
     assert_eq!(code, 1, "another payee");
+    // The RPC down: exit 5, chain_unavailable, and the URL's API key is printed nowhere.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (code, v, stderr) = cli(&format!("http://127.0.0.1:{closed}/v3/key-s3cr3t"), "0.001", &env.payout);
+    assert_eq!(code, 5, "{v}");
+    assert!(v["error"].as_str().unwrap().starts_with("chain_unavailable"), "{v}");
+    assert!(!v.to_string().contains("s3cr3t") && !stderr.contains("s3cr3t"), "{v} {stderr}");
 
     // Revenue and the wallet balance read the chain.
     assert_eq!(client.balance().await.unwrap().to_string(), "0.999");
