@@ -18,7 +18,8 @@ fn check_of(
 ) -> PyResult<PaymentCheck> {
     let amount = amount_from_py(py, amount, "usd", true)?;
     let expected =
-        Expected::parse(token, payer, payee, &amount.to_string(), confirmations, authorization_nonce).py_err(py)?;
+        Expected::parse(token, payer, payee, &amount.to_string(), confirmations, authorization_nonce)
+            .py_err(py)?;
     PaymentCheck::new(tx_hash, expected).py_err(py)
 }
 

@@ -114,7 +114,9 @@ def reverted_transaction(env: dict[str, str]) -> str:
     token, transfers 1 unit of it (gas given, so the node mines it rather than estimating)."""
     sender = rpc(env, "eth_accounts", [])[5]
     data = "0xa9059cbb" + env["VLX_PAY_TO"][2:].lower().rjust(64, "0") + "1".rjust(64, "0")
-    tx = rpc(env, "eth_sendTransaction", [{"from": sender, "to": env["VLX_ASSET"], "data": data, "gas": "0x30000"}])
+    tx = rpc(
+        env, "eth_sendTransaction", [{"from": sender, "to": env["VLX_ASSET"], "data": data, "gas": "0x30000"}]
+    )
     receipt = rpc(env, "eth_getTransactionReceipt", [tx])
     assert receipt["status"] == "0x0", receipt
     return str(tx)
@@ -131,9 +133,8 @@ def closed_port() -> int:
 def test_a_provider_verifies_a_live_payment_on_chain(
     devnet: dict[str, str], serve: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in TERMS:
+    for name in (*TERMS, "VLX_FACILITATOR_URL", "VLX_RPC_URL"):
         monkeypatch.setenv(name, devnet[name])
-    monkeypatch.setenv("VLX_RPC_URL", devnet["VLX_RPC_URL"])
     vlx = VlexivoServer(
         api_secret=devnet["VLX_SECRET_KEY"], mode="live", facilitator_url=devnet["VLX_FACILITATOR_URL"]
     )
@@ -157,7 +158,9 @@ def test_a_provider_verifies_a_live_payment_on_chain(
     assert (v.tx_hash, v.payer, v.payee, v.amount) == (tx.lower(), payer, devnet["VLX_PAY_TO"], "0.002")
     assert (v.transfers, v.matching, v.authorization_checked) == (1, 1, False)
     assert v.block > 0 and v.confirmations >= 1 and v.gas_used > 0
-    va = asyncio.run(verify_payment_async(tx, payer=payer, amount=Decimal("0.002"), rpc_url=devnet["VLX_RPC_URL"]))
+    va = asyncio.run(
+        verify_payment_async(tx, payer=payer, amount=Decimal("0.002"), rpc_url=devnet["VLX_RPC_URL"])
+    )
     assert va.block == v.block
 
     def refused(tx_hash: str = tx, **kw: Any) -> VlexivoError:
@@ -169,7 +172,9 @@ def test_a_provider_verifies_a_live_payment_on_chain(
     # Each wrong expectation names its field.
     e = refused(amount="0.003")
     assert (e.code, e.status, e.details) == (
-        "transfer_mismatch", 402, {"field": "amount", "expected": "0.003", "got": "0.002"}
+        "transfer_mismatch",
+        402,
+        {"field": "amount", "expected": "0.003", "got": "0.002"},
     )
     assert isinstance(e, PaymentError)
     assert refused(pay_to=payer).details["field"] == "payee"

@@ -20,8 +20,8 @@
 
 use crate::tls;
 use std::time::Duration;
-pub use vlexivo_core::onchain::{Expected, PaymentCheck, Verified};
 use vlexivo_core::Error;
+pub use vlexivo_core::onchain::{Expected, PaymentCheck, Verified};
 
 /// Time allowed for the node's answer.
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(15);
@@ -57,7 +57,9 @@ pub async fn verify_payment_with(
     let mut body = Vec::new();
     while let Some(chunk) = res.chunk().await.map_err(down)? {
         if body.len() + chunk.len() > MAX_RPC_ANSWER {
-            return Err(check.unreachable(&format!("the node's answer is larger than {MAX_RPC_ANSWER} bytes")));
+            return Err(
+                check.unreachable(&format!("the node's answer is larger than {MAX_RPC_ANSWER} bytes"))
+            );
         }
         body.extend_from_slice(&chunk);
     }

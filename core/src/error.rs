@@ -603,10 +603,9 @@ impl fmt::Display for Error {
             TransactionNotFound => f.write_str(
                 "no mined transaction with this hash on the chain (unknown, dropped, or not mined yet)",
             ),
-            TransferMismatch { field, expected, got } => write!(
-                f,
-                "the transaction does not pay as expected: {field} is {got}, not {expected}"
-            ),
+            TransferMismatch { field, expected, got } => {
+                write!(f, "the transaction does not pay as expected: {field} is {got}, not {expected}")
+            }
             ConfirmationsPending { confirmations, required } => write!(
                 f,
                 "the payment is {confirmations} confirmation(s) deep, fewer than the {required} asked for"

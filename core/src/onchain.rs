@@ -57,7 +57,9 @@ impl Expected {
     ) -> Result<Self> {
         let amount = Money::parse(amount, Currency::Usd)?.positive()?;
         let authorization_nonce = authorization_nonce
-            .map(|n| parse_b256(n).ok_or_else(|| malformed("the authorization nonce is not 0x and 64 hex digits")))
+            .map(|n| {
+                parse_b256(n).ok_or_else(|| malformed("the authorization nonce is not 0x and 64 hex digits"))
+            })
             .transpose()?;
         Ok(Self {
             token: Address::parse(token)?,
@@ -110,8 +112,8 @@ const ID_HEAD: u64 = 2;
 impl PaymentCheck {
     /// `tx_hash`: `0x` + 64 hex digits (any case), else `request_malformed`.
     pub fn new(tx_hash: &str, expected: Expected) -> Result<Self> {
-        let tx_hash =
-            parse_b256(tx_hash).ok_or_else(|| malformed("the transaction hash is not 0x and 64 hex digits"))?;
+        let tx_hash = parse_b256(tx_hash)
+            .ok_or_else(|| malformed("the transaction hash is not 0x and 64 hex digits"))?;
         Ok(Self { tx_hash, expected })
     }
 
@@ -162,7 +164,8 @@ pub fn check_receipt(tx_hash: &str, receipt: &Value, head: u64, expected: &Expec
     if receipt.is_null() {
         return Err(Error::TransactionNotFound);
     }
-    let garbled = |what: &str| Error::ChainUnavailable(format!("the receipt's {what} is not what a node answers"));
+    let garbled =
+        |what: &str| Error::ChainUnavailable(format!("the receipt's {what} is not what a node answers"));
     let quantity = |key: &str| receipt.get(key).and_then(Value::as_str).and_then(parse_quantity);
     if let Some(h) = receipt.get("transactionHash").and_then(Value::as_str)
         && !h.eq_ignore_ascii_case(tx_hash)
@@ -233,12 +236,7 @@ pub fn check_receipt(tx_hash: &str, receipt: &Value, head: u64, expected: &Expec
         u8::from(t.from == want.from) + u8::from(t.to == want.to) + u8::from(t.value == want.value)
     };
     // The best candidate: a match, else the closest (first on ties).
-    let (index, best) = candidates
-        .iter()
-        .rev()
-        .max_by_key(|(_, t)| score(t))
-        .cloned()
-        .expect("not empty");
+    let (index, best) = candidates.iter().rev().max_by_key(|(_, t)| score(t)).cloned().expect("not empty");
     if best != want {
         let (field, expected_s, got) = if best.from != want.from {
             ("payer", want.from.to_checksum(), best.from.to_checksum())

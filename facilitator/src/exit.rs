@@ -21,7 +21,10 @@ pub const TABLE: &[(i32, &str)] = &[
     (USAGE, "bad arguments or configuration"),
     (OVER_MAX_PRICE, "pay: the price is above --max-price (nothing was paid)"),
     (INSUFFICIENT_FUNDS, "insufficient funds (the message says how much is needed)"),
-    (FACILITATOR_UNAVAILABLE, "the facilitator (verify-payment: the chain's RPC) cannot be reached (connection, timeout, TLS)"),
+    (
+        FACILITATOR_UNAVAILABLE,
+        "the facilitator (verify-payment: the chain's RPC) cannot be reached (connection, timeout, TLS)",
+    ),
     (API_UNREACHABLE, "pay: the API cannot be reached (connection, timeout, TLS)"),
 ];
 

@@ -68,8 +68,7 @@ async fn an_authorization_settles_once_and_verifies() {
     assert_eq!(net.balance(payee).await.unwrap(), 250_000);
 
     // Provider side: the hash pays exactly this, and nothing else.
-    let expected =
-        Expected {
+    let expected = Expected {
         token: net.token,
         payer: payer.address(),
         payee,

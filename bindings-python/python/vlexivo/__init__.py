@@ -27,6 +27,7 @@ from ._native import (
     Wallet,
     __version__,
 )
+from ._onchain import VerifiedPayment, verify_payment, verify_payment_async
 from .errors import (
     CATEGORY_CLASSES,
     CODE_CLASSES,
@@ -59,7 +60,6 @@ from .errors import (
     WalletKeyError,
     error_class,
 )
-from ._onchain import VerifiedPayment, verify_payment, verify_payment_async
 from .server import PaidRoute, PricedPayer, PricingRequest, Usage, VlexivoServer
 
 if TYPE_CHECKING:

@@ -55,6 +55,8 @@ __all__ = [
     "parse_amount",
     "parse_payment_required",
     "parse_price",
+    "payment_check_answer",
+    "payment_check_request",
     "priced_method",
     "releases",
     "sends_receipt",

@@ -75,7 +75,8 @@ fn a_receipt_with_the_transfer_verifies() {
 #[test]
 fn each_wrong_field_is_named() {
     let e = expected();
-    let r = |from: &Address, to: &Address, v: u64| receipt(1, 10, vec![transfer_log(&e.token, from, to, v, 0)]);
+    let r =
+        |from: &Address, to: &Address, v: u64| receipt(1, 10, vec![transfer_log(&e.token, from, to, v, 0)]);
     let field = |r: &Value| match check(r, 10, &e).unwrap_err() {
         Error::TransferMismatch { field, .. } => field,
         other => panic!("{other:?}"),
@@ -158,7 +159,8 @@ fn the_authorization_nonce_pins_the_transfer_of_that_authorization() {
         transfer_log(t, &e.payer, &e.payee, 9_000, 1),
         transfer_log(t, &e.payer, &e.payee, 1_000, 2),
     ];
-    let err = check(&receipt(1, 10, other), 10, &Expected { authorization_nonce: Some(n1), ..e }).unwrap_err();
+    let err =
+        check(&receipt(1, 10, other), 10, &Expected { authorization_nonce: Some(n1), ..e }).unwrap_err();
     assert_eq!(err.details()["field"], "amount");
 }
 
@@ -172,10 +174,14 @@ fn the_json_rpc_answer_is_read_and_node_faults_are_chain_unavailable() {
     assert_eq!(req[1]["method"], "eth_blockNumber");
     let r = receipt(1, 10, vec![transfer_log(&e.token, &e.payer, &e.payee, 1_000, 0)]);
     // Batch answers may come in any order.
-    let body = json!([{"jsonrpc": "2.0", "id": 2, "result": "0xb"}, {"jsonrpc": "2.0", "id": 1, "result": r}]);
+    let body =
+        json!([{"jsonrpc": "2.0", "id": 2, "result": "0xb"}, {"jsonrpc": "2.0", "id": 1, "result": r}]);
     assert_eq!(check.answer(200, body.to_string().as_bytes()).unwrap().confirmations, 2);
     let unknown = json!([{"id": 1, "result": null}, {"id": 2, "result": "0xb"}]);
-    assert_eq!(check.answer(200, unknown.to_string().as_bytes()).unwrap_err().code(), "transaction_not_found");
+    assert_eq!(
+        check.answer(200, unknown.to_string().as_bytes()).unwrap_err().code(),
+        "transaction_not_found"
+    );
     let faults: [(u16, &str); 6] = [
         (502, "bad gateway"),
         (200, "<html>"),
@@ -199,7 +205,8 @@ fn the_json_rpc_answer_is_read_and_node_faults_are_chain_unavailable() {
 #[test]
 fn expected_values_parse_from_strings() {
     let token = addr(0xaa).to_checksum();
-    let e = Expected::parse(&token, &addr(1).to_checksum(), &addr(2).to_checksum(), "0.001", 2, None).unwrap();
+    let e =
+        Expected::parse(&token, &addr(1).to_checksum(), &addr(2).to_checksum(), "0.001", 2, None).unwrap();
     assert_eq!((e.amount, e.confirmations), (1_000, 2));
     let nonce = format!("0x{}", "ab".repeat(32));
     let e = Expected::parse(&token, &token, &token, "1", 1, Some(&nonce)).unwrap();
