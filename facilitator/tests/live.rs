@@ -1067,15 +1067,34 @@ async fn batched_relays_carry_many_payments_per_transaction_exactly() {
         assert_eq!(env.net.balance(w.address()).await.unwrap(), 5_000);
     }
     assert_eq!(env.net.balance(env.payout).await.unwrap(), 20_000);
-    // The provider's own check of a batched payment: its Transfer among the batch's.
+    // The provider's own check of a batched payment: its Transfer among the batch's, counted,
+    // and pinned to its own log by its authorization nonce (account + challenge nonce).
     let chain = &env.srv().live().unwrap().chain;
+    let mut pinned_logs = std::collections::BTreeSet::new();
     for r in &rows {
         let payer = Address::parse(r["payer"].as_str().unwrap()).unwrap();
-        let expected =
-            Expected { token: env.net.token, payer, payee: env.payout, amount: 1_000, confirmations: 1 };
+        let expected = Expected {
+            token: env.net.token,
+            payer,
+            payee: env.payout,
+            amount: 1_000,
+            confirmations: 1,
+            authorization_nonce: None,
+        };
         let hash = r["tx_hash"].as_str().unwrap().parse().unwrap();
-        verify_payment(chain.provider(), hash, &expected).await.unwrap();
+        let v = verify_payment(chain.provider(), hash, &expected).await.unwrap();
+        // A payer with several equal payments in one batch: the hash alone matches each of them.
+        let in_tx = rows.iter().filter(|o| o["tx_hash"] == r["tx_hash"]);
+        let same = in_tx.clone().filter(|o| o["payer"] == r["payer"]).count();
+        assert_eq!((v.transfers, v.matching), (in_tx.count(), same), "{r}");
+        let nonce =
+            vlexivo_core::eip3009::authorization_nonce(&env.provider.account, r["nonce"].as_str().unwrap());
+        let pinned = Expected { authorization_nonce: Some(nonce), ..expected };
+        let p = verify_payment(chain.provider(), hash, &pinned).await.unwrap();
+        assert!(p.authorization_checked, "{r}");
+        pinned_logs.insert((r["tx_hash"].to_string(), p.log_index));
     }
+    assert_eq!(pinned_logs.len(), rows.len(), "each payment pinned to a log of its own");
     let (code, v) = reconcile_cli(&env.dir.path().join("f.db"), &env.net.rpc_url);
     assert_eq!((code, &v["reconciliation"]["confirmed"]), (0, &serde_json::json!(20)), "{v}");
 }
@@ -1124,11 +1143,11 @@ async fn one_failing_authorization_in_a_batch_fails_alone() {
         payee: env.payout,
         amount: 1_000,
         confirmations: 1,
+        authorization_nonce: None,
     };
-    assert_eq!(
-        verify_payment(chain.provider(), hash, &expected).await.unwrap_err().code(),
-        "settlement_failed"
-    );
+    // The batch succeeded; the failed call left no Transfer from that payer in it.
+    let e = verify_payment(chain.provider(), hash, &expected).await.unwrap_err();
+    assert_eq!((e.code(), e.details()["field"].as_str()), ("transfer_mismatch", Some("payer")), "{e}");
     let (code, v) = reconcile_cli(&env.dir.path().join("f.db"), &env.net.rpc_url);
     assert_eq!(code, 0, "{v}");
     assert_eq!((&v["reconciliation"]["confirmed"], &v["reconciliation"]["failed"]), (&3.into(), &1.into()));
