@@ -37,6 +37,28 @@ impl DbErrors {
     }
 }
 
+/// Upper bounds (seconds) of the ledger's own timings: a commit's fsync is 0.1 ms on a quiet
+/// disk, so finer than the HTTP buckets.
+const LEDGER_BUCKETS: [f64; 12] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.5];
+
+/// The SQLite ledger writer's timings, a handle it keeps: each batch from its first op taken to
+/// its answers (`batch`), the COMMIT within it (the durable write: the WAL's fsync), and each
+/// passive checkpoint on the checkpointer's own connection. Where a slow payment spent its time.
+#[derive(Clone, Debug)]
+pub struct LedgerTimes {
+    pub batch: Histogram,
+    pub commit: Histogram,
+    pub checkpoint: Histogram,
+}
+
+impl Default for LedgerTimes {
+    fn default() -> Self {
+        let h = || Histogram::new(LEDGER_BUCKETS);
+        Self { batch: h(), commit: h(), checkpoint: h() }
+    }
+}
+
 /// `route` is the matched route template (bounded cardinality), never the raw path.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
@@ -56,6 +78,7 @@ pub struct Metrics {
     pub amount_topped_up_atomic: Counter,
     pub providers_created: Counter,
     pub db_errors: DbErrors,
+    pub ledger_times: LedgerTimes,
     errors: Family<ErrorLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     registry: Registry,
@@ -93,6 +116,22 @@ impl Default for Metrics {
             "Ledger database failures by event (PostgreSQL)",
             db_errors.0.clone(),
         );
+        let ledger_times = LedgerTimes::default();
+        registry.register(
+            "ledger_batch_duration_seconds",
+            "Ledger writer batches, first op taken to answers sent (SQLite)",
+            ledger_times.batch.clone(),
+        );
+        registry.register(
+            "ledger_commit_duration_seconds",
+            "Ledger COMMITs, the durable write (SQLite)",
+            ledger_times.commit.clone(),
+        );
+        registry.register(
+            "ledger_checkpoint_duration_seconds",
+            "Ledger WAL checkpoints on the checkpointer's connection (SQLite)",
+            ledger_times.checkpoint.clone(),
+        );
         registry.register("http_request_duration_seconds", "HTTP request latency by route", latency.clone());
         Self {
             payments,
@@ -102,6 +141,7 @@ impl Default for Metrics {
             amount_topped_up_atomic,
             providers_created,
             db_errors,
+            ledger_times,
             errors,
             latency,
             registry,
@@ -140,6 +180,7 @@ mod tests {
         m.db_errors.inc("connection_lost");
         m.observe("/v1/payments", "POST", 0.002);
         m.observe("/odd\"route", "GET", 20.0);
+        m.ledger_times.commit.observe(0.0003);
         let text = m.render();
         for line in [
             "# TYPE vlexivo_payments counter",
@@ -150,6 +191,9 @@ mod tests {
             "vlexivo_http_request_duration_seconds_bucket{le=\"0.0025\",route=\"/v1/payments\",method=\"POST\"} 1",
             "vlexivo_http_request_duration_seconds_bucket{le=\"0.001\",route=\"/v1/payments\",method=\"POST\"} 0",
             "vlexivo_http_request_duration_seconds_count{route=\"/v1/payments\",method=\"POST\"} 1",
+            "vlexivo_ledger_commit_duration_seconds_bucket{le=\"0.00025\"} 0",
+            "vlexivo_ledger_commit_duration_seconds_bucket{le=\"0.0005\"} 1",
+            "vlexivo_ledger_checkpoint_duration_seconds_count 0",
             "# EOF",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");

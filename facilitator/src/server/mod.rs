@@ -769,8 +769,14 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer> {
             })
             .await
             .map_err(|e| Error::Internal(format!("startup task: {e}")))??;
-            let (ledger, writer) =
-                ledger::sqlite::start(conn, &cfg.db_path, faucet_cap, public_url.clone(), cfg.durability)?;
+            let (ledger, writer) = ledger::sqlite::start(
+                conn,
+                &cfg.db_path,
+                faucet_cap,
+                public_url.clone(),
+                cfg.durability,
+                metrics.ledger_times.clone(),
+            )?;
             (loaded, ledger, Writer::Thread(writer), Reads::Sqlite(reads::SqliteReaders::new(readers)))
         }
         Some(url) => {

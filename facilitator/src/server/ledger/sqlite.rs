@@ -15,6 +15,7 @@
 use super::rules::{self, Book, Posting, StoredPayment};
 use super::{Answer, Head, Ledger, MAX_BATCH, Op, Provider, Record, chain_hash, provider_id, refuse_all};
 use crate::server::db::db_err;
+use crate::server::metrics::LedgerTimes;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,22 +24,34 @@ use vlexivo_core::{Error, Result};
 
 /// Start the SQLite writer (and its checkpointer) on their own threads. `conn` must be the
 /// database at `db_path`, opened by [`crate::server::db::open_rw`]. `faucet_cap` is the most a
-/// wallet may ever receive from the faucet; `issuer_url` goes into tokens as `iss`.
+/// wallet may ever receive from the faucet; `issuer_url` goes into tokens as `iss`; `times`
+/// records batch, commit and checkpoint durations (`/metrics`).
 pub fn start(
     conn: Connection,
     db_path: &std::path::Path,
     faucet_cap: u64,
     issuer_url: String,
     durability: Durability,
+    times: LedgerTimes,
 ) -> Result<(Ledger, std::thread::JoinHandle<()>)> {
     conn.pragma_update(None, "synchronous", durability.synchronous()).map_err(db_err)?;
     conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES).map_err(db_err)?;
     let head = load_head(&conn)?;
-    let checkpointer = Checkpointer::new(db_path)?;
+    let checkpointer = Checkpointer::new(db_path, times.clone())?;
     let (ledger, rx, fenced) = Ledger::channel();
-    // One pending tick is enough: the checkpointer looks at the WAL's size when it wakes.
+    // One pending tick is enough: the checkpointer copies whatever the WAL holds when it wakes.
     let (tick, ticks) = std::sync::mpsc::sync_channel(1);
-    let mut w = Writer { conn, head, faucet_cap, issuer_url, poisoned: false, tick, fenced: fenced.clone() };
+    let mut w = Writer {
+        conn,
+        head,
+        faucet_cap,
+        issuer_url,
+        poisoned: false,
+        tick,
+        fenced: fenced.clone(),
+        times,
+        since_checkpoint: 0,
+    };
     let ckpt_handle = std::thread::Builder::new()
         .name("vlexivo-checkpoint".into())
         .spawn(move || checkpointer.run(ticks))
@@ -62,8 +75,11 @@ fn fenced_error() -> Error {
     )
 }
 
-/// WAL size at which the checkpointer runs a passive checkpoint (the writer never waits for it).
-const CHECKPOINT_WAL_BYTES: u64 = 4 << 20;
+/// Ops committed between passive checkpoints (the writer never waits for one): about 4 MB of
+/// WAL at the 7-8 pages a payment writes. Counted, not read from the WAL file's size: SQLite
+/// writes the WAL again from its start after a checkpoint without shrinking the file, so once
+/// it had reached any size, a size test passed after every commit (a checkpoint per payment).
+const CHECKPOINT_EVERY_OPS: u64 = 128;
 /// Fallback: past this many WAL pages the writer checkpoints itself (only if the passive
 /// checkpoints cannot keep up).
 const WRITER_AUTOCHECKPOINT_PAGES: i64 = 16384;
@@ -105,27 +121,26 @@ impl Durability {
 /// Keeps the WAL short with passive checkpoints on its own connection, so the writer's commits
 /// never wait for one.
 struct Checkpointer {
-    wal: std::path::PathBuf,
     conn: Connection,
+    times: LedgerTimes,
 }
 
 impl Checkpointer {
-    fn new(db_path: &std::path::Path) -> Result<Self> {
-        let mut wal = db_path.as_os_str().to_owned();
-        wal.push("-wal");
+    fn new(db_path: &std::path::Path, times: LedgerTimes) -> Result<Self> {
         let conn = Connection::open(db_path).map_err(db_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err)?;
         // Checkpoints sync the WAL before and the database after copying.
         conn.pragma_update(None, "synchronous", "FULL").map_err(db_err)?;
-        Ok(Self { wal: wal.into(), conn })
+        Ok(Self { conn, times })
     }
 
     fn run(self, ticks: std::sync::mpsc::Receiver<()>) {
         while ticks.recv().is_ok() {
-            let big = std::fs::metadata(&self.wal).map(|m| m.len() >= CHECKPOINT_WAL_BYTES).unwrap_or(false);
-            if big && let Err(e) = self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            let started = std::time::Instant::now();
+            if let Err(e) = self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                 tracing::warn!(error = %e, "ledger: checkpoint failed");
             }
+            self.times.checkpoint.observe(started.elapsed().as_secs_f64());
         }
     }
 }
@@ -137,10 +152,13 @@ struct Writer {
     issuer_url: String,
     /// A write failed in the current batch: it must be rolled back as a whole.
     poisoned: bool,
-    /// Wakes the checkpointer after each commit.
+    /// Wakes the checkpointer every CHECKPOINT_EVERY_OPS committed ops.
     tick: std::sync::mpsc::SyncSender<()>,
     /// Set once a commit failed with an I/O error; never cleared.
     fenced: Arc<AtomicBool>,
+    times: LedgerTimes,
+    /// Ops committed since the checkpointer was last woken.
+    since_checkpoint: u64,
 }
 
 /// An I/O error from SQLite's OS layer (`SQLITE_IOERR_*`: a failed write, fsync, …).
@@ -182,6 +200,7 @@ impl Writer {
         if self.fenced.load(Ordering::Acquire) {
             return refuse_all(batch, &fenced_error());
         }
+        let started = std::time::Instant::now();
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             let err = db_err(e);
             tracing::error!(error = %err, "ledger: cannot begin a transaction");
@@ -217,11 +236,19 @@ impl Writer {
         }
         // Ops not reached after a failed write: they wrote nothing.
         let mut rest: Vec<Op> = ops.collect();
+        let committing = std::time::Instant::now();
         let committed = if self.poisoned { None } else { Some(self.conn.execute_batch("COMMIT")) };
         match committed {
             Some(Ok(())) => {
+                self.times.commit.observe(committing.elapsed().as_secs_f64());
+                self.since_checkpoint += answers.len() as u64;
                 answers.into_iter().for_each(Answer::send);
-                let _ = self.tick.try_send(());
+                self.times.batch.observe(started.elapsed().as_secs_f64());
+                if self.since_checkpoint >= CHECKPOINT_EVERY_OPS {
+                    // Full means a wake-up is pending already.
+                    let _ = self.tick.try_send(());
+                    self.since_checkpoint = 0;
+                }
             }
             Some(Err(e)) if is_io_error(&e) => {
                 // The commit record may or may not be on disk, and a later fsync that succeeds
@@ -412,7 +439,9 @@ mod tests {
 
     async fn ledger_with_history(path: &std::path::Path) -> (Ledger, std::thread::JoinHandle<()>) {
         let conn = crate::server::db::open_rw(path).unwrap();
-        let (ledger, h) = start(conn, path, 1_000_000_000, "http://test".into(), Durability::Full).unwrap();
+        let (ledger, h) =
+            start(conn, path, 1_000_000_000, "http://test".into(), Durability::Full, LedgerTimes::default())
+                .unwrap();
         for i in 0..5u64 {
             let w = Wallet::generate(&SeededEntropy::new(i));
             ledger.top_up(w.address(), 1_000 + i, 1_700_000_000 + i).await.unwrap();
@@ -484,7 +513,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("l.db");
         let conn = db::open_rw_vfs(&path, failing_fsync::NAME).unwrap();
-        let (ledger, h) = start(conn, &path, 1_000_000, "http://test".into(), Durability::Full).unwrap();
+        let (ledger, h) =
+            start(conn, &path, 1_000_000, "http://test".into(), Durability::Full, LedgerTimes::default())
+                .unwrap();
         let w = Wallet::generate(&SeededEntropy::new(7));
         ledger.top_up(w.address(), 10, 1).await.unwrap();
 
@@ -505,7 +536,9 @@ mod tests {
 
         // A restart recovers from what the disk holds: the chain verifies and writes work again.
         let conn = db::open_rw(&path).unwrap();
-        let (ledger, h) = start(conn, &path, 1_000_000, "http://test".into(), Durability::Full).unwrap();
+        let (ledger, h) =
+            start(conn, &path, 1_000_000, "http://test".into(), Durability::Full, LedgerTimes::default())
+                .unwrap();
         assert!(!ledger.is_fenced());
         ledger.top_up(w.address(), 40, 5).await.unwrap();
         stop(ledger, h).await;
@@ -516,11 +549,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn checkpoints_follow_the_writes_not_the_wal_file_size() {
+        // After a checkpoint SQLite writes the WAL again from its start without shrinking the
+        // file: a test of the file's size passed after every commit once it had grown (4 MB),
+        // and the checkpointer copied and fsynced after every payment.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        let metrics = crate::server::metrics::Metrics::default();
+        let conn = crate::server::db::open_rw(&path).unwrap();
+        let (ledger, h) = start(
+            conn,
+            &path,
+            u64::MAX,
+            "http://test".into(),
+            Durability::Normal,
+            metrics.ledger_times.clone(),
+        )
+        .unwrap();
+        // One op per batch, new wallets: well past 4 MB of WAL.
+        let n = 6 * CHECKPOINT_EVERY_OPS;
+        for i in 0..n {
+            let w = Wallet::generate(&SeededEntropy::new(i));
+            ledger.top_up(w.address(), 1, i).await.unwrap();
+        }
+        stop(ledger, h).await;
+        let wal = std::fs::metadata(dir.path().join("l.db-wal")).map(|m| m.len()).unwrap_or(0);
+        let text = metrics.render();
+        let count = |name: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("vlexivo_ledger_{name}_duration_seconds_count ")))
+                .and_then(|v| v.parse().ok())
+                .unwrap()
+        };
+        assert!(count("commit") >= n);
+        let checkpoints = count("checkpoint");
+        assert!(
+            (1..=6).contains(&checkpoints),
+            "{checkpoints} checkpoints for {n} ops (WAL file {wal} bytes)"
+        );
+        assert!(verify_ledger(&Connection::open(&path).unwrap()).is_ok());
+    }
+
+    #[tokio::test]
     async fn faucet_cap_and_restart_continue_the_chain() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("l.db");
         let conn = crate::server::db::open_rw(&path).unwrap();
-        let (ledger, h) = start(conn, &path, 10, "http://test".into(), Durability::Full).unwrap();
+        let (ledger, h) =
+            start(conn, &path, 10, "http://test".into(), Durability::Full, LedgerTimes::default()).unwrap();
         let w = Wallet::generate(&OsEntropy);
         ledger.top_up(w.address(), 6, 1).await.unwrap();
         let e = ledger.top_up(w.address(), 5, 2).await.unwrap_err();
@@ -530,7 +606,9 @@ mod tests {
         tokio::task::spawn_blocking(move || h.join().unwrap()).await.unwrap();
 
         let conn = crate::server::db::open_rw(&path).unwrap();
-        let (ledger, h) = start(conn, &path, 100, "http://test".into(), Durability::Normal).unwrap();
+        let (ledger, h) =
+            start(conn, &path, 100, "http://test".into(), Durability::Normal, LedgerTimes::default())
+                .unwrap();
         ledger.top_up(w.address(), 1, 4).await.unwrap();
         ledger.stop().await;
         tokio::task::spawn_blocking(move || h.join().unwrap()).await.unwrap();
