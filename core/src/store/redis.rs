@@ -178,9 +178,12 @@ impl RedisStore {
                 Ok(true) => Ok(Consume::Fresh(lease)),
                 Ok(false) => Ok(Consume::Replayed),
                 Err(e) => {
-                    // The SET may have reached Redis: undo it with our own lease once Redis
-                    // answers, so the proof can be presented again.
-                    tokio::spawn(undo(shared, key, value, ttl_ms));
+                    // The SET may have reached Redis, or may still be on its way: undo it with
+                    // our own lease once Redis answers, so the proof can be presented again. The
+                    // undo goes on the SET's own connection, where Redis runs commands in the
+                    // order sent; on another pooled connection it could run first, delete
+                    // nothing, and leave the late SET holding the nonce until it expires.
+                    tokio::spawn(undo(shared, conn, key, value, ttl_ms));
                     Err(e)
                 }
             }
@@ -204,7 +207,7 @@ impl RedisStore {
             .await;
             if done.is_err() {
                 // Keep trying in the background: the payer's retry needs the nonce free.
-                tokio::spawn(undo(shared, key, value, MAX_TTL_SECS.min(3600) * 1000));
+                tokio::spawn(undo(shared, conn, key, value, MAX_TTL_SECS.min(3600) * 1000));
             }
             done
         })
@@ -212,12 +215,12 @@ impl RedisStore {
 }
 
 /// Retry a compare-and-delete in the background until Redis answers or the key would have
-/// expired anyway: 50 ms, doubling to 1 s between attempts.
-async fn undo(shared: Arc<Shared>, key: String, value: String, ttl_ms: u64) {
+/// expired anyway: 50 ms, doubling to 1 s between attempts, always on `conn` (see the
+/// consume's comment: a connection manager keeps its place across reconnects).
+async fn undo(shared: Arc<Shared>, conn: Conn, key: String, value: String, ttl_ms: u64) {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(ttl_ms);
     let mut wait = Duration::from_millis(50);
     while tokio::time::Instant::now() < deadline {
-        let conn = shared.conn().clone();
         let done = tokio::time::timeout(shared.timeout, conn.release(&shared.release, &key, &value)).await;
         if matches!(done, Ok(Ok(()))) {
             return;
@@ -474,6 +477,75 @@ mod tests {
             }
         }
         assert!(fresh, "the lost consume was never undone");
+    }
+
+    /// A loopback relay to `port` that, while `hold` is set, keeps back every client chunk
+    /// carrying a `SET` command (other commands on other connections pass at once).
+    fn holding_relay(port: u16, hold: Arc<std::sync::atomic::AtomicBool>) -> u16 {
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let relay_port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for client in listener.incoming().take(16) {
+                let Ok(client) = client else { return };
+                let server = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (mut s_in, mut c_out) = (server, client);
+                let hold = hold.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = c_in.read(&mut buf) {
+                        let chunk = &buf[..n];
+                        if chunk.windows(9).any(|w| w == b"$3\r\nSET\r\n") {
+                            while hold.load(Ordering::SeqCst) {
+                                std::thread::sleep(Duration::from_millis(10));
+                            }
+                        }
+                        if s_out.write_all(chunk).is_err() {
+                            return;
+                        }
+                    }
+                });
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = s_in.read(&mut buf) {
+                        if c_out.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        relay_port
+    }
+
+    #[test]
+    fn a_late_consume_is_undone_after_it_lands_not_before() {
+        // The consume's SET is held on its way to Redis past the timeout (a starved client
+        // task or a slow link). Its undo must reach Redis after it: an undo sent on another
+        // pooled connection would find nothing to delete, and the SET landing later would keep
+        // the payer's proof "replayed" until it expires.
+        let srv = Server::redis();
+        let hold = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let port = holding_relay(srv.port(), hold.clone());
+        let s = open(&format!("redis://127.0.0.1:{port}"), &[("timeout_ms", "200"), ("pool_size", "2")]);
+        let t = now();
+        assert!(s.consume("acct:warm", t + 60, t).unwrap().is_fresh());
+        hold.store(true, Ordering::SeqCst);
+        let e = s.consume("acct:held", t + 60, t).unwrap_err();
+        assert_eq!(e.code(), "nonce_store_unavailable");
+        std::thread::sleep(Duration::from_millis(600));
+        hold.store(false, Ordering::SeqCst);
+        let mut fresh = false;
+        for _ in 0..40 {
+            if s.consume("acct:held", t + 60, t).unwrap().is_fresh() {
+                fresh = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(fresh, "the late consume was never undone: the proof stays replayed");
     }
 
     #[test]
