@@ -162,3 +162,80 @@ impl Drop for Server {
         let _ = Command::new("bash").arg(script()).args(["stop", self.dir()]).output();
     }
 }
+
+/// A loopback TCP relay in front of a server that can hold back one client chunk: after
+/// [`HoldingRelay::arm`], the first chunk a client sends containing `needle` waits until
+/// [`HoldingRelay::release`]; later chunks on that connection queue behind it (the order a
+/// server sees on one connection is kept), chunks on other connections pass at once. It models a
+/// command that is late on its way to the server: a starved client task or a slow link.
+#[derive(Debug)]
+pub struct HoldingRelay {
+    /// The relay's port on 127.0.0.1.
+    pub port: u16,
+    state: std::sync::Arc<std::sync::atomic::AtomicU8>,
+}
+
+const IDLE: u8 = 0;
+const ARMED: u8 = 1;
+const HOLDING: u8 = 2;
+
+impl HoldingRelay {
+    /// A relay to `127.0.0.1:target` (at most 32 connections, threads end with them).
+    pub fn start(target: u16, needle: &'static [u8]) -> Self {
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("relay listener");
+        let port = listener.local_addr().expect("relay address").port();
+        let state = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(IDLE));
+        let st = state.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().take(32) {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else { return };
+                let (Ok(mut c_in), Ok(mut s_out)) = (client.try_clone(), server.try_clone()) else { return };
+                let (mut s_in, mut c_out) = (server, client);
+                let st = st.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = c_in.read(&mut buf) {
+                        let chunk = &buf[..n];
+                        let hit = chunk.windows(needle.len()).any(|w| w == needle);
+                        if hit && st.compare_exchange(ARMED, HOLDING, SeqCst, SeqCst).is_ok() {
+                            while st.load(SeqCst) == HOLDING {
+                                std::thread::sleep(std::time::Duration::from_millis(5));
+                            }
+                        }
+                        if s_out.write_all(chunk).is_err() {
+                            return;
+                        }
+                    }
+                });
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = s_in.read(&mut buf) {
+                        if c_out.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { port, state }
+    }
+
+    /// Hold the next chunk containing the needle.
+    pub fn arm(&self) {
+        self.state.store(ARMED, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether a chunk is being held now.
+    pub fn holding(&self) -> bool {
+        self.state.load(std::sync::atomic::Ordering::SeqCst) == HOLDING
+    }
+
+    /// Let the held chunk (and everything behind it) go on.
+    pub fn release(&self) {
+        self.state.store(IDLE, std::sync::atomic::Ordering::SeqCst);
+    }
+}

@@ -124,8 +124,13 @@ impl PostgresStore {
             if purge {
                 tokio::spawn(purge_batch(shared.clone(), now));
             }
+            // The connection outlives a timed-out consume: its INSERT may still be on its way
+            // or running, and the undo goes on the same connection, where PostgreSQL runs
+            // statements in the order sent. On another pooled connection the undo could run
+            // first, delete nothing, and leave the late INSERT holding the nonce until expiry.
+            let mut held = None;
             let written = within(shared.timeout, "postgres consume", async {
-                let client = shared.pool.get().await.map_err(|e| pool_error("consume", &e))?;
+                let client = held.insert(shared.pool.get().await.map_err(|e| pool_error("consume", &e))?);
                 let st = client.prepare_cached(SQL_CONSUME).await.map_err(|e| unavailable("consume", &e))?;
                 client
                     .execute(&st, &[&key, &(lease.0 as i64), &sql_time(expires_at), &sql_time(now)])
@@ -137,7 +142,7 @@ impl PostgresStore {
                 Ok(1) => Ok(Consume::Fresh(lease)),
                 Ok(_) => Ok(Consume::Replayed),
                 Err(e) => {
-                    tokio::spawn(undo(shared, key, lease, expires_at.saturating_sub(now)));
+                    tokio::spawn(undo(shared, held, key, lease, expires_at.saturating_sub(now)));
                     Err(e)
                 }
             }
@@ -156,7 +161,7 @@ impl PostgresStore {
             let done = within(shared.timeout, "postgres release", release(&shared, &key, lease)).await;
             if done.is_err() {
                 // Keep trying in the background: the payer's retry needs the nonce free.
-                tokio::spawn(undo(shared, key, lease, 3600));
+                tokio::spawn(undo(shared, None, key, lease, 3600));
             }
             done
         })
@@ -191,13 +196,32 @@ async fn release(shared: &Shared, key: &str, lease: Lease) -> Result<()> {
 }
 
 /// Undo a consume of unknown outcome with its own lease, retrying until PostgreSQL answers or
-/// the nonce would have expired anyway.
-async fn undo(shared: Arc<Shared>, key: String, lease: Lease, ttl_secs: u64) {
+/// the nonce would have expired anyway: first on the consume's own connection (`held`, see
+/// the consume), then, once that connection is closed (its statement ended with it), on any.
+async fn undo(
+    shared: Arc<Shared>,
+    mut held: Option<deadpool_postgres::Object>,
+    key: String,
+    lease: Lease,
+    ttl_secs: u64,
+) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(ttl_secs.clamp(1, 86_400));
     let mut wait = Duration::from_millis(50);
     while tokio::time::Instant::now() < deadline {
-        if matches!(tokio::time::timeout(shared.timeout, release(&shared, &key, lease)).await, Ok(Ok(()))) {
-            return;
+        if let Some(client) = held.as_ref().filter(|c| !c.is_closed()) {
+            let on_it = async {
+                let st = client.prepare_cached(SQL_RELEASE).await.map_err(|e| unavailable("release", &e))?;
+                client.execute(&st, &[&key, &(lease.0 as i64)]).await.map_err(|e| unavailable("release", &e))
+            };
+            if matches!(tokio::time::timeout(shared.timeout, on_it).await, Ok(Ok(_))) {
+                return;
+            }
+        } else {
+            held = None;
+            if matches!(tokio::time::timeout(shared.timeout, release(&shared, &key, lease)).await, Ok(Ok(())))
+            {
+                return;
+            }
         }
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(1));
@@ -313,7 +337,7 @@ mod tests {
     use super::*;
     use crate::store::tests::{conformance_async, conformance_clock};
     use std::sync::Barrier;
-    use vlexivo_testkit::Server;
+    use vlexivo_testkit::{HoldingRelay, Server};
 
     fn open(url: &str, opts: &[(&str, &str)]) -> Arc<dyn NonceStore> {
         crate::store::open(url, opts).unwrap()
@@ -393,6 +417,43 @@ mod tests {
         // A committed consume survives the crash: still a replay.
         assert_eq!(back.expect("postgres came back"), Consume::Replayed);
         assert!(s.consume("acct:during", 500, 10).unwrap().is_fresh());
+    }
+
+    #[test]
+    fn a_late_consume_is_undone_after_it_lands_not_before() {
+        // As in the Redis store: the consume's INSERT is held on its way past the timeout; its
+        // undo must run after it, or the late INSERT keeps the proof "replayed" until expiry.
+        let srv = Server::postgres();
+        let relay = HoldingRelay::start(srv.port(), b"acct:held");
+        let url = srv.database("late").replace(&format!(":{}/", srv.port()), &format!(":{}/", relay.port));
+        let s = open(&url, &[("timeout_ms", "300"), ("pool_size", "2")]);
+        // Both pooled connections open and idle, so the next one the pool hands out after the
+        // held consume is the other connection.
+        let go = Barrier::new(8);
+        std::thread::scope(|sc| {
+            for i in 0..8 {
+                let (s, go) = (&s, &go);
+                sc.spawn(move || {
+                    go.wait();
+                    assert!(s.consume(&format!("acct:warm{i}"), 500, 10).unwrap().is_fresh());
+                });
+            }
+        });
+        relay.arm();
+        let e = s.consume("acct:held", 500, 10).unwrap_err();
+        assert_eq!(e.code(), "nonce_store_unavailable");
+        assert!(relay.holding());
+        std::thread::sleep(Duration::from_millis(800));
+        relay.release();
+        let mut fresh = false;
+        for _ in 0..40 {
+            if s.consume("acct:held", 500, 10).is_ok_and(|c| c.is_fresh()) {
+                fresh = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(fresh, "the late consume was never undone: the proof stays replayed");
     }
 
     #[test]

@@ -327,7 +327,7 @@ mod tests {
     use crate::store::spec::StoreSpec;
     use crate::store::tests::{conformance_async, conformance_at};
     use std::sync::Barrier;
-    use vlexivo_testkit::Server;
+    use vlexivo_testkit::{HoldingRelay, Server};
 
     fn now() -> u64 {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
@@ -479,47 +479,6 @@ mod tests {
         assert!(fresh, "the lost consume was never undone");
     }
 
-    /// A loopback relay to `port` that, while `hold` is set, keeps back every client chunk
-    /// carrying a `SET` command (other commands on other connections pass at once).
-    fn holding_relay(port: u16, hold: Arc<std::sync::atomic::AtomicBool>) -> u16 {
-        use std::io::{Read, Write};
-        use std::net::{TcpListener, TcpStream};
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let relay_port = listener.local_addr().unwrap().port();
-        std::thread::spawn(move || {
-            for client in listener.incoming().take(16) {
-                let Ok(client) = client else { return };
-                let server = TcpStream::connect(("127.0.0.1", port)).unwrap();
-                let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                let (mut s_in, mut c_out) = (server, client);
-                let hold = hold.clone();
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 16 * 1024];
-                    while let Ok(n @ 1..) = c_in.read(&mut buf) {
-                        let chunk = &buf[..n];
-                        if chunk.windows(9).any(|w| w == b"$3\r\nSET\r\n") {
-                            while hold.load(Ordering::SeqCst) {
-                                std::thread::sleep(Duration::from_millis(10));
-                            }
-                        }
-                        if s_out.write_all(chunk).is_err() {
-                            return;
-                        }
-                    }
-                });
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 16 * 1024];
-                    while let Ok(n @ 1..) = s_in.read(&mut buf) {
-                        if c_out.write_all(&buf[..n]).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        relay_port
-    }
-
     #[test]
     fn a_late_consume_is_undone_after_it_lands_not_before() {
         // The consume's SET is held on its way to Redis past the timeout (a starved client
@@ -527,16 +486,17 @@ mod tests {
         // pooled connection would find nothing to delete, and the SET landing later would keep
         // the payer's proof "replayed" until it expires.
         let srv = Server::redis();
-        let hold = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let port = holding_relay(srv.port(), hold.clone());
-        let s = open(&format!("redis://127.0.0.1:{port}"), &[("timeout_ms", "200"), ("pool_size", "2")]);
+        let relay = HoldingRelay::start(srv.port(), b"$3\r\nSET\r\n");
+        let s =
+            open(&format!("redis://127.0.0.1:{}", relay.port), &[("timeout_ms", "200"), ("pool_size", "2")]);
         let t = now();
         assert!(s.consume("acct:warm", t + 60, t).unwrap().is_fresh());
-        hold.store(true, Ordering::SeqCst);
+        relay.arm();
         let e = s.consume("acct:held", t + 60, t).unwrap_err();
         assert_eq!(e.code(), "nonce_store_unavailable");
+        assert!(relay.holding());
         std::thread::sleep(Duration::from_millis(600));
-        hold.store(false, Ordering::SeqCst);
+        relay.release();
         let mut fresh = false;
         for _ in 0..40 {
             if s.consume("acct:held", t + 60, t).unwrap().is_fresh() {
