@@ -65,21 +65,20 @@ run() {
 # As many targets at once as there are cores (VLX_FUZZ_JOBS to change it).
 jobs="${VLX_FUZZ_JOBS:-$(nproc)}"
 failed=()
-pids=()
-names=()
+declare -A names=()
+# `wait -n -p` (bash 5.1): a slot frees when any target ends, not only the oldest, so a long
+# target does not hold back the ones queued behind it.
+reap() {
+  local pid
+  if wait -n -p pid; then :; else failed+=("${names[$pid]}"); fi
+  unset "names[$pid]"
+}
 for t in "${targets[@]}"; do
   run "$t" &
-  pids+=($!)
-  names+=("$t")
-  if [ ${#pids[@]} -ge "$jobs" ]; then
-    wait "${pids[0]}" || failed+=("${names[0]}")
-    pids=("${pids[@]:1}")
-    names=("${names[@]:1}")
-  fi
+  names[$!]="$t"
+  if [ ${#names[@]} -ge "$jobs" ]; then reap; fi
 done
-for i in "${!pids[@]}"; do
-  wait "${pids[$i]}" || failed+=("${names[$i]}")
-done
+while [ ${#names[@]} -gt 0 ]; do reap; done
 if [ ${#failed[@]} -gt 0 ]; then
   echo "fuzz: failing targets: ${failed[*]} (inputs in $work/artifacts/)" >&2
   exit 1
