@@ -905,6 +905,12 @@ pub fn checksum_address(env: Env, address: String) -> Result<String> {
 pub struct AutoTopUpOptions {
     pub trigger_balance: Either<String, f64>,
     pub top_up_amount: Either<String, f64>,
+    /// Most auto top-up may add over the payer's lifetime.
+    pub max_total: Option<Either<String, f64>>,
+    /// Live mode: the funding wallet's key; its on-chain transfers top the payer up.
+    pub funding_key: Option<String>,
+    /// Live mode: the chain's JSON-RPC URL for the funding transfers.
+    pub rpc_url: Option<String>,
 }
 
 #[napi(object)]
@@ -1195,6 +1201,16 @@ impl JsPayer {
                 enabled: true,
                 trigger_balance: money_of(&a.trigger_balance, cur)?,
                 top_up_amount: money_of(&a.top_up_amount, cur)?.positive()?,
+                max_total: a.max_total.as_ref().map(|m| money_of(m, cur)).transpose()?,
+                funding: match (&a.funding_key, &a.rpc_url) {
+                    (None, _) => None,
+                    (Some(key), Some(url)) => Some(vx::client::Funding::new(key, url)?),
+                    (Some(_), None) => {
+                        return Err(VxError::Config(
+                            "autoTopUp's funding wallet needs rpcUrl (or VLX_RPC_URL)".into(),
+                        ));
+                    }
+                },
             }),
         };
         let clock: Arc<dyn Clock> = match o.fixed_now {
@@ -1443,11 +1459,10 @@ pub fn auto_top_up_amount(
 ) -> Result<Option<String>> {
     let run = || -> vx::Result<Option<String>> {
         let usd = Currency::Usd;
-        let atu = vx::client::AutoTopUp {
-            enabled: true,
-            trigger_balance: money_of(&trigger_balance, usd)?,
-            top_up_amount: money_of(&top_up_amount, usd)?.positive()?,
-        };
+        let atu = vx::client::AutoTopUp::of(
+            money_of(&trigger_balance, usd)?,
+            money_of(&top_up_amount, usd)?.positive()?,
+        );
         let amount = atu.amount_before(&money_of(&balance, usd)?, &money_of(&price, usd)?)?;
         Ok(amount.map(|m| m.to_string()))
     };

@@ -162,3 +162,55 @@ test('a provider verifies a live payment on chain: the payment verifies, every w
   delete process.env.VLX_RPC_URL;
   assert.equal((await refused(txHash, { rpcUrl: undefined })).code, 'config_invalid');
 });
+
+test('live auto top-up: a payer short of funds is topped up on chain from its funding wallet, once, then pays; the cap and an empty funding wallet refuse with their codes, nothing paid', { skip }, async () => {
+  for (const k of ['VLX_NETWORK', 'VLX_ASSET', 'VLX_ASSET_NAME', 'VLX_ASSET_VERSION', 'VLX_PAY_TO']) {
+    process.env[k] = env[k];
+  }
+  const server = new VlexivoServer({ apiSecret: env.VLX_SECRET_KEY, mode: 'live', facilitatorUrl: env.VLX_FACILITATOR_URL });
+  const app = await adapters.express5(server, { price: '0.001', currency: 'usd', scope: 'per-call' });
+  // The funding wallet: the demo's funded payer, given gas for the transfers it sends.
+  const funder = Wallet.import(env.VLX_WALLET_KEY).address;
+  const oneEth = '0xde0b6b3a7640000';
+  await rpc('anvil_setBalance', [funder, oneEth]);
+  const rpcUrl = env.VLX_RPC_URL;
+  const clientFor = (walletKey, autoTopUp, onPayment) =>
+    new VlexivoClient({ walletKey, facilitatorUrl: env.VLX_FACILITATOR_URL, autoTopUp, onPayment });
+  try {
+    const [funderBefore, payoutBefore] = [await onChain(funder), await onChain(env.VLX_PAY_TO)];
+    const payerKey = Wallet.generate().exportKey();
+    const payer = Wallet.import(payerKey).address;
+    const events = [];
+    const rule = { triggerBalance: '0', topUpAmount: '0.01', fundingWalletKey: env.VLX_WALLET_KEY, rpcUrl };
+    const client = clientFor(payerKey, rule, (info) => events.push(info));
+    for (let i = 0; i < 2; i++) {
+      const res = await client.fetch(`${app.url}/api/v1/hello?topup=${i}`);
+      assert.equal(res.status, 200);
+    }
+    assert.deepEqual(events.map((e) => e.toppedUp), ['0.01', undefined], 'one top-up, before the first payment');
+    assert.equal(funderBefore - (await onChain(funder)), 10000n);
+    assert.equal(await onChain(payer), 8000n);
+
+    // Over the cap: refused, nothing sent, nothing paid.
+    await assert.rejects(
+      clientFor(Wallet.generate().exportKey(), { ...rule, maxTotal: '0.0005' }).fetch(`${app.url}/api/v1/hello?cap`),
+      (e) => e instanceof VlexivoPaymentError && e.code === 'top_up_refused' && /capped at 0\.0005/.test(e.message),
+    );
+    // A funding wallet without the token: funding_insufficient with the amounts, never its key.
+    const emptyKey = Wallet.generate().exportKey();
+    await rpc('anvil_setBalance', [Wallet.import(emptyKey).address, oneEth]);
+    await assert.rejects(
+      clientFor(Wallet.generate().exportKey(), { ...rule, fundingWalletKey: emptyKey }).fetch(`${app.url}/api/v1/hello?empty`),
+      (e) =>
+        e instanceof VlexivoPaymentError &&
+        e.code === 'funding_insufficient' &&
+        e.details.required === '0.01' &&
+        e.details.balance === '0' &&
+        !JSON.stringify(e.toJSON()).includes(emptyKey.slice(2)),
+    );
+    assert.equal(funderBefore - (await onChain(funder)), 10000n);
+    assert.equal((await onChain(env.VLX_PAY_TO)) - payoutBefore, 2000n, 'the two paid calls only');
+  } finally {
+    await app.close();
+  }
+});

@@ -18,6 +18,19 @@ export interface AutoTopUpOptions {
   triggerBalance: PriceValue;
   /** How much to add each time (more if a single price needs it; never more than the spending limits could still spend). */
   topUpAmount: PriceValue;
+  /** Most auto top-up may add over the client's lifetime; a top-up past it is refused
+   * (`top_up_refused`) unless the balance still covers the price. */
+  maxTotal?: PriceValue;
+  /**
+   * Live mode: the funding wallet's key (64 hex digits; default `process.env.VLX_FUNDING_KEY`).
+   * A live top-up is an on-chain transfer of the token from this wallet to the payer's, which it
+   * signs and pays gas for; the payment waits until it is mined. Without it, top-ups ask the
+   * facilitator's (sandbox) faucet.
+   */
+  fundingWalletKey?: string;
+  /** Live mode: the chain's JSON-RPC URL the funding transfer goes through (default
+   * `process.env.VLX_RPC_URL`). */
+  rpcUrl?: string;
 }
 
 export interface SpendingWindow {
@@ -226,7 +239,13 @@ export class VlexivoClient {
     const atu = options.autoTopUp;
     const autoTopUp =
       atu !== undefined && atu !== null && atu.enabled !== false
-        ? { triggerBalance: atu.triggerBalance, topUpAmount: atu.topUpAmount }
+        ? {
+            triggerBalance: atu.triggerBalance,
+            topUpAmount: atu.topUpAmount,
+            maxTotal: atu.maxTotal,
+            fundingKey: atu.fundingWalletKey ?? call(() => native.envVar('VLX_FUNDING_KEY', env)) ?? undefined,
+            rpcUrl: atu.rpcUrl ?? call(() => native.envVar('VLX_RPC_URL', env)) ?? undefined,
+          }
         : undefined;
     this.payer = call(
       () =>

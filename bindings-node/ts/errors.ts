@@ -22,6 +22,7 @@ export const ALL_CODES = [
   'payment_in_doubt', 'facilitator_error',
   'authorization_invalid', 'authorization_used', 'settlement_failed',
   'transaction_not_found', 'transfer_mismatch', 'confirmations_pending', 'chain_unavailable',
+  'funding_insufficient',
   'not_payment_required', 'body_not_replayable', 'price_invalid', 'config_invalid',
   'mode_mismatch', 'internal',
 ] as const;

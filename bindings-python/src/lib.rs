@@ -980,7 +980,8 @@ pub struct Payer {
 
 #[pymethods]
 impl Payer {
-    /// `window`: `(seconds, max_amount)`; `auto_top_up`: `(trigger_balance, top_up_amount)`.
+    /// `window`: `(seconds, max_amount)`; `auto_top_up`: `(trigger_balance, top_up_amount,
+    /// max_total, funding_key, rpc_url)` (the last three `None` when unset).
     /// Amounts: str, int, float or Decimal (usd). Trusted facilitators: `facilitator_url` and
     /// `facilitators`; with neither, `facilitator_env` (the environment's
     /// `VLX_FACILITATOR_URL`), else the default.
@@ -1019,11 +1020,28 @@ impl Payer {
         let auto_top_up = match auto_top_up {
             None => None,
             Some(t) => {
-                let (trigger, amount): (Bound<'_, PyAny>, Bound<'_, PyAny>) = t.extract()?;
+                type Cfg<'a> = (
+                    Bound<'a, PyAny>,
+                    Bound<'a, PyAny>,
+                    Option<Bound<'a, PyAny>>,
+                    Option<String>,
+                    Option<String>,
+                );
+                let (trigger, amount, max_total, funding_key, rpc_url): Cfg<'_> = t.extract()?;
+                let funding = match (funding_key, rpc_url) {
+                    (None, _) => None,
+                    (Some(key), Some(url)) => Some(vclient::Funding::new(&key, &url).py_err(py)?),
+                    (Some(_), None) => {
+                        let why = "auto_top_up's funding wallet needs rpc_url (or VLX_RPC_URL)";
+                        return Err(native_error(py, Error::Config(why.into())));
+                    }
+                };
                 Some(vclient::AutoTopUp {
                     enabled: true,
                     trigger_balance: amount_from_py(py, &trigger, "usd", false)?,
                     top_up_amount: amount_from_py(py, &amount, "usd", true)?,
+                    max_total: max_total.map(|m| amount_from_py(py, &m, "usd", false)).transpose()?,
+                    funding,
                 })
             }
         };

@@ -9,6 +9,7 @@ import asyncio
 import socket
 import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -16,6 +17,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 from vlexivo import (
+    AutoTopUp,
     PaymentError,
     VerifiedPayment,
     VlexivoClient,
@@ -195,3 +197,63 @@ def test_a_provider_verifies_a_live_payment_on_chain(
     assert refused(amount="-1").code == "amount_negative"
     monkeypatch.delenv("VLX_RPC_URL")
     assert refused().code == "config_invalid"
+
+
+def test_live_auto_top_up_from_a_funding_wallet(
+    devnet: dict[str, str], serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A payer short of funds is topped up on chain from its funding wallet, once, then pays;
+    the cap and an empty funding wallet refuse with their codes, and nothing is paid."""
+    for name in (*TERMS, "VLX_FACILITATOR_URL"):
+        monkeypatch.setenv(name, devnet[name])
+    vlx = VlexivoServer(
+        api_secret=devnet["VLX_SECRET_KEY"], mode="live", facilitator_url=devnet["VLX_FACILITATOR_URL"]
+    )
+    app = FastAPI()
+    app.add_middleware(vlx.asgi_paywall, routes={"GET /api/v1/hello": vlx.price("0.001")})
+
+    @app.get("/api/v1/hello")
+    async def hello() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    url = serve("uvicorn", app)
+    # The funding wallet: the demo's funded payer, given gas for the transfers it sends.
+    funder = Wallet(devnet["VLX_WALLET_KEY"]).address
+    one_eth = "0xde0b6b3a7640000"
+    rpc(devnet, "anvil_setBalance", [funder, one_eth])
+    funder_before, payout_before = on_chain(devnet, funder), on_chain(devnet, devnet["VLX_PAY_TO"])
+    rule = AutoTopUp(
+        trigger_balance="0",
+        top_up_amount="0.01",
+        funding_wallet_key=devnet["VLX_WALLET_KEY"],
+        rpc_url=devnet["VLX_RPC_URL"],
+    )
+    assert devnet["VLX_WALLET_KEY"][2:] not in repr(rule)
+    payer = Wallet.generate()
+    events: list[Any] = []
+    with VlexivoClient(wallet_key=payer.private_key_hex(), base_url=url, auto_top_up=rule, on_payment=events.append) as c:
+        for i in range(2):
+            r = c.get(f"/api/v1/hello?topup={i}")
+            assert r.status_code == 200, r.text
+    assert [e.topped_up for e in events] == ["0.01", None], "one top-up, before the first payment"
+    assert funder_before - on_chain(devnet, funder) == 10_000
+    assert on_chain(devnet, payer.address) == 8_000
+
+    # Over the cap: refused, nothing sent, nothing paid.
+    capped = replace(rule, max_total="0.0005")
+    with VlexivoClient(wallet_key=Wallet.generate().private_key_hex(), base_url=url, auto_top_up=capped) as c:
+        with pytest.raises(PaymentError) as e:
+            c.get("/api/v1/hello?cap")
+    assert e.value.code == "top_up_refused" and "capped at 0.0005" in str(e.value)
+    # A funding wallet without the token: funding_insufficient with the amounts, never its key.
+    empty = Wallet.generate()
+    rpc(devnet, "anvil_setBalance", [empty.address, one_eth])
+    broke = replace(rule, funding_wallet_key=empty.private_key_hex())
+    with VlexivoClient(wallet_key=Wallet.generate().private_key_hex(), base_url=url, auto_top_up=broke) as c:
+        with pytest.raises(PaymentError) as e:
+            c.get("/api/v1/hello?empty")
+    assert e.value.code == "funding_insufficient"
+    assert (e.value.details["required"], e.value.details["balance"]) == ("0.01", "0")
+    assert empty.private_key_hex()[2:] not in str(e.value) + repr(e.value.details)
+    assert funder_before - on_chain(devnet, funder) == 10_000
+    assert on_chain(devnet, devnet["VLX_PAY_TO"]) - payout_before == 2_000, "the two paid calls only"

@@ -105,8 +105,10 @@ impl VlexivoClientBuilder {
         self
     }
 
-    /// Top the wallet up from the (sandbox) faucet before a payment would leave it below the
-    /// trigger balance.
+    /// Top the wallet up before a payment would leave it below the trigger balance: from the
+    /// facilitator's faucet in sandbox; in live mode from the funding wallet of
+    /// [`AutoTopUp::with_funding`] (or `VLX_FUNDING_KEY` and `VLX_RPC_URL`), by an on-chain
+    /// transfer mined before the payment.
     pub fn auto_top_up(mut self, cfg: AutoTopUp) -> Self {
         self.auto_top_up = Some(cfg);
         self
@@ -175,7 +177,7 @@ impl VlexivoClientBuilder {
         let config = PayerConfig {
             policy: self.spending,
             facilitators: trust,
-            auto_top_up: self.auto_top_up,
+            auto_top_up: self.auto_top_up.map(funding_from_env).transpose()?,
             payer_hint: !self.no_payer_hint,
         };
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
@@ -188,6 +190,21 @@ impl VlexivoClientBuilder {
             }),
         })
     }
+}
+
+/// Live auto top-up's funding wallet from `VLX_FUNDING_KEY` (and `VLX_RPC_URL`) when the
+/// configuration names none.
+fn funding_from_env(mut cfg: AutoTopUp) -> Result<AutoTopUp, Error> {
+    use vlexivo_core::envvars::{FUNDING_KEY, RPC_URL};
+    if cfg.funding.is_none()
+        && let Some(key) = FUNDING_KEY.from_process()?
+    {
+        let rpc = RPC_URL.from_process()?.ok_or_else(|| {
+            Error::Config(format!("{} needs {} (the chain's JSON-RPC URL)", FUNDING_KEY.name, RPC_URL.name))
+        })?;
+        cfg.funding = Some(vlexivo_core::client::Funding::new(&key, &rpc)?);
+    }
+    Ok(cfg)
 }
 
 /// Pays 402s and retries. Cheap to clone; clones share the budget and the wallet's state.

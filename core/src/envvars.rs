@@ -51,6 +51,11 @@ pub const CONFIRMATIONS: EnvVar = var(
     &[],
     "live mode: blocks before a proof is issued (0: once the node accepted it)",
 );
+pub const FUNDING_KEY: EnvVar = var(
+    "VLX_FUNDING_KEY",
+    &[],
+    "live mode: the funding wallet's key (0x + 64 hex digits) a payer's auto top-up transfers from",
+);
 pub const POLL_MS: EnvVar =
     var("VLX_POLL_MS", &[], "live mode: how often receipts and blocks are polled, in milliseconds");
 pub const BATCH_WINDOW_MS: EnvVar = var(
@@ -116,6 +121,7 @@ pub const ALL: &[EnvVar] = &[
     BATCH_WINDOW_MS,
     BATCH_MAX,
     MULTICALL,
+    FUNDING_KEY,
 ];
 
 /// The variable called `name` or having it as an alias.

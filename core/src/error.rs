@@ -237,6 +237,14 @@ pub enum Error {
     /// The chain's JSON-RPC node cannot be reached or answered something that is not JSON-RPC
     /// (the reason never names the node's URL, which often carries an API key).
     ChainUnavailable(String),
+    /// Live auto top-up: the funding wallet holds less than the top-up needs, of the token
+    /// (`currency` `usd`) or of gas (`wei`). Nothing was sent.
+    FundingInsufficient {
+        address: String,
+        required: String,
+        balance: String,
+        currency: String,
+    },
     /// A 402 that is not a Vlexivo challenge, or no 402 at all where one was expected.
     NotPaymentRequired,
     /// The request body cannot be sent twice (a one-shot stream).
@@ -307,6 +315,7 @@ impl Error {
             TransferMismatch { .. } => "transfer_mismatch",
             ConfirmationsPending { .. } => "confirmations_pending",
             ChainUnavailable(_) => "chain_unavailable",
+            FundingInsufficient { .. } => "funding_insufficient",
             NotPaymentRequired => "not_payment_required",
             BodyNotReplayable => "body_not_replayable",
             PriceInvalid(_) => "price_invalid",
@@ -365,6 +374,7 @@ impl Error {
             SettlementFailed(_) => 502,
             TransactionNotFound | TransferMismatch { .. } | ConfirmationsPending { .. } => 402,
             ChainUnavailable(_) => 503,
+            FundingInsufficient { .. } => 402,
             NotPaymentRequired => 502,
             BodyNotReplayable => 400,
             PriceInvalid(_) | Config(_) | Internal(_) => 500,
@@ -415,7 +425,8 @@ impl Error {
             | AuthorizationUsed
             | TransactionNotFound
             | TransferMismatch { .. }
-            | ConfirmationsPending { .. } => C::Payment,
+            | ConfirmationsPending { .. }
+            | FundingInsufficient { .. } => C::Payment,
             ProviderUnknown
             | Unauthorized
             | FacilitatorUnavailable(_)
@@ -516,6 +527,7 @@ impl Error {
         "transfer_mismatch",
         "confirmations_pending",
         "chain_unavailable",
+        "funding_insufficient",
         "not_payment_required",
         "body_not_replayable",
         "price_invalid",
@@ -611,6 +623,10 @@ impl fmt::Display for Error {
                 "the payment is {confirmations} confirmation(s) deep, fewer than the {required} asked for"
             ),
             ChainUnavailable(why) => write!(f, "the chain's JSON-RPC node is unavailable: {why}"),
+            FundingInsufficient { address, required, balance, currency } => write!(
+                f,
+                "the funding wallet {address} cannot fund the top-up: {required} {currency} needed, it holds {balance}"
+            ),
             NotPaymentRequired => f.write_str("response is not a Vlexivo payment challenge"),
             BodyNotReplayable => {
                 f.write_str("request body is a one-shot stream and cannot be replayed after payment")
@@ -679,6 +695,9 @@ impl Error {
             }
             ConfirmationsPending { confirmations, required } => {
                 json!({ "confirmations": confirmations, "required": required })
+            }
+            FundingInsufficient { address, required, balance, currency } => {
+                json!({ "address": address, "required": required, "balance": balance, "currency": currency })
             }
             PaymentInDoubt { facilitator, nonce, amount, reason } => {
                 json!({ "facilitator": facilitator, "nonce": nonce, "amount": amount, "reason": reason })
@@ -792,6 +811,12 @@ impl Error {
                 ConfirmationsPending { confirmations: num("confirmations", 0), required: num("required", 1) }
             }
             "chain_unavailable" => ChainUnavailable(reason()),
+            "funding_insufficient" => FundingInsufficient {
+                address: field("address"),
+                required: field("required"),
+                balance: field("balance"),
+                currency: Some(field("currency")).filter(|c| !c.is_empty()).unwrap_or_else(|| "usd".into()),
+            },
             "not_payment_required" => NotPaymentRequired,
             "body_not_replayable" => BodyNotReplayable,
             "price_invalid" => PriceInvalid(reason()),

@@ -59,6 +59,7 @@ fn samples() -> Vec<Error> {
         TransferMismatch { field: s(), expected: s(), got: s() },
         ConfirmationsPending { confirmations: 0, required: 1 },
         ChainUnavailable(s()),
+        FundingInsufficient { address: s(), required: s(), balance: s(), currency: s() },
         NotPaymentRequired,
         BodyNotReplayable,
         PriceInvalid(s()),

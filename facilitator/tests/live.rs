@@ -1453,3 +1453,89 @@ async fn two_facilitators_on_one_postgres_admit_no_more_than_the_balance() {
     assert_eq!(net.balance(w.address()).await.unwrap(), 0);
     assert_eq!(net.balance(payout).await.unwrap(), 60_000);
 }
+
+/// Live auto top-up: a payer short of funds is topped up on chain from the funding wallet it
+/// configured (one ERC-20 transfer the funding wallet signs and pays gas for, mined before the
+/// payment), then pays; the next call needs no top-up. A top-up over the cap is refused with
+/// `top_up_refused` and a funding wallet without the tokens with `funding_insufficient`: in both
+/// nothing moves and nothing is paid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_auto_top_up_moves_tokens_from_the_funding_wallet_then_pays() {
+    use alloy::primitives::U256;
+    use vlexivo_client::AutoTopUpDone;
+    use vlexivo_core::client::{AutoTopUp, Funding};
+    let env = setup(0).await;
+    let hello = format!("{}/api/v1/hello", env.api);
+    let gas = |w: &Wallet| {
+        let net = &env.net;
+        let a = w.address();
+        async move { net.set_gas_balance(a, U256::from(10u128.pow(18))).await.unwrap() }
+    };
+    let funding = env.payer(1_000_000).await;
+    gas(&funding).await;
+    let client = |payer: &Wallet, rule: AutoTopUp| {
+        VlexivoClient::builder()
+            .wallet(payer.clone())
+            .facilitator_url(Some(&env.srv().url))
+            .auto_top_up(rule)
+            .build()
+            .unwrap()
+    };
+    let from = |w: &Wallet| Funding::new(&w.secret_hex(), &env.net.rpc_url).unwrap();
+
+    // Short of funds: one top-up of 0.01 from the funding wallet, then the payment.
+    let payer = env.payer(0).await;
+    let c = client(&payer, AutoTopUp::new("0", "0.01").unwrap().with_funding(from(&funding)));
+    let res = c.get(&hello).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let top_up = res.extensions().get::<AutoTopUpDone>().cloned().expect("a top-up").0;
+    assert_eq!(
+        (top_up.amount.as_str(), top_up.address.as_str()),
+        ("0.01", payer.address().to_checksum().as_str())
+    );
+    // The top-up's transaction pays exactly that, funding wallet → payer, as a provider would check.
+    let check = Expected {
+        token: env.net.token,
+        payer: funding.address(),
+        payee: payer.address(),
+        amount: 10_000,
+        confirmations: 1,
+        authorization_nonce: None,
+    };
+    verify_payment(env.srv().live().unwrap().chain.provider(), top_up.tx_hash.parse().unwrap(), &check)
+        .await
+        .unwrap();
+    assert_eq!(env.net.balance(funding.address()).await.unwrap(), 990_000);
+    assert_eq!(env.net.balance(payer.address()).await.unwrap(), 9_000);
+    assert_eq!(env.net.balance(env.payout).await.unwrap(), 1_000);
+    // The balance now covers the next call: no second top-up.
+    let res = c.get(&hello).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.extensions().get::<AutoTopUpDone>().is_none());
+    assert_eq!(env.net.balance(funding.address()).await.unwrap(), 990_000);
+    assert_eq!(env.net.balance(payer.address()).await.unwrap(), 8_000);
+
+    // Over the cap: refused before anything is sent; nothing paid.
+    let capped = env.payer(0).await;
+    let rule =
+        AutoTopUp::new("0", "0.01").unwrap().with_max_total("0.0005").unwrap().with_funding(from(&funding));
+    let e = client(&capped, rule).get(&hello).await.unwrap_err();
+    assert_eq!(e.code(), "top_up_refused", "{e}");
+    assert!(e.to_string().contains("capped at 0.0005"), "{e}");
+    // A funding wallet without the tokens: a clear error, nothing sent, nothing paid.
+    let empty = env.payer(0).await;
+    gas(&empty).await;
+    let broke = env.payer(0).await;
+    let e = client(&broke, AutoTopUp::new("0", "0.01").unwrap().with_funding(from(&empty)))
+        .get(&hello)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "funding_insufficient", "{e}");
+    assert_eq!(e.details()["required"], "0.01");
+    assert_eq!(e.details()["balance"], "0");
+    assert_eq!(e.details()["address"], empty.address().to_checksum().as_str());
+    assert!(!e.to_string().contains(&empty.secret_hex()[2..]), "the key never shows");
+    assert_eq!(env.net.balance(funding.address()).await.unwrap(), 990_000);
+    assert_eq!(env.net.balance(env.payout).await.unwrap(), 2_000, "the two paid calls only");
+    assert_eq!(env.settled().await.len(), 2);
+}

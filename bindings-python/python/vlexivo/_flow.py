@@ -11,7 +11,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -30,11 +30,20 @@ Headers = list[tuple[str, str]]
 class AutoTopUp:
     """Top the wallet up before a payment would take the balance below ``trigger_balance``
     (by ``top_up_amount``, or by more if the price alone needs it; never more than the spending
-    caps could still spend)."""
+    caps could still spend, and at most ``max_total`` over the client's lifetime: past it a
+    top-up is refused, ``top_up_refused``, unless the balance still covers the price).
+
+    Sandbox top-ups come from the facilitator's faucet. In live mode they come from a funding
+    wallet: ``funding_wallet_key`` (default ``VLX_FUNDING_KEY``) signs an on-chain transfer of
+    the token to the payer's wallet and pays its gas, sent through ``rpc_url`` (default
+    ``VLX_RPC_URL``); the payment waits until it is mined."""
 
     enabled: bool = True
     trigger_balance: Amount = "1.00"
     top_up_amount: Amount = "10.00"
+    max_total: Amount | None = None
+    funding_wallet_key: str | None = field(default=None, repr=False)
+    rpc_url: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -62,7 +71,9 @@ class PaymentEvent:
 OnPayment = Callable[[PaymentEvent], Awaitable[None] | None]
 
 
-def _auto_top_up(value: AutoTopUp | Mapping[str, Any] | bool | None) -> tuple[Amount, Amount] | None:
+def _auto_top_up(
+    value: AutoTopUp | Mapping[str, Any] | bool | None,
+) -> tuple[Amount, Amount, Amount | None, str | None, str | None] | None:
     if value is None or value is False:
         return None
     if value is True:
@@ -73,7 +84,11 @@ def _auto_top_up(value: AutoTopUp | Mapping[str, Any] | bool | None) -> tuple[Am
         cfg = AutoTopUp(**dict(value))
     else:
         raise TypeError("auto_top_up must be an AutoTopUp, a dict or a bool")
-    return (cfg.trigger_balance, cfg.top_up_amount) if cfg.enabled else None
+    if not cfg.enabled:
+        return None
+    key = cfg.funding_wallet_key if cfg.funding_wallet_key is not None else _env("VLX_FUNDING_KEY")
+    rpc = cfg.rpc_url if cfg.rpc_url is not None else _env("VLX_RPC_URL")
+    return (cfg.trigger_balance, cfg.top_up_amount, cfg.max_total, key or None, rpc or None)
 
 
 def call_native(fn: Callable[..., Any], *args: Any) -> Any:

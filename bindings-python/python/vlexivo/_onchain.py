@@ -12,13 +12,13 @@ httpx); ``verify_payment_async`` runs the same in a worker thread."""
 from __future__ import annotations
 
 import asyncio
-import os
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from decimal import Decimal
 
 from . import _native
+from ._environ import env
 from .errors import from_native, make_error
 
 #: Time allowed for the node's answer (seconds).
@@ -57,7 +57,7 @@ _OPENER = urllib.request.build_opener(_NoRedirect)
 
 
 def _setting(value: str | None, name: str, option: str) -> str:
-    v = value if value is not None else _native.env_var(name, os.environ)
+    v = value if value is not None else env(name)
     if not v:
         raise make_error("config_invalid", f"verify_payment needs {option} (or {name})")
     return v

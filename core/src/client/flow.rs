@@ -1,5 +1,6 @@
 //! One paid request, as a state machine: fed with what happened, it returns the next [`Step`].
 
+use super::funding::{LiveTopUp, Next};
 use super::wire::{
     PayAnswer, PaymentRequired, challenge_header, classify_pay_answer, parse_payment_required,
 };
@@ -14,8 +15,10 @@ const MAX_RECONCILE_PER_CALL: usize = 3;
 /// How long to sleep while another call tops the wallet up.
 const WAIT_MILLIS: u64 = 25;
 
-/// An HTTP request to the facilitator. Executors send it without following redirects and
-/// read at most [`MAX_RESPONSE_BODY`] bytes of the answer.
+/// An HTTP request the flow needs: to the facilitator, or (a live top-up) JSON-RPC to the
+/// chain's node, whose `url` may carry an API key (the flow never puts it in an error).
+/// Executors send it without following redirects and read at most [`MAX_RESPONSE_BODY`] bytes
+/// of the answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FacilitatorRequest {
     /// "GET" or "POST".
@@ -91,6 +94,12 @@ enum State {
     TopUp {
         amount: Money,
         balance: Money,
+    },
+    /// A live top-up from the funding wallet; `waiting`: between two receipt polls.
+    LiveTopUp {
+        top_up: Box<LiveTopUp>,
+        balance: Money,
+        waiting: bool,
     },
     Paying {
         resent: bool,
@@ -237,6 +246,11 @@ impl Call {
             State::Paid { proof: Some(proof) } => Ok(c.send_proof(proof, false)),
             State::Paid { proof: None } => c.reconcile_or_pay(),
             State::Waiting => c.fund(),
+            State::LiveTopUp { top_up, balance, waiting: true } => {
+                let req = top_up.resume();
+                c.state = State::LiveTopUp { top_up, balance, waiting: false };
+                Ok(Step::Facilitator(req))
+            }
             other => {
                 c.state = other;
                 Err(Error::Internal("resume out of order".into()))
@@ -438,6 +452,39 @@ impl Call {
                 amount = cap;
             }
         }
+        if let Some(max) = rule.max_total {
+            let used = self.payer.topped_up_total();
+            let room = max.checked_sub(&used).unwrap_or(Money::zero(max.currency()));
+            if amount.amount() > room.amount() {
+                amount = room;
+            }
+            if amount.is_zero() || balance.amount() + amount.amount() < price.amount() {
+                let e = Error::TopUpRefused(format!(
+                    "auto top-up is capped at {max} and has added {used}: {price} cannot be covered"
+                ));
+                return self.topped(Err(e), amount, balance);
+            }
+        }
+        let c = &self.pr().challenge;
+        if let (Some(funding), "live") = (rule.funding, c.mode.as_str()) {
+            let (network, asset) = (c.network.clone(), c.asset.clone().unwrap_or_default());
+            let started = LiveTopUp::start(
+                funding,
+                &network,
+                &asset,
+                self.payer.address(),
+                amount,
+                self.facilitator.clone(),
+                self.now(),
+            );
+            return match started {
+                Ok((top_up, req)) => {
+                    self.state = State::LiveTopUp { top_up: Box::new(top_up), balance, waiting: false };
+                    Ok(Step::Facilitator(req))
+                }
+                Err(e) => self.topped(Err(e), amount, balance),
+            };
+        }
         self.state = State::TopUp { amount, balance };
         Ok(Step::Facilitator(top_up_request(&self.facilitator, self.payer.address(), &amount)))
     }
@@ -490,6 +537,10 @@ impl Call {
             State::TopUp { amount, balance } => {
                 self.topped(super::top_up_receipt(status, body), amount, balance)
             }
+            State::LiveTopUp { mut top_up, balance, .. } => {
+                let next = top_up.answer(status, body, self.now());
+                self.live_top_up(top_up, balance, next)
+            }
             State::Paying { resent } => {
                 let nonce = self.pr().challenge.nonce.clone();
                 match classify_pay_answer(status, body, &nonce, resent) {
@@ -514,6 +565,10 @@ impl Call {
         match std::mem::replace(&mut self.state, State::Done) {
             State::Balance => Err(unavailable()),
             State::TopUp { amount, balance } => self.topped(Err(unavailable()), amount, balance),
+            State::LiveTopUp { mut top_up, balance, .. } => {
+                let next = top_up.transport_error(sent, self.now());
+                self.live_top_up(top_up, balance, next)
+            }
             // Nothing reached the facilitator, and nothing did before: not charged.
             State::Paying { resent: false } if !sent => Err(unavailable()),
             State::Paying { resent } => self.unclear(resent, reason.to_string()),
@@ -531,6 +586,33 @@ impl Call {
         then(st.funds.entry(self.facilitator.clone()).or_default());
     }
 
+    /// Where a live top-up goes next: another JSON-RPC request, a pause between receipt polls,
+    /// or its end (mined: the payment goes on; refused: as a faucet's refusal).
+    fn live_top_up(&mut self, top_up: Box<LiveTopUp>, balance: Money, next: Result<Next>) -> Result<Step> {
+        let amount = top_up.amount();
+        match next {
+            Ok(Next::Request(req)) => {
+                self.state = State::LiveTopUp { top_up, balance, waiting: false };
+                Ok(Step::Facilitator(req))
+            }
+            Ok(Next::Wait(millis)) => {
+                self.state = State::LiveTopUp { top_up, balance, waiting: true };
+                Ok(Step::Wait { millis })
+            }
+            Ok(Next::Done(tx_hash)) => {
+                let receipt = crate::payment::TopUpReceipt {
+                    address: self.payer.address().to_string(),
+                    amount: amount.to_string(),
+                    balance: balance.checked_add(&amount)?.to_string(),
+                    currency: amount.currency().code().to_string(),
+                    tx_hash,
+                };
+                self.topped(Ok(receipt), amount, balance)
+            }
+            Err(e) => self.topped(Err(e), amount, balance),
+        }
+    }
+
     fn topped(
         &mut self,
         r: Result<crate::payment::TopUpReceipt>,
@@ -541,6 +623,7 @@ impl Call {
         match r {
             Ok(receipt) => {
                 let after = Money::parse(&receipt.balance, Currency::Usd).ok();
+                self.payer.add_topped_up(&amount);
                 self.topped_up = Some(amount);
                 self.top_up = Some(receipt);
                 self.release_lease(|f| {

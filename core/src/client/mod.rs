@@ -30,12 +30,14 @@
 //! answer says it was not made: an unclear one leaves it counted, in doubt.
 
 mod flow;
+mod funding;
 mod trust;
 #[cfg(feature = "testing")]
 pub mod vectors;
 mod wire;
 
 pub use flow::{Call, FacilitatorRequest, PaymentEvent, Step};
+pub use funding::{Funding, MINE_TIMEOUT_SECS};
 pub use trust::{Target, TrustedFacilitators, normalize_base_url};
 pub use wire::{
     MAX_RESPONSE_BODY, PayAnswer, PaymentRequired, challenge_header, classify_pay_answer, error_from_body,
@@ -58,21 +60,44 @@ pub fn split_url(url: &str) -> Result<(String, String)> {
     Ok((t.authority().to_string(), t.path().to_string()))
 }
 
-/// When and how much to top up a wallet before paying.
+/// When and how much to top up a wallet before paying, and from where: the facilitator's
+/// faucet (sandbox), or in live mode a funding wallet's on-chain transfer ([`Funding`]).
 #[derive(Debug, Clone)]
 pub struct AutoTopUp {
     pub enabled: bool,
     pub trigger_balance: Money,
     pub top_up_amount: Money,
+    /// The most auto top-up may add over the payer's lifetime: a top-up past it is refused
+    /// (`top_up_refused`), unless the balance still covers the price.
+    pub max_total: Option<Money>,
+    /// Live mode: where top-ups come from. Without it a live payer's top-up asks the
+    /// facilitator, which has no faucet in live mode and refuses.
+    pub funding: Option<Funding>,
 }
 
 impl AutoTopUp {
     pub fn new(trigger_balance: &str, top_up_amount: &str) -> Result<Self> {
-        Ok(Self {
-            enabled: true,
-            trigger_balance: Money::parse(trigger_balance, Currency::Usd)?,
-            top_up_amount: Money::parse(top_up_amount, Currency::Usd)?.positive()?,
-        })
+        Ok(Self::of(
+            Money::parse(trigger_balance, Currency::Usd)?,
+            Money::parse(top_up_amount, Currency::Usd)?.positive()?,
+        ))
+    }
+
+    /// From amounts already parsed (`top_up_amount` positive), without a cap or funding wallet.
+    pub fn of(trigger_balance: Money, top_up_amount: Money) -> Self {
+        Self { enabled: true, trigger_balance, top_up_amount, max_total: None, funding: None }
+    }
+
+    /// Cap what auto top-up adds over the payer's lifetime.
+    pub fn with_max_total(mut self, max_total: &str) -> Result<Self> {
+        self.max_total = Some(Money::parse(max_total, Currency::Usd)?);
+        Ok(self)
+    }
+
+    /// Live mode: top up by on-chain transfers from this funding wallet.
+    pub fn with_funding(mut self, funding: Funding) -> Self {
+        self.funding = Some(funding);
+        self
     }
 
     /// How much to add before paying `price` from `balance`, if anything: when the balance
@@ -145,6 +170,8 @@ struct State {
     unused: HashMap<String, Proof>,
     in_doubt: Vec<InDoubt>,
     next_lease: u64,
+    /// What auto top-up added so far (atomic units), for [`AutoTopUp::max_total`].
+    topped_up: u64,
 }
 
 #[derive(Debug, Default)]
@@ -268,6 +295,17 @@ impl Payer {
     /// Spend reserved by payments in flight or in doubt.
     pub fn reserved_total(&self) -> Money {
         self.inner.budget.reserved_total()
+    }
+
+    /// What auto top-up added so far.
+    pub fn topped_up_total(&self) -> Money {
+        Money::from_atomic(self.inner.state.lock().topped_up, Currency::Usd)
+            .unwrap_or(Money::zero(Currency::Usd))
+    }
+
+    fn add_topped_up(&self, m: &Money) {
+        let mut st = self.inner.state.lock();
+        st.topped_up = st.topped_up.saturating_add(m.to_atomic());
     }
 
     /// Payments whose fate is unknown (counted in [`Payer::reserved_total`]).
