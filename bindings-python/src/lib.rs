@@ -1020,14 +1020,18 @@ impl Payer {
         let auto_top_up = match auto_top_up {
             None => None,
             Some(t) => {
-                type Cfg<'a> = (
-                    Bound<'a, PyAny>,
-                    Bound<'a, PyAny>,
-                    Option<Bound<'a, PyAny>>,
-                    Option<String>,
-                    Option<String>,
-                );
-                let (trigger, amount, max_total, funding_key, rpc_url): Cfg<'_> = t.extract()?;
+                // `(trigger, amount)`, optionally followed by `max_total, funding_key, rpc_url`.
+                let (trigger, amount) = (t.get_item(0)?, t.get_item(1)?);
+                let opt = |i: usize| -> PyResult<Option<Bound<'_, PyAny>>> {
+                    if i >= t.len() {
+                        return Ok(None);
+                    }
+                    let v = t.get_item(i)?;
+                    Ok((!v.is_none()).then_some(v))
+                };
+                let max_total = opt(2)?;
+                let funding_key: Option<String> = opt(3)?.map(|v| v.extract()).transpose()?;
+                let rpc_url: Option<String> = opt(4)?.map(|v| v.extract()).transpose()?;
                 let funding = match (funding_key, rpc_url) {
                     (None, _) => None,
                     (Some(key), Some(url)) => Some(vclient::Funding::new(&key, &url).py_err(py)?),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
@@ -104,6 +104,27 @@ def test_the_python_client_pays_a_live_fastapi_paywall_on_chain(
     assert on_chain(devnet, devnet["VLX_PAY_TO"]) - payout_before == 3000
 
 
+def live_api(
+    devnet: dict[str, str],
+    serve: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    price: str,
+    handler: Callable[..., Awaitable[dict[str, Any]]],
+) -> str:
+    """A FastAPI app whose ``GET /api/v1/hello`` (``handler``) has a live paywall at ``price``,
+    its terms and facilitator from the environment as in production: its base URL."""
+    for name in (*TERMS, "VLX_FACILITATOR_URL"):
+        monkeypatch.setenv(name, devnet[name])
+    vlx = VlexivoServer(
+        api_secret=devnet["VLX_SECRET_KEY"], mode="live", facilitator_url=devnet["VLX_FACILITATOR_URL"]
+    )
+    app = FastAPI()
+    app.add_middleware(vlx.asgi_paywall, routes={"GET /api/v1/hello": vlx.price(price)})
+    app.get("/api/v1/hello")(handler)
+    url: str = serve("uvicorn", app)
+    return url
+
+
 def rpc(env: dict[str, str], method: str, params: list[Any]) -> Any:
     r = httpx.post(env["VLX_RPC_URL"], json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
     body = r.json()
@@ -135,21 +156,13 @@ def closed_port() -> int:
 def test_a_provider_verifies_a_live_payment_on_chain(
     devnet: dict[str, str], serve: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in (*TERMS, "VLX_FACILITATOR_URL", "VLX_RPC_URL"):
-        monkeypatch.setenv(name, devnet[name])
-    vlx = VlexivoServer(
-        api_secret=devnet["VLX_SECRET_KEY"], mode="live", facilitator_url=devnet["VLX_FACILITATOR_URL"]
-    )
-    app = FastAPI()
-    app.add_middleware(vlx.asgi_paywall, routes={"GET /api/v1/report": vlx.price("0.002")})
-
-    @app.get("/api/v1/report")
     async def report(request: Request) -> dict[str, Any]:
         return {"tx": request.state.vlx_payment.tx_hash}
 
-    url = serve("uvicorn", app)
+    url = live_api(devnet, serve, monkeypatch, "0.002", report)
+    monkeypatch.setenv("VLX_RPC_URL", devnet["VLX_RPC_URL"])
     with VlexivoClient(wallet_key=devnet["VLX_WALLET_KEY"], base_url=url) as client:
-        r = client.get("/api/v1/report")
+        r = client.get("/api/v1/hello")
         assert r.status_code == 200, r.text
     tx = r.json()["tx"]
     payer = Wallet(devnet["VLX_WALLET_KEY"]).address
@@ -204,19 +217,11 @@ def test_live_auto_top_up_from_a_funding_wallet(
 ) -> None:
     """A payer short of funds is topped up on chain from its funding wallet, once, then pays;
     the cap and an empty funding wallet refuse with their codes, and nothing is paid."""
-    for name in (*TERMS, "VLX_FACILITATOR_URL"):
-        monkeypatch.setenv(name, devnet[name])
-    vlx = VlexivoServer(
-        api_secret=devnet["VLX_SECRET_KEY"], mode="live", facilitator_url=devnet["VLX_FACILITATOR_URL"]
-    )
-    app = FastAPI()
-    app.add_middleware(vlx.asgi_paywall, routes={"GET /api/v1/hello": vlx.price("0.001")})
 
-    @app.get("/api/v1/hello")
     async def hello() -> dict[str, str]:
         return {"ok": "yes"}
 
-    url = serve("uvicorn", app)
+    url = live_api(devnet, serve, monkeypatch, "0.001", hello)
     # The funding wallet: the demo's funded payer, given gas for the transfers it sends.
     funder = Wallet(devnet["VLX_WALLET_KEY"]).address
     one_eth = "0xde0b6b3a7640000"
@@ -231,7 +236,8 @@ def test_live_auto_top_up_from_a_funding_wallet(
     assert devnet["VLX_WALLET_KEY"][2:] not in repr(rule)
     payer = Wallet.generate()
     events: list[Any] = []
-    with VlexivoClient(wallet_key=payer.private_key_hex(), base_url=url, auto_top_up=rule, on_payment=events.append) as c:
+    key = payer.private_key_hex()
+    with VlexivoClient(wallet_key=key, base_url=url, auto_top_up=rule, on_payment=events.append) as c:
         for i in range(2):
             r = c.get(f"/api/v1/hello?topup={i}")
             assert r.status_code == 200, r.text
@@ -241,17 +247,21 @@ def test_live_auto_top_up_from_a_funding_wallet(
 
     # Over the cap: refused, nothing sent, nothing paid.
     capped = replace(rule, max_total="0.0005")
-    with VlexivoClient(wallet_key=Wallet.generate().private_key_hex(), base_url=url, auto_top_up=capped) as c:
-        with pytest.raises(PaymentError) as e:
-            c.get("/api/v1/hello?cap")
+    capped_client = VlexivoClient(
+        wallet_key=Wallet.generate().private_key_hex(), base_url=url, auto_top_up=capped
+    )
+    with capped_client as c, pytest.raises(PaymentError) as e:
+        c.get("/api/v1/hello?cap")
     assert e.value.code == "top_up_refused" and "capped at 0.0005" in str(e.value)
     # A funding wallet without the token: funding_insufficient with the amounts, never its key.
     empty = Wallet.generate()
     rpc(devnet, "anvil_setBalance", [empty.address, one_eth])
     broke = replace(rule, funding_wallet_key=empty.private_key_hex())
-    with VlexivoClient(wallet_key=Wallet.generate().private_key_hex(), base_url=url, auto_top_up=broke) as c:
-        with pytest.raises(PaymentError) as e:
-            c.get("/api/v1/hello?empty")
+    broke_client = VlexivoClient(
+        wallet_key=Wallet.generate().private_key_hex(), base_url=url, auto_top_up=broke
+    )
+    with broke_client as c, pytest.raises(PaymentError) as e:
+        c.get("/api/v1/hello?empty")
     assert e.value.code == "funding_insufficient"
     assert (e.value.details["required"], e.value.details["balance"]) == ("0.01", "0")
     assert empty.private_key_hex()[2:] not in str(e.value) + repr(e.value.details)

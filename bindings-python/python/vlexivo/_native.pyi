@@ -372,7 +372,9 @@ class Payer:
         window: tuple[int, _PriceLike] | None = None,
         facilitator_url: str | None = None,
         facilitators: list[str] | None = None,
-        auto_top_up: tuple[_PriceLike, _PriceLike, _PriceLike | None, str | None, str | None] | None = None,
+        auto_top_up: tuple[_PriceLike, _PriceLike]
+        | tuple[_PriceLike, _PriceLike, _PriceLike | None, str | None, str | None]
+        | None = None,
         fixed_now: int | None = None,
         facilitator_env: str | None = None,
         payer_hint: bool = True,
