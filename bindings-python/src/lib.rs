@@ -1366,8 +1366,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(check_stacked, m)?)?;
     m.add_function(wrap_pyfunction!(now, m)?)?;
     mcp::register(m)?;
-    m.add_function(wrap_pyfunction!(onchain::payment_check_request, m)?)?;
-    m.add_function(wrap_pyfunction!(onchain::payment_check_answer, m)?)?;
+    m.add_class::<onchain::PyPaymentCheck>()?;
     m.add("ALL_CODES", PyTuple::new(py, Error::ALL_CODES)?)?;
     // Core's error table, (code, status, category, bad_input) per code, and its categories.
     let rows = Error::ALL_CODES

@@ -26,6 +26,7 @@ __all__ = [
     "Payer",
     "PayerCall",
     "Payment",
+    "PaymentCheck",
     "PaymentEvent",
     "PaymentRequired",
     "Paywall",
@@ -55,8 +56,6 @@ __all__ = [
     "parse_amount",
     "parse_payment_required",
     "parse_price",
-    "payment_check_answer",
-    "payment_check_request",
     "priced_method",
     "releases",
     "sends_receipt",
@@ -214,6 +213,21 @@ class Paywall:
         host: str | None = None,
         payer: str | None = None,
     ) -> _Answer: ...
+
+@final
+class PaymentCheck:
+    def __new__(
+        cls,
+        tx_hash: str,
+        token: str,
+        payer: str,
+        payee: str,
+        amount: _PriceLike,
+        confirmations: int = 1,
+        authorization_nonce: str | None = None,
+    ) -> PaymentCheck: ...
+    def request(self) -> str: ...
+    def answer(self, status: int, body: bytes, failure: str | None = None) -> dict[str, Any]: ...
 
 @final
 class Wallet:
@@ -437,24 +451,3 @@ def mcp_result_receipt(meta: str) -> str | None: ...
 def mcp_request_meta(headers: Sequence[tuple[str, str]]) -> dict[str, Any]: ...
 def mcp_rejection_error(status: int, body: str) -> tuple[int, str, dict[str, Any]]: ...
 def mcp_payment_required_answer(code: int, data: str) -> tuple[int, list[tuple[str, str]], str] | None: ...
-def payment_check_request(
-    tx_hash: str,
-    token: str,
-    payer: str,
-    payee: str,
-    amount: _PriceLike,
-    confirmations: int = 1,
-    authorization_nonce: str | None = None,
-) -> str: ...
-def payment_check_answer(
-    tx_hash: str,
-    token: str,
-    payer: str,
-    payee: str,
-    amount: _PriceLike,
-    confirmations: int,
-    authorization_nonce: str | None,
-    status: int,
-    body: bytes,
-    failure: str | None = None,
-) -> dict[str, Any]: ...

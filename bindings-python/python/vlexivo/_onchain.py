@@ -93,19 +93,19 @@ def verify_payment(
     ``pay_to`` (the provider's payout address) default to ``VLX_RPC_URL``, ``VLX_ASSET`` and
     ``VLX_PAY_TO``; ``amount`` is in usd."""
     url = _setting(rpc_url, "VLX_RPC_URL", "rpc_url")
-    args = (
-        tx_hash,
-        _setting(asset, "VLX_ASSET", "asset"),
-        payer,
-        _setting(pay_to, "VLX_PAY_TO", "pay_to"),
-        amount,
-        confirmations,
-        authorization_nonce,
-    )
     try:
-        body = _native.payment_check_request(*args)
+        check = _native.PaymentCheck(
+            tx_hash,
+            _setting(asset, "VLX_ASSET", "asset"),
+            payer,
+            _setting(pay_to, "VLX_PAY_TO", "pay_to"),
+            amount,
+            confirmations,
+            authorization_nonce,
+        )
     except _native.NativeError as e:
         raise from_native(e) from None
+    body = check.request()
     status, answer, failure = 0, b"", None
     req = urllib.request.Request(
         url, data=body.encode(), headers={"content-type": "application/json"}, method="POST"
@@ -121,7 +121,7 @@ def verify_payment(
     except (OSError, ValueError) as e:
         failure = _failure(e, timeout)
     try:
-        facts = _native.payment_check_answer(*args, status, answer, failure)
+        facts = check.answer(status, answer, failure)
     except _native.NativeError as e:
         raise from_native(e) from None
     return VerifiedPayment(**facts)
