@@ -609,7 +609,14 @@ impl Call {
                 };
                 self.topped(Ok(receipt), amount, balance)
             }
-            Err(e) => self.topped(Err(e), amount, balance),
+            Err(e) => {
+                if top_up.in_doubt() {
+                    // It may still land: count it against the top-up cap, as a payment in
+                    // doubt counts against the budget.
+                    self.payer.add_topped_up(&amount);
+                }
+                self.topped(Err(e), amount, balance)
+            }
         }
     }
 

@@ -92,6 +92,10 @@ pub(super) struct LiveTopUp {
     facilitator: String,
     stage: Stage,
     deadline: u64,
+    /// The transfer was handed to the node and its fate is unknown (not mined by the deadline,
+    /// or the connection lost after sending): it may still move the tokens, so the top-up cap
+    /// counts it.
+    in_doubt: bool,
 }
 
 const ID_CHAIN: u64 = 1;
@@ -120,6 +124,7 @@ impl LiveTopUp {
             amount,
             facilitator,
             stage: Stage::Prepare,
+            in_doubt: false,
             deadline: now + MINE_TIMEOUT_SECS,
         };
         let from = t.funding.address().to_checksum();
@@ -208,6 +213,11 @@ impl LiveTopUp {
         }
     }
 
+    /// Whether the transfer may still move the tokens after the top-up failed.
+    pub(super) fn in_doubt(&self) -> bool {
+        self.in_doubt
+    }
+
     /// After a [`Next::Wait`]: poll again.
     pub(super) fn resume(&self) -> FacilitatorRequest {
         match &self.stage {
@@ -236,6 +246,7 @@ impl LiveTopUp {
                 Ok(Next::Wait(POLL_MILLIS))
             }
             Err(Error::TransactionNotFound | Error::ChainUnavailable(_)) => {
+                self.in_doubt = true;
                 Err(Error::TopUpRefused(format!(
                     "the funding transfer {hash} was not mined within {MINE_TIMEOUT_SECS} s (it may still be)"
                 )))

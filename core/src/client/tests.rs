@@ -670,3 +670,83 @@ fn a_challenge_priced_for_another_wallet_is_refused_before_anything_is_signed() 
     let req = fac(call.response(402, pairs(&h), Some(rej.body.as_bytes()), None).unwrap());
     let _ = pay_ok(&mut call, &req, "0.99");
 }
+
+/// A live top-up handed to the node but not mined by its deadline may still move the tokens:
+/// the top-up cap counts it, so the next call cannot add more than `max_total` in all.
+#[test]
+fn a_live_top_up_in_doubt_counts_against_the_top_up_cap() {
+    use crate::eip3009::LiveTerms;
+    use crate::wallet::Address;
+    let rng = SeededEntropy::new(11);
+    let mut cfg = PaywallConfig::new(generate_secret(Mode::Live, &rng));
+    cfg.facilitator_url = FAC.to_string();
+    cfg.live = Some(LiveTerms {
+        network: "eip155:31337".into(),
+        asset: Address::parse("0x5FbDB2315678afecb367f032d93F642f64180aa3").unwrap(),
+        asset_name: "USD Coin".into(),
+        asset_version: "2".into(),
+        pay_to: Address::parse("0x70997970C51812dc3A010C7d01b50e0d17dc79C8").unwrap(),
+    });
+    let w = World { paywall: Paywall::new(cfg).unwrap(), rng, clock: Arc::new(FixedClock::new(NOW)) };
+    let funding = Funding::new(&format!("0x{}", "11".repeat(32)), "http://127.0.0.1:8545").unwrap();
+    let auto = AutoTopUp::new("0", "1").unwrap().with_funding(funding).with_max_total("1.5").unwrap();
+    let payer = w.payer(SpendingPolicy::default(), &[FAC], Some(auto));
+    let rpc_ok = |id: u64, result: &str| serde_json::json!({"jsonrpc": "2.0", "id": id, "result": result});
+    let prepared = serde_json::to_vec(&serde_json::json!([
+        rpc_ok(1, "0x7a69"),
+        rpc_ok(2, "0x0"),
+        rpc_ok(3, "0x3b9aca00"),
+        rpc_ok(4, "0xde0b6b3a7640000"),
+        rpc_ok(5, "0x5f5e100"),
+        rpc_ok(6, "0xc350"),
+    ]))
+    .unwrap();
+    let no_receipt = serde_json::to_vec(&serde_json::json!([
+        {"jsonrpc": "2.0", "id": 1, "result": null},
+        rpc_ok(2, "0x10"),
+    ]))
+    .unwrap();
+    // The first call: balance 0 → a top-up of 1 is sent and never mined by the deadline.
+    let mut call = payer.call("GET", &format!("{API}/a"), true).unwrap();
+    call.start();
+    let (h, b) = w.challenge("GET", "/a", "0.01");
+    let mut step = call.response(402, pairs(&h), Some(&b), None).unwrap();
+    if fac(step.clone()).url.contains("/v1/wallets/") {
+        step = call.answer(200, br#"{"balance":"0","currency":"usd"}"#).unwrap();
+    }
+    assert!(fac(step).url.starts_with("http://127.0.0.1:8545"), "the funding wallet's node");
+    let sent = fac(call.answer(200, &prepared).unwrap());
+    assert!(sent.body.unwrap().contains("eth_sendRawTransaction"));
+    let mut step =
+        call.answer(200, br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"already known"}}"#);
+    let mut polls = 0;
+    let e = loop {
+        match step {
+            Ok(Step::Wait { .. }) => {
+                w.clock.advance(30);
+                polls += 1;
+                assert!(polls < 10, "the deadline never came");
+                let poll = fac(call.resume().unwrap());
+                assert!(poll.body.unwrap().contains("eth_getTransactionReceipt"));
+                step = call.answer(200, &no_receipt);
+            }
+            Ok(other) => panic!("expected a wait, got {other:?}"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(e.code(), "top_up_refused", "{e}");
+    assert_eq!(payer.topped_up_total(), usd("1"), "the transfer in doubt counts");
+    // The second call may add only what is left under the cap: 0.5, not another 1.
+    let mut call = payer.call("GET", &format!("{API}/b"), true).unwrap();
+    call.start();
+    let (h, b) = w.challenge("GET", "/b", "0.01");
+    let mut step = call.response(402, pairs(&h), Some(&b), None).unwrap();
+    if fac(step.clone()).url.contains("/v1/wallets/") {
+        step = call.answer(200, br#"{"balance":"0","currency":"usd"}"#).unwrap();
+    }
+    assert!(fac(step).url.starts_with("http://127.0.0.1:8545"));
+    let sent = fac(call.answer(200, &prepared).unwrap());
+    let raw = sent.body.unwrap();
+    // transfer(payer, 0.5 USDC = 500000 = 0x7a120) in the signed transaction's data.
+    assert!(raw.contains("000000000000000000000000000000000000000000000000000000000007a120"), "{raw}");
+}
