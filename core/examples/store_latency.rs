@@ -38,14 +38,15 @@ fn opts() -> Opts {
     o
 }
 
-/// Involuntary context switches of this thread so far.
-fn preemptions() -> i64 {
+/// Involuntary context switches and page faults of this thread so far.
+fn preemptions() -> (i64, i64) {
     let mut u = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: getrusage writes a whole rusage into the pointer it is given.
     let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, u.as_mut_ptr()) };
     assert_eq!(rc, 0, "getrusage");
     // SAFETY: initialised by the successful call above (and zeroed before it).
-    unsafe { u.assume_init() }.ru_nivcsw
+    let u = unsafe { u.assume_init() };
+    (u.ru_nivcsw, u.ru_minflt + u.ru_majflt)
 }
 
 /// A key of the real shape: account (25) + ':' + a 24-character base64url nonce = 50 bytes.
@@ -70,6 +71,8 @@ fn key(i: u64, out: &mut String) {
 struct Run {
     all: Vec<u32>,
     own: Vec<u32>,
+    /// Consumes that were not preempted but took a page fault.
+    faulted: Vec<u32>,
 }
 
 /// Consume `ops` fresh keys after `warm` untimed ones, `rate` per simulated second.
@@ -80,7 +83,11 @@ fn run(store: &dyn NonceStore, warm: u64, ops: u64, rate: u64) -> Run {
         key(i, &mut k);
         assert!(store.consume(&k, at(i) + TTL, at(i)).unwrap().is_fresh());
     }
-    let mut r = Run { all: Vec::with_capacity(ops as usize), own: Vec::with_capacity(ops as usize) };
+    let mut r = Run {
+        all: Vec::with_capacity(ops as usize),
+        own: Vec::with_capacity(ops as usize),
+        faulted: Vec::new(),
+    };
     for i in warm..warm + ops {
         key(i, &mut k);
         let now = at(i);
@@ -91,8 +98,11 @@ fn run(store: &dyn NonceStore, warm: u64, ops: u64, rate: u64) -> Run {
         let p1 = preemptions();
         assert!(c.unwrap().is_fresh());
         r.all.push(ns);
-        if p1 == p0 {
+        if p1.0 == p0.0 {
             r.own.push(ns);
+            if p1.1 != p0.1 {
+                r.faulted.push(ns);
+            }
         }
     }
     r
@@ -136,14 +146,17 @@ fn main() {
     for (name, store) in &stores {
         let mut r = run(&**store, o.rows, o.ops, rate);
         let preempted = r.all.len() - r.own.len();
+        let faults = r.faulted.len();
+        let fault_max = r.faulted.iter().max().map_or(0.0, |n| *n as f64 / 1000.0);
         let a = summary(&mut r.all);
         let w = summary(&mut r.own);
         println!(
-            "{name:<8} {:>9.1} {:>9.1} {:>10.1} {:>10.1}   {:>9.1} {:>10.1} {:>10.1}  {preempted}",
+            "{name:<8} {:>9.1} {:>9.1} {:>10.1} {:>10.1}   {:>9.1} {:>10.1} {:>10.1}  {preempted}  \
+             ({faults} own consumes took a page fault, the slowest {fault_max:.1} µs)",
             a[0], a[1], a[2], a[3], w[1], w[2], w[3]
         );
         println!(
-            "BENCH {{\"bench\":\"store_latency\",\"store\":\"{name}\",\"rows\":{},\"ops\":{},\"p50\":{:.2},\"p99\":{:.2},\"p999\":{:.2},\"max\":{:.2},\"own_p50\":{:.2},\"own_p99\":{:.2},\"own_p999\":{:.2},\"own_max\":{:.2},\"preempted\":{preempted},\"load\":\"{load}\"}}",
+            "BENCH {{\"bench\":\"store_latency\",\"store\":\"{name}\",\"rows\":{},\"ops\":{},\"p50\":{:.2},\"p99\":{:.2},\"p999\":{:.2},\"max\":{:.2},\"own_p50\":{:.2},\"own_p99\":{:.2},\"own_p999\":{:.2},\"own_max\":{:.2},\"preempted\":{preempted},\"faulted\":{faults},\"faulted_max\":{fault_max:.2},\"load\":\"{load}\"}}",
             o.rows, o.ops, a[0], a[1], a[2], a[3], w[0], w[1], w[2], w[3]
         );
     }
