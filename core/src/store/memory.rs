@@ -33,7 +33,7 @@ const MAX_SHARDS: usize = 4096;
 /// it adds, so a backlog (after a burst, or once the clock jumps) drains while the work of any
 /// one consume stays bounded.
 const EXPIRE_PER_CONSUME: usize = 4;
-/// Default bound: about 180 MB at 50-byte keys.
+/// Default bound: about 170 MB at 50-byte keys.
 pub const DEFAULT_CAPACITY: usize = 1_000_000;
 /// The tables' hasher. Keys come from verified tokens (the nonce from the provider's own
 /// challenge), so nobody can choose them to collide; a fast hasher keeps consumes cheap. Seeded
