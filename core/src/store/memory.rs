@@ -4,14 +4,26 @@
 //!
 //! Expired nonces leave incrementally: each shard queues its entries' expiries in consume order,
 //! and every consume first removes at most [`EXPIRE_PER_CONSUME`] expired entries from the front
-//! of its shard's queue, each found by its stored hash. No consume scans or rebuilds a whole
-//! table (a sweep over a shard used to cost its size in cold cache lines, and a rehash read every
-//! key again: 0.2-0.5 ms maximums at a million live nonces), so the worst single consume is a
-//! few removals, or one table's growth while the store fills (which moves stored hashes and
-//! reads no key). Expiries arrive nearly in
-//! order (a proof's expiry is its payment time plus the token lifetime, and proofs are used soon
-//! after payment); one that is not waits behind an earlier, longer-lived one, at most that long.
-//! A full store, and `purge`, sweep exactly.
+//! of its shard's queue. No consume scans or rebuilds a whole table (a sweep over a shard used to
+//! cost its size in cold cache lines: 0.2-0.5 ms maximums at a million live nonces), so the
+//! worst single consume is a few removals. Expiries arrive nearly in order (a proof's expiry is
+//! its payment time plus the token lifetime, and proofs are used soon after payment); one that
+//! is not waits behind an earlier, longer-lived one, at most that long. A full store, and
+//! `purge`, sweep exactly.
+//!
+//! No consume grows anything either: a shard's parts are allocated when the store is made, sized
+//! for its share of a full store. Growing a table in a consume moved all its entries into memory
+//! the process had never touched (about ten first-touch page faults at once, up to 0.5 ms on a
+//! VM) and made a large request to the allocator, which first consolidates every small block
+//! freed since its last large request (the expired keys: 60-150 µs at a million live nonces).
+//! A table also grew at a steady live count once removals had left enough tombstones, which
+//! they do in a table more than about 40 % full. So each shard keeps its entries in a slab (a
+//! vector used densely, its free slots reused) and its table holds only a slot number and 32
+//! bits of the key's hash, 8 bytes a slot: tables with more than twice the slots a full share
+//! needs cost less than tables of whole entries that fill past half. Rebuilding a table in
+//! place (rare: tombstones) reads neither keys nor slab. Every part is virtual until used: a
+//! table's pages are touched as entries land on them (a page per consume at most), the slab,
+//! free list and queue as they fill.
 
 use super::{Consume, Lease, Leases, NonceStore, check_key};
 use crate::error::{Error, Result};
@@ -22,47 +34,78 @@ use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-/// Live nonces per shard the store is sized for: the shard count grows with the capacity (256
-/// shards for the default million). Many more, smaller shards would bound a table's growth
-/// further but cost every consume cold cache lines (measured: twice the p50 at 4,096 shards).
-const NONCES_PER_SHARD: usize = 4096;
-/// Bounds of the shard count (powers of two, so the shard is picked with a mask).
+/// Live nonces per shard when the store is full: the shard count grows with the capacity (334
+/// shards for the default million). Many more, smaller shards cost every consume cold cache
+/// lines (measured: twice the p50 at 4,096 shards). 3,000 fills a table of 8,192 slots to
+/// 37 %, under the 44 % past which hashbrown would grow it rather than rebuild it in place.
+const NONCES_PER_SHARD: usize = 3000;
+/// Bounds of the shard count.
 const MIN_SHARDS: usize = 16;
 const MAX_SHARDS: usize = 4096;
+/// The largest share a shard is sized for up front: a store bounded beyond about 16 million
+/// grows its shards past that rather than reserve them whole.
+const MAX_SHARE: usize = 4096;
 /// Expired entries a consume removes from its shard before its own insert: more than the one
 /// it adds, so a backlog (after a burst, or once the clock jumps) drains while the work of any
 /// one consume stays bounded.
 const EXPIRE_PER_CONSUME: usize = 4;
-/// Default bound: about 170 MB at 50-byte keys.
+/// Default bound: about 150 MB at 50-byte keys when full.
 pub const DEFAULT_CAPACITY: usize = 1_000_000;
-/// The tables' hasher. Keys come from verified tokens (the nonce from the provider's own
+/// The keys' hasher. Keys come from verified tokens (the nonce from the provider's own
 /// challenge), so nobody can choose them to collide; a fast hasher keeps consumes cheap. Seeded
 /// per process all the same.
 type Hasher = foldhash::fast::RandomState;
 
-/// A live nonce: its key, the key's hash (so growth and expiry never hash or read the key
-/// again), when it expires and the lease of the consume that recorded it.
+/// A nonce in its shard's slab: its key, the high half of the key's hash (its tag), when it
+/// expires and the lease of the consume that recorded it. A free slot has no key and never
+/// expires.
 #[derive(Debug)]
 struct Held {
-    hash: u64,
     key: Box<str>,
     expires_at: u64,
     lease: Lease,
+    tag: u32,
 }
 
-/// When a recorded entry expires: queued in consume order. Popped once due, it removes the
-/// entry of that hash if that entry has expired by then: whatever happened to the key meanwhile
-/// (released, recorded again, swept), removing an expired entry is always right, and a live one
-/// is left alone.
+impl Held {
+    const FREE: u64 = u64::MAX;
+}
+
+/// A table entry: the tag in the high half, the slab slot in the low half.
+fn pack(tag: u32, slot: usize) -> u64 {
+    (u64::from(tag) << 32) | slot as u64
+}
+
+fn slot_of(v: u64) -> usize {
+    v as u32 as usize
+}
+
+fn tag_of(v: u64) -> u32 {
+    (v >> 32) as u32
+}
+
+/// The hash a table places a tag by: its low bits pick the slot, its top bits are hashbrown's
+/// control byte, both from the tag.
+fn spread(tag: u32) -> u64 {
+    u64::from(tag) * 0x1_0000_0001
+}
+
+/// When a recorded entry expires: queued in consume order. Popped once due, it frees its slot
+/// if the slot still holds an entry of that tag and that entry has expired by then: whatever
+/// happened to the key meanwhile (released, recorded again, swept), removing an expired entry
+/// is always right, and a live one is left alone.
 #[derive(Debug, Clone, Copy)]
 struct Expiry {
     expires_at: u64,
-    hash: u64,
+    slot: u32,
+    tag: u32,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shard {
-    table: HashTable<Held>,
+    table: HashTable<u64>,
+    slab: Vec<Held>,
+    free: Vec<u32>,
     expiries: VecDeque<Expiry>,
     /// Next lease: a key always lives in the same shard, so a counter per shard (from a random
     /// start) keeps leases of one key distinct without a shared atomic.
@@ -70,6 +113,42 @@ struct Shard {
 }
 
 impl Shard {
+    /// A shard holding `share` entries without growing anything: room for shards that fill
+    /// unevenly (a shard's count spreads by about its square root; the margin is several times
+    /// that), and a table of more than twice that many slots.
+    fn sized(share: usize, next_lease: u64) -> Self {
+        let room = share + share / 8 + 64;
+        Self {
+            table: HashTable::with_capacity(2 * room),
+            slab: Vec::with_capacity(room),
+            free: Vec::with_capacity(room),
+            expiries: VecDeque::with_capacity(room),
+            next_lease,
+        }
+    }
+
+    /// Record a new entry in a free slot (or a new one) and return the slot.
+    fn occupy(slab: &mut Vec<Held>, free: &mut Vec<u32>, held: Held) -> usize {
+        match free.pop() {
+            Some(slot) => {
+                slab[slot as usize] = held;
+                slot as usize
+            }
+            None => {
+                slab.push(held);
+                slab.len() - 1
+            }
+        }
+    }
+
+    /// Free a slot whose table entry was removed.
+    fn vacate(&mut self, slot: usize) {
+        let held = &mut self.slab[slot];
+        held.key = Box::default();
+        held.expires_at = Held::FREE;
+        self.free.push(slot as u32);
+    }
+
     /// Remove up to `budget` entries expired at `now` (live while `now <= expires_at`) from the
     /// front of the queue; returns how many entries left the table.
     fn expire(&mut self, now: u64, budget: usize) -> usize {
@@ -80,8 +159,14 @@ impl Shard {
                 _ => break,
             }
             let Some(x) = self.expiries.pop_front() else { break };
-            if let Ok(e) = self.table.find_entry(x.hash, |h| h.hash == x.hash && h.expires_at < now) {
+            let held = &self.slab[x.slot as usize];
+            if held.tag != x.tag || held.expires_at >= now {
+                continue;
+            }
+            let entry = pack(x.tag, x.slot as usize);
+            if let Ok(e) = self.table.find_entry(spread(x.tag), |&v| v == entry) {
                 e.remove();
+                self.vacate(x.slot as usize);
                 freed += 1;
             }
         }
@@ -89,11 +174,23 @@ impl Shard {
     }
 
     /// Remove every entry expired at `now`, wherever its expiry is queued (a full store, and
-    /// `purge`: exact, and O(shard)). Their queued expiries go stale and are dropped when popped.
+    /// `purge`: exact, and O(shard)). Their queued expiries go stale and are skipped when popped.
     fn sweep(&mut self, now: u64) -> usize {
-        let before = self.table.len();
-        self.table.retain(|h| h.expires_at >= now);
-        before - self.table.len()
+        let Shard { table, slab, free, .. } = self;
+        let mut freed = 0;
+        table.retain(|v| {
+            let slot = slot_of(*v);
+            let held = &mut slab[slot];
+            if held.expires_at >= now {
+                return true;
+            }
+            held.key = Box::default();
+            held.expires_at = Held::FREE;
+            free.push(slot as u32);
+            freed += 1;
+            false
+        });
+        freed
     }
 }
 
@@ -109,17 +206,18 @@ pub struct MemoryStore {
     /// `now` of the last store-wide expiry pass triggered by a full store (at most one per
     /// second).
     full_sweep_at: AtomicU64,
-    /// Picks a key's shard (its own seed: independent of the tables' hashes).
-    pick: Hasher,
-    /// Hashes keys inside a shard's table.
+    /// Hashes keys: the low half picks the shard, the high half is the key's tag in it.
     hasher: Hasher,
-    /// `shards.len() - 1`.
-    mask: usize,
 }
 
 /// Shards for a store of `capacity` live nonces: about [`NONCES_PER_SHARD`] each when full.
 fn shard_count(capacity: usize) -> usize {
-    (capacity / NONCES_PER_SHARD).next_power_of_two().clamp(MIN_SHARDS, MAX_SHARDS)
+    capacity.div_ceil(NONCES_PER_SHARD).clamp(MIN_SHARDS, MAX_SHARDS)
+}
+
+/// A shard's share of a full store, which it is sized for up front (at most [`MAX_SHARE`]).
+fn shard_share(capacity: usize, shards: usize) -> usize {
+    capacity.div_ceil(shards).min(MAX_SHARE)
 }
 
 impl Default for MemoryStore {
@@ -136,19 +234,17 @@ impl MemoryStore {
 
     /// A store bounded at `capacity` live entries (at least 1).
     pub fn with_capacity(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
         let start = Leases::new();
         let count = shard_count(capacity);
-        let shards = (0..count)
-            .map(|_| Mutex::new(Shard { next_lease: start.next().0, ..Shard::default() }))
-            .collect();
+        let share = shard_share(capacity, count);
+        let shards = (0..count).map(|_| Mutex::new(Shard::sized(share, start.next().0))).collect();
         Self {
             shards,
             len: AtomicUsize::new(0),
-            capacity: capacity.max(1),
+            capacity,
             full_sweep_at: AtomicU64::new(0),
-            pick: Hasher::default(),
             hasher: Hasher::default(),
-            mask: count - 1,
         }
     }
 
@@ -165,13 +261,12 @@ impl MemoryStore {
         self.capacity
     }
 
-    fn shard(&self, key: &str) -> &Mutex<Shard> {
-        &self.shards[self.shard_index(key)]
-    }
-
-    fn shard_index(&self, key: &str) -> usize {
-        // The high bits: a hash table uses the low ones.
-        (self.pick.hash_one(key) >> 52) as usize & self.mask
+    /// The key's shard (its index) and tag.
+    fn place(&self, key: &str) -> (usize, u32) {
+        let hash = self.hasher.hash_one(key);
+        // The low half, spread over the shards by a multiply (any count, no modulo).
+        let shard = ((hash & 0xffff_ffff) * self.shards.len() as u64) >> 32;
+        (shard as usize, tag_of(hash))
     }
 
     fn try_reserve_slot(&self) -> bool {
@@ -190,18 +285,20 @@ impl MemoryStore {
 impl NonceStore for MemoryStore {
     fn consume(&self, key: &str, expires_at: u64, now: u64) -> Result<Consume> {
         check_key(key)?;
-        let hash = self.hasher.hash_one(key);
+        let (place, tag) = self.place(key);
         // Second pass only after a store-wide expiry pass freed room elsewhere.
         for pass in 0..2 {
-            let mut guard = self.shard(key).lock();
+            let mut guard = self.shards[place].lock();
             let shard = &mut *guard;
             self.forget(shard.expire(now, EXPIRE_PER_CONSUME));
             shard.next_lease = shard.next_lease.wrapping_add(1);
             let lease = Lease(shard.next_lease);
-            let Shard { table, expiries, .. } = shard;
-            match table.entry(hash, |h| &*h.key == key, |h| h.hash) {
-                Slot::Occupied(mut e) => {
-                    let held = e.get_mut();
+            let Shard { table, slab, free, expiries, .. } = shard;
+            let same = |v: &u64| tag_of(*v) == tag && &*slab[slot_of(*v)].key == key;
+            match table.entry(spread(tag), same, |v| spread(tag_of(*v))) {
+                Slot::Occupied(e) => {
+                    let slot = slot_of(*e.get());
+                    let held = &mut slab[slot];
                     if held.expires_at >= now {
                         return Ok(Consume::Replayed);
                     }
@@ -209,13 +306,15 @@ impl NonceStore for MemoryStore {
                     // takes no new slot.
                     held.expires_at = expires_at;
                     held.lease = lease;
-                    expiries.push_back(Expiry { expires_at, hash });
+                    expiries.push_back(Expiry { expires_at, slot: slot as u32, tag });
                     return Ok(Consume::Fresh(lease));
                 }
                 Slot::Vacant(e) => {
                     if self.try_reserve_slot() {
-                        expiries.push_back(Expiry { expires_at, hash });
-                        e.insert(Held { hash, key: key.into(), expires_at, lease });
+                        let held = Held { key: key.into(), expires_at, lease, tag };
+                        let slot = Shard::occupy(slab, free, held);
+                        e.insert(pack(tag, slot));
+                        expiries.push_back(Expiry { expires_at, slot: slot as u32, tag });
                         return Ok(Consume::Fresh(lease));
                     }
                 }
@@ -224,10 +323,10 @@ impl NonceStore for MemoryStore {
             let freed = shard.sweep(now);
             self.forget(freed);
             if freed > 0 && self.try_reserve_slot() {
-                shard.expiries.push_back(Expiry { expires_at, hash });
-                shard
-                    .table
-                    .insert_unique(hash, Held { hash, key: key.into(), expires_at, lease }, |h| h.hash);
+                let held = Held { key: key.into(), expires_at, lease, tag };
+                let slot = Shard::occupy(&mut shard.slab, &mut shard.free, held);
+                shard.table.insert_unique(spread(tag), pack(tag, slot), |v| spread(tag_of(*v)));
+                shard.expiries.push_back(Expiry { expires_at, slot: slot as u32, tag });
                 return Ok(Consume::Fresh(lease));
             }
             drop(guard);
@@ -249,12 +348,20 @@ impl NonceStore for MemoryStore {
 
     fn release(&self, key: &str, lease: Lease) -> Result<()> {
         check_key(key)?;
-        let hash = self.hasher.hash_one(key);
-        let mut shard = self.shard(key).lock();
-        if let Ok(e) = shard.table.find_entry(hash, |h| h.lease == lease && &*h.key == key) {
-            // Its queued expiry stays until it is due, and is dropped then (the lease is gone).
-            e.remove();
-            drop(shard);
+        let (place, tag) = self.place(key);
+        let mut guard = self.shards[place].lock();
+        let shard = &mut *guard;
+        let slab = &shard.slab;
+        let held = |v: &u64| {
+            let h = &slab[slot_of(*v)];
+            tag_of(*v) == tag && h.lease == lease && &*h.key == key
+        };
+        if let Ok(e) = shard.table.find_entry(spread(tag), held) {
+            // Its queued expiry stays until it is due, and is skipped then (the slot is free or
+            // holds another entry).
+            let (v, _) = e.remove();
+            shard.vacate(slot_of(v));
+            drop(guard);
             self.forget(1);
         }
         Ok(())
@@ -279,6 +386,7 @@ impl NonceStore for MemoryStore {
 mod tests {
     use super::*;
     use crate::store::tests::{conformance_async, conformance_clock};
+    use std::fmt::Write;
 
     #[test]
     fn conforms() {
@@ -326,9 +434,7 @@ mod tests {
         // A replay is still detected while full (no slot needed to answer it).
         assert_eq!(s.consume("a:3", 100, 2).unwrap(), Consume::Replayed);
         // Releasing one makes room.
-        let hash = s.hasher.hash_one("a:0");
-        let l0 = s.shard("a:0").lock().table.find(hash, |h| &*h.key == "a:0").unwrap().lease;
-        s.release("a:0", l0).unwrap();
+        s.release("a:0", lease_of(&s, "a:0")).unwrap();
         assert!(s.consume("a:new", 100, 2).unwrap().is_fresh());
     }
 
@@ -369,8 +475,16 @@ mod tests {
 
     /// `n` keys that live in the same shard as `like`.
     fn same_shard(s: &MemoryStore, like: &str, n: usize) -> Vec<String> {
-        let want = s.shard_index(like);
-        (0..).map(|i| format!("b:{i}")).filter(|k| s.shard_index(k) == want).take(n).collect()
+        let want = s.place(like).0;
+        (0..).map(|i| format!("b:{i}")).filter(|k| s.place(k).0 == want).take(n).collect()
+    }
+
+    /// The lease `key` is held under.
+    fn lease_of(s: &MemoryStore, key: &str) -> Lease {
+        let (i, tag) = s.place(key);
+        let shard = s.shards[i].lock();
+        let v = *shard.table.find(spread(tag), |v| &*shard.slab[slot_of(*v)].key == key).unwrap();
+        shard.slab[slot_of(v)].lease
     }
 
     #[test]
@@ -431,24 +545,57 @@ mod tests {
         assert_eq!(n, 256);
         let mut counts = vec![0usize; n];
         for i in 0..1_000 * n {
-            counts[s.shard_index(&format!("acct_123:{i:022}"))] += 1;
+            counts[s.place(&format!("acct_123:{i:022}")).0] += 1;
         }
         let mean = 1_000;
         assert!(counts.iter().all(|&c| c > mean * 7 / 10 && c < mean * 13 / 10), "{counts:?}");
-        // The largest store's shards are all reached: the index takes the hash's top 12 bits.
+        // The largest store's shards are all reached.
         let s = MemoryStore::with_capacity(MAX_SHARDS * NONCES_PER_SHARD);
         assert_eq!(s.shards.len(), MAX_SHARDS);
         let reached: std::collections::HashSet<usize> =
-            (0..64 * MAX_SHARDS).map(|i| s.shard_index(&format!("acct_123:{i:022}"))).collect();
+            (0..64 * MAX_SHARDS).map(|i| s.place(&format!("acct_123:{i:022}")).0).collect();
         assert_eq!(reached.len(), MAX_SHARDS);
+    }
+
+    /// Each shard's table, slab, free list and queue capacities.
+    fn sizes(s: &MemoryStore) -> Vec<[usize; 4]> {
+        let sizes =
+            |g: &Shard| [g.table.capacity(), g.slab.capacity(), g.free.capacity(), g.expiries.capacity()];
+        s.shards.iter().map(|m| sizes(&m.lock())).collect()
+    }
+
+    #[test]
+    fn a_full_store_never_grows_a_shard() {
+        // A table grew inside a consume while the store filled, and at a steady live count once
+        // removals had left enough tombstones (a table over ~44 % full): each moved every entry.
+        // 16 shards at the default store's share, full, turned over 25 times (75,000 removals
+        // a shard: a table of whole entries 48 % full grew within 30,000-90,000).
+        let cap = (MIN_SHARDS * NONCES_PER_SHARD) as u64;
+        let s = MemoryStore::with_capacity(cap as usize);
+        assert_eq!(shard_share(s.capacity, s.shards.len()), NONCES_PER_SHARD);
+        let before = sizes(&s);
+        // Nonces living 100 s at cap / 100 per second: the store runs full.
+        let rate = cap / 100;
+        let mut key = String::new();
+        for i in 0..25 * cap {
+            let now = i / rate;
+            key.clear();
+            write!(key, "acct_123:{i:022}").unwrap();
+            assert!(s.consume(&key, now + 99, now).unwrap().is_fresh());
+        }
+        assert!(s.len() as u64 > cap * 9 / 10, "len {}", s.len());
+        // Tombstones may lower a table's capacity until it is rebuilt in place; never raise it.
+        for (now, then) in sizes(&s).iter().zip(&before) {
+            assert!(now[0] <= then[0] && now[1..] == then[1..], "{now:?} {then:?}");
+        }
     }
 
     #[test]
     fn shard_count_follows_the_capacity() {
         assert_eq!(shard_count(0), MIN_SHARDS);
         assert_eq!(shard_count(10), MIN_SHARDS);
-        assert_eq!(shard_count(100_000), 32);
-        assert_eq!(shard_count(DEFAULT_CAPACITY), 256);
+        assert_eq!(shard_count(100_000), 34);
+        assert_eq!(shard_count(DEFAULT_CAPACITY), 334);
         assert_eq!(shard_count(64 << 20), MAX_SHARDS);
         assert_eq!(shard_count(usize::MAX), MAX_SHARDS);
     }
