@@ -27,6 +27,30 @@ export function facilitatorBin() {
   return bin;
 }
 
+/** anvil from live/devnet's npm install; the live suites skip without it. */
+const anvilBin = join(repoRoot, 'live', 'devnet', 'node_modules', '@foundry-rs', 'anvil-linux-amd64', 'bin', 'anvil');
+export const liveSkip = existsSync(anvilBin) ? false : 'the devnet is not installed (npm ci --prefix live/devnet)';
+
+/**
+ * A real anvil with Circle's FiatTokenV2_2 and a live facilitator (`vlexivo demo --live
+ * --serve`): resolves with the VLX_* settlement terms it prints before READY, and `stop()`
+ * (closing its stdin ends the demo, the devnet with it).
+ */
+export async function startLiveDevnet() {
+  const child = spawn(facilitatorBin(), ['demo', '--live', '--serve'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const env = {};
+  for await (const line of createInterface({ input: child.stdout })) {
+    if (line === 'READY') break;
+    const i = line.indexOf('=');
+    if (i > 0) env[line.slice(0, i)] = line.slice(i + 1);
+  }
+  if (!env.VLX_SECRET_KEY?.startsWith('sk_live_')) {
+    child.stdin.end();
+    throw new Error(`vlexivo demo --live --serve printed no live key before READY: ${Object.keys(env).join(', ')}`);
+  }
+  return { env, stop: () => child.stdin.end() };
+}
+
 /** Start `vlexivo serve` on a free port; resolves once it prints VLEXIVO_URL. */
 export async function startFacilitator({ faucetCap, publicUrl } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'vlx-node-'));

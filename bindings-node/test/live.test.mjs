@@ -4,32 +4,21 @@
 // (eth_call balanceOf), independently of the facilitator.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { createInterface } from 'node:readline';
-import { existsSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { join } from 'node:path';
 import { VlexivoClient, VlexivoError, VlexivoPaymentError, VlexivoServer, Wallet, verifyPayment } from 'vlexivo';
 import { adapters } from './apps.mjs';
-import { facilitatorBin, repoRoot } from './helpers.mjs';
+import { liveSkip, startLiveDevnet } from './helpers.mjs';
 
-const anvil = join(repoRoot, 'live', 'devnet', 'node_modules', '@foundry-rs', 'anvil-linux-amd64', 'bin', 'anvil');
-const skip = existsSync(anvil) ? false : 'the devnet is not installed (npm ci --prefix live/devnet)';
+const skip = liveSkip;
 
-let child;
+let devnet;
 let env;
 before(async () => {
   if (skip) return;
-  child = spawn(facilitatorBin(), ['demo', '--live', '--serve'], { stdio: ['pipe', 'pipe', 'inherit'] });
-  env = {};
-  for await (const line of createInterface({ input: child.stdout })) {
-    if (line === 'READY') break;
-    const i = line.indexOf('=');
-    if (i > 0) env[line.slice(0, i)] = line.slice(i + 1);
-  }
-  assert.ok(env.VLX_SECRET_KEY?.startsWith('sk_live_'), JSON.stringify(env));
+  devnet = await startLiveDevnet();
+  env = devnet.env;
 });
-after(() => child?.stdin.end());
+after(() => devnet?.stop());
 
 /** The token balance of `address` on chain, in atomic units. */
 async function onChain(address) {

@@ -25,7 +25,7 @@ export async function launch() {
 }
 
 // A real `vlexivo serve` on a free port, as the npm package's own tests start it.
-export { startFacilitator } from '../../bindings-node/test/helpers.mjs';
+export { startFacilitator, startLiveDevnet, liveSkip } from '../../bindings-node/test/helpers.mjs';
 
 export async function api(url, path, { secret, method = 'GET', body } = {}) {
   const res = await fetch(`${url}${path}`, {

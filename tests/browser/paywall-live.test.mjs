@@ -5,18 +5,14 @@
 // extension: window.ethereum in the page, its key and signing (viem) in the test process.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { launch, repoRoot, express, vlexivo, allPayments } from './harness.mjs';
+import { launch, repoRoot, express, vlexivo, allPayments, liveSkip, startLiveDevnet } from './harness.mjs';
 
-const anvil = join(repoRoot, 'live', 'devnet', 'node_modules', '@foundry-rs', 'anvil-linux-amd64', 'bin', 'anvil');
-const skip = existsSync(anvil) ? false : 'the devnet is not installed (npm ci --prefix live/devnet)';
+const skip = liveSkip;
 const { privateKeyToAccount } = createRequire(join(repoRoot, 'bindings-node', 'package.json'))('viem/accounts');
 
-let child;
+let devnet;
 let env;
 let browser;
 let http;
@@ -24,15 +20,8 @@ let appUrl;
 
 before(async () => {
   if (skip) return;
-  const bin = process.env.VLEXIVO_BIN ?? join(repoRoot, 'target', 'debug', 'vlexivo');
-  child = spawn(bin, ['demo', '--live', '--serve'], { stdio: ['pipe', 'pipe', 'inherit'] });
-  env = {};
-  for await (const line of createInterface({ input: child.stdout })) {
-    if (line === 'READY') break;
-    const i = line.indexOf('=');
-    if (i > 0) env[line.slice(0, i)] = line.slice(i + 1);
-  }
-  assert.ok(env.VLX_SECRET_KEY?.startsWith('sk_live_'), JSON.stringify(env));
+  devnet = await startLiveDevnet();
+  env = devnet.env;
   // The live paywall reads its settlement terms from the environment, as in production.
   for (const k of ['VLX_NETWORK', 'VLX_ASSET', 'VLX_ASSET_NAME', 'VLX_ASSET_VERSION', 'VLX_PAY_TO']) process.env[k] = env[k];
   const server = new vlexivo.VlexivoServer({ apiSecret: env.VLX_SECRET_KEY, mode: 'live', facilitatorUrl: env.VLX_FACILITATOR_URL });
@@ -53,7 +42,7 @@ after(async () => {
     http.closeAllConnections?.();
     await new Promise((r) => http.close(() => r()));
   }
-  child?.stdin.end();
+  devnet?.stop();
 });
 
 test('live: the page pays with the injected EIP-1193 wallet and shows the paid content', { skip }, async () => {
