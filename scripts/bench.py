@@ -118,7 +118,7 @@ def run_stores(ctx: Ctx) -> Values:
         text = ctx.example("vlexivo-core", "store_latency", ["--rows", str(rows), "--ops", str(ops)])
         for b in bench_lines(text):
             tag = f"{b['store']}_{rows // 1000}k"
-            for k in ("p50", "p99", "p999", "max", "own_p99", "own_p999", "own_max"):
+            for k in ("p50", "p99", "p999", "max", "own_p99", "own_p999", "own_max", "stolen", "faulted", "faulted_max"):
                 out[f"{tag}_{k}"] = b[k]
     return out
 
@@ -269,6 +269,10 @@ def ms(v: float) -> str:
     return f"{v:.2f} ms"
 
 
+def count(v: float) -> str:
+    return f"{v:,.0f}"
+
+
 class Table:
     def __init__(self, runs: list[dict[str, Values]]) -> None:
         self.runs = runs
@@ -333,10 +337,13 @@ def make_table(runs: list[dict[str, Values]]) -> Table:
                                 ("sqlite", "100k", "p99.9 ≤ 1 ms"), ("sqlite", "1000k", "p99.9 ≤ 1 ms")]:
         k = f"{store}_{size}"
         live = "100,000" if size == "100k" else "1,000,000"
-        t.row(f"one nonce consume, {store} store, {live} live: p50 / p99.9 / max (own: not preempted)", stores,
+        t.row(f"one nonce consume, {store} store, {live} live: p50 / p99.9 / max (own: neither preempted nor "
+              "off its CPU to the hypervisor)", stores,
               f"p50 {spread(v('stores', k + '_p50'), us)}; p99.9 {spread(v('stores', k + '_p999'), us)} "
               f"(own {spread(v('stores', k + '_own_p999'), us)}); max {spread(v('stores', k + '_max'), us)} "
-              f"(own {spread(v('stores', k + '_own_max'), us)})", target)
+              f"(own {spread(v('stores', k + '_own_max'), us)}); off-CPU {spread(v('stores', k + '_stolen'), count)}; "
+              f"own consumes that page-faulted {spread(v('stores', k + '_faulted'), count)} "
+              f"(slowest {spread(v('stores', k + '_faulted_max'), us)})", target)
     pay = "scripts/bench.sh --only payments"
     t.row("facilitator payments/s, SQLite, fsync before ack (load from another process)", pay,
           spread(v("payments", "payments_per_s"), per_s), "≥ 2,000/s")

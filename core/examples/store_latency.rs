@@ -3,7 +3,11 @@
 //! `--rows` keys are live, so growth, sweeps, purges and WAL checkpoints all happen while the
 //! consumes are timed. Each consume is timed on its own; a consume during which the thread was
 //! preempted (an involuntary context switch, from getrusage) is counted apart, since on a busy
-//! machine the scheduler, not the store, made it slow: the "own" columns are the store's.
+//! machine the scheduler, not the store, made it slow; so is one during which the thread was
+//! off its CPU without any context switch (its wall time exceeds the thread's CPU time, which
+//! leaves out time the hypervisor ran something else on the virtual CPU: steal), since then the
+//! host made it slow. A consume that blocked (a voluntary switch: a lock, I/O) stays the store's. The "own" columns are the store's: neither preempted nor stolen. The
+//! "all" columns keep every consume. Steal over the whole run (from /proc/stat) is printed too.
 //!
 //! `cargo run --release -p vlexivo-core --example store_latency -- [--rows 100000]
 //!     [--ops 200000] [--store memory|sqlite|all]`
@@ -38,15 +42,37 @@ fn opts() -> Opts {
     o
 }
 
-/// Involuntary context switches and page faults of this thread so far.
-fn preemptions() -> (i64, i64) {
+/// This thread's involuntary context switches, page faults and voluntary context switches
+/// (it blocked: on a lock, on I/O) so far.
+fn preemptions() -> (i64, i64, i64) {
     let mut u = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: getrusage writes a whole rusage into the pointer it is given.
     let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, u.as_mut_ptr()) };
     assert_eq!(rc, 0, "getrusage");
     // SAFETY: initialised by the successful call above (and zeroed before it).
     let u = unsafe { u.assume_init() };
-    (u.ru_nivcsw, u.ru_minflt + u.ru_majflt)
+    (u.ru_nivcsw, u.ru_minflt + u.ru_majflt, u.ru_nvcsw)
+}
+
+/// This thread's CPU time so far (ns): exact to the call (getrusage's lags to the last tick),
+/// and without the time the hypervisor gave this virtual CPU's host thread to others.
+fn cpu_ns() -> i64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes a timespec into the pointer it is given.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    assert_eq!(rc, 0, "clock_gettime");
+    t.tv_sec * 1_000_000_000 + t.tv_nsec
+}
+
+/// Wall time a consume may exceed its thread's CPU time by before it counts as stolen.
+const STOLEN_NS: i64 = 10_000;
+
+/// Steal time of the whole machine so far (ms, from /proc/stat; 0 where there is none).
+fn steal_ms() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let cpu = stat.lines().next().unwrap_or_default();
+    // cpu user nice system idle iowait irq softirq steal, in USER_HZ (100 a second) ticks.
+    cpu.split_whitespace().nth(8).and_then(|t| t.parse::<u64>().ok()).unwrap_or(0) * 10
 }
 
 /// A key of the real shape: account (25) + ':' + a 24-character base64url nonce = 50 bytes.
@@ -73,6 +99,8 @@ struct Run {
     own: Vec<u32>,
     /// Consumes that were not preempted but took a page fault.
     faulted: Vec<u32>,
+    /// Consumes not preempted but off their CPU (steal): their times.
+    stolen: Vec<u32>,
 }
 
 /// Consume `ops` fresh keys after `warm` untimed ones, `rate` per simulated second.
@@ -87,22 +115,31 @@ fn run(store: &dyn NonceStore, warm: u64, ops: u64, rate: u64) -> Run {
         all: Vec::with_capacity(ops as usize),
         own: Vec::with_capacity(ops as usize),
         faulted: Vec::new(),
+        stolen: Vec::new(),
     };
     for i in warm..warm + ops {
         key(i, &mut k);
         let now = at(i);
         let p0 = preemptions();
+        let c0 = cpu_ns();
         let t = Instant::now();
         let c = store.consume(&k, now + TTL, now);
         let ns = t.elapsed().as_nanos().min(u32::MAX as u128) as u32;
+        let c1 = cpu_ns();
         let p1 = preemptions();
         assert!(c.unwrap().is_fresh());
         r.all.push(ns);
-        if p1.0 == p0.0 {
-            r.own.push(ns);
-            if p1.1 != p0.1 {
-                r.faulted.push(ns);
-            }
+        if p1.0 != p0.0 {
+            continue;
+        }
+        // Off its CPU without blocking (which is the store's own wait) and without a switch.
+        if p1.2 == p0.2 && i64::from(ns) - (c1 - c0) > STOLEN_NS {
+            r.stolen.push(ns);
+            continue;
+        }
+        r.own.push(ns);
+        if p1.1 != p0.1 {
+            r.faulted.push(ns);
         }
     }
     r
@@ -133,7 +170,7 @@ fn main() {
         o.rows, o.ops
     );
     println!(
-        "{:<8} {:>9} {:>9} {:>10} {:>10}   {:>9} {:>10} {:>10}  preempted",
+        "{:<8} {:>9} {:>9} {:>10} {:>10}   {:>9} {:>10} {:>10}  preempted / stolen",
         "store", "p50 µs", "p99 µs", "p99.9 µs", "max µs", "own p99", "own p99.9", "own max"
     );
     let mut stores: Vec<(&str, Box<dyn NonceStore>)> = Vec::new();
@@ -144,19 +181,23 @@ fn main() {
         stores.push(("sqlite", Box::new(SqliteStore::open(dir.join("nonces.db")).unwrap())));
     }
     for (name, store) in &stores {
+        let steal0 = steal_ms();
         let mut r = run(&**store, o.rows, o.ops, rate);
-        let preempted = r.all.len() - r.own.len();
-        let faults = r.faulted.len();
-        let fault_max = r.faulted.iter().max().map_or(0.0, |n| *n as f64 / 1000.0);
+        let steal = steal_ms() - steal0;
+        let stolen = r.stolen.len();
+        let preempted = r.all.len() - r.own.len() - stolen;
+        let slowest = |v: &[u32]| v.iter().max().map_or(0.0, |n| *n as f64 / 1000.0);
+        let (faults, fault_max, stolen_max) = (r.faulted.len(), slowest(&r.faulted), slowest(&r.stolen));
         let a = summary(&mut r.all);
         let w = summary(&mut r.own);
         println!(
-            "{name:<8} {:>9.1} {:>9.1} {:>10.1} {:>10.1}   {:>9.1} {:>10.1} {:>10.1}  {preempted}  \
-             ({faults} own consumes took a page fault, the slowest {fault_max:.1} µs)",
+            "{name:<8} {:>9.1} {:>9.1} {:>10.1} {:>10.1}   {:>9.1} {:>10.1} {:>10.1}  {preempted} / {stolen}  \
+             ({faults} own consumes took a page fault, the slowest {fault_max:.1} µs; the slowest \
+             stolen {stolen_max:.1} µs; {steal} ms steal machine-wide during the run)",
             a[0], a[1], a[2], a[3], w[1], w[2], w[3]
         );
         println!(
-            "BENCH {{\"bench\":\"store_latency\",\"store\":\"{name}\",\"rows\":{},\"ops\":{},\"p50\":{:.2},\"p99\":{:.2},\"p999\":{:.2},\"max\":{:.2},\"own_p50\":{:.2},\"own_p99\":{:.2},\"own_p999\":{:.2},\"own_max\":{:.2},\"preempted\":{preempted},\"faulted\":{faults},\"faulted_max\":{fault_max:.2},\"load\":\"{load}\"}}",
+            "BENCH {{\"bench\":\"store_latency\",\"store\":\"{name}\",\"rows\":{},\"ops\":{},\"p50\":{:.2},\"p99\":{:.2},\"p999\":{:.2},\"max\":{:.2},\"own_p50\":{:.2},\"own_p99\":{:.2},\"own_p999\":{:.2},\"own_max\":{:.2},\"preempted\":{preempted},\"stolen\":{stolen},\"stolen_max\":{stolen_max:.2},\"steal_ms\":{steal},\"faulted\":{faults},\"faulted_max\":{fault_max:.2},\"load\":\"{load}\"}}",
             o.rows, o.ops, a[0], a[1], a[2], a[3], w[0], w[1], w[2], w[3]
         );
     }
