@@ -110,21 +110,57 @@ fn stats(mut v: Vec<Duration>) -> Stats {
     Stats { p50: pct(&v, 0.50), p99: pct(&v, 0.99), p999: pct(&v, 0.999), mean }
 }
 
-/// Time the threads of these processes spent runnable but waiting for a CPU so far (Linux
-/// schedstat's run_delay, summed over every thread; zero elsewhere). A paid call crosses
-/// several threads in both processes; on a busy machine each wake-up may wait for another
-/// process's time slice (up to a scheduler tick), which is not the service's own latency.
-fn run_queue_wait(pids: &[u32]) -> Duration {
-    let mut ns = 0u64;
-    for pid in pids {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
-        for t in tasks.flatten() {
-            if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
-                ns += s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+/// Each thread of these processes, by id: its role and name, the time it spent runnable but
+/// waiting for a CPU so far, and how many times it was put on a CPU (Linux schedstat's
+/// run_delay and pcount; empty elsewhere). A paid call crosses several threads in both
+/// processes; each wake-up of a sleeping thread is one more run, and on a busy machine it may
+/// wait for another process's time slice, which is not the service's own latency.
+#[derive(Default)]
+struct Threads {
+    names: std::collections::HashMap<u32, String>,
+}
+
+/// (role/thread name, run-queue wait ns, runs) of one thread.
+type ThreadSample = (String, u64, u64);
+
+impl Threads {
+    fn sample(&mut self, procs: &[(&str, u32)]) -> std::collections::HashMap<u32, ThreadSample> {
+        let mut out = std::collections::HashMap::new();
+        for (role, pid) in procs {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+            for t in tasks.flatten() {
+                let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+                let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) else { continue };
+                let mut f = s.split_whitespace().skip(1).map(|v| v.parse::<u64>().unwrap_or(0));
+                let (wait, runs) = (f.next().unwrap_or(0), f.next().unwrap_or(0));
+                let name = self.names.entry(tid).or_insert_with(|| {
+                    let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+                    // Numbered threads of a pool count as one.
+                    format!(
+                        "{role} {}",
+                        comm.trim().trim_end_matches(|c: char| c.is_ascii_digit() || c == '-')
+                    )
+                });
+                out.insert(tid, (name.clone(), wait, runs));
             }
         }
+        out
     }
-    Duration::from_nanos(ns)
+}
+
+/// What each named thread group waited and ran between two samples.
+fn thread_delta(
+    before: &std::collections::HashMap<u32, ThreadSample>,
+    after: &std::collections::HashMap<u32, ThreadSample>,
+) -> Vec<(String, Duration, u64)> {
+    let mut by: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for (tid, (name, wait, runs)) in after {
+        let (w0, r0) = before.get(tid).map_or((0, 0), |(_, w, r)| (*w, *r));
+        let e = by.entry(name.clone()).or_default();
+        e.0 += wait.saturating_sub(w0);
+        e.1 += runs.saturating_sub(r0);
+    }
+    by.into_iter().map(|(n, (w, r))| (n, Duration::from_nanos(w), r)).collect()
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -399,18 +435,22 @@ async fn drive(o: &Opts) -> Result<(), BoxError> {
     }
     // And through the client's one call, with the run-queue wait of both processes' threads
     // during each call (read between calls, outside the timing).
-    let pids = [std::process::id(), svc.child.id()];
+    let procs = [("load", std::process::id()), ("service", svc.child.id())];
+    let mut threads = Threads::default();
     let ledger0 = LedgerHistograms::read(&http, &facilitator).await?;
     let mut fetch = Vec::with_capacity(o.calls);
     let mut waited = Vec::with_capacity(o.calls);
+    let mut per_thread = Vec::with_capacity(o.calls);
     for _ in 0..o.calls {
-        let w0 = run_queue_wait(&pids);
+        let s0 = threads.sample(&procs);
         let t = Instant::now();
         let r = agent.fetch(http::Method::GET, &paid, HeaderMap::new(), None).await?;
         assert!(r.status().is_success());
         r.bytes().await?;
         fetch.push(t.elapsed());
-        waited.push(run_queue_wait(&pids).saturating_sub(w0));
+        let d = thread_delta(&s0, &threads.sample(&procs));
+        waited.push(d.iter().map(|(_, w, _)| *w).sum::<Duration>());
+        per_thread.push(d);
     }
     let ledger = LedgerHistograms::read(&http, &facilitator).await?.since(&ledger0);
     let b = stats(base);
@@ -438,6 +478,7 @@ async fn drive(o: &Opts) -> Result<(), BoxError> {
     let slow: Vec<(Duration, Duration)> =
         fetch.iter().zip(&waited).filter(|(d, _)| **d > 3 * p50).map(|(d, w)| (*d, *w)).collect();
     let slow_waiting = slow.iter().filter(|(d, w)| 2 * *w >= d.saturating_sub(p50)).count();
+    let slow_call: Vec<bool> = fetch.iter().map(|d| *d > 3 * p50).collect();
     let w = stats(waited.clone());
     let f = stats(fetch);
     row("whole paid call via VlexivoClient::fetch", &f);
@@ -454,6 +495,36 @@ async fn drive(o: &Opts) -> Result<(), BoxError> {
         "   {} calls took over 3× p50; {slow_waiting} of them waited for a CPU at least half their excess\n",
         slow.len(),
     );
+    // By thread: how often each was put on a CPU per call (wake-ups of a sleeping thread,
+    // mostly) and what it waited, over all calls and over the slow ones.
+    let n_slow = slow.len().max(1) as f64;
+    let mut groups: std::collections::BTreeMap<&str, (u64, Duration, Duration)> = Default::default();
+    for (threads, is_slow) in per_thread.iter().zip(&slow_call) {
+        for (name, wait, runs) in threads {
+            let g = groups.entry(name.as_str()).or_default();
+            g.0 += runs;
+            g.1 += *wait;
+            if *is_slow {
+                g.2 += *wait;
+            }
+        }
+    }
+    println!(
+        "   {:<44} {:>9} {:>12} {:>15}",
+        "by thread (process, name)", "runs/call", "wait/call µs", "slow calls µs"
+    );
+    let n = per_thread.len().max(1) as f64;
+    for (name, (runs, wait, slow_wait)) in &groups {
+        println!(
+            "   {:<44} {:>9.2} {:>12.1} {:>15.1}",
+            name,
+            *runs as f64 / n,
+            wait.as_secs_f64() * 1e6 / n,
+            slow_wait.as_secs_f64() * 1e6 / n_slow
+        );
+    }
+    let runs_per_call = groups.values().map(|g| g.0).sum::<u64>() as f64 / n;
+    println!();
     println!("   the facilitator's SQLite ledger during those calls (its /metrics; bucket bounds):");
     for (name, h) in [("batch (op taken → answered)", &ledger.batch), ("COMMIT (WAL fsync)", &ledger.commit)]
     {
@@ -550,6 +621,7 @@ async fn drive(o: &Opts) -> Result<(), BoxError> {
             "paid_wait_p50_ms": ms(w.p50),
             "paid_wait_p99_ms": ms(w.p99),
             "paid_slow_share_waiting": slow_waiting as f64 / slow.len().max(1) as f64,
+            "paid_thread_runs_per_call": runs_per_call,
             "ledger_commit_p99_ms": ledger.commit.quantile(0.99) * 1e3,
             "ledger_batch_p99_ms": ledger.batch.quantile(0.99) * 1e3,
             "ledger_checkpoints": ledger.checkpoint.count,
