@@ -45,17 +45,20 @@ const LEDGER_BUCKETS: [f64; 12] =
 /// The SQLite ledger writer's timings, a handle it keeps: each batch from its first op taken to
 /// its answers (`batch`), the COMMIT within it (the durable write: the WAL's fsync), and each
 /// passive checkpoint on the checkpointer's own connection. Where a slow payment spent its time.
+/// `handed_off` counts the batches queued during a commit by a submitting task and passed on to
+/// a blocking-pool thread (the others were committed by their first op's own task).
 #[derive(Clone, Debug)]
 pub struct LedgerTimes {
     pub batch: Histogram,
     pub commit: Histogram,
     pub checkpoint: Histogram,
+    pub handed_off: Counter,
 }
 
 impl Default for LedgerTimes {
     fn default() -> Self {
         let h = || Histogram::new(LEDGER_BUCKETS);
-        Self { batch: h(), commit: h(), checkpoint: h() }
+        Self { batch: h(), commit: h(), checkpoint: h(), handed_off: Counter::default() }
     }
 }
 
@@ -132,6 +135,11 @@ impl Default for Metrics {
             "Ledger WAL checkpoints on the checkpointer's connection (SQLite)",
             ledger_times.checkpoint.clone(),
         );
+        registry.register(
+            "ledger_handoffs",
+            "Ledger batches queued during a commit and passed to a blocking-pool thread (SQLite)",
+            ledger_times.handed_off.clone(),
+        );
         registry.register("http_request_duration_seconds", "HTTP request latency by route", latency.clone());
         Self {
             payments,
@@ -194,6 +202,7 @@ mod tests {
             "vlexivo_ledger_commit_duration_seconds_bucket{le=\"0.00025\"} 0",
             "vlexivo_ledger_commit_duration_seconds_bucket{le=\"0.0005\"} 1",
             "vlexivo_ledger_checkpoint_duration_seconds_count 0",
+            "vlexivo_ledger_handoffs_total 0",
             "# EOF",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");

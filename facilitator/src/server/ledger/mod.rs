@@ -215,14 +215,24 @@ pub(crate) fn usd(atomic: u64) -> String {
     Money::from_atomic(atomic, Currency::Usd).map(|m| m.to_string()).unwrap_or_else(|_| atomic.to_string())
 }
 
-/// Cloneable handle to the ledger's writer (a SQLite thread or a PostgreSQL task).
+/// Cloneable handle to the ledger's writer (a SQLite committer or a PostgreSQL task).
 #[derive(Clone, Debug)]
 pub struct Ledger {
-    tx: mpsc::Sender<Op>,
+    sink: Sink,
     fenced: Arc<AtomicBool>,
 }
 
-fn writer_gone() -> Error {
+/// Where a [`Ledger`] handle's ops go.
+#[derive(Clone, Debug)]
+enum Sink {
+    /// A queue a writer task reads (PostgreSQL).
+    Queue(mpsc::Sender<Op>),
+    /// SQLite: queued, and committed by the submitting task itself when no other commit runs
+    /// ([`sqlite::Committer`]).
+    Inline(Arc<sqlite::Committer>),
+}
+
+pub(crate) fn writer_gone() -> Error {
     Error::Internal("ledger writer stopped".into())
 }
 
@@ -231,7 +241,12 @@ impl Ledger {
     pub(crate) fn channel() -> (Ledger, mpsc::Receiver<Op>, Arc<AtomicBool>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let fenced = Arc::new(AtomicBool::new(false));
-        (Ledger { tx, fenced: fenced.clone() }, rx, fenced)
+        (Ledger { sink: Sink::Queue(tx), fenced: fenced.clone() }, rx, fenced)
+    }
+
+    /// A handle whose ops the submitting tasks commit (SQLite).
+    pub(crate) fn inline(committer: Arc<sqlite::Committer>, fenced: Arc<AtomicBool>) -> Ledger {
+        Ledger { sink: Sink::Inline(committer), fenced }
     }
 
     /// True once the writer refuses every write until the process restarts (SQLite after a
@@ -242,29 +257,39 @@ impl Ledger {
 
     /// False once the writer has gone (stopped, or failed to start over).
     pub fn is_running(&self) -> bool {
-        !self.tx.is_closed()
+        match &self.sink {
+            Sink::Queue(tx) => !tx.is_closed(),
+            Sink::Inline(c) => c.is_running(),
+        }
+    }
+
+    async fn submit(&self, op: Op) -> Result<()> {
+        match &self.sink {
+            Sink::Queue(tx) => tx.send(op).await.map_err(|_| writer_gone()),
+            Sink::Inline(c) => c.submit(op),
+        }
     }
 
     pub async fn create_provider(&self, p: Arc<Provider>) -> Result<()> {
         let (s, r) = oneshot::channel();
-        self.tx.send(Op::CreateProvider(p, s)).await.map_err(|_| writer_gone())?;
+        self.submit(Op::CreateProvider(p, s)).await?;
         r.await.map_err(|_| writer_gone())?
     }
 
     pub async fn top_up(&self, address: Address, amount: u64, now: u64) -> Result<TopUpDone> {
         let (reply, r) = oneshot::channel();
-        self.tx.send(Op::TopUp { address, amount, now, reply }).await.map_err(|_| writer_gone())?;
+        self.submit(Op::TopUp { address, amount, now, reply }).await?;
         r.await.map_err(|_| writer_gone())?
     }
 
     pub async fn pay(&self, op: PayOp) -> Result<PayDone> {
         let (s, r) = oneshot::channel();
-        self.tx.send(Op::Pay(Box::new(op), s)).await.map_err(|_| writer_gone())?;
+        self.submit(Op::Pay(Box::new(op), s)).await?;
         r.await.map_err(|_| writer_gone())?
     }
 
     /// Ask the writer to finish what is queued and stop.
     pub async fn stop(&self) {
-        let _ = self.tx.send(Op::Stop).await;
+        let _ = self.submit(Op::Stop).await;
     }
 }

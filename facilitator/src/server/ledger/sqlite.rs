@@ -1,6 +1,12 @@
-//! The SQLite engine: one writer thread owns the read-write connection and runs each batch in
-//! one `BEGIN IMMEDIATE` transaction; SQLite's one writer at a time makes every rule plain
+//! The SQLite engine: one writer owns the read-write connection and runs each batch in one
+//! `BEGIN IMMEDIATE` transaction; SQLite's one writer at a time makes every rule plain
 //! sequential code, and the chain is one sequence.
+//!
+//! Who writes: the task that submits an op to an idle ledger commits it itself, on its own
+//! thread (tokio's `block_in_place`), and ops that arrive meanwhile queue up for the next batch,
+//! which a blocking-pool thread commits while that task answers its caller (see
+//! [`Committer`]). A writer thread of its own put two wake-ups on every payment's path, the
+//! writer's and then the waiting task's; on a busy machine each may wait for a CPU.
 //!
 //! Durability: the writer commits each batch with SQLite's own `synchronous=FULL` (the commit
 //! fsyncs the WAL), and answers the batch's ops only after its COMMIT returned: an acknowledged
@@ -13,19 +19,23 @@
 //! the dirty pages, so a later fsync that succeeds proves nothing about the earlier writes.)
 
 use super::rules::{self, Book, Posting, StoredPayment};
-use super::{Answer, Head, Ledger, MAX_BATCH, Op, Provider, Record, chain_hash, provider_id, refuse_all};
+use super::{
+    Answer, Head, Ledger, MAX_BATCH, Op, Provider, Record, chain_hash, provider_id, refuse_all, writer_gone,
+};
 use crate::server::db::db_err;
 use crate::server::metrics::LedgerTimes;
+use parking_lot::{Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tokio::sync::mpsc;
 use vlexivo_core::{Error, Result};
 
-/// Start the SQLite writer (and its checkpointer) on their own threads. `conn` must be the
-/// database at `db_path`, opened by [`crate::server::db::open_rw`]. `faucet_cap` is the most a
-/// wallet may ever receive from the faucet; `issuer_url` goes into tokens as `iss`; `times`
-/// records batch, commit and checkpoint durations (`/metrics`).
+/// Start the SQLite ledger and its checkpointer thread. `conn` must be the database at
+/// `db_path`, opened by [`crate::server::db::open_rw`]. `faucet_cap` is the most a wallet may
+/// ever receive from the faucet; `issuer_url` goes into tokens as `iss`; `times` records batch,
+/// commit and checkpoint durations (`/metrics`). The thread handle returned ends once the ledger
+/// has stopped ([`Ledger::stop`]) and its last checkpoint is done.
 pub fn start(
     conn: Connection,
     db_path: &std::path::Path,
@@ -38,10 +48,10 @@ pub fn start(
     conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES).map_err(db_err)?;
     let head = load_head(&conn)?;
     let checkpointer = Checkpointer::new(db_path, times.clone())?;
-    let (ledger, rx, fenced) = Ledger::channel();
+    let fenced = Arc::new(AtomicBool::new(false));
     // One pending tick is enough: the checkpointer copies whatever the WAL holds when it wakes.
     let (tick, ticks) = std::sync::mpsc::sync_channel(1);
-    let mut w = Writer {
+    let w = Writer {
         conn,
         head,
         faucet_cap,
@@ -52,20 +62,142 @@ pub fn start(
         times,
         since_checkpoint: 0,
     };
-    let ckpt_handle = std::thread::Builder::new()
+    // Dropping the writer (once stopped) closes the tick channel: the checkpointer stops.
+    let handle = std::thread::Builder::new()
         .name("vlexivo-checkpoint".into())
         .spawn(move || checkpointer.run(ticks))
         .map_err(|e| Error::Internal(format!("cannot start the checkpoint thread: {e}")))?;
-    let handle = std::thread::Builder::new()
-        .name("vlexivo-ledger".into())
-        .spawn(move || {
-            w.run(rx);
-            // Dropping the writer closes the tick channel: the checkpointer stops.
-            drop(w);
-            let _ = ckpt_handle.join();
-        })
-        .map_err(|e| Error::Internal(format!("cannot start the ledger thread: {e}")))?;
-    Ok((ledger, handle))
+    let committer = Arc::new(Committer {
+        queue: Mutex::new(Queue { ops: VecDeque::new(), stopped: false }),
+        writer: Mutex::new(Some(w)),
+    });
+    Ok((Ledger::inline(committer, fenced), handle))
+}
+
+/// The SQLite ledger's queue and its one writer. Whoever finds the writer free after queueing
+/// an op commits the queue: a submitting task on its own thread, so at an idle ledger a payment
+/// is written, fsynced and answered with no other thread woken; ops queued during that commit
+/// go to a blocking-pool thread as the next batch (group commit), so the task that committed
+/// answers its own caller without waiting for them. Every op queued is taken by someone: a
+/// submitter that finds the writer busy leaves its op to the holder, which looks at the queue
+/// again after letting the writer go.
+pub(crate) struct Committer {
+    queue: Mutex<Queue>,
+    /// `None` once stopped.
+    writer: Mutex<Option<Writer>>,
+}
+
+struct Queue {
+    ops: VecDeque<Op>,
+    stopped: bool,
+}
+
+impl std::fmt::Debug for Committer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Committer").finish_non_exhaustive()
+    }
+}
+
+impl Committer {
+    pub(crate) fn is_running(&self) -> bool {
+        !self.queue.lock().stopped
+    }
+
+    /// Queue `op`; commit the queue here if no commit is running. Called from a task: on a
+    /// multi-thread runtime the commit blocks this thread (`block_in_place` moves the worker's
+    /// other tasks to another thread); a current-thread runtime cannot block, so there the
+    /// commit goes to the blocking pool.
+    pub(crate) fn submit(self: &Arc<Self>, op: Op) -> Result<()> {
+        {
+            let mut q = self.queue.lock();
+            if q.stopped {
+                return Err(writer_gone());
+            }
+            q.ops.push_back(op);
+        }
+        let Some(writer) = self.writer.try_lock() else { return Ok(()) };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) if rt.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| {
+                    if self.commit_queued(writer, Some(&rt)) {
+                        self.drain(Some(&rt));
+                    }
+                })
+            }
+            Ok(rt) => {
+                drop(writer);
+                let me = self.clone();
+                rt.spawn_blocking(move || me.drain(None));
+            }
+            Err(_) => {
+                if self.commit_queued(writer, None) {
+                    self.drain(None);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Commit what is queued while the writer is free and ops are waiting.
+    fn drain(self: &Arc<Self>, handing_off: Option<&tokio::runtime::Handle>) {
+        loop {
+            if self.queue.lock().ops.is_empty() {
+                return;
+            }
+            let Some(writer) = self.writer.try_lock() else { return };
+            if !self.commit_queued(writer, handing_off) {
+                return;
+            }
+        }
+    }
+
+    /// Commit queued ops in batches of at most [`MAX_BATCH`] until the queue is empty, then let
+    /// the writer go. With `handing_off` (a submitting task's thread), after the first batch the
+    /// ops queued meanwhile go to a blocking-pool thread instead. Returns true if the queue
+    /// should be looked at again (an op may have been queued after the last look, by a
+    /// submitter that found the writer taken).
+    fn commit_queued(
+        self: &Arc<Self>,
+        mut writer: MutexGuard<'_, Option<Writer>>,
+        handing_off: Option<&tokio::runtime::Handle>,
+    ) -> bool {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        loop {
+            {
+                let mut q = self.queue.lock();
+                let n = q.ops.len().min(MAX_BATCH);
+                batch.extend(q.ops.drain(..n));
+            }
+            if batch.is_empty() {
+                return true;
+            }
+            let Some(w) = writer.as_mut() else {
+                refuse_all(&mut batch, &writer_gone());
+                continue;
+            };
+            if w.run_batch(&mut batch) {
+                // Stopped: answer whatever raced in behind the stop, then close the connection
+                // (which also ends the checkpointer).
+                let mut rest: Vec<Op> = {
+                    let mut q = self.queue.lock();
+                    q.stopped = true;
+                    q.ops.drain(..).collect()
+                };
+                w.run_batch(&mut rest);
+                *writer = None;
+                return false;
+            }
+            if let Some(rt) = handing_off
+                && !self.queue.lock().ops.is_empty()
+            {
+                w.times.handed_off.inc();
+                drop(writer);
+                let me = self.clone();
+                rt.spawn_blocking(move || me.drain(None));
+                return false;
+            }
+        }
+    }
 }
 
 /// The answer to every write once the ledger is fenced.
@@ -167,30 +299,6 @@ fn is_io_error(e: &rusqlite::Error) -> bool {
 }
 
 impl Writer {
-    fn run(&mut self, mut rx: mpsc::Receiver<Op>) {
-        let mut batch: Vec<Op> = Vec::with_capacity(MAX_BATCH);
-        loop {
-            let Some(first) = rx.blocking_recv() else { return };
-            batch.push(first);
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(op) => batch.push(op),
-                    Err(_) => break,
-                }
-            }
-            let stop = self.run_batch(&mut batch);
-            if stop {
-                // Answer whatever raced in behind the stop, then quit.
-                rx.close();
-                while let Ok(op) = rx.try_recv() {
-                    batch.push(op);
-                }
-                self.run_batch(&mut batch);
-                return;
-            }
-        }
-    }
-
     /// Run a batch in one transaction and answer its ops once the commit returned; returns true
     /// if it contained `Stop`.
     fn run_batch(&mut self, batch: &mut Vec<Op>) -> bool {
@@ -201,6 +309,12 @@ impl Writer {
             return refuse_all(batch, &fenced_error());
         }
         let started = std::time::Instant::now();
+        if !self.conn.is_autocommit() {
+            // A batch that panicked (its caller's task, not this ledger) left its transaction
+            // open: nothing of it was acknowledged.
+            let _ = self.conn.execute_batch("ROLLBACK");
+            self.head = load_head(&self.conn).unwrap_or_else(|_| self.head.clone());
+        }
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             let err = db_err(e);
             tracing::error!(error = %err, "ledger: cannot begin a transaction");
@@ -588,6 +702,66 @@ mod tests {
             "{checkpoints} checkpoints for {n} ops (WAL file {wal} bytes)"
         );
         assert!(verify_ledger(&Connection::open(&path).unwrap()).is_ok());
+    }
+
+    fn counter(text: &str, name: &str) -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("vlexivo_ledger_{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    }
+
+    /// On a multi-thread runtime the task that finds the ledger idle commits its op itself;
+    /// ops that arrive during a commit share the next batches, and every one is answered once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn submitting_tasks_commit_and_concurrent_ops_share_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        let metrics = crate::server::metrics::Metrics::default();
+        let conn = crate::server::db::open_rw(&path).unwrap();
+        let (ledger, h) = start(
+            conn,
+            &path,
+            u64::MAX,
+            "http://test".into(),
+            Durability::Full,
+            metrics.ledger_times.clone(),
+        )
+        .unwrap();
+        // One at a time: each op is its own batch, committed by its own task.
+        let w = Wallet::generate(&SeededEntropy::new(1));
+        for i in 0..20u64 {
+            assert_eq!(ledger.top_up(w.address(), 1, i).await.unwrap().balance, i + 1);
+        }
+        let text = metrics.render();
+        assert_eq!(counter(&text, "commit_duration_seconds_count"), 20);
+        assert_eq!(counter(&text, "handoffs_total"), 0);
+
+        // 64 tasks at once, 10 top-ups each.
+        let tasks: Vec<_> = (0..64u64)
+            .map(|t| {
+                let ledger = ledger.clone();
+                tokio::spawn(async move {
+                    let w = Wallet::generate(&SeededEntropy::new(100 + t));
+                    for i in 0..10u64 {
+                        let done = ledger.top_up(w.address(), 1 + t, i).await.unwrap();
+                        assert_eq!(done.balance, (i + 1) * (1 + t));
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let text = metrics.render();
+        let commits = counter(&text, "commit_duration_seconds_count") - 20;
+        assert!(commits < 640, "{commits} commits for 640 concurrent ops");
+        stop(ledger.clone(), h).await;
+        assert!(!ledger.is_running());
+        assert_eq!(ledger.top_up(w.address(), 1, 99).await.unwrap_err().code(), "internal");
+        let s = verify_ledger(&Connection::open(&path).unwrap()).unwrap();
+        assert_eq!(s.transactions, 660);
+        assert_eq!(s.topped_up_atomic, 20 + 10 * (1..=64).sum::<u64>());
     }
 
     #[tokio::test]
