@@ -101,12 +101,85 @@ struct Expiry {
     tag: u32,
 }
 
+/// Expiries in a block of a shard's queue (4 KiB).
+const BLOCK: usize = 256;
+
+/// A shard's expiry queue, first in first out: blocks of [`BLOCK`] expiries laid end to end in
+/// one allocation and chained in order, an emptied block reused before a new one is touched.
+/// So the queue's resident memory follows its longest length; a ring over the whole allocation
+/// would touch every page of it as it cycles, a first-touch page fault every few hundred
+/// consumes of a shard until it had.
+#[derive(Debug)]
+struct Expiries {
+    /// The blocks; a new one is added only when none is spare.
+    slots: Vec<Expiry>,
+    /// The blocks in use, the front one first.
+    order: VecDeque<u32>,
+    /// Emptied blocks, the last emptied on top.
+    spare: Vec<u32>,
+    /// Next to pop in the front block, next to fill in the back block.
+    head: usize,
+    tail: usize,
+    len: usize,
+}
+
+impl Expiries {
+    /// A queue that holds `room` expiries without growing any of its parts.
+    fn with_room(room: usize) -> Self {
+        let blocks = room.div_ceil(BLOCK) + 1;
+        Self {
+            slots: Vec::with_capacity(blocks * BLOCK),
+            order: VecDeque::with_capacity(blocks),
+            spare: Vec::with_capacity(blocks),
+            head: 0,
+            tail: 0,
+            len: 0,
+        }
+    }
+
+    fn front(&self) -> Option<&Expiry> {
+        let block = *self.order.front()? as usize;
+        (self.len > 0).then(|| &self.slots[block * BLOCK + self.head])
+    }
+
+    fn push_back(&mut self, x: Expiry) {
+        if self.order.is_empty() || self.tail == BLOCK {
+            let block = self.spare.pop().unwrap_or_else(|| {
+                let new = self.slots.len() / BLOCK;
+                self.slots.resize(self.slots.len() + BLOCK, Expiry { expires_at: 0, slot: 0, tag: 0 });
+                new as u32
+            });
+            self.order.push_back(block);
+            self.tail = 0;
+        }
+        let back = *self.order.back().expect("a back block") as usize;
+        self.slots[back * BLOCK + self.tail] = x;
+        self.tail += 1;
+        self.len += 1;
+    }
+
+    fn pop_front(&mut self) -> Option<Expiry> {
+        let x = *self.front()?;
+        self.head += 1;
+        self.len -= 1;
+        if self.len == 0 {
+            // Empty: its one block starts over.
+            (self.head, self.tail) = (0, 0);
+        } else if self.head == BLOCK {
+            let done = self.order.pop_front().expect("a front block");
+            self.spare.push(done);
+            self.head = 0;
+        }
+        Some(x)
+    }
+}
+
 #[derive(Debug)]
 struct Shard {
     table: HashTable<u64>,
     slab: Vec<Held>,
     free: Vec<u32>,
-    expiries: VecDeque<Expiry>,
+    expiries: Expiries,
     /// Next lease: a key always lives in the same shard, so a counter per shard (from a random
     /// start) keeps leases of one key distinct without a shared atomic.
     next_lease: u64,
@@ -122,7 +195,7 @@ impl Shard {
             table: HashTable::with_capacity(2 * room),
             slab: Vec::with_capacity(room),
             free: Vec::with_capacity(room),
-            expiries: VecDeque::with_capacity(room),
+            expiries: Expiries::with_room(room),
             next_lease,
         }
     }
@@ -559,8 +632,9 @@ mod tests {
 
     /// Each shard's table, slab, free list and queue capacities.
     fn sizes(s: &MemoryStore) -> Vec<[usize; 4]> {
-        let sizes =
-            |g: &Shard| [g.table.capacity(), g.slab.capacity(), g.free.capacity(), g.expiries.capacity()];
+        let sizes = |g: &Shard| {
+            [g.table.capacity(), g.slab.capacity(), g.free.capacity(), g.expiries.slots.capacity()]
+        };
         s.shards.iter().map(|m| sizes(&m.lock())).collect()
     }
 
@@ -588,6 +662,41 @@ mod tests {
         for (now, then) in sizes(&s).iter().zip(&before) {
             assert!(now[0] <= then[0] && now[1..] == then[1..], "{now:?} {then:?}");
         }
+    }
+
+    #[test]
+    fn the_expiry_queue_keeps_order_and_reuses_its_blocks() {
+        let mut q = Expiries::with_room(3 * BLOCK);
+        let capacity = q.slots.capacity();
+        let x = |i: u64| Expiry { expires_at: i, slot: i as u32, tag: 7 };
+        let (mut pushed, mut popped) = (0u64, 0u64);
+        // Lengths wandering below 2.5 blocks, about a hundred blocks' worth through the queue.
+        let longest = 5 * BLOCK as u64 / 2;
+        for round in 0..200u64 {
+            let fill = (round * 7919) % longest;
+            while pushed - popped < fill {
+                q.push_back(x(pushed));
+                pushed += 1;
+            }
+            while pushed - popped > fill / 3 {
+                assert_eq!(q.front().map(|e| e.expires_at), Some(popped));
+                assert_eq!(q.pop_front().map(|e| e.expires_at), Some(popped));
+                popped += 1;
+            }
+        }
+        assert!(pushed > 100 * BLOCK as u64, "{pushed}");
+        while let Some(e) = q.pop_front() {
+            assert_eq!(e.expires_at, popped);
+            popped += 1;
+        }
+        assert_eq!(popped, pushed);
+        assert!(q.front().is_none());
+        q.push_back(x(1));
+        assert_eq!(q.pop_front().map(|e| e.slot), Some(1));
+        // A queue of n spans at most n / BLOCK + 1 blocks: no more were ever touched.
+        let most = (longest as usize).div_ceil(BLOCK) + 1;
+        assert!(q.slots.len() <= most * BLOCK, "{} blocks", q.slots.len() / BLOCK);
+        assert_eq!(q.slots.capacity(), capacity);
     }
 
     #[test]
