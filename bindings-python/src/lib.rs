@@ -8,7 +8,8 @@
 use pyo3::exceptions::{PyException, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString, PyTuple, PyType};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyString, PyTuple, PyType};
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 use vlexivo_core::client as vclient;
 use vlexivo_core::env::{Clock, Entropy, OsEntropy, SystemClock};
@@ -394,6 +395,53 @@ fn now_or_system(now: Option<u64>) -> u64 {
     now.unwrap_or_else(|| SystemClock.now())
 }
 
+/// Header bytes as text, decoded as Latin-1 as the adapters decode them (borrowed when ASCII).
+fn latin1(b: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(b) {
+        Ok(s) if b.is_ascii() => Cow::Borrowed(s),
+        _ => Cow::Owned(b.iter().map(|&c| char::from(c)).collect()),
+    }
+}
+
+/// The names `verify_scope` looks for, as ASGI spells header names (lower case).
+const PROOF_NAME: &[u8] = b"vlexivo-proof";
+const HOST_NAME: &[u8] = b"host";
+const ORIGIN_NAME: &[u8] = b"origin";
+
+/// What `verify_scope` reads of a request's headers.
+struct ScopeHeaders<'py> {
+    /// The first `Vlexivo-Proof` value.
+    proof: Option<Bound<'py, PyBytes>>,
+    /// The first `Host` value.
+    host: Option<Bound<'py, PyBytes>>,
+    /// Whether it carries `Origin`.
+    origin: bool,
+}
+
+/// Scan ASGI raw header pairs (`[name, value]` of bytes) once. A name that is not bytes names
+/// nothing; a proof or `Host` value that is not bytes is a TypeError.
+fn scan_headers<'py>(headers: &Bound<'py, PyAny>) -> PyResult<ScopeHeaders<'py>> {
+    let mut found = ScopeHeaders { proof: None, host: None, origin: false };
+    for pair in headers.try_iter()? {
+        let pair = pair?;
+        let name = pair.get_item(0)?;
+        let Ok(name) = name.cast::<PyBytes>() else { continue };
+        let slot = match name.as_bytes() {
+            PROOF_NAME => &mut found.proof,
+            HOST_NAME => &mut found.host,
+            ORIGIN_NAME => {
+                found.origin = true;
+                continue;
+            }
+            _ => continue,
+        };
+        if slot.is_none() {
+            *slot = Some(pair.get_item(1)?.cast_into::<PyBytes>()?);
+        }
+    }
+    Ok(found)
+}
+
 /// The provider middleware's decisions for one API secret, with its nonce store.
 #[pyclass(frozen, module = "vlexivo._native", name = "Paywall")]
 pub struct Paywall {
@@ -407,6 +455,34 @@ pub struct Paywall {
 }
 
 impl Paywall {
+    /// Verify and consume: the payment handed to the handler (the GIL released around a store
+    /// that may block).
+    fn consume(
+        &self,
+        py: Python<'_>,
+        proof: Option<&str>,
+        req: &RequestInfo<'_>,
+        price: &Money,
+        now: Option<u64>,
+    ) -> PyResult<Payment> {
+        let store = &*self.store;
+        let run = || self.inner.verify(proof, req, price, now_or_system(now), store);
+        let facts = if self.detach { py.detach(run) } else { run() }.py_err(py)?;
+        let receipt = vpaywall::Paywall::receipt(&facts);
+        Ok(Payment {
+            receipt,
+            payer: facts.payer,
+            amount: facts.amount,
+            currency: facts.currency,
+            tx_hash: facts.tx_hash,
+            nonce: facts.nonce,
+            paid_at: facts.paid_at,
+            expires_at: facts.expires_at,
+            resource: facts.resource,
+            store_key: facts.store_key,
+        })
+    }
+
     fn req<'a>(
         method: &'a str,
         path: &'a str,
@@ -535,23 +611,52 @@ impl Paywall {
         payer: Option<&str>,
     ) -> PyResult<Payment> {
         let price = price_from_py(price, currency).py_err(py)?;
-        let req = Self::req(method, path, scheme, host, body, payer);
-        let store = &*self.store;
-        let run = || self.inner.verify(proof, &req, &price, now_or_system(now), store);
-        let facts = if self.detach { py.detach(run) } else { run() }.py_err(py)?;
-        let receipt = vpaywall::Paywall::receipt(&facts);
-        Ok(Payment {
-            receipt,
-            payer: facts.payer,
-            amount: facts.amount,
-            currency: facts.currency,
-            tx_hash: facts.tx_hash,
-            nonce: facts.nonce,
-            paid_at: facts.paid_at,
-            expires_at: facts.expires_at,
-            resource: facts.resource,
-            store_key: facts.store_key,
-        })
+        self.consume(py, proof, &Self::req(method, path, scheme, host, body, payer), &price, now)
+    }
+
+    /// The ASGI middleware's paid path in one call, for a fixed price and no body: the proof and
+    /// `Host` come from the scope's raw header pairs (the first of each; ASGI names are lower
+    /// case), the binding path from its `raw_path` (without a query), both decoded as Latin-1
+    /// as the adapters decode them; then `verify`. Returns the payment and whether the request
+    /// carries `Origin` (a cross-origin request, whose response exposes the receipt to CORS), or
+    /// `None` (nothing verified, nothing consumed) when the scope is not a dict or has no
+    /// `raw_path` or `Host`: the caller takes the general path. Raises `NativeError` as `verify`.
+    #[pyo3(signature = (scope, price, now = None))]
+    fn verify_scope(
+        &self,
+        py: Python<'_>,
+        scope: &Bound<'_, PyAny>,
+        price: PyRef<'_, Price>,
+        now: Option<u64>,
+    ) -> PyResult<Option<(Payment, bool)>> {
+        let Ok(scope) = scope.cast::<PyDict>() else { return Ok(None) };
+        let raw_path = scope.get_item(pyo3::intern!(py, "raw_path"))?;
+        let Some(raw_path) = raw_path.as_ref().and_then(|r| r.cast::<PyBytes>().ok()) else {
+            return Ok(None);
+        };
+        let raw_path = raw_path.as_bytes();
+        if raw_path.is_empty() {
+            return Ok(None);
+        }
+        let headers = scope
+            .get_item(pyo3::intern!(py, "headers"))?
+            .ok_or_else(|| pyo3::exceptions::PyKeyError::new_err("headers"))?;
+        let found = scan_headers(&headers)?;
+        let Some(host) = found.host else { return Ok(None) };
+        let method = scope
+            .get_item(pyo3::intern!(py, "method"))?
+            .ok_or_else(|| pyo3::exceptions::PyKeyError::new_err("method"))?;
+        let scheme = scope.get_item(pyo3::intern!(py, "scheme"))?;
+        let scheme = match &scheme {
+            Some(s) => s.cast::<PyString>()?.to_str()?,
+            None => "http",
+        };
+        let path = latin1(raw_path.split(|&b| b == b'?').next().unwrap_or_default());
+        let proof = found.proof.as_ref().map(|p| latin1(p.as_bytes()));
+        let host = latin1(host.as_bytes());
+        let req = Self::req(method.cast::<PyString>()?.to_str()?, &path, scheme, Some(&host), None, None);
+        let payment = self.consume(py, proof.as_deref(), &req, &price.money, now)?;
+        Ok(Some((payment, found.origin)))
     }
 
     /// The handler failed (5xx or raised): the same token may be presented again. A networked
@@ -1393,6 +1498,21 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scope_header_names_are_cores_in_lower_case() {
+        assert_eq!(PROOF_NAME, vlexivo_core::headers::PROOF.to_ascii_lowercase().as_bytes());
+        assert_eq!(HOST_NAME, b"host");
+        assert_eq!(ORIGIN_NAME, b"origin");
+    }
+
+    #[test]
+    fn latin1_decodes_every_byte_as_its_code_point() {
+        assert!(matches!(latin1(b"/a?b"), Cow::Borrowed("/a?b")));
+        assert_eq!(latin1(b"/caf\xe9"), "/caf\u{e9}");
+        // UTF-8 bytes are two Latin-1 characters each, as Python's decode("latin-1") gives.
+        assert_eq!(latin1("é".as_bytes()), "\u{c3}\u{a9}");
+    }
 
     #[test]
     fn every_code_has_a_constructor() {

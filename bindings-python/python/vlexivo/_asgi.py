@@ -24,16 +24,20 @@ from ._gate import (
     PricingRequest,
     Provider,
     Reject,
+    accepted,
+    admit,
     admit_async,
     effective,
     fixed_prices,
     for_browser,
     is_free_request,
     needs_body,
+    refused,
     sends_receipt,
     together,
 )
 from ._routes import RouteTable, build_table, config_message
+from .errors import NATIVE_ERRORS
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -61,10 +65,12 @@ class _Box:
     """The middleware's hold on the request's payment, whoever takes it. A mutable object in the
     scope, so that a middleware in between that copies the scope still shares it."""
 
-    __slots__ = ("paid",)
+    __slots__ = ("cross_origin", "paid")
 
     def __init__(self) -> None:
         self.paid: Paid | None = None
+        # Whether the request carries ``Origin`` (None: not looked at yet).
+        self.cross_origin: bool | None = None
 
 
 def binding_path(scope: Scope) -> str:
@@ -104,6 +110,12 @@ def payer_hint_of(scope: Scope) -> str | None:
         if k == _PAYER:
             return v.decode("latin-1")
     return None
+
+
+def cross_origin(scope: Scope) -> bool:
+    """Whether the request carries ``Origin``: only a cross-origin request's response needs our
+    headers exposed to CORS (protocol §2)."""
+    return any(k == b"origin" for k, _ in scope["headers"])
 
 
 def preflight(scope: Scope) -> bool:
@@ -238,9 +250,8 @@ class PaywallMiddleware:
             leaf, plan = found
         if plan.gates:
             try:
-                if plan.price is not None and not plan.needs_body and box.paid is None:
-                    # The common case, without a coroutine: a fixed price, no body to read.
-                    await self._take(plan, plan.price, box, scope, None, self.server.now())
+                if plan.inline and box.paid is None:
+                    self._take_inline(plan, box, scope)
                 else:
                     receive = await self._admit(plan, box, scope, receive)
             except Reject as r:
@@ -248,10 +259,100 @@ class PaywallMiddleware:
                 return
             except _Disconnected:
                 return
-        if outer:
-            await self._run(scope, receive, send, box, leaf, plan)
-        else:
+        if not outer:
             await self.app(scope, receive, send)
+            return
+
+        # The outermost one runs the app and watches its response: the receipt on a response
+        # that keeps the payment, the nonce's fate from the handler's outcome (core decides).
+        status = 0
+        complete = False
+        blocked = False
+        confirm = self._tabled and self._map is not None and self._map is not _UNRESOLVED
+
+        async def send_observed(msg: Message) -> None:
+            nonlocal status, complete, blocked
+            if blocked:
+                return
+            kind = msg["type"]
+            if kind == "http.response.start":
+                actual = scope.get("route")
+                if (
+                    confirm
+                    and actual is not None
+                    and (leaf is None or actual is not leaf.route)
+                    and not self._same_route(scope, leaf, plan)
+                ):
+                    blocked = True
+                    if box.paid is not None:
+                        box.paid.release()
+                    await self._mismatch_answer(scope, send)
+                    return
+                status = msg["status"]
+                paid = box.paid
+                if paid is not None:
+                    if sends_receipt(status):
+                        # A new list: the app may reuse its own (Starlette passes response.raw_headers).
+                        headers = [
+                            *msg.get("headers", ()),
+                            (_RECEIPT, paid.payment.receipt.encode("latin-1")),
+                        ]
+                        cors = box.cross_origin
+                        if cors is None:
+                            cors = cross_origin(scope)
+                        if cors:
+                            headers.append(_EXPOSE)
+                        msg["headers"] = headers
+                    else:
+                        # A failure (5xx): released before it goes out, so that a client retrying
+                        # at once finds its proof good again.
+                        paid.settle(status, False, False)
+            elif kind == "http.response.body" and not msg.get("more_body", False):
+                complete = True
+            await send(msg)
+
+        try:
+            await self.app(scope, receive, send_observed)
+        except BaseException:
+            if box.paid is not None:
+                box.paid.settle(status, True, complete)
+            raise
+        if box.paid is not None:
+            box.paid.settle(status, False, complete)
+
+    def _take_inline(self, plan: Plan, box: _Box, scope: Scope) -> None:
+        """:meth:`_take` for a :attr:`Plan.inline` plan, without a coroutine: the header scan,
+        verify and consume in one native call."""
+        price = plan.price
+        assert price is not None
+        gates = plan.gates
+        now = self.server.now()
+        try:
+            found = gates[0].native.verify_scope(scope, price, now)
+        except NATIVE_ERRORS as caught:
+            method = scope["method"]
+            raise refused(
+                gates, caught, method, binding_path(scope), request_origin(scope), price, None, now, None
+            ) from None
+        if found is None:  # a scope without raw_path or Host: the helpers read it
+            paid = admit(
+                gates,
+                proof_of(scope),
+                scope["method"],
+                binding_path(scope),
+                request_origin(scope),
+                price,
+                None,
+                now,
+            )
+        else:
+            paid = accepted(gates, found[0], price)
+            box.cross_origin = found[1]
+        scope[PAID_KEY] = box.paid = paid
+        state = scope.get("state")
+        if state is None:
+            state = scope["state"] = {}
+        state["vlx_payment"] = paid.payment
 
     async def _admit(self, plan: Plan, box: _Box, scope: Scope, receive: Receive) -> Receive:
         """Verify the proof at the plan's price (or, under an outer paywall that took it, check
@@ -388,59 +489,6 @@ class PaywallMiddleware:
         await send_answer(send, answer, method)
 
     # --- running the app -----------------------------------------------------------------
-
-    async def _run(
-        self, scope: Scope, receive: Receive, send: Send, box: _Box, leaf: Any, plan: Plan
-    ) -> None:
-        status = 0
-        complete = False
-        blocked = False
-        confirm = self._tabled and self._map is not None and self._map is not _UNRESOLVED
-
-        async def send_observed(msg: Message) -> None:
-            nonlocal status, complete, blocked
-            if blocked:
-                return
-            kind = msg["type"]
-            if kind == "http.response.start":
-                actual = scope.get("route")
-                if (
-                    confirm
-                    and actual is not None
-                    and (leaf is None or actual is not leaf.route)
-                    and not self._same_route(scope, leaf, plan)
-                ):
-                    blocked = True
-                    if box.paid is not None:
-                        box.paid.release()
-                    await self._mismatch_answer(scope, send)
-                    return
-                status = msg["status"]
-                paid = box.paid
-                if paid is not None:
-                    if sends_receipt(status):
-                        # A new list: the app may reuse its own (Starlette passes response.raw_headers).
-                        msg["headers"] = [
-                            *msg.get("headers", ()),
-                            (_RECEIPT, paid.payment.receipt.encode("latin-1")),
-                            _EXPOSE,
-                        ]
-                    else:
-                        # A failure (5xx): released before it goes out, so that a client retrying
-                        # at once finds its proof good again.
-                        paid.settle(status, False, False)
-            elif kind == "http.response.body" and not msg.get("more_body", False):
-                complete = True
-            await send(msg)
-
-        try:
-            await self.app(scope, receive, send_observed)
-        except BaseException:
-            if box.paid is not None:
-                box.paid.settle(status, True, complete)
-            raise
-        if box.paid is not None:
-            box.paid.settle(status, False, complete)
 
     def _same_route(self, scope: Scope, leaf: Any, plan: Plan) -> bool:
         """Did the router run the route this middleware priced? ``scope["route"]`` names it (a
@@ -668,7 +716,8 @@ class PaywallGuard:
         if alone:
             _warn_unobserved()
             response.headers[RECEIPT_HEADER] = payment.receipt
-            response.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
+            if cross_origin(scope):
+                response.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
             if background_tasks is not None:
                 # The first background task runs once the response has been sent in full: an
                 # exception after it (a failing background task) is not the handler's.

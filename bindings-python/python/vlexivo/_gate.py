@@ -302,7 +302,7 @@ class Plan:
     """What one request of a route needs, computed once per route and method: the gates of every
     paywall on its way, whether any reads the body, and their one price when all are fixed."""
 
-    __slots__ = ("gates", "needs_body", "price")
+    __slots__ = ("gates", "inline", "needs_body", "price")
 
     def __init__(self, gates: Sequence[Gate]) -> None:
         self.gates = tuple(gates)
@@ -313,6 +313,9 @@ class Plan:
             # On an error: answered per request, as price_invalid.
             with contextlib.suppress(*NATIVE_ERRORS):
                 self.price = _native.effective_price(prices)
+        # The common case, verified in one native call on the event loop: a fixed price, no body
+        # to read, a nonce store that answers in microseconds (not over the network).
+        self.inline = self.price is not None and not self.needs_body and not self.gates[0].native.store_blocks
 
     def __bool__(self) -> bool:
         return bool(self.gates)
@@ -397,38 +400,59 @@ def admit(
     """Verify the proof at the effective price and consume its nonce, or raise :class:`Reject`
     with the answer to send. ``hint``: the request's ``Vlexivo-Payer`` header; a challenge for a
     price a resolver computed names the payer it hints."""
-    gate = gates[0]
-    native = gate.native
     scheme, host = origin
     if hint is not None and all(g.route.resolver is None for g in gates):
         hint = None
     try:
-        payment = native.verify(
+        payment = gates[0].native.verify(
             proof, method, path, price, price.currency, now, body, scheme=scheme, host=host, payer=hint
         )
     except NATIVE_ERRORS as caught:
-        e = as_native(caught)
-        if e.status >= 500:
-            logger.error("vlexivo: %s %s: %s (%s)", method, path, e.code, e.message)
-        raise Reject(
-            native.reject(
-                e,
-                method,
-                path,
-                price,
-                price.currency,
-                gate.scope,
-                now,
-                body,
-                scheme=scheme,
-                host=host,
-                payer=hint,
-            )
-        ) from None
+        raise refused(gates, caught, method, path, origin, price, body, now, hint) from None
+    return accepted(gates, payment, price)
+
+
+def accepted(gates: Sequence[Gate], payment: _native.Payment, price: _native.Price) -> Paid:
+    """The request is paid: tell the provider (its usage answers change), keep the nonce's fate."""
+    gate = gates[0]
     paid_by = getattr(gate.provider, "_paid_by", None)
     if paid_by is not None:
         paid_by(payment.payer)
-    return Paid(payment, native, price, gates)
+    return Paid(payment, gate.native, price, gates)
+
+
+def refused(
+    gates: Sequence[Gate],
+    caught: BaseException,
+    method: str,
+    path: str,
+    origin: Origin,
+    price: _native.Price,
+    body: bytes | None,
+    now: int | None,
+    hint: str | None,
+) -> Reject:
+    """The answer for a proof that does not pay the request (core shapes it from the error)."""
+    gate = gates[0]
+    e = as_native(caught)
+    if e.status >= 500:
+        logger.error("vlexivo: %s %s: %s (%s)", method, path, e.code, e.message)
+    scheme, host = origin
+    return Reject(
+        gate.native.reject(
+            e,
+            method,
+            path,
+            price,
+            price.currency,
+            gate.scope,
+            now,
+            body,
+            scheme=scheme,
+            host=host,
+            payer=hint,
+        )
+    )
 
 
 async def admit_async(

@@ -183,6 +183,9 @@ class Paywall:
         host: str | None = None,
         payer: str | None = None,
     ) -> Payment: ...
+    def verify_scope(
+        self, scope: Mapping[str, Any], price: Price, now: int | None = None
+    ) -> tuple[Payment, bool] | None: ...
     def release(self, store_key: str) -> None: ...
     def challenge(
         self,
