@@ -11,6 +11,7 @@ use crate::token::TokenAlg;
 use crate::wallet::Address;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 /// A provider's name is kept to this many characters (it is shown in the dashboard).
 pub const MAX_NAME_CHARS: usize = 200;
@@ -20,9 +21,14 @@ pub const DEFAULT_ROTATION_OVERLAP_SECS: u64 = 24 * 3600;
 pub const MAX_ROTATION_OVERLAP_SECS: u64 = 30 * 24 * 3600;
 
 /// A JSON body as `T`; a syntax error names its line and column, a wrong shape the field
-/// (`request_malformed`, 400).
+/// (`request_malformed`, 400). Every body of the API is an object: serde would also fill a
+/// struct from an array (`[]` as every field's default), which no client means.
 pub fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| json_error(&e))
+    let value = serde_json::from_slice(bytes).map_err(|e| json_error(&e))?;
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Error::RequestMalformed("body must be a JSON object".into()));
+    }
+    Ok(value)
 }
 
 /// A body that may be empty (or only whitespace): then every field takes its default.
@@ -139,30 +145,35 @@ impl RotateRequest {
 
 /// `POST /v1/wallets/{address}/topup` request; `amount` is a decimal string (a JSON number is
 /// accepted too).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TopUpRequest {
+    /// The value as sent: a number is read from its own text, never through a float.
     #[cfg_attr(feature = "openapi", schema(value_type = String, example = "10.00"))]
-    pub amount: serde_json::Value,
+    pub amount: Box<RawValue>,
 }
 
 impl TopUpRequest {
     /// A top-up of a decimal string (`"10.00"`).
     pub fn of(amount: &str) -> Self {
-        Self { amount: serde_json::Value::String(amount.into()) }
+        let text = serde_json::to_string(amount).expect("a string serializes");
+        Self { amount: RawValue::from_string(text).expect("a JSON string is a JSON value") }
     }
 
-    /// The amount, in dollars and strictly positive. A JSON number is read through its
-    /// shortest round-trip decimal form, never rounded; anything the money rules refuse keeps
-    /// its code (`amount_malformed`, `amount_precision`, `amount_zero`, …); neither a string
-    /// nor a number is `request_malformed`.
+    /// The amount, in dollars and strictly positive. A JSON number is read from its exact text
+    /// under the same rules as a string (`0.00001300000000000000000001` is over-precise, not
+    /// 0.000013), so anything the money rules refuse keeps its code (`amount_malformed`,
+    /// `amount_precision`, `amount_too_large`, …); neither a string nor a number is
+    /// `request_malformed`.
     pub fn amount(&self) -> Result<Money> {
-        let amount = match &self.amount {
-            serde_json::Value::String(s) => Money::parse(s, Currency::Usd)?,
-            serde_json::Value::Number(n) => match n.as_f64() {
-                Some(f) => Money::from_f64(f, Currency::Usd)?,
-                None => return Err(Error::AmountMalformed(n.to_string())),
-            },
+        let raw = self.amount.get();
+        let amount = match raw.as_bytes().first() {
+            Some(b'"') => {
+                let s: String = serde_json::from_str(raw).map_err(|e| json_error(&e))?;
+                Money::parse(&s, Currency::Usd)?
+            }
+            // serde_json checked the number's grammar, which money's parser also accepts.
+            Some(b'-' | b'0'..=b'9') => Money::parse(raw, Currency::Usd)?,
             _ => return Err(Error::RequestMalformed("amount must be a decimal string".into())),
         };
         amount.positive()
@@ -190,6 +201,18 @@ mod tests {
         }
         let p = create(r#"{"token_alg":"eddsa","name":"Acme","extra":1}"#, Mode::Sandbox).unwrap();
         assert_eq!((p.token_alg, p.name.as_deref()), (TokenAlg::EdDsa, Some("Acme")));
+    }
+
+    #[test]
+    fn a_body_is_an_object_never_an_array_filling_the_fields() {
+        for body in ["[]", " [null]", "[\"live\"]", "null", "1"] {
+            let e = create(body, Mode::Sandbox).unwrap_err();
+            assert_eq!(e.code(), "request_malformed", "{body}");
+        }
+        assert_eq!(
+            from_json::<RotateRequest>(b"[]").unwrap_err().to_string(),
+            from_json::<RotateRequest>(b" [] ").unwrap_err().to_string()
+        );
     }
 
     #[test]
@@ -257,15 +280,25 @@ mod tests {
         let amount = |s: &str| from_json::<TopUpRequest>(s.as_bytes()).and_then(|t| t.amount());
         assert_eq!(amount(r#"{"amount":"10.00"}"#).unwrap().to_string(), "10");
         assert_eq!(amount(r#"{"amount":0.1}"#).unwrap().to_string(), "0.1");
+        assert_eq!(amount(r#"{ "amount" : 2.5e1 }"#).unwrap().to_string(), "25");
+        assert_eq!(amount(r#"{"amount":"\u0031"}"#).unwrap().to_string(), "1");
         assert_eq!(TopUpRequest::of("0.25").amount().unwrap().to_atomic(), 250_000);
         for (body, code) in [
             (r#"{"amount":"0"}"#, "amount_zero"),
+            (r#"{"amount":0}"#, "amount_zero"),
             (r#"{"amount":"-1"}"#, "amount_negative"),
+            (r#"{"amount":-1}"#, "amount_negative"),
             (r#"{"amount":"ten"}"#, "amount_malformed"),
             (r#"{"amount":0.0000001}"#, "amount_precision"),
-            (r#"{"amount":1e400}"#, "request_malformed"),
+            // A float would read this as 0.000013 and accept it.
+            (r#"{"amount":0.00001300000000000000000001}"#, "amount_precision"),
+            (r#"{"amount":1e400}"#, "amount_too_large"),
+            (r#"{"amount":1e-400}"#, "amount_precision"),
             (r#"{"amount":true}"#, "request_malformed"),
+            (r#"{"amount":null}"#, "request_malformed"),
+            (r#"{"amount":["1"]}"#, "request_malformed"),
             (r#"{}"#, "request_malformed"),
+            (r#"[]"#, "request_malformed"),
         ] {
             assert_eq!(amount(body).unwrap_err().code(), code, "{body}");
         }

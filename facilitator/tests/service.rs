@@ -44,6 +44,9 @@ async fn onboarding_and_bearer_auth() {
     assert_eq!((s, err_code(&v)), (400, "request_malformed"));
     let (s, v) = post(&c, &format!("{u}/v1/providers"), &json!({"mode": "live"})).await;
     assert_eq!((s, err_code(&v)), (400, "mode_mismatch"));
+    // An array is not a body of defaults: nothing is created.
+    let (s, v) = post(&c, &format!("{u}/v1/providers"), &json!([])).await;
+    assert_eq!((s, err_code(&v)), (400, "request_malformed"));
 
     let me = format!("{u}/v1/providers/me");
     let r = c.get(&me).bearer_auth(&p.api_secret).send().await.unwrap();
@@ -147,6 +150,16 @@ async fn top_up_and_faucet_cap() {
     let (s, v) =
         post(&c, &format!("{u}/v1/wallets/{}/topup", other.address()), &json!({"amount": true})).await;
     assert_eq!((s, err_code(&v)), (400, "request_malformed"));
+    // A JSON number is read from its text: through a float this was 0.000013 and credited.
+    let raw = c
+        .post(format!("{u}/v1/wallets/{}/topup", other.address()))
+        .header("content-type", "application/json")
+        .body(r#"{"amount":0.00001300000000000000000001}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status().as_u16(), 400);
+    assert_eq!(err_code(&raw.json().await.unwrap()), "amount_precision");
     assert_eq!(balance(&c, &u, &other).await, "0");
 }
 
