@@ -11,19 +11,19 @@
 //! is not waits behind an earlier, longer-lived one, at most that long. A full store, and
 //! `purge`, sweep exactly.
 //!
-//! No consume grows anything either: a shard's parts are allocated when the store is made, sized
-//! for its share of a full store. Growing a table in a consume moved all its entries into memory
-//! the process had never touched (about ten first-touch page faults at once, up to 0.5 ms on a
-//! VM) and made a large request to the allocator, which first consolidates every small block
-//! freed since its last large request (the expired keys: 60-150 µs at a million live nonces).
-//! A table also grew at a steady live count once removals had left enough tombstones, which
-//! they do in a table more than about 40 % full. So each shard keeps its entries in a slab (a
-//! vector used densely, its free slots reused) and its table holds only a slot number and 32
-//! bits of the key's hash, 8 bytes a slot: tables with more than twice the slots a full share
-//! needs cost less than tables of whole entries that fill past half. Rebuilding a table in
-//! place (rare: tombstones) reads neither keys nor slab. Every part is virtual until used: a
-//! table's pages are touched as entries land on them (a page per consume at most), the slab,
-//! free list and queue as they fill.
+//! Nor does a consume grow anything: a shard's parts are allocated once, when it records its
+//! first nonce (a few mallocs and 8 KiB of table control bytes), sized for its share of a full
+//! store. Growing a table in a consume moved all its entries into memory the process had never
+//! touched (about ten first-touch page faults at once, up to 0.5 ms on a VM) and made a large
+//! request to the allocator, which first consolidates every small block freed since its last
+//! large request (the expired keys: 60-150 µs at a million live nonces). A table also grew at a
+//! steady live count once removals had left enough tombstones, which they do in a table more
+//! than about 40 % full. So each shard keeps its entries in a slab (a vector used densely, its
+//! free slots reused) and its table holds only a slot number and 32 bits of the key's hash, 8
+//! bytes a slot: tables with more than twice the slots a full share needs cost less than tables
+//! of whole entries that fill past half. Rebuilding a table in place (rare: tombstones) reads
+//! neither keys nor slab. Every part is virtual until used: a table's pages are touched as
+//! entries land on them (a page per consume at most), the slab, free list and queue as they fill.
 
 use super::{Consume, Lease, Leases, NonceStore, check_key};
 use crate::error::{Error, Result};
@@ -109,7 +109,7 @@ const BLOCK: usize = 256;
 /// So the queue's resident memory follows its longest length; a ring over the whole allocation
 /// would touch every page of it as it cycles, a first-touch page fault every few hundred
 /// consumes of a shard until it had.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Expiries {
     /// The blocks; a new one is added only when none is spare.
     slots: Vec<Expiry>,
@@ -183,21 +183,38 @@ struct Shard {
     /// Next lease: a key always lives in the same shard, so a counter per shard (from a random
     /// start) keeps leases of one key distinct without a shared atomic.
     next_lease: u64,
+    /// Entries the shard is sized for once it records its first (until then it holds nothing,
+    /// so a store nobody uses costs next to no memory).
+    share: usize,
+    sized: bool,
 }
 
 impl Shard {
-    /// A shard holding `share` entries without growing anything: room for shards that fill
-    /// unevenly (a shard's count spreads by about its square root; the margin is several times
-    /// that), and a table of more than twice that many slots.
-    fn sized(share: usize, next_lease: u64) -> Self {
-        let room = share + share / 8 + 64;
+    fn new(share: usize, next_lease: u64) -> Self {
         Self {
-            table: HashTable::with_capacity(2 * room),
-            slab: Vec::with_capacity(room),
-            free: Vec::with_capacity(room),
-            expiries: Expiries::with_room(room),
+            table: HashTable::new(),
+            slab: Vec::new(),
+            free: Vec::new(),
+            expiries: Expiries::default(),
             next_lease,
+            share,
+            sized: false,
         }
+    }
+
+    /// Allocate the shard's parts (once): room for `share` entries without growing anything,
+    /// for shards that fill unevenly (a shard's count spreads by about its square root; the
+    /// margin is several times that), and a table of more than twice that many slots.
+    fn make_room(&mut self) {
+        if self.sized {
+            return;
+        }
+        let room = self.share + self.share / 8 + 64;
+        self.table = HashTable::with_capacity(2 * room);
+        self.slab = Vec::with_capacity(room);
+        self.free = Vec::with_capacity(room);
+        self.expiries = Expiries::with_room(room);
+        self.sized = true;
     }
 
     /// Record a new entry in a free slot (or a new one) and return the slot.
@@ -311,7 +328,7 @@ impl MemoryStore {
         let start = Leases::new();
         let count = shard_count(capacity);
         let share = shard_share(capacity, count);
-        let shards = (0..count).map(|_| Mutex::new(Shard::sized(share, start.next().0))).collect();
+        let shards = (0..count).map(|_| Mutex::new(Shard::new(share, start.next().0))).collect();
         Self {
             shards,
             len: AtomicUsize::new(0),
@@ -363,6 +380,7 @@ impl NonceStore for MemoryStore {
         for pass in 0..2 {
             let mut guard = self.shards[place].lock();
             let shard = &mut *guard;
+            shard.make_room();
             self.forget(shard.expire(now, EXPIRE_PER_CONSUME));
             shard.next_lease = shard.next_lease.wrapping_add(1);
             let lease = Lease(shard.next_lease);
@@ -630,12 +648,13 @@ mod tests {
         assert_eq!(reached.len(), MAX_SHARDS);
     }
 
-    /// Each shard's table, slab, free list and queue capacities.
+    /// A shard's table, slab, free list and queue capacities.
+    fn shard_sizes(g: &Shard) -> [usize; 4] {
+        [g.table.capacity(), g.slab.capacity(), g.free.capacity(), g.expiries.slots.capacity()]
+    }
+
     fn sizes(s: &MemoryStore) -> Vec<[usize; 4]> {
-        let sizes = |g: &Shard| {
-            [g.table.capacity(), g.slab.capacity(), g.free.capacity(), g.expiries.slots.capacity()]
-        };
-        s.shards.iter().map(|m| sizes(&m.lock())).collect()
+        s.shards.iter().map(|m| shard_sizes(&m.lock())).collect()
     }
 
     #[test]
@@ -646,8 +665,13 @@ mod tests {
         // a shard: a table of whole entries 48 % full grew within 30,000-90,000).
         let cap = (MIN_SHARDS * NONCES_PER_SHARD) as u64;
         let s = MemoryStore::with_capacity(cap as usize);
-        assert_eq!(shard_share(s.capacity, s.shards.len()), NONCES_PER_SHARD);
-        let before = sizes(&s);
+        // Nothing is allocated before a shard records its first nonce.
+        assert!(sizes(&s).iter().all(|z| z == &[0; 4]));
+        let share = shard_share(s.capacity, s.shards.len());
+        assert_eq!(share, NONCES_PER_SHARD);
+        let mut sized = Shard::new(share, 0);
+        sized.make_room();
+        let full = shard_sizes(&sized);
         // Nonces living 100 s at cap / 100 per second: the store runs full.
         let rate = cap / 100;
         let mut key = String::new();
@@ -659,8 +683,8 @@ mod tests {
         }
         assert!(s.len() as u64 > cap * 9 / 10, "len {}", s.len());
         // Tombstones may lower a table's capacity until it is rebuilt in place; never raise it.
-        for (now, then) in sizes(&s).iter().zip(&before) {
-            assert!(now[0] <= then[0] && now[1..] == then[1..], "{now:?} {then:?}");
+        for now in sizes(&s) {
+            assert!(now[0] <= full[0] && now[1..] == full[1..], "{now:?} {full:?}");
         }
     }
 
