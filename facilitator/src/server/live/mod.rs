@@ -19,6 +19,7 @@
 //! twice), and re-checks recent confirmations for reorgs: a record whose block is no longer the
 //! chain's goes back to `submitted` (counted in `reorgs`) and is followed again.
 
+mod payer_locks;
 pub mod reconcile;
 pub mod store;
 
@@ -112,7 +113,7 @@ pub struct Live {
     clock: Arc<dyn Clock>,
     /// Per payer: this process's lock the balance check and the reservation are made under
     /// (on PostgreSQL the admission also takes the payer's advisory lock, across processes).
-    payers: Mutex<HashMap<Address, Arc<tokio::sync::Mutex<()>>>>,
+    payers: payer_locks::PayerLocks,
     payouts: Mutex<HashMap<String, Address>>,
     /// Relays this process is signing and broadcasting right now: the follower leaves them to
     /// the payment request (it would otherwise race it to broadcast the same bytes).
@@ -187,7 +188,7 @@ impl Live {
             confirmations: cfg.confirmations,
             confirm_timeout: cfg.confirm_timeout,
             clock,
-            payers: Mutex::new(HashMap::new()),
+            payers: payer_locks::PayerLocks::default(),
             payouts: Mutex::new(HashMap::new()),
             in_hand: Mutex::new(std::collections::HashSet::new()),
             batches: tx,
@@ -375,10 +376,6 @@ impl Live {
         Ok(())
     }
 
-    fn payer(&self, payer: Address) -> Arc<tokio::sync::Mutex<()>> {
-        self.payers.lock().entry(payer).or_default().clone()
-    }
-
     /// A provider's payout address.
     pub async fn payout(&self, account: &str) -> Result<Address> {
         if let Some(a) = self.payouts.lock().get(account) {
@@ -467,8 +464,7 @@ impl Live {
         let payer = t.payment.payer;
         let value = t.authorization.value;
         let price = t.payment.price;
-        let lock = self.payer(payer);
-        let guard = lock.lock().await;
+        let guard = self.payers.lock(payer).await;
         // The same challenge paid concurrently: recorded already (checked before the admission,
         // which holds a database connection of its own), or reserved by the first admission and
         // being relayed (then this one answers as a replay once recorded).
