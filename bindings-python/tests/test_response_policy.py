@@ -45,3 +45,23 @@ def test_receipt_and_stacked_prices() -> None:
     assert _native.check_stacked("0.05", "usd", high) is None
     assert _native.check_stacked("0.05", "usd", low) is None
     assert _native.check_stacked("0.001", "usd", high) == high
+
+
+def test_the_adapters_remembered_answers_are_cores() -> None:
+    """The gate remembers core's answers per status (a native call per paid response costs more
+    than a look-up): every remembered answer is the one core gives, asked twice."""
+    from vlexivo import _gate
+
+    for status in (0, 100, 200, 204, 302, 404, 499, 500, 503, 599, 999, 1000):
+        for _ in range(2):
+            if status > 0:
+                assert _gate.sends_receipt(status) == _native.sends_receipt(status)
+            for raised in (False, True):
+                for complete in (False, True):
+                    assert _gate.releases(status, raised, complete) == _native.releases(
+                        status or None, raised, complete
+                    )
+    assert _gate.SENDS_RECEIPT[200] is True and _gate.SENDS_RECEIPT[503] is False
+    assert _gate.RELEASES[(200, False, True)] is False and _gate.RELEASES[(0, False, False)] is True
+    # Only statuses a response can have are remembered.
+    assert 1000 not in _gate.SENDS_RECEIPT and (1000, False, False) not in _gate.RELEASES

@@ -16,6 +16,8 @@ from ._gate import (
     PAYER_HEADER,
     PROOF_HEADER,
     RECEIPT_HEADER,
+    RELEASES,
+    SENDS_RECEIPT,
     Answer,
     Gate,
     Paid,
@@ -33,6 +35,7 @@ from ._gate import (
     is_free_request,
     needs_body,
     refused,
+    releases,
     sends_receipt,
     together,
 )
@@ -291,7 +294,10 @@ class PaywallMiddleware:
                 status = msg["status"]
                 paid = box.paid
                 if paid is not None:
-                    if sends_receipt(status):
+                    receipt = SENDS_RECEIPT.get(status)
+                    if receipt is None:
+                        receipt = sends_receipt(status)
+                    if receipt:
                         # A new list: the app may reuse its own (Starlette passes response.raw_headers).
                         headers = [
                             *msg.get("headers", ()),
@@ -317,8 +323,14 @@ class PaywallMiddleware:
             if box.paid is not None:
                 box.paid.settle(status, True, complete)
             raise
-        if box.paid is not None:
-            box.paid.settle(status, False, complete)
+        paid = box.paid
+        if paid is not None:
+            # Paid.settle, with core's answer looked up first.
+            release = RELEASES.get((status, False, complete))
+            if release is None:
+                release = releases(status, False, complete)
+            if release:
+                paid.release()
 
     def _take_inline(self, plan: Plan, box: _Box, scope: Scope) -> None:
         """:meth:`_take` for a :attr:`Plan.inline` plan, without a coroutine: the header scan,
@@ -420,7 +432,7 @@ class PaywallMiddleware:
                 plan = self._literal[id(g)] = Plan((g,))
             return None, plan
         key = None
-        if m.cacheable():
+        if m.path_only if len(m.router.routes) == m.size else m.cacheable():
             if m.generation != self._generation:
                 self._recent.clear()
                 self._generation = m.generation

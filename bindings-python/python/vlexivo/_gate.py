@@ -174,7 +174,39 @@ class Reject(Exception):
 
 is_free_request = _native.is_free_request  # only a CORS preflight passes unpaid
 priced_method = _native.priced_method  # HEAD costs what GET costs
-sends_receipt = _native.sends_receipt  # on a paid response that keeps the payment
+
+# Core's answers to the two questions asked of every paid response, remembered per status (they
+# depend on nothing else, and a few statuses ever occur): a native call per answer would cost
+# more than the dictionary look-up. The adapters' hot paths read the dictionaries first.
+SENDS_RECEIPT: dict[int, bool] = {}
+RELEASES: dict[tuple[int, bool, bool], bool] = {}
+
+
+def _status_key(status: Any) -> bool:
+    return type(status) is int and 0 <= status <= 999
+
+
+def sends_receipt(status: int) -> bool:
+    """Whether a paid response with this status carries ``Vlexivo-Receipt``: when it keeps the
+    payment (core's ``sends_receipt``)."""
+    known = SENDS_RECEIPT.get(status)
+    if known is None:
+        known = _native.sends_receipt(status)
+        if _status_key(status):
+            SENDS_RECEIPT[status] = known
+    return known
+
+
+def releases(status: int, raised: bool, complete: bool) -> bool:
+    """Whether the nonce is released once the handler has ended (core's ``releases``): ``status``
+    of the response it started (0: none), whether it raised, whether the response was complete."""
+    key = (status, raised, complete)
+    known = RELEASES.get(key)
+    if known is None:
+        known = _native.releases(status or None, raised, complete)
+        if _status_key(status) and type(raised) is bool and type(complete) is bool:
+            RELEASES[key] = known
+    return known
 
 
 class Gate:
@@ -382,7 +414,7 @@ class Paid:
     def settle(self, status: int, raised: bool, complete: bool) -> None:
         """The handler ended: core decides from its outcome (``status`` 0: no response started)
         whether the nonce is released."""
-        if _native.releases(status or None, raised, complete):
+        if releases(status, raised, complete):
             self.release()
 
 
@@ -417,7 +449,7 @@ def accepted(gates: Sequence[Gate], payment: _native.Payment, price: _native.Pri
     gate = gates[0]
     paid_by = getattr(gate.provider, "_paid_by", None)
     if paid_by is not None:
-        paid_by(payment.payer)
+        paid_by(payment)
     return Paid(payment, gate.native, price, gates)
 
 

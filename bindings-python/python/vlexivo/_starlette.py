@@ -84,8 +84,10 @@ class RouterMap:
         # Leaf objects are kept per (route, template) so their per-method cache survives.
         self._leaves: dict[tuple[int, str], Leaf] = {}
         self._compiled: dict[str, Any] = {}
-        self._path_only = False
-        self._size = -1
+        # Read by the middleware on every request (``cacheable()`` without a call while the
+        # router's route count is ``size``): whether every route matches on the path alone.
+        self.path_only = False
+        self.size = -1
         self.generation = 0
 
     # --- one request ---------------------------------------------------------------------
@@ -94,9 +96,9 @@ class RouterMap:
         """Whether the route for a request depends only on its method, root path and path
         (every route is one of the framework's own path-matching kinds), so that a caller may
         remember it per (method, root_path, path) until :attr:`generation` changes."""
-        if len(self.router.routes) != self._size:
+        if len(self.router.routes) != self.size:
             self._survey()
-        return self._path_only
+        return self.path_only
 
     def resolve(self, scope: dict[str, Any]) -> Leaf | None:
         """The route whose handler the router will run for ``scope``, or None (no route, a 405,
@@ -106,9 +108,9 @@ class RouterMap:
     def _survey(self) -> None:
         """Whether every route is one of the framework's own path-matching kinds (else a route
         may look at headers, and nothing is cached)."""
-        self._size = len(self.router.routes)
+        self.size = len(self.router.routes)
         self.generation += 1
-        self._path_only = True
+        self.path_only = True
         for _ in self.leaves():
             pass
 
@@ -185,7 +187,7 @@ class RouterMap:
     def _walk(self, routes: list[Any], prefix: str, mounts: Mounts) -> Iterator[Leaf]:
         for route in routes:
             if f"{type(route).__module__}.{type(route).__qualname__}" not in _PATH_ONLY:
-                self._path_only = False
+                self.path_only = False
             if isinstance(route, (Mount, Host)):
                 p = prefix + _prefix_of(route) if isinstance(route, Mount) else prefix
                 ms = (*mounts, (route, len(p)))

@@ -72,11 +72,12 @@ class UsageCache:
         # (lower-case address, since) -> (time asked, answer)
         self._entries: OrderedDict[tuple[str, str], tuple[float, Usage]] = OrderedDict()
 
-    def paid(self, payer: str) -> None:
-        """A payment of ``payer`` was accepted: its counts changed."""
+    def paid(self, payment: _native.Payment) -> None:
+        """A payment was accepted: its payer's counts changed (the payer is read only when some
+        answer is cached)."""
         if not self._entries:
             return
-        who = payer.lower()
+        who = payment.payer.lower()
         with self._lock:
             for key in [k for k in self._entries if k[0] == who]:
                 del self._entries[key]
