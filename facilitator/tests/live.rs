@@ -96,6 +96,82 @@ async fn payments_at(url: &str, api_secret: &str) -> Vec<serde_json::Value> {
     v["payments"].as_array().unwrap().clone()
 }
 
+/// `GET {url}{path}` with the provider's secret: status and JSON.
+async fn provider_get(url: &str, api_secret: &str, path: &str) -> (u16, serde_json::Value) {
+    let res =
+        reqwest::Client::new().get(format!("{url}{path}")).bearer_auth(api_secret).send().await.unwrap();
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+/// The payments list read in pages of `page` (following `next_cursor`) and under each filter
+/// agrees with the whole list, and revenue and each payer's usage with its records.
+async fn paging_agrees(env: &Env, page: usize) {
+    let (url, secret) = (&env.srv().url, &env.provider.api_secret);
+    let all = payments_at(url, secret).await;
+    assert!(all.len() > page, "more records than a page: {}", all.len());
+    let key = |r: &serde_json::Value| r["nonce"].as_str().unwrap().to_string();
+    let pages = |query: String| async move {
+        let (mut got, mut cursor, mut n) = (Vec::new(), String::new(), 0);
+        loop {
+            let (s, v) =
+                provider_get(url, secret, &format!("/v1/providers/me/payments?limit={page}{query}{cursor}"))
+                    .await;
+            assert_eq!(s, 200, "{v}");
+            let rows = v["payments"].as_array().unwrap();
+            assert!(rows.len() <= page);
+            got.extend(rows.iter().cloned());
+            n += 1;
+            assert!(n <= 1_000, "the cursor ends");
+            match v["next_cursor"].as_str() {
+                Some(c) => cursor = format!("&cursor={c}"),
+                None => return got,
+            }
+        }
+    };
+    let paged = pages(String::new()).await;
+    assert_eq!(paged.iter().map(key).collect::<Vec<_>>(), all.iter().map(key).collect::<Vec<_>>());
+    let times: Vec<u64> = all.iter().map(|r| r["paid_at"].as_u64().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first: {times:?}");
+    let payer = all[0]["payer"].as_str().unwrap();
+    let route = all[all.len() - 1]["resource"].as_str().unwrap();
+    let from = times[times.len() / 2];
+    for (query, keep) in [
+        (
+            format!("&payer={}", payer.to_lowercase()),
+            Box::new(|r: &serde_json::Value| r["payer"] == payer) as Box<dyn Fn(&serde_json::Value) -> bool>,
+        ),
+        (
+            format!("&route={}", route.replace(' ', "%20")),
+            Box::new(|r: &serde_json::Value| r["resource"] == route),
+        ),
+        (
+            format!("&from={from}"),
+            Box::new(move |r: &serde_json::Value| r["paid_at"].as_u64().unwrap() >= from),
+        ),
+        (format!("&to={from}"), Box::new(move |r: &serde_json::Value| r["paid_at"].as_u64().unwrap() < from)),
+    ] {
+        let want: Vec<_> = all.iter().filter(|r| keep(r)).map(key).collect();
+        assert_eq!(pages(query.clone()).await.iter().map(key).collect::<Vec<_>>(), want, "{query}");
+    }
+    let paid: Vec<_> = all.iter().filter(|r| r["state"] != "failed").collect();
+    let micro =
+        |r: &&serde_json::Value| (r["amount"].as_str().unwrap().parse::<f64>().unwrap() * 1e6).round() as u64;
+    let (s, me) = provider_get(url, secret, "/v1/providers/me").await;
+    assert_eq!(s, 200);
+    assert_eq!(me["revenue"]["count"], paid.len() as u64, "{me}");
+    let total = paid.iter().map(micro).sum::<u64>();
+    assert_eq!(
+        (me["revenue"]["total"].as_str().unwrap().parse::<f64>().unwrap() * 1e6).round() as u64,
+        total,
+        "{me}"
+    );
+    let (s, usage) =
+        provider_get(url, secret, &format!("/v1/providers/me/payers/{payer}/usage?since={from}")).await;
+    assert_eq!(s, 200);
+    let mine = paid.iter().filter(|r| r["payer"] == payer && r["paid_at"].as_u64().unwrap() >= from).count();
+    assert_eq!(usage["count"], mine as u64, "{usage}");
+}
+
 /// The demo's paid API behind a paywall configured by `cfg`, on a free loopback port: its URL.
 async fn serve_api(cfg: PaywallConfig) -> String {
     let app = paid_api(Arc::new(Paywall::new(cfg).unwrap()), Arc::new(MemoryStore::new()));
@@ -405,6 +481,7 @@ async fn hundred_calls_funded_for_sixty(env: Env) {
     assert_eq!(rows.iter().filter(|r| r["state"] == "confirmed").count(), 60, "{rows:?}");
     assert_eq!(env.net.balance(w.address()).await.unwrap(), 0);
     assert_eq!(env.net.balance(env.payout).await.unwrap(), 60_000);
+    paging_agrees(&env, 7).await;
 }
 
 /// `vlexivo ledger reconcile` over the CLI: its JSON answer and exit status.
@@ -1421,6 +1498,7 @@ async fn live_records_on_postgres_batch_and_follow_a_reorg() {
         assert!(html.contains(&format!("call {i} of a batch")), "{html}");
     }
     assert_eq!(html.matches("reorged 1×").count(), 3, "{html}");
+    paging_agrees(&env, 2).await;
     assert_eq!(env.net.balance(env.payout).await.unwrap(), 3_000);
     for w in &payers {
         assert_eq!(env.net.balance(w.address()).await.unwrap(), 9_000);

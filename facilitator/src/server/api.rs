@@ -288,11 +288,9 @@ pub async fn provider_me(
     let (total, count, terms) = match &st.live {
         Some(live) => {
             // Revenue on chain: what settled (confirmed) or is on its way (submitted).
-            let rows = live.store.list(&p.account, u32::MAX).await?;
-            let paid = rows.iter().filter(|r| r.state != "failed");
-            let total: i64 = paid.clone().map(|r| r.amount).sum();
+            let (count, total) = live.store.paid_total(&p.account, None, None).await?;
             let terms = live.terms(&p.account).await.ok().map(|t| LiveTermsBody::from(&t));
-            (total, paid.count() as i64, terms)
+            (total, count, terms)
         }
         None => {
             let (total, count) = st.reads.revenue(p.account.clone()).await?;
@@ -364,41 +362,29 @@ pub(crate) async fn payment_page(
 ) -> Result<PaymentList, Error> {
     let before = cursor.filter(|c| !c.is_empty()).map(|c| st.cursors.open(account, filter, c)).transpose()?;
     let mut rows = match &st.live {
-        // Live records are read whole and filtered here; a position counts the older records
-        // (stable while new ones arrive at the front).
-        Some(live) => {
-            let all: Vec<_> = live
-                .store
-                .list(account, u32::MAX)
-                .await?
-                .into_iter()
-                .filter(|r| filter.admits(&r.resource, &r.payer, r.paid_at))
-                .collect();
-            let n = all.len() as i64;
-            let skip = before.map_or(0, |b| (n - b + 1).max(0)) as usize;
-            all.into_iter()
-                .enumerate()
-                .skip(skip)
-                .take(limit as usize + 1)
-                .map(|(i, r)| {
-                    let rec = PaymentRecord {
-                        nonce: r.nonce,
-                        payer: r.payer,
-                        amount: usd(r.amount),
-                        currency: r.currency,
-                        tx_hash: r.tx_hash,
-                        resource: r.resource,
-                        paid_at: r.paid_at as u64,
-                        block: r.block_number.map(|b| b as u64),
-                        failure: r.failure,
-                        call_index: r.call_index.map(|i| i as u32),
-                        reorgs: (r.reorgs > 0).then_some(r.reorgs as u32),
-                        state: Some(if r.state == "signed" { "submitted".into() } else { r.state }),
-                    };
-                    (n - i as i64, rec)
-                })
-                .collect()
-        }
+        Some(live) => live
+            .store
+            .page(account, filter, before, limit + 1)
+            .await?
+            .into_iter()
+            .map(|(pos, r)| {
+                let rec = PaymentRecord {
+                    nonce: r.nonce,
+                    payer: r.payer,
+                    amount: usd(r.amount),
+                    currency: r.currency,
+                    tx_hash: r.tx_hash,
+                    resource: r.resource,
+                    paid_at: r.paid_at as u64,
+                    block: r.block_number.map(|b| b as u64),
+                    failure: r.failure,
+                    call_index: r.call_index.map(|i| i as u32),
+                    reorgs: (r.reorgs > 0).then_some(r.reorgs as u32),
+                    state: Some(if r.state == "signed" { "submitted".into() } else { r.state }),
+                };
+                (pos, rec)
+            })
+            .collect(),
         None => st.reads.payments(account.to_string(), filter.clone(), before, limit + 1).await?,
     };
     let next_cursor = if rows.len() > limit as usize {
@@ -429,11 +415,7 @@ pub async fn payer_usage(
     let payer = Address::parse(&address)?.to_checksum();
     let since = vlexivo_core::payer_pricing::parse_since(query.get("since").map(String::as_str))?;
     let (count, total) = match &st.live {
-        Some(live) => {
-            let rows = live.store.by_payer(&p.account, &payer, since).await?;
-            let paid = rows.iter().filter(|r| r.state != "failed");
-            (paid.clone().count() as i64, paid.map(|r| r.amount).sum())
-        }
+        Some(live) => live.store.paid_total(&p.account, Some(&payer), Some(since)).await?,
         None => st.reads.usage(p.account.clone(), payer.clone(), since).await?,
     };
     Ok(Json(vlexivo_core::payer_pricing::Usage {

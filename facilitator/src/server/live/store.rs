@@ -14,6 +14,7 @@ use crate::server::pg::{LOCK_PAYER, pg_err, pool_err};
 use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::sync::Arc;
+use vlexivo_core::paging::PaymentFilter;
 use vlexivo_core::{Error, Result};
 
 /// One settlement record.
@@ -53,6 +54,17 @@ pub struct Settlement {
 const COLUMNS: &str = "account, nonce, scheme, network, asset, payer, pay_to, amount, currency, resource, \
     auth_nonce, valid_before, tx_hash, raw_tx, relayer, relayer_nonce, state, block_number, block_hash, \
     gas_used, failure, token, paid_at, expires_at, updated_at, call_index, reorgs";
+/// How many columns [`COLUMNS`] names: a query selecting one more reads it at this index.
+const COLUMN_COUNT: usize = {
+    let (b, mut i, mut n) = (COLUMNS.as_bytes(), 0, 1);
+    while i < b.len() {
+        if b[i] == b',' {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
+};
 
 impl Settlement {
     fn from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
@@ -835,6 +847,116 @@ impl LiveStore {
         .await
     }
 
+    /// One page of a provider's records under `filter`, newest first, each with its position
+    /// (the row's id: a later record has a higher one), starting after the record at `before`.
+    /// The filter, the order and the limit are the database's: a page reads `limit` rows, not
+    /// the provider's whole history.
+    pub async fn page(
+        &self,
+        account: &str,
+        filter: &PaymentFilter,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<(i64, Settlement)>> {
+        let sqlite = matches!(self, LiveStore::Sqlite(_));
+        let mut args = vec![account.to_string()];
+        let mut conds = vec!["account = {}".to_string()];
+        let int = if sqlite { "CAST({} AS INTEGER)" } else { "({}::text)::bigint" };
+        let mut add = |cond: &str, arg: String| {
+            args.push(arg);
+            conds.push(cond.to_string());
+        };
+        if let Some(r) = &filter.route {
+            add("resource = {}", r.clone());
+        }
+        if let Some(p) = &filter.payer {
+            add("payer = {}", p.clone());
+        }
+        if let Some(f) = filter.from {
+            add(&format!("paid_at >= {int}"), f.to_string());
+        }
+        if let Some(t) = filter.to {
+            add(&format!("paid_at < {int}"), t.to_string());
+        }
+        if let Some(b) = before {
+            // SQLite orders by payment time (its index), then row: the page starts below the
+            // cursor's record in that order.
+            let after = if sqlite {
+                "(paid_at, rowid) < (SELECT paid_at, rowid FROM settlements WHERE rowid = CAST({} AS INTEGER))"
+            } else {
+                "id < ({}::text)::bigint"
+            };
+            add(after, b.to_string());
+        }
+        let mut sql = String::new();
+        for (i, c) in conds.iter().enumerate() {
+            let n = if sqlite { format!("?{}", i + 1) } else { format!("${}", i + 1) };
+            sql.push_str(if i == 0 { "WHERE " } else { " AND " });
+            sql.push_str(&c.replace("{}", &n));
+        }
+        match self {
+            LiveStore::Sqlite(c) => {
+                let sql = format!(
+                    "SELECT {COLUMNS}, rowid FROM settlements {sql} ORDER BY paid_at DESC, rowid DESC LIMIT {limit}"
+                );
+                Self::sqlite(c, move |c| {
+                    let mut st = c.prepare_cached(&sql)?;
+                    let rows = st.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                        Ok((r.get(COLUMN_COUNT)?, Settlement::from_sqlite(r)?))
+                    })?;
+                    rows.collect()
+                })
+                .await
+            }
+            LiveStore::Postgres(p) => {
+                let c = p.get().await.map_err(pool_err)?;
+                let sql =
+                    format!("SELECT {COLUMNS}, id FROM settlements {sql} ORDER BY id DESC LIMIT {limit}");
+                let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                    args.iter().map(|a| a as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+                let rows = c.query(&sql, &params).await.map_err(pg_err)?;
+                rows.iter()
+                    .map(|r| Ok((r.try_get(COLUMN_COUNT)?, Settlement::from_pg(r)?)))
+                    .collect::<std::result::Result<_, tokio_postgres::Error>>()
+                    .map_err(pg_err)
+            }
+        }
+    }
+
+    /// The count and sum of a provider's records the chain did not refuse (settled, or on their
+    /// way), optionally of one payer since a time: revenue and usage, summed by the database.
+    pub async fn paid_total(
+        &self,
+        account: &str,
+        payer: Option<&str>,
+        since: Option<u64>,
+    ) -> Result<(i64, i64)> {
+        let (account, payer) = (account.to_string(), payer.map(str::to_string));
+        let since = since.map_or(i64::MIN, |s| i64::try_from(s).unwrap_or(i64::MAX));
+        const SQL: &str = "SELECT COUNT(*), COALESCE(SUM(amount), 0) FROM settlements \
+             WHERE account = {1} AND state <> 'failed' AND ({2} IS NULL OR payer = {2}) AND paid_at >= {3}";
+        match self {
+            LiveStore::Sqlite(c) => {
+                Self::sqlite(c, move |c| {
+                    let sql = SQL.replace("{1}", "?1").replace("{2}", "?2").replace("{3}", "?3");
+                    c.prepare_cached(&sql)?
+                        .query_row(params![account, payer, since], |r| Ok((r.get(0)?, r.get(1)?)))
+                })
+                .await
+            }
+            LiveStore::Postgres(p) => {
+                let c = p.get().await.map_err(pool_err)?;
+                let sql = SQL
+                    .replace("COALESCE(SUM(amount), 0)", "COALESCE(SUM(amount), 0)::bigint")
+                    .replace("{1}", "$1")
+                    .replace("{2}", "$2::text")
+                    .replace("{3}", "$3");
+                let r = c.query_one(&sql, &[&account, &payer, &since]).await.map_err(pg_err)?;
+                Ok((r.get(0), r.get(1)))
+            }
+        }
+    }
+
     /// A provider's records, newest first.
     pub async fn list(&self, account: &str, limit: u32) -> Result<Vec<Settlement>> {
         self.select(
@@ -842,17 +964,6 @@ impl LiveStore {
             "WHERE account = $1 ORDER BY id DESC",
             vec![account.into()],
             limit as i64,
-        )
-        .await
-    }
-
-    /// A payer's records with a provider since `since` (unix seconds), for usage counts.
-    pub async fn by_payer(&self, account: &str, payer: &str, since: u64) -> Result<Vec<Settlement>> {
-        self.select(
-            "WHERE account = ?1 AND payer = ?2 AND paid_at >= CAST(?3 AS INTEGER)",
-            "WHERE account = $1 AND payer = $2 AND paid_at >= ($3::text)::bigint",
-            vec![account.into(), payer.into(), since.to_string()],
-            10_000_000,
         )
         .await
     }
