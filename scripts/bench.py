@@ -354,9 +354,10 @@ def make_table(runs: list[dict[str, Values]]) -> Table:
           f"({spread(v('payments', 'base_p50_ms'), ms)}); p99/p50 {spread(d('payments', lambda r: r['paid_p99_ms'] / r['paid_p50_ms']), times)}",
           "p50 ≤ 3 ms; p99 ≤ 3× p50")
     t.row("paid call: waits for a CPU (run queue of both processes' threads during a call) p50 / p99; "
-          "slow calls (> 3× p50) that waited at least half their excess", pay,
+          "slow calls (> 3× p50) that waited at least half their excess; threads put on a CPU per call", pay,
           f"{spread(v('payments', 'paid_wait_p50_ms'), ms)} / {spread(v('payments', 'paid_wait_p99_ms'), ms)}; "
-          f"{spread(d('payments', lambda r: 100 * r['paid_slow_share_waiting']), lambda x: f'{x:.0f} %')}")
+          f"{spread(d('payments', lambda r: 100 * r['paid_slow_share_waiting']), lambda x: f'{x:.0f} %')}; "
+          f"{spread(v('payments', 'paid_thread_runs_per_call'), lambda x: f'{x:.1f}')}")
     t.row("facilitator ledger COMMIT (SQLite, fsync) p99 during the paid calls (bucket bound); checkpoints", pay,
           f"{spread(v('payments', 'ledger_commit_p99_ms'), ms)}; {spread(v('payments', 'ledger_checkpoints'), lambda x: f'{x:.0f}')}")
     nv = "scripts/bench.sh --only node-verify"
