@@ -170,6 +170,20 @@ async fn paging_agrees(env: &Env, page: usize) {
     assert_eq!(s, 200);
     let mine = paid.iter().filter(|r| r["payer"] == payer && r["paid_at"].as_u64().unwrap() >= from).count();
     assert_eq!(usage["count"], mine as u64, "{usage}");
+    // The dashboard's overview groups the same records.
+    let html = dashboard_get(url, secret, "/dashboard?range=all&bucket=hour").await;
+    assert!(html.contains(&format!("<dd id=\"count\">{}</dd>", paid.len())), "{html}");
+    assert!(
+        html.contains(&format!("<dd id=\"revenue\">${}</dd>", me["revenue"]["total"].as_str().unwrap())),
+        "{html}"
+    );
+    let of_payer = paid.iter().filter(|r| r["payer"] == payer).count();
+    assert!(html.contains(&format!(">{payer}</a></td><td class=\"num\">{of_payer}</td>")), "{html}");
+    let of_route = paid.iter().filter(|r| r["resource"] == route).count();
+    assert!(
+        html.contains(&format!(">{}</a></td><td class=\"num\">{of_route}</td>", route.replace('&', "&amp;"))),
+        "{html}"
+    );
 }
 
 /// The demo's paid API behind a paywall configured by `cfg`, on a free loopback port: its URL.
@@ -856,6 +870,11 @@ impl Drop for Killed {
 
 /// The provider's dashboard payments page (signed in with `api_secret`), as HTML.
 async fn dashboard_payments(url: &str, api_secret: &str) -> String {
+    dashboard_get(url, api_secret, "/dashboard/payments").await
+}
+
+/// A dashboard page, signed in with the provider's secret.
+async fn dashboard_get(url: &str, api_secret: &str, path: &str) -> String {
     let c = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let cookie = |r: &reqwest::Response, name: &str| {
         r.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).find_map(|v| {
@@ -874,14 +893,7 @@ async fn dashboard_payments(url: &str, api_secret: &str) -> String {
         .unwrap();
     assert_eq!(r.status(), 303);
     let session = format!("vlx_session={}", cookie(&r, "vlx_session").unwrap());
-    c.get(format!("{url}/dashboard/payments"))
-        .header("cookie", session)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    c.get(format!("{url}{path}")).header("cookie", session).send().await.unwrap().text().await.unwrap()
 }
 
 /// Until the node knows the transaction `tx` (pending or mined), or 10 s: whether it does.

@@ -80,31 +80,13 @@ async fn summary(st: &AppState, account: &str, from: Option<i64>, bucket: i64) -
         });
     };
     // Live: the settlement records, less those the chain refused (as the API's revenue).
-    let rows = live.store.list(account, u32::MAX).await?;
-    let mut total = Group { key: String::new(), count: 0, sum: 0 };
-    let (mut series, mut routes, mut payers) = (BTreeMap::new(), HashMap::new(), HashMap::new());
-    for r in rows.iter().filter(|r| r.state != "failed" && from.is_none_or(|f| r.paid_at >= f)) {
-        let add = |g: &mut (i64, i64)| {
-            g.0 += 1;
-            g.1 += r.amount;
-        };
-        total.count += 1;
-        total.sum += r.amount;
-        add(series.entry(r.paid_at / bucket * bucket).or_insert((0, 0)));
-        add(routes.entry(r.resource.clone()).or_insert((0, 0)));
-        add(payers.entry(r.payer.clone()).or_insert((0, 0)));
-    }
-    let top = |m: HashMap<String, (i64, i64)>| {
-        let mut v: Vec<Group> = m.into_iter().map(|(key, (count, sum))| Group { key, count, sum }).collect();
-        v.sort_by(|a, b| b.sum.cmp(&a.sum).then_with(|| a.key.cmp(&b.key)));
-        v.truncate(TOP as usize);
-        v
-    };
+    let l = live.store.summary(account, from, bucket, TOP).await?;
+    let group = |(key, count, sum): (String, i64, i64)| Group { key, count, sum };
     Ok(Summary {
-        total,
-        series: series.into_iter().map(|(at, (count, sum))| Point { at, count, sum }).collect(),
-        routes: top(routes),
-        payers: top(payers),
+        total: Group { key: String::new(), count: l.total.0, sum: l.total.1 },
+        series: l.series.into_iter().map(|(at, count, sum)| Point { at, count, sum }).collect(),
+        routes: l.routes.into_iter().map(group).collect(),
+        payers: l.payers.into_iter().map(group).collect(),
     })
 }
 

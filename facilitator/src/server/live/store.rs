@@ -51,6 +51,15 @@ pub struct Settlement {
     pub reorgs: i64,
 }
 
+/// What [`LiveStore::summary`] returns: (count, sum) in total, (bucket start, count, sum) per
+/// bucket in time order, and (key, count, sum) per top route and payer.
+pub struct LiveSummary {
+    pub total: (i64, i64),
+    pub series: Vec<(i64, i64, i64)>,
+    pub routes: Vec<(String, i64, i64)>,
+    pub payers: Vec<(String, i64, i64)>,
+}
+
 const COLUMNS: &str = "account, nonce, scheme, network, asset, payer, pay_to, amount, currency, resource, \
     auth_nonce, valid_before, tx_hash, raw_tx, relayer, relayer_nonce, state, block_number, block_hash, \
     gas_used, failure, token, paid_at, expires_at, updated_at, call_index, reorgs";
@@ -957,15 +966,70 @@ impl LiveStore {
         }
     }
 
-    /// A provider's records, newest first.
-    pub async fn list(&self, account: &str, limit: u32) -> Result<Vec<Settlement>> {
-        self.select(
-            "WHERE account = ?1 ORDER BY paid_at DESC, rowid DESC",
-            "WHERE account = $1 ORDER BY id DESC",
-            vec![account.into()],
-            limit as i64,
-        )
-        .await
+    /// The dashboard's overview of a provider's records the chain did not refuse, paid at or
+    /// after `from`: the total (count, sum), the sums per `bucket` seconds, and the `top` routes
+    /// and payers by sum (then by key, bytewise) — grouped by the database.
+    pub async fn summary(
+        &self,
+        account: &str,
+        from: Option<i64>,
+        bucket: i64,
+        top: u32,
+    ) -> Result<LiveSummary> {
+        let (account, from, bucket) = (account.to_string(), from.unwrap_or(i64::MIN), bucket.max(1));
+        const WHERE: &str = "FROM settlements WHERE account = {1} AND state <> 'failed' AND paid_at >= {2}";
+        let total = format!("SELECT COUNT(*), COALESCE(SUM(amount), 0) {WHERE}");
+        let series = format!(
+            "SELECT paid_at / {bucket} * {bucket} AS at, COUNT(*), SUM(amount) {WHERE} GROUP BY at ORDER BY at"
+        );
+        let by = |col: &str, collate: &str| {
+            format!(
+                "SELECT {col}, COUNT(*), SUM(amount) AS s {WHERE} GROUP BY {col} ORDER BY s DESC, {col}{collate} LIMIT {top}"
+            )
+        };
+        match self {
+            LiveStore::Sqlite(c) => {
+                let sql = |q: &str| q.replace("{1}", "?1").replace("{2}", "?2");
+                let (total, series, routes, payers) =
+                    (sql(&total), sql(&series), sql(&by("resource", "")), sql(&by("payer", "")));
+                Self::sqlite(c, move |c| {
+                    let total = c
+                        .prepare(&total)?
+                        .query_row(params![account, from], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    let rows = |q: &str| -> rusqlite::Result<Vec<(String, i64, i64)>> {
+                        let mut st = c.prepare(q)?;
+                        let rows =
+                            st.query_map(params![account, from], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                        rows.collect()
+                    };
+                    let mut st = c.prepare(&series)?;
+                    let series = st
+                        .query_map(params![account, from], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                        .collect::<rusqlite::Result<_>>()?;
+                    Ok(LiveSummary { total, series, routes: rows(&routes)?, payers: rows(&payers)? })
+                })
+                .await
+            }
+            LiveStore::Postgres(p) => {
+                let c = p.get().await.map_err(pool_err)?;
+                let sql = |q: &str| {
+                    q.replace("SUM(amount)", "SUM(amount)::bigint").replace("{1}", "$1").replace("{2}", "$2")
+                };
+                let args: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&account, &from];
+                let r = c.query_one(&sql(&total), &args).await.map_err(pg_err)?;
+                let total = (r.get(0), r.get(1));
+                let series = c.query(&sql(&series), &args).await.map_err(pg_err)?;
+                let series = series.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+                let mut groups = Vec::new();
+                for col in ["resource", "payer"] {
+                    let rows = c.query(&sql(&by(col, " COLLATE \"C\"")), &args).await.map_err(pg_err)?;
+                    groups.push(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect::<Vec<_>>());
+                }
+                let payers = groups.pop().unwrap_or_default();
+                let routes = groups.pop().unwrap_or_default();
+                Ok(LiveSummary { total, series, routes, payers })
+            }
+        }
     }
 
     /// The blocks (number, hash) holding confirmed records, from `block` on, newest first: what
