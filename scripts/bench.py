@@ -154,6 +154,15 @@ def run_node_http(ctx: Ctx) -> Values:
     return out
 
 
+def run_node_http_ir(ctx: Ctx) -> Values:
+    # Instructions per request under callgrind (Debian package valgrind): the machine's load
+    # does not move them; valgrind lacks the SHA extensions, so core's HMAC counts high.
+    args = ["300", "1000", "8"] if ctx.smoke else ["5000", "20000", "8"]
+    (b,) = bench_lines(sh(["node", "bench/http-callgrind.mjs", *args], cwd=NODE,
+                          env={"ROUNDS": "1" if ctx.smoke else "3"}))
+    return {f"{k}_ir": float(v) for k, v in b["perRequest"].items()}
+
+
 def python_ready(ctx: Ctx) -> Path:
     """The developer's .venv (requirements-dev.txt) with the package built in by maturin:
     release for figures, the dev profile (already built by the test command) for --smoke."""
@@ -210,6 +219,7 @@ BENCHES: dict[str, tuple[str, Callable[[Ctx], Values]]] = {
     "payments": ("facilitator payments/s and paid-call latency", run_payments),
     "node-verify": ("napi verify vs fast-jwt and jose", run_node_verify),
     "node-http": ("Express and Fastify with and without the paywall", run_node_http),
+    "node-http-ir": ("Fastify with and without the plugin: instructions per request (callgrind)", run_node_http_ir),
     "py-verify": ("pyo3 verify vs PyJWT", run_py_verify),
     "py-load": ("FastAPI with and without the paywall", run_py_load),
     "py-django": ("Django (ASGI) with and without the paywall middleware", run_py_django),
@@ -374,9 +384,16 @@ def make_table(runs: list[dict[str, Values]]) -> Table:
                               ("hono", "Hono 4 (@hono/node-server)", "")]:
         t.row(f"{label} + paywall vs bare: server CPU µs per request added; throughput ratio; CPU ratio", nh,
               f"+{spread(v('node-http', fw + '_cpuAddedUs'), us)} on {spread(v('node-http', fw + '_bareCpuUs'), us)} "
-              f"(lowest rounds +{spread(v('node-http', fw + '_cpuAddedLowUs'), us)}); "
+              f"(lowest rounds +{spread(v('node-http', fw + '_cpuAddedLowUs'), us)}, "
+              f"per round +{spread(v('node-http', fw + '_cpuAddedPairedUs'), us)}); "
               f"{spread(v('node-http', fw + '_tput'), ratio)}; {spread(v('node-http', fw + '_cpu'), ratio)} "
-              f"(round spread of bare req/s ±{spread(v('node-http', fw + '_bareSpreadPct'), lambda x: f'{x:.0f}%')})", target)
+              f"(round spread of bare req/s ±{spread(v('node-http', fw + '_bareSpreadPct'), lambda x: f'{x:.0f}%')}, "
+              f"of bare CPU/request ±{spread(v('node-http', fw + '_bareCpuSpreadPct'), lambda x: f'{x:.0f}%')})", target)
+    t.row("Fastify 5 + plugin vs bare: instructions per request under callgrind (valgrind has no SHA extensions: "
+          "core's HMAC counts several times its native cost)", "scripts/bench.sh --only node-http-ir",
+          f"{spread(v('node-http-ir', 'fastify-paywall_ir'), lambda x: f'{x:,.0f}')} vs "
+          f"{spread(v('node-http-ir', 'fastify-bare_ir'), lambda x: f'{x:,.0f}')}: +"
+          f"{spread(d('node-http-ir', lambda r: r['fastify-paywall_ir'] - r['fastify-bare_ir']), lambda x: f'{x:,.0f}')}")
     t.row("Express + jose + Set (hand-written guard) vs bare: throughput; CPU", nh,
           f"{spread(v('node-http', 'joseSet_tput'), ratio)}; {spread(v('node-http', 'joseSet_cpu'), ratio)}")
     pv = "scripts/bench.sh --only py-verify"

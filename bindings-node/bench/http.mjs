@@ -1,26 +1,31 @@
 // (b) autocannon on 127.0.0.1, one run: bare Express vs Express + paywall (valid, distinct,
 // pre-minted proofs; memory store) vs Express + jose verify + Set; bare Fastify vs Fastify +
 // plugin; bare Hono vs Hono + paywall (@hono/node-server); a bare Next.js route handler vs the
-// same behind vlexivo/next (test/next-app's production build, Next's own server). Each target runs in its own process. Every request of every scenario carries a fresh
-// proof header (bare targets ignore it), so the client does the same work for all; every paid
-// request must answer 200. Scenarios are interleaved over several rounds (the machine is shared)
+// same behind vlexivo/next (test/next-app's production build, Next's own server). Each target
+// runs in its own process. Every request of every scenario carries a fresh proof header (bare
+// targets ignore it), so the client does the same work for all; every paid request must answer
+// 200. Scenarios are interleaved over several rounds (the machine is shared)
 // and reported per pair:
 //   - CPU µs per request the paywall adds (server process CPU, paywalled − bare): robust to other
 //     load on the machine, and comparable across frameworks (a ratio flatters a slow baseline);
-//     of the median rounds, and of each side's lowest round (the least disturbed)
+//     of the median rounds, of each side's lowest round (the least disturbed), and the median
+//     of each round's difference
 //   - throughput: median over rounds of req/s(paywalled) / req/s(bare)
 //   - CPU: server CPU µs per request, bare / paywalled
 // A round lasts about `secondsPerRound` for every scenario (its request count is sized from its
 // warm-up rate), so fast targets get rounds long enough to be stable; the spread of each
-// scenario's req/s over the rounds is printed.
+// scenario's req/s and CPU per request over the rounds is printed. With 2 CPUs or more the load
+// generator (this process) runs on the first and every target on the last (PIN=0: unpinned).
 // Run: node bench/http.mjs [secondsPerRound=2] [rounds=10] [connections=16]
-// (ONLY=hono,next runs the scenarios whose names start with one of these.)
-import autocannon from 'autocannon';
-import { spawn } from 'node:child_process';
+// (ONLY=hono,next runs the scenarios whose names start with one of these; BASELINE=<dir>: the
+// same scenarios also from another built bindings-node tree, interleaved: before/after.)
+// Instructions per request, which the machine's load does not move: bench/http-callgrind.mjs.
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createInterface } from 'node:readline';
+import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { mintVlexivo, mintJose, RESOURCE_PATH } from './tokens.mjs';
+import { mintVlexivo, mintJose } from './tokens.mjs';
+import { startTarget, burst } from './http-targets.mjs';
 import { installAndBuild } from '../test/next-build.mjs';
 
 const SECONDS = Number(process.argv[2] ?? 2);
@@ -28,59 +33,17 @@ const ROUNDS = Number(process.argv[3] ?? 10);
 const CONNECTIONS = Number(process.argv[4] ?? 16);
 const WARMUP = Math.max(1000, Math.round(2500 * SECONDS));
 const joseKey = randomBytes(32);
-const serverScript = fileURLToPath(new URL('./http-server.mjs', import.meta.url));
-
-function startTarget(scenario) {
-  const child = spawn(process.execPath, [serverScript, scenario], {
-    stdio: ['pipe', 'pipe', 'inherit'],
-    env: { ...process.env, JOSE_KEY: joseKey.toString('hex'), NODE_ENV: 'production' },
-  });
-  const rl = createInterface({ input: child.stdout });
-  const waiters = [];
-  let url;
-  return new Promise((resolve, reject) => {
-    rl.on('line', (l) => {
-      const port = /^PORT=(\d+)/.exec(l);
-      if (port) {
-        url = `http://127.0.0.1:${port[1]}`;
-        resolve({
-          child,
-          url,
-          cpu: () =>
-            new Promise((r) => {
-              waiters.push(r);
-              child.stdin.write('cpu\n');
-            }),
-        });
-      }
-      const cpu = /^CPU=(\d+) COUNT=(\d+) SPAN=([\d.e-]+)/.exec(l);
-      if (cpu) waiters.shift()?.({ cpu: Number(cpu[1]), count: Number(cpu[2]), span: Number(cpu[3]) });
-    });
-    child.on('exit', (c) => reject(new Error(`${scenario} exited ${c}`)));
-  });
-}
-
-function burst(url, tokens) {
-  let i = 0;
-  const body = JSON.stringify({ model: 'small-v1', prompt: 'hello' });
-  const request = {
-    method: 'POST',
-    path: RESOURCE_PATH,
-    body,
-    setupRequest: (req) => {
-      req.headers = { 'content-type': 'application/json', 'vlexivo-proof': tokens[i++] };
-      return req;
-    },
-  };
-  const t0 = performance.now();
-  return new Promise((resolve, reject) => {
-    autocannon({ url, connections: CONNECTIONS, pipelining: 1, amount: tokens.length, requests: [request] }, (err, res) => {
-      if (err) reject(err);
-      // autocannon's own duration is coarse for fixed-count runs: time the burst here.
-      else resolve({ ...res, wallSeconds: (performance.now() - t0) / 1000 });
-    });
-  });
-}
+// Pinning (PIN=0 turns it off): this process (the load generator) on the first CPU, every target
+// on the last, the same for bare and paywalled targets, so a target never waits behind the load
+// generator for a CPU and the two never trade caches.
+const CPUS = availableParallelism();
+const PIN = process.env.PIN !== '0' && CPUS >= 2;
+if (PIN) execFileSync('taskset', ['-a', '-cp', '0', String(process.pid)], { stdio: 'ignore' });
+const targetPrefix = PIN ? ['taskset', '-c', String(CPUS - 1)] : [];
+// BASELINE=<another bindings-node tree> (built: dist/ and native/) adds each scenario again from
+// that tree, as `<scenario>@base`, interleaved in the same rounds: before/after in one run.
+const BASELINE = process.env.BASELINE;
+const baselineScript = BASELINE && fileURLToPath(new URL(`file://${BASELINE}/bench/http-server.mjs`));
 
 // ONLY=fastify (or express) runs one framework's scenarios.
 const scenarios = [
@@ -100,30 +63,35 @@ const scenarios = [
 // The Next.js targets serve test/next-app's production build (installed and built once here).
 if (scenarios.some(([name]) => name.startsWith('next'))) installAndBuild();
 
-console.log(`autocannon: ${ROUNDS} rounds of ~${SECONDS} s per scenario (+${WARMUP} warm-up requests), ${CONNECTIONS} connections, 127.0.0.1`);
+console.log(`autocannon: ${ROUNDS} rounds of ~${SECONDS} s per scenario (+${WARMUP} warm-up requests), ${CONNECTIONS} connections, 127.0.0.1${PIN ? `; load generator on CPU 0, targets on CPU ${CPUS - 1}` : ''}${BASELINE ? `; @base: ${BASELINE}` : ''}`);
 const state = {};
+if (BASELINE) scenarios.push(...scenarios.map(([name, mint]) => [`${name}@base`, mint]));
 for (const [name, mint] of scenarios) {
-  const target = await startTarget(name);
+  const [scenario, base] = name.split('@');
+  const target = await startTarget(scenario, { prefix: targetPrefix, env: { JOSE_KEY: joseKey.toString('hex') }, script: base ? baselineScript : undefined });
   state[name] = { target, mint, perRound: 0, rps: [], cpuPerReq: [] };
 }
 try {
   for (const s of Object.values(state)) {
-    const res = await burst(s.target.url, await s.mint(WARMUP));
+    const res = await burst(s.target.url, await s.mint(WARMUP), CONNECTIONS);
     s.perRound = Math.max(1000, Math.round((WARMUP / res.wallSeconds) * SECONDS));
   }
-  for (let round = 0; round < ROUNDS; round++) {
+  // Round 0 is a second warm-up, not counted: V8 is still optimising after the first burst (its
+  // rounds came out up to half again slower in CPU per request).
+  for (let round = 0; round <= ROUNDS; round++) {
     // ABBA order: alternate the order every round so drift in the machine's load (it is shared)
     // falls evenly on every scenario.
-    const order = round % 2 === 0 ? scenarios : [...scenarios].reverse();
+    const order = round % 2 === 1 ? scenarios : [...scenarios].reverse();
     for (const [name] of order) {
       const s = state[name];
       // Minted per round (outside the timing): memory stays bounded however long the rounds.
       const tokens = await s.mint(s.perRound);
       const before = await s.target.cpu();
-      const res = await burst(s.target.url, tokens);
+      const res = await burst(s.target.url, tokens, CONNECTIONS);
       const after = await s.target.cpu();
       const bad = res.non2xx + res.errors + res.timeouts;
       if (bad > 0) throw new Error(`${name}: ${bad} requests were not 2xx`);
+      if (round === 0) continue;
       // Server-side span from the first to the last request of the burst.
       s.rps.push(after.count / after.span);
       s.cpuPerReq.push((after.cpu - before.cpu) / res.requests.total);
@@ -152,32 +120,45 @@ function pair(paid, bare) {
     // Lowest round against lowest round: a round the shared machine slowed (fewer requests per
     // wake-up, so more CPU per request) weighs on neither side.
     cpuAddedLowUs: Math.min(...p.cpuPerReq) - Math.min(...b.cpuPerReq),
+    // Each round's paywalled minus its bare (run next to each other): drift between rounds
+    // cancels.
+    cpuAddedPairedUs: median(p.cpuPerReq.map((c, i) => c - b.cpuPerReq[i])),
     bareCpuUs: median(b.cpuPerReq),
     bareSpreadPct: spreadPct(b.rps),
     paidSpreadPct: spreadPct(p.rps),
+    // The rounds' spread of CPU per request (the figure the ratios are taken from).
+    bareCpuSpreadPct: spreadPct(b.cpuPerReq),
+    paidCpuSpreadPct: spreadPct(p.cpuPerReq),
   };
 }
+const PAIRS = [
+  ['express', 'express-paywall', 'express-bare'],
+  ['joseSet', 'express-jose-set', 'express-bare'],
+  ['fastify', 'fastify-paywall', 'fastify-bare'],
+  ['fastifyRead', 'fastify-paywall-read', 'fastify-bare'],
+  ['hono', 'hono-paywall', 'hono-bare'],
+  ['next', 'next-paywall', 'next-bare'],
+];
 const pairs = Object.fromEntries(
-  [
-    ['express', pair('express-paywall', 'express-bare')],
-    ['joseSet', pair('express-jose-set', 'express-bare')],
-    ['fastify', pair('fastify-paywall', 'fastify-bare')],
-    ['fastifyRead', pair('fastify-paywall-read', 'fastify-bare')],
-    ['hono', pair('hono-paywall', 'hono-bare')],
-    ['next', pair('next-paywall', 'next-bare')],
-  ].filter(([, r]) => r),
+  PAIRS.flatMap(([id, paid, bare]) => [
+    [id, pair(paid, bare)],
+    [`${id}@base`, pair(`${paid}@base`, `${bare}@base`)],
+  ]).filter(([, r]) => r),
 );
 const row = (label, r, note) =>
   r &&
   console.log(
-    `${label}+${r.cpuAddedUs.toFixed(1).padStart(5)} µs on ${r.bareCpuUs.toFixed(1).padStart(5)} (lowest rounds +${r.cpuAddedLowUs.toFixed(1)})   ${r.tput.toFixed(2)}        ${r.cpu.toFixed(2)}   (${note})`,
+    `${label}+${r.cpuAddedUs.toFixed(1).padStart(5)} µs on ${r.bareCpuUs.toFixed(1).padStart(5)} (lowest rounds +${r.cpuAddedLowUs.toFixed(1)}, per round +${r.cpuAddedPairedUs.toFixed(1)}; CPU spread ${r.bareCpuSpreadPct.toFixed(0)}%/${r.paidCpuSpreadPct.toFixed(0)}%)   ${r.tput.toFixed(2)}        ${r.cpu.toFixed(2)}   (${note})`,
   );
 console.log('');
 console.log('                                      CPU/request added (median rounds)               throughput   CPU/request');
-row('Express + paywall / bare Express:       ', pairs.express, 'target >= 0.85');
-row('Express + jose + Set / bare Express:    ', pairs.joseSet, 'hand-written guard');
-row('Fastify + plugin / bare Fastify:        ', pairs.fastify, 'target >= 0.90');
-row('  handler reading vlxPayment / bare:     ', pairs.fastifyRead, 'payment object built');
-row('Hono + paywall / bare Hono (node-server):', pairs.hono, 'fetch-standard paywall');
-row('Next.js route + withPaywall / bare route:', pairs.next, 'next start, Node.js runtime');
+for (const suffix of BASELINE ? ['', '@base'] : ['']) {
+  if (suffix) console.log(`baseline (${BASELINE}):`);
+  row('Express + paywall / bare Express:       ', pairs[`express${suffix}`], 'target >= 0.85');
+  row('Express + jose + Set / bare Express:    ', pairs[`joseSet${suffix}`], 'hand-written guard');
+  row('Fastify + plugin / bare Fastify:        ', pairs[`fastify${suffix}`], 'target >= 0.90');
+  row('  handler reading vlxPayment / bare:     ', pairs[`fastifyRead${suffix}`], 'payment object built');
+  row('Hono + paywall / bare Hono (node-server):', pairs[`hono${suffix}`], 'fetch-standard paywall');
+  row('Next.js route + withPaywall / bare route:', pairs[`next${suffix}`], 'next start, Node.js runtime');
+}
 console.log('BENCH ' + JSON.stringify({ bench: 'http', secondsPerRound: SECONDS, rounds: ROUNDS, connections: CONNECTIONS, pairs }));

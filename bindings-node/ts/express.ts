@@ -30,7 +30,6 @@ import {
   isThenable,
   paymentOf,
   rawBodyOf,
-  requestOrigin,
   resolvePrices,
   type Rejection,
   type VlexivoPayer,
@@ -284,7 +283,7 @@ export function expressPaywall(route: PaidRoute<any>): PaywallMiddleware {
     try {
       const proof = headers[PROOF_HEADER];
       const hint = hinted ? headerValue(headers[PAYER_HEADER]) : undefined;
-      const origin = requestOrigin(req, headers);
+      const origin = route.originOf(req, headers);
       r = routes === undefined
         ? route.authorize(proof, method, path, origin, prices[0], body, hint)
         : route.authorizeStacked(proof, method, path, origin, routes, prices, body, hint);
@@ -319,7 +318,7 @@ export function expressPaywall(route: PaidRoute<any>): PaywallMiddleware {
       next();
       return;
     }
-    const refusal = route.checkStacked(state.facts, method, path, requestOrigin(req), price);
+    const refusal = route.checkStacked(state.facts, method, path, route.originOf(req), price);
     if (refusal === null) {
       next();
       return;

@@ -19,7 +19,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { VlexivoServer, serverOf, SERVER_KEYS, type VlexivoServerOptions } from './server';
 import { isFreeRequest } from './policy';
 import { paidStateOf, releaseNow, watch } from './paid';
-import { PaidRoute, PAYER_HEADER, PROOF_HEADER, headerValue, type VlexivoPayer, PAYWALL_KEYS, pick, type Decision, exposeValue, forBrowser, isPaid, isThenable, paymentOf, rawBodyOf, requestOrigin, resolvePrices, type PaidFacts, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
+import { PaidRoute, PAYER_HEADER, PROOF_HEADER, headerValue, type VlexivoPayer, PAYWALL_KEYS, pick, type Decision, exposeValue, forBrowser, isPaid, isThenable, paymentOf, rawBodyOf, resolvePrices, type PaidFacts, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
 
 export interface VlexivoFastifyOptions extends VlexivoServerOptions, PaywallOptions<any> {
   /** Share one server (keys, nonce store) between registrations. */
@@ -128,7 +128,8 @@ function paywallHook(routes: readonly PaidRoute[]): PaywallHook {
   const resolver = stacked ? undefined : route.resolver;
   const priceByPayer = routes.some((r) => r.resolver !== undefined);
 
-  const admit = (request: FastifyRequestLike, reply: FastifyReplyLike, next: Done, prices: unknown[]): void => {
+  /** Verify and consume at `prices` (every route's; `undefined`: the one route's static price). */
+  const admit = (request: FastifyRequestLike, reply: FastifyReplyLike, next: Done, prices: unknown[] | undefined): void => {
     let body: Buffer | undefined;
     if (route.bindBody) {
       body = rawBodyOf(request);
@@ -138,12 +139,12 @@ function paywallHook(routes: readonly PaidRoute[]): PaywallHook {
       }
     }
     const proof = request.headers[PROOF_HEADER];
-    const origin = requestOrigin(request.raw);
+    const origin = route.originOf(request.raw);
     // A price resolved for a hinted payer: the challenge names that payer.
     const hint = request.vlxPayer === null ? undefined : headerValue(request.headers[PAYER_HEADER]);
     const r = stacked
-      ? route.authorizeStacked(proof, request.method, request.url, origin, routes, prices, body, hint)
-      : route.authorize(proof, request.method, request.url, origin, prices[0], body, hint);
+      ? route.authorizeStacked(proof, request.method, request.url, origin, routes, prices as unknown[], body, hint)
+      : route.authorize(proof, request.method, request.url, origin, prices === undefined ? route.price : prices[0], body, hint);
     if (isThenable(r)) {
       // A networked store answers later; the event loop serves other requests meanwhile.
       r.then((d) => decided(request, reply, next, d), next);
@@ -159,7 +160,7 @@ function paywallHook(routes: readonly PaidRoute[]): PaywallHook {
       return;
     }
     request[FACTS] = r;
-    watch(reply.raw, r, route, routes);
+    watch(reply.raw, r, route, routes, reply);
     expose(route, request, reply);
     next();
   };
@@ -182,7 +183,7 @@ function paywallHook(routes: readonly PaidRoute[]): PaywallHook {
         }
         priced(request, reply, next, (prices) => {
           for (let i = 0; i < routes.length; i++) {
-            const refusal = routes[i].checkStacked(earlier.facts, request.method, request.url, requestOrigin(request.raw), prices[i]);
+            const refusal = routes[i].checkStacked(earlier.facts, request.method, request.url, routes[i].originOf(request.raw), prices[i]);
             if (refusal !== null) {
               releaseNow(earlier);
               request[FACTS] = undefined;
@@ -199,7 +200,7 @@ function paywallHook(routes: readonly PaidRoute[]): PaywallHook {
         return;
       }
       if (resolver === undefined && !stacked) {
-        admit(request, reply, next, [route.price]);
+        admit(request, reply, next, undefined);
         return;
       }
       priced(request, reply, next, (prices) => admit(request, reply, next, prices));

@@ -15,7 +15,7 @@ import type { Plugin } from '@hapi/hapi';
 import type { IncomingMessage } from 'node:http';
 import { VlexivoServer, serverOf, SERVER_KEYS, type VlexivoServerOptions } from './server';
 import { isFreeRequest, releases, sendsReceipt } from './policy';
-import { PaidRoute, PAYWALL_KEYS, PAYER_HEADER, PROOF_HEADER, headerValue, RECEIPT_HEADER, EXPOSED_HEADERS, exposeValue, forBrowser, isFacts, isThenable, pick, rawBodyOf, requestOrigin, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
+import { PaidRoute, PAYWALL_KEYS, PAYER_HEADER, PROOF_HEADER, headerValue, RECEIPT_HEADER, EXPOSED_HEADERS, exposeValue, forBrowser, isFacts, isThenable, pick, rawBodyOf, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
 
 export interface VlexivoHapiOptions extends VlexivoServerOptions, PaywallOptions<any> {
   /** Share one server (keys, nonce store) between registrations. */
@@ -187,7 +187,7 @@ function register(hapi: HapiServerLike, options: VlexivoHapiOptions): void {
     }
     // A price resolved for a hinted payer: the challenge names that payer.
     const hint = route.resolver === undefined ? undefined : headerValue(request.headers[PAYER_HEADER]);
-    const r = route.decide(request.headers[PROOF_HEADER], method, target, requestOrigin(request.raw.req), price, body, hint);
+    const r = route.decide(request.headers[PROOF_HEADER], method, target, route.originOf(request.raw.req), price, body, hint);
     // A networked store answers later (Hapi waits on the returned promise, serving others).
     if (isThenable(r)) return r.then((d) => decided(route, request, h, d));
     return decided(route, request, h, r);

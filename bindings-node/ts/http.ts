@@ -16,7 +16,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { VlexivoServer, serverOf, SERVER_KEYS, type VlexivoServerOptions } from './server';
 import { isFreeRequest } from './policy';
 import { handlerFailed, watch } from './paid';
-import { PaidRoute, PAYER_HEADER, PAYWALL_KEYS, PROOF_HEADER, exposeValue, forBrowser, headerValue, isPaid, isThenable, paymentOf, pick, requestOrigin, type Decision, type PaywallOptions, type Rejection, type VlexivoPayer, type VlexivoPayment } from './route';
+import { PaidRoute, PAYER_HEADER, PAYWALL_KEYS, PROOF_HEADER, exposeValue, forBrowser, headerValue, isPaid, isThenable, paymentOf, pick, type Decision, type PaywallOptions, type Rejection, type VlexivoPayer, type VlexivoPayment } from './route';
 
 /** The request a paid handler receives. */
 export interface PaidIncomingMessage extends IncomingMessage {
@@ -147,7 +147,7 @@ export function withPaywall(handler: HttpHandler, options: VlexivoHttpOptions): 
     const body = route.bindBody ? (req.rawBody ?? Buffer.alloc(0)) : undefined;
     // A price resolved for a hinted payer: the challenge names that payer.
     const hint = req.vlxPayer === undefined ? undefined : headerValue(req.headers[PAYER_HEADER]);
-    const r = route.authorize(req.headers[PROOF_HEADER], method, path, requestOrigin(req), price, body, hint);
+    const r = route.authorize(req.headers[PROOF_HEADER], method, path, route.originOf(req), price, body, hint);
     if (isThenable(r)) {
       r.then((d) => decided(req, res, d), (e: unknown) => send(route, req, res, route.fault('internal', String(e), method, path)));
       return;

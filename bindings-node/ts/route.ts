@@ -253,6 +253,9 @@ export function requestOrigin(
   return { host: typeof h === 'string' ? h : undefined, secure: socket?.encrypted === true };
 }
 
+/** What a paywall with a configured `origin` is given for every request: core binds that origin, not the request's. */
+const CONFIGURED_ORIGIN: RequestOrigin = Object.freeze({ host: undefined, secure: false });
+
 export interface RouteContext {
   paywall: native.Paywall;
   clock?: () => number;
@@ -278,6 +281,8 @@ export class PaidRoute<Req = any> {
   readonly resolver: ((req: Req, payer: VlexivoPayer | null) => ResolvedPrice | Promise<ResolvedPrice>) | undefined;
   readonly bindBody: boolean;
   readonly exposeHeaders: boolean;
+  /** Core binds each request's own origin (`Host`, TLS): the paywall has no configured `origin`. */
+  readonly bindsRequestOrigin: boolean;
   private readonly clock: (() => number) | undefined;
   private readonly logger: VlexivoLogger;
   private readonly listener: PaidListener | undefined;
@@ -301,6 +306,7 @@ export class PaidRoute<Req = any> {
     this.listener = ctx.paid;
     this.exposeHeaders = ctx.exposeHeaders;
     this.bindBody = ctx.paywall.bindsBody;
+    this.bindsRequestOrigin = ctx.paywall.origin == null;
     this.remote = ctx.paywall.storeBlocks;
     this.currency = opts.currency ?? 'usd';
     this.scope = opts.scope ?? 'per-call';
@@ -326,6 +332,17 @@ export class PaidRoute<Req = any> {
     } else if (this.resolver === undefined) {
       throw new VlexivoConfigError('config_invalid', 'paywall needs a price or a priceResolver', { status: 500 });
     }
+  }
+
+  /**
+   * The origin facts of a Node request as this paywall needs them: none when it has a configured
+   * origin (core ignores the request's then), else `requestOrigin(req, headers)`.
+   */
+  originOf(
+    req: { headers: Record<string, string | string[] | undefined>; socket?: unknown },
+    headers?: Record<string, string | string[] | undefined>,
+  ): RequestOrigin {
+    return this.bindsRequestOrigin ? requestOrigin(req, headers) : CONFIGURED_ORIGIN;
   }
 
   /** The current time for the paywall (the injected clock, else the native system clock). */
