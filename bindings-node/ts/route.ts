@@ -293,6 +293,9 @@ export class PaidRoute<Req = any> {
   readonly remote: boolean;
   /** The static price's pre-parsed native route. */
   private readonly fixed: PricedRoute | undefined;
+  /** `fixed` as `native.authorizeFixed` takes it, when nothing else per request is needed (a
+   * local store, no injected clock). */
+  private readonly handle: PricedRoute['handle'] | undefined;
   private readonly priced = new Map<string | number, PricedRoute>();
 
   constructor(ctx: RouteContext, opts: PaywallOptions<Req>) {
@@ -325,6 +328,7 @@ export class PaidRoute<Req = any> {
       // A bad static price is a startup error, not a 500 on every request.
       try {
         this.fixed = this.paywall.route(opts.price, this.currency, this.scope);
+        if (!this.remote && this.clock === undefined) this.handle = this.fixed.handle;
         this.price = this.fixed.price;
       } catch (e) {
         throw fromNative(e);
@@ -387,7 +391,10 @@ export class PaidRoute<Req = any> {
     if (this.resolver === undefined && this.fixed !== undefined) route = this.fixed;
     else if (typeof resolved === 'string' || typeof resolved === 'number') route = this.routeFor(resolved);
     let r: Decision | Promise<Decision>;
-    if (route !== undefined) {
+    if (route === this.fixed && this.handle !== undefined && body === undefined && hint === undefined) {
+      // The usual paid request: the plain native function on the route's handle.
+      r = native.authorizeFixed(this.handle, p, method, path, origin.host, origin.secure);
+    } else if (route !== undefined) {
       r = this.remote
         ? route.authorizeAsync(p, method, path, origin.host, origin.secure, now, body, hint)
         : route.authorize(p, method, path, origin.host, origin.secure, now, body, hint);
