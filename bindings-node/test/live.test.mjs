@@ -79,7 +79,14 @@ async function revertedTransaction() {
   const sender = (await rpc('eth_accounts', []))[5];
   const data = '0xa9059cbb' + env.VLX_PAY_TO.slice(2).toLowerCase().padStart(64, '0') + '1'.padStart(64, '0');
   const tx = await rpc('eth_sendTransaction', [{ from: sender, to: env.VLX_ASSET, data, gas: '0x30000' }]);
-  assert.equal((await rpc('eth_getTransactionReceipt', [tx])).status, '0x0');
+  // anvil answers eth_sendTransaction before its automined block is in: wait for the receipt.
+  let receipt = null;
+  for (let i = 0; i < 200 && receipt === null; i++) {
+    receipt = await rpc('eth_getTransactionReceipt', [tx]);
+    if (receipt === null) await new Promise((r) => setTimeout(r, 25));
+  }
+  assert.ok(receipt !== null, `no receipt for ${tx} within 5 s`);
+  assert.equal(receipt.status, '0x0');
   return tx;
 }
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import subprocess
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from decimal import Decimal
@@ -140,7 +141,14 @@ def reverted_transaction(env: dict[str, str]) -> str:
     tx = rpc(
         env, "eth_sendTransaction", [{"from": sender, "to": env["VLX_ASSET"], "data": data, "gas": "0x30000"}]
     )
-    receipt = rpc(env, "eth_getTransactionReceipt", [tx])
+    # anvil answers eth_sendTransaction before its automined block is in: wait for the receipt.
+    receipt = None
+    for _ in range(200):
+        receipt = rpc(env, "eth_getTransactionReceipt", [tx])
+        if receipt is not None:
+            break
+        time.sleep(0.025)
+    assert receipt is not None, f"no receipt for {tx} within 5 s"
     assert receipt["status"] == "0x0", receipt
     return str(tx)
 
