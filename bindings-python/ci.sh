@@ -33,8 +33,8 @@ echo "=== build tools (maturin, twine, ruff) in $venv"
 [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
 "$venv/bin/python" -m pip install "${pip_q[@]}" -r requirements-build.txt
 
-echo "=== ruff (lint, format check; config in pyproject.toml)"
-"$venv/bin/python" -m ruff check .
+echo "=== ruff (lint, format check; config in pyproject.toml; the repository's scripts/ linted too)"
+"$venv/bin/python" -m ruff check . ../scripts
 "$venv/bin/python" -m ruff format --check .
 
 echo "=== wheel ($profile profile) and sdist"

@@ -19,15 +19,15 @@ Load generators and targets run on 127.0.0.1 only, bounded in count and time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE = ROOT / "bindings-node"
@@ -78,8 +78,8 @@ class Ctx:
     def example(self, package: str, name: str, args: list[str]) -> str:
         if self.release:
             # Built by build() before the runs.
-            return sh([str(TARGET / "release" / "examples" / name)] + args)
-        return sh(["cargo", "run", "-q", "-p", package, "--example", name, "--"] + args)
+            return sh([str(TARGET / "release" / "examples" / name), *args])
+        return sh(["cargo", "run", "-q", "-p", package, "--example", name, "--", *args])
 
 
 def criterion_estimate(bench_id: str) -> float:
@@ -105,7 +105,7 @@ def run_core(ctx: Ctx) -> Values:
     profile = [] if ctx.release else ["--profile", "dev"]
     out: Values = {}
     for bench, ids in CORE_BENCHES.items():
-        sh(["cargo", "bench", "-q", "-p", "vlexivo-core", "--bench", bench] + profile + ["--", "--noplot"] + timing)
+        sh(["cargo", "bench", "-q", "-p", "vlexivo-core", "--bench", bench, *profile, "--", "--noplot", *timing])
         for i in ids:
             out[i] = criterion_estimate(i)
     return out
@@ -118,7 +118,8 @@ def run_stores(ctx: Ctx) -> Values:
         text = ctx.example("vlexivo-core", "store_latency", ["--rows", str(rows), "--ops", str(ops)])
         for b in bench_lines(text):
             tag = f"{b['store']}_{rows // 1000}k"
-            for k in ("p50", "p99", "p999", "max", "own_p99", "own_p999", "own_max", "stolen", "faulted", "faulted_max"):
+            for k in ("p50", "p99", "p999", "max", "own_p99", "own_p999", "own_max", "stolen", "faulted",
+                      "faulted_max"):
                 out[f"{tag}_{k}"] = b[k]
     return out
 
@@ -183,14 +184,16 @@ def run_py_verify(ctx: Ctx) -> Values:
 
 def run_py_load(ctx: Ctx) -> Values:
     py = VENV / "bin" / "python"
-    args = ["--duration", "1", "--rounds", "2", "--tokens", "20000"] if ctx.smoke else ["--duration", "4", "--rounds", "6"]
+    args = ["--duration", "1", "--rounds", "2", "--tokens", "20000"] if ctx.smoke else \
+        ["--duration", "4", "--rounds", "6"]
     (b,) = bench_lines(sh([str(py), "bench/bench_load.py", *args], cwd=PY))
     return {k: float(v) for k, v in b.items() if isinstance(v, (int, float))}
 
 
 def run_py_django(ctx: Ctx) -> Values:
     py = VENV / "bin" / "python"
-    args = ["--duration", "1", "--rounds", "2", "--tokens", "20000"] if ctx.smoke else ["--duration", "4", "--rounds", "6"]
+    args = ["--duration", "1", "--rounds", "2", "--tokens", "20000"] if ctx.smoke else \
+        ["--duration", "4", "--rounds", "6"]
     (b,) = bench_lines(sh([str(py), "bench/bench_load.py", "--framework", "django", *args], cwd=PY))
     return {k: float(v) for k, v in b.items() if isinstance(v, (int, float))}
 
@@ -295,10 +298,8 @@ class Table:
         out = []
         for r in self.runs:
             if bench in r:
-                try:
+                with contextlib.suppress(KeyError, ZeroDivisionError):
                     out.append(f(r[bench]))
-                except (KeyError, ZeroDivisionError):
-                    pass
         return out
 
     def row(self, what: str, command: str, result: str, target: str = "") -> None:
@@ -325,7 +326,8 @@ def make_table(runs: list[dict[str, Values]]) -> Table:
     t.row("verify proof + consume nonce, SQLite (WAL, NORMAL; fresh nonces)", core,
           spread(v("core", "verify_consume_sqlite_wal"), us), "≤ 40 µs")
     t.row("challenge issue + encode (OS RNG) / whole 402 response", core,
-          f"{spread(v('core', 'challenge_issue_encode'), us)} / {spread(v('core', 'challenge_402_response'), us)}", "≤ 5 µs")
+          f"{spread(v('core', 'challenge_issue_encode'), us)} / {spread(v('core', 'challenge_402_response'), us)}",
+          "≤ 5 µs")
     t.row("HS256 / EdDSA proof verify (owned claims)", core,
           f"{spread(v('core', 'token_verify_hs256'), us)} / {spread(v('core', 'token_verify_eddsa'), us)}")
     t.row("HS256 / EdDSA proof issue (facilitator)", core,
@@ -338,9 +340,10 @@ def make_table(runs: list[dict[str, Values]]) -> Table:
         ("ed25519_sign", "dalek", "aws-lc", "Ed25519 sign of a token: ed25519-dalek vs aws-lc"),
         ("claims_b64_decode", "base64-simd", "base64", "claims segment base64url decode: base64-simd vs base64"),
     ]:
+        a, b = f"{prim}/{theirs}", f"{prim}/{ours}"
         t.row(label, core,
-              f"{spread(v('core', f'{prim}/{ours}'), us)} vs {spread(v('core', f'{prim}/{theirs}'), us)}: "
-              f"{theirs} time / {ours} time {spread(d('core', lambda r: r[f'{prim}/{theirs}'] / r[f'{prim}/{ours}']), times)}",
+              f"{spread(v('core', b), us)} vs {spread(v('core', a), us)}: "
+              f"{theirs} time / {ours} time {spread(d('core', lambda r, a=a, b=b: r[a] / r[b]), times)}",
               "aws-lc kept only if > 1.3× faster on a figure users feel" if theirs == "aws-lc" else "")
     stores = "scripts/bench.sh --only stores"
     for store, size, target in [("memory", "100k", "max ≤ 100 µs"), ("memory", "1000k", "max ≤ 100 µs"),
@@ -357,11 +360,13 @@ def make_table(runs: list[dict[str, Values]]) -> Table:
     pay = "scripts/bench.sh --only payments"
     t.row("facilitator payments/s, SQLite, fsync before ack (load from another process)", pay,
           spread(v("payments", "payments_per_s"), per_s), "≥ 2,000/s")
-    t.row("facilitator CPU per payment (service process only)", pay, spread(v("payments", "service_cpu_us_per_payment"), us))
+    t.row("facilitator CPU per payment (service process only)", pay,
+          spread(v("payments", "service_cpu_us_per_payment"), us))
     t.row("whole paid call (402 → pay → retry), loopback: p50 / p99 / p99.9 (unpaid baseline p50)", pay,
           f"{spread(v('payments', 'paid_p50_ms'), ms)} / {spread(v('payments', 'paid_p99_ms'), ms)} / "
           f"{spread(v('payments', 'paid_p999_ms'), ms)} "
-          f"({spread(v('payments', 'base_p50_ms'), ms)}); p99/p50 {spread(d('payments', lambda r: r['paid_p99_ms'] / r['paid_p50_ms']), times)}",
+          f"({spread(v('payments', 'base_p50_ms'), ms)}); "
+          f"p99/p50 {spread(d('payments', lambda r: r['paid_p99_ms'] / r['paid_p50_ms']), times)}",
           "p50 ≤ 3 ms; p99 ≤ 3× p50")
     t.row("paid call: waits for a CPU (run queue of both processes' threads during a call) p50 / p99; "
           "slow calls (> 3× p50) that waited at least half their excess; threads put on a CPU per call", pay,
@@ -369,7 +374,8 @@ def make_table(runs: list[dict[str, Values]]) -> Table:
           f"{spread(d('payments', lambda r: 100 * r['paid_slow_share_waiting']), lambda x: f'{x:.0f} %')}; "
           f"{spread(v('payments', 'paid_thread_runs_per_call'), lambda x: f'{x:.1f}')}")
     t.row("facilitator ledger COMMIT (SQLite, fsync) p99 during the paid calls (bucket bound); checkpoints", pay,
-          f"{spread(v('payments', 'ledger_commit_p99_ms'), ms)}; {spread(v('payments', 'ledger_checkpoints'), lambda x: f'{x:.0f}')}")
+          f"{spread(v('payments', 'ledger_commit_p99_ms'), ms)}; "
+          f"{spread(v('payments', 'ledger_checkpoints'), lambda x: f'{x:.0f}')}")
     nv = "scripts/bench.sh --only node-verify"
     t.row("napi `Paywall.verify` (public API) / adapter path, verify + consume", nv,
           f"{spread(v('node-verify', 'verify'), us)} / {spread(v('node-verify', 'route'), us)}")
@@ -388,12 +394,13 @@ def make_table(runs: list[dict[str, Values]]) -> Table:
               f"per round +{spread(v('node-http', fw + '_cpuAddedPairedUs'), us)}); "
               f"{spread(v('node-http', fw + '_tput'), ratio)}; {spread(v('node-http', fw + '_cpu'), ratio)} "
               f"(round spread of bare req/s ±{spread(v('node-http', fw + '_bareSpreadPct'), lambda x: f'{x:.0f}%')}, "
-              f"of bare CPU/request ±{spread(v('node-http', fw + '_bareCpuSpreadPct'), lambda x: f'{x:.0f}%')})", target)
+              f"of bare CPU/request ±{spread(v('node-http', fw + '_bareCpuSpreadPct'), lambda x: f'{x:.0f}%')})",
+              target)
     t.row("Fastify 5 + plugin vs bare: instructions per request under callgrind (valgrind has no SHA extensions: "
           "core's HMAC counts several times its native cost)", "scripts/bench.sh --only node-http-ir",
           f"{spread(v('node-http-ir', 'fastify-paywall_ir'), lambda x: f'{x:,.0f}')} vs "
           f"{spread(v('node-http-ir', 'fastify-bare_ir'), lambda x: f'{x:,.0f}')}: +"
-          f"{spread(d('node-http-ir', lambda r: r['fastify-paywall_ir'] - r['fastify-bare_ir']), lambda x: f'{x:,.0f}')}")
+          + spread(d("node-http-ir", lambda r: r["fastify-paywall_ir"] - r["fastify-bare_ir"]), lambda x: f"{x:,.0f}"))
     t.row("Express + jose + Set (hand-written guard) vs bare: throughput; CPU", nh,
           f"{spread(v('node-http', 'joseSet_tput'), ratio)}; {spread(v('node-http', 'joseSet_cpu'), ratio)}")
     pv = "scripts/bench.sh --only py-verify"
@@ -420,7 +427,8 @@ def make_table(runs: list[dict[str, Values]]) -> Table:
           f"{spread(v('live-batch', 'gas_ratio'), times)} less")
     t.row("the same: payments/s, one relay each vs batched", lb,
           f"{spread(v('live-batch', 'single_payments_per_s'), per_s)} vs "
-          f"{spread(v('live-batch', 'batched_payments_per_s'), per_s)}: ratio {spread(v('live-batch', 'tput_ratio'), ratio)}")
+          f"{spread(v('live-batch', 'batched_payments_per_s'), per_s)}: "
+          f"ratio {spread(v('live-batch', 'tput_ratio'), ratio)}")
     return t
 
 

@@ -169,7 +169,7 @@ def slope_per_hour(ts: list[float], ys: list[float]) -> float | None:
         return None
     mt, my = statistics.fmean(ts), statistics.fmean(ys)
     den = sum((t - mt) ** 2 for t in ts)
-    return None if den == 0 else sum((t - mt) * (y - my) for t, y in zip(ts, ys)) / den * 3600
+    return None if den == 0 else sum((t - mt) * (y - my) for t, y in zip(ts, ys, strict=True)) / den * 3600
 
 
 def pct(xs: list[float], q: float) -> float | None:
@@ -221,8 +221,8 @@ def run(args: argparse.Namespace, tmp: Path, out: Path, procs: Procs) -> dict[st
         procs.start("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port), "--save", "",
                               "--appendonly", "no", "--dir", str(tmp)], stdout=subprocess.DEVNULL)
         try:
-            wait_until("redis", lambda: subprocess.run(
-                ["redis-cli", "-h", "127.0.0.1", "-p", str(redis_port), "ping"],
+            wait_until("redis", lambda port=redis_port: subprocess.run(
+                ["redis-cli", "-h", "127.0.0.1", "-p", str(port), "ping"],
                 capture_output=True, text=True, timeout=5).stdout.strip() == "PONG", 10)
             break
         except SystemExit:
@@ -251,7 +251,7 @@ def run(args: argparse.Namespace, tmp: Path, out: Path, procs: Procs) -> dict[st
                     stdout=subprocess.DEVNULL)
         fastapi = f"http://127.0.0.1:{fastapi_port}"
         try:
-            wait_until("fastapi", lambda: http_json("GET", f"{fastapi}/stats") is not None, 60)
+            wait_until("fastapi", lambda url=fastapi: http_json("GET", f"{url}/stats") is not None, 60)
             break
         except SystemExit:
             procs.stop("fastapi")
