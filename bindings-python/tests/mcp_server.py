@@ -45,6 +45,12 @@ def build(vlx: VlexivoServer, runs: Counter[str]) -> MCPServer:
         runs["mispriced"] += 1
         return "never"
 
+    @paid_tool(server, vlx, price_resolver=lambda _args, payer: "0.001" if payer else "0.002")
+    def loyal() -> str:
+        """Cheaper for a payer who names itself (the resolver takes the payer)."""
+        runs["loyal"] += 1
+        return f"paid {current_payment().amount}"
+
     @server.tool()
     def free() -> str:
         runs["free"] += 1

@@ -102,11 +102,18 @@ async def test_paid_tools(transport: str, facilitator: Facilitator) -> None:
         r = await call_paid_tool(session, payer, "summarize", {"pages": 3}, origin=ORIGIN)
         assert r.content[0].text == "3 pages, paid 0.003" and events[-1].amount == "0.003"
 
+        # The payer hint rides in _meta: the resolver prices for the hinted payer (unpaid: no
+        # hint, anyone's price), and the paid call is priced again for the proven payer.
+        e = await unpaid_error(session, "loyal", {})
+        assert (e.data["error"], e.data["price"]) == ("payment_required", "0.002")
+        r = await call_paid_tool(session, payer, "loyal", {}, origin=ORIGIN)
+        assert r.content[0].text == "paid 0.001" and events[-1].amount == "0.001"
+
         # A failing tool leaves the proof for the retry: paid once, run twice, then spent.
         r = await call_paid_tool(session, payer, "flaky", {"fail": True}, origin=ORIGIN)
         assert r.is_error and RECEIPT_META not in (r.meta or {})
-        assert len(events) == 3
-        flaky_proof = events[2].receipt.token
+        assert len(events) == 4
+        flaky_proof = events[3].receipt.token
         r = await session.call_tool("flaky", {"fail": False}, meta={PROOF_META: flaky_proof})
         assert not r.is_error and r.content[0].text == "ok" and (r.meta or {})[RECEIPT_META]
         e = await unpaid_error(session, "flaky", {"fail": False}, proof=flaky_proof)
@@ -131,12 +138,12 @@ async def test_paid_tools(transport: str, facilitator: Facilitator) -> None:
                 session, payer, "analyze", {"document": "x"}, origin="https://other.example.com"
             )
         assert ce.value.code == "challenge_mismatch"
-        assert payer.payer.spent_total() == "0.015"
+        assert payer.payer.spent_total() == "0.016"
 
-    assert [p["amount"] for p in fac.payments(secret)] == ["0.002", "0.003", "0.01"]
-    assert fac.balance(wallet.address) == "0.985"
+    assert [p["amount"] for p in fac.payments(secret)] == ["0.002", "0.001", "0.003", "0.01"]
+    assert fac.balance(wallet.address) == "0.984"
     if transport == "http":
-        assert runs == Counter({"analyze": 1, "summarize": 1, "flaky": 2, "free": 1})
+        assert runs == Counter({"analyze": 1, "summarize": 1, "loyal": 1, "flaky": 2, "free": 1})
 
 
 def test_a_paid_tool_needs_the_origin() -> None:

@@ -25,6 +25,7 @@ package's ``vlexivo/mcp``:
 from __future__ import annotations
 
 import contextvars
+import inspect
 import json
 import weakref
 from collections.abc import Callable
@@ -35,7 +36,16 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult
 
 from . import _native
-from ._gate import Gate, PriceValue, PricingRequest, Reject, admit_async, sends_receipt
+from ._gate import (
+    PAYER_HEADER,
+    PROOF_HEADER,
+    Gate,
+    PriceValue,
+    PricingRequest,
+    Reject,
+    admit_async,
+    sends_receipt,
+)
 from .errors import make_error
 
 if TYPE_CHECKING:
@@ -119,12 +129,15 @@ class _Paywall:
             return await self.inner(ctx, params)
         path = tool_path(params.name)
         args = params.arguments or {}
-        proof, _hint = _native.mcp_call_meta(_json(params.meta))
+        # Who the call is priced for is core's answer (PricingRequest.payer): the proof's payer,
+        # else the `vlexivo/payer` hint; a challenge priced for a hint names that payer.
+        proof, hint = _native.mcp_call_meta(_json(params.meta))
         now = gate.provider.now()
         try:
             price = gate.route.price
             if price is None:
-                req = PricingRequest("POST", path, "", (), json.dumps(args).encode(), args)
+                headers = [(k, v) for k, v in ((PROOF_HEADER, proof), (PAYER_HEADER, hint)) if v is not None]
+                req = PricingRequest("POST", path, "", headers, json.dumps(args).encode(), args)
                 price = await gate.price_async(req, now)
             # The origin is the server's configured one (required): nothing of the call's own.
             paid = await admit_async(
@@ -136,6 +149,7 @@ class _Paywall:
                 price,
                 None,
                 now,
+                hint=hint,
             )
         except Reject as r:
             raise _rpc_error(r.answer[0], r.answer[2]) from None
@@ -169,19 +183,33 @@ def _paywall_of(server: Any) -> _Paywall:
     return paywall
 
 
+def _takes_payer(fn: Callable[..., Any]) -> bool:
+    """Whether a price resolver takes the payer as a second positional argument."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return True
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2
+
+
 def paid_tool(
     server: Any,
     vlx: VlexivoServer,
     *,
     price: PriceValue | None = None,
-    price_resolver: Callable[[dict[str, Any]], Any] | None = None,
+    price_resolver: Callable[..., Any] | None = None,
     currency: str | None = None,
     name: str | None = None,
     **tool_options: Any,
 ) -> Callable[[F], F]:
     """Register a paid tool on ``server`` (an ``MCPServer``): ``@paid_tool(server, vlx,
     price="0.01")`` where you would write ``@server.tool()`` (``tool_options`` go to it). The
-    price is fixed, or ``price_resolver(arguments)`` (sync or async). In the tool,
+    price is fixed, or ``price_resolver(arguments)`` / ``price_resolver(arguments, payer)`` (sync
+    or async; ``payer``: the :class:`~vlexivo.PricedPayer` the call is priced for, or ``None``:
+    the proof's payer on the paid call, the ``vlexivo/payer`` hint on the unpaid one). In the tool,
     :func:`current_payment` is the payment. ``vlx`` needs an ``origin``: this MCP server's
     public origin, which challenges bind."""
     if vlx.origin is None:
@@ -192,9 +220,15 @@ def paid_tool(
     resolver = None
     if price_resolver is not None:
         fn = price_resolver
+        if _takes_payer(fn):
 
-        def resolver(req: PricingRequest) -> Any:
-            return fn(req.raw)
+            def resolver(req: PricingRequest) -> Any:
+                return fn(req.raw, req.payer)
+
+        else:
+
+            def resolver(req: PricingRequest) -> Any:
+                return fn(req.raw)
 
     route = vlx.price(price, resolver=resolver, currency=currency)
 
