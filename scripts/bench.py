@@ -119,7 +119,7 @@ def run_stores(ctx: Ctx) -> Values:
         for b in bench_lines(text):
             tag = f"{b['store']}_{rows // 1000}k"
             for k in ("p50", "p99", "p999", "max", "own_p99", "own_p999", "own_max", "stolen", "faulted",
-                      "faulted_max"):
+                      "faulted_max", "rss_filled_mb"):
                 out[f"{tag}_{k}"] = b[k]
     return out
 
@@ -356,7 +356,8 @@ def make_table(runs: list[dict[str, Values]]) -> Table:
               f"(own {spread(v('stores', k + '_own_p999'), us)}); max {spread(v('stores', k + '_max'), us)} "
               f"(own {spread(v('stores', k + '_own_max'), us)}); off-CPU {spread(v('stores', k + '_stolen'), count)}; "
               f"own consumes that page-faulted {spread(v('stores', k + '_faulted'), count)} "
-              f"(slowest {spread(v('stores', k + '_faulted_max'), us)})", target)
+              f"(slowest {spread(v('stores', k + '_faulted_max'), us)}); process RSS filled "
+              f"{spread(v('stores', k + '_rss_filled_mb'), count)} MB", target)
     pay = "scripts/bench.sh --only payments"
     t.row("facilitator payments/s, SQLite, fsync before ack (load from another process)", pay,
           spread(v("payments", "payments_per_s"), per_s), "≥ 2,000/s")

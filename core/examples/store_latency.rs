@@ -12,7 +12,17 @@
 //! `cargo run --release -p vlexivo-core --example store_latency -- [--rows 100000]
 //!     [--ops 200000] [--store memory|sqlite|all]`
 //!
-//! Prints a table and one `BENCH {json}` line per store for scripts/bench.sh.
+//! Prints a table and one `BENCH {json}` line per store for scripts/bench.sh, with the
+//! process's resident memory after the untimed fill and after the timed consumes.
+//!
+//! `... --example store_latency -- --rss` instead prints the resident memory of a process
+//! holding one default memory store (no other store made) when made and at 1,000, 10,000,
+//! 100,000 and 990,000 live nonces.
+//!
+//! `... --example store_latency -- --fresh 50000` instead times the first 50,000 consumes of a
+//! fresh default store after 200 untimed ones, made a second before (what
+//! bindings-python/bench/bench_verify.py's store does while it mints its tokens): CPU µs per
+//! consume and the page faults taken in them.
 #![allow(unsafe_code)] // getrusage
 
 use std::time::Instant;
@@ -25,17 +35,24 @@ struct Opts {
     rows: u64,
     ops: u64,
     store: String,
+    rss: bool,
+    fresh: Option<u64>,
 }
 
 fn opts() -> Opts {
-    let mut o = Opts { rows: 100_000, ops: 200_000, store: "all".into() };
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut o = Opts { rows: 100_000, ops: 200_000, store: "all".into(), rss: false, fresh: None };
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "--rss") {
+        args.remove(i);
+        o.rss = true;
+    }
     for pair in args.chunks(2) {
         let v = pair.get(1).unwrap_or_else(|| panic!("{} needs a value", pair[0]));
         match pair[0].as_str() {
             "--rows" => o.rows = v.parse().expect("--rows N"),
             "--ops" => o.ops = v.parse().expect("--ops N"),
             "--store" => o.store = v.clone(),
+            "--fresh" => o.fresh = Some(v.parse().expect("--fresh N")),
             other => panic!("unknown option {other}"),
         }
     }
@@ -94,6 +111,68 @@ fn key(i: u64, out: &mut String) {
     }
 }
 
+/// This process's resident memory (MB, from /proc/self/status; 0 where there is none).
+fn rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse::<f64>().ok()));
+    kb.unwrap_or(0.0) / 1024.0
+}
+
+/// Resident memory of a default memory store as it fills (nothing expires).
+fn rss_curve() {
+    let base = rss_mb();
+    let store = MemoryStore::new();
+    // Its helper thread makes the parts it keeps ready.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut line = format!("rss MB: process before the store {base:.1}; store made {:.1}", rss_mb());
+    let mut k = String::with_capacity(64);
+    let mut n = 0;
+    let mut json = format!("\"base\":{base:.1},\"made\":{:.1}", rss_mb());
+    for (label, upto) in [("1k", 1_000u64), ("10k", 10_000), ("100k", 100_000), ("990k", 990_000)] {
+        while n < upto {
+            key(n, &mut k);
+            assert!(store.consume(&k, T0 + TTL, T0).unwrap().is_fresh());
+            n += 1;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let rss = rss_mb();
+        line.push_str(&format!("; {label} live {rss:.1}"));
+        json.push_str(&format!(",\"live_{label}\":{rss:.1}"));
+    }
+    println!("{line}");
+    println!("BENCH {{\"bench\":\"store_rss\",{json}}}");
+}
+
+/// The first `n` consumes of a fresh default store after 200, made a second before.
+fn fresh(n: u64) {
+    let store = MemoryStore::new();
+    let mut k = String::with_capacity(64);
+    let keys: Vec<String> = (0..n + 200)
+        .map(|i| {
+            key(i, &mut k);
+            k.clone()
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    for k in &keys[..200] {
+        assert!(store.consume(k, T0 + TTL, T0).unwrap().is_fresh());
+    }
+    let (f0, c0) = (preemptions().1, cpu_ns());
+    for k in &keys[200..] {
+        assert!(store.consume(k, T0 + TTL, T0).unwrap().is_fresh());
+    }
+    let (f1, c1) = (preemptions().1, cpu_ns());
+    let us = (c1 - c0) as f64 / 1000.0 / n as f64;
+    println!(
+        "fresh default store, {n} consumes after 200: {us:.3} CPU µs per consume, {} page faults",
+        f1 - f0
+    );
+    println!("BENCH {{\"bench\":\"store_fresh\",\"n\":{n},\"cpu_us\":{us:.4},\"faults\":{}}}", f1 - f0);
+}
+
 struct Run {
     all: Vec<u32>,
     own: Vec<u32>,
@@ -101,6 +180,8 @@ struct Run {
     faulted: Vec<u32>,
     /// Consumes not preempted but off their CPU (steal): their times.
     stolen: Vec<u32>,
+    /// The process's resident memory after the untimed consumes (MB).
+    filled_rss: f64,
 }
 
 /// Consume `ops` fresh keys after `warm` untimed ones, `rate` per simulated second.
@@ -116,6 +197,7 @@ fn run(store: &dyn NonceStore, warm: u64, ops: u64, rate: u64) -> Run {
         own: Vec::with_capacity(ops as usize),
         faulted: Vec::new(),
         stolen: Vec::new(),
+        filled_rss: rss_mb(),
     };
     for i in warm..warm + ops {
         key(i, &mut k);
@@ -159,6 +241,12 @@ fn summary(v: &mut [u32]) -> [f64; 4] {
 
 fn main() {
     let o = opts();
+    if o.rss {
+        return rss_curve();
+    }
+    if let Some(n) = o.fresh {
+        return fresh(n);
+    }
     // `rows` live keys at TTL seconds each.
     let rate = (o.rows / TTL).max(1);
     let dir = std::env::temp_dir().join(format!("vlexivo-store-latency-{}", std::process::id()));
@@ -183,6 +271,7 @@ fn main() {
     for (name, store) in &stores {
         let steal0 = steal_ms();
         let mut r = run(&**store, o.rows, o.ops, rate);
+        let rss1 = rss_mb();
         let steal = steal_ms() - steal0;
         let stolen = r.stolen.len();
         let preempted = r.all.len() - r.own.len() - stolen;
@@ -193,12 +282,13 @@ fn main() {
         println!(
             "{name:<8} {:>9.1} {:>9.1} {:>10.1} {:>10.1}   {:>9.1} {:>10.1} {:>10.1}  {preempted} / {stolen}  \
              ({faults} own consumes took a page fault, the slowest {fault_max:.1} µs; the slowest \
-             stolen {stolen_max:.1} µs; {steal} ms steal machine-wide during the run)",
-            a[0], a[1], a[2], a[3], w[1], w[2], w[3]
+             stolen {stolen_max:.1} µs; {steal} ms steal machine-wide during the run; process RSS \
+             {:.0} MB filled, {rss1:.0} MB at the end)",
+            a[0], a[1], a[2], a[3], w[1], w[2], w[3], r.filled_rss
         );
         println!(
-            "BENCH {{\"bench\":\"store_latency\",\"store\":\"{name}\",\"rows\":{},\"ops\":{},\"p50\":{:.2},\"p99\":{:.2},\"p999\":{:.2},\"max\":{:.2},\"own_p50\":{:.2},\"own_p99\":{:.2},\"own_p999\":{:.2},\"own_max\":{:.2},\"preempted\":{preempted},\"stolen\":{stolen},\"stolen_max\":{stolen_max:.2},\"steal_ms\":{steal},\"faulted\":{faults},\"faulted_max\":{fault_max:.2},\"load\":\"{load}\"}}",
-            o.rows, o.ops, a[0], a[1], a[2], a[3], w[0], w[1], w[2], w[3]
+            "BENCH {{\"bench\":\"store_latency\",\"store\":\"{name}\",\"rows\":{},\"ops\":{},\"p50\":{:.2},\"p99\":{:.2},\"p999\":{:.2},\"max\":{:.2},\"own_p50\":{:.2},\"own_p99\":{:.2},\"own_p999\":{:.2},\"own_max\":{:.2},\"preempted\":{preempted},\"stolen\":{stolen},\"stolen_max\":{stolen_max:.2},\"steal_ms\":{steal},\"faulted\":{faults},\"faulted_max\":{fault_max:.2},\"rss_filled_mb\":{:.1},\"rss_end_mb\":{rss1:.1},\"load\":\"{load}\"}}",
+            o.rows, o.ops, a[0], a[1], a[2], a[3], w[0], w[1], w[2], w[3], r.filled_rss
         );
     }
     drop(stores);

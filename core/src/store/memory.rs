@@ -18,12 +18,23 @@
 //! request to the allocator, which first consolidates every small block freed since its last
 //! large request (the expired keys: 60-150 µs at a million live nonces). A table also grew at a
 //! steady live count once removals had left enough tombstones, which they do in a table more
-//! than about 40 % full. So each shard keeps its entries in a slab (a vector used densely, its
-//! free slots reused) and its table holds only a slot number and 32 bits of the key's hash, 8
-//! bytes a slot: tables with more than twice the slots a full share needs cost less than tables
-//! of whole entries that fill past half. Rebuilding a table in place (rare: tombstones) reads
-//! neither keys nor slab. Every part is virtual until used: a table's pages are touched as
-//! entries land on them (a page per consume at most), the slab, free list and queue as they fill.
+//! than about 40 % full. So each shard keeps its entries in a slab (its free slots reused) and
+//! its table holds only a slot number and 32 bits of the key's hash, 8 bytes a slot: tables
+//! with more than twice the slots a full share needs cost less than tables of whole entries
+//! that fill past half. Rebuilding a table in place (rare: tombstones) reads neither keys nor
+//! slab.
+//!
+//! Nor does a consume touch memory for the first time: a first touch is a page fault, which on
+//! a VM now and then costs hundreds of microseconds (the host backing the page). A table's
+//! pages are touched at random as entries land, all of them within a shard's first few dozen
+//! nonces; a slab and queue lengthen at a steady live count too (a shard's count wanders past
+//! its earlier highs, and its queue spans one block more once it both fills and drains than
+//! while it only filled). So one helper thread per process ([`PAGES_THREAD`]) writes every
+//! page of a new store's tables (up to `TABLES_AHEAD_BYTES` of them: 24 MB for the default
+//! million; a larger store's are touched as entries land), and slabs and queues grow in
+//! segments and blocks made ready, every page written, from a few the store keeps at hand and
+//! the helper makes more of when they run low. The helper only allocates and writes memory (no
+//! I/O, no clock); a consume that finds nothing ready makes its own part, as before.
 
 use super::{Consume, Lease, Leases, NonceStore, check_key};
 use crate::error::{Error, Result};
@@ -32,13 +43,17 @@ use hashbrown::hash_table::Entry as Slot;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 
 /// Live nonces per shard when the store is full: the shard count grows with the capacity (334
 /// shards for the default million). Many more, smaller shards cost every consume cold cache
 /// lines (measured: twice the p50 at 4,096 shards). 3,000 fills a table of 8,192 slots to
 /// 37 %, under the 44 % past which hashbrown would grow it rather than rebuild it in place.
 const NONCES_PER_SHARD: usize = 3000;
+/// The most memory a store's tables may take before its shards need them: a larger store's
+/// tables are touched as entries land.
+const TABLES_AHEAD_BYTES: usize = 32 << 20;
 /// Bounds of the shard count.
 const MIN_SHARDS: usize = 16;
 const MAX_SHARDS: usize = 4096;
@@ -57,19 +72,28 @@ pub const DEFAULT_CAPACITY: usize = 1_000_000;
 type Hasher = foldhash::fast::RandomState;
 
 /// A nonce in its shard's slab: its key, the high half of the key's hash (its tag), when it
-/// expires and the lease of the consume that recorded it. A free slot has no key and never
-/// expires.
+/// expires and the lease of the consume that recorded it. A free slot has no key, never
+/// expires and links to the next free slot.
 #[derive(Debug)]
 struct Held {
     key: Box<str>,
     expires_at: u64,
     lease: Lease,
     tag: u32,
+    /// A free slot's next free slot ([`NONE`] for none); in the padding of a held one.
+    next: u32,
 }
 
 impl Held {
     const FREE: u64 = u64::MAX;
+
+    fn vacant() -> Self {
+        Self { key: Box::default(), expires_at: Self::FREE, lease: Lease(0), tag: 0, next: NONE }
+    }
 }
+
+/// No slot.
+const NONE: u32 = u32::MAX;
 
 /// A table entry: the tag in the high half, the slab slot in the low half.
 fn pack(tag: u32, slot: usize) -> u64 {
@@ -103,16 +127,259 @@ struct Expiry {
 
 /// Expiries in a block of a shard's queue (4 KiB).
 const BLOCK: usize = 256;
+/// Entries in a segment of a shard's slab (5 KiB).
+const SEGMENT: usize = 128;
 
-/// A shard's expiry queue, first in first out: blocks of [`BLOCK`] expiries laid end to end in
-/// one allocation and chained in order, an emptied block reused before a new one is touched.
-/// So the queue's resident memory follows its longest length; a ring over the whole allocation
-/// would touch every page of it as it cycles, a first-touch page fault every few hundred
-/// consumes of a shard until it had.
+/// Segments and blocks made ahead, every page of them written, for a store's shards to take
+/// as their slabs and queues lengthen. Taking one leaves a consume's memory all touched before;
+/// the helper thread makes more once fewer than `low` of a kind are left, up to `high`.
+#[derive(Debug)]
+struct Ready {
+    segments: Mutex<Vec<Box<[Held]>>>,
+    blocks: Mutex<Vec<Box<[Expiry]>>>,
+    low: usize,
+    high: usize,
+    /// The process that asked the helper for more and has not been served yet (0: none). A
+    /// process id, so a child forked meanwhile (where the helper thread does not exist) asks
+    /// its own.
+    asked: AtomicU32,
+    /// Segments and blocks a consume made itself, none being ready: first touches on the
+    /// consume path (a store filling faster than the helper, or no helper).
+    made_in_consume: AtomicU64,
+}
+
+/// The thread that makes segments and blocks for every memory store of the process.
+pub const PAGES_THREAD: &str = "vlexivo-store-pages";
+
+fn new_segment() -> Box<[Held]> {
+    (0..SEGMENT).map(|_| Held::vacant()).collect()
+}
+
+fn new_block() -> Box<[Expiry]> {
+    // Not zeros, which the allocator may hand out as fresh pages without writing them.
+    vec![Expiry { expires_at: u64::MAX, slot: NONE, tag: 0 }; BLOCK].into_boxed_slice()
+}
+
+impl Ready {
+    /// Ready parts for a store of `shards` shards; the helper is asked to make them now.
+    fn new(shards: usize) -> Arc<Self> {
+        let high = (shards / 4).clamp(4, 64);
+        let ready = Arc::new(Self {
+            segments: Mutex::new(Vec::with_capacity(high)),
+            blocks: Mutex::new(Vec::with_capacity(high)),
+            low: high / 4,
+            high,
+            asked: AtomicU32::new(0),
+            made_in_consume: AtomicU64::new(0),
+        });
+        ready.ask();
+        ready
+    }
+
+    fn segment(self: &Arc<Self>) -> Box<[Held]> {
+        let (got, left) = {
+            let mut ready = self.segments.lock();
+            (ready.pop(), ready.len())
+        };
+        if left < self.low {
+            self.ask();
+        }
+        got.unwrap_or_else(|| {
+            self.made_in_consume.fetch_add(1, Ordering::Relaxed);
+            new_segment()
+        })
+    }
+
+    fn block(self: &Arc<Self>) -> Box<[Expiry]> {
+        let (got, left) = {
+            let mut ready = self.blocks.lock();
+            (ready.pop(), ready.len())
+        };
+        if left < self.low {
+            self.ask();
+        }
+        got.unwrap_or_else(|| {
+            self.made_in_consume.fetch_add(1, Ordering::Relaxed);
+            new_block()
+        })
+    }
+
+    fn ask(self: &Arc<Self>) {
+        let me = std::process::id();
+        let asked = self.asked.load(Ordering::Acquire);
+        if asked == me || self.asked.compare_exchange(asked, me, Ordering::AcqRel, Ordering::Acquire).is_err()
+        {
+            return;
+        }
+        helper::send(helper::Job::Ready(Arc::downgrade(self)));
+    }
+
+    /// On the helper: make parts until `high` of each are ready.
+    fn fill(&self) {
+        self.asked.store(0, Ordering::Release);
+        while self.segments.lock().len() < self.high {
+            let made = new_segment();
+            self.segments.lock().push(made);
+        }
+        while self.blocks.lock().len() < self.high {
+            let made = new_block();
+            self.blocks.lock().push(made);
+        }
+    }
+}
+
+/// The helper thread of every memory store in the process, started by the first store, and
+/// again in a forked child (threads do not survive a fork).
+mod helper {
+    use super::{Ready, Shard};
+    use parking_lot::Mutex;
+    use std::sync::Weak;
+    use std::sync::mpsc::{Sender, channel};
+
+    /// What the helper makes: a store's ready parts, or its shards' tables.
+    #[derive(Debug)]
+    pub(super) enum Job {
+        Ready(Weak<Ready>),
+        Tables(Weak<[Mutex<Shard>]>),
+    }
+
+    static QUEUE: Mutex<Option<(u32, Sender<Job>)>> = Mutex::new(None);
+
+    /// Queue a job (dropped if no helper thread can be started: consumes then make their own
+    /// parts, as without one).
+    pub(super) fn send(job: Job) {
+        let mut queue = QUEUE.lock();
+        let me = std::process::id();
+        let job = match &*queue {
+            Some((pid, tx)) if *pid == me => match tx.send(job) {
+                Ok(()) => return,
+                Err(back) => back.0,
+            },
+            _ => job,
+        };
+        let (tx, rx) = channel::<Job>();
+        let started = std::thread::Builder::new().name(super::PAGES_THREAD.into()).spawn(move || {
+            for job in rx {
+                match job {
+                    Job::Ready(ready) => {
+                        if let Some(ready) = ready.upgrade() {
+                            ready.fill();
+                        }
+                    }
+                    Job::Tables(shards) => super::make_tables(&shards),
+                }
+            }
+        });
+        if started.is_ok() && tx.send(job).is_ok() {
+            *queue = Some((me, tx));
+        }
+    }
+}
+
+/// On the helper: give every shard of a store that has none yet its table, every page of it
+/// written, so no consume touches one for the first time. Stops once the store is dropped.
+fn make_tables(shards: &Weak<[Mutex<Shard>]>) {
+    for i in 0.. {
+        let Some(shards) = shards.upgrade() else { return };
+        let Some(shard) = shards.get(i) else { return };
+        let (sized, share) = {
+            let shard = shard.lock();
+            (shard.sized, shard.share)
+        };
+        if sized {
+            continue;
+        }
+        let table = touched_table(2 * room(share));
+        let mut shard = shard.lock();
+        if !shard.sized {
+            shard.make_room_with(table);
+        }
+    }
+}
+
+/// An empty table for `n` entries whose pages have all been written: an entry placed every
+/// 64 slots (512 bytes), then all removed. A table places an entry by its hash's low bits, at
+/// the first free slot from there.
+fn touched_table(n: usize) -> HashTable<u64> {
+    let mut table = HashTable::with_capacity(n);
+    let slots = (table.capacity() * 8 / 7).next_power_of_two();
+    for at in (0..slots as u64).step_by(64) {
+        table.insert_unique(at, at, |v| *v);
+    }
+    table.clear();
+    table
+}
+
+/// Entries a shard of this share has room for: its share, and a margin for shards that fill
+/// unevenly (a shard's count spreads by about its square root; the margin is several times
+/// that).
+fn room(share: usize) -> usize {
+    share + share / 8 + 64
+}
+
+/// A shard's entries, in segments of [`SEGMENT`] taken as it lengthens; free slots are
+/// chained through their `next`.
+#[derive(Debug, Default)]
+struct Slab {
+    segments: Vec<Box<[Held]>>,
+    /// Slots in use or freed: the rest of the last segment is untouched by entries yet.
+    len: usize,
+    free: u32,
+}
+
+impl std::ops::Index<usize> for Slab {
+    type Output = Held;
+    fn index(&self, slot: usize) -> &Held {
+        &self.segments[slot / SEGMENT][slot % SEGMENT]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Slab {
+    fn index_mut(&mut self, slot: usize) -> &mut Held {
+        &mut self.segments[slot / SEGMENT][slot % SEGMENT]
+    }
+}
+
+impl Slab {
+    fn with_room(room: usize) -> Self {
+        Self { segments: Vec::with_capacity(room.div_ceil(SEGMENT) + 1), len: 0, free: NONE }
+    }
+
+    /// Record a new entry in a free slot (or a new one) and return the slot.
+    fn occupy(&mut self, held: Held, ready: &Arc<Ready>) -> usize {
+        let slot = if self.free != NONE {
+            let slot = self.free as usize;
+            self.free = self[slot].next;
+            slot
+        } else {
+            if self.len == self.segments.len() * SEGMENT {
+                self.segments.push(ready.segment());
+            }
+            self.len += 1;
+            self.len - 1
+        };
+        self[slot] = held;
+        slot
+    }
+
+    /// Free a slot whose table entry was removed.
+    fn vacate(&mut self, slot: usize) {
+        let next = self.free;
+        let held = &mut self[slot];
+        held.key = Box::default();
+        held.expires_at = Held::FREE;
+        held.next = next;
+        self.free = slot as u32;
+    }
+}
+
+/// A shard's expiry queue, first in first out: blocks of [`BLOCK`] expiries chained in order,
+/// an emptied block reused before another is taken. So the queue's memory follows its longest
+/// length; a ring over the whole room would touch every page of it as it cycles.
 #[derive(Debug, Default)]
 struct Expiries {
-    /// The blocks; a new one is added only when none is spare.
-    slots: Vec<Expiry>,
+    /// The blocks; one is added only when none is spare.
+    blocks: Vec<Box<[Expiry]>>,
     /// The blocks in use, the front one first.
     order: VecDeque<u32>,
     /// Emptied blocks, the last emptied on top.
@@ -124,11 +391,11 @@ struct Expiries {
 }
 
 impl Expiries {
-    /// A queue that holds `room` expiries without growing any of its parts.
+    /// A queue that holds `room` expiries without growing any of its parts but its blocks.
     fn with_room(room: usize) -> Self {
         let blocks = room.div_ceil(BLOCK) + 1;
         Self {
-            slots: Vec::with_capacity(blocks * BLOCK),
+            blocks: Vec::with_capacity(blocks),
             order: VecDeque::with_capacity(blocks),
             spare: Vec::with_capacity(blocks),
             head: 0,
@@ -139,21 +406,20 @@ impl Expiries {
 
     fn front(&self) -> Option<&Expiry> {
         let block = *self.order.front()? as usize;
-        (self.len > 0).then(|| &self.slots[block * BLOCK + self.head])
+        (self.len > 0).then(|| &self.blocks[block][self.head])
     }
 
-    fn push_back(&mut self, x: Expiry) {
+    fn push_back(&mut self, x: Expiry, ready: &Arc<Ready>) {
         if self.order.is_empty() || self.tail == BLOCK {
             let block = self.spare.pop().unwrap_or_else(|| {
-                let new = self.slots.len() / BLOCK;
-                self.slots.resize(self.slots.len() + BLOCK, Expiry { expires_at: 0, slot: 0, tag: 0 });
-                new as u32
+                self.blocks.push(ready.block());
+                (self.blocks.len() - 1) as u32
             });
             self.order.push_back(block);
             self.tail = 0;
         }
         let back = *self.order.back().expect("a back block") as usize;
-        self.slots[back * BLOCK + self.tail] = x;
+        self.blocks[back][self.tail] = x;
         self.tail += 1;
         self.len += 1;
     }
@@ -177,14 +443,13 @@ impl Expiries {
 #[derive(Debug)]
 struct Shard {
     table: HashTable<u64>,
-    slab: Vec<Held>,
-    free: Vec<u32>,
+    slab: Slab,
     expiries: Expiries,
     /// Next lease: a key always lives in the same shard, so a counter per shard (from a random
     /// start) keeps leases of one key distinct without a shared atomic.
     next_lease: u64,
-    /// Entries the shard is sized for once it records its first (until then it holds nothing,
-    /// so a store nobody uses costs next to no memory).
+    /// Entries the shard is sized for: by the helper (its table), or else by its first
+    /// consume.
     share: usize,
     sized: bool,
 }
@@ -193,8 +458,7 @@ impl Shard {
     fn new(share: usize, next_lease: u64) -> Self {
         Self {
             table: HashTable::new(),
-            slab: Vec::new(),
-            free: Vec::new(),
+            slab: Slab::default(),
             expiries: Expiries::default(),
             next_lease,
             share,
@@ -202,41 +466,21 @@ impl Shard {
         }
     }
 
-    /// Allocate the shard's parts (once): room for `share` entries without growing anything,
-    /// for shards that fill unevenly (a shard's count spreads by about its square root; the
-    /// margin is several times that), and a table of more than twice that many slots.
+    /// Allocate the shard's parts (once, unless the helper did): room for its share without
+    /// growing anything, and a table of more than twice that many slots. The slab and queue
+    /// take their segments and blocks as they lengthen.
     fn make_room(&mut self) {
-        if self.sized {
-            return;
+        if !self.sized {
+            self.make_room_with(HashTable::with_capacity(2 * room(self.share)));
         }
-        let room = self.share + self.share / 8 + 64;
-        self.table = HashTable::with_capacity(2 * room);
-        self.slab = Vec::with_capacity(room);
-        self.free = Vec::with_capacity(room);
+    }
+
+    fn make_room_with(&mut self, table: HashTable<u64>) {
+        let room = room(self.share);
+        self.table = table;
+        self.slab = Slab::with_room(room);
         self.expiries = Expiries::with_room(room);
         self.sized = true;
-    }
-
-    /// Record a new entry in a free slot (or a new one) and return the slot.
-    fn occupy(slab: &mut Vec<Held>, free: &mut Vec<u32>, held: Held) -> usize {
-        match free.pop() {
-            Some(slot) => {
-                slab[slot as usize] = held;
-                slot as usize
-            }
-            None => {
-                slab.push(held);
-                slab.len() - 1
-            }
-        }
-    }
-
-    /// Free a slot whose table entry was removed.
-    fn vacate(&mut self, slot: usize) {
-        let held = &mut self.slab[slot];
-        held.key = Box::default();
-        held.expires_at = Held::FREE;
-        self.free.push(slot as u32);
     }
 
     /// Remove up to `budget` entries expired at `now` (live while `now <= expires_at`) from the
@@ -256,7 +500,7 @@ impl Shard {
             let entry = pack(x.tag, x.slot as usize);
             if let Ok(e) = self.table.find_entry(spread(x.tag), |&v| v == entry) {
                 e.remove();
-                self.vacate(x.slot as usize);
+                self.slab.vacate(x.slot as usize);
                 freed += 1;
             }
         }
@@ -266,17 +510,14 @@ impl Shard {
     /// Remove every entry expired at `now`, wherever its expiry is queued (a full store, and
     /// `purge`: exact, and O(shard)). Their queued expiries go stale and are skipped when popped.
     fn sweep(&mut self, now: u64) -> usize {
-        let Shard { table, slab, free, .. } = self;
+        let Shard { table, slab, .. } = self;
         let mut freed = 0;
         table.retain(|v| {
             let slot = slot_of(*v);
-            let held = &mut slab[slot];
-            if held.expires_at >= now {
+            if slab[slot].expires_at >= now {
                 return true;
             }
-            held.key = Box::default();
-            held.expires_at = Held::FREE;
-            free.push(slot as u32);
+            slab.vacate(slot);
             freed += 1;
             false
         });
@@ -288,7 +529,7 @@ impl Shard {
 /// is bounded by the capacity and a full store answers `nonce_store_full`.
 #[derive(Debug)]
 pub struct MemoryStore {
-    shards: Box<[Mutex<Shard>]>,
+    shards: Arc<[Mutex<Shard>]>,
     /// Entries across all shards; slots are reserved with a compare-and-swap so the bound holds
     /// exactly under concurrency.
     len: AtomicUsize,
@@ -298,6 +539,8 @@ pub struct MemoryStore {
     full_sweep_at: AtomicU64,
     /// Hashes keys: the low half picks the shard, the high half is the key's tag in it.
     hasher: Hasher,
+    /// Slab segments and queue blocks made ahead for the shards.
+    ready: Arc<Ready>,
 }
 
 /// Shards for a store of `capacity` live nonces: about [`NONCES_PER_SHARD`] each when full.
@@ -328,13 +571,23 @@ impl MemoryStore {
         let start = Leases::new();
         let count = shard_count(capacity);
         let share = shard_share(capacity, count);
-        let shards = (0..count).map(|_| Mutex::new(Shard::new(share, start.next().0))).collect();
+        let shards: Arc<[Mutex<Shard>]> =
+            (0..count).map(|_| Mutex::new(Shard::new(share, start.next().0))).collect();
+        let ready = Ready::new(count);
+        // A table's pages are touched at random as entries land, so all of them within a
+        // shard's first few dozen nonces: the helper writes them all up front, for stores whose
+        // tables are not too large to hold before they are needed (the default's: 24 MB).
+        let slots = (2 * room(share) * 8 / 7).next_power_of_two();
+        if count * slots * 9 <= TABLES_AHEAD_BYTES {
+            helper::send(helper::Job::Tables(Arc::downgrade(&shards)));
+        }
         Self {
             shards,
             len: AtomicUsize::new(0),
             capacity,
             full_sweep_at: AtomicU64::new(0),
             hasher: Hasher::default(),
+            ready,
         }
     }
 
@@ -384,7 +637,7 @@ impl NonceStore for MemoryStore {
             self.forget(shard.expire(now, EXPIRE_PER_CONSUME));
             shard.next_lease = shard.next_lease.wrapping_add(1);
             let lease = Lease(shard.next_lease);
-            let Shard { table, slab, free, expiries, .. } = shard;
+            let Shard { table, slab, expiries, .. } = shard;
             let same = |v: &u64| tag_of(*v) == tag && &*slab[slot_of(*v)].key == key;
             match table.entry(spread(tag), same, |v| spread(tag_of(*v))) {
                 Slot::Occupied(e) => {
@@ -397,15 +650,15 @@ impl NonceStore for MemoryStore {
                     // takes no new slot.
                     held.expires_at = expires_at;
                     held.lease = lease;
-                    expiries.push_back(Expiry { expires_at, slot: slot as u32, tag });
+                    expiries.push_back(Expiry { expires_at, slot: slot as u32, tag }, &self.ready);
                     return Ok(Consume::Fresh(lease));
                 }
                 Slot::Vacant(e) => {
                     if self.try_reserve_slot() {
-                        let held = Held { key: key.into(), expires_at, lease, tag };
-                        let slot = Shard::occupy(slab, free, held);
+                        let held = Held { key: key.into(), expires_at, lease, tag, next: NONE };
+                        let slot = slab.occupy(held, &self.ready);
                         e.insert(pack(tag, slot));
-                        expiries.push_back(Expiry { expires_at, slot: slot as u32, tag });
+                        expiries.push_back(Expiry { expires_at, slot: slot as u32, tag }, &self.ready);
                         return Ok(Consume::Fresh(lease));
                     }
                 }
@@ -414,10 +667,10 @@ impl NonceStore for MemoryStore {
             let freed = shard.sweep(now);
             self.forget(freed);
             if freed > 0 && self.try_reserve_slot() {
-                let held = Held { key: key.into(), expires_at, lease, tag };
-                let slot = Shard::occupy(&mut shard.slab, &mut shard.free, held);
+                let held = Held { key: key.into(), expires_at, lease, tag, next: NONE };
+                let slot = shard.slab.occupy(held, &self.ready);
                 shard.table.insert_unique(spread(tag), pack(tag, slot), |v| spread(tag_of(*v)));
-                shard.expiries.push_back(Expiry { expires_at, slot: slot as u32, tag });
+                shard.expiries.push_back(Expiry { expires_at, slot: slot as u32, tag }, &self.ready);
                 return Ok(Consume::Fresh(lease));
             }
             drop(guard);
@@ -451,7 +704,7 @@ impl NonceStore for MemoryStore {
             // Its queued expiry stays until it is due, and is skipped then (the slot is free or
             // holds another entry).
             let (v, _) = e.remove();
-            shard.vacate(slot_of(v));
+            shard.slab.vacate(slot_of(v));
             drop(guard);
             self.forget(1);
         }
@@ -648,9 +901,15 @@ mod tests {
         assert_eq!(reached.len(), MAX_SHARDS);
     }
 
-    /// A shard's table, slab, free list and queue capacities.
+    /// A shard's table, slab and queue capacities (the slab's and queue's lists of their
+    /// segments and blocks, and of the queue's order and spare blocks).
     fn shard_sizes(g: &Shard) -> [usize; 4] {
-        [g.table.capacity(), g.slab.capacity(), g.free.capacity(), g.expiries.slots.capacity()]
+        [
+            g.table.capacity(),
+            g.slab.segments.capacity(),
+            g.expiries.blocks.capacity(),
+            g.expiries.order.capacity(),
+        ]
     }
 
     fn sizes(s: &MemoryStore) -> Vec<[usize; 4]> {
@@ -665,8 +924,6 @@ mod tests {
         // a shard: a table of whole entries 48 % full grew within 30,000-90,000).
         let cap = (MIN_SHARDS * NONCES_PER_SHARD) as u64;
         let s = MemoryStore::with_capacity(cap as usize);
-        // Nothing is allocated before a shard records its first nonce.
-        assert!(sizes(&s).iter().all(|z| z == &[0; 4]));
         let share = shard_share(s.capacity, s.shards.len());
         assert_eq!(share, NONCES_PER_SHARD);
         let mut sized = Shard::new(share, 0);
@@ -690,8 +947,9 @@ mod tests {
 
     #[test]
     fn the_expiry_queue_keeps_order_and_reuses_its_blocks() {
+        let ready = Ready::new(1);
         let mut q = Expiries::with_room(3 * BLOCK);
-        let capacity = q.slots.capacity();
+        let capacity = q.blocks.capacity();
         let x = |i: u64| Expiry { expires_at: i, slot: i as u32, tag: 7 };
         let (mut pushed, mut popped) = (0u64, 0u64);
         // Lengths wandering below 2.5 blocks, about a hundred blocks' worth through the queue.
@@ -699,7 +957,7 @@ mod tests {
         for round in 0..200u64 {
             let fill = (round * 7919) % longest;
             while pushed - popped < fill {
-                q.push_back(x(pushed));
+                q.push_back(x(pushed), &ready);
                 pushed += 1;
             }
             while pushed - popped > fill / 3 {
@@ -715,12 +973,74 @@ mod tests {
         }
         assert_eq!(popped, pushed);
         assert!(q.front().is_none());
-        q.push_back(x(1));
+        q.push_back(x(1), &ready);
         assert_eq!(q.pop_front().map(|e| e.slot), Some(1));
         // A queue of n spans at most n / BLOCK + 1 blocks: no more were ever touched.
         let most = (longest as usize).div_ceil(BLOCK) + 1;
-        assert!(q.slots.len() <= most * BLOCK, "{} blocks", q.slots.len() / BLOCK);
-        assert_eq!(q.slots.capacity(), capacity);
+        assert!(q.blocks.len() <= most, "{} blocks", q.blocks.len());
+        assert_eq!(q.blocks.capacity(), capacity);
+    }
+
+    /// Wait (bounded) until `n` segments and blocks are ready.
+    fn await_ready(ready: &Ready, n: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while ready.segments.lock().len() < n || ready.blocks.lock().len() < n {
+            assert!(std::time::Instant::now() < deadline, "no parts made ahead within 30 s");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+
+    #[test]
+    fn slabs_and_queues_lengthen_with_parts_made_ahead() {
+        let s = MemoryStore::with_capacity(100_000);
+        let high = s.ready.high;
+        await_ready(&s.ready, high);
+        // A shard lengthening by as many segments (and half as many blocks) as are ready takes
+        // them: no consume makes one.
+        let keys = same_shard(&s, "b:0", 2 * high * SEGMENT);
+        let (first, then) = keys.split_at(high * SEGMENT);
+        let taken = |s: &MemoryStore| {
+            let shard = s.shards[s.place("b:0").0].lock();
+            (shard.slab.segments.len(), shard.expiries.blocks.len())
+        };
+        assert_eq!(taken(&s), (0, 0));
+        for k in first {
+            assert!(s.consume(k, 100, 0).unwrap().is_fresh());
+        }
+        assert_eq!(taken(&s), (high, high * SEGMENT / BLOCK));
+        assert_eq!(s.ready.made_in_consume.load(Ordering::Relaxed), 0);
+        // It took every one made at first; once fewer than `low` were left, the helper made more.
+        await_ready(&s.ready, s.ready.low);
+        // The first ones expired and removed as others come, their slots and blocks are reused.
+        for k in then {
+            assert!(s.consume(k, 300, 200).unwrap().is_fresh());
+        }
+        assert_eq!(taken(&s).0, high);
+        assert!(taken(&s).1 <= high * SEGMENT / BLOCK + 1, "{:?}", taken(&s));
+        assert_eq!(s.ready.made_in_consume.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn the_helper_makes_every_shards_table_ahead() {
+        let s = MemoryStore::with_capacity(100_000);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !s.shards.iter().all(|m| m.lock().sized) {
+            assert!(std::time::Instant::now() < deadline, "tables not made within 30 s");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let mut inline = Shard::new(shard_share(s.capacity, s.shards.len()), 0);
+        inline.make_room();
+        for m in s.shards.iter() {
+            let shard = m.lock();
+            assert!(shard.table.is_empty());
+            assert_eq!(shard_sizes(&shard), shard_sizes(&inline));
+        }
+        // Tables too large to hold before they are needed are left to the shards' consumes.
+        let big = MemoryStore::with_capacity(64 << 20);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(big.shards.iter().all(|m| !m.lock().sized));
+        assert!(big.consume("a:1", 10, 0).unwrap().is_fresh());
+        assert_eq!(big.shards.iter().filter(|m| m.lock().sized).count(), 1);
     }
 
     #[test]
