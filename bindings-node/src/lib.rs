@@ -1248,15 +1248,11 @@ impl JsPayer {
                 trigger_balance: money_of(&a.trigger_balance, cur)?,
                 top_up_amount: money_of(&a.top_up_amount, cur)?.positive()?,
                 max_total: a.max_total.as_ref().map(|m| money_of(m, cur)).transpose()?,
-                funding: match (&a.funding_key, &a.rpc_url) {
-                    (None, _) => None,
-                    (Some(key), Some(url)) => Some(vx::client::Funding::new(key, url)?),
-                    (Some(_), None) => {
-                        return Err(VxError::Config(
-                            "autoTopUp's funding wallet needs rpcUrl (or VLX_RPC_URL)".into(),
-                        ));
-                    }
-                },
+                funding: vx::client::Funding::from_options(
+                    a.funding_key.as_deref(),
+                    a.rpc_url.as_deref(),
+                    "rpcUrl",
+                )?,
             }),
         };
         let clock: Arc<dyn Clock> = match o.fixed_now {

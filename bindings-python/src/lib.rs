@@ -1137,14 +1137,9 @@ impl Payer {
                 let max_total = opt(2)?;
                 let funding_key: Option<String> = opt(3)?.map(|v| v.extract()).transpose()?;
                 let rpc_url: Option<String> = opt(4)?.map(|v| v.extract()).transpose()?;
-                let funding = match (funding_key, rpc_url) {
-                    (None, _) => None,
-                    (Some(key), Some(url)) => Some(vclient::Funding::new(&key, &url).py_err(py)?),
-                    (Some(_), None) => {
-                        let why = "auto_top_up's funding wallet needs rpc_url (or VLX_RPC_URL)";
-                        return Err(native_error(py, Error::Config(why.into())));
-                    }
-                };
+                let funding =
+                    vclient::Funding::from_options(funding_key.as_deref(), rpc_url.as_deref(), "rpc_url")
+                        .py_err(py)?;
                 Some(vclient::AutoTopUp {
                     enabled: true,
                     trigger_balance: amount_from_py(py, &trigger, "usd", false)?,

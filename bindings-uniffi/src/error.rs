@@ -17,6 +17,8 @@ use vlexivo_core::{Error as CoreError, ErrorCategory};
 pub enum VlexivoError {
     /// `payment`: the wallet cannot pay: `required` is what this call needs, `balance` what the
     /// wallet has (decimal strings in `currency`). An agent can ask its user for exactly that.
+    /// Code `funding_insufficient`: live auto top-up's funding wallet holds less than the top-up
+    /// needs, of the token (`usd`) or of gas (`wei`); nothing was sent.
     #[error("{reason}")]
     InsufficientFunds { code: String, reason: String, required: String, balance: String, currency: String },
     /// `payment`: the spending policy refused the payment before anything was signed. `limit` is
@@ -67,7 +69,8 @@ impl From<CoreError> for VlexivoError {
         let reason = e.to_string();
         let status = e.http_status();
         match e {
-            CoreError::InsufficientFunds { required, balance, currency } => {
+            CoreError::InsufficientFunds { required, balance, currency }
+            | CoreError::FundingInsufficient { required, balance, currency, .. } => {
                 return VlexivoError::InsufficientFunds { code, reason, required, balance, currency };
             }
             CoreError::BudgetExceeded { limit, requested, remaining } => {
@@ -220,6 +223,21 @@ mod tests {
                 assert_eq!(
                     (required.as_str(), balance.as_str(), currency.as_str()),
                     ("0.01", "0.004", "usd")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let funding = CoreError::FundingInsufficient {
+            address: "0xabc".into(),
+            required: "0.01".into(),
+            balance: "0".into(),
+            currency: "usd".into(),
+        };
+        match VlexivoError::from(funding) {
+            VlexivoError::InsufficientFunds { code, required, balance, currency, .. } => {
+                assert_eq!(
+                    (code.as_str(), required.as_str(), balance.as_str(), currency.as_str()),
+                    ("funding_insufficient", "0.01", "0", "usd")
                 );
             }
             other => panic!("{other:?}"),

@@ -7,7 +7,9 @@ use crate::flow::PaymentFlow;
 use crate::{HttpHeader, TlsOptions, VlexivoError, Wallet, header_pairs, parse_402};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
-use vlexivo_core::client::{AutoTopUp as CoreAutoTopUp, Call, Payer, PayerConfig, Step, TrustedFacilitators};
+use vlexivo_core::client::{
+    AutoTopUp as CoreAutoTopUp, Call, Funding, Payer, PayerConfig, Step, TrustedFacilitators,
+};
 use vlexivo_core::env::{Clock, FixedClock, SystemClock};
 use vlexivo_core::policy::SpendingPolicy as CorePolicy;
 use vlexivo_core::{Currency, Error as CoreError, Money};
@@ -29,15 +31,60 @@ pub struct SpendingPolicy {
     pub window_max: Option<String>,
 }
 
-/// Top the wallet up (sandbox faucet) before a payment that would leave it below
-/// `triggerBalance`, by `topUpAmount` (or by the shortfall, if that is more; never more than
-/// the spending caps could still spend).
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+/// Top the wallet up before a payment that would leave it below `triggerBalance`, by
+/// `topUpAmount` (or by the shortfall, if that is more; never more than the spending caps could
+/// still spend). Sandbox: from the facilitator's faucet. Live: the funding wallet
+/// (`fundingWalletKey`) sends the token to this wallet on chain through `rpcUrl` (default
+/// `VLX_RPC_URL`) and pays its gas; the payment goes on once the transfer is mined.
+/// `maxTotal`: the most auto top-up may add over this client's lifetime (`top_up_refused` past
+/// it).
+#[derive(Clone, PartialEq, Eq, uniffi::Record)]
 pub struct AutoTopUp {
     #[uniffi(default = true)]
     pub enabled: bool,
     pub trigger_balance: String,
     pub top_up_amount: String,
+    #[uniffi(default)]
+    pub max_total: Option<String>,
+    /// `0x` + 64 hex digits: a secret, never shown by `Debug` nor in errors.
+    #[uniffi(default)]
+    pub funding_wallet_key: Option<String>,
+    /// The chain's JSON-RPC URL (it may hold an API key: never shown in errors).
+    #[uniffi(default)]
+    pub rpc_url: Option<String>,
+}
+
+/// Neither the funding key nor the RPC URL.
+impl std::fmt::Debug for AutoTopUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AutoTopUp")
+            .field("enabled", &self.enabled)
+            .field("trigger_balance", &self.trigger_balance)
+            .field("top_up_amount", &self.top_up_amount)
+            .field("max_total", &self.max_total)
+            .field("funding_wallet", &self.funding_wallet_key.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AutoTopUp {
+    fn to_core(&self) -> Result<CoreAutoTopUp, CoreError> {
+        let mut rule = CoreAutoTopUp::new(&self.trigger_balance, &self.top_up_amount)?;
+        if let Some(max) = &self.max_total {
+            rule = rule.with_max_total(max)?;
+        }
+        let rpc_url = match &self.rpc_url {
+            Some(url) => Some(url.clone()),
+            None if self.funding_wallet_key.is_some() => vlexivo_core::envvars::RPC_URL.from_process()?,
+            None => None,
+        };
+        if let Some(funding) =
+            Funding::from_options(self.funding_wallet_key.as_deref(), rpc_url.as_deref(), "rpcUrl")?
+        {
+            rule = rule.with_funding(funding);
+        }
+        Ok(rule)
+    }
 }
 
 /// A paid challenge: attach `header` to the retry of the same request (same method, URL and
@@ -266,7 +313,7 @@ impl VlexivoPayments {
             TrustedFacilitators::from_env(facilitator_url.as_deref(), &facilitators.unwrap_or_default())?
                 .with_https_only(tls.is_https_only());
         let auto_top_up = match auto_top_up {
-            Some(a) if a.enabled => Some(CoreAutoTopUp::new(&a.trigger_balance, &a.top_up_amount)?),
+            Some(a) if a.enabled => Some(a.to_core()?),
             _ => None,
         };
         let clock: Arc<dyn Clock> = match fixed_now {

@@ -23,6 +23,9 @@ fn payments_for(key: &str, config: &Value, now: u64) -> std::sync::Arc<VlexivoPa
         enabled: true,
         trigger_balance: s(&a["trigger_balance"]).unwrap(),
         top_up_amount: s(&a["top_up_amount"]).unwrap(),
+        max_total: s(&a["max_total"]),
+        funding_wallet_key: None,
+        rpc_url: None,
     });
     let trusted: Vec<String> = config["trusted"].as_array().unwrap().iter().map(|u| s(u).unwrap()).collect();
     VlexivoPayments::new(

@@ -224,16 +224,22 @@ fun startService(name: String, cmd: ProcessBuilder, keys: List<String>, dir: Fil
 
 val http: HttpClient = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(10)).build()
 
-/** The token balance of `who` on the live devnet, read from the chain (`eth_call balanceOf`). */
-fun tokenBalance(live: Map<String, String>, who: String): java.math.BigInteger {
-    val data = "0x70a08231" + who.removePrefix("0x").lowercase().padStart(64, '0')
-    val call = """{"jsonrpc":"2.0","id":1,"method":"eth_call","params":[{"to":"${live.getValue("VLX_ASSET")}","data":"$data"},"latest"]}"""
+/** One JSON-RPC call to the live devnet's node (`params`: JSON text); its `result`. */
+fun rpc(live: Map<String, String>, method: String, params: String): Any? {
+    val call = """{"jsonrpc":"2.0","id":1,"method":"$method","params":$params}"""
     val req = HttpRequest.newBuilder(URI(live.getValue("VLX_RPC_URL")))
         .header("content-type", "application/json")
         .POST(HttpRequest.BodyPublishers.ofString(call))
         .build()
-    val res = http.send(req, HttpResponse.BodyHandlers.ofString())
-    val result = Json(res.body()).parse().obj()["result"] as String
+    val res = Json(http.send(req, HttpResponse.BodyHandlers.ofString()).body()).parse().obj()
+    check(res["error"] == null) { "$method: ${res["error"]}" }
+    return res["result"]
+}
+
+/** The token balance of `who` on the live devnet, read from the chain (`eth_call balanceOf`). */
+fun tokenBalance(live: Map<String, String>, who: String): java.math.BigInteger {
+    val data = "0x70a08231" + who.removePrefix("0x").lowercase().padStart(64, '0')
+    val result = rpc(live, "eth_call", """[{"to":"${live.getValue("VLX_ASSET")}","data":"$data"},"latest"]""") as String
     return java.math.BigInteger(result.removePrefix("0x"), 16)
 }
 
@@ -553,6 +559,65 @@ fun registerTests() {
         // Automine: each relay is in a block by the time it is read.
         eq(payerBefore - tokenBalance(live, w.address()), java.math.BigInteger.valueOf(2000), "payer paid on chain")
         eq(tokenBalance(live, payTo) - payoutBefore, java.math.BigInteger.valueOf(2000), "payout received on chain")
+    }
+
+    test("live auto top-up: a payer short of funds is topped up on chain from its funding wallet, once, then pays; the cap and an empty funding wallet refuse with their codes, nothing paid") { ctx ->
+        val live = ctx.live
+        val fac = live.getValue("VLX_FACILITATOR_URL")
+        val payTo = live.getValue("VLX_PAY_TO")
+        // The funding wallet: the demo's funded payer, given gas for the transfers it sends.
+        val funderKey = live.getValue("VLX_WALLET_KEY")
+        val funder = Wallet.fromKey(funderKey).address()
+        val oneEth = "0xde0b6b3a7640000"
+        rpc(live, "anvil_setBalance", """["$funder","$oneEth"]""")
+        val rule = AutoTopUp(
+            triggerBalance = "0", topUpAmount = "0.01", fundingWalletKey = funderKey, rpcUrl = live.getValue("VLX_RPC_URL"),
+        )
+        val funderBefore = tokenBalance(live, funder)
+        val payoutBefore = tokenBalance(live, payTo)
+        val payer = Wallet.generate()
+        VlexivoPayments(payer, SpendingPolicy(), autoTopUp = rule, facilitatorUrl = fac).use { p ->
+            val toppedUp = (0 until 2).map { i ->
+                val r = paidCall(p, "GET", "${ctx.liveApi}/v1/quote?topup=$i")
+                eq(r.response.statusCode(), 200, "status after paying live")
+                r.payment!!.toppedUp
+            }
+            eq(toppedUp, listOf("0.01", null), "one top-up, before the first payment")
+        }
+        eq(funderBefore - tokenBalance(live, funder), java.math.BigInteger.valueOf(10000), "the funding wallet sent 0.01")
+        eq(tokenBalance(live, payer.address()), java.math.BigInteger.valueOf(8000), "the payer: 0.01 less two calls")
+
+        suspend fun refused(autoTopUp: AutoTopUp, tag: String): VlexivoException {
+            VlexivoPayments(Wallet.generate(), SpendingPolicy(), autoTopUp = autoTopUp, facilitatorUrl = fac).use { p ->
+                val url = "${ctx.liveApi}/v1/quote?$tag"
+                val first = send("GET", url)
+                eq(first.statusCode(), 402, "first status")
+                val e = expectThrows<VlexivoException> { p.pay(402u, first.headerList(), first.body(), "GET", url) }
+                eq(p.spentTotal(), "0", "nothing spent")
+                return e
+            }
+        }
+        // Over the cap: refused, nothing sent, nothing paid.
+        val capped = refused(rule.copy(maxTotal = "0.0005"), "cap")
+        check(capped is VlexivoException.Payment && capped.code == "top_up_refused" && "capped at 0.0005" in capped.message!!) {
+            "over the cap: $capped"
+        }
+        // A funding wallet without the token: funding_insufficient with the amounts, never its key.
+        val empty = Wallet.generate()
+        rpc(live, "anvil_setBalance", """["${empty.address()}","$oneEth"]""")
+        val short = refused(rule.copy(fundingWalletKey = empty.secretKeyHex()), "empty")
+        check(short is VlexivoException.InsufficientFunds) { "empty funding wallet: $short" }
+        short as VlexivoException.InsufficientFunds
+        eq(listOf(short.code, short.required, short.balance, short.currency), listOf("funding_insufficient", "0.01", "0", "usd"))
+        check(empty.secretKeyHex().removePrefix("0x") !in short.toString()) { "the funding key is in the error" }
+        // A key without an RPC URL (and none in the environment) is a configuration error.
+        if (System.getenv("VLX_RPC_URL") == null) {
+            eq(expectThrows<VlexivoException.Config> {
+                VlexivoPayments(Wallet.generate(), SpendingPolicy(), autoTopUp = rule.copy(rpcUrl = null), facilitatorUrl = fac)
+            }.code, "config_invalid")
+        }
+        eq(funderBefore - tokenBalance(live, funder), java.math.BigInteger.valueOf(10000), "no other top-up sent")
+        eq(tokenBalance(live, payTo) - payoutBefore, java.math.BigInteger.valueOf(2000), "the two paid calls only")
     }
 
     test("paid call: 402, pay, retry with the header, 200; a replay is refused") { ctx ->

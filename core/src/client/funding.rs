@@ -59,6 +59,19 @@ impl Funding {
         Ok(Self { wallet, rpc_url: rpc_url.to_string() })
     }
 
+    /// The funding wallet an auto top-up configuration names, in every binding: none without a
+    /// key; a key without the chain's RPC URL is `config_invalid` (`rpc_option`: that option's
+    /// name in the binding's own spelling, for the message).
+    pub fn from_options(key: Option<&str>, rpc_url: Option<&str>, rpc_option: &str) -> Result<Option<Self>> {
+        match (key, rpc_url) {
+            (None, _) => Ok(None),
+            (Some(key), Some(url)) => Self::new(key, url).map(Some),
+            (Some(_), None) => Err(Error::Config(format!(
+                "auto top-up's funding wallet needs {rpc_option} (or VLX_RPC_URL): the chain's JSON-RPC URL"
+            ))),
+        }
+    }
+
     pub fn address(&self) -> Address {
         self.wallet.address()
     }
@@ -483,5 +496,21 @@ mod tests {
         assert!(!shown.contains("4646") && !shown.contains("s3cr3t"), "{shown}");
         assert_eq!(Funding::new(&key, "ftp://x").unwrap_err().code(), "config_invalid");
         assert_eq!(Funding::new("0x12", "http://x").unwrap_err().code(), "wallet_key_invalid");
+    }
+
+    #[test]
+    fn funding_from_options() {
+        let key = format!("0x{}", "46".repeat(32));
+        assert!(Funding::from_options(None, Some("http://x"), "rpcUrl").unwrap().is_none());
+        assert!(Funding::from_options(None, None, "rpcUrl").unwrap().is_none());
+        let f = Funding::from_options(Some(&key), Some("http://127.0.0.1:8545"), "rpcUrl").unwrap().unwrap();
+        assert_eq!(f.address(), Wallet::from_hex(&key).unwrap().address());
+        let e = Funding::from_options(Some(&key), None, "rpcUrl").unwrap_err();
+        assert_eq!(e.code(), "config_invalid");
+        assert!(e.to_string().contains("rpcUrl") && !e.to_string().contains("4646"), "{e}");
+        assert_eq!(
+            Funding::from_options(Some("0x12"), Some("http://x"), "rpcUrl").unwrap_err().code(),
+            "wallet_key_invalid"
+        );
     }
 }
