@@ -11,9 +11,8 @@
 //! is not waits behind an earlier, longer-lived one, at most that long. A full store, and
 //! `purge`, sweep exactly.
 //!
-//! Nor does a consume grow anything: a shard's parts are allocated once, when it records its
-//! first nonce (a few mallocs and 8 KiB of table control bytes), sized for its share of a full
-//! store. Growing a table in a consume moved all its entries into memory the process had never
+//! Nor does a consume grow anything: a shard's table is allocated once (by the helper below, or
+//! when the shard records its first nonce), sized for its share of a full store. Growing a table in a consume moved all its entries into memory the process had never
 //! touched (about ten first-touch page faults at once, up to 0.5 ms on a VM) and made a large
 //! request to the allocator, which first consolidates every small block freed since its last
 //! large request (the expired keys: 60-150 µs at a million live nonces). A table also grew at a
@@ -22,7 +21,8 @@
 //! its table holds only a slot number and 32 bits of the key's hash, 8 bytes a slot: tables
 //! with more than twice the slots a full share needs cost less than tables of whole entries
 //! that fill past half. Rebuilding a table in place (rare: tombstones) reads neither keys nor
-//! slab.
+//! slab. A key is held in its slot (real keys are 50 bytes; one over 62 gets an allocation of
+//! its own), so a consume neither allocates nor frees.
 //!
 //! Nor does a consume touch memory for the first time: a first touch is a page fault, which on
 //! a VM now and then costs hundreds of microseconds (the host backing the page). A table's
@@ -64,19 +64,60 @@ const MAX_SHARE: usize = 4096;
 /// it adds, so a backlog (after a burst, or once the clock jumps) drains while the work of any
 /// one consume stays bounded.
 const EXPIRE_PER_CONSUME: usize = 4;
-/// Default bound: about 150 MB at 50-byte keys when full.
+/// Default bound: about 125 MB when full (measured: `store_latency --rss`).
 pub const DEFAULT_CAPACITY: usize = 1_000_000;
 /// The keys' hasher. Keys come from verified tokens (the nonce from the provider's own
 /// challenge), so nobody can choose them to collide; a fast hasher keeps consumes cheap. Seeded
 /// per process all the same.
 type Hasher = foldhash::fast::RandomState;
 
+/// A key held in a slab slot: in the slot itself up to [`INLINE`] bytes (real keys are 50), so
+/// a consume neither allocates nor frees (and the allocator never touches a fresh page of its
+/// heap for a key); a longer one in an allocation of its own.
+#[derive(Debug)]
+enum Key {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Boxed(Box<str>),
+}
+
+/// The longest key held in its slot: a slot is then 88 bytes.
+const INLINE: usize = 62;
+
+impl Key {
+    const NONE: Key = Key::Inline { len: 0, bytes: [0; INLINE] };
+
+    /// Hold `key` instead, in place when it fits (the bytes past its length are left as
+    /// they were).
+    fn set(&mut self, key: &str) {
+        match self {
+            Key::Inline { len, bytes } if key.len() <= INLINE => {
+                bytes[..key.len()].copy_from_slice(key.as_bytes());
+                *len = key.len() as u8;
+            }
+            _ if key.len() <= INLINE => *self = Key::NONE.with(key),
+            _ => *self = Key::Boxed(key.into()),
+        }
+    }
+
+    fn with(mut self, key: &str) -> Self {
+        self.set(key);
+        self
+    }
+
+    fn is(&self, key: &str) -> bool {
+        match self {
+            Key::Inline { len, bytes } => &bytes[..usize::from(*len)] == key.as_bytes(),
+            Key::Boxed(held) => **held == *key,
+        }
+    }
+}
+
 /// A nonce in its shard's slab: its key, the high half of the key's hash (its tag), when it
-/// expires and the lease of the consume that recorded it. A free slot has no key, never
-/// expires and links to the next free slot.
+/// expires and the lease of the consume that recorded it. A free slot (out of the table) never
+/// expires and links to the next free slot; its key is dropped if it had an allocation.
 #[derive(Debug)]
 struct Held {
-    key: Box<str>,
+    key: Key,
     expires_at: u64,
     lease: Lease,
     tag: u32,
@@ -88,7 +129,7 @@ impl Held {
     const FREE: u64 = u64::MAX;
 
     fn vacant() -> Self {
-        Self { key: Box::default(), expires_at: Self::FREE, lease: Lease(0), tag: 0, next: NONE }
+        Self { key: Key::NONE, expires_at: Self::FREE, lease: Lease(0), tag: 0, next: NONE }
     }
 }
 
@@ -127,12 +168,13 @@ struct Expiry {
 
 /// Expiries in a block of a shard's queue (4 KiB).
 const BLOCK: usize = 256;
-/// Entries in a segment of a shard's slab (5 KiB).
+/// Entries in a segment of a shard's slab (11 KiB).
 const SEGMENT: usize = 128;
 
 /// Segments and blocks made ahead, every page of them written, for a store's shards to take
 /// as their slabs and queues lengthen. Taking one leaves a consume's memory all touched before;
-/// the helper thread makes more once fewer than `low` of a kind are left, up to `high`.
+/// the helper thread makes more once fewer than `low` of a kind are left, up to `high` (15 KiB
+/// a shard: 5 MB for the default store).
 #[derive(Debug)]
 struct Ready {
     segments: Mutex<Vec<Box<[Held]>>>,
@@ -163,11 +205,13 @@ fn new_block() -> Box<[Expiry]> {
 impl Ready {
     /// Ready parts for a store of `shards` shards; the helper is asked to make them now.
     fn new(shards: usize) -> Arc<Self> {
-        let high = (shards / 4).clamp(4, 64);
+        // One of each a shard: shards fill alike, so they also take their next block (or
+        // segment) at about the same time, a few thousand consumes apart at most.
+        let high = shards.clamp(4, 1024);
         let ready = Arc::new(Self {
             segments: Mutex::new(Vec::with_capacity(high)),
             blocks: Mutex::new(Vec::with_capacity(high)),
-            low: high / 4,
+            low: high / 2,
             high,
             asked: AtomicU32::new(0),
             made_in_consume: AtomicU64::new(0),
@@ -233,6 +277,7 @@ impl Ready {
 mod helper {
     use super::{Ready, Shard};
     use parking_lot::Mutex;
+    use std::collections::VecDeque;
     use std::sync::Weak;
     use std::sync::mpsc::{Sender, channel};
 
@@ -259,14 +304,28 @@ mod helper {
         };
         let (tx, rx) = channel::<Job>();
         let started = std::thread::Builder::new().name(super::PAGES_THREAD.into()).spawn(move || {
-            for job in rx {
+            // Tables to make: (store, next shard). Ready parts come first, since consumes take
+            // them as they go; tables are made a shard at a time between them.
+            let mut tables: VecDeque<(Weak<[Mutex<Shard>]>, usize)> = VecDeque::new();
+            loop {
+                let job = match tables.is_empty() {
+                    true => rx.recv().ok(),
+                    false => rx.try_recv().ok(),
+                };
                 match job {
-                    Job::Ready(ready) => {
+                    Some(Job::Ready(ready)) => {
                         if let Some(ready) = ready.upgrade() {
                             ready.fill();
                         }
                     }
-                    Job::Tables(shards) => super::make_tables(&shards),
+                    Some(Job::Tables(shards)) => tables.push_back((shards, 0)),
+                    None if tables.is_empty() => return,
+                    None => {
+                        let (shards, next) = tables.front_mut().expect("a store's tables");
+                        if !super::make_table(shards, next) {
+                            tables.pop_front();
+                        }
+                    }
                 }
             }
         });
@@ -276,12 +335,13 @@ mod helper {
     }
 }
 
-/// On the helper: give every shard of a store that has none yet its table, every page of it
-/// written, so no consume touches one for the first time. Stops once the store is dropped.
-fn make_tables(shards: &Weak<[Mutex<Shard>]>) {
-    for i in 0.. {
-        let Some(shards) = shards.upgrade() else { return };
-        let Some(shard) = shards.get(i) else { return };
+/// On the helper: give the next shard of a store that has none yet its table, every page of it
+/// written, so no consume touches one for the first time. False once every shard has one, or
+/// the store was dropped.
+fn make_table(shards: &Weak<[Mutex<Shard>]>, next: &mut usize) -> bool {
+    let Some(shards) = shards.upgrade() else { return false };
+    while let Some(shard) = shards.get(*next) {
+        *next += 1;
         let (sized, share) = {
             let shard = shard.lock();
             (shard.sized, shard.share)
@@ -294,7 +354,9 @@ fn make_tables(shards: &Weak<[Mutex<Shard>]>) {
         if !shard.sized {
             shard.make_room_with(table);
         }
+        return true;
     }
+    false
 }
 
 /// An empty table for `n` entries whose pages have all been written: an entry placed every
@@ -346,7 +408,7 @@ impl Slab {
     }
 
     /// Record a new entry in a free slot (or a new one) and return the slot.
-    fn occupy(&mut self, held: Held, ready: &Arc<Ready>) -> usize {
+    fn occupy(&mut self, key: &str, expires_at: u64, lease: Lease, tag: u32, ready: &Arc<Ready>) -> usize {
         let slot = if self.free != NONE {
             let slot = self.free as usize;
             self.free = self[slot].next;
@@ -358,7 +420,9 @@ impl Slab {
             self.len += 1;
             self.len - 1
         };
-        self[slot] = held;
+        let held = &mut self[slot];
+        held.key.set(key);
+        (held.expires_at, held.lease, held.tag) = (expires_at, lease, tag);
         slot
     }
 
@@ -366,7 +430,9 @@ impl Slab {
     fn vacate(&mut self, slot: usize) {
         let next = self.free;
         let held = &mut self[slot];
-        held.key = Box::default();
+        if let Key::Boxed(_) = held.key {
+            held.key = Key::NONE;
+        }
         held.expires_at = Held::FREE;
         held.next = next;
         self.free = slot as u32;
@@ -638,7 +704,7 @@ impl NonceStore for MemoryStore {
             shard.next_lease = shard.next_lease.wrapping_add(1);
             let lease = Lease(shard.next_lease);
             let Shard { table, slab, expiries, .. } = shard;
-            let same = |v: &u64| tag_of(*v) == tag && &*slab[slot_of(*v)].key == key;
+            let same = |v: &u64| tag_of(*v) == tag && slab[slot_of(*v)].key.is(key);
             match table.entry(spread(tag), same, |v| spread(tag_of(*v))) {
                 Slot::Occupied(e) => {
                     let slot = slot_of(*e.get());
@@ -655,8 +721,7 @@ impl NonceStore for MemoryStore {
                 }
                 Slot::Vacant(e) => {
                     if self.try_reserve_slot() {
-                        let held = Held { key: key.into(), expires_at, lease, tag, next: NONE };
-                        let slot = slab.occupy(held, &self.ready);
+                        let slot = slab.occupy(key, expires_at, lease, tag, &self.ready);
                         e.insert(pack(tag, slot));
                         expiries.push_back(Expiry { expires_at, slot: slot as u32, tag }, &self.ready);
                         return Ok(Consume::Fresh(lease));
@@ -667,8 +732,7 @@ impl NonceStore for MemoryStore {
             let freed = shard.sweep(now);
             self.forget(freed);
             if freed > 0 && self.try_reserve_slot() {
-                let held = Held { key: key.into(), expires_at, lease, tag, next: NONE };
-                let slot = shard.slab.occupy(held, &self.ready);
+                let slot = shard.slab.occupy(key, expires_at, lease, tag, &self.ready);
                 shard.table.insert_unique(spread(tag), pack(tag, slot), |v| spread(tag_of(*v)));
                 shard.expiries.push_back(Expiry { expires_at, slot: slot as u32, tag }, &self.ready);
                 return Ok(Consume::Fresh(lease));
@@ -698,7 +762,7 @@ impl NonceStore for MemoryStore {
         let slab = &shard.slab;
         let held = |v: &u64| {
             let h = &slab[slot_of(*v)];
-            tag_of(*v) == tag && h.lease == lease && &*h.key == key
+            tag_of(*v) == tag && h.lease == lease && h.key.is(key)
         };
         if let Ok(e) = shard.table.find_entry(spread(tag), held) {
             // Its queued expiry stays until it is due, and is skipped then (the slot is free or
@@ -827,7 +891,7 @@ mod tests {
     fn lease_of(s: &MemoryStore, key: &str) -> Lease {
         let (i, tag) = s.place(key);
         let shard = s.shards[i].lock();
-        let v = *shard.table.find(spread(tag), |v| &*shard.slab[slot_of(*v)].key == key).unwrap();
+        let v = *shard.table.find(spread(tag), |v| shard.slab[slot_of(*v)].key.is(key)).unwrap();
         shard.slab[slot_of(v)].lease
     }
 
@@ -992,8 +1056,9 @@ mod tests {
 
     #[test]
     fn slabs_and_queues_lengthen_with_parts_made_ahead() {
-        let s = MemoryStore::with_capacity(100_000);
+        let s = MemoryStore::with_capacity(MIN_SHARDS * NONCES_PER_SHARD);
         let high = s.ready.high;
+        assert_eq!(high, MIN_SHARDS);
         await_ready(&s.ready, high);
         // A shard lengthening by as many segments (and half as many blocks) as are ready takes
         // them: no consume makes one.
@@ -1041,6 +1106,26 @@ mod tests {
         assert!(big.shards.iter().all(|m| !m.lock().sized));
         assert!(big.consume("a:1", 10, 0).unwrap().is_fresh());
         assert_eq!(big.shards.iter().filter(|m| m.lock().sized).count(), 1);
+    }
+
+    #[test]
+    fn keys_longer_than_a_slot_holds_are_held_too() {
+        assert_eq!(std::mem::size_of::<Held>(), 88);
+        let s = MemoryStore::with_capacity(100);
+        let long = format!("acct_3f9c2a71d04e8b65a1c7:{}", "n".repeat(super::super::MAX_KEY_LEN - 26));
+        let edge = "k".repeat(INLINE);
+        let over = "k".repeat(INLINE + 1);
+        for k in [&long, &edge, &over] {
+            let Consume::Fresh(lease) = s.consume(k, 10, 0).unwrap() else { panic!("fresh {}", k.len()) };
+            assert_eq!(s.consume(k, 10, 0).unwrap(), Consume::Replayed);
+            s.release(k, lease).unwrap();
+            assert!(s.consume(k, 10, 0).unwrap().is_fresh());
+        }
+        // Keys that share an inline prefix stay apart.
+        assert!(s.consume(&edge[1..], 10, 0).unwrap().is_fresh());
+        assert!(s.consume(&format!("{over}x"), 10, 0).unwrap().is_fresh());
+        assert_eq!(s.len(), 5);
+        assert_eq!(s.purge(11).unwrap(), 5);
     }
 
     #[test]

@@ -261,10 +261,12 @@ pub(crate) mod tests {
         // The lease of the expired consume no longer frees the key.
         s.release("acct:c1", l).unwrap();
         assert_eq!(s.consume("acct:c1", 200, 150).unwrap(), Replayed);
-        // Purge counts only expired entries (conformance_at left acct:n1 and other:n1 at 100).
+        // Purge drops only expired entries: conformance_at left acct:n1 and other:n1 at 100, which
+        // a store that also drops expired entries as it goes (memory: a consume in the same
+        // shard since 100) may have dropped already.
         assert!(s.consume("acct:c2", 300, 150).unwrap().is_fresh());
         assert!(s.consume("acct:c3", 400, 150).unwrap().is_fresh());
-        assert_eq!(s.purge(150).unwrap(), 2); // acct:n1, other:n1 (100)
+        assert!(s.purge(150).unwrap() <= 2); // acct:n1, other:n1 (100)
         assert_eq!(s.purge(150).unwrap(), 0);
         assert_eq!(s.purge(301).unwrap(), 2); // acct:c1 (200), acct:c2 (300)
         assert_eq!(s.consume("acct:c3", 400, 301).unwrap(), Replayed);
