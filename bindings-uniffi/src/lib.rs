@@ -18,12 +18,14 @@ uniffi::setup_scaffolding!();
 mod error;
 mod facilitator;
 mod flow;
+mod onchain;
 mod payments;
 mod tls;
 mod wallet;
 
 pub use error::{HeaderNames, VlexivoError, error_categories, error_category, error_codes, header_names};
 pub use flow::{FacilitatorCall, FlowStep, PaymentEvent, PaymentFlow, max_response_body};
+pub use onchain::{PaymentExpectation, VerifiedPayment, verify_payment};
 pub use payments::{AutoTopUp, PaymentQuote, PaymentResult, SpendingPolicy, TopUpResult, VlexivoPayments};
 pub use tls::{TlsOptions, TrustRoots};
 pub use wallet::Wallet;
@@ -64,6 +66,10 @@ pub struct PaymentChallenge {
     pub expires_at: u64,
     /// Set when the challenge is bound to the request body.
     pub body_sha256: Option<String>,
+    /// Live mode: the EIP-3009 token contract paid in (`null`/`nil` in sandbox).
+    pub asset: Option<String>,
+    /// Live mode: the provider's payout address (`null`/`nil` in sandbox).
+    pub pay_to: Option<String>,
     /// The challenge exactly as received (the `Vlexivo-Challenge` header value).
     pub encoded: String,
 }
@@ -86,6 +92,8 @@ impl PaymentChallenge {
             issued_at: c.iat,
             expires_at: c.exp,
             body_sha256: c.body_sha256.clone(),
+            asset: c.asset.clone(),
+            pay_to: c.pay_to.clone(),
             encoded: pr.encoded.clone(),
         }
     }

@@ -18,6 +18,7 @@ import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withContext
 import online.vlexivo.AutoTopUp
 import online.vlexivo.FlowStep
+import online.vlexivo.PaymentExpectation
 import online.vlexivo.PaymentFlow
 import online.vlexivo.HttpHeader
 import online.vlexivo.PaymentResult
@@ -36,6 +37,7 @@ import online.vlexivo.errorCodes
 import online.vlexivo.headerNames
 import online.vlexivo.parsePaymentRequired
 import online.vlexivo.proofHeaderName
+import online.vlexivo.verifyPayment
 import java.io.File
 import java.math.BigDecimal
 import java.net.URI
@@ -559,6 +561,36 @@ fun registerTests() {
         // Automine: each relay is in a block by the time it is read.
         eq(payerBefore - tokenBalance(live, w.address()), java.math.BigInteger.valueOf(2000), "payer paid on chain")
         eq(tokenBalance(live, payTo) - payoutBefore, java.math.BigInteger.valueOf(2000), "payout received on chain")
+    }
+
+    test("live verifyPayment: the payment verifies on chain from the challenge's asset and payTo; each wrong expectation has its code; the RPC URL never shows") { ctx ->
+        val live = ctx.live
+        val rpcUrl = live.getValue("VLX_RPC_URL")
+        val w = Wallet.fromKey(live.getValue("VLX_WALLET_KEY"))
+        val url = "${ctx.liveApi}/v1/quote?verify"
+        val challenge = send("GET", url).let { parsePaymentRequired(it.statusCode().toUShort(), it.headerList(), it.body()) }
+        eq(listOf(challenge.mode, challenge.asset, challenge.payTo), listOf("live", live.getValue("VLX_ASSET"), live.getValue("VLX_PAY_TO")), "a live challenge names its token and payout")
+        val txHash = VlexivoPayments(w, facilitatorUrl = live.getValue("VLX_FACILITATOR_URL")).use { p ->
+            val r = paidCall(p, "GET", url)
+            eq(r.response.statusCode(), 200, "paid")
+            r.payment!!.txHash
+        }
+        val expect = PaymentExpectation(token = challenge.asset!!, payer = w.address(), payee = challenge.payTo!!, amount = challenge.price)
+        val v = verifyPayment(txHash, expect, rpcUrl)
+        eq(listOf(v.txHash, v.payer, v.payee, v.token, v.amount), listOf(txHash, w.address(), challenge.payTo, challenge.asset, "0.001"), "verified")
+        check(v.block > 0uL && v.confirmations >= 1uL && v.gasUsed > 0uL && v.transfers >= 1u && !v.authorizationChecked) { "$v" }
+        suspend fun code(hash: String, e: PaymentExpectation, rpc: String = rpcUrl): String =
+            expectThrows<VlexivoException> { verifyPayment(hash, e, rpc) }.code
+        eq(code(txHash, expect.copy(amount = "0.002")), "transfer_mismatch", "a wrong amount")
+        eq(code(txHash, expect.copy(payee = w.address())), "transfer_mismatch", "a wrong payee")
+        eq(code(txHash, expect.copy(confirmations = 10_000uL)), "confirmations_pending", "not deep enough")
+        eq(code("0x" + "ab".repeat(32), expect), "transaction_not_found", "an unknown hash")
+        eq(code("0x1234", expect), "request_malformed", "a malformed hash")
+        eq(code(txHash, expect.copy(amount = "-1")), "amount_negative", "a negative amount")
+        val port = java.net.ServerSocket(0, 1, java.net.InetAddress.getLoopbackAddress()).use { it.localPort }
+        val down = expectThrows<VlexivoException> { verifyPayment(txHash, expect, "http://127.0.0.1:$port/v3/key-s3cr3t") }
+        eq(down.code, "chain_unavailable", "the node down")
+        check("s3cr3t" !in down.toString() && "s3cr3t" !in (down.message ?: "")) { "the RPC URL is in the error: $down" }
     }
 
     test("live auto top-up: a payer short of funds is topped up on chain from its funding wallet, once, then pays; the cap and an empty funding wallet refuse with their codes, nothing paid") { ctx ->
