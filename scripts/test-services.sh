@@ -4,7 +4,8 @@
 #
 #   test-services.sh install                    install redis-server and postgresql (Debian) if absent
 #   test-services.sh redis start DIR [PORT [ARGS…]]  start redis-server in DIR (extra redis-server
-#                                               ARGS, e.g. --appendonly yes); prints redis://127.0.0.1:PORT
+#                                               ARGS, e.g. --appendonly yes; PORT '' for a free one);
+#                                               prints redis://127.0.0.1:PORT
 #   test-services.sh redis cluster DIR          a 3-master Redis Cluster; prints redis+cluster://h:p,h:p,h:p
 #   test-services.sh redis stop DIR             stop every redis-server started in DIR
 #   test-services.sh postgres start DIR [PORT]  initdb (once) and start; prints postgres://postgres@127.0.0.1:PORT/postgres
@@ -54,10 +55,15 @@ install() {
   die "could not install ${need[*]}"
 }
 
-redis_wait() {
-  local port="$1" i
+redis_wait() { # DIR PORT: until the server started in DIR answers on PORT (5 s)
+  local dir="$1" port="$2" i pid
   for i in $(seq 1 100); do
-    if [ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" = PONG ]; then return 0; fi
+    # Our server, not another one that took the port between free_port and the bind (this
+    # start then failed): the one answering has the pid our start wrote.
+    pid="$(cat "$dir/redis-$port.pid" 2>/dev/null || true)"
+    if [ -n "$pid" ] && redis-cli -h 127.0.0.1 -p "$port" info server 2>/dev/null | tr -d '\r' | grep -qx "process_id:$pid"; then
+      return 0
+    fi
     sleep 0.05
   done
   return 1
@@ -66,9 +72,10 @@ redis_wait() {
 redis_one() { # DIR PORT [extra args…]: start one server, wait until it answers
   local dir="$1" port="$2"
   shift 2
+  rm -f "$dir/redis-$port.pid"
   redis-server --bind 127.0.0.1 --port "$port" --daemonize yes --save '' --appendonly no \
     --dir "$dir" --pidfile "$dir/redis-$port.pid" --logfile "$dir/redis-$port.log" "$@" >/dev/null
-  redis_wait "$port"
+  redis_wait "$dir" "$port"
 }
 
 redis_start() {
@@ -80,7 +87,7 @@ redis_start() {
   else
     for try in 1 2 3 4 5; do
       port="$(free_port)"
-      if redis_one "$dir" "$port"; then break; fi
+      if redis_one "$dir" "$port" "$@"; then break; fi
       port=""
     done
     [ -n "$port" ] || die "redis-server did not start (see $dir)"

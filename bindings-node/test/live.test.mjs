@@ -4,10 +4,9 @@
 // (eth_call balanceOf), independently of the facilitator.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
 import { VlexivoClient, VlexivoError, VlexivoPaymentError, VlexivoServer, Wallet, verifyPayment } from 'vlexivo';
 import { adapters } from './apps.mjs';
-import { liveSkip, startLiveDevnet } from './helpers.mjs';
+import { deadPort, liveSkip, startLiveDevnet } from './helpers.mjs';
 
 const skip = liveSkip;
 
@@ -53,7 +52,8 @@ test('the Node client pays a live Express paywall; the price moves payer -> payo
       hashes.add(body.payment.txHash);
     }
     assert.equal(hashes.size, 3, 'one transaction per call');
-    // Automine: each relay is in a block by the time it is read.
+    // 0 confirmations: the proof comes once the node took the relay; read the chain after its block.
+    for (const tx of hashes) await mined(tx);
     assert.equal(payerBefore - (await onChain(payer)), 3000n);
     assert.equal((await onChain(env.VLX_PAY_TO)) - payoutBefore, 3000n);
     assert.equal(client.spent, '0.003');
@@ -73,29 +73,27 @@ async function rpc(method, params) {
   return body.result;
 }
 
+/** The receipt of `tx` once it is in a block, or a failure after 10 s. anvil answers
+ * eth_sendTransaction, and the facilitator at 0 confirmations answers a payment, as soon as the
+ * node took the transaction: its automined block may not be in yet, so nothing read from the
+ * chain (a balance, a receipt) reflects it until then. */
+async function mined(tx) {
+  for (let i = 0; i < 400; i++) {
+    const receipt = await rpc('eth_getTransactionReceipt', [tx]);
+    if (receipt !== null) return receipt;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  assert.fail(`no receipt for ${tx} within 10 s`);
+}
+
 /** A mined transaction whose status is 0: one of anvil's unlocked dev accounts, holding no
  * token, transfers 1 unit of it (gas given, so the node mines it rather than estimating). */
 async function revertedTransaction() {
   const sender = (await rpc('eth_accounts', []))[5];
   const data = '0xa9059cbb' + env.VLX_PAY_TO.slice(2).toLowerCase().padStart(64, '0') + '1'.padStart(64, '0');
   const tx = await rpc('eth_sendTransaction', [{ from: sender, to: env.VLX_ASSET, data, gas: '0x30000' }]);
-  // anvil answers eth_sendTransaction before its automined block is in: wait for the receipt.
-  let receipt = null;
-  for (let i = 0; i < 200 && receipt === null; i++) {
-    receipt = await rpc('eth_getTransactionReceipt', [tx]);
-    if (receipt === null) await new Promise((r) => setTimeout(r, 25));
-  }
-  assert.ok(receipt !== null, `no receipt for ${tx} within 5 s`);
-  assert.equal(receipt.status, '0x0');
+  assert.equal((await mined(tx)).status, '0x0');
   return tx;
-}
-
-async function closedPort() {
-  const s = createServer();
-  await new Promise((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const { port } = s.address();
-  await new Promise((resolve) => s.close(resolve));
-  return port;
 }
 
 test('a provider verifies a live payment on chain: the payment verifies, every wrong expectation has its code', { skip }, async () => {
@@ -113,6 +111,7 @@ test('a provider verifies a live payment on chain: the payment verifies, every w
   } finally {
     await app.close();
   }
+  await mined(txHash);
   const payer = Wallet.import(env.VLX_WALLET_KEY).address;
   const rpcUrl = env.VLX_RPC_URL;
 
@@ -149,7 +148,7 @@ test('a provider verifies a live payment on chain: the payment verifies, every w
   assert.equal((await refused('0x' + 'ab'.repeat(32))).code, 'transaction_not_found');
   assert.equal((await refused(await revertedTransaction())).code, 'settlement_failed');
   // The RPC down: chain_unavailable, and the URL (its API key) is never in the error.
-  e = await refused(txHash, { rpcUrl: `http://127.0.0.1:${await closedPort()}/v3/key-s3cr3t` });
+  e = await refused(txHash, { rpcUrl: `http://127.0.0.1:${await deadPort()}/v3/key-s3cr3t` });
   assert.deepEqual([e.code, e.status], ['chain_unavailable', 503]);
   assert.ok(!JSON.stringify(e.toJSON()).includes('s3cr3t') && !e.message.includes('s3cr3t'), e.message);
   // Bad input is refused before anything is sent.
@@ -184,6 +183,7 @@ test('live auto top-up: a payer short of funds is topped up on chain from its fu
       assert.equal(res.status, 200);
     }
     assert.deepEqual(events.map((e) => e.toppedUp), ['0.01', undefined], 'one top-up, before the first payment');
+    for (const e of events) await mined(e.txHash);
     assert.equal(funderBefore - (await onChain(funder)), 10000n);
     assert.equal(await onChain(payer), 8000n);
 

@@ -18,7 +18,7 @@ import Hapi from '@hapi/hapi';
 import { VlexivoServer, Wallet } from 'vlexivo';
 import vlexivoFastify from 'vlexivo/fastify';
 import { plugin as vlexivoHapi } from 'vlexivo/hapi';
-import { deadPort, pkgRoot, repoRoot } from './helpers.mjs';
+import { pkgRoot, repoRoot } from './helpers.mjs';
 import { mintProofToken } from './tokens.mjs';
 
 const SECRET = 'sk_test_' + Buffer.alloc(32, 11).toString('base64url');
@@ -137,9 +137,9 @@ test('Redis SIGKILLed and restarted under load: fail closed, recover, no proof r
   // A Redis that loses no acknowledged write (appendfsync always), as a deployment that relies
   // on it across restarts runs it; in its own directory, restarted on the same port.
   const dir = mkdtempSync(join(tmpdir(), 'vlx-node-redis-kill-'));
-  const freePort = await deadPort();
   const persist = ['--appendonly', 'yes', '--appendfsync', 'always'];
-  const url = services('redis', 'start', dir, String(freePort), ...persist);
+  // A port the script picks (and retries if taken meanwhile); the restart below reuses it.
+  const url = services('redis', 'start', dir, '', ...persist);
   const port = url.slice(url.lastIndexOf(':') + 1);
   const [a, b] = await Promise.all([instance('express', url, 500), instance('fastify', url, 500)]);
   try {
@@ -203,11 +203,12 @@ for (const framework of ['express', 'fastify']) {
     const dir = mkdtempSync(join(tmpdir(), 'vlx-node-redis-stop-'));
     const url = services('redis', 'start', dir);
     const pid = Number(readFileSync(join(dir, `redis-${url.slice(url.lastIndexOf(':') + 1)}.pid`), 'utf8').trim());
-    const inst = await instance(framework, url, 400);
+    // A store timeout well above what the free request below takes on a loaded machine: the
+    // paid request is surely still waiting when the free one is answered.
+    const inst = await instance(framework, url, 2000);
     try {
       const p = proof();
       process.kill(pid, 'SIGSTOP');
-      const started = Date.now();
       const slow = paid(inst.url, p);
       let settled = false;
       slow.then(() => (settled = true));
@@ -216,16 +217,15 @@ for (const framework of ['express', 'fastify']) {
       const free = await fetch(`${inst.url}/free`);
       assert.equal(free.status, 200);
       assert.equal(settled, false, 'the paid request waits on the store');
+      // Answered while Redis is still stopped: only the store timeout can have ended the wait.
       const r = await slow;
-      const waited = Date.now() - started;
       assert.equal(r.status, 503);
       assert.equal(r.body.error, 'nonce_store_unavailable');
-      assert.ok(waited < 5000, `answered after ${waited} ms (timeout 400 ms)`);
       assert.equal((await inst.runs()).nonces.length, 0);
       process.kill(pid, 'SIGCONT');
       // The lost consume is undone in the background; the same proof then buys one run.
       let last;
-      for (let i = 0; i < 50; i++) {
+      for (let i = 0; i < 200; i++) {
         last = await paid(inst.url, p);
         if (last.status === 200) break;
         assert.ok([409, 503].includes(last.status), JSON.stringify(last));

@@ -100,7 +100,9 @@ def test_the_python_client_pays_a_live_fastapi_paywall_on_chain(
             assert (body["paid"], body["payer"]) == ("0.001", payer)
             hashes.add(body["tx"])
     assert len(hashes) == 3, "one transaction per call"
-    # Automine: each relay is in a block by the time it is read.
+    # 0 confirmations: the proof comes once the node took the relay; read the chain after its block.
+    for tx in hashes:
+        mined(devnet, tx)
     assert payer_before - on_chain(devnet, payer) == 3000
     assert on_chain(devnet, devnet["VLX_PAY_TO"]) - payout_before == 3000
 
@@ -133,6 +135,19 @@ def rpc(env: dict[str, str], method: str, params: list[Any]) -> Any:
     return body["result"]
 
 
+def mined(env: dict[str, str], tx: str) -> dict[str, Any]:
+    """The receipt of ``tx`` once it is in a block, or a failure after 10 s. anvil answers
+    eth_sendTransaction, and the facilitator at 0 confirmations answers a payment, as soon as
+    the node took the transaction: its automined block may not be in yet, so nothing read from
+    the chain (a balance, a receipt) reflects it until then."""
+    for _ in range(400):
+        receipt = rpc(env, "eth_getTransactionReceipt", [tx])
+        if receipt is not None:
+            return dict(receipt)
+        time.sleep(0.025)
+    pytest.fail(f"no receipt for {tx} within 10 s")
+
+
 def reverted_transaction(env: dict[str, str]) -> str:
     """A mined transaction whose status is 0: one of anvil's unlocked dev accounts, holding no
     token, transfers 1 unit of it (gas given, so the node mines it rather than estimating)."""
@@ -141,23 +156,21 @@ def reverted_transaction(env: dict[str, str]) -> str:
     tx = rpc(
         env, "eth_sendTransaction", [{"from": sender, "to": env["VLX_ASSET"], "data": data, "gas": "0x30000"}]
     )
-    # anvil answers eth_sendTransaction before its automined block is in: wait for the receipt.
-    receipt = None
-    for _ in range(200):
-        receipt = rpc(env, "eth_getTransactionReceipt", [tx])
-        if receipt is not None:
-            break
-        time.sleep(0.025)
-    assert receipt is not None, f"no receipt for {tx} within 5 s"
+    receipt = mined(env, tx)
     assert receipt["status"] == "0x0", receipt
     return str(tx)
 
 
+_RESERVED: list[socket.socket] = []
+
+
 def closed_port() -> int:
+    """A loopback port that refuses connections: bound (so nothing else takes it meanwhile) and
+    never listening, for as long as the tests run."""
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
+    _RESERVED.append(s)
     port: int = s.getsockname()[1]
-    s.close()
     return port
 
 
@@ -173,6 +186,7 @@ def test_a_provider_verifies_a_live_payment_on_chain(
         r = client.get("/api/v1/hello")
         assert r.status_code == 200, r.text
     tx = r.json()["tx"]
+    mined(devnet, tx)
     payer = Wallet(devnet["VLX_WALLET_KEY"]).address
 
     # The real payment verifies; the token, payout address and RPC come from the environment.
@@ -250,6 +264,8 @@ def test_live_auto_top_up_from_a_funding_wallet(
             r = c.get(f"/api/v1/hello?topup={i}")
             assert r.status_code == 200, r.text
     assert [e.topped_up for e in events] == ["0.01", None], "one top-up, before the first payment"
+    for event in events:
+        mined(devnet, event.tx_hash)
     assert funder_before - on_chain(devnet, funder) == 10_000
     assert on_chain(devnet, payer.address) == 8_000
 

@@ -10,7 +10,6 @@ import http.client
 import logging
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -50,6 +49,8 @@ class Runs:
         self.lock = threading.Lock()
         self.release = threading.Event()
         self.done = threading.Event()
+        #: Set by a handler when it starts (the request is read and paid for).
+        self.started = threading.Event()
 
     def inc(self) -> None:
         with self.lock:
@@ -96,15 +97,20 @@ def wsgi_done(app: Any, runs: Runs) -> Any:
     return outer
 
 
-def send_and_hang_up(url: str, method: str, path: str, headers: dict[str, str]) -> None:
-    """Send a request and close the connection without reading the answer."""
+def send_and_hang_up(
+    url: str, method: str, path: str, headers: dict[str, str], started: threading.Event
+) -> None:
+    """Send a request and close the connection without reading the answer, once the handler
+    has started (``started``)."""
     u = urlsplit(url)
     s = socket.create_connection((u.hostname, u.port), timeout=5)
     lines = [f"{method} {path} HTTP/1.1", f"Host: {u.netloc}", "Content-Length: 0"]
     lines += [f"{k}: {v}" for k, v in headers.items()]
     s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-    time.sleep(0.2)  # the server has read the request and the handler is running
-    s.close()
+    try:
+        assert started.wait(10), "the handler did not start within 10 s"
+    finally:
+        s.close()
 
 
 def head_then_get(
@@ -246,6 +252,7 @@ def _fastapi_slow(vlx: VlexivoServer, runs: Runs, fail: bool, dependency: bool) 
         guard = vlx.paywall(price="0.001")
 
     async def work() -> dict[str, bool]:
+        runs.started.set()
         await asyncio.get_running_loop().run_in_executor(None, runs.release.wait, 10)
         runs.inc()
         if fail:
@@ -271,6 +278,7 @@ def _flask_slow(vlx: VlexivoServer, runs: Runs, fail: bool, middleware: bool) ->
     app = flask.Flask("slow")
 
     def work() -> Any:
+        runs.started.set()
         runs.release.wait(10)
         runs.inc()
         if fail:
@@ -302,7 +310,7 @@ def test_client_gone_handler_completed_keeps_the_nonce(adapter: str, serve: Any)
     kind, build = SLOW_APPS[adapter]
     url = serve(kind, build(vlx, runs, False))
     t = token("GET", "/slow")
-    send_and_hang_up(url, "GET", "/slow", proof(t))
+    send_and_hang_up(url, "GET", "/slow", proof(t), runs.started)
     runs.release.set()
     assert runs.done.wait(10)
     r = reuse(url, "GET", "/slow", t)
@@ -321,7 +329,7 @@ def test_client_gone_handler_failed_releases_the_nonce(
     kind, build = SLOW_APPS[adapter]
     url = serve(kind, build(vlx, runs, True))
     t = token("GET", "/slow")
-    send_and_hang_up(url, "GET", "/slow", proof(t))
+    send_and_hang_up(url, "GET", "/slow", proof(t), runs.started)
     runs.release.set()
     assert runs.done.wait(10)
     # Released: the proof verifies again (and the handler fails again: a 5xx, not a 409).
@@ -342,13 +350,14 @@ def test_asgi_stream_cut_by_the_client_keeps_the_nonce(serve: Any) -> None:
         async def chunks() -> Any:
             for i in range(50):
                 yield f"chunk {i}\n".encode()
+                runs.started.set()  # a chunk went out: the client hangs up mid-stream
                 await asyncio.sleep(0.02)
 
         return StreamingResponse(chunks())
 
     url = serve("uvicorn", asgi_done(app, runs))
     t = token("GET", "/stream")
-    send_and_hang_up(url, "GET", "/stream", proof(t))
+    send_and_hang_up(url, "GET", "/stream", proof(t), runs.started)
     assert runs.done.wait(10)
     assert reuse(url, "GET", "/stream", t).status_code == 409
     assert runs.n == 1
@@ -878,3 +887,4 @@ def test_http_errors_raised_by_the_handler_settle_by_their_status(serve: Any) ->
         assert (kind, r.status_code, r.json()["error"]) == (kind, 409, "token_replayed")
         assert httpx.get(url + "/e?status=503", headers=proof(released)).status_code == 503
         assert (kind, httpx.get(url + "/e?status=200", headers=proof(released)).status_code) == (kind, 200)
+

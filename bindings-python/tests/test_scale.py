@@ -170,7 +170,7 @@ def test_store_down_fails_closed_without_blocking_the_loop(stores: Stores, tmp_p
         assert httpx.get(f"{inst.url}/runs", timeout=10).json()["store_failures"] >= 1
         os.kill(int(pid), 18)  # SIGCONT
         # The lost consume is undone in the background; the same proof then buys one run.
-        for _ in range(50):
+        for _ in range(200):
             status, body = paid(inst.url, proof)
             if status == 200:
                 break

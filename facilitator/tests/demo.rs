@@ -1,17 +1,13 @@
 //! `vlexivo demo` (the README's main command) runs to completion and shows each step.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 #[test]
 fn demo_runs_and_every_step_behaves() {
-    let started = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_vlexivo")).arg("demo").output().expect("runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status.code());
-    // Generous bound: debug build, shared cores.
-    assert!(started.elapsed() < Duration::from_secs(60));
     for needle in [
         "auto top-up",
         "$0.001",

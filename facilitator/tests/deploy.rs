@@ -157,7 +157,7 @@ async fn readiness_follows_the_database() {
     assert_eq!(health.status(), 200);
     pg.restart();
     let mut back = 0;
-    for _ in 0..50 {
+    for _ in 0..300 {
         back = ready(srv.url.clone()).await.0;
         if back == 200 {
             break;

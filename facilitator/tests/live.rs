@@ -347,7 +347,10 @@ async fn a_paid_call_moves_the_price_payer_to_provider_on_chain() {
     let (code, _, _) = cli(rpc, "0.001", &w.address());
     assert_eq!(code, 1, "another payee");
     // The RPC down: exit 5, chain_unavailable, and the URL's API key is printed nowhere.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // Bound and never listening: refused, and no other process can take the port meanwhile.
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let closed = reserved.local_addr().unwrap().port();
     let (code, v, stderr) = cli(&format!("http://127.0.0.1:{closed}/v3/key-s3cr3t"), "0.001", &env.payout);
     assert_eq!(code, 5, "{v}");
     assert!(v["error"].as_str().unwrap().starts_with("chain_unavailable"), "{v}");

@@ -164,7 +164,12 @@ async fn postgres_restarted_under_payment_load() {
     let u = urls.clone();
     let load = tokio::spawn(pay_all(reqs.clone(), 32, move |i| u[i % 2].clone(), acked.clone()));
     // Crash the database a little into the load, bring it back a second later.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while acked.load(Ordering::SeqCst) < 150 {
+        assert!(
+            !load.is_finished() && std::time::Instant::now() < deadline,
+            "the load never reached 150 payments"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     pg.kill();
@@ -234,7 +239,12 @@ async fn a_facilitator_killed_while_two_serve() {
     let acked = Arc::new(AtomicUsize::new(0));
     let u = urls.clone();
     let load = tokio::spawn(pay_all(reqs.clone(), 32, move |i| u[i % 3].clone(), acked.clone()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while acked.load(Ordering::SeqCst) < 100 {
+        assert!(
+            !load.is_finished() && std::time::Instant::now() < deadline,
+            "the load never reached 100 payments"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     fs[2].kill9();

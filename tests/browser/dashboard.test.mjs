@@ -259,7 +259,7 @@ test('readable at 375 px, keyboard reachable, CSP without unsafe-inline; page we
   }
   assert.ok(reached.includes('Payments') && reached.includes('Sign out'), reached.join(' | '));
   assert.deepEqual(errors, []);
-  await page.waitForTimeout(200);
+  await page.waitForLoadState('networkidle');
   const bytes = requests.reduce((a, r) => a + r.bytes, 0);
   console.log(`dashboard overview weight: ${requests.length} requests, ${bytes} bytes`);
   await ctx.close();

@@ -441,7 +441,7 @@ mod tests {
         srv.restart();
         // The connection manager reconnects; the first calls may still see the old socket.
         let mut ok = None;
-        for _ in 0..50 {
+        for _ in 0..200 {
             match s.consume("acct:during", t + 60, t) {
                 Ok(c) => {
                     ok = Some(c);
@@ -467,7 +467,7 @@ mod tests {
         // with its own lease, so the payer's proof is good again.
         srv.resume();
         let mut fresh = false;
-        for _ in 0..60 {
+        for _ in 0..200 {
             match s.consume("acct:frozen", t + 60, t) {
                 Ok(c) if c.is_fresh() => {
                     fresh = true;
@@ -498,7 +498,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(600));
         relay.release();
         let mut fresh = false;
-        for _ in 0..40 {
+        for _ in 0..200 {
             if s.consume("acct:held", t + 60, t).unwrap().is_fresh() {
                 fresh = true;
                 break;
