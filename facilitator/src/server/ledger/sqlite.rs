@@ -546,16 +546,51 @@ impl Book for Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::db;
     use crate::server::ledger::Ledger;
     use crate::server::ledger::verify::verify_sqlite as verify_ledger;
+    use crate::server::metrics::Metrics;
+    use std::path::Path;
+    use std::thread::JoinHandle;
     use vlexivo_core::env::{OsEntropy, SeededEntropy};
     use vlexivo_core::wallet::Wallet;
 
-    async fn ledger_with_history(path: &std::path::Path) -> (Ledger, std::thread::JoinHandle<()>) {
-        let conn = crate::server::db::open_rw(path).unwrap();
-        let (ledger, h) =
-            start(conn, path, 1_000_000_000, "http://test".into(), Durability::Full, LedgerTimes::default())
-                .unwrap();
+    /// The ledger on `conn` (the SQLite file `path`) as the server starts it.
+    fn start_on(
+        conn: Connection,
+        path: &Path,
+        faucet_cap: u64,
+        durability: Durability,
+        times: LedgerTimes,
+    ) -> (Ledger, JoinHandle<()>) {
+        start(conn, path, faucet_cap, "http://test".into(), durability, times).unwrap()
+    }
+
+    /// The ledger on the SQLite file `path` (created if need be), fsync before each answer.
+    fn open(path: &Path, faucet_cap: u64) -> (Ledger, JoinHandle<()>) {
+        start_on(db::open_rw(path).unwrap(), path, faucet_cap, Durability::Full, LedgerTimes::default())
+    }
+
+    /// As [`open`], any faucet cap, its timings recorded in `metrics`.
+    fn open_measured(path: &Path, durability: Durability, metrics: &Metrics) -> (Ledger, JoinHandle<()>) {
+        start_on(db::open_rw(path).unwrap(), path, u64::MAX, durability, metrics.ledger_times.clone())
+    }
+
+    async fn stop(ledger: Ledger, h: JoinHandle<()>) {
+        ledger.stop().await;
+        tokio::task::spawn_blocking(move || h.join().unwrap()).await.unwrap();
+    }
+
+    /// The value of the metric `vlexivo_ledger_{name}` in the exposition `text`.
+    fn counter(text: &str, name: &str) -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("vlexivo_ledger_{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    }
+
+    async fn ledger_with_history(path: &Path) -> (Ledger, JoinHandle<()>) {
+        let (ledger, h) = open(path, 1_000_000_000);
         for i in 0..5u64 {
             let w = Wallet::generate(&SeededEntropy::new(i));
             ledger.top_up(w.address(), 1_000 + i, 1_700_000_000 + i).await.unwrap();
@@ -568,8 +603,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("l.db");
         let (ledger, h) = ledger_with_history(&path).await;
-        ledger.stop().await;
-        tokio::task::spawn_blocking(move || h.join().unwrap()).await.unwrap();
+        stop(ledger, h).await;
 
         let conn = Connection::open(&path).unwrap();
         let s = verify_ledger(&conn).unwrap();
@@ -615,21 +649,14 @@ mod tests {
         assert!(verify_ledger(&conn).unwrap_err().to_string().starts_with("transaction 2:"));
     }
 
-    async fn stop(ledger: Ledger, h: std::thread::JoinHandle<()>) {
-        ledger.stop().await;
-        tokio::task::spawn_blocking(move || h.join().unwrap()).await.unwrap();
-    }
-
     #[tokio::test]
     async fn after_a_failed_fsync_no_later_write_is_acknowledged() {
-        use crate::server::{db, failing_fsync};
+        use crate::server::failing_fsync;
         failing_fsync::register();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("l.db");
         let conn = db::open_rw_vfs(&path, failing_fsync::NAME).unwrap();
-        let (ledger, h) =
-            start(conn, &path, 1_000_000, "http://test".into(), Durability::Full, LedgerTimes::default())
-                .unwrap();
+        let (ledger, h) = start_on(conn, &path, 1_000_000, Durability::Full, LedgerTimes::default());
         let w = Wallet::generate(&SeededEntropy::new(7));
         ledger.top_up(w.address(), 10, 1).await.unwrap();
 
@@ -649,10 +676,7 @@ mod tests {
         stop(ledger, h).await;
 
         // A restart recovers from what the disk holds: the chain verifies and writes work again.
-        let conn = db::open_rw(&path).unwrap();
-        let (ledger, h) =
-            start(conn, &path, 1_000_000, "http://test".into(), Durability::Full, LedgerTimes::default())
-                .unwrap();
+        let (ledger, h) = open(&path, 1_000_000);
         assert!(!ledger.is_fenced());
         ledger.top_up(w.address(), 40, 5).await.unwrap();
         stop(ledger, h).await;
@@ -669,17 +693,8 @@ mod tests {
         // and the checkpointer copied and fsynced after every payment.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("l.db");
-        let metrics = crate::server::metrics::Metrics::default();
-        let conn = crate::server::db::open_rw(&path).unwrap();
-        let (ledger, h) = start(
-            conn,
-            &path,
-            u64::MAX,
-            "http://test".into(),
-            Durability::Normal,
-            metrics.ledger_times.clone(),
-        )
-        .unwrap();
+        let metrics = Metrics::default();
+        let (ledger, h) = open_measured(&path, Durability::Normal, &metrics);
         // One op per batch, new wallets: well past 4 MB of WAL.
         let n = 6 * CHECKPOINT_EVERY_OPS;
         for i in 0..n {
@@ -689,26 +704,13 @@ mod tests {
         stop(ledger, h).await;
         let wal = std::fs::metadata(dir.path().join("l.db-wal")).map(|m| m.len()).unwrap_or(0);
         let text = metrics.render();
-        let count = |name: &str| -> u64 {
-            text.lines()
-                .find_map(|l| l.strip_prefix(&format!("vlexivo_ledger_{name}_duration_seconds_count ")))
-                .and_then(|v| v.parse().ok())
-                .unwrap()
-        };
-        assert!(count("commit") >= n);
-        let checkpoints = count("checkpoint");
+        assert!(counter(&text, "commit_duration_seconds_count") >= n);
+        let checkpoints = counter(&text, "checkpoint_duration_seconds_count");
         assert!(
             (1..=6).contains(&checkpoints),
             "{checkpoints} checkpoints for {n} ops (WAL file {wal} bytes)"
         );
         assert!(verify_ledger(&Connection::open(&path).unwrap()).is_ok());
-    }
-
-    fn counter(text: &str, name: &str) -> u64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("vlexivo_ledger_{name} ")))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {text}"))
     }
 
     /// On a multi-thread runtime the task that finds the ledger idle commits its op itself;
@@ -717,17 +719,8 @@ mod tests {
     async fn submitting_tasks_commit_and_concurrent_ops_share_commits() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("l.db");
-        let metrics = crate::server::metrics::Metrics::default();
-        let conn = crate::server::db::open_rw(&path).unwrap();
-        let (ledger, h) = start(
-            conn,
-            &path,
-            u64::MAX,
-            "http://test".into(),
-            Durability::Full,
-            metrics.ledger_times.clone(),
-        )
-        .unwrap();
+        let metrics = Metrics::default();
+        let (ledger, h) = open_measured(&path, Durability::Full, &metrics);
         // One at a time: each op is its own batch, committed by its own task.
         let w = Wallet::generate(&SeededEntropy::new(1));
         for i in 0..20u64 {
@@ -768,24 +761,18 @@ mod tests {
     async fn faucet_cap_and_restart_continue_the_chain() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("l.db");
-        let conn = crate::server::db::open_rw(&path).unwrap();
-        let (ledger, h) =
-            start(conn, &path, 10, "http://test".into(), Durability::Full, LedgerTimes::default()).unwrap();
+        let (ledger, h) = open(&path, 10);
         let w = Wallet::generate(&OsEntropy);
         ledger.top_up(w.address(), 6, 1).await.unwrap();
         let e = ledger.top_up(w.address(), 5, 2).await.unwrap_err();
         assert_eq!(e.code(), "top_up_refused");
         assert_eq!(ledger.top_up(w.address(), 4, 3).await.unwrap().balance, 10);
-        ledger.stop().await;
-        tokio::task::spawn_blocking(move || h.join().unwrap()).await.unwrap();
+        stop(ledger, h).await;
 
-        let conn = crate::server::db::open_rw(&path).unwrap();
-        let (ledger, h) =
-            start(conn, &path, 100, "http://test".into(), Durability::Normal, LedgerTimes::default())
-                .unwrap();
+        let conn = db::open_rw(&path).unwrap();
+        let (ledger, h) = start_on(conn, &path, 100, Durability::Normal, LedgerTimes::default());
         ledger.top_up(w.address(), 1, 4).await.unwrap();
-        ledger.stop().await;
-        tokio::task::spawn_blocking(move || h.join().unwrap()).await.unwrap();
+        stop(ledger, h).await;
         let s = verify_ledger(&Connection::open(&path).unwrap()).unwrap();
         assert_eq!(s.transactions, 3);
         assert_eq!(s.topped_up_atomic, 11);
