@@ -294,7 +294,9 @@ pub fn resource_binding(method: &str, origin: &str, path: &str) -> String {
 /// The path part of a request target: query and fragment dropped (prices may depend on the
 /// query, which the amount check covers; the route is what the token is bound to).
 pub fn resource_path(target: &str) -> &str {
-    let end = target.find(['?', '#']).unwrap_or(target.len());
+    // memchr2 over the bytes: `str::find` with a char set decodes the path a character at a time.
+    let end = memchr::memchr2(b'?', b'#', target.as_bytes()).unwrap_or(target.len());
+    // '?' and '#' are ASCII: `end` is a character boundary.
     &target[..end]
 }
 
@@ -323,6 +325,20 @@ mod tests {
             live: None,
             payer: None,
             ttl_secs: 300,
+        }
+    }
+
+    #[test]
+    fn the_resource_path_ends_at_the_query_or_the_fragment() {
+        for (target, path) in [
+            ("/a/b", "/a/b"),
+            ("/a?b=1#c", "/a"),
+            ("/a#b?c", "/a"),
+            ("/ü/ß?x=ü", "/ü/ß"),
+            ("?x", ""),
+            ("", ""),
+        ] {
+            assert_eq!(resource_path(target), path, "{target}");
         }
     }
 

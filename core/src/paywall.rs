@@ -343,9 +343,8 @@ impl Paywall {
         let path = resource_path(req.path);
         let origin_len = self.origin.as_ref().map_or(32, |o| o.as_str().len());
         let mut s = String::with_capacity(req.method.len() + 1 + origin_len + path.len());
-        for c in req.method.chars() {
-            s.push(c.to_ascii_uppercase());
-        }
+        s.push_str(req.method);
+        s.make_ascii_uppercase();
         s.push(' ');
         match &self.origin {
             Some(o) => s.push_str(o.as_str()),

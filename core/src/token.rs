@@ -383,6 +383,13 @@ impl SegmentBuf {
 /// general JSON machinery cost about as much as the rest of the token check. It accepts only
 /// what serde accepts, to the same values (proptested against it).
 fn canonical_claims(json: &str) -> Option<ClaimsRef<'_>> {
+    // Every byte of the canonical form is a fixed key, a plain string's or a number's: one
+    // branch-free (vectorised) pass over the whole text for what a plain string may not hold
+    // (an escape, a control character) refuses exactly what the fields would, and leaves each
+    // field only its closing quote to find.
+    if json.bytes().fold(false, |e, b| e | (b == b'\\') | (b < 0x20)) {
+        return None;
+    }
     let mut c = Canonical { text: json, at: 0 };
     let jti = c.field("{\"jti\":")?;
     let iss = c.field(",\"iss\":")?;
@@ -426,15 +433,11 @@ impl<'a> Canonical<'a> {
         &self.text[self.at..]
     }
 
-    /// `key` (the literal `,"name":`) then a string without escapes or control characters.
+    /// `key` (the literal `,"name":`) then a string (the text has no escapes or control
+    /// characters: [`canonical_claims`] checked it whole).
     fn field(&mut self, key: &str) -> Option<&'a str> {
         let rest = self.rest().strip_prefix(key)?.strip_prefix('"')?;
         let len = memchr::memchr(b'"', rest.as_bytes())?;
-        // One branch-free (vectorised) pass for what a plain string may not hold.
-        let escaped = rest.as_bytes()[..len].iter().fold(false, |e, &b| e | (b == b'\\') | (b < 0x20));
-        if escaped {
-            return None;
-        }
         self.at = self.text.len() - rest.len() + len + 1;
         // Ends at an ASCII quote: a character boundary.
         Some(&rest[..len])
@@ -442,15 +445,19 @@ impl<'a> Canonical<'a> {
 
     /// `key` then a JSON integer that fits a u64 (no sign, fraction, exponent or leading zero).
     fn number(&mut self, key: &str) -> Option<u64> {
-        let rest = self.rest().strip_prefix(key)?;
-        let len = rest.bytes().position(|b| !b.is_ascii_digit()).unwrap_or(rest.len());
-        let digits = &rest.as_bytes()[..len];
-        if digits.is_empty() || (digits[0] == b'0' && len > 1) {
-            return None;
+        let rest = self.rest().strip_prefix(key)?.as_bytes();
+        // Digits are read and added up in one pass; 19 always fit a u64, only a 20th can
+        // overflow it (and any longer number then does).
+        let (mut n, mut len) = (0u64, 0);
+        while let Some(&d) = rest.get(len)
+            && d.is_ascii_digit()
+        {
+            let d = u64::from(d - b'0');
+            n = if len < 19 { n * 10 + d } else { n.checked_mul(10)?.checked_add(d)? };
+            len += 1;
         }
-        let mut n: u64 = 0;
-        for d in digits {
-            n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+        if len == 0 || (rest[0] == b'0' && len > 1) {
+            return None;
         }
         self.at = self.text.len() - rest.len() + len;
         Some(n)
