@@ -161,6 +161,7 @@ fn paid_result(f: &PaidRef<'_>) -> Either<Latin1String, PaidTuple> {
     // One allocation: the receipt (made of the fields and fixed text), then the fields.
     let mut out = String::with_capacity(2 * texts.iter().map(|t| t.len()).sum::<usize>() + 96);
     f.write_receipt(&mut out);
+    let receipt_len = out.len();
     for t in &texts[..5] {
         out.push(SEP);
         out.push_str(t);
@@ -177,9 +178,11 @@ fn paid_result(f: &PaidRef<'_>) -> Either<Latin1String, PaidTuple> {
     }
     // The line goes out as a one-byte (latin1) string, which V8 copies without decoding: exact
     // for ASCII only, so any other text (and a separator inside a field) takes the array form.
-    // Checked once over the finished line (word-at-a-time ASCII test, SIMD search for the
-    // separators: 9 are ours) rather than byte by byte per field.
-    if out.is_ascii() && memchr::memchr_iter(SEP as u8, out.as_bytes()).count() == PAID_FIELDS - 1 {
+    // Checked once over the fields (word-at-a-time ASCII test, SIMD search for the separators:
+    // 9 are ours) rather than byte by byte per field; the receipt before them is made of fields
+    // and fixed ASCII text, so checking the fields checks it.
+    let fields = &out.as_bytes()[receipt_len..];
+    if fields.is_ascii() && memchr::memchr_iter(SEP as u8, fields).count() == PAID_FIELDS - 1 {
         return Either::A(Latin1String::from(out));
     }
     let s = |t: &str| Either::A(t.to_string());
@@ -820,30 +823,65 @@ pub struct FixedRoute {
     scope: String,
 }
 
+/// The HTTP methods `authorizeFixed` takes by their index here (`httpMethods()`): a number
+/// crosses napi for a few nanoseconds where a string is measured, copied and allocated (about
+/// as long as the rest of the crossing). Any other method goes by name (`PricedRoute.authorize`).
+const HTTP_METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+
+/// The methods `authorizeFixed` takes by number, in the order of their numbers.
+#[napi(catch_unwind)]
+pub fn http_methods() -> Vec<String> {
+    HTTP_METHODS.iter().map(|m| (*m).to_string()).collect()
+}
+
 /// `PricedRoute.authorize` for the adapters' usual paid request: no injected clock, no body
-/// binding, no payer hint. A plain function on the route's handle: a method call first finds
-/// its object's native half (`napi_unwrap`, a private-property lookup), and each argument
-/// given as `undefined` is still converted; together about a sixth of the napi crossing.
+/// binding, no payer hint, a method of `httpMethods()` by its index. A plain function on the
+/// route's handle: a method call first finds its object's native half (`napi_unwrap`, a
+/// private-property lookup), and each argument given as `undefined` is still converted;
+/// together about a sixth of the napi crossing.
 #[napi(
-    ts_args_type = "route: ExternalObject<'FixedRoute'>, proof: string | undefined | null, method: string, path: string, host?: string | undefined | null, secure?: boolean | undefined | null",
+    ts_args_type = "route: ExternalObject<'FixedRoute'>, proof: string | undefined | null, method: number, path: string, host?: string | undefined | null, secure?: boolean | undefined | null",
     ts_return_type = "string | [string, string, string, string, string, number, number, string, string, string] | Rejection",
     catch_unwind
 )]
 pub fn authorize_fixed(
     route: &External<FixedRoute>,
     proof: Option<Latin1String>,
-    method: String,
-    path: String,
+    method: u32,
+    path: Utf16String,
     host: Option<String>,
     secure: Option<bool>,
-) -> Either3<Latin1String, PaidTuple, Rejection> {
-    route.shared.decide(
-        Ok(route.price),
-        proof_text(&proof).as_deref(),
-        JsPaywall::req(&method, &path, host.as_deref(), secure, None, None),
-        &route.scope,
-        None,
-    )
+) -> Result<Either3<Latin1String, PaidTuple, Rejection>> {
+    let method = usize::try_from(method).ok().and_then(|i| HTTP_METHODS.get(i)).ok_or_else(|| {
+        Error::new(Status::InvalidArg, format!("method {method} is not an index of httpMethods()"))
+    })?;
+    Ok(with_utf16(&path, |path| {
+        route.shared.decide(
+            Ok(route.price),
+            proof_text(&proof).as_deref(),
+            JsPaywall::req(method, path, host.as_deref(), secure, None, None),
+            &route.scope,
+            None,
+        )
+    }))
+}
+
+/// A JS string read as UTF-16 (exact for any string: latin1 would cut characters above U+00FF
+/// to a byte), handed to `f` as UTF-8. V8 copies a one-byte string (every URL Node's parser
+/// makes) into UTF-16 without looking at it, where its UTF-8 encoder measures and then encodes
+/// character by character: an ASCII string of typical length is narrowed on the stack, anything
+/// else converted as `String` would (a lone surrogate becomes U+FFFD either way).
+fn with_utf16<T>(s: &[u16], f: impl FnOnce(&str) -> T) -> T {
+    let mut ascii = [0u8; 256];
+    if s.len() <= ascii.len() && s.iter().all(|&c| c < 0x80) {
+        for (b, &c) in ascii.iter_mut().zip(s) {
+            *b = c.to_le_bytes()[0];
+        }
+        if let Ok(text) = std::str::from_utf8(&ascii[..s.len()]) {
+            return f(text);
+        }
+    }
+    f(&String::from_utf16_lossy(s))
 }
 
 // ---------------------------------------------------------------------------------------------

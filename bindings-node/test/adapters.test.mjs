@@ -118,6 +118,64 @@ test('fastify: a 5xx releases the proof under fastify.inject() too', async () =>
   await app.close();
 });
 
+test('fastify: a hijacked reply that writes its own response still carries the receipt once', async () => {
+  // The receipt normally joins Fastify's own header object; a hijacked reply never hands that
+  // object to writeHead, so the receipt must go on the response itself.
+  const app = Fastify();
+  await app.register(vlexivoFastify, { apiSecret: secret, price: '0.01' });
+  const own = { 'content-type': 'application/json' }; // one object for every request, as apps do
+  app.get('/own-headers', async (request, reply) => {
+    reply.hijack();
+    reply.raw.writeHead(200, own);
+    reply.raw.end(JSON.stringify({ payer: request.vlxPayment.payer }));
+  });
+  app.get('/implicit', async (request, reply) => {
+    reply.hijack();
+    reply.raw.setHeader('content-type', 'text/plain');
+    reply.raw.end('ok');
+  });
+  app.get('/with-reason', async (request, reply) => {
+    reply.hijack();
+    reply.raw.writeHead(201, 'Made', { 'content-type': 'text/plain' });
+    reply.raw.end('made');
+  });
+  app.get('/fails', async (request, reply) => {
+    reply.hijack();
+    reply.raw.writeHead(500, { 'content-type': 'text/plain' });
+    reply.raw.end('no');
+  });
+  app.get('/free', { config: { vlexivo: false } }, async (request, reply) => {
+    reply.hijack();
+    reply.raw.writeHead(200, own);
+    reply.raw.end('{}');
+  });
+  const s = await listenFastify(app);
+  try {
+    for (const path of ['/own-headers', '/implicit', '/with-reason']) {
+      const r = await fetch(`${s.url}${path}`, { headers: { 'vlexivo-proof': mint(`GET ${s.url}${path}`) } });
+      assert.ok(r.status === 200 || r.status === 201, `${path}: ${r.status}`);
+      assert.match(r.headers.get('vlexivo-receipt') ?? '', /^tx=0x[0-9a-f]{64}; amount=0.01; currency=usd; payer=0x[0-9a-fA-F]{40}; nonce=[^,]+$/, path);
+      await r.text();
+    }
+    // The application's own header object is left as it was: a free route sending it after a
+    // paid one carries no receipt.
+    assert.deepEqual(own, { 'content-type': 'application/json' });
+    const free = await fetch(`${s.url}/free`);
+    assert.equal(free.status, 200);
+    assert.equal(free.headers.get('vlexivo-receipt'), null);
+    // A 5xx releases the payment: no receipt, and the same proof buys the call again.
+    const t = mint(`GET ${s.url}/fails`);
+    for (let i = 0; i < 2; i++) {
+      const r = await fetch(`${s.url}/fails`, { headers: { 'vlexivo-proof': t } });
+      assert.equal(r.status, 500);
+      assert.equal(r.headers.get('vlexivo-receipt'), null);
+      await r.text();
+    }
+  } finally {
+    await s.close();
+  }
+});
+
 test('fastify: a bad per-route price fails at route registration', async () => {
   const app = Fastify();
   await app.register(vlexivoFastify, { apiSecret: secret });

@@ -300,6 +300,42 @@ test('the adapters\' path reads the proof as header bytes: non-ASCII text never 
   }
 });
 
+test('authorizeFixed: the usual methods by number, the path exactly as JS has it', () => {
+  const secret = 'sk_test_' + Buffer.alloc(32, 4).toString('base64url');
+  const origin = 'https://api.example.com';
+  const pw = new native.Paywall({ apiSecret: secret, origin });
+  const route = pw.route('0.001', 'usd', 'per-call');
+  const methods = native.httpMethods();
+  for (const m of ['GET', 'POST', 'PUT', 'PATCH', 'DELETE']) assert.ok(methods.includes(m), m);
+  const GET = methods.indexOf('GET');
+  const mint = (path) =>
+    mintProofToken(secret, { sub: Wallet.generate().address, amt: '0.001', res: `GET ${origin}${path}`, iat: Math.floor(Date.now() / 1000) });
+  // The resource of a paid result (the line, or the array form when a field is not ASCII).
+  const resourceOf = (r) => (typeof r === 'string' ? r.split('\u001f')[8] : r[7]);
+  const long = '/' + 'x'.repeat(300);
+  // [path as JS has it, the path the resource names]: ASCII, a query, Latin-1 characters as
+  // Node's parser makes them of UTF-8 bytes, a character above U+00FF (as a rewritten URL
+  // may hold), a lone surrogate (U+FFFD, as the by-name path reads it), longer than the stack
+  // buffer.
+  for (const [path, bound] of [
+    ['/a', '/a'],
+    ['/a?x=1#f', '/a'],
+    ['/caf\u00c3\u00a9', '/caf\u00c3\u00a9'],
+    ['/\u0141\u00f3d\u017a', '/\u0141\u00f3d\u017a'],
+    ['/\ud800', '/\ufffd'],
+    [long, long],
+  ]) {
+    const r = native.authorizeFixed(route.handle, mint(bound), GET, path);
+    assert.equal(resourceOf(r), `GET ${origin}${bound}`, JSON.stringify(path));
+    // The by-name path reads the same path the same way.
+    assert.equal(resourceOf(route.authorize(mint(bound), 'GET', path)), `GET ${origin}${bound}`, JSON.stringify(path));
+  }
+  // 'Ł' (U+0141) is not 'A' (its low byte): a proof for /A\u00f3d\u017a buys nothing at /\u0141\u00f3d\u017a.
+  const other = native.authorizeFixed(route.handle, mint('/A\u00f3d\u017a'), GET, '/\u0141\u00f3d\u017a');
+  assert.equal(other.code, 'token_resource');
+  assert.throws(() => native.authorizeFixed(route.handle, mint('/a'), methods.length, '/a'), /not an index of httpMethods/);
+});
+
 test('sqlite nonce store survives a new server on the same file', async () => {
   const { mkdtempSync, rmSync } = await import('node:fs');
   const { join } = await import('node:path');

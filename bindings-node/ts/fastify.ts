@@ -48,6 +48,7 @@ interface FastifyReplyLike {
   send(body?: unknown): FastifyReplyLike;
 }
 type Done = (err?: Error) => void;
+type Headers = Record<string, string | string[] | undefined>;
 type Hook = (...args: any[]) => unknown;
 interface RouteOptionsLike {
   config?: { vlexivo?: unknown };
@@ -100,15 +101,33 @@ function send(route: PaidRoute, request: FastifyRequestLike, reply: FastifyReply
   // JSON unless core's page for a browser says otherwise.
   reply.header('content-type', 'application/json; charset=utf-8');
   for (const k in page.headers) reply.header(k, page.headers[k]);
-  expose(route, request, reply);
+  expose(route, request.headers, reply);
   reply.send(page.body);
 }
 
 /** CORS: only a cross-origin request (it carries `Origin`) needs our headers exposed. */
-function expose(route: PaidRoute, request: FastifyRequestLike, reply: FastifyReplyLike): void {
-  if (!route.exposeHeaders || request.headers.origin === undefined) return;
+function expose(route: PaidRoute, headers: Headers, reply: FastifyReplyLike): void {
+  if (!route.exposeHeaders || headers.origin === undefined) return;
   const v = exposeValue(reply.getHeader('access-control-expose-headers'));
   if (v !== undefined) reply.header('Access-Control-Expose-Headers', v);
+}
+
+/** The symbol under which Fastify keeps a reply's header object (`null`: not found). */
+let headersKey: symbol | null | undefined;
+
+/**
+ * Fastify's own header object of a reply, the one it hands to `writeHead` (`reply.header` writes
+ * there, lower-casing the name): found once by its symbol's description (Fastify 4 and 5 name it
+ * `fastify.reply.headers`). Undefined if this Fastify keeps it otherwise: the receipt then goes
+ * through `reply.header`.
+ */
+function headerObjectOf(reply: FastifyReplyLike): Record<string, unknown> | undefined {
+  if (headersKey === undefined) {
+    headersKey = Object.getOwnPropertySymbols(reply).find((s) => s.description === 'fastify.reply.headers') ?? null;
+  }
+  if (headersKey === null) return undefined;
+  const h = (reply as unknown as Record<symbol, unknown>)[headersKey];
+  return h !== null && typeof h === 'object' ? (h as Record<string, unknown>) : undefined;
 }
 
 const asArray = (h: Hook | Hook[] | undefined): Hook[] => (h === undefined ? [] : Array.isArray(h) ? h : [h]);
@@ -128,8 +147,11 @@ function paywallHook(routes: readonly PaidRoute[]): PaywallHook {
   const resolver = stacked ? undefined : route.resolver;
   const priceByPayer = routes.some((r) => r.resolver !== undefined);
 
-  /** Verify and consume at `prices` (every route's; `undefined`: the one route's static price). */
-  const admit = (request: FastifyRequestLike, reply: FastifyReplyLike, next: Done, prices: unknown[] | undefined): void => {
+  /**
+   * Verify and consume at `prices` (every route's; `undefined`: the one route's static price).
+   * `headers`: the request's (Fastify's `request.headers` is a getter: read once).
+   */
+  const admit = (request: FastifyRequestLike, headers: Headers, reply: FastifyReplyLike, next: Done, prices: unknown[] | undefined): void => {
     let body: Buffer | undefined;
     if (route.bindBody) {
       body = rawBodyOf(request);
@@ -138,42 +160,43 @@ function paywallHook(routes: readonly PaidRoute[]): PaywallHook {
         return;
       }
     }
-    const proof = request.headers[PROOF_HEADER];
+    const proof = headers[PROOF_HEADER];
     const origin = route.originOf(request.raw);
     // A price resolved for a hinted payer: the challenge names that payer.
-    const hint = request.vlxPayer === null ? undefined : headerValue(request.headers[PAYER_HEADER]);
+    const hint = request.vlxPayer === null ? undefined : headerValue(headers[PAYER_HEADER]);
     const r = stacked
       ? route.authorizeStacked(proof, request.method, request.url, origin, routes, prices as unknown[], body, hint)
       : route.authorize(proof, request.method, request.url, origin, prices === undefined ? route.price : prices[0], body, hint);
     if (isThenable(r)) {
       // A networked store answers later; the event loop serves other requests meanwhile.
-      r.then((d) => decided(request, reply, next, d), next);
+      r.then((d) => decided(request, headers, reply, next, d), next);
       return;
     }
-    decided(request, reply, next, r);
+    decided(request, headers, reply, next, r);
   };
 
   /** Run the handler on a paid decision, or send the refusal. */
-  const decided = (request: FastifyRequestLike, reply: FastifyReplyLike, next: Done, r: Decision): void => {
+  const decided = (request: FastifyRequestLike, headers: Headers, reply: FastifyReplyLike, next: Done, r: Decision): void => {
     if (!isPaid(r)) {
       send(route, request, reply, r);
       return;
     }
     request[FACTS] = r;
-    watch(reply.raw, r, route, routes, reply);
-    expose(route, request, reply);
+    watch(reply.raw, r, route, routes, reply, headerObjectOf(reply));
+    expose(route, headers, reply);
     next();
   };
 
   /** Every route's price, then `then` (see `resolvePrices`). */
-  const priced = (request: FastifyRequestLike, reply: FastifyReplyLike, next: Done, then: (prices: unknown[]) => void): void => {
-    const payer = priceByPayer ? route.payerFor(request.headers[PROOF_HEADER], request.headers[PAYER_HEADER]) : null;
+  const priced = (request: FastifyRequestLike, headers: Headers, reply: FastifyReplyLike, next: Done, then: (prices: unknown[]) => void): void => {
+    const payer = priceByPayer ? route.payerFor(headers[PROOF_HEADER], headers[PAYER_HEADER]) : null;
     request.vlxPayer = payer;
     resolvePrices(routes, request, request.method, request.url, (r) => send(route, request, reply, r), then, (e) => next(e as Error), payer);
   };
 
   const hook: PaywallHook = function vlexivoPreHandler(request: FastifyRequestLike, reply: FastifyReplyLike, next: Done): void {
     try {
+      const headers = request.headers;
       const earlier = paidStateOf(reply.raw);
       if (earlier !== undefined) {
         // Another registration of this server's plugin already took the proof.
@@ -181,7 +204,7 @@ function paywallHook(routes: readonly PaidRoute[]): PaywallHook {
           next();
           return;
         }
-        priced(request, reply, next, (prices) => {
+        priced(request, headers, reply, next, (prices) => {
           for (let i = 0; i < routes.length; i++) {
             const refusal = routes[i].checkStacked(earlier.facts, request.method, request.url, routes[i].originOf(request.raw), prices[i]);
             if (refusal !== null) {
@@ -195,15 +218,15 @@ function paywallHook(routes: readonly PaidRoute[]): PaywallHook {
         });
         return;
       }
-      if (isFreeRequest(request.method, request.headers['access-control-request-method'] !== undefined)) {
+      if (isFreeRequest(request.method, headers['access-control-request-method'] !== undefined)) {
         next();
         return;
       }
       if (resolver === undefined && !stacked) {
-        admit(request, reply, next, undefined);
+        admit(request, headers, reply, next, undefined);
         return;
       }
-      priced(request, reply, next, (prices) => admit(request, reply, next, prices));
+      priced(request, headers, reply, next, (prices) => admit(request, headers, reply, next, prices));
     } catch (e) {
       next(e as Error);
     }

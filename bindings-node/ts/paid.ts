@@ -40,6 +40,9 @@ export interface PaidState {
   end: End | undefined;
   /** The framework's reply whose header object it hands to `writeHead` (Fastify's), if any. */
   reply: ReplyHeaders | undefined;
+  /** That header object itself, when the adapter could name it: the receipt is put in it
+   * directly (`reply.header` lower-cases the name first, on every request). */
+  headers: Record<string, unknown> | undefined;
 }
 
 /**
@@ -108,9 +111,14 @@ function ownWriteHead(this: Watched, status: number, reason?: unknown, headers?:
   if (receipt !== undefined) {
     // Node reads the header object from the third argument, or the second when it is not a reason.
     const target = typeof reason === 'string' ? headers : (headers ?? reason);
-    state.reply?.header(RECEIPT_HEADER_LC, receipt);
-    // Not the reply's own object (a hijacked reply writing its own headers): set it on the response.
-    if (state.reply === undefined || !hasReceipt(target, receipt)) this.setHeader(RECEIPT_HEADER, receipt);
+    const own = state.headers;
+    if (own !== undefined && target === own) {
+      own[RECEIPT_HEADER_LC] = receipt;
+    } else {
+      state.reply?.header(RECEIPT_HEADER_LC, receipt);
+      // Not the reply's own object (a hijacked reply writing its own headers): set it on the response.
+      if (state.reply === undefined || !hasReceipt(target, receipt)) this.setHeader(RECEIPT_HEADER, receipt);
+    }
   }
   return (state.writeHead as WriteHead).call(this, status, reason, headers);
 }
@@ -136,14 +144,22 @@ export function paidStateOf(res: ServerResponse): PaidState | undefined {
 
 /**
  * Follow a paid response to its end. `reply`: the framework's reply when it hands its own header
- * object to `writeHead` (Fastify), so the receipt can join it.
+ * object to `writeHead` (Fastify), so the receipt can join it; `headers`: that object, if known.
  */
-export function watch(res: ServerResponse, facts: PaidFacts, route: PaidRoute, covered: readonly PaidRoute[], reply?: ReplyHeaders): PaidState {
-  const state: PaidState = { facts, route, covered, settled: false, released: false, status: 0, writeHead: undefined, end: undefined, reply };
+export function watch(
+  res: ServerResponse,
+  facts: PaidFacts,
+  route: PaidRoute,
+  covered: readonly PaidRoute[],
+  reply?: ReplyHeaders,
+  headers?: Record<string, unknown>,
+): PaidState {
+  const state: PaidState = { facts, route, covered, settled: false, released: false, status: 0, writeHead: undefined, end: undefined, reply, headers };
   // An Express response through its prototype, unless something already put a `writeHead` or
   // an `end` on the response itself (compression, on-headers): it may have taken the
-  // prototype's before the hooks were there, so ours go in front of it.
-  const proto = expressPrototype(res);
+  // prototype's before the hooks were there, so ours go in front of it. A framework reply's
+  // response (Fastify's) is not looked at: own hooks follow any response.
+  const proto = reply === undefined ? expressPrototype(res) : undefined;
   if (proto !== undefined && !hasOwn(res, 'writeHead') && !hasOwn(res, 'end')) {
     if (!HOOKED.has(proto)) hook(proto);
     STATES.set(res, state);

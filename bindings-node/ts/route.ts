@@ -86,6 +86,8 @@ export function forBrowser(r: Rejection, accept: string | string[] | undefined, 
 }
 
 const HEADER_NAMES = native.headerNames();
+/** `native.authorizeFixed` takes the usual methods by number (see `httpMethods`). */
+const METHOD_CODES = new Map(native.httpMethods().map((m, i) => [m, i]));
 /** Headers a browser client must be allowed to read (core's list). */
 export const EXPOSED_HEADERS = HEADER_NAMES.expose;
 export const PROOF_HEADER = HEADER_NAMES.proof.toLowerCase();
@@ -391,9 +393,10 @@ export class PaidRoute<Req = any> {
     if (this.resolver === undefined && this.fixed !== undefined) route = this.fixed;
     else if (typeof resolved === 'string' || typeof resolved === 'number') route = this.routeFor(resolved);
     let r: Decision | Promise<Decision>;
-    if (route === this.fixed && this.handle !== undefined && body === undefined && hint === undefined) {
+    const code = METHOD_CODES.get(method);
+    if (route === this.fixed && this.handle !== undefined && body === undefined && hint === undefined && code !== undefined) {
       // The usual paid request: the plain native function on the route's handle.
-      r = native.authorizeFixed(this.handle, p, method, path, origin.host, origin.secure);
+      r = native.authorizeFixed(this.handle, p, code, path, origin.host, origin.secure);
     } else if (route !== undefined) {
       r = this.remote
         ? route.authorizeAsync(p, method, path, origin.host, origin.secure, now, body, hint)
