@@ -866,6 +866,22 @@ pub fn authorize_fixed(
     }))
 }
 
+/// `authorizeFixed` for a paywall with a configured origin (the request's `Host` and scheme are
+/// not read): two arguments fewer to convert, each an `undefined` napi would still inspect.
+#[napi(
+    ts_args_type = "route: ExternalObject<'FixedRoute'>, proof: string | undefined | null, method: number, path: string",
+    ts_return_type = "string | [string, string, string, string, string, number, number, string, string, string] | Rejection",
+    catch_unwind
+)]
+pub fn authorize_fixed_at_origin(
+    route: &External<FixedRoute>,
+    proof: Option<Latin1String>,
+    method: u32,
+    path: Utf16String,
+) -> Result<Either3<Latin1String, PaidTuple, Rejection>> {
+    authorize_fixed(route, proof, method, path, None, None)
+}
+
 /// A JS string read as UTF-16 (exact for any string: latin1 would cut characters above U+00FF
 /// to a byte), handed to `f` as UTF-8. V8 copies a one-byte string (every URL Node's parser
 /// makes) into UTF-16 without looking at it, where its UTF-8 encoder measures and then encodes

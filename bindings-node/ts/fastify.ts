@@ -18,7 +18,7 @@ import type {} from 'fastify';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { VlexivoServer, serverOf, SERVER_KEYS, type VlexivoServerOptions } from './server';
 import { isFreeRequest } from './policy';
-import { paidStateOf, releaseNow, watch } from './paid';
+import { ownPaidStateOf, releaseNow, watch } from './paid';
 import { PaidRoute, PAYER_HEADER, PROOF_HEADER, headerValue, type VlexivoPayer, PAYWALL_KEYS, pick, type Decision, exposeValue, forBrowser, isPaid, isThenable, paymentOf, rawBodyOf, resolvePrices, type PaidFacts, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
 
 export interface VlexivoFastifyOptions extends VlexivoServerOptions, PaywallOptions<any> {
@@ -197,7 +197,7 @@ function paywallHook(routes: readonly PaidRoute[]): PaywallHook {
   const hook: PaywallHook = function vlexivoPreHandler(request: FastifyRequestLike, reply: FastifyReplyLike, next: Done): void {
     try {
       const headers = request.headers;
-      const earlier = paidStateOf(reply.raw);
+      const earlier = ownPaidStateOf(reply.raw);
       if (earlier !== undefined) {
         // Another registration of this server's plugin already took the proof.
         if (earlier.route.paywall !== route.paywall || routes.every((r) => earlier.covered.includes(r))) {

@@ -143,6 +143,16 @@ export function paidStateOf(res: ServerResponse): PaidState | undefined {
 }
 
 /**
+ * `paidStateOf` for a response that shares Node's `ServerResponse` shape (a framework's raw
+ * response, Fastify's): reading STATE (set only by `watch`) is one cached shape check there,
+ * where the own-property test costs a descriptor search. (On an Express response, which has a
+ * shape of its own, the same read would miss the cache every time: `paidStateOf`.)
+ */
+export function ownPaidStateOf(res: ServerResponse): PaidState | undefined {
+  return (res as Watched)[STATE] ?? STATES.get(res);
+}
+
+/**
  * Follow a paid response to its end. `reply`: the framework's reply when it hands its own header
  * object to `writeHead` (Fastify), so the receipt can join it; `headers`: that object, if known.
  */

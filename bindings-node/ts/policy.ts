@@ -23,27 +23,34 @@ export function isFreeRequest(method: string, preflightHeader: boolean): boolean
   return free;
 }
 
+/** Statuses whose answers are remembered (0: none; anything from 1000 on is asked each time). */
+const STATUSES = 1000;
+// The memos are typed arrays (0: not asked yet, 1: no, 2: yes): a plain array with a few
+// indices up to ~4000 set is kept as a dictionary, and each read hashes its index.
+const NOT_ASKED = 0;
+const answer = (yes: boolean): number => (yes ? 2 : 1);
+
 /** Release answers by (status, raised, complete); status 0 means no response was started. */
-const releaseMemo: (boolean | undefined)[] = [];
+const releaseMemo = new Uint8Array(STATUSES * 4);
 
 /**
  * Does a paid request's end release its nonce? `status`: the response the handler started (0 or
  * undefined: none); `raised`: it threw; `complete`: the response was complete when it ended.
  */
 export function releases(status: number | undefined, raised: boolean, complete: boolean): boolean {
-  const s = status !== undefined && status > 0 && status < 1000 ? status : 0;
+  const s = status !== undefined && status > 0 && status < STATUSES ? status : 0;
   const key = s * 4 + (raised ? 2 : 0) + (complete ? 1 : 0);
   let r = releaseMemo[key];
-  if (r === undefined) r = releaseMemo[key] = native.releases(s === 0 ? null : s, raised, complete);
-  return r;
+  if (r === NOT_ASKED) r = releaseMemo[key] = answer(native.releases(s === 0 ? null : s, raised, complete));
+  return r === 2;
 }
 
-const receiptMemo: (boolean | undefined)[] = [];
+const receiptMemo = new Uint8Array(STATUSES);
 
 /** Does a paid response with this status carry `Vlexivo-Receipt`? */
 export function sendsReceipt(status: number): boolean {
-  const s = status > 0 && status < 1000 ? status : 0;
+  const s = status > 0 && status < STATUSES ? status : 0;
   let r = receiptMemo[s];
-  if (r === undefined) r = receiptMemo[s] = native.sendsReceipt(s);
-  return r;
+  if (r === NOT_ASKED) r = receiptMemo[s] = answer(native.sendsReceipt(s));
+  return r === 2;
 }
