@@ -121,6 +121,12 @@ def run_stores(ctx: Ctx) -> Values:
             for k in ("p50", "p99", "p999", "max", "own_p99", "own_p999", "own_max", "stolen", "faulted",
                       "faulted_max", "rss_filled_mb"):
                 out[f"{tag}_{k}"] = b[k]
+    # The default memory store's resident memory as it fills, and a fresh one's first consumes.
+    if not ctx.smoke:
+        (b,) = bench_lines(ctx.example("vlexivo-core", "store_latency", ["--rss"]))
+        out.update({f"rss_{k}": b[k] for k in ("made", "live_1k", "live_10k", "live_100k", "live_990k")})
+    (b,) = bench_lines(ctx.example("vlexivo-core", "store_latency", ["--fresh", "2000" if ctx.smoke else "50000"]))
+    out["fresh_cpu_us"], out["fresh_faults"] = b["cpu_us"], b["faults"]
     return out
 
 
@@ -358,6 +364,11 @@ def make_table(runs: list[dict[str, Values]]) -> Table:
               f"own consumes that page-faulted {spread(v('stores', k + '_faulted'), count)} "
               f"(slowest {spread(v('stores', k + '_faulted_max'), us)}); process RSS filled "
               f"{spread(v('stores', k + '_rss_filled_mb'), count)} MB", target)
+    t.row("default memory store: process RSS when made / at 1k / 10k / 100k / 990k live nonces; a fresh store's "
+          "first 50,000 consumes after 200: CPU µs per consume, page faults in them", stores,
+          " / ".join(spread(v("stores", f"rss_{k}"), count) for k in ("made", "live_1k", "live_10k", "live_100k",
+                                                                       "live_990k"))
+          + f" MB; {spread(v('stores', 'fresh_cpu_us'), us)}, {spread(v('stores', 'fresh_faults'), count)} faults")
     pay = "scripts/bench.sh --only payments"
     t.row("facilitator payments/s, SQLite, fsync before ack (load from another process)", pay,
           spread(v("payments", "payments_per_s"), per_s), "≥ 2,000/s")
