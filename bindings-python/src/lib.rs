@@ -20,6 +20,7 @@ use vlexivo_core::response_policy;
 use vlexivo_core::store::NonceStore;
 use vlexivo_core::{Currency, Error, Money};
 
+mod asgi;
 mod mcp;
 mod onchain;
 
@@ -1439,6 +1440,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Price>()?;
     m.add_class::<Payment>()?;
     m.add_class::<Paywall>()?;
+    m.add_class::<asgi::ResponseWatch>()?;
     m.add_class::<Wallet>()?;
     m.add_class::<PaymentRequired>()?;
     m.add_class::<Receipt>()?;

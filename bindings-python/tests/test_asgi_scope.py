@@ -203,3 +203,126 @@ def test_the_receipt_is_exposed_to_cross_origin_requests_only(serve: Any) -> Non
         )
         assert r.status_code == 200 and r.headers["vlexivo-receipt"].startswith("tx=")
         assert "Vlexivo-Receipt" in r.headers["access-control-expose-headers"]
+
+
+def watched(native: _native.Paywall, status: int, *, origin: bool = False) -> tuple[Any, list[Any], Any]:
+    """A paid request's box and the messages a `ResponseWatch` sends for a response of
+    ``status`` (two body chunks), then ``ended(False)``."""
+    from vlexivo._asgi import _Box
+    from vlexivo._gate import Paid
+
+    headers = [(b"host", b"127.0.0.1:8000"), *([(b"origin", b"https://app.test")] if origin else [])]
+    s = scope([*headers, (b"vlexivo-proof", tok("/hello"))])
+    found = native.verify_scope(s, PRICE)
+    assert found is not None
+    box = _Box()
+    box.paid, box.cross_origin = Paid(found[0], native, PRICE, ()), None
+    sent: list[Any] = []
+
+    async def send(msg: Any) -> None:
+        sent.append(msg)
+
+    async def run() -> None:
+        watch = _native.ResponseWatch(send, box, s, None, None, None)
+        own = [(b"content-type", b"text/plain")]
+        await watch({"type": "http.response.start", "status": status, "headers": own})
+        assert own == [(b"content-type", b"text/plain")]  # the app's own list is left alone
+        await watch({"type": "http.response.body", "body": b"a", "more_body": True})
+        assert (watch.status, watch.complete) == (status, False)
+        await watch({"type": "http.response.body", "body": b"b"})
+        assert watch.complete
+        watch.ended(False)
+
+    asyncio.run(run())
+    return box, sent, s
+
+
+def test_the_response_watch_executes_cores_policy_for_every_status() -> None:
+    """The receipt header on exactly the statuses core says keep the payment, the nonce given
+    back (the same proof pays again) on exactly those it says release it; every message sent on,
+    in order, the app's headers first."""
+    native = _native.Paywall(SECRET)
+    for status in range(100, 1000):
+        box, sent, s = watched(native, status)
+        assert [m["type"] for m in sent] == [
+            "http.response.start",
+            "http.response.body",
+            "http.response.body",
+        ]
+        names = [k for k, _ in sent[0]["headers"]]
+        keeps = _native.sends_receipt(status)
+        assert names == ([b"content-type", b"vlexivo-receipt"] if keeps else [b"content-type"]), status
+        if keeps:
+            assert sent[0]["headers"][1][1] == box.paid.payment.receipt.encode()
+        released = (not keeps and _native.releases(status, False, False)) or _native.releases(
+            status, False, True
+        )
+        assert box.paid.released == released, status
+        again = outcome(lambda s=s: native.verify_scope(s, PRICE))
+        assert again[0] == ("paid" if released else "refused"), (status, again)
+
+
+def test_the_response_watch_exposes_the_receipt_to_a_request_with_origin() -> None:
+    native = _native.Paywall(SECRET)
+    _, sent, _ = watched(native, 200, origin=True)
+    assert sent[0]["headers"][-1] == (b"access-control-expose-headers", _native.EXPOSE_HEADERS.encode())
+    _, sent, _ = watched(native, 200)
+    assert sent[0]["headers"][-1][0] == b"vlexivo-receipt"
+
+
+def test_the_response_watch_after_the_app() -> None:
+    """Core's outcome rule once the app has ended: no response started or raised mid-stream
+    releases the nonce; a complete response keeps it; nothing paid, nothing to settle."""
+    from vlexivo._asgi import _Box
+    from vlexivo._gate import Paid
+
+    native = _native.Paywall(SECRET)
+
+    async def send(msg: Any) -> None:
+        pass
+
+    def paid_box() -> Any:
+        s = scope([(b"host", b"127.0.0.1:8000"), (b"vlexivo-proof", tok("/hello"))])
+        found = native.verify_scope(s, PRICE)
+        assert found is not None
+        box = _Box()
+        box.paid, box.cross_origin = Paid(found[0], native, PRICE, ()), False
+        return box, s
+
+    for messages, raised in (
+        ([], False),
+        ([], True),
+        ([200], True),
+        ([200, "more"], True),
+        ([200, "end"], True),
+    ):
+        box, s = paid_box()
+        watch = _native.ResponseWatch(send, box, s, None, None, None)
+
+        async def run(messages: list[Any] = messages, watch: Any = watch) -> None:
+            for m in messages:
+                if m == "more":
+                    await watch({"type": "http.response.body", "body": b"x", "more_body": True})
+                elif m == "end":
+                    await watch({"type": "http.response.body", "body": b"x"})
+                else:
+                    await watch({"type": "http.response.start", "status": m, "headers": []})
+
+        asyncio.run(run())
+        watch.ended(raised)
+        status = messages[0] if messages else None
+        expected = _native.releases(status, raised, "end" in messages)
+        assert box.paid.released == expected, (messages, raised)
+    # A request no paywall took: the watch only passes the messages on.
+    box = _Box()
+    box.paid = box.cross_origin = None
+    sent: list[Any] = []
+
+    async def keep(msg: Any) -> None:
+        sent.append(msg)
+
+    watch = _native.ResponseWatch(keep, box, scope([]), None, None, None)
+    start = {"type": "http.response.start", "status": 200, "headers": [(b"a", b"b")]}
+    asyncio.run(watch(start))  # type: ignore[arg-type]
+    watch.ended(False)
+    assert sent == [{"type": "http.response.start", "status": 200, "headers": [(b"a", b"b")]}]

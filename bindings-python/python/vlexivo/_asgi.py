@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterator,
+    Mapping,
+    MutableMapping,
+    Sequence,
+)
 from typing import Any
 from urllib.parse import quote
 
@@ -16,8 +25,6 @@ from ._gate import (
     PAYER_HEADER,
     PROOF_HEADER,
     RECEIPT_HEADER,
-    RELEASES,
-    SENDS_RECEIPT,
     Answer,
     Gate,
     Paid,
@@ -26,7 +33,6 @@ from ._gate import (
     PricingRequest,
     Provider,
     Reject,
-    accepted,
     admit,
     admit_async,
     effective,
@@ -35,8 +41,6 @@ from ._gate import (
     is_free_request,
     needs_body,
     refused,
-    releases,
-    sends_receipt,
     together,
 )
 from ._routes import RouteTable, build_table, config_message
@@ -52,7 +56,6 @@ logger = logging.getLogger("vlexivo")
 
 _PROOF = PROOF_HEADER.encode()
 _PAYER = PAYER_HEADER.encode()
-_RECEIPT = RECEIPT_HEADER.lower().encode()
 _ACRM = b"access-control-request-method"
 _EXPOSE = (b"access-control-expose-headers", EXPOSE_HEADERS.encode())
 # The paid request's record (a `Paid`), shared by every paywall on the request.
@@ -70,10 +73,11 @@ class _Box:
 
     __slots__ = ("cross_origin", "paid")
 
-    def __init__(self) -> None:
-        self.paid: Paid | None = None
-        # Whether the request carries ``Origin`` (None: not looked at yet).
-        self.cross_origin: bool | None = None
+    paid: Paid | None
+    # Whether the request carries ``Origin`` (None: not looked at yet).
+    cross_origin: bool | None
+
+    # No __init__: the one place that makes a box sets both slots (a call frame per request less).
 
 
 def binding_path(scope: Scope) -> str:
@@ -160,6 +164,18 @@ async def send_answer(send: Send, answer: Answer, method: str) -> None:
     await send({"type": "http.response.body", "body": b"" if method == "HEAD" else data})
 
 
+class _Done:
+    """An awaitable that is already done (what a send that sends nothing returns)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        yield from ()
+
+
+_DONE = _Done()
+
+
 class _BodyTooLarge(Exception):
     pass
 
@@ -232,6 +248,8 @@ class PaywallMiddleware:
         # (method, root_path, path) -> (route, plan), while the router's routes match on these alone.
         self._recent: dict[tuple[str, str, str], tuple[Any, Plan]] = {}
         self._generation = 0
+        # The provider's hook for an accepted payment (its usage answers change), looked up once.
+        self._paid_by: Callable[[_native.Payment], None] | None = getattr(server, "_paid_by", None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -243,6 +261,7 @@ class PaywallMiddleware:
         outer = box is None
         if box is None:
             box = scope[_MIDDLEWARE_KEY] = _Box()
+            box.paid = box.cross_origin = None
         leaf = None
         plan = NO_PLAN
         if self._tabled and (scope["method"] != "OPTIONS" or not preflight(scope)):
@@ -266,71 +285,28 @@ class PaywallMiddleware:
             await self.app(scope, receive, send)
             return
 
-        # The outermost one runs the app and watches its response: the receipt on a response
-        # that keeps the payment, the nonce's fate from the handler's outcome (core decides).
-        status = 0
-        complete = False
-        blocked = False
+        # The outermost one runs the app and watches its response (natively: no frame per
+        # message): the receipt on a response that keeps the payment, the nonce's fate from the
+        # handler's outcome (core decides), and that the router ran the route it priced.
         confirm = self._tabled and self._map is not None and self._map is not _UNRESOLVED
-
-        async def send_observed(msg: Message) -> None:
-            nonlocal status, complete, blocked
-            if blocked:
-                return
-            kind = msg["type"]
-            if kind == "http.response.start":
-                actual = scope.get("route")
-                if (
-                    confirm
-                    and actual is not None
-                    and (leaf is None or actual is not leaf.route)
-                    and not self._same_route(scope, leaf, plan)
-                ):
-                    blocked = True
-                    if box.paid is not None:
-                        box.paid.release()
-                    await self._mismatch_answer(scope, send)
-                    return
-                status = msg["status"]
-                paid = box.paid
-                if paid is not None:
-                    receipt = SENDS_RECEIPT.get(status)
-                    if receipt is None:
-                        receipt = sends_receipt(status)
-                    if receipt:
-                        # A new list: the app may reuse its own (Starlette passes response.raw_headers).
-                        headers = [
-                            *msg.get("headers", ()),
-                            (_RECEIPT, paid.payment.receipt.encode("latin-1")),
-                        ]
-                        cors = box.cross_origin
-                        if cors is None:
-                            cors = cross_origin(scope)
-                        if cors:
-                            headers.append(_EXPOSE)
-                        msg["headers"] = headers
-                    else:
-                        # A failure (5xx): released before it goes out, so that a client retrying
-                        # at once finds its proof good again.
-                        paid.settle(status, False, False)
-            elif kind == "http.response.body" and not msg.get("more_body", False):
-                complete = True
-            await send(msg)
-
+        watch = _native.ResponseWatch(send, box, scope, self._other_route if confirm else None, leaf, plan)
         try:
-            await self.app(scope, receive, send_observed)
+            await self.app(scope, receive, watch)
         except BaseException:
-            if box.paid is not None:
-                box.paid.settle(status, True, complete)
+            watch.ended(True)
             raise
-        paid = box.paid
-        if paid is not None:
-            # Paid.settle, with core's answer looked up first.
-            release = RELEASES.get((status, False, complete))
-            if release is None:
-                release = releases(status, False, complete)
-            if release:
-                paid.release()
+        watch.ended(False)
+
+    def _other_route(
+        self, scope: Scope, leaf: Any, plan: Plan, box: _Box, send: Send
+    ) -> Awaitable[None] | None:
+        """The router ran another route than ``leaf``'s: ``None`` when it is paywalled alike,
+        else the 500 to send instead (the nonce released)."""
+        if self._same_route(scope, leaf, plan):
+            return None
+        if box.paid is not None:
+            box.paid.release()
+        return self._mismatch_answer(scope, send)
 
     def _take_inline(self, plan: Plan, box: _Box, scope: Scope) -> None:
         """:meth:`_take` for a :attr:`Plan.inline` plan, without a coroutine: the header scan,
@@ -358,8 +334,12 @@ class PaywallMiddleware:
                 now,
             )
         else:
-            paid = accepted(gates, found[0], price)
-            box.cross_origin = found[1]
+            payment, box.cross_origin = found
+            # accepted(), inline: the provider told of the payment, the nonce's fate kept.
+            paid_by = self._paid_by
+            if paid_by is not None:
+                paid_by(payment)
+            paid = Paid(payment, gates[0].native, price, gates)
         scope[PAID_KEY] = box.paid = paid
         state = scope.get("state")
         if state is None:

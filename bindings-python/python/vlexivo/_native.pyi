@@ -1,6 +1,6 @@
 """Type stubs for the pyo3 module ``vlexivo._native`` (checked by ``mypy.stubtest`` in ci.sh)."""
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from typing import Any, Final, final
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "Price",
     "Quote",
     "Receipt",
+    "ResponseWatch",
     "Step",
     "TopUpReceipt",
     "Wallet",
@@ -216,6 +217,24 @@ class Paywall:
         host: str | None = None,
         payer: str | None = None,
     ) -> _Answer: ...
+
+@final
+class ResponseWatch:
+    def __new__(
+        cls,
+        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+        holder: Any,
+        scope: MutableMapping[str, Any],
+        check: Callable[..., Awaitable[None] | None] | None,
+        leaf: Any,
+        plan: Any,
+    ) -> ResponseWatch: ...
+    def __call__(self, msg: MutableMapping[str, Any]) -> Awaitable[None]: ...
+    def ended(self, raised: bool) -> None: ...
+    @property
+    def status(self) -> int: ...
+    @property
+    def complete(self) -> bool: ...
 
 @final
 class PaymentCheck:
