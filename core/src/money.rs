@@ -194,6 +194,9 @@ impl fmt::Display for Money {
 /// NaN/Infinity spellings are `amount_not_finite`; anything else off-grammar is malformed.
 /// Allocation-free on success: it runs on every paid request (a token's `amt`).
 pub fn parse_decimal(s: &str) -> Result<Decimal> {
+    if let Some(d) = plain_decimal(s) {
+        return Ok(d);
+    }
     if s.len() > MAX_AMOUNT_CHARS {
         return Err(Error::AmountMalformed(format!("{}…", truncate(s, 16))));
     }
@@ -284,6 +287,47 @@ pub fn parse_decimal(s: &str) -> Result<Decimal> {
     let mut mantissa = digits.fold(0i128, |m, c| m * 10 + i128::from(c - b'0'));
     mantissa *= 10i128.pow(zeros as u32);
     Ok(Decimal::from_i128_with_scale(mantissa, scale as u32))
+}
+
+/// `digits` or `digits.digits` of at most 19 characters, worth less than 10^7: what prices and
+/// paid amounts look like, read in one pass. Exactly what [`parse_decimal`]'s general path makes
+/// of such text (the same value and scale: fraction zeros at the end dropped, zero as
+/// `Decimal::ZERO`; tested against its reference); `None` for any other text, which that path
+/// reads.
+fn plain_decimal(s: &str) -> Option<Decimal> {
+    let b = s.as_bytes();
+    if b.len() > 19 || !b.first()?.is_ascii_digit() || !b.last()?.is_ascii_digit() {
+        return None;
+    }
+    // At most 19 digits: the mantissa fits a u64.
+    let (mut m, mut scale, mut dot, mut int_digits) = (0u64, 0u32, false, 0u32);
+    for &c in b {
+        if c.is_ascii_digit() {
+            m = m * 10 + u64::from(c - b'0');
+            if dot {
+                scale += 1;
+            } else if m != 0 {
+                // Integer digits from the first significant one.
+                int_digits += 1;
+            }
+        } else if c == b'.' && !dot {
+            dot = true;
+        } else {
+            return None;
+        }
+    }
+    // Eight integer digits or more is too large: the general path says so.
+    if int_digits > 7 {
+        return None;
+    }
+    if m == 0 {
+        return Some(Decimal::ZERO);
+    }
+    while scale > 0 && m % 10 == 0 {
+        m /= 10;
+        scale -= 1;
+    }
+    Some(Decimal::from_i128_with_scale(i128::from(m), scale))
 }
 
 fn truncate(s: &str, n: usize) -> String {
@@ -556,6 +600,27 @@ mod tests {
             "1 ",
             "",
         ] {
+            same_outcome(s).unwrap();
+        }
+        // The one-pass reader's shapes and their edges (it takes the first group).
+        for s in
+            ["0.001", "1", "0", "000", "0.000", "01.10", "10.00", "100", "1234567.000000", "9999999.999999"]
+        {
+            assert!(plain_decimal(s).is_some(), "{s}");
+            same_outcome(s).unwrap();
+        }
+        for s in [
+            "10000000",
+            "00000000012345678",
+            "1234567890123456789",
+            "0.",
+            ".5",
+            "1.2.3",
+            "+1",
+            "1e3",
+            "12345678901234567890",
+        ] {
+            assert!(plain_decimal(s).is_none(), "{s}");
             same_outcome(s).unwrap();
         }
         same_outcome(&"9".repeat(40)).unwrap();
