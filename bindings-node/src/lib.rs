@@ -927,6 +927,20 @@ pub fn sends_receipt(status: u32) -> bool {
     vx::response_policy::sends_receipt(u16::try_from(status).unwrap_or(u16::MAX))
 }
 
+/// Whether the paywall's answers to a request (its refusals, a paid response's receipt) expose
+/// our headers to CORS: `originHeader` says whether the request carries `Origin`.
+#[napi(catch_unwind)]
+pub fn exposes_headers(origin_header: bool) -> bool {
+    vx::response_policy::exposes_headers(origin_header)
+}
+
+/// The `Access-Control-Expose-Headers` value of an answer that exposes our headers, given the
+/// application's own (`null`: unset): `null` when it needs no change.
+#[napi(catch_unwind)]
+pub fn expose_value(existing: Option<String>) -> Option<String> {
+    vx::response_policy::expose_value(existing.as_deref())
+}
+
 /// Parse a provider price (string or number) to its canonical decimal string; any defect is
 /// `price_invalid`.
 #[napi(catch_unwind)]

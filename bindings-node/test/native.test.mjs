@@ -61,6 +61,17 @@ test('header names come from core', () => {
   assert.equal(vlx.EXPOSED_HEADERS, native.headerNames().expose);
 });
 
+test("CORS exposure is core's rule: only to a request carrying Origin, merged with the app's own list", () => {
+  assert.equal(native.exposesHeaders(true), true);
+  assert.equal(native.exposesHeaders(false), false);
+  const ours = native.headerNames().expose;
+  assert.equal(native.exposeValue(null), ours);
+  assert.equal(native.exposeValue('X-Id'), `X-Id, ${ours}`);
+  assert.equal(native.exposeValue('X-Id, vlexivo-receipt'), 'X-Id, vlexivo-receipt, Vlexivo-Challenge');
+  assert.equal(native.exposeValue('Vlexivo-Challenge, Vlexivo-Receipt'), null);
+  assert.equal(native.exposeValue('*'), null);
+});
+
 test('no header name is spelled in the package sources (they come from the native module)', async () => {
   const { readdirSync, readFileSync } = await import('node:fs');
   const dir = `${pkgRoot}/ts`;

@@ -15,7 +15,7 @@
  * synchronously.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { isFreeRequest } from './policy';
+import { exposesHeaders, isFreeRequest } from './policy';
 import { expressPrototype, handlerFailed, paidStateOf, releaseNow, watch } from './paid';
 import {
   PaidRoute,
@@ -67,9 +67,9 @@ export const PAYWALL = Symbol.for('vlexivo.express.paywall');
 
 type Headers = IncomingMessage['headers'];
 
-/** CORS: only a cross-origin request (it carries `Origin`) needs our headers exposed. */
+/** CORS: our headers exposed when core says so (only to a request carrying `Origin`). */
 function expose(route: PaidRoute, headers: Headers, res: ServerResponse): void {
-  if (!route.exposeHeaders || headers.origin === undefined) return;
+  if (!route.exposeHeaders || !exposesHeaders(headers.origin !== undefined)) return;
   const v = exposeValue(res.getHeader('Access-Control-Expose-Headers'));
   if (v !== undefined) res.setHeader('Access-Control-Expose-Headers', v);
 }

@@ -17,7 +17,7 @@
 import type {} from 'fastify';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { VlexivoServer, serverOf, SERVER_KEYS, type VlexivoServerOptions } from './server';
-import { isFreeRequest } from './policy';
+import { exposesHeaders, isFreeRequest } from './policy';
 import { ownPaidStateOf, releaseNow, watch } from './paid';
 import { PaidRoute, PAYER_HEADER, PROOF_HEADER, headerValue, type VlexivoPayer, PAYWALL_KEYS, pick, type Decision, exposeValue, forBrowser, isPaid, isThenable, paymentOf, rawBodyOf, resolvePrices, type PaidFacts, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
 
@@ -105,9 +105,9 @@ function send(route: PaidRoute, request: FastifyRequestLike, reply: FastifyReply
   reply.send(page.body);
 }
 
-/** CORS: only a cross-origin request (it carries `Origin`) needs our headers exposed. */
+/** CORS: our headers exposed when core says so (only to a request carrying `Origin`). */
 function expose(route: PaidRoute, headers: Headers, reply: FastifyReplyLike): void {
-  if (!route.exposeHeaders || headers.origin === undefined) return;
+  if (!route.exposeHeaders || !exposesHeaders(headers.origin !== undefined)) return;
   const v = exposeValue(reply.getHeader('access-control-expose-headers'));
   if (v !== undefined) reply.header('Access-Control-Expose-Headers', v);
 }

@@ -16,7 +16,7 @@
  */
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import { VlexivoServer, serverOf, SERVER_KEYS, type VlexivoServerOptions } from './server';
-import { isFreeRequest, releases, sendsReceipt } from './policy';
+import { exposesHeaders, isFreeRequest, releases, sendsReceipt } from './policy';
 import {
   PaidRoute,
   PAYWALL_KEYS,
@@ -98,7 +98,7 @@ export function rejectionResponse(route: PaidRoute<any>, request: Request, r: Re
   const page = forBrowser(r, request.headers.get('accept') ?? undefined, request.headers.has(PROOF_HEADER));
   const headers = new Headers({ 'content-type': 'application/json; charset=utf-8' });
   for (const k in page.headers) headers.set(k, page.headers[k]);
-  if (route.exposeHeaders && request.headers.has('origin')) headers.set('access-control-expose-headers', exposeValue(undefined) as string);
+  if (route.exposeHeaders && exposesHeaders(request.headers.has('origin'))) headers.set('access-control-expose-headers', exposeValue(undefined) as string);
   return new Response(page.body, { status: page.status, headers });
 }
 
@@ -239,7 +239,7 @@ export class FetchPaywall<Req = Request> {
   complete(payment: VlexivoPayment, response: Response, request?: Request): Response {
     if (!this.#settle(payment, response.status)) return response;
     const set: [string, string][] = [[RECEIPT_HEADER, payment.receipt]];
-    if (this.route.exposeHeaders && request?.headers.has('origin') === true) {
+    if (this.route.exposeHeaders && exposesHeaders(request?.headers.has('origin') === true)) {
       const v = exposeValue(response.headers.get('access-control-expose-headers'));
       if (v !== undefined) set.push(['Access-Control-Expose-Headers', v]);
     }

@@ -14,7 +14,7 @@
 import type { Plugin } from '@hapi/hapi';
 import type { IncomingMessage } from 'node:http';
 import { VlexivoServer, serverOf, SERVER_KEYS, type VlexivoServerOptions } from './server';
-import { isFreeRequest, releases, sendsReceipt } from './policy';
+import { exposesHeaders, isFreeRequest, releases, sendsReceipt } from './policy';
 import { PaidRoute, PAYWALL_KEYS, PAYER_HEADER, PROOF_HEADER, headerValue, RECEIPT_HEADER, EXPOSED_HEADERS, exposeValue, forBrowser, isFacts, isThenable, pick, rawBodyOf, type PaywallOptions, type Rejection, type VlexivoPayment } from './route';
 
 export interface VlexivoHapiOptions extends VlexivoServerOptions, PaywallOptions<any> {
@@ -150,8 +150,8 @@ function respond(route: PaidRoute, request: HapiRequestLike, h: HapiToolkitLike,
   const page = forBrowser(r, request.headers.accept, request.headers[PROOF_HEADER] !== undefined);
   const res = h.response(page.body).code(page.status).type(page.headers['Content-Type'] ?? 'application/json; charset=utf-8');
   for (const k in page.headers) if (k !== 'Content-Type') res.header(k, page.headers[k]);
-  // CORS: only a cross-origin request (it carries `Origin`) needs our headers exposed.
-  if (route.exposeHeaders && request.headers.origin !== undefined) res.header('Access-Control-Expose-Headers', EXPOSED_HEADERS);
+  // CORS: our headers exposed when core says so (only to a request carrying `Origin`).
+  if (route.exposeHeaders && exposesHeaders(request.headers.origin !== undefined)) res.header('Access-Control-Expose-Headers', EXPOSED_HEADERS);
   return res.takeover();
 }
 
@@ -248,7 +248,7 @@ function register(hapi: HapiServerLike, options: VlexivoHapiOptions): void {
     settle(paid, status);
     if (!sendsReceipt(status)) return h.continue;
     const expose = exposeValue(undefined) as string;
-    const cors = request.headers.origin !== undefined;
+    const cors = exposesHeaders(request.headers.origin !== undefined);
     if (isBoom(response)) {
       response.output.headers[RECEIPT_HEADER] = payment.receipt;
       if (cors && (base?.exposeHeaders ?? server.exposeHeaders)) response.output.headers['Access-Control-Expose-Headers'] = expose;

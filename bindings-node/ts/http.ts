@@ -14,7 +14,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { VlexivoServer, serverOf, SERVER_KEYS, type VlexivoServerOptions } from './server';
-import { isFreeRequest } from './policy';
+import { exposesHeaders, isFreeRequest } from './policy';
 import { handlerFailed, watch } from './paid';
 import { PaidRoute, PAYER_HEADER, PAYWALL_KEYS, PROOF_HEADER, exposeValue, forBrowser, headerValue, isPaid, isThenable, paymentOf, pick, type Decision, type PaywallOptions, type Rejection, type VlexivoPayer, type VlexivoPayment } from './route';
 
@@ -48,7 +48,7 @@ const HTTP_KEYS: readonly string[] = [...SERVER_KEYS, ...PAYWALL_KEYS, 'server',
 const DEFAULT_BODY_LIMIT = 1 << 20;
 
 function expose(route: PaidRoute<any>, req: IncomingMessage, res: ServerResponse): void {
-  if (!route.exposeHeaders || req.headers.origin === undefined) return;
+  if (!route.exposeHeaders || !exposesHeaders(req.headers.origin !== undefined)) return;
   const v = exposeValue(res.getHeader('Access-Control-Expose-Headers'));
   if (v !== undefined) res.setHeader('Access-Control-Expose-Headers', v);
 }

@@ -14,7 +14,7 @@
  */
 import type { Middleware, ParameterizedContext } from 'koa';
 import { VlexivoServer, serverOf, SERVER_KEYS, type VlexivoServerOptions } from './server';
-import { isFreeRequest, releases, sendsReceipt } from './policy';
+import { exposesHeaders, isFreeRequest, releases, sendsReceipt } from './policy';
 import { PaidRoute, PAYER_HEADER, PAYWALL_KEYS, PROOF_HEADER, RECEIPT_HEADER, exposeValue, forBrowser, isPaid, isThenable, paymentOf, pick, rawBodyOf, type PaidFacts, type PaywallOptions, type Rejection, type RequestOrigin, type VlexivoPayer, type VlexivoPayment } from './route';
 
 /** What a Koa paywall's state holds: `ctx.state.vlxPayment` on paid requests. */
@@ -49,7 +49,7 @@ function originOf(ctx: KoaContext): RequestOrigin {
 }
 
 function expose(route: PaidRoute<any>, ctx: KoaContext): void {
-  if (!route.exposeHeaders || ctx.get('origin') === '') return;
+  if (!route.exposeHeaders || !exposesHeaders(ctx.get('origin') !== '')) return;
   const v = exposeValue(ctx.response.get('Access-Control-Expose-Headers') || undefined);
   if (v !== undefined) ctx.set('Access-Control-Expose-Headers', v);
 }

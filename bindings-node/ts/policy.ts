@@ -54,3 +54,11 @@ export function sendsReceipt(status: number): boolean {
   if (r === NOT_ASKED) r = receiptMemo[s] = answer(native.sendsReceipt(s));
   return r === 2;
 }
+
+/** Core's CORS rule by whether the request carries `Origin`: its two answers, asked once. */
+const exposesMemo = [native.exposesHeaders(false), native.exposesHeaders(true)];
+
+/** Do the paywall's answers to this request (its refusals, a paid response's receipt) expose our headers to CORS? */
+export function exposesHeaders(originHeader: boolean): boolean {
+  return exposesMemo[originHeader ? 1 : 0];
+}

@@ -228,12 +228,15 @@ export function isThenable(v: unknown): v is PromiseLike<unknown> {
   return v !== null && typeof v === 'object' && typeof (v as { then?: unknown }).then === 'function';
 }
 
-/** Merge our headers into `Access-Control-Expose-Headers` without dropping the app's own. */
+/** Core's `Access-Control-Expose-Headers` value for an answer that sets none of its own. */
+const EXPOSE_ALONE = native.exposeValue(null) ?? EXPOSED_HEADERS;
+
+/** Our headers merged into `Access-Control-Expose-Headers` without dropping the app's own (core's
+ * merge): `undefined` when the app's value needs no change. */
 export function exposeValue(existing: unknown): string | undefined {
-  if (existing === undefined || existing === null || existing === '') return EXPOSED_HEADERS;
+  if (existing === undefined || existing === null || existing === '') return EXPOSE_ALONE;
   const s = Array.isArray(existing) ? existing.join(', ') : String(existing);
-  if (s === '*' || s.toLowerCase().includes(RECEIPT_HEADER_LC)) return undefined;
-  return `${s}, ${EXPOSED_HEADERS}`;
+  return native.exposeValue(s) ?? undefined;
 }
 
 /**

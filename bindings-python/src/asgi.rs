@@ -103,7 +103,7 @@ impl ResponseWatch {
         headers.append((name, receipt))?;
         let cross = holder.getattr(pyo3::intern!(py, "cross_origin"))?;
         let cross = if cross.is_none() { has_origin(scope)? } else { cross.is_truthy()? };
-        if cross {
+        if vlexivo_core::response_policy::exposes_headers(cross) {
             let expose = EXPOSE.get_or_try_init(py, || {
                 let pair = (
                     PyBytes::new(py, b"access-control-expose-headers"),

@@ -1392,6 +1392,21 @@ fn sends_receipt(status: u16) -> bool {
     response_policy::sends_receipt(status)
 }
 
+/// Whether a response (paid or refused) lists our headers in `Access-Control-Expose-Headers`:
+/// `origin_header` says whether its request carries `Origin`.
+#[pyfunction]
+fn exposes_headers(origin_header: bool) -> bool {
+    response_policy::exposes_headers(origin_header)
+}
+
+/// The `Access-Control-Expose-Headers` value of a response that exposes our headers, given the
+/// application's own (`None`: unset): `None` when it needs no change.
+#[pyfunction]
+#[pyo3(signature = (existing = None))]
+fn expose_value(existing: Option<&str>) -> Option<String> {
+    response_policy::expose_value(existing)
+}
+
 /// The one price of several paywalls covering a request (the highest; `price_invalid` across
 /// currencies).
 #[pyfunction]
@@ -1464,6 +1479,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(priced_method, m)?)?;
     m.add_function(wrap_pyfunction!(releases, m)?)?;
     m.add_function(wrap_pyfunction!(sends_receipt, m)?)?;
+    m.add_function(wrap_pyfunction!(exposes_headers, m)?)?;
+    m.add_function(wrap_pyfunction!(expose_value, m)?)?;
     m.add_function(wrap_pyfunction!(effective_price, m)?)?;
     m.add_function(wrap_pyfunction!(check_stacked, m)?)?;
     m.add_function(wrap_pyfunction!(now, m)?)?;

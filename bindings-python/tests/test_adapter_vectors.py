@@ -17,7 +17,7 @@ import httpx
 import pytest
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
-from vlexivo import VlexivoServer
+from vlexivo import VlexivoServer, _native
 
 from .conftest import vectors
 
@@ -142,13 +142,18 @@ def wsgi_dispatcher(apps: dict[str, Any]) -> Any:
 
 
 def check_cases(url: str, clock: Clock) -> list[str]:
-    """Every vector request against ``url`` (a dispatcher on ``x-case``): the failures."""
+    """Every vector request against ``url`` (a dispatcher on ``x-case``): the failures. Every
+    other request comes from a browser page on another origin (it carries ``Origin``): core's
+    CORS rule has its refusals and receipts expose our headers, and no other's."""
     failures = []
     with httpx.Client(base_url=url, timeout=10) as http:
         for i, case in enumerate(CASES):
             for n, req in enumerate(case["requests"]):
                 clock.now = req["now"]
                 headers = {"x-case": str(i)}
+                cors = n % 2 == 1
+                if cors:
+                    headers["Origin"] = "https://app.example"
                 if req["proof"] is not None:
                     headers["Vlexivo-Proof"] = req["proof"]
                 if req.get("handler_status"):
@@ -156,14 +161,18 @@ def check_cases(url: str, clock: Clock) -> list[str]:
                 r = http.request(req["method"], req["path"], headers=headers, content=b"")
                 expect = req["expect"]
                 got: dict[str, Any] = {"status": r.status_code}
+                exposed = r.headers.get("access-control-expose-headers")
                 if "error" in expect:
                     got["error"] = r.json().get("error")
                     got["challenge"] = "vlexivo-challenge" in r.headers
+                    got["exposed"] = exposed
                     want = {k: expect[k] for k in ("status", "error", "challenge")}
+                    want["exposed"] = _native.EXPOSE_HEADERS if cors else None
                 elif r.status_code == 200:
                     got["payment"] = r.json()
                     assert r.headers["vlexivo-receipt"].startswith("tx=")
-                    want = expect
+                    got["exposed"] = exposed
+                    want = {**expect, "exposed": _native.EXPOSE_HEADERS if cors else None}
                 else:
                     want = {"status": expect["status"]}
                 if got != want:

@@ -888,3 +888,59 @@ def test_http_errors_raised_by_the_handler_settle_by_their_status(serve: Any) ->
         assert httpx.get(url + "/e?status=503", headers=proof(released)).status_code == 503
         assert (kind, httpx.get(url + "/e?status=200", headers=proof(released)).status_code) == (kind, 200)
 
+
+# --- CORS: core decides which answers expose our headers, merged with the app's own ------------
+
+
+def _own_expose_apps(vlx: VlexivoServer) -> dict[str, tuple[str, Any]]:
+    """``GET /own`` paid at 0.001, its handler exposing ``X-Request-Id`` itself, per adapter."""
+    own = {"Access-Control-Expose-Headers": "X-Request-Id"}
+
+    decorated = flask.Flask("own_decorated")
+
+    @decorated.get("/own")
+    @vlx.paywall(price="0.001")
+    def flask_own() -> Any:
+        return flask.Response("paid", headers=own)
+
+    wrapped = flask.Flask("own_wrapped")
+
+    @wrapped.get("/own")
+    def wsgi_own() -> Any:
+        return flask.Response("paid", headers=own)
+
+    wrapped.wsgi_app = vlx.wsgi_paywall(wrapped.wsgi_app, routes={"GET /own": vlx.price("0.001")})  # type: ignore[method-assign]
+
+    fast = FastAPI()
+    fast.add_middleware(vlx.asgi_paywall, routes={"GET /own": vlx.price("0.001")})
+
+    @fast.get("/own")
+    async def asgi_own() -> Any:
+        return PlainTextResponse("paid", headers=own)
+
+    return {
+        "flask_decorator": ("waitress", decorated),
+        "wsgi_middleware": ("waitress", wrapped),
+        "asgi_middleware": ("uvicorn", fast),
+    }
+
+
+@pytest.mark.parametrize("adapter", ["flask_decorator", "wsgi_middleware", "asgi_middleware"])
+def test_a_cross_origin_receipt_joins_the_apps_own_exposed_headers(adapter: str, serve: Any) -> None:
+    """A paid answer to a request carrying ``Origin`` lists our headers after the application's
+    own; without ``Origin`` the application's header is left as it made it."""
+    vlx = VlexivoServer(api_secret=SECRET, origin=ORIGIN)
+    kind, app = _own_expose_apps(vlx)[adapter]
+    url = serve(kind, app)
+    cors = {"Origin": "https://app.example"}
+    r = httpx.get(url + "/own", headers={**cors, **proof(token("GET", "/own"))}, timeout=10)
+    assert r.status_code == 200 and r.headers["vlexivo-receipt"].startswith("tx=")
+    assert r.headers["access-control-expose-headers"] == f"X-Request-Id, {_native.EXPOSE_HEADERS}"
+    r = httpx.get(url + "/own", headers=proof(token("GET", "/own")), timeout=10)
+    assert r.status_code == 200 and r.headers["vlexivo-receipt"].startswith("tx=")
+    assert r.headers["access-control-expose-headers"] == "X-Request-Id"
+    # Refused: only a cross-origin caller gets our headers exposed.
+    r = httpx.get(url + "/own", headers=cors, timeout=10)
+    assert (r.status_code, r.headers.get("access-control-expose-headers")) == (402, _native.EXPOSE_HEADERS)
+    r = httpx.get(url + "/own", timeout=10)
+    assert (r.status_code, r.headers.get("access-control-expose-headers")) == (402, None)

@@ -10,6 +10,7 @@
 //! | several paywalls cover the request? | [`effective_price`]: the highest of their prices (one proof satisfies them all), asked once; a paywall that runs after the one that consumed the proof checks the amount with [`check_stacked`] and never consumes a second nonce |
 //! | keep or release the nonce? | [`Outcome::settlement`]: from the handler's outcome, never from the connection |
 //! | send `Vlexivo-Receipt`? | [`sends_receipt`]: on a paid response that keeps the payment |
+//! | expose our headers to CORS? | [`exposes_headers`]: on a refusal or a receipt-carrying paid response to a request carrying `Origin`; [`expose_value`] merges them into the response's own `Access-Control-Expose-Headers` |
 //!
 //! The handler's outcome decides the nonce's fate: it is released when the handler failed —
 //! answered 5xx, or raised before its response was complete, or ended without any response — so
@@ -101,6 +102,28 @@ fn is_failure(status: u16) -> bool {
 /// payment is kept (not a 5xx, whose nonce is released and whose proof stays good).
 pub fn sends_receipt(status: u16) -> bool {
     !is_failure(status)
+}
+
+/// Whether the paywall's answers to a request list Vlexivo's headers in
+/// `Access-Control-Expose-Headers` (protocol §2): its refusals and, when paid, the response
+/// that carries the receipt do when the request carries `Origin` (`origin_header`), so that a
+/// browser payer's script can read the challenge and the receipt; answers to any other request
+/// are left without it (no script reads them).
+pub fn exposes_headers(origin_header: bool) -> bool {
+    origin_header
+}
+
+/// The `Access-Control-Expose-Headers` value of a response that exposes our headers, given the
+/// value the application set (`existing`): its own list, then ours that it lacks. `None` when
+/// the value needs no change: it already names both, or is the wildcard `*`.
+pub fn expose_value(existing: Option<&str>) -> Option<String> {
+    let existing = existing.map(str::trim).filter(|e| !e.is_empty());
+    let Some(existing) = existing else { return Some(crate::headers::EXPOSE.to_string()) };
+    let listed =
+        |name: &str| existing.split(',').any(|t| t.trim().eq_ignore_ascii_case(name) || t.trim() == "*");
+    let missing: Vec<&str> =
+        [crate::headers::CHALLENGE, crate::headers::RECEIPT].into_iter().filter(|h| !listed(h)).collect();
+    if missing.is_empty() { None } else { Some(format!("{existing}, {}", missing.join(", "))) }
 }
 
 /// The price a request owes when several paywalls cover it: each must be satisfied by the one
@@ -209,6 +232,22 @@ mod tests {
         for s in [200u16, 204, 302, 400, 404, 409, 499, 500, 503, 599] {
             assert_eq!(sends_receipt(s), Outcome::completed(s).settlement() == Settlement::Keep, "{s}");
         }
+    }
+
+    #[test]
+    fn cross_origin_responses_expose_our_headers_merged_with_the_apps() {
+        assert!(exposes_headers(true));
+        assert!(!exposes_headers(false));
+        let ours = crate::headers::EXPOSE;
+        assert_eq!(expose_value(None).as_deref(), Some(ours));
+        assert_eq!(expose_value(Some(" ")).as_deref(), Some(ours));
+        assert_eq!(expose_value(Some("X-Id")).unwrap(), format!("X-Id, {ours}"));
+        assert_eq!(
+            expose_value(Some("X-Id, vlexivo-receipt")).unwrap(),
+            "X-Id, vlexivo-receipt, Vlexivo-Challenge"
+        );
+        assert_eq!(expose_value(Some("Vlexivo-Receipt,Vlexivo-Challenge")), None);
+        assert_eq!(expose_value(Some("*")), None);
     }
 
     #[test]

@@ -52,9 +52,6 @@ use vlexivo_core::{Currency, Error, Money};
 /// Default cap on a body the layer buffers (for body binding or a body-reading price).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// Headers a browser may read from a paywalled response.
-const EXPOSE: &str = "Vlexivo-Challenge, Vlexivo-Receipt";
-
 // ---------------------------------------------------------------------------------------------
 // Prices
 
@@ -445,6 +442,7 @@ where
             return call_inner(inner, Request::from_parts(parts, body)).await;
         }
     }
+    let exposes = response_policy::exposes_headers(parts.headers.contains_key(header::ORIGIN));
     // This paywall's own price, and those the paywalls inside it taught it for this route.
     let key = route_key(&parts, &target);
     let inner_prices = if earlier.is_none() { cfg.inner_prices(&key) } else { Vec::new() };
@@ -465,14 +463,15 @@ where
                     Error::RequestMalformed("could not read the request body".into())
                 };
                 let info = RequestInfo::new(&method, "http", None, &target);
-                return Ok(rejection(cfg.paywall.reject(&err, &info, None, &cfg.scope, now, &*cfg.entropy)));
+                let r = cfg.paywall.reject(&err, &info, None, &cfg.scope, now, &*cfg.entropy);
+                return Ok(answer(r, exposes));
             }
         }
     } else {
         // Not read: the stream goes to the handler untouched.
         (None, body)
     };
-    let call = Call { cfg: &cfg, method: &method, path: &target, now, body: buffered, key };
+    let call = Call { cfg: &cfg, method: &method, path: &target, now, body: buffered, key, exposes };
     match earlier {
         Some(paid) => call.stacked(inner, parts, req_body, paid).await,
         None => call.first(inner, parts, req_body, inner_prices).await,
@@ -496,6 +495,8 @@ struct Call<'a> {
     now: u64,
     body: Option<Bytes>,
     key: RouteKey,
+    /// Core's CORS rule for this request: its refusals and receipts expose our headers.
+    exposes: bool,
 }
 
 impl Call<'_> {
@@ -511,14 +512,15 @@ impl Call<'_> {
     }
 
     fn refuse(&self, err: &Error, price: Option<&Money>, scheme: &str, host: Option<&str>) -> Response {
-        rejection(self.cfg.paywall.reject(
+        let r = self.cfg.paywall.reject(
             err,
             &self.info(scheme, host),
             price,
             &self.cfg.scope,
             self.now,
             &*self.cfg.entropy,
-        ))
+        );
+        answer(r, self.exposes)
     }
 
     /// A price this paywall could not compute: the provider's bug, logged, a 500, never free.
@@ -528,14 +530,15 @@ impl Call<'_> {
             Error::PriceInvalid(_) => e,
             other => Error::PriceInvalid(other.to_string()),
         };
-        rejection(self.cfg.paywall.reject(
+        let r = self.cfg.paywall.reject(
             &err,
             &self.info("http", None),
             None,
             &self.cfg.scope,
             self.now,
             &*self.cfg.entropy,
-        ))
+        );
+        answer(r, self.exposes)
     }
 
     /// The first paywall on the request: verify at the effective price of this one and the
@@ -612,7 +615,7 @@ impl Call<'_> {
                 // A person's browser without a proof gets core's HTML page (same 402, same challenge).
                 let accept = parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
                 let r = cfg.paywall.reject(&e, &info, Some(&price), &cfg.scope, self.now, &*cfg.entropy);
-                return Ok(rejection(r.for_browser(accept, proof.is_some())));
+                return Ok(answer(r.for_browser(accept, proof.is_some()), self.exposes));
             }
         };
         // From here the nonce is consumed: the handler's outcome decides its fate.
@@ -641,8 +644,10 @@ impl Call<'_> {
                     && let Ok(v) = HeaderValue::from_str(&Paywall::receipt(&facts))
                 {
                     res.headers_mut().insert(HeaderName::from_static("vlexivo-receipt"), v);
+                    if self.exposes {
+                        expose_headers(&mut res);
+                    }
                 }
-                expose_headers(&mut res);
                 res
             }
             Err(e) => {
@@ -859,7 +864,8 @@ fn request_origin(parts: &Parts) -> (&'static str, Option<String>) {
     (scheme, host)
 }
 
-/// A core [`Rejection`] as an axum response.
+/// A core [`Rejection`] as an axum response (without CORS headers: a response to a request
+/// carrying `Origin` also gets [`response_policy::expose_value`] in `Access-Control-Expose-Headers`).
 pub fn rejection(r: Rejection) -> Response {
     let mut res = Response::new(Body::from(r.body));
     *res.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -870,18 +876,23 @@ pub fn rejection(r: Rejection) -> Response {
             h.insert(k, v);
         }
     }
-    expose_headers(&mut res);
     res
 }
 
+/// A refusal as the layer sends it: our headers exposed when core's CORS rule says so.
+fn answer(r: Rejection, exposes: bool) -> Response {
+    let mut res = rejection(r);
+    if exposes {
+        expose_headers(&mut res);
+    }
+    res
+}
+
+/// Our headers merged into the response's `Access-Control-Expose-Headers` (core's rule).
 fn expose_headers(res: &mut Response) {
     let h = res.headers_mut();
-    let merged = match h.get(header::ACCESS_CONTROL_EXPOSE_HEADERS).and_then(|v| v.to_str().ok()) {
-        Some(existing) if existing.trim() == "*" => return,
-        Some(existing) if !existing.trim().is_empty() => format!("{existing}, {EXPOSE}"),
-        _ => EXPOSE.to_string(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&merged) {
+    let existing = h.get(header::ACCESS_CONTROL_EXPOSE_HEADERS).map(|v| v.to_str().unwrap_or("*"));
+    if let Some(v) = response_policy::expose_value(existing).and_then(|v| HeaderValue::from_str(&v).ok()) {
         h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, v);
     }
 }

@@ -317,3 +317,34 @@ async fn a_browser_gets_the_html_paywall_page_and_clients_keep_json() {
     let (s, b) = status_and_body(env.send("GET", "/paid", Some("not-a-token"), &browser).await).await;
     assert_eq!((s, b["error"].as_str()), (402, Some("token_malformed")));
 }
+
+/// Core's CORS rule: every answer to a request carrying `Origin`, paid or refused, lists our
+/// headers in `Access-Control-Expose-Headers` (after the application's own); an answer to any
+/// other request is left without it.
+#[tokio::test]
+async fn only_cross_origin_answers_expose_our_headers() {
+    let env = Env::new();
+    let own = || async { ([("access-control-expose-headers", "X-Request-Id")], "paid content") };
+    let app = Router::new()
+        .route("/paid", get(|| async { "paid content" }).layer(env.layer("0.001")))
+        .route("/own", get(own).layer(env.layer("0.001")));
+    let env = env.serve(app).await;
+    let expose = |res: &reqwest::Response| {
+        res.headers().get("access-control-expose-headers").map(|v| v.to_str().unwrap().to_string())
+    };
+    let cors = [("origin", "https://app.example")];
+    let ours = vlexivo_core::headers::EXPOSE;
+    for (path, want) in [("/paid", ours.to_string()), ("/own", format!("X-Request-Id, {ours}"))] {
+        // Refused (402), then paid (200), from a browser page on another origin.
+        let res = env.send("GET", path, None, &cors).await;
+        assert_eq!((res.status().as_u16(), expose(&res)), (402, Some(ours.to_string())), "{path}");
+        let res = env.send("GET", path, Some(&env.proof("GET", path, "0.001")), &cors).await;
+        assert_eq!((res.status().as_u16(), expose(&res)), (200, Some(want)), "{path}");
+        // The same without Origin: nothing exposed (the application's own header stays its own).
+        let res = env.send("GET", path, None, &[]).await;
+        assert_eq!((res.status().as_u16(), expose(&res)), (402, None), "{path}");
+        let res = env.send("GET", path, Some(&env.proof("GET", path, "0.001")), &[]).await;
+        let own = (path == "/own").then(|| "X-Request-Id".to_string());
+        assert_eq!((res.status().as_u16(), expose(&res)), (200, own), "{path}");
+    }
+}

@@ -20,7 +20,6 @@ from urllib.parse import quote
 
 from . import _native
 from ._gate import (
-    EXPOSE_HEADERS,
     NO_PLAN,
     PAYER_HEADER,
     PROOF_HEADER,
@@ -36,6 +35,8 @@ from ._gate import (
     admit,
     admit_async,
     effective,
+    expose_value,
+    exposes_headers,
     fixed_prices,
     for_browser,
     is_free_request,
@@ -57,7 +58,7 @@ logger = logging.getLogger("vlexivo")
 _PROOF = PROOF_HEADER.encode()
 _PAYER = PAYER_HEADER.encode()
 _ACRM = b"access-control-request-method"
-_EXPOSE = (b"access-control-expose-headers", EXPOSE_HEADERS.encode())
+_EXPOSE = (b"access-control-expose-headers", (expose_value(None) or "").encode())
 # The paid request's record (a `Paid`), shared by every paywall on the request.
 PAID_KEY = "vlexivo.paid"
 # Set by the middleware in every HTTP scope: a FastAPI dependency then leaves the receipt header
@@ -120,8 +121,8 @@ def payer_hint_of(scope: Scope) -> str | None:
 
 
 def cross_origin(scope: Scope) -> bool:
-    """Whether the request carries ``Origin``: only a cross-origin request's response needs our
-    headers exposed to CORS (protocol §2)."""
+    """Whether the request carries ``Origin``: core's ``exposes_headers`` says whether its
+    answers, paid or refused, expose our headers to CORS (protocol §2)."""
     return any(k == b"origin" for k, _ in scope["headers"])
 
 
@@ -151,9 +152,10 @@ def browser_answer(answer: Answer, scope: Scope) -> Answer:
     return for_browser(answer, accept, proof_of(scope) is not None)
 
 
-async def send_answer(send: Send, answer: Answer, method: str) -> None:
+async def send_answer(send: Send, answer: Answer, scope: Scope) -> None:
+    method = scope["method"]
     status, headers, body = answer
-    raw = [_EXPOSE]
+    raw = [_EXPOSE] if exposes_headers(cross_origin(scope)) else []
     if not any(k.lower() == "content-type" for k, _ in headers):
         raw.append((b"content-type", b"application/json"))
     raw.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers)
@@ -277,7 +279,7 @@ class PaywallMiddleware:
                 else:
                     receive = await self._admit(plan, box, scope, receive)
             except Reject as r:
-                await send_answer(send, browser_answer(r.answer, scope), scope["method"])
+                await send_answer(send, browser_answer(r.answer, scope), scope)
                 return
             except _Disconnected:
                 return
@@ -478,7 +480,7 @@ class PaywallMiddleware:
         method = scope["method"]
         err = _native.error_for("config_invalid", "paywall route table")
         answer = self.server.native.reject(err, method, binding_path(scope), None)
-        await send_answer(send, answer, method)
+        await send_answer(send, answer, scope)
 
     # --- running the app -----------------------------------------------------------------
 
@@ -510,7 +512,7 @@ class PaywallMiddleware:
     async def _mismatch_answer(self, scope: Scope, send: Send) -> None:
         method = scope["method"]
         err = _native.error_for("internal", "paywall route mismatch")
-        await send_answer(send, self.server.native.reject(err, method, binding_path(scope), None), method)
+        await send_answer(send, self.server.native.reject(err, method, binding_path(scope), None), scope)
 
 
 # --- the guard: FastAPI dependency and Flask decorator ---------------------------------------
@@ -540,7 +542,8 @@ async def _answer_handler(request: Any, exc: Any) -> Any:
 
     status, headers, body = exc.answer
     h = dict(headers)
-    h["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
+    if exposes_headers(cross_origin(request.scope)):
+        h["Access-Control-Expose-Headers"] = _EXPOSE[1].decode()
     return Response(body, status_code=status, headers=h, media_type="application/json")
 
 
@@ -708,8 +711,10 @@ class PaywallGuard:
         if alone:
             _warn_unobserved()
             response.headers[RECEIPT_HEADER] = payment.receipt
-            if cross_origin(scope):
-                response.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
+            if exposes_headers(cross_origin(scope)):
+                merged = expose_value(response.headers.get("access-control-expose-headers"))
+                if merged is not None:
+                    response.headers["Access-Control-Expose-Headers"] = merged
             if background_tasks is not None:
                 # The first background task runs once the response has been sent in full: an
                 # exception after it (a failing background task) is not the handler's.

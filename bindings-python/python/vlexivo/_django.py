@@ -16,7 +16,6 @@ from . import _native
 from ._asgi import binding_path as asgi_path
 from ._asgi import request_origin as asgi_origin
 from ._gate import (
-    EXPOSE_HEADERS,
     PAYER_HEADER,
     PROOF_HEADER,
     RECEIPT_HEADER,
@@ -30,6 +29,7 @@ from ._gate import (
     admit,
     admit_async,
     effective,
+    expose_value,
     fixed_prices,
     is_free_request,
     needs_body,
@@ -37,7 +37,7 @@ from ._gate import (
     together,
 )
 from ._routes import RouteTable, build_table, config_message, template_form
-from ._wsgi import _answer_headers, browser_answer
+from ._wsgi import _answer_headers, browser_answer, cross_origin
 from ._wsgi import binding_path as wsgi_path
 from ._wsgi import request_origin as wsgi_origin
 
@@ -65,17 +65,17 @@ def _preflight(request: Any) -> bool:
     return is_free_request(request.method, "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in request.META)
 
 
-def _answer(answer: Answer, method: str, request: Any = None) -> Any:
-    """A refusal as a Django response (a HEAD one without its body); with the request, as its
-    client should get it (core's HTML page for a browser that asked without a proof)."""
+def _answer(answer: Answer, method: str, request: Any, page: bool = True) -> Any:
+    """A refusal as a Django response to ``request`` (a HEAD one without its body), as its client
+    should get it: with ``page``, core's HTML page for a browser that asked without a proof."""
     from django.http import HttpResponse  # type: ignore[import-untyped]
 
-    if request is not None:
+    if page:
         answer = browser_answer(answer, request.META)
 
     status, _headers, body = answer
     resp = HttpResponse(b"" if method == "HEAD" else body.encode(), status=status)
-    for k, v in _answer_headers(answer):
+    for k, v in _answer_headers(answer, request.META):
         resp[k] = v
     return resp
 
@@ -233,9 +233,9 @@ def failed(paid: Paid, exc: BaseException) -> None:
     paid.settle(status, True, status != 0)
 
 
-def finish(paid: Paid, response: Any) -> Any:
-    """The view answered: release on a failure, else add the receipt; a streamed body that fails
-    before its end releases then."""
+def finish(paid: Paid, response: Any, request: Any) -> Any:
+    """The view answered: release on a failure, else add the receipt (exposed to CORS for a
+    cross-origin ``request``); a streamed body that fails before its end releases then."""
     status = response.status_code
     if not sends_receipt(status):
         paid.settle(status, False, True)
@@ -248,7 +248,10 @@ def finish(paid: Paid, response: Any) -> Any:
         else:
             response.streaming_content = _release_if_stream_fails(response.streaming_content, paid, status)
     response[RECEIPT_HEADER] = paid.payment.receipt
-    response["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
+    if cross_origin(request.META):
+        merged = expose_value(response.get("Access-Control-Expose-Headers"))
+        if merged is not None:
+            response["Access-Control-Expose-Headers"] = merged
     return response
 
 
@@ -308,7 +311,7 @@ def django_view(gate: Gate, view: Callable[..., Any]) -> Callable[..., Any]:
             except BaseException as exc:
                 failed(paid, exc)
                 raise
-            return finish(paid, response)
+            return finish(paid, response, request)
 
         wrapped: Callable[..., Any] = functools.wraps(target)(paid_view_async)
         markcoroutinefunction(wrapped)
@@ -329,7 +332,7 @@ def django_view(gate: Gate, view: Callable[..., Any]) -> Callable[..., Any]:
             except BaseException as exc:
                 failed(paid, exc)
                 raise
-            return finish(paid, response)
+            return finish(paid, response, request)
 
         wrapped = functools.wraps(target)(paid_view)
     wrapped.__vlexivo_gates__ = gates  # type: ignore[attr-defined]
@@ -421,7 +424,8 @@ class DjangoPaywall:
     def _config_answer(self, request: Any) -> Any:
         err = _native.error_for("config_invalid", "paywall route table")
         path, _origin = _binding(request)
-        return _answer(self.server.native.reject(err, request.method, path, None), request.method)
+        answer = self.server.native.reject(err, request.method, path, None)
+        return _answer(answer, request.method, request, page=False)
 
     def __call__(self, request: Any) -> Any:
         if self._async:
@@ -445,7 +449,7 @@ class DjangoPaywall:
         except BaseException as exc:
             failed(paid, exc)
             raise
-        return finish(paid, response)
+        return finish(paid, response, request)
 
     async def __acall__(self, request: Any) -> Any:
         if _preflight(request):
@@ -467,7 +471,7 @@ class DjangoPaywall:
         except BaseException as exc:
             failed(paid, exc)
             raise
-        return finish(paid, response)
+        return finish(paid, response, request)
 
 
 def middleware_class(server: Provider, routes: Mapping[str, Any]) -> type[DjangoPaywall]:

@@ -209,6 +209,25 @@ def releases(status: int, raised: bool, complete: bool) -> bool:
     return known
 
 
+# Whether an answer, paid or refused, lists our headers in ``Access-Control-Expose-Headers``
+# depends only on whether its request carries ``Origin``: core's two answers, asked once.
+_EXPOSES = (_native.exposes_headers(False), _native.exposes_headers(True))
+_EXPOSE_ALONE = _native.expose_value(None)
+
+
+def exposes_headers(origin_header: bool) -> bool:
+    """Whether an answer to a request that carries ``Origin`` (``origin_header``) or not exposes
+    our headers to CORS (core's ``exposes_headers``: only a cross-origin request's)."""
+    return _EXPOSES[bool(origin_header)]
+
+
+def expose_value(existing: str | None) -> str | None:
+    """The ``Access-Control-Expose-Headers`` value of an answer that exposes our headers, given
+    the application's own (``None``: unset): ours merged in, or ``None`` when it needs no change
+    (core's ``expose_value``)."""
+    return _EXPOSE_ALONE if existing is None else _native.expose_value(existing)
+
+
 class Gate:
     """One paywall: a route's price under one provider."""
 

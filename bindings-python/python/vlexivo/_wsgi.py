@@ -13,7 +13,6 @@ from urllib.parse import quote
 
 from . import _native
 from ._gate import (
-    EXPOSE_HEADERS,
     PAYER_HEADER,
     PROOF_HEADER,
     RECEIPT_HEADER,
@@ -25,6 +24,8 @@ from ._gate import (
     Reject,
     admit,
     effective,
+    expose_value,
+    exposes_headers,
     fixed_prices,
     for_browser,
     is_free_request,
@@ -99,15 +100,38 @@ def _status_line(status: int) -> str:
     return f"{status} {_STATUS_TEXT.get(status, 'Error')}"
 
 
-def _answer_headers(answer: Answer) -> list[tuple[str, str]]:
+_EXPOSE_KEY = "Access-Control-Expose-Headers"
+
+
+def cross_origin(environ: Mapping[str, Any]) -> bool:
+    """Whether our headers are exposed to CORS on this request's answers, paid or refused (core
+    decides from whether it carries ``Origin``)."""
+    return exposes_headers("HTTP_ORIGIN" in environ)
+
+
+def with_exposed(headers: list[tuple[str, str]], environ: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``headers`` (a WSGI list) with our headers merged into ``Access-Control-Expose-Headers``
+    when the request is cross-origin (core's value; the application's own list kept)."""
+    if not cross_origin(environ):
+        return headers
+    for i, (k, v) in enumerate(headers):
+        if k.lower() == "access-control-expose-headers":
+            merged = expose_value(v)
+            return headers if merged is None else [*headers[:i], (k, merged), *headers[i + 1 :]]
+    return [*headers, (_EXPOSE_KEY, expose_value(None) or "")]
+
+
+def _answer_headers(answer: Answer, environ: Mapping[str, Any]) -> list[tuple[str, str]]:
     _status, headers, body = answer
     typed = any(k.lower() == "content-type" for k, _ in headers)
-    return [
-        *([] if typed else [("Content-Type", "application/json")]),
-        ("Access-Control-Expose-Headers", EXPOSE_HEADERS),
-        ("Content-Length", str(len(body.encode()))),
-        *headers,
-    ]
+    return with_exposed(
+        [
+            *([] if typed else [("Content-Type", "application/json")]),
+            ("Content-Length", str(len(body.encode()))),
+            *headers,
+        ],
+        environ,
+    )
 
 
 def browser_answer(answer: Answer, environ: Mapping[str, Any]) -> Answer:
@@ -115,8 +139,10 @@ def browser_answer(answer: Answer, environ: Mapping[str, Any]) -> Answer:
     return for_browser(answer, environ.get("HTTP_ACCEPT"), environ.get("HTTP_VLEXIVO_PROOF") is not None)
 
 
-def _send_answer(start_response: StartResponse, answer: Answer, method: str) -> list[bytes]:
-    start_response(_status_line(answer[0]), _answer_headers(answer))
+def _send_answer(
+    start_response: StartResponse, answer: Answer, method: str, environ: Mapping[str, Any]
+) -> list[bytes]:
+    start_response(_status_line(answer[0]), _answer_headers(answer, environ))
     # A HEAD answer has the headers of the GET one and no body (a body would be read as the
     # start of the next response on a keep-alive connection).
     return [] if method == "HEAD" else [answer[2].encode()]
@@ -227,7 +253,7 @@ def flask_view(gate: Gate, view: Callable[..., Any]) -> Callable[..., Any]:
         except Reject as r:
             answer = browser_answer(r.answer, flask.request.environ)
             status, _headers, text = answer
-            return flask.Response(text, status=status, headers=_answer_headers(answer))
+            return flask.Response(text, status=status, headers=_answer_headers(answer, flask.request.environ))
         flask.g.vlx_payment = paid.payment
         if not owner:
             return app.ensure_sync(target)(*args, **kwargs)
@@ -248,7 +274,10 @@ def flask_view(gate: Gate, view: Callable[..., Any]) -> Callable[..., Any]:
         if resp.is_streamed:
             resp.response = _release_if_stream_fails(resp.response, paid, status)
         resp.headers[RECEIPT_HEADER] = paid.payment.receipt
-        resp.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
+        if cross_origin(flask.request.environ):
+            merged = expose_value(resp.headers.get(_EXPOSE_KEY))
+            if merged is not None:
+                resp.headers[_EXPOSE_KEY] = merged
         return resp
 
     paid_view.__vlexivo_gates__ = gates  # type: ignore[attr-defined]
@@ -417,7 +446,10 @@ class WsgiPaywall:
         if self._config_error is not None:
             err = _native.error_for("config_invalid", "paywall route table")
             return _send_answer(
-                start_response, self.server.native.reject(err, method, binding_path(environ), None), method
+                start_response,
+                self.server.native.reject(err, method, binding_path(environ), None),
+                method,
+                environ,
             )
         gates = self._gates(environ, method)
         if not gates:
@@ -452,7 +484,7 @@ class WsgiPaywall:
                     environ.get(_PAYER_KEY),
                 )
         except Reject as r:
-            return _send_answer(start_response, browser_answer(r.answer, environ), method)
+            return _send_answer(start_response, browser_answer(r.answer, environ), method, environ)
         if same:
             return self.app(environ, start_response)  # the outer paywall settles
         environ[PAID_KEY] = paid
@@ -463,11 +495,7 @@ class WsgiPaywall:
         def paid_start_response(st: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             status[0] = int(st[:3])
             if sends_receipt(status[0]):
-                headers = [
-                    *headers,
-                    (RECEIPT_HEADER, receipt),
-                    ("Access-Control-Expose-Headers", EXPOSE_HEADERS),
-                ]
+                headers = with_exposed([*headers, (RECEIPT_HEADER, receipt)], environ)
             else:
                 # A failure (5xx), released before the server sends anything: a client retrying as
                 # soon as it sees it must find the nonce free (the body is closed later).
