@@ -193,7 +193,8 @@ async fn paid_call_end_to_end() {
     assert_eq!(res.status(), 200);
     let receipt = receipt_of(&res).cloned().expect("receipt attached");
     let header = res.headers().get("vlexivo-receipt").unwrap().to_str().unwrap().to_string();
-    let expose = res.headers().get("access-control-expose-headers").unwrap().to_str().unwrap().to_string();
+    // Not a cross-origin request (no Origin): nothing to expose (core's response policy).
+    let exposed = res.headers().get("access-control-expose-headers").is_some();
     let body: Value = res.json().await.unwrap();
 
     // The handler saw the verified payment.
@@ -202,7 +203,7 @@ async fn paid_call_end_to_end() {
     assert_eq!(body["resource"], format!("GET {}", env.url("/hello")));
     assert_eq!(body["tx"], receipt.tx_hash.as_str());
     assert!(header.contains(&format!("tx={}", receipt.tx_hash)) && header.contains("amount=0.001"));
-    assert!(expose.contains("Vlexivo-Receipt") && expose.contains("Vlexivo-Challenge"));
+    assert!(!exposed, "a same-origin paid response exposes no headers");
     assert_eq!(receipt.balance, "0.999");
     assert_eq!(client.balance().await.unwrap(), usd("0.999"));
     assert_eq!(client.budget().spent_total(), usd("0.001"));
@@ -227,7 +228,7 @@ async fn no_proof_gets_a_402_challenge() {
     assert_eq!(res.status(), 402);
     let challenge =
         res.headers().get("vlexivo-challenge").expect("challenge header").to_str().unwrap().to_string();
-    assert!(res.headers().get("access-control-expose-headers").is_some());
+    assert!(res.headers().get("access-control-expose-headers").is_none(), "no Origin: nothing exposed");
     let (_, body) = json_of(res).await;
     assert_eq!(body["error"], "payment_required");
     assert_eq!(body["price"], "0.001");
@@ -242,6 +243,17 @@ async fn no_proof_gets_a_402_challenge() {
             .unwrap();
     assert_eq!((pr.challenge.method.as_str(), pr.challenge.path.as_str()), ("GET", "/hello"));
     assert_eq!(pr.price, usd("0.001"));
+
+    // From a web page of another origin: the challenge is exposed to its script.
+    let res = reqwest::Client::new()
+        .get(env.url("/hello"))
+        .header("Origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 402);
+    let expose = res.headers().get("access-control-expose-headers").expect("exposed").to_str().unwrap();
+    assert!(expose.contains("Vlexivo-Challenge"), "{expose}");
 
     // A garbage proof: a 402 with that proof's error and a fresh challenge.
     let res = reqwest::Client::new()
