@@ -1,17 +1,14 @@
 //! A live payment checked on chain (`verifyPayment`), without the facilitator: core builds the
 //! JSON-RPC batch and decides on the node's answer (`vlexivo_core::onchain`, `docs/protocol.md`
-//! §6.1); this file POSTs it. A payer app can check that the transaction a receipt names moved
+//! §6.1); `vlexivo_client::onchain` POSTs it (no error names the URL); this file converts types. A payer app can check that the transaction a receipt names moved
 //! the price from its wallet to the provider's payout address.
 
 use crate::{TlsOptions, VlexivoError};
 use std::time::Duration;
+use vlexivo_client::onchain::{Expected, Verified, verify_payment_with};
 use vlexivo_core::Error as CoreError;
-use vlexivo_core::onchain::{Expected, PaymentCheck, Verified};
 
-const TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// A receipt and a block number: far below this.
-const MAX_ANSWER: usize = 1 << 20;
 
 /// What the payment should be. Addresses `0x…`; `amount` a decimal usd amount (`"0.001"`).
 /// From a live payment: `token` is the challenge's `asset`, `payee` its `payTo`, `payer` the
@@ -86,48 +83,27 @@ pub async fn verify_payment(
 ) -> Result<VerifiedPayment, VlexivoError> {
     let run = async move {
         let e = &expected;
-        let check = PaymentCheck::new(
-            &tx_hash,
-            Expected::parse(
-                &e.token,
-                &e.payer,
-                &e.payee,
-                &e.amount,
-                e.confirmations.unwrap_or(1),
-                e.authorization_nonce.as_deref(),
-            )?,
+        let expected = Expected::parse(
+            &e.token,
+            &e.payer,
+            &e.payee,
+            &e.amount,
+            e.confirmations.unwrap_or(1),
+            e.authorization_nonce.as_deref(),
         )?;
         let url = rpc_url.trim();
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(CoreError::Config("rpcUrl must be an http(s) URL".into()));
         }
-        let client = tls
+        let http = tls
             .unwrap_or_default()
             .to_config()?
             .client_builder()
-            .timeout(TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| CoreError::Config(format!("HTTP client: {}", vlexivo_client::tls::describe(&e))))?;
-        // Reasons are described without the URL: it often carries the node's API key.
-        let failed = |e: reqwest::Error| check.unreachable(&vlexivo_client::tls::describe(&e.without_url()));
-        let mut resp = client
-            .post(url)
-            .header("content-type", "application/json")
-            .body(check.request())
-            .send()
-            .await
-            .map_err(failed)?;
-        let status = resp.status().as_u16();
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(failed)? {
-            if body.len() + chunk.len() > MAX_ANSWER {
-                return Err(check.unreachable("the node's answer is too large"));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        check.answer(status, &body).map(VerifiedPayment::from)
+        verify_payment_with(&http, url, &tx_hash, expected).await.map(VerifiedPayment::from)
     };
     match tokio::spawn(run).await {
         Ok(r) => r.map_err(Into::into),
