@@ -188,20 +188,22 @@ def run_py_verify(ctx: Ctx) -> Values:
     return {k: float(v) for k, v in b["usPerOp"].items()}
 
 
-def run_py_load(ctx: Ctx) -> Values:
+def run_py_load(ctx: Ctx, *more: str) -> Values:
+    """FastAPI (or Django: ``--framework django``) bare and paid under uvicorn (``--server``
+    names the stack: h11 on asyncio unless told)."""
     py = VENV / "bin" / "python"
     args = ["--duration", "1", "--rounds", "2", "--tokens", "20000"] if ctx.smoke else \
         ["--duration", "4", "--rounds", "6"]
-    (b,) = bench_lines(sh([str(py), "bench/bench_load.py", *args], cwd=PY))
+    (b,) = bench_lines(sh([str(py), "bench/bench_load.py", *more, *args], cwd=PY))
     return {k: float(v) for k, v in b.items() if isinstance(v, (int, float))}
+
+
+def run_py_load_std(ctx: Ctx) -> Values:
+    return run_py_load(ctx, "--server", "standard")
 
 
 def run_py_django(ctx: Ctx) -> Values:
-    py = VENV / "bin" / "python"
-    args = ["--duration", "1", "--rounds", "2", "--tokens", "20000"] if ctx.smoke else \
-        ["--duration", "4", "--rounds", "6"]
-    (b,) = bench_lines(sh([str(py), "bench/bench_load.py", "--framework", "django", *args], cwd=PY))
-    return {k: float(v) for k, v in b.items() if isinstance(v, (int, float))}
+    return run_py_load(ctx, "--framework", "django")
 
 
 def run_py_mcp(ctx: Ctx) -> Values:
@@ -230,7 +232,8 @@ BENCHES: dict[str, tuple[str, Callable[[Ctx], Values]]] = {
     "node-http": ("Express and Fastify with and without the paywall", run_node_http),
     "node-http-ir": ("Fastify with and without the plugin: instructions per request (callgrind)", run_node_http_ir),
     "py-verify": ("pyo3 verify vs PyJWT", run_py_verify),
-    "py-load": ("FastAPI with and without the paywall", run_py_load),
+    "py-load": ("FastAPI with and without the paywall (uvicorn: h11 on asyncio)", run_py_load),
+    "py-load-std": ("FastAPI with and without the paywall (uvicorn[standard]: httptools on uvloop)", run_py_load_std),
     "py-django": ("Django (ASGI) with and without the paywall middleware", run_py_django),
     "py-mcp": ("an MCP tool call paid vs unpaid (Python SDK, in memory)", run_py_mcp),
     "live-batch": ("live relays on anvil: batched (Multicall3) vs one per payment", run_live_batch),
@@ -420,9 +423,15 @@ def make_table(runs: list[dict[str, Values]]) -> Table:
           f"{spread(v('py-verify', 'vlexivo'), us)} vs {spread(v('py-verify', 'pyjwt'), us)}: "
           f"{spread(d('py-verify', lambda r: r['pyjwt'] / r['vlexivo']), times)} faster", "≥ 10×")
     pl = "scripts/bench.sh --only py-load"
-    t.row("FastAPI + paywall vs bare (uvicorn, wrk, ABBA rounds): CPU µs per request added; throughput; CPU ratio", pl,
+    t.row("FastAPI + paywall vs bare (uvicorn: h11 on asyncio; wrk, ABBA rounds): CPU µs per request added; "
+          "throughput; CPU ratio", pl,
           f"+{spread(v('py-load', 'cpu_added_us'), us)} on {spread(v('py-load', 'bare_cpu_us'), us)}; "
           f"{spread(v('py-load', 'tput_ratio'), ratio)}; {spread(v('py-load', 'cpu_ratio'), ratio)}", "≥ 0.90 by CPU")
+    t.row("FastAPI + paywall vs bare on uvicorn[standard] (httptools on uvloop: what "
+          "`pip install \"fastapi[standard]\"` brings): the same figures",
+          "scripts/bench.sh --only py-load-std",
+          f"+{spread(v('py-load-std', 'cpu_added_us'), us)} on {spread(v('py-load-std', 'bare_cpu_us'), us)}; "
+          f"{spread(v('py-load-std', 'tput_ratio'), ratio)}; {spread(v('py-load-std', 'cpu_ratio'), ratio)}")
     t.row("Django (ASGI, async view) + paywall middleware vs bare (uvicorn, wrk, ABBA rounds): CPU µs per request "
           "added; throughput; CPU ratio", "scripts/bench.sh --only py-django",
           f"+{spread(v('py-django', 'cpu_added_us'), us)} on {spread(v('py-django', 'bare_cpu_us'), us)}; "

@@ -1,16 +1,21 @@
 """FastAPI (or Django) + Vlexivo paywall vs the bare framework under load, on 127.0.0.1 (bounded
 in time).
 
-    python bench/bench_load.py [--framework fastapi|django] [--duration 10] [--connections 32] [--rounds 2]
+    python bench/bench_load.py [--framework fastapi|django] [--server h11|standard] [--duration 10]
+                               [--connections 32] [--rounds 2]
 
 FastAPI: ``load_app.py``'s apps; Django: ``load_django.py``'s, an async view under Django's ASGI
 handler, bare and behind ``vlx.django_middleware`` (both under uvicorn).
 
-Each variant runs as a real uvicorn process (one worker). wrk (Debian's `wrk` package) sends
-GET /hello; against the paid app every request carries a distinct pre-minted valid proof token
-(the test-only native helper signs them with the provider's HS256 key), so every request runs
-the full hot path: header scan, verify, nonce insert, receipt header. The same header is sent to
-the bare app, so both parse the same requests. Without wrk a bounded Python generator is used.
+Each variant runs as a real uvicorn process (one worker), on the server stack named, never the
+one uvicorn would pick by itself from what happens to be installed: ``h11`` (uvicorn's pure-Python
+HTTP/1.1 parser on asyncio's loop: ``pip install fastapi uvicorn``) or ``standard`` (httptools'
+llhttp parser on uvloop: uvicorn[standard], what ``pip install "fastapi[standard]"`` brings).
+wrk (Debian's `wrk` package) sends GET /hello; against the paid app every request carries a
+distinct pre-minted valid proof token (the test-only native helper signs them with the
+provider's HS256 key), so every request runs the full hot path: header scan, verify, nonce
+insert, receipt header. The same header is sent to the bare app, so both parse the same
+requests. Without wrk a bounded Python generator is used.
 
 Rounds alternate the order (bare, paid, then paid, bare: ABBA), so drift in the machine's load
 falls on both alike. Reported: the server CPU µs per request the paywall adds (robust to other
@@ -45,7 +50,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(app: str, module: str) -> tuple[subprocess.Popen[bytes], str]:
+# uvicorn's --http and --loop for each server stack.
+STACKS = {"h11": ("h11", "asyncio"), "standard": ("httptools", "uvloop")}
+
+
+def start(app: str, module: str, stack: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     path = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "VLX_SECRET_KEY": SECRET, "PYTHONPATH": path}
@@ -64,6 +73,10 @@ def start(app: str, module: str) -> tuple[subprocess.Popen[bytes], str]:
             "--no-access-log",
             "--workers",
             "1",
+            "--http",
+            STACKS[stack][0],
+            "--loop",
+            STACKS[stack][1],
         ],
         env=env,
     )
@@ -150,6 +163,7 @@ def run_python(url: str, tokens: Path, duration: int, connections: int) -> tuple
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--framework", choices=["fastapi", "django"], default="fastapi")
+    ap.add_argument("--server", choices=sorted(STACKS), default="h11")
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)
@@ -176,7 +190,9 @@ def main() -> None:
             for app in ("bare", "paid") if rnd % 2 == 0 else ("paid", "bare"):
                 # Fresh tokens (and a fresh server, so a fresh nonce store) for every run.
                 warm, run = mint(f"w{rnd}{app}", 20_000), mint(f"r{rnd}{app}", args.tokens)
-                proc, url = start(app, {"fastapi": "load_app", "django": "load_django"}[args.framework])
+                proc, url = start(
+                    app, {"fastapi": "load_app", "django": "load_django"}[args.framework], args.server
+                )
                 try:
                     if use_wrk:
                         run_wrk(url, warm, 1, 4, 1)
@@ -204,7 +220,9 @@ def main() -> None:
 
     bare, paid = max(results["bare"]), max(results["paid"])
     ratios = [p / b for b, p in zip(results["bare"], results["paid"], strict=True)]
-    print(f"tool: {'wrk' if use_wrk else 'python'}; load average {os.getloadavg()[0]:.1f}")
+    http, loop = STACKS[args.server]
+    tool = "wrk" if use_wrk else "python"
+    print(f"tool: {tool}; server: uvicorn {http} on {loop}; load average {os.getloadavg()[0]:.1f}")
     print(
         f"best of {args.rounds}: bare {bare:.0f} req/s, paid {paid:.0f} req/s, paid/bare = {paid / bare:.3f}"
     )
@@ -217,6 +235,7 @@ def main() -> None:
     spread = (max(results["bare"]) - min(results["bare"])) / statistics.median(results["bare"]) * 100
     bench = {
         "bench": args.framework,
+        "server": args.server,
         "rounds": args.rounds,
         "duration": args.duration,
         "tput_ratio": statistics.median(ratios),
