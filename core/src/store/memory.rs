@@ -35,6 +35,11 @@
 //! segments and blocks made ready, every page written, from a few the store keeps at hand and
 //! the helper makes more of when they run low. The helper only allocates and writes memory (no
 //! I/O, no clock); a consume that finds nothing ready makes its own part, as before.
+//!
+//! A store made with [`MemoryOptions::pages_thread`] off (`memory://?pages_thread=false`) never
+//! asks the helper for anything, so no thread is started for it: its consumes touch their
+//! tables, segments and blocks first themselves (page faults on the consume path as a shard
+//! fills or lengthens, and about 30 MB less resident memory for an idle default store).
 
 use super::{Consume, Lease, Leases, NonceStore, check_key};
 use crate::error::{Error, Result};
@@ -185,6 +190,8 @@ struct Ready {
     /// process id, so a child forked meanwhile (where the helper thread does not exist) asks
     /// its own.
     asked: AtomicU32,
+    /// Whether the helper makes parts for this store at all ([`MemoryOptions::pages_thread`]).
+    helper: bool,
     /// Segments and blocks a consume made itself, none being ready: first touches on the
     /// consume path (a store filling faster than the helper, or no helper).
     made_in_consume: AtomicU64,
@@ -203,8 +210,9 @@ fn new_block() -> Box<[Expiry]> {
 }
 
 impl Ready {
-    /// Ready parts for a store of `shards` shards; the helper is asked to make them now.
-    fn new(shards: usize) -> Arc<Self> {
+    /// Ready parts for a store of `shards` shards; the helper (if `helper`) is asked to make
+    /// them now.
+    fn new(shards: usize, helper: bool) -> Arc<Self> {
         // One of each a shard: shards fill alike, so they also take their next block (or
         // segment) at about the same time, a few thousand consumes apart at most.
         let high = shards.clamp(4, 1024);
@@ -214,6 +222,7 @@ impl Ready {
             low: high / 2,
             high,
             asked: AtomicU32::new(0),
+            helper,
             made_in_consume: AtomicU64::new(0),
         });
         ready.ask();
@@ -249,6 +258,9 @@ impl Ready {
     }
 
     fn ask(self: &Arc<Self>) {
+        if !self.helper {
+            return;
+        }
         let me = std::process::id();
         let asked = self.asked.load(Ordering::Acquire);
         if asked == me || self.asked.compare_exchange(asked, me, Ordering::AcqRel, Ordering::Acquire).is_err()
@@ -295,12 +307,21 @@ mod helper {
     pub(super) fn send(job: Job) {
         let mut queue = QUEUE.lock();
         let me = std::process::id();
-        let job = match &*queue {
-            Some((pid, tx)) if *pid == me => match tx.send(job) {
-                Ok(()) => return,
+        let job = match queue.take() {
+            Some((pid, tx)) if pid == me => match tx.send(job) {
+                Ok(()) => {
+                    *queue = Some((pid, tx));
+                    return;
+                }
                 Err(back) => back.0,
             },
-            _ => job,
+            // A forked child: the parent's helper does not exist here, and may have held its
+            // channel's lock at the fork, which dropping the sender would wait for.
+            Some((_, inherited)) => {
+                std::mem::forget(inherited);
+                job
+            }
+            None => job,
         };
         let (tx, rx) = channel::<Job>();
         let started = std::thread::Builder::new().name(super::PAGES_THREAD.into()).spawn(move || {
@@ -591,6 +612,37 @@ impl Shard {
     }
 }
 
+/// How a [`MemoryStore`] is made ([`MemoryStore::with_options`]); also read from a store URL
+/// (`memory://?capacity=N&pages_thread=false`, [`super::StoreSpec`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemoryOptions {
+    /// Live nonces the store holds at most (at least 1; default [`DEFAULT_CAPACITY`]).
+    pub capacity: usize,
+    /// Whether the process's page-making thread ([`PAGES_THREAD`], started by the first store
+    /// that wants it) writes this store's memory before its consumes need it (default: yes).
+    /// Off, no thread is started for the store, and its consumes touch new memory themselves.
+    pub pages_thread: bool,
+}
+
+impl Default for MemoryOptions {
+    fn default() -> Self {
+        Self { capacity: DEFAULT_CAPACITY, pages_thread: true }
+    }
+}
+
+impl MemoryOptions {
+    /// These options with this capacity.
+    pub fn capacity(self, capacity: usize) -> Self {
+        Self { capacity, ..self }
+    }
+
+    /// These options with the page-making thread on or off for the store.
+    pub fn pages_thread(self, on: bool) -> Self {
+        Self { pages_thread: on, ..self }
+    }
+}
+
 /// Sharded in-memory [`NonceStore`]. Entries live until they expire or are released; the total
 /// is bounded by the capacity and a full store answers `nonce_store_full`.
 #[derive(Debug)]
@@ -633,18 +685,23 @@ impl MemoryStore {
 
     /// A store bounded at `capacity` live entries (at least 1).
     pub fn with_capacity(capacity: usize) -> Self {
-        let capacity = capacity.max(1);
+        Self::with_options(MemoryOptions::default().capacity(capacity))
+    }
+
+    /// A store made as `options` say.
+    pub fn with_options(options: MemoryOptions) -> Self {
+        let capacity = options.capacity.max(1);
         let start = Leases::new();
         let count = shard_count(capacity);
         let share = shard_share(capacity, count);
         let shards: Arc<[Mutex<Shard>]> =
             (0..count).map(|_| Mutex::new(Shard::new(share, start.next().0))).collect();
-        let ready = Ready::new(count);
+        let ready = Ready::new(count, options.pages_thread);
         // A table's pages are touched at random as entries land, so all of them within a
         // shard's first few dozen nonces: the helper writes them all up front, for stores whose
         // tables are not too large to hold before they are needed (the default's: 24 MB).
         let slots = (2 * room(share) * 8 / 7).next_power_of_two();
-        if count * slots * 9 <= TABLES_AHEAD_BYTES {
+        if options.pages_thread && count * slots * 9 <= TABLES_AHEAD_BYTES {
             helper::send(helper::Job::Tables(Arc::downgrade(&shards)));
         }
         Self {
@@ -1011,7 +1068,7 @@ mod tests {
 
     #[test]
     fn the_expiry_queue_keeps_order_and_reuses_its_blocks() {
-        let ready = Ready::new(1);
+        let ready = Ready::new(1, true);
         let mut q = Expiries::with_room(3 * BLOCK);
         let capacity = q.blocks.capacity();
         let x = |i: u64| Expiry { expires_at: i, slot: i as u32, tag: 7 };
@@ -1085,14 +1142,19 @@ mod tests {
         assert_eq!(s.ready.made_in_consume.load(Ordering::Relaxed), 0);
     }
 
-    #[test]
-    fn the_helper_makes_every_shards_table_ahead() {
-        let s = MemoryStore::with_capacity(100_000);
+    /// Wait (bounded) until every shard has its table.
+    fn await_tables(s: &MemoryStore) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while !s.shards.iter().all(|m| m.lock().sized) {
             assert!(std::time::Instant::now() < deadline, "tables not made within 30 s");
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
+    }
+
+    #[test]
+    fn the_helper_makes_every_shards_table_ahead() {
+        let s = MemoryStore::with_capacity(100_000);
+        await_tables(&s);
         let mut inline = Shard::new(shard_share(s.capacity, s.shards.len()), 0);
         inline.make_room();
         for m in s.shards.iter() {
@@ -1106,6 +1168,143 @@ mod tests {
         assert!(big.shards.iter().all(|m| !m.lock().sized));
         assert!(big.consume("a:1", 10, 0).unwrap().is_fresh());
         assert_eq!(big.shards.iter().filter(|m| m.lock().sized).count(), 1);
+    }
+
+    /// Whether this is the test's own process; if not, run the test `name` again in one (this
+    /// test binary, that test alone) and check it passed. For tests that count the process's
+    /// threads, or fork: a fork copies each lock as it is at that moment, and other tests'
+    /// threads hold theirs at any time.
+    #[cfg(target_os = "linux")]
+    fn in_own_process(name: &str) -> bool {
+        use std::process::{Command, Stdio};
+        if std::env::var_os("VLX_MEMORY_STORE_OWN_PROCESS").is_some() {
+            return true;
+        }
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([&format!("store::memory::tests::{name}"), "--exact", "--test-threads=1"])
+            .env("VLX_MEMORY_STORE_OWN_PROCESS", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "{name} in a process of its own: {}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        false
+    }
+
+    /// Threads of this process named for the helper (the kernel keeps 15 bytes of a name).
+    #[cfg(target_os = "linux")]
+    fn helpers_running() -> usize {
+        let name = &PAGES_THREAD[..15];
+        let tasks = std::fs::read_dir("/proc/self/task").unwrap();
+        tasks
+            .filter(|t| {
+                let comm = std::fs::read_to_string(t.as_ref().unwrap().path().join("comm"));
+                comm.is_ok_and(|c| c.trim_end() == name)
+            })
+            .count()
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_store_without_the_pages_thread_starts_none() {
+        if !in_own_process("a_store_without_the_pages_thread_starts_none") {
+            return;
+        }
+        let options = MemoryOptions::default().capacity(MIN_SHARDS * NONCES_PER_SHARD);
+        let s = MemoryStore::with_options(options.pages_thread(false));
+        for i in 0..20_000 {
+            assert!(s.consume(&format!("a:{i}"), 100, 0).unwrap().is_fresh());
+        }
+        assert_eq!(helpers_running(), 0);
+        // Its consumes made their own parts and tables.
+        assert!(s.ready.made_in_consume.load(Ordering::Relaxed) >= MIN_SHARDS as u64);
+        assert!(s.ready.segments.lock().is_empty() && s.ready.blocks.lock().is_empty());
+        // The default starts it.
+        let with = MemoryStore::with_options(options);
+        await_ready(&with.ready, with.ready.high);
+        await_tables(&with);
+        assert_eq!(helpers_running(), 1);
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    #[allow(unsafe_code)]
+    fn a_forked_child_starts_a_helper_of_its_own() {
+        if !in_own_process("a_forked_child_starts_a_helper_of_its_own") {
+            return;
+        }
+        let s = MemoryStore::with_capacity(MIN_SHARDS * NONCES_PER_SHARD);
+        let high = s.ready.high;
+        // Once every table is made the helper is done with the store's locks (ready parts
+        // come first), and waits for a job.
+        await_ready(&s.ready, high);
+        await_tables(&s);
+        assert_eq!(helpers_running(), 1);
+        let keys = same_shard(&s, "b:0", high * SEGMENT);
+        // SAFETY: the child runs the closure below on this thread (the only one it has) and
+        // leaves by _exit, without running the parent's destructors or returning to the harness.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork");
+        if pid == 0 {
+            let child = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                assert_eq!(helpers_running(), 0, "the parent's helper is not in the child");
+                // The store made in the parent: its shard takes every segment made before the
+                // fork (none is made in a consume), so any ready now is the child's helper's,
+                // which keeps at least `low` of them.
+                for k in &keys {
+                    assert!(s.consume(k, 100, 0).unwrap().is_fresh());
+                }
+                assert_eq!(s.ready.made_in_consume.load(Ordering::Relaxed), 0);
+                await_ready(&s.ready, s.ready.low);
+                assert_eq!(helpers_running(), 1);
+                // A store made in the child has its tables made too.
+                await_tables(&MemoryStore::with_capacity(100_000));
+            }));
+            if let Err(panic) = &child {
+                // Straight to stderr: the harness's capture of this thread's output is lost at
+                // _exit.
+                let why = panic.downcast_ref::<String>().map(String::as_str);
+                let why = why.or_else(|| panic.downcast_ref::<&str>().copied()).unwrap_or("?");
+                let _ =
+                    std::io::Write::write_all(&mut std::io::stderr(), format!("child: {why}\n").as_bytes());
+            }
+            // SAFETY: ends the child here.
+            unsafe { libc::_exit(i32::from(child.is_err())) };
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+        let mut status = 0;
+        loop {
+            // SAFETY: waits for our own child, writing its status into `status`.
+            let done = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if done == pid {
+                break;
+            }
+            assert_eq!(done, 0, "waitpid");
+            if std::time::Instant::now() > deadline {
+                // SAFETY: our own child, stuck.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                panic!("the forked child did not finish within 90 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child status {status:#x}");
+        // The parent's store and helper are untouched by the child's consumes.
+        assert_eq!(s.len(), 0);
+        assert_eq!(s.ready.segments.lock().len(), high);
     }
 
     #[test]

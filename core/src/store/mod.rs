@@ -26,7 +26,7 @@ pub mod spec;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
-pub use memory::MemoryStore;
+pub use memory::{MemoryOptions, MemoryStore};
 pub use metered::Metered;
 pub use spec::{RemoteOptions, StoreSpec, open};
 #[cfg(feature = "sqlite")]

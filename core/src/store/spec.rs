@@ -2,14 +2,15 @@
 //!
 //! | URL | store |
 //! |---|---|
-//! | `memory` (`memory://?capacity=N`) | [`MemoryStore`](super::MemoryStore), this process only |
+//! | `memory` (`memory://?capacity=N&pages_thread=false`) | [`MemoryStore`](super::MemoryStore), this process only |
 //! | `sqlite:///abs/path.db`, `sqlite://rel/path.db` | [`SqliteStore`](super::SqliteStore), this machine |
 //! | `redis://[user:pass@]host[:port][/db]` | Redis (feature `redis`), many instances |
 //! | `redis+cluster://[user:pass@]host:port,host:port` | a Redis Cluster (feature `redis`) |
 //! | `postgres://…`, `postgresql://…` (libpq URL) | PostgreSQL (feature `postgres`), many instances |
 //!
-//! Options come in the URL's query string or beside it (never both for one key): `capacity`
-//! (memory), and for networked stores `prefix`, `pool_size`, `timeout_ms`, `connect_timeout_ms`.
+//! Options come in the URL's query string or beside it (never both for one key): `capacity` and
+//! `pages_thread` (`true`/`false`: [`MemoryOptions::pages_thread`](super::MemoryOptions)) for
+//! memory, and for networked stores `prefix`, `pool_size`, `timeout_ms`, `connect_timeout_ms`.
 //! A PostgreSQL URL may also carry libpq's own parameters (`host=/socket/dir`, `sslmode`, …),
 //! which the driver checks. Anything else — an unknown scheme, an unknown or repeated option, a
 //! bad value, a store this build lacks — is `config_invalid` at construction: a typo never
@@ -23,7 +24,7 @@ use std::time::Duration;
 /// A parsed store URL with its options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreSpec {
-    Memory { capacity: usize },
+    Memory { capacity: usize, pages_thread: bool },
     Sqlite { path: String },
     Redis { nodes: Vec<String>, cluster: bool, options: RemoteOptions },
     Postgres { url: String, options: RemoteOptions },
@@ -98,7 +99,7 @@ impl StoreSpec {
         let mut ours: Vec<(String, String)> = Vec::new();
         let mut passthrough: Vec<&str> = Vec::new();
         let known: &[&str] = match scheme.as_str() {
-            "memory" => &["capacity"],
+            "memory" => &["capacity", "pages_thread"],
             "sqlite" => &[],
             _ => REMOTE_OPTIONS,
         };
@@ -140,7 +141,11 @@ impl StoreSpec {
                     Some(v) => number(v, "capacity", 1, usize::MAX as u64)? as usize,
                     None => super::memory::DEFAULT_CAPACITY,
                 };
-                Ok(StoreSpec::Memory { capacity })
+                let pages_thread = match get("pages_thread") {
+                    Some(v) => yes_no(v, "pages_thread")?,
+                    None => true,
+                };
+                Ok(StoreSpec::Memory { capacity, pages_thread })
             }
             "sqlite" => {
                 let path = percent_decode(rest)?;
@@ -206,7 +211,9 @@ impl StoreSpec {
     /// config error here, not a surprise on the first paid request).
     pub fn open(&self) -> Result<Arc<dyn NonceStore>> {
         match self {
-            StoreSpec::Memory { capacity } => Ok(Arc::new(super::MemoryStore::with_capacity(*capacity))),
+            StoreSpec::Memory { capacity, pages_thread } => Ok(Arc::new(super::MemoryStore::with_options(
+                super::MemoryOptions::default().capacity(*capacity).pages_thread(*pages_thread),
+            ))),
             #[cfg(feature = "sqlite")]
             StoreSpec::Sqlite { path } => {
                 Ok(Arc::new(super::SqliteStore::open(path).map_err(|e| config(e.to_string()))?))
@@ -271,6 +278,14 @@ fn number(v: &str, key: &str, min: u64, max: u64) -> Result<u64> {
     }
 }
 
+fn yes_no(v: &str, key: &str) -> Result<bool> {
+    match v.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(config(format!("{key} must be true or false, not {v:?}"))),
+    }
+}
+
 fn list(keys: &[&str]) -> String {
     if keys.is_empty() { "none".into() } else { keys.join(", ") }
 }
@@ -331,15 +346,16 @@ mod tests {
 
     #[test]
     fn memory_and_sqlite() {
-        assert_eq!(StoreSpec::parse("memory", &[]).unwrap(), StoreSpec::Memory { capacity: 1_000_000 });
+        let memory = |capacity, pages_thread| StoreSpec::Memory { capacity, pages_thread };
+        assert_eq!(StoreSpec::parse("memory", &[]).unwrap(), memory(1_000_000, true));
+        assert_eq!(StoreSpec::parse("memory://?capacity=10", &[]).unwrap(), memory(10, true));
+        assert_eq!(StoreSpec::parse("memory", &[("capacity", "7")]).unwrap(), memory(7, true));
         assert_eq!(
-            StoreSpec::parse("memory://?capacity=10", &[]).unwrap(),
-            StoreSpec::Memory { capacity: 10 }
+            StoreSpec::parse("memory://?capacity=7&pages_thread=false", &[]).unwrap(),
+            memory(7, false)
         );
-        assert_eq!(
-            StoreSpec::parse("memory", &[("capacity", "7")]).unwrap(),
-            StoreSpec::Memory { capacity: 7 }
-        );
+        assert_eq!(StoreSpec::parse("memory", &[("pages_thread", "true")]).unwrap(), memory(1_000_000, true));
+        assert!(err("memory", &[("pages_thread", "no")]).contains("pages_thread must be true or false"));
         assert_eq!(
             StoreSpec::parse("sqlite:///tmp/a%20b.db", &[]).unwrap(),
             StoreSpec::Sqlite { path: "/tmp/a b.db".into() }
