@@ -9,6 +9,15 @@
 //! host made it slow. A consume that blocked (a voluntary switch: a lock, I/O) stays the store's. The "own" columns are the store's: neither preempted nor stolen. The
 //! "all" columns keep every consume. Steal over the whole run (from /proc/stat) is printed too.
 //!
+//! The machine's floor, in the same run: after every [`FLOOR_EVERY`]th timed consume, a no-op as
+//! long as that many mean consumes (arithmetic on registers, no memory) is timed and attributed
+//! the same way, so the no-ops span as much time as the consumes. What stalls a stretch of code
+//! that touches no memory and calls nothing is not the store's: interrupts (on this VM the
+//! timer's, 250 a second and 10-20 µs each, some far longer, charged to whatever thread they
+//! land in), so a store's maximum is only as low as the no-op's. (A no-op after every consume
+//! doubled the timing's system calls between consumes, which raised the consumes' p99 by about
+//! 0.2 µs.)
+//!
 //! `cargo run --release -p vlexivo-core --example store_latency -- [--rows 100000]
 //!     [--ops 200000] [--store memory|sqlite|all]`
 //!
@@ -83,6 +92,10 @@ fn cpu_ns() -> i64 {
 
 /// Wall time a consume may exceed its thread's CPU time by before it counts as stolen.
 const STOLEN_NS: i64 = 10_000;
+/// Own times counted as slow, for consumes and no-ops alike.
+const SLOW_NS: u32 = 20_000;
+/// Consumes per timed no-op.
+const FLOOR_EVERY: u64 = 8;
 
 /// Steal time of the whole machine so far (ms, from /proc/stat; 0 where there is none).
 fn steal_ms() -> u64 {
@@ -176,6 +189,13 @@ fn fresh(n: u64) {
 struct Run {
     all: Vec<u32>,
     own: Vec<u32>,
+    /// The no-op's times (every one, and its own as for a consume), and its length (ns).
+    floor_all: Vec<u32>,
+    floor_own: Vec<u32>,
+    floor_ns: f64,
+    /// Own consumes and no-ops over [`SLOW_NS`] that spanned a timer tick.
+    slow_at_tick: u64,
+    floor_slow_at_tick: u64,
     /// Consumes that were not preempted but took a page fault.
     faulted: Vec<u32>,
     /// Consumes not preempted but off their CPU (steal): their times.
@@ -184,17 +204,130 @@ struct Run {
     filled_rss: f64,
 }
 
-/// Consume `ops` fresh keys after `warm` untimed ones, `rate` per simulated second.
-fn run(store: &dyn NonceStore, warm: u64, ops: u64, rate: u64) -> Run {
+/// The no-op: `n` rounds of a multiply-add chain on a register.
+fn spin(n: u64) {
+    let mut x = 1u64;
+    for _ in 0..n {
+        x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
+    }
+}
+
+/// Rounds of [`spin`] that take about `ns`: from the quickest of many short timings, which no
+/// interrupt or preemption lengthened.
+fn spin_rounds(ns: f64) -> u64 {
+    let n = 1_000;
+    let quickest = (0..1_000)
+        .map(|_| {
+            let t = Instant::now();
+            spin(n);
+            t.elapsed().as_nanos()
+        })
+        .min()
+        .unwrap_or(1);
+    (ns * n as f64 / quickest.max(1) as f64).round().max(1.0) as u64
+}
+
+/// What one timed call took: wall ns, whether the thread was preempted or off its CPU meanwhile
+/// (not the code's time), and whether it page-faulted.
+enum Timed {
+    Preempted(u32),
+    Stolen(u32),
+    Own { ns: u32, faulted: bool, start: Instant },
+}
+
+/// The kernel's timer tick: its period (the coarse clock's resolution, 1/HZ) and an instant at
+/// which one happened (the coarse clock moved on), for telling whether a slow stretch of time
+/// took in a tick. None where the coarse clock does not show one.
+struct Tick {
+    period: u128,
+    edge: Instant,
+}
+
+fn coarse_ns(clock: libc::clockid_t, res: bool) -> u128 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_getres and clock_gettime write a timespec into the pointer they are given.
+    let rc =
+        unsafe { if res { libc::clock_getres(clock, &mut t) } else { libc::clock_gettime(clock, &mut t) } };
+    assert_eq!(rc, 0, "clock");
+    t.tv_sec as u128 * 1_000_000_000 + t.tv_nsec as u128
+}
+
+fn tick() -> Option<Tick> {
+    let period = coarse_ns(libc::CLOCK_MONOTONIC_COARSE, true);
+    if !(100_000..=100_000_000).contains(&period) {
+        return None;
+    }
+    let first = coarse_ns(libc::CLOCK_MONOTONIC_COARSE, false);
+    let until = Instant::now() + std::time::Duration::from_nanos(3 * period as u64);
+    loop {
+        let now = Instant::now();
+        if coarse_ns(libc::CLOCK_MONOTONIC_COARSE, false) != first {
+            return Some(Tick { period, edge: now });
+        }
+        if now > until {
+            return None;
+        }
+    }
+}
+
+impl Tick {
+    /// Whether `ns` from `start` (give or take 20 µs) spans a tick.
+    fn within(&self, start: Instant, ns: u32) -> bool {
+        let from = start.saturating_duration_since(self.edge).as_nanos();
+        let (a, b) = (from.saturating_sub(20_000), from + u128::from(ns) + 20_000);
+        a / self.period != b / self.period
+    }
+}
+
+fn timed(f: impl FnOnce()) -> Timed {
+    let p0 = preemptions();
+    let c0 = cpu_ns();
+    let t = Instant::now();
+    f();
+    let ns = t.elapsed().as_nanos().min(u32::MAX as u128) as u32;
+    let c1 = cpu_ns();
+    let p1 = preemptions();
+    if p1.0 != p0.0 {
+        return Timed::Preempted(ns);
+    }
+    // Off its CPU without blocking (which is the code's own wait) and without a switch.
+    if p1.2 == p0.2 && i64::from(ns) - (c1 - c0) > STOLEN_NS {
+        return Timed::Stolen(ns);
+    }
+    Timed::Own { ns, faulted: p1.1 != p0.1, start: t }
+}
+
+/// Consume `ops` fresh keys after `warm` untimed ones, `rate` per simulated second (and time
+/// the no-op between them if `floor`).
+fn run(store: &dyn NonceStore, warm: u64, ops: u64, rate: u64, floor: bool) -> Run {
     let mut k = String::with_capacity(64);
     let at = |i: u64| T0 + i / rate;
+    // The last 10,000 untimed consumes, each timed, give the mean consume the no-op is as long
+    // as (leaving out their slowest 1 %: a preemption or an interrupt is not the mean).
+    let mean_from = warm.saturating_sub(10_000);
+    let mut last = Vec::with_capacity(10_000);
     for i in 0..warm {
         key(i, &mut k);
+        let t = Instant::now();
         assert!(store.consume(&k, at(i) + TTL, at(i)).unwrap().is_fresh());
+        if i >= mean_from {
+            last.push(t.elapsed().as_nanos() as f64);
+        }
     }
+    last.sort_unstable_by(f64::total_cmp);
+    last.truncate(last.len() - last.len() / 100);
+    let floor_ns = last.iter().sum::<f64>() / last.len().max(1) as f64;
+    let rounds = spin_rounds(floor_ns * FLOOR_EVERY as f64);
+    let tick = tick();
+    let at_tick = |start, ns| ns >= SLOW_NS && tick.as_ref().is_some_and(|t| t.within(start, ns));
     let mut r = Run {
         all: Vec::with_capacity(ops as usize),
         own: Vec::with_capacity(ops as usize),
+        floor_all: Vec::with_capacity((ops / FLOOR_EVERY + 1) as usize),
+        floor_own: Vec::with_capacity((ops / FLOOR_EVERY + 1) as usize),
+        floor_ns,
+        slow_at_tick: 0,
+        floor_slow_at_tick: 0,
         faulted: Vec::new(),
         stolen: Vec::new(),
         filled_rss: rss_mb(),
@@ -202,26 +335,33 @@ fn run(store: &dyn NonceStore, warm: u64, ops: u64, rate: u64) -> Run {
     for i in warm..warm + ops {
         key(i, &mut k);
         let now = at(i);
-        let p0 = preemptions();
-        let c0 = cpu_ns();
-        let t = Instant::now();
-        let c = store.consume(&k, now + TTL, now);
-        let ns = t.elapsed().as_nanos().min(u32::MAX as u128) as u32;
-        let c1 = cpu_ns();
-        let p1 = preemptions();
-        assert!(c.unwrap().is_fresh());
-        r.all.push(ns);
-        if p1.0 != p0.0 {
+        let mut fresh = false;
+        match timed(|| fresh = store.consume(&k, now + TTL, now).unwrap().is_fresh()) {
+            Timed::Preempted(ns) => r.all.push(ns),
+            Timed::Stolen(ns) => {
+                r.all.push(ns);
+                r.stolen.push(ns);
+            }
+            Timed::Own { ns, faulted, start } => {
+                r.all.push(ns);
+                r.own.push(ns);
+                if faulted {
+                    r.faulted.push(ns);
+                }
+                r.slow_at_tick += u64::from(at_tick(start, ns));
+            }
+        }
+        assert!(fresh);
+        if !floor || i % FLOOR_EVERY != 0 {
             continue;
         }
-        // Off its CPU without blocking (which is the store's own wait) and without a switch.
-        if p1.2 == p0.2 && i64::from(ns) - (c1 - c0) > STOLEN_NS {
-            r.stolen.push(ns);
-            continue;
-        }
-        r.own.push(ns);
-        if p1.1 != p0.1 {
-            r.faulted.push(ns);
+        match timed(|| spin(rounds)) {
+            Timed::Preempted(ns) | Timed::Stolen(ns) => r.floor_all.push(ns),
+            Timed::Own { ns, start, .. } => {
+                r.floor_all.push(ns);
+                r.floor_own.push(ns);
+                r.floor_slow_at_tick += u64::from(at_tick(start, ns));
+            }
         }
     }
     r
@@ -270,13 +410,17 @@ fn main() {
     }
     for (name, store) in &stores {
         let steal0 = steal_ms();
-        let mut r = run(&**store, o.rows, o.ops, rate);
+        // The floor next to the memory store's microseconds (a SQLite consume's tail is its
+        // disk's, milliseconds).
+        let mut r = run(&**store, o.rows, o.ops, rate, *name == "memory");
         let rss1 = rss_mb();
         let steal = steal_ms() - steal0;
         let stolen = r.stolen.len();
         let preempted = r.all.len() - r.own.len() - stolen;
         let slowest = |v: &[u32]| v.iter().max().map_or(0.0, |n| *n as f64 / 1000.0);
         let (faults, fault_max, stolen_max) = (r.faulted.len(), slowest(&r.faulted), slowest(&r.stolen));
+        let over = |v: &[u32]| v.iter().filter(|n| **n >= SLOW_NS).count();
+        let (slow, floor_slow) = (over(&r.own), over(&r.floor_own));
         let a = summary(&mut r.all);
         let w = summary(&mut r.own);
         println!(
@@ -286,9 +430,35 @@ fn main() {
              {:.0} MB filled, {rss1:.0} MB at the end)",
             a[0], a[1], a[2], a[3], w[1], w[2], w[3], r.filled_rss
         );
+        let mut floor = String::new();
+        if !r.floor_all.is_empty() {
+            let (fa, fw) = (summary(&mut r.floor_all), summary(&mut r.floor_own));
+            let ns = r.floor_ns * FLOOR_EVERY as f64;
+            let (at_tick, floor_at_tick) = (r.slow_at_tick, r.floor_slow_at_tick);
+            println!(
+                "{:<8} {:>9.1} {:>9.1} {:>10.1} {:>10.1}   {:>9.1} {:>10.1} {:>10.1}  (the machine's floor: a \
+                 no-op of {ns:.0} ns timed after every {FLOOR_EVERY}th consume; own ≥ {} µs: {slow} consumes \
+                 ({at_tick} spanning a timer tick), {floor_slow} no-ops ({floor_at_tick}))",
+                "no-op",
+                fa[0],
+                fa[1],
+                fa[2],
+                fa[3],
+                fw[1],
+                fw[2],
+                fw[3],
+                SLOW_NS / 1000
+            );
+            floor = format!(
+                ",\"floor_ns\":{ns:.0},\"floor_p999\":{:.2},\"floor_max\":{:.2},\"floor_own_p999\":{:.2},\
+                 \"floor_own_max\":{:.2},\"slow\":{slow},\"slow_at_tick\":{at_tick},\"floor_slow\":{floor_slow},\
+                 \"floor_slow_at_tick\":{floor_at_tick}",
+                fa[2], fa[3], fw[2], fw[3]
+            );
+        }
         println!(
-            "BENCH {{\"bench\":\"store_latency\",\"store\":\"{name}\",\"rows\":{},\"ops\":{},\"p50\":{:.2},\"p99\":{:.2},\"p999\":{:.2},\"max\":{:.2},\"own_p50\":{:.2},\"own_p99\":{:.2},\"own_p999\":{:.2},\"own_max\":{:.2},\"preempted\":{preempted},\"stolen\":{stolen},\"stolen_max\":{stolen_max:.2},\"steal_ms\":{steal},\"faulted\":{faults},\"faulted_max\":{fault_max:.2},\"rss_filled_mb\":{:.1},\"rss_end_mb\":{rss1:.1},\"load\":\"{load}\"}}",
-            o.rows, o.ops, a[0], a[1], a[2], a[3], w[0], w[1], w[2], w[3], r.filled_rss
+            "BENCH {{\"bench\":\"store_latency\",\"store\":\"{name}\",\"rows\":{},\"ops\":{},\"p50\":{:.2},\"p99\":{:.2},\"p999\":{:.2},\"max\":{:.2},\"own_p50\":{:.2},\"own_p99\":{:.2},\"own_p999\":{:.2},\"own_max\":{:.2},\"preempted\":{preempted},\"stolen\":{stolen},\"stolen_max\":{stolen_max:.2},\"steal_ms\":{steal},\"faulted\":{faults},\"faulted_max\":{fault_max:.2},\"rss_filled_mb\":{:.1},\"rss_end_mb\":{rss1:.1}{floor},\"load\":\"{load}\"}}",
+            o.rows, o.ops, a[0], a[1], a[2], a[3], w[0], w[1], w[2], w[3], r.filled_rss,
         );
     }
     drop(stores);
