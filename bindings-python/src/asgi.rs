@@ -16,20 +16,20 @@ static EXPOSE: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
 static DONE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// The `send` the middleware hands the app. On `http.response.start`: when `check` is given and
-/// the router ran a route other than `leaf`'s, `check(scope, leaf, plan, holder, send)` decides
-/// (`None`: carry on; an awaitable: the answer sent instead, and nothing of the app's after it).
-/// Then, when a paywall took the request (`holder.paid`, a `Paid`), core's policy for the status:
-/// the receipt header (and `Access-Control-Expose-Headers` for a request with `Origin`) on a
-/// response that keeps the payment, else the nonce released (`Paid.settle`) before the response
-/// goes out. It remembers the status and whether the body was complete for [`Self::ended`].
+/// the router ran a route other than the priced one (`route`, the middleware's `(leaf, plan)`),
+/// `check(scope, leaf, plan, holder, send)` decides (`None`: carry on; an awaitable: the answer
+/// sent instead, and nothing of the app's after it). Then, when a paywall took the request
+/// (`holder.paid`, a `Paid`), core's policy for the status: the receipt header (and
+/// `Access-Control-Expose-Headers` for a request with `Origin`) on a response that keeps the
+/// payment, else the nonce released (`Paid.settle`) before the response goes out. It remembers
+/// the status and whether the body was complete for [`Self::ended`].
 #[pyclass(frozen, module = "vlexivo._native", name = "ResponseWatch")]
 pub struct ResponseWatch {
     send: Py<PyAny>,
     holder: Py<PyAny>,
     scope: Py<PyAny>,
     check: Option<Py<PyAny>>,
-    leaf: Py<PyAny>,
-    plan: Py<PyAny>,
+    route: Py<PyAny>,
     status: AtomicU16,
     complete: AtomicBool,
     blocked: AtomicBool,
@@ -46,15 +46,8 @@ fn get<'py>(mapping: &Bound<'py, PyAny>, key: &Bound<'py, PyString>) -> PyResult
 
 /// Whether the scope's raw headers carry `Origin`.
 fn has_origin(scope: &Bound<'_, PyAny>) -> PyResult<bool> {
-    let py = scope.py();
-    let Some(headers) = get(scope, pyo3::intern!(py, "headers"))? else { return Ok(false) };
-    for pair in headers.try_iter()? {
-        let name = pair?.get_item(0)?;
-        if name.cast::<PyBytes>().is_ok_and(|n| n.as_bytes() == b"origin") {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+    let Some(headers) = get(scope, pyo3::intern!(scope.py(), "headers"))? else { return Ok(false) };
+    Ok(crate::scan_headers(&headers)?.origin)
 }
 
 impl ResponseWatch {
@@ -65,9 +58,9 @@ impl ResponseWatch {
         if let Some(check) = &self.check {
             let actual = get(scope, pyo3::intern!(py, "route"))?.filter(|r| !r.is_none());
             if let Some(actual) = actual {
-                let leaf = self.leaf.bind(py);
+                let (leaf, plan): (Bound<'py, PyAny>, Bound<'py, PyAny>) = self.route.bind(py).extract()?;
                 if leaf.is_none() || !actual.is(&leaf.getattr(pyo3::intern!(py, "route"))?) {
-                    let answer = check.bind(py).call1((scope, leaf, &self.plan, &self.holder, &self.send))?;
+                    let answer = check.bind(py).call1((scope, leaf, plan, &self.holder, &self.send))?;
                     if !answer.is_none() {
                         self.blocked.store(true, Ordering::Relaxed);
                         return Ok(Some(answer));
@@ -91,12 +84,13 @@ impl ResponseWatch {
         let payment = paid.getattr(pyo3::intern!(py, "payment"))?;
         let receipt = PyBytes::new(py, payment.cast::<Payment>()?.get().receipt.as_bytes());
         // A new list: the app may reuse its own (Starlette passes response.raw_headers).
-        let headers = PyList::empty(py);
-        if let Some(theirs) = get(msg, pyo3::intern!(py, "headers"))? {
-            for h in theirs.try_iter()? {
-                headers.append(h?)?;
-            }
-        }
+        let headers = match get(msg, pyo3::intern!(py, "headers"))? {
+            Some(theirs) => match theirs.cast::<PyList>() {
+                Ok(list) => list.get_slice(0, list.len()),
+                Err(_) => PyList::new(py, theirs.try_iter()?.collect::<PyResult<Vec<_>>>()?)?,
+            },
+            None => PyList::empty(py),
+        };
         let name = RECEIPT_NAME.get_or_init(py, || {
             PyBytes::new(py, vlexivo_core::headers::RECEIPT.to_ascii_lowercase().as_bytes()).unbind()
         });
@@ -121,26 +115,17 @@ impl ResponseWatch {
 #[pymethods]
 impl ResponseWatch {
     #[new]
-    #[pyo3(signature = (send, holder, scope, check, leaf, plan))]
+    #[pyo3(signature = (send, holder, scope, check, route))]
     fn new(
         send: Py<PyAny>,
         holder: Py<PyAny>,
         scope: Py<PyAny>,
         check: Option<Py<PyAny>>,
-        leaf: Py<PyAny>,
-        plan: Py<PyAny>,
+        route: Py<PyAny>,
     ) -> Self {
-        Self {
-            send,
-            holder,
-            scope,
-            check,
-            leaf,
-            plan,
-            status: AtomicU16::new(0),
-            complete: AtomicBool::new(false),
-            blocked: AtomicBool::new(false),
-        }
+        let status = AtomicU16::new(0);
+        let (complete, blocked) = (AtomicBool::new(false), AtomicBool::new(false));
+        Self { send, holder, scope, check, route, status, complete, blocked }
     }
 
     /// Send `msg` (as seen above): returns what to await, the server's send's awaitable mostly.
@@ -150,15 +135,19 @@ impl ResponseWatch {
             return DONE.import(py, "vlexivo._asgi", "_DONE").cloned();
         }
         let kind = msg.get_item(pyo3::intern!(py, "type"))?;
-        if kind.eq(pyo3::intern!(py, "http.response.start"))? {
-            if let Some(answer) = self.start(&msg)? {
-                return Ok(answer);
+        match kind.cast::<PyString>().ok().and_then(|k| k.to_str().ok()) {
+            Some("http.response.start") => {
+                if let Some(answer) = self.start(&msg)? {
+                    return Ok(answer);
+                }
             }
-        } else if kind.eq(pyo3::intern!(py, "http.response.body"))? {
-            let more = get(&msg, pyo3::intern!(py, "more_body"))?;
-            if !more.map(|m| m.is_truthy()).transpose()?.unwrap_or(false) {
-                self.complete.store(true, Ordering::Relaxed);
+            Some("http.response.body") => {
+                let more = get(&msg, pyo3::intern!(py, "more_body"))?;
+                if !more.map(|m| m.is_truthy()).transpose()?.unwrap_or(false) {
+                    self.complete.store(true, Ordering::Relaxed);
+                }
             }
+            _ => {}
         }
         self.send.bind(py).call1((msg,))
     }

@@ -409,23 +409,32 @@ const PROOF_NAME: &[u8] = b"vlexivo-proof";
 const HOST_NAME: &[u8] = b"host";
 const ORIGIN_NAME: &[u8] = b"origin";
 
-/// What `verify_scope` reads of a request's headers.
-struct ScopeHeaders<'py> {
+/// What `verify_scope` (and the response watch) reads of a request's headers.
+pub(crate) struct ScopeHeaders<'py> {
     /// The first `Vlexivo-Proof` value.
     proof: Option<Bound<'py, PyBytes>>,
     /// The first `Host` value.
     host: Option<Bound<'py, PyBytes>>,
     /// Whether it carries `Origin`.
-    origin: bool,
+    pub(crate) origin: bool,
+}
+
+/// Item `i` of a header pair: a tuple's without an index object (servers send tuples; ASGI
+/// allows any two-item iterable).
+fn pair_item<'py>(pair: &Bound<'py, PyAny>, i: usize) -> PyResult<Bound<'py, PyAny>> {
+    match pair.cast::<PyTuple>() {
+        Ok(t) => t.get_item(i),
+        Err(_) => pair.get_item(i),
+    }
 }
 
 /// Scan ASGI raw header pairs (`[name, value]` of bytes) once. A name that is not bytes names
 /// nothing; a proof or `Host` value that is not bytes is a TypeError.
-fn scan_headers<'py>(headers: &Bound<'py, PyAny>) -> PyResult<ScopeHeaders<'py>> {
+pub(crate) fn scan_headers<'py>(headers: &Bound<'py, PyAny>) -> PyResult<ScopeHeaders<'py>> {
     let mut found = ScopeHeaders { proof: None, host: None, origin: false };
     for pair in headers.try_iter()? {
         let pair = pair?;
-        let name = pair.get_item(0)?;
+        let name = pair_item(&pair, 0)?;
         let Ok(name) = name.cast::<PyBytes>() else { continue };
         let slot = match name.as_bytes() {
             PROOF_NAME => &mut found.proof,
@@ -437,7 +446,7 @@ fn scan_headers<'py>(headers: &Bound<'py, PyAny>) -> PyResult<ScopeHeaders<'py>>
             _ => continue,
         };
         if slot.is_none() {
-            *slot = Some(pair.get_item(1)?.cast_into::<PyBytes>()?);
+            *slot = Some(pair_item(&pair, 1)?.cast_into::<PyBytes>()?);
         }
     }
     Ok(found)

@@ -223,7 +223,7 @@ def watched(native: _native.Paywall, status: int, *, origin: bool = False) -> tu
         sent.append(msg)
 
     async def run() -> None:
-        watch = _native.ResponseWatch(send, box, s, None, None, None)
+        watch = _native.ResponseWatch(send, box, s, None, (None, None))
         own = [(b"content-type", b"text/plain")]
         await watch({"type": "http.response.start", "status": status, "headers": own})
         assert own == [(b"content-type", b"text/plain")]  # the app's own list is left alone
@@ -297,7 +297,7 @@ def test_the_response_watch_after_the_app() -> None:
         ([200, "end"], True),
     ):
         box, s = paid_box()
-        watch = _native.ResponseWatch(send, box, s, None, None, None)
+        watch = _native.ResponseWatch(send, box, s, None, (None, None))
 
         async def run(messages: list[Any] = messages, watch: Any = watch) -> None:
             for m in messages:
@@ -321,7 +321,7 @@ def test_the_response_watch_after_the_app() -> None:
     async def keep(msg: Any) -> None:
         sent.append(msg)
 
-    watch = _native.ResponseWatch(keep, box, scope([]), None, None, None)
+    watch = _native.ResponseWatch(keep, box, scope([]), None, (None, None))
     start = {"type": "http.response.start", "status": 200, "headers": [(b"a", b"b")]}
     asyncio.run(watch(start))  # type: ignore[arg-type]
     watch.ended(False)

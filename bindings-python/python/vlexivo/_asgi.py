@@ -65,6 +65,8 @@ PAID_KEY = "vlexivo.paid"
 # and the release decision to it (it sees the real response; a dependency cannot).
 _MIDDLEWARE_KEY = "vlexivo.middleware"
 _UNRESOLVED: Any = object()
+# The (route leaf, plan) of a request no table prices.
+_UNPRICED: tuple[Any, Plan] = (None, NO_PLAN)
 _RECENT_MAX = 4096
 
 
@@ -252,6 +254,9 @@ class PaywallMiddleware:
         self._generation = 0
         # The provider's hook for an accepted payment (its usage answers change), looked up once.
         self._paid_by: Callable[[_native.Payment], None] | None = getattr(server, "_paid_by", None)
+        # What the response watch calls when the router ran another route than the priced one:
+        # set once the router is known (a plain ASGI app has none to check).
+        self._check: Callable[..., Awaitable[None] | None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -264,14 +269,14 @@ class PaywallMiddleware:
         if box is None:
             box = scope[_MIDDLEWARE_KEY] = _Box()
             box.paid = box.cross_origin = None
-        leaf = None
-        plan = NO_PLAN
+        route = _UNPRICED
         if self._tabled and (scope["method"] != "OPTIONS" or not preflight(scope)):
             found = self._plan(scope)
             if found is None:  # a table that names no route of the app: fail closed
                 await self._config_answer(scope, send)
                 return
-            leaf, plan = found
+            route = found
+        plan = route[1]
         if plan.gates:
             try:
                 if plan.inline and box.paid is None:
@@ -290,8 +295,7 @@ class PaywallMiddleware:
         # The outermost one runs the app and watches its response (natively: no frame per
         # message): the receipt on a response that keeps the payment, the nonce's fate from the
         # handler's outcome (core decides), and that the router ran the route it priced.
-        confirm = self._tabled and self._map is not None and self._map is not _UNRESOLVED
-        watch = _native.ResponseWatch(send, box, scope, self._other_route if confirm else None, leaf, plan)
+        watch = _native.ResponseWatch(send, box, scope, self._check, route)
         try:
             await self.app(scope, receive, watch)
         except BaseException:
@@ -473,6 +477,7 @@ class PaywallMiddleware:
             if unmatched:
                 self._config_error = config_message(unmatched, (lf.template for lf in leaves))
                 logger.error("vlexivo: %s; answering 500 config_invalid", self._config_error)
+            self._check = self._other_route
         self._map = m
         return m
 

@@ -228,8 +228,7 @@ class ResponseWatch:
         holder: Any,
         scope: MutableMapping[str, Any],
         check: Callable[..., Awaitable[None] | None] | None,
-        leaf: Any,
-        plan: Any,
+        route: tuple[Any, Any],
     ) -> ResponseWatch: ...
     def __call__(self, msg: MutableMapping[str, Any]) -> Awaitable[None]: ...
     def ended(self, raised: bool) -> None: ...
