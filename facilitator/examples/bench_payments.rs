@@ -601,34 +601,48 @@ async fn latency(
         slow.len(),
     );
     // By thread: how often each was put on a CPU per call (wake-ups of a sleeping thread,
-    // mostly) and what it waited, over all calls and over the slow ones.
+    // mostly) and what it waited, over all calls and over the slow ones; and in what share of
+    // all calls and of the slow ones it ran at all (a housekeeping thread running during most
+    // slow calls but few others points at it).
     let n_slow = slow.len().max(1) as f64;
-    let mut groups: std::collections::BTreeMap<&str, (u64, Duration, Duration)> = Default::default();
+    #[derive(Default)]
+    struct Group {
+        runs: u64,
+        wait: Duration,
+        slow_wait: Duration,
+        calls_ran: u64,
+        slow_calls_ran: u64,
+    }
+    let mut groups: std::collections::BTreeMap<&str, Group> = Default::default();
     for (threads, is_slow) in per_thread.iter().zip(&slow_call) {
         for (name, wait, runs) in threads {
             let g = groups.entry(name.as_str()).or_default();
-            g.0 += runs;
-            g.1 += *wait;
+            g.runs += runs;
+            g.wait += *wait;
+            g.calls_ran += u64::from(*runs > 0);
             if *is_slow {
-                g.2 += *wait;
+                g.slow_wait += *wait;
+                g.slow_calls_ran += u64::from(*runs > 0);
             }
         }
     }
     println!(
-        "   {:<44} {:>9} {:>12} {:>15}",
-        "by thread (process, name)", "runs/call", "wait/call µs", "slow calls µs"
+        "   {:<44} {:>9} {:>12} {:>15} {:>17}",
+        "by thread (process, name)", "runs/call", "wait/call µs", "slow calls µs", "ran in: calls/slow"
     );
     let n = per_thread.len().max(1) as f64;
-    for (name, (runs, wait, slow_wait)) in &groups {
+    for (name, g) in &groups {
         println!(
-            "   {:<44} {:>9.2} {:>12.1} {:>15.1}",
+            "   {:<44} {:>9.2} {:>12.1} {:>15.1} {:>8.1}%/{:>6.1}%",
             name,
-            *runs as f64 / n,
-            wait.as_secs_f64() * 1e6 / n,
-            slow_wait.as_secs_f64() * 1e6 / n_slow
+            g.runs as f64 / n,
+            g.wait.as_secs_f64() * 1e6 / n,
+            g.slow_wait.as_secs_f64() * 1e6 / n_slow,
+            100.0 * g.calls_ran as f64 / n,
+            100.0 * g.slow_calls_ran as f64 / n_slow
         );
     }
-    let runs_per_call = groups.values().map(|g| g.0).sum::<u64>() as f64 / n;
+    let runs_per_call = groups.values().map(|g| g.runs).sum::<u64>() as f64 / n;
     println!();
     println!("   the facilitator's SQLite ledger during those calls (its /metrics; bucket bounds):");
     for (name, h) in [("batch (op taken → answered)", &ledger.batch), ("COMMIT (WAL fsync)", &ledger.commit)]
