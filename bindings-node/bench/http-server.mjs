@@ -11,6 +11,9 @@ import { Hono } from 'hono';
 import { serve } from '@hono/node-server';
 import { paywall as honoPaywall } from 'vlexivo/hono';
 import { createServer } from 'node:http';
+import { readFileSync, readdirSync } from 'node:fs';
+import { PerformanceObserver, constants } from 'node:perf_hooks';
+import { getHeapSpaceStatistics } from 'node:v8';
 import { SECRET, RESOURCE_PATH, ORIGIN } from './tokens.mjs';
 
 const scenario = process.argv[2];
@@ -32,11 +35,51 @@ process.stdin.on('data', (d) => {
     if (line.trim() === 'cpu') {
       const u = process.cpuUsage();
       const span = count > 1 ? Number(last - first) / 1e9 : 0;
-      console.log(`CPU=${u.user + u.system} COUNT=${count} SPAN=${span}`);
+      console.log(`CPU=${u.user + u.system} COUNT=${count} SPAN=${span}${diag ? ` DIAG=${JSON.stringify(diag())}` : ''}`);
       count = 0;
     }
   }
 });
+// DIAG=1: where the CPU went, with each answer (totals so far; the parent takes differences):
+// per thread group (the event loop's thread, the store's page-making helper, the rest: V8's
+// compiler and GC helpers, libuv's pool) from /proc schedstat in ns, the event loop thread's
+// voluntary context switches (its waits for the next request: requests per wait is how much
+// work each wake-up finds) and involuntary ones (preempted), and V8's GC pauses by kind.
+const diag = process.env.DIAG ? diagnostics() : undefined;
+function diagnostics() {
+  const gc = { minorMs: 0, majorMs: 0, incrementalMs: 0, weakMs: 0, minor: 0, major: 0 };
+  const kinds = { [constants.NODE_PERFORMANCE_GC_MINOR]: 'minor', [constants.NODE_PERFORMANCE_GC_MAJOR]: 'major', [constants.NODE_PERFORMANCE_GC_INCREMENTAL]: 'incremental', [constants.NODE_PERFORMANCE_GC_WEAKCB]: 'weak' };
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      const k = kinds[e.detail?.kind];
+      if (k === undefined) continue;
+      gc[`${k}Ms`] += e.duration;
+      if (k === 'minor' || k === 'major') gc[k]++;
+    }
+  }).observe({ entryTypes: ['gc'] });
+  const task = (tid, file) => readFileSync(`/proc/self/task/${tid}/${file}`, 'utf8');
+  return () => {
+    const threads = { mainNs: 0, storeNs: 0, otherNs: 0 };
+    for (const tid of readdirSync('/proc/self/task')) {
+      let ns;
+      let comm;
+      try {
+        ns = Number(task(tid, 'schedstat').split(' ')[0]);
+        comm = task(tid, 'comm').trim();
+      } catch {
+        continue; // the thread ended meanwhile
+      }
+      if (Number(tid) === process.pid) threads.mainNs += ns;
+      else if (comm.startsWith('vlexivo-store')) threads.storeNs += ns;
+      else threads.otherNs += ns;
+    }
+    const status = task(process.pid, 'status');
+    const ctx = (k) => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? 0);
+    const heap = process.memoryUsage();
+    const young = getHeapSpaceStatistics().find((sp) => sp.space_name === 'new_space');
+    return { ...threads, waits: ctx('voluntary_ctxt_switches'), preempted: ctx('nonvoluntary_ctxt_switches'), ...gc, heapMb: heap.heapUsed / 2 ** 20, rssMb: heap.rss / 2 ** 20, youngMb: (young?.space_size ?? 0) / 2 ** 20 };
+  };
+}
 const joseKey = process.env.JOSE_KEY ? Buffer.from(process.env.JOSE_KEY, 'hex') : undefined;
 const reply = { result: 'ok', usage: { tokens: 2 } };
 // The paywalls' nonce store: memory by default, or any store URL (VLX_BENCH_STORE=redis://…).

@@ -10,13 +10,26 @@ import { RESOURCE_PATH } from './tokens.mjs';
 const serverScript = fileURLToPath(new URL('./http-server.mjs', import.meta.url));
 
 /**
+ * Every target's young generation is held at the size V8 itself grows it to under steady load
+ * (8 MB semi-spaces: a 16 MB new space, ~1.5 scavenges per 1,000 Fastify requests, bare or
+ * paywalled, rounds back to back). Interleaved rounds leave each target idle for seconds
+ * between its bursts, and V8 then shrinks it (low allocation throughput) by a different amount
+ * in each process: 2 to 16 MB, 1.4 to 12 scavenges per 1,000 requests from one process to the
+ * next, up to ~2 µs of CPU per request whatever the paywall did. YOUNG_MB sets another
+ * semi-space size; YOUNG_MB=0 leaves V8's sizing alone (the method before).
+ */
+const YOUNG_MB = Number(process.env.YOUNG_MB ?? 8);
+const HEAP_ARGS = YOUNG_MB > 0 ? [`--min-semi-space-size=${YOUNG_MB}`, `--max-semi-space-size=${YOUNG_MB}`] : [];
+
+/**
  * Start `node bench/http-server.mjs <scenario>`, optionally under a wrapper command (`prefix`:
  * `taskset -c 0`, `valgrind --tool=callgrind …`) or with Node options (`nodeArgs`); `script`: another
  * tree's bench/http-server.mjs (a baseline build). Resolves once it prints its port, with `cpu()`
- * (the process's CPU µs, requests and their span since the last ask).
+ * (the process's CPU µs, requests and their span since the last ask; with DIAG=1 in the target's
+ * environment also `diag`, see bench/http-server.mjs).
  */
 export function startTarget(scenario, { prefix = [], nodeArgs = [], env = {}, script = serverScript } = {}) {
-  const argv = [...prefix, process.execPath, ...nodeArgs, script, scenario];
+  const argv = [...prefix, process.execPath, ...HEAP_ARGS, ...nodeArgs, script, scenario];
   const child = spawn(argv[0], argv.slice(1), {
     stdio: ['pipe', 'pipe', 'inherit'],
     env: { ...process.env, NODE_ENV: 'production', ...env },
@@ -37,8 +50,8 @@ export function startTarget(scenario, { prefix = [], nodeArgs = [], env = {}, sc
             }),
         });
       }
-      const cpu = /^CPU=(\d+) COUNT=(\d+) SPAN=([\d.e-]+)/.exec(l);
-      if (cpu) waiters.shift()?.({ cpu: Number(cpu[1]), count: Number(cpu[2]), span: Number(cpu[3]) });
+      const cpu = /^CPU=(\d+) COUNT=(\d+) SPAN=([\d.e-]+)(?: DIAG=(.*))?/.exec(l);
+      if (cpu) waiters.shift()?.({ cpu: Number(cpu[1]), count: Number(cpu[2]), span: Number(cpu[3]), diag: cpu[4] && JSON.parse(cpu[4]) });
     });
     child.on('exit', (c) => reject(new Error(`${scenario} exited ${c}`)));
   });

@@ -40,6 +40,16 @@ const CPUS = availableParallelism();
 const PIN = process.env.PIN !== '0' && CPUS >= 2;
 if (PIN) execFileSync('taskset', ['-a', '-cp', '0', String(process.pid)], { stdio: 'ignore' });
 const targetPrefix = PIN ? ['taskset', '-c', String(CPUS - 1)] : [];
+// DIAG=1 (or DIAG=<file>: also written there as JSON): each round's CPU of each target split by
+// thread, its event loop's waits and preemptions and its GC pauses, per request (see
+// bench/http-server.mjs).
+const DIAG = process.env.DIAG;
+/** A round's diagnostics per request: counters' differences over `n` requests (heap and RSS as they stand). */
+function perRequest(before, after, n) {
+  const out = {};
+  for (const k of Object.keys(after)) out[k] = k.endsWith('Mb') ? after[k] : (after[k] - before[k]) / n;
+  return out;
+}
 // BASELINE=<another bindings-node tree> (built: dist/ and native/) adds each scenario again from
 // that tree, as `<scenario>@base`, interleaved in the same rounds: before/after in one run.
 const BASELINE = process.env.BASELINE;
@@ -69,7 +79,7 @@ if (BASELINE) scenarios.push(...scenarios.map(([name, mint]) => [`${name}@base`,
 for (const [name, mint] of scenarios) {
   const [scenario, base] = name.split('@');
   const target = await startTarget(scenario, { prefix: targetPrefix, env: { JOSE_KEY: joseKey.toString('hex') }, script: base ? baselineScript : undefined });
-  state[name] = { target, mint, perRound: 0, rps: [], cpuPerReq: [] };
+  state[name] = { target, mint, perRound: 0, rps: [], cpuPerReq: [], diag: [] };
 }
 try {
   // Rounds are sized from the target's own rate (its requests over their span): autocannon ends
@@ -104,6 +114,7 @@ try {
       // Server-side span from the first to the last request of the burst.
       s.rps.push(after.count / after.span);
       s.cpuPerReq.push((after.cpu - before.cpu) / res.requests.total);
+      if (after.diag) s.diag.push(perRequest(before.diag, after.diag, res.requests.total));
     }
   }
 } finally {
@@ -117,6 +128,21 @@ for (const [name] of scenarios) {
   console.log(
     `${name.padEnd(20)} median ${Math.round(median(s.rps)).toLocaleString('en-US').padStart(7)} req/s (spread ${spreadPct(s.rps).toFixed(0)}%, ${s.perRound} requests per round)   server CPU ${median(s.cpuPerReq).toFixed(1).padStart(6)} µs/req   rounds: ${s.rps.map((r) => Math.round(r)).join(', ')} req/s; ${s.cpuPerReq.map((c) => c.toFixed(0)).join(', ')} µs`,
   );
+}
+if (DIAG) {
+  // Per round: µs per request on the event loop's thread / the store's helper / other threads,
+  // requests per wait of the event loop, preemptions per 1k requests, GC ms per 1k requests.
+  const f = (d) =>
+    `${(d.mainNs / 1e3).toFixed(2)}/${(d.storeNs / 1e3).toFixed(2)}/${(d.otherNs / 1e3).toFixed(2)} ${(1 / d.waits).toFixed(1)}r/w ${(d.preempted * 1e3).toFixed(1)}p ${((d.minorMs + d.majorMs + d.incrementalMs) * 1e3).toFixed(1)}gc ${(d.major * 1e3).toFixed(2)}M ${d.heapMb.toFixed(0)}/${d.rssMb.toFixed(0)}MB young ${d.youngMb.toFixed(1)}MB ${(d.minor * 1e3).toFixed(1)}s/k`;
+  console.log('\nper round (µs/request on loop/store/other threads, requests per loop wait, preemptions, GC ms and major GCs per 1k requests, heap/RSS, young generation, scavenges per 1k requests):');
+  for (const [name] of scenarios) {
+    const s = state[name];
+    s.diag.forEach((d, i) => console.log(`${name.padEnd(20)} ${String(i + 1).padStart(2)} ${s.cpuPerReq[i].toFixed(2).padStart(6)} µs  ${f(d)}`));
+  }
+  if (DIAG !== '1') {
+    const { writeFileSync } = await import('node:fs');
+    writeFileSync(DIAG, JSON.stringify(Object.fromEntries(scenarios.map(([name]) => [name, { cpuPerReq: state[name].cpuPerReq, rps: state[name].rps, diag: state[name].diag }]))));
+  }
 }
 function pair(paid, bare) {
   if (!state[paid] || !state[bare]) return undefined;
