@@ -838,7 +838,8 @@ pub fn http_methods() -> Vec<String> {
 /// binding, no payer hint, a method of `httpMethods()` by its index. A plain function on the
 /// route's handle: a method call first finds its object's native half (`napi_unwrap`, a
 /// private-property lookup), and each argument given as `undefined` is still converted;
-/// together about a sixth of the napi crossing.
+/// together about a sixth of the napi crossing. `host` and `secure` are left out (or
+/// undefined) for a paywall with a configured origin, which core binds instead.
 #[napi(
     ts_args_type = "route: ExternalObject<'FixedRoute'>, proof: string | undefined | null, method: number, path: string, host?: string | undefined | null, secure?: boolean | undefined | null",
     ts_return_type = "string | [string, string, string, string, string, number, number, string, string, string] | Rejection",
@@ -864,22 +865,6 @@ pub fn authorize_fixed(
             None,
         )
     }))
-}
-
-/// `authorizeFixed` for a paywall with a configured origin (the request's `Host` and scheme are
-/// not read): two arguments fewer to convert, each an `undefined` napi would still inspect.
-#[napi(
-    ts_args_type = "route: ExternalObject<'FixedRoute'>, proof: string | undefined | null, method: number, path: string",
-    ts_return_type = "string | [string, string, string, string, string, number, number, string, string, string] | Rejection",
-    catch_unwind
-)]
-pub fn authorize_fixed_at_origin(
-    route: &External<FixedRoute>,
-    proof: Option<Latin1String>,
-    method: u32,
-    path: Utf16String,
-) -> Result<Either3<Latin1String, PaidTuple, Rejection>> {
-    authorize_fixed(route, proof, method, path, None, None)
 }
 
 /// A JS string read as UTF-16 (exact for any string: latin1 would cut characters above U+00FF

@@ -399,10 +399,7 @@ export class PaidRoute<Req = any> {
     const code = METHOD_CODES.get(method);
     if (route === this.fixed && this.handle !== undefined && body === undefined && hint === undefined && code !== undefined) {
       // The usual paid request: the plain native function on the route's handle.
-      r =
-        origin === CONFIGURED_ORIGIN
-          ? native.authorizeFixedAtOrigin(this.handle, p, code, path)
-          : native.authorizeFixed(this.handle, p, code, path, origin.host, origin.secure);
+      r = native.authorizeFixed(this.handle, p, code, path, origin.host, origin.secure);
     } else if (route !== undefined) {
       r = this.remote
         ? route.authorizeAsync(p, method, path, origin.host, origin.secure, now, body, hint)
