@@ -2,16 +2,11 @@
 //! `BEGIN IMMEDIATE` transaction; SQLite's one writer at a time makes every rule plain
 //! sequential code, and the chain is one sequence.
 //!
-//! Who writes: the task that submits an op to an idle ledger commits it itself, right on the
-//! worker thread running it, and ops that arrive meanwhile queue up for the next batch, which a
-//! blocking-pool thread commits while that task answers its caller (see [`Committer`]). So at
-//! an idle ledger a payment is written, fsynced and answered with no other thread woken. A
-//! writer thread of its own put two wake-ups on every payment's path (the writer's, then the
-//! waiting task's); `block_in_place` around the commit still put about three (the blocking-pool
-//! thread the worker was handed to, then the workers the old thread woke for what it left
-//! behind): on a busy machine each may wait for a CPU. The price: the worker is held for one
-//! batch's commit (one fsync); its other queued tasks wait that long or are stolen by the other
-//! workers, and new connections' I/O goes to the other workers meanwhile.
+//! Who writes: the task that submits an op to an idle ledger commits it itself, on its own
+//! thread (tokio's `block_in_place`), and ops that arrive meanwhile queue up for the next batch,
+//! which a blocking-pool thread commits while that task answers its caller (see
+//! [`Committer`]). A writer thread of its own put two wake-ups on every payment's path, the
+//! writer's and then the waiting task's; on a busy machine each may wait for a CPU.
 //!
 //! Durability: the writer commits each batch with SQLite's own `synchronous=FULL` (the commit
 //! fsyncs the WAL), and answers the batch's ops only after its COMMIT returned: an acknowledged
@@ -109,9 +104,9 @@ impl Committer {
     }
 
     /// Queue `op`; commit the queue here if no commit is running. Called from a task: on a
-    /// multi-thread runtime one batch is committed on this worker (see the module docs), and
-    /// what queued meanwhile goes to the blocking pool; a current-thread runtime has no other
-    /// worker to carry on, so there the commit goes to the blocking pool.
+    /// multi-thread runtime the commit blocks this thread (`block_in_place` moves the worker's
+    /// other tasks to another thread); a current-thread runtime cannot block, so there the
+    /// commit goes to the blocking pool.
     pub(crate) fn submit(self: &Arc<Self>, op: Op) -> Result<()> {
         {
             let mut q = self.queue.lock();
@@ -123,20 +118,20 @@ impl Committer {
         let Some(writer) = self.writer.try_lock() else { return Ok(()) };
         match tokio::runtime::Handle::try_current() {
             Ok(rt) if rt.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                // One batch on this worker, then whatever queued meanwhile to the blocking pool.
-                if self.commit_queued(writer, Some(&rt)) && !self.queue.lock().ops.is_empty() {
-                    let me = self.clone();
-                    rt.spawn_blocking(move || me.drain());
-                }
+                tokio::task::block_in_place(|| {
+                    if self.commit_queued(writer, Some(&rt)) {
+                        self.drain(Some(&rt));
+                    }
+                })
             }
             Ok(rt) => {
                 drop(writer);
                 let me = self.clone();
-                rt.spawn_blocking(move || me.drain());
+                rt.spawn_blocking(move || me.drain(None));
             }
             Err(_) => {
                 if self.commit_queued(writer, None) {
-                    self.drain();
+                    self.drain(None);
                 }
             }
         }
@@ -144,13 +139,13 @@ impl Committer {
     }
 
     /// Commit what is queued while the writer is free and ops are waiting.
-    fn drain(self: &Arc<Self>) {
+    fn drain(self: &Arc<Self>, handing_off: Option<&tokio::runtime::Handle>) {
         loop {
             if self.queue.lock().ops.is_empty() {
                 return;
             }
             let Some(writer) = self.writer.try_lock() else { return };
-            if !self.commit_queued(writer, None) {
+            if !self.commit_queued(writer, handing_off) {
                 return;
             }
         }
@@ -198,7 +193,7 @@ impl Committer {
                 w.times.handed_off.inc();
                 drop(writer);
                 let me = self.clone();
-                rt.spawn_blocking(move || me.drain());
+                rt.spawn_blocking(move || me.drain(None));
                 return false;
             }
         }
@@ -760,44 +755,6 @@ mod tests {
         let s = verify_ledger(&Connection::open(&path).unwrap()).unwrap();
         assert_eq!(s.transactions, 660);
         assert_eq!(s.topped_up_atomic, 20 + 10 * (1..=64).sum::<u64>());
-    }
-
-    /// At an idle ledger on a multi-thread runtime, the submitting task commits on its own
-    /// worker and no other thread takes part: the runtime never starts a thread beyond its two
-    /// workers. (`block_in_place` handed the worker to a blocking-pool thread on every commit,
-    /// started for the first: a thread woken per payment.)
-    #[test]
-    fn a_commit_at_an_idle_ledger_stays_on_the_submitting_worker() {
-        use std::sync::atomic::AtomicUsize;
-        let started = Arc::new(AtomicUsize::new(0));
-        let counted = started.clone();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .on_thread_start(move || {
-                counted.fetch_add(1, Ordering::SeqCst);
-            })
-            .build()
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("l.db");
-        let (ledger, h) = open(&path, u64::MAX);
-        let l = ledger.clone();
-        rt.block_on(async move {
-            // On a worker (the test's own thread is not one).
-            tokio::spawn(async move {
-                let w = Wallet::generate(&SeededEntropy::new(1));
-                for i in 0..20u64 {
-                    assert_eq!(l.top_up(w.address(), 1, i).await.unwrap().balance, i + 1);
-                }
-            })
-            .await
-            .unwrap()
-        });
-        let threads = started.load(Ordering::SeqCst);
-        assert!(threads <= 2, "{threads} runtime threads started for 20 sequential commits");
-        rt.block_on(stop(ledger, h));
-        assert_eq!(verify_ledger(&Connection::open(&path).unwrap()).unwrap().transactions, 20);
     }
 
     #[tokio::test]
