@@ -16,16 +16,13 @@ import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
 import { VlexivoServer } from 'vlexivo';
 import { startFacilitator, onboard } from '../test/helpers.mjs';
 import { mintProofToken } from '../test/tokens.mjs';
+import { median } from './stats.mjs';
 
 const ROUNDS = Number(process.argv[2] ?? 5);
 const CALLS = Number(process.argv[3] ?? 400);
 const CONC = Number(process.argv[4] ?? 8);
 const PAYERS = 32;
 
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-};
 const range = (xs) => `${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)} (median ${median(xs).toFixed(2)})`;
 
 async function startServer(env) {

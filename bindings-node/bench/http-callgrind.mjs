@@ -7,7 +7,8 @@
 // compiler and GC threads included). Needs valgrind (Debian package `valgrind`).
 // Run: node bench/http-callgrind.mjs [requests=5000] [warmup=20000] [connections=8]
 // (ONLY=fastify-bare,fastify-paywall: the scenarios; ROUNDS=3: each scenario that many times,
-// ABBA, the median reported; BASELINE=<another built bindings-node tree>: each scenario also from
+// ABBA, the median reported (bench/stats.mjs: the mean of the two middle values for an even
+// ROUNDS); BASELINE=<another built bindings-node tree>: each scenario also from
 // there, as `<scenario>@base`, for before/after; KEEP=1 keeps the callgrind files.)
 // valgrind runs without the CPU's SHA extensions, so core's HMAC counts several times what it
 // costs natively (callgrind_annotate shows it as sha2::sha256::soft): compare like with like.
@@ -17,6 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTarget, stopTarget, burst } from './http-targets.mjs';
 import { mintVlexivo } from './tokens.mjs';
+import { median } from './stats.mjs';
 
 const REQUESTS = Number(process.argv[2] ?? 5000);
 const WARMUP = Number(process.argv[3] ?? 20000);
@@ -107,7 +109,6 @@ try {
   if (process.env.KEEP) console.log(`callgrind files: ${dir}`);
   else rmSync(dir, { recursive: true, force: true });
 }
-const median = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
 const perRequest = Object.fromEntries(Object.entries(results).map(([k, v]) => [k, median(v)]));
 for (const suffix of BASELINE ? ['', '@base'] : ['']) {
   const bare = perRequest[`fastify-bare${suffix}`];

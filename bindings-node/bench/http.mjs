@@ -27,6 +27,7 @@ import { fileURLToPath } from 'node:url';
 import { mintVlexivo, mintJose } from './tokens.mjs';
 import { startTarget, burst } from './http-targets.mjs';
 import { installAndBuild } from '../test/next-build.mjs';
+import { median } from './stats.mjs';
 
 const SECONDS = Number(process.argv[2] ?? 2);
 const ROUNDS = Number(process.argv[3] ?? 10);
@@ -121,7 +122,6 @@ try {
   for (const s of Object.values(state)) s.target.child.kill('SIGTERM');
 }
 
-const median = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
 const spreadPct = (a) => (100 * (Math.max(...a) - Math.min(...a))) / median(a);
 for (const [name] of scenarios) {
   const s = state[name];

@@ -12,6 +12,7 @@ import http from 'node:http';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { mintVlexivo, RESOURCE_PATH } from './tokens.mjs';
+import { median } from './stats.mjs';
 
 const N = Number(process.argv[2] ?? 3000);
 const WARMUP = Number(process.argv[3] ?? 4000);
@@ -92,7 +93,6 @@ try {
   agent.destroy();
   if (!process.env.KEEP) rmSync(dir, { recursive: true, force: true });
 }
-const median = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
 const k = (v) => `${(v / 1000).toFixed(1)}k`;
 for (const fw of ['express', 'fastify']) {
   const bare = results[`${fw}-bare`];

@@ -12,6 +12,7 @@ import { VlexivoServer } from 'vlexivo';
 import { paidTool } from 'vlexivo/mcp';
 import { mintProofToken, randomNonce } from '../test/tokens.mjs';
 import { SECRET, ORIGIN } from './tokens.mjs';
+import { median } from './stats.mjs';
 
 const CALLS = Number(process.argv[2] ?? 2000);
 const ROUNDS = Number(process.argv[3] ?? 8);
@@ -71,7 +72,6 @@ for (let round = 0; round < ROUNDS; round++) {
 }
 await client.close();
 await mcp.close();
-const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
 const free = median(us.free);
 const paid = median(us.paid);
 const freeCpu = median(cpu.free);
