@@ -3,9 +3,10 @@
 # checked by maturin's auditwheel) and the sdist, `twine check` them and check their contents
 # and metadata (scripts/check_dist.py), then install the wheel into a fresh virtualenv with no
 # Rust toolchain on PATH and run, against that installation, mypy's stubtest on the native
-# module's stubs, mypy --strict on the package and pytest against real servers (the `vlexivo`
-# facilitator process, uvicorn, waitress, werkzeug, Django's handlers); ruff lints the sources first. The base install (no extras) imports
-# without httpx and says what to install for the clients.
+# module's stubs, mypy --strict on the package and on the benchmarks (bench/*.py), and pytest
+# against real servers (the `vlexivo` facilitator process, uvicorn, waitress, werkzeug, Django's
+# handlers); ruff lints the sources first. The base install (no extras) imports without httpx and
+# says what to install for the clients.
 #
 # VLEXIVO_WHEEL_PROFILE=dev|release picks the cargo profile. The test command builds dev: the
 # same code and the same packaging, compliance check and install path as a release wheel, in
@@ -100,6 +101,8 @@ echo "=== stubtest vlexivo._native"
 (cd "$work" && PATH="$no_rust_path" "$tpy" -m mypy.stubtest vlexivo._native)
 echo "=== mypy --strict vlexivo"
 (cd "$work" && PATH="$no_rust_path" "$tpy" -m mypy --strict --cache-dir "$work/.mypy_cache" -p vlexivo)
+echo "=== mypy --strict bench/*.py (against the installed package; tests/ for their token minting)"
+PATH="$no_rust_path" "$tpy" -m mypy --strict --cache-dir "$work/.mypy_cache" bench/*.py
 echo "=== pytest"
 # The tests import the installed package (python/ is not on sys.path).
 PATH="$no_rust_path" "$tpy" -m pytest -q -p no:cacheprovider tests

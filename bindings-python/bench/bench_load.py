@@ -132,13 +132,16 @@ def run_python(url: str, tokens: Path, duration: int, connections: int) -> tuple
 
     toks = tokens.read_text().split()
     host = urlparse(url)
+    if host.hostname is None:
+        raise SystemExit(f"{url}: no host")
+    hostname = host.hostname
     lock = threading.Lock()
     it = iter(toks)
     done = [0, 0]
     stop = time.monotonic() + duration
 
     def worker() -> None:
-        c = http.client.HTTPConnection(host.hostname, host.port)
+        c = http.client.HTTPConnection(hostname, host.port)
         while time.monotonic() < stop:
             with lock:
                 t = next(it, None)

@@ -20,9 +20,11 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 from mcp import Client
 from mcp.server.mcpserver import MCPServer
+from mcp.types import RequestParamsMeta
 from vlexivo import VlexivoServer, _native
 from vlexivo.mcp import PROOF_META, paid_tool
 
@@ -49,17 +51,20 @@ def build() -> MCPServer:
     return server
 
 
+def proof_meta(proof: str) -> RequestParamsMeta:
+    """A call's ``_meta`` carrying the proof (its key is not a literal the TypedDict knows)."""
+    return cast(RequestParamsMeta, {PROOF_META: proof})
+
+
 async def run(calls: int, rounds: int) -> dict[str, float]:
     now = _native.now()
     per_call: dict[str, list[float]] = {"free": [], "paid": []}
     async with Client(build()) as client:
         for tool in ("free", "paid"):  # warm-up
-            meta = {
-                PROOF_META: mint_token(
-                    SECRET, f"warm-{tool}", "POST", "/mcp/tools/paid", "0.001", now, origin=ORIGIN
-                )
-            }
-            await client.call_tool(tool, {"x": 1}, meta=meta if tool == "paid" else None)
+            warm = proof_meta(
+                mint_token(SECRET, f"warm-{tool}", "POST", "/mcp/tools/paid", "0.001", now, origin=ORIGIN)
+            )
+            await client.call_tool(tool, {"x": 1}, meta=warm if tool == "paid" else None)
         for rnd in range(rounds):
             for tool in ("free", "paid") if rnd % 2 == 0 else ("paid", "free"):
                 proofs = [
@@ -70,7 +75,7 @@ async def run(calls: int, rounds: int) -> dict[str, float]:
                 ]
                 t0 = time.perf_counter()
                 for i in range(calls):
-                    meta = {PROOF_META: proofs[i]} if tool == "paid" else None
+                    meta = proof_meta(proofs[i]) if tool == "paid" else None
                     r = await client.call_tool(tool, {"x": i}, meta=meta)
                     assert not r.is_error
                 per_call[tool].append((time.perf_counter() - t0) / calls * 1e6)

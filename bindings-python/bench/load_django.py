@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 
-import django
-from django.conf import settings
+import django  # type: ignore[import-untyped]
+from django.conf import settings  # type: ignore[import-untyped]
 
 settings.configure(
     DEBUG=False,
@@ -19,9 +19,9 @@ settings.configure(
 )
 django.setup()
 
-from django.core.handlers.asgi import ASGIHandler  # noqa: E402
-from django.http import JsonResponse  # noqa: E402
-from django.urls import path  # noqa: E402
+from django.core.handlers.asgi import ASGIHandler  # type: ignore[import-untyped]  # noqa: E402
+from django.http import JsonResponse  # type: ignore[import-untyped]  # noqa: E402
+from django.urls import path  # type: ignore[import-untyped]  # noqa: E402
 from vlexivo import VlexivoServer  # noqa: E402
 
 # The load generator presents tokens bound to this origin (the port is random).

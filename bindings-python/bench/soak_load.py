@@ -18,7 +18,7 @@ import httpx
 from vlexivo import VlexivoClient, Wallet
 
 env = os.environ
-named = dict(reversed(p.split("=", 1)) for p in env["SOAK_TARGETS"].split(","))
+named = {url: name for name, url in (p.split("=", 1) for p in env["SOAK_TARGETS"].split(","))}
 targets = list(named)
 t0 = int(env["SOAK_T0_MS"]) / 1000
 deadline = int(env["SOAK_DEADLINE_MS"]) / 1000
