@@ -16,10 +16,13 @@ const serverScript = fileURLToPath(new URL('./http-server.mjs', import.meta.url)
  * between its bursts, and V8 then shrinks it (low allocation throughput) by a different amount
  * in each process: 2 to 16 MB, 1.4 to 12 scavenges per 1,000 requests from one process to the
  * next, up to ~2 µs of CPU per request whatever the paywall did. YOUNG_MB sets another
- * semi-space size; YOUNG_MB=0 leaves V8's sizing alone (the method before).
+ * semi-space size; YOUNG_MB=0 leaves V8's sizing alone (the method before). A target's own `env`
+ * (startTarget) may set YOUNG_MB too.
  */
-const YOUNG_MB = Number(process.env.YOUNG_MB ?? 8);
-const HEAP_ARGS = YOUNG_MB > 0 ? [`--min-semi-space-size=${YOUNG_MB}`, `--max-semi-space-size=${YOUNG_MB}`] : [];
+function heapArgs(env) {
+  const mb = Number(env.YOUNG_MB ?? process.env.YOUNG_MB ?? 8);
+  return mb > 0 ? [`--min-semi-space-size=${mb}`, `--max-semi-space-size=${mb}`] : [];
+}
 
 /**
  * Start `node bench/http-server.mjs <scenario>`, optionally under a wrapper command (`prefix`:
@@ -29,7 +32,7 @@ const HEAP_ARGS = YOUNG_MB > 0 ? [`--min-semi-space-size=${YOUNG_MB}`, `--max-se
  * environment also `diag`, see bench/http-server.mjs).
  */
 export function startTarget(scenario, { prefix = [], nodeArgs = [], env = {}, script = serverScript } = {}) {
-  const argv = [...prefix, process.execPath, ...HEAP_ARGS, ...nodeArgs, script, scenario];
+  const argv = [...prefix, process.execPath, ...heapArgs(env), ...nodeArgs, script, scenario];
   const child = spawn(argv[0], argv.slice(1), {
     stdio: ['pipe', 'pipe', 'inherit'],
     env: { ...process.env, NODE_ENV: 'production', ...env },

@@ -18,7 +18,9 @@
 // generator (this process) runs on the first and every target on the last (PIN=0: unpinned).
 // Run: node bench/http.mjs [secondsPerRound=2] [rounds=10] [connections=16]
 // (ONLY=hono,next runs the scenarios whose names start with one of these; BASELINE=<dir>: the
-// same scenarios also from another built bindings-node tree, interleaved: before/after.)
+// same scenarios also from another built bindings-node tree, interleaved: before/after;
+// VARIANTS='{"<name>": {<env>}, …}': the same scenarios again as `<scenario>~<name>` with these
+// environment variables in their targets, interleaved, e.g. '{"young0": {"YOUNG_MB": "0"}}'.)
 // Instructions per request, which the machine's load does not move: bench/http-callgrind.mjs.
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -55,20 +57,23 @@ function perRequest(before, after, n) {
 // that tree, as `<scenario>@base`, interleaved in the same rounds: before/after in one run.
 const BASELINE = process.env.BASELINE;
 const baselineScript = BASELINE && fileURLToPath(new URL(`file://${BASELINE}/bench/http-server.mjs`));
+// VARIANTS (JSON): each scenario again with other environment variables for its target (a
+// target setting such as YOUNG_MB or VLX_BENCH_STORE), as `<scenario>~<variant>`, interleaved.
+const VARIANTS = process.env.VARIANTS ? JSON.parse(process.env.VARIANTS) : {};
 
 // ONLY=fastify (or express) runs one framework's scenarios.
 const scenarios = [
-  ['express-bare', (n) => mintVlexivo(n)],
-  ['express-paywall', (n) => mintVlexivo(n)],
-  ['express-jose-set', (n) => mintJose(n, joseKey)],
-  ['fastify-bare', (n) => mintVlexivo(n)],
-  ['fastify-paywall', (n) => mintVlexivo(n)],
+  ['express-bare', (n, ttl) => mintVlexivo(n, undefined, ttl)],
+  ['express-paywall', (n, ttl) => mintVlexivo(n, undefined, ttl)],
+  ['express-jose-set', (n, ttl) => mintJose(n, joseKey, undefined, ttl)],
+  ['fastify-bare', (n, ttl) => mintVlexivo(n, undefined, ttl)],
+  ['fastify-paywall', (n, ttl) => mintVlexivo(n, undefined, ttl)],
   // READ=1: also a Fastify handler that reads request.vlxPayment (built on first read).
-  ...(process.env.READ ? [['fastify-paywall-read', (n) => mintVlexivo(n)]] : []),
-  ['hono-bare', (n) => mintVlexivo(n)],
-  ['hono-paywall', (n) => mintVlexivo(n)],
-  ['next-bare', (n) => mintVlexivo(n)],
-  ['next-paywall', (n) => mintVlexivo(n)],
+  ...(process.env.READ ? [['fastify-paywall-read', (n, ttl) => mintVlexivo(n, undefined, ttl)]] : []),
+  ['hono-bare', (n, ttl) => mintVlexivo(n, undefined, ttl)],
+  ['hono-paywall', (n, ttl) => mintVlexivo(n, undefined, ttl)],
+  ['next-bare', (n, ttl) => mintVlexivo(n, undefined, ttl)],
+  ['next-paywall', (n, ttl) => mintVlexivo(n, undefined, ttl)],
 ].filter(([name]) => !process.env.ONLY || process.env.ONLY.split(',').some((o) => name.startsWith(o)));
 
 // The Next.js targets serve test/next-app's production build (installed and built once here).
@@ -76,11 +81,18 @@ if (scenarios.some(([name]) => name.startsWith('next'))) installAndBuild();
 
 console.log(`autocannon: ${ROUNDS} rounds of ~${SECONDS} s per scenario (+${WARMUP} warm-up requests), ${CONNECTIONS} connections, 127.0.0.1${PIN ? `; load generator on CPU 0, targets on CPU ${CPUS - 1}` : ''}${BASELINE ? `; @base: ${BASELINE}` : ''}`);
 const state = {};
-if (BASELINE) scenarios.push(...scenarios.map(([name, mint]) => [`${name}@base`, mint]));
+const plain = [...scenarios];
+if (BASELINE) scenarios.push(...plain.map(([name, mint]) => [`${name}@base`, mint]));
+for (const v of Object.keys(VARIANTS)) scenarios.push(...plain.map(([name, mint]) => [`${name}~${v}`, mint]));
 for (const [name, mint] of scenarios) {
-  const [scenario, base] = name.split('@');
-  const target = await startTarget(scenario, { prefix: targetPrefix, env: { JOSE_KEY: joseKey.toString('hex') }, script: base ? baselineScript : undefined });
-  state[name] = { target, mint, perRound: 0, rps: [], cpuPerReq: [], diag: [] };
+  const [scenario, variant] = name.split('~');
+  const [plainName, base] = scenario.split('@');
+  const env = { JOSE_KEY: joseKey.toString('hex'), ...(variant ? VARIANTS[variant] : {}) };
+  const target = await startTarget(plainName, { prefix: targetPrefix, env, script: base ? baselineScript : undefined });
+  // TOKEN_TTL (seconds, default 300, also per variant): how long each proof is valid, so how
+  // long the paywall's store holds its nonce.
+  const ttl = Number(env.TOKEN_TTL ?? process.env.TOKEN_TTL ?? 300);
+  state[name] = { target, mint: (n) => mint(n, ttl), perRound: 0, rps: [], cpuPerReq: [], diag: [] };
 }
 try {
   // Rounds are sized from the target's own rate (its requests over their span): autocannon ends
@@ -174,11 +186,9 @@ const PAIRS = [
   ['hono', 'hono-paywall', 'hono-bare'],
   ['next', 'next-paywall', 'next-bare'],
 ];
+const SUFFIXES = ['', ...(BASELINE ? ['@base'] : []), ...Object.keys(VARIANTS).map((v) => `~${v}`)];
 const pairs = Object.fromEntries(
-  PAIRS.flatMap(([id, paid, bare]) => [
-    [id, pair(paid, bare)],
-    [`${id}@base`, pair(`${paid}@base`, `${bare}@base`)],
-  ]).filter(([, r]) => r),
+  PAIRS.flatMap(([id, paid, bare]) => SUFFIXES.map((x) => [`${id}${x}`, pair(`${paid}${x}`, `${bare}${x}`)])).filter(([, r]) => r),
 );
 const row = (label, r, note) =>
   r &&
@@ -187,8 +197,9 @@ const row = (label, r, note) =>
   );
 console.log('');
 console.log('                                      CPU/request added (median rounds)               throughput   CPU/request');
-for (const suffix of BASELINE ? ['', '@base'] : ['']) {
-  if (suffix) console.log(`baseline (${BASELINE}):`);
+for (const suffix of SUFFIXES) {
+  if (suffix === '@base') console.log(`baseline (${BASELINE}):`);
+  else if (suffix) console.log(`variant ${suffix.slice(1)} (${JSON.stringify(VARIANTS[suffix.slice(1)])}):`);
   row('Express + paywall / bare Express:       ', pairs[`express${suffix}`], 'target >= 0.85');
   row('Express + jose + Set / bare Express:    ', pairs[`joseSet${suffix}`], 'hand-written guard');
   row('Fastify + plugin / bare Fastify:        ', pairs[`fastify${suffix}`], 'target >= 0.90');

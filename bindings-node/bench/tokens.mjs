@@ -14,7 +14,7 @@ export const RESOURCE_PATH = '/api/v1/inference';
 export const ORIGIN = 'http://bench.test';
 const PAYER = '0x063a6Db64b4784deD0f350938bdb63Be12d3Db5a';
 
-function claims(now) {
+function claims(now, ttl = 300) {
   return {
     jti: randomNonce(),
     iss: 'http://127.0.0.1:4020',
@@ -26,21 +26,22 @@ function claims(now) {
     mode: 'sandbox',
     net: 'sandbox',
     iat: now,
-    exp: now + 300,
+    exp: now + ttl,
   };
 }
 
-export function mintVlexivo(n, now = Math.floor(Date.now() / 1000)) {
+/** `n` distinct proofs, valid for `ttl` seconds from `now` (the store holds each nonce that long). */
+export function mintVlexivo(n, now = Math.floor(Date.now() / 1000), ttl = 300) {
   const out = new Array(n);
-  for (let i = 0; i < n; i++) out[i] = mintProofToken(SECRET, claims(now));
+  for (let i = 0; i < n; i++) out[i] = mintProofToken(SECRET, claims(now, ttl));
   return out;
 }
 
 /** Same claims and header shape, signed by jose under a random 32-byte HS256 key. */
-export async function mintJose(n, key, now = Math.floor(Date.now() / 1000)) {
+export async function mintJose(n, key, now = Math.floor(Date.now() / 1000), ttl = 300) {
   const out = new Array(n);
   for (let i = 0; i < n; i++) {
-    const c = claims(now);
+    const c = claims(now, ttl);
     out[i] = await new SignJWT({ ...c, aud: 'acct_bench' })
       .setProtectedHeader({ alg: 'HS256', typ: 'vlexivo-proof+jwt' })
       .sign(key);
