@@ -352,13 +352,44 @@ mod tests {
         conformance_at(&*s, now(), "");
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(conformance_async(&*s, now(), ""));
-        // A nonce held until `now` lives one second more, then Redis forgets it.
+        // A nonce held until `expires_at` lives `expires_at - now` seconds and one more by
+        // Redis's own clock, whatever the caller's clock says: read the PTTL the consume set
+        // (no waiting for an expiry, and no assumption about how fast this runs).
         let t = now();
-        assert!(s.consume("acct:short", t, t).unwrap().is_fresh());
-        assert_eq!(s.consume("acct:short", t, t).unwrap(), Consume::Replayed);
-        std::thread::sleep(Duration::from_millis(2100));
-        assert!(s.consume("acct:short", t + 2, t + 2).unwrap().is_fresh());
+        for (key, expires_at, at, ttl_ms) in [
+            ("acct:long", t + 60, t, 61_000),
+            // A caller whose clock is far behind Redis's: the TTL still counts from its `now`.
+            ("acct:behind", 1_060, 1_000, 61_000),
+            // Held until `now`: the one second more, not zero.
+            ("acct:short", t, t, 1_000),
+        ] {
+            // Milliseconds since just before the consume, rounded up (and one for Redis's).
+            let started = std::time::Instant::now();
+            let since = || i64::try_from(started.elapsed().as_millis()).unwrap() + 2;
+            assert!(s.consume(key, expires_at, at).unwrap().is_fresh(), "{key}");
+            let pttl = pttl(&srv, &format!("vlexivo:nonce:{key}"));
+            let read = since();
+            let again = s.consume(key, expires_at, at).unwrap();
+            if read < ttl_ms {
+                assert!(pttl >= ttl_ms - read && pttl <= ttl_ms, "{key}: PTTL {pttl}, {read} ms after");
+            } else {
+                // Slower than the TTL itself (a loaded machine): Redis may have expired it.
+                assert!(pttl == -2 || (0..=ttl_ms).contains(&pttl), "{key}: PTTL {pttl}");
+            }
+            if since() < ttl_ms {
+                assert_eq!(again, Consume::Replayed, "{key}");
+            }
+        }
         assert_eq!(s.purge(now()).unwrap(), 0);
+    }
+
+    /// The key's remaining time to live in Redis (ms; -2: no such key, -1: no expiry).
+    fn pttl(srv: &Server, key: &str) -> i64 {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &srv.port().to_string(), "--raw", "pttl", key])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
     }
 
     #[test]
