@@ -345,6 +345,13 @@ impl OwnedRequest {
 }
 
 /// The provider's paywall: a `vlexivo_core::paywall::Paywall` and its nonce store.
+/// Every nonce store option core takes, snake_case (`capacity`, `pages_thread`, `prefix`, …):
+/// `nonceStoreOptions` takes their camelCase forms.
+#[napi(catch_unwind)]
+pub fn store_option_names() -> Vec<String> {
+    vx::store::spec::option_names().map(String::from).collect()
+}
+
 #[napi(js_name = "Paywall")]
 pub struct JsPaywall {
     shared: Arc<Shared>,

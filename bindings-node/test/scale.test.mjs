@@ -11,6 +11,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createRequire } from 'node:module';
 import { createInterface } from 'node:readline';
 import { randomUUID } from 'node:crypto';
 import Fastify from 'fastify';
@@ -244,6 +245,47 @@ for (const framework of ['express', 'fastify']) {
     }
   });
 }
+
+test('nonceStoreOptions takes every option core has, camelCased; pagesThread: false starts no page-making thread', () => {
+  // Every option core names reaches core (a bad value is core's error naming the option), none
+  // is refused as unknown by the TypeScript layer.
+  const names = createRequire(import.meta.url)('../native/index.js').storeOptionNames();
+  assert.ok(names.includes('pages_thread') && names.includes('pool_size'), names.join());
+  for (const name of names) {
+    const key = name.replace(/_([a-z])/g, (_, c) => c.toUpperCase());
+    assert.throws(
+      () => new VlexivoServer({ apiSecret: SECRET, nonceStore: 'memory', nonceStoreOptions: { [key]: 'x?' } }),
+      (e) => e.code === 'config_invalid' && !e.message.includes('nonceStoreOptions') && e.message.includes(name),
+      key,
+    );
+  }
+  assert.throws(
+    () => new VlexivoServer({ apiSecret: SECRET, nonceStoreOptions: { pagesThread: 'no' } }),
+    (e) => e.code === 'config_invalid' && /pages_thread must be true or false/.test(e.message),
+  );
+  // In a process of its own: the helper thread is per process, started by the first store that
+  // wants it (the kernel keeps 15 bytes of its name, vlexivo-store-pages). The thread names
+  // itself once it runs: looked for until it shows (bounded), or for 2 s where none is expected.
+  const helpers = (options) => {
+    const script = `
+      import { readdirSync, readFileSync } from 'node:fs';
+      import { setTimeout as sleep } from 'node:timers/promises';
+      import { VlexivoServer } from 'vlexivo';
+      const vlx = new VlexivoServer({ apiSecret: ${JSON.stringify(SECRET)}, nonceStoreOptions: ${JSON.stringify(options)} });
+      const named = (t) => { try { return readFileSync('/proc/self/task/' + t + '/comm', 'utf8').trim(); } catch { return ''; } };
+      const count = () => readdirSync('/proc/self/task').filter((t) => named(t) === 'vlexivo-store-p').length;
+      const until = Date.now() + (${JSON.stringify(options.pagesThread)} === false ? 2_000 : 30_000);
+      let n = count();
+      while (n === 0 && Date.now() < until) { await sleep(10); n = count(); }
+      console.log(JSON.stringify([vlx.nonceStore, n]));`;
+    const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { cwd: pkgRoot, encoding: 'utf8', timeout: 60_000 });
+    return JSON.parse(out.trim().split('\n').pop());
+  };
+  assert.deepEqual(helpers({ pagesThread: false }), ['memory', 0]);
+  assert.deepEqual(helpers({ pagesThread: false, capacity: 5000 }), ['memory', 0]);
+  assert.deepEqual(helpers({}), ['memory', 1]);
+  assert.deepEqual(helpers({ pagesThread: true }), ['memory', 1]);
+});
 
 test('store URLs and option keys are checked at construction (no fallback to a per-process store)', async () => {
   const cases = [

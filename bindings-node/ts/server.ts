@@ -17,7 +17,10 @@ import { errorFromBody } from './wallet';
  */
 export type NonceStoreUrl = string;
 
-/** Options of a nonce store (core's `prefix`, `pool_size`, `timeout_ms`, `connect_timeout_ms`, `capacity`). */
+/**
+ * Options of a nonce store: core's option names in camelCase (`pool_size` is `poolSize`; the
+ * names come from core at run time, so every option core adds is taken here).
+ */
 export interface NonceStoreOptions {
   /** Key prefix (networked stores; default `vlexivo:nonce:` on Redis): one per provider sharing a store. */
   prefix?: string;
@@ -29,18 +32,21 @@ export interface NonceStoreOptions {
   connectTimeoutMs?: number;
   /** Live entries the memory store holds at most (default 1,000,000). */
   capacity?: number;
+  /**
+   * The memory store's page-making thread (`vlexivo-store-pages`), which writes the store's
+   * memory before consumes need it (default true). `false` starts no thread for the store: its
+   * consumes touch new memory themselves, and an idle default store is about 30 MB smaller.
+   */
+  pagesThread?: boolean;
 }
 
 /** The older spelling of `nonceStore` (still read): `'memory'`, `{ type: 'memory', capacity }`, `{ type: 'sqlite', path }`, or a store URL. */
 export type NonceStoreOption = NonceStoreUrl | { type: 'memory'; capacity?: number } | { type: 'sqlite'; path: string };
 
-const STORE_OPTION_NAMES: Record<string, string> = {
-  prefix: 'prefix',
-  poolSize: 'pool_size',
-  timeoutMs: 'timeout_ms',
-  connectTimeoutMs: 'connect_timeout_ms',
-  capacity: 'capacity',
-};
+/** `nonceStoreOptions` keys (camelCase) to core's option names (snake_case), from core's list. */
+const STORE_OPTION_NAMES: Readonly<Record<string, string>> = Object.fromEntries(
+  native.storeOptionNames().map((name) => [name.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase()), name]),
+);
 
 export interface VlexivoServerOptions {
   /** `sk_test_…` (sandbox) or `sk_live_…`; default `process.env.VLX_SECRET_KEY`. */
@@ -130,7 +136,9 @@ function storeOf(options: VlexivoServerOptions): { nonceStore: string; nonceStor
     checkKeys(given, Object.keys(STORE_OPTION_NAMES), 'nonceStoreOptions');
     for (const [k, v] of Object.entries(given as Record<string, unknown>)) {
       if (v === undefined) continue;
-      if (typeof v !== 'string' && typeof v !== 'number') throw configError(`nonceStoreOptions.${k} must be a string or a number`);
+      if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') {
+        throw configError(`nonceStoreOptions.${k} must be a string, a number or a boolean`);
+      }
       opts[STORE_OPTION_NAMES[k]] = String(v);
     }
   }

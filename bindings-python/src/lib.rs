@@ -556,13 +556,16 @@ impl Paywall {
             );
         }
         let inner = vpaywall::Paywall::new(cfg).py_err(py)?;
-        // Option values as text (numbers allowed); core checks keys and values.
+        // Option values as text (numbers and booleans allowed); core checks keys and values.
         let mut options: Vec<(String, String)> = Vec::new();
         if let Some(d) = nonce_store_options {
             for (k, v) in d.iter() {
                 let k: String = k.extract()?;
                 let v = if let Ok(s) = v.cast::<PyString>() {
                     s.to_str()?.to_owned()
+                } else if let Ok(b) = v.cast::<PyBool>() {
+                    // Core's spelling (`pages_thread=false`), not Python's `False`.
+                    b.is_true().to_string()
                 } else {
                     v.str()?.to_str()?.to_owned()
                 };

@@ -6,6 +6,7 @@ fails paid requests closed (503), never the free ones, and the proof works once 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -143,6 +144,50 @@ def test_store_urls_fail_at_construction(stores: Stores) -> None:
         assert e.value.code == "config_invalid", store
         assert what in str(e.value), str(e.value)
         assert "hunter2" not in str(e.value)
+
+
+def test_pages_thread_takes_a_python_bool() -> None:
+    """``nonce_store_options={"pages_thread": False}``: no page-making thread is started for the
+    memory store (``True`` and the default start it). Each in a process of its own: the thread
+    is per process; the kernel keeps 15 bytes of its name, vlexivo-store-pages. The thread names
+    itself once it runs: looked for until it shows (bounded), or for 2 s where none is expected."""
+    script = """
+import json, os, sys, time
+from vlexivo import VlexivoServer
+options = json.loads(sys.argv[2])
+vlx = VlexivoServer(api_secret=sys.argv[1], nonce_store_options=options)
+def named(t):
+    try:
+        return open(f"/proc/self/task/{t}/comm").read().strip()
+    except OSError:
+        return ""
+def count():
+    return sum(named(t) == "vlexivo-store-p" for t in os.listdir("/proc/self/task"))
+until = time.monotonic() + (2 if options.get("pages_thread") is False else 30)
+n = count()
+while n == 0 and time.monotonic() < until:
+    time.sleep(0.01)
+    n = count()
+print(n)
+"""
+
+    def helpers(options: dict[str, object]) -> int:
+        out = subprocess.run(
+            [sys.executable, "-c", script, SECRET, json.dumps(options)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        return int(out.stdout.strip().splitlines()[-1])
+
+    assert helpers({"pages_thread": False}) == 0
+    assert helpers({"pages_thread": False, "capacity": 5000}) == 0
+    assert helpers({}) == 1
+    assert helpers({"pages_thread": True}) == 1
+    with pytest.raises(vlexivo.VlexivoError) as e:
+        VlexivoServer(api_secret=SECRET, nonce_store_options={"pages_thread": "no"})
+    assert e.value.code == "config_invalid" and "pages_thread must be true or false" in str(e.value)
 
 
 def test_store_down_fails_closed_without_blocking_the_loop(stores: Stores, tmp_path: Path) -> None:

@@ -151,7 +151,7 @@ class Paywall:
         nonce_store: str = "memory",
         jwks: str | Mapping[str, Any] | None = None,
         origin: str | None = None,
-        nonce_store_options: Mapping[str, str | int] | None = None,
+        nonce_store_options: Mapping[str, str | int | bool] | None = None,
     ) -> Paywall: ...
     @property
     def account(self) -> str: ...

@@ -52,7 +52,8 @@ class VlexivoServer:
     (this machine's processes), ``"redis://host:6379"``, ``"redis+cluster://h1:p1,h2:p2"`` or
     ``"postgres://user@host/db"`` (every instance of the API). ``nonce_store_options`` (or the
     URL's query string) sets ``prefix``, ``pool_size``, ``timeout_ms``, ``connect_timeout_ms``
-    (``capacity`` for memory). An unknown scheme or option, or a server that does not answer,
+    (``capacity`` and ``pages_thread`` for memory: ``False`` starts no page-making thread for the
+    store). An unknown scheme or option, or a server that does not answer,
     raises ``config_invalid`` here; a store that goes down later fails paid requests closed
     (503 ``nonce_store_unavailable``, the handler does not run, the proof stays usable).
     ``usage_cache_seconds``: how long :meth:`usage` answers are reused (2 by default; 0: ask the
@@ -72,7 +73,7 @@ class VlexivoServer:
         leeway: int = 30,
         bind_body: bool = False,
         nonce_store: str = "memory",
-        nonce_store_options: Mapping[str, str | int] | None = None,
+        nonce_store_options: Mapping[str, str | int | bool] | None = None,
         jwks: Any = None,
         clock: Callable[[], float] | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY,

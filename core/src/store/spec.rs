@@ -64,6 +64,15 @@ pub const MAX_POOL_SIZE: usize = 256;
 
 /// Option keys every networked store takes.
 pub const REMOTE_OPTIONS: &[&str] = &["prefix", "pool_size", "timeout_ms", "connect_timeout_ms"];
+/// Option keys of the memory store.
+pub const MEMORY_OPTIONS: &[&str] = &["capacity", "pages_thread"];
+
+/// Every option key some store takes: the names a binding spells its store options with (Node's
+/// `nonceStoreOptions` are their camelCase forms). Which store takes which is checked by
+/// [`StoreSpec::parse`].
+pub fn option_names() -> impl Iterator<Item = &'static str> {
+    MEMORY_OPTIONS.iter().chain(REMOTE_OPTIONS).copied()
+}
 
 fn config(msg: impl Into<String>) -> Error {
     Error::Config(format!("nonce store: {}", msg.into()))
@@ -99,7 +108,7 @@ impl StoreSpec {
         let mut ours: Vec<(String, String)> = Vec::new();
         let mut passthrough: Vec<&str> = Vec::new();
         let known: &[&str] = match scheme.as_str() {
-            "memory" => &["capacity", "pages_thread"],
+            "memory" => MEMORY_OPTIONS,
             "sqlite" => &[],
             _ => REMOTE_OPTIONS,
         };
