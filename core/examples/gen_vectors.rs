@@ -1121,6 +1121,37 @@ fn flows(fx: &Fixture, challenge: &dyn Fn(&str, &str, &str) -> (String, String))
         c.respond(200, plain.clone(), None);
     });
     out.push(f.case("flow: auto top-up, and a stale balance corrected", auto));
+
+    // A facilitator shedding load refuses before it reads the payment (503
+    // facilitator_overloaded): not charged, not in doubt, the budget given back, and the next
+    // call pays. After a lost answer, the resend's overloaded says nothing about the first send.
+    let room = json!({ "trusted": [FACILITATOR], "max_total": "0.02" });
+    let overloaded = r#"{"error":"facilitator_overloaded","message":"the facilitator is overloaded"}"#;
+    let mut f = Flow::new(fx, &room);
+    let (enc_1, _) = challenge("GET", "/a", "0.01");
+    let (enc_2, _) = challenge("GET", "/a", "0.01");
+    let (enc_3, _) = challenge("GET", "/b", "0.01");
+    f.call("GET", &format!("{api}/a"), true, |c| {
+        c.start();
+        c.respond(402, hdr(&enc_1), None);
+        c.answer(503, overloaded);
+    });
+    f.call("GET", &format!("{api}/a"), true, |c| {
+        c.start();
+        let pay = c.respond(402, hdr(&enc_2), None);
+        c.answer(200, &receipt(&pay, "0.99", false));
+        c.resume();
+        c.respond(200, plain.clone(), None);
+    });
+    f.call("GET", &format!("{api}/b"), true, |c| {
+        c.start();
+        c.respond(402, hdr(&enc_3), None);
+        c.feed(json!({ "transport_error": { "sent": true } }));
+        c.answer(503, overloaded);
+    });
+    out.push(
+        f.case("flow: a facilitator shedding load charged nothing; after a lost answer, in doubt", room),
+    );
     out
 }
 

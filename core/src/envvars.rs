@@ -87,6 +87,11 @@ pub const CORS_ORIGINS: EnvVar =
     var("VLX_CORS_ORIGINS", &[], "origins browsers may call the facilitator from (comma-separated, or *)");
 pub const MASTER_KEY: EnvVar =
     var("VLX_MASTER_KEY", &[], "32 bytes (hex or base64) sealing the facilitator's keys at rest");
+pub const MAX_IN_FLIGHT: EnvVar = var(
+    "VLX_MAX_IN_FLIGHT",
+    &[],
+    "most requests the facilitator serves at once (0: no limit); more are answered 503 facilitator_overloaded",
+);
 
 /// Every variable, in the order the docs list them.
 pub const ALL: &[EnvVar] = &[
@@ -108,6 +113,7 @@ pub const ALL: &[EnvVar] = &[
     TLS_KEY,
     CORS_ORIGINS,
     MASTER_KEY,
+    MAX_IN_FLIGHT,
     NETWORK,
     ASSET,
     ASSET_NAME,

@@ -189,6 +189,10 @@ pub enum Error {
     },
     RequestMalformed(String),
     FacilitatorUnavailable(String),
+    /// The facilitator sheds load: it had as many requests in flight as it is configured to
+    /// serve at once and refused this one before reading it (503 with `Retry-After`). Nothing
+    /// was charged for it: the same signed payment may be sent again.
+    FacilitatorOverloaded,
     /// The challenge names a facilitator the payer does not trust (payer side): nothing was
     /// signed, queried or paid.
     FacilitatorUntrusted {
@@ -305,6 +309,7 @@ impl Error {
             RequestTooLarge { .. } => "request_too_large",
             RequestMalformed(_) => "request_malformed",
             FacilitatorUnavailable(_) => "facilitator_unavailable",
+            FacilitatorOverloaded => "facilitator_overloaded",
             FacilitatorUntrusted { .. } => "facilitator_untrusted",
             PaymentInDoubt { .. } => "payment_in_doubt",
             FacilitatorError { .. } => "facilitator_error",
@@ -365,7 +370,7 @@ impl Error {
             TopUpRefused(_) => 403,
             RequestTooLarge { .. } => 413,
             RequestMalformed(_) => 400,
-            FacilitatorUnavailable(_) => 503,
+            FacilitatorUnavailable(_) | FacilitatorOverloaded => 503,
             FacilitatorUntrusted { .. } => 403,
             PaymentInDoubt { .. } => 502,
             FacilitatorError { status, .. } => *status,
@@ -430,6 +435,7 @@ impl Error {
             ProviderUnknown
             | Unauthorized
             | FacilitatorUnavailable(_)
+            | FacilitatorOverloaded
             | FacilitatorError { .. }
             | SettlementFailed(_)
             | ChainUnavailable(_) => C::Facilitator,
@@ -517,6 +523,7 @@ impl Error {
         "request_too_large",
         "request_malformed",
         "facilitator_unavailable",
+        "facilitator_overloaded",
         "facilitator_untrusted",
         "payment_in_doubt",
         "facilitator_error",
@@ -594,6 +601,10 @@ impl fmt::Display for Error {
             RequestTooLarge { limit } => write!(f, "request is larger than {limit} bytes"),
             RequestMalformed(why) => write!(f, "request is malformed: {why}"),
             FacilitatorUnavailable(why) => write!(f, "facilitator unavailable: {why}"),
+            FacilitatorOverloaded => f.write_str(
+                "the facilitator is overloaded and refused the request before reading it (nothing was \
+                 charged): retry after the time in its Retry-After header",
+            ),
             FacilitatorUntrusted { facilitator } => write!(
                 f,
                 "the challenge names facilitator {facilitator:?}, which this payer does not trust \
@@ -788,6 +799,7 @@ impl Error {
             "request_too_large" => RequestTooLarge { limit: limit(65536) },
             "request_malformed" => RequestMalformed(reason()),
             "facilitator_unavailable" => FacilitatorUnavailable(reason()),
+            "facilitator_overloaded" => FacilitatorOverloaded,
             "facilitator_untrusted" => FacilitatorUntrusted { facilitator: field("facilitator") },
             "payment_in_doubt" => PaymentInDoubt {
                 facilitator: field("facilitator"),

@@ -49,6 +49,7 @@ fn samples() -> Vec<Error> {
         RequestTooLarge { limit: 1 },
         RequestMalformed(s()),
         FacilitatorUnavailable(s()),
+        FacilitatorOverloaded,
         FacilitatorUntrusted { facilitator: s() },
         PaymentInDoubt { facilitator: s(), nonce: s(), amount: s(), reason: s() },
         FacilitatorError { status: 502, code: s(), message: s() },

@@ -93,6 +93,11 @@ pub struct ServeArgs {
     #[arg(long, env = envvars::CORS_ORIGINS.name, value_name = "ORIGINS", default_value = "*",
           value_parser = |s: &str| server::CorsOrigins::parse(s).map_err(|e| e.to_string()))]
     pub cors_origins: server::CorsOrigins,
+    /// Most requests served at once (default: 256 per CPU); past it a request is answered at
+    /// once with 503 facilitator_overloaded and Retry-After instead of queueing. 0: no limit.
+    /// /healthz, /readyz and /metrics are always served.
+    #[arg(long, env = envvars::MAX_IN_FLIGHT.name, value_name = "N")]
+    pub max_in_flight: Option<usize>,
     #[command(flatten)]
     pub master_key: MasterKeyArg,
     #[command(flatten)]
@@ -443,6 +448,7 @@ pub async fn serve(args: ServeArgs) -> i32 {
             Sync::Normal => server::Durability::Normal,
         },
         cors: args.cors_origins,
+        max_in_flight: args.max_in_flight.unwrap_or_else(server::default_max_in_flight),
         master_key,
         tls: match (args.tls_cert, args.tls_key) {
             (Some(cert), Some(key)) => Some(server::TlsFiles { cert, key }),

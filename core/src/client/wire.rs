@@ -160,6 +160,14 @@ pub fn classify_pay_answer(status: u16, body: &[u8], nonce: &str, resent: bool) 
     {
         return PayAnswer::Refused(e);
     }
+    // Load shed: the facilitator refused the request before reading it, so this send charged
+    // nothing. An earlier send whose answer was lost may have: after one, it proves nothing.
+    if status == 503
+        && !resent
+        && let Some(e @ Error::FacilitatorOverloaded) = known_error(body)
+    {
+        return PayAnswer::Refused(e);
+    }
     PayAnswer::Unclear(format!("HTTP {status}"))
 }
 
@@ -215,6 +223,14 @@ mod tests {
         assert!(matches!(classify_pay_answer(503, failed, "n", false), PayAnswer::Unclear(_)));
         let unavailable = br#"{"error":"facilitator_unavailable","message":"m"}"#;
         assert!(matches!(classify_pay_answer(503, unavailable, "n", false), PayAnswer::Unclear(_)));
+        // Shed before it was read: not charged, unless an earlier send was.
+        let overloaded = br#"{"error":"facilitator_overloaded","message":"m"}"#;
+        match classify_pay_answer(503, overloaded, "n", false) {
+            PayAnswer::Refused(e) => assert_eq!((e.code(), e.http_status()), ("facilitator_overloaded", 503)),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(classify_pay_answer(503, overloaded, "n", true), PayAnswer::Unclear(_)));
+        assert!(matches!(classify_pay_answer(502, overloaded, "n", false), PayAnswer::Unclear(_)));
         let funds = br#"{"error":"insufficient_funds","required":"0.01","balance":"0","currency":"usd"}"#;
         match classify_pay_answer(402, funds, "n", true) {
             PayAnswer::Refused(e) => assert_eq!(e.code(), "insufficient_funds"),

@@ -210,6 +210,9 @@ pub async fn openapi_json(State(st): State<Arc<AppState>>) -> impl IntoResponse 
     responses((status = 200, description = "OpenMetrics text (Prometheus scrapes it)",
                content_type = "application/openmetrics-text", body = String)))]
 pub async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
+    if let Some(limit) = &st.limit {
+        st.metrics.in_flight(limit.in_flight(), limit.max());
+    }
     ([(header::CONTENT_TYPE, HeaderValue::from_static(super::metrics::CONTENT_TYPE))], st.metrics.render())
 }
 

@@ -5,6 +5,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -84,6 +85,9 @@ pub struct Metrics {
     pub ledger_times: LedgerTimes,
     errors: Family<ErrorLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// Requests being served and the most served at once (set when the metrics are read).
+    requests_in_flight: Gauge,
+    max_in_flight: Gauge,
     registry: Registry,
 }
 
@@ -141,6 +145,17 @@ impl Default for Metrics {
             ledger_times.handed_off.clone(),
         );
         registry.register("http_request_duration_seconds", "HTTP request latency by route", latency.clone());
+        let (requests_in_flight, max_in_flight) = (Gauge::default(), Gauge::default());
+        registry.register(
+            "requests_in_flight",
+            "Requests being served (/healthz, /readyz and /metrics not counted)",
+            requests_in_flight.clone(),
+        );
+        registry.register(
+            "max_in_flight",
+            "Most requests served at once (0: no limit); more are refused with 503 facilitator_overloaded",
+            max_in_flight.clone(),
+        );
         Self {
             payments,
             payments_replayed,
@@ -152,6 +167,8 @@ impl Default for Metrics {
             ledger_times,
             errors,
             latency,
+            requests_in_flight,
+            max_in_flight,
             registry,
         }
     }
@@ -165,6 +182,12 @@ impl Metrics {
     /// `route` is the matched route template (bounded cardinality), never the raw path.
     pub fn observe(&self, route: &str, method: &'static str, secs: f64) {
         self.latency.get_or_create(&RouteLabels { route: route.to_string(), method }).observe(secs);
+    }
+
+    /// The requests in flight now and the limit on them.
+    pub fn in_flight(&self, now: usize, max: usize) {
+        self.requests_in_flight.set(i64::try_from(now).unwrap_or(i64::MAX));
+        self.max_in_flight.set(i64::try_from(max).unwrap_or(i64::MAX));
     }
 
     /// The OpenMetrics text ([`CONTENT_TYPE`]).

@@ -39,6 +39,7 @@ mod openapi;
 pub mod pg;
 mod providers;
 mod reads;
+mod shed;
 pub mod types;
 
 use axum::Router;
@@ -69,6 +70,7 @@ pub use ledger::verify::{
     verify_postgres, verify_postgres_with, verify_sqlite as verify_ledger, verify_sqlite_with,
 };
 pub use ledger::{Durability, VerifyError, VerifyOptions, VerifySummary};
+pub use shed::{PER_CPU as MAX_IN_FLIGHT_PER_CPU, default_max_in_flight};
 
 /// Default listen address of `vlexivo serve`.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:4020";
@@ -120,6 +122,10 @@ pub struct ServerConfig {
     pub master_key: Option<Arc<at_rest::MasterKey>>,
     /// Live mode: settle on this chain and token (every provider is then live); sandbox without.
     pub live: Option<live::LiveConfig>,
+    /// Most requests served at once (0: no limit; default [`default_max_in_flight`]): past it a
+    /// request is answered at once with 503 `facilitator_overloaded` and `Retry-After` instead
+    /// of queueing. `/healthz`, `/readyz` and `/metrics` are always served.
+    pub max_in_flight: usize,
 }
 
 /// The facilitator's own certificate, for serving HTTPS without a terminating proxy.
@@ -148,6 +154,7 @@ impl Default for ServerConfig {
             cors: CorsOrigins::Any,
             master_key: None,
             live: None,
+            max_in_flight: default_max_in_flight(),
         }
     }
 }
@@ -178,6 +185,8 @@ pub(crate) struct AppState {
     cursors: vlexivo_core::paging::CursorKey,
     /// The dashboard's signed-in browsers.
     sessions: dashboard::Sessions,
+    /// The limit on requests in flight, if any.
+    limit: Option<shed::Limit>,
 }
 
 impl AppState {
@@ -323,17 +332,24 @@ fn router(st: Arc<AppState>, cors: &CorsOrigins) -> Router {
         Some(layer) => browser.layer(layer),
         None => browser,
     };
-    Router::new()
+    let served = Router::new()
         .route("/v1/providers", post(api::create_provider))
         .route("/v1/providers/me", get(api::provider_me))
         .route("/v1/providers/me/payments", get(api::provider_payments))
         .route("/v1/providers/me/payers/{address}/usage", get(api::payer_usage))
         .route("/v1/providers/me/rotate", post(api::rotate_provider))
+        .merge(browser)
+        .merge(dashboard::router());
+    let served = match &st.limit {
+        Some(limit) => limit.apply(served),
+        None => served,
+    };
+    // Outside the limit: an overloaded service is alive and says why it refuses.
+    Router::new()
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
         .route("/metrics", get(api::metrics))
-        .merge(browser)
-        .merge(dashboard::router())
+        .merge(served)
         .route_layer(axum::middleware::from_fn_with_state(st.clone(), api::track))
         .fallback(api::not_found)
         .with_state(st)
@@ -843,6 +859,7 @@ pub async fn spawn(cfg: ServerConfig) -> Result<RunningServer> {
         at_rest,
         live,
         issuer_url: public_url.clone(),
+        limit: shed::Limit::new(cfg.max_in_flight),
     });
     let app = router(state.clone(), &cfg.cors);
     let (stop, stopped) = oneshot::channel::<()>();
