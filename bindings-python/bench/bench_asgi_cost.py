@@ -1,8 +1,11 @@
 """What the paywall adds to a FastAPI request inside the server process, without sockets or a
-load generator: uvicorn's own h11 protocol is driven over an in-memory transport, so each request
-runs the server's whole path (h11 parse, the ASGI cycle, the app, h11 serialise) on one thread.
+load generator: uvicorn's own protocol is driven over an in-memory transport, so each request
+runs the server's whole path (parse, the ASGI cycle, the app, serialise) on one thread.
 
-    python bench/bench_asgi_cost.py [--requests 3000] [--rounds 6]
+    python bench/bench_asgi_cost.py [--server h11|standard] [--requests 3000] [--rounds 6]
+
+``--server`` names the stack as bench_load.py does: ``h11`` (uvicorn's h11 protocol on asyncio's
+loop) or ``standard`` (its httptools protocol on uvloop, what uvicorn[standard] brings).
 
 prints the CPU µs per request of ``load_app.py``'s bare and paid apps, rounds alternating ABBA.
 Its figures move with the machine's load; for a count that does not, run one app at a time under
@@ -37,6 +40,7 @@ os.environ.setdefault("VLX_SECRET_KEY", SECRET)
 import load_app  # noqa: E402
 from uvicorn.config import Config  # noqa: E402
 from uvicorn.protocols.http.h11_impl import H11Protocol  # noqa: E402
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # noqa: E402
 from uvicorn.server import ServerState  # noqa: E402
 from vlexivo import _native  # noqa: E402
 
@@ -70,15 +74,15 @@ class Transport(asyncio.Transport):
 
 
 class Connection:
-    """One keep-alive connection to a uvicorn (h11) server of ``app``."""
+    """One keep-alive connection to a uvicorn server of ``app`` (its h11 or httptools protocol)."""
 
-    def __init__(self, app: Any, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, app: Any, loop: asyncio.AbstractEventLoop, protocol: type[asyncio.Protocol]) -> None:
         # No keep-alive timeout: under valgrind an idle connection would time out.
         config = Config(app=app, log_level="warning", access_log=False, timeout_keep_alive=10**6)
         config.load()
         self.state = ServerState()
         self.state.default_headers = [(b"date", b"Mon, 30 Nov 2026 06:00:00 GMT"), (b"server", b"uvicorn")]
-        self.protocol = H11Protocol(config, self.state, {}, _loop=loop)
+        self.protocol: Any = protocol(config, self.state, {}, _loop=loop)  # type: ignore[call-arg]
         self.transport = Transport()
         self.protocol.connection_made(self.transport)
 
@@ -102,15 +106,24 @@ def requests(tag: str, count: int, now: int) -> list[bytes]:
     ]
 
 
-async def main() -> None:
+# uvicorn's protocol for each server stack (bench_load.py's STACKS); the loop is picked in __main__.
+PROTOCOLS: dict[str, type[asyncio.Protocol]] = {"h11": H11Protocol, "standard": HttpToolsProtocol}
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--server", choices=sorted(PROTOCOLS), default="h11")
     ap.add_argument("--requests", type=int, default=3000)
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--only", choices=["bare", "paid"])
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+async def main(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     now = _native.now()
-    conns = {app: Connection(getattr(load_app, app), loop) for app in ("bare", "paid")}
+    protocol = PROTOCOLS[args.server]
+    conns = {app: Connection(getattr(load_app, app), loop, protocol) for app in ("bare", "paid")}
     for app, conn in conns.items():  # warm both (middleware stacks, route caches)
         await conn.run(requests(f"w{app}", 200, now))
     apps = [args.only] if args.only else ["bare", "paid"]
@@ -128,9 +141,16 @@ async def main() -> None:
         b, p, m = statistics.median(cpu["bare"]), statistics.median(cpu["paid"]), statistics.median(added)
         print(
             f"paywall adds {min(added):.1f}..{max(added):.1f} µs per request (median {m:.1f}) on {b:.1f} µs "
-            f"bare; CPU ratio bare/paid {b / p:.3f}; load average {os.getloadavg()[0]:.1f}"
+            f"bare; CPU ratio bare/paid {b / p:.3f}; server {args.server}; "
+            f"load average {os.getloadavg()[0]:.1f}"
         )
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    options = parse_args()
+    if options.server == "standard":
+        import uvloop
+
+        uvloop.run(main(options))
+    else:
+        asyncio.run(main(options))

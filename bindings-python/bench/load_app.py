@@ -28,5 +28,5 @@ paid.add_middleware(vlx.asgi_paywall, routes={"GET /hello": vlx.price("0.001")})
 
 @paid.get("/hello")
 async def hello_paid(request: Request) -> dict[str, bool]:
-    assert request.state.vlx_payment.amount == "0.001"
+    assert request.scope["vlexivo.payment"].amount == "0.001"
     return {"ok": True}

@@ -2,10 +2,13 @@
 //! one of its paywalls may take, without a Python frame (and a coroutine) per message. Core's
 //! response policy decides; this only reads the messages and the request's `Paid`.
 
-use crate::Payment;
+use crate::{NativeError, Payment, Paywall, Price};
+use pyo3::panic::PanicException;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::iterator::PySendResult;
+use pyo3::types::{PyBytes, PyDict, PyIterator, PyList, PyString, PyTuple, PyType};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use vlexivo_core::response_policy::{self, Outcome, Settlement};
 
@@ -181,5 +184,291 @@ impl ResponseWatch {
     #[getter]
     fn complete(&self) -> bool {
         self.complete.load(Ordering::Relaxed)
+    }
+}
+
+/// The package's classes the native entry builds (`vlexivo._asgi._Box`, `vlexivo._gate.Paid`).
+static BOX: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static PAID: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+/// What the middleware's native entry holds once the app's router is known (set once by the
+/// Python side, `_fast_path`).
+struct Fast {
+    app: Py<PyAny>,
+    /// The router's `RouterMap` (`vlexivo._starlette`): its `router.routes`, `size`,
+    /// `path_only` and `generation` say whether the route cache may be read.
+    map: Py<PyAny>,
+    /// The middleware's route cache, `(method, root_path, path) -> (leaf, plan)`, which its
+    /// `_plan` fills and clears.
+    recent: Py<PyDict>,
+    check: Py<PyAny>,
+    /// The provider's hook for an accepted payment, called when `usage` (what it caches) is
+    /// not empty.
+    paid_by: Option<Py<PyAny>>,
+    usage: Py<PyAny>,
+    /// The provider's clock (`None`: the system clock, read by core).
+    now: Option<Py<PyAny>>,
+}
+
+/// The base of the Python `PaywallMiddleware`: its `__call__`, natively for the common request
+/// (an HTTP request the outermost paywall takes, on a route its cache knows, at a fixed price
+/// verified in one call, or unpriced), so that the request gets no Python frame of the
+/// middleware's; anything else (and everything until `_fast_path` is called) goes to the
+/// Python `_call`, which fills the cache. Either way the app is run with a [`ResponseWatch`]:
+/// here through [`Watched`], which tells it when the app ended.
+#[pyclass(subclass, frozen, module = "vlexivo._native", name = "AsgiMiddleware")]
+pub struct AsgiMiddleware {
+    fast: OnceLock<Fast>,
+}
+
+impl AsgiMiddleware {
+    /// The native path for `scope`: `None` when it is not one it takes (nothing changed).
+    fn fast<'py>(
+        &self,
+        slf: &Bound<'py, Self>,
+        scope: &Bound<'py, PyAny>,
+        receive: &Bound<'py, PyAny>,
+        send: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let py = slf.py();
+        let Some(fast) = self.fast.get() else { return Ok(None) };
+        let Ok(dict) = scope.cast::<PyDict>() else { return Ok(None) };
+        let is = |v: Option<Bound<'py, PyAny>>, text: &str| -> bool {
+            v.is_some_and(|v| v.cast::<PyString>().is_ok_and(|s| s.to_str().is_ok_and(|s| s == text)))
+        };
+        if !is(dict.get_item(pyo3::intern!(py, "type"))?, "http")
+            || dict.contains(pyo3::intern!(py, "vlexivo.middleware"))?
+        {
+            return Ok(None);
+        }
+        let Some(method) = dict.get_item(pyo3::intern!(py, "method"))? else { return Ok(None) };
+        if is(Some(method.clone()), "OPTIONS") {
+            return Ok(None);
+        }
+        // The route cache, read as the Python `_plan` reads it: only while every route of the
+        // router matches on the path alone and the router has not changed since it was filled.
+        let map = fast.map.bind(py);
+        let routes = map.getattr(pyo3::intern!(py, "router"))?.getattr(pyo3::intern!(py, "routes"))?.len()?;
+        if !map.getattr(pyo3::intern!(py, "size"))?.eq(routes)?
+            || !map.getattr(pyo3::intern!(py, "path_only"))?.is_truthy()?
+            || !map
+                .getattr(pyo3::intern!(py, "generation"))?
+                .eq(slf.getattr(pyo3::intern!(py, "_generation"))?)?
+        {
+            return Ok(None);
+        }
+        let root = match dict.get_item(pyo3::intern!(py, "root_path"))? {
+            Some(root) => root,
+            None => pyo3::intern!(py, "").clone().into_any(),
+        };
+        let Some(path) = dict.get_item(pyo3::intern!(py, "path"))? else { return Ok(None) };
+        let key = PyTuple::new(py, [&method, &root, &path])?;
+        let Some(route) = fast.recent.bind(py).get_item(key)? else { return Ok(None) };
+        let plan = route.cast::<PyTuple>()?.get_item(1)?;
+        let gates = plan.getattr(pyo3::intern!(py, "gates"))?;
+        let gates = gates.cast::<PyTuple>()?;
+        let holder = BOX.import(py, "vlexivo._asgi", "_Box")?.call0()?;
+        if gates.is_empty() {
+            holder.setattr(pyo3::intern!(py, "paid"), py.None())?;
+            holder.setattr(pyo3::intern!(py, "cross_origin"), py.None())?;
+        } else {
+            if !plan.getattr(pyo3::intern!(py, "inline"))?.is_truthy()? {
+                return Ok(None);
+            }
+            let price = plan.getattr(pyo3::intern!(py, "price"))?;
+            let gate = gates.get_item(0)?;
+            let native = gate.getattr(pyo3::intern!(py, "native"))?;
+            let now = match &fast.now {
+                Some(clock) => clock.bind(py).call0()?.extract::<Option<u64>>()?,
+                None => None,
+            };
+            let verified = native.cast::<Paywall>()?.get().verify_scope_dict(
+                py,
+                dict,
+                price.cast::<Price>()?.get(),
+                now,
+            );
+            let (payment, cross) = match verified {
+                Ok(Some(found)) => found,
+                // A scope without raw_path or Host: the Python path reads it (nothing consumed).
+                Ok(None) => return Ok(None),
+                Err(e) if e.is_instance_of::<NativeError>(py) || e.is_instance_of::<PanicException>(py) => {
+                    // Refused: the Python path shapes and sends the answer.
+                    let refusal = pyo3::intern!(py, "_refusal");
+                    return slf.call_method1(refusal, (plan, scope, send, e.into_value(py), now)).map(Some);
+                }
+                Err(e) => return Err(e),
+            };
+            let payment = Bound::new(py, payment)?;
+            if let Some(paid_by) = &fast.paid_by
+                && fast.usage.bind(py).is_truthy()?
+            {
+                paid_by.bind(py).call1((&payment,))?;
+            }
+            let paid = PAID.import(py, "vlexivo._gate", "Paid")?.call1((&payment, &native, &price, gates))?;
+            holder.setattr(pyo3::intern!(py, "paid"), &paid)?;
+            holder.setattr(pyo3::intern!(py, "cross_origin"), cross)?;
+            dict.set_item(pyo3::intern!(py, "vlexivo.paid"), &paid)?;
+            dict.set_item(pyo3::intern!(py, "vlexivo.payment"), &payment)?;
+            match dict.get_item(pyo3::intern!(py, "state"))? {
+                Some(state) => state.set_item(pyo3::intern!(py, "vlx_payment"), &payment)?,
+                None => {
+                    let state = PyDict::new(py);
+                    state.set_item(pyo3::intern!(py, "vlx_payment"), &payment)?;
+                    dict.set_item(pyo3::intern!(py, "state"), state)?;
+                }
+            }
+        }
+        dict.set_item(pyo3::intern!(py, "vlexivo.middleware"), &holder)?;
+        let watch = Bound::new(
+            py,
+            ResponseWatch::new(
+                send.clone().unbind(),
+                holder.unbind(),
+                scope.clone().unbind(),
+                Some(fast.check.clone_ref(py)),
+                route.unbind(),
+            ),
+        )?;
+        let started = fast.app.bind(py).call1((scope, receive, &watch)).and_then(|app| {
+            Ok(app.call_method0(pyo3::intern!(py, "__await__"))?.cast_into::<PyIterator>()?)
+        });
+        let steps = match started {
+            Ok(steps) => steps,
+            Err(e) => {
+                // The app failed before it could be awaited: it raised (as `_call` counts it).
+                watch.get().ended(py, true)?;
+                return Err(e);
+            }
+        };
+        let watched = Watched { steps: steps.unbind(), watch: watch.unbind(), ended: AtomicBool::new(false) };
+        Ok(Some(Bound::new(py, watched)?.into_any()))
+    }
+}
+
+#[pymethods]
+impl AsgiMiddleware {
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
+        Self { fast: OnceLock::new() }
+    }
+
+    /// Switch the native path on, once the app's router is known (see [`Fast`]'s fields).
+    #[pyo3(signature = (app, map, recent, check, paid_by, usage, now))]
+    #[allow(clippy::too_many_arguments)]
+    fn _fast_path(
+        &self,
+        app: Py<PyAny>,
+        map: Py<PyAny>,
+        recent: Py<PyDict>,
+        check: Py<PyAny>,
+        paid_by: Option<Py<PyAny>>,
+        usage: Py<PyAny>,
+        now: Option<Py<PyAny>>,
+    ) {
+        let _ = self.fast.set(Fast { app, map, recent, check, paid_by, usage, now });
+    }
+
+    /// The ASGI entry: the app's awaitable (natively watched), or the Python `_call`'s.
+    fn __call__<'py>(
+        slf: &Bound<'py, Self>,
+        scope: Bound<'py, PyAny>,
+        receive: Bound<'py, PyAny>,
+        send: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(awaitable) = slf.get().fast(slf, &scope, &receive, &send)? {
+            return Ok(awaitable);
+        }
+        slf.call_method1(pyo3::intern!(slf.py(), "_call"), (scope, receive, send))
+    }
+}
+
+/// The app's coroutine as the middleware awaits it: each step passed through, and when the app
+/// has ended (returned, raised, or was closed) the watch's `ended` called once, as the Python
+/// `_call` does around its `await`.
+#[pyclass(frozen, module = "vlexivo._native", name = "_Watched")]
+pub struct Watched {
+    /// The app coroutine's `__await__()` iterator.
+    steps: Py<PyIterator>,
+    watch: Py<ResponseWatch>,
+    ended: AtomicBool,
+}
+
+impl Watched {
+    /// The app ended (`raised`: with an exception): the watch told, once.
+    fn end(&self, py: Python<'_>, raised: bool) -> PyResult<()> {
+        if self.ended.swap(true, Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.watch.get().ended(py, raised)
+    }
+
+    /// What a step's outcome makes of this awaitable's: the value yielded, or the end.
+    fn step<'py>(
+        &self,
+        py: Python<'py>,
+        outcome: PyResult<PySendResult<'py>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match outcome {
+            Ok(PySendResult::Next(value)) => Ok(value),
+            Ok(PySendResult::Return(value)) => {
+                self.end(py, false)?;
+                Err(pyo3::exceptions::PyStopIteration::new_err((value.unbind(),)))
+            }
+            Err(e) => {
+                self.end(py, true)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// A method of the app's coroutine called with `args` (throw, close): its outcome.
+    fn call<'py>(
+        &self,
+        py: Python<'py>,
+        name: &Bound<'py, PyString>,
+        args: &Bound<'py, PyTuple>,
+    ) -> PyResult<PySendResult<'py>> {
+        match self.steps.bind(py).call_method1(name, args) {
+            Ok(value) => Ok(PySendResult::Next(value)),
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PyStopIteration>(py) => {
+                let value = e.value(py).getattr(pyo3::intern!(py, "value"))?;
+                Ok(PySendResult::Return(value))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[pymethods]
+impl Watched {
+    fn __await__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __iter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.step(py, self.steps.bind(py).send(&py.None().into_bound(py)))
+    }
+
+    fn send<'py>(&self, py: Python<'py>, value: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        self.step(py, self.steps.bind(py).send(&value))
+    }
+
+    #[pyo3(signature = (*args))]
+    fn throw<'py>(&self, py: Python<'py>, args: Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
+        let outcome = self.call(py, pyo3::intern!(py, "throw"), &args);
+        self.step(py, outcome)
+    }
+
+    /// The awaiting coroutine was closed: so is the app's, which then counts as having raised.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let closed = self.steps.bind(py).call_method0(pyo3::intern!(py, "close"));
+        self.end(py, true)?;
+        closed.map(drop)
     }
 }

@@ -493,6 +493,43 @@ impl Paywall {
         })
     }
 
+    /// [`Paywall::verify_scope`] of a dict scope (the ASGI middleware's native entry calls it too).
+    pub(crate) fn verify_scope_dict(
+        &self,
+        py: Python<'_>,
+        scope: &Bound<'_, PyDict>,
+        price: &Price,
+        now: Option<u64>,
+    ) -> PyResult<Option<(Payment, bool)>> {
+        let raw_path = scope.get_item(pyo3::intern!(py, "raw_path"))?;
+        let Some(raw_path) = raw_path.as_ref().and_then(|r| r.cast::<PyBytes>().ok()) else {
+            return Ok(None);
+        };
+        let raw_path = raw_path.as_bytes();
+        if raw_path.is_empty() {
+            return Ok(None);
+        }
+        let headers = scope
+            .get_item(pyo3::intern!(py, "headers"))?
+            .ok_or_else(|| pyo3::exceptions::PyKeyError::new_err("headers"))?;
+        let found = scan_headers(&headers)?;
+        let Some(host) = found.host else { return Ok(None) };
+        let method = scope
+            .get_item(pyo3::intern!(py, "method"))?
+            .ok_or_else(|| pyo3::exceptions::PyKeyError::new_err("method"))?;
+        let scheme = scope.get_item(pyo3::intern!(py, "scheme"))?;
+        let scheme = match &scheme {
+            Some(s) => s.cast::<PyString>()?.to_str()?,
+            None => "http",
+        };
+        let path = latin1(raw_path.split(|&b| b == b'?').next().unwrap_or_default());
+        let proof = found.proof.as_ref().map(|p| latin1(p.as_bytes()));
+        let host = latin1(host.as_bytes());
+        let req = Self::req(method.cast::<PyString>()?.to_str()?, &path, scheme, Some(&host), None, None);
+        let payment = self.consume(py, proof.as_deref(), &req, &price.money, now)?;
+        Ok(Some((payment, found.origin)))
+    }
+
     fn req<'a>(
         method: &'a str,
         path: &'a str,
@@ -643,33 +680,7 @@ impl Paywall {
         now: Option<u64>,
     ) -> PyResult<Option<(Payment, bool)>> {
         let Ok(scope) = scope.cast::<PyDict>() else { return Ok(None) };
-        let raw_path = scope.get_item(pyo3::intern!(py, "raw_path"))?;
-        let Some(raw_path) = raw_path.as_ref().and_then(|r| r.cast::<PyBytes>().ok()) else {
-            return Ok(None);
-        };
-        let raw_path = raw_path.as_bytes();
-        if raw_path.is_empty() {
-            return Ok(None);
-        }
-        let headers = scope
-            .get_item(pyo3::intern!(py, "headers"))?
-            .ok_or_else(|| pyo3::exceptions::PyKeyError::new_err("headers"))?;
-        let found = scan_headers(&headers)?;
-        let Some(host) = found.host else { return Ok(None) };
-        let method = scope
-            .get_item(pyo3::intern!(py, "method"))?
-            .ok_or_else(|| pyo3::exceptions::PyKeyError::new_err("method"))?;
-        let scheme = scope.get_item(pyo3::intern!(py, "scheme"))?;
-        let scheme = match &scheme {
-            Some(s) => s.cast::<PyString>()?.to_str()?,
-            None => "http",
-        };
-        let path = latin1(raw_path.split(|&b| b == b'?').next().unwrap_or_default());
-        let proof = found.proof.as_ref().map(|p| latin1(p.as_bytes()));
-        let host = latin1(host.as_bytes());
-        let req = Self::req(method.cast::<PyString>()?.to_str()?, &path, scheme, Some(&host), None, None);
-        let payment = self.consume(py, proof.as_deref(), &req, &price.money, now)?;
-        Ok(Some((payment, found.origin)))
+        self.verify_scope_dict(py, scope, &price, now)
     }
 
     /// The handler failed (5xx or raised): the same token may be presented again. A networked
@@ -1468,6 +1479,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Payment>()?;
     m.add_class::<Paywall>()?;
     m.add_class::<asgi::ResponseWatch>()?;
+    m.add_class::<asgi::AsgiMiddleware>()?;
     m.add_class::<Wallet>()?;
     m.add_class::<PaymentRequired>()?;
     m.add_class::<Receipt>()?;

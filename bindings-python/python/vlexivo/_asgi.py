@@ -61,6 +61,11 @@ _ACRM = b"access-control-request-method"
 _EXPOSE = (b"access-control-expose-headers", (expose_value(None) or "").encode())
 # The paid request's record (a `Paid`), shared by every paywall on the request.
 PAID_KEY = "vlexivo.paid"
+# The paid request's payment, for the app: ``request.scope["vlexivo.payment"]`` (as WSGI's
+# ``environ["vlexivo.payment"]``). It is also ``request.state.vlx_payment``, which costs the
+# app about a microsecond more per read (Starlette builds a ``State`` and fails an attribute
+# lookup first).
+PAYMENT_KEY = "vlexivo.payment"
 # Set by the middleware in every HTTP scope: a FastAPI dependency then leaves the receipt header
 # and the release decision to it (it sees the real response; a dependency cannot).
 _MIDDLEWARE_KEY = "vlexivo.middleware"
@@ -234,12 +239,16 @@ async def _price_all(
     )
 
 
-class PaywallMiddleware:
+class PaywallMiddleware(_native.AsgiMiddleware):
     """Pure ASGI paywall. It prices the route the app's router will run (its ``routes`` table),
     adding the prices of the paywalls inside it on the way (middlewares, mounted apps', the
     route's dependencies), and asks for that one price once. For every request it also executes
     the outcome rule (release or keep the nonce, the receipt header) for payments that a
-    dependency took."""
+    dependency took.
+
+    Calling it is native (``_native.AsgiMiddleware``): a request the outermost paywall takes on
+    a route its cache knows, at a fixed price or unpriced, runs as :meth:`_call` would run it
+    without a Python frame of the middleware's; any other request goes to :meth:`_call`."""
 
     def __init__(self, app: ASGIApp, *, server: Provider, routes: Mapping[str, Any]) -> None:
         self.app = app
@@ -252,13 +261,21 @@ class PaywallMiddleware:
         # (method, root_path, path) -> (route, plan), while the router's routes match on these alone.
         self._recent: dict[tuple[str, str, str], tuple[Any, Plan]] = {}
         self._generation = 0
-        # The provider's hook for an accepted payment (its usage answers change), looked up once.
+        # The provider's hook for an accepted payment (its usage answers change), looked up once,
+        # and what it caches (called only when it holds something: the hook's frame is skipped).
         self._paid_by: Callable[[_native.Payment], None] | None = getattr(server, "_paid_by", None)
+        usage = getattr(server, "_usage", None)
+        self._usage_entries: Any = getattr(usage, "_entries", True)
+        # A provider on the system clock (``now()`` is None) is not asked per request.
+        self._clocked = getattr(server, "_clock", True) is not None
         # What the response watch calls when the router ran another route than the priced one:
         # set once the router is known (a plain ASGI app has none to check).
         self._check: Callable[..., Awaitable[None] | None] | None = None
+        # What introspection finds (an ASGI server asks whether ``__call__`` is a coroutine
+        # function to tell ASGI 3 from 2); calling the middleware still goes to the native entry.
+        self.__call__ = self._call  # type: ignore[method-assign]
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _call(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -303,6 +320,12 @@ class PaywallMiddleware:
             raise
         watch.ended(False)
 
+    async def _refusal(
+        self, plan: Plan, scope: Scope, send: Send, caught: BaseException, now: int | None
+    ) -> None:
+        """The native entry's proof was refused: the answer, as :meth:`_call` sends it."""
+        await send_answer(send, browser_answer(self._refused(plan, scope, caught, now).answer, scope), scope)
+
     def _other_route(
         self, scope: Scope, leaf: Any, plan: Plan, box: _Box, send: Send
     ) -> Awaitable[None] | None:
@@ -320,37 +343,35 @@ class PaywallMiddleware:
         price = plan.price
         assert price is not None
         gates = plan.gates
-        now = self.server.now()
+        now = self.server.now() if self._clocked else None
         try:
             found = gates[0].native.verify_scope(scope, price, now)
         except NATIVE_ERRORS as caught:
-            method = scope["method"]
-            raise refused(
-                gates, caught, method, binding_path(scope), request_origin(scope), price, None, now, None
-            ) from None
+            raise self._refused(plan, scope, caught, now) from None
         if found is None:  # a scope without raw_path or Host: the helpers read it
-            paid = admit(
-                gates,
-                proof_of(scope),
-                scope["method"],
-                binding_path(scope),
-                request_origin(scope),
-                price,
-                None,
-                now,
-            )
+            method, path, origin = scope["method"], binding_path(scope), request_origin(scope)
+            paid = admit(gates, proof_of(scope), method, path, origin, price, None, now)
         else:
             payment, box.cross_origin = found
-            # accepted(), inline: the provider told of the payment, the nonce's fate kept.
-            paid_by = self._paid_by
-            if paid_by is not None:
-                paid_by(payment)
+            # accepted(), inline: the provider told of the payment (when its usage cache holds
+            # anything), the nonce's fate kept.
+            if self._usage_entries and self._paid_by is not None:
+                self._paid_by(payment)
             paid = Paid(payment, gates[0].native, price, gates)
         scope[PAID_KEY] = box.paid = paid
+        scope[PAYMENT_KEY] = paid.payment
         state = scope.get("state")
         if state is None:
             state = scope["state"] = {}
         state["vlx_payment"] = paid.payment
+
+    @staticmethod
+    def _refused(plan: Plan, scope: Scope, caught: BaseException, now: int | None) -> Reject:
+        """The refusal of an inline plan's proof (core shapes it from the error)."""
+        price = plan.price
+        assert price is not None
+        method, path, origin = scope["method"], binding_path(scope), request_origin(scope)
+        return refused(plan.gates, caught, method, path, origin, price, None, now, None)
 
     async def _admit(self, plan: Plan, box: _Box, scope: Scope, receive: Receive) -> Receive:
         """Verify the proof at the plan's price (or, under an outer paywall that took it, check
@@ -395,6 +416,7 @@ class PaywallMiddleware:
             hint=None if plan.price is not None else payer_hint_of(scope),
         )
         scope[PAID_KEY] = box.paid = paid
+        scope[PAYMENT_KEY] = paid.payment
         state = scope.get("state")
         if state is None:
             state = scope["state"] = {}
@@ -478,6 +500,10 @@ class PaywallMiddleware:
                 self._config_error = config_message(unmatched, (lf.template for lf in leaves))
                 logger.error("vlexivo: %s; answering 500 config_invalid", self._config_error)
             self._check = self._other_route
+            if self._config_error is None:
+                now = self.server.now if self._clocked else None
+                usage = self._usage_entries
+                self._fast_path(self.app, m, self._recent, self._check, self._paid_by, usage, now)
         self._map = m
         return m
 
@@ -699,6 +725,7 @@ class PaywallGuard:
                     hint=payer_hint_of(scope),
                 )
                 scope[PAID_KEY] = paid
+                scope[PAYMENT_KEY] = paid.payment
                 if box is not None:
                     box.paid = paid
                 payment = paid.payment

@@ -3,6 +3,8 @@
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from typing import Any, Final, final
 
+from typing_extensions import disjoint_base
+
 __all__ = [
     "ALL_CODES",
     "CHALLENGE_HEADER",
@@ -20,6 +22,7 @@ __all__ = [
     "PROOF_HEADER",
     "PROTOCOL_VERSION",
     "RECEIPT_HEADER",
+    "AsgiMiddleware",
     "FacilitatorRequest",
     "NativeError",
     "PanicException",
@@ -236,6 +239,26 @@ class ResponseWatch:
     def status(self) -> int: ...
     @property
     def complete(self) -> bool: ...
+
+@disjoint_base
+class AsgiMiddleware:
+    def __new__(cls, *args: Any, **kwargs: Any) -> AsgiMiddleware: ...
+    def _fast_path(
+        self,
+        app: Callable[..., Awaitable[None]],
+        map: Any,
+        recent: dict[Any, Any],
+        check: Callable[..., Awaitable[None] | None],
+        paid_by: Callable[[Payment], None] | None,
+        usage: Any,
+        now: Callable[[], int | None] | None,
+    ) -> None: ...
+    def __call__(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
+        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ) -> Awaitable[None]: ...
 
 @final
 class PaymentCheck:

@@ -205,7 +205,9 @@ class VlexivoServer:
         """Pure ASGI middleware (Starlette, FastAPI, any ASGI app):
         ``app.add_middleware(vlx.asgi_paywall, routes={"POST /x": vlx.price("0.001")})``.
         Route keys: ``"METHOD /path"``, ``"/path"`` (any method), ``"/prefix/*"``. The payment
-        is in ``scope["state"]["vlx_payment"]`` (``request.state.vlx_payment``)."""
+        is in ``scope["vlexivo.payment"]`` (``request.scope["vlexivo.payment"]``, as WSGI's
+        ``environ["vlexivo.payment"]``) and in ``request.state.vlx_payment`` (which costs a
+        Starlette ``State`` per request that reads it)."""
         return PaywallMiddleware(app, server=self, routes=routes or {})
 
     def wsgi_paywall(self, app: Any, routes: Mapping[str, Any]) -> WsgiPaywall:
