@@ -202,13 +202,17 @@ async fn serve(o: &Opts) -> Result<(), BoxError> {
         serde_json::json!({ "facilitator": srv.url, "api": api, "secret": provider.api_secret })
     );
     std::io::stdout().flush()?;
-    let lines = tokio::task::spawn_blocking(|| {
+    let files = dir.clone();
+    let lines = tokio::task::spawn_blocking(move || {
+        let wal = |name: &str| std::fs::metadata(files.join(name)).map_or(0, |m| m.len());
         for line in std::io::stdin().lock().lines() {
             let Ok(line) = line else { break };
-            if line.trim() == "cpu" {
-                println!("CPU {}", cpu_time().as_micros());
-                let _ = std::io::stdout().flush();
+            match line.trim() {
+                "cpu" => println!("CPU {}", cpu_time().as_micros()),
+                "wal" => println!("WAL {} {}", wal("facilitator.db-wal"), wal("nonces.db-wal")),
+                _ => continue,
             }
+            let _ = std::io::stdout().flush();
         }
     });
     lines.await?;
@@ -258,9 +262,9 @@ impl Service {
         }
     }
 
-    /// The service process's CPU time so far.
-    fn cpu(&mut self) -> Result<Duration, BoxError> {
-        writeln!(self.stdin, "cpu")?;
+    /// Ask the service `question`; its answer line's text after `prefix`.
+    fn ask(&mut self, question: &str, prefix: &str) -> Result<String, BoxError> {
+        writeln!(self.stdin, "{question}")?;
         self.stdin.flush()?;
         let mut line = String::new();
         loop {
@@ -268,9 +272,25 @@ impl Service {
             if self.stdout.read_line(&mut line)? == 0 {
                 return Err("the service exited".into());
             }
-            if let Some(us) = line.trim().strip_prefix("CPU ") {
-                return Ok(Duration::from_micros(us.parse()?));
+            if let Some(answer) = line.trim().strip_prefix(prefix) {
+                return Ok(answer.to_string());
             }
+        }
+    }
+
+    /// The service process's CPU time so far.
+    fn cpu(&mut self) -> Result<Duration, BoxError> {
+        Ok(Duration::from_micros(self.ask("cpu", "CPU ")?.parse()?))
+    }
+
+    /// The sizes of the ledger's and the nonce store's WAL files (bytes): the most either WAL
+    /// has held so far, since SQLite reuses a WAL file from its start without shrinking it.
+    fn wal_sizes(&mut self) -> Result<(u64, u64), BoxError> {
+        let answer = self.ask("wal", "WAL ")?;
+        let mut sizes = answer.split_whitespace().map(str::parse::<u64>);
+        match (sizes.next(), sizes.next()) {
+            (Some(Ok(ledger)), Some(Ok(nonces))) => Ok((ledger, nonces)),
+            _ => Err(format!("bad WAL answer {answer:?}").into()),
         }
     }
 
@@ -464,6 +484,12 @@ async fn drive(o: &Opts) -> Result<(), BoxError> {
         .await?;
     let expected = o.payments + warm + 2 * o.calls + per * o.agents;
     let count = me["revenue"]["count"].as_u64().unwrap_or(0) as usize;
+    let (ledger_wal, nonce_wal) = tokio::task::block_in_place(|| svc.wal_sizes())?;
+    println!(
+        "   WAL files at the end (their largest size so far): ledger {:.1} MB, nonce store {:.1} MB",
+        ledger_wal as f64 / 1e6,
+        nonce_wal as f64 / 1e6
+    );
     println!("   (machine load average now {})", load_average());
     println!(
         "\n   provider revenue count {count} (expected {expected}) {}",
@@ -480,6 +506,8 @@ async fn drive(o: &Opts) -> Result<(), BoxError> {
         "payment_p99_ms": ms(s.p99),
         "service_cpu_us_per_payment": cpu_per_payment_us,
         "paid_calls_per_s": paid_calls_per_s,
+        "ledger_wal_mb": ledger_wal as f64 / 1e6,
+        "nonce_wal_mb": nonce_wal as f64 / 1e6,
     });
     if let (Some(b), serde_json::Value::Object(l)) = (bench.as_object_mut(), latency) {
         b.extend(l.into_iter().filter(|(k, _)| k != "warm"));

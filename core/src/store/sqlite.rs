@@ -19,10 +19,14 @@ const PURGE_BATCH: u32 = 16;
 /// The periodic purge leaves a row this long after it expired: nothing depends on its absence
 /// (a consume takes an expired row over), and `purge` itself stays exact.
 const PURGE_LAG_SECS: u64 = 60;
-/// Every this many consumes, wake the checkpointer (it checks the WAL's size).
-const CHECKPOINT_TICK: u64 = 256;
-/// WAL size at which the checkpointer runs a passive checkpoint on its own connection.
-const CHECKPOINT_WAL_BYTES: u64 = 4 << 20;
+/// Every this many consumes, add up the WAL frames the store's connection wrote meanwhile.
+const FRAMES_LOOK_EVERY: u64 = 64;
+/// WAL frames (pages) the store's connection writes between two passive checkpoints on the
+/// checkpointer's connection: about 4 MB. Counted, not read from the WAL file's size: SQLite
+/// writes the WAL again from its start after a checkpoint without shrinking the file, so once it
+/// had reached any size a size test passed at every look (a checkpoint every look, new frames or
+/// not).
+const CHECKPOINT_FRAMES: u64 = 1_024;
 /// Past this many WAL pages a consume's commit checkpoints itself. SQLite's default, 1,000 pages,
 /// put a whole checkpoint and its fsyncs into one consume in a few hundred: 10-14 ms stalls at
 /// p99.9. Now the checkpointer has copied most pages by then; this pass copies the rest, and
@@ -58,8 +62,10 @@ const SQL_PURGE_BATCH: &str = "DELETE FROM vlexivo_nonces WHERE key IN \
 struct Inner {
     conn: Connection,
     consumes: u64,
-    /// Wakes the checkpointer thread (files only); dropping it stops the thread.
-    checkpoint: Option<std::sync::mpsc::SyncSender<()>>,
+    /// WAL frames written since the checkpointer was last woken.
+    frames: u64,
+    /// The checkpointer thread (files only).
+    checkpointer: Option<CheckpointerHandle>,
 }
 
 /// SQLite-backed [`NonceStore`] (feature `sqlite`). One connection per store, behind a mutex:
@@ -111,7 +117,7 @@ impl SqliteStore {
             }
         }
         conn.set_prepared_statement_cache_capacity(8);
-        let checkpoint = match &path {
+        let checkpointer = match &path {
             Some(p) => {
                 conn.pragma_update(None, "wal_autocheckpoint", FALLBACK_AUTOCHECKPOINT_PAGES)
                     .map_err(|e| unavailable("configure", &e))?;
@@ -119,7 +125,13 @@ impl SqliteStore {
             }
             None => None,
         };
-        Ok(Self { inner: Mutex::new(Inner { conn, consumes: 0, checkpoint }), path, leases: Leases::new() })
+        // Frames written while opening (schema, upgrade) count from zero.
+        frames_written(&conn);
+        Ok(Self {
+            inner: Mutex::new(Inner { conn, consumes: 0, frames: 0, checkpointer }),
+            path,
+            leases: Leases::new(),
+        })
     }
 
     /// The file backing the store (`None` for [`SqliteStore::in_memory`]).
@@ -156,11 +168,15 @@ impl NonceStore for SqliteStore {
             })
             .map_err(|e| unavailable("consume", &e))?;
         inner.consumes += 1;
-        // Full means a wake-up is already pending: nothing to add.
-        if inner.consumes.is_multiple_of(CHECKPOINT_TICK)
-            && let Some(tick) = &inner.checkpoint
-        {
-            let _ = tick.try_send(());
+        if inner.consumes.is_multiple_of(FRAMES_LOOK_EVERY) && inner.checkpointer.is_some() {
+            inner.frames += frames_written(&inner.conn);
+            if inner.frames >= CHECKPOINT_FRAMES {
+                inner.frames = 0;
+                if let Some(c) = &inner.checkpointer {
+                    // Full means a wake-up is already pending: nothing to add.
+                    let _ = c.tick.try_send(());
+                }
+            }
         }
         if inner.consumes.is_multiple_of(PURGE_EVERY) {
             // Housekeeping only: a failure here must not fail the request that triggered it.
@@ -197,41 +213,81 @@ impl NonceStore for SqliteStore {
     }
 }
 
+/// WAL frames (pages) `conn` wrote since the last call (`SQLITE_DBSTATUS_CACHE_WRITE`, read and
+/// reset; in WAL mode it counts exactly the frames a commit appends, not a checkpoint's copies).
+#[allow(unsafe_code)]
+fn frames_written(conn: &Connection) -> u64 {
+    let (mut current, mut highwater) = (0, 0);
+    // SAFETY: `conn` is an open connection that stays open for the whole call, and the caller
+    // has it to itself (the store's lock, or before the store exists); sqlite3_db_status only
+    // reads and resets the pager's counters and writes the two integers passed to it.
+    let rc = unsafe {
+        rusqlite::ffi::sqlite3_db_status(
+            conn.handle(),
+            rusqlite::ffi::SQLITE_DBSTATUS_CACHE_WRITE,
+            &mut current,
+            &mut highwater,
+            1,
+        )
+    };
+    if rc == rusqlite::ffi::SQLITE_OK { u64::try_from(current).unwrap_or(0) } else { 0 }
+}
+
+/// The store's side of its checkpointer: the wake-up channel (dropping it stops the thread)
+/// and, for the tests, the thread and its count of passes.
+struct CheckpointerHandle {
+    tick: std::sync::mpsc::SyncSender<()>,
+    #[cfg_attr(not(test), allow(dead_code))]
+    thread: std::thread::JoinHandle<()>,
+    #[cfg_attr(not(test), allow(dead_code))]
+    runs: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[cfg(test)]
+impl SqliteStore {
+    /// Stop the checkpointer after its pending pass (no later consume wakes one) and say how
+    /// many passes it ran.
+    fn stop_checkpointer(&self) -> u64 {
+        let c = self.inner.lock().checkpointer.take().expect("a file store has a checkpointer");
+        drop(c.tick);
+        c.thread.join().expect("the checkpointer ended cleanly");
+        c.runs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// Keeps the WAL short with passive checkpoints on a thread and connection of its own, so a
 /// consume's commit never copies pages into the database or waits for an fsync (a passive
-/// checkpoint takes no lock a writer needs).
+/// checkpoint takes no lock a writer needs). It runs one pass per wake-up: the store wakes it
+/// after every [`CHECKPOINT_FRAMES`] frames its connection wrote.
 struct Checkpointer {
-    wal: PathBuf,
     conn: Connection,
+    runs: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Checkpointer {
-    fn start(db: &Path) -> Result<std::sync::mpsc::SyncSender<()>> {
-        let mut wal = db.as_os_str().to_owned();
-        wal.push("-wal");
+    fn start(db: &Path) -> Result<CheckpointerHandle> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(db, flags).map_err(|e| unavailable("open", &e))?;
         // NORMAL, as the store's connection: the checkpoint syncs the WAL before copying and the
         // database after.
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| unavailable("configure", &e))?;
-        let me = Self { wal: wal.into(), conn };
-        // One pending wake-up is enough: the thread looks at the WAL's size when it wakes.
+        let runs = std::sync::Arc::default();
+        let me = Self { conn, runs: std::sync::Arc::clone(&runs) };
+        // One pending wake-up is enough: a pass copies whatever the WAL holds when it runs.
         let (tick, ticks) = std::sync::mpsc::sync_channel(1);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("vlexivo-nonce-checkpoint".into())
             .spawn(move || me.run(ticks))
             .map_err(|_| Error::NonceStoreUnavailable("cannot start the checkpoint thread".into()))?;
-        Ok(tick)
+        Ok(CheckpointerHandle { tick, thread, runs })
     }
 
     fn run(self, ticks: std::sync::mpsc::Receiver<()>) {
         while ticks.recv().is_ok() {
-            let big = std::fs::metadata(&self.wal).is_ok_and(|m| m.len() >= CHECKPOINT_WAL_BYTES);
-            if big {
-                // Housekeeping: a failed pass is retried at the next wake-up, and the store's
-                // own fallback checkpoint bounds the WAL if they keep failing.
-                let _ = self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-            }
+            // Housekeeping: a failed pass is retried at the next wake-up, and the store's own
+            // fallback checkpoint bounds the WAL if they keep failing.
+            let _ = self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }
@@ -381,20 +437,53 @@ mod tests {
         let pages: i64 =
             s.inner.lock().conn.pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0)).unwrap();
         assert_eq!(pages, FALLBACK_AUTOCHECKPOINT_PAGES);
-        // A few times CHECKPOINT_WAL_BYTES of WAL, well under the fallback: only the
-        // checkpointer copies pages into the database file.
+        // A few times CHECKPOINT_FRAMES of WAL, well under the fallback: only the checkpointer
+        // copies pages into the database file.
         let db_bytes = || std::fs::metadata(&path).unwrap().len();
         let before = db_bytes();
         for i in 0..1_500u64 {
             s.consume(&format!("acct_3f9c2a71d04e8b65a1c7:{i:024}"), 1_000, 0).unwrap();
         }
         let wal = std::fs::metadata(dir.path().join("nonces.db-wal")).unwrap().len();
-        assert!(wal > CHECKPOINT_WAL_BYTES && wal < 4096 * FALLBACK_AUTOCHECKPOINT_PAGES as u64, "WAL {wal}");
+        assert!(
+            wal > 4096 * CHECKPOINT_FRAMES && wal < 4096 * FALLBACK_AUTOCHECKPOINT_PAGES as u64,
+            "WAL {wal}"
+        );
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while db_bytes() <= before {
             assert!(std::time::Instant::now() < deadline, "no checkpoint in 20 s ({} bytes)", db_bytes());
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    #[test]
+    fn checkpoints_follow_the_frames_written_not_the_wal_file_size() {
+        // SQLite writes the WAL again from its start after a checkpoint without shrinking the
+        // file: decided by the file's size, a checkpoint ran at every look once the file had
+        // grown, whether anything had been written since or not.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nonces.db");
+        let wal_bytes = || std::fs::metadata(dir.path().join("nonces.db-wal")).unwrap().len();
+        let key = |i: u64| format!("acct_3f9c2a71d04e8b65a1c7:{i:024}");
+        let grown = SqliteStore::open(&path).unwrap();
+        // A reader keeps the WAL file: the last connection to close would checkpoint and delete it.
+        let reader = Connection::open(&path).unwrap();
+        reader.query_row("SELECT count(*) FROM vlexivo_nonces", [], |r| r.get::<_, i64>(0)).unwrap();
+        for i in 0..3_000 {
+            assert!(grown.consume(&key(i), 1_000, 0).unwrap().is_fresh());
+        }
+        assert!(grown.stop_checkpointer() >= 1, "no checkpoint after 3,000 fresh consumes");
+        drop(grown);
+        assert!(wal_bytes() >= 4096 * CHECKPOINT_FRAMES, "WAL file {} bytes", wal_bytes());
+
+        // A replay writes nothing: thousands of them on the grown file wake no checkpoint.
+        let s = SqliteStore::open(&path).unwrap();
+        for _ in 0..8 * 256 {
+            assert_eq!(s.consume(&key(7), 1_000, 1).unwrap(), Consume::Replayed);
+        }
+        let runs = s.stop_checkpointer();
+        assert_eq!(runs, 0, "checkpoints with no frames written (WAL file {} bytes)", wal_bytes());
+        drop(reader);
     }
 
     #[test]
