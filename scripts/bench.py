@@ -402,9 +402,12 @@ def make_table(runs: list[dict[str, Values]]) -> Table:
           f"{spread(v('payments', 'paid_wait_p50_ms'), ms)} / {spread(v('payments', 'paid_wait_p99_ms'), ms)}; "
           f"{spread(d('payments', lambda r: 100 * r['paid_slow_share_waiting']), lambda x: f'{x:.0f} %')}; "
           f"{spread(v('payments', 'paid_thread_runs_per_call'), lambda x: f'{x:.1f}')}")
-    t.row("facilitator ledger COMMIT (SQLite, fsync) p99 during the paid calls (bucket bound); checkpoints", pay,
+    t.row("facilitator ledger COMMIT (SQLite, fsync) p99 during the paid calls (bucket bound); checkpoints; "
+          "WAL files at the end, ledger / nonce store (the most each held)", pay,
           f"{spread(v('payments', 'ledger_commit_p99_ms'), ms)}; "
-          f"{spread(v('payments', 'ledger_checkpoints'), lambda x: f'{x:.0f}')}")
+          f"{spread(v('payments', 'ledger_checkpoints'), lambda x: f'{x:.0f}')}; "
+          f"{spread(v('payments', 'ledger_wal_mb'), lambda x: f'{x:.1f} MB')} / "
+          f"{spread(v('payments', 'nonce_wal_mb'), lambda x: f'{x:.1f} MB')}")
     nv = "scripts/bench.sh --only node-verify"
     t.row("napi `Paywall.verify` (public API) / adapter path, verify + consume", nv,
           f"{spread(v('node-verify', 'verify'), us)} / {spread(v('node-verify', 'route'), us)}")
