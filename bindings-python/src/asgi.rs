@@ -404,16 +404,20 @@ impl Watched {
         self.watch.get().ended(py, raised)
     }
 
-    /// What a step's outcome makes of this awaitable's: the value yielded, or the end.
+    /// What a step's outcome makes of this awaitable's: the value yielded, or the end (`None`:
+    /// the app returned `None`, which ends the iteration without an exception object).
     fn step<'py>(
         &self,
         py: Python<'py>,
         outcome: PyResult<PySendResult<'py>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
         match outcome {
-            Ok(PySendResult::Next(value)) => Ok(value),
+            Ok(PySendResult::Next(value)) => Ok(Some(value)),
             Ok(PySendResult::Return(value)) => {
                 self.end(py, false)?;
+                if value.is_none() {
+                    return Ok(None);
+                }
                 Err(pyo3::exceptions::PyStopIteration::new_err((value.unbind(),)))
             }
             Err(e) => {
@@ -451,16 +455,16 @@ impl Watched {
         slf
     }
 
-    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
         self.step(py, self.steps.bind(py).send(&py.None().into_bound(py)))
     }
 
-    fn send<'py>(&self, py: Python<'py>, value: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn send<'py>(&self, py: Python<'py>, value: Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
         self.step(py, self.steps.bind(py).send(&value))
     }
 
     #[pyo3(signature = (*args))]
-    fn throw<'py>(&self, py: Python<'py>, args: Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
+    fn throw<'py>(&self, py: Python<'py>, args: Bound<'py, PyTuple>) -> PyResult<Option<Bound<'py, PyAny>>> {
         let outcome = self.call(py, pyo3::intern!(py, "throw"), &args);
         self.step(py, outcome)
     }
