@@ -883,6 +883,8 @@ impl NonceStore for MemoryStore {
 mod tests {
     use super::*;
     use crate::store::tests::{conformance_async, conformance_clock};
+    #[cfg(target_os = "linux")]
+    use crate::store::tests::{in_forked_child, in_own_process};
     use std::fmt::Write;
 
     #[test]
@@ -1209,58 +1211,16 @@ mod tests {
         assert_eq!(big.shards.iter().filter(|m| m.lock().sized).count(), 1);
     }
 
-    /// Whether this is the test's own process; if not, run the test `name` again in one (this
-    /// test binary, that test alone) and check it passed. For tests that count the process's
-    /// threads, or fork: a fork copies each lock as it is at that moment, and other tests'
-    /// threads hold theirs at any time.
-    #[cfg(target_os = "linux")]
-    fn in_own_process(name: &str) -> bool {
-        use std::process::{Command, Stdio};
-        if std::env::var_os("VLX_MEMORY_STORE_OWN_PROCESS").is_some() {
-            return true;
-        }
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([&format!("store::memory::tests::{name}"), "--exact", "--test-threads=1"])
-            .env("VLX_MEMORY_STORE_OWN_PROCESS", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-        while child.try_wait().unwrap().is_none() {
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        let out = child.wait_with_output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && stdout.contains("1 passed"),
-            "{name} in a process of its own: {}\n{stdout}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        false
-    }
-
-    /// Threads of this process named for the helper (the kernel keeps 15 bytes of a name).
+    /// Threads of this process named for the helper.
     #[cfg(target_os = "linux")]
     fn helpers_running() -> usize {
-        let name = &PAGES_THREAD[..15];
-        let tasks = std::fs::read_dir("/proc/self/task").unwrap();
-        tasks
-            .filter(|t| {
-                let comm = std::fs::read_to_string(t.as_ref().unwrap().path().join("comm"));
-                comm.is_ok_and(|c| c.trim_end() == name)
-            })
-            .count()
+        crate::store::tests::threads_named(PAGES_THREAD)
     }
 
     #[test]
     #[cfg(target_os = "linux")]
     fn a_store_without_the_pages_thread_starts_none() {
-        if !in_own_process("a_store_without_the_pages_thread_starts_none") {
+        if !in_own_process("store::memory::tests::a_store_without_the_pages_thread_starts_none") {
             return;
         }
         let options = MemoryOptions::default().capacity(MIN_SHARDS * NONCES_PER_SHARD);
@@ -1281,9 +1241,8 @@ mod tests {
 
     #[test]
     #[cfg(target_os = "linux")]
-    #[allow(unsafe_code)]
     fn a_forked_child_starts_a_helper_of_its_own() {
-        if !in_own_process("a_forked_child_starts_a_helper_of_its_own") {
+        if !in_own_process("store::memory::tests::a_forked_child_starts_a_helper_of_its_own") {
             return;
         }
         let s = MemoryStore::with_capacity(MIN_SHARDS * NONCES_PER_SHARD);
@@ -1294,53 +1253,20 @@ mod tests {
         await_tables(&s);
         assert_eq!(helpers_running(), 1);
         let keys = same_shard(&s, "b:0", high * SEGMENT);
-        // SAFETY: the child runs the closure below on this thread (the only one it has) and
-        // leaves by _exit, without running the parent's destructors or returning to the harness.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0, "fork");
-        if pid == 0 {
-            let child = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                assert_eq!(helpers_running(), 0, "the parent's helper is not in the child");
-                // The store made in the parent: its shard takes every segment made before the
-                // fork (none is made in a consume), so any ready now is the child's helper's,
-                // which keeps at least `low` of them.
-                for k in &keys {
-                    assert!(s.consume(k, 100, 0).unwrap().is_fresh());
-                }
-                assert_eq!(s.ready.made_in_consume.load(Ordering::Relaxed), 0);
-                await_ready(&s.ready, s.ready.low);
-                assert_eq!(helpers_running(), 1);
-                // A store made in the child has its tables made too.
-                await_tables(&MemoryStore::with_capacity(100_000));
-            }));
-            if let Err(panic) = &child {
-                // Straight to stderr: the harness's capture of this thread's output is lost at
-                // _exit.
-                let why = panic.downcast_ref::<String>().map(String::as_str);
-                let why = why.or_else(|| panic.downcast_ref::<&str>().copied()).unwrap_or("?");
-                let _ =
-                    std::io::Write::write_all(&mut std::io::stderr(), format!("child: {why}\n").as_bytes());
+        in_forked_child(|| {
+            assert_eq!(helpers_running(), 0, "the parent's helper is not in the child");
+            // The store made in the parent: its shard takes every segment made before the
+            // fork (none is made in a consume), so any ready now is the child's helper's,
+            // which keeps at least `low` of them.
+            for k in &keys {
+                assert!(s.consume(k, 100, 0).unwrap().is_fresh());
             }
-            // SAFETY: ends the child here.
-            unsafe { libc::_exit(i32::from(child.is_err())) };
-        }
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
-        let mut status = 0;
-        loop {
-            // SAFETY: waits for our own child, writing its status into `status`.
-            let done = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-            if done == pid {
-                break;
-            }
-            assert_eq!(done, 0, "waitpid");
-            if std::time::Instant::now() > deadline {
-                // SAFETY: our own child, stuck.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                panic!("the forked child did not finish within 90 s");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child status {status:#x}");
+            assert_eq!(s.ready.made_in_consume.load(Ordering::Relaxed), 0);
+            await_ready(&s.ready, s.ready.low);
+            assert_eq!(helpers_running(), 1);
+            // A store made in the child has its tables made too.
+            await_tables(&MemoryStore::with_capacity(100_000));
+        });
         // The parent's store and helper are untouched by the child's consumes.
         assert_eq!(s.len(), 0);
         assert_eq!(s.ready.segments.lock().len(), high);

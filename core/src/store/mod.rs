@@ -206,6 +206,95 @@ impl<S: NonceStore + ?Sized> NonceStore for std::sync::Arc<S> {
 pub(crate) mod tests {
     use super::*;
 
+    /// Whether this is the test's own process; if not, run the test `name` (its path in the
+    /// crate, `store::memory::tests::…`) again in one (this test binary, that test alone) and
+    /// check it passed. For tests that count the process's threads, or fork: a fork copies each
+    /// lock as it is at that moment, and other tests' threads hold theirs at any time.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn in_own_process(name: &str) -> bool {
+        use std::process::{Command, Stdio};
+        if std::env::var_os("VLX_STORE_TEST_OWN_PROCESS").is_some() {
+            return true;
+        }
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([name, "--exact", "--test-threads=1"])
+            .env("VLX_STORE_TEST_OWN_PROCESS", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "{name} in a process of its own: {}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        false
+    }
+
+    /// Threads of this process named `name` (the kernel keeps 15 bytes of a name).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn threads_named(name: &str) -> usize {
+        let name = &name[..name.len().min(15)];
+        let tasks = std::fs::read_dir("/proc/self/task").unwrap();
+        tasks
+            .filter(|t| {
+                let comm = std::fs::read_to_string(t.as_ref().unwrap().path().join("comm"));
+                comm.is_ok_and(|c| c.trim_end() == name)
+            })
+            .count()
+    }
+
+    /// Run `child` in a forked child of this process (on this thread, the only one the child
+    /// has) and check it passed (within 90 s). Only in a test's own process ([`in_own_process`]).
+    #[cfg(target_os = "linux")]
+    #[allow(unsafe_code)]
+    pub(crate) fn in_forked_child(child: impl FnOnce()) {
+        // SAFETY: the child runs `child` on this thread and leaves by _exit, without running the
+        // parent's destructors or returning to the harness.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork");
+        if pid == 0 {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child));
+            if let Err(panic) = &outcome {
+                // Straight to stderr: the harness's capture of this thread's output is lost at
+                // _exit.
+                let why = panic.downcast_ref::<String>().map(String::as_str);
+                let why = why.or_else(|| panic.downcast_ref::<&str>().copied()).unwrap_or("?");
+                let _ =
+                    std::io::Write::write_all(&mut std::io::stderr(), format!("child: {why}\n").as_bytes());
+            }
+            // SAFETY: ends the child here.
+            unsafe { libc::_exit(i32::from(outcome.is_err())) };
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+        let mut status = 0;
+        loop {
+            // SAFETY: waits for our own child, writing its status into `status`.
+            let done = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if done == pid {
+                break;
+            }
+            assert_eq!(done, 0, "waitpid");
+            if std::time::Instant::now() > deadline {
+                // SAFETY: our own child, stuck.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                panic!("the forked child did not finish within 90 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child status {status:#x}");
+    }
+
     fn fresh(c: Consume) -> Lease {
         match c {
             Consume::Fresh(l) => l,

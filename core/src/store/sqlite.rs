@@ -62,10 +62,58 @@ const SQL_PURGE_BATCH: &str = "DELETE FROM vlexivo_nonces WHERE key IN \
 struct Inner {
     conn: Connection,
     consumes: u64,
-    /// WAL frames written since the checkpointer was last woken.
+    /// WAL frames written since the checkpointer was last woken, by this process.
     frames: u64,
-    /// The checkpointer thread (files only).
+    /// The checkpointer thread (files only; `None` where one could not be started in a forked
+    /// child).
     checkpointer: Option<CheckpointerHandle>,
+    /// The process that `checkpointer` and `frames` belong to. A child forked since (a
+    /// pre-forking server's worker, with a store built at import) has no thread of the parent's,
+    /// and starts its own when a consume finds the process id changed.
+    pid: u32,
+}
+
+impl Inner {
+    /// At every [`FRAMES_LOOK_EVERY`]th consume on a file: the frames written since the last look
+    /// added up, and the checkpointer woken past [`CHECKPOINT_FRAMES`].
+    fn look(&mut self, db: &Path) {
+        let me = std::process::id();
+        if me != self.pid {
+            self.forked(db, me);
+            return;
+        }
+        let Some(c) = &self.checkpointer else { return };
+        self.frames += frames_written(&self.conn);
+        if self.frames >= CHECKPOINT_FRAMES {
+            self.frames = 0;
+            // Full means a wake-up is already pending: nothing to add.
+            let _ = c.tick.try_send(());
+        }
+    }
+
+    /// In the forked child `me`: a checkpointer of its own, and frames counted from zero (the
+    /// parent's, and the child's few since the fork, are not told apart: both are dropped).
+    fn forked(&mut self, db: &Path, me: u32) {
+        self.pid = me;
+        self.frames = 0;
+        frames_written(&self.conn);
+        // The parent's handle is leaked: its thread does not exist here, and may have held the
+        // wake-up channel's lock at the fork, which dropping the sender could wait for.
+        std::mem::forget(self.checkpointer.take());
+        // Without one (the file cannot be opened here, no thread can start) the commit's
+        // fallback checkpoint still bounds the WAL, as before any fork.
+        self.checkpointer = Checkpointer::start(db).ok();
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // A child that never looked since the fork still holds the parent's handle (see
+        // `forked`).
+        if self.pid != std::process::id() {
+            std::mem::forget(self.checkpointer.take());
+        }
+    }
 }
 
 /// SQLite-backed [`NonceStore`] (feature `sqlite`). One connection per store, behind a mutex:
@@ -128,7 +176,7 @@ impl SqliteStore {
         // Frames written while opening (schema, upgrade) count from zero.
         frames_written(&conn);
         Ok(Self {
-            inner: Mutex::new(Inner { conn, consumes: 0, frames: 0, checkpointer }),
+            inner: Mutex::new(Inner { conn, consumes: 0, frames: 0, checkpointer, pid: std::process::id() }),
             path,
             leases: Leases::new(),
         })
@@ -168,15 +216,10 @@ impl NonceStore for SqliteStore {
             })
             .map_err(|e| unavailable("consume", &e))?;
         inner.consumes += 1;
-        if inner.consumes.is_multiple_of(FRAMES_LOOK_EVERY) && inner.checkpointer.is_some() {
-            inner.frames += frames_written(&inner.conn);
-            if inner.frames >= CHECKPOINT_FRAMES {
-                inner.frames = 0;
-                if let Some(c) = &inner.checkpointer {
-                    // Full means a wake-up is already pending: nothing to add.
-                    let _ = c.tick.try_send(());
-                }
-            }
+        if inner.consumes.is_multiple_of(FRAMES_LOOK_EVERY)
+            && let Some(db) = &self.path
+        {
+            inner.look(db);
         }
         if inner.consumes.is_multiple_of(PURGE_EVERY) {
             // Housekeeping only: a failure here must not fail the request that triggered it.
@@ -255,6 +298,9 @@ impl SqliteStore {
     }
 }
 
+/// The thread of a file store's [`Checkpointer`].
+const CHECKPOINT_THREAD: &str = "vlexivo-nonce-checkpoint";
+
 /// Keeps the WAL short with passive checkpoints on a thread and connection of its own, so a
 /// consume's commit never copies pages into the database or waits for an fsync (a passive
 /// checkpoint takes no lock a writer needs). It runs one pass per wake-up: the store wakes it
@@ -276,7 +322,7 @@ impl Checkpointer {
         // One pending wake-up is enough: a pass copies whatever the WAL holds when it runs.
         let (tick, ticks) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
-            .name("vlexivo-nonce-checkpoint".into())
+            .name(CHECKPOINT_THREAD.into())
             .spawn(move || me.run(ticks))
             .map_err(|_| Error::NonceStoreUnavailable("cannot start the checkpoint thread".into()))?;
         Ok(CheckpointerHandle { tick, thread, runs })
@@ -357,6 +403,8 @@ fn unavailable(op: &'static str, e: &rusqlite::Error) -> Error {
 mod tests {
     use super::*;
     use crate::store::tests::{conformance_async, conformance_clock};
+    #[cfg(target_os = "linux")]
+    use crate::store::tests::{in_forked_child, in_own_process, threads_named};
 
     #[test]
     fn conforms_in_memory() {
@@ -484,6 +532,54 @@ mod tests {
         let runs = s.stop_checkpointer();
         assert_eq!(runs, 0, "checkpoints with no frames written (WAL file {} bytes)", wal_bytes());
         drop(reader);
+    }
+
+    /// A store opened before a fork, as a pre-forking server's workers get one built at import:
+    /// the child starts a checkpointer of its own at its first look, counts its own frames only,
+    /// and its commits wake its checkpointer.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_forked_child_starts_a_checkpointer_of_its_own() {
+        if !in_own_process("store::sqlite::tests::a_forked_child_starts_a_checkpointer_of_its_own") {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path().join("nonces.db")).unwrap();
+        let key = |i: u64| format!("acct_3f9c2a71d04e8b65a1c7:{i:024}");
+        // A thread names itself as it starts: its count, once a started one has had time to.
+        let checkpointers = || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while threads_named(CHECKPOINT_THREAD) == 0 && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            threads_named(CHECKPOINT_THREAD)
+        };
+        // The parent's frames count towards a wake-up, short of one.
+        for i in 0..2 * FRAMES_LOOK_EVERY {
+            assert!(s.consume(&key(i), 1_000, 0).unwrap().is_fresh());
+        }
+        let parent_frames = s.inner.lock().frames;
+        assert!(parent_frames > 0 && parent_frames < CHECKPOINT_FRAMES, "{parent_frames}");
+        assert_eq!(checkpointers(), 1);
+        in_forked_child(|| {
+            assert_eq!(threads_named(CHECKPOINT_THREAD), 0, "the parent's checkpointer is not in the child");
+            for i in 0..FRAMES_LOOK_EVERY {
+                assert!(s.consume(&key(10_000 + i), 1_000, 0).unwrap().is_fresh());
+            }
+            // The first look: a checkpointer of the child's, and none of the parent's frames.
+            assert_eq!(checkpointers(), 1, "no checkpointer in the child");
+            let inner = s.inner.lock();
+            assert_eq!((inner.pid, inner.frames), (std::process::id(), 0));
+            drop(inner);
+            for i in 0..3_000 {
+                assert!(s.consume(&key(20_000 + i), 1_000, 0).unwrap().is_fresh());
+            }
+            assert!(s.stop_checkpointer() >= 1, "no checkpoint after 3,000 fresh consumes in the child");
+        });
+        // The parent's count and checkpointer are its own; the file holds the child's rows too.
+        assert_eq!(s.inner.lock().frames, parent_frames);
+        assert_eq!(s.len().unwrap(), 2 * FRAMES_LOOK_EVERY + FRAMES_LOOK_EVERY + 3_000);
+        assert_eq!(s.stop_checkpointer(), 0);
     }
 
     #[test]
