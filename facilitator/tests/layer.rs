@@ -1,10 +1,13 @@
 //! The tower paywall layer and the Rust client, end to end: a real axum app on 127.0.0.1 in
 //! front of a real facilitator (in-process, SQLite in a temporary directory).
 
+mod service_support;
+
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use http::request::Parts;
 use serde_json::{Value, json};
+use service_support::get_authed;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use vlexivo_client::{AutoTopUpDone, VlexivoClient, receipt_of};
@@ -158,15 +161,9 @@ impl Env {
     }
 
     async fn revenue(&self) -> (String, u64) {
-        let me: Value = reqwest::Client::new()
-            .get(format!("{}/v1/providers/me", self.srv.url))
-            .bearer_auth(&self.secret)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let me_url = format!("{}/v1/providers/me", self.srv.url);
+        let (s, me) = get_authed(&reqwest::Client::new(), &me_url, &self.secret).await;
+        assert_eq!(s, 200, "{me}");
         (me["revenue"]["total"].as_str().unwrap().to_string(), me["revenue"]["count"].as_u64().unwrap())
     }
 }

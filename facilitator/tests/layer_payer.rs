@@ -3,11 +3,14 @@
 //! payer from the request's extensions and the count from the facilitator's usage endpoint; the
 //! Rust client's payer hint (on by default, off on request); a borrowed hint's challenge.
 
+mod service_support;
+
 use axum::routing::get;
 use axum::{Extension, Router};
 use base64::Engine;
 use http::request::Parts;
 use serde_json::Value;
+use service_support::get_authed;
 use std::sync::Arc;
 use vlexivo_client::{VlexivoClient, receipt_of};
 use vlexivo_core::env::OsEntropy;
@@ -40,15 +43,9 @@ async fn the_eleventh_call_costs_half_through_the_layer() {
         let (fac, secret, http) = (fac.clone(), secret.clone(), http.clone());
         async move {
             let Some(payer) = parts.extensions.get::<PricedPayer>() else { return "0.001" };
-            let usage: Value = http
-                .get(format!("{fac}/v1/providers/me/payers/{}/usage?since=0", payer.address))
-                .bearer_auth(&secret)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let usage_url = format!("{fac}/v1/providers/me/payers/{}/usage?since=0", payer.address);
+            let (s, usage) = get_authed(&http, &usage_url, &secret).await;
+            assert_eq!(s, 200, "{usage}");
             if usage["count"].as_u64().unwrap() >= 10 { "0.0005" } else { "0.001" }
         }
     });

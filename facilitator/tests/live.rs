@@ -2,6 +2,9 @@
 //! paid API and Rust client as sandbox, paying on chain payer → provider's payout address,
 //! with the settlement records the provider reads, across restarts and under load.
 
+mod service_support;
+
+use service_support::get_authed;
 use std::sync::Arc;
 use std::time::Duration;
 use vlexivo_client::VlexivoClient;
@@ -85,22 +88,14 @@ async fn sandbox_facilitator(dir: &std::path::Path) -> RunningServer {
 
 /// A provider's payment records at the facilitator `url`, newest first.
 async fn payments_at(url: &str, api_secret: &str) -> Vec<serde_json::Value> {
-    let res = reqwest::Client::new()
-        .get(format!("{url}/v1/providers/me/payments"))
-        .bearer_auth(api_secret)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let v: serde_json::Value = res.json().await.unwrap();
+    let (s, v) = provider_get(url, api_secret, "/v1/providers/me/payments").await;
+    assert_eq!(s, 200, "{v}");
     v["payments"].as_array().unwrap().clone()
 }
 
 /// `GET {url}{path}` with the provider's secret: status and JSON.
 async fn provider_get(url: &str, api_secret: &str, path: &str) -> (u16, serde_json::Value) {
-    let res =
-        reqwest::Client::new().get(format!("{url}{path}")).bearer_auth(api_secret).send().await.unwrap();
-    (res.status().as_u16(), res.json().await.unwrap())
+    get_authed(&reqwest::Client::new(), &format!("{url}{path}"), api_secret).await
 }
 
 /// The payments list read in pages of `page` (following `next_cursor`) and under each filter
@@ -358,15 +353,8 @@ async fn a_paid_call_moves_the_price_payer_to_provider_on_chain() {
 
     // Revenue and the wallet balance read the chain.
     assert_eq!(client.balance().await.unwrap().to_string(), "0.999");
-    let me: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/v1/providers/me", env.srv().url))
-        .bearer_auth(&env.provider.api_secret)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (s, me) = provider_get(&env.srv().url, &env.provider.api_secret, "/v1/providers/me").await;
+    assert_eq!(s, 200, "{me}");
     assert_eq!(me["revenue"]["total"], "0.001");
     assert_eq!(me["terms"]["pay_to"], env.payout.to_checksum().as_str());
 }

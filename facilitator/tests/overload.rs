@@ -139,15 +139,8 @@ async fn past_the_limit_requests_are_refused_at_once_charged_nothing_and_the_ser
         }
     }
     assert_eq!(balance(&c, &u, &w).await, "0.77", "1 - (3 held + 20 burst) × 0.01: nothing more");
-    let me: Value = c
-        .get(format!("{u}/v1/providers/me"))
-        .bearer_auth(&p.api_secret)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (s, me) = get_authed(&c, &format!("{u}/v1/providers/me"), &p.api_secret).await;
+    assert_eq!(s, 200, "{me}");
     assert_eq!(me["revenue"]["count"], (LIMIT + BURST) as u64, "{me}");
     assert_eq!(metric(&c, &u, "vlexivo_requests_in_flight").await, 0.0);
     assert_eq!(metric(&c, &u, "vlexivo_errors_total{code=\"facilitator_overloaded\"}").await, refused);

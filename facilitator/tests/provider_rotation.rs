@@ -21,9 +21,7 @@ async fn pay_with(
 }
 
 async fn me(c: &reqwest::Client, f: &str, secret: &str) -> (u16, Value) {
-    let r = c.get(format!("{f}/v1/providers/me")).bearer_auth(secret).send().await.unwrap();
-    let s = r.status().as_u16();
-    (s, r.json().await.unwrap_or(Value::Null))
+    get_authed(c, &format!("{f}/v1/providers/me"), secret).await
 }
 
 fn rotate_cli(f: &str, secret: &str, overlap: u64) -> (Option<i32>, String, String) {

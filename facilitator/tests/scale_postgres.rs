@@ -123,8 +123,8 @@ async fn three_facilitators_share_one_ledger() {
     assert_eq!(balance(&c, &urls[0], &w2).await, "0.98");
 
     // Revenue read through another facilitator than the one that onboarded the provider.
-    let me = c.get(format!("{}/v1/providers/me", urls[2])).bearer_auth(&p.api_secret).send().await.unwrap();
-    let me: Value = me.json().await.unwrap();
+    let (s, me) = get_authed(&c, &format!("{}/v1/providers/me", urls[2]), &p.api_secret).await;
+    assert_eq!(s, 200, "{me}");
     assert_eq!((me["revenue"]["total"].as_str(), me["revenue"]["count"].as_u64()), (Some("0.62"), Some(620)));
 
     let (ok, v, err) = verify(&url);

@@ -49,9 +49,8 @@ async fn onboarding_and_bearer_auth() {
     assert_eq!((s, err_code(&v)), (400, "request_malformed"));
 
     let me = format!("{u}/v1/providers/me");
-    let r = c.get(&me).bearer_auth(&p.api_secret).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    let v: Value = r.json().await.unwrap();
+    let (s, v) = get_authed(&c, &me, &p.api_secret).await;
+    assert_eq!(s, 200, "{v}");
     assert_eq!(v["account"], p.account);
     assert_eq!(v["mode"], "sandbox");
     assert_eq!(v["token_alg"], "HS256");
@@ -85,8 +84,8 @@ async fn onboarding_and_bearer_auth() {
     // Providers survive a restart; the secret itself is stored nowhere.
     assert_eq!(f.terminate(), Some(0));
     let f2 = Facilitator::start(&dir.path().join("f.db"), &[]);
-    let r = c.get(format!("{}/v1/providers/me", f2.url)).bearer_auth(&p.api_secret).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 200);
+    let (s, v) = get_authed(&c, &format!("{}/v1/providers/me", f2.url), &p.api_secret).await;
+    assert_eq!(s, 200, "{v}");
     drop(f2);
     let body = &p.api_secret["sk_test_".len()..];
     for entry in std::fs::read_dir(dir.path()).unwrap() {
@@ -222,25 +221,11 @@ async fn payment_happy_path_replay_and_listing() {
     assert_eq!((s, r3["balance"].as_str()), (200, Some("0.749")));
     assert_ne!(r3["tx_hash"], r["tx_hash"]);
 
-    let me: Value = c
-        .get(format!("{u}/v1/providers/me"))
-        .bearer_auth(&p.api_secret)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (s, me) = get_authed(&c, &format!("{u}/v1/providers/me"), &p.api_secret).await;
+    assert_eq!(s, 200, "{me}");
     assert_eq!(me["revenue"], json!({"currency": "usd", "total": "0.251", "count": 2}));
-    let list: Value = c
-        .get(format!("{u}/v1/providers/me/payments?limit=10"))
-        .bearer_auth(&p.api_secret)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (s, list) = get_authed(&c, &format!("{u}/v1/providers/me/payments?limit=10"), &p.api_secret).await;
+    assert_eq!(s, 200, "{list}");
     let rows = list["payments"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
     // Newest first.
@@ -251,13 +236,8 @@ async fn payment_happy_path_replay_and_listing() {
     assert_eq!(rows[1]["resource"], "GET http://127.0.0.1:8080/api/v1/inference");
     assert_eq!(rows[1]["currency"], "usd");
     assert_eq!(rows[1]["paid_at"].as_u64(), Some(paid_at));
-    let r = c
-        .get(format!("{u}/v1/providers/me/payments?limit=0"))
-        .bearer_auth(&p.api_secret)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 400);
+    let (s, v) = get_authed(&c, &format!("{u}/v1/providers/me/payments?limit=0"), &p.api_secret).await;
+    assert_eq!(s, 400, "{v}");
 
     let metrics = c.get(format!("{u}/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("vlexivo_payments_total 2"), "{metrics}");
@@ -530,15 +510,8 @@ async fn hundred_concurrent_payments_from_a_wallet_funded_for_sixty() {
     }
     assert_eq!((ok, poor), (60, 40));
     assert_eq!(balance(&c, &u, &w).await, "0");
-    let me: Value = c
-        .get(format!("{u}/v1/providers/me"))
-        .bearer_auth(&p.api_secret)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (s, me) = get_authed(&c, &format!("{u}/v1/providers/me"), &p.api_secret).await;
+    assert_eq!(s, 200, "{me}");
     assert_eq!(me["revenue"], json!({"currency": "usd", "total": "0.6", "count": 60}));
 }
 
@@ -601,11 +574,7 @@ async fn paging(f: &Facilitator) {
     let list = |secret: String, q: String| {
         let c = c.clone();
         let u = u.clone();
-        async move {
-            let r =
-                c.get(format!("{u}/v1/providers/me/payments?{q}")).bearer_auth(secret).send().await.unwrap();
-            (r.status().as_u16(), r.json::<Value>().await.unwrap())
-        }
+        async move { get_authed(&c, &format!("{u}/v1/providers/me/payments?{q}"), &secret).await }
     };
     let (_, all) = list(p.api_secret.clone(), "limit=1000".into()).await;
     let all = all["payments"].as_array().unwrap().clone();

@@ -117,15 +117,8 @@ async fn kill_9_mid_load(opts: &[&str]) {
     let restart_opts = [opts, &["--public-url", u.as_str()]].concat();
     let mut f = Facilitator::start(&db, &restart_opts);
     let u = f.url.clone();
-    let list: Value = c
-        .get(format!("{u}/v1/providers/me/payments?limit=1000"))
-        .bearer_auth(&p.api_secret)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (s, list) = get_authed(&c, &format!("{u}/v1/providers/me/payments?limit=1000"), &p.api_secret).await;
+    assert_eq!(s, 200, "{list}");
     let rows = list["payments"].as_array().unwrap();
     let stored: HashSet<&str> = rows.iter().map(|r| r["nonce"].as_str().unwrap()).collect();
     assert_eq!(stored.len(), rows.len(), "a challenge was paid twice");
@@ -139,15 +132,8 @@ async fn kill_9_mid_load(opts: &[&str]) {
     eprintln!("acknowledged {n_acked}, stored {paid}, failed at the kill {}", failed.load(Ordering::SeqCst));
     assert!(paid >= n_acked && paid <= PAYMENTS);
     let total_atomic = paid as u64 * 1000;
-    let me: Value = c
-        .get(format!("{u}/v1/providers/me"))
-        .bearer_auth(&p.api_secret)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (s, me) = get_authed(&c, &format!("{u}/v1/providers/me"), &p.api_secret).await;
+    assert_eq!(s, 200, "{me}");
     assert_eq!(me["revenue"]["count"].as_u64(), Some(paid as u64));
     assert_eq!(me["revenue"]["total"], fmt_usd(total_atomic));
     assert_eq!(balance(&c, &u, &w).await, fmt_usd(100_000_000 - total_atomic));

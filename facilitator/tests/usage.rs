@@ -33,8 +33,7 @@ async fn usage(
     if let Some(s) = since {
         url = format!("{url}?since={s}");
     }
-    let r = c.get(url).bearer_auth(secret).send().await.unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    get_authed(c, &url, secret).await
 }
 
 fn addr(w: &Wallet) -> String {

@@ -138,23 +138,30 @@ pub fn http() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
 }
 
-/// (status, JSON body)
-pub async fn get(c: &reqwest::Client, url: &str) -> (u16, Value) {
-    let r = c.get(url).send().await.expect("GET");
+/// (status, JSON body); the body is `Null` when it is not JSON.
+async fn status_json(rq: reqwest::RequestBuilder) -> (u16, Value) {
+    let r = rq.send().await.expect("request sent");
     let s = r.status().as_u16();
     (s, r.json().await.unwrap_or(Value::Null))
+}
+
+/// (status, JSON body)
+pub async fn get(c: &reqwest::Client, url: &str) -> (u16, Value) {
+    status_json(c.get(url)).await
+}
+
+/// A provider's GET (`/v1/providers/me...`) with its API secret as the bearer token: (status,
+/// JSON body).
+pub async fn get_authed(c: &reqwest::Client, url: &str, secret: &str) -> (u16, Value) {
+    status_json(c.get(url).bearer_auth(secret)).await
 }
 
 pub async fn post(c: &reqwest::Client, url: &str, body: &Value) -> (u16, Value) {
-    let r = c.post(url).json(body).send().await.expect("POST");
-    let s = r.status().as_u16();
-    (s, r.json().await.unwrap_or(Value::Null))
+    status_json(c.post(url).json(body)).await
 }
 
 pub async fn post_raw(c: &reqwest::Client, url: &str, body: Vec<u8>) -> (u16, Value) {
-    let r = c.post(url).header("content-type", "application/json").body(body).send().await.expect("POST");
-    let s = r.status().as_u16();
-    (s, r.json().await.unwrap_or(Value::Null))
+    status_json(c.post(url).header("content-type", "application/json").body(body)).await
 }
 
 pub async fn create_provider(c: &reqwest::Client, base: &str, body: Value) -> ProviderCreated {
