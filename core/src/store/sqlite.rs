@@ -60,57 +60,78 @@ const SQL_PURGE_BATCH: &str = "DELETE FROM vlexivo_nonces WHERE key IN \
      (SELECT key FROM vlexivo_nonces WHERE expires_at < ?1 LIMIT ?2)";
 
 struct Inner {
-    conn: Connection,
+    /// `None` only while the store is dropped (see `Drop`).
+    conn: Option<Connection>,
     consumes: u64,
     /// WAL frames written since the checkpointer was last woken, by this process.
     frames: u64,
     /// The checkpointer thread (files only; `None` where one could not be started in a forked
     /// child).
     checkpointer: Option<CheckpointerHandle>,
-    /// The process that `checkpointer` and `frames` belong to. A child forked since (a
-    /// pre-forking server's worker, with a store built at import) has no thread of the parent's,
-    /// and starts its own when a consume finds the process id changed.
+    /// The process that `conn`, `checkpointer` and `frames` belong to. A child forked since (a
+    /// pre-forking server's worker, with a store built at import) opens its own on its first call.
     pid: u32,
 }
 
 impl Inner {
-    /// At every [`FRAMES_LOOK_EVERY`]th consume on a file: the frames written since the last look
-    /// added up, and the checkpointer woken past [`CHECKPOINT_FRAMES`].
-    fn look(&mut self, db: &Path) {
+    /// The connection, this process's own. SQLite's rule is that a connection must not be carried
+    /// across a fork: the child does not hold the parent's file locks, so SQLite's cross-process
+    /// coordination of the WAL (which connection may reset it, or delete it on close) would rest
+    /// on locks nobody holds. A forked child therefore reopens the file, and starts a
+    /// checkpointer of its own (the parent's thread does not exist in the child), at its first
+    /// call; reading the process id costs a syscall, a fraction of a percent of a consume.
+    fn conn(&mut self, db: Option<&Path>) -> Result<&Connection> {
         let me = std::process::id();
         if me != self.pid {
-            self.forked(db, me);
-            return;
+            self.forked(db, me)?;
         }
+        Ok(self.current())
+    }
+
+    /// The connection, once [`Inner::conn`] has made sure of the process in this call.
+    fn current(&self) -> &Connection {
+        self.conn.as_ref().expect("the connection is open until the store is dropped")
+    }
+
+    fn forked(&mut self, db: Option<&Path>, me: u32) -> Result<()> {
+        if let Some(db) = db {
+            // Until this succeeds the child's calls fail as unavailable (and retry here), rather
+            // than use the parent's connection.
+            let conn = connect(Some(db))?;
+            // The parent's connection and checkpointer handle are leaked, not closed: closing
+            // runs SQLite's last-connection logic on locks this process does not hold, and the
+            // wake-up channel's lock may have been held at the fork by the parent's thread.
+            std::mem::forget(self.conn.replace(conn));
+            std::mem::forget(self.checkpointer.take());
+            // Without one (no thread can start) the commit's fallback checkpoint still bounds
+            // the WAL.
+            self.checkpointer = Checkpointer::start(db).ok();
+        }
+        // An in-memory store is copied by the fork: the child's is a private copy, its own.
+        self.frames = 0;
+        self.pid = me;
+        Ok(())
+    }
+
+    /// At every [`FRAMES_LOOK_EVERY`]th consume on a file: the frames written since the last look
+    /// added up, and the checkpointer woken past [`CHECKPOINT_FRAMES`].
+    fn look(&mut self) {
+        let written = frames_written(self.current());
         let Some(c) = &self.checkpointer else { return };
-        self.frames += frames_written(&self.conn);
+        self.frames += written;
         if self.frames >= CHECKPOINT_FRAMES {
             self.frames = 0;
             // Full means a wake-up is already pending: nothing to add.
             let _ = c.tick.try_send(());
         }
     }
-
-    /// In the forked child `me`: a checkpointer of its own, and frames counted from zero (the
-    /// parent's, and the child's few since the fork, are not told apart: both are dropped).
-    fn forked(&mut self, db: &Path, me: u32) {
-        self.pid = me;
-        self.frames = 0;
-        frames_written(&self.conn);
-        // The parent's handle is leaked: its thread does not exist here, and may have held the
-        // wake-up channel's lock at the fork, which dropping the sender could wait for.
-        std::mem::forget(self.checkpointer.take());
-        // Without one (the file cannot be opened here, no thread can start) the commit's
-        // fallback checkpoint still bounds the WAL, as before any fork.
-        self.checkpointer = Checkpointer::start(db).ok();
-    }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // A child that never looked since the fork still holds the parent's handle (see
-        // `forked`).
+        // A child that never called since the fork still holds the parent's (see `forked`).
         if self.pid != std::process::id() {
+            std::mem::forget(self.conn.take());
             std::mem::forget(self.checkpointer.take());
         }
     }
@@ -135,51 +156,19 @@ impl SqliteStore {
     /// open the same file.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(|e| unavailable("open", &e))?;
-        Self::init(conn, Some(path.to_path_buf()))
+        let conn = connect(Some(path))?;
+        let checkpointer = Some(Checkpointer::start(path)?);
+        Ok(Self::with(conn, checkpointer, Some(path.to_path_buf())))
     }
 
     /// A private, non-persistent store (tests, single-process tools).
     pub fn in_memory() -> Result<Self> {
-        let conn = Connection::open_in_memory().map_err(|e| unavailable("open", &e))?;
-        Self::init(conn, None)
+        Ok(Self::with(connect(None)?, None, None))
     }
 
-    fn init(conn: Connection, path: Option<PathBuf>) -> Result<Self> {
-        // The busy timeout first: the pragmas and schema below may meet another process's lock.
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| unavailable("configure", &e))?;
-        // Switching a new file to WAL while other connections open it can return SQLITE_BUSY
-        // without waiting on the busy handler, so retry that step with backoff (only at open).
-        let mut attempt = 0u32;
-        loop {
-            match configure(&conn, path.is_some()) {
-                Ok(()) => break,
-                Err((_, e)) if is_busy(&e) && attempt < OPEN_RETRIES => {
-                    std::thread::sleep(Duration::from_millis(1u64 << attempt.min(6)));
-                    attempt += 1;
-                }
-                Err((op, e)) => return Err(unavailable(op, &e)),
-            }
-        }
-        conn.set_prepared_statement_cache_capacity(8);
-        let checkpointer = match &path {
-            Some(p) => {
-                conn.pragma_update(None, "wal_autocheckpoint", FALLBACK_AUTOCHECKPOINT_PAGES)
-                    .map_err(|e| unavailable("configure", &e))?;
-                Some(Checkpointer::start(p)?)
-            }
-            None => None,
-        };
-        // Frames written while opening (schema, upgrade) count from zero.
-        frames_written(&conn);
-        Ok(Self {
-            inner: Mutex::new(Inner { conn, consumes: 0, frames: 0, checkpointer, pid: std::process::id() }),
-            path,
-            leases: Leases::new(),
-        })
+    fn with(conn: Connection, checkpointer: Option<CheckpointerHandle>, path: Option<PathBuf>) -> Self {
+        let inner = Inner { conn: Some(conn), consumes: 0, frames: 0, checkpointer, pid: std::process::id() };
+        Self { inner: Mutex::new(inner), path, leases: Leases::new() }
     }
 
     /// The file backing the store (`None` for [`SqliteStore::in_memory`]).
@@ -189,9 +178,9 @@ impl SqliteStore {
 
     /// Rows currently stored, including expired ones not yet purged.
     pub fn len(&self) -> Result<u64> {
-        let inner = self.inner.lock();
+        let mut inner = self.inner.lock();
         let n: i64 = inner
-            .conn
+            .conn(self.path.as_deref())?
             .prepare_cached("SELECT count(*) FROM vlexivo_nonces")
             .and_then(|mut st| st.query_row([], |r| r.get(0)))
             .map_err(|e| unavailable("count", &e))?;
@@ -209,21 +198,19 @@ impl NonceStore for SqliteStore {
         let lease = self.leases.next();
         let mut inner = self.inner.lock();
         let changed = inner
-            .conn
+            .conn(self.path.as_deref())?
             .prepare_cached(SQL_CONSUME)
             .and_then(|mut st| {
                 st.execute(params![key, to_sql_time(expires_at), to_sql_time(now), lease.0 as i64])
             })
             .map_err(|e| unavailable("consume", &e))?;
         inner.consumes += 1;
-        if inner.consumes.is_multiple_of(FRAMES_LOOK_EVERY)
-            && let Some(db) = &self.path
-        {
-            inner.look(db);
+        if inner.consumes.is_multiple_of(FRAMES_LOOK_EVERY) {
+            inner.look();
         }
         if inner.consumes.is_multiple_of(PURGE_EVERY) {
             // Housekeeping only: a failure here must not fail the request that triggered it.
-            let _ = inner.conn.prepare_cached(SQL_PURGE_BATCH).and_then(|mut st| {
+            let _ = inner.current().prepare_cached(SQL_PURGE_BATCH).and_then(|mut st| {
                 st.execute(params![to_sql_time(now.saturating_sub(PURGE_LAG_SECS)), PURGE_BATCH])
             });
         }
@@ -232,9 +219,9 @@ impl NonceStore for SqliteStore {
 
     fn release(&self, key: &str, lease: Lease) -> Result<()> {
         check_key(key)?;
-        let inner = self.inner.lock();
+        let mut inner = self.inner.lock();
         inner
-            .conn
+            .conn(self.path.as_deref())?
             .prepare_cached(SQL_RELEASE)
             .and_then(|mut st| st.execute(params![key, lease.0 as i64]))
             .map_err(|e| unavailable("release", &e))?;
@@ -242,9 +229,9 @@ impl NonceStore for SqliteStore {
     }
 
     fn purge(&self, now: u64) -> Result<u64> {
-        let inner = self.inner.lock();
+        let mut inner = self.inner.lock();
         let n = inner
-            .conn
+            .conn(self.path.as_deref())?
             .prepare_cached(SQL_PURGE)
             .and_then(|mut st| st.execute(params![to_sql_time(now)]))
             .map_err(|e| unavailable("purge", &e))?;
@@ -339,6 +326,43 @@ impl Checkpointer {
 }
 
 /// Journal mode, durability and schema; idempotent, so it can be retried as a whole.
+/// A configured connection to the file at `path`, or to a new in-memory database.
+fn connect(path: Option<&Path>) -> Result<Connection> {
+    let conn = match path {
+        Some(p) => {
+            let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            Connection::open_with_flags(p, flags)
+        }
+        None => Connection::open_in_memory(),
+    }
+    .map_err(|e| unavailable("open", &e))?;
+    // The busy timeout first: the pragmas and schema below may meet another process's lock.
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| unavailable("configure", &e))?;
+    // Switching a new file to WAL while other connections open it can return SQLITE_BUSY
+    // without waiting on the busy handler, so retry that step with backoff (only at open).
+    let mut attempt = 0u32;
+    loop {
+        match configure(&conn, path.is_some()) {
+            Ok(()) => break,
+            Err((_, e)) if is_busy(&e) && attempt < OPEN_RETRIES => {
+                std::thread::sleep(Duration::from_millis(1u64 << attempt.min(6)));
+                attempt += 1;
+            }
+            Err((op, e)) => return Err(unavailable(op, &e)),
+        }
+    }
+    conn.set_prepared_statement_cache_capacity(8);
+    if path.is_some() {
+        conn.pragma_update(None, "wal_autocheckpoint", FALLBACK_AUTOCHECKPOINT_PAGES)
+            .map_err(|e| unavailable("configure", &e))?;
+    }
+    // Frames written while opening (schema, upgrade) count from zero.
+    frames_written(&conn);
+    Ok(conn)
+}
+
 fn configure(conn: &Connection, on_file: bool) -> std::result::Result<(), (&'static str, rusqlite::Error)> {
     if on_file {
         let mode: String = conn
@@ -483,7 +507,7 @@ mod tests {
         let s = SqliteStore::open(&path).unwrap();
         // A request's commit checkpoints only as a fallback, far past SQLite's 1,000 pages.
         let pages: i64 =
-            s.inner.lock().conn.pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0)).unwrap();
+            s.inner.lock().current().pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0)).unwrap();
         assert_eq!(pages, FALLBACK_AUTOCHECKPOINT_PAGES);
         // A few times CHECKPOINT_FRAMES of WAL, well under the fallback: only the checkpointer
         // copies pages into the database file.
@@ -535,12 +559,15 @@ mod tests {
     }
 
     /// A store opened before a fork, as a pre-forking server's workers get one built at import:
-    /// the child starts a checkpointer of its own at its first look, counts its own frames only,
-    /// and its commits wake its checkpointer.
+    /// at its first call the child opens a connection and a checkpointer of its own (SQLite's
+    /// rule: no connection carried across a fork), counts its own frames only, and its commits
+    /// wake its checkpointer.
     #[test]
     #[cfg(target_os = "linux")]
-    fn a_forked_child_starts_a_checkpointer_of_its_own() {
-        if !in_own_process("store::sqlite::tests::a_forked_child_starts_a_checkpointer_of_its_own") {
+    fn a_forked_child_opens_a_connection_and_checkpointer_of_its_own() {
+        if !in_own_process(
+            "store::sqlite::tests::a_forked_child_opens_a_connection_and_checkpointer_of_its_own",
+        ) {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -554,6 +581,18 @@ mod tests {
             }
             threads_named(CHECKPOINT_THREAD)
         };
+        // A temporary table lives on one connection only: it marks the parent's.
+        let on_parents_connection = |s: &SqliteStore| -> bool {
+            s.inner
+                .lock()
+                .current()
+                .query_row("SELECT count(*) FROM temp.sqlite_master WHERE name = 'parent'", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .unwrap()
+                == 1
+        };
+        s.inner.lock().current().execute_batch("CREATE TEMP TABLE parent (x)").unwrap();
         // The parent's frames count towards a wake-up, short of one.
         for i in 0..2 * FRAMES_LOOK_EVERY {
             assert!(s.consume(&key(i), 1_000, 0).unwrap().is_fresh());
@@ -563,22 +602,27 @@ mod tests {
         assert_eq!(checkpointers(), 1);
         in_forked_child(|| {
             assert_eq!(threads_named(CHECKPOINT_THREAD), 0, "the parent's checkpointer is not in the child");
-            for i in 0..FRAMES_LOOK_EVERY {
-                assert!(s.consume(&key(10_000 + i), 1_000, 0).unwrap().is_fresh());
-            }
-            // The first look: a checkpointer of the child's, and none of the parent's frames.
+            // The first call: a connection and a checkpointer of the child's, none of the
+            // parent's frames.
+            assert!(s.consume(&key(10_000), 1_000, 0).unwrap().is_fresh());
+            assert!(!on_parents_connection(&s), "the child consumed on the parent's connection");
             assert_eq!(checkpointers(), 1, "no checkpointer in the child");
             let inner = s.inner.lock();
-            assert_eq!((inner.pid, inner.frames), (std::process::id(), 0));
+            assert_eq!(inner.pid, std::process::id());
+            assert!(inner.frames < FRAMES_LOOK_EVERY, "the parent's frames were counted: {}", inner.frames);
             drop(inner);
+            // The parent's rows are seen through the child's own connection.
+            assert_eq!(s.consume(&key(7), 1_000, 0).unwrap(), Consume::Replayed);
             for i in 0..3_000 {
                 assert!(s.consume(&key(20_000 + i), 1_000, 0).unwrap().is_fresh());
             }
             assert!(s.stop_checkpointer() >= 1, "no checkpoint after 3,000 fresh consumes in the child");
         });
-        // The parent's count and checkpointer are its own; the file holds the child's rows too.
+        // The parent's connection, count and checkpointer are its own; the file holds the
+        // child's rows too.
+        assert!(on_parents_connection(&s));
         assert_eq!(s.inner.lock().frames, parent_frames);
-        assert_eq!(s.len().unwrap(), 2 * FRAMES_LOOK_EVERY + FRAMES_LOOK_EVERY + 3_000);
+        assert_eq!(s.len().unwrap(), 2 * FRAMES_LOOK_EVERY + 1 + 3_000);
         assert_eq!(s.stop_checkpointer(), 0);
     }
 
