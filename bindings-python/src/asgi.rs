@@ -2,12 +2,13 @@
 //! one of its paywalls may take, without a Python frame (and a coroutine) per message. Core's
 //! response policy decides; this only reads the messages and the request's `Paid`.
 
-use crate::{NativeError, Payment, Paywall, Price};
+use crate::paid::Paid;
+use crate::{NativeError, Paywall, Price};
 use pyo3::panic::PanicException;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::iterator::PySendResult;
-use pyo3::types::{PyBytes, PyDict, PyIterator, PyList, PyString, PyTuple, PyType};
+use pyo3::types::{PyBytes, PyDict, PyIterator, PyList, PyString, PyTuple};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use vlexivo_core::response_policy::{self, Outcome, Settlement};
@@ -17,6 +18,26 @@ static RECEIPT_NAME: PyOnceLock<Py<PyBytes>> = PyOnceLock::new();
 static EXPOSE: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
 /// The package's already-done awaitable (`vlexivo._asgi._DONE`): a blocked response sends nothing.
 static DONE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// The middleware's hold on the request's payment, whoever takes it (`vlexivo._asgi._Box`): an
+/// object in the scope (`scope["vlexivo.middleware"]`), so that a middleware in between that
+/// copies the scope still shares it. `paid`: the request's `Paid` once a paywall took it;
+/// `cross_origin`: whether the request carries `Origin` (`None`: not looked at yet).
+#[pyclass(module = "vlexivo._native", name = "PaymentBox")]
+pub struct PaymentBox {
+    #[pyo3(get, set)]
+    paid: Option<Py<Paid>>,
+    #[pyo3(get, set)]
+    cross_origin: Option<bool>,
+}
+
+#[pymethods]
+impl PaymentBox {
+    #[new]
+    fn new() -> Self {
+        Self { paid: None, cross_origin: None }
+    }
+}
 
 /// The `send` the middleware hands the app. On `http.response.start`: when `check` is given and
 /// the router ran a route other than the priced one (`route`, the middleware's `(leaf, plan)`),
@@ -29,7 +50,7 @@ static DONE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 #[pyclass(frozen, module = "vlexivo._native", name = "ResponseWatch")]
 pub struct ResponseWatch {
     send: Py<PyAny>,
-    holder: Py<PyAny>,
+    holder: Py<PaymentBox>,
     scope: Py<PyAny>,
     check: Option<Py<PyAny>>,
     route: Py<PyAny>,
@@ -73,19 +94,19 @@ impl ResponseWatch {
         }
         let status: u16 = msg.get_item(pyo3::intern!(py, "status"))?.extract()?;
         self.status.store(status, Ordering::Relaxed);
-        let holder = self.holder.bind(py);
-        let paid = holder.getattr(pyo3::intern!(py, "paid"))?;
-        if paid.is_none() {
-            return Ok(None);
-        }
+        let (paid, cross) = {
+            let holder = self.holder.borrow(py);
+            let Some(paid) = &holder.paid else { return Ok(None) };
+            (paid.clone_ref(py), holder.cross_origin)
+        };
+        let paid = paid.get();
         if !response_policy::sends_receipt(status) {
             // A failure (5xx): released before it goes out, so that a client retrying at once
             // finds its proof good again.
-            paid.call_method1(pyo3::intern!(py, "settle"), (status, false, false))?;
+            paid.settle(py, status, false, false)?;
             return Ok(None);
         }
-        let payment = paid.getattr(pyo3::intern!(py, "payment"))?;
-        let receipt = PyBytes::new(py, payment.cast::<Payment>()?.get().receipt.as_bytes());
+        let receipt = PyBytes::new(py, paid.payment_ref().get().receipt.as_bytes());
         // A new list: the app may reuse its own (Starlette passes response.raw_headers).
         let headers = match get(msg, pyo3::intern!(py, "headers"))? {
             Some(theirs) => match theirs.cast::<PyList>() {
@@ -98,8 +119,10 @@ impl ResponseWatch {
             PyBytes::new(py, vlexivo_core::headers::RECEIPT.to_ascii_lowercase().as_bytes()).unbind()
         });
         headers.append((name, receipt))?;
-        let cross = holder.getattr(pyo3::intern!(py, "cross_origin"))?;
-        let cross = if cross.is_none() { has_origin(scope)? } else { cross.is_truthy()? };
+        let cross = match cross {
+            Some(cross) => cross,
+            None => has_origin(scope)?,
+        };
         if vlexivo_core::response_policy::exposes_headers(cross) {
             let expose = EXPOSE.get_or_try_init(py, || {
                 let pair = (
@@ -121,7 +144,7 @@ impl ResponseWatch {
     #[pyo3(signature = (send, holder, scope, check, route))]
     fn new(
         send: Py<PyAny>,
-        holder: Py<PyAny>,
+        holder: Py<PaymentBox>,
         scope: Py<PyAny>,
         check: Option<Py<PyAny>>,
         route: Py<PyAny>,
@@ -158,10 +181,9 @@ impl ResponseWatch {
     /// The app has ended (`raised`: with an exception): when a paywall took the request, core
     /// decides from the outcome whether its nonce is released (`Paid.release`).
     fn ended(&self, py: Python<'_>, raised: bool) -> PyResult<()> {
-        let paid = self.holder.bind(py).getattr(pyo3::intern!(py, "paid"))?;
-        if paid.is_none() {
+        let Some(paid) = self.holder.borrow(py).paid.as_ref().map(|p| p.clone_ref(py)) else {
             return Ok(());
-        }
+        };
         let status = self.status.load(Ordering::Relaxed);
         let outcome = Outcome {
             status: (status != 0).then_some(status),
@@ -169,7 +191,7 @@ impl ResponseWatch {
             complete: self.complete.load(Ordering::Relaxed),
         };
         if outcome.settlement() == Settlement::Release {
-            paid.call_method0(pyo3::intern!(py, "release"))?;
+            paid.get().release(py)?;
         }
         Ok(())
     }
@@ -186,10 +208,6 @@ impl ResponseWatch {
         self.complete.load(Ordering::Relaxed)
     }
 }
-
-/// The package's classes the native entry builds (`vlexivo._asgi._Box`, `vlexivo._gate.Paid`).
-static BOX: PyOnceLock<Py<PyType>> = PyOnceLock::new();
-static PAID: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
 /// What the middleware's native entry holds once the app's router is known (set once by the
 /// Python side, `_fast_path`).
@@ -267,11 +285,8 @@ impl AsgiMiddleware {
         let plan = route.cast::<PyTuple>()?.get_item(1)?;
         let gates = plan.getattr(pyo3::intern!(py, "gates"))?;
         let gates = gates.cast::<PyTuple>()?;
-        let holder = BOX.import(py, "vlexivo._asgi", "_Box")?.call0()?;
-        if gates.is_empty() {
-            holder.setattr(pyo3::intern!(py, "paid"), py.None())?;
-            holder.setattr(pyo3::intern!(py, "cross_origin"), py.None())?;
-        } else {
+        let mut holder = PaymentBox::new();
+        if !gates.is_empty() {
             if !plan.getattr(pyo3::intern!(py, "inline"))?.is_truthy()? {
                 return Ok(None);
             }
@@ -305,9 +320,15 @@ impl AsgiMiddleware {
             {
                 paid_by.bind(py).call1((&payment,))?;
             }
-            let paid = PAID.import(py, "vlexivo._gate", "Paid")?.call1((&payment, &native, &price, gates))?;
-            holder.setattr(pyo3::intern!(py, "paid"), &paid)?;
-            holder.setattr(pyo3::intern!(py, "cross_origin"), cross)?;
+            let paid = Paid::new_native(
+                payment.clone().unbind(),
+                native.cast_into::<Paywall>()?.unbind(),
+                price.cast_into::<Price>()?.unbind(),
+                gates.clone().unbind(),
+            );
+            let paid = Bound::new(py, paid)?;
+            holder.cross_origin = Some(cross);
+            holder.paid = Some(paid.clone().unbind());
             dict.set_item(pyo3::intern!(py, "vlexivo.paid"), &paid)?;
             dict.set_item(pyo3::intern!(py, "vlexivo.payment"), &payment)?;
             match dict.get_item(pyo3::intern!(py, "state"))? {
@@ -319,6 +340,7 @@ impl AsgiMiddleware {
                 }
             }
         }
+        let holder = Bound::new(py, holder)?;
         dict.set_item(pyo3::intern!(py, "vlexivo.middleware"), &holder)?;
         let watch = Bound::new(
             py,

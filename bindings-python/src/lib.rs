@@ -23,6 +23,7 @@ use vlexivo_core::{Currency, Error, Money};
 mod asgi;
 mod mcp;
 mod onchain;
+mod paid;
 
 // ---------------------------------------------------------------------------------------------
 // Errors
@@ -1478,6 +1479,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Price>()?;
     m.add_class::<Payment>()?;
     m.add_class::<Paywall>()?;
+    m.add_class::<paid::Paid>()?;
+    m.add_class::<asgi::PaymentBox>()?;
     m.add_class::<asgi::ResponseWatch>()?;
     m.add_class::<asgi::AsgiMiddleware>()?;
     m.add_class::<Wallet>()?;

@@ -326,3 +326,35 @@ def test_the_response_watch_after_the_app() -> None:
     asyncio.run(watch(start))  # type: ignore[arg-type]
     watch.ended(False)
     assert sent == [{"type": "http.response.start", "status": 200, "headers": [(b"a", b"b")]}]
+
+
+def test_a_paid_request_gives_its_nonce_back_once_and_logs_a_store_that_cannot(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``Paid``: the nonce released at most once per request, as core's outcome rule says; a
+    store that fails to give it back is logged, not raised (the response stands)."""
+    import sqlite3
+
+    from vlexivo._gate import Paid
+
+    db = tmp_path / "nonces.db"
+    native = _native.Paywall(SECRET, nonce_store=f"sqlite://{db}")
+    s = scope([(b"host", b"127.0.0.1:8000"), (b"vlexivo-proof", tok("/hello"))])
+    found = native.verify_scope(s, PRICE)
+    assert found is not None
+    gates = ["a", "b"]
+    paid = Paid(found[0], native, PRICE, gates)
+    assert paid.gates == ("a", "b") and paid.covers("b") and not paid.covers("c")
+    assert paid.native is native and paid.price is PRICE and paid.payment is found[0]
+    paid.settle(200, False, True)  # a complete 200 keeps the payment
+    assert not paid.released
+    assert outcome(lambda: native.verify_scope(s, PRICE)) == ("refused", "token_replayed")
+    # Another process drops the store's table: the release fails on the store's side.
+    with sqlite3.connect(db) as other:
+        other.execute("DROP TABLE vlexivo_nonces")
+    with caplog.at_level("ERROR", logger="vlexivo"):
+        paid.settle(503, False, True)
+        paid.release()
+    assert paid.released
+    failures = [r for r in caplog.records if "could not release nonce" in r.getMessage()]
+    assert len(failures) == 1 and found[0].nonce in failures[0].getMessage(), caplog.text

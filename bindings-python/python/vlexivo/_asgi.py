@@ -42,6 +42,7 @@ from ._gate import (
     is_free_request,
     needs_body,
     refused,
+    require,
     together,
 )
 from ._routes import RouteTable, build_table, config_message
@@ -75,17 +76,11 @@ _UNPRICED: tuple[Any, Plan] = (None, NO_PLAN)
 _RECENT_MAX = 4096
 
 
-class _Box:
-    """The middleware's hold on the request's payment, whoever takes it. A mutable object in the
-    scope, so that a middleware in between that copies the scope still shares it."""
-
-    __slots__ = ("cross_origin", "paid")
-
-    paid: Paid | None
-    # Whether the request carries ``Origin`` (None: not looked at yet).
-    cross_origin: bool | None
-
-    # No __init__: the one place that makes a box sets both slots (a call frame per request less).
+# The middleware's hold on the request's payment, whoever takes it: ``paid`` (a :class:`Paid`, or
+# None) and ``cross_origin`` (whether the request carries ``Origin``; None: not looked at yet). A
+# mutable object in the scope, so that a middleware in between that copies the scope still
+# shares it; native, so that the native entry and the response watch read it directly.
+_Box = _native.PaymentBox
 
 
 def binding_path(scope: Scope) -> str:
@@ -285,7 +280,6 @@ class PaywallMiddleware(_native.AsgiMiddleware):
         outer = box is None
         if box is None:
             box = scope[_MIDDLEWARE_KEY] = _Box()
-            box.paid = box.cross_origin = None
         route = _UNPRICED
         if self._tabled and (scope["method"] != "OPTIONS" or not preflight(scope)):
             found = self._plan(scope)
@@ -393,7 +387,7 @@ class PaywallMiddleware(_native.AsgiMiddleware):
             missing = [g for g in gates if not earlier.covers(g)]
             if missing:
                 price = await _price_all(missing, scope, body, scope, now)
-                earlier.require(missing[0], price, method, path, request_origin(scope), now, body)
+                require(earlier, missing[0], price, method, path, request_origin(scope), now, body)
             return receive
         fixed = plan.price
         price = fixed if fixed is not None else await _price_all(gates, scope, body, scope, now)
@@ -703,7 +697,7 @@ class PaywallGuard:
                     if gate.needs_body:
                         body = await request.body()
                     price = await _price_all((gate,), scope, body, request, now)
-                    paid.require(gate, price, method, path, request_origin(scope), now, body)
+                    require(paid, gate, price, method, path, request_origin(scope), now, body)
                 payment = paid.payment
                 owner = False
             else:

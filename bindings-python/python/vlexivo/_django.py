@@ -33,6 +33,7 @@ from ._gate import (
     fixed_prices,
     is_free_request,
     needs_body,
+    require,
     sends_receipt,
     together,
 )
@@ -186,7 +187,7 @@ def take(call: _Call, gates: Sequence[Gate]) -> Paid | None:
         if missing:
             call.read_body(missing)
             price = call.price_sync(missing)
-            earlier.require(missing[0], price, call.method, call.path, call.origin, call.now, call.body)
+            require(earlier, missing[0], price, call.method, call.path, call.origin, call.now, call.body)
         return call.paid(earlier, False)
     call.read_body(gates)
     return call.paid(call.admit(gates, call.price_sync(gates)), True)
@@ -199,7 +200,7 @@ async def take_async(call: _Call, gates: Sequence[Gate]) -> Paid | None:
         if missing:
             call.read_body(missing)
             price = await call.price_async(missing)
-            earlier.require(missing[0], price, call.method, call.path, call.origin, call.now, call.body)
+            require(earlier, missing[0], price, call.method, call.path, call.origin, call.now, call.body)
         return call.paid(earlier, False)
     call.read_body(gates)
     return call.paid(await call.admit_async(gates, await call.price_async(gates)), True)

@@ -379,62 +379,36 @@ NO_PLAN = Plan(())
 Origin = tuple[str, str | None]
 
 
-class Paid:
-    """A paid request: its payment, the gates whose price it covers, and its nonce's fate.
+# A paid request: its payment (``payment``), the paywall that took it (``native``), the price
+# (``price``), the gates whose price it covers (``gates``, ``covers(gate)``) and its nonce's fate
+# (``release()``, ``settle(status, raised, complete)``, ``released``). Native: the ASGI
+# middleware's native entry makes and reads it without a Python frame. Held in the ASGI scope /
+# WSGI environ so that every later paywall on the same request (a FastAPI dependency under the
+# middleware, a Flask decorator under the WSGI middleware, a second stacked decorator) only
+# checks that the payment covers its price (:func:`require`) instead of asking again.
+Paid = _native.Paid
 
-    Held in the ASGI scope / WSGI environ so that every later paywall on the same request (a
-    FastAPI dependency under the middleware, a Flask decorator under the WSGI middleware, a
-    second stacked decorator) only checks that the payment covers its price instead of asking
-    again."""
 
-    __slots__ = ("gates", "native", "payment", "price", "released")
+def require(
+    paid: Paid,
+    gate: Gate,
+    price: _native.Price,
+    method: str,
+    path: str,
+    origin: Origin,
+    now: int | None,
+    body: bytes | None,
+) -> None:
+    """A later paywall on the request (at ``price``) checks the payment's amount only, as core
+    decides: covered, or raise :class:`Reject` (the nonce released, the effective price asked)."""
+    ask = _native.check_stacked(paid.payment.amount, paid.payment.currency, price)
+    if ask is not None:
+        raise underpaid(paid, gate, ask, method, path, origin, now, body)
 
-    def __init__(
-        self, payment: _native.Payment, native: _native.Paywall, price: _native.Price, gates: Sequence[Gate]
-    ) -> None:
-        self.payment = payment
-        self.native = native
-        self.price = price
-        self.gates = tuple(gates)
-        self.released = False
 
-    def covers(self, gate: Gate) -> bool:
-        return gate in self.gates
-
-    def require(
-        self,
-        gate: Gate,
-        price: _native.Price,
-        method: str,
-        path: str,
-        origin: Origin,
-        now: int | None,
-        body: bytes | None,
-    ) -> None:
-        """A later paywall on the request (at ``price``) checks the payment's amount only, as
-        core decides: covered, or raise :class:`Reject` (the nonce released, the effective
-        price asked)."""
-        ask = _native.check_stacked(self.payment.amount, self.payment.currency, price)
-        if ask is not None:
-            raise underpaid(self, gate, ask, method, path, origin, now, body)
-
-    def release(self) -> None:
-        """The handler failed: the same proof may be presented again (at most once per request)."""
-        if self.released:
-            return
-        self.released = True
-        try:
-            self.native.release(self.payment.store_key)
-        except NATIVE_ERRORS as caught:
-            logger.error(
-                "vlexivo: could not release nonce %s: %s", self.payment.nonce, as_native(caught).message
-            )
-
-    def settle(self, status: int, raised: bool, complete: bool) -> None:
-        """The handler ended: core decides from its outcome (``status`` 0: no response started)
-        whether the nonce is released."""
-        if releases(status, raised, complete):
-            self.release()
+def _release_failed(payment: _native.Payment, caught: BaseException) -> None:
+    """:meth:`Paid.release`: the store could not give the nonce back (the response stands)."""
+    logger.error("vlexivo: could not release nonce %s: %s", payment.nonce, as_native(caught).message)
 
 
 def admit(

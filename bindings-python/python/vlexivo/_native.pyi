@@ -25,10 +25,12 @@ __all__ = [
     "AsgiMiddleware",
     "FacilitatorRequest",
     "NativeError",
+    "Paid",
     "PanicException",
     "Payer",
     "PayerCall",
     "Payment",
+    "PaymentBox",
     "PaymentCheck",
     "PaymentEvent",
     "PaymentRequired",
@@ -224,11 +226,34 @@ class Paywall:
     ) -> _Answer: ...
 
 @final
+class Paid:
+    def __new__(cls, payment: Payment, native: Paywall, price: Price, gates: Iterable[Any]) -> Paid: ...
+    @property
+    def payment(self) -> Payment: ...
+    @property
+    def native(self) -> Paywall: ...
+    @property
+    def price(self) -> Price: ...
+    @property
+    def gates(self) -> tuple[Any, ...]: ...
+    @property
+    def released(self) -> bool: ...
+    def covers(self, gate: Any) -> bool: ...
+    def release(self) -> None: ...
+    def settle(self, status: int, raised: bool, complete: bool) -> None: ...
+
+@final
+class PaymentBox:
+    paid: Paid | None
+    cross_origin: bool | None
+    def __new__(cls) -> PaymentBox: ...
+
+@final
 class ResponseWatch:
     def __new__(
         cls,
         send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
-        holder: Any,
+        holder: PaymentBox,
         scope: MutableMapping[str, Any],
         check: Callable[..., Awaitable[None] | None] | None,
         route: tuple[Any, Any],

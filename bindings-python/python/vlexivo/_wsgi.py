@@ -30,6 +30,7 @@ from ._gate import (
     for_browser,
     is_free_request,
     needs_body,
+    require,
     sends_receipt,
     together,
 )
@@ -229,7 +230,7 @@ def flask_view(gate: Gate, view: Callable[..., Any]) -> Callable[..., Any]:
                     if needs_body(missing):
                         body = request.get_data(cache=True)
                     price = _price_all(missing, method, path, environ, body, request, now)
-                    paid.require(missing[0], price, method, path, request_origin(environ), now, body)
+                    require(paid, missing[0], price, method, path, request_origin(environ), now, body)
                 owner = False
             else:
                 if needs_body(gates):
@@ -469,7 +470,7 @@ class WsgiPaywall:
                 missing = [g for g in gates if not earlier.covers(g)]
                 if missing:
                     price = _price_all(missing, method, path, environ, body, environ, now)
-                    earlier.require(missing[0], price, method, path, request_origin(environ), now, body)
+                    require(earlier, missing[0], price, method, path, request_origin(environ), now, body)
             else:
                 price = _price_all(gates, method, path, environ, body, environ, now)
                 paid = admit(
