@@ -213,8 +213,8 @@ impl ResponseWatch {
 /// Python side, `_fast_path`).
 struct Fast {
     app: Py<PyAny>,
-    /// The router's `RouterMap` (`vlexivo._starlette`): its `router.routes`, `size`,
-    /// `path_only` and `generation` say whether the route cache may be read.
+    /// The router's `RouterMap` (`vlexivo._starlette`): whether the route cache may be read
+    /// ([`AsgiMiddleware::cache_current`]).
     map: Py<PyAny>,
     /// The middleware's route cache, `(method, root_path, path) -> (leaf, plan)`, which its
     /// `_plan` fills and clears.
@@ -240,6 +240,21 @@ pub struct AsgiMiddleware {
 }
 
 impl AsgiMiddleware {
+    /// Whether the route cache (`(method, root_path, path) -> (leaf, plan)`) may be read for the
+    /// router `map` (a `RouterMap`) as it stands: every route of the router matches on the path
+    /// alone, and the router has not changed since the middleware's `_generation` of the cache
+    /// was filled. The one rule of both entries: the native one reads the cache only then, and
+    /// the Python `_plan` (`_cache_current`) reads it only then or after renewing it.
+    fn cache_current(slf: &Bound<'_, Self>, map: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let py = slf.py();
+        let routes = map.getattr(pyo3::intern!(py, "router"))?.getattr(pyo3::intern!(py, "routes"))?.len()?;
+        Ok(map.getattr(pyo3::intern!(py, "size"))?.eq(routes)?
+            && map.getattr(pyo3::intern!(py, "path_only"))?.is_truthy()?
+            && map
+                .getattr(pyo3::intern!(py, "generation"))?
+                .eq(slf.getattr(pyo3::intern!(py, "_generation"))?)?)
+    }
+
     /// The native path for `scope`: `None` when it is not one it takes (nothing changed).
     fn fast<'py>(
         &self,
@@ -263,16 +278,7 @@ impl AsgiMiddleware {
         if is(Some(method.clone()), "OPTIONS") {
             return Ok(None);
         }
-        // The route cache, read as the Python `_plan` reads it: only while every route of the
-        // router matches on the path alone and the router has not changed since it was filled.
-        let map = fast.map.bind(py);
-        let routes = map.getattr(pyo3::intern!(py, "router"))?.getattr(pyo3::intern!(py, "routes"))?.len()?;
-        if !map.getattr(pyo3::intern!(py, "size"))?.eq(routes)?
-            || !map.getattr(pyo3::intern!(py, "path_only"))?.is_truthy()?
-            || !map
-                .getattr(pyo3::intern!(py, "generation"))?
-                .eq(slf.getattr(pyo3::intern!(py, "_generation"))?)?
-        {
+        if !Self::cache_current(slf, fast.map.bind(py))? {
             return Ok(None);
         }
         let root = match dict.get_item(pyo3::intern!(py, "root_path"))? {
@@ -390,6 +396,11 @@ impl AsgiMiddleware {
         now: Option<Py<PyAny>>,
     ) {
         let _ = self.fast.set(Fast { app, map, recent, check, paid_by, usage, now });
+    }
+
+    /// Whether the route cache may be read for the router `map` ([`Self::cache_current`]).
+    fn _cache_current(slf: &Bound<'_, Self>, map: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Self::cache_current(slf, map)
     }
 
     /// The ASGI entry: the app's awaitable (natively watched), or the Python `_call`'s.

@@ -12,6 +12,7 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette._utils import is_async_callable
+from starlette.routing import Host
 from vlexivo import VlexivoServer, _native
 from vlexivo._asgi import PaywallMiddleware
 
@@ -50,7 +51,7 @@ class Served:
 
     def __init__(self) -> None:
         self.vlx = VlexivoServer(api_secret=SECRET, origin=ORIGIN)
-        app = FastAPI()
+        app = self.app = FastAPI()
         self.seen: list[Any] = []
         self.started = asyncio.Event()
 
@@ -183,6 +184,41 @@ def test_a_failed_handler_gives_the_nonce_back_on_the_native_path(path: str) -> 
         assert served.python_calls == calls
         # Had it been kept, the proof would now be a replay; it is still good.
         assert served.vlx.native.verify(t.decode(), "GET", path, "0.001", host="api.test") is not None
+
+    asyncio.run(run())
+
+
+def test_a_changed_router_takes_the_python_path_under_the_one_rule() -> None:
+    """Both entries read the route cache under one rule (`AsgiMiddleware._cache_current`): the
+    request after the router changed goes to `_call`, which surveys the router again; while a
+    route in it looks at more than the path (a `Host`), nothing is cached and every request goes
+    to `_call`; once that route is gone, known routes run natively again."""
+    served = Served()
+
+    async def pay(python_calls: int) -> None:
+        status, headers, _ = await served.call(scope("/hello", proof("/hello")))
+        assert status == 200 and headers[b"vlexivo-receipt"] == served.seen[-1].receipt.encode()
+        assert served.python_calls == python_calls
+
+    async def run() -> None:
+        await pay(1)  # the route learnt
+        await pay(1)
+
+        @served.app.get("/added")
+        async def added() -> None:
+            pass
+
+        await pay(2)  # the router changed: surveyed again, the cache renewed
+        await pay(2)
+        served.app.router.routes.append(Host("other.test", app=JSONResponse({"other": True})))
+        for n in range(3, 6):
+            await pay(n)
+        assert ("GET", "", "/free") not in served.mw._recent
+        await served.call(scope("/free", None))
+        assert ("GET", "", "/free") not in served.mw._recent, "cached beside a Host route"
+        served.app.router.routes.pop()
+        await pay(7)
+        await pay(7)
 
     asyncio.run(run())
 

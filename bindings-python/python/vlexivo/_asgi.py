@@ -434,10 +434,15 @@ class PaywallMiddleware(_native.AsgiMiddleware):
                 plan = self._literal[id(g)] = Plan((g,))
             return None, plan
         key = None
-        if m.path_only if len(m.router.routes) == m.size else m.cacheable():
-            if m.generation != self._generation:
-                self._recent.clear()
-                self._generation = m.generation
+        # The cache is read under the native entry's rule (`_cache_current`); when that fails, a
+        # router changed since is surveyed again (`cacheable`) and, if every route still matches
+        # on the path alone, the cache starts anew under its new generation.
+        current = self._cache_current(m)
+        if not current and m.cacheable():
+            self._recent.clear()
+            self._generation = m.generation
+            current = True
+        if current:
             key = (method, scope.get("root_path", ""), scope["path"])
             hit = self._recent.get(key)
             if hit is not None:

@@ -278,6 +278,7 @@ class AsgiMiddleware:
         usage: Any,
         now: Callable[[], int | None] | None,
     ) -> None: ...
+    def _cache_current(self, map: Any) -> bool: ...
     def __call__(
         self,
         scope: MutableMapping[str, Any],

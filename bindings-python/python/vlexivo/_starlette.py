@@ -84,8 +84,9 @@ class RouterMap:
         # Leaf objects are kept per (route, template) so their per-method cache survives.
         self._leaves: dict[tuple[int, str], Leaf] = {}
         self._compiled: dict[str, Any] = {}
-        # Read by the middleware on every request (``cacheable()`` without a call while the
-        # router's route count is ``size``): whether every route matches on the path alone.
+        # Read on every request by the middleware's ``_cache_current`` (the native rule for its
+        # route cache, which calls nothing while the router's route count is ``size``): whether
+        # every route matches on the path alone.
         self.path_only = False
         self.size = -1
         self.generation = 0
