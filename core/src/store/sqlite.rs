@@ -60,46 +60,50 @@ const SQL_PURGE_BATCH: &str = "DELETE FROM vlexivo_nonces WHERE key IN \
      (SELECT key FROM vlexivo_nonces WHERE expires_at < ?1 LIMIT ?2)";
 
 struct Inner {
-    /// `None` only while the store is dropped (see `Drop`).
+    /// This process's connection; for a file, opened at the first call (see [`Inner::conn`]).
     conn: Option<Connection>,
     consumes: u64,
     /// WAL frames written since the checkpointer was last woken, by this process.
     frames: u64,
-    /// The checkpointer thread (files only; `None` where one could not be started in a forked
-    /// child).
+    /// The checkpointer thread (files only; `None` where one could not be started).
     checkpointer: Option<CheckpointerHandle>,
-    /// The process that `conn`, `checkpointer` and `frames` belong to. A child forked since (a
-    /// pre-forking server's worker, with a store built at import) opens its own on its first call.
+    /// The process that `conn`, `checkpointer` and `frames` belong to (0 for a file store not
+    /// called yet).
     pid: u32,
 }
 
 impl Inner {
     /// The connection, this process's own. SQLite's rule is that a connection must not be carried
-    /// across a fork: the child does not hold the parent's file locks, so SQLite's cross-process
-    /// coordination of the WAL (which connection may reset it, or delete it on close) would rest
-    /// on locks nobody holds. A forked child therefore reopens the file, and starts a
-    /// checkpointer of its own (the parent's thread does not exist in the child), at its first
-    /// call; reading the process id costs a syscall, a fraction of a percent of a consume.
+    /// across a fork: a child does not hold the parent's file locks, yet SQLite's per-process
+    /// record of them, copied by the fork, says it does, and so would any connection the child
+    /// opened while an inherited one stays open. SQLite's cross-process coordination of the WAL
+    /// (who may reset its index, who deletes it at the last close) would then rest on locks
+    /// nobody holds. So a file store opens its connection and checkpointer at its first call in
+    /// each process: a store built at import by a pre-forking server's parent and first used in
+    /// its workers gives each worker connections, and locks, of its own. A child of a process
+    /// that had used the store reopens too (the parent's thread does not exist in the child), the
+    /// best SQLite allows there. Reading the process id is a syscall, a fraction of a percent of
+    /// a consume.
     fn conn(&mut self, db: Option<&Path>) -> Result<&Connection> {
         let me = std::process::id();
         if me != self.pid {
-            self.forked(db, me)?;
+            self.open_here(db, me)?;
         }
         Ok(self.current())
     }
 
-    /// The connection, once [`Inner::conn`] has made sure of the process in this call.
+    /// The connection, once [`Inner::conn`] has made sure of it in this call.
     fn current(&self) -> &Connection {
-        self.conn.as_ref().expect("the connection is open until the store is dropped")
+        self.conn.as_ref().expect("a called store has a connection")
     }
 
-    fn forked(&mut self, db: Option<&Path>, me: u32) -> Result<()> {
+    fn open_here(&mut self, db: Option<&Path>, me: u32) -> Result<()> {
         if let Some(db) = db {
-            // Until this succeeds the child's calls fail as unavailable (and retry here), rather
-            // than use the parent's connection.
+            // Until this succeeds calls fail as unavailable (and retry here), rather than use a
+            // parent's connection.
             let conn = connect(Some(db))?;
-            // The parent's connection and checkpointer handle are leaked, not closed: closing
-            // runs SQLite's last-connection logic on locks this process does not hold, and the
+            // A parent's connection and checkpointer handle are leaked, not closed: closing runs
+            // SQLite's last-connection logic on locks this process does not hold, and the
             // wake-up channel's lock may have been held at the fork by the parent's thread.
             std::mem::forget(self.conn.replace(conn));
             std::mem::forget(self.checkpointer.take());
@@ -107,7 +111,7 @@ impl Inner {
             // the WAL.
             self.checkpointer = Checkpointer::start(db).ok();
         }
-        // An in-memory store is copied by the fork: the child's is a private copy, its own.
+        // An in-memory store is copied by a fork: the child's is a private copy, its own.
         self.frames = 0;
         self.pid = me;
         Ok(())
@@ -129,7 +133,7 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // A child that never called since the fork still holds the parent's (see `forked`).
+        // A child that never called since the fork still holds the parent's (see `open_here`).
         if self.pid != std::process::id() {
             std::mem::forget(self.conn.take());
             std::mem::forget(self.checkpointer.take());
@@ -156,19 +160,19 @@ impl SqliteStore {
     /// open the same file.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let conn = connect(Some(path))?;
-        let checkpointer = Some(Checkpointer::start(path)?);
-        Ok(Self::with(conn, checkpointer, Some(path.to_path_buf())))
+        // Created, upgraded and checked now, so a bad path or file fails here; the connection
+        // the calls use is opened at the first of them, in the process that makes it (see
+        // `Inner::conn`).
+        drop(connect(Some(path))?);
+        let inner = Inner { conn: None, consumes: 0, frames: 0, checkpointer: None, pid: 0 };
+        Ok(Self { inner: Mutex::new(inner), path: Some(path.to_path_buf()), leases: Leases::new() })
     }
 
     /// A private, non-persistent store (tests, single-process tools).
     pub fn in_memory() -> Result<Self> {
-        Ok(Self::with(connect(None)?, None, None))
-    }
-
-    fn with(conn: Connection, checkpointer: Option<CheckpointerHandle>, path: Option<PathBuf>) -> Self {
-        let inner = Inner { conn: Some(conn), consumes: 0, frames: 0, checkpointer, pid: std::process::id() };
-        Self { inner: Mutex::new(inner), path, leases: Leases::new() }
+        let conn = Some(connect(None)?);
+        let inner = Inner { conn, consumes: 0, frames: 0, checkpointer: None, pid: std::process::id() };
+        Ok(Self { inner: Mutex::new(inner), path: None, leases: Leases::new() })
     }
 
     /// The file backing the store (`None` for [`SqliteStore::in_memory`]).
@@ -506,8 +510,13 @@ mod tests {
         let path = dir.path().join("nonces.db");
         let s = SqliteStore::open(&path).unwrap();
         // A request's commit checkpoints only as a fallback, far past SQLite's 1,000 pages.
-        let pages: i64 =
-            s.inner.lock().current().pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0)).unwrap();
+        let pages: i64 = s
+            .inner
+            .lock()
+            .conn(s.path())
+            .unwrap()
+            .pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))
+            .unwrap();
         assert_eq!(pages, FALLBACK_AUTOCHECKPOINT_PAGES);
         // A few times CHECKPOINT_FRAMES of WAL, well under the fallback: only the checkpointer
         // copies pages into the database file.
@@ -592,7 +601,7 @@ mod tests {
                 .unwrap()
                 == 1
         };
-        s.inner.lock().current().execute_batch("CREATE TEMP TABLE parent (x)").unwrap();
+        s.inner.lock().conn(s.path()).unwrap().execute_batch("CREATE TEMP TABLE parent (x)").unwrap();
         // The parent's frames count towards a wake-up, short of one.
         for i in 0..2 * FRAMES_LOOK_EVERY {
             assert!(s.consume(&key(i), 1_000, 0).unwrap().is_fresh());
@@ -624,6 +633,47 @@ mod tests {
         assert_eq!(s.inner.lock().frames, parent_frames);
         assert_eq!(s.len().unwrap(), 2 * FRAMES_LOOK_EVERY + 1 + 3_000);
         assert_eq!(s.stop_checkpointer(), 0);
+    }
+
+    /// The usual pre-forking server: the store built by the parent at import, used only in the
+    /// workers. Each worker's connection holds its own lock on the file in the kernel, the lock
+    /// SQLite's cross-process rules rest on (had the parent kept a connection open from `open`,
+    /// SQLite's inherited record would say the child held it already, and it would not take it).
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_store_first_used_in_a_forked_child_holds_locks_of_its_own() {
+        use std::os::unix::fs::MetadataExt;
+        if !in_own_process(
+            "store::sqlite::tests::a_store_first_used_in_a_forked_child_holds_locks_of_its_own",
+        ) {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nonces.db");
+        let s = SqliteStore::open(&path).unwrap();
+        let inode = std::fs::metadata(&path).unwrap().ino();
+        // POSIX locks on the database file held by `pid`, from the kernel's table.
+        let locks_held_by = |pid: u32| {
+            let table = std::fs::read_to_string("/proc/locks").unwrap();
+            table
+                .lines()
+                .filter(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    f.get(1) == Some(&"POSIX")
+                        && f.get(4) == Some(&pid.to_string().as_str())
+                        && f.get(5).and_then(|dev| dev.rsplit(':').next()) == Some(inode.to_string().as_str())
+                })
+                .count()
+        };
+        in_forked_child(|| {
+            assert!(s.consume("acct_3f9c2a71d04e8b65a1c7:child", 1_000, 0).unwrap().is_fresh());
+            assert!(locks_held_by(std::process::id()) > 0, "the child holds no lock on the file");
+        });
+        // The parent, never called, holds none and has no checkpointer; it reads the child's row.
+        assert_eq!(locks_held_by(std::process::id()), 0);
+        assert_eq!(threads_named(CHECKPOINT_THREAD), 0);
+        assert_eq!(s.consume("acct_3f9c2a71d04e8b65a1c7:child", 1_000, 0).unwrap(), Consume::Replayed);
+        assert!(locks_held_by(std::process::id()) > 0);
     }
 
     #[test]
