@@ -16,6 +16,7 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 use vlexivo_core as vx;
 use vx::env::{Clock, OsEntropy, SystemClock};
@@ -205,9 +206,77 @@ fn paid_result(f: &PaidRef<'_>) -> Either<Latin1String, PaidTuple> {
 /// A proof header as its bytes. Node gives header values as one-byte (latin1) strings, so
 /// reading them as latin1 is a copy where UTF-8 would re-encode each character; a non-ASCII
 /// proof can never verify and reaches the verifier as text that fails as malformed.
-fn proof_text(proof: &Option<Latin1String>) -> Option<Cow<'_, str>> {
+fn proof_text(proof: Option<&[u8]>) -> Option<Cow<'_, str>> {
     // `from_utf8` has the word-at-a-time ASCII path; the lossy form is only for the refusal.
-    proof.as_ref().map(|p| std::str::from_utf8(p).map_or_else(|_| String::from_utf8_lossy(p), Cow::Borrowed))
+    proof.map(|p| std::str::from_utf8(p).map_or_else(|_| String::from_utf8_lossy(p), Cow::Borrowed))
+}
+
+/// Latin1 bytes a string argument may take on the stack (a proof of ours is ~650 characters).
+const LATIN1_STACK: usize = 2048;
+/// UTF-16 units a string argument may take on the stack (a request path).
+const UTF16_STACK: usize = 512;
+
+/// A string argument (`undefined` or `null`: none) as latin1 bytes, read into `buf` (left
+/// uninitialised: napi fills what is read) with one napi call. napi-rs's `Latin1String` asks
+/// for the length first, then allocates, zeroes and fills a buffer that is freed again when the
+/// call returns: for the proof on every paid request, a zeroed allocation and a napi call more
+/// than this. A string that fills `buf` may have been cut short and is read again whole
+/// (napi-rs's way).
+fn latin1_arg<'b>(
+    env: &Env,
+    v: &Unknown<'_>,
+    buf: &'b mut [MaybeUninit<u8>; LATIN1_STACK],
+) -> Result<Option<Cow<'b, [u8]>>> {
+    let mut written = 0usize;
+    // SAFETY: `env` and `v` are this call's live environment and argument; napi writes at most
+    // `buf.len()` bytes (the text, then a NUL) into `buf` and the text's length into `written`.
+    let status = unsafe {
+        sys::napi_get_value_string_latin1(
+            env.raw(),
+            v.raw(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut written,
+        )
+    };
+    if status == sys::Status::napi_ok {
+        if written < buf.len() - 1 {
+            // SAFETY: napi initialised the first `written` bytes.
+            return Ok(Some(Cow::Borrowed(unsafe {
+                std::slice::from_raw_parts(buf.as_ptr().cast(), written)
+            })));
+        }
+        // SAFETY: as above; napi-rs's own conversion of the same value.
+        let whole = unsafe { Latin1String::from_napi_value(env.raw(), v.raw()) }?;
+        return Ok(Some(Cow::Owned(whole.to_vec())));
+    }
+    match v.get_type()? {
+        ValueType::Undefined | ValueType::Null => Ok(None),
+        _ => Err(Error::new(Status::StringExpected, "expected a string, undefined or null".to_string())),
+    }
+}
+
+/// A string argument as UTF-16, read into `buf` with one napi call ([`latin1_arg`]'s reasons).
+fn utf16_arg<'b>(
+    env: &Env,
+    v: &Unknown<'_>,
+    buf: &'b mut [MaybeUninit<u16>; UTF16_STACK],
+) -> Result<Cow<'b, [u16]>> {
+    let mut written = 0usize;
+    // SAFETY: as in `latin1_arg`, with `buf.len()` UTF-16 units.
+    let status = unsafe {
+        sys::napi_get_value_string_utf16(env.raw(), v.raw(), buf.as_mut_ptr().cast(), buf.len(), &mut written)
+    };
+    if status != sys::Status::napi_ok {
+        return Err(Error::new(Status::StringExpected, "expected a string".to_string()));
+    }
+    if written < buf.len() - 1 {
+        // SAFETY: napi initialised the first `written` units.
+        return Ok(Cow::Borrowed(unsafe { std::slice::from_raw_parts(buf.as_ptr().cast(), written) }));
+    }
+    // SAFETY: as above; napi-rs's own conversion of the same value.
+    let whole = unsafe { Utf16String::from_napi_value(env.raw(), v.raw()) }?;
+    Ok(Cow::Owned(whole.to_vec()))
 }
 
 /// The core paywall and its nonce store, shared by the `Paywall` object and its routes.
@@ -496,7 +565,7 @@ impl JsPaywall {
             let price = price_of(&price, &currency)?;
             let req = Self::req(&method, &path, host.as_deref(), secure, body.as_deref(), None);
             let s = &self.shared;
-            let proof = proof_text(&proof);
+            let proof = proof_text(proof.as_deref());
             s.inner.verify_with(proof.as_deref(), &req, &price, now_or_clock(now), &*s.store, paid_result)
         };
         run().map_err(|e| throw(&env, e))
@@ -526,7 +595,7 @@ impl JsPaywall {
     ) -> Either3<Latin1String, PaidTuple, Rejection> {
         self.shared.decide(
             price_of(&price, &currency),
-            proof_text(&proof).as_deref(),
+            proof_text(proof.as_deref()).as_deref(),
             Self::req(&method, &path, host.as_deref(), secure, body.as_deref(), payer.as_deref()),
             &scope,
             now,
@@ -558,7 +627,7 @@ impl JsPaywall {
         self.shared.decide_async(
             env,
             price_of(&price, &currency),
-            proof_text(&proof).as_deref(),
+            proof_text(proof.as_deref()).as_deref(),
             Self::req(&method, &path, host.as_deref(), secure, body.as_deref(), payer.as_deref()),
             &scope,
             now,
@@ -577,7 +646,7 @@ impl JsPaywall {
     ) -> Option<PricedPayer> {
         self.shared
             .inner
-            .priced_payer(proof_text(&proof).as_deref(), hint.as_deref(), now_or_clock(now))
+            .priced_payer(proof_text(proof.as_deref()).as_deref(), hint.as_deref(), now_or_clock(now))
             .map(|p| PricedPayer { address: p.address, proven: p.proven })
     }
 
@@ -776,7 +845,7 @@ impl PricedRoute {
     ) -> Either3<Latin1String, PaidTuple, Rejection> {
         self.shared.decide(
             Ok(self.price),
-            proof_text(&proof).as_deref(),
+            proof_text(proof.as_deref()).as_deref(),
             JsPaywall::req(&method, &path, host.as_deref(), secure, body.as_deref(), payer.as_deref()),
             &self.scope,
             now,
@@ -805,7 +874,7 @@ impl PricedRoute {
         self.shared.decide_async(
             env,
             Ok(self.price),
-            proof_text(&proof).as_deref(),
+            proof_text(proof.as_deref()).as_deref(),
             JsPaywall::req(&method, &path, host.as_deref(), secure, body.as_deref(), payer.as_deref()),
             &self.scope,
             now,
@@ -853,20 +922,25 @@ pub fn http_methods() -> Vec<String> {
     catch_unwind
 )]
 pub fn authorize_fixed(
+    env: Env,
     route: &External<FixedRoute>,
-    proof: Option<Latin1String>,
+    proof: Unknown<'_>,
     method: u32,
-    path: Utf16String,
+    path: Unknown<'_>,
     host: Option<String>,
     secure: Option<bool>,
 ) -> Result<Either3<Latin1String, PaidTuple, Rejection>> {
     let method = usize::try_from(method).ok().and_then(|i| HTTP_METHODS.get(i)).ok_or_else(|| {
         Error::new(Status::InvalidArg, format!("method {method} is not an index of httpMethods()"))
     })?;
+    let mut proof_buf = [MaybeUninit::uninit(); LATIN1_STACK];
+    let proof = latin1_arg(&env, &proof, &mut proof_buf)?;
+    let mut path_buf = [MaybeUninit::uninit(); UTF16_STACK];
+    let path = utf16_arg(&env, &path, &mut path_buf)?;
     Ok(with_utf16(&path, |path| {
         route.shared.decide(
             Ok(route.price),
-            proof_text(&proof).as_deref(),
+            proof_text(proof.as_deref()).as_deref(),
             JsPaywall::req(method, path, host.as_deref(), secure, None, None),
             &route.scope,
             None,

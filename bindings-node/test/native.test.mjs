@@ -326,8 +326,10 @@ test('authorizeFixed: the usual methods by number, the path exactly as JS has it
   const long = '/' + 'x'.repeat(300);
   // [path as JS has it, the path the resource names]: ASCII, a query, Latin-1 characters as
   // Node's parser makes them of UTF-8 bytes, a character above U+00FF (as a rewritten URL
-  // may hold), a lone surrogate (U+FFFD, as the by-name path reads it), longer than the stack
-  // buffer.
+  // may hold), a lone surrogate (U+FFFD, as the by-name path reads it), longer than the ASCII
+  // stack buffer; the argument's own stack buffer (512 UTF-16 units): the longest path it
+  // holds, one that fills it (read again whole), a longer one, and one with a character above
+  // U+00FF past its end.
   for (const [path, bound] of [
     ['/a', '/a'],
     ['/a?x=1#f', '/a'],
@@ -335,6 +337,10 @@ test('authorizeFixed: the usual methods by number, the path exactly as JS has it
     ['/\u0141\u00f3d\u017a', '/\u0141\u00f3d\u017a'],
     ['/\ud800', '/\ufffd'],
     [long, long],
+    ['/' + 'x'.repeat(509), '/' + 'x'.repeat(509)],
+    ['/' + 'y'.repeat(510), '/' + 'y'.repeat(510)],
+    ['/' + 'z'.repeat(1500), '/' + 'z'.repeat(1500)],
+    ['/' + 'w'.repeat(600) + '\u0141', '/' + 'w'.repeat(600) + '\u0141'],
   ]) {
     const r = native.authorizeFixed(route.handle, mint(bound), GET, path);
     assert.equal(resourceOf(r), `GET ${origin}${bound}`, JSON.stringify(path));
@@ -345,6 +351,21 @@ test('authorizeFixed: the usual methods by number, the path exactly as JS has it
   const other = native.authorizeFixed(route.handle, mint('/A\u00f3d\u017a'), GET, '/\u0141\u00f3d\u017a');
   assert.equal(other.code, 'token_resource');
   assert.throws(() => native.authorizeFixed(route.handle, mint('/a'), methods.length, '/a'), /not an index of httpMethods/);
+  // The proof argument: none (undefined or null) is a challenge; a proof with surrounding
+  // whitespace that fills the proof's stack buffer (2048 bytes) or goes past it is read whole
+  // and pays; Latin-1 text never verifies; anything but a string is refused.
+  for (const none of [undefined, null]) assert.equal(native.authorizeFixed(route.handle, none, GET, '/a').code, 'payment_required');
+  for (const total of [2047, 2048, 3000]) {
+    const t = mint('/a');
+    const padded = ' '.repeat(total - t.length - 1) + t + ' ';
+    assert.equal(padded.length, total);
+    assert.equal(resourceOf(native.authorizeFixed(route.handle, padded, GET, '/a')), `GET ${origin}/a`, `${total}`);
+    assert.equal(native.authorizeFixed(route.handle, padded, GET, '/a').code, 'token_replayed', `${total}`);
+  }
+  const latin = mint('/a');
+  assert.equal(native.authorizeFixed(route.handle, latin.slice(0, 40) + '\u00e9' + latin.slice(41), GET, '/a').status, 402);
+  assert.throws(() => native.authorizeFixed(route.handle, 42, GET, '/a'), /string/);
+  assert.throws(() => native.authorizeFixed(route.handle, mint('/a'), GET, 42), /string/);
   // Without a configured origin the request's own Host binds the proof; a call without one
   // has none to bind to.
   const own = new native.Paywall({ apiSecret: secret }).route('0.001', 'usd', 'per-call');
