@@ -8,7 +8,7 @@ use pyo3::panic::PanicException;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::iterator::PySendResult;
-use pyo3::types::{PyBytes, PyDict, PyIterator, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyIterator, PyList, PyString, PyTuple, PyType};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use vlexivo_core::response_policy::{self, Outcome, Settlement};
@@ -358,9 +358,7 @@ impl AsgiMiddleware {
                 route.unbind(),
             ),
         )?;
-        let started = fast.app.bind(py).call1((scope, receive, &watch)).and_then(|app| {
-            Ok(app.call_method0(pyo3::intern!(py, "__await__"))?.cast_into::<PyIterator>()?)
-        });
+        let started = fast.app.bind(py).call1((scope, receive, &watch)).and_then(|app| steps_of(app));
         let steps = match started {
             Ok(steps) => steps,
             Err(e) => {
@@ -417,12 +415,29 @@ impl AsgiMiddleware {
     }
 }
 
+/// `types.CoroutineType`.
+static COROUTINE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+/// What steps the app's awaitable: a coroutine itself (every `async def` app), else its
+/// `__await__()` iterator.
+fn steps_of(app: Bound<'_, PyAny>) -> PyResult<Bound<'_, PyIterator>> {
+    let py = app.py();
+    if app.get_type().is(COROUTINE.import(py, "types", "CoroutineType")?) {
+        // SAFETY: only `PyIter_Send` and the methods `throw` and `close` are used on it, and a
+        // coroutine has all three (`PyIter_Send` takes its `am_send` slot). Stepping it directly
+        // spares the `__await__()` wrapper object and its extra call per step.
+        #[allow(unsafe_code)]
+        return Ok(unsafe { app.cast_into_unchecked::<PyIterator>() });
+    }
+    Ok(app.call_method0(pyo3::intern!(py, "__await__"))?.cast_into::<PyIterator>()?)
+}
+
 /// The app's coroutine as the middleware awaits it: each step passed through, and when the app
 /// has ended (returned, raised, or was closed) the watch's `ended` called once, as the Python
 /// `_call` does around its `await`.
 #[pyclass(frozen, module = "vlexivo._native", name = "_Watched")]
 pub struct Watched {
-    /// The app coroutine's `__await__()` iterator.
+    /// The app's coroutine, or its awaitable's `__await__()` iterator ([`steps_of`]).
     steps: Py<PyIterator>,
     watch: Py<ResponseWatch>,
     ended: AtomicBool,
