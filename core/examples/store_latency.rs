@@ -24,6 +24,11 @@
 //! Prints a table and one `BENCH {json}` line per store for scripts/bench.sh, with the
 //! process's resident memory after the untimed fill and after the timed consumes.
 //!
+//! `... -- --slowest 20` also prints the memory store's 20 slowest own consumes and what each
+//! did (page faults, a timer tick, its shard's table rebuilt, its slab or queue lengthened, a
+//! part made inside the consume, expired entries removed), from its shard's state read after
+//! every timed consume (outside the timing).
+//!
 //! `... --example store_latency -- --rss` instead prints the resident memory of a process
 //! holding one default memory store (no other store made) when made and at 1,000, 10,000,
 //! 100,000 and 990,000 live nonces.
@@ -35,6 +40,7 @@
 #![allow(unsafe_code)] // getrusage
 
 use std::time::Instant;
+use vlexivo_core::store::memory::ShardProbe;
 use vlexivo_core::store::{MemoryStore, NonceStore, SqliteStore};
 
 const TTL: u64 = 300;
@@ -46,10 +52,11 @@ struct Opts {
     store: String,
     rss: bool,
     fresh: Option<u64>,
+    slowest: usize,
 }
 
 fn opts() -> Opts {
-    let mut o = Opts { rows: 100_000, ops: 200_000, store: "all".into(), rss: false, fresh: None };
+    let mut o = Opts { rows: 100_000, ops: 200_000, store: "all".into(), rss: false, fresh: None, slowest: 0 };
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(i) = args.iter().position(|a| a == "--rss") {
         args.remove(i);
@@ -62,6 +69,7 @@ fn opts() -> Opts {
             "--ops" => o.ops = v.parse().expect("--ops N"),
             "--store" => o.store = v.clone(),
             "--fresh" => o.fresh = Some(v.parse().expect("--fresh N")),
+            "--slowest" => o.slowest = v.parse().expect("--slowest N"),
             other => panic!("unknown option {other}"),
         }
     }
@@ -202,6 +210,75 @@ struct Run {
     stolen: Vec<u32>,
     /// The process's resident memory after the untimed consumes (MB).
     filled_rss: f64,
+    /// Own consumes over [`SLOW_NS`], with what they did (`--slowest`).
+    slow: Vec<Slow>,
+}
+
+/// An own consume over [`SLOW_NS`]: its wall and CPU time, its page faults, whether it spanned
+/// a timer tick, and its shard before and after.
+struct Slow {
+    ns: u32,
+    faults: i64,
+    cpu_ns: i64,
+    tick: bool,
+    was: ShardProbe,
+    now: ShardProbe,
+}
+
+impl Slow {
+    /// The store's own extra work in this consume, if any.
+    fn work(&self) -> String {
+        let (was, now) = (&self.was, &self.now);
+        let mut w = Vec::new();
+        if !was.sized && now.sized {
+            w.push("table made".to_string());
+        } else if now.table_capacity > was.table_capacity + 1 {
+            w.push(format!("table rebuilt ({} -> {})", was.table_capacity, now.table_capacity));
+        }
+        if now.segments > was.segments {
+            w.push("slab segment taken".into());
+        }
+        if now.blocks > was.blocks {
+            w.push("queue block taken".into());
+        }
+        if now.made_in_consume > was.made_in_consume {
+            w.push(format!("{} part(s) made in a consume", now.made_in_consume - was.made_in_consume));
+        }
+        let expired = (was.entries + 1).saturating_sub(now.entries);
+        if expired > 0 {
+            w.push(format!("{expired} expired removed"));
+        }
+        w.join(", ")
+    }
+}
+
+/// The `n` slowest own consumes and what they did; and how many over [`SLOW_NS`] page-faulted,
+/// spanned a tick or did extra work.
+fn print_slowest(slow: &mut [Slow], n: usize) {
+    slow.sort_unstable_by_key(|s| std::cmp::Reverse(s.ns));
+    let extra = |s: &Slow| {
+        let w = s.work();
+        !(w.is_empty() || w.ends_with("expired removed") && !w.contains(','))
+    };
+    println!(
+        "own consumes ≥ {} µs: {}; page-faulted {}, spanning a timer tick {}, extra work (beyond expiry) {}",
+        SLOW_NS / 1000,
+        slow.len(),
+        slow.iter().filter(|s| s.faults > 0).count(),
+        slow.iter().filter(|s| s.tick).count(),
+        slow.iter().filter(|s| extra(s)).count()
+    );
+    for s in slow.iter().take(n) {
+        println!(
+            "  {:>8.1} µs (CPU {:>7.1} µs) faults {:>2} tick {:<5} shard {:>4}: {}",
+            f64::from(s.ns) / 1000.0,
+            s.cpu_ns as f64 / 1000.0,
+            s.faults,
+            s.tick,
+            s.now.shard,
+            s.work()
+        );
+    }
 }
 
 /// The no-op: `n` rounds of a multiply-add chain on a register.
@@ -232,7 +309,7 @@ fn spin_rounds(ns: f64) -> u64 {
 enum Timed {
     Preempted(u32),
     Stolen(u32),
-    Own { ns: u32, faulted: bool, start: Instant },
+    Own { ns: u32, faults: i64, cpu_ns: i64, start: Instant },
 }
 
 /// The kernel's timer tick: its period (the coarse clock's resolution, 1/HZ) and an instant at
@@ -294,12 +371,12 @@ fn timed(f: impl FnOnce()) -> Timed {
     if p1.2 == p0.2 && i64::from(ns) - (c1 - c0) > STOLEN_NS {
         return Timed::Stolen(ns);
     }
-    Timed::Own { ns, faulted: p1.1 != p0.1, start: t }
+    Timed::Own { ns, faults: p1.1 - p0.1, cpu_ns: c1 - c0, start: t }
 }
 
 /// Consume `ops` fresh keys after `warm` untimed ones, `rate` per simulated second (and time
 /// the no-op between them if `floor`).
-fn run(store: &dyn NonceStore, warm: u64, ops: u64, rate: u64, floor: bool) -> Run {
+fn run(store: &dyn NonceStore, memory: Option<&MemoryStore>, warm: u64, ops: u64, rate: u64, floor: bool) -> Run {
     let mut k = String::with_capacity(64);
     let at = |i: u64| T0 + i / rate;
     // The last 10,000 untimed consumes, each timed, give the mean consume the no-op is as long
@@ -318,6 +395,8 @@ fn run(store: &dyn NonceStore, warm: u64, ops: u64, rate: u64, floor: bool) -> R
     last.truncate(last.len() - last.len() / 100);
     let floor_ns = last.iter().sum::<f64>() / last.len().max(1) as f64;
     let rounds = spin_rounds(floor_ns * FLOOR_EVERY as f64);
+    // Every shard's state, to tell what each timed consume did to its own.
+    let mut probe = memory.map(|m| (m, (0..m.shard_count()).map(|i| m.probe(i)).collect::<Vec<_>>()));
     let tick = tick();
     let at_tick = |start, ns| ns >= SLOW_NS && tick.as_ref().is_some_and(|t| t.within(start, ns));
     let mut r = Run {
@@ -331,27 +410,39 @@ fn run(store: &dyn NonceStore, warm: u64, ops: u64, rate: u64, floor: bool) -> R
         faulted: Vec::new(),
         stolen: Vec::new(),
         filled_rss: rss_mb(),
+        slow: Vec::new(),
     };
     for i in warm..warm + ops {
         key(i, &mut k);
         let now = at(i);
         let mut fresh = false;
+        let mut own = None;
         match timed(|| fresh = store.consume(&k, now + TTL, now).unwrap().is_fresh()) {
             Timed::Preempted(ns) => r.all.push(ns),
             Timed::Stolen(ns) => {
                 r.all.push(ns);
                 r.stolen.push(ns);
             }
-            Timed::Own { ns, faulted, start } => {
+            Timed::Own { ns, faults, cpu_ns, start } => {
                 r.all.push(ns);
                 r.own.push(ns);
-                if faulted {
+                if faults > 0 {
                     r.faulted.push(ns);
                 }
-                r.slow_at_tick += u64::from(at_tick(start, ns));
+                let tick = at_tick(start, ns);
+                r.slow_at_tick += u64::from(tick);
+                own = Some((ns, faults, cpu_ns, tick));
             }
         }
         assert!(fresh);
+        if let Some((m, last)) = probe.as_mut() {
+            // What the consume did to its shard, from the shard's state before and after.
+            let now = m.probe(m.shard_of(&k));
+            let was = std::mem::replace(&mut last[now.shard], now);
+            if let Some((ns, faults, cpu_ns, tick)) = own.filter(|o| o.0 >= SLOW_NS) {
+                r.slow.push(Slow { ns, faults, cpu_ns, tick, was, now });
+            }
+        }
         if !floor || i % FLOOR_EVERY != 0 {
             continue;
         }
@@ -401,18 +492,22 @@ fn main() {
         "{:<8} {:>9} {:>9} {:>10} {:>10}   {:>9} {:>10} {:>10}  preempted / stolen",
         "store", "p50 µs", "p99 µs", "p99.9 µs", "max µs", "own p99", "own p99.9", "own max"
     );
-    let mut stores: Vec<(&str, Box<dyn NonceStore>)> = Vec::new();
-    if o.store == "all" || o.store == "memory" {
-        stores.push(("memory", Box::new(MemoryStore::with_capacity((2 * o.rows as usize).max(1_000_000)))));
+    let memory = (o.store == "all" || o.store == "memory")
+        .then(|| MemoryStore::with_capacity((2 * o.rows as usize).max(1_000_000)));
+    let mut stores: Vec<(&str, &dyn NonceStore)> = Vec::new();
+    if let Some(m) = &memory {
+        stores.push(("memory", m));
     }
-    if o.store == "all" || o.store == "sqlite" {
-        stores.push(("sqlite", Box::new(SqliteStore::open(dir.join("nonces.db")).unwrap())));
+    let sqlite = (o.store == "all" || o.store == "sqlite").then(|| SqliteStore::open(dir.join("nonces.db")).unwrap());
+    if let Some(s) = &sqlite {
+        stores.push(("sqlite", s));
     }
-    for (name, store) in &stores {
+    for &(name, store) in &stores {
         let steal0 = steal_ms();
         // The floor next to the memory store's microseconds (a SQLite consume's tail is its
         // disk's, milliseconds).
-        let mut r = run(&**store, o.rows, o.ops, rate, *name == "memory");
+        let memory = memory.as_ref().filter(|_| name == "memory" && o.slowest > 0);
+        let mut r = run(store, memory, o.rows, o.ops, rate, name == "memory");
         let rss1 = rss_mb();
         let steal = steal_ms() - steal0;
         let stolen = r.stolen.len();
@@ -460,7 +555,11 @@ fn main() {
             "BENCH {{\"bench\":\"store_latency\",\"store\":\"{name}\",\"rows\":{},\"ops\":{},\"p50\":{:.2},\"p99\":{:.2},\"p999\":{:.2},\"max\":{:.2},\"own_p50\":{:.2},\"own_p99\":{:.2},\"own_p999\":{:.2},\"own_max\":{:.2},\"preempted\":{preempted},\"stolen\":{stolen},\"stolen_max\":{stolen_max:.2},\"steal_ms\":{steal},\"faulted\":{faults},\"faulted_max\":{fault_max:.2},\"rss_filled_mb\":{:.1},\"rss_end_mb\":{rss1:.1}{floor},\"load\":\"{load}\"}}",
             o.rows, o.ops, a[0], a[1], a[2], a[3], w[0], w[1], w[2], w[3], r.filled_rss,
         );
+        if memory.is_some() {
+            print_slowest(&mut r.slow, o.slowest);
+        }
     }
     drop(stores);
+    drop(sqlite);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -780,6 +780,57 @@ impl MemoryStore {
     }
 }
 
+/// What a shard holds, for `store_latency`'s attribution of its slowest consumes (a shard's
+/// table rebuilt, its slab or queue lengthened, a part made inside a consume). Test support
+/// only: read under the shard's lock, never by a consume.
+#[cfg(feature = "testing")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ShardProbe {
+    /// The shard's index.
+    pub shard: usize,
+    /// Whether its table was made (by the helper, or by its first consume).
+    pub sized: bool,
+    /// Its table's entries, and its capacity (entries + inserts left before a rebuild: it rises
+    /// by more than one only when the table is rebuilt or grown).
+    pub entries: usize,
+    pub table_capacity: usize,
+    /// Segments its slab and blocks its queue hold.
+    pub segments: usize,
+    pub blocks: usize,
+    /// Segments and blocks made inside consumes, store-wide (none was ready).
+    pub made_in_consume: u64,
+}
+
+#[cfg(feature = "testing")]
+impl MemoryStore {
+    /// The shard `key` lives in.
+    #[doc(hidden)]
+    pub fn shard_of(&self, key: &str) -> usize {
+        self.place(key).0
+    }
+
+    /// Shards of this store.
+    #[doc(hidden)]
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// What shard `i` holds now.
+    #[doc(hidden)]
+    pub fn probe(&self, i: usize) -> ShardProbe {
+        let shard = self.shards[i].lock();
+        ShardProbe {
+            shard: i,
+            sized: shard.sized,
+            entries: shard.table.len(),
+            table_capacity: shard.table.capacity(),
+            segments: shard.slab.segments.len(),
+            blocks: shard.expiries.blocks.len(),
+            made_in_consume: self.ready.made_in_consume.load(Ordering::Relaxed),
+        }
+    }
+}
+
 impl NonceStore for MemoryStore {
     fn consume(&self, key: &str, expires_at: u64, now: u64) -> Result<Consume> {
         check_key(key)?;
