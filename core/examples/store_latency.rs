@@ -56,7 +56,8 @@ struct Opts {
 }
 
 fn opts() -> Opts {
-    let mut o = Opts { rows: 100_000, ops: 200_000, store: "all".into(), rss: false, fresh: None, slowest: 0 };
+    let mut o =
+        Opts { rows: 100_000, ops: 200_000, store: "all".into(), rss: false, fresh: None, slowest: 0 };
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(i) = args.iter().position(|a| a == "--rss") {
         args.remove(i);
@@ -212,7 +213,17 @@ struct Run {
     filled_rss: f64,
     /// Own consumes over [`SLOW_NS`], with what they did (`--slowest`).
     slow: Vec<Slow>,
+    /// Own consumes by how many expired entries they removed (`--slowest`).
+    expired: [u64; EXPIRED_KINDS],
+    /// The memory no-op's own times, and how many of them page-faulted (`--slowest`).
+    touch_own: Vec<u32>,
+    touch_faults: u64,
+    /// Own consumes that did extra work (beyond removing expired entries): their times.
+    extra: Vec<u32>,
 }
+
+/// Counts of expired entries a consume removed, the last one "that many or more".
+const EXPIRED_KINDS: usize = 6;
 
 /// An own consume over [`SLOW_NS`]: its wall and CPU time, its page faults, whether it spanned
 /// a timer tick, and its shard before and after.
@@ -226,6 +237,17 @@ struct Slow {
 }
 
 impl Slow {
+    /// Whether it did more than remove expired entries and record its own.
+    fn extra(&self) -> bool {
+        let w = self.work();
+        !(w.is_empty() || w.ends_with("expired removed") && !w.contains(','))
+    }
+
+    /// Expired entries it removed.
+    fn expired(&self) -> usize {
+        (self.was.entries + 1).saturating_sub(self.now.entries)
+    }
+
     /// The store's own extra work in this consume, if any.
     fn work(&self) -> String {
         let (was, now) = (&self.was, &self.now);
@@ -244,7 +266,7 @@ impl Slow {
         if now.made_in_consume > was.made_in_consume {
             w.push(format!("{} part(s) made in a consume", now.made_in_consume - was.made_in_consume));
         }
-        let expired = (was.entries + 1).saturating_sub(now.entries);
+        let expired = self.expired();
         if expired > 0 {
             w.push(format!("{expired} expired removed"));
         }
@@ -254,12 +276,9 @@ impl Slow {
 
 /// The `n` slowest own consumes and what they did; and how many over [`SLOW_NS`] page-faulted,
 /// spanned a tick or did extra work.
-fn print_slowest(slow: &mut [Slow], n: usize) {
+fn print_slowest(slow: &mut [Slow], n: usize, expired: &[u64; EXPIRED_KINDS]) {
     slow.sort_unstable_by_key(|s| std::cmp::Reverse(s.ns));
-    let extra = |s: &Slow| {
-        let w = s.work();
-        !(w.is_empty() || w.ends_with("expired removed") && !w.contains(','))
-    };
+    let extra = Slow::extra;
     println!(
         "own consumes ≥ {} µs: {}; page-faulted {}, spanning a timer tick {}, extra work (beyond expiry) {}",
         SLOW_NS / 1000,
@@ -268,9 +287,33 @@ fn print_slowest(slow: &mut [Slow], n: usize) {
         slow.iter().filter(|s| s.tick).count(),
         slow.iter().filter(|s| extra(s)).count()
     );
-    for s in slow.iter().take(n) {
+    // Whether removing expired entries (cold lines of the table and slab) goes with slow ones.
+    let mut by = [0u64; EXPIRED_KINDS];
+    for s in slow.iter() {
+        by[s.expired().min(EXPIRED_KINDS - 1)] += 1;
+    }
+    let total = expired.iter().sum::<u64>().max(1) as f64;
+    let share = |v: &[u64]| {
+        let sum = v.iter().sum::<u64>().max(1) as f64;
+        v.iter().map(|c| format!("{:.1}%", *c as f64 * 100.0 / sum)).collect::<Vec<_>>().join(" ")
+    };
+    println!(
+        "  expired entries removed 0..{}+: all own consumes {} ({total:.0}); own ≥ {} µs {}; the slowest {}: {}",
+        EXPIRED_KINDS - 1,
+        share(expired),
+        SLOW_NS / 1000,
+        share(&by),
+        n.min(slow.len()),
+        share(&slow.iter().take(n).fold([0u64; EXPIRED_KINDS], |mut a, s| {
+            a[s.expired().min(EXPIRED_KINDS - 1)] += 1;
+            a
+        }))
+    );
+    // The slowest, and any other slow one that did extra work.
+    for (i, s) in slow.iter().enumerate().filter(|(i, s)| *i < n || extra(s)) {
         println!(
-            "  {:>8.1} µs (CPU {:>7.1} µs) faults {:>2} tick {:<5} shard {:>4}: {}",
+            "{} {:>8.1} µs (CPU {:>7.1} µs) faults {:>2} tick {:<5} shard {:>4}: {}",
+            if i < n { " " } else { "+" },
             f64::from(s.ns) / 1000.0,
             s.cpu_ns as f64 / 1000.0,
             s.faults,
@@ -376,7 +419,14 @@ fn timed(f: impl FnOnce()) -> Timed {
 
 /// Consume `ops` fresh keys after `warm` untimed ones, `rate` per simulated second (and time
 /// the no-op between them if `floor`).
-fn run(store: &dyn NonceStore, memory: Option<&MemoryStore>, warm: u64, ops: u64, rate: u64, floor: bool) -> Run {
+fn run(
+    store: &dyn NonceStore,
+    memory: Option<&MemoryStore>,
+    warm: u64,
+    ops: u64,
+    rate: u64,
+    floor: bool,
+) -> Run {
     let mut k = String::with_capacity(64);
     let at = |i: u64| T0 + i / rate;
     // The last 10,000 untimed consumes, each timed, give the mean consume the no-op is as long
@@ -397,6 +447,8 @@ fn run(store: &dyn NonceStore, memory: Option<&MemoryStore>, warm: u64, ops: u64
     let rounds = spin_rounds(floor_ns * FLOOR_EVERY as f64);
     // Every shard's state, to tell what each timed consume did to its own.
     let mut probe = memory.map(|m| (m, (0..m.shard_count()).map(|i| m.probe(i)).collect::<Vec<_>>()));
+    let filled_rss = rss_mb();
+    let mut touch = memory.map(|_| Touch::new(filled_rss));
     let tick = tick();
     let at_tick = |start, ns| ns >= SLOW_NS && tick.as_ref().is_some_and(|t| t.within(start, ns));
     let mut r = Run {
@@ -409,8 +461,12 @@ fn run(store: &dyn NonceStore, memory: Option<&MemoryStore>, warm: u64, ops: u64
         floor_slow_at_tick: 0,
         faulted: Vec::new(),
         stolen: Vec::new(),
-        filled_rss: rss_mb(),
+        filled_rss,
         slow: Vec::new(),
+        expired: [0; EXPIRED_KINDS],
+        touch_own: Vec::new(),
+        touch_faults: 0,
+        extra: Vec::new(),
     };
     for i in warm..warm + ops {
         key(i, &mut k);
@@ -439,8 +495,15 @@ fn run(store: &dyn NonceStore, memory: Option<&MemoryStore>, warm: u64, ops: u64
             // What the consume did to its shard, from the shard's state before and after.
             let now = m.probe(m.shard_of(&k));
             let was = std::mem::replace(&mut last[now.shard], now);
-            if let Some((ns, faults, cpu_ns, tick)) = own.filter(|o| o.0 >= SLOW_NS) {
-                r.slow.push(Slow { ns, faults, cpu_ns, tick, was, now });
+            if let Some((ns, faults, cpu_ns, tick)) = own {
+                let slow = Slow { ns, faults, cpu_ns, tick, was, now };
+                r.expired[slow.expired().min(EXPIRED_KINDS - 1)] += 1;
+                if slow.extra() {
+                    r.extra.push(ns);
+                }
+                if ns >= SLOW_NS {
+                    r.slow.push(slow);
+                }
             }
         }
         if !floor || i % FLOOR_EVERY != 0 {
@@ -454,8 +517,43 @@ fn run(store: &dyn NonceStore, memory: Option<&MemoryStore>, warm: u64, ops: u64
                 r.floor_slow_at_tick += u64::from(at_tick(start, ns));
             }
         }
+        if let Some(t) = touch.as_mut()
+            && let Timed::Own { ns, faults, .. } = timed(|| t.touch(FLOOR_EVERY as usize * TOUCHES))
+        {
+            r.touch_own.push(ns);
+            r.touch_faults += u64::from(faults > 0);
+        }
     }
     r
+}
+
+/// Random cache lines a consume writes or reads, about: its shard, table (control byte and
+/// slot), slab slot and queue, and as many for each expired entry it removes.
+const TOUCHES: usize = 10;
+
+/// A buffer as large as the store, written long before: a no-op that writes random lines of it
+/// touches memory as a consume does, without the store's code (`--slowest`).
+struct Touch {
+    buf: Vec<u64>,
+    x: u64,
+}
+
+impl Touch {
+    fn new(mb: f64) -> Self {
+        let buf = vec![1u64; (mb * 131_072.0) as usize + 1];
+        Self { buf, x: 0x9e37_79b9_7f4a_7c15 }
+    }
+
+    fn touch(&mut self, n: usize) {
+        for _ in 0..n {
+            // xorshift64
+            self.x ^= self.x << 13;
+            self.x ^= self.x >> 7;
+            self.x ^= self.x << 17;
+            let i = (self.x % self.buf.len() as u64) as usize;
+            self.buf[i] = self.buf[i].wrapping_add(1);
+        }
+    }
 }
 
 fn pct(sorted: &[u32], p: f64) -> f64 {
@@ -498,7 +596,8 @@ fn main() {
     if let Some(m) = &memory {
         stores.push(("memory", m));
     }
-    let sqlite = (o.store == "all" || o.store == "sqlite").then(|| SqliteStore::open(dir.join("nonces.db")).unwrap());
+    let sqlite =
+        (o.store == "all" || o.store == "sqlite").then(|| SqliteStore::open(dir.join("nonces.db")).unwrap());
     if let Some(s) = &sqlite {
         stores.push(("sqlite", s));
     }
@@ -556,7 +655,27 @@ fn main() {
             o.rows, o.ops, a[0], a[1], a[2], a[3], w[0], w[1], w[2], w[3], r.filled_rss,
         );
         if memory.is_some() {
-            print_slowest(&mut r.slow, o.slowest);
+            let slow = over(&r.touch_own);
+            let t = summary(&mut r.touch_own);
+            println!(
+                "touch: {FLOOR_EVERY} consumes' worth of random line writes ({}) over a buffer as large as the \
+                 process, after every {FLOOR_EVERY}th consume: own p50 {:.1} p99.9 {:.1} max {:.1} µs; own ≥ {} µs: {slow}; \
+                 page-faulted {}",
+                FLOOR_EVERY as usize * TOUCHES,
+                t[0],
+                t[2],
+                t[3],
+                SLOW_NS / 1000,
+                r.touch_faults
+            );
+            let e = summary(&mut r.extra);
+            println!(
+                "own consumes that did extra work: {}, p50 {:.1} max {:.1} µs",
+                r.extra.len(),
+                e[0],
+                e[3]
+            );
+            print_slowest(&mut r.slow, o.slowest, &r.expired);
         }
     }
     drop(stores);
