@@ -27,7 +27,10 @@
 //! `... -- --slowest 20` also prints the memory store's 20 slowest own consumes and what each
 //! did (page faults, a timer tick, its shard's table rebuilt, its slab or queue lengthened, a
 //! part made inside the consume, expired entries removed), from its shard's state read after
-//! every timed consume (outside the timing).
+//! every timed consume (outside the timing); and times a memory no-op beside the register one,
+//! random line writes over an old buffer as large as the process: as many as 8 consumes make
+//! after every 8th consume, and as many as one makes after every consume (as many timings, as
+//! short, as the consumes).
 //!
 //! `... --example store_latency -- --rss` instead prints the resident memory of a process
 //! holding one default memory store (no other store made) when made and at 1,000, 10,000,
@@ -220,6 +223,8 @@ struct Run {
     touch_faults: u64,
     /// Own consumes that did extra work (beyond removing expired entries): their times.
     extra: Vec<u32>,
+    /// The memory no-op of one consume's lines, timed after every consume: its own times.
+    touch_each: Vec<u32>,
 }
 
 /// Counts of expired entries a consume removed, the last one "that many or more".
@@ -467,6 +472,7 @@ fn run(
         touch_own: Vec::new(),
         touch_faults: 0,
         extra: Vec::new(),
+        touch_each: Vec::new(),
     };
     for i in warm..warm + ops {
         key(i, &mut k);
@@ -505,6 +511,13 @@ fn run(
                     r.slow.push(slow);
                 }
             }
+        }
+        // A consume's worth of the memory no-op after every consume: as many timings, as long
+        // and touching as many random lines as the consumes.
+        if let Some(t) = touch.as_mut()
+            && let Timed::Own { ns, .. } = timed(|| t.touch(TOUCHES))
+        {
+            r.touch_each.push(ns);
         }
         if !floor || i % FLOOR_EVERY != 0 {
             continue;
@@ -667,6 +680,16 @@ fn main() {
                 t[3],
                 SLOW_NS / 1000,
                 r.touch_faults
+            );
+            let slow = over(&r.touch_each);
+            let t = summary(&mut r.touch_each);
+            println!(
+                "touch: one consume's worth ({TOUCHES}) after every consume: own p50 {:.1} p99.9 {:.1} max {:.1} µs; \
+                 own ≥ {} µs: {slow}",
+                t[0],
+                t[2],
+                t[3],
+                SLOW_NS / 1000
             );
             let e = summary(&mut r.extra);
             println!(
