@@ -106,7 +106,7 @@ impl ResponseWatch {
             paid.settle(py, status, false, false)?;
             return Ok(None);
         }
-        let receipt = PyBytes::new(py, paid.payment_ref().get().receipt.as_bytes());
+        let receipt = PyBytes::new(py, paid.payment_ref().get().receipt().as_bytes());
         // A new list: the app may reuse its own (Starlette passes response.raw_headers).
         let headers = match get(msg, pyo3::intern!(py, "headers"))? {
             Some(theirs) => match theirs.cast::<PyList>() {

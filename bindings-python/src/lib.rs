@@ -333,56 +333,126 @@ fn amount_from_py(
 /// Verified payment facts, handed to the route handler.
 #[pyclass(frozen, module = "vlexivo._native", name = "Payment")]
 pub struct Payment {
-    #[pyo3(get)]
-    payer: String,
-    #[pyo3(get)]
-    amount: String,
-    #[pyo3(get)]
-    currency: String,
-    #[pyo3(get)]
-    tx_hash: String,
-    #[pyo3(get)]
-    nonce: String,
+    /// The facts' text in one allocation per paid request, not one per fact: each text fact in
+    /// [`Payment::FACTS`] order, then core's `Vlexivo-Receipt` value for them.
+    text: String,
+    /// Where each text fact ends in `text`; the receipt runs from the last to the end.
+    ends: [usize; Payment::FACTS],
     #[pyo3(get)]
     paid_at: u64,
     #[pyo3(get)]
     expires_at: u64,
-    #[pyo3(get)]
-    resource: String,
-    /// The nonce-store key (release it if the handler fails).
-    #[pyo3(get)]
-    store_key: String,
+}
+
+impl Payment {
+    const FACTS: usize = 7;
+    const PAYER: usize = 0;
+    const AMOUNT: usize = 1;
+    const CURRENCY: usize = 2;
+    const TX_HASH: usize = 3;
+    const NONCE: usize = 4;
+    const RESOURCE: usize = 5;
+    const STORE_KEY: usize = 6;
+
+    /// The facts of a payment core took, copied once from the token (`Paywall::verify_with`).
+    fn from_paid(p: &vpaywall::PaidRef<'_>) -> Self {
+        let facts = [p.payer, p.amount, p.currency, p.tx_hash, p.nonce, p.resource, p.store_key];
+        // The receipt repeats five of the facts with their names (under 64 bytes): room for it
+        // too, so that writing it does not grow the text.
+        let len: usize = facts.iter().map(|f| f.len()).sum();
+        let mut text = String::with_capacity(2 * len + 64);
+        let mut ends = [0; Self::FACTS];
+        for (end, fact) in ends.iter_mut().zip(facts) {
+            text.push_str(fact);
+            *end = text.len();
+        }
+        p.write_receipt(&mut text);
+        Self { text, ends, paid_at: p.paid_at, expires_at: p.expires_at }
+    }
+
+    fn fact(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.text[start..self.ends[i]]
+    }
+
+    /// The nonce-store handle (release it if the handler fails).
+    pub(crate) fn store_key(&self) -> &str {
+        self.fact(Self::STORE_KEY)
+    }
+
     /// Core's `Vlexivo-Receipt` value for these facts.
-    receipt: String,
+    pub(crate) fn receipt(&self) -> &str {
+        &self.text[self.ends[Self::FACTS - 1]..]
+    }
 }
 
 #[pymethods]
 impl Payment {
-    /// The `Vlexivo-Receipt` header value.
     #[getter]
-    fn receipt(&self) -> &str {
-        &self.receipt
+    fn payer(&self) -> &str {
+        self.fact(Self::PAYER)
+    }
+
+    #[getter]
+    fn amount(&self) -> &str {
+        self.fact(Self::AMOUNT)
+    }
+
+    #[getter]
+    fn currency(&self) -> &str {
+        self.fact(Self::CURRENCY)
+    }
+
+    #[getter]
+    fn tx_hash(&self) -> &str {
+        self.fact(Self::TX_HASH)
+    }
+
+    #[getter]
+    fn nonce(&self) -> &str {
+        self.fact(Self::NONCE)
+    }
+
+    #[getter]
+    fn resource(&self) -> &str {
+        self.fact(Self::RESOURCE)
+    }
+
+    /// The nonce-store key (release it if the handler fails).
+    #[getter(store_key)]
+    fn py_store_key(&self) -> &str {
+        self.store_key()
+    }
+
+    /// The `Vlexivo-Receipt` header value.
+    #[getter(receipt)]
+    fn py_receipt(&self) -> &str {
+        self.receipt()
     }
 
     /// The facts as a dict; `camel=True` gives the JS/JSON names (`txHash`, `paidAt`, …).
     #[pyo3(signature = (camel = false))]
     fn to_dict<'py>(&self, py: Python<'py>, camel: bool) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
-        d.set_item("payer", &self.payer)?;
-        d.set_item("amount", &self.amount)?;
-        d.set_item("currency", &self.currency)?;
-        d.set_item(if camel { "txHash" } else { "tx_hash" }, &self.tx_hash)?;
-        d.set_item("nonce", &self.nonce)?;
+        d.set_item("payer", self.payer())?;
+        d.set_item("amount", self.amount())?;
+        d.set_item("currency", self.currency())?;
+        d.set_item(if camel { "txHash" } else { "tx_hash" }, self.tx_hash())?;
+        d.set_item("nonce", self.nonce())?;
         d.set_item(if camel { "paidAt" } else { "paid_at" }, self.paid_at)?;
         d.set_item(if camel { "expiresAt" } else { "expires_at" }, self.expires_at)?;
-        d.set_item("resource", &self.resource)?;
+        d.set_item("resource", self.resource())?;
         Ok(d)
     }
 
     fn __repr__(&self) -> String {
         format!(
             "Payment(payer={:?}, amount={:?}, currency={:?}, tx_hash={:?}, resource={:?})",
-            self.payer, self.amount, self.currency, self.tx_hash, self.resource
+            self.payer(),
+            self.amount(),
+            self.currency(),
+            self.tx_hash(),
+            self.resource()
         )
     }
 }
@@ -480,21 +550,8 @@ impl Paywall {
         now: Option<u64>,
     ) -> PyResult<Payment> {
         let store = &*self.store;
-        let run = || self.inner.verify(proof, req, price, now_or_system(now), store);
-        let facts = if self.detach { py.detach(run) } else { run() }.py_err(py)?;
-        let receipt = vpaywall::Paywall::receipt(&facts);
-        Ok(Payment {
-            receipt,
-            payer: facts.payer,
-            amount: facts.amount,
-            currency: facts.currency,
-            tx_hash: facts.tx_hash,
-            nonce: facts.nonce,
-            paid_at: facts.paid_at,
-            expires_at: facts.expires_at,
-            resource: facts.resource,
-            store_key: facts.store_key,
-        })
+        let run = || self.inner.verify_with(proof, req, price, now_or_system(now), store, Payment::from_paid);
+        if self.detach { py.detach(run) } else { run() }.py_err(py)
     }
 
     /// [`Paywall::verify_scope`] of a dict scope (the ASGI middleware's native entry calls it too).
@@ -1556,6 +1613,30 @@ mod tests {
         assert_eq!(latin1(b"/caf\xe9"), "/caf\u{e9}");
         // UTF-8 bytes are two Latin-1 characters each, as Python's decode("latin-1") gives.
         assert_eq!(latin1("é".as_bytes()), "\u{c3}\u{a9}");
+    }
+
+    #[test]
+    fn a_payment_holds_each_fact_and_cores_receipt() {
+        let paid = vpaywall::PaidRef {
+            payer: "0x1111111111111111111111111111111111111111",
+            amount: "0.001",
+            currency: "USDC",
+            tx_hash: "0x2222222222222222222222222222222222222222222222222222222222222222",
+            nonce: "n_3333",
+            paid_at: 1,
+            expires_at: 2,
+            resource: "GET http://api.test/hello",
+            store_key: "acct_44:n_3333~0000000000000005",
+        };
+        let p = Payment::from_paid(&paid);
+        let facts =
+            (p.payer(), p.amount(), p.currency(), p.tx_hash(), p.nonce(), p.resource(), p.store_key());
+        assert_eq!(
+            facts,
+            (paid.payer, paid.amount, paid.currency, paid.tx_hash, paid.nonce, paid.resource, paid.store_key)
+        );
+        assert_eq!((p.paid_at, p.expires_at), (1, 2));
+        assert_eq!(p.receipt(), vpaywall::Paywall::receipt(&paid.to_facts()));
     }
 
     #[test]

@@ -99,7 +99,7 @@ impl Paid {
         if self.released.swap(true, Ordering::Relaxed) {
             return Ok(());
         }
-        let key = self.payment.get().store_key.as_str();
+        let key = self.payment.get().store_key();
         // Through the method, as Python calls it: a panic in the store arrives as a
         // PanicException, which is logged like a store's error.
         match self.native.bind(py).call_method1(pyo3::intern!(py, "release"), (key,)) {
