@@ -19,8 +19,8 @@ requests. Without wrk a bounded Python generator is used.
 
 Rounds alternate the order (bare, paid, then paid, bare: ABBA), so drift in the machine's load
 falls on both alike. Reported: the server CPU µs per request the paywall adds (robust to other
-load), the median of per-round throughput ratios, and the CPU ratio; then one `BENCH {json}`
-line for scripts/bench.sh."""
+load), the median of per-round throughput ratios, the CPU ratio and the server's minor page
+faults per request (every thread's); then one `BENCH {json}` line for scripts/bench.sh."""
 
 from __future__ import annotations
 
@@ -94,11 +94,22 @@ def start(app: str, module: str, stack: str) -> tuple[subprocess.Popen[bytes], s
     return proc, url
 
 
+def stat_fields(pid: int) -> list[str]:
+    """A process's /proc/<pid>/stat fields after its name (Linux), counted over every thread."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc): the server's own cost, which other
-    load on a shared machine does not inflate the way it inflates wall-clock throughput."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """User + system CPU time of a process: the server's own cost, which other load on a shared
+    machine does not inflate the way it inflates wall-clock throughput."""
+    fields = stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def minor_faults(pid: int) -> int:
+    """Minor page faults of a process so far: a first touch of a page costs microseconds on a VM,
+    so a fault per request would show in the CPU figure."""
+    return int(stat_fields(pid)[7])
 
 
 def run_wrk(url: str, tokens: Path, duration: int, connections: int, threads: int) -> tuple[float, int]:
@@ -177,6 +188,7 @@ def main() -> None:
     now = _native.now()
     results: dict[str, list[float]] = {"bare": [], "paid": []}
     cpu_us: dict[str, list[float]] = {"bare": [], "paid": []}
+    faults: dict[str, list[float]] = {"bare": [], "paid": []}
     with tempfile.TemporaryDirectory() as tmp:
 
         def mint(tag: str, count: int) -> Path:
@@ -199,19 +211,21 @@ def main() -> None:
                 try:
                     if use_wrk:
                         run_wrk(url, warm, 1, 4, 1)
-                        c0 = cpu_seconds(proc.pid)
+                        c0, f0 = cpu_seconds(proc.pid), minor_faults(proc.pid)
                         rps, bad = run_wrk(url, run, args.duration, args.connections, args.threads)
                     else:
                         run_python(url, warm, 1, 4)
-                        c0 = cpu_seconds(proc.pid)
+                        c0, f0 = cpu_seconds(proc.pid), minor_faults(proc.pid)
                         rps, bad = run_python(url, run, args.duration, args.connections)
                     served = rps * args.duration
                     cpu_us[app].append((cpu_seconds(proc.pid) - c0) / served * 1e6)
+                    faults[app].append((minor_faults(proc.pid) - f0) / served)
                 finally:
                     proc.terminate()
                     proc.wait(timeout=10)
                 print(
                     f"round {rnd} {app:<5} {rps:9.0f} req/s   server CPU {cpu_us[app][-1]:6.1f} µs/req   "
+                    f"minor faults {faults[app][-1]:.4f}/req   "
                     f"non-2xx: {bad}",
                     flush=True,
                 )
@@ -235,6 +249,8 @@ def main() -> None:
         f"server CPU per request (median): bare {cb:.1f} µs, paid {cp:.1f} µs (+{cp - cb:.1f} µs); "
         f"capacity ratio paid/bare = {cb / cp:.3f}"
     )
+    fb, fp = statistics.median(faults["bare"]), statistics.median(faults["paid"])
+    print(f"server minor page faults per request (median): bare {fb:.4f}, paid {fp:.4f}")
     spread = (max(results["bare"]) - min(results["bare"])) / statistics.median(results["bare"]) * 100
     bench = {
         "bench": args.framework,
@@ -249,6 +265,8 @@ def main() -> None:
         "bare_rps": statistics.median(results["bare"]),
         "paid_rps": statistics.median(results["paid"]),
         "bare_spread_pct": spread,
+        "bare_faults_per_req": fb,
+        "paid_faults_per_req": fp,
     }
     print("BENCH " + json.dumps(bench))
 
