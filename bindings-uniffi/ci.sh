@@ -37,8 +37,12 @@ cargo build -q -p vlexivo-uniffi --features cli --lib --bins --examples
 if [ ! -x "$vlexivo" ]; then
   cargo build -q -p vlexivo-facilitator --bin vlexivo
 fi
-# The throwaway CA of the HTTPS tests.
-cargo build -q -p vlexivo-facilitator --example test_pki
+# The throwaway CA of the HTTPS tests. The test command (which names the facilitator it built)
+# built it too, in `cargo test`: built here with this crate's features alone, it would compile
+# alloy and its dependents again.
+if [ -z "${VLEXIVO_BIN:-}" ] || [ ! -x "$target/debug/examples/test_pki" ]; then
+  cargo build -q -p vlexivo-facilitator --example test_pki
+fi
 mkdir -p "$build"
 if ! cargo test -q -p vlexivo-uniffi --features cli >"$build/cargo-test.log" 2>&1; then
   cat "$build/cargo-test.log"

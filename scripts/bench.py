@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -244,11 +245,27 @@ BENCHES: dict[str, tuple[str, Callable[[Ctx], Values]]] = {
 }
 
 
+def wrk_ready() -> None:
+    """The Python load rows are measured with wrk (Debian's package): without it bench_load.py
+    falls back to a Python load generator, whose figures are not the README's."""
+    if shutil.which("wrk"):
+        return
+    if os.geteuid() != 0:
+        sys.exit("the FastAPI and Django rows are measured with wrk: apt-get install wrk")
+    log("installing wrk (Debian package)")
+    if not any(p.name != "lock" for p in Path("/var/lib/apt/lists").glob("*")):
+        sh(["apt-get", "update", "-qq"])
+    sh(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "wrk"],
+       env={"DEBIAN_FRONTEND": "noninteractive"})
+
+
 def build(ctx: Ctx, only: list[str]) -> None:
     if any(b.startswith("node") for b in only):
         node_ready(ctx)
     if any(b.startswith("py") for b in only):
         python_ready(ctx)
+    if ctx.release and any(b.startswith(("py-load", "py-django")) for b in only):
+        wrk_ready()
     if not ctx.release:
         return
     log("building release")
