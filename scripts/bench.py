@@ -414,6 +414,9 @@ def make_table(runs: list[dict[str, Values]]) -> Table:
           f"({spread(v('payments', 'base_p50_ms'), ms)}); "
           f"p99/p50 {spread(d('payments', lambda r: r['paid_p99_ms'] / r['paid_p50_ms']), times)}",
           "p50 ≤ 3 ms; p99 ≤ 3× p50")
+    t.row("the disk alone, just before the paid calls: 8 pages written + fsync (what each paid call waits for "
+          "before its answer), p50 / p99", pay,
+          f"{spread(v('payments', 'disk_fsync_p50_ms'), ms)} / {spread(v('payments', 'disk_fsync_p99_ms'), ms)}")
     t.row("paid call: waits for a CPU (run queue of both processes' threads during a call) p50 / p99; "
           "slow calls (> 3× p50) that waited at least half their excess; threads put on a CPU per call", pay,
           f"{spread(v('payments', 'paid_wait_p50_ms'), ms)} / {spread(v('payments', 'paid_wait_p99_ms'), ms)}; "
