@@ -143,10 +143,11 @@ for (const [name] of scenarios) {
 }
 if (DIAG) {
   // Per round: µs per request on the event loop's thread / the store's helper / other threads,
-  // requests per wait of the event loop, preemptions per 1k requests, GC ms per 1k requests.
+  // requests per wait of the event loop, preemptions and minor page faults per 1k requests, GC ms
+  // per 1k requests.
   const f = (d) =>
-    `${(d.mainNs / 1e3).toFixed(2)}/${(d.storeNs / 1e3).toFixed(2)}/${(d.otherNs / 1e3).toFixed(2)} ${(1 / d.waits).toFixed(1)}r/w ${(d.preempted * 1e3).toFixed(1)}p ${((d.minorMs + d.majorMs + d.incrementalMs) * 1e3).toFixed(1)}gc ${(d.major * 1e3).toFixed(2)}M ${d.heapMb.toFixed(0)}/${d.rssMb.toFixed(0)}MB young ${d.youngMb.toFixed(1)}MB ${(d.minor * 1e3).toFixed(1)}s/k`;
-  console.log('\nper round (µs/request on loop/store/other threads, requests per loop wait, preemptions, GC ms and major GCs per 1k requests, heap/RSS, young generation, scavenges per 1k requests):');
+    `${(d.mainNs / 1e3).toFixed(2)}/${(d.storeNs / 1e3).toFixed(2)}/${(d.otherNs / 1e3).toFixed(2)} ${(1 / d.waits).toFixed(1)}r/w ${(d.preempted * 1e3).toFixed(1)}p ${(d.faults * 1e3).toFixed(0)}f ${((d.minorMs + d.majorMs + d.incrementalMs) * 1e3).toFixed(1)}gc ${(d.major * 1e3).toFixed(2)}M ${d.heapMb.toFixed(0)}/${d.rssMb.toFixed(0)}MB young ${d.youngMb.toFixed(1)}MB ${(d.minor * 1e3).toFixed(1)}s/k`;
+  console.log('\nper round (µs/request on loop/store/other threads, requests per loop wait, preemptions and minor page faults per 1k requests, GC ms and major GCs per 1k requests, heap/RSS, young generation, scavenges per 1k requests):');
   for (const [name] of scenarios) {
     const s = state[name];
     s.diag.forEach((d, i) => console.log(`${name.padEnd(20)} ${String(i + 1).padStart(2)} ${s.cpuPerReq[i].toFixed(2).padStart(6)} µs  ${f(d)}`));
