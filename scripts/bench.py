@@ -45,6 +45,20 @@ def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def machine() -> str:
+    """The CPU model, and whether the kernel runs under a hypervisor: the same code measures
+    very differently on another host (page faults, syscalls and TLB misses above all)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                  if line.startswith("model name")), "")
+    flags = next((line for line in info.splitlines() if line.startswith("flags")), "")
+    guest = " hypervisor" in flags
+    return f" ({model}{', a virtual machine' if guest else ''})" if model else ""
+
+
 def load_average() -> float:
     return os.getloadavg()[0]
 
@@ -519,7 +533,7 @@ def main() -> None:
         results.append(res)
     table = make_table(results)
     cpu = os.cpu_count()
-    note = (f"{runs} run{'s' if runs > 1 else ''} of `scripts/bench.sh` on {cpu} cores, "
+    note = (f"{runs} run{'s' if runs > 1 else ''} of `scripts/bench.sh` on {cpu} cores{machine()}, "
             f"{time.strftime('%Y-%m-%d')}; 1-minute load average at the start of each run: "
             f"{', '.join(f'{x:.1f}' for x in loads)}; {round((time.time() - started) / 60)} min.")
     print()
