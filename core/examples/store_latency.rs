@@ -244,8 +244,12 @@ struct Slow {
 impl Slow {
     /// Whether it did more than remove expired entries and record its own.
     fn extra(&self) -> bool {
-        let w = self.work();
-        !(w.is_empty() || w.ends_with("expired removed") && !w.contains(','))
+        let (was, now) = (&self.was, &self.now);
+        (!was.sized && now.sized)
+            || now.table_capacity > was.table_capacity + 1
+            || now.segments > was.segments
+            || now.blocks > was.blocks
+            || now.made_in_consume > was.made_in_consume
     }
 
     /// Expired entries it removed.
