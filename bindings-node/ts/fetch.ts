@@ -30,6 +30,7 @@ import {
   paymentOf,
   pick,
   type Decision,
+  type PaidFacts,
   type PaywallOptions,
   type Rejection,
   type RequestOrigin,
@@ -118,6 +119,23 @@ function withHeaders(response: Response, set: [string, string][]): Response {
   }
 }
 
+/**
+ * A paid request's end with a response of `status` (core's policy): its nonce (`storeKey`) is
+ * released on `route`, or kept. True when that response carries the receipt.
+ */
+function kept(route: PaidRoute<any>, storeKey: string, status: number): boolean {
+  if (releases(status, false, true)) {
+    route.release(storeKey);
+    return false;
+  }
+  return sendsReceipt(status);
+}
+
+/** A paid request's handler threw: its nonce is released when core's policy says so. */
+function released(route: PaidRoute<any>, storeKey: string): void {
+  if (releases(0, true, false)) route.release(storeKey);
+}
+
 /** One paid route over WHATWG requests. `Req` is what the price resolver receives. */
 export class FetchPaywall<Req = Request> {
   readonly server: VlexivoServer;
@@ -153,6 +171,22 @@ export class FetchPaywall<Req = Request> {
     readBody?: () => Promise<ArrayBuffer>,
     nodeHeaders?: IncomingHttpHeaders,
   ): FetchPayment | Response | null | Promise<FetchPayment | Response | null> {
+    const a = this.admitNow(request, input, readBody, nodeHeaders);
+    return isThenable(a) ? a.then((x) => this.#payment(request, x)) : this.#payment(request, a);
+  }
+
+  /**
+   * `protectNow` that leaves a paid request's facts in their native form and registers nothing:
+   * for an adapter that settles the payment itself (`keeps`, `failed`), so `getPayment`,
+   * `complete` and `fail` do not know it.
+   * @internal
+   */
+  admitNow(
+    request: Request,
+    input?: Req,
+    readBody?: () => Promise<ArrayBuffer>,
+    nodeHeaders?: IncomingHttpHeaders,
+  ): PaidFacts | Response | null | Promise<PaidFacts | Response | null> {
     const method = request.method.toUpperCase();
     if (isFreeRequest(method, header(request, nodeHeaders, 'access-control-request-method') !== undefined)) return null;
     const { origin, path } = fetchTarget(request, nodeHeaders);
@@ -160,7 +194,7 @@ export class FetchPaywall<Req = Request> {
     const proof = header(request, nodeHeaders, PROOF_HEADER);
     if (route.resolver === undefined && !route.bindBody) {
       const r = route.authorize(proof, method, path, origin, route.price, undefined, undefined);
-      return isThenable(r) ? r.then((d) => this.#paid(request, d)) : this.#paid(request, r);
+      return isThenable(r) ? r.then((d) => this.#admitted(request, d)) : this.#admitted(request, r);
     }
     return this.#priced(request, input, readBody, nodeHeaders, method, origin, path, proof);
   }
@@ -175,7 +209,7 @@ export class FetchPaywall<Req = Request> {
     origin: RequestOrigin,
     path: string,
     proof: string | undefined,
-  ): Promise<FetchPayment | Response> {
+  ): Promise<PaidFacts | Response> {
     const route = this.route;
     let price: unknown = route.price;
     let hint: string | undefined;
@@ -197,13 +231,18 @@ export class FetchPaywall<Req = Request> {
     }
     let r: Decision | Promise<Decision> = route.authorize(proof, method, path, origin, price, body, hint);
     if (isThenable(r)) r = await r;
-    return this.#paid(request, r);
+    return this.#admitted(request, r);
   }
 
-  /** The payment of a paid decision (its settlement pending), or the refusal's response. */
-  #paid(request: Request, r: Decision): FetchPayment | Response {
-    if (!isPaid(r)) return rejectionResponse(this.route, request, r);
-    const payment = paymentOf(r);
+  /** A paid decision's facts, or the refusal's response. */
+  #admitted(request: Request, r: Decision): PaidFacts | Response {
+    return isPaid(r) ? r : rejectionResponse(this.route, request, r);
+  }
+
+  /** The payment of admitted facts (its settlement pending, `getPayment` knows it). */
+  #payment(request: Request, a: PaidFacts | Response | null): FetchPayment | Response | null {
+    if (a === null || a instanceof Response) return a;
+    const payment = paymentOf(a);
     SETTLEMENTS.set(payment, { route: this.route, settled: false });
     PAYMENTS.set(request, payment);
     return payment;
@@ -212,14 +251,27 @@ export class FetchPaywall<Req = Request> {
   /** Settle the payment for a response with `status` (core's policy); true when that response carries the receipt. */
   #settle(payment: VlexivoPayment, status: number): boolean {
     const s = SETTLEMENTS.get(payment);
-    if (s !== undefined && !s.settled) {
-      s.settled = true;
-      if (releases(status, false, true)) {
-        s.route.release(payment.storeKey);
-        return false;
-      }
-    }
-    return sendsReceipt(status);
+    if (s === undefined || s.settled) return sendsReceipt(status);
+    s.settled = true;
+    return kept(s.route, payment.storeKey, status);
+  }
+
+  /**
+   * Settle a nonce (`storeKey`) its adapter tracks itself (see `admitNow`) for a response with
+   * `status`: released when core's policy says so, else kept. True when that response carries
+   * the receipt. Call once per payment.
+   * @internal
+   */
+  keeps(storeKey: string, status: number): boolean {
+    return kept(this.route, storeKey, status);
+  }
+
+  /**
+   * `fail` for a nonce its adapter tracks itself (see `admitNow`): the handler threw.
+   * @internal
+   */
+  failed(storeKey: string): void {
+    released(this.route, storeKey);
   }
 
   /**
@@ -238,7 +290,16 @@ export class FetchPaywall<Req = Request> {
    */
   complete(payment: VlexivoPayment, response: Response, request?: Request): Response {
     if (!this.#settle(payment, response.status)) return response;
-    const set: [string, string][] = [[RECEIPT_HEADER, payment.receipt]];
+    return this.withReceipt(payment.receipt, response, request);
+  }
+
+  /**
+   * A response that keeps its payment, with the receipt (and for a cross-origin request the
+   * CORS expose header) on it.
+   * @internal
+   */
+  withReceipt(receipt: string, response: Response, request?: Request): Response {
+    const set: [string, string][] = [[RECEIPT_HEADER, receipt]];
     if (this.route.exposeHeaders && exposesHeaders(request?.headers.has('origin') === true)) {
       const v = exposeValue(response.headers.get('access-control-expose-headers'));
       if (v !== undefined) set.push(['Access-Control-Expose-Headers', v]);
@@ -251,7 +312,7 @@ export class FetchPaywall<Req = Request> {
     const s = SETTLEMENTS.get(payment);
     if (s === undefined || s.settled) return;
     s.settled = true;
-    if (releases(0, true, false)) s.route.release(payment.storeKey);
+    released(s.route, payment.storeKey);
   }
 
   /**

@@ -13,7 +13,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Context, MiddlewareHandler } from 'hono';
 import { FetchPaywall, FETCH_KEYS, type FetchPaywallOptions } from './fetch';
-import { isThenable, type VlexivoPayment } from './route';
+import { RECEIPT_HEADER, isThenable, paymentOf, type VlexivoPayment } from './route';
 import { VlexivoServer } from './server';
 
 /** Hono variables a paid request carries. */
@@ -42,25 +42,31 @@ export function paywall(options: VlexivoHonoOptions): MiddlewareHandler<{ Variab
     // receipt goes on Node's response: the fetch objects' Headers are never built.
     const node = nodeOf(c.env);
     const headers = node?.incoming.headers;
-    let paid = fp.protectNow(c.req.raw, c, () => c.req.arrayBuffer(), headers);
+    let paid = fp.admitNow(c.req.raw, c, () => c.req.arrayBuffer(), headers);
     if (isThenable(paid)) paid = await paid;
     if (paid instanceof Response) return paid;
     if (paid === null) {
       await next();
       return;
     }
-    c.set('vlxPayment', paid);
+    // The nonce is settled here, once, from what the handler did: the payment is kept in this
+    // call rather than registered for `complete`/`fail` (two WeakMap entries per request, which
+    // make every scavenge walk their tables).
+    const payment = paymentOf(paid);
+    c.set('vlxPayment', payment);
     await next();
     // Hono caught a throw from the handler and answered with its error handler's response.
     if (c.error !== undefined) {
-      fp.fail(paid);
+      fp.failed(payment.storeKey);
       return;
     }
+    if (!fp.keeps(payment.storeKey, c.res.status)) return;
     if (node !== undefined && headers?.origin === undefined) {
-      fp.completeOn(paid, c.res.status, node.outgoing);
+      // Node sends it with the response's own headers: the handler's `Response` is left as it is.
+      if (!node.outgoing.headersSent) node.outgoing.setHeader(RECEIPT_HEADER, payment.receipt);
       return;
     }
-    const res = fp.complete(paid, c.res, c.req.raw);
+    const res = fp.withReceipt(payment.receipt, c.res, c.req.raw);
     if (res !== c.res) c.res = res;
   };
 }
