@@ -194,6 +194,46 @@ test('hono: receipt, release on 5xx and CORS on @hono/node-server and through ap
   }
 });
 
+// On @hono/node-server the receipt joins the header object the server hands to Node's
+// writeHead, whatever the handler's response is made of; that object may be the handler's own
+// (a shared one here), which must not keep the receipt for the next response.
+test('hono on @hono/node-server: the receipt goes with every kind of response, and only with the paid one', async () => {
+  const app = new Hono();
+  const vlx = new VlexivoServer({ apiSecret: secret, origin: 'http://hono.test' });
+  const shared = { 'content-type': 'text/plain', 'x-shared': '1' };
+  const answers = {
+    json: (c) => c.json({ ok: true }),
+    text: (c) => c.text('ok'),
+    shared: () => new Response('ok', { headers: shared }),
+    stream: () => new Response(new ReadableStream({ start(s) { s.enqueue(new TextEncoder().encode('ok')); s.close(); } })),
+    empty: (c) => c.body(null, 200),
+  };
+  for (const [name, answer] of Object.entries(answers)) {
+    app.get(`/paid/${name}`, honoPaywall({ server: vlx, price: '0.01' }), answer);
+    app.get(`/free/${name}`, answer);
+  }
+  const server = await new Promise((resolve) => {
+    const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s));
+  });
+  const base = `http://127.0.0.1:${server.address().port}`;
+  try {
+    for (const name of Object.keys(answers)) {
+      const paid = await fetch(`${base}/paid/${name}`, { headers: { 'vlexivo-proof': mint(`GET http://hono.test/paid/${name}`) } });
+      assert.equal(paid.status, 200, name);
+      await paid.arrayBuffer();
+      assert.match(paid.headers.get('vlexivo-receipt') ?? '', /^tx=.*amount=0\.01/, name);
+      const free = await fetch(`${base}/free/${name}`);
+      assert.equal(free.status, 200, name);
+      await free.arrayBuffer();
+      assert.equal(free.headers.get('vlexivo-receipt'), null, `${name}: no receipt on a free response`);
+    }
+    assert.deepEqual(shared, { 'content-type': 'text/plain', 'x-shared': '1' });
+  } finally {
+    server.closeAllConnections?.();
+    await new Promise((r) => server.close(r));
+  }
+});
+
 test('option keys nobody reads are config_invalid in every new adapter', () => {
   for (const make of [
     () => koaPaywall({ apiSecret: secret, price: '0.01', pricer: 1 }),

@@ -136,6 +136,43 @@ function released(route: PaidRoute<any>, storeKey: string): void {
   if (releases(0, true, false)) route.release(storeKey);
 }
 
+const RECEIPT = Symbol('vlexivo.receipt');
+const WRITE_HEAD = Symbol('vlexivo.writeHead');
+type WriteHead = (this: ServerResponse, status: number, reason?: unknown, headers?: unknown) => ServerResponse;
+type Outgoing = ServerResponse & { [RECEIPT]?: string; [WRITE_HEAD]?: WriteHead };
+
+/**
+ * Send `receipt` with the headers a Node response writes next (unless they are gone already).
+ * It joins the header object its server hands to `writeHead` (a copy: the object may be the
+ * handler's `Response`'s): a `setHeader` before makes Node merge every header of that object
+ * through `setHeader` into a dictionary of its own, then enumerate it.
+ */
+export function receiptOn(outgoing: ServerResponse, receipt: string): void {
+  if (outgoing.headersSent) return;
+  const o = outgoing as Outgoing;
+  o[RECEIPT] = receipt;
+  o[WRITE_HEAD] = o.writeHead as WriteHead;
+  o.writeHead = writeHeadWithReceipt;
+}
+
+function writeHeadWithReceipt(this: Outgoing, status: number, reason?: unknown, headers?: unknown): ServerResponse {
+  const writeHead = this[WRITE_HEAD] as WriteHead;
+  // Once: whatever calls it again gets the response's own.
+  this.writeHead = writeHead;
+  const receipt = this[RECEIPT] as string;
+  // Node reads the header object from the third argument, or the second when it is not a reason.
+  const named = typeof reason === 'string';
+  const given = named ? headers : (headers ?? reason);
+  if (given === null || typeof given !== 'object' || Array.isArray(given)) {
+    this.setHeader(RECEIPT_HEADER, receipt);
+    return writeHead.call(this, status, reason, headers);
+  }
+  // Object.assign then a store: a computed key in an object literal is defined by V8's runtime.
+  const withReceipt: Record<string, unknown> = Object.assign({}, given as Record<string, unknown>);
+  withReceipt[RECEIPT_HEADER] = receipt;
+  return named ? writeHead.call(this, status, reason, withReceipt) : writeHead.call(this, status, withReceipt);
+}
+
 /** One paid route over WHATWG requests. `Req` is what the price resolver receives. */
 export class FetchPaywall<Req = Request> {
   readonly server: VlexivoServer;
@@ -281,7 +318,7 @@ export class FetchPaywall<Req = Request> {
    * Not for a cross-origin request (its expose header merges with the response's: use `complete`).
    */
   completeOn(payment: VlexivoPayment, status: number, outgoing: ServerResponse): void {
-    if (this.#settle(payment, status) && !outgoing.headersSent) outgoing.setHeader(RECEIPT_HEADER, payment.receipt);
+    if (this.#settle(payment, status)) receiptOn(outgoing, payment.receipt);
   }
 
   /**

@@ -12,8 +12,8 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Context, MiddlewareHandler } from 'hono';
-import { FetchPaywall, FETCH_KEYS, type FetchPaywallOptions } from './fetch';
-import { RECEIPT_HEADER, isThenable, paymentOf, type VlexivoPayment } from './route';
+import { FetchPaywall, FETCH_KEYS, receiptOn, type FetchPaywallOptions } from './fetch';
+import { isThenable, paymentOf, type VlexivoPayment } from './route';
 import { VlexivoServer } from './server';
 
 /** Hono variables a paid request carries. */
@@ -63,7 +63,7 @@ export function paywall(options: VlexivoHonoOptions): MiddlewareHandler<{ Variab
     if (!fp.keeps(payment.storeKey, c.res.status)) return;
     if (node !== undefined && headers?.origin === undefined) {
       // Node sends it with the response's own headers: the handler's `Response` is left as it is.
-      if (!node.outgoing.headersSent) node.outgoing.setHeader(RECEIPT_HEADER, payment.receipt);
+      receiptOn(node.outgoing, payment.receipt);
       return;
     }
     const res = fp.withReceipt(payment.receipt, c.res, c.req.raw);
