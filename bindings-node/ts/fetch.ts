@@ -64,6 +64,20 @@ export function getPayment(request: Request): VlexivoPayment | undefined {
   return PAYMENTS.get(request);
 }
 
+/** Distinct request methods whose upper case is remembered (as `policy.ts` bounds its memos). */
+const METHODS_MAX = 64;
+const UPPER = new Map<string, string>();
+
+/** A request's method in upper case, remembered: `toUpperCase` goes through V8's runtime. */
+function upperCase(method: string): string {
+  let u = UPPER.get(method);
+  if (u === undefined) {
+    u = method.toUpperCase();
+    if (UPPER.size < METHODS_MAX) UPPER.set(method, u);
+  }
+  return u;
+}
+
 /**
  * One request header: from Node's parsed headers when the server that made the `Request` hands
  * them over (a property read; @hono/node-server's `Request` materializes a `Headers` lookup per
@@ -224,7 +238,7 @@ export class FetchPaywall<Req = Request> {
     readBody?: () => Promise<ArrayBuffer>,
     nodeHeaders?: IncomingHttpHeaders,
   ): PaidFacts | Response | null | Promise<PaidFacts | Response | null> {
-    const method = request.method.toUpperCase();
+    const method = upperCase(request.method);
     if (isFreeRequest(method, header(request, nodeHeaders, 'access-control-request-method') !== undefined)) return null;
     const { origin, path } = fetchTarget(request, nodeHeaders);
     const route = this.route;

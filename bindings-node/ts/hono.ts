@@ -42,7 +42,8 @@ export function paywall(options: VlexivoHonoOptions): MiddlewareHandler<{ Variab
     // receipt goes on Node's response: the fetch objects' Headers are never built.
     const node = nodeOf(c.env);
     const headers = node?.incoming.headers;
-    let paid = fp.admitNow(c.req.raw, c, () => c.req.arrayBuffer(), headers);
+    // The body's bytes are read only for a body-bound proof (the closure is not made otherwise).
+    let paid = fp.admitNow(c.req.raw, c, fp.route.bindBody ? () => c.req.arrayBuffer() : undefined, headers);
     if (isThenable(paid)) paid = await paid;
     if (paid instanceof Response) return paid;
     if (paid === null) {
