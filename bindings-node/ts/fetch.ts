@@ -165,6 +165,8 @@ export function receiptOn(outgoing: ServerResponse, receipt: string): void {
   if (outgoing.headersSent) return;
   const o = outgoing as Outgoing;
   o[RECEIPT] = receipt;
+  // A second receipt for the same response replaces the first (as a second setHeader would).
+  if (o.writeHead === writeHeadWithReceipt) return;
   o[WRITE_HEAD] = o.writeHead as WriteHead;
   o.writeHead = writeHeadWithReceipt;
 }
@@ -327,8 +329,8 @@ export class FetchPaywall<Req = Request> {
 
   /**
    * `complete` for a handler's response that a Node server writes to `outgoing` (Hono on
-   * @hono/node-server): the receipt is set on `outgoing`, which Node sends with the response's
-   * own headers, so the handler's `Response` is left as it is (its `Headers` never built).
+   * @hono/node-server): the receipt goes with the headers `outgoing` writes next (`receiptOn`),
+   * so the handler's `Response` is left as it is (its `Headers` never built).
    * Not for a cross-origin request (its expose header merges with the response's: use `complete`).
    */
   completeOn(payment: VlexivoPayment, status: number, outgoing: ServerResponse): void {
