@@ -234,6 +234,27 @@ test('hono on @hono/node-server: the receipt goes with every kind of response, a
   }
 });
 
+test('hono: two paywalls of two servers on one route each take the proof; the response carries one receipt', async () => {
+  const app = new Hono();
+  const a = new VlexivoServer({ apiSecret: secret, origin: 'http://hono.test' });
+  const b = new VlexivoServer({ apiSecret: secret, origin: 'http://hono.test' });
+  app.use('/paid', honoPaywall({ server: a, price: '0.01' }));
+  app.get('/paid', honoPaywall({ server: b, price: '0.01' }), (c) => c.json({ ok: true }));
+  const server = await new Promise((resolve) => {
+    const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s));
+  });
+  const base = `http://127.0.0.1:${server.address().port}`;
+  try {
+    const ok = await fetch(`${base}/paid`, { headers: { 'vlexivo-proof': mint('GET http://hono.test/paid') } });
+    assert.equal(ok.status, 200);
+    assert.deepEqual(await ok.json(), { ok: true });
+    assert.match(ok.headers.get('vlexivo-receipt') ?? '', /^tx=[^,]*amount=0\.01/);
+  } finally {
+    server.closeAllConnections?.();
+    await new Promise((r) => server.close(r));
+  }
+});
+
 test('option keys nobody reads are config_invalid in every new adapter', () => {
   for (const make of [
     () => koaPaywall({ apiSecret: secret, price: '0.01', pricer: 1 }),
