@@ -194,6 +194,19 @@ test('hono: receipt, release on 5xx and CORS on @hono/node-server and through ap
   }
 });
 
+/** Serve a Hono app on @hono/node-server for `use(base)`, then close it. */
+async function onNodeServer(app, use) {
+  const server = await new Promise((resolve) => {
+    const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s));
+  });
+  try {
+    await use(`http://127.0.0.1:${server.address().port}`);
+  } finally {
+    server.closeAllConnections?.();
+    await new Promise((r) => server.close(r));
+  }
+}
+
 // On @hono/node-server the receipt joins the header object the server hands to Node's
 // writeHead, whatever the handler's response is made of; that object may be the handler's own
 // (a shared one here), which must not keep the receipt for the next response.
@@ -212,11 +225,7 @@ test('hono on @hono/node-server: the receipt goes with every kind of response, a
     app.get(`/paid/${name}`, honoPaywall({ server: vlx, price: '0.01' }), answer);
     app.get(`/free/${name}`, answer);
   }
-  const server = await new Promise((resolve) => {
-    const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s));
-  });
-  const base = `http://127.0.0.1:${server.address().port}`;
-  try {
+  await onNodeServer(app, async (base) => {
     for (const name of Object.keys(answers)) {
       const paid = await fetch(`${base}/paid/${name}`, { headers: { 'vlexivo-proof': mint(`GET http://hono.test/paid/${name}`) } });
       assert.equal(paid.status, 200, name);
@@ -228,10 +237,7 @@ test('hono on @hono/node-server: the receipt goes with every kind of response, a
       assert.equal(free.headers.get('vlexivo-receipt'), null, `${name}: no receipt on a free response`);
     }
     assert.deepEqual(shared, { 'content-type': 'text/plain', 'x-shared': '1' });
-  } finally {
-    server.closeAllConnections?.();
-    await new Promise((r) => server.close(r));
-  }
+  });
 });
 
 test('hono: two paywalls of two servers on one route each take the proof; the response carries one receipt', async () => {
@@ -240,19 +246,12 @@ test('hono: two paywalls of two servers on one route each take the proof; the re
   const b = new VlexivoServer({ apiSecret: secret, origin: 'http://hono.test' });
   app.use('/paid', honoPaywall({ server: a, price: '0.01' }));
   app.get('/paid', honoPaywall({ server: b, price: '0.01' }), (c) => c.json({ ok: true }));
-  const server = await new Promise((resolve) => {
-    const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s));
-  });
-  const base = `http://127.0.0.1:${server.address().port}`;
-  try {
+  await onNodeServer(app, async (base) => {
     const ok = await fetch(`${base}/paid`, { headers: { 'vlexivo-proof': mint('GET http://hono.test/paid') } });
     assert.equal(ok.status, 200);
     assert.deepEqual(await ok.json(), { ok: true });
     assert.match(ok.headers.get('vlexivo-receipt') ?? '', /^tx=[^,]*amount=0\.01/);
-  } finally {
-    server.closeAllConnections?.();
-    await new Promise((r) => server.close(r));
-  }
+  });
 });
 
 test('option keys nobody reads are config_invalid in every new adapter', () => {
