@@ -85,6 +85,18 @@ impl<'a> RequestInfo<'a> {
     }
 }
 
+/// The token a proof header carries: the header value trimmed of white space (as `str::trim`
+/// does), `None` when nothing is left. A value that starts and ends with a visible ASCII
+/// character (every token) is its own trim, and is not decoded character by character.
+pub fn proof_token(proof: Option<&str>) -> Option<&str> {
+    let p = proof?;
+    let token = match (p.as_bytes().first(), p.as_bytes().last()) {
+        (Some(a), Some(z)) if a.is_ascii_graphic() && z.is_ascii_graphic() => p,
+        _ => p.trim(),
+    };
+    (!token.is_empty()).then_some(token)
+}
+
 /// Verified payment facts, handed to the route handler (`req.vlxPayment`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -375,7 +387,7 @@ impl Paywall {
     /// audience, mode and time verify (whatever it bought: the full check follows at the price
     /// computed for that payer), else the payer its hint names, else nobody.
     pub fn priced_payer(&self, proof: Option<&str>, hint: Option<&str>, now: u64) -> Option<PricedPayer> {
-        let proven = proof.map(str::trim).filter(|t| !t.is_empty()).and_then(|t| {
+        let proven = proof_token(proof).and_then(|t| {
             self.verifier
                 .verify_signature_and_time(t, now)
                 .ok()
@@ -447,7 +459,7 @@ impl Paywall {
         f: impl FnOnce(PaidRef<'_>, String, u64) -> Result<T>,
     ) -> Result<T> {
         let resource = self.binding(req)?;
-        let token = proof.map(str::trim).filter(|t| !t.is_empty()).ok_or(Error::TokenMissing)?;
+        let token = proof_token(proof).ok_or(Error::TokenMissing)?;
         let digest = match (self.bind_body, req.body) {
             (true, Some(b)) => Some(body_digest(b)),
             (true, None) => Some(body_digest(b"")),
@@ -642,6 +654,32 @@ impl Paywall {
             headers: vec![("Cache-Control", "no-store".into())],
             body: serde_json::to_string(&ErrorBody { error: err.code(), message }).expect("serializes"),
             code: err.code(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::proof_token;
+
+    /// What `proof_token` must equal: the header trimmed, nothing when empty.
+    fn reference(proof: Option<&str>) -> Option<&str> {
+        proof.map(str::trim).filter(|t| !t.is_empty())
+    }
+
+    #[test]
+    fn proof_token_trims_as_str_trim() {
+        let cases = "|| |a| a|a |\ta.b.c\r\n|\u{b}a\u{b}|\u{a0}a\u{a0}|\u{2003}a|a\u{85}|\u{1680}|a.b|\u{0}a\u{0}|~a~|\u{7f}a\u{7f}|é|aé|éa";
+        for p in cases.split('|') {
+            assert_eq!(proof_token(Some(p)), reference(Some(p)), "{p:?}");
+        }
+        assert_eq!(proof_token(None), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn proof_token_agrees_with_trim(p in "\\PC{0,12}|[ \t\n\r\u{b}\u{c}a.]{0,8}|\\s{0,3}[!-~]{0,6}\\s{0,3}") {
+            proptest::prop_assert_eq!(proof_token(Some(&p)), reference(Some(&p)));
         }
     }
 }

@@ -390,6 +390,26 @@ fn canonical_claims(json: &str) -> Option<ClaimsRef<'_>> {
     if json.bytes().fold(false, |e, b| e | (b == b'\\') | (b < 0x20)) {
         return None;
     }
+    scan_canonical(json)
+}
+
+/// Decoded claims that are printable ASCII without a backslash (every token of ours), as text:
+/// one pass that both proves them UTF-8 (ASCII is) and does [`canonical_claims`]'s check, where
+/// `str::from_utf8` and that check each walked the whole payload. `None` for anything else,
+/// which then takes the general path (UTF-8 check, then [`canonical_claims`] or serde).
+#[allow(unsafe_code)]
+fn plain_ascii(json: &[u8]) -> Option<&str> {
+    // Branch-free so it vectorises: a control character, a byte of a multi-byte character, a
+    // backslash. (DEL, 0x7f, is ASCII and may stand in a JSON string as it is.)
+    if json.iter().fold(false, |e, &b| e | (b < 0x20) | (b >= 0x80) | (b == b'\\')) {
+        return None;
+    }
+    // SAFETY: every byte is below 0x80, and ASCII text is UTF-8.
+    Some(unsafe { std::str::from_utf8_unchecked(json) })
+}
+
+/// [`canonical_claims`] for text already known to hold no escape and no control character.
+fn scan_canonical(json: &str) -> Option<ClaimsRef<'_>> {
     let mut c = Canonical { text: json, at: 0 };
     let jti = c.field("{\"jti\":")?;
     let iss = c.field(",\"iss\":")?;
@@ -422,6 +442,28 @@ fn canonical_claims(json: &str) -> Option<ClaimsRef<'_>> {
     })
 }
 
+/// Where the first `"` of `s` is, eight bytes at a time (a claim is some 10 to 70 bytes: short
+/// for `memchr`, whose dispatch and vector set-up cost more code and instructions than the
+/// search itself here).
+fn quote_at(s: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const QUOTES: u64 = u64::from_ne_bytes([b'"'; 8]);
+    let mut words = s.chunks_exact(8);
+    let mut at = 0;
+    for w in words.by_ref() {
+        // A byte of `x` is zero where `w` has a quote; the lowest flagged byte is the first zero
+        // byte (a borrow only flags bytes above a zero one).
+        let x = u64::from_le_bytes(w.try_into().ok()?) ^ QUOTES;
+        let zeros = x.wrapping_sub(ONES) & !x & HIGHS;
+        if zeros != 0 {
+            return Some(at + zeros.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    words.remainder().iter().position(|&b| b == b'"').map(|i| at + i)
+}
+
 /// A cursor over canonical claims text.
 struct Canonical<'a> {
     text: &'a str,
@@ -434,10 +476,10 @@ impl<'a> Canonical<'a> {
     }
 
     /// `key` (the literal `,"name":`) then a string (the text has no escapes or control
-    /// characters: [`canonical_claims`] checked it whole).
+    /// characters: [`canonical_claims`] or [`plain_ascii`] checked it whole).
     fn field(&mut self, key: &str) -> Option<&'a str> {
         let rest = self.rest().strip_prefix(key)?.strip_prefix('"')?;
-        let len = memchr::memchr(b'"', rest.as_bytes())?;
+        let len = quote_at(rest.as_bytes())?;
         self.at = self.text.len() - rest.len() + len + 1;
         // Ends at an ASCII quote: a character boundary.
         Some(&rest[..len])
@@ -723,8 +765,14 @@ impl TokenVerifier {
         // JSON text is UTF-8 (RFC 8259 §8.1): invalid UTF-8 anywhere is refused, even in a claim
         // no one reads, which serde's byte parser would skip unchecked.
         let malformed = || Error::TokenMalformed("claims are missing or of the wrong type");
-        let payload_text = std::str::from_utf8(payload_json).map_err(|_| malformed())?;
-        let claims: ClaimsRef<'_> = match canonical_claims(payload_text) {
+        let (payload_text, canonical) = match plain_ascii(payload_json) {
+            Some(text) => (text, scan_canonical(text)),
+            None => {
+                let text = std::str::from_utf8(payload_json).map_err(|_| malformed())?;
+                (text, canonical_claims(text))
+            }
+        };
+        let claims: ClaimsRef<'_> = match canonical {
             Some(c) => c,
             None => serde_json::from_str(payload_text).map_err(|_| malformed())?,
         };
@@ -1388,6 +1436,56 @@ mod tests {
             .prop_map(|((jti, iss, aud, sub, txh, amt), (cur, res, bdy, mode, net), (iat, exp))| {
                 ProofClaims { jti, iss, aud, sub, txh, amt, cur, res, bdy, mode, net, iat, exp }
             })
+    }
+
+    /// [`plain_ascii`] is the check it replaces: UTF-8 (ASCII), and nothing [`canonical_claims`]
+    /// refuses.
+    fn plain_ascii_is_exact(bytes: &[u8]) -> Result<(), String> {
+        let want = std::str::from_utf8(bytes)
+            .ok()
+            .filter(|t| t.is_ascii() && !t.bytes().any(|b| b == b'\\' || b < 0x20));
+        (plain_ascii(bytes) == want).then_some(()).ok_or_else(|| format!("{bytes:?}"))
+    }
+
+    /// [`quote_at`] finds what a byte-by-byte search finds.
+    fn quote_at_is_exact(bytes: &[u8]) -> Result<(), String> {
+        let want = bytes.iter().position(|&b| b == b'"');
+        (quote_at(bytes) == want).then_some(()).ok_or_else(|| format!("{bytes:?}"))
+    }
+
+    #[test]
+    fn plain_ascii_and_quote_at_edges() {
+        for b in 0..=255u8 {
+            for at in 0..18 {
+                let mut text = vec![b'a'; 17];
+                text[at.min(16)] = b;
+                plain_ascii_is_exact(&text[..at.max(1)]).unwrap();
+                quote_at_is_exact(&text).unwrap();
+                quote_at_is_exact(&text[..at]).unwrap();
+            }
+        }
+        // A quote after a byte whose borrow could flag the next (0x01, 0x00, 0x80, 0xa2).
+        for pre in [0x00u8, 0x01, 0x21, 0x23, 0x80, 0xa2, 0xff] {
+            quote_at_is_exact(&[pre, b'"', b'"', 0, 0, 0, 0, 0, b'"']).unwrap();
+            quote_at_is_exact(&[b'x', b'x', b'x', b'x', b'x', b'x', b'x', pre, b'"']).unwrap();
+        }
+        assert_eq!(plain_ascii(b""), Some(""));
+        assert_eq!(quote_at(b""), None);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+
+        #[test]
+        fn plain_ascii_agrees_with_utf8_and_escape_checks(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+            text in "[ -~]{0,120}|\\PC{0,40}",
+        ) {
+            proptest::prop_assert!(plain_ascii_is_exact(&bytes).is_ok());
+            proptest::prop_assert!(plain_ascii_is_exact(text.as_bytes()).is_ok());
+            proptest::prop_assert!(quote_at_is_exact(&bytes).is_ok());
+            proptest::prop_assert!(quote_at_is_exact(text.as_bytes()).is_ok());
+        }
     }
 
     #[test]

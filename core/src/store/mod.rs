@@ -130,10 +130,14 @@ const HANDLE_SEP: char = '~';
 /// ASCII string `key~lease` (lease in 16 hex digits). Appended to `key` in place.
 pub fn push_lease(key: &mut String, lease: Lease) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    key.push(HANDLE_SEP);
-    for i in (0..16).rev() {
-        key.push(HEX[((lease.0 >> (i * 4)) & 0xf) as usize] as char);
+    // Made whole, then appended once: `push` per character re-checks the capacity and encodes
+    // a `char` each time.
+    let mut text = [HANDLE_SEP as u8; 17];
+    for (i, d) in text[1..].iter_mut().enumerate() {
+        *d = HEX[((lease.0 >> (60 - 4 * i)) & 0xf) as usize];
     }
+    // ASCII, so always UTF-8: the default is never taken.
+    key.push_str(std::str::from_utf8(&text).unwrap_or_default());
 }
 
 /// The key and lease of a release handle made by [`push_lease`].
