@@ -401,7 +401,7 @@ fn canonical_claims(json: &str) -> Option<ClaimsRef<'_>> {
 fn plain_ascii(json: &[u8]) -> Option<&str> {
     // Branch-free so it vectorises: a control character, a byte of a multi-byte character, a
     // backslash. (DEL, 0x7f, is ASCII and may stand in a JSON string as it is.)
-    if json.iter().fold(false, |e, &b| e | (b < 0x20) | (b >= 0x80) | (b == b'\\')) {
+    if json.iter().fold(false, |e, &b| e | !(0x20..0x80).contains(&b) | (b == b'\\')) {
         return None;
     }
     // SAFETY: every byte is below 0x80, and ASCII text is UTF-8.
