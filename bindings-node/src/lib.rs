@@ -213,8 +213,16 @@ fn paid_result(f: &PaidRef<'_>) -> Either<Latin1String, PaidTuple> {
 /// reading them as latin1 is a copy where UTF-8 would re-encode each character; a non-ASCII
 /// proof can never verify and reaches the verifier as text that fails as malformed.
 fn proof_text(proof: Option<&[u8]>) -> Option<Cow<'_, str>> {
-    // `from_utf8` has the word-at-a-time ASCII path; the lossy form is only for the refusal.
-    proof.map(|p| std::str::from_utf8(p).map_or_else(|_| String::from_utf8_lossy(p), Cow::Borrowed))
+    // A token is ASCII: one word-at-a-time test, where `from_utf8` runs its validator over the
+    // ~650 bytes. Anything else is read as `from_utf8_lossy` reads it (valid UTF-8 unchanged).
+    proof.map(|p| {
+        if p.is_ascii() {
+            // SAFETY: every byte is below 0x80, and ASCII text is UTF-8.
+            Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(p) })
+        } else {
+            String::from_utf8_lossy(p)
+        }
+    })
 }
 
 /// Latin1 bytes a string argument may take on the stack (a proof of ours is ~650 characters).
