@@ -287,3 +287,43 @@ test('koa, node:http, hono (fetch paywall): a browser without a proof gets core\
     }
   }
 });
+
+test('fetch paywall completeOn: the receipt goes out with each of Node\'s writeHead forms, the caller\'s header object untouched', async () => {
+  const fp = fetchPaywall({ apiSecret: secret, origin: 'http://node.test', price: '0.01' });
+  const own = { 'content-type': 'text/plain', 'x-own': '1' };
+  // Each form of `writeHead(status, reason?, headers?)` Node accepts.
+  const forms = {
+    headers: (res) => res.writeHead(200, own),
+    reason: (res) => res.writeHead(201, 'Made', own),
+    'reason only': (res) => res.writeHead(202, 'Taken'),
+    'status only': (res) => res.writeHead(200),
+    'undefined reason': (res) => res.writeHead(200, undefined, own),
+    'header array': (res) => res.writeHead(200, ['content-type', 'text/plain', 'x-own', '1']),
+  };
+  const app = await listenHandler(async (req, res) => {
+    const name = decodeURIComponent(new URL(req.url, 'http://x').pathname.slice(1));
+    const request = new Request(`http://node.test${req.url}`, { headers: req.headers });
+    const payment = await fp.protect(request);
+    if (payment === null || payment instanceof Response) {
+      res.writeHead(payment === null ? 500 : payment.status).end();
+      return;
+    }
+    fp.completeOn(payment, 200, res);
+    forms[name](res);
+    res.end('ok');
+  });
+  try {
+    for (const name of Object.keys(forms)) {
+      const path = `/${encodeURIComponent(name)}`;
+      const r = await fetch(app.url + path, { headers: { 'vlexivo-proof': mint(`GET http://node.test${path}`) } });
+      assert.equal(await r.text(), 'ok', name);
+      assert.match(r.headers.get('vlexivo-receipt') ?? '', /^tx=.*amount=0\.01/, name);
+      if (name === 'reason') assert.equal(r.statusText, 'Made');
+      if (name === 'reason only') assert.equal(r.statusText, 'Taken');
+      if (name !== 'reason only' && name !== 'status only') assert.equal(r.headers.get('x-own'), '1', name);
+    }
+    assert.deepEqual(own, { 'content-type': 'text/plain', 'x-own': '1' });
+  } finally {
+    await app.close();
+  }
+});

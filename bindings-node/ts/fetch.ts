@@ -17,6 +17,7 @@
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import { VlexivoServer, serverOf, SERVER_KEYS, type VlexivoServerOptions } from './server';
 import { exposesHeaders, isFreeRequest, releases, sendsReceipt } from './policy';
+import { headerObjectArg } from './paid';
 import {
   PaidRoute,
   PAYWALL_KEYS,
@@ -176,9 +177,7 @@ function writeHeadWithReceipt(this: Outgoing, status: number, reason?: unknown, 
   // Once: whatever calls it again gets the response's own.
   this.writeHead = writeHead;
   const receipt = this[RECEIPT] as string;
-  // Node reads the header object from the third argument, or the second when it is not a reason.
-  const named = typeof reason === 'string';
-  const given = named ? headers : (headers ?? reason);
+  const given = headerObjectArg(reason, headers);
   if (given === null || typeof given !== 'object' || Array.isArray(given)) {
     this.setHeader(RECEIPT_HEADER, receipt);
     return writeHead.call(this, status, reason, headers);
@@ -186,7 +185,7 @@ function writeHeadWithReceipt(this: Outgoing, status: number, reason?: unknown, 
   // Object.assign then a store: a computed key in an object literal is defined by V8's runtime.
   const withReceipt: Record<string, unknown> = Object.assign({}, given as Record<string, unknown>);
   withReceipt[RECEIPT_HEADER] = receipt;
-  return named ? writeHead.call(this, status, reason, withReceipt) : writeHead.call(this, status, withReceipt);
+  return writeHead.call(this, status, given === reason ? undefined : reason, withReceipt);
 }
 
 /** One paid route over WHATWG requests. `Req` is what the price resolver receives. */

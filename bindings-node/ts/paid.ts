@@ -100,6 +100,15 @@ function hook(proto: object): void {
   };
 }
 
+/**
+ * The header object of a `writeHead(status, reason?, headers?)` call, as Node reads it: the third
+ * argument, or the second when that is not a reason phrase. (Passing it back as the third
+ * argument, with `undefined` for a second that was not a reason, is read the same way.)
+ */
+export function headerObjectArg(reason: unknown, headers: unknown): unknown {
+  return typeof reason === 'string' ? headers : (headers ?? reason);
+}
+
 // --- any other response (own hooks) ---------------------------------------------------------------------
 
 const STATE = Symbol('vlexivo.paid');
@@ -109,8 +118,7 @@ function ownWriteHead(this: Watched, status: number, reason?: unknown, headers?:
   const state = this[STATE] as PaidState;
   const receipt = receiptGoing(this, state, status);
   if (receipt !== undefined) {
-    // Node reads the header object from the third argument, or the second when it is not a reason.
-    const target = typeof reason === 'string' ? headers : (headers ?? reason);
+    const target = headerObjectArg(reason, headers);
     const own = state.headers;
     if (own !== undefined && target === own) {
       own[RECEIPT_HEADER_LC] = receipt;
