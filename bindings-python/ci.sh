@@ -103,6 +103,8 @@ echo "=== mypy --strict vlexivo"
 (cd "$work" && PATH="$no_rust_path" "$tpy" -m mypy --strict --cache-dir "$work/.mypy_cache" -p vlexivo)
 echo "=== mypy --strict bench/*.py (against the installed package; tests/ for their token minting)"
 PATH="$no_rust_path" "$tpy" -m mypy --strict --cache-dir "$work/.mypy_cache" bench/*.py
+echo "=== mypy --strict scripts/bench.py (the benchmark command that writes the README's table)"
+PATH="$no_rust_path" "$tpy" -m mypy --strict --cache-dir "$work/.mypy_cache" ../scripts/bench.py
 echo "=== pytest"
 # The tests import the installed package (python/ is not on sys.path).
 PATH="$no_rust_path" "$tpy" -m pytest -q -p no:cacheprovider tests

@@ -29,6 +29,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE = ROOT / "bindings-node"
@@ -74,7 +75,7 @@ def sh(cmd: list[str], cwd: Path = ROOT, env: dict[str, str] | None = None, time
     return p.stdout
 
 
-def bench_lines(out: str) -> list[dict]:
+def bench_lines(out: str) -> list[dict[str, Any]]:
     return [json.loads(line[6:]) for line in out.splitlines() if line.startswith("BENCH {")]
 
 
@@ -100,7 +101,7 @@ class Ctx:
 def criterion_estimate(bench_id: str) -> float:
     """Median time per iteration of a criterion benchmark, in µs."""
     est = json.loads((TARGET / "criterion" / bench_id / "new" / "estimates.json").read_text())
-    return est["median"]["point_estimate"] / 1000.0
+    return float(est["median"]["point_estimate"]) / 1000.0
 
 
 CORE_BENCHES = {
@@ -296,6 +297,11 @@ def build(ctx: Ctx, only: list[str]) -> None:
 # ------------------------------------------------------------------------------------------
 # The table.
 
+def quotient(num: str, den: str) -> Callable[[Values], float]:
+    """One run's `num` figure over its `den` figure."""
+    return lambda r: r[num] / r[den]
+
+
 def spread(vals: list[float], fmt: Callable[[float], str]) -> str:
     """`a–b (median m)` over the runs, or the one value."""
     if not vals:
@@ -387,7 +393,7 @@ def make_table(runs: list[dict[str, Values]]) -> Table:
         a, b = f"{prim}/{theirs}", f"{prim}/{ours}"
         t.row(label, core,
               f"{spread(v('core', b), us)} vs {spread(v('core', a), us)}: "
-              f"{theirs} time / {ours} time {spread(d('core', lambda r, a=a, b=b: r[a] / r[b]), times)}",
+              f"{theirs} time / {ours} time {spread(d('core', quotient(a, b)), times)}",
               "aws-lc kept only if > 1.3× faster on a figure users feel" if theirs == "aws-lc" else "")
     stores = "scripts/bench.sh --only stores"
 
@@ -449,8 +455,8 @@ def make_table(runs: list[dict[str, Values]]) -> Table:
                                 ("fastJwtMap", "fast-jwt + claims checks + Map insert (like for like)", ""),
                                 ("jose", "jose jwtVerify HS256 (async: one await per call)", "≥ 10×")]:
         t.row(f"napi `Paywall.verify` / adapter path vs {label}", nv,
-              f"{spread(d('node-verify', lambda r, b=base: r[b] / r['verify']), times)} / "
-              f"{spread(d('node-verify', lambda r, b=base: r[b] / r['route']), times)} faster", target)
+              f"{spread(d('node-verify', quotient(base, 'verify')), times)} / "
+              f"{spread(d('node-verify', quotient(base, 'route')), times)} faster", target)
     nh = "scripts/bench.sh --only node-http"
     for fw, label, target in [("express", "Express 5", "≥ 0.85"), ("fastify", "Fastify 5", "≥ 0.90"),
                               ("hono", "Hono 4 (@hono/node-server)", "")]:
