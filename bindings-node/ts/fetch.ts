@@ -19,6 +19,7 @@ import { VlexivoServer, serverOf, SERVER_KEYS, type VlexivoServerOptions } from 
 import { exposesHeaders, isFreeRequest, releases, sendsReceipt } from './policy';
 import { headerObjectArg } from './paid';
 import {
+  CONFIGURED_ORIGIN,
   PaidRoute,
   PAYWALL_KEYS,
   PAYER_HEADER,
@@ -97,16 +98,29 @@ function header(request: Request, node: IncomingHttpHeaders | undefined, name: s
  */
 export function fetchTarget(request: Request, node?: IncomingHttpHeaders): { origin: RequestOrigin; path: string } {
   const u = request.url;
-  const sep = u.indexOf('://');
-  const start = u.indexOf('/', sep + 3);
-  const authority = start < 0 ? u.slice(sep + 3) : u.slice(sep + 3, start);
-  let path = start < 0 ? '/' : u.slice(start);
+  return { origin: urlOrigin(request, node, u), path: urlPath(u) };
+}
+
+/** Where the path of the absolute URL `u` starts (-1: it has none). */
+function pathStart(u: string): number {
+  return u.indexOf('/', u.indexOf('://') + 3);
+}
+
+/** The path and query of the absolute URL `u` (no fragment). */
+function urlPath(u: string): string {
+  const start = pathStart(u);
+  const path = start < 0 ? '/' : u.slice(start);
   const hash = path.indexOf('#');
-  if (hash >= 0) path = path.slice(0, hash);
-  return {
-    origin: { host: header(request, node, 'host') ?? authority, secure: u.charCodeAt(4) === 115 /* "https" */ },
-    path,
-  };
+  return hash < 0 ? path : path.slice(0, hash);
+}
+
+/** The origin facts of a request whose URL is `u` (see `fetchTarget`). */
+function urlOrigin(request: Request, node: IncomingHttpHeaders | undefined, u: string): RequestOrigin {
+  const secure = u.charCodeAt(4) === 115; /* "https" */
+  const host = header(request, node, 'host');
+  if (host !== undefined) return { host, secure };
+  const start = pathStart(u);
+  return { host: start < 0 ? u.slice(u.indexOf('://') + 3) : u.slice(u.indexOf('://') + 3, start), secure };
 }
 
 /** A refusal as a `Response` (CORS: our headers exposed to a cross-origin caller). */
@@ -241,8 +255,11 @@ export class FetchPaywall<Req = Request> {
   ): PaidFacts | Response | null | Promise<PaidFacts | Response | null> {
     const method = upperCase(request.method);
     if (isFreeRequest(method, header(request, nodeHeaders, 'access-control-request-method') !== undefined)) return null;
-    const { origin, path } = fetchTarget(request, nodeHeaders);
     const route = this.route;
+    const u = request.url;
+    const path = urlPath(u);
+    // A paywall with a configured origin binds that one: the request's is not read.
+    const origin = route.bindsRequestOrigin ? urlOrigin(request, nodeHeaders, u) : CONFIGURED_ORIGIN;
     const proof = header(request, nodeHeaders, PROOF_HEADER);
     if (route.resolver === undefined && !route.bindBody) {
       const r = route.authorize(proof, method, path, origin, route.price, undefined, undefined);

@@ -277,7 +277,7 @@ export function requestOrigin(
 }
 
 /** What a paywall with a configured `origin` is given for every request: core binds that origin, not the request's. */
-const CONFIGURED_ORIGIN: RequestOrigin = Object.freeze({ host: undefined, secure: false });
+export const CONFIGURED_ORIGIN: RequestOrigin = Object.freeze({ host: undefined, secure: false });
 
 export interface RouteContext {
   paywall: native.Paywall;
