@@ -1,6 +1,6 @@
 // One benchmark target per process: `node bench/http-server.mjs <scenario>`; prints PORT=….
 //   express-bare | express-paywall | express-jose-set | fastify-bare | fastify-paywall |
-//   fastify-paywall-read | hono-bare | hono-paywall | next-bare | next-paywall
+//   fastify-paywall-read | hono-bare | hono-noop | hono-paywall | next-bare | next-paywall
 // (next-*: test/next-app built first, as bench/http.mjs does.)
 import express from 'express';
 import Fastify from 'fastify';
@@ -11,9 +11,10 @@ import { Hono } from 'hono';
 import { serve } from '@hono/node-server';
 import { paywall as honoPaywall } from 'vlexivo/hono';
 import { createServer } from 'node:http';
-import { readFileSync, readdirSync } from 'node:fs';
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { PerformanceObserver, constants } from 'node:perf_hooks';
 import { getHeapSpaceStatistics } from 'node:v8';
+import { Session } from 'node:inspector';
 import { SECRET, RESOURCE_PATH, ORIGIN } from './tokens.mjs';
 
 const scenario = process.argv[2];
@@ -32,6 +33,8 @@ const onRequest = () => {
 };
 process.stdin.on('data', (d) => {
   for (const line of d.split('\n')) {
+    const [cmd, arg] = line.trim().split(' ');
+    alloc?.[cmd]?.(arg);
     if (line.trim() === 'cpu') {
       const u = process.cpuUsage();
       const span = count > 1 ? Number(last - first) / 1e9 : 0;
@@ -83,6 +86,32 @@ function diagnostics() {
     return { ...threads, waits: ctx('voluntary_ctxt_switches'), preempted: ctx('nonvoluntary_ctxt_switches'), faults, ...gc, heapMb: heap.heapUsed / 2 ** 20, rssMb: heap.rss / 2 ** 20, youngMb: (young?.space_size ?? 0) / 2 ** 20 };
   };
 }
+// ALLOC=1 (bench/http-alloc.mjs): `alloc` prints the new space's bytes in use and the GCs so
+// far: between two answers with no GC in between, their difference is what was allocated.
+// `alloc-profile` / `alloc-profile-end <file>`: V8's sampling heap profiler over what is in
+// between, objects already collected included (every allocation, not only what survives).
+const alloc = process.env.ALLOC ? allocation() : undefined;
+function allocation() {
+  let gcs = 0;
+  new PerformanceObserver((list) => {
+    gcs += list.getEntries().length;
+  }).observe({ entryTypes: ['gc'] });
+  const used = () => getHeapSpaceStatistics().find((sp) => sp.space_name === 'new_space').space_used_size;
+  const session = new Session();
+  session.connect();
+  return {
+    alloc: () => console.log(`ALLOC=${used()} GCS=${gcs}`),
+    'alloc-profile': () =>
+      session.post('HeapProfiler.startSampling', { samplingInterval: 128, includeObjectsCollectedByMinorGC: true, includeObjectsCollectedByMajorGC: true }, (e) =>
+        console.log(`PROFILE=${e ? e.message : 'on'}`),
+      ),
+    'alloc-profile-end': (file) =>
+      session.post('HeapProfiler.stopSampling', (e, r) => {
+        if (!e) writeFileSync(file, JSON.stringify(r.profile));
+        console.log(`PROFILE=${e ? e.message : 'off'}`);
+      }),
+  };
+}
 const joseKey = process.env.JOSE_KEY ? Buffer.from(process.env.JOSE_KEY, 'hex') : undefined;
 const reply = { result: 'ok', usage: { tokens: 2 } };
 // The paywalls' nonce store: memory by default, or any store URL (VLX_BENCH_STORE=redis://…).
@@ -101,6 +130,17 @@ async function main() {
     const app = new Hono();
     if (scenario === 'hono-paywall') {
       app.post(RESOURCE_PATH, honoPaywall({ apiSecret: SECRET, origin: ORIGIN, ...STORE, price: '0.001' }), (c) => c.json(reply));
+    } else if (scenario === 'hono-noop') {
+      // A control: bare Hono behind one middleware that does nothing. A route with a middleware
+      // runs through Hono's compose and @hono/node-server's asynchronous answer, where a lone
+      // synchronous handler (hono-bare) takes a shortcut: the paywall pays that too.
+      app.post(
+        RESOURCE_PATH,
+        async (_c, next) => {
+          await next();
+        },
+        (c) => c.json(reply),
+      );
     } else {
       app.post(RESOURCE_PATH, (c) => c.json(reply));
     }

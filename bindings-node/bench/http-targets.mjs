@@ -39,6 +39,7 @@ export function startTarget(scenario, { prefix = [], nodeArgs = [], env = {}, sc
   });
   const rl = createInterface({ input: child.stdout });
   const waiters = [];
+  const allocWaiters = [];
   return new Promise((resolve, reject) => {
     rl.on('line', (l) => {
       const port = /^PORT=(\d+)/.exec(l);
@@ -51,10 +52,21 @@ export function startTarget(scenario, { prefix = [], nodeArgs = [], env = {}, sc
               waiters.push(r);
               child.stdin.write('cpu\n');
             }),
+          // ALLOC=1 targets (bench/http-server.mjs): `alloc` answers the new space's bytes in use
+          // and the GCs so far; `alloc-profile[-end <file>]` the profiler's state.
+          alloc: (cmd) =>
+            new Promise((r) => {
+              allocWaiters.push(r);
+              child.stdin.write(`${cmd}\n`);
+            }),
         });
       }
       const cpu = /^CPU=(\d+) COUNT=(\d+) SPAN=([\d.e-]+)(?: DIAG=(.*))?/.exec(l);
       if (cpu) waiters.shift()?.({ cpu: Number(cpu[1]), count: Number(cpu[2]), span: Number(cpu[3]), diag: cpu[4] && JSON.parse(cpu[4]) });
+      const alloc = /^ALLOC=(\d+) GCS=(\d+)/.exec(l);
+      if (alloc) allocWaiters.shift()?.({ used: Number(alloc[1]), gcs: Number(alloc[2]) });
+      const profile = /^PROFILE=(.*)/.exec(l);
+      if (profile) allocWaiters.shift()?.(profile[1]);
     });
     child.on('exit', (c) => reject(new Error(`${scenario} exited ${c}`)));
   });

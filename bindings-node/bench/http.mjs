@@ -71,6 +71,8 @@ const scenarios = [
   // READ=1: also a Fastify handler that reads request.vlxPayment (built on first read).
   ...(process.env.READ ? [['fastify-paywall-read', (n, ttl) => mintVlexivo(n, undefined, ttl)]] : []),
   ['hono-bare', (n, ttl) => mintVlexivo(n, undefined, ttl)],
+  // NOOP=1: also bare Hono behind a middleware that does nothing (Hono's own cost of one).
+  ...(process.env.NOOP ? [['hono-noop', (n, ttl) => mintVlexivo(n, undefined, ttl)]] : []),
   ['hono-paywall', (n, ttl) => mintVlexivo(n, undefined, ttl)],
   ['next-bare', (n, ttl) => mintVlexivo(n, undefined, ttl)],
   ['next-paywall', (n, ttl) => mintVlexivo(n, undefined, ttl)],
@@ -185,6 +187,7 @@ const PAIRS = [
   ['fastify', 'fastify-paywall', 'fastify-bare'],
   ['fastifyRead', 'fastify-paywall-read', 'fastify-bare'],
   ['hono', 'hono-paywall', 'hono-bare'],
+  ['honoNoop', 'hono-paywall', 'hono-noop'],
   ['next', 'next-paywall', 'next-bare'],
 ];
 const SUFFIXES = ['', ...(BASELINE ? ['@base'] : []), ...Object.keys(VARIANTS).map((v) => `~${v}`)];
@@ -206,6 +209,7 @@ for (const suffix of SUFFIXES) {
   row('Fastify + plugin / bare Fastify:        ', pairs[`fastify${suffix}`], 'target >= 0.90');
   row('  handler reading vlxPayment / bare:     ', pairs[`fastifyRead${suffix}`], 'payment object built');
   row('Hono + paywall / bare Hono (node-server):', pairs[`hono${suffix}`], 'fetch-standard paywall');
+  row('  / Hono + a no-op middleware:           ', pairs[`honoNoop${suffix}`], 'both through compose');
   row('Next.js route + withPaywall / bare route:', pairs[`next${suffix}`], 'next start, Node.js runtime');
 }
 console.log('BENCH ' + JSON.stringify({ bench: 'http', secondsPerRound: SECONDS, rounds: ROUNDS, connections: CONNECTIONS, pairs }));
