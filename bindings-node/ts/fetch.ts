@@ -101,14 +101,9 @@ export function fetchTarget(request: Request, node?: IncomingHttpHeaders): { ori
   return { origin: urlOrigin(request, node, u), path: urlPath(u) };
 }
 
-/** Where the path of the absolute URL `u` starts (-1: it has none). */
-function pathStart(u: string): number {
-  return u.indexOf('/', u.indexOf('://') + 3);
-}
-
 /** The path and query of the absolute URL `u` (no fragment). */
 function urlPath(u: string): string {
-  const start = pathStart(u);
+  const start = u.indexOf('/', u.indexOf('://') + 3);
   const path = start < 0 ? '/' : u.slice(start);
   const hash = path.indexOf('#');
   return hash < 0 ? path : path.slice(0, hash);
@@ -119,8 +114,9 @@ function urlOrigin(request: Request, node: IncomingHttpHeaders | undefined, u: s
   const secure = u.charCodeAt(4) === 115; /* "https" */
   const host = header(request, node, 'host');
   if (host !== undefined) return { host, secure };
-  const start = pathStart(u);
-  return { host: start < 0 ? u.slice(u.indexOf('://') + 3) : u.slice(u.indexOf('://') + 3, start), secure };
+  const from = u.indexOf('://') + 3;
+  const start = u.indexOf('/', from);
+  return { host: start < 0 ? u.slice(from) : u.slice(from, start), secure };
 }
 
 /** A refusal as a `Response` (CORS: our headers exposed to a cross-origin caller). */
