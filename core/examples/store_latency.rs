@@ -210,6 +210,9 @@ struct Run {
     floor_slow_at_tick: u64,
     /// Consumes that were not preempted but took a page fault.
     faulted: Vec<u32>,
+    /// Consumes that were not preempted but waited (a voluntary switch: I/O such as an fsync, or
+    /// a lock): the store's own time, and the SQLite store's slowest.
+    waited: Vec<u32>,
     /// Consumes not preempted but off their CPU (steal): their times.
     stolen: Vec<u32>,
     /// The process's resident memory after the untimed consumes (MB).
@@ -357,11 +360,11 @@ fn spin_rounds(ns: f64) -> u64 {
 }
 
 /// What one timed call took: wall ns, whether the thread was preempted or off its CPU meanwhile
-/// (not the code's time), and whether it page-faulted.
+/// (not the code's time), and whether it page-faulted or waited.
 enum Timed {
     Preempted(u32),
     Stolen(u32),
-    Own { ns: u32, faults: i64, cpu_ns: i64, start: Instant },
+    Own { ns: u32, faults: i64, cpu_ns: i64, start: Instant, waited: bool },
 }
 
 /// The kernel's timer tick: its period (the coarse clock's resolution, 1/HZ) and an instant at
@@ -423,7 +426,7 @@ fn timed(f: impl FnOnce()) -> Timed {
     if p1.2 == p0.2 && i64::from(ns) - (c1 - c0) > STOLEN_NS {
         return Timed::Stolen(ns);
     }
-    Timed::Own { ns, faults: p1.1 - p0.1, cpu_ns: c1 - c0, start: t }
+    Timed::Own { ns, faults: p1.1 - p0.1, cpu_ns: c1 - c0, start: t, waited: p1.2 != p0.2 }
 }
 
 /// Consume `ops` fresh keys after `warm` untimed ones, `rate` per simulated second (and time
@@ -469,6 +472,7 @@ fn run(
         slow_at_tick: 0,
         floor_slow_at_tick: 0,
         faulted: Vec::new(),
+        waited: Vec::new(),
         stolen: Vec::new(),
         filled_rss,
         slow: Vec::new(),
@@ -489,11 +493,14 @@ fn run(
                 r.all.push(ns);
                 r.stolen.push(ns);
             }
-            Timed::Own { ns, faults, cpu_ns, start } => {
+            Timed::Own { ns, faults, cpu_ns, start, waited } => {
                 r.all.push(ns);
                 r.own.push(ns);
                 if faults > 0 {
                     r.faulted.push(ns);
+                }
+                if waited {
+                    r.waited.push(ns);
                 }
                 let tick = at_tick(start, ns);
                 r.slow_at_tick += u64::from(tick);
@@ -630,13 +637,16 @@ fn main() {
         let preempted = r.all.len() - r.own.len() - stolen;
         let slowest = |v: &[u32]| v.iter().max().map_or(0.0, |n| *n as f64 / 1000.0);
         let (faults, fault_max, stolen_max) = (r.faulted.len(), slowest(&r.faulted), slowest(&r.stolen));
+        let (waits, wait_max) = (r.waited.len(), slowest(&r.waited));
+        let waits_1ms = r.waited.iter().filter(|n| **n >= 1_000_000).count();
         let over = |v: &[u32]| v.iter().filter(|n| **n >= SLOW_NS).count();
         let (slow, floor_slow) = (over(&r.own), over(&r.floor_own));
         let a = summary(&mut r.all);
         let w = summary(&mut r.own);
         println!(
             "{name:<8} {:>9.1} {:>9.1} {:>10.1} {:>10.1}   {:>9.1} {:>10.1} {:>10.1}  {preempted} / {stolen}  \
-             ({faults} own consumes took a page fault, the slowest {fault_max:.1} µs; the slowest \
+             ({faults} own consumes took a page fault, the slowest {fault_max:.1} µs; {waits} waited \
+             (I/O or a lock), {waits_1ms} of them ≥ 1 ms, the slowest {wait_max:.1} µs; the slowest \
              stolen {stolen_max:.1} µs; {steal} ms steal machine-wide during the run; process RSS \
              {:.0} MB filled, {rss1:.0} MB at the end)",
             a[0], a[1], a[2], a[3], w[1], w[2], w[3], r.filled_rss
@@ -668,7 +678,7 @@ fn main() {
             );
         }
         println!(
-            "BENCH {{\"bench\":\"store_latency\",\"store\":\"{name}\",\"rows\":{},\"ops\":{},\"p50\":{:.2},\"p99\":{:.2},\"p999\":{:.2},\"max\":{:.2},\"own_p50\":{:.2},\"own_p99\":{:.2},\"own_p999\":{:.2},\"own_max\":{:.2},\"preempted\":{preempted},\"stolen\":{stolen},\"stolen_max\":{stolen_max:.2},\"steal_ms\":{steal},\"faulted\":{faults},\"faulted_max\":{fault_max:.2},\"rss_filled_mb\":{:.1},\"rss_end_mb\":{rss1:.1}{floor},\"load\":\"{load}\"}}",
+            "BENCH {{\"bench\":\"store_latency\",\"store\":\"{name}\",\"rows\":{},\"ops\":{},\"p50\":{:.2},\"p99\":{:.2},\"p999\":{:.2},\"max\":{:.2},\"own_p50\":{:.2},\"own_p99\":{:.2},\"own_p999\":{:.2},\"own_max\":{:.2},\"preempted\":{preempted},\"stolen\":{stolen},\"stolen_max\":{stolen_max:.2},\"steal_ms\":{steal},\"faulted\":{faults},\"faulted_max\":{fault_max:.2},\"waited\":{waits},\"waited_1ms\":{waits_1ms},\"waited_max\":{wait_max:.2},\"rss_filled_mb\":{:.1},\"rss_end_mb\":{rss1:.1}{floor},\"load\":\"{load}\"}}",
             o.rows, o.ops, a[0], a[1], a[2], a[3], w[0], w[1], w[2], w[3], r.filled_rss,
         );
         if memory.is_some() {
