@@ -596,8 +596,8 @@ mod tests {
         assert!(s.consume("acct_3f9c2a71d04e8b65a1c7:1", 1_000, 0).unwrap().is_fresh());
         let conn = connect(Some(&dir.path().join("nonces.db"))).unwrap();
         assert_eq!(sync_database(&conn), Ok(()));
-        // The lock the store's connection takes to write is still the process's: a write after
-        // the flush succeeds, and a second connection still sees both rows.
+        // The store's connection still writes after another connection's flush, and counts
+        // both rows.
         assert!(s.consume("acct_3f9c2a71d04e8b65a1c7:2", 1_000, 0).unwrap().is_fresh());
         assert_eq!(s.len().unwrap(), 2);
         // An in-memory database has no file to flush.
