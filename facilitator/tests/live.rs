@@ -1629,3 +1629,69 @@ async fn live_auto_top_up_moves_tokens_from_the_funding_wallet_then_pays() {
     assert_eq!(env.net.balance(env.payout).await.unwrap(), 2_000, "the two paid calls only");
     assert_eq!(env.settled().await.len(), 2);
 }
+
+/// A provider's live records page newest first by payment time, then by row, on SQLite and on
+/// PostgreSQL alike, whatever order they were recorded in: a batch records its calls in call
+/// order, not by their tokens' times. PostgreSQL paged by row id alone, so under concurrent
+/// payments a page could list an older payment above a newer one (`paging_agrees` saw it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_page_by_payment_time_on_sqlite_and_postgres() {
+    use vlexivo_facilitator::server::live::store::{LiveStore, Settlement};
+    use vlexivo_facilitator::server::{db, pg};
+    let pg_server = vlexivo_testkit::Server::postgres();
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = db::open_rw(&dir.path().join("live.db")).unwrap();
+    let sqlite = LiveStore::Sqlite(Arc::new(parking_lot::Mutex::new(sqlite)));
+    let (cfg, _migrated) = pg::open(&pg_server.database("order")).await.unwrap();
+    let postgres = LiveStore::Postgres(pg::pool(&cfg, 2).unwrap());
+    // Recorded in this order, paid at these times.
+    let paid = [100, 102, 101, 102, 99];
+    let record = |i: usize| Settlement {
+        account: "acct_order".into(),
+        nonce: format!("n{i}"),
+        scheme: "exact".into(),
+        network: "eip155:31337".into(),
+        asset: "0x0000000000000000000000000000000000000001".into(),
+        payer: "0x0000000000000000000000000000000000000002".into(),
+        pay_to: "0x0000000000000000000000000000000000000003".into(),
+        amount: 1_000,
+        currency: "USD".into(),
+        resource: "GET /x".into(),
+        auth_nonce: format!("0x{i:064x}"),
+        valid_before: 1_000,
+        tx_hash: format!("0x{:064x}", i + 1),
+        raw_tx: vec![1],
+        relayer: "0x0000000000000000000000000000000000000004".into(),
+        relayer_nonce: i as i64,
+        state: "confirmed".into(),
+        block_number: Some(1),
+        block_hash: Some(format!("0x{:064x}", 7)),
+        gas_used: Some(21_000),
+        failure: None,
+        token: "t".into(),
+        paid_at: paid[i],
+        expires_at: paid[i] + 300,
+        updated_at: paid[i],
+        call_index: Some(i as i64),
+        reorgs: 0,
+    };
+    // Newest first; of two paid in the same second, the one recorded later first.
+    let expected = ["n3", "n1", "n2", "n0", "n4"];
+    for (name, store) in [("sqlite", sqlite), ("postgres", postgres)] {
+        store.insert((0..paid.len()).map(record).collect()).await.unwrap();
+        let filter = vlexivo_core::paging::PaymentFilter { route: None, payer: None, from: None, to: None };
+        for limit in [1, 2, 10] {
+            let (mut got, mut before) = (Vec::new(), None);
+            loop {
+                let page = store.page("acct_order", &filter, before, limit).await.unwrap();
+                assert!(page.len() <= limit as usize);
+                got.extend(page.iter().map(|(_, s)| s.nonce.clone()));
+                match page.last() {
+                    Some((at, _)) if page.len() == limit as usize => before = Some(*at),
+                    _ => break,
+                }
+            }
+            assert_eq!(got, expected, "{name}, pages of {limit}");
+        }
+    }
+}

@@ -181,6 +181,13 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (account, shard)
     );
     ",
+    // 9: a provider's live records page newest first by payment time, then row, as on SQLite
+    // (`LiveStore::page`). By row id alone, a batch (recorded in call order, not by its tokens'
+    // times) could list an older payment above a newer one.
+    "
+    DROP INDEX settlements_by_account;
+    CREATE INDEX settlements_by_account ON settlements (account, paid_at, id);
+    ",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -856,8 +856,9 @@ impl LiveStore {
         .await
     }
 
-    /// One page of a provider's records under `filter`, newest first, each with its position
-    /// (the row's id: a later record has a higher one), starting after the record at `before`.
+    /// One page of a provider's records under `filter`, newest first (by payment time, then by
+    /// row: a later record has a higher one), each with its position (the row's id), starting
+    /// after the record at `before` in that order.
     /// The filter, the order and the limit are the database's: a page reads `limit` rows, not
     /// the provider's whole history.
     pub async fn page(
@@ -888,12 +889,12 @@ impl LiveStore {
             add(&format!("paid_at < {int}"), t.to_string());
         }
         if let Some(b) = before {
-            // SQLite orders by payment time (its index), then row: the page starts below the
+            // Newest first by payment time (the index), then row: the page starts below the
             // cursor's record in that order.
             let after = if sqlite {
                 "(paid_at, rowid) < (SELECT paid_at, rowid FROM settlements WHERE rowid = CAST({} AS INTEGER))"
             } else {
-                "id < ({}::text)::bigint"
+                "(paid_at, id) < (SELECT paid_at, id FROM settlements WHERE id = ({}::text)::bigint)"
             };
             add(after, b.to_string());
         }
@@ -919,8 +920,9 @@ impl LiveStore {
             }
             LiveStore::Postgres(p) => {
                 let c = p.get().await.map_err(pool_err)?;
-                let sql =
-                    format!("SELECT {COLUMNS}, id FROM settlements {sql} ORDER BY id DESC LIMIT {limit}");
+                let sql = format!(
+                    "SELECT {COLUMNS}, id FROM settlements {sql} ORDER BY paid_at DESC, id DESC LIMIT {limit}"
+                );
                 let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
                     args.iter().map(|a| a as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
                 let rows = c.query(&sql, &params).await.map_err(pg_err)?;
