@@ -98,24 +98,29 @@ function header(request: Request, node: IncomingHttpHeaders | undefined, name: s
  */
 export function fetchTarget(request: Request, node?: IncomingHttpHeaders): { origin: RequestOrigin; path: string } {
   const u = request.url;
-  return { origin: urlOrigin(request, node, u), path: urlPath(u) };
+  const start = pathStart(u);
+  return { origin: urlOrigin(request, node, u, start), path: urlPath(u, start) };
 }
 
-/** The path and query of the absolute URL `u` (no fragment). */
-function urlPath(u: string): string {
-  const start = u.indexOf('/', u.indexOf('://') + 3);
+/** Where the authority of the absolute URL `u` begins (after the scheme's `://`). */
+const authorityStart = (u: string): number => u.indexOf('://') + 3;
+
+/** Where the path of the absolute URL `u` begins: where its authority ends (-1: no path). */
+const pathStart = (u: string): number => u.indexOf('/', authorityStart(u));
+
+/** The path and query of the absolute URL `u` (no fragment); `start`: its `pathStart`. */
+function urlPath(u: string, start: number): string {
   const path = start < 0 ? '/' : u.slice(start);
   const hash = path.indexOf('#');
   return hash < 0 ? path : path.slice(0, hash);
 }
 
-/** The origin facts of a request whose URL is `u` (see `fetchTarget`). */
-function urlOrigin(request: Request, node: IncomingHttpHeaders | undefined, u: string): RequestOrigin {
+/** The origin facts of a request whose URL is `u` (see `fetchTarget`); `start`: its `pathStart`. */
+function urlOrigin(request: Request, node: IncomingHttpHeaders | undefined, u: string, start: number): RequestOrigin {
   const secure = u.charCodeAt(4) === 115; /* "https" */
   const host = header(request, node, 'host');
   if (host !== undefined) return { host, secure };
-  const from = u.indexOf('://') + 3;
-  const start = u.indexOf('/', from);
+  const from = authorityStart(u);
   return { host: start < 0 ? u.slice(from) : u.slice(from, start), secure };
 }
 
@@ -253,9 +258,10 @@ export class FetchPaywall<Req = Request> {
     if (isFreeRequest(method, header(request, nodeHeaders, 'access-control-request-method') !== undefined)) return null;
     const route = this.route;
     const u = request.url;
-    const path = urlPath(u);
+    const start = pathStart(u);
+    const path = urlPath(u, start);
     // A paywall with a configured origin binds that one: the request's is not read.
-    const origin = route.bindsRequestOrigin ? urlOrigin(request, nodeHeaders, u) : CONFIGURED_ORIGIN;
+    const origin = route.bindsRequestOrigin ? urlOrigin(request, nodeHeaders, u, start) : CONFIGURED_ORIGIN;
     const proof = header(request, nodeHeaders, PROOF_HEADER);
     if (route.resolver === undefined && !route.bindBody) {
       const r = route.authorize(proof, method, path, origin, route.price, undefined, undefined);
