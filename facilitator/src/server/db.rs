@@ -214,6 +214,16 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX reservations_by_payer ON reservations (payer);
     CREATE INDEX settlements_in_flight ON settlements (payer) WHERE state IN ('signed', 'submitted');
     ",
+    // 8: the dashboard's overview and a payer's usage read indexes alone. `payments` is clustered
+    // on (account, nonce) with its 400-byte tokens: each row an index found was a second search of
+    // that tree. Its four scans of a range (totals, per bucket, per route, per payer) read
+    // `payments_by_time`; the usage count per payer (and the overview per payer) read
+    // `payments_by_payer`, which now carries the amount.
+    "
+    CREATE INDEX payments_by_time ON payments (account, paid_at, amount, resource, payer);
+    DROP INDEX payments_by_payer;
+    CREATE INDEX payments_by_payer ON payments (account, payer, paid_at, amount);
+    ",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -188,6 +188,13 @@ const MIGRATIONS: &[&str] = &[
     DROP INDEX settlements_by_account;
     CREATE INDEX settlements_by_account ON settlements (account, paid_at, id);
     ",
+    // 10: the dashboard's overview and a payer's usage read indexes alone (see the SQLite
+    // migration 8).
+    "
+    CREATE INDEX payments_by_time ON payments (account, paid_at) INCLUDE (amount, resource, payer);
+    DROP INDEX payments_by_payer;
+    CREATE INDEX payments_by_payer ON payments (account, payer, paid_at) INCLUDE (amount);
+    ",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

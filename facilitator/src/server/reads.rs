@@ -24,6 +24,37 @@ pub(crate) enum GroupBy {
     All,
 }
 
+impl GroupBy {
+    /// The column grouped by and the groups' order.
+    fn key_and_order(self) -> (&'static str, &'static str) {
+        match self {
+            GroupBy::Route => ("resource", "s DESC, k"),
+            GroupBy::Payer => ("payer", "s DESC, k"),
+            GroupBy::All => ("''", "k"),
+        }
+    }
+}
+
+// The SQLite reads of a provider's payments by time and by payer, each answered from one index
+// alone (`payments_by_time`, `payments_by_payer`: migration 8), over the range's rows only.
+
+/// `Reads::usage`: ?1 account, ?2 payer, ?3 since.
+const USAGE_SQLITE: &str = "SELECT count(*), coalesce(sum(amount), 0) FROM payments \
+     WHERE account = ?1 AND payer = ?2 AND paid_at >= ?3";
+
+/// `Reads::series`: ?1 account, `[?2, ?3)`, ?4 the bucket's seconds.
+const SERIES_SQLITE: &str = "SELECT (paid_at / ?4) * ?4 AS t, count(*), sum(amount) FROM payments \
+     WHERE account = ?1 AND paid_at >= ?2 AND paid_at < ?3 GROUP BY t ORDER BY t";
+
+/// `Reads::group`: ?1 account, `[?2, ?3)`, ?4 the most groups.
+fn group_sqlite(by: GroupBy) -> String {
+    let (key, order) = by.key_and_order();
+    format!(
+        "SELECT {key} AS k, count(*), sum(amount) AS s FROM payments WHERE account = ?1 \
+         AND paid_at >= ?2 AND paid_at < ?3 GROUP BY k ORDER BY {order} LIMIT ?4"
+    )
+}
+
 /// Payments of one group: how many and their sum in atomic units.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Group {
@@ -136,10 +167,7 @@ impl Reads {
         match self {
             Reads::Sqlite(r) => {
                 r.run(move |c| {
-                    c.prepare_cached(
-                        "SELECT count(*), coalesce(sum(amount), 0) FROM payments \
-                         WHERE account = ?1 AND payer = ?2 AND paid_at >= ?3",
-                    )?
+                    c.prepare_cached(USAGE_SQLITE)?
                     .query_row(rusqlite::params![account, payer, since], |r| Ok((r.get(0)?, r.get(1)?)))
                 })
                 .await
@@ -240,6 +268,13 @@ impl Reads {
         }
     }
 
+    /// `[from, to)` as bounds an index ranges over (`None`: unbounded). A `(? IS NULL OR paid_at
+    /// >= ?)` filter is read row by row instead. No payment is paid at `i64::MAX` seconds, so
+    /// the open end excludes none.
+    fn span(from: Option<i64>, to: Option<i64>) -> (i64, i64) {
+        (from.unwrap_or(i64::MIN), to.unwrap_or(i64::MAX))
+    }
+
     /// Count and sum (atomic units) of a provider's payments in `[from, to)`, grouped by `by`,
     /// largest sum first, at most `limit` groups.
     pub async fn group(
@@ -250,19 +285,11 @@ impl Reads {
         to: Option<i64>,
         limit: u32,
     ) -> Result<Vec<Group>> {
-        let (key, order) = match by {
-            GroupBy::Route => ("resource", "s DESC, k"),
-            GroupBy::Payer => ("payer", "s DESC, k"),
-            GroupBy::All => ("''", "k"),
-        };
+        let (from, to) = Self::span(from, to);
         match self {
             Reads::Sqlite(r) => {
                 r.run(move |c| {
-                    let mut s = c.prepare_cached(&format!(
-                        "SELECT {key} AS k, count(*), sum(amount) AS s FROM payments WHERE account = ?1 \
-                         AND (?2 IS NULL OR paid_at >= ?2) AND (?3 IS NULL OR paid_at < ?3) \
-                         GROUP BY k ORDER BY {order} LIMIT ?4"
-                    ))?;
+                    let mut s = c.prepare_cached(&group_sqlite(by))?;
                     let rows = s.query_map(rusqlite::params![account, from, to, limit], |r| {
                         Ok(Group { key: r.get(0)?, count: r.get(1)?, sum: r.get(2)? })
                     })?;
@@ -274,11 +301,14 @@ impl Reads {
                 let c = p.get().await.map_err(pool_err)?;
                 let rows = c
                     .query(
-                        &format!(
-                            "SELECT {key}::text AS k, count(*), sum(amount)::bigint AS s FROM payments \
-                             WHERE account = $1 AND ($2::bigint IS NULL OR paid_at >= $2) \
-                             AND ($3::bigint IS NULL OR paid_at < $3) GROUP BY k ORDER BY {order} LIMIT $4"
-                        ),
+                        &{
+                            let (key, order) = by.key_and_order();
+                            format!(
+                                "SELECT {key}::text AS k, count(*), sum(amount)::bigint AS s FROM payments \
+                                 WHERE account = $1 AND paid_at >= $2 \
+                                 AND paid_at < $3 GROUP BY k ORDER BY {order} LIMIT $4"
+                            )
+                        },
                         &[&account, &from, &to, &i64::from(limit)],
                     )
                     .await
@@ -297,14 +327,11 @@ impl Reads {
         to: Option<i64>,
         bucket: i64,
     ) -> Result<Vec<Point>> {
+        let (from, to) = Self::span(from, to);
         match self {
             Reads::Sqlite(r) => {
                 r.run(move |c| {
-                    let mut s = c.prepare_cached(
-                        "SELECT (paid_at / ?4) * ?4 AS t, count(*), sum(amount) FROM payments \
-                         WHERE account = ?1 AND (?2 IS NULL OR paid_at >= ?2) AND (?3 IS NULL OR paid_at < ?3) \
-                         GROUP BY t ORDER BY t",
-                    )?;
+                    let mut s = c.prepare_cached(SERIES_SQLITE)?;
                     let rows = s.query_map(rusqlite::params![account, from, to, bucket], |r| {
                         Ok(Point { at: r.get(0)?, count: r.get(1)?, sum: r.get(2)? })
                     })?;
@@ -317,8 +344,8 @@ impl Reads {
                 let rows = c
                     .query(
                         "SELECT (paid_at / $4) * $4 AS t, count(*), sum(amount)::bigint FROM payments \
-                         WHERE account = $1 AND ($2::bigint IS NULL OR paid_at >= $2) \
-                         AND ($3::bigint IS NULL OR paid_at < $3) GROUP BY t ORDER BY t",
+                         WHERE account = $1 AND paid_at >= $2 \
+                         AND paid_at < $3 GROUP BY t ORDER BY t",
                         &[&account, &from, &to, &bucket],
                     )
                     .await
@@ -471,4 +498,115 @@ pub(crate) async fn load_pg(
         }
     }
     Ok((key, retired, rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ACCOUNT: &str = "acct_1";
+    const PAYERS: [&str; 2] = ["0xaa", "0xbb"];
+    const ROUTES: [&str; 2] = ["GET https://api.example/a", "GET https://api.example/b"];
+
+    /// Payment `i`: paid at `1000 + 600 i`, amount `i + 1`, payer and route by `i`'s parity and
+    /// thirds; two of another account.
+    fn rows() -> Vec<(String, String, i64, String, String, i64, i64)> {
+        let mut out: Vec<_> = (0..12i64)
+            .map(|i| {
+                let (payer, route) = (PAYERS[(i % 2) as usize], ROUTES[usize::from(i % 3 == 0)]);
+                (ACCOUNT.to_string(), format!("n{i}"), i + 1, payer.to_string(), route.to_string(), i + 1, 1000 + 600 * i)
+            })
+            .collect();
+        for i in 12..14i64 {
+            out.push(("acct_2".into(), format!("n{i}"), i + 1, PAYERS[0].into(), ROUTES[0].into(), 100, 1000 + 600 * i));
+        }
+        out
+    }
+
+    /// What every read must answer over these rows, whatever the database.
+    async fn check(reads: &Reads) {
+        let a = || ACCOUNT.to_string();
+        let total = |g: Vec<Group>| (g[0].count, g[0].sum);
+        // All of them, from a time on, and a window: [1000 + 600 * 3, 1000 + 600 * 9).
+        assert_eq!(total(reads.group(a(), GroupBy::All, None, None, 1).await.unwrap()), (12, 78));
+        assert_eq!(total(reads.group(a(), GroupBy::All, Some(2800), None, 1).await.unwrap()), (9, 72));
+        assert_eq!(total(reads.group(a(), GroupBy::All, Some(2800), Some(6400), 1).await.unwrap()), (6, 39));
+        let routes = reads.group(a(), GroupBy::Route, Some(2800), Some(6400), 10).await.unwrap();
+        assert_eq!(
+            routes,
+            vec![
+                Group { key: ROUTES[0].into(), count: 4, sum: 5 + 6 + 8 + 9 },
+                Group { key: ROUTES[1].into(), count: 2, sum: 4 + 7 },
+            ]
+        );
+        let payers = reads.group(a(), GroupBy::Payer, None, Some(2800), 1).await.unwrap();
+        assert_eq!(payers, vec![Group { key: PAYERS[0].into(), count: 2, sum: 1 + 3 }]);
+        let series = reads.series(a(), Some(2800), Some(6400), 3600).await.unwrap();
+        assert_eq!(
+            series,
+            vec![
+                Point { at: 0, count: 2, sum: 4 + 5 },
+                Point { at: 3600, count: 4, sum: 6 + 7 + 8 + 9 },
+            ]
+        );
+        assert_eq!(reads.usage(a(), PAYERS[0].into(), 2800).await.unwrap(), (4, 5 + 7 + 9 + 11));
+        assert_eq!(reads.usage("acct_2".into(), PAYERS[0].into(), 0).await.unwrap(), (2, 200));
+    }
+
+    #[tokio::test]
+    async fn overview_and_usage_read_one_index_over_the_range_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.db");
+        let w = db::open_rw(&path).unwrap();
+        for (account, nonce, seq, payer, resource, amount, paid_at) in rows() {
+            w.execute(
+                "INSERT INTO payments (account, nonce, tx_seq, tx_hash, payer, amount, currency, resource, \
+                 token, paid_at, expires_at) VALUES (?1, ?2, ?3, 'h', ?4, ?5, 'usd', ?6, 't', ?7, ?7)",
+                rusqlite::params![account, nonce, seq, payer, amount, resource, paid_at],
+            )
+            .unwrap();
+        }
+        let r = db::open_ro(&path).unwrap();
+        // Each read is a search of one covering index: the table, clustered on (account, nonce)
+        // with its tokens, is never visited row by row, and a range reads only its rows.
+        let plan = |sql: &str| -> String {
+            let mut s = r.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let mut rows = s.raw_query();
+            let mut steps = Vec::new();
+            while let Some(row) = rows.next().unwrap() {
+                steps.push(row.get::<_, String>(3).unwrap());
+            }
+            steps.join("; ")
+        };
+        for (what, sql) in [
+            ("totals", group_sqlite(GroupBy::All)),
+            ("per route", group_sqlite(GroupBy::Route)),
+            ("per payer", group_sqlite(GroupBy::Payer)),
+            ("per bucket", SERIES_SQLITE.to_string()),
+        ] {
+            let p = plan(&sql);
+            assert!(p.contains("COVERING INDEX payments_by_time (account=? AND paid_at>? AND paid_at<?)"), "{what}: {p}");
+        }
+        let p = plan(USAGE_SQLITE);
+        assert!(p.contains("COVERING INDEX payments_by_payer (account=? AND payer=? AND paid_at>?)"), "usage: {p}");
+        check(&Reads::Sqlite(SqliteReaders::new(vec![r]))).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn overview_and_usage_count_the_range_on_postgres() {
+        let server = vlexivo_testkit::Server::postgres();
+        let url = server.database("reads");
+        let (cfg, client) = super::super::pg::open(&url).await.unwrap();
+        for (account, nonce, seq, payer, resource, amount, paid_at) in rows() {
+            client
+                .execute(
+                    "INSERT INTO payments (account, nonce, stream, tx_seq, tx_hash, payer, amount, currency, \
+                     resource, token, paid_at, expires_at) VALUES ($1, $2, 1, $3, 'h', $4, $5, 'usd', $6, 't', $7, $7)",
+                    &[&account, &nonce, &seq, &payer, &amount, &resource, &paid_at],
+                )
+                .await
+                .unwrap();
+        }
+        check(&Reads::Postgres(super::super::pg::pool(&cfg, 2).unwrap())).await;
+    }
 }
