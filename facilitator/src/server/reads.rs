@@ -168,7 +168,7 @@ impl Reads {
             Reads::Sqlite(r) => {
                 r.run(move |c| {
                     c.prepare_cached(USAGE_SQLITE)?
-                    .query_row(rusqlite::params![account, payer, since], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .query_row(rusqlite::params![account, payer, since], |r| Ok((r.get(0)?, r.get(1)?)))
                 })
                 .await
             }
@@ -268,9 +268,9 @@ impl Reads {
         }
     }
 
-    /// `[from, to)` as bounds an index ranges over (`None`: unbounded). A `(? IS NULL OR paid_at
-    /// >= ?)` filter is read row by row instead. No payment is paid at `i64::MAX` seconds, so
-    /// the open end excludes none.
+    /// `[from, to)` as bounds an index ranges over (`None`: unbounded); a filter of the form
+    /// `(? IS NULL OR paid_at >= ?)` is read row by row instead. No payment is paid at
+    /// `i64::MAX` seconds, so the open end excludes none.
     fn span(from: Option<i64>, to: Option<i64>) -> (i64, i64) {
         (from.unwrap_or(i64::MIN), to.unwrap_or(i64::MAX))
     }
@@ -514,11 +514,27 @@ mod tests {
         let mut out: Vec<_> = (0..12i64)
             .map(|i| {
                 let (payer, route) = (PAYERS[(i % 2) as usize], ROUTES[usize::from(i % 3 == 0)]);
-                (ACCOUNT.to_string(), format!("n{i}"), i + 1, payer.to_string(), route.to_string(), i + 1, 1000 + 600 * i)
+                (
+                    ACCOUNT.to_string(),
+                    format!("n{i}"),
+                    i + 1,
+                    payer.to_string(),
+                    route.to_string(),
+                    i + 1,
+                    1000 + 600 * i,
+                )
             })
             .collect();
         for i in 12..14i64 {
-            out.push(("acct_2".into(), format!("n{i}"), i + 1, PAYERS[0].into(), ROUTES[0].into(), 100, 1000 + 600 * i));
+            out.push((
+                "acct_2".into(),
+                format!("n{i}"),
+                i + 1,
+                PAYERS[0].into(),
+                ROUTES[0].into(),
+                100,
+                1000 + 600 * i,
+            ));
         }
         out
     }
@@ -544,10 +560,7 @@ mod tests {
         let series = reads.series(a(), Some(2800), Some(6400), 3600).await.unwrap();
         assert_eq!(
             series,
-            vec![
-                Point { at: 0, count: 2, sum: 4 + 5 },
-                Point { at: 3600, count: 4, sum: 6 + 7 + 8 + 9 },
-            ]
+            vec![Point { at: 0, count: 2, sum: 4 + 5 }, Point { at: 3600, count: 4, sum: 6 + 7 + 8 + 9 },]
         );
         assert_eq!(reads.usage(a(), PAYERS[0].into(), 2800).await.unwrap(), (4, 5 + 7 + 9 + 11));
         assert_eq!(reads.usage("acct_2".into(), PAYERS[0].into(), 0).await.unwrap(), (2, 200));
@@ -585,10 +598,16 @@ mod tests {
             ("per bucket", SERIES_SQLITE.to_string()),
         ] {
             let p = plan(&sql);
-            assert!(p.contains("COVERING INDEX payments_by_time (account=? AND paid_at>? AND paid_at<?)"), "{what}: {p}");
+            assert!(
+                p.contains("COVERING INDEX payments_by_time (account=? AND paid_at>? AND paid_at<?)"),
+                "{what}: {p}"
+            );
         }
         let p = plan(USAGE_SQLITE);
-        assert!(p.contains("COVERING INDEX payments_by_payer (account=? AND payer=? AND paid_at>?)"), "usage: {p}");
+        assert!(
+            p.contains("COVERING INDEX payments_by_payer (account=? AND payer=? AND paid_at>?)"),
+            "usage: {p}"
+        );
         check(&Reads::Sqlite(SqliteReaders::new(vec![r]))).await;
     }
 
