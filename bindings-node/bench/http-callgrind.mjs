@@ -8,10 +8,15 @@
 // Run: node bench/http-callgrind.mjs [requests=5000] [warmup=20000] [connections=8]
 // (ONLY=fastify-bare,fastify-paywall: the scenarios; ROUNDS=3: each scenario that many times,
 // ABBA, the median reported (bench/stats.mjs: the mean of the two middle values for an even
-// ROUNDS); BASELINE=<another built bindings-node tree>: each scenario also from
-// there, as `<scenario>@base`, for before/after; KEEP=1 keeps the callgrind files.)
+// ROUNDS); CACHE=1: first-level cache misses too, see below; BASELINE=<another built
+// bindings-node tree>: each scenario also from there, as `<scenario>@base`, for before/after;
+// KEEP=1 keeps the callgrind files.)
 // valgrind runs without the CPU's SHA extensions, so core's HMAC counts several times what it
 // costs natively (callgrind_annotate shows it as sha2::sha256::soft): compare like with like.
+// CACHE=1 also simulates the caches (valgrind's model of this CPU's L1 and last level, not its
+// L2) and prints each scenario's first-level instruction and data misses per request by where
+// the missing code ran: the addon, node (C++ and builtins), JIT-compiled JavaScript (no
+// object), libc; the addon's software SHA-256 apart, as it has no such cost natively.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -64,11 +69,66 @@ function requestIr(file) {
   return Number(m[1]) - (jobs ? Number(jobs[1].replaceAll(',', '')) : 0);
 }
 
+const CACHE = process.env.CACHE === '1';
+/** Where code ran, for the misses (CACHE=1): the object's file name, grouped. */
+function placeOf(object, fn) {
+  if (object === undefined || object === '???') return 'jit';
+  if (object.endsWith('.node')) return fn.startsWith('sha2::sha256::soft') ? 'addon-soft-sha' : 'addon';
+  if (object.endsWith('/node')) return fn.startsWith('v8::internal::compiler::') ? 'v8-compiler' : 'node';
+  if (object.includes('/libc.so')) return 'libc';
+  return 'other';
+}
+
+/**
+ * First-level misses of a callgrind file (made with --cache-sim=yes), self cost by place (a
+ * `calls=` line's following cost is the callee's, counted where the callee is). V8's optimising
+ * compiler is a place of its own, left out of the totals as its instructions are.
+ */
+function missesByPlace(file) {
+  const text = readFileSync(file, 'utf8');
+  const events = /^events: (.*)$/m.exec(text)[1].split(' ');
+  const i1 = events.indexOf('I1mr');
+  const d1 = [events.indexOf('D1mr'), events.indexOf('D1mw')];
+  const names = { ob: new Map(), fn: new Map() };
+  const out = {};
+  let object;
+  let fn = '';
+  let callee = false;
+  for (const line of text.split('\n')) {
+    const named = /^(c?)(ob|fn)=(?:\((\d+)\))? ?(.*)$/.exec(line);
+    if (named) {
+      const [, called, kind, id, name] = named;
+      if (id !== undefined && name !== '') names[kind].set(id, name);
+      const resolved = id !== undefined ? names[kind].get(id) : name;
+      if (called === '') {
+        if (kind === 'ob') object = resolved;
+        else fn = resolved ?? '';
+      }
+      continue;
+    }
+    if (line.startsWith('calls=')) {
+      callee = true;
+      continue;
+    }
+    if (!/^[0-9+*-]/.test(line)) continue;
+    if (callee) {
+      callee = false;
+      continue;
+    }
+    const v = line.split(' ');
+    const place = (out[placeOf(object, fn)] ??= { i1: 0, d1: 0 });
+    // The cost columns follow the position column; a line may leave trailing zeroes out.
+    place.i1 += Number(v[1 + i1] ?? 0);
+    place.d1 += Number(v[1 + d1[0]] ?? 0) + Number(v[1 + d1[1]] ?? 0);
+  }
+  return out;
+}
+
 async function measure(name, dir) {
   const out = join(dir, `${name}.%p.out`);
   const [scenario, base] = name.split('@');
   const target = await startTarget(scenario, {
-    prefix: ['valgrind', '--tool=callgrind', '--instr-atstart=no', `--callgrind-out-file=${out}`, '--quiet'],
+    prefix: ['valgrind', '--tool=callgrind', '--instr-atstart=no', `--callgrind-out-file=${out}`, '--quiet', ...(CACHE ? ['--cache-sim=yes'] : [])],
     script: base ? join(BASELINE, 'bench', 'http-server.mjs') : undefined,
   });
   const prefix = `${name}.${target.child.pid}.`;
@@ -91,18 +151,38 @@ async function measure(name, dir) {
   }
   const files = readdirSync(dir).filter((f) => f.startsWith(prefix));
   const ir = files.reduce((sum, f) => sum + requestIr(join(dir, f)), 0);
+  const misses = {};
+  if (CACHE) {
+    for (const f of files) {
+      for (const [place, m] of Object.entries(missesByPlace(join(dir, f)))) {
+        const to = (misses[place] ??= { i1: 0, d1: 0 });
+        to.i1 += m.i1 / REQUESTS;
+        to.d1 += m.d1 / REQUESTS;
+      }
+    }
+  }
   if (!process.env.KEEP) for (const f of files) rmSync(join(dir, f));
-  return ir / REQUESTS;
+  return { ir: ir / REQUESTS, misses };
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'vlx-callgrind-'));
 const results = Object.fromEntries(scenarios.map((s) => [s, []]));
+const missRounds = Object.fromEntries(scenarios.map((s) => [s, []]));
+const PLACES = ['addon', 'addon-soft-sha', 'node', 'jit', 'libc', 'other'];
+/** Misses of kind `k` ('i1' or 'd1') per request over the places counted. */
+const total = (misses, k) => PLACES.reduce((sum, p) => sum + (misses[p]?.[k] ?? 0), 0);
 try {
   for (let round = 0; round < ROUNDS; round++) {
     for (const name of round % 2 === 0 ? scenarios : [...scenarios].reverse()) {
-      const ir = await measure(name, dir);
+      const { ir, misses } = await measure(name, dir);
       results[name].push(ir);
       console.log(`${name.padEnd(26)} ${Math.round(ir).toLocaleString('en-US').padStart(9)} instructions per request`);
+      if (CACHE) {
+        missRounds[name].push(misses);
+        const fmt = (k) => PLACES.map((p) => `${p} ${Math.round(misses[p]?.[k] ?? 0)}`).join(', ');
+        console.log(`${''.padEnd(26)} L1 instruction misses ${Math.round(total(misses, 'i1'))} per request (${fmt('i1')})`);
+        console.log(`${''.padEnd(26)} L1 data misses ${Math.round(total(misses, 'd1'))} per request (${fmt('d1')})`);
+      }
     }
   }
 } finally {
@@ -116,4 +196,18 @@ for (const suffix of BASELINE ? ['', '@base'] : ['']) {
   if (bare === undefined || paid === undefined) continue;
   console.log(`Fastify + plugin${suffix} adds ${Math.round(paid - bare).toLocaleString('en-US')} instructions per request (bare/paywalled ${(bare / paid).toFixed(3)})`);
 }
-console.log('BENCH ' + JSON.stringify({ bench: 'http-callgrind', requests: REQUESTS, warmup: WARMUP, connections: CONNECTIONS, perRequest }));
+if (CACHE) {
+  // Each place's median over the rounds; the added misses are the paywalled median less the bare.
+  const med = (name, place, k) => median(missRounds[name].map((m) => m[place]?.[k] ?? 0));
+  for (const suffix of BASELINE ? ['', '@base'] : ['']) {
+    const [bare, paid] = [`fastify-bare${suffix}`, `fastify-paywall${suffix}`];
+    if (!missRounds[bare]?.length || !missRounds[paid]?.length) continue;
+    for (const [k, what] of [['i1', 'instruction'], ['d1', 'data']]) {
+      const added = PLACES.map((p) => [p, med(paid, p, k) - med(bare, p, k)]);
+      const sum = added.reduce((a, [, v]) => a + v, 0);
+      const bareSum = PLACES.reduce((a, p) => a + med(bare, p, k), 0);
+      console.log(`Fastify + plugin${suffix} adds ${Math.round(sum)} L1 ${what} misses per request on bare's ${Math.round(bareSum)} (${added.map(([p, v]) => `${p} ${Math.round(v)}`).join(', ')})`);
+    }
+  }
+}
+console.log('BENCH ' + JSON.stringify({ bench: 'http-callgrind', requests: REQUESTS, warmup: WARMUP, connections: CONNECTIONS, perRequest, ...(CACHE ? { misses: missRounds } : {}) }));
