@@ -19,7 +19,16 @@
 //! 0.2 µs.)
 //!
 //! `cargo run --release -p vlexivo-core --example store_latency -- [--rows 100000]
-//!     [--ops 200000] [--store memory|sqlite|all]`
+//!     [--ops 200000] [--store memory|sqlite|all] [--interrupts]`
+//!
+//! `--interrupts` also counts, for each timed call, the interrupts handled on the thread's CPU
+//! while it ran (kernel tracepoints through `perf_event_open`, which needs no hardware counter:
+//! root, or `perf_event_paranoid` ≤ 1, and tracefs): the local timer's, devices', and the
+//! softirqs run on their way out. A consume or no-op during which one was handled stays "own";
+//! the "quiet" maximum is that of the own ones during which none was. Inter-processor interrupts
+//! are not counted as someone else's: a TLB shootdown may be the process's own doing (the
+//! store's helper thread). Off by default: reading the counters around every call costs the
+//! consumes' p99 about a microsecond (their caches), where the timer-tick test above is free.
 //!
 //! Prints a table and one `BENCH {json}` line per store for scripts/bench.sh, with the
 //! process's resident memory after the untimed fill and after the timed consumes.
@@ -40,8 +49,14 @@
 //! fresh default store after 200 untimed ones, made a second before (what
 //! bindings-python/bench/bench_verify.py's store does while it mints its tokens): CPU µs per
 //! consume and the page faults taken in them.
-#![allow(unsafe_code)] // getrusage
+#![allow(unsafe_code)] // getrusage, perf_event_open
 
+use perf_event_open_sys as perf;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use vlexivo_core::store::memory::ShardProbe;
 use vlexivo_core::store::{MemoryStore, NonceStore, SqliteStore};
@@ -50,6 +65,7 @@ const TTL: u64 = 300;
 const T0: u64 = 1_900_000_000;
 
 struct Opts {
+    interrupts: bool,
     rows: u64,
     ops: u64,
     store: String,
@@ -59,12 +75,23 @@ struct Opts {
 }
 
 fn opts() -> Opts {
-    let mut o =
-        Opts { rows: 100_000, ops: 200_000, store: "all".into(), rss: false, fresh: None, slowest: 0 };
+    let mut o = Opts {
+        interrupts: false,
+        rows: 100_000,
+        ops: 200_000,
+        store: "all".into(),
+        rss: false,
+        fresh: None,
+        slowest: 0,
+    };
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(i) = args.iter().position(|a| a == "--rss") {
         args.remove(i);
         o.rss = true;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--interrupts") {
+        args.remove(i);
+        o.interrupts = true;
     }
     for pair in args.chunks(2) {
         let v = pair.get(1).unwrap_or_else(|| panic!("{} needs a value", pair[0]));
@@ -100,6 +127,68 @@ fn cpu_ns() -> i64 {
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
     assert_eq!(rc, 0, "clock_gettime");
     t.tv_sec * 1_000_000_000 + t.tv_nsec
+}
+
+/// The tracepoints counted as interrupts (see the module's doc), under tracefs's `events/`.
+const INTERRUPT_TRACEPOINTS: [&str; 3] =
+    ["irq_vectors/local_timer_entry", "irq/irq_handler_entry", "irq/softirq_entry"];
+
+/// A group of per-thread counters of [`INTERRUPT_TRACEPOINTS`], read together.
+struct Interrupts {
+    /// The group's leader first, then its members (kept open for the group's life).
+    counters: Vec<File>,
+}
+
+impl Interrupts {
+    /// The calling thread's counters; None where the kernel does not let this process count them.
+    fn open() -> Option<Self> {
+        let mut counters: Vec<File> = Vec::new();
+        for tracepoint in INTERRUPT_TRACEPOINTS {
+            let id = ["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"]
+                .iter()
+                .find_map(|dir| std::fs::read_to_string(format!("{dir}/{tracepoint}/id")).ok())?;
+            let mut attr = perf::bindings::perf_event_attr {
+                type_: perf::bindings::PERF_TYPE_TRACEPOINT,
+                size: std::mem::size_of::<perf::bindings::perf_event_attr>() as u32,
+                config: id.trim().parse().ok()?,
+                read_format: u64::from(perf::bindings::PERF_FORMAT_GROUP),
+                ..Default::default()
+            };
+            let leader = counters.first().map_or(-1, |f| f.as_raw_fd());
+            // SAFETY: `attr` is a whole perf_event_attr that outlives the call; pid 0 and cpu -1
+            // count this thread on any CPU.
+            let fd = unsafe {
+                perf::perf_event_open(&mut attr, 0, -1, leader, perf::bindings::PERF_FLAG_FD_CLOEXEC.into())
+            };
+            if fd < 0 {
+                return None;
+            }
+            // SAFETY: a new descriptor, owned by nothing else.
+            counters.push(unsafe { File::from_raw_fd(fd) });
+        }
+        Some(Self { counters })
+    }
+
+    /// Interrupts handled on this thread so far.
+    fn count(&self) -> u64 {
+        // PERF_FORMAT_GROUP: the number of counters, then each one's value.
+        let mut buf = [0u8; 8 * (1 + INTERRUPT_TRACEPOINTS.len())];
+        (&self.counters[0]).read_exact(&mut buf).expect("reading the interrupt counters");
+        buf.chunks_exact(8).skip(1).map(|c| u64::from_ne_bytes(c.try_into().unwrap())).sum()
+    }
+}
+
+/// Whether to count interrupts (`--interrupts`).
+static COUNT_INTERRUPTS: AtomicBool = AtomicBool::new(false);
+
+/// The main thread's interrupt counters, opened at the first timed call (None: not asked for,
+/// or not countable here).
+fn interrupts() -> Option<&'static Interrupts> {
+    static COUNTERS: OnceLock<Option<Interrupts>> = OnceLock::new();
+    if !COUNT_INTERRUPTS.load(Ordering::Relaxed) {
+        return None;
+    }
+    COUNTERS.get_or_init(Interrupts::open).as_ref()
 }
 
 /// Wall time a consume may exceed its thread's CPU time by before it counts as stolen.
@@ -208,6 +297,12 @@ struct Run {
     /// Own consumes and no-ops over [`SLOW_NS`] that spanned a timer tick.
     slow_at_tick: u64,
     floor_slow_at_tick: u64,
+    /// Own consumes and no-ops over [`SLOW_NS`] during which an interrupt was handled.
+    slow_interrupted: u64,
+    floor_slow_interrupted: u64,
+    /// The slowest own consume and no-op during which none was (ns).
+    quiet_max: u32,
+    floor_quiet_max: u32,
     /// Consumes that were not preempted but took a page fault.
     faulted: Vec<u32>,
     /// Consumes that were not preempted but waited (a voluntary switch: I/O such as an fsync, or
@@ -234,12 +329,13 @@ struct Run {
 const EXPIRED_KINDS: usize = 6;
 
 /// An own consume over [`SLOW_NS`]: its wall and CPU time, its page faults, whether it spanned
-/// a timer tick, and its shard before and after.
+/// a timer tick, the interrupts handled during it, and its shard before and after.
 struct Slow {
     ns: u32,
     faults: i64,
     cpu_ns: i64,
     tick: bool,
+    interrupts: u64,
     was: ShardProbe,
     now: ShardProbe,
 }
@@ -292,11 +388,13 @@ fn print_slowest(slow: &mut [Slow], n: usize, expired: &[u64; EXPIRED_KINDS]) {
     slow.sort_unstable_by_key(|s| std::cmp::Reverse(s.ns));
     let extra = Slow::extra;
     println!(
-        "own consumes ≥ {} µs: {}; page-faulted {}, spanning a timer tick {}, extra work (beyond expiry) {}",
+        "own consumes ≥ {} µs: {}; page-faulted {}, spanning a timer tick {}, interrupted {}, extra work \
+         (beyond expiry) {}",
         SLOW_NS / 1000,
         slow.len(),
         slow.iter().filter(|s| s.faults > 0).count(),
         slow.iter().filter(|s| s.tick).count(),
+        slow.iter().filter(|s| s.interrupts > 0).count(),
         slow.iter().filter(|s| extra(s)).count()
     );
     // Whether removing expired entries (cold lines of the table and slab) goes with slow ones.
@@ -324,12 +422,13 @@ fn print_slowest(slow: &mut [Slow], n: usize, expired: &[u64; EXPIRED_KINDS]) {
     // The slowest, and any other slow one that did extra work.
     for (i, s) in slow.iter().enumerate().filter(|(i, s)| *i < n || extra(s)) {
         println!(
-            "{} {:>8.1} µs (CPU {:>7.1} µs) faults {:>2} tick {:<5} shard {:>4}: {}",
+            "{} {:>8.1} µs (CPU {:>7.1} µs) faults {:>2} tick {:<5} interrupts {:>2} shard {:>4}: {}",
             if i < n { " " } else { "+" },
             f64::from(s.ns) / 1000.0,
             s.cpu_ns as f64 / 1000.0,
             s.faults,
             s.tick,
+            s.interrupts,
             s.now.shard,
             s.work()
         );
@@ -364,7 +463,7 @@ fn spin_rounds(ns: f64) -> u64 {
 enum Timed {
     Preempted(u32),
     Stolen(u32),
-    Own { ns: u32, faults: i64, cpu_ns: i64, start: Instant, waited: bool },
+    Own { ns: u32, faults: i64, cpu_ns: i64, start: Instant, waited: bool, interrupts: u64 },
 }
 
 /// The kernel's timer tick: its period (the coarse clock's resolution, 1/HZ) and an instant at
@@ -412,11 +511,15 @@ impl Tick {
 }
 
 fn timed(f: impl FnOnce()) -> Timed {
+    let irqs = interrupts();
     let p0 = preemptions();
     let c0 = cpu_ns();
+    // Read next to the timing, so that an interrupt just before or after is not counted in.
+    let i0 = irqs.map_or(0, Interrupts::count);
     let t = Instant::now();
     f();
     let ns = t.elapsed().as_nanos().min(u32::MAX as u128) as u32;
+    let interrupts = irqs.map_or(0, Interrupts::count) - i0;
     let c1 = cpu_ns();
     let p1 = preemptions();
     if p1.0 != p0.0 {
@@ -426,7 +529,7 @@ fn timed(f: impl FnOnce()) -> Timed {
     if p1.2 == p0.2 && i64::from(ns) - (c1 - c0) > STOLEN_NS {
         return Timed::Stolen(ns);
     }
-    Timed::Own { ns, faults: p1.1 - p0.1, cpu_ns: c1 - c0, start: t, waited: p1.2 != p0.2 }
+    Timed::Own { ns, faults: p1.1 - p0.1, cpu_ns: c1 - c0, start: t, waited: p1.2 != p0.2, interrupts }
 }
 
 /// Consume `ops` fresh keys after `warm` untimed ones, `rate` per simulated second (and time
@@ -471,6 +574,10 @@ fn run(
         floor_ns,
         slow_at_tick: 0,
         floor_slow_at_tick: 0,
+        slow_interrupted: 0,
+        floor_slow_interrupted: 0,
+        quiet_max: 0,
+        floor_quiet_max: 0,
         faulted: Vec::new(),
         waited: Vec::new(),
         stolen: Vec::new(),
@@ -493,9 +600,14 @@ fn run(
                 r.all.push(ns);
                 r.stolen.push(ns);
             }
-            Timed::Own { ns, faults, cpu_ns, start, waited } => {
+            Timed::Own { ns, faults, cpu_ns, start, waited, interrupts } => {
                 r.all.push(ns);
                 r.own.push(ns);
+                if interrupts == 0 {
+                    r.quiet_max = r.quiet_max.max(ns);
+                } else if ns >= SLOW_NS {
+                    r.slow_interrupted += 1;
+                }
                 if faults > 0 {
                     r.faulted.push(ns);
                 }
@@ -504,7 +616,7 @@ fn run(
                 }
                 let tick = at_tick(start, ns);
                 r.slow_at_tick += u64::from(tick);
-                own = Some((ns, faults, cpu_ns, tick));
+                own = Some((ns, faults, cpu_ns, tick, interrupts));
             }
         }
         assert!(fresh);
@@ -512,8 +624,8 @@ fn run(
             // What the consume did to its shard, from the shard's state before and after.
             let now = m.probe(m.shard_of(&k));
             let was = std::mem::replace(&mut last[now.shard], now);
-            if let Some((ns, faults, cpu_ns, tick)) = own {
-                let slow = Slow { ns, faults, cpu_ns, tick, was, now };
+            if let Some((ns, faults, cpu_ns, tick, interrupts)) = own {
+                let slow = Slow { ns, faults, cpu_ns, tick, interrupts, was, now };
                 r.expired[slow.expired().min(EXPIRED_KINDS - 1)] += 1;
                 if slow.extra() {
                     r.extra.push(ns);
@@ -535,9 +647,14 @@ fn run(
         }
         match timed(|| spin(rounds)) {
             Timed::Preempted(ns) | Timed::Stolen(ns) => r.floor_all.push(ns),
-            Timed::Own { ns, start, .. } => {
+            Timed::Own { ns, start, interrupts, .. } => {
                 r.floor_all.push(ns);
                 r.floor_own.push(ns);
+                if interrupts == 0 {
+                    r.floor_quiet_max = r.floor_quiet_max.max(ns);
+                } else if ns >= SLOW_NS {
+                    r.floor_slow_interrupted += 1;
+                }
                 r.floor_slow_at_tick += u64::from(at_tick(start, ns));
             }
         }
@@ -600,6 +717,15 @@ fn main() {
     if let Some(n) = o.fresh {
         return fresh(n);
     }
+    if o.interrupts {
+        COUNT_INTERRUPTS.store(true, Ordering::Relaxed);
+        if interrupts().is_none() {
+            println!(
+                "interrupts: not countable here (needs tracefs and perf_event_open on its tracepoints: \
+                 root, or perf_event_paranoid <= 1)"
+            );
+        }
+    }
     // `rows` live keys at TTL seconds each.
     let rate = (o.rows / TTL).max(1);
     let dir = std::env::temp_dir().join(format!("vlexivo-store-latency-{}", std::process::id()));
@@ -656,10 +782,26 @@ fn main() {
             let (fa, fw) = (summary(&mut r.floor_all), summary(&mut r.floor_own));
             let ns = r.floor_ns * FLOOR_EVERY as f64;
             let (at_tick, floor_at_tick) = (r.slow_at_tick, r.floor_slow_at_tick);
+            // Only where interrupts could be counted (see the module's doc).
+            let quiet = interrupts().map(|_| {
+                let (q, fq) = (f64::from(r.quiet_max) / 1000.0, f64::from(r.floor_quiet_max) / 1000.0);
+                let (si, fsi) = (r.slow_interrupted, r.floor_slow_interrupted);
+                (
+                    format!(
+                        "; interrupted while timed: {si} of the slow consumes, {fsi} of the slow no-ops; \
+                         quiet (no interrupt handled) max: consumes {q:.1} µs, no-ops {fq:.1} µs"
+                    ),
+                    format!(
+                        ",\"quiet_max\":{q:.2},\"floor_quiet_max\":{fq:.2},\"slow_interrupted\":{si},\
+                         \"floor_slow_interrupted\":{fsi}"
+                    ),
+                )
+            });
+            let (quiet_text, quiet_json) = quiet.unwrap_or_default();
             println!(
                 "{:<8} {:>9.1} {:>9.1} {:>10.1} {:>10.1}   {:>9.1} {:>10.1} {:>10.1}  (the machine's floor: a \
                  no-op of {ns:.0} ns timed after every {FLOOR_EVERY}th consume; own ≥ {} µs: {slow} consumes \
-                 ({at_tick} spanning a timer tick), {floor_slow} no-ops ({floor_at_tick}))",
+                 ({at_tick} spanning a timer tick), {floor_slow} no-ops ({floor_at_tick}){quiet_text})",
                 "no-op",
                 fa[0],
                 fa[1],
@@ -673,7 +815,7 @@ fn main() {
             floor = format!(
                 ",\"floor_ns\":{ns:.0},\"floor_p999\":{:.2},\"floor_max\":{:.2},\"floor_own_p999\":{:.2},\
                  \"floor_own_max\":{:.2},\"slow\":{slow},\"slow_at_tick\":{at_tick},\"floor_slow\":{floor_slow},\
-                 \"floor_slow_at_tick\":{floor_at_tick}",
+                 \"floor_slow_at_tick\":{floor_at_tick}{quiet_json}",
                 fa[2], fa[3], fw[2], fw[3]
             );
         }
