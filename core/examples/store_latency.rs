@@ -181,8 +181,8 @@ impl Interrupts {
 /// Whether to count interrupts (`--interrupts`).
 static COUNT_INTERRUPTS: AtomicBool = AtomicBool::new(false);
 
-/// The main thread's interrupt counters, opened at the first timed call (None: not asked for,
-/// or not countable here).
+/// The interrupt counters of the thread that times (they count the thread that opened them:
+/// `main` does, before any timing); None when not asked for, or not countable here.
 fn interrupts() -> Option<&'static Interrupts> {
     static COUNTERS: OnceLock<Option<Interrupts>> = OnceLock::new();
     if !COUNT_INTERRUPTS.load(Ordering::Relaxed) {
