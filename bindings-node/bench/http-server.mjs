@@ -1,11 +1,11 @@
 // One benchmark target per process: `node bench/http-server.mjs <scenario>`; prints PORT=….
 //   express-bare | express-paywall | express-jose-set | fastify-bare | fastify-paywall |
-//   fastify-paywall-read | hono-bare | hono-noop | hono-paywall | next-bare | next-paywall
+//   fastify-paywall-read | fastify-napi | hono-bare | hono-noop | hono-paywall | next-bare | next-paywall
 // (next-*: test/next-app built first, as bench/http.mjs does.)
 import express from 'express';
 import Fastify from 'fastify';
 import { jwtVerify } from 'jose';
-import { VlexivoServer } from 'vlexivo';
+import { VlexivoServer, parseMoney } from 'vlexivo';
 import vlexivoFastify from 'vlexivo/fastify';
 import { Hono } from 'hono';
 import { serve } from '@hono/node-server';
@@ -194,6 +194,16 @@ async function main() {
     const app = Fastify({ logger: false });
     if (scenario.startsWith('fastify-paywall')) {
       await app.register(vlexivoFastify, { apiSecret: SECRET, origin: ORIGIN, ...STORE, price: '0.001' });
+    }
+    if (scenario === 'fastify-napi') {
+      // A control: bare Fastify with a preHandler that makes one small native call (core's
+      // decimal parse of the price): what crossing into the addon at all costs a request here.
+      app.addHook('onRoute', (route) => {
+        route.preHandler = (_request, _reply, done) => {
+          if (parseMoney('0.001') !== '0.001') throw new Error('parseMoney');
+          done();
+        };
+      });
     }
     if (scenario === 'fastify-paywall-read') {
       // A handler that reads the payment (the plugin builds it on first read).

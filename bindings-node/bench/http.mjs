@@ -70,6 +70,8 @@ const scenarios = [
   ['fastify-paywall', (n, ttl) => mintVlexivo(n, undefined, ttl)],
   // READ=1: also a Fastify handler that reads request.vlxPayment (built on first read).
   ...(process.env.READ ? [['fastify-paywall-read', (n, ttl) => mintVlexivo(n, undefined, ttl)]] : []),
+  // NAPI=1: also bare Fastify with a preHandler making one small native call (no paywall).
+  ...(process.env.NAPI ? [['fastify-napi', (n, ttl) => mintVlexivo(n, undefined, ttl)]] : []),
   ['hono-bare', (n, ttl) => mintVlexivo(n, undefined, ttl)],
   // NOOP=1: also bare Hono behind a middleware that does nothing (Hono's own cost of one).
   ...(process.env.NOOP ? [['hono-noop', (n, ttl) => mintVlexivo(n, undefined, ttl)]] : []),
@@ -186,6 +188,7 @@ const PAIRS = [
   ['joseSet', 'express-jose-set', 'express-bare'],
   ['fastify', 'fastify-paywall', 'fastify-bare'],
   ['fastifyRead', 'fastify-paywall-read', 'fastify-bare'],
+  ['fastifyNapi', 'fastify-napi', 'fastify-bare'],
   ['hono', 'hono-paywall', 'hono-bare'],
   ['honoNoop', 'hono-paywall', 'hono-noop'],
   ['next', 'next-paywall', 'next-bare'],
@@ -208,6 +211,7 @@ for (const suffix of SUFFIXES) {
   row('Express + jose + Set / bare Express:    ', pairs[`joseSet${suffix}`], 'hand-written guard');
   row('Fastify + plugin / bare Fastify:        ', pairs[`fastify${suffix}`], 'target >= 0.90');
   row('  handler reading vlxPayment / bare:     ', pairs[`fastifyRead${suffix}`], 'payment object built');
+  row('  one small native call / bare:          ', pairs[`fastifyNapi${suffix}`], 'parseMoney in a preHandler');
   row('Hono + paywall / bare Hono (node-server):', pairs[`hono${suffix}`], 'fetch-standard paywall');
   row('  / Hono + a no-op middleware:           ', pairs[`honoNoop${suffix}`], 'both through compose');
   row('Next.js route + withPaywall / bare route:', pairs[`next${suffix}`], 'next start, Node.js runtime');
