@@ -171,6 +171,8 @@ const missRounds = Object.fromEntries(scenarios.map((s) => [s, []]));
 const PLACES = ['addon', 'addon-soft-sha', 'node', 'jit', 'libc', 'other'];
 /** Misses of kind `k` ('i1' or 'd1') per request over the places counted. */
 const total = (misses, k) => PLACES.reduce((sum, p) => sum + (misses[p]?.[k] ?? 0), 0);
+/** Those misses place by place, for printing. */
+const byPlace = (misses, k) => PLACES.map((p) => `${p} ${Math.round(misses[p]?.[k] ?? 0)}`).join(', ');
 try {
   for (let round = 0; round < ROUNDS; round++) {
     for (const name of round % 2 === 0 ? scenarios : [...scenarios].reverse()) {
@@ -179,9 +181,8 @@ try {
       console.log(`${name.padEnd(26)} ${Math.round(ir).toLocaleString('en-US').padStart(9)} instructions per request`);
       if (CACHE) {
         missRounds[name].push(misses);
-        const fmt = (k) => PLACES.map((p) => `${p} ${Math.round(misses[p]?.[k] ?? 0)}`).join(', ');
-        console.log(`${''.padEnd(26)} L1 instruction misses ${Math.round(total(misses, 'i1'))} per request (${fmt('i1')})`);
-        console.log(`${''.padEnd(26)} L1 data misses ${Math.round(total(misses, 'd1'))} per request (${fmt('d1')})`);
+        console.log(`${''.padEnd(26)} L1 instruction misses ${Math.round(total(misses, 'i1'))} per request (${byPlace(misses, 'i1')})`);
+        console.log(`${''.padEnd(26)} L1 data misses ${Math.round(total(misses, 'd1'))} per request (${byPlace(misses, 'd1')})`);
       }
     }
   }
@@ -197,16 +198,16 @@ for (const suffix of BASELINE ? ['', '@base'] : ['']) {
   console.log(`Fastify + plugin${suffix} adds ${Math.round(paid - bare).toLocaleString('en-US')} instructions per request (bare/paywalled ${(bare / paid).toFixed(3)})`);
 }
 if (CACHE) {
-  // Each place's median over the rounds; the added misses are the paywalled median less the bare.
-  const med = (name, place, k) => median(missRounds[name].map((m) => m[place]?.[k] ?? 0));
+  // Each place's median over the rounds; the added misses are the paywalled medians less the bare.
+  const medians = (name) =>
+    Object.fromEntries(PLACES.map((p) => [p, Object.fromEntries(['i1', 'd1'].map((k) => [k, median(missRounds[name].map((m) => m[p]?.[k] ?? 0))]))]));
   for (const suffix of BASELINE ? ['', '@base'] : ['']) {
-    const [bare, paid] = [`fastify-bare${suffix}`, `fastify-paywall${suffix}`];
-    if (!missRounds[bare]?.length || !missRounds[paid]?.length) continue;
+    const [bareName, paidName] = [`fastify-bare${suffix}`, `fastify-paywall${suffix}`];
+    if (!missRounds[bareName]?.length || !missRounds[paidName]?.length) continue;
+    const [bare, paid] = [medians(bareName), medians(paidName)];
+    const added = Object.fromEntries(PLACES.map((p) => [p, { i1: paid[p].i1 - bare[p].i1, d1: paid[p].d1 - bare[p].d1 }]));
     for (const [k, what] of [['i1', 'instruction'], ['d1', 'data']]) {
-      const added = PLACES.map((p) => [p, med(paid, p, k) - med(bare, p, k)]);
-      const sum = added.reduce((a, [, v]) => a + v, 0);
-      const bareSum = PLACES.reduce((a, p) => a + med(bare, p, k), 0);
-      console.log(`Fastify + plugin${suffix} adds ${Math.round(sum)} L1 ${what} misses per request on bare's ${Math.round(bareSum)} (${added.map(([p, v]) => `${p} ${Math.round(v)}`).join(', ')})`);
+      console.log(`Fastify + plugin${suffix} adds ${Math.round(total(added, k))} L1 ${what} misses per request on bare's ${Math.round(total(bare, k))} (${byPlace(added, k)})`);
     }
   }
 }
